@@ -1,0 +1,203 @@
+package bpf_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/ebpfnet/ebpfnet/bpf"
+	"github.com/ebpfnet/ebpfnet/loader"
+	"github.com/ebpfnet/ebpfnet/maps"
+	"github.com/ebpfnet/ebpfnet/test/testenv"
+)
+
+const (
+	tcActUnspec = 0xffffffff // TC_ACT_UNSPEC (-1): pass on
+	tcActShot   = 2
+)
+
+// skbContext is the head of struct __sk_buff up to ifindex; BPF_PROG_RUN
+// accepts a prefix. An ifindex of 0 runs the program as if on loopback,
+// so the tests register ifindex 1 as the endpoint interface.
+type skbContext struct {
+	Len, PktType, Mark, QueueMapping, Protocol, VlanPresent, VlanTCI, VlanProto, Priority, IngressIfindex, Ifindex uint32
+}
+
+const endpointIfindex = 1
+
+func ipv4Packet(src, dst string, proto uint8) []byte {
+	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
+	var b bytes.Buffer
+	b.Write([]byte{2, 0x42, 0, 0, 0, 1, 2, 0x42, 0, 0, 0, 2, 0x08, 0x00})
+	ip := []byte{0x45, 0, 0, 28, 0, 1, 0x40, 0, 64, proto, 0, 0}
+	ip = append(ip, s[:]...)
+	ip = append(ip, d[:]...)
+	b.Write(ip)
+	b.Write([]byte{0x30, 0x39, 0x00, 0x50, 0, 8, 0, 0}) // 8 bytes of L4
+	return b.Bytes()
+}
+
+func arpPacket() []byte {
+	p := make([]byte, 42)
+	copy(p, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0x42, 0, 0, 0, 2, 0x08, 0x06})
+	return p
+}
+
+type testbed struct {
+	objs *bpf.EndpointObjects
+	maps *maps.Maps
+}
+
+var (
+	appnet = maps.Network{Index: 1, Subnet: netip.MustParsePrefix("172.19.0.0/16"), Gateway: netip.MustParseAddr("172.19.0.1")}
+	other  = maps.Network{Index: 2, Subnet: netip.MustParsePrefix("172.20.0.0/16"), Gateway: netip.MustParseAddr("172.20.0.1")}
+)
+
+// newTestbed loads private maps with two networks and the sender on the
+// first, flavoured by the given flags.
+func newTestbed(t *testing.T, iccDisabled, internal bool) *testbed {
+	t.Helper()
+	testenv.RequirePrivileges(t)
+	objs, err := loader.LoadUnpinned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { objs.Close() })
+	m := maps.New(&objs.EndpointMaps)
+	net := appnet
+	net.ICCDisabled, net.Internal = iccDisabled, internal
+	for _, n := range []maps.Network{net, other} {
+		if err := m.PutNetwork(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.PutIface(maps.Iface{Ifindex: endpointIfindex, Network: 1, Addr: netip.MustParseAddr("172.19.5.2")}); err != nil {
+		t.Fatal(err)
+	}
+	return &testbed{objs: objs, maps: m}
+}
+
+// run runs prog on pkt and checks the verdict, that the packet is left
+// untouched, and that exactly one counter moved: the one for wantCounter.
+func (tb *testbed) run(t *testing.T, prog *ebpf.Program, pkt []byte, want uint32, wantCounter string) {
+	t.Helper()
+	before := tb.counters(t)
+	out := make([]byte, len(pkt))
+	ret, err := prog.Run(&ebpf.RunOptions{Data: pkt, DataOut: out, Context: skbContext{}})
+	if err != nil {
+		t.Fatalf("run %s: %v", prog, err)
+	}
+	if ret != want {
+		t.Errorf("verdict = %#x, want %#x", ret, want)
+	}
+	if !bytes.Equal(out, pkt) {
+		t.Errorf("packet was modified:\n got %x\nwant %x", out, pkt)
+	}
+	after := tb.counters(t)
+	for name, n := range after {
+		delta := n - before[name]
+		switch {
+		case name == wantCounter && delta != 1:
+			t.Errorf("counter %s moved by %d, want 1", name, delta)
+		case name != wantCounter && delta != 0:
+			t.Errorf("counter %s moved by %d, want 0", name, delta)
+		}
+	}
+}
+
+func (tb *testbed) counters(t *testing.T) map[string]uint64 {
+	t.Helper()
+	cs, err := tb.maps.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]uint64{}
+	for _, c := range cs {
+		out[c.Verdict] = c.Packets
+	}
+	return out
+}
+
+func TestFromContainer(t *testing.T) {
+	const udp, icmp, tcp = 17, 1, 6
+	tests := []struct {
+		name             string
+		iccOff, internal bool
+		pkt              []byte
+		verdict          uint32
+		counter          string
+	}{
+		{"same network", false, false, ipv4Packet("172.19.5.2", "172.19.5.3", udp), tcActUnspec, "pass"},
+		{"to outside", false, false, ipv4Packet("172.19.5.2", "10.1.2.3", tcp), tcActUnspec, "pass"},
+		{"to another network", false, false, ipv4Packet("172.19.5.2", "172.20.0.5", icmp), tcActShot, "drop_cross_network"},
+		{"to another network's gateway", false, false, ipv4Packet("172.19.5.2", "172.20.0.1", tcp), tcActShot, "drop_cross_network"},
+		{"icc off, same network", true, false, ipv4Packet("172.19.5.2", "172.19.5.3", tcp), tcActShot, "drop_icc"},
+		{"icc off, broadcast", true, false, ipv4Packet("172.19.5.2", "172.19.255.255", udp), tcActShot, "drop_icc"},
+		{"icc off, to gateway", true, false, ipv4Packet("172.19.5.2", "172.19.0.1", tcp), tcActUnspec, "pass"},
+		{"icc off, to outside", true, false, ipv4Packet("172.19.5.2", "10.1.2.3", tcp), tcActUnspec, "pass"},
+		{"internal, to outside", false, true, ipv4Packet("172.19.5.2", "10.1.2.3", udp), tcActShot, "drop_internal"},
+		{"internal, same network", false, true, ipv4Packet("172.19.5.2", "172.19.5.3", udp), tcActUnspec, "pass"},
+		{"internal, to another network", false, true, ipv4Packet("172.19.5.2", "172.20.0.5", udp), tcActShot, "drop_cross_network"},
+		{"arp", true, true, arpPacket(), tcActUnspec, "pass"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tb := newTestbed(t, tt.iccOff, tt.internal)
+			tb.run(t, tb.objs.FromContainer, tt.pkt, tt.verdict, tt.counter)
+		})
+	}
+}
+
+func TestToContainer(t *testing.T) {
+	tests := []struct {
+		name     string
+		internal bool
+		pkt      []byte
+		verdict  uint32
+		counter  string
+	}{
+		{"from outside", false, ipv4Packet("10.1.2.3", "172.19.5.2", 6), tcActUnspec, "pass"},
+		{"internal, from outside", true, ipv4Packet("10.1.2.3", "172.19.5.2", 6), tcActShot, "drop_internal"},
+		{"internal, from another network", true, ipv4Packet("172.20.0.5", "172.19.5.2", 6), tcActShot, "drop_internal"},
+		{"internal, from same network", true, ipv4Packet("172.19.5.3", "172.19.5.2", 6), tcActUnspec, "pass"},
+		{"internal, from its gateway", true, ipv4Packet("172.19.0.1", "172.19.5.2", 1), tcActUnspec, "pass"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tb := newTestbed(t, false, tt.internal)
+			tb.run(t, tb.objs.ToContainer, tt.pkt, tt.verdict, tt.counter)
+		})
+	}
+}
+
+// An interface that is not an ebpfnet endpoint is left alone and not counted.
+func TestUnknownInterfacePassesUncounted(t *testing.T) {
+	tb := newTestbed(t, true, true)
+	if err := tb.maps.DeleteIface(endpointIfindex); err != nil {
+		t.Fatal(err)
+	}
+	for _, prog := range []*ebpf.Program{tb.objs.FromContainer, tb.objs.ToContainer} {
+		tb.run(t, prog, ipv4Packet("172.19.5.2", "172.20.0.5", 6), tcActUnspec, "")
+	}
+}
+
+// Go's view of the shared structs must match the C layout byte for byte.
+func TestSharedLayouts(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		v    any
+		size int
+	}{
+		{"network_info", bpf.EndpointNetworkInfo{}, 8},
+		{"iface_info", bpf.EndpointIfaceInfo{}, 8},
+		{"subnet_key", bpf.EndpointSubnetKey{}, 8},
+		{"counter", bpf.EndpointCounter{}, 16},
+	} {
+		if got := binary.Size(c.v); got != c.size {
+			t.Errorf("%s: Go size %d, C size %d", c.name, got, c.size)
+		}
+	}
+}

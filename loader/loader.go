@@ -1,0 +1,307 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/ebpfnet/ebpfnet/bpf"
+)
+
+// AttachMode selects how TC programs are attached.
+type AttachMode string
+
+const (
+	AttachAuto   AttachMode = "auto"   // TCX where the kernel has it, else clsact
+	AttachTCX    AttachMode = "tcx"    // TCX links (Linux 6.6+), pinned
+	AttachClsact AttachMode = "clsact" // clsact qdisc + direct-action cls_bpf filter
+)
+
+// ParseAttachMode checks a user-supplied attach mode.
+func ParseAttachMode(s string) (AttachMode, error) {
+	switch m := AttachMode(s); m {
+	case AttachAuto, AttachTCX, AttachClsact:
+		return m, nil
+	}
+	return "", fmt.Errorf("unknown attach mode %q (want auto, tcx or clsact)", s)
+}
+
+// Datapath is a loaded set of ebpfnet programs and their pinned maps.
+type Datapath struct {
+	Objects bpf.EndpointObjects
+	pinDir  string
+	mode    AttachMode
+}
+
+// Load loads the programs and opens or creates the maps pinned in pinDir.
+func Load(pinDir string, mode AttachMode) (*Datapath, error) {
+	if err := ensureBPFFS(pinDir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(pinDir, "links"), 0o700); err != nil {
+		return nil, fmt.Errorf("create link pin directory: %w", err)
+	}
+	d := &Datapath{pinDir: pinDir, mode: mode}
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pinDir}}
+	if err := bpf.LoadEndpointObjects(&d.Objects, opts); err != nil {
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return nil, fmt.Errorf("load endpoint programs: %w (maps pinned in %s are from another version: run `ebpfnet reset`)", err, pinDir)
+		}
+		return nil, fmt.Errorf("load endpoint programs: %w", err)
+	}
+	return d, nil
+}
+
+// Close releases the loaded objects. Pinned maps and links stay in place.
+func (d *Datapath) Close() error { return d.Objects.Close() }
+
+// PinDir is the bpffs directory holding the datapath's pins.
+func (d *Datapath) PinDir() string { return d.pinDir }
+
+type direction struct {
+	name   string
+	tcx    ebpf.AttachType
+	parent uint32
+}
+
+var (
+	ingress = direction{"ingress", ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS}
+	egress  = direction{"egress", ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS}
+)
+
+// AttachEndpoint attaches the endpoint programs to the host side of an
+// endpoint: from_container on ingress, to_container on egress. It is
+// idempotent, and replaces programs a previous daemon attached.
+func (d *Datapath) AttachEndpoint(ifname string, ifindex int) (AttachMode, error) {
+	mode := d.mode
+	if mode != AttachClsact {
+		err := d.attachTCX(ifname, ifindex, ingress, d.Objects.FromContainer)
+		if err == nil {
+			err = d.attachTCX(ifname, ifindex, egress, d.Objects.ToContainer)
+		}
+		switch {
+		case err == nil:
+			return AttachTCX, nil
+		case mode == AttachAuto && errors.Is(err, ebpf.ErrNotSupported):
+			mode = AttachClsact
+		default:
+			return "", err
+		}
+	}
+	if err := attachClsact(ifname, ifindex, ingress, d.Objects.FromContainer); err != nil {
+		return "", err
+	}
+	if err := attachClsact(ifname, ifindex, egress, d.Objects.ToContainer); err != nil {
+		return "", err
+	}
+	return AttachClsact, nil
+}
+
+// DetachEndpoint removes what AttachEndpoint did, whichever mode it used.
+// A missing interface is not an error: its attachments went with it.
+func (d *Datapath) DetachEndpoint(ifname string) error {
+	var errs []error
+	for _, dir := range []direction{ingress, egress} {
+		errs = append(errs, d.unpinLink(ifname, dir))
+	}
+	if l, err := netlink.LinkByName(ifname); err == nil {
+		for _, dir := range []direction{ingress, egress} {
+			errs = append(errs, detachClsact(l, dir))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Datapath) linkPin(ifname string, dir direction) string {
+	return filepath.Join(d.pinDir, "links", ifname+"."+dir.name)
+}
+
+// PinnedLinkInterfaces lists the interfaces that have pinned links.
+func (d *Datapath) PinnedLinkInterfaces() ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(d.pinDir, "links"))
+	if err != nil {
+		return nil, fmt.Errorf("list pinned links: %w", err)
+	}
+	seen := map[string]bool{}
+	var names []string
+	for _, e := range entries {
+		name := e.Name()
+		if ext := filepath.Ext(name); ext != "" {
+			name = name[:len(name)-len(ext)]
+		}
+		if !seen[name] {
+			seen[name] = true
+			names = append(names, name)
+		}
+	}
+	return names, nil
+}
+
+func (d *Datapath) attachTCX(ifname string, ifindex int, dir direction, prog *ebpf.Program) error {
+	pin := d.linkPin(ifname, dir)
+	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+		info, infoErr := l.Info()
+		if infoErr == nil && info.TCX() != nil && int(info.TCX().Ifindex) == ifindex {
+			// The link survived a daemon restart: point it at this binary's program.
+			err := l.Update(prog)
+			l.Close()
+			if err != nil {
+				return fmt.Errorf("update tcx %s link on %s (ifindex %d): %w", dir.name, ifname, ifindex, err)
+			}
+			return nil
+		}
+		// The interface the link was for is gone (or was recreated).
+		l.Unpin()
+		l.Close()
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: dir.tcx})
+	if err != nil {
+		return fmt.Errorf("attach tcx %s to %s (ifindex %d): %w", dir.name, ifname, ifindex, err)
+	}
+	defer l.Close()
+	if err := l.Pin(pin); err != nil {
+		return fmt.Errorf("pin tcx %s link of %s: %w", dir.name, ifname, err)
+	}
+	return nil
+}
+
+func (d *Datapath) unpinLink(ifname string, dir direction) error {
+	pin := d.linkPin(ifname, dir)
+	l, err := link.LoadPinnedLink(pin, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		// Not a link we can open: drop the pin file anyway.
+		if rmErr := os.Remove(pin); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
+			return fmt.Errorf("remove link pin %s: %w", pin, errors.Join(err, rmErr))
+		}
+		return nil
+	}
+	defer l.Close()
+	if err := l.Unpin(); err != nil {
+		return fmt.Errorf("unpin tcx %s link of %s: %w", dir.name, ifname, err)
+	}
+	return nil
+}
+
+// Every ebpfnet cls_bpf filter sits at this priority and handle, so it can
+// be found and replaced without listing others' filters.
+const (
+	filterPriority = 0xeb
+	filterHandle   = 0xeb
+)
+
+func clsactFilter(ifindex int, dir direction, prog *ebpf.Program) *netlink.BpfFilter {
+	return &netlink.BpfFilter{
+		FilterAttrs: netlink.FilterAttrs{
+			LinkIndex: ifindex,
+			Parent:    dir.parent,
+			Handle:    filterHandle,
+			Priority:  filterPriority,
+			Protocol:  unix.ETH_P_ALL,
+		},
+		Fd:           prog.FD(),
+		Name:         "ebpfnet-" + dir.name,
+		DirectAction: true,
+	}
+}
+
+func attachClsact(ifname string, ifindex int, dir direction, prog *ebpf.Program) error {
+	qdisc := &netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
+		QdiscType:  "clsact",
+	}
+	if err := netlink.QdiscReplace(qdisc); err != nil {
+		return fmt.Errorf("add clsact qdisc to %s (ifindex %d): %w", ifname, ifindex, err)
+	}
+	if err := netlink.FilterReplace(clsactFilter(ifindex, dir, prog)); err != nil {
+		return fmt.Errorf("attach cls_bpf %s to %s (ifindex %d): %w", dir.name, ifname, ifindex, err)
+	}
+	return nil
+}
+
+func detachClsact(l netlink.Link, dir direction) error {
+	filters, err := netlink.FilterList(l, dir.parent)
+	if err != nil {
+		return nil // no clsact qdisc: nothing of ours is there
+	}
+	for _, f := range filters {
+		a := f.Attrs()
+		if a.Handle == filterHandle && a.Priority == filterPriority {
+			if err := netlink.FilterDel(f); err != nil {
+				return fmt.Errorf("remove cls_bpf %s filter from %s: %w", dir.name, l.Attrs().Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// ClsactAttached reports whether ebpfnet's cls_bpf filters are on both
+// directions of an interface; tests and status use it.
+func ClsactAttached(ifname string) (bool, error) {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return false, err
+	}
+	for _, dir := range []direction{ingress, egress} {
+		filters, err := netlink.FilterList(l, dir.parent)
+		if err != nil {
+			return false, nil
+		}
+		found := false
+		for _, f := range filters {
+			if bf, ok := f.(*netlink.BpfFilter); ok && bf.Handle == filterHandle && bf.Priority == filterPriority {
+				found = true
+			}
+		}
+		if !found {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// Reset removes every pin under pinDir: maps, links (which detaches their
+// programs) and the directory itself.
+func Reset(pinDir string) error {
+	if !isBPFFS(pinDir) {
+		return nil
+	}
+	links, _ := os.ReadDir(filepath.Join(pinDir, "links"))
+	var errs []error
+	for _, e := range links {
+		pin := filepath.Join(pinDir, "links", e.Name())
+		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+			errs = append(errs, l.Unpin())
+			l.Close()
+		}
+	}
+	if err := os.RemoveAll(pinDir); err != nil {
+		errs = append(errs, fmt.Errorf("remove pins in %s: %w", pinDir, err))
+	}
+	return errors.Join(errs...)
+}
+
+// LoadUnpinned loads a private copy of the programs and maps, pinned
+// nowhere: for tests that run programs on crafted packets.
+func LoadUnpinned() (*bpf.EndpointObjects, error) {
+	spec, err := bpf.LoadEndpoint()
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range spec.Maps {
+		m.Pinning = ebpf.PinNone
+	}
+	var objs bpf.EndpointObjects
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		return nil, fmt.Errorf("load endpoint programs: %w", err)
+	}
+	return &objs, nil
+}
