@@ -110,6 +110,9 @@ func (d *Datapath) DetachEndpoint(ifname string) error {
 	for _, dir := range []direction{ingress, egress} {
 		errs = append(errs, d.unpinLink(ifname, dir))
 	}
+	if err := os.Remove(filepath.Join(d.pinDir, "links", ifname)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("remove link pin directory of %s: %w", ifname, err))
+	}
 	if l, err := netlink.LinkByName(ifname); err == nil {
 		for _, dir := range []direction{ingress, egress} {
 			errs = append(errs, detachClsact(l, dir))
@@ -118,8 +121,10 @@ func (d *Datapath) DetachEndpoint(ifname string) error {
 	return errors.Join(errs...)
 }
 
+// linkPin is where a TCX link is pinned: one directory per interface, as
+// bpffs refuses dots in names.
 func (d *Datapath) linkPin(ifname string, dir direction) string {
-	return filepath.Join(d.pinDir, "links", ifname+"."+dir.name)
+	return filepath.Join(d.pinDir, "links", ifname, dir.name)
 }
 
 // PinnedLinkInterfaces lists the interfaces that have pinned links.
@@ -128,17 +133,9 @@ func (d *Datapath) PinnedLinkInterfaces() ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list pinned links: %w", err)
 	}
-	seen := map[string]bool{}
 	var names []string
 	for _, e := range entries {
-		name := e.Name()
-		if ext := filepath.Ext(name); ext != "" {
-			name = name[:len(name)-len(ext)]
-		}
-		if !seen[name] {
-			seen[name] = true
-			names = append(names, name)
-		}
+		names = append(names, e.Name())
 	}
 	return names, nil
 }
@@ -165,6 +162,9 @@ func (d *Datapath) attachTCX(ifname string, ifindex int, dir direction, prog *eb
 		return fmt.Errorf("attach tcx %s to %s (ifindex %d): %w", dir.name, ifname, ifindex, err)
 	}
 	defer l.Close()
+	if err := os.MkdirAll(filepath.Dir(pin), 0o700); err != nil {
+		return fmt.Errorf("create link pin directory of %s: %w", ifname, err)
+	}
 	if err := l.Pin(pin); err != nil {
 		return fmt.Errorf("pin tcx %s link of %s: %w", dir.name, ifname, err)
 	}
@@ -207,10 +207,18 @@ func clsactFilter(ifindex int, dir direction, prog *ebpf.Program) *netlink.BpfFi
 			Priority:  filterPriority,
 			Protocol:  unix.ETH_P_ALL,
 		},
-		Fd:           prog.FD(),
+		Fd:           fdOf(prog),
 		Name:         "ebpfnet-" + dir.name,
 		DirectAction: true,
 	}
+}
+
+// fdOf is the program's descriptor; deleting a filter needs none.
+func fdOf(prog *ebpf.Program) int {
+	if prog == nil {
+		return -1
+	}
+	return prog.FD()
 }
 
 func attachClsact(ifname string, ifindex int, dir direction, prog *ebpf.Program) error {
@@ -228,44 +236,56 @@ func attachClsact(ifname string, ifindex int, dir direction, prog *ebpf.Program)
 }
 
 func detachClsact(l netlink.Link, dir direction) error {
-	filters, err := netlink.FilterList(l, dir.parent)
-	if err != nil {
-		return nil // no clsact qdisc: nothing of ours is there
+	if !hasOurFilter(l, dir) {
+		return nil
 	}
-	for _, f := range filters {
-		a := f.Attrs()
-		if a.Handle == filterHandle && a.Priority == filterPriority {
-			if err := netlink.FilterDel(f); err != nil {
-				return fmt.Errorf("remove cls_bpf %s filter from %s: %w", dir.name, l.Attrs().Name, err)
-			}
-		}
+	f := clsactFilter(l.Attrs().Index, dir, nil)
+	if err := netlink.FilterDel(f); err != nil {
+		return fmt.Errorf("remove cls_bpf %s filter from %s: %w", dir.name, l.Attrs().Name, err)
 	}
 	return nil
 }
 
-// ClsactAttached reports whether ebpfnet's cls_bpf filters are on both
-// directions of an interface; tests and status use it.
-func ClsactAttached(ifname string) (bool, error) {
+// Attachment reports how the endpoint programs sit on an interface of the
+// calling thread's namespace: AttachTCX, AttachClsact, or "" when they are
+// not on both directions.
+func (d *Datapath) Attachment(ifname string) AttachMode {
 	l, err := netlink.LinkByName(ifname)
 	if err != nil {
-		return false, err
+		return ""
 	}
+	tcx, clsact := true, true
 	for _, dir := range []direction{ingress, egress} {
-		filters, err := netlink.FilterList(l, dir.parent)
-		if err != nil {
-			return false, nil
+		pinned, err := link.LoadPinnedLink(d.linkPin(ifname, dir), nil)
+		if err == nil {
+			info, err := pinned.Info()
+			tcx = tcx && err == nil && info.TCX() != nil && int(info.TCX().Ifindex) == l.Attrs().Index
+			pinned.Close()
+		} else {
+			tcx = false
 		}
-		found := false
-		for _, f := range filters {
-			if bf, ok := f.(*netlink.BpfFilter); ok && bf.Handle == filterHandle && bf.Priority == filterPriority {
-				found = true
-			}
-		}
-		if !found {
-			return false, nil
+		clsact = clsact && hasOurFilter(l, dir)
+	}
+	switch {
+	case tcx:
+		return AttachTCX
+	case clsact:
+		return AttachClsact
+	}
+	return ""
+}
+
+func hasOurFilter(l netlink.Link, dir direction) bool {
+	filters, err := netlink.FilterList(l, dir.parent)
+	if err != nil {
+		return false
+	}
+	for _, f := range filters {
+		if a := f.Attrs(); a.Handle == filterHandle && a.Priority == filterPriority {
+			return true
 		}
 	}
-	return true, nil
+	return false
 }
 
 // Reset removes every pin under pinDir: maps, links (which detaches their
@@ -274,10 +294,9 @@ func Reset(pinDir string) error {
 	if !isBPFFS(pinDir) {
 		return nil
 	}
-	links, _ := os.ReadDir(filepath.Join(pinDir, "links"))
+	pins, _ := filepath.Glob(filepath.Join(pinDir, "links", "*", "*"))
 	var errs []error
-	for _, e := range links {
-		pin := filepath.Join(pinDir, "links", e.Name())
+	for _, pin := range pins {
 		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 			errs = append(errs, l.Unpin())
 			l.Close()

@@ -127,22 +127,35 @@ func (m *Maps) Sync(networks []Network, ifaces []Iface) error {
 }
 
 func deleteUnwanted[K comparable](m *ebpf.Map, want map[K]bool) error {
-	var stale []K
-	var k K
-	it := m.Iterate()
-	for it.Next(&k, nil) {
-		if !want[k] {
-			stale = append(stale, k)
-		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate %s: %w", m, err)
+	all, err := keys[K](m)
+	if err != nil {
+		return err
 	}
 	var errs []error
-	for _, k := range stale {
-		errs = append(errs, ignoreMissing(m.Delete(k)))
+	for _, k := range all {
+		if !want[k] {
+			errs = append(errs, ignoreMissing(m.Delete(k)))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// keys lists a map's keys. It walks with NextKey, as it needs no values.
+func keys[K any](m *ebpf.Map) ([]K, error) {
+	var out []K
+	var prev any // nil asks for the first key
+	for {
+		var next K
+		err := m.NextKey(prev, &next)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("walk keys of %s: %w", m, err)
+		}
+		out = append(out, next)
+		prev = next
+	}
 }
 
 // Ifaces returns every endpoint interface in the map.
@@ -212,4 +225,28 @@ func VerdictNames() ([]string, error) {
 		names = append(names, name)
 	}
 	return names, nil
+}
+
+// Fill is how full a map is.
+type Fill struct {
+	Map     string `json:"map"`
+	Entries int    `json:"entries"`
+	Max     uint32 `json:"max"`
+}
+
+// Fills reports the fill level of every keyed map.
+func (m *Maps) Fills() ([]Fill, error) {
+	var out []Fill
+	for _, mp := range []*ebpf.Map{m.m.Ifaces, m.m.Networks, m.m.Subnets} {
+		all, err := keys[[]byte](mp)
+		if err != nil {
+			return nil, err
+		}
+		info, err := mp.Info()
+		if err != nil {
+			return nil, fmt.Errorf("read info of %s: %w", mp, err)
+		}
+		out = append(out, Fill{Map: info.Name, Entries: len(all), Max: mp.MaxEntries()})
+	}
+	return out, nil
 }

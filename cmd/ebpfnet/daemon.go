@@ -1,0 +1,95 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ebpfnet/ebpfnet/control"
+	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/loader"
+)
+
+// placementFlags are the flags that place one daemon instance; the daemon
+// and reset share them.
+func placementFlags(cmd *cobra.Command, cfg *control.Config) {
+	f := cmd.Flags()
+	f.StringVar(&cfg.StateDir, "state-dir", control.DefaultStateDir, "directory of the state file")
+	f.StringVar(&cfg.BPFFS, "bpffs", control.DefaultBPFFS, "bpffs directory for pinned maps and links")
+	f.StringVar(&cfg.NetNS, "netns", "", "network namespace (path) that the dataplane serves; default: the daemon's own")
+	f.StringVar(&cfg.NetnsDir, "netns-dir", control.DefaultNetnsDir, "directory where sandbox namespaces are bound")
+	f.StringVar(&cfg.EtcDir, "etc-dir", control.DefaultEtcDir, "directory of the sandboxes' resolv.conf and hosts")
+}
+
+func newDaemonCommand(c *cli) *cobra.Command {
+	var (
+		cfg        control.Config
+		attach     string
+		socketMode string
+		logLevel   string
+	)
+	cmd := &cobra.Command{
+		Use:   "daemon",
+		Short: "Run the ebpfnet daemon",
+		Long: `Run the daemon: it keeps the state, serves the API on a unix socket and
+keeps the kernel (bridges, veths, BPF programs and maps) in line with the
+state. On start it creates the default network "bridge" (device ebpf0) if
+it does not exist, and reconciles. The datapath keeps running when the
+daemon stops.`,
+		Example: `  # the host's daemon
+  sudo ebpfnet daemon &
+
+  # an isolated instance serving a test namespace
+  sudo ebpfnet daemon --netns /run/netns/testhost --socket /tmp/t.sock \
+      --state-dir /tmp/t-state --bpffs /sys/fs/bpf/t`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			mode, err := loader.ParseAttachMode(attach)
+			if err != nil {
+				return err
+			}
+			perm, err := strconv.ParseUint(socketMode, 8, 32)
+			if err != nil || perm > 0o777 {
+				return fmt.Errorf("invalid --socket-mode %q: want octal permissions such as 0600", socketMode)
+			}
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", logLevel)
+			}
+			cfg.AttachMode = mode
+			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			engine, err := control.New(cfg)
+			if err != nil {
+				return err
+			}
+			defer engine.Close()
+			cfg.Log.Info("ebpfnet daemon ready", "socket", c.socket, "version", version)
+			return api.NewServer(engine).Serve(cmd.Context(), c.socket, os.FileMode(perm))
+		},
+	}
+	placementFlags(cmd, &cfg)
+	f := cmd.Flags()
+	f.StringVar(&attach, "attach", string(loader.AttachAuto), "how TC programs attach: auto, tcx or clsact")
+	f.StringVar(&socketMode, "socket-mode", "0600", "permissions of the API socket")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func newResetCommand() *cobra.Command {
+	var cfg control.Config
+	cmd := &cobra.Command{
+		Use:   "reset",
+		Short: "Remove everything a stopped daemon created",
+		Long: `Remove every sandbox namespace, interface, pinned map and link and the
+state of a daemon instance. The daemon must be stopped.`,
+		Example: `  sudo ebpfnet reset
+  sudo ebpfnet reset --netns /run/netns/testhost --state-dir /tmp/t-state --bpffs /sys/fs/bpf/t`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return control.Reset(cfg) },
+	}
+	placementFlags(cmd, &cfg)
+	return cmd
+}

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ebpfnet/ebpfnet/control/api"
+)
+
+func newNetworkCommand(c *cli) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "network",
+		Aliases: []string{"net"},
+		Short:   "Manage networks",
+	}
+	cmd.AddCommand(newNetworkCreate(c), newNetworkLs(c), newNetworkInspect(c), newNetworkRm(c),
+		newNetworkPrune(c), newNetworkConnect(c), newNetworkDisconnect(c))
+	return cmd
+}
+
+func newNetworkCreate(c *cli) *cobra.Command {
+	var (
+		req          api.NetworkCreate
+		opts, labels []string
+	)
+	cmd := &cobra.Command{
+		Use:   "create [flags] NETWORK",
+		Short: "Create a network",
+		Example: `  ebpfnet network create appnet
+  ebpfnet network create --subnet 172.19.0.0/16 --gateway 172.19.0.1 --ip-range 172.19.5.0/24 appnet
+  ebpfnet network create --internal -o com.docker.network.bridge.enable_icc=false backend
+  ebpfnet network create -d macvlan --subnet 192.168.57.0/24 --gateway 192.168.57.1 -o parent=eth1 lan`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var err error
+			req.Name = args[0]
+			if req.Options, err = parseKeyValues("--opt", opts); err != nil {
+				return err
+			}
+			if req.Labels, err = parseKeyValues("--label", labels); err != nil {
+				return err
+			}
+			n, err := c.client().CreateNetwork(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), n.ID)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&req.Driver, "driver", "d", "bridge", "driver: bridge or macvlan")
+	f.StringVar(&req.Subnet, "subnet", "", "subnet in CIDR form (default: the next free default pool)")
+	f.StringVar(&req.Gateway, "gateway", "", "gateway address (default: the subnet's first address)")
+	f.StringVar(&req.IPRange, "ip-range", "", "allocate dynamic addresses from this sub-range")
+	f.BoolVar(&req.Internal, "internal", false, "restrict traffic to the network: no way in or out")
+	f.StringArrayVarP(&opts, "opt", "o", nil, "driver option KEY=VALUE (repeatable)")
+	f.StringArrayVar(&labels, "label", nil, "label KEY=VALUE (repeatable)")
+	cmd.RegisterFlagCompletionFunc("driver", cobra.FixedCompletions([]string{"bridge", "macvlan"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+func newNetworkLs(c *cli) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List networks",
+		Example: `  ebpfnet network ls
+  ebpfnet network ls -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.checkOutput(); err != nil {
+				return err
+			}
+			nets, err := c.client().Networks(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return printJSON(cmd.OutOrStdout(), nets)
+			}
+			var rows [][]string
+			for _, n := range nets {
+				subnet := ""
+				if len(n.IPAM.Config) > 0 {
+					subnet = n.IPAM.Config[0].Subnet
+				}
+				rows = append(rows, []string{shortID(n.ID), n.Name, n.Driver, n.Scope, subnet})
+			}
+			return printTable(cmd.OutOrStdout(), []string{"NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET"}, rows)
+		},
+	}
+	c.addOutputFlag(cmd)
+	return cmd
+}
+
+func newNetworkInspect(c *cli) *cobra.Command {
+	return &cobra.Command{
+		Use:               "inspect NETWORK...",
+		Short:             "Show networks in detail, as JSON",
+		Example:           `  ebpfnet network inspect appnet`,
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: c.completeNetworks,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var out []api.Network
+			for _, ref := range args {
+				n, err := c.client().Network(cmd.Context(), ref)
+				if err != nil {
+					return err
+				}
+				out = append(out, n)
+			}
+			return printJSON(cmd.OutOrStdout(), out)
+		},
+	}
+}
+
+func newNetworkRm(c *cli) *cobra.Command {
+	return &cobra.Command{
+		Use:               "rm NETWORK...",
+		Aliases:           []string{"remove"},
+		Short:             "Remove networks",
+		Example:           `  ebpfnet network rm appnet`,
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: c.completeNetworks,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var errs []error
+			for _, ref := range args {
+				if err := c.client().RemoveNetwork(cmd.Context(), ref); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), ref)
+			}
+			return errors.Join(errs...)
+		},
+	}
+}
+
+func newNetworkPrune(c *cli) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "prune",
+		Short:   "Remove every user-defined network without endpoints",
+		Example: `  ebpfnet network prune -f`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pruned, err := c.client().PruneNetworks(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if len(pruned.NetworksDeleted) > 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "Deleted Networks:")
+			}
+			for _, name := range pruned.NetworksDeleted {
+				fmt.Fprintln(cmd.OutOrStdout(), name)
+			}
+			return nil
+		},
+	}
+	// Accepted for docker compatibility: prune never asks.
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "do not prompt (prune never prompts)")
+	return cmd
+}
+
+func newNetworkConnect(c *cli) *cobra.Command {
+	var req api.Connect
+	cmd := &cobra.Command{
+		Use:               "connect [flags] NETWORK SANDBOX",
+		Short:             "Connect a sandbox to a network",
+		Example:           `  ebpfnet network connect --alias db backend web`,
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: c.completeNetworks,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Sandbox = args[1]
+			return c.client().Connect(cmd.Context(), args[0], req)
+		},
+	}
+	cmd.Flags().StringVar(&req.IP, "ip", "", "IPv4 address on the network")
+	cmd.Flags().StringArrayVar(&req.Aliases, "alias", nil, "extra name on the network (repeatable)")
+	return cmd
+}
+
+func newNetworkDisconnect(c *cli) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:               "disconnect [flags] NETWORK SANDBOX",
+		Short:             "Disconnect a sandbox from a network",
+		Example:           `  ebpfnet network disconnect backend web`,
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: c.completeNetworks,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.client().Disconnect(cmd.Context(), args[0], api.Disconnect{Sandbox: args[1]})
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "accepted for docker compatibility; disconnect never waits")
+	return cmd
+}

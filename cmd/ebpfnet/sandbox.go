@@ -1,0 +1,134 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ebpfnet/ebpfnet/control/api"
+)
+
+func newSandboxCommand(c *cli) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "sandbox",
+		Aliases: []string{"sb"},
+		Short:   "Manage sandboxes (network namespaces)",
+	}
+	cmd.AddCommand(newSandboxCreate(c), newSandboxLs(c), newSandboxInspect(c), newSandboxRm(c))
+	return cmd
+}
+
+// sandboxFlags are the flags of `sandbox create` and `run`.
+func sandboxFlags(cmd *cobra.Command, req *api.SandboxCreate) {
+	f := cmd.Flags()
+	f.StringArrayVar(&req.Networks, "network", nil, "network to attach to (repeatable), or host, none, container:NAME (default: bridge)")
+	f.StringVar(&req.IP, "ip", "", "IPv4 address on the first network")
+	f.StringArrayVar(&req.Aliases, "alias", nil, "extra name on the networks (repeatable)")
+}
+
+func newSandboxCreate(c *cli) *cobra.Command {
+	var req api.SandboxCreate
+	cmd := &cobra.Command{
+		Use:   "create [flags] NAME",
+		Short: "Create a sandbox",
+		Example: `  ebpfnet sandbox create web                       # on the default network "bridge"
+  ebpfnet sandbox create web --network appnet --ip 172.19.5.10 --alias www
+  ebpfnet sandbox create side --network container:web
+  ebpfnet sandbox create h --network host
+  ebpfnet sandbox create n --network none`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Name = args[0]
+			sb, err := c.client().CreateSandbox(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), sb.ID)
+			return nil
+		},
+	}
+	sandboxFlags(cmd, &req)
+	return cmd
+}
+
+func newSandboxLs(c *cli) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list", "ps"},
+		Short:   "List sandboxes",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.checkOutput(); err != nil {
+				return err
+			}
+			sbs, err := c.client().Sandboxes(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return printJSON(cmd.OutOrStdout(), sbs)
+			}
+			var rows [][]string
+			for _, sb := range sbs {
+				var addrs []string
+				for name, ep := range sb.NetworkSettings.Networks {
+					addrs = append(addrs, fmt.Sprintf("%s=%s", name, ep.IPAddress))
+				}
+				sort.Strings(addrs)
+				rows = append(rows, []string{shortID(sb.ID), sb.Name, sb.HostConfig.NetworkMode, strings.Join(addrs, ",")})
+			}
+			return printTable(cmd.OutOrStdout(), []string{"SANDBOX ID", "NAME", "NETWORK MODE", "ADDRESSES"}, rows)
+		},
+	}
+	c.addOutputFlag(cmd)
+	return cmd
+}
+
+func newSandboxInspect(c *cli) *cobra.Command {
+	return &cobra.Command{
+		Use:               "inspect SANDBOX...",
+		Short:             "Show sandboxes in detail, as JSON",
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: c.completeSandboxes,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var out []api.Sandbox
+			for _, ref := range args {
+				sb, err := c.client().Sandbox(cmd.Context(), ref)
+				if err != nil {
+					return err
+				}
+				out = append(out, sb)
+			}
+			return printJSON(cmd.OutOrStdout(), out)
+		},
+	}
+}
+
+func newSandboxRm(c *cli) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "rm [flags] SANDBOX...",
+		Aliases: []string{"remove"},
+		Short:   "Remove sandboxes",
+		Example: `  ebpfnet sandbox rm web
+  ebpfnet sandbox rm -f web     # also kills what still runs inside`,
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: c.completeSandboxes,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var errs []error
+			for _, ref := range args {
+				if err := c.client().RemoveSandbox(cmd.Context(), ref, force); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), ref)
+			}
+			return errors.Join(errs...)
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill processes still running in the sandbox")
+	return cmd
+}

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+func newStatusCommand(c *cli) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the datapath: counters by verdict, map fill levels, attached programs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.checkOutput(); err != nil {
+				return err
+			}
+			st, err := c.client().Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if c.output == "json" {
+				return printJSON(out, st)
+			}
+			var rows [][]string
+			for _, k := range st.Counters {
+				rows = append(rows, []string{k.Verdict, fmt.Sprint(k.Packets), fmt.Sprint(k.Bytes)})
+			}
+			printTable(out, []string{"VERDICT", "PACKETS", "BYTES"}, rows)
+			fmt.Fprintln(out)
+			rows = nil
+			for _, m := range st.Maps {
+				rows = append(rows, []string{m.Map, fmt.Sprint(m.Entries), fmt.Sprint(m.Max)})
+			}
+			printTable(out, []string{"MAP", "ENTRIES", "MAX"}, rows)
+			fmt.Fprintln(out)
+			rows = nil
+			for _, e := range st.Endpoints {
+				attach := string(e.Attach)
+				if attach == "" {
+					attach = "NOT ATTACHED"
+				}
+				rows = append(rows, []string{e.Interface, e.Sandbox, e.Network, attach})
+			}
+			return printTable(out, []string{"INTERFACE", "SANDBOX", "NETWORK", "PROGRAMS"}, rows)
+		},
+	}
+	c.addOutputFlag(cmd)
+	return cmd
+}

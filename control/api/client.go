@@ -1,0 +1,137 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"syscall"
+)
+
+// DefaultSocket is where the daemon listens unless told otherwise.
+const DefaultSocket = "/run/ebpfnet/ebpfnet.sock"
+
+// Client talks to one daemon.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the daemon at socket.
+func NewClient(socket string) *Client {
+	return &Client{socket: socket, http: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+	}}}
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		data, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://ebpfnet"+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("cannot reach the ebpfnet daemon at %s: is it running? (start it with `ebpfnet daemon`)", c.socket)
+		}
+		if errors.Is(err, syscall.EACCES) {
+			return fmt.Errorf("permission denied on %s: run as root", c.socket)
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e Error
+		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Message != "" {
+			return errors.New(e.Message)
+		}
+		return fmt.Errorf("daemon answered %s", resp.Status)
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	return nil
+}
+
+func esc(s string) string { return url.PathEscape(s) }
+
+// Networks lists the networks.
+func (c *Client) Networks(ctx context.Context) (out []Network, err error) {
+	return out, c.do(ctx, "GET", "/v1/networks", nil, &out)
+}
+
+// Network inspects one network.
+func (c *Client) Network(ctx context.Context, ref string) (out Network, err error) {
+	return out, c.do(ctx, "GET", "/v1/networks/"+esc(ref), nil, &out)
+}
+
+// CreateNetwork creates a network.
+func (c *Client) CreateNetwork(ctx context.Context, req NetworkCreate) (out Network, err error) {
+	return out, c.do(ctx, "POST", "/v1/networks", req, &out)
+}
+
+// RemoveNetwork removes a network.
+func (c *Client) RemoveNetwork(ctx context.Context, ref string) error {
+	return c.do(ctx, "DELETE", "/v1/networks/"+esc(ref), nil, nil)
+}
+
+// PruneNetworks removes unused user-defined networks.
+func (c *Client) PruneNetworks(ctx context.Context) (out Pruned, err error) {
+	return out, c.do(ctx, "POST", "/v1/networks/prune", nil, &out)
+}
+
+// Connect attaches a sandbox to a network.
+func (c *Client) Connect(ctx context.Context, network string, req Connect) error {
+	return c.do(ctx, "POST", "/v1/networks/"+esc(network)+"/connect", req, nil)
+}
+
+// Disconnect detaches a sandbox from a network.
+func (c *Client) Disconnect(ctx context.Context, network string, req Disconnect) error {
+	return c.do(ctx, "POST", "/v1/networks/"+esc(network)+"/disconnect", req, nil)
+}
+
+// Sandboxes lists the sandboxes.
+func (c *Client) Sandboxes(ctx context.Context) (out []Sandbox, err error) {
+	return out, c.do(ctx, "GET", "/v1/sandboxes", nil, &out)
+}
+
+// Sandbox inspects one sandbox.
+func (c *Client) Sandbox(ctx context.Context, ref string) (out Sandbox, err error) {
+	return out, c.do(ctx, "GET", "/v1/sandboxes/"+esc(ref), nil, &out)
+}
+
+// CreateSandbox creates a sandbox.
+func (c *Client) CreateSandbox(ctx context.Context, req SandboxCreate) (out Sandbox, err error) {
+	return out, c.do(ctx, "POST", "/v1/sandboxes", req, &out)
+}
+
+// RemoveSandbox removes a sandbox; force kills what still runs in it.
+func (c *Client) RemoveSandbox(ctx context.Context, ref string, force bool) error {
+	return c.do(ctx, "DELETE", fmt.Sprintf("/v1/sandboxes/%s?force=%t", esc(ref), force), nil, nil)
+}
+
+// Status reads the datapath's counters and attachments.
+func (c *Client) Status(ctx context.Context) (out Status, err error) {
+	return out, c.do(ctx, "GET", "/v1/status", nil, &out)
+}
+
+// Reconcile asks the daemon to reconcile now.
+func (c *Client) Reconcile(ctx context.Context) error {
+	return c.do(ctx, "POST", "/v1/reconcile", nil, nil)
+}

@@ -1,0 +1,105 @@
+package api
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+
+	"github.com/ebpfnet/ebpfnet/control"
+	"github.com/ebpfnet/ebpfnet/control/store"
+)
+
+// networkSpec checks a create request's strings.
+func networkSpec(req NetworkCreate) (control.NetworkSpec, error) {
+	spec := control.NetworkSpec{Name: req.Name, Driver: req.Driver, Internal: req.Internal, Options: req.Options, Labels: req.Labels}
+	var err error
+	if req.Subnet != "" {
+		if spec.Subnet, err = netip.ParsePrefix(req.Subnet); err != nil {
+			return spec, fmt.Errorf("invalid subnet %q: want an IPv4 CIDR such as 172.19.0.0/16", req.Subnet)
+		}
+	}
+	if req.IPRange != "" {
+		if spec.IPRange, err = netip.ParsePrefix(req.IPRange); err != nil {
+			return spec, fmt.Errorf("invalid ip-range %q: want an IPv4 CIDR such as 172.19.5.0/24", req.IPRange)
+		}
+	}
+	if req.Gateway != "" {
+		if spec.Gateway, err = netip.ParseAddr(req.Gateway); err != nil {
+			return spec, fmt.Errorf("invalid gateway %q: want an IPv4 address", req.Gateway)
+		}
+	}
+	return spec, nil
+}
+
+func parseIP(s string) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		return netip.Addr{}, fmt.Errorf("invalid IP address %q: want an IPv4 address", s)
+	}
+	return a, nil
+}
+
+func networkView(n store.Network, sbs []store.Sandbox) Network {
+	v := Network{Name: n.Name, ID: n.ID, Created: n.Created, Scope: "local", Driver: n.Driver, Internal: n.Internal,
+		IPAM: IPAM{Driver: "default", Config: []IPAMConfig{}}, Containers: map[string]NetworkContainer{},
+		Options: maps.Clone(n.Options), Labels: maps.Clone(n.Labels)}
+	if v.Options == nil {
+		v.Options = map[string]string{}
+	}
+	if v.Labels == nil {
+		v.Labels = map[string]string{}
+	}
+	if n.HasAddresses() {
+		c := IPAMConfig{Subnet: n.Pool.Subnet.String(), Gateway: n.Pool.Gateway.String()}
+		if n.Pool.Range.IsValid() {
+			c.IPRange = n.Pool.Range.String()
+		}
+		v.IPAM.Config = append(v.IPAM.Config, c)
+	}
+	if n.Driver == store.DriverBridge {
+		v.Options[control.OptBridgeName] = n.Bridge
+		v.Options[control.OptEnableICC] = fmt.Sprint(n.ICC)
+	}
+	for _, sb := range sbs {
+		for _, ep := range sb.Endpoints {
+			if ep.NetworkID == n.ID {
+				v.Containers[sb.ID] = NetworkContainer{Name: sb.Name, EndpointID: ep.ID, MacAddress: ep.MAC,
+					IPv4Address: netip.PrefixFrom(ep.Addr, n.Pool.Subnet.Bits()).String()}
+			}
+		}
+		if len(sb.Endpoints) == 0 && sb.Mode == store.ModeNetworks && n.Name == control.NetworkNone ||
+			sb.Mode == store.ModeHost && n.Name == control.NetworkHost {
+			v.Containers[sb.ID] = NetworkContainer{Name: sb.Name}
+		}
+	}
+	return v
+}
+
+func sandboxView(sb store.Sandbox, nets map[string]store.Network, netnsPath, etcDir string) Sandbox {
+	v := Sandbox{ID: sb.ID, Name: sb.Name, Created: sb.Created,
+		NetworkSettings: NetworkSettings{SandboxKey: netnsPath, EtcDir: etcDir, Networks: map[string]EndpointSettings{}}}
+	switch {
+	case sb.Mode == store.ModeHost:
+		v.HostConfig.NetworkMode = control.NetworkHost
+	case sb.Mode == store.ModeContainer:
+		v.HostConfig.NetworkMode = "container:" + sb.Shares
+	case len(sb.Endpoints) == 0:
+		v.HostConfig.NetworkMode = control.NetworkNone
+	default:
+		v.HostConfig.NetworkMode = nets[sb.Endpoints[0].NetworkID].Name
+	}
+	for _, ep := range sb.Endpoints {
+		n := nets[ep.NetworkID]
+		aliases := ep.Aliases
+		if aliases == nil {
+			aliases = []string{}
+		}
+		v.NetworkSettings.Networks[n.Name] = EndpointSettings{NetworkID: n.ID, EndpointID: ep.ID, Gateway: n.Pool.Gateway.String(),
+			IPAddress: ep.Addr.String(), IPPrefixLen: n.Pool.Subnet.Bits(), MacAddress: ep.MAC, Aliases: aliases,
+			Interface: ep.Interface, HostInterface: ep.HostSide}
+	}
+	return v
+}

@@ -1,0 +1,333 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ebpfnet/ebpfnet/control"
+	"github.com/ebpfnet/ebpfnet/control/store"
+)
+
+// Server answers API requests with an engine.
+type Server struct {
+	engine *control.Engine
+	mux    *http.ServeMux
+}
+
+// NewServer routes the API to engine.
+func NewServer(engine *control.Engine) *Server {
+	s := &Server{engine: engine, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /v1/networks", s.listNetworks)
+	s.mux.HandleFunc("POST /v1/networks", s.createNetwork)
+	s.mux.HandleFunc("POST /v1/networks/prune", s.pruneNetworks)
+	s.mux.HandleFunc("GET /v1/networks/{ref}", s.inspectNetwork)
+	s.mux.HandleFunc("DELETE /v1/networks/{ref}", s.removeNetwork)
+	s.mux.HandleFunc("POST /v1/networks/{ref}/connect", s.connect)
+	s.mux.HandleFunc("POST /v1/networks/{ref}/disconnect", s.disconnect)
+	s.mux.HandleFunc("GET /v1/sandboxes", s.listSandboxes)
+	s.mux.HandleFunc("POST /v1/sandboxes", s.createSandbox)
+	s.mux.HandleFunc("GET /v1/sandboxes/{ref}", s.inspectSandbox)
+	s.mux.HandleFunc("DELETE /v1/sandboxes/{ref}", s.removeSandbox)
+	s.mux.HandleFunc("GET /v1/status", s.status)
+	s.mux.HandleFunc("POST /v1/reconcile", s.reconcile)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(counterCollector{engine})
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Serve listens on the unix socket at path with the given mode until ctx ends.
+func (s *Server) Serve(ctx context.Context, path string, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("create socket directory: %w", err)
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return fmt.Errorf("socket %s is in use by another daemon", path)
+	}
+	os.Remove(path) // a stale socket of a daemon that died
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		l.Close()
+		return fmt.Errorf("set mode of %s: %w", path, err)
+	}
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(shutdown)
+	}()
+	err = srv.Serve(l)
+	os.Remove(path)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func reply(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func fail(w http.ResponseWriter, err error) {
+	code := http.StatusBadRequest
+	if errors.Is(err, store.ErrNotFound) {
+		code = http.StatusNotFound
+	}
+	reply(w, code, Error{Message: err.Error()})
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		fail(w, fmt.Errorf("decode request: %w", err))
+		return false
+	}
+	return true
+}
+
+// snapshot reads every network and sandbox in one transaction.
+func (s *Server) snapshot() (nets []store.Network, sbs []store.Sandbox, err error) {
+	err = s.engine.View(func(tx *store.Tx) error {
+		if nets, err = tx.Networks(); err != nil {
+			return err
+		}
+		sbs, err = tx.Sandboxes()
+		return err
+	})
+	return nets, sbs, err
+}
+
+func (s *Server) listNetworks(w http.ResponseWriter, r *http.Request) {
+	nets, sbs, err := s.snapshot()
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	out := []Network{}
+	for _, n := range nets {
+		out = append(out, networkView(n, sbs))
+	}
+	reply(w, http.StatusOK, out)
+}
+
+func (s *Server) inspectNetwork(w http.ResponseWriter, r *http.Request) {
+	var n store.Network
+	var sbs []store.Sandbox
+	err := s.engine.View(func(tx *store.Tx) error {
+		var err error
+		if n, err = tx.Network(r.PathValue("ref")); err != nil {
+			return err
+		}
+		sbs, err = tx.Sandboxes()
+		return err
+	})
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	reply(w, http.StatusOK, networkView(n, sbs))
+}
+
+func (s *Server) createNetwork(w http.ResponseWriter, r *http.Request) {
+	var req NetworkCreate
+	if !decode(w, r, &req) {
+		return
+	}
+	spec, err := networkSpec(req)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	n, err := s.engine.CreateNetwork(spec)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	reply(w, http.StatusCreated, networkView(n, nil))
+}
+
+func (s *Server) removeNetwork(w http.ResponseWriter, r *http.Request) {
+	if err := s.engine.RemoveNetwork(r.PathValue("ref")); err != nil {
+		fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) pruneNetworks(w http.ResponseWriter, r *http.Request) {
+	removed, err := s.engine.PruneNetworks()
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	if removed == nil {
+		removed = []string{}
+	}
+	reply(w, http.StatusOK, Pruned{NetworksDeleted: removed})
+}
+
+func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
+	var req Connect
+	if !decode(w, r, &req) {
+		return
+	}
+	ip, err := parseIP(req.IP)
+	if err == nil {
+		err = s.engine.Connect(r.PathValue("ref"), req.Sandbox, control.EndpointSpec{IP: ip, Aliases: req.Aliases})
+	}
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) disconnect(w http.ResponseWriter, r *http.Request) {
+	var req Disconnect
+	if !decode(w, r, &req) {
+		return
+	}
+	if err := s.engine.Disconnect(r.PathValue("ref"), req.Sandbox); err != nil {
+		fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func byID(nets []store.Network) map[string]store.Network {
+	m := map[string]store.Network{}
+	for _, n := range nets {
+		m[n.ID] = n
+	}
+	return m
+}
+
+func (s *Server) sandboxView(sb store.Sandbox, nets map[string]store.Network) Sandbox {
+	etc := ""
+	if sb.Mode != store.ModeHost {
+		etc = s.engine.SandboxEtc(sb.Name)
+	}
+	return sandboxView(sb, nets, s.engine.SandboxNamespace(sb.Name), etc)
+}
+
+func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
+	nets, sbs, err := s.snapshot()
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	out := []Sandbox{}
+	for _, sb := range sbs {
+		out = append(out, s.sandboxView(sb, byID(nets)))
+	}
+	reply(w, http.StatusOK, out)
+}
+
+func (s *Server) inspectSandbox(w http.ResponseWriter, r *http.Request) {
+	var sb store.Sandbox
+	var nets []store.Network
+	err := s.engine.View(func(tx *store.Tx) error {
+		var err error
+		if sb, err = tx.Sandbox(r.PathValue("ref")); err != nil {
+			return err
+		}
+		nets, err = tx.Networks()
+		return err
+	})
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	reply(w, http.StatusOK, s.sandboxView(sb, byID(nets)))
+}
+
+func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
+	var req SandboxCreate
+	if !decode(w, r, &req) {
+		return
+	}
+	ip, err := parseIP(req.IP)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	sb, err := s.engine.CreateSandbox(control.SandboxSpec{Name: req.Name, Networks: req.Networks, IP: ip, Aliases: req.Aliases})
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	nets, _, err := s.snapshot()
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	reply(w, http.StatusCreated, s.sandboxView(sb, byID(nets)))
+}
+
+func (s *Server) removeSandbox(w http.ResponseWriter, r *http.Request) {
+	if err := s.engine.RemoveSandbox(r.PathValue("ref"), r.URL.Query().Get("force") == "true"); err != nil {
+		fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	st, err := s.engine.Status()
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	reply(w, http.StatusOK, st)
+}
+
+func (s *Server) reconcile(w http.ResponseWriter, r *http.Request) {
+	if err := s.engine.Reconcile(); err != nil {
+		fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// counterCollector exports the datapath's verdict counters.
+type counterCollector struct{ engine *control.Engine }
+
+var (
+	packetsDesc = prometheus.NewDesc("ebpfnet_endpoint_packets_total", "Packets seen by the endpoint programs, by verdict.", []string{"verdict"}, nil)
+	bytesDesc   = prometheus.NewDesc("ebpfnet_endpoint_bytes_total", "Bytes seen by the endpoint programs, by verdict.", []string{"verdict"}, nil)
+)
+
+func (c counterCollector) Describe(ch chan<- *prometheus.Desc) { ch <- packetsDesc; ch <- bytesDesc }
+
+func (c counterCollector) Collect(ch chan<- prometheus.Metric) {
+	counters, err := c.engine.Counters()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(packetsDesc, err)
+		return
+	}
+	for _, k := range counters {
+		ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(k.Packets), k.Verdict)
+		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(k.Bytes), k.Verdict)
+	}
+}

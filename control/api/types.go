@@ -1,0 +1,123 @@
+package api
+
+import (
+	"time"
+
+	"github.com/ebpfnet/ebpfnet/control"
+)
+
+// NetworkCreate asks for a network, with flags as `docker network create` has them.
+type NetworkCreate struct {
+	Name     string            `json:"Name"`
+	Driver   string            `json:"Driver,omitempty"`
+	Subnet   string            `json:"Subnet,omitempty"`
+	IPRange  string            `json:"IPRange,omitempty"`
+	Gateway  string            `json:"Gateway,omitempty"`
+	Internal bool              `json:"Internal,omitempty"`
+	Options  map[string]string `json:"Options,omitempty"`
+	Labels   map[string]string `json:"Labels,omitempty"`
+}
+
+// SandboxCreate asks for a sandbox.
+type SandboxCreate struct {
+	Name     string   `json:"Name"`
+	Networks []string `json:"Networks,omitempty"`
+	IP       string   `json:"IP,omitempty"`
+	Aliases  []string `json:"Aliases,omitempty"`
+}
+
+// Connect attaches a sandbox to a network.
+type Connect struct {
+	Sandbox string   `json:"Sandbox"`
+	IP      string   `json:"IP,omitempty"`
+	Aliases []string `json:"Aliases,omitempty"`
+}
+
+// Disconnect detaches a sandbox from a network.
+type Disconnect struct {
+	Sandbox string `json:"Sandbox"`
+}
+
+// Network is shaped like `docker network inspect`.
+type Network struct {
+	Name       string                      `json:"Name"`
+	ID         string                      `json:"Id"`
+	Created    time.Time                   `json:"Created"`
+	Scope      string                      `json:"Scope"`
+	Driver     string                      `json:"Driver"`
+	EnableIPv6 bool                        `json:"EnableIPv6"`
+	IPAM       IPAM                        `json:"IPAM"`
+	Internal   bool                        `json:"Internal"`
+	Containers map[string]NetworkContainer `json:"Containers"`
+	Options    map[string]string           `json:"Options"`
+	Labels     map[string]string           `json:"Labels"`
+}
+
+// IPAM is a network's address configuration.
+type IPAM struct {
+	Driver string       `json:"Driver"`
+	Config []IPAMConfig `json:"Config"`
+}
+
+// IPAMConfig is one subnet.
+type IPAMConfig struct {
+	Subnet  string `json:"Subnet,omitempty"`
+	IPRange string `json:"IPRange,omitempty"`
+	Gateway string `json:"Gateway,omitempty"`
+}
+
+// NetworkContainer is a sandbox's endpoint as a network lists it.
+type NetworkContainer struct {
+	Name        string `json:"Name"`
+	EndpointID  string `json:"EndpointID"`
+	MacAddress  string `json:"MacAddress"`
+	IPv4Address string `json:"IPv4Address"`
+	IPv6Address string `json:"IPv6Address"`
+}
+
+// Sandbox is shaped like the network parts of `docker inspect`.
+type Sandbox struct {
+	ID              string          `json:"Id"`
+	Name            string          `json:"Name"`
+	Created         time.Time       `json:"Created"`
+	HostConfig      HostConfig      `json:"HostConfig"`
+	NetworkSettings NetworkSettings `json:"NetworkSettings"`
+}
+
+// HostConfig holds the network mode.
+type HostConfig struct {
+	NetworkMode string `json:"NetworkMode"`
+}
+
+// NetworkSettings holds the namespace and the endpoints by network name.
+type NetworkSettings struct {
+	SandboxKey string                      `json:"SandboxKey"`
+	EtcDir     string                      `json:"EtcDir,omitempty"`
+	Networks   map[string]EndpointSettings `json:"Networks"`
+}
+
+// EndpointSettings is one endpoint of a sandbox.
+type EndpointSettings struct {
+	NetworkID     string   `json:"NetworkID"`
+	EndpointID    string   `json:"EndpointID"`
+	Gateway       string   `json:"Gateway"`
+	IPAddress     string   `json:"IPAddress"`
+	IPPrefixLen   int      `json:"IPPrefixLen"`
+	MacAddress    string   `json:"MacAddress"`
+	Aliases       []string `json:"Aliases"`
+	Interface     string   `json:"Interface"`
+	HostInterface string   `json:"HostInterface,omitempty"`
+}
+
+// Pruned lists the networks a prune removed.
+type Pruned struct {
+	NetworksDeleted []string `json:"NetworksDeleted"`
+}
+
+// Status is the datapath's state.
+type Status = control.Status
+
+// Error is the body of every failed request.
+type Error struct {
+	Message string `json:"message"`
+}

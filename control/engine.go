@@ -1,0 +1,144 @@
+package control
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"regexp"
+	"sync"
+
+	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/control/store"
+	"github.com/ebpfnet/ebpfnet/loader"
+	"github.com/ebpfnet/ebpfnet/maps"
+)
+
+// Config places one daemon instance. Every path can be moved, so several
+// instances (one per test "host" namespace) run side by side.
+type Config struct {
+	StateDir   string            // the store lives here
+	BPFFS      string            // pins of maps and links
+	NetNS      string            // the dataplane's namespace: where bridges and host-side veths live
+	NetnsDir   string            // sandbox namespaces are bound here (/run/netns for `ip netns`)
+	EtcDir     string            // per-sandbox resolv.conf and hosts (/etc/netns for `ip netns exec`)
+	AttachMode loader.AttachMode // how TC programs attach
+	Log        *slog.Logger
+}
+
+// Defaults for a daemon serving the host.
+const (
+	DefaultStateDir = "/var/lib/ebpfnet"
+	DefaultBPFFS    = "/sys/fs/bpf/ebpfnet"
+	DefaultNetnsDir = "/run/netns"
+	DefaultEtcDir   = "/etc/netns"
+	// DefaultBridge is the device of the default network.
+	DefaultBridge = "ebpf0"
+)
+
+// Engine applies changes. All mutations are serialised.
+type Engine struct {
+	cfg   Config
+	store *store.Store
+	dp    *loader.Datapath
+	maps  *maps.Maps
+	log   *slog.Logger
+	mu    sync.Mutex
+}
+
+// New opens the state, loads the datapath, creates the predefined networks
+// on the first start and reconciles the kernel with the store.
+func New(cfg Config) (*Engine, error) {
+	if cfg.NetNS == "" {
+		cfg.NetNS = "/proc/self/ns/net"
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if !namespace.IsNamespace(cfg.NetNS) {
+		return nil, fmt.Errorf("dataplane namespace %s is not a network namespace", cfg.NetNS)
+	}
+	st, err := store.Open(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	dp, err := loader.Load(cfg.BPFFS, cfg.AttachMode)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Objects.EndpointMaps), log: cfg.Log}
+	if err := e.ensurePredefined(); err != nil {
+		e.Close()
+		return nil, err
+	}
+	if err := e.Reconcile(); err != nil {
+		e.log.Warn("reconcile on start left work undone", "err", err)
+	}
+	return e, nil
+}
+
+// Close releases the store and the loaded objects; the datapath stays.
+func (e *Engine) Close() error {
+	return errors.Join(e.dp.Close(), e.store.Close())
+}
+
+// inHost runs fn in the dataplane's namespace.
+func (e *Engine) inHost(fn func() error) error { return namespace.Do(e.cfg.NetNS, fn) }
+
+func (e *Engine) sandboxPath(name string) string { return filepath.Join(e.cfg.NetnsDir, name) }
+func (e *Engine) sandboxEtc(name string) string  { return filepath.Join(e.cfg.EtcDir, name) }
+
+// View runs fn on a consistent snapshot of the state.
+func (e *Engine) View(fn func(*store.Tx) error) error { return e.store.View(fn) }
+
+// SandboxNamespace is the path of a sandbox's namespace file.
+func (e *Engine) SandboxNamespace(name string) string { return e.sandboxPath(name) }
+
+// SandboxEtc is the directory of a sandbox's resolv.conf and hosts.
+func (e *Engine) SandboxEtc(name string) string { return e.sandboxEtc(name) }
+
+func newID() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// validName is Docker's rule for network and container names; it also keeps
+// names safe as file names under /run/netns and /etc/netns.
+var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+
+func checkName(kind, name string) error {
+	if !validName.MatchString(name) || len(name) > 64 {
+		return fmt.Errorf("invalid %s name %q: use 1-64 letters, digits, '_', '.', '-', starting with a letter or digit", kind, name)
+	}
+	return nil
+}
+
+// rollback collects the undo steps of a change in progress.
+type rollback []func() error
+
+func (r *rollback) add(undo func() error) { *r = append(*r, undo) }
+
+// run undoes in reverse order, best effort.
+func (r rollback) run(log *slog.Logger) {
+	for i := len(r) - 1; i >= 0; i-- {
+		if err := r[i](); err != nil {
+			log.Warn("undo a failed change", "err", err)
+		}
+	}
+}
+
+// update runs change in a store transaction. When change or the commit
+// fails, the undo steps change registered are run, so the kernel is left as
+// it was.
+func (e *Engine) update(change func(tx *store.Tx, undo *rollback) error) error {
+	var undo rollback
+	err := e.store.Update(func(tx *store.Tx) error { return change(tx, &undo) })
+	if err != nil {
+		undo.run(e.log)
+	}
+	return err
+}

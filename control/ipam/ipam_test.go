@@ -1,0 +1,182 @@
+package ipam
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+var (
+	pfx  = netip.MustParsePrefix
+	addr = netip.MustParseAddr
+)
+
+func mustPool(t *testing.T, subnet, ipRange, gateway string) Pool {
+	t.Helper()
+	var r netip.Prefix
+	if ipRange != "" {
+		r = pfx(ipRange)
+	}
+	var g netip.Addr
+	if gateway != "" {
+		g = addr(gateway)
+	}
+	p, err := NewPool(pfx(subnet), r, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestNewPoolErrors(t *testing.T) {
+	tests := []struct {
+		subnet, ipRange, gateway string
+		want                     string
+	}{
+		{"172.19.0.0/16", "", "10.0.0.1", "gateway 10.0.0.1 is outside subnet 172.19.0.0/16"},
+		{"172.19.0.0/16", "", "172.19.0.0", "gateway 172.19.0.0 is the network or broadcast address"},
+		{"172.19.0.0/16", "", "172.19.255.255", "gateway 172.19.255.255 is the network or broadcast address"},
+		{"172.19.0.5/16", "", "", "subnet 172.19.0.5/16 has host bits set (did you mean 172.19.0.0/16?)"},
+		{"172.19.0.0/31", "", "", "subnet 172.19.0.0/31 is too small"},
+		{"fd00::/64", "", "", "only IPv4 subnets are supported"},
+		{"172.19.0.0/16", "10.0.0.0/24", "", "ip-range 10.0.0.0/24 is outside subnet 172.19.0.0/16"},
+		{"172.19.0.0/16", "172.0.0.0/8", "", "ip-range 172.0.0.0/8 is outside subnet 172.19.0.0/16"},
+		{"172.19.0.0/16", "172.19.5.1/24", "", "ip-range 172.19.5.1/24 has host bits set"},
+	}
+	for _, tt := range tests {
+		var r netip.Prefix
+		if tt.ipRange != "" {
+			r = pfx(tt.ipRange)
+		}
+		var g netip.Addr
+		if tt.gateway != "" {
+			g = addr(tt.gateway)
+		}
+		_, err := NewPool(pfx(tt.subnet), r, g)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("NewPool(%s, %s, %s) = %v, want error containing %q", tt.subnet, tt.ipRange, tt.gateway, err, tt.want)
+		}
+	}
+}
+
+func TestDefaultGatewayIsFirstAddress(t *testing.T) {
+	p := mustPool(t, "172.19.0.0/16", "", "")
+	if p.Gateway != addr("172.19.0.1") {
+		t.Fatalf("gateway = %s", p.Gateway)
+	}
+}
+
+func TestAllocateSkipsReservedAndIsSequential(t *testing.T) {
+	p := mustPool(t, "10.1.0.0/29", "", "10.1.0.1") // .0 network, .1 gateway, .7 broadcast
+	var got []string
+	for {
+		a, err := p.Allocate()
+		if errors.Is(err, ErrExhausted) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, a.String())
+	}
+	if strings.Join(got, " ") != "10.1.0.2 10.1.0.3 10.1.0.4 10.1.0.5 10.1.0.6" {
+		t.Fatalf("allocated %v", got)
+	}
+}
+
+func TestGatewayInsideRangeIsSkipped(t *testing.T) {
+	p := mustPool(t, "10.1.0.0/24", "10.1.0.0/30", "10.1.0.2")
+	a, _ := p.Allocate()
+	b, _ := p.Allocate()
+	if a != addr("10.1.0.1") || b != addr("10.1.0.3") {
+		t.Fatalf("allocated %s, %s", a, b)
+	}
+}
+
+func TestReleasedAddressReusedOnlyAfterWrap(t *testing.T) {
+	p := mustPool(t, "10.1.0.0/29", "", "")
+	a, _ := p.Allocate() // .2
+	b, _ := p.Allocate() // .3
+	p.Release(a)
+	c, _ := p.Allocate()
+	if c != addr("10.1.0.4") {
+		t.Fatalf("after releasing %s got %s, want 10.1.0.4 (no reuse before wrap)", a, c)
+	}
+	p.Release(b)
+	for _, want := range []string{"10.1.0.5", "10.1.0.6", "10.1.0.2", "10.1.0.3"} {
+		got, err := p.Allocate()
+		if err != nil || got != addr(want) {
+			t.Fatalf("got %s, %v; want %s", got, err, want)
+		}
+	}
+	if _, err := p.Allocate(); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("full pool: err = %v, want ErrExhausted", err)
+	}
+}
+
+func TestAllocateWithinRange(t *testing.T) {
+	p := mustPool(t, "172.19.0.0/16", "172.19.5.0/24", "172.19.0.1")
+	// As with Docker, only the subnet's network, broadcast and gateway
+	// addresses are reserved, not the edges of a range inside it.
+	a, _ := p.Allocate()
+	if a != addr("172.19.5.0") {
+		t.Fatalf("first address %s, want 172.19.5.0", a)
+	}
+	for range 255 {
+		if _, err := p.Allocate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// .0 and .255 of a range that is not the subnet's edge are ordinary addresses.
+	if !p.InUse(addr("172.19.5.0")) || !p.InUse(addr("172.19.5.255")) {
+		t.Fatal("range edges should be allocatable")
+	}
+	if _, err := p.Allocate(); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("err = %v, want ErrExhausted after 256 addresses", err)
+	}
+}
+
+func TestAllocateStatic(t *testing.T) {
+	p := mustPool(t, "172.19.0.0/16", "172.19.5.0/24", "")
+	if err := p.AllocateStatic(addr("172.19.9.9")); err != nil {
+		t.Fatalf("outside the range but inside the subnet must work: %v", err)
+	}
+	for a, want := range map[string]string{
+		"172.19.9.9":     "address 172.19.9.9 is already in use",
+		"172.19.0.1":     "address 172.19.0.1 is the gateway",
+		"172.19.0.0":     "address 172.19.0.0 is the network or broadcast address",
+		"172.19.255.255": "is the network or broadcast address",
+		"10.0.0.1":       "address 10.0.0.1 is outside subnet 172.19.0.0/16",
+	} {
+		if err := p.AllocateStatic(addr(a)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("AllocateStatic(%s) = %v, want %q", a, err, want)
+		}
+	}
+	// A static address inside the range is skipped by dynamic allocation.
+	if err := p.AllocateStatic(addr("172.19.5.0")); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := p.Allocate(); a != addr("172.19.5.1") {
+		t.Fatalf("got %s, want 172.19.5.1", a)
+	}
+}
+
+func TestFreeSubnet(t *testing.T) {
+	got, err := FreeSubnet([]netip.Prefix{pfx("172.17.0.0/16"), pfx("172.18.5.0/24"), pfx("10.0.0.0/8")})
+	if err != nil || got != pfx("172.19.0.0/16") {
+		t.Fatalf("got %s, %v", got, err)
+	}
+	// A route covering all of 172.16.0.0/12 moves us to 192.168.0.0/20.
+	got, _ = FreeSubnet([]netip.Prefix{pfx("172.16.0.0/12")})
+	if got != pfx("192.168.0.0/20") {
+		t.Fatalf("got %s, want 192.168.0.0/20", got)
+	}
+	if _, err := FreeSubnet([]netip.Prefix{pfx("0.0.0.0/1"), pfx("128.0.0.0/1")}); err == nil {
+		t.Fatal("want an error when every pool overlaps")
+	}
+	pools := DefaultPools()
+	if len(pools) != 15+16 || pools[len(pools)-1] != pfx("192.168.240.0/20") {
+		t.Fatalf("default pools: %v", pools)
+	}
+}

@@ -1,0 +1,136 @@
+// Package namespace is the one place where ebpfnet enters, creates and
+// removes network namespaces.
+//
+// Entering goes through the CNI plugins' ns package, which runs the work on
+// a locked OS thread and throws that thread away afterwards, so no goroutine
+// is ever left in a namespace it did not ask for. Named namespaces are bind
+// mounts under a directory (/run/netns, where `ip netns` looks).
+package namespace
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
+)
+
+// Do runs fn with the calling thread in the network namespace at path.
+func Do(path string, fn func() error) error {
+	return ns.WithNetNSPath(path, func(ns.NetNS) error { return fn() })
+}
+
+// Create makes a new, empty network namespace and binds it to path.
+func Create(path string) error {
+	return bindAt(path, func(tid int) (string, error) {
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return "", fmt.Errorf("unshare network namespace: %w", err)
+		}
+		return fmt.Sprintf("/proc/self/task/%d/ns/net", tid), nil
+	})
+}
+
+// Bind makes path refer to the existing namespace at src (a sandbox sharing
+// another's namespace, or the host namespace).
+func Bind(src, path string) error {
+	return bindAt(path, func(int) (string, error) { return src, nil })
+}
+
+// bindAt creates the file at path and bind-mounts source() onto it, on a
+// thread of its own: Create leaves that thread in the new namespace, and Go
+// discards a thread whose goroutine exits while locked to it.
+func bindAt(path string, source func(tid int) (string, error)) error {
+	dir := filepath.Dir(path)
+	if err := makeSharedMountDir(dir); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	if err != nil {
+		return fmt.Errorf("create namespace file %s: %w", path, err)
+	}
+	f.Close()
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: see above
+		src, err := source(unix.Gettid())
+		if err == nil {
+			err = unix.Mount(src, path, "none", unix.MS_BIND, "")
+			if err != nil {
+				err = fmt.Errorf("bind %s to %s: %w", src, path, err)
+			}
+		}
+		done <- err
+	}()
+	if err := <-done; err != nil {
+		os.Remove(path)
+		return err
+	}
+	return nil
+}
+
+// makeSharedMountDir makes dir a shared mount point, as `ip netns` does, so
+// namespaces bound inside it show in every mount namespace that sees dir.
+func makeSharedMountDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	err := unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if errors.Is(err, unix.EINVAL) { // not a mount point yet
+		if err := unix.Mount(dir, dir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s onto itself: %w", dir, err)
+		}
+		err = unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	}
+	if err != nil {
+		return fmt.Errorf("make %s a shared mount: %w", dir, err)
+	}
+	return nil
+}
+
+// Remove unbinds and deletes a namespace file; a missing one is fine.
+func Remove(path string) error {
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unbind namespace %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove namespace file %s: %w", path, err)
+	}
+	return nil
+}
+
+// ID identifies a namespace (device and inode of its nsfs file).
+type ID struct{ Dev, Ino uint64 }
+
+// IDOf returns the namespace a file refers to.
+func IDOf(path string) (ID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return ID{}, fmt.Errorf("stat namespace %s: %w", path, err)
+	}
+	return ID{st.Dev, st.Ino}, nil
+}
+
+// IsNamespace reports whether path is a bound network namespace.
+func IsNamespace(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.NSFS_MAGIC
+}
+
+// Processes lists the PIDs whose network namespace is id.
+func Processes(id ID) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil || pid == os.Getpid() {
+			continue
+		}
+		if got, err := IDOf(fmt.Sprintf("/proc/%d/ns/net", pid)); err == nil && got == id {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}

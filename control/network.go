@@ -1,0 +1,262 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/ebpfnet/ebpfnet/control/ipam"
+	"github.com/ebpfnet/ebpfnet/control/store"
+)
+
+// Names of the predefined networks, as Docker names them.
+const (
+	NetworkBridge = "bridge"
+	NetworkHost   = "host"
+	NetworkNone   = "none"
+)
+
+// ensurePredefined creates bridge, host and none on the first start. The
+// default bridge takes the first default pool that overlaps no route.
+func (e *Engine) ensurePredefined() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.update(func(tx *store.Tx, undo *rollback) error {
+		for _, p := range []struct{ name, driver string }{
+			{NetworkBridge, store.DriverBridge}, {NetworkHost, store.DriverHost}, {NetworkNone, store.DriverNull},
+		} {
+			if _, err := tx.Network(p.name); err == nil {
+				continue
+			}
+			n := store.Network{ID: newID(), Name: p.name, Driver: p.driver, Created: time.Now().UTC(), Predefined: true, ICC: true}
+			if p.driver == store.DriverBridge {
+				n.Bridge = DefaultBridge
+				if err := e.choosePool(tx, &n, netip.Prefix{}, netip.Prefix{}, netip.Addr{}); err != nil {
+					return fmt.Errorf("create default network: %w", err)
+				}
+			}
+			if err := e.addNetwork(tx, undo, &n); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// hostRoutes lists the IPv4 destinations routed in the dataplane namespace.
+func (e *Engine) hostRoutes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	err := e.inHost(func() error {
+		routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, 0)
+		if err != nil {
+			return fmt.Errorf("list routes: %w", err)
+		}
+		for _, r := range routes {
+			if r.Dst == nil {
+				continue
+			}
+			if p, err := netip.ParsePrefix(r.Dst.String()); err == nil && p.Bits() > 0 {
+				out = append(out, p)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// choosePool sets n.Pool from the request; without a subnet it takes the
+// first default pool free of routes and other networks.
+func (e *Engine) choosePool(tx *store.Tx, n *store.Network, subnet, ipRange netip.Prefix, gateway netip.Addr) error {
+	others, err := tx.Networks()
+	if err != nil {
+		return err
+	}
+	if !subnet.IsValid() {
+		if ipRange.IsValid() || gateway.IsValid() {
+			return errors.New("--ip-range and --gateway need --subnet")
+		}
+		used, err := e.hostRoutes()
+		if err != nil {
+			return err
+		}
+		for _, o := range others {
+			if o.HasAddresses() {
+				used = append(used, o.Pool.Subnet)
+			}
+		}
+		if subnet, err = ipam.FreeSubnet(used); err != nil {
+			return err
+		}
+	} else {
+		for _, o := range others {
+			if o.HasAddresses() && o.Pool.Subnet.Overlaps(subnet) {
+				return fmt.Errorf("subnet %s overlaps subnet %s of network %s", subnet, o.Pool.Subnet, o.Name)
+			}
+		}
+	}
+	n.Pool, err = ipam.NewPool(subnet, ipRange, gateway)
+	return err
+}
+
+// CreateNetwork creates a bridge or macvlan network.
+func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := checkName("network", spec.Name); err != nil {
+		return store.Network{}, err
+	}
+	n := store.Network{ID: newID(), Name: spec.Name, Driver: spec.Driver, Created: time.Now().UTC(),
+		ICC: true, Internal: spec.Internal, Labels: spec.Labels}
+	switch n.Driver {
+	case "":
+		n.Driver = store.DriverBridge
+	case store.DriverBridge, store.DriverMacvlan:
+	case store.DriverHost, store.DriverNull, NetworkNone:
+		return store.Network{}, fmt.Errorf("only one instance of the %q network is allowed, and it exists already", n.Driver)
+	default:
+		return store.Network{}, fmt.Errorf("unknown driver %q (want bridge or macvlan)", spec.Driver)
+	}
+	if err := applyOptions(&n, spec.Options); err != nil {
+		return store.Network{}, err
+	}
+	if n.Driver == store.DriverBridge && n.Bridge == "" {
+		n.Bridge = "eb-" + n.ID[:12]
+	}
+	err := e.update(func(tx *store.Tx, undo *rollback) error {
+		if _, err := tx.Network(spec.Name); err == nil {
+			return fmt.Errorf("network %s already exists", spec.Name)
+		}
+		if err := e.choosePool(tx, &n, spec.Subnet, spec.IPRange, spec.Gateway); err != nil {
+			return err
+		}
+		if err := e.checkDevices(tx, &n); err != nil {
+			return err
+		}
+		return e.addNetwork(tx, undo, &n)
+	})
+	return n, err
+}
+
+// checkDevices rejects a bridge name or a macvlan parent that another
+// network (or, for a bridge, any interface) already uses.
+func (e *Engine) checkDevices(tx *store.Tx, n *store.Network) error {
+	others, err := tx.Networks()
+	if err != nil {
+		return err
+	}
+	for _, o := range others {
+		if n.Bridge != "" && o.Bridge == n.Bridge {
+			return fmt.Errorf("bridge %s is already used by network %s", n.Bridge, o.Name)
+		}
+		if n.Parent != "" && o.Parent == n.Parent {
+			return fmt.Errorf("parent interface %s is already used by macvlan network %s", n.Parent, o.Name)
+		}
+	}
+	if n.Driver != store.DriverBridge {
+		return nil
+	}
+	return e.inHost(func() error {
+		if _, err := netlink.LinkByName(n.Bridge); err == nil {
+			return fmt.Errorf("interface %s already exists: choose another %s", n.Bridge, OptBridgeName)
+		}
+		return nil
+	})
+}
+
+// addNetwork stores n and builds its kernel side and map entries,
+// registering how to undo them.
+func (e *Engine) addNetwork(tx *store.Tx, undo *rollback, n *store.Network) error {
+	var err error
+	if n.Index, err = tx.NextNetworkIndex(); err != nil {
+		return err
+	}
+	if err := tx.PutNetwork(*n); err != nil {
+		return err
+	}
+	if err := e.setupNetwork(n); err != nil {
+		e.teardownNetwork(*n)
+		return err
+	}
+	undo.add(func() error { return e.teardownNetwork(*n) })
+	if n.Driver == store.DriverBridge {
+		if err := e.maps.PutNetwork(networkMaps(*n)); err != nil {
+			return err
+		}
+		undo.add(func() error { return e.maps.DeleteNetwork(networkMaps(*n)) })
+	}
+	return nil
+}
+
+// RemoveNetwork removes a user-defined network without endpoints.
+func (e *Engine) RemoveNetwork(ref string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var removed store.Network
+	err := e.store.Update(func(tx *store.Tx) error {
+		n, err := tx.Network(ref)
+		if err != nil {
+			return err
+		}
+		if n.Predefined {
+			return fmt.Errorf("%s is a pre-defined network and cannot be removed", n.Name)
+		}
+		if users, err := networkUsers(tx, n.ID); err != nil {
+			return err
+		} else if len(users) > 0 {
+			return fmt.Errorf("network %s has active endpoints (%s): disconnect or remove them first", n.Name, strings.Join(users, ", "))
+		}
+		removed = n
+		return tx.DeleteNetwork(n.Name)
+	})
+	if err != nil {
+		return err
+	}
+	// The record is gone; what is left in the kernel the reconciler would
+	// remove, so a failure here is reported but not rolled back.
+	return errors.Join(e.teardownNetwork(removed), e.maps.DeleteNetwork(networkMaps(removed)))
+}
+
+// networkUsers names the sandboxes with an endpoint on network id.
+func networkUsers(tx *store.Tx, id string) ([]string, error) {
+	sbs, err := tx.Sandboxes()
+	if err != nil {
+		return nil, err
+	}
+	var users []string
+	for _, sb := range sbs {
+		for _, ep := range sb.Endpoints {
+			if ep.NetworkID == id {
+				users = append(users, sb.Name)
+			}
+		}
+	}
+	return users, nil
+}
+
+// PruneNetworks removes every user-defined network without endpoints.
+func (e *Engine) PruneNetworks() ([]string, error) {
+	var candidates []string
+	err := e.store.View(func(tx *store.Tx) error {
+		nets, err := tx.Networks()
+		for _, n := range nets {
+			if users, _ := networkUsers(tx, n.ID); !n.Predefined && len(users) == 0 {
+				candidates = append(candidates, n.Name)
+			}
+		}
+		return err
+	})
+	var removed []string
+	var errs []error
+	for _, name := range candidates {
+		if err := e.RemoveNetwork(name); err != nil {
+			errs = append(errs, err)
+		} else {
+			removed = append(removed, name)
+		}
+	}
+	return removed, errors.Join(append(errs, err)...)
+}

@@ -1,0 +1,89 @@
+package control
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/ebpfnet/ebpfnet/control/store"
+)
+
+// Driver options, named as Docker names them so existing scripts carry over.
+const (
+	OptBridgeName  = "com.docker.network.bridge.name"
+	OptEnableICC   = "com.docker.network.bridge.enable_icc"
+	OptMTU         = "com.docker.network.driver.mtu"
+	OptParent      = "parent"
+	OptMacvlanMode = "macvlan_mode"
+)
+
+// NetworkSpec is a request for a new network.
+type NetworkSpec struct {
+	Name     string
+	Driver   string // bridge (default) or macvlan
+	Subnet   netip.Prefix
+	IPRange  netip.Prefix
+	Gateway  netip.Addr
+	Internal bool
+	Options  map[string]string
+	Labels   map[string]string
+}
+
+// applyOptions checks the spec's driver options and records them on n.
+func applyOptions(n *store.Network, opts map[string]string) error {
+	allowed := map[string][]string{
+		store.DriverBridge:  {OptBridgeName, OptEnableICC, OptMTU},
+		store.DriverMacvlan: {OptParent, OptMacvlanMode, OptMTU},
+	}[n.Driver]
+	for k, v := range opts {
+		known := false
+		for _, a := range allowed {
+			known = known || a == k
+		}
+		if !known {
+			return fmt.Errorf("unknown option %q for driver %s (known: %s)", k, n.Driver, strings.Join(allowed, ", "))
+		}
+		switch k {
+		case OptBridgeName:
+			if err := checkIfname(v); err != nil {
+				return fmt.Errorf("option %s: %w", k, err)
+			}
+			n.Bridge = v
+		case OptEnableICC:
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("option %s: %q is not true or false", k, v)
+			}
+			n.ICC = b
+		case OptMTU:
+			mtu, err := strconv.Atoi(v)
+			if err != nil || mtu < 68 || mtu > 65535 {
+				return fmt.Errorf("option %s: %q is not an MTU between 68 and 65535", k, v)
+			}
+			n.MTU = mtu
+		case OptParent:
+			if err := checkIfname(v); err != nil {
+				return fmt.Errorf("option %s: %w", k, err)
+			}
+			n.Parent = v
+		case OptMacvlanMode:
+			if v != "bridge" {
+				return fmt.Errorf("option %s: mode %q is not supported (only bridge)", k, v)
+			}
+		}
+	}
+	if n.Driver == store.DriverMacvlan && n.Parent == "" {
+		return fmt.Errorf("a macvlan network needs a parent interface: -o parent=IFACE")
+	}
+	n.Options = opts
+	return nil
+}
+
+// checkIfname applies the kernel's rules for interface names.
+func checkIfname(name string) error {
+	if name == "" || len(name) > 15 || name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n") {
+		return fmt.Errorf("invalid interface name %q", name)
+	}
+	return nil
+}

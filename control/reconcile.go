@@ -1,0 +1,194 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/control/store"
+	"github.com/ebpfnet/ebpfnet/maps"
+)
+
+// Reconcile moves the kernel and the maps to what the store holds: it
+// recreates missing bridges, namespaces and endpoints, repairs damaged
+// endpoints, points attached programs at this binary's programs, rewrites
+// the maps and removes interfaces and pins ebpfnet owns that the store no
+// longer names. It keeps going past failures and joins them.
+func (e *Engine) Reconcile() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var (
+		nets []store.Network
+		sbs  []store.Sandbox
+	)
+	err := e.store.View(func(tx *store.Tx) error {
+		var err error
+		if nets, err = tx.Networks(); err != nil {
+			return err
+		}
+		sbs, err = tx.Sandboxes()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	byID := map[string]store.Network{}
+	var errs []error
+	for i := range nets {
+		byID[nets[i].ID] = nets[i]
+		errs = append(errs, e.setupNetwork(&nets[i]))
+	}
+	// Namespace owners first: container-mode sandboxes bind theirs.
+	sort.SliceStable(sbs, func(i, j int) bool {
+		return sbs[i].Mode != store.ModeContainer && sbs[j].Mode == store.ModeContainer
+	})
+	for _, sb := range sbs {
+		if err := e.reconcileSandbox(sb, byID); err != nil {
+			errs = append(errs, fmt.Errorf("sandbox %s: %w", sb.Name, err))
+		}
+	}
+	errs = append(errs, e.syncMaps(nets, sbs), e.removeLeftovers(nets, sbs))
+	return errors.Join(errs...)
+}
+
+func (e *Engine) reconcileSandbox(sb store.Sandbox, nets map[string]store.Network) error {
+	path := e.sandboxPath(sb.Name)
+	if !namespace.IsNamespace(path) {
+		e.log.Info("recreating lost sandbox namespace", "sandbox", sb.Name)
+		if err := namespace.Remove(path); err != nil {
+			return err
+		}
+		if err := e.createNamespace(sb); err != nil {
+			return err
+		}
+	}
+	var errs []error
+	for _, ep := range sb.Endpoints {
+		n := nets[ep.NetworkID]
+		if e.endpointIntact(n, path, ep) {
+			errs = append(errs, e.refreshEndpoint(n, path, ep))
+			continue
+		}
+		e.log.Info("repairing endpoint", "sandbox", sb.Name, "network", n.Name, "interface", ep.Interface)
+		e.detachEndpoint(n, path, ep)
+		errs = append(errs, e.attachEndpoint(n, path, ep))
+	}
+	errs = append(errs, e.store.View(func(tx *store.Tx) error { return e.writeSandboxFiles(tx, sb) }))
+	return errors.Join(errs...)
+}
+
+// endpointIntact reports whether both ends of an endpoint exist and the
+// host end hangs on the network's bridge.
+func (e *Engine) endpointIntact(n store.Network, sandboxNS string, ep store.Endpoint) bool {
+	inside := namespace.Do(sandboxNS, func() error {
+		_, err := netlink.LinkByName(ep.Interface)
+		return err
+	}) == nil
+	if n.Driver != store.DriverBridge {
+		return inside
+	}
+	return inside && e.inHost(func() error {
+		host, err := netlink.LinkByName(ep.HostSide)
+		if err != nil {
+			return err
+		}
+		br, err := netlink.LinkByName(n.Bridge)
+		if err != nil {
+			return err
+		}
+		if host.Attrs().MasterIndex != br.Attrs().Index {
+			return errors.New("not on the bridge")
+		}
+		return nil
+	}) == nil
+}
+
+// refreshEndpoint re-applies an intact endpoint's configuration: the
+// programs (this binary's), the address and the default route.
+func (e *Engine) refreshEndpoint(n store.Network, sandboxNS string, ep store.Endpoint) error {
+	if n.Driver == store.DriverBridge {
+		err := e.inHost(func() error {
+			host, err := netlink.LinkByName(ep.HostSide)
+			if err != nil {
+				return err
+			}
+			_, err = e.dp.AttachEndpoint(ep.HostSide, host.Attrs().Index)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return namespace.Do(sandboxNS, func() error { return configureInside(n, ep) })
+}
+
+// syncMaps rewrites the maps from the store; interfaces are keyed by the
+// ifindex they have now.
+func (e *Engine) syncMaps(nets []store.Network, sbs []store.Sandbox) error {
+	var mnets []maps.Network
+	byID := map[string]store.Network{}
+	for _, n := range nets {
+		byID[n.ID] = n
+		if n.Driver == store.DriverBridge {
+			mnets = append(mnets, networkMaps(n))
+		}
+	}
+	var ifaces []maps.Iface
+	err := e.inHost(func() error {
+		for _, sb := range sbs {
+			for _, ep := range sb.Endpoints {
+				if ep.HostSide == "" {
+					continue
+				}
+				l, err := netlink.LinkByName(ep.HostSide)
+				if err != nil {
+					continue // reported by the endpoint repair
+				}
+				ifaces = append(ifaces, maps.Iface{Ifindex: uint32(l.Attrs().Index), Network: byID[ep.NetworkID].Index, Addr: ep.Addr})
+			}
+		}
+		return nil
+	})
+	return errors.Join(err, e.maps.Sync(mnets, ifaces))
+}
+
+// removeLeftovers deletes interfaces and link pins that ebpfnet created
+// for records the store no longer holds.
+func (e *Engine) removeLeftovers(nets []store.Network, sbs []store.Sandbox) error {
+	known := map[string]bool{}
+	hostSides := map[string]bool{}
+	for _, n := range nets {
+		known[aliasNetwork+n.ID] = true
+	}
+	for _, sb := range sbs {
+		for _, ep := range sb.Endpoints {
+			known[aliasEndpoint+ep.ID] = true
+			hostSides[ep.HostSide] = true
+		}
+	}
+	owned, err := e.ownedLinks()
+	errs := []error{err}
+	for alias, name := range owned {
+		if known[alias] {
+			continue
+		}
+		e.log.Info("removing leftover interface", "interface", name, "owner", alias)
+		if strings.HasPrefix(alias, aliasEndpoint) {
+			errs = append(errs, e.inHost(func() error { return e.removeHostSide(name) }))
+		} else {
+			errs = append(errs, e.inHost(func() error { return deleteLink(name) }))
+		}
+	}
+	pinned, err := e.dp.PinnedLinkInterfaces()
+	errs = append(errs, err)
+	for _, name := range pinned {
+		if !hostSides[name] {
+			errs = append(errs, e.inHost(func() error { return e.dp.DetachEndpoint(name) }))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,62 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/control/store"
+	"github.com/ebpfnet/ebpfnet/loader"
+)
+
+// Reset removes everything a stopped daemon owns: sandbox namespaces and
+// their files, its interfaces, its pins and its state. It refuses while a
+// daemon holds the state.
+func Reset(cfg Config) error {
+	if cfg.NetNS == "" {
+		cfg.NetNS = "/proc/self/ns/net"
+	}
+	st, err := store.Open(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	var sbs []store.Sandbox
+	err = st.View(func(tx *store.Tx) error {
+		sbs, err = tx.Sandboxes()
+		return err
+	})
+	st.Close()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	// Sharing sandboxes first, then the namespaces they share.
+	for _, mode := range []string{store.ModeContainer, store.ModeHost, store.ModeNetworks} {
+		for _, sb := range sbs {
+			if sb.Mode == mode {
+				errs = append(errs, namespace.Remove(filepath.Join(cfg.NetnsDir, sb.Name)),
+					os.RemoveAll(filepath.Join(cfg.EtcDir, sb.Name)))
+			}
+		}
+	}
+	errs = append(errs, namespace.Do(cfg.NetNS, func() error {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return fmt.Errorf("list interfaces: %w", err)
+		}
+		var errs []error
+		for _, l := range links {
+			if strings.HasPrefix(l.Attrs().Alias, aliasPrefix) {
+				errs = append(errs, deleteLink(l.Attrs().Name))
+			}
+		}
+		return errors.Join(errs...)
+	}))
+	errs = append(errs, loader.Reset(cfg.BPFFS), os.Remove(filepath.Join(cfg.StateDir, "state.db")))
+	return errors.Join(errs...)
+}

@@ -1,0 +1,449 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/ebpfnet/ebpfnet/control/ipam"
+	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/control/store"
+)
+
+// SandboxSpec is a request for a new sandbox.
+type SandboxSpec struct {
+	Name string
+	// Networks to attach to, or exactly one of host, none and
+	// container:NAME. Empty means the default network, as with docker run.
+	Networks []string
+	IP       netip.Addr // static address on the first network
+	Aliases  []string   // names on every user-defined network
+}
+
+// EndpointSpec is what a connect request may choose.
+type EndpointSpec struct {
+	IP      netip.Addr
+	Aliases []string
+}
+
+const containerPrefix = "container:"
+
+// CreateSandbox creates a sandbox and its endpoints.
+func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := checkName("sandbox", spec.Name); err != nil {
+		return store.Sandbox{}, err
+	}
+	for _, a := range spec.Aliases {
+		if err := checkName("alias", a); err != nil {
+			return store.Sandbox{}, err
+		}
+	}
+	if len(spec.Networks) == 0 {
+		spec.Networks = []string{NetworkBridge}
+	}
+	sb := store.Sandbox{ID: newID(), Name: spec.Name, Created: time.Now().UTC(), Mode: store.ModeNetworks}
+	path := e.sandboxPath(sb.Name)
+	err := e.update(func(tx *store.Tx, undo *rollback) error {
+		if _, err := tx.Sandbox(spec.Name); err == nil {
+			return fmt.Errorf("sandbox %s already exists", spec.Name)
+		}
+		if _, err := os.Lstat(path); err == nil {
+			return fmt.Errorf("namespace %s already exists and is not an ebpfnet sandbox", path)
+		}
+		nets, err := e.resolveMode(tx, &sb, spec)
+		if err != nil {
+			return err
+		}
+		if err := e.createNamespace(sb); err != nil {
+			return err
+		}
+		undo.add(func() error { return namespace.Remove(path) })
+		for i, n := range nets {
+			ip := netip.Addr{}
+			if i == 0 {
+				ip = spec.IP
+			}
+			if err := e.addEndpoint(tx, undo, &sb, n, EndpointSpec{IP: ip, Aliases: spec.Aliases}); err != nil {
+				return err
+			}
+		}
+		undo.add(func() error { return os.RemoveAll(e.sandboxEtc(sb.Name)) })
+		if err := e.writeSandboxFiles(tx, sb); err != nil {
+			return err
+		}
+		return tx.PutSandbox(sb)
+	})
+	return sb, err
+}
+
+// resolveMode sets the sandbox's mode from the requested networks and
+// returns the networks to attach to.
+func (e *Engine) resolveMode(tx *store.Tx, sb *store.Sandbox, spec SandboxSpec) ([]store.Network, error) {
+	first := spec.Networks[0]
+	special := first == NetworkHost || first == NetworkNone || strings.HasPrefix(first, containerPrefix)
+	if special {
+		if len(spec.Networks) > 1 {
+			return nil, fmt.Errorf("network mode %s cannot be combined with other networks", first)
+		}
+		if spec.IP.IsValid() || len(spec.Aliases) > 0 {
+			return nil, fmt.Errorf("--ip and --alias need a bridge or macvlan network, not %s", first)
+		}
+	}
+	switch {
+	case first == NetworkHost:
+		sb.Mode = store.ModeHost
+		return nil, nil
+	case first == NetworkNone:
+		return nil, nil
+	case strings.HasPrefix(first, containerPrefix):
+		target, err := tx.Sandbox(strings.TrimPrefix(first, containerPrefix))
+		if err != nil {
+			return nil, err
+		}
+		sb.Mode, sb.Shares = store.ModeContainer, target.Name
+		if target.Mode == store.ModeContainer {
+			sb.Shares = target.Shares // join the namespace's owner, not a chain
+		}
+		return nil, nil
+	}
+	var nets []store.Network
+	for _, ref := range spec.Networks {
+		n, err := tx.Network(ref)
+		if err != nil {
+			return nil, err
+		}
+		if !n.HasAddresses() {
+			return nil, fmt.Errorf("network %s cannot be combined with other networks", n.Name)
+		}
+		for _, m := range nets {
+			if m.ID == n.ID {
+				return nil, fmt.Errorf("network %s is listed twice", n.Name)
+			}
+		}
+		nets = append(nets, n)
+	}
+	return nets, nil
+}
+
+// createNamespace makes the sandbox's namespace file: a new namespace, or a
+// binding of the host's or the shared sandbox's.
+func (e *Engine) createNamespace(sb store.Sandbox) error {
+	path := e.sandboxPath(sb.Name)
+	switch sb.Mode {
+	case store.ModeHost:
+		return namespace.Bind(e.cfg.NetNS, path)
+	case store.ModeContainer:
+		return namespace.Bind(e.sandboxPath(sb.Shares), path)
+	}
+	if err := namespace.Create(path); err != nil {
+		return err
+	}
+	return namespace.Do(path, func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err == nil {
+			err = netlink.LinkSetUp(lo)
+		}
+		if err != nil {
+			return fmt.Errorf("bring lo up in sandbox %s: %w", sb.Name, err)
+		}
+		return nil
+	})
+}
+
+// addEndpoint allocates an address on n, builds the endpoint in the kernel
+// and appends it to sb; the caller stores sb.
+func (e *Engine) addEndpoint(tx *store.Tx, undo *rollback, sb *store.Sandbox, n store.Network, spec EndpointSpec) error {
+	if spec.IP.IsValid() {
+		if err := n.Pool.AllocateStatic(spec.IP); err != nil {
+			return fmt.Errorf("network %s: %w", n.Name, err)
+		}
+	} else {
+		a, err := n.Pool.Allocate()
+		if errors.Is(err, ipam.ErrExhausted) {
+			return fmt.Errorf("network %s has no free address left (%w)", n.Name, err)
+		}
+		if err != nil {
+			return err
+		}
+		spec.IP = a
+	}
+	if err := tx.PutNetwork(n); err != nil {
+		return err
+	}
+	ep := store.Endpoint{ID: newID(), NetworkID: n.ID, Interface: nextInterface(sb.Endpoints),
+		Addr: spec.IP, MAC: macFor(spec.IP).String(), Aliases: spec.Aliases}
+	if n.Driver == store.DriverBridge {
+		ep.HostSide = "ebv" + ep.ID[:12]
+	}
+	if err := e.attachEndpoint(n, e.sandboxPath(sb.Name), ep); err != nil {
+		return err
+	}
+	undo.add(func() error { return e.detachEndpoint(n, e.sandboxPath(sb.Name), ep) })
+	sb.Endpoints = append(sb.Endpoints, ep)
+	return nil
+}
+
+// nextInterface is the lowest ethN the sandbox does not use.
+func nextInterface(eps []store.Endpoint) string {
+	for i := 0; ; i++ {
+		name := fmt.Sprintf("eth%d", i)
+		if !slices.ContainsFunc(eps, func(ep store.Endpoint) bool { return ep.Interface == name }) {
+			return name
+		}
+	}
+}
+
+// RemoveSandbox removes a sandbox. Without force it refuses one that still
+// has processes; with force it kills them.
+func (e *Engine) RemoveSandbox(ref string, force bool) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var sb store.Sandbox
+	nets := map[string]store.Network{}
+	err := e.store.Update(func(tx *store.Tx) error {
+		var err error
+		if sb, err = tx.Sandbox(ref); err != nil {
+			return err
+		}
+		all, err := tx.Sandboxes()
+		if err != nil {
+			return err
+		}
+		for _, o := range all {
+			if o.Mode == store.ModeContainer && o.Shares == sb.Name {
+				return fmt.Errorf("sandbox %s is in use by %s (container:%s): remove %s first", sb.Name, o.Name, sb.Name, o.Name)
+			}
+		}
+		if err := e.stopProcesses(sb, force); err != nil {
+			return err
+		}
+		for _, ep := range sb.Endpoints {
+			n, err := networkByID(tx, ep.NetworkID)
+			if err != nil {
+				return err
+			}
+			n.Pool.Release(ep.Addr)
+			nets[n.ID] = n
+			if err := tx.PutNetwork(n); err != nil {
+				return err
+			}
+		}
+		return tx.DeleteSandbox(sb.Name)
+	})
+	if err != nil {
+		return err
+	}
+	// The record is gone; leftovers are the reconciler's to remove, so the
+	// teardown keeps going and reports what it could not do.
+	path := e.sandboxPath(sb.Name)
+	var errs []error
+	for _, ep := range sb.Endpoints {
+		errs = append(errs, e.detachEndpoint(nets[ep.NetworkID], path, ep))
+	}
+	errs = append(errs, namespace.Remove(path), os.RemoveAll(e.sandboxEtc(sb.Name)))
+	return errors.Join(errs...)
+}
+
+func networkByID(tx *store.Tx, id string) (store.Network, error) {
+	n, err := tx.Network(id)
+	if err != nil {
+		return n, fmt.Errorf("endpoint refers to a missing network: %w", err)
+	}
+	return n, nil
+}
+
+// stopProcesses refuses, or with force kills, the processes inside a
+// sandbox that owns its namespace. Host and container-mode sandboxes share
+// theirs, so their processes are not theirs to kill.
+func (e *Engine) stopProcesses(sb store.Sandbox, force bool) error {
+	if sb.Mode != store.ModeNetworks {
+		return nil
+	}
+	id, err := namespace.IDOf(e.sandboxPath(sb.Name))
+	if err != nil {
+		return nil // the namespace is already gone: nothing runs in it
+	}
+	pids := namespace.Processes(id)
+	if len(pids) == 0 {
+		return nil
+	}
+	if !force {
+		return fmt.Errorf("sandbox %s has running processes (pids %v): stop them or use -f", sb.Name, pids)
+	}
+	for _, pid := range pids {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(namespace.Processes(id)) > 0 {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sandbox %s: processes %v survive SIGKILL", sb.Name, namespace.Processes(id))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// Connect attaches a sandbox to one more network.
+func (e *Engine) Connect(networkRef, sandboxRef string, spec EndpointSpec) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, a := range spec.Aliases {
+		if err := checkName("alias", a); err != nil {
+			return err
+		}
+	}
+	return e.update(func(tx *store.Tx, undo *rollback) error {
+		n, err := tx.Network(networkRef)
+		if err != nil {
+			return err
+		}
+		sb, err := tx.Sandbox(sandboxRef)
+		if err != nil {
+			return err
+		}
+		if sb.Mode != store.ModeNetworks || !n.HasAddresses() {
+			return fmt.Errorf("cannot connect sandbox %s (%s) to network %s (%s): only sandboxes with their own namespace join bridge or macvlan networks",
+				sb.Name, modeName(sb), n.Name, n.Driver)
+		}
+		for _, ep := range sb.Endpoints {
+			if ep.NetworkID == n.ID {
+				return fmt.Errorf("sandbox %s is already connected to network %s", sb.Name, n.Name)
+			}
+		}
+		if err := e.addEndpoint(tx, undo, &sb, n, spec); err != nil {
+			return err
+		}
+		if err := e.writeSandboxFiles(tx, sb); err != nil {
+			return err
+		}
+		return tx.PutSandbox(sb)
+	})
+}
+
+// Disconnect detaches a sandbox from a network.
+func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var (
+		sb      store.Sandbox
+		removed store.Endpoint
+		nets    = map[string]store.Network{}
+	)
+	err := e.store.Update(func(tx *store.Tx) error {
+		n, err := tx.Network(networkRef)
+		if err != nil {
+			return err
+		}
+		if sb, err = tx.Sandbox(sandboxRef); err != nil {
+			return err
+		}
+		i := slices.IndexFunc(sb.Endpoints, func(ep store.Endpoint) bool { return ep.NetworkID == n.ID })
+		if i < 0 {
+			return fmt.Errorf("sandbox %s is not connected to network %s", sb.Name, n.Name)
+		}
+		removed = sb.Endpoints[i]
+		sb.Endpoints = slices.Delete(sb.Endpoints, i, i+1)
+		n.Pool.Release(removed.Addr)
+		if err := tx.PutNetwork(n); err != nil {
+			return err
+		}
+		for _, ep := range sb.Endpoints {
+			if nets[ep.NetworkID], err = networkByID(tx, ep.NetworkID); err != nil {
+				return err
+			}
+		}
+		nets[n.ID] = n
+		if err := e.writeSandboxFiles(tx, sb); err != nil {
+			return err
+		}
+		return tx.PutSandbox(sb)
+	})
+	if err != nil {
+		return err
+	}
+	path := e.sandboxPath(sb.Name)
+	return errors.Join(e.detachEndpoint(nets[removed.NetworkID], path, removed),
+		ensureDefaultRoute(path, sb.Endpoints, nets))
+}
+
+func modeName(sb store.Sandbox) string {
+	switch {
+	case sb.Mode == store.ModeContainer:
+		return containerPrefix + sb.Shares
+	case sb.Mode == store.ModeHost:
+		return NetworkHost
+	case len(sb.Endpoints) == 0:
+		return NetworkNone
+	}
+	return "networks"
+}
+
+// writeSandboxFiles writes the hosts and resolv.conf that `ebpfnet exec`
+// (and `ip netns exec`) show inside the sandbox. A host-mode sandbox uses
+// the host's own files.
+func (e *Engine) writeSandboxFiles(tx *store.Tx, sb store.Sandbox) error {
+	if sb.Mode == store.ModeHost {
+		return nil
+	}
+	hostsFor := sb
+	if sb.Mode == store.ModeContainer {
+		owner, err := tx.Sandbox(sb.Shares)
+		if err != nil {
+			return err
+		}
+		hostsFor = owner
+	}
+	dir := e.sandboxEtc(sb.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	hosts := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+	if len(hostsFor.Endpoints) > 0 {
+		hosts += fmt.Sprintf("%s\t%s\n", hostsFor.Endpoints[0].Addr, sb.Name)
+	}
+	resolv, err := hostResolvConf()
+	if err != nil {
+		return err
+	}
+	for name, content := range map[string]string{"hosts": hosts, "resolv.conf": resolv} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return fmt.Errorf("write %s of sandbox %s: %w", name, sb.Name, err)
+		}
+	}
+	return nil
+}
+
+// hostResolvConf is the host's resolv.conf without loopback nameservers,
+// which would point into the sandbox itself, as Docker does it.
+func hostResolvConf() (string, error) {
+	data, err := os.ReadFile("/etc/resolv.conf")
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read host resolv.conf: %w", err)
+	}
+	var out strings.Builder
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) >= 2 && fields[0] == "nameserver" {
+			if a, err := netip.ParseAddr(fields[1]); err == nil && a.IsLoopback() {
+				continue
+			}
+		}
+		if line != "" {
+			out.WriteString(line + "\n")
+		}
+	}
+	return out.String(), nil
+}

@@ -1,0 +1,58 @@
+package control
+
+import (
+	"github.com/ebpfnet/ebpfnet/control/store"
+	"github.com/ebpfnet/ebpfnet/loader"
+	"github.com/ebpfnet/ebpfnet/maps"
+)
+
+// Status is what the datapath is doing right now.
+type Status struct {
+	Counters  []maps.Counter  `json:"counters"`
+	Maps      []maps.Fill     `json:"maps"`
+	Endpoints []AttachedIface `json:"endpoints"`
+}
+
+// AttachedIface is one endpoint's host-side interface and how the programs
+// sit on it.
+type AttachedIface struct {
+	Interface string            `json:"interface"`
+	Sandbox   string            `json:"sandbox"`
+	Network   string            `json:"network"`
+	Attach    loader.AttachMode `json:"attach"`
+}
+
+// Status reads the counters, map fill levels and attachments.
+func (e *Engine) Status() (Status, error) {
+	var st Status
+	var err error
+	if st.Counters, err = e.maps.Counters(); err != nil {
+		return st, err
+	}
+	if st.Maps, err = e.maps.Fills(); err != nil {
+		return st, err
+	}
+	err = e.store.View(func(tx *store.Tx) error {
+		sbs, err := tx.Sandboxes()
+		if err != nil {
+			return err
+		}
+		return e.inHost(func() error {
+			for _, sb := range sbs {
+				for _, ep := range sb.Endpoints {
+					if ep.HostSide == "" {
+						continue
+					}
+					n, _ := tx.Network(ep.NetworkID)
+					st.Endpoints = append(st.Endpoints, AttachedIface{Interface: ep.HostSide, Sandbox: sb.Name,
+						Network: n.Name, Attach: e.dp.Attachment(ep.HostSide)})
+				}
+			}
+			return nil
+		})
+	})
+	return st, err
+}
+
+// Counters reads the per-verdict counters (for metrics).
+func (e *Engine) Counters() ([]maps.Counter, error) { return e.maps.Counters() }

@@ -1,0 +1,70 @@
+package store
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/ebpfnet/ebpfnet/control/ipam"
+)
+
+// Drivers.
+const (
+	DriverBridge  = "bridge"
+	DriverMacvlan = "macvlan"
+	DriverHost    = "host"
+	DriverNull    = "null" // the "none" network, named after Docker's driver
+)
+
+// Network is a named L2/L3 domain.
+type Network struct {
+	ID      string    `json:"id"`
+	Name    string    `json:"name"`
+	Index   uint32    `json:"index"` // the network's key in the BPF maps
+	Driver  string    `json:"driver"`
+	Created time.Time `json:"created"`
+	// Predefined networks (bridge, host, none) exist from the first start
+	// and cannot be removed.
+	Predefined bool              `json:"predefined,omitempty"`
+	Pool       ipam.Pool         `json:"pool,omitzero"`
+	Bridge     string            `json:"bridge,omitempty"` // bridge device (bridge driver)
+	Parent     string            `json:"parent,omitempty"` // parent interface (macvlan driver)
+	MTU        int               `json:"mtu,omitempty"`
+	ICC        bool              `json:"icc"`
+	Internal   bool              `json:"internal,omitempty"`
+	Options    map[string]string `json:"options,omitempty"`
+	Labels     map[string]string `json:"labels,omitempty"`
+}
+
+// HasAddresses reports whether the network hands out addresses.
+func (n *Network) HasAddresses() bool {
+	return n.Driver == DriverBridge || n.Driver == DriverMacvlan
+}
+
+// Sandbox modes.
+const (
+	ModeNetworks  = "networks"  // its own namespace, attached to bridge/macvlan networks (or none)
+	ModeHost      = "host"      // the dataplane's own namespace
+	ModeContainer = "container" // another sandbox's namespace
+)
+
+// Sandbox is a network namespace and its endpoints.
+type Sandbox struct {
+	ID      string    `json:"id"`
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+	Mode    string    `json:"mode"`
+	// Shares names the sandbox whose namespace a container-mode sandbox uses.
+	Shares    string     `json:"shares,omitempty"`
+	Endpoints []Endpoint `json:"endpoints,omitempty"`
+}
+
+// Endpoint attaches a sandbox to a network.
+type Endpoint struct {
+	ID        string     `json:"id"`
+	NetworkID string     `json:"networkId"`
+	Interface string     `json:"interface"`          // inside the sandbox: eth0, eth1…
+	HostSide  string     `json:"hostSide,omitempty"` // host end of the veth (bridge driver)
+	Addr      netip.Addr `json:"addr"`
+	MAC       string     `json:"mac"`
+	Aliases   []string   `json:"aliases,omitempty"`
+}

@@ -1,0 +1,178 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrNotFound is returned when no record has the given name or ID.
+var ErrNotFound = errors.New("not found")
+
+var (
+	bucketNetworks  = []byte("networks")
+	bucketSandboxes = []byte("sandboxes")
+	bucketMeta      = []byte("meta")
+)
+
+// Store is the state file.
+type Store struct {
+	db *bolt.DB
+}
+
+// Open opens (or creates) the state file in dir. It fails at once when
+// another daemon holds it.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state directory %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, "state.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("open state %s: another ebpfnet daemon is using it", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open state %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketNetworks, bucketSandboxes, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("initialise state %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the state file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// View runs fn in a read-only transaction.
+func (s *Store) View(fn func(*Tx) error) error {
+	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
+}
+
+// Update runs fn in a read-write transaction, committed when fn returns nil.
+func (s *Store) Update(fn func(*Tx) error) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
+}
+
+// Tx is one transaction.
+type Tx struct {
+	tx *bolt.Tx
+}
+
+func put(b *bolt.Bucket, key string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(key), data)
+}
+
+func list[T any](b *bolt.Bucket) ([]T, error) {
+	var out []T
+	err := b.ForEach(func(k, v []byte) error {
+		var rec T
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return fmt.Errorf("decode record %s: %w", k, err)
+		}
+		out = append(out, rec)
+		return nil
+	})
+	return out, err
+}
+
+// find looks a record up like Docker does: by exact name, by exact ID, then
+// by a unique ID prefix.
+func find[T any](b *bolt.Bucket, ref string, name, id func(*T) string) (T, error) {
+	var zero T
+	all, err := list[T](b)
+	if err != nil {
+		return zero, err
+	}
+	for i := range all {
+		if name(&all[i]) == ref {
+			return all[i], nil
+		}
+	}
+	var matches []T
+	for i := range all {
+		if id(&all[i]) == ref {
+			return all[i], nil
+		}
+		if ref != "" && strings.HasPrefix(id(&all[i]), ref) {
+			matches = append(matches, all[i])
+		}
+	}
+	switch len(matches) {
+	case 1:
+		return matches[0], nil
+	case 0:
+		return zero, ErrNotFound
+	}
+	return zero, fmt.Errorf("%q matches %d IDs: use more characters", ref, len(matches))
+}
+
+// Networks returns every network, ordered by name.
+func (t *Tx) Networks() ([]Network, error) { return list[Network](t.tx.Bucket(bucketNetworks)) }
+
+// Network finds a network by name, ID or unique ID prefix.
+func (t *Tx) Network(ref string) (Network, error) {
+	n, err := find(t.tx.Bucket(bucketNetworks), ref,
+		func(n *Network) string { return n.Name }, func(n *Network) string { return n.ID })
+	if errors.Is(err, ErrNotFound) {
+		return n, fmt.Errorf("network %s: %w", ref, err)
+	}
+	return n, err
+}
+
+// PutNetwork writes a network.
+func (t *Tx) PutNetwork(n Network) error { return put(t.tx.Bucket(bucketNetworks), n.Name, n) }
+
+// DeleteNetwork removes a network.
+func (t *Tx) DeleteNetwork(name string) error {
+	return t.tx.Bucket(bucketNetworks).Delete([]byte(name))
+}
+
+// NextNetworkIndex hands out the BPF map key of a new network; it is never
+// reused, so stale map entries can never be mistaken for a new network.
+func (t *Tx) NextNetworkIndex() (uint32, error) {
+	seq, err := t.tx.Bucket(bucketMeta).NextSequence()
+	if seq > 1<<32-1 {
+		return 0, errors.New("network index space exhausted")
+	}
+	return uint32(seq), err
+}
+
+// Sandboxes returns every sandbox, ordered by name.
+func (t *Tx) Sandboxes() ([]Sandbox, error) { return list[Sandbox](t.tx.Bucket(bucketSandboxes)) }
+
+// Sandbox finds a sandbox by name, ID or unique ID prefix.
+func (t *Tx) Sandbox(ref string) (Sandbox, error) {
+	s, err := find(t.tx.Bucket(bucketSandboxes), ref,
+		func(s *Sandbox) string { return s.Name }, func(s *Sandbox) string { return s.ID })
+	if errors.Is(err, ErrNotFound) {
+		return s, fmt.Errorf("sandbox %s: %w", ref, err)
+	}
+	return s, err
+}
+
+// PutSandbox writes a sandbox.
+func (t *Tx) PutSandbox(s Sandbox) error { return put(t.tx.Bucket(bucketSandboxes), s.Name, s) }
+
+// DeleteSandbox removes a sandbox.
+func (t *Tx) DeleteSandbox(name string) error {
+	return t.tx.Bucket(bucketSandboxes).Delete([]byte(name))
+}
