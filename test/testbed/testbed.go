@@ -1,0 +1,326 @@
+// Package testbed builds isolated ebpfnet "hosts" for integration tests and
+// benchmarks: a network namespace standing in for the host, a daemon
+// instance serving it with its own socket, state, pins and files, and
+// helpers that send real traffic between namespaces.
+//
+// Nothing here touches the machine's root network namespace; everything a
+// Host creates is removed in the test's cleanup, also when the test fails.
+package testbed
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/test/testenv"
+)
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+// Binary builds the ebpfnet command once per test process.
+func Binary(tb testing.TB) string {
+	tb.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ebpfnet-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binary = filepath.Join(dir, "ebpfnet")
+		out, err := exec.Command("go", "build", "-o", binary, "github.com/ebpfnet/ebpfnet/cmd/ebpfnet").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("build ebpfnet: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		tb.Fatal(buildErr)
+	}
+	return binary
+}
+
+// Host is one fake host: a namespace and the daemon that serves it.
+type Host struct {
+	tb     testing.TB
+	Prefix string // names of everything this host makes start with it
+	NetNS  string // the host namespace's path
+	dir    string
+	bin    string
+	flags  []string // placement flags shared by daemon and reset
+	extra  []string
+	daemon *exec.Cmd
+	exited chan struct{}
+	Client *api.Client
+}
+
+// Socket is the daemon's API socket.
+func (h *Host) Socket() string { return filepath.Join(h.dir, "ebpfnet.sock") }
+
+// NewHost creates a host namespace and starts a daemon in it; extra flags
+// go to the daemon.
+func NewHost(tb testing.TB, extra ...string) *Host {
+	tb.Helper()
+	return NewHostWith(tb, nil, extra...)
+}
+
+// NewHostWith is NewHost with setup run on the new host namespace before
+// the daemon starts (to give the host routes or interfaces).
+func NewHostWith(tb testing.TB, setup func(h *Host), extra ...string) *Host {
+	tb.Helper()
+	testenv.RequirePrivileges(tb)
+	bin := Binary(tb)
+	id := make([]byte, 3)
+	rand.Read(id)
+	prefix := "ebt" + hex.EncodeToString(id)
+	h := &Host{tb: tb, Prefix: prefix, NetNS: "/run/netns/" + prefix + "-host", dir: tb.TempDir(), bin: bin, extra: extra}
+	h.flags = []string{
+		"--netns", h.NetNS,
+		"--state-dir", filepath.Join(h.dir, "state"),
+		"--bpffs", "/sys/fs/bpf/" + prefix,
+		"--etc-dir", filepath.Join(h.dir, "etc"),
+	}
+	h.Client = api.NewClient(h.Socket())
+	tb.Cleanup(h.destroy)
+	h.MustRun("ip", "netns", "add", filepath.Base(h.NetNS))
+	h.MustRun("ip", "-n", filepath.Base(h.NetNS), "link", "set", "lo", "up")
+	if setup != nil {
+		setup(h)
+	}
+	h.Start()
+	return h
+}
+
+// Name returns a name unique to this host, for sandboxes and networks.
+func (h *Host) Name(s string) string { return h.Prefix + "-" + s }
+
+// Start starts the daemon and waits until it answers.
+func (h *Host) Start() {
+	h.tb.Helper()
+	args := append(append([]string{"daemon", "--socket", h.Socket()}, h.flags...), h.extra...)
+	cmd := exec.Command(h.bin, args...)
+	logf, err := os.OpenFile(filepath.Join(h.dir, "daemon.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		h.tb.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		h.tb.Fatalf("start daemon: %v", err)
+	}
+	logf.Close()
+	h.daemon, h.exited = cmd, make(chan struct{})
+	go func(exited chan struct{}) { cmd.Wait(); close(exited) }(h.exited)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := h.Client.Networks(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		select {
+		case <-h.exited:
+			h.tb.Fatalf("daemon exited on start: %s", h.DaemonLog())
+		default:
+		}
+		if time.Now().After(deadline) {
+			h.tb.Fatalf("daemon did not answer within 15s: %v\n%s", err, h.DaemonLog())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop ends the daemon with sig and waits for it.
+func (h *Host) Stop(sig syscall.Signal) {
+	if h.daemon == nil {
+		return
+	}
+	h.daemon.Process.Signal(sig)
+	select {
+	case <-h.exited:
+	case <-time.After(10 * time.Second):
+		h.daemon.Process.Kill()
+		<-h.exited
+	}
+	h.daemon = nil
+}
+
+// DaemonLog returns what the daemon has logged.
+func (h *Host) DaemonLog() string {
+	data, _ := os.ReadFile(filepath.Join(h.dir, "daemon.log"))
+	return string(data)
+}
+
+func (h *Host) destroy() {
+	h.Stop(syscall.SIGTERM)
+	if h.tb.Failed() {
+		h.tb.Logf("daemon log:\n%s", h.DaemonLog())
+	}
+	if out, err := exec.Command(h.bin, append([]string{"reset"}, h.flags...)...).CombinedOutput(); err != nil {
+		h.tb.Errorf("reset: %v: %s", err, out)
+	}
+	exec.Command("ip", "netns", "del", filepath.Base(h.NetNS)).Run()
+	// Anything a failed test left under this host's prefix.
+	leftovers, _ := filepath.Glob("/run/netns/" + h.Prefix + "*")
+	for _, p := range leftovers {
+		exec.Command("ip", "netns", "del", filepath.Base(p)).Run()
+	}
+	os.RemoveAll("/sys/fs/bpf/" + h.Prefix)
+}
+
+// CLI runs ebpfnet against this host's daemon and returns its combined output.
+func (h *Host) CLI(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, h.bin, args...)
+	cmd.Env = append(os.Environ(), "EBPFNET_SOCKET="+h.Socket())
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return strings.TrimSpace(out.String()), err
+}
+
+// MustCLI is CLI that fails the test on error.
+func (h *Host) MustCLI(args ...string) string {
+	h.tb.Helper()
+	out, err := h.CLI(args...)
+	if err != nil {
+		h.tb.Fatalf("ebpfnet %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// MustRun runs a system command and fails the test on error.
+func (h *Host) MustRun(name string, args ...string) string {
+	h.tb.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		h.tb.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// InHost runs a command in the host namespace.
+func (h *Host) InHost(name string, args ...string) string {
+	h.tb.Helper()
+	return h.MustRun("ip", append([]string{"netns", "exec", filepath.Base(h.NetNS), name}, args...)...)
+}
+
+// Sandbox inspects a sandbox.
+func (h *Host) Sandbox(name string) api.Sandbox {
+	h.tb.Helper()
+	var out []api.Sandbox
+	if err := json.Unmarshal([]byte(h.MustCLI("sandbox", "inspect", name)), &out); err != nil || len(out) != 1 {
+		h.tb.Fatalf("inspect sandbox %s: %v", name, err)
+	}
+	return out[0]
+}
+
+// IP is a sandbox's address on a network.
+func (h *Host) IP(sandbox, network string) string {
+	h.tb.Helper()
+	ep, ok := h.Sandbox(sandbox).NetworkSettings.Networks[network]
+	if !ok {
+		h.tb.Fatalf("sandbox %s is not on network %s", sandbox, network)
+	}
+	return ep.IPAddress
+}
+
+// NS is the path of a sandbox's namespace.
+func (h *Host) NS(sandbox string) string { return "/run/netns/" + sandbox }
+
+// Status reads the datapath status.
+func (h *Host) Status() api.Status {
+	h.tb.Helper()
+	st, err := h.Client.Status(context.Background())
+	if err != nil {
+		h.tb.Fatal(err)
+	}
+	return st
+}
+
+// Counter is the packet count of a verdict.
+func (h *Host) Counter(verdict string) uint64 {
+	h.tb.Helper()
+	for _, c := range h.Status().Counters {
+		if c.Verdict == verdict {
+			return c.Packets
+		}
+	}
+	h.tb.Fatalf("no counter %q", verdict)
+	return 0
+}
+
+// Ping sends one ICMP echo from a sandbox with busybox ping.
+func (h *Host) Ping(sandbox, dst string) error {
+	out, err := h.CLI("exec", sandbox, "--", "busybox", "ping", "-c1", "-W1", dst)
+	if err != nil {
+		return fmt.Errorf("ping %s from %s: %v: %s", dst, sandbox, err, out)
+	}
+	return nil
+}
+
+// Outside is a namespace beyond the host's uplink, standing in for the
+// rest of the network.
+type Outside struct {
+	NS     string // its namespace's path
+	IP     string // its address
+	HostIP string // the host's address on the uplink
+}
+
+// AddOutside connects a new namespace to the host through a veth uplink
+// (10.99.0.1 on the host, 10.99.0.2 outside) and routes the container
+// address pools back through the host.
+func (h *Host) AddOutside() Outside {
+	h.tb.Helper()
+	name := h.Prefix + "-out"
+	host := filepath.Base(h.NetNS)
+	h.MustRun("ip", "netns", "add", name)
+	h.tb.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	h.MustRun("ip", "-n", host, "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", name)
+	h.MustRun("ip", "-n", host, "addr", "add", "10.99.0.1/24", "dev", "uplink0")
+	h.MustRun("ip", "-n", host, "link", "set", "uplink0", "up")
+	h.MustRun("ip", "-n", name, "addr", "add", "10.99.0.2/24", "dev", "eth0")
+	h.MustRun("ip", "-n", name, "link", "set", "eth0", "up")
+	h.MustRun("ip", "-n", name, "link", "set", "lo", "up")
+	for _, pool := range []string{"172.16.0.0/12", "192.168.0.0/16"} {
+		h.MustRun("ip", "-n", name, "route", "add", pool, "via", "10.99.0.1")
+	}
+	return Outside{NS: "/run/netns/" + name, IP: "10.99.0.2", HostIP: "10.99.0.1"}
+}
+
+// StartInSandbox starts a command in a sandbox with `ebpfnet exec` and
+// leaves it running; the test's cleanup kills it.
+func (h *Host) StartInSandbox(sandbox string, argv ...string) *exec.Cmd {
+	h.tb.Helper()
+	cmd := exec.Command(h.bin, append([]string{"exec", sandbox, "--"}, argv...)...)
+	cmd.Env = append(os.Environ(), "EBPFNET_SOCKET="+h.Socket())
+	if err := cmd.Start(); err != nil {
+		h.tb.Fatal(err)
+	}
+	h.tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// Wait until the command runs inside the sandbox, not just the CLI.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if out, _ := exec.Command("ip", "netns", "pids", sandbox).Output(); len(bytes.TrimSpace(out)) > 0 {
+			return cmd
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.tb.Fatalf("%v did not start in sandbox %s", argv, sandbox)
+	return nil
+}

@@ -1,0 +1,138 @@
+package testbed
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/ebpfnet/ebpfnet/control/namespace"
+)
+
+// EchoPort is where Serve listens, TCP and UDP.
+const EchoPort = 7777
+
+// Serve runs a TCP and a UDP echo server on port EchoPort in the namespace
+// at nsPath until the test ends.
+func Serve(tb testing.TB, nsPath string) {
+	tb.Helper()
+	var (
+		tl net.Listener
+		ul net.PacketConn
+	)
+	err := namespace.Do(nsPath, func() error {
+		var err error
+		if tl, err = net.Listen("tcp4", fmt.Sprintf(":%d", EchoPort)); err != nil {
+			return err
+		}
+		ul, err = net.ListenPacket("udp4", fmt.Sprintf(":%d", EchoPort))
+		return err
+	})
+	if err != nil {
+		tb.Fatalf("echo server in %s: %v", nsPath, err)
+	}
+	tb.Cleanup(func() { tl.Close(); ul.Close() })
+	go func() {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := ul.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			ul.WriteTo(buf[:n], from)
+		}
+	}()
+}
+
+const probeTimeout = time.Second
+
+// TCP connects from the namespace at nsPath to dst:EchoPort and checks the echo.
+func TCP(nsPath, dst string) error {
+	var c net.Conn
+	err := namespace.Do(nsPath, func() error {
+		var err error
+		c, err = net.DialTimeout("tcp4", net.JoinHostPort(dst, fmt.Sprint(EchoPort)), probeTimeout)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("tcp to %s: %w", dst, err)
+	}
+	defer c.Close()
+	return echo(c, "tcp", dst)
+}
+
+// UDP sends a datagram from the namespace at nsPath to dst:EchoPort and
+// waits for the echo.
+func UDP(nsPath, dst string) error {
+	var c net.Conn
+	err := namespace.Do(nsPath, func() error {
+		var err error
+		c, err = net.Dial("udp4", net.JoinHostPort(dst, fmt.Sprint(EchoPort)))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("udp to %s: %w", dst, err)
+	}
+	defer c.Close()
+	return echo(c, "udp", dst)
+}
+
+func echo(c net.Conn, proto, dst string) error {
+	msg := []byte("ebpfnet-probe")
+	c.SetDeadline(time.Now().Add(probeTimeout))
+	if _, err := c.Write(msg); err != nil {
+		return fmt.Errorf("%s to %s: %w", proto, dst, err)
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return fmt.Errorf("%s to %s: %w", proto, dst, err)
+	}
+	if !bytes.Equal(buf, msg) {
+		return fmt.Errorf("%s to %s: echo %q, want %q", proto, dst, buf, msg)
+	}
+	return nil
+}
+
+// Reach checks TCP, UDP and ICMP from a sandbox to dst, which must serve
+// with Serve. It returns one error per protocol that failed.
+func (h *Host) Reach(sandbox, dst string) []error {
+	var errs []error
+	for _, err := range []error{TCP(h.NS(sandbox), dst), UDP(h.NS(sandbox), dst), h.Ping(sandbox, dst)} {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// MustReach fails the test unless TCP, UDP and ICMP all get through.
+func (h *Host) MustReach(sandbox, dst string) {
+	h.tb.Helper()
+	if errs := h.Reach(sandbox, dst); len(errs) > 0 {
+		h.tb.Fatalf("%s cannot reach %s: %v", sandbox, dst, errors.Join(errs...))
+	}
+}
+
+// MustNotReach fails the test if TCP, UDP or ICMP gets through.
+func (h *Host) MustNotReach(sandbox, dst string) {
+	h.tb.Helper()
+	if errs := h.Reach(sandbox, dst); len(errs) != 3 {
+		h.tb.Fatalf("%s reached %s over %d of 3 protocols; want none (failures: %v)", sandbox, dst, 3-len(errs), errs)
+	}
+}
