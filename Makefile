@@ -1,0 +1,55 @@
+SHELL := /bin/bash
+
+# ebpfnet — build, test and demo. Everything that needs the kernel needs root.
+
+# sudo resets PATH; find Go where its installer puts it.
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+BIN := bin/ebpfnet
+
+# Debian packages the build, the tests and `make generate` use.
+APT_PACKAGES := clang llvm libbpf-dev iproute2 iptables busybox-static curl
+
+.PHONY: all build deps generate check-generate vet test demo clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/ebpfnet
+
+# deps installs what is missing: Debian packages and Go modules.
+deps:
+	@$(GO) version >/dev/null 2>&1 || { echo "ebpfnet needs Go 1.26 or newer (Debian 12 ships 1.19): install it from go.dev/dl into /usr/local/go" >&2; exit 1; }
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	$(GO) mod download
+
+# generate rebuilds the BPF objects and their Go bindings from bpf/*.c.
+generate:
+	cd bpf && $(GO) generate ./...
+
+# check-generate fails when the committed BPF objects differ from the C.
+check-generate: generate
+	@git diff --exit-code --stat -- bpf/ || { echo "generated BPF files are stale: run make generate and commit" >&2; exit 1; }
+
+vet:
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed" >&2; exit 1; }
+	$(GO) vet ./...
+
+# test runs the whole suite. Integration tests need root; under CI a test
+# that skips is a failure.
+test: deps vet check-generate
+	@mkdir -p bin
+	$(GO) test -count=1 -timeout 20m -v ./... 2>&1 | tee bin/test.log; test $${PIPESTATUS[0]} -eq 0
+	@if [ -n "$$CI" ] && grep -- '--- SKIP' bin/test.log; then echo "tests skipped under CI" >&2; exit 1; fi
+	@echo "$$(grep -c -- '^--- PASS' bin/test.log) passed, $$(grep -c -- '^--- FAIL' bin/test.log) failed"
+
+# demo shows the daemon at work in namespaces of its own.
+demo: deps build
+	BIN=$(BIN) bash test/demo.sh
+
+clean:
+	rm -rf bin
