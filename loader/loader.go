@@ -158,6 +158,9 @@ func (d *Datapath) attachTCX(ifname string, ifindex int, dir direction, prog *eb
 		l.Close()
 	}
 	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: dir.tcx})
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		return fmt.Errorf("attach tcx %s to %s (ifindex %d): %w (TCX needs Linux 6.6: use --attach clsact)", dir.name, ifname, ifindex, err)
+	}
 	if err != nil {
 		return fmt.Errorf("attach tcx %s to %s (ifindex %d): %w", dir.name, ifname, ifindex, err)
 	}

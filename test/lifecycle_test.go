@@ -85,12 +85,22 @@ func TestKillRestartAndReconcile(t *testing.T) {
 		}
 	}
 
-	// The same repair on demand, without a restart.
+	// The same repairs on demand, without a restart: a lost veth, a lost
+	// bridge (its veths fall off it) and a lost sandbox namespace.
+	n1Bridge := h.Network(n1).Options["com.docker.network.bridge.name"]
 	h.InHost("ip", "link", "del", h.Sandbox(b).NetworkSettings.Networks[n1].HostInterface)
+	h.InHost("ip", "link", "del", n1Bridge)
+	h.MustRun("ip", "netns", "del", c)
 	if err := h.Client.Reconcile(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	h.MustReach(a, bIP)
+	if out := h.MustCLI("exec", c, "--", "ip", "-4", "-o", "addr", "show", "eth0"); !strings.Contains(out, cIP+"/16") {
+		t.Fatalf("recreated sandbox %s lacks its address %s: %s", c, cIP, out)
+	}
+	if after := addresses(t, h); !equalAddresses(before, after) {
+		t.Fatalf("addresses changed across reconcile:\nbefore %v\nafter  %v", before, after)
+	}
 }
 
 func equalAddresses(a, b map[string]map[string]string) bool {

@@ -230,6 +230,16 @@ func (h *Host) Sandbox(name string) api.Sandbox {
 	return out[0]
 }
 
+// Network inspects a network.
+func (h *Host) Network(name string) api.Network {
+	h.tb.Helper()
+	n, err := h.Client.Network(context.Background(), name)
+	if err != nil {
+		h.tb.Fatalf("inspect network %s: %v", name, err)
+	}
+	return n
+}
+
 // IP is a sandbox's address on a network.
 func (h *Host) IP(sandbox, network string) string {
 	h.tb.Helper()
