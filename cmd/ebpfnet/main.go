@@ -95,24 +95,21 @@ func (c *cli) checkOutput() error {
 // completeNetworks and completeSandboxes offer names from the daemon.
 func (c *cli) completeNetworks(cmd *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
 	nets, err := c.client().Networks(cmd.Context())
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveError
-	}
-	var names []string
-	for _, n := range nets {
-		names = append(names, n.Name)
-	}
-	return names, cobra.ShellCompDirectiveNoFileComp
+	return completeNames(nets, err, func(n api.Network) string { return n.Name })
 }
 
 func (c *cli) completeSandboxes(cmd *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
 	sbs, err := c.client().Sandboxes(cmd.Context())
+	return completeNames(sbs, err, func(s api.Sandbox) string { return s.Name })
+}
+
+func completeNames[T any](items []T, err error, name func(T) string) ([]string, cobra.ShellCompDirective) {
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveError
 	}
 	var names []string
-	for _, s := range sbs {
-		names = append(names, s.Name)
+	for _, it := range items {
+		names = append(names, name(it))
 	}
 	return names, cobra.ShellCompDirectiveNoFileComp
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -104,15 +103,9 @@ func newNetworkInspect(c *cli) *cobra.Command {
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: c.completeNetworks,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var out []api.Network
-			for _, ref := range args {
-				n, err := c.client().Network(cmd.Context(), ref)
-				if err != nil {
-					return err
-				}
-				out = append(out, n)
-			}
-			return printJSON(cmd.OutOrStdout(), out)
+			return inspectEach(cmd.OutOrStdout(), args, func(ref string) (api.Network, error) {
+				return c.client().Network(cmd.Context(), ref)
+			})
 		},
 	}
 }
@@ -126,15 +119,9 @@ func newNetworkRm(c *cli) *cobra.Command {
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: c.completeNetworks,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var errs []error
-			for _, ref := range args {
-				if err := c.client().RemoveNetwork(cmd.Context(), ref); err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), ref)
-			}
-			return errors.Join(errs...)
+			return removeEach(cmd.OutOrStdout(), args, func(ref string) error {
+				return c.client().RemoveNetwork(cmd.Context(), ref)
+			})
 		},
 	}
 }

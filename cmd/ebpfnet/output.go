@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -45,4 +46,32 @@ func parseKeyValues(flag string, pairs []string) (map[string]string, error) {
 		m[k] = v
 	}
 	return m, nil
+}
+
+// inspectEach fetches every reference and prints them as one JSON array,
+// as docker inspect does.
+func inspectEach[T any](w io.Writer, refs []string, fetch func(ref string) (T, error)) error {
+	out := []T{}
+	for _, ref := range refs {
+		v, err := fetch(ref)
+		if err != nil {
+			return err
+		}
+		out = append(out, v)
+	}
+	return printJSON(w, out)
+}
+
+// removeEach removes every reference, printing those it removed and
+// joining the errors of the others.
+func removeEach(w io.Writer, refs []string, remove func(ref string) error) error {
+	var errs []error
+	for _, ref := range refs {
+		if err := remove(ref); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fmt.Fprintln(w, ref)
+	}
+	return errors.Join(errs...)
 }

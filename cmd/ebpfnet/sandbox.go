@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -94,15 +93,9 @@ func newSandboxInspect(c *cli) *cobra.Command {
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: c.completeSandboxes,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var out []api.Sandbox
-			for _, ref := range args {
-				sb, err := c.client().Sandbox(cmd.Context(), ref)
-				if err != nil {
-					return err
-				}
-				out = append(out, sb)
-			}
-			return printJSON(cmd.OutOrStdout(), out)
+			return inspectEach(cmd.OutOrStdout(), args, func(ref string) (api.Sandbox, error) {
+				return c.client().Sandbox(cmd.Context(), ref)
+			})
 		},
 	}
 }
@@ -118,15 +111,9 @@ func newSandboxRm(c *cli) *cobra.Command {
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: c.completeSandboxes,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var errs []error
-			for _, ref := range args {
-				if err := c.client().RemoveSandbox(cmd.Context(), ref, force); err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), ref)
-			}
-			return errors.Join(errs...)
+			return removeEach(cmd.OutOrStdout(), args, func(ref string) error {
+				return c.client().RemoveSandbox(cmd.Context(), ref, force)
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill processes still running in the sandbox")
