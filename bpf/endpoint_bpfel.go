@@ -8,62 +8,28 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
-	"structs"
 
 	"github.com/cilium/ebpf"
-)
-
-type EndpointCounter struct {
-	_       structs.HostLayout
-	Packets uint64
-	Bytes   uint64
-}
-
-type EndpointIfaceInfo struct {
-	_       structs.HostLayout
-	Network uint32
-	Addr    uint32
-}
-
-type EndpointNetworkFlag uint32
-
-const (
-	EndpointNetworkFlagNETWORK_ICC_DISABLED EndpointNetworkFlag = 1
-	EndpointNetworkFlagNETWORK_INTERNAL     EndpointNetworkFlag = 2
-)
-
-type EndpointNetworkInfo struct {
-	_       structs.HostLayout
-	Flags   EndpointNetworkFlag
-	Gateway uint32
-}
-
-type EndpointSubnetKey struct {
-	_         structs.HostLayout
-	Prefixlen uint32
-	Addr      uint32
-}
-
-type EndpointVerdict uint32
-
-const (
-	EndpointVerdictVERDICT_PASS               EndpointVerdict = 0
-	EndpointVerdictVERDICT_DROP_CROSS_NETWORK EndpointVerdict = 1
-	EndpointVerdictVERDICT_DROP_ICC           EndpointVerdict = 2
-	EndpointVerdictVERDICT_DROP_INTERNAL      EndpointVerdict = 3
-	EndpointVerdictVERDICT_MAX                EndpointVerdict = 4
 )
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	EndpointMapCt             = "ct"
+	EndpointMapEndpoints      = "endpoints"
+	EndpointMapHostAddrs      = "host_addrs"
 	EndpointMapIfaces         = "ifaces"
 	EndpointMapNetworks       = "networks"
+	EndpointMapPublications   = "publications"
+	EndpointMapSockNat        = "sock_nat"
 	EndpointMapStats          = "stats"
 	EndpointMapSubnets        = "subnets"
+	EndpointMapUplinks        = "uplinks"
 	EndpointProgFromContainer = "from_container"
 	EndpointProgToContainer   = "to_container"
+	EndpointVarNatPortMax     = "nat_port_max"
+	EndpointVarNatPortMin     = "nat_port_min"
 )
 
 // LoadEndpoint returns the embedded CollectionSpec for Endpoint.
@@ -116,16 +82,24 @@ type EndpointProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EndpointMapSpecs struct {
-	Ifaces   *ebpf.MapSpec `ebpf:"ifaces"`
-	Networks *ebpf.MapSpec `ebpf:"networks"`
-	Stats    *ebpf.MapSpec `ebpf:"stats"`
-	Subnets  *ebpf.MapSpec `ebpf:"subnets"`
+	Ct           *ebpf.MapSpec `ebpf:"ct"`
+	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
+	HostAddrs    *ebpf.MapSpec `ebpf:"host_addrs"`
+	Ifaces       *ebpf.MapSpec `ebpf:"ifaces"`
+	Networks     *ebpf.MapSpec `ebpf:"networks"`
+	Publications *ebpf.MapSpec `ebpf:"publications"`
+	SockNat      *ebpf.MapSpec `ebpf:"sock_nat"`
+	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	Subnets      *ebpf.MapSpec `ebpf:"subnets"`
+	Uplinks      *ebpf.MapSpec `ebpf:"uplinks"`
 }
 
 // EndpointVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EndpointVariableSpecs struct {
+	NatPortMax *ebpf.VariableSpec `ebpf:"nat_port_max"`
+	NatPortMin *ebpf.VariableSpec `ebpf:"nat_port_min"`
 }
 
 // EndpointObjects contains all objects after they have been loaded into the kernel.
@@ -148,18 +122,30 @@ func (o *EndpointObjects) Close() error {
 //
 // It can be passed to LoadEndpointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EndpointMaps struct {
-	Ifaces   *ebpf.Map `ebpf:"ifaces"`
-	Networks *ebpf.Map `ebpf:"networks"`
-	Stats    *ebpf.Map `ebpf:"stats"`
-	Subnets  *ebpf.Map `ebpf:"subnets"`
+	Ct           *ebpf.Map `ebpf:"ct"`
+	Endpoints    *ebpf.Map `ebpf:"endpoints"`
+	HostAddrs    *ebpf.Map `ebpf:"host_addrs"`
+	Ifaces       *ebpf.Map `ebpf:"ifaces"`
+	Networks     *ebpf.Map `ebpf:"networks"`
+	Publications *ebpf.Map `ebpf:"publications"`
+	SockNat      *ebpf.Map `ebpf:"sock_nat"`
+	Stats        *ebpf.Map `ebpf:"stats"`
+	Subnets      *ebpf.Map `ebpf:"subnets"`
+	Uplinks      *ebpf.Map `ebpf:"uplinks"`
 }
 
 func (m *EndpointMaps) Close() error {
 	return _EndpointClose(
+		m.Ct,
+		m.Endpoints,
+		m.HostAddrs,
 		m.Ifaces,
 		m.Networks,
+		m.Publications,
+		m.SockNat,
 		m.Stats,
 		m.Subnets,
+		m.Uplinks,
 	)
 }
 
@@ -167,6 +153,8 @@ func (m *EndpointMaps) Close() error {
 //
 // It can be passed to LoadEndpointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EndpointVariables struct {
+	NatPortMax *ebpf.Variable `ebpf:"nat_port_max"`
+	NatPortMin *ebpf.Variable `ebpf:"nat_port_min"`
 }
 
 // EndpointPrograms contains all programs after they have been loaded into the kernel.

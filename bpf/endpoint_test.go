@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 
 	"github.com/ebpfnet/ebpfnet/bpf"
 	"github.com/ebpfnet/ebpfnet/loader"
@@ -47,7 +48,7 @@ func arpPacket() []byte {
 }
 
 type testbed struct {
-	objs *bpf.EndpointObjects
+	dp   *loader.Datapath
 	maps *maps.Maps
 }
 
@@ -61,12 +62,12 @@ var (
 func newTestbed(t *testing.T, iccDisabled, internal bool) *testbed {
 	t.Helper()
 	testenv.RequirePrivileges(t)
-	objs, err := loader.LoadUnpinned()
+	dp, err := loader.LoadUnpinned()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { objs.Close() })
-	m := maps.New(&objs.EndpointMaps)
+	t.Cleanup(func() { dp.Close() })
+	m := maps.New(&dp.Maps)
 	net := appnet
 	net.ICCDisabled, net.Internal = iccDisabled, internal
 	for _, n := range []maps.Network{net, other} {
@@ -77,7 +78,7 @@ func newTestbed(t *testing.T, iccDisabled, internal bool) *testbed {
 	if err := m.PutIface(maps.Iface{Ifindex: endpointIfindex, Network: 1, Addr: netip.MustParseAddr("172.19.5.2")}); err != nil {
 		t.Fatal(err)
 	}
-	return &testbed{objs: objs, maps: m}
+	return &testbed{dp: dp, maps: m}
 }
 
 // run runs prog on pkt and checks the verdict, that the packet is left
@@ -116,7 +117,7 @@ func (tb *testbed) counters(t *testing.T) map[string]uint64 {
 	}
 	out := map[string]uint64{}
 	for _, c := range cs {
-		out[c.Verdict] = c.Packets
+		out[c.Program+"/"+c.Verdict] = c.Packets
 	}
 	return out
 }
@@ -146,7 +147,7 @@ func TestFromContainer(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tb := newTestbed(t, tt.iccOff, tt.internal)
-			tb.run(t, tb.objs.FromContainer, tt.pkt, tt.verdict, tt.counter)
+			tb.run(t, tb.dp.Endpoint.FromContainer, tt.pkt, tt.verdict, "from_container/"+tt.counter)
 		})
 	}
 }
@@ -168,7 +169,7 @@ func TestToContainer(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tb := newTestbed(t, false, tt.internal)
-			tb.run(t, tb.objs.ToContainer, tt.pkt, tt.verdict, tt.counter)
+			tb.run(t, tb.dp.Endpoint.ToContainer, tt.pkt, tt.verdict, "to_container/"+tt.counter)
 		})
 	}
 }
@@ -179,25 +180,38 @@ func TestUnknownInterfacePassesUncounted(t *testing.T) {
 	if err := tb.maps.DeleteIface(endpointIfindex); err != nil {
 		t.Fatal(err)
 	}
-	for _, prog := range []*ebpf.Program{tb.objs.FromContainer, tb.objs.ToContainer} {
+	for _, prog := range []*ebpf.Program{tb.dp.Endpoint.FromContainer, tb.dp.Endpoint.ToContainer} {
 		tb.run(t, prog, ipv4Packet("172.19.5.2", "172.20.0.5", 6), tcActUnspec, "")
 	}
 }
 
-// Go's view of the shared structs must match the C layout byte for byte.
+// Go's view of the shared structs must match the C layout, as the
+// object's BTF records it, byte for byte.
 func TestSharedLayouts(t *testing.T) {
-	for _, c := range []struct {
-		name string
-		v    any
-		size int
-	}{
-		{"network_info", bpf.EndpointNetworkInfo{}, 8},
-		{"iface_info", bpf.EndpointIfaceInfo{}, 8},
-		{"subnet_key", bpf.EndpointSubnetKey{}, 8},
-		{"counter", bpf.EndpointCounter{}, 16},
+	spec, err := bpf.LoadDatapath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range map[string]any{
+		"network_info":    bpf.DatapathNetworkInfo{},
+		"iface_info":      bpf.DatapathIfaceInfo{},
+		"endpoint_info":   bpf.DatapathEndpointInfo{},
+		"subnet_key":      bpf.DatapathSubnetKey{},
+		"counter":         bpf.DatapathCounter{},
+		"publication_key": bpf.DatapathPublicationKey{},
+		"publication":     bpf.DatapathPublication{},
+		"uplink_info":     bpf.DatapathUplinkInfo{},
+		"flow":            bpf.DatapathFlow{},
+		"sock_peer_key":   bpf.DatapathSockPeerKey{},
+		"sock_peer":       bpf.DatapathSockPeer{},
 	} {
-		if got := binary.Size(c.v); got != c.size {
-			t.Errorf("%s: Go size %d, C size %d", c.name, got, c.size)
+		var st *btf.Struct
+		if err := spec.Types.TypeByName(name, &st); err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if got := binary.Size(v); got != int(st.Size) {
+			t.Errorf("%s: Go size %d, C size %d", name, got, st.Size)
 		}
 	}
 }

@@ -52,6 +52,9 @@ func setupBridge(n *store.Network) error {
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name = n.Bridge
 		attrs.MTU = n.MTU
+		// A fixed MAC: a bridge would otherwise take its ports' lowest, and
+		// the datapath sources the frames it delivers from this one.
+		attrs.HardwareAddr = macFor(n.Pool.Gateway)
 		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
 			return fmt.Errorf("create bridge %s: %w", n.Bridge, err)
 		}
@@ -119,7 +122,14 @@ func deleteLink(name string) error {
 
 // networkMaps is what the datapath knows of a bridge network.
 func networkMaps(n store.Network) maps.Network {
-	return maps.Network{Index: n.Index, Subnet: n.Pool.Subnet, Gateway: n.Pool.Gateway, ICCDisabled: !n.ICC, Internal: n.Internal}
+	return maps.Network{Index: n.Index, Subnet: n.Pool.Subnet, Gateway: n.Pool.Gateway, GatewayMAC: macFor(n.Pool.Gateway),
+		ICCDisabled: !n.ICC, Internal: n.Internal, Masquerade: n.Masquerade}
+}
+
+// endpointMaps is where the datapath delivers packets for a bridge endpoint
+// whose host side has ifindex.
+func endpointMaps(n store.Network, ep store.Endpoint, ifindex int) maps.Endpoint {
+	return maps.Endpoint{Addr: ep.Addr, Ifindex: uint32(ifindex), Network: n.Index, MAC: macFor(ep.Addr)}
 }
 
 // attachEndpoint creates an endpoint's interfaces, configures the sandbox
@@ -180,7 +190,10 @@ func (e *Engine) createVeth(n store.Network, ep store.Endpoint, mac net.Hardware
 	if _, err := e.dp.AttachEndpoint(ep.HostSide, ifindex); err != nil {
 		return err
 	}
-	return e.maps.PutIface(maps.Iface{Ifindex: uint32(ifindex), Network: n.Index, Addr: ep.Addr})
+	if err := e.maps.PutIface(maps.Iface{Ifindex: uint32(ifindex), Network: n.Index, Addr: ep.Addr}); err != nil {
+		return err
+	}
+	return e.maps.PutEndpoint(endpointMaps(n, ep, ifindex))
 }
 
 func createMacvlan(n store.Network, ep store.Endpoint, mac net.HardwareAddr, sandboxFD int) error {
@@ -238,7 +251,7 @@ func configureInside(n store.Network, ep store.Endpoint) error {
 func (e *Engine) detachEndpoint(n store.Network, sandboxNS string, ep store.Endpoint) error {
 	var errs []error
 	if n.Driver == store.DriverBridge || ep.HostSide != "" {
-		errs = append(errs, e.inHost(func() error { return e.removeHostSide(ep.HostSide) }))
+		errs = append(errs, e.inHost(func() error { return e.removeHostSide(ep.HostSide) }), e.maps.DeleteEndpoint(ep.Addr))
 	}
 	if n.Driver == store.DriverMacvlan && namespace.IsNamespace(sandboxNS) {
 		errs = append(errs, namespace.Do(sandboxNS, func() error { return deleteLink(ep.Interface) }))
@@ -253,7 +266,7 @@ func (e *Engine) removeHostSide(name string) error {
 	if l, err := netlink.LinkByName(name); err == nil {
 		errs = append(errs, e.maps.DeleteIface(uint32(l.Attrs().Index)))
 	}
-	errs = append(errs, e.dp.DetachEndpoint(name), deleteLink(name))
+	errs = append(errs, e.dp.Detach(name), deleteLink(name))
 	return errors.Join(errs...)
 }
 

@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/loader"
@@ -25,7 +27,11 @@ type Config struct {
 	NetnsDir   string            // sandbox namespaces are bound here (/run/netns for `ip netns`)
 	EtcDir     string            // per-sandbox resolv.conf and hosts (/etc/netns for `ip netns exec`)
 	AttachMode loader.AttachMode // how TC programs attach
-	Log        *slog.Logger
+	// Uplinks name the host interfaces that published ports are reachable
+	// on and masqueraded flows leave through; empty means every interface
+	// with an IPv4 address that ebpfnet did not create.
+	Uplinks []string
+	Log     *slog.Logger
 }
 
 // Defaults for a daemon serving the host.
@@ -46,6 +52,9 @@ type Engine struct {
 	maps  *maps.Maps
 	log   *slog.Logger
 	mu    sync.Mutex
+	// uplinks are the interfaces the uplink program is on, by name; guarded by mu.
+	uplinks     map[string]bool
+	stopWatcher func()
 }
 
 // New opens the state, loads the datapath, creates the predefined networks
@@ -60,16 +69,28 @@ func New(cfg Config) (*Engine, error) {
 	if !namespace.IsNamespace(cfg.NetNS) {
 		return nil, fmt.Errorf("dataplane namespace %s is not a network namespace", cfg.NetNS)
 	}
+	cookie, err := netnsCookie(cfg.NetNS)
+	if err != nil {
+		return nil, err
+	}
+	cgroup, err := loader.Cgroup2Root()
+	if err != nil {
+		return nil, err
+	}
 	st, err := store.Open(cfg.StateDir)
 	if err != nil {
 		return nil, err
 	}
-	dp, err := loader.Load(cfg.BPFFS, cfg.AttachMode)
+	dp, err := loader.Load(loader.Options{PinDir: cfg.BPFFS, Attach: cfg.AttachMode, NetnsCookie: cookie})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Objects.EndpointMaps), log: cfg.Log}
+	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, uplinks: map[string]bool{}}
+	if err := dp.AttachSockets(cgroup); err != nil {
+		e.Close()
+		return nil, err
+	}
 	if err := e.ensurePredefined(); err != nil {
 		e.Close()
 		return nil, err
@@ -77,12 +98,36 @@ func New(cfg Config) (*Engine, error) {
 	if err := e.Reconcile(); err != nil {
 		e.log.Warn("reconcile on start left work undone", "err", err)
 	}
+	if e.stopWatcher, err = e.watchHost(); err != nil {
+		e.Close()
+		return nil, err
+	}
 	return e, nil
 }
 
 // Close releases the store and the loaded objects; the datapath stays.
 func (e *Engine) Close() error {
+	if e.stopWatcher != nil {
+		e.stopWatcher()
+	}
 	return errors.Join(e.dp.Close(), e.store.Close())
+}
+
+// netnsCookie identifies a network namespace the way the socket hooks see it.
+func netnsCookie(path string) (cookie uint64, err error) {
+	err = namespace.Do(path, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read the cookie of namespace %s: %w (needs Linux 5.14)", path, err)
+	}
+	return cookie, nil
 }
 
 // inHost runs fn in the dataplane's namespace.

@@ -32,7 +32,7 @@ func (e *Engine) ensurePredefined() error {
 			if _, err := tx.Network(p.name); err == nil {
 				continue
 			}
-			n := store.Network{ID: newID(), Name: p.name, Driver: p.driver, Created: time.Now().UTC(), Predefined: true, ICC: true}
+			n := store.Network{ID: newID(), Name: p.name, Driver: p.driver, Created: time.Now().UTC(), Predefined: true, ICC: true, Masquerade: true}
 			if p.driver == store.DriverBridge {
 				n.Bridge = DefaultBridge
 				if err := e.choosePool(tx, &n, netip.Prefix{}, netip.Prefix{}, netip.Addr{}); err != nil {
@@ -110,7 +110,7 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 		return store.Network{}, err
 	}
 	n := store.Network{ID: newID(), Name: spec.Name, Driver: spec.Driver, Created: time.Now().UTC(),
-		ICC: true, Internal: spec.Internal, Labels: spec.Labels}
+		ICC: true, Masquerade: true, Internal: spec.Internal, Labels: spec.Labels}
 	switch n.Driver {
 	case "":
 		n.Driver = store.DriverBridge

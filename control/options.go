@@ -13,6 +13,7 @@ import (
 const (
 	OptBridgeName  = "com.docker.network.bridge.name"
 	OptEnableICC   = "com.docker.network.bridge.enable_icc"
+	OptMasquerade  = "com.docker.network.bridge.enable_ip_masquerade"
 	OptMTU         = "com.docker.network.driver.mtu"
 	OptParent      = "parent"
 	OptMacvlanMode = "macvlan_mode"
@@ -33,7 +34,7 @@ type NetworkSpec struct {
 // applyOptions checks the spec's driver options and records them on n.
 func applyOptions(n *store.Network, opts map[string]string) error {
 	allowed := map[string][]string{
-		store.DriverBridge:  {OptBridgeName, OptEnableICC, OptMTU},
+		store.DriverBridge:  {OptBridgeName, OptEnableICC, OptMasquerade, OptMTU},
 		store.DriverMacvlan: {OptParent, OptMacvlanMode, OptMTU},
 	}[n.Driver]
 	for k, v := range opts {
@@ -50,12 +51,16 @@ func applyOptions(n *store.Network, opts map[string]string) error {
 				return fmt.Errorf("option %s: %w", k, err)
 			}
 			n.Bridge = v
-		case OptEnableICC:
+		case OptEnableICC, OptMasquerade:
 			b, err := strconv.ParseBool(v)
 			if err != nil {
 				return fmt.Errorf("option %s: %q is not true or false", k, v)
 			}
-			n.ICC = b
+			if k == OptEnableICC {
+				n.ICC = b
+			} else {
+				n.Masquerade = b
+			}
 		case OptMTU:
 			mtu, err := strconv.Atoi(v)
 			if err != nil || mtu < 68 || mtu > 65535 {

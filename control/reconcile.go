@@ -51,7 +51,7 @@ func (e *Engine) Reconcile() error {
 			errs = append(errs, fmt.Errorf("sandbox %s: %w", sb.Name, err))
 		}
 	}
-	errs = append(errs, e.syncMaps(nets, sbs), e.removeLeftovers(nets, sbs))
+	errs = append(errs, e.syncMaps(nets, sbs), e.syncHost(), e.removeLeftovers(nets, sbs))
 	return errors.Join(errs...)
 }
 
@@ -129,15 +129,14 @@ func (e *Engine) refreshEndpoint(n store.Network, sandboxNS string, ep store.End
 // syncMaps rewrites the maps from the store; interfaces are keyed by the
 // ifindex they have now.
 func (e *Engine) syncMaps(nets []store.Network, sbs []store.Sandbox) error {
-	var mnets []maps.Network
+	var want maps.Desired
 	byID := map[string]store.Network{}
 	for _, n := range nets {
 		byID[n.ID] = n
 		if n.Driver == store.DriverBridge {
-			mnets = append(mnets, networkMaps(n))
+			want.Networks = append(want.Networks, networkMaps(n))
 		}
 	}
-	var ifaces []maps.Iface
 	err := e.inHost(func() error {
 		for _, sb := range sbs {
 			for _, ep := range sb.Endpoints {
@@ -148,12 +147,15 @@ func (e *Engine) syncMaps(nets []store.Network, sbs []store.Sandbox) error {
 				if err != nil {
 					continue // reported by the endpoint repair
 				}
-				ifaces = append(ifaces, maps.Iface{Ifindex: uint32(l.Attrs().Index), Network: byID[ep.NetworkID].Index, Addr: ep.Addr})
+				n := byID[ep.NetworkID]
+				want.Ifaces = append(want.Ifaces, maps.Iface{Ifindex: uint32(l.Attrs().Index), Network: n.Index, Addr: ep.Addr})
+				want.Endpoints = append(want.Endpoints, endpointMaps(n, ep, l.Attrs().Index))
 			}
+			want.Publications = append(want.Publications, publicationMaps(sb, sb.Publications)...)
 		}
 		return nil
 	})
-	return errors.Join(err, e.maps.Sync(mnets, ifaces))
+	return errors.Join(err, e.maps.Sync(want))
 }
 
 // removeLeftovers deletes interfaces and link pins that ebpfnet created
@@ -186,8 +188,8 @@ func (e *Engine) removeLeftovers(nets []store.Network, sbs []store.Sandbox) erro
 	pinned, err := e.dp.PinnedLinkInterfaces()
 	errs = append(errs, err)
 	for _, name := range pinned {
-		if !hostSides[name] {
-			errs = append(errs, e.inHost(func() error { return e.dp.DetachEndpoint(name) }))
+		if !hostSides[name] && !e.uplinks[name] {
+			errs = append(errs, e.inHost(func() error { return e.dp.Detach(name) }))
 		}
 	}
 	return errors.Join(errs...)

@@ -26,6 +26,7 @@ type SandboxSpec struct {
 	Networks []string
 	IP       netip.Addr // static address on the first network
 	Aliases  []string   // names on every user-defined network
+	Publish  []PortSpec // ports to publish, as with docker run -p
 }
 
 // EndpointSpec is what a connect request may choose.
@@ -77,6 +78,9 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 				return err
 			}
 		}
+		if _, err := e.addPublications(tx, undo, &sb, spec.Publish); err != nil {
+			return err
+		}
 		undo.add(func() error { return os.RemoveAll(e.sandboxEtc(sb.Name)) })
 		if err := e.writeSandboxFiles(tx, sb); err != nil {
 			return err
@@ -95,8 +99,8 @@ func (e *Engine) resolveMode(tx *store.Tx, sb *store.Sandbox, spec SandboxSpec) 
 		if len(spec.Networks) > 1 {
 			return nil, fmt.Errorf("network mode %s cannot be combined with other networks", first)
 		}
-		if spec.IP.IsValid() || len(spec.Aliases) > 0 {
-			return nil, fmt.Errorf("--ip and --alias need a bridge or macvlan network, not %s", first)
+		if spec.IP.IsValid() || len(spec.Aliases) > 0 || len(spec.Publish) > 0 {
+			return nil, fmt.Errorf("--ip, --alias and -p need a bridge or macvlan network, not %s", first)
 		}
 	}
 	switch {
@@ -246,7 +250,7 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 	// The record is gone; leftovers are the reconciler's to remove, so the
 	// teardown keeps going and reports what it could not do.
 	path := e.sandboxPath(sb.Name)
-	var errs []error
+	errs := []error{e.unmapPublications(publicationMaps(sb, sb.Publications))}
 	for _, ep := range sb.Endpoints {
 		errs = append(errs, e.detachEndpoint(nets[ep.NetworkID], path, ep))
 	}
@@ -352,6 +356,11 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 			return fmt.Errorf("sandbox %s is not connected to network %s", sb.Name, n.Name)
 		}
 		removed = sb.Endpoints[i]
+		for _, p := range sb.Publications {
+			if p.NetworkID == n.ID {
+				return fmt.Errorf("sandbox %s publishes %s through network %s: unpublish it first", sb.Name, describe(p), n.Name)
+			}
+		}
 		sb.Endpoints = slices.Delete(sb.Endpoints, i, i+1)
 		n.Pool.Release(removed.Addr)
 		if err := tx.PutNetwork(n); err != nil {

@@ -1,24 +1,29 @@
 package control
 
 import (
+	"maps"
+	"slices"
+
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/loader"
-	"github.com/ebpfnet/ebpfnet/maps"
+	dpmaps "github.com/ebpfnet/ebpfnet/maps"
 )
 
 // Status is what the datapath is doing right now.
 type Status struct {
-	Counters  []maps.Counter  `json:"counters"`
-	Maps      []maps.Fill     `json:"maps"`
-	Endpoints []AttachedIface `json:"endpoints"`
+	Counters    []dpmaps.Counter `json:"counters"`
+	Maps        []dpmaps.Fill    `json:"maps"`
+	Endpoints   []AttachedIface  `json:"endpoints"`
+	Uplinks     []AttachedIface  `json:"uplinks"`
+	SocketHooks []string         `json:"socketHooks"`
 }
 
 // AttachedIface is one endpoint's host-side interface and how the programs
 // sit on it.
 type AttachedIface struct {
 	Interface string            `json:"interface"`
-	Sandbox   string            `json:"sandbox"`
-	Network   string            `json:"network"`
+	Sandbox   string            `json:"sandbox,omitempty"`
+	Network   string            `json:"network,omitempty"`
 	Attach    loader.AttachMode `json:"attach"`
 }
 
@@ -32,6 +37,10 @@ func (e *Engine) Status() (Status, error) {
 	if st.Maps, err = e.maps.Fills(); err != nil {
 		return st, err
 	}
+	// Not inside the transaction: a writer holding e.mu may wait for readers.
+	e.mu.Lock()
+	uplinks := slices.Sorted(maps.Keys(e.uplinks))
+	e.mu.Unlock()
 	err = e.store.View(func(tx *store.Tx) error {
 		sbs, err := tx.Sandboxes()
 		if err != nil {
@@ -48,11 +57,15 @@ func (e *Engine) Status() (Status, error) {
 						Network: n.Name, Attach: e.dp.Attachment(ep.HostSide)})
 				}
 			}
+			for _, name := range uplinks {
+				st.Uplinks = append(st.Uplinks, AttachedIface{Interface: name, Attach: e.dp.Attachment(name)})
+			}
 			return nil
 		})
 	})
+	st.SocketHooks = e.dp.SocketHooks()
 	return st, err
 }
 
 // Counters reads the per-verdict counters (for metrics).
-func (e *Engine) Counters() ([]maps.Counter, error) { return e.maps.Counters() }
+func (e *Engine) Counters() ([]dpmaps.Counter, error) { return e.maps.Counters() }

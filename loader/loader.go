@@ -32,34 +32,120 @@ func ParseAttachMode(s string) (AttachMode, error) {
 	return "", fmt.Errorf("unknown attach mode %q (want auto, tcx or clsact)", s)
 }
 
-// Datapath is a loaded set of ebpfnet programs and their pinned maps.
-type Datapath struct {
-	Objects bpf.EndpointObjects
-	pinDir  string
-	mode    AttachMode
+// Options say how to load the datapath.
+type Options struct {
+	// PinDir is the bpffs directory for maps and links; empty loads a
+	// private, unpinned copy (for tests that run programs on crafted packets).
+	PinDir string
+	Attach AttachMode
+	// NetnsCookie identifies the dataplane's namespace to the socket hooks.
+	NetnsCookie uint64
+	// NATPortMin and NATPortMax bound masquerade ports; zero keeps the
+	// programs' defaults (61000-65535).
+	NATPortMin, NATPortMax uint16
 }
 
-// Load loads the programs and opens or creates the maps pinned in pinDir.
-func Load(pinDir string, mode AttachMode) (*Datapath, error) {
-	if err := ensureBPFFS(pinDir); err != nil {
+// Datapath is the loaded programs and their (pinned) maps.
+type Datapath struct {
+	Maps     bpf.DatapathMaps
+	Endpoint bpf.EndpointPrograms
+	Uplink   bpf.UplinkPrograms
+	Sock     bpf.SockPrograms
+	pinDir   string
+	mode     AttachMode
+}
+
+// Load creates or opens the maps, then loads every program object against
+// those same maps.
+func Load(opts Options) (*Datapath, error) {
+	d := &Datapath{pinDir: opts.PinDir, mode: opts.Attach}
+	if d.mode == "" {
+		d.mode = AttachAuto
+	}
+	mapsSpec, err := bpf.LoadDatapath()
+	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Join(pinDir, "links"), 0o700); err != nil {
-		return nil, fmt.Errorf("create link pin directory: %w", err)
-	}
-	d := &Datapath{pinDir: pinDir, mode: mode}
-	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pinDir}}
-	if err := bpf.LoadEndpointObjects(&d.Objects, opts); err != nil {
-		if errors.Is(err, ebpf.ErrMapIncompatible) {
-			return nil, fmt.Errorf("load endpoint programs: %w (maps pinned in %s are from another version: run `ebpfnet reset`)", err, pinDir)
+	collOpts := ebpf.CollectionOptions{}
+	if opts.PinDir != "" {
+		if err := ensureBPFFS(opts.PinDir); err != nil {
+			return nil, err
 		}
-		return nil, fmt.Errorf("load endpoint programs: %w", err)
+		for _, dir := range []string{"links", "cgroup-links"} {
+			if err := os.MkdirAll(filepath.Join(opts.PinDir, dir), 0o700); err != nil {
+				return nil, fmt.Errorf("create link pin directory: %w", err)
+			}
+		}
+		collOpts.Maps.PinPath = opts.PinDir
+	} else {
+		for _, m := range mapsSpec.Maps {
+			m.Pinning = ebpf.PinNone
+		}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(mapsSpec, collOpts)
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		return nil, fmt.Errorf("load maps: %w (maps pinned in %s are from another version: stop the daemon and run `ebpfnet reset`)", err, opts.PinDir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load maps: %w", err)
+	}
+	defer coll.Close()
+
+	vars := map[string]any{"netns_cookie": opts.NetnsCookie}
+	if opts.NATPortMin != 0 {
+		vars["nat_port_min"], vars["nat_port_max"] = opts.NATPortMin, opts.NATPortMax
+	}
+	for _, obj := range []struct {
+		name string
+		load func() (*ebpf.CollectionSpec, error)
+		into any
+	}{
+		{"endpoint", bpf.LoadEndpoint, &d.Endpoint},
+		{"uplink", bpf.LoadUplink, &d.Uplink},
+		{"socket", bpf.LoadSock, &d.Sock},
+	} {
+		if err := loadPrograms(obj.name, obj.load, obj.into, coll.Maps, vars); err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
+	if err := coll.Assign(&d.Maps); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("assign maps: %w", err)
 	}
 	return d, nil
 }
 
+// loadPrograms loads one program object with the shared maps in place of
+// its own and its load-time variables set.
+func loadPrograms(name string, load func() (*ebpf.CollectionSpec, error), into any, shared map[string]*ebpf.Map, vars map[string]any) error {
+	spec, err := load()
+	if err != nil {
+		return err
+	}
+	replace := map[string]*ebpf.Map{}
+	for mapName := range spec.Maps {
+		if m, ok := shared[mapName]; ok {
+			replace[mapName] = m
+		}
+	}
+	for v, value := range vars {
+		if vs, ok := spec.Variables[v]; ok {
+			if err := vs.Set(value); err != nil {
+				return fmt.Errorf("set %s of the %s programs: %w", v, name, err)
+			}
+		}
+	}
+	if err := spec.LoadAndAssign(into, &ebpf.CollectionOptions{MapReplacements: replace}); err != nil {
+		return fmt.Errorf("load %s programs: %w", name, err)
+	}
+	return nil
+}
+
 // Close releases the loaded objects. Pinned maps and links stay in place.
-func (d *Datapath) Close() error { return d.Objects.Close() }
+func (d *Datapath) Close() error {
+	return errors.Join(d.Endpoint.Close(), d.Uplink.Close(), d.Sock.Close(), d.Maps.Close())
+}
 
 // PinDir is the bpffs directory holding the datapath's pins.
 func (d *Datapath) PinDir() string { return d.pinDir }
@@ -81,9 +167,9 @@ var (
 func (d *Datapath) AttachEndpoint(ifname string, ifindex int) (AttachMode, error) {
 	mode := d.mode
 	if mode != AttachClsact {
-		err := d.attachTCX(ifname, ifindex, ingress, d.Objects.FromContainer)
+		err := d.attachTCX(ifname, ifindex, ingress, d.Endpoint.FromContainer)
 		if err == nil {
-			err = d.attachTCX(ifname, ifindex, egress, d.Objects.ToContainer)
+			err = d.attachTCX(ifname, ifindex, egress, d.Endpoint.ToContainer)
 		}
 		switch {
 		case err == nil:
@@ -94,18 +180,36 @@ func (d *Datapath) AttachEndpoint(ifname string, ifindex int) (AttachMode, error
 			return "", err
 		}
 	}
-	if err := attachClsact(ifname, ifindex, ingress, d.Objects.FromContainer); err != nil {
+	if err := attachClsact(ifname, ifindex, ingress, d.Endpoint.FromContainer); err != nil {
 		return "", err
 	}
-	if err := attachClsact(ifname, ifindex, egress, d.Objects.ToContainer); err != nil {
+	if err := attachClsact(ifname, ifindex, egress, d.Endpoint.ToContainer); err != nil {
 		return "", err
 	}
 	return AttachClsact, nil
 }
 
-// DetachEndpoint removes what AttachEndpoint did, whichever mode it used.
-// A missing interface is not an error: its attachments went with it.
-func (d *Datapath) DetachEndpoint(ifname string) error {
+// AttachUplink attaches the uplink program to TC ingress of a host
+// interface. It is idempotent.
+func (d *Datapath) AttachUplink(ifname string, ifindex int) (AttachMode, error) {
+	if d.mode != AttachClsact {
+		err := d.attachTCX(ifname, ifindex, ingress, d.Uplink.UplinkIngress)
+		switch {
+		case err == nil:
+			return AttachTCX, nil
+		case d.mode == AttachTCX || !errors.Is(err, ebpf.ErrNotSupported):
+			return "", err
+		}
+	}
+	if err := attachClsact(ifname, ifindex, ingress, d.Uplink.UplinkIngress); err != nil {
+		return "", err
+	}
+	return AttachClsact, nil
+}
+
+// Detach removes what AttachEndpoint or AttachUplink did, whichever mode
+// it used. A missing interface is not an error: its attachments went with it.
+func (d *Datapath) Detach(ifname string) error {
 	var errs []error
 	for _, dir := range []direction{ingress, egress} {
 		errs = append(errs, d.unpinLink(ifname, dir))
@@ -249,30 +353,22 @@ func detachClsact(l netlink.Link, dir direction) error {
 	return nil
 }
 
-// Attachment reports how the endpoint programs sit on an interface of the
-// calling thread's namespace: AttachTCX, AttachClsact, or "" when they are
-// not on both directions.
+// Attachment reports how ebpfnet's program sits on TC ingress of an
+// interface of the calling thread's namespace: AttachTCX, AttachClsact, or
+// "" when it is not there.
 func (d *Datapath) Attachment(ifname string) AttachMode {
 	l, err := netlink.LinkByName(ifname)
 	if err != nil {
 		return ""
 	}
-	tcx, clsact := true, true
-	for _, dir := range []direction{ingress, egress} {
-		pinned, err := link.LoadPinnedLink(d.linkPin(ifname, dir), nil)
-		if err == nil {
-			info, err := pinned.Info()
-			tcx = tcx && err == nil && info.TCX() != nil && int(info.TCX().Ifindex) == l.Attrs().Index
-			pinned.Close()
-		} else {
-			tcx = false
+	if pinned, err := link.LoadPinnedLink(d.linkPin(ifname, ingress), nil); err == nil {
+		info, err := pinned.Info()
+		pinned.Close()
+		if err == nil && info.TCX() != nil && int(info.TCX().Ifindex) == l.Attrs().Index {
+			return AttachTCX
 		}
-		clsact = clsact && hasOurFilter(l, dir)
 	}
-	switch {
-	case tcx:
-		return AttachTCX
-	case clsact:
+	if hasOurFilter(l, ingress) {
 		return AttachClsact
 	}
 	return ""
@@ -298,6 +394,8 @@ func Reset(pinDir string) error {
 		return nil
 	}
 	pins, _ := filepath.Glob(filepath.Join(pinDir, "links", "*", "*"))
+	cgroupPins, _ := filepath.Glob(filepath.Join(pinDir, "cgroup-links", "*"))
+	pins = append(pins, cgroupPins...)
 	var errs []error
 	for _, pin := range pins {
 		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
@@ -313,17 +411,4 @@ func Reset(pinDir string) error {
 
 // LoadUnpinned loads a private copy of the programs and maps, pinned
 // nowhere: for tests that run programs on crafted packets.
-func LoadUnpinned() (*bpf.EndpointObjects, error) {
-	spec, err := bpf.LoadEndpoint()
-	if err != nil {
-		return nil, err
-	}
-	for _, m := range spec.Maps {
-		m.Pinning = ebpf.PinNone
-	}
-	var objs bpf.EndpointObjects
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		return nil, fmt.Errorf("load endpoint programs: %w", err)
-	}
-	return &objs, nil
-}
+func LoadUnpinned() (*Datapath, error) { return Load(Options{}) }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 
@@ -15,19 +16,21 @@ import (
 
 // Maps wraps the maps of one loaded datapath.
 type Maps struct {
-	m *bpf.EndpointMaps
+	m *bpf.DatapathMaps
 }
 
 // New wraps loaded maps.
-func New(m *bpf.EndpointMaps) *Maps { return &Maps{m: m} }
+func New(m *bpf.DatapathMaps) *Maps { return &Maps{m: m} }
 
-// Network is what the datapath knows about a network.
+// Network is what the datapath knows about a bridge network.
 type Network struct {
 	Index       uint32
 	Subnet      netip.Prefix
 	Gateway     netip.Addr
+	GatewayMAC  net.HardwareAddr // the bridge's: the source of frames delivered to endpoints
 	ICCDisabled bool
 	Internal    bool
+	Masquerade  bool
 }
 
 // Iface is an endpoint's host-side interface.
@@ -37,27 +40,72 @@ type Iface struct {
 	Addr    netip.Addr
 }
 
+// Endpoint is where packets for an endpoint's address are delivered.
+type Endpoint struct {
+	Addr    netip.Addr
+	Ifindex uint32 // host side of its veth
+	Network uint32
+	MAC     net.HardwareAddr
+}
+
+// Publication is a published host port and where it leads.
+type Publication struct {
+	HostAddr netip.Addr // an invalid or unspecified address means every address of the host
+	HostPort uint16
+	Proto    uint8 // IPPROTO_TCP or IPPROTO_UDP
+	Addr     netip.Addr
+	Port     uint16
+}
+
 // be32 gives the uint32 whose in-memory bytes are addr in network order, as
-// the C side's __be32 fields hold it.
+// the C side's __be32 fields hold it; an invalid address gives 0.
 func be32(addr netip.Addr) uint32 {
+	if !addr.Is4() {
+		return 0
+	}
 	b := addr.As4()
 	return binary.NativeEndian.Uint32(b[:])
 }
 
-func networkValue(n Network) bpf.EndpointNetworkInfo {
-	v := bpf.EndpointNetworkInfo{Gateway: be32(n.Gateway)}
+func addrOf(v uint32) netip.Addr {
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], v)
+	return netip.AddrFrom4(b)
+}
+
+// be16 gives the uint16 whose in-memory bytes are port in network order.
+func be16(port uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], port)
+	return binary.NativeEndian.Uint16(b[:])
+}
+
+func mac6(hw net.HardwareAddr) (out [6]uint8) {
+	copy(out[:], hw)
+	return out
+}
+
+func networkValue(n Network) bpf.DatapathNetworkInfo {
+	v := bpf.DatapathNetworkInfo{Gateway: be32(n.Gateway), GatewayMac: mac6(n.GatewayMAC)}
 	if n.ICCDisabled {
-		v.Flags |= bpf.EndpointNetworkFlagNETWORK_ICC_DISABLED
+		v.Flags |= bpf.DatapathNetworkFlagNETWORK_ICC_DISABLED
 	}
 	if n.Internal {
-		v.Flags |= bpf.EndpointNetworkFlagNETWORK_INTERNAL
+		v.Flags |= bpf.DatapathNetworkFlagNETWORK_INTERNAL
+	}
+	if n.Masquerade {
+		v.Flags |= bpf.DatapathNetworkFlagNETWORK_MASQUERADE
 	}
 	return v
 }
 
-func subnetKey(p netip.Prefix) bpf.EndpointSubnetKey {
+func subnetKey(p netip.Prefix) bpf.DatapathSubnetKey {
 	p = p.Masked()
-	return bpf.EndpointSubnetKey{Prefixlen: uint32(p.Bits()), Addr: be32(p.Addr())}
+	return bpf.DatapathSubnetKey{Prefixlen: uint32(p.Bits()), Addr: be32(p.Addr())}
+}
+
+func publicationKey(p Publication) bpf.DatapathPublicationKey {
+	return bpf.DatapathPublicationKey{Addr: be32(p.HostAddr), Port: be16(p.HostPort), Proto: p.Proto}
 }
 
 // PutNetwork adds or updates a network and its subnet.
@@ -84,7 +132,7 @@ func (m *Maps) DeleteNetwork(n Network) error {
 
 // PutIface adds or updates an endpoint interface.
 func (m *Maps) PutIface(i Iface) error {
-	v := bpf.EndpointIfaceInfo{Network: i.Network, Addr: be32(i.Addr)}
+	v := bpf.DatapathIfaceInfo{Network: i.Network, Addr: be32(i.Addr)}
 	if err := m.m.Ifaces.Put(i.Ifindex, v); err != nil {
 		return fmt.Errorf("put endpoint interface %d: %w", i.Ifindex, err)
 	}
@@ -96,6 +144,64 @@ func (m *Maps) DeleteIface(ifindex uint32) error {
 	return ignoreMissing(m.m.Ifaces.Delete(ifindex))
 }
 
+// PutEndpoint adds or updates where an endpoint's address is delivered.
+func (m *Maps) PutEndpoint(e Endpoint) error {
+	v := bpf.DatapathEndpointInfo{Ifindex: e.Ifindex, Network: e.Network, Mac: mac6(e.MAC)}
+	if err := m.m.Endpoints.Put(be32(e.Addr), v); err != nil {
+		return fmt.Errorf("put endpoint %s: %w", e.Addr, err)
+	}
+	return nil
+}
+
+// DeleteEndpoint removes an endpoint's address; a missing one is fine.
+func (m *Maps) DeleteEndpoint(addr netip.Addr) error {
+	return ignoreMissing(m.m.Endpoints.Delete(be32(addr)))
+}
+
+// PutPublication adds or updates a published port.
+func (m *Maps) PutPublication(p Publication) error {
+	v := bpf.DatapathPublication{Addr: be32(p.Addr), Port: be16(p.Port)}
+	if err := m.m.Publications.Put(publicationKey(p), v); err != nil {
+		return fmt.Errorf("publish %s:%d: %w", p.HostAddr, p.HostPort, err)
+	}
+	return nil
+}
+
+// DeletePublication removes a published port and forgets its flows, so
+// nothing of it is left; a missing one is fine.
+func (m *Maps) DeletePublication(p Publication) error {
+	return errors.Join(ignoreMissing(m.m.Publications.Delete(publicationKey(p))), m.forgetFlows(p))
+}
+
+// forgetFlows removes the conntrack entries of a publication's flows, in
+// both directions.
+func (m *Maps) forgetFlows(p Publication) error {
+	var (
+		k, v  bpf.DatapathFlow
+		stale []bpf.DatapathFlow
+	)
+	hostAddr, hostPort, addr, port := be32(p.HostAddr), be16(p.HostPort), be32(p.Addr), be16(p.Port)
+	it := m.m.Ct.Iterate()
+	for it.Next(&k, &v) {
+		if k.Proto != p.Proto {
+			continue
+		}
+		toPublished := k.Dport == hostPort && (hostAddr == 0 || k.Daddr == hostAddr) && v.Daddr == addr && v.Dport == port
+		fromEndpoint := k.Saddr == addr && k.Sport == port && v.Sport == hostPort && (hostAddr == 0 || v.Saddr == hostAddr)
+		if toPublished || fromEndpoint {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate conntrack: %w", err)
+	}
+	var errs []error
+	for _, k := range stale {
+		errs = append(errs, ignoreMissing(m.m.Ct.Delete(k)))
+	}
+	return errors.Join(errs...)
+}
+
 func ignoreMissing(err error) error {
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return nil
@@ -103,26 +209,64 @@ func ignoreMissing(err error) error {
 	return err
 }
 
-// Sync makes the maps hold exactly these networks and interfaces.
-func (m *Maps) Sync(networks []Network, ifaces []Iface) error {
+// Desired is the whole content of the control plane's maps.
+type Desired struct {
+	Networks     []Network
+	Ifaces       []Iface
+	Endpoints    []Endpoint
+	Publications []Publication
+}
+
+// Sync makes the maps hold exactly what is desired.
+func (m *Maps) Sync(d Desired) error {
 	var errs []error
 	wantNet := map[uint32]bool{}
-	wantSubnet := map[bpf.EndpointSubnetKey]bool{}
-	for _, n := range networks {
+	wantSubnet := map[bpf.DatapathSubnetKey]bool{}
+	for _, n := range d.Networks {
 		errs = append(errs, m.PutNetwork(n))
 		wantNet[n.Index] = true
 		wantSubnet[subnetKey(n.Subnet)] = true
 	}
 	wantIface := map[uint32]bool{}
-	for _, i := range ifaces {
+	for _, i := range d.Ifaces {
 		errs = append(errs, m.PutIface(i))
 		wantIface[i.Ifindex] = true
+	}
+	wantEndpoint := map[uint32]bool{}
+	for _, e := range d.Endpoints {
+		errs = append(errs, m.PutEndpoint(e))
+		wantEndpoint[be32(e.Addr)] = true
+	}
+	wantPub := map[bpf.DatapathPublicationKey]bool{}
+	for _, p := range d.Publications {
+		errs = append(errs, m.PutPublication(p))
+		wantPub[publicationKey(p)] = true
 	}
 	errs = append(errs,
 		deleteUnwanted(m.m.Networks, wantNet),
 		deleteUnwanted(m.m.Subnets, wantSubnet),
 		deleteUnwanted(m.m.Ifaces, wantIface),
+		deleteUnwanted(m.m.Endpoints, wantEndpoint),
+		deleteUnwanted(m.m.Publications, wantPub),
 	)
+	return errors.Join(errs...)
+}
+
+// SyncHost makes the maps hold exactly the host's addresses and uplinks
+// (by ifindex, with the address flows leaving through them take).
+func (m *Maps) SyncHost(addrs []netip.Addr, uplinks map[uint32]netip.Addr) error {
+	var errs []error
+	wantAddr := map[uint32]bool{}
+	for _, a := range addrs {
+		errs = append(errs, m.m.HostAddrs.Put(be32(a), uint32(0)))
+		wantAddr[be32(a)] = true
+	}
+	wantUplink := map[uint32]bool{}
+	for ifindex, a := range uplinks {
+		errs = append(errs, m.m.Uplinks.Put(ifindex, bpf.DatapathUplinkInfo{Addr: be32(a)}))
+		wantUplink[ifindex] = true
+	}
+	errs = append(errs, deleteUnwanted(m.m.HostAddrs, wantAddr), deleteUnwanted(m.m.Uplinks, wantUplink))
 	return errors.Join(errs...)
 }
 
@@ -158,67 +302,60 @@ func keys[K any](m *ebpf.Map) ([]K, error) {
 	}
 }
 
-// Ifaces returns every endpoint interface in the map.
-func (m *Maps) Ifaces() ([]Iface, error) {
-	var (
-		out []Iface
-		k   uint32
-		v   bpf.EndpointIfaceInfo
-	)
-	it := m.m.Ifaces.Iterate()
-	for it.Next(&k, &v) {
-		var b [4]byte
-		binary.NativeEndian.PutUint32(b[:], v.Addr)
-		out = append(out, Iface{Ifindex: k, Network: v.Network, Addr: netip.AddrFrom4(b)})
-	}
-	return out, it.Err()
-}
-
-// Counter is one verdict's packet and byte count, summed over CPUs.
+// Counter is one program's count of one verdict, summed over CPUs.
 type Counter struct {
+	Program string `json:"program"`
 	Verdict string `json:"verdict"`
 	Packets uint64 `json:"packets"`
 	Bytes   uint64 `json:"bytes"`
 }
 
-// Counters reads the per-verdict counters, in the order of the verdict enum.
+// Counters reads every program's per-verdict counters, in enum order.
 func (m *Maps) Counters() ([]Counter, error) {
-	names, err := VerdictNames()
+	programs, err := EnumNames("program", "PROGRAM_")
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Counter, len(names))
-	for i, name := range names {
-		var perCPU []bpf.EndpointCounter
-		if err := m.m.Stats.Lookup(uint32(i), &perCPU); err != nil {
-			return nil, fmt.Errorf("read counter %s: %w", name, err)
-		}
-		out[i].Verdict = name
-		for _, c := range perCPU {
-			out[i].Packets += c.Packets
-			out[i].Bytes += c.Bytes
+	verdicts, err := EnumNames("verdict", "VERDICT_")
+	if err != nil {
+		return nil, err
+	}
+	var out []Counter
+	for p, program := range programs {
+		for v, verdict := range verdicts {
+			var perCPU []bpf.DatapathCounter
+			if err := m.m.Stats.Lookup(uint32(p*len(verdicts)+v), &perCPU); err != nil {
+				return nil, fmt.Errorf("read counter %s/%s: %w", program, verdict, err)
+			}
+			c := Counter{Program: program, Verdict: verdict}
+			for _, pc := range perCPU {
+				c.Packets += pc.Packets
+				c.Bytes += pc.Bytes
+			}
+			out = append(out, c)
 		}
 	}
 	return out, nil
 }
 
-// VerdictNames returns the verdict labels ("pass", "drop_icc", …) indexed by
-// verdict, read from the programs' BTF so the C enum stays their only source.
-func VerdictNames() ([]string, error) {
-	spec, err := bpf.LoadEndpoint()
+// EnumNames returns the labels of a C enum of lib/types.h ("pass",
+// "drop_icc", …) indexed by value, read from the BTF so the C enum stays
+// their only source. The enum's *_MAX member ends the list.
+func EnumNames(enum, prefix string) ([]string, error) {
+	spec, err := bpf.LoadDatapath()
 	if err != nil {
 		return nil, err
 	}
-	var enum *btf.Enum
-	if err := spec.Types.TypeByName("verdict", &enum); err != nil {
-		return nil, fmt.Errorf("find enum verdict in BTF: %w", err)
+	var e *btf.Enum
+	if err := spec.Types.TypeByName(enum, &e); err != nil {
+		return nil, fmt.Errorf("find enum %s in BTF: %w", enum, err)
 	}
-	names := make([]string, 0, len(enum.Values))
-	for _, v := range enum.Values {
+	names := make([]string, 0, len(e.Values))
+	for _, v := range e.Values {
 		if v.Value != uint64(len(names)) {
-			return nil, fmt.Errorf("enum verdict is not dense at %s", v.Name)
+			return nil, fmt.Errorf("enum %s is not dense at %s", enum, v.Name)
 		}
-		name := strings.ToLower(strings.TrimPrefix(v.Name, "VERDICT_"))
+		name := strings.ToLower(strings.TrimPrefix(v.Name, prefix))
 		if name == "max" {
 			break
 		}
@@ -237,7 +374,8 @@ type Fill struct {
 // Fills reports the fill level of every keyed map.
 func (m *Maps) Fills() ([]Fill, error) {
 	var out []Fill
-	for _, mp := range []*ebpf.Map{m.m.Ifaces, m.m.Networks, m.m.Subnets} {
+	for _, mp := range []*ebpf.Map{m.m.Ifaces, m.m.Endpoints, m.m.Networks, m.m.Subnets,
+		m.m.Publications, m.m.HostAddrs, m.m.Uplinks, m.m.Ct, m.m.SockNat} {
 		all, err := keys[[]byte](mp)
 		if err != nil {
 			return nil, err

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Maps shared by every program. They are pinned by name under the daemon's
- * bpffs directory, so all objects of one daemon instance share them and they
- * outlive the daemon process. */
+/* Every map of the datapath. Each program object declares them all through
+ * this header; the loader creates them once (from datapath.c), pins them by
+ * name under the daemon's bpffs directory and hands the same maps to every
+ * object, so they outlive the daemon and are shared by all programs. */
 #pragma once
 
 #include <linux/bpf.h>
@@ -15,6 +16,14 @@ struct {
 	__uint(max_entries, 65536);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ifaces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __be32);
+	__type(value, struct endpoint_info);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} endpoints SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -33,10 +42,55 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } subnets SEC(".maps");
 
+/* Indexed by program * VERDICT_MAX + verdict. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__type(key, enum verdict);
+	__type(key, __u32);
 	__type(value, struct counter);
-	__uint(max_entries, VERDICT_MAX);
+	__uint(max_entries, PROGRAM_MAX * VERDICT_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct publication_key);
+	__type(value, struct publication);
+	__uint(max_entries, 131072);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} publications SEC(".maps");
+
+/* The dataplane namespace's own IPv4 addresses (value unused). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __be32);
+	__type(value, __u32);
+	__uint(max_entries, 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} host_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct uplink_info);
+	__uint(max_entries, 64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} uplinks SEC(".maps");
+
+/* Connection tracking: one entry per direction of a translated flow, from
+ * the flow as the packet shows it to the flow it is rewritten to. LRU, so
+ * it never fills up; idle flows make way for new ones. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct flow);
+	__type(value, struct flow);
+	__uint(max_entries, 262144);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sock_peer_key);
+	__type(value, struct sock_peer);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sock_nat SEC(".maps");

@@ -5,26 +5,32 @@
 #include <linux/pkt_cls.h>
 #include "maps.h"
 
-static __always_inline void count(struct __sk_buff *skb, enum verdict v)
+static __always_inline void count_bytes(enum program prog, enum verdict v, __u32 bytes)
 {
-	struct counter *c = bpf_map_lookup_elem(&stats, &v);
+	__u32 key = prog * VERDICT_MAX + v;
+	struct counter *c = bpf_map_lookup_elem(&stats, &key);
 
 	if (c) {
 		c->packets++;
-		c->bytes += skb->len;
+		c->bytes += bytes;
 	}
+}
+
+static __always_inline void count(struct __sk_buff *skb, enum program prog, enum verdict v)
+{
+	count_bytes(prog, v, skb->len);
 }
 
 /* TC_ACT_UNSPEC hands the packet to the next program or filter, so ebpfnet
  * never ends a chain it shares with others; TC_ACT_OK would. */
-static __always_inline int pass(struct __sk_buff *skb)
+static __always_inline int pass(struct __sk_buff *skb, enum program prog)
 {
-	count(skb, VERDICT_PASS);
+	count(skb, prog, VERDICT_PASS);
 	return TC_ACT_UNSPEC;
 }
 
-static __always_inline int drop(struct __sk_buff *skb, enum verdict why)
+static __always_inline int drop(struct __sk_buff *skb, enum program prog, enum verdict why)
 {
-	count(skb, why);
+	count(skb, prog, why);
 	return TC_ACT_SHOT;
 }

@@ -73,6 +73,7 @@ daemon stops.`,
 	placementFlags(cmd, &cfg)
 	f := cmd.Flags()
 	f.StringVar(&attach, "attach", string(loader.AttachAuto), "how TC programs attach: auto, tcx or clsact")
+	f.StringArrayVar(&cfg.Uplinks, "uplink", nil, "host interface serving published ports and masquerade (repeatable; default: every interface with an IPv4 address that ebpfnet did not create)")
 	f.StringVar(&socketMode, "socket-mode", "0600", "permissions of the API socket")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd

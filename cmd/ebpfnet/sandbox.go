@@ -26,6 +26,7 @@ func sandboxFlags(cmd *cobra.Command, req *api.SandboxCreate) {
 	f.StringArrayVar(&req.Networks, "network", nil, "network to attach to (repeatable), or host, none, container:NAME (default: bridge)")
 	f.StringVar(&req.IP, "ip", "", "IPv4 address on the first network")
 	f.StringArrayVar(&req.Aliases, "alias", nil, "extra name on the networks (repeatable)")
+	f.StringArrayVarP(&req.Publish, "publish", "p", nil, "publish a port, as docker run -p (repeatable)")
 }
 
 func newSandboxCreate(c *cli) *cobra.Command {
@@ -34,7 +35,7 @@ func newSandboxCreate(c *cli) *cobra.Command {
 		Use:   "create [flags] NAME",
 		Short: "Create a sandbox",
 		Example: `  ebpfnet sandbox create web                       # on the default network "bridge"
-  ebpfnet sandbox create web --network appnet --ip 172.19.5.10 --alias www
+  ebpfnet sandbox create web --network appnet --ip 172.19.5.10 --alias www -p 8080:80 -p 9000:9000/udp
   ebpfnet sandbox create side --network container:web
   ebpfnet sandbox create h --network host
   ebpfnet sandbox create n --network none`,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -25,9 +26,11 @@ func newStatusCommand(c *cli) *cobra.Command {
 			}
 			var rows [][]string
 			for _, k := range st.Counters {
-				rows = append(rows, []string{k.Verdict, fmt.Sprint(k.Packets), fmt.Sprint(k.Bytes)})
+				if k.Packets > 0 || k.Verdict == "pass" {
+					rows = append(rows, []string{k.Program, k.Verdict, fmt.Sprint(k.Packets), fmt.Sprint(k.Bytes)})
+				}
 			}
-			printTable(out, []string{"VERDICT", "PACKETS", "BYTES"}, rows)
+			printTable(out, []string{"PROGRAM", "VERDICT", "PACKETS", "BYTES"}, rows)
 			fmt.Fprintln(out)
 			rows = nil
 			for _, m := range st.Maps {
@@ -43,7 +46,12 @@ func newStatusCommand(c *cli) *cobra.Command {
 				}
 				rows = append(rows, []string{e.Interface, e.Sandbox, e.Network, attach})
 			}
-			return printTable(out, []string{"INTERFACE", "SANDBOX", "NETWORK", "PROGRAMS"}, rows)
+			for _, u := range st.Uplinks {
+				rows = append(rows, []string{u.Interface, "(uplink)", "", string(u.Attach)})
+			}
+			printTable(out, []string{"INTERFACE", "SANDBOX", "NETWORK", "PROGRAMS"}, rows)
+			fmt.Fprintf(out, "\nsocket hooks: %s\n", strings.Join(st.SocketHooks, ", "))
+			return nil
 		},
 	}
 	c.addOutputFlag(cmd)

@@ -135,3 +135,13 @@ func (c *Client) Status(ctx context.Context) (out Status, err error) {
 func (c *Client) Reconcile(ctx context.Context) error {
 	return c.do(ctx, "POST", "/v1/reconcile", nil, nil)
 }
+
+// Publish publishes ports of a sandbox and returns what it published.
+func (c *Client) Publish(ctx context.Context, sandbox string, specs []string) (out map[string][]PortBinding, err error) {
+	return out, c.do(ctx, "POST", "/v1/sandboxes/"+esc(sandbox)+"/publish", Ports{Specs: specs}, &out)
+}
+
+// Unpublish removes published ports of a sandbox and returns what it removed.
+func (c *Client) Unpublish(ctx context.Context, sandbox string, specs []string) (out map[string][]PortBinding, err error) {
+	return out, c.do(ctx, "POST", "/v1/sandboxes/"+esc(sandbox)+"/unpublish", Ports{Specs: specs}, &out)
+}

@@ -78,9 +78,37 @@ func networkView(n store.Network, sbs []store.Sandbox) Network {
 	return v
 }
 
+// portSpecs parses -p specs; anyProto as in control.ParsePortSpec.
+func portSpecs(specs []string, anyProto bool) ([]control.PortSpec, error) {
+	var out []control.PortSpec
+	for _, s := range specs {
+		p, err := control.ParsePortSpec(s, anyProto)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// portBindings shows publications the way docker inspect does.
+func portBindings(pubs []store.Publication) map[string][]PortBinding {
+	out := map[string][]PortBinding{}
+	for _, p := range pubs {
+		ip := "0.0.0.0"
+		if p.HostIP.IsValid() {
+			ip = p.HostIP.String()
+		}
+		key := fmt.Sprintf("%d/%s", p.Port, p.Proto)
+		out[key] = append(out[key], PortBinding{HostIP: ip, HostPort: fmt.Sprint(p.HostPort)})
+	}
+	return out
+}
+
 func sandboxView(sb store.Sandbox, nets map[string]store.Network, netnsPath, etcDir string) Sandbox {
 	v := Sandbox{ID: sb.ID, Name: sb.Name, Created: sb.Created,
-		NetworkSettings: NetworkSettings{SandboxKey: netnsPath, EtcDir: etcDir, Networks: map[string]EndpointSettings{}}}
+		NetworkSettings: NetworkSettings{SandboxKey: netnsPath, EtcDir: etcDir, Networks: map[string]EndpointSettings{},
+			Ports: portBindings(sb.Publications)}}
 	switch {
 	case sb.Mode == store.ModeHost:
 		v.HostConfig.NetworkMode = control.NetworkHost

@@ -38,6 +38,8 @@ func NewServer(engine *control.Engine) *Server {
 	s.mux.HandleFunc("POST /v1/sandboxes", s.createSandbox)
 	s.mux.HandleFunc("GET /v1/sandboxes/{ref}", s.inspectSandbox)
 	s.mux.HandleFunc("DELETE /v1/sandboxes/{ref}", s.removeSandbox)
+	s.mux.HandleFunc("POST /v1/sandboxes/{ref}/publish", s.publish)
+	s.mux.HandleFunc("POST /v1/sandboxes/{ref}/unpublish", s.unpublish)
 	s.mux.HandleFunc("GET /v1/status", s.status)
 	s.mux.HandleFunc("POST /v1/reconcile", s.reconcile)
 	reg := prometheus.NewRegistry()
@@ -272,7 +274,12 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	sb, err := s.engine.CreateSandbox(control.SandboxSpec{Name: req.Name, Networks: req.Networks, IP: ip, Aliases: req.Aliases})
+	publish, err := portSpecs(req.Publish, false)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	sb, err := s.engine.CreateSandbox(control.SandboxSpec{Name: req.Name, Networks: req.Networks, IP: ip, Aliases: req.Aliases, Publish: publish})
 	if err != nil {
 		fail(w, err)
 		return
@@ -291,6 +298,38 @@ func (s *Server) removeSandbox(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
+	s.changePorts(w, r, false, s.engine.Publish)
+}
+
+func (s *Server) unpublish(w http.ResponseWriter, r *http.Request) {
+	s.changePorts(w, r, true, s.engine.Unpublish)
+}
+
+// changePorts answers with the publications the change added or removed,
+// shaped like NetworkSettings.Ports.
+func (s *Server) changePorts(w http.ResponseWriter, r *http.Request, anyProto bool,
+	change func(string, []control.PortSpec) ([]store.Publication, error)) {
+	var req Ports
+	if !decode(w, r, &req) {
+		return
+	}
+	specs, err := portSpecs(req.Specs, anyProto)
+	if err == nil && len(specs) == 0 {
+		err = errors.New("no port spec given")
+	}
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	changed, err := change(r.PathValue("ref"), specs)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	reply(w, http.StatusOK, portBindings(changed))
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
@@ -314,8 +353,8 @@ func (s *Server) reconcile(w http.ResponseWriter, r *http.Request) {
 type counterCollector struct{ engine *control.Engine }
 
 var (
-	packetsDesc = prometheus.NewDesc("ebpfnet_endpoint_packets_total", "Packets seen by the endpoint programs, by verdict.", []string{"verdict"}, nil)
-	bytesDesc   = prometheus.NewDesc("ebpfnet_endpoint_bytes_total", "Bytes seen by the endpoint programs, by verdict.", []string{"verdict"}, nil)
+	packetsDesc = prometheus.NewDesc("ebpfnet_packets_total", "Packets seen by the datapath, by program and verdict.", []string{"program", "verdict"}, nil)
+	bytesDesc   = prometheus.NewDesc("ebpfnet_bytes_total", "Bytes seen by the datapath, by program and verdict.", []string{"program", "verdict"}, nil)
 )
 
 func (c counterCollector) Describe(ch chan<- *prometheus.Desc) { ch <- packetsDesc; ch <- bytesDesc }
@@ -327,7 +366,7 @@ func (c counterCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for _, k := range counters {
-		ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(k.Packets), k.Verdict)
-		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(k.Bytes), k.Verdict)
+		ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(k.Packets), k.Program, k.Verdict)
+		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(k.Bytes), k.Program, k.Verdict)
 	}
 }

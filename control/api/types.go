@@ -24,6 +24,19 @@ type SandboxCreate struct {
 	Networks []string `json:"Networks,omitempty"`
 	IP       string   `json:"IP,omitempty"`
 	Aliases  []string `json:"Aliases,omitempty"`
+	Publish  []string `json:"Publish,omitempty"` // -p specs
+}
+
+// Ports publishes or unpublishes ports of a sandbox, by -p specs.
+type Ports struct {
+	Specs []string `json:"Specs"`
+}
+
+// PortBinding is one published host address and port, as docker inspect
+// shows it under NetworkSettings.Ports["80/tcp"].
+type PortBinding struct {
+	HostIP   string `json:"HostIp"`
+	HostPort string `json:"HostPort"`
 }
 
 // Connect attaches a sandbox to a network.
@@ -92,6 +105,7 @@ type HostConfig struct {
 // NetworkSettings holds the namespace and the endpoints by network name.
 type NetworkSettings struct {
 	SandboxKey string                      `json:"SandboxKey"`
+	Ports      map[string][]PortBinding    `json:"Ports"`
 	EtcDir     string                      `json:"EtcDir,omitempty"`
 	Networks   map[string]EndpointSettings `json:"Networks"`
 }

@@ -30,6 +30,7 @@ type Network struct {
 	Parent     string            `json:"parent,omitempty"` // parent interface (macvlan driver)
 	MTU        int               `json:"mtu,omitempty"`
 	ICC        bool              `json:"icc"`
+	Masquerade bool              `json:"masquerade"` // flows to the outside leave from the uplink's address
 	Internal   bool              `json:"internal,omitempty"`
 	Options    map[string]string `json:"options,omitempty"`
 	Labels     map[string]string `json:"labels,omitempty"`
@@ -54,8 +55,18 @@ type Sandbox struct {
 	Created time.Time `json:"created"`
 	Mode    string    `json:"mode"`
 	// Shares names the sandbox whose namespace a container-mode sandbox uses.
-	Shares    string     `json:"shares,omitempty"`
-	Endpoints []Endpoint `json:"endpoints,omitempty"`
+	Shares       string        `json:"shares,omitempty"`
+	Endpoints    []Endpoint    `json:"endpoints,omitempty"`
+	Publications []Publication `json:"publications,omitempty"`
+}
+
+// Publication is a published port of a sandbox.
+type Publication struct {
+	HostIP    netip.Addr `json:"hostIp,omitzero"` // zero: every address of the host
+	HostPort  uint16     `json:"hostPort"`
+	Proto     string     `json:"proto"`     // tcp or udp
+	Port      uint16     `json:"port"`      // in the sandbox
+	NetworkID string     `json:"networkId"` // the endpoint the port leads to
 }
 
 // Endpoint attaches a sandbox to a network.

@@ -263,15 +263,32 @@ func (h *Host) Status() api.Status {
 	return st
 }
 
-// Counter is the packet count of a verdict.
+// Counter is the packet count of a verdict, over every program.
 func (h *Host) Counter(verdict string) uint64 {
 	h.tb.Helper()
+	var n uint64
+	found := false
 	for _, c := range h.Status().Counters {
 		if c.Verdict == verdict {
+			n += c.Packets
+			found = true
+		}
+	}
+	if !found {
+		h.tb.Fatalf("no counter %q", verdict)
+	}
+	return n
+}
+
+// ProgramCounter is the packet count of one program's verdict.
+func (h *Host) ProgramCounter(program, verdict string) uint64 {
+	h.tb.Helper()
+	for _, c := range h.Status().Counters {
+		if c.Program == program && c.Verdict == verdict {
 			return c.Packets
 		}
 	}
-	h.tb.Fatalf("no counter %q", verdict)
+	h.tb.Fatalf("no counter %s/%s", program, verdict)
 	return 0
 }
 

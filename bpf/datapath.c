@@ -1,0 +1,17 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* The datapath's maps and shared types, and no program. The loader creates
+ * and pins the maps from this object and hands them to the program objects
+ * (endpoint.c, uplink.c, sock.c), which declare the same maps. bpf2go
+ * generates the Go side of the shared types from here. */
+
+#include "lib/types.h"
+#include "lib/maps.h"
+
+/* Enums used only as values leave no BTF of their own; these pointers make
+ * clang emit them so Go can read their names. */
+const enum verdict *unused_verdict __attribute__((unused));
+const enum program *unused_program __attribute__((unused));
+
+char __license[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,75 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* cgroup socket hooks: a process of the dataplane's namespace connecting
+ * (or sending) to a published host address and port is connected straight
+ * to the endpoint, with no proxy process and no per-packet NAT; it still
+ * sees the address it asked for as its peer. Attached to a cgroup2 root,
+ * the hooks see every namespace, so they act only in their own. */
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lib/types.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/verdict.h"
+
+/* Cookie of the dataplane's namespace, set by the loader. */
+volatile const __u64 netns_cookie = 0;
+
+static __always_inline int connect_published(struct bpf_sock_addr *ctx)
+{
+	__be32 addr = ctx->user_ip4;
+	__be16 port = (__be16)ctx->user_port;
+	struct publication *pub;
+
+	if (bpf_get_netns_cookie(ctx) != netns_cookie)
+		return 1;
+	if (!is_loopback(addr) && !is_host_addr(addr))
+		return 1;
+	pub = published(addr, port, ctx->protocol);
+	if (!pub)
+		return 1;
+
+	struct sock_peer_key key = { .cookie = bpf_get_socket_cookie(ctx), .addr = pub->addr, .port = pub->port };
+	struct sock_peer asked = { .addr = addr, .port = port };
+
+	bpf_map_update_elem(&sock_nat, &key, &asked, BPF_ANY);
+	ctx->user_ip4 = pub->addr;
+	ctx->user_port = pub->port;
+	count_bytes(PROGRAM_SOCKET, VERDICT_DNAT, 0);
+	return 1;
+}
+
+/* show_published makes a peer address an earlier connect_published
+ * rewrote look like the address the socket asked for. */
+static __always_inline int show_published(struct bpf_sock_addr *ctx)
+{
+	struct sock_peer_key key = { .addr = ctx->user_ip4, .port = (__be16)ctx->user_port };
+	struct sock_peer *asked;
+
+	if (bpf_get_netns_cookie(ctx) != netns_cookie)
+		return 1;
+	key.cookie = bpf_get_socket_cookie(ctx);
+	asked = bpf_map_lookup_elem(&sock_nat, &key);
+	if (asked) {
+		ctx->user_ip4 = asked->addr;
+		ctx->user_port = asked->port;
+	}
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int sock_connect4(struct bpf_sock_addr *ctx) { return connect_published(ctx); }
+
+SEC("cgroup/sendmsg4")
+int sock_sendmsg4(struct bpf_sock_addr *ctx) { return connect_published(ctx); }
+
+SEC("cgroup/recvmsg4")
+int sock_recvmsg4(struct bpf_sock_addr *ctx) { return show_published(ctx); }
+
+SEC("cgroup/getpeername4")
+int sock_getpeername4(struct bpf_sock_addr *ctx) { return show_published(ctx); }
+
+char __license[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,38 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* The program on TC ingress of the host's uplinks. It replaces Docker's
+ * DNAT rules for published ports (and the docker-proxy that serves them)
+ * and reverse-translates the replies of masqueraded flows. The client's
+ * address is kept: the sandbox sees who connected. */
+
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lib/types.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/verdict.h"
+#include "lib/nat.h"
+
+SEC("tc")
+int uplink_ingress(struct __sk_buff *skb)
+{
+	struct packet p;
+	int verdict;
+
+	if (parse_packet(skb, &p) < 0)
+		return TC_ACT_UNSPEC;
+	if (translate_known(skb, &p, PROGRAM_UPLINK, &verdict) == 0)
+		return verdict;
+	/* Loopback addresses never come from the wire: a port published on
+	 * 127.0.0.1 must stay out of the neighbours' reach. */
+	if (is_loopback(p.flow.daddr) || !is_host_addr(p.flow.daddr))
+		return pass(skb, PROGRAM_UPLINK);
+	if (dnat_published(skb, &p, PROGRAM_UPLINK, 0, &verdict) == 0)
+		return verdict;
+	return pass(skb, PROGRAM_UPLINK);
+}
+
+char __license[] SEC("license") = "Dual BSD/GPL";

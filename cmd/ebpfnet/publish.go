@@ -1,0 +1,103 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ebpfnet/ebpfnet/control/api"
+)
+
+func newPublishCommand(c *cli) *cobra.Command {
+	return &cobra.Command{
+		Use:   "publish SPEC... SANDBOX",
+		Short: "Publish ports of a sandbox, with eBPF instead of iptables and docker-proxy",
+		Long: `Publish ports of a sandbox. SPEC is docker run's -p grammar:
+[HOST_IP:][HOST_PORT[-END]:]PORT[-END][/tcp|/udp]. Without a host port a free
+one of the host's ephemeral range is chosen and printed. A host port range
+with one sandbox port takes the first free port of the range.`,
+		Example: `  ebpfnet publish 8080:80 web
+  ebpfnet publish 127.0.0.1:5353:53/udp dns
+  ebpfnet publish 8000-8010:80-90 web
+  ebpfnet publish 80 web`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sandbox := args[len(args)-1]
+			added, err := c.client().Publish(cmd.Context(), sandbox, args[:len(args)-1])
+			if err != nil {
+				return err
+			}
+			printPorts(cmd.OutOrStdout(), added)
+			return nil
+		},
+	}
+}
+
+func newUnpublishCommand(c *cli) *cobra.Command {
+	return &cobra.Command{
+		Use:   "unpublish SPEC... SANDBOX",
+		Short: "Remove published ports of a sandbox",
+		Long: `Remove published ports. A SPEC without ':' names host ports (8080,
+8000-8010, 8080/udp); a full -p spec also names the address and the sandbox
+ports. Without a protocol, tcp and udp both match. Established flows of the
+removed ports are forgotten with them.`,
+		Example: `  ebpfnet unpublish 8080 web
+  ebpfnet unpublish 127.0.0.1:5353:53/udp dns`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sandbox := args[len(args)-1]
+			removed, err := c.client().Unpublish(cmd.Context(), sandbox, args[:len(args)-1])
+			if err != nil {
+				return err
+			}
+			printPorts(cmd.OutOrStdout(), removed)
+			return nil
+		},
+	}
+}
+
+func newPortCommand(c *cli) *cobra.Command {
+	return &cobra.Command{
+		Use:               "port SANDBOX [PORT[/PROTO]]",
+		Short:             "List a sandbox's published ports, like docker port",
+		Example:           `  ebpfnet port web`,
+		Args:              cobra.RangeArgs(1, 2),
+		ValidArgsFunction: c.completeSandboxes,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sb, err := c.client().Sandbox(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			ports := sb.NetworkSettings.Ports
+			if len(args) == 2 {
+				key := args[1]
+				if !strings.Contains(key, "/") {
+					key += "/tcp"
+				}
+				if len(ports[key]) == 0 {
+					return fmt.Errorf("sandbox %s does not publish port %s", sb.Name, key)
+				}
+				ports = map[string][]api.PortBinding{key: ports[key]}
+			}
+			printPorts(cmd.OutOrStdout(), ports)
+			return nil
+		},
+	}
+}
+
+// printPorts prints bindings as docker port does: "80/tcp -> 0.0.0.0:8080".
+func printPorts(w io.Writer, ports map[string][]api.PortBinding) {
+	var lines []string
+	for port, bindings := range ports {
+		for _, b := range bindings {
+			lines = append(lines, fmt.Sprintf("%s -> %s:%s", port, b.HostIP, b.HostPort))
+		}
+	}
+	sort.Strings(lines)
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
+}

@@ -1,0 +1,426 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ebpfnet/ebpfnet/control/store"
+	"github.com/ebpfnet/ebpfnet/maps"
+)
+
+// PortSpec is one parsed -p argument:
+// [HOST_IP:][HOST_PORT[-END]:]PORT[-END][/tcp|/udp].
+type PortSpec struct {
+	HostIP             netip.Addr // zero: every host address
+	HostFirst, HostEnd uint16     // zero: a free port of the host's ephemeral range
+	First, End         uint16     // the sandbox's ports
+	Proto              string     // tcp or udp; empty only when unpublishing (any)
+}
+
+// ParsePortSpec parses Docker's -p grammar. When publishing, a missing
+// protocol means tcp; anyProto leaves it empty to match either.
+func ParsePortSpec(s string, anyProto bool) (PortSpec, error) {
+	bad := func(why string) (PortSpec, error) {
+		return PortSpec{}, fmt.Errorf("invalid port spec %q: %s", s, why)
+	}
+	var spec PortSpec
+	rest, proto, hasProto := strings.Cut(s, "/")
+	switch {
+	case hasProto && (proto == "tcp" || proto == "udp"):
+		spec.Proto = proto
+	case hasProto:
+		return bad(fmt.Sprintf("protocol %q is not tcp or udp", proto))
+	case !anyProto:
+		spec.Proto = "tcp"
+	}
+	if strings.HasPrefix(rest, "[") {
+		return bad("IPv6 host addresses are not supported yet")
+	}
+	parts := strings.Split(rest, ":")
+	if len(parts) > 3 {
+		return bad("want [HOST_IP:][HOST_PORT:]PORT")
+	}
+	if len(parts) == 3 {
+		ip, err := netip.ParseAddr(parts[0])
+		if err != nil || !ip.Is4() {
+			return bad(fmt.Sprintf("host address %q is not an IPv4 address", parts[0]))
+		}
+		if !ip.IsUnspecified() {
+			spec.HostIP = ip
+		}
+		parts = parts[1:]
+	}
+	var err error
+	if spec.First, spec.End, err = parsePortRange(parts[len(parts)-1]); err != nil {
+		return bad(err.Error())
+	}
+	if len(parts) == 2 && parts[0] != "" {
+		if spec.HostFirst, spec.HostEnd, err = parsePortRange(parts[0]); err != nil {
+			return bad(err.Error())
+		}
+		hostLen, len := spec.HostEnd-spec.HostFirst, spec.End-spec.First
+		if len != 0 && hostLen != len {
+			return bad(fmt.Sprintf("host ports %d-%d and sandbox ports %d-%d differ in number", spec.HostFirst, spec.HostEnd, spec.First, spec.End))
+		}
+	}
+	return spec, nil
+}
+
+func parsePortRange(s string) (uint16, uint16, error) {
+	first, end, isRange := strings.Cut(s, "-")
+	if !isRange {
+		end = first
+	}
+	a, errA := strconv.ParseUint(first, 10, 16)
+	b, errB := strconv.ParseUint(end, 10, 16)
+	if errA != nil || errB != nil || a == 0 || b == 0 {
+		return 0, 0, fmt.Errorf("port %q is not a number from 1 to 65535 (or a range of them)", s)
+	}
+	if b < a {
+		return 0, 0, fmt.Errorf("port range %q ends before it starts", s)
+	}
+	return uint16(a), uint16(b), nil
+}
+
+func protoNumber(proto string) uint8 {
+	if proto == "udp" {
+		return unix.IPPROTO_UDP
+	}
+	return unix.IPPROTO_TCP
+}
+
+// overlaps reports whether two publications claim the same host port.
+func overlaps(a, b store.Publication) bool {
+	return a.Proto == b.Proto && a.HostPort == b.HostPort &&
+		(!a.HostIP.IsValid() || !b.HostIP.IsValid() || a.HostIP == b.HostIP)
+}
+
+func describe(p store.Publication) string {
+	ip := "0.0.0.0"
+	if p.HostIP.IsValid() {
+		ip = p.HostIP.String()
+	}
+	return fmt.Sprintf("%s:%d->%d/%s", ip, p.HostPort, p.Port, p.Proto)
+}
+
+// publishTarget is the endpoint a sandbox's published ports lead to: its
+// first on a bridge network that is not internal.
+func publishTarget(tx *store.Tx, sb store.Sandbox) (store.Network, store.Endpoint, error) {
+	for _, ep := range sb.Endpoints {
+		n, err := networkByID(tx, ep.NetworkID)
+		if err != nil {
+			return n, ep, err
+		}
+		if n.Driver == store.DriverBridge && !n.Internal {
+			return n, ep, nil
+		}
+	}
+	return store.Network{}, store.Endpoint{}, fmt.Errorf("sandbox %s has no endpoint on a bridge network that is not internal: nothing to publish to", sb.Name)
+}
+
+// pubMaps is a publication as the datapath has it.
+func pubMaps(p store.Publication, ep store.Endpoint) maps.Publication {
+	return maps.Publication{HostAddr: p.HostIP, HostPort: p.HostPort, Proto: protoNumber(p.Proto), Addr: ep.Addr, Port: p.Port}
+}
+
+func endpointOn(sb store.Sandbox, networkID string) (store.Endpoint, bool) {
+	i := slices.IndexFunc(sb.Endpoints, func(ep store.Endpoint) bool { return ep.NetworkID == networkID })
+	if i < 0 {
+		return store.Endpoint{}, false
+	}
+	return sb.Endpoints[i], true
+}
+
+// Publish publishes ports of a sandbox. Either all of specs are published
+// or none.
+func (e *Engine) Publish(sandboxRef string, specs []PortSpec) ([]store.Publication, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var added []store.Publication
+	err := e.update(func(tx *store.Tx, undo *rollback) error {
+		sb, err := tx.Sandbox(sandboxRef)
+		if err != nil {
+			return err
+		}
+		if added, err = e.addPublications(tx, undo, &sb, specs); err != nil {
+			return err
+		}
+		return tx.PutSandbox(sb)
+	})
+	return added, err
+}
+
+// addPublications publishes specs on sb (which the caller stores) and
+// registers how to undo the map entries.
+func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb *store.Sandbox, specs []PortSpec) ([]store.Publication, error) {
+	if len(specs) == 0 {
+		return nil, nil
+	}
+	n, ep, err := publishTarget(tx, *sb)
+	if err != nil {
+		return nil, err
+	}
+	taken, err := allPublications(tx)
+	if err != nil {
+		return nil, err
+	}
+	hostAddrs, err := e.hostAddresses()
+	if err != nil {
+		return nil, err
+	}
+	var added []store.Publication
+	for _, spec := range specs {
+		if spec.HostIP.IsValid() && !spec.HostIP.IsLoopback() && !slices.Contains(hostAddrs, spec.HostIP) {
+			return nil, fmt.Errorf("host address %s is not an address of this host", spec.HostIP)
+		}
+		pubs, err := e.choosePorts(spec, n.ID, taken)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range pubs {
+			taken = append(taken, owned{p, sb.Name})
+			added = append(added, p)
+		}
+	}
+	for _, p := range added {
+		m := pubMaps(p, ep)
+		if err := e.maps.PutPublication(m); err != nil {
+			return nil, err
+		}
+		undo.add(func() error { return e.maps.DeletePublication(m) })
+	}
+	sb.Publications = append(sb.Publications, added...)
+	return added, nil
+}
+
+// owned is a publication and the sandbox that has it.
+type owned struct {
+	store.Publication
+	sandbox string
+}
+
+func allPublications(tx *store.Tx) ([]owned, error) {
+	sbs, err := tx.Sandboxes()
+	var out []owned
+	for _, sb := range sbs {
+		for _, p := range sb.Publications {
+			out = append(out, owned{p, sb.Name})
+		}
+	}
+	return out, err
+}
+
+// choosePorts turns a spec into publications with free host ports.
+func (e *Engine) choosePorts(spec PortSpec, networkID string, taken []owned) ([]store.Publication, error) {
+	var out []store.Publication
+	mk := func(host, port uint16) store.Publication {
+		return store.Publication{HostIP: spec.HostIP, HostPort: host, Proto: spec.Proto, Port: port, NetworkID: networkID}
+	}
+	switch {
+	case spec.HostFirst != 0 && spec.HostEnd-spec.HostFirst == spec.End-spec.First:
+		for i := 0; i <= int(spec.End-spec.First); i++ {
+			p := mk(spec.HostFirst+uint16(i), spec.First+uint16(i))
+			if err := e.checkFree(p, taken); err != nil {
+				return nil, err
+			}
+			out = append(out, p)
+		}
+	case spec.HostFirst != 0: // one sandbox port, any free host port of the range
+		p, err := e.firstFree(mk(0, spec.First), int(spec.HostFirst), int(spec.HostEnd), taken)
+		if err != nil {
+			return nil, fmt.Errorf("no free host port in %d-%d/%s: %w", spec.HostFirst, spec.HostEnd, spec.Proto, err)
+		}
+		out = append(out, p)
+	default: // each sandbox port gets a free port of the ephemeral range
+		lo, hi := e.ephemeralRange()
+		for port := int(spec.First); port <= int(spec.End); port++ {
+			p, err := e.firstFree(mk(0, uint16(port)), lo, hi, append(taken, ownedAll(out)...))
+			if err != nil {
+				return nil, fmt.Errorf("no free host port for %d/%s: %w", port, spec.Proto, err)
+			}
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func ownedAll(ps []store.Publication) []owned {
+	out := make([]owned, len(ps))
+	for i, p := range ps {
+		out[i] = owned{p, ""}
+	}
+	return out
+}
+
+// firstFree tries the ports of [lo, hi] from a random start.
+func (e *Engine) firstFree(p store.Publication, lo, hi int, taken []owned) (store.Publication, error) {
+	n := hi - lo + 1
+	start := rand.IntN(n)
+	for i := range n {
+		p.HostPort = uint16(lo + (start+i)%n)
+		if e.checkFree(p, taken) == nil {
+			return p, nil
+		}
+	}
+	return p, errors.New("every port is published or in use")
+}
+
+// checkFree fails when another publication has the host port, or a process
+// of the host listens on it.
+func (e *Engine) checkFree(p store.Publication, taken []owned) error {
+	for _, t := range taken {
+		if overlaps(p, t.Publication) {
+			return fmt.Errorf("host port %s is already published by sandbox %s (%s)", hostPort(p), t.sandbox, describe(t.Publication))
+		}
+	}
+	err := e.inHost(func() error {
+		addr := "0.0.0.0"
+		if p.HostIP.IsValid() {
+			addr = p.HostIP.String()
+		}
+		addr = net.JoinHostPort(addr, strconv.Itoa(int(p.HostPort)))
+		if p.Proto == "udp" {
+			c, err := net.ListenPacket("udp4", addr)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}
+		l, err := net.Listen("tcp4", addr)
+		if err == nil {
+			l.Close()
+		}
+		return err
+	})
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("host port %s is in use by a process on the host", hostPort(p))
+	}
+	if err != nil {
+		return fmt.Errorf("check host port %s: %w", hostPort(p), err)
+	}
+	return nil
+}
+
+func hostPort(p store.Publication) string {
+	if p.HostIP.IsValid() {
+		return fmt.Sprintf("%s:%d/%s", p.HostIP, p.HostPort, p.Proto)
+	}
+	return fmt.Sprintf("%d/%s", p.HostPort, p.Proto)
+}
+
+// ephemeralRange is the host's local port range, where random host ports
+// come from, as with Docker.
+func (e *Engine) ephemeralRange() (lo, hi int) {
+	lo, hi = 32768, 60999
+	e.inHost(func() error {
+		data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+		if err == nil {
+			fmt.Sscan(string(data), &lo, &hi)
+		}
+		return nil
+	})
+	return lo, hi
+}
+
+// Unpublish removes a sandbox's publications that match any of specs: a
+// spec without ':' names host ports, a full one also the address and the
+// sandbox ports; a spec without a protocol matches both.
+func (e *Engine) Unpublish(sandboxRef string, specs []PortSpec) ([]store.Publication, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var (
+		removed []store.Publication
+		unmap   []maps.Publication
+	)
+	err := e.store.Update(func(tx *store.Tx) error {
+		sb, err := tx.Sandbox(sandboxRef)
+		if err != nil {
+			return err
+		}
+		for _, spec := range specs {
+			before := len(sb.Publications)
+			sb.Publications = slices.DeleteFunc(sb.Publications, func(p store.Publication) bool {
+				if spec.matches(p) {
+					removed = append(removed, p)
+					return true
+				}
+				return false
+			})
+			if len(sb.Publications) == before {
+				return fmt.Errorf("sandbox %s publishes nothing that matches %s", sb.Name, spec)
+			}
+		}
+		unmap = publicationMaps(sb, removed)
+		return tx.PutSandbox(sb)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return removed, e.unmapPublications(unmap)
+}
+
+// publicationMaps is how the datapath has a sandbox's publications.
+func publicationMaps(sb store.Sandbox, pubs []store.Publication) []maps.Publication {
+	var out []maps.Publication
+	for _, p := range pubs {
+		if ep, ok := endpointOn(sb, p.NetworkID); ok {
+			out = append(out, pubMaps(p, ep))
+		}
+	}
+	return out
+}
+
+// unmapPublications removes publications from the datapath with their
+// flows, best effort.
+func (e *Engine) unmapPublications(pubs []maps.Publication) error {
+	var errs []error
+	for _, p := range pubs {
+		errs = append(errs, e.maps.DeletePublication(p))
+	}
+	return errors.Join(errs...)
+}
+
+func (s PortSpec) matches(p store.Publication) bool {
+	if s.Proto != "" && s.Proto != p.Proto {
+		return false
+	}
+	if s.HostIP.IsValid() && s.HostIP != p.HostIP {
+		return false
+	}
+	if s.HostFirst == 0 { // only sandbox ports given: "8080" names a host port
+		return p.HostPort >= s.First && p.HostPort <= s.End
+	}
+	return p.HostPort >= s.HostFirst && p.HostPort <= s.HostEnd && p.Port >= s.First && p.Port <= s.End
+}
+
+func (s PortSpec) String() string {
+	var b strings.Builder
+	if s.HostIP.IsValid() {
+		b.WriteString(s.HostIP.String() + ":")
+	}
+	if s.HostFirst != 0 {
+		b.WriteString(portRange(s.HostFirst, s.HostEnd) + ":")
+	}
+	b.WriteString(portRange(s.First, s.End))
+	if s.Proto != "" {
+		b.WriteString("/" + s.Proto)
+	}
+	return fmt.Sprintf("%q", b.String())
+}
+
+func portRange(a, b uint16) string {
+	if a == b {
+		return strconv.Itoa(int(a))
+	}
+	return fmt.Sprintf("%d-%d", a, b)
+}
