@@ -31,7 +31,10 @@ type Config struct {
 	// on and masqueraded flows leave through; empty means every interface
 	// with an IPv4 address that ebpfnet did not create.
 	Uplinks []string
-	Log     *slog.Logger
+	// NATPortMin and NATPortMax bound the source ports of masqueraded
+	// flows; zero keeps the datapath's default (61000-65535).
+	NATPortMin, NATPortMax uint16
+	Log                    *slog.Logger
 }
 
 // Defaults for a daemon serving the host.
@@ -81,7 +84,8 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	dp, err := loader.Load(loader.Options{PinDir: cfg.BPFFS, Attach: cfg.AttachMode, NetnsCookie: cookie})
+	dp, err := loader.Load(loader.Options{PinDir: cfg.BPFFS, Attach: cfg.AttachMode, NetnsCookie: cookie,
+		NATPortMin: cfg.NATPortMin, NATPortMax: cfg.NATPortMax})
 	if err != nil {
 		st.Close()
 		return nil, err

@@ -30,6 +30,7 @@ func newDaemonCommand(c *cli) *cobra.Command {
 		attach     string
 		socketMode string
 		logLevel   string
+		natPorts   string
 	)
 	cmd := &cobra.Command{
 		Use:   "daemon",
@@ -55,6 +56,13 @@ daemon stops.`,
 			if err != nil || perm > 0o777 {
 				return fmt.Errorf("invalid --socket-mode %q: want octal permissions such as 0600", socketMode)
 			}
+			if natPorts != "" {
+				spec, err := control.ParsePortSpec(natPorts, true)
+				if err != nil || spec.HostFirst != 0 || spec.Proto != "" || spec.First < 1024 {
+					return fmt.Errorf("invalid --nat-ports %q: want a range such as 61000-65535, above 1023", natPorts)
+				}
+				cfg.NATPortMin, cfg.NATPortMax = spec.First, spec.End
+			}
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", logLevel)
@@ -75,6 +83,7 @@ daemon stops.`,
 	f.StringVar(&attach, "attach", string(loader.AttachAuto), "how TC programs attach: auto, tcx or clsact")
 	f.StringArrayVar(&cfg.Uplinks, "uplink", nil, "host interface serving published ports and masquerade (repeatable; default: every interface with an IPv4 address that ebpfnet did not create)")
 	f.StringVar(&socketMode, "socket-mode", "0600", "permissions of the API socket")
+	f.StringVar(&natPorts, "nat-ports", "", "source port range of masqueraded flows (default 61000-65535)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

@@ -43,8 +43,15 @@ func Serve(tb testing.TB, nsPath string) {
 			}
 			go func() {
 				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				io.Copy(c, c)
+				buf := make([]byte, 2048)
+				for {
+					c.SetDeadline(time.Now().Add(30 * time.Second))
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					c.Write(answer(buf[:n], c.RemoteAddr()))
+				}
 			}()
 		}
 	}()
@@ -55,43 +62,93 @@ func Serve(tb testing.TB, nsPath string) {
 			if err != nil {
 				return
 			}
-			ul.WriteTo(buf[:n], from)
+			ul.WriteTo(answer(buf[:n], from), from)
 		}
 	}()
 }
 
 const probeTimeout = time.Second
 
-// TCP connects from the namespace at nsPath to dst:EchoPort and checks the echo.
-func TCP(nsPath, dst string) error {
-	var c net.Conn
-	err := namespace.Do(nsPath, func() error {
-		var err error
-		c, err = net.DialTimeout("tcp4", net.JoinHostPort(dst, fmt.Sprint(EchoPort)), probeTimeout)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("tcp to %s: %w", dst, err)
+// answer is the echo server's reply: the message, or the caller's address
+// when asked for it.
+func answer(msg []byte, from net.Addr) []byte {
+	if string(msg) == peerQuery {
+		return []byte(from.String())
 	}
-	defer c.Close()
-	return echo(c, "tcp", dst)
+	return msg
 }
+
+// TCP connects from the namespace at nsPath to dst:EchoPort and checks the echo.
+func TCP(nsPath, dst string) error { return TCPTo(nsPath, net.JoinHostPort(dst, fmt.Sprint(EchoPort))) }
 
 // UDP sends a datagram from the namespace at nsPath to dst:EchoPort and
 // waits for the echo.
-func UDP(nsPath, dst string) error {
+func UDP(nsPath, dst string) error { return UDPTo(nsPath, net.JoinHostPort(dst, fmt.Sprint(EchoPort))) }
+
+// TCPTo connects from the namespace at nsPath to addr (host:port) and checks the echo.
+func TCPTo(nsPath, addr string) error {
+	c, err := Dial(nsPath, "tcp4", addr, "")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return echo(c, "tcp", addr)
+}
+
+// UDPTo sends a datagram from the namespace at nsPath to addr and waits for the echo.
+func UDPTo(nsPath, addr string) error {
+	c, err := Dial(nsPath, "udp4", addr, "")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return echo(c, "udp", addr)
+}
+
+// Dial opens a connection from the namespace at nsPath, optionally from a
+// given local address.
+func Dial(nsPath, network, addr, local string) (net.Conn, error) {
 	var c net.Conn
 	err := namespace.Do(nsPath, func() error {
+		d := net.Dialer{Timeout: probeTimeout}
+		if local != "" {
+			var err error
+			if network == "udp4" {
+				d.LocalAddr, err = net.ResolveUDPAddr(network, local)
+			} else {
+				d.LocalAddr, err = net.ResolveTCPAddr(network, local)
+			}
+			if err != nil {
+				return err
+			}
+		}
 		var err error
-		c, err = net.Dial("udp4", net.JoinHostPort(dst, fmt.Sprint(EchoPort)))
+		c, err = d.Dial(network, addr)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("udp to %s: %w", dst, err)
+		return nil, fmt.Errorf("%s to %s: %w", network, addr, err)
 	}
-	defer c.Close()
-	return echo(c, "udp", dst)
+	return c, nil
 }
+
+// Peer asks an echo server who it sees connecting: the source address of
+// the connection as it arrives.
+func Peer(c net.Conn) (string, error) {
+	c.SetDeadline(time.Now().Add(probeTimeout))
+	if _, err := c.Write([]byte(peerQuery)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
+// peerQuery makes the echo server answer with the caller's address.
+const peerQuery = "peer?"
 
 func echo(c net.Conn, proto, dst string) error {
 	msg := []byte("ebpfnet-probe")
