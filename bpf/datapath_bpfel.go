@@ -119,7 +119,7 @@ const (
 	DatapathVerdictVERDICT_DROP_INTERNAL      DatapathVerdict = 3
 	DatapathVerdictVERDICT_DNAT               DatapathVerdict = 4
 	DatapathVerdictVERDICT_SNAT               DatapathVerdict = 5
-	DatapathVerdictVERDICT_NAT                DatapathVerdict = 6
+	DatapathVerdictVERDICT_TRACKED            DatapathVerdict = 6
 	DatapathVerdictVERDICT_DROP_NO_NAT_PORT   DatapathVerdict = 7
 	DatapathVerdictVERDICT_DROP_NO_ROUTE      DatapathVerdict = 8
 	DatapathVerdictVERDICT_NAT_PORT_COLLISION DatapathVerdict = 9

@@ -88,9 +88,10 @@ int from_container(struct __sk_buff *skb)
 }
 
 /* Packets about to reach a sandbox through the bridge (TC egress of the
- * host-side veth). Only internal networks filter here: everything else was
- * checked where it entered. Translated packets never pass here: they are
- * put into the sandbox directly. */
+ * host-side veth): routed in from elsewhere, or bridged from a neighbour.
+ * Internal networks take nothing from outside; flows routed in from
+ * outside are tracked so their replies are not masqueraded. Translated
+ * packets never pass here: they are put into the sandbox directly. */
 SEC("tc")
 int to_container(struct __sk_buff *skb)
 {
@@ -103,12 +104,15 @@ int to_container(struct __sk_buff *skb)
 	if (!dst)
 		return TC_ACT_UNSPEC;
 	net = bpf_map_lookup_elem(&networks, &dst->network);
-	if (!net || !(net->flags & NETWORK_INTERNAL) || parse_packet(skb, &p) < 0)
+	if (!net || parse_packet(skb, &p) < 0)
 		return pass(skb, PROGRAM_TO_CONTAINER);
-
-	src_net = network_of(p.flow.saddr);
-	if (!src_net || *src_net != dst->network)
-		return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_INTERNAL);
+	if (net->flags & NETWORK_INTERNAL) {
+		src_net = network_of(p.flow.saddr);
+		if (!src_net || *src_net != dst->network)
+			return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_INTERNAL);
+		return pass(skb, PROGRAM_TO_CONTAINER);
+	}
+	remember_inbound(&p);
 	return pass(skb, PROGRAM_TO_CONTAINER);
 }
 

@@ -230,7 +230,7 @@ func configureInside(n store.Network, ep store.Endpoint) error {
 	if n.Internal {
 		return nil // an internal network leads nowhere
 	}
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	routes, err := dump(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("list routes in sandbox: %w", err)
 	}
@@ -290,7 +290,7 @@ func ensureDefaultRoute(sandboxNS string, eps []store.Endpoint, networks map[str
 func (e *Engine) ownedLinks() (map[string]string, error) {
 	owned := map[string]string{}
 	err := e.inHost(func() error {
-		links, err := netlink.LinkList()
+		links, err := dump(netlink.LinkList)
 		if err != nil {
 			return fmt.Errorf("list interfaces: %w", err)
 		}
@@ -302,4 +302,15 @@ func (e *Engine) ownedLinks() (map[string]string, error) {
 		return nil
 	})
 	return owned, err
+}
+
+// dump runs a netlink list, again when the kernel interrupted it because
+// the list changed meanwhile (netlink.ErrDumpInterrupted).
+func dump[T any](list func() ([]T, error)) ([]T, error) {
+	for try := 1; ; try++ {
+		out, err := list()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || try == 5 {
+			return out, err
+		}
+	}
 }

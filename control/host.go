@@ -24,13 +24,13 @@ func (e *Engine) syncHost() error {
 		errs    []error
 	)
 	err := e.inHost(func() error {
-		links, err := netlink.LinkList()
+		links, err := dump(netlink.LinkList)
 		if err != nil {
 			return fmt.Errorf("list interfaces: %w", err)
 		}
 		for _, l := range links {
 			attrs := l.Attrs()
-			list, err := netlink.AddrList(l, netlink.FAMILY_V4)
+			list, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
 			if err != nil {
 				return fmt.Errorf("list addresses of %s: %w", attrs.Name, err)
 			}
@@ -144,7 +144,7 @@ func (e *Engine) watchHost() (func(), error) {
 func (e *Engine) hostAddresses() ([]netip.Addr, error) {
 	var out []netip.Addr
 	err := e.inHost(func() error {
-		list, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+		list, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
 		if err != nil {
 			return fmt.Errorf("list host addresses: %w", err)
 		}

@@ -51,7 +51,9 @@ func (e *Engine) ensurePredefined() error {
 func (e *Engine) hostRoutes() ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	err := e.inHost(func() error {
-		routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, 0)
+		routes, err := dump(func() ([]netlink.Route, error) {
+			return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, 0)
+		})
 		if err != nil {
 			return fmt.Errorf("list routes: %w", err)
 		}

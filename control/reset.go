@@ -45,7 +45,7 @@ func Reset(cfg Config) error {
 		}
 	}
 	errs = append(errs, namespace.Do(cfg.NetNS, func() error {
-		links, err := netlink.LinkList()
+		links, err := dump(netlink.LinkList)
 		if err != nil {
 			return fmt.Errorf("list interfaces: %w", err)
 		}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -118,7 +119,7 @@ func TestPublishedFromOutside(t *testing.T) {
 			t.Errorf("%s: %d TCP and %d UDP checksum errors", ns, tcp, udp)
 		}
 	}
-	if h.ProgramCounter("uplink", "dnat") == 0 || h.ProgramCounter("uplink", "nat") == 0 {
+	if h.ProgramCounter("uplink", "dnat") == 0 || h.ProgramCounter("uplink", "tracked") == 0 {
 		t.Error("the uplink program did not count its translations")
 	}
 	// No iptables rule and no proxy: nothing listens on the published port.
@@ -150,6 +151,22 @@ func TestPublishedFromHostProcesses(t *testing.T) {
 	raw.Control(func(fd uintptr) { peer, err = unix.Getpeername(int(fd)) })
 	if in4, ok := peer.(*unix.SockaddrInet4); err != nil || !ok || in4.Port != 8080 || in4.Addr != [4]byte{127, 0, 0, 1} {
 		t.Errorf("getpeername = %+v, %v; want 127.0.0.1:8080", peer, err)
+	}
+	// Unconnected UDP goes through sendmsg4, and the reply's source reads
+	// as the published address through recvmsg4.
+	var pc net.PacketConn
+	if err := namespace.Do(h.NetNS, func() (err error) { pc, err = net.ListenPacket("udp4", "0.0.0.0:0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	pc.SetDeadline(time.Now().Add(time.Second))
+	if _, err := pc.WriteTo([]byte("hello"), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	n, from, err := pc.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "hello" || from.String() != "127.0.0.1:8080" {
+		t.Errorf("unconnected UDP: %q from %v, %v; want the echo from 127.0.0.1:8080", buf[:n], from, err)
 	}
 	if h.ProgramCounter("socket", "dnat") == 0 {
 		t.Error("the socket hooks did not count their translations")

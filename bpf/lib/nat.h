@@ -194,7 +194,8 @@ static __always_inline int deliver(struct __sk_buff *skb, enum program prog, enu
 }
 
 /* translate_known rewrites and delivers a packet of a flow conntrack
- * knows; it returns -1 when the flow is new. */
+ * knows (the rewrite is empty for flows routed in from outside); it
+ * returns -1 when the flow is new. */
 static __always_inline int translate_known(struct __sk_buff *skb, const struct packet *p,
 					   enum program prog, int *verdict)
 {
@@ -210,7 +211,7 @@ static __always_inline int translate_known(struct __sk_buff *skb, const struct p
 		*verdict = drop(skb, prog, VERDICT_DROP_NO_ROUTE);
 		return 0;
 	}
-	*verdict = deliver(skb, prog, VERDICT_NAT, &next);
+	*verdict = deliver(skb, prog, VERDICT_TRACKED, &next);
 	return 0;
 }
 
@@ -248,4 +249,18 @@ static __always_inline int dnat_published(struct __sk_buff *skb, const struct pa
 	}
 	*verdict = deliver(skb, prog, VERDICT_DNAT, &nat);
 	return 0;
+}
+
+/* remember_inbound tracks a flow routed in from outside, untranslated, so
+ * the sandbox's replies are recognised as replies and leave as they are
+ * rather than being masqueraded as new flows. */
+static __always_inline void remember_inbound(const struct packet *p)
+{
+	struct flow reply;
+
+	if (!p->has_ports || network_of(p->flow.saddr) || is_host_addr(p->flow.saddr))
+		return;
+	reverse(&p->flow, &reply);
+	if (!bpf_map_lookup_elem(&ct, &reply))
+		bpf_map_update_elem(&ct, &reply, &reply, BPF_NOEXIST);
 }

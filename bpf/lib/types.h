@@ -16,7 +16,7 @@ enum verdict {
 	VERDICT_DROP_INTERNAL = 3,      /* to or from outside an internal network */
 	VERDICT_DNAT = 4,               /* first packet of a flow to a published port */
 	VERDICT_SNAT = 5,               /* first packet of a masqueraded flow */
-	VERDICT_NAT = 6,                /* later packet of a translated flow, either way */
+	VERDICT_TRACKED = 6,            /* later packet of a tracked flow, either way */
 	VERDICT_DROP_NO_NAT_PORT = 7,   /* no free NAT port for a new flow */
 	VERDICT_DROP_NO_ROUTE = 8,      /* a translated packet has nowhere to go */
 	VERDICT_NAT_PORT_COLLISION = 9,

@@ -1,0 +1,401 @@
+package bpf_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/ebpfnet/ebpfnet/bpf"
+	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/loader"
+	"github.com/ebpfnet/ebpfnet/maps"
+	"github.com/ebpfnet/ebpfnet/test/testenv"
+)
+
+const tcActRedirect = 7
+
+var (
+	clientMAC  = net.HardwareAddr{2, 0, 0, 0, 0, 2}
+	hostAddr   = netip.MustParseAddr("10.99.0.1")
+	clientAddr = netip.MustParseAddr("10.99.0.2")
+	webAddr    = netip.MustParseAddr("172.17.0.2")
+	bridgeNet  = maps.Network{Index: 1, Subnet: netip.MustParsePrefix("172.17.0.0/16"), Gateway: netip.MustParseAddr("172.17.0.1"),
+		GatewayMAC: net.HardwareAddr{2, 0x42, 172, 17, 0, 1}, Masquerade: true}
+)
+
+// natbed runs programs inside a namespace of its own holding an uplink
+// (10.99.0.1/24, client 10.99.0.2 in its neighbour table), so FIB lookups
+// give the same answer on every machine.
+type natbed struct {
+	ns     string
+	dp     *loader.Datapath
+	maps   *maps.Maps
+	uplink int
+}
+
+func newNATBed(t *testing.T) *natbed {
+	t.Helper()
+	testenv.RequirePrivileges(t)
+	nb := &natbed{ns: fmt.Sprintf("/run/netns/ebpfnet-bpftest-%d", randUint())}
+	if err := namespace.Create(nb.ns); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { namespace.Remove(nb.ns) })
+	name := nb.ns[len("/run/netns/"):]
+	for _, args := range [][]string{
+		{"link", "set", "lo", "up"},
+		{"link", "add", "up0", "type", "veth", "peer", "name", "up1"},
+		{"addr", "add", "10.99.0.1/24", "dev", "up0"},
+		{"link", "set", "up0", "up"},
+		{"link", "set", "up1", "up"},
+		{"neigh", "replace", "10.99.0.2", "lladdr", clientMAC.String(), "dev", "up0"},
+	} {
+		if out, err := exec.Command("ip", append([]string{"-n", name}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	namespace.Do(nb.ns, func() error {
+		l, err := net.InterfaceByName("up0")
+		if err == nil {
+			nb.uplink = l.Index
+		}
+		return err
+	})
+	namespace.Do(nb.ns, func() error {
+		if out, err := exec.Command("sysctl", "-qw", "net.ipv4.ip_forward=1").CombinedOutput(); err != nil {
+			t.Fatalf("sysctl: %v %s", err, out)
+		}
+		return nil
+	})
+	dp, err := loader.LoadUnpinned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dp.Close() })
+	nb.dp, nb.maps = dp, maps.New(&dp.Maps)
+	must(t, nb.maps.PutNetwork(bridgeNet))
+	// The endpoint's host side is loopback (ifindex 1), where BPF_PROG_RUN
+	// runs programs when the context names no interface.
+	must(t, nb.maps.PutIface(maps.Iface{Ifindex: 1, Network: 1, Addr: webAddr}))
+	must(t, nb.maps.PutEndpoint(maps.Endpoint{Addr: webAddr, Ifindex: 1, Network: 1, MAC: net.HardwareAddr{2, 0x42, 172, 17, 0, 2}}))
+	must(t, nb.maps.SyncHost([]netip.Addr{hostAddr, bridgeNet.Gateway}, map[uint32]netip.Addr{uint32(nb.uplink): hostAddr}))
+	return nb
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func randUint() uint32 {
+	var b [4]byte
+	rand.Read(b[:])
+	return binary.LittleEndian.Uint32(b[:])
+}
+
+// run runs prog on pkt inside the bed's namespace.
+func (nb *natbed) run(t *testing.T, prog *ebpf.Program, pkt []byte) (uint32, []byte) {
+	t.Helper()
+	out := make([]byte, len(pkt))
+	var ret uint32
+	err := namespace.Do(nb.ns, func() (err error) {
+		ret, err = prog.Run(&ebpf.RunOptions{Data: pkt, DataOut: out, Context: skbContext{}})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ret, out
+}
+
+func (nb *natbed) counter(t *testing.T, program, verdict string) uint64 {
+	t.Helper()
+	cs, err := nb.maps.Counters()
+	must(t, err)
+	for _, c := range cs {
+		if c.Program == program && c.Verdict == verdict {
+			return c.Packets
+		}
+	}
+	t.Fatalf("no counter %s/%s", program, verdict)
+	return 0
+}
+
+// segment builds an Ethernet+IPv4 packet with valid checksums around a
+// TCP (SYN), UDP or ICMP echo header; port is the ICMP identifier.
+func segment(proto uint8, src, dst netip.AddrPort, udpZeroCsum bool) []byte {
+	var l4 []byte
+	switch proto {
+	case 6:
+		l4 = make([]byte, 20)
+		binary.BigEndian.PutUint16(l4[0:], src.Port())
+		binary.BigEndian.PutUint16(l4[2:], dst.Port())
+		binary.BigEndian.PutUint32(l4[4:], 12345)
+		l4[12], l4[13] = 5<<4, 0x02 // data offset 5, SYN
+		binary.BigEndian.PutUint16(l4[14:], 64240)
+	case 17:
+		l4 = make([]byte, 12)
+		binary.BigEndian.PutUint16(l4[0:], src.Port())
+		binary.BigEndian.PutUint16(l4[2:], dst.Port())
+		binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
+		copy(l4[8:], "ping")
+	case 1:
+		l4 = make([]byte, 12)
+		l4[0] = 8 // echo request
+		binary.BigEndian.PutUint16(l4[4:], src.Port())
+		binary.BigEndian.PutUint16(l4[6:], 1)
+		copy(l4[8:], "ping")
+	}
+	ip := make([]byte, 20)
+	ip[0], ip[8], ip[9] = 0x45, 64, proto
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(l4)))
+	s, d := src.Addr().As4(), dst.Addr().As4()
+	copy(ip[12:], s[:])
+	copy(ip[16:], d[:])
+	binary.BigEndian.PutUint16(ip[10:], checksum(ip, 0))
+	switch {
+	case proto == 1:
+		binary.BigEndian.PutUint16(l4[2:], checksum(l4, 0))
+	case proto == 17 && udpZeroCsum:
+	default:
+		binary.BigEndian.PutUint16(l4[csumOffset(proto):], checksum(l4, pseudo(ip, len(l4))))
+	}
+	eth := []byte{2, 0x42, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00}
+	return append(append(eth, ip...), l4...)
+}
+
+func csumOffset(proto uint8) int {
+	if proto == 6 {
+		return 16
+	}
+	return 6
+}
+
+func pseudo(ip []byte, l4len int) uint32 {
+	var sum uint32
+	for i := 12; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	}
+	return sum + uint32(ip[9]) + uint32(l4len)
+}
+
+func checksum(b []byte, sum uint32) uint16 {
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
+}
+
+// parsed is what a test checks of a rewritten packet.
+type parsed struct {
+	ethDst, ethSrc net.HardwareAddr
+	src, dst       netip.AddrPort
+}
+
+// verify checks every checksum of pkt and returns its addresses.
+func verify(t *testing.T, pkt []byte) parsed {
+	t.Helper()
+	ip, l4 := pkt[14:34], pkt[34:]
+	if checksum(ip, 0) != 0 {
+		t.Errorf("bad IPv4 header checksum in %x", ip)
+	}
+	proto := ip[9]
+	var sport, dport uint16
+	switch proto {
+	case 1:
+		if checksum(l4, 0) != 0 {
+			t.Errorf("bad ICMP checksum in %x", l4)
+		}
+		sport = binary.BigEndian.Uint16(l4[4:])
+	default:
+		if !(proto == 17 && binary.BigEndian.Uint16(l4[6:]) == 0) && checksum(l4, pseudo(ip, len(l4))) != 0 {
+			t.Errorf("bad L4 checksum (protocol %d) in %x", proto, l4)
+		}
+		sport, dport = binary.BigEndian.Uint16(l4[0:]), binary.BigEndian.Uint16(l4[2:])
+	}
+	return parsed{
+		ethDst: net.HardwareAddr(pkt[0:6]), ethSrc: net.HardwareAddr(pkt[6:12]),
+		src: netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip[12:16])), sport),
+		dst: netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip[16:20])), dport),
+	}
+}
+
+func ap(addr netip.Addr, port uint16) netip.AddrPort { return netip.AddrPortFrom(addr, port) }
+
+func flowOf(proto uint8, src, dst netip.AddrPort) bpf.DatapathFlow {
+	var f bpf.DatapathFlow
+	s, d := src.Addr().As4(), dst.Addr().As4()
+	f.Saddr, f.Daddr = binary.NativeEndian.Uint32(s[:]), binary.NativeEndian.Uint32(d[:])
+	f.Sport, f.Dport = htons(src.Port()), htons(dst.Port())
+	f.Proto = proto
+	return f
+}
+
+func htons(p uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], p)
+	return binary.NativeEndian.Uint16(b[:])
+}
+
+func (nb *natbed) ct(t *testing.T, key bpf.DatapathFlow) (bpf.DatapathFlow, bool) {
+	t.Helper()
+	var v bpf.DatapathFlow
+	err := nb.dp.Maps.Ct.Lookup(key, &v)
+	return v, err == nil
+}
+
+func TestUplinkPublishedPort(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		proto   uint8
+		zeroSum bool
+	}{{"tcp", 6, false}, {"udp", 17, false}, {"udp without checksum", 17, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			nb := newNATBed(t)
+			must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8080, Proto: c.proto, Addr: webAddr, Port: 80}))
+			in := segment(c.proto, ap(clientAddr, 40000), ap(hostAddr, 8080), c.zeroSum)
+			ret, out := nb.run(t, nb.dp.Uplink.UplinkIngress, in)
+			if ret != tcActRedirect {
+				t.Fatalf("verdict %d, want TC_ACT_REDIRECT", ret)
+			}
+			got := verify(t, out)
+			if got.src != ap(clientAddr, 40000) || got.dst != ap(webAddr, 80) {
+				t.Errorf("rewritten to %s -> %s, want %s:40000 -> %s:80 (client address kept)", got.src, got.dst, clientAddr, webAddr)
+			}
+			if c.zeroSum && binary.BigEndian.Uint16(out[34+6:]) != 0 {
+				t.Error("a UDP datagram without checksum got one")
+			}
+			if !bytes.Equal(got.ethDst, net.HardwareAddr{2, 0x42, 172, 17, 0, 2}) || !bytes.Equal(got.ethSrc, bridgeNet.GatewayMAC) {
+				t.Errorf("frame %s -> %s, want from the bridge to the endpoint", got.ethSrc, got.ethDst)
+			}
+			// Both directions are remembered.
+			fwd, ok := nb.ct(t, flowOf(c.proto, ap(clientAddr, 40000), ap(hostAddr, 8080)))
+			if !ok || fwd != flowOf(c.proto, ap(clientAddr, 40000), ap(webAddr, 80)) {
+				t.Errorf("forward conntrack entry: %+v, %v", fwd, ok)
+			}
+			rev, ok := nb.ct(t, flowOf(c.proto, ap(webAddr, 80), ap(clientAddr, 40000)))
+			if !ok || rev != flowOf(c.proto, ap(hostAddr, 8080), ap(clientAddr, 40000)) {
+				t.Errorf("reply conntrack entry: %+v, %v", rev, ok)
+			}
+			if nb.counter(t, "uplink", "dnat") != 1 {
+				t.Error("uplink/dnat did not count")
+			}
+
+			// The endpoint's reply is translated back and routed to the client.
+			reply := segment(c.proto, ap(webAddr, 80), ap(clientAddr, 40000), c.zeroSum)
+			ret, out = nb.run(t, nb.dp.Endpoint.FromContainer, reply)
+			if ret != tcActRedirect {
+				t.Fatalf("reply verdict %d, want TC_ACT_REDIRECT", ret)
+			}
+			got = verify(t, out)
+			if got.src != ap(hostAddr, 8080) || got.dst != ap(clientAddr, 40000) || !bytes.Equal(got.ethDst, clientMAC) {
+				t.Errorf("reply rewritten to %s -> %s (to %s), want %s:8080 -> %s:40000 to the client's MAC", got.src, got.dst, got.ethDst, hostAddr, clientAddr)
+			}
+			if nb.counter(t, "from_container", "tracked") != 1 {
+				t.Error("from_container/tracked did not count")
+			}
+		})
+	}
+}
+
+func TestUplinkLeavesLoopbackAndUnpublishedAlone(t *testing.T) {
+	nb := newNATBed(t)
+	must(t, nb.maps.PutPublication(maps.Publication{HostAddr: netip.MustParseAddr("127.0.0.1"), HostPort: 8081, Proto: 6, Addr: webAddr, Port: 80}))
+	for _, dst := range []netip.AddrPort{ap(netip.MustParseAddr("127.0.0.1"), 8081), ap(hostAddr, 8081), ap(hostAddr, 9999)} {
+		in := segment(6, ap(clientAddr, 40000), dst, false)
+		ret, out := nb.run(t, nb.dp.Uplink.UplinkIngress, in)
+		if ret != tcActUnspec || !bytes.Equal(in, out) {
+			t.Errorf("to %s: verdict %d, packet changed %v; want it passed on untouched", dst, ret, !bytes.Equal(in, out))
+		}
+	}
+	if n := nb.counter(t, "uplink", "pass"); n != 3 {
+		t.Errorf("uplink/pass = %d, want 3", n)
+	}
+}
+
+func TestMasqueradeAndItsReply(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		proto uint8
+	}{{"tcp", 6}, {"udp", 17}, {"icmp echo", 1}} {
+		t.Run(c.name, func(t *testing.T) {
+			nb := newNATBed(t)
+			out1 := ap(webAddr, 33000)
+			in := segment(c.proto, out1, ap(clientAddr, 7777), false)
+			if c.proto == 1 {
+				in = segment(1, out1, ap(clientAddr, 0), false)
+			}
+			ret, out := nb.run(t, nb.dp.Endpoint.FromContainer, in)
+			if ret != tcActRedirect {
+				t.Fatalf("verdict %d, want TC_ACT_REDIRECT", ret)
+			}
+			got := verify(t, out)
+			if got.src.Addr() != hostAddr || got.src.Port() < 61000 || !bytes.Equal(got.ethDst, clientMAC) {
+				t.Fatalf("masqueraded to %s (to %s), want %s with a NAT port >= 61000, to the client's MAC", got.src, got.ethDst, hostAddr)
+			}
+			if nb.counter(t, "from_container", "snat") != 1 {
+				t.Error("from_container/snat did not count")
+			}
+			// The reply comes in on the uplink and goes back to the sandbox.
+			var reply []byte
+			if c.proto == 1 {
+				reply = segment(1, ap(clientAddr, got.src.Port()), ap(hostAddr, 0), false)
+				reply[34] = 0 // echo reply
+				binary.BigEndian.PutUint16(reply[36:], 0)
+				binary.BigEndian.PutUint16(reply[36:], checksum(reply[34:], 0))
+			} else {
+				reply = segment(c.proto, ap(clientAddr, 7777), got.src, false)
+			}
+			ret, back := nb.run(t, nb.dp.Uplink.UplinkIngress, reply)
+			if ret != tcActRedirect {
+				t.Fatalf("reply verdict %d, want TC_ACT_REDIRECT", ret)
+			}
+			b := verify(t, back)
+			wantDst := out1
+			if c.proto == 1 {
+				// For an echo reply the identifier sits where verify reads the source port.
+				b.dst, b.src = ap(b.dst.Addr(), b.src.Port()), ap(b.src.Addr(), 0)
+			}
+			if b.dst != wantDst {
+				t.Errorf("reply translated to %s, want %s", b.dst, wantDst)
+			}
+		})
+	}
+}
+
+// A flow routed in from outside, untranslated, is tracked where it enters
+// the sandbox, so the reply leaves as it is instead of being masqueraded.
+func TestRoutedInFlowIsNotMasqueraded(t *testing.T) {
+	nb := newNATBed(t)
+	in := segment(6, ap(clientAddr, 40000), ap(webAddr, 7777), false)
+	if ret, out := nb.run(t, nb.dp.Endpoint.ToContainer, in); ret != tcActUnspec || !bytes.Equal(in, out) {
+		t.Fatalf("to_container: verdict %d; want the packet passed on untouched", ret)
+	}
+	reply := flowOf(6, ap(webAddr, 7777), ap(clientAddr, 40000))
+	if v, ok := nb.ct(t, reply); !ok || v != reply {
+		t.Fatalf("reply direction tracked as %+v, %v; want itself", v, ok)
+	}
+	ret, out := nb.run(t, nb.dp.Endpoint.FromContainer, segment(6, ap(webAddr, 7777), ap(clientAddr, 40000), false))
+	got := verify(t, out)
+	if ret != tcActRedirect || got.src != ap(webAddr, 7777) || got.dst != ap(clientAddr, 40000) {
+		t.Fatalf("reply: verdict %d, %s -> %s; want it routed unchanged", ret, got.src, got.dst)
+	}
+	if nb.counter(t, "from_container", "snat") != 0 {
+		t.Error("the reply was masqueraded")
+	}
+}
