@@ -399,3 +399,21 @@ func TestRoutedInFlowIsNotMasqueraded(t *testing.T) {
 		t.Error("the reply was masqueraded")
 	}
 }
+
+// A host socket owning a flow comes before a publication of its port: a
+// listener, or a host process's own connection whose peer answers from it.
+func TestHostSocketComesBeforePublication(t *testing.T) {
+	nb := newNATBed(t)
+	must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8080, Proto: 6, Addr: webAddr, Port: 80}))
+	var l net.Listener
+	must(t, namespace.Do(nb.ns, func() (err error) { l, err = net.Listen("tcp4", "10.99.0.1:8080"); return err }))
+	defer l.Close()
+	in := segment(6, ap(clientAddr, 40000), ap(hostAddr, 8080), false)
+	ret, out := nb.run(t, nb.dp.Uplink.UplinkIngress, in)
+	if ret != tcActUnspec || !bytes.Equal(in, out) {
+		t.Fatalf("verdict %d; want the packet left to the host's listener", ret)
+	}
+	if _, ok := nb.ct(t, flowOf(6, ap(clientAddr, 40000), ap(hostAddr, 8080))); ok {
+		t.Fatal("a flow owned by a host socket was tracked as published")
+	}
+}

@@ -170,7 +170,7 @@ func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb *store.Sandbox
 	if err != nil {
 		return nil, err
 	}
-	taken, err := allPublications(tx)
+	taken, err := publishedPorts(tx)
 	if err != nil {
 		return nil, err
 	}
@@ -178,29 +178,45 @@ func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb *store.Sandbox
 	if err != nil {
 		return nil, err
 	}
+	lo, hi := e.ephemeralRange()
 	var added []store.Publication
-	for _, spec := range specs {
-		if spec.HostIP.IsValid() && !spec.HostIP.IsLoopback() && !slices.Contains(hostAddrs, spec.HostIP) {
-			return nil, fmt.Errorf("host address %s is not an address of this host", spec.HostIP)
+	// One visit to the host namespace for every port probe of the request.
+	err = e.inHost(func() error {
+		for _, spec := range specs {
+			if spec.HostIP.IsValid() && !spec.HostIP.IsLoopback() && !slices.Contains(hostAddrs, spec.HostIP) {
+				return fmt.Errorf("host address %s is not an address of this host", spec.HostIP)
+			}
+			pubs, err := choosePorts(spec, n.ID, sb.Name, taken, lo, hi)
+			if err != nil {
+				return err
+			}
+			added = append(added, pubs...)
 		}
-		pubs, err := e.choosePorts(spec, n.ID, taken)
-		if err != nil {
-			return nil, err
-		}
-		for _, p := range pubs {
-			taken = append(taken, owned{p, sb.Name})
-			added = append(added, p)
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	var put []maps.Publication
+	undo.add(func() error { return e.maps.DeletePublications(put...) }) // sees all put below
 	for _, p := range added {
 		m := pubMaps(p, ep)
 		if err := e.maps.PutPublication(m); err != nil {
 			return nil, err
 		}
-		undo.add(func() error { return e.maps.DeletePublication(m) })
+		put = append(put, m)
 	}
 	sb.Publications = append(sb.Publications, added...)
 	return added, nil
+}
+
+// portIndex finds the publications of a protocol and host port, and the
+// sandboxes that have them, in constant time however many there are.
+type portIndex map[portKey][]owned
+
+type portKey struct {
+	proto string
+	port  uint16
 }
 
 // owned is a publication and the sandbox that has it.
@@ -209,19 +225,37 @@ type owned struct {
 	sandbox string
 }
 
-func allPublications(tx *store.Tx) ([]owned, error) {
-	sbs, err := tx.Sandboxes()
-	var out []owned
-	for _, sb := range sbs {
-		for _, p := range sb.Publications {
-			out = append(out, owned{p, sb.Name})
-		}
-	}
-	return out, err
+func (ix portIndex) add(p store.Publication, sandbox string) {
+	k := portKey{p.Proto, p.HostPort}
+	ix[k] = append(ix[k], owned{p, sandbox})
 }
 
-// choosePorts turns a spec into publications with free host ports.
-func (e *Engine) choosePorts(spec PortSpec, networkID string, taken []owned) ([]store.Publication, error) {
+// conflict returns a publication that claims p's host port, if any.
+func (ix portIndex) conflict(p store.Publication) (owned, bool) {
+	for _, o := range ix[portKey{p.Proto, p.HostPort}] {
+		if overlaps(p, o.Publication) {
+			return o, true
+		}
+	}
+	return owned{}, false
+}
+
+func publishedPorts(tx *store.Tx) (portIndex, error) {
+	sbs, err := tx.Sandboxes()
+	ix := portIndex{}
+	for _, sb := range sbs {
+		for _, p := range sb.Publications {
+			ix.add(p, sb.Name)
+		}
+	}
+	return ix, err
+}
+
+// choosePorts turns a spec into publications with free host ports and
+// adds each to taken under sandbox as it is chosen, so later choices of
+// the same request avoid it; it runs in the host namespace. Random ports
+// come from [lo, hi].
+func choosePorts(spec PortSpec, networkID, sandbox string, taken portIndex, lo, hi int) ([]store.Publication, error) {
 	var out []store.Publication
 	mk := func(host, port uint16) store.Publication {
 		return store.Publication{HostIP: spec.HostIP, HostPort: host, Proto: spec.Proto, Port: port, NetworkID: networkID}
@@ -230,45 +264,39 @@ func (e *Engine) choosePorts(spec PortSpec, networkID string, taken []owned) ([]
 	case spec.HostFirst != 0 && spec.HostEnd-spec.HostFirst == spec.End-spec.First:
 		for i := 0; i <= int(spec.End-spec.First); i++ {
 			p := mk(spec.HostFirst+uint16(i), spec.First+uint16(i))
-			if err := e.checkFree(p, taken); err != nil {
+			if err := checkFree(p, taken); err != nil {
 				return nil, err
 			}
+			taken.add(p, sandbox)
 			out = append(out, p)
 		}
 	case spec.HostFirst != 0: // one sandbox port, any free host port of the range
-		p, err := e.firstFree(mk(0, spec.First), int(spec.HostFirst), int(spec.HostEnd), taken)
+		p, err := firstFree(mk(0, spec.First), int(spec.HostFirst), int(spec.HostEnd), taken)
 		if err != nil {
 			return nil, fmt.Errorf("no free host port in %d-%d/%s: %w", spec.HostFirst, spec.HostEnd, spec.Proto, err)
 		}
+		taken.add(p, sandbox)
 		out = append(out, p)
 	default: // each sandbox port gets a free port of the ephemeral range
-		lo, hi := e.ephemeralRange()
 		for port := int(spec.First); port <= int(spec.End); port++ {
-			p, err := e.firstFree(mk(0, uint16(port)), lo, hi, append(taken, ownedAll(out)...))
+			p, err := firstFree(mk(0, uint16(port)), lo, hi, taken)
 			if err != nil {
 				return nil, fmt.Errorf("no free host port for %d/%s: %w", port, spec.Proto, err)
 			}
+			taken.add(p, sandbox)
 			out = append(out, p)
 		}
 	}
 	return out, nil
 }
 
-func ownedAll(ps []store.Publication) []owned {
-	out := make([]owned, len(ps))
-	for i, p := range ps {
-		out[i] = owned{p, ""}
-	}
-	return out
-}
-
 // firstFree tries the ports of [lo, hi] from a random start.
-func (e *Engine) firstFree(p store.Publication, lo, hi int, taken []owned) (store.Publication, error) {
+func firstFree(p store.Publication, lo, hi int, taken portIndex) (store.Publication, error) {
 	n := hi - lo + 1
 	start := rand.IntN(n)
 	for i := range n {
 		p.HostPort = uint16(lo + (start+i)%n)
-		if e.checkFree(p, taken) == nil {
+		if checkFree(p, taken) == nil {
 			return p, nil
 		}
 	}
@@ -276,32 +304,28 @@ func (e *Engine) firstFree(p store.Publication, lo, hi int, taken []owned) (stor
 }
 
 // checkFree fails when another publication has the host port, or a process
-// of the host listens on it.
-func (e *Engine) checkFree(p store.Publication, taken []owned) error {
-	for _, t := range taken {
-		if overlaps(p, t.Publication) {
-			return fmt.Errorf("host port %s is already published by sandbox %s (%s)", hostPort(p), t.sandbox, describe(t.Publication))
-		}
+// of the host listens on it. It runs in the host namespace.
+func checkFree(p store.Publication, taken portIndex) error {
+	if t, ok := taken.conflict(p); ok {
+		return fmt.Errorf("host port %s is already published by sandbox %s (%s)", hostPort(p), t.sandbox, describe(t.Publication))
 	}
-	err := e.inHost(func() error {
-		addr := "0.0.0.0"
-		if p.HostIP.IsValid() {
-			addr = p.HostIP.String()
+	addr := "0.0.0.0"
+	if p.HostIP.IsValid() {
+		addr = p.HostIP.String()
+	}
+	addr = net.JoinHostPort(addr, strconv.Itoa(int(p.HostPort)))
+	var err error
+	if p.Proto == "udp" {
+		var c net.PacketConn
+		if c, err = net.ListenPacket("udp4", addr); err == nil {
+			c.Close()
 		}
-		addr = net.JoinHostPort(addr, strconv.Itoa(int(p.HostPort)))
-		if p.Proto == "udp" {
-			c, err := net.ListenPacket("udp4", addr)
-			if err == nil {
-				c.Close()
-			}
-			return err
-		}
-		l, err := net.Listen("tcp4", addr)
-		if err == nil {
+	} else {
+		var l net.Listener
+		if l, err = net.Listen("tcp4", addr); err == nil {
 			l.Close()
 		}
-		return err
-	})
+	}
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return fmt.Errorf("host port %s is in use by a process on the host", hostPort(p))
 	}
@@ -366,7 +390,7 @@ func (e *Engine) Unpublish(sandboxRef string, specs []PortSpec) ([]store.Publica
 	if err != nil {
 		return nil, err
 	}
-	return removed, e.unmapPublications(unmap)
+	return removed, e.maps.DeletePublications(unmap...)
 }
 
 // publicationMaps is how the datapath has a sandbox's publications.
@@ -378,16 +402,6 @@ func publicationMaps(sb store.Sandbox, pubs []store.Publication) []maps.Publicat
 		}
 	}
 	return out
-}
-
-// unmapPublications removes publications from the datapath with their
-// flows, best effort.
-func (e *Engine) unmapPublications(pubs []maps.Publication) error {
-	var errs []error
-	for _, p := range pubs {
-		errs = append(errs, e.maps.DeletePublication(p))
-	}
-	return errors.Join(errs...)
 }
 
 func (s PortSpec) matches(p store.Publication) bool {

@@ -167,27 +167,48 @@ func (m *Maps) PutPublication(p Publication) error {
 	return nil
 }
 
-// DeletePublication removes a published port and forgets its flows, so
-// nothing of it is left; a missing one is fine.
-func (m *Maps) DeletePublication(p Publication) error {
-	return errors.Join(ignoreMissing(m.m.Publications.Delete(publicationKey(p))), m.forgetFlows(p))
+// DeletePublications removes published ports and forgets their flows, so
+// nothing of them is left; missing ones are fine. Conntrack is walked once
+// however many go.
+func (m *Maps) DeletePublications(pubs ...Publication) error {
+	var errs []error
+	byPort := map[bpf.DatapathPublicationKey][]Publication{}
+	for _, p := range pubs {
+		errs = append(errs, ignoreMissing(m.m.Publications.Delete(publicationKey(p))))
+		k := publicationKey(p)
+		k.Addr = 0
+		byPort[k] = append(byPort[k], p)
+	}
+	return errors.Join(append(errs, m.forgetFlows(byPort))...)
 }
 
-// forgetFlows removes the conntrack entries of a publication's flows, in
-// both directions.
-func (m *Maps) forgetFlows(p Publication) error {
+// forgetFlows removes the conntrack entries of publications' flows, in both
+// directions. byPort holds the publications by host port and protocol.
+func (m *Maps) forgetFlows(byPort map[bpf.DatapathPublicationKey][]Publication) error {
 	var (
 		k, v  bpf.DatapathFlow
 		stale []bpf.DatapathFlow
 	)
-	hostAddr, hostPort, addr, port := be32(p.HostAddr), be16(p.HostPort), be32(p.Addr), be16(p.Port)
+	matches := func(port uint16, proto uint8, match func(Publication) bool) bool {
+		for _, p := range byPort[bpf.DatapathPublicationKey{Port: port, Proto: proto}] {
+			if match(p) {
+				return true
+			}
+		}
+		return false
+	}
 	it := m.m.Ct.Iterate()
 	for it.Next(&k, &v) {
-		if k.Proto != p.Proto {
-			continue
-		}
-		toPublished := k.Dport == hostPort && (hostAddr == 0 || k.Daddr == hostAddr) && v.Daddr == addr && v.Dport == port
-		fromEndpoint := k.Saddr == addr && k.Sport == port && v.Sport == hostPort && (hostAddr == 0 || v.Saddr == hostAddr)
+		// To the published port, translated to the endpoint…
+		toPublished := matches(k.Dport, k.Proto, func(p Publication) bool {
+			hostAddr := be32(p.HostAddr)
+			return (hostAddr == 0 || k.Daddr == hostAddr) && v.Daddr == be32(p.Addr) && v.Dport == be16(p.Port)
+		})
+		// …and the endpoint's replies, translated back.
+		fromEndpoint := matches(v.Sport, k.Proto, func(p Publication) bool {
+			hostAddr := be32(p.HostAddr)
+			return k.Saddr == be32(p.Addr) && k.Sport == be16(p.Port) && (hostAddr == 0 || v.Saddr == hostAddr)
+		})
 		if toPublished || fromEndpoint {
 			stale = append(stale, k)
 		}

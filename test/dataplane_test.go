@@ -397,3 +397,31 @@ func echoOn(c net.Conn) error {
 	_, err := testbed.Peer(c)
 	return err
 }
+
+func TestFiftyThousandPublications(t *testing.T) {
+	h, out := newPublishingHost(t)
+	web := h.Name("web")
+	h.MustCLI("sandbox", "create", web)
+	for _, port := range []int{10000, 59999, testbed.EchoPort} {
+		testbed.ServeOn(t, h.NS(web), port)
+	}
+	start := time.Now()
+	h.MustCLI("publish", "10000-59999:10000-59999", web)
+	t.Logf("published 50000 ports in %s", time.Since(start).Round(time.Millisecond))
+	if n := mapEntries(t, h)["publications"]; n != 50000 {
+		t.Fatalf("%d publications in the map, want 50000", n)
+	}
+	for _, port := range []string{"10000", "59999"} {
+		mustWork(t, "outside to port "+port, testbed.TCPTo(out.NS, hostIP+":"+port))
+		mustWork(t, "host to 127.0.0.1:"+port, testbed.TCPTo(h.NetNS, "127.0.0.1:"+port))
+	}
+	// With 50000 there, one more comes and goes on its own.
+	h.MustCLI("publish", "8080:7777", web)
+	mustWork(t, "outside to 8080", testbed.TCPTo(out.NS, hostIP+":8080"))
+	h.MustCLI("unpublish", "8080", web)
+	mustFail(t, "outside to 8080 after unpublish", testbed.TCPTo(out.NS, hostIP+":8080"))
+	h.MustCLI("unpublish", "10000-59999", web)
+	if n := mapEntries(t, h)["publications"]; n != 0 {
+		t.Fatalf("%d publications left", n)
+	}
+}

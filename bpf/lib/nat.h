@@ -215,6 +215,29 @@ static __always_inline int translate_known(struct __sk_buff *skb, const struct p
 	return 0;
 }
 
+/* host_socket_owns reports whether a socket of the host owns the packet's
+ * flow: a host process's own connection (whose peer may answer from a
+ * port number that is also published) or a listener. Either comes before
+ * a publication, as a conntrack entry would in netfilter. */
+static __always_inline int host_socket_owns(struct __sk_buff *skb, const struct packet *p)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+
+	t.ipv4.saddr = p->flow.saddr;
+	t.ipv4.daddr = p->flow.daddr;
+	t.ipv4.sport = p->flow.sport;
+	t.ipv4.dport = p->flow.dport;
+	if (p->flow.proto == IPPROTO_TCP)
+		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
 /* dnat_published translates a new flow to a published host address and
  * port, when it is one, and delivers it. snat_to, when non-zero, also
  * masquerades the source (for a sandbox reaching its own published port). */
@@ -227,7 +250,7 @@ static __always_inline int dnat_published(struct __sk_buff *skb, const struct pa
 	if (!p->has_ports || p->flow.proto == IPPROTO_ICMP)
 		return -1;
 	pub = published(p->flow.daddr, p->flow.dport, p->flow.proto);
-	if (!pub)
+	if (!pub || host_socket_owns(skb, p))
 		return -1;
 	nat = p->flow;
 	nat.daddr = pub->addr;

@@ -19,16 +19,22 @@ const EchoPort = 7777
 // at nsPath until the test ends.
 func Serve(tb testing.TB, nsPath string) {
 	tb.Helper()
+	ServeOn(tb, nsPath, EchoPort)
+}
+
+// ServeOn is Serve on another port.
+func ServeOn(tb testing.TB, nsPath string, port int) {
+	tb.Helper()
 	var (
 		tl net.Listener
 		ul net.PacketConn
 	)
 	err := namespace.Do(nsPath, func() error {
 		var err error
-		if tl, err = net.Listen("tcp4", fmt.Sprintf(":%d", EchoPort)); err != nil {
+		if tl, err = net.Listen("tcp4", fmt.Sprintf(":%d", port)); err != nil {
 			return err
 		}
-		ul, err = net.ListenPacket("udp4", fmt.Sprintf(":%d", EchoPort))
+		ul, err = net.ListenPacket("udp4", fmt.Sprintf(":%d", port))
 		return err
 	})
 	if err != nil {
