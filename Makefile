@@ -8,7 +8,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 BIN := bin/ebpfnet
 
 # Debian packages the build, the tests and `make generate` use.
-APT_PACKAGES := clang llvm libbpf-dev iproute2 iptables ethtool busybox-static curl
+APT_PACKAGES := clang llvm libbpf-dev iproute2 iptables nftables ethtool busybox-static curl
 
 .PHONY: all build deps generate check-generate vet test demo clean
 

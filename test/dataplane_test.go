@@ -126,6 +126,9 @@ func TestPublishedFromOutside(t *testing.T) {
 	if rules := h.InHost("iptables-save"); strings.Contains(rules, "-A ") {
 		t.Errorf("iptables rules appeared:\n%s", rules)
 	}
+	if rules := strings.TrimSpace(h.InHost("nft", "list", "ruleset")); rules != "" {
+		t.Errorf("nftables rules appeared:\n%s", rules)
+	}
 	if listeners := h.InHost("ss", "-Htlnu"); strings.Contains(listeners, ":8080") {
 		t.Errorf("something listens on 8080 in the host:\n%s", listeners)
 	}
