@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"sort"
@@ -24,15 +25,7 @@ with one sandbox port takes the first free port of the range.`,
   ebpfnet publish 8000-8010:80-90 web
   ebpfnet publish 80 web`,
 		Args: cobra.MinimumNArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			sandbox := args[len(args)-1]
-			added, err := c.client().Publish(cmd.Context(), sandbox, args[:len(args)-1])
-			if err != nil {
-				return err
-			}
-			printPorts(cmd.OutOrStdout(), added)
-			return nil
-		},
+		RunE: func(cmd *cobra.Command, args []string) error { return changePorts(cmd, args, c.client().Publish) },
 	}
 }
 
@@ -47,16 +40,19 @@ removed ports are forgotten with them.`,
 		Example: `  ebpfnet unpublish 8080 web
   ebpfnet unpublish 127.0.0.1:5353:53/udp dns`,
 		Args: cobra.MinimumNArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			sandbox := args[len(args)-1]
-			removed, err := c.client().Unpublish(cmd.Context(), sandbox, args[:len(args)-1])
-			if err != nil {
-				return err
-			}
-			printPorts(cmd.OutOrStdout(), removed)
-			return nil
-		},
+		RunE: func(cmd *cobra.Command, args []string) error { return changePorts(cmd, args, c.client().Unpublish) },
 	}
+}
+
+// changePorts applies "SPEC... SANDBOX" arguments and prints what changed.
+func changePorts(cmd *cobra.Command, args []string,
+	change func(ctx context.Context, sandbox string, specs []string) (map[string][]api.PortBinding, error)) error {
+	changed, err := change(cmd.Context(), args[len(args)-1], args[:len(args)-1])
+	if err != nil {
+		return err
+	}
+	printPorts(cmd.OutOrStdout(), changed)
+	return nil
 }
 
 func newPortCommand(c *cli) *cobra.Command {
