@@ -42,6 +42,12 @@ type natbed struct {
 
 func newNATBed(t *testing.T) *natbed {
 	t.Helper()
+	return newNATBedWith(t, loader.Options{})
+}
+
+// newNATBedWith loads the programs with opts (unpinned).
+func newNATBedWith(t *testing.T, opts loader.Options) *natbed {
+	t.Helper()
 	testenv.RequirePrivileges(t)
 	nb := &natbed{ns: fmt.Sprintf("/run/netns/ebpfnet-bpftest-%d", randUint())}
 	if err := namespace.Create(nb.ns); err != nil {
@@ -74,7 +80,7 @@ func newNATBed(t *testing.T) *natbed {
 		}
 		return nil
 	})
-	dp, err := loader.LoadUnpinned()
+	dp, err := loader.Load(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,5 +421,34 @@ func TestHostSocketComesBeforePublication(t *testing.T) {
 	}
 	if _, ok := nb.ct(t, flowOf(6, ap(clientAddr, 40000), ap(hostAddr, 8080))); ok {
 		t.Fatal("a flow owned by a host socket was tracked as published")
+	}
+}
+
+func TestDropNoNATPort(t *testing.T) {
+	nb := newNATBedWith(t, loader.Options{NATPortMin: 61000, NATPortMax: 61000})
+	first := segment(17, ap(webAddr, 5000), ap(clientAddr, 53), false)
+	if ret, _ := nb.run(t, nb.dp.Endpoint.FromContainer, first); ret != tcActRedirect {
+		t.Fatalf("first flow: verdict %d, want it masqueraded", ret)
+	}
+	second := segment(17, ap(webAddr, 5001), ap(clientAddr, 53), false)
+	if ret, _ := nb.run(t, nb.dp.Endpoint.FromContainer, second); ret != tcActShot {
+		t.Fatalf("second flow with the only NAT port taken: verdict %d, want TC_ACT_SHOT", ret)
+	}
+	if nb.counter(t, "from_container", "drop_no_nat_port") != 1 || nb.counter(t, "from_container", "nat_port_collision") == 0 {
+		t.Error("exhaustion or collisions were not counted")
+	}
+}
+
+func TestDropNoRoute(t *testing.T) {
+	nb := newNATBed(t)
+	must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8080, Proto: 6, Addr: webAddr, Port: 80}))
+	// A client the bed has no route back to.
+	far := netip.MustParseAddr("192.0.2.9")
+	if ret, _ := nb.run(t, nb.dp.Uplink.UplinkIngress, segment(6, ap(far, 40000), ap(hostAddr, 8080), false)); ret != tcActRedirect {
+		t.Fatalf("inbound: verdict %d", ret)
+	}
+	ret, _ := nb.run(t, nb.dp.Endpoint.FromContainer, segment(6, ap(webAddr, 80), ap(far, 40000), false))
+	if ret != tcActShot || nb.counter(t, "from_container", "drop_no_route") != 1 {
+		t.Fatalf("reply with no route: verdict %d; want TC_ACT_SHOT counted as drop_no_route", ret)
 	}
 }

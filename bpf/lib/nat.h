@@ -186,7 +186,8 @@ static __always_inline int deliver(struct __sk_buff *skb, enum program prog, enu
 		count(skb, prog, v);
 		return redirect_routed(skb, rc, &fib);
 	}
-	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED) { /* a local address */
+	/* NOT_FWDED means local, or no route at all: only a host address is local. */
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED && is_host_addr(to->daddr)) {
 		count(skb, prog, v);
 		return TC_ACT_UNSPEC;
 	}
