@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ebpfnet/ebpfnet/control/dns"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/loader"
@@ -26,6 +27,7 @@ type Config struct {
 	NetNS      string            // the dataplane's namespace: where bridges and host-side veths live
 	NetnsDir   string            // sandbox namespaces are bound here (/run/netns for `ip netns`)
 	EtcDir     string            // per-sandbox resolv.conf and hosts (/etc/netns for `ip netns exec`)
+	ResolvConf string            // the host's resolv.conf: upstream servers and search domains
 	AttachMode loader.AttachMode // how TC programs attach
 	// Uplinks name the host interfaces that published ports are reachable
 	// on and masqueraded flows leave through; empty means every interface
@@ -39,10 +41,11 @@ type Config struct {
 
 // Defaults for a daemon serving the host.
 const (
-	DefaultStateDir = "/var/lib/ebpfnet"
-	DefaultBPFFS    = "/sys/fs/bpf/ebpfnet"
-	DefaultNetnsDir = "/run/netns"
-	DefaultEtcDir   = "/etc/netns"
+	DefaultStateDir   = "/var/lib/ebpfnet"
+	DefaultBPFFS      = "/sys/fs/bpf/ebpfnet"
+	DefaultNetnsDir   = "/run/netns"
+	DefaultEtcDir     = "/etc/netns"
+	DefaultResolvConf = "/etc/resolv.conf"
 	// DefaultBridge is the device of the default network.
 	DefaultBridge = "ebpf0"
 )
@@ -58,6 +61,8 @@ type Engine struct {
 	// uplinks are the interfaces the uplink program is on, by name; guarded by mu.
 	uplinks     map[string]bool
 	stopWatcher func()
+	resolver    *dns.Resolver
+	dnsServers  *dns.Servers
 }
 
 // New opens the state, loads the datapath, creates the predefined networks
@@ -68,6 +73,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.ResolvConf == "" {
+		cfg.ResolvConf = DefaultResolvConf
 	}
 	if !namespace.IsNamespace(cfg.NetNS) {
 		return nil, fmt.Errorf("dataplane namespace %s is not a network namespace", cfg.NetNS)
@@ -91,6 +99,8 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, uplinks: map[string]bool{}}
+	e.resolver = dns.NewResolver(e.exchangeInHost)
+	e.dnsServers = dns.NewServers(e.resolver)
 	if err := dp.AttachSockets(cgroup); err != nil {
 		e.Close()
 		return nil, err
@@ -113,6 +123,9 @@ func New(cfg Config) (*Engine, error) {
 func (e *Engine) Close() error {
 	if e.stopWatcher != nil {
 		e.stopWatcher()
+	}
+	if e.dnsServers != nil {
+		e.dnsServers.Close()
 	}
 	return errors.Join(e.dp.Close(), e.store.Close())
 }
@@ -182,12 +195,24 @@ func (r rollback) run(log *slog.Logger) {
 
 // update runs change in a store transaction. When change or the commit
 // fails, the undo steps change registered are run, so the kernel is left as
-// it was.
+// it was; when it succeeds, names and files follow the new state.
 func (e *Engine) update(change func(tx *store.Tx, undo *rollback) error) error {
 	var undo rollback
 	err := e.store.Update(func(tx *store.Tx) error { return change(tx, &undo) })
 	if err != nil {
 		undo.run(e.log)
+		return err
 	}
-	return err
+	e.refreshNames()
+	return nil
+}
+
+// commit is update for removals: a store transaction whose kernel
+// teardown, after it, is best effort. Names and files follow the new state.
+func (e *Engine) commit(change func(tx *store.Tx) error) error {
+	if err := e.store.Update(change); err != nil {
+		return err
+	}
+	e.refreshNames()
+	return nil
 }

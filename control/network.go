@@ -112,7 +112,7 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 		return store.Network{}, err
 	}
 	n := store.Network{ID: newID(), Name: spec.Name, Driver: spec.Driver, Created: time.Now().UTC(),
-		ICC: true, Masquerade: true, Internal: spec.Internal, Labels: spec.Labels}
+		ICC: true, Masquerade: true, Internal: spec.Internal, Labels: spec.Labels, DNS: spec.DNS}
 	switch n.Driver {
 	case "":
 		n.Driver = store.DriverBridge
@@ -198,7 +198,7 @@ func (e *Engine) RemoveNetwork(ref string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var removed store.Network
-	err := e.store.Update(func(tx *store.Tx) error {
+	err := e.commit(func(tx *store.Tx) error {
 		n, err := tx.Network(ref)
 		if err != nil {
 			return err

@@ -29,6 +29,7 @@ type NetworkSpec struct {
 	Internal bool
 	Options  map[string]string
 	Labels   map[string]string
+	DNS      []netip.Addr // upstream servers of its sandboxes' resolvers
 }
 
 // applyOptions checks the spec's driver options and records them on n.

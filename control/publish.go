@@ -366,7 +366,7 @@ func (e *Engine) Unpublish(sandboxRef string, specs []PortSpec) ([]store.Publica
 		removed []store.Publication
 		unmap   []maps.Publication
 	)
-	err := e.store.Update(func(tx *store.Tx) error {
+	err := e.commit(func(tx *store.Tx) error {
 		sb, err := tx.Sandbox(sandboxRef)
 		if err != nil {
 			return err

@@ -51,7 +51,7 @@ func (e *Engine) Reconcile() error {
 			errs = append(errs, fmt.Errorf("sandbox %s: %w", sb.Name, err))
 		}
 	}
-	errs = append(errs, e.syncMaps(nets, sbs), e.syncHost(), e.removeLeftovers(nets, sbs))
+	errs = append(errs, e.syncMaps(nets, sbs), e.syncHost(), e.removeLeftovers(nets, sbs), e.syncNames(nets, sbs))
 	return errors.Join(errs...)
 }
 
@@ -77,7 +77,6 @@ func (e *Engine) reconcileSandbox(sb store.Sandbox, nets map[string]store.Networ
 		e.detachEndpoint(n, path, ep)
 		errs = append(errs, e.attachEndpoint(n, path, ep))
 	}
-	errs = append(errs, e.store.View(func(tx *store.Tx) error { return e.writeSandboxFiles(tx, sb) }))
 	return errors.Join(errs...)
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -24,9 +23,11 @@ type SandboxSpec struct {
 	// Networks to attach to, or exactly one of host, none and
 	// container:NAME. Empty means the default network, as with docker run.
 	Networks []string
-	IP       netip.Addr // static address on the first network
-	Aliases  []string   // names on every user-defined network
-	Publish  []PortSpec // ports to publish, as with docker run -p
+	IP       netip.Addr   // static address on the first network
+	Aliases  []string     // names on every user-defined network
+	Publish  []PortSpec   // ports to publish, as with docker run -p
+	DNS      []netip.Addr // upstream servers of its resolver, or of its resolv.conf
+	Links    []store.Link // legacy --link entries
 }
 
 // EndpointSpec is what a connect request may choose.
@@ -52,7 +53,7 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 	if len(spec.Networks) == 0 {
 		spec.Networks = []string{NetworkBridge}
 	}
-	sb := store.Sandbox{ID: newID(), Name: spec.Name, Created: time.Now().UTC(), Mode: store.ModeNetworks}
+	sb := store.Sandbox{ID: newID(), Name: spec.Name, Created: time.Now().UTC(), Mode: store.ModeNetworks, DNS: spec.DNS}
 	path := e.sandboxPath(sb.Name)
 	err := e.update(func(tx *store.Tx, undo *rollback) error {
 		if _, err := tx.Sandbox(spec.Name); err == nil {
@@ -63,6 +64,9 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 		}
 		nets, err := e.resolveMode(tx, &sb, spec)
 		if err != nil {
+			return err
+		}
+		if sb.Links, err = checkLinks(tx, spec.Links); err != nil {
 			return err
 		}
 		if err := e.createNamespace(sb); err != nil {
@@ -79,10 +83,6 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 			}
 		}
 		if _, err := e.addPublications(tx, undo, &sb, spec.Publish); err != nil {
-			return err
-		}
-		undo.add(func() error { return os.RemoveAll(e.sandboxEtc(sb.Name)) })
-		if err := e.writeSandboxFiles(tx, sb); err != nil {
 			return err
 		}
 		return tx.PutSandbox(sb)
@@ -214,7 +214,7 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 	defer e.mu.Unlock()
 	var sb store.Sandbox
 	nets := map[string]store.Network{}
-	err := e.store.Update(func(tx *store.Tx) error {
+	err := e.commit(func(tx *store.Tx) error {
 		var err error
 		if sb, err = tx.Sandbox(ref); err != nil {
 			return err
@@ -327,9 +327,6 @@ func (e *Engine) Connect(networkRef, sandboxRef string, spec EndpointSpec) error
 		if err := e.addEndpoint(tx, undo, &sb, n, spec); err != nil {
 			return err
 		}
-		if err := e.writeSandboxFiles(tx, sb); err != nil {
-			return err
-		}
 		return tx.PutSandbox(sb)
 	})
 }
@@ -343,7 +340,7 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 		removed store.Endpoint
 		nets    = map[string]store.Network{}
 	)
-	err := e.store.Update(func(tx *store.Tx) error {
+	err := e.commit(func(tx *store.Tx) error {
 		n, err := tx.Network(networkRef)
 		if err != nil {
 			return err
@@ -372,9 +369,6 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 			}
 		}
 		nets[n.ID] = n
-		if err := e.writeSandboxFiles(tx, sb); err != nil {
-			return err
-		}
 		return tx.PutSandbox(sb)
 	})
 	if err != nil {
@@ -397,62 +391,21 @@ func modeName(sb store.Sandbox) string {
 	return "networks"
 }
 
-// writeSandboxFiles writes the hosts and resolv.conf that `ebpfnet exec`
-// (and `ip netns exec`) show inside the sandbox. A host-mode sandbox uses
-// the host's own files.
-func (e *Engine) writeSandboxFiles(tx *store.Tx, sb store.Sandbox) error {
-	if sb.Mode == store.ModeHost {
-		return nil
-	}
-	hostsFor := sb
-	if sb.Mode == store.ModeContainer {
-		owner, err := tx.Sandbox(sb.Shares)
+// checkLinks resolves --link targets, which must exist.
+func checkLinks(tx *store.Tx, links []store.Link) ([]store.Link, error) {
+	var out []store.Link
+	for _, l := range links {
+		target, err := tx.Sandbox(l.Sandbox)
 		if err != nil {
-			return err
+			return nil, fmt.Errorf("link to %s: %w", l.Sandbox, err)
 		}
-		hostsFor = owner
-	}
-	dir := e.sandboxEtc(sb.Name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
-	}
-	hosts := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-	if len(hostsFor.Endpoints) > 0 {
-		hosts += fmt.Sprintf("%s\t%s\n", hostsFor.Endpoints[0].Addr, sb.Name)
-	}
-	resolv, err := hostResolvConf()
-	if err != nil {
-		return err
-	}
-	for name, content := range map[string]string{"hosts": hosts, "resolv.conf": resolv} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			return fmt.Errorf("write %s of sandbox %s: %w", name, sb.Name, err)
+		if l.Alias == "" {
+			l.Alias = target.Name
 		}
-	}
-	return nil
-}
-
-// hostResolvConf is the host's resolv.conf without loopback nameservers,
-// which would point into the sandbox itself, as Docker does it.
-func hostResolvConf() (string, error) {
-	data, err := os.ReadFile("/etc/resolv.conf")
-	if errors.Is(err, os.ErrNotExist) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("read host resolv.conf: %w", err)
-	}
-	var out strings.Builder
-	for _, line := range strings.Split(string(data), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) >= 2 && fields[0] == "nameserver" {
-			if a, err := netip.ParseAddr(fields[1]); err == nil && a.IsLoopback() {
-				continue
-			}
+		if err := checkName("link alias", l.Alias); err != nil {
+			return nil, err
 		}
-		if line != "" {
-			out.WriteString(line + "\n")
-		}
+		out = append(out, store.Link{Sandbox: target.Name, Alias: l.Alias})
 	}
-	return out.String(), nil
+	return out, nil
 }

@@ -81,6 +81,7 @@ daemon stops.`,
 	placementFlags(cmd, &cfg)
 	f := cmd.Flags()
 	f.StringVar(&attach, "attach", string(loader.AttachAuto), "how TC programs attach: auto, tcx or clsact")
+	f.StringVar(&cfg.ResolvConf, "resolv-conf", control.DefaultResolvConf, "the host's resolv.conf: upstream DNS servers and search domains")
 	f.StringArrayVar(&cfg.Uplinks, "uplink", nil, "host interface serving published ports and masquerade (repeatable; default: every interface with an IPv4 address that ebpfnet did not create)")
 	f.StringVar(&socketMode, "socket-mode", "0600", "permissions of the API socket")
 	f.StringVar(&natPorts, "nat-ports", "", "source port range of masqueraded flows (default 61000-65535)")

@@ -57,6 +57,7 @@ func newNetworkCreate(c *cli) *cobra.Command {
 	f.BoolVar(&req.Internal, "internal", false, "restrict traffic to the network: no way in or out")
 	f.StringArrayVarP(&opts, "opt", "o", nil, "driver option KEY=VALUE (repeatable)")
 	f.StringArrayVar(&labels, "label", nil, "label KEY=VALUE (repeatable)")
+	f.StringArrayVar(&req.DNS, "dns", nil, "upstream DNS server of the network's sandboxes (repeatable; default: the host's)")
 	cmd.RegisterFlagCompletionFunc("driver", cobra.FixedCompletions([]string{"bridge", "macvlan"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }

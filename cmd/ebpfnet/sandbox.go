@@ -27,6 +27,8 @@ func sandboxFlags(cmd *cobra.Command, req *api.SandboxCreate) {
 	f.StringVar(&req.IP, "ip", "", "IPv4 address on the first network")
 	f.StringArrayVar(&req.Aliases, "alias", nil, "extra name on the networks (repeatable)")
 	f.StringArrayVarP(&req.Publish, "publish", "p", nil, "publish a port, as docker run -p (repeatable)")
+	f.StringArrayVar(&req.DNS, "dns", nil, "upstream DNS server (repeatable)")
+	f.StringArrayVar(&req.Links, "link", nil, "legacy link NAME[:ALIAS]: the sandbox's address in this one's hosts (repeatable)")
 }
 
 func newSandboxCreate(c *cli) *cobra.Command {
@@ -37,6 +39,7 @@ func newSandboxCreate(c *cli) *cobra.Command {
 		Example: `  ebpfnet sandbox create web                       # on the default network "bridge"
   ebpfnet sandbox create web --network appnet --ip 172.19.5.10 --alias www -p 8080:80 -p 9000:9000/udp
   ebpfnet sandbox create side --network container:web
+  ebpfnet sandbox create app --link web:db          # db and web in app's /etc/hosts
   ebpfnet sandbox create h --network host
   ebpfnet sandbox create n --network none`,
 		Args: cobra.ExactArgs(1),

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"strings"
 
 	"github.com/ebpfnet/ebpfnet/control"
 	"github.com/ebpfnet/ebpfnet/control/store"
@@ -28,7 +29,30 @@ func networkSpec(req NetworkCreate) (control.NetworkSpec, error) {
 			return spec, fmt.Errorf("invalid gateway %q: want an IPv4 address", req.Gateway)
 		}
 	}
-	return spec, nil
+	spec.DNS, err = dnsServers(req.DNS)
+	return spec, err
+}
+
+func dnsServers(list []string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, s := range list {
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.Is4() {
+			return nil, fmt.Errorf("invalid --dns %q: want an IPv4 address", s)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// links parses --link NAME[:ALIAS].
+func links(list []string) []store.Link {
+	var out []store.Link
+	for _, s := range list {
+		name, alias, _ := strings.Cut(s, ":")
+		out = append(out, store.Link{Sandbox: name, Alias: alias})
+	}
+	return out
 }
 
 func parseIP(s string) (netip.Addr, error) {

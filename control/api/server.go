@@ -279,7 +279,13 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	sb, err := s.engine.CreateSandbox(control.SandboxSpec{Name: req.Name, Networks: req.Networks, IP: ip, Aliases: req.Aliases, Publish: publish})
+	servers, err := dnsServers(req.DNS)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	sb, err := s.engine.CreateSandbox(control.SandboxSpec{Name: req.Name, Networks: req.Networks, IP: ip, Aliases: req.Aliases,
+		Publish: publish, DNS: servers, Links: links(req.Links)})
 	if err != nil {
 		fail(w, err)
 		return

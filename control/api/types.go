@@ -16,6 +16,7 @@ type NetworkCreate struct {
 	Internal bool              `json:"Internal,omitempty"`
 	Options  map[string]string `json:"Options,omitempty"`
 	Labels   map[string]string `json:"Labels,omitempty"`
+	DNS      []string          `json:"DNS,omitempty"`
 }
 
 // SandboxCreate asks for a sandbox.
@@ -25,6 +26,8 @@ type SandboxCreate struct {
 	IP       string   `json:"IP,omitempty"`
 	Aliases  []string `json:"Aliases,omitempty"`
 	Publish  []string `json:"Publish,omitempty"` // -p specs
+	DNS      []string `json:"DNS,omitempty"`
+	Links    []string `json:"Links,omitempty"` // NAME[:ALIAS]
 }
 
 // Ports publishes or unpublishes ports of a sandbox, by -p specs.

@@ -34,6 +34,7 @@ type Network struct {
 	Internal   bool              `json:"internal,omitempty"`
 	Options    map[string]string `json:"options,omitempty"`
 	Labels     map[string]string `json:"labels,omitempty"`
+	DNS        []netip.Addr      `json:"dns,omitempty"` // upstream servers of its sandboxes' resolvers
 }
 
 // HasAddresses reports whether the network hands out addresses.
@@ -58,6 +59,15 @@ type Sandbox struct {
 	Shares       string        `json:"shares,omitempty"`
 	Endpoints    []Endpoint    `json:"endpoints,omitempty"`
 	Publications []Publication `json:"publications,omitempty"`
+	DNS          []netip.Addr  `json:"dns,omitempty"`   // upstream servers, before its networks'
+	Links        []Link        `json:"links,omitempty"` // legacy --link entries in its hosts file
+}
+
+// Link is a legacy --link: another sandbox's address in this one's hosts
+// file, under the other's name and an alias.
+type Link struct {
+	Sandbox string `json:"sandbox"`
+	Alias   string `json:"alias"`
 }
 
 // Publication is a published port of a sandbox.

@@ -95,6 +95,9 @@ func NewHostWith(tb testing.TB, setup func(h *Host), extra ...string) *Host {
 		"--etc-dir", filepath.Join(h.dir, "etc"),
 	}
 	h.Client = api.NewClient(h.Socket())
+	if err := os.WriteFile(h.ResolvConf(), []byte("nameserver "+UpstreamDNS+"\nsearch test.example\n"), 0o644); err != nil {
+		tb.Fatal(err)
+	}
 	tb.Cleanup(h.destroy)
 	h.MustRun("ip", "netns", "add", filepath.Base(h.NetNS))
 	h.MustRun("ip", "-n", filepath.Base(h.NetNS), "link", "set", "lo", "up")
@@ -105,13 +108,21 @@ func NewHostWith(tb testing.TB, setup func(h *Host), extra ...string) *Host {
 	return h
 }
 
+// UpstreamDNS is where the host's resolv.conf points: the outside
+// namespace's address, where a test may run a DNS server (ServeDNS).
+const UpstreamDNS = "10.99.0.2"
+
+// ResolvConf is the host's resolv.conf as the daemon reads it, so no test
+// ever forwards a query to the machine's own resolver.
+func (h *Host) ResolvConf() string { return filepath.Join(h.dir, "resolv.conf") }
+
 // Name returns a name unique to this host, for sandboxes and networks.
 func (h *Host) Name(s string) string { return h.Prefix + "-" + s }
 
 // Start starts the daemon and waits until it answers.
 func (h *Host) Start() {
 	h.tb.Helper()
-	args := append(append([]string{"daemon", "--socket", h.Socket()}, h.flags...), h.extra...)
+	args := append(append([]string{"daemon", "--socket", h.Socket(), "--resolv-conf", h.ResolvConf()}, h.flags...), h.extra...)
 	cmd := exec.Command(h.bin, args...)
 	logf, err := os.OpenFile(filepath.Join(h.dir, "daemon.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {

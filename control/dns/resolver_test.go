@@ -1,0 +1,241 @@
+package dns
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// writer is a fake dns.ResponseWriter that keeps what is written.
+type writer struct {
+	network string
+	msgs    []*dns.Msg
+}
+
+func (w *writer) LocalAddr() net.Addr { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 11), Port: 53} }
+func (w *writer) RemoteAddr() net.Addr {
+	if w.network == "tcp" {
+		return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+	}
+	return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+}
+func (w *writer) WriteMsg(m *dns.Msg) error { w.msgs = append(w.msgs, m); return nil }
+func (w *writer) Write([]byte) (int, error) { return 0, nil }
+func (w *writer) Close() error              { return nil }
+func (w *writer) TsigStatus() error         { return nil }
+func (w *writer) TsigTimersOnly(bool)       {}
+func (w *writer) Hijack()                   {}
+
+var (
+	ip       = netip.MustParseAddr
+	upstream = netip.MustParseAddrPort("10.99.0.2:53")
+)
+
+// testView: web on app and back, db on back only, two "cache" aliases on
+// app, api on another network, and an asker on an internal network.
+func testView() *View {
+	return NewView(map[string]Asker{
+		"client":   {Networks: []string{"app"}, Forward: true, Upstreams: []netip.AddrPort{upstream}},
+		"both":     {Networks: []string{"back", "app"}, Forward: true, Upstreams: []netip.AddrPort{upstream}},
+		"internal": {Networks: []string{"int"}, Forward: false},
+	}, []Record{
+		{Network: "app", NetworkName: "appnet", Names: []string{"web", "0123456789ab", "www"}, Addr: ip("172.19.0.2")},
+		{Network: "back", NetworkName: "backnet", Names: []string{"web"}, Addr: ip("172.20.0.2")},
+		{Network: "back", NetworkName: "backnet", Names: []string{"db"}, Addr: ip("172.20.0.3")},
+		{Network: "app", NetworkName: "appnet", Names: []string{"c1", "cache"}, Addr: ip("172.19.0.5")},
+		{Network: "app", NetworkName: "appnet", Names: []string{"c2", "cache"}, Addr: ip("172.19.0.6")},
+		{Network: "other", NetworkName: "othernet", Names: []string{"api"}, Addr: ip("172.21.0.2")},
+	})
+}
+
+// fakeUpstream answers every query NXDOMAIN, or truncated over UDP, and
+// records what it was asked over which network.
+type fakeUpstream struct {
+	mu       sync.Mutex
+	asked    []string
+	truncate bool
+	block    bool
+}
+
+func (f *fakeUpstream) exchange(ctx context.Context, q *dns.Msg, server netip.AddrPort, network string) (*dns.Msg, error) {
+	f.mu.Lock()
+	f.asked = append(f.asked, network+" "+q.Question[0].Name)
+	f.mu.Unlock()
+	if f.block {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	resp := new(dns.Msg).SetRcode(q, dns.RcodeNameError)
+	resp.Truncated = f.truncate && network == "udp"
+	return resp, nil
+}
+
+func query(name string, qtype uint16) *dns.Msg {
+	return new(dns.Msg).SetQuestion(name, qtype)
+}
+
+func ask(r *Resolver, sandbox string, q *dns.Msg, network string) *dns.Msg {
+	w := &writer{network: network}
+	r.Handler(sandbox).ServeDNS(w, q)
+	return w.msgs[0]
+}
+
+func addrsOf(m *dns.Msg) []string {
+	var out []string
+	for _, rr := range m.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			out = append(out, a.A.String())
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestAnswers(t *testing.T) {
+	tests := []struct {
+		name, sandbox, qname string
+		qtype                uint16
+		rcode                int
+		addrs                []string
+		forwarded            bool
+	}{
+		{"by name", "client", "web.", dns.TypeA, dns.RcodeSuccess, []string{"172.19.0.2"}, false},
+		{"case does not matter", "client", "WeB.", dns.TypeA, dns.RcodeSuccess, []string{"172.19.0.2"}, false},
+		{"by alias", "client", "www.", dns.TypeA, dns.RcodeSuccess, []string{"172.19.0.2"}, false},
+		{"by short ID", "client", "0123456789ab.", dns.TypeA, dns.RcodeSuccess, []string{"172.19.0.2"}, false},
+		{"name.network", "client", "web.appnet.", dns.TypeA, dns.RcodeSuccess, []string{"172.19.0.2"}, false},
+		{"alias.network", "client", "cache.appnet.", dns.TypeA, dns.RcodeSuccess, []string{"172.19.0.5", "172.19.0.6"}, false},
+		{"an alias of two", "client", "cache.", dns.TypeA, dns.RcodeSuccess, []string{"172.19.0.5", "172.19.0.6"}, false},
+		{"the address on the shared network", "both", "web.", dns.TypeA, dns.RcodeSuccess, []string{"172.20.0.2"}, false},
+		{"the other network's name.network", "both", "web.appnet.", dns.TypeA, dns.RcodeSuccess, []string{"172.19.0.2"}, false},
+		{"AAAA of a known name: no data, not forwarded", "client", "web.", dns.TypeAAAA, dns.RcodeSuccess, nil, false},
+		{"not on a shared network: forwarded", "client", "db.", dns.TypeA, dns.RcodeNameError, nil, true},
+		{"another network's sandbox: forwarded", "client", "api.", dns.TypeA, dns.RcodeNameError, nil, true},
+		{"an outside name: forwarded", "client", "example.com.", dns.TypeA, dns.RcodeNameError, nil, true},
+		{"internal networks do not forward", "internal", "example.com.", dns.TypeA, dns.RcodeRefused, nil, false},
+		{"an unknown asker is refused", "stranger", "web.", dns.TypeA, dns.RcodeRefused, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := &fakeUpstream{}
+			r := NewResolver(up.exchange)
+			r.SetView(testView())
+			q := query(tt.qname, tt.qtype)
+			resp := ask(r, tt.sandbox, q, "udp")
+			if resp.Rcode != tt.rcode || !slices.Equal(addrsOf(resp), tt.addrs) || resp.Id != q.Id {
+				t.Errorf("rcode %s, answers %v, id %d; want %s, %v, %d", dns.RcodeToString[resp.Rcode], addrsOf(resp), resp.Id,
+					dns.RcodeToString[tt.rcode], tt.addrs, q.Id)
+			}
+			if forwarded := len(up.asked) > 0; forwarded != tt.forwarded {
+				t.Errorf("forwarded = %v, want %v", forwarded, tt.forwarded)
+			}
+		})
+	}
+}
+
+func TestRoundRobin(t *testing.T) {
+	r := NewResolver((&fakeUpstream{}).exchange)
+	r.SetView(testView())
+	firsts := map[string]bool{}
+	for range 64 {
+		resp := ask(r, "client", query("cache.", dns.TypeA), "udp")
+		firsts[resp.Answer[0].(*dns.A).A.String()] = true
+	}
+	if len(firsts) != 2 {
+		t.Fatalf("over 64 answers the first address was always one of %v: no round robin", firsts)
+	}
+}
+
+func TestPTR(t *testing.T) {
+	r := NewResolver((&fakeUpstream{}).exchange)
+	r.SetView(testView())
+	resp := ask(r, "client", query("2.0.19.172.in-addr.arpa.", dns.TypePTR), "udp")
+	if len(resp.Answer) != 1 || resp.Answer[0].(*dns.PTR).Ptr != "web.appnet." {
+		t.Fatalf("PTR answer %v", resp.Answer)
+	}
+}
+
+func TestTruncatedAnswerRetriedOverTCP(t *testing.T) {
+	up := &fakeUpstream{truncate: true}
+	r := NewResolver(up.exchange)
+	r.SetView(testView())
+	ask(r, "client", query("example.com.", dns.TypeA), "udp")
+	if !slices.Equal(up.asked, []string{"udp example.com.", "tcp example.com."}) {
+		t.Fatalf("asked %v, want UDP then TCP", up.asked)
+	}
+}
+
+func TestUnreachableUpstreamFailsFast(t *testing.T) {
+	r := NewResolver((&fakeUpstream{block: true}).exchange)
+	r.SetView(testView())
+	start := time.Now()
+	resp := ask(r, "client", query("example.com.", dns.TypeA), "udp")
+	if took := time.Since(start); resp.Rcode != dns.RcodeServerFailure || took > 2*time.Second {
+		t.Fatalf("rcode %s after %s; want SERVFAIL within 2s", dns.RcodeToString[resp.Rcode], took)
+	}
+}
+
+// A flood of forwarded queries from one sandbox is turned away past the
+// in-flight limit, and other sandboxes still get answers.
+func TestFloodIsContained(t *testing.T) {
+	up := &fakeUpstream{block: true}
+	r := NewResolver(up.exchange)
+	r.SetView(testView())
+	var wg sync.WaitGroup
+	for range maxInFlight {
+		wg.Add(1)
+		go func() { defer wg.Done(); ask(r, "client", query("slow.example.", dns.TypeA), "udp") }()
+	}
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	if resp := ask(r, "client", query("one-more.example.", dns.TypeA), "udp"); resp.Rcode != dns.RcodeServerFailure || time.Since(start) > 100*time.Millisecond {
+		t.Errorf("past the limit: %s after %s; want SERVFAIL at once", dns.RcodeToString[resp.Rcode], time.Since(start))
+	}
+	if resp := ask(r, "both", query("web.", dns.TypeA), "udp"); !slices.Equal(addrsOf(resp), []string{"172.20.0.2"}) {
+		t.Errorf("another sandbox was not answered during the flood: %v", resp)
+	}
+	wg.Wait()
+}
+
+func TestMalformedQueries(t *testing.T) {
+	r := NewResolver((&fakeUpstream{}).exchange)
+	r.SetView(testView())
+	noQuestion := new(dns.Msg)
+	twoQuestions := query("web.", dns.TypeA)
+	twoQuestions.Question = append(twoQuestions.Question, twoQuestions.Question[0])
+	notQuery := query("web.", dns.TypeA)
+	notQuery.Opcode = dns.OpcodeUpdate
+	for name, q := range map[string]*dns.Msg{"no question": noQuestion, "two questions": twoQuestions, "not a query": notQuery} {
+		if resp := ask(r, "client", q, "udp"); resp.Rcode != dns.RcodeFormatError {
+			t.Errorf("%s: rcode %s, want FORMERR", name, dns.RcodeToString[resp.Rcode])
+		}
+	}
+}
+
+// FuzzAnswer feeds the resolver whatever unpacks as a DNS message: it must
+// answer (or refuse) without panicking.
+func FuzzAnswer(f *testing.F) {
+	for _, q := range []*dns.Msg{query("web.", dns.TypeA), query("2.0.19.172.in-addr.arpa.", dns.TypePTR), query("cache.appnet.", dns.TypeANY)} {
+		b, _ := q.Pack()
+		f.Add(b)
+	}
+	r := NewResolver((&fakeUpstream{}).exchange)
+	r.SetView(testView())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var q dns.Msg
+		if q.Unpack(data) != nil {
+			return
+		}
+		for _, sandbox := range []string{"client", "both", "internal", "stranger"} {
+			if resp := r.Answer(sandbox, &q, "udp"); resp == nil {
+				t.Fatal("no answer")
+			}
+		}
+	})
+}

@@ -1,0 +1,77 @@
+package dns
+
+import (
+	"net/netip"
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// View is everything the resolver knows at one moment.
+type View struct {
+	// Sandboxes that have a resolver, by sandbox ID.
+	Sandboxes map[string]Asker
+	// Names on each network (by network ID): a lower-case, fully qualified
+	// name to its addresses, in no particular order.
+	Names map[string]map[string][]netip.Addr
+	// Reverse names on each network: an address to its PTR target.
+	Reverse map[string]map[netip.Addr]string
+}
+
+// Asker is what the resolver needs to know about a sandbox that asks.
+type Asker struct {
+	Networks  []string         // IDs of its networks, in endpoint order
+	Forward   bool             // whether names it does not know go upstream
+	Upstreams []netip.AddrPort // where they go
+}
+
+// Record is one sandbox's presence on one network.
+type Record struct {
+	Network     string // network ID
+	NetworkName string
+	Names       []string // the sandbox's name, its short ID, its aliases
+	Addr        netip.Addr
+}
+
+// NewView indexes records and askers into a View.
+func NewView(askers map[string]Asker, records []Record) *View {
+	v := &View{Sandboxes: askers, Names: map[string]map[string][]netip.Addr{}, Reverse: map[string]map[netip.Addr]string{}}
+	for _, r := range records {
+		names := v.Names[r.Network]
+		if names == nil {
+			names = map[string][]netip.Addr{}
+			v.Names[r.Network] = names
+			v.Reverse[r.Network] = map[netip.Addr]string{}
+		}
+		for i, n := range r.Names {
+			for _, fq := range []string{n, n + "." + r.NetworkName} {
+				key := dns.Fqdn(strings.ToLower(fq))
+				names[key] = append(names[key], r.Addr)
+			}
+			if i == 0 { // the sandbox's own name is its PTR target
+				v.Reverse[r.Network][r.Addr] = dns.Fqdn(strings.ToLower(n + "." + r.NetworkName))
+			}
+		}
+	}
+	return v
+}
+
+// lookup finds a name for an asker: on the first of its networks that has it.
+func (v *View) lookup(a Asker, name string) ([]netip.Addr, bool) {
+	for _, n := range a.Networks {
+		if addrs, ok := v.Names[n][name]; ok {
+			return addrs, true
+		}
+	}
+	return nil, false
+}
+
+// reverse finds the PTR target of an address on one of the asker's networks.
+func (v *View) reverse(a Asker, addr netip.Addr) (string, bool) {
+	for _, n := range a.Networks {
+		if name, ok := v.Reverse[n][addr]; ok {
+			return name, true
+		}
+	}
+	return "", false
+}
