@@ -10,7 +10,7 @@ BIN := bin/ebpfnet
 # Debian packages the build, the tests and `make generate` use.
 APT_PACKAGES := clang llvm libbpf-dev iproute2 iptables nftables ethtool busybox-static curl
 
-.PHONY: all build deps generate check-generate vet test demo clean
+.PHONY: all build deps bench-deps generate check-generate vet test demo bench bench-quick clean
 
 all: build
 
@@ -46,6 +46,25 @@ test: deps vet check-generate
 	$(GO) test -count=1 -timeout 20m -v ./... 2>&1 | tee bin/test.log; test $${PIPESTATUS[0]} -eq 0
 	@if [ -n "$$CI" ] && grep -- '--- SKIP' bin/test.log; then echo "tests skipped under CI" >&2; exit 1; fi
 	@echo "$$(grep -c -- '^--- PASS' bin/test.log) passed, $$(grep -c -- '^--- FAIL' bin/test.log) failed"
+
+# bench-deps installs iperf3 and Debian's docker.io for its docker-proxy
+# binary. policy-rc.d keeps the package from starting a Docker daemon; one
+# that was already there is left as it was.
+bench-deps: deps
+	@if ! command -v iperf3 >/dev/null || [ ! -x /usr/sbin/docker-proxy ]; then \
+		created=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; created=1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 docker.io >/dev/null; rc=$$?; \
+		[ -n "$$created" ] && rm -f /usr/sbin/policy-rc.d; exit $$rc; \
+	fi
+
+# bench compares ebpfnet with iptables and docker-proxy, side by side,
+# and writes bench/results/{results.md,results.json,*.png}.
+bench: bench-deps
+	$(GO) run ./bench/cmd/dataplanes -out bench/results
+
+# bench-quick is a one-minute smoke run of the same, so the bench never rots.
+bench-quick: bench-deps
+	$(GO) run ./bench/cmd/dataplanes -quick -out bench/results/quick
 
 # demo shows the daemon at work in namespaces of its own.
 demo: deps build

@@ -2,7 +2,6 @@ package testbed
 
 import (
 	"net"
-	"testing"
 	"time"
 
 	"github.com/miekg/dns"
@@ -12,7 +11,7 @@ import (
 
 // ServeDNS runs a DNS server on addr, UDP and TCP, in the namespace at
 // nsPath; the returned function stops it (the test's end does too).
-func ServeDNS(tb testing.TB, nsPath, addr string, h dns.Handler) (stop func()) {
+func ServeDNS(tb TB, nsPath, addr string, h dns.Handler) (stop func()) {
 	tb.Helper()
 	var (
 		pc net.PacketConn

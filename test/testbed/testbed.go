@@ -33,8 +33,21 @@ var (
 	buildErr  error
 )
 
-// Binary builds the ebpfnet command once per test process.
-func Binary(tb testing.TB) string {
+// TB is what the testbed needs of its caller: a *testing.T or *testing.B,
+// or the benchmark program's runner.
+type TB interface {
+	Helper()
+	Cleanup(func())
+	TempDir() string
+	Failed() bool
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Logf(format string, args ...any)
+}
+
+// Binary builds the ebpfnet command once per process.
+func Binary(tb TB) string {
 	tb.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "ebpfnet-bin-")
@@ -56,7 +69,7 @@ func Binary(tb testing.TB) string {
 
 // Host is one fake host: a namespace and the daemon that serves it.
 type Host struct {
-	tb     testing.TB
+	tb     TB
 	Prefix string // names of everything this host makes start with it
 	NetNS  string // the host namespace's path
 	dir    string
@@ -73,16 +86,18 @@ func (h *Host) Socket() string { return filepath.Join(h.dir, "ebpfnet.sock") }
 
 // NewHost creates a host namespace and starts a daemon in it; extra flags
 // go to the daemon.
-func NewHost(tb testing.TB, extra ...string) *Host {
+func NewHost(tb TB, extra ...string) *Host {
 	tb.Helper()
 	return NewHostWith(tb, nil, extra...)
 }
 
 // NewHostWith is NewHost with setup run on the new host namespace before
 // the daemon starts (to give the host routes or interfaces).
-func NewHostWith(tb testing.TB, setup func(h *Host), extra ...string) *Host {
+func NewHostWith(tb TB, setup func(h *Host), extra ...string) *Host {
 	tb.Helper()
-	testenv.RequirePrivileges(tb)
+	if t, ok := tb.(testing.TB); ok {
+		testenv.RequirePrivileges(t)
+	}
 	bin := Binary(tb)
 	id := make([]byte, 3)
 	rand.Read(id)
@@ -169,6 +184,9 @@ func (h *Host) Stop(sig syscall.Signal) {
 	}
 	h.daemon = nil
 }
+
+// DaemonPID is the running daemon's process ID.
+func (h *Host) DaemonPID() int { return h.daemon.Process.Pid }
 
 // DaemonLog returns what the daemon has logged.
 func (h *Host) DaemonLog() string {

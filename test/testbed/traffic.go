@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"testing"
 	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/namespace"
@@ -17,13 +16,13 @@ const EchoPort = 7777
 
 // Serve runs a TCP and a UDP echo server on port EchoPort in the namespace
 // at nsPath until the test ends.
-func Serve(tb testing.TB, nsPath string) {
+func Serve(tb TB, nsPath string) {
 	tb.Helper()
 	ServeOn(tb, nsPath, EchoPort)
 }
 
 // ServeOn is Serve on another port.
-func ServeOn(tb testing.TB, nsPath string, port int) {
+func ServeOn(tb TB, nsPath string, port int) {
 	tb.Helper()
 	var (
 		tl net.Listener

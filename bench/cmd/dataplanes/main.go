@@ -1,0 +1,127 @@
+// Command dataplanes compares ebpfnet with Docker's iptables rules and
+// docker-proxy, side by side in one run on one testbed of network
+// namespaces, and writes a Markdown table, a JSON results file and charts.
+//
+//	sudo go run ./bench/cmd/dataplanes -out bench/results          # the full run
+//	sudo go run ./bench/cmd/dataplanes -quick -out bench/results   # a one-minute smoke run
+//
+// Every measurement is bounded in time and sends traffic only between
+// namespaces the run creates; everything is removed when it ends.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() {
+	log.SetFlags(0)
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "serve": // inside a server namespace
+			port, _ := strconv.Atoi(os.Args[2])
+			if err := serve(port); err != nil {
+				log.Fatal(err)
+			}
+			return
+		case "load": // inside a client namespace
+			fs := flag.NewFlagSet("load", flag.ExitOnError)
+			mode := fs.String("mode", "conn", "conn, rr or udp")
+			addr := fs.String("addr", "", "host:port")
+			local := fs.String("local", "", "source address")
+			d := fs.Duration("d", time.Second, "how long")
+			workers := fs.Int("workers", 4, "concurrent connections (conn)")
+			fs.Parse(os.Args[2:])
+			if err := load(*mode, *addr, *local, *d, *workers); err != nil {
+				log.Fatal(err)
+			}
+			return
+		}
+	}
+	var cfg config
+	flag.BoolVar(&cfg.quick, "quick", false, "a one-minute smoke run: short measurements, N up to 1000")
+	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds of every measurement, interleaved across dataplanes")
+	flag.DurationVar(&cfg.duration, "d", 3*time.Second, "length of one measurement")
+	scale := flag.String("n", "1,1000,10000,50000", "numbers of publications (iptables rules) to measure with")
+	flag.StringVar(&cfg.out, "out", "bench/results", "where results, table and charts go")
+	flag.Parse()
+	for _, s := range strings.Split(*scale, ",") {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 50000 {
+			log.Fatalf("invalid -n %q: want numbers from 1 to 50000", s)
+		}
+		cfg.scale = append(cfg.scale, n)
+	}
+	if cfg.quick {
+		cfg.rounds, cfg.duration, cfg.scale = 2, 500*time.Millisecond, []int{1, 1000}
+	}
+	if cfg.rounds < 1 {
+		log.Fatal("-rounds must be at least 1")
+	}
+	if os.Geteuid() != 0 {
+		log.Fatal("the benchmark builds network namespaces: run it as root")
+	}
+	r := &runner{dir: must(os.MkdirTemp("", "ebpfnet-bench-"))}
+	defer r.finish()
+	res := run(r, cfg)
+	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
+		r.Fatalf("create %s: %v", cfg.out, err)
+	}
+	if err := write(res, cfg.out); err != nil {
+		r.Fatalf("write results: %v", err)
+	}
+	fmt.Println(markdown(res))
+	fmt.Printf("results, table and charts in %s\n", filepath.Clean(cfg.out))
+}
+
+type config struct {
+	quick    bool
+	rounds   int
+	duration time.Duration
+	scale    []int
+	out      string
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		log.Fatal(err)
+	}
+	return v
+}
+
+// runner stands in for testing.TB so the testbed serves the benchmark too.
+type runner struct {
+	dir      string
+	cleanups []func()
+	failed   bool
+}
+
+func (r *runner) Helper()                           {}
+func (r *runner) Cleanup(f func())                  { r.cleanups = append(r.cleanups, f) }
+func (r *runner) TempDir() string                   { return must(os.MkdirTemp(r.dir, "")) }
+func (r *runner) Failed() bool                      { return r.failed }
+func (r *runner) Logf(format string, args ...any)   { log.Printf(format, args...) }
+func (r *runner) Errorf(format string, args ...any) { r.failed = true; log.Printf(format, args...) }
+func (r *runner) Fatal(args ...any)                 { r.Fatalf("%s", fmt.Sprint(args...)) }
+func (r *runner) Fatalf(format string, args ...any) {
+	r.failed = true
+	log.Printf(format, args...)
+	r.finish()
+	os.Exit(1)
+}
+
+// finish runs the cleanups, last first, once.
+func (r *runner) finish() {
+	for len(r.cleanups) > 0 {
+		f := r.cleanups[len(r.cleanups)-1]
+		r.cleanups = r.cleanups[:len(r.cleanups)-1]
+		f()
+	}
+	os.RemoveAll(r.dir)
+}

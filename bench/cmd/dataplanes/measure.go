@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ebpfnet/ebpfnet/control/api"
+)
+
+// dataplane is one way of reaching a server.
+type dataplane struct {
+	Name     string `json:"name"`
+	Baseline string `json:"baseline"` // the no-NAT path it is compared with
+	ns       string // where its client runs
+	host     string // what its client connects to
+	port     int    // echo port there
+	iperf    int    // iperf3 port there
+	local    string // its client's source address
+}
+
+func (b *bed) dataplanes() []dataplane {
+	return []dataplane{
+		{"direct", "direct", b.out, b.webIP, echoPort, iperfPort, clientDirect},
+		{"iptables", "direct", b.out, hostIPDocker, dockerPort, dockerIperf, clientIPT},
+		{"ebpfnet-tc", "direct", b.out, hostIP, ebpfPort, iperfPort, clientTC},
+		{"hostdirect", "hostdirect", b.host, b.webIP, echoPort, iperfPort, hostIP},
+		{"docker-proxy", "hostdirect", b.host, "127.0.0.1", dockerPort, dockerIperf, ""},
+		{"ebpfnet-local", "hostdirect", b.host, "127.0.0.1", ebpfPort, iperfPort, ""},
+	}
+}
+
+// Sample is one measurement.
+type Sample struct {
+	Dataplane string  `json:"dataplane"`
+	Workload  string  `json:"workload"` // conn (per s), rr (per s), udp (per s), gbps
+	N         int     `json:"n"`        // publications or rules present
+	Round     int     `json:"round"`
+	Value     float64 `json:"value"`
+	P50       float64 `json:"p50us,omitempty"`
+	P99       float64 `json:"p99us,omitempty"`
+}
+
+// Timing is how long one control operation took, in ms.
+type Timing struct {
+	What string    `json:"what"`
+	N    int       `json:"n"`
+	Ms   []float64 `json:"ms"`
+}
+
+// Results is everything a run measured.
+type Results struct {
+	Env        string      `json:"env"`
+	Rounds     int         `json:"rounds"`
+	Duration   string      `json:"duration"`
+	Dataplanes []dataplane `json:"dataplanes"`
+	Samples    []Sample    `json:"samples"`
+	Timings    []Timing    `json:"timings"`
+	RSSKiB     int         `json:"daemonRssKiB"`
+	RSSAtN     int         `json:"daemonRssAtN"`
+}
+
+func run(r *runner, cfg config) Results {
+	b := newBed(r)
+	dps := b.dataplanes()
+	res := Results{Env: environment(), Rounds: cfg.rounds, Duration: cfg.duration.String(), Dataplanes: dps}
+	log.Printf("%s", res.Env)
+
+	// Every workload on every dataplane, interleaved: a b c … a b c …
+	for round := 1; round <= cfg.rounds; round++ {
+		for _, w := range []string{"conn", "rr", "udp", "gbps"} {
+			for _, dp := range dps {
+				res.Samples = append(res.Samples, b.sample(dp, w, 1, round, cfg.duration))
+			}
+		}
+		log.Printf("round %d of %d done", round, cfg.rounds)
+	}
+
+	// Scaling: the same connections with N-1 other publications (rules).
+	client := api.NewClient(b.h.Socket())
+	maxN := slices.Max(cfg.scale)
+	for _, n := range cfg.scale {
+		b.setIptables(n)
+		b.setPublications(n)
+		for round := 1; round <= cfg.rounds; round++ {
+			for _, dp := range dps {
+				if dp.Name == "iptables" || dp.Name == "ebpfnet-tc" {
+					res.Samples = append(res.Samples, b.sample(dp, "conn", n, round, cfg.duration))
+				}
+			}
+		}
+		log.Printf("N=%d done", n)
+		if n == maxN {
+			res.Timings = append(res.Timings, b.publishTimings(client, n, 30)...)
+			res.Timings = append(res.Timings, b.iptablesTimings(n, 10)...)
+			res.RSSKiB, res.RSSAtN = rss(b.h.DaemonPID()), n
+		}
+	}
+	return res
+}
+
+func (b *bed) sample(dp dataplane, workload string, n, round int, d time.Duration) Sample {
+	s := Sample{Dataplane: dp.Name, Workload: workload, N: n, Round: round}
+	if workload == "gbps" {
+		v, err := b.iperf(dp.ns, dp.host, dp.iperf, dp.local, d)
+		if err != nil {
+			b.r.Fatalf("%v", err)
+		}
+		s.Value = v
+		return s
+	}
+	l, err := b.measure(dp.ns, workload, fmt.Sprintf("%s:%d", dp.host, dp.port), dp.local, d)
+	if err != nil {
+		b.r.Fatalf("%v", err)
+	}
+	s.Value, s.P50, s.P99 = l.Rate, l.P50, l.P99
+	return s
+}
+
+// publishTimings times publishing and unpublishing one port with n present.
+func (b *bed) publishTimings(client *api.Client, n, times int) []Timing {
+	add, remove := Timing{What: "ebpfnet publish", N: n}, Timing{What: "ebpfnet unpublish", N: n}
+	for range times {
+		t0 := time.Now()
+		if _, err := client.Publish(context.Background(), b.web, []string{"7000:7777"}); err != nil {
+			b.r.Fatalf("publish: %v", err)
+		}
+		add.Ms = append(add.Ms, ms(time.Since(t0)))
+		t0 = time.Now()
+		if _, err := client.Unpublish(context.Background(), b.web, []string{"7000"}); err != nil {
+			b.r.Fatalf("unpublish: %v", err)
+		}
+		remove.Ms = append(remove.Ms, ms(time.Since(t0)))
+	}
+	return []Timing{add, remove}
+}
+
+// iptablesTimings times adding and deleting the two rules Docker writes for
+// one port (nat DNAT, filter ACCEPT), with n ports' rules present.
+func (b *bed) iptablesTimings(n, times int) []Timing {
+	add, remove := Timing{What: "iptables add", N: n}, Timing{What: "iptables delete", N: n}
+	rules := [][]string{
+		{"-t", "nat", "DOCKER", "!", "-i", dockerBridge, "-p", "tcp", "-m", "tcp", "--dport", "7000", "-j", "DNAT", "--to-destination", dockerWeb + ":7777"},
+		{"-t", "filter", "DOCKER", "-d", dockerWeb + "/32", "!", "-i", dockerBridge, "-o", dockerBridge, "-p", "tcp", "-m", "tcp", "--dport", "7777", "-j", "ACCEPT"},
+	}
+	apply := func(op string) float64 {
+		t0 := time.Now()
+		for _, r := range rules {
+			args := append([]string{"netns", "exec", b.host, "iptables", r[0], r[1], op}, r[2:]...)
+			if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+				b.r.Fatalf("iptables %s: %v %s", op, err, out)
+			}
+		}
+		return ms(time.Since(t0))
+	}
+	for range times {
+		add.Ms = append(add.Ms, apply("-A"))
+		remove.Ms = append(remove.Ms, apply("-D"))
+	}
+	return []Timing{add, remove}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// rss is a process's resident memory in KiB.
+func rss(pid int) int {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			var kib int
+			fmt.Sscanf(strings.TrimPrefix(line, "VmRSS:"), "%d", &kib)
+			return kib
+		}
+	}
+	return 0
+}
+
+// environment is the one-line header every result carries.
+func environment() string {
+	first := func(name string, args ...string) string {
+		out, _ := exec.Command(name, args...).CombinedOutput()
+		line, _, _ := bytes.Cut(bytes.TrimSpace(out), []byte("\n"))
+		return string(line)
+	}
+	version := first("git", "describe", "--always", "--dirty")
+	return fmt.Sprintf("kernel %s, %d CPUs, %s, ebpfnet %s, %s, %s, docker-proxy from %s, %s",
+		first("uname", "-r"), runtime.NumCPU(), runtime.Version(), version, first("iptables", "--version"),
+		first("iperf3", "--version"), first("dpkg-query", "-W", "-f", "docker.io ${Version}", "docker.io"), time.Now().UTC().Format("2006-01-02"))
+}

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+)
+
+// stat is the median and range of some samples.
+type stat struct{ med, lo, hi float64 }
+
+func summarize(vs []float64) stat {
+	if len(vs) == 0 {
+		return stat{}
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return stat{med, s[0], s[len(s)-1]}
+}
+
+// values picks one field of the samples of a dataplane, workload and N.
+func (r Results) values(dp, workload string, n int, field func(Sample) float64) []float64 {
+	var out []float64
+	for _, s := range r.Samples {
+		if s.Dataplane == dp && s.Workload == workload && s.N == n {
+			out = append(out, field(s))
+		}
+	}
+	return out
+}
+
+func (r Results) stat(dp, workload string, n int) stat {
+	return summarize(r.values(dp, workload, n, func(s Sample) float64 { return s.Value }))
+}
+
+func value(s Sample) float64 { return s.Value }
+func p50(s Sample) float64   { return s.P50 }
+func p99(s Sample) float64   { return s.P99 }
+
+func num(v float64) string {
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+func cell(s stat) string { return fmt.Sprintf("%s (%s–%s)", num(s.med), num(s.lo), num(s.hi)) }
+
+func ratio(a, b stat) float64 {
+	if b.med == 0 {
+		return 0
+	}
+	return a.med / b.med
+}
+
+func markdown(r Results) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s; %d rounds of %s per measurement, interleaved across dataplanes; medians (min–max) and ratios to the no-NAT path of the same client.\n\n", r.Env, r.Rounds, r.Duration)
+	b.WriteString("| dataplane | new connections/s | × | one TCP stream, Gbit/s | × | keepalive round trips/s | p50 / p99 µs | UDP round trips/s | × |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, dp := range r.Dataplanes {
+		conn, base := r.stat(dp.Name, "conn", 1), r.stat(dp.Baseline, "conn", 1)
+		gbps, gbase := r.stat(dp.Name, "gbps", 1), r.stat(dp.Baseline, "gbps", 1)
+		rr := r.stat(dp.Name, "rr", 1)
+		udp, ubase := r.stat(dp.Name, "udp", 1), r.stat(dp.Baseline, "udp", 1)
+		lat50 := summarize(r.values(dp.Name, "rr", 1, p50))
+		lat99 := summarize(r.values(dp.Name, "rr", 1, p99))
+		fmt.Fprintf(&b, "| %s | %s | %.2f | %s | %.2f | %s | %s / %s | %s | %.2f |\n", dp.Name, cell(conn), ratio(conn, base),
+			cell(gbps), ratio(gbps, gbase), cell(rr), num(lat50.med), num(lat99.med), cell(udp), ratio(udp, ubase))
+	}
+	ns := r.scale()
+	b.WriteString("\nNew connections/s with N published ports (N sets of Docker's rules for iptables; the measured port's last):\n\n")
+	b.WriteString("| N | iptables | × N=1 | ebpfnet-tc | × N=1 |\n| --- | --- | --- | --- | --- |\n")
+	for _, n := range ns {
+		ipt, ebp := r.stat("iptables", "conn", n), r.stat("ebpfnet-tc", "conn", n)
+		fmt.Fprintf(&b, "| %d | %s | %.2f | %s | %.2f |\n", n, cell(ipt), ratio(ipt, r.stat("iptables", "conn", ns[0])),
+			cell(ebp), ratio(ebp, r.stat("ebpfnet-tc", "conn", ns[0])))
+	}
+	if len(r.Timings) > 0 {
+		fmt.Fprintf(&b, "\nAdding and removing one published port with N=%d present (ms):\n\n| operation | p50 | p99 |\n| --- | --- | --- |\n", r.Timings[0].N)
+		for _, t := range r.Timings {
+			s := slices.Clone(t.Ms)
+			slices.Sort(s)
+			fmt.Fprintf(&b, "| %s | %s | %s |\n", t.What, num(s[len(s)/2]), num(s[len(s)*99/100]))
+		}
+		fmt.Fprintf(&b, "\nDaemon RSS with %d publications: %.1f MiB.\n", r.RSSAtN, float64(r.RSSKiB)/1024)
+	}
+	b.WriteString("\nTargets:\n\n")
+	for _, t := range r.targets() {
+		mark := "met"
+		if !t.met {
+			mark = "**missed**"
+		}
+		fmt.Fprintf(&b, "- %s: %s (%s)\n", t.what, t.got, mark)
+	}
+	return b.String()
+}
+
+func (r Results) scale() []int {
+	var ns []int
+	for _, s := range r.Samples {
+		if s.Dataplane == "ebpfnet-tc" && s.Workload == "conn" && !slices.Contains(ns, s.N) {
+			ns = append(ns, s.N)
+		}
+	}
+	slices.Sort(ns)
+	return ns
+}
+
+type target struct {
+	what, got string
+	met       bool
+}
+
+// targets checks the figures against the project's targets; nothing fails
+// on a miss, the table says so.
+func (r Results) targets() []target {
+	var out []target
+	cmp := func(what string, got, want float64) {
+		out = append(out, target{what, fmt.Sprintf("%.2f×", got), got >= want})
+	}
+	cmp("client → published port, connections/s ≥ 1.0× direct", ratio(r.stat("ebpfnet-tc", "conn", 1), r.stat("direct", "conn", 1)), 1.0)
+	cmp("client → published port, Gbit/s ≥ 1.0× direct", ratio(r.stat("ebpfnet-tc", "gbps", 1), r.stat("direct", "gbps", 1)), 1.0)
+	cmp("host → 127.0.0.1:P, connections/s ≥ 2× docker-proxy", ratio(r.stat("ebpfnet-local", "conn", 1), r.stat("docker-proxy", "conn", 1)), 2.0)
+	cmp("host → 127.0.0.1:P, connections/s ≥ 0.95× hostdirect", ratio(r.stat("ebpfnet-local", "conn", 1), r.stat("hostdirect", "conn", 1)), 0.95)
+	if ns := r.scale(); len(ns) > 1 {
+		n := ns[len(ns)-1]
+		cmp(fmt.Sprintf("with %d publications, connections/s within 5%% of N=1", n), ratio(r.stat("ebpfnet-tc", "conn", n), r.stat("ebpfnet-tc", "conn", ns[0])), 0.95)
+	}
+	for _, t := range r.Timings {
+		if strings.HasPrefix(t.What, "ebpfnet") {
+			s := slices.Clone(t.Ms)
+			slices.Sort(s)
+			p := s[len(s)*99/100]
+			out = append(out, target{fmt.Sprintf("%s with %d present, p99 < 1 ms", t.What, t.N), fmt.Sprintf("%.2f ms", p), p < 1})
+		}
+	}
+	if r.RSSKiB > 0 {
+		mib := float64(r.RSSKiB) / 1024
+		out = append(out, target{fmt.Sprintf("daemon RSS with %d publications < 64 MiB", r.RSSAtN), fmt.Sprintf("%.1f MiB", mib), mib < 64})
+	}
+	return out
+}
+
+// write puts results.json, results.md and the charts in dir.
+func write(r Results, dir string) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), data, 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(markdown(r)), 0o644); err != nil {
+		return err
+	}
+	if err := scalingChart(r, filepath.Join(dir, "connections-vs-n.png")); err != nil {
+		return err
+	}
+	return latencyChart(r, filepath.Join(dir, "latency.png"))
+}
+
+func scalingChart(r Results, path string) error {
+	p := plot.New()
+	p.Title.Text = "New connections/s vs published ports"
+	p.X.Label.Text = "N published ports (iptables: rule sets)"
+	p.Y.Label.Text = "connections/s (median)"
+	p.X.Scale = plot.LogScale{}
+	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+	var lines []any
+	for _, dp := range []string{"iptables", "ebpfnet-tc"} {
+		var pts plotter.XYs
+		for _, n := range r.scale() {
+			pts = append(pts, plotter.XY{X: float64(n), Y: r.stat(dp, "conn", n).med})
+		}
+		lines = append(lines, dp, pts)
+	}
+	if err := plotutil.AddLinePoints(p, lines...); err != nil {
+		return err
+	}
+	ns := r.scale()
+	p.X.Min, p.X.Max = float64(ns[0])/2, float64(ns[len(ns)-1])*2 // a log axis needs a range
+	p.Y.Min = 0
+	return p.Save(7*vg.Inch, 4*vg.Inch, path)
+}
+
+func latencyChart(r Results, path string) error {
+	p := plot.New()
+	p.Title.Text = "Keepalive request/response latency"
+	p.Y.Label.Text = "µs (median over rounds)"
+	var names []string
+	var v50, v99 plotter.Values
+	for _, dp := range r.Dataplanes {
+		names = append(names, dp.Name)
+		v50 = append(v50, summarize(r.values(dp.Name, "rr", 1, p50)).med)
+		v99 = append(v99, summarize(r.values(dp.Name, "rr", 1, p99)).med)
+	}
+	w := vg.Points(14)
+	b50, err := plotter.NewBarChart(v50, w)
+	if err != nil {
+		return err
+	}
+	b99, err := plotter.NewBarChart(v99, w)
+	if err != nil {
+		return err
+	}
+	b50.Color, b99.Color = plotutil.Color(0), plotutil.Color(1)
+	b50.Offset, b99.Offset = -w/2, w/2
+	p.Add(b50, b99)
+	p.Legend.Add("p50", b50)
+	p.Legend.Add("p99", b99)
+	p.Legend.Top = true
+	p.NominalX(names...)
+	return p.Save(8*vg.Inch, 4*vg.Inch, path)
+}
