@@ -197,13 +197,21 @@ func (r rollback) run(log *slog.Logger) {
 // fails, the undo steps change registered are run, so the kernel is left as
 // it was; when it succeeds, names and files follow the new state.
 func (e *Engine) update(change func(tx *store.Tx, undo *rollback) error) error {
+	return e.apply(change, true)
+}
+
+// apply is update for changes that may touch no name (refreshNames false):
+// publishing ports, whose cost should not grow with the number of sandboxes.
+func (e *Engine) apply(change func(tx *store.Tx, undo *rollback) error, refreshNames bool) error {
 	var undo rollback
 	err := e.store.Update(func(tx *store.Tx) error { return change(tx, &undo) })
 	if err != nil {
 		undo.run(e.log)
 		return err
 	}
-	e.refreshNames()
+	if refreshNames {
+		e.refreshNames()
+	}
 	return nil
 }
 

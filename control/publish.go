@@ -147,7 +147,7 @@ func (e *Engine) Publish(sandboxRef string, specs []PortSpec) ([]store.Publicati
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var added []store.Publication
-	err := e.update(func(tx *store.Tx, undo *rollback) error {
+	err := e.apply(func(tx *store.Tx, undo *rollback) error {
 		sb, err := tx.Sandbox(sandboxRef)
 		if err != nil {
 			return err
@@ -156,7 +156,7 @@ func (e *Engine) Publish(sandboxRef string, specs []PortSpec) ([]store.Publicati
 			return err
 		}
 		return tx.PutSandbox(sb)
-	})
+	}, false)
 	return added, err
 }
 
@@ -366,7 +366,7 @@ func (e *Engine) Unpublish(sandboxRef string, specs []PortSpec) ([]store.Publica
 		removed []store.Publication
 		unmap   []maps.Publication
 	)
-	err := e.commit(func(tx *store.Tx) error {
+	err := e.store.Update(func(tx *store.Tx) error { // names do not change
 		sb, err := tx.Sandbox(sandboxRef)
 		if err != nil {
 			return err
