@@ -14,9 +14,12 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 )
 
@@ -69,6 +72,13 @@ func main() {
 	}
 	r := &runner{dir: must(os.MkdirTemp("", "ebpfnet-bench-"))}
 	defer r.finish()
+	// Interrupted, the run still removes every namespace, process and pin.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-signals
+		r.Fatalf("interrupted")
+	}()
 	res := run(r, cfg)
 	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
 		r.Fatalf("create %s: %v", cfg.out, err)
@@ -97,13 +107,18 @@ func must[T any](v T, err error) T {
 
 // runner stands in for testing.TB so the testbed serves the benchmark too.
 type runner struct {
+	mu       sync.Mutex // cleanups may be run by a signal while the run adds one
 	dir      string
 	cleanups []func()
 	failed   bool
 }
 
-func (r *runner) Helper()                           {}
-func (r *runner) Cleanup(f func())                  { r.cleanups = append(r.cleanups, f) }
+func (r *runner) Helper() {}
+func (r *runner) Cleanup(f func()) {
+	r.mu.Lock()
+	r.cleanups = append(r.cleanups, f)
+	r.mu.Unlock()
+}
 func (r *runner) TempDir() string                   { return must(os.MkdirTemp(r.dir, "")) }
 func (r *runner) Failed() bool                      { return r.failed }
 func (r *runner) Logf(format string, args ...any)   { log.Printf(format, args...) }
@@ -118,9 +133,15 @@ func (r *runner) Fatalf(format string, args ...any) {
 
 // finish runs the cleanups, last first, once.
 func (r *runner) finish() {
-	for len(r.cleanups) > 0 {
+	for {
+		r.mu.Lock()
+		if len(r.cleanups) == 0 {
+			r.mu.Unlock()
+			break
+		}
 		f := r.cleanups[len(r.cleanups)-1]
 		r.cleanups = r.cleanups[:len(r.cleanups)-1]
+		r.mu.Unlock()
 		f()
 	}
 	os.RemoveAll(r.dir)
