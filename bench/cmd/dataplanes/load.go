@@ -9,7 +9,10 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Load is what one load run measured.
@@ -66,6 +69,15 @@ func load(mode, addr, local string, d time.Duration, workers int) error {
 	)
 	deadline := time.Now().Add(d)
 	dialer := net.Dialer{Timeout: 2 * time.Second}
+	// A client bound to a source address would take its port at bind(),
+	// where TIME_WAIT ports cannot be reused; let connect() choose it.
+	dialer.Control = func(_, _ string, c syscall.RawConn) error {
+		var err error
+		c.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		})
+		return err
+	}
 	if local != "" {
 		dialer.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
 		if mode == "udp" {
