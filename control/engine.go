@@ -63,6 +63,10 @@ type Engine struct {
 	stopWatcher func()
 	resolver    *dns.Resolver
 	dnsServers  *dns.Servers
+	// ports indexes every publication by protocol and host port, so a
+	// publish need not read every sandbox; guarded by mu, nil until needed
+	// and after a failed change (rebuilt from the store).
+	ports portIndex
 }
 
 // New opens the state, loads the datapath, creates the predefined networks
@@ -207,6 +211,7 @@ func (e *Engine) apply(change func(tx *store.Tx, undo *rollback) error, refreshN
 	err := e.store.Update(func(tx *store.Tx) error { return change(tx, &undo) })
 	if err != nil {
 		undo.run(e.log)
+		e.ports = nil // it may hold what the failed change added
 		return err
 	}
 	if refreshNames {

@@ -170,7 +170,7 @@ func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb *store.Sandbox
 	if err != nil {
 		return nil, err
 	}
-	taken, err := publishedPorts(tx)
+	taken, err := e.portIndex(tx)
 	if err != nil {
 		return nil, err
 	}
@@ -240,15 +240,43 @@ func (ix portIndex) conflict(p store.Publication) (owned, bool) {
 	return owned{}, false
 }
 
-func publishedPorts(tx *store.Tx) (portIndex, error) {
+// remove drops a sandbox's publication from the index.
+func (ix portIndex) remove(p store.Publication, sandbox string) {
+	k := portKey{p.Proto, p.HostPort}
+	ix[k] = slices.DeleteFunc(ix[k], func(o owned) bool { return o.sandbox == sandbox && o.Publication == p })
+	if len(ix[k]) == 0 {
+		delete(ix, k)
+	}
+}
+
+// portIndex returns the index of every publication, building it from the
+// store when there is none. Callers hold e.mu.
+func (e *Engine) portIndex(tx *store.Tx) (portIndex, error) {
+	if e.ports != nil {
+		return e.ports, nil
+	}
 	sbs, err := tx.Sandboxes()
+	if err != nil {
+		return nil, err
+	}
 	ix := portIndex{}
 	for _, sb := range sbs {
 		for _, p := range sb.Publications {
 			ix.add(p, sb.Name)
 		}
 	}
-	return ix, err
+	e.ports = ix
+	return ix, nil
+}
+
+// forgetPorts drops a removed sandbox's publications from the index.
+func (e *Engine) forgetPorts(sandbox string, pubs []store.Publication) {
+	if e.ports == nil {
+		return
+	}
+	for _, p := range pubs {
+		e.ports.remove(p, sandbox)
+	}
 }
 
 // choosePorts turns a spec into publications with free host ports and
@@ -365,9 +393,11 @@ func (e *Engine) Unpublish(sandboxRef string, specs []PortSpec) ([]store.Publica
 	var (
 		removed []store.Publication
 		unmap   []maps.Publication
+		name    string
 	)
 	err := e.store.Update(func(tx *store.Tx) error { // names do not change
 		sb, err := tx.Sandbox(sandboxRef)
+		name = sb.Name
 		if err != nil {
 			return err
 		}
@@ -390,6 +420,7 @@ func (e *Engine) Unpublish(sandboxRef string, specs []PortSpec) ([]store.Publica
 	if err != nil {
 		return nil, err
 	}
+	e.forgetPorts(name, removed)
 	return removed, e.maps.DeletePublications(unmap...)
 }
 

@@ -250,6 +250,7 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 	// The record is gone; leftovers are the reconciler's to remove, so the
 	// teardown keeps going and reports what it could not do.
 	path := e.sandboxPath(sb.Name)
+	e.forgetPorts(sb.Name, sb.Publications)
 	errs := []error{e.maps.DeletePublications(publicationMaps(sb, sb.Publications)...)}
 	for _, ep := range sb.Endpoints {
 		errs = append(errs, e.detachEndpoint(nets[ep.NetworkID], path, ep))

@@ -185,10 +185,7 @@ func (m *Maps) DeletePublications(pubs ...Publication) error {
 // forgetFlows removes the conntrack entries of publications' flows, in both
 // directions. byPort holds the publications by host port and protocol.
 func (m *Maps) forgetFlows(byPort map[bpf.DatapathPublicationKey][]Publication) error {
-	var (
-		k, v  bpf.DatapathFlow
-		stale []bpf.DatapathFlow
-	)
+	var stale []bpf.DatapathFlow
 	matches := func(port uint16, proto uint8, match func(Publication) bool) bool {
 		for _, p := range byPort[bpf.DatapathPublicationKey{Port: port, Proto: proto}] {
 			if match(p) {
@@ -197,24 +194,33 @@ func (m *Maps) forgetFlows(byPort map[bpf.DatapathPublicationKey][]Publication) 
 		}
 		return false
 	}
-	it := m.m.Ct.Iterate()
-	for it.Next(&k, &v) {
-		// To the published port, translated to the endpoint…
-		toPublished := matches(k.Dport, k.Proto, func(p Publication) bool {
-			hostAddr := be32(p.HostAddr)
-			return (hostAddr == 0 || k.Daddr == hostAddr) && v.Daddr == be32(p.Addr) && v.Dport == be16(p.Port)
-		})
-		// …and the endpoint's replies, translated back.
-		fromEndpoint := matches(v.Sport, k.Proto, func(p Publication) bool {
-			hostAddr := be32(p.HostAddr)
-			return k.Saddr == be32(p.Addr) && k.Sport == be16(p.Port) && (hostAddr == 0 || v.Saddr == hostAddr)
-		})
-		if toPublished || fromEndpoint {
-			stale = append(stale, k)
+	// Batches: one system call per few thousand entries, not two per entry.
+	var cursor ebpf.MapBatchCursor
+	keys, values := make([]bpf.DatapathFlow, 4096), make([]bpf.DatapathFlow, 4096)
+	for {
+		n, err := m.m.Ct.BatchLookup(&cursor, keys, values, nil)
+		for i := range n {
+			k, v := keys[i], values[i]
+			// To the published port, translated to the endpoint…
+			toPublished := matches(k.Dport, k.Proto, func(p Publication) bool {
+				hostAddr := be32(p.HostAddr)
+				return (hostAddr == 0 || k.Daddr == hostAddr) && v.Daddr == be32(p.Addr) && v.Dport == be16(p.Port)
+			})
+			// …and the endpoint's replies, translated back.
+			fromEndpoint := matches(v.Sport, k.Proto, func(p Publication) bool {
+				hostAddr := be32(p.HostAddr)
+				return k.Saddr == be32(p.Addr) && k.Sport == be16(p.Port) && (hostAddr == 0 || v.Saddr == hostAddr)
+			})
+			if toPublished || fromEndpoint {
+				stale = append(stale, k)
+			}
 		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate conntrack: %w", err)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read conntrack: %w", err)
+		}
 	}
 	var errs []error
 	for _, k := range stale {

@@ -356,10 +356,14 @@ func TestPublishConflictsAndUnpublish(t *testing.T) {
 	}
 	mustFail(t, "outside to 8080 after unpublish", testbed.TCPTo(out.NS, hostIP+":8080"))
 	mustFail(t, "host to 127.0.0.1:8080 after unpublish", testbed.TCPTo(h.NetNS, "127.0.0.1:8080"))
+	// A removed publication frees its port: after unpublish, and with its sandbox.
+	h.MustCLI("publish", "8080:7777", other)
 	h.MustCLI("sandbox", "rm", other)
 	if n := mapEntries(t, h)["publications"]; n != 0 {
 		t.Errorf("%d publications left after the sandbox went", n)
 	}
+	h.MustCLI("publish", "8080:7777", "8100-8102:7775-7777", web)
+	mustWork(t, "outside to 8080, published again", testbed.TCPTo(out.NS, hostIP+":8080"))
 }
 
 func mapEntries(t *testing.T, h *testbed.Host) map[string]int {

@@ -98,14 +98,17 @@ func list[T any](b *bolt.Bucket) ([]T, error) {
 // by a unique ID prefix.
 func find[T any](b *bolt.Bucket, ref string, name, id func(*T) string) (T, error) {
 	var zero T
+	// Names are the keys: most lookups decode one record, not all.
+	if data := b.Get([]byte(ref)); data != nil {
+		var rec T
+		if err := json.Unmarshal(data, &rec); err != nil {
+			return zero, fmt.Errorf("decode record %s: %w", ref, err)
+		}
+		return rec, nil
+	}
 	all, err := list[T](b)
 	if err != nil {
 		return zero, err
-	}
-	for i := range all {
-		if name(&all[i]) == ref {
-			return all[i], nil
-		}
 	}
 	var matches []T
 	for i := range all {
