@@ -157,6 +157,9 @@ func (e *Engine) inHost(fn func() error) error { return namespace.Do(e.cfg.NetNS
 func (e *Engine) sandboxPath(name string) string { return filepath.Join(e.cfg.NetnsDir, name) }
 func (e *Engine) sandboxEtc(name string) string  { return filepath.Join(e.cfg.EtcDir, name) }
 
+// Snapshot reads every network and sandbox in one transaction.
+func (e *Engine) Snapshot() ([]store.Network, []store.Sandbox, error) { return e.store.Snapshot() }
+
 // View runs fn on a consistent snapshot of the state.
 func (e *Engine) View(fn func(*store.Tx) error) error { return e.store.View(fn) }
 

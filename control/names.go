@@ -19,18 +19,7 @@ import (
 // follow the store after a change. Failures are logged: the store has
 // changed already, and the next change or reconcile tries again.
 func (e *Engine) refreshNames() {
-	var (
-		nets []store.Network
-		sbs  []store.Sandbox
-	)
-	err := e.store.View(func(tx *store.Tx) error {
-		var err error
-		if nets, err = tx.Networks(); err != nil {
-			return err
-		}
-		sbs, err = tx.Sandboxes()
-		return err
-	})
+	nets, sbs, err := e.store.Snapshot()
 	if err == nil {
 		err = e.syncNames(nets, sbs)
 	}

@@ -21,18 +21,7 @@ import (
 func (e *Engine) Reconcile() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var (
-		nets []store.Network
-		sbs  []store.Sandbox
-	)
-	err := e.store.View(func(tx *store.Tx) error {
-		var err error
-		if nets, err = tx.Networks(); err != nil {
-			return err
-		}
-		sbs, err = tx.Sandboxes()
-		return err
-	})
+	nets, sbs, err := e.store.Snapshot()
 	if err != nil {
 		return err
 	}

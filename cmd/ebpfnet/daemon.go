@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -23,6 +24,9 @@ func placementFlags(cmd *cobra.Command, cfg *control.Config) {
 	f.StringVar(&cfg.NetnsDir, "netns-dir", control.DefaultNetnsDir, "directory where sandbox namespaces are bound")
 	f.StringVar(&cfg.EtcDir, "etc-dir", control.DefaultEtcDir, "directory of the sandboxes' resolv.conf and hosts")
 }
+
+// memoryLimit is the daemon's soft heap limit unless GOMEMLIMIT sets one.
+const memoryLimit = 40 << 20
 
 func newDaemonCommand(c *cli) *cobra.Command {
 	var (
@@ -68,6 +72,11 @@ daemon stops.`,
 				return fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", logLevel)
 			}
 			cfg.AttachMode = mode
+			// A host daemon should stay small: bound the heap softly, so a
+			// burst (decoding a large state) does not leave RSS at its peak.
+			if os.Getenv("GOMEMLIMIT") == "" {
+				debug.SetMemoryLimit(memoryLimit)
+			}
 			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			engine, err := control.New(cfg)
 			if err != nil {

@@ -108,20 +108,8 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-// snapshot reads every network and sandbox in one transaction.
-func (s *Server) snapshot() (nets []store.Network, sbs []store.Sandbox, err error) {
-	err = s.engine.View(func(tx *store.Tx) error {
-		if nets, err = tx.Networks(); err != nil {
-			return err
-		}
-		sbs, err = tx.Sandboxes()
-		return err
-	})
-	return nets, sbs, err
-}
-
 func (s *Server) listNetworks(w http.ResponseWriter, r *http.Request) {
-	nets, sbs, err := s.snapshot()
+	nets, sbs, err := s.engine.Snapshot()
 	if err != nil {
 		fail(w, err)
 		return
@@ -234,7 +222,7 @@ func (s *Server) sandboxView(sb store.Sandbox, nets map[string]store.Network) Sa
 }
 
 func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
-	nets, sbs, err := s.snapshot()
+	nets, sbs, err := s.engine.Snapshot()
 	if err != nil {
 		fail(w, err)
 		return
@@ -290,7 +278,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	nets, _, err := s.snapshot()
+	nets, _, err := s.engine.Snapshot()
 	if err != nil {
 		fail(w, err)
 		return

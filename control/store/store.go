@@ -68,6 +68,18 @@ func (s *Store) Update(fn func(*Tx) error) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
 }
 
+// Snapshot reads every network and sandbox in one transaction.
+func (s *Store) Snapshot() (nets []Network, sbs []Sandbox, err error) {
+	err = s.View(func(tx *Tx) error {
+		if nets, err = tx.Networks(); err != nil {
+			return err
+		}
+		sbs, err = tx.Sandboxes()
+		return err
+	})
+	return nets, sbs, err
+}
+
 // Tx is one transaction.
 type Tx struct {
 	tx *bolt.Tx

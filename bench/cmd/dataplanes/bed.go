@@ -21,6 +21,7 @@ import (
 // program, and each dataplane's client its own source address.
 const (
 	hostIP       = "10.99.0.1" // uplink0
+	hostIPOthers = "10.99.0.3" // uplink0 too: where the N-1 other publications live
 	hostIPDocker = "10.98.0.1" // uplink1
 	clientDirect = "10.99.0.2"
 	clientTC     = "10.99.0.4"
@@ -52,6 +53,7 @@ func newBed(r *runner) *bed {
 	b.h = testbed.NewHostWith(r, func(h *testbed.Host) {
 		out := h.AddOutside()
 		b.host, b.out = filepath.Base(h.NetNS), filepath.Base(out.NS)
+		b.sh("ip", "-n", b.host, "addr", "add", hostIPOthers+"/24", "dev", "uplink0")
 		b.dockerWeb = h.Prefix + "-dockerweb"
 		b.sh("ip", "-n", b.out, "addr", "add", clientTC+"/24", "dev", "eth0")
 		b.sh("ip", "-n", b.host, "link", "add", "uplink1", "type", "veth", "peer", "name", "eth1", "netns", b.out)
@@ -62,11 +64,8 @@ func newBed(r *runner) *bed {
 		// Tens of thousands of short connections per run: without these the
 		// clients' TIME_WAIT sockets pile up and slow every connect() down
 		// (the port search), whatever the dataplane.
-		// The host's own clients keep clear of the published range
-		// (otherPorts…+50000): a port a host socket holds cannot be published.
-		for ns, ports := range map[string]string{b.host: "60000 65000", b.out: "20000 65000"} {
-			b.sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1",
-				"net.ipv4.tcp_max_tw_buckets=4096", "net.ipv4.ip_local_port_range="+ports)
+		for _, ns := range []string{b.host, b.out} {
+			b.sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.tcp_max_tw_buckets=4096")
 		}
 		// Docker's side: a bridge, a server namespace on it.
 		b.sh("ip", "-n", b.host, "link", "add", dockerBridge, "type", "bridge")
@@ -204,12 +203,13 @@ COMMIT
 }
 
 // setPublications makes ebpfnet hold the measured publications and n-1
-// others, on a sandbox of their own.
+// others, on a sandbox of their own and a host address of their own, so
+// the host's own sockets (on its other addresses) never hold their ports.
 func (b *bed) setPublications(n int) {
 	others := b.h.Name("others")
 	b.h.CLI("unpublish", fmt.Sprintf("%d-%d", otherPorts, otherPorts+49999), others)
 	if n > 1 {
-		b.h.MustCLI("publish", fmt.Sprintf("%d-%d:%d-%d", otherPorts, otherPorts+n-2, otherPorts, otherPorts+n-2), others)
+		b.h.MustCLI("publish", fmt.Sprintf("%s:%d-%d:%d-%d", hostIPOthers, otherPorts, otherPorts+n-2, otherPorts, otherPorts+n-2), others)
 	}
 }
 
