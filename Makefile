@@ -4,6 +4,8 @@ SHELL := /bin/bash
 
 # sudo resets PATH; find Go where its installer puts it.
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+# The tests and the bench build ebpfnet with `go` themselves.
+export PATH := $(patsubst %/,%,$(dir $(GO))):$(PATH)
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 BIN := bin/ebpfnet
 
