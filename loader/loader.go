@@ -147,9 +147,6 @@ func (d *Datapath) Close() error {
 	return errors.Join(d.Endpoint.Close(), d.Uplink.Close(), d.Sock.Close(), d.Maps.Close())
 }
 
-// PinDir is the bpffs directory holding the datapath's pins.
-func (d *Datapath) PinDir() string { return d.pinDir }
-
 type direction struct {
 	name   string
 	tcx    ebpf.AttachType
