@@ -36,10 +36,7 @@ func (e *Engine) syncNames(nets []store.Network, sbs []store.Sandbox) error {
 	if err != nil {
 		return err
 	}
-	byID := map[string]store.Network{}
-	for _, n := range nets {
-		byID[n.ID] = n
-	}
+	byID := store.ByID(nets)
 	byName := map[string]store.Sandbox{}
 	for _, sb := range sbs {
 		byName[sb.Name] = sb

@@ -106,11 +106,7 @@ func overlaps(a, b store.Publication) bool {
 }
 
 func describe(p store.Publication) string {
-	ip := "0.0.0.0"
-	if p.HostIP.IsValid() {
-		ip = p.HostIP.String()
-	}
-	return fmt.Sprintf("%s:%d->%d/%s", ip, p.HostPort, p.Port, p.Proto)
+	return fmt.Sprintf("%s:%d->%d/%s", p.HostAddress(), p.HostPort, p.Port, p.Proto)
 }
 
 // publishTarget is the endpoint a sandbox's published ports lead to: its
@@ -337,11 +333,7 @@ func checkFree(p store.Publication, taken portIndex) error {
 	if t, ok := taken.conflict(p); ok {
 		return fmt.Errorf("host port %s is already published by sandbox %s (%s)", hostPort(p), t.sandbox, describe(t.Publication))
 	}
-	addr := "0.0.0.0"
-	if p.HostIP.IsValid() {
-		addr = p.HostIP.String()
-	}
-	addr = net.JoinHostPort(addr, strconv.Itoa(int(p.HostPort)))
+	addr := net.JoinHostPort(p.HostAddress(), strconv.Itoa(int(p.HostPort)))
 	var err error
 	if p.Proto == "udp" {
 		var c net.PacketConn

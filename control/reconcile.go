@@ -25,12 +25,11 @@ func (e *Engine) Reconcile() error {
 	if err != nil {
 		return err
 	}
-	byID := map[string]store.Network{}
 	var errs []error
 	for i := range nets {
-		byID[nets[i].ID] = nets[i]
 		errs = append(errs, e.setupNetwork(&nets[i]))
 	}
+	byID := store.ByID(nets)
 	// Namespace owners first: container-mode sandboxes bind theirs.
 	sort.SliceStable(sbs, func(i, j int) bool {
 		return sbs[i].Mode != store.ModeContainer && sbs[j].Mode == store.ModeContainer
@@ -118,9 +117,8 @@ func (e *Engine) refreshEndpoint(n store.Network, sandboxNS string, ep store.End
 // ifindex they have now.
 func (e *Engine) syncMaps(nets []store.Network, sbs []store.Sandbox) error {
 	var want maps.Desired
-	byID := map[string]store.Network{}
+	byID := store.ByID(nets)
 	for _, n := range nets {
-		byID[n.ID] = n
 		if n.Driver == store.DriverBridge {
 			want.Networks = append(want.Networks, networkMaps(n))
 		}

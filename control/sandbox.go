@@ -317,13 +317,12 @@ func (e *Engine) Connect(networkRef, sandboxRef string, spec EndpointSpec) error
 			return err
 		}
 		if sb.Mode != store.ModeNetworks || !n.HasAddresses() {
+			mode := store.NetworkMode(sb, func(id string) string { m, _ := tx.Network(id); return m.Name })
 			return fmt.Errorf("cannot connect sandbox %s (%s) to network %s (%s): only sandboxes with their own namespace join bridge or macvlan networks",
-				sb.Name, modeName(sb), n.Name, n.Driver)
+				sb.Name, mode, n.Name, n.Driver)
 		}
-		for _, ep := range sb.Endpoints {
-			if ep.NetworkID == n.ID {
-				return fmt.Errorf("sandbox %s is already connected to network %s", sb.Name, n.Name)
-			}
+		if _, ok := endpointOn(sb, n.ID); ok {
+			return fmt.Errorf("sandbox %s is already connected to network %s", sb.Name, n.Name)
 		}
 		if err := e.addEndpoint(tx, undo, &sb, n, spec); err != nil {
 			return err
@@ -378,18 +377,6 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 	path := e.sandboxPath(sb.Name)
 	return errors.Join(e.detachEndpoint(nets[removed.NetworkID], path, removed),
 		ensureDefaultRoute(path, sb.Endpoints, nets))
-}
-
-func modeName(sb store.Sandbox) string {
-	switch {
-	case sb.Mode == store.ModeContainer:
-		return containerPrefix + sb.Shares
-	case sb.Mode == store.ModeHost:
-		return NetworkHost
-	case len(sb.Endpoints) == 0:
-		return NetworkNone
-	}
-	return "networks"
 }
 
 // checkLinks resolves --link targets, which must exist.

@@ -119,12 +119,8 @@ func portSpecs(specs []string, anyProto bool) ([]control.PortSpec, error) {
 func portBindings(pubs []store.Publication) map[string][]PortBinding {
 	out := map[string][]PortBinding{}
 	for _, p := range pubs {
-		ip := "0.0.0.0"
-		if p.HostIP.IsValid() {
-			ip = p.HostIP.String()
-		}
 		key := fmt.Sprintf("%d/%s", p.Port, p.Proto)
-		out[key] = append(out[key], PortBinding{HostIP: ip, HostPort: fmt.Sprint(p.HostPort)})
+		out[key] = append(out[key], PortBinding{HostIP: p.HostAddress(), HostPort: fmt.Sprint(p.HostPort)})
 	}
 	return out
 }
@@ -133,16 +129,7 @@ func sandboxView(sb store.Sandbox, nets map[string]store.Network, netnsPath, etc
 	v := Sandbox{ID: sb.ID, Name: sb.Name, Created: sb.Created,
 		NetworkSettings: NetworkSettings{SandboxKey: netnsPath, EtcDir: etcDir, Networks: map[string]EndpointSettings{},
 			Ports: portBindings(sb.Publications)}}
-	switch {
-	case sb.Mode == store.ModeHost:
-		v.HostConfig.NetworkMode = control.NetworkHost
-	case sb.Mode == store.ModeContainer:
-		v.HostConfig.NetworkMode = "container:" + sb.Shares
-	case len(sb.Endpoints) == 0:
-		v.HostConfig.NetworkMode = control.NetworkNone
-	default:
-		v.HostConfig.NetworkMode = nets[sb.Endpoints[0].NetworkID].Name
-	}
+	v.HostConfig.NetworkMode = store.NetworkMode(sb, func(id string) string { return nets[id].Name })
 	for _, ep := range sb.Endpoints {
 		n := nets[ep.NetworkID]
 		aliases := ep.Aliases

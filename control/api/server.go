@@ -205,14 +205,6 @@ func (s *Server) disconnect(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func byID(nets []store.Network) map[string]store.Network {
-	m := map[string]store.Network{}
-	for _, n := range nets {
-		m[n.ID] = n
-	}
-	return m
-}
-
 func (s *Server) sandboxView(sb store.Sandbox, nets map[string]store.Network) Sandbox {
 	etc := ""
 	if sb.Mode != store.ModeHost {
@@ -229,7 +221,7 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
 	}
 	out := []Sandbox{}
 	for _, sb := range sbs {
-		out = append(out, s.sandboxView(sb, byID(nets)))
+		out = append(out, s.sandboxView(sb, store.ByID(nets)))
 	}
 	reply(w, http.StatusOK, out)
 }
@@ -249,7 +241,7 @@ func (s *Server) inspectSandbox(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	reply(w, http.StatusOK, s.sandboxView(sb, byID(nets)))
+	reply(w, http.StatusOK, s.sandboxView(sb, store.ByID(nets)))
 }
 
 func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
@@ -283,7 +275,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	reply(w, http.StatusCreated, s.sandboxView(sb, byID(nets)))
+	reply(w, http.StatusCreated, s.sandboxView(sb, store.ByID(nets)))
 }
 
 func (s *Server) removeSandbox(w http.ResponseWriter, r *http.Request) {

@@ -70,6 +70,30 @@ type Link struct {
 	Alias   string `json:"alias"`
 }
 
+// ByID indexes networks by ID.
+func ByID(nets []Network) map[string]Network {
+	m := make(map[string]Network, len(nets))
+	for _, n := range nets {
+		m[n.ID] = n
+	}
+	return m
+}
+
+// NetworkMode names how a sandbox is networked, as docker inspect's
+// HostConfig.NetworkMode does: host, none, container:NAME, or its first
+// network (networkName turns a network ID into its name).
+func NetworkMode(sb Sandbox, networkName func(id string) string) string {
+	switch {
+	case sb.Mode == ModeHost:
+		return "host"
+	case sb.Mode == ModeContainer:
+		return "container:" + sb.Shares
+	case len(sb.Endpoints) == 0:
+		return "none"
+	}
+	return networkName(sb.Endpoints[0].NetworkID)
+}
+
 // Publication is a published port of a sandbox.
 type Publication struct {
 	HostIP    netip.Addr `json:"hostIp,omitzero"` // zero: every address of the host
@@ -77,6 +101,15 @@ type Publication struct {
 	Proto     string     `json:"proto"`     // tcp or udp
 	Port      uint16     `json:"port"`      // in the sandbox
 	NetworkID string     `json:"networkId"` // the endpoint the port leads to
+}
+
+// HostAddress is the host address a publication listens on, 0.0.0.0 for
+// every address.
+func (p Publication) HostAddress() string {
+	if p.HostIP.IsValid() {
+		return p.HostIP.String()
+	}
+	return "0.0.0.0"
 }
 
 // Endpoint attaches a sandbox to a network.
