@@ -162,35 +162,31 @@ var (
 // endpoint: from_container on ingress, to_container on egress. It is
 // idempotent, and replaces programs a previous daemon attached.
 func (d *Datapath) AttachEndpoint(ifname string, ifindex int) (AttachMode, error) {
-	mode := d.mode
-	if mode != AttachClsact {
-		err := d.attachTCX(ifname, ifindex, ingress, d.Endpoint.FromContainer)
-		if err == nil {
-			err = d.attachTCX(ifname, ifindex, egress, d.Endpoint.ToContainer)
-		}
-		switch {
-		case err == nil:
-			return AttachTCX, nil
-		case mode == AttachAuto && errors.Is(err, ebpf.ErrNotSupported):
-			mode = AttachClsact
-		default:
-			return "", err
-		}
-	}
-	if err := attachClsact(ifname, ifindex, ingress, d.Endpoint.FromContainer); err != nil {
-		return "", err
-	}
-	if err := attachClsact(ifname, ifindex, egress, d.Endpoint.ToContainer); err != nil {
-		return "", err
-	}
-	return AttachClsact, nil
+	return d.attach(ifname, ifindex, []attachment{{ingress, d.Endpoint.FromContainer}, {egress, d.Endpoint.ToContainer}})
 }
 
 // AttachUplink attaches the uplink program to TC ingress of a host
 // interface. It is idempotent.
 func (d *Datapath) AttachUplink(ifname string, ifindex int) (AttachMode, error) {
+	return d.attach(ifname, ifindex, []attachment{{ingress, d.Uplink.UplinkIngress}})
+}
+
+// attachment is a program for one direction of an interface.
+type attachment struct {
+	dir  direction
+	prog *ebpf.Program
+}
+
+// attach puts programs on an interface with TCX, or with clsact when the
+// mode says so or, in auto mode, when the kernel has no TCX.
+func (d *Datapath) attach(ifname string, ifindex int, progs []attachment) (AttachMode, error) {
 	if d.mode != AttachClsact {
-		err := d.attachTCX(ifname, ifindex, ingress, d.Uplink.UplinkIngress)
+		var err error
+		for _, a := range progs {
+			if err = d.attachTCX(ifname, ifindex, a.dir, a.prog); err != nil {
+				break
+			}
+		}
 		switch {
 		case err == nil:
 			return AttachTCX, nil
@@ -198,8 +194,10 @@ func (d *Datapath) AttachUplink(ifname string, ifindex int) (AttachMode, error) 
 			return "", err
 		}
 	}
-	if err := attachClsact(ifname, ifindex, ingress, d.Uplink.UplinkIngress); err != nil {
-		return "", err
+	for _, a := range progs {
+		if err := attachClsact(ifname, ifindex, a.dir, a.prog); err != nil {
+			return "", err
+		}
 	}
 	return AttachClsact, nil
 }
