@@ -37,31 +37,28 @@ func (e *Engine) Status() (Status, error) {
 	if st.Maps, err = e.maps.Fills(); err != nil {
 		return st, err
 	}
-	// Not inside the transaction: a writer holding e.mu may wait for readers.
+	// Before reading the store: a writer holding e.mu may wait for readers.
 	e.mu.Lock()
 	uplinks := slices.Sorted(maps.Keys(e.uplinks))
 	e.mu.Unlock()
-	err = e.store.View(func(tx *store.Tx) error {
-		sbs, err := tx.Sandboxes()
-		if err != nil {
-			return err
-		}
-		return e.inHost(func() error {
-			for _, sb := range sbs {
-				for _, ep := range sb.Endpoints {
-					if ep.HostSide == "" {
-						continue
-					}
-					n, _ := tx.Network(ep.NetworkID)
+	nets, sbs, err := e.store.Snapshot()
+	if err != nil {
+		return st, err
+	}
+	byID := store.ByID(nets)
+	err = e.inHost(func() error {
+		for _, sb := range sbs {
+			for _, ep := range sb.Endpoints {
+				if ep.HostSide != "" {
 					st.Endpoints = append(st.Endpoints, AttachedIface{Interface: ep.HostSide, Sandbox: sb.Name,
-						Network: n.Name, Attach: e.dp.Attachment(ep.HostSide)})
+						Network: byID[ep.NetworkID].Name, Attach: e.dp.Attachment(ep.HostSide)})
 				}
 			}
-			for _, name := range uplinks {
-				st.Uplinks = append(st.Uplinks, AttachedIface{Interface: name, Attach: e.dp.Attachment(name)})
-			}
-			return nil
-		})
+		}
+		for _, name := range uplinks {
+			st.Uplinks = append(st.Uplinks, AttachedIface{Interface: name, Attach: e.dp.Attachment(name)})
+		}
+		return nil
 	})
 	st.SocketHooks = e.dp.SocketHooks()
 	return st, err

@@ -270,8 +270,9 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	nets, _, err := s.engine.Snapshot()
-	if err != nil {
+	// The networks only: a snapshot would decode every sandbox too.
+	var nets []store.Network
+	if err := s.engine.View(func(tx *store.Tx) (err error) { nets, err = tx.Networks(); return err }); err != nil {
 		fail(w, err)
 		return
 	}
