@@ -67,12 +67,6 @@ func be32(addr netip.Addr) uint32 {
 	return binary.NativeEndian.Uint32(b[:])
 }
 
-func addrOf(v uint32) netip.Addr {
-	var b [4]byte
-	binary.NativeEndian.PutUint32(b[:], v)
-	return netip.AddrFrom4(b)
-}
-
 // be16 gives the uint16 whose in-memory bytes are port in network order.
 func be16(port uint16) uint16 {
 	var b [2]byte

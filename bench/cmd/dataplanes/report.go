@@ -45,9 +45,8 @@ func (r Results) stat(dp, workload string, n int) stat {
 	return summarize(r.values(dp, workload, n, func(s Sample) float64 { return s.Value }))
 }
 
-func value(s Sample) float64 { return s.Value }
-func p50(s Sample) float64   { return s.P50 }
-func p99(s Sample) float64   { return s.P99 }
+func p50(s Sample) float64 { return s.P50 }
+func p99(s Sample) float64 { return s.P99 }
 
 func num(v float64) string {
 	switch {
