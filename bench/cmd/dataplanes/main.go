@@ -52,6 +52,7 @@ func main() {
 	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds of every measurement, interleaved across dataplanes")
 	flag.DurationVar(&cfg.duration, "d", 3*time.Second, "length of one measurement")
 	scale := flag.String("n", "1,1000,10000,50000", "numbers of publications (iptables rules) to measure with")
+	flag.StringVar(&cfg.docker, "docker", "auto", "Docker's side: dockerd (a real dockerd and containerd), rules (its rules and docker-proxy set up by hand), or auto (dockerd when installed)")
 	flag.StringVar(&cfg.out, "out", "bench/results", "where results, table and charts go")
 	flag.Parse()
 	for _, s := range strings.Split(*scale, ",") {
@@ -95,6 +96,7 @@ type config struct {
 	rounds   int
 	duration time.Duration
 	scale    []int
+	docker   string
 	out      string
 }
 

@@ -70,9 +70,9 @@ type Results struct {
 }
 
 func run(r *runner, cfg config) Results {
-	b := newBed(r)
+	b := newBed(r, cfg.docker)
 	dps := b.dataplanes()
-	res := Results{Env: environment(), Rounds: cfg.rounds, Duration: cfg.duration.String(), Dataplanes: dps}
+	res := Results{Env: environment(b.docker.how), Rounds: cfg.rounds, Duration: cfg.duration.String(), Dataplanes: dps}
 	log.Printf("%s", res.Env)
 
 	// Every workload on every dataplane, interleaved: a b c … a b c …
@@ -149,8 +149,8 @@ func (b *bed) publishTimings(client *api.Client, n, times int) []Timing {
 func (b *bed) iptablesTimings(n, times int) []Timing {
 	add, remove := Timing{What: "iptables add", N: n}, Timing{What: "iptables delete", N: n}
 	rules := [][]string{
-		{"-t", "nat", "DOCKER", "!", "-i", dockerBridge, "-p", "tcp", "-m", "tcp", "--dport", "7000", "-j", "DNAT", "--to-destination", dockerWeb + ":7777"},
-		{"-t", "filter", "DOCKER", "-d", dockerWeb + "/32", "!", "-i", dockerBridge, "-o", dockerBridge, "-p", "tcp", "-m", "tcp", "--dport", "7777", "-j", "ACCEPT"},
+		{"-t", "nat", "DOCKER", "!", "-i", dockerBridge, "-p", "tcp", "-m", "tcp", "--dport", "7000", "-j", "DNAT", "--to-destination", b.docker.serverIP + ":7777"},
+		{"-t", "filter", "DOCKER", "-d", b.docker.serverIP + "/32", "!", "-i", dockerBridge, "-o", dockerBridge, "-p", "tcp", "-m", "tcp", "--dport", "7777", "-j", "ACCEPT"},
 	}
 	apply := func(op string) float64 {
 		t0 := time.Now()
@@ -185,14 +185,19 @@ func rss(pid int) int {
 }
 
 // environment is the one-line header every result carries.
-func environment() string {
-	first := func(name string, args ...string) string {
-		out, _ := exec.Command(name, args...).CombinedOutput()
-		line, _, _ := bytes.Cut(bytes.TrimSpace(out), []byte("\n"))
-		return string(line)
-	}
-	version := first("git", "describe", "--always", "--dirty")
-	return fmt.Sprintf("kernel %s, %d CPUs, %s, ebpfnet %s, %s, %s, docker-proxy from %s, %s",
-		first("uname", "-r"), runtime.NumCPU(), runtime.Version(), version, first("iptables", "--version"),
-		first("iperf3", "--version"), first("dpkg-query", "-W", "-f", "docker.io ${Version}", "docker.io"), time.Now().UTC().Format("2006-01-02"))
+func environment(docker string) string {
+	return fmt.Sprintf("kernel %s, %d CPUs, %s, ebpfnet %s, %s, %s, iptables and docker-proxy columns: %s, %s",
+		firstLine("uname", "-r"), runtime.NumCPU(), runtime.Version(), firstLine("git", "describe", "--always", "--dirty"),
+		firstLine("iptables", "--version"), firstLine("iperf3", "--version"), docker, time.Now().UTC().Format("2006-01-02"))
+}
+
+// firstLine is the first line a command prints.
+func firstLine(name string, args ...string) string {
+	out, _ := exec.Command(name, args...).CombinedOutput()
+	line, _, _ := bytes.Cut(bytes.TrimSpace(out), []byte("\n"))
+	return string(line)
+}
+
+func dpkgVersion(pkg string) string {
+	return firstLine("dpkg-query", "-W", "-f", pkg+" ${Version}", pkg)
 }

@@ -1,0 +1,363 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Docker's side of the testbed, on uplink1. With Docker installed (`make
+// bench-deps` installs Debian's docker.io) it is a real dockerd, started in
+// the host namespace with a containerd of its own, serving from a container
+// published with `docker run -p`: Docker's own rules and Docker's own
+// docker-proxy processes. Without Docker (or with -docker rules) the same
+// bridge, rules and docker-proxy processes are set up by hand, the way
+// dockerd sets them up.
+type docker struct {
+	how      string // which of the two, for the results' header
+	serverIP string // the server's address on docker0
+	rules    string // iptables-save of nat and filter with the server published: N=1
+}
+
+// The ports the server publishes through Docker, as `docker run -p` takes them.
+var dockerPublished = []string{
+	fmt.Sprintf("%d:%d", dockerPort, echoPort),
+	fmt.Sprintf("%d:%d/udp", dockerPort, echoPort),
+	fmt.Sprintf("%d:%d", dockerIperf, iperfPort),
+}
+
+func (b *bed) startDocker(mode string) {
+	if mode == "auto" {
+		mode = "rules"
+		if dockerInstalled() {
+			mode = "dockerd"
+		}
+	}
+	switch mode {
+	case "dockerd":
+		b.runDockerd()
+	case "rules":
+		b.emulateDocker()
+	default:
+		b.r.Fatalf("invalid -docker %q: want auto, dockerd or rules", mode)
+	}
+	// As on any Docker host with a second bridge: FORWARD's policy is DROP,
+	// and DOCKER-USER lets the no-NAT paths to ebpfnet's bridge through.
+	for _, dir := range []string{"-i", "-o"} {
+		b.sh("ip", "netns", "exec", b.host, "iptables", "-I", "DOCKER-USER", dir, "ebpf0", "-j", "ACCEPT")
+	}
+	b.docker.rules = b.sh("ip", "netns", "exec", b.host, "iptables-save", "-t", "nat") +
+		b.sh("ip", "netns", "exec", b.host, "iptables-save", "-t", "filter")
+}
+
+func dockerInstalled() bool {
+	for _, name := range []string{"dockerd", "containerd", "docker", "docker-proxy"} {
+		if _, err := exec.LookPath(name); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// runDockerd starts containerd and dockerd with state of their own (dockerd
+// inside the host namespace, so its bridge, rules and proxies live there),
+// imports an image holding the servers and runs it with -p.
+func (b *bed) runDockerd() {
+	dir := b.r.TempDir()
+	// The few paths the daemons create whatever their flags say.
+	b.removeIfCreated("/etc/docker/key.json", "/run/docker", "/run/containerd")
+	sock := filepath.Join(dir, "containerd.sock")
+	config := filepath.Join(dir, "containerd.toml")
+	if err := os.WriteFile(config, fmt.Appendf(nil, `version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+[plugins."io.containerd.internal.v1.opt"]
+  path = %q
+`, dir+"/containerd", dir+"/containerd-state", sock, sock+".ttrpc", dir+"/opt"), 0o644); err != nil {
+		b.r.Fatalf("write containerd config: %v", err)
+	}
+	log, exited := b.daemon(dir, "containerd", "containerd", "--config", config)
+	b.waitFor("containerd", log, exited, func() bool { _, err := os.Stat(sock); return err == nil })
+
+	// Unmounted once dockerd is gone, before the run removes dir.
+	b.r.Cleanup(func() { unmountUnder(dir) })
+	dockerSock := "unix://" + filepath.Join(dir, "docker.sock")
+	// nsenter, not ip netns exec: that remounts /sys and hides the cgroup
+	// hierarchies dockerd needs.
+	log, exited = b.daemon(dir, "dockerd", "nsenter", "--net="+b.h.NetNS, "dockerd", "--containerd", sock,
+		"--data-root", dir+"/data", "--exec-root", dir+"/exec", "--pidfile", dir+"/dockerd.pid", "-H", dockerSock,
+		"--bip", dockerBIP, "--storage-driver", "vfs", "--userland-proxy", "--iptables", "--log-level", "warn")
+	cli := func(args ...string) string {
+		return strings.TrimSpace(b.sh("docker", append([]string{"-H", dockerSock}, args...)...))
+	}
+	b.waitFor("dockerd", log, exited, func() bool {
+		return exec.Command("docker", "-H", dockerSock, "version").Run() == nil
+	})
+
+	// The image: this program (its echo server) and iperf3, each with the
+	// shared libraries it links.
+	rootfs := filepath.Join(dir, "rootfs")
+	b.copyWithLibs(rootfs, b.self, "/serve")
+	b.copyWithLibs(rootfs, must(exec.LookPath("iperf3")), "/usr/bin/iperf3")
+	if err := os.MkdirAll(rootfs+"/tmp", 0o1777); err != nil { // iperf3's buffers
+		b.r.Fatalf("create %s/tmp: %v", rootfs, err)
+	}
+	b.sh("tar", "-C", rootfs, "-cf", rootfs+".tar", ".")
+	cli("import", rootfs+".tar", "bench-serve")
+
+	run := []string{"run", "-d", "--name", "web"}
+	for _, p := range dockerPublished {
+		run = append(run, "-p", p)
+	}
+	cli(append(run, "bench-serve", "/serve", "serve", fmt.Sprint(echoPort))...)
+	cli("exec", "-d", "web", "/usr/bin/iperf3", "-s", "-p", fmt.Sprint(iperfPort))
+	b.docker.serverIP = cli("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web")
+	b.docker.how = "dockerd " + cli("version", "-f", "{{.Server.Version}}") + " with docker run -p and its docker-proxy"
+}
+
+// daemon starts a long-running program, its output in dir/NAME.log, and
+// stops it with SIGTERM (SIGKILL after 20 s) when the run ends. It returns
+// the log's path and a channel closed when the program exits.
+func (b *bed) daemon(dir, name string, argv ...string) (log string, exited <-chan struct{}) {
+	log = filepath.Join(dir, name+".log")
+	out, err := os.Create(log)
+	if err != nil {
+		b.r.Fatalf("create %s: %v", log, err)
+	}
+	defer out.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		b.r.Fatalf("start %s: %v", name, err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	b.r.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	return log, done
+}
+
+// waitFor polls ready for up to 30 s, failing with the daemon's log when it
+// exits first or never gets ready.
+func (b *bed) waitFor(name, log string, exited <-chan struct{}, ready func() bool) {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if ready() {
+			return
+		}
+		select {
+		case <-exited:
+			deadline = time.Time{}
+		default:
+		}
+	}
+	out, _ := os.ReadFile(log)
+	b.r.Fatalf("%s did not start:\n%s", name, out)
+}
+
+// copyWithLibs copies the program at src to rootfs/dst, and the shared
+// libraries it links (as ldd lists them) to the same paths under rootfs.
+func (b *bed) copyWithLibs(rootfs, src, dst string) {
+	files := map[string]string{src: dst}
+	for _, field := range strings.Fields(b.sh("ldd", src)) {
+		if strings.HasPrefix(field, "/") {
+			files[field] = field
+		}
+	}
+	for from, to := range files {
+		data, err := os.ReadFile(from)
+		if err == nil {
+			err = os.MkdirAll(filepath.Dir(rootfs+to), 0o755)
+		}
+		if err == nil {
+			err = os.WriteFile(rootfs+to, data, 0o755)
+		}
+		if err != nil {
+			b.r.Fatalf("copy %s into the image: %v", from, err)
+		}
+	}
+}
+
+// removeIfCreated removes, when the run ends, those of paths that do not
+// exist now.
+func (b *bed) removeIfCreated(paths ...string) {
+	for _, p := range paths {
+		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+			b.r.Cleanup(func() { os.RemoveAll(p) })
+		}
+	}
+}
+
+// unmountUnder detaches every mount below dir, deepest first.
+func unmountUnder(dir string) {
+	f, err := os.Open("/proc/self/mounts")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	var points []string
+	for sc := bufio.NewScanner(f); sc.Scan(); {
+		if fields := strings.Fields(sc.Text()); len(fields) > 1 && strings.HasPrefix(fields[1], dir+"/") {
+			points = append(points, fields[1])
+		}
+	}
+	slices.Sort(points)
+	for _, p := range slices.Backward(points) {
+		syscall.Unmount(p, syscall.MNT_DETACH)
+	}
+}
+
+// emulateDocker sets up by hand what dockerd would: the bridge, a server
+// namespace on it (standing for the container), Docker's rules for its
+// published ports, and one docker-proxy per port.
+func (b *bed) emulateDocker() {
+	const serverIP = "172.30.0.2"
+	ns := b.h.Name("dockerweb")
+	b.sh("ip", "-n", b.host, "link", "add", dockerBridge, "type", "bridge")
+	b.sh("ip", "-n", b.host, "addr", "add", dockerBIP, "dev", dockerBridge)
+	b.sh("ip", "-n", b.host, "link", "set", dockerBridge, "up")
+	b.sh("ip", "netns", "add", ns)
+	b.r.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	b.sh("ip", "-n", b.host, "link", "add", "dkv0", "type", "veth", "peer", "name", "eth0", "netns", ns)
+	b.sh("ip", "-n", b.host, "link", "set", "dkv0", "master", dockerBridge, "up")
+	b.sh("ip", "-n", ns, "addr", "add", serverIP+"/16", "dev", "eth0")
+	b.sh("ip", "-n", ns, "link", "set", "eth0", "up")
+	b.sh("ip", "-n", ns, "link", "set", "lo", "up")
+	b.sh("ip", "-n", ns, "route", "add", "default", "via", strings.Split(dockerBIP, "/")[0])
+	b.background(ns, b.self, "serve", fmt.Sprint(echoPort))
+	b.background(ns, "iperf3", "-s", "-p", fmt.Sprint(iperfPort))
+	b.docker = docker{how: "Docker's rules by iptables-restore and docker-proxy from " + dpkgVersion("docker.io"), serverIP: serverIP}
+
+	var nat, filter strings.Builder
+	for _, p := range dockerPublished {
+		host, target, proto := publishedPorts(p)
+		fmt.Fprintf(&nat, "-A POSTROUTING -s %[1]s/32 -d %[1]s/32 -p %[2]s -m %[2]s --dport %[3]d -j MASQUERADE\n", serverIP, proto, target)
+		fmt.Fprintf(&nat, "-A DOCKER ! -i %s -p %s -m %s --dport %d -j DNAT --to-destination %s:%d\n", dockerBridge, proto, proto, host, serverIP, target)
+		fmt.Fprintf(&filter, "-A DOCKER -d %s/32 ! -i %s -o %s -p %s -m %s --dport %d -j ACCEPT\n", serverIP, dockerBridge, dockerBridge, proto, proto, target)
+		b.dockerProxy(proto, host, target, serverIP)
+	}
+	b.restore(fmt.Sprintf(`*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
+-A POSTROUTING -s %[1]s ! -o %[2]s -j MASQUERADE
+-A DOCKER -i %[2]s -j RETURN
+%[3]sCOMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER - [0:0]
+:DOCKER-ISOLATION-STAGE-1 - [0:0]
+:DOCKER-ISOLATION-STAGE-2 - [0:0]
+:DOCKER-USER - [0:0]
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A FORWARD -o %[2]s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -o %[2]s -j DOCKER
+-A FORWARD -i %[2]s ! -o %[2]s -j ACCEPT
+-A FORWARD -i %[2]s -o %[2]s -j ACCEPT
+%[4]s-A DOCKER-ISOLATION-STAGE-1 -i %[2]s ! -o %[2]s -j DOCKER-ISOLATION-STAGE-2
+-A DOCKER-ISOLATION-STAGE-1 -j RETURN
+-A DOCKER-ISOLATION-STAGE-2 -o %[2]s -j DROP
+-A DOCKER-ISOLATION-STAGE-2 -j RETURN
+-A DOCKER-USER -j RETURN
+COMMIT
+`, dockerBIP, dockerBridge, nat.String(), filter.String()))
+}
+
+// publishedPorts splits one of dockerPublished.
+func publishedPorts(p string) (host, target int, proto string) {
+	proto = "tcp"
+	if i := strings.IndexByte(p, '/'); i >= 0 {
+		p, proto = p[:i], p[i+1:]
+	}
+	fmt.Sscanf(p, "%d:%d", &host, &target)
+	return host, target, proto
+}
+
+// dockerProxy runs the real docker-proxy as dockerd does: it reports on
+// fd 3 ("0" when it listens, else the error) and exits without it.
+func (b *bed) dockerProxy(proto string, port, target int, serverIP string) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		b.r.Fatalf("pipe: %v", err)
+	}
+	defer r.Close()
+	cmd := exec.Command("ip", "netns", "exec", b.host, "docker-proxy", "-proto", proto, "-host-ip", "0.0.0.0",
+		"-host-port", fmt.Sprint(port), "-container-ip", serverIP, "-container-port", fmt.Sprint(target))
+	cmd.ExtraFiles = []*os.File{w}
+	if err := cmd.Start(); err != nil {
+		b.r.Fatalf("start docker-proxy: %v", err)
+	}
+	w.Close()
+	b.r.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	r.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 256)
+	n, _ := r.Read(buf)
+	if msg := strings.TrimSpace(string(buf[:n])); msg != "0" {
+		b.r.Fatalf("docker-proxy %s/%d did not start: %q", proto, port, msg)
+	}
+}
+
+// setIptables gives Docker's DOCKER chains the rules of n-1 other
+// published ports, placed before the server's as for containers started
+// earlier, so every measured packet walks past them all.
+func (b *bed) setIptables(n int) {
+	var nat, filter strings.Builder
+	other := func(i int) string { return fmt.Sprintf("172.30.%d.%d", 1+i/250, 3+i%250) }
+	for i := range n - 1 {
+		fmt.Fprintf(&nat, "-A DOCKER ! -i %s -p tcp -m tcp --dport %d -j DNAT --to-destination %s:%d\n", dockerBridge, otherPorts+i, other(i), echoPort)
+		fmt.Fprintf(&filter, "-A DOCKER -d %s/32 ! -i %s -o %s -p tcp -m tcp --dport %d -j ACCEPT\n", other(i), dockerBridge, dockerBridge, echoPort)
+	}
+	others := map[string]string{"*nat": nat.String(), "*filter": filter.String()}
+	var rules strings.Builder
+	table := ""
+	for line := range strings.Lines(b.docker.rules) {
+		if strings.HasPrefix(line, "*") {
+			table = strings.TrimSpace(line)
+		}
+		if strings.HasPrefix(line, "-A DOCKER ") && strings.Contains(line, "--dport") {
+			rules.WriteString(others[table])
+			others[table] = ""
+		}
+		rules.WriteString(line)
+	}
+	for table, left := range others {
+		if left != "" {
+			b.r.Fatalf("no published port's rule in %s's DOCKER chain to put others before", table)
+		}
+	}
+	b.restore(rules.String())
+}
+
+// restore replaces the host namespace's tables named in rules.
+func (b *bed) restore(rules string) {
+	cmd := exec.Command("ip", "netns", "exec", b.host, "iptables-restore")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.r.Fatalf("iptables-restore: %v\n%s", err, out)
+	}
+}
