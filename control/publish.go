@@ -148,21 +148,19 @@ func (e *Engine) Publish(sandboxRef string, specs []PortSpec) ([]store.Publicati
 		if err != nil {
 			return err
 		}
-		if added, err = e.addPublications(tx, undo, &sb, specs); err != nil {
-			return err
-		}
-		return tx.PutSandbox(sb)
+		added, err = e.addPublications(tx, undo, sb, specs)
+		return err
 	}, false)
 	return added, err
 }
 
-// addPublications publishes specs on sb (which the caller stores) and
+// addPublications publishes specs on sb, in the store and the maps, and
 // registers how to undo the map entries.
-func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb *store.Sandbox, specs []PortSpec) ([]store.Publication, error) {
+func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb store.Sandbox, specs []PortSpec) ([]store.Publication, error) {
 	if len(specs) == 0 {
 		return nil, nil
 	}
-	n, ep, err := publishTarget(tx, *sb)
+	n, ep, err := publishTarget(tx, sb)
 	if err != nil {
 		return nil, err
 	}
@@ -202,8 +200,7 @@ func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb *store.Sandbox
 		}
 		put = append(put, m)
 	}
-	sb.Publications = append(sb.Publications, added...)
-	return added, nil
+	return added, tx.PutPublications(sb.Name, added...)
 }
 
 // portIndex finds the publications of a protocol and host port, and the
@@ -251,14 +248,14 @@ func (e *Engine) portIndex(tx *store.Tx) (portIndex, error) {
 	if e.ports != nil {
 		return e.ports, nil
 	}
-	sbs, err := tx.Sandboxes()
+	all, err := tx.AllPublications()
 	if err != nil {
 		return nil, err
 	}
 	ix := portIndex{}
-	for _, sb := range sbs {
-		for _, p := range sb.Publications {
-			ix.add(p, sb.Name)
+	for sandbox, pubs := range all {
+		for _, p := range pubs {
+			ix.add(p, sandbox)
 		}
 	}
 	e.ports = ix
@@ -393,21 +390,25 @@ func (e *Engine) Unpublish(sandboxRef string, specs []PortSpec) ([]store.Publica
 		if err != nil {
 			return err
 		}
+		pubs, err := tx.Publications(sb.Name)
+		if err != nil {
+			return err
+		}
 		for _, spec := range specs {
-			before := len(sb.Publications)
-			sb.Publications = slices.DeleteFunc(sb.Publications, func(p store.Publication) bool {
+			before := len(pubs)
+			pubs = slices.DeleteFunc(pubs, func(p store.Publication) bool {
 				if spec.matches(p) {
 					removed = append(removed, p)
 					return true
 				}
 				return false
 			})
-			if len(sb.Publications) == before {
+			if len(pubs) == before {
 				return fmt.Errorf("sandbox %s publishes nothing that matches %s", sb.Name, spec)
 			}
 		}
 		unmap = publicationMaps(sb, removed)
-		return tx.PutSandbox(sb)
+		return tx.DeletePublications(sb.Name, removed...)
 	})
 	if err != nil {
 		return nil, err

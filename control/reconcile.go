@@ -25,6 +25,10 @@ func (e *Engine) Reconcile() error {
 	if err != nil {
 		return err
 	}
+	var pubs map[string][]store.Publication
+	if err := e.store.View(func(tx *store.Tx) (err error) { pubs, err = tx.AllPublications(); return err }); err != nil {
+		return err
+	}
 	var errs []error
 	for i := range nets {
 		errs = append(errs, e.setupNetwork(&nets[i]))
@@ -39,7 +43,7 @@ func (e *Engine) Reconcile() error {
 			errs = append(errs, fmt.Errorf("sandbox %s: %w", sb.Name, err))
 		}
 	}
-	errs = append(errs, e.syncMaps(nets, sbs), e.syncHost(), e.removeLeftovers(nets, sbs), e.syncNames(nets, sbs))
+	errs = append(errs, e.syncMaps(nets, sbs, pubs), e.syncHost(), e.removeLeftovers(nets, sbs), e.syncNames(nets, sbs))
 	return errors.Join(errs...)
 }
 
@@ -115,7 +119,7 @@ func (e *Engine) refreshEndpoint(n store.Network, sandboxNS string, ep store.End
 
 // syncMaps rewrites the maps from the store; interfaces are keyed by the
 // ifindex they have now.
-func (e *Engine) syncMaps(nets []store.Network, sbs []store.Sandbox) error {
+func (e *Engine) syncMaps(nets []store.Network, sbs []store.Sandbox, pubs map[string][]store.Publication) error {
 	var want maps.Desired
 	byID := store.ByID(nets)
 	for _, n := range nets {
@@ -137,7 +141,7 @@ func (e *Engine) syncMaps(nets []store.Network, sbs []store.Sandbox) error {
 				want.Ifaces = append(want.Ifaces, maps.Iface{Ifindex: uint32(l.Attrs().Index), Network: n.Index, Addr: ep.Addr})
 				want.Endpoints = append(want.Endpoints, endpointMaps(n, ep, l.Attrs().Index))
 			}
-			want.Publications = append(want.Publications, publicationMaps(sb, sb.Publications)...)
+			want.Publications = append(want.Publications, publicationMaps(sb, pubs[sb.Name])...)
 		}
 		return nil
 	})

@@ -82,7 +82,7 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 				return err
 			}
 		}
-		if _, err := e.addPublications(tx, undo, &sb, spec.Publish); err != nil {
+		if _, err := e.addPublications(tx, undo, sb, spec.Publish); err != nil {
 			return err
 		}
 		return tx.PutSandbox(sb)
@@ -212,11 +212,17 @@ func nextInterface(eps []store.Endpoint) string {
 func (e *Engine) RemoveSandbox(ref string, force bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var sb store.Sandbox
+	var (
+		sb   store.Sandbox
+		pubs []store.Publication
+	)
 	nets := map[string]store.Network{}
 	err := e.commit(func(tx *store.Tx) error {
 		var err error
 		if sb, err = tx.Sandbox(ref); err != nil {
+			return err
+		}
+		if pubs, err = tx.Publications(sb.Name); err != nil {
 			return err
 		}
 		all, err := tx.Sandboxes()
@@ -250,8 +256,8 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 	// The record is gone; leftovers are the reconciler's to remove, so the
 	// teardown keeps going and reports what it could not do.
 	path := e.sandboxPath(sb.Name)
-	e.forgetPorts(sb.Name, sb.Publications)
-	errs := []error{e.maps.DeletePublications(publicationMaps(sb, sb.Publications)...)}
+	e.forgetPorts(sb.Name, pubs)
+	errs := []error{e.maps.DeletePublications(publicationMaps(sb, pubs)...)}
 	for _, ep := range sb.Endpoints {
 		errs = append(errs, e.detachEndpoint(nets[ep.NetworkID], path, ep))
 	}
@@ -353,7 +359,11 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 			return fmt.Errorf("sandbox %s is not connected to network %s", sb.Name, n.Name)
 		}
 		removed = sb.Endpoints[i]
-		for _, p := range sb.Publications {
+		pubs, err := tx.Publications(sb.Name)
+		if err != nil {
+			return err
+		}
+		for _, p := range pubs {
 			if p.NetworkID == n.ID {
 				return fmt.Errorf("sandbox %s publishes %s through network %s: unpublish it first", sb.Name, describe(p), n.Name)
 			}

@@ -125,10 +125,10 @@ func portBindings(pubs []store.Publication) map[string][]PortBinding {
 	return out
 }
 
-func sandboxView(sb store.Sandbox, nets map[string]store.Network, netnsPath, etcDir string) Sandbox {
+func sandboxView(sb store.Sandbox, pubs []store.Publication, nets map[string]store.Network, netnsPath, etcDir string) Sandbox {
 	v := Sandbox{ID: sb.ID, Name: sb.Name, Created: sb.Created,
 		NetworkSettings: NetworkSettings{SandboxKey: netnsPath, EtcDir: etcDir, Networks: map[string]EndpointSettings{},
-			Ports: portBindings(sb.Publications)}}
+			Ports: portBindings(pubs)}}
 	v.HostConfig.NetworkMode = store.NetworkMode(sb, func(id string) string { return nets[id].Name })
 	for _, ep := range sb.Endpoints {
 		n := nets[ep.NetworkID]

@@ -205,43 +205,73 @@ func (s *Server) disconnect(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) sandboxView(sb store.Sandbox, nets map[string]store.Network) Sandbox {
+func (s *Server) sandboxView(sb store.Sandbox, pubs []store.Publication, nets map[string]store.Network) Sandbox {
 	etc := ""
 	if sb.Mode != store.ModeHost {
 		etc = s.engine.SandboxEtc(sb.Name)
 	}
-	return sandboxView(sb, nets, s.engine.SandboxNamespace(sb.Name), etc)
+	return sandboxView(sb, pubs, nets, s.engine.SandboxNamespace(sb.Name), etc)
 }
 
 func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
-	nets, sbs, err := s.engine.Snapshot()
-	if err != nil {
-		fail(w, err)
-		return
-	}
-	out := []Sandbox{}
-	for _, sb := range sbs {
-		out = append(out, s.sandboxView(sb, store.ByID(nets)))
-	}
-	reply(w, http.StatusOK, out)
-}
-
-func (s *Server) inspectSandbox(w http.ResponseWriter, r *http.Request) {
-	var sb store.Sandbox
-	var nets []store.Network
-	err := s.engine.View(func(tx *store.Tx) error {
-		var err error
-		if sb, err = tx.Sandbox(r.PathValue("ref")); err != nil {
+	var (
+		nets []store.Network
+		sbs  []store.Sandbox
+		pubs map[string][]store.Publication
+	)
+	err := s.engine.View(func(tx *store.Tx) (err error) {
+		if nets, err = tx.Networks(); err != nil {
 			return err
 		}
-		nets, err = tx.Networks()
+		if sbs, err = tx.Sandboxes(); err != nil {
+			return err
+		}
+		pubs, err = tx.AllPublications()
 		return err
 	})
 	if err != nil {
 		fail(w, err)
 		return
 	}
-	reply(w, http.StatusOK, s.sandboxView(sb, store.ByID(nets)))
+	out := []Sandbox{}
+	for _, sb := range sbs {
+		out = append(out, s.sandboxView(sb, pubs[sb.Name], store.ByID(nets)))
+	}
+	reply(w, http.StatusOK, out)
+}
+
+func (s *Server) inspectSandbox(w http.ResponseWriter, r *http.Request) {
+	var sb store.Sandbox
+	err := s.engine.View(func(tx *store.Tx) (err error) {
+		sb, err = tx.Sandbox(r.PathValue("ref"))
+		return err
+	})
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	s.replySandbox(w, http.StatusOK, sb)
+}
+
+// replySandbox answers with a sandbox's view, reading what it shows
+// besides the record: its publications and the networks.
+func (s *Server) replySandbox(w http.ResponseWriter, status int, sb store.Sandbox) {
+	var (
+		nets []store.Network
+		pubs []store.Publication
+	)
+	err := s.engine.View(func(tx *store.Tx) (err error) {
+		if nets, err = tx.Networks(); err != nil {
+			return err
+		}
+		pubs, err = tx.Publications(sb.Name)
+		return err
+	})
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	reply(w, status, s.sandboxView(sb, pubs, store.ByID(nets)))
 }
 
 func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
@@ -270,13 +300,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	// The networks only: a snapshot would decode every sandbox too.
-	var nets []store.Network
-	if err := s.engine.View(func(tx *store.Tx) (err error) { nets, err = tx.Networks(); return err }); err != nil {
-		fail(w, err)
-		return
-	}
-	reply(w, http.StatusCreated, s.sandboxView(sb, store.ByID(nets)))
+	s.replySandbox(w, http.StatusCreated, sb)
 }
 
 func (s *Server) removeSandbox(w http.ResponseWriter, r *http.Request) {

@@ -56,11 +56,10 @@ type Sandbox struct {
 	Created time.Time `json:"created"`
 	Mode    string    `json:"mode"`
 	// Shares names the sandbox whose namespace a container-mode sandbox uses.
-	Shares       string        `json:"shares,omitempty"`
-	Endpoints    []Endpoint    `json:"endpoints,omitempty"`
-	Publications []Publication `json:"publications,omitempty"`
-	DNS          []netip.Addr  `json:"dns,omitempty"`   // upstream servers, before its networks'
-	Links        []Link        `json:"links,omitempty"` // legacy --link entries in its hosts file
+	Shares    string       `json:"shares,omitempty"`
+	Endpoints []Endpoint   `json:"endpoints,omitempty"`
+	DNS       []netip.Addr `json:"dns,omitempty"`   // upstream servers, before its networks'
+	Links     []Link       `json:"links,omitempty"` // legacy --link entries in its hosts file
 }
 
 // Link is a legacy --link: another sandbox's address in this one's hosts
@@ -94,7 +93,8 @@ func NetworkMode(sb Sandbox, networkName func(id string) string) string {
 	return networkName(sb.Endpoints[0].NetworkID)
 }
 
-// Publication is a published port of a sandbox.
+// Publication is a published port of a sandbox; the store keeps them
+// apart from the sandbox's record (Tx.Publications).
 type Publication struct {
 	HostIP    netip.Addr `json:"hostIp,omitzero"` // zero: every address of the host
 	HostPort  uint16     `json:"hostPort"`

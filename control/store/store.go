@@ -19,6 +19,10 @@ var (
 	bucketNetworks  = []byte("networks")
 	bucketSandboxes = []byte("sandboxes")
 	bucketMeta      = []byte("meta")
+	// Publications live apart from their sandbox's record, a bucket per
+	// sandbox and a key per publication: publishing one port writes one
+	// small key whatever else the sandbox publishes.
+	bucketPublications = []byte("publications")
 )
 
 // Store is the state file.
@@ -41,12 +45,12 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketNetworks, bucketSandboxes, bucketMeta} {
+		for _, b := range [][]byte{bucketNetworks, bucketSandboxes, bucketMeta, bucketPublications} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return nil
+		return movePublications(&Tx{tx})
 	})
 	if err != nil {
 		db.Close()
@@ -187,7 +191,110 @@ func (t *Tx) Sandbox(ref string) (Sandbox, error) {
 // PutSandbox writes a sandbox.
 func (t *Tx) PutSandbox(s Sandbox) error { return put(t.tx.Bucket(bucketSandboxes), s.Name, s) }
 
-// DeleteSandbox removes a sandbox.
+// DeleteSandbox removes a sandbox and its publications.
 func (t *Tx) DeleteSandbox(name string) error {
+	err := t.tx.Bucket(bucketPublications).DeleteBucket([]byte(name))
+	if err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+		return err
+	}
 	return t.tx.Bucket(bucketSandboxes).Delete([]byte(name))
+}
+
+// publicationKey orders a sandbox's publications by host address, host
+// port and protocol: what makes one unique.
+func publicationKey(p Publication) []byte {
+	var addr [4]byte // zero: every host address
+	if p.HostIP.IsValid() {
+		addr = p.HostIP.As4()
+	}
+	return append(append(addr[:], byte(p.HostPort>>8), byte(p.HostPort)), p.Proto...)
+}
+
+// Publications returns a sandbox's publications.
+func (t *Tx) Publications(sandbox string) ([]Publication, error) {
+	b := t.tx.Bucket(bucketPublications).Bucket([]byte(sandbox))
+	if b == nil {
+		return nil, nil
+	}
+	return list[Publication](b)
+}
+
+// AllPublications returns every sandbox's publications, by sandbox name.
+func (t *Tx) AllPublications() (map[string][]Publication, error) {
+	out := map[string][]Publication{}
+	err := t.tx.Bucket(bucketPublications).ForEachBucket(func(name []byte) error {
+		pubs, err := t.Publications(string(name))
+		out[string(name)] = pubs
+		return err
+	})
+	return out, err
+}
+
+// PutPublications writes publications of a sandbox.
+func (t *Tx) PutPublications(sandbox string, pubs ...Publication) error {
+	if len(pubs) == 0 {
+		return nil
+	}
+	b, err := t.tx.Bucket(bucketPublications).CreateBucketIfNotExists([]byte(sandbox))
+	if err != nil {
+		return err
+	}
+	for _, p := range pubs {
+		data, err := json.Marshal(p)
+		if err == nil {
+			err = b.Put(publicationKey(p), data)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeletePublications removes publications of a sandbox.
+func (t *Tx) DeletePublications(sandbox string, pubs ...Publication) error {
+	b := t.tx.Bucket(bucketPublications).Bucket([]byte(sandbox))
+	if b == nil {
+		return nil
+	}
+	for _, p := range pubs {
+		if err := b.Delete(publicationKey(p)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// movePublications moves publications that state files written before
+// they had a bucket of their own keep inside sandbox records.
+func movePublications(t *Tx) error {
+	type older struct {
+		Publications []Publication `json:"publications"`
+	}
+	sandboxes := t.tx.Bucket(bucketSandboxes)
+	var moved []Sandbox
+	err := sandboxes.ForEach(func(k, v []byte) error {
+		var old older
+		if err := json.Unmarshal(v, &old); err != nil {
+			return fmt.Errorf("decode record %s: %w", k, err)
+		}
+		if len(old.Publications) == 0 {
+			return nil
+		}
+		var sb Sandbox
+		if err := json.Unmarshal(v, &sb); err != nil {
+			return fmt.Errorf("decode record %s: %w", k, err)
+		}
+		moved = append(moved, sb)
+		return t.PutPublications(sb.Name, old.Publications...)
+	})
+	if err != nil {
+		return err
+	}
+	for _, sb := range moved { // rewritten without them
+		if err := t.PutSandbox(sb); err != nil {
+			return err
+		}
+	}
+	return nil
 }

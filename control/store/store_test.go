@@ -3,8 +3,11 @@ package store
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 )
@@ -99,4 +102,87 @@ func TestNetworkIndexNeverRepeats(t *testing.T) {
 			return nil
 		})
 	}
+}
+
+func TestPublicationsLiveApartFromTheirSandbox(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	any80 := Publication{HostPort: 80, Proto: "tcp", Port: 8080, NetworkID: "n1"}
+	udp80 := Publication{HostPort: 80, Proto: "udp", Port: 8080, NetworkID: "n1"}
+	one80 := Publication{HostIP: netip.MustParseAddr("10.0.0.1"), HostPort: 80, Proto: "tcp", Port: 9090, NetworkID: "n1"}
+	other := Publication{HostPort: 81, Proto: "tcp", Port: 81, NetworkID: "n2"}
+	err = s.Update(func(tx *Tx) error {
+		for _, sb := range []string{"web", "db"} {
+			if err := tx.PutSandbox(Sandbox{ID: sb, Name: sb}); err != nil {
+				return err
+			}
+		}
+		if err := tx.PutPublications("web", any80, udp80, one80); err != nil {
+			return err
+		}
+		return tx.PutPublications("db", other)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, want map[string][]Publication) {
+		t.Helper()
+		s.View(func(tx *Tx) error {
+			all, err := tx.AllPublications()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for sb, pubs := range want {
+				got, err := tx.Publications(sb)
+				if err != nil || !sameSet(got, pubs) || !sameSet(all[sb], pubs) {
+					t.Errorf("%s: %s has %v (all: %v), want %v", what, sb, got, all[sb], pubs)
+				}
+			}
+			return nil
+		})
+	}
+	// Same port, different protocol or host address: three publications.
+	check("put", map[string][]Publication{"web": {any80, udp80, one80}, "db": {other}})
+	s.Update(func(tx *Tx) error { return tx.DeletePublications("web", udp80) })
+	check("delete one", map[string][]Publication{"web": {any80, one80}, "db": {other}})
+	s.Update(func(tx *Tx) error { return tx.DeleteSandbox("web") })
+	check("delete sandbox", map[string][]Publication{"web": nil, "db": {other}})
+}
+
+// State written when publications were part of the sandbox record opens
+// with them moved to their bucket.
+func TestOpenMovesPublicationsOutOfSandboxRecords(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := `{"id":"1","name":"web","mode":"networks","publications":[{"hostPort":80,"proto":"tcp","port":8080,"networkId":"n1"}]}`
+	s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSandboxes).Put([]byte("web"), []byte(old)) })
+	s.Close()
+	if s, err = Open(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.View(func(tx *Tx) error {
+		pubs, err := tx.Publications("web")
+		want := []Publication{{HostPort: 80, Proto: "tcp", Port: 8080, NetworkID: "n1"}}
+		if err != nil || !sameSet(pubs, want) {
+			t.Errorf("moved publications %v, %v; want %v", pubs, err, want)
+		}
+		if raw := tx.tx.Bucket(bucketSandboxes).Get([]byte("web")); strings.Contains(string(raw), "publications") {
+			t.Errorf("the record keeps them: %s", raw)
+		}
+		if sb, err := tx.Sandbox("web"); err != nil || sb.Mode != ModeNetworks {
+			t.Errorf("record after the move: %+v, %v", sb, err)
+		}
+		return nil
+	})
+}
+
+func sameSet(a, b []Publication) bool {
+	return len(a) == len(b) && !slices.ContainsFunc(a, func(p Publication) bool { return !slices.Contains(b, p) })
 }
