@@ -13,5 +13,6 @@
  * clang emit them so Go can read their names. */
 const enum verdict *unused_verdict __attribute__((unused));
 const enum program *unused_program __attribute__((unused));
+const enum ct_flag *unused_ct_flag __attribute__((unused));
 
 char __license[] SEC("license") = "Dual BSD/GPL";

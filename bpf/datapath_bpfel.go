@@ -19,6 +19,13 @@ type DatapathCounter struct {
 	Bytes   uint64
 }
 
+type DatapathCtFlag uint32
+
+const (
+	DatapathCtFlagCT_PUBLISHED_IN  DatapathCtFlag = 1
+	DatapathCtFlagCT_PUBLISHED_OUT DatapathCtFlag = 2
+)
+
 type DatapathEndpointInfo struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -34,7 +41,8 @@ type DatapathFlow struct {
 	Sport uint16
 	Dport uint16
 	Proto uint8
-	Pad   [3]uint8
+	Flags uint8
+	Pad   [2]uint8
 }
 
 type DatapathIfaceInfo struct {
@@ -140,6 +148,7 @@ const (
 	DatapathMapStats         = "stats"
 	DatapathMapSubnets       = "subnets"
 	DatapathMapUplinks       = "uplinks"
+	DatapathVarUnusedCtFlag  = "unused_ct_flag"
 	DatapathVarUnusedProgram = "unused_program"
 	DatapathVarUnusedVerdict = "unused_verdict"
 )
@@ -208,6 +217,7 @@ type DatapathMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DatapathVariableSpecs struct {
+	UnusedCtFlag  *ebpf.VariableSpec `ebpf:"unused_ct_flag"`
 	UnusedProgram *ebpf.VariableSpec `ebpf:"unused_program"`
 	UnusedVerdict *ebpf.VariableSpec `ebpf:"unused_verdict"`
 }
@@ -263,6 +273,7 @@ func (m *DatapathMaps) Close() error {
 //
 // It can be passed to LoadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DatapathVariables struct {
+	UnusedCtFlag  *ebpf.Variable `ebpf:"unused_ct_flag"`
 	UnusedProgram *ebpf.Variable `ebpf:"unused_program"`
 	UnusedVerdict *ebpf.Variable `ebpf:"unused_verdict"`
 }

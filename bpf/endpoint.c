@@ -36,7 +36,7 @@ static __always_inline int masquerade(struct __sk_buff *skb, const struct packet
 		return pass(skb, PROGRAM_FROM_CONTAINER);
 	nat = p->flow;
 	nat.saddr = up->addr;
-	if (claim_nat_port(&p->flow, &nat, PROGRAM_FROM_CONTAINER) < 0)
+	if (claim_nat_port(&p->flow, &nat, 0, PROGRAM_FROM_CONTAINER) < 0)
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_NO_NAT_PORT);
 	if (rewrite(skb, p, &nat) < 0)
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_NO_ROUTE);

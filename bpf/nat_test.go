@@ -252,6 +252,12 @@ func flowOf(proto uint8, src, dst netip.AddrPort) bpf.DatapathFlow {
 	return f
 }
 
+// marked is a conntrack value with a mark.
+func marked(f bpf.DatapathFlow, flag bpf.DatapathCtFlag) bpf.DatapathFlow {
+	f.Flags = uint8(flag)
+	return f
+}
+
 func htons(p uint16) uint16 {
 	var b [2]byte
 	binary.BigEndian.PutUint16(b[:], p)
@@ -291,11 +297,11 @@ func TestUplinkPublishedPort(t *testing.T) {
 			}
 			// Both directions are remembered.
 			fwd, ok := nb.ct(t, flowOf(c.proto, ap(clientAddr, 40000), ap(hostAddr, 8080)))
-			if !ok || fwd != flowOf(c.proto, ap(clientAddr, 40000), ap(webAddr, 80)) {
+			if !ok || fwd != marked(flowOf(c.proto, ap(clientAddr, 40000), ap(webAddr, 80)), bpf.DatapathCtFlagCT_PUBLISHED_IN) {
 				t.Errorf("forward conntrack entry: %+v, %v", fwd, ok)
 			}
 			rev, ok := nb.ct(t, flowOf(c.proto, ap(webAddr, 80), ap(clientAddr, 40000)))
-			if !ok || rev != flowOf(c.proto, ap(hostAddr, 8080), ap(clientAddr, 40000)) {
+			if !ok || rev != marked(flowOf(c.proto, ap(hostAddr, 8080), ap(clientAddr, 40000)), bpf.DatapathCtFlagCT_PUBLISHED_OUT) {
 				t.Errorf("reply conntrack entry: %+v, %v", rev, ok)
 			}
 			if nb.counter(t, "uplink", "dnat") != 1 {
@@ -317,6 +323,61 @@ func TestUplinkPublishedPort(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Removing a publication ends its flows, in either direction, and a port
+// published anew leads established flows to where it leads now. Nothing
+// but the publications map changes: the datapath finds out by itself.
+func TestFlowsEndWithTheirPublication(t *testing.T) {
+	pub := maps.Publication{HostPort: 8080, Proto: 6, Addr: webAddr, Port: 80}
+	in := func() []byte { return segment(6, ap(clientAddr, 40000), ap(hostAddr, 8080), false) }
+	// tracked reports whether conntrack holds the publication's flow, in
+	// either direction. (A stray reply of the endpoint is a new flow of
+	// its own, masqueraded: not the publication's.)
+	tracked := func(nb *natbed) (fwd, rev bool) {
+		_, fwd = nb.ct(t, flowOf(6, ap(clientAddr, 40000), ap(hostAddr, 8080)))
+		v, rev := nb.ct(t, flowOf(6, ap(webAddr, 80), ap(clientAddr, 40000)))
+		return fwd, rev && v.Flags != 0
+	}
+	for _, first := range []string{"client", "endpoint"} {
+		t.Run("unpublished, next packet from the "+first, func(t *testing.T) {
+			nb := newNATBed(t)
+			must(t, nb.maps.PutPublication(pub))
+			if ret, _ := nb.run(t, nb.dp.Uplink.UplinkIngress, in()); ret != tcActRedirect {
+				t.Fatalf("published: verdict %d, want TC_ACT_REDIRECT", ret)
+			}
+			must(t, nb.maps.DeletePublications(pub))
+			if first == "endpoint" {
+				_, out := nb.run(t, nb.dp.Endpoint.FromContainer, segment(6, ap(webAddr, 80), ap(clientAddr, 40000), false))
+				if got := verify(t, out); got.src == ap(hostAddr, 8080) {
+					t.Error("the endpoint's reply was still translated to the publication")
+				}
+			} else {
+				packet := in()
+				if ret, out := nb.run(t, nb.dp.Uplink.UplinkIngress, packet); ret != tcActUnspec || !bytes.Equal(packet, out) {
+					t.Errorf("unpublished: verdict %d; want the packet passed on untouched", ret)
+				}
+			}
+			if fwd, rev := tracked(nb); fwd || rev {
+				t.Errorf("conntrack still holds the flow: forward %v, reply %v", fwd, rev)
+			}
+		})
+	}
+	t.Run("published anew elsewhere", func(t *testing.T) {
+		nb := newNATBed(t)
+		must(t, nb.maps.PutPublication(pub))
+		nb.run(t, nb.dp.Uplink.UplinkIngress, in())
+		moved := pub
+		moved.Port = 81
+		must(t, nb.maps.PutPublication(moved))
+		ret, out := nb.run(t, nb.dp.Uplink.UplinkIngress, in())
+		if got := verify(t, out); ret != tcActRedirect || got.dst != ap(webAddr, 81) {
+			t.Errorf("verdict %d, to %s; want redirected to %s:81", ret, got.dst, webAddr)
+		}
+		if _, rev := tracked(nb); rev {
+			t.Error("the old reply direction is still tracked")
+		}
+	})
 }
 
 func TestUplinkLeavesLoopbackAndUnpublishedAlone(t *testing.T) {

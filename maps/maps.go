@@ -161,64 +161,13 @@ func (m *Maps) PutPublication(p Publication) error {
 	return nil
 }
 
-// DeletePublications removes published ports and forgets their flows, so
-// nothing of them is left; missing ones are fine. Conntrack is walked once
-// however many go.
+// DeletePublications removes published ports; missing ones are fine. Their
+// flows end with them: the datapath drops a conntrack entry a publication
+// made once the publication no longer leads where the entry does.
 func (m *Maps) DeletePublications(pubs ...Publication) error {
 	var errs []error
-	byPort := map[bpf.DatapathPublicationKey][]Publication{}
 	for _, p := range pubs {
 		errs = append(errs, ignoreMissing(m.m.Publications.Delete(publicationKey(p))))
-		k := publicationKey(p)
-		k.Addr = 0
-		byPort[k] = append(byPort[k], p)
-	}
-	return errors.Join(append(errs, m.forgetFlows(byPort))...)
-}
-
-// forgetFlows removes the conntrack entries of publications' flows, in both
-// directions. byPort holds the publications by host port and protocol.
-func (m *Maps) forgetFlows(byPort map[bpf.DatapathPublicationKey][]Publication) error {
-	var stale []bpf.DatapathFlow
-	matches := func(port uint16, proto uint8, match func(Publication) bool) bool {
-		for _, p := range byPort[bpf.DatapathPublicationKey{Port: port, Proto: proto}] {
-			if match(p) {
-				return true
-			}
-		}
-		return false
-	}
-	// Batches: one system call per few thousand entries, not two per entry.
-	var cursor ebpf.MapBatchCursor
-	keys, values := make([]bpf.DatapathFlow, 4096), make([]bpf.DatapathFlow, 4096)
-	for {
-		n, err := m.m.Ct.BatchLookup(&cursor, keys, values, nil)
-		for i := range n {
-			k, v := keys[i], values[i]
-			// To the published port, translated to the endpoint…
-			toPublished := matches(k.Dport, k.Proto, func(p Publication) bool {
-				hostAddr := be32(p.HostAddr)
-				return (hostAddr == 0 || k.Daddr == hostAddr) && v.Daddr == be32(p.Addr) && v.Dport == be16(p.Port)
-			})
-			// …and the endpoint's replies, translated back.
-			fromEndpoint := matches(v.Sport, k.Proto, func(p Publication) bool {
-				hostAddr := be32(p.HostAddr)
-				return k.Saddr == be32(p.Addr) && k.Sport == be16(p.Port) && (hostAddr == 0 || v.Saddr == hostAddr)
-			})
-			if toPublished || fromEndpoint {
-				stale = append(stale, k)
-			}
-		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("read conntrack: %w", err)
-		}
-	}
-	var errs []error
-	for _, k := range stale {
-		errs = append(errs, ignoreMissing(m.m.Ct.Delete(k)))
 	}
 	return errors.Join(errs...)
 }

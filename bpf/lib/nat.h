@@ -30,7 +30,8 @@ static __always_inline void reverse(const struct flow *f, struct flow *r)
 	r->sport = f->dport;
 	r->dport = f->sport;
 	r->proto = f->proto;
-	r->pad[0] = r->pad[1] = r->pad[2] = 0;
+	r->flags = 0;
+	r->pad[0] = r->pad[1] = 0;
 }
 
 static __always_inline __u32 l4_csum_off(const struct packet *p)
@@ -93,31 +94,63 @@ static __always_inline int rewrite(struct __sk_buff *skb, const struct packet *p
 	return rewrite_port(skb, p, p->l4_off + 2, p->flow.dport, to->dport);
 }
 
-/* ct_remember records a translation of orig into nat in both directions.
- * With BPF_NOEXIST it fails when the reply direction is taken, which is how
- * port allocation claims a NAT port. */
-static __always_inline int ct_remember(const struct flow *orig, const struct flow *nat, __u64 flags)
+/* ct_remember records a translation of orig into nat in both directions;
+ * published marks the entries of a flow to a published port. With
+ * BPF_NOEXIST it fails when the reply direction is taken, which is how port
+ * allocation claims a NAT port. */
+static __always_inline int ct_remember(const struct flow *orig, const struct flow *nat, int published, __u64 flags)
 {
-	struct flow reply_key, reply_val;
+	struct flow reply_key, reply_val, val = *nat;
 
 	reverse(nat, &reply_key);
 	reverse(orig, &reply_val);
+	if (published) {
+		val.flags = CT_PUBLISHED_IN;
+		reply_val.flags = CT_PUBLISHED_OUT;
+	}
 	if (bpf_map_update_elem(&ct, &reply_key, &reply_val, flags) < 0)
 		return -1;
-	return bpf_map_update_elem(&ct, orig, nat, BPF_ANY);
+	return bpf_map_update_elem(&ct, orig, &val, BPF_ANY);
+}
+
+/* ct_current reports whether a conntrack entry (key f, value to) still
+ * holds: an entry a publication made holds while that publication leads
+ * where it did. When it does not, the flow's entries in both directions
+ * go, and its packets are treated as new. */
+static __always_inline int ct_current(const struct flow *f, const struct flow *to)
+{
+	struct publication *pub;
+	struct flow partner;
+
+	if (to->flags & CT_PUBLISHED_IN) {
+		pub = published(f->daddr, f->dport, f->proto);
+		if (pub && pub->addr == to->daddr && pub->port == to->dport)
+			return 1;
+	} else if (to->flags & CT_PUBLISHED_OUT) {
+		pub = published(to->saddr, to->sport, f->proto);
+		if (pub && pub->addr == f->saddr && pub->port == f->sport)
+			return 1;
+	} else {
+		return 1;
+	}
+	reverse(to, &partner);
+	bpf_map_delete_elem(&ct, &partner);
+	bpf_map_delete_elem(&ct, f);
+	return 0;
 }
 
 /* claim_nat_port completes nat, a translation of orig with its new source
  * address already set, with a free NAT source port (for ICMP echo, the
- * identifier) and remembers the translation. */
-static __always_inline int claim_nat_port(const struct flow *orig, struct flow *nat, enum program prog)
+ * identifier) and remembers the translation (published: as ct_remember). */
+static __always_inline int claim_nat_port(const struct flow *orig, struct flow *nat, int published,
+					  enum program prog)
 {
 	__u32 range = (__u32)nat_port_max - nat_port_min + 1;
 	__u32 start = bpf_get_prandom_u32();
 
 	for (int i = 0; i < NAT_PORT_TRIES; i++) {
 		nat->sport = bpf_htons(nat_port_min + (start + i) % range);
-		if (ct_remember(orig, nat, BPF_NOEXIST) == 0)
+		if (ct_remember(orig, nat, published, BPF_NOEXIST) == 0)
 			return 0;
 		count_bytes(prog, VERDICT_NAT_PORT_COLLISION, 0);
 	}
@@ -208,6 +241,8 @@ static __always_inline int translate_known(struct __sk_buff *skb, const struct p
 	if (!to)
 		return -1;
 	struct flow next = *to; /* the entry may go while we use it */
+	if (!ct_current(&p->flow, &next))
+		return -1;
 	if (rewrite(skb, p, &next) < 0) {
 		*verdict = drop(skb, prog, VERDICT_DROP_NO_ROUTE);
 		return 0;
@@ -259,11 +294,11 @@ static __always_inline int dnat_published(struct __sk_buff *skb, const struct pa
 	if (snat_to && nat.daddr == nat.saddr) {
 		/* A sandbox reaching itself: its reply must come back through us. */
 		nat.saddr = snat_to;
-		if (claim_nat_port(&p->flow, &nat, prog) < 0) {
+		if (claim_nat_port(&p->flow, &nat, 1, prog) < 0) {
 			*verdict = drop(skb, prog, VERDICT_DROP_NO_NAT_PORT);
 			return 0;
 		}
-	} else if (ct_remember(&p->flow, &nat, BPF_ANY) < 0) {
+	} else if (ct_remember(&p->flow, &nat, 1, BPF_ANY) < 0) {
 		*verdict = drop(skb, prog, VERDICT_DROP_NO_ROUTE);
 		return 0;
 	}

@@ -94,15 +94,26 @@ struct uplink_info {
 	__be32 addr;
 };
 
+/* Marks of a conntrack entry (in its value) whose translation a
+ * publication made. The datapath checks, packet by packet, that the
+ * publication still leads where the entry does, so removing a publication
+ * ends its flows at once without anyone walking conntrack. */
+enum ct_flag {
+	CT_PUBLISHED_IN = 1 << 0,  /* to the published port: daddr:dport was the publication's */
+	CT_PUBLISHED_OUT = 1 << 1, /* the endpoint's reply: the value's saddr:sport is */
+};
+
 /* A flow as a packet shows it. For ICMP echo the identifier stands in for
- * the port: the source port of a request, the destination port of a reply. */
+ * the port: the source port of a request, the destination port of a reply.
+ * As conntrack's value it is the flow the packet is rewritten to. */
 struct flow {
 	__be32 saddr;
 	__be32 daddr;
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
-	__u8 pad[3];
+	__u8 flags; /* enum ct_flag bits, in conntrack values; zero in keys */
+	__u8 pad[2];
 };
 
 /* Key of sock_nat: a socket and the endpoint address it was sent to. */
