@@ -140,20 +140,17 @@ func (e *Engine) watchHost() (func(), error) {
 	}, nil
 }
 
-// hostAddresses lists the dataplane namespace's IPv4 addresses.
-func (e *Engine) hostAddresses() ([]netip.Addr, error) {
+// hostAddresses lists the IPv4 addresses of the namespace it runs in.
+func hostAddresses() ([]netip.Addr, error) {
+	list, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
+	if err != nil {
+		return nil, fmt.Errorf("list host addresses: %w", err)
+	}
 	var out []netip.Addr
-	err := e.inHost(func() error {
-		list, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
-		if err != nil {
-			return fmt.Errorf("list host addresses: %w", err)
+	for _, a := range list {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
+			out = append(out, ip)
 		}
-		for _, a := range list {
-			if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
-				out = append(out, ip)
-			}
-		}
-		return nil
-	})
-	return out, err
+	}
+	return out, nil
 }

@@ -168,17 +168,22 @@ func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb store.Sandbox,
 	if err != nil {
 		return nil, err
 	}
-	hostAddrs, err := e.hostAddresses()
-	if err != nil {
-		return nil, err
-	}
-	lo, hi := e.ephemeralRange()
 	var added []store.Publication
-	// One visit to the host namespace for every port probe of the request.
+	// One visit to the host namespace for everything the request asks of it.
 	err = e.inHost(func() error {
+		var hostAddrs []netip.Addr // listed once a spec names one
+		lo, hi := ephemeralRange()
 		for _, spec := range specs {
-			if spec.HostIP.IsValid() && !spec.HostIP.IsLoopback() && !slices.Contains(hostAddrs, spec.HostIP) {
-				return fmt.Errorf("host address %s is not an address of this host", spec.HostIP)
+			if spec.HostIP.IsValid() && !spec.HostIP.IsLoopback() {
+				if hostAddrs == nil {
+					var err error
+					if hostAddrs, err = hostAddresses(); err != nil {
+						return err
+					}
+				}
+				if !slices.Contains(hostAddrs, spec.HostIP) {
+					return fmt.Errorf("host address %s is not an address of this host", spec.HostIP)
+				}
 			}
 			pubs, err := choosePorts(spec, n.ID, sb.Name, taken, lo, hi)
 			if err != nil {
@@ -360,16 +365,12 @@ func hostPort(p store.Publication) string {
 }
 
 // ephemeralRange is the host's local port range, where random host ports
-// come from, as with Docker.
-func (e *Engine) ephemeralRange() (lo, hi int) {
+// come from, as with Docker. It runs in the host namespace.
+func ephemeralRange() (lo, hi int) {
 	lo, hi = 32768, 60999
-	e.inHost(func() error {
-		data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-		if err == nil {
-			fmt.Sscan(string(data), &lo, &hi)
-		}
-		return nil
-	})
+	if data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		fmt.Sscan(string(data), &lo, &hi)
+	}
 	return lo, hi
 }
 
