@@ -26,11 +26,19 @@ type docker struct {
 	rules    string // iptables-save of nat and filter with the server published: N=1
 }
 
-// The ports the server publishes through Docker, as `docker run -p` takes them.
-var dockerPublished = []string{
-	fmt.Sprintf("%d:%d", dockerPort, echoPort),
-	fmt.Sprintf("%d:%d/udp", dockerPort, echoPort),
-	fmt.Sprintf("%d:%d", dockerIperf, iperfPort),
+// published is one port the server publishes through Docker.
+type published struct {
+	host, target int
+	proto        string
+}
+
+// flag is the port as `docker run -p` takes it.
+func (p published) flag() string { return fmt.Sprintf("%d:%d/%s", p.host, p.target, p.proto) }
+
+var dockerPublished = []published{
+	{dockerPort, echoPort, "tcp"},
+	{dockerPort, echoPort, "udp"},
+	{dockerIperf, iperfPort, "tcp"},
 }
 
 func (b *bed) startDocker(mode string) {
@@ -119,7 +127,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 	run := []string{"run", "-d", "--name", "web"}
 	for _, p := range dockerPublished {
-		run = append(run, "-p", p)
+		run = append(run, "-p", p.flag())
 	}
 	cli(append(run, "bench-serve", "/serve", "serve", fmt.Sprint(echoPort))...)
 	cli("exec", "-d", "web", "/usr/bin/iperf3", "-s", "-p", fmt.Sprint(iperfPort))
@@ -248,11 +256,10 @@ func (b *bed) emulateDocker() {
 
 	var nat, filter strings.Builder
 	for _, p := range dockerPublished {
-		host, target, proto := publishedPorts(p)
-		fmt.Fprintf(&nat, "-A POSTROUTING -s %[1]s/32 -d %[1]s/32 -p %[2]s -m %[2]s --dport %[3]d -j MASQUERADE\n", serverIP, proto, target)
-		fmt.Fprintf(&nat, "-A DOCKER ! -i %s -p %s -m %s --dport %d -j DNAT --to-destination %s:%d\n", dockerBridge, proto, proto, host, serverIP, target)
-		fmt.Fprintf(&filter, "-A DOCKER -d %s/32 ! -i %s -o %s -p %s -m %s --dport %d -j ACCEPT\n", serverIP, dockerBridge, dockerBridge, proto, proto, target)
-		b.dockerProxy(proto, host, target, serverIP)
+		fmt.Fprintf(&nat, "-A POSTROUTING -s %[1]s/32 -d %[1]s/32 -p %[2]s -m %[2]s --dport %[3]d -j MASQUERADE\n", serverIP, p.proto, p.target)
+		fmt.Fprintf(&nat, "-A DOCKER ! -i %s -p %s -m %s --dport %d -j DNAT --to-destination %s:%d\n", dockerBridge, p.proto, p.proto, p.host, serverIP, p.target)
+		fmt.Fprintf(&filter, "-A DOCKER -d %s/32 ! -i %s -o %s -p %s -m %s --dport %d -j ACCEPT\n", serverIP, dockerBridge, dockerBridge, p.proto, p.proto, p.target)
+		b.dockerProxy(p, serverIP)
 	}
 	b.restore(fmt.Sprintf(`*nat
 :PREROUTING ACCEPT [0:0]
@@ -288,37 +295,27 @@ COMMIT
 `, dockerBIP, dockerBridge, nat.String(), filter.String()))
 }
 
-// publishedPorts splits one of dockerPublished.
-func publishedPorts(p string) (host, target int, proto string) {
-	proto = "tcp"
-	if i := strings.IndexByte(p, '/'); i >= 0 {
-		p, proto = p[:i], p[i+1:]
-	}
-	fmt.Sscanf(p, "%d:%d", &host, &target)
-	return host, target, proto
-}
-
 // dockerProxy runs the real docker-proxy as dockerd does: it reports on
 // fd 3 ("0" when it listens, else the error) and exits without it.
-func (b *bed) dockerProxy(proto string, port, target int, serverIP string) {
-	r, w, err := os.Pipe()
+func (b *bed) dockerProxy(p published, serverIP string) {
+	ready, w, err := os.Pipe()
 	if err != nil {
 		b.r.Fatalf("pipe: %v", err)
 	}
-	defer r.Close()
-	cmd := exec.Command("ip", "netns", "exec", b.host, "docker-proxy", "-proto", proto, "-host-ip", "0.0.0.0",
-		"-host-port", fmt.Sprint(port), "-container-ip", serverIP, "-container-port", fmt.Sprint(target))
+	defer ready.Close()
+	cmd := exec.Command("ip", "netns", "exec", b.host, "docker-proxy", "-proto", p.proto, "-host-ip", "0.0.0.0",
+		"-host-port", fmt.Sprint(p.host), "-container-ip", serverIP, "-container-port", fmt.Sprint(p.target))
 	cmd.ExtraFiles = []*os.File{w}
 	if err := cmd.Start(); err != nil {
 		b.r.Fatalf("start docker-proxy: %v", err)
 	}
 	w.Close()
 	b.r.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	r.SetReadDeadline(time.Now().Add(5 * time.Second))
+	ready.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 256)
-	n, _ := r.Read(buf)
+	n, _ := ready.Read(buf)
 	if msg := strings.TrimSpace(string(buf[:n])); msg != "0" {
-		b.r.Fatalf("docker-proxy %s/%d did not start: %q", proto, port, msg)
+		b.r.Fatalf("docker-proxy %s did not start: %q", p.flag(), msg)
 	}
 }
 
