@@ -131,7 +131,13 @@ func (e *Engine) writeSandboxFiles(sb store.Sandbox, byName map[string]store.San
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
 	for name, content := range map[string]string{"hosts": hosts.String(), "resolv.conf": resolv.String()} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+		path := filepath.Join(dir, name)
+		// Rewritten in place (processes inside have them bind-mounted), so
+		// a reader may catch one truncated: only when the content changes.
+		if old, err := os.ReadFile(path); err == nil && string(old) == content {
+			continue
+		}
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 			return fmt.Errorf("write %s of sandbox %s: %w", name, sb.Name, err)
 		}
 	}

@@ -3,6 +3,8 @@ package test
 import (
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -89,6 +91,20 @@ func expectRcode(t *testing.T, h *testbed.Host, sandbox, name string, rcode int)
 	}
 }
 
+// modTimes is when a sandbox's hosts and resolv.conf were last written.
+func modTimes(t *testing.T, etc string) [2]time.Time {
+	t.Helper()
+	var out [2]time.Time
+	for i, name := range []string{"hosts", "resolv.conf"} {
+		fi, err := os.Stat(filepath.Join(etc, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = fi.ModTime()
+	}
+	return out
+}
+
 func TestEmbeddedDNS(t *testing.T) {
 	h, out := newPublishingHost(t)
 	up := &upstream{}
@@ -113,6 +129,14 @@ func TestEmbeddedDNS(t *testing.T) {
 	}
 	if conf := h.MustCLI("exec", plain, "--", "cat", "/etc/resolv.conf"); !strings.Contains(conf, "nameserver "+testbed.UpstreamDNS) || strings.Contains(conf, "127.0.0.11") {
 		t.Errorf("resolv.conf on the default network:\n%s", conf)
+	}
+
+	// A change that leaves a sandbox's files as they are does not rewrite them.
+	etc := h.Sandbox(cl).NetworkSettings.EtcDir
+	before := modTimes(t, etc)
+	h.MustCLI("sandbox", "create", h.Name("late"), "--network", app)
+	if after := modTimes(t, etc); after != before {
+		t.Errorf("files of an unaffected sandbox were rewritten: modified %v, then %v", before, after)
 	}
 
 	expectA(t, h, cl, web, webIP)
