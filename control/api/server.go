@@ -234,44 +234,42 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := []Sandbox{}
+	byID := store.ByID(nets)
 	for _, sb := range sbs {
-		out = append(out, s.sandboxView(sb, pubs[sb.Name], store.ByID(nets)))
+		out = append(out, s.sandboxView(sb, pubs[sb.Name], byID))
 	}
 	reply(w, http.StatusOK, out)
 }
 
 func (s *Server) inspectSandbox(w http.ResponseWriter, r *http.Request) {
-	var sb store.Sandbox
-	err := s.engine.View(func(tx *store.Tx) (err error) {
-		sb, err = tx.Sandbox(r.PathValue("ref"))
-		return err
-	})
-	if err != nil {
-		fail(w, err)
-		return
-	}
-	s.replySandbox(w, http.StatusOK, sb)
-}
-
-// replySandbox answers with a sandbox's view, reading what it shows
-// besides the record: its publications and the networks.
-func (s *Server) replySandbox(w http.ResponseWriter, status int, sb store.Sandbox) {
-	var (
-		nets []store.Network
-		pubs []store.Publication
-	)
-	err := s.engine.View(func(tx *store.Tx) (err error) {
-		if nets, err = tx.Networks(); err != nil {
+	var v Sandbox
+	err := s.engine.View(func(tx *store.Tx) error {
+		sb, err := tx.Sandbox(r.PathValue("ref"))
+		if err != nil {
 			return err
 		}
-		pubs, err = tx.Publications(sb.Name)
+		v, err = s.viewIn(tx, sb)
 		return err
 	})
 	if err != nil {
 		fail(w, err)
 		return
 	}
-	reply(w, status, s.sandboxView(sb, pubs, store.ByID(nets)))
+	reply(w, http.StatusOK, v)
+}
+
+// viewIn is a sandbox's view, reading in tx what it shows besides the
+// record: its publications and the networks.
+func (s *Server) viewIn(tx *store.Tx, sb store.Sandbox) (Sandbox, error) {
+	nets, err := tx.Networks()
+	if err != nil {
+		return Sandbox{}, err
+	}
+	pubs, err := tx.Publications(sb.Name)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	return s.sandboxView(sb, pubs, store.ByID(nets)), nil
 }
 
 func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
@@ -300,7 +298,12 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	s.replySandbox(w, http.StatusCreated, sb)
+	var v Sandbox
+	if err := s.engine.View(func(tx *store.Tx) (err error) { v, err = s.viewIn(tx, sb); return err }); err != nil {
+		fail(w, err)
+		return
+	}
+	reply(w, http.StatusCreated, v)
 }
 
 func (s *Server) removeSandbox(w http.ResponseWriter, r *http.Request) {
