@@ -54,9 +54,11 @@ type DatapathIfaceInfo struct {
 type DatapathNetworkFlag uint32
 
 const (
-	DatapathNetworkFlagNETWORK_ICC_DISABLED DatapathNetworkFlag = 1
-	DatapathNetworkFlagNETWORK_INTERNAL     DatapathNetworkFlag = 2
-	DatapathNetworkFlagNETWORK_MASQUERADE   DatapathNetworkFlag = 4
+	DatapathNetworkFlagNETWORK_ICC_DISABLED     DatapathNetworkFlag = 1
+	DatapathNetworkFlagNETWORK_INTERNAL         DatapathNetworkFlag = 2
+	DatapathNetworkFlagNETWORK_MASQUERADE       DatapathNetworkFlag = 4
+	DatapathNetworkFlagNETWORK_DIRECT_ALL       DatapathNetworkFlag = 8
+	DatapathNetworkFlagNETWORK_DIRECT_PUBLISHED DatapathNetworkFlag = 16
 )
 
 type DatapathNetworkInfo struct {

@@ -31,7 +31,21 @@ type Network struct {
 	ICCDisabled bool
 	Internal    bool
 	Masquerade  bool
+	// Direct is who outside the host may reach sandbox ports by routing
+	// to their addresses (the gateway mode).
+	Direct DirectAccess
 }
+
+// DirectAccess is what a network's gateway mode lets outside clients reach
+// by routing to a sandbox's address rather than through a published host
+// port.
+type DirectAccess uint8
+
+const (
+	DirectNone      DirectAccess = iota // Docker's "nat" and "isolated": published host ports only
+	DirectPublished                     // "routed": the sandbox ports that are published
+	DirectAll                           // "nat-unprotected": every port
+)
 
 // Iface is an endpoint's host-side interface.
 type Iface struct {
@@ -89,6 +103,12 @@ func networkValue(n Network) bpf.DatapathNetworkInfo {
 	}
 	if n.Masquerade {
 		v.Flags |= bpf.DatapathNetworkFlagNETWORK_MASQUERADE
+	}
+	switch n.Direct {
+	case DirectPublished:
+		v.Flags |= bpf.DatapathNetworkFlagNETWORK_DIRECT_PUBLISHED
+	case DirectAll:
+		v.Flags |= bpf.DatapathNetworkFlagNETWORK_DIRECT_ALL
 	}
 	return v
 }

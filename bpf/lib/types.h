@@ -36,6 +36,11 @@ enum network_flag {
 	NETWORK_ICC_DISABLED = 1 << 0,
 	NETWORK_INTERNAL = 1 << 1,
 	NETWORK_MASQUERADE = 1 << 2,
+	/* Gateway modes: who outside the host may reach sandbox ports
+	 * directly, by routing to the sandbox's address. Neither bit is
+	 * Docker's "nat": only published host ports lead in. */
+	NETWORK_DIRECT_ALL = 1 << 3,       /* "nat-unprotected": every port */
+	NETWORK_DIRECT_PUBLISHED = 1 << 4, /* "routed": the published sandbox ports */
 };
 
 /* Value of the networks map, keyed by the network's index. */
