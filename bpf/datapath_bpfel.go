@@ -19,12 +19,54 @@ type DatapathCounter struct {
 	Bytes   uint64
 }
 
+type DatapathCtEntry struct {
+	_       structs.HostLayout
+	Nat     DatapathFlow
+	Expires uint64
+	Ifindex uint32
+	AckSeq  uint32
+	State   uint8
+	Flags   uint8
+	Pad     [6]uint8
+}
+
 type DatapathCtFlag uint32
 
 const (
 	DatapathCtFlagCT_PUBLISHED_IN  DatapathCtFlag = 1
 	DatapathCtFlagCT_PUBLISHED_OUT DatapathCtFlag = 2
+	DatapathCtFlagCT_REPLY         DatapathCtFlag = 4
+	DatapathCtFlagCT_FIN_ORIG      DatapathCtFlag = 8
+	DatapathCtFlagCT_FIN_REPLY     DatapathCtFlag = 16
 )
+
+type DatapathCtState uint32
+
+const (
+	DatapathCtStateCT_TCP_SYN_SENT    DatapathCtState = 0
+	DatapathCtStateCT_TCP_SYN_RECV    DatapathCtState = 1
+	DatapathCtStateCT_TCP_ESTABLISHED DatapathCtState = 2
+	DatapathCtStateCT_TCP_FIN_WAIT    DatapathCtState = 3
+	DatapathCtStateCT_TCP_TIME_WAIT   DatapathCtState = 4
+	DatapathCtStateCT_TCP_CLOSE       DatapathCtState = 5
+	DatapathCtStateCT_UDP_UNREPLIED   DatapathCtState = 6
+	DatapathCtStateCT_UDP_REPLIED     DatapathCtState = 7
+	DatapathCtStateCT_ICMP            DatapathCtState = 8
+	DatapathCtStateCT_STATE_MAX       DatapathCtState = 9
+)
+
+type DatapathCtTimeouts struct {
+	_              structs.HostLayout
+	TcpSynSent     uint32
+	TcpSynRecv     uint32
+	TcpEstablished uint32
+	TcpFinWait     uint32
+	TcpTimeWait    uint32
+	TcpClose       uint32
+	Udp            uint32
+	UdpStream      uint32
+	Icmp           uint32
+}
 
 type DatapathEndpointInfo struct {
 	_       structs.HostLayout
@@ -41,8 +83,7 @@ type DatapathFlow struct {
 	Sport uint16
 	Dport uint16
 	Proto uint8
-	Flags uint8
-	Pad   [2]uint8
+	Pad   [3]uint8
 }
 
 type DatapathIfaceInfo struct {
@@ -115,6 +156,14 @@ type DatapathSubnetKey struct {
 	Addr      uint32
 }
 
+type DatapathTargetKey struct {
+	_     structs.HostLayout
+	Addr  uint32
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+}
+
 type DatapathUplinkInfo struct {
 	_    structs.HostLayout
 	Addr uint32
@@ -133,26 +182,36 @@ const (
 	DatapathVerdictVERDICT_DROP_NO_NAT_PORT   DatapathVerdict = 7
 	DatapathVerdictVERDICT_DROP_NO_ROUTE      DatapathVerdict = 8
 	DatapathVerdictVERDICT_NAT_PORT_COLLISION DatapathVerdict = 9
-	DatapathVerdictVERDICT_MAX                DatapathVerdict = 10
+	DatapathVerdictVERDICT_DROP_SPOOFED       DatapathVerdict = 10
+	DatapathVerdictVERDICT_DROP_MARTIAN       DatapathVerdict = 11
+	DatapathVerdictVERDICT_DROP_UNPUBLISHED   DatapathVerdict = 12
+	DatapathVerdictVERDICT_DROP_NO_IPV6       DatapathVerdict = 13
+	DatapathVerdictVERDICT_DROP_CT_INVALID    DatapathVerdict = 14
+	DatapathVerdictVERDICT_CT_FULL            DatapathVerdict = 15
+	DatapathVerdictVERDICT_MAX                DatapathVerdict = 16
 )
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	DatapathMapCt            = "ct"
-	DatapathMapEndpoints     = "endpoints"
-	DatapathMapHostAddrs     = "host_addrs"
-	DatapathMapIfaces        = "ifaces"
-	DatapathMapNetworks      = "networks"
-	DatapathMapPublications  = "publications"
-	DatapathMapSockNat       = "sock_nat"
-	DatapathMapStats         = "stats"
-	DatapathMapSubnets       = "subnets"
-	DatapathMapUplinks       = "uplinks"
-	DatapathVarUnusedCtFlag  = "unused_ct_flag"
-	DatapathVarUnusedProgram = "unused_program"
-	DatapathVarUnusedVerdict = "unused_verdict"
+	DatapathMapCt               = "ct"
+	DatapathMapCtNew            = "ct_new"
+	DatapathMapEndpoints        = "endpoints"
+	DatapathMapHostAddrs        = "host_addrs"
+	DatapathMapIfaces           = "ifaces"
+	DatapathMapNetworks         = "networks"
+	DatapathMapPublications     = "publications"
+	DatapathMapPublishedPorts   = "published_ports"
+	DatapathMapSockNat          = "sock_nat"
+	DatapathMapStats            = "stats"
+	DatapathMapSubnets          = "subnets"
+	DatapathMapUplinks          = "uplinks"
+	DatapathVarUnusedCtFlag     = "unused_ct_flag"
+	DatapathVarUnusedCtState    = "unused_ct_state"
+	DatapathVarUnusedCtTimeouts = "unused_ct_timeouts"
+	DatapathVarUnusedProgram    = "unused_program"
+	DatapathVarUnusedVerdict    = "unused_verdict"
 )
 
 // LoadDatapath returns the embedded CollectionSpec for Datapath.
@@ -203,25 +262,29 @@ type DatapathProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DatapathMapSpecs struct {
-	Ct           *ebpf.MapSpec `ebpf:"ct"`
-	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
-	HostAddrs    *ebpf.MapSpec `ebpf:"host_addrs"`
-	Ifaces       *ebpf.MapSpec `ebpf:"ifaces"`
-	Networks     *ebpf.MapSpec `ebpf:"networks"`
-	Publications *ebpf.MapSpec `ebpf:"publications"`
-	SockNat      *ebpf.MapSpec `ebpf:"sock_nat"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
-	Subnets      *ebpf.MapSpec `ebpf:"subnets"`
-	Uplinks      *ebpf.MapSpec `ebpf:"uplinks"`
+	Ct             *ebpf.MapSpec `ebpf:"ct"`
+	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
+	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
+	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
+	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
+	Networks       *ebpf.MapSpec `ebpf:"networks"`
+	Publications   *ebpf.MapSpec `ebpf:"publications"`
+	PublishedPorts *ebpf.MapSpec `ebpf:"published_ports"`
+	SockNat        *ebpf.MapSpec `ebpf:"sock_nat"`
+	Stats          *ebpf.MapSpec `ebpf:"stats"`
+	Subnets        *ebpf.MapSpec `ebpf:"subnets"`
+	Uplinks        *ebpf.MapSpec `ebpf:"uplinks"`
 }
 
 // DatapathVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DatapathVariableSpecs struct {
-	UnusedCtFlag  *ebpf.VariableSpec `ebpf:"unused_ct_flag"`
-	UnusedProgram *ebpf.VariableSpec `ebpf:"unused_program"`
-	UnusedVerdict *ebpf.VariableSpec `ebpf:"unused_verdict"`
+	UnusedCtFlag     *ebpf.VariableSpec `ebpf:"unused_ct_flag"`
+	UnusedCtState    *ebpf.VariableSpec `ebpf:"unused_ct_state"`
+	UnusedCtTimeouts *ebpf.VariableSpec `ebpf:"unused_ct_timeouts"`
+	UnusedProgram    *ebpf.VariableSpec `ebpf:"unused_program"`
+	UnusedVerdict    *ebpf.VariableSpec `ebpf:"unused_verdict"`
 }
 
 // DatapathObjects contains all objects after they have been loaded into the kernel.
@@ -244,26 +307,30 @@ func (o *DatapathObjects) Close() error {
 //
 // It can be passed to LoadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DatapathMaps struct {
-	Ct           *ebpf.Map `ebpf:"ct"`
-	Endpoints    *ebpf.Map `ebpf:"endpoints"`
-	HostAddrs    *ebpf.Map `ebpf:"host_addrs"`
-	Ifaces       *ebpf.Map `ebpf:"ifaces"`
-	Networks     *ebpf.Map `ebpf:"networks"`
-	Publications *ebpf.Map `ebpf:"publications"`
-	SockNat      *ebpf.Map `ebpf:"sock_nat"`
-	Stats        *ebpf.Map `ebpf:"stats"`
-	Subnets      *ebpf.Map `ebpf:"subnets"`
-	Uplinks      *ebpf.Map `ebpf:"uplinks"`
+	Ct             *ebpf.Map `ebpf:"ct"`
+	CtNew          *ebpf.Map `ebpf:"ct_new"`
+	Endpoints      *ebpf.Map `ebpf:"endpoints"`
+	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
+	Ifaces         *ebpf.Map `ebpf:"ifaces"`
+	Networks       *ebpf.Map `ebpf:"networks"`
+	Publications   *ebpf.Map `ebpf:"publications"`
+	PublishedPorts *ebpf.Map `ebpf:"published_ports"`
+	SockNat        *ebpf.Map `ebpf:"sock_nat"`
+	Stats          *ebpf.Map `ebpf:"stats"`
+	Subnets        *ebpf.Map `ebpf:"subnets"`
+	Uplinks        *ebpf.Map `ebpf:"uplinks"`
 }
 
 func (m *DatapathMaps) Close() error {
 	return _DatapathClose(
 		m.Ct,
+		m.CtNew,
 		m.Endpoints,
 		m.HostAddrs,
 		m.Ifaces,
 		m.Networks,
 		m.Publications,
+		m.PublishedPorts,
 		m.SockNat,
 		m.Stats,
 		m.Subnets,
@@ -275,9 +342,11 @@ func (m *DatapathMaps) Close() error {
 //
 // It can be passed to LoadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DatapathVariables struct {
-	UnusedCtFlag  *ebpf.Variable `ebpf:"unused_ct_flag"`
-	UnusedProgram *ebpf.Variable `ebpf:"unused_program"`
-	UnusedVerdict *ebpf.Variable `ebpf:"unused_verdict"`
+	UnusedCtFlag     *ebpf.Variable `ebpf:"unused_ct_flag"`
+	UnusedCtState    *ebpf.Variable `ebpf:"unused_ct_state"`
+	UnusedCtTimeouts *ebpf.Variable `ebpf:"unused_ct_timeouts"`
+	UnusedProgram    *ebpf.Variable `ebpf:"unused_program"`
+	UnusedVerdict    *ebpf.Variable `ebpf:"unused_verdict"`
 }
 
 // DatapathPrograms contains all programs after they have been loaded into the kernel.

@@ -23,7 +23,7 @@ static __always_inline int masquerade(struct __sk_buff *skb, const struct packet
 {
 	struct bpf_fib_lookup fib;
 	struct uplink_info *up;
-	struct flow nat;
+	struct port_search s;
 	__u32 out;
 	int rc;
 
@@ -34,17 +34,23 @@ static __always_inline int masquerade(struct __sk_buff *skb, const struct packet
 	up = bpf_map_lookup_elem(&uplinks, &out);
 	if (!up)
 		return pass(skb, PROGRAM_FROM_CONTAINER);
-	nat = p->flow;
-	nat.saddr = up->addr;
-	if (claim_nat_port(&p->flow, &nat, 0, PROGRAM_FROM_CONTAINER) < 0)
+	/* A reset of no flow would leave with the sandbox's own address. */
+	if (ct_prepare(&s.nf, p, skb->ifindex, 0, 0, 0) < 0)
+		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_CT_INVALID);
+	s.prog = PROGRAM_FROM_CONTAINER;
+	s.nf.fwd.nat.saddr = up->addr;
+	if (claim_nat_port(skb, &s, 1) < 0)
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_NO_NAT_PORT);
-	if (rewrite(skb, p, &nat) < 0)
+	if (rewrite(skb, p, &s.nf.fwd.nat) < 0)
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_NO_ROUTE);
 	count(skb, PROGRAM_FROM_CONTAINER, VERDICT_SNAT);
 	return redirect_routed(skb, rc, &fib);
 }
 
-/* Packets a sandbox sends (TC ingress of the host-side veth). */
+/* Packets a sandbox sends (TC ingress of the host-side veth). Every check
+ * that the sender could dodge by forging comes first: its source address,
+ * then what its network may reach at all; only then may conntrack match,
+ * and an entry matches only for the interface its flow came in on. */
 SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
@@ -53,25 +59,47 @@ int from_container(struct __sk_buff *skb)
 	struct network_info *net;
 	struct packet p;
 	__u32 *dst_net;
-	int to_host, verdict;
+	__be32 sender;
+	int l3, to_host, verdict;
 
 	if (!src)
 		return TC_ACT_UNSPEC;
 	net = bpf_map_lookup_elem(&networks, &src->network);
-	if (!net || parse_packet(skb, &p) < 0)
+	if (!net)
 		return pass(skb, PROGRAM_FROM_CONTAINER);
+	l3 = parse_packet(skb, &p);
+	switch (l3) {
+	case L3_ARP:
+		/* Answering for another's address would take its traffic. */
+		sender = arp_sender(skb);
+		if (sender && sender != src->addr)
+			return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_SPOOFED);
+		return pass(skb, PROGRAM_FROM_CONTAINER);
+	case L3_IPV6:
+		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_NO_IPV6);
+	case L3_OTHER:
+		return pass(skb, PROGRAM_FROM_CONTAINER);
+	}
+	if (p.flow.saddr != src->addr)
+		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_SPOOFED);
+	/* Loopback is the host's own: a port published on 127.0.0.1 is for
+	 * host processes alone. */
+	if (is_loopback(p.flow.daddr))
+		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_MARTIAN);
+	dst_net = network_of(p.flow.daddr);
+	/* An internal network leads nowhere but to itself (its gateway
+	 * included), not even to the host's published ports. */
+	if ((net->flags & NETWORK_INTERNAL) && (!dst_net || *dst_net != src->network))
+		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_INTERNAL);
 
 	/* Replies of published flows, hairpins and established flows. */
-	if (translate_known(skb, &p, PROGRAM_FROM_CONTAINER, &verdict) == 0)
+	if (translate_known(skb, &p, ifindex, PROGRAM_FROM_CONTAINER, &verdict) == 0)
 		return verdict;
-	/* A published port on a host address, from any network but an
-	 * internal one (which leads nowhere, not even to the host's ports). */
+	/* A published port on a host address, from any network. */
 	to_host = is_host_addr(p.flow.daddr);
-	if (to_host && !(net->flags & NETWORK_INTERNAL) &&
-	    dnat_published(skb, &p, PROGRAM_FROM_CONTAINER, net->gateway, &verdict) == 0)
+	if (to_host && dnat_published(skb, &p, PROGRAM_FROM_CONTAINER, ifindex, net->gateway, &verdict) == 0)
 		return verdict;
 
-	dst_net = network_of(p.flow.daddr);
 	if (dst_net) {
 		if (*dst_net != src->network)
 			return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_CROSS_NETWORK);
@@ -80,17 +108,29 @@ int from_container(struct __sk_buff *skb)
 			return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_ICC);
 		return pass(skb, PROGRAM_FROM_CONTAINER);
 	}
-	if (net->flags & NETWORK_INTERNAL)
-		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_INTERNAL);
-	if (to_host || !(net->flags & NETWORK_MASQUERADE) || !p.has_ports)
+	if (to_host || !p.has_ports || is_multicast_or_broadcast(p.flow.daddr))
 		return pass(skb, PROGRAM_FROM_CONTAINER);
+	if (!(net->flags & NETWORK_MASQUERADE)) {
+		track_untranslated(&p, ifindex, 0);
+		return pass(skb, PROGRAM_FROM_CONTAINER);
+	}
 	return masquerade(skb, &p);
 }
 
+/* is_published_target reports whether a publication leads to the
+ * packet's destination port. */
+static __always_inline int is_published_target(const struct packet *p)
+{
+	struct target_key key = { .addr = p->flow.daddr, .port = p->flow.dport, .proto = p->flow.proto };
+
+	return p->has_ports && bpf_map_lookup_elem(&published_ports, &key) != NULL;
+}
+
 /* Packets about to reach a sandbox through the bridge (TC egress of the
- * host-side veth): routed in from elsewhere, or bridged from a neighbour.
- * Internal networks take nothing from outside; flows routed in from
- * outside are tracked so their replies are not masqueraded. Translated
+ * host-side veth): bridged from a neighbour, from the host, or routed in
+ * from elsewhere. Internal networks take nothing from outside; from
+ * elsewhere, the gateway mode says what may come straight in, and such
+ * flows are tracked so their replies leave as they are. Translated
  * packets never pass here: they are put into the sandbox directly. */
 SEC("tc")
 int to_container(struct __sk_buff *skb)
@@ -100,19 +140,33 @@ int to_container(struct __sk_buff *skb)
 	struct network_info *net;
 	struct packet p;
 	__u32 *src_net;
+	int l3, assured;
 
 	if (!dst)
 		return TC_ACT_UNSPEC;
 	net = bpf_map_lookup_elem(&networks, &dst->network);
-	if (!net || parse_packet(skb, &p) < 0)
+	if (!net)
 		return pass(skb, PROGRAM_TO_CONTAINER);
-	if (net->flags & NETWORK_INTERNAL) {
-		src_net = network_of(p.flow.saddr);
-		if (!src_net || *src_net != dst->network)
-			return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_INTERNAL);
+	l3 = parse_packet(skb, &p);
+	if (l3 == L3_IPV6)
+		return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_NO_IPV6);
+	if (l3 != L3_IPV4)
 		return pass(skb, PROGRAM_TO_CONTAINER);
-	}
-	remember_inbound(&p);
+	src_net = network_of(p.flow.saddr);
+	if (src_net && *src_net == dst->network)
+		return pass(skb, PROGRAM_TO_CONTAINER); /* a neighbour, or the gateway */
+	if (net->flags & NETWORK_INTERNAL)
+		return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_INTERNAL);
+	if (is_host_addr(p.flow.saddr))
+		return pass(skb, PROGRAM_TO_CONTAINER);
+	/* From elsewhere: a flow already known (a reply to one the sandbox
+	 * started untranslated), or what the gateway mode lets in. */
+	if (p.has_ports && ct_lookup(&p.flow, 0, &assured))
+		return pass(skb, PROGRAM_TO_CONTAINER);
+	if (!(net->flags & NETWORK_DIRECT_ALL) &&
+	    !((net->flags & NETWORK_DIRECT_PUBLISHED) && is_published_target(&p)))
+		return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_UNPUBLISHED);
+	track_untranslated(&p, 0, ifindex);
 	return pass(skb, PROGRAM_TO_CONTAINER);
 }
 

@@ -17,17 +17,20 @@ import (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	EndpointMapCt             = "ct"
+	EndpointMapCtNew          = "ct_new"
 	EndpointMapEndpoints      = "endpoints"
 	EndpointMapHostAddrs      = "host_addrs"
 	EndpointMapIfaces         = "ifaces"
 	EndpointMapNetworks       = "networks"
 	EndpointMapPublications   = "publications"
+	EndpointMapPublishedPorts = "published_ports"
 	EndpointMapSockNat        = "sock_nat"
 	EndpointMapStats          = "stats"
 	EndpointMapSubnets        = "subnets"
 	EndpointMapUplinks        = "uplinks"
 	EndpointProgFromContainer = "from_container"
 	EndpointProgToContainer   = "to_container"
+	EndpointVarCtTimeouts     = "ct_timeouts"
 	EndpointVarNatPortMax     = "nat_port_max"
 	EndpointVarNatPortMin     = "nat_port_min"
 )
@@ -82,22 +85,25 @@ type EndpointProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EndpointMapSpecs struct {
-	Ct           *ebpf.MapSpec `ebpf:"ct"`
-	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
-	HostAddrs    *ebpf.MapSpec `ebpf:"host_addrs"`
-	Ifaces       *ebpf.MapSpec `ebpf:"ifaces"`
-	Networks     *ebpf.MapSpec `ebpf:"networks"`
-	Publications *ebpf.MapSpec `ebpf:"publications"`
-	SockNat      *ebpf.MapSpec `ebpf:"sock_nat"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
-	Subnets      *ebpf.MapSpec `ebpf:"subnets"`
-	Uplinks      *ebpf.MapSpec `ebpf:"uplinks"`
+	Ct             *ebpf.MapSpec `ebpf:"ct"`
+	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
+	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
+	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
+	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
+	Networks       *ebpf.MapSpec `ebpf:"networks"`
+	Publications   *ebpf.MapSpec `ebpf:"publications"`
+	PublishedPorts *ebpf.MapSpec `ebpf:"published_ports"`
+	SockNat        *ebpf.MapSpec `ebpf:"sock_nat"`
+	Stats          *ebpf.MapSpec `ebpf:"stats"`
+	Subnets        *ebpf.MapSpec `ebpf:"subnets"`
+	Uplinks        *ebpf.MapSpec `ebpf:"uplinks"`
 }
 
 // EndpointVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EndpointVariableSpecs struct {
+	CtTimeouts *ebpf.VariableSpec `ebpf:"ct_timeouts"`
 	NatPortMax *ebpf.VariableSpec `ebpf:"nat_port_max"`
 	NatPortMin *ebpf.VariableSpec `ebpf:"nat_port_min"`
 }
@@ -122,26 +128,30 @@ func (o *EndpointObjects) Close() error {
 //
 // It can be passed to LoadEndpointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EndpointMaps struct {
-	Ct           *ebpf.Map `ebpf:"ct"`
-	Endpoints    *ebpf.Map `ebpf:"endpoints"`
-	HostAddrs    *ebpf.Map `ebpf:"host_addrs"`
-	Ifaces       *ebpf.Map `ebpf:"ifaces"`
-	Networks     *ebpf.Map `ebpf:"networks"`
-	Publications *ebpf.Map `ebpf:"publications"`
-	SockNat      *ebpf.Map `ebpf:"sock_nat"`
-	Stats        *ebpf.Map `ebpf:"stats"`
-	Subnets      *ebpf.Map `ebpf:"subnets"`
-	Uplinks      *ebpf.Map `ebpf:"uplinks"`
+	Ct             *ebpf.Map `ebpf:"ct"`
+	CtNew          *ebpf.Map `ebpf:"ct_new"`
+	Endpoints      *ebpf.Map `ebpf:"endpoints"`
+	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
+	Ifaces         *ebpf.Map `ebpf:"ifaces"`
+	Networks       *ebpf.Map `ebpf:"networks"`
+	Publications   *ebpf.Map `ebpf:"publications"`
+	PublishedPorts *ebpf.Map `ebpf:"published_ports"`
+	SockNat        *ebpf.Map `ebpf:"sock_nat"`
+	Stats          *ebpf.Map `ebpf:"stats"`
+	Subnets        *ebpf.Map `ebpf:"subnets"`
+	Uplinks        *ebpf.Map `ebpf:"uplinks"`
 }
 
 func (m *EndpointMaps) Close() error {
 	return _EndpointClose(
 		m.Ct,
+		m.CtNew,
 		m.Endpoints,
 		m.HostAddrs,
 		m.Ifaces,
 		m.Networks,
 		m.Publications,
+		m.PublishedPorts,
 		m.SockNat,
 		m.Stats,
 		m.Subnets,
@@ -153,6 +163,7 @@ func (m *EndpointMaps) Close() error {
 //
 // It can be passed to LoadEndpointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EndpointVariables struct {
+	CtTimeouts *ebpf.Variable `ebpf:"ct_timeouts"`
 	NatPortMax *ebpf.Variable `ebpf:"nat_port_max"`
 	NatPortMin *ebpf.Variable `ebpf:"nat_port_min"`
 }

@@ -61,6 +61,13 @@ var (
 // first, flavoured by the given flags.
 func newTestbed(t *testing.T, iccDisabled, internal bool) *testbed {
 	t.Helper()
+	return newTestbedWith(t, func(n *maps.Network) { n.ICCDisabled, n.Internal = iccDisabled, internal })
+}
+
+// newTestbedWith is newTestbed with the sender's network as configure
+// makes it.
+func newTestbedWith(t *testing.T, configure func(*maps.Network)) *testbed {
+	t.Helper()
 	testenv.RequirePrivileges(t)
 	dp, err := loader.LoadUnpinned()
 	if err != nil {
@@ -69,7 +76,7 @@ func newTestbed(t *testing.T, iccDisabled, internal bool) *testbed {
 	t.Cleanup(func() { dp.Close() })
 	m := maps.New(&dp.Maps)
 	net := appnet
-	net.ICCDisabled, net.Internal = iccDisabled, internal
+	configure(&net)
 	for _, n := range []maps.Network{net, other} {
 		if err := m.PutNetwork(n); err != nil {
 			t.Fatal(err)
@@ -141,7 +148,8 @@ func TestFromContainer(t *testing.T) {
 		{"icc off, to outside", true, false, ipv4Packet("172.19.5.2", "10.1.2.3", tcp), tcActUnspec, "pass"},
 		{"internal, to outside", false, true, ipv4Packet("172.19.5.2", "10.1.2.3", udp), tcActShot, "drop_internal"},
 		{"internal, same network", false, true, ipv4Packet("172.19.5.2", "172.19.5.3", udp), tcActUnspec, "pass"},
-		{"internal, to another network", false, true, ipv4Packet("172.19.5.2", "172.20.0.5", udp), tcActShot, "drop_cross_network"},
+		// An internal network is decided first: it leads nowhere but to itself.
+		{"internal, to another network", false, true, ipv4Packet("172.19.5.2", "172.20.0.5", udp), tcActShot, "drop_internal"},
 		{"arp", true, true, arpPacket(), tcActUnspec, "pass"},
 	}
 	for _, tt := range tests {
@@ -156,19 +164,22 @@ func TestToContainer(t *testing.T) {
 	tests := []struct {
 		name     string
 		internal bool
+		direct   maps.DirectAccess
 		pkt      []byte
 		verdict  uint32
 		counter  string
 	}{
-		{"from outside", false, ipv4Packet("10.1.2.3", "172.19.5.2", 6), tcActUnspec, "pass"},
-		{"internal, from outside", true, ipv4Packet("10.1.2.3", "172.19.5.2", 6), tcActShot, "drop_internal"},
-		{"internal, from another network", true, ipv4Packet("172.20.0.5", "172.19.5.2", 6), tcActShot, "drop_internal"},
-		{"internal, from same network", true, ipv4Packet("172.19.5.3", "172.19.5.2", 6), tcActUnspec, "pass"},
-		{"internal, from its gateway", true, ipv4Packet("172.19.0.1", "172.19.5.2", 1), tcActUnspec, "pass"},
+		{"from outside, gateway mode nat", false, maps.DirectNone, ipv4Packet("10.1.2.3", "172.19.5.2", 6), tcActShot, "drop_unpublished"},
+		{"from outside, gateway mode nat-unprotected", false, maps.DirectAll, ipv4Packet("10.1.2.3", "172.19.5.2", 6), tcActUnspec, "pass"},
+		{"from same network", false, maps.DirectNone, ipv4Packet("172.19.5.3", "172.19.5.2", 6), tcActUnspec, "pass"},
+		{"internal, from outside", true, maps.DirectNone, ipv4Packet("10.1.2.3", "172.19.5.2", 6), tcActShot, "drop_internal"},
+		{"internal, from another network", true, maps.DirectNone, ipv4Packet("172.20.0.5", "172.19.5.2", 6), tcActShot, "drop_internal"},
+		{"internal, from same network", true, maps.DirectNone, ipv4Packet("172.19.5.3", "172.19.5.2", 6), tcActUnspec, "pass"},
+		{"internal, from its gateway", true, maps.DirectNone, ipv4Packet("172.19.0.1", "172.19.5.2", 1), tcActUnspec, "pass"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tb := newTestbed(t, false, tt.internal)
+			tb := newTestbedWith(t, func(n *maps.Network) { n.Internal, n.Direct = tt.internal, tt.direct })
 			tb.run(t, tb.dp.Endpoint.ToContainer, tt.pkt, tt.verdict, "to_container/"+tt.counter)
 		})
 	}
@@ -202,6 +213,9 @@ func TestSharedLayouts(t *testing.T) {
 		"publication":     bpf.DatapathPublication{},
 		"uplink_info":     bpf.DatapathUplinkInfo{},
 		"flow":            bpf.DatapathFlow{},
+		"ct_entry":        bpf.DatapathCtEntry{},
+		"ct_timeouts":     bpf.DatapathCtTimeouts{},
+		"target_key":      bpf.DatapathTargetKey{},
 		"sock_peer_key":   bpf.DatapathSockPeerKey{},
 		"sock_peer":       bpf.DatapathSockPeer{},
 	} {

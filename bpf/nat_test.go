@@ -95,6 +95,36 @@ func newNATBedWith(t *testing.T, opts loader.Options) *natbed {
 	return nb
 }
 
+// endpoint is a sandbox of the bed: its address and the ifindex of its
+// host side.
+type endpoint struct {
+	addr    netip.Addr
+	ifindex int
+}
+
+// addEndpoint registers another endpoint on the bed's network, with a veth
+// of its own as its host side (BPF_PROG_RUN runs programs as if on it).
+func (nb *natbed) addEndpoint(t *testing.T, addr netip.Addr) endpoint {
+	t.Helper()
+	name := fmt.Sprintf("ep%d", addr.As4()[3])
+	if out, err := exec.Command("ip", "-n", nb.ns[len("/run/netns/"):], "link", "add", name, "type", "veth", "peer", "name", name+"p").CombinedOutput(); err != nil {
+		t.Fatalf("add veth %s: %v: %s", name, err, out)
+	}
+	exec.Command("ip", "-n", nb.ns[len("/run/netns/"):], "link", "set", name, "up").Run()
+	var ifindex int
+	must(t, namespace.Do(nb.ns, func() error {
+		l, err := net.InterfaceByName(name)
+		if err == nil {
+			ifindex = l.Index
+		}
+		return err
+	}))
+	b := addr.As4()
+	must(t, nb.maps.PutIface(maps.Iface{Ifindex: uint32(ifindex), Network: 1, Addr: addr}))
+	must(t, nb.maps.PutEndpoint(maps.Endpoint{Addr: addr, Ifindex: uint32(ifindex), Network: 1, MAC: net.HardwareAddr{2, 0x42, b[0], b[1], b[2], b[3]}}))
+	return endpoint{addr, ifindex}
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -108,13 +138,20 @@ func randUint() uint32 {
 	return binary.LittleEndian.Uint32(b[:])
 }
 
-// run runs prog on pkt inside the bed's namespace.
+// run runs prog on pkt inside the bed's namespace, as if on loopback (the
+// first endpoint's host side).
 func (nb *natbed) run(t *testing.T, prog *ebpf.Program, pkt []byte) (uint32, []byte) {
+	t.Helper()
+	return nb.runOn(t, prog, pkt, 0)
+}
+
+// runOn runs prog on pkt as if it came in on ifindex.
+func (nb *natbed) runOn(t *testing.T, prog *ebpf.Program, pkt []byte, ifindex int) (uint32, []byte) {
 	t.Helper()
 	out := make([]byte, len(pkt))
 	var ret uint32
 	err := namespace.Do(nb.ns, func() (err error) {
-		ret, err = prog.Run(&ebpf.RunOptions{Data: pkt, DataOut: out, Context: skbContext{}})
+		ret, err = prog.Run(&ebpf.RunOptions{Data: pkt, DataOut: out, Context: skbContext{Ifindex: uint32(ifindex)}})
 		return err
 	})
 	if err != nil {
@@ -252,23 +289,19 @@ func flowOf(proto uint8, src, dst netip.AddrPort) bpf.DatapathFlow {
 	return f
 }
 
-// marked is a conntrack value with a mark.
-func marked(f bpf.DatapathFlow, flag bpf.DatapathCtFlag) bpf.DatapathFlow {
-	f.Flags = uint8(flag)
-	return f
-}
-
 func htons(p uint16) uint16 {
 	var b [2]byte
 	binary.BigEndian.PutUint16(b[:], p)
 	return binary.NativeEndian.Uint16(b[:])
 }
 
-func (nb *natbed) ct(t *testing.T, key bpf.DatapathFlow) (bpf.DatapathFlow, bool) {
+// ct finds a flow's entry in either conntrack table (assured: in ct).
+func (nb *natbed) ct(t *testing.T, key bpf.DatapathFlow) (e bpf.DatapathCtEntry, assured, ok bool) {
 	t.Helper()
-	var v bpf.DatapathFlow
-	err := nb.dp.Maps.Ct.Lookup(key, &v)
-	return v, err == nil
+	if nb.dp.Maps.Ct.Lookup(key, &e) == nil {
+		return e, true, true
+	}
+	return e, false, nb.dp.Maps.CtNew.Lookup(key, &e) == nil
 }
 
 func TestUplinkPublishedPort(t *testing.T) {
@@ -296,12 +329,14 @@ func TestUplinkPublishedPort(t *testing.T) {
 				t.Errorf("frame %s -> %s, want from the bridge to the endpoint", got.ethSrc, got.ethDst)
 			}
 			// Both directions are remembered.
-			fwd, ok := nb.ct(t, flowOf(c.proto, ap(clientAddr, 40000), ap(hostAddr, 8080)))
-			if !ok || fwd != marked(flowOf(c.proto, ap(clientAddr, 40000), ap(webAddr, 80)), bpf.DatapathCtFlagCT_PUBLISHED_IN) {
+			fwd, _, ok := nb.ct(t, flowOf(c.proto, ap(clientAddr, 40000), ap(hostAddr, 8080)))
+			if !ok || fwd.Nat != flowOf(c.proto, ap(clientAddr, 40000), ap(webAddr, 80)) ||
+				fwd.Flags != uint8(bpf.DatapathCtFlagCT_PUBLISHED_IN) || fwd.Ifindex != 0 {
 				t.Errorf("forward conntrack entry: %+v, %v", fwd, ok)
 			}
-			rev, ok := nb.ct(t, flowOf(c.proto, ap(webAddr, 80), ap(clientAddr, 40000)))
-			if !ok || rev != marked(flowOf(c.proto, ap(hostAddr, 8080), ap(clientAddr, 40000)), bpf.DatapathCtFlagCT_PUBLISHED_OUT) {
+			rev, _, ok := nb.ct(t, flowOf(c.proto, ap(webAddr, 80), ap(clientAddr, 40000)))
+			if !ok || rev.Nat != flowOf(c.proto, ap(hostAddr, 8080), ap(clientAddr, 40000)) ||
+				rev.Flags != uint8(bpf.DatapathCtFlagCT_PUBLISHED_OUT|bpf.DatapathCtFlagCT_REPLY) || rev.Ifindex != endpointIfindex {
 				t.Errorf("reply conntrack entry: %+v, %v", rev, ok)
 			}
 			if nb.counter(t, "uplink", "dnat") != 1 {
@@ -335,9 +370,9 @@ func TestFlowsEndWithTheirPublication(t *testing.T) {
 	// either direction. (A stray reply of the endpoint is a new flow of
 	// its own, masqueraded: not the publication's.)
 	tracked := func(nb *natbed) (fwd, rev bool) {
-		_, fwd = nb.ct(t, flowOf(6, ap(clientAddr, 40000), ap(hostAddr, 8080)))
-		v, rev := nb.ct(t, flowOf(6, ap(webAddr, 80), ap(clientAddr, 40000)))
-		return fwd, rev && v.Flags != 0
+		_, _, fwd = nb.ct(t, flowOf(6, ap(clientAddr, 40000), ap(hostAddr, 8080)))
+		v, _, rev := nb.ct(t, flowOf(6, ap(webAddr, 80), ap(clientAddr, 40000)))
+		return fwd, rev && v.Flags&uint8(bpf.DatapathCtFlagCT_PUBLISHED_OUT) != 0
 	}
 	for _, first := range []string{"client", "endpoint"} {
 		t.Run("unpublished, next packet from the "+first, func(t *testing.T) {
@@ -412,8 +447,8 @@ func TestMasqueradeAndItsReply(t *testing.T) {
 				t.Fatalf("verdict %d, want TC_ACT_REDIRECT", ret)
 			}
 			got := verify(t, out)
-			if got.src.Addr() != hostAddr || got.src.Port() < 61000 || !bytes.Equal(got.ethDst, clientMAC) {
-				t.Fatalf("masqueraded to %s (to %s), want %s with a NAT port >= 61000, to the client's MAC", got.src, got.ethDst, hostAddr)
+			if got.src != ap(hostAddr, 33000) || !bytes.Equal(got.ethDst, clientMAC) {
+				t.Fatalf("masqueraded to %s (to %s), want %s:33000 (its own port kept), to the client's MAC", got.src, got.ethDst, hostAddr)
 			}
 			if nb.counter(t, "from_container", "snat") != 1 {
 				t.Error("from_container/snat did not count")
@@ -445,55 +480,125 @@ func TestMasqueradeAndItsReply(t *testing.T) {
 	}
 }
 
-// A flow routed in from outside, untranslated, is tracked where it enters
-// the sandbox, so the reply leaves as it is instead of being masqueraded.
-func TestRoutedInFlowIsNotMasqueraded(t *testing.T) {
-	nb := newNATBed(t)
-	in := segment(6, ap(clientAddr, 40000), ap(webAddr, 7777), false)
-	if ret, out := nb.run(t, nb.dp.Endpoint.ToContainer, in); ret != tcActUnspec || !bytes.Equal(in, out) {
-		t.Fatalf("to_container: verdict %d; want the packet passed on untouched", ret)
-	}
-	reply := flowOf(6, ap(webAddr, 7777), ap(clientAddr, 40000))
-	if v, ok := nb.ct(t, reply); !ok || v != reply {
-		t.Fatalf("reply direction tracked as %+v, %v; want itself", v, ok)
-	}
-	ret, out := nb.run(t, nb.dp.Endpoint.FromContainer, segment(6, ap(webAddr, 7777), ap(clientAddr, 40000), false))
-	got := verify(t, out)
-	if ret != tcActRedirect || got.src != ap(webAddr, 7777) || got.dst != ap(clientAddr, 40000) {
-		t.Fatalf("reply: verdict %d, %s -> %s; want it routed unchanged", ret, got.src, got.dst)
-	}
-	if nb.counter(t, "from_container", "snat") != 0 {
-		t.Error("the reply was masqueraded")
+// The gateway mode decides what outside clients reach by routing straight
+// to a sandbox's address: nothing ("nat"), the published sandbox ports
+// ("routed") or everything ("nat-unprotected"). What it lets in is tracked
+// where it enters the sandbox, so the reply leaves as it is instead of
+// being masqueraded.
+func TestGatewayModes(t *testing.T) {
+	for _, c := range []struct {
+		direct          maps.DirectAccess
+		published, open bool // 7777 published; reached
+	}{
+		{maps.DirectNone, true, false},
+		{maps.DirectPublished, false, false},
+		{maps.DirectPublished, true, true},
+		{maps.DirectAll, false, true},
+	} {
+		t.Run(fmt.Sprintf("direct=%d,published=%v", c.direct, c.published), func(t *testing.T) {
+			nb := newNATBed(t)
+			n := bridgeNet
+			n.Direct = c.direct
+			must(t, nb.maps.PutNetwork(n))
+			if c.published {
+				must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8080, Proto: 6, Addr: webAddr, Port: 7777}))
+			}
+			in := segment(6, ap(clientAddr, 40000), ap(webAddr, 7777), false)
+			ret, out := nb.run(t, nb.dp.Endpoint.ToContainer, in)
+			if !c.open {
+				if ret != tcActShot || nb.counter(t, "to_container", "drop_unpublished") != 1 {
+					t.Fatalf("verdict %d; want TC_ACT_SHOT counted as drop_unpublished", ret)
+				}
+				return
+			}
+			if ret != tcActUnspec || !bytes.Equal(in, out) {
+				t.Fatalf("to_container: verdict %d; want the packet passed on untouched", ret)
+			}
+			reply := flowOf(6, ap(webAddr, 7777), ap(clientAddr, 40000))
+			if v, _, ok := nb.ct(t, reply); !ok || v.Nat != reply || v.Ifindex != endpointIfindex {
+				t.Fatalf("reply direction tracked as %+v, %v; want itself, from the endpoint", v, ok)
+			}
+			ret, out = nb.run(t, nb.dp.Endpoint.FromContainer, segment(6, ap(webAddr, 7777), ap(clientAddr, 40000), false))
+			got := verify(t, out)
+			if ret != tcActRedirect || got.src != ap(webAddr, 7777) || got.dst != ap(clientAddr, 40000) {
+				t.Fatalf("reply: verdict %d, %s -> %s; want it routed unchanged", ret, got.src, got.dst)
+			}
+			if nb.counter(t, "from_container", "snat") != 0 {
+				t.Error("the reply was masqueraded")
+			}
+		})
 	}
 }
 
-// A host socket owning a flow comes before a publication of its port: a
-// listener, or a host process's own connection whose peer answers from it.
-func TestHostSocketComesBeforePublication(t *testing.T) {
+// A host process's own connection comes before a publication of its port
+// (its peer may answer from the published port number); a listener, or an
+// unconnected UDP socket such as the daemon's reservation of the port,
+// never does: the port is the publication's.
+func TestHostSocketsAndPublications(t *testing.T) {
 	nb := newNATBed(t)
-	must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8080, Proto: 6, Addr: webAddr, Port: 80}))
+	for _, proto := range []uint8{6, 17} {
+		must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8080, Proto: proto, Addr: webAddr, Port: 80}))
+	}
 	var l net.Listener
-	must(t, namespace.Do(nb.ns, func() (err error) { l, err = net.Listen("tcp4", "10.99.0.1:8080"); return err }))
+	var u net.PacketConn
+	must(t, namespace.Do(nb.ns, func() (err error) {
+		if l, err = net.Listen("tcp4", "10.99.0.1:8080"); err != nil {
+			return err
+		}
+		u, err = net.ListenPacket("udp4", "0.0.0.0:8080")
+		return err
+	}))
 	defer l.Close()
-	in := segment(6, ap(clientAddr, 40000), ap(hostAddr, 8080), false)
+	defer u.Close()
+	for _, proto := range []uint8{6, 17} {
+		if ret, _ := nb.run(t, nb.dp.Uplink.UplinkIngress, segment(proto, ap(clientAddr, 40000), ap(hostAddr, 8080), false)); ret != tcActRedirect {
+			t.Errorf("protocol %d: verdict %d; want the flow published past the host's listener", proto, ret)
+		}
+	}
+
+	// A host connection from the published port to 10.99.0.1:9000.
+	var peer net.Listener
+	var conn net.Conn
+	must(t, namespace.Do(nb.ns, func() (err error) {
+		if peer, err = net.Listen("tcp4", "10.99.0.1:9000"); err != nil {
+			return err
+		}
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(10, 99, 0, 1), Port: 8081}}
+		conn, err = d.Dial("tcp4", "10.99.0.1:9000")
+		return err
+	}))
+	defer peer.Close()
+	defer conn.Close()
+	must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8081, Proto: 6, Addr: webAddr, Port: 80}))
+	in := segment(6, ap(hostAddr, 9000), ap(hostAddr, 8081), false)
+	in[47] = 0x10 // an ACK of the established connection
+	binary.BigEndian.PutUint16(in[50:], 0)
+	binary.BigEndian.PutUint16(in[50:], checksum(in[34:], pseudo(in[14:34], len(in)-34)))
 	ret, out := nb.run(t, nb.dp.Uplink.UplinkIngress, in)
 	if ret != tcActUnspec || !bytes.Equal(in, out) {
-		t.Fatalf("verdict %d; want the packet left to the host's listener", ret)
+		t.Fatalf("verdict %d; want the packet left to the host's own connection", ret)
 	}
-	if _, ok := nb.ct(t, flowOf(6, ap(clientAddr, 40000), ap(hostAddr, 8080))); ok {
-		t.Fatal("a flow owned by a host socket was tracked as published")
+	if _, _, ok := nb.ct(t, flowOf(6, ap(hostAddr, 9000), ap(hostAddr, 8081))); ok {
+		t.Fatal("a flow owned by a host connection was tracked as published")
 	}
 }
 
 func TestDropNoNATPort(t *testing.T) {
 	nb := newNATBedWith(t, loader.Options{NATPortMin: 61000, NATPortMax: 61000})
-	first := segment(17, ap(webAddr, 5000), ap(clientAddr, 53), false)
-	if ret, _ := nb.run(t, nb.dp.Endpoint.FromContainer, first); ret != tcActRedirect {
-		t.Fatalf("first flow: verdict %d, want it masqueraded", ret)
-	}
-	second := segment(17, ap(webAddr, 5001), ap(clientAddr, 53), false)
-	if ret, _ := nb.run(t, nb.dp.Endpoint.FromContainer, second); ret != tcActShot {
-		t.Fatalf("second flow with the only NAT port taken: verdict %d, want TC_ACT_SHOT", ret)
+	other := nb.addEndpoint(t, netip.MustParseAddr("172.17.0.3"))
+	third := nb.addEndpoint(t, netip.MustParseAddr("172.17.0.4"))
+	// Three sandboxes, one source port, one destination: the first keeps
+	// its port, the second takes the only NAT port, the third finds none.
+	for i, ep := range []endpoint{{webAddr, endpointIfindex}, other, third} {
+		ret, out := nb.runOn(t, nb.dp.Endpoint.FromContainer, segment(17, ap(ep.addr, 5000), ap(clientAddr, 53), false), ep.ifindex)
+		switch {
+		case i == 0 && (ret != tcActRedirect || verify(t, out).src != ap(hostAddr, 5000)):
+			t.Fatalf("first flow: verdict %d, from %s; want it masqueraded keeping its port", ret, verify(t, out).src)
+		case i == 1 && (ret != tcActRedirect || verify(t, out).src != ap(hostAddr, 61000)):
+			t.Fatalf("second flow: verdict %d, from %s; want the NAT port", ret, verify(t, out).src)
+		case i == 2 && ret != tcActShot:
+			t.Fatalf("third flow with every port taken: verdict %d, want TC_ACT_SHOT", ret)
+		}
 	}
 	if nb.counter(t, "from_container", "drop_no_nat_port") != 1 || nb.counter(t, "from_container", "nat_port_collision") == 0 {
 		t.Error("exhaustion or collisions were not counted")

@@ -17,11 +17,13 @@ import (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	SockMapCt                = "ct"
+	SockMapCtNew             = "ct_new"
 	SockMapEndpoints         = "endpoints"
 	SockMapHostAddrs         = "host_addrs"
 	SockMapIfaces            = "ifaces"
 	SockMapNetworks          = "networks"
 	SockMapPublications      = "publications"
+	SockMapPublishedPorts    = "published_ports"
 	SockMapSockNat           = "sock_nat"
 	SockMapStats             = "stats"
 	SockMapSubnets           = "subnets"
@@ -85,16 +87,18 @@ type SockProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockMapSpecs struct {
-	Ct           *ebpf.MapSpec `ebpf:"ct"`
-	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
-	HostAddrs    *ebpf.MapSpec `ebpf:"host_addrs"`
-	Ifaces       *ebpf.MapSpec `ebpf:"ifaces"`
-	Networks     *ebpf.MapSpec `ebpf:"networks"`
-	Publications *ebpf.MapSpec `ebpf:"publications"`
-	SockNat      *ebpf.MapSpec `ebpf:"sock_nat"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
-	Subnets      *ebpf.MapSpec `ebpf:"subnets"`
-	Uplinks      *ebpf.MapSpec `ebpf:"uplinks"`
+	Ct             *ebpf.MapSpec `ebpf:"ct"`
+	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
+	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
+	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
+	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
+	Networks       *ebpf.MapSpec `ebpf:"networks"`
+	Publications   *ebpf.MapSpec `ebpf:"publications"`
+	PublishedPorts *ebpf.MapSpec `ebpf:"published_ports"`
+	SockNat        *ebpf.MapSpec `ebpf:"sock_nat"`
+	Stats          *ebpf.MapSpec `ebpf:"stats"`
+	Subnets        *ebpf.MapSpec `ebpf:"subnets"`
+	Uplinks        *ebpf.MapSpec `ebpf:"uplinks"`
 }
 
 // SockVariableSpecs contains global variables before they are loaded into the kernel.
@@ -124,26 +128,30 @@ func (o *SockObjects) Close() error {
 //
 // It can be passed to LoadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockMaps struct {
-	Ct           *ebpf.Map `ebpf:"ct"`
-	Endpoints    *ebpf.Map `ebpf:"endpoints"`
-	HostAddrs    *ebpf.Map `ebpf:"host_addrs"`
-	Ifaces       *ebpf.Map `ebpf:"ifaces"`
-	Networks     *ebpf.Map `ebpf:"networks"`
-	Publications *ebpf.Map `ebpf:"publications"`
-	SockNat      *ebpf.Map `ebpf:"sock_nat"`
-	Stats        *ebpf.Map `ebpf:"stats"`
-	Subnets      *ebpf.Map `ebpf:"subnets"`
-	Uplinks      *ebpf.Map `ebpf:"uplinks"`
+	Ct             *ebpf.Map `ebpf:"ct"`
+	CtNew          *ebpf.Map `ebpf:"ct_new"`
+	Endpoints      *ebpf.Map `ebpf:"endpoints"`
+	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
+	Ifaces         *ebpf.Map `ebpf:"ifaces"`
+	Networks       *ebpf.Map `ebpf:"networks"`
+	Publications   *ebpf.Map `ebpf:"publications"`
+	PublishedPorts *ebpf.Map `ebpf:"published_ports"`
+	SockNat        *ebpf.Map `ebpf:"sock_nat"`
+	Stats          *ebpf.Map `ebpf:"stats"`
+	Subnets        *ebpf.Map `ebpf:"subnets"`
+	Uplinks        *ebpf.Map `ebpf:"uplinks"`
 }
 
 func (m *SockMaps) Close() error {
 	return _SockClose(
 		m.Ct,
+		m.CtNew,
 		m.Endpoints,
 		m.HostAddrs,
 		m.Ifaces,
 		m.Networks,
 		m.Publications,
+		m.PublishedPorts,
 		m.SockNat,
 		m.Stats,
 		m.Subnets,

@@ -22,15 +22,17 @@ int uplink_ingress(struct __sk_buff *skb)
 	struct packet p;
 	int verdict;
 
-	if (parse_packet(skb, &p) < 0)
+	if (parse_packet(skb, &p) != L3_IPV4)
 		return TC_ACT_UNSPEC;
-	if (translate_known(skb, &p, PROGRAM_UPLINK, &verdict) == 0)
+	/* Conntrack entries of flows from outside are keyed to ifindex 0:
+	 * whatever uplink a flow's packets take, they match. */
+	if (translate_known(skb, &p, 0, PROGRAM_UPLINK, &verdict) == 0)
 		return verdict;
 	/* Loopback addresses never come from the wire: a port published on
 	 * 127.0.0.1 must stay out of the neighbours' reach. */
 	if (is_loopback(p.flow.daddr) || !is_host_addr(p.flow.daddr))
 		return pass(skb, PROGRAM_UPLINK);
-	if (dnat_published(skb, &p, PROGRAM_UPLINK, 0, &verdict) == 0)
+	if (dnat_published(skb, &p, PROGRAM_UPLINK, 0, 0, &verdict) == 0)
 		return verdict;
 	return pass(skb, PROGRAM_UPLINK);
 }

@@ -17,16 +17,19 @@ import (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	UplinkMapCt             = "ct"
+	UplinkMapCtNew          = "ct_new"
 	UplinkMapEndpoints      = "endpoints"
 	UplinkMapHostAddrs      = "host_addrs"
 	UplinkMapIfaces         = "ifaces"
 	UplinkMapNetworks       = "networks"
 	UplinkMapPublications   = "publications"
+	UplinkMapPublishedPorts = "published_ports"
 	UplinkMapSockNat        = "sock_nat"
 	UplinkMapStats          = "stats"
 	UplinkMapSubnets        = "subnets"
 	UplinkMapUplinks        = "uplinks"
 	UplinkProgUplinkIngress = "uplink_ingress"
+	UplinkVarCtTimeouts     = "ct_timeouts"
 	UplinkVarNatPortMax     = "nat_port_max"
 	UplinkVarNatPortMin     = "nat_port_min"
 )
@@ -80,22 +83,25 @@ type UplinkProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UplinkMapSpecs struct {
-	Ct           *ebpf.MapSpec `ebpf:"ct"`
-	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
-	HostAddrs    *ebpf.MapSpec `ebpf:"host_addrs"`
-	Ifaces       *ebpf.MapSpec `ebpf:"ifaces"`
-	Networks     *ebpf.MapSpec `ebpf:"networks"`
-	Publications *ebpf.MapSpec `ebpf:"publications"`
-	SockNat      *ebpf.MapSpec `ebpf:"sock_nat"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
-	Subnets      *ebpf.MapSpec `ebpf:"subnets"`
-	Uplinks      *ebpf.MapSpec `ebpf:"uplinks"`
+	Ct             *ebpf.MapSpec `ebpf:"ct"`
+	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
+	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
+	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
+	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
+	Networks       *ebpf.MapSpec `ebpf:"networks"`
+	Publications   *ebpf.MapSpec `ebpf:"publications"`
+	PublishedPorts *ebpf.MapSpec `ebpf:"published_ports"`
+	SockNat        *ebpf.MapSpec `ebpf:"sock_nat"`
+	Stats          *ebpf.MapSpec `ebpf:"stats"`
+	Subnets        *ebpf.MapSpec `ebpf:"subnets"`
+	Uplinks        *ebpf.MapSpec `ebpf:"uplinks"`
 }
 
 // UplinkVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UplinkVariableSpecs struct {
+	CtTimeouts *ebpf.VariableSpec `ebpf:"ct_timeouts"`
 	NatPortMax *ebpf.VariableSpec `ebpf:"nat_port_max"`
 	NatPortMin *ebpf.VariableSpec `ebpf:"nat_port_min"`
 }
@@ -120,26 +126,30 @@ func (o *UplinkObjects) Close() error {
 //
 // It can be passed to LoadUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UplinkMaps struct {
-	Ct           *ebpf.Map `ebpf:"ct"`
-	Endpoints    *ebpf.Map `ebpf:"endpoints"`
-	HostAddrs    *ebpf.Map `ebpf:"host_addrs"`
-	Ifaces       *ebpf.Map `ebpf:"ifaces"`
-	Networks     *ebpf.Map `ebpf:"networks"`
-	Publications *ebpf.Map `ebpf:"publications"`
-	SockNat      *ebpf.Map `ebpf:"sock_nat"`
-	Stats        *ebpf.Map `ebpf:"stats"`
-	Subnets      *ebpf.Map `ebpf:"subnets"`
-	Uplinks      *ebpf.Map `ebpf:"uplinks"`
+	Ct             *ebpf.Map `ebpf:"ct"`
+	CtNew          *ebpf.Map `ebpf:"ct_new"`
+	Endpoints      *ebpf.Map `ebpf:"endpoints"`
+	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
+	Ifaces         *ebpf.Map `ebpf:"ifaces"`
+	Networks       *ebpf.Map `ebpf:"networks"`
+	Publications   *ebpf.Map `ebpf:"publications"`
+	PublishedPorts *ebpf.Map `ebpf:"published_ports"`
+	SockNat        *ebpf.Map `ebpf:"sock_nat"`
+	Stats          *ebpf.Map `ebpf:"stats"`
+	Subnets        *ebpf.Map `ebpf:"subnets"`
+	Uplinks        *ebpf.Map `ebpf:"uplinks"`
 }
 
 func (m *UplinkMaps) Close() error {
 	return _UplinkClose(
 		m.Ct,
+		m.CtNew,
 		m.Endpoints,
 		m.HostAddrs,
 		m.Ifaces,
 		m.Networks,
 		m.Publications,
+		m.PublishedPorts,
 		m.SockNat,
 		m.Stats,
 		m.Subnets,
@@ -151,6 +161,7 @@ func (m *UplinkMaps) Close() error {
 //
 // It can be passed to LoadUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UplinkVariables struct {
+	CtTimeouts *ebpf.Variable `ebpf:"ct_timeouts"`
 	NatPortMax *ebpf.Variable `ebpf:"nat_port_max"`
 	NatPortMin *ebpf.Variable `ebpf:"nat_port_min"`
 }

@@ -43,6 +43,9 @@ type Options struct {
 	// NATPortMin and NATPortMax bound masquerade ports; zero keeps the
 	// programs' defaults (61000-65535).
 	NATPortMin, NATPortMax uint16
+	// CTTimeouts are conntrack lifetimes per state; nil keeps the
+	// programs' defaults (DefaultCTTimeouts).
+	CTTimeouts *bpf.DatapathCtTimeouts
 }
 
 // Datapath is the loaded programs and their (pinned) maps.
@@ -94,6 +97,9 @@ func Load(opts Options) (*Datapath, error) {
 	vars := map[string]any{"netns_cookie": opts.NetnsCookie}
 	if opts.NATPortMin != 0 {
 		vars["nat_port_min"], vars["nat_port_max"] = opts.NATPortMin, opts.NATPortMax
+	}
+	if opts.CTTimeouts != nil {
+		vars["ct_timeouts"] = *opts.CTTimeouts
 	}
 	for _, obj := range []struct {
 		name string

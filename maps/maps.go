@@ -172,13 +172,26 @@ func (m *Maps) DeleteEndpoint(addr netip.Addr) error {
 	return ignoreMissing(m.m.Endpoints.Delete(be32(addr)))
 }
 
-// PutPublication adds or updates a published port.
+// PutPublication adds or updates a published port, and counts the
+// sandbox port it leads to in published_ports.
 func (m *Maps) PutPublication(p Publication) error {
+	key := publicationKey(p)
 	v := bpf.DatapathPublication{Addr: be32(p.Addr), Port: be16(p.Port)}
-	if err := m.m.Publications.Put(publicationKey(p), v); err != nil {
+	var old bpf.DatapathPublication
+	switch err := m.m.Publications.Lookup(key, &old); {
+	case err == nil && old == v:
+		return nil
+	case err == nil:
+		if err := m.countTarget(targetKey(old, key.Proto), -1); err != nil {
+			return err
+		}
+	case !errors.Is(err, ebpf.ErrKeyNotExist):
 		return fmt.Errorf("publish %s:%d: %w", p.HostAddr, p.HostPort, err)
 	}
-	return nil
+	if err := m.m.Publications.Put(key, v); err != nil {
+		return fmt.Errorf("publish %s:%d: %w", p.HostAddr, p.HostPort, err)
+	}
+	return m.countTarget(targetKey(v, key.Proto), 1)
 }
 
 // DeletePublications removes published ports; missing ones are fine. Their
@@ -187,9 +200,39 @@ func (m *Maps) PutPublication(p Publication) error {
 func (m *Maps) DeletePublications(pubs ...Publication) error {
 	var errs []error
 	for _, p := range pubs {
-		errs = append(errs, ignoreMissing(m.m.Publications.Delete(publicationKey(p))))
+		key := publicationKey(p)
+		var old bpf.DatapathPublication
+		if err := m.m.Publications.Lookup(key, &old); err != nil {
+			errs = append(errs, ignoreMissing(err))
+			continue
+		}
+		if err := m.m.Publications.Delete(key); err != nil {
+			errs = append(errs, ignoreMissing(err))
+			continue
+		}
+		errs = append(errs, m.countTarget(targetKey(old, key.Proto), -1))
 	}
 	return errors.Join(errs...)
+}
+
+func targetKey(v bpf.DatapathPublication, proto uint8) bpf.DatapathTargetKey {
+	return bpf.DatapathTargetKey{Addr: v.Addr, Port: v.Port, Proto: proto}
+}
+
+// countTarget adds delta to the number of publications leading to a
+// sandbox port, removing the port at zero.
+func (m *Maps) countTarget(k bpf.DatapathTargetKey, delta int) error {
+	var n uint32
+	if err := m.m.PublishedPorts.Lookup(k, &n); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("read published sandbox port: %w", err)
+	}
+	if int(n)+delta <= 0 {
+		return ignoreMissing(m.m.PublishedPorts.Delete(k))
+	}
+	if err := m.m.PublishedPorts.Put(k, uint32(int(n)+delta)); err != nil {
+		return fmt.Errorf("count published sandbox port: %w", err)
+	}
+	return nil
 }
 
 func ignoreMissing(err error) error {
@@ -228,9 +271,18 @@ func (m *Maps) Sync(d Desired) error {
 		wantEndpoint[be32(e.Addr)] = true
 	}
 	wantPub := map[bpf.DatapathPublicationKey]bool{}
+	targets := map[bpf.DatapathTargetKey]uint32{}
 	for _, p := range d.Publications {
-		errs = append(errs, m.PutPublication(p))
-		wantPub[publicationKey(p)] = true
+		key := publicationKey(p)
+		v := bpf.DatapathPublication{Addr: be32(p.Addr), Port: be16(p.Port)}
+		errs = append(errs, m.m.Publications.Put(key, v))
+		wantPub[key] = true
+		targets[targetKey(v, key.Proto)]++
+	}
+	wantTarget := map[bpf.DatapathTargetKey]bool{}
+	for k, n := range targets {
+		errs = append(errs, m.m.PublishedPorts.Put(k, n))
+		wantTarget[k] = true
 	}
 	errs = append(errs,
 		deleteUnwanted(m.m.Networks, wantNet),
@@ -238,6 +290,7 @@ func (m *Maps) Sync(d Desired) error {
 		deleteUnwanted(m.m.Ifaces, wantIface),
 		deleteUnwanted(m.m.Endpoints, wantEndpoint),
 		deleteUnwanted(m.m.Publications, wantPub),
+		deleteUnwanted(m.m.PublishedPorts, wantTarget),
 	)
 	return errors.Join(errs...)
 }
@@ -365,8 +418,8 @@ type Fill struct {
 func (m *Maps) Fills() ([]Fill, error) {
 	var out []Fill
 	for _, mp := range []*ebpf.Map{m.m.Ifaces, m.m.Endpoints, m.m.Networks, m.m.Subnets,
-		m.m.Publications, m.m.HostAddrs, m.m.Uplinks, m.m.Ct, m.m.SockNat} {
-		all, err := keys[[]byte](mp)
+		m.m.Publications, m.m.PublishedPorts, m.m.HostAddrs, m.m.Uplinks, m.m.Ct, m.m.CtNew, m.m.SockNat} {
+		n, err := count(mp)
 		if err != nil {
 			return nil, err
 		}
@@ -374,7 +427,7 @@ func (m *Maps) Fills() ([]Fill, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read info of %s: %w", mp, err)
 		}
-		out = append(out, Fill{Map: info.Name, Entries: len(all), Max: mp.MaxEntries()})
+		out = append(out, Fill{Map: info.Name, Entries: n, Max: mp.MaxEntries()})
 	}
 	return out, nil
 }

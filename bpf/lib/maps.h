@@ -76,16 +76,36 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } uplinks SEC(".maps");
 
-/* Connection tracking: one entry per direction of a translated flow, from
- * the flow as the packet shows it to the flow it is rewritten to. LRU, so
- * it never fills up; idle flows make way for new ones. */
+/* Connection tracking, in two tables: ct_new holds flows that have not
+ * shown they are real (a TCP handshake not completed, UDP and ICMP not
+ * answered and answered back) and is LRU, so a flood of new flows evicts
+ * only new flows; ct holds the rest and never evicts: established flows
+ * leave it only by closing or expiring. Each flow has one entry per
+ * direction, keyed by the flow as that direction's packets show it. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct flow);
-	__type(value, struct flow);
+	__type(value, struct ct_entry);
 	__uint(max_entries, 262144);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct flow);
+	__type(value, struct ct_entry);
+	__uint(max_entries, 262144);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct_new SEC(".maps");
+
+/* The sandbox ports publications lead to, for the "routed" gateway mode. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct target_key);
+	__type(value, __u32);
+	__uint(max_entries, 131072);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} published_ports SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Address translation: rewriting packets with correct checksums, the
- * connection tracking entries that remember a translation, NAT port
- * allocation, and delivering a translated packet. */
+/* Address translation: rewriting packets with correct checksums, NAT port
+ * allocation, translating new and known flows, and delivering a
+ * translated packet. */
 #pragma once
 
 #include <linux/bpf.h>
@@ -10,6 +10,7 @@
 #include <bpf/bpf_endian.h>
 #include "parse.h"
 #include "verdict.h"
+#include "conntrack.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -19,20 +20,6 @@
  * ephemeral range so masqueraded flows do not collide with the host's own. */
 volatile const __u16 nat_port_min = 61000;
 volatile const __u16 nat_port_max = 65535;
-
-/* Allocation gives up after this many taken ports in a row. */
-#define NAT_PORT_TRIES 32
-
-static __always_inline void reverse(const struct flow *f, struct flow *r)
-{
-	r->saddr = f->daddr;
-	r->daddr = f->saddr;
-	r->sport = f->dport;
-	r->dport = f->sport;
-	r->proto = f->proto;
-	r->flags = 0;
-	r->pad[0] = r->pad[1] = 0;
-}
 
 static __always_inline __u32 l4_csum_off(const struct packet *p)
 {
@@ -94,67 +81,96 @@ static __always_inline int rewrite(struct __sk_buff *skb, const struct packet *p
 	return rewrite_port(skb, p, p->l4_off + 2, p->flow.dport, to->dport);
 }
 
-/* ct_remember records a translation of orig into nat in both directions;
- * published marks the entries of a flow to a published port. With
- * BPF_NOEXIST it fails when the reply direction is taken, which is how port
- * allocation claims a NAT port. */
-static __always_inline int ct_remember(const struct flow *orig, const struct flow *nat, int published, __u64 flags)
-{
-	struct flow reply_key, reply_val, val = *nat;
-
-	reverse(nat, &reply_key);
-	reverse(orig, &reply_val);
-	if (published) {
-		val.flags = CT_PUBLISHED_IN;
-		reply_val.flags = CT_PUBLISHED_OUT;
-	}
-	if (bpf_map_update_elem(&ct, &reply_key, &reply_val, flags) < 0)
-		return -1;
-	return bpf_map_update_elem(&ct, orig, &val, BPF_ANY);
-}
-
-/* ct_current reports whether a conntrack entry (key f, value to) still
- * holds: an entry a publication made holds while that publication leads
- * where it did. When it does not, the flow's entries in both directions
- * go, and its packets are treated as new. */
-static __always_inline int ct_current(const struct flow *f, const struct flow *to)
+/* ct_current reports whether conntrack entry e (key f) still holds: an
+ * entry a publication made holds while that publication leads where it
+ * did. When it does not, the flow goes, and its packets are treated as
+ * new. */
+static __always_inline int ct_current(const struct flow *f, const struct ct_entry *e, int assured)
 {
 	struct publication *pub;
-	struct flow partner;
 
-	if (to->flags & CT_PUBLISHED_IN) {
+	if (e->flags & CT_PUBLISHED_IN) {
 		pub = published(f->daddr, f->dport, f->proto);
-		if (pub && pub->addr == to->daddr && pub->port == to->dport)
+		if (pub && pub->addr == e->nat.daddr && pub->port == e->nat.dport)
 			return 1;
-	} else if (to->flags & CT_PUBLISHED_OUT) {
-		pub = published(to->saddr, to->sport, f->proto);
+	} else if (e->flags & CT_PUBLISHED_OUT) {
+		pub = published(e->nat.saddr, e->nat.sport, f->proto);
 		if (pub && pub->addr == f->saddr && pub->port == f->sport)
 			return 1;
 	} else {
 		return 1;
 	}
-	reverse(to, &partner);
-	bpf_map_delete_elem(&ct, &partner);
-	bpf_map_delete_elem(&ct, f);
+	ct_forget(f, e, assured);
 	return 0;
 }
 
-/* claim_nat_port completes nat, a translation of orig with its new source
- * address already set, with a free NAT source port (for ICMP echo, the
- * identifier) and remembers the translation (published: as ct_remember). */
-static __always_inline int claim_nat_port(const struct flow *orig, struct flow *nat, int published,
-					  enum program prog)
+/* host_tuple_in_use reports whether a socket of the host already owns the
+ * reply direction of translated flow nat (whose source is a host
+ * address): a translation must never take a host connection's tuple. */
+static __always_inline int host_tuple_in_use(struct __sk_buff *skb, const struct flow *nat)
 {
-	__u32 range = (__u32)nat_port_max - nat_port_min + 1;
-	__u32 start = bpf_get_prandom_u32();
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
 
-	for (int i = 0; i < NAT_PORT_TRIES; i++) {
-		nat->sport = bpf_htons(nat_port_min + (start + i) % range);
-		if (ct_remember(orig, nat, published, BPF_NOEXIST) == 0)
-			return 0;
-		count_bytes(prog, VERDICT_NAT_PORT_COLLISION, 0);
+	t.ipv4.saddr = nat->daddr;
+	t.ipv4.daddr = nat->saddr;
+	t.ipv4.sport = nat->dport;
+	t.ipv4.dport = nat->sport;
+	if (nat->proto == IPPROTO_TCP)
+		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	else if (nat->proto == IPPROTO_UDP)
+		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	else
+		return 0;
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
+/* A NAT port search in progress: the flow being created, where the search
+ * started and whether it found a port. */
+struct port_search {
+	struct ct_new_flow nf;
+	__u32 start;
+	__u32 range;
+	int claimed;
+	enum program prog;
+};
+
+static long try_nat_port(__u32 i, void *ctx)
+{
+	struct port_search *s = ctx;
+
+	if (s->range == 0)
+		return 1;
+	s->nf.fwd.nat.sport = bpf_htons(nat_port_min + (s->start + i) % s->range);
+	if (ct_claim(&s->nf) == 0) {
+		s->claimed = 1;
+		return 1;
 	}
-	return -1;
+	count_bytes(s->prog, VERDICT_NAT_PORT_COLLISION, 0);
+	return 0;
+}
+
+/* claim_nat_port creates the flow s->nf, translated to s->nf.fwd.nat,
+ * with a source port that makes the reply tuple unique. Like netfilter it
+ * keeps the port the flow has whenever that is free, and else tries every
+ * port of the NAT range, from a random one, so it fails only when every
+ * port is in live use towards that destination. host_side says the new
+ * source is a host address, whose sockets must keep their tuples. */
+static __always_inline int claim_nat_port(struct __sk_buff *skb, struct port_search *s, int host_side)
+{
+	if (ct_taken(&s->nf.orig))
+		return -1; /* a live flow of another interface holds the packet's tuple */
+	if (!(host_side && host_tuple_in_use(skb, &s->nf.fwd.nat)) && ct_claim(&s->nf) == 0)
+		return 0;
+	count_bytes(s->prog, VERDICT_NAT_PORT_COLLISION, 0);
+	s->start = bpf_get_prandom_u32();
+	s->range = (__u32)nat_port_max - nat_port_min + 1;
+	s->claimed = 0;
+	bpf_loop(s->range, try_nat_port, s, 0);
+	return s->claimed ? 0 : -1;
 }
 
 /* deliver_to_endpoint puts the packet straight into an endpoint's
@@ -228,98 +244,116 @@ static __always_inline int deliver(struct __sk_buff *skb, enum program prog, enu
 }
 
 /* translate_known rewrites and delivers a packet of a flow conntrack
- * knows (the rewrite is empty for flows routed in from outside); it
- * returns -1 when the flow is new. */
-static __always_inline int translate_known(struct __sk_buff *skb, const struct packet *p,
+ * knows, that came in on ifindex (0: from outside); the rewrite is empty
+ * for untranslated flows. It returns -1 when the flow is new. */
+static __always_inline int translate_known(struct __sk_buff *skb, const struct packet *p, __u32 ifindex,
 					   enum program prog, int *verdict)
 {
-	struct flow *to;
+	struct ct_entry *e;
+	int assured = 0;
 
 	if (!p->has_ports)
 		return -1;
-	to = bpf_map_lookup_elem(&ct, &p->flow);
-	if (!to)
+	e = ct_lookup(&p->flow, ifindex, &assured);
+	if (!e || !ct_current(&p->flow, e, assured))
 		return -1;
-	struct flow next = *to; /* the entry may go while we use it */
-	if (!ct_current(&p->flow, &next))
-		return -1;
-	if (rewrite(skb, p, &next) < 0) {
+	struct flow to = e->nat; /* the entry may move while we use it */
+	ct_update(&p->flow, e, assured, p, prog);
+	if (rewrite(skb, p, &to) < 0) {
 		*verdict = drop(skb, prog, VERDICT_DROP_NO_ROUTE);
 		return 0;
 	}
-	*verdict = deliver(skb, prog, VERDICT_TRACKED, &next);
+	*verdict = deliver(skb, prog, VERDICT_TRACKED, &to);
 	return 0;
 }
 
-/* host_socket_owns reports whether a socket of the host owns the packet's
- * flow: a host process's own connection (whose peer may answer from a
- * port number that is also published) or a listener. Either comes before
- * a publication, as a conntrack entry would in netfilter. */
+/* host_socket_owns reports whether a host process's own connection owns
+ * the packet's flow (its peer may answer from a port number that is also
+ * published): connections a host process had before the publication
+ * come first, as a conntrack entry would in netfilter. Listeners and
+ * unconnected UDP sockets never do: the port is the publication's, and
+ * the daemon's reservation socket holds it. */
 static __always_inline int host_socket_owns(struct __sk_buff *skb, const struct packet *p)
 {
 	struct bpf_sock_tuple t = {};
 	struct bpf_sock *sk;
+	int owns;
 
 	t.ipv4.saddr = p->flow.saddr;
 	t.ipv4.daddr = p->flow.daddr;
 	t.ipv4.sport = p->flow.sport;
 	t.ipv4.dport = p->flow.dport;
-	if (p->flow.proto == IPPROTO_TCP)
+	if (p->flow.proto == IPPROTO_TCP) {
 		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-	else
+		if (!sk)
+			return 0;
+		owns = sk->state != BPF_TCP_LISTEN;
+	} else {
 		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-	if (!sk)
-		return 0;
+		if (!sk)
+			return 0;
+		owns = sk->dst_port != 0;
+	}
 	bpf_sk_release(sk);
-	return 1;
+	return owns;
 }
 
 /* dnat_published translates a new flow to a published host address and
- * port, when it is one, and delivers it. snat_to, when non-zero, also
- * masquerades the source (for a sandbox reaching its own published port). */
-static __always_inline int dnat_published(struct __sk_buff *skb, const struct packet *p,
-					  enum program prog, __be32 snat_to, int *verdict)
+ * port, when it is one, and delivers it; ifindex is where it came in.
+ * snat_to, when non-zero, also masquerades the source (for a sandbox
+ * reaching its own published port). When the reply tuple is taken (two
+ * publications lead to one sandbox port, and one client port reaches
+ * both), the client's port is translated too, as netfilter does. */
+static __always_inline int dnat_published(struct __sk_buff *skb, const struct packet *p, enum program prog,
+					  __u32 ifindex, __be32 snat_to, int *verdict)
 {
 	struct publication *pub;
-	struct flow nat;
+	struct endpoint_info *ep;
+	struct port_search s;
+	int host_side = 0;
 
 	if (!p->has_ports || p->flow.proto == IPPROTO_ICMP)
 		return -1;
 	pub = published(p->flow.daddr, p->flow.dport, p->flow.proto);
 	if (!pub || host_socket_owns(skb, p))
 		return -1;
-	nat = p->flow;
-	nat.daddr = pub->addr;
-	nat.dport = pub->port;
-	if (snat_to && nat.daddr == nat.saddr) {
+	ep = bpf_map_lookup_elem(&endpoints, &pub->addr);
+	if (!ep) {
+		*verdict = drop(skb, prog, VERDICT_DROP_NO_ROUTE);
+		return 0;
+	}
+	if (ct_prepare(&s.nf, p, ifindex, ep->ifindex, CT_PUBLISHED_IN, CT_PUBLISHED_OUT) < 0)
+		return -1; /* a reset of no flow: the host's to answer */
+	s.prog = prog;
+	s.nf.fwd.nat.daddr = pub->addr;
+	s.nf.fwd.nat.dport = pub->port;
+	if (snat_to && pub->addr == p->flow.saddr) {
 		/* A sandbox reaching itself: its reply must come back through us. */
-		nat.saddr = snat_to;
-		if (claim_nat_port(&p->flow, &nat, 1, prog) < 0) {
-			*verdict = drop(skb, prog, VERDICT_DROP_NO_NAT_PORT);
-			return 0;
-		}
-	} else if (ct_remember(&p->flow, &nat, 1, BPF_ANY) < 0) {
+		s.nf.fwd.nat.saddr = snat_to;
+		host_side = 1;
+	}
+	if (claim_nat_port(skb, &s, host_side) < 0) {
+		*verdict = drop(skb, prog, VERDICT_DROP_NO_NAT_PORT);
+		return 0;
+	}
+	if (rewrite(skb, p, &s.nf.fwd.nat) < 0) {
 		*verdict = drop(skb, prog, VERDICT_DROP_NO_ROUTE);
 		return 0;
 	}
-	if (rewrite(skb, p, &nat) < 0) {
-		*verdict = drop(skb, prog, VERDICT_DROP_NO_ROUTE);
-		return 0;
-	}
-	*verdict = deliver(skb, prog, VERDICT_DNAT, &nat);
+	*verdict = deliver(skb, prog, VERDICT_DNAT, &s.nf.fwd.nat);
 	return 0;
 }
 
-/* remember_inbound tracks a flow routed in from outside, untranslated, so
- * the sandbox's replies are recognised as replies and leave as they are
- * rather than being masqueraded as new flows. */
-static __always_inline void remember_inbound(const struct packet *p)
+/* track_untranslated remembers a flow that crosses the host untranslated
+ * (routed in from outside where the gateway mode lets it, or out of a
+ * network that does not masquerade), so its later packets, either way,
+ * are known: replies are neither masqueraded nor refused. fwd_ifindex is
+ * where the packet came in, rev_ifindex where its replies will. */
+static __always_inline void track_untranslated(const struct packet *p, __u32 fwd_ifindex, __u32 rev_ifindex)
 {
-	struct flow reply;
+	struct ct_new_flow nf;
 
-	if (!p->has_ports || network_of(p->flow.saddr) || is_host_addr(p->flow.saddr))
+	if (!p->has_ports || ct_prepare(&nf, p, fwd_ifindex, rev_ifindex, 0, 0) < 0)
 		return;
-	reverse(&p->flow, &reply);
-	if (!bpf_map_lookup_elem(&ct, &reply))
-		bpf_map_update_elem(&ct, &reply, &reply, BPF_NOEXIST);
+	ct_claim(&nf);
 }

@@ -30,15 +30,53 @@ struct packet {
 	__u32 l4_off;   /* offset of the L4 header in the frame */
 	__u8 has_ports; /* TCP, UDP or ICMP echo, not a fragment: translatable */
 	__u8 icmp_request;
+	__u8 tcp_flags; /* the TCP header's flag byte (FIN, SYN, RST, ACK…) */
+	__u8 pad;
+	__u32 seq, ack_seq; /* TCP, in host order */
 };
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
 
 #define IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
 #define IP_SRC_OFF (ETH_HLEN + offsetof(struct iphdr, saddr))
 #define IP_DST_OFF (ETH_HLEN + offsetof(struct iphdr, daddr))
 
-/* parse_packet fills p and returns 0 for an IPv4 packet, -1 otherwise. It
- * returns an int for callers to branch on, rather than a pointer that clang
- * may merge into a form the verifier rejects. */
+/* What a frame carries, as parse_packet finds it. */
+enum l3 {
+	L3_IPV4,
+	L3_ARP,
+	L3_IPV6,
+	L3_OTHER,
+};
+
+/* The head of an Ethernet/IPv4 ARP packet, up to the sender's address. */
+struct arp_ipv4 {
+	__be16 htype, ptype;
+	__u8 hlen, plen;
+	__be16 op;
+	__u8 sha[ETH_ALEN];
+	__be32 spa;
+} __attribute__((packed));
+
+/* arp_sender returns the sender protocol address of an ARP packet, or 0
+ * when it is too short to have one. */
+static __always_inline __be32 arp_sender(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct arp_ipv4 *arp = data + ETH_HLEN;
+
+	if ((void *)(arp + 1) > end)
+		return 0;
+	return arp->spa;
+}
+
+/* parse_packet fills p for an IPv4 packet and says what the frame
+ * carries. It returns an int for callers to branch on, rather than a
+ * pointer that clang may merge into a form the verifier rejects. */
 static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *p)
 {
 	void *data = (void *)(long)skb->data;
@@ -47,32 +85,41 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *p)
 	struct iphdr *ip = (void *)(eth + 1);
 	__u32 ihl;
 
+	if ((void *)(eth + 1) > end)
+		return L3_OTHER;
+	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+		return L3_ARP;
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return L3_IPV6;
 	if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return -1;
+		return L3_OTHER;
 	__builtin_memset(p, 0, sizeof(*p));
 	p->flow.saddr = ip->saddr;
 	p->flow.daddr = ip->daddr;
 	p->flow.proto = ip->protocol;
 	if (ip->frag_off & bpf_htons(0x3fff)) /* MF or an offset: no ports here */
-		return 0;
+		return L3_IPV4;
 	ihl = ip->ihl * 4;
 	if (ihl < sizeof(*ip))
-		return 0;
+		return L3_IPV4;
 	p->l4_off = ETH_HLEN + ihl;
 
 	if (ip->protocol == IPPROTO_TCP) {
 		struct tcphdr *th = data + p->l4_off;
 
 		if ((void *)(th + 1) > end)
-			return 0;
+			return L3_IPV4;
 		p->flow.sport = th->source;
 		p->flow.dport = th->dest;
+		p->tcp_flags = ((__u8 *)th)[13];
+		p->seq = bpf_ntohl(th->seq);
+		p->ack_seq = bpf_ntohl(th->ack_seq);
 		p->has_ports = 1;
 	} else if (ip->protocol == IPPROTO_UDP) {
 		struct udphdr *uh = data + p->l4_off;
 
 		if ((void *)(uh + 1) > end)
-			return 0;
+			return L3_IPV4;
 		p->flow.sport = uh->source;
 		p->flow.dport = uh->dest;
 		p->has_ports = 1;
@@ -80,7 +127,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *p)
 		struct icmp_echo *ih = data + p->l4_off;
 
 		if ((void *)(ih + 1) > end)
-			return 0;
+			return L3_IPV4;
 		if (ih->type == ICMP_ECHO) {
 			p->flow.sport = ih->id;
 			p->icmp_request = 1;
@@ -90,7 +137,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *p)
 			p->has_ports = 1;
 		}
 	}
-	return 0;
+	return L3_IPV4;
 }
 
 /* network_of returns the index of the network whose subnet holds addr. */
@@ -109,6 +156,13 @@ static __always_inline int is_host_addr(__be32 addr)
 static __always_inline int is_loopback(__be32 addr)
 {
 	return (bpf_ntohl(addr) >> 24) == 127;
+}
+
+/* is_multicast_or_broadcast: 224.0.0.0/4 and 255.255.255.255, which no
+ * router forwards and which must never be masqueraded. */
+static __always_inline int is_multicast_or_broadcast(__be32 addr)
+{
+	return (bpf_ntohl(addr) >> 28) == 0xe || addr == 0xffffffff;
 }
 
 /* published finds where a host address and port lead: the entry for that

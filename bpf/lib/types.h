@@ -8,7 +8,8 @@
 
 /* What happened to a packet. With the program that saw it, it indexes the
  * stats map and labels the counters. NAT_PORT_COLLISION counts NAT ports
- * found taken while allocating, not packets. */
+ * found taken while allocating, and CT_FULL flows that could not be
+ * promoted: events, not packets. */
 enum verdict {
 	VERDICT_PASS = 0,
 	VERDICT_DROP_CROSS_NETWORK = 1, /* to an address of a network the sender is not on */
@@ -20,6 +21,12 @@ enum verdict {
 	VERDICT_DROP_NO_NAT_PORT = 7,   /* no free NAT port for a new flow */
 	VERDICT_DROP_NO_ROUTE = 8,      /* a translated packet has nowhere to go */
 	VERDICT_NAT_PORT_COLLISION = 9,
+	VERDICT_DROP_SPOOFED = 10,      /* a sandbox sent from an address that is not its own */
+	VERDICT_DROP_MARTIAN = 11,      /* a sandbox sent to a loopback address */
+	VERDICT_DROP_UNPUBLISHED = 12,  /* from outside straight to a sandbox port the gateway mode keeps shut */
+	VERDICT_DROP_NO_IPV6 = 13,      /* IPv6 on a network that has none */
+	VERDICT_DROP_CT_INVALID = 14,   /* a TCP reset or stray segment of no tracked flow */
+	VERDICT_CT_FULL = 15,           /* an established flow found the table of established flows full */
 	VERDICT_MAX,
 };
 
@@ -99,26 +106,83 @@ struct uplink_info {
 	__be32 addr;
 };
 
-/* Marks of a conntrack entry (in its value) whose translation a
- * publication made. The datapath checks, packet by packet, that the
- * publication still leads where the entry does, so removing a publication
- * ends its flows at once without anyone walking conntrack. */
+/* Marks of a conntrack entry whose translation a publication made. The
+ * datapath checks, packet by packet, that the publication still leads
+ * where the entry does, so removing a publication ends its flows at once
+ * without anyone walking conntrack. */
 enum ct_flag {
-	CT_PUBLISHED_IN = 1 << 0,  /* to the published port: daddr:dport was the publication's */
+	CT_PUBLISHED_IN = 1 << 0,  /* to the published port: the key's daddr:dport was the publication's */
 	CT_PUBLISHED_OUT = 1 << 1, /* the endpoint's reply: the value's saddr:sport is */
+	CT_REPLY = 1 << 2,         /* the entry of the reply direction */
+	CT_FIN_ORIG = 1 << 3,      /* TCP: the originator has sent a FIN */
+	CT_FIN_REPLY = 1 << 4,     /* TCP: the responder has sent a FIN */
 };
 
-/* A flow as a packet shows it. For ICMP echo the identifier stands in for
- * the port: the source port of a request, the destination port of a reply.
- * As conntrack's value it is the flow the packet is rewritten to. */
+/* Where a flow is in its life; each state has its own lifetime (struct
+ * ct_timeouts), as netfilter's conntrack has. */
+enum ct_state {
+	CT_TCP_SYN_SENT = 0,    /* the originator's SYN */
+	CT_TCP_SYN_RECV = 1,    /* and the responder's SYN-ACK */
+	CT_TCP_ESTABLISHED = 2, /* the handshake completed (or a flow picked up mid-stream) */
+	CT_TCP_FIN_WAIT = 3,    /* one side has closed */
+	CT_TCP_TIME_WAIT = 4,   /* both sides have closed */
+	CT_TCP_CLOSE = 5,       /* reset */
+	CT_UDP_UNREPLIED = 6,
+	CT_UDP_REPLIED = 7,     /* answered: a "stream" once answered back, as netfilter says */
+	CT_ICMP = 8,
+	CT_STATE_MAX,
+};
+
+/* Lifetimes in seconds, per state, set by the loader (the daemon's
+ * --ct-timeout flags); an entry not refreshed within its state's lifetime
+ * is gone for every lookup, and its NAT port is free. */
+struct ct_timeouts {
+	__u32 tcp_syn_sent;
+	__u32 tcp_syn_recv;
+	__u32 tcp_established;
+	__u32 tcp_fin_wait;
+	__u32 tcp_time_wait;
+	__u32 tcp_close;
+	__u32 udp;        /* until answered back */
+	__u32 udp_stream; /* answered and answered back */
+	__u32 icmp;
+};
+
+/* A flow as a packet shows it: the key of the conntrack maps. For ICMP
+ * echo the identifier stands in for the port: the source port of a
+ * request, the destination port of a reply. */
 struct flow {
 	__be32 saddr;
 	__be32 daddr;
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
-	__u8 flags; /* enum ct_flag bits, in conntrack values; zero in keys */
-	__u8 pad[2];
+	__u8 pad[3];
+};
+
+/* Value of the conntrack maps: one entry per direction of a flow. Both
+ * entries carry the flow's state and lifetime, and are updated together. */
+struct ct_entry {
+	struct flow nat; /* the flow the packet is rewritten to (itself when untranslated) */
+	__u64 expires;   /* CLOCK_BOOTTIME, in ns: the entry is gone from then on */
+	/* Where packets of this direction must come in: the host side of an
+	 * endpoint's veth, or 0 for the outside and the host itself. Nobody
+	 * else can match the entry, so no sandbox can forge its way into
+	 * another's flow. */
+	__u32 ifindex;
+	__u32 ack_seq; /* TCP: what the originator's handshake ACK must acknowledge */
+	__u8 state;    /* enum ct_state */
+	__u8 flags;    /* enum ct_flag bits */
+	__u8 pad[6];
+};
+
+/* Key of published_ports: a sandbox port that a publication leads to. The
+ * value counts the publications that do. */
+struct target_key {
+	__be32 addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
 };
 
 /* Key of sock_nat: a socket and the endpoint address it was sent to. */

@@ -1,0 +1,382 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Connection tracking: flows that live and die like netfilter's. Each
+ * flow has two entries, one per direction, in ct_new until it shows it is
+ * real and in ct from then on (maps.h says why two tables). An entry's
+ * state follows the packets; its lifetime follows its state, and an
+ * expired entry is gone for every lookup at once, with or without the
+ * daemon, which only reclaims the memory. */
+#pragma once
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "parse.h"
+#include "verdict.h"
+
+/* Lifetimes in seconds, netfilter's defaults; the loader sets the
+ * daemon's. */
+volatile const struct ct_timeouts ct_timeouts = {
+	.tcp_syn_sent = 120,
+	.tcp_syn_recv = 60,
+	.tcp_established = 432000,
+	.tcp_fin_wait = 120,
+	.tcp_time_wait = 120,
+	.tcp_close = 10,
+	.udp = 30,
+	.udp_stream = 120,
+	.icmp = 30,
+};
+
+#define NSEC_PER_SEC 1000000000ULL
+
+/* A busy flow's lifetime is written at most this often: a write per
+ * packet would bounce the entry's cache line between CPUs. */
+#define CT_REFRESH_NS NSEC_PER_SEC
+
+/* The per-flow bits of ct_entry.flags, which both entries share; the
+ * others are each entry's own. */
+#define CT_FLOW_FLAGS (CT_FIN_ORIG | CT_FIN_REPLY)
+
+static __always_inline __u64 ct_now(void)
+{
+	return bpf_ktime_get_boot_ns();
+}
+
+static __always_inline __u64 ct_lifetime(__u8 state, int assured)
+{
+	__u32 s;
+
+	switch (state) {
+	case CT_TCP_SYN_SENT:
+		s = ct_timeouts.tcp_syn_sent;
+		break;
+	case CT_TCP_SYN_RECV:
+		s = ct_timeouts.tcp_syn_recv;
+		break;
+	case CT_TCP_ESTABLISHED:
+		s = ct_timeouts.tcp_established;
+		break;
+	case CT_TCP_FIN_WAIT:
+		s = ct_timeouts.tcp_fin_wait;
+		break;
+	case CT_TCP_TIME_WAIT:
+		s = ct_timeouts.tcp_time_wait;
+		break;
+	case CT_TCP_CLOSE:
+		s = ct_timeouts.tcp_close;
+		break;
+	case CT_UDP_UNREPLIED:
+	case CT_UDP_REPLIED:
+		s = assured ? ct_timeouts.udp_stream : ct_timeouts.udp;
+		break;
+	default:
+		s = ct_timeouts.icmp;
+	}
+	return (__u64)s * NSEC_PER_SEC;
+}
+
+static __always_inline void reverse(const struct flow *f, struct flow *r)
+{
+	r->saddr = f->daddr;
+	r->daddr = f->saddr;
+	r->sport = f->dport;
+	r->dport = f->sport;
+	r->proto = f->proto;
+	r->pad[0] = r->pad[1] = r->pad[2] = 0;
+}
+
+static __always_inline int same_flow(const struct flow *a, const struct flow *b)
+{
+	return a->saddr == b->saddr && a->daddr == b->daddr && a->sport == b->sport &&
+	       a->dport == b->dport && a->proto == b->proto;
+}
+
+/* ct_forget removes a flow: the entry at key and, when it still belongs
+ * to the same flow, its partner. */
+static __always_inline void ct_forget(const struct flow *key, const struct ct_entry *e, int assured)
+{
+	struct flow partner_key;
+	struct ct_entry *partner;
+
+	struct flow back;
+
+	reverse(&e->nat, &partner_key);
+	reverse(key, &back);
+	if (assured) {
+		partner = bpf_map_lookup_elem(&ct, &partner_key);
+		if (partner && same_flow(&partner->nat, &back))
+			bpf_map_delete_elem(&ct, &partner_key);
+		bpf_map_delete_elem(&ct, key);
+		return;
+	}
+	partner = bpf_map_lookup_elem(&ct_new, &partner_key);
+	if (partner && same_flow(&partner->nat, &back))
+		bpf_map_delete_elem(&ct_new, &partner_key);
+	bpf_map_delete_elem(&ct_new, key);
+}
+
+/* ct_partner_intact reports whether the other direction of e's flow is
+ * still there and still e's. In the LRU table one direction can be
+ * evicted alone, and its tuple claimed by another flow: then e must go,
+ * or two flows would share a translation. */
+static __always_inline int ct_partner_intact(const struct flow *key, const struct ct_entry *e)
+{
+	struct flow partner_key, back;
+	struct ct_entry *partner;
+
+	reverse(&e->nat, &partner_key);
+	partner = bpf_map_lookup_elem(&ct_new, &partner_key);
+	if (!partner)
+		return 0;
+	reverse(key, &back);
+	return same_flow(&partner->nat, &back);
+}
+
+/* ct_lookup finds the live entry for a packet with flow key that came in
+ * on ifindex (0: from outside or from the host), and whether it is in ct
+ * (assured) or ct_new. An expired or orphaned entry is removed as found.
+ * An entry for another ifindex is not the packet's to use. */
+static __always_inline struct ct_entry *ct_lookup(const struct flow *key, __u32 ifindex, int *assured)
+{
+	__u64 now = ct_now();
+	struct ct_entry *e = bpf_map_lookup_elem(&ct, key);
+
+	if (e) {
+		if (e->expires > now) {
+			*assured = 1;
+			return e->ifindex == ifindex ? e : NULL;
+		}
+		ct_forget(key, e, 1);
+	}
+	e = bpf_map_lookup_elem(&ct_new, key);
+	if (!e)
+		return NULL;
+	if (e->expires <= now) {
+		ct_forget(key, e, 0);
+		return NULL;
+	}
+	if (!ct_partner_intact(key, e)) {
+		bpf_map_delete_elem(&ct_new, key); /* the partner's tuple is another flow's now */
+		return NULL;
+	}
+	*assured = 0;
+	return e->ifindex == ifindex ? e : NULL;
+}
+
+/* ct_taken reports whether a live entry holds key in either table,
+ * removing an expired one in the way, so its tuple is free at once. */
+static __always_inline int ct_taken(const struct flow *key)
+{
+	__u64 now = ct_now();
+	struct ct_entry *e = bpf_map_lookup_elem(&ct, key);
+
+	if (e) {
+		if (e->expires > now)
+			return 1;
+		ct_forget(key, e, 1);
+	}
+	e = bpf_map_lookup_elem(&ct_new, key);
+	if (e) {
+		if (e->expires > now)
+			return 1;
+		ct_forget(key, e, 0);
+	}
+	return 0;
+}
+
+/* A flow being created: its first packet's direction and the other. */
+struct ct_new_flow {
+	struct flow orig;      /* key of the first packet's direction */
+	struct ct_entry fwd;   /* its entry: fwd.nat is what orig is rewritten to */
+	struct ct_entry rev;   /* the reply direction's entry, less what ct_claim fills in */
+};
+
+/* ct_initial_state is the state a flow's first packet puts it in; -1 for
+ * a packet that starts no flow (a TCP reset). A TCP segment other than a
+ * SYN picks up a flow in the middle, as netfilter does, so flows survive
+ * a conntrack that lost them. */
+static __always_inline int ct_initial_state(const struct packet *p)
+{
+	switch (p->flow.proto) {
+	case IPPROTO_TCP:
+		if (p->tcp_flags & TCP_RST)
+			return -1;
+		if ((p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+			return CT_TCP_SYN_SENT;
+		return CT_TCP_ESTABLISHED;
+	case IPPROTO_UDP:
+		return CT_UDP_UNREPLIED;
+	}
+	return CT_ICMP;
+}
+
+/* ct_prepare fills the parts of a new flow's entries that do not depend
+ * on the translation's ports: state, lifetime, where each direction comes
+ * in and its marks. It returns -1 when the packet starts no flow. */
+static __always_inline int ct_prepare(struct ct_new_flow *nf, const struct packet *p,
+				      __u32 fwd_ifindex, __u32 rev_ifindex, __u8 fwd_flags, __u8 rev_flags)
+{
+	int state = ct_initial_state(p);
+
+	if (state < 0)
+		return -1;
+	__builtin_memset(nf, 0, sizeof(*nf));
+	nf->orig = p->flow;
+	nf->orig.pad[0] = nf->orig.pad[1] = nf->orig.pad[2] = 0;
+	nf->fwd.nat = nf->orig;
+	nf->fwd.expires = nf->rev.expires = ct_now() + ct_lifetime(state, 0);
+	nf->fwd.state = nf->rev.state = state;
+	nf->fwd.ifindex = fwd_ifindex;
+	nf->rev.ifindex = rev_ifindex;
+	nf->fwd.flags = fwd_flags;
+	nf->rev.flags = rev_flags | CT_REPLY;
+	return 0;
+}
+
+/* ct_claim creates a flow's entries in ct_new, translated as nf->fwd.nat
+ * says. The reply direction goes first, with BPF_NOEXIST: that is how a
+ * translated tuple (a NAT port) is claimed, once. It returns -1 when the
+ * reply tuple is in live use. */
+static __always_inline int ct_claim(struct ct_new_flow *nf)
+{
+	struct flow reply_key;
+
+	reverse(&nf->fwd.nat, &reply_key);
+	reverse(&nf->orig, &nf->rev.nat);
+	if (ct_taken(&reply_key))
+		return -1;
+	if (bpf_map_update_elem(&ct_new, &reply_key, &nf->rev, BPF_NOEXIST) < 0)
+		return -1; /* claimed by another CPU meanwhile */
+	if (bpf_map_update_elem(&ct_new, &nf->orig, &nf->fwd, BPF_ANY) < 0) {
+		bpf_map_delete_elem(&ct_new, &reply_key);
+		return -1;
+	}
+	return 0;
+}
+
+/* ct_promote moves a flow that has shown it is real from ct_new to ct.
+ * When ct is full the flow stays where it is, and works, and the event
+ * is counted. */
+static __always_inline void ct_promote(const struct flow *key, const struct ct_entry *e, enum program prog)
+{
+	struct flow partner_key;
+	struct ct_entry mine = *e, *partner;
+
+	reverse(&e->nat, &partner_key);
+	partner = bpf_map_lookup_elem(&ct_new, &partner_key);
+	if (!partner)
+		return;
+	struct ct_entry theirs = *partner;
+	mine.expires = theirs.expires = ct_now() + ct_lifetime(mine.state, 1);
+	if (bpf_map_update_elem(&ct, key, &mine, BPF_NOEXIST) < 0) {
+		count_bytes(prog, VERDICT_CT_FULL, 0);
+		return;
+	}
+	if (bpf_map_update_elem(&ct, &partner_key, &theirs, BPF_NOEXIST) < 0) {
+		bpf_map_delete_elem(&ct, key);
+		count_bytes(prog, VERDICT_CT_FULL, 0);
+		return;
+	}
+	bpf_map_delete_elem(&ct_new, &partner_key);
+	bpf_map_delete_elem(&ct_new, key);
+}
+
+/* ct_next works out where packet p takes e's flow: the next state and
+ * per-flow flags; it returns 1 when the flow has just shown it is real. */
+static __always_inline int ct_next(const struct ct_entry *e, const struct packet *p, int assured,
+				   __u8 *state, __u8 *flags, __u32 *ack_seq)
+{
+	int reply = e->flags & CT_REPLY;
+	__u8 f = p->tcp_flags;
+
+	*state = e->state;
+	*flags = e->flags & CT_FLOW_FLAGS;
+	*ack_seq = e->ack_seq;
+	switch (e->state) {
+	case CT_UDP_UNREPLIED:
+		if (reply)
+			*state = CT_UDP_REPLIED;
+		return 0;
+	case CT_UDP_REPLIED:
+		return !reply && !assured; /* answered back */
+	case CT_ICMP:
+		return 0;
+	}
+	/* TCP */
+	if (f & TCP_RST) {
+		*state = CT_TCP_CLOSE;
+		return 0;
+	}
+	if ((f & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
+		/* A new SYN on a closed flow reopens it, as netfilter lets it:
+		 * otherwise a closed flow would hold its tuple for a TIME_WAIT
+		 * lifetime, and a client reusing ports would stall. */
+		if (!reply && (e->state == CT_TCP_TIME_WAIT || e->state == CT_TCP_CLOSE)) {
+			*state = CT_TCP_SYN_SENT;
+			*flags = 0;
+		}
+		return 0;
+	}
+	if ((f & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)) {
+		if (reply && (e->state == CT_TCP_SYN_SENT || e->state == CT_TCP_SYN_RECV)) {
+			*state = CT_TCP_SYN_RECV;
+			*ack_seq = p->seq + 1;
+		}
+		return 0;
+	}
+	if (f & TCP_FIN) {
+		*flags |= reply ? CT_FIN_REPLY : CT_FIN_ORIG;
+		*state = (*flags & CT_FLOW_FLAGS) == CT_FLOW_FLAGS ? CT_TCP_TIME_WAIT : CT_TCP_FIN_WAIT;
+		return 0;
+	}
+	/* The handshake completes with the originator's ACK of the SYN-ACK:
+	 * one who only forges SYNs (and never sees the SYN-ACK) cannot. */
+	if (e->state == CT_TCP_SYN_RECV && !reply && (f & TCP_ACK) && p->ack_seq == e->ack_seq) {
+		*state = CT_TCP_ESTABLISHED;
+		return !assured;
+	}
+	/* A flow picked up in the middle is real once the other side answers
+	 * with anything but a reset. */
+	return e->state == CT_TCP_ESTABLISHED && reply && !assured;
+}
+
+/* ct_sync writes a flow's state, flags and lifetime into entry e and its
+ * partner. */
+static __always_inline void ct_sync(struct ct_entry *e, int assured, __u8 state, __u8 flags,
+				    __u32 ack_seq, __u64 expires)
+{
+	struct flow partner_key;
+	struct ct_entry *partner;
+
+	e->state = state;
+	e->flags = (e->flags & ~CT_FLOW_FLAGS) | flags;
+	e->ack_seq = ack_seq;
+	e->expires = expires;
+	reverse(&e->nat, &partner_key);
+	if (assured)
+		partner = bpf_map_lookup_elem(&ct, &partner_key);
+	else
+		partner = bpf_map_lookup_elem(&ct_new, &partner_key);
+	if (partner) {
+		partner->state = state;
+		partner->flags = (partner->flags & ~CT_FLOW_FLAGS) | flags;
+		partner->ack_seq = ack_seq;
+		partner->expires = expires;
+	}
+}
+
+/* ct_update moves e's flow on for packet p: state, lifetime and, once
+ * the flow shows it is real, into ct. */
+static __always_inline void ct_update(const struct flow *key, struct ct_entry *e, int assured,
+				      const struct packet *p, enum program prog)
+{
+	__u8 state, flags;
+	__u32 ack_seq;
+	int real = ct_next(e, p, assured, &state, &flags, &ack_seq);
+	__u64 expires = ct_now() + ct_lifetime(state, assured);
+
+	if (state != e->state || flags != (e->flags & CT_FLOW_FLAGS) || ack_seq != e->ack_seq ||
+	    expires > e->expires + CT_REFRESH_NS)
+		ct_sync(e, assured, state, flags, ack_seq, expires);
+	if (real)
+		ct_promote(key, e, prog);
+}

@@ -1,0 +1,131 @@
+package maps
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/ebpfnet/ebpfnet/bpf"
+)
+
+// batchSize is how many entries one batch syscall moves: large enough that
+// walking a full conntrack table takes a few dozen calls, small enough that
+// a hash bucket never outgrows it.
+const batchSize = 4096
+
+// Conntrack is how many flow entries each conntrack table holds: one per
+// direction of a flow.
+type Conntrack struct {
+	Established int `json:"established"` // ct: flows that completed a handshake or were answered back
+	New         int `json:"new"`         // ct_new: flows that have not yet
+}
+
+// Now is the datapath's clock (CLOCK_BOOTTIME), which conntrack lifetimes
+// are measured on.
+func Now() time.Duration {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	return time.Duration(ts.Nano())
+}
+
+// ReclaimExpired removes the conntrack entries whose lifetime ended before
+// now and returns how many it removed. The datapath already treats them as
+// gone; this returns their memory, which matters for ct: it never evicts.
+// Its cost is a batch read of each table and one batch delete per chunk of
+// expired entries.
+func (m *Maps) ReclaimExpired(now time.Duration) (int, error) {
+	var removed int
+	for _, table := range []*ebpf.Map{m.m.Ct, m.m.CtNew} {
+		var expired []bpf.DatapathFlow
+		err := batches(table, func(keys []bpf.DatapathFlow, vals []bpf.DatapathCtEntry) {
+			for i := range keys {
+				if time.Duration(vals[i].Expires) <= now {
+					expired = append(expired, keys[i])
+				}
+			}
+		})
+		if err != nil {
+			return removed, err
+		}
+		for len(expired) > 0 {
+			chunk := expired[:min(len(expired), batchSize)]
+			expired = expired[len(chunk):]
+			n, err := table.BatchDelete(chunk, nil)
+			removed += n
+			// An entry the datapath removed meanwhile ends a batch early:
+			// delete the rest one by one.
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				for _, k := range chunk[n:] {
+					if ignoreMissing(table.Delete(k)) == nil {
+						removed++
+					}
+				}
+				continue
+			}
+			if err != nil {
+				return removed, fmt.Errorf("delete expired entries of %s: %w", table, err)
+			}
+		}
+	}
+	return removed, nil
+}
+
+// Conntrack counts the entries of both conntrack tables.
+func (m *Maps) Conntrack() (Conntrack, error) {
+	var c Conntrack
+	var err error
+	if c.Established, err = count(m.m.Ct); err != nil {
+		return c, err
+	}
+	c.New, err = count(m.m.CtNew)
+	return c, err
+}
+
+// batches reads a hash map in chunks, handing each to fn.
+func batches[K, V any](m *ebpf.Map, fn func([]K, []V)) error {
+	keys, vals := make([]K, batchSize), make([]V, batchSize)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		fn(keys[:n], vals[:n])
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", m, err)
+		}
+	}
+}
+
+// count counts a map's entries: in batches where the map type has them
+// (hash maps), else key by key.
+func count(m *ebpf.Map) (int, error) {
+	switch m.Type() {
+	case ebpf.Hash, ebpf.LRUHash:
+	default:
+		all, err := keys[[]byte](m)
+		return len(all), err
+	}
+	// Buffers of the map's own key and value sizes.
+	entry := func(size uint32) any {
+		t := reflect.SliceOf(reflect.ArrayOf(int(size), reflect.TypeFor[byte]()))
+		return reflect.MakeSlice(t, batchSize, batchSize).Interface()
+	}
+	keys, vals := entry(m.KeySize()), entry(m.ValueSize())
+	var cursor ebpf.MapBatchCursor
+	n := 0
+	for {
+		got, err := m.BatchLookup(&cursor, keys, vals, nil)
+		n += got
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("count entries of %s: %w", m, err)
+		}
+	}
+}
