@@ -34,9 +34,13 @@ type Config struct {
 	// with an IPv4 address that ebpfnet did not create.
 	Uplinks []string
 	// NATPortMin and NATPortMax bound the source ports of masqueraded
-	// flows; zero keeps the datapath's default (61000-65535).
+	// flows; zero keeps the default (61000-65535, or below the host's
+	// ephemeral ports when those cover it).
 	NATPortMin, NATPortMax uint16
-	Log                    *slog.Logger
+	// CTTimeouts are the conntrack lifetimes per state; nil keeps
+	// netfilter's defaults.
+	CTTimeouts *loader.CTTimeouts
+	Log        *slog.Logger
 }
 
 // Defaults for a daemon serving the host.
@@ -61,6 +65,7 @@ type Engine struct {
 	// uplinks are the interfaces the uplink program is on, by name; guarded by mu.
 	uplinks     map[string]bool
 	stopWatcher func()
+	stopReclaim chan struct{}
 	resolver    *dns.Resolver
 	dnsServers  *dns.Servers
 	// ports indexes every publication by protocol and host port, so a
@@ -92,12 +97,20 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	err = namespace.Do(cfg.NetNS, func() (err error) {
+		lo, hi := ephemeralRange()
+		cfg.NATPortMin, cfg.NATPortMax, err = natPorts(cfg.NATPortMin, cfg.NATPortMax, lo, hi)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
 	st, err := store.Open(cfg.StateDir)
 	if err != nil {
 		return nil, err
 	}
 	dp, err := loader.Load(loader.Options{PinDir: cfg.BPFFS, Attach: cfg.AttachMode, NetnsCookie: cookie,
-		NATPortMin: cfg.NATPortMin, NATPortMax: cfg.NATPortMax})
+		NATPortMin: cfg.NATPortMin, NATPortMax: cfg.NATPortMax, CTTimeouts: cfg.CTTimeouts})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -120,6 +133,8 @@ func New(cfg Config) (*Engine, error) {
 		e.Close()
 		return nil, err
 	}
+	e.stopReclaim = make(chan struct{})
+	go e.reclaimConntrack(e.stopReclaim)
 	return e, nil
 }
 
@@ -127,6 +142,9 @@ func New(cfg Config) (*Engine, error) {
 func (e *Engine) Close() error {
 	if e.stopWatcher != nil {
 		e.stopWatcher()
+	}
+	if e.stopReclaim != nil {
+		close(e.stopReclaim)
 	}
 	if e.dnsServers != nil {
 		e.dnsServers.Close()

@@ -45,8 +45,11 @@ type Options struct {
 	NATPortMin, NATPortMax uint16
 	// CTTimeouts are conntrack lifetimes per state; nil keeps the
 	// programs' defaults (DefaultCTTimeouts).
-	CTTimeouts *bpf.DatapathCtTimeouts
+	CTTimeouts *CTTimeouts
 }
+
+// CTTimeouts are conntrack lifetimes in seconds, per state.
+type CTTimeouts = bpf.DatapathCtTimeouts
 
 // Datapath is the loaded programs and their (pinned) maps.
 type Datapath struct {

@@ -13,8 +13,8 @@ import (
 
 // DefaultCTTimeouts are the conntrack lifetimes the programs are built
 // with (netfilter's), read from the endpoint object itself.
-func DefaultCTTimeouts() (bpf.DatapathCtTimeouts, error) {
-	var t bpf.DatapathCtTimeouts
+func DefaultCTTimeouts() (CTTimeouts, error) {
+	var t CTTimeouts
 	spec, err := bpf.LoadEndpoint()
 	if err != nil {
 		return t, err
@@ -45,7 +45,7 @@ func CTTimeoutNames() ([]string, error) {
 
 // SetCTTimeout applies one NAME=SECONDS setting to t. The names are the C
 // struct's members, read from BTF, so there is no second list to keep.
-func SetCTTimeout(t *bpf.DatapathCtTimeouts, setting string) error {
+func SetCTTimeout(t *CTTimeouts, setting string) error {
 	name, value, ok := strings.Cut(setting, "=")
 	secs, err := strconv.ParseUint(value, 10, 32)
 	if !ok || err != nil || secs == 0 {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -35,6 +36,7 @@ func newDaemonCommand(c *cli) *cobra.Command {
 		socketMode string
 		logLevel   string
 		natPorts   string
+		ctTimeouts []string
 	)
 	cmd := &cobra.Command{
 		Use:   "daemon",
@@ -67,6 +69,18 @@ daemon stops.`,
 				}
 				cfg.NATPortMin, cfg.NATPortMax = spec.First, spec.End
 			}
+			if len(ctTimeouts) > 0 {
+				t, err := loader.DefaultCTTimeouts()
+				if err != nil {
+					return err
+				}
+				for _, setting := range ctTimeouts {
+					if err := loader.SetCTTimeout(&t, setting); err != nil {
+						return err
+					}
+				}
+				cfg.CTTimeouts = &t
+			}
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", logLevel)
@@ -93,7 +107,9 @@ daemon stops.`,
 	f.StringVar(&cfg.ResolvConf, "resolv-conf", control.DefaultResolvConf, "the host's resolv.conf: upstream DNS servers and search domains")
 	f.StringArrayVar(&cfg.Uplinks, "uplink", nil, "host interface serving published ports and masquerade (repeatable; default: every interface with an IPv4 address that ebpfnet did not create)")
 	f.StringVar(&socketMode, "socket-mode", "0600", "permissions of the API socket")
-	f.StringVar(&natPorts, "nat-ports", "", "source port range of masqueraded flows (default 61000-65535)")
+	states, _ := loader.CTTimeoutNames()
+	f.StringVar(&natPorts, "nat-ports", "", "source port range of masqueraded flows that collide on their own port (default 61000-65535); must not overlap net.ipv4.ip_local_port_range")
+	f.StringArrayVar(&ctTimeouts, "ct-timeout", nil, "conntrack lifetime of a state, STATE=SECONDS (repeatable); states: "+strings.Join(states, ", "))
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
