@@ -73,9 +73,8 @@ func setupBridge(n *store.Network) error {
 		}
 		return fmt.Errorf("interface %s exists and is not this network's bridge", n.Bridge)
 	}
-	gw := &netlink.Addr{IPNet: &net.IPNet{IP: n.Pool.Gateway.AsSlice(), Mask: net.CIDRMask(n.Pool.Subnet.Bits(), 32)}}
-	if err := netlink.AddrReplace(l, gw); err != nil {
-		return fmt.Errorf("set address %s on bridge %s: %w", n.Pool.Gateway, n.Bridge, err)
+	if err := setBridgeAddress(n, l); err != nil {
+		return err
 	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		return fmt.Errorf("bring bridge %s up: %w", n.Bridge, err)
@@ -84,6 +83,29 @@ func setupBridge(n *store.Network) error {
 	// Docker; isolation is the endpoint programs' job, not the stack's.
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
 		return fmt.Errorf("enable IPv4 forwarding: %w", err)
+	}
+	return nil
+}
+
+// setBridgeAddress gives the bridge the gateway address, or, in gateway
+// mode isolated, takes every IPv4 address away: without one the host has
+// no route to the sandboxes and answers none of their packets.
+func setBridgeAddress(n *store.Network, l netlink.Link) error {
+	if n.HostOnNetwork() {
+		gw := &netlink.Addr{IPNet: &net.IPNet{IP: n.Pool.Gateway.AsSlice(), Mask: net.CIDRMask(n.Pool.Subnet.Bits(), 32)}}
+		if err := netlink.AddrReplace(l, gw); err != nil {
+			return fmt.Errorf("set address %s on bridge %s: %w", n.Pool.Gateway, n.Bridge, err)
+		}
+		return nil
+	}
+	addrs, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
+	if err != nil {
+		return fmt.Errorf("list addresses of bridge %s: %w", n.Bridge, err)
+	}
+	for _, a := range addrs {
+		if err := netlink.AddrDel(l, &a); err != nil {
+			return fmt.Errorf("remove address %s from isolated bridge %s: %w", a.IPNet, n.Bridge, err)
+		}
 	}
 	return nil
 }
@@ -122,8 +144,20 @@ func deleteLink(name string) error {
 
 // networkMaps is what the datapath knows of a bridge network.
 func networkMaps(n store.Network) maps.Network {
-	return maps.Network{Index: n.Index, Subnet: n.Pool.Subnet, Gateway: n.Pool.Gateway, GatewayMAC: macFor(n.Pool.Gateway),
+	m := maps.Network{Index: n.Index, Subnet: n.Pool.Subnet, Gateway: n.Pool.Gateway, GatewayMAC: macFor(n.Pool.Gateway),
 		ICCDisabled: !n.ICC, Internal: n.Internal, Masquerade: n.Masquerade}
+	switch n.IPv4GatewayMode() {
+	case store.GatewayNATUnprotected:
+		m.Direct = maps.DirectAll
+	case store.GatewayRouted:
+		m.Direct = maps.DirectPublished
+	case store.GatewayIsolated:
+		// No host address on the network: the datapath must not treat the
+		// pool's reserved gateway address as the host (icc=false lets
+		// sandboxes reach the gateway).
+		m.Gateway = netip.IPv4Unspecified()
+	}
+	return m
 }
 
 // endpointMaps is where the datapath delivers packets for a bridge endpoint

@@ -125,6 +125,9 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 	if err := applyOptions(&n, spec.Options); err != nil {
 		return store.Network{}, err
 	}
+	if !n.HostOnNetwork() && spec.Gateway.IsValid() {
+		return store.Network{}, fmt.Errorf("--gateway %s: a network in gateway mode %s has no gateway", spec.Gateway, n.GatewayMode)
+	}
 	if n.Driver == store.DriverBridge && n.Bridge == "" {
 		n.Bridge = "eb-" + n.ID[:12]
 	}

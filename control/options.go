@@ -3,6 +3,7 @@ package control
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -15,6 +16,7 @@ const (
 	OptEnableICC   = "com.docker.network.bridge.enable_icc"
 	OptMasquerade  = "com.docker.network.bridge.enable_ip_masquerade"
 	OptMTU         = "com.docker.network.driver.mtu"
+	OptGatewayMode = "com.docker.network.bridge.gateway_mode_ipv4"
 	OptParent      = "parent"
 	OptMacvlanMode = "macvlan_mode"
 )
@@ -35,7 +37,7 @@ type NetworkSpec struct {
 // applyOptions checks the spec's driver options and records them on n.
 func applyOptions(n *store.Network, opts map[string]string) error {
 	allowed := map[string][]string{
-		store.DriverBridge:  {OptBridgeName, OptEnableICC, OptMasquerade, OptMTU},
+		store.DriverBridge:  {OptBridgeName, OptEnableICC, OptMasquerade, OptGatewayMode, OptMTU},
 		store.DriverMacvlan: {OptParent, OptMacvlanMode, OptMTU},
 	}[n.Driver]
 	for k, v := range opts {
@@ -62,6 +64,12 @@ func applyOptions(n *store.Network, opts map[string]string) error {
 			} else {
 				n.Masquerade = b
 			}
+		case OptGatewayMode:
+			modes := []string{store.GatewayNAT, store.GatewayNATUnprotected, store.GatewayRouted, store.GatewayIsolated}
+			if !slices.Contains(modes, v) {
+				return fmt.Errorf("option %s: unknown gateway mode %q (valid: %s)", k, v, strings.Join(modes, ", "))
+			}
+			n.GatewayMode = v
 		case OptMTU:
 			mtu, err := strconv.Atoi(v)
 			if err != nil || mtu < 68 || mtu > 65535 {
@@ -79,10 +87,34 @@ func applyOptions(n *store.Network, opts map[string]string) error {
 			}
 		}
 	}
+	if err := checkGatewayMode(n, opts); err != nil {
+		return err
+	}
 	if n.Driver == store.DriverMacvlan && n.Parent == "" {
 		return fmt.Errorf("a macvlan network needs a parent interface: -o parent=IFACE")
 	}
 	n.Options = opts
+	return nil
+}
+
+// checkGatewayMode applies what the gateway mode implies for the other
+// settings, once every option is read (map order is random).
+func checkGatewayMode(n *store.Network, opts map[string]string) error {
+	switch n.GatewayMode {
+	case store.GatewayRouted:
+		// Routed means the outside sees sandboxes by their own addresses:
+		// masquerading them would undo the mode, so asking for both is a
+		// mistake rather than a preference.
+		if n.Masquerade && opts[OptMasquerade] != "" {
+			return fmt.Errorf("option %s=%s conflicts with %s=%s: a routed network is not masqueraded",
+				OptMasquerade, opts[OptMasquerade], OptGatewayMode, n.GatewayMode)
+		}
+		n.Masquerade = false
+	case store.GatewayIsolated:
+		if !n.Internal {
+			return fmt.Errorf("option %s=%s needs --internal: an isolated network has no gateway, so it leads nowhere", OptGatewayMode, n.GatewayMode)
+		}
+	}
 	return nil
 }
 

@@ -30,6 +30,8 @@ func newNetworkCreate(c *cli) *cobra.Command {
 		Example: `  ebpfnet network create appnet
   ebpfnet network create --subnet 172.19.0.0/16 --gateway 172.19.0.1 --ip-range 172.19.5.0/24 appnet
   ebpfnet network create --internal -o com.docker.network.bridge.enable_icc=false backend
+  ebpfnet network create -o com.docker.network.bridge.gateway_mode_ipv4=routed --subnet 172.20.0.0/16 routednet
+  ebpfnet network create --internal -o com.docker.network.bridge.gateway_mode_ipv4=isolated vault
   ebpfnet network create -d macvlan --subnet 192.168.57.0/24 --gateway 192.168.57.1 -o parent=eth1 lan`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -77,7 +77,7 @@ func networkView(n store.Network, sbs []store.Sandbox) Network {
 		v.Labels = map[string]string{}
 	}
 	if n.HasAddresses() {
-		c := IPAMConfig{Subnet: n.Pool.Subnet.String(), Gateway: n.Pool.Gateway.String()}
+		c := IPAMConfig{Subnet: n.Pool.Subnet.String(), Gateway: gateway(n)}
 		if n.Pool.Range.IsValid() {
 			c.IPRange = n.Pool.Range.String()
 		}
@@ -86,6 +86,10 @@ func networkView(n store.Network, sbs []store.Sandbox) Network {
 	if n.Driver == store.DriverBridge {
 		v.Options[control.OptBridgeName] = n.Bridge
 		v.Options[control.OptEnableICC] = fmt.Sprint(n.ICC)
+		// Docker lists the mode only when it was chosen, nat included.
+		if n.GatewayMode != "" {
+			v.Options[control.OptGatewayMode] = n.GatewayMode
+		}
 	}
 	for _, sb := range sbs {
 		for _, ep := range sb.Endpoints {
@@ -100,6 +104,15 @@ func networkView(n store.Network, sbs []store.Sandbox) Network {
 		}
 	}
 	return v
+}
+
+// gateway is the network's gateway as Docker shows it: none in gateway
+// mode isolated, where the host holds no address on the network.
+func gateway(n store.Network) string {
+	if !n.HostOnNetwork() {
+		return ""
+	}
+	return n.Pool.Gateway.String()
 }
 
 // portSpecs parses -p specs; anyProto as in control.ParsePortSpec.
@@ -136,7 +149,7 @@ func sandboxView(sb store.Sandbox, pubs []store.Publication, nets map[string]sto
 		if aliases == nil {
 			aliases = []string{}
 		}
-		v.NetworkSettings.Networks[n.Name] = EndpointSettings{NetworkID: n.ID, EndpointID: ep.ID, Gateway: n.Pool.Gateway.String(),
+		v.NetworkSettings.Networks[n.Name] = EndpointSettings{NetworkID: n.ID, EndpointID: ep.ID, Gateway: gateway(n),
 			IPAddress: ep.Addr.String(), IPPrefixLen: n.Pool.Subnet.Bits(), MacAddress: ep.MAC, Aliases: aliases,
 			Interface: ep.Interface, HostInterface: ep.HostSide}
 	}

@@ -35,6 +35,32 @@ type Network struct {
 	Options    map[string]string `json:"options,omitempty"`
 	Labels     map[string]string `json:"labels,omitempty"`
 	DNS        []netip.Addr      `json:"dns,omitempty"` // upstream servers of its sandboxes' resolvers
+
+	// GatewayMode is Docker's gateway_mode_ipv4 (bridge driver). Empty
+	// means nat: the default, and what networks stored before it had.
+	GatewayMode string `json:"gatewayModeIPv4,omitempty"`
+}
+
+// IPv4 gateway modes of a bridge network, named as Docker 28 names them.
+const (
+	GatewayNAT            = "nat"             // masqueraded; from outside, published host ports only
+	GatewayNATUnprotected = "nat-unprotected" // masqueraded; every sandbox port routable from outside
+	GatewayRouted         = "routed"          // not masqueraded; published sandbox ports routable from outside
+	GatewayIsolated       = "isolated"        // internal, and the host holds no address on the network
+)
+
+// IPv4GatewayMode is the network's gateway mode, nat when none was chosen.
+func (n *Network) IPv4GatewayMode() string {
+	if n.GatewayMode == "" {
+		return GatewayNAT
+	}
+	return n.GatewayMode
+}
+
+// HostOnNetwork reports whether the host holds the gateway address on the
+// network, as everywhere but in gateway mode isolated.
+func (n *Network) HostOnNetwork() bool {
+	return n.IPv4GatewayMode() != GatewayIsolated
 }
 
 // HasAddresses reports whether the network hands out addresses.
