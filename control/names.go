@@ -98,7 +98,9 @@ func (e *Engine) writeSandboxFiles(sb store.Sandbox, byName map[string]store.San
 		owner = byName[sb.Shares]
 	}
 	var hosts strings.Builder
-	hosts.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+	// No ::1 line: IPv6 is off in the sandbox (disableIPv6), and a
+	// localhost that resolves to an address lo lacks fails to connect.
+	hosts.WriteString("127.0.0.1\tlocalhost\n")
 	if len(owner.Endpoints) > 0 {
 		fmt.Fprintf(&hosts, "%s\t%s\n", owner.Endpoints[0].Addr, sb.Name)
 	}

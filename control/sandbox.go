@@ -153,6 +153,12 @@ func (e *Engine) createNamespace(sb store.Sandbox) error {
 		return err
 	}
 	return namespace.Do(path, func() error {
+		// Before any interface arrives, so none ever has an IPv6 address.
+		// Never for the host and container modes above: those namespaces
+		// are someone else's.
+		if err := disableIPv6(); err != nil {
+			return fmt.Errorf("sandbox %s: %w", sb.Name, err)
+		}
 		lo, err := netlink.LinkByName("lo")
 		if err == nil {
 			err = netlink.LinkSetUp(lo)

@@ -1,12 +1,16 @@
 package test
 
 import (
+	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ebpfnet/ebpfnet/control"
+	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
 
@@ -99,5 +103,91 @@ func TestGatewayModeInInspect(t *testing.T) {
 		if got, ok := h.Network(name).Options[control.OptGatewayMode]; ok {
 			t.Errorf("network %s lists gateway mode %q; want it unlisted", name, got)
 		}
+	}
+}
+
+// ipv6Addrs lists a sandbox's IPv6 addresses, as `ip -6 addr` shows them.
+func ipv6Addrs(h *testbed.Host, sandbox string) string {
+	return strings.TrimSpace(h.MustCLI("exec", sandbox, "--", "ip", "-6", "-o", "addr"))
+}
+
+// linkLocal is the fe80:: address the kernel would derive from a MAC (EUI-64).
+func linkLocal(t *testing.T, mac string) string {
+	t.Helper()
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := [16]byte{0: 0xfe, 1: 0x80, 8: hw[0] ^ 0x02, 9: hw[1], 10: hw[2], 11: 0xff, 12: 0xfe, 13: hw[3], 14: hw[4], 15: hw[5]}
+	return netip.AddrFrom16(a).String()
+}
+
+func TestSandboxesHaveNoIPv6(t *testing.T) {
+	h := testbed.NewHost(t)
+	noicc := h.Name("noicc")
+	h.MustCLI("network", "create", "-o", "com.docker.network.bridge.enable_icc=false", noicc)
+	a, b, side, none, hst := h.Name("a"), h.Name("b"), h.Name("side"), h.Name("none"), h.Name("hmode")
+	h.MustCLI("sandbox", "create", a, "--network", noicc)
+	h.MustCLI("sandbox", "create", b, "--network", noicc)
+	h.MustCLI("network", "connect", "bridge", b) // a second interface, added later
+	h.MustCLI("sandbox", "create", side, "--network", "container:"+a)
+	h.MustCLI("sandbox", "create", none, "--network", "none")
+	h.MustCLI("sandbox", "create", hst, "--network", "host")
+
+	for _, sb := range []string{a, b, side, none} {
+		if addrs := ipv6Addrs(h, sb); addrs != "" {
+			t.Errorf("sandbox %s has IPv6 addresses:\n%s", sb, addrs)
+		}
+	}
+	if hosts := h.MustCLI("exec", a, "--", "cat", "/etc/hosts"); strings.Contains(hosts, "::1") {
+		t.Errorf("the hosts file names ::1, an address the sandbox does not have:\n%s", hosts)
+	}
+	// The host-mode sandbox is the host's namespace: left as it was.
+	if v := strings.TrimSpace(h.InHost("cat", "/proc/sys/net/ipv6/conf/all/disable_ipv6")); v != "0" {
+		t.Errorf("a host-mode sandbox turned IPv6 off in the host namespace (all.disable_ipv6=%s)", v)
+	}
+	if addrs := strings.TrimSpace(h.InHost("ip", "-6", "-o", "addr", "show", "dev", "lo")); !strings.Contains(addrs, "::1") {
+		t.Errorf("the host namespace lost ::1 on lo: %q", addrs)
+	}
+
+	// icc=false fences IPv4 only; over IPv6 link-local there is no path at
+	// all: b would listen, a cannot send.
+	var l net.Listener
+	if err := namespace.Do(h.NS(b), func() (err error) { l, err = net.Listen("tcp6", "[::]:7778"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	// Tried for longer than duplicate address detection would keep such an
+	// address tentative, so the test would see the path if there were one.
+	bLinkLocal := linkLocal(t, h.Sandbox(b).NetworkSettings.Networks[noicc].MacAddress)
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		err := namespace.Do(h.NS(a), func() error {
+			c, err := net.DialTimeout("tcp6", fmt.Sprintf("[%s%%eth0]:7778", bLinkLocal), 200*time.Millisecond)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if err == nil {
+			t.Fatalf("a reached b over IPv6 link-local at %s", bLinkLocal)
+		}
+	}
+
+	// A sandbox whose namespace had IPv6 on (from an older ebpfnet) loses
+	// it when the reconciler refreshes its endpoints.
+	h.MustRun("ip", "netns", "exec", a, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.default.disable_ipv6=0")
+	h.Stop(syscall.SIGTERM)
+	h.Start()
+	if addrs := ipv6Addrs(h, a); addrs != "" {
+		t.Errorf("after a restart sandbox %s has IPv6 addresses:\n%s", a, addrs)
 	}
 }
