@@ -191,3 +191,111 @@ func TestSandboxesHaveNoIPv6(t *testing.T) {
 		t.Errorf("after a restart sandbox %s has IPv6 addresses:\n%s", a, addrs)
 	}
 }
+
+// The routed-access tests' sandbox serves on both ports and publishes at
+// most the first, as 8080:9999.
+const (
+	servedPort = 9999
+	hiddenPort = 9998
+)
+
+// newGatewayModeHost is a publishing host with a sandbox serving on
+// servedPort and hiddenPort, on a new network in the given gateway mode
+// ("" for none chosen), created with extra sandbox arguments.
+func newGatewayModeHost(t *testing.T, mode string, sandboxArgs ...string) (h *testbed.Host, out testbed.Outside, web, ip string) {
+	t.Helper()
+	h, out = newPublishingHost(t)
+	name := h.Name("net")
+	args := []string{"network", "create", name}
+	if mode != "" {
+		args = append(args, "-o", gatewayMode+mode)
+	}
+	h.MustCLI(args...)
+	web = h.Name("web")
+	h.MustCLI(append([]string{"sandbox", "create", web, "--network", name}, sandboxArgs...)...)
+	testbed.ServeOn(t, h.NS(web), servedPort)
+	testbed.ServeOn(t, h.NS(web), hiddenPort)
+	return h, out, web, h.IP(web, name)
+}
+
+// at is ip:port.
+func at(ip string, port int) string { return net.JoinHostPort(ip, fmt.Sprint(port)) }
+
+// through lists the protocols on which the namespace at ns gets an echo
+// from addr.
+func through(ns, addr string) []string {
+	var got []string
+	if testbed.TCPTo(ns, addr) == nil {
+		got = append(got, "tcp")
+	}
+	if testbed.UDPTo(ns, addr) == nil {
+		got = append(got, "udp")
+	}
+	return got
+}
+
+// The outside reaches a sandbox by its own address only as the gateway
+// mode allows (maps.DirectAccess, enforced by the endpoint programs); it
+// always reaches what is published on host ports.
+
+func TestGatewayModeNATHidesSandboxes(t *testing.T) {
+	for _, mode := range []string{"", "nat"} {
+		t.Run("mode="+mode, func(t *testing.T) {
+			h, out, web, ip := newGatewayModeHost(t, mode, "-p", "8080:9999")
+			mustWork(t, "outside to the published host port", testbed.TCPTo(out.NS, at(hostIP, 8080)))
+			if got := through(out.NS, at(ip, servedPort)); len(got) > 0 {
+				t.Errorf("outside reached %s directly over %v (published, but nat hides sandboxes)", at(ip, servedPort), got)
+			}
+			if got := through(out.NS, at(ip, hiddenPort)); len(got) > 0 {
+				t.Errorf("outside reached %s directly over %v (unpublished)", at(ip, hiddenPort), got)
+			}
+			if peer := peerOf(t, h.NS(web), "tcp4", at(out.IP, testbed.EchoPort)); peer.Addr().String() != hostIP {
+				t.Errorf("egress seen as %s, want the masquerade address %s", peer, hostIP)
+			}
+		})
+	}
+	t.Run("default network", func(t *testing.T) {
+		h, out := newPublishingHost(t)
+		web := h.Name("web")
+		h.MustCLI("sandbox", "create", web)
+		testbed.ServeOn(t, h.NS(web), servedPort)
+		addr := at(h.IP(web, "bridge"), servedPort)
+		if got := through(out.NS, addr); len(got) > 0 {
+			t.Errorf("outside reached a sandbox of the default network at %s over %v", addr, got)
+		}
+	})
+}
+
+func TestGatewayModeNATUnprotected(t *testing.T) {
+	h, out, web, ip := newGatewayModeHost(t, "nat-unprotected")
+	for _, port := range []int{servedPort, hiddenPort} {
+		if got := through(out.NS, at(ip, port)); len(got) != 2 {
+			t.Errorf("outside reached the unpublished %s over %v, want tcp and udp", at(ip, port), got)
+		}
+	}
+	if peer := peerOf(t, h.NS(web), "tcp4", at(out.IP, testbed.EchoPort)); peer.Addr().String() != hostIP {
+		t.Errorf("egress seen as %s, want the masquerade address %s", peer, hostIP)
+	}
+}
+
+func TestGatewayModeRouted(t *testing.T) {
+	h, out, web, ip := newGatewayModeHost(t, "routed", "-p", "8080:9999", "-p", "8080:9999/udp")
+	t.Run("published port by the sandbox's address", func(t *testing.T) {
+		if got := through(out.NS, at(ip, servedPort)); len(got) != 2 {
+			t.Errorf("outside reached the published %s over %v, want tcp and udp", at(ip, servedPort), got)
+		}
+		mustWork(t, "outside to the published host port", testbed.TCPTo(out.NS, at(hostIP, 8080)))
+	})
+	t.Run("unpublished port", func(t *testing.T) {
+		if got := through(out.NS, at(ip, hiddenPort)); len(got) > 0 {
+			t.Errorf("outside reached the unpublished %s over %v", at(ip, hiddenPort), got)
+		}
+	})
+	t.Run("egress keeps the sandbox's address", func(t *testing.T) {
+		for _, proto := range []string{"tcp4", "udp4"} {
+			if peer := peerOf(t, h.NS(web), proto, at(out.IP, testbed.EchoPort)); peer.Addr().String() != ip {
+				t.Errorf("%s: the outside saw %s, want the sandbox's own address %s", proto, peer, ip)
+			}
+		}
+	})
+}
