@@ -86,6 +86,13 @@ type DatapathFlow struct {
 	Pad   [3]uint8
 }
 
+type DatapathIcmpBudget struct {
+	_      structs.HostLayout
+	Last   uint64
+	Tokens uint32
+	Pad    uint32
+}
+
 type DatapathIfaceInfo struct {
 	_       structs.HostLayout
 	Network uint32
@@ -188,7 +195,9 @@ const (
 	DatapathVerdictVERDICT_DROP_NO_IPV6       DatapathVerdict = 13
 	DatapathVerdictVERDICT_DROP_CT_INVALID    DatapathVerdict = 14
 	DatapathVerdictVERDICT_CT_FULL            DatapathVerdict = 15
-	DatapathVerdictVERDICT_MAX                DatapathVerdict = 16
+	DatapathVerdictVERDICT_DROP_TTL_EXCEEDED  DatapathVerdict = 16
+	DatapathVerdictVERDICT_DROP_TOO_BIG       DatapathVerdict = 17
+	DatapathVerdictVERDICT_MAX                DatapathVerdict = 18
 )
 
 // Names of all BPF objects in the ELF.
@@ -199,6 +208,7 @@ const (
 	DatapathMapCtNew            = "ct_new"
 	DatapathMapEndpoints        = "endpoints"
 	DatapathMapHostAddrs        = "host_addrs"
+	DatapathMapIcmpBudget       = "icmp_budget"
 	DatapathMapIfaces           = "ifaces"
 	DatapathMapNetworks         = "networks"
 	DatapathMapPublications     = "publications"
@@ -266,6 +276,7 @@ type DatapathMapSpecs struct {
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
+	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
 	Publications   *ebpf.MapSpec `ebpf:"publications"`
@@ -311,6 +322,7 @@ type DatapathMaps struct {
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
+	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
 	Networks       *ebpf.Map `ebpf:"networks"`
 	Publications   *ebpf.Map `ebpf:"publications"`
@@ -327,6 +339,7 @@ func (m *DatapathMaps) Close() error {
 		m.CtNew,
 		m.Endpoints,
 		m.HostAddrs,
+		m.IcmpBudget,
 		m.Ifaces,
 		m.Networks,
 		m.Publications,

@@ -16,35 +16,43 @@
 #include "lib/verdict.h"
 #include "lib/nat.h"
 
-/* masquerade sends a new flow to the outside from the address of the
- * uplink it leaves through. Flows not leaving through an uplink are the
- * stack's business. */
-static __always_inline int masquerade(struct __sk_buff *skb, const struct packet *p)
+/* uplink_source returns the address a flow from saddr to daddr leaves the
+ * host with: the address of the uplink it is routed through, or 0 when
+ * it does not leave through an uplink. */
+static __noinline __be32 uplink_source(struct __sk_buff *skb, __be32 saddr, __be32 daddr)
 {
 	struct bpf_fib_lookup fib;
 	struct uplink_info *up;
-	struct port_search s;
 	__u32 out;
 	int rc;
 
-	rc = fib_route(skb, p->flow.saddr, p->flow.daddr, &fib);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
-		return pass(skb, PROGRAM_FROM_CONTAINER);
+	rc = fib_route(skb, saddr, daddr, &fib);
+	/* Too big for the uplink still says which uplink: deliver answers it. */
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH && rc != BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return 0;
 	out = fib.ifindex;
 	up = bpf_map_lookup_elem(&uplinks, &out);
-	if (!up)
+	return up ? up->addr : 0;
+}
+
+/* masquerade sends a new flow to the outside from the address of the
+ * uplink it leaves through. Flows not leaving through an uplink are the
+ * stack's business. */
+static __noinline int masquerade(struct __sk_buff *skb, const struct packet *p, __be32 gateway)
+{
+	struct port_search s;
+	__be32 src = uplink_source(skb, p->flow.saddr, p->flow.daddr);
+
+	if (!src)
 		return pass(skb, PROGRAM_FROM_CONTAINER);
 	/* A reset of no flow would leave with the sandbox's own address. */
 	if (ct_prepare(&s.nf, p, skb->ifindex, 0, 0, 0) < 0)
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_CT_INVALID);
 	s.prog = PROGRAM_FROM_CONTAINER;
-	s.nf.fwd.nat.saddr = up->addr;
+	s.nf.fwd.nat.saddr = src;
 	if (claim_nat_port(skb, &s, 1) < 0)
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_NO_NAT_PORT);
-	if (rewrite(skb, p, &s.nf.fwd.nat) < 0)
-		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_NO_ROUTE);
-	count(skb, PROGRAM_FROM_CONTAINER, VERDICT_SNAT);
-	return redirect_routed(skb, rc, &fib);
+	return deliver(skb, p, PROGRAM_FROM_CONTAINER, VERDICT_SNAT, &s.nf.fwd.nat, gateway);
 }
 
 /* Packets a sandbox sends (TC ingress of the host-side veth). Every check
@@ -92,8 +100,10 @@ int from_container(struct __sk_buff *skb)
 	if ((net->flags & NETWORK_INTERNAL) && (!dst_net || *dst_net != src->network))
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_INTERNAL);
 
-	/* Replies of published flows, hairpins and established flows. */
-	if (translate_known(skb, &p, ifindex, PROGRAM_FROM_CONTAINER, &verdict) == 0)
+	/* Replies of published flows, hairpins and established flows, and
+	 * the sandbox's ICMP errors about them. */
+	if (translate_known(skb, &p, ifindex, PROGRAM_FROM_CONTAINER, net->gateway, &verdict) == 0 ||
+	    translate_icmp_error(skb, &p, ifindex, PROGRAM_FROM_CONTAINER, &verdict) == 0)
 		return verdict;
 	/* A published port on a host address, from any network. */
 	to_host = is_host_addr(p.flow.daddr);
@@ -114,7 +124,7 @@ int from_container(struct __sk_buff *skb)
 		track_untranslated(&p, ifindex, 0);
 		return pass(skb, PROGRAM_FROM_CONTAINER);
 	}
-	return masquerade(skb, &p);
+	return masquerade(skb, &p, net->gateway);
 }
 
 /* is_published_target reports whether a publication leads to the

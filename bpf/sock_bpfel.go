@@ -20,6 +20,7 @@ const (
 	SockMapCtNew             = "ct_new"
 	SockMapEndpoints         = "endpoints"
 	SockMapHostAddrs         = "host_addrs"
+	SockMapIcmpBudget        = "icmp_budget"
 	SockMapIfaces            = "ifaces"
 	SockMapNetworks          = "networks"
 	SockMapPublications      = "publications"
@@ -91,6 +92,7 @@ type SockMapSpecs struct {
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
+	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
 	Publications   *ebpf.MapSpec `ebpf:"publications"`
@@ -132,6 +134,7 @@ type SockMaps struct {
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
+	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
 	Networks       *ebpf.Map `ebpf:"networks"`
 	Publications   *ebpf.Map `ebpf:"publications"`
@@ -148,6 +151,7 @@ func (m *SockMaps) Close() error {
 		m.CtNew,
 		m.Endpoints,
 		m.HostAddrs,
+		m.IcmpBudget,
 		m.Ifaces,
 		m.Networks,
 		m.Publications,

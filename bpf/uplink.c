@@ -26,7 +26,8 @@ int uplink_ingress(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	/* Conntrack entries of flows from outside are keyed to ifindex 0:
 	 * whatever uplink a flow's packets take, they match. */
-	if (translate_known(skb, &p, 0, PROGRAM_UPLINK, &verdict) == 0)
+	if (translate_known(skb, &p, 0, PROGRAM_UPLINK, p.flow.daddr, &verdict) == 0 ||
+	    translate_icmp_error(skb, &p, 0, PROGRAM_UPLINK, &verdict) == 0)
 		return verdict;
 	/* Loopback addresses never come from the wire: a port published on
 	 * 127.0.0.1 must stay out of the neighbours' reach. */

@@ -20,6 +20,7 @@ const (
 	UplinkMapCtNew          = "ct_new"
 	UplinkMapEndpoints      = "endpoints"
 	UplinkMapHostAddrs      = "host_addrs"
+	UplinkMapIcmpBudget     = "icmp_budget"
 	UplinkMapIfaces         = "ifaces"
 	UplinkMapNetworks       = "networks"
 	UplinkMapPublications   = "publications"
@@ -87,6 +88,7 @@ type UplinkMapSpecs struct {
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
+	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
 	Publications   *ebpf.MapSpec `ebpf:"publications"`
@@ -130,6 +132,7 @@ type UplinkMaps struct {
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
+	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
 	Networks       *ebpf.Map `ebpf:"networks"`
 	Publications   *ebpf.Map `ebpf:"publications"`
@@ -146,6 +149,7 @@ func (m *UplinkMaps) Close() error {
 		m.CtNew,
 		m.Endpoints,
 		m.HostAddrs,
+		m.IcmpBudget,
 		m.Ifaces,
 		m.Networks,
 		m.Publications,

@@ -366,7 +366,7 @@ static __always_inline void ct_sync(struct ct_entry *e, int assured, __u8 state,
 
 /* ct_update moves e's flow on for packet p: state, lifetime and, once
  * the flow shows it is real, into ct. */
-static __always_inline void ct_update(const struct flow *key, struct ct_entry *e, int assured,
+static __noinline void ct_update(const struct flow *key, struct ct_entry *e, int assured,
 				      const struct packet *p, enum program prog)
 {
 	__u8 state, flags;

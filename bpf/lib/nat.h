@@ -11,6 +11,7 @@
 #include "parse.h"
 #include "verdict.h"
 #include "conntrack.h"
+#include "icmp.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -159,7 +160,7 @@ static long try_nat_port(__u32 i, void *ctx)
  * port of the NAT range, from a random one, so it fails only when every
  * port is in live use towards that destination. host_side says the new
  * source is a host address, whose sockets must keep their tuples. */
-static __always_inline int claim_nat_port(struct __sk_buff *skb, struct port_search *s, int host_side)
+static __noinline int claim_nat_port(struct __sk_buff *skb, struct port_search *s, int host_side)
 {
 	if (ct_taken(&s->nf.orig))
 		return -1; /* a live flow of another interface holds the packet's tuple */
@@ -213,16 +214,70 @@ static __always_inline int redirect_routed(struct __sk_buff *skb, int rc, struct
 	return bpf_redirect(fib->ifindex, 0);
 }
 
-/* deliver sends a translated packet on: into the endpoint it is now
- * addressed to, else along the host's routes. What the host itself should
- * receive goes up its stack. */
-static __always_inline int deliver(struct __sk_buff *skb, enum program prog, enum verdict v,
-				   const struct flow *to)
+/* dec_ttl takes one off the packet's TTL, as a router does. */
+static __always_inline int dec_ttl(struct __sk_buff *skb)
+{
+	__u16 before, after;
+	__u32 off = ETH_HLEN + offsetof(struct iphdr, ttl); /* with protocol: one 16-bit word */
+
+	if (bpf_skb_load_bytes(skb, off, &before, sizeof(before)) < 0)
+		return -1;
+	after = before;
+	((__u8 *)&after)[0]--;
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, before, after, sizeof(after)) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, off, &after, sizeof(after), 0);
+}
+
+static __always_inline __u8 ttl_of(struct __sk_buff *skb)
+{
+	__u8 ttl = 0;
+
+	bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct iphdr, ttl), &ttl, sizeof(ttl));
+	return ttl;
+}
+
+/* deliver sends a packet of a translated flow on, rewritten to flow to
+ * (p == NULL: already rewritten): into the endpoint it is now addressed
+ * to, else along the host's routes; what the host itself should receive
+ * goes up its stack. Forwarding is a routed hop: the TTL goes down, and a
+ * packet whose TTL runs out, or that is too big for the interface it
+ * would leave by, is answered with an ICMP error from err_src (0: none)
+ * instead. Both are decided before the rewrite, so the error quotes what
+ * its sender sent and reaches it. */
+static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enum program prog,
+				   enum verdict v, const struct flow *to, __be32 err_src)
 {
 	struct endpoint_info *ep = bpf_map_lookup_elem(&endpoints, &to->daddr);
 	struct bpf_fib_lookup fib;
-	int rc;
+	int rc = BPF_FIB_LKUP_RET_SUCCESS, err;
 
+	if (!ep) {
+		/* The lookup also checks the packet (GSO segments included)
+		 * against the MTU of the interface it would leave by. */
+		rc = fib_route(skb, to->saddr, to->daddr, &fib);
+		if (rc == BPF_FIB_LKUP_RET_NOT_FWDED && is_host_addr(to->daddr)) {
+			/* NOT_FWDED means local, or no route at all: only a host address is local. */
+			if (p && rewrite(skb, p, to) < 0)
+				return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
+			count(skb, prog, v);
+			return TC_ACT_UNSPEC;
+		}
+		if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+			count(skb, prog, VERDICT_DROP_TOO_BIG);
+			err = p ? icmp_reply(skb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, fib.mtu_result, err_src) : -1;
+			return err < 0 ? TC_ACT_SHOT : err;
+		}
+		if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+			return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
+	}
+	if (ttl_of(skb) <= 1) {
+		count(skb, prog, VERDICT_DROP_TTL_EXCEEDED);
+		err = p ? icmp_reply(skb, ICMP_TIME_EXCEEDED, 0, 0, err_src) : -1;
+		return err < 0 ? TC_ACT_SHOT : err;
+	}
+	if ((p && rewrite(skb, p, to) < 0) || dec_ttl(skb) < 0)
+		return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
 	if (ep) {
 		rc = deliver_to_endpoint(skb, ep);
 		if (rc < 0)
@@ -230,24 +285,15 @@ static __always_inline int deliver(struct __sk_buff *skb, enum program prog, enu
 		count(skb, prog, v);
 		return rc;
 	}
-	rc = fib_route(skb, to->saddr, to->daddr, &fib);
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		count(skb, prog, v);
-		return redirect_routed(skb, rc, &fib);
-	}
-	/* NOT_FWDED means local, or no route at all: only a host address is local. */
-	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED && is_host_addr(to->daddr)) {
-		count(skb, prog, v);
-		return TC_ACT_UNSPEC;
-	}
-	return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
+	count(skb, prog, v);
+	return redirect_routed(skb, rc, &fib);
 }
 
 /* translate_known rewrites and delivers a packet of a flow conntrack
  * knows, that came in on ifindex (0: from outside); the rewrite is empty
  * for untranslated flows. It returns -1 when the flow is new. */
-static __always_inline int translate_known(struct __sk_buff *skb, const struct packet *p, __u32 ifindex,
-					   enum program prog, int *verdict)
+static __noinline int translate_known(struct __sk_buff *skb, const struct packet *p, __u32 ifindex,
+					   enum program prog, __be32 err_src, int *verdict)
 {
 	struct ct_entry *e;
 	int assured = 0;
@@ -259,11 +305,43 @@ static __always_inline int translate_known(struct __sk_buff *skb, const struct p
 		return -1;
 	struct flow to = e->nat; /* the entry may move while we use it */
 	ct_update(&p->flow, e, assured, p, prog);
-	if (rewrite(skb, p, &to) < 0) {
+	*verdict = deliver(skb, p, prog, VERDICT_TRACKED, &to, err_src);
+	return 0;
+}
+
+/* translate_icmp_error translates an ICMP error about a packet of a flow
+ * conntrack knows, which came in on ifindex, the way that flow's packets
+ * are: the error reaches whoever sent the quoted packet, quoting it as
+ * they sent it. It returns -1 when the error is about no known flow. */
+static __noinline int translate_icmp_error(struct __sk_buff *skb, const struct packet *p, __u32 ifindex,
+						enum program prog, int *verdict)
+{
+	struct icmp_quote q;
+	struct flow key, quoted, outer;
+	struct ct_entry *e;
+	int assured = 0;
+
+	if (icmp_error_quote(skb, p, &q) < 0)
+		return -1;
+	/* The error travels the way a packet from the quoted packet's
+	 * destination to its source would: that direction's entry says
+	 * where it goes. */
+	reverse(&q.flow, &key);
+	e = ct_lookup(&key, ifindex, &assured);
+	if (!e || !ct_current(&key, e, assured))
+		return -1;
+	reverse(&e->nat, &quoted);
+	outer = p->flow;
+	outer.daddr = e->nat.daddr;
+	if (p->flow.saddr == key.saddr) /* sent by the far end itself, not a router on the way */
+		outer.saddr = e->nat.saddr;
+	if (icmp_quote_rewrite(skb, &q, &quoted) < 0 ||
+	    rewrite_addr(skb, p, IP_SRC_OFF, p->flow.saddr, outer.saddr) < 0 ||
+	    rewrite_addr(skb, p, IP_DST_OFF, p->flow.daddr, outer.daddr) < 0) {
 		*verdict = drop(skb, prog, VERDICT_DROP_NO_ROUTE);
 		return 0;
 	}
-	*verdict = deliver(skb, prog, VERDICT_TRACKED, &to);
+	*verdict = deliver(skb, NULL, prog, VERDICT_TRACKED, &outer, 0);
 	return 0;
 }
 
@@ -304,7 +382,7 @@ static __always_inline int host_socket_owns(struct __sk_buff *skb, const struct 
  * reaching its own published port). When the reply tuple is taken (two
  * publications lead to one sandbox port, and one client port reaches
  * both), the client's port is translated too, as netfilter does. */
-static __always_inline int dnat_published(struct __sk_buff *skb, const struct packet *p, enum program prog,
+static __noinline int dnat_published(struct __sk_buff *skb, const struct packet *p, enum program prog,
 					  __u32 ifindex, __be32 snat_to, int *verdict)
 {
 	struct publication *pub;
@@ -336,11 +414,7 @@ static __always_inline int dnat_published(struct __sk_buff *skb, const struct pa
 		*verdict = drop(skb, prog, VERDICT_DROP_NO_NAT_PORT);
 		return 0;
 	}
-	if (rewrite(skb, p, &s.nf.fwd.nat) < 0) {
-		*verdict = drop(skb, prog, VERDICT_DROP_NO_ROUTE);
-		return 0;
-	}
-	*verdict = deliver(skb, prog, VERDICT_DNAT, &s.nf.fwd.nat);
+	*verdict = deliver(skb, p, prog, VERDICT_DNAT, &s.nf.fwd.nat, p->flow.daddr);
 	return 0;
 }
 
@@ -349,7 +423,7 @@ static __always_inline int dnat_published(struct __sk_buff *skb, const struct pa
  * network that does not masquerade), so its later packets, either way,
  * are known: replies are neither masqueraded nor refused. fwd_ifindex is
  * where the packet came in, rev_ifindex where its replies will. */
-static __always_inline void track_untranslated(const struct packet *p, __u32 fwd_ifindex, __u32 rev_ifindex)
+static __noinline __attribute__((unused)) void track_untranslated(const struct packet *p, __u32 fwd_ifindex, __u32 rev_ifindex)
 {
 	struct ct_new_flow nf;
 

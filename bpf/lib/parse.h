@@ -22,7 +22,11 @@ struct icmp_echo {
 };
 
 #define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
+#define ICMP_FRAG_NEEDED 4 /* a code of ICMP_DEST_UNREACH */
 #define ICMP_ECHO 8
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
 
 /* A parsed IPv4 packet. */
 struct packet {
@@ -31,7 +35,7 @@ struct packet {
 	__u8 has_ports; /* TCP, UDP or ICMP echo, not a fragment: translatable */
 	__u8 icmp_request;
 	__u8 tcp_flags; /* the TCP header's flag byte (FIN, SYN, RST, ACK…) */
-	__u8 pad;
+	__u8 icmp_type; /* ICMP: the message's type */
 	__u32 seq, ack_seq; /* TCP, in host order */
 };
 
@@ -128,6 +132,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *p)
 
 		if ((void *)(ih + 1) > end)
 			return L3_IPV4;
+		p->icmp_type = ih->type;
 		if (ih->type == ICMP_ECHO) {
 			p->flow.sport = ih->id;
 			p->icmp_request = 1;

@@ -27,6 +27,8 @@ enum verdict {
 	VERDICT_DROP_NO_IPV6 = 13,      /* IPv6 on a network that has none */
 	VERDICT_DROP_CT_INVALID = 14,   /* a TCP reset or stray segment of no tracked flow */
 	VERDICT_CT_FULL = 15,           /* an established flow found the table of established flows full */
+	VERDICT_DROP_TTL_EXCEEDED = 16, /* its TTL ran out on a hop we route (answered with ICMP time exceeded) */
+	VERDICT_DROP_TOO_BIG = 17,      /* too big for the interface it would leave by (answered with ICMP frag needed) */
 	VERDICT_MAX,
 };
 
@@ -174,6 +176,15 @@ struct ct_entry {
 	__u8 state;    /* enum ct_state */
 	__u8 flags;    /* enum ct_flag bits */
 	__u8 pad[6];
+};
+
+/* The per-CPU budget of ICMP errors the datapath sends, a token bucket
+ * like the kernel's icmp_msgs_per_sec: forged packets must not turn the
+ * host into a reflector. */
+struct icmp_budget {
+	__u64 last; /* CLOCK_BOOTTIME, in ns, of the last refill */
+	__u32 tokens;
+	__u32 pad;
 };
 
 /* Key of published_ports: a sandbox port that a publication leads to. The
