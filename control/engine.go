@@ -115,6 +115,14 @@ func New(cfg Config) (*Engine, error) {
 		st.Close()
 		return nil, err
 	}
+	for _, r := range dp.ReplacedMaps() {
+		// Reconcile below refills the maps the store describes; what lived
+		// only in the datapath (conntrack, counters) starts afresh.
+		cfg.Log.Warn("replaced a pinned map of another layout: its entries are lost", "map", r.Name, "bpffs", cfg.BPFFS, "change", r.Reason)
+	}
+	for _, name := range dp.RetiredMaps() {
+		cfg.Log.Info("removed a pinned map this version no longer uses", "map", name, "bpffs", cfg.BPFFS)
+	}
 	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, uplinks: map[string]bool{}}
 	e.resolver = dns.NewResolver(e.exchangeInHost)
 	e.dnsServers = dns.NewServers(e.resolver)

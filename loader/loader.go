@@ -59,10 +59,24 @@ type Datapath struct {
 	Sock     bpf.SockPrograms
 	pinDir   string
 	mode     AttachMode
+	replaced []ReplacedMap
+	retired  []string
 }
 
+// ReplacedMaps lists the pinned maps Load replaced because they were of
+// another layout.
+func (d *Datapath) ReplacedMaps() []ReplacedMap { return d.replaced }
+
+// RetiredMaps lists the pinned maps Load removed because this binary's
+// datapath has no map of their name.
+func (d *Datapath) RetiredMaps() []string { return d.retired }
+
 // Load creates or opens the maps, then loads every program object against
-// those same maps.
+// those same maps. A pinned map this binary declares differently (an
+// upgrade changed its layout) is replaced by an empty one rather than
+// refused, so a new binary starts without a manual reset; ReplacedMaps says
+// which. Programs a previous daemon attached keep their old maps until the
+// attach calls point them at this binary's programs.
 func Load(opts Options) (*Datapath, error) {
 	d := &Datapath{pinDir: opts.PinDir, mode: opts.Attach}
 	if d.mode == "" {
@@ -83,6 +97,18 @@ func Load(opts Options) (*Datapath, error) {
 			}
 		}
 		collOpts.Maps.PinPath = opts.PinDir
+		if d.replaced, err = staleMaps(mapsSpec, opts.PinDir); err != nil {
+			return nil, err
+		}
+		if d.retired, err = retiredMaps(mapsSpec, opts.PinDir); err != nil {
+			return nil, err
+		}
+		for _, r := range d.replaced {
+			// Created unpinned, then pinned over the old map once every
+			// program has loaded: until then the old pin stays, so a failed
+			// upgrade leaves the running datapath and its state alone.
+			mapsSpec.Maps[r.Name].Pinning = ebpf.PinNone
+		}
 	} else {
 		for _, m := range mapsSpec.Maps {
 			m.Pinning = ebpf.PinNone
@@ -90,7 +116,8 @@ func Load(opts Options) (*Datapath, error) {
 	}
 	coll, err := ebpf.NewCollectionWithOptions(mapsSpec, collOpts)
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
-		return nil, fmt.Errorf("load maps: %w (maps pinned in %s are from another version: stop the daemon and run `ebpfnet reset`)", err, opts.PinDir)
+		// staleMaps found none: another process pinned maps meanwhile.
+		return nil, fmt.Errorf("load maps: %w (maps in %s changed while loading: is another daemon using them?)", err, opts.PinDir)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load maps: %w", err)
@@ -116,6 +143,20 @@ func Load(opts Options) (*Datapath, error) {
 		if err := loadPrograms(obj.name, obj.load, obj.into, coll.Maps, vars); err != nil {
 			d.Close()
 			return nil, err
+		}
+	}
+	for _, r := range d.replaced {
+		if err := swapPin(coll.Maps[r.Name], filepath.Join(opts.PinDir, r.Name)); err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
+	for _, name := range d.retired {
+		// Programs a previous daemon attached keep the map until they are
+		// replaced; only the pin goes.
+		if err := os.Remove(filepath.Join(opts.PinDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			d.Close()
+			return nil, fmt.Errorf("remove pin of retired map %s: %w", name, err)
 		}
 	}
 	if err := coll.Assign(&d.Maps); err != nil {

@@ -81,6 +81,9 @@ type Host struct {
 	Client *api.Client
 }
 
+// BPFFS is the directory of the daemon's pinned maps and links.
+func (h *Host) BPFFS() string { return "/sys/fs/bpf/" + h.Prefix }
+
 // Socket is the daemon's API socket.
 func (h *Host) Socket() string { return filepath.Join(h.dir, "ebpfnet.sock") }
 
@@ -106,7 +109,7 @@ func NewHostWith(tb TB, setup func(h *Host), extra ...string) *Host {
 	h.flags = []string{
 		"--netns", h.NetNS,
 		"--state-dir", filepath.Join(h.dir, "state"),
-		"--bpffs", "/sys/fs/bpf/" + prefix,
+		"--bpffs", h.BPFFS(),
 		"--etc-dir", filepath.Join(h.dir, "etc"),
 	}
 	h.Client = api.NewClient(h.Socket())
@@ -208,7 +211,7 @@ func (h *Host) destroy() {
 	for _, p := range leftovers {
 		exec.Command("ip", "netns", "del", filepath.Base(p)).Run()
 	}
-	os.RemoveAll("/sys/fs/bpf/" + h.Prefix)
+	os.RemoveAll(h.BPFFS())
 }
 
 // CLI runs ebpfnet against this host's daemon and returns its combined output.
