@@ -1,6 +1,7 @@
 package control
 
 import (
+	"errors"
 	"maps"
 	"slices"
 
@@ -25,6 +26,9 @@ type AttachedIface struct {
 	Sandbox   string            `json:"sandbox,omitempty"`
 	Network   string            `json:"network,omitempty"`
 	Attach    loader.AttachMode `json:"attach"`
+	// Others are the programs that share ebpfnet's hooks on the
+	// interface; one running before ebpfnet's can bypass it.
+	Others []loader.OtherProgram `json:"otherPrograms,omitempty"`
 }
 
 // Status reads the counters, map fill levels and attachments.
@@ -47,18 +51,26 @@ func (e *Engine) Status() (Status, error) {
 	}
 	byID := store.ByID(nets)
 	err = e.inHost(func() error {
+		var errs []error
+		attached := func(a AttachedIface) AttachedIface {
+			a.Attach = e.dp.Attachment(a.Interface)
+			var err error
+			a.Others, err = e.dp.OtherPrograms(a.Interface)
+			errs = append(errs, err)
+			return a
+		}
 		for _, sb := range sbs {
 			for _, ep := range sb.Endpoints {
 				if ep.HostSide != "" {
-					st.Endpoints = append(st.Endpoints, AttachedIface{Interface: ep.HostSide, Sandbox: sb.Name,
-						Network: byID[ep.NetworkID].Name, Attach: e.dp.Attachment(ep.HostSide)})
+					st.Endpoints = append(st.Endpoints, attached(AttachedIface{Interface: ep.HostSide, Sandbox: sb.Name,
+						Network: byID[ep.NetworkID].Name}))
 				}
 			}
 		}
 		for _, name := range uplinks {
-			st.Uplinks = append(st.Uplinks, AttachedIface{Interface: name, Attach: e.dp.Attachment(name)})
+			st.Uplinks = append(st.Uplinks, attached(AttachedIface{Interface: name}))
 		}
-		return nil
+		return errors.Join(errs...)
 	})
 	st.SocketHooks = e.dp.SocketHooks()
 	return st, err

@@ -9,7 +9,9 @@
 // reported, not refused: the control plane refills what it owns, and
 // conntrack starts afresh. Programs are attached with TCX, falling back to
 // a clsact qdisc with a direct-action cls_bpf filter where the kernel has
-// no TCX.
+// no TCX. TCX links go to the head of the chain, and back there whenever
+// they are re-attached and found behind another program, so no other
+// program decides first what ebpfnet sees.
 //
 // Interfaces are named by ifindex, which the kernel resolves in the calling
 // thread's network namespace: callers switch to the dataplane's namespace

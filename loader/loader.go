@@ -289,38 +289,106 @@ func (d *Datapath) PinnedLinkInterfaces() ([]string, error) {
 	return names, nil
 }
 
+// attachTCX puts prog first on a TCX hook, ahead of every other program
+// there, so none can take packets away from it (a TCX program returning
+// TC_ACT_OK ends the chain). A link a previous daemon pinned is reused
+// while it is still first.
 func (d *Datapath) attachTCX(ifname string, ifindex int, dir direction, prog *ebpf.Program) error {
 	pin := d.linkPin(ifname, dir)
 	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+		defer l.Close()
 		info, infoErr := l.Info()
 		if infoErr == nil && info.TCX() != nil && int(info.TCX().Ifindex) == ifindex {
-			// The link survived a daemon restart: point it at this binary's program.
-			err := l.Update(prog)
-			l.Close()
+			// The link survived a daemon restart.
+			first, err := firstOnHook(ifindex, dir, info.ID)
 			if err != nil {
-				return fmt.Errorf("update tcx %s link on %s (ifindex %d): %w", dir.name, ifname, ifindex, err)
+				return fmt.Errorf("query tcx %s programs of %s (ifindex %d): %w", dir.name, ifname, ifindex, err)
 			}
-			return nil
+			if first {
+				// Point it at this binary's program; the kernel swaps the
+				// program in place, so the link stays first.
+				if err := l.Update(prog); err != nil {
+					return fmt.Errorf("update tcx %s link on %s (ifindex %d): %w", dir.name, ifname, ifindex, err)
+				}
+				return nil
+			}
+			return d.moveToHead(ifname, ifindex, dir, prog, l, info.Program)
 		}
 		// The interface the link was for is gone (or was recreated).
 		l.Unpin()
-		l.Close()
 	}
-	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: dir.tcx})
-	if errors.Is(err, ebpf.ErrNotSupported) {
-		return fmt.Errorf("attach tcx %s to %s (ifindex %d): %w (TCX needs Linux 6.6: use --attach clsact)", dir.name, ifname, ifindex, err)
-	}
+	nl, err := attachHead(ifname, ifindex, dir, prog)
 	if err != nil {
-		return fmt.Errorf("attach tcx %s to %s (ifindex %d): %w", dir.name, ifname, ifindex, err)
+		return err
 	}
-	defer l.Close()
+	defer nl.Close()
 	if err := os.MkdirAll(filepath.Dir(pin), 0o700); err != nil {
 		return fmt.Errorf("create link pin directory of %s: %w", ifname, err)
 	}
-	if err := l.Pin(pin); err != nil {
+	if err := nl.Pin(pin); err != nil {
 		return fmt.Errorf("pin tcx %s link of %s: %w", dir.name, ifname, err)
 	}
 	return nil
+}
+
+// moveToHead replaces old, a pinned link that another program got ahead
+// of, with a new link at the head. An update would not do: the kernel
+// keeps a link's place in the chain when it swaps its program
+// (tcx_link_update replaces in place). The new link goes in before the
+// old one is released, so the hook never runs without ebpfnet's program;
+// only when the old link already runs prog, which the kernel refuses to
+// attach twice to one hook, is the old one released first.
+func (d *Datapath) moveToHead(ifname string, ifindex int, dir direction, prog *ebpf.Program, old link.Link, oldProg ebpf.ProgramID) error {
+	pin := d.linkPin(ifname, dir)
+	if progInfo, err := prog.Info(); err == nil {
+		if id, ok := progInfo.ID(); ok && id == oldProg {
+			if err := old.Unpin(); err != nil {
+				return fmt.Errorf("unpin tcx %s link of %s: %w", dir.name, ifname, err)
+			}
+			old.Close()
+			nl, err := attachHead(ifname, ifindex, dir, prog)
+			if err != nil {
+				return err
+			}
+			defer nl.Close()
+			if err := nl.Pin(pin); err != nil {
+				return fmt.Errorf("pin tcx %s link of %s: %w", dir.name, ifname, err)
+			}
+			return nil
+		}
+	}
+	nl, err := attachHead(ifname, ifindex, dir, prog)
+	if err != nil {
+		return err
+	}
+	defer nl.Close()
+	// The old link lives on through its pin only: replacing the pin
+	// releases it, which detaches its program.
+	if err := swapPin(nl, pin); err != nil {
+		return fmt.Errorf("move tcx %s link of %s to the head: %w", dir.name, ifname, err)
+	}
+	return nil
+}
+
+func attachHead(ifname string, ifindex int, dir direction, prog *ebpf.Program) (link.Link, error) {
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: dir.tcx, Anchor: link.Head()})
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		return nil, fmt.Errorf("attach tcx %s to %s (ifindex %d): %w (TCX needs Linux 6.6: use --attach clsact)", dir.name, ifname, ifindex, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("attach tcx %s to %s (ifindex %d): %w", dir.name, ifname, ifindex, err)
+	}
+	return l, nil
+}
+
+// firstOnHook reports whether the link with ID id runs first on a TCX hook.
+func firstOnHook(ifindex int, dir direction, id link.ID) (bool, error) {
+	progs, err := tcxPrograms(ifindex, dir)
+	if err != nil || len(progs) == 0 {
+		return false, err
+	}
+	first, _ := progs[0].LinkID()
+	return first == id, nil
 }
 
 func (d *Datapath) unpinLink(ifname string, dir direction) error {

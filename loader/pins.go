@@ -223,19 +223,19 @@ func members(ms []btf.Member) string {
 	return strings.Join(parts, " ")
 }
 
-// swapPin pins m at pin in place of whatever is pinned there, in one
-// rename: there is no moment without a map at pin.
-func swapPin(m *ebpf.Map, pin string) error {
+// swapPin pins m (a map or link) at pin in place of whatever is pinned
+// there, in one rename: there is no moment without an object at pin.
+func swapPin(m interface{ Pin(string) error }, pin string) error {
 	// bpffs names may not contain dots; a dash cannot clash with a map
 	// name from C.
 	tmp := pin + "-new"
 	os.Remove(tmp) // left by a swap that died half way
 	if err := m.Pin(tmp); err != nil {
-		return fmt.Errorf("pin new map %s: %w", tmp, err)
+		return fmt.Errorf("pin %s: %w", tmp, err)
 	}
 	if err := os.Rename(tmp, pin); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("replace pinned map %s: %w", pin, err)
+		return fmt.Errorf("replace pin %s: %w", pin, err)
 	}
 	return nil
 }

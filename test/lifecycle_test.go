@@ -9,7 +9,11 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
 
@@ -245,4 +249,52 @@ func TestClsactFallback(t *testing.T) {
 	if !strings.Contains(string(out), "ebpfnet-ingress") || !strings.Contains(string(out), "direct-action") {
 		t.Fatalf("tc shows no ebpfnet filter: %s", out)
 	}
+
+	// A restarted daemon replaces its filters' programs with its own, in
+	// place: one filter per direction, a new program.
+	veth := eps[0].Interface
+	before := filterPrograms(t, h.NetNS, veth)
+	h.Stop(syscall.SIGTERM)
+	h.Start()
+	after := filterPrograms(t, h.NetNS, veth)
+	if len(before) != 1 || len(after) != 1 || before[0] == after[0] {
+		t.Fatalf("ebpfnet's ingress filter programs on %s: %v before a restart, %v after; want one, replaced", veth, before, after)
+	}
+	h.MustReach(a, h.IP(b, n1))
+	h.MustNotReach(a, h.IP(c, n2))
+
+	// Every TCX program runs before tc filters: status says so.
+	attachForeign(t, h.NetNS, veth, ebpf.AttachTCXIngress, "tcx_ok", nil)
+	others := iface(t, h.Status(), veth).Others
+	if len(others) != 1 || others[0].Name != "tcx_ok" || !others[0].Before || others[0].Hook != "tcx" {
+		t.Fatalf("status names %+v beside ebpfnet's filter on %s, want tcx_ok before it", others, veth)
+	}
+	if status := h.MustCLI("status"); !strings.Contains(status, veth+" ingress: tcx_ok (id ") ||
+		!strings.Contains(status, "tcx) runs BEFORE ebpfnet's program") {
+		t.Fatalf("status does not warn about the TCX program ahead of ebpfnet's filter:\n%s", status)
+	}
+}
+
+// filterPrograms lists the program IDs of ebpfnet's ingress filters on an
+// interface.
+func filterPrograms(t *testing.T, netns, ifname string) []int {
+	t.Helper()
+	var ids []int
+	err := namespace.Do(netns, func() error {
+		l, err := netlink.LinkByName(ifname)
+		if err != nil {
+			return err
+		}
+		filters, err := netlink.FilterList(l, netlink.HANDLE_MIN_INGRESS)
+		for _, f := range filters {
+			if bf, ok := f.(*netlink.BpfFilter); ok && bf.Name == "ebpfnet-ingress" {
+				ids = append(ids, bf.Id)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("list filters of %s: %v", ifname, err)
+	}
+	return ids
 }

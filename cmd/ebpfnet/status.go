@@ -2,9 +2,12 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/ebpfnet/ebpfnet/control"
 )
 
 func newStatusCommand(c *cli) *cobra.Command {
@@ -50,10 +53,38 @@ func newStatusCommand(c *cli) *cobra.Command {
 				rows = append(rows, []string{u.Interface, "(uplink)", "", string(u.Attach)})
 			}
 			printTable(out, []string{"INTERFACE", "SANDBOX", "NETWORK", "PROGRAMS"}, rows)
+			if others := otherPrograms(slices.Concat(st.Endpoints, st.Uplinks)); len(others) > 0 {
+				fmt.Fprintf(out, "\nother programs on ebpfnet's hooks:\n%s", others)
+			}
 			fmt.Fprintf(out, "\nsocket hooks: %s\n", strings.Join(st.SocketHooks, ", "))
 			return nil
 		},
 	}
 	c.addOutputFlag(cmd)
 	return cmd
+}
+
+// otherPrograms describes, one line each, the programs sharing ebpfnet's
+// hooks: the ones running first are what an operator must look at.
+func otherPrograms(ifaces []control.AttachedIface) string {
+	var b strings.Builder
+	for _, i := range ifaces {
+		for _, o := range i.Others {
+			name := o.Name
+			if name == "" {
+				name = "(unnamed)"
+			}
+			if o.ID != 0 {
+				name = fmt.Sprintf("%s (id %d, %s)", name, o.ID, o.Hook)
+			} else {
+				name = fmt.Sprintf("%s (%s)", name, o.Hook)
+			}
+			where := "after ebpfnet's program"
+			if o.Before {
+				where = "BEFORE ebpfnet's program: it can keep packets from it"
+			}
+			fmt.Fprintf(&b, "  %s %s: %s runs %s\n", i.Interface, o.Direction, name, where)
+		}
+	}
+	return b.String()
 }
