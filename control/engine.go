@@ -31,7 +31,8 @@ type Config struct {
 	AttachMode loader.AttachMode // how TC programs attach
 	// Uplinks name the host interfaces that published ports are reachable
 	// on and masqueraded flows leave through; empty means every interface
-	// with an IPv4 address that ebpfnet did not create.
+	// with an IPv4 address that ebpfnet did not create. Uplinks need an
+	// Ethernet header: a named one without is refused.
 	Uplinks []string
 	// NATPortMin and NATPortMax bound the source ports of masqueraded
 	// flows; zero keeps the default (61000-65535, or below the host's
@@ -63,11 +64,14 @@ type Engine struct {
 	log   *slog.Logger
 	mu    sync.Mutex
 	// uplinks are the interfaces the uplink program is on, by name; guarded by mu.
-	uplinks     map[string]bool
-	stopWatcher func()
-	stopReclaim chan struct{}
-	resolver    *dns.Resolver
-	dnsServers  *dns.Servers
+	uplinks map[string]bool
+	// refusedUplinks are the interfaces last found unfit to be uplinks,
+	// so that each is logged once; guarded by mu.
+	refusedUplinks map[string]bool
+	stopWatcher    func()
+	stopReclaim    chan struct{}
+	resolver       *dns.Resolver
+	dnsServers     *dns.Servers
 	// ports indexes every publication by protocol and host port, so a
 	// publish need not read every sandbox; guarded by mu, nil until needed
 	// and after a failed change (rebuilt from the store).
@@ -88,6 +92,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if !namespace.IsNamespace(cfg.NetNS) {
 		return nil, fmt.Errorf("dataplane namespace %s is not a network namespace", cfg.NetNS)
+	}
+	if err := checkNamedUplinks(cfg.NetNS, cfg.Uplinks); err != nil {
+		return nil, err
 	}
 	cookie, err := netnsCookie(cfg.NetNS)
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/ebpfnet/ebpfnet/control/namespace"
 )
 
 // syncHost brings the datapath in line with the dataplane namespace's
@@ -21,6 +23,7 @@ func (e *Engine) syncHost() error {
 		addrs   []netip.Addr
 		uplinks = map[uint32]netip.Addr{}
 		names   = map[string]bool{}
+		refused = map[string]bool{}
 		errs    []error
 	)
 	err := e.inHost(func() error {
@@ -43,7 +46,15 @@ func (e *Engine) syncHost() error {
 					}
 				}
 			}
-			if !e.isUplink(l, first) {
+			ok, err := e.isUplink(l, first)
+			if err != nil {
+				// Said once per interface, not on every sync.
+				refused[attrs.Name] = true
+				if !e.refusedUplinks[attrs.Name] {
+					e.logRefusedUplink(err)
+				}
+			}
+			if !ok {
 				continue
 			}
 			if _, err := e.dp.AttachUplink(attrs.Name, attrs.Index); err != nil {
@@ -65,20 +76,68 @@ func (e *Engine) syncHost() error {
 		return err
 	}
 	e.uplinks = names
+	e.refusedUplinks = refused
 	errs = append(errs, e.maps.SyncHost(addrs, uplinks))
 	return errors.Join(errs...)
 }
 
 // isUplink decides whether an interface carries published ports and
 // masqueraded flows: a named one, or any with an IPv4 address that is not
-// loopback and not ebpfnet's own.
-func (e *Engine) isUplink(l netlink.Link, addr netip.Addr) bool {
+// loopback and not ebpfnet's own. One that would be an uplink but has no
+// Ethernet header is not, and the error says why.
+func (e *Engine) isUplink(l netlink.Link, addr netip.Addr) (bool, error) {
 	attrs := l.Attrs()
+	var candidate bool
 	if len(e.cfg.Uplinks) > 0 {
-		return slices.Contains(e.cfg.Uplinks, attrs.Name) && addr.IsValid()
+		candidate = slices.Contains(e.cfg.Uplinks, attrs.Name) && addr.IsValid()
+	} else {
+		candidate = addr.IsValid() && !addr.IsLoopback() && attrs.Flags&net.FlagLoopback == 0 &&
+			!strings.HasPrefix(attrs.Alias, aliasPrefix)
 	}
-	return addr.IsValid() && !addr.IsLoopback() && attrs.Flags&net.FlagLoopback == 0 &&
-		!strings.HasPrefix(attrs.Alias, aliasPrefix)
+	if !candidate {
+		return false, nil
+	}
+	if err := checkEthernet(l); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// checkEthernet refuses an uplink without an Ethernet header (WireGuard,
+// tun, PPP): the uplink program parses one, and would read the IP header
+// as if it were one.
+func checkEthernet(l netlink.Link) error {
+	if encap := l.Attrs().EncapType; encap != "ether" {
+		return fmt.Errorf("uplink %s has no Ethernet header (encap %s): not supported", l.Attrs().Name, encap)
+	}
+	return nil
+}
+
+// logRefusedUplink says why an interface is not an uplink: an error when
+// the user named it, news otherwise.
+func (e *Engine) logRefusedUplink(err error) {
+	if len(e.cfg.Uplinks) > 0 {
+		e.log.Error("refuse uplink", "err", err)
+		return
+	}
+	e.log.Info("skip uplink", "reason", err)
+}
+
+// checkNamedUplinks refuses to start with a named uplink that exists and
+// has no Ethernet header. One that appears later is refused when it does.
+func checkNamedUplinks(netns string, names []string) error {
+	return namespace.Do(netns, func() error {
+		for _, name := range names {
+			l, err := netlink.LinkByName(name)
+			if err != nil {
+				continue // not there yet
+			}
+			if err := checkEthernet(l); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // watchHost re-runs syncHost whenever an address or interface of the

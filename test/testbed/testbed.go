@@ -137,11 +137,30 @@ func (h *Host) ResolvConf() string { return filepath.Join(h.dir, "resolv.conf") 
 // Name returns a name unique to this host, for sandboxes and networks.
 func (h *Host) Name(s string) string { return h.Prefix + "-" + s }
 
+// DaemonFlags replaces the extra flags of the daemons started from now on.
+func (h *Host) DaemonFlags(extra ...string) { h.extra = extra }
+
+func (h *Host) daemonArgs() []string {
+	return append(append([]string{"daemon", "--socket", h.Socket(), "--resolv-conf", h.ResolvConf()}, h.flags...), h.extra...)
+}
+
+// StartFails starts the daemon expecting it to refuse to start, and
+// returns what it printed. The test fails if it serves instead.
+func (h *Host) StartFails() string {
+	h.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, h.bin, h.daemonArgs()...).CombinedOutput()
+	if err == nil || ctx.Err() != nil {
+		h.tb.Fatalf("the daemon started, want it refused: %v\n%s", err, out)
+	}
+	return string(out)
+}
+
 // Start starts the daemon and waits until it answers.
 func (h *Host) Start() {
 	h.tb.Helper()
-	args := append(append([]string{"daemon", "--socket", h.Socket(), "--resolv-conf", h.ResolvConf()}, h.flags...), h.extra...)
-	cmd := exec.Command(h.bin, args...)
+	cmd := exec.Command(h.bin, h.daemonArgs()...)
 	logf, err := os.OpenFile(filepath.Join(h.dir, "daemon.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		h.tb.Fatal(err)
