@@ -17,6 +17,7 @@ type Status struct {
 	Endpoints   []AttachedIface  `json:"endpoints"`
 	Uplinks     []AttachedIface  `json:"uplinks"`
 	SocketHooks []string         `json:"socketHooks"`
+	HostPorts   HeldPorts        `json:"hostPorts"`
 }
 
 // AttachedIface is one endpoint's host-side interface and how the programs
@@ -73,6 +74,7 @@ func (e *Engine) Status() (Status, error) {
 		return errors.Join(errs...)
 	})
 	st.SocketHooks = e.dp.SocketHooks()
+	st.HostPorts = e.holds.status()
 	return st, err
 }
 

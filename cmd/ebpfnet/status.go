@@ -57,6 +57,7 @@ func newStatusCommand(c *cli) *cobra.Command {
 				fmt.Fprintf(out, "\nother programs on ebpfnet's hooks:\n%s", others)
 			}
 			fmt.Fprintf(out, "\nsocket hooks: %s\n", strings.Join(st.SocketHooks, ", "))
+			fmt.Fprintf(out, "host ports held: %d (at most %d: open-file limit %d)\n", st.HostPorts.Held, st.HostPorts.Max, st.HostPorts.FileLimit)
 			return nil
 		},
 	}
