@@ -148,16 +148,17 @@ func (nb *natbed) run(t *testing.T, prog *ebpf.Program, pkt []byte) (uint32, []b
 // runOn runs prog on pkt as if it came in on ifindex.
 func (nb *natbed) runOn(t *testing.T, prog *ebpf.Program, pkt []byte, ifindex int) (uint32, []byte) {
 	t.Helper()
-	out := make([]byte, len(pkt))
+	// Room for a packet that grows (into an ICMP error quoting it).
+	opts := &ebpf.RunOptions{Data: pkt, DataOut: make([]byte, len(pkt)+128), Context: skbContext{Ifindex: uint32(ifindex)}}
 	var ret uint32
 	err := namespace.Do(nb.ns, func() (err error) {
-		ret, err = prog.Run(&ebpf.RunOptions{Data: pkt, DataOut: out, Context: skbContext{Ifindex: uint32(ifindex)}})
+		ret, err = prog.Run(opts)
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ret, out
+	return ret, opts.DataOut
 }
 
 func (nb *natbed) counter(t *testing.T, program, verdict string) uint64 {

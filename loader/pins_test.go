@@ -71,7 +71,7 @@ func TestLoadReplacesPinnedMapsOfAnotherLayout(t *testing.T) {
 	spec := datapathSpec(t)
 
 	// ct as a much older binary had it: another type and other sizes.
-	oldCT := pinMap(t, dir, &ebpf.MapSpec{Name: "ct", Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 16})
+	oldCT := pinMap(t, dir, &ebpf.MapSpec{Name: "ct", Type: ebpf.LRUHash, KeySize: 4, ValueSize: 4, MaxEntries: 16})
 	if err := oldCT.Put(uint32(1), uint32(2)); err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestLoadReplacesPinnedMapsOfAnotherLayout(t *testing.T) {
 	}
 
 	// A map the datapath no longer has, and a swap that died half way.
-	for _, name := range []string{"old_nat", "ct-new"} {
+	for _, name := range []string{"old_nat", "ct_v0"} {
 		pinMap(t, dir, &ebpf.MapSpec{Name: name, Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
 	}
 
@@ -109,10 +109,10 @@ func TestLoadReplacesPinnedMapsOfAnotherLayout(t *testing.T) {
 		t.Fatalf("load over maps of another layout: %v", err)
 	}
 	defer dp.Close()
-	if retired := dp.RetiredMaps(); !slices.Equal(retired, []string{"ct-new", "old_nat"}) {
-		t.Errorf("retired maps %v, want ct-new and old_nat", retired)
+	if retired := dp.RetiredMaps(); !slices.Equal(retired, []string{"ct_v0", "old_nat"}) {
+		t.Errorf("retired maps %v, want ct_v0 and old_nat", retired)
 	}
-	for _, name := range []string{"old_nat", "ct-new"} {
+	for _, name := range []string{"old_nat", "ct_v0"} {
 		if _, err := os.Stat(filepath.Join(dir, name)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("pin of retired map %s: %v, want it gone", name, err)
 		}
@@ -122,7 +122,7 @@ func TestLoadReplacesPinnedMapsOfAnotherLayout(t *testing.T) {
 	if len(replaced) != 2 || replaced[0].Name != "ct" || replaced[1].Name != "publications" {
 		t.Fatalf("replaced %+v, want ct and publications", replaced)
 	}
-	if r := replaced[0].Reason; !strings.Contains(r, "Type: Hash changed to LRUHash") || !strings.Contains(r, "KeySize: 4 changed to") {
+	if r := replaced[0].Reason; !strings.Contains(r, "Type: LRUHash changed to Hash") || !strings.Contains(r, "KeySize: 4 changed to") {
 		t.Errorf("ct replaced because %q, want its type and key size named", r)
 	}
 	if r := replaced[1].Reason; !strings.Contains(r, "key layout {port@0:u16 proto@2:u8 pad@3:u8 addr@4:u32} changed to {addr@0:") || strings.Contains(r, "value layout") {

@@ -68,6 +68,12 @@ func mustFail(t *testing.T, what string, err error) {
 // checksumErrors reads a namespace's TCP and UDP InCsumErrors counters.
 func checksumErrors(t *testing.T, ns string) (tcp, udp int) {
 	t.Helper()
+	return snmp(t, ns, "Tcp", "InCsumErrors"), snmp(t, ns, "Udp", "InCsumErrors")
+}
+
+// snmp reads one counter of a namespace's /proc/net/snmp.
+func snmp(t *testing.T, ns, proto, name string) int {
+	t.Helper()
 	var data []byte
 	err := namespace.Do(ns, func() (err error) {
 		data, err = os.ReadFile("/proc/thread-self/net/snmp")
@@ -77,22 +83,19 @@ func checksumErrors(t *testing.T, ns string) (tcp, udp int) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(string(data), "\n")
-	get := func(proto string) int {
-		for i := 0; i+1 < len(lines); i++ {
-			if strings.HasPrefix(lines[i], proto+": ") && strings.HasPrefix(lines[i+1], proto+": ") {
-				names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
-				for j, n := range names {
-					if n == "InCsumErrors" {
-						v, _ := strconv.Atoi(values[j])
-						return v
-					}
+	for i := 0; i+1 < len(lines); i++ {
+		if strings.HasPrefix(lines[i], proto+": ") && strings.HasPrefix(lines[i+1], proto+": ") {
+			names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+			for j, n := range names {
+				if n == name {
+					v, _ := strconv.Atoi(values[j])
+					return v
 				}
 			}
 		}
-		t.Fatalf("no %s InCsumErrors in snmp", proto)
-		return 0
 	}
-	return get("Tcp"), get("Udp")
+	t.Fatalf("no %s %s in snmp", proto, name)
+	return 0
 }
 
 func TestPublishedFromOutside(t *testing.T) {

@@ -270,6 +270,15 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 		}
 		if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 			return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
+		/* The FIB lets GSO packets through whatever their segments'
+		 * size, and checks nothing without a neighbour: check the
+		 * segments, which would otherwise leave oversized. */
+		__u32 mtu = 0;
+		if (bpf_check_mtu(skb, fib.ifindex, &mtu, 0, BPF_MTU_CHK_SEGS) != BPF_MTU_CHK_RET_SUCCESS) {
+			count(skb, prog, VERDICT_DROP_TOO_BIG);
+			err = p ? icmp_reply(skb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu, err_src) : -1;
+			return err < 0 ? TC_ACT_SHOT : err;
+		}
 	}
 	if (ttl_of(skb) <= 1) {
 		count(skb, prog, VERDICT_DROP_TTL_EXCEEDED);
