@@ -86,6 +86,24 @@ type DatapathFlow struct {
 	Pad   [3]uint8
 }
 
+type DatapathFragKey struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Id    uint16
+	Proto uint8
+	Pad   uint8
+}
+
+type DatapathFragPorts struct {
+	_           structs.HostLayout
+	Expires     uint64
+	Sport       uint16
+	Dport       uint16
+	IcmpRequest uint8
+	Pad         [3]uint8
+}
+
 type DatapathIcmpBudget struct {
 	_      structs.HostLayout
 	Last   uint64
@@ -197,7 +215,8 @@ const (
 	DatapathVerdictVERDICT_CT_FULL            DatapathVerdict = 15
 	DatapathVerdictVERDICT_DROP_TTL_EXCEEDED  DatapathVerdict = 16
 	DatapathVerdictVERDICT_DROP_TOO_BIG       DatapathVerdict = 17
-	DatapathVerdictVERDICT_MAX                DatapathVerdict = 18
+	DatapathVerdictVERDICT_FRAG_NO_FIRST      DatapathVerdict = 18
+	DatapathVerdictVERDICT_MAX                DatapathVerdict = 19
 )
 
 // Names of all BPF objects in the ELF.
@@ -207,6 +226,7 @@ const (
 	DatapathMapCt               = "ct"
 	DatapathMapCtNew            = "ct_new"
 	DatapathMapEndpoints        = "endpoints"
+	DatapathMapFrags            = "frags"
 	DatapathMapHostAddrs        = "host_addrs"
 	DatapathMapIcmpBudget       = "icmp_budget"
 	DatapathMapIfaces           = "ifaces"
@@ -275,6 +295,7 @@ type DatapathMapSpecs struct {
 	Ct             *ebpf.MapSpec `ebpf:"ct"`
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
+	Frags          *ebpf.MapSpec `ebpf:"frags"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
@@ -321,6 +342,7 @@ type DatapathMaps struct {
 	Ct             *ebpf.Map `ebpf:"ct"`
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
+	Frags          *ebpf.Map `ebpf:"frags"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
@@ -338,6 +360,7 @@ func (m *DatapathMaps) Close() error {
 		m.Ct,
 		m.CtNew,
 		m.Endpoints,
+		m.Frags,
 		m.HostAddrs,
 		m.IcmpBudget,
 		m.Ifaces,

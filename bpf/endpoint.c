@@ -118,8 +118,14 @@ int from_container(struct __sk_buff *skb)
 			return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_ICC);
 		return pass(skb, PROGRAM_FROM_CONTAINER);
 	}
-	if (to_host || !p.has_ports || is_multicast_or_broadcast(p.flow.daddr))
+	if (to_host || is_multicast_or_broadcast(p.flow.daddr))
 		return pass(skb, PROGRAM_FROM_CONTAINER);
+	if (!p.has_ports) {
+		/* A fragment without its first would leave untranslated. */
+		if (p.later_fragment && (net->flags & NETWORK_MASQUERADE))
+			return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_FRAG_NO_FIRST);
+		return pass(skb, PROGRAM_FROM_CONTAINER);
+	}
 	if (!(net->flags & NETWORK_MASQUERADE)) {
 		track_untranslated(&p, ifindex, 0);
 		return pass(skb, PROGRAM_FROM_CONTAINER);

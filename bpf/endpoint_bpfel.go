@@ -19,6 +19,7 @@ const (
 	EndpointMapCt             = "ct"
 	EndpointMapCtNew          = "ct_new"
 	EndpointMapEndpoints      = "endpoints"
+	EndpointMapFrags          = "frags"
 	EndpointMapHostAddrs      = "host_addrs"
 	EndpointMapIcmpBudget     = "icmp_budget"
 	EndpointMapIfaces         = "ifaces"
@@ -89,6 +90,7 @@ type EndpointMapSpecs struct {
 	Ct             *ebpf.MapSpec `ebpf:"ct"`
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
+	Frags          *ebpf.MapSpec `ebpf:"frags"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
@@ -133,6 +135,7 @@ type EndpointMaps struct {
 	Ct             *ebpf.Map `ebpf:"ct"`
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
+	Frags          *ebpf.Map `ebpf:"frags"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
@@ -150,6 +153,7 @@ func (m *EndpointMaps) Close() error {
 		m.Ct,
 		m.CtNew,
 		m.Endpoints,
+		m.Frags,
 		m.HostAddrs,
 		m.IcmpBudget,
 		m.Ifaces,

@@ -5,7 +5,9 @@ import (
 	"net/netip"
 	"os/exec"
 	"testing"
+	"time"
 
+	"github.com/ebpfnet/ebpfnet/bpf"
 	"github.com/ebpfnet/ebpfnet/maps"
 )
 
@@ -218,5 +220,130 @@ func TestFragNeededOnRedirect(t *testing.T) {
 	}
 	if nb.counter(t, "from_container", "drop_too_big") != 2 {
 		t.Error("not counted as drop_too_big")
+	}
+}
+
+// fragments splits a UDP datagram (an Ethernet frame from segment) into
+// IPv4 fragments carrying at most chunk bytes of payload each, with
+// valid header checksums.
+func fragments(pkt []byte, id uint16, chunk int) [][]byte {
+	ip, payload := pkt[14:34], pkt[34:]
+	var out [][]byte
+	for off := 0; off < len(payload); off += chunk {
+		end := min(off+chunk, len(payload))
+		h := append([]byte(nil), ip...)
+		binary.BigEndian.PutUint16(h[2:], uint16(20+end-off))
+		binary.BigEndian.PutUint16(h[4:], id)
+		flags := uint16(off / 8)
+		if end < len(payload) {
+			flags |= 0x2000 // MF
+		}
+		binary.BigEndian.PutUint16(h[6:], flags)
+		binary.BigEndian.PutUint16(h[10:], 0)
+		binary.BigEndian.PutUint16(h[10:], checksum(h, 0))
+		frame := append(append(append([]byte(nil), pkt[:14]...), h...), payload[off:end]...)
+		out = append(out, frame)
+	}
+	return out
+}
+
+// bigDatagram is a UDP datagram of n bytes of payload with a valid checksum.
+func bigDatagram(src, dst netip.AddrPort, n int) []byte {
+	pkt := segment(17, src, dst, false)
+	pkt = append(pkt[:34+8], make([]byte, n)...)
+	for i := range n {
+		pkt[42+i] = byte(i)
+	}
+	ip, l4 := pkt[14:34], pkt[34:]
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(l4)))
+	binary.BigEndian.PutUint16(ip[10:], 0)
+	binary.BigEndian.PutUint16(ip[10:], checksum(ip, 0))
+	binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
+	binary.BigEndian.PutUint16(l4[6:], 0)
+	binary.BigEndian.PutUint16(l4[6:], checksum(l4, pseudo(ip, len(l4))))
+	return pkt
+}
+
+// reassemble joins fragments' payloads in order and checks every header.
+func reassemble(t *testing.T, frags [][]byte) (src, dst netip.Addr, payload []byte) {
+	t.Helper()
+	for _, f := range frags {
+		ip := f[14:34]
+		if checksum(ip, 0) != 0 {
+			t.Errorf("bad IP header checksum in a fragment")
+		}
+		src, dst = netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
+		payload = append(payload, f[34:14+int(binary.BigEndian.Uint16(ip[2:]))]...)
+	}
+	return src, dst, payload
+}
+
+// Every fragment of a datagram is translated as its flow is: the first by
+// its ports, the later ones by the ports the first left for them. A
+// fragment that comes before its first is counted and left alone.
+func TestFragmentsAreTranslated(t *testing.T) {
+	nb := newNATBed(t)
+	must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8053, Proto: 17, Addr: webAddr, Port: 53}))
+	check := func(what string, frags [][]byte, prog func([]byte) (uint32, []byte), wantSrc, wantDst netip.AddrPort) {
+		t.Helper()
+		var outs [][]byte
+		for i, f := range frags {
+			ret, out := prog(f)
+			if ret != tcActRedirect {
+				t.Fatalf("%s: fragment %d: verdict %d, want redirected", what, i, ret)
+			}
+			outs = append(outs, out)
+		}
+		src, dst, payload := reassemble(t, outs)
+		l4 := payload[:8]
+		if src != wantSrc.Addr() || dst != wantDst.Addr() ||
+			binary.BigEndian.Uint16(l4[0:]) != wantSrc.Port() || binary.BigEndian.Uint16(l4[2:]) != wantDst.Port() {
+			t.Fatalf("%s: reassembled %s:%d -> %s:%d, want %s -> %s", what, src, binary.BigEndian.Uint16(l4[0:]), dst, binary.BigEndian.Uint16(l4[2:]), wantSrc, wantDst)
+		}
+		ip := outs[0][14:34] // any header gives the addresses of the pseudo header
+		if checksum(payload, pseudo(ip, len(payload))) != 0 {
+			t.Errorf("%s: the reassembled datagram's UDP checksum is wrong", what)
+		}
+	}
+	uplink := func(f []byte) (uint32, []byte) { return nb.run(t, nb.dp.Uplink.UplinkIngress, f) }
+	endpoint := func(f []byte) (uint32, []byte) { return nb.run(t, nb.dp.Endpoint.FromContainer, f) }
+
+	// A 4000-byte datagram to a published port, and the echo back.
+	check("to the published port", fragments(bigDatagram(ap(clientAddr, 40000), ap(hostAddr, 8053), 4000), 1, 1480), uplink,
+		ap(clientAddr, 40000), ap(webAddr, 53))
+	check("its echo", fragments(bigDatagram(ap(webAddr, 53), ap(clientAddr, 40000), 4000), 2, 1480), endpoint,
+		ap(hostAddr, 8053), ap(clientAddr, 40000))
+	// Masqueraded, with the NAT port a collision forces.
+	must(t, nb.dp.Maps.CtNew.Put(flowOf(17, ap(clientAddr, 7777), ap(hostAddr, 33000)), bpf.DatapathCtEntry{
+		Nat: flowOf(17, ap(clientAddr, 7777), ap(netip.MustParseAddr("172.17.0.9"), 33000)), Expires: uint64(maps.Now() + time.Hour)}))
+	out := fragments(bigDatagram(ap(webAddr, 33000), ap(clientAddr, 7777), 4000), 3, 1480)
+	var natPort uint16
+	for i, f := range out {
+		ret, o := nb.run(t, nb.dp.Endpoint.FromContainer, f)
+		if ret != tcActRedirect {
+			t.Fatalf("masqueraded fragment %d: verdict %d", i, ret)
+		}
+		out[i] = o
+	}
+	src, _, payload := reassemble(t, out)
+	natPort = binary.BigEndian.Uint16(payload[0:])
+	if src != hostAddr || natPort == 33000 {
+		t.Fatalf("masqueraded from %s:%d, want %s with another port than the taken 33000", src, natPort, hostAddr)
+	}
+	check("the masqueraded flow's reply", fragments(bigDatagram(ap(clientAddr, 7777), ap(hostAddr, natPort), 4000), 4, 1480), uplink,
+		ap(clientAddr, 7777), ap(webAddr, 33000))
+
+	// Out of order: the second fragment first.
+	late := fragments(bigDatagram(ap(clientAddr, 40001), ap(hostAddr, 8053), 4000), 5, 1480)
+	if ret, o := nb.run(t, nb.dp.Uplink.UplinkIngress, late[1]); ret != tcActUnspec || string(o) != string(late[1]) {
+		t.Errorf("a fragment before its first: verdict %d; want it passed on untouched", ret)
+	}
+	if nb.counter(t, "uplink", "frag_no_first") != 1 {
+		t.Error("a fragment before its first was not counted")
+	}
+	// From a sandbox it would leave untranslated: dropped.
+	early := fragments(bigDatagram(ap(webAddr, 33001), ap(clientAddr, 7777), 4000), 6, 1480)
+	if ret, _ := nb.run(t, nb.dp.Endpoint.FromContainer, early[2]); ret != tcActShot {
+		t.Errorf("a sandbox's fragment before its first: verdict %d, want dropped", ret)
 	}
 }

@@ -29,6 +29,8 @@ int uplink_ingress(struct __sk_buff *skb)
 	if (translate_known(skb, &p, 0, PROGRAM_UPLINK, p.flow.daddr, &verdict) == 0 ||
 	    translate_icmp_error(skb, &p, 0, PROGRAM_UPLINK, &verdict) == 0)
 		return verdict;
+	if (p.later_fragment && !p.has_ports)
+		count(skb, PROGRAM_UPLINK, VERDICT_FRAG_NO_FIRST); /* the host's, or out of order: passed as it is */
 	/* Loopback addresses never come from the wire: a port published on
 	 * 127.0.0.1 must stay out of the neighbours' reach. */
 	if (is_loopback(p.flow.daddr) || !is_host_addr(p.flow.daddr))

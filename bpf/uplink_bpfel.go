@@ -19,6 +19,7 @@ const (
 	UplinkMapCt             = "ct"
 	UplinkMapCtNew          = "ct_new"
 	UplinkMapEndpoints      = "endpoints"
+	UplinkMapFrags          = "frags"
 	UplinkMapHostAddrs      = "host_addrs"
 	UplinkMapIcmpBudget     = "icmp_budget"
 	UplinkMapIfaces         = "ifaces"
@@ -87,6 +88,7 @@ type UplinkMapSpecs struct {
 	Ct             *ebpf.MapSpec `ebpf:"ct"`
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
+	Frags          *ebpf.MapSpec `ebpf:"frags"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
@@ -131,6 +133,7 @@ type UplinkMaps struct {
 	Ct             *ebpf.Map `ebpf:"ct"`
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
+	Frags          *ebpf.Map `ebpf:"frags"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
@@ -148,6 +151,7 @@ func (m *UplinkMaps) Close() error {
 		m.Ct,
 		m.CtNew,
 		m.Endpoints,
+		m.Frags,
 		m.HostAddrs,
 		m.IcmpBudget,
 		m.Ifaces,

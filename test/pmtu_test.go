@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -153,5 +154,37 @@ func TestPathMTU(t *testing.T) {
 				t.Error("the datapath answered no packet with frag needed")
 			}
 		})
+	}
+}
+
+// A 4,000-byte UDP datagram, fragmented on the wire, is echoed through a
+// published port and through masquerade: every fragment is translated.
+func TestFragmentedDatagrams(t *testing.T) {
+	h, out := newPublishingHost(t)
+	web := h.Name("web")
+	h.MustCLI("sandbox", "create", web, "-p", "8080:7777/udp")
+	testbed.Serve(t, h.NS(web))
+	msg := make([]byte, 4000)
+	for i := range msg {
+		msg[i] = byte(i * 7)
+	}
+	for _, c := range []struct{ what, ns, dst string }{
+		{"to a published port", out.NS, hostIP + ":8080"},
+		{"through masquerade", h.NS(web), out.IP + ":7777"},
+	} {
+		conn, err := testbed.Dial(c.ns, "udp4", c.dst, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := conn.Write(msg); err != nil {
+			t.Fatalf("%s: %v", c.what, err)
+		}
+		buf := make([]byte, 8192)
+		n, err := conn.Read(buf)
+		conn.Close()
+		if err != nil || !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("%s: echo of %d bytes, %v; want the 4000 bytes back", c.what, n, err)
+		}
 	}
 }

@@ -191,11 +191,13 @@ struct ct_new_flow {
 };
 
 /* ct_initial_state is the state a flow's first packet puts it in; -1 for
- * a packet that starts no flow (a TCP reset). A TCP segment other than a
+ * a packet that starts no flow (a TCP reset, a later fragment). A TCP segment other than a
  * SYN picks up a flow in the middle, as netfilter does, so flows survive
  * a conntrack that lost them. */
 static __always_inline int ct_initial_state(const struct packet *p)
 {
+	if (p->later_fragment)
+		return -1; /* its first fragment starts the flow */
 	switch (p->flow.proto) {
 	case IPPROTO_TCP:
 		if (p->tcp_flags & TCP_RST)

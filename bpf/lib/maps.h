@@ -98,6 +98,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ct_new SEC(".maps");
 
+/* Fragmented datagrams whose first fragment was seen, so the fragments
+ * after it, which carry no ports, are translated as their flow is. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct frag_key);
+	__type(value, struct frag_ports);
+	__uint(max_entries, 16384);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} frags SEC(".maps");
+
 /* The sandbox ports publications lead to, for the "routed" gateway mode. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

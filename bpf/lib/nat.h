@@ -42,8 +42,9 @@ static __always_inline int rewrite_addr(struct __sk_buff *skb, const struct pack
 		return 0;
 	if (p->flow.proto == IPPROTO_UDP)
 		flags |= BPF_F_MARK_MANGLED_0; /* a zero UDP checksum means none: keep it */
-	/* ICMP's checksum does not cover the IP header. */
-	if (p->flow.proto != IPPROTO_ICMP &&
+	/* ICMP's checksum does not cover the IP header; a later fragment has
+	 * no L4 header (the first fragment's rewrite fixed the checksum). */
+	if (p->flow.proto != IPPROTO_ICMP && !p->later_fragment &&
 	    bpf_l4_csum_replace(skb, l4_csum_off(p), from, to, flags) < 0)
 		return -1;
 	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, from, to, sizeof(to)) < 0)
@@ -71,6 +72,8 @@ static __always_inline int rewrite(struct __sk_buff *skb, const struct packet *p
 	if (rewrite_addr(skb, p, IP_SRC_OFF, p->flow.saddr, to->saddr) < 0 ||
 	    rewrite_addr(skb, p, IP_DST_OFF, p->flow.daddr, to->daddr) < 0)
 		return -1;
+	if (p->later_fragment)
+		return 0;
 	if (p->flow.proto == IPPROTO_ICMP) {
 		__u32 off = p->l4_off + offsetof(struct icmp_echo, id);
 

@@ -37,7 +37,17 @@ struct packet {
 	__u8 tcp_flags; /* the TCP header's flag byte (FIN, SYN, RST, ACK…) */
 	__u8 icmp_type; /* ICMP: the message's type */
 	__u32 seq, ack_seq; /* TCP, in host order */
+	/* A fragment after the first: no L4 header, its ports (when
+	 * has_ports) are its first fragment's. */
+	__u8 later_fragment;
+	__u8 pad2[3];
 };
+
+/* How long the ports of a fragmented datagram are kept for its later
+ * fragments: the kernel's reassembly timeout (ipfrag_time). */
+#define FRAG_LIFETIME_NS (30 * 1000000000ULL)
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
 
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
@@ -81,7 +91,7 @@ static __always_inline __be32 arp_sender(struct __sk_buff *skb)
 /* parse_packet fills p for an IPv4 packet and says what the frame
  * carries. It returns an int for callers to branch on, rather than a
  * pointer that clang may merge into a form the verifier rejects. */
-static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *p)
+static __noinline __attribute__((unused)) int parse_packet(struct __sk_buff *skb, struct packet *p)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
@@ -101,8 +111,20 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *p)
 	p->flow.saddr = ip->saddr;
 	p->flow.daddr = ip->daddr;
 	p->flow.proto = ip->protocol;
-	if (ip->frag_off & bpf_htons(0x3fff)) /* MF or an offset: no ports here */
+	if (ip->frag_off & bpf_htons(IP_OFFSET)) {
+		/* A later fragment: its flow's ports came with the first. */
+		struct frag_key fk = { .saddr = ip->saddr, .daddr = ip->daddr, .id = ip->id, .proto = ip->protocol };
+		struct frag_ports *fp = bpf_map_lookup_elem(&frags, &fk);
+
+		p->later_fragment = 1;
+		if (fp && fp->expires > bpf_ktime_get_boot_ns()) {
+			p->flow.sport = fp->sport;
+			p->flow.dport = fp->dport;
+			p->icmp_request = fp->icmp_request;
+			p->has_ports = 1;
+		}
 		return L3_IPV4;
+	}
 	ihl = ip->ihl * 4;
 	if (ihl < sizeof(*ip))
 		return L3_IPV4;
@@ -141,6 +163,14 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *p)
 			p->flow.dport = ih->id;
 			p->has_ports = 1;
 		}
+	}
+	if ((ip->frag_off & bpf_htons(IP_MF)) && p->has_ports) {
+		/* The first fragment: keep its ports for the ones after it. */
+		struct frag_key fk = { .saddr = ip->saddr, .daddr = ip->daddr, .id = ip->id, .proto = ip->protocol };
+		struct frag_ports fp = { .expires = bpf_ktime_get_boot_ns() + FRAG_LIFETIME_NS,
+					 .sport = p->flow.sport, .dport = p->flow.dport, .icmp_request = p->icmp_request };
+
+		bpf_map_update_elem(&frags, &fk, &fp, BPF_ANY);
 	}
 	return L3_IPV4;
 }

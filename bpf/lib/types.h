@@ -29,6 +29,7 @@ enum verdict {
 	VERDICT_CT_FULL = 15,           /* an established flow found the table of established flows full */
 	VERDICT_DROP_TTL_EXCEEDED = 16, /* its TTL ran out on a hop we route (answered with ICMP time exceeded) */
 	VERDICT_DROP_TOO_BIG = 17,      /* too big for the interface it would leave by (answered with ICMP frag needed) */
+	VERDICT_FRAG_NO_FIRST = 18,     /* a fragment seen before (or without) its first: not translated */
 	VERDICT_MAX,
 };
 
@@ -185,6 +186,25 @@ struct icmp_budget {
 	__u64 last; /* CLOCK_BOOTTIME, in ns, of the last refill */
 	__u32 tokens;
 	__u32 pad;
+};
+
+/* Key of frags: a fragmented datagram, as its fragments show it. */
+struct frag_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 id;
+	__u8 proto;
+	__u8 pad;
+};
+
+/* Value of frags: the ports (or echo identifier) of the datagram's first
+ * fragment, which the fragments after it do not carry. */
+struct frag_ports {
+	__u64 expires; /* CLOCK_BOOTTIME, in ns */
+	__be16 sport;
+	__be16 dport;
+	__u8 icmp_request;
+	__u8 pad[3];
 };
 
 /* Key of published_ports: a sandbox port that a publication leads to. The

@@ -48,7 +48,7 @@ func ServeOn(tb TB, nsPath string, port int) {
 			}
 			go func() {
 				defer c.Close()
-				buf := make([]byte, 2048)
+				buf := make([]byte, 65536) // room for fragmented datagrams
 				for {
 					c.SetDeadline(time.Now().Add(30 * time.Second))
 					n, err := c.Read(buf)
@@ -61,7 +61,7 @@ func ServeOn(tb TB, nsPath string, port int) {
 		}
 	}()
 	go func() {
-		buf := make([]byte, 2048)
+		buf := make([]byte, 65536) // room for fragmented datagrams
 		for {
 			n, from, err := ul.ReadFrom(buf)
 			if err != nil {
