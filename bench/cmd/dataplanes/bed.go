@@ -64,11 +64,15 @@ func newBed(r *runner, dockerMode string) *bed {
 			b.sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.tcp_max_tw_buckets=4096")
 		}
 	}, "--uplink", "uplink0")
+	// The direct path routes to the sandbox's own address, which only
+	// gateway mode nat-unprotected allows, as with Docker 28.
+	network := b.h.Name("net")
+	b.h.MustCLI("network", "create", "-o", "com.docker.network.bridge.gateway_mode_ipv4=nat-unprotected", network)
 	b.web = b.h.Name("web")
-	b.h.MustCLI("sandbox", "create", b.web,
+	b.h.MustCLI("sandbox", "create", b.web, "--network", network,
 		"-p", fmt.Sprintf("%d:%d", ebpfPort, echoPort), "-p", fmt.Sprintf("%d:%d/udp", ebpfPort, echoPort),
 		"-p", fmt.Sprintf("%d:%d", iperfPort, iperfPort))
-	b.webIP = b.h.IP(b.web, "bridge")
+	b.webIP = b.h.IP(b.web, network)
 	b.h.MustCLI("sandbox", "create", b.h.Name("others"))
 	b.background(b.web, b.self, "serve", fmt.Sprint(echoPort))
 	b.background(b.web, "iperf3", "-s", "-p", fmt.Sprint(iperfPort))
