@@ -2,6 +2,7 @@ package bpf_test
 
 import (
 	"encoding/binary"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -326,6 +327,30 @@ func TestConntrackIsScoped(t *testing.T) {
 	other := nb.addEndpoint(t, netip.MustParseAddr("172.17.0.3"))
 	nb.mustVerdict(t, "the reply direction from another sandbox", nb.dp.Endpoint.FromContainer,
 		segment(17, dst, ap(hostAddr, 5000), false), other.ifindex, tcActShot)
+
+	// A sandbox on another network forging the sandbox's side of a
+	// published flow, to inject into it: refused at its source, counted.
+	must(t, nb.maps.PutNetwork(maps.Network{Index: 2, Subnet: netip.MustParsePrefix("172.20.0.0/16"),
+		Gateway: netip.MustParseAddr("172.20.0.1"), GatewayMAC: net.HardwareAddr{2, 0x42, 172, 20, 0, 1}, Masquerade: true}))
+	stranger := nb.addEndpointOn(t, netip.MustParseAddr("172.20.0.2"), 2)
+	must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8080, Proto: 6, Addr: webAddr, Port: 80}))
+	nb.mustVerdict(t, "published SYN", nb.dp.Uplink.UplinkIngress, tcpSegment(ap(clientAddr, 40000), ap(hostAddr, 8080), syn, 1, 0), 0, tcActRedirect)
+	before := nb.counter(t, "from_container", "drop_spoofed")
+	nb.mustVerdict(t, "the published flow's reply, forged on another network", nb.dp.Endpoint.FromContainer,
+		tcpSegment(ap(webAddr, 80), ap(clientAddr, 40000), syn|ack, 1, 2), stranger.ifindex, tcActShot)
+	if nb.counter(t, "from_container", "drop_spoofed") != before+1 {
+		t.Error("the forged reply was not counted as drop_spoofed")
+	}
+	// The sandbox's veth recreated (a new ifindex, as a repair makes it):
+	// its flows follow it.
+	moved := nb.addEndpoint(t, netip.MustParseAddr("172.17.0.5"))
+	must(t, nb.maps.DeleteIface(endpointIfindex))
+	must(t, nb.maps.PutIface(maps.Iface{Ifindex: uint32(moved.ifindex), Network: 1, Addr: webAddr}))
+	got := nb.mustVerdict(t, "the published flow's reply from the recreated veth", nb.dp.Endpoint.FromContainer,
+		tcpSegment(ap(webAddr, 80), ap(clientAddr, 40000), syn|ack, 1, 2), moved.ifindex, tcActRedirect)
+	if got.src != ap(hostAddr, 8080) {
+		t.Errorf("the reply left from %s, want %s:8080", got.src, hostAddr)
+	}
 }
 
 // A sandbox of an internal network leaks nothing out, even through a flow

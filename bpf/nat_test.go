@@ -106,6 +106,12 @@ type endpoint struct {
 // of its own as its host side (BPF_PROG_RUN runs programs as if on it).
 func (nb *natbed) addEndpoint(t *testing.T, addr netip.Addr) endpoint {
 	t.Helper()
+	return nb.addEndpointOn(t, addr, bridgeNet.Index)
+}
+
+// addEndpointOn is addEndpoint on network index.
+func (nb *natbed) addEndpointOn(t *testing.T, addr netip.Addr, network uint32) endpoint {
+	t.Helper()
 	name := fmt.Sprintf("ep%d", addr.As4()[3])
 	if out, err := exec.Command("ip", "-n", nb.ns[len("/run/netns/"):], "link", "add", name, "type", "veth", "peer", "name", name+"p").CombinedOutput(); err != nil {
 		t.Fatalf("add veth %s: %v: %s", name, err, out)
@@ -120,8 +126,8 @@ func (nb *natbed) addEndpoint(t *testing.T, addr netip.Addr) endpoint {
 		return err
 	}))
 	b := addr.As4()
-	must(t, nb.maps.PutIface(maps.Iface{Ifindex: uint32(ifindex), Network: 1, Addr: addr}))
-	must(t, nb.maps.PutEndpoint(maps.Endpoint{Addr: addr, Ifindex: uint32(ifindex), Network: 1, MAC: net.HardwareAddr{2, 0x42, b[0], b[1], b[2], b[3]}}))
+	must(t, nb.maps.PutIface(maps.Iface{Ifindex: uint32(ifindex), Network: network, Addr: addr}))
+	must(t, nb.maps.PutEndpoint(maps.Endpoint{Addr: addr, Ifindex: uint32(ifindex), Network: network, MAC: net.HardwareAddr{2, 0x42, b[0], b[1], b[2], b[3]}}))
 	return endpoint{addr, ifindex}
 }
 

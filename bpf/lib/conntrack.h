@@ -131,10 +131,26 @@ static __always_inline int ct_partner_intact(const struct flow *key, const struc
 	return same_flow(&partner->nat, &back);
 }
 
+/* ct_owner decides whether a packet that came in on ifindex may use entry
+ * e. From outside (0) nobody is vouched for: only entries of the outside
+ * match. A sandbox's key carries its own address, which source validation
+ * has checked against the interface, so an entry of another interface is
+ * the sandbox's from before its veth was recreated: it moves to the new
+ * one. */
+static __always_inline int ct_owner(struct ct_entry *e, __u32 ifindex)
+{
+	if (e->ifindex == ifindex)
+		return 1;
+	if (!ifindex || !e->ifindex)
+		return 0;
+	e->ifindex = ifindex;
+	return 1;
+}
+
 /* ct_lookup finds the live entry for a packet with flow key that came in
  * on ifindex (0: from outside or from the host), and whether it is in ct
  * (assured) or ct_new. An expired or orphaned entry is removed as found.
- * An entry for another ifindex is not the packet's to use. */
+ * An entry the packet may not use (ct_owner) is not found. */
 static __always_inline struct ct_entry *ct_lookup(const struct flow *key, __u32 ifindex, int *assured)
 {
 	__u64 now = ct_now();
@@ -143,7 +159,7 @@ static __always_inline struct ct_entry *ct_lookup(const struct flow *key, __u32 
 	if (e) {
 		if (e->expires > now) {
 			*assured = 1;
-			return e->ifindex == ifindex ? e : NULL;
+			return ct_owner(e, ifindex) ? e : NULL;
 		}
 		ct_forget(key, e, 1);
 	}
@@ -159,7 +175,7 @@ static __always_inline struct ct_entry *ct_lookup(const struct flow *key, __u32 
 		return NULL;
 	}
 	*assured = 0;
-	return e->ifindex == ifindex ? e : NULL;
+	return ct_owner(e, ifindex) ? e : NULL;
 }
 
 /* ct_taken reports whether a live entry holds key in either table,

@@ -335,6 +335,10 @@ static __noinline int translate_icmp_error(struct __sk_buff *skb, const struct p
 
 	if (icmp_error_quote(skb, p, &q) < 0)
 		return -1;
+	/* A sandbox's error is about a packet it received: one addressed to
+	 * it. Any other quote would name someone else's flow. */
+	if (ifindex && q.flow.daddr != p->flow.saddr)
+		return -1;
 	/* The error travels the way a packet from the quoted packet's
 	 * destination to its source would: that direction's entry says
 	 * where it goes. */
