@@ -104,6 +104,13 @@ type DatapathFragPorts struct {
 	Pad         [3]uint8
 }
 
+type DatapathHeldPortKey struct {
+	_     structs.HostLayout
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+}
+
 type DatapathIcmpBudget struct {
 	_      structs.HostLayout
 	Last   uint64
@@ -216,7 +223,8 @@ const (
 	DatapathVerdictVERDICT_DROP_TTL_EXCEEDED  DatapathVerdict = 16
 	DatapathVerdictVERDICT_DROP_TOO_BIG       DatapathVerdict = 17
 	DatapathVerdictVERDICT_FRAG_NO_FIRST      DatapathVerdict = 18
-	DatapathVerdictVERDICT_MAX                DatapathVerdict = 19
+	DatapathVerdictVERDICT_DROP_PORT_HELD     DatapathVerdict = 19
+	DatapathVerdictVERDICT_MAX                DatapathVerdict = 20
 )
 
 // Names of all BPF objects in the ELF.
@@ -227,6 +235,7 @@ const (
 	DatapathMapCtNew            = "ct_new"
 	DatapathMapEndpoints        = "endpoints"
 	DatapathMapFrags            = "frags"
+	DatapathMapHeldPorts        = "held_ports"
 	DatapathMapHostAddrs        = "host_addrs"
 	DatapathMapIcmpBudget       = "icmp_budget"
 	DatapathMapIfaces           = "ifaces"
@@ -296,6 +305,7 @@ type DatapathMapSpecs struct {
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
+	HeldPorts      *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
@@ -343,6 +353,7 @@ type DatapathMaps struct {
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
 	Frags          *ebpf.Map `ebpf:"frags"`
+	HeldPorts      *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
@@ -361,6 +372,7 @@ func (m *DatapathMaps) Close() error {
 		m.CtNew,
 		m.Endpoints,
 		m.Frags,
+		m.HeldPorts,
 		m.HostAddrs,
 		m.IcmpBudget,
 		m.Ifaces,

@@ -20,6 +20,7 @@ const (
 	EndpointMapCtNew          = "ct_new"
 	EndpointMapEndpoints      = "endpoints"
 	EndpointMapFrags          = "frags"
+	EndpointMapHeldPorts      = "held_ports"
 	EndpointMapHostAddrs      = "host_addrs"
 	EndpointMapIcmpBudget     = "icmp_budget"
 	EndpointMapIfaces         = "ifaces"
@@ -91,6 +92,7 @@ type EndpointMapSpecs struct {
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
+	HeldPorts      *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
@@ -136,6 +138,7 @@ type EndpointMaps struct {
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
 	Frags          *ebpf.Map `ebpf:"frags"`
+	HeldPorts      *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
@@ -154,6 +157,7 @@ func (m *EndpointMaps) Close() error {
 		m.CtNew,
 		m.Endpoints,
 		m.Frags,
+		m.HeldPorts,
 		m.HostAddrs,
 		m.IcmpBudget,
 		m.Ifaces,

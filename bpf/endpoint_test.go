@@ -218,6 +218,7 @@ func TestSharedLayouts(t *testing.T) {
 		"target_key":      bpf.DatapathTargetKey{},
 		"sock_peer_key":   bpf.DatapathSockPeerKey{},
 		"sock_peer":       bpf.DatapathSockPeer{},
+		"held_port_key":   bpf.DatapathHeldPortKey{},
 	} {
 		var st *btf.Struct
 		if err := spec.Types.TypeByName(name, &st); err != nil {

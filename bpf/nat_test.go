@@ -539,8 +539,7 @@ func TestGatewayModes(t *testing.T) {
 
 // A host process's own connection comes before a publication of its port
 // (its peer may answer from the published port number); a listener, or an
-// unconnected UDP socket such as the daemon's reservation of the port,
-// never does: the port is the publication's.
+// unconnected UDP socket, never does: the port is the publication's.
 func TestHostSocketsAndPublications(t *testing.T) {
 	nb := newNATBed(t)
 	for _, proto := range []uint8{6, 17} {

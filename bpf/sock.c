@@ -4,8 +4,9 @@
 /* cgroup socket hooks: a process of the dataplane's namespace connecting
  * (or sending) to a published host address and port is connected straight
  * to the endpoint, with no proxy process and no per-packet NAT; it still
- * sees the address it asked for as its peer. Attached to a cgroup2 root,
- * the hooks see every namespace, so they act only in their own. */
+ * sees the address it asked for as its peer. No process of the namespace
+ * may bind a published port. Attached to a cgroup2 root, the hooks see
+ * every namespace, so they act only in their own. */
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -59,6 +60,43 @@ static __always_inline int show_published(struct bpf_sock_addr *ctx)
 	}
 	return 1;
 }
+
+/* refuse_held refuses a bind of a published host port. The datapath takes
+ * the port's traffic without any socket, so without this any local user
+ * could bind it: a connection made from it would own its flow ahead of the
+ * publication, and the port would be theirs the moment the publication
+ * went. Being a pinned program rather than a socket per port, the hold
+ * costs no open file and lasts while the daemon is down. Port 0 lets the
+ * kernel choose: a socket it gives a published port may connect from it,
+ * and its own flows come first, as any host connection's do, but it takes
+ * nothing from the publication. */
+static __always_inline int refuse_held(struct bpf_sock_addr *ctx)
+{
+	__be32 addr = ctx->user_ip4;
+	__be16 port = (__be16)ctx->user_port;
+	__u8 proto = ctx->protocol;
+
+	if (bpf_get_netns_cookie(ctx) != netns_cookie)
+		return 1;
+	if (!port || (proto != IPPROTO_TCP && proto != IPPROTO_UDP))
+		return 1;
+	if (addr) {
+		/* Its own address: a publication there, or on every address. */
+		if (!published(addr, port, proto))
+			return 1;
+	} else {
+		/* Every address: a publication on any of them. */
+		struct held_port_key key = { .port = port, .proto = proto };
+
+		if (!bpf_map_lookup_elem(&held_ports, &key))
+			return 1;
+	}
+	count_bytes(PROGRAM_SOCKET, VERDICT_DROP_PORT_HELD, 0);
+	return 0; /* EPERM */
+}
+
+SEC("cgroup/bind4")
+int sock_bind4(struct bpf_sock_addr *ctx) { return refuse_held(ctx); }
 
 SEC("cgroup/connect4")
 int sock_connect4(struct bpf_sock_addr *ctx) { return connect_published(ctx); }

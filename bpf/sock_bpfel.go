@@ -20,6 +20,7 @@ const (
 	SockMapCtNew             = "ct_new"
 	SockMapEndpoints         = "endpoints"
 	SockMapFrags             = "frags"
+	SockMapHeldPorts         = "held_ports"
 	SockMapHostAddrs         = "host_addrs"
 	SockMapIcmpBudget        = "icmp_budget"
 	SockMapIfaces            = "ifaces"
@@ -30,6 +31,7 @@ const (
 	SockMapStats             = "stats"
 	SockMapSubnets           = "subnets"
 	SockMapUplinks           = "uplinks"
+	SockProgSockBind4        = "sock_bind4"
 	SockProgSockConnect4     = "sock_connect4"
 	SockProgSockGetpeername4 = "sock_getpeername4"
 	SockProgSockRecvmsg4     = "sock_recvmsg4"
@@ -79,6 +81,7 @@ type SockSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockProgramSpecs struct {
+	SockBind4        *ebpf.ProgramSpec `ebpf:"sock_bind4"`
 	SockConnect4     *ebpf.ProgramSpec `ebpf:"sock_connect4"`
 	SockGetpeername4 *ebpf.ProgramSpec `ebpf:"sock_getpeername4"`
 	SockRecvmsg4     *ebpf.ProgramSpec `ebpf:"sock_recvmsg4"`
@@ -93,6 +96,7 @@ type SockMapSpecs struct {
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
+	HeldPorts      *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
@@ -136,6 +140,7 @@ type SockMaps struct {
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
 	Frags          *ebpf.Map `ebpf:"frags"`
+	HeldPorts      *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
@@ -154,6 +159,7 @@ func (m *SockMaps) Close() error {
 		m.CtNew,
 		m.Endpoints,
 		m.Frags,
+		m.HeldPorts,
 		m.HostAddrs,
 		m.IcmpBudget,
 		m.Ifaces,
@@ -178,6 +184,7 @@ type SockVariables struct {
 //
 // It can be passed to LoadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockPrograms struct {
+	SockBind4        *ebpf.Program `ebpf:"sock_bind4"`
 	SockConnect4     *ebpf.Program `ebpf:"sock_connect4"`
 	SockGetpeername4 *ebpf.Program `ebpf:"sock_getpeername4"`
 	SockRecvmsg4     *ebpf.Program `ebpf:"sock_recvmsg4"`
@@ -186,6 +193,7 @@ type SockPrograms struct {
 
 func (p *SockPrograms) Close() error {
 	return _SockClose(
+		p.SockBind4,
 		p.SockConnect4,
 		p.SockGetpeername4,
 		p.SockRecvmsg4,

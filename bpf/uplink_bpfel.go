@@ -20,6 +20,7 @@ const (
 	UplinkMapCtNew          = "ct_new"
 	UplinkMapEndpoints      = "endpoints"
 	UplinkMapFrags          = "frags"
+	UplinkMapHeldPorts      = "held_ports"
 	UplinkMapHostAddrs      = "host_addrs"
 	UplinkMapIcmpBudget     = "icmp_budget"
 	UplinkMapIfaces         = "ifaces"
@@ -89,6 +90,7 @@ type UplinkMapSpecs struct {
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
+	HeldPorts      *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
@@ -134,6 +136,7 @@ type UplinkMaps struct {
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
 	Frags          *ebpf.Map `ebpf:"frags"`
+	HeldPorts      *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
@@ -152,6 +155,7 @@ func (m *UplinkMaps) Close() error {
 		m.CtNew,
 		m.Endpoints,
 		m.Frags,
+		m.HeldPorts,
 		m.HostAddrs,
 		m.IcmpBudget,
 		m.Ifaces,

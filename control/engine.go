@@ -76,8 +76,6 @@ type Engine struct {
 	// publish need not read every sandbox; guarded by mu, nil until needed
 	// and after a failed change (rebuilt from the store).
 	ports portIndex
-	// holds are the sockets holding published host ports.
-	holds *reservations
 }
 
 // New opens the state, loads the datapath, creates the predefined networks
@@ -132,13 +130,7 @@ func New(cfg Config) (*Engine, error) {
 	for _, name := range dp.RetiredMaps() {
 		cfg.Log.Info("removed a pinned map this version no longer uses", "map", name, "bpffs", cfg.BPFFS)
 	}
-	holds, err := newReservations()
-	if err != nil {
-		dp.Close()
-		st.Close()
-		return nil, err
-	}
-	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, uplinks: map[string]bool{}, holds: holds}
+	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, uplinks: map[string]bool{}}
 	e.resolver = dns.NewResolver(e.exchangeInHost)
 	e.dnsServers = dns.NewServers(e.resolver)
 	if err := dp.AttachSockets(cgroup); err != nil {
@@ -172,7 +164,6 @@ func (e *Engine) Close() error {
 	if e.dnsServers != nil {
 		e.dnsServers.Close()
 	}
-	e.holds.close()
 	return errors.Join(e.dp.Close(), e.store.Close())
 }
 

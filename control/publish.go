@@ -166,18 +166,6 @@ func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb store.Sandbox,
 	if err != nil {
 		return nil, err
 	}
-	if err := e.holds.room(portCount(specs)); err != nil {
-		return nil, err
-	}
-	var held []store.Publication
-	undo.add(func() error { return e.holds.release(held...) }) // sees all held below
-	hold := func(p store.Publication) error {
-		opened, err := e.holds.hold(p)
-		if opened {
-			held = append(held, p)
-		}
-		return err
-	}
 	var added []store.Publication
 	// One visit to the host namespace for everything the request asks of it.
 	err = e.inHost(func() error {
@@ -195,7 +183,7 @@ func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb store.Sandbox,
 					return fmt.Errorf("host address %s is not an address of this host", spec.HostIP)
 				}
 			}
-			pubs, err := choosePorts(spec, n.ID, sb.Name, taken, hold, lo, hi)
+			pubs, err := choosePorts(spec, n.ID, sb.Name, taken, lo, hi)
 			if err != nil {
 				return err
 			}
@@ -287,24 +275,11 @@ func (e *Engine) forgetPorts(sandbox string, pubs []store.Publication) {
 	}
 }
 
-// portCount is how many host ports specs ask for.
-func portCount(specs []PortSpec) int {
-	n := 0
-	for _, s := range specs {
-		if s.HostFirst != 0 && s.HostEnd-s.HostFirst != s.End-s.First {
-			n++ // one sandbox port, any host port of a range
-		} else {
-			n += int(s.End-s.First) + 1
-		}
-	}
-	return n
-}
-
-// choosePorts turns a spec into publications with free host ports, holds
-// each, and adds each to taken under sandbox as it is chosen, so later
-// choices of the same request avoid it; it runs in the host namespace.
-// Random ports come from [lo, hi].
-func choosePorts(spec PortSpec, networkID, sandbox string, taken portIndex, hold func(store.Publication) error, lo, hi int) ([]store.Publication, error) {
+// choosePorts turns a spec into publications with free host ports and
+// adds each to taken under sandbox as it is chosen, so later choices of
+// the same request avoid it; it runs in the host namespace. Random ports
+// come from [lo, hi].
+func choosePorts(spec PortSpec, networkID, sandbox string, taken portIndex, lo, hi int) ([]store.Publication, error) {
 	var out []store.Publication
 	mk := func(host, port uint16) store.Publication {
 		return store.Publication{HostIP: spec.HostIP, HostPort: host, Proto: spec.Proto, Port: port, NetworkID: networkID}
@@ -313,14 +288,14 @@ func choosePorts(spec PortSpec, networkID, sandbox string, taken portIndex, hold
 	case spec.HostFirst != 0 && spec.HostEnd-spec.HostFirst == spec.End-spec.First:
 		for i := 0; i <= int(spec.End-spec.First); i++ {
 			p := mk(spec.HostFirst+uint16(i), spec.First+uint16(i))
-			if err := claim(p, taken, hold); err != nil {
+			if err := checkFree(p, taken); err != nil {
 				return nil, err
 			}
 			taken.add(p, sandbox)
 			out = append(out, p)
 		}
 	case spec.HostFirst != 0: // one sandbox port, any free host port of the range
-		p, err := firstFree(mk(0, spec.First), int(spec.HostFirst), int(spec.HostEnd), taken, hold)
+		p, err := firstFree(mk(0, spec.First), int(spec.HostFirst), int(spec.HostEnd), taken)
 		if err != nil {
 			return nil, fmt.Errorf("no free host port in %d-%d/%s: %w", spec.HostFirst, spec.HostEnd, spec.Proto, err)
 		}
@@ -328,7 +303,7 @@ func choosePorts(spec PortSpec, networkID, sandbox string, taken portIndex, hold
 		out = append(out, p)
 	default: // each sandbox port gets a free port of the ephemeral range
 		for port := int(spec.First); port <= int(spec.End); port++ {
-			p, err := firstFree(mk(0, uint16(port)), lo, hi, taken, hold)
+			p, err := firstFree(mk(0, uint16(port)), lo, hi, taken)
 			if err != nil {
 				return nil, fmt.Errorf("no free host port for %d/%s: %w", port, spec.Proto, err)
 			}
@@ -339,36 +314,66 @@ func choosePorts(spec PortSpec, networkID, sandbox string, taken portIndex, hold
 	return out, nil
 }
 
-// firstFree claims the first free port of [lo, hi], trying from a random
+// firstFree finds the first free port of [lo, hi], trying from a random
 // start.
-func firstFree(p store.Publication, lo, hi int, taken portIndex, hold func(store.Publication) error) (store.Publication, error) {
+func firstFree(p store.Publication, lo, hi int, taken portIndex) (store.Publication, error) {
 	n := hi - lo + 1
 	start := rand.IntN(n)
 	for i := range n {
 		p.HostPort = uint16(lo + (start+i)%n)
-		err := claim(p, taken, hold)
+		err := checkFree(p, taken)
 		var t takenError
 		if !errors.As(err, &t) {
-			return p, err // claimed, or failing for every port alike
+			return p, err // free, or failing for every port alike
 		}
 	}
 	return p, errors.New("every port is published or in use")
 }
 
-// claim holds p's host port, failing when another publication has it or a
-// process of the host has bound it. Opening the reservation is the test: a
-// probe closed again would leave the port to whoever binds it next. It runs
-// in the host namespace.
-func claim(p store.Publication, taken portIndex, hold func(store.Publication) error) error {
+// checkFree fails when another publication has the host port, or a socket
+// of the host is bound to it. It runs in the host namespace. Once
+// published, the port is held by the datapath's bind hook; until then a
+// bind is the one test that sees every socket of the namespace.
+func checkFree(p store.Publication, taken portIndex) error {
 	if t, ok := taken.conflict(p); ok {
 		return takenError(fmt.Sprintf("host port %s is already published by sandbox %s (%s)", hostPort(p), t.sandbox, describe(t.Publication)))
 	}
-	err := hold(p)
+	err := probeBind(p)
 	if errors.Is(err, unix.EADDRINUSE) {
-		return inUse(p)
+		return takenError(fmt.Sprintf("host port %s is in use by a process on the host", hostPort(p)))
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("check host port %s: %w", hostPort(p), err)
+	}
+	return nil
 }
+
+// probeBind binds a socket to p's host address and port and closes it.
+// Without SO_REUSEADDR (which Go's net.Listen sets): Linux lets two
+// sockets that both set it share a port nobody listens on, so the probe
+// would miss a host process's bound UDP socket or unlistening TCP socket.
+func probeBind(p store.Publication) error {
+	typ := unix.SOCK_STREAM
+	if p.Proto == "udp" {
+		typ = unix.SOCK_DGRAM
+	}
+	fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var addr [4]byte
+	if p.HostIP.IsValid() {
+		addr = p.HostIP.As4()
+	}
+	return unix.Bind(fd, &unix.SockaddrInet4{Addr: addr, Port: int(p.HostPort)})
+}
+
+// takenError says a host port is published or in use: a search for a free
+// port moves on to the next one.
+type takenError string
+
+func (e takenError) Error() string { return string(e) }
 
 func hostPort(p store.Publication) string {
 	if p.HostIP.IsValid() {
@@ -428,9 +433,7 @@ func (e *Engine) Unpublish(sandboxRef string, specs []PortSpec) ([]store.Publica
 		return nil, err
 	}
 	e.forgetPorts(name, removed)
-	// The datapath lets go of the ports before the host may have them.
-	err = e.maps.DeletePublications(unmap...)
-	return removed, errors.Join(err, e.holds.release(removed...))
+	return removed, e.maps.DeletePublications(unmap...)
 }
 
 // publicationMaps is how the datapath has a sandbox's publications.

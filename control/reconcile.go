@@ -16,10 +16,8 @@ import (
 // Reconcile moves the kernel and the maps to what the store holds: it
 // recreates missing bridges, namespaces and endpoints, repairs damaged
 // endpoints, points attached programs at this binary's programs, rewrites
-// the maps, holds every published host port (a port a host process took
-// while no daemon held it stays unheld, and is reported) and removes
-// interfaces and pins ebpfnet owns that the store no longer names. It keeps
-// going past failures and joins them.
+// the maps and removes interfaces and pins ebpfnet owns that the store no
+// longer names. It keeps going past failures and joins them.
 func (e *Engine) Reconcile() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -45,7 +43,7 @@ func (e *Engine) Reconcile() error {
 			errs = append(errs, fmt.Errorf("sandbox %s: %w", sb.Name, err))
 		}
 	}
-	errs = append(errs, e.syncMaps(nets, sbs, pubs), e.syncHolds(pubs), e.syncHost(), e.removeLeftovers(nets, sbs), e.syncNames(nets, sbs))
+	errs = append(errs, e.syncMaps(nets, sbs, pubs), e.syncHost(), e.removeLeftovers(nets, sbs), e.syncNames(nets, sbs))
 	return errors.Join(errs...)
 }
 
@@ -148,15 +146,6 @@ func (e *Engine) syncMaps(nets []store.Network, sbs []store.Sandbox, pubs map[st
 		return nil
 	})
 	return errors.Join(err, e.maps.Sync(want))
-}
-
-// syncHolds holds the host port of every publication, and of nothing else.
-func (e *Engine) syncHolds(pubs map[string][]store.Publication) error {
-	var all []store.Publication
-	for _, ps := range pubs {
-		all = append(all, ps...)
-	}
-	return e.inHost(func() error { return e.holds.sync(all) })
 }
 
 // removeLeftovers deletes interfaces and link pins that ebpfnet created

@@ -263,7 +263,7 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 	// teardown keeps going and reports what it could not do.
 	path := e.sandboxPath(sb.Name)
 	e.forgetPorts(sb.Name, pubs)
-	errs := []error{e.maps.DeletePublications(publicationMaps(sb, pubs)...), e.holds.release(pubs...)}
+	errs := []error{e.maps.DeletePublications(publicationMaps(sb, pubs)...)}
 	for _, ep := range sb.Endpoints {
 		errs = append(errs, e.detachEndpoint(nets[ep.NetworkID], path, ep))
 	}

@@ -58,6 +58,7 @@ func (d *Datapath) AttachSockets(cgroup string) error {
 		{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, d.Sock.SockSendmsg4},
 		{"recvmsg4", ebpf.AttachCGroupUDP4Recvmsg, d.Sock.SockRecvmsg4},
 		{"getpeername4", ebpf.AttachCgroupInet4GetPeername, d.Sock.SockGetpeername4},
+		{"bind4", ebpf.AttachCGroupInet4Bind, d.Sock.SockBind4},
 	} {
 		pin := filepath.Join(d.pinDir, "cgroup-links", h.name)
 		if l, err := link.LoadPinnedLink(pin, nil); err == nil {

@@ -173,25 +173,39 @@ func (m *Maps) DeleteEndpoint(addr netip.Addr) error {
 }
 
 // PutPublication adds or updates a published port, and counts the
-// sandbox port it leads to in published_ports.
+// sandbox port it leads to in published_ports and the host port it holds
+// in held_ports.
 func (m *Maps) PutPublication(p Publication) error {
 	key := publicationKey(p)
 	v := bpf.DatapathPublication{Addr: be32(p.Addr), Port: be16(p.Port)}
 	var old bpf.DatapathPublication
+	added := false
 	switch err := m.m.Publications.Lookup(key, &old); {
 	case err == nil && old == v:
 		return nil
 	case err == nil:
-		if err := m.countTarget(targetKey(old, key.Proto), -1); err != nil {
+		// The host port stays held; only where it leads changes.
+		if err := addCount(m.m.PublishedPorts, targetKey(old, key.Proto), -1); err != nil {
 			return err
 		}
 	case !errors.Is(err, ebpf.ErrKeyNotExist):
 		return fmt.Errorf("publish %s:%d: %w", p.HostAddr, p.HostPort, err)
+	default:
+		// Held before the datapath takes its traffic, so no host process
+		// binds it in between.
+		if err := addCount(m.m.HeldPorts, heldPortKey(key), 1); err != nil {
+			return err
+		}
+		added = true
 	}
 	if err := m.m.Publications.Put(key, v); err != nil {
-		return fmt.Errorf("publish %s:%d: %w", p.HostAddr, p.HostPort, err)
+		err = fmt.Errorf("publish %s:%d: %w", p.HostAddr, p.HostPort, err)
+		if added {
+			err = errors.Join(err, addCount(m.m.HeldPorts, heldPortKey(key), -1))
+		}
+		return err
 	}
-	return m.countTarget(targetKey(v, key.Proto), 1)
+	return addCount(m.m.PublishedPorts, targetKey(v, key.Proto), 1)
 }
 
 // DeletePublications removes published ports; missing ones are fine. Their
@@ -210,7 +224,8 @@ func (m *Maps) DeletePublications(pubs ...Publication) error {
 			errs = append(errs, ignoreMissing(err))
 			continue
 		}
-		errs = append(errs, m.countTarget(targetKey(old, key.Proto), -1))
+		errs = append(errs, addCount(m.m.PublishedPorts, targetKey(old, key.Proto), -1),
+			addCount(m.m.HeldPorts, heldPortKey(key), -1))
 	}
 	return errors.Join(errs...)
 }
@@ -219,20 +234,36 @@ func targetKey(v bpf.DatapathPublication, proto uint8) bpf.DatapathTargetKey {
 	return bpf.DatapathTargetKey{Addr: v.Addr, Port: v.Port, Proto: proto}
 }
 
-// countTarget adds delta to the number of publications leading to a
-// sandbox port, removing the port at zero.
-func (m *Maps) countTarget(k bpf.DatapathTargetKey, delta int) error {
+func heldPortKey(k bpf.DatapathPublicationKey) bpf.DatapathHeldPortKey {
+	return bpf.DatapathHeldPortKey{Port: k.Port, Proto: k.Proto}
+}
+
+// addCount adds delta to the count a map of counts (published_ports,
+// held_ports) keeps for k, removing k at zero, so the datapath needs only
+// to find a key to know some publication has it.
+func addCount[K any](m *ebpf.Map, k K, delta int) error {
 	var n uint32
-	if err := m.m.PublishedPorts.Lookup(k, &n); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("read published sandbox port: %w", err)
+	if err := m.Lookup(k, &n); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("read count in %s: %w", m, err)
 	}
 	if int(n)+delta <= 0 {
-		return ignoreMissing(m.m.PublishedPorts.Delete(k))
+		return ignoreMissing(m.Delete(k))
 	}
-	if err := m.m.PublishedPorts.Put(k, uint32(int(n)+delta)); err != nil {
-		return fmt.Errorf("count published sandbox port: %w", err)
+	if err := m.Put(k, uint32(int(n)+delta)); err != nil {
+		return fmt.Errorf("update count in %s: %w", m, err)
 	}
 	return nil
+}
+
+// syncCounts makes a map of counts hold exactly counts.
+func syncCounts[K comparable](m *ebpf.Map, counts map[K]uint32) error {
+	var errs []error
+	want := make(map[K]bool, len(counts))
+	for k, n := range counts {
+		errs = append(errs, m.Put(k, n))
+		want[k] = true
+	}
+	return errors.Join(append(errs, deleteUnwanted(m, want))...)
 }
 
 func ignoreMissing(err error) error {
@@ -272,6 +303,12 @@ func (m *Maps) Sync(d Desired) error {
 	}
 	wantPub := map[bpf.DatapathPublicationKey]bool{}
 	targets := map[bpf.DatapathTargetKey]uint32{}
+	held := map[bpf.DatapathHeldPortKey]uint32{}
+	for _, p := range d.Publications {
+		held[heldPortKey(publicationKey(p))]++
+	}
+	// Hold the ports before the datapath takes their traffic.
+	errs = append(errs, syncCounts(m.m.HeldPorts, held))
 	for _, p := range d.Publications {
 		key := publicationKey(p)
 		v := bpf.DatapathPublication{Addr: be32(p.Addr), Port: be16(p.Port)}
@@ -279,18 +316,12 @@ func (m *Maps) Sync(d Desired) error {
 		wantPub[key] = true
 		targets[targetKey(v, key.Proto)]++
 	}
-	wantTarget := map[bpf.DatapathTargetKey]bool{}
-	for k, n := range targets {
-		errs = append(errs, m.m.PublishedPorts.Put(k, n))
-		wantTarget[k] = true
-	}
-	errs = append(errs,
+	errs = append(errs, syncCounts(m.m.PublishedPorts, targets),
 		deleteUnwanted(m.m.Networks, wantNet),
 		deleteUnwanted(m.m.Subnets, wantSubnet),
 		deleteUnwanted(m.m.Ifaces, wantIface),
 		deleteUnwanted(m.m.Endpoints, wantEndpoint),
 		deleteUnwanted(m.m.Publications, wantPub),
-		deleteUnwanted(m.m.PublishedPorts, wantTarget),
 	)
 	return errors.Join(errs...)
 }
@@ -418,7 +449,7 @@ type Fill struct {
 func (m *Maps) Fills() ([]Fill, error) {
 	var out []Fill
 	for _, mp := range []*ebpf.Map{m.m.Ifaces, m.m.Endpoints, m.m.Networks, m.m.Subnets,
-		m.m.Publications, m.m.PublishedPorts, m.m.HostAddrs, m.m.Uplinks, m.m.Ct, m.m.CtNew, m.m.SockNat} {
+		m.m.Publications, m.m.PublishedPorts, m.m.HeldPorts, m.m.HostAddrs, m.m.Uplinks, m.m.Ct, m.m.CtNew, m.m.SockNat} {
 		n, err := count(mp)
 		if err != nil {
 			return nil, err

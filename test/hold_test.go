@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -126,14 +125,14 @@ func bindAsNobody(t *testing.T, h *testbed.Host, targets ...string) map[string]s
 	return got
 }
 
-// mustBeHeld fails unless user nobody's every bind of targets fails with
-// EADDRINUSE.
+// mustBeHeld fails unless user nobody's every bind of targets is refused
+// by the bind hook (EPERM).
 func mustBeHeld(t *testing.T, h *testbed.Host, targets ...string) {
 	t.Helper()
 	got := bindAsNobody(t, h, targets...)
 	for _, k := range slices.Sorted(maps.Keys(got)) {
-		if got[k] != "EADDRINUSE" {
-			t.Errorf("nobody's bind %s: %s, want EADDRINUSE", k, got[k])
+		if got[k] != "EPERM" {
+			t.Errorf("nobody's bind %s: %s, want EPERM", k, got[k])
 		}
 	}
 }
@@ -159,18 +158,38 @@ func TestPublishedPortsAreHeld(t *testing.T) {
 
 	// No local user can take a published port, on any address.
 	held := []string{"tcp/0.0.0.0:8080", "tcp/" + hostIP + ":8080", "tcp/127.0.0.1:8080",
-		"udp/0.0.0.0:8080", "udp/" + hostIP + ":8080", "tcp/127.0.0.1:8081", "tcp/0.0.0.0:8081"}
+		"udp/0.0.0.0:8080", "udp/" + hostIP + ":8080", "udp/127.0.0.1:8080", "tcp/127.0.0.1:8081", "tcp/0.0.0.0:8081"}
+	refused := h.ProgramCounter("socket", "drop_port_held")
 	mustBeHeld(t, h, held...)
+	if n := h.ProgramCounter("socket", "drop_port_held") - refused; n != uint64(2*len(held)) {
+		t.Errorf("the bind hook counted %d refused binds, want %d", n, 2*len(held))
+	}
 	// Held, not served: the traffic still goes to the sandbox.
 	mustWork(t, "outside to 8080 with the port held", testbed.TCPTo(out.NS, hostIP+":8080"))
 	mustWork(t, "udp from outside to 8080 with the port held", testbed.UDPTo(out.NS, hostIP+":8080"))
 	mustWork(t, "host to 127.0.0.1:8081 with the port held", testbed.TCPTo(h.NetNS, "127.0.0.1:8081"))
-	mustBeFree(t, h, "tcp/0.0.0.0:8083", "udp/127.0.0.1:8081") // what is not published stays free
-	if st := h.Status().HostPorts; st.Held != 3 {
-		t.Errorf("status: %d host ports held, want 3", st.Held)
+	// What is not published stays free: another port, another protocol,
+	// another address of a port published on one address alone, and
+	// port 0 (the kernel's choice).
+	mustBeFree(t, h, "tcp/0.0.0.0:8083", "udp/127.0.0.1:8081", "tcp/"+hostIP+":8081", "tcp/0.0.0.0:0", "udp/0.0.0.0:0")
+	// The hook acts in the daemon's namespace alone: a sandbox binds the
+	// port for itself.
+	for _, target := range []string{"tcp/0.0.0.0:8080", "udp/0.0.0.0:8080"} {
+		proto, addr, _ := strings.Cut(target, "/")
+		var got string
+		namespace.Do(h.NS(other), func() error { got = tryBind(proto, netip.MustParseAddrPort(addr), false); return nil })
+		if got != "ok" {
+			t.Errorf("bind %s in a sandbox: %s, want it to work", target, got)
+		}
+	}
+	if st := h.Status(); st.HeldPorts != 3 {
+		t.Errorf("status: %d host ports held, want 3", st.HeldPorts)
+	}
+	if st := h.MustCLI("status"); !slices.Contains(strings.Split(st, "\n"), "published host ports held from other binds: 3") {
+		t.Errorf("ebpfnet status does not say 3 ports are held:\n%s", st)
 	}
 
-	// A failed publish holds nothing: 8095 was held before 8080 failed.
+	// A failed publish holds nothing: 8095 came before 8080 failed.
 	if msg, err := h.CLI("publish", "8095:7777", "8080:7777", other); err == nil || !strings.Contains(msg, "already published") {
 		t.Fatalf("publish over a published port: %v %s", err, msg)
 	}
@@ -185,31 +204,72 @@ func TestPublishedPortsAreHeld(t *testing.T) {
 	h.MustCLI("sandbox", "rm", other)
 	mustBeFree(t, h, "tcp/0.0.0.0:8090", "udp/0.0.0.0:8090")
 
-	// A restarted daemon holds the ports again. One a host process took
-	// while no daemon ran is reported and left to it, and the daemon comes
-	// up all the same; a reconcile holds it once the process lets it go.
-	h.MustCLI("publish", "8080:7777", "8080:7777/udp", "8082:7777", web)
-	h.Stop(syscall.SIGTERM)
-	var squatter net.Listener
-	if err := namespace.Do(h.NetNS, func() (err error) { squatter, err = net.Listen("tcp4", ":8082"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer squatter.Close()
+	// The hook is pinned: a killed daemon holds the ports all the same,
+	// and the one that comes back holds them still.
+	h.MustCLI("publish", "8080:7777", "8080:7777/udp", web)
+	h.Stop(syscall.SIGKILL)
+	mustBeHeld(t, h, held...)
+	mustWork(t, "outside to 8080 with the daemon dead", testbed.TCPTo(out.NS, hostIP+":8080"))
 	h.Start()
 	mustBeHeld(t, h, held...)
-	if log := h.DaemonLog(); !strings.Contains(log, "level=WARN") || !strings.Contains(log, "host port 8082/tcp is in use by a process on the host") {
-		t.Errorf("the daemon did not warn of the port it could not hold:\n%s", log)
-	}
-	if st := h.Status().HostPorts; st.Held != 3 {
-		t.Errorf("status after restart: %d host ports held, want 3", st.Held)
-	}
 	mustWork(t, "outside to 8080 after restart", testbed.TCPTo(out.NS, hostIP+":8080"))
-	squatter.Close()
-	if err := h.Client.Reconcile(t.Context()); err != nil {
-		t.Fatalf("reconcile: %v", err)
+	if st := h.Status(); st.HeldPorts != 3 {
+		t.Errorf("status after restart: %d host ports held, want 3", st.HeldPorts)
 	}
-	mustBeHeld(t, h, "tcp/0.0.0.0:8082")
-	if st := h.Status().HostPorts; st.Held != 4 {
-		t.Errorf("status after reconcile: %d host ports held, want 4", st.Held)
+}
+
+// A port a host process has bound cannot be published, however the
+// process bound it: the daemon's probe binds without SO_REUSEADDR, which
+// a socket that set it would otherwise let share the port.
+func TestPublishingAPortInUse(t *testing.T) {
+	h, _ := newPublishingHost(t)
+	web := h.Name("web")
+	h.MustCLI("sandbox", "create", web)
+	var fds []int
+	t.Cleanup(func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	})
+	bound := func(typ int, port int, listen bool) {
+		t.Helper()
+		err := namespace.Do(h.NetNS, func() error {
+			fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			fds = append(fds, fd)
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+				return err
+			}
+			if err := unix.Bind(fd, &unix.SockaddrInet4{Port: port}); err != nil {
+				return err
+			}
+			if listen {
+				return unix.Listen(fd, 1)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
+	bound(unix.SOCK_STREAM, 8084, true)
+	bound(unix.SOCK_STREAM, 8085, false)
+	bound(unix.SOCK_DGRAM, 8086, false)
+	for _, c := range []struct{ spec, want string }{
+		{"8084:7777", "host port 8084/tcp is in use by a process on the host"},
+		{hostIP + ":8084:7777", "host port " + hostIP + ":8084/tcp is in use by a process on the host"},
+		{"8085:7777", "host port 8085/tcp is in use by a process on the host"},
+		{"8086:7777/udp", "host port 8086/udp is in use by a process on the host"},
+	} {
+		if msg, err := h.CLI("publish", c.spec, web); err == nil || !strings.Contains(msg, c.want) {
+			t.Errorf("publish %s over a host socket: %v %q, want %q", c.spec, err, msg, c.want)
+		}
+	}
+	if st := h.Status(); st.HeldPorts != 0 {
+		t.Errorf("failed publishes left %d host ports held", st.HeldPorts)
+	}
+	// Another protocol of a port in use is free.
+	h.MustCLI("publish", "8086:7777", web)
 }

@@ -132,3 +132,13 @@ struct {
 	__uint(max_entries, 1);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } icmp_budget SEC(".maps");
+
+/* The published host ports, for the bind hook (sock.c); kept in step with
+ * publications by the control plane. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct held_port_key);
+	__type(value, __u32);
+	__uint(max_entries, 131072);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} held_ports SEC(".maps");

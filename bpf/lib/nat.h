@@ -366,7 +366,7 @@ static __noinline int translate_icmp_error(struct __sk_buff *skb, const struct p
  * published): connections a host process had before the publication
  * come first, as a conntrack entry would in netfilter. Listeners and
  * unconnected UDP sockets never do: the port is the publication's, and
- * the daemon's reservation socket holds it. */
+ * the bind4 socket hook keeps every other process from binding it. */
 static __always_inline int host_socket_owns(struct __sk_buff *skb, const struct packet *p)
 {
 	struct bpf_sock_tuple t = {};

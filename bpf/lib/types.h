@@ -30,6 +30,7 @@ enum verdict {
 	VERDICT_DROP_TTL_EXCEEDED = 16, /* its TTL ran out on a hop we route (answered with ICMP time exceeded) */
 	VERDICT_DROP_TOO_BIG = 17,      /* too big for the interface it would leave by (answered with ICMP frag needed) */
 	VERDICT_FRAG_NO_FIRST = 18,     /* a fragment seen before (or without) its first: not translated */
+	VERDICT_DROP_PORT_HELD = 19,    /* a host process tried to bind a published port (a bind, not a packet) */
 	VERDICT_MAX,
 };
 
@@ -229,4 +230,14 @@ struct sock_peer {
 	__be32 addr;
 	__be16 port;
 	__u8 pad[2];
+};
+
+/* Key of held_ports: a published host port, whatever its address. The
+ * value counts the publications that have it, so a bind to the wildcard
+ * address, which would take the port on every address, is refused in one
+ * lookup however many addresses the port is published on. */
+struct held_port_key {
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
 };

@@ -45,13 +45,9 @@ func newDaemonCommand(c *cli) *cobra.Command {
 keeps the kernel (bridges, veths, BPF programs and maps) in line with the
 state. On start it creates the default network "bridge" (device ebpf0) if
 it does not exist, and reconciles. The datapath keeps running when the
-daemon stops.
-
-While it runs, the daemon holds every published host port with a socket
-bound to it (TCP bound but not listening), so no other process of the host,
-whatever its user, can bind the port. Each costs one open file: the
-daemon's open-file limit (RLIMIT_NOFILE, LimitNOFILE= in a systemd unit)
-bounds how many ports can be published; ebpfnet status shows both.`,
+daemon stops, and so does the hold on published host ports: a pinned
+cgroup bind4 hook refuses every other process of the namespace a bind of
+a published port (EPERM).`,
 		Example: `  # the host's daemon
   sudo ebpfnet daemon &
 

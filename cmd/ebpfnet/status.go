@@ -57,7 +57,11 @@ func newStatusCommand(c *cli) *cobra.Command {
 				fmt.Fprintf(out, "\nother programs on ebpfnet's hooks:\n%s", others)
 			}
 			fmt.Fprintf(out, "\nsocket hooks: %s\n", strings.Join(st.SocketHooks, ", "))
-			fmt.Fprintf(out, "host ports held: %d (at most %d: open-file limit %d)\n", st.HostPorts.Held, st.HostPorts.Max, st.HostPorts.FileLimit)
+			if slices.Contains(st.SocketHooks, "bind4") {
+				fmt.Fprintf(out, "published host ports held from other binds: %d\n", st.HeldPorts)
+			} else {
+				fmt.Fprintf(out, "published host ports held from other binds: NONE (the bind4 hook is not attached: any host process may bind the %d published)\n", st.HeldPorts)
+			}
 			return nil
 		},
 	}

@@ -1,0 +1,149 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/control/store"
+	"github.com/ebpfnet/ebpfnet/test/testenv"
+)
+
+// newHostNS is a namespace standing in for the host, loopback up and no
+// BPF program attached; it returns a function that runs code inside it.
+func newHostNS(t *testing.T) func(func() error) {
+	t.Helper()
+	testenv.RequirePrivileges(t)
+	path := fmt.Sprintf("/run/netns/ebpfnet-controltest-%d", rand.Uint32())
+	if err := namespace.Create(path); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { namespace.Remove(path) })
+	in := func(fn func() error) {
+		t.Helper()
+		if err := namespace.Do(path, fn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in(func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(lo)
+	})
+	return in
+}
+
+// hostSocket binds a socket as a host process might: with SO_REUSEADDR
+// (and SO_REUSEPORT when reusePort), listening when listen. It runs in the
+// namespace it should live in; t's cleanup closes it.
+func hostSocket(t *testing.T, typ int, addr string, port int, reusePort, listen bool) error {
+	fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return err
+	}
+	if reusePort {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+			return err
+		}
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: netip.MustParseAddr(addr).As4(), Port: port}); err != nil {
+		return err
+	}
+	if listen {
+		return unix.Listen(fd, 1)
+	}
+	return nil
+}
+
+func pub(proto, hostIP string, port uint16) store.Publication {
+	p := store.Publication{Proto: proto, HostPort: port, Port: 80}
+	if hostIP != "" {
+		p.HostIP = netip.MustParseAddr(hostIP)
+	}
+	return p
+}
+
+// The probe before a publish sees every socket a host process may have on
+// the port, whatever options it set; it needs no BPF.
+func TestCheckFreeSeesHostSockets(t *testing.T) {
+	in := newHostNS(t)
+	in(func() error {
+		return errors.Join(
+			hostSocket(t, unix.SOCK_STREAM, "0.0.0.0", 9000, false, true),  // a listener
+			hostSocket(t, unix.SOCK_STREAM, "0.0.0.0", 9001, false, false), // bound, not listening
+			hostSocket(t, unix.SOCK_DGRAM, "0.0.0.0", 9002, true, false),
+			hostSocket(t, unix.SOCK_DGRAM, "127.0.0.1", 9003, true, false),
+		)
+	})
+	taken := portIndex{}
+	taken.add(pub("tcp", "", 9004), "other")
+	in(func() error {
+		for _, c := range []struct {
+			p    store.Publication
+			want string // "" for free
+		}{
+			{pub("tcp", "", 9000), "host port 9000/tcp is in use by a process on the host"},
+			{pub("tcp", "127.0.0.1", 9000), "host port 127.0.0.1:9000/tcp is in use by a process on the host"},
+			{pub("tcp", "", 9001), "host port 9001/tcp is in use by a process on the host"},
+			{pub("udp", "", 9002), "host port 9002/udp is in use by a process on the host"},
+			{pub("udp", "", 9003), "host port 9003/udp is in use by a process on the host"},
+			{pub("udp", "127.0.0.1", 9003), "host port 127.0.0.1:9003/udp is in use by a process on the host"},
+			{pub("tcp", "", 9004), "host port 9004/tcp is already published by sandbox other"},
+			{pub("udp", "", 9000), ""}, // another protocol
+			{pub("tcp", "", 9005), ""},
+			{pub("tcp", "", 9005), ""}, // the probe leaves nothing behind
+		} {
+			err := checkFree(c.p, taken)
+			var te takenError
+			switch {
+			case c.want == "" && err != nil:
+				t.Errorf("checkFree(%s): %v, want it free", describe(c.p), err)
+			case c.want != "" && (err == nil || !strings.HasPrefix(err.Error(), c.want) || !errors.As(err, &te)):
+				t.Errorf("checkFree(%s): %v, want a takenError %q", describe(c.p), err, c.want)
+			}
+		}
+		return nil
+	})
+}
+
+func TestFirstFreeSkipsPortsInUse(t *testing.T) {
+	in := newHostNS(t)
+	taken := portIndex{}
+	taken.add(pub("tcp", "", 9200), "other")
+	in(func() error {
+		// 9201 is a host process's; 9202 is the only free port of the range.
+		if err := hostSocket(t, unix.SOCK_STREAM, "0.0.0.0", 9201, false, false); err != nil {
+			return err
+		}
+		for range 5 { // the search starts at random
+			p, err := firstFree(pub("tcp", "", 0), 9200, 9202, taken)
+			if err != nil || p.HostPort != 9202 {
+				t.Fatalf("firstFree: %d %v, want 9202", p.HostPort, err)
+			}
+		}
+		taken.add(pub("tcp", "", 9202), "other")
+		if _, err := firstFree(pub("tcp", "", 0), 9200, 9202, taken); err == nil || err.Error() != "every port is published or in use" {
+			t.Errorf("firstFree with every port taken: %v", err)
+		}
+		// A failure that is not about the port ends the search at once:
+		// the namespace has no 192.0.2.1.
+		_, err := firstFree(pub("tcp", "192.0.2.1", 0), 9300, 9400, portIndex{})
+		if !errors.Is(err, unix.EADDRNOTAVAIL) {
+			t.Errorf("firstFree on an address the host lacks: %v, want EADDRNOTAVAIL", err)
+		}
+		return nil
+	})
+}
