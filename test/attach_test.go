@@ -179,9 +179,16 @@ func TestTCXProgramsAttachFirst(t *testing.T) {
 		}
 	}
 	mustWork(t, "published port after the daemon moved its link", testbed.TCPTo(out.NS, hostIP+":8080"))
-	pins, _ := filepath.Glob(filepath.Join(h.BPFFS(), "links", "uplink0", "*"))
-	if len(pins) != 1 || filepath.Base(pins[0]) != "ingress" {
-		t.Fatalf("uplink0 link pins: %v, want just ingress", pins)
+	// The new link is first before it is pinned: wait for the pin.
+	for {
+		pins, _ := filepath.Glob(filepath.Join(h.BPFFS(), "links", "uplink0", "*"))
+		if len(pins) == 1 && filepath.Base(pins[0]) == "ingress" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("uplink0 link pins: %v, want just ingress", pins)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if _, err := os.Stat(filepath.Join(h.BPFFS(), "links", veth, "egress")); err != nil {
 		t.Fatalf("the endpoint's egress link lost its pin: %v", err)
