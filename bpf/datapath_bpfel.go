@@ -25,9 +25,10 @@ type DatapathCtEntry struct {
 	Expires uint64
 	Ifindex uint32
 	AckSeq  uint32
+	LastAck uint32
 	State   uint8
 	Flags   uint8
-	Pad     [6]uint8
+	Pad     [2]uint8
 }
 
 type DatapathCtFlag uint32
@@ -56,16 +57,17 @@ const (
 )
 
 type DatapathCtTimeouts struct {
-	_              structs.HostLayout
-	TcpSynSent     uint32
-	TcpSynRecv     uint32
-	TcpEstablished uint32
-	TcpFinWait     uint32
-	TcpTimeWait    uint32
-	TcpClose       uint32
-	Udp            uint32
-	UdpStream      uint32
-	Icmp           uint32
+	_                 structs.HostLayout
+	TcpSynSent        uint32
+	TcpSynRecv        uint32
+	TcpEstablished    uint32
+	TcpUnacknowledged uint32
+	TcpFinWait        uint32
+	TcpTimeWait       uint32
+	TcpClose          uint32
+	Udp               uint32
+	UdpStream         uint32
+	Icmp              uint32
 }
 
 type DatapathEndpointInfo struct {
@@ -87,12 +89,13 @@ type DatapathFlow struct {
 }
 
 type DatapathFragKey struct {
-	_     structs.HostLayout
-	Saddr uint32
-	Daddr uint32
-	Id    uint16
-	Proto uint8
-	Pad   uint8
+	_       structs.HostLayout
+	Saddr   uint32
+	Daddr   uint32
+	Id      uint16
+	Proto   uint8
+	Pad     uint8
+	Ifindex uint32
 }
 
 type DatapathFragPorts struct {
@@ -204,27 +207,28 @@ type DatapathUplinkInfo struct {
 type DatapathVerdict uint32
 
 const (
-	DatapathVerdictVERDICT_PASS               DatapathVerdict = 0
-	DatapathVerdictVERDICT_DROP_CROSS_NETWORK DatapathVerdict = 1
-	DatapathVerdictVERDICT_DROP_ICC           DatapathVerdict = 2
-	DatapathVerdictVERDICT_DROP_INTERNAL      DatapathVerdict = 3
-	DatapathVerdictVERDICT_DNAT               DatapathVerdict = 4
-	DatapathVerdictVERDICT_SNAT               DatapathVerdict = 5
-	DatapathVerdictVERDICT_TRACKED            DatapathVerdict = 6
-	DatapathVerdictVERDICT_DROP_NO_NAT_PORT   DatapathVerdict = 7
-	DatapathVerdictVERDICT_DROP_NO_ROUTE      DatapathVerdict = 8
-	DatapathVerdictVERDICT_NAT_PORT_COLLISION DatapathVerdict = 9
-	DatapathVerdictVERDICT_DROP_SPOOFED       DatapathVerdict = 10
-	DatapathVerdictVERDICT_DROP_MARTIAN       DatapathVerdict = 11
-	DatapathVerdictVERDICT_DROP_UNPUBLISHED   DatapathVerdict = 12
-	DatapathVerdictVERDICT_DROP_NO_IPV6       DatapathVerdict = 13
-	DatapathVerdictVERDICT_DROP_CT_INVALID    DatapathVerdict = 14
-	DatapathVerdictVERDICT_CT_FULL            DatapathVerdict = 15
-	DatapathVerdictVERDICT_DROP_TTL_EXCEEDED  DatapathVerdict = 16
-	DatapathVerdictVERDICT_DROP_TOO_BIG       DatapathVerdict = 17
-	DatapathVerdictVERDICT_FRAG_NO_FIRST      DatapathVerdict = 18
-	DatapathVerdictVERDICT_DROP_PORT_HELD     DatapathVerdict = 19
-	DatapathVerdictVERDICT_MAX                DatapathVerdict = 20
+	DatapathVerdictVERDICT_PASS                DatapathVerdict = 0
+	DatapathVerdictVERDICT_DROP_CROSS_NETWORK  DatapathVerdict = 1
+	DatapathVerdictVERDICT_DROP_ICC            DatapathVerdict = 2
+	DatapathVerdictVERDICT_DROP_INTERNAL       DatapathVerdict = 3
+	DatapathVerdictVERDICT_DNAT                DatapathVerdict = 4
+	DatapathVerdictVERDICT_SNAT                DatapathVerdict = 5
+	DatapathVerdictVERDICT_TRACKED             DatapathVerdict = 6
+	DatapathVerdictVERDICT_DROP_NO_NAT_PORT    DatapathVerdict = 7
+	DatapathVerdictVERDICT_DROP_NO_ROUTE       DatapathVerdict = 8
+	DatapathVerdictVERDICT_NAT_PORT_COLLISION  DatapathVerdict = 9
+	DatapathVerdictVERDICT_DROP_SPOOFED        DatapathVerdict = 10
+	DatapathVerdictVERDICT_DROP_MARTIAN        DatapathVerdict = 11
+	DatapathVerdictVERDICT_DROP_UNPUBLISHED    DatapathVerdict = 12
+	DatapathVerdictVERDICT_DROP_NO_IPV6        DatapathVerdict = 13
+	DatapathVerdictVERDICT_DROP_CT_INVALID     DatapathVerdict = 14
+	DatapathVerdictVERDICT_CT_FULL             DatapathVerdict = 15
+	DatapathVerdictVERDICT_DROP_TTL_EXCEEDED   DatapathVerdict = 16
+	DatapathVerdictVERDICT_DROP_TOO_BIG        DatapathVerdict = 17
+	DatapathVerdictVERDICT_FRAG_NO_FIRST       DatapathVerdict = 18
+	DatapathVerdictVERDICT_DROP_PORT_HELD      DatapathVerdict = 19
+	DatapathVerdictVERDICT_DROP_UNTRANSLATABLE DatapathVerdict = 20
+	DatapathVerdictVERDICT_MAX                 DatapathVerdict = 21
 )
 
 // Names of all BPF objects in the ELF.

@@ -105,9 +105,11 @@ int from_container(struct __sk_buff *skb)
 	if (translate_known(skb, &p, ifindex, PROGRAM_FROM_CONTAINER, net->gateway, &verdict) == 0 ||
 	    translate_icmp_error(skb, &p, ifindex, PROGRAM_FROM_CONTAINER, &verdict) == 0)
 		return verdict;
-	/* A published port on a host address, from any network. */
+	/* A published port on a host address, from any network but an
+	 * internal one, whose gateway leads nowhere either. */
 	to_host = is_host_addr(p.flow.daddr);
-	if (to_host && dnat_published(skb, &p, PROGRAM_FROM_CONTAINER, ifindex, net->gateway, &verdict) == 0)
+	if (to_host && !(net->flags & NETWORK_INTERNAL) &&
+	    dnat_published(skb, &p, PROGRAM_FROM_CONTAINER, ifindex, net->gateway, &verdict) == 0)
 		return verdict;
 
 	if (dst_net) {
@@ -121,10 +123,13 @@ int from_container(struct __sk_buff *skb)
 	if (to_host || is_multicast_or_broadcast(p.flow.daddr))
 		return pass(skb, PROGRAM_FROM_CONTAINER);
 	if (!p.has_ports) {
-		/* A fragment without its first would leave untranslated. */
-		if (p.later_fragment && (net->flags & NETWORK_MASQUERADE))
-			return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_FRAG_NO_FIRST);
-		return pass(skb, PROGRAM_FROM_CONTAINER);
+		/* Nothing to translate it by (a fragment without its first,
+		 * another protocol, a header cut short): it would leave with the
+		 * sandbox's own address. */
+		if (!(net->flags & NETWORK_MASQUERADE))
+			return pass(skb, PROGRAM_FROM_CONTAINER);
+		return drop(skb, PROGRAM_FROM_CONTAINER,
+			    p.later_fragment ? VERDICT_FRAG_NO_FIRST : VERDICT_DROP_UNTRANSLATABLE);
 	}
 	if (!(net->flags & NETWORK_MASQUERADE)) {
 		track_untranslated(&p, ifindex, 0);
@@ -143,20 +148,24 @@ static __always_inline int is_published_target(const struct packet *p)
 }
 
 /* Packets about to reach a sandbox through the bridge (TC egress of the
- * host-side veth): bridged from a neighbour, from the host, or routed in
- * from elsewhere. Internal networks take nothing from outside; from
- * elsewhere, the gateway mode says what may come straight in, and such
- * flows are tracked so their replies leave as they are. Translated
- * packets never pass here: they are put into the sandbox directly. */
+ * host-side veth): bridged from a neighbour, from the host itself, or
+ * routed in from elsewhere. Where a packet came in says which, not its
+ * source address, which anyone outside can forge. Internal networks take
+ * nothing from elsewhere; for the others the gateway mode says what may
+ * come straight in, and such flows are tracked so their replies leave as
+ * they are. Translated packets never pass here: they are put into the
+ * sandbox directly. */
 SEC("tc")
 int to_container(struct __sk_buff *skb)
 {
-	__u32 ifindex = skb->ifindex;
+	__u32 ifindex = skb->ifindex, in = skb->ingress_ifindex;
 	struct iface_info *dst = bpf_map_lookup_elem(&ifaces, &ifindex);
+	struct iface_info *from;
 	struct network_info *net;
+	struct ct_entry *e;
 	struct packet p;
 	__u32 *src_net;
-	int l3, assured;
+	int l3, assured = 0;
 
 	if (!dst)
 		return TC_ACT_UNSPEC;
@@ -169,16 +178,31 @@ int to_container(struct __sk_buff *skb)
 	if (l3 != L3_IPV4)
 		return pass(skb, PROGRAM_TO_CONTAINER);
 	src_net = network_of(p.flow.saddr);
-	if (src_net && *src_net == dst->network)
-		return pass(skb, PROGRAM_TO_CONTAINER); /* a neighbour, or the gateway */
+	if (in == 0) {
+		/* From the host itself, which reaches the sandboxes of every
+		 * network but an internal one from outside its subnet. */
+		if ((net->flags & NETWORK_INTERNAL) && (!src_net || *src_net != dst->network))
+			return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_INTERNAL);
+		return pass(skb, PROGRAM_TO_CONTAINER);
+	}
+	from = bpf_map_lookup_elem(&ifaces, &in);
+	if (from) {
+		/* Bridged from a neighbour's veth, whose program checked it. */
+		if (from->network != dst->network)
+			return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_CROSS_NETWORK);
+		return pass(skb, PROGRAM_TO_CONTAINER);
+	}
+	/* From elsewhere: an uplink, or another device of the host. */
 	if (net->flags & NETWORK_INTERNAL)
 		return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_INTERNAL);
-	if (is_host_addr(p.flow.saddr))
+	if (src_net) /* a local network's address can only be forged out there */
+		return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_SPOOFED);
+	/* A flow already known (a reply to one the sandbox started
+	 * untranslated), or what the gateway mode lets in. */
+	if (p.has_ports && (e = ct_lookup(&p.flow, 0, &assured))) {
+		ct_update(&p.flow, e, assured, &p, PROGRAM_TO_CONTAINER);
 		return pass(skb, PROGRAM_TO_CONTAINER);
-	/* From elsewhere: a flow already known (a reply to one the sandbox
-	 * started untranslated), or what the gateway mode lets in. */
-	if (p.has_ports && ct_lookup(&p.flow, 0, &assured))
-		return pass(skb, PROGRAM_TO_CONTAINER);
+	}
 	if (!(net->flags & NETWORK_DIRECT_ALL) &&
 	    !((net->flags & NETWORK_DIRECT_PUBLISHED) && is_published_target(&p)))
 		return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_UNPUBLISHED);

@@ -48,9 +48,13 @@ func arpPacket() []byte {
 }
 
 type testbed struct {
-	dp   *loader.Datapath
-	maps *maps.Maps
+	dp      *loader.Datapath
+	maps    *maps.Maps
+	ingress uint32 // the ingress_ifindex packets are run with
 }
+
+// uplinkIfindex stands for an interface of the host that is no endpoint.
+const uplinkIfindex = 99
 
 var (
 	appnet = maps.Network{Index: 1, Subnet: netip.MustParsePrefix("172.19.0.0/16"), Gateway: netip.MustParseAddr("172.19.0.1")}
@@ -94,7 +98,7 @@ func (tb *testbed) run(t *testing.T, prog *ebpf.Program, pkt []byte, want uint32
 	t.Helper()
 	before := tb.counters(t)
 	out := make([]byte, len(pkt))
-	ret, err := prog.Run(&ebpf.RunOptions{Data: pkt, DataOut: out, Context: skbContext{}})
+	ret, err := prog.Run(&ebpf.RunOptions{Data: pkt, DataOut: out, Context: skbContext{IngressIfindex: tb.ingress}})
 	if err != nil {
 		t.Fatalf("run %s: %v", prog, err)
 	}
@@ -165,21 +169,27 @@ func TestToContainer(t *testing.T) {
 		name     string
 		internal bool
 		direct   maps.DirectAccess
+		ingress  uint32 // where the packet came into the host: 0 the host itself
 		pkt      []byte
 		verdict  uint32
 		counter  string
 	}{
-		{"from outside, gateway mode nat", false, maps.DirectNone, ipv4Packet("10.1.2.3", "172.19.5.2", 6), tcActShot, "drop_unpublished"},
-		{"from outside, gateway mode nat-unprotected", false, maps.DirectAll, ipv4Packet("10.1.2.3", "172.19.5.2", 6), tcActUnspec, "pass"},
-		{"from same network", false, maps.DirectNone, ipv4Packet("172.19.5.3", "172.19.5.2", 6), tcActUnspec, "pass"},
-		{"internal, from outside", true, maps.DirectNone, ipv4Packet("10.1.2.3", "172.19.5.2", 6), tcActShot, "drop_internal"},
-		{"internal, from another network", true, maps.DirectNone, ipv4Packet("172.20.0.5", "172.19.5.2", 6), tcActShot, "drop_internal"},
-		{"internal, from same network", true, maps.DirectNone, ipv4Packet("172.19.5.3", "172.19.5.2", 6), tcActUnspec, "pass"},
-		{"internal, from its gateway", true, maps.DirectNone, ipv4Packet("172.19.0.1", "172.19.5.2", 1), tcActUnspec, "pass"},
+		{"from outside, gateway mode nat", false, maps.DirectNone, uplinkIfindex, ipv4Packet("10.1.2.3", "172.19.5.2", 6), tcActShot, "drop_unpublished"},
+		{"from outside, gateway mode nat-unprotected", false, maps.DirectAll, uplinkIfindex, ipv4Packet("10.1.2.3", "172.19.5.2", 6), tcActUnspec, "pass"},
+		{"from outside, forging a neighbour", false, maps.DirectAll, uplinkIfindex, ipv4Packet("172.19.5.3", "172.19.5.2", 6), tcActShot, "drop_spoofed"},
+		{"from outside, forging another network", false, maps.DirectAll, uplinkIfindex, ipv4Packet("172.20.0.5", "172.19.5.2", 6), tcActShot, "drop_spoofed"},
+		{"from a neighbour's veth", false, maps.DirectNone, endpointIfindex, ipv4Packet("172.19.5.3", "172.19.5.2", 6), tcActUnspec, "pass"},
+		{"from the host", false, maps.DirectNone, 0, ipv4Packet("10.1.2.3", "172.19.5.2", 6), tcActUnspec, "pass"},
+		{"internal, from outside", true, maps.DirectNone, uplinkIfindex, ipv4Packet("10.1.2.3", "172.19.5.2", 6), tcActShot, "drop_internal"},
+		{"internal, from outside forging a neighbour", true, maps.DirectNone, uplinkIfindex, ipv4Packet("172.19.5.3", "172.19.5.2", 6), tcActShot, "drop_internal"},
+		{"internal, from a neighbour's veth", true, maps.DirectNone, endpointIfindex, ipv4Packet("172.19.5.3", "172.19.5.2", 6), tcActUnspec, "pass"},
+		{"internal, from its gateway", true, maps.DirectNone, 0, ipv4Packet("172.19.0.1", "172.19.5.2", 1), tcActUnspec, "pass"},
+		{"internal, from the host's other addresses", true, maps.DirectNone, 0, ipv4Packet("10.1.2.3", "172.19.5.2", 1), tcActShot, "drop_internal"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tb := newTestbedWith(t, func(n *maps.Network) { n.Internal, n.Direct = tt.internal, tt.direct })
+			tb.ingress = tt.ingress
 			tb.run(t, tb.dp.Endpoint.ToContainer, tt.pkt, tt.verdict, "to_container/"+tt.counter)
 		})
 	}

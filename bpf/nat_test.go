@@ -511,7 +511,7 @@ func TestGatewayModes(t *testing.T) {
 				must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8080, Proto: 6, Addr: webAddr, Port: 7777}))
 			}
 			in := segment(6, ap(clientAddr, 40000), ap(webAddr, 7777), false)
-			ret, out := nb.run(t, nb.dp.Endpoint.ToContainer, in)
+			ret, out := nb.runFrom(t, nb.dp.Endpoint.ToContainer, in, endpointIfindex, nb.uplink) // routed in from the uplink
 			if !c.open {
 				if ret != tcActShot || nb.counter(t, "to_container", "drop_unpublished") != 1 {
 					t.Fatalf("verdict %d; want TC_ACT_SHOT counted as drop_unpublished", ret)

@@ -18,6 +18,7 @@ volatile const struct ct_timeouts ct_timeouts = {
 	.tcp_syn_sent = 120,
 	.tcp_syn_recv = 60,
 	.tcp_established = 432000,
+	.tcp_unacknowledged = 300,
 	.tcp_fin_wait = 120,
 	.tcp_time_wait = 120,
 	.tcp_close = 10,
@@ -53,7 +54,7 @@ static __always_inline __u64 ct_lifetime(__u8 state, int assured)
 		s = ct_timeouts.tcp_syn_recv;
 		break;
 	case CT_TCP_ESTABLISHED:
-		s = ct_timeouts.tcp_established;
+		s = assured ? ct_timeouts.tcp_established : ct_timeouts.tcp_unacknowledged;
 		break;
 	case CT_TCP_FIN_WAIT:
 		s = ct_timeouts.tcp_fin_wait;
@@ -207,7 +208,8 @@ struct ct_new_flow {
 };
 
 /* ct_initial_state is the state a flow's first packet puts it in; -1 for
- * a packet that starts no flow (a TCP reset, a later fragment). A TCP segment other than a
+ * a packet that starts no flow (a TCP reset, a later fragment, an echo
+ * reply). A TCP segment other than a
  * SYN picks up a flow in the middle, as netfilter does, so flows survive
  * a conntrack that lost them. */
 static __always_inline int ct_initial_state(const struct packet *p)
@@ -224,7 +226,9 @@ static __always_inline int ct_initial_state(const struct packet *p)
 	case IPPROTO_UDP:
 		return CT_UDP_UNREPLIED;
 	}
-	return CT_ICMP;
+	/* Only a request starts an echo flow: a reply would make the asker's
+	 * next requests to the host look like the flow's replies. */
+	return p->icmp_request ? CT_ICMP : -1;
 }
 
 /* ct_prepare fills the parts of a new flow's entries that do not depend
@@ -298,10 +302,17 @@ static __always_inline void ct_promote(const struct flow *key, const struct ct_e
 	bpf_map_delete_elem(&ct_new, key);
 }
 
+/* A reset counts only when its sequence number is within this distance
+ * of what the other side last acknowledged, as netfilter checks it
+ * against the window: a blind reset from someone who only knows the
+ * tuple must not close a flow. */
+#define CT_RST_WINDOW (1U << 22)
+
 /* ct_next works out where packet p takes e's flow: the next state and
- * per-flow flags; it returns 1 when the flow has just shown it is real. */
+ * per-flow flags; it returns 1 when the flow has just shown it is real.
+ * peer_ack is what the other direction last acknowledged (0: nothing). */
 static __always_inline int ct_next(const struct ct_entry *e, const struct packet *p, int assured,
-				   __u8 *state, __u8 *flags, __u32 *ack_seq)
+				   __u32 peer_ack, __u8 *state, __u8 *flags, __u32 *ack_seq)
 {
 	int reply = e->flags & CT_REPLY;
 	__u8 f = p->tcp_flags;
@@ -321,7 +332,8 @@ static __always_inline int ct_next(const struct ct_entry *e, const struct packet
 	}
 	/* TCP */
 	if (f & TCP_RST) {
-		*state = CT_TCP_CLOSE;
+		if (!peer_ack || p->seq - peer_ack + CT_RST_WINDOW <= 2 * CT_RST_WINDOW)
+			*state = CT_TCP_CLOSE;
 		return 0;
 	}
 	if ((f & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
@@ -388,8 +400,20 @@ static __noinline void ct_update(const struct flow *key, struct ct_entry *e, int
 				      const struct packet *p, enum program prog)
 {
 	__u8 state, flags;
-	__u32 ack_seq;
-	int real = ct_next(e, p, assured, &state, &flags, &ack_seq);
+	__u32 ack_seq, peer_ack = 0;
+
+	if (p->tcp_flags & TCP_RST) {
+		struct flow partner_key;
+		struct ct_entry *partner;
+
+		reverse(&e->nat, &partner_key);
+		partner = assured ? bpf_map_lookup_elem(&ct, &partner_key) : bpf_map_lookup_elem(&ct_new, &partner_key);
+		if (partner)
+			peer_ack = partner->last_ack;
+	} else if ((p->tcp_flags & TCP_ACK) && e->last_ack != p->ack_seq) {
+		e->last_ack = p->ack_seq;
+	}
+	int real = ct_next(e, p, assured, peer_ack, &state, &flags, &ack_seq);
 	__u64 expires = ct_now() + ct_lifetime(state, assured);
 
 	if (state != e->state || flags != (e->flags & CT_FLOW_FLAGS) || ack_seq != e->ack_seq ||

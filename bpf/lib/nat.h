@@ -136,9 +136,11 @@ static __always_inline int host_tuple_in_use(struct __sk_buff *skb, const struct
  * started and whether it found a port. */
 struct port_search {
 	struct ct_new_flow nf;
+	struct __sk_buff *skb;
 	__u32 start;
 	__u32 range;
 	int claimed;
+	int host_side; /* the new source is a host address: mind the host's sockets */
 	enum program prog;
 };
 
@@ -149,7 +151,7 @@ static long try_nat_port(__u32 i, void *ctx)
 	if (s->range == 0)
 		return 1;
 	s->nf.fwd.nat.sport = bpf_htons(nat_port_min + (s->start + i) % s->range);
-	if (ct_claim(&s->nf) == 0) {
+	if (!(s->host_side && host_tuple_in_use(s->skb, &s->nf.fwd.nat)) && ct_claim(&s->nf) == 0) {
 		s->claimed = 1;
 		return 1;
 	}
@@ -167,6 +169,8 @@ static __noinline int claim_nat_port(struct __sk_buff *skb, struct port_search *
 {
 	if (ct_taken(&s->nf.orig))
 		return -1; /* a live flow of another interface holds the packet's tuple */
+	s->skb = skb;
+	s->host_side = host_side;
 	if (!(host_side && host_tuple_in_use(skb, &s->nf.fwd.nat)) && ct_claim(&s->nf) == 0)
 		return 0;
 	count_bytes(s->prog, VERDICT_NAT_PORT_COLLISION, 0);

@@ -113,7 +113,8 @@ static __noinline __attribute__((unused)) int parse_packet(struct __sk_buff *skb
 	p->flow.proto = ip->protocol;
 	if (ip->frag_off & bpf_htons(IP_OFFSET)) {
 		/* A later fragment: its flow's ports came with the first. */
-		struct frag_key fk = { .saddr = ip->saddr, .daddr = ip->daddr, .id = ip->id, .proto = ip->protocol };
+		struct frag_key fk = { .saddr = ip->saddr, .daddr = ip->daddr, .id = ip->id, .proto = ip->protocol,
+				       .ifindex = skb->ifindex };
 		struct frag_ports *fp = bpf_map_lookup_elem(&frags, &fk);
 
 		p->later_fragment = 1;
@@ -166,7 +167,8 @@ static __noinline __attribute__((unused)) int parse_packet(struct __sk_buff *skb
 	}
 	if ((ip->frag_off & bpf_htons(IP_MF)) && p->has_ports) {
 		/* The first fragment: keep its ports for the ones after it. */
-		struct frag_key fk = { .saddr = ip->saddr, .daddr = ip->daddr, .id = ip->id, .proto = ip->protocol };
+		struct frag_key fk = { .saddr = ip->saddr, .daddr = ip->daddr, .id = ip->id, .proto = ip->protocol,
+				       .ifindex = skb->ifindex };
 		struct frag_ports fp = { .expires = bpf_ktime_get_boot_ns() + FRAG_LIFETIME_NS,
 					 .sport = p->flow.sport, .dport = p->flow.dport, .icmp_request = p->icmp_request };
 

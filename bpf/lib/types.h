@@ -31,6 +31,7 @@ enum verdict {
 	VERDICT_DROP_TOO_BIG = 17,      /* too big for the interface it would leave by (answered with ICMP frag needed) */
 	VERDICT_FRAG_NO_FIRST = 18,     /* a fragment seen before (or without) its first: not translated */
 	VERDICT_DROP_PORT_HELD = 19,    /* a host process tried to bind a published port (a bind, not a packet) */
+	VERDICT_DROP_UNTRANSLATABLE = 20, /* would leave a masquerading network untranslated: no ports to translate by */
 	VERDICT_MAX,
 };
 
@@ -144,6 +145,7 @@ struct ct_timeouts {
 	__u32 tcp_syn_sent;
 	__u32 tcp_syn_recv;
 	__u32 tcp_established;
+	__u32 tcp_unacknowledged; /* established, not yet answered (a flow picked up mid-stream) */
 	__u32 tcp_fin_wait;
 	__u32 tcp_time_wait;
 	__u32 tcp_close;
@@ -174,10 +176,11 @@ struct ct_entry {
 	 * else can match the entry, so no sandbox can forge its way into
 	 * another's flow. */
 	__u32 ifindex;
-	__u32 ack_seq; /* TCP: what the originator's handshake ACK must acknowledge */
-	__u8 state;    /* enum ct_state */
-	__u8 flags;    /* enum ct_flag bits */
-	__u8 pad[6];
+	__u32 ack_seq;  /* TCP: what the originator's handshake ACK must acknowledge */
+	__u32 last_ack; /* TCP: the acknowledgment number this direction last sent */
+	__u8 state;     /* enum ct_state */
+	__u8 flags;     /* enum ct_flag bits */
+	__u8 pad[2];
 };
 
 /* The per-CPU budget of ICMP errors the datapath sends, a token bucket
@@ -196,6 +199,7 @@ struct frag_key {
 	__be16 id;
 	__u8 proto;
 	__u8 pad;
+	__u32 ifindex; /* where the fragments come in: nobody else can feed them ports */
 };
 
 /* Value of frags: the ports (or echo identifier) of the datagram's first
