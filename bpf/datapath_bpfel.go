@@ -171,18 +171,17 @@ type DatapathPublicationKey struct {
 }
 
 type DatapathSockPeer struct {
-	_    structs.HostLayout
-	Addr uint32
-	Port uint16
-	Pad  [2]uint8
+	_         structs.HostLayout
+	Addr      uint32
+	AskedAddr uint32
+	Port      uint16
+	AskedPort uint16
 }
 
-type DatapathSockPeerKey struct {
-	_      structs.HostLayout
-	Cookie uint64
-	Addr   uint32
-	Port   uint16
-	Pad    [2]uint8
+type DatapathSockPeers struct {
+	_    structs.HostLayout
+	Peer [4]DatapathSockPeer
+	Next uint32
 }
 
 type DatapathSubnetKey struct {
@@ -246,7 +245,7 @@ const (
 	DatapathMapNetworks         = "networks"
 	DatapathMapPublications     = "publications"
 	DatapathMapPublishedPorts   = "published_ports"
-	DatapathMapSockNat          = "sock_nat"
+	DatapathMapSkPeers          = "sk_peers"
 	DatapathMapStats            = "stats"
 	DatapathMapSubnets          = "subnets"
 	DatapathMapUplinks          = "uplinks"
@@ -316,7 +315,7 @@ type DatapathMapSpecs struct {
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
 	Publications   *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts *ebpf.MapSpec `ebpf:"published_ports"`
-	SockNat        *ebpf.MapSpec `ebpf:"sock_nat"`
+	SkPeers        *ebpf.MapSpec `ebpf:"sk_peers"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	Subnets        *ebpf.MapSpec `ebpf:"subnets"`
 	Uplinks        *ebpf.MapSpec `ebpf:"uplinks"`
@@ -364,7 +363,7 @@ type DatapathMaps struct {
 	Networks       *ebpf.Map `ebpf:"networks"`
 	Publications   *ebpf.Map `ebpf:"publications"`
 	PublishedPorts *ebpf.Map `ebpf:"published_ports"`
-	SockNat        *ebpf.Map `ebpf:"sock_nat"`
+	SkPeers        *ebpf.Map `ebpf:"sk_peers"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	Subnets        *ebpf.Map `ebpf:"subnets"`
 	Uplinks        *ebpf.Map `ebpf:"uplinks"`
@@ -383,7 +382,7 @@ func (m *DatapathMaps) Close() error {
 		m.Networks,
 		m.Publications,
 		m.PublishedPorts,
-		m.SockNat,
+		m.SkPeers,
 		m.Stats,
 		m.Subnets,
 		m.Uplinks,

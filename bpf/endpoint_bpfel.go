@@ -27,7 +27,7 @@ const (
 	EndpointMapNetworks       = "networks"
 	EndpointMapPublications   = "publications"
 	EndpointMapPublishedPorts = "published_ports"
-	EndpointMapSockNat        = "sock_nat"
+	EndpointMapSkPeers        = "sk_peers"
 	EndpointMapStats          = "stats"
 	EndpointMapSubnets        = "subnets"
 	EndpointMapUplinks        = "uplinks"
@@ -99,7 +99,7 @@ type EndpointMapSpecs struct {
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
 	Publications   *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts *ebpf.MapSpec `ebpf:"published_ports"`
-	SockNat        *ebpf.MapSpec `ebpf:"sock_nat"`
+	SkPeers        *ebpf.MapSpec `ebpf:"sk_peers"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	Subnets        *ebpf.MapSpec `ebpf:"subnets"`
 	Uplinks        *ebpf.MapSpec `ebpf:"uplinks"`
@@ -145,7 +145,7 @@ type EndpointMaps struct {
 	Networks       *ebpf.Map `ebpf:"networks"`
 	Publications   *ebpf.Map `ebpf:"publications"`
 	PublishedPorts *ebpf.Map `ebpf:"published_ports"`
-	SockNat        *ebpf.Map `ebpf:"sock_nat"`
+	SkPeers        *ebpf.Map `ebpf:"sk_peers"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	Subnets        *ebpf.Map `ebpf:"subnets"`
 	Uplinks        *ebpf.Map `ebpf:"uplinks"`
@@ -164,7 +164,7 @@ func (m *EndpointMaps) Close() error {
 		m.Networks,
 		m.Publications,
 		m.PublishedPorts,
-		m.SockNat,
+		m.SkPeers,
 		m.Stats,
 		m.Subnets,
 		m.Uplinks,

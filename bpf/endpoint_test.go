@@ -226,8 +226,8 @@ func TestSharedLayouts(t *testing.T) {
 		"ct_entry":        bpf.DatapathCtEntry{},
 		"ct_timeouts":     bpf.DatapathCtTimeouts{},
 		"target_key":      bpf.DatapathTargetKey{},
-		"sock_peer_key":   bpf.DatapathSockPeerKey{},
 		"sock_peer":       bpf.DatapathSockPeer{},
+		"sock_peers":      bpf.DatapathSockPeers{},
 		"held_port_key":   bpf.DatapathHeldPortKey{},
 	} {
 		var st *btf.Struct

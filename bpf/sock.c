@@ -33,10 +33,28 @@ static __always_inline int connect_published(struct bpf_sock_addr *ctx)
 	if (!pub)
 		return 1;
 
-	struct sock_peer_key key = { .cookie = bpf_get_socket_cookie(ctx), .addr = pub->addr, .port = pub->port };
-	struct sock_peer asked = { .addr = addr, .port = port };
+	struct sock_peers *peers = bpf_sk_storage_get(&sk_peers, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 
-	bpf_map_update_elem(&sock_nat, &key, &asked, BPF_ANY);
+	if (peers) {
+		__u32 slot = peers->next % SOCK_PEERS;
+
+		for (int i = 0; i < SOCK_PEERS; i++) {
+			struct sock_peer *p = &peers->peer[i];
+
+			if (p->addr == pub->addr && p->port == pub->port) {
+				slot = i; /* the same endpoint: what it was asked as may have changed */
+				break;
+			}
+		}
+		if (slot == peers->next % SOCK_PEERS)
+			peers->next++;
+		if (slot < SOCK_PEERS) {
+			peers->peer[slot].addr = pub->addr;
+			peers->peer[slot].port = pub->port;
+			peers->peer[slot].asked_addr = addr;
+			peers->peer[slot].asked_port = port;
+		}
+	}
 	ctx->user_ip4 = pub->addr;
 	ctx->user_port = pub->port;
 	count_bytes(PROGRAM_SOCKET, VERDICT_DNAT, 0);
@@ -47,16 +65,23 @@ static __always_inline int connect_published(struct bpf_sock_addr *ctx)
  * rewrote look like the address the socket asked for. */
 static __always_inline int show_published(struct bpf_sock_addr *ctx)
 {
-	struct sock_peer_key key = { .addr = ctx->user_ip4, .port = (__be16)ctx->user_port };
-	struct sock_peer *asked;
+	__be32 addr = ctx->user_ip4;
+	__be16 port = (__be16)ctx->user_port;
+	struct sock_peers *peers;
 
 	if (bpf_get_netns_cookie(ctx) != netns_cookie)
 		return 1;
-	key.cookie = bpf_get_socket_cookie(ctx);
-	asked = bpf_map_lookup_elem(&sock_nat, &key);
-	if (asked) {
-		ctx->user_ip4 = asked->addr;
-		ctx->user_port = asked->port;
+	peers = bpf_sk_storage_get(&sk_peers, ctx->sk, 0, 0);
+	if (!peers)
+		return 1;
+	for (int i = 0; i < SOCK_PEERS; i++) {
+		struct sock_peer *p = &peers->peer[i];
+
+		if (p->addr == addr && p->port == port) {
+			ctx->user_ip4 = p->asked_addr;
+			ctx->user_port = p->asked_port;
+			break;
+		}
 	}
 	return 1;
 }

@@ -27,7 +27,7 @@ const (
 	SockMapNetworks          = "networks"
 	SockMapPublications      = "publications"
 	SockMapPublishedPorts    = "published_ports"
-	SockMapSockNat           = "sock_nat"
+	SockMapSkPeers           = "sk_peers"
 	SockMapStats             = "stats"
 	SockMapSubnets           = "subnets"
 	SockMapUplinks           = "uplinks"
@@ -103,7 +103,7 @@ type SockMapSpecs struct {
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
 	Publications   *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts *ebpf.MapSpec `ebpf:"published_ports"`
-	SockNat        *ebpf.MapSpec `ebpf:"sock_nat"`
+	SkPeers        *ebpf.MapSpec `ebpf:"sk_peers"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	Subnets        *ebpf.MapSpec `ebpf:"subnets"`
 	Uplinks        *ebpf.MapSpec `ebpf:"uplinks"`
@@ -147,7 +147,7 @@ type SockMaps struct {
 	Networks       *ebpf.Map `ebpf:"networks"`
 	Publications   *ebpf.Map `ebpf:"publications"`
 	PublishedPorts *ebpf.Map `ebpf:"published_ports"`
-	SockNat        *ebpf.Map `ebpf:"sock_nat"`
+	SkPeers        *ebpf.Map `ebpf:"sk_peers"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	Subnets        *ebpf.Map `ebpf:"subnets"`
 	Uplinks        *ebpf.Map `ebpf:"uplinks"`
@@ -166,7 +166,7 @@ func (m *SockMaps) Close() error {
 		m.Networks,
 		m.Publications,
 		m.PublishedPorts,
-		m.SockNat,
+		m.SkPeers,
 		m.Stats,
 		m.Subnets,
 		m.Uplinks,

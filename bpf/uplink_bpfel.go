@@ -27,7 +27,7 @@ const (
 	UplinkMapNetworks       = "networks"
 	UplinkMapPublications   = "publications"
 	UplinkMapPublishedPorts = "published_ports"
-	UplinkMapSockNat        = "sock_nat"
+	UplinkMapSkPeers        = "sk_peers"
 	UplinkMapStats          = "stats"
 	UplinkMapSubnets        = "subnets"
 	UplinkMapUplinks        = "uplinks"
@@ -97,7 +97,7 @@ type UplinkMapSpecs struct {
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
 	Publications   *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts *ebpf.MapSpec `ebpf:"published_ports"`
-	SockNat        *ebpf.MapSpec `ebpf:"sock_nat"`
+	SkPeers        *ebpf.MapSpec `ebpf:"sk_peers"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	Subnets        *ebpf.MapSpec `ebpf:"subnets"`
 	Uplinks        *ebpf.MapSpec `ebpf:"uplinks"`
@@ -143,7 +143,7 @@ type UplinkMaps struct {
 	Networks       *ebpf.Map `ebpf:"networks"`
 	Publications   *ebpf.Map `ebpf:"publications"`
 	PublishedPorts *ebpf.Map `ebpf:"published_ports"`
-	SockNat        *ebpf.Map `ebpf:"sock_nat"`
+	SkPeers        *ebpf.Map `ebpf:"sk_peers"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	Subnets        *ebpf.Map `ebpf:"subnets"`
 	Uplinks        *ebpf.Map `ebpf:"uplinks"`
@@ -162,7 +162,7 @@ func (m *UplinkMaps) Close() error {
 		m.Networks,
 		m.Publications,
 		m.PublishedPorts,
-		m.SockNat,
+		m.SkPeers,
 		m.Stats,
 		m.Subnets,
 		m.Uplinks,

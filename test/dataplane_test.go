@@ -451,3 +451,38 @@ func TestFiftyThousandPublications(t *testing.T) {
 		t.Fatalf("%d host ports still held", n)
 	}
 }
+
+// One unconnected UDP socket of the host sends to a publication by several
+// addresses: each answer reads as coming from the address it asked. What
+// the hooks remember for that lives with the socket and goes with it, so
+// no table of the datapath grows with the sockets a host opens.
+func TestUnconnectedUDPToSeveralPublishedAddresses(t *testing.T) {
+	h, _ := newPublishingHost(t)
+	web := h.Name("web")
+	h.MustCLI("sandbox", "create", web, "-p", "8080:7777/udp", "-p", "8081:7777/udp")
+	testbed.Serve(t, h.NS(web))
+	var pc net.PacketConn
+	if err := namespace.Do(h.NetNS, func() (err error) { pc, err = net.ListenPacket("udp4", "0.0.0.0:0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	for round := range 2 {
+		for _, dst := range []string{"127.0.0.1:8080", hostIP + ":8080", hostIP2 + ":8081", "127.0.0.1:8081"} {
+			to, _ := net.ResolveUDPAddr("udp4", dst)
+			pc.SetDeadline(time.Now().Add(time.Second))
+			if _, err := pc.WriteTo([]byte("hello"), to); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 16)
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil || string(buf[:n]) != "hello" || from.String() != dst {
+				t.Errorf("round %d, to %s: %q from %v, %v; want the echo from %s", round, dst, buf[:n], from, err, dst)
+			}
+		}
+	}
+	for _, m := range h.Status().Maps {
+		if strings.HasPrefix(m.Map, "sock") {
+			t.Errorf("a per-socket table %s is kept in the datapath's maps", m.Map)
+		}
+	}
+}

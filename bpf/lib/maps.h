@@ -117,13 +117,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } published_ports SEC(".maps");
 
+/* What the socket hooks rewrote, kept with each socket (freed with it). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct sock_peer_key);
-	__type(value, struct sock_peer);
-	__uint(max_entries, 65536);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sock_peers);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} sock_nat SEC(".maps");
+} sk_peers SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -221,19 +221,23 @@ struct target_key {
 	__u8 pad;
 };
 
-/* Key of sock_nat: a socket and the endpoint address it was sent to. */
-struct sock_peer_key {
-	__u64 cookie;
-	__be32 addr;
+/* A published address a socket asked for, and the endpoint it talks to
+ * instead. */
+struct sock_peer {
+	__be32 addr; /* the endpoint */
+	__be32 asked_addr;
 	__be16 port;
-	__u8 pad[2];
+	__be16 asked_port;
 };
 
-/* Value of sock_nat: the published address the socket asked for. */
-struct sock_peer {
-	__be32 addr;
-	__be16 port;
-	__u8 pad[2];
+/* Value of sk_peers, a socket's own storage: the published addresses it
+ * was sent to. A connected socket has one; an unconnected UDP socket may
+ * use several, the latest SOCK_PEERS of which it remembers. The kernel
+ * frees it with the socket. */
+#define SOCK_PEERS 4
+struct sock_peers {
+	struct sock_peer peer[SOCK_PEERS];
+	__u32 next; /* the slot a new address takes */
 };
 
 /* Key of held_ports: a published host port, whatever its address. The
