@@ -312,7 +312,8 @@ func TestPortlessProtocolsNeverLeaveUnmasqueraded(t *testing.T) {
 	}
 }
 
-//  deliver answers any
+//	deliver answers any
+//
 // packet too big for the uplink with "fragmentation needed", DF or not: a
 // router would fragment a datagram without DF (RFC 1812 §5.2.6), but a
 // translated packet's source is a host address, which the stack refuses
