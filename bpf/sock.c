@@ -95,9 +95,8 @@ static __always_inline int show_published(struct bpf_sock_addr *ctx)
  * kernel choose: a socket it gives a published port may connect from it,
  * and its own flows come first, as any host connection's do, but it takes
  * nothing from the publication. */
-static __always_inline int refuse_held(struct bpf_sock_addr *ctx)
+static __always_inline int refuse_held(struct bpf_sock_addr *ctx, __be32 addr)
 {
-	__be32 addr = ctx->user_ip4;
 	__be16 port = (__be16)ctx->user_port;
 	__u8 proto = ctx->protocol;
 
@@ -121,7 +120,22 @@ static __always_inline int refuse_held(struct bpf_sock_addr *ctx)
 }
 
 SEC("cgroup/bind4")
-int sock_bind4(struct bpf_sock_addr *ctx) { return refuse_held(ctx); }
+int sock_bind4(struct bpf_sock_addr *ctx) { return refuse_held(ctx, ctx->user_ip4); }
+
+/* An IPv6 socket takes IPv4 ports too: bound to [::] (dual-stack, unless
+ * it asked not to be, which a bind cannot tell yet), or to a v4-mapped
+ * ::ffff:a.b.c.d. Other IPv6 addresses have no publication. */
+SEC("cgroup/bind6")
+int sock_bind6(struct bpf_sock_addr *ctx)
+{
+	if (ctx->user_ip6[0] || ctx->user_ip6[1])
+		return 1;
+	if (!ctx->user_ip6[2] && !ctx->user_ip6[3])
+		return refuse_held(ctx, 0);
+	if (ctx->user_ip6[2] == bpf_htonl(0xffff))
+		return refuse_held(ctx, ctx->user_ip6[3]);
+	return 1;
+}
 
 SEC("cgroup/connect4")
 int sock_connect4(struct bpf_sock_addr *ctx) { return connect_published(ctx); }

@@ -32,6 +32,7 @@ const (
 	SockMapSubnets           = "subnets"
 	SockMapUplinks           = "uplinks"
 	SockProgSockBind4        = "sock_bind4"
+	SockProgSockBind6        = "sock_bind6"
 	SockProgSockConnect4     = "sock_connect4"
 	SockProgSockGetpeername4 = "sock_getpeername4"
 	SockProgSockRecvmsg4     = "sock_recvmsg4"
@@ -82,6 +83,7 @@ type SockSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockProgramSpecs struct {
 	SockBind4        *ebpf.ProgramSpec `ebpf:"sock_bind4"`
+	SockBind6        *ebpf.ProgramSpec `ebpf:"sock_bind6"`
 	SockConnect4     *ebpf.ProgramSpec `ebpf:"sock_connect4"`
 	SockGetpeername4 *ebpf.ProgramSpec `ebpf:"sock_getpeername4"`
 	SockRecvmsg4     *ebpf.ProgramSpec `ebpf:"sock_recvmsg4"`
@@ -185,6 +187,7 @@ type SockVariables struct {
 // It can be passed to LoadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockPrograms struct {
 	SockBind4        *ebpf.Program `ebpf:"sock_bind4"`
+	SockBind6        *ebpf.Program `ebpf:"sock_bind6"`
 	SockConnect4     *ebpf.Program `ebpf:"sock_connect4"`
 	SockGetpeername4 *ebpf.Program `ebpf:"sock_getpeername4"`
 	SockRecvmsg4     *ebpf.Program `ebpf:"sock_recvmsg4"`
@@ -194,6 +197,7 @@ type SockPrograms struct {
 func (p *SockPrograms) Close() error {
 	return _SockClose(
 		p.SockBind4,
+		p.SockBind6,
 		p.SockConnect4,
 		p.SockGetpeername4,
 		p.SockRecvmsg4,

@@ -59,6 +59,7 @@ func (d *Datapath) AttachSockets(cgroup string) error {
 		{"recvmsg4", ebpf.AttachCGroupUDP4Recvmsg, d.Sock.SockRecvmsg4},
 		{"getpeername4", ebpf.AttachCgroupInet4GetPeername, d.Sock.SockGetpeername4},
 		{"bind4", ebpf.AttachCGroupInet4Bind, d.Sock.SockBind4},
+		{"bind6", ebpf.AttachCGroupInet6Bind, d.Sock.SockBind6},
 	} {
 		pin := filepath.Join(d.pinDir, "cgroup-links", h.name)
 		if l, err := link.LoadPinnedLink(pin, nil); err == nil {

@@ -73,7 +73,14 @@ func tryBind(proto string, ap netip.AddrPort, reuse bool) string {
 	if proto == "udp" {
 		typ = unix.SOCK_DGRAM
 	}
-	fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
+	family := unix.AF_INET
+	var sa unix.Sockaddr
+	if ap.Addr().Is6() { // [::] or ::ffff:a.b.c.d: an IPv6 socket takes IPv4 ports too
+		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Addr: ap.Addr().As16(), Port: int(ap.Port())}
+	} else {
+		sa = &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}
+	}
+	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return unix.ErrnoName(err.(unix.Errno))
 	}
@@ -82,7 +89,7 @@ func tryBind(proto string, ap netip.AddrPort, reuse bool) string {
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
 	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}); err != nil {
+	if err := unix.Bind(fd, sa); err != nil {
 		return unix.ErrnoName(err.(unix.Errno))
 	}
 	if typ == unix.SOCK_STREAM {
@@ -158,7 +165,8 @@ func TestPublishedPortsAreHeld(t *testing.T) {
 
 	// No local user can take a published port, on any address.
 	held := []string{"tcp/0.0.0.0:8080", "tcp/" + hostIP + ":8080", "tcp/127.0.0.1:8080",
-		"udp/0.0.0.0:8080", "udp/" + hostIP + ":8080", "udp/127.0.0.1:8080", "tcp/127.0.0.1:8081", "tcp/0.0.0.0:8081"}
+		"udp/0.0.0.0:8080", "udp/" + hostIP + ":8080", "udp/127.0.0.1:8080", "tcp/127.0.0.1:8081", "tcp/0.0.0.0:8081",
+		"tcp/[::]:8080", "udp/[::]:8080", "tcp/[::ffff:" + hostIP + "]:8080", "tcp/[::ffff:127.0.0.1]:8081", "tcp/[::]:8081"}
 	refused := h.ProgramCounter("socket", "drop_port_held")
 	mustBeHeld(t, h, held...)
 	if n := h.ProgramCounter("socket", "drop_port_held") - refused; n != uint64(2*len(held)) {
@@ -171,7 +179,8 @@ func TestPublishedPortsAreHeld(t *testing.T) {
 	// What is not published stays free: another port, another protocol,
 	// another address of a port published on one address alone, and
 	// port 0 (the kernel's choice).
-	mustBeFree(t, h, "tcp/0.0.0.0:8083", "udp/127.0.0.1:8081", "tcp/"+hostIP+":8081", "tcp/0.0.0.0:0", "udp/0.0.0.0:0")
+	mustBeFree(t, h, "tcp/0.0.0.0:8083", "udp/127.0.0.1:8081", "tcp/"+hostIP+":8081", "tcp/0.0.0.0:0", "udp/0.0.0.0:0",
+		"tcp/[::]:8083", "tcp/[::ffff:"+hostIP+"]:8081")
 	// The hook acts in the daemon's namespace alone: a sandbox binds the
 	// port for itself.
 	for _, target := range []string{"tcp/0.0.0.0:8080", "udp/0.0.0.0:8080"} {
