@@ -15,6 +15,7 @@ const enum verdict *unused_verdict __attribute__((unused));
 const enum program *unused_program __attribute__((unused));
 const enum ct_flag *unused_ct_flag __attribute__((unused));
 const enum ct_state *unused_ct_state __attribute__((unused));
+const enum stats_slots *unused_stats_slots __attribute__((unused));
 /* The type of a load-time variable of the program objects, for the loader. */
 const struct ct_timeouts *unused_ct_timeouts __attribute__((unused));
 

@@ -184,6 +184,13 @@ type DatapathSockPeers struct {
 	Next uint32
 }
 
+type DatapathStatsSlots uint32
+
+const (
+	DatapathStatsSlotsSTATS_VERDICT_SLOTS DatapathStatsSlots = 64
+	DatapathStatsSlotsSTATS_PROGRAM_SLOTS DatapathStatsSlots = 8
+)
+
 type DatapathSubnetKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -253,6 +260,7 @@ const (
 	DatapathVarUnusedCtState    = "unused_ct_state"
 	DatapathVarUnusedCtTimeouts = "unused_ct_timeouts"
 	DatapathVarUnusedProgram    = "unused_program"
+	DatapathVarUnusedStatsSlots = "unused_stats_slots"
 	DatapathVarUnusedVerdict    = "unused_verdict"
 )
 
@@ -329,6 +337,7 @@ type DatapathVariableSpecs struct {
 	UnusedCtState    *ebpf.VariableSpec `ebpf:"unused_ct_state"`
 	UnusedCtTimeouts *ebpf.VariableSpec `ebpf:"unused_ct_timeouts"`
 	UnusedProgram    *ebpf.VariableSpec `ebpf:"unused_program"`
+	UnusedStatsSlots *ebpf.VariableSpec `ebpf:"unused_stats_slots"`
 	UnusedVerdict    *ebpf.VariableSpec `ebpf:"unused_verdict"`
 }
 
@@ -397,6 +406,7 @@ type DatapathVariables struct {
 	UnusedCtState    *ebpf.Variable `ebpf:"unused_ct_state"`
 	UnusedCtTimeouts *ebpf.Variable `ebpf:"unused_ct_timeouts"`
 	UnusedProgram    *ebpf.Variable `ebpf:"unused_program"`
+	UnusedStatsSlots *ebpf.Variable `ebpf:"unused_stats_slots"`
 	UnusedVerdict    *ebpf.Variable `ebpf:"unused_verdict"`
 }
 

@@ -398,7 +398,7 @@ func (m *Maps) Counters() ([]Counter, error) {
 	for p, program := range programs {
 		for v, verdict := range verdicts {
 			var perCPU []bpf.DatapathCounter
-			if err := m.m.Stats.Lookup(uint32(p*len(verdicts)+v), &perCPU); err != nil {
+			if err := m.m.Stats.Lookup(uint32(p*int(bpf.DatapathStatsSlotsSTATS_VERDICT_SLOTS)+v), &perCPU); err != nil {
 				return nil, fmt.Errorf("read counter %s/%s: %w", program, verdict, err)
 			}
 			c := Counter{Program: program, Verdict: verdict}

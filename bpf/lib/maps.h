@@ -42,12 +42,12 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } subnets SEC(".maps");
 
-/* Indexed by program * VERDICT_MAX + verdict. */
+/* Indexed by program * STATS_VERDICT_SLOTS + verdict. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, struct counter);
-	__uint(max_entries, PROGRAM_MAX * VERDICT_MAX);
+	__uint(max_entries, STATS_PROGRAM_SLOTS * STATS_VERDICT_SLOTS);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } stats SEC(".maps");
 

@@ -44,6 +44,16 @@ enum program {
 	PROGRAM_MAX,
 };
 
+/* The stats map has room for more verdicts and programs than there are,
+ * so that adding one keeps the map's layout, and an upgrade keeps the
+ * counters. */
+enum stats_slots {
+	STATS_VERDICT_SLOTS = 64,
+	STATS_PROGRAM_SLOTS = 8,
+};
+_Static_assert(VERDICT_MAX <= STATS_VERDICT_SLOTS, "more verdicts than stats slots");
+_Static_assert(PROGRAM_MAX <= STATS_PROGRAM_SLOTS, "more programs than stats slots");
+
 enum network_flag {
 	NETWORK_ICC_DISABLED = 1 << 0,
 	NETWORK_INTERNAL = 1 << 1,

@@ -7,7 +7,7 @@
 
 static __always_inline void count_bytes(enum program prog, enum verdict v, __u32 bytes)
 {
-	__u32 key = prog * VERDICT_MAX + v;
+	__u32 key = prog * STATS_VERDICT_SLOTS + v;
 	struct counter *c = bpf_map_lookup_elem(&stats, &key);
 
 	if (c) {
