@@ -431,3 +431,28 @@ func TestReclaimExpired(t *testing.T) {
 		t.Fatalf("conntrack holds %+v, want 18 new entries", c)
 	}
 }
+
+// The NAT port search goes through the whole range, from wherever it
+// starts, and finds the one port left.
+func TestNATPortSearchFindsTheLastFreePort(t *testing.T) {
+	nb := newNATBedWith(t, loader.Options{NATPortMin: 61000, NATPortMax: 61009})
+	dst := ap(clientAddr, 53)
+	live := bpf.DatapathCtEntry{Expires: uint64(maps.Now() + time.Hour)}
+	for port := uint16(61000); port <= 61009; port++ {
+		if port != 61007 {
+			must(t, nb.dp.Maps.Ct.Put(flowOf(17, dst, ap(hostAddr, port)), live))
+		}
+	}
+	for i := range 8 {
+		// Each flow keeps port 5000 if free: take it first, so the search runs.
+		must(t, nb.dp.Maps.Ct.Put(flowOf(17, dst, ap(hostAddr, 5000)), live))
+		src := ap(webAddr, 5000+uint16(i))
+		must(t, nb.dp.Maps.Ct.Put(flowOf(17, dst, ap(hostAddr, src.Port())), live))
+		got := nb.mustVerdict(t, "flow", nb.dp.Endpoint.FromContainer, segment(17, src, dst, false), 0, tcActRedirect)
+		if got.src != ap(hostAddr, 61007) {
+			t.Fatalf("flow %d left from %s, want the one free port 61007", i, got.src)
+		}
+		// Free it again for the next search, from another random start.
+		nb.expire(t, flowOf(17, src, dst), flowOf(17, dst, ap(hostAddr, 61007)))
+	}
+}

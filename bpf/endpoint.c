@@ -203,6 +203,8 @@ int to_container(struct __sk_buff *skb)
 		ct_update(&p.flow, e, assured, &p, PROGRAM_TO_CONTAINER);
 		return pass(skb, PROGRAM_TO_CONTAINER);
 	}
+	if (icmp_error_of_known_flow(skb, &p))
+		return pass(skb, PROGRAM_TO_CONTAINER);
 	if (!(net->flags & NETWORK_DIRECT_ALL) &&
 	    !((net->flags & NETWORK_DIRECT_PUBLISHED) && is_published_target(&p)))
 		return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_UNPUBLISHED);

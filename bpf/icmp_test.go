@@ -347,3 +347,25 @@ func TestFragmentsAreTranslated(t *testing.T) {
 		t.Errorf("a sandbox's fragment before its first: verdict %d, want dropped", ret)
 	}
 }
+
+// An ICMP error from outside about a flow a sandbox started untranslated
+// (routed mode, no masquerade) reaches the sandbox through the stack,
+// whatever the gateway mode keeps out: path MTU discovery works there too.
+func TestICMPErrorOfUntranslatedFlowGetsIn(t *testing.T) {
+	nb := newNATBed(t)
+	n := bridgeNet
+	n.Masquerade, n.Direct = false, maps.DirectPublished
+	must(t, nb.maps.PutNetwork(n))
+	web, server := ap(webAddr, 33000), ap(clientAddr, 443)
+	if ret, _ := nb.run(t, nb.dp.Endpoint.FromContainer, tcpSegment(web, server, syn, 100, 0)); ret != tcActUnspec {
+		t.Fatalf("SYN: verdict %d, want it routed untranslated", ret)
+	}
+	tooBig := icmpError(routerAddr, webAddr, 3, 4, 1300, tcpSegment(web, server, ack, 101, 1))
+	if ret, _ := nb.runFrom(t, nb.dp.Endpoint.ToContainer, tooBig, endpointIfindex, nb.uplink); ret != tcActUnspec {
+		t.Errorf("frag needed about the sandbox's own flow: verdict %d, want it let in", ret)
+	}
+	stray := icmpError(routerAddr, webAddr, 3, 4, 1300, tcpSegment(web, ap(clientAddr, 444), ack, 101, 1))
+	if ret, _ := nb.runFrom(t, nb.dp.Endpoint.ToContainer, stray, endpointIfindex, nb.uplink); ret != tcActShot {
+		t.Errorf("an error about no flow of the sandbox: verdict %d, want it kept out", ret)
+	}
+}

@@ -222,3 +222,49 @@ func TestBulkTransferWithOffloads(t *testing.T) {
 		})
 	}
 }
+
+// A NAT port is in use while its flow lives, and free again once the flow
+// has closed and its lifetime passed: with four NAT ports, a fifth
+// colliding flow is refused, and gets through once four have ended.
+func TestNATPortsFreedWhenFlowsEnd(t *testing.T) {
+	h, out := newPublishingHost(t, "--nat-ports", "61000-61003",
+		"--ct-timeout", "tcp_fin_wait=1", "--ct-timeout", "tcp_time_wait=1", "--ct-timeout", "tcp_close=1")
+	var sandboxes []string
+	for i := range 6 {
+		sb := h.Name(fmt.Sprint("s", i))
+		h.MustCLI("sandbox", "create", sb)
+		sandboxes = append(sandboxes, sb)
+	}
+	// Every flow comes from port 40000: the first keeps it, the next four
+	// take the NAT ports.
+	dial := func(sb string) (net.Conn, error) {
+		c, err := testbed.Dial(h.NS(sb), "tcp4", out.IP+":7777", "0.0.0.0:40000")
+		if err == nil {
+			if _, err = testbed.Peer(c); err != nil {
+				c.Close()
+			}
+		}
+		return c, err
+	}
+	var conns []net.Conn
+	for _, sb := range sandboxes[:5] {
+		c, err := dial(sb)
+		if err != nil {
+			t.Fatalf("%s: %v", sb, err)
+		}
+		conns = append(conns, c)
+	}
+	if _, err := dial(sandboxes[5]); err == nil {
+		t.Fatal("a sixth flow got through with every NAT port taken")
+	}
+	for _, c := range conns[1:] {
+		c.Close()
+	}
+	time.Sleep(2500 * time.Millisecond) // past the closed flows' lifetimes
+	c, err := dial(sandboxes[5])
+	if err != nil {
+		t.Fatalf("with four flows ended, the sixth: %v", err)
+	}
+	c.Close()
+	conns[0].Close()
+}

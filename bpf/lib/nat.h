@@ -365,6 +365,22 @@ static __noinline int translate_icmp_error(struct __sk_buff *skb, const struct p
 	return 0;
 }
 
+/* icmp_error_of_known_flow reports whether an ICMP error from outside is
+ * about a flow conntrack knows (one a sandbox started untranslated, say):
+ * path MTU discovery must not stop where the gateway mode keeps the
+ * outside out. */
+static __noinline __attribute__((unused)) int icmp_error_of_known_flow(struct __sk_buff *skb, const struct packet *p)
+{
+	struct icmp_quote q;
+	struct flow key;
+	int assured;
+
+	if (icmp_error_quote(skb, p, &q) < 0)
+		return 0;
+	reverse(&q.flow, &key);
+	return ct_lookup(&key, 0, &assured) != NULL;
+}
+
 /* host_socket_owns reports whether a host process's own connection owns
  * the packet's flow (its peer may answer from a port number that is also
  * published): connections a host process had before the publication
