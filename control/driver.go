@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/maps"
@@ -69,9 +70,9 @@ func setupBridge(n *store.Network) error {
 		return fmt.Errorf("look up bridge %s: %w", n.Bridge, err)
 	} else if alias := l.Attrs().Alias; alias != aliasNetwork+n.ID {
 		if strings.HasPrefix(alias, aliasPrefix) {
-			return fmt.Errorf("interface %s was left by an ebpfnet state that is gone: delete it (ip link del %s)", n.Bridge, n.Bridge)
+			return errdefs.Conflictf("interface %s was left by an ebpfnet state that is gone: delete it (ip link del %s)", n.Bridge, n.Bridge)
 		}
-		return fmt.Errorf("interface %s exists and is not this network's bridge", n.Bridge)
+		return errdefs.Conflictf("interface %s exists and is not this network's bridge", n.Bridge)
 	}
 	if err := setBridgeAddress(n, l); err != nil {
 		return err
@@ -113,7 +114,7 @@ func setBridgeAddress(n *store.Network, l netlink.Link) error {
 func checkParent(parent string) error {
 	if _, err := netlink.LinkByName(parent); err != nil {
 		if isNotFound(err) {
-			return fmt.Errorf("parent interface %s does not exist", parent)
+			return errdefs.Invalidf("parent interface %s does not exist", parent)
 		}
 		return fmt.Errorf("look up parent interface %s: %w", parent, err)
 	}

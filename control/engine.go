@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/control/dns"
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/loader"
@@ -214,7 +215,7 @@ var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
 func checkName(kind, name string) error {
 	if !validName.MatchString(name) || len(name) > 64 {
-		return fmt.Errorf("invalid %s name %q: use 1-64 letters, digits, '_', '.', '-', starting with a letter or digit", kind, name)
+		return errdefs.Invalidf("invalid %s name %q: use 1-64 letters, digits, '_', '.', '-', starting with a letter or digit", kind, name)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
@@ -79,7 +80,7 @@ func (e *Engine) choosePool(tx *store.Tx, n *store.Network, subnet, ipRange neti
 	}
 	if !subnet.IsValid() {
 		if ipRange.IsValid() || gateway.IsValid() {
-			return errors.New("--ip-range and --gateway need --subnet")
+			return errdefs.Invalidf("--ip-range and --gateway need --subnet")
 		}
 		used, err := e.hostRoutes()
 		if err != nil {
@@ -96,7 +97,7 @@ func (e *Engine) choosePool(tx *store.Tx, n *store.Network, subnet, ipRange neti
 	} else {
 		for _, o := range others {
 			if o.HasAddresses() && o.Pool.Subnet.Overlaps(subnet) {
-				return fmt.Errorf("subnet %s overlaps subnet %s of network %s", subnet, o.Pool.Subnet, o.Name)
+				return errdefs.Conflictf("subnet %s overlaps subnet %s of network %s", subnet, o.Pool.Subnet, o.Name)
 			}
 		}
 	}
@@ -118,22 +119,22 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 		n.Driver = store.DriverBridge
 	case store.DriverBridge, store.DriverMacvlan:
 	case store.DriverHost, store.DriverNull, NetworkNone:
-		return store.Network{}, fmt.Errorf("only one instance of the %q network is allowed, and it exists already", n.Driver)
+		return store.Network{}, errdefs.Conflictf("only one instance of the %q network is allowed, and it exists already", n.Driver)
 	default:
-		return store.Network{}, fmt.Errorf("unknown driver %q (want bridge or macvlan)", spec.Driver)
+		return store.Network{}, errdefs.Invalidf("unknown driver %q (want bridge or macvlan)", spec.Driver)
 	}
 	if err := applyOptions(&n, spec.Options); err != nil {
 		return store.Network{}, err
 	}
 	if !n.HostOnNetwork() && spec.Gateway.IsValid() {
-		return store.Network{}, fmt.Errorf("--gateway %s: a network in gateway mode %s has no gateway", spec.Gateway, n.GatewayMode)
+		return store.Network{}, errdefs.Invalidf("--gateway %s: a network in gateway mode %s has no gateway", spec.Gateway, n.GatewayMode)
 	}
 	if n.Driver == store.DriverBridge && n.Bridge == "" {
 		n.Bridge = "eb-" + n.ID[:12]
 	}
 	err := e.update(func(tx *store.Tx, undo *rollback) error {
 		if _, err := tx.Network(spec.Name); err == nil {
-			return fmt.Errorf("network %s already exists", spec.Name)
+			return errdefs.Conflictf("network %s already exists", spec.Name)
 		}
 		if err := e.choosePool(tx, &n, spec.Subnet, spec.IPRange, spec.Gateway); err != nil {
 			return err
@@ -155,10 +156,10 @@ func (e *Engine) checkDevices(tx *store.Tx, n *store.Network) error {
 	}
 	for _, o := range others {
 		if n.Bridge != "" && o.Bridge == n.Bridge {
-			return fmt.Errorf("bridge %s is already used by network %s", n.Bridge, o.Name)
+			return errdefs.Conflictf("bridge %s is already used by network %s", n.Bridge, o.Name)
 		}
 		if n.Parent != "" && o.Parent == n.Parent {
-			return fmt.Errorf("parent interface %s is already used by macvlan network %s", n.Parent, o.Name)
+			return errdefs.Conflictf("parent interface %s is already used by macvlan network %s", n.Parent, o.Name)
 		}
 	}
 	if n.Driver != store.DriverBridge {
@@ -166,7 +167,7 @@ func (e *Engine) checkDevices(tx *store.Tx, n *store.Network) error {
 	}
 	return e.inHost(func() error {
 		if _, err := netlink.LinkByName(n.Bridge); err == nil {
-			return fmt.Errorf("interface %s already exists: choose another %s", n.Bridge, OptBridgeName)
+			return errdefs.Conflictf("interface %s already exists: choose another %s", n.Bridge, OptBridgeName)
 		}
 		return nil
 	})
@@ -207,12 +208,12 @@ func (e *Engine) RemoveNetwork(ref string) error {
 			return err
 		}
 		if n.Predefined {
-			return fmt.Errorf("%s is a pre-defined network and cannot be removed", n.Name)
+			return errdefs.Invalidf("%s is a pre-defined network and cannot be removed", n.Name)
 		}
 		if users, err := networkUsers(tx, n.ID); err != nil {
 			return err
 		} else if len(users) > 0 {
-			return fmt.Errorf("network %s has active endpoints (%s): disconnect or remove them first", n.Name, strings.Join(users, ", "))
+			return errdefs.Conflictf("network %s has active endpoints (%s): disconnect or remove them first", n.Name, strings.Join(users, ", "))
 		}
 		removed = n
 		return tx.DeleteNetwork(n.Name)

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
@@ -46,18 +47,18 @@ func applyOptions(n *store.Network, opts map[string]string) error {
 			known = known || a == k
 		}
 		if !known {
-			return fmt.Errorf("unknown option %q for driver %s (known: %s)", k, n.Driver, strings.Join(allowed, ", "))
+			return errdefs.Invalidf("unknown option %q for driver %s (known: %s)", k, n.Driver, strings.Join(allowed, ", "))
 		}
 		switch k {
 		case OptBridgeName:
 			if err := checkIfname(v); err != nil {
-				return fmt.Errorf("option %s: %w", k, err)
+				return errdefs.Invalidf("option %s: %w", k, err)
 			}
 			n.Bridge = v
 		case OptEnableICC, OptMasquerade:
 			b, err := strconv.ParseBool(v)
 			if err != nil {
-				return fmt.Errorf("option %s: %q is not true or false", k, v)
+				return errdefs.Invalidf("option %s: %q is not true or false", k, v)
 			}
 			if k == OptEnableICC {
 				n.ICC = b
@@ -67,23 +68,23 @@ func applyOptions(n *store.Network, opts map[string]string) error {
 		case OptGatewayMode:
 			modes := []string{store.GatewayNAT, store.GatewayNATUnprotected, store.GatewayRouted, store.GatewayIsolated}
 			if !slices.Contains(modes, v) {
-				return fmt.Errorf("option %s: unknown gateway mode %q (valid: %s)", k, v, strings.Join(modes, ", "))
+				return errdefs.Invalidf("option %s: unknown gateway mode %q (valid: %s)", k, v, strings.Join(modes, ", "))
 			}
 			n.GatewayMode = v
 		case OptMTU:
 			mtu, err := strconv.Atoi(v)
 			if err != nil || mtu < 68 || mtu > 65535 {
-				return fmt.Errorf("option %s: %q is not an MTU between 68 and 65535", k, v)
+				return errdefs.Invalidf("option %s: %q is not an MTU between 68 and 65535", k, v)
 			}
 			n.MTU = mtu
 		case OptParent:
 			if err := checkIfname(v); err != nil {
-				return fmt.Errorf("option %s: %w", k, err)
+				return errdefs.Invalidf("option %s: %w", k, err)
 			}
 			n.Parent = v
 		case OptMacvlanMode:
 			if v != "bridge" {
-				return fmt.Errorf("option %s: mode %q is not supported (only bridge)", k, v)
+				return errdefs.Invalidf("option %s: mode %q is not supported (only bridge)", k, v)
 			}
 		}
 	}
@@ -91,7 +92,7 @@ func applyOptions(n *store.Network, opts map[string]string) error {
 		return err
 	}
 	if n.Driver == store.DriverMacvlan && n.Parent == "" {
-		return fmt.Errorf("a macvlan network needs a parent interface: -o parent=IFACE")
+		return errdefs.Invalidf("a macvlan network needs a parent interface: -o parent=IFACE")
 	}
 	n.Options = opts
 	return nil
@@ -106,13 +107,13 @@ func checkGatewayMode(n *store.Network, opts map[string]string) error {
 		// masquerading them would undo the mode, so asking for both is a
 		// mistake rather than a preference.
 		if n.Masquerade && opts[OptMasquerade] != "" {
-			return fmt.Errorf("option %s=%s conflicts with %s=%s: a routed network is not masqueraded",
+			return errdefs.Invalidf("option %s=%s conflicts with %s=%s: a routed network is not masqueraded",
 				OptMasquerade, opts[OptMasquerade], OptGatewayMode, n.GatewayMode)
 		}
 		n.Masquerade = false
 	case store.GatewayIsolated:
 		if !n.Internal {
-			return fmt.Errorf("option %s=%s needs --internal: an isolated network has no gateway, so it leads nowhere", OptGatewayMode, n.GatewayMode)
+			return errdefs.Invalidf("option %s=%s needs --internal: an isolated network has no gateway, so it leads nowhere", OptGatewayMode, n.GatewayMode)
 		}
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/maps"
 )
@@ -29,7 +30,7 @@ type PortSpec struct {
 // protocol means tcp; anyProto leaves it empty to match either.
 func ParsePortSpec(s string, anyProto bool) (PortSpec, error) {
 	bad := func(why string) (PortSpec, error) {
-		return PortSpec{}, fmt.Errorf("invalid port spec %q: %s", s, why)
+		return PortSpec{}, errdefs.Invalidf("invalid port spec %q: %s", s, why)
 	}
 	var spec PortSpec
 	rest, proto, hasProto := strings.Cut(s, "/")
@@ -119,7 +120,7 @@ func publishTarget(tx *store.Tx, sb store.Sandbox) (store.Network, store.Endpoin
 			return n, ep, nil
 		}
 	}
-	return store.Network{}, store.Endpoint{}, fmt.Errorf("sandbox %s has no endpoint on a bridge network that is not internal: nothing to publish to", sb.Name)
+	return store.Network{}, store.Endpoint{}, errdefs.Conflictf("sandbox %s has no endpoint on a bridge network that is not internal: nothing to publish to", sb.Name)
 }
 
 // pubMaps is a publication as the datapath has it.
@@ -180,7 +181,7 @@ func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb store.Sandbox,
 					}
 				}
 				if !slices.Contains(hostAddrs, spec.HostIP) {
-					return fmt.Errorf("host address %s is not an address of this host", spec.HostIP)
+					return errdefs.Invalidf("host address %s is not an address of this host", spec.HostIP)
 				}
 			}
 			pubs, err := choosePorts(spec, n.ID, sb.Name, taken, lo, hi)
@@ -327,7 +328,7 @@ func firstFree(p store.Publication, lo, hi int, taken portIndex) (store.Publicat
 			return p, err // free, or failing for every port alike
 		}
 	}
-	return p, errors.New("every port is published or in use")
+	return p, errdefs.Conflict(errors.New("every port is published or in use"))
 }
 
 // checkFree fails when another publication has the host port, or a socket
@@ -336,11 +337,11 @@ func firstFree(p store.Publication, lo, hi int, taken portIndex) (store.Publicat
 // bind is the one test that sees every socket of the namespace.
 func checkFree(p store.Publication, taken portIndex) error {
 	if t, ok := taken.conflict(p); ok {
-		return takenError(fmt.Sprintf("host port %s is already published by sandbox %s (%s)", hostPort(p), t.sandbox, describe(t.Publication)))
+		return errdefs.Conflict(takenError(fmt.Sprintf("host port %s is already published by sandbox %s (%s)", hostPort(p), t.sandbox, describe(t.Publication))))
 	}
 	err := probeBind(p)
 	if errors.Is(err, unix.EADDRINUSE) {
-		return takenError(fmt.Sprintf("host port %s is in use by a process on the host", hostPort(p)))
+		return errdefs.Conflict(takenError(fmt.Sprintf("host port %s is in use by a process on the host", hostPort(p))))
 	}
 	if err != nil {
 		return fmt.Errorf("check host port %s: %w", hostPort(p), err)
@@ -423,7 +424,7 @@ func (e *Engine) Unpublish(sandboxRef string, specs []PortSpec) ([]store.Publica
 				return false
 			})
 			if len(pubs) == before {
-				return fmt.Errorf("sandbox %s publishes nothing that matches %s", sb.Name, spec)
+				return errdefs.NotFoundf("sandbox %s publishes nothing that matches %s", sb.Name, spec)
 			}
 		}
 		unmap = publicationMaps(sb, removed)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
@@ -57,10 +58,10 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 	path := e.sandboxPath(sb.Name)
 	err := e.update(func(tx *store.Tx, undo *rollback) error {
 		if _, err := tx.Sandbox(spec.Name); err == nil {
-			return fmt.Errorf("sandbox %s already exists", spec.Name)
+			return errdefs.Conflictf("sandbox %s already exists", spec.Name)
 		}
 		if _, err := os.Lstat(path); err == nil {
-			return fmt.Errorf("namespace %s already exists and is not an ebpfnet sandbox", path)
+			return errdefs.Conflictf("namespace %s already exists and is not an ebpfnet sandbox", path)
 		}
 		nets, err := e.resolveMode(tx, &sb, spec)
 		if err != nil {
@@ -97,10 +98,10 @@ func (e *Engine) resolveMode(tx *store.Tx, sb *store.Sandbox, spec SandboxSpec) 
 	special := first == NetworkHost || first == NetworkNone || strings.HasPrefix(first, containerPrefix)
 	if special {
 		if len(spec.Networks) > 1 {
-			return nil, fmt.Errorf("network mode %s cannot be combined with other networks", first)
+			return nil, errdefs.Invalidf("network mode %s cannot be combined with other networks", first)
 		}
 		if spec.IP.IsValid() || len(spec.Aliases) > 0 || len(spec.Publish) > 0 {
-			return nil, fmt.Errorf("--ip, --alias and -p need a bridge or macvlan network, not %s", first)
+			return nil, errdefs.Invalidf("--ip, --alias and -p need a bridge or macvlan network, not %s", first)
 		}
 	}
 	switch {
@@ -127,11 +128,11 @@ func (e *Engine) resolveMode(tx *store.Tx, sb *store.Sandbox, spec SandboxSpec) 
 			return nil, err
 		}
 		if !n.HasAddresses() {
-			return nil, fmt.Errorf("network %s cannot be combined with other networks", n.Name)
+			return nil, errdefs.Invalidf("network %s cannot be combined with other networks", n.Name)
 		}
 		for _, m := range nets {
 			if m.ID == n.ID {
-				return nil, fmt.Errorf("network %s is listed twice", n.Name)
+				return nil, errdefs.Invalidf("network %s is listed twice", n.Name)
 			}
 		}
 		nets = append(nets, n)
@@ -237,7 +238,7 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 		}
 		for _, o := range all {
 			if o.Mode == store.ModeContainer && o.Shares == sb.Name {
-				return fmt.Errorf("sandbox %s is in use by %s (container:%s): remove %s first", sb.Name, o.Name, sb.Name, o.Name)
+				return errdefs.Conflictf("sandbox %s is in use by %s (container:%s): remove %s first", sb.Name, o.Name, sb.Name, o.Name)
 			}
 		}
 		if err := e.stopProcesses(sb, force); err != nil {
@@ -295,7 +296,7 @@ func (e *Engine) stopProcesses(sb store.Sandbox, force bool) error {
 		return nil
 	}
 	if !force {
-		return fmt.Errorf("sandbox %s has running processes (pids %v): stop them or use -f", sb.Name, pids)
+		return errdefs.Conflictf("sandbox %s has running processes (pids %v): stop them or use -f", sb.Name, pids)
 	}
 	for _, pid := range pids {
 		syscall.Kill(pid, syscall.SIGKILL)
@@ -330,11 +331,11 @@ func (e *Engine) Connect(networkRef, sandboxRef string, spec EndpointSpec) error
 		}
 		if sb.Mode != store.ModeNetworks || !n.HasAddresses() {
 			mode := store.NetworkMode(sb, func(id string) string { m, _ := tx.Network(id); return m.Name })
-			return fmt.Errorf("cannot connect sandbox %s (%s) to network %s (%s): only sandboxes with their own namespace join bridge or macvlan networks",
+			return errdefs.Invalidf("cannot connect sandbox %s (%s) to network %s (%s): only sandboxes with their own namespace join bridge or macvlan networks",
 				sb.Name, mode, n.Name, n.Driver)
 		}
 		if _, ok := endpointOn(sb, n.ID); ok {
-			return fmt.Errorf("sandbox %s is already connected to network %s", sb.Name, n.Name)
+			return errdefs.Conflictf("sandbox %s is already connected to network %s", sb.Name, n.Name)
 		}
 		if err := e.addEndpoint(tx, undo, &sb, n, spec); err != nil {
 			return err
@@ -362,7 +363,7 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 		}
 		i := slices.IndexFunc(sb.Endpoints, func(ep store.Endpoint) bool { return ep.NetworkID == n.ID })
 		if i < 0 {
-			return fmt.Errorf("sandbox %s is not connected to network %s", sb.Name, n.Name)
+			return errdefs.Conflictf("sandbox %s is not connected to network %s", sb.Name, n.Name)
 		}
 		removed = sb.Endpoints[i]
 		pubs, err := tx.Publications(sb.Name)
@@ -371,7 +372,7 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 		}
 		for _, p := range pubs {
 			if p.NetworkID == n.ID {
-				return fmt.Errorf("sandbox %s publishes %s through network %s: unpublish it first", sb.Name, describe(p), n.Name)
+				return errdefs.Conflictf("sandbox %s publishes %s through network %s: unpublish it first", sb.Name, describe(p), n.Name)
 			}
 		}
 		sb.Endpoints = slices.Delete(sb.Endpoints, i, i+1)

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"syscall"
+
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
 )
 
 // DefaultSocket is where the daemon listens unless told otherwise.
@@ -57,11 +59,17 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
+		err := fmt.Errorf("daemon answered %s", resp.Status)
 		var e Error
 		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Message != "" {
-			return errors.New(e.Message)
+			err = errors.New(e.Message)
 		}
-		return fmt.Errorf("daemon answered %s", resp.Status)
+		for kind, code := range statusOf {
+			if kind != nil && code == resp.StatusCode {
+				return errdefs.Mark(err, kind)
+			}
+		}
+		return err
 	}
 	if out != nil {
 		return json.NewDecoder(resp.Body).Decode(out)

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/ebpfnet/ebpfnet/control"
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
@@ -16,17 +17,17 @@ func networkSpec(req NetworkCreate) (control.NetworkSpec, error) {
 	var err error
 	if req.Subnet != "" {
 		if spec.Subnet, err = netip.ParsePrefix(req.Subnet); err != nil {
-			return spec, fmt.Errorf("invalid subnet %q: want an IPv4 CIDR such as 172.19.0.0/16", req.Subnet)
+			return spec, errdefs.Invalidf("invalid subnet %q: want an IPv4 CIDR such as 172.19.0.0/16", req.Subnet)
 		}
 	}
 	if req.IPRange != "" {
 		if spec.IPRange, err = netip.ParsePrefix(req.IPRange); err != nil {
-			return spec, fmt.Errorf("invalid ip-range %q: want an IPv4 CIDR such as 172.19.5.0/24", req.IPRange)
+			return spec, errdefs.Invalidf("invalid ip-range %q: want an IPv4 CIDR such as 172.19.5.0/24", req.IPRange)
 		}
 	}
 	if req.Gateway != "" {
 		if spec.Gateway, err = netip.ParseAddr(req.Gateway); err != nil {
-			return spec, fmt.Errorf("invalid gateway %q: want an IPv4 address", req.Gateway)
+			return spec, errdefs.Invalidf("invalid gateway %q: want an IPv4 address", req.Gateway)
 		}
 	}
 	spec.DNS, err = dnsServers(req.DNS)
@@ -38,7 +39,7 @@ func dnsServers(list []string) ([]netip.Addr, error) {
 	for _, s := range list {
 		a, err := netip.ParseAddr(s)
 		if err != nil || !a.Is4() {
-			return nil, fmt.Errorf("invalid --dns %q: want an IPv4 address", s)
+			return nil, errdefs.Invalidf("invalid --dns %q: want an IPv4 address", s)
 		}
 		out = append(out, a)
 	}
@@ -61,7 +62,7 @@ func parseIP(s string) (netip.Addr, error) {
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil || !a.Is4() {
-		return netip.Addr{}, fmt.Errorf("invalid IP address %q: want an IPv4 address", s)
+		return netip.Addr{}, errdefs.Invalidf("invalid IP address %q: want an IPv4 address", s)
 	}
 	return a, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ebpfnet/ebpfnet/control"
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
@@ -90,19 +91,24 @@ func reply(w http.ResponseWriter, code int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
+// statusOf answers each kind of failure with its status: what the
+// requester can fix 4xx, the daemon's own failures 500.
+var statusOf = map[error]int{
+	errdefs.ErrInvalid:  http.StatusBadRequest,
+	errdefs.ErrNotFound: http.StatusNotFound,
+	errdefs.ErrConflict: http.StatusConflict,
+	nil:                 http.StatusInternalServerError,
+}
+
 func fail(w http.ResponseWriter, err error) {
-	code := http.StatusBadRequest
-	if errors.Is(err, store.ErrNotFound) {
-		code = http.StatusNotFound
-	}
-	reply(w, code, Error{Message: err.Error()})
+	reply(w, statusOf[errdefs.Kind(err)], Error{Message: err.Error()})
 }
 
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		fail(w, fmt.Errorf("decode request: %w", err))
+		fail(w, errdefs.Invalidf("decode request: %w", err))
 		return false
 	}
 	return true
@@ -332,7 +338,7 @@ func (s *Server) changePorts(w http.ResponseWriter, r *http.Request, anyProto bo
 	}
 	specs, err := portSpecs(req.Specs, anyProto)
 	if err == nil && len(specs) == 0 {
-		err = errors.New("no port spec given")
+		err = errdefs.Invalid(errors.New("no port spec given"))
 	}
 	if err != nil {
 		fail(w, err)

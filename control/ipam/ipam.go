@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
 )
 
 // ErrExhausted is returned when a pool has no free address left.
-var ErrExhausted = errors.New("no free address left")
+var ErrExhausted = errdefs.Conflict(errors.New("no free address left"))
 
 // Pool is a subnet, the part of it that hands out dynamic addresses and
 // what is allocated.
@@ -27,30 +29,30 @@ type Pool struct {
 // (zero: the subnet's first address) and returns an empty pool.
 func NewPool(subnet, ipRange netip.Prefix, gateway netip.Addr) (Pool, error) {
 	if !subnet.Addr().Is4() {
-		return Pool{}, fmt.Errorf("subnet %s: only IPv4 subnets are supported", subnet)
+		return Pool{}, errdefs.Invalidf("subnet %s: only IPv4 subnets are supported", subnet)
 	}
 	if subnet != subnet.Masked() {
-		return Pool{}, fmt.Errorf("subnet %s has host bits set (did you mean %s?)", subnet, subnet.Masked())
+		return Pool{}, errdefs.Invalidf("subnet %s has host bits set (did you mean %s?)", subnet, subnet.Masked())
 	}
 	if subnet.Bits() > 30 {
-		return Pool{}, fmt.Errorf("subnet %s is too small: it needs room for a gateway and an endpoint (at most /30)", subnet)
+		return Pool{}, errdefs.Invalidf("subnet %s is too small: it needs room for a gateway and an endpoint (at most /30)", subnet)
 	}
 	if !gateway.IsValid() {
 		gateway = subnet.Addr().Next()
 	}
 	p := Pool{Subnet: subnet, Gateway: gateway}
 	if !subnet.Contains(gateway) {
-		return Pool{}, fmt.Errorf("gateway %s is outside subnet %s", gateway, subnet)
+		return Pool{}, errdefs.Invalidf("gateway %s is outside subnet %s", gateway, subnet)
 	}
 	if gateway == subnet.Addr() || gateway == broadcast(subnet) {
-		return Pool{}, fmt.Errorf("gateway %s is the network or broadcast address of %s", gateway, subnet)
+		return Pool{}, errdefs.Invalidf("gateway %s is the network or broadcast address of %s", gateway, subnet)
 	}
 	if ipRange.IsValid() {
 		if ipRange != ipRange.Masked() {
-			return Pool{}, fmt.Errorf("ip-range %s has host bits set (did you mean %s?)", ipRange, ipRange.Masked())
+			return Pool{}, errdefs.Invalidf("ip-range %s has host bits set (did you mean %s?)", ipRange, ipRange.Masked())
 		}
 		if !ipRange.Addr().Is4() || ipRange.Bits() < subnet.Bits() || !subnet.Contains(ipRange.Addr()) {
-			return Pool{}, fmt.Errorf("ip-range %s is outside subnet %s", ipRange, subnet)
+			return Pool{}, errdefs.Invalidf("ip-range %s is outside subnet %s", ipRange, subnet)
 		}
 		p.Range = ipRange
 	}
@@ -119,13 +121,13 @@ func (p *Pool) Allocate() (netip.Addr, error) {
 func (p *Pool) AllocateStatic(a netip.Addr) error {
 	switch {
 	case !p.Subnet.Contains(a):
-		return fmt.Errorf("address %s is outside subnet %s", a, p.Subnet)
+		return errdefs.Invalidf("address %s is outside subnet %s", a, p.Subnet)
 	case a == p.Gateway:
-		return fmt.Errorf("address %s is the gateway of %s", a, p.Subnet)
+		return errdefs.Invalidf("address %s is the gateway of %s", a, p.Subnet)
 	case p.reserved(a):
-		return fmt.Errorf("address %s is the network or broadcast address of %s", a, p.Subnet)
+		return errdefs.Invalidf("address %s is the network or broadcast address of %s", a, p.Subnet)
 	case p.InUse(a):
-		return fmt.Errorf("address %s is already in use", a)
+		return errdefs.Conflictf("address %s is already in use", a)
 	}
 	p.take(a)
 	return nil
@@ -158,5 +160,5 @@ func FreeSubnet(used []netip.Prefix) (netip.Prefix, error) {
 			return candidate, nil
 		}
 	}
-	return netip.Prefix{}, errors.New("every default address pool overlaps a route or another network: pass --subnet")
+	return netip.Prefix{}, errdefs.Conflict(errors.New("every default address pool overlaps a route or another network: pass --subnet"))
 }

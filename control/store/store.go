@@ -10,10 +10,12 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
 )
 
 // ErrNotFound is returned when no record has the given name or ID.
-var ErrNotFound = errors.New("not found")
+var ErrNotFound = errdefs.ErrNotFound
 
 var (
 	bucketNetworks  = []byte("networks")
@@ -141,7 +143,7 @@ func find[T any](b *bolt.Bucket, ref string, name, id func(*T) string) (T, error
 	case 0:
 		return zero, ErrNotFound
 	}
-	return zero, fmt.Errorf("%q matches %d IDs: use more characters", ref, len(matches))
+	return zero, errdefs.Invalidf("%q matches %d IDs: use more characters", ref, len(matches))
 }
 
 // Networks returns every network, ordered by name.
