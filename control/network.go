@@ -79,8 +79,11 @@ func (e *Engine) choosePool(tx *store.Tx, n *store.Network, subnet, ipRange neti
 		return err
 	}
 	if !subnet.IsValid() {
-		if ipRange.IsValid() || gateway.IsValid() {
-			return errdefs.Invalidf("--ip-range and --gateway need --subnet")
+		if gateway.IsValid() {
+			return errdefs.Invalidf("gateway %s needs a subnet to lie in", gateway)
+		}
+		if ipRange.IsValid() {
+			return errdefs.Invalidf("ip range %s needs a subnet to lie in", ipRange)
 		}
 		used, err := e.hostRoutes()
 		if err != nil {
@@ -127,7 +130,7 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 		return store.Network{}, err
 	}
 	if !n.HostOnNetwork() && spec.Gateway.IsValid() {
-		return store.Network{}, errdefs.Invalidf("--gateway %s: a network in gateway mode %s has no gateway", spec.Gateway, n.GatewayMode)
+		return store.Network{}, errdefs.Invalidf("gateway %s: a network in gateway mode %s has no gateway", spec.Gateway, n.GatewayMode)
 	}
 	if n.Driver == store.DriverBridge && n.Bridge == "" {
 		n.Bridge = "eb-" + n.ID[:12]

@@ -92,7 +92,7 @@ func applyOptions(n *store.Network, opts map[string]string) error {
 		return err
 	}
 	if n.Driver == store.DriverMacvlan && n.Parent == "" {
-		return errdefs.Invalidf("a macvlan network needs a parent interface: -o parent=IFACE")
+		return errdefs.Invalidf("a macvlan network needs a parent interface (option %s)", OptParent)
 	}
 	n.Options = opts
 	return nil

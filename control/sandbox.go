@@ -101,7 +101,7 @@ func (e *Engine) resolveMode(tx *store.Tx, sb *store.Sandbox, spec SandboxSpec) 
 			return nil, errdefs.Invalidf("network mode %s cannot be combined with other networks", first)
 		}
 		if spec.IP.IsValid() || len(spec.Aliases) > 0 || len(spec.Publish) > 0 {
-			return nil, errdefs.Invalidf("--ip, --alias and -p need a bridge or macvlan network, not %s", first)
+			return nil, errdefs.Invalidf("a static address, aliases and published ports need a bridge or macvlan network, not %s", first)
 		}
 	}
 	switch {
@@ -296,7 +296,7 @@ func (e *Engine) stopProcesses(sb store.Sandbox, force bool) error {
 		return nil
 	}
 	if !force {
-		return errdefs.Conflictf("sandbox %s has running processes (pids %v): stop them or use -f", sb.Name, pids)
+		return errdefs.Conflictf("sandbox %s has running processes (pids %v): stop them or remove it by force", sb.Name, pids)
 	}
 	for _, pid := range pids {
 		syscall.Kill(pid, syscall.SIGKILL)

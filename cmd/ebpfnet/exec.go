@@ -51,6 +51,9 @@ func newRunCommand(c *cli) *cobra.Command {
 			if req.Name == "" {
 				return errors.New("run needs --name")
 			}
+			if err := checkSandboxFlags(req); err != nil {
+				return err
+			}
 			client := c.client()
 			sb, err := client.CreateSandbox(cmd.Context(), req)
 			if err != nil {

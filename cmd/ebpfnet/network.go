@@ -1,11 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
+	"github.com/ebpfnet/ebpfnet/control"
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
 func newNetworkCommand(c *cli) *cobra.Command {
@@ -43,6 +46,9 @@ func newNetworkCreate(c *cli) *cobra.Command {
 			if req.Labels, err = parseKeyValues("--label", labels); err != nil {
 				return err
 			}
+			if err := checkNetworkFlags(req); err != nil {
+				return err
+			}
 			n, err := c.client().CreateNetwork(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -62,6 +68,20 @@ func newNetworkCreate(c *cli) *cobra.Command {
 	f.StringArrayVar(&req.DNS, "dns", nil, "upstream DNS server of the network's sandboxes (repeatable; default: the host's)")
 	cmd.RegisterFlagCompletionFunc("driver", cobra.FixedCompletions([]string{"bridge", "macvlan"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
+}
+
+// checkNetworkFlags refuses the combinations of flags the daemon refuses,
+// in the words of the flags: the daemon's errors name values.
+func checkNetworkFlags(req api.NetworkCreate) error {
+	if req.Subnet == "" && (req.IPRange != "" || req.Gateway != "") {
+		return errors.New("--ip-range and --gateway need --subnet")
+	}
+	// The daemon checks the options first: an isolated network that is
+	// not internal is refused in its words.
+	if mode := req.Options[control.OptGatewayMode]; mode == store.GatewayIsolated && req.Internal && req.Gateway != "" {
+		return fmt.Errorf("--gateway %s: a network in gateway mode %s has no gateway", req.Gateway, mode)
+	}
+	return nil
 }
 
 func newNetworkLs(c *cli) *cobra.Command {

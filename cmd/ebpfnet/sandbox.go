@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ebpfnet/ebpfnet/control"
 	"github.com/ebpfnet/ebpfnet/control/api"
 )
 
@@ -31,6 +32,19 @@ func sandboxFlags(cmd *cobra.Command, req *api.SandboxCreate) {
 	f.StringArrayVar(&req.Links, "link", nil, "legacy link NAME[:ALIAS]: the sandbox's address in this one's hosts (repeatable)")
 }
 
+// checkSandboxFlags refuses, in the words of the flags, what the daemon
+// refuses in terms of values: addresses, aliases and ports on a sandbox
+// without networks of its own.
+func checkSandboxFlags(req api.SandboxCreate) error {
+	if len(req.Networks) != 1 || req.IP == "" && len(req.Aliases) == 0 && len(req.Publish) == 0 {
+		return nil
+	}
+	if mode := req.Networks[0]; mode == control.NetworkHost || mode == control.NetworkNone || strings.HasPrefix(mode, "container:") {
+		return fmt.Errorf("--ip, --alias and -p need a bridge or macvlan network, not %s", mode)
+	}
+	return nil
+}
+
 func newSandboxCreate(c *cli) *cobra.Command {
 	var req api.SandboxCreate
 	cmd := &cobra.Command{
@@ -45,6 +59,9 @@ func newSandboxCreate(c *cli) *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
+			if err := checkSandboxFlags(req); err != nil {
+				return err
+			}
 			sb, err := c.client().CreateSandbox(cmd.Context(), req)
 			if err != nil {
 				return err

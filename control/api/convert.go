@@ -39,14 +39,14 @@ func dnsServers(list []string) ([]netip.Addr, error) {
 	for _, s := range list {
 		a, err := netip.ParseAddr(s)
 		if err != nil || !a.Is4() {
-			return nil, errdefs.Invalidf("invalid --dns %q: want an IPv4 address", s)
+			return nil, errdefs.Invalidf("invalid DNS server %q: want an IPv4 address", s)
 		}
 		out = append(out, a)
 	}
 	return out, nil
 }
 
-// links parses --link NAME[:ALIAS].
+// links parses legacy links, NAME[:ALIAS].
 func links(list []string) []store.Link {
 	var out []store.Link
 	for _, s := range list {

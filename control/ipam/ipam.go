@@ -160,5 +160,5 @@ func FreeSubnet(used []netip.Prefix) (netip.Prefix, error) {
 			return candidate, nil
 		}
 	}
-	return netip.Prefix{}, errdefs.Conflict(errors.New("every default address pool overlaps a route or another network: pass --subnet"))
+	return netip.Prefix{}, errdefs.Conflict(errors.New("every default address pool overlaps a route or another network: choose a subnet"))
 }

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/ebpfnet/ebpfnet/control"
+	"github.com/ebpfnet/ebpfnet/control/api"
+)
+
+// The CLI words in flags what the daemon refuses in values; these are the
+// combinations it answers itself.
+func TestFlagCombinations(t *testing.T) {
+	isolated := map[string]string{control.OptGatewayMode: "isolated"}
+	for _, c := range []struct {
+		req  api.NetworkCreate
+		want string
+	}{
+		{api.NetworkCreate{Gateway: "172.30.0.1"}, "--ip-range and --gateway need --subnet"},
+		{api.NetworkCreate{IPRange: "172.30.5.0/24"}, "--ip-range and --gateway need --subnet"},
+		{api.NetworkCreate{Subnet: "172.30.0.0/16", Gateway: "172.30.0.1", Internal: true, Options: isolated},
+			"--gateway 172.30.0.1: a network in gateway mode isolated has no gateway"},
+		{api.NetworkCreate{Subnet: "172.30.0.0/16", Gateway: "172.30.0.1", Options: isolated}, ""}, // the daemon's to refuse
+		{api.NetworkCreate{Subnet: "172.30.0.0/16", Gateway: "172.30.0.1"}, ""},
+	} {
+		if err := checkNetworkFlags(c.req); (err == nil) != (c.want == "") || err != nil && err.Error() != c.want {
+			t.Errorf("%+v: %v, want %q", c.req, err, c.want)
+		}
+	}
+	for _, c := range []struct {
+		req  api.SandboxCreate
+		want string
+	}{
+		{api.SandboxCreate{Networks: []string{"none"}, Publish: []string{"80"}}, "-p need a bridge or macvlan network, not none"},
+		{api.SandboxCreate{Networks: []string{"container:web"}, IP: "172.17.0.9"}, "not container:web"},
+		{api.SandboxCreate{Networks: []string{"host"}, Aliases: []string{"a"}}, "not host"},
+		{api.SandboxCreate{Networks: []string{"host"}}, ""},
+		{api.SandboxCreate{Networks: []string{"app"}, Publish: []string{"80"}}, ""},
+		{api.SandboxCreate{Publish: []string{"80"}}, ""}, // the default network
+	} {
+		err := checkSandboxFlags(c.req)
+		if (err == nil) != (c.want == "") || err != nil && !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.req, err, c.want)
+		}
+	}
+}
