@@ -7,96 +7,14 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/maps"
 )
-
-// PortSpec is one parsed -p argument:
-// [HOST_IP:][HOST_PORT[-END]:]PORT[-END][/tcp|/udp].
-type PortSpec struct {
-	HostIP             netip.Addr // zero: every host address
-	HostFirst, HostEnd uint16     // zero: a free port of the host's ephemeral range
-	First, End         uint16     // the sandbox's ports
-	Proto              string     // tcp or udp; empty only when unpublishing (any)
-}
-
-// ParsePortSpec parses Docker's -p grammar. When publishing, a missing
-// protocol means tcp; anyProto leaves it empty to match either.
-func ParsePortSpec(s string, anyProto bool) (PortSpec, error) {
-	bad := func(why string) (PortSpec, error) {
-		return PortSpec{}, errdefs.Invalidf("invalid port spec %q: %s", s, why)
-	}
-	var spec PortSpec
-	rest, proto, hasProto := strings.Cut(s, "/")
-	switch {
-	case hasProto && (proto == "tcp" || proto == "udp"):
-		spec.Proto = proto
-	case hasProto:
-		return bad(fmt.Sprintf("protocol %q is not tcp or udp", proto))
-	case !anyProto:
-		spec.Proto = "tcp"
-	}
-	if strings.HasPrefix(rest, "[") {
-		return bad("IPv6 host addresses are not supported yet")
-	}
-	parts := strings.Split(rest, ":")
-	if len(parts) > 3 {
-		return bad("want [HOST_IP:][HOST_PORT:]PORT")
-	}
-	if len(parts) == 3 {
-		ip, err := netip.ParseAddr(parts[0])
-		if err != nil || !ip.Is4() {
-			return bad(fmt.Sprintf("host address %q is not an IPv4 address", parts[0]))
-		}
-		if !ip.IsUnspecified() {
-			spec.HostIP = ip
-		}
-		parts = parts[1:]
-	}
-	var err error
-	if spec.First, spec.End, err = parsePortRange(parts[len(parts)-1]); err != nil {
-		return bad(err.Error())
-	}
-	if len(parts) == 2 && parts[0] != "" {
-		if spec.HostFirst, spec.HostEnd, err = parsePortRange(parts[0]); err != nil {
-			return bad(err.Error())
-		}
-		hostLen, len := spec.HostEnd-spec.HostFirst, spec.End-spec.First
-		if len != 0 && hostLen != len {
-			return bad(fmt.Sprintf("host ports %d-%d and sandbox ports %d-%d differ in number", spec.HostFirst, spec.HostEnd, spec.First, spec.End))
-		}
-	}
-	return spec, nil
-}
-
-func parsePortRange(s string) (uint16, uint16, error) {
-	first, end, isRange := strings.Cut(s, "-")
-	if !isRange {
-		end = first
-	}
-	a, errA := strconv.ParseUint(first, 10, 16)
-	b, errB := strconv.ParseUint(end, 10, 16)
-	if errA != nil || errB != nil || a == 0 || b == 0 {
-		return 0, 0, fmt.Errorf("port %q is not a number from 1 to 65535 (or a range of them)", s)
-	}
-	if b < a {
-		return 0, 0, fmt.Errorf("port range %q ends before it starts", s)
-	}
-	return uint16(a), uint16(b), nil
-}
-
-func protoNumber(proto string) uint8 {
-	if proto == "udp" {
-		return unix.IPPROTO_UDP
-	}
-	return unix.IPPROTO_TCP
-}
 
 // overlaps reports whether two publications claim the same host port.
 func overlaps(a, b store.Publication) bool {
@@ -125,7 +43,7 @@ func publishTarget(tx *store.Tx, sb store.Sandbox) (store.Network, store.Endpoin
 
 // pubMaps is a publication as the datapath has it.
 func pubMaps(p store.Publication, ep store.Endpoint) maps.Publication {
-	return maps.Publication{HostAddr: p.HostIP, HostPort: p.HostPort, Proto: protoNumber(p.Proto), Addr: ep.Addr, Port: p.Port}
+	return maps.Publication{HostAddr: p.HostIP, HostPort: p.HostPort, Proto: ports.Protocol(p.Proto).Number(), Addr: ep.Addr, Port: p.Port}
 }
 
 func endpointOn(sb store.Sandbox, networkID string) (store.Endpoint, bool) {
@@ -138,7 +56,10 @@ func endpointOn(sb store.Sandbox, networkID string) (store.Endpoint, bool) {
 
 // Publish publishes ports of a sandbox. Either all of specs are published
 // or none.
-func (e *Engine) Publish(sandboxRef string, specs []PortSpec) ([]store.Publication, error) {
+func (e *Engine) Publish(sandboxRef string, specs []ports.Mapping) ([]store.Publication, error) {
+	if err := checkPublish(specs); err != nil {
+		return nil, err
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var added []store.Publication
@@ -155,7 +76,7 @@ func (e *Engine) Publish(sandboxRef string, specs []PortSpec) ([]store.Publicati
 
 // addPublications publishes specs on sb, in the store and the maps, and
 // registers how to undo the map entries.
-func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb store.Sandbox, specs []PortSpec) ([]store.Publication, error) {
+func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb store.Sandbox, specs []ports.Mapping) ([]store.Publication, error) {
 	if len(specs) == 0 {
 		return nil, nil
 	}
@@ -280,30 +201,32 @@ func (e *Engine) forgetPorts(sandbox string, pubs []store.Publication) {
 // adds each to taken under sandbox as it is chosen, so later choices of
 // the same request avoid it; it runs in the host namespace. Random ports
 // come from [lo, hi].
-func choosePorts(spec PortSpec, networkID, sandbox string, taken portIndex, lo, hi int) ([]store.Publication, error) {
+func choosePorts(spec ports.Mapping, networkID, sandbox string, taken portIndex, lo, hi int) ([]store.Publication, error) {
 	var out []store.Publication
 	mk := func(host, port uint16) store.Publication {
-		return store.Publication{HostIP: spec.HostIP, HostPort: host, Proto: spec.Proto, Port: port, NetworkID: networkID}
+		return store.Publication{HostIP: spec.HostIP, HostPort: host, Proto: string(spec.Proto), Port: port, NetworkID: networkID}
 	}
+	hostFirst, hostEnd := spec.HostPorts()
+	first, end := spec.Ports()
 	switch {
-	case spec.HostFirst != 0 && spec.HostEnd-spec.HostFirst == spec.End-spec.First:
-		for i := 0; i <= int(spec.End-spec.First); i++ {
-			p := mk(spec.HostFirst+uint16(i), spec.First+uint16(i))
+	case hostFirst != 0 && hostEnd-hostFirst == end-first:
+		for i := 0; i <= int(end-first); i++ {
+			p := mk(hostFirst+uint16(i), first+uint16(i))
 			if err := checkFree(p, taken); err != nil {
 				return nil, err
 			}
 			taken.add(p, sandbox)
 			out = append(out, p)
 		}
-	case spec.HostFirst != 0: // one sandbox port, any free host port of the range
-		p, err := firstFree(mk(0, spec.First), int(spec.HostFirst), int(spec.HostEnd), taken)
+	case hostFirst != 0: // one sandbox port, any free host port of the range
+		p, err := firstFree(mk(0, first), int(hostFirst), int(hostEnd), taken)
 		if err != nil {
-			return nil, fmt.Errorf("no free host port in %d-%d/%s: %w", spec.HostFirst, spec.HostEnd, spec.Proto, err)
+			return nil, fmt.Errorf("no free host port in %d-%d/%s: %w", hostFirst, hostEnd, spec.Proto, err)
 		}
 		taken.add(p, sandbox)
 		out = append(out, p)
 	default: // each sandbox port gets a free port of the ephemeral range
-		for port := int(spec.First); port <= int(spec.End); port++ {
+		for port := int(first); port <= int(end); port++ {
 			p, err := firstFree(mk(0, uint16(port)), lo, hi, taken)
 			if err != nil {
 				return nil, fmt.Errorf("no free host port for %d/%s: %w", port, spec.Proto, err)
@@ -355,7 +278,7 @@ func checkFree(p store.Publication, taken portIndex) error {
 // would miss a host process's bound UDP socket or unlistening TCP socket.
 func probeBind(p store.Publication) error {
 	typ := unix.SOCK_STREAM
-	if p.Proto == "udp" {
+	if ports.Protocol(p.Proto) == ports.UDP {
 		typ = unix.SOCK_DGRAM
 	}
 	fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
@@ -393,10 +316,14 @@ func ephemeralRange() (lo, hi int) {
 	return lo, hi
 }
 
-// Unpublish removes a sandbox's publications that match any of specs: a
-// spec without ':' names host ports, a full one also the address and the
-// sandbox ports; a spec without a protocol matches both.
-func (e *Engine) Unpublish(sandboxRef string, specs []PortSpec) ([]store.Publication, error) {
+// Unpublish removes a sandbox's publications that match any of filters;
+// each must match at least one.
+func (e *Engine) Unpublish(sandboxRef string, filters []ports.Mapping) ([]store.Publication, error) {
+	for _, f := range filters {
+		if err := f.CheckFilter(); err != nil {
+			return nil, errdefs.Invalidf("invalid port filter %q: %w", f, err)
+		}
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var (
@@ -414,17 +341,17 @@ func (e *Engine) Unpublish(sandboxRef string, specs []PortSpec) ([]store.Publica
 		if err != nil {
 			return err
 		}
-		for _, spec := range specs {
+		for _, f := range filters {
 			before := len(pubs)
 			pubs = slices.DeleteFunc(pubs, func(p store.Publication) bool {
-				if spec.matches(p) {
+				if matches(f, p) {
 					removed = append(removed, p)
 					return true
 				}
 				return false
 			})
 			if len(pubs) == before {
-				return errdefs.NotFoundf("sandbox %s publishes nothing that matches %s", sb.Name, spec)
+				return errdefs.NotFoundf("sandbox %s publishes nothing that matches %q", sb.Name, f)
 			}
 		}
 		unmap = publicationMaps(sb, removed)
@@ -448,37 +375,28 @@ func publicationMaps(sb store.Sandbox, pubs []store.Publication) []maps.Publicat
 	return out
 }
 
-func (s PortSpec) matches(p store.Publication) bool {
-	if s.Proto != "" && s.Proto != p.Proto {
+// matches reports whether a filter (ports.Mapping) matches p.
+func matches(f ports.Mapping, p store.Publication) bool {
+	if f.Proto != "" && string(f.Proto) != p.Proto || f.HostIP.IsValid() && f.HostIP != p.HostIP {
 		return false
 	}
-	if s.HostIP.IsValid() && s.HostIP != p.HostIP {
+	if hostFirst, hostEnd := f.HostPorts(); f.HostPort != 0 && (p.HostPort < hostFirst || p.HostPort > hostEnd) {
 		return false
 	}
-	if s.HostFirst == 0 { // only sandbox ports given: "8080" names a host port
-		return p.HostPort >= s.First && p.HostPort <= s.End
-	}
-	return p.HostPort >= s.HostFirst && p.HostPort <= s.HostEnd && p.Port >= s.First && p.Port <= s.End
+	first, end := f.Ports()
+	return f.Port == 0 || p.Port >= first && p.Port <= end
 }
 
-func (s PortSpec) String() string {
-	var b strings.Builder
-	if s.HostIP.IsValid() {
-		b.WriteString(s.HostIP.String() + ":")
+// checkPublish checks requests to publish before anything is looked up.
+func checkPublish(specs []ports.Mapping) error {
+	for _, m := range specs {
+		err := m.CheckPublish()
+		if err == nil && m.HostIP.IsValid() && !m.HostIP.Is4() {
+			err = errdefs.Invalidf("IPv6 host addresses are not supported yet")
+		}
+		if err != nil {
+			return errdefs.Invalidf("invalid port mapping %q: %w", m, err)
+		}
 	}
-	if s.HostFirst != 0 {
-		b.WriteString(portRange(s.HostFirst, s.HostEnd) + ":")
-	}
-	b.WriteString(portRange(s.First, s.End))
-	if s.Proto != "" {
-		b.WriteString("/" + s.Proto)
-	}
-	return fmt.Sprintf("%q", b.String())
-}
-
-func portRange(a, b uint16) string {
-	if a == b {
-		return strconv.Itoa(int(a))
-	}
-	return fmt.Sprintf("%d-%d", a, b)
+	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
@@ -24,11 +25,11 @@ type SandboxSpec struct {
 	// Networks to attach to, or exactly one of host, none and
 	// container:NAME. Empty means the default network, as with docker run.
 	Networks []string
-	IP       netip.Addr   // static address on the first network
-	Aliases  []string     // names on every user-defined network
-	Publish  []PortSpec   // ports to publish, as with docker run -p
-	DNS      []netip.Addr // upstream servers of its resolver, or of its resolv.conf
-	Links    []store.Link // legacy --link entries
+	IP       netip.Addr      // static address on the first network
+	Aliases  []string        // names on every user-defined network
+	Publish  []ports.Mapping // ports to publish, as with docker run -p
+	DNS      []netip.Addr    // upstream servers of its resolver, or of its resolv.conf
+	Links    []store.Link    // legacy --link entries
 }
 
 // EndpointSpec is what a connect request may choose.
@@ -41,6 +42,9 @@ const containerPrefix = "container:"
 
 // CreateSandbox creates a sandbox and its endpoints.
 func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
+	if err := checkPublish(spec.Publish); err != nil {
+		return store.Sandbox{}, err
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if err := checkName("sandbox", spec.Name); err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control"
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
 	"github.com/ebpfnet/ebpfnet/loader"
 )
 
@@ -65,11 +66,11 @@ a published port (EPERM).`,
 				return fmt.Errorf("invalid --socket-mode %q: want octal permissions such as 0600", socketMode)
 			}
 			if natPorts != "" {
-				spec, err := control.ParsePortSpec(natPorts, true)
-				if err != nil || spec.HostFirst != 0 || spec.Proto != "" || spec.First < 1024 {
+				first, end, err := sandbox.ParsePortRange(natPorts)
+				if err != nil || first < 1024 {
 					return fmt.Errorf("invalid --nat-ports %q: want a range such as 61000-65535, above 1023", natPorts)
 				}
-				cfg.NATPortMin, cfg.NATPortMax = spec.First, spec.End
+				cfg.NATPortMin, cfg.NATPortMax = first, end
 			}
 			if len(ctTimeouts) > 0 {
 				t, err := loader.DefaultCTTimeouts()

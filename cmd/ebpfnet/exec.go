@@ -38,8 +38,9 @@ resolv.conf and hosts in place of the host's (like ip netns exec).`,
 
 func newRunCommand(c *cli) *cobra.Command {
 	var (
-		req    api.SandboxCreate
-		remove bool
+		req     api.SandboxCreate
+		publish []string
+		remove  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run [flags] -- COMMAND [ARG...]",
@@ -51,7 +52,7 @@ func newRunCommand(c *cli) *cobra.Command {
 			if req.Name == "" {
 				return errors.New("run needs --name")
 			}
-			if err := checkSandboxFlags(req); err != nil {
+			if err := sandboxRequest(&req, publish); err != nil {
 				return err
 			}
 			client := c.client()
@@ -71,7 +72,7 @@ func newRunCommand(c *cli) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&req.Name, "name", "", "name of the sandbox")
 	cmd.Flags().BoolVar(&remove, "rm", false, "remove the sandbox when the command exits")
-	sandboxFlags(cmd, &req)
+	sandboxFlags(cmd, &req, &publish)
 	return cmd
 }
 

@@ -31,12 +31,12 @@ func TestFlagCombinations(t *testing.T) {
 		req  api.SandboxCreate
 		want string
 	}{
-		{api.SandboxCreate{Networks: []string{"none"}, Publish: []string{"80"}}, "-p need a bridge or macvlan network, not none"},
+		{api.SandboxCreate{Networks: []string{"none"}, Publish: []api.PortMapping{{Port: 80}}}, "-p need a bridge or macvlan network, not none"},
 		{api.SandboxCreate{Networks: []string{"container:web"}, IP: "172.17.0.9"}, "not container:web"},
 		{api.SandboxCreate{Networks: []string{"host"}, Aliases: []string{"a"}}, "not host"},
 		{api.SandboxCreate{Networks: []string{"host"}}, ""},
-		{api.SandboxCreate{Networks: []string{"app"}, Publish: []string{"80"}}, ""},
-		{api.SandboxCreate{Publish: []string{"80"}}, ""}, // the default network
+		{api.SandboxCreate{Networks: []string{"app"}, Publish: []api.PortMapping{{Port: 80}}}, ""},
+		{api.SandboxCreate{Publish: []api.PortMapping{{Port: 80}}}, ""}, // the default network
 	} {
 		err := checkSandboxFlags(c.req)
 		if (err == nil) != (c.want == "") || err != nil && !strings.Contains(err.Error(), c.want) {

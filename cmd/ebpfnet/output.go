@@ -48,6 +48,19 @@ func parseKeyValues(flag string, pairs []string) (map[string]string, error) {
 	return m, nil
 }
 
+// parseEach parses every argument, stopping at the first it cannot.
+func parseEach[T any](args []string, parse func(string) (T, error)) ([]T, error) {
+	var out []T
+	for _, a := range args {
+		v, err := parse(a)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
 // inspectEach fetches every reference and prints them as one JSON array,
 // as docker inspect does.
 func inspectEach[T any](w io.Writer, refs []string, fetch func(ref string) (T, error)) error {

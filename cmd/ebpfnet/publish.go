@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
 )
 
 func newPublishCommand(c *cli) *cobra.Command {
@@ -25,7 +26,9 @@ with one sandbox port takes the first free port of the range.`,
   ebpfnet publish 8000-8010:80-90 web
   ebpfnet publish 80 web`,
 		Args: cobra.MinimumNArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error { return changePorts(cmd, args, c.client().Publish) },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return changePorts(cmd, args, sandbox.ParsePublish, c.client().Publish)
+		},
 	}
 }
 
@@ -40,14 +43,20 @@ removed ports are forgotten with them.`,
 		Example: `  ebpfnet unpublish 8080 web
   ebpfnet unpublish 127.0.0.1:5353:53/udp dns`,
 		Args: cobra.MinimumNArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error { return changePorts(cmd, args, c.client().Unpublish) },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return changePorts(cmd, args, sandbox.ParseUnpublish, c.client().Unpublish)
+		},
 	}
 }
 
 // changePorts applies "SPEC... SANDBOX" arguments and prints what changed.
-func changePorts(cmd *cobra.Command, args []string,
-	change func(ctx context.Context, sandbox string, specs []string) (map[string][]api.PortBinding, error)) error {
-	changed, err := change(cmd.Context(), args[len(args)-1], args[:len(args)-1])
+func changePorts(cmd *cobra.Command, args []string, parse func(string) (api.PortMapping, error),
+	change func(ctx context.Context, sandbox string, mappings []api.PortMapping) (map[string][]api.PortBinding, error)) error {
+	mappings, err := parseEach(args[:len(args)-1], parse)
+	if err != nil {
+		return err
+	}
+	changed, err := change(cmd.Context(), args[len(args)-1], mappings)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control"
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
 )
 
 func newSandboxCommand(c *cli) *cobra.Command {
@@ -21,15 +22,24 @@ func newSandboxCommand(c *cli) *cobra.Command {
 	return cmd
 }
 
-// sandboxFlags are the flags of `sandbox create` and `run`.
-func sandboxFlags(cmd *cobra.Command, req *api.SandboxCreate) {
+// sandboxFlags are the flags of `sandbox create` and `run`; the -p specs
+// land in publish, for sandboxRequest to parse.
+func sandboxFlags(cmd *cobra.Command, req *api.SandboxCreate, publish *[]string) {
 	f := cmd.Flags()
 	f.StringArrayVar(&req.Networks, "network", nil, "network to attach to (repeatable), or host, none, container:NAME (default: bridge)")
 	f.StringVar(&req.IP, "ip", "", "IPv4 address on the first network")
 	f.StringArrayVar(&req.Aliases, "alias", nil, "extra name on the networks (repeatable)")
-	f.StringArrayVarP(&req.Publish, "publish", "p", nil, "publish a port, as docker run -p (repeatable)")
+	f.StringArrayVarP(publish, "publish", "p", nil, "publish a port, as docker run -p (repeatable)")
 	f.StringArrayVar(&req.DNS, "dns", nil, "upstream DNS server (repeatable)")
 	f.StringArrayVar(&req.Links, "link", nil, "legacy link NAME[:ALIAS]: the sandbox's address in this one's hosts (repeatable)")
+}
+
+// sandboxRequest completes req from the flags that need parsing.
+func sandboxRequest(req *api.SandboxCreate, publish []string) (err error) {
+	if req.Publish, err = parseEach(publish, sandbox.ParsePublish); err != nil {
+		return err
+	}
+	return checkSandboxFlags(*req)
 }
 
 // checkSandboxFlags refuses, in the words of the flags, what the daemon
@@ -46,7 +56,10 @@ func checkSandboxFlags(req api.SandboxCreate) error {
 }
 
 func newSandboxCreate(c *cli) *cobra.Command {
-	var req api.SandboxCreate
+	var (
+		req     api.SandboxCreate
+		publish []string
+	)
 	cmd := &cobra.Command{
 		Use:   "create [flags] NAME",
 		Short: "Create a sandbox",
@@ -59,7 +72,7 @@ func newSandboxCreate(c *cli) *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
-			if err := checkSandboxFlags(req); err != nil {
+			if err := sandboxRequest(&req, publish); err != nil {
 				return err
 			}
 			sb, err := c.client().CreateSandbox(cmd.Context(), req)
@@ -70,7 +83,7 @@ func newSandboxCreate(c *cli) *cobra.Command {
 			return nil
 		},
 	}
-	sandboxFlags(cmd, &req)
+	sandboxFlags(cmd, &req, &publish)
 	return cmd
 }
 

@@ -145,11 +145,12 @@ func (c *Client) Reconcile(ctx context.Context) error {
 }
 
 // Publish publishes ports of a sandbox and returns what it published.
-func (c *Client) Publish(ctx context.Context, sandbox string, specs []string) (out map[string][]PortBinding, err error) {
-	return out, c.do(ctx, "POST", "/v1/sandboxes/"+esc(sandbox)+"/publish", Ports{Specs: specs}, &out)
+func (c *Client) Publish(ctx context.Context, sandbox string, mappings []PortMapping) (out map[string][]PortBinding, err error) {
+	return out, c.do(ctx, "POST", "/v1/sandboxes/"+esc(sandbox)+"/publish", Ports{Mappings: mappings}, &out)
 }
 
-// Unpublish removes published ports of a sandbox and returns what it removed.
-func (c *Client) Unpublish(ctx context.Context, sandbox string, specs []string) (out map[string][]PortBinding, err error) {
-	return out, c.do(ctx, "POST", "/v1/sandboxes/"+esc(sandbox)+"/unpublish", Ports{Specs: specs}, &out)
+// Unpublish removes the published ports of a sandbox that match filters
+// and returns what it removed.
+func (c *Client) Unpublish(ctx context.Context, sandbox string, filters []PortMapping) (out map[string][]PortBinding, err error) {
+	return out, c.do(ctx, "POST", "/v1/sandboxes/"+esc(sandbox)+"/unpublish", Ports{Mappings: filters}, &out)
 }

@@ -116,19 +116,6 @@ func gateway(n store.Network) string {
 	return n.Pool.Gateway.String()
 }
 
-// portSpecs parses -p specs; anyProto as in control.ParsePortSpec.
-func portSpecs(specs []string, anyProto bool) ([]control.PortSpec, error) {
-	var out []control.PortSpec
-	for _, s := range specs {
-		p, err := control.ParsePortSpec(s, anyProto)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, nil
-}
-
 // portBindings shows publications the way docker inspect does.
 func portBindings(pubs []store.Publication) map[string][]PortBinding {
 	out := map[string][]PortBinding{}

@@ -288,18 +288,13 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	publish, err := portSpecs(req.Publish, false)
-	if err != nil {
-		fail(w, err)
-		return
-	}
 	servers, err := dnsServers(req.DNS)
 	if err != nil {
 		fail(w, err)
 		return
 	}
 	sb, err := s.engine.CreateSandbox(control.SandboxSpec{Name: req.Name, Networks: req.Networks, IP: ip, Aliases: req.Aliases,
-		Publish: publish, DNS: servers, Links: links(req.Links)})
+		Publish: req.Publish, DNS: servers, Links: links(req.Links)})
 	if err != nil {
 		fail(w, err)
 		return
@@ -321,30 +316,26 @@ func (s *Server) removeSandbox(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
-	s.changePorts(w, r, false, s.engine.Publish)
+	s.changePorts(w, r, s.engine.Publish)
 }
 
 func (s *Server) unpublish(w http.ResponseWriter, r *http.Request) {
-	s.changePorts(w, r, true, s.engine.Unpublish)
+	s.changePorts(w, r, s.engine.Unpublish)
 }
 
 // changePorts answers with the publications the change added or removed,
 // shaped like NetworkSettings.Ports.
-func (s *Server) changePorts(w http.ResponseWriter, r *http.Request, anyProto bool,
-	change func(string, []control.PortSpec) ([]store.Publication, error)) {
+func (s *Server) changePorts(w http.ResponseWriter, r *http.Request,
+	change func(string, []PortMapping) ([]store.Publication, error)) {
 	var req Ports
 	if !decode(w, r, &req) {
 		return
 	}
-	specs, err := portSpecs(req.Specs, anyProto)
-	if err == nil && len(specs) == 0 {
-		err = errdefs.Invalid(errors.New("no port spec given"))
-	}
-	if err != nil {
-		fail(w, err)
+	if len(req.Mappings) == 0 {
+		fail(w, errdefs.Invalid(errors.New("no port mapping given")))
 		return
 	}
-	changed, err := change(r.PathValue("ref"), specs)
+	changed, err := change(r.PathValue("ref"), req.Mappings)
 	if err != nil {
 		fail(w, err)
 		return

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/ebpfnet/ebpfnet/control"
+	"github.com/ebpfnet/ebpfnet/control/ports"
 )
 
 // NetworkCreate asks for a network, with flags as `docker network create` has them.
@@ -21,19 +22,26 @@ type NetworkCreate struct {
 
 // SandboxCreate asks for a sandbox.
 type SandboxCreate struct {
-	Name     string   `json:"Name"`
-	Networks []string `json:"Networks,omitempty"`
-	IP       string   `json:"IP,omitempty"`
-	Aliases  []string `json:"Aliases,omitempty"`
-	Publish  []string `json:"Publish,omitempty"` // -p specs
-	DNS      []string `json:"DNS,omitempty"`
-	Links    []string `json:"Links,omitempty"` // NAME[:ALIAS]
+	Name     string        `json:"Name"`
+	Networks []string      `json:"Networks,omitempty"`
+	IP       string        `json:"IP,omitempty"`
+	Aliases  []string      `json:"Aliases,omitempty"`
+	Publish  []PortMapping `json:"Publish,omitempty"`
+	DNS      []string      `json:"DNS,omitempty"`
+	Links    []string      `json:"Links,omitempty"` // NAME[:ALIAS]
 }
 
-// Ports publishes or unpublishes ports of a sandbox, by -p specs.
+// Ports publishes ports of a sandbox, or unpublishes those that match.
 type Ports struct {
-	Specs []string `json:"Specs"`
+	Mappings []PortMapping `json:"Mappings"`
 }
+
+// PortMapping is one published range of ports; as a filter of what to
+// unpublish, its zero fields match anything.
+type PortMapping = ports.Mapping
+
+// Protocol is tcp or udp.
+type Protocol = ports.Protocol
 
 // PortBinding is one published host address and port, as docker inspect
 // shows it under NetworkSettings.Ports["80/tcp"].

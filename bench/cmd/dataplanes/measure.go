@@ -169,12 +169,12 @@ func (b *bed) publishTimings(client *api.Client, n, times int) []Timing {
 	add, remove := Timing{What: "ebpfnet publish", N: n}, Timing{What: "ebpfnet unpublish", N: n}
 	for range times {
 		t0 := time.Now()
-		if _, err := client.Publish(context.Background(), b.web, []string{"7000:7777"}); err != nil {
+		if _, err := client.Publish(context.Background(), b.web, []api.PortMapping{{Proto: "tcp", HostPort: 7000, Port: 7777}}); err != nil {
 			b.r.Fatalf("publish: %v", err)
 		}
 		add.Ms = append(add.Ms, ms(time.Since(t0)))
 		t0 = time.Now()
-		if _, err := client.Unpublish(context.Background(), b.web, []string{"7000"}); err != nil {
+		if _, err := client.Unpublish(context.Background(), b.web, []api.PortMapping{{HostPort: 7000}}); err != nil {
 			b.r.Fatalf("unpublish: %v", err)
 		}
 		remove.Ms = append(remove.Ms, ms(time.Since(t0)))

@@ -1,0 +1,66 @@
+package sandbox
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/ports"
+)
+
+func TestParsePublish(t *testing.T) {
+	lo := netip.MustParseAddr("127.0.0.1")
+	for _, c := range []struct {
+		spec  string
+		want  ports.Mapping
+		print string // how messages show it
+	}{
+		{"80", ports.Mapping{Proto: ports.TCP, Port: 80, PortEnd: 80}, "80/tcp"},
+		{"8080:80", ports.Mapping{Proto: ports.TCP, HostPort: 8080, HostPortEnd: 8080, Port: 80, PortEnd: 80}, "8080:80/tcp"},
+		{"127.0.0.1:5353:53/udp", ports.Mapping{Proto: ports.UDP, HostIP: lo, HostPort: 5353, HostPortEnd: 5353, Port: 53, PortEnd: 53}, "127.0.0.1:5353:53/udp"},
+		{"127.0.0.1::53", ports.Mapping{Proto: ports.TCP, HostIP: lo, Port: 53, PortEnd: 53}, "127.0.0.1::53/tcp"},
+		{"0.0.0.0:8000-8010:80-90", ports.Mapping{Proto: ports.TCP, HostPort: 8000, HostPortEnd: 8010, Port: 80, PortEnd: 90}, "8000-8010:80-90/tcp"},
+		{"8000-8010:80", ports.Mapping{Proto: ports.TCP, HostPort: 8000, HostPortEnd: 8010, Port: 80, PortEnd: 80}, "8000-8010:80/tcp"},
+	} {
+		got, err := ParsePublish(c.spec)
+		if err != nil || got != c.want || got.String() != c.print {
+			t.Errorf("ParsePublish(%q) = %+v (%q), %v; want %+v (%q)", c.spec, got, got, err, c.want, c.print)
+		}
+	}
+	for _, c := range []struct{ spec, want string }{
+		{"abc", `invalid port spec "abc": port "abc" is not a number`},
+		{"99999:80", `invalid port spec "99999:80"`},
+		{"0", `invalid port spec "0"`},
+		{"90-80", `port range "90-80" ends before it starts`},
+		{"80/sctp", `protocol "sctp" is not tcp or udp`},
+		{"8000-8010:80-85", "host ports 8000-8010 and sandbox ports 80-85 differ in number"},
+		{"[::1]:80:80", "IPv6 host addresses are not supported yet"},
+		{"1.2.3.4:5:6:7", "want [HOST_IP:][HOST_PORT:]PORT"},
+		{"nohost:80:80", `host address "nohost" is not an IPv4 address`},
+	} {
+		_, err := ParsePublish(c.spec)
+		if err == nil || !strings.Contains(err.Error(), c.want) || !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("ParsePublish(%q): %v, want an invalid error with %q", c.spec, err, c.want)
+		}
+	}
+}
+
+// Unpublish names host ports when a spec gives none, and either protocol
+// when it names none.
+func TestParseUnpublish(t *testing.T) {
+	for _, c := range []struct {
+		spec string
+		want ports.Mapping
+	}{
+		{"8080", ports.Mapping{HostPort: 8080, HostPortEnd: 8080}},
+		{"8000-8010/udp", ports.Mapping{Proto: ports.UDP, HostPort: 8000, HostPortEnd: 8010}},
+		{"8080:80", ports.Mapping{HostPort: 8080, HostPortEnd: 8080, Port: 80, PortEnd: 80}},
+	} {
+		got, err := ParseUnpublish(c.spec)
+		if err != nil || got != c.want || got.String() != c.spec {
+			t.Errorf("ParseUnpublish(%q) = %+v (%q), %v; want %+v", c.spec, got, got, err, c.want)
+		}
+	}
+}
