@@ -191,18 +191,6 @@ func (e *Engine) inHost(fn func() error) error { return namespace.Do(e.cfg.NetNS
 func (e *Engine) sandboxPath(name string) string { return filepath.Join(e.cfg.NetnsDir, name) }
 func (e *Engine) sandboxEtc(name string) string  { return filepath.Join(e.cfg.EtcDir, name) }
 
-// Snapshot reads every network and sandbox in one transaction.
-func (e *Engine) Snapshot() ([]store.Network, []store.Sandbox, error) { return e.store.Snapshot() }
-
-// View runs fn on a consistent snapshot of the state.
-func (e *Engine) View(fn func(*store.Tx) error) error { return e.store.View(fn) }
-
-// SandboxNamespace is the path of a sandbox's namespace file.
-func (e *Engine) SandboxNamespace(name string) string { return e.sandboxPath(name) }
-
-// SandboxEtc is the directory of a sandbox's resolv.conf and hosts.
-func (e *Engine) SandboxEtc(name string) string { return e.sandboxEtc(name) }
-
 func newID() string {
 	b := make([]byte, 32)
 	rand.Read(b)

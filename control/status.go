@@ -5,49 +5,31 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/store"
-	"github.com/ebpfnet/ebpfnet/loader"
-	dpmaps "github.com/ebpfnet/ebpfnet/maps"
 )
 
-// Status is what the datapath is doing right now.
-type Status struct {
-	Counters    []dpmaps.Counter `json:"counters"`
-	Maps        []dpmaps.Fill    `json:"maps"`
-	Endpoints   []AttachedIface  `json:"endpoints"`
-	Uplinks     []AttachedIface  `json:"uplinks"`
-	SocketHooks []string         `json:"socketHooks"`
-	// HeldPorts is how many host ports (port and protocol) publications
-	// hold: no process of the namespace may bind them while the bind4
-	// hook is attached, whether or not the daemon runs.
-	HeldPorts int `json:"heldPorts"`
-}
+// Status is what the datapath is doing right now, in the API's read model.
+type Status = api.Status
 
-// AttachedIface is one endpoint's host-side interface and how the programs
-// sit on it.
-type AttachedIface struct {
-	Interface string            `json:"interface"`
-	Sandbox   string            `json:"sandbox,omitempty"`
-	Network   string            `json:"network,omitempty"`
-	Attach    loader.AttachMode `json:"attach"`
-	// Others are the programs that share ebpfnet's hooks on the
-	// interface; one running before ebpfnet's can bypass it.
-	Others []loader.OtherProgram `json:"otherPrograms,omitempty"`
-}
+// AttachedIface is one interface of the status and how the programs sit on it.
+type AttachedIface = api.AttachedIface
 
 // Status reads the counters, map fill levels and attachments.
 func (e *Engine) Status() (Status, error) {
 	var st Status
 	var err error
-	if st.Counters, err = e.maps.Counters(); err != nil {
+	if st.Counters, err = e.Counters(); err != nil {
 		return st, err
 	}
-	if st.Maps, err = e.maps.Fills(); err != nil {
+	fills, err := e.maps.Fills()
+	if err != nil {
 		return st, err
 	}
-	for _, m := range st.Maps {
-		if m.Map == "held_ports" {
-			st.HeldPorts = m.Entries
+	for _, f := range fills {
+		st.Maps = append(st.Maps, api.Fill(f))
+		if f.Map == "held_ports" {
+			st.HeldPorts = f.Entries
 		}
 	}
 	// Before reading the store: a writer holding e.mu may wait for readers.
@@ -62,10 +44,12 @@ func (e *Engine) Status() (Status, error) {
 	err = e.inHost(func() error {
 		var errs []error
 		attached := func(a AttachedIface) AttachedIface {
-			a.Attach = e.dp.Attachment(a.Interface)
-			var err error
-			a.Others, err = e.dp.OtherPrograms(a.Interface)
+			a.Attach = string(e.dp.Attachment(a.Interface))
+			others, err := e.dp.OtherPrograms(a.Interface)
 			errs = append(errs, err)
+			for _, o := range others {
+				a.Others = append(a.Others, api.OtherProgram{Direction: o.Direction, Before: o.Before, Hook: o.Hook, ID: uint32(o.ID), Name: o.Name})
+			}
 			return a
 		}
 		for _, sb := range sbs {
@@ -86,4 +70,11 @@ func (e *Engine) Status() (Status, error) {
 }
 
 // Counters reads the per-verdict counters (for metrics).
-func (e *Engine) Counters() ([]dpmaps.Counter, error) { return e.maps.Counters() }
+func (e *Engine) Counters() ([]api.Counter, error) {
+	counters, err := e.maps.Counters()
+	out := make([]api.Counter, 0, len(counters))
+	for _, c := range counters {
+		out = append(out, api.Counter(c))
+	}
+	return out, err
+}

@@ -101,7 +101,7 @@ a published port (EPERM).`,
 			}
 			defer engine.Close()
 			cfg.Log.Info("ebpfnet daemon ready", "socket", c.socket, "version", version)
-			return api.NewServer(engine).Serve(cmd.Context(), c.socket, os.FileMode(perm))
+			return api.NewServer(engine.API()).Serve(cmd.Context(), c.socket, os.FileMode(perm))
 		},
 	}
 	placementFlags(cmd, &cfg)

@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
-	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
 // TestErrorKinds checks that each kind of failure crosses the socket: the
@@ -33,7 +32,7 @@ func TestErrorKinds(t *testing.T) {
 		status int
 	}{
 		{errdefs.Invalidf("invalid sandbox name %q", "../x"), http.StatusBadRequest},
-		{fmt.Errorf("network nosuch: %w", store.ErrNotFound), http.StatusNotFound},
+		{fmt.Errorf("network nosuch: %w", errdefs.ErrNotFound), http.StatusNotFound},
 		{fmt.Errorf("connect: %w", errdefs.Conflictf("address %s is already in use", "172.19.0.2")), http.StatusConflict},
 		{errors.New("create bridge br0: operation not permitted"), http.StatusInternalServerError},
 	} {

@@ -14,19 +14,40 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/ebpfnet/ebpfnet/control"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
-	"github.com/ebpfnet/ebpfnet/control/store"
 )
+
+// Engine is what the server asks of the daemon: changes from requests,
+// and read models to answer with. Errors carry their kind (errdefs).
+type Engine interface {
+	Networks() ([]Network, error)
+	Network(ref string) (Network, error)
+	CreateNetwork(NetworkCreate) (Network, error)
+	RemoveNetwork(ref string) error
+	PruneNetworks() (removed []string, err error)
+	Connect(network string, req Connect) error
+	Disconnect(network string, req Disconnect) error
+	Sandboxes() ([]Sandbox, error)
+	Sandbox(ref string) (Sandbox, error)
+	CreateSandbox(SandboxCreate) (Sandbox, error)
+	RemoveSandbox(ref string, force bool) error
+	// Publish and Unpublish answer with what they changed, shaped like
+	// NetworkSettings.Ports.
+	Publish(sandbox string, mappings []PortMapping) (map[string][]PortBinding, error)
+	Unpublish(sandbox string, filters []PortMapping) (map[string][]PortBinding, error)
+	Status() (Status, error)
+	Counters() ([]Counter, error)
+	Reconcile() error
+}
 
 // Server answers API requests with an engine.
 type Server struct {
-	engine *control.Engine
+	engine Engine
 	mux    *http.ServeMux
 }
 
 // NewServer routes the API to engine.
-func NewServer(engine *control.Engine) *Server {
+func NewServer(engine Engine) *Server {
 	s := &Server{engine: engine, mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /v1/networks", s.listNetworks)
 	s.mux.HandleFunc("POST /v1/networks", s.createNetwork)
@@ -104,6 +125,24 @@ func fail(w http.ResponseWriter, err error) {
 	reply(w, statusOf[errdefs.Kind(err)], Error{Message: err.Error()})
 }
 
+// answer replies with a handler's result, or its error.
+func answer[T any](w http.ResponseWriter, code int, v T, err error) {
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	reply(w, code, v)
+}
+
+// done replies to a change that answers nothing.
+func done(w http.ResponseWriter, err error) {
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
 	dec.DisallowUnknownFields()
@@ -115,204 +154,69 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 }
 
 func (s *Server) listNetworks(w http.ResponseWriter, r *http.Request) {
-	nets, sbs, err := s.engine.Snapshot()
-	if err != nil {
-		fail(w, err)
-		return
-	}
-	out := []Network{}
-	for _, n := range nets {
-		out = append(out, networkView(n, sbs))
-	}
-	reply(w, http.StatusOK, out)
+	v, err := s.engine.Networks()
+	answer(w, http.StatusOK, v, err)
 }
 
 func (s *Server) inspectNetwork(w http.ResponseWriter, r *http.Request) {
-	var n store.Network
-	var sbs []store.Sandbox
-	err := s.engine.View(func(tx *store.Tx) error {
-		var err error
-		if n, err = tx.Network(r.PathValue("ref")); err != nil {
-			return err
-		}
-		sbs, err = tx.Sandboxes()
-		return err
-	})
-	if err != nil {
-		fail(w, err)
-		return
-	}
-	reply(w, http.StatusOK, networkView(n, sbs))
+	v, err := s.engine.Network(r.PathValue("ref"))
+	answer(w, http.StatusOK, v, err)
 }
 
 func (s *Server) createNetwork(w http.ResponseWriter, r *http.Request) {
 	var req NetworkCreate
-	if !decode(w, r, &req) {
-		return
+	if decode(w, r, &req) {
+		v, err := s.engine.CreateNetwork(req)
+		answer(w, http.StatusCreated, v, err)
 	}
-	spec, err := networkSpec(req)
-	if err != nil {
-		fail(w, err)
-		return
-	}
-	n, err := s.engine.CreateNetwork(spec)
-	if err != nil {
-		fail(w, err)
-		return
-	}
-	reply(w, http.StatusCreated, networkView(n, nil))
 }
 
 func (s *Server) removeNetwork(w http.ResponseWriter, r *http.Request) {
-	if err := s.engine.RemoveNetwork(r.PathValue("ref")); err != nil {
-		fail(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	done(w, s.engine.RemoveNetwork(r.PathValue("ref")))
 }
 
 func (s *Server) pruneNetworks(w http.ResponseWriter, r *http.Request) {
 	removed, err := s.engine.PruneNetworks()
-	if err != nil {
-		fail(w, err)
-		return
-	}
 	if removed == nil {
 		removed = []string{}
 	}
-	reply(w, http.StatusOK, Pruned{NetworksDeleted: removed})
+	answer(w, http.StatusOK, Pruned{NetworksDeleted: removed}, err)
 }
 
 func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 	var req Connect
-	if !decode(w, r, &req) {
-		return
+	if decode(w, r, &req) {
+		done(w, s.engine.Connect(r.PathValue("ref"), req))
 	}
-	ip, err := parseIP(req.IP)
-	if err == nil {
-		err = s.engine.Connect(r.PathValue("ref"), req.Sandbox, control.EndpointSpec{IP: ip, Aliases: req.Aliases})
-	}
-	if err != nil {
-		fail(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) disconnect(w http.ResponseWriter, r *http.Request) {
 	var req Disconnect
-	if !decode(w, r, &req) {
-		return
+	if decode(w, r, &req) {
+		done(w, s.engine.Disconnect(r.PathValue("ref"), req))
 	}
-	if err := s.engine.Disconnect(r.PathValue("ref"), req.Sandbox); err != nil {
-		fail(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *Server) sandboxView(sb store.Sandbox, pubs []store.Publication, nets map[string]store.Network) Sandbox {
-	etc := ""
-	if sb.Mode != store.ModeHost {
-		etc = s.engine.SandboxEtc(sb.Name)
-	}
-	return sandboxView(sb, pubs, nets, s.engine.SandboxNamespace(sb.Name), etc)
 }
 
 func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
-	var (
-		nets []store.Network
-		sbs  []store.Sandbox
-		pubs map[string][]store.Publication
-	)
-	err := s.engine.View(func(tx *store.Tx) (err error) {
-		if nets, err = tx.Networks(); err != nil {
-			return err
-		}
-		if sbs, err = tx.Sandboxes(); err != nil {
-			return err
-		}
-		pubs, err = tx.AllPublications()
-		return err
-	})
-	if err != nil {
-		fail(w, err)
-		return
-	}
-	out := []Sandbox{}
-	byID := store.ByID(nets)
-	for _, sb := range sbs {
-		out = append(out, s.sandboxView(sb, pubs[sb.Name], byID))
-	}
-	reply(w, http.StatusOK, out)
+	v, err := s.engine.Sandboxes()
+	answer(w, http.StatusOK, v, err)
 }
 
 func (s *Server) inspectSandbox(w http.ResponseWriter, r *http.Request) {
-	var v Sandbox
-	err := s.engine.View(func(tx *store.Tx) error {
-		sb, err := tx.Sandbox(r.PathValue("ref"))
-		if err != nil {
-			return err
-		}
-		v, err = s.viewIn(tx, sb)
-		return err
-	})
-	if err != nil {
-		fail(w, err)
-		return
-	}
-	reply(w, http.StatusOK, v)
-}
-
-// viewIn is a sandbox's view, reading in tx what it shows besides the
-// record: its publications and the networks.
-func (s *Server) viewIn(tx *store.Tx, sb store.Sandbox) (Sandbox, error) {
-	nets, err := tx.Networks()
-	if err != nil {
-		return Sandbox{}, err
-	}
-	pubs, err := tx.Publications(sb.Name)
-	if err != nil {
-		return Sandbox{}, err
-	}
-	return s.sandboxView(sb, pubs, store.ByID(nets)), nil
+	v, err := s.engine.Sandbox(r.PathValue("ref"))
+	answer(w, http.StatusOK, v, err)
 }
 
 func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 	var req SandboxCreate
-	if !decode(w, r, &req) {
-		return
+	if decode(w, r, &req) {
+		v, err := s.engine.CreateSandbox(req)
+		answer(w, http.StatusCreated, v, err)
 	}
-	ip, err := parseIP(req.IP)
-	if err != nil {
-		fail(w, err)
-		return
-	}
-	servers, err := dnsServers(req.DNS)
-	if err != nil {
-		fail(w, err)
-		return
-	}
-	sb, err := s.engine.CreateSandbox(control.SandboxSpec{Name: req.Name, Networks: req.Networks, IP: ip, Aliases: req.Aliases,
-		Publish: req.Publish, DNS: servers, Links: links(req.Links)})
-	if err != nil {
-		fail(w, err)
-		return
-	}
-	var v Sandbox
-	if err := s.engine.View(func(tx *store.Tx) (err error) { v, err = s.viewIn(tx, sb); return err }); err != nil {
-		fail(w, err)
-		return
-	}
-	reply(w, http.StatusCreated, v)
 }
 
 func (s *Server) removeSandbox(w http.ResponseWriter, r *http.Request) {
-	if err := s.engine.RemoveSandbox(r.PathValue("ref"), r.URL.Query().Get("force") == "true"); err != nil {
-		fail(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	done(w, s.engine.RemoveSandbox(r.PathValue("ref"), r.URL.Query().Get("force") == "true"))
 }
 
 func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
@@ -326,7 +230,7 @@ func (s *Server) unpublish(w http.ResponseWriter, r *http.Request) {
 // changePorts answers with the publications the change added or removed,
 // shaped like NetworkSettings.Ports.
 func (s *Server) changePorts(w http.ResponseWriter, r *http.Request,
-	change func(string, []PortMapping) ([]store.Publication, error)) {
+	change func(string, []PortMapping) (map[string][]PortBinding, error)) {
 	var req Ports
 	if !decode(w, r, &req) {
 		return
@@ -335,33 +239,21 @@ func (s *Server) changePorts(w http.ResponseWriter, r *http.Request,
 		fail(w, errdefs.Invalid(errors.New("no port mapping given")))
 		return
 	}
-	changed, err := change(r.PathValue("ref"), req.Mappings)
-	if err != nil {
-		fail(w, err)
-		return
-	}
-	reply(w, http.StatusOK, portBindings(changed))
+	v, err := change(r.PathValue("ref"), req.Mappings)
+	answer(w, http.StatusOK, v, err)
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	st, err := s.engine.Status()
-	if err != nil {
-		fail(w, err)
-		return
-	}
-	reply(w, http.StatusOK, st)
+	v, err := s.engine.Status()
+	answer(w, http.StatusOK, v, err)
 }
 
 func (s *Server) reconcile(w http.ResponseWriter, r *http.Request) {
-	if err := s.engine.Reconcile(); err != nil {
-		fail(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	done(w, s.engine.Reconcile())
 }
 
 // counterCollector exports the datapath's verdict counters.
-type counterCollector struct{ engine *control.Engine }
+type counterCollector struct{ engine Engine }
 
 var (
 	packetsDesc = prometheus.NewDesc("ebpfnet_packets_total", "Packets seen by the datapath, by program and verdict.", []string{"program", "verdict"}, nil)

@@ -3,7 +3,6 @@ package api
 import (
 	"time"
 
-	"github.com/ebpfnet/ebpfnet/control"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 )
 
@@ -139,8 +138,54 @@ type Pruned struct {
 	NetworksDeleted []string `json:"NetworksDeleted"`
 }
 
-// Status is the datapath's state.
-type Status = control.Status
+// Status is what the datapath is doing right now.
+type Status struct {
+	Counters    []Counter       `json:"counters"`
+	Maps        []Fill          `json:"maps"`
+	Endpoints   []AttachedIface `json:"endpoints"`
+	Uplinks     []AttachedIface `json:"uplinks"`
+	SocketHooks []string        `json:"socketHooks"`
+	// HeldPorts is how many host ports (port and protocol) publications
+	// hold: no process of the namespace may bind them while the bind4
+	// hook is attached, whether or not the daemon runs.
+	HeldPorts int `json:"heldPorts"`
+}
+
+// Counter is the packets and bytes one program gave one verdict.
+type Counter struct {
+	Program string `json:"program"`
+	Verdict string `json:"verdict"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// Fill is how full a map is.
+type Fill struct {
+	Map     string `json:"map"`
+	Entries int    `json:"entries"`
+	Max     uint32 `json:"max"`
+}
+
+// AttachedIface is one endpoint's host-side interface, or an uplink, and
+// how the programs sit on it.
+type AttachedIface struct {
+	Interface string `json:"interface"`
+	Sandbox   string `json:"sandbox,omitempty"`
+	Network   string `json:"network,omitempty"`
+	Attach    string `json:"attach"` // tcx or clsact; empty when not attached
+	// Others are the programs that share ebpfnet's hooks on the
+	// interface; one running before ebpfnet's can bypass it.
+	Others []OtherProgram `json:"otherPrograms,omitempty"`
+}
+
+// OtherProgram is a program of someone else's on one of ebpfnet's hooks.
+type OtherProgram struct {
+	Direction string `json:"direction"` // ingress or egress
+	Before    bool   `json:"before"`    // it runs before ebpfnet's program
+	Hook      string `json:"hook"`      // tcx, or clsact for a tc filter
+	ID        uint32 `json:"id,omitempty"`
+	Name      string `json:"name"` // the program's name, or a filter's kind
+}
 
 // Error is the body of every failed request.
 type Error struct {

@@ -1,27 +1,27 @@
-package api
+package control
 
 import (
 	"net/netip"
 	"strings"
 	"testing"
 
-	"github.com/ebpfnet/ebpfnet/control"
+	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
 func TestNetworkSpecParsing(t *testing.T) {
-	spec, err := networkSpec(NetworkCreate{Name: "app", Subnet: "172.19.0.0/16", IPRange: "172.19.5.0/24", Gateway: "172.19.0.1"})
+	spec, err := networkSpec(api.NetworkCreate{Name: "app", Subnet: "172.19.0.0/16", IPRange: "172.19.5.0/24", Gateway: "172.19.0.1"})
 	if err != nil || spec.Subnet.String() != "172.19.0.0/16" || spec.IPRange.String() != "172.19.5.0/24" || spec.Gateway.String() != "172.19.0.1" {
 		t.Fatalf("%+v, %v", spec, err)
 	}
 	for _, c := range []struct {
-		req  NetworkCreate
+		req  api.NetworkCreate
 		want string
 	}{
-		{NetworkCreate{Subnet: "172.19.0.0"}, `invalid subnet "172.19.0.0"`},
-		{NetworkCreate{Subnet: "172.19.0.0/16", IPRange: "x"}, `invalid ip-range "x"`},
-		{NetworkCreate{Subnet: "172.19.0.0/16", Gateway: "172.19.0.300"}, `invalid gateway "172.19.0.300"`},
+		{api.NetworkCreate{Subnet: "172.19.0.0"}, `invalid subnet "172.19.0.0"`},
+		{api.NetworkCreate{Subnet: "172.19.0.0/16", IPRange: "x"}, `invalid ip-range "x"`},
+		{api.NetworkCreate{Subnet: "172.19.0.0/16", Gateway: "172.19.0.300"}, `invalid gateway "172.19.0.300"`},
 	} {
 		if _, err := networkSpec(c.req); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.req, err, c.want)
@@ -48,7 +48,7 @@ func TestNetworkViewGatewayMode(t *testing.T) {
 	} {
 		n := store.Network{ID: "n1", Name: "app", Driver: store.DriverBridge, Bridge: "br-app", Pool: pool, GatewayMode: c.mode, Internal: c.mode == "isolated"}
 		v := networkView(n, []store.Sandbox{sb})
-		option, listed := v.Options[control.OptGatewayMode]
+		option, listed := v.Options[OptGatewayMode]
 		if option != c.option || listed != (c.option != "") {
 			t.Errorf("mode %q: option %q (listed %t), want %q", c.mode, option, listed, c.option)
 		}

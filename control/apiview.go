@@ -1,0 +1,288 @@
+package control
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+	"strings"
+
+	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/ports"
+	"github.com/ebpfnet/ebpfnet/control/store"
+)
+
+// networkSpec checks a create request's strings.
+func networkSpec(req api.NetworkCreate) (NetworkSpec, error) {
+	spec := NetworkSpec{Name: req.Name, Driver: req.Driver, Internal: req.Internal, Options: req.Options, Labels: req.Labels}
+	var err error
+	if req.Subnet != "" {
+		if spec.Subnet, err = netip.ParsePrefix(req.Subnet); err != nil {
+			return spec, errdefs.Invalidf("invalid subnet %q: want an IPv4 CIDR such as 172.19.0.0/16", req.Subnet)
+		}
+	}
+	if req.IPRange != "" {
+		if spec.IPRange, err = netip.ParsePrefix(req.IPRange); err != nil {
+			return spec, errdefs.Invalidf("invalid ip-range %q: want an IPv4 CIDR such as 172.19.5.0/24", req.IPRange)
+		}
+	}
+	if req.Gateway != "" {
+		if spec.Gateway, err = netip.ParseAddr(req.Gateway); err != nil {
+			return spec, errdefs.Invalidf("invalid gateway %q: want an IPv4 address", req.Gateway)
+		}
+	}
+	spec.DNS, err = dnsServers(req.DNS)
+	return spec, err
+}
+
+func dnsServers(list []string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, s := range list {
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.Is4() {
+			return nil, errdefs.Invalidf("invalid DNS server %q: want an IPv4 address", s)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// links parses legacy links, NAME[:ALIAS].
+func links(list []string) []store.Link {
+	var out []store.Link
+	for _, s := range list {
+		name, alias, _ := strings.Cut(s, ":")
+		out = append(out, store.Link{Sandbox: name, Alias: alias})
+	}
+	return out
+}
+
+func parseIP(s string) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		return netip.Addr{}, errdefs.Invalidf("invalid IP address %q: want an IPv4 address", s)
+	}
+	return a, nil
+}
+
+func networkView(n store.Network, sbs []store.Sandbox) api.Network {
+	v := api.Network{Name: n.Name, ID: n.ID, Created: n.Created, Scope: "local", Driver: n.Driver, Internal: n.Internal,
+		IPAM: api.IPAM{Driver: "default", Config: []api.IPAMConfig{}}, Containers: map[string]api.NetworkContainer{},
+		Options: maps.Clone(n.Options), Labels: maps.Clone(n.Labels)}
+	if v.Options == nil {
+		v.Options = map[string]string{}
+	}
+	if v.Labels == nil {
+		v.Labels = map[string]string{}
+	}
+	if n.HasAddresses() {
+		c := api.IPAMConfig{Subnet: n.Pool.Subnet.String(), Gateway: gateway(n)}
+		if n.Pool.Range.IsValid() {
+			c.IPRange = n.Pool.Range.String()
+		}
+		v.IPAM.Config = append(v.IPAM.Config, c)
+	}
+	if n.Driver == store.DriverBridge {
+		v.Options[OptBridgeName] = n.Bridge
+		v.Options[OptEnableICC] = fmt.Sprint(n.ICC)
+		// Docker lists the mode only when it was chosen, nat included.
+		if n.GatewayMode != "" {
+			v.Options[OptGatewayMode] = n.GatewayMode
+		}
+	}
+	for _, sb := range sbs {
+		for _, ep := range sb.Endpoints {
+			if ep.NetworkID == n.ID {
+				v.Containers[sb.ID] = api.NetworkContainer{Name: sb.Name, EndpointID: ep.ID, MacAddress: ep.MAC,
+					IPv4Address: netip.PrefixFrom(ep.Addr, n.Pool.Subnet.Bits()).String()}
+			}
+		}
+		if len(sb.Endpoints) == 0 && sb.Mode == store.ModeNetworks && n.Name == NetworkNone ||
+			sb.Mode == store.ModeHost && n.Name == NetworkHost {
+			v.Containers[sb.ID] = api.NetworkContainer{Name: sb.Name}
+		}
+	}
+	return v
+}
+
+// gateway is the network's gateway as Docker shows it: none in gateway
+// mode isolated, where the host holds no address on the network.
+func gateway(n store.Network) string {
+	if !n.HostOnNetwork() {
+		return ""
+	}
+	return n.Pool.Gateway.String()
+}
+
+// portBindings shows publications the way docker inspect does.
+func portBindings(pubs []store.Publication) map[string][]api.PortBinding {
+	out := map[string][]api.PortBinding{}
+	for _, p := range pubs {
+		key := fmt.Sprintf("%d/%s", p.Port, p.Proto)
+		out[key] = append(out[key], api.PortBinding{HostIP: p.HostAddress(), HostPort: fmt.Sprint(p.HostPort)})
+	}
+	return out
+}
+
+func sandboxView(sb store.Sandbox, pubs []store.Publication, nets map[string]store.Network, netnsPath, etcDir string) api.Sandbox {
+	v := api.Sandbox{ID: sb.ID, Name: sb.Name, Created: sb.Created,
+		NetworkSettings: api.NetworkSettings{SandboxKey: netnsPath, EtcDir: etcDir, Networks: map[string]api.EndpointSettings{},
+			Ports: portBindings(pubs)}}
+	v.HostConfig.NetworkMode = store.NetworkMode(sb, func(id string) string { return nets[id].Name })
+	for _, ep := range sb.Endpoints {
+		n := nets[ep.NetworkID]
+		aliases := ep.Aliases
+		if aliases == nil {
+			aliases = []string{}
+		}
+		v.NetworkSettings.Networks[n.Name] = api.EndpointSettings{NetworkID: n.ID, EndpointID: ep.ID, Gateway: gateway(n),
+			IPAddress: ep.Addr.String(), IPPrefixLen: n.Pool.Subnet.Bits(), MacAddress: ep.MAC, Aliases: aliases,
+			Interface: ep.Interface, HostInterface: ep.HostSide}
+	}
+	return v
+}
+
+// API is the engine as the API server asks for it: requests in the API's
+// wire types, answers in its read models, so that the server needs
+// neither the store nor the maps.
+func (e *Engine) API() api.Engine { return apiEngine{e} }
+
+// apiEngine turns API requests into the engine's specs and store records
+// into the API's read models; what it does not define, Engine answers.
+type apiEngine struct{ *Engine }
+
+func (a apiEngine) Networks() ([]api.Network, error) {
+	nets, sbs, err := a.store.Snapshot()
+	out := []api.Network{}
+	for _, n := range nets {
+		out = append(out, networkView(n, sbs))
+	}
+	return out, err
+}
+
+func (a apiEngine) Network(ref string) (api.Network, error) {
+	var v api.Network
+	err := a.store.View(func(tx *store.Tx) error {
+		n, err := tx.Network(ref)
+		if err != nil {
+			return err
+		}
+		sbs, err := tx.Sandboxes()
+		v = networkView(n, sbs)
+		return err
+	})
+	return v, err
+}
+
+func (a apiEngine) CreateNetwork(req api.NetworkCreate) (api.Network, error) {
+	spec, err := networkSpec(req)
+	if err != nil {
+		return api.Network{}, err
+	}
+	n, err := a.Engine.CreateNetwork(spec)
+	return networkView(n, nil), err
+}
+
+func (a apiEngine) Connect(network string, req api.Connect) error {
+	ip, err := parseIP(req.IP)
+	if err != nil {
+		return err
+	}
+	return a.Engine.Connect(network, req.Sandbox, EndpointSpec{IP: ip, Aliases: req.Aliases})
+}
+
+func (a apiEngine) Disconnect(network string, req api.Disconnect) error {
+	return a.Engine.Disconnect(network, req.Sandbox)
+}
+
+func (a apiEngine) Sandboxes() ([]api.Sandbox, error) {
+	out := []api.Sandbox{}
+	err := a.store.View(func(tx *store.Tx) error {
+		nets, err := tx.Networks()
+		if err != nil {
+			return err
+		}
+		sbs, err := tx.Sandboxes()
+		if err != nil {
+			return err
+		}
+		pubs, err := tx.AllPublications()
+		if err != nil {
+			return err
+		}
+		byID := store.ByID(nets)
+		for _, sb := range sbs {
+			out = append(out, a.sandboxView(sb, pubs[sb.Name], byID))
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (a apiEngine) Sandbox(ref string) (api.Sandbox, error) {
+	var v api.Sandbox
+	err := a.store.View(func(tx *store.Tx) error {
+		sb, err := tx.Sandbox(ref)
+		if err != nil {
+			return err
+		}
+		v, err = a.viewIn(tx, sb)
+		return err
+	})
+	return v, err
+}
+
+func (a apiEngine) CreateSandbox(req api.SandboxCreate) (api.Sandbox, error) {
+	ip, err := parseIP(req.IP)
+	if err != nil {
+		return api.Sandbox{}, err
+	}
+	servers, err := dnsServers(req.DNS)
+	if err != nil {
+		return api.Sandbox{}, err
+	}
+	sb, err := a.Engine.CreateSandbox(SandboxSpec{Name: req.Name, Networks: req.Networks, IP: ip, Aliases: req.Aliases,
+		Publish: req.Publish, DNS: servers, Links: links(req.Links)})
+	if err != nil {
+		return api.Sandbox{}, err
+	}
+	var v api.Sandbox
+	err = a.store.View(func(tx *store.Tx) (err error) { v, err = a.viewIn(tx, sb); return err })
+	return v, err
+}
+
+func (a apiEngine) Publish(sandbox string, mappings []ports.Mapping) (map[string][]api.PortBinding, error) {
+	added, err := a.Engine.Publish(sandbox, mappings)
+	return portBindings(added), err
+}
+
+func (a apiEngine) Unpublish(sandbox string, filters []ports.Mapping) (map[string][]api.PortBinding, error) {
+	removed, err := a.Engine.Unpublish(sandbox, filters)
+	return portBindings(removed), err
+}
+
+// sandboxView is a sandbox's read model, with where its namespace and files are.
+func (a apiEngine) sandboxView(sb store.Sandbox, pubs []store.Publication, nets map[string]store.Network) api.Sandbox {
+	etc := ""
+	if sb.Mode != store.ModeHost {
+		etc = a.sandboxEtc(sb.Name)
+	}
+	return sandboxView(sb, pubs, nets, a.sandboxPath(sb.Name), etc)
+}
+
+// viewIn is a sandbox's view, reading in tx what it shows besides the
+// record: its publications and the networks.
+func (a apiEngine) viewIn(tx *store.Tx, sb store.Sandbox) (api.Sandbox, error) {
+	nets, err := tx.Networks()
+	if err != nil {
+		return api.Sandbox{}, err
+	}
+	pubs, err := tx.Publications(sb.Name)
+	if err != nil {
+		return api.Sandbox{}, err
+	}
+	return a.sandboxView(sb, pubs, store.ByID(nets)), nil
+}
