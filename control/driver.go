@@ -35,98 +35,66 @@ func macFor(a netip.Addr) net.HardwareAddr {
 	return net.HardwareAddr{0x02, 0x42, b[0], b[1], b[2], b[3]}
 }
 
-// setupNetwork makes the network's host side exist (idempotent); it runs in
-// the dataplane's namespace.
-func (e *Engine) setupNetwork(n *store.Network) error {
-	switch n.Driver {
+// A driver builds one kind of network in the kernel: the network's host
+// side and its endpoints' links. It does netlink work only; the engine
+// puts the datapath's programs on an endpoint's host side and writes the
+// maps. Methods that touch the kernel run in the dataplane's namespace
+// (the engine enters it) and enter a sandbox's themselves.
+type driver interface {
+	// options are the driver options (Opt…) the driver accepts.
+	options() []string
+	// configure completes and checks a network's settings once its options
+	// are applied, without looking at the kernel.
+	configure(n *store.Network) error
+	// validate refuses a new network whose devices the kernel cannot give
+	// it, before anything is set up.
+	validate(n store.Network) error
+	// datapath reports whether ebpfnet's datapath serves the network: the
+	// maps hold it, its endpoints have host sides with the endpoint
+	// programs, and ports publish to them.
+	datapath() bool
+	// setup makes the network's host side exist, idempotently.
+	setup(n *store.Network) error
+	// teardown removes the network's host side; a missing one is fine.
+	teardown(n store.Network) error
+	// attach creates an endpoint's links, its sandbox end in sandbox, and
+	// returns the ifindex of its host side, which it names in ep.HostSide
+	// (none: "").
+	attach(n store.Network, ep *store.Endpoint, sandbox netlink.NsFd) (int, error)
+	// detach removes what attach made besides the host side, best effort.
+	detach(n store.Network, sandboxNS string, ep store.Endpoint) error
+	// check fails when an endpoint's links outside the sandbox are damaged.
+	check(n store.Network, ep store.Endpoint) error
+}
+
+// driverFor is the driver of networks of a driver name; host and none
+// (store.DriverHost, store.DriverNull) have none.
+func driverFor(name string) (driver, bool) {
+	switch name {
 	case store.DriverBridge:
-		return e.inHost(func() error { return setupBridge(n) })
+		return bridgeDriver{}, true
 	case store.DriverMacvlan:
-		return e.inHost(func() error { return checkParent(n.Parent) })
+		return macvlanDriver{}, true
 	}
-	return nil
+	return nil, false
 }
 
-func setupBridge(n *store.Network) error {
-	l, err := netlink.LinkByName(n.Bridge)
-	if isNotFound(err) {
-		attrs := netlink.NewLinkAttrs()
-		attrs.Name = n.Bridge
-		attrs.MTU = n.MTU
-		// A fixed MAC: a bridge would otherwise take its ports' lowest, and
-		// the datapath sources the frames it delivers from this one.
-		attrs.HardwareAddr = macFor(n.Pool.Gateway)
-		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
-			return fmt.Errorf("create bridge %s: %w", n.Bridge, err)
-		}
-		if l, err = netlink.LinkByName(n.Bridge); err == nil {
-			err = netlink.LinkSetAlias(l, aliasNetwork+n.ID)
-		}
-		if err != nil {
-			netlink.LinkDel(&netlink.Bridge{LinkAttrs: attrs})
-			return fmt.Errorf("label bridge %s: %w", n.Bridge, err)
-		}
-	} else if err != nil {
-		return fmt.Errorf("look up bridge %s: %w", n.Bridge, err)
-	} else if alias := l.Attrs().Alias; alias != aliasNetwork+n.ID {
-		if strings.HasPrefix(alias, aliasPrefix) {
-			return errdefs.Conflictf("interface %s was left by an ebpfnet state that is gone: delete it (ip link del %s)", n.Bridge, n.Bridge)
-		}
-		return errdefs.Conflictf("interface %s exists and is not this network's bridge", n.Bridge)
+// setupNetwork makes the network's host side exist (idempotent).
+func (e *Engine) setupNetwork(n *store.Network) error {
+	d, ok := driverFor(n.Driver)
+	if !ok {
+		return nil // host and none: nothing of their own
 	}
-	if err := setBridgeAddress(n, l); err != nil {
-		return err
-	}
-	if err := netlink.LinkSetUp(l); err != nil {
-		return fmt.Errorf("bring bridge %s up: %w", n.Bridge, err)
-	}
-	// Routing between networks and to the outside needs forwarding, as with
-	// Docker; isolation is the endpoint programs' job, not the stack's.
-	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
-		return fmt.Errorf("enable IPv4 forwarding: %w", err)
-	}
-	return nil
-}
-
-// setBridgeAddress gives the bridge the gateway address, or, in gateway
-// mode isolated, takes every IPv4 address away: without one the host has
-// no route to the sandboxes and answers none of their packets.
-func setBridgeAddress(n *store.Network, l netlink.Link) error {
-	if n.HostOnNetwork() {
-		gw := &netlink.Addr{IPNet: &net.IPNet{IP: n.Pool.Gateway.AsSlice(), Mask: net.CIDRMask(n.Pool.Subnet.Bits(), 32)}}
-		if err := netlink.AddrReplace(l, gw); err != nil {
-			return fmt.Errorf("set address %s on bridge %s: %w", n.Pool.Gateway, n.Bridge, err)
-		}
-		return nil
-	}
-	addrs, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
-	if err != nil {
-		return fmt.Errorf("list addresses of bridge %s: %w", n.Bridge, err)
-	}
-	for _, a := range addrs {
-		if err := netlink.AddrDel(l, &a); err != nil {
-			return fmt.Errorf("remove address %s from isolated bridge %s: %w", a.IPNet, n.Bridge, err)
-		}
-	}
-	return nil
-}
-
-func checkParent(parent string) error {
-	if _, err := netlink.LinkByName(parent); err != nil {
-		if isNotFound(err) {
-			return errdefs.Invalidf("parent interface %s does not exist", parent)
-		}
-		return fmt.Errorf("look up parent interface %s: %w", parent, err)
-	}
-	return nil
+	return e.inHost(func() error { return d.setup(n) })
 }
 
 // teardownNetwork removes the network's host side; a missing one is fine.
 func (e *Engine) teardownNetwork(n store.Network) error {
-	if n.Driver != store.DriverBridge {
+	d, ok := driverFor(n.Driver)
+	if !ok {
 		return nil
 	}
-	return e.inHost(func() error { return deleteLink(n.Bridge) })
+	return e.inHost(func() error { return d.teardown(n) })
 }
 
 func deleteLink(name string) error {
@@ -167,61 +135,42 @@ func endpointMaps(n store.Network, ep store.Endpoint, ifindex int) maps.Endpoint
 	return maps.Endpoint{Addr: ep.Addr, Ifindex: uint32(ifindex), Network: n.Index, MAC: macFor(ep.Addr)}
 }
 
-// attachEndpoint creates an endpoint's interfaces, configures the sandbox
-// side and, for bridge endpoints, attaches the endpoint programs and
-// registers the host side in the maps. On failure it removes what it made.
-func (e *Engine) attachEndpoint(n store.Network, sandboxNS string, ep store.Endpoint) (err error) {
+// attachEndpoint creates an endpoint's interfaces with its network's
+// driver, names its host side in ep, attaches the endpoint programs there
+// and registers it in the maps, and configures the sandbox side. On
+// failure it removes what it made.
+func (e *Engine) attachEndpoint(n store.Network, sandboxNS string, ep *store.Endpoint) (err error) {
 	defer func() {
 		if err != nil {
-			e.detachEndpoint(n, sandboxNS, ep)
+			e.detachEndpoint(n, sandboxNS, *ep)
 		}
 	}()
+	d, ok := driverFor(n.Driver)
+	if !ok {
+		return errdefs.Invalidf("driver %s has no endpoints", n.Driver)
+	}
 	fd, err := unix.Open(sandboxNS, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open sandbox namespace %s: %w", sandboxNS, err)
 	}
 	defer unix.Close(fd)
-	mac := macFor(ep.Addr)
 	err = e.inHost(func() error {
-		switch n.Driver {
-		case store.DriverBridge:
-			return e.createVeth(n, ep, mac, fd)
-		case store.DriverMacvlan:
-			return createMacvlan(n, ep, mac, fd)
+		ifindex, err := d.attach(n, ep, netlink.NsFd(fd))
+		if err != nil || ep.HostSide == "" {
+			return err
 		}
-		return fmt.Errorf("driver %s has no endpoints", n.Driver)
+		return e.attachDatapath(n, *ep, ifindex)
 	})
 	if err != nil {
 		return err
 	}
-	return namespace.Do(sandboxNS, func() error { return configureInside(n, ep) })
+	return namespace.Do(sandboxNS, func() error { return configureInside(n, *ep) })
 }
 
-func (e *Engine) createVeth(n store.Network, ep store.Endpoint, mac net.HardwareAddr, sandboxFD int) error {
-	br, err := netlink.LinkByName(n.Bridge)
-	if err != nil {
-		return fmt.Errorf("look up bridge %s of network %s: %w", n.Bridge, n.Name, err)
-	}
-	attrs := netlink.NewLinkAttrs()
-	attrs.Name = ep.HostSide
-	attrs.MTU = n.MTU
-	attrs.MasterIndex = br.Attrs().Index
-	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: ep.Interface, PeerHardwareAddr: mac,
-		PeerNamespace: netlink.NsFd(sandboxFD), PeerMTU: uint32(n.MTU)}
-	if err := netlink.LinkAdd(veth); err != nil {
-		return fmt.Errorf("create veth %s for %s: %w", ep.HostSide, ep.Interface, err)
-	}
-	host, err := netlink.LinkByName(ep.HostSide)
-	if err != nil {
-		return fmt.Errorf("look up veth %s: %w", ep.HostSide, err)
-	}
-	if err := netlink.LinkSetAlias(host, aliasEndpoint+ep.ID); err != nil {
-		return fmt.Errorf("label veth %s: %w", ep.HostSide, err)
-	}
-	if err := netlink.LinkSetUp(host); err != nil {
-		return fmt.Errorf("bring veth %s up: %w", ep.HostSide, err)
-	}
-	ifindex := host.Attrs().Index
+// attachDatapath puts the endpoint programs on an endpoint's host side
+// (ifindex) and registers it in the maps; it runs in the dataplane's
+// namespace.
+func (e *Engine) attachDatapath(n store.Network, ep store.Endpoint, ifindex int) error {
 	if _, err := e.dp.AttachEndpoint(ep.HostSide, ifindex); err != nil {
 		return err
 	}
@@ -229,23 +178,6 @@ func (e *Engine) createVeth(n store.Network, ep store.Endpoint, mac net.Hardware
 		return err
 	}
 	return e.maps.PutEndpoint(endpointMaps(n, ep, ifindex))
-}
-
-func createMacvlan(n store.Network, ep store.Endpoint, mac net.HardwareAddr, sandboxFD int) error {
-	parent, err := netlink.LinkByName(n.Parent)
-	if err != nil {
-		return fmt.Errorf("look up parent interface %s of network %s: %w", n.Parent, n.Name, err)
-	}
-	attrs := netlink.NewLinkAttrs()
-	attrs.Name = ep.Interface
-	attrs.MTU = n.MTU
-	attrs.ParentIndex = parent.Attrs().Index
-	attrs.HardwareAddr = mac
-	attrs.Namespace = netlink.NsFd(sandboxFD)
-	if err := netlink.LinkAdd(&netlink.Macvlan{LinkAttrs: attrs, Mode: netlink.MACVLAN_MODE_BRIDGE}); err != nil {
-		return fmt.Errorf("create macvlan %s on %s: %w", ep.Interface, n.Parent, err)
-	}
-	return nil
 }
 
 // configureInside runs in the sandbox: IPv6 off, address, link up, and a
@@ -307,14 +239,15 @@ func disableIPv6() error {
 }
 
 // detachEndpoint removes an endpoint's interfaces and map entries, best
-// effort: it keeps going and joins its errors.
+// effort: it keeps going and joins its errors. A host side is removed here,
+// with the programs on it; the driver removes what else it made.
 func (e *Engine) detachEndpoint(n store.Network, sandboxNS string, ep store.Endpoint) error {
 	var errs []error
-	if n.Driver == store.DriverBridge || ep.HostSide != "" {
+	if ep.HostSide != "" {
 		errs = append(errs, e.inHost(func() error { return e.removeHostSide(ep.HostSide) }), e.maps.DeleteEndpoint(ep.Addr))
 	}
-	if n.Driver == store.DriverMacvlan && namespace.IsNamespace(sandboxNS) {
-		errs = append(errs, namespace.Do(sandboxNS, func() error { return deleteLink(ep.Interface) }))
+	if d, ok := driverFor(n.Driver); ok {
+		errs = append(errs, e.inHost(func() error { return d.detach(n, sandboxNS, ep) }))
 	}
 	return errors.Join(errs...)
 }

@@ -117,13 +117,13 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 	}
 	n := store.Network{ID: newID(), Name: spec.Name, Driver: spec.Driver, Created: time.Now().UTC(),
 		ICC: true, Masquerade: true, Internal: spec.Internal, Labels: spec.Labels, DNS: spec.DNS}
-	switch n.Driver {
-	case "":
+	if n.Driver == "" {
 		n.Driver = store.DriverBridge
-	case store.DriverBridge, store.DriverMacvlan:
-	case store.DriverHost, store.DriverNull, NetworkNone:
-		return store.Network{}, errdefs.Conflictf("only one instance of the %q network is allowed, and it exists already", n.Driver)
-	default:
+	}
+	if _, ok := driverFor(n.Driver); !ok {
+		if n.Driver == store.DriverHost || n.Driver == store.DriverNull || n.Driver == NetworkNone {
+			return store.Network{}, errdefs.Conflictf("only one instance of the %q network is allowed, and it exists already", n.Driver)
+		}
 		return store.Network{}, errdefs.Invalidf("unknown driver %q (want bridge or macvlan)", spec.Driver)
 	}
 	if err := applyOptions(&n, spec.Options); err != nil {
@@ -131,9 +131,6 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 	}
 	if !n.HostOnNetwork() && spec.Gateway.IsValid() {
 		return store.Network{}, errdefs.Invalidf("gateway %s: a network in gateway mode %s has no gateway", spec.Gateway, n.GatewayMode)
-	}
-	if n.Driver == store.DriverBridge && n.Bridge == "" {
-		n.Bridge = "eb-" + n.ID[:12]
 	}
 	err := e.update(func(tx *store.Tx, undo *rollback) error {
 		if _, err := tx.Network(spec.Name); err == nil {
@@ -165,15 +162,8 @@ func (e *Engine) checkDevices(tx *store.Tx, n *store.Network) error {
 			return errdefs.Conflictf("parent interface %s is already used by macvlan network %s", n.Parent, o.Name)
 		}
 	}
-	if n.Driver != store.DriverBridge {
-		return nil
-	}
-	return e.inHost(func() error {
-		if _, err := netlink.LinkByName(n.Bridge); err == nil {
-			return errdefs.Conflictf("interface %s already exists: choose another %s", n.Bridge, OptBridgeName)
-		}
-		return nil
-	})
+	d, _ := driverFor(n.Driver)
+	return e.inHost(func() error { return d.validate(*n) })
 }
 
 // addNetwork stores n and builds its kernel side and map entries,
@@ -191,7 +181,7 @@ func (e *Engine) addNetwork(tx *store.Tx, undo *rollback, n *store.Network) erro
 		return err
 	}
 	undo.add(func() error { return e.teardownNetwork(*n) })
-	if n.Driver == store.DriverBridge {
+	if d, ok := driverFor(n.Driver); ok && d.datapath() {
 		if err := e.maps.PutNetwork(networkMaps(*n)); err != nil {
 			return err
 		}

@@ -37,10 +37,11 @@ type NetworkSpec struct {
 
 // applyOptions checks the spec's driver options and records them on n.
 func applyOptions(n *store.Network, opts map[string]string) error {
-	allowed := map[string][]string{
-		store.DriverBridge:  {OptBridgeName, OptEnableICC, OptMasquerade, OptGatewayMode, OptMTU},
-		store.DriverMacvlan: {OptParent, OptMacvlanMode, OptMTU},
-	}[n.Driver]
+	d, hasDriver := driverFor(n.Driver)
+	var allowed []string
+	if hasDriver {
+		allowed = d.options()
+	}
 	for k, v := range opts {
 		known := false
 		for _, a := range allowed {
@@ -91,8 +92,10 @@ func applyOptions(n *store.Network, opts map[string]string) error {
 	if err := checkGatewayMode(n, opts); err != nil {
 		return err
 	}
-	if n.Driver == store.DriverMacvlan && n.Parent == "" {
-		return errdefs.Invalidf("a macvlan network needs a parent interface (option %s)", OptParent)
+	if hasDriver {
+		if err := d.configure(n); err != nil {
+			return err
+		}
 	}
 	n.Options = opts
 	return nil

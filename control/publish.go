@@ -34,7 +34,7 @@ func publishTarget(tx *store.Tx, sb store.Sandbox) (store.Network, store.Endpoin
 		if err != nil {
 			return n, ep, err
 		}
-		if n.Driver == store.DriverBridge && !n.Internal {
+		if d, ok := driverFor(n.Driver); ok && d.datapath() && !n.Internal {
 			return n, ep, nil
 		}
 	}

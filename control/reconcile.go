@@ -67,41 +67,30 @@ func (e *Engine) reconcileSandbox(sb store.Sandbox, nets map[string]store.Networ
 		}
 		e.log.Info("repairing endpoint", "sandbox", sb.Name, "network", n.Name, "interface", ep.Interface)
 		e.detachEndpoint(n, path, ep)
-		errs = append(errs, e.attachEndpoint(n, path, ep))
+		errs = append(errs, e.attachEndpoint(n, path, &ep))
 	}
 	return errors.Join(errs...)
 }
 
-// endpointIntact reports whether both ends of an endpoint exist and the
-// host end hangs on the network's bridge.
+// endpointIntact reports whether the endpoint's interface exists in the
+// sandbox and its driver finds the rest intact.
 func (e *Engine) endpointIntact(n store.Network, sandboxNS string, ep store.Endpoint) bool {
 	inside := namespace.Do(sandboxNS, func() error {
 		_, err := netlink.LinkByName(ep.Interface)
 		return err
 	}) == nil
-	if n.Driver != store.DriverBridge {
+	d, ok := driverFor(n.Driver)
+	if !ok {
 		return inside
 	}
-	return inside && e.inHost(func() error {
-		host, err := netlink.LinkByName(ep.HostSide)
-		if err != nil {
-			return err
-		}
-		br, err := netlink.LinkByName(n.Bridge)
-		if err != nil {
-			return err
-		}
-		if host.Attrs().MasterIndex != br.Attrs().Index {
-			return errors.New("not on the bridge")
-		}
-		return nil
-	}) == nil
+	return inside && e.inHost(func() error { return d.check(n, ep) }) == nil
 }
 
 // refreshEndpoint re-applies an intact endpoint's configuration: the
-// programs (this binary's), the address and the default route.
+// programs (this binary's) on its host side, the address and the default
+// route.
 func (e *Engine) refreshEndpoint(n store.Network, sandboxNS string, ep store.Endpoint) error {
-	if n.Driver == store.DriverBridge {
+	if ep.HostSide != "" {
 		err := e.inHost(func() error {
 			host, err := netlink.LinkByName(ep.HostSide)
 			if err != nil {
@@ -123,7 +112,7 @@ func (e *Engine) syncMaps(nets []store.Network, sbs []store.Sandbox, pubs map[st
 	var want maps.Desired
 	byID := store.ByID(nets)
 	for _, n := range nets {
-		if n.Driver == store.DriverBridge {
+		if d, ok := driverFor(n.Driver); ok && d.datapath() {
 			want.Networks = append(want.Networks, networkMaps(n))
 		}
 	}

@@ -197,10 +197,7 @@ func (e *Engine) addEndpoint(tx *store.Tx, undo *rollback, sb *store.Sandbox, n 
 	}
 	ep := store.Endpoint{ID: newID(), NetworkID: n.ID, Interface: nextInterface(sb.Endpoints),
 		Addr: spec.IP, MAC: macFor(spec.IP).String(), Aliases: spec.Aliases}
-	if n.Driver == store.DriverBridge {
-		ep.HostSide = "ebv" + ep.ID[:12]
-	}
-	if err := e.attachEndpoint(n, e.sandboxPath(sb.Name), ep); err != nil {
+	if err := e.attachEndpoint(n, e.sandboxPath(sb.Name), &ep); err != nil {
 		return err
 	}
 	undo.add(func() error { return e.detachEndpoint(n, e.sandboxPath(sb.Name), ep) })

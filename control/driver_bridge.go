@@ -1,0 +1,155 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/store"
+)
+
+// bridgeDriver makes a network a Linux bridge holding the gateway address,
+// and an endpoint a veth pair from the bridge into the sandbox. The
+// datapath serves it: the endpoint programs sit on each veth's host side.
+type bridgeDriver struct{}
+
+func (bridgeDriver) options() []string {
+	return []string{OptBridgeName, OptEnableICC, OptMasquerade, OptGatewayMode, OptMTU}
+}
+
+// configure names the bridge after the network unless an option did.
+func (bridgeDriver) configure(n *store.Network) error {
+	if n.Bridge == "" {
+		n.Bridge = "eb-" + n.ID[:min(12, len(n.ID))]
+	}
+	return nil
+}
+
+func (bridgeDriver) validate(n store.Network) error {
+	if _, err := netlink.LinkByName(n.Bridge); err == nil {
+		return errdefs.Conflictf("interface %s already exists: choose another %s", n.Bridge, OptBridgeName)
+	}
+	return nil
+}
+
+func (bridgeDriver) datapath() bool { return true }
+
+func (bridgeDriver) setup(n *store.Network) error {
+	l, err := netlink.LinkByName(n.Bridge)
+	if isNotFound(err) {
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = n.Bridge
+		attrs.MTU = n.MTU
+		// A fixed MAC: a bridge would otherwise take its ports' lowest, and
+		// the datapath sources the frames it delivers from this one.
+		attrs.HardwareAddr = macFor(n.Pool.Gateway)
+		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
+			return fmt.Errorf("create bridge %s: %w", n.Bridge, err)
+		}
+		if l, err = netlink.LinkByName(n.Bridge); err == nil {
+			err = netlink.LinkSetAlias(l, aliasNetwork+n.ID)
+		}
+		if err != nil {
+			netlink.LinkDel(&netlink.Bridge{LinkAttrs: attrs})
+			return fmt.Errorf("label bridge %s: %w", n.Bridge, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("look up bridge %s: %w", n.Bridge, err)
+	} else if alias := l.Attrs().Alias; alias != aliasNetwork+n.ID {
+		if strings.HasPrefix(alias, aliasPrefix) {
+			return errdefs.Conflictf("interface %s was left by an ebpfnet state that is gone: delete it (ip link del %s)", n.Bridge, n.Bridge)
+		}
+		return errdefs.Conflictf("interface %s exists and is not this network's bridge", n.Bridge)
+	}
+	if err := setBridgeAddress(n, l); err != nil {
+		return err
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("bring bridge %s up: %w", n.Bridge, err)
+	}
+	// Routing between networks and to the outside needs forwarding, as with
+	// Docker; isolation is the endpoint programs' job, not the stack's.
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("enable IPv4 forwarding: %w", err)
+	}
+	return nil
+}
+
+// setBridgeAddress gives the bridge the gateway address, or, in gateway
+// mode isolated, takes every IPv4 address away: without one the host has
+// no route to the sandboxes and answers none of their packets.
+func setBridgeAddress(n *store.Network, l netlink.Link) error {
+	if n.HostOnNetwork() {
+		gw := &netlink.Addr{IPNet: &net.IPNet{IP: n.Pool.Gateway.AsSlice(), Mask: net.CIDRMask(n.Pool.Subnet.Bits(), 32)}}
+		if err := netlink.AddrReplace(l, gw); err != nil {
+			return fmt.Errorf("set address %s on bridge %s: %w", n.Pool.Gateway, n.Bridge, err)
+		}
+		return nil
+	}
+	addrs, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
+	if err != nil {
+		return fmt.Errorf("list addresses of bridge %s: %w", n.Bridge, err)
+	}
+	for _, a := range addrs {
+		if err := netlink.AddrDel(l, &a); err != nil {
+			return fmt.Errorf("remove address %s from isolated bridge %s: %w", a.IPNet, n.Bridge, err)
+		}
+	}
+	return nil
+}
+
+func (bridgeDriver) teardown(n store.Network) error { return deleteLink(n.Bridge) }
+
+// attach creates the veth pair on the bridge, its peer in the sandbox.
+func (bridgeDriver) attach(n store.Network, ep *store.Endpoint, sandbox netlink.NsFd) (int, error) {
+	ep.HostSide = "ebv" + ep.ID[:12]
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return 0, fmt.Errorf("look up bridge %s of network %s: %w", n.Bridge, n.Name, err)
+	}
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = ep.HostSide
+	attrs.MTU = n.MTU
+	attrs.MasterIndex = br.Attrs().Index
+	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: ep.Interface, PeerHardwareAddr: macFor(ep.Addr),
+		PeerNamespace: sandbox, PeerMTU: uint32(n.MTU)}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return 0, fmt.Errorf("create veth %s for %s: %w", ep.HostSide, ep.Interface, err)
+	}
+	host, err := netlink.LinkByName(ep.HostSide)
+	if err != nil {
+		return 0, fmt.Errorf("look up veth %s: %w", ep.HostSide, err)
+	}
+	if err := netlink.LinkSetAlias(host, aliasEndpoint+ep.ID); err != nil {
+		return 0, fmt.Errorf("label veth %s: %w", ep.HostSide, err)
+	}
+	if err := netlink.LinkSetUp(host); err != nil {
+		return 0, fmt.Errorf("bring veth %s up: %w", ep.HostSide, err)
+	}
+	return host.Attrs().Index, nil
+}
+
+// detach has nothing left to do: the engine removes the host side, and the
+// peer goes with it.
+func (bridgeDriver) detach(store.Network, string, store.Endpoint) error { return nil }
+
+// check fails when the host side is gone or hangs off another bridge.
+func (bridgeDriver) check(n store.Network, ep store.Endpoint) error {
+	host, err := netlink.LinkByName(ep.HostSide)
+	if err != nil {
+		return err
+	}
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return err
+	}
+	if host.Attrs().MasterIndex != br.Attrs().Index {
+		return errors.New("not on the bridge")
+	}
+	return nil
+}

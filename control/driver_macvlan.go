@@ -1,0 +1,73 @@
+package control
+
+import (
+	"fmt"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/control/store"
+)
+
+// macvlanDriver makes an endpoint a macvlan child (bridge mode) of a
+// parent interface, created in the sandbox. The network has no host side
+// and the datapath does not serve it: its traffic never crosses the host's
+// stack.
+type macvlanDriver struct{}
+
+func (macvlanDriver) options() []string { return []string{OptParent, OptMacvlanMode, OptMTU} }
+
+func (macvlanDriver) configure(n *store.Network) error {
+	if n.Parent == "" {
+		return errdefs.Invalidf("a macvlan network needs a parent interface (option %s)", OptParent)
+	}
+	return nil
+}
+
+func (macvlanDriver) validate(n store.Network) error { return checkParent(n.Parent) }
+
+func (macvlanDriver) datapath() bool { return false }
+
+// setup checks the parent is still there: the network has nothing else.
+func (macvlanDriver) setup(n *store.Network) error { return checkParent(n.Parent) }
+
+func (macvlanDriver) teardown(store.Network) error { return nil }
+
+func (macvlanDriver) attach(n store.Network, ep *store.Endpoint, sandbox netlink.NsFd) (int, error) {
+	parent, err := netlink.LinkByName(n.Parent)
+	if err != nil {
+		return 0, fmt.Errorf("look up parent interface %s of network %s: %w", n.Parent, n.Name, err)
+	}
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = ep.Interface
+	attrs.MTU = n.MTU
+	attrs.ParentIndex = parent.Attrs().Index
+	attrs.HardwareAddr = macFor(ep.Addr)
+	attrs.Namespace = sandbox
+	if err := netlink.LinkAdd(&netlink.Macvlan{LinkAttrs: attrs, Mode: netlink.MACVLAN_MODE_BRIDGE}); err != nil {
+		return 0, fmt.Errorf("create macvlan %s on %s: %w", ep.Interface, n.Parent, err)
+	}
+	return 0, nil
+}
+
+// detach deletes the child in the sandbox, unless the namespace is gone
+// (and the child with it).
+func (macvlanDriver) detach(_ store.Network, sandboxNS string, ep store.Endpoint) error {
+	if !namespace.IsNamespace(sandboxNS) {
+		return nil
+	}
+	return namespace.Do(sandboxNS, func() error { return deleteLink(ep.Interface) })
+}
+
+func (macvlanDriver) check(store.Network, store.Endpoint) error { return nil }
+
+func checkParent(parent string) error {
+	if _, err := netlink.LinkByName(parent); err != nil {
+		if isNotFound(err) {
+			return errdefs.Invalidf("parent interface %s does not exist", parent)
+		}
+		return fmt.Errorf("look up parent interface %s: %w", parent, err)
+	}
+	return nil
+}
