@@ -14,7 +14,6 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
-	"github.com/ebpfnet/ebpfnet/maps"
 )
 
 // Aliases mark kernel objects as ebpfnet's, naming the record they belong to.
@@ -79,6 +78,12 @@ func driverFor(name string) (driver, bool) {
 	return nil, false
 }
 
+// servedByDatapath reports whether the datapath serves n (driver.datapath).
+func servedByDatapath(n store.Network) bool {
+	d, ok := driverFor(n.Driver)
+	return ok && d.datapath()
+}
+
 // setupNetwork makes the network's host side exist (idempotent).
 func (e *Engine) setupNetwork(n *store.Network) error {
 	d, ok := driverFor(n.Driver)
@@ -109,30 +114,6 @@ func deleteLink(name string) error {
 		return fmt.Errorf("delete interface %s: %w", name, err)
 	}
 	return nil
-}
-
-// networkMaps is what the datapath knows of a bridge network.
-func networkMaps(n store.Network) maps.Network {
-	m := maps.Network{Index: n.Index, Subnet: n.Pool.Subnet, Gateway: n.Pool.Gateway, GatewayMAC: macFor(n.Pool.Gateway),
-		ICCDisabled: !n.ICC, Internal: n.Internal, Masquerade: n.Masquerade}
-	switch n.IPv4GatewayMode() {
-	case store.GatewayNATUnprotected:
-		m.Direct = maps.DirectAll
-	case store.GatewayRouted:
-		m.Direct = maps.DirectPublished
-	case store.GatewayIsolated:
-		// No host address on the network: the datapath must not treat the
-		// pool's reserved gateway address as the host (icc=false lets
-		// sandboxes reach the gateway).
-		m.Gateway = netip.IPv4Unspecified()
-	}
-	return m
-}
-
-// endpointMaps is where the datapath delivers packets for a bridge endpoint
-// whose host side has ifindex.
-func endpointMaps(n store.Network, ep store.Endpoint, ifindex int) maps.Endpoint {
-	return maps.Endpoint{Addr: ep.Addr, Ifindex: uint32(ifindex), Network: n.Index, MAC: macFor(ep.Addr)}
 }
 
 // attachEndpoint creates an endpoint's interfaces with its network's
@@ -174,7 +155,7 @@ func (e *Engine) attachDatapath(n store.Network, ep store.Endpoint, ifindex int)
 	if _, err := e.dp.AttachEndpoint(ep.HostSide, ifindex); err != nil {
 		return err
 	}
-	if err := e.maps.PutIface(maps.Iface{Ifindex: uint32(ifindex), Network: n.Index, Addr: ep.Addr}); err != nil {
+	if err := e.maps.PutIface(ifaceMaps(n, ep, ifindex)); err != nil {
 		return err
 	}
 	return e.maps.PutEndpoint(endpointMaps(n, ep, ifindex))

@@ -181,7 +181,7 @@ func (e *Engine) addNetwork(tx *store.Tx, undo *rollback, n *store.Network) erro
 		return err
 	}
 	undo.add(func() error { return e.teardownNetwork(*n) })
-	if d, ok := driverFor(n.Driver); ok && d.datapath() {
+	if servedByDatapath(*n) {
 		if err := e.maps.PutNetwork(networkMaps(*n)); err != nil {
 			return err
 		}

@@ -34,16 +34,11 @@ func publishTarget(tx *store.Tx, sb store.Sandbox) (store.Network, store.Endpoin
 		if err != nil {
 			return n, ep, err
 		}
-		if d, ok := driverFor(n.Driver); ok && d.datapath() && !n.Internal {
+		if servedByDatapath(n) && !n.Internal {
 			return n, ep, nil
 		}
 	}
 	return store.Network{}, store.Endpoint{}, errdefs.Conflictf("sandbox %s has no endpoint on a bridge network that is not internal: nothing to publish to", sb.Name)
-}
-
-// pubMaps is a publication as the datapath has it.
-func pubMaps(p store.Publication, ep store.Endpoint) maps.Publication {
-	return maps.Publication{HostAddr: p.HostIP, HostPort: p.HostPort, Proto: ports.Protocol(p.Proto).Number(), Addr: ep.Addr, Port: p.Port}
 }
 
 func endpointOn(sb store.Sandbox, networkID string) (store.Endpoint, bool) {
@@ -362,17 +357,6 @@ func (e *Engine) Unpublish(sandboxRef string, filters []ports.Mapping) ([]store.
 	}
 	e.forgetPorts(name, removed)
 	return removed, e.maps.DeletePublications(unmap...)
-}
-
-// publicationMaps is how the datapath has a sandbox's publications.
-func publicationMaps(sb store.Sandbox, pubs []store.Publication) []maps.Publication {
-	var out []maps.Publication
-	for _, p := range pubs {
-		if ep, ok := endpointOn(sb, p.NetworkID); ok {
-			out = append(out, pubMaps(p, ep))
-		}
-	}
-	return out
 }
 
 // matches reports whether a filter (ports.Mapping) matches p.

@@ -110,28 +110,14 @@ func (e *Engine) refreshEndpoint(n store.Network, sandboxNS string, ep store.End
 // ifindex they have now.
 func (e *Engine) syncMaps(nets []store.Network, sbs []store.Sandbox, pubs map[string][]store.Publication) error {
 	var want maps.Desired
-	byID := store.ByID(nets)
-	for _, n := range nets {
-		if d, ok := driverFor(n.Driver); ok && d.datapath() {
-			want.Networks = append(want.Networks, networkMaps(n))
-		}
-	}
 	err := e.inHost(func() error {
-		for _, sb := range sbs {
-			for _, ep := range sb.Endpoints {
-				if ep.HostSide == "" {
-					continue
-				}
-				l, err := netlink.LinkByName(ep.HostSide)
-				if err != nil {
-					continue // reported by the endpoint repair
-				}
-				n := byID[ep.NetworkID]
-				want.Ifaces = append(want.Ifaces, maps.Iface{Ifindex: uint32(l.Attrs().Index), Network: n.Index, Addr: ep.Addr})
-				want.Endpoints = append(want.Endpoints, endpointMaps(n, ep, l.Attrs().Index))
+		want = desiredMaps(nets, sbs, pubs, func(name string) (int, bool) {
+			l, err := netlink.LinkByName(name)
+			if err != nil {
+				return 0, false // reported by the endpoint repair
 			}
-			want.Publications = append(want.Publications, publicationMaps(sb, pubs[sb.Name])...)
-		}
+			return l.Attrs().Index, true
+		})
 		return nil
 	})
 	return errors.Join(err, e.maps.Sync(want))
