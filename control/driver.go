@@ -86,7 +86,7 @@ func servedByDatapath(n store.Network) bool {
 
 // setupNetwork makes the network's host side exist (idempotent).
 func (e *Engine) setupNetwork(n *store.Network) error {
-	d, ok := driverFor(n.Driver)
+	d, ok := e.drivers(n.Driver)
 	if !ok {
 		return nil // host and none: nothing of their own
 	}
@@ -95,7 +95,7 @@ func (e *Engine) setupNetwork(n *store.Network) error {
 
 // teardownNetwork removes the network's host side; a missing one is fine.
 func (e *Engine) teardownNetwork(n store.Network) error {
-	d, ok := driverFor(n.Driver)
+	d, ok := e.drivers(n.Driver)
 	if !ok {
 		return nil
 	}
@@ -126,7 +126,7 @@ func (e *Engine) attachEndpoint(n store.Network, sandboxNS string, ep *store.End
 			e.detachEndpoint(n, sandboxNS, *ep)
 		}
 	}()
-	d, ok := driverFor(n.Driver)
+	d, ok := e.drivers(n.Driver)
 	if !ok {
 		return errdefs.Invalidf("driver %s has no endpoints", n.Driver)
 	}
@@ -227,7 +227,7 @@ func (e *Engine) detachEndpoint(n store.Network, sandboxNS string, ep store.Endp
 	if ep.HostSide != "" {
 		errs = append(errs, e.inHost(func() error { return e.removeHostSide(ep.HostSide) }), e.maps.DeleteEndpoint(ep.Addr))
 	}
-	if d, ok := driverFor(n.Driver); ok {
+	if d, ok := e.drivers(n.Driver); ok {
 		errs = append(errs, e.inHost(func() error { return d.detach(n, sandboxNS, ep) }))
 	}
 	return errors.Join(errs...)

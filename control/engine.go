@@ -73,6 +73,9 @@ type Engine struct {
 	stopReclaim    chan struct{}
 	resolver       *dns.Resolver
 	dnsServers     *dns.Servers
+	// drivers finds the driver of a network: driverFor, but for tests
+	// that wrap one to make it fail.
+	drivers func(name string) (driver, bool)
 	// ports indexes every publication by protocol and host port, so a
 	// publish need not read every sandbox; guarded by mu, nil until needed
 	// and after a failed change (rebuilt from the store).
@@ -131,7 +134,7 @@ func New(cfg Config) (*Engine, error) {
 	for _, name := range dp.RetiredMaps() {
 		cfg.Log.Info("removed a pinned map this version no longer uses", "map", name, "bpffs", cfg.BPFFS)
 	}
-	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, uplinks: map[string]bool{}}
+	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, uplinks: map[string]bool{}, drivers: driverFor}
 	e.resolver = dns.NewResolver(e.exchangeInHost)
 	e.dnsServers = dns.NewServers(e.resolver)
 	if err := dp.AttachSockets(cgroup); err != nil {

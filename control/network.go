@@ -120,7 +120,7 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 	if n.Driver == "" {
 		n.Driver = store.DriverBridge
 	}
-	if _, ok := driverFor(n.Driver); !ok {
+	if _, ok := e.drivers(n.Driver); !ok {
 		if n.Driver == store.DriverHost || n.Driver == store.DriverNull || n.Driver == NetworkNone {
 			return store.Network{}, errdefs.Conflictf("only one instance of the %q network is allowed, and it exists already", n.Driver)
 		}
@@ -162,7 +162,7 @@ func (e *Engine) checkDevices(tx *store.Tx, n *store.Network) error {
 			return errdefs.Conflictf("parent interface %s is already used by macvlan network %s", n.Parent, o.Name)
 		}
 	}
-	d, _ := driverFor(n.Driver)
+	d, _ := e.drivers(n.Driver)
 	return e.inHost(func() error { return d.validate(*n) })
 }
 

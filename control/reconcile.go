@@ -79,7 +79,7 @@ func (e *Engine) endpointIntact(n store.Network, sandboxNS string, ep store.Endp
 		_, err := netlink.LinkByName(ep.Interface)
 		return err
 	}) == nil
-	d, ok := driverFor(n.Driver)
+	d, ok := e.drivers(n.Driver)
 	if !ok {
 		return inside
 	}
