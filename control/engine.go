@@ -97,6 +97,11 @@ func New(cfg Config) (*Engine, error) {
 	if !namespace.IsNamespace(cfg.NetNS) {
 		return nil, fmt.Errorf("dataplane namespace %s is not a network namespace", cfg.NetNS)
 	}
+	if cfg.NetnsDir != "" {
+		if err := namespace.ShareDir(cfg.NetnsDir); err != nil {
+			return nil, err
+		}
+	}
 	if err := checkNamedUplinks(cfg.NetNS, cfg.Uplinks); err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
@@ -69,6 +70,58 @@ func bindAt(path string, source func(tid int) (string, error)) error {
 		return err
 	}
 	return nil
+}
+
+// ShareDir makes dir the shared mount point that namespaces are bound
+// under, and fails when what is bound there would stay invisible to the
+// processes that should use it: when this process runs in a mount
+// namespace of its own (`ip netns exec`, systemd's PrivateMounts=) where
+// dir is a slave of the original, whose binds never propagate back.
+func ShareDir(dir string) error {
+	if err := makeSharedMountDir(dir); err != nil {
+		return err
+	}
+	real, err := filepath.EvalSymlinks(dir) // the mount table has real paths
+	if err != nil {
+		return fmt.Errorf("resolve %s: %w", dir, err)
+	}
+	slave, err := isSlaveMount(real)
+	if err != nil {
+		return err
+	}
+	if slave {
+		return fmt.Errorf("namespaces bound under %s would be invisible outside this process's mount namespace, "+
+			"a private copy (ip netns exec, or systemd's PrivateMounts=) whose mounts do not propagate back "+
+			"(start the daemon in the host's mount namespace: nsenter --net=PATH, not ip netns exec)", dir)
+	}
+	return nil
+}
+
+// isSlaveMount reports whether the mount at dir receives mounts from a
+// master but sends none back, from the calling thread's mount namespace.
+func isSlaveMount(dir string) (bool, error) {
+	// thread-self: a thread that entered another mount namespace sees its
+	// own mounts, where /proc/self would show the main thread's.
+	data, err := os.ReadFile("/proc/thread-self/mountinfo")
+	if err != nil {
+		return false, fmt.Errorf("read mount table: %w", err)
+	}
+	slave := false
+	for _, line := range strings.Split(string(data), "\n") {
+		// id parent major:minor root mountpoint options [optional...] - type source super
+		fields := strings.Fields(line)
+		if len(fields) < 7 || fields[4] != dir {
+			continue
+		}
+		slave = false // the last mount on dir is the one that shows
+		for _, f := range fields[6:] {
+			if f == "-" {
+				break
+			}
+			slave = slave || strings.HasPrefix(f, "master:")
+		}
+	}
+	return slave, nil
 }
 
 // makeSharedMountDir makes dir a shared mount point, as `ip netns` does, so
