@@ -3,6 +3,7 @@ package control
 import (
 	"net/netip"
 
+	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/maps"
@@ -45,7 +46,7 @@ func desiredMaps(nets []store.Network, sbs []store.Sandbox, pubs map[string][]st
 
 // networkMaps is what the datapath knows of a bridge network.
 func networkMaps(n store.Network) maps.Network {
-	m := maps.Network{Index: n.Index, Subnet: n.Pool.Subnet, Gateway: n.Pool.Gateway, GatewayMAC: macFor(n.Pool.Gateway),
+	m := maps.Network{Index: n.Index, Subnet: n.Pool.Subnet, Gateway: n.Pool.Gateway, GatewayMAC: driver.MACFor(n.Pool.Gateway),
 		ICCDisabled: !n.ICC, Internal: n.Internal, Masquerade: n.Masquerade}
 	switch n.IPv4GatewayMode() {
 	case store.GatewayNATUnprotected:
@@ -64,7 +65,7 @@ func networkMaps(n store.Network) maps.Network {
 // endpointMaps is where the datapath delivers packets for a bridge endpoint
 // whose host side has ifindex.
 func endpointMaps(n store.Network, ep store.Endpoint, ifindex int) maps.Endpoint {
-	return maps.Endpoint{Addr: ep.Addr, Ifindex: uint32(ifindex), Network: n.Index, MAC: macFor(ep.Addr)}
+	return maps.Endpoint{Addr: ep.Addr, Ifindex: uint32(ifindex), Network: n.Index, MAC: driver.MACFor(ep.Addr)}
 }
 
 // ifaceMaps is what the datapath knows of an endpoint's host side, by

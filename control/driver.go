@@ -4,76 +4,28 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/ebpfnet/ebpfnet/control/driver"
+	"github.com/ebpfnet/ebpfnet/control/driver/bridge"
+	"github.com/ebpfnet/ebpfnet/control/driver/macvlan"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
-// Aliases mark kernel objects as ebpfnet's, naming the record they belong to.
-const (
-	aliasPrefix   = "ebpfnet:"
-	aliasNetwork  = aliasPrefix + "network:"
-	aliasEndpoint = aliasPrefix + "endpoint:"
-)
-
-func isNotFound(err error) bool {
-	var nf netlink.LinkNotFoundError
-	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
-}
-
-// macFor derives a MAC from an IPv4 address as Docker does: 02:42 + the address.
-func macFor(a netip.Addr) net.HardwareAddr {
-	b := a.As4()
-	return net.HardwareAddr{0x02, 0x42, b[0], b[1], b[2], b[3]}
-}
-
-// A driver builds one kind of network in the kernel: the network's host
-// side and its endpoints' links. It does netlink work only; the engine
-// puts the datapath's programs on an endpoint's host side and writes the
-// maps. Methods that touch the kernel run in the dataplane's namespace
-// (the engine enters it) and enter a sandbox's themselves.
-type driver interface {
-	// options are the driver options (Opt…) the driver accepts.
-	options() []string
-	// configure completes and checks a network's settings once its options
-	// are applied, without looking at the kernel.
-	configure(n *store.Network) error
-	// validate refuses a new network whose devices the kernel cannot give
-	// it, before anything is set up.
-	validate(n store.Network) error
-	// datapath reports whether ebpfnet's datapath serves the network: the
-	// maps hold it, its endpoints have host sides with the endpoint
-	// programs, and ports publish to them.
-	datapath() bool
-	// setup makes the network's host side exist, idempotently.
-	setup(n *store.Network) error
-	// teardown removes the network's host side; a missing one is fine.
-	teardown(n store.Network) error
-	// attach creates an endpoint's links, its sandbox end in sandbox, and
-	// returns the ifindex of its host side, which it names in ep.HostSide
-	// (none: "").
-	attach(n store.Network, ep *store.Endpoint, sandbox netlink.NsFd) (int, error)
-	// detach removes what attach made besides the host side, best effort.
-	detach(n store.Network, sandboxNS string, ep store.Endpoint) error
-	// check fails when an endpoint's links outside the sandbox are damaged.
-	check(n store.Network, ep store.Endpoint) error
-}
-
 // driverFor is the driver of networks of a driver name; host and none
 // (store.DriverHost, store.DriverNull) have none.
-func driverFor(name string) (driver, bool) {
+func driverFor(name string) (driver.Driver, bool) {
 	switch name {
 	case store.DriverBridge:
-		return bridgeDriver{}, true
+		return bridge.Driver{}, true
 	case store.DriverMacvlan:
-		return macvlanDriver{}, true
+		return macvlan.Driver{}, true
 	}
 	return nil, false
 }
@@ -81,7 +33,7 @@ func driverFor(name string) (driver, bool) {
 // servedByDatapath reports whether the datapath serves n (driver.datapath).
 func servedByDatapath(n store.Network) bool {
 	d, ok := driverFor(n.Driver)
-	return ok && d.datapath()
+	return ok && d.Datapath()
 }
 
 // setupNetwork makes the network's host side exist (idempotent).
@@ -90,7 +42,7 @@ func (e *Engine) setupNetwork(n *store.Network) error {
 	if !ok {
 		return nil // host and none: nothing of their own
 	}
-	return e.inHost(func() error { return d.setup(n) })
+	return e.inHost(func() error { return d.Setup(n) })
 }
 
 // teardownNetwork removes the network's host side; a missing one is fine.
@@ -99,21 +51,7 @@ func (e *Engine) teardownNetwork(n store.Network) error {
 	if !ok {
 		return nil
 	}
-	return e.inHost(func() error { return d.teardown(n) })
-}
-
-func deleteLink(name string) error {
-	l, err := netlink.LinkByName(name)
-	if isNotFound(err) {
-		return nil
-	}
-	if err == nil {
-		err = netlink.LinkDel(l)
-	}
-	if err != nil && !isNotFound(err) {
-		return fmt.Errorf("delete interface %s: %w", name, err)
-	}
-	return nil
+	return e.inHost(func() error { return d.Teardown(n) })
 }
 
 // attachEndpoint creates an endpoint's interfaces with its network's
@@ -136,7 +74,7 @@ func (e *Engine) attachEndpoint(n store.Network, sandboxNS string, ep *store.End
 	}
 	defer unix.Close(fd)
 	err = e.inHost(func() error {
-		ifindex, err := d.attach(n, ep, netlink.NsFd(fd))
+		ifindex, err := d.Attach(n, ep, netlink.NsFd(fd))
 		if err != nil || ep.HostSide == "" {
 			return err
 		}
@@ -184,7 +122,7 @@ func configureInside(n store.Network, ep store.Endpoint) error {
 	if n.Internal {
 		return nil // an internal network leads nowhere
 	}
-	routes, err := dump(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_V4) })
+	routes, err := driver.Dump(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("list routes in sandbox: %w", err)
 	}
@@ -228,7 +166,7 @@ func (e *Engine) detachEndpoint(n store.Network, sandboxNS string, ep store.Endp
 		errs = append(errs, e.inHost(func() error { return e.removeHostSide(ep.HostSide) }), e.maps.DeleteEndpoint(ep.Addr))
 	}
 	if d, ok := e.drivers(n.Driver); ok {
-		errs = append(errs, e.inHost(func() error { return d.detach(n, sandboxNS, ep) }))
+		errs = append(errs, e.inHost(func() error { return d.Detach(n, sandboxNS, ep) }))
 	}
 	return errors.Join(errs...)
 }
@@ -240,7 +178,7 @@ func (e *Engine) removeHostSide(name string) error {
 	if l, err := netlink.LinkByName(name); err == nil {
 		errs = append(errs, e.maps.DeleteIface(uint32(l.Attrs().Index)))
 	}
-	errs = append(errs, e.dp.Detach(name), deleteLink(name))
+	errs = append(errs, e.dp.Detach(name), driver.DeleteLink(name))
 	return errors.Join(errs...)
 }
 
@@ -264,27 +202,16 @@ func ensureDefaultRoute(sandboxNS string, eps []store.Endpoint, networks map[str
 func (e *Engine) ownedLinks() (map[string]string, error) {
 	owned := map[string]string{}
 	err := e.inHost(func() error {
-		links, err := dump(netlink.LinkList)
+		links, err := driver.Dump(netlink.LinkList)
 		if err != nil {
 			return fmt.Errorf("list interfaces: %w", err)
 		}
 		for _, l := range links {
-			if a := l.Attrs().Alias; strings.HasPrefix(a, aliasPrefix) {
+			if a := l.Attrs().Alias; strings.HasPrefix(a, driver.AliasPrefix) {
 				owned[a] = l.Attrs().Name
 			}
 		}
 		return nil
 	})
 	return owned, err
-}
-
-// dump runs a netlink list, again when the kernel interrupted it because
-// the list changed meanwhile (netlink.ErrDumpInterrupted).
-func dump[T any](list func() ([]T, error)) ([]T, error) {
-	for try := 1; ; try++ {
-		out, err := list()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) || try == 5 {
-			return out, err
-		}
-	}
 }

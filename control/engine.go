@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/control/dns"
+	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
@@ -75,7 +76,7 @@ type Engine struct {
 	dnsServers     *dns.Servers
 	// drivers finds the driver of a network: driverFor, but for tests
 	// that wrap one to make it fail.
-	drivers func(name string) (driver, bool)
+	drivers func(name string) (driver.Driver, bool)
 	// ports indexes every publication by protocol and host port, so a
 	// publish need not read every sandbox; guarded by mu, nil until needed
 	// and after a failed change (rebuilt from the store).

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/ports"
@@ -117,7 +118,7 @@ func TestEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	br, err := te.link(t, n.Bridge)
-	if err != nil || br.Attrs().Alias != aliasNetwork+n.ID {
+	if err != nil || br.Attrs().Alias != driver.AliasNetwork+n.ID {
 		t.Fatalf("bridge %s of the new network: %v", n.Bridge, err)
 	}
 	if _, err := te.CreateNetwork(NetworkSpec{Name: app}); !errors.Is(err, errdefs.ErrConflict) {
@@ -178,7 +179,7 @@ func TestEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	injected := errors.New("injected attach failure")
-	te.drivers = func(name string) (driver, bool) {
+	te.drivers = func(name string) (driver.Driver, bool) {
 		d, ok := driverFor(name)
 		return failingAttach{d, bad, injected}, ok
 	}
@@ -204,7 +205,7 @@ func TestEngine(t *testing.T) {
 	}
 	_, sbs, _ := te.store.Snapshot()
 	for alias, name := range owned {
-		known := !strings.HasPrefix(alias, aliasEndpoint)
+		known := !strings.HasPrefix(alias, driver.AliasEndpoint)
 		for _, sb := range sbs {
 			for _, ep := range sb.Endpoints {
 				known = known || ep.HostSide == name
@@ -240,14 +241,14 @@ func TestEngine(t *testing.T) {
 
 // failingAttach is a driver whose attach fails on one network.
 type failingAttach struct {
-	driver
+	driver.Driver
 	network string
 	err     error
 }
 
-func (f failingAttach) attach(n store.Network, ep *store.Endpoint, sandbox netlink.NsFd) (int, error) {
+func (f failingAttach) Attach(n store.Network, ep *store.Endpoint, sandbox netlink.NsFd) (int, error) {
 	if n.Name == f.network {
 		return 0, f.err
 	}
-	return f.driver.attach(n, ep, sandbox)
+	return f.Driver.Attach(n, ep, sandbox)
 }

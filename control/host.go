@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 )
 
@@ -27,13 +28,13 @@ func (e *Engine) syncHost() error {
 		errs    []error
 	)
 	err := e.inHost(func() error {
-		links, err := dump(netlink.LinkList)
+		links, err := driver.Dump(netlink.LinkList)
 		if err != nil {
 			return fmt.Errorf("list interfaces: %w", err)
 		}
 		for _, l := range links {
 			attrs := l.Attrs()
-			list, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
+			list, err := driver.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
 			if err != nil {
 				return fmt.Errorf("list addresses of %s: %w", attrs.Name, err)
 			}
@@ -92,7 +93,7 @@ func (e *Engine) isUplink(l netlink.Link, addr netip.Addr) (bool, error) {
 		candidate = slices.Contains(e.cfg.Uplinks, attrs.Name) && addr.IsValid()
 	} else {
 		candidate = addr.IsValid() && !addr.IsLoopback() && attrs.Flags&net.FlagLoopback == 0 &&
-			!strings.HasPrefix(attrs.Alias, aliasPrefix)
+			!strings.HasPrefix(attrs.Alias, driver.AliasPrefix)
 	}
 	if !candidate {
 		return false, nil
@@ -201,7 +202,7 @@ func (e *Engine) watchHost() (func(), error) {
 
 // hostAddresses lists the IPv4 addresses of the namespace it runs in.
 func hostAddresses() ([]netip.Addr, error) {
-	list, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
+	list, err := driver.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return nil, fmt.Errorf("list host addresses: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/store"
@@ -52,7 +53,7 @@ func (e *Engine) ensurePredefined() error {
 func (e *Engine) hostRoutes() ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	err := e.inHost(func() error {
-		routes, err := dump(func() ([]netlink.Route, error) {
+		routes, err := driver.Dump(func() ([]netlink.Route, error) {
 			return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, 0)
 		})
 		if err != nil {
@@ -163,7 +164,7 @@ func (e *Engine) checkDevices(tx *store.Tx, n *store.Network) error {
 		}
 	}
 	d, _ := e.drivers(n.Driver)
-	return e.inHost(func() error { return d.validate(*n) })
+	return e.inHost(func() error { return d.Validate(*n) })
 }
 
 // addNetwork stores n and builds its kernel side and map entries,

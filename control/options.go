@@ -7,19 +7,20 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
 // Driver options, named as Docker names them so existing scripts carry over.
 const (
-	OptBridgeName  = "com.docker.network.bridge.name"
-	OptEnableICC   = "com.docker.network.bridge.enable_icc"
-	OptMasquerade  = "com.docker.network.bridge.enable_ip_masquerade"
-	OptMTU         = "com.docker.network.driver.mtu"
-	OptGatewayMode = "com.docker.network.bridge.gateway_mode_ipv4"
-	OptParent      = "parent"
-	OptMacvlanMode = "macvlan_mode"
+	OptBridgeName  = driver.OptBridgeName
+	OptEnableICC   = driver.OptEnableICC
+	OptMasquerade  = driver.OptMasquerade
+	OptMTU         = driver.OptMTU
+	OptGatewayMode = driver.OptGatewayMode
+	OptParent      = driver.OptParent
+	OptMacvlanMode = driver.OptMacvlanMode
 )
 
 // NetworkSpec is a request for a new network.
@@ -40,7 +41,7 @@ func applyOptions(n *store.Network, opts map[string]string) error {
 	d, hasDriver := driverFor(n.Driver)
 	var allowed []string
 	if hasDriver {
-		allowed = d.options()
+		allowed = d.Options()
 	}
 	for k, v := range opts {
 		known := false
@@ -93,7 +94,7 @@ func applyOptions(n *store.Network, opts map[string]string) error {
 		return err
 	}
 	if hasDriver {
-		if err := d.configure(n); err != nil {
+		if err := d.Configure(n); err != nil {
 			return err
 		}
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/maps"
@@ -83,7 +84,7 @@ func (e *Engine) endpointIntact(n store.Network, sandboxNS string, ep store.Endp
 	if !ok {
 		return inside
 	}
-	return inside && e.inHost(func() error { return d.check(n, ep) }) == nil
+	return inside && e.inHost(func() error { return d.Check(n, ep) }) == nil
 }
 
 // refreshEndpoint re-applies an intact endpoint's configuration: the
@@ -129,11 +130,11 @@ func (e *Engine) removeLeftovers(nets []store.Network, sbs []store.Sandbox) erro
 	known := map[string]bool{}
 	hostSides := map[string]bool{}
 	for _, n := range nets {
-		known[aliasNetwork+n.ID] = true
+		known[driver.AliasNetwork+n.ID] = true
 	}
 	for _, sb := range sbs {
 		for _, ep := range sb.Endpoints {
-			known[aliasEndpoint+ep.ID] = true
+			known[driver.AliasEndpoint+ep.ID] = true
 			hostSides[ep.HostSide] = true
 		}
 	}
@@ -144,10 +145,10 @@ func (e *Engine) removeLeftovers(nets []store.Network, sbs []store.Sandbox) erro
 			continue
 		}
 		e.log.Info("removing leftover interface", "interface", name, "owner", alias)
-		if strings.HasPrefix(alias, aliasEndpoint) {
+		if strings.HasPrefix(alias, driver.AliasEndpoint) {
 			errs = append(errs, e.inHost(func() error { return e.removeHostSide(name) }))
 		} else {
-			errs = append(errs, e.inHost(func() error { return deleteLink(name) }))
+			errs = append(errs, e.inHost(func() error { return driver.DeleteLink(name) }))
 		}
 	}
 	pinned, err := e.dp.PinnedLinkInterfaces()

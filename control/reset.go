@@ -9,6 +9,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/loader"
@@ -45,14 +46,14 @@ func Reset(cfg Config) error {
 		}
 	}
 	errs = append(errs, namespace.Do(cfg.NetNS, func() error {
-		links, err := dump(netlink.LinkList)
+		links, err := driver.Dump(netlink.LinkList)
 		if err != nil {
 			return fmt.Errorf("list interfaces: %w", err)
 		}
 		var errs []error
 		for _, l := range links {
-			if strings.HasPrefix(l.Attrs().Alias, aliasPrefix) {
-				errs = append(errs, deleteLink(l.Attrs().Name))
+			if strings.HasPrefix(l.Attrs().Alias, driver.AliasPrefix) {
+				errs = append(errs, driver.DeleteLink(l.Attrs().Name))
 			}
 		}
 		return errors.Join(errs...)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
@@ -196,7 +197,7 @@ func (e *Engine) addEndpoint(tx *store.Tx, undo *rollback, sb *store.Sandbox, n 
 		return err
 	}
 	ep := store.Endpoint{ID: newID(), NetworkID: n.ID, Interface: nextInterface(sb.Endpoints),
-		Addr: spec.IP, MAC: macFor(spec.IP).String(), Aliases: spec.Aliases}
+		Addr: spec.IP, MAC: driver.MACFor(spec.IP).String(), Aliases: spec.Aliases}
 	if err := e.attachEndpoint(n, e.sandboxPath(sb.Name), &ep); err != nil {
 		return err
 	}

@@ -1,40 +1,43 @@
-package control
+package macvlan
 
 import (
 	"fmt"
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
-// macvlanDriver makes an endpoint a macvlan child (bridge mode) of a
+// Driver makes an endpoint a macvlan child (bridge mode) of a
 // parent interface, created in the sandbox. The network has no host side
 // and the datapath does not serve it: its traffic never crosses the host's
 // stack.
-type macvlanDriver struct{}
+type Driver struct{}
 
-func (macvlanDriver) options() []string { return []string{OptParent, OptMacvlanMode, OptMTU} }
+func (Driver) Options() []string {
+	return []string{driver.OptParent, driver.OptMacvlanMode, driver.OptMTU}
+}
 
-func (macvlanDriver) configure(n *store.Network) error {
+func (Driver) Configure(n *store.Network) error {
 	if n.Parent == "" {
-		return errdefs.Invalidf("a macvlan network needs a parent interface (option %s)", OptParent)
+		return errdefs.Invalidf("a macvlan network needs a parent interface (option %s)", driver.OptParent)
 	}
 	return nil
 }
 
-func (macvlanDriver) validate(n store.Network) error { return checkParent(n.Parent) }
+func (Driver) Validate(n store.Network) error { return checkParent(n.Parent) }
 
-func (macvlanDriver) datapath() bool { return false }
+func (Driver) Datapath() bool { return false }
 
-// setup checks the parent is still there: the network has nothing else.
-func (macvlanDriver) setup(n *store.Network) error { return checkParent(n.Parent) }
+// Setup checks the parent is still there: the network has nothing else.
+func (Driver) Setup(n *store.Network) error { return checkParent(n.Parent) }
 
-func (macvlanDriver) teardown(store.Network) error { return nil }
+func (Driver) Teardown(store.Network) error { return nil }
 
-func (macvlanDriver) attach(n store.Network, ep *store.Endpoint, sandbox netlink.NsFd) (int, error) {
+func (Driver) Attach(n store.Network, ep *store.Endpoint, sandbox netlink.NsFd) (int, error) {
 	parent, err := netlink.LinkByName(n.Parent)
 	if err != nil {
 		return 0, fmt.Errorf("look up parent interface %s of network %s: %w", n.Parent, n.Name, err)
@@ -43,7 +46,7 @@ func (macvlanDriver) attach(n store.Network, ep *store.Endpoint, sandbox netlink
 	attrs.Name = ep.Interface
 	attrs.MTU = n.MTU
 	attrs.ParentIndex = parent.Attrs().Index
-	attrs.HardwareAddr = macFor(ep.Addr)
+	attrs.HardwareAddr = driver.MACFor(ep.Addr)
 	attrs.Namespace = sandbox
 	if err := netlink.LinkAdd(&netlink.Macvlan{LinkAttrs: attrs, Mode: netlink.MACVLAN_MODE_BRIDGE}); err != nil {
 		return 0, fmt.Errorf("create macvlan %s on %s: %w", ep.Interface, n.Parent, err)
@@ -51,20 +54,20 @@ func (macvlanDriver) attach(n store.Network, ep *store.Endpoint, sandbox netlink
 	return 0, nil
 }
 
-// detach deletes the child in the sandbox, unless the namespace is gone
+// Detach deletes the child in the sandbox, unless the namespace is gone
 // (and the child with it).
-func (macvlanDriver) detach(_ store.Network, sandboxNS string, ep store.Endpoint) error {
+func (Driver) Detach(_ store.Network, sandboxNS string, ep store.Endpoint) error {
 	if !namespace.IsNamespace(sandboxNS) {
 		return nil
 	}
-	return namespace.Do(sandboxNS, func() error { return deleteLink(ep.Interface) })
+	return namespace.Do(sandboxNS, func() error { return driver.DeleteLink(ep.Interface) })
 }
 
-func (macvlanDriver) check(store.Network, store.Endpoint) error { return nil }
+func (Driver) Check(store.Network, store.Endpoint) error { return nil }
 
 func checkParent(parent string) error {
 	if _, err := netlink.LinkByName(parent); err != nil {
-		if isNotFound(err) {
+		if driver.IsNotFound(err) {
 			return errdefs.Invalidf("parent interface %s does not exist", parent)
 		}
 		return fmt.Errorf("look up parent interface %s: %w", parent, err)

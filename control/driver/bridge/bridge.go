@@ -1,4 +1,4 @@
-package control
+package bridge
 
 import (
 	"errors"
@@ -9,50 +9,51 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
-// bridgeDriver makes a network a Linux bridge holding the gateway address,
+// Driver makes a network a Linux bridge holding the gateway address,
 // and an endpoint a veth pair from the bridge into the sandbox. The
-// datapath serves it: the endpoint programs sit on each veth's host side.
-type bridgeDriver struct{}
+// Datapath serves it: the endpoint programs sit on each veth's host side.
+type Driver struct{}
 
-func (bridgeDriver) options() []string {
-	return []string{OptBridgeName, OptEnableICC, OptMasquerade, OptGatewayMode, OptMTU}
+func (Driver) Options() []string {
+	return []string{driver.OptBridgeName, driver.OptEnableICC, driver.OptMasquerade, driver.OptGatewayMode, driver.OptMTU}
 }
 
-// configure names the bridge after the network unless an option did.
-func (bridgeDriver) configure(n *store.Network) error {
+// Configure names the bridge after the network unless an option did.
+func (Driver) Configure(n *store.Network) error {
 	if n.Bridge == "" {
 		n.Bridge = "eb-" + n.ID[:min(12, len(n.ID))]
 	}
 	return nil
 }
 
-func (bridgeDriver) validate(n store.Network) error {
+func (Driver) Validate(n store.Network) error {
 	if _, err := netlink.LinkByName(n.Bridge); err == nil {
-		return errdefs.Conflictf("interface %s already exists: choose another %s", n.Bridge, OptBridgeName)
+		return errdefs.Conflictf("interface %s already exists: choose another %s", n.Bridge, driver.OptBridgeName)
 	}
 	return nil
 }
 
-func (bridgeDriver) datapath() bool { return true }
+func (Driver) Datapath() bool { return true }
 
-func (bridgeDriver) setup(n *store.Network) error {
+func (Driver) Setup(n *store.Network) error {
 	l, err := netlink.LinkByName(n.Bridge)
-	if isNotFound(err) {
+	if driver.IsNotFound(err) {
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name = n.Bridge
 		attrs.MTU = n.MTU
 		// A fixed MAC: a bridge would otherwise take its ports' lowest, and
 		// the datapath sources the frames it delivers from this one.
-		attrs.HardwareAddr = macFor(n.Pool.Gateway)
+		attrs.HardwareAddr = driver.MACFor(n.Pool.Gateway)
 		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
 			return fmt.Errorf("create bridge %s: %w", n.Bridge, err)
 		}
 		if l, err = netlink.LinkByName(n.Bridge); err == nil {
-			err = netlink.LinkSetAlias(l, aliasNetwork+n.ID)
+			err = netlink.LinkSetAlias(l, driver.AliasNetwork+n.ID)
 		}
 		if err != nil {
 			netlink.LinkDel(&netlink.Bridge{LinkAttrs: attrs})
@@ -60,8 +61,8 @@ func (bridgeDriver) setup(n *store.Network) error {
 		}
 	} else if err != nil {
 		return fmt.Errorf("look up bridge %s: %w", n.Bridge, err)
-	} else if alias := l.Attrs().Alias; alias != aliasNetwork+n.ID {
-		if strings.HasPrefix(alias, aliasPrefix) {
+	} else if alias := l.Attrs().Alias; alias != driver.AliasNetwork+n.ID {
+		if strings.HasPrefix(alias, driver.AliasPrefix) {
 			return errdefs.Conflictf("interface %s was left by an ebpfnet state that is gone: delete it (ip link del %s)", n.Bridge, n.Bridge)
 		}
 		return errdefs.Conflictf("interface %s exists and is not this network's bridge", n.Bridge)
@@ -91,7 +92,7 @@ func setBridgeAddress(n *store.Network, l netlink.Link) error {
 		}
 		return nil
 	}
-	addrs, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
+	addrs, err := driver.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("list addresses of bridge %s: %w", n.Bridge, err)
 	}
@@ -103,10 +104,10 @@ func setBridgeAddress(n *store.Network, l netlink.Link) error {
 	return nil
 }
 
-func (bridgeDriver) teardown(n store.Network) error { return deleteLink(n.Bridge) }
+func (Driver) Teardown(n store.Network) error { return driver.DeleteLink(n.Bridge) }
 
-// attach creates the veth pair on the bridge, its peer in the sandbox.
-func (bridgeDriver) attach(n store.Network, ep *store.Endpoint, sandbox netlink.NsFd) (int, error) {
+// Attach creates the veth pair on the bridge, its peer in the sandbox.
+func (Driver) Attach(n store.Network, ep *store.Endpoint, sandbox netlink.NsFd) (int, error) {
 	ep.HostSide = "ebv" + ep.ID[:12]
 	br, err := netlink.LinkByName(n.Bridge)
 	if err != nil {
@@ -116,7 +117,7 @@ func (bridgeDriver) attach(n store.Network, ep *store.Endpoint, sandbox netlink.
 	attrs.Name = ep.HostSide
 	attrs.MTU = n.MTU
 	attrs.MasterIndex = br.Attrs().Index
-	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: ep.Interface, PeerHardwareAddr: macFor(ep.Addr),
+	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: ep.Interface, PeerHardwareAddr: driver.MACFor(ep.Addr),
 		PeerNamespace: sandbox, PeerMTU: uint32(n.MTU)}
 	if err := netlink.LinkAdd(veth); err != nil {
 		return 0, fmt.Errorf("create veth %s for %s: %w", ep.HostSide, ep.Interface, err)
@@ -125,7 +126,7 @@ func (bridgeDriver) attach(n store.Network, ep *store.Endpoint, sandbox netlink.
 	if err != nil {
 		return 0, fmt.Errorf("look up veth %s: %w", ep.HostSide, err)
 	}
-	if err := netlink.LinkSetAlias(host, aliasEndpoint+ep.ID); err != nil {
+	if err := netlink.LinkSetAlias(host, driver.AliasEndpoint+ep.ID); err != nil {
 		return 0, fmt.Errorf("label veth %s: %w", ep.HostSide, err)
 	}
 	if err := netlink.LinkSetUp(host); err != nil {
@@ -134,12 +135,12 @@ func (bridgeDriver) attach(n store.Network, ep *store.Endpoint, sandbox netlink.
 	return host.Attrs().Index, nil
 }
 
-// detach has nothing left to do: the engine removes the host side, and the
+// Detach has nothing left to do: the engine removes the host side, and the
 // peer goes with it.
-func (bridgeDriver) detach(store.Network, string, store.Endpoint) error { return nil }
+func (Driver) Detach(store.Network, string, store.Endpoint) error { return nil }
 
-// check fails when the host side is gone or hangs off another bridge.
-func (bridgeDriver) check(n store.Network, ep store.Endpoint) error {
+// Check fails when the host side is gone or hangs off another bridge.
+func (Driver) Check(n store.Network, ep store.Endpoint) error {
 	host, err := netlink.LinkByName(ep.HostSide)
 	if err != nil {
 		return err

@@ -1,0 +1,101 @@
+package driver
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/ebpfnet/ebpfnet/control/store"
+)
+
+// Driver options, named as Docker names them so existing scripts carry over.
+const (
+	OptBridgeName  = "com.docker.network.bridge.name"
+	OptEnableICC   = "com.docker.network.bridge.enable_icc"
+	OptMasquerade  = "com.docker.network.bridge.enable_ip_masquerade"
+	OptMTU         = "com.docker.network.driver.mtu"
+	OptGatewayMode = "com.docker.network.bridge.gateway_mode_ipv4"
+	OptParent      = "parent"
+	OptMacvlanMode = "macvlan_mode"
+)
+
+// A Driver builds one kind of network in the kernel: the network's host
+// side and its endpoints' links. It does netlink work only; the engine
+// puts the datapath's programs on an endpoint's host side and writes the
+// maps. Methods that touch the kernel run in the dataplane's namespace
+// (the engine enters it) and enter a sandbox's themselves.
+type Driver interface {
+	// Options are the driver options (Opt…) the driver accepts.
+	Options() []string
+	// Configure completes and checks a network's settings once its options
+	// are applied, without looking at the kernel.
+	Configure(n *store.Network) error
+	// Validate refuses a new network whose devices the kernel cannot give
+	// it, before anything is set up.
+	Validate(n store.Network) error
+	// Datapath reports whether ebpfnet's datapath serves the network: the
+	// maps hold it, its endpoints have host sides with the endpoint
+	// programs, and ports publish to them.
+	Datapath() bool
+	// Setup makes the network's host side exist, idempotently.
+	Setup(n *store.Network) error
+	// Teardown removes the network's host side; a missing one is fine.
+	Teardown(n store.Network) error
+	// Attach creates an endpoint's links, its sandbox end in sandbox, and
+	// returns the ifindex of its host side, which it names in ep.HostSide
+	// (none: "").
+	Attach(n store.Network, ep *store.Endpoint, sandbox netlink.NsFd) (int, error)
+	// Detach removes what attach made besides the host side, best effort.
+	Detach(n store.Network, sandboxNS string, ep store.Endpoint) error
+	// Check fails when an endpoint's links outside the sandbox are damaged.
+	Check(n store.Network, ep store.Endpoint) error
+}
+
+// Aliases mark kernel objects as ebpfnet's, naming the record they belong to.
+const (
+	AliasPrefix   = "ebpfnet:"
+	AliasNetwork  = AliasPrefix + "network:"
+	AliasEndpoint = AliasPrefix + "endpoint:"
+)
+
+// IsNotFound reports whether a netlink lookup found no such link.
+func IsNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
+}
+
+// MACFor derives a MAC from an IPv4 address as Docker does: 02:42 + the address.
+func MACFor(a netip.Addr) net.HardwareAddr {
+	b := a.As4()
+	return net.HardwareAddr{0x02, 0x42, b[0], b[1], b[2], b[3]}
+}
+
+// DeleteLink deletes an interface; a missing one is fine.
+func DeleteLink(name string) error {
+	l, err := netlink.LinkByName(name)
+	if IsNotFound(err) {
+		return nil
+	}
+	if err == nil {
+		err = netlink.LinkDel(l)
+	}
+	if err != nil && !IsNotFound(err) {
+		return fmt.Errorf("delete interface %s: %w", name, err)
+	}
+	return nil
+}
+
+// Dump runs a netlink list, again when the kernel interrupted it because
+// the list changed meanwhile (netlink.ErrDumpInterrupted).
+func Dump[T any](list func() ([]T, error)) ([]T, error) {
+	for try := 1; ; try++ {
+		out, err := list()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || try == 5 {
+			return out, err
+		}
+	}
+}
