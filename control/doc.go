@@ -13,7 +13,8 @@
 // models (api), which the engine answers through Engine.API; the drivers
 // (driver/…), which build networks and endpoints in the kernel; the
 // frontends (frontend/…), which own user syntax and call through the API;
-// the kinds of failure (errdefs); the store, IPAM and published ports.
+// the kinds of failure (errdefs); the store, IPAM, published ports and
+// the host ports they take (hostports).
 //
 // control never encodes a map entry itself (package maps does; desired.go
 // is where records become entries) and never switches namespaces by hand

@@ -15,6 +15,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/dns"
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/hostports"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/loader"
@@ -77,10 +78,10 @@ type Engine struct {
 	// drivers finds the driver of a network: driverFor, but for tests
 	// that wrap one to make it fail.
 	drivers func(name string) (driver.Driver, bool)
-	// ports indexes every publication by protocol and host port, so a
-	// publish need not read every sandbox; guarded by mu, nil until needed
-	// and after a failed change (rebuilt from the store).
-	ports portIndex
+	// ports holds the host port of every publication, so a publish need
+	// not read every sandbox; guarded by mu, nil until needed and after a
+	// failed change (rebuilt from the store).
+	ports *hostports.Allocator
 }
 
 // New opens the state, loads the datapath, creates the predefined networks
@@ -115,7 +116,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	err = namespace.Do(cfg.NetNS, func() (err error) {
-		lo, hi := ephemeralRange()
+		lo, hi := hostports.EphemeralRange()
 		cfg.NATPortMin, cfg.NATPortMax, err = natPorts(cfg.NATPortMin, cfg.NATPortMax, lo, hi)
 		return err
 	})

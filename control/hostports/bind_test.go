@@ -1,4 +1,4 @@
-package control
+package hostports
 
 import (
 	"errors"
@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/control/namespace"
-	"github.com/ebpfnet/ebpfnet/control/store"
+	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/test/testenv"
 )
 
@@ -21,7 +21,7 @@ import (
 func newHostNS(t *testing.T) func(func() error) {
 	t.Helper()
 	testenv.RequirePrivileges(t)
-	path := fmt.Sprintf("/run/netns/ebpfnet-controltest-%d", rand.Uint32())
+	path := fmt.Sprintf("/run/netns/ebpfnet-hostportstest-%d", rand.Uint32())
 	if err := namespace.Create(path); err != nil {
 		t.Fatal(err)
 	}
@@ -68,17 +68,29 @@ func hostSocket(t *testing.T, typ int, addr string, port int, reusePort, listen 
 	return nil
 }
 
-func pub(proto, hostIP string, port uint16) store.Publication {
-	p := store.Publication{Proto: proto, HostPort: port, Port: 80}
+// pub is a binding of host port port to sandbox port 80.
+func pub(proto, hostIP string, port uint16) Binding {
+	b := Binding{Host: Port{Proto: ports.Protocol(proto), Num: port}, Target: 80}
 	if hostIP != "" {
-		p.HostIP = netip.MustParseAddr(hostIP)
+		b.Host.Addr = netip.MustParseAddr(hostIP)
 	}
-	return p
+	return b
+}
+
+// held is an allocator that asks the host namespace (Bind) and holds bs,
+// each for sandbox other.
+func held(bs ...Binding) *Allocator {
+	a := New(Bind)
+	for _, b := range bs {
+		b.Sandbox = "other"
+		a.Hold(b)
+	}
+	return a
 }
 
 // The probe before a publish sees every socket a host process may have on
 // the port, whatever options it set; it needs no BPF.
-func TestCheckFreeSeesHostSockets(t *testing.T) {
+func TestCheckSeesHostSockets(t *testing.T) {
 	in := newHostNS(t)
 	in(func() error {
 		return errors.Join(
@@ -88,11 +100,10 @@ func TestCheckFreeSeesHostSockets(t *testing.T) {
 			hostSocket(t, unix.SOCK_DGRAM, "127.0.0.1", 9003, true, false),
 		)
 	})
-	taken := portIndex{}
-	taken.add(pub("tcp", "", 9004), "other")
+	taken := held(pub("tcp", "", 9004))
 	in(func() error {
 		for _, c := range []struct {
-			p    store.Publication
+			p    Binding
 			want string // "" for free
 		}{
 			{pub("tcp", "", 9000), "host port 9000/tcp is in use by a process on the host"},
@@ -106,43 +117,42 @@ func TestCheckFreeSeesHostSockets(t *testing.T) {
 			{pub("tcp", "", 9005), ""},
 			{pub("tcp", "", 9005), ""}, // the probe leaves nothing behind
 		} {
-			err := checkFree(c.p, taken)
+			err := taken.Check(c.p.Host)
 			var te takenError
 			switch {
 			case c.want == "" && err != nil:
-				t.Errorf("checkFree(%s): %v, want it free", describe(c.p), err)
+				t.Errorf("Check(%s): %v, want it free", c.p, err)
 			case c.want != "" && (err == nil || !strings.HasPrefix(err.Error(), c.want) || !errors.As(err, &te)):
-				t.Errorf("checkFree(%s): %v, want a takenError %q", describe(c.p), err, c.want)
+				t.Errorf("Check(%s): %v, want a takenError %q", c.p, err, c.want)
 			}
 		}
 		return nil
 	})
 }
 
-func TestFirstFreeSkipsPortsInUse(t *testing.T) {
+func TestFirstSkipsPortsInUse(t *testing.T) {
 	in := newHostNS(t)
-	taken := portIndex{}
-	taken.add(pub("tcp", "", 9200), "other")
+	taken := held(pub("tcp", "", 9200))
 	in(func() error {
 		// 9201 is a host process's; 9202 is the only free port of the range.
 		if err := hostSocket(t, unix.SOCK_STREAM, "0.0.0.0", 9201, false, false); err != nil {
 			return err
 		}
 		for range 5 { // the search starts at random
-			p, err := firstFree(pub("tcp", "", 0), 9200, 9202, taken)
-			if err != nil || p.HostPort != 9202 {
-				t.Fatalf("firstFree: %d %v, want 9202", p.HostPort, err)
+			p, err := taken.First(pub("tcp", "", 0), 9200, 9202)
+			if err != nil || p.Host.Num != 9202 {
+				t.Fatalf("First: %d %v, want 9202", p.Host.Num, err)
 			}
 		}
-		taken.add(pub("tcp", "", 9202), "other")
-		if _, err := firstFree(pub("tcp", "", 0), 9200, 9202, taken); err == nil || err.Error() != "every port is published or in use" {
-			t.Errorf("firstFree with every port taken: %v", err)
+		taken.Hold(pub("tcp", "", 9202))
+		if _, err := taken.First(pub("tcp", "", 0), 9200, 9202); err == nil || err.Error() != "every port is published or in use" {
+			t.Errorf("First with every port taken: %v", err)
 		}
 		// A failure that is not about the port ends the search at once:
 		// the namespace has no 192.0.2.1.
-		_, err := firstFree(pub("tcp", "192.0.2.1", 0), 9300, 9400, portIndex{})
+		_, err := held().First(pub("tcp", "192.0.2.1", 0), 9300, 9400)
 		if !errors.Is(err, unix.EADDRNOTAVAIL) {
-			t.Errorf("firstFree on an address the host lacks: %v, want EADDRNOTAVAIL", err)
+			t.Errorf("First on an address the host lacks: %v, want EADDRNOTAVAIL", err)
 		}
 		return nil
 	})

@@ -1,0 +1,202 @@
+package hostports
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"slices"
+
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/ports"
+)
+
+// Port is a port of the host: a protocol, an address (zero: every address
+// of the host) and a number.
+type Port struct {
+	Proto ports.Protocol
+	Addr  netip.Addr
+	Num   uint16
+}
+
+func (p Port) String() string {
+	if p.Addr.IsValid() {
+		return fmt.Sprintf("%s:%d/%s", p.Addr, p.Num, p.Proto)
+	}
+	return fmt.Sprintf("%d/%s", p.Num, p.Proto)
+}
+
+// overlaps reports whether two ports claim the same socket of the host.
+func (p Port) overlaps(q Port) bool {
+	return p.Proto == q.Proto && p.Num == q.Num && (!p.Addr.IsValid() || !q.Addr.IsValid() || p.Addr == q.Addr)
+}
+
+// Binding is a host port held for a sandbox port.
+type Binding struct {
+	Host    Port
+	Target  uint16 // the port in the sandbox
+	Sandbox string // the holder, named when another claim collides
+}
+
+// String names a binding as a user wrote it, the host address spelled
+// 0.0.0.0 when it is every address.
+func (b Binding) String() string {
+	addr := "0.0.0.0"
+	if b.Host.Addr.IsValid() {
+		addr = b.Host.Addr.String()
+	}
+	return fmt.Sprintf("%s:%d->%d/%s", addr, b.Host.Num, b.Target, b.Host.Proto)
+}
+
+// A Probe reports whether a host socket has a port: nil when none has,
+// an error wrapping unix.EADDRINUSE when one has, any other error when it
+// cannot tell. It runs wherever the caller runs the Allocator's
+// searches: in the host namespace.
+type Probe func(Port) error
+
+// Allocator holds the host ports published so far and chooses free ones.
+// It is not safe for concurrent use; its owner serialises calls.
+type Allocator struct {
+	probe Probe
+	held  map[key][]Binding
+}
+
+// key is what every claim that may collide shares, so a check looks at a
+// handful of bindings at most.
+type key struct {
+	proto ports.Protocol
+	num   uint16
+}
+
+// New returns an allocator that holds nothing and asks probe about host
+// sockets.
+func New(probe Probe) *Allocator {
+	return &Allocator{probe: probe, held: map[key][]Binding{}}
+}
+
+// Hold records b as held, whatever the probe says: it is for bindings
+// already published.
+func (a *Allocator) Hold(b Binding) {
+	k := key{b.Host.Proto, b.Host.Num}
+	a.held[k] = append(a.held[k], b)
+}
+
+// Release drops a binding held before; releasing one not held does
+// nothing.
+func (a *Allocator) Release(b Binding) {
+	k := key{b.Host.Proto, b.Host.Num}
+	a.held[k] = slices.DeleteFunc(a.held[k], func(h Binding) bool { return h == b })
+	if len(a.held[k]) == 0 {
+		delete(a.held, k)
+	}
+}
+
+// holder returns a binding that claims p, if any.
+func (a *Allocator) holder(p Port) (Binding, bool) {
+	for _, b := range a.held[key{p.Proto, p.Num}] {
+		if p.overlaps(b.Host) {
+			return b, true
+		}
+	}
+	return Binding{}, false
+}
+
+// Allocate chooses free host ports for m on behalf of sandbox and holds
+// each as it is chosen, so later choices, of this call or the next,
+// avoid it. Random host ports come from [lo, hi]. On failure the ports
+// already chosen stay held: the caller drops the allocator or releases
+// them with the change that failed.
+func (a *Allocator) Allocate(m ports.Mapping, sandbox string, lo, hi int) ([]Binding, error) {
+	var out []Binding
+	mk := func(host, target uint16) Binding {
+		return Binding{Host: Port{Proto: m.Proto, Addr: m.HostIP, Num: host}, Target: target, Sandbox: sandbox}
+	}
+	hostFirst, hostEnd := m.HostPorts()
+	first, end := m.Ports()
+	switch {
+	case hostFirst != 0 && hostEnd-hostFirst == end-first:
+		for i := 0; i <= int(end-first); i++ {
+			b := mk(hostFirst+uint16(i), first+uint16(i))
+			if err := a.Check(b.Host); err != nil {
+				return nil, err
+			}
+			a.Hold(b)
+			out = append(out, b)
+		}
+	case hostFirst != 0: // one sandbox port, any free host port of the range
+		b, err := a.First(mk(0, first), int(hostFirst), int(hostEnd))
+		if err != nil {
+			return nil, fmt.Errorf("no free host port in %d-%d/%s: %w", hostFirst, hostEnd, m.Proto, err)
+		}
+		a.Hold(b)
+		out = append(out, b)
+	default: // each sandbox port gets a free port of the ephemeral range
+		for port := int(first); port <= int(end); port++ {
+			b, err := a.First(mk(0, uint16(port)), lo, hi)
+			if err != nil {
+				return nil, fmt.Errorf("no free host port for %d/%s: %w", port, m.Proto, err)
+			}
+			a.Hold(b)
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
+
+// First returns b with the first free host port of [lo, hi], trying from
+// a random start so that sandboxes do not all queue behind the same
+// ports. It holds nothing.
+func (a *Allocator) First(b Binding, lo, hi int) (Binding, error) {
+	n := hi - lo + 1
+	start := rand.IntN(n)
+	for i := range n {
+		b.Host.Num = uint16(lo + (start+i)%n)
+		if err := a.Check(b.Host); !IsTaken(err) {
+			return b, err // free, or failing for every port alike
+		}
+	}
+	return b, errdefs.Conflict(errors.New("every port is published or in use"))
+}
+
+// Check fails when a held binding claims p, or the probe finds a host
+// socket on it. Once published, a port is held by the datapath's bind
+// hook; until then the probe is the one test that sees every socket of
+// the namespace. A port held or in use fails with an error for which
+// IsTaken is true, so a search moves on to the next port.
+func (a *Allocator) Check(p Port) error {
+	if b, ok := a.holder(p); ok {
+		return errdefs.Conflict(takenError(fmt.Sprintf("host port %s is already published by sandbox %s (%s)", p, b.Sandbox, b)))
+	}
+	err := a.probe(p)
+	if isInUse(err) {
+		return errdefs.Conflict(takenError(fmt.Sprintf("host port %s is in use by a process on the host", p)))
+	}
+	if err != nil {
+		return fmt.Errorf("check host port %s: %w", p, err)
+	}
+	return nil
+}
+
+// takenError says a host port is published or in use: a search for a free
+// port moves on to the next one.
+type takenError string
+
+func (e takenError) Error() string { return string(e) }
+
+// IsTaken reports whether err says a host port is published or in use,
+// rather than that the check itself failed.
+func IsTaken(err error) bool {
+	var t takenError
+	return errors.As(err, &t)
+}
+
+// EphemeralRange is the host's local port range, where random host ports
+// come from, as with Docker. It runs in the host namespace.
+func EphemeralRange() (lo, hi int) {
+	lo, hi = 32768, 60999
+	if data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		fmt.Sscan(string(data), &lo, &hi)
+	}
+	return lo, hi
+}
