@@ -1,7 +1,9 @@
 // Package driver is the seam between the engine and the kinds of network:
 // the Driver interface, one package per driver below it (bridge, macvlan;
-// vxlan later), the driver options by their Docker names, and the netlink
-// helpers the drivers share (ownership aliases, MACs, link removal).
+// vxlan later), the driver options by their Docker names and the reading
+// of them (each driver lists the options it owns and refuses the rest),
+// and the netlink helpers the drivers share (ownership aliases, MACs,
+// link removal).
 //
 // A driver does netlink work only. It never writes a BPF map or attaches
 // a program (the engine does, around it) and never reads the store. It

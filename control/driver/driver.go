@@ -29,11 +29,10 @@ const (
 // maps. Methods that touch the kernel run in the dataplane's namespace
 // (the engine enters it) and enter a sandbox's themselves.
 type Driver interface {
-	// Options are the driver options (Opt…) the driver accepts.
-	Options() []string
-	// Configure completes and checks a network's settings once its options
-	// are applied, without looking at the kernel.
-	Configure(n *store.Network) error
+	// Configure records a new network's driver options (Opt…) on it,
+	// refusing those the driver does not own, and completes and checks
+	// its settings, without looking at the kernel.
+	Configure(n *store.Network, opts map[string]string) error
 	// Validate refuses a new network whose devices the kernel cannot give
 	// it, before anything is set up.
 	Validate(n store.Network) error

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -19,14 +20,63 @@ import (
 // Datapath serves it: the endpoint programs sit on each veth's host side.
 type Driver struct{}
 
-func (Driver) Options() []string {
-	return []string{driver.OptBridgeName, driver.OptEnableICC, driver.OptMasquerade, driver.OptGatewayMode, driver.OptMTU}
+// options are the bridge driver's, named as Docker's bridge driver names
+// them.
+var options = []driver.Option{
+	{Key: driver.OptBridgeName, Set: func(n *store.Network, v string) error {
+		n.Bridge = v
+		return driver.CheckIfname(v)
+	}},
+	{Key: driver.OptEnableICC, Set: func(n *store.Network, v string) (err error) {
+		n.ICC, err = driver.ParseBool(v)
+		return err
+	}},
+	{Key: driver.OptMasquerade, Set: func(n *store.Network, v string) (err error) {
+		n.Masquerade, err = driver.ParseBool(v)
+		return err
+	}},
+	{Key: driver.OptGatewayMode, Set: func(n *store.Network, v string) error {
+		modes := []string{store.GatewayNAT, store.GatewayNATUnprotected, store.GatewayRouted, store.GatewayIsolated}
+		if !slices.Contains(modes, v) {
+			return fmt.Errorf("unknown gateway mode %q (valid: %s)", v, strings.Join(modes, ", "))
+		}
+		n.GatewayMode = v
+		return nil
+	}},
+	driver.MTU,
 }
 
 // Configure names the bridge after the network unless an option did.
-func (Driver) Configure(n *store.Network) error {
+func (Driver) Configure(n *store.Network, opts map[string]string) error {
+	if err := driver.ApplyOptions(n, opts, options); err != nil {
+		return err
+	}
+	if err := checkGatewayMode(n, opts); err != nil {
+		return err
+	}
 	if n.Bridge == "" {
 		n.Bridge = "eb-" + n.ID[:min(12, len(n.ID))]
+	}
+	return nil
+}
+
+// checkGatewayMode applies what the gateway mode implies for the other
+// settings, once every option is read (map order is random).
+func checkGatewayMode(n *store.Network, opts map[string]string) error {
+	switch n.GatewayMode {
+	case store.GatewayRouted:
+		// Routed means the outside sees sandboxes by their own addresses:
+		// masquerading them would undo the mode, so asking for both is a
+		// mistake rather than a preference.
+		if n.Masquerade && opts[driver.OptMasquerade] != "" {
+			return errdefs.Invalidf("option %s=%s conflicts with %s=%s: a routed network is not masqueraded",
+				driver.OptMasquerade, opts[driver.OptMasquerade], driver.OptGatewayMode, n.GatewayMode)
+		}
+		n.Masquerade = false
+	case store.GatewayIsolated:
+		if !n.Internal {
+			return errdefs.Invalidf("option %s=%s needs --internal: an isolated network has no gateway, so it leads nowhere", driver.OptGatewayMode, n.GatewayMode)
+		}
 	}
 	return nil
 }

@@ -17,11 +17,26 @@ import (
 // stack.
 type Driver struct{}
 
-func (Driver) Options() []string {
-	return []string{driver.OptParent, driver.OptMacvlanMode, driver.OptMTU}
+// options are the macvlan driver's, named as Docker's macvlan driver
+// names them.
+var options = []driver.Option{
+	{Key: driver.OptParent, Set: func(n *store.Network, v string) error {
+		n.Parent = v
+		return driver.CheckIfname(v)
+	}},
+	{Key: driver.OptMacvlanMode, Set: func(_ *store.Network, v string) error {
+		if v != "bridge" {
+			return fmt.Errorf("mode %q is not supported (only bridge)", v)
+		}
+		return nil
+	}},
+	driver.MTU,
 }
 
-func (Driver) Configure(n *store.Network) error {
+func (Driver) Configure(n *store.Network, opts map[string]string) error {
+	if err := driver.ApplyOptions(n, opts, options); err != nil {
+		return err
+	}
 	if n.Parent == "" {
 		return errdefs.Invalidf("a macvlan network needs a parent interface (option %s)", driver.OptParent)
 	}
