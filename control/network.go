@@ -72,8 +72,9 @@ func (e *Engine) hostRoutes() ([]netip.Prefix, error) {
 	return out, err
 }
 
-// choosePool sets n.Pool from the request; without a subnet it takes the
-// first default pool free of routes and other networks.
+// choosePool stores a new pool for n, made from the request, and refers n
+// to it; without a subnet it takes the first default pool free of routes
+// and other networks.
 func (e *Engine) choosePool(tx *store.Tx, n *store.Network, subnet, ipRange netip.Prefix, gateway netip.Addr) error {
 	others, err := tx.Networks()
 	if err != nil {
@@ -105,8 +106,12 @@ func (e *Engine) choosePool(tx *store.Tx, n *store.Network, subnet, ipRange neti
 			}
 		}
 	}
-	n.Pool, err = ipam.NewPool(subnet, ipRange, gateway)
-	return err
+	if n.Pool, err = ipam.NewPool(subnet, ipRange, gateway); err != nil {
+		return err
+	}
+	n.Pool.ID = newID()
+	n.PoolID = n.Pool.ID
+	return tx.PutPool(n.Pool)
 }
 
 // CreateNetwork creates a bridge or macvlan network.
@@ -210,6 +215,11 @@ func (e *Engine) RemoveNetwork(ref string) error {
 			return errdefs.Conflictf("network %s has active endpoints (%s): disconnect or remove them first", n.Name, strings.Join(users, ", "))
 		}
 		removed = n
+		if n.PoolID != "" {
+			if err := tx.DeletePool(n.PoolID); err != nil {
+				return err
+			}
+		}
 		return tx.DeleteNetwork(n.Name)
 	})
 	if err != nil {

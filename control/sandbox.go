@@ -179,23 +179,16 @@ func (e *Engine) createNamespace(sb store.Sandbox) error {
 // addEndpoint allocates an address on n, builds the endpoint in the kernel
 // and appends it to sb; the caller stores sb.
 func (e *Engine) addEndpoint(tx *store.Tx, undo *rollback, sb *store.Sandbox, n store.Network, spec EndpointSpec) error {
-	if spec.IP.IsValid() {
-		if err := n.Pool.AllocateStatic(spec.IP); err != nil {
-			return fmt.Errorf("network %s: %w", n.Name, err)
-		}
-	} else {
-		a, err := n.Pool.Allocate()
-		if errors.Is(err, ipam.ErrExhausted) {
-			return fmt.Errorf("network %s has no free address left (%w)", n.Name, err)
-		}
-		if err != nil {
-			return err
-		}
-		spec.IP = a
-	}
-	if err := tx.PutNetwork(n); err != nil {
+	a, err := ipam.Allocate(tx, n.PoolID, spec.IP)
+	switch {
+	case errors.Is(err, ipam.ErrExhausted):
+		return fmt.Errorf("network %s has no free address left (%w)", n.Name, err)
+	case err != nil && spec.IP.IsValid():
+		return fmt.Errorf("network %s: %w", n.Name, err)
+	case err != nil:
 		return err
 	}
+	spec.IP = a
 	ep := store.Endpoint{ID: newID(), NetworkID: n.ID, Interface: nextInterface(sb.Endpoints),
 		Addr: spec.IP, MAC: driver.MACFor(spec.IP).String(), Aliases: spec.Aliases}
 	if err := e.attachEndpoint(n, e.sandboxPath(sb.Name), &ep); err != nil {
@@ -251,9 +244,8 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 			if err != nil {
 				return err
 			}
-			n.Pool.Release(ep.Addr)
 			nets[n.ID] = n
-			if err := tx.PutNetwork(n); err != nil {
+			if err := ipam.Release(tx, n.PoolID, ep.Addr); err != nil {
 				return err
 			}
 		}
@@ -378,8 +370,7 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 			}
 		}
 		sb.Endpoints = slices.Delete(sb.Endpoints, i, i+1)
-		n.Pool.Release(removed.Addr)
-		if err := tx.PutNetwork(n); err != nil {
+		if err := ipam.Release(tx, n.PoolID, removed.Addr); err != nil {
 			return err
 		}
 		for _, ep := range sb.Endpoints {

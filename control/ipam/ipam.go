@@ -13,8 +13,10 @@ import (
 var ErrExhausted = errdefs.Conflict(errors.New("no free address left"))
 
 // Pool is a subnet, the part of it that hands out dynamic addresses and
-// what is allocated.
+// what is allocated. Its ID is how networks and frontends (Docker's IPAM
+// protocol among them) name it.
 type Pool struct {
+	ID      string       `json:"id"`
 	Subnet  netip.Prefix `json:"subnet"`
 	Range   netip.Prefix `json:"ipRange,omitzero"` // dynamic addresses come from here; zero means the whole subnet
 	Gateway netip.Addr   `json:"gateway"`
@@ -138,6 +140,42 @@ func (p *Pool) Release(a netip.Addr) {
 	if i, found := slices.BinarySearchFunc(p.Allocated, a, netip.Addr.Compare); found {
 		p.Allocated = slices.Delete(p.Allocated, i, i+1)
 	}
+}
+
+// Pools keeps pools by ID. The store does, so that an allocation commits
+// in the same transaction as the record that uses the address.
+type Pools interface {
+	Pool(id string) (Pool, error)
+	PutPool(Pool) error
+}
+
+// Allocate takes an address of pool id: static when it is valid (see
+// AllocateStatic), the next free one otherwise.
+func Allocate(ps Pools, id string, static netip.Addr) (netip.Addr, error) {
+	p, err := ps.Pool(id)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	a := static
+	if a.IsValid() {
+		err = p.AllocateStatic(a)
+	} else {
+		a, err = p.Allocate()
+	}
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	return a, ps.PutPool(p)
+}
+
+// Release returns an address to pool id; releasing a free one is a no-op.
+func Release(ps Pools, id string, a netip.Addr) error {
+	p, err := ps.Pool(id)
+	if err != nil {
+		return err
+	}
+	p.Release(a)
+	return ps.PutPool(p)
 }
 
 // DefaultPools are Docker's default address pools, in order: 172.17.0.0/16

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
 )
 
 var (
@@ -178,5 +180,46 @@ func TestFreeSubnet(t *testing.T) {
 	pools := DefaultPools()
 	if len(pools) != 15+16 || pools[len(pools)-1] != pfx("192.168.240.0/20") {
 		t.Fatalf("default pools: %v", pools)
+	}
+}
+
+// pools is a Pools in memory.
+type pools map[string]Pool
+
+func (ps pools) Pool(id string) (Pool, error) {
+	p, ok := ps[id]
+	if !ok {
+		return p, errors.New("no pool " + id)
+	}
+	return p, nil
+}
+
+func (ps pools) PutPool(p Pool) error { ps[p.ID] = p; return nil }
+
+// Addresses are allocated and released by pool ID, with no network or
+// endpoint involved, as Docker's IPAM protocol asks.
+func TestAllocateByPoolID(t *testing.T) {
+	p := mustPool(t, "10.9.0.0/29", "", "")
+	p.ID = "p1"
+	ps := pools{"p1": p}
+	a, err := Allocate(ps, "p1", netip.Addr{})
+	if q := ps["p1"]; err != nil || a != addr("10.9.0.2") || !q.InUse(a) {
+		t.Fatalf("Allocate: %s %v", a, err)
+	}
+	static := addr("10.9.0.5")
+	if got, err := Allocate(ps, "p1", static); err != nil || got != static {
+		t.Fatalf("Allocate static: %s %v", got, err)
+	}
+	if _, err := Allocate(ps, "p1", static); !errors.Is(err, errdefs.ErrConflict) {
+		t.Errorf("Allocate of an address in use: %v", err)
+	}
+	if err := Release(ps, "p1", static); err != nil {
+		t.Fatal(err)
+	}
+	if q := ps["p1"]; q.InUse(static) || !q.InUse(a) {
+		t.Errorf("after Release: %v", q.Allocated)
+	}
+	if _, err := Allocate(ps, "p2", netip.Addr{}); err == nil {
+		t.Error("Allocate from a pool that does not exist succeeded")
 	}
 }

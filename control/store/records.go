@@ -24,8 +24,13 @@ type Network struct {
 	Created time.Time `json:"created"`
 	// Predefined networks (bridge, host, none) exist from the first start
 	// and cannot be removed.
-	Predefined bool              `json:"predefined,omitempty"`
-	Pool       ipam.Pool         `json:"pool,omitzero"`
+	Predefined bool   `json:"predefined,omitempty"`
+	PoolID     string `json:"poolId,omitempty"` // its addresses' pool (bridge, macvlan)
+	// Pool is the pool PoolID names, filled in when the network is read:
+	// for its subnet and gateway. Addresses are allocated and released by
+	// pool ID (ipam.Allocate), never by writing this copy back, which
+	// PutNetwork ignores.
+	Pool       ipam.Pool         `json:"-"`
 	Bridge     string            `json:"bridge,omitempty"` // bridge device (bridge driver)
 	Parent     string            `json:"parent,omitempty"` // parent interface (macvlan driver)
 	MTU        int               `json:"mtu,omitempty"`

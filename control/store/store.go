@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/ipam"
 )
 
 // ErrNotFound is returned when no record has the given name or ID.
@@ -25,6 +26,9 @@ var (
 	// sandbox and a key per publication: publishing one port writes one
 	// small key whatever else the sandbox publishes.
 	bucketPublications = []byte("publications")
+	// Pools live apart from networks: they have IDs of their own, and an
+	// address is allocated by pool ID.
+	bucketPools = []byte("pools")
 )
 
 // Store is the state file.
@@ -47,12 +51,12 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketNetworks, bucketSandboxes, bucketMeta, bucketPublications} {
+		for _, b := range [][]byte{bucketNetworks, bucketSandboxes, bucketMeta, bucketPublications, bucketPools} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return movePublications(&Tx{tx})
+		return errors.Join(movePublications(&Tx{tx}), movePools(&Tx{tx}))
 	})
 	if err != nil {
 		db.Close()
@@ -147,7 +151,18 @@ func find[T any](b *bolt.Bucket, ref string, name, id func(*T) string) (T, error
 }
 
 // Networks returns every network, ordered by name.
-func (t *Tx) Networks() ([]Network, error) { return list[Network](t.tx.Bucket(bucketNetworks)) }
+func (t *Tx) Networks() ([]Network, error) {
+	all, err := list[Network](t.tx.Bucket(bucketNetworks))
+	if err != nil {
+		return nil, err
+	}
+	for i := range all {
+		if err := t.joinPool(&all[i]); err != nil {
+			return nil, err
+		}
+	}
+	return all, nil
+}
 
 // Network finds a network by name, ID or unique ID prefix.
 func (t *Tx) Network(ref string) (Network, error) {
@@ -156,8 +171,38 @@ func (t *Tx) Network(ref string) (Network, error) {
 	if errors.Is(err, ErrNotFound) {
 		return n, fmt.Errorf("network %s: %w", ref, err)
 	}
-	return n, err
+	if err != nil {
+		return n, err
+	}
+	return n, t.joinPool(&n)
 }
+
+// joinPool fills in n.Pool from the pool n refers to.
+func (t *Tx) joinPool(n *Network) (err error) {
+	if n.PoolID != "" {
+		n.Pool, err = t.Pool(n.PoolID)
+	}
+	return err
+}
+
+// Pool returns the pool with ID id.
+func (t *Tx) Pool(id string) (ipam.Pool, error) {
+	var p ipam.Pool
+	v := t.tx.Bucket(bucketPools).Get([]byte(id))
+	if v == nil {
+		return p, fmt.Errorf("pool %s: %w", id, ErrNotFound)
+	}
+	if err := json.Unmarshal(v, &p); err != nil {
+		return p, fmt.Errorf("decode pool %s: %w", id, err)
+	}
+	return p, nil
+}
+
+// PutPool writes a pool under its ID.
+func (t *Tx) PutPool(p ipam.Pool) error { return put(t.tx.Bucket(bucketPools), p.ID, p) }
+
+// DeletePool removes a pool.
+func (t *Tx) DeletePool(id string) error { return t.tx.Bucket(bucketPools).Delete([]byte(id)) }
 
 // PutNetwork writes a network.
 func (t *Tx) PutNetwork(n Network) error { return put(t.tx.Bucket(bucketNetworks), n.Name, n) }
@@ -295,6 +340,43 @@ func movePublications(t *Tx) error {
 	}
 	for _, sb := range moved { // rewritten without them
 		if err := t.PutSandbox(sb); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// movePools moves the pools that state files written before pools had
+// IDs keep inside network records into a bucket of their own, each under
+// its network's ID, which is unique and stays the pool's.
+func movePools(t *Tx) error {
+	type older struct {
+		PoolID string     `json:"poolId"`
+		Pool   *ipam.Pool `json:"pool"`
+	}
+	networks := t.tx.Bucket(bucketNetworks)
+	var moved []Network
+	err := networks.ForEach(func(k, v []byte) error {
+		var old older
+		if err := json.Unmarshal(v, &old); err != nil {
+			return fmt.Errorf("decode record %s: %w", k, err)
+		}
+		if old.PoolID != "" || old.Pool == nil {
+			return nil
+		}
+		var n Network
+		if err := json.Unmarshal(v, &n); err != nil {
+			return fmt.Errorf("decode record %s: %w", k, err)
+		}
+		old.Pool.ID, n.PoolID = n.ID, n.ID
+		moved = append(moved, n)
+		return t.PutPool(*old.Pool)
+	})
+	if err != nil {
+		return err
+	}
+	for _, n := range moved { // rewritten with a pool ID instead
+		if err := t.PutNetwork(n); err != nil {
 			return err
 		}
 	}

@@ -20,8 +20,12 @@ func TestRoundTripAndLookup(t *testing.T) {
 	}
 	pool, _ := ipam.NewPool(netip.MustParsePrefix("172.19.0.0/16"), netip.Prefix{}, netip.Addr{})
 	a, _ := pool.Allocate()
+	pool.ID = "pool1"
 	err = s.Update(func(tx *Tx) error {
-		if err := tx.PutNetwork(Network{ID: "abc123", Name: "appnet", Driver: DriverBridge, Pool: pool}); err != nil {
+		if err := tx.PutPool(pool); err != nil {
+			return err
+		}
+		if err := tx.PutNetwork(Network{ID: "abc123", Name: "appnet", Driver: DriverBridge, PoolID: pool.ID}); err != nil {
 			return err
 		}
 		return tx.PutNetwork(Network{ID: "abd999", Name: "other", Driver: DriverBridge})
@@ -49,6 +53,42 @@ func TestRoundTripAndLookup(t *testing.T) {
 		}
 		if _, err := tx.Network("nope"); !errors.Is(err, ErrNotFound) {
 			t.Errorf("missing: %v", err)
+		}
+		return nil
+	})
+}
+
+// A network stored before pools had IDs holds its pool; opening the state
+// moves the pool to a bucket of its own, under the network's ID.
+func TestOpenMovesPoolsOutOfNetworks(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := `{"id":"abc123","name":"appnet","driver":"bridge","icc":true,"masquerade":true,` +
+		`"pool":{"subnet":"172.19.0.0/16","gateway":"172.19.0.1","allocated":["172.19.0.2"],"last":"172.19.0.2"}}`
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketNetworks).Put([]byte("appnet"), []byte(old))
+	})
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a := netip.MustParseAddr("172.19.0.2")
+	s.View(func(tx *Tx) error {
+		n, err := tx.Network("appnet")
+		if err != nil || n.PoolID != "abc123" || n.Pool.ID != "abc123" || !n.Pool.InUse(a) ||
+			n.Pool.Gateway != netip.MustParseAddr("172.19.0.1") || n.Pool.Last != a || !n.ICC {
+			t.Errorf("migrated network: %+v, %v", n, err)
+		}
+		if raw := string(tx.tx.Bucket(bucketNetworks).Get([]byte("appnet"))); strings.Contains(raw, `"pool":`) {
+			t.Errorf("network record still holds its pool: %s", raw)
 		}
 		return nil
 	})
