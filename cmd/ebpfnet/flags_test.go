@@ -20,7 +20,9 @@ func TestFlagCombinations(t *testing.T) {
 		{api.NetworkCreate{IPRange: "172.30.5.0/24"}, "--ip-range and --gateway need --subnet"},
 		{api.NetworkCreate{Subnet: "172.30.0.0/16", Gateway: "172.30.0.1", Internal: true, Options: isolated},
 			"--gateway 172.30.0.1: a network in gateway mode isolated has no gateway"},
-		{api.NetworkCreate{Subnet: "172.30.0.0/16", Gateway: "172.30.0.1", Options: isolated}, ""}, // the daemon's to refuse
+		{api.NetworkCreate{Subnet: "172.30.0.0/16", Options: isolated},
+			"option com.docker.network.bridge.gateway_mode_ipv4=isolated needs --internal: an isolated network has no gateway, so it leads nowhere"},
+		{api.NetworkCreate{Driver: "macvlan", Options: isolated}, ""}, // the daemon's to refuse: not a macvlan option
 		{api.NetworkCreate{Subnet: "172.30.0.0/16", Gateway: "172.30.0.1"}, ""},
 	} {
 		if err := checkNetworkFlags(c.req); (err == nil) != (c.want == "") || err != nil && err.Error() != c.want {

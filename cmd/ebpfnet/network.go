@@ -76,9 +76,11 @@ func checkNetworkFlags(req api.NetworkCreate) error {
 	if req.Subnet == "" && (req.IPRange != "" || req.Gateway != "") {
 		return errors.New("--ip-range and --gateway need --subnet")
 	}
-	// The daemon checks the options first: an isolated network that is
-	// not internal is refused in its words.
-	if mode := req.Options[control.OptGatewayMode]; mode == store.GatewayIsolated && req.Internal && req.Gateway != "" {
+	mode := req.Options[control.OptGatewayMode]
+	if mode == store.GatewayIsolated && (req.Driver == "" || req.Driver == store.DriverBridge) && !req.Internal {
+		return fmt.Errorf("option %s=%s needs --internal: an isolated network has no gateway, so it leads nowhere", control.OptGatewayMode, mode)
+	}
+	if mode == store.GatewayIsolated && req.Internal && req.Gateway != "" {
 		return fmt.Errorf("--gateway %s: a network in gateway mode %s has no gateway", req.Gateway, mode)
 	}
 	return nil

@@ -75,7 +75,7 @@ func checkGatewayMode(n *store.Network, opts map[string]string) error {
 		n.Masquerade = false
 	case store.GatewayIsolated:
 		if !n.Internal {
-			return errdefs.Invalidf("option %s=%s needs --internal: an isolated network has no gateway, so it leads nowhere", driver.OptGatewayMode, n.GatewayMode)
+			return errdefs.Invalidf("option %s=%s needs an internal network: an isolated network has no gateway, so it leads nowhere", driver.OptGatewayMode, n.GatewayMode)
 		}
 	}
 	return nil
