@@ -79,11 +79,12 @@ func pubMaps(p store.Publication, ep store.Endpoint) maps.Publication {
 	return maps.Publication{HostAddr: p.HostIP, HostPort: p.HostPort, Proto: ports.Protocol(p.Proto).Number(), Addr: ep.Addr, Port: p.Port}
 }
 
-// publicationMaps is how the datapath has a sandbox's publications.
+// publicationMaps is how the datapath has a sandbox's publications, each
+// leading to the endpoint it names.
 func publicationMaps(sb store.Sandbox, pubs []store.Publication) []maps.Publication {
 	var out []maps.Publication
 	for _, p := range pubs {
-		if ep, ok := endpointOn(sb, p.NetworkID); ok {
+		if ep, ok := sb.Endpoint(p.EndpointID); ok {
 			out = append(out, pubMaps(p, ep))
 		}
 	}

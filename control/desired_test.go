@@ -19,13 +19,13 @@ func TestDesiredMaps(t *testing.T) {
 	lan := store.Network{ID: "lan", Index: 4, Driver: store.DriverMacvlan, Pool: pool}
 	host := store.Network{ID: "host", Index: 1, Driver: store.DriverHost}
 	web := store.Sandbox{Name: "web", Endpoints: []store.Endpoint{
-		{NetworkID: "br", HostSide: "ebv1", Addr: netip.MustParseAddr("172.19.0.2")},
-		{NetworkID: "lan", Addr: netip.MustParseAddr("172.19.0.3")}, // macvlan: no host side
+		{ID: "web-br", NetworkID: "br", HostSide: "ebv1", Addr: netip.MustParseAddr("172.19.0.2")},
+		{ID: "web-lan", NetworkID: "lan", Addr: netip.MustParseAddr("172.19.0.3")}, // macvlan: no host side
 	}}
 	lost := store.Sandbox{Name: "lost", Endpoints: []store.Endpoint{
-		{NetworkID: "br", HostSide: "ebv2", Addr: netip.MustParseAddr("172.19.0.4")}, // its host side is gone
+		{ID: "lost-br", NetworkID: "br", HostSide: "ebv2", Addr: netip.MustParseAddr("172.19.0.4")}, // its host side is gone
 	}}
-	pubs := map[string][]store.Publication{"web": {{HostPort: 8080, Proto: "udp", Port: 80, NetworkID: "br"}}}
+	pubs := map[string][]store.Publication{"web": {{HostPort: 8080, Proto: "udp", Port: 80, EndpointID: "web-br"}}}
 	want := desiredMaps([]store.Network{br, lan, host}, []store.Sandbox{web, lost}, pubs, func(name string) (int, bool) {
 		return 7, name == "ebv1"
 	})

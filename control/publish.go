@@ -17,17 +17,17 @@ func describe(p store.Publication) string { return binding(p, "").String() }
 
 // publishTarget is the endpoint a sandbox's published ports lead to: its
 // first on a bridge network that is not internal.
-func publishTarget(tx *store.Tx, sb store.Sandbox) (store.Network, store.Endpoint, error) {
+func publishTarget(tx *store.Tx, sb store.Sandbox) (store.Endpoint, error) {
 	for _, ep := range sb.Endpoints {
 		n, err := networkByID(tx, ep.NetworkID)
 		if err != nil {
-			return n, ep, err
+			return ep, err
 		}
 		if servedByDatapath(n) && !n.Internal {
-			return n, ep, nil
+			return ep, nil
 		}
 	}
-	return store.Network{}, store.Endpoint{}, errdefs.Conflictf("sandbox %s has no endpoint on a bridge network that is not internal: nothing to publish to", sb.Name)
+	return store.Endpoint{}, errdefs.Conflictf("sandbox %s has no endpoint on a bridge network that is not internal: nothing to publish to", sb.Name)
 }
 
 func endpointOn(sb store.Sandbox, networkID string) (store.Endpoint, bool) {
@@ -64,7 +64,7 @@ func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb store.Sandbox,
 	if len(specs) == 0 {
 		return nil, nil
 	}
-	n, ep, err := publishTarget(tx, sb)
+	ep, err := publishTarget(tx, sb)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +95,7 @@ func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb store.Sandbox,
 			}
 			for _, b := range bs {
 				added = append(added, store.Publication{HostIP: b.Host.Addr, HostPort: b.Host.Num,
-					Proto: string(b.Host.Proto), Port: b.Target, NetworkID: n.ID})
+					Proto: string(b.Host.Proto), Port: b.Target, EndpointID: ep.ID})
 			}
 		}
 		return nil

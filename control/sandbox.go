@@ -365,7 +365,7 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 			return err
 		}
 		for _, p := range pubs {
-			if p.NetworkID == n.ID {
+			if p.EndpointID == removed.ID {
 				return errdefs.Conflictf("sandbox %s publishes %s through network %s: unpublish it first", sb.Name, describe(p), n.Name)
 			}
 		}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/ipam"
@@ -127,11 +128,11 @@ func NetworkMode(sb Sandbox, networkName func(id string) string) string {
 // Publication is a published port of a sandbox; the store keeps them
 // apart from the sandbox's record (Tx.Publications).
 type Publication struct {
-	HostIP    netip.Addr `json:"hostIp,omitzero"` // zero: every address of the host
-	HostPort  uint16     `json:"hostPort"`
-	Proto     string     `json:"proto"`     // tcp or udp
-	Port      uint16     `json:"port"`      // in the sandbox
-	NetworkID string     `json:"networkId"` // the endpoint the port leads to
+	HostIP     netip.Addr `json:"hostIp,omitzero"` // zero: every address of the host
+	HostPort   uint16     `json:"hostPort"`
+	Proto      string     `json:"proto"`      // tcp or udp
+	Port       uint16     `json:"port"`       // in the sandbox
+	EndpointID string     `json:"endpointId"` // the sandbox's endpoint the port leads to (Sandbox.Endpoint)
 }
 
 // HostAddress is the host address a publication listens on, 0.0.0.0 for
@@ -141,6 +142,16 @@ func (p Publication) HostAddress() string {
 		return p.HostIP.String()
 	}
 	return "0.0.0.0"
+}
+
+// Endpoint is the sandbox's endpoint with ID id, false when it has none.
+// A publication leads to the endpoint its EndpointID names.
+func (sb *Sandbox) Endpoint(id string) (Endpoint, bool) {
+	i := slices.IndexFunc(sb.Endpoints, func(ep Endpoint) bool { return ep.ID == id })
+	if id == "" || i < 0 {
+		return Endpoint{}, false
+	}
+	return sb.Endpoints[i], true
 }
 
 // Endpoint attaches a sandbox to a network.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,7 +57,7 @@ func Open(dir string) (*Store, error) {
 				return err
 			}
 		}
-		return errors.Join(movePublications(&Tx{tx}), movePools(&Tx{tx}))
+		return errors.Join(movePublications(&Tx{tx}), movePools(&Tx{tx}), linkPublications(&Tx{tx}))
 	})
 	if err != nil {
 		db.Close()
@@ -313,10 +314,11 @@ func (t *Tx) DeletePublications(sandbox string, pubs ...Publication) error {
 }
 
 // movePublications moves publications that state files written before
-// they had a bucket of their own keep inside sandbox records.
+// they had a bucket of their own keep inside sandbox records. They move as
+// they are, for linkPublications to find the network they name.
 func movePublications(t *Tx) error {
 	type older struct {
-		Publications []Publication `json:"publications"`
+		Publications []json.RawMessage `json:"publications"`
 	}
 	sandboxes := t.tx.Bucket(bucketSandboxes)
 	var moved []Sandbox
@@ -333,7 +335,20 @@ func movePublications(t *Tx) error {
 			return fmt.Errorf("decode record %s: %w", k, err)
 		}
 		moved = append(moved, sb)
-		return t.PutPublications(sb.Name, old.Publications...)
+		b, err := t.tx.Bucket(bucketPublications).CreateBucketIfNotExists(k)
+		if err != nil {
+			return err
+		}
+		for _, raw := range old.Publications {
+			var p Publication
+			if err := json.Unmarshal(raw, &p); err != nil {
+				return fmt.Errorf("decode publication of %s: %w", k, err)
+			}
+			if err := b.Put(publicationKey(p), raw); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return err
@@ -377,6 +392,57 @@ func movePools(t *Tx) error {
 	}
 	for _, n := range moved { // rewritten with a pool ID instead
 		if err := t.PutNetwork(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// linkPublications gives each publication that state files written before
+// publications named their endpoint keep with its network's ID the ID of
+// its sandbox's endpoint on that network. One whose sandbox has no
+// endpoint there led nowhere and still does; it stays as it is, holding
+// its host port.
+func linkPublications(t *Tx) error {
+	type older struct {
+		EndpointID string `json:"endpointId"`
+		NetworkID  string `json:"networkId"`
+	}
+	pubs := t.tx.Bucket(bucketPublications)
+	linked := map[string][]Publication{}
+	err := pubs.ForEachBucket(func(name []byte) error {
+		var sb Sandbox
+		if v := t.tx.Bucket(bucketSandboxes).Get(name); v != nil {
+			if err := json.Unmarshal(v, &sb); err != nil {
+				return fmt.Errorf("decode record %s: %w", name, err)
+			}
+		}
+		return pubs.Bucket(name).ForEach(func(k, v []byte) error {
+			var old older
+			if err := json.Unmarshal(v, &old); err != nil {
+				return fmt.Errorf("decode publication %x of %s: %w", k, name, err)
+			}
+			if old.EndpointID != "" || old.NetworkID == "" {
+				return nil
+			}
+			i := slices.IndexFunc(sb.Endpoints, func(ep Endpoint) bool { return ep.NetworkID == old.NetworkID })
+			if i < 0 {
+				return nil
+			}
+			var p Publication
+			if err := json.Unmarshal(v, &p); err != nil {
+				return fmt.Errorf("decode publication %x of %s: %w", k, name, err)
+			}
+			p.EndpointID = sb.Endpoints[i].ID
+			linked[string(name)] = append(linked[string(name)], p)
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for sandbox, ps := range linked { // rewritten under the same keys, without the network
+		if err := t.PutPublications(sandbox, ps...); err != nil {
 			return err
 		}
 	}

@@ -150,10 +150,10 @@ func TestPublicationsLiveApartFromTheirSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	any80 := Publication{HostPort: 80, Proto: "tcp", Port: 8080, NetworkID: "n1"}
-	udp80 := Publication{HostPort: 80, Proto: "udp", Port: 8080, NetworkID: "n1"}
-	one80 := Publication{HostIP: netip.MustParseAddr("10.0.0.1"), HostPort: 80, Proto: "tcp", Port: 9090, NetworkID: "n1"}
-	other := Publication{HostPort: 81, Proto: "tcp", Port: 81, NetworkID: "n2"}
+	any80 := Publication{HostPort: 80, Proto: "tcp", Port: 8080, EndpointID: "e1"}
+	udp80 := Publication{HostPort: 80, Proto: "udp", Port: 8080, EndpointID: "e1"}
+	one80 := Publication{HostIP: netip.MustParseAddr("10.0.0.1"), HostPort: 80, Proto: "tcp", Port: 9090, EndpointID: "e1"}
+	other := Publication{HostPort: 81, Proto: "tcp", Port: 81, EndpointID: "e2"}
 	err = s.Update(func(tx *Tx) error {
 		for _, sb := range []string{"web", "db"} {
 			if err := tx.PutSandbox(Sandbox{ID: sb, Name: sb}); err != nil {
@@ -200,7 +200,8 @@ func TestOpenMovesPublicationsOutOfSandboxRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := `{"id":"1","name":"web","mode":"networks","publications":[{"hostPort":80,"proto":"tcp","port":8080,"networkId":"n1"}]}`
+	old := `{"id":"1","name":"web","mode":"networks","endpoints":[{"id":"e1","networkId":"n1"}],` +
+		`"publications":[{"hostPort":80,"proto":"tcp","port":8080,"networkId":"n1"}]}`
 	s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSandboxes).Put([]byte("web"), []byte(old)) })
 	s.Close()
 	if s, err = Open(dir); err != nil {
@@ -209,7 +210,7 @@ func TestOpenMovesPublicationsOutOfSandboxRecords(t *testing.T) {
 	defer s.Close()
 	s.View(func(tx *Tx) error {
 		pubs, err := tx.Publications("web")
-		want := []Publication{{HostPort: 80, Proto: "tcp", Port: 8080, NetworkID: "n1"}}
+		want := []Publication{{HostPort: 80, Proto: "tcp", Port: 8080, EndpointID: "e1"}}
 		if err != nil || !sameSet(pubs, want) {
 			t.Errorf("moved publications %v, %v; want %v", pubs, err, want)
 		}
@@ -218,6 +219,65 @@ func TestOpenMovesPublicationsOutOfSandboxRecords(t *testing.T) {
 		}
 		if sb, err := tx.Sandbox("web"); err != nil || sb.Mode != ModeNetworks {
 			t.Errorf("record after the move: %+v, %v", sb, err)
+		}
+		return nil
+	})
+}
+
+// A publication stored when publications named their network, not their
+// endpoint, opens naming its sandbox's endpoint on that network.
+func TestOpenLinksPublicationsToTheirEndpoint(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := Sandbox{ID: "1", Name: "web", Mode: ModeNetworks, Endpoints: []Endpoint{
+		{ID: "e1", NetworkID: "n1"}, {ID: "e2", NetworkID: "n2"},
+	}}
+	tcp80 := Publication{HostPort: 80, Proto: "tcp", Port: 8080}
+	udp53 := Publication{HostPort: 53, Proto: "udp", Port: 53}
+	linked := Publication{HostPort: 443, Proto: "tcp", Port: 8443, EndpointID: "e1"}
+	old := map[Publication]string{
+		tcp80: `{"hostPort":80,"proto":"tcp","port":8080,"networkId":"n2"}`,
+		udp53: `{"hostPort":53,"proto":"udp","port":53,"networkId":"gone"}`, // no endpoint there
+	}
+	err = s.Update(func(tx *Tx) error {
+		if err := tx.PutSandbox(web); err != nil {
+			return err
+		}
+		if err := tx.PutPublications(web.Name, linked); err != nil {
+			return err
+		}
+		b := tx.tx.Bucket(bucketPublications).Bucket([]byte(web.Name))
+		for p, raw := range old {
+			if err := b.Put(publicationKey(p), []byte(raw)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.View(func(tx *Tx) error {
+		pubs, err := tx.Publications(web.Name)
+		tcp80.EndpointID = "e2"
+		want := []Publication{tcp80, udp53, linked}
+		if err != nil || !sameSet(pubs, want) {
+			t.Errorf("linked publications %v, %v; want %v", pubs, err, want)
+		}
+		b := tx.tx.Bucket(bucketPublications).Bucket([]byte(web.Name))
+		if raw := string(b.Get(publicationKey(tcp80))); strings.Contains(raw, "networkId") {
+			t.Errorf("the linked record keeps its network: %s", raw)
+		}
+		if raw := string(b.Get(publicationKey(udp53))); raw != old[udp53] {
+			t.Errorf("a record with no endpoint on its network became %s, want it kept as %s", raw, old[udp53])
 		}
 		return nil
 	})
