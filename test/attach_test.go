@@ -14,7 +14,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 
-	"github.com/ebpfnet/ebpfnet/control"
+	"github.com/ebpfnet/ebpfnet/control/engine"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
@@ -92,7 +92,7 @@ func expectOrder(t *testing.T, what string, got []string, want ...string) {
 }
 
 // iface finds an interface in the status.
-func iface(t *testing.T, st control.Status, name string) control.AttachedIface {
+func iface(t *testing.T, st engine.Status, name string) engine.AttachedIface {
 	t.Helper()
 	for _, i := range slices.Concat(st.Endpoints, st.Uplinks) {
 		if i.Interface == name {
@@ -100,7 +100,7 @@ func iface(t *testing.T, st control.Status, name string) control.AttachedIface {
 		}
 	}
 	t.Fatalf("status does not list %s: %+v", name, st)
-	return control.AttachedIface{}
+	return engine.AttachedIface{}
 }
 
 // expectOthers checks the programs status names beside ebpfnet's on an

@@ -9,12 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ebpfnet/ebpfnet/control"
+	"github.com/ebpfnet/ebpfnet/control/engine"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
 
-const gatewayMode = control.OptGatewayMode + "="
+const gatewayMode = engine.OptGatewayMode + "="
 
 func TestIsolatedGatewayMode(t *testing.T) {
 	h := testbed.NewHost(t)
@@ -43,10 +43,10 @@ func TestIsolatedGatewayMode(t *testing.T) {
 
 	h.MustCLI("network", "create", "--internal", "-o", gatewayMode+"isolated", iso)
 	n := h.Network(iso)
-	if n.Options[control.OptGatewayMode] != "isolated" || !n.Internal || n.IPAM.Config[0].Gateway != "" {
+	if n.Options[engine.OptGatewayMode] != "isolated" || !n.Internal || n.IPAM.Config[0].Gateway != "" {
 		t.Fatalf("inspect: options %v, internal %t, IPAM %+v; want mode isolated, internal, no gateway", n.Options, n.Internal, n.IPAM.Config)
 	}
-	bridge := n.Options[control.OptBridgeName]
+	bridge := n.Options[engine.OptBridgeName]
 	wouldBeGateway := netip.MustParsePrefix(n.IPAM.Config[0].Subnet).Addr().Next().String()
 	bridgeAddrs := func() string { return strings.TrimSpace(h.InHost("ip", "-4", "-o", "addr", "show", "dev", bridge)) }
 	if addrs := bridgeAddrs(); addrs != "" {
@@ -88,8 +88,8 @@ func TestGatewayModeInInspect(t *testing.T) {
 		name := h.Name(mode)
 		h.MustCLI("network", "create", "-o", gatewayMode+mode, name)
 		n := h.Network(name)
-		if got := n.Options[control.OptGatewayMode]; got != mode {
-			t.Errorf("network %s: options %v, want %s=%s", name, n.Options, control.OptGatewayMode, mode)
+		if got := n.Options[engine.OptGatewayMode]; got != mode {
+			t.Errorf("network %s: options %v, want %s=%s", name, n.Options, engine.OptGatewayMode, mode)
 		}
 		if n.IPAM.Config[0].Gateway == "" {
 			t.Errorf("network %s (%s) shows no gateway", name, mode)
@@ -100,7 +100,7 @@ func TestGatewayModeInInspect(t *testing.T) {
 	plain := h.Name("plain")
 	h.MustCLI("network", "create", plain)
 	for _, name := range []string{"bridge", plain} {
-		if got, ok := h.Network(name).Options[control.OptGatewayMode]; ok {
+		if got, ok := h.Network(name).Options[engine.OptGatewayMode]; ok {
 			t.Errorf("network %s lists gateway mode %q; want it unlisted", name, got)
 		}
 	}

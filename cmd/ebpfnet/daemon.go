@@ -10,21 +10,21 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ebpfnet/ebpfnet/control"
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/engine"
 	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
 	"github.com/ebpfnet/ebpfnet/loader"
 )
 
 // placementFlags are the flags that place one daemon instance; the daemon
 // and reset share them.
-func placementFlags(cmd *cobra.Command, cfg *control.Config) {
+func placementFlags(cmd *cobra.Command, cfg *engine.Config) {
 	f := cmd.Flags()
-	f.StringVar(&cfg.StateDir, "state-dir", control.DefaultStateDir, "directory of the state file")
-	f.StringVar(&cfg.BPFFS, "bpffs", control.DefaultBPFFS, "bpffs directory for pinned maps and links")
+	f.StringVar(&cfg.StateDir, "state-dir", engine.DefaultStateDir, "directory of the state file")
+	f.StringVar(&cfg.BPFFS, "bpffs", engine.DefaultBPFFS, "bpffs directory for pinned maps and links")
 	f.StringVar(&cfg.NetNS, "netns", "", "network namespace (path) that the dataplane serves; default: the daemon's own")
-	f.StringVar(&cfg.NetnsDir, "netns-dir", control.DefaultNetnsDir, "directory where sandbox namespaces are bound")
-	f.StringVar(&cfg.EtcDir, "etc-dir", control.DefaultEtcDir, "directory of the sandboxes' resolv.conf and hosts")
+	f.StringVar(&cfg.NetnsDir, "netns-dir", engine.DefaultNetnsDir, "directory where sandbox namespaces are bound")
+	f.StringVar(&cfg.EtcDir, "etc-dir", engine.DefaultEtcDir, "directory of the sandboxes' resolv.conf and hosts")
 }
 
 // memoryLimit is the daemon's soft heap limit unless GOMEMLIMIT sets one.
@@ -32,7 +32,7 @@ const memoryLimit = 40 << 20
 
 func newDaemonCommand(c *cli) *cobra.Command {
 	var (
-		cfg        control.Config
+		cfg        engine.Config
 		attach     string
 		socketMode string
 		logLevel   string
@@ -95,19 +95,19 @@ a published port (EPERM).`,
 				debug.SetMemoryLimit(memoryLimit)
 			}
 			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			engine, err := control.New(cfg)
+			eng, err := engine.New(cfg)
 			if err != nil {
 				return err
 			}
-			defer engine.Close()
+			defer eng.Close()
 			cfg.Log.Info("ebpfnet daemon ready", "socket", c.socket, "version", version)
-			return api.NewServer(engine.API()).Serve(cmd.Context(), c.socket, os.FileMode(perm))
+			return api.NewServer(eng.API()).Serve(cmd.Context(), c.socket, os.FileMode(perm))
 		},
 	}
 	placementFlags(cmd, &cfg)
 	f := cmd.Flags()
 	f.StringVar(&attach, "attach", string(loader.AttachAuto), "how TC programs attach: auto, tcx or clsact")
-	f.StringVar(&cfg.ResolvConf, "resolv-conf", control.DefaultResolvConf, "the host's resolv.conf: upstream DNS servers and search domains")
+	f.StringVar(&cfg.ResolvConf, "resolv-conf", engine.DefaultResolvConf, "the host's resolv.conf: upstream DNS servers and search domains")
 	f.StringArrayVar(&cfg.Uplinks, "uplink", nil, "host interface serving published ports and masquerade, with an Ethernet header (repeatable; default: every Ethernet interface with an IPv4 address that ebpfnet did not create)")
 	f.StringVar(&socketMode, "socket-mode", "0600", "permissions of the API socket")
 	states, _ := loader.CTTimeoutNames()
@@ -118,7 +118,7 @@ a published port (EPERM).`,
 }
 
 func newResetCommand() *cobra.Command {
-	var cfg control.Config
+	var cfg engine.Config
 	cmd := &cobra.Command{
 		Use:   "reset",
 		Short: "Remove everything a stopped daemon created",
@@ -127,7 +127,7 @@ state of a daemon instance. The daemon must be stopped.`,
 		Example: `  sudo ebpfnet reset
   sudo ebpfnet reset --netns /run/netns/testhost --state-dir /tmp/t-state --bpffs /sys/fs/bpf/t`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return control.Reset(cfg) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return engine.Reset(cfg) },
 	}
 	placementFlags(cmd, &cfg)
 	return cmd

@@ -4,14 +4,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ebpfnet/ebpfnet/control"
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/engine"
 )
 
 // The CLI words in flags what the daemon refuses in values; these are the
 // combinations it answers itself.
 func TestFlagCombinations(t *testing.T) {
-	isolated := map[string]string{control.OptGatewayMode: "isolated"}
+	isolated := map[string]string{engine.OptGatewayMode: "isolated"}
 	for _, c := range []struct {
 		req  api.NetworkCreate
 		want string

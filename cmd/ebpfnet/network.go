@@ -6,8 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ebpfnet/ebpfnet/control"
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/engine"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
@@ -76,9 +76,9 @@ func checkNetworkFlags(req api.NetworkCreate) error {
 	if req.Subnet == "" && (req.IPRange != "" || req.Gateway != "") {
 		return errors.New("--ip-range and --gateway need --subnet")
 	}
-	mode := req.Options[control.OptGatewayMode]
+	mode := req.Options[engine.OptGatewayMode]
 	if mode == store.GatewayIsolated && (req.Driver == "" || req.Driver == store.DriverBridge) && !req.Internal {
-		return fmt.Errorf("option %s=%s needs --internal: an isolated network has no gateway, so it leads nowhere", control.OptGatewayMode, mode)
+		return fmt.Errorf("option %s=%s needs --internal: an isolated network has no gateway, so it leads nowhere", engine.OptGatewayMode, mode)
 	}
 	if mode == store.GatewayIsolated && req.Internal && req.Gateway != "" {
 		return fmt.Errorf("--gateway %s: a network in gateway mode %s has no gateway", req.Gateway, mode)

@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ebpfnet/ebpfnet/control"
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/engine"
 	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
 )
 
@@ -49,7 +49,7 @@ func checkSandboxFlags(req api.SandboxCreate) error {
 	if len(req.Networks) != 1 || req.IP == "" && len(req.Aliases) == 0 && len(req.Publish) == 0 {
 		return nil
 	}
-	if mode := req.Networks[0]; mode == control.NetworkHost || mode == control.NetworkNone || strings.HasPrefix(mode, "container:") {
+	if mode := req.Networks[0]; mode == engine.NetworkHost || mode == engine.NetworkNone || strings.HasPrefix(mode, "container:") {
 		return fmt.Errorf("--ip, --alias and -p need a bridge or macvlan network, not %s", mode)
 	}
 	return nil

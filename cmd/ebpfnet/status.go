@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ebpfnet/ebpfnet/control"
+	"github.com/ebpfnet/ebpfnet/control/engine"
 )
 
 func newStatusCommand(c *cli) *cobra.Command {
@@ -71,7 +71,7 @@ func newStatusCommand(c *cli) *cobra.Command {
 
 // otherPrograms describes, one line each, the programs sharing ebpfnet's
 // hooks: the ones running first are what an operator must look at.
-func otherPrograms(ifaces []control.AttachedIface) string {
+func otherPrograms(ifaces []engine.AttachedIface) string {
 	var b strings.Builder
 	for _, i := range ifaces {
 		for _, o := range i.Others {

@@ -1,0 +1,16 @@
+// Package engine is ebpfnet's engine: it turns requests (create a network,
+// a sandbox, connect one to the other, publish ports…) into store records,
+// kernel objects and BPF map entries, and reconciles the kernel with the
+// store.
+//
+// Every change validates first, then runs in one store transaction that
+// also makes the kernel changes; when a step fails, what was already done in
+// the kernel is undone and the transaction rolls back, so bad input changes
+// nothing. Kernel objects ebpfnet creates carry an interface alias naming
+// their owner, which is how the reconciler recognises leftovers.
+//
+// The engine answers the API through Engine.API. It never encodes a map
+// entry itself (package maps does; desired.go is where records become
+// entries) and never switches namespaces by hand (package namespace does).
+// It imports no frontend.
+package engine
