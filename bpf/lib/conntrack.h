@@ -91,45 +91,43 @@ static __always_inline int same_flow(const struct flow *a, const struct flow *b)
 	       a->dport == b->dport && a->proto == b->proto;
 }
 
+/* ct_partner finds the entry of the other direction of e's flow (e is at
+ * key), when it is still that flow's: in the LRU table one direction can
+ * be evicted alone and its tuple claimed by another flow. partner_key
+ * gets its key. */
+static __always_inline struct ct_entry *ct_partner(const struct flow *key, const struct ct_entry *e, int assured,
+						   struct flow *partner_key)
+{
+	struct ct_entry *partner;
+	struct flow back;
+
+	reverse(&e->nat, partner_key);
+	if (assured)
+		partner = bpf_map_lookup_elem(&ct, partner_key);
+	else
+		partner = bpf_map_lookup_elem(&ct_new, partner_key);
+	if (!partner)
+		return NULL;
+	reverse(key, &back);
+	return same_flow(&partner->nat, &back) ? partner : NULL;
+}
+
 /* ct_forget removes a flow: the entry at key and, when it still belongs
  * to the same flow, its partner. */
 static __always_inline void ct_forget(const struct flow *key, const struct ct_entry *e, int assured)
 {
 	struct flow partner_key;
-	struct ct_entry *partner;
+	int partnered = ct_partner(key, e, assured, &partner_key) != NULL;
 
-	struct flow back;
-
-	reverse(&e->nat, &partner_key);
-	reverse(key, &back);
 	if (assured) {
-		partner = bpf_map_lookup_elem(&ct, &partner_key);
-		if (partner && same_flow(&partner->nat, &back))
+		if (partnered)
 			bpf_map_delete_elem(&ct, &partner_key);
 		bpf_map_delete_elem(&ct, key);
 		return;
 	}
-	partner = bpf_map_lookup_elem(&ct_new, &partner_key);
-	if (partner && same_flow(&partner->nat, &back))
+	if (partnered)
 		bpf_map_delete_elem(&ct_new, &partner_key);
 	bpf_map_delete_elem(&ct_new, key);
-}
-
-/* ct_partner_intact reports whether the other direction of e's flow is
- * still there and still e's. In the LRU table one direction can be
- * evicted alone, and its tuple claimed by another flow: then e must go,
- * or two flows would share a translation. */
-static __always_inline int ct_partner_intact(const struct flow *key, const struct ct_entry *e)
-{
-	struct flow partner_key, back;
-	struct ct_entry *partner;
-
-	reverse(&e->nat, &partner_key);
-	partner = bpf_map_lookup_elem(&ct_new, &partner_key);
-	if (!partner)
-		return 0;
-	reverse(key, &back);
-	return same_flow(&partner->nat, &back);
 }
 
 /* ct_owner decides whether a packet that came in on ifindex may use entry
@@ -148,11 +146,9 @@ static __always_inline int ct_owner(struct ct_entry *e, __u32 ifindex)
 	return 1;
 }
 
-/* ct_lookup finds the live entry for a packet with flow key that came in
- * on ifindex (0: from outside or from the host), and whether it is in ct
- * (assured) or ct_new. An expired or orphaned entry is removed as found.
- * An entry the packet may not use (ct_owner) is not found. */
-static __always_inline struct ct_entry *ct_lookup(const struct flow *key, __u32 ifindex, int *assured)
+/* ct_find finds the live entry at key, in ct (assured) or ct_new,
+ * removing an expired one in the way, so its tuple is free at once. */
+static __always_inline struct ct_entry *ct_find(const struct flow *key, int *assured)
 {
 	__u64 now = ct_now();
 	struct ct_entry *e = bpf_map_lookup_elem(&ct, key);
@@ -160,7 +156,7 @@ static __always_inline struct ct_entry *ct_lookup(const struct flow *key, __u32 
 	if (e) {
 		if (e->expires > now) {
 			*assured = 1;
-			return ct_owner(e, ifindex) ? e : NULL;
+			return e;
 		}
 		ct_forget(key, e, 1);
 	}
@@ -171,33 +167,34 @@ static __always_inline struct ct_entry *ct_lookup(const struct flow *key, __u32 
 		ct_forget(key, e, 0);
 		return NULL;
 	}
-	if (!ct_partner_intact(key, e)) {
+	*assured = 0;
+	return e;
+}
+
+/* ct_lookup finds the live entry for a packet with flow key that came in
+ * on ifindex (0: from outside or from the host), and whether it is in ct
+ * (assured) or ct_new. An expired or orphaned entry is removed as found.
+ * An entry the packet may not use (ct_owner) is not found. */
+static __always_inline struct ct_entry *ct_lookup(const struct flow *key, __u32 ifindex, int *assured)
+{
+	struct ct_entry *e = ct_find(key, assured);
+	struct flow partner_key;
+
+	if (!e)
+		return NULL;
+	if (!*assured && !ct_partner(key, e, 0, &partner_key)) {
 		bpf_map_delete_elem(&ct_new, key); /* the partner's tuple is another flow's now */
 		return NULL;
 	}
-	*assured = 0;
 	return ct_owner(e, ifindex) ? e : NULL;
 }
 
-/* ct_taken reports whether a live entry holds key in either table,
- * removing an expired one in the way, so its tuple is free at once. */
+/* ct_taken reports whether a live entry holds key in either table. */
 static __always_inline int ct_taken(const struct flow *key)
 {
-	__u64 now = ct_now();
-	struct ct_entry *e = bpf_map_lookup_elem(&ct, key);
+	int assured;
 
-	if (e) {
-		if (e->expires > now)
-			return 1;
-		ct_forget(key, e, 1);
-	}
-	e = bpf_map_lookup_elem(&ct_new, key);
-	if (e) {
-		if (e->expires > now)
-			return 1;
-		ct_forget(key, e, 0);
-	}
-	return 0;
+	return ct_find(key, &assured) != NULL;
 }
 
 /* A flow being created: its first packet's direction and the other. */
@@ -281,10 +278,8 @@ static __always_inline int ct_claim(struct ct_new_flow *nf)
 static __always_inline void ct_promote(const struct flow *key, const struct ct_entry *e, enum program prog)
 {
 	struct flow partner_key;
-	struct ct_entry mine = *e, *partner;
+	struct ct_entry mine = *e, *partner = ct_partner(key, e, 0, &partner_key);
 
-	reverse(&e->nat, &partner_key);
-	partner = bpf_map_lookup_elem(&ct_new, &partner_key);
 	if (!partner)
 		return;
 	struct ct_entry theirs = *partner;
@@ -369,10 +364,10 @@ static __always_inline int ct_next(const struct ct_entry *e, const struct packet
 	return e->state == CT_TCP_ESTABLISHED && reply && !assured;
 }
 
-/* ct_sync writes a flow's state, flags and lifetime into entry e and its
- * partner. */
-static __always_inline void ct_sync(struct ct_entry *e, int assured, __u8 state, __u8 flags,
-				    __u32 ack_seq, __u64 expires)
+/* ct_sync writes a flow's state, flags and lifetime into entry e (at key)
+ * and its partner. */
+static __always_inline void ct_sync(const struct flow *key, struct ct_entry *e, int assured, __u8 state,
+				    __u8 flags, __u32 ack_seq, __u64 expires)
 {
 	struct flow partner_key;
 	struct ct_entry *partner;
@@ -381,11 +376,7 @@ static __always_inline void ct_sync(struct ct_entry *e, int assured, __u8 state,
 	e->flags = (e->flags & ~CT_FLOW_FLAGS) | flags;
 	e->ack_seq = ack_seq;
 	e->expires = expires;
-	reverse(&e->nat, &partner_key);
-	if (assured)
-		partner = bpf_map_lookup_elem(&ct, &partner_key);
-	else
-		partner = bpf_map_lookup_elem(&ct_new, &partner_key);
+	partner = ct_partner(key, e, assured, &partner_key);
 	if (partner) {
 		partner->state = state;
 		partner->flags = (partner->flags & ~CT_FLOW_FLAGS) | flags;
@@ -404,10 +395,8 @@ static __noinline void ct_update(const struct flow *key, struct ct_entry *e, int
 
 	if (p->tcp_flags & TCP_RST) {
 		struct flow partner_key;
-		struct ct_entry *partner;
+		struct ct_entry *partner = ct_partner(key, e, assured, &partner_key);
 
-		reverse(&e->nat, &partner_key);
-		partner = assured ? bpf_map_lookup_elem(&ct, &partner_key) : bpf_map_lookup_elem(&ct_new, &partner_key);
 		if (partner)
 			peer_ack = partner->last_ack;
 	} else if ((p->tcp_flags & TCP_ACK) && e->last_ack != p->ack_seq) {
@@ -418,7 +407,7 @@ static __noinline void ct_update(const struct flow *key, struct ct_entry *e, int
 
 	if (state != e->state || flags != (e->flags & CT_FLOW_FLAGS) || ack_seq != e->ack_seq ||
 	    expires > e->expires + CT_REFRESH_NS)
-		ct_sync(e, assured, state, flags, ack_seq, expires);
+		ct_sync(key, e, assured, state, flags, ack_seq, expires);
 	if (real)
 		ct_promote(key, e, prog);
 }

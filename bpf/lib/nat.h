@@ -108,28 +108,46 @@ static __always_inline int ct_current(const struct flow *f, const struct ct_entr
 	return 0;
 }
 
+/* host_socket reports whether a socket of the host receives the packets
+ * of flow in (as they arrive): any socket, or with connections_only a
+ * host process's connection alone, not a listener nor an unconnected UDP
+ * socket. */
+static __always_inline int host_socket(struct __sk_buff *skb, const struct flow *in, int connections_only)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	int found;
+
+	t.ipv4.saddr = in->saddr;
+	t.ipv4.daddr = in->daddr;
+	t.ipv4.sport = in->sport;
+	t.ipv4.dport = in->dport;
+	if (in->proto == IPPROTO_TCP) {
+		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return 0;
+		found = !connections_only || sk->state != BPF_TCP_LISTEN;
+	} else if (in->proto == IPPROTO_UDP) {
+		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return 0;
+		found = !connections_only || sk->dst_port != 0;
+	} else {
+		return 0;
+	}
+	bpf_sk_release(sk);
+	return found;
+}
+
 /* host_tuple_in_use reports whether a socket of the host already owns the
  * reply direction of translated flow nat (whose source is a host
  * address): a translation must never take a host connection's tuple. */
 static __always_inline int host_tuple_in_use(struct __sk_buff *skb, const struct flow *nat)
 {
-	struct bpf_sock_tuple t = {};
-	struct bpf_sock *sk;
+	struct flow reply;
 
-	t.ipv4.saddr = nat->daddr;
-	t.ipv4.daddr = nat->saddr;
-	t.ipv4.sport = nat->dport;
-	t.ipv4.dport = nat->sport;
-	if (nat->proto == IPPROTO_TCP)
-		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-	else if (nat->proto == IPPROTO_UDP)
-		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-	else
-		return 0;
-	if (!sk)
-		return 0;
-	bpf_sk_release(sk);
-	return 1;
+	reverse(nat, &reply);
+	return host_socket(skb, &reply, 0);
 }
 
 /* A NAT port search in progress: the flow being created, where the search
@@ -221,27 +239,20 @@ static __always_inline int redirect_routed(struct __sk_buff *skb, int rc, struct
 	return bpf_redirect(fib->ifindex, 0);
 }
 
-/* dec_ttl takes one off the packet's TTL, as a router does. */
-static __always_inline int dec_ttl(struct __sk_buff *skb)
-{
-	__u16 before, after;
-	__u32 off = ETH_HLEN + offsetof(struct iphdr, ttl); /* with protocol: one 16-bit word */
+/* The TTL with the protocol after it: one 16-bit word of the IP header,
+ * as its checksum counts it. */
+#define IP_TTL_OFF (ETH_HLEN + offsetof(struct iphdr, ttl))
 
-	if (bpf_skb_load_bytes(skb, off, &before, sizeof(before)) < 0)
-		return -1;
-	after = before;
+/* dec_ttl takes one off the TTL of a packet whose TTL word is ttl_word,
+ * as a router does. */
+static __always_inline int dec_ttl(struct __sk_buff *skb, __u16 ttl_word)
+{
+	__u16 after = ttl_word;
+
 	((__u8 *)&after)[0]--;
-	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, before, after, sizeof(after)) < 0)
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, ttl_word, after, sizeof(after)) < 0)
 		return -1;
-	return bpf_skb_store_bytes(skb, off, &after, sizeof(after), 0);
-}
-
-static __always_inline __u8 ttl_of(struct __sk_buff *skb)
-{
-	__u8 ttl = 0;
-
-	bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct iphdr, ttl), &ttl, sizeof(ttl));
-	return ttl;
+	return bpf_skb_store_bytes(skb, IP_TTL_OFF, &after, sizeof(after), 0);
 }
 
 /* deliver sends a packet of a translated flow on, rewritten to flow to
@@ -287,12 +298,14 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 			return err < 0 ? TC_ACT_SHOT : err;
 		}
 	}
-	if (ttl_of(skb) <= 1) {
+	__u16 ttl_word = 0;
+	bpf_skb_load_bytes(skb, IP_TTL_OFF, &ttl_word, sizeof(ttl_word));
+	if (((__u8 *)&ttl_word)[0] <= 1) {
 		count(skb, prog, VERDICT_DROP_TTL_EXCEEDED);
 		err = p ? icmp_reply(skb, ICMP_TIME_EXCEEDED, 0, 0, err_src) : -1;
 		return err < 0 ? TC_ACT_SHOT : err;
 	}
-	if ((p && rewrite(skb, p, to) < 0) || dec_ttl(skb) < 0)
+	if ((p && rewrite(skb, p, to) < 0) || dec_ttl(skb, ttl_word) < 0)
 		return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
 	if (ep) {
 		rc = deliver_to_endpoint(skb, ep);
@@ -386,30 +399,10 @@ static __noinline __attribute__((unused)) int icmp_error_of_known_flow(struct __
  * published): connections a host process had before the publication
  * come first, as a conntrack entry would in netfilter. Listeners and
  * unconnected UDP sockets never do: the port is the publication's, and
- * the bind4 socket hook keeps every other process from binding it. */
+ * the bind socket hooks keep every other process from binding it. */
 static __always_inline int host_socket_owns(struct __sk_buff *skb, const struct packet *p)
 {
-	struct bpf_sock_tuple t = {};
-	struct bpf_sock *sk;
-	int owns;
-
-	t.ipv4.saddr = p->flow.saddr;
-	t.ipv4.daddr = p->flow.daddr;
-	t.ipv4.sport = p->flow.sport;
-	t.ipv4.dport = p->flow.dport;
-	if (p->flow.proto == IPPROTO_TCP) {
-		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-		if (!sk)
-			return 0;
-		owns = sk->state != BPF_TCP_LISTEN;
-	} else {
-		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-		if (!sk)
-			return 0;
-		owns = sk->dst_port != 0;
-	}
-	bpf_sk_release(sk);
-	return owns;
+	return host_socket(skb, &p->flow, 1);
 }
 
 /* dnat_published translates a new flow to a published host address and
