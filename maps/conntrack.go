@@ -17,13 +17,6 @@ import (
 // a hash bucket never outgrows it.
 const batchSize = 4096
 
-// Conntrack is how many flow entries each conntrack table holds: one per
-// direction of a flow.
-type Conntrack struct {
-	Established int `json:"established"` // ct: flows that completed a handshake or were answered back
-	New         int `json:"new"`         // ct_new: flows that have not yet
-}
-
 // Now is the datapath's clock (CLOCK_BOOTTIME), which conntrack lifetimes
 // are measured on.
 func Now() time.Duration {
@@ -74,31 +67,10 @@ func (m *Maps) ReclaimExpired(now time.Duration) (int, error) {
 	return removed, nil
 }
 
-// Conntrack counts the entries of both conntrack tables.
-func (m *Maps) Conntrack() (Conntrack, error) {
-	var c Conntrack
-	var err error
-	if c.Established, err = count(m.m.Ct); err != nil {
-		return c, err
-	}
-	c.New, err = count(m.m.CtNew)
-	return c, err
-}
-
 // batches reads a hash map in chunks, handing each to fn.
 func batches[K, V any](m *ebpf.Map, fn func([]K, []V)) error {
 	keys, vals := make([]K, batchSize), make([]V, batchSize)
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := m.BatchLookup(&cursor, keys, vals, nil)
-		fn(keys[:n], vals[:n])
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read %s: %w", m, err)
-		}
-	}
+	return batchLookup(m, keys, vals, func(n int) { fn(keys[:n], vals[:n]) })
 }
 
 // count counts a map's entries: in batches where the map type has them
@@ -115,17 +87,23 @@ func count(m *ebpf.Map) (int, error) {
 		t := reflect.SliceOf(reflect.ArrayOf(int(size), reflect.TypeFor[byte]()))
 		return reflect.MakeSlice(t, batchSize, batchSize).Interface()
 	}
-	keys, vals := entry(m.KeySize()), entry(m.ValueSize())
-	var cursor ebpf.MapBatchCursor
 	n := 0
+	err := batchLookup(m, entry(m.KeySize()), entry(m.ValueSize()), func(got int) { n += got })
+	return n, err
+}
+
+// batchLookup reads a whole hash map into the buffers keys and values, a
+// chunk at a time, telling got how many entries each chunk holds.
+func batchLookup(m *ebpf.Map, keys, values any, got func(n int)) error {
+	var cursor ebpf.MapBatchCursor
 	for {
-		got, err := m.BatchLookup(&cursor, keys, vals, nil)
-		n += got
+		n, err := m.BatchLookup(&cursor, keys, values, nil)
+		got(n)
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return n, nil
+			return nil
 		}
 		if err != nil {
-			return n, fmt.Errorf("count entries of %s: %w", m, err)
+			return fmt.Errorf("read %s: %w", m, err)
 		}
 	}
 }
