@@ -16,15 +16,21 @@ import (
 	"github.com/ebpfnet/ebpfnet/loader"
 )
 
-// placementFlags are the flags that place one daemon instance; the daemon
-// and reset share them.
-func placementFlags(cmd *cobra.Command, cfg *engine.Config) {
+// placement is what places one daemon instance: the engine's state, pins
+// and namespace, and where its CLI sandboxes live. The daemon and reset
+// share its flags.
+type placement struct {
+	cfg     engine.Config
+	sandbox sandbox.Runtime
+}
+
+func (p *placement) flags(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&cfg.StateDir, "state-dir", engine.DefaultStateDir, "directory of the state file")
-	f.StringVar(&cfg.BPFFS, "bpffs", engine.DefaultBPFFS, "bpffs directory for pinned maps and links")
-	f.StringVar(&cfg.NetNS, "netns", "", "network namespace (path) that the dataplane serves; default: the daemon's own")
-	f.StringVar(&cfg.NetnsDir, "netns-dir", engine.DefaultNetnsDir, "directory where sandbox namespaces are bound")
-	f.StringVar(&cfg.EtcDir, "etc-dir", engine.DefaultEtcDir, "directory of the sandboxes' resolv.conf and hosts")
+	f.StringVar(&p.cfg.StateDir, "state-dir", engine.DefaultStateDir, "directory of the state file")
+	f.StringVar(&p.cfg.BPFFS, "bpffs", engine.DefaultBPFFS, "bpffs directory for pinned maps and links")
+	f.StringVar(&p.cfg.NetNS, "netns", "", "network namespace (path) that the dataplane serves; default: the daemon's own")
+	f.StringVar(&p.sandbox.NetnsDir, "netns-dir", sandbox.DefaultNetnsDir, "directory where sandbox namespaces are bound")
+	f.StringVar(&p.sandbox.EtcDir, "etc-dir", sandbox.DefaultEtcDir, "directory of the sandboxes' resolv.conf and hosts")
 }
 
 // memoryLimit is the daemon's soft heap limit unless GOMEMLIMIT sets one.
@@ -32,7 +38,8 @@ const memoryLimit = 40 << 20
 
 func newDaemonCommand(c *cli) *cobra.Command {
 	var (
-		cfg        engine.Config
+		place      placement
+		cfg        = &place.cfg
 		attach     string
 		socketMode string
 		logLevel   string
@@ -95,7 +102,10 @@ a published port (EPERM).`,
 				debug.SetMemoryLimit(memoryLimit)
 			}
 			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			eng, err := engine.New(cfg)
+			if cfg.Runtime, err = sandbox.NewRuntime(place.sandbox.NetnsDir, place.sandbox.EtcDir); err != nil {
+				return err
+			}
+			eng, err := engine.New(*cfg)
 			if err != nil {
 				return err
 			}
@@ -104,7 +114,7 @@ a published port (EPERM).`,
 			return api.NewServer(eng.API()).Serve(cmd.Context(), c.socket, os.FileMode(perm))
 		},
 	}
-	placementFlags(cmd, &cfg)
+	place.flags(cmd)
 	f := cmd.Flags()
 	f.StringVar(&attach, "attach", string(loader.AttachAuto), "how TC programs attach: auto, tcx or clsact")
 	f.StringVar(&cfg.ResolvConf, "resolv-conf", engine.DefaultResolvConf, "the host's resolv.conf: upstream DNS servers and search domains")
@@ -118,7 +128,7 @@ a published port (EPERM).`,
 }
 
 func newResetCommand() *cobra.Command {
-	var cfg engine.Config
+	var place placement
 	cmd := &cobra.Command{
 		Use:   "reset",
 		Short: "Remove everything a stopped daemon created",
@@ -127,8 +137,11 @@ state of a daemon instance. The daemon must be stopped.`,
 		Example: `  sudo ebpfnet reset
   sudo ebpfnet reset --netns /run/netns/testhost --state-dir /tmp/t-state --bpffs /sys/fs/bpf/t`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return engine.Reset(cfg) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			place.cfg.Runtime = &place.sandbox
+			return engine.Reset(place.cfg)
+		},
 	}
-	placementFlags(cmd, &cfg)
+	place.flags(cmd)
 	return cmd
 }

@@ -266,11 +266,7 @@ func (a apiEngine) Unpublish(sandbox string, filters []ports.Mapping) (map[strin
 
 // sandboxView is a sandbox's read model, with where its namespace and files are.
 func (a apiEngine) sandboxView(sb store.Sandbox, pubs []store.Publication, nets map[string]store.Network) api.Sandbox {
-	etc := ""
-	if sb.Mode != store.ModeHost {
-		etc = a.sandboxEtc(sb.Name)
-	}
-	return sandboxView(sb, pubs, nets, a.sandboxPath(sb.Name), etc)
+	return sandboxView(sb, pubs, nets, sb.NetNS, a.cfg.Runtime.FilesDir(sb))
 }
 
 // viewIn is a sandbox's view, reading in tx what it shows besides the

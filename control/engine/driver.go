@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -105,7 +104,7 @@ func configureInside(n store.Network, ep store.Endpoint) error {
 	// Again here, not only when the namespace is made: a sandbox made by
 	// an ebpfnet that left IPv6 on loses it when the reconciler refreshes
 	// its endpoints.
-	if err := disableIPv6(); err != nil {
+	if err := namespace.DisableIPv6(); err != nil {
 		return err
 	}
 	l, err := netlink.LinkByName(ep.Interface)
@@ -134,25 +133,6 @@ func configureInside(n store.Network, ep store.Endpoint) error {
 	gw := &netlink.Route{LinkIndex: l.Attrs().Index, Gw: n.Pool.Gateway.AsSlice()}
 	if err := netlink.RouteReplace(gw); err != nil {
 		return fmt.Errorf("add default route via %s: %w", n.Pool.Gateway, err)
-	}
-	return nil
-}
-
-// disableIPv6 turns IPv6 off in the calling thread's namespace (which
-// /proc/sys/net follows), as Docker does for a container on IPv4-only
-// networks. Left on, every interface takes a link-local fe80:: address: a
-// path to the neighbours and the bridge that the IPv4 datapath neither
-// sees nor fences (icc=false, internal and isolated networks). "all" turns
-// it off on the interfaces there are, "default" on those still to come.
-func disableIPv6() error {
-	for _, conf := range []string{"default", "all"} {
-		err := os.WriteFile("/proc/sys/net/ipv6/conf/"+conf+"/disable_ipv6", []byte("1"), 0o644)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil // a kernel without IPv6: nothing to turn off
-		}
-		if err != nil {
-			return fmt.Errorf("disable IPv6: %w", err) // the error names the file
-		}
 	}
 	return nil
 }

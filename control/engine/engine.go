@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"regexp"
 	"sync"
 
@@ -25,11 +24,12 @@ import (
 // Config places one daemon instance. Every path can be moved, so several
 // instances (one per test "host" namespace) run side by side.
 type Config struct {
-	StateDir   string            // the store lives here
-	BPFFS      string            // pins of maps and links
-	NetNS      string            // the dataplane's namespace: where bridges and host-side veths live
-	NetnsDir   string            // sandbox namespaces are bound here (/run/netns for `ip netns`)
-	EtcDir     string            // per-sandbox resolv.conf and hosts (/etc/netns for `ip netns exec`)
+	StateDir string // the store lives here
+	BPFFS    string // pins of maps and links
+	NetNS    string // the dataplane's namespace: where bridges and host-side veths live
+	// Runtime keeps the namespaces, processes and files of the sandboxes
+	// CreateSandbox makes.
+	Runtime    Runtime
 	ResolvConf string            // the host's resolv.conf: upstream servers and search domains
 	AttachMode loader.AttachMode // how TC programs attach
 	// Uplinks name the host interfaces that published ports are reachable
@@ -51,8 +51,6 @@ type Config struct {
 const (
 	DefaultStateDir   = "/var/lib/ebpfnet"
 	DefaultBPFFS      = "/sys/fs/bpf/ebpfnet"
-	DefaultNetnsDir   = "/run/netns"
-	DefaultEtcDir     = "/etc/netns"
 	DefaultResolvConf = "/etc/resolv.conf"
 	// DefaultBridge is the device of the default network.
 	DefaultBridge = "ebpf0"
@@ -99,10 +97,8 @@ func New(cfg Config) (*Engine, error) {
 	if !namespace.IsNamespace(cfg.NetNS) {
 		return nil, fmt.Errorf("dataplane namespace %s is not a network namespace", cfg.NetNS)
 	}
-	if cfg.NetnsDir != "" {
-		if err := namespace.ShareDir(cfg.NetnsDir); err != nil {
-			return nil, err
-		}
+	if cfg.Runtime == nil {
+		return nil, errors.New("engine: no sandbox runtime configured")
 	}
 	if err := checkNamedUplinks(cfg.NetNS, cfg.Uplinks); err != nil {
 		return nil, err
@@ -142,6 +138,10 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Log.Info("removed a pinned map this version no longer uses", "map", name, "bpffs", cfg.BPFFS)
 	}
 	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, uplinks: map[string]bool{}, drivers: driverFor}
+	if err := e.storeNamespacePaths(); err != nil {
+		e.Close()
+		return nil, err
+	}
 	e.resolver = dns.NewResolver(e.exchangeInHost)
 	e.dnsServers = dns.NewServers(e.resolver)
 	if err := dp.AttachSockets(cgroup); err != nil {
@@ -198,9 +198,6 @@ func netnsCookie(path string) (cookie uint64, err error) {
 // inHost runs fn in the dataplane's namespace.
 func (e *Engine) inHost(fn func() error) error { return namespace.Do(e.cfg.NetNS, fn) }
 
-func (e *Engine) sandboxPath(name string) string { return filepath.Join(e.cfg.NetnsDir, name) }
-func (e *Engine) sandboxEtc(name string) string  { return filepath.Join(e.cfg.EtcDir, name) }
-
 func newID() string {
 	b := make([]byte, 32)
 	rand.Read(b)
@@ -216,6 +213,26 @@ func checkName(kind, name string) error {
 		return errdefs.Invalidf("invalid %s name %q: use 1-64 letters, digits, '_', '.', '-', starting with a letter or digit", kind, name)
 	}
 	return nil
+}
+
+// storeNamespacePaths writes into the sandbox records stored before they
+// held the path of their namespace where the runtime keeps it.
+func (e *Engine) storeNamespacePaths() error {
+	return e.store.Update(func(tx *store.Tx) error {
+		sbs, err := tx.Sandboxes()
+		if err != nil {
+			return err
+		}
+		for _, sb := range sbs {
+			if sb.NetNS == "" {
+				sb.NetNS = namespaceOf(e.cfg.Runtime, sb)
+				if err := tx.PutSandbox(sb); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // rollback collects the undo steps of a change in progress.

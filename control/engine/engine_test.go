@@ -15,6 +15,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
@@ -40,7 +41,7 @@ func newTestEngine(t *testing.T) testEngine {
 		t.Fatal(err)
 	}
 	cfg := Config{StateDir: filepath.Join(dir, "state"), BPFFS: "/sys/fs/bpf/" + prefix, NetNS: "/run/netns/" + prefix + "-host",
-		NetnsDir: DefaultNetnsDir, EtcDir: filepath.Join(dir, "etc"), ResolvConf: resolv}
+		Runtime: &sandbox.Runtime{NetnsDir: sandbox.DefaultNetnsDir, EtcDir: filepath.Join(dir, "etc")}, ResolvConf: resolv}
 	if err := namespace.Create(cfg.NetNS); err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +81,7 @@ func (te testEngine) link(t *testing.T, name string) (l netlink.Link, err error)
 func (te testEngine) addrsIn(t *testing.T, sandbox, ifname string) []string {
 	t.Helper()
 	var out []string
-	err := namespace.Do(te.sandboxPath(sandbox), func() error {
+	err := namespace.Do(te.cfg.Runtime.NamespacePath(sandbox), func() error {
 		l, err := netlink.LinkByName(ifname)
 		if err != nil {
 			return err
@@ -128,6 +129,9 @@ func TestEngine(t *testing.T) {
 	sb, err := te.CreateSandbox(SandboxSpec{Name: web, Networks: []string{app}})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if want := te.cfg.Runtime.NamespacePath(web); sb.NetNS != want || !namespace.IsNamespace(want) {
+		t.Fatalf("web's namespace is recorded at %q, want it at %s, where its runtime made it", sb.NetNS, want)
 	}
 	if got := te.addrsIn(t, web, "eth0"); len(got) != 1 || got[0] != "172.19.0.2/16" {
 		t.Fatalf("web's eth0 has %v, want 172.19.0.2/16", got)
@@ -193,8 +197,8 @@ func TestEngine(t *testing.T) {
 	if after := te.snapshot(t); after != before {
 		t.Errorf("the failed create changed the state:\nbefore %s\nafter  %s", before, after)
 	}
-	if namespace.IsNamespace(te.sandboxPath(x)) {
-		t.Errorf("the failed create left namespace %s", te.sandboxPath(x))
+	if namespace.IsNamespace(te.cfg.Runtime.NamespacePath(x)) {
+		t.Errorf("the failed create left namespace %s", te.cfg.Runtime.NamespacePath(x))
 	}
 	if st, _ := te.Status(); len(st.Endpoints) != len(st0.Endpoints) {
 		t.Errorf("the failed create left host sides: %+v, had %+v", st.Endpoints, st0.Endpoints)
@@ -236,6 +240,27 @@ func TestEngine(t *testing.T) {
 		if err := te.RemoveNetwork(n); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// A sandbox stored before records held their namespace's path gets the
+// path its runtime gives its name.
+func TestStoreNamespacePaths(t *testing.T) {
+	te := newTestEngine(t)
+	old := store.Sandbox{ID: newID(), Name: te.name("old"), Mode: store.ModeNetworks}
+	if err := te.store.Update(func(tx *store.Tx) error { return tx.PutSandbox(old) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := te.storeNamespacePaths(); err != nil {
+		t.Fatal(err)
+	}
+	var got store.Sandbox
+	te.store.View(func(tx *store.Tx) (err error) { got, err = tx.Sandbox(old.Name); return err })
+	if want := te.cfg.Runtime.NamespacePath(old.Name); got.NetNS != want {
+		t.Errorf("stored path %q, want %q", got.NetNS, want)
+	}
+	if err := te.store.Update(func(tx *store.Tx) error { return tx.DeleteSandbox(old.Name) }); err != nil {
+		t.Fatal(err)
 	}
 }
 

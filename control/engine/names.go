@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 
 	mdns "github.com/miekg/dns"
@@ -68,7 +67,7 @@ func (e *Engine) syncNames(nets []store.Network, sbs []store.Sandbox) error {
 			asker.Upstreams = upstreams(host.nameservers)
 		}
 		askers[sb.ID] = asker
-		listeners[sb.ID] = e.sandboxPath(sb.Name)
+		listeners[sb.ID] = sb.NetNS
 	}
 	e.resolver.SetView(dns.NewView(askers, records))
 	errs := []error{e.dnsServers.Sync(listeners)}
@@ -86,9 +85,10 @@ func upstreams(addrs []netip.Addr) []netip.AddrPort {
 	return out
 }
 
-// writeSandboxFiles writes the hosts and resolv.conf that `ebpfnet exec`
-// (and `ip netns exec`) show inside a sandbox. A host-mode sandbox uses the
-// host's own files; a container-mode one those of the namespace's owner.
+// writeSandboxFiles has the runtime write the hosts and resolv.conf that
+// `ebpfnet exec` (and `ip netns exec`) show inside a sandbox. A host-mode
+// sandbox uses the host's own files; a container-mode one those of the
+// namespace's owner.
 func (e *Engine) writeSandboxFiles(sb store.Sandbox, byName map[string]store.Sandbox, askers map[string]dns.Asker, host resolvConf) error {
 	if sb.Mode == store.ModeHost {
 		return nil
@@ -128,22 +128,7 @@ func (e *Engine) writeSandboxFiles(sb store.Sandbox, byName map[string]store.San
 	default:
 		resolv.WriteString(host.filtered)
 	}
-	dir := e.sandboxEtc(sb.Name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
-	}
-	for name, content := range map[string]string{"hosts": hosts.String(), "resolv.conf": resolv.String()} {
-		path := filepath.Join(dir, name)
-		// Rewritten in place (processes inside have them bind-mounted), so
-		// a reader may catch one truncated: only when the content changes.
-		if old, err := os.ReadFile(path); err == nil && string(old) == content {
-			continue
-		}
-		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-			return fmt.Errorf("write %s of sandbox %s: %w", name, sb.Name, err)
-		}
-	}
-	return nil
+	return e.cfg.Runtime.WriteFiles(sb, hosts.String(), resolv.String())
 }
 
 // resolvConf is what ebpfnet takes from the host's resolv.conf.

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -40,7 +41,7 @@ func (e *Engine) Reconcile() error {
 		return sbs[i].Mode != store.ModeContainer && sbs[j].Mode == store.ModeContainer
 	})
 	for _, sb := range sbs {
-		if err := e.reconcileSandbox(sb, byID); err != nil {
+		if err := e.reconcileSandbox(sb, sbs, byID); err != nil {
 			errs = append(errs, fmt.Errorf("sandbox %s: %w", sb.Name, err))
 		}
 	}
@@ -48,14 +49,18 @@ func (e *Engine) Reconcile() error {
 	return errors.Join(errs...)
 }
 
-func (e *Engine) reconcileSandbox(sb store.Sandbox, nets map[string]store.Network) error {
-	path := e.sandboxPath(sb.Name)
+func (e *Engine) reconcileSandbox(sb store.Sandbox, sbs []store.Sandbox, nets map[string]store.Network) error {
+	path := sb.NetNS
 	if !namespace.IsNamespace(path) {
 		e.log.Info("recreating lost sandbox namespace", "sandbox", sb.Name)
-		if err := namespace.Remove(path); err != nil {
+		shares, err := e.sharedNamespace(sb, sbs)
+		if err != nil {
 			return err
 		}
-		if err := e.createNamespace(sb); err != nil {
+		if err := e.cfg.Runtime.RemoveNamespace(sb); err != nil {
+			return err
+		}
+		if err := e.cfg.Runtime.CreateNamespace(sb, shares); err != nil {
 			return err
 		}
 	}
@@ -71,6 +76,22 @@ func (e *Engine) reconcileSandbox(sb store.Sandbox, nets map[string]store.Networ
 		errs = append(errs, e.attachEndpoint(n, path, &ep))
 	}
 	return errors.Join(errs...)
+}
+
+// sharedNamespace is the path of the namespace a host or container-mode
+// sandbox binds, "" for a sandbox with a namespace of its own.
+func (e *Engine) sharedNamespace(sb store.Sandbox, sbs []store.Sandbox) (string, error) {
+	switch sb.Mode {
+	case store.ModeHost:
+		return e.cfg.NetNS, nil
+	case store.ModeContainer:
+		i := slices.IndexFunc(sbs, func(o store.Sandbox) bool { return o.Name == sb.Shares })
+		if i < 0 {
+			return "", fmt.Errorf("the sandbox whose namespace it shares, %s, is gone", sb.Shares)
+		}
+		return sbs[i].NetNS, nil
+	}
+	return "", nil
 }
 
 // endpointIntact reports whether the endpoint's interface exists in the

@@ -40,8 +40,8 @@ func Reset(cfg Config) error {
 	for _, mode := range []string{store.ModeContainer, store.ModeHost, store.ModeNetworks} {
 		for _, sb := range sbs {
 			if sb.Mode == mode {
-				errs = append(errs, namespace.Remove(filepath.Join(cfg.NetnsDir, sb.Name)),
-					os.RemoveAll(filepath.Join(cfg.EtcDir, sb.Name)))
+				sb.NetNS = namespaceOf(cfg.Runtime, sb)
+				errs = append(errs, cfg.Runtime.RemoveNamespace(sb))
 			}
 		}
 	}

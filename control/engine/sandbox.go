@@ -4,18 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
-
-	"github.com/vishvananda/netlink"
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
-	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
@@ -59,26 +54,23 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 	if len(spec.Networks) == 0 {
 		spec.Networks = []string{NetworkBridge}
 	}
-	sb := store.Sandbox{ID: newID(), Name: spec.Name, Created: time.Now().UTC(), Mode: store.ModeNetworks, DNS: spec.DNS}
-	path := e.sandboxPath(sb.Name)
+	sb := store.Sandbox{ID: newID(), Name: spec.Name, Created: time.Now().UTC(), Mode: store.ModeNetworks, DNS: spec.DNS,
+		NetNS: e.cfg.Runtime.NamespacePath(spec.Name)}
 	err := e.update(func(tx *store.Tx, undo *rollback) error {
 		if _, err := tx.Sandbox(spec.Name); err == nil {
 			return errdefs.Conflictf("sandbox %s already exists", spec.Name)
 		}
-		if _, err := os.Lstat(path); err == nil {
-			return errdefs.Conflictf("namespace %s already exists and is not an ebpfnet sandbox", path)
-		}
-		nets, err := e.resolveMode(tx, &sb, spec)
+		shares, nets, err := e.resolveMode(tx, &sb, spec)
 		if err != nil {
 			return err
 		}
 		if sb.Links, err = checkLinks(tx, spec.Links); err != nil {
 			return err
 		}
-		if err := e.createNamespace(sb); err != nil {
+		if err := e.cfg.Runtime.CreateNamespace(sb, shares); err != nil {
 			return err
 		}
-		undo.add(func() error { return namespace.Remove(path) })
+		undo.add(func() error { return e.cfg.Runtime.RemoveNamespace(sb) })
 		for i, n := range nets {
 			ip := netip.Addr{}
 			if i == 0 {
@@ -97,83 +89,52 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 }
 
 // resolveMode sets the sandbox's mode from the requested networks and
-// returns the networks to attach to.
-func (e *Engine) resolveMode(tx *store.Tx, sb *store.Sandbox, spec SandboxSpec) ([]store.Network, error) {
+// returns the namespace it shares (host and container mode) or the
+// networks to attach to.
+func (e *Engine) resolveMode(tx *store.Tx, sb *store.Sandbox, spec SandboxSpec) (shares string, nets []store.Network, err error) {
 	first := spec.Networks[0]
 	special := first == NetworkHost || first == NetworkNone || strings.HasPrefix(first, containerPrefix)
 	if special {
 		if len(spec.Networks) > 1 {
-			return nil, errdefs.Invalidf("network mode %s cannot be combined with other networks", first)
+			return "", nil, errdefs.Invalidf("network mode %s cannot be combined with other networks", first)
 		}
 		if spec.IP.IsValid() || len(spec.Aliases) > 0 || len(spec.Publish) > 0 {
-			return nil, errdefs.Invalidf("a static address, aliases and published ports need a bridge or macvlan network, not %s", first)
+			return "", nil, errdefs.Invalidf("a static address, aliases and published ports need a bridge or macvlan network, not %s", first)
 		}
 	}
 	switch {
 	case first == NetworkHost:
 		sb.Mode = store.ModeHost
-		return nil, nil
+		return e.cfg.NetNS, nil, nil
 	case first == NetworkNone:
-		return nil, nil
+		return "", nil, nil
 	case strings.HasPrefix(first, containerPrefix):
 		target, err := tx.Sandbox(strings.TrimPrefix(first, containerPrefix))
 		if err != nil {
-			return nil, err
+			return "", nil, err
 		}
 		sb.Mode, sb.Shares = store.ModeContainer, target.Name
 		if target.Mode == store.ModeContainer {
 			sb.Shares = target.Shares // join the namespace's owner, not a chain
 		}
-		return nil, nil
+		return target.NetNS, nil, nil
 	}
-	var nets []store.Network
 	for _, ref := range spec.Networks {
 		n, err := tx.Network(ref)
 		if err != nil {
-			return nil, err
+			return "", nil, err
 		}
 		if !n.HasAddresses() {
-			return nil, errdefs.Invalidf("network %s cannot be combined with other networks", n.Name)
+			return "", nil, errdefs.Invalidf("network %s cannot be combined with other networks", n.Name)
 		}
 		for _, m := range nets {
 			if m.ID == n.ID {
-				return nil, errdefs.Invalidf("network %s is listed twice", n.Name)
+				return "", nil, errdefs.Invalidf("network %s is listed twice", n.Name)
 			}
 		}
 		nets = append(nets, n)
 	}
-	return nets, nil
-}
-
-// createNamespace makes the sandbox's namespace file: a new namespace, or a
-// binding of the host's or the shared sandbox's.
-func (e *Engine) createNamespace(sb store.Sandbox) error {
-	path := e.sandboxPath(sb.Name)
-	switch sb.Mode {
-	case store.ModeHost:
-		return namespace.Bind(e.cfg.NetNS, path)
-	case store.ModeContainer:
-		return namespace.Bind(e.sandboxPath(sb.Shares), path)
-	}
-	if err := namespace.Create(path); err != nil {
-		return err
-	}
-	return namespace.Do(path, func() error {
-		// Before any interface arrives, so none ever has an IPv6 address.
-		// Never for the host and container modes above: those namespaces
-		// are someone else's.
-		if err := disableIPv6(); err != nil {
-			return fmt.Errorf("sandbox %s: %w", sb.Name, err)
-		}
-		lo, err := netlink.LinkByName("lo")
-		if err == nil {
-			err = netlink.LinkSetUp(lo)
-		}
-		if err != nil {
-			return fmt.Errorf("bring lo up in sandbox %s: %w", sb.Name, err)
-		}
-		return nil
-	})
+	return "", nets, nil
 }
 
 // addEndpoint allocates an address on n, builds the endpoint in the kernel
@@ -191,10 +152,10 @@ func (e *Engine) addEndpoint(tx *store.Tx, undo *rollback, sb *store.Sandbox, n 
 	spec.IP = a
 	ep := store.Endpoint{ID: newID(), NetworkID: n.ID, Interface: nextInterface(sb.Endpoints),
 		Addr: spec.IP, MAC: driver.MACFor(spec.IP).String(), Aliases: spec.Aliases}
-	if err := e.attachEndpoint(n, e.sandboxPath(sb.Name), &ep); err != nil {
+	if err := e.attachEndpoint(n, sb.NetNS, &ep); err != nil {
 		return err
 	}
-	undo.add(func() error { return e.detachEndpoint(n, e.sandboxPath(sb.Name), ep) })
+	undo.add(func() error { return e.detachEndpoint(n, sb.NetNS, ep) })
 	sb.Endpoints = append(sb.Endpoints, ep)
 	return nil
 }
@@ -236,7 +197,7 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 				return errdefs.Conflictf("sandbox %s is in use by %s (container:%s): remove %s first", sb.Name, o.Name, sb.Name, o.Name)
 			}
 		}
-		if err := e.stopProcesses(sb, force); err != nil {
+		if err := e.cfg.Runtime.StopProcesses(sb, force); err != nil {
 			return err
 		}
 		for _, ep := range sb.Endpoints {
@@ -256,13 +217,12 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 	}
 	// The record is gone; leftovers are the reconciler's to remove, so the
 	// teardown keeps going and reports what it could not do.
-	path := e.sandboxPath(sb.Name)
 	e.forgetPorts(sb.Name, pubs)
 	errs := []error{e.maps.DeletePublications(publicationMaps(sb, pubs)...)}
 	for _, ep := range sb.Endpoints {
-		errs = append(errs, e.detachEndpoint(nets[ep.NetworkID], path, ep))
+		errs = append(errs, e.detachEndpoint(nets[ep.NetworkID], sb.NetNS, ep))
 	}
-	errs = append(errs, namespace.Remove(path), os.RemoveAll(e.sandboxEtc(sb.Name)))
+	errs = append(errs, e.cfg.Runtime.RemoveNamespace(sb))
 	return errors.Join(errs...)
 }
 
@@ -272,37 +232,6 @@ func networkByID(tx *store.Tx, id string) (store.Network, error) {
 		return n, fmt.Errorf("endpoint refers to a missing network: %w", err)
 	}
 	return n, nil
-}
-
-// stopProcesses refuses, or with force kills, the processes inside a
-// sandbox that owns its namespace. Host and container-mode sandboxes share
-// theirs, so their processes are not theirs to kill.
-func (e *Engine) stopProcesses(sb store.Sandbox, force bool) error {
-	if sb.Mode != store.ModeNetworks {
-		return nil
-	}
-	id, err := namespace.IDOf(e.sandboxPath(sb.Name))
-	if err != nil {
-		return nil // the namespace is already gone: nothing runs in it
-	}
-	pids := namespace.Processes(id)
-	if len(pids) == 0 {
-		return nil
-	}
-	if !force {
-		return errdefs.Conflictf("sandbox %s has running processes (pids %v): stop them or remove it by force", sb.Name, pids)
-	}
-	for _, pid := range pids {
-		syscall.Kill(pid, syscall.SIGKILL)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(namespace.Processes(id)) > 0 {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("sandbox %s: processes %v survive SIGKILL", sb.Name, namespace.Processes(id))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return nil
 }
 
 // Connect attaches a sandbox to one more network.
@@ -384,9 +313,8 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 	if err != nil {
 		return err
 	}
-	path := e.sandboxPath(sb.Name)
-	return errors.Join(e.detachEndpoint(nets[removed.NetworkID], path, removed),
-		ensureDefaultRoute(path, sb.Endpoints, nets))
+	return errors.Join(e.detachEndpoint(nets[removed.NetworkID], sb.NetNS, removed),
+		ensureDefaultRoute(sb.NetNS, sb.Endpoints, nets))
 }
 
 // checkLinks resolves --link targets, which must exist.

@@ -187,3 +187,22 @@ func Processes(id ID) []int {
 	}
 	return pids
 }
+
+// DisableIPv6 turns IPv6 off in the calling thread's namespace (which
+// /proc/sys/net follows), as Docker does for a container on IPv4-only
+// networks. Left on, every interface takes a link-local fe80:: address: a
+// path to the neighbours and the bridge that the IPv4 datapath neither
+// sees nor fences (icc=false, internal and isolated networks). "all" turns
+// it off on the interfaces there are, "default" on those still to come.
+func DisableIPv6() error {
+	for _, conf := range []string{"default", "all"} {
+		err := os.WriteFile("/proc/sys/net/ipv6/conf/"+conf+"/disable_ipv6", []byte("1"), 0o644)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // a kernel without IPv6: nothing to turn off
+		}
+		if err != nil {
+			return fmt.Errorf("disable IPv6: %w", err) // the error names the file
+		}
+	}
+	return nil
+}

@@ -87,6 +87,9 @@ type Sandbox struct {
 	Name    string    `json:"name"`
 	Created time.Time `json:"created"`
 	Mode    string    `json:"mode"`
+	// NetNS is the path of the sandbox's network namespace, chosen by the
+	// frontend that owns it; the engine only enters it.
+	NetNS string `json:"netns,omitempty"`
 	// Shares names the sandbox whose namespace a container-mode sandbox uses.
 	Shares    string       `json:"shares,omitempty"`
 	Endpoints []Endpoint   `json:"endpoints,omitempty"`

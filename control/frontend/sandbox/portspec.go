@@ -3,15 +3,17 @@ package sandbox
 import (
 	"fmt"
 	"net/netip"
-	"strconv"
 	"strings"
+
+	"github.com/docker/go-connections/nat"
 
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 )
 
 // ParsePublish parses docker run's -p grammar,
-// [HOST_IP:][HOST_PORT[-END]:]PORT[-END][/tcp|/udp]; a missing protocol
+// [HOST_IP:][HOST_PORT[-END]:]PORT[-END][/tcp|/udp], with the parser
+// docker run uses (go-connections' nat.ParsePortSpec); a missing protocol
 // means tcp.
 func ParsePublish(s string) (ports.Mapping, error) {
 	m, err := parse(s, ports.TCP)
@@ -42,58 +44,44 @@ func wrap(s string, err error) error {
 	return errdefs.Invalidf("invalid port spec %q: %w", s, err)
 }
 
+// parse reads a -p spec with Docker's own parser, which hands back one
+// mapping per sandbox port, and joins them into one range. Without a
+// protocol in the spec the mapping has proto.
 func parse(s string, proto ports.Protocol) (ports.Mapping, error) {
-	m := ports.Mapping{Proto: proto}
-	rest, name, hasProto := strings.Cut(s, "/")
-	if hasProto {
-		p, err := ports.ParseProtocol(name)
-		if err != nil {
+	specs, err := nat.ParsePortSpec(s)
+	if err != nil {
+		return ports.Mapping{}, err
+	}
+	first, last := specs[0], specs[len(specs)-1]
+	m := ports.Mapping{Proto: proto, Port: uint16(first.Port.Int()), PortEnd: uint16(last.Port.Int())}
+	if strings.Contains(s, "/") {
+		if m.Proto, err = ports.ParseProtocol(first.Port.Proto()); err != nil {
 			return m, err
 		}
-		m.Proto = p
 	}
-	if strings.HasPrefix(rest, "[") {
-		return m, fmt.Errorf("IPv6 host addresses are not supported yet")
-	}
-	parts := strings.Split(rest, ":")
-	if len(parts) > 3 {
-		return m, fmt.Errorf("want [HOST_IP:][HOST_PORT:]PORT")
-	}
-	if len(parts) == 3 {
-		ip, err := netip.ParseAddr(parts[0])
-		if err != nil || !ip.Is4() {
-			return m, fmt.Errorf("host address %q is not an IPv4 address", parts[0])
+	if ip := first.Binding.HostIP; ip != "" {
+		a, err := netip.ParseAddr(ip)
+		if err != nil || !a.Is4() {
+			return m, fmt.Errorf("IPv6 host addresses are not supported yet")
 		}
-		if !ip.IsUnspecified() {
-			m.HostIP = ip
+		if !a.IsUnspecified() {
+			m.HostIP = a
 		}
-		parts = parts[1:]
 	}
-	var err error
-	if m.Port, m.PortEnd, err = ParsePortRange(parts[len(parts)-1]); err != nil {
-		return m, err
-	}
-	if len(parts) == 2 && parts[0] != "" {
-		if m.HostPort, m.HostPortEnd, err = ParsePortRange(parts[0]); err != nil {
-			return m, err
-		}
+	if first.Binding.HostPort != "" {
+		// A range of host ports for one sandbox port comes back whole.
+		start, _, _ := nat.ParsePortRange(first.Binding.HostPort)
+		_, end, _ := nat.ParsePortRange(last.Binding.HostPort)
+		m.HostPort, m.HostPortEnd = uint16(start), uint16(end)
 	}
 	return m, nil
 }
 
 // ParsePortRange parses PORT[-END], ports from 1 to 65535.
 func ParsePortRange(s string) (first, end uint16, err error) {
-	a, b, isRange := strings.Cut(s, "-")
-	if !isRange {
-		b = a
-	}
-	x, errA := strconv.ParseUint(a, 10, 16)
-	y, errB := strconv.ParseUint(b, 10, 16)
-	if errA != nil || errB != nil || x == 0 || y == 0 {
+	a, b, err := nat.ParsePortRange(s)
+	if err != nil || a == 0 {
 		return 0, 0, fmt.Errorf("port %q is not a number from 1 to 65535 (or a range of them)", s)
 	}
-	if y < x {
-		return 0, 0, fmt.Errorf("port range %q ends before it starts", s)
-	}
-	return uint16(x), uint16(y), nil
+	return uint16(a), uint16(b), nil
 }

@@ -29,16 +29,17 @@ func TestParsePublish(t *testing.T) {
 			t.Errorf("ParsePublish(%q) = %+v (%q), %v; want %+v (%q)", c.spec, got, got, err, c.want, c.print)
 		}
 	}
+	// Docker's parser words the errors as docker run does.
 	for _, c := range []struct{ spec, want string }{
-		{"abc", `invalid port spec "abc": port "abc" is not a number`},
+		{"abc", `invalid port spec "abc": invalid containerPort: abc`},
 		{"99999:80", `invalid port spec "99999:80"`},
 		{"0", `invalid port spec "0"`},
-		{"90-80", `port range "90-80" ends before it starts`},
+		{"90-80", `invalid containerPort: 90-80`},
 		{"80/sctp", `protocol "sctp" is not tcp or udp`},
-		{"8000-8010:80-85", "host ports 8000-8010 and sandbox ports 80-85 differ in number"},
+		{"8000-8010:80-85", "invalid ranges specified for container and host Ports: 80-85 and 8000-8010"},
 		{"[::1]:80:80", "IPv6 host addresses are not supported yet"},
-		{"1.2.3.4:5:6:7", "want [HOST_IP:][HOST_PORT:]PORT"},
-		{"nohost:80:80", `host address "nohost" is not an IPv4 address`},
+		{"1.2.3.4:5:6:7", "invalid IP address: 1.2.3.4:5"},
+		{"nohost:80:80", "invalid IP address: nohost"},
 	} {
 		_, err := ParsePublish(c.spec)
 		if err == nil || !strings.Contains(err.Error(), c.want) || !errors.Is(err, errdefs.ErrInvalid) {
