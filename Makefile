@@ -12,7 +12,7 @@ BIN := bin/ebpfnet
 # Debian packages the build, the tests and `make generate` use.
 APT_PACKAGES := clang llvm libbpf-dev iproute2 iptables nftables ethtool busybox-static curl
 
-.PHONY: all build deps bench-deps generate check-generate vet test demo bench bench-quick clean
+.PHONY: all build deps docker-deps bench-deps generate check-generate vet test demo bench bench-quick clean
 
 all: build
 
@@ -45,21 +45,26 @@ vet:
 # that skips is a failure. One package at a time (-p 1): the BPF program
 # tests' floods and the end-to-end tests' traffic share two cores, and
 # the end-to-end tests time their probes.
-test: deps vet check-generate
+test: deps docker-deps vet check-generate
 	@mkdir -p bin
 	$(GO) test -p 1 -count=1 -timeout 20m -v ./... 2>&1 | tee bin/test.log; test $${PIPESTATUS[0]} -eq 0
 	@if [ -n "$$CI" ] && grep -- '--- SKIP' bin/test.log; then echo "tests skipped under CI" >&2; exit 1; fi
 	@echo "$$(grep -c -- '^--- PASS' bin/test.log) passed, $$(grep -c -- '^--- FAIL' bin/test.log) failed"
 
-# bench-deps installs iperf3 and Debian's docker.io for its docker-proxy
-# binary. policy-rc.d keeps the package from starting a Docker daemon; one
-# that was already there is left as it was.
-bench-deps: deps
-	@if ! command -v iperf3 >/dev/null || [ ! -x /usr/sbin/docker-proxy ]; then \
+# docker-deps installs Debian's docker.io and containerd: the tests of the
+# Docker plugin and the bench run a dockerd of their own. policy-rc.d keeps
+# the packages from starting the host's daemons; one that was already
+# there is left as it was.
+docker-deps:
+	@if [ ! -x /usr/sbin/dockerd ] || [ ! -x /usr/bin/containerd ] || [ ! -x /usr/bin/docker ]; then \
 		created=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; created=1; fi; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 docker.io >/dev/null; rc=$$?; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io containerd >/dev/null; rc=$$?; \
 		[ -n "$$created" ] && rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
+
+# bench-deps adds iperf3 and Docker (for dockerd and its docker-proxy).
+bench-deps: deps docker-deps
+	@command -v iperf3 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null; }
 
 # bench compares ebpfnet with iptables and docker-proxy, side by side,
 # and writes bench/results/{results.md,results.json,*.png}.

@@ -373,7 +373,7 @@ func (d *Datapath) moveToHead(ifname string, ifindex int, dir direction, prog *e
 func attachHead(ifname string, ifindex int, dir direction, prog *ebpf.Program) (link.Link, error) {
 	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: dir.tcx, Anchor: link.Head()})
 	if errors.Is(err, ebpf.ErrNotSupported) {
-		return nil, fmt.Errorf("attach tcx %s to %s (ifindex %d): %w (TCX needs Linux 6.6: use --attach clsact)", dir.name, ifname, ifindex, err)
+		return nil, fmt.Errorf("attach tcx %s to %s (ifindex %d): %w (TCX needs Linux 6.6: attach in clsact mode instead)", dir.name, ifname, ifindex, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("attach tcx %s to %s (ifindex %d): %w", dir.name, ifname, ifindex, err)

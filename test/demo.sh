@@ -46,7 +46,7 @@ ip -n $HOST link set uplink0 up
 ip -n $CLIENT link set eth0 up
 echo "host $HOST ($HOST_IP on uplink0), client $CLIENT ($CLIENT_IP)"
 mkdir -p $RUN
-"$BIN" daemon --socket "$EBPFNET_SOCKET" "${FLAGS[@]}" >$RUN/daemon.log 2>&1 &
+"$BIN" daemon --socket "$EBPFNET_SOCKET" --docker-plugin "" "${FLAGS[@]}" >$RUN/daemon.log 2>&1 &
 DAEMON=$!
 for _ in $(seq 100); do "$BIN" network ls >/dev/null 2>&1 && break; sleep 0.1; done
 show "$BIN" network ls

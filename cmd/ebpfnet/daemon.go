@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/engine"
+	"github.com/ebpfnet/ebpfnet/control/frontend/docker"
 	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
 	"github.com/ebpfnet/ebpfnet/loader"
 )
@@ -38,13 +41,14 @@ const memoryLimit = 40 << 20
 
 func newDaemonCommand(c *cli) *cobra.Command {
 	var (
-		place      placement
-		cfg        = &place.cfg
-		attach     string
-		socketMode string
-		logLevel   string
-		natPorts   string
-		ctTimeouts []string
+		place        placement
+		cfg          = &place.cfg
+		attach       string
+		socketMode   string
+		logLevel     string
+		natPorts     string
+		ctTimeouts   []string
+		dockerPlugin string
 	)
 	cmd := &cobra.Command{
 		Use:   "daemon",
@@ -110,8 +114,20 @@ a published port (EPERM).`,
 				return err
 			}
 			defer eng.Close()
-			cfg.Log.Info("ebpfnet daemon ready", "socket", c.socket, "version", version)
-			return api.NewServer(eng.API()).Serve(cmd.Context(), c.socket, os.FileMode(perm))
+			ctx, stop := context.WithCancel(cmd.Context())
+			defer stop()
+			served := make(chan error, 2)
+			go func() { served <- api.NewServer(eng.API()).Serve(ctx, c.socket, os.FileMode(perm)) }()
+			if dockerPlugin != "" {
+				go func() { served <- docker.Serve(ctx, dockerPlugin, eng.API(), cfg.Log) }()
+			}
+			cfg.Log.Info("ebpfnet daemon ready", "socket", c.socket, "docker-plugin", dockerPlugin, "version", version)
+			err = <-served // the first to end ends both
+			stop()
+			if dockerPlugin != "" {
+				err = errors.Join(err, <-served)
+			}
+			return err
 		},
 	}
 	place.flags(cmd)
@@ -124,6 +140,7 @@ a published port (EPERM).`,
 	f.StringVar(&natPorts, "nat-ports", "", "source port range of masqueraded flows that collide on their own port (default 61000-65535); must not overlap net.ipv4.ip_local_port_range")
 	f.StringArrayVar(&ctTimeouts, "ct-timeout", nil, "conntrack lifetime of a state, STATE=SECONDS (repeatable); states: "+strings.Join(states, ", "))
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&dockerPlugin, "docker-plugin", docker.DefaultSocket, "socket of Docker's network and IPAM plugin, named after its file (ebpfnet.sock: -d ebpfnet); \"\" serves none")
 	return cmd
 }
 

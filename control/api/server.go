@@ -40,6 +40,24 @@ type Engine interface {
 	Reconcile() error
 }
 
+// RuntimeEngine is the engine as a frontend of a container runtime that
+// owns its namespaces asks for it, in process (Docker's plugin): pools and
+// addresses on their own, and endpoints created, joined, left and deleted
+// step by step. Every step may be replayed.
+type RuntimeEngine interface {
+	Engine
+	RequestPool(subnet, ipRange string) (Pool, error)
+	// RequestedPool finds the requested pool of subnet no network uses yet.
+	RequestedPool(subnet string) (Pool, error)
+	ReleasePool(id string) error
+	RequestAddress(poolID, addr string, gateway bool) (cidr string, err error)
+	ReleaseAddress(poolID, addr string) error
+	CreateEndpoint(EndpointCreate) (Endpoint, error)
+	JoinEndpoint(id, netns string) (Endpoint, error)
+	LeaveEndpoint(id string) error
+	DeleteEndpoint(id string) error
+}
+
 // Server answers API requests with an engine.
 type Server struct {
 	engine Engine
@@ -75,21 +93,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 
 // Serve listens on the unix socket at path with the given mode until ctx ends.
 func (s *Server) Serve(ctx context.Context, path string, mode os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("create socket directory: %w", err)
-	}
-	if c, err := net.Dial("unix", path); err == nil {
-		c.Close()
-		return fmt.Errorf("socket %s is in use by another daemon", path)
-	}
-	os.Remove(path) // a stale socket of a daemon that died
-	l, err := net.Listen("unix", path)
+	l, err := ListenUnix(path, mode)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		l.Close()
-		return fmt.Errorf("set mode of %s: %w", path, err)
+		return err
 	}
 	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -104,6 +110,28 @@ func (s *Server) Serve(ctx context.Context, path string, mode os.FileMode) error
 		return nil
 	}
 	return err
+}
+
+// ListenUnix listens on the unix socket at path with the given mode,
+// taking the place of a stale socket but not of a live one.
+func ListenUnix(path string, mode os.FileMode) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create socket directory: %w", err)
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("socket %s is in use by another daemon", path)
+	}
+	os.Remove(path) // a stale socket of a daemon that died
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("set mode of %s: %w", path, err)
+	}
+	return l, nil
 }
 
 func reply(w http.ResponseWriter, code int, v any) {

@@ -17,6 +17,12 @@ type NetworkCreate struct {
 	Options  map[string]string `json:"Options,omitempty"`
 	Labels   map[string]string `json:"Labels,omitempty"`
 	DNS      []string          `json:"DNS,omitempty"`
+	// Set by a runtime frontend creating a network for its runtime: the
+	// runtime's ID for it, a pool it requested (RuntimeEngine.RequestPool)
+	// and the frontend's name.
+	ID       string `json:"Id,omitempty"`
+	PoolID   string `json:"PoolID,omitempty"`
+	Frontend string `json:"Frontend,omitempty"`
 }
 
 // SandboxCreate asks for a sandbox.
@@ -190,4 +196,31 @@ type OtherProgram struct {
 // Error is the body of every failed request.
 type Error struct {
 	Message string `json:"message"`
+}
+
+// Pool is an address pool requested on its own, as Docker's IPAM protocol
+// requests them.
+type Pool struct {
+	ID     string `json:"PoolID"`
+	Subnet string `json:"Pool"`
+}
+
+// EndpointCreate asks for an endpoint of a container runtime that owns its
+// namespace (RuntimeEngine).
+type EndpointCreate struct {
+	Frontend string `json:"Frontend"` // "docker"
+	ID       string `json:"EndpointID"`
+	Network  string `json:"NetworkID"`
+	Address  string `json:"Address,omitempty"` // CIDR or bare; requested already on a requested pool
+}
+
+// Endpoint is a runtime endpoint: its address (CIDR) and MAC, and once
+// joined, the interface for the runtime to move into its namespace and
+// the gateway ("" on an internal network).
+type Endpoint struct {
+	ID         string `json:"EndpointID"`
+	Address    string `json:"Address"`
+	MacAddress string `json:"MacAddress"`
+	Interface  string `json:"Interface,omitempty"`
+	Gateway    string `json:"Gateway,omitempty"`
 }

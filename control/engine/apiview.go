@@ -14,17 +14,14 @@ import (
 
 // networkSpec checks a create request's strings.
 func networkSpec(req api.NetworkCreate) (NetworkSpec, error) {
-	spec := NetworkSpec{Name: req.Name, Driver: req.Driver, Internal: req.Internal, Options: req.Options, Labels: req.Labels}
+	spec := NetworkSpec{Name: req.Name, Driver: req.Driver, Internal: req.Internal, Options: req.Options, Labels: req.Labels,
+		ID: req.ID, PoolID: req.PoolID, Frontend: req.Frontend}
 	var err error
-	if req.Subnet != "" {
-		if spec.Subnet, err = netip.ParsePrefix(req.Subnet); err != nil {
-			return spec, errdefs.Invalidf("invalid subnet %q: want an IPv4 CIDR such as 172.19.0.0/16", req.Subnet)
-		}
+	if spec.Subnet, err = parsePrefix("subnet", req.Subnet); err != nil {
+		return spec, err
 	}
-	if req.IPRange != "" {
-		if spec.IPRange, err = netip.ParsePrefix(req.IPRange); err != nil {
-			return spec, errdefs.Invalidf("invalid ip-range %q: want an IPv4 CIDR such as 172.19.5.0/24", req.IPRange)
-		}
+	if spec.IPRange, err = parsePrefix("ip-range", req.IPRange); err != nil {
+		return spec, err
 	}
 	if req.Gateway != "" {
 		if spec.Gateway, err = netip.ParseAddr(req.Gateway); err != nil {
@@ -148,7 +145,7 @@ func sandboxView(sb store.Sandbox, pubs []store.Publication, nets map[string]sto
 // API is the engine as the API server asks for it: requests in the API's
 // wire types, answers in its read models, so that the server needs
 // neither the store nor the maps.
-func (e *Engine) API() api.Engine { return apiEngine{e} }
+func (e *Engine) API() api.RuntimeEngine { return apiEngine{e} }
 
 // apiEngine turns API requests into the engine's specs and store records
 // into the API's read models; what it does not define, Engine answers.
@@ -266,7 +263,11 @@ func (a apiEngine) Unpublish(sandbox string, filters []ports.Mapping) (map[strin
 
 // sandboxView is a sandbox's read model, with where its namespace and files are.
 func (a apiEngine) sandboxView(sb store.Sandbox, pubs []store.Publication, nets map[string]store.Network) api.Sandbox {
-	return sandboxView(sb, pubs, nets, sb.NetNS, a.cfg.Runtime.FilesDir(sb))
+	etc := ""
+	if !sb.External() {
+		etc = a.cfg.Runtime.FilesDir(sb)
+	}
+	return sandboxView(sb, pubs, nets, sb.NetNS, etc)
 }
 
 // viewIn is a sandbox's view, reading in tx what it shows besides the

@@ -55,21 +55,27 @@ func (e *Engine) teardownNetwork(n store.Network) error {
 
 // attachEndpoint creates an endpoint's interfaces with its network's
 // driver, names its host side in ep, attaches the endpoint programs there
-// and registers it in the maps, and configures the sandbox side. On
-// failure it removes what it made.
-func (e *Engine) attachEndpoint(n store.Network, sandboxNS string, ep *store.Endpoint) (err error) {
+// and registers it in the maps, and configures the sandbox side. An
+// external sandbox's runtime moves and configures the sandbox side itself:
+// it is left in the dataplane's namespace, named ep.Interface. On failure
+// it removes what it made.
+func (e *Engine) attachEndpoint(n store.Network, sb store.Sandbox, ep *store.Endpoint) (err error) {
 	defer func() {
 		if err != nil {
-			e.detachEndpoint(n, sandboxNS, *ep)
+			e.detachEndpoint(n, sb.NetNS, *ep)
 		}
 	}()
 	d, ok := e.drivers(n.Driver)
 	if !ok {
 		return errdefs.Invalidf("driver %s has no endpoints", n.Driver)
 	}
-	fd, err := unix.Open(sandboxNS, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	peerNS := sb.NetNS
+	if sb.External() {
+		peerNS = e.cfg.NetNS
+	}
+	fd, err := unix.Open(peerNS, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("open sandbox namespace %s: %w", sandboxNS, err)
+		return fmt.Errorf("open sandbox namespace %s: %w", peerNS, err)
 	}
 	defer unix.Close(fd)
 	err = e.inHost(func() error {
@@ -79,10 +85,10 @@ func (e *Engine) attachEndpoint(n store.Network, sandboxNS string, ep *store.End
 		}
 		return e.attachDatapath(n, *ep, ifindex)
 	})
-	if err != nil {
+	if err != nil || sb.External() {
 		return err
 	}
-	return namespace.Do(sandboxNS, func() error { return configureInside(n, *ep) })
+	return namespace.Do(sb.NetNS, func() error { return configureInside(n, *ep) })
 }
 
 // attachDatapath puts the endpoint programs on an endpoint's host side

@@ -224,7 +224,7 @@ func (e *Engine) storeNamespacePaths() error {
 			return err
 		}
 		for _, sb := range sbs {
-			if sb.NetNS == "" {
+			if sb.NetNS == "" && !sb.External() {
 				sb.NetNS = namespaceOf(e.cfg.Runtime, sb)
 				if err := tx.PutSandbox(sb); err != nil {
 					return err

@@ -44,6 +44,9 @@ func (e *Engine) syncNames(nets []store.Network, sbs []store.Sandbox) error {
 	listeners := map[string]string{}
 	var records []dns.Record
 	for _, sb := range sbs {
+		if sb.External() {
+			continue // its runtime names it and resolves for it
+		}
 		var asker dns.Asker
 		for _, ep := range sb.Endpoints {
 			n := byID[ep.NetworkID]
@@ -90,7 +93,7 @@ func upstreams(addrs []netip.Addr) []netip.AddrPort {
 // sandbox uses the host's own files; a container-mode one those of the
 // namespace's owner.
 func (e *Engine) writeSandboxFiles(sb store.Sandbox, byName map[string]store.Sandbox, askers map[string]dns.Asker, host resolvConf) error {
-	if sb.Mode == store.ModeHost {
+	if sb.Mode == store.ModeHost || sb.External() {
 		return nil
 	}
 	owner := sb

@@ -37,7 +37,7 @@ func (e *Engine) ensurePredefined() error {
 			n := store.Network{ID: newID(), Name: p.name, Driver: p.driver, Created: time.Now().UTC(), Predefined: true, ICC: true, Masquerade: true}
 			if p.driver == store.DriverBridge {
 				n.Bridge = DefaultBridge
-				if err := e.choosePool(tx, &n, netip.Prefix{}, netip.Prefix{}, netip.Addr{}); err != nil {
+				if err := e.choosePool(tx, &n, NetworkSpec{}); err != nil {
 					return fmt.Errorf("create default network: %w", err)
 				}
 			}
@@ -72,46 +72,97 @@ func (e *Engine) hostRoutes() ([]netip.Prefix, error) {
 	return out, err
 }
 
-// choosePool stores a new pool for n, made from the request, and refers n
-// to it; without a subnet it takes the first default pool free of routes
-// and other networks.
-func (e *Engine) choosePool(tx *store.Tx, n *store.Network, subnet, ipRange netip.Prefix, gateway netip.Addr) error {
-	others, err := tx.Networks()
+// choosePool refers n to its pool: the requested pool spec.PoolID, or a
+// new one made from the spec; without a subnet that takes the first default
+// pool free of routes and other pools.
+func (e *Engine) choosePool(tx *store.Tx, n *store.Network, spec NetworkSpec) error {
+	if spec.PoolID != "" {
+		return adoptPool(tx, n, spec)
+	}
+	subnet := spec.Subnet
+	taken, err := poolUsers(tx)
 	if err != nil {
 		return err
 	}
 	if !subnet.IsValid() {
-		if gateway.IsValid() {
-			return errdefs.Invalidf("gateway %s needs a subnet to lie in", gateway)
+		if spec.Gateway.IsValid() {
+			return errdefs.Invalidf("gateway %s needs a subnet to lie in", spec.Gateway)
 		}
-		if ipRange.IsValid() {
-			return errdefs.Invalidf("ip range %s needs a subnet to lie in", ipRange)
+		if spec.IPRange.IsValid() {
+			return errdefs.Invalidf("ip range %s needs a subnet to lie in", spec.IPRange)
 		}
 		used, err := e.hostRoutes()
 		if err != nil {
 			return err
 		}
-		for _, o := range others {
-			if o.HasAddresses() {
-				used = append(used, o.Pool.Subnet)
-			}
+		for p := range taken {
+			used = append(used, p)
 		}
 		if subnet, err = ipam.FreeSubnet(used); err != nil {
 			return err
 		}
 	} else {
-		for _, o := range others {
-			if o.HasAddresses() && o.Pool.Subnet.Overlaps(subnet) {
-				return errdefs.Conflictf("subnet %s overlaps subnet %s of network %s", subnet, o.Pool.Subnet, o.Name)
+		for p, user := range taken {
+			if p.Overlaps(subnet) {
+				return errdefs.Conflictf("subnet %s overlaps subnet %s of %s", subnet, p, user)
 			}
 		}
 	}
-	if n.Pool, err = ipam.NewPool(subnet, ipRange, gateway); err != nil {
+	if n.Pool, err = ipam.NewPool(subnet, spec.IPRange, spec.Gateway); err != nil {
 		return err
 	}
 	n.Pool.ID = newID()
 	n.PoolID = n.Pool.ID
 	return tx.PutPool(n.Pool)
+}
+
+// adoptPool refers n to a pool requested on its own (RequestPool), which
+// no other network may use and whose subnet and gateway the spec repeats.
+func adoptPool(tx *store.Tx, n *store.Network, spec NetworkSpec) error {
+	p, err := tx.Pool(spec.PoolID)
+	if err != nil {
+		return errdefs.NotFound(err)
+	}
+	users, err := poolUsers(tx)
+	if err != nil {
+		return err
+	}
+	if user := users[p.Subnet]; user != requestedPoolUser {
+		return errdefs.Conflictf("pool %s (%s) is already used by %s", p.ID, p.Subnet, user)
+	}
+	if spec.Subnet.IsValid() && spec.Subnet != p.Subnet {
+		return errdefs.Invalidf("subnet %s is not pool %s's subnet %s", spec.Subnet, p.ID, p.Subnet)
+	}
+	if spec.Gateway.IsValid() && spec.Gateway != p.Gateway {
+		return errdefs.Invalidf("gateway %s is not pool %s's gateway %s", spec.Gateway, p.ID, p.Gateway)
+	}
+	n.Pool, n.PoolID, n.RequestedPool = p, p.ID, true
+	return nil
+}
+
+const requestedPoolUser = "a pool requested through IPAM"
+
+// poolUsers names, by subnet, who holds every pool: a network, or nobody
+// yet for a pool requested on its own.
+func poolUsers(tx *store.Tx) (map[netip.Prefix]string, error) {
+	pools, err := tx.Pools()
+	if err != nil {
+		return nil, err
+	}
+	nets, err := tx.Networks()
+	if err != nil {
+		return nil, err
+	}
+	users := map[netip.Prefix]string{}
+	for _, p := range pools {
+		users[p.Subnet] = requestedPoolUser
+		for _, n := range nets {
+			if n.PoolID == p.ID {
+				users[p.Subnet] = "network " + n.Name
+			}
+		}
+	}
+	return users, nil
 }
 
 // CreateNetwork creates a bridge or macvlan network.
@@ -121,8 +172,11 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 	if err := checkName("network", spec.Name); err != nil {
 		return store.Network{}, err
 	}
-	n := store.Network{ID: newID(), Name: spec.Name, Driver: spec.Driver, Created: time.Now().UTC(),
-		ICC: true, Masquerade: true, Internal: spec.Internal, Labels: spec.Labels, DNS: spec.DNS}
+	n := store.Network{ID: spec.ID, Name: spec.Name, Driver: spec.Driver, Created: time.Now().UTC(),
+		ICC: true, Masquerade: true, Internal: spec.Internal, Labels: spec.Labels, DNS: spec.DNS, Frontend: spec.Frontend}
+	if n.ID == "" {
+		n.ID = newID()
+	}
 	if n.Driver == "" {
 		n.Driver = store.DriverBridge
 	}
@@ -142,7 +196,10 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 		if _, err := tx.Network(spec.Name); err == nil {
 			return errdefs.Conflictf("network %s already exists", spec.Name)
 		}
-		if err := e.choosePool(tx, &n, spec.Subnet, spec.IPRange, spec.Gateway); err != nil {
+		if _, err := tx.Network(n.ID); err == nil {
+			return errdefs.Conflictf("a network with ID %s already exists", n.ID)
+		}
+		if err := e.choosePool(tx, &n, spec); err != nil {
 			return err
 		}
 		if err := e.checkDevices(tx, &n); err != nil {
@@ -215,7 +272,7 @@ func (e *Engine) RemoveNetwork(ref string) error {
 			return errdefs.Conflictf("network %s has active endpoints (%s): disconnect or remove them first", n.Name, strings.Join(users, ", "))
 		}
 		removed = n
-		if n.PoolID != "" {
+		if n.PoolID != "" && !n.RequestedPool { // a requested pool waits for its release
 			if err := tx.DeletePool(n.PoolID); err != nil {
 				return err
 			}

@@ -30,6 +30,13 @@ type NetworkSpec struct {
 	Options  map[string]string
 	Labels   map[string]string
 	DNS      []netip.Addr // upstream servers of its sandboxes' resolvers
+	// ID is the network's ID when its frontend chose one (Docker's).
+	ID string
+	// PoolID names a pool requested on its own (RequestPool) to take the
+	// network's addresses from, in place of a new one.
+	PoolID string
+	// Frontend names the frontend creating the network for its runtime.
+	Frontend string
 }
 
 // applyOptions records the spec's driver options on n: the driver reads

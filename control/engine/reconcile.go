@@ -50,6 +50,9 @@ func (e *Engine) Reconcile() error {
 }
 
 func (e *Engine) reconcileSandbox(sb store.Sandbox, sbs []store.Sandbox, nets map[string]store.Network) error {
+	if sb.External() {
+		return e.reconcileExternal(sb)
+	}
 	path := sb.NetNS
 	if !namespace.IsNamespace(path) {
 		e.log.Info("recreating lost sandbox namespace", "sandbox", sb.Name)
@@ -73,7 +76,7 @@ func (e *Engine) reconcileSandbox(sb store.Sandbox, sbs []store.Sandbox, nets ma
 		}
 		e.log.Info("repairing endpoint", "sandbox", sb.Name, "network", n.Name, "interface", ep.Interface)
 		e.detachEndpoint(n, path, ep)
-		errs = append(errs, e.attachEndpoint(n, path, &ep))
+		errs = append(errs, e.attachEndpoint(n, sb, &ep))
 	}
 	return errors.Join(errs...)
 }
@@ -108,24 +111,46 @@ func (e *Engine) endpointIntact(n store.Network, sandboxNS string, ep store.Endp
 	return inside && e.inHost(func() error { return d.Check(n, ep) }) == nil
 }
 
+// reconcileExternal points the host sides of an external sandbox's joined
+// endpoint at this binary's programs. Its runtime moved and configured the
+// sandbox side, so a lost one is the runtime's to attach again.
+func (e *Engine) reconcileExternal(sb store.Sandbox) error {
+	if sb.NetNS == "" {
+		return nil // created, not joined yet
+	}
+	var errs []error
+	for _, ep := range sb.Endpoints {
+		if err := e.refreshPrograms(ep); err != nil {
+			errs = append(errs, fmt.Errorf("endpoint %s of %s: %w (its runtime must attach it again)", ep.HostSide, sb.Frontend, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // refreshEndpoint re-applies an intact endpoint's configuration: the
 // programs (this binary's) on its host side, the address and the default
 // route.
 func (e *Engine) refreshEndpoint(n store.Network, sandboxNS string, ep store.Endpoint) error {
-	if ep.HostSide != "" {
-		err := e.inHost(func() error {
-			host, err := netlink.LinkByName(ep.HostSide)
-			if err != nil {
-				return err
-			}
-			_, err = e.dp.AttachEndpoint(ep.HostSide, host.Attrs().Index)
-			return err
-		})
+	if err := e.refreshPrograms(ep); err != nil {
+		return err
+	}
+	return namespace.Do(sandboxNS, func() error { return configureInside(n, ep) })
+}
+
+// refreshPrograms attaches this binary's endpoint programs to an
+// endpoint's host side, if it has one.
+func (e *Engine) refreshPrograms(ep store.Endpoint) error {
+	if ep.HostSide == "" {
+		return nil
+	}
+	return e.inHost(func() error {
+		host, err := netlink.LinkByName(ep.HostSide)
 		if err != nil {
 			return err
 		}
-	}
-	return namespace.Do(sandboxNS, func() error { return configureInside(n, ep) })
+		_, err = e.dp.AttachEndpoint(ep.HostSide, host.Attrs().Index)
+		return err
+	})
 }
 
 // syncMaps rewrites the maps from the store; interfaces are keyed by the

@@ -39,7 +39,7 @@ func Reset(cfg Config) error {
 	// Sharing sandboxes first, then the namespaces they share.
 	for _, mode := range []string{store.ModeContainer, store.ModeHost, store.ModeNetworks} {
 		for _, sb := range sbs {
-			if sb.Mode == mode {
+			if sb.Mode == mode && !sb.External() { // an external namespace is its runtime's
 				sb.NetNS = namespaceOf(cfg.Runtime, sb)
 				errs = append(errs, cfg.Runtime.RemoveNamespace(sb))
 			}

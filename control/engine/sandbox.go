@@ -152,7 +152,7 @@ func (e *Engine) addEndpoint(tx *store.Tx, undo *rollback, sb *store.Sandbox, n 
 	spec.IP = a
 	ep := store.Endpoint{ID: newID(), NetworkID: n.ID, Interface: nextInterface(sb.Endpoints),
 		Addr: spec.IP, MAC: driver.MACFor(spec.IP).String(), Aliases: spec.Aliases}
-	if err := e.attachEndpoint(n, sb.NetNS, &ep); err != nil {
+	if err := e.attachEndpoint(n, *sb, &ep); err != nil {
 		return err
 	}
 	undo.add(func() error { return e.detachEndpoint(n, sb.NetNS, ep) })
@@ -183,6 +183,9 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 	err := e.commit(func(tx *store.Tx) error {
 		var err error
 		if sb, err = tx.Sandbox(ref); err != nil {
+			return err
+		}
+		if err := ownSandbox(sb); err != nil {
 			return err
 		}
 		if pubs, err = tx.Publications(sb.Name); err != nil {
@@ -252,6 +255,9 @@ func (e *Engine) Connect(networkRef, sandboxRef string, spec EndpointSpec) error
 		if err != nil {
 			return err
 		}
+		if err := ownSandbox(sb); err != nil {
+			return err
+		}
 		if sb.Mode != store.ModeNetworks || !n.HasAddresses() {
 			mode := store.NetworkMode(sb, func(id string) string { m, _ := tx.Network(id); return m.Name })
 			return errdefs.Invalidf("cannot connect sandbox %s (%s) to network %s (%s): only sandboxes with their own namespace join bridge or macvlan networks",
@@ -282,6 +288,9 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 			return err
 		}
 		if sb, err = tx.Sandbox(sandboxRef); err != nil {
+			return err
+		}
+		if err := ownSandbox(sb); err != nil {
 			return err
 		}
 		i := slices.IndexFunc(sb.Endpoints, func(ep store.Endpoint) bool { return ep.NetworkID == n.ID })
@@ -315,6 +324,15 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 	}
 	return errors.Join(e.detachEndpoint(nets[removed.NetworkID], sb.NetNS, removed),
 		ensureDefaultRoute(sb.NetNS, sb.Endpoints, nets))
+}
+
+// ownSandbox refuses to change the endpoints of an external sandbox, which
+// only its runtime may do.
+func ownSandbox(sb store.Sandbox) error {
+	if sb.External() {
+		return errdefs.Conflictf("sandbox %s is an endpoint of a %s container: change it with %s", sb.Name, sb.Frontend, sb.Frontend)
+	}
+	return nil
 }
 
 // checkLinks resolves --link targets, which must exist.

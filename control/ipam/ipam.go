@@ -118,6 +118,24 @@ func (p *Pool) Allocate() (netip.Addr, error) {
 	}
 }
 
+// SetGateway moves the gateway of a pool to a, an address of its subnet
+// that nothing holds.
+func (p *Pool) SetGateway(a netip.Addr) error {
+	if a == p.Gateway {
+		return nil
+	}
+	switch {
+	case !p.Subnet.Contains(a):
+		return errdefs.Invalidf("gateway %s is outside subnet %s", a, p.Subnet)
+	case a == p.Subnet.Addr() || a == broadcast(p.Subnet):
+		return errdefs.Invalidf("gateway %s is the network or broadcast address of %s", a, p.Subnet)
+	case p.InUse(a):
+		return errdefs.Conflictf("gateway %s of %s is already allocated", a, p.Subnet)
+	}
+	p.Gateway = a
+	return nil
+}
+
 // AllocateStatic takes a chosen address, which may lie anywhere in the
 // subnet (as with Docker, also outside the ip range).
 func (p *Pool) AllocateStatic(a netip.Addr) error {

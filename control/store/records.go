@@ -42,6 +42,16 @@ type Network struct {
 	Labels     map[string]string `json:"labels,omitempty"`
 	DNS        []netip.Addr      `json:"dns,omitempty"` // upstream servers of its sandboxes' resolvers
 
+	// Frontend names the frontend that created the network for a container
+	// runtime of its own ("docker"), "" for ebpfnet's own networks.
+	Frontend string `json:"frontend,omitempty"`
+	// RequestedPool is set when the pool was requested on its own, through
+	// an IPAM protocol (Docker's IpamDriver): addresses are then requested
+	// and released on their own too, and the pool outlives the network
+	// until it is released. Otherwise endpoints take and return addresses,
+	// and the pool goes with the network.
+	RequestedPool bool `json:"requestedPool,omitempty"`
+
 	// GatewayMode is Docker's gateway_mode_ipv4 (bridge driver). Empty
 	// means nat: the default, and what networks stored before it had.
 	GatewayMode string `json:"gatewayModeIPv4,omitempty"`
@@ -90,12 +100,21 @@ type Sandbox struct {
 	// NetNS is the path of the sandbox's network namespace, chosen by the
 	// frontend that owns it; the engine only enters it.
 	NetNS string `json:"netns,omitempty"`
+	// Frontend names the container runtime's frontend ("docker") of a
+	// sandbox that is one attachment of that runtime's namespace: the
+	// runtime owns the namespace and configures the interface the engine
+	// hands over. "" is a sandbox of ebpfnet's own (engine.Runtime).
+	Frontend string `json:"frontend,omitempty"`
 	// Shares names the sandbox whose namespace a container-mode sandbox uses.
 	Shares    string       `json:"shares,omitempty"`
 	Endpoints []Endpoint   `json:"endpoints,omitempty"`
 	DNS       []netip.Addr `json:"dns,omitempty"`   // upstream servers, before its networks'
 	Links     []Link       `json:"links,omitempty"` // legacy --link entries in its hosts file
 }
+
+// External reports whether a container runtime owns the sandbox's
+// namespace and configures its interface (Frontend).
+func (sb *Sandbox) External() bool { return sb.Frontend != "" }
 
 // Link is a legacy --link: another sandbox's address in this one's hosts
 // file, under the other's name and an alias.

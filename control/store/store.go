@@ -199,6 +199,9 @@ func (t *Tx) Pool(id string) (ipam.Pool, error) {
 	return p, nil
 }
 
+// Pools returns every pool, ordered by ID.
+func (t *Tx) Pools() ([]ipam.Pool, error) { return list[ipam.Pool](t.tx.Bucket(bucketPools)) }
+
 // PutPool writes a pool under its ID.
 func (t *Tx) PutPool(p ipam.Pool) error { return put(t.tx.Bucket(bucketPools), p.ID, p) }
 

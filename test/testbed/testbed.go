@@ -141,8 +141,13 @@ func (h *Host) Name(s string) string { return h.Prefix + "-" + s }
 func (h *Host) DaemonFlags(extra ...string) { h.extra = extra }
 
 func (h *Host) daemonArgs() []string {
-	return append(append([]string{"daemon", "--socket", h.Socket(), "--resolv-conf", h.ResolvConf()}, h.flags...), h.extra...)
+	return append(append([]string{"daemon", "--socket", h.Socket(), "--resolv-conf", h.ResolvConf(),
+		"--docker-plugin", h.DockerPlugin()}, h.flags...), h.extra...)
 }
+
+// DockerPlugin is the socket of the daemon's Docker plugin, which Docker
+// knows as driver and IPAM driver Prefix.
+func (h *Host) DockerPlugin() string { return "/run/docker/plugins/" + h.Prefix + ".sock" }
 
 // StartFails starts the daemon expecting it to refuse to start, and
 // returns what it printed. The test fails if it serves instead.
@@ -231,6 +236,7 @@ func (h *Host) destroy() {
 		exec.Command("ip", "netns", "del", filepath.Base(p)).Run()
 	}
 	os.RemoveAll(h.BPFFS())
+	os.Remove(h.DockerPlugin()) // left by a daemon killed on purpose
 }
 
 // CLI runs ebpfnet against this host's daemon and returns its combined output.

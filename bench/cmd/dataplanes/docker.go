@@ -1,16 +1,14 @@
 package main
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
 
 // Docker's side of the testbed, on uplink1. With Docker installed (`make
@@ -44,7 +42,7 @@ var dockerPublished = []published{
 func (b *bed) startDocker(mode string) {
 	if mode == "auto" {
 		mode = "rules"
-		if dockerInstalled() {
+		if testbed.DockerInstalled() {
 			mode = "dockerd"
 		}
 	}
@@ -65,172 +63,28 @@ func (b *bed) startDocker(mode string) {
 		b.sh("ip", "netns", "exec", b.host, "iptables-save", "-t", "filter")
 }
 
-func dockerInstalled() bool {
-	for _, name := range []string{"dockerd", "containerd", "docker", "docker-proxy"} {
-		if _, err := exec.LookPath(name); err != nil {
-			return false
-		}
-	}
-	return true
-}
-
-// runDockerd starts containerd and dockerd with state of their own (dockerd
-// inside the host namespace, so its bridge, rules and proxies live there),
-// imports an image holding the servers and runs it with -p.
+// runDockerd starts a real dockerd (testbed.StartDocker) inside the host
+// namespace, imports an image holding the servers and runs it with -p.
 func (b *bed) runDockerd() {
-	dir := b.r.TempDir()
-	// The few paths the daemons create whatever their flags say.
-	b.removeIfCreated("/etc/docker/key.json", "/run/docker", "/run/containerd")
-	sock := filepath.Join(dir, "containerd.sock")
-	config := filepath.Join(dir, "containerd.toml")
-	if err := os.WriteFile(config, fmt.Appendf(nil, `version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-[plugins."io.containerd.internal.v1.opt"]
-  path = %q
-`, dir+"/containerd", dir+"/containerd-state", sock, sock+".ttrpc", dir+"/opt"), 0o644); err != nil {
-		b.r.Fatalf("write containerd config: %v", err)
-	}
-	log, exited := b.daemon(dir, "containerd", "containerd", "--config", config)
-	b.waitFor("containerd", log, exited, func() bool { _, err := os.Stat(sock); return err == nil })
-
-	// Unmounted once dockerd is gone, before the run removes dir.
-	b.r.Cleanup(func() { unmountUnder(dir) })
-	dockerSock := "unix://" + filepath.Join(dir, "docker.sock")
-	// nsenter, not ip netns exec: that remounts /sys and hides the cgroup
-	// hierarchies dockerd needs.
-	log, exited = b.daemon(dir, "dockerd", "nsenter", "--net="+b.h.NetNS, "dockerd", "--containerd", sock,
-		"--data-root", dir+"/data", "--exec-root", dir+"/exec", "--pidfile", dir+"/dockerd.pid", "-H", dockerSock,
-		"--bip", dockerBIP, "--storage-driver", "vfs", "--userland-proxy", "--iptables", "--log-level", "warn")
-	cli := func(args ...string) string {
-		return strings.TrimSpace(b.sh("docker", append([]string{"-H", dockerSock}, args...)...))
-	}
-	b.waitFor("dockerd", log, exited, func() bool {
-		return exec.Command("docker", "-H", dockerSock, "version").Run() == nil
-	})
-
+	d := testbed.StartDocker(b.r, b.h.NetNS, "--bip", dockerBIP, "--userland-proxy", "--iptables")
 	// The image: this program (its echo server) and iperf3, each with the
 	// shared libraries it links.
-	rootfs := filepath.Join(dir, "rootfs")
-	b.copyWithLibs(rootfs, b.self, "/serve")
-	b.copyWithLibs(rootfs, must(exec.LookPath("iperf3")), "/usr/bin/iperf3")
+	rootfs := filepath.Join(b.r.TempDir(), "rootfs")
+	testbed.CopyWithLibs(b.r, rootfs, b.self, "/serve")
+	testbed.CopyWithLibs(b.r, rootfs, must(exec.LookPath("iperf3")), "/usr/bin/iperf3")
 	if err := os.MkdirAll(rootfs+"/tmp", 0o1777); err != nil { // iperf3's buffers
 		b.r.Fatalf("create %s/tmp: %v", rootfs, err)
 	}
-	b.sh("tar", "-C", rootfs, "-cf", rootfs+".tar", ".")
-	cli("import", rootfs+".tar", "bench-serve")
+	d.ImportImage(rootfs, "bench-serve")
 
 	run := []string{"run", "-d", "--name", "web"}
 	for _, p := range dockerPublished {
 		run = append(run, "-p", p.flag())
 	}
-	cli(append(run, "bench-serve", "/serve", "serve", fmt.Sprint(echoPort))...)
-	cli("exec", "-d", "web", "/usr/bin/iperf3", "-s", "-p", fmt.Sprint(iperfPort))
-	b.docker.serverIP = cli("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web")
-	b.docker.how = "dockerd " + cli("version", "-f", "{{.Server.Version}}") + " with docker run -p and its docker-proxy"
-}
-
-// daemon starts a long-running program, its output in dir/NAME.log, and
-// stops it with SIGTERM (SIGKILL after 20 s) when the run ends. It returns
-// the log's path and a channel closed when the program exits.
-func (b *bed) daemon(dir, name string, argv ...string) (log string, exited <-chan struct{}) {
-	log = filepath.Join(dir, name+".log")
-	out, err := os.Create(log)
-	if err != nil {
-		b.r.Fatalf("create %s: %v", log, err)
-	}
-	defer out.Close()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		b.r.Fatalf("start %s: %v", name, err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	b.r.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	return log, done
-}
-
-// waitFor polls ready for up to 30 s, failing with the daemon's log when it
-// exits first or never gets ready.
-func (b *bed) waitFor(name, log string, exited <-chan struct{}, ready func() bool) {
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if ready() {
-			return
-		}
-		select {
-		case <-exited:
-			deadline = time.Time{}
-		default:
-		}
-	}
-	out, _ := os.ReadFile(log)
-	b.r.Fatalf("%s did not start:\n%s", name, out)
-}
-
-// copyWithLibs copies the program at src to rootfs/dst, and the shared
-// libraries it links (as ldd lists them) to the same paths under rootfs.
-func (b *bed) copyWithLibs(rootfs, src, dst string) {
-	files := map[string]string{src: dst}
-	for _, field := range strings.Fields(b.sh("ldd", src)) {
-		if strings.HasPrefix(field, "/") {
-			files[field] = field
-		}
-	}
-	for from, to := range files {
-		data, err := os.ReadFile(from)
-		if err == nil {
-			err = os.MkdirAll(filepath.Dir(rootfs+to), 0o755)
-		}
-		if err == nil {
-			err = os.WriteFile(rootfs+to, data, 0o755)
-		}
-		if err != nil {
-			b.r.Fatalf("copy %s into the image: %v", from, err)
-		}
-	}
-}
-
-// removeIfCreated removes, when the run ends, those of paths that do not
-// exist now.
-func (b *bed) removeIfCreated(paths ...string) {
-	for _, p := range paths {
-		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
-			b.r.Cleanup(func() { os.RemoveAll(p) })
-		}
-	}
-}
-
-// unmountUnder detaches every mount below dir, deepest first.
-func unmountUnder(dir string) {
-	f, err := os.Open("/proc/self/mounts")
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	var points []string
-	for sc := bufio.NewScanner(f); sc.Scan(); {
-		if fields := strings.Fields(sc.Text()); len(fields) > 1 && strings.HasPrefix(fields[1], dir+"/") {
-			points = append(points, fields[1])
-		}
-	}
-	slices.Sort(points)
-	for _, p := range slices.Backward(points) {
-		syscall.Unmount(p, syscall.MNT_DETACH)
-	}
+	d.MustCLI(append(run, "bench-serve", "/serve", "serve", fmt.Sprint(echoPort))...)
+	d.MustCLI("exec", "-d", "web", "/usr/bin/iperf3", "-s", "-p", fmt.Sprint(iperfPort))
+	b.docker.serverIP = d.MustCLI("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web")
+	b.docker.how = "dockerd " + d.MustCLI("version", "-f", "{{.Server.Version}}") + " with docker run -p and its docker-proxy"
 }
 
 // emulateDocker sets up by hand what dockerd would: the bridge, a server

@@ -1,0 +1,123 @@
+package engine
+
+import (
+	"net/netip"
+	"strings"
+
+	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/store"
+)
+
+// The runtime frontends' side of the API (api.RuntimeEngine): their
+// requests in the API's wire types, turned into the IPAM's and the
+// external endpoints' calls.
+
+func (a apiEngine) RequestPool(subnet, ipRange string) (api.Pool, error) {
+	s, err := parsePrefix("subnet", subnet)
+	if err != nil {
+		return api.Pool{}, err
+	}
+	r, err := parsePrefix("ip-range", ipRange)
+	if err != nil {
+		return api.Pool{}, err
+	}
+	p, err := a.Engine.RequestPool(s, r)
+	if err != nil {
+		return api.Pool{}, err
+	}
+	return api.Pool{ID: p.ID, Subnet: p.Subnet.String()}, nil
+}
+
+func (a apiEngine) RequestedPool(subnet string) (api.Pool, error) {
+	s, err := parsePrefix("subnet", subnet)
+	if err != nil {
+		return api.Pool{}, err
+	}
+	p, err := a.Engine.RequestedPool(s)
+	if err != nil {
+		return api.Pool{}, err
+	}
+	return api.Pool{ID: p.ID, Subnet: p.Subnet.String()}, nil
+}
+
+func (a apiEngine) RequestAddress(poolID, addr string, gateway bool) (string, error) {
+	ip, err := parseAddress(addr)
+	if err != nil {
+		return "", err
+	}
+	got, err := a.Engine.RequestAddress(poolID, ip, gateway)
+	if err != nil {
+		return "", err
+	}
+	return got.String(), nil
+}
+
+func (a apiEngine) ReleaseAddress(poolID, addr string) error {
+	ip, err := parseAddress(addr)
+	if err != nil {
+		return err
+	}
+	return a.Engine.ReleaseAddress(poolID, ip)
+}
+
+func (a apiEngine) CreateEndpoint(req api.EndpointCreate) (api.Endpoint, error) {
+	ip, err := parseAddress(req.Address)
+	if err != nil {
+		return api.Endpoint{}, err
+	}
+	ep, err := a.Engine.CreateEndpoint(ExternalEndpoint{Frontend: req.Frontend, ID: req.ID, Network: req.Network, Addr: ip})
+	if err != nil {
+		return api.Endpoint{}, err
+	}
+	return a.endpointView(ep, Joined{})
+}
+
+func (a apiEngine) JoinEndpoint(id, netns string) (api.Endpoint, error) {
+	j, err := a.Engine.JoinEndpoint(id, netns)
+	if err != nil {
+		return api.Endpoint{}, err
+	}
+	return a.endpointView(j.Endpoint, j)
+}
+
+// endpointView is an external endpoint as its runtime sees it, the
+// address with its network's prefix length.
+func (a apiEngine) endpointView(ep store.Endpoint, j Joined) (api.Endpoint, error) {
+	var n store.Network
+	err := a.store.View(func(tx *store.Tx) (err error) { n, err = networkByID(tx, ep.NetworkID); return err })
+	if err != nil {
+		return api.Endpoint{}, err
+	}
+	v := api.Endpoint{ID: ep.ID, Address: netip.PrefixFrom(ep.Addr, n.Pool.Subnet.Bits()).String(), MacAddress: ep.MAC,
+		Interface: j.Interface}
+	if j.Gateway.IsValid() {
+		v.Gateway = j.Gateway.String()
+	}
+	return v, nil
+}
+
+// parseAddress reads an address, bare or with a prefix length as runtimes
+// hand them over; "" is none.
+func parseAddress(s string) (netip.Addr, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Addr{}, errdefs.Invalidf("invalid address %q: want an IPv4 address", s)
+		}
+		s = p.Addr().String()
+	}
+	return parseIP(s)
+}
+
+// parsePrefix reads a CIDR; "" is none.
+func parsePrefix(what, s string) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return p, errdefs.Invalidf("invalid %s %q: want an IPv4 CIDR such as 172.19.0.0/16", what, s)
+	}
+	return p, nil
+}

@@ -1,0 +1,124 @@
+package engine
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/ipam"
+	"github.com/ebpfnet/ebpfnet/control/store"
+)
+
+// The IPAM on its own, as Docker's IpamDriver protocol drives it: pools are
+// requested before the network that uses them exists, and addresses before
+// the endpoints that use them. It is the same IPAM the engine's own
+// networks draw from, so the two never hand out one subnet or address twice.
+
+// RequestPool reserves a pool: subnet when it is valid (ipRange, optional,
+// within it), or else the first default pool free of routes and other
+// pools. Each request takes a new pool, so a frontend that refuses one and
+// asks again gets another.
+func (e *Engine) RequestPool(subnet, ipRange netip.Prefix) (ipam.Pool, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var n store.Network
+	err := e.store.Update(func(tx *store.Tx) error {
+		return e.choosePool(tx, &n, NetworkSpec{Subnet: subnet, IPRange: ipRange})
+	})
+	return n.Pool, err
+}
+
+// RequestedPool finds the requested pool of subnet that no network uses
+// yet: the one a runtime requested for the network it now creates.
+func (e *Engine) RequestedPool(subnet netip.Prefix) (ipam.Pool, error) {
+	var found ipam.Pool
+	err := e.store.View(func(tx *store.Tx) error {
+		users, err := poolUsers(tx)
+		if err != nil {
+			return err
+		}
+		pools, err := tx.Pools()
+		if err != nil {
+			return err
+		}
+		for _, p := range pools {
+			if p.Subnet == subnet && users[p.Subnet] == requestedPoolUser {
+				found = p
+				return nil
+			}
+		}
+		return errdefs.NotFoundf("no requested pool of subnet %s is free", subnet)
+	})
+	return found, err
+}
+
+// ReleasePool gives back a requested pool. One that a network still uses
+// goes with the network instead: a runtime may release the pool before it
+// deletes the network.
+func (e *Engine) ReleasePool(id string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.store.Update(func(tx *store.Tx) error {
+		if _, err := tx.Pool(id); err != nil {
+			return errdefs.NotFound(err)
+		}
+		nets, err := tx.Networks()
+		if err != nil {
+			return err
+		}
+		for _, n := range nets {
+			if n.PoolID == id {
+				n.RequestedPool = false
+				return tx.PutNetwork(n)
+			}
+		}
+		return tx.DeletePool(id)
+	})
+}
+
+// RequestAddress takes an address of a requested pool: addr when it is
+// valid, the next free one otherwise. As the gateway it is the pool's
+// gateway, moved to addr when one is asked for.
+func (e *Engine) RequestAddress(poolID string, addr netip.Addr, gateway bool) (netip.Prefix, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var got netip.Prefix
+	err := e.store.Update(func(tx *store.Tx) error {
+		p, err := tx.Pool(poolID)
+		if err != nil {
+			return errdefs.NotFound(err)
+		}
+		if addr.IsValid() && !addr.Is4() {
+			return errdefs.Invalidf("address %s: only IPv4 addresses are supported", addr)
+		}
+		if gateway {
+			if addr.IsValid() {
+				if err := p.SetGateway(addr); err != nil {
+					return err
+				}
+			}
+			got = netip.PrefixFrom(p.Gateway, p.Subnet.Bits())
+			return tx.PutPool(p)
+		}
+		a, err := ipam.Allocate(tx, poolID, addr)
+		if err != nil {
+			return fmt.Errorf("pool %s: %w", p.Subnet, err)
+		}
+		got = netip.PrefixFrom(a, p.Subnet.Bits())
+		return nil
+	})
+	return got, err
+}
+
+// ReleaseAddress returns an address to a requested pool; the gateway, and
+// an address that is free already, need nothing.
+func (e *Engine) ReleaseAddress(poolID string, addr netip.Addr) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.store.Update(func(tx *store.Tx) error {
+		if _, err := tx.Pool(poolID); err != nil {
+			return errdefs.NotFound(err)
+		}
+		return ipam.Release(tx, poolID, addr)
+	})
+}

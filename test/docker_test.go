@@ -1,0 +1,136 @@
+package test
+
+import (
+	"encoding/json"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/test/testbed"
+	"github.com/ebpfnet/ebpfnet/test/testenv"
+)
+
+// dockerHost is a publishing host with a real dockerd in its namespace and
+// a busybox image; its ebpfnet daemon is Docker's plugin h.Prefix.
+func dockerHost(t *testing.T) (*testbed.Host, testbed.Outside, *testbed.Docker) {
+	t.Helper()
+	testenv.RequirePrivileges(t)
+	if !testbed.DockerInstalled() {
+		t.Skip("needs dockerd, containerd and Debian's docker client (docker.io)")
+	}
+	h, out := newPublishingHost(t)
+	d := testbed.StartDocker(t, h.NetNS)
+	d.ImportImage(testbed.BusyboxRootfs(t), "busybox")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("dockerd log:\n%s", d.Log())
+		}
+	})
+	return h, out, d
+}
+
+// endpointOf is the ebpfnet sandbox that holds a container's endpoint on
+// a network.
+func endpointOf(t *testing.T, h *testbed.Host, d *testbed.Docker, container, network string) api.Sandbox {
+	t.Helper()
+	id := d.MustCLI("inspect", "-f", "{{(index .NetworkSettings.Networks \""+network+"\").EndpointID}}", container)
+	return h.Sandbox(id)
+}
+
+// TestDockerPlugin walks a Docker user's story on an ebpfnet network: docker
+// run -p publishes through the datapath, with no rule and no proxy.
+func TestDockerPlugin(t *testing.T) {
+	h, out, d := dockerHost(t)
+	plugin := h.Prefix
+	d.MustCLI("network", "create", "-d", plugin, "--ipam-driver", plugin, "--subnet", "10.97.0.0/24", "web")
+	d.MustCLI("run", "-d", "--name", "w1", "--network", "web", "-p", "8080:7777", "-p", "9000:7777/udp", "busybox", "sleep", "600")
+	key := d.MustCLI("inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "w1")
+	testbed.Serve(t, key)
+
+	if ip := d.MustCLI("inspect", "-f", "{{(index .NetworkSettings.Networks \"web\").IPAddress}}", "w1"); !netip.MustParsePrefix("10.97.0.0/24").Contains(netip.MustParseAddr(ip)) {
+		t.Fatalf("w1 has address %s, want one of 10.97.0.0/24 from ebpfnet's IPAM", ip)
+	}
+	// Docker took the gateway from Join: no second network for it.
+	if nets := d.MustCLI("inspect", "-f", "{{len .NetworkSettings.Networks}}", "w1"); nets != "1" {
+		t.Errorf("w1 is on %s networks, want only web (no docker_gwbridge)", nets)
+	}
+
+	peer := peerOf(t, out.NS, "tcp4", hostIP+":8080")
+	if peer.Addr().String() != out.IP {
+		t.Errorf("the container saw %s, want the client's own address %s", peer, out.IP)
+	}
+	mustWork(t, "udp from outside", testbed.UDPTo(out.NS, hostIP+":9000"))
+	mustWork(t, "tcp from the host to 127.0.0.1", testbed.TCPTo(h.NetNS, "127.0.0.1:8080"))
+
+	ep := endpointOf(t, h, d, "w1", "web")
+	if got := ep.NetworkSettings.Ports["7777/tcp"]; len(got) != 1 || got[0].HostPort != "8080" {
+		t.Errorf("ebpfnet publishes %v for 7777/tcp, want host port 8080", ep.NetworkSettings.Ports)
+	}
+	assertNoRuleNorProxy(t, h, "8080", "9000")
+
+	// HostPort 0: ebpfnet picks the port.
+	d.MustCLI("run", "-d", "--name", "r1", "--network", "web", "-p", "7777", "busybox", "sleep", "600")
+	testbed.Serve(t, d.MustCLI("inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "r1"))
+	picked := endpointOf(t, h, d, "r1", "web").NetworkSettings.Ports["7777/tcp"]
+	if len(picked) != 1 || picked[0].HostPort == "0" {
+		t.Fatalf("r1 publishes %v, want one host port ebpfnet picked", picked)
+	}
+	mustWork(t, "tcp to the picked port", testbed.TCPTo(out.NS, hostIP+":"+picked[0].HostPort))
+
+	// Docker's embedded DNS still answers names on a plugin network.
+	if out, err := d.CLI("exec", "r1", "nslookup", "w1"); err != nil || !strings.Contains(out, "10.97.0.") {
+		t.Errorf("docker exec r1 nslookup w1: %v\n%s", err, out)
+	}
+
+	// A second network, connected and disconnected.
+	d.MustCLI("network", "create", "-d", plugin, "other")
+	d.MustCLI("network", "connect", "other", "w1")
+	if got := endpointOf(t, h, d, "w1", "other"); len(got.NetworkSettings.Networks) != 1 {
+		t.Errorf("w1's endpoint on other: %+v", got)
+	}
+	d.MustCLI("network", "disconnect", "other", "w1")
+	mustWork(t, "tcp from outside after a disconnect", testbed.TCPTo(out.NS, hostIP+":8080"))
+
+	d.MustCLI("rm", "-f", "w1", "r1")
+	d.MustCLI("network", "rm", "web", "other")
+	st := h.Status()
+	if len(st.Endpoints) != 0 || st.HeldPorts != 0 {
+		t.Errorf("after docker rm and network rm: %d endpoints, %d held ports left", len(st.Endpoints), st.HeldPorts)
+	}
+	var nets []api.Network
+	if err := json.Unmarshal([]byte(h.MustCLI("network", "ls", "-o", "json")), &nets); err == nil {
+		for _, n := range nets {
+			if strings.HasPrefix(n.Name, "docker-") {
+				t.Errorf("network %s outlived docker network rm", n.Name)
+			}
+		}
+	}
+	var sbs []api.Sandbox
+	json.Unmarshal([]byte(h.MustCLI("sandbox", "ls", "-o", "json")), &sbs)
+	if len(sbs) != 0 {
+		t.Errorf("sandboxes outlived docker rm: %+v", sbs)
+	}
+	if links := h.InHost("ip", "-o", "link", "show"); strings.Contains(links, "ebv") || strings.Contains(links, "ebc") {
+		t.Errorf("veths outlived docker rm:\n%s", links)
+	}
+	// The pool went back: the same subnet can be had again.
+	d.MustCLI("network", "create", "-d", plugin, "--ipam-driver", plugin, "--subnet", "10.97.0.0/24", "again")
+	d.MustCLI("network", "rm", "again")
+}
+
+// assertNoRuleNorProxy fails when an iptables or nftables rule of the host
+// mentions one of ports, or a docker-proxy runs for one.
+func assertNoRuleNorProxy(t *testing.T, h *testbed.Host, ports ...string) {
+	t.Helper()
+	rules := h.InHost("iptables-save") + h.InHost("nft", "list", "ruleset")
+	for _, p := range ports {
+		if strings.Contains(rules, "dport "+p) || strings.Contains(rules, ":"+p) {
+			t.Errorf("a rule mentions port %s:\n%s", p, rules)
+		}
+		if out, err := exec.Command("pgrep", "-af", "docker-proxy.*-host-port "+p).Output(); err == nil {
+			t.Errorf("docker-proxy runs for port %s:\n%s", p, out)
+		}
+	}
+}
