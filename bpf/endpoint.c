@@ -195,8 +195,11 @@ int to_container(struct __sk_buff *skb)
 	/* From elsewhere: an uplink, or another device of the host. */
 	if (net->flags & NETWORK_INTERNAL)
 		return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_INTERNAL);
-	if (src_net) /* a local network's address can only be forged out there */
-		return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_SPOOFED);
+	/* Another runtime's network is another network; any other local
+	 * network's address can only be forged out there. */
+	if (src_net)
+		return drop(skb, PROGRAM_TO_CONTAINER,
+			    *src_net == NETWORK_FOREIGN ? VERDICT_DROP_CROSS_NETWORK : VERDICT_DROP_SPOOFED);
 	/* A flow already known (a reply to one the sandbox started
 	 * untranslated), or what the gateway mode lets in. */
 	if (p.has_ports && (e = ct_lookup(&p.flow, 0, &assured))) {

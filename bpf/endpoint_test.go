@@ -59,6 +59,8 @@ const uplinkIfindex = 99
 var (
 	appnet = maps.Network{Index: 1, Subnet: netip.MustParsePrefix("172.19.0.0/16"), Gateway: netip.MustParseAddr("172.19.0.1")}
 	other  = maps.Network{Index: 2, Subnet: netip.MustParsePrefix("172.20.0.0/16"), Gateway: netip.MustParseAddr("172.20.0.1")}
+	// dockerBridge is another runtime's bridge network on the host (docker0).
+	dockerBridge = netip.MustParsePrefix("172.17.0.0/16")
 )
 
 // newTestbed loads private maps with two networks and the sender on the
@@ -87,6 +89,9 @@ func newTestbedWith(t *testing.T, configure func(*maps.Network)) *testbed {
 		}
 	}
 	if err := m.PutIface(maps.Iface{Ifindex: endpointIfindex, Network: 1, Addr: netip.MustParseAddr("172.19.5.2")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SyncHost(nil, nil, []netip.Prefix{dockerBridge}); err != nil {
 		t.Fatal(err)
 	}
 	return &testbed{dp: dp, maps: m}
@@ -146,6 +151,7 @@ func TestFromContainer(t *testing.T) {
 		{"to outside", false, false, ipv4Packet("172.19.5.2", "10.1.2.3", tcp), tcActUnspec, "pass"},
 		{"to another network", false, false, ipv4Packet("172.19.5.2", "172.20.0.5", icmp), tcActShot, "drop_cross_network"},
 		{"to another network's gateway", false, false, ipv4Packet("172.19.5.2", "172.20.0.1", tcp), tcActShot, "drop_cross_network"},
+		{"to another runtime's bridge", false, false, ipv4Packet("172.19.5.2", "172.17.0.2", tcp), tcActShot, "drop_cross_network"},
 		{"icc off, same network", true, false, ipv4Packet("172.19.5.2", "172.19.5.3", tcp), tcActShot, "drop_icc"},
 		{"icc off, broadcast", true, false, ipv4Packet("172.19.5.2", "172.19.255.255", udp), tcActShot, "drop_icc"},
 		{"icc off, to gateway", true, false, ipv4Packet("172.19.5.2", "172.19.0.1", tcp), tcActUnspec, "pass"},
@@ -178,6 +184,7 @@ func TestToContainer(t *testing.T) {
 		{"from outside, gateway mode nat-unprotected", false, maps.DirectAll, uplinkIfindex, ipv4Packet("10.1.2.3", "172.19.5.2", 6), tcActUnspec, "pass"},
 		{"from outside, forging a neighbour", false, maps.DirectAll, uplinkIfindex, ipv4Packet("172.19.5.3", "172.19.5.2", 6), tcActShot, "drop_spoofed"},
 		{"from outside, forging another network", false, maps.DirectAll, uplinkIfindex, ipv4Packet("172.20.0.5", "172.19.5.2", 6), tcActShot, "drop_spoofed"},
+		{"from another runtime's bridge", false, maps.DirectAll, uplinkIfindex, ipv4Packet("172.17.0.2", "172.19.5.2", 6), tcActShot, "drop_cross_network"},
 		{"from a neighbour's veth", false, maps.DirectNone, endpointIfindex, ipv4Packet("172.19.5.3", "172.19.5.2", 6), tcActUnspec, "pass"},
 		{"from the host", false, maps.DirectNone, 0, ipv4Packet("10.1.2.3", "172.19.5.2", 6), tcActUnspec, "pass"},
 		{"internal, from outside", true, maps.DirectNone, uplinkIfindex, ipv4Packet("10.1.2.3", "172.19.5.2", 6), tcActShot, "drop_internal"},

@@ -91,7 +91,7 @@ func newNATBedWith(t *testing.T, opts loader.Options) *natbed {
 	// runs programs when the context names no interface.
 	must(t, nb.maps.PutIface(maps.Iface{Ifindex: 1, Network: 1, Addr: webAddr}))
 	must(t, nb.maps.PutEndpoint(maps.Endpoint{Addr: webAddr, Ifindex: 1, Network: 1, MAC: net.HardwareAddr{2, 0x42, 172, 17, 0, 2}}))
-	must(t, nb.maps.SyncHost([]netip.Addr{hostAddr, bridgeNet.Gateway}, map[uint32]netip.Addr{uint32(nb.uplink): hostAddr}))
+	must(t, nb.maps.SyncHost([]netip.Addr{hostAddr, bridgeNet.Gateway}, map[uint32]netip.Addr{uint32(nb.uplink): hostAddr}, nil))
 	return nb
 }
 

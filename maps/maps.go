@@ -318,7 +318,9 @@ func (m *Maps) Sync(d Desired) error {
 	}
 	errs = append(errs, syncCounts(m.m.PublishedPorts, targets),
 		deleteUnwanted(m.m.Networks, wantNet),
-		deleteUnwanted(m.m.Subnets, wantSubnet),
+		m.deleteSubnets(func(k bpf.DatapathSubnetKey, index uint32) bool {
+			return index != ForeignNetwork && !wantSubnet[k] // SyncHost keeps the foreign ones
+		}),
 		deleteUnwanted(m.m.Ifaces, wantIface),
 		deleteUnwanted(m.m.Endpoints, wantEndpoint),
 		deleteUnwanted(m.m.Publications, wantPub),
@@ -326,10 +328,27 @@ func (m *Maps) Sync(d Desired) error {
 	return errors.Join(errs...)
 }
 
-// SyncHost makes the maps hold exactly the host's addresses and uplinks
-// (by ifindex, with the address flows leaving through them take).
-func (m *Maps) SyncHost(addrs []netip.Addr, uplinks map[uint32]netip.Addr) error {
+// ForeignNetwork is the network index of another runtime's subnets.
+const ForeignNetwork = ^uint32(0)
+
+// SyncHost makes the maps hold exactly the host's addresses, its uplinks
+// (by ifindex, with the address flows leaving through them take) and the
+// subnets of other runtimes' bridges (ForeignNetwork).
+func (m *Maps) SyncHost(addrs []netip.Addr, uplinks map[uint32]netip.Addr, foreign []netip.Prefix) error {
 	var errs []error
+	wantForeign := map[bpf.DatapathSubnetKey]bool{}
+	for _, p := range foreign {
+		k := subnetKey(p)
+		wantForeign[k] = true
+		var index uint32
+		if err := m.m.Subnets.Lookup(k, &index); err == nil && index != ForeignNetwork {
+			continue // an ebpfnet network's own subnet wins
+		}
+		errs = append(errs, m.m.Subnets.Put(k, ForeignNetwork))
+	}
+	errs = append(errs, m.deleteSubnets(func(k bpf.DatapathSubnetKey, index uint32) bool {
+		return index == ForeignNetwork && !wantForeign[k]
+	}))
 	wantAddr := map[uint32]bool{}
 	for _, a := range addrs {
 		errs = append(errs, m.m.HostAddrs.Put(be32(a), uint32(0)))
@@ -341,6 +360,26 @@ func (m *Maps) SyncHost(addrs []netip.Addr, uplinks map[uint32]netip.Addr) error
 		wantUplink[ifindex] = true
 	}
 	errs = append(errs, deleteUnwanted(m.m.HostAddrs, wantAddr), deleteUnwanted(m.m.Uplinks, wantUplink))
+	return errors.Join(errs...)
+}
+
+// deleteSubnets deletes the subnets entries that unwanted picks.
+func (m *Maps) deleteSubnets(unwanted func(k bpf.DatapathSubnetKey, index uint32) bool) error {
+	var (
+		k     bpf.DatapathSubnetKey
+		index uint32
+		drop  []bpf.DatapathSubnetKey
+	)
+	it := m.m.Subnets.Iterate()
+	for it.Next(&k, &index) {
+		if unwanted(k, index) {
+			drop = append(drop, k)
+		}
+	}
+	errs := []error{it.Err()}
+	for _, k := range drop {
+		errs = append(errs, ignoreMissing(m.m.Subnets.Delete(k)))
+	}
 	return errors.Join(errs...)
 }
 

@@ -134,3 +134,43 @@ func assertNoRuleNorProxy(t *testing.T, h *testbed.Host, ports ...string) {
 		}
 	}
 }
+
+// TestDockerIsolation: a container on an ebpfnet network reaches the
+// outside, and neither another ebpfnet network, nor Docker's own bridge,
+// nor a CLI sandbox on another network; none of those reach it.
+func TestDockerIsolation(t *testing.T) {
+	h, out, d := dockerHost(t)
+	plugin := h.Prefix
+	d.MustCLI("network", "create", "-d", plugin, "--subnet", "10.97.0.0/24", "web")
+	d.MustCLI("network", "create", "-d", plugin, "--subnet", "10.98.0.0/24", "other")
+	d.MustCLI("run", "-d", "--name", "w1", "--network", "web", "busybox", "sleep", "600")
+	d.MustCLI("run", "-d", "--name", "o1", "--network", "other", "busybox", "sleep", "600")
+	d.MustCLI("run", "-d", "--name", "b1", "busybox", "sleep", "600") // Docker's default bridge
+	cli := h.Name("cli")
+	h.MustCLI("network", "create", h.Name("clinet"))
+	h.MustCLI("sandbox", "create", "--network", h.Name("clinet"), cli)
+	testbed.Serve(t, h.NS(cli))
+
+	ipOf := func(c, n string) string {
+		return d.MustCLI("inspect", "-f", "{{(index .NetworkSettings.Networks \""+n+"\").IPAddress}}", c)
+	}
+	keyOf := func(c string) string { return d.MustCLI("inspect", "-f", "{{.NetworkSettings.SandboxKey}}", c) }
+	w, o, b := ipOf("w1", "web"), ipOf("o1", "other"), ipOf("b1", "bridge")
+	for _, c := range []string{"w1", "o1", "b1"} {
+		testbed.Serve(t, keyOf(c))
+	}
+
+	mustWork(t, "w1 to the outside", testbed.TCP(keyOf("w1"), out.IP))
+	for _, c := range []struct{ what, from, to string }{
+		{"w1 to o1 (another ebpfnet network)", keyOf("w1"), o},
+		{"o1 to w1", keyOf("o1"), w},
+		{"w1 to b1 (Docker's bridge)", keyOf("w1"), b},
+		{"b1 to w1", keyOf("b1"), w},
+		{"w1 to a CLI sandbox", keyOf("w1"), h.IP(cli, h.Name("clinet"))},
+		{"a CLI sandbox to w1", h.NS(cli), w},
+	} {
+		if testbed.TCP(c.from, c.to) == nil {
+			t.Errorf("%s: got through, want it blocked", c.what)
+		}
+	}
+}

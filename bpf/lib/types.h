@@ -88,6 +88,12 @@ struct endpoint_info {
 	__u8 pad[2];
 };
 
+/* Key of the subnets LPM trie; its value is the network's index, or
+ * NETWORK_FOREIGN for the subnet of another runtime's bridge on the host
+ * (Docker's docker0 and br-…): a network of its own, which no ebpfnet
+ * network reaches and which reaches none, as Docker isolates its bridges
+ * from each other. */
+#define NETWORK_FOREIGN 0xffffffffu
 /* Key of the subnets LPM trie; its value is the network's index. */
 struct subnet_key {
 	__u32 prefixlen;

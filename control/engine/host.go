@@ -22,6 +22,7 @@ import (
 func (e *Engine) syncHost() error {
 	var (
 		addrs   []netip.Addr
+		foreign []netip.Prefix
 		uplinks = map[uint32]netip.Addr{}
 		names   = map[string]bool{}
 		refused = map[string]bool{}
@@ -38,6 +39,7 @@ func (e *Engine) syncHost() error {
 			if err != nil {
 				return fmt.Errorf("list addresses of %s: %w", attrs.Name, err)
 			}
+			isForeign := containerBridge(l, links) && !slices.Contains(e.cfg.Uplinks, attrs.Name)
 			var first netip.Addr
 			for _, a := range list {
 				if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
@@ -45,7 +47,13 @@ func (e *Engine) syncHost() error {
 					if !first.IsValid() {
 						first = ip
 					}
+					if isForeign {
+						foreign = append(foreign, netip.PrefixFrom(ip, maskBits(a.IPNet.Mask)).Masked())
+					}
 				}
+			}
+			if isForeign {
+				continue // another runtime's network, not a way out
 			}
 			ok, err := e.isUplink(l, first)
 			if err != nil {
@@ -78,8 +86,29 @@ func (e *Engine) syncHost() error {
 	}
 	e.uplinks = names
 	e.refusedUplinks = refused
-	errs = append(errs, e.maps.SyncHost(addrs, uplinks))
+	errs = append(errs, e.maps.SyncHost(addrs, uplinks, foreign))
 	return errors.Join(errs...)
+}
+
+// containerBridge reports whether l is another container runtime's bridge
+// (Docker's docker0 and br-…, Podman's, libvirt's): a bridge not ebpfnet's
+// whose ports, if any, are all veths or taps, so nothing but containers and
+// VMs hangs off it. A bridge holding a NIC (br0 over eth0) is a way out.
+func containerBridge(l netlink.Link, links []netlink.Link) bool {
+	if l.Type() != "bridge" || strings.HasPrefix(l.Attrs().Alias, driver.AliasPrefix) {
+		return false
+	}
+	for _, port := range links {
+		if port.Attrs().MasterIndex == l.Attrs().Index && port.Type() != "veth" && port.Type() != "tuntap" {
+			return false
+		}
+	}
+	return true
+}
+
+func maskBits(m net.IPMask) int {
+	ones, _ := m.Size()
+	return ones
 }
 
 // isUplink decides whether an interface carries published ports and
