@@ -69,6 +69,18 @@ func TestDockerPlugin(t *testing.T) {
 		t.Errorf("ebpfnet publishes %v for 7777/tcp, want host port 8080", ep.NetworkSettings.Ports)
 	}
 	assertNoRuleNorProxy(t, h, "8080", "9000")
+	// docker port shows nothing for a plugin network; ebpfnet port does, by
+	// container name or ID.
+	t.Setenv("DOCKER_HOST", d.Host)
+	for _, ref := range []string{"w1", d.MustCLI("inspect", "-f", "{{.Id}}", "w1")[:12]} {
+		got := h.MustCLI("port", ref)
+		if !strings.Contains(got, "7777/tcp -> 0.0.0.0:8080") || !strings.Contains(got, "7777/udp -> 0.0.0.0:9000") {
+			t.Errorf("ebpfnet port %s:\n%s", ref, got)
+		}
+	}
+	if msg, err := h.CLI("port", "nosuch"); err == nil || !strings.Contains(msg, "nosuch") {
+		t.Errorf("ebpfnet port nosuch: %v %s, want a refusal naming it", err, msg)
+	}
 
 	// HostPort 0: ebpfnet picks the port.
 	d.MustCLI("run", "-d", "--name", "r1", "--network", "web", "-p", "7777", "busybox", "sleep", "600")
@@ -172,5 +184,68 @@ func TestDockerIsolation(t *testing.T) {
 		if testbed.TCP(c.from, c.to) == nil {
 			t.Errorf("%s: got through, want it blocked", c.what)
 		}
+	}
+}
+
+// TestDockerNetworkOptions: Docker's bridge options mean on an ebpfnet
+// network what they mean on Docker's bridge, with Docker's IPAM or
+// ebpfnet's, with or without a subnet.
+func TestDockerNetworkOptions(t *testing.T) {
+	h, out, d := dockerHost(t)
+	plugin := h.Prefix
+	run := func(name, network string) string {
+		d.MustCLI("run", "-d", "--name", name, "--network", network, "busybox", "sleep", "600")
+		key := d.MustCLI("inspect", "-f", "{{.NetworkSettings.SandboxKey}}", name)
+		testbed.Serve(t, key)
+		return key
+	}
+	ipOf := func(c, n string) string {
+		return d.MustCLI("inspect", "-f", "{{(index .NetworkSettings.Networks \""+n+"\").IPAddress}}", c)
+	}
+
+	// --internal: neighbours only.
+	d.MustCLI("network", "create", "-d", plugin, "--internal", "intnet")
+	i1, _ := run("i1", "intnet"), run("i2", "intnet")
+	mustWork(t, "internal neighbours", testbed.TCP(i1, ipOf("i2", "intnet")))
+	if testbed.TCP(i1, out.IP) == nil {
+		t.Error("a container on an internal network reached the outside")
+	}
+
+	// enable_icc=false: no neighbours, the outside still.
+	d.MustCLI("network", "create", "-d", plugin, "-o", "com.docker.network.bridge.enable_icc=false", "iccnet")
+	c1, _ := run("c1", "iccnet"), run("c2", "iccnet")
+	if testbed.TCP(c1, ipOf("c2", "iccnet")) == nil {
+		t.Error("neighbours talked on an icc=false network")
+	}
+	mustWork(t, "icc=false, to the outside", testbed.TCP(c1, out.IP))
+
+	// Docker's own IPAM, masquerade off, an MTU and a bridge name.
+	d.MustCLI("network", "create", "-d", plugin, "-o", "com.docker.network.bridge.enable_ip_masquerade=false",
+		"-o", "com.docker.network.driver.mtu=1400", "-o", "com.docker.network.bridge.name="+h.Prefix+"br", "plain")
+	m1 := run("m1", "plain")
+	peer := peerOf(t, m1, "tcp4", out.IP+":7777")
+	if peer.Addr().String() != ipOf("m1", "plain") {
+		t.Errorf("masquerade off: the outside saw %s, want the container's own %s", peer.Addr(), ipOf("m1", "plain"))
+	}
+	if mtu, _ := d.CLI("exec", "m1", "cat", "/sys/class/net/eth0/mtu"); mtu != "1400" {
+		t.Errorf("eth0's MTU is %q, want 1400", mtu)
+	}
+	h.InHost("ip", "link", "show", h.Prefix+"br")
+
+	// ebpfnet's IPAM without a subnet takes a free pool.
+	d.MustCLI("network", "create", "-d", plugin, "--ipam-driver", plugin, "auto")
+	subnet := d.MustCLI("network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", "auto")
+	a1 := run("a1", "auto")
+	if !netip.MustParsePrefix(subnet).Contains(netip.MustParseAddr(ipOf("a1", "auto"))) {
+		t.Errorf("a1 has %s, outside the pool %s", ipOf("a1", "auto"), subnet)
+	}
+	mustWork(t, "auto pool, to the outside", testbed.TCP(a1, out.IP))
+
+	// A bad option changes nothing and says what is wrong.
+	if msg, err := d.CLI("network", "create", "-d", plugin, "-o", "com.docker.network.driver.mtu=huge", "bad"); err == nil || !strings.Contains(msg, "huge") {
+		t.Errorf("an MTU of huge: %v %s, want a refusal naming it", err, msg)
+	}
+	if nets := d.MustCLI("network", "ls", "-q", "-f", "name=bad"); nets != "" {
+		t.Errorf("the refused network exists: %s", nets)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -10,6 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/frontend/docker"
 	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
 )
 
@@ -66,24 +69,27 @@ func changePorts(cmd *cobra.Command, args []string, parse func(string) (api.Port
 
 func newPortCommand(c *cli) *cobra.Command {
 	return &cobra.Command{
-		Use:               "port SANDBOX [PORT[/PROTO]]",
-		Short:             "List a sandbox's published ports, like docker port",
-		Example:           `  ebpfnet port web`,
+		Use:   "port SANDBOX|CONTAINER [PORT[/PROTO]]",
+		Short: "List the published ports of a sandbox or a Docker container, like docker port",
+		Long: `List published ports. A name that is no sandbox is looked up as a Docker
+container (at DOCKER_HOST, or /var/run/docker.sock): its ports on ebpfnet
+networks, which docker port and docker ps do not show for plugin networks.`,
+		Example: `  ebpfnet port web
+  ebpfnet port my-container 80`,
 		Args:              cobra.RangeArgs(1, 2),
 		ValidArgsFunction: c.completeSandboxes,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			sb, err := c.client().Sandbox(cmd.Context(), args[0])
+			ports, err := c.publishedPorts(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			ports := sb.NetworkSettings.Ports
 			if len(args) == 2 {
 				key := args[1]
 				if !strings.Contains(key, "/") {
 					key += "/tcp"
 				}
 				if len(ports[key]) == 0 {
-					return fmt.Errorf("sandbox %s does not publish port %s", sb.Name, key)
+					return fmt.Errorf("%s does not publish port %s", args[0], key)
 				}
 				ports = map[string][]api.PortBinding{key: ports[key]}
 			}
@@ -91,6 +97,33 @@ func newPortCommand(c *cli) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// publishedPorts are the ports a sandbox publishes, or, when ref names no
+// sandbox, those a Docker container publishes through its endpoints.
+func (c *cli) publishedPorts(ctx context.Context, ref string) (map[string][]api.PortBinding, error) {
+	sb, err := c.client().Sandbox(ctx, ref)
+	if err == nil || !errors.Is(err, errdefs.ErrNotFound) {
+		return sb.NetworkSettings.Ports, err
+	}
+	ids, dockerErr := docker.EndpointIDs(ctx, docker.Host(), ref)
+	if dockerErr != nil {
+		return nil, fmt.Errorf("%w, nor a Docker container (%v)", err, dockerErr)
+	}
+	ports := map[string][]api.PortBinding{}
+	for _, id := range ids {
+		ep, err := c.client().Sandbox(ctx, id)
+		if errors.Is(err, errdefs.ErrNotFound) {
+			continue // an endpoint on a network that is not ebpfnet's
+		}
+		if err != nil {
+			return nil, err
+		}
+		for port, bindings := range ep.NetworkSettings.Ports {
+			ports[port] = append(ports[port], bindings...)
+		}
+	}
+	return ports, nil
 }
 
 // printPorts prints bindings as docker port does: "80/tcp -> 0.0.0.0:8080".
