@@ -5,7 +5,10 @@ import (
 	"net/netip"
 	"os/exec"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/test/testbed"
@@ -14,14 +17,14 @@ import (
 
 // dockerHost is a publishing host with a real dockerd in its namespace and
 // a busybox image; its ebpfnet daemon is Docker's plugin h.Prefix.
-func dockerHost(t *testing.T) (*testbed.Host, testbed.Outside, *testbed.Docker) {
+func dockerHost(t *testing.T, dockerdFlags ...string) (*testbed.Host, testbed.Outside, *testbed.Docker) {
 	t.Helper()
 	testenv.RequirePrivileges(t)
 	if !testbed.DockerInstalled() {
 		t.Skip("needs dockerd, containerd and Debian's docker client (docker.io)")
 	}
 	h, out := newPublishingHost(t)
-	d := testbed.StartDocker(t, h.NetNS)
+	d := testbed.StartDocker(t, h.NetNS, dockerdFlags...)
 	d.ImportImage(testbed.BusyboxRootfs(t), "busybox")
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -248,4 +251,88 @@ func TestDockerNetworkOptions(t *testing.T) {
 	if nets := d.MustCLI("network", "ls", "-q", "-f", "name=bad"); nets != "" {
 		t.Errorf("the refused network exists: %s", nets)
 	}
+}
+
+// TestDockerRestarts: a kill -9 of the ebpfnet daemon and a restart of
+// dockerd (with live-restore, so that its containers keep running), each
+// under load: established and new connections keep working throughout,
+// and Docker's calls work after each.
+func TestDockerRestarts(t *testing.T) {
+	h, out, d := dockerHost(t, "--live-restore")
+	plugin := h.Prefix
+	d.MustCLI("network", "create", "-d", plugin, "--ipam-driver", plugin, "web")
+	d.MustCLI("run", "-d", "--name", "w1", "--network", "web", "-p", "8080:7777", "busybox", "sleep", "600")
+	testbed.Serve(t, d.MustCLI("inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "w1"))
+	established, err := testbed.Dial(out.NS, "tcp4", hostIP+":8080", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer established.Close()
+	load := startLoad(t, out.NS, hostIP+":8080")
+
+	h.Stop(syscall.SIGKILL)
+	time.Sleep(300 * time.Millisecond)
+	h.Start()
+	mustWork(t, "established flow after the daemon's kill -9", echoOn(established))
+	d.MustCLI("run", "-d", "--name", "r1", "--network", "web", "-p", "8081:7777", "busybox", "sleep", "600")
+	testbed.Serve(t, d.MustCLI("inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "r1"))
+	mustWork(t, "a container run after the daemon's restart", testbed.TCPTo(out.NS, hostIP+":8081"))
+
+	d.Stop(syscall.SIGTERM)
+	time.Sleep(300 * time.Millisecond)
+	d.Start()
+	mustWork(t, "established flow after dockerd's restart", echoOn(established))
+	mustWork(t, "r1 after dockerd's restart", testbed.TCPTo(out.NS, hostIP+":8081"))
+
+	ok, failed := load()
+	t.Logf("%d connections during the restarts, %d failed", ok, failed)
+	if failed != 0 || ok == 0 {
+		t.Errorf("%d of %d connections failed during the restarts", failed, ok+failed)
+	}
+	d.MustCLI("rm", "-f", "w1", "r1")
+	d.MustCLI("network", "rm", "web")
+	if st := h.Status(); len(st.Endpoints) != 0 || st.HeldPorts != 0 {
+		t.Errorf("after docker rm: %d endpoints, %d held ports left", len(st.Endpoints), st.HeldPorts)
+	}
+}
+
+// startLoad opens new connections to addr from the namespace at ns, one
+// every 10 ms, until the returned function stops it (or a minute passes)
+// and reports how many worked and how many failed.
+func startLoad(t *testing.T, ns, addr string) func() (ok, failed int) {
+	t.Helper()
+	var (
+		mu        sync.Mutex
+		okN, errN int
+		done      = make(chan struct{})
+		stopped   = make(chan struct{})
+	)
+	go func() {
+		defer close(stopped)
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			err := testbed.TCPTo(ns, addr)
+			mu.Lock()
+			if err != nil {
+				errN++
+				t.Logf("load: %v", err)
+			} else {
+				okN++
+			}
+			mu.Unlock()
+		}
+	}()
+	var once sync.Once
+	stop := func() (int, int) {
+		once.Do(func() { close(done); <-stopped })
+		mu.Lock()
+		defer mu.Unlock()
+		return okN, errN
+	}
+	t.Cleanup(func() { stop() })
+	return stop
 }
