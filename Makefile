@@ -12,12 +12,17 @@ BIN := bin/ebpfnet
 # Debian packages the build, the tests and `make generate` use.
 APT_PACKAGES := clang llvm libbpf-dev iproute2 iptables nftables ethtool busybox-static curl
 
-.PHONY: all build deps docker-deps bench-deps generate check-generate vet test demo bench bench-quick clean
+.PHONY: all build install deps docker-deps bench-deps generate check-generate vet test demo bench bench-quick clean
 
 all: build
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/ebpfnet
+
+# install puts the binary where the README's commands expect it.
+PREFIX ?= /usr/local
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ebpfnet
 
 # deps installs what is missing: Debian packages and Go modules.
 deps:

@@ -25,6 +25,7 @@ const (
 	clientDirect = "10.99.0.2"
 	clientTC     = "10.99.0.4"
 	clientIPT    = "10.98.0.2"
+	clientDE     = "10.99.0.5" // the client of Docker's container on an ebpfnet network
 	dockerBridge = "docker0"
 	dockerBIP    = "172.30.0.1/16" // not Docker's default 172.17.0.1/16, which ebpfnet's bridge takes
 	echoPort     = 7777
@@ -32,6 +33,8 @@ const (
 	ebpfPort     = 8080 // published by ebpfnet
 	dockerPort   = 9080 // published by Docker's rules and docker-proxy
 	dockerIperf  = 9201
+	dockerEPort  = 9180 // published by docker run -p on an ebpfnet network
+	dockerEIperf = 9281
 	otherPorts   = 10000 // where the N-1 other publications start
 )
 
@@ -52,6 +55,7 @@ func newBed(r *runner, dockerMode string) *bed {
 		b.host, b.out = filepath.Base(h.NetNS), filepath.Base(out.NS)
 		b.sh("ip", "-n", b.host, "addr", "add", hostIPOthers+"/24", "dev", "uplink0")
 		b.sh("ip", "-n", b.out, "addr", "add", clientTC+"/24", "dev", "eth0")
+		b.sh("ip", "-n", b.out, "addr", "add", clientDE+"/24", "dev", "eth0")
 		b.sh("ip", "-n", b.host, "link", "add", "uplink1", "type", "veth", "peer", "name", "eth1", "netns", b.out)
 		b.sh("ip", "-n", b.host, "addr", "add", hostIPDocker+"/24", "dev", "uplink1")
 		b.sh("ip", "-n", b.out, "addr", "add", clientIPT+"/24", "dev", "eth1")

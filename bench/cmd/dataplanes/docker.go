@@ -22,6 +22,11 @@ type docker struct {
 	how      string // which of the two, for the results' header
 	serverIP string // the server's address on docker0
 	rules    string // iptables-save of nat and filter with the server published: N=1
+	// d is the real dockerd, nil when its rules are emulated. It also runs
+	// the server on an ebpfnet network (ebpfnetNet), with ebpfnet as its
+	// network and IPAM plugin.
+	d          *testbed.Docker
+	ebpfnetNet string
 }
 
 // published is one port the server publishes through Docker.
@@ -85,6 +90,36 @@ func (b *bed) runDockerd() {
 	d.MustCLI("exec", "-d", "web", "/usr/bin/iperf3", "-s", "-p", fmt.Sprint(iperfPort))
 	b.docker.serverIP = d.MustCLI("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web")
 	b.docker.how = "dockerd " + d.MustCLI("version", "-f", "{{.Server.Version}}") + " with docker run -p and its docker-proxy"
+
+	// The same server, run by Docker on an ebpfnet network: docker run -p
+	// through the plugin.
+	b.docker.d, b.docker.ebpfnetNet = d, "ebpfnet-web"
+	d.MustCLI("network", "create", "-d", b.h.Prefix, "--ipam-driver", b.h.Prefix, b.docker.ebpfnetNet)
+	d.MustCLI("run", "-d", "--name", "webe", "--network", b.docker.ebpfnetNet,
+		"-p", fmt.Sprintf("%d:%d", dockerEPort, echoPort), "-p", fmt.Sprintf("%d:%d/udp", dockerEPort, echoPort),
+		"-p", fmt.Sprintf("%d:%d", dockerEIperf, iperfPort), "bench-serve", "/serve", "serve", fmt.Sprint(echoPort))
+	d.MustCLI("exec", "-d", "webe", "/usr/bin/iperf3", "-s", "-p", fmt.Sprint(iperfPort))
+}
+
+// dockerRunTimings times docker run -p of the server, on Docker's bridge
+// and on an ebpfnet network, with what the scale put there present: N-1
+// sets of Docker's rules, N-1 ebpfnet publications.
+func (b *bed) dockerRunTimings(n, times int) []Timing {
+	bridge := Timing{What: "docker run -p, Docker's bridge", N: n}
+	onEbpfnet := Timing{What: "docker run -p, ebpfnet network", N: n}
+	for range times {
+		for _, t := range []*Timing{&bridge, &onEbpfnet} {
+			args := []string{"run", "-d", "--name", "timed", "-p", "7001:7777"}
+			if t == &onEbpfnet {
+				args = append(args, "--network", b.docker.ebpfnetNet)
+			}
+			t0 := time.Now()
+			b.docker.d.MustCLI(append(args, "bench-serve", "/serve", "serve", fmt.Sprint(echoPort))...)
+			t.Ms = append(t.Ms, ms(time.Since(t0)))
+			b.docker.d.MustCLI("rm", "-f", "timed")
+		}
+	}
+	return []Timing{bridge, onEbpfnet}
 }
 
 // emulateDocker sets up by hand what dockerd would: the bridge, a server

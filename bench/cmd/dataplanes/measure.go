@@ -30,7 +30,7 @@ type dataplane struct {
 }
 
 func (b *bed) dataplanes() []dataplane {
-	return []dataplane{
+	dps := []dataplane{
 		{"direct", "direct", b.out, b.webIP, echoPort, iperfPort, clientDirect},
 		{"iptables", "direct", b.out, hostIPDocker, dockerPort, dockerIperf, clientIPT},
 		{"ebpfnet-tc", "direct", b.out, hostIP, ebpfPort, iperfPort, clientTC},
@@ -40,6 +40,12 @@ func (b *bed) dataplanes() []dataplane {
 		{"docker-proxy", "hostdirect", b.host, "127.0.0.1", dockerPort, dockerIperf, ""},
 		{"ebpfnet-local", "hostdirect", b.host, "127.0.0.1", ebpfPort, iperfPort, ""},
 	}
+	if b.docker.d != nil {
+		// docker run -p on an ebpfnet network, beside Docker's own bridge
+		// (iptables) and ebpfnet's own sandbox (ebpfnet-tc).
+		dps = slices.Insert(dps, 3, dataplane{"docker-ebpfnet", "direct", b.out, hostIP, dockerEPort, dockerEIperf, clientDE})
+	}
+	return dps
 }
 
 // Sample is one measurement.
@@ -106,6 +112,9 @@ func run(r *runner, cfg config) Results {
 		res.Timings = append(res.Timings, b.publishTimings(client, n, 100)...)
 		if n == cfg.scale[0] || n == maxN {
 			res.Timings = append(res.Timings, b.iptablesTimings(n, 10)...)
+		}
+		if b.docker.d != nil && (n == cfg.scale[0] || n == min(10000, maxN)) {
+			res.Timings = append(res.Timings, b.dockerRunTimings(n, cfg.rounds+2)...)
 		}
 		if n == maxN {
 			res.RSSKiB, res.RSSAtN = rss(b.h.DaemonPID()), n

@@ -49,6 +49,9 @@ func wrap(s string, err error) error {
 // protocol in the spec the mapping has proto.
 func parse(s string, proto ports.Protocol) (ports.Mapping, error) {
 	specs, err := nat.ParsePortSpec(s)
+	if err != nil && strings.HasPrefix(err.Error(), "invalid ranges specified") {
+		return ports.Mapping{}, fmt.Errorf("%w (they differ in number)", err) // Docker's words say which, not why
+	}
 	if err != nil {
 		return ports.Mapping{}, err
 	}
