@@ -18,11 +18,15 @@ all: build
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/ebpfnet
+	$(GO) build -o bin/ebpfnet-cni ./cmd/ebpfnet-cni
 
-# install puts the binary where the README's commands expect it.
+# install puts the binaries where the README's commands and CNI runtimes
+# expect them: the CNI plugin is type "ebpfnet" in /opt/cni/bin.
 PREFIX ?= /usr/local
+CNI_BIN ?= /opt/cni/bin
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ebpfnet
+	install -D -m 0755 bin/ebpfnet-cni $(DESTDIR)$(CNI_BIN)/ebpfnet
 
 # deps installs what is missing: Debian packages and Go modules.
 deps:

@@ -154,3 +154,23 @@ func (c *Client) Publish(ctx context.Context, sandbox string, mappings []PortMap
 func (c *Client) Unpublish(ctx context.Context, sandbox string, filters []PortMapping) (out map[string][]PortBinding, err error) {
 	return out, c.do(ctx, "POST", "/v1/sandboxes/"+esc(sandbox)+"/unpublish", Ports{Mappings: filters}, &out)
 }
+
+// Attach attaches a runtime's namespace to a network (CNI's ADD).
+func (c *Client) Attach(ctx context.Context, req AttachmentCreate) (out Attachment, err error) {
+	return out, c.do(ctx, "POST", "/v1/attachments", req, &out)
+}
+
+// CheckAttachment fails, saying why, when an attachment is not as it was made.
+func (c *Client) CheckAttachment(ctx context.Context, ref AttachmentRef, netns string) error {
+	return c.do(ctx, "GET", "/v1/attachments/"+esc(ref.ContainerID)+"/"+esc(ref.IfName)+"?netns="+url.QueryEscape(netns), nil, nil)
+}
+
+// Detach removes an attachment; one that is gone is fine.
+func (c *Client) Detach(ctx context.Context, ref AttachmentRef) error {
+	return c.do(ctx, "DELETE", "/v1/attachments/"+esc(ref.ContainerID)+"/"+esc(ref.IfName), nil, nil)
+}
+
+// CollectAttachments removes a frontend's attachments but those kept.
+func (c *Client) CollectAttachments(ctx context.Context, req AttachmentsCollect) (removed []string, err error) {
+	return removed, c.do(ctx, "POST", "/v1/attachments/collect", req, &removed)
+}

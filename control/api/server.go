@@ -38,6 +38,13 @@ type Engine interface {
 	Status() (Status, error)
 	Counters() ([]Counter, error)
 	Reconcile() error
+	// Attachments of runtimes that own their namespaces, in one step each
+	// (CNI): attach, check, detach (idempotent), and collect those a
+	// runtime no longer names.
+	Attach(AttachmentCreate) (Attachment, error)
+	CheckAttachment(ref AttachmentRef, netns string) error
+	Detach(AttachmentRef) error
+	CollectAttachments(AttachmentsCollect) (removed []string, err error)
 }
 
 // RuntimeEngine is the engine as a frontend of a container runtime that
@@ -80,6 +87,10 @@ func NewServer(engine Engine) *Server {
 	s.mux.HandleFunc("DELETE /v1/sandboxes/{ref}", s.removeSandbox)
 	s.mux.HandleFunc("POST /v1/sandboxes/{ref}/publish", s.publish)
 	s.mux.HandleFunc("POST /v1/sandboxes/{ref}/unpublish", s.unpublish)
+	s.mux.HandleFunc("POST /v1/attachments", s.attach)
+	s.mux.HandleFunc("GET /v1/attachments/{container}/{ifname}", s.checkAttachment)
+	s.mux.HandleFunc("DELETE /v1/attachments/{container}/{ifname}", s.detach)
+	s.mux.HandleFunc("POST /v1/attachments/collect", s.collectAttachments)
 	s.mux.HandleFunc("GET /v1/status", s.status)
 	s.mux.HandleFunc("POST /v1/reconcile", s.reconcile)
 	reg := prometheus.NewRegistry()
@@ -179,6 +190,37 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	return true
+}
+
+func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
+	var req AttachmentCreate
+	if decode(w, r, &req) {
+		v, err := s.engine.Attach(req)
+		answer(w, http.StatusCreated, v, err)
+	}
+}
+
+func attachmentRef(r *http.Request) AttachmentRef {
+	return AttachmentRef{ContainerID: r.PathValue("container"), IfName: r.PathValue("ifname")}
+}
+
+func (s *Server) checkAttachment(w http.ResponseWriter, r *http.Request) {
+	done(w, s.engine.CheckAttachment(attachmentRef(r), r.URL.Query().Get("netns")))
+}
+
+func (s *Server) detach(w http.ResponseWriter, r *http.Request) {
+	done(w, s.engine.Detach(attachmentRef(r)))
+}
+
+func (s *Server) collectAttachments(w http.ResponseWriter, r *http.Request) {
+	var req AttachmentsCollect
+	if decode(w, r, &req) {
+		removed, err := s.engine.CollectAttachments(req)
+		if removed == nil {
+			removed = []string{}
+		}
+		answer(w, http.StatusOK, removed, err)
+	}
 }
 
 func (s *Server) listNetworks(w http.ResponseWriter, r *http.Request) {

@@ -224,3 +224,42 @@ type Endpoint struct {
 	Interface  string `json:"Interface,omitempty"`
 	Gateway    string `json:"Gateway,omitempty"`
 }
+
+// AttachmentCreate attaches a runtime's namespace to a network in one step
+// (CNI's ADD). CNI knows an attachment by its container ID and interface
+// name.
+type AttachmentCreate struct {
+	Frontend    string        `json:"Frontend"` // "cni"
+	ContainerID string        `json:"ContainerID"`
+	IfName      string        `json:"IfName"`
+	NetNS       string        `json:"NetNS"`
+	Network     string        `json:"Network"`
+	IP          string        `json:"IP,omitempty"` // a static address, from CNI's ips capability
+	Publish     []PortMapping `json:"Publish,omitempty"`
+}
+
+// Attachment is an attachment as CNI reports it.
+type Attachment struct {
+	Sandbox       string                   `json:"Sandbox"` // its sandbox's name: CONTAINERID.IFNAME
+	Interface     string                   `json:"Interface"`
+	HostInterface string                   `json:"HostInterface"`
+	MacAddress    string                   `json:"MacAddress"`
+	Mtu           int                      `json:"Mtu,omitempty"`
+	Address       string                   `json:"Address"` // CIDR
+	Gateway       string                   `json:"Gateway,omitempty"`
+	Ports         map[string][]PortBinding `json:"Ports"`
+}
+
+// AttachmentRef names an attachment as CNI does.
+type AttachmentRef struct {
+	ContainerID string `json:"ContainerID"`
+	IfName      string `json:"IfName"`
+}
+
+// AttachmentsCollect asks to remove a frontend's attachments on a network
+// but those it names (CNI's GC).
+type AttachmentsCollect struct {
+	Frontend string          `json:"Frontend"`
+	Network  string          `json:"Network"`
+	Keep     []AttachmentRef `json:"Keep"`
+}

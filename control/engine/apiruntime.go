@@ -66,7 +66,9 @@ func (a apiEngine) CreateEndpoint(req api.EndpointCreate) (api.Endpoint, error) 
 	if err != nil {
 		return api.Endpoint{}, err
 	}
-	ep, err := a.Engine.CreateEndpoint(ExternalEndpoint{Frontend: req.Frontend, ID: req.ID, Network: req.Network, Addr: ip})
+	// An endpoint made step by step is joined by a runtime that moves and
+	// configures its interface itself.
+	ep, err := a.Engine.CreateEndpoint(ExternalEndpoint{Frontend: req.Frontend, ID: req.ID, Network: req.Network, Addr: ip, HandOver: true})
 	if err != nil {
 		return api.Endpoint{}, err
 	}
@@ -120,4 +122,45 @@ func parsePrefix(what, s string) (netip.Prefix, error) {
 		return p, errdefs.Invalidf("invalid %s %q: want an IPv4 CIDR such as 172.19.0.0/16", what, s)
 	}
 	return p, nil
+}
+
+func (a apiEngine) Attach(req api.AttachmentCreate) (api.Attachment, error) {
+	ip, err := parseAddress(req.IP)
+	if err != nil {
+		return api.Attachment{}, err
+	}
+	if req.Frontend == "" {
+		return api.Attachment{}, errdefs.Invalidf("an attachment needs the name of its frontend")
+	}
+	if req.ContainerID == "" || req.NetNS == "" {
+		return api.Attachment{}, errdefs.Invalidf("an attachment needs a container ID and a namespace path (got %q and %q)", req.ContainerID, req.NetNS)
+	}
+	sb, n, pubs, err := a.Engine.Attach(ExternalEndpoint{Frontend: req.Frontend, ID: AttachmentID(req.ContainerID, req.IfName),
+		Name: req.ContainerID + "." + req.IfName, Network: req.Network, Addr: ip, Interface: req.IfName}, req.NetNS, req.Publish)
+	if err != nil {
+		return api.Attachment{}, err
+	}
+	ep := sb.Endpoints[0]
+	v := api.Attachment{Sandbox: sb.Name, Interface: ep.Interface, HostInterface: ep.HostSide, MacAddress: ep.MAC, Mtu: n.MTU,
+		Address: netip.PrefixFrom(ep.Addr, n.Pool.Subnet.Bits()).String(), Ports: portBindings(pubs)}
+	if gw := gatewayOf(n); gw.IsValid() {
+		v.Gateway = gw.String()
+	}
+	return v, nil
+}
+
+func (a apiEngine) CheckAttachment(ref api.AttachmentRef, netns string) error {
+	return a.Engine.CheckAttachment(AttachmentID(ref.ContainerID, ref.IfName), netns)
+}
+
+func (a apiEngine) Detach(ref api.AttachmentRef) error {
+	return a.Engine.DeleteEndpoint(AttachmentID(ref.ContainerID, ref.IfName))
+}
+
+func (a apiEngine) CollectAttachments(req api.AttachmentsCollect) ([]string, error) {
+	keep := map[string]bool{}
+	for _, ref := range req.Keep {
+		keep[AttachmentID(ref.ContainerID, ref.IfName)] = true
+	}
+	return a.Engine.CollectEndpoints(req.Frontend, req.Network, keep)
 }

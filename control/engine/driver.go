@@ -55,9 +55,9 @@ func (e *Engine) teardownNetwork(n store.Network) error {
 
 // attachEndpoint creates an endpoint's interfaces with its network's
 // driver, names its host side in ep, attaches the endpoint programs there
-// and registers it in the maps, and configures the sandbox side. An
-// external sandbox's runtime moves and configures the sandbox side itself:
-// it is left in the dataplane's namespace, named ep.Interface. On failure
+// and registers it in the maps, and configures the sandbox side. A
+// runtime that moves and configures the sandbox side itself (HandOver)
+// finds it in the dataplane's namespace, named ep.Interface. On failure
 // it removes what it made.
 func (e *Engine) attachEndpoint(n store.Network, sb store.Sandbox, ep *store.Endpoint) (err error) {
 	defer func() {
@@ -70,7 +70,7 @@ func (e *Engine) attachEndpoint(n store.Network, sb store.Sandbox, ep *store.End
 		return errdefs.Invalidf("driver %s has no endpoints", n.Driver)
 	}
 	peerNS := sb.NetNS
-	if sb.External() {
+	if sb.HandOver {
 		peerNS = e.cfg.NetNS
 	}
 	fd, err := unix.Open(peerNS, unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -85,7 +85,7 @@ func (e *Engine) attachEndpoint(n store.Network, sb store.Sandbox, ep *store.End
 		}
 		return e.attachDatapath(n, *ep, ifindex)
 	})
-	if err != nil || sb.External() {
+	if err != nil || sb.HandOver {
 		return err
 	}
 	return namespace.Do(sb.NetNS, func() error { return configureInside(n, *ep) })

@@ -1,34 +1,50 @@
 package engine
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
+	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
 // External endpoints serve container runtimes that own their namespaces
-// and configure the interfaces in them (Docker's remote driver protocol).
-// Each is kept as a sandbox of its own (store.Sandbox.Frontend set) with
-// one endpoint: created with its address, joined to the runtime's
-// namespace, which gets a veth whose sandbox end the runtime moves in, left
-// and deleted. Every step may be asked twice: a runtime that restarts
+// (Docker's remote driver protocol, CNI). Each is kept as a sandbox of its
+// own (store.Sandbox.Frontend set) with one endpoint: one attachment of
+// the runtime's namespace to a network. The engine never creates or
+// removes that namespace, writes no files for it and runs no resolver in
+// it. Docker creates, joins, leaves and deletes an endpoint step by step
+// and configures the interface itself, so the sandbox end of the veth is
+// handed over in the dataplane's namespace for Docker to move in; CNI
+// attaches in one step, and the engine configures the interface in the
+// namespace. Every step may be asked twice: a runtime that restarts
 // replays what it is unsure of.
 
 // ExternalEndpoint is a runtime's request for an endpoint.
 type ExternalEndpoint struct {
-	Frontend string // the runtime's frontend: "docker"
-	ID       string // the runtime's endpoint ID, also the sandbox's
+	Frontend string // the runtime's frontend: "docker", "cni"
+	ID       string // the endpoint's ID, also its sandbox's
+	Name     string // its sandbox's name; "" names it after the frontend and the ID
 	Network  string
 	// Addr is the endpoint's address. On a network whose pool was
 	// requested on its own it must have been requested (RequestAddress);
 	// otherwise it is taken here, the next free one when zero.
 	Addr netip.Addr
+	// HandOver leaves the sandbox end of the veth in the dataplane's
+	// namespace, for the runtime to move and configure (Docker). Otherwise
+	// it goes into the namespace as Interface, configured by the engine.
+	HandOver  bool
+	Interface string
 }
 
 // Joined is what a runtime needs to finish a join: the sandbox end to move
@@ -39,48 +55,80 @@ type Joined struct {
 	Endpoint  store.Endpoint
 }
 
-// externalName names an external endpoint's sandbox, and externalPeer the
-// sandbox end of its veth until the runtime moves it.
-func externalName(frontend, id string) string { return frontend + "-" + id[:12] }
-func externalPeer(id string) string           { return "ebc" + id[:12] }
+// AttachmentID is the endpoint ID of a CNI attachment, which CNI knows by
+// its container ID and interface name.
+func AttachmentID(containerID, ifname string) string {
+	sum := sha256.Sum256([]byte(containerID + "/" + ifname))
+	return hex.EncodeToString(sum[:])
+}
+
+// externalPeer names the sandbox end of a handed-over veth until the
+// runtime moves it.
+func externalPeer(id string) string { return "ebc" + id[:12] }
 
 // CreateEndpoint stores an external endpoint; asked again, it answers the
 // endpoint it has.
 func (e *Engine) CreateEndpoint(req ExternalEndpoint) (store.Endpoint, error) {
-	if len(req.ID) < 12 || checkName("endpoint ID", req.ID) != nil {
-		return store.Endpoint{}, errdefs.Invalidf("invalid endpoint ID %q: want at least 12 letters and digits", req.ID)
+	if err := checkExternal(req); err != nil {
+		return store.Endpoint{}, err
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var ep store.Endpoint
-	err := e.update(func(tx *store.Tx, undo *rollback) error {
-		n, err := tx.Network(req.Network)
-		if err != nil {
-			return err
-		}
-		if sb, err := tx.Sandbox(req.ID); err == nil {
-			if len(sb.Endpoints) != 1 || sb.Endpoints[0].NetworkID != n.ID || sb.ID != req.ID {
-				return errdefs.Conflictf("endpoint %s exists on another network", req.ID)
-			}
-			ep = sb.Endpoints[0]
-			return nil
-		}
-		if !servedByDatapath(n) {
-			return errdefs.Invalidf("network %s (%s) has no endpoints of its own", n.Name, n.Driver)
-		}
-		if req.Addr, err = takeAddress(tx, n, req.Addr); err != nil {
-			return err
-		}
-		ep = store.Endpoint{ID: req.ID, NetworkID: n.ID, Interface: externalPeer(req.ID), Addr: req.Addr,
-			MAC: driver.MACFor(req.Addr).String()}
-		sb := store.Sandbox{ID: req.ID, Name: externalName(req.Frontend, req.ID), Frontend: req.Frontend,
-			Created: time.Now().UTC(), Mode: store.ModeNetworks, Endpoints: []store.Endpoint{ep}}
-		if _, err := tx.Sandbox(sb.Name); err == nil {
-			return errdefs.Conflictf("sandbox %s already exists", sb.Name)
-		}
-		return tx.PutSandbox(sb)
+	var sb store.Sandbox
+	err := e.update(func(tx *store.Tx, undo *rollback) (err error) {
+		sb, _, err = createEndpoint(tx, req)
+		return err
 	})
-	return ep, err
+	if err != nil {
+		return store.Endpoint{}, err
+	}
+	return sb.Endpoints[0], nil
+}
+
+func checkExternal(req ExternalEndpoint) error {
+	if len(req.ID) < 12 || checkName("endpoint ID", req.ID) != nil {
+		return errdefs.Invalidf("invalid endpoint ID %q: want at least 12 letters and digits", req.ID)
+	}
+	if !req.HandOver {
+		if err := checkName("interface", req.Interface); err != nil || len(req.Interface) > 15 {
+			return errdefs.Invalidf("invalid interface name %q: want 1-15 letters, digits, '_', '.', '-'", req.Interface)
+		}
+	}
+	return nil
+}
+
+// createEndpoint stores an external endpoint's sandbox, or finds the one
+// stored already; n is its network.
+func createEndpoint(tx *store.Tx, req ExternalEndpoint) (store.Sandbox, store.Network, error) {
+	n, err := tx.Network(req.Network)
+	if err != nil {
+		return store.Sandbox{}, n, err
+	}
+	if sb, err := tx.Sandbox(req.ID); err == nil {
+		if !sb.External() || sb.ID != req.ID || len(sb.Endpoints) != 1 || sb.Endpoints[0].NetworkID != n.ID {
+			return sb, n, errdefs.Conflictf("endpoint %s exists on another network", req.ID)
+		}
+		return sb, n, nil
+	}
+	if !servedByDatapath(n) {
+		return store.Sandbox{}, n, errdefs.Invalidf("network %s (%s) has no endpoints of its own", n.Name, n.Driver)
+	}
+	if req.Addr, err = takeAddress(tx, n, req.Addr); err != nil {
+		return store.Sandbox{}, n, err
+	}
+	ep := store.Endpoint{ID: req.ID, NetworkID: n.ID, Interface: req.Interface, Addr: req.Addr, MAC: driver.MACFor(req.Addr).String()}
+	if req.HandOver {
+		ep.Interface = externalPeer(req.ID)
+	}
+	sb := store.Sandbox{ID: req.ID, Name: req.Name, Frontend: req.Frontend, HandOver: req.HandOver,
+		Created: time.Now().UTC(), Mode: store.ModeNetworks, Endpoints: []store.Endpoint{ep}}
+	if sb.Name == "" {
+		sb.Name = req.Frontend + "-" + req.ID[:12]
+	}
+	if _, err := tx.Sandbox(sb.Name); err == nil {
+		return sb, n, errdefs.Conflictf("sandbox %s already exists", sb.Name)
+	}
+	return sb, n, tx.PutSandbox(sb)
 }
 
 // takeAddress makes addr an address of n's: one requested already from a
@@ -99,6 +147,29 @@ func takeAddress(tx *store.Tx, n store.Network, addr netip.Addr) (netip.Addr, er
 	return addr, nil
 }
 
+// join builds an external endpoint's interfaces for the namespace at netns
+// and attaches the datapath to them; joined already to netns, it does
+// nothing.
+func (e *Engine) join(tx *store.Tx, undo *rollback, sb *store.Sandbox, n store.Network, netns string) error {
+	if sb.NetNS == netns {
+		return nil
+	}
+	if sb.NetNS != "" {
+		return errdefs.Conflictf("endpoint %s is joined to %s already", sb.ID, sb.NetNS)
+	}
+	if !namespace.IsNamespace(netns) {
+		return errdefs.Invalidf("%s is not a network namespace", netns)
+	}
+	sb.NetNS = netns
+	ep := sb.Endpoints[0]
+	if err := e.attachEndpoint(n, *sb, &ep); err != nil {
+		return err
+	}
+	undo.add(func() error { return e.detachEndpoint(n, netns, ep) })
+	sb.Endpoints = []store.Endpoint{ep}
+	return tx.PutSandbox(*sb)
+}
+
 // JoinEndpoint builds an external endpoint's interfaces for the namespace
 // at netns and attaches the datapath to them. Asked again for the same
 // namespace, it answers the same.
@@ -111,28 +182,96 @@ func (e *Engine) JoinEndpoint(id, netns string) (Joined, error) {
 		if err != nil {
 			return err
 		}
-		ep := sb.Endpoints[0]
-		if sb.NetNS != "" && sb.NetNS != netns {
-			return errdefs.Conflictf("endpoint %s is joined to %s already", id, sb.NetNS)
+		if err := e.join(tx, undo, &sb, n, netns); err != nil {
+			return err
 		}
-		if sb.NetNS == "" {
-			sb.NetNS = netns
-			if err := e.attachEndpoint(n, sb, &ep); err != nil {
-				return err
-			}
-			undo.add(func() error { return e.detachEndpoint(n, sb.NetNS, ep) })
-			sb.Endpoints[0] = ep
-			if err := tx.PutSandbox(sb); err != nil {
-				return err
-			}
-		}
-		j = Joined{Interface: ep.Interface, Endpoint: ep}
-		if !n.Internal && n.HostOnNetwork() {
-			j.Gateway = n.Pool.Gateway
-		}
+		j = Joined{Interface: sb.Endpoints[0].Interface, Endpoint: sb.Endpoints[0], Gateway: gatewayOf(n)}
 		return nil
 	})
 	return j, err
+}
+
+// gatewayOf is where a network's sandboxes route to leave it, none on an
+// internal network or one whose host holds no address on it.
+func gatewayOf(n store.Network) netip.Addr {
+	if n.Internal || !n.HostOnNetwork() {
+		return netip.Addr{}
+	}
+	return n.Pool.Gateway
+}
+
+// Attach attaches a runtime's namespace to a network in one step (CNI's
+// ADD): the endpoint, its interface configured in netns, and its published
+// ports. Either all of it is done or none. Asked again for the same
+// namespace, it answers what it did.
+func (e *Engine) Attach(req ExternalEndpoint, netns string, publish []ports.Mapping) (store.Sandbox, store.Network, []store.Publication, error) {
+	if err := checkExternal(req); err != nil {
+		return store.Sandbox{}, store.Network{}, nil, err
+	}
+	if err := checkPublish(publish); err != nil {
+		return store.Sandbox{}, store.Network{}, nil, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var (
+		sb   store.Sandbox
+		n    store.Network
+		pubs []store.Publication
+	)
+	err := e.apply(func(tx *store.Tx, undo *rollback) (err error) {
+		if sb, n, err = createEndpoint(tx, req); err != nil {
+			return err
+		}
+		if sb.NetNS == netns {
+			pubs, err = tx.Publications(sb.Name) // asked again
+			return err
+		}
+		if err := e.join(tx, undo, &sb, n, netns); err != nil {
+			return err
+		}
+		pubs, err = e.addPublications(tx, undo, sb, publish)
+		return err
+	}, false)
+	return sb, n, pubs, err
+}
+
+// CheckAttachment fails, saying what is wrong, when an attachment's
+// record, host side, datapath programs or interface in netns is not as
+// it was made.
+func (e *Engine) CheckAttachment(id, netns string) error {
+	var (
+		sb store.Sandbox
+		n  store.Network
+	)
+	err := e.store.View(func(tx *store.Tx) (err error) { sb, n, err = externalSandbox(tx, id); return err })
+	if err != nil {
+		return err
+	}
+	ep := sb.Endpoints[0]
+	if sb.NetNS != netns {
+		return errdefs.Conflictf("endpoint %s is attached to %q, not %s", id, sb.NetNS, netns)
+	}
+	if d, ok := e.drivers(n.Driver); ok {
+		if err := e.inHost(func() error { return d.Check(n, ep) }); err != nil {
+			return fmt.Errorf("host side %s of endpoint %s: %w", ep.HostSide, id, err)
+		}
+	}
+	return namespace.Do(netns, func() error {
+		l, err := netlink.LinkByName(ep.Interface)
+		if err != nil {
+			return fmt.Errorf("interface %s in %s: %w", ep.Interface, netns, err)
+		}
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			return fmt.Errorf("addresses of %s in %s: %w", ep.Interface, netns, err)
+		}
+		for _, a := range addrs {
+			if got, ok := netip.AddrFromSlice(a.IP.To4()); ok && got == ep.Addr {
+				return nil
+			}
+		}
+		return fmt.Errorf("interface %s in %s lost its address %s", ep.Interface, netns, ep.Addr)
+	})
 }
 
 // LeaveEndpoint removes an external endpoint's interfaces and map entries;
@@ -167,6 +306,10 @@ func (e *Engine) LeaveEndpoint(id string) error {
 func (e *Engine) DeleteEndpoint(id string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return e.deleteEndpoint(id)
+}
+
+func (e *Engine) deleteEndpoint(id string) error {
 	var (
 		gone store.Sandbox
 		n    store.Network
@@ -202,11 +345,47 @@ func (e *Engine) DeleteEndpoint(id string) error {
 	return errors.Join(errs...)
 }
 
+// CollectEndpoints deletes a frontend's external endpoints on a network
+// whose IDs keep does not hold (CNI's GC), and returns the names of those
+// it deleted.
+func (e *Engine) CollectEndpoints(frontend, network string, keep map[string]bool) ([]string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var (
+		sbs []store.Sandbox
+		n   store.Network
+	)
+	err := e.store.View(func(tx *store.Tx) (err error) {
+		if n, err = tx.Network(network); err != nil {
+			return err
+		}
+		sbs, err = tx.Sandboxes()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var (
+		gone []string
+		errs []error
+	)
+	for _, sb := range sbs {
+		if sb.Frontend == frontend && len(sb.Endpoints) == 1 && sb.Endpoints[0].NetworkID == n.ID && !keep[sb.ID] {
+			if err := e.deleteEndpoint(sb.ID); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			gone = append(gone, sb.Name)
+		}
+	}
+	return gone, errors.Join(errs...)
+}
+
 // externalSandbox finds the sandbox of external endpoint id and its network.
 func externalSandbox(tx *store.Tx, id string) (store.Sandbox, store.Network, error) {
 	sb, err := tx.Sandbox(id)
 	if err != nil {
-		return sb, store.Network{}, errdefs.NotFound(fmt.Errorf("endpoint %s: %w", id, store.ErrNotFound))
+		return sb, store.Network{}, fmt.Errorf("endpoint %s: %w", id, store.ErrNotFound)
 	}
 	if !sb.External() || sb.ID != id || len(sb.Endpoints) != 1 {
 		return sb, store.Network{}, errdefs.NotFoundf("endpoint %s: no such external endpoint", id)

@@ -105,6 +105,10 @@ type Sandbox struct {
 	// runtime owns the namespace and configures the interface the engine
 	// hands over. "" is a sandbox of ebpfnet's own (engine.Runtime).
 	Frontend string `json:"frontend,omitempty"`
+	// HandOver is set when the runtime moves the sandbox end of an
+	// endpoint's veth into its namespace and configures it (Docker); the
+	// engine then leaves it in the dataplane's namespace.
+	HandOver bool `json:"handOver,omitempty"`
 	// Shares names the sandbox whose namespace a container-mode sandbox uses.
 	Shares    string       `json:"shares,omitempty"`
 	Endpoints []Endpoint   `json:"endpoints,omitempty"`

@@ -1,0 +1,234 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/ebpfnet/ebpfnet/test/testbed"
+)
+
+var (
+	cniOnce sync.Once
+	cniPath string // holds ebpfnet (the plugin) and cnitool
+	cniErr  error
+)
+
+// cniTools builds ebpfnet's CNI plugin, as `make install` names it, and
+// cnitool, from the module proxy, once per test process.
+func cniTools(t *testing.T) string {
+	t.Helper()
+	cniOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ebpfnet-cni-")
+		if err != nil {
+			cniErr = err
+			return
+		}
+		cniPath = dir
+		for _, c := range [][]string{
+			{"go", "build", "-o", filepath.Join(dir, "ebpfnet"), "github.com/ebpfnet/ebpfnet/cmd/ebpfnet-cni"},
+			{"go", "install", "github.com/containernetworking/cni/cnitool@v1.3.1"},
+		} {
+			cmd := exec.Command(c[0], c[1:]...)
+			cmd.Env = append(os.Environ(), "GOBIN="+dir)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				cniErr = fmt.Errorf("%s: %v\n%s", strings.Join(c, " "), err, out)
+				return
+			}
+		}
+	})
+	if cniErr != nil {
+		t.Fatal(cniErr)
+	}
+	return cniPath
+}
+
+// cni runs cnitool against the network configurations in dir.
+type cni struct {
+	t    *testing.T
+	path string // CNI_PATH
+	dir  string // NETCONFPATH
+}
+
+func newCNI(t *testing.T) *cni {
+	return &cni{t: t, path: cniTools(t), dir: t.TempDir()}
+}
+
+// conflist writes a network configuration list named name.
+func (c *cni) conflist(name string, plugins ...map[string]any) {
+	c.t.Helper()
+	data, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": name, "plugins": plugins})
+	if err := os.WriteFile(filepath.Join(c.dir, name+".conflist"), data, 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// run runs `cnitool VERB NETWORK NETNS` with the environment given as
+// KEY=VALUE pairs (CAP_ARGS, CNI_IFNAME).
+func (c *cni) run(verb, network, netns string, env ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(c.path, "cnitool"), verb, network, netns)
+	cmd.Env = append(os.Environ(), append([]string{"CNI_PATH=" + c.path, "NETCONFPATH=" + c.dir}, env...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (c *cni) must(verb, network, netns string, env ...string) string {
+	c.t.Helper()
+	out, err := c.run(verb, network, netns, env...)
+	if err != nil {
+		c.t.Fatalf("cnitool %s %s %s: %v\n%s", verb, network, netns, err, out)
+	}
+	return out
+}
+
+// portMappings is CAP_ARGS with portmap's portMappings.
+func portMappings(m ...string) string {
+	var pms []map[string]any
+	for _, s := range m {
+		var host, port int
+		var proto string
+		fmt.Sscanf(strings.ReplaceAll(strings.ReplaceAll(s, ":", " "), "/", " "), "%d %d %s", &host, &port, &proto)
+		pms = append(pms, map[string]any{"hostPort": host, "containerPort": port, "protocol": proto})
+	}
+	data, _ := json.Marshal(map[string]any{"portMappings": pms})
+	return "CAP_ARGS=" + string(data)
+}
+
+// containerNS makes a namespace standing for a container, removed when
+// the test ends.
+func containerNS(t *testing.T, h *testbed.Host, name string) string {
+	t.Helper()
+	ns := h.Name(name)
+	h.MustRun("ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	h.MustRun("ip", "-n", ns, "link", "set", "lo", "up")
+	return "/run/netns/" + ns
+}
+
+// assertNothingLeft fails when the daemon still holds an endpoint, a
+// published port or a CNI sandbox.
+func assertNothingLeft(t *testing.T, h *testbed.Host, when string) {
+	t.Helper()
+	st := h.Status()
+	if len(st.Endpoints) != 0 || st.HeldPorts != 0 {
+		t.Errorf("%s: %d endpoints and %d held ports left", when, len(st.Endpoints), st.HeldPorts)
+	}
+	if sbs := sandboxNames(t, h); len(sbs) != 0 {
+		t.Errorf("%s: sandboxes left: %v", when, sbs)
+	}
+}
+
+// sandboxNames lists the names of the host's sandboxes.
+func sandboxNames(t *testing.T, h *testbed.Host) []string {
+	t.Helper()
+	var sbs []struct{ Name string }
+	if err := json.Unmarshal([]byte(h.MustCLI("sandbox", "ls", "-o", "json")), &sbs); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, sb := range sbs {
+		names = append(names, sb.Name)
+	}
+	return names
+}
+
+// TestCNIMainMode drives ebpfnet's CNI plugin with cnitool: ADD attaches a
+// namespace to an ebpfnet network and publishes its port mappings, CHECK
+// finds damage, DEL leaves nothing, also twice, after a kill -9 of the
+// daemon, and when the namespace is gone; GC and STATUS answer.
+func TestCNIMainMode(t *testing.T) {
+	h, out := newPublishingHost(t)
+	c := newCNI(t)
+	h.MustCLI("network", "create", "--subnet", "10.96.0.0/24", h.Name("cninet"))
+	h.MustCLI("network", "create", "--subnet", "10.95.0.0/24", h.Name("second"))
+	plugin := func(network string) map[string]any {
+		return map[string]any{"type": "ebpfnet", "network": network, "socket": h.Socket(),
+			"capabilities": map[string]bool{"portMappings": true, "ips": true}}
+	}
+	c.conflist("ebnet", plugin(h.Name("cninet")))
+	c.conflist("second", plugin(h.Name("second")))
+	ns := containerNS(t, h, "c1")
+
+	res := c.must("add", "ebnet", ns, portMappings("8080:7777/tcp", "8080:7777/udp"))
+	var result struct {
+		Interfaces []struct{ Name, Mac, Sandbox string }
+		IPs        []struct{ Address, Gateway string }
+		Routes     []struct{ Dst, GW string }
+	}
+	if err := json.Unmarshal([]byte(res), &result); err != nil || len(result.IPs) != 1 || len(result.Routes) != 1 {
+		t.Fatalf("ADD's result: %v\n%s", err, res)
+	}
+	addr := netip.MustParsePrefix(result.IPs[0].Address)
+	if !netip.MustParsePrefix("10.96.0.0/24").Contains(addr.Addr()) || result.IPs[0].Gateway != "10.96.0.1" ||
+		result.Routes[0].GW != "10.96.0.1" || result.Interfaces[1].Name != "eth0" || result.Interfaces[1].Sandbox != ns {
+		t.Errorf("ADD's result is not the attachment:\n%s", res)
+	}
+	testbed.Serve(t, ns)
+	if peer := peerOf(t, out.NS, "tcp4", hostIP+":8080"); peer.Addr().String() != out.IP {
+		t.Errorf("the container saw %s, want the client's own address %s", peer, out.IP)
+	}
+	mustWork(t, "udp from outside", testbed.UDPTo(out.NS, hostIP+":8080"))
+	mustWork(t, "host to 127.0.0.1:8080", testbed.TCPTo(h.NetNS, "127.0.0.1:8080"))
+	mustWork(t, "host to its own address", testbed.TCPTo(h.NetNS, hostIP+":8080"))
+	mustWork(t, "container to the outside", testbed.TCP(ns, out.IP))
+	assertNoRuleNorProxy(t, h, "8080")
+	if names := sandboxNames(t, h); len(names) != 1 || !strings.HasPrefix(names[0], "cnitool-") || !strings.HasSuffix(names[0], ".eth0") {
+		t.Errorf("the attachment's sandboxes are %q, want one CONTAINERID.eth0", names)
+	}
+
+	// A second interface of the same container on a second network.
+	c.must("add", "second", ns, "CNI_IFNAME=eth1")
+	mustWork(t, "the container on its second network to the outside", testbed.TCP(ns, out.IP))
+
+	c.must("check", "ebnet", ns)
+	h.MustRun("ip", "-n", filepath.Base(ns), "addr", "flush", "dev", "eth0")
+	if msg, err := c.run("check", "ebnet", ns); err == nil || !strings.Contains(msg, addr.Addr().String()) {
+		t.Errorf("CHECK after the address was removed: %v %s, want a failure naming %s", err, msg, addr.Addr())
+	}
+
+	c.must("status", "ebnet", ns)
+	for _, network := range []string{"ebnet", "second"} {
+		c.must("del", network, ns, "CNI_IFNAME="+map[string]string{"ebnet": "eth0", "second": "eth1"}[network])
+	}
+	c.must("del", "ebnet", ns) // again
+	assertNothingLeft(t, h, "after DEL")
+	mustFail(t, "outside to 8080 after DEL", testbed.TCPTo(out.NS, hostIP+":8080"))
+
+	// DEL after the daemon's kill -9, with the namespace gone already.
+	c.must("add", "ebnet", ns, portMappings("8080:7777/tcp"))
+	h.Stop(syscall.SIGKILL)
+	if _, err := c.run("status", "ebnet", ns); err == nil {
+		t.Error("STATUS succeeded with the daemon dead")
+	}
+	h.Start()
+	h.MustRun("ip", "netns", "del", filepath.Base(ns))
+	c.must("del", "ebnet", ns)
+	assertNothingLeft(t, h, "after DEL of a dead namespace")
+
+	// GC removes what the runtime no longer names: here, everything.
+	for _, name := range []string{"g1", "g2"} {
+		c.must("add", "ebnet", containerNS(t, h, name))
+	}
+	c.must("gc", "ebnet", ns)
+	assertNothingLeft(t, h, "after GC")
+
+	// Bad input changes nothing.
+	ns2 := containerNS(t, h, "c2")
+	for _, bad := range []struct{ env, want string }{
+		{portMappings("0:7777/tcp"), "invalid port mapping 0:7777/tcp"},
+		{portMappings("8080:7777/sctp"), `protocol "sctp"`},
+		{`CAP_ARGS={"ips":["10.0.0.5/24"]}`, "10.0.0.5"},
+	} {
+		if msg, err := c.run("add", "ebnet", ns2, bad.env); err == nil || !strings.Contains(msg, bad.want) {
+			t.Errorf("ADD with %s: %v %s, want a refusal naming %q", bad.env, err, msg, bad.want)
+		}
+	}
+	assertNothingLeft(t, h, "after refused ADDs")
+}
