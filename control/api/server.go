@@ -53,6 +53,12 @@ type Engine interface {
 // step by step. Every step may be replayed.
 type RuntimeEngine interface {
 	Engine
+	// Networks, endpoints and ports that a frontend's runtime owns: the
+	// CLI's calls of the same names refuse them.
+	CreateFrontendNetwork(NetworkCreate) (Network, error)
+	RemoveFrontendNetwork(frontend, ref string) error
+	PublishEndpoint(frontend, id string, mappings []PortMapping) (map[string][]PortBinding, error)
+	UnpublishEndpoint(frontend, id string) error
 	RequestPool(subnet, ipRange string) (Pool, error)
 	// RequestedPool finds the requested pool of subnet no network uses yet.
 	RequestedPool(subnet string) (Pool, error)

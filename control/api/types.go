@@ -17,9 +17,10 @@ type NetworkCreate struct {
 	Options  map[string]string `json:"Options,omitempty"`
 	Labels   map[string]string `json:"Labels,omitempty"`
 	DNS      []string          `json:"DNS,omitempty"`
-	// Set by a runtime frontend creating a network for its runtime: the
-	// runtime's ID for it, a pool it requested (RuntimeEngine.RequestPool)
-	// and the frontend's name.
+	// Set by a runtime frontend creating a network for its runtime
+	// (RuntimeEngine.CreateFrontendNetwork; the API refuses them): the
+	// runtime's ID for it, a pool it requested (RequestPool) and the
+	// frontend's name.
 	ID       string `json:"Id,omitempty"`
 	PoolID   string `json:"PoolID,omitempty"`
 	Frontend string `json:"Frontend,omitempty"`
@@ -212,6 +213,7 @@ type EndpointCreate struct {
 	ID       string `json:"EndpointID"`
 	Network  string `json:"NetworkID"`
 	Address  string `json:"Address,omitempty"` // CIDR or bare; requested already on a requested pool
+	MAC      string `json:"MacAddress,omitempty"`
 }
 
 // Endpoint is a runtime endpoint: its address (CIDR) and MAC, and once

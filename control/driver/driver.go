@@ -67,6 +67,15 @@ func IsNotFound(err error) bool {
 	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
 }
 
+// EndpointMAC is an endpoint's MAC: the one it was given, else MACFor its
+// address.
+func EndpointMAC(ep store.Endpoint) net.HardwareAddr {
+	if mac, err := net.ParseMAC(ep.MAC); err == nil && len(mac) == 6 {
+		return mac
+	}
+	return MACFor(ep.Addr)
+}
+
 // MACFor derives a MAC from an IPv4 address as Docker does: 02:42 + the address.
 func MACFor(a netip.Addr) net.HardwareAddr {
 	b := a.As4()

@@ -6,6 +6,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
@@ -27,6 +28,16 @@ func (a apiEngine) RequestPool(subnet, ipRange string) (api.Pool, error) {
 		return api.Pool{}, err
 	}
 	return api.Pool{ID: p.ID, Subnet: p.Subnet.String()}, nil
+}
+
+func (a apiEngine) PublishEndpoint(frontend, id string, mappings []ports.Mapping) (map[string][]api.PortBinding, error) {
+	added, err := a.Engine.PublishEndpoint(frontend, id, mappings)
+	return portBindings(added), err
+}
+
+func (a apiEngine) UnpublishEndpoint(frontend, id string) error {
+	_, err := a.Engine.UnpublishEndpoint(frontend, id)
+	return err
 }
 
 func (a apiEngine) RequestedPool(subnet string) (api.Pool, error) {
@@ -68,7 +79,7 @@ func (a apiEngine) CreateEndpoint(req api.EndpointCreate) (api.Endpoint, error) 
 	}
 	// An endpoint made step by step is joined by a runtime that moves and
 	// configures its interface itself.
-	ep, err := a.Engine.CreateEndpoint(ExternalEndpoint{Frontend: req.Frontend, ID: req.ID, Network: req.Network, Addr: ip, HandOver: true})
+	ep, err := a.Engine.CreateEndpoint(ExternalEndpoint{Frontend: req.Frontend, ID: req.ID, Network: req.Network, Addr: ip, MAC: req.MAC, HandOver: true})
 	if err != nil {
 		return api.Endpoint{}, err
 	}

@@ -175,6 +175,13 @@ func (a apiEngine) Network(ref string) (api.Network, error) {
 }
 
 func (a apiEngine) CreateNetwork(req api.NetworkCreate) (api.Network, error) {
+	if req.ID != "" || req.PoolID != "" || req.Frontend != "" {
+		return api.Network{}, errdefs.Invalidf("a network's ID, pool ID and frontend are set by runtimes' frontends only (got %q, %q, %q)", req.ID, req.PoolID, req.Frontend)
+	}
+	return a.CreateFrontendNetwork(req)
+}
+
+func (a apiEngine) CreateFrontendNetwork(req api.NetworkCreate) (api.Network, error) {
 	spec, err := networkSpec(req)
 	if err != nil {
 		return api.Network{}, err

@@ -65,7 +65,7 @@ func networkMaps(n store.Network) maps.Network {
 // endpointMaps is where the datapath delivers packets for a bridge endpoint
 // whose host side has ifindex.
 func endpointMaps(n store.Network, ep store.Endpoint, ifindex int) maps.Endpoint {
-	return maps.Endpoint{Addr: ep.Addr, Ifindex: uint32(ifindex), Network: n.Index, MAC: driver.MACFor(ep.Addr)}
+	return maps.Endpoint{Addr: ep.Addr, Ifindex: uint32(ifindex), Network: n.Index, MAC: driver.EndpointMAC(ep)}
 }
 
 // ifaceMaps is what the datapath knows of an endpoint's host side, by

@@ -1,12 +1,9 @@
 package engine
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -32,30 +29,10 @@ type testEngine struct {
 func newTestEngine(t *testing.T) testEngine {
 	t.Helper()
 	testenv.RequirePrivileges(t)
-	id := make([]byte, 3)
-	rand.Read(id)
-	prefix := "ect" + hex.EncodeToString(id)
-	dir := t.TempDir()
-	resolv := filepath.Join(dir, "resolv.conf")
-	if err := os.WriteFile(resolv, []byte("nameserver 10.99.0.2\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{StateDir: filepath.Join(dir, "state"), BPFFS: "/sys/fs/bpf/" + prefix, NetNS: "/run/netns/" + prefix + "-host",
+	prefix, dir := testenv.Prefix("ect"), t.TempDir()
+	resolv := testenv.ResolvConf(t, dir)
+	cfg := Config{StateDir: filepath.Join(dir, "state"), BPFFS: "/sys/fs/bpf/" + prefix, NetNS: testenv.HostNamespace(t, prefix+"-host"),
 		Runtime: &sandbox.Runtime{NetnsDir: sandbox.DefaultNetnsDir, EtcDir: filepath.Join(dir, "etc")}, ResolvConf: resolv}
-	if err := namespace.Create(cfg.NetNS); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { namespace.Remove(cfg.NetNS) })
-	err := namespace.Do(cfg.NetNS, func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(lo)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	e, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"time"
 
@@ -40,6 +41,8 @@ type ExternalEndpoint struct {
 	// requested on its own it must have been requested (RequestAddress);
 	// otherwise it is taken here, the next free one when zero.
 	Addr netip.Addr
+	// MAC is the endpoint's MAC; "" derives it from the address.
+	MAC string
 	// HandOver leaves the sandbox end of the veth in the dataplane's
 	// namespace, for the runtime to move and configure (Docker). Otherwise
 	// it goes into the namespace as Interface, configured by the engine.
@@ -89,6 +92,9 @@ func checkExternal(req ExternalEndpoint) error {
 	if len(req.ID) < 12 || checkName("endpoint ID", req.ID) != nil {
 		return errdefs.Invalidf("invalid endpoint ID %q: want at least 12 letters and digits", req.ID)
 	}
+	if mac, err := net.ParseMAC(req.MAC); req.MAC != "" && (err != nil || len(mac) != 6 || mac[0]&1 != 0) {
+		return errdefs.Invalidf("invalid MAC address %q: want a unicast Ethernet address such as 02:42:ac:11:00:02", req.MAC)
+	}
 	if !req.HandOver {
 		if err := checkName("interface", req.Interface); err != nil || len(req.Interface) > 15 {
 			return errdefs.Invalidf("invalid interface name %q: want 1-15 letters, digits, '_', '.', '-'", req.Interface)
@@ -116,7 +122,8 @@ func createEndpoint(tx *store.Tx, req ExternalEndpoint) (store.Sandbox, store.Ne
 	if req.Addr, err = takeAddress(tx, n, req.Addr); err != nil {
 		return store.Sandbox{}, n, err
 	}
-	ep := store.Endpoint{ID: req.ID, NetworkID: n.ID, Interface: req.Interface, Addr: req.Addr, MAC: driver.MACFor(req.Addr).String()}
+	ep := store.Endpoint{ID: req.ID, NetworkID: n.ID, Interface: req.Interface, Addr: req.Addr, MAC: req.MAC}
+	ep.MAC = driver.EndpointMAC(ep).String()
 	if req.HandOver {
 		ep.Interface = externalPeer(req.ID)
 	}
@@ -144,6 +151,18 @@ func takeAddress(tx *store.Tx, n store.Network, addr netip.Addr) (netip.Addr, er
 	if !addr.IsValid() || !n.Pool.InUse(addr) {
 		return addr, errdefs.Invalidf("address %q was not requested from network %s's pool %s", addr, n.Name, n.Pool.Subnet)
 	}
+	// Requested once, held once.
+	sbs, err := tx.Sandboxes()
+	if err != nil {
+		return addr, err
+	}
+	for _, sb := range sbs {
+		for _, ep := range sb.Endpoints {
+			if ep.NetworkID == n.ID && ep.Addr == addr {
+				return addr, errdefs.Conflictf("address %s of network %s is held by %s already", addr, n.Name, sb.Name)
+			}
+		}
+	}
 	return addr, nil
 }
 
@@ -157,7 +176,9 @@ func (e *Engine) join(tx *store.Tx, undo *rollback, sb *store.Sandbox, n store.N
 	if sb.NetNS != "" {
 		return errdefs.Conflictf("endpoint %s is joined to %s already", sb.ID, sb.NetNS)
 	}
-	if !namespace.IsNamespace(netns) {
+	// Docker joins before it makes the namespace; a namespace the engine
+	// configures must be there.
+	if !sb.HandOver && !namespace.IsNamespace(netns) {
 		return errdefs.Invalidf("%s is not a network namespace", netns)
 	}
 	sb.NetNS = netns

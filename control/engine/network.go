@@ -253,8 +253,13 @@ func (e *Engine) addNetwork(tx *store.Tx, undo *rollback, n *store.Network) erro
 	return nil
 }
 
-// RemoveNetwork removes a user-defined network without endpoints.
-func (e *Engine) RemoveNetwork(ref string) error {
+// RemoveNetwork removes a user-defined network without endpoints; a
+// network a runtime's frontend created is that frontend's to remove.
+func (e *Engine) RemoveNetwork(ref string) error { return e.RemoveFrontendNetwork("", ref) }
+
+// RemoveFrontendNetwork removes a network that frontend created ("" for
+// ebpfnet's own), without endpoints.
+func (e *Engine) RemoveFrontendNetwork(frontend, ref string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var removed store.Network
@@ -262,6 +267,9 @@ func (e *Engine) RemoveNetwork(ref string) error {
 		n, err := tx.Network(ref)
 		if err != nil {
 			return err
+		}
+		if n.Frontend != frontend {
+			return errdefs.Conflictf("network %s belongs to %s: remove it with %s", n.Name, n.Frontend, n.Frontend)
 		}
 		if n.Predefined {
 			return errdefs.Invalidf("%s is a pre-defined network and cannot be removed", n.Name)
@@ -304,13 +312,14 @@ func networkUsers(tx *store.Tx, id string) ([]string, error) {
 	return users, nil
 }
 
-// PruneNetworks removes every user-defined network without endpoints.
+// PruneNetworks removes every user-defined network without endpoints but
+// those runtimes' frontends created.
 func (e *Engine) PruneNetworks() ([]string, error) {
 	var candidates []string
 	err := e.store.View(func(tx *store.Tx) error {
 		nets, err := tx.Networks()
 		for _, n := range nets {
-			if users, _ := networkUsers(tx, n.ID); !n.Predefined && len(users) == 0 {
+			if users, _ := networkUsers(tx, n.ID); !n.Predefined && n.Frontend == "" && len(users) == 0 {
 				candidates = append(candidates, n.Name)
 			}
 		}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"net/netip"
 	"slices"
 
@@ -39,8 +40,31 @@ func endpointOn(sb store.Sandbox, networkID string) (store.Endpoint, bool) {
 }
 
 // Publish publishes ports of a sandbox. Either all of specs are published
-// or none.
+// or none. An external endpoint's ports are its runtime's to publish
+// (PublishEndpoint).
 func (e *Engine) Publish(sandboxRef string, specs []ports.Mapping) ([]store.Publication, error) {
+	return e.publish(sandboxRef, "", specs)
+}
+
+// PublishEndpoint publishes ports of an external endpoint of frontend's.
+func (e *Engine) PublishEndpoint(frontend, id string, specs []ports.Mapping) ([]store.Publication, error) {
+	return e.publish(id, frontend, specs)
+}
+
+// sandboxOf finds the sandbox ref names, which frontend must own ("" for
+// ebpfnet's own).
+func sandboxOf(tx *store.Tx, ref, frontend string) (store.Sandbox, error) {
+	sb, err := tx.Sandbox(ref)
+	if err == nil && sb.Frontend != frontend {
+		err = ownSandbox(sb)
+		if frontend != "" {
+			err = errdefs.NotFoundf("endpoint %s: no such %s endpoint", ref, frontend)
+		}
+	}
+	return sb, err
+}
+
+func (e *Engine) publish(ref, frontend string, specs []ports.Mapping) ([]store.Publication, error) {
 	if err := checkPublish(specs); err != nil {
 		return nil, err
 	}
@@ -48,7 +72,7 @@ func (e *Engine) Publish(sandboxRef string, specs []ports.Mapping) ([]store.Publ
 	defer e.mu.Unlock()
 	var added []store.Publication
 	err := e.apply(func(tx *store.Tx, undo *rollback) error {
-		sb, err := tx.Sandbox(sandboxRef)
+		sb, err := sandboxOf(tx, ref, frontend)
 		if err != nil {
 			return err
 		}
@@ -155,8 +179,23 @@ func (e *Engine) forgetPorts(sandbox string, pubs []store.Publication) {
 }
 
 // Unpublish removes a sandbox's publications that match any of filters;
-// each must match at least one.
+// each must match at least one. An external endpoint's ports are its
+// runtime's to unpublish (UnpublishEndpoint).
 func (e *Engine) Unpublish(sandboxRef string, filters []ports.Mapping) ([]store.Publication, error) {
+	return e.unpublish(sandboxRef, "", filters)
+}
+
+// UnpublishEndpoint removes every publication of an external endpoint of
+// frontend's; none is fine.
+func (e *Engine) UnpublishEndpoint(frontend, id string) ([]store.Publication, error) {
+	removed, err := e.unpublish(id, frontend, []ports.Mapping{{HostPort: 1, HostPortEnd: 65535}})
+	if errors.Is(err, errdefs.ErrNotFound) && len(removed) == 0 {
+		return nil, nil
+	}
+	return removed, err
+}
+
+func (e *Engine) unpublish(sandboxRef, frontend string, filters []ports.Mapping) ([]store.Publication, error) {
 	for _, f := range filters {
 		if err := f.CheckFilter(); err != nil {
 			return nil, errdefs.Invalidf("invalid port filter %q: %w", f, err)
@@ -170,7 +209,7 @@ func (e *Engine) Unpublish(sandboxRef string, filters []ports.Mapping) ([]store.
 		name    string
 	)
 	err := e.store.Update(func(tx *store.Tx) error { // names do not change
-		sb, err := tx.Sandbox(sandboxRef)
+		sb, err := sandboxOf(tx, sandboxRef, frontend)
 		name = sb.Name
 		if err != nil {
 			return err

@@ -1,4 +1,4 @@
-package namespace
+package namespace_test
 
 import (
 	"runtime"
@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/test/testenv"
 )
 
@@ -16,7 +17,7 @@ import (
 func TestShareDirRefusesAPrivateMountNamespace(t *testing.T) {
 	testenv.RequirePrivileges(t)
 	dir := t.TempDir()
-	if err := ShareDir(dir); err != nil {
+	if err := namespace.ShareDir(dir); err != nil {
 		t.Fatalf("in this mount namespace: %v", err)
 	}
 	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
@@ -35,7 +36,7 @@ func TestShareDirRefusesAPrivateMountNamespace(t *testing.T) {
 			done <- err
 			return
 		}
-		done <- ShareDir(dir)
+		done <- namespace.ShareDir(dir)
 	}()
 	err := <-done
 	if err == nil || !strings.Contains(err.Error(), "would be invisible outside this process's mount namespace") {

@@ -167,7 +167,7 @@ func (Driver) Attach(n store.Network, ep *store.Endpoint, sandbox netlink.NsFd) 
 	attrs.Name = ep.HostSide
 	attrs.MTU = n.MTU
 	attrs.MasterIndex = br.Attrs().Index
-	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: ep.Interface, PeerHardwareAddr: driver.MACFor(ep.Addr),
+	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: ep.Interface, PeerHardwareAddr: driver.EndpointMAC(*ep),
 		PeerNamespace: sandbox, PeerMTU: uint32(n.MTU)}
 	if err := netlink.LinkAdd(veth); err != nil {
 		return 0, fmt.Errorf("create veth %s for %s: %w", ep.HostSide, ep.Interface, err)

@@ -61,7 +61,7 @@ func (Driver) Attach(n store.Network, ep *store.Endpoint, sandbox netlink.NsFd) 
 	attrs.Name = ep.Interface
 	attrs.MTU = n.MTU
 	attrs.ParentIndex = parent.Attrs().Index
-	attrs.HardwareAddr = driver.MACFor(ep.Addr)
+	attrs.HardwareAddr = driver.EndpointMAC(*ep)
 	attrs.Namespace = sandbox
 	if err := netlink.LinkAdd(&netlink.Macvlan{LinkAttrs: attrs, Mode: netlink.MACVLAN_MODE_BRIDGE}); err != nil {
 		return 0, fmt.Errorf("create macvlan %s on %s: %w", ep.Interface, n.Parent, err)

@@ -165,18 +165,21 @@ func (p *plugin) createNetwork(r *network.CreateNetworkRequest) error {
 			req.Options[k] = fmt.Sprint(v)
 		}
 	}
-	if pool, err := p.engine.RequestedPool(data.Pool); err == nil {
+	// A pool of ebpfnet's IPAM only when Docker took it from there: with
+	// Docker's own IPAM the network gets a pool of its own, refused if it
+	// overlaps one ebpfnet handed out.
+	if pool, err := p.engine.RequestedPool(data.Pool); err == nil && data.AddressSpace == AddressSpace {
 		req.PoolID = pool.ID
 	} else {
 		req.Subnet = data.Pool
 		req.Gateway, _, _ = strings.Cut(data.Gateway, "/")
 	}
-	_, err := p.engine.CreateNetwork(req)
+	_, err := p.engine.CreateFrontendNetwork(req)
 	return err
 }
 
 func (p *plugin) deleteNetwork(r *network.DeleteNetworkRequest) error {
-	return ignoreNotFound(p.engine.RemoveNetwork(r.NetworkID))
+	return ignoreNotFound(p.engine.RemoveFrontendNetwork(Frontend, r.NetworkID))
 }
 
 // createEndpoint keeps an endpoint with the address Docker's IPAM gave it,
@@ -187,7 +190,7 @@ func (p *plugin) createEndpoint(r *network.CreateEndpointRequest) (*network.Crea
 		if r.Interface.AddressIPv6 != "" {
 			return nil, errdefs.Invalidf("ebpfnet networks are IPv4-only for now: no IPv6 address %s", r.Interface.AddressIPv6)
 		}
-		req.Address = r.Interface.Address
+		req.Address, req.MAC = r.Interface.Address, r.Interface.MacAddress
 	}
 	ep, err := p.engine.CreateEndpoint(req)
 	if err != nil {
@@ -228,14 +231,13 @@ func (p *plugin) programExternalConnectivity(r *network.ProgramExternalConnectiv
 	if err := p.revoke(r.EndpointID); err != nil {
 		return err
 	}
-	_, err = p.engine.Publish(r.EndpointID, mappings)
+	_, err = p.engine.PublishEndpoint(Frontend, r.EndpointID, mappings)
 	return err
 }
 
 // revoke unpublishes every port of an endpoint; none is fine.
 func (p *plugin) revoke(endpointID string) error {
-	_, err := p.engine.Unpublish(endpointID, []ports.Mapping{{HostPort: 1, HostPortEnd: 65535}})
-	return ignoreNotFound(err)
+	return p.engine.UnpublishEndpoint(Frontend, endpointID)
 }
 
 // portBinding is one entry of Docker's com.docker.network.portmap.
