@@ -15,7 +15,6 @@ import (
 	"strings"
 	"testing"
 
-
 	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/engine"
 	"github.com/ebpfnet/ebpfnet/control/frontend/docker"
