@@ -12,7 +12,7 @@ BIN := bin/ebpfnet
 # Debian packages the build, the tests and `make generate` use.
 APT_PACKAGES := clang llvm libbpf-dev iproute2 iptables nftables ethtool busybox-static curl
 
-.PHONY: all build install deps docker-deps bench-deps generate check-generate vet test demo bench bench-quick clean
+.PHONY: all build install deps runtime-deps bench-deps generate check-generate vet test demo bench bench-quick clean
 
 all: build
 
@@ -54,25 +54,28 @@ vet:
 # that skips is a failure. One package at a time (-p 1): the BPF program
 # tests' floods and the end-to-end tests' traffic share two cores, and
 # the end-to-end tests time their probes.
-test: deps docker-deps vet check-generate
+test: deps runtime-deps vet check-generate
 	@mkdir -p bin
 	$(GO) test -p 1 -count=1 -timeout 20m -v ./... 2>&1 | tee bin/test.log; test $${PIPESTATUS[0]} -eq 0
 	@if [ -n "$$CI" ] && grep -- '--- SKIP' bin/test.log; then echo "tests skipped under CI" >&2; exit 1; fi
 	@echo "$$(grep -c -- '^--- PASS' bin/test.log) passed, $$(grep -c -- '^--- FAIL' bin/test.log) failed"
 
-# docker-deps installs Debian's docker.io and containerd: the tests of the
-# Docker plugin and the bench run a dockerd of their own. policy-rc.d keeps
-# the packages from starting the host's daemons; one that was already
-# there is left as it was.
-docker-deps:
-	@if [ ! -x /usr/sbin/dockerd ] || [ ! -x /usr/bin/containerd ] || [ ! -x /usr/bin/docker ]; then \
+# runtime-deps installs the container runtimes the integration tests and
+# the bench drive for real: Debian's docker.io and containerd, podman, and
+# the reference CNI plugins. policy-rc.d keeps the packages from starting
+# the host's daemons; one that was already there is left as it was.
+RUNTIME_PACKAGES := docker.io containerd podman containernetworking-plugins
+runtime-deps:
+	@missing=$$(for p in $(RUNTIME_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
 		created=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; created=1; fi; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io containerd >/dev/null; rc=$$?; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; rc=$$?; \
 		[ -n "$$created" ] && rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 
-# bench-deps adds iperf3 and Docker (for dockerd and its docker-proxy).
-bench-deps: deps docker-deps
+# bench-deps adds iperf3 to the runtimes.
+bench-deps: deps runtime-deps
 	@command -v iperf3 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null; }
 
 # bench compares ebpfnet with iptables and docker-proxy, side by side,

@@ -135,6 +135,7 @@ const (
 	DatapathNetworkFlagNETWORK_MASQUERADE       DatapathNetworkFlag = 4
 	DatapathNetworkFlagNETWORK_DIRECT_ALL       DatapathNetworkFlag = 8
 	DatapathNetworkFlagNETWORK_DIRECT_PUBLISHED DatapathNetworkFlag = 16
+	DatapathNetworkFlagNETWORK_STACK_ROUTES     DatapathNetworkFlag = 32
 )
 
 type DatapathNetworkInfo struct {

@@ -132,7 +132,8 @@ int from_container(struct __sk_buff *skb)
 			    p.later_fragment ? VERDICT_FRAG_NO_FIRST : VERDICT_DROP_UNTRANSLATABLE);
 	}
 	if (!(net->flags & NETWORK_MASQUERADE)) {
-		track_untranslated(&p, ifindex, 0);
+		if (!(net->flags & NETWORK_STACK_ROUTES))
+			track_untranslated(&p, ifindex, 0);
 		return pass(skb, PROGRAM_FROM_CONTAINER);
 	}
 	return masquerade(skb, &p, net->gateway);
@@ -211,7 +212,8 @@ int to_container(struct __sk_buff *skb)
 	if (!(net->flags & NETWORK_DIRECT_ALL) &&
 	    !((net->flags & NETWORK_DIRECT_PUBLISHED) && is_published_target(&p)))
 		return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_UNPUBLISHED);
-	track_untranslated(&p, 0, ifindex);
+	if (!(net->flags & NETWORK_STACK_ROUTES))
+		track_untranslated(&p, 0, ifindex);
 	return pass(skb, PROGRAM_TO_CONTAINER);
 }
 

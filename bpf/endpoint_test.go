@@ -247,3 +247,38 @@ func TestSharedLayouts(t *testing.T) {
 		}
 	}
 }
+
+// On a network whose flows the host's stack routes and translates (a
+// chained network: its plugin's netfilter rules masquerade), untranslated
+// flows are left to the stack: passed, never tracked, so that no later
+// packet of theirs is delivered around netfilter.
+func TestStackRoutedNetworkTracksNothing(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		prog    func(*testbed) *ebpf.Program
+		ingress uint32
+		pkt     []byte
+		counter string
+	}{
+		{"from the container to the outside", func(tb *testbed) *ebpf.Program { return tb.dp.Endpoint.FromContainer }, 0,
+			ipv4Packet("172.19.5.2", "10.1.2.3", 17), "from_container/pass"},
+		{"from the outside to the container", func(tb *testbed) *ebpf.Program { return tb.dp.Endpoint.ToContainer }, uplinkIfindex,
+			ipv4Packet("10.1.2.3", "172.19.5.2", 17), "to_container/pass"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tb := newTestbedWith(t, func(n *maps.Network) { n.StackRoutes, n.Direct = true, maps.DirectAll })
+			tb.ingress = tt.ingress
+			tb.run(t, tt.prog(tb), tt.pkt, tcActUnspec, tt.counter)
+			for _, table := range []*ebpf.Map{tb.dp.Maps.Ct, tb.dp.Maps.CtNew} {
+				var k, v []byte
+				it := table.Iterate()
+				if it.Next(&k, &v) {
+					t.Errorf("%s holds an entry: the flow was tracked", table)
+				}
+				if err := it.Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -31,6 +31,9 @@ type Network struct {
 	ICCDisabled bool
 	Internal    bool
 	Masquerade  bool
+	// StackRoutes leaves the flows the datapath does not translate to the
+	// host's stack, untracked (a chained network: its plugin masquerades).
+	StackRoutes bool
 	// Direct is who outside the host may reach sandbox ports by routing
 	// to their addresses (the gateway mode).
 	Direct DirectAccess
@@ -103,6 +106,9 @@ func networkValue(n Network) bpf.DatapathNetworkInfo {
 	}
 	if n.Masquerade {
 		v.Flags |= bpf.DatapathNetworkFlagNETWORK_MASQUERADE
+	}
+	if n.StackRoutes {
+		v.Flags |= bpf.DatapathNetworkFlagNETWORK_STACK_ROUTES
 	}
 	switch n.Direct {
 	case DirectPublished:

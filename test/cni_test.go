@@ -53,18 +53,23 @@ func cniTools(t *testing.T) string {
 // cni runs cnitool against the network configurations in dir.
 type cni struct {
 	t    *testing.T
-	path string // CNI_PATH
+	path string // ebpfnet's plugin and cnitool
 	dir  string // NETCONFPATH
+	in   string // the named namespace cnitool runs in, "" for the test's own
+	spec string // the configurations' cniVersion
 }
 
+// referencePlugins is where Debian's containernetworking-plugins are.
+const referencePlugins = "/usr/lib/cni"
+
 func newCNI(t *testing.T) *cni {
-	return &cni{t: t, path: cniTools(t), dir: t.TempDir()}
+	return &cni{t: t, path: cniTools(t), dir: t.TempDir(), spec: "1.1.0"}
 }
 
 // conflist writes a network configuration list named name.
 func (c *cni) conflist(name string, plugins ...map[string]any) {
 	c.t.Helper()
-	data, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": name, "plugins": plugins})
+	data, _ := json.Marshal(map[string]any{"cniVersion": c.spec, "name": name, "plugins": plugins})
 	if err := os.WriteFile(filepath.Join(c.dir, name+".conflist"), data, 0o644); err != nil {
 		c.t.Fatal(err)
 	}
@@ -73,8 +78,12 @@ func (c *cni) conflist(name string, plugins ...map[string]any) {
 // run runs `cnitool VERB NETWORK NETNS` with the environment given as
 // KEY=VALUE pairs (CAP_ARGS, CNI_IFNAME).
 func (c *cni) run(verb, network, netns string, env ...string) (string, error) {
-	cmd := exec.Command(filepath.Join(c.path, "cnitool"), verb, network, netns)
-	cmd.Env = append(os.Environ(), append([]string{"CNI_PATH=" + c.path, "NETCONFPATH=" + c.dir}, env...)...)
+	argv := []string{filepath.Join(c.path, "cnitool"), verb, network, netns}
+	if c.in != "" {
+		argv = append([]string{"ip", "netns", "exec", c.in}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), append([]string{"CNI_PATH=" + c.path + ":" + referencePlugins, "NETCONFPATH=" + c.dir}, env...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -231,4 +240,61 @@ func TestCNIMainMode(t *testing.T) {
 		}
 	}
 	assertNothingLeft(t, h, "after refused ADDs")
+}
+
+// TestCNIChainedMode chains ebpfnet after the reference bridge plugin, in
+// place of portmap: the container's ports are published through the
+// datapath (outside clients keep their address, the host reaches
+// 127.0.0.1, the container reaches itself through the host), with no
+// iptables rule for the port and no route_localnet; DEL leaves nothing of
+// ebpfnet's.
+func TestCNIChainedMode(t *testing.T) {
+	h, out := newPublishingHost(t)
+	c := newCNI(t)
+	// The bridge plugin builds in the namespace it runs in: the host's.
+	c.in = filepath.Base(h.NetNS)
+	c.spec = "1.0.0" // the newest Debian's plugins speak
+	bridge := h.Prefix + "br"
+	c.conflist("chain", map[string]any{"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
+		"ipam": map[string]any{"type": "host-local", "dataDir": t.TempDir(), "ranges": [][]map[string]string{{{"subnet": "10.94.0.0/24"}}},
+			"routes": []map[string]string{{"dst": "0.0.0.0/0"}}}},
+		map[string]any{"type": "ebpfnet", "socket": h.Socket(), "capabilities": map[string]bool{"portMappings": true}})
+	ns := containerNS(t, h, "c1")
+
+	res := c.must("add", "chain", ns, portMappings("8080:7777/tcp", "8080:7777/udp"))
+	var result struct {
+		Interfaces []struct{ Name string }
+		IPs        []struct{ Address string }
+	}
+	if err := json.Unmarshal([]byte(res), &result); err != nil || len(result.IPs) != 1 || len(result.Interfaces) != 3 || result.Interfaces[0].Name != bridge {
+		t.Fatalf("the bridge plugin's result did not come through: %v\n%s", err, res)
+	}
+	testbed.Serve(t, ns)
+	if peer := peerOf(t, out.NS, "tcp4", hostIP+":8080"); peer.Addr().String() != out.IP {
+		t.Errorf("the container saw %s, want the client's own address %s", peer, out.IP)
+	}
+	mustWork(t, "udp from outside", testbed.UDPTo(out.NS, hostIP+":8080"))
+	mustWork(t, "host to 127.0.0.1:8080", testbed.TCPTo(h.NetNS, "127.0.0.1:8080"))
+	mustWork(t, "host to its own address", testbed.TCPTo(h.NetNS, hostIP+":8080"))
+	mustWork(t, "the container to itself through the host (hairpin)", testbed.TCPTo(ns, hostIP+":8080"))
+	if err := testbed.TCP(ns, out.IP); err != nil {
+		t.Fatalf("the container to the outside: %v\n%s\n%s", err, h.MustCLI("status"), h.InHost("iptables-save"))
+	}
+	assertNoRuleNorProxy(t, h, "8080")
+	if localnet := h.InHost("sysctl", "-n", "net.ipv4.conf."+bridge+".route_localnet"); strings.TrimSpace(localnet) != "0" {
+		t.Errorf("route_localnet on %s is %s", bridge, localnet)
+	}
+	c.must("check", "chain", ns)
+
+	c.must("del", "chain", ns)
+	c.must("del", "chain", ns) // again
+	assertNothingLeft(t, h, "after DEL")
+	var nets []struct{ Name string }
+	json.Unmarshal([]byte(h.MustCLI("network", "ls", "-o", "json")), &nets)
+	for _, n := range nets {
+		if n.Name == "cni-chain" {
+			t.Error("the chained network outlived its last attachment")
+		}
+	}
+	mustFail(t, "outside to 8080 after DEL", testbed.TCPTo(out.NS, hostIP+":8080"))
 }

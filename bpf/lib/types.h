@@ -63,6 +63,11 @@ enum network_flag {
 	 * Docker's "nat": only published host ports lead in. */
 	NETWORK_DIRECT_ALL = 1 << 3,       /* "nat-unprotected": every port */
 	NETWORK_DIRECT_PUBLISHED = 1 << 4, /* "routed": the published sandbox ports */
+	/* The host's stack routes the flows ebpfnet does not translate, and
+	 * may translate them itself: a chained network, whose plugin's
+	 * netfilter rules masquerade. Neither tracked nor delivered by
+	 * ebpfnet, they always go through the stack. */
+	NETWORK_STACK_ROUTES = 1 << 5,
 };
 
 /* Value of the networks map, keyed by the network's index. */

@@ -19,8 +19,10 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/vishvananda/netlink"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 )
 
@@ -110,12 +112,12 @@ func add(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if conf.Network == "" {
-		return errors.New("chained mode (no \"network\") is not supported yet: name an ebpfnet network")
-	}
 	publish, err := mappings(conf.RuntimeConfig.PortMappings)
 	if err != nil {
 		return err
+	}
+	if conf.Network == "" {
+		return addChained(args, conf, client, publish)
 	}
 	req := api.AttachmentCreate{Frontend: frontend, ContainerID: args.ContainerID, IfName: args.IfName, NetNS: args.Netns,
 		Network: conf.Network, Publish: publish}
@@ -162,6 +164,60 @@ func resultOf(a api.Attachment, netns string) (*current.Result, error) {
 	return r, nil
 }
 
+// chainedNetwork is the ebpfnet network that stands for the network of
+// the plugins ebpfnet is chained after.
+func chainedNetwork(conf *netConf) string { return "cni-" + conf.Name }
+
+// addChained serves the container a plugin before ebpfnet attached (the
+// reference bridge): its ports are published through the datapath, its
+// replies translated back on the host side of its veth. The result is that
+// plugin's, passed on.
+func addChained(args *skel.CmdArgs, conf *netConf, client *api.Client, publish []ports.Mapping) error {
+	if conf.PrevResult == nil {
+		return errors.New("chained mode (no \"network\") needs a prevResult: put ebpfnet after the plugin that attaches the container, such as bridge")
+	}
+	prev, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return fmt.Errorf("read prevResult: %w", err)
+	}
+	c := &api.ChainedAttachment{}
+	inside := -1
+	for i, iface := range prev.Interfaces {
+		switch {
+		case iface.Sandbox != "" && iface.Name == args.IfName:
+			inside, c.MacAddress = i, iface.Mac
+		case iface.Sandbox == "":
+			// The host side and the bridge, told apart by what they are.
+			if l, err := netlink.LinkByName(iface.Name); err == nil && l.Type() == "veth" {
+				c.HostInterface = iface.Name
+			} else if err == nil && l.Type() == "bridge" {
+				c.Bridge = iface.Name
+			}
+		}
+	}
+	for _, ip := range prev.IPs {
+		if ip.Interface != nil && *ip.Interface == inside && ip.Address.IP.To4() != nil {
+			ones, _ := ip.Address.Mask.Size()
+			c.Address = fmt.Sprintf("%s/%d", ip.Address.IP, ones)
+			if ip.Gateway != nil {
+				c.Gateway = ip.Gateway.String()
+			}
+			break
+		}
+	}
+	if inside < 0 || c.HostInterface == "" || c.Bridge == "" || c.Address == "" {
+		return fmt.Errorf("prevResult has no veth on a bridge with an IPv4 address for %s (interfaces %v): chain ebpfnet after the bridge plugin", args.IfName, prev.Interfaces)
+	}
+	ctx, cancel := timeout()
+	defer cancel()
+	_, err = client.Attach(ctx, api.AttachmentCreate{Frontend: frontend, ContainerID: args.ContainerID, IfName: args.IfName,
+		NetNS: args.Netns, Network: chainedNetwork(conf), Publish: publish, Chained: c})
+	if err != nil {
+		return err
+	}
+	return types.PrintResult(conf.PrevResult, conf.CNIVersion)
+}
+
 func del(args *skel.CmdArgs) error {
 	_, client, err := parse(args.StdinData)
 	if err != nil {
@@ -173,12 +229,9 @@ func del(args *skel.CmdArgs) error {
 }
 
 func check(args *skel.CmdArgs) error {
-	conf, client, err := parse(args.StdinData)
+	_, client, err := parse(args.StdinData)
 	if err != nil {
 		return err
-	}
-	if conf.Network == "" {
-		return errors.New("chained mode (no \"network\") is not supported yet: name an ebpfnet network")
 	}
 	ctx, cancel := timeout()
 	defer cancel()
@@ -190,16 +243,20 @@ func gc(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if conf.Network == "" {
-		return nil // chained mode keeps nothing of its own to collect
+	network := conf.Network
+	if network == "" {
+		network = chainedNetwork(conf)
 	}
-	req := api.AttachmentsCollect{Frontend: frontend, Network: conf.Network, Keep: []api.AttachmentRef{}}
+	req := api.AttachmentsCollect{Frontend: frontend, Network: network, Keep: []api.AttachmentRef{}}
 	for _, a := range conf.ValidAttachments {
 		req.Keep = append(req.Keep, api.AttachmentRef{ContainerID: a.ContainerID, IfName: a.IfName})
 	}
 	ctx, cancel := timeout()
 	defer cancel()
 	_, err = client.CollectAttachments(ctx, req)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil // a network never attached to has nothing to collect
+	}
 	return err
 }
 

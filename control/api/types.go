@@ -238,6 +238,20 @@ type AttachmentCreate struct {
 	Network     string        `json:"Network"`
 	IP          string        `json:"IP,omitempty"` // a static address, from CNI's ips capability
 	Publish     []PortMapping `json:"Publish,omitempty"`
+	// Chained, when set, attaches what a plugin chained before ebpfnet
+	// made, on the network of that plugin named Network (made on first use).
+	Chained *ChainedAttachment `json:"Chained,omitempty"`
+}
+
+// ChainedAttachment is what a plugin before ebpfnet made: the container's
+// interface on a bridge, its address (CIDR), gateway and MAC, and the host
+// side of its veth.
+type ChainedAttachment struct {
+	Bridge        string `json:"Bridge"`
+	HostInterface string `json:"HostInterface"`
+	Address       string `json:"Address"`
+	Gateway       string `json:"Gateway,omitempty"`
+	MacAddress    string `json:"MacAddress,omitempty"`
 }
 
 // Attachment is an attachment as CNI reports it.

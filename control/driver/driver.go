@@ -48,7 +48,8 @@ type Driver interface {
 	// returns the ifindex of its host side, which it names in ep.HostSide
 	// (none: "").
 	Attach(n store.Network, ep *store.Endpoint, sandbox netlink.NsFd) (int, error)
-	// Detach removes what attach made besides the host side, best effort.
+	// Detach removes what attach made, the host side included, best
+	// effort; the engine has taken the programs off the host side.
 	Detach(n store.Network, sandboxNS string, ep store.Endpoint) error
 	// Check fails when an endpoint's links outside the sandbox are damaged.
 	Check(n store.Network, ep store.Endpoint) error

@@ -146,8 +146,22 @@ func (a apiEngine) Attach(req api.AttachmentCreate) (api.Attachment, error) {
 	if req.ContainerID == "" || req.NetNS == "" {
 		return api.Attachment{}, errdefs.Invalidf("an attachment needs a container ID and a namespace path (got %q and %q)", req.ContainerID, req.NetNS)
 	}
-	sb, n, pubs, err := a.Engine.Attach(ExternalEndpoint{Frontend: req.Frontend, ID: AttachmentID(req.ContainerID, req.IfName),
-		Name: req.ContainerID + "." + req.IfName, Network: req.Network, Addr: ip, Interface: req.IfName}, req.NetNS, req.Publish)
+	spec := ExternalEndpoint{Frontend: req.Frontend, ID: AttachmentID(req.ContainerID, req.IfName),
+		Name: req.ContainerID + "." + req.IfName, Network: req.Network, Addr: ip, Interface: req.IfName}
+	if c := req.Chained; c != nil {
+		p, err := parsePrefix("address", c.Address)
+		if err != nil {
+			return api.Attachment{}, err
+		}
+		gw, err := parseIP(c.Gateway)
+		if err != nil {
+			return api.Attachment{}, err
+		}
+		// The plugin before ebpfnet made and configured the interface.
+		spec.Chained = &ChainedNetwork{Bridge: c.Bridge, Subnet: p.Masked(), Gateway: gw}
+		spec.Addr, spec.MAC, spec.HostSide, spec.HandOver = p.Addr(), c.MacAddress, c.HostInterface, true
+	}
+	sb, n, pubs, err := a.Engine.Attach(spec, req.NetNS, req.Publish)
 	if err != nil {
 		return api.Attachment{}, err
 	}

@@ -47,7 +47,7 @@ func desiredMaps(nets []store.Network, sbs []store.Sandbox, pubs map[string][]st
 // networkMaps is what the datapath knows of a bridge network.
 func networkMaps(n store.Network) maps.Network {
 	m := maps.Network{Index: n.Index, Subnet: n.Pool.Subnet, Gateway: n.Pool.Gateway, GatewayMAC: driver.MACFor(n.Pool.Gateway),
-		ICCDisabled: !n.ICC, Internal: n.Internal, Masquerade: n.Masquerade}
+		ICCDisabled: !n.ICC, Internal: n.Internal, Masquerade: n.Masquerade, StackRoutes: n.Driver == store.DriverChained}
 	switch n.IPv4GatewayMode() {
 	case store.GatewayNATUnprotected:
 		m.Direct = maps.DirectAll

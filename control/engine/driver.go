@@ -11,6 +11,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/driver/bridge"
+	"github.com/ebpfnet/ebpfnet/control/driver/chained"
 	"github.com/ebpfnet/ebpfnet/control/driver/macvlan"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
@@ -25,6 +26,8 @@ func driverFor(name string) (driver.Driver, bool) {
 		return bridge.Driver{}, true
 	case store.DriverMacvlan:
 		return macvlan.Driver{}, true
+	case store.DriverChained:
+		return chained.Driver{}, true
 	}
 	return nil, false
 }
@@ -144,12 +147,12 @@ func configureInside(n store.Network, ep store.Endpoint) error {
 }
 
 // detachEndpoint removes an endpoint's interfaces and map entries, best
-// effort: it keeps going and joins its errors. A host side is removed here,
-// with the programs on it; the driver removes what else it made.
+// effort: it keeps going and joins its errors. The programs leave the host
+// side here; the driver removes what it made, the host side included.
 func (e *Engine) detachEndpoint(n store.Network, sandboxNS string, ep store.Endpoint) error {
 	var errs []error
 	if ep.HostSide != "" {
-		errs = append(errs, e.inHost(func() error { return e.removeHostSide(ep.HostSide) }), e.maps.DeleteEndpoint(ep.Addr))
+		errs = append(errs, e.inHost(func() error { return e.detachHostSide(ep.HostSide) }), e.maps.DeleteEndpoint(ep.Addr))
 	}
 	if d, ok := e.drivers(n.Driver); ok {
 		errs = append(errs, e.inHost(func() error { return d.Detach(n, sandboxNS, ep) }))
@@ -157,15 +160,14 @@ func (e *Engine) detachEndpoint(n store.Network, sandboxNS string, ep store.Endp
 	return errors.Join(errs...)
 }
 
-// removeHostSide detaches programs from a host-side veth, forgets it in the
-// maps and deletes it (its peer in the sandbox goes with it).
-func (e *Engine) removeHostSide(name string) error {
+// detachHostSide detaches programs from a host side and forgets it in the
+// maps.
+func (e *Engine) detachHostSide(name string) error {
 	var errs []error
 	if l, err := netlink.LinkByName(name); err == nil {
 		errs = append(errs, e.maps.DeleteIface(uint32(l.Attrs().Index)))
 	}
-	errs = append(errs, e.dp.Detach(name), driver.DeleteLink(name))
-	return errors.Join(errs...)
+	return errors.Join(append(errs, e.dp.Detach(name))...)
 }
 
 // ensureDefaultRoute gives a sandbox a default route through the first of

@@ -48,6 +48,20 @@ type ExternalEndpoint struct {
 	// it goes into the namespace as Interface, configured by the engine.
 	HandOver  bool
 	Interface string
+	// Chained, when set, puts the endpoint on a network another CNI
+	// plugin built (Network names it; it is made on first use and goes
+	// with its last endpoint), whose host side HostSide that plugin made
+	// and whose interface it configured.
+	Chained  *ChainedNetwork
+	HostSide string
+}
+
+// ChainedNetwork is what a plugin chained before ebpfnet built: a bridge
+// and a subnet whose addresses its IPAM hands out.
+type ChainedNetwork struct {
+	Bridge  string
+	Subnet  netip.Prefix
+	Gateway netip.Addr
 }
 
 // Joined is what a runtime needs to finish a join: the sandbox end to move
@@ -79,7 +93,7 @@ func (e *Engine) CreateEndpoint(req ExternalEndpoint) (store.Endpoint, error) {
 	defer e.mu.Unlock()
 	var sb store.Sandbox
 	err := e.update(func(tx *store.Tx, undo *rollback) (err error) {
-		sb, _, err = createEndpoint(tx, req)
+		sb, _, err = e.createEndpoint(tx, undo, req)
 		return err
 	})
 	if err != nil {
@@ -105,8 +119,11 @@ func checkExternal(req ExternalEndpoint) error {
 
 // createEndpoint stores an external endpoint's sandbox, or finds the one
 // stored already; n is its network.
-func createEndpoint(tx *store.Tx, req ExternalEndpoint) (store.Sandbox, store.Network, error) {
+func (e *Engine) createEndpoint(tx *store.Tx, undo *rollback, req ExternalEndpoint) (store.Sandbox, store.Network, error) {
 	n, err := tx.Network(req.Network)
+	if req.Chained != nil {
+		n, err = e.chainedNetwork(tx, undo, req.Frontend, req.Network, *req.Chained)
+	}
 	if err != nil {
 		return store.Sandbox{}, n, err
 	}
@@ -122,10 +139,10 @@ func createEndpoint(tx *store.Tx, req ExternalEndpoint) (store.Sandbox, store.Ne
 	if req.Addr, err = takeAddress(tx, n, req.Addr); err != nil {
 		return store.Sandbox{}, n, err
 	}
-	ep := store.Endpoint{ID: req.ID, NetworkID: n.ID, Interface: req.Interface, Addr: req.Addr, MAC: req.MAC}
+	ep := store.Endpoint{ID: req.ID, NetworkID: n.ID, Interface: req.Interface, Addr: req.Addr, MAC: req.MAC, HostSide: req.HostSide}
 	ep.MAC = driver.EndpointMAC(ep).String()
-	if req.HandOver {
-		ep.Interface = externalPeer(req.ID)
+	if req.HandOver && req.Interface == "" {
+		ep.Interface = externalPeer(req.ID) // until the runtime names it
 	}
 	sb := store.Sandbox{ID: req.ID, Name: req.Name, Frontend: req.Frontend, HandOver: req.HandOver,
 		Created: time.Now().UTC(), Mode: store.ModeNetworks, Endpoints: []store.Endpoint{ep}}
@@ -138,9 +155,37 @@ func createEndpoint(tx *store.Tx, req ExternalEndpoint) (store.Sandbox, store.Ne
 	return sb, n, tx.PutSandbox(sb)
 }
 
+// chainedNetwork finds the chained network name, or makes it: the datapath
+// serves it as Docker's nat-unprotected mode would a bridge (no masquerade
+// of its own, which the other plugin does; every port routable), and it
+// keeps its own isolation from other networks.
+func (e *Engine) chainedNetwork(tx *store.Tx, undo *rollback, frontend, name string, c ChainedNetwork) (store.Network, error) {
+	if n, err := tx.Network(name); err == nil {
+		if n.Driver != store.DriverChained || n.Pool.Subnet != c.Subnet || n.Bridge != c.Bridge {
+			return n, errdefs.Conflictf("network %s exists, and is not the chained network of bridge %s and subnet %s", name, c.Bridge, c.Subnet)
+		}
+		return n, nil
+	}
+	if err := checkName("network", name); err != nil {
+		return store.Network{}, err
+	}
+	n := store.Network{ID: newID(), Name: name, Driver: store.DriverChained, Bridge: c.Bridge, Created: time.Now().UTC(),
+		ICC: true, GatewayMode: store.GatewayNATUnprotected, Frontend: frontend}
+	if err := e.choosePool(tx, &n, NetworkSpec{Subnet: c.Subnet, Gateway: c.Gateway}); err != nil {
+		return n, err
+	}
+	return n, e.addNetwork(tx, undo, &n)
+}
+
 // takeAddress makes addr an address of n's: one requested already from a
-// pool requested on its own, or one taken now.
+// pool requested on its own, one a runtime's IPAM gave, or one taken now.
 func takeAddress(tx *store.Tx, n store.Network, addr netip.Addr) (netip.Addr, error) {
+	if n.AddressesByRuntime() {
+		if !addr.IsValid() || !n.Pool.Subnet.Contains(addr) {
+			return addr, errdefs.Invalidf("address %q is not one of network %s's subnet %s", addr, n.Name, n.Pool.Subnet)
+		}
+		return addr, heldOnce(tx, n, addr)
+	}
 	if !n.RequestedPool {
 		a, err := ipam.Allocate(tx, n.PoolID, addr)
 		if err != nil {
@@ -151,19 +196,23 @@ func takeAddress(tx *store.Tx, n store.Network, addr netip.Addr) (netip.Addr, er
 	if !addr.IsValid() || !n.Pool.InUse(addr) {
 		return addr, errdefs.Invalidf("address %q was not requested from network %s's pool %s", addr, n.Name, n.Pool.Subnet)
 	}
-	// Requested once, held once.
+	return addr, heldOnce(tx, n, addr) // requested once, held once
+}
+
+// heldOnce refuses an address of n that an endpoint holds already.
+func heldOnce(tx *store.Tx, n store.Network, addr netip.Addr) error {
 	sbs, err := tx.Sandboxes()
 	if err != nil {
-		return addr, err
+		return err
 	}
 	for _, sb := range sbs {
 		for _, ep := range sb.Endpoints {
 			if ep.NetworkID == n.ID && ep.Addr == addr {
-				return addr, errdefs.Conflictf("address %s of network %s is held by %s already", addr, n.Name, sb.Name)
+				return errdefs.Conflictf("address %s of network %s is held by %s already", addr, n.Name, sb.Name)
 			}
 		}
 	}
-	return addr, nil
+	return nil
 }
 
 // join builds an external endpoint's interfaces for the namespace at netns
@@ -240,7 +289,7 @@ func (e *Engine) Attach(req ExternalEndpoint, netns string, publish []ports.Mapp
 		pubs []store.Publication
 	)
 	err := e.apply(func(tx *store.Tx, undo *rollback) (err error) {
-		if sb, n, err = createEndpoint(tx, req); err != nil {
+		if sb, n, err = e.createEndpoint(tx, undo, req); err != nil {
 			return err
 		}
 		if sb.NetNS == netns {
@@ -332,9 +381,10 @@ func (e *Engine) DeleteEndpoint(id string) error {
 
 func (e *Engine) deleteEndpoint(id string) error {
 	var (
-		gone store.Sandbox
-		n    store.Network
-		pubs []store.Publication
+		gone          store.Sandbox
+		n             store.Network
+		pubs          []store.Publication
+		lastOnChained bool
 	)
 	err := e.commit(func(tx *store.Tx) error {
 		sb, net, err := externalSandbox(tx, id)
@@ -348,15 +398,27 @@ func (e *Engine) deleteEndpoint(id string) error {
 		if pubs, err = tx.Publications(sb.Name); err != nil {
 			return err
 		}
-		if !n.RequestedPool { // a requested address is released on its own
+		// A requested address is released on its own; a runtime's IPAM
+		// keeps its own.
+		if !n.RequestedPool && !n.AddressesByRuntime() {
 			if err := ipam.Release(tx, n.PoolID, sb.Endpoints[0].Addr); err != nil {
 				return err
 			}
 		}
-		return tx.DeleteSandbox(sb.Name)
+		if err := tx.DeleteSandbox(sb.Name); err != nil {
+			return err
+		}
+		if users, err := networkUsers(tx, n.ID); err != nil || len(users) > 0 || n.Driver != store.DriverChained {
+			return err
+		}
+		lastOnChained = true // the chained network goes with its last endpoint
+		return errors.Join(tx.DeletePool(n.PoolID), tx.DeleteNetwork(n.Name))
 	})
 	if err != nil || gone.ID == "" {
 		return err
+	}
+	if lastOnChained {
+		defer func() { e.maps.DeleteNetwork(networkMaps(n)) }()
 	}
 	e.forgetPorts(gone.Name, pubs)
 	errs := []error{e.maps.DeletePublications(publicationMaps(gone, pubs)...)}

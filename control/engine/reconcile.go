@@ -192,7 +192,8 @@ func (e *Engine) removeLeftovers(nets []store.Network, sbs []store.Sandbox) erro
 		}
 		e.log.Info("removing leftover interface", "interface", name, "owner", alias)
 		if strings.HasPrefix(alias, driver.AliasEndpoint) {
-			errs = append(errs, e.inHost(func() error { return e.removeHostSide(name) }))
+			// A host side ebpfnet made (its alias says so): its peer goes with it.
+			errs = append(errs, e.inHost(func() error { return errors.Join(e.detachHostSide(name), driver.DeleteLink(name)) }))
 		} else {
 			errs = append(errs, e.inHost(func() error { return driver.DeleteLink(name) }))
 		}

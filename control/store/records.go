@@ -14,6 +14,9 @@ const (
 	DriverMacvlan = "macvlan"
 	DriverHost    = "host"
 	DriverNull    = "null" // the "none" network, named after Docker's driver
+	// DriverChained serves a bridge another CNI plugin made, ebpfnet
+	// chained after it: its devices and addresses are that plugin's.
+	DriverChained = "chained"
 )
 
 // Network is a named L2/L3 domain.
@@ -78,6 +81,10 @@ func (n *Network) IPv4GatewayMode() string {
 func (n *Network) HostOnNetwork() bool {
 	return n.IPv4GatewayMode() != GatewayIsolated
 }
+
+// AddressesByRuntime reports whether the network's addresses are a
+// runtime's IPAM's, which the store does not track (chained networks).
+func (n *Network) AddressesByRuntime() bool { return n.Driver == DriverChained }
 
 // HasAddresses reports whether the network hands out addresses.
 func (n *Network) HasAddresses() bool {

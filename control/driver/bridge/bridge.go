@@ -185,9 +185,8 @@ func (Driver) Attach(n store.Network, ep *store.Endpoint, sandbox netlink.NsFd) 
 	return host.Attrs().Index, nil
 }
 
-// Detach has nothing left to do: the engine removes the host side, and the
-// peer goes with it.
-func (Driver) Detach(store.Network, string, store.Endpoint) error { return nil }
+// Detach deletes the host side; the peer in the sandbox goes with it.
+func (Driver) Detach(_ store.Network, _ string, ep store.Endpoint) error { return driver.DeleteLink(ep.HostSide) }
 
 // Check fails when the host side is gone or hangs off another bridge.
 func (Driver) Check(n store.Network, ep store.Endpoint) error {

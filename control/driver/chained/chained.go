@@ -1,0 +1,65 @@
+// Package chained is the driver of networks another CNI plugin built: a
+// bridge and veths the reference bridge plugin (or another) made, which
+// ebpfnet, chained after it in place of portmap, serves with its datapath
+// without owning any of them. The network exists in the store so that the
+// datapath knows its subnet and endpoints; its devices stay the other
+// plugin's to make and remove.
+package chained
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/store"
+)
+
+// Driver serves chained networks.
+type Driver struct{}
+
+// Configure refuses every option: the other plugin's configuration is
+// the network's.
+func (Driver) Configure(n *store.Network, opts map[string]string) error {
+	for k := range opts {
+		return errdefs.Invalidf("option %s: a chained network takes no options", k)
+	}
+	return nil
+}
+
+func (Driver) Validate(store.Network) error { return nil }
+func (Driver) Datapath() bool               { return true }
+func (Driver) Setup(*store.Network) error   { return nil }
+func (Driver) Teardown(store.Network) error { return nil }
+
+// Attach finds the host side the other plugin made.
+func (Driver) Attach(n store.Network, ep *store.Endpoint, _ netlink.NsFd) (int, error) {
+	l, err := netlink.LinkByName(ep.HostSide)
+	if err != nil {
+		return 0, fmt.Errorf("host side %s of the container's interface: %w", ep.HostSide, err)
+	}
+	if l.Type() != "veth" {
+		return 0, errdefs.Invalidf("host side %s is a %s, not a veth", ep.HostSide, l.Type())
+	}
+	return l.Attrs().Index, nil
+}
+
+// Detach leaves the host side to the plugin that made it.
+func (Driver) Detach(store.Network, string, store.Endpoint) error { return nil }
+
+// Check fails when the host side is gone or hangs off another bridge.
+func (Driver) Check(n store.Network, ep store.Endpoint) error {
+	host, err := netlink.LinkByName(ep.HostSide)
+	if err != nil {
+		return err
+	}
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return err
+	}
+	if host.Attrs().MasterIndex != br.Attrs().Index {
+		return errors.New("not on the bridge")
+	}
+	return nil
+}
