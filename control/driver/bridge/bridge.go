@@ -186,7 +186,9 @@ func (Driver) Attach(n store.Network, ep *store.Endpoint, sandbox netlink.NsFd) 
 }
 
 // Detach deletes the host side; the peer in the sandbox goes with it.
-func (Driver) Detach(_ store.Network, _ string, ep store.Endpoint) error { return driver.DeleteLink(ep.HostSide) }
+func (Driver) Detach(_ store.Network, _ string, ep store.Endpoint) error {
+	return driver.DeleteLink(ep.HostSide)
+}
 
 // Check fails when the host side is gone or hangs off another bridge.
 func (Driver) Check(n store.Network, ep store.Endpoint) error {
