@@ -104,6 +104,12 @@ static __always_inline int refuse_held(struct bpf_sock_addr *ctx, __be32 addr)
 		return 1;
 	if (!port || (proto != IPPROTO_TCP && proto != IPPROTO_UDP))
 		return 1;
+	/* Root binds it: root could take the port from the hook anyway, and
+	 * runtimes that reserve the host ports they publish (Podman binds them
+	 * after its CNI plugins ran) do so as root. The hold keeps the port
+	 * from every other user. */
+	if ((__u32)bpf_get_current_uid_gid() == 0)
+		return 1;
 	if (addr) {
 		/* Its own address: a publication there, or on every address. */
 		if (!published(addr, port, proto))

@@ -58,8 +58,8 @@ keeps the kernel (bridges, veths, BPF programs and maps) in line with the
 state. On start it creates the default network "bridge" (device ebpf0) if
 it does not exist, and reconciles. The datapath keeps running when the
 daemon stops, and so does the hold on published host ports: pinned
-cgroup bind4 and bind6 hooks refuse every other process of the namespace a bind of
-a published port (EPERM).`,
+cgroup bind4 and bind6 hooks refuse every process of the namespace but
+root's a bind of a published port (EPERM).`,
 		Example: `  # the host's daemon
   sudo ebpfnet daemon &
 

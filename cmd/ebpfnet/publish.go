@@ -100,17 +100,35 @@ networks, which docker port and docker ps do not show for plugin networks.`,
 }
 
 // publishedPorts are the ports a sandbox publishes, or, when ref names no
-// sandbox, those a Docker container publishes through its endpoints.
+// sandbox, those a CNI container (by its ID) or a Docker container (by
+// name or ID) publishes through its attachments.
 func (c *cli) publishedPorts(ctx context.Context, ref string) (map[string][]api.PortBinding, error) {
 	sb, err := c.client().Sandbox(ctx, ref)
 	if err == nil || !errors.Is(err, errdefs.ErrNotFound) {
 		return sb.NetworkSettings.Ports, err
 	}
-	ids, dockerErr := docker.EndpointIDs(ctx, docker.Host(), ref)
-	if dockerErr != nil {
-		return nil, fmt.Errorf("%w, nor a Docker container (%v)", err, dockerErr)
+	// A CNI container's attachments: CONTAINERID.IFNAME.
+	all, listErr := c.client().Sandboxes(ctx)
+	if listErr != nil {
+		return nil, listErr
 	}
 	ports := map[string][]api.PortBinding{}
+	found := false
+	for _, a := range all {
+		if strings.HasPrefix(a.Name, ref+".") {
+			found = true
+			for port, bindings := range a.NetworkSettings.Ports {
+				ports[port] = append(ports[port], bindings...)
+			}
+		}
+	}
+	if found {
+		return ports, nil
+	}
+	ids, dockerErr := docker.EndpointIDs(ctx, docker.Host(), ref)
+	if dockerErr != nil {
+		return nil, fmt.Errorf("%w, nor a CNI or Docker container (%v)", err, dockerErr)
+	}
 	for _, id := range ids {
 		ep, err := c.client().Sandbox(ctx, id)
 		if errors.Is(err, errdefs.ErrNotFound) {
