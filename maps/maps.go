@@ -214,6 +214,16 @@ func (m *Maps) PutPublication(p Publication) error {
 	return addCount(m.m.PublishedPorts, targetKey(v, key.Proto), 1)
 }
 
+// HasPublication reports whether the datapath publishes p as p says.
+func (m *Maps) HasPublication(p Publication) (bool, error) {
+	var v bpf.DatapathPublication
+	err := m.m.Publications.Lookup(publicationKey(p), &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, nil
+	}
+	return err == nil && v == bpf.DatapathPublication{Addr: be32(p.Addr), Port: be16(p.Port)}, err
+}
+
 // DeletePublications removes published ports; missing ones are fine. Their
 // flows end with them: the datapath drops a conntrack entry a publication
 // made once the publication no longer leads where the entry does.

@@ -201,6 +201,11 @@ func TestCNIMainMode(t *testing.T) {
 	mustWork(t, "the container on its second network to the outside", testbed.TCP(ns, out.IP))
 
 	c.must("check", "ebnet", ns)
+	c.must("check", "second", ns, "CNI_IFNAME=eth1")
+	h.MustRun("ip", "-n", filepath.Base(ns), "route", "del", "default")
+	if msg, err := c.run("check", "ebnet", ns); err == nil || !strings.Contains(msg, "no default route") {
+		t.Errorf("CHECK after the default route was removed: %v %s", err, msg)
+	}
 	h.MustRun("ip", "-n", filepath.Base(ns), "addr", "flush", "dev", "eth0")
 	if msg, err := c.run("check", "ebnet", ns); err == nil || !strings.Contains(msg, addr.Addr().String()) {
 		t.Errorf("CHECK after the address was removed: %v %s, want a failure naming %s", err, msg, addr.Addr())
@@ -231,6 +236,17 @@ func TestCNIMainMode(t *testing.T) {
 	}
 	c.must("gc", "ebnet", ns)
 	assertNothingLeft(t, h, "after GC")
+
+	// The oldest spec version the plugin speaks: 0.4.0's result shape.
+	c.spec = "0.4.0"
+	c.conflist("old", plugin(h.Name("cninet")))
+	old := containerNS(t, h, "old")
+	if res := c.must("add", "old", old); !strings.Contains(res, `"cniVersion": "0.4.0"`) && !strings.Contains(res, `"cniVersion":"0.4.0"`) {
+		t.Errorf("ADD at 0.4.0 answered:\n%s", res)
+	}
+	c.must("check", "old", old)
+	c.must("del", "old", old)
+	c.spec = "1.1.0"
 
 	// Bad input changes nothing.
 	ns2 := containerNS(t, h, "c2")

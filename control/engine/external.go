@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -306,16 +307,28 @@ func (e *Engine) Attach(req ExternalEndpoint, netns string, publish []ports.Mapp
 }
 
 // CheckAttachment fails, saying what is wrong, when an attachment's
-// record, host side, datapath programs or interface in netns is not as
-// it was made.
+// record, host side, published ports or interface in netns (its address,
+// and the default route the engine gave it) is not as it was made.
 func (e *Engine) CheckAttachment(id, netns string) error {
 	var (
-		sb store.Sandbox
-		n  store.Network
+		sb   store.Sandbox
+		n    store.Network
+		pubs []store.Publication
 	)
-	err := e.store.View(func(tx *store.Tx) (err error) { sb, n, err = externalSandbox(tx, id); return err })
+	err := e.store.View(func(tx *store.Tx) (err error) {
+		if sb, n, err = externalSandbox(tx, id); err != nil {
+			return err
+		}
+		pubs, err = tx.Publications(sb.Name)
+		return err
+	})
 	if err != nil {
 		return err
+	}
+	for _, p := range publicationMaps(sb, pubs) {
+		if ok, err := e.maps.HasPublication(p); err != nil || !ok {
+			return errors.Join(fmt.Errorf("the datapath lost published port %s:%d of endpoint %s", p.HostAddr, p.HostPort, id), err)
+		}
 	}
 	ep := sb.Endpoints[0]
 	if sb.NetNS != netns {
@@ -335,12 +348,22 @@ func (e *Engine) CheckAttachment(id, netns string) error {
 		if err != nil {
 			return fmt.Errorf("addresses of %s in %s: %w", ep.Interface, netns, err)
 		}
-		for _, a := range addrs {
-			if got, ok := netip.AddrFromSlice(a.IP.To4()); ok && got == ep.Addr {
-				return nil
-			}
+		if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { got, _ := netip.AddrFromSlice(a.IP.To4()); return got == ep.Addr }) {
+			return fmt.Errorf("interface %s in %s lost its address %s", ep.Interface, netns, ep.Addr)
 		}
-		return fmt.Errorf("interface %s in %s lost its address %s", ep.Interface, netns, ep.Addr)
+		gw := gatewayOf(n)
+		if sb.HandOver || !gw.IsValid() {
+			return nil // its runtime routes, or there is nowhere to route to
+		}
+		routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+		if err != nil {
+			return fmt.Errorf("routes in %s: %w", netns, err)
+		}
+		// The first network attached gave the default route.
+		if !slices.ContainsFunc(routes, func(r netlink.Route) bool { return r.Dst == nil || r.Dst.String() == "0.0.0.0/0" }) {
+			return fmt.Errorf("no default route in %s (via %s)", netns, gw)
+		}
+		return nil
 	})
 }
 
