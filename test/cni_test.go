@@ -2,113 +2,19 @@ package test
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
 
-var (
-	cniOnce sync.Once
-	cniPath string // holds ebpfnet (the plugin) and cnitool
-	cniErr  error
-)
-
-// cniTools builds ebpfnet's CNI plugin, as `make install` names it, and
-// cnitool, from the module proxy, once per test process.
-func cniTools(t *testing.T) string {
-	t.Helper()
-	cniOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ebpfnet-cni-")
-		if err != nil {
-			cniErr = err
-			return
-		}
-		cniPath = dir
-		for _, c := range [][]string{
-			{"go", "build", "-o", filepath.Join(dir, "ebpfnet"), "github.com/ebpfnet/ebpfnet/cmd/ebpfnet-cni"},
-			{"go", "install", "github.com/containernetworking/cni/cnitool@v1.3.1"},
-		} {
-			cmd := exec.Command(c[0], c[1:]...)
-			cmd.Env = append(os.Environ(), "GOBIN="+dir)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				cniErr = fmt.Errorf("%s: %v\n%s", strings.Join(c, " "), err, out)
-				return
-			}
-		}
-	})
-	if cniErr != nil {
-		t.Fatal(cniErr)
-	}
-	return cniPath
-}
-
-// cni runs cnitool against the network configurations in dir.
-type cni struct {
-	t    *testing.T
-	path string // ebpfnet's plugin and cnitool
-	dir  string // NETCONFPATH
-	in   string // the named namespace cnitool runs in, "" for the test's own
-	spec string // the configurations' cniVersion
-}
-
-// referencePlugins is where Debian's containernetworking-plugins are.
-const referencePlugins = "/usr/lib/cni"
-
-func newCNI(t *testing.T) *cni {
-	return &cni{t: t, path: cniTools(t), dir: t.TempDir(), spec: "1.1.0"}
-}
-
-// conflist writes a network configuration list named name.
-func (c *cni) conflist(name string, plugins ...map[string]any) {
-	c.t.Helper()
-	data, _ := json.Marshal(map[string]any{"cniVersion": c.spec, "name": name, "plugins": plugins})
-	if err := os.WriteFile(filepath.Join(c.dir, name+".conflist"), data, 0o644); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-// run runs `cnitool VERB NETWORK NETNS` with the environment given as
-// KEY=VALUE pairs (CAP_ARGS, CNI_IFNAME).
-func (c *cni) run(verb, network, netns string, env ...string) (string, error) {
-	argv := []string{filepath.Join(c.path, "cnitool"), verb, network, netns}
-	if c.in != "" {
-		argv = append([]string{"ip", "netns", "exec", c.in}, argv...)
-	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), append([]string{"CNI_PATH=" + c.path + ":" + referencePlugins, "NETCONFPATH=" + c.dir}, env...)...)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-func (c *cni) must(verb, network, netns string, env ...string) string {
-	c.t.Helper()
-	out, err := c.run(verb, network, netns, env...)
-	if err != nil {
-		c.t.Fatalf("cnitool %s %s %s: %v\n%s", verb, network, netns, err, out)
-	}
-	return out
-}
-
-// portMappings is CAP_ARGS with portmap's portMappings.
-func portMappings(m ...string) string {
-	var pms []map[string]any
-	for _, s := range m {
-		var host, port int
-		var proto string
-		fmt.Sscanf(strings.ReplaceAll(strings.ReplaceAll(s, ":", " "), "/", " "), "%d %d %s", &host, &port, &proto)
-		pms = append(pms, map[string]any{"hostPort": host, "containerPort": port, "protocol": proto})
-	}
-	data, _ := json.Marshal(map[string]any{"portMappings": pms})
-	return "CAP_ARGS=" + string(data)
-}
+// newCNI is cnitool for a test, its network configurations in a
+// directory of the test's own.
+func newCNI(t *testing.T) *testbed.CNI { return testbed.NewCNI(t) }
 
 // containerNS makes a namespace standing for a container, removed when
 // the test ends.
@@ -161,11 +67,11 @@ func TestCNIMainMode(t *testing.T) {
 		return map[string]any{"type": "ebpfnet", "network": network, "socket": h.Socket(),
 			"capabilities": map[string]bool{"portMappings": true, "ips": true}}
 	}
-	c.conflist("ebnet", plugin(h.Name("cninet")))
-	c.conflist("second", plugin(h.Name("second")))
+	c.Conflist("ebnet", plugin(h.Name("cninet")))
+	c.Conflist("second", plugin(h.Name("second")))
 	ns := containerNS(t, h, "c1")
 
-	res := c.must("add", "ebnet", ns, portMappings("8080:7777/tcp", "8080:7777/udp"))
+	res := c.Must("add", "ebnet", ns, testbed.PortMappings("8080:7777/tcp", "8080:7777/udp"))
 	var result struct {
 		Interfaces []struct{ Name, Mac, Sandbox string }
 		IPs        []struct{ Address, Gateway string }
@@ -197,65 +103,65 @@ func TestCNIMainMode(t *testing.T) {
 	}
 
 	// A second interface of the same container on a second network.
-	c.must("add", "second", ns, "CNI_IFNAME=eth1")
+	c.Must("add", "second", ns, "CNI_IFNAME=eth1")
 	mustWork(t, "the container on its second network to the outside", testbed.TCP(ns, out.IP))
 
-	c.must("check", "ebnet", ns)
-	c.must("check", "second", ns, "CNI_IFNAME=eth1")
+	c.Must("check", "ebnet", ns)
+	c.Must("check", "second", ns, "CNI_IFNAME=eth1")
 	h.MustRun("ip", "-n", filepath.Base(ns), "route", "del", "default")
-	if msg, err := c.run("check", "ebnet", ns); err == nil || !strings.Contains(msg, "no default route") {
+	if msg, err := c.Run("check", "ebnet", ns); err == nil || !strings.Contains(msg, "no default route") {
 		t.Errorf("CHECK after the default route was removed: %v %s", err, msg)
 	}
 	h.MustRun("ip", "-n", filepath.Base(ns), "addr", "flush", "dev", "eth0")
-	if msg, err := c.run("check", "ebnet", ns); err == nil || !strings.Contains(msg, addr.Addr().String()) {
+	if msg, err := c.Run("check", "ebnet", ns); err == nil || !strings.Contains(msg, addr.Addr().String()) {
 		t.Errorf("CHECK after the address was removed: %v %s, want a failure naming %s", err, msg, addr.Addr())
 	}
 
-	c.must("status", "ebnet", ns)
+	c.Must("status", "ebnet", ns)
 	for _, network := range []string{"ebnet", "second"} {
-		c.must("del", network, ns, "CNI_IFNAME="+map[string]string{"ebnet": "eth0", "second": "eth1"}[network])
+		c.Must("del", network, ns, "CNI_IFNAME="+map[string]string{"ebnet": "eth0", "second": "eth1"}[network])
 	}
-	c.must("del", "ebnet", ns) // again
+	c.Must("del", "ebnet", ns) // again
 	assertNothingLeft(t, h, "after DEL")
 	mustFail(t, "outside to 8080 after DEL", testbed.TCPTo(out.NS, hostIP+":8080"))
 
 	// DEL after the daemon's kill -9, with the namespace gone already.
-	c.must("add", "ebnet", ns, portMappings("8080:7777/tcp"))
+	c.Must("add", "ebnet", ns, testbed.PortMappings("8080:7777/tcp"))
 	h.Stop(syscall.SIGKILL)
-	if _, err := c.run("status", "ebnet", ns); err == nil {
+	if _, err := c.Run("status", "ebnet", ns); err == nil {
 		t.Error("STATUS succeeded with the daemon dead")
 	}
 	h.Start()
 	h.MustRun("ip", "netns", "del", filepath.Base(ns))
-	c.must("del", "ebnet", ns)
+	c.Must("del", "ebnet", ns)
 	assertNothingLeft(t, h, "after DEL of a dead namespace")
 
 	// GC removes what the runtime no longer names: here, everything.
 	for _, name := range []string{"g1", "g2"} {
-		c.must("add", "ebnet", containerNS(t, h, name))
+		c.Must("add", "ebnet", containerNS(t, h, name))
 	}
-	c.must("gc", "ebnet", ns)
+	c.Must("gc", "ebnet", ns)
 	assertNothingLeft(t, h, "after GC")
 
 	// The oldest spec version the plugin speaks: 0.4.0's result shape.
-	c.spec = "0.4.0"
-	c.conflist("old", plugin(h.Name("cninet")))
+	c.Spec = "0.4.0"
+	c.Conflist("old", plugin(h.Name("cninet")))
 	old := containerNS(t, h, "old")
-	if res := c.must("add", "old", old); !strings.Contains(res, `"cniVersion": "0.4.0"`) && !strings.Contains(res, `"cniVersion":"0.4.0"`) {
+	if res := c.Must("add", "old", old); !strings.Contains(res, `"cniVersion": "0.4.0"`) && !strings.Contains(res, `"cniVersion":"0.4.0"`) {
 		t.Errorf("ADD at 0.4.0 answered:\n%s", res)
 	}
-	c.must("check", "old", old)
-	c.must("del", "old", old)
-	c.spec = "1.1.0"
+	c.Must("check", "old", old)
+	c.Must("del", "old", old)
+	c.Spec = "1.1.0"
 
 	// Bad input changes nothing.
 	ns2 := containerNS(t, h, "c2")
 	for _, bad := range []struct{ env, want string }{
-		{portMappings("0:7777/tcp"), "invalid port mapping 0:7777/tcp"},
-		{portMappings("8080:7777/sctp"), `protocol "sctp"`},
+		{testbed.PortMappings("0:7777/tcp"), "invalid port mapping 0:7777/tcp"},
+		{testbed.PortMappings("8080:7777/sctp"), `protocol "sctp"`},
 		{`CAP_ARGS={"ips":["10.0.0.5/24"]}`, "10.0.0.5"},
 	} {
-		if msg, err := c.run("add", "ebnet", ns2, bad.env); err == nil || !strings.Contains(msg, bad.want) {
+		if msg, err := c.Run("add", "ebnet", ns2, bad.env); err == nil || !strings.Contains(msg, bad.want) {
 			t.Errorf("ADD with %s: %v %s, want a refusal naming %q", bad.env, err, msg, bad.want)
 		}
 	}
@@ -272,16 +178,16 @@ func TestCNIChainedMode(t *testing.T) {
 	h, out := newPublishingHost(t)
 	c := newCNI(t)
 	// The bridge plugin builds in the namespace it runs in: the host's.
-	c.in = filepath.Base(h.NetNS)
-	c.spec = "1.0.0" // the newest Debian's plugins speak
+	c.In = filepath.Base(h.NetNS)
+	c.Spec = "1.0.0" // the newest Debian's plugins speak
 	bridge := h.Prefix + "br"
-	c.conflist("chain", map[string]any{"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
+	c.Conflist("chain", map[string]any{"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
 		"ipam": map[string]any{"type": "host-local", "dataDir": t.TempDir(), "ranges": [][]map[string]string{{{"subnet": "10.94.0.0/24"}}},
 			"routes": []map[string]string{{"dst": "0.0.0.0/0"}}}},
 		map[string]any{"type": "ebpfnet", "socket": h.Socket(), "capabilities": map[string]bool{"portMappings": true}})
 	ns := containerNS(t, h, "c1")
 
-	res := c.must("add", "chain", ns, portMappings("8080:7777/tcp", "8080:7777/udp"))
+	res := c.Must("add", "chain", ns, testbed.PortMappings("8080:7777/tcp", "8080:7777/udp"))
 	var result struct {
 		Interfaces []struct{ Name string }
 		IPs        []struct{ Address string }
@@ -304,10 +210,10 @@ func TestCNIChainedMode(t *testing.T) {
 	if localnet := h.InHost("sysctl", "-n", "net.ipv4.conf."+bridge+".route_localnet"); strings.TrimSpace(localnet) != "0" {
 		t.Errorf("route_localnet on %s is %s", bridge, localnet)
 	}
-	c.must("check", "chain", ns)
+	c.Must("check", "chain", ns)
 
-	c.must("del", "chain", ns)
-	c.must("del", "chain", ns) // again
+	c.Must("del", "chain", ns)
+	c.Must("del", "chain", ns) // again
 	assertNothingLeft(t, h, "after DEL")
 	var nets []struct{ Name string }
 	json.Unmarshal([]byte(h.MustCLI("network", "ls", "-o", "json")), &nets)

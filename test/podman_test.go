@@ -21,7 +21,7 @@ type podman struct {
 	env   []string
 }
 
-func newPodman(t *testing.T, h *testbed.Host, c *cni) *podman {
+func newPodman(t *testing.T, h *testbed.Host, c *testbed.CNI) *podman {
 	t.Helper()
 	if _, err := exec.LookPath("podman"); err != nil {
 		t.Skip("needs podman")
@@ -38,11 +38,11 @@ network_config_dir = %q
 [engine]
 cgroup_manager = "cgroupfs"
 events_logger = "file"
-`, c.path, referencePlugins, c.dir), 0o644); err != nil {
+`, c.Path, testbed.ReferencePlugins, c.Dir), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p := &podman{t: t, netns: h.NetNS, env: []string{"CONTAINERS_CONF=" + conf},
-		args: []string{"--root", dir + "/root", "--runroot", dir + "/run", "--storage-driver", "vfs", "--network-config-dir", c.dir,
+		args: []string{"--root", dir + "/root", "--runroot", dir + "/run", "--storage-driver", "vfs", "--network-config-dir", c.Dir,
 			"--tmpdir", dir + "/tmp"}}
 	t.Cleanup(func() {
 		p.run("rm", "-af", "-t", "0")
@@ -76,11 +76,11 @@ func (p *podman) must(t *testing.T, args ...string) string {
 func TestPodman(t *testing.T) {
 	h, out := newPublishingHost(t)
 	c := newCNI(t)
-	c.spec = "1.0.0" // what podman 4.3's CNI library and Debian's plugins speak
+	c.Spec = "1.0.0" // what podman 4.3's CNI library and Debian's plugins speak
 	h.MustCLI("network", "create", "--subnet", "10.93.0.0/24", h.Name("pnet"))
-	c.conflist("ebnet", map[string]any{"type": "ebpfnet", "network": h.Name("pnet"), "socket": h.Socket(),
+	c.Conflist("ebnet", map[string]any{"type": "ebpfnet", "network": h.Name("pnet"), "socket": h.Socket(),
 		"capabilities": map[string]bool{"portMappings": true}})
-	c.conflist("chain", map[string]any{"type": "bridge", "bridge": h.Prefix + "pb", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+	c.Conflist("chain", map[string]any{"type": "bridge", "bridge": h.Prefix + "pb", "isGateway": true, "ipMasq": true, "hairpinMode": true,
 		"ipam": map[string]any{"type": "host-local", "dataDir": t.TempDir(), "ranges": [][]map[string]string{{{"subnet": "10.92.0.0/24"}}},
 			"routes": []map[string]string{{"dst": "0.0.0.0/0"}}}},
 		map[string]any{"type": "ebpfnet", "socket": h.Socket(), "capabilities": map[string]bool{"portMappings": true}})

@@ -1,0 +1,111 @@
+package testbed
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+var (
+	cniOnce sync.Once
+	cniPath string // holds ebpfnet (the plugin) and cnitool
+	cniErr  error
+)
+
+// CNITools builds ebpfnet's CNI plugin, named as `make install` names it,
+// and cnitool, from the module proxy, once per process, into one
+// directory.
+func CNITools(tb TB) string {
+	tb.Helper()
+	cniOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ebpfnet-cni-")
+		if err != nil {
+			cniErr = err
+			return
+		}
+		cniPath = dir
+		for _, c := range [][]string{
+			{"go", "build", "-o", filepath.Join(dir, "ebpfnet"), "github.com/ebpfnet/ebpfnet/cmd/ebpfnet-cni"},
+			{"go", "install", "github.com/containernetworking/cni/cnitool@v1.3.1"},
+		} {
+			cmd := exec.Command(c[0], c[1:]...)
+			cmd.Env = append(os.Environ(), "GOBIN="+dir)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				cniErr = fmt.Errorf("%s: %v\n%s", strings.Join(c, " "), err, out)
+				return
+			}
+		}
+	})
+	if cniErr != nil {
+		tb.Fatal(cniErr)
+	}
+	return cniPath
+}
+
+// ReferencePlugins is where Debian's containernetworking-plugins are.
+const ReferencePlugins = "/usr/lib/cni"
+
+// CNI runs cnitool against the network configurations in Dir, with
+// ebpfnet's plugin and the reference plugins.
+type CNI struct {
+	tb   TB
+	Path string // ebpfnet's plugin and cnitool
+	Dir  string // NETCONFPATH
+	In   string // the named namespace cnitool runs in, "" for the caller's own
+	Spec string // the configurations' cniVersion
+}
+
+// NewCNI is cnitool with configurations in a directory of tb's own.
+func NewCNI(tb TB) *CNI {
+	return &CNI{tb: tb, Path: CNITools(tb), Dir: tb.TempDir(), Spec: "1.1.0"}
+}
+
+// Conflist writes a network configuration list named name.
+func (c *CNI) Conflist(name string, plugins ...map[string]any) {
+	c.tb.Helper()
+	data, _ := json.Marshal(map[string]any{"cniVersion": c.Spec, "name": name, "plugins": plugins})
+	if err := os.WriteFile(filepath.Join(c.Dir, name+".conflist"), data, 0o644); err != nil {
+		c.tb.Fatal(err)
+	}
+}
+
+// Run runs `cnitool VERB NETWORK NETNS` with the environment given as
+// KEY=VALUE pairs (CAP_ARGS, CNI_IFNAME).
+func (c *CNI) Run(verb, network, netns string, env ...string) (string, error) {
+	argv := []string{filepath.Join(c.Path, "cnitool"), verb, network, netns}
+	if c.In != "" {
+		argv = append([]string{"ip", "netns", "exec", c.In}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), append([]string{"CNI_PATH=" + c.Path + ":" + ReferencePlugins, "NETCONFPATH=" + c.Dir}, env...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// Must is Run that fails on an error.
+func (c *CNI) Must(verb, network, netns string, env ...string) string {
+	c.tb.Helper()
+	out, err := c.Run(verb, network, netns, env...)
+	if err != nil {
+		c.tb.Fatalf("cnitool %s %s %s: %v\n%s", verb, network, netns, err, out)
+	}
+	return out
+}
+
+// PortMappings is CAP_ARGS with portmap's portMappings, given as
+// HOST:CONTAINER/PROTO.
+func PortMappings(m ...string) string {
+	var pms []map[string]any
+	for _, s := range m {
+		var host, port int
+		var proto string
+		fmt.Sscanf(strings.ReplaceAll(strings.ReplaceAll(s, ":", " "), "/", " "), "%d %d %s", &host, &port, &proto)
+		pms = append(pms, map[string]any{"hostPort": host, "containerPort": port, "protocol": proto})
+	}
+	data, _ := json.Marshal(map[string]any{"portMappings": pms})
+	return "CAP_ARGS=" + string(data)
+}
