@@ -2,7 +2,9 @@ package test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -223,4 +225,74 @@ func TestCNIChainedMode(t *testing.T) {
 		}
 	}
 	mustFail(t, "outside to 8080 after DEL", testbed.TCPTo(out.NS, hostIP+":8080"))
+}
+
+// nerdctlVersion is the nerdctl the test builds from the module proxy.
+const nerdctlVersion = "v2.0.0"
+
+// buildNerdctl builds nerdctl into dir. Its module lists no versions on
+// the proxy, so it is fetched by exact version into a module of its own.
+func buildNerdctl(t *testing.T, dir string) string {
+	t.Helper()
+	mod := t.TempDir()
+	bin := filepath.Join(dir, "nerdctl")
+	script := fmt.Sprintf(`cd %s && go mod init nerdctlbuild >/dev/null 2>&1 &&
+		go get github.com/containerd/nerdctl/v2@%s && go build -o %s github.com/containerd/nerdctl/v2/cmd/nerdctl`, mod, nerdctlVersion, bin)
+	cmd := exec.Command("bash", "-c", script)
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GONOSUMDB=*", "GOSUMDB=off")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build nerdctl %s: %v\n%s", nerdctlVersion, err, out)
+	}
+	return bin
+}
+
+// TestNerdctl runs a container with nerdctl on containerd, attached by
+// ebpfnet's CNI plugin: -p publishes through the datapath, the client's
+// address is kept, and nerdctl rm -f leaves nothing.
+func TestNerdctl(t *testing.T) {
+	h, out, d := dockerHost(t)
+	c := newCNI(t)
+	nerdctl := buildNerdctl(t, t.TempDir())
+	h.MustCLI("network", "create", "--subnet", "10.89.0.0/24", h.Name("nnet"))
+	c.Spec = "1.0.0"
+	c.Conflist("ebnet", map[string]any{"type": "ebpfnet", "network": h.Name("nnet"), "socket": h.Socket(),
+		"capabilities": map[string]bool{"portMappings": true}})
+	state := t.TempDir()
+	// nerdctl takes one plugin directory, and makes its default network
+	// with the reference plugins: ebpfnet's beside them.
+	plugins := t.TempDir()
+	refs, _ := filepath.Glob(testbed.ReferencePlugins + "/*")
+	for _, p := range append(refs, filepath.Join(c.Path, "ebpfnet")) {
+		if err := os.Symlink(p, filepath.Join(plugins, filepath.Base(p))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(nerdctl, append([]string{"--address", d.Containerd, "--namespace", "ebpfnet-test", "--data-root", state,
+			"--cni-path", plugins, "--cni-netconfpath", c.Dir, "--snapshotter", "native"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	must := func(args ...string) string {
+		t.Helper()
+		out, err := run(args...)
+		if err != nil {
+			t.Fatalf("nerdctl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	t.Cleanup(func() { run("rm", "-f", "n1") })
+	image := filepath.Join(t.TempDir(), "busybox.tar")
+	d.MustCLI("save", "-o", image, "busybox")
+	must("load", "-i", image)
+
+	must("run", "-d", "--name", "n1", "--network", "ebnet", "-p", "8080:7777", "busybox", "sleep", "600")
+	pid := must("inspect", "-f", "{{.State.Pid}}", "n1")
+	testbed.Serve(t, "/proc/"+pid+"/ns/net")
+	if peer := peerOf(t, out.NS, "tcp4", hostIP+":8080"); peer.Addr().String() != out.IP {
+		t.Errorf("the container saw %s, want the client's own address %s", peer, out.IP)
+	}
+	mustWork(t, "host to 127.0.0.1:8080", testbed.TCPTo(h.NetNS, "127.0.0.1:8080"))
+	must("rm", "-f", "n1")
+	assertNothingLeft(t, h, "after nerdctl rm -f")
 }

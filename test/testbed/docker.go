@@ -25,6 +25,9 @@ type Docker struct {
 	netns  string
 	flags  []string
 	Host   string // what -H takes: unix://DIR/docker.sock
+	// Containerd is the socket of dockerd's containerd, which other
+	// clients (nerdctl) share, in namespaces of their own.
+	Containerd string
 	cmd    *exec.Cmd
 	exited chan struct{}
 }
@@ -71,7 +74,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	tb.Cleanup(func() { stopProcess(cmd, exited) })
 	waitFor(tb, dir, "containerd", exited, func() bool { _, err := os.Stat(sock); return err == nil })
 
-	d := &Docker{tb: tb, dir: dir, netns: netns, Host: "unix://" + filepath.Join(dir, "docker.sock"),
+	d := &Docker{tb: tb, dir: dir, netns: netns, Host: "unix://" + filepath.Join(dir, "docker.sock"), Containerd: sock,
 		flags: append([]string{"--containerd", sock, "--storage-driver", "vfs", "--log-level", "warn"}, flags...)}
 	d.Start()
 	tb.Cleanup(func() { d.Stop(syscall.SIGTERM) })

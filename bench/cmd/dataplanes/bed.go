@@ -41,9 +41,10 @@ const (
 type bed struct {
 	r         *runner
 	h         *testbed.Host
-	host, out string // namespace names
-	docker    docker // Docker's side
-	web       string // the ebpfnet sandbox
+	host, out string  // namespace names
+	docker    docker  // Docker's side
+	cni       cniSide // the CNI side, nil c without the reference plugins
+	web       string  // the ebpfnet sandbox
 	webIP     string
 	self      string
 }
@@ -55,7 +56,9 @@ func newBed(r *runner, dockerMode string) *bed {
 		b.host, b.out = filepath.Base(h.NetNS), filepath.Base(out.NS)
 		b.sh("ip", "-n", b.host, "addr", "add", hostIPOthers+"/24", "dev", "uplink0")
 		b.sh("ip", "-n", b.out, "addr", "add", clientTC+"/24", "dev", "eth0")
-		b.sh("ip", "-n", b.out, "addr", "add", clientDE+"/24", "dev", "eth0")
+		for _, client := range []string{clientDE, clientPM, clientCE} {
+			b.sh("ip", "-n", b.out, "addr", "add", client+"/24", "dev", "eth0")
+		}
 		b.sh("ip", "-n", b.host, "link", "add", "uplink1", "type", "veth", "peer", "name", "eth1", "netns", b.out)
 		b.sh("ip", "-n", b.host, "addr", "add", hostIPDocker+"/24", "dev", "uplink1")
 		b.sh("ip", "-n", b.out, "addr", "add", clientIPT+"/24", "dev", "eth1")
@@ -81,6 +84,9 @@ func newBed(r *runner, dockerMode string) *bed {
 	b.background(b.web, b.self, "serve", fmt.Sprint(echoPort))
 	b.background(b.web, "iperf3", "-s", "-p", fmt.Sprint(iperfPort))
 	b.startDocker(dockerMode)
+	if _, err := os.Stat(testbed.ReferencePlugins + "/bridge"); err == nil {
+		b.startCNI()
+	}
 	time.Sleep(300 * time.Millisecond) // servers and proxies start listening
 	return b
 }

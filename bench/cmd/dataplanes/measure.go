@@ -45,6 +45,13 @@ func (b *bed) dataplanes() []dataplane {
 		// (iptables) and ebpfnet's own sandbox (ebpfnet-tc).
 		dps = slices.Insert(dps, 3, dataplane{"docker-ebpfnet", "direct", b.out, hostIP, dockerEPort, dockerEIperf, clientDE})
 	}
+	if b.cni.c != nil {
+		// The same bridge plugin, with portmap or with ebpfnet chained.
+		i := slices.IndexFunc(dps, func(d dataplane) bool { return d.Name == "hostdirect" })
+		dps = slices.Insert(dps, i,
+			dataplane{"cni-portmap", "direct", b.out, hostIP, cniPortmapPort, cniPortmapIperf, clientPM},
+			dataplane{"cni-ebpfnet", "direct", b.out, hostIP, cniEbpfnetPort, cniEbpfnetIperf, clientCE})
+	}
 	return dps
 }
 
@@ -113,8 +120,13 @@ func run(r *runner, cfg config) Results {
 		if n == cfg.scale[0] || n == maxN {
 			res.Timings = append(res.Timings, b.iptablesTimings(n, 10)...)
 		}
-		if b.docker.d != nil && (n == cfg.scale[0] || n == min(10000, maxN)) {
-			res.Timings = append(res.Timings, b.dockerRunTimings(n, cfg.rounds+2)...)
+		if n == cfg.scale[0] || n == min(10000, maxN) {
+			if b.docker.d != nil {
+				res.Timings = append(res.Timings, b.dockerRunTimings(n, cfg.rounds+2)...)
+			}
+			if b.cni.c != nil {
+				res.Timings = append(res.Timings, b.cniAddTimings(n, cfg.rounds+2)...)
+			}
 		}
 		if n == maxN {
 			res.RSSKiB, res.RSSAtN = rss(b.h.DaemonPID()), n
