@@ -20,16 +20,16 @@ const DockerCLI = "/usr/bin/docker"
 // of their own under a temporary directory, dockerd inside a host
 // namespace (so its bridges, rules and proxies live there).
 type Docker struct {
-	tb     TB
-	dir    string
-	netns  string
-	flags  []string
-	Host   string // what -H takes: unix://DIR/docker.sock
+	tb    TB
+	dir   string
+	netns string
+	flags []string
+	Host  string // what -H takes: unix://DIR/docker.sock
 	// Containerd is the socket of dockerd's containerd, which other
 	// clients (nerdctl) share, in namespaces of their own.
 	Containerd string
-	cmd    *exec.Cmd
-	exited chan struct{}
+	cmd        *exec.Cmd
+	exited     chan struct{}
 }
 
 // DockerInstalled reports whether dockerd, containerd and Debian's docker
