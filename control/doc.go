@@ -4,12 +4,14 @@
 //   - engine: the engine, which turns requests into store records, kernel
 //     objects and BPF map entries, and reconciles the kernel with the store;
 //   - driver/…: the Driver interface and one package per kind of network
-//     (bridge, macvlan), which build networks and endpoints in the kernel;
+//     (bridge, macvlan, chained), which build networks and endpoints in the
+//     kernel;
 //   - frontend/…: one package per way in. A frontend owns user syntax and
 //     names and reaches the engine through api; sandbox, the CLI's, also
 //     owns its sandboxes' namespaces, files and processes (engine.Runtime).
-//     Docker's plugin (frontend/docker) and CNI's (frontend/cni) come here,
-//     and hand over namespaces of their own runtime by path;
+//     Docker's plugin (frontend/docker) runs in the daemon; CNI's is a
+//     binary of its own (cmd/ebpfnet-cni), a client of the API's
+//     attachments. Both hand over their runtime's namespaces by path;
 //   - api: the wire types, the engine's read models, the server and the
 //     client;
 //   - store: the durable state; ipam: address pools; hostports: the host

@@ -9,6 +9,12 @@
 // nothing. Kernel objects ebpfnet creates carry an interface alias naming
 // their owner, which is how the reconciler recognises leftovers.
 //
+// Sandboxes come two ways. The CLI's are made whole by CreateSandbox, their
+// namespaces, files and processes kept by a Runtime the frontend provides.
+// A container runtime's (Docker, CNI) are external endpoints: one
+// attachment each of a namespace the runtime owns and names by path
+// (external.go), with IPAM requests of their own (ipam.go).
+//
 // The engine answers the API through Engine.API. It never encodes a map
 // entry itself (package maps does; desired.go is where records become
 // entries) and never switches namespaces by hand (package namespace does).

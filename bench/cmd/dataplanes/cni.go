@@ -71,13 +71,15 @@ func (b *bed) cniContainer(network, name string, env ...string) string {
 func (b *bed) cniAddTimings(n, times int) []Timing {
 	var out []Timing
 	for _, network := range cniNetworks {
-		if n > 1 {
+		// The others, at most 1000 mappings a container: CAP_ARGS is one
+		// environment string, which the kernel caps at 128 KiB.
+		for first := cniOtherPorts; first < cniOtherPorts+n-1; first += 1000 {
 			var pms []map[string]any
-			for port := cniOtherPorts; port < cniOtherPorts+n-1; port++ {
+			for port := first; port < min(first+1000, cniOtherPorts+n-1); port++ {
 				pms = append(pms, map[string]any{"hostPort": port, "containerPort": port, "protocol": "tcp"})
 			}
 			capArgs, _ := json.Marshal(map[string]any{"portMappings": pms})
-			ns := b.cniContainer(network, fmt.Sprint("others", n), "CAP_ARGS="+string(capArgs))
+			ns := b.cniContainer(network, fmt.Sprintf("o%d-%d", n, first), "CAP_ARGS="+string(capArgs))
 			defer func() { b.cni.c.Run("del", network, "/run/netns/"+ns, "CAP_ARGS="+string(capArgs)) }()
 		}
 		t := Timing{What: "CNI ADD, bridge + " + network, N: n}
