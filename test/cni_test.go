@@ -67,7 +67,7 @@ func TestCNIMainMode(t *testing.T) {
 	h.MustCLI("network", "create", "--subnet", "10.95.0.0/24", h.Name("second"))
 	plugin := func(network string) map[string]any {
 		return map[string]any{"type": "ebpfnet", "network": network, "socket": h.Socket(),
-			"capabilities": map[string]bool{"portMappings": true, "ips": true}}
+			"capabilities": map[string]bool{"portMappings": true, "ips": true, "mac": true, "aliases": true}}
 	}
 	c.Conflist("ebnet", plugin(h.Name("cninet")))
 	c.Conflist("second", plugin(h.Name("second")))
@@ -138,10 +138,18 @@ func TestCNIMainMode(t *testing.T) {
 	c.Must("del", "ebnet", ns)
 	assertNothingLeft(t, h, "after DEL of a dead namespace")
 
-	// GC removes what the runtime no longer names: here, everything.
-	for _, name := range []string{"g1", "g2"} {
-		c.Must("add", "ebnet", containerNS(t, h, name))
+	// GC removes what the runtime no longer names: here, everything. The
+	// first asks for a MAC of its own (the mac capability).
+	g1 := containerNS(t, h, "g1")
+	c.Must("add", "ebnet", g1, `CAP_ARGS={"mac":"02:00:00:00:00:99","aliases":{"ebnet":["db"]}}`)
+	if link := h.MustRun("ip", "-n", filepath.Base(g1), "link", "show", "eth0"); !strings.Contains(link, "02:00:00:00:00:99") {
+		t.Errorf("the mac capability was not honoured:\n%s", link)
 	}
+	mustWork(t, "the container with a MAC of its own to the outside", testbed.TCP(g1, out.IP))
+	if sbs := h.MustCLI("sandbox", "ls", "-o", "json"); !strings.Contains(sbs, `"db"`) {
+		t.Errorf("the aliases capability was not recorded:\n%s", sbs)
+	}
+	c.Must("add", "ebnet", containerNS(t, h, "g2"))
 	c.Must("gc", "ebnet", ns)
 	assertNothingLeft(t, h, "after GC")
 

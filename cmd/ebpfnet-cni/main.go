@@ -37,6 +37,10 @@ type netConf struct {
 	RuntimeConfig struct {
 		PortMappings []portMapping `json:"portMappings,omitempty"`
 		IPs          []string      `json:"ips,omitempty"`
+		MAC          string        `json:"mac,omitempty"`
+		// Aliases are the container's names by network, as the aliases
+		// capability gives them: recorded, for the runtime resolves names.
+		Aliases map[string][]string `json:"aliases,omitempty"`
 	} `json:"runtimeConfig"`
 }
 
@@ -120,7 +124,7 @@ func add(args *skel.CmdArgs) error {
 		return addChained(args, conf, client, publish)
 	}
 	req := api.AttachmentCreate{Frontend: frontend, ContainerID: args.ContainerID, IfName: args.IfName, NetNS: args.Netns,
-		Network: conf.Network, Publish: publish}
+		Network: conf.Network, Publish: publish, MAC: conf.RuntimeConfig.MAC, Aliases: conf.RuntimeConfig.Aliases[conf.Name]}
 	if len(conf.RuntimeConfig.IPs) > 1 {
 		return fmt.Errorf("ebpfnet gives one IPv4 address per attachment, not %d (%v)", len(conf.RuntimeConfig.IPs), conf.RuntimeConfig.IPs)
 	}

@@ -236,7 +236,9 @@ type AttachmentCreate struct {
 	IfName      string        `json:"IfName"`
 	NetNS       string        `json:"NetNS"`
 	Network     string        `json:"Network"`
-	IP          string        `json:"IP,omitempty"` // a static address, from CNI's ips capability
+	IP          string        `json:"IP,omitempty"`         // a static address, from CNI's ips capability
+	MAC         string        `json:"MacAddress,omitempty"` // from CNI's mac capability
+	Aliases     []string      `json:"Aliases,omitempty"`    // from CNI's aliases capability
 	Publish     []PortMapping `json:"Publish,omitempty"`
 	// Chained, when set, attaches what a plugin chained before ebpfnet
 	// made, on the network of that plugin named Network (made on first use).

@@ -43,7 +43,8 @@ type ExternalEndpoint struct {
 	// otherwise it is taken here, the next free one when zero.
 	Addr netip.Addr
 	// MAC is the endpoint's MAC; "" derives it from the address.
-	MAC string
+	MAC     string
+	Aliases []string // names the runtime gives it, shown in inspect
 	// HandOver leaves the sandbox end of the veth in the dataplane's
 	// namespace, for the runtime to move and configure (Docker). Otherwise
 	// it goes into the namespace as Interface, configured by the engine.
@@ -140,7 +141,13 @@ func (e *Engine) createEndpoint(tx *store.Tx, undo *rollback, req ExternalEndpoi
 	if req.Addr, err = takeAddress(tx, n, req.Addr); err != nil {
 		return store.Sandbox{}, n, err
 	}
-	ep := store.Endpoint{ID: req.ID, NetworkID: n.ID, Interface: req.Interface, Addr: req.Addr, MAC: req.MAC, HostSide: req.HostSide}
+	for _, a := range req.Aliases {
+		if err := checkName("alias", a); err != nil {
+			return store.Sandbox{}, n, err
+		}
+	}
+	ep := store.Endpoint{ID: req.ID, NetworkID: n.ID, Interface: req.Interface, Addr: req.Addr, MAC: req.MAC, HostSide: req.HostSide,
+		Aliases: req.Aliases}
 	ep.MAC = driver.EndpointMAC(ep).String()
 	if req.HandOver && req.Interface == "" {
 		ep.Interface = externalPeer(req.ID) // until the runtime names it
