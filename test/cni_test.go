@@ -97,10 +97,10 @@ func TestCNIMainMode(t *testing.T) {
 	mustWork(t, "container to the outside", testbed.TCP(ns, out.IP))
 	assertNoRuleNorProxy(t, h, "8080")
 	names := sandboxNames(t, h)
-	if len(names) != 1 || !strings.HasPrefix(names[0], "cnitool-") || !strings.HasSuffix(names[0], ".eth0") {
-		t.Fatalf("the attachment's sandboxes are %q, want one CONTAINERID.eth0", names)
+	if len(names) != 1 || !strings.HasPrefix(names[0], "cnitool-") || !strings.HasSuffix(names[0], ":eth0") {
+		t.Fatalf("the attachment's sandboxes are %q, want one CONTAINERID:eth0", names)
 	}
-	if got := h.MustCLI("port", strings.TrimSuffix(names[0], ".eth0")); !strings.Contains(got, "7777/tcp -> 0.0.0.0:8080") {
+	if got := h.MustCLI("port", strings.TrimSuffix(names[0], ":eth0")); !strings.Contains(got, "7777/tcp -> 0.0.0.0:8080") {
 		t.Errorf("ebpfnet port CONTAINERID:\n%s", got)
 	}
 

@@ -107,7 +107,7 @@ func (c *cli) publishedPorts(ctx context.Context, ref string) (map[string][]api.
 	if err == nil || !errors.Is(err, errdefs.ErrNotFound) {
 		return sb.NetworkSettings.Ports, err
 	}
-	// A CNI container's attachments: CONTAINERID.IFNAME.
+	// A CNI container's attachments: CONTAINERID:IFNAME.
 	all, listErr := c.client().Sandboxes(ctx)
 	if listErr != nil {
 		return nil, listErr
@@ -115,7 +115,7 @@ func (c *cli) publishedPorts(ctx context.Context, ref string) (map[string][]api.
 	ports := map[string][]api.PortBinding{}
 	found := false
 	for _, a := range all {
-		if strings.HasPrefix(a.Name, ref+".") {
+		if strings.HasPrefix(a.Name, ref+":") {
 			found = true
 			for port, bindings := range a.NetworkSettings.Ports {
 				ports[port] = append(ports[port], bindings...)

@@ -258,7 +258,7 @@ type ChainedAttachment struct {
 
 // Attachment is an attachment as CNI reports it.
 type Attachment struct {
-	Sandbox       string                   `json:"Sandbox"` // its sandbox's name: CONTAINERID.IFNAME
+	Sandbox       string                   `json:"Sandbox"` // its sandbox's name: CONTAINERID:IFNAME
 	Interface     string                   `json:"Interface"`
 	HostInterface string                   `json:"HostInterface"`
 	MacAddress    string                   `json:"MacAddress"`

@@ -147,7 +147,7 @@ func (a apiEngine) Attach(req api.AttachmentCreate) (api.Attachment, error) {
 		return api.Attachment{}, errdefs.Invalidf("an attachment needs a container ID and a namespace path (got %q and %q)", req.ContainerID, req.NetNS)
 	}
 	spec := ExternalEndpoint{Frontend: req.Frontend, ID: AttachmentID(req.ContainerID, req.IfName),
-		Name: req.ContainerID + "." + req.IfName, Network: req.Network, Addr: ip, MAC: req.MAC, Aliases: req.Aliases, Interface: req.IfName}
+		Name: req.ContainerID + ":" + req.IfName, Network: req.Network, Addr: ip, MAC: req.MAC, Aliases: req.Aliases, Interface: req.IfName}
 	if c := req.Chained; c != nil {
 		p, err := parsePrefix("address", c.Address)
 		if err != nil {

@@ -149,6 +149,9 @@ func (e *Engine) createEndpoint(tx *store.Tx, undo *rollback, req ExternalEndpoi
 	ep := store.Endpoint{ID: req.ID, NetworkID: n.ID, Interface: req.Interface, Addr: req.Addr, MAC: req.MAC, HostSide: req.HostSide,
 		Aliases: req.Aliases}
 	ep.MAC = driver.EndpointMAC(ep).String()
+	if err := uniqueOnHost(tx, n, ep); err != nil {
+		return store.Sandbox{}, n, err
+	}
 	if req.HandOver && req.Interface == "" {
 		ep.Interface = externalPeer(req.ID) // until the runtime names it
 	}
@@ -189,8 +192,8 @@ func (e *Engine) chainedNetwork(tx *store.Tx, undo *rollback, frontend, name str
 // pool requested on its own, one a runtime's IPAM gave, or one taken now.
 func takeAddress(tx *store.Tx, n store.Network, addr netip.Addr) (netip.Addr, error) {
 	if n.AddressesByRuntime() {
-		if !addr.IsValid() || !n.Pool.Subnet.Contains(addr) {
-			return addr, errdefs.Invalidf("address %q is not one of network %s's subnet %s", addr, n.Name, n.Pool.Subnet)
+		if !addr.IsValid() || !n.Pool.Subnet.Contains(addr) || n.Pool.Reserved(addr) {
+			return addr, errdefs.Invalidf("address %q is not one of network %s's subnet %s that a container may hold", addr, n.Name, n.Pool.Subnet)
 		}
 		return addr, heldOnce(tx, n, addr)
 	}
@@ -205,6 +208,28 @@ func takeAddress(tx *store.Tx, n store.Network, addr netip.Addr) (netip.Addr, er
 		return addr, errdefs.Invalidf("address %q was not requested from network %s's pool %s", addr, n.Name, n.Pool.Subnet)
 	}
 	return addr, heldOnce(tx, n, addr) // requested once, held once
+}
+
+// uniqueOnHost refuses an endpoint whose MAC another endpoint of n has, or
+// whose given host side (a chained attachment's veth) another endpoint
+// holds: the datapath delivers by MAC, and knows an endpoint by its host
+// side.
+func uniqueOnHost(tx *store.Tx, n store.Network, ep store.Endpoint) error {
+	sbs, err := tx.Sandboxes()
+	if err != nil {
+		return err
+	}
+	for _, sb := range sbs {
+		for _, o := range sb.Endpoints {
+			if o.NetworkID == n.ID && o.MAC == ep.MAC {
+				return errdefs.Conflictf("MAC address %s on network %s is %s's already", ep.MAC, n.Name, sb.Name)
+			}
+			if ep.HostSide != "" && o.HostSide == ep.HostSide {
+				return errdefs.Conflictf("host interface %s is %s's already", ep.HostSide, sb.Name)
+			}
+		}
+	}
+	return nil
 }
 
 // heldOnce refuses an address of n that an endpoint holds already.

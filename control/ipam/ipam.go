@@ -68,7 +68,9 @@ func broadcast(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
-// reserved reports the addresses never handed out: network, broadcast, gateway.
+// Reserved reports the addresses never handed out: network, broadcast, gateway.
+func (p *Pool) Reserved(a netip.Addr) bool { return p.reserved(a) }
+
 func (p *Pool) reserved(a netip.Addr) bool {
 	return a == p.Subnet.Addr() || a == broadcast(p.Subnet) || a == p.Gateway
 }

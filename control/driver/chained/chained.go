@@ -42,6 +42,13 @@ func (Driver) Attach(n store.Network, ep *store.Endpoint, _ netlink.NsFd) (int, 
 	if l.Type() != "veth" {
 		return 0, errdefs.Invalidf("host side %s is a %s, not a veth", ep.HostSide, l.Type())
 	}
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return 0, fmt.Errorf("bridge %s of network %s: %w", n.Bridge, n.Name, err)
+	}
+	if l.Attrs().MasterIndex != br.Attrs().Index {
+		return 0, errdefs.Invalidf("host side %s is not on bridge %s", ep.HostSide, n.Bridge)
+	}
 	return l.Attrs().Index, nil
 }
 

@@ -1,0 +1,215 @@
+package engine
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/namespace"
+)
+
+// containerNS makes a bare network namespace standing for a container.
+func containerNS(t *testing.T, te testEngine, name string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), te.name(name))
+	if err := namespace.Create(p); err != nil {
+		t.Fatal(err)
+	}
+	// Create makes the directory a shared mount point of its own.
+	t.Cleanup(func() { namespace.Remove(p); unix.Unmount(filepath.Dir(p), unix.MNT_DETACH) })
+	return p
+}
+
+// hostVeth makes a veth pair in the engine's host namespace, its first
+// end on bridge br when br is not "".
+func (te testEngine) hostVeth(t *testing.T, name, peer, br string) {
+	t.Helper()
+	err := te.inHost(func() error {
+		la := netlink.NewLinkAttrs()
+		la.Name = name
+		if br != "" {
+			b, err := netlink.LinkByName(br)
+			if err != nil {
+				return err
+			}
+			la.MasterIndex = b.Attrs().Index
+		}
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: peer}); err != nil {
+			return err
+		}
+		l, _ := netlink.LinkByName(name)
+		return netlink.LinkSetUp(l)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		te.inHost(func() error {
+			l, err := netlink.LinkByName(name)
+			if err == nil {
+				netlink.LinkDel(l)
+			}
+			return nil
+		})
+	})
+}
+
+// chainedReq is what the plugin asks for a container the bridge plugin
+// attached (apiruntime.go's Attach, chained branch).
+func chainedReq(cid, hostSide, br, addr string) ExternalEndpoint {
+	return ExternalEndpoint{Frontend: "cni", ID: AttachmentID(cid, "eth0"), Name: cid + ".eth0", Network: "cni-chain",
+		Addr: netip.MustParseAddr(addr), HostSide: hostSide, HandOver: true, Interface: "eth0",
+		Chained: &ChainedNetwork{Bridge: br, Subnet: netip.MustParsePrefix("10.94.0.0/24"), Gateway: netip.MustParseAddr("10.94.0.1")}}
+}
+
+// TestChainedHostSideIsChecked: a chained ADD names the host side of
+// its veth in prevResult, and the engine takes it on trust: another
+// attachment's veth, one on no bridge, the gateway's address.
+func TestChainedHostSideIsChecked(t *testing.T) {
+	te := newTestEngine(t)
+	br := te.prefix + "b"
+	if err := te.inHost(func() error {
+		la := netlink.NewLinkAttrs()
+		la.Name = br
+		return netlink.LinkAdd(&netlink.Bridge{LinkAttrs: la})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { te.inHost(func() error { l, _ := netlink.LinkByName(br); return netlink.LinkDel(l) }) })
+	vA, vB, vC := te.prefix+"a", te.prefix+"B", te.prefix+"c"
+	te.hostVeth(t, vA, vA+"p", br)
+	te.hostVeth(t, vB, vB+"p", br)
+	te.hostVeth(t, vC, vC+"p", "") // on no bridge
+	pinned := func(ifname string) bool {
+		_, err := os.Stat(filepath.Join(te.cfg.BPFFS, "links", ifname))
+		return err == nil
+	}
+
+	if _, _, _, err := te.Attach(chainedReq("victim", vA, br, "10.94.0.2"), "/run/victim", nil); err != nil {
+		t.Fatal(err)
+	}
+	if !pinned(vA) {
+		t.Fatalf("no programs pinned for the victim's host side %s", vA)
+	}
+	// Its own veth is vB, but its prevResult names the victim's vA.
+	_, _, _, err := te.Attach(chainedReq("thief", vA, br, "10.94.0.3"), "/run/thief", nil)
+	if err == nil {
+		t.Errorf("a second attachment took host side %s, which attachment victim holds", vA)
+	}
+	if err := te.DeleteEndpoint(AttachmentID("thief", "eth0")); err != nil {
+		t.Fatal(err)
+	}
+	if !pinned(vA) {
+		t.Errorf("DEL of the thief removed the victim's programs from %s", vA)
+	}
+
+	if _, _, _, err := te.Attach(chainedReq("offbridge", vC, br, "10.94.0.4"), "/run/off", nil); err == nil {
+		t.Errorf("a host side %s on no bridge was accepted for bridge %s", vC, br)
+		te.DeleteEndpoint(AttachmentID("offbridge", "eth0"))
+	}
+	if _, _, _, err := te.Attach(chainedReq("gw", vB, br, "10.94.0.1"), "/run/gw", nil); err == nil {
+		t.Errorf("the chained network's gateway 10.94.0.1 was taken as a container's address")
+		te.DeleteEndpoint(AttachmentID("gw", "eth0"))
+	}
+	te.DeleteEndpoint(AttachmentID("victim", "eth0"))
+}
+
+// TestChainedCannotTakeAnotherEndpointsVeth: a chained ADD whose prevResult names
+// the host side of an attachment of an ebpfnet network moves that veth
+// into the chained network, and its DEL strips the victim's datapath.
+func TestChainedCannotTakeAnotherEndpointsVeth(t *testing.T) {
+	te := newTestEngine(t)
+	a := apiEngine{te.Engine}
+	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("net"), Subnet: netip.MustParsePrefix("10.96.0.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	ns := containerNS(t, te, "v")
+	v, err := a.Attach(api.AttachmentCreate{Frontend: "cni", ContainerID: "victim", IfName: "eth0", NetNS: ns, Network: te.name("net")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Detach(api.AttachmentRef{ContainerID: "victim", IfName: "eth0"})
+	br := te.prefix + "b"
+	te.inHost(func() error {
+		la := netlink.NewLinkAttrs()
+		la.Name = br
+		return netlink.LinkAdd(&netlink.Bridge{LinkAttrs: la})
+	})
+	t.Cleanup(func() { te.inHost(func() error { l, _ := netlink.LinkByName(br); return netlink.LinkDel(l) }) })
+
+	_, err = a.Attach(api.AttachmentCreate{Frontend: "cni", ContainerID: "thief", IfName: "eth0", NetNS: "/run/thief", Network: "cni-chain",
+		Chained: &api.ChainedAttachment{Bridge: br, HostInterface: v.HostInterface, Address: "10.94.0.3/24", Gateway: "10.94.0.1"}})
+	if err == nil {
+		t.Errorf("a chained attachment took host side %s of the ebpfnet attachment victim", v.HostInterface)
+		a.Detach(api.AttachmentRef{ContainerID: "thief", IfName: "eth0"})
+	}
+	if _, err := os.Stat(filepath.Join(te.cfg.BPFFS, "links", v.HostInterface)); err != nil {
+		t.Errorf("the victim's host side %s lost its programs: %v", v.HostInterface, err)
+	}
+	if err := a.CheckAttachment(api.AttachmentRef{ContainerID: "victim", IfName: "eth0"}, ns); err != nil {
+		t.Errorf("CHECK of the victim: %v", err)
+	}
+}
+
+// TestAttachmentsAreDistinct: attachments of ebpfnet networks from CNI.
+func TestAttachmentsAreDistinct(t *testing.T) {
+	te := newTestEngine(t)
+	a := apiEngine{te.Engine}
+	net := te.name("net")
+	if _, err := te.CreateNetwork(NetworkSpec{Name: net, Subnet: netip.MustParsePrefix("10.96.0.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	attach := func(cid, ifname, mac string) error {
+		_, err := a.Attach(api.AttachmentCreate{Frontend: "cni", ContainerID: cid, IfName: ifname, NetNS: containerNS(t, te, cid), Network: net, MAC: mac})
+		if err == nil {
+			t.Cleanup(func() { a.Detach(api.AttachmentRef{ContainerID: cid, IfName: ifname}) })
+		}
+		return err
+	}
+
+	t.Run("DuplicateMAC", func(t *testing.T) {
+		if err := attach("m1", "eth0", "02:00:00:00:00:42"); err != nil {
+			t.Fatal(err)
+		}
+		if err := attach("m2", "eth0", "02:00:00:00:00:42"); !errors.Is(err, errdefs.ErrConflict) {
+			t.Errorf("a second attachment with m1's MAC 02:00:00:00:00:42 on the same network: %v, want a conflict", err)
+		}
+	})
+
+	t.Run("SandboxNameCollision", func(t *testing.T) {
+		// Two different containers: CNI allows '.' in container IDs, and
+		// Linux in interface names.
+		if err := attach("k1", "x.eth0", ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := attach("k1.x", "eth0", ""); err != nil {
+			t.Errorf("container k1.x's ADD failed because of container k1's interface x.eth0: %v", err)
+		}
+	})
+
+}
+
+// TestFailedChainedAttachLeavesNothing: what was checked and found fine (passes).
+func TestFailedChainedAttachLeavesNothing(t *testing.T) {
+	te := newTestEngine(t)
+	before := te.snapshot(t)
+	if _, _, _, err := te.Attach(chainedReq("gone", te.prefix+"none", "nobr", "10.94.0.2"), "/run/gone", nil); err == nil {
+		t.Fatal("a chained ADD with a missing host side succeeded")
+	}
+	if after := te.snapshot(t); after != before {
+		t.Errorf("a failed chained ADD left state:\n%s\n%s", before, after)
+	}
+	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("net"), Subnet: netip.MustParsePrefix("10.94.0.0/16")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := te.Attach(chainedReq("ov", te.prefix+"none", "nobr", "10.94.0.2"), "/run/ov", nil); !errors.Is(err, errdefs.ErrConflict) {
+		t.Errorf("a chained subnet inside an ebpfnet network's: %v, want a conflict", err)
+	}
+}
