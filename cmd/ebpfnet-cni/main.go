@@ -124,7 +124,7 @@ func add(args *skel.CmdArgs) error {
 		return addChained(args, conf, client, publish)
 	}
 	req := api.AttachmentCreate{Frontend: frontend, ContainerID: args.ContainerID, IfName: args.IfName, NetNS: args.Netns,
-		Network: conf.Network, Publish: publish, MAC: conf.RuntimeConfig.MAC, Aliases: conf.RuntimeConfig.Aliases[conf.Name]}
+		Network: conf.Network, Publish: publish, MAC: conf.RuntimeConfig.MAC, Aliases: conf.RuntimeConfig.Aliases[conf.Name], Group: conf.Name}
 	if len(conf.RuntimeConfig.IPs) > 1 {
 		return fmt.Errorf("ebpfnet gives one IPv4 address per attachment, not %d (%v)", len(conf.RuntimeConfig.IPs), conf.RuntimeConfig.IPs)
 	}
@@ -163,7 +163,9 @@ func resultOf(a api.Attachment, netns string) (*current.Result, error) {
 	if a.Gateway != "" {
 		gw := net.ParseIP(a.Gateway)
 		r.IPs[0].Gateway = gw
-		r.Routes = []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}, GW: gw}}
+		if a.DefaultRoute { // a second network's interface has none
+			r.Routes = []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}, GW: gw}}
+		}
 	}
 	return r, nil
 }
@@ -215,7 +217,7 @@ func addChained(args *skel.CmdArgs, conf *netConf, client *api.Client, publish [
 	ctx, cancel := timeout()
 	defer cancel()
 	_, err = client.Attach(ctx, api.AttachmentCreate{Frontend: frontend, ContainerID: args.ContainerID, IfName: args.IfName,
-		NetNS: args.Netns, Network: chainedNetwork(conf), Publish: publish, Chained: c})
+		NetNS: args.Netns, Network: chainedNetwork(conf), Publish: publish, Chained: c, Group: conf.Name})
 	if err != nil {
 		return err
 	}
@@ -251,7 +253,7 @@ func gc(args *skel.CmdArgs) error {
 	if network == "" {
 		network = chainedNetwork(conf)
 	}
-	req := api.AttachmentsCollect{Frontend: frontend, Network: network, Keep: []api.AttachmentRef{}}
+	req := api.AttachmentsCollect{Frontend: frontend, Network: network, Group: conf.Name, Keep: []api.AttachmentRef{}}
 	for _, a := range conf.ValidAttachments {
 		req.Keep = append(req.Keep, api.AttachmentRef{ContainerID: a.ContainerID, IfName: a.IfName})
 	}

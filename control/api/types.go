@@ -231,15 +231,19 @@ type Endpoint struct {
 // (CNI's ADD). CNI knows an attachment by its container ID and interface
 // name.
 type AttachmentCreate struct {
-	Frontend    string        `json:"Frontend"` // "cni"
-	ContainerID string        `json:"ContainerID"`
-	IfName      string        `json:"IfName"`
-	NetNS       string        `json:"NetNS"`
-	Network     string        `json:"Network"`
-	IP          string        `json:"IP,omitempty"`         // a static address, from CNI's ips capability
-	MAC         string        `json:"MacAddress,omitempty"` // from CNI's mac capability
-	Aliases     []string      `json:"Aliases,omitempty"`    // from CNI's aliases capability
-	Publish     []PortMapping `json:"Publish,omitempty"`
+	Frontend    string   `json:"Frontend"` // "cni"
+	ContainerID string   `json:"ContainerID"`
+	IfName      string   `json:"IfName"`
+	NetNS       string   `json:"NetNS"`
+	Network     string   `json:"Network"`
+	IP          string   `json:"IP,omitempty"`         // a static address, from CNI's ips capability
+	MAC         string   `json:"MacAddress,omitempty"` // from CNI's mac capability
+	Aliases     []string `json:"Aliases,omitempty"`    // from CNI's aliases capability
+	// Group is the runtime's own name for what the attachment was made
+	// through (the CNI network: its configuration list's name), which
+	// collecting attachments goes by.
+	Group   string        `json:"Group,omitempty"`
+	Publish []PortMapping `json:"Publish,omitempty"`
 	// Chained, when set, attaches what a plugin chained before ebpfnet
 	// made, on the network of that plugin named Network (made on first use).
 	Chained *ChainedAttachment `json:"Chained,omitempty"`
@@ -265,6 +269,7 @@ type Attachment struct {
 	Mtu           int                      `json:"Mtu,omitempty"`
 	Address       string                   `json:"Address"` // CIDR
 	Gateway       string                   `json:"Gateway,omitempty"`
+	DefaultRoute  bool                     `json:"DefaultRoute,omitempty"` // the default route goes via Gateway
 	Ports         map[string][]PortBinding `json:"Ports"`
 }
 
@@ -279,5 +284,6 @@ type AttachmentRef struct {
 type AttachmentsCollect struct {
 	Frontend string          `json:"Frontend"`
 	Network  string          `json:"Network"`
+	Group    string          `json:"Group"`
 	Keep     []AttachmentRef `json:"Keep"`
 }

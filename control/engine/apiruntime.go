@@ -2,10 +2,14 @@ package engine
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
@@ -110,6 +114,19 @@ func (a apiEngine) endpointView(ep store.Endpoint, j Joined) (api.Endpoint, erro
 	return v, nil
 }
 
+// defaultRouteVia reports whether the namespace at netns routes by default
+// through gw.
+func defaultRouteVia(netns string, gw netip.Addr) (found bool, err error) {
+	err = namespace.Do(netns, func() error {
+		routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+		found = slices.ContainsFunc(routes, func(r netlink.Route) bool {
+			return (r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw.Equal(gw.AsSlice())
+		})
+		return err
+	})
+	return found, err
+}
+
 // parseAddress reads an address, bare or with a prefix length as runtimes
 // hand them over; "" is none.
 func parseAddress(s string) (netip.Addr, error) {
@@ -147,7 +164,7 @@ func (a apiEngine) Attach(req api.AttachmentCreate) (api.Attachment, error) {
 		return api.Attachment{}, errdefs.Invalidf("an attachment needs a container ID and a namespace path (got %q and %q)", req.ContainerID, req.NetNS)
 	}
 	spec := ExternalEndpoint{Frontend: req.Frontend, ID: AttachmentID(req.ContainerID, req.IfName),
-		Name: req.ContainerID + ":" + req.IfName, Network: req.Network, Addr: ip, MAC: req.MAC, Aliases: req.Aliases, Interface: req.IfName}
+		Name: req.ContainerID + ":" + req.IfName, Network: req.Network, Addr: ip, MAC: req.MAC, Aliases: req.Aliases, Group: req.Group, Interface: req.IfName}
 	if c := req.Chained; c != nil {
 		p, err := parsePrefix("address", c.Address)
 		if err != nil {
@@ -170,8 +187,10 @@ func (a apiEngine) Attach(req api.AttachmentCreate) (api.Attachment, error) {
 		Address: netip.PrefixFrom(ep.Addr, n.Pool.Subnet.Bits()).String(), Ports: portBindings(pubs)}
 	if gw := gatewayOf(n); gw.IsValid() {
 		v.Gateway = gw.String()
+		// A second network of a namespace finds the first one's route.
+		v.DefaultRoute, err = defaultRouteVia(req.NetNS, gw)
 	}
-	return v, nil
+	return v, err
 }
 
 func (a apiEngine) CheckAttachment(ref api.AttachmentRef, netns string) error {
@@ -187,5 +206,5 @@ func (a apiEngine) CollectAttachments(req api.AttachmentsCollect) ([]string, err
 	for _, ref := range req.Keep {
 		keep[AttachmentID(ref.ContainerID, ref.IfName)] = true
 	}
-	return a.Engine.CollectEndpoints(req.Frontend, req.Network, keep)
+	return a.Engine.CollectEndpoints(req.Frontend, req.Network, req.Group, keep)
 }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -174,6 +175,25 @@ func TestAttachmentsAreDistinct(t *testing.T) {
 		return err
 	}
 
+	t.Run("GCKeepsOtherCNINetworks", func(t *testing.T) {
+		// Two conflists, "a" and "b", both with "network": net. libcni's
+		// GC of "a" passes only "a"'s attachments as valid.
+		for _, c := range []struct{ cid, group string }{{"ca", "a"}, {"cb", "b"}} {
+			_, err := a.Attach(api.AttachmentCreate{Frontend: "cni", ContainerID: c.cid, IfName: "eth0", NetNS: containerNS(t, te, c.cid), Network: net, Group: c.group})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { a.Detach(api.AttachmentRef{ContainerID: c.cid, IfName: "eth0"}) })
+		}
+		gone, err := a.CollectAttachments(api.AttachmentsCollect{Frontend: "cni", Network: net, Group: "a", Keep: []api.AttachmentRef{{ContainerID: "ca", IfName: "eth0"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(gone) != 0 {
+			t.Errorf("GC of conflist a collected %v, attached through conflist b", gone)
+		}
+	})
+
 	t.Run("DuplicateMAC", func(t *testing.T) {
 		if err := attach("m1", "eth0", "02:00:00:00:00:42"); err != nil {
 			t.Fatal(err)
@@ -194,9 +214,63 @@ func TestAttachmentsAreDistinct(t *testing.T) {
 		}
 	})
 
+	t.Run("SecondNetworkRoute", func(t *testing.T) {
+		// Podman: one container on two networks. The plugin reports a
+		// default route via each attachment's Gateway (resultOf).
+		net2 := te.name("net2")
+		if _, err := te.CreateNetwork(NetworkSpec{Name: net2, Subnet: netip.MustParsePrefix("10.95.0.0/24")}); err != nil {
+			t.Fatal(err)
+		}
+		ns := containerNS(t, te, "two")
+		for i, n := range []string{net, net2} {
+			ifname := []string{"eth0", "eth1"}[i]
+			v, err := a.Attach(api.AttachmentCreate{Frontend: "cni", ContainerID: "two", IfName: ifname, NetNS: ns, Network: n})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { a.Detach(api.AttachmentRef{ContainerID: "two", IfName: ifname}) })
+			var via []string
+			namespace.Do(ns, func() error {
+				rs, _ := netlink.RouteList(nil, netlink.FAMILY_V4)
+				for _, r := range rs {
+					if r.Dst == nil || r.Dst.String() == "0.0.0.0/0" {
+						via = append(via, r.Gw.String())
+					}
+				}
+				return nil
+			})
+			if v.DefaultRoute != slices.Contains(via, v.Gateway) || v.DefaultRoute != (i == 0) {
+				t.Errorf("%s's result says a default route via %s: %v; the namespace's default routes are via %v", ifname, v.Gateway, v.DefaultRoute, via)
+			}
+		}
+	})
+
+	t.Run("IPv6OfTheRuntimesNamespace", func(t *testing.T) {
+		ns := containerNS(t, te, "v6")
+		var before, after []netlink.Addr
+		namespace.Do(ns, func() error {
+			lo, _ := netlink.LinkByName("lo")
+			netlink.LinkSetUp(lo)
+			before, _ = netlink.AddrList(lo, netlink.FAMILY_V6)
+			return nil
+		})
+		if _, err := a.Attach(api.AttachmentCreate{Frontend: "cni", ContainerID: "v6", IfName: "eth0", NetNS: ns, Network: net}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.Detach(api.AttachmentRef{ContainerID: "v6", IfName: "eth0"}) })
+		namespace.Do(ns, func() error {
+			lo, _ := netlink.LinkByName("lo")
+			after, _ = netlink.AddrList(lo, netlink.FAMILY_V6)
+			return nil
+		})
+		if len(before) > 0 && len(after) == 0 {
+			t.Errorf("ADD turned IPv6 off in the whole namespace the runtime owns: lo had %v, now nothing", before)
+		}
+	})
 }
 
-// TestFailedChainedAttachLeavesNothing: what was checked and found fine (passes).
+// A failed chained ADD leaves nothing, and a chained subnet may not
+// overlap an ebpfnet network's.
 func TestFailedChainedAttachLeavesNothing(t *testing.T) {
 	te := newTestEngine(t)
 	before := te.snapshot(t)

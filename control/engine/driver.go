@@ -91,7 +91,7 @@ func (e *Engine) attachEndpoint(n store.Network, sb store.Sandbox, ep *store.End
 	if err != nil || sb.HandOver {
 		return err
 	}
-	return namespace.Do(sb.NetNS, func() error { return configureInside(n, *ep) })
+	return namespace.Do(sb.NetNS, func() error { return configureInside(n, *ep, !sb.External()) })
 }
 
 // attachDatapath puts the endpoint programs on an endpoint's host side
@@ -108,12 +108,19 @@ func (e *Engine) attachDatapath(n store.Network, ep store.Endpoint, ifindex int)
 }
 
 // configureInside runs in the sandbox: IPv6 off, address, link up, and a
-// default route through the network's gateway when the sandbox has none yet.
-func configureInside(n store.Network, ep store.Endpoint) error {
+// default route through the network's gateway when the sandbox has none
+// yet. IPv6 goes off in the whole namespace when it is ebpfnet's own, and
+// on the endpoint's interface alone in a runtime's (CNI), whose other
+// interfaces are not ebpfnet's to change.
+func configureInside(n store.Network, ep store.Endpoint, ownNamespace bool) error {
 	// Again here, not only when the namespace is made: a sandbox made by
 	// an ebpfnet that left IPv6 on loses it when the reconciler refreshes
-	// its endpoints.
-	if err := namespace.DisableIPv6(); err != nil {
+	// its endpoints. Before the link comes up, so it never has an address.
+	err := namespace.DisableIPv6On(ep.Interface)
+	if ownNamespace {
+		err = namespace.DisableIPv6()
+	}
+	if err != nil {
 		return err
 	}
 	l, err := netlink.LinkByName(ep.Interface)
@@ -179,7 +186,7 @@ func ensureDefaultRoute(sandboxNS string, eps []store.Endpoint, networks map[str
 			if n.Internal {
 				continue
 			}
-			return configureInside(n, ep)
+			return configureInside(n, ep, true)
 		}
 		return nil
 	})

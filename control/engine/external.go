@@ -45,6 +45,7 @@ type ExternalEndpoint struct {
 	// MAC is the endpoint's MAC; "" derives it from the address.
 	MAC     string
 	Aliases []string // names the runtime gives it, shown in inspect
+	Group   string   // the runtime's grouping of its attachments (a CNI network's name)
 	// HandOver leaves the sandbox end of the veth in the dataplane's
 	// namespace, for the runtime to move and configure (Docker). Otherwise
 	// it goes into the namespace as Interface, configured by the engine.
@@ -155,7 +156,7 @@ func (e *Engine) createEndpoint(tx *store.Tx, undo *rollback, req ExternalEndpoi
 	if req.HandOver && req.Interface == "" {
 		ep.Interface = externalPeer(req.ID) // until the runtime names it
 	}
-	sb := store.Sandbox{ID: req.ID, Name: req.Name, Frontend: req.Frontend, HandOver: req.HandOver,
+	sb := store.Sandbox{ID: req.ID, Name: req.Name, Frontend: req.Frontend, HandOver: req.HandOver, Group: req.Group,
 		Created: time.Now().UTC(), Mode: store.ModeNetworks, Endpoints: []store.Endpoint{ep}}
 	if sb.Name == "" {
 		sb.Name = req.Frontend + "-" + req.ID[:12]
@@ -483,10 +484,11 @@ func (e *Engine) deleteEndpoint(id string) error {
 	return errors.Join(errs...)
 }
 
-// CollectEndpoints deletes a frontend's external endpoints on a network
-// whose IDs keep does not hold (CNI's GC), and returns the names of those
-// it deleted.
-func (e *Engine) CollectEndpoints(frontend, network string, keep map[string]bool) ([]string, error) {
+// CollectEndpoints deletes a frontend's external endpoints on a network,
+// made in its group, whose IDs keep does not hold (CNI's GC: the
+// attachments of one CNI network that its runtime no longer names), and
+// returns the names of those it deleted.
+func (e *Engine) CollectEndpoints(frontend, network, group string, keep map[string]bool) ([]string, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var (
@@ -508,7 +510,7 @@ func (e *Engine) CollectEndpoints(frontend, network string, keep map[string]bool
 		errs []error
 	)
 	for _, sb := range sbs {
-		if sb.Frontend == frontend && len(sb.Endpoints) == 1 && sb.Endpoints[0].NetworkID == n.ID && !keep[sb.ID] {
+		if sb.Frontend == frontend && sb.Group == group && len(sb.Endpoints) == 1 && sb.Endpoints[0].NetworkID == n.ID && !keep[sb.ID] {
 			if err := e.deleteEndpoint(sb.ID); err != nil {
 				errs = append(errs, err)
 				continue

@@ -134,7 +134,7 @@ func (e *Engine) refreshEndpoint(n store.Network, sandboxNS string, ep store.End
 	if err := e.refreshPrograms(ep); err != nil {
 		return err
 	}
-	return namespace.Do(sandboxNS, func() error { return configureInside(n, ep) })
+	return namespace.Do(sandboxNS, func() error { return configureInside(n, ep, true) })
 }
 
 // refreshPrograms attaches this binary's endpoint programs to an

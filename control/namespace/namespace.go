@@ -194,8 +194,12 @@ func Processes(id ID) []int {
 // path to the neighbours and the bridge that the IPv4 datapath neither
 // sees nor fences (icc=false, internal and isolated networks). "all" turns
 // it off on the interfaces there are, "default" on those still to come.
-func DisableIPv6() error {
-	for _, conf := range []string{"default", "all"} {
+func DisableIPv6() error { return DisableIPv6On("default", "all") }
+
+// DisableIPv6On turns IPv6 off on the named interfaces of the calling
+// thread's namespace alone: where the namespace is someone else's.
+func DisableIPv6On(interfaces ...string) error {
+	for _, conf := range interfaces {
 		err := os.WriteFile("/proc/sys/net/ipv6/conf/"+conf+"/disable_ipv6", []byte("1"), 0o644)
 		if errors.Is(err, os.ErrNotExist) {
 			return nil // a kernel without IPv6: nothing to turn off

@@ -116,6 +116,9 @@ type Sandbox struct {
 	// endpoint's veth into its namespace and configures it (Docker); the
 	// engine then leaves it in the dataplane's namespace.
 	HandOver bool `json:"handOver,omitempty"`
+	// Group is the frontend's own grouping of its attachments: the CNI
+	// network (configuration list) one was made through.
+	Group string `json:"group,omitempty"`
 	// Shares names the sandbox whose namespace a container-mode sandbox uses.
 	Shares    string       `json:"shares,omitempty"`
 	Endpoints []Endpoint   `json:"endpoints,omitempty"`
