@@ -28,7 +28,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(thiefEnv); spec != "" {
 		os.Exit(thief(spec))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	testbed.RemoveBuilds()
+	os.Exit(code)
 }
 
 // thief drops root for the user and group spec names ("UID:GID"), then

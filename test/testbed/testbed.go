@@ -46,6 +46,17 @@ type TB interface {
 	Logf(format string, args ...any)
 }
 
+// RemoveBuilds removes what Binary and CNITools built; a test binary's
+// TestMain (or the bench) calls it when everything has run.
+func RemoveBuilds() {
+	if binary != "" {
+		os.RemoveAll(filepath.Dir(binary))
+	}
+	if cniPath != "" {
+		os.RemoveAll(cniPath)
+	}
+}
+
 // Binary builds the ebpfnet command once per process.
 func Binary(tb TB) string {
 	tb.Helper()
@@ -237,6 +248,10 @@ func (h *Host) destroy() {
 	}
 	os.RemoveAll(h.BPFFS())
 	os.Remove(h.DockerPlugin()) // left by a daemon killed on purpose
+	// The plugin directory, and /run/docker, when the daemons made them
+	// and nothing else lives there.
+	os.Remove(filepath.Dir(h.DockerPlugin()))
+	os.Remove(filepath.Dir(filepath.Dir(h.DockerPlugin())))
 }
 
 // CLI runs ebpfnet against this host's daemon and returns its combined output.

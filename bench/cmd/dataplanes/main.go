@@ -21,6 +21,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
 
 func main() {
@@ -147,4 +149,5 @@ func (r *runner) finish() {
 		f()
 	}
 	os.RemoveAll(r.dir)
+	testbed.RemoveBuilds()
 }
