@@ -19,20 +19,20 @@
 /* Cookie of the dataplane's namespace, set by the loader. */
 volatile const __u64 netns_cookie = 0;
 
-static __always_inline int connect_published(struct bpf_sock_addr *ctx)
+/* host_published is the publication a connection of a host process to
+ * addr:port reaches: one on that address of the host, or on every address. */
+static __always_inline struct publication *host_published(struct bpf_sock_addr *ctx, __be32 addr, __be16 port)
 {
-	__be32 addr = ctx->user_ip4;
-	__be16 port = (__be16)ctx->user_port;
-	struct publication *pub;
-
-	if (bpf_get_netns_cookie(ctx) != netns_cookie)
-		return 1;
 	if (!is_loopback(addr) && !is_host_addr(addr))
-		return 1;
-	pub = published(addr, port, ctx->protocol);
-	if (!pub)
-		return 1;
+		return NULL;
+	return published(addr, port, ctx->protocol);
+}
 
+/* remember records in the socket's storage that, asked for asked:asked_port
+ * (asked 0: IPv6's ::1), it was sent to pub, so that its peer shows as
+ * what it asked for. */
+static __always_inline void remember(struct bpf_sock_addr *ctx, const struct publication *pub, __be32 asked, __be16 asked_port)
+{
 	struct sock_peers *peers = bpf_sk_storage_get(&sk_peers, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 
 	if (peers) {
@@ -51,37 +51,96 @@ static __always_inline int connect_published(struct bpf_sock_addr *ctx)
 		if (slot < SOCK_PEERS) {
 			peers->peer[slot].addr = pub->addr;
 			peers->peer[slot].port = pub->port;
-			peers->peer[slot].asked_addr = addr;
-			peers->peer[slot].asked_port = port;
+			peers->peer[slot].asked_addr = asked;
+			peers->peer[slot].asked_port = asked_port;
 		}
 	}
+}
+
+static __always_inline int connect_published(struct bpf_sock_addr *ctx)
+{
+	__be32 addr = ctx->user_ip4;
+	__be16 port = (__be16)ctx->user_port;
+	struct publication *pub;
+
+	if (bpf_get_netns_cookie(ctx) != netns_cookie)
+		return 1;
+	pub = host_published(ctx, addr, port);
+	if (!pub)
+		return 1;
+	remember(ctx, pub, addr, port);
 	ctx->user_ip4 = pub->addr;
 	ctx->user_port = pub->port;
 	count_bytes(PROGRAM_SOCKET, VERDICT_DNAT, 0);
 	return 1;
 }
 
+/* connect6_published serves an IPv6 socket of a host process connecting to
+ * a port published on every address, as Docker's proxy serves [::]:
+ * through ::1 (where localhost resolves first for many clients), or through
+ * an IPv4 address written v4-mapped (::ffff:127.0.0.1, as Java's sockets
+ * do). The socket is sent to the endpoint's IPv4 address, v4-mapped, which
+ * the kernel connects over IPv4. */
+static __always_inline int connect6_published(struct bpf_sock_addr *ctx)
+{
+	__be16 port = (__be16)ctx->user_port;
+	struct publication *pub;
+	__be32 asked;
+
+	if (bpf_get_netns_cookie(ctx) != netns_cookie)
+		return 1;
+	if (ctx->user_ip6[0] || ctx->user_ip6[1])
+		return 1;
+	if (!ctx->user_ip6[2] && ctx->user_ip6[3] == bpf_htonl(1)) {
+		struct publication_key every = { .port = port, .proto = ctx->protocol };
+
+		asked = 0; /* ::1 */
+		pub = bpf_map_lookup_elem(&publications, &every);
+	} else if (ctx->user_ip6[2] == bpf_htonl(0xffff)) {
+		asked = ctx->user_ip6[3];
+		pub = host_published(ctx, asked, port);
+	} else {
+		return 1;
+	}
+	if (!pub)
+		return 1;
+	remember(ctx, pub, asked, port);
+	ctx->user_ip6[2] = bpf_htonl(0xffff);
+	ctx->user_ip6[3] = pub->addr;
+	ctx->user_port = pub->port;
+	count_bytes(PROGRAM_SOCKET, VERDICT_DNAT, 0);
+	return 1;
+}
+
+/* peer_sent_to finds, in the socket's storage, the publication it was sent
+ * to at addr:port (the endpoint), if a connect hook sent it there. */
+static __always_inline struct sock_peer *peer_sent_to(struct bpf_sock_addr *ctx, __be32 addr, __be16 port)
+{
+	struct sock_peers *peers;
+
+	if (bpf_get_netns_cookie(ctx) != netns_cookie)
+		return NULL;
+	peers = bpf_sk_storage_get(&sk_peers, ctx->sk, 0, 0);
+	if (!peers)
+		return NULL;
+	for (int i = 0; i < SOCK_PEERS; i++) {
+		struct sock_peer *p = &peers->peer[i];
+
+		if (p->addr == addr && p->port == port)
+			return p;
+	}
+	return NULL;
+}
+
 /* show_published makes a peer address an earlier connect_published
  * rewrote look like the address the socket asked for. */
 static __always_inline int show_published(struct bpf_sock_addr *ctx)
 {
-	__be32 addr = ctx->user_ip4;
-	__be16 port = (__be16)ctx->user_port;
-	struct sock_peers *peers;
+	struct sock_peer *p = peer_sent_to(ctx, ctx->user_ip4, (__be16)ctx->user_port);
 
-	if (bpf_get_netns_cookie(ctx) != netns_cookie)
-		return 1;
-	peers = bpf_sk_storage_get(&sk_peers, ctx->sk, 0, 0);
-	if (!peers)
-		return 1;
-	for (int i = 0; i < SOCK_PEERS; i++) {
-		struct sock_peer *p = &peers->peer[i];
-
-		if (p->addr == addr && p->port == port) {
-			ctx->user_ip4 = p->asked_addr;
-			ctx->user_port = p->asked_port;
-			break;
-		}
+	if (p) {
+		ctx->user_ip4 = p->asked_addr;
+		ctx->user_port = p->asked_port;
 	}
 	return 1;
 }
@@ -154,5 +213,29 @@ int sock_recvmsg4(struct bpf_sock_addr *ctx) { return show_published(ctx); }
 
 SEC("cgroup/getpeername4")
 int sock_getpeername4(struct bpf_sock_addr *ctx) { return show_published(ctx); }
+
+SEC("cgroup/connect6")
+int sock_connect6(struct bpf_sock_addr *ctx) { return connect6_published(ctx); }
+
+/* An IPv6 socket connect6 sent on sees its peer as what it asked for. */
+SEC("cgroup/getpeername6")
+int sock_getpeername6(struct bpf_sock_addr *ctx)
+{
+	struct sock_peer *p;
+
+	if (ctx->user_ip6[0] || ctx->user_ip6[1] || ctx->user_ip6[2] != bpf_htonl(0xffff))
+		return 1;
+	p = peer_sent_to(ctx, ctx->user_ip6[3], (__be16)ctx->user_port);
+	if (!p)
+		return 1;
+	if (p->asked_addr) {
+		ctx->user_ip6[3] = p->asked_addr;
+	} else { /* ::1 */
+		ctx->user_ip6[2] = 0;
+		ctx->user_ip6[3] = bpf_htonl(1);
+	}
+	ctx->user_port = p->asked_port;
+	return 1;
+}
 
 char __license[] SEC("license") = "Dual BSD/GPL";

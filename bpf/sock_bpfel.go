@@ -34,7 +34,9 @@ const (
 	SockProgSockBind4        = "sock_bind4"
 	SockProgSockBind6        = "sock_bind6"
 	SockProgSockConnect4     = "sock_connect4"
+	SockProgSockConnect6     = "sock_connect6"
 	SockProgSockGetpeername4 = "sock_getpeername4"
+	SockProgSockGetpeername6 = "sock_getpeername6"
 	SockProgSockRecvmsg4     = "sock_recvmsg4"
 	SockProgSockSendmsg4     = "sock_sendmsg4"
 	SockVarNetnsCookie       = "netns_cookie"
@@ -85,7 +87,9 @@ type SockProgramSpecs struct {
 	SockBind4        *ebpf.ProgramSpec `ebpf:"sock_bind4"`
 	SockBind6        *ebpf.ProgramSpec `ebpf:"sock_bind6"`
 	SockConnect4     *ebpf.ProgramSpec `ebpf:"sock_connect4"`
+	SockConnect6     *ebpf.ProgramSpec `ebpf:"sock_connect6"`
 	SockGetpeername4 *ebpf.ProgramSpec `ebpf:"sock_getpeername4"`
+	SockGetpeername6 *ebpf.ProgramSpec `ebpf:"sock_getpeername6"`
 	SockRecvmsg4     *ebpf.ProgramSpec `ebpf:"sock_recvmsg4"`
 	SockSendmsg4     *ebpf.ProgramSpec `ebpf:"sock_sendmsg4"`
 }
@@ -189,7 +193,9 @@ type SockPrograms struct {
 	SockBind4        *ebpf.Program `ebpf:"sock_bind4"`
 	SockBind6        *ebpf.Program `ebpf:"sock_bind6"`
 	SockConnect4     *ebpf.Program `ebpf:"sock_connect4"`
+	SockConnect6     *ebpf.Program `ebpf:"sock_connect6"`
 	SockGetpeername4 *ebpf.Program `ebpf:"sock_getpeername4"`
+	SockGetpeername6 *ebpf.Program `ebpf:"sock_getpeername6"`
 	SockRecvmsg4     *ebpf.Program `ebpf:"sock_recvmsg4"`
 	SockSendmsg4     *ebpf.Program `ebpf:"sock_sendmsg4"`
 }
@@ -199,7 +205,9 @@ func (p *SockPrograms) Close() error {
 		p.SockBind4,
 		p.SockBind6,
 		p.SockConnect4,
+		p.SockConnect6,
 		p.SockGetpeername4,
+		p.SockGetpeername6,
 		p.SockRecvmsg4,
 		p.SockSendmsg4,
 	)

@@ -182,6 +182,73 @@ func TestPublishedFromHostProcesses(t *testing.T) {
 	mustFail(t, "tcp to 127.0.0.1:8080 from another namespace", testbed.TCPTo(out.NS, "127.0.0.1:8080"))
 }
 
+// A host process on an IPv6 socket reaches a port published on every
+// address, as Docker's proxy serves [::]: through ::1 (where localhost
+// resolves first for Node.js and others) and through a v4-mapped address
+// (Java's sockets), and its peer reads as what it dialled. A port
+// published on 127.0.0.1 alone is not on ::1.
+func TestPublishedFromHostIPv6Sockets(t *testing.T) {
+	h, _ := newPublishingHost(t)
+	web := h.Name("web")
+	h.MustCLI("sandbox", "create", web, "-p", "8080:7777", "-p", "127.0.0.1:8081:7777")
+	testbed.Serve(t, h.NS(web))
+	for _, c := range []struct {
+		addr [16]byte
+		port int
+	}{
+		{[16]byte{15: 1}, 8080},                                     // ::1
+		{[16]byte{10: 0xff, 11: 0xff, 12: 127, 15: 1}, 8080},        // ::ffff:127.0.0.1
+		{[16]byte{10: 0xff, 11: 0xff, 12: 10, 13: 99, 15: 1}, 8080}, // ::ffff:10.99.0.1, the host's
+		{[16]byte{10: 0xff, 11: 0xff, 12: 127, 15: 1}, 8081},        // ::ffff:127.0.0.1, published there
+	} {
+		peer, err := dialIPv6Socket(h.NetNS, c.addr, c.port)
+		want := &unix.SockaddrInet6{Addr: c.addr, Port: c.port}
+		if err != nil || peer.Port != want.Port || peer.Addr != want.Addr {
+			t.Errorf("[%x]:%d from an IPv6 socket: peer %+v, %v; want what it dialled", c.addr, c.port, peer, err)
+		}
+	}
+	if _, err := dialIPv6Socket(h.NetNS, [16]byte{15: 1}, 8081); err == nil {
+		t.Error("[::1]:8081 reached a port published on 127.0.0.1 alone")
+	}
+}
+
+// dialIPv6Socket connects an AF_INET6 TCP socket in the namespace at ns,
+// exchanges a line with the echo server, and returns the peer the socket
+// names.
+func dialIPv6Socket(ns string, addr [16]byte, port int) (peer *unix.SockaddrInet6, err error) {
+	err = namespace.Do(ns, func() error {
+		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		tv := unix.Timeval{Sec: 2}
+		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		if err := unix.Connect(fd, &unix.SockaddrInet6{Addr: addr, Port: port}); err != nil {
+			return err
+		}
+		if _, err := unix.Write(fd, []byte("hello\n")); err != nil {
+			return err
+		}
+		buf := make([]byte, 256)
+		if n, err := unix.Read(fd, buf); err != nil || n == 0 {
+			return fmt.Errorf("no echo: %d bytes, %v", n, err)
+		}
+		sa, err := unix.Getpeername(fd)
+		if err != nil {
+			return err
+		}
+		in6, ok := sa.(*unix.SockaddrInet6)
+		if !ok {
+			return fmt.Errorf("peer %T", sa)
+		}
+		peer = in6
+		return nil
+	})
+	return peer, err
+}
+
 func TestPublishedFromSandboxes(t *testing.T) {
 	h, _ := newPublishingHost(t)
 	web, cl, stranger, other := h.Name("web"), h.Name("cl"), h.Name("stranger"), h.Name("other")
