@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
@@ -81,6 +82,23 @@ func EndpointMAC(ep store.Endpoint) net.HardwareAddr {
 func MACFor(a netip.Addr) net.HardwareAddr {
 	b := a.As4()
 	return net.HardwareAddr{0x02, 0x42, b[0], b[1], b[2], b[3]}
+}
+
+// HostSideOnBridge finds an endpoint's host side, and fails unless it is
+// a port of bridge.
+func HostSideOnBridge(hostSide, bridge string) (netlink.Link, error) {
+	host, err := netlink.LinkByName(hostSide)
+	if err != nil {
+		return nil, fmt.Errorf("host side %s: %w", hostSide, err)
+	}
+	br, err := netlink.LinkByName(bridge)
+	if err != nil {
+		return nil, fmt.Errorf("bridge %s: %w", bridge, err)
+	}
+	if host.Attrs().MasterIndex != br.Attrs().Index {
+		return nil, errdefs.Invalidf("host side %s is not on bridge %s", hostSide, bridge)
+	}
+	return host, nil
 }
 
 // DeleteLink deletes an interface; a missing one is fine.

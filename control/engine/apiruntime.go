@@ -87,7 +87,7 @@ func (a apiEngine) CreateEndpoint(req api.EndpointCreate) (api.Endpoint, error) 
 	if err != nil {
 		return api.Endpoint{}, err
 	}
-	return a.endpointView(ep, Joined{})
+	return a.endpointView(ep, false, netip.Addr{})
 }
 
 func (a apiEngine) JoinEndpoint(id, netns string) (api.Endpoint, error) {
@@ -95,21 +95,24 @@ func (a apiEngine) JoinEndpoint(id, netns string) (api.Endpoint, error) {
 	if err != nil {
 		return api.Endpoint{}, err
 	}
-	return a.endpointView(j.Endpoint, j)
+	return a.endpointView(j.Endpoint, true, j.Gateway)
 }
 
 // endpointView is an external endpoint as its runtime sees it, the
-// address with its network's prefix length.
-func (a apiEngine) endpointView(ep store.Endpoint, j Joined) (api.Endpoint, error) {
+// address with its network's prefix length; once joined, with the
+// interface to move in and the gateway.
+func (a apiEngine) endpointView(ep store.Endpoint, joined bool, gateway netip.Addr) (api.Endpoint, error) {
 	var n store.Network
 	err := a.store.View(func(tx *store.Tx) (err error) { n, err = networkByID(tx, ep.NetworkID); return err })
 	if err != nil {
 		return api.Endpoint{}, err
 	}
-	v := api.Endpoint{ID: ep.ID, Address: netip.PrefixFrom(ep.Addr, n.Pool.Subnet.Bits()).String(), MacAddress: ep.MAC,
-		Interface: j.Interface}
-	if j.Gateway.IsValid() {
-		v.Gateway = j.Gateway.String()
+	v := api.Endpoint{ID: ep.ID, Address: netip.PrefixFrom(ep.Addr, n.Pool.Subnet.Bits()).String(), MacAddress: ep.MAC}
+	if joined {
+		v.Interface = ep.Interface
+	}
+	if gateway.IsValid() {
+		v.Gateway = gateway.String()
 	}
 	return v, nil
 }

@@ -67,12 +67,12 @@ type ChainedNetwork struct {
 	Gateway netip.Addr
 }
 
-// Joined is what a runtime needs to finish a join: the sandbox end to move
-// into its namespace, and the network's gateway.
+// Joined is what a runtime needs to finish a join: the endpoint, whose
+// Interface is the sandbox end to move into its namespace, and the
+// network's gateway.
 type Joined struct {
-	Interface string
-	Gateway   netip.Addr // zero on an internal network, which leads nowhere
-	Endpoint  store.Endpoint
+	Endpoint store.Endpoint
+	Gateway  netip.Addr // zero on an internal network, which leads nowhere
 }
 
 // AttachmentID is the endpoint ID of a CNI attachment, which CNI knows by
@@ -196,7 +196,7 @@ func takeAddress(tx *store.Tx, n store.Network, addr netip.Addr) (netip.Addr, er
 		if !addr.IsValid() || !n.Pool.Subnet.Contains(addr) || n.Pool.Reserved(addr) {
 			return addr, errdefs.Invalidf("address %q is not one of network %s's subnet %s that a container may hold", addr, n.Name, n.Pool.Subnet)
 		}
-		return addr, heldOnce(tx, n, addr)
+		return addr, nil // held once: uniqueOnHost
 	}
 	if !n.RequestedPool {
 		a, err := ipam.Allocate(tx, n.PoolID, addr)
@@ -208,13 +208,14 @@ func takeAddress(tx *store.Tx, n store.Network, addr netip.Addr) (netip.Addr, er
 	if !addr.IsValid() || !n.Pool.InUse(addr) {
 		return addr, errdefs.Invalidf("address %q was not requested from network %s's pool %s", addr, n.Name, n.Pool.Subnet)
 	}
-	return addr, heldOnce(tx, n, addr) // requested once, held once
+	return addr, nil // requested once, held once: uniqueOnHost
 }
 
-// uniqueOnHost refuses an endpoint whose MAC another endpoint of n has, or
-// whose given host side (a chained attachment's veth) another endpoint
-// holds: the datapath delivers by MAC, and knows an endpoint by its host
-// side.
+// uniqueOnHost refuses an endpoint whose address or MAC another endpoint
+// of n has, or whose given host side (a chained attachment's veth) another
+// endpoint holds: the datapath knows an endpoint by each of them. An
+// address the engine allocated is unique already; one requested on its
+// own or given by a runtime's IPAM is checked here.
 func uniqueOnHost(tx *store.Tx, n store.Network, ep store.Endpoint) error {
 	sbs, err := tx.Sandboxes()
 	if err != nil {
@@ -222,27 +223,13 @@ func uniqueOnHost(tx *store.Tx, n store.Network, ep store.Endpoint) error {
 	}
 	for _, sb := range sbs {
 		for _, o := range sb.Endpoints {
-			if o.NetworkID == n.ID && o.MAC == ep.MAC {
+			switch {
+			case o.NetworkID == n.ID && o.Addr == ep.Addr:
+				return errdefs.Conflictf("address %s of network %s is held by %s already", ep.Addr, n.Name, sb.Name)
+			case o.NetworkID == n.ID && o.MAC == ep.MAC:
 				return errdefs.Conflictf("MAC address %s on network %s is %s's already", ep.MAC, n.Name, sb.Name)
-			}
-			if ep.HostSide != "" && o.HostSide == ep.HostSide {
+			case ep.HostSide != "" && o.HostSide == ep.HostSide:
 				return errdefs.Conflictf("host interface %s is %s's already", ep.HostSide, sb.Name)
-			}
-		}
-	}
-	return nil
-}
-
-// heldOnce refuses an address of n that an endpoint holds already.
-func heldOnce(tx *store.Tx, n store.Network, addr netip.Addr) error {
-	sbs, err := tx.Sandboxes()
-	if err != nil {
-		return err
-	}
-	for _, sb := range sbs {
-		for _, ep := range sb.Endpoints {
-			if ep.NetworkID == n.ID && ep.Addr == addr {
-				return errdefs.Conflictf("address %s of network %s is held by %s already", addr, n.Name, sb.Name)
 			}
 		}
 	}
@@ -289,7 +276,7 @@ func (e *Engine) JoinEndpoint(id, netns string) (Joined, error) {
 		if err := e.join(tx, undo, &sb, n, netns); err != nil {
 			return err
 		}
-		j = Joined{Interface: sb.Endpoints[0].Interface, Endpoint: sb.Endpoints[0], Gateway: gatewayOf(n)}
+		j = Joined{Endpoint: sb.Endpoints[0], Gateway: gatewayOf(n)}
 		return nil
 	})
 	return j, err

@@ -33,13 +33,14 @@ func (e *Engine) syncHost() error {
 		if err != nil {
 			return fmt.Errorf("list interfaces: %w", err)
 		}
+		toOutside := bridgesToOutside(links)
 		for _, l := range links {
 			attrs := l.Attrs()
 			list, err := driver.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
 			if err != nil {
 				return fmt.Errorf("list addresses of %s: %w", attrs.Name, err)
 			}
-			isForeign := containerBridge(l, links) && !slices.Contains(e.cfg.Uplinks, attrs.Name)
+			isForeign := containerBridge(l, toOutside) && !slices.Contains(e.cfg.Uplinks, attrs.Name)
 			var first netip.Addr
 			for _, a := range list {
 				if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
@@ -90,20 +91,25 @@ func (e *Engine) syncHost() error {
 	return errors.Join(errs...)
 }
 
-// containerBridge reports whether l is another container runtime's bridge
-// (Docker's docker0 and br-…, Podman's, libvirt's): a bridge not ebpfnet's
-// whose ports, if any, are all veths or taps, so nothing but containers and
-// VMs hangs off it. A bridge holding a NIC (br0 over eth0) is a way out.
-func containerBridge(l netlink.Link, links []netlink.Link) bool {
-	if l.Type() != "bridge" || strings.HasPrefix(l.Attrs().Alias, driver.AliasPrefix) {
-		return false
-	}
+// bridgesToOutside lists, by ifindex, the bridges with a port that is no
+// veth and no tap (a NIC, a bond, a VLAN): ways out, where a bridge whose
+// ports are all veths or taps holds nothing but containers and VMs.
+func bridgesToOutside(links []netlink.Link) map[int]bool {
+	out := map[int]bool{}
 	for _, port := range links {
-		if port.Attrs().MasterIndex == l.Attrs().Index && port.Type() != "veth" && port.Type() != "tuntap" {
-			return false
+		if master := port.Attrs().MasterIndex; master != 0 && port.Type() != "veth" && port.Type() != "tuntap" {
+			out[master] = true
 		}
 	}
-	return true
+	return out
+}
+
+// containerBridge reports whether l is another container runtime's bridge
+// (Docker's docker0 and br-…, Podman's, libvirt's): a bridge not ebpfnet's
+// and no way out (bridgesToOutside). A bridge holding a NIC (br0 over
+// eth0) is a way out.
+func containerBridge(l netlink.Link, toOutside map[int]bool) bool {
+	return l.Type() == "bridge" && !strings.HasPrefix(l.Attrs().Alias, driver.AliasPrefix) && !toOutside[l.Attrs().Index]
 }
 
 func maskBits(m net.IPMask) int {

@@ -55,13 +55,14 @@ func (e *Engine) PublishEndpoint(frontend, id string, specs []ports.Mapping) ([]
 // ebpfnet's own).
 func sandboxOf(tx *store.Tx, ref, frontend string) (store.Sandbox, error) {
 	sb, err := tx.Sandbox(ref)
-	if err == nil && sb.Frontend != frontend {
-		err = ownSandbox(sb)
-		if frontend != "" {
-			err = errdefs.NotFoundf("endpoint %s: no such %s endpoint", ref, frontend)
-		}
+	switch {
+	case err != nil || sb.Frontend == frontend:
+		return sb, err
+	case frontend == "":
+		return sb, ownSandbox(sb) // a runtime's, refused to the CLI
+	default:
+		return sb, errdefs.NotFoundf("endpoint %s: no such %s endpoint", ref, frontend)
 	}
-	return sb, err
 }
 
 func (e *Engine) publish(ref, frontend string, specs []ports.Mapping) ([]store.Publication, error) {

@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -192,16 +191,6 @@ func (Driver) Detach(_ store.Network, _ string, ep store.Endpoint) error {
 
 // Check fails when the host side is gone or hangs off another bridge.
 func (Driver) Check(n store.Network, ep store.Endpoint) error {
-	host, err := netlink.LinkByName(ep.HostSide)
-	if err != nil {
-		return err
-	}
-	br, err := netlink.LinkByName(n.Bridge)
-	if err != nil {
-		return err
-	}
-	if host.Attrs().MasterIndex != br.Attrs().Index {
-		return errors.New("not on the bridge")
-	}
-	return nil
+	_, err := driver.HostSideOnBridge(ep.HostSide, n.Bridge)
+	return err
 }

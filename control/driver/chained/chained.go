@@ -7,11 +7,9 @@
 package chained
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/vishvananda/netlink"
 
+	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
@@ -35,19 +33,12 @@ func (Driver) Teardown(store.Network) error { return nil }
 
 // Attach finds the host side the other plugin made.
 func (Driver) Attach(n store.Network, ep *store.Endpoint, _ netlink.NsFd) (int, error) {
-	l, err := netlink.LinkByName(ep.HostSide)
+	l, err := driver.HostSideOnBridge(ep.HostSide, n.Bridge)
 	if err != nil {
-		return 0, fmt.Errorf("host side %s of the container's interface: %w", ep.HostSide, err)
+		return 0, err
 	}
 	if l.Type() != "veth" {
 		return 0, errdefs.Invalidf("host side %s is a %s, not a veth", ep.HostSide, l.Type())
-	}
-	br, err := netlink.LinkByName(n.Bridge)
-	if err != nil {
-		return 0, fmt.Errorf("bridge %s of network %s: %w", n.Bridge, n.Name, err)
-	}
-	if l.Attrs().MasterIndex != br.Attrs().Index {
-		return 0, errdefs.Invalidf("host side %s is not on bridge %s", ep.HostSide, n.Bridge)
 	}
 	return l.Attrs().Index, nil
 }
@@ -57,16 +48,6 @@ func (Driver) Detach(store.Network, string, store.Endpoint) error { return nil }
 
 // Check fails when the host side is gone or hangs off another bridge.
 func (Driver) Check(n store.Network, ep store.Endpoint) error {
-	host, err := netlink.LinkByName(ep.HostSide)
-	if err != nil {
-		return err
-	}
-	br, err := netlink.LinkByName(n.Bridge)
-	if err != nil {
-		return err
-	}
-	if host.Attrs().MasterIndex != br.Attrs().Index {
-		return errors.New("not on the bridge")
-	}
-	return nil
+	_, err := driver.HostSideOnBridge(ep.HostSide, n.Bridge)
+	return err
 }
