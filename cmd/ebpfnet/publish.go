@@ -71,7 +71,8 @@ func newPortCommand(c *cli) *cobra.Command {
 	return &cobra.Command{
 		Use:   "port SANDBOX|CONTAINER [PORT[/PROTO]]",
 		Short: "List the published ports of a sandbox or a Docker container, like docker port",
-		Long: `List published ports. A name that is no sandbox is looked up as a Docker
+		Long: `List published ports. A name that is no sandbox is looked up as a CNI
+container ID (its attachments, CONTAINERID:IFNAME), then as a Docker
 container (at DOCKER_HOST, or /var/run/docker.sock): its ports on ebpfnet
 networks, which docker port and docker ps do not show for plugin networks.`,
 		Example: `  ebpfnet port web
