@@ -30,11 +30,17 @@ type Network struct {
 	// and cannot be removed.
 	Predefined bool   `json:"predefined,omitempty"`
 	PoolID     string `json:"poolId,omitempty"` // its addresses' pool (bridge, macvlan)
+	// EnableIPv6 gives the network an IPv6 subnet beside its IPv4 one:
+	// PoolID6 names that pool, and every endpoint gets an address from
+	// each. A network without it has no IPv6 at all.
+	EnableIPv6 bool   `json:"enableIPv6,omitempty"`
+	PoolID6    string `json:"poolId6,omitempty"`
 	// Pool is the pool PoolID names, filled in when the network is read:
 	// for its subnet and gateway. Addresses are allocated and released by
 	// pool ID (ipam.Allocate), never by writing this copy back, which
 	// PutNetwork ignores.
 	Pool       ipam.Pool         `json:"-"`
+	Pool6      ipam.Pool         `json:"-"` // the pool PoolID6 names, filled in likewise
 	Bridge     string            `json:"bridge,omitempty"` // bridge device (bridge driver)
 	Parent     string            `json:"parent,omitempty"` // parent interface (macvlan driver)
 	MTU        int               `json:"mtu,omitempty"`
@@ -58,6 +64,8 @@ type Network struct {
 	// GatewayMode is Docker's gateway_mode_ipv4 (bridge driver). Empty
 	// means nat: the default, and what networks stored before it had.
 	GatewayMode string `json:"gatewayModeIPv4,omitempty"`
+	// GatewayMode6 is Docker's gateway_mode_ipv6, with the same values.
+	GatewayMode6 string `json:"gatewayModeIPv6,omitempty"`
 }
 
 // IPv4 gateway modes of a bridge network, named as Docker 28 names them.
@@ -197,6 +205,7 @@ type Endpoint struct {
 	Interface string     `json:"interface"`          // inside the sandbox: eth0, eth1…
 	HostSide  string     `json:"hostSide,omitempty"` // host end of the veth (bridge driver)
 	Addr      netip.Addr `json:"addr"`
+	Addr6     netip.Addr `json:"addr6,omitzero"` // on a network with EnableIPv6
 	MAC       string     `json:"mac"`
 	Aliases   []string   `json:"aliases,omitempty"`
 }
