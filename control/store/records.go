@@ -40,7 +40,7 @@ type Network struct {
 	// pool ID (ipam.Allocate), never by writing this copy back, which
 	// PutNetwork ignores.
 	Pool       ipam.Pool         `json:"-"`
-	Pool6      ipam.Pool         `json:"-"` // the pool PoolID6 names, filled in likewise
+	Pool6      ipam.Pool         `json:"-"`                // the pool PoolID6 names, filled in likewise
 	Bridge     string            `json:"bridge,omitempty"` // bridge device (bridge driver)
 	Parent     string            `json:"parent,omitempty"` // parent interface (macvlan driver)
 	MTU        int               `json:"mtu,omitempty"`
