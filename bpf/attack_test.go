@@ -46,7 +46,7 @@ var secondNet = maps.Network{Index: 2, Subnet: netip.MustParsePrefix("172.18.0.0
 func (nb *natbed) addNetwork(t *testing.T, n maps.Network) {
 	t.Helper()
 	must(t, nb.maps.PutNetwork(n))
-	must(t, nb.maps.SyncHost([]netip.Addr{hostAddr, bridgeNet.Gateway, n.Gateway}, map[uint32]netip.Addr{uint32(nb.uplink): hostAddr}, nil))
+	must(t, nb.maps.SyncHost([]netip.Addr{hostAddr, bridgeNet.Gateway, n.Gateway}, map[uint32]maps.Uplink{uint32(nb.uplink): {Addr: hostAddr}}, nil))
 }
 
 // fixIPCsum recomputes the IPv4 header checksum of a frame.

@@ -13,6 +13,11 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type DatapathAddr struct {
+	_ structs.HostLayout
+	B [16]uint8
+}
+
 type DatapathCounter struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -40,6 +45,13 @@ const (
 	DatapathCtFlagCT_FIN_ORIG      DatapathCtFlag = 8
 	DatapathCtFlagCT_FIN_REPLY     DatapathCtFlag = 16
 )
+
+type DatapathCtNewFlow struct {
+	_    structs.HostLayout
+	Orig DatapathFlow
+	Fwd  DatapathCtEntry
+	Rev  DatapathCtEntry
+}
 
 type DatapathCtState uint32
 
@@ -80,8 +92,8 @@ type DatapathEndpointInfo struct {
 
 type DatapathFlow struct {
 	_     structs.HostLayout
-	Saddr uint32
-	Daddr uint32
+	Saddr DatapathAddr
+	Daddr DatapathAddr
 	Sport uint16
 	Dport uint16
 	Proto uint8
@@ -90,11 +102,11 @@ type DatapathFlow struct {
 
 type DatapathFragKey struct {
 	_       structs.HostLayout
-	Saddr   uint32
-	Daddr   uint32
-	Id      uint16
+	Saddr   DatapathAddr
+	Daddr   DatapathAddr
+	Id      uint32
 	Proto   uint8
-	Pad     uint8
+	Pad     [3]uint8
 	Ifindex uint32
 }
 
@@ -124,7 +136,8 @@ type DatapathIcmpBudget struct {
 type DatapathIfaceInfo struct {
 	_       structs.HostLayout
 	Network uint32
-	Addr    uint32
+	Addr    DatapathAddr
+	Addr6   DatapathAddr
 }
 
 type DatapathNetworkFlag uint32
@@ -141,7 +154,9 @@ const (
 type DatapathNetworkInfo struct {
 	_          structs.HostLayout
 	Flags      DatapathNetworkFlag
-	Gateway    uint32
+	Flags6     DatapathNetworkFlag
+	Gateway    DatapathAddr
+	Gateway6   DatapathAddr
 	GatewayMac [6]uint8
 	Pad        [2]uint8
 }
@@ -158,14 +173,14 @@ const (
 
 type DatapathPublication struct {
 	_    structs.HostLayout
-	Addr uint32
+	Addr DatapathAddr
 	Port uint16
 	Pad  [2]uint8
 }
 
 type DatapathPublicationKey struct {
 	_     structs.HostLayout
-	Addr  uint32
+	Addr  DatapathAddr
 	Port  uint16
 	Proto uint8
 	Pad   uint8
@@ -173,8 +188,8 @@ type DatapathPublicationKey struct {
 
 type DatapathSockPeer struct {
 	_         structs.HostLayout
-	Addr      uint32
-	AskedAddr uint32
+	Addr      DatapathAddr
+	AskedAddr DatapathAddr
 	Port      uint16
 	AskedPort uint16
 }
@@ -195,20 +210,21 @@ const (
 type DatapathSubnetKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
-	Addr      uint32
+	Addr      DatapathAddr
 }
 
 type DatapathTargetKey struct {
 	_     structs.HostLayout
-	Addr  uint32
+	Addr  DatapathAddr
 	Port  uint16
 	Proto uint8
 	Pad   uint8
 }
 
 type DatapathUplinkInfo struct {
-	_    structs.HostLayout
-	Addr uint32
+	_     structs.HostLayout
+	Addr  DatapathAddr
+	Addr6 DatapathAddr
 }
 
 type DatapathVerdict uint32
@@ -251,6 +267,7 @@ const (
 	DatapathMapIcmpBudget       = "icmp_budget"
 	DatapathMapIfaces           = "ifaces"
 	DatapathMapNetworks         = "networks"
+	DatapathMapNewFlowScratch   = "new_flow_scratch"
 	DatapathMapPublications     = "publications"
 	DatapathMapPublishedPorts   = "published_ports"
 	DatapathMapSkPeers          = "sk_peers"
@@ -322,6 +339,7 @@ type DatapathMapSpecs struct {
 	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
+	NewFlowScratch *ebpf.MapSpec `ebpf:"new_flow_scratch"`
 	Publications   *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts *ebpf.MapSpec `ebpf:"published_ports"`
 	SkPeers        *ebpf.MapSpec `ebpf:"sk_peers"`
@@ -371,6 +389,7 @@ type DatapathMaps struct {
 	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
 	Networks       *ebpf.Map `ebpf:"networks"`
+	NewFlowScratch *ebpf.Map `ebpf:"new_flow_scratch"`
 	Publications   *ebpf.Map `ebpf:"publications"`
 	PublishedPorts *ebpf.Map `ebpf:"published_ports"`
 	SkPeers        *ebpf.Map `ebpf:"sk_peers"`
@@ -390,6 +409,7 @@ func (m *DatapathMaps) Close() error {
 		m.IcmpBudget,
 		m.Ifaces,
 		m.Networks,
+		m.NewFlowScratch,
 		m.Publications,
 		m.PublishedPorts,
 		m.SkPeers,

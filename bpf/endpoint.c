@@ -16,10 +16,12 @@
 #include "lib/verdict.h"
 #include "lib/nat.h"
 
-/* uplink_source returns the address a flow from saddr to daddr leaves the
- * host with: the address of the uplink it is routed through, or 0 when
- * it does not leave through an uplink. */
-static __noinline __be32 uplink_source(struct __sk_buff *skb, __be32 saddr, __be32 daddr)
+/* uplink_source finds the address a flow from saddr to daddr leaves the
+ * host with: the address of its family of the uplink it is routed
+ * through. It returns -1 when the flow does not leave through an uplink,
+ * or the uplink has no address of the flow's family. */
+static __noinline int uplink_source(struct __sk_buff *skb, const union addr *saddr, const union addr *daddr,
+				    union addr *src)
 {
 	struct bpf_fib_lookup fib;
 	struct uplink_info *up;
@@ -29,44 +31,103 @@ static __noinline __be32 uplink_source(struct __sk_buff *skb, __be32 saddr, __be
 	rc = fib_route(skb, saddr, daddr, &fib);
 	/* Too big for the uplink still says which uplink: deliver answers it. */
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH && rc != BPF_FIB_LKUP_RET_FRAG_NEEDED)
-		return 0;
+		return -1;
 	out = fib.ifindex;
 	up = bpf_map_lookup_elem(&uplinks, &out);
-	return up ? up->addr : 0;
+	if (!up)
+		return -1;
+	*src = addr_is_v4(daddr) ? up->addr : up->addr6;
+	return addr_is_zero(src) ? -1 : 0;
 }
 
-/* masquerade sends a new flow to the outside from the address of the
- * uplink it leaves through. Flows not leaving through an uplink are the
- * stack's business. */
-static __noinline int masquerade(struct __sk_buff *skb, const struct packet *p, __be32 gateway)
+/* masquerade_claim creates the conntrack entries of a new flow to the
+ * outside, from the address of the uplink it leaves through, and gives
+ * the flow it is translated to. It returns 0 when claimed, -1 when the
+ * flow does not leave through an uplink (the stack's business), or the
+ * verdict to drop it with. */
+static __noinline int masquerade_claim(struct __sk_buff *skb, const struct packet *p, struct flow *to)
 {
 	struct port_search s;
-	__be32 src = uplink_source(skb, p->flow.saddr, p->flow.daddr);
+	union addr src;
 
-	if (!src)
-		return pass(skb, PROGRAM_FROM_CONTAINER);
+	if (uplink_source(skb, &p->flow.saddr, &p->flow.daddr, &src) < 0)
+		return -1;
+	if (port_search_init(&s, PROGRAM_FROM_CONTAINER) < 0)
+		return VERDICT_DROP_NO_NAT_PORT;
 	/* A reset of no flow would leave with the sandbox's own address. */
-	if (ct_prepare(&s.nf, p, skb->ifindex, 0, 0, 0) < 0)
-		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_CT_INVALID);
-	s.prog = PROGRAM_FROM_CONTAINER;
-	s.nf.fwd.nat.saddr = src;
+	if (ct_prepare(s.nf, p, skb->ifindex, 0, 0, 0) < 0)
+		return VERDICT_DROP_CT_INVALID;
+	s.nf->fwd.nat.saddr = src;
 	if (claim_nat_port(skb, &s, 1) < 0)
-		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_NO_NAT_PORT);
-	return deliver(skb, p, PROGRAM_FROM_CONTAINER, VERDICT_SNAT, &s.nf.fwd.nat, gateway);
+		return VERDICT_DROP_NO_NAT_PORT;
+	*to = s.nf->fwd.nat;
+	return 0;
+}
+
+/* masquerade sends a new flow to the outside (masquerade_claim). */
+static __noinline int masquerade(struct __sk_buff *skb, const struct packet *p, const union addr *gateway)
+{
+	struct flow to;
+	int rc = masquerade_claim(skb, p, &to);
+
+	if (rc < 0)
+		return pass(skb, PROGRAM_FROM_CONTAINER);
+	if (rc > 0)
+		return drop(skb, PROGRAM_FROM_CONTAINER, rc);
+	return deliver(skb, p, PROGRAM_FROM_CONTAINER, VERDICT_SNAT, &to, gateway);
+}
+
+/* is_ndp reports whether p is a neighbour solicitation or advertisement. */
+static __always_inline int is_ndp(const struct packet *p)
+{
+	return p->flow.proto == IPPROTO_ICMPV6 &&
+	       (p->icmp_type == NDISC_NEIGHBOUR_SOLICITATION || p->icmp_type == NDISC_NEIGHBOUR_ADVERTISEMENT);
+}
+
+/* from_link judges what a sandbox sends on its link alone: IPv6 from a
+ * link-local or the unspecified address (neighbour discovery, duplicate
+ * address detection), which never leaves the bridge, so no network
+ * isolation applies; it may go to link-local or multicast addresses only.
+ * A neighbour advertisement is the sandbox's claim to an address, as an
+ * ARP reply is, and may claim only its own. It returns -1 for packets
+ * from a routable address, which the rest of from_container judges. */
+static __always_inline int from_link(struct __sk_buff *skb, const struct packet *p, const struct iface_info *src,
+				     int *verdict)
+{
+	union addr target;
+
+	if (p->flow.proto == IPPROTO_ICMPV6 && p->icmp_type == NDISC_NEIGHBOUR_ADVERTISEMENT) {
+		/* The target address follows the 4 bytes after the header. */
+		if (bpf_skb_load_bytes(skb, p->l4_off + 8, target.b, sizeof(target)) < 0 ||
+		    !(addr_eq(&target, &src->addr6) || addr_is_link_local(&target))) {
+			*verdict = drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_SPOOFED);
+			return 0;
+		}
+	}
+	if (!addr_is_link_local(&p->flow.saddr) && !addr_is_zero(&p->flow.saddr))
+		return -1;
+	if (!addr_is_link_local(&p->flow.daddr) && !addr_is_multicast_or_broadcast(&p->flow.daddr))
+		*verdict = drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_SPOOFED);
+	else
+		*verdict = pass(skb, PROGRAM_FROM_CONTAINER);
+	return 0;
 }
 
 /* Packets a sandbox sends (TC ingress of the host-side veth). Every check
  * that the sender could dodge by forging comes first: its source address,
  * then what its network may reach at all; only then may conntrack match,
- * and an entry matches only for the interface its flow came in on. */
+ * and an entry matches only for the interface its flow came in on. Both
+ * families take the same path, each with its own address, gateway and
+ * flags. */
 SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ifindex;
 	struct iface_info *src = bpf_map_lookup_elem(&ifaces, &ifindex);
 	struct network_info *net;
+	const union addr *own, *gateway;
 	struct packet p;
-	__u32 *dst_net;
+	__u32 *dst_net, flags;
 	__be32 sender;
 	int l3, to_host, verdict;
 
@@ -80,63 +141,74 @@ int from_container(struct __sk_buff *skb)
 	case L3_ARP:
 		/* Answering for another's address would take its traffic. */
 		sender = arp_sender(skb);
-		if (sender && sender != src->addr)
+		if (sender && sender != src->addr.w[3])
 			return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_SPOOFED);
 		return pass(skb, PROGRAM_FROM_CONTAINER);
-	case L3_IPV6:
-		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_NO_IPV6);
 	case L3_OTHER:
 		return pass(skb, PROGRAM_FROM_CONTAINER);
+	case L3_IPV6:
+		if (addr_is_zero(&src->addr6))
+			return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_NO_IPV6);
+		if (from_link(skb, &p, src, &verdict) == 0)
+			return verdict;
+		own = &src->addr6;
+		gateway = &net->gateway6;
+		flags = net->flags6;
+		break;
+	default:
+		own = &src->addr;
+		gateway = &net->gateway;
+		flags = net->flags;
 	}
-	if (p.flow.saddr != src->addr)
+	if (!addr_eq(&p.flow.saddr, own))
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_SPOOFED);
 	/* Loopback is the host's own: a port published on 127.0.0.1 is for
 	 * host processes alone. */
-	if (is_loopback(p.flow.daddr))
+	if (addr_is_loopback(&p.flow.daddr))
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_MARTIAN);
-	dst_net = network_of(p.flow.daddr);
+	dst_net = network_of(&p.flow.daddr);
 	/* An internal network leads nowhere but to itself (its gateway
 	 * included), not even to the host's published ports. */
-	if ((net->flags & NETWORK_INTERNAL) && (!dst_net || *dst_net != src->network))
+	if ((flags & NETWORK_INTERNAL) && (!dst_net || *dst_net != src->network))
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_INTERNAL);
 
 	/* Replies of published flows, hairpins and established flows, and
 	 * the sandbox's ICMP errors about them. */
-	if (translate_known(skb, &p, ifindex, PROGRAM_FROM_CONTAINER, net->gateway, &verdict) == 0 ||
+	if (translate_known(skb, &p, ifindex, PROGRAM_FROM_CONTAINER, gateway, &verdict) == 0 ||
 	    translate_icmp_error(skb, &p, ifindex, PROGRAM_FROM_CONTAINER, &verdict) == 0)
 		return verdict;
 	/* A published port on a host address, from any network but an
 	 * internal one, whose gateway leads nowhere either. */
-	to_host = is_host_addr(p.flow.daddr);
-	if (to_host && !(net->flags & NETWORK_INTERNAL) &&
-	    dnat_published(skb, &p, PROGRAM_FROM_CONTAINER, ifindex, net->gateway, &verdict) == 0)
+	to_host = is_host_addr(&p.flow.daddr);
+	if (to_host && !(flags & NETWORK_INTERNAL) &&
+	    dnat_published(skb, &p, PROGRAM_FROM_CONTAINER, ifindex, gateway, &verdict) == 0)
 		return verdict;
 
 	if (dst_net) {
 		if (*dst_net != src->network)
 			return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_CROSS_NETWORK);
 		/* The gateway is the host itself, which icc=false does not fence off. */
-		if ((net->flags & NETWORK_ICC_DISABLED) && p.flow.daddr != net->gateway)
+		if ((flags & NETWORK_ICC_DISABLED) && !addr_eq(&p.flow.daddr, gateway))
 			return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_ICC);
 		return pass(skb, PROGRAM_FROM_CONTAINER);
 	}
-	if (to_host || is_multicast_or_broadcast(p.flow.daddr))
+	if (to_host || addr_is_multicast_or_broadcast(&p.flow.daddr))
 		return pass(skb, PROGRAM_FROM_CONTAINER);
 	if (!p.has_ports) {
 		/* Nothing to translate it by (a fragment without its first,
 		 * another protocol, a header cut short): it would leave with the
 		 * sandbox's own address. */
-		if (!(net->flags & NETWORK_MASQUERADE))
+		if (!(flags & NETWORK_MASQUERADE))
 			return pass(skb, PROGRAM_FROM_CONTAINER);
 		return drop(skb, PROGRAM_FROM_CONTAINER,
 			    p.later_fragment ? VERDICT_FRAG_NO_FIRST : VERDICT_DROP_UNTRANSLATABLE);
 	}
-	if (!(net->flags & NETWORK_MASQUERADE)) {
-		if (!(net->flags & NETWORK_STACK_ROUTES))
+	if (!(flags & NETWORK_MASQUERADE)) {
+		if (!(flags & NETWORK_STACK_ROUTES))
 			track_untranslated(&p, ifindex, 0);
 		return pass(skb, PROGRAM_FROM_CONTAINER);
 	}
-	return masquerade(skb, &p, net->gateway);
+	return masquerade(skb, &p, gateway);
 }
 
 /* is_published_target reports whether a publication leads to the
@@ -165,8 +237,8 @@ int to_container(struct __sk_buff *skb)
 	struct network_info *net;
 	struct ct_entry *e;
 	struct packet p;
-	__u32 *src_net;
-	int l3, assured = 0;
+	__u32 *src_net, flags;
+	int l3, assured = 0, on_link;
 
 	if (!dst)
 		return TC_ACT_UNSPEC;
@@ -174,15 +246,18 @@ int to_container(struct __sk_buff *skb)
 	if (!net)
 		return pass(skb, PROGRAM_TO_CONTAINER);
 	l3 = parse_packet(skb, &p);
-	if (l3 == L3_IPV6)
+	if (l3 == L3_IPV6 && addr_is_zero(&dst->addr6))
 		return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_NO_IPV6);
-	if (l3 != L3_IPV4)
+	if (l3 != L3_IPV4 && l3 != L3_IPV6)
 		return pass(skb, PROGRAM_TO_CONTAINER);
-	src_net = network_of(p.flow.saddr);
+	flags = p.v6 ? net->flags6 : net->flags;
+	/* Link-local and unspecified sources never cross a router. */
+	on_link = p.v6 && (addr_is_link_local(&p.flow.saddr) || addr_is_zero(&p.flow.saddr));
+	src_net = network_of(&p.flow.saddr);
 	if (in == 0) {
 		/* From the host itself, which reaches the sandboxes of every
 		 * network but an internal one from outside its subnet. */
-		if ((net->flags & NETWORK_INTERNAL) && (!src_net || *src_net != dst->network))
+		if (!on_link && (flags & NETWORK_INTERNAL) && (!src_net || *src_net != dst->network))
 			return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_INTERNAL);
 		return pass(skb, PROGRAM_TO_CONTAINER);
 	}
@@ -191,10 +266,18 @@ int to_container(struct __sk_buff *skb)
 		/* Bridged from a neighbour's veth, whose program checked it. */
 		if (from->network != dst->network)
 			return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_CROSS_NETWORK);
+		/* Its program judged a link-local destination by nothing but
+		 * the link: icc=false leaves a neighbour only neighbour
+		 * discovery and multicast. */
+		if (on_link && (flags & NETWORK_ICC_DISABLED) && !is_ndp(&p) &&
+		    !addr_is_multicast_or_broadcast(&p.flow.daddr))
+			return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_ICC);
 		return pass(skb, PROGRAM_TO_CONTAINER);
 	}
 	/* From elsewhere: an uplink, or another device of the host. */
-	if (net->flags & NETWORK_INTERNAL)
+	if (on_link)
+		return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_SPOOFED);
+	if (flags & NETWORK_INTERNAL)
 		return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_INTERNAL);
 	/* Another runtime's network is another network; any other local
 	 * network's address can only be forged out there. */
@@ -209,10 +292,10 @@ int to_container(struct __sk_buff *skb)
 	}
 	if (icmp_error_of_known_flow(skb, &p))
 		return pass(skb, PROGRAM_TO_CONTAINER);
-	if (!(net->flags & NETWORK_DIRECT_ALL) &&
-	    !((net->flags & NETWORK_DIRECT_PUBLISHED) && is_published_target(&p)))
+	if (!(flags & NETWORK_DIRECT_ALL) &&
+	    !((flags & NETWORK_DIRECT_PUBLISHED) && is_published_target(&p)))
 		return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_UNPUBLISHED);
-	if (!(net->flags & NETWORK_STACK_ROUTES))
+	if (!(flags & NETWORK_STACK_ROUTES))
 		track_untranslated(&p, 0, ifindex);
 	return pass(skb, PROGRAM_TO_CONTAINER);
 }

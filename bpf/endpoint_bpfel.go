@@ -25,6 +25,7 @@ const (
 	EndpointMapIcmpBudget     = "icmp_budget"
 	EndpointMapIfaces         = "ifaces"
 	EndpointMapNetworks       = "networks"
+	EndpointMapNewFlowScratch = "new_flow_scratch"
 	EndpointMapPublications   = "publications"
 	EndpointMapPublishedPorts = "published_ports"
 	EndpointMapSkPeers        = "sk_peers"
@@ -97,6 +98,7 @@ type EndpointMapSpecs struct {
 	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
+	NewFlowScratch *ebpf.MapSpec `ebpf:"new_flow_scratch"`
 	Publications   *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts *ebpf.MapSpec `ebpf:"published_ports"`
 	SkPeers        *ebpf.MapSpec `ebpf:"sk_peers"`
@@ -143,6 +145,7 @@ type EndpointMaps struct {
 	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
 	Networks       *ebpf.Map `ebpf:"networks"`
+	NewFlowScratch *ebpf.Map `ebpf:"new_flow_scratch"`
 	Publications   *ebpf.Map `ebpf:"publications"`
 	PublishedPorts *ebpf.Map `ebpf:"published_ports"`
 	SkPeers        *ebpf.Map `ebpf:"sk_peers"`
@@ -162,6 +165,7 @@ func (m *EndpointMaps) Close() error {
 		m.IcmpBudget,
 		m.Ifaces,
 		m.Networks,
+		m.NewFlowScratch,
 		m.Publications,
 		m.PublishedPorts,
 		m.SkPeers,

@@ -91,7 +91,7 @@ func newNATBedWith(t *testing.T, opts loader.Options) *natbed {
 	// runs programs when the context names no interface.
 	must(t, nb.maps.PutIface(maps.Iface{Ifindex: 1, Network: 1, Addr: webAddr}))
 	must(t, nb.maps.PutEndpoint(maps.Endpoint{Addr: webAddr, Ifindex: 1, Network: 1, MAC: net.HardwareAddr{2, 0x42, 172, 17, 0, 2}}))
-	must(t, nb.maps.SyncHost([]netip.Addr{hostAddr, bridgeNet.Gateway}, map[uint32]netip.Addr{uint32(nb.uplink): hostAddr}, nil))
+	must(t, nb.maps.SyncHost([]netip.Addr{hostAddr, bridgeNet.Gateway}, map[uint32]maps.Uplink{uint32(nb.uplink): {Addr: hostAddr}}, nil))
 	return nb
 }
 
@@ -180,8 +180,9 @@ func (nb *natbed) counter(t *testing.T, program, verdict string) uint64 {
 	return 0
 }
 
-// segment builds an Ethernet+IPv4 packet with valid checksums around a
-// TCP (SYN), UDP or ICMP echo header; port is the ICMP identifier.
+// segment builds an Ethernet+IP packet with valid checksums around a
+// TCP (SYN), UDP or ICMP echo header (proto 1, or 58 for ICMPv6); port is
+// the echo identifier. IPv6 addresses make an IPv6 packet.
 func segment(proto uint8, src, dst netip.AddrPort, udpZeroCsum bool) []byte {
 	var l4 []byte
 	switch proto {
@@ -198,12 +199,18 @@ func segment(proto uint8, src, dst netip.AddrPort, udpZeroCsum bool) []byte {
 		binary.BigEndian.PutUint16(l4[2:], dst.Port())
 		binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
 		copy(l4[8:], "ping")
-	case 1:
+	case 1, 58:
 		l4 = make([]byte, 12)
 		l4[0] = 8 // echo request
+		if proto == 58 {
+			l4[0] = 128
+		}
 		binary.BigEndian.PutUint16(l4[4:], src.Port())
 		binary.BigEndian.PutUint16(l4[6:], 1)
 		copy(l4[8:], "ping")
+	}
+	if src.Addr().Is6() {
+		return ipv6Frame(proto, src.Addr(), dst.Addr(), l4, proto == 17 && udpZeroCsum)
 	}
 	ip := make([]byte, 20)
 	ip[0], ip[8], ip[9] = 0x45, 64, proto
@@ -224,10 +231,38 @@ func segment(proto uint8, src, dst netip.AddrPort, udpZeroCsum bool) []byte {
 }
 
 func csumOffset(proto uint8) int {
-	if proto == 6 {
+	switch proto {
+	case 6:
 		return 16
+	case 58:
+		return 2
 	}
 	return 6
+}
+
+// ipv6Frame wraps an L4 header (its checksum field zero) in IPv6 and
+// Ethernet, with the L4 checksum filled in unless noCsum.
+func ipv6Frame(proto uint8, src, dst netip.Addr, l4 []byte, noCsum bool) []byte {
+	ip := make([]byte, 40)
+	ip[0], ip[6], ip[7] = 0x60, proto, 64
+	binary.BigEndian.PutUint16(ip[4:], uint16(len(l4)))
+	s, d := src.As16(), dst.As16()
+	copy(ip[8:], s[:])
+	copy(ip[24:], d[:])
+	if !noCsum {
+		binary.BigEndian.PutUint16(l4[csumOffset(proto):], checksum(l4, pseudo6(ip, len(l4))))
+	}
+	eth := []byte{2, 0x42, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd}
+	return append(append(eth, ip...), l4...)
+}
+
+// pseudo6 sums the IPv6 pseudo-header of ip's L4 header of l4len bytes.
+func pseudo6(ip []byte, l4len int) uint32 {
+	var sum uint32
+	for i := 8; i < 40; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	}
+	return sum + uint32(ip[6]) + uint32(l4len)
 }
 
 func pseudo(ip []byte, l4len int) uint32 {
@@ -260,6 +295,9 @@ type parsed struct {
 // verify checks every checksum of pkt and returns its addresses.
 func verify(t *testing.T, pkt []byte) parsed {
 	t.Helper()
+	if binary.BigEndian.Uint16(pkt[12:]) == 0x86dd {
+		return verify6(t, pkt)
+	}
 	ip, l4 := pkt[14:34], pkt[34:]
 	if checksum(ip, 0) != 0 {
 		t.Errorf("bad IPv4 header checksum in %x", ip)
@@ -289,8 +327,7 @@ func ap(addr netip.Addr, port uint16) netip.AddrPort { return netip.AddrPortFrom
 
 func flowOf(proto uint8, src, dst netip.AddrPort) bpf.DatapathFlow {
 	var f bpf.DatapathFlow
-	s, d := src.Addr().As4(), dst.Addr().As4()
-	f.Saddr, f.Daddr = binary.NativeEndian.Uint32(s[:]), binary.NativeEndian.Uint32(d[:])
+	f.Saddr, f.Daddr = bpf.DatapathAddr{B: src.Addr().As16()}, bpf.DatapathAddr{B: dst.Addr().As16()}
 	f.Sport, f.Dport = htons(src.Port()), htons(dst.Port())
 	f.Proto = proto
 	return f
@@ -300,6 +337,28 @@ func htons(p uint16) uint16 {
 	var b [2]byte
 	binary.BigEndian.PutUint16(b[:], p)
 	return binary.NativeEndian.Uint16(b[:])
+}
+
+// verify6 is verify for an IPv6 packet without extension headers.
+func verify6(t *testing.T, pkt []byte) parsed {
+	t.Helper()
+	ip := pkt[14:54]
+	l4 := pkt[54 : 54+int(binary.BigEndian.Uint16(ip[4:]))]
+	proto := ip[6]
+	if checksum(l4, pseudo6(ip, len(l4))) != 0 {
+		t.Errorf("bad L4 checksum (next header %d) in %x", proto, l4)
+	}
+	var sport, dport uint16
+	if proto == 58 {
+		sport = binary.BigEndian.Uint16(l4[4:])
+	} else {
+		sport, dport = binary.BigEndian.Uint16(l4[0:]), binary.BigEndian.Uint16(l4[2:])
+	}
+	return parsed{
+		ethDst: net.HardwareAddr(pkt[0:6]), ethSrc: net.HardwareAddr(pkt[6:12]),
+		src: netip.AddrPortFrom(netip.AddrFrom16([16]byte(ip[8:24])), sport),
+		dst: netip.AddrPortFrom(netip.AddrFrom16([16]byte(ip[24:40])), dport),
+	}
 }
 
 // ct finds a flow's entry in either conntrack table (assured: in ct).

@@ -20,18 +20,20 @@
 volatile const __u64 netns_cookie = 0;
 
 /* host_published is the publication a connection of a host process to
- * addr:port reaches: one on that address of the host, or on every address. */
-static __always_inline struct publication *host_published(struct bpf_sock_addr *ctx, __be32 addr, __be16 port)
+ * addr:port reaches: one on that address of the host, or on every address
+ * of its family. */
+static __always_inline struct publication *host_published(struct bpf_sock_addr *ctx, const union addr *addr,
+							  __be16 port)
 {
-	if (!is_loopback(addr) && !is_host_addr(addr))
+	if (!addr_is_loopback(addr) && !is_host_addr(addr))
 		return NULL;
 	return published(addr, port, ctx->protocol);
 }
 
-/* remember records in the socket's storage that, asked for asked:asked_port
- * (asked 0: IPv6's ::1), it was sent to pub, so that its peer shows as
- * what it asked for. */
-static __always_inline void remember(struct bpf_sock_addr *ctx, const struct publication *pub, __be32 asked, __be16 asked_port)
+/* remember records in the socket's storage that, asked for asked:asked_port,
+ * it was sent to pub, so that its peer shows as what it asked for. */
+static __always_inline void remember(struct bpf_sock_addr *ctx, const struct publication *pub,
+				     const union addr *asked, __be16 asked_port)
 {
 	struct sock_peers *peers = bpf_sk_storage_get(&sk_peers, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 
@@ -41,7 +43,7 @@ static __always_inline void remember(struct bpf_sock_addr *ctx, const struct pub
 		for (int i = 0; i < SOCK_PEERS; i++) {
 			struct sock_peer *p = &peers->peer[i];
 
-			if (p->addr == pub->addr && p->port == pub->port) {
+			if (addr_eq(&p->addr, &pub->addr) && p->port == pub->port) {
 				slot = i; /* the same endpoint: what it was asked as may have changed */
 				break;
 			}
@@ -51,7 +53,7 @@ static __always_inline void remember(struct bpf_sock_addr *ctx, const struct pub
 		if (slot < SOCK_PEERS) {
 			peers->peer[slot].addr = pub->addr;
 			peers->peer[slot].port = pub->port;
-			peers->peer[slot].asked_addr = asked;
+			peers->peer[slot].asked_addr = *asked;
 			peers->peer[slot].asked_port = asked_port;
 		}
 	}
@@ -59,54 +61,61 @@ static __always_inline void remember(struct bpf_sock_addr *ctx, const struct pub
 
 static __always_inline int connect_published(struct bpf_sock_addr *ctx)
 {
-	__be32 addr = ctx->user_ip4;
 	__be16 port = (__be16)ctx->user_port;
 	struct publication *pub;
+	union addr addr;
 
 	if (bpf_get_netns_cookie(ctx) != netns_cookie)
 		return 1;
-	pub = host_published(ctx, addr, port);
-	if (!pub)
+	addr_set_v4(&addr, ctx->user_ip4);
+	pub = host_published(ctx, &addr, port);
+	if (!pub || !addr_is_v4(&pub->addr))
 		return 1;
-	remember(ctx, pub, addr, port);
-	ctx->user_ip4 = pub->addr;
+	remember(ctx, pub, &addr, port);
+	ctx->user_ip4 = pub->addr.w[3];
 	ctx->user_port = pub->port;
 	count_bytes(PROGRAM_SOCKET, VERDICT_DNAT, 0);
 	return 1;
 }
 
-/* connect6_published serves an IPv6 socket of a host process connecting to
- * a port published on every address, as Docker's proxy serves [::]:
- * through ::1 (where localhost resolves first for many clients), or through
- * an IPv4 address written v4-mapped (::ffff:127.0.0.1, as Java's sockets
- * do). The socket is sent to the endpoint's IPv4 address, v4-mapped, which
- * the kernel connects over IPv4. */
-static __always_inline int connect6_published(struct bpf_sock_addr *ctx)
+static __always_inline void user_addr6(struct bpf_sock_addr *ctx, union addr *a)
+{
+	a->w[0] = ctx->user_ip6[0];
+	a->w[1] = ctx->user_ip6[1];
+	a->w[2] = ctx->user_ip6[2];
+	a->w[3] = ctx->user_ip6[3];
+}
+
+static __always_inline void set_user_addr6(struct bpf_sock_addr *ctx, const union addr *a)
+{
+	ctx->user_ip6[0] = a->w[0];
+	ctx->user_ip6[1] = a->w[1];
+	ctx->user_ip6[2] = a->w[2];
+	ctx->user_ip6[3] = a->w[3];
+}
+
+/* connect6_published serves an IPv6 socket of a host process connecting
+ * to a published port, as Docker's proxy serves [::]: through ::1 (where
+ * localhost resolves first for many clients) or a host IPv6 address, or
+ * through an IPv4 address written v4-mapped (::ffff:127.0.0.1, as Java's
+ * sockets do). The socket is sent to the endpoint, v4-mapped when the
+ * endpoint is IPv4, which the kernel connects over IPv4. An unconnected
+ * UDP socket can only be sent on within IPv6: the kernel refuses a
+ * sendmsg6 rewritten to a v4-mapped address. */
+static __always_inline int connect6_published(struct bpf_sock_addr *ctx, int connecting)
 {
 	__be16 port = (__be16)ctx->user_port;
 	struct publication *pub;
-	__be32 asked;
+	union addr asked;
 
 	if (bpf_get_netns_cookie(ctx) != netns_cookie)
 		return 1;
-	if (ctx->user_ip6[0] || ctx->user_ip6[1])
+	user_addr6(ctx, &asked);
+	pub = host_published(ctx, &asked, port);
+	if (!pub || (!connecting && addr_is_v4(&pub->addr)))
 		return 1;
-	if (!ctx->user_ip6[2] && ctx->user_ip6[3] == bpf_htonl(1)) {
-		struct publication_key every = { .port = port, .proto = ctx->protocol };
-
-		asked = 0; /* ::1 */
-		pub = bpf_map_lookup_elem(&publications, &every);
-	} else if (ctx->user_ip6[2] == bpf_htonl(0xffff)) {
-		asked = ctx->user_ip6[3];
-		pub = host_published(ctx, asked, port);
-	} else {
-		return 1;
-	}
-	if (!pub)
-		return 1;
-	remember(ctx, pub, asked, port);
-	ctx->user_ip6[2] = bpf_htonl(0xffff);
-	ctx->user_ip6[3] = pub->addr;
+	remember(ctx, pub, &asked, port);
+	set_user_addr6(ctx, &pub->addr);
 	ctx->user_port = pub->port;
 	count_bytes(PROGRAM_SOCKET, VERDICT_DNAT, 0);
 	return 1;
@@ -114,7 +123,8 @@ static __always_inline int connect6_published(struct bpf_sock_addr *ctx)
 
 /* peer_sent_to finds, in the socket's storage, the publication it was sent
  * to at addr:port (the endpoint), if a connect hook sent it there. */
-static __always_inline struct sock_peer *peer_sent_to(struct bpf_sock_addr *ctx, __be32 addr, __be16 port)
+static __always_inline struct sock_peer *peer_sent_to(struct bpf_sock_addr *ctx, const union addr *addr,
+						      __be16 port)
 {
 	struct sock_peers *peers;
 
@@ -126,7 +136,7 @@ static __always_inline struct sock_peer *peer_sent_to(struct bpf_sock_addr *ctx,
 	for (int i = 0; i < SOCK_PEERS; i++) {
 		struct sock_peer *p = &peers->peer[i];
 
-		if (p->addr == addr && p->port == port)
+		if (addr_eq(&p->addr, addr) && p->port == port)
 			return p;
 	}
 	return NULL;
@@ -136,10 +146,28 @@ static __always_inline struct sock_peer *peer_sent_to(struct bpf_sock_addr *ctx,
  * rewrote look like the address the socket asked for. */
 static __always_inline int show_published(struct bpf_sock_addr *ctx)
 {
-	struct sock_peer *p = peer_sent_to(ctx, ctx->user_ip4, (__be16)ctx->user_port);
+	struct sock_peer *p;
+	union addr addr;
 
+	addr_set_v4(&addr, ctx->user_ip4);
+	p = peer_sent_to(ctx, &addr, (__be16)ctx->user_port);
+	if (p && addr_is_v4(&p->asked_addr)) {
+		ctx->user_ip4 = p->asked_addr.w[3];
+		ctx->user_port = p->asked_port;
+	}
+	return 1;
+}
+
+/* show_published6 is show_published for IPv6 sockets. */
+static __always_inline int show_published6(struct bpf_sock_addr *ctx)
+{
+	struct sock_peer *p;
+	union addr addr;
+
+	user_addr6(ctx, &addr);
+	p = peer_sent_to(ctx, &addr, (__be16)ctx->user_port);
 	if (p) {
-		ctx->user_ip4 = p->asked_addr;
+		set_user_addr6(ctx, &p->asked_addr);
 		ctx->user_port = p->asked_port;
 	}
 	return 1;
@@ -154,7 +182,7 @@ static __always_inline int show_published(struct bpf_sock_addr *ctx)
  * kernel choose: a socket it gives a published port may connect from it,
  * and its own flows come first, as any host connection's do, but it takes
  * nothing from the publication. */
-static __always_inline int refuse_held(struct bpf_sock_addr *ctx, __be32 addr)
+static __always_inline int refuse_held(struct bpf_sock_addr *ctx, const union addr *addr)
 {
 	__be16 port = (__be16)ctx->user_port;
 	__u8 proto = ctx->protocol;
@@ -170,7 +198,8 @@ static __always_inline int refuse_held(struct bpf_sock_addr *ctx, __be32 addr)
 	if ((__u32)bpf_get_current_uid_gid() == 0)
 		return 1;
 	if (addr) {
-		/* Its own address: a publication there, or on every address. */
+		/* Its own address: a publication there, or on every address
+		 * of its family. */
 		if (!published(addr, port, proto))
 			return 1;
 	} else {
@@ -185,21 +214,24 @@ static __always_inline int refuse_held(struct bpf_sock_addr *ctx, __be32 addr)
 }
 
 SEC("cgroup/bind4")
-int sock_bind4(struct bpf_sock_addr *ctx) { return refuse_held(ctx, ctx->user_ip4); }
+int sock_bind4(struct bpf_sock_addr *ctx)
+{
+	union addr addr;
 
-/* An IPv6 socket takes IPv4 ports too: bound to [::] (dual-stack, unless
- * it asked not to be, which a bind cannot tell yet), or to a v4-mapped
- * ::ffff:a.b.c.d. Other IPv6 addresses have no publication. */
+	addr_set_v4(&addr, ctx->user_ip4);
+	return refuse_held(ctx, addr.w[3] ? &addr : NULL);
+}
+
+/* An IPv6 socket bound to [::] takes the port of both families (unless it
+ * asked not to be dual-stack, which a bind cannot tell yet): a
+ * publication on any address holds it. Otherwise the address says. */
 SEC("cgroup/bind6")
 int sock_bind6(struct bpf_sock_addr *ctx)
 {
-	if (ctx->user_ip6[0] || ctx->user_ip6[1])
-		return 1;
-	if (!ctx->user_ip6[2] && !ctx->user_ip6[3])
-		return refuse_held(ctx, 0);
-	if (ctx->user_ip6[2] == bpf_htonl(0xffff))
-		return refuse_held(ctx, ctx->user_ip6[3]);
-	return 1;
+	union addr addr;
+
+	user_addr6(ctx, &addr);
+	return refuse_held(ctx, addr_is_zero(&addr) ? NULL : &addr);
 }
 
 SEC("cgroup/connect4")
@@ -215,27 +247,15 @@ SEC("cgroup/getpeername4")
 int sock_getpeername4(struct bpf_sock_addr *ctx) { return show_published(ctx); }
 
 SEC("cgroup/connect6")
-int sock_connect6(struct bpf_sock_addr *ctx) { return connect6_published(ctx); }
+int sock_connect6(struct bpf_sock_addr *ctx) { return connect6_published(ctx, 1); }
 
-/* An IPv6 socket connect6 sent on sees its peer as what it asked for. */
+SEC("cgroup/sendmsg6")
+int sock_sendmsg6(struct bpf_sock_addr *ctx) { return connect6_published(ctx, 0); }
+
+SEC("cgroup/recvmsg6")
+int sock_recvmsg6(struct bpf_sock_addr *ctx) { return show_published6(ctx); }
+
 SEC("cgroup/getpeername6")
-int sock_getpeername6(struct bpf_sock_addr *ctx)
-{
-	struct sock_peer *p;
-
-	if (ctx->user_ip6[0] || ctx->user_ip6[1] || ctx->user_ip6[2] != bpf_htonl(0xffff))
-		return 1;
-	p = peer_sent_to(ctx, ctx->user_ip6[3], (__be16)ctx->user_port);
-	if (!p)
-		return 1;
-	if (p->asked_addr) {
-		ctx->user_ip6[3] = p->asked_addr;
-	} else { /* ::1 */
-		ctx->user_ip6[2] = 0;
-		ctx->user_ip6[3] = bpf_htonl(1);
-	}
-	ctx->user_port = p->asked_port;
-	return 1;
-}
+int sock_getpeername6(struct bpf_sock_addr *ctx) { return show_published6(ctx); }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -25,6 +25,7 @@ const (
 	SockMapIcmpBudget        = "icmp_budget"
 	SockMapIfaces            = "ifaces"
 	SockMapNetworks          = "networks"
+	SockMapNewFlowScratch    = "new_flow_scratch"
 	SockMapPublications      = "publications"
 	SockMapPublishedPorts    = "published_ports"
 	SockMapSkPeers           = "sk_peers"
@@ -38,7 +39,9 @@ const (
 	SockProgSockGetpeername4 = "sock_getpeername4"
 	SockProgSockGetpeername6 = "sock_getpeername6"
 	SockProgSockRecvmsg4     = "sock_recvmsg4"
+	SockProgSockRecvmsg6     = "sock_recvmsg6"
 	SockProgSockSendmsg4     = "sock_sendmsg4"
+	SockProgSockSendmsg6     = "sock_sendmsg6"
 	SockVarNetnsCookie       = "netns_cookie"
 )
 
@@ -91,7 +94,9 @@ type SockProgramSpecs struct {
 	SockGetpeername4 *ebpf.ProgramSpec `ebpf:"sock_getpeername4"`
 	SockGetpeername6 *ebpf.ProgramSpec `ebpf:"sock_getpeername6"`
 	SockRecvmsg4     *ebpf.ProgramSpec `ebpf:"sock_recvmsg4"`
+	SockRecvmsg6     *ebpf.ProgramSpec `ebpf:"sock_recvmsg6"`
 	SockSendmsg4     *ebpf.ProgramSpec `ebpf:"sock_sendmsg4"`
+	SockSendmsg6     *ebpf.ProgramSpec `ebpf:"sock_sendmsg6"`
 }
 
 // SockMapSpecs contains maps before they are loaded into the kernel.
@@ -107,6 +112,7 @@ type SockMapSpecs struct {
 	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
+	NewFlowScratch *ebpf.MapSpec `ebpf:"new_flow_scratch"`
 	Publications   *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts *ebpf.MapSpec `ebpf:"published_ports"`
 	SkPeers        *ebpf.MapSpec `ebpf:"sk_peers"`
@@ -151,6 +157,7 @@ type SockMaps struct {
 	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
 	Networks       *ebpf.Map `ebpf:"networks"`
+	NewFlowScratch *ebpf.Map `ebpf:"new_flow_scratch"`
 	Publications   *ebpf.Map `ebpf:"publications"`
 	PublishedPorts *ebpf.Map `ebpf:"published_ports"`
 	SkPeers        *ebpf.Map `ebpf:"sk_peers"`
@@ -170,6 +177,7 @@ func (m *SockMaps) Close() error {
 		m.IcmpBudget,
 		m.Ifaces,
 		m.Networks,
+		m.NewFlowScratch,
 		m.Publications,
 		m.PublishedPorts,
 		m.SkPeers,
@@ -197,7 +205,9 @@ type SockPrograms struct {
 	SockGetpeername4 *ebpf.Program `ebpf:"sock_getpeername4"`
 	SockGetpeername6 *ebpf.Program `ebpf:"sock_getpeername6"`
 	SockRecvmsg4     *ebpf.Program `ebpf:"sock_recvmsg4"`
+	SockRecvmsg6     *ebpf.Program `ebpf:"sock_recvmsg6"`
 	SockSendmsg4     *ebpf.Program `ebpf:"sock_sendmsg4"`
+	SockSendmsg6     *ebpf.Program `ebpf:"sock_sendmsg6"`
 }
 
 func (p *SockPrograms) Close() error {
@@ -209,7 +219,9 @@ func (p *SockPrograms) Close() error {
 		p.SockGetpeername4,
 		p.SockGetpeername6,
 		p.SockRecvmsg4,
+		p.SockRecvmsg6,
 		p.SockSendmsg4,
+		p.SockSendmsg6,
 	)
 }
 

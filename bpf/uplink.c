@@ -20,22 +20,22 @@ SEC("tc")
 int uplink_ingress(struct __sk_buff *skb)
 {
 	struct packet p;
-	int verdict;
+	int l3 = parse_packet(skb, &p), verdict;
 
-	if (parse_packet(skb, &p) != L3_IPV4)
+	if (l3 != L3_IPV4 && l3 != L3_IPV6)
 		return TC_ACT_UNSPEC;
 	/* Conntrack entries of flows from outside are keyed to ifindex 0:
 	 * whatever uplink a flow's packets take, they match. */
-	if (translate_known(skb, &p, 0, PROGRAM_UPLINK, p.flow.daddr, &verdict) == 0 ||
+	if (translate_known(skb, &p, 0, PROGRAM_UPLINK, &p.flow.daddr, &verdict) == 0 ||
 	    translate_icmp_error(skb, &p, 0, PROGRAM_UPLINK, &verdict) == 0)
 		return verdict;
 	if (p.later_fragment && !p.has_ports)
 		count(skb, PROGRAM_UPLINK, VERDICT_FRAG_NO_FIRST); /* the host's, or out of order: passed as it is */
 	/* Loopback addresses never come from the wire: a port published on
 	 * 127.0.0.1 must stay out of the neighbours' reach. */
-	if (is_loopback(p.flow.daddr) || !is_host_addr(p.flow.daddr))
+	if (addr_is_loopback(&p.flow.daddr) || !is_host_addr(&p.flow.daddr))
 		return pass(skb, PROGRAM_UPLINK);
-	if (dnat_published(skb, &p, PROGRAM_UPLINK, 0, 0, &verdict) == 0)
+	if (dnat_published(skb, &p, PROGRAM_UPLINK, 0, NULL, &verdict) == 0)
 		return verdict;
 	return pass(skb, PROGRAM_UPLINK);
 }

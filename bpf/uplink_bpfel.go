@@ -25,6 +25,7 @@ const (
 	UplinkMapIcmpBudget     = "icmp_budget"
 	UplinkMapIfaces         = "ifaces"
 	UplinkMapNetworks       = "networks"
+	UplinkMapNewFlowScratch = "new_flow_scratch"
 	UplinkMapPublications   = "publications"
 	UplinkMapPublishedPorts = "published_ports"
 	UplinkMapSkPeers        = "sk_peers"
@@ -95,6 +96,7 @@ type UplinkMapSpecs struct {
 	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
+	NewFlowScratch *ebpf.MapSpec `ebpf:"new_flow_scratch"`
 	Publications   *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts *ebpf.MapSpec `ebpf:"published_ports"`
 	SkPeers        *ebpf.MapSpec `ebpf:"sk_peers"`
@@ -141,6 +143,7 @@ type UplinkMaps struct {
 	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
 	Networks       *ebpf.Map `ebpf:"networks"`
+	NewFlowScratch *ebpf.Map `ebpf:"new_flow_scratch"`
 	Publications   *ebpf.Map `ebpf:"publications"`
 	PublishedPorts *ebpf.Map `ebpf:"published_ports"`
 	SkPeers        *ebpf.Map `ebpf:"sk_peers"`
@@ -160,6 +163,7 @@ func (m *UplinkMaps) Close() error {
 		m.IcmpBudget,
 		m.Ifaces,
 		m.Networks,
+		m.NewFlowScratch,
 		m.Publications,
 		m.PublishedPorts,
 		m.SkPeers,

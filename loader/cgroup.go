@@ -59,6 +59,8 @@ func (d *Datapath) AttachSockets(cgroup string) error {
 		{"recvmsg4", ebpf.AttachCGroupUDP4Recvmsg, d.Sock.SockRecvmsg4},
 		{"getpeername4", ebpf.AttachCgroupInet4GetPeername, d.Sock.SockGetpeername4},
 		{"connect6", ebpf.AttachCGroupInet6Connect, d.Sock.SockConnect6},
+		{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, d.Sock.SockSendmsg6},
+		{"recvmsg6", ebpf.AttachCGroupUDP6Recvmsg, d.Sock.SockRecvmsg6},
 		{"getpeername6", ebpf.AttachCgroupInet6GetPeername, d.Sock.SockGetpeername6},
 		{"bind4", ebpf.AttachCGroupInet4Bind, d.Sock.SockBind4},
 		{"bind6", ebpf.AttachCGroupInet6Bind, d.Sock.SockBind6},

@@ -37,6 +37,12 @@ type Network struct {
 	// Direct is who outside the host may reach sandbox ports by routing
 	// to their addresses (the gateway mode).
 	Direct DirectAccess
+	// The network's IPv6 side, when it has one (Subnet6 valid): its own
+	// masquerade and gateway mode, as Docker's gateway_mode_ipv6.
+	Subnet6     netip.Prefix
+	Gateway6    netip.Addr
+	Masquerade6 bool
+	Direct6     DirectAccess
 }
 
 // DirectAccess is what a network's gateway mode lets outside clients reach
@@ -53,11 +59,13 @@ const (
 // Iface is an endpoint's host-side interface.
 type Iface struct {
 	Ifindex uint32
-	Network uint32 // the network's Index
-	Addr    netip.Addr
+	Network uint32     // the network's Index
+	Addr    netip.Addr // the endpoint's IPv4 address
+	Addr6   netip.Addr // its IPv6 address, if any
 }
 
-// Endpoint is where packets for an endpoint's address are delivered.
+// Endpoint is where packets for one of an endpoint's addresses (of either
+// family) are delivered.
 type Endpoint struct {
 	Addr    netip.Addr
 	Ifindex uint32 // host side of its veth
@@ -67,22 +75,26 @@ type Endpoint struct {
 
 // Publication is a published host port and where it leads.
 type Publication struct {
-	HostAddr netip.Addr // an invalid or unspecified address means every address of the host
+	// HostAddr is the host address, or every address of the host of a
+	// family: 0.0.0.0 (or an invalid address) for IPv4, :: for IPv6.
+	HostAddr netip.Addr
 	HostPort uint16
 	Proto    uint8 // IPPROTO_TCP or IPPROTO_UDP
 	Addr     netip.Addr
 	Port     uint16
 }
 
-// be32 gives the uint32 whose in-memory bytes are addr in network order, as
-// the C side's __be32 fields hold it; an invalid address gives 0.
-func be32(addr netip.Addr) uint32 {
-	if !addr.Is4() {
-		return 0
+// addr16 gives an address as the datapath holds it (union addr): IPv6 as it
+// is, IPv4 v4-mapped. An invalid address gives ::.
+func addr16(a netip.Addr) bpf.DatapathAddr {
+	if !a.IsValid() {
+		return bpf.DatapathAddr{}
 	}
-	b := addr.As4()
-	return binary.NativeEndian.Uint32(b[:])
+	return bpf.DatapathAddr{B: a.Unmap().As16()}
 }
+
+// Addr is the address the datapath holds as a, the inverse of addr16.
+func Addr(a bpf.DatapathAddr) netip.Addr { return netip.AddrFrom16(a.B).Unmap() }
 
 // be16 gives the uint16 whose in-memory bytes are port in network order.
 func be16(port uint16) uint16 {
@@ -97,62 +109,104 @@ func mac6(hw net.HardwareAddr) (out [6]uint8) {
 }
 
 func networkValue(n Network) bpf.DatapathNetworkInfo {
-	v := bpf.DatapathNetworkInfo{Gateway: be32(n.Gateway), GatewayMac: mac6(n.GatewayMAC)}
+	var common bpf.DatapathNetworkFlag
 	if n.ICCDisabled {
-		v.Flags |= bpf.DatapathNetworkFlagNETWORK_ICC_DISABLED
+		common |= bpf.DatapathNetworkFlagNETWORK_ICC_DISABLED
 	}
 	if n.Internal {
-		v.Flags |= bpf.DatapathNetworkFlagNETWORK_INTERNAL
-	}
-	if n.Masquerade {
-		v.Flags |= bpf.DatapathNetworkFlagNETWORK_MASQUERADE
+		common |= bpf.DatapathNetworkFlagNETWORK_INTERNAL
 	}
 	if n.StackRoutes {
-		v.Flags |= bpf.DatapathNetworkFlagNETWORK_STACK_ROUTES
+		common |= bpf.DatapathNetworkFlagNETWORK_STACK_ROUTES
 	}
-	switch n.Direct {
-	case DirectPublished:
-		v.Flags |= bpf.DatapathNetworkFlagNETWORK_DIRECT_PUBLISHED
-	case DirectAll:
-		v.Flags |= bpf.DatapathNetworkFlagNETWORK_DIRECT_ALL
+	v := bpf.DatapathNetworkInfo{
+		Flags:      common | familyFlags(n.Masquerade, n.Direct),
+		Gateway:    addr16(n.Gateway),
+		GatewayMac: mac6(n.GatewayMAC),
+	}
+	if n.Subnet6.IsValid() {
+		v.Flags6 = common | familyFlags(n.Masquerade6, n.Direct6)
+		v.Gateway6 = addr16(n.Gateway6)
 	}
 	return v
 }
 
+// familyFlags are the flags each family of a network has its own of.
+func familyFlags(masquerade bool, direct DirectAccess) (f bpf.DatapathNetworkFlag) {
+	if masquerade {
+		f |= bpf.DatapathNetworkFlagNETWORK_MASQUERADE
+	}
+	switch direct {
+	case DirectPublished:
+		f |= bpf.DatapathNetworkFlagNETWORK_DIRECT_PUBLISHED
+	case DirectAll:
+		f |= bpf.DatapathNetworkFlagNETWORK_DIRECT_ALL
+	}
+	return f
+}
+
+// subnetKey is a subnet's key in the subnets trie: an IPv4 subnet
+// v4-mapped, its prefix 96 bits longer.
 func subnetKey(p netip.Prefix) bpf.DatapathSubnetKey {
 	p = p.Masked()
-	return bpf.DatapathSubnetKey{Prefixlen: uint32(p.Bits()), Addr: be32(p.Addr())}
+	bits := p.Bits()
+	if p.Addr().Is4() {
+		bits += 96
+	}
+	return bpf.DatapathSubnetKey{Prefixlen: uint32(bits), Addr: addr16(p.Addr())}
+}
+
+// subnets are a network's subnets, one per family it has.
+func (n Network) subnets() []netip.Prefix {
+	if n.Subnet6.IsValid() {
+		return []netip.Prefix{n.Subnet, n.Subnet6}
+	}
+	return []netip.Prefix{n.Subnet}
 }
 
 func publicationKey(p Publication) bpf.DatapathPublicationKey {
-	return bpf.DatapathPublicationKey{Addr: be32(p.HostAddr), Port: be16(p.HostPort), Proto: p.Proto}
+	host := p.HostAddr
+	if !host.IsValid() {
+		host = netip.IPv4Unspecified()
+	}
+	return bpf.DatapathPublicationKey{Addr: addr16(host), Port: be16(p.HostPort), Proto: p.Proto}
 }
 
-// PutNetwork adds or updates a network and its subnet.
+func publicationValue(p Publication) bpf.DatapathPublication {
+	return bpf.DatapathPublication{Addr: addr16(p.Addr), Port: be16(p.Port)}
+}
+
+// PutNetwork adds or updates a network and its subnets.
 func (m *Maps) PutNetwork(n Network) error {
 	if !n.Subnet.Addr().Is4() {
 		return fmt.Errorf("put network %d: subnet %s is not IPv4", n.Index, n.Subnet)
 	}
+	if n.Subnet6.IsValid() && !n.Subnet6.Addr().Is6() {
+		return fmt.Errorf("put network %d: subnet %s is not IPv6", n.Index, n.Subnet6)
+	}
 	if err := m.m.Networks.Put(n.Index, networkValue(n)); err != nil {
 		return fmt.Errorf("put network %d: %w", n.Index, err)
 	}
-	if err := m.m.Subnets.Put(subnetKey(n.Subnet), n.Index); err != nil {
-		return fmt.Errorf("put subnet %s of network %d: %w", n.Subnet, n.Index, err)
+	for _, subnet := range n.subnets() {
+		if err := m.m.Subnets.Put(subnetKey(subnet), n.Index); err != nil {
+			return fmt.Errorf("put subnet %s of network %d: %w", subnet, n.Index, err)
+		}
 	}
 	return nil
 }
 
-// DeleteNetwork removes a network and its subnet; missing entries are fine.
+// DeleteNetwork removes a network and its subnets; missing entries are fine.
 func (m *Maps) DeleteNetwork(n Network) error {
-	return errors.Join(
-		ignoreMissing(m.m.Networks.Delete(n.Index)),
-		ignoreMissing(m.m.Subnets.Delete(subnetKey(n.Subnet))),
-	)
+	errs := []error{ignoreMissing(m.m.Networks.Delete(n.Index))}
+	for _, subnet := range n.subnets() {
+		errs = append(errs, ignoreMissing(m.m.Subnets.Delete(subnetKey(subnet))))
+	}
+	return errors.Join(errs...)
 }
 
 // PutIface adds or updates an endpoint interface.
 func (m *Maps) PutIface(i Iface) error {
-	v := bpf.DatapathIfaceInfo{Network: i.Network, Addr: be32(i.Addr)}
+	v := bpf.DatapathIfaceInfo{Network: i.Network, Addr: addr16(i.Addr), Addr6: addr16(i.Addr6)}
 	if err := m.m.Ifaces.Put(i.Ifindex, v); err != nil {
 		return fmt.Errorf("put endpoint interface %d: %w", i.Ifindex, err)
 	}
@@ -167,7 +221,7 @@ func (m *Maps) DeleteIface(ifindex uint32) error {
 // PutEndpoint adds or updates where an endpoint's address is delivered.
 func (m *Maps) PutEndpoint(e Endpoint) error {
 	v := bpf.DatapathEndpointInfo{Ifindex: e.Ifindex, Network: e.Network, Mac: mac6(e.MAC)}
-	if err := m.m.Endpoints.Put(be32(e.Addr), v); err != nil {
+	if err := m.m.Endpoints.Put(addr16(e.Addr), v); err != nil {
 		return fmt.Errorf("put endpoint %s: %w", e.Addr, err)
 	}
 	return nil
@@ -175,7 +229,7 @@ func (m *Maps) PutEndpoint(e Endpoint) error {
 
 // DeleteEndpoint removes an endpoint's address; a missing one is fine.
 func (m *Maps) DeleteEndpoint(addr netip.Addr) error {
-	return ignoreMissing(m.m.Endpoints.Delete(be32(addr)))
+	return ignoreMissing(m.m.Endpoints.Delete(addr16(addr)))
 }
 
 // PutPublication adds or updates a published port, and counts the
@@ -183,7 +237,7 @@ func (m *Maps) DeleteEndpoint(addr netip.Addr) error {
 // in held_ports.
 func (m *Maps) PutPublication(p Publication) error {
 	key := publicationKey(p)
-	v := bpf.DatapathPublication{Addr: be32(p.Addr), Port: be16(p.Port)}
+	v := publicationValue(p)
 	var old bpf.DatapathPublication
 	added := false
 	switch err := m.m.Publications.Lookup(key, &old); {
@@ -221,7 +275,7 @@ func (m *Maps) HasPublication(p Publication) (bool, error) {
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return false, nil
 	}
-	return err == nil && v == bpf.DatapathPublication{Addr: be32(p.Addr), Port: be16(p.Port)}, err
+	return err == nil && v == publicationValue(p), err
 }
 
 // DeletePublications removes published ports; missing ones are fine. Their
@@ -305,17 +359,19 @@ func (m *Maps) Sync(d Desired) error {
 	for _, n := range d.Networks {
 		errs = append(errs, m.PutNetwork(n))
 		wantNet[n.Index] = true
-		wantSubnet[subnetKey(n.Subnet)] = true
+		for _, subnet := range n.subnets() {
+			wantSubnet[subnetKey(subnet)] = true
+		}
 	}
 	wantIface := map[uint32]bool{}
 	for _, i := range d.Ifaces {
 		errs = append(errs, m.PutIface(i))
 		wantIface[i.Ifindex] = true
 	}
-	wantEndpoint := map[uint32]bool{}
+	wantEndpoint := map[bpf.DatapathAddr]bool{}
 	for _, e := range d.Endpoints {
 		errs = append(errs, m.PutEndpoint(e))
-		wantEndpoint[be32(e.Addr)] = true
+		wantEndpoint[addr16(e.Addr)] = true
 	}
 	wantPub := map[bpf.DatapathPublicationKey]bool{}
 	targets := map[bpf.DatapathTargetKey]uint32{}
@@ -327,7 +383,7 @@ func (m *Maps) Sync(d Desired) error {
 	errs = append(errs, syncCounts(m.m.HeldPorts, held))
 	for _, p := range d.Publications {
 		key := publicationKey(p)
-		v := bpf.DatapathPublication{Addr: be32(p.Addr), Port: be16(p.Port)}
+		v := publicationValue(p)
 		errs = append(errs, m.m.Publications.Put(key, v))
 		wantPub[key] = true
 		targets[targetKey(v, key.Proto)]++
@@ -347,10 +403,16 @@ func (m *Maps) Sync(d Desired) error {
 // ForeignNetwork is the network index of another runtime's subnets.
 const ForeignNetwork = ^uint32(0)
 
+// Uplink is an uplink's addresses, one per family, that flows leaving
+// through it are masqueraded to (invalid: none of that family).
+type Uplink struct {
+	Addr  netip.Addr
+	Addr6 netip.Addr
+}
+
 // SyncHost makes the maps hold exactly the host's addresses, its uplinks
-// (by ifindex, with the address flows leaving through them take) and the
-// subnets of other runtimes' bridges (ForeignNetwork).
-func (m *Maps) SyncHost(addrs []netip.Addr, uplinks map[uint32]netip.Addr, foreign []netip.Prefix) error {
+// (by ifindex) and the subnets of other runtimes' bridges (ForeignNetwork).
+func (m *Maps) SyncHost(addrs []netip.Addr, uplinks map[uint32]Uplink, foreign []netip.Prefix) error {
 	var errs []error
 	wantForeign := map[bpf.DatapathSubnetKey]bool{}
 	for _, p := range foreign {
@@ -365,14 +427,14 @@ func (m *Maps) SyncHost(addrs []netip.Addr, uplinks map[uint32]netip.Addr, forei
 	errs = append(errs, m.deleteSubnets(func(k bpf.DatapathSubnetKey, index uint32) bool {
 		return index == ForeignNetwork && !wantForeign[k]
 	}))
-	wantAddr := map[uint32]bool{}
+	wantAddr := map[bpf.DatapathAddr]bool{}
 	for _, a := range addrs {
-		errs = append(errs, m.m.HostAddrs.Put(be32(a), uint32(0)))
-		wantAddr[be32(a)] = true
+		errs = append(errs, m.m.HostAddrs.Put(addr16(a), uint32(0)))
+		wantAddr[addr16(a)] = true
 	}
 	wantUplink := map[uint32]bool{}
-	for ifindex, a := range uplinks {
-		errs = append(errs, m.m.Uplinks.Put(ifindex, bpf.DatapathUplinkInfo{Addr: be32(a)}))
+	for ifindex, u := range uplinks {
+		errs = append(errs, m.m.Uplinks.Put(ifindex, bpf.DatapathUplinkInfo{Addr: addr16(u.Addr), Addr6: addr16(u.Addr6)}))
 		wantUplink[ifindex] = true
 	}
 	errs = append(errs, deleteUnwanted(m.m.HostAddrs, wantAddr), deleteUnwanted(m.m.Uplinks, wantUplink))

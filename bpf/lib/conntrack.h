@@ -87,7 +87,7 @@ static __always_inline void reverse(const struct flow *f, struct flow *r)
 
 static __always_inline int same_flow(const struct flow *a, const struct flow *b)
 {
-	return a->saddr == b->saddr && a->daddr == b->daddr && a->sport == b->sport &&
+	return addr_eq(&a->saddr, &b->saddr) && addr_eq(&a->daddr, &b->daddr) && a->sport == b->sport &&
 	       a->dport == b->dport && a->proto == b->proto;
 }
 
@@ -175,7 +175,7 @@ static __always_inline struct ct_entry *ct_find(const struct flow *key, int *ass
  * on ifindex (0: from outside or from the host), and whether it is in ct
  * (assured) or ct_new. An expired or orphaned entry is removed as found.
  * An entry the packet may not use (ct_owner) is not found. */
-static __always_inline struct ct_entry *ct_lookup(const struct flow *key, __u32 ifindex, int *assured)
+static __noinline struct ct_entry *ct_lookup(const struct flow *key, __u32 ifindex, int *assured)
 {
 	struct ct_entry *e = ct_find(key, assured);
 	struct flow partner_key;
@@ -196,13 +196,6 @@ static __always_inline int ct_taken(const struct flow *key)
 
 	return ct_find(key, &assured) != NULL;
 }
-
-/* A flow being created: its first packet's direction and the other. */
-struct ct_new_flow {
-	struct flow orig;      /* key of the first packet's direction */
-	struct ct_entry fwd;   /* its entry: fwd.nat is what orig is rewritten to */
-	struct ct_entry rev;   /* the reply direction's entry, less what ct_claim fills in */
-};
 
 /* ct_initial_state is the state a flow's first packet puts it in; -1 for
  * a packet that starts no flow (a TCP reset, a later fragment, an echo
@@ -255,7 +248,7 @@ static __always_inline int ct_prepare(struct ct_new_flow *nf, const struct packe
  * says. The reply direction goes first, with BPF_NOEXIST: that is how a
  * translated tuple (a NAT port) is claimed, once. It returns -1 when the
  * reply tuple is in live use. */
-static __always_inline int ct_claim(struct ct_new_flow *nf)
+static __noinline int ct_claim(struct ct_new_flow *nf)
 {
 	struct flow reply_key;
 

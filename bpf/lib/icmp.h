@@ -46,74 +46,146 @@ static __always_inline __u16 csum_fold(__u32 sum)
 	return ~sum;
 }
 
-/* The head of an ICMP error. */
+/* The head of an ICMP or ICMPv6 error. */
 struct icmp_error_hdr {
 	__u8 type;
 	__u8 code;
 	__sum16 checksum;
-	__be16 unused;
-	__be16 mtu; /* frag needed: the next hop's MTU */
+	union {
+		struct {
+			__be16 unused;
+			__be16 mtu; /* ICMP frag needed: the next hop's MTU */
+		};
+		__be32 mtu6; /* ICMPv6 packet too big */
+	};
 };
 
-/* icmp_reply turns the packet into an ICMP error from src to its sender,
- * and returns the redirect that sends it back where it came from; -1
- * when it cannot (an IP header with options, a spent budget), and the
- * packet is then only dropped. Its quote is the IP header and the whole
- * TCP header (a checksum the kernel may still complete lies there) or 8
- * bytes of anything else. */
-static __noinline int icmp_reply(struct __sk_buff *skb, __u8 type, __u8 code, __u16 mtu, __be32 src)
+/* The errors the datapath sends, in either family. */
+enum icmp_error {
+	ICMP_ERROR_TOO_BIG,   /* frag needed; packet too big */
+	ICMP_ERROR_HOP_LIMIT, /* time exceeded in transit */
+};
+
+/* icmp_quote_sum adds the quote of an error built in place (quote_len
+ * bytes after its headers, at off) to sum. */
+static __always_inline __s64 icmp_quote_sum(struct __sk_buff *skb, __u32 off, __u32 quote_len, __s64 sum)
+{
+	void *data = (void *)(long)skb->data + off;
+	void *end = (void *)(long)skb->data_end;
+
+	/* The helpers that built the error left the quote in the linear
+	 * part; its length takes one of a few values, each proved in bounds. */
+	switch (quote_len) {
+	case sizeof(struct iphdr) + sizeof(struct tcphdr):
+		if (data + sizeof(struct iphdr) + sizeof(struct tcphdr) > end)
+			return -1;
+		return bpf_csum_diff(0, 0, data, sizeof(struct iphdr) + sizeof(struct tcphdr), sum);
+	case sizeof(struct iphdr) + 8:
+		if (data + sizeof(struct iphdr) + 8 > end)
+			return -1;
+		return bpf_csum_diff(0, 0, data, sizeof(struct iphdr) + 8, sum);
+	case sizeof(struct ipv6hdr) + sizeof(struct tcphdr):
+		if (data + sizeof(struct ipv6hdr) + sizeof(struct tcphdr) > end)
+			return -1;
+		return bpf_csum_diff(0, 0, data, sizeof(struct ipv6hdr) + sizeof(struct tcphdr), sum);
+	case sizeof(struct ipv6hdr) + 8:
+		if (data + sizeof(struct ipv6hdr) + 8 > end)
+			return -1;
+		return bpf_csum_diff(0, 0, data, sizeof(struct ipv6hdr) + 8, sum);
+	}
+	return -1;
+}
+
+/* icmp_reply turns the packet into an ICMP (or, for IPv6, ICMPv6) error
+ * from src to its sender, and returns the redirect that sends it back
+ * where it came from; -1 when it cannot (an IPv4 header with options, a
+ * spent budget, no src), and the packet is then only dropped. Its quote
+ * is the IP header and the whole TCP header (a checksum the kernel may
+ * still complete lies there) or 8 bytes of anything else. */
+static __noinline int icmp_reply(struct __sk_buff *skb, enum icmp_error kind, __u32 mtu, const union addr *src)
 {
 	struct icmp_error_hdr icmp = {};
-	struct iphdr ip = {}, orig;
 	struct ethhdr eth;
-	__u8 mac[ETH_ALEN];
-	__u32 quote_len, sum;
-	void *data, *end;
+	union {
+		struct iphdr ip;
+		struct ipv6hdr ip6;
+	} hdr = {};
+	union addr to;
+	__u32 ip_len, quote_len;
+	__u8 proto = 0;
+	__s64 sum = 0;
+	int v6;
 
-	if (!src || bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 ||
-	    bpf_skb_load_bytes(skb, ETH_HLEN, &orig, sizeof(orig)) < 0 || orig.ihl != 5)
+	if (!src || bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
 		return -1;
-	quote_len = sizeof(struct iphdr) + (orig.protocol == IPPROTO_TCP ? sizeof(struct tcphdr) : 8);
+	v6 = eth.h_proto == bpf_htons(ETH_P_IPV6);
+	if (v6) {
+		ip_len = sizeof(struct ipv6hdr);
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, nexthdr), &proto, 1) < 0 ||
+		    bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, saddr), to.b, sizeof(to)) < 0)
+			return -1;
+	} else {
+		ip_len = sizeof(struct iphdr);
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &hdr.ip, sizeof(hdr.ip)) < 0 || hdr.ip.ihl != 5)
+			return -1;
+		proto = hdr.ip.protocol;
+		addr_set_v4(&to, hdr.ip.saddr);
+	}
+	quote_len = ip_len + (proto == IPPROTO_TCP ? sizeof(struct tcphdr) : 8);
 	if (skb->len < ETH_HLEN + quote_len || !icmp_spend())
 		return -1;
 	if (bpf_skb_change_tail(skb, ETH_HLEN + quote_len, 0) < 0 ||
-	    bpf_skb_adjust_room(skb, sizeof(ip) + sizeof(icmp), BPF_ADJ_ROOM_MAC, 0) < 0)
+	    bpf_skb_adjust_room(skb, ip_len + sizeof(icmp), BPF_ADJ_ROOM_MAC, 0) < 0)
 		return -1;
 
 	/* Back where it came from: the frame's addresses swap. */
-	__builtin_memcpy(mac, eth.h_source, ETH_ALEN);
-	__builtin_memcpy(eth.h_source, eth.h_dest, ETH_ALEN);
-	__builtin_memcpy(eth.h_dest, mac, ETH_ALEN);
-	ip.version = 4;
-	ip.ihl = 5;
-	ip.tot_len = bpf_htons(sizeof(ip) + sizeof(icmp) + quote_len);
-	ip.ttl = 64;
-	ip.protocol = IPPROTO_ICMP;
-	ip.saddr = src;
-	ip.daddr = orig.saddr;
-	ip.check = csum_fold(bpf_csum_diff(0, 0, (__be32 *)&ip, sizeof(ip), 0));
-	icmp.type = type;
-	icmp.code = code;
-	icmp.mtu = bpf_htons(mtu);
+	if (bpf_skb_store_bytes(skb, 0, eth.h_source, ETH_ALEN, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, eth.h_dest, ETH_ALEN, 0) < 0)
+		return -1;
+	__builtin_memset(&hdr, 0, sizeof(hdr));
+	if (v6) {
+		/* The pseudo-header the ICMPv6 checksum also covers (RFC 8200
+		 * 8.1): both addresses, the length and the next header. */
+		__be32 tail[2] = { bpf_htonl(sizeof(icmp) + quote_len), bpf_htonl(IPPROTO_ICMPV6) };
 
-	/* The ICMP checksum covers its header and the quote, which the
-	 * helpers above left in the linear part of the packet. */
-	sum = bpf_csum_diff(0, 0, (__be32 *)&icmp, sizeof(icmp), 0);
-	data = (void *)(long)skb->data + ETH_HLEN + sizeof(ip) + sizeof(icmp);
-	end = (void *)(long)skb->data_end;
-	if (orig.protocol == IPPROTO_TCP) {
-		if (data + sizeof(struct iphdr) + sizeof(struct tcphdr) > end)
-			return -1;
-		sum = bpf_csum_diff(0, 0, data, sizeof(struct iphdr) + sizeof(struct tcphdr), sum);
+		hdr.ip6.version = 6;
+		hdr.ip6.payload_len = bpf_htons(sizeof(icmp) + quote_len);
+		hdr.ip6.nexthdr = IPPROTO_ICMPV6;
+		hdr.ip6.hop_limit = 64;
+		__builtin_memcpy(&hdr.ip6.saddr, src->b, sizeof(hdr.ip6.saddr));
+		__builtin_memcpy(&hdr.ip6.daddr, to.b, sizeof(hdr.ip6.daddr));
+		icmp.type = kind == ICMP_ERROR_TOO_BIG ? ICMPV6_PKT_TOOBIG : ICMPV6_TIME_EXCEED;
+		if (kind == ICMP_ERROR_TOO_BIG)
+			icmp.mtu6 = bpf_htonl(mtu);
+		sum = bpf_csum_diff(0, 0, (__be32 *)&hdr.ip6.saddr, 2 * sizeof(union addr), 0);
+		if (sum >= 0)
+			sum = bpf_csum_diff(0, 0, tail, sizeof(tail), sum);
 	} else {
-		if (data + sizeof(struct iphdr) + 8 > end)
-			return -1;
-		sum = bpf_csum_diff(0, 0, data, sizeof(struct iphdr) + 8, sum);
+		hdr.ip.version = 4;
+		hdr.ip.ihl = 5;
+		hdr.ip.tot_len = bpf_htons(sizeof(hdr.ip) + sizeof(icmp) + quote_len);
+		hdr.ip.ttl = 64;
+		hdr.ip.protocol = IPPROTO_ICMP;
+		hdr.ip.saddr = src->w[3];
+		hdr.ip.daddr = to.w[3];
+		hdr.ip.check = csum_fold(bpf_csum_diff(0, 0, (__be32 *)&hdr.ip, sizeof(hdr.ip), 0));
+		icmp.type = kind == ICMP_ERROR_TOO_BIG ? ICMP_DEST_UNREACH : ICMP_TIME_EXCEEDED;
+		icmp.code = kind == ICMP_ERROR_TOO_BIG ? ICMP_FRAG_NEEDED : 0;
+		if (kind == ICMP_ERROR_TOO_BIG)
+			icmp.mtu = bpf_htons(mtu);
 	}
+	if (sum < 0 || bpf_skb_store_bytes(skb, ETH_HLEN, &hdr, ip_len, 0) < 0)
+		return -1;
+	/* The checksum covers the error's header and the quote (and, for
+	 * ICMPv6, the pseudo-header). */
+	sum = bpf_csum_diff(0, 0, (__be32 *)&icmp, sizeof(icmp), sum);
+	if (sum < 0)
+		return -1;
+	sum = icmp_quote_sum(skb, ETH_HLEN + ip_len + sizeof(icmp), quote_len, sum);
+	if (sum < 0)
+		return -1;
 	icmp.checksum = csum_fold(sum);
-	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(ip), &icmp, sizeof(icmp), 0) < 0)
+	if (bpf_skb_store_bytes(skb, ETH_HLEN + ip_len, &icmp, sizeof(icmp), 0) < 0)
 		return -1;
 	return bpf_redirect(skb->ifindex, 0);
 }
@@ -125,39 +197,72 @@ struct icmp_quote {
 	__u32 ip_off;       /* its IP header */
 	__u32 l4_off;       /* its L4 header */
 	__u32 icmp_csum_off; /* the error's own checksum */
+	__u8 v6;
 };
 
+/* is_icmp_error reports whether packet p is an ICMP or ICMPv6 error that
+ * quotes the packet it is about. */
+static __always_inline int is_icmp_error(const struct packet *p)
+{
+	if (p->l4_off == 0)
+		return 0;
+	if (p->flow.proto == IPPROTO_ICMP)
+		return p->icmp_type == ICMP_DEST_UNREACH || p->icmp_type == ICMP_TIME_EXCEEDED ||
+		       p->icmp_type == ICMP_PARAMETERPROB;
+	if (p->flow.proto == IPPROTO_ICMPV6)
+		return p->icmp_type == ICMPV6_DEST_UNREACH || p->icmp_type == ICMPV6_PKT_TOOBIG ||
+		       p->icmp_type == ICMPV6_TIME_EXCEED || p->icmp_type == ICMPV6_PARAMPROB;
+	return 0;
+}
+
 /* icmp_error_quote finds the quoted packet of an ICMP error (destination
- * unreachable, time exceeded, parameter problem) about a TCP or UDP
- * packet or an ICMP echo request; it returns -1 for anything else. */
+ * unreachable, time exceeded, parameter problem; packet too big) about a
+ * TCP or UDP packet or an echo request of the error's family; it returns
+ * -1 for anything else. A quoted IPv6 packet with extension headers is
+ * not followed. */
 static __always_inline int icmp_error_quote(struct __sk_buff *skb, const struct packet *p, struct icmp_quote *q)
 {
-	struct iphdr ip;
 	__be16 ports[4];
+	__u8 echo;
 
-	if (p->flow.proto != IPPROTO_ICMP || p->l4_off == 0 ||
-	    (p->icmp_type != ICMP_DEST_UNREACH && p->icmp_type != ICMP_TIME_EXCEEDED &&
-	     p->icmp_type != ICMP_PARAMETERPROB))
+	if (!is_icmp_error(p))
 		return -1;
 	__builtin_memset(q, 0, sizeof(*q));
 	q->icmp_csum_off = p->l4_off + offsetof(struct icmp_error_hdr, checksum);
 	q->ip_off = p->l4_off + sizeof(struct icmp_error_hdr);
-	if (bpf_skb_load_bytes(skb, q->ip_off, &ip, sizeof(ip)) < 0 || ip.version != 4 || ip.ihl < 5)
-		return -1;
-	q->l4_off = q->ip_off + ip.ihl * 4;
+	if (p->v6) {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, q->ip_off, &ip6, sizeof(ip6)) < 0 || ip6.version != 6)
+			return -1;
+		q->v6 = 1;
+		q->l4_off = q->ip_off + sizeof(ip6);
+		__builtin_memcpy(q->flow.saddr.b, &ip6.saddr, 16);
+		__builtin_memcpy(q->flow.daddr.b, &ip6.daddr, 16);
+		q->flow.proto = ip6.nexthdr;
+		echo = ICMPV6_ECHO_REQUEST;
+	} else {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, q->ip_off, &ip, sizeof(ip)) < 0 || ip.version != 4 || ip.ihl < 5)
+			return -1;
+		q->l4_off = q->ip_off + ip.ihl * 4;
+		addr_set_v4(&q->flow.saddr, ip.saddr);
+		addr_set_v4(&q->flow.daddr, ip.daddr);
+		q->flow.proto = ip.protocol;
+		echo = ICMP_ECHO;
+	}
 	if (bpf_skb_load_bytes(skb, q->l4_off, ports, sizeof(ports)) < 0)
 		return -1;
-	q->flow.saddr = ip.saddr;
-	q->flow.daddr = ip.daddr;
-	q->flow.proto = ip.protocol;
-	switch (ip.protocol) {
+	switch (q->flow.proto) {
 	case IPPROTO_TCP:
 	case IPPROTO_UDP:
 		q->flow.sport = ports[0];
 		q->flow.dport = ports[1];
 		return 0;
 	case IPPROTO_ICMP:
-		if ((bpf_ntohs(ports[0]) >> 8) != ICMP_ECHO)
+	case IPPROTO_ICMPV6:
+		if (q->flow.proto != p->flow.proto || (bpf_ntohs(ports[0]) >> 8) != echo)
 			return -1;
 		q->flow.sport = ports[2]; /* the identifier */
 		return 0;
@@ -166,20 +271,30 @@ static __always_inline int icmp_error_quote(struct __sk_buff *skb, const struct 
 }
 
 /* icmp_quote_rewrite_addr changes an address of the quoted IP header,
- * keeping its checksum and the error's right. */
+ * keeping its checksum (IPv4's) and the error's right. */
 static __always_inline int icmp_quote_rewrite_addr(struct __sk_buff *skb, const struct icmp_quote *q,
-						   __u32 field, __be32 from, __be32 to)
+						   int dst, const union addr *from, const union addr *to)
 {
+	if (addr_eq(from, to))
+		return 0;
+	if (q->v6) {
+		__u32 off = q->ip_off + (dst ? offsetof(struct ipv6hdr, daddr) : offsetof(struct ipv6hdr, saddr));
+		__s64 diff = bpf_csum_diff((__be32 *)from->w, sizeof(*from), (__be32 *)to->w, sizeof(*to), 0);
+
+		if (diff < 0 || bpf_skb_store_bytes(skb, off, to->b, sizeof(*to), 0) < 0)
+			return -1;
+		return bpf_l4_csum_replace(skb, q->icmp_csum_off, 0, diff, 0);
+	}
 	__u32 csum_off = q->ip_off + offsetof(struct iphdr, check);
+	__u32 off = q->ip_off + (dst ? offsetof(struct iphdr, daddr) : offsetof(struct iphdr, saddr));
+	__be32 f4 = from->w[3], t4 = to->w[3];
 	__sum16 before, after;
 
-	if (from == to)
-		return 0;
 	if (bpf_skb_load_bytes(skb, csum_off, &before, sizeof(before)) < 0 ||
-	    bpf_l3_csum_replace(skb, csum_off, from, to, sizeof(to)) < 0 ||
+	    bpf_l3_csum_replace(skb, csum_off, f4, t4, sizeof(t4)) < 0 ||
 	    bpf_skb_load_bytes(skb, csum_off, &after, sizeof(after)) < 0 ||
-	    bpf_skb_store_bytes(skb, q->ip_off + field, &to, sizeof(to), 0) < 0 ||
-	    bpf_l4_csum_replace(skb, q->icmp_csum_off, from, to, sizeof(to)) < 0)
+	    bpf_skb_store_bytes(skb, off, &t4, sizeof(t4), 0) < 0 ||
+	    bpf_l4_csum_replace(skb, q->icmp_csum_off, f4, t4, sizeof(t4)) < 0)
 		return -1;
 	return bpf_l4_csum_replace(skb, q->icmp_csum_off, before, after, sizeof(after));
 }
@@ -202,10 +317,12 @@ static __always_inline int icmp_quote_rewrite_port(struct __sk_buff *skb, const 
 static __always_inline int icmp_quote_rewrite(struct __sk_buff *skb, const struct icmp_quote *q,
 					      const struct flow *quoted)
 {
-	if (icmp_quote_rewrite_addr(skb, q, offsetof(struct iphdr, saddr), q->flow.saddr, quoted->saddr) < 0 ||
-	    icmp_quote_rewrite_addr(skb, q, offsetof(struct iphdr, daddr), q->flow.daddr, quoted->daddr) < 0)
+	if (addr_is_v4(&quoted->saddr) == q->v6 || addr_is_v4(&quoted->daddr) == q->v6)
+		return -1; /* no flow changes family yet */
+	if (icmp_quote_rewrite_addr(skb, q, 0, &q->flow.saddr, &quoted->saddr) < 0 ||
+	    icmp_quote_rewrite_addr(skb, q, 1, &q->flow.daddr, &quoted->daddr) < 0)
 		return -1;
-	if (q->flow.proto == IPPROTO_ICMP)
+	if (is_icmp(q->flow.proto))
 		return icmp_quote_rewrite_port(skb, q, q->l4_off + offsetof(struct icmp_echo, id), q->flow.sport,
 					       quoted->sport);
 	if (icmp_quote_rewrite_port(skb, q, q->l4_off, q->flow.sport, quoted->sport) < 0)

@@ -19,7 +19,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __be32);
+	__type(key, union addr);
 	__type(value, struct endpoint_info);
 	__uint(max_entries, 65536);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -55,14 +55,14 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct publication_key);
 	__type(value, struct publication);
-	__uint(max_entries, 131072);
+	__uint(max_entries, 262144); /* a port on every address takes one entry per family */
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } publications SEC(".maps");
 
-/* The dataplane namespace's own IPv4 addresses (value unused). */
+/* The dataplane namespace's own addresses (value unused). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __be32);
+	__type(key, union addr);
 	__type(value, __u32);
 	__uint(max_entries, 1024);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -143,3 +143,14 @@ struct {
 	__uint(max_entries, 131072);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } held_ports SEC(".maps");
+
+/* Where a NAT port search builds the flow it creates: one per CPU, as a
+ * program runs on one CPU from start to end. On the stack it would leave
+ * too little of the BPF stack's 512 bytes to the calls around it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ct_new_flow);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} new_flow_scratch SEC(".maps");

@@ -16,6 +16,9 @@
 #ifndef AF_INET
 #define AF_INET 2
 #endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
 
 /* The NAT port range, set by the loader. It sits above the kernel's default
  * ephemeral range so masqueraded flows do not collide with the host's own. */
@@ -33,23 +36,35 @@ static __always_inline __u32 l4_csum_off(const struct packet *p)
 	return p->l4_off + offsetof(struct icmp_echo, checksum);
 }
 
+/* rewrite_addr changes the address at off from from to to, both of the
+ * packet's family, keeping the checksums right. */
 static __always_inline int rewrite_addr(struct __sk_buff *skb, const struct packet *p,
-					__u32 off, __be32 from, __be32 to)
+					__u32 off, const union addr *from, const union addr *to)
 {
-	__u64 flags = BPF_F_PSEUDO_HDR | sizeof(to);
+	__u64 flags = BPF_F_PSEUDO_HDR;
+	/* ICMP's checksum does not cover the IP header (ICMPv6's does); a
+	 * later fragment has no L4 header (the first fragment's rewrite
+	 * fixed the checksum). */
+	int l4 = p->flow.proto != IPPROTO_ICMP && !p->later_fragment && p->l4_off;
 
-	if (from == to)
+	if (addr_eq(from, to))
 		return 0;
 	if (p->flow.proto == IPPROTO_UDP)
 		flags |= BPF_F_MARK_MANGLED_0; /* a zero UDP checksum means none: keep it */
-	/* ICMP's checksum does not cover the IP header; a later fragment has
-	 * no L4 header (the first fragment's rewrite fixed the checksum). */
-	if (p->flow.proto != IPPROTO_ICMP && !p->later_fragment &&
-	    bpf_l4_csum_replace(skb, l4_csum_off(p), from, to, flags) < 0)
+	if (p->v6) {
+		__s64 diff = bpf_csum_diff((__be32 *)from->w, sizeof(*from), (__be32 *)to->w, sizeof(*to), 0);
+
+		if (diff < 0 || (l4 && bpf_l4_csum_replace(skb, l4_csum_off(p), 0, diff, flags) < 0))
+			return -1;
+		return bpf_skb_store_bytes(skb, off, to->b, sizeof(*to), 0);
+	}
+	__be32 f4 = from->w[3], t4 = to->w[3];
+
+	if (l4 && bpf_l4_csum_replace(skb, l4_csum_off(p), f4, t4, flags | sizeof(t4)) < 0)
 		return -1;
-	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, from, to, sizeof(to)) < 0)
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, f4, t4, sizeof(t4)) < 0)
 		return -1;
-	return bpf_skb_store_bytes(skb, off, &to, sizeof(to), 0);
+	return bpf_skb_store_bytes(skb, off, &t4, sizeof(t4), 0);
 }
 
 static __always_inline int rewrite_port(struct __sk_buff *skb, const struct packet *p,
@@ -66,15 +81,17 @@ static __always_inline int rewrite_port(struct __sk_buff *skb, const struct pack
 	return bpf_skb_store_bytes(skb, off, &to, sizeof(to), 0);
 }
 
-/* rewrite turns the packet's flow p->flow into to. */
-static __always_inline int rewrite(struct __sk_buff *skb, const struct packet *p, const struct flow *to)
+/* rewrite turns the packet's flow p->flow into to, of the same family. */
+static __noinline int rewrite(struct __sk_buff *skb, const struct packet *p, const struct flow *to)
 {
-	if (rewrite_addr(skb, p, IP_SRC_OFF, p->flow.saddr, to->saddr) < 0 ||
-	    rewrite_addr(skb, p, IP_DST_OFF, p->flow.daddr, to->daddr) < 0)
+	if (addr_is_v4(&to->saddr) == p->v6 || addr_is_v4(&to->daddr) == p->v6)
+		return -1; /* no flow changes family yet */
+	if (rewrite_addr(skb, p, ip_saddr_off(p), &p->flow.saddr, &to->saddr) < 0 ||
+	    rewrite_addr(skb, p, ip_daddr_off(p), &p->flow.daddr, &to->daddr) < 0)
 		return -1;
 	if (p->later_fragment)
 		return 0;
-	if (p->flow.proto == IPPROTO_ICMP) {
+	if (is_icmp(p->flow.proto)) {
 		__u32 off = p->l4_off + offsetof(struct icmp_echo, id);
 
 		return p->icmp_request ? rewrite_port(skb, p, off, p->flow.sport, to->sport)
@@ -94,12 +111,12 @@ static __always_inline int ct_current(const struct flow *f, const struct ct_entr
 	struct publication *pub;
 
 	if (e->flags & CT_PUBLISHED_IN) {
-		pub = published(f->daddr, f->dport, f->proto);
-		if (pub && pub->addr == e->nat.daddr && pub->port == e->nat.dport)
+		pub = published(&f->daddr, f->dport, f->proto);
+		if (pub && addr_eq(&pub->addr, &e->nat.daddr) && pub->port == e->nat.dport)
 			return 1;
 	} else if (e->flags & CT_PUBLISHED_OUT) {
-		pub = published(e->nat.saddr, e->nat.sport, f->proto);
-		if (pub && pub->addr == f->saddr && pub->port == f->sport)
+		pub = published(&e->nat.saddr, e->nat.sport, f->proto);
+		if (pub && addr_eq(&pub->addr, &f->saddr) && pub->port == f->sport)
 			return 1;
 	} else {
 		return 1;
@@ -116,19 +133,29 @@ static __always_inline int host_socket(struct __sk_buff *skb, const struct flow 
 {
 	struct bpf_sock_tuple t = {};
 	struct bpf_sock *sk;
+	__u32 size;
 	int found;
 
-	t.ipv4.saddr = in->saddr;
-	t.ipv4.daddr = in->daddr;
-	t.ipv4.sport = in->sport;
-	t.ipv4.dport = in->dport;
+	if (addr_is_v4(&in->saddr)) {
+		t.ipv4.saddr = in->saddr.w[3];
+		t.ipv4.daddr = in->daddr.w[3];
+		t.ipv4.sport = in->sport;
+		t.ipv4.dport = in->dport;
+		size = sizeof(t.ipv4);
+	} else {
+		__builtin_memcpy(t.ipv6.saddr, in->saddr.w, sizeof(t.ipv6.saddr));
+		__builtin_memcpy(t.ipv6.daddr, in->daddr.w, sizeof(t.ipv6.daddr));
+		t.ipv6.sport = in->sport;
+		t.ipv6.dport = in->dport;
+		size = sizeof(t.ipv6);
+	}
 	if (in->proto == IPPROTO_TCP) {
-		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		sk = bpf_skc_lookup_tcp(skb, &t, size, BPF_F_CURRENT_NETNS, 0);
 		if (!sk)
 			return 0;
 		found = !connections_only || sk->state != BPF_TCP_LISTEN;
 	} else if (in->proto == IPPROTO_UDP) {
-		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		sk = bpf_sk_lookup_udp(skb, &t, size, BPF_F_CURRENT_NETNS, 0);
 		if (!sk)
 			return 0;
 		found = !connections_only || sk->dst_port != 0;
@@ -142,7 +169,7 @@ static __always_inline int host_socket(struct __sk_buff *skb, const struct flow 
 /* host_tuple_in_use reports whether a socket of the host already owns the
  * reply direction of translated flow nat (whose source is a host
  * address): a translation must never take a host connection's tuple. */
-static __always_inline int host_tuple_in_use(struct __sk_buff *skb, const struct flow *nat)
+static __noinline int host_tuple_in_use(struct __sk_buff *skb, const struct flow *nat)
 {
 	struct flow reply;
 
@@ -153,7 +180,7 @@ static __always_inline int host_tuple_in_use(struct __sk_buff *skb, const struct
 /* A NAT port search in progress: the flow being created, where the search
  * started and whether it found a port. */
 struct port_search {
-	struct ct_new_flow nf;
+	struct ct_new_flow *nf; /* this CPU's new_flow_scratch */
 	struct __sk_buff *skb;
 	__u32 start;
 	__u32 range;
@@ -162,14 +189,24 @@ struct port_search {
 	enum program prog;
 };
 
+/* port_search_init starts a search in this CPU's scratch space. */
+static __always_inline int port_search_init(struct port_search *s, enum program prog)
+{
+	__u32 zero = 0;
+
+	s->nf = bpf_map_lookup_elem(&new_flow_scratch, &zero);
+	s->prog = prog;
+	return s->nf ? 0 : -1;
+}
+
 static long try_nat_port(__u32 i, void *ctx)
 {
 	struct port_search *s = ctx;
 
 	if (s->range == 0)
 		return 1;
-	s->nf.fwd.nat.sport = bpf_htons(nat_port_min + (s->start + i) % s->range);
-	if (!(s->host_side && host_tuple_in_use(s->skb, &s->nf.fwd.nat)) && ct_claim(&s->nf) == 0) {
+	s->nf->fwd.nat.sport = bpf_htons(nat_port_min + (s->start + i) % s->range);
+	if (!(s->host_side && host_tuple_in_use(s->skb, &s->nf->fwd.nat)) && ct_claim(s->nf) == 0) {
 		s->claimed = 1;
 		return 1;
 	}
@@ -177,7 +214,7 @@ static long try_nat_port(__u32 i, void *ctx)
 	return 0;
 }
 
-/* claim_nat_port creates the flow s->nf, translated to s->nf.fwd.nat,
+/* claim_nat_port creates the flow s->nf, translated to s->nf->fwd.nat,
  * with a source port that makes the reply tuple unique. Like netfilter it
  * keeps the port the flow has whenever that is free, and else tries every
  * port of the NAT range, from a random one, so it fails only when every
@@ -185,11 +222,11 @@ static long try_nat_port(__u32 i, void *ctx)
  * source is a host address, whose sockets must keep their tuples. */
 static __noinline int claim_nat_port(struct __sk_buff *skb, struct port_search *s, int host_side)
 {
-	if (ct_taken(&s->nf.orig))
+	if (ct_taken(&s->nf->orig))
 		return -1; /* a live flow of another interface holds the packet's tuple */
 	s->skb = skb;
 	s->host_side = host_side;
-	if (!(host_side && host_tuple_in_use(skb, &s->nf.fwd.nat)) && ct_claim(&s->nf) == 0)
+	if (!(host_side && host_tuple_in_use(skb, &s->nf->fwd.nat)) && ct_claim(s->nf) == 0)
 		return 0;
 	count_bytes(s->prog, VERDICT_NAT_PORT_COLLISION, 0);
 	s->start = bpf_get_prandom_u32();
@@ -213,14 +250,21 @@ static __always_inline int deliver_to_endpoint(struct __sk_buff *skb, const stru
 	return bpf_redirect_peer(ep->ifindex, 0);
 }
 
-/* fib_route looks up where a packet from saddr to daddr leaves the host. */
-static __always_inline int fib_route(struct __sk_buff *skb, __be32 saddr, __be32 daddr,
+/* fib_route looks up where a packet from saddr to daddr (one family)
+ * leaves the host. */
+static __always_inline int fib_route(struct __sk_buff *skb, const union addr *saddr, const union addr *daddr,
 				     struct bpf_fib_lookup *fib)
 {
 	__builtin_memset(fib, 0, sizeof(*fib));
-	fib->family = AF_INET;
-	fib->ipv4_src = saddr;
-	fib->ipv4_dst = daddr;
+	if (addr_is_v4(daddr)) {
+		fib->family = AF_INET;
+		fib->ipv4_src = saddr->w[3];
+		fib->ipv4_dst = daddr->w[3];
+	} else {
+		fib->family = AF_INET6;
+		__builtin_memcpy(fib->ipv6_src, saddr->w, sizeof(fib->ipv6_src));
+		__builtin_memcpy(fib->ipv6_dst, daddr->w, sizeof(fib->ipv6_dst));
+	}
 	fib->ifindex = skb->ifindex;
 	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
 }
@@ -229,8 +273,12 @@ static __always_inline int fib_route(struct __sk_buff *skb, __be32 saddr, __be32
 static __always_inline int redirect_routed(struct __sk_buff *skb, int rc, struct bpf_fib_lookup *fib)
 {
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = fib->ipv4_dst };
+		struct bpf_redir_neigh nh = { .nh_family = fib->family };
 
+		if (fib->family == AF_INET)
+			nh.ipv4_nh = fib->ipv4_dst;
+		else
+			__builtin_memcpy(nh.ipv6_nh, fib->ipv6_dst, sizeof(nh.ipv6_nh));
 		return bpf_redirect_neigh(fib->ifindex, &nh, sizeof(nh), 0);
 	}
 	if (bpf_skb_store_bytes(skb, 0, fib->dmac, ETH_ALEN, 0) < 0 ||
@@ -239,16 +287,30 @@ static __always_inline int redirect_routed(struct __sk_buff *skb, int rc, struct
 	return bpf_redirect(fib->ifindex, 0);
 }
 
-/* The TTL with the protocol after it: one 16-bit word of the IP header,
- * as its checksum counts it. */
-#define IP_TTL_OFF (ETH_HLEN + offsetof(struct iphdr, ttl))
+/* hop_limit reads a packet's TTL (IPv4) or hop limit (IPv6), and with
+ * IPv4 the 16-bit word of the header it is in, as the checksum counts it. */
+static __always_inline __u8 hop_limit(struct __sk_buff *skb, int v6, __u16 *ttl_word)
+{
+	__u8 hops = 0;
 
-/* dec_ttl takes one off the TTL of a packet whose TTL word is ttl_word,
- * as a router does. */
-static __always_inline int dec_ttl(struct __sk_buff *skb, __u16 ttl_word)
+	*ttl_word = 0;
+	if (v6) {
+		bpf_skb_load_bytes(skb, IP6_HOP_LIMIT_OFF, &hops, sizeof(hops));
+		return hops;
+	}
+	bpf_skb_load_bytes(skb, IP_TTL_OFF, ttl_word, sizeof(*ttl_word));
+	return ((__u8 *)ttl_word)[0];
+}
+
+/* dec_hop_limit takes one off the TTL or hop limit, as a router does. */
+static __always_inline int dec_hop_limit(struct __sk_buff *skb, int v6, __u8 hops, __u16 ttl_word)
 {
 	__u16 after = ttl_word;
 
+	if (v6) {
+		hops--;
+		return bpf_skb_store_bytes(skb, IP6_HOP_LIMIT_OFF, &hops, sizeof(hops), 0);
+	}
 	((__u8 *)&after)[0]--;
 	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, ttl_word, after, sizeof(after)) < 0)
 		return -1;
@@ -264,17 +326,17 @@ static __always_inline int dec_ttl(struct __sk_buff *skb, __u16 ttl_word)
  * instead. Both are decided before the rewrite, so the error quotes what
  * its sender sent and reaches it. */
 static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enum program prog,
-				   enum verdict v, const struct flow *to, __be32 err_src)
+				   enum verdict v, const struct flow *to, const union addr *err_src)
 {
 	struct endpoint_info *ep = bpf_map_lookup_elem(&endpoints, &to->daddr);
 	struct bpf_fib_lookup fib;
-	int rc = BPF_FIB_LKUP_RET_SUCCESS, err;
+	int rc = BPF_FIB_LKUP_RET_SUCCESS, err, v6 = !addr_is_v4(&to->daddr);
 
 	if (!ep) {
 		/* The lookup also checks the packet (GSO segments included)
 		 * against the MTU of the interface it would leave by. */
-		rc = fib_route(skb, to->saddr, to->daddr, &fib);
-		if (rc == BPF_FIB_LKUP_RET_NOT_FWDED && is_host_addr(to->daddr)) {
+		rc = fib_route(skb, &to->saddr, &to->daddr, &fib);
+		if (rc == BPF_FIB_LKUP_RET_NOT_FWDED && is_host_addr(&to->daddr)) {
 			/* NOT_FWDED means local, or no route at all: only a host address is local. */
 			if (p && rewrite(skb, p, to) < 0)
 				return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
@@ -283,7 +345,7 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 		}
 		if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
 			count(skb, prog, VERDICT_DROP_TOO_BIG);
-			err = p ? icmp_reply(skb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, fib.mtu_result, err_src) : -1;
+			err = p ? icmp_reply(skb, ICMP_ERROR_TOO_BIG, fib.mtu_result, err_src) : -1;
 			return err < 0 ? TC_ACT_SHOT : err;
 		}
 		if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
@@ -294,18 +356,18 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 		__u32 mtu = 0;
 		if (bpf_check_mtu(skb, fib.ifindex, &mtu, 0, BPF_MTU_CHK_SEGS) != BPF_MTU_CHK_RET_SUCCESS) {
 			count(skb, prog, VERDICT_DROP_TOO_BIG);
-			err = p ? icmp_reply(skb, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu, err_src) : -1;
+			err = p ? icmp_reply(skb, ICMP_ERROR_TOO_BIG, mtu, err_src) : -1;
 			return err < 0 ? TC_ACT_SHOT : err;
 		}
 	}
-	__u16 ttl_word = 0;
-	bpf_skb_load_bytes(skb, IP_TTL_OFF, &ttl_word, sizeof(ttl_word));
-	if (((__u8 *)&ttl_word)[0] <= 1) {
+	__u16 ttl_word;
+	__u8 hops = hop_limit(skb, v6, &ttl_word);
+	if (hops <= 1) {
 		count(skb, prog, VERDICT_DROP_TTL_EXCEEDED);
-		err = p ? icmp_reply(skb, ICMP_TIME_EXCEEDED, 0, 0, err_src) : -1;
+		err = p ? icmp_reply(skb, ICMP_ERROR_HOP_LIMIT, 0, err_src) : -1;
 		return err < 0 ? TC_ACT_SHOT : err;
 	}
-	if ((p && rewrite(skb, p, to) < 0) || dec_ttl(skb, ttl_word) < 0)
+	if ((p && rewrite(skb, p, to) < 0) || dec_hop_limit(skb, v6, hops, ttl_word) < 0)
 		return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
 	if (ep) {
 		rc = deliver_to_endpoint(skb, ep);
@@ -322,7 +384,7 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
  * knows, that came in on ifindex (0: from outside); the rewrite is empty
  * for untranslated flows. It returns -1 when the flow is new. */
 static __noinline int translate_known(struct __sk_buff *skb, const struct packet *p, __u32 ifindex,
-					   enum program prog, __be32 err_src, int *verdict)
+					   enum program prog, const union addr *err_src, int *verdict)
 {
 	struct ct_entry *e;
 	int assured = 0;
@@ -338,15 +400,17 @@ static __noinline int translate_known(struct __sk_buff *skb, const struct packet
 	return 0;
 }
 
-/* translate_icmp_error translates an ICMP error about a packet of a flow
+/* icmp_error_rewrite rewrites an ICMP error about a packet of a flow
  * conntrack knows, which came in on ifindex, the way that flow's packets
- * are: the error reaches whoever sent the quoted packet, quoting it as
- * they sent it. It returns -1 when the error is about no known flow. */
-static __noinline int translate_icmp_error(struct __sk_buff *skb, const struct packet *p, __u32 ifindex,
-						enum program prog, int *verdict)
+ * are: the error goes to whoever sent the quoted packet, quoting it as
+ * they sent it; outer gets the error's own flow as rewritten. It returns
+ * 0 when rewritten, -1 when the error is about no known flow, or the
+ * verdict to drop it with. */
+static __noinline int icmp_error_rewrite(struct __sk_buff *skb, const struct packet *p, __u32 ifindex,
+					 struct flow *outer)
 {
 	struct icmp_quote q;
-	struct flow key, quoted, outer;
+	struct flow key, quoted;
 	struct ct_entry *e;
 	int assured = 0;
 
@@ -354,7 +418,7 @@ static __noinline int translate_icmp_error(struct __sk_buff *skb, const struct p
 		return -1;
 	/* A sandbox's error is about a packet it received: one addressed to
 	 * it. Any other quote would name someone else's flow. */
-	if (ifindex && q.flow.daddr != p->flow.saddr)
+	if (ifindex && !addr_eq(&q.flow.daddr, &p->flow.saddr))
 		return -1;
 	/* The error travels the way a packet from the quoted packet's
 	 * destination to its source would: that direction's entry says
@@ -364,17 +428,33 @@ static __noinline int translate_icmp_error(struct __sk_buff *skb, const struct p
 	if (!e || !ct_current(&key, e, assured))
 		return -1;
 	reverse(&e->nat, &quoted);
-	outer = p->flow;
-	outer.daddr = e->nat.daddr;
-	if (p->flow.saddr == key.saddr) /* sent by the far end itself, not a router on the way */
-		outer.saddr = e->nat.saddr;
-	if (icmp_quote_rewrite(skb, &q, &quoted) < 0 ||
-	    rewrite_addr(skb, p, IP_SRC_OFF, p->flow.saddr, outer.saddr) < 0 ||
-	    rewrite_addr(skb, p, IP_DST_OFF, p->flow.daddr, outer.daddr) < 0) {
-		*verdict = drop(skb, prog, VERDICT_DROP_NO_ROUTE);
-		return 0;
-	}
-	*verdict = deliver(skb, NULL, prog, VERDICT_TRACKED, &outer, 0);
+	*outer = p->flow;
+	outer->daddr = e->nat.daddr;
+	if (addr_eq(&p->flow.saddr, &key.saddr)) /* sent by the far end itself, not a router on the way */
+		outer->saddr = e->nat.saddr;
+	if (addr_is_v4(&outer->saddr) == p->v6 || addr_is_v4(&outer->daddr) == p->v6 ||
+	    icmp_quote_rewrite(skb, &q, &quoted) < 0 ||
+	    rewrite_addr(skb, p, ip_saddr_off(p), &p->flow.saddr, &outer->saddr) < 0 ||
+	    rewrite_addr(skb, p, ip_daddr_off(p), &p->flow.daddr, &outer->daddr) < 0)
+		return VERDICT_DROP_NO_ROUTE;
+	return 0;
+}
+
+/* translate_icmp_error translates an ICMP error about a packet of a flow
+ * conntrack knows (icmp_error_rewrite) and delivers it. It returns -1
+ * when the error is about no known flow. */
+static __noinline int translate_icmp_error(struct __sk_buff *skb, const struct packet *p, __u32 ifindex,
+					   enum program prog, int *verdict)
+{
+	struct flow outer;
+	int rc = icmp_error_rewrite(skb, p, ifindex, &outer);
+
+	if (rc < 0)
+		return -1;
+	if (rc > 0)
+		*verdict = drop(skb, prog, rc);
+	else
+		*verdict = deliver(skb, NULL, prog, VERDICT_TRACKED, &outer, NULL);
 	return 0;
 }
 
@@ -405,45 +485,69 @@ static __always_inline int host_socket_owns(struct __sk_buff *skb, const struct 
 	return host_socket(skb, &p->flow, 1);
 }
 
-/* dnat_published translates a new flow to a published host address and
- * port, when it is one, and delivers it; ifindex is where it came in.
- * snat_to, when non-zero, also masquerades the source (for a sandbox
- * reaching its own published port). When the reply tuple is taken (two
- * publications lead to one sandbox port, and one client port reaches
- * both), the client's port is translated too, as netfilter does. */
-static __noinline int dnat_published(struct __sk_buff *skb, const struct packet *p, enum program prog,
-					  __u32 ifindex, __be32 snat_to, int *verdict)
+/* dnat_claim creates the conntrack entries of a new flow to a published
+ * host address and port, when it is one, and gives the flow it is
+ * translated to; ifindex is where it came in. snat_to, when given, also
+ * masquerades the source (for a sandbox reaching its own published port).
+ * When the reply tuple is taken (two publications lead to one sandbox
+ * port, and one client port reaches both), the client's port is
+ * translated too, as netfilter does. It returns 0 when claimed, -1 when
+ * the packet is no new flow to a publication, or the verdict to drop it
+ * with. Claiming and delivering are two frames, so that the search's
+ * state is off the stack by the time deliver needs it. */
+static __noinline int dnat_claim(struct __sk_buff *skb, const struct packet *p, enum program prog, __u32 ifindex,
+				 const union addr *snat_to, struct flow *to)
 {
 	struct publication *pub;
 	struct endpoint_info *ep;
 	struct port_search s;
 	int host_side = 0;
 
-	if (!p->has_ports || p->flow.proto == IPPROTO_ICMP)
+	if (!p->has_ports || is_icmp(p->flow.proto))
 		return -1;
-	pub = published(p->flow.daddr, p->flow.dport, p->flow.proto);
+	pub = published(&p->flow.daddr, p->flow.dport, p->flow.proto);
 	if (!pub || host_socket_owns(skb, p))
 		return -1;
+	/* An IPv6 client of an IPv4-only sandbox (a publication on [::]
+	 * leads to its IPv4 address, for the socket hooks) would need its
+	 * packets rebuilt in the other family: not done here. */
+	if (addr_is_v4(&pub->addr) == p->v6)
+		return -1;
 	ep = bpf_map_lookup_elem(&endpoints, &pub->addr);
-	if (!ep) {
-		*verdict = drop(skb, prog, VERDICT_DROP_NO_ROUTE);
-		return 0;
-	}
-	if (ct_prepare(&s.nf, p, ifindex, ep->ifindex, CT_PUBLISHED_IN, CT_PUBLISHED_OUT) < 0)
+	if (!ep)
+		return VERDICT_DROP_NO_ROUTE;
+	if (port_search_init(&s, prog) < 0)
+		return VERDICT_DROP_NO_NAT_PORT;
+	if (ct_prepare(s.nf, p, ifindex, ep->ifindex, CT_PUBLISHED_IN, CT_PUBLISHED_OUT) < 0)
 		return -1; /* a reset of no flow: the host's to answer */
-	s.prog = prog;
-	s.nf.fwd.nat.daddr = pub->addr;
-	s.nf.fwd.nat.dport = pub->port;
-	if (snat_to && pub->addr == p->flow.saddr) {
+	s.nf->fwd.nat.daddr = pub->addr;
+	s.nf->fwd.nat.dport = pub->port;
+	if (snat_to && addr_eq(&pub->addr, &p->flow.saddr)) {
 		/* A sandbox reaching itself: its reply must come back through us. */
-		s.nf.fwd.nat.saddr = snat_to;
+		s.nf->fwd.nat.saddr = *snat_to;
 		host_side = 1;
 	}
-	if (claim_nat_port(skb, &s, host_side) < 0) {
-		*verdict = drop(skb, prog, VERDICT_DROP_NO_NAT_PORT);
-		return 0;
-	}
-	*verdict = deliver(skb, p, prog, VERDICT_DNAT, &s.nf.fwd.nat, p->flow.daddr);
+	if (claim_nat_port(skb, &s, host_side) < 0)
+		return VERDICT_DROP_NO_NAT_PORT;
+	*to = s.nf->fwd.nat;
+	return 0;
+}
+
+/* dnat_published translates a new flow to a published host address and
+ * port (dnat_claim), and delivers it. It returns -1 when the packet is no
+ * new flow to a publication. */
+static __noinline int dnat_published(struct __sk_buff *skb, const struct packet *p, enum program prog,
+				     __u32 ifindex, const union addr *snat_to, int *verdict)
+{
+	struct flow to;
+	int rc = dnat_claim(skb, p, prog, ifindex, snat_to, &to);
+
+	if (rc < 0)
+		return -1;
+	if (rc > 0)
+		*verdict = drop(skb, prog, rc);
+	else
+		*verdict = deliver(skb, p, prog, VERDICT_DNAT, &to, &p->flow.daddr);
 	return 0;
 }
 

@@ -6,10 +6,12 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
 #include "maps.h"
+#include "addr.h"
 
 /* The head of an ICMP echo request or reply (RFC 792). linux/icmp.h would
  * pull in the C library's socket headers, which BPF cannot build with. */
@@ -28,19 +30,31 @@ struct icmp_echo {
 #define ICMP_TIME_EXCEEDED 11
 #define ICMP_PARAMETERPROB 12
 
-/* A parsed IPv4 packet. */
+/* ICMPv6 messages (RFC 4443, RFC 4861); linux/icmpv6.h has no BPF-safe
+ * form either. */
+#define ICMPV6_DEST_UNREACH 1
+#define ICMPV6_PKT_TOOBIG 2
+#define ICMPV6_TIME_EXCEED 3
+#define ICMPV6_PARAMPROB 4
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY 129
+#define NDISC_NEIGHBOUR_SOLICITATION 135
+#define NDISC_NEIGHBOUR_ADVERTISEMENT 136
+
+/* A parsed IP packet of either family. */
 struct packet {
 	struct flow flow;
-	__u32 l4_off;   /* offset of the L4 header in the frame */
+	__u32 l4_off;   /* offset of the L4 header in the frame (0: none found) */
 	__u8 has_ports; /* TCP, UDP or ICMP echo, not a fragment: translatable */
 	__u8 icmp_request;
 	__u8 tcp_flags; /* the TCP header's flag byte (FIN, SYN, RST, ACK…) */
-	__u8 icmp_type; /* ICMP: the message's type */
+	__u8 icmp_type; /* ICMP or ICMPv6: the message's type */
 	__u32 seq, ack_seq; /* TCP, in host order */
 	/* A fragment after the first: no L4 header, its ports (when
 	 * has_ports) are its first fragment's. */
 	__u8 later_fragment;
-	__u8 pad2[3];
+	__u8 v6; /* an IPv6 packet: the flow's addresses are not v4-mapped */
+	__u8 pad2[2];
 };
 
 /* How long the ports of a fragmented datagram are kept for its later
@@ -48,15 +62,34 @@ struct packet {
 #define FRAG_LIFETIME_NS (30 * 1000000000ULL)
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
+#define IP6_MF 0x0001
+#define IP6_OFFSET 0xfff8
 
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
 #define TCP_ACK 0x10
 
+/* Where the parts of an IP header sit in the frame. The IPv4 checksum
+ * has no IPv6 counterpart; the IPv6 hop limit has no checksum. */
 #define IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
-#define IP_SRC_OFF (ETH_HLEN + offsetof(struct iphdr, saddr))
-#define IP_DST_OFF (ETH_HLEN + offsetof(struct iphdr, daddr))
+#define IP_TTL_OFF (ETH_HLEN + offsetof(struct iphdr, ttl))
+#define IP6_HOP_LIMIT_OFF (ETH_HLEN + offsetof(struct ipv6hdr, hop_limit))
+
+static __always_inline __u32 ip_saddr_off(const struct packet *p)
+{
+	return ETH_HLEN + (p->v6 ? offsetof(struct ipv6hdr, saddr) : offsetof(struct iphdr, saddr));
+}
+
+static __always_inline __u32 ip_daddr_off(const struct packet *p)
+{
+	return ETH_HLEN + (p->v6 ? offsetof(struct ipv6hdr, daddr) : offsetof(struct iphdr, daddr));
+}
+
+static __always_inline int is_icmp(__u8 proto)
+{
+	return proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6;
+}
 
 /* What a frame carries, as parse_packet finds it. */
 enum l3 {
@@ -88,129 +121,220 @@ static __always_inline __be32 arp_sender(struct __sk_buff *skb)
 	return arp->spa;
 }
 
-/* parse_packet fills p for an IPv4 packet and says what the frame
- * carries. It returns an int for callers to branch on, rather than a
- * pointer that clang may merge into a form the verifier rejects. */
-static __noinline __attribute__((unused)) int parse_packet(struct __sk_buff *skb, struct packet *p)
+/* frag_key_of is the key of the datagram a fragment belongs to. */
+static __always_inline void frag_key_of(struct frag_key *fk, const struct packet *p, __be32 id, __u32 ifindex)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip = (void *)(eth + 1);
-	__u32 ihl;
+	__builtin_memset(fk, 0, sizeof(*fk));
+	fk->saddr = p->flow.saddr;
+	fk->daddr = p->flow.daddr;
+	fk->id = id;
+	fk->proto = p->flow.proto;
+	fk->ifindex = ifindex;
+}
 
-	if ((void *)(eth + 1) > end)
-		return L3_OTHER;
-	if (eth->h_proto == bpf_htons(ETH_P_ARP))
-		return L3_ARP;
-	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
-		return L3_IPV6;
-	if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return L3_OTHER;
-	__builtin_memset(p, 0, sizeof(*p));
-	p->flow.saddr = ip->saddr;
-	p->flow.daddr = ip->daddr;
-	p->flow.proto = ip->protocol;
-	if (ip->frag_off & bpf_htons(IP_OFFSET)) {
-		/* A later fragment: its flow's ports came with the first. */
-		struct frag_key fk = { .saddr = ip->saddr, .daddr = ip->daddr, .id = ip->id, .proto = ip->protocol,
-				       .ifindex = skb->ifindex };
-		struct frag_ports *fp = bpf_map_lookup_elem(&frags, &fk);
+/* frag_later gives a fragment after the first the ports its first
+ * fragment carried, when that was seen. */
+static __always_inline void frag_later(struct __sk_buff *skb, struct packet *p, __be32 id)
+{
+	struct frag_key fk;
+	struct frag_ports *fp;
 
-		p->later_fragment = 1;
-		if (fp && fp->expires > bpf_ktime_get_boot_ns()) {
-			p->flow.sport = fp->sport;
-			p->flow.dport = fp->dport;
-			p->icmp_request = fp->icmp_request;
-			p->has_ports = 1;
-		}
-		return L3_IPV4;
+	frag_key_of(&fk, p, id, skb->ifindex);
+	fp = bpf_map_lookup_elem(&frags, &fk);
+	p->later_fragment = 1;
+	if (fp && fp->expires > bpf_ktime_get_boot_ns()) {
+		p->flow.sport = fp->sport;
+		p->flow.dport = fp->dport;
+		p->icmp_request = fp->icmp_request;
+		p->has_ports = 1;
 	}
-	ihl = ip->ihl * 4;
-	if (ihl < sizeof(*ip))
-		return L3_IPV4;
-	p->l4_off = ETH_HLEN + ihl;
+}
 
-	if (ip->protocol == IPPROTO_TCP) {
-		struct tcphdr *th = data + p->l4_off;
+/* frag_first keeps the ports of a datagram's first fragment for the ones
+ * after it. */
+static __always_inline void frag_first(struct __sk_buff *skb, const struct packet *p, __be32 id)
+{
+	struct frag_key fk;
+	struct frag_ports fp = { .expires = bpf_ktime_get_boot_ns() + FRAG_LIFETIME_NS,
+				 .sport = p->flow.sport, .dport = p->flow.dport, .icmp_request = p->icmp_request };
 
-		if ((void *)(th + 1) > end)
-			return L3_IPV4;
-		p->flow.sport = th->source;
-		p->flow.dport = th->dest;
-		p->tcp_flags = ((__u8 *)th)[13];
-		p->seq = bpf_ntohl(th->seq);
-		p->ack_seq = bpf_ntohl(th->ack_seq);
+	frag_key_of(&fk, p, id, skb->ifindex);
+	bpf_map_update_elem(&frags, &fk, &fp, BPF_ANY);
+}
+
+/* parse_l4 reads the ports (or echo identifier) and TCP state of the L4
+ * header at p->l4_off. */
+static __always_inline void parse_l4(struct __sk_buff *skb, struct packet *p)
+{
+	__u8 proto = p->flow.proto;
+
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr th;
+
+		if (bpf_skb_load_bytes(skb, p->l4_off, &th, sizeof(th)) < 0)
+			return;
+		p->flow.sport = th.source;
+		p->flow.dport = th.dest;
+		p->tcp_flags = ((__u8 *)&th)[13];
+		p->seq = bpf_ntohl(th.seq);
+		p->ack_seq = bpf_ntohl(th.ack_seq);
 		p->has_ports = 1;
-	} else if (ip->protocol == IPPROTO_UDP) {
-		struct udphdr *uh = data + p->l4_off;
+	} else if (proto == IPPROTO_UDP) {
+		struct udphdr uh;
 
-		if ((void *)(uh + 1) > end)
-			return L3_IPV4;
-		p->flow.sport = uh->source;
-		p->flow.dport = uh->dest;
+		if (bpf_skb_load_bytes(skb, p->l4_off, &uh, sizeof(uh)) < 0)
+			return;
+		p->flow.sport = uh.source;
+		p->flow.dport = uh.dest;
 		p->has_ports = 1;
-	} else if (ip->protocol == IPPROTO_ICMP) {
-		struct icmp_echo *ih = data + p->l4_off;
+	} else if (is_icmp(proto)) {
+		struct icmp_echo ih;
+		__u8 request = proto == IPPROTO_ICMP ? ICMP_ECHO : ICMPV6_ECHO_REQUEST;
+		__u8 reply = proto == IPPROTO_ICMP ? ICMP_ECHOREPLY : ICMPV6_ECHO_REPLY;
 
-		if ((void *)(ih + 1) > end)
-			return L3_IPV4;
-		p->icmp_type = ih->type;
-		if (ih->type == ICMP_ECHO) {
-			p->flow.sport = ih->id;
+		if (bpf_skb_load_bytes(skb, p->l4_off, &ih, sizeof(ih)) < 0)
+			return;
+		p->icmp_type = ih.type;
+		if (ih.type == request) {
+			p->flow.sport = ih.id;
 			p->icmp_request = 1;
 			p->has_ports = 1;
-		} else if (ih->type == ICMP_ECHOREPLY) {
-			p->flow.dport = ih->id;
+		} else if (ih.type == reply) {
+			p->flow.dport = ih.id;
 			p->has_ports = 1;
 		}
 	}
-	if ((ip->frag_off & bpf_htons(IP_MF)) && p->has_ports) {
-		/* The first fragment: keep its ports for the ones after it. */
-		struct frag_key fk = { .saddr = ip->saddr, .daddr = ip->daddr, .id = ip->id, .proto = ip->protocol,
-				       .ifindex = skb->ifindex };
-		struct frag_ports fp = { .expires = bpf_ktime_get_boot_ns() + FRAG_LIFETIME_NS,
-					 .sport = p->flow.sport, .dport = p->flow.dport, .icmp_request = p->icmp_request };
+}
 
-		bpf_map_update_elem(&frags, &fk, &fp, BPF_ANY);
+static __always_inline int parse_ipv4(struct __sk_buff *skb, struct packet *p)
+{
+	struct iphdr ip;
+	__u16 frag;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+		return L3_OTHER;
+	addr_set_v4(&p->flow.saddr, ip.saddr);
+	addr_set_v4(&p->flow.daddr, ip.daddr);
+	p->flow.proto = ip.protocol;
+	frag = bpf_ntohs(ip.frag_off);
+	if (frag & IP_OFFSET) {
+		frag_later(skb, p, ip.id);
+		return L3_IPV4;
 	}
+	if (ip.ihl < 5)
+		return L3_IPV4;
+	p->l4_off = ETH_HLEN + ip.ihl * 4;
+	parse_l4(skb, p);
+	if ((frag & IP_MF) && p->has_ports)
+		frag_first(skb, p, ip.id);
 	return L3_IPV4;
 }
 
-/* network_of returns the index of the network whose subnet holds addr. */
-static __always_inline __u32 *network_of(__be32 addr)
+/* The extension headers a packet may carry before its L4 header that are
+ * walked; a packet with more is left untranslated (has_ports unset). */
+#define IPV6_EXT_MAX 4
+
+struct ipv6_frag_hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off;
+	__be32 id;
+};
+
+/* parse_ipv6 fills p for an IPv6 packet. A header cut short leaves the
+ * addresses zero, which no source validation accepts. */
+static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *p)
 {
-	struct subnet_key key = { .prefixlen = 32, .addr = addr };
+	struct ipv6hdr ip6;
+	struct ipv6_frag_hdr fh;
+	__u32 off = ETH_HLEN + sizeof(ip6);
+	__u16 frag = 0;
+	__be32 frag_id = 0;
+	__u8 next;
+
+	p->v6 = 1;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
+		return L3_IPV6;
+	__builtin_memcpy(p->flow.saddr.b, &ip6.saddr, 16);
+	__builtin_memcpy(p->flow.daddr.b, &ip6.daddr, 16);
+	next = ip6.nexthdr;
+	for (int i = 0; i < IPV6_EXT_MAX; i++) {
+		__u8 h[2];
+
+		if (next == IPPROTO_FRAGMENT) {
+			if (bpf_skb_load_bytes(skb, off, &fh, sizeof(fh)) < 0)
+				return L3_IPV6;
+			next = fh.nexthdr;
+			frag = bpf_ntohs(fh.frag_off);
+			frag_id = fh.id;
+			off += sizeof(fh);
+			continue;
+		}
+		if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS)
+			break;
+		if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
+			return L3_IPV6;
+		next = h[0];
+		off += (h[1] + 1) * 8;
+	}
+	p->flow.proto = next;
+	if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS || next == IPPROTO_FRAGMENT)
+		return L3_IPV6;
+	if (frag & IP6_OFFSET) {
+		frag_later(skb, p, frag_id);
+		return L3_IPV6;
+	}
+	p->l4_off = off;
+	parse_l4(skb, p);
+	if ((frag & IP6_MF) && p->has_ports)
+		frag_first(skb, p, frag_id);
+	return L3_IPV6;
+}
+
+/* parse_packet fills p for an IP packet of either family and says what
+ * the frame carries. It returns an int for callers to branch on, rather
+ * than a pointer that clang may merge into a form the verifier rejects. */
+static __noinline __attribute__((unused)) int parse_packet(struct __sk_buff *skb, struct packet *p)
+{
+	__be16 proto;
+
+	__builtin_memset(p, 0, sizeof(*p));
+	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)) < 0)
+		return L3_OTHER;
+	if (proto == bpf_htons(ETH_P_ARP))
+		return L3_ARP;
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return parse_ipv6(skb, p);
+	if (proto == bpf_htons(ETH_P_IP))
+		return parse_ipv4(skb, p);
+	return L3_OTHER;
+}
+
+/* network_of returns the index of the network whose subnet holds addr. */
+static __always_inline __u32 *network_of(const union addr *addr)
+{
+	struct subnet_key key = { .prefixlen = 128, .addr = *addr };
 
 	return bpf_map_lookup_elem(&subnets, &key);
 }
 
-static __always_inline int is_host_addr(__be32 addr)
+static __always_inline int is_host_addr(const union addr *addr)
 {
-	return bpf_map_lookup_elem(&host_addrs, &addr) != NULL;
-}
-
-static __always_inline int is_loopback(__be32 addr)
-{
-	return (bpf_ntohl(addr) >> 24) == 127;
-}
-
-/* is_multicast_or_broadcast: 224.0.0.0/4 and 255.255.255.255, which no
- * router forwards and which must never be masqueraded. */
-static __always_inline int is_multicast_or_broadcast(__be32 addr)
-{
-	return (bpf_ntohl(addr) >> 28) == 0xe || addr == 0xffffffff;
+	return bpf_map_lookup_elem(&host_addrs, addr) != NULL;
 }
 
 /* published finds where a host address and port lead: the entry for that
- * address, else the one for every address of the host. */
-static __always_inline struct publication *published(__be32 addr, __be16 port, __u8 proto)
+ * address, else the one for every address of its family. */
+static __always_inline struct publication *published(const union addr *addr, __be16 port, __u8 proto)
 {
-	struct publication_key key = { .addr = addr, .port = port, .proto = proto };
+	struct publication_key key = { .addr = *addr, .port = port, .proto = proto };
 	struct publication *pub = bpf_map_lookup_elem(&publications, &key);
+	int v4 = addr_is_v4(addr);
 
 	if (pub)
 		return pub;
-	key.addr = 0;
+	__builtin_memset(&key.addr, 0, sizeof(key.addr));
+	if (v4)
+		key.addr.w[2] = bpf_htonl(0xffff);
 	return bpf_map_lookup_elem(&publications, &key);
 }

@@ -6,6 +6,16 @@
 
 #include <linux/types.h>
 
+/* An address of either family: IPv6, or IPv4 written v4-mapped
+ * (::ffff:a.b.c.d, RFC 4291), so that one key, one lookup and one
+ * conntrack serve both families: a flow may even change family on its
+ * way through the host. Each map pays 12 bytes more per IPv4 address
+ * for that; a lookup is still one hash. */
+union addr {
+	__u8 b[16];
+	__be32 w[4];
+};
+
 /* What happened to a packet. With the program that saw it, it indexes the
  * stats map and labels the counters. NAT_PORT_COLLISION counts NAT ports
  * found taken while allocating, and CT_FULL flows that could not be
@@ -70,22 +80,28 @@ enum network_flag {
 	NETWORK_STACK_ROUTES = 1 << 5,
 };
 
-/* Value of the networks map, keyed by the network's index. */
+/* Value of the networks map, keyed by the network's index. Masquerade
+ * and the gateway mode are chosen per family (Docker's gateway_mode_ipv4
+ * and gateway_mode_ipv6), so each family has its own set of flags; the
+ * others are the same in both. */
 struct network_info {
-	enum network_flag flags; /* a set of bits */
-	__be32 gateway;          /* the host's address on the network */
-	__u8 gateway_mac[6];     /* the bridge's MAC: the source of frames we deliver */
+	enum network_flag flags;  /* a set of bits, for IPv4 */
+	enum network_flag flags6; /* for IPv6 */
+	union addr gateway;       /* the host's IPv4 address on the network */
+	union addr gateway6;      /* its IPv6 address; zero: the network has no IPv6 */
+	__u8 gateway_mac[6];      /* the bridge's MAC: the source of frames we deliver */
 	__u8 pad[2];
 };
 
 /* Value of the ifaces map, keyed by the ifindex of an endpoint's host-side
  * interface in the dataplane's namespace. */
 struct iface_info {
-	__u32 network; /* index of the network the endpoint is on */
-	__be32 addr;   /* the endpoint's address */
+	__u32 network;    /* index of the network the endpoint is on */
+	union addr addr;  /* the endpoint's IPv4 address */
+	union addr addr6; /* its IPv6 address; zero: none */
 };
 
-/* Value of the endpoints map, keyed by the endpoint's address. */
+/* Value of the endpoints map, keyed by each of the endpoint's addresses. */
 struct endpoint_info {
 	__u32 ifindex; /* host side of its veth: the peer is the endpoint */
 	__u32 network;
@@ -99,10 +115,11 @@ struct endpoint_info {
  * network reaches and which reaches none, as Docker isolates its bridges
  * from each other. */
 #define NETWORK_FOREIGN 0xffffffffu
-/* Key of the subnets LPM trie; its value is the network's index. */
+/* An IPv4 subnet is keyed in its v4-mapped form: prefix length 96 + its
+ * own. */
 struct subnet_key {
 	__u32 prefixlen;
-	__be32 addr;
+	union addr addr;
 };
 
 struct counter {
@@ -110,10 +127,11 @@ struct counter {
 	__u64 bytes;
 };
 
-/* Key of the publications map: a host address (0: every address of the
- * host), port and protocol. */
+/* Key of the publications map: a host address, port and protocol. Every
+ * address of the host is each family's unspecified address: :: for
+ * IPv6, ::ffff:0.0.0.0 for IPv4 (Docker's -p 8080:80 publishes on both). */
 struct publication_key {
-	__be32 addr;
+	union addr addr;
 	__be16 port;
 	__u8 proto;
 	__u8 pad;
@@ -121,15 +139,16 @@ struct publication_key {
 
 /* Value of the publications map: where the port leads. */
 struct publication {
-	__be32 addr;
+	union addr addr;
 	__be16 port;
 	__u8 pad[2];
 };
 
-/* Value of the uplinks map, keyed by ifindex: the address flows leaving
- * through the uplink are masqueraded to. */
+/* Value of the uplinks map, keyed by ifindex: the addresses flows leaving
+ * through the uplink are masqueraded to, per family (zero: none). */
 struct uplink_info {
-	__be32 addr;
+	union addr addr;
+	union addr addr6;
 };
 
 /* Marks of a conntrack entry whose translation a publication made. The
@@ -179,8 +198,8 @@ struct ct_timeouts {
  * echo the identifier stands in for the port: the source port of a
  * request, the destination port of a reply. */
 struct flow {
-	__be32 saddr;
-	__be32 daddr;
+	union addr saddr;
+	union addr daddr;
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
@@ -204,6 +223,13 @@ struct ct_entry {
 	__u8 pad[2];
 };
 
+/* A flow being created: its first packet's direction and the other. */
+struct ct_new_flow {
+	struct flow orig;      /* key of the first packet's direction */
+	struct ct_entry fwd;   /* its entry: fwd.nat is what orig is rewritten to */
+	struct ct_entry rev;   /* the reply direction's entry, less what ct_claim fills in */
+};
+
 /* The per-CPU budget of ICMP errors the datapath sends, a token bucket
  * like the kernel's icmp_msgs_per_sec: forged packets must not turn the
  * host into a reflector. */
@@ -215,11 +241,11 @@ struct icmp_budget {
 
 /* Key of frags: a fragmented datagram, as its fragments show it. */
 struct frag_key {
-	__be32 saddr;
-	__be32 daddr;
-	__be16 id;
+	union addr saddr;
+	union addr daddr;
+	__be32 id; /* IPv4's 16 bits, or IPv6's 32 */
 	__u8 proto;
-	__u8 pad;
+	__u8 pad[3];
 	__u32 ifindex; /* where the fragments come in: nobody else can feed them ports */
 };
 
@@ -236,7 +262,7 @@ struct frag_ports {
 /* Key of published_ports: a sandbox port that a publication leads to. The
  * value counts the publications that do. */
 struct target_key {
-	__be32 addr;
+	union addr addr;
 	__be16 port;
 	__u8 proto;
 	__u8 pad;
@@ -245,8 +271,8 @@ struct target_key {
 /* A published address a socket asked for, and the endpoint it talks to
  * instead. */
 struct sock_peer {
-	__be32 addr; /* the endpoint */
-	__be32 asked_addr;
+	union addr addr; /* the endpoint */
+	union addr asked_addr;
 	__be16 port;
 	__be16 asked_port;
 };

@@ -66,3 +66,15 @@ func CheckIfname(name string) error {
 	}
 	return nil
 }
+
+// MasqueradeIPv6 reports whether flows of a network's IPv6 sandboxes to
+// the outside leave from the uplink's address (NAT66), as Docker's
+// ip6tables do: unless masquerading is off, or the IPv6 gateway mode
+// routes them. The IPv4 gateway mode has no say in it.
+func MasqueradeIPv6(n store.Network) bool {
+	if on, err := ParseBool(n.Options[OptMasquerade]); err == nil && !on {
+		return false
+	}
+	mode := n.IPv6GatewayMode()
+	return mode == store.GatewayNAT || mode == store.GatewayNATUnprotected
+}

@@ -37,7 +37,7 @@ func desiredMaps(nets []store.Network, sbs []store.Sandbox, pubs map[string][]st
 			}
 			n := byID[ep.NetworkID]
 			want.Ifaces = append(want.Ifaces, ifaceMaps(n, ep, ifindex))
-			want.Endpoints = append(want.Endpoints, endpointMaps(n, ep, ifindex))
+			want.Endpoints = append(want.Endpoints, endpointMaps(n, ep, ifindex)...)
 		}
 		want.Publications = append(want.Publications, publicationMaps(sb, pubs[sb.Name])...)
 	}
@@ -48,35 +48,84 @@ func desiredMaps(nets []store.Network, sbs []store.Sandbox, pubs map[string][]st
 func networkMaps(n store.Network) maps.Network {
 	m := maps.Network{Index: n.Index, Subnet: n.Pool.Subnet, Gateway: n.Pool.Gateway, GatewayMAC: driver.MACFor(n.Pool.Gateway),
 		ICCDisabled: !n.ICC, Internal: n.Internal, Masquerade: n.Masquerade, StackRoutes: n.Driver == store.DriverChained}
-	switch n.IPv4GatewayMode() {
-	case store.GatewayNATUnprotected:
-		m.Direct = maps.DirectAll
-	case store.GatewayRouted:
-		m.Direct = maps.DirectPublished
-	case store.GatewayIsolated:
+	m.Direct = directAccess(n.IPv4GatewayMode())
+	if n.IPv4GatewayMode() == store.GatewayIsolated {
 		// No host address on the network: the datapath must not treat the
 		// pool's reserved gateway address as the host (icc=false lets
 		// sandboxes reach the gateway).
 		m.Gateway = netip.IPv4Unspecified()
 	}
+	if n.EnableIPv6 && n.Pool6.Subnet.IsValid() {
+		mode := n.IPv6GatewayMode()
+		m.Subnet6, m.Gateway6 = n.Pool6.Subnet, n.Pool6.Gateway
+		m.Masquerade6 = driver.MasqueradeIPv6(n)
+		m.Direct6 = directAccess(mode)
+		if mode == store.GatewayIsolated {
+			m.Gateway6 = netip.IPv6Unspecified()
+		}
+	}
 	return m
 }
 
-// endpointMaps is where the datapath delivers packets for a bridge endpoint
-// whose host side has ifindex.
-func endpointMaps(n store.Network, ep store.Endpoint, ifindex int) maps.Endpoint {
-	return maps.Endpoint{Addr: ep.Addr, Ifindex: uint32(ifindex), Network: n.Index, MAC: driver.EndpointMAC(ep)}
+// directAccess is who outside the host a gateway mode lets reach sandbox
+// ports by their addresses.
+func directAccess(mode string) maps.DirectAccess {
+	switch mode {
+	case store.GatewayNATUnprotected:
+		return maps.DirectAll
+	case store.GatewayRouted:
+		return maps.DirectPublished
+	}
+	return maps.DirectNone
+}
+
+// endpointMaps is where the datapath delivers packets for each address of
+// a bridge endpoint whose host side has ifindex.
+func endpointMaps(n store.Network, ep store.Endpoint, ifindex int) []maps.Endpoint {
+	var out []maps.Endpoint
+	for _, a := range endpointAddrs(ep) {
+		out = append(out, maps.Endpoint{Addr: a, Ifindex: uint32(ifindex), Network: n.Index, MAC: driver.EndpointMAC(ep)})
+	}
+	return out
+}
+
+// endpointAddrs are an endpoint's addresses, one per family it has.
+func endpointAddrs(ep store.Endpoint) []netip.Addr {
+	if ep.Addr6.IsValid() {
+		return []netip.Addr{ep.Addr, ep.Addr6}
+	}
+	return []netip.Addr{ep.Addr}
 }
 
 // ifaceMaps is what the datapath knows of an endpoint's host side, by
-// its ifindex: which network and address may send from it.
+// its ifindex: which network and addresses may send from it.
 func ifaceMaps(n store.Network, ep store.Endpoint, ifindex int) maps.Iface {
-	return maps.Iface{Ifindex: uint32(ifindex), Network: n.Index, Addr: ep.Addr}
+	return maps.Iface{Ifindex: uint32(ifindex), Network: n.Index, Addr: ep.Addr, Addr6: ep.Addr6}
 }
 
-// pubMaps is a publication as the datapath has it.
-func pubMaps(p store.Publication, ep store.Endpoint) maps.Publication {
-	return maps.Publication{HostAddr: p.HostIP, HostPort: p.HostPort, Proto: ports.Protocol(p.Proto).Number(), Addr: ep.Addr, Port: p.Port}
+// pubMaps is a publication as the datapath has it: on every address of
+// the host (no host address given), an entry per family, as Docker
+// publishes on 0.0.0.0 and [::].
+// An IPv6 host address leads to the endpoint's IPv6 address, or to its
+// IPv4 one when it has none: host processes then reach it through the
+// socket hooks, v4-mapped, as Docker's proxy relays [::] to an IPv4
+// container.
+func pubMaps(p store.Publication, ep store.Endpoint) []maps.Publication {
+	proto := ports.Protocol(p.Proto).Number()
+	to6 := ep.Addr
+	if ep.Addr6.IsValid() {
+		to6 = ep.Addr6
+	}
+	entry := func(host, to netip.Addr) maps.Publication {
+		return maps.Publication{HostAddr: host, HostPort: p.HostPort, Proto: proto, Addr: to, Port: p.Port}
+	}
+	switch {
+	case !p.HostIP.IsValid():
+		return []maps.Publication{entry(netip.IPv4Unspecified(), ep.Addr), entry(netip.IPv6Unspecified(), to6)}
+	case p.HostIP.Is4(): // 0.0.0.0 included: IPv4 alone, as Docker has it
+		return []maps.Publication{entry(p.HostIP, ep.Addr)}
+	}
+	return []maps.Publication{entry(p.HostIP, to6)}
 }
 
 // publicationMaps is how the datapath has a sandbox's publications, each
@@ -85,7 +134,7 @@ func publicationMaps(sb store.Sandbox, pubs []store.Publication) []maps.Publicat
 	var out []maps.Publication
 	for _, p := range pubs {
 		if ep, ok := sb.Endpoint(p.EndpointID); ok {
-			out = append(out, pubMaps(p, ep))
+			out = append(out, pubMaps(p, ep)...)
 		}
 	}
 	return out

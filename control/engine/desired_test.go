@@ -38,8 +38,59 @@ func TestDesiredMaps(t *testing.T) {
 	if len(want.Endpoints) != 1 || want.Endpoints[0].Ifindex != 7 || want.Endpoints[0].Addr != web.Endpoints[0].Addr {
 		t.Errorf("endpoints %+v, want web's bridge endpoint at ifindex 7", want.Endpoints)
 	}
+	// On every address of both families, as Docker's 0.0.0.0 and [::].
 	p := want.Publications
-	if len(p) != 1 || p[0].HostPort != 8080 || p[0].Proto != 17 || p[0].Addr != web.Endpoints[0].Addr || p[0].Port != 80 {
-		t.Errorf("publications %+v, want 8080/udp to web's bridge address port 80", p)
+	if len(p) != 2 || p[0].HostAddr != netip.IPv4Unspecified() || p[1].HostAddr != netip.IPv6Unspecified() {
+		t.Fatalf("publications %+v, want one on 0.0.0.0 and one on ::", p)
+	}
+	for _, p := range p {
+		if p.HostPort != 8080 || p.Proto != 17 || p.Addr != web.Endpoints[0].Addr || p.Port != 80 {
+			t.Errorf("publication %+v, want 8080/udp to web's bridge address port 80", p)
+		}
+	}
+}
+
+// A dual-stack endpoint is delivered to at both addresses, and a
+// publication leads each family to the endpoint's address of that family;
+// an IPv4-only endpoint is reached from IPv6 host addresses at its IPv4
+// address (through the socket hooks).
+func TestDesiredMapsDualStack(t *testing.T) {
+	v4, v6 := netip.MustParseAddr("172.19.0.2"), netip.MustParseAddr("fd00:1::2")
+	dual := store.Endpoint{ID: "dual", Addr: v4, Addr6: v6}
+	only4 := store.Endpoint{ID: "only4", Addr: v4}
+	if got := endpointMaps(store.Network{Index: 3}, dual, 7); len(got) != 2 || got[0].Addr != v4 || got[1].Addr != v6 {
+		t.Errorf("endpoint entries %+v, want one per address", got)
+	}
+	if got := ifaceMaps(store.Network{Index: 3}, dual, 7); got.Addr != v4 || got.Addr6 != v6 {
+		t.Errorf("iface %+v, want both addresses", got)
+	}
+	for _, tc := range []struct {
+		host  string // "" for every address
+		ep    store.Endpoint
+		hosts []netip.Addr // the entries' host addresses
+		to    []netip.Addr // where each leads
+	}{
+		{"", dual, []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()}, []netip.Addr{v4, v6}},
+		{"", only4, []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()}, []netip.Addr{v4, v4}},
+		{"0.0.0.0", dual, []netip.Addr{netip.IPv4Unspecified()}, []netip.Addr{v4}},
+		{"::", dual, []netip.Addr{netip.IPv6Unspecified()}, []netip.Addr{v6}},
+		{"::1", dual, []netip.Addr{netip.IPv6Loopback()}, []netip.Addr{v6}},
+		{"::1", only4, []netip.Addr{netip.IPv6Loopback()}, []netip.Addr{v4}},
+		{"127.0.0.1", dual, []netip.Addr{netip.MustParseAddr("127.0.0.1")}, []netip.Addr{v4}},
+	} {
+		p := store.Publication{HostPort: 8080, Proto: "tcp", Port: 80}
+		if tc.host != "" {
+			p.HostIP = netip.MustParseAddr(tc.host)
+		}
+		got := pubMaps(p, tc.ep)
+		if len(got) != len(tc.hosts) {
+			t.Errorf("%q to %s: entries %+v, want on %v", tc.host, tc.ep.ID, got, tc.hosts)
+			continue
+		}
+		for i, m := range got {
+			if m.HostAddr != tc.hosts[i] || m.Addr != tc.to[i] {
+				t.Errorf("%q to %s: entry %+v, want %s leading to %s", tc.host, tc.ep.ID, m, tc.hosts[i], tc.to[i])
+			}
+		}
 	}
 }

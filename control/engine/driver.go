@@ -104,7 +104,12 @@ func (e *Engine) attachDatapath(n store.Network, ep store.Endpoint, ifindex int)
 	if err := e.maps.PutIface(ifaceMaps(n, ep, ifindex)); err != nil {
 		return err
 	}
-	return e.maps.PutEndpoint(endpointMaps(n, ep, ifindex))
+	for _, m := range endpointMaps(n, ep, ifindex) {
+		if err := e.maps.PutEndpoint(m); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // configureInside runs in the sandbox: IPv6 off, address, link up, and a
@@ -159,7 +164,10 @@ func configureInside(n store.Network, ep store.Endpoint, ownNamespace bool) erro
 func (e *Engine) detachEndpoint(n store.Network, sandboxNS string, ep store.Endpoint) error {
 	var errs []error
 	if ep.HostSide != "" {
-		errs = append(errs, e.inHost(func() error { return e.detachHostSide(ep.HostSide) }), e.maps.DeleteEndpoint(ep.Addr))
+		errs = append(errs, e.inHost(func() error { return e.detachHostSide(ep.HostSide) }))
+		for _, a := range endpointAddrs(ep) {
+			errs = append(errs, e.maps.DeleteEndpoint(a))
+		}
 	}
 	if d, ok := e.drivers(n.Driver); ok {
 		errs = append(errs, e.inHost(func() error { return d.Detach(n, sandboxNS, ep) }))

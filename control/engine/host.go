@@ -14,6 +14,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/maps"
 )
 
 // syncHost brings the datapath in line with the dataplane namespace's
@@ -23,7 +24,7 @@ func (e *Engine) syncHost() error {
 	var (
 		addrs   []netip.Addr
 		foreign []netip.Prefix
-		uplinks = map[uint32]netip.Addr{}
+		uplinks = map[uint32]maps.Uplink{}
 		names   = map[string]bool{}
 		refused = map[string]bool{}
 		errs    []error
@@ -36,21 +37,30 @@ func (e *Engine) syncHost() error {
 		toOutside := bridgesToOutside(links)
 		for _, l := range links {
 			attrs := l.Attrs()
-			list, err := driver.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
+			list, err := driver.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_ALL) })
 			if err != nil {
 				return fmt.Errorf("list addresses of %s: %w", attrs.Name, err)
 			}
 			isForeign := containerBridge(l, toOutside) && !slices.Contains(e.cfg.Uplinks, attrs.Name)
-			var first netip.Addr
+			// The first address of each family is what flows leaving
+			// through the interface are masqueraded to; an IPv6 one must
+			// be routable beyond the link.
+			var first maps.Uplink
 			for _, a := range list {
-				if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
-					addrs = append(addrs, ip)
-					if !first.IsValid() {
-						first = ip
-					}
-					if isForeign {
-						foreign = append(foreign, netip.PrefixFrom(ip, maskBits(a.IPNet.Mask)).Masked())
-					}
+				ip, ok := netip.AddrFromSlice(a.IP)
+				if !ok {
+					continue
+				}
+				ip = ip.Unmap()
+				addrs = append(addrs, ip)
+				switch {
+				case ip.Is4() && !first.Addr.IsValid():
+					first.Addr = ip
+				case ip.Is6() && !ip.IsLinkLocalUnicast() && !first.Addr6.IsValid():
+					first.Addr6 = ip
+				}
+				if isForeign && !ip.IsLinkLocalUnicast() {
+					foreign = append(foreign, netip.PrefixFrom(ip, maskBits(a.IPNet.Mask)).Masked())
 				}
 			}
 			if isForeign {
@@ -118,17 +128,19 @@ func maskBits(m net.IPMask) int {
 }
 
 // isUplink decides whether an interface carries published ports and
-// masqueraded flows: a named one, or any with an IPv4 address that is not
-// loopback and not ebpfnet's own. One that would be an uplink but has no
-// Ethernet header is not, and the error says why.
-func (e *Engine) isUplink(l netlink.Link, addr netip.Addr) (bool, error) {
+// masqueraded flows: a named one, or any with an address (IPv4, or IPv6
+// beyond the link) that is not loopback and not ebpfnet's own. One that
+// would be an uplink but has no Ethernet header is not, and the error
+// says why.
+func (e *Engine) isUplink(l netlink.Link, addrs maps.Uplink) (bool, error) {
 	attrs := l.Attrs()
+	addressed := addrs.Addr.IsValid() || addrs.Addr6.IsValid()
 	var candidate bool
 	if len(e.cfg.Uplinks) > 0 {
-		candidate = slices.Contains(e.cfg.Uplinks, attrs.Name) && addr.IsValid()
+		candidate = slices.Contains(e.cfg.Uplinks, attrs.Name) && addressed
 	} else {
-		candidate = addr.IsValid() && !addr.IsLoopback() && attrs.Flags&net.FlagLoopback == 0 &&
-			!strings.HasPrefix(attrs.Alias, driver.AliasPrefix)
+		candidate = addressed && !addrs.Addr.IsLoopback() && !addrs.Addr6.IsLoopback() &&
+			attrs.Flags&net.FlagLoopback == 0 && !strings.HasPrefix(attrs.Alias, driver.AliasPrefix)
 	}
 	if !candidate {
 		return false, nil
@@ -237,14 +249,14 @@ func (e *Engine) watchHost() (func(), error) {
 
 // hostAddresses lists the IPv4 addresses of the namespace it runs in.
 func hostAddresses() ([]netip.Addr, error) {
-	list, err := driver.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
+	list, err := driver.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return nil, fmt.Errorf("list host addresses: %w", err)
 	}
 	var out []netip.Addr
 	for _, a := range list {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
-			out = append(out, ip)
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			out = append(out, ip.Unmap())
 		}
 	}
 	return out, nil

@@ -131,11 +131,12 @@ func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb store.Sandbox,
 	var put []maps.Publication
 	undo.add(func() error { return e.maps.DeletePublications(put...) }) // sees all put below
 	for _, p := range added {
-		m := pubMaps(p, ep)
-		if err := e.maps.PutPublication(m); err != nil {
-			return nil, err
+		for _, m := range pubMaps(p, ep) {
+			if err := e.maps.PutPublication(m); err != nil {
+				return nil, err
+			}
+			put = append(put, m)
 		}
-		put = append(put, m)
 	}
 	return added, tx.PutPublications(sb.Name, added...)
 }

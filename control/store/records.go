@@ -84,6 +84,15 @@ func (n *Network) IPv4GatewayMode() string {
 	return n.GatewayMode
 }
 
+// IPv6GatewayMode is the network's gateway mode for IPv6, nat when none
+// was chosen.
+func (n *Network) IPv6GatewayMode() string {
+	if n.GatewayMode6 == "" {
+		return GatewayNAT
+	}
+	return n.GatewayMode6
+}
+
 // HostOnNetwork reports whether the host holds the gateway address on the
 // network, as everywhere but in gateway mode isolated.
 func (n *Network) HostOnNetwork() bool {
