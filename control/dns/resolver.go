@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -80,16 +81,11 @@ func (r *Resolver) Answer(sandboxID string, q *dns.Msg, network string) *dns.Msg
 	name := strings.ToLower(question.Name)
 	if question.Qclass == dns.ClassINET {
 		if addrs, ok := v.lookup(asker, name); ok {
-			// A known name: A records, and no data for other types
-			// rather than a trip upstream.
-			if question.Qtype == dns.TypeA {
-				for _, i := range rand.Perm(len(addrs)) {
-					resp.Answer = append(resp.Answer, &dns.A{
-						Hdr: dns.RR_Header{Name: question.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: ttl},
-						A:   addrs[i].AsSlice(),
-					})
-				}
-			}
+			// A known name answers for itself, as Docker's resolver does:
+			// the addresses of the asked family, and no data (NOERROR, no
+			// answer) for a family or type it lacks, never NXDOMAIN nor a
+			// trip upstream that could answer for it.
+			resp.Answer = addressRRs(question, addrs)
 			return resp
 		}
 		if question.Qtype == dns.TypePTR {
@@ -110,18 +106,58 @@ func (r *Resolver) Answer(sandboxID string, q *dns.Msg, network string) *dns.Msg
 	return r.forward(sandboxID, asker, q, network)
 }
 
-// ptrAddr parses an in-addr.arpa name.
+// addressRRs are the A or AAAA records of addrs that question asks for,
+// in random order so that clients spread over the addresses of an alias.
+func addressRRs(question dns.Question, addrs []netip.Addr) []dns.RR {
+	var rrs []dns.RR
+	for _, i := range rand.Perm(len(addrs)) {
+		a := addrs[i]
+		hdr := dns.RR_Header{Name: question.Name, Rrtype: question.Qtype, Class: dns.ClassINET, Ttl: ttl}
+		switch {
+		case question.Qtype == dns.TypeA && a.Is4():
+			rrs = append(rrs, &dns.A{Hdr: hdr, A: a.AsSlice()})
+		case question.Qtype == dns.TypeAAAA && a.Is6() && !a.Is4In6():
+			rrs = append(rrs, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+		}
+	}
+	return rrs
+}
+
+// ptrAddr parses a reverse name: an in-addr.arpa name of four decimal
+// labels, or an ip6.arpa name of 32 one-digit hex labels. Anything else
+// (a partial name, a zone apex, labels of another shape) is not an address
+// of ours and goes upstream, as with Docker.
 func ptrAddr(name string) (netip.Addr, bool) {
-	rest, ok := strings.CutSuffix(name, ".in-addr.arpa.")
+	if rest, ok := strings.CutSuffix(name, ".in-addr.arpa."); ok {
+		parts := strings.Split(rest, ".")
+		if len(parts) != 4 {
+			return netip.Addr{}, false
+		}
+		a, err := netip.ParseAddr(parts[3] + "." + parts[2] + "." + parts[1] + "." + parts[0])
+		return a, err == nil && a.Is4()
+	}
+	rest, ok := strings.CutSuffix(name, ".ip6.arpa.")
 	if !ok {
 		return netip.Addr{}, false
 	}
-	parts := strings.Split(rest, ".")
-	if len(parts) != 4 {
+	nibbles := strings.Split(rest, ".")
+	if len(nibbles) != 32 {
 		return netip.Addr{}, false
 	}
-	a, err := netip.ParseAddr(parts[3] + "." + parts[2] + "." + parts[1] + "." + parts[0])
-	return a, err == nil && a.Is4()
+	var b [16]byte
+	for i, n := range nibbles {
+		if len(n) != 1 {
+			return netip.Addr{}, false
+		}
+		d, err := strconv.ParseUint(n, 16, 8)
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		// The first label is the lowest nibble of the last byte.
+		pos := 31 - i
+		b[pos/2] |= byte(d) << (4 * (1 - pos%2))
+	}
+	return netip.AddrFrom16(b), true
 }
 
 // forward asks the asker's upstream servers in turn, over the network the

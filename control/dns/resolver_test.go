@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,19 +39,22 @@ var (
 	upstream = netip.MustParseAddrPort("10.99.0.2:53")
 )
 
-// testView: web on app and back, db on back only, two "cache" aliases on
-// app, api on another network, and an asker on an internal network.
+// testView: web on app (dual-stack) and back (IPv4 only), db on back only,
+// two "cache" aliases on app (one of them dual-stack), v6only on app with
+// no IPv4 address, api on another network, and an asker on an internal
+// network.
 func testView() *View {
 	return NewView(map[string]Asker{
 		"client":   {Networks: []string{"app"}, Forward: true, Upstreams: []netip.AddrPort{upstream}},
 		"both":     {Networks: []string{"back", "app"}, Forward: true, Upstreams: []netip.AddrPort{upstream}},
 		"internal": {Networks: []string{"int"}, Forward: false},
 	}, []Record{
-		{Network: "app", NetworkName: "appnet", Names: []string{"web", "0123456789ab", "www"}, Addr: ip("172.19.0.2")},
+		{Network: "app", NetworkName: "appnet", Names: []string{"web", "0123456789ab", "www"}, Addr: ip("172.19.0.2"), Addr6: ip("fd00:19::2")},
 		{Network: "back", NetworkName: "backnet", Names: []string{"web"}, Addr: ip("172.20.0.2")},
 		{Network: "back", NetworkName: "backnet", Names: []string{"db"}, Addr: ip("172.20.0.3")},
-		{Network: "app", NetworkName: "appnet", Names: []string{"c1", "cache"}, Addr: ip("172.19.0.5")},
+		{Network: "app", NetworkName: "appnet", Names: []string{"c1", "cache"}, Addr: ip("172.19.0.5"), Addr6: ip("fd00:19::5")},
 		{Network: "app", NetworkName: "appnet", Names: []string{"c2", "cache"}, Addr: ip("172.19.0.6")},
+		{Network: "app", NetworkName: "appnet", Names: []string{"v6only"}, Addr6: ip("fd00:19::7%eth0")},
 		{Network: "other", NetworkName: "othernet", Names: []string{"api"}, Addr: ip("172.21.0.2")},
 	})
 }
@@ -89,8 +94,11 @@ func ask(r *Resolver, sandbox string, q *dns.Msg, network string) *dns.Msg {
 func addrsOf(m *dns.Msg) []string {
 	var out []string
 	for _, rr := range m.Answer {
-		if a, ok := rr.(*dns.A); ok {
-			out = append(out, a.A.String())
+		switch rr := rr.(type) {
+		case *dns.A:
+			out = append(out, rr.A.String())
+		case *dns.AAAA:
+			out = append(out, rr.AAAA.String())
 		}
 	}
 	slices.Sort(out)
@@ -114,7 +122,18 @@ func TestAnswers(t *testing.T) {
 		{"an alias of two", "client", "cache.", dns.TypeA, dns.RcodeSuccess, []string{"172.19.0.5", "172.19.0.6"}, false},
 		{"the address on the shared network", "both", "web.", dns.TypeA, dns.RcodeSuccess, []string{"172.20.0.2"}, false},
 		{"the other network's name.network", "both", "web.appnet.", dns.TypeA, dns.RcodeSuccess, []string{"172.19.0.2"}, false},
-		{"AAAA of a known name: no data, not forwarded", "client", "web.", dns.TypeAAAA, dns.RcodeSuccess, nil, false},
+		{"AAAA by name", "client", "web.", dns.TypeAAAA, dns.RcodeSuccess, []string{"fd00:19::2"}, false},
+		{"AAAA by alias", "client", "www.", dns.TypeAAAA, dns.RcodeSuccess, []string{"fd00:19::2"}, false},
+		{"AAAA by short ID", "client", "0123456789ab.", dns.TypeAAAA, dns.RcodeSuccess, []string{"fd00:19::2"}, false},
+		{"AAAA of name.network", "client", "web.appnet.", dns.TypeAAAA, dns.RcodeSuccess, []string{"fd00:19::2"}, false},
+		{"AAAA of an alias of two, one with IPv6", "client", "cache.", dns.TypeAAAA, dns.RcodeSuccess, []string{"fd00:19::5"}, false},
+		{"AAAA of alias.network", "client", "cache.appnet.", dns.TypeAAAA, dns.RcodeSuccess, []string{"fd00:19::5"}, false},
+		{"AAAA of an IPv4-only sandbox: no data, not forwarded", "client", "c2.", dns.TypeAAAA, dns.RcodeSuccess, nil, false},
+		{"AAAA on the shared IPv4-only network: no data, as Docker", "both", "web.", dns.TypeAAAA, dns.RcodeSuccess, nil, false},
+		{"AAAA without a zone", "client", "v6only.", dns.TypeAAAA, dns.RcodeSuccess, []string{"fd00:19::7"}, false},
+		{"A of an IPv6-only sandbox: no data, not forwarded", "client", "v6only.", dns.TypeA, dns.RcodeSuccess, nil, false},
+		{"MX of a known name: no data, not forwarded", "client", "web.", dns.TypeMX, dns.RcodeSuccess, nil, false},
+		{"AAAA not on a shared network: forwarded", "client", "db.", dns.TypeAAAA, dns.RcodeNameError, nil, true},
 		{"not on a shared network: forwarded", "client", "db.", dns.TypeA, dns.RcodeNameError, nil, true},
 		{"another network's sandbox: forwarded", "client", "api.", dns.TypeA, dns.RcodeNameError, nil, true},
 		{"an outside name: forwarded", "client", "example.com.", dns.TypeA, dns.RcodeNameError, nil, true},
@@ -153,11 +172,47 @@ func TestRoundRobin(t *testing.T) {
 }
 
 func TestPTR(t *testing.T) {
-	r := NewResolver((&fakeUpstream{}).exchange)
-	r.SetView(testView())
-	resp := ask(r, "client", query("2.0.19.172.in-addr.arpa.", dns.TypePTR), "udp")
-	if len(resp.Answer) != 1 || resp.Answer[0].(*dns.PTR).Ptr != "web.appnet." {
-		t.Fatalf("PTR answer %v", resp.Answer)
+	const web6 = "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.9.1.0.0.0.0.d.f.ip6.arpa."
+	tests := []struct {
+		name, sandbox, qname string
+		rcode                int
+		ptr                  string // the answer, "" for none
+		forwarded            bool
+	}{
+		{"IPv4", "client", "2.0.19.172.in-addr.arpa.", dns.RcodeSuccess, "web.appnet.", false},
+		{"IPv4 of an alias's second sandbox", "client", "6.0.19.172.in-addr.arpa.", dns.RcodeSuccess, "c2.appnet.", false},
+		{"IPv6", "client", web6, dns.RcodeSuccess, "web.appnet.", false},
+		{"IPv6 in upper case", "client", strings.ToUpper(web6), dns.RcodeSuccess, "web.appnet.", false},
+		{"IPv6 of an IPv6-only sandbox", "client", "7.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.9.1.0.0.0.0.d.f.ip6.arpa.", dns.RcodeSuccess, "v6only.appnet.", false},
+		{"IPv6 on the asker's second network", "both", "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.9.1.0.0.0.0.d.f.ip6.arpa.", dns.RcodeSuccess, "c1.appnet.", false},
+		{"IPv6 unknown: forwarded", "client", "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.", dns.RcodeNameError, "", true},
+		{"IPv6 too few nibbles: forwarded", "client", "2.0.0.0.9.1.0.0.0.0.d.f.ip6.arpa.", dns.RcodeNameError, "", true},
+		{"IPv6 too many nibbles: forwarded", "client", "0." + web6, dns.RcodeNameError, "", true},
+		{"IPv6 a two-digit label: forwarded", "client", "02.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.9.1.0.0.0.0.d.f.ip6.arpa.", dns.RcodeNameError, "", true},
+		{"IPv6 a non-hex label: forwarded", "client", "g.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.9.1.0.0.0.0.d.f.ip6.arpa.", dns.RcodeNameError, "", true},
+		{"IPv6 an empty label: forwarded", "client", ".0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.9.1.0.0.0.0.d.f.ip6.arpa.", dns.RcodeNameError, "", true},
+		{"IPv6 a signed label: forwarded", "client", "+.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.9.1.0.0.0.0.d.f.ip6.arpa.", dns.RcodeNameError, "", true},
+		{"the ip6.arpa zone itself: forwarded", "client", "ip6.arpa.", dns.RcodeNameError, "", true},
+		{"IPv4 as ip6.arpa nibbles: forwarded", "client", "2.0.0.0.3.1.c.a.f.f.f.f.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa.", dns.RcodeNameError, "", true},
+		{"IPv6 on an internal network, unknown: refused", "internal", web6, dns.RcodeRefused, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := &fakeUpstream{}
+			r := NewResolver(up.exchange)
+			r.SetView(testView())
+			resp := ask(r, tt.sandbox, query(tt.qname, dns.TypePTR), "udp")
+			var ptr string
+			if len(resp.Answer) == 1 {
+				ptr = resp.Answer[0].(*dns.PTR).Ptr
+			}
+			if resp.Rcode != tt.rcode || ptr != tt.ptr || len(resp.Answer) > 1 {
+				t.Errorf("rcode %s, answers %v; want %s, %q", dns.RcodeToString[resp.Rcode], resp.Answer, dns.RcodeToString[tt.rcode], tt.ptr)
+			}
+			if forwarded := len(up.asked) > 0; forwarded != tt.forwarded {
+				t.Errorf("forwarded = %v, want %v", forwarded, tt.forwarded)
+			}
+		})
 	}
 }
 
@@ -221,7 +276,9 @@ func TestMalformedQueries(t *testing.T) {
 // FuzzAnswer feeds the resolver whatever unpacks as a DNS message: it must
 // answer (or refuse) without panicking.
 func FuzzAnswer(f *testing.F) {
-	for _, q := range []*dns.Msg{query("web.", dns.TypeA), query("2.0.19.172.in-addr.arpa.", dns.TypePTR), query("cache.appnet.", dns.TypeANY)} {
+	for _, q := range []*dns.Msg{query("web.", dns.TypeA), query("2.0.19.172.in-addr.arpa.", dns.TypePTR),
+		query("2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.9.1.0.0.0.0.d.f.ip6.arpa.", dns.TypePTR), query("web.", dns.TypeAAAA),
+		query("cache.appnet.", dns.TypeANY)} {
 		b, _ := q.Pack()
 		f.Add(b)
 	}
@@ -238,4 +295,49 @@ func FuzzAnswer(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestIPv6Upstream forwards through ClientExchange to a real server on
+// ::1, over both networks, by a plain and by a zoned address: the
+// upstream's address must reach the dialer as [addr%zone]:port.
+func TestIPv6Upstream(t *testing.T) {
+	pc, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Fatalf("listen on ::1: %v", err)
+	}
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	ln, err := net.Listen("tcp6", net.JoinHostPort("::1", strconv.Itoa(port)))
+	if err != nil {
+		pc.Close()
+		t.Fatal(err)
+	}
+	// The answer tells which network the query came in on.
+	answers := map[string]string{"udp": "2001:db8::1", "tcp": "2001:db8::2"}
+	handler := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		resp := new(dns.Msg).SetReply(q)
+		resp.Answer = append(resp.Answer, &dns.AAAA{
+			Hdr:  dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeAAAA, Class: dns.ClassINET, Ttl: 60},
+			AAAA: net.ParseIP(answers[w.RemoteAddr().Network()]),
+		})
+		w.WriteMsg(resp)
+	})
+	for _, s := range []*dns.Server{{PacketConn: pc, Handler: handler}, {Listener: ln, Handler: handler}} {
+		started := make(chan struct{})
+		s.NotifyStartedFunc = func() { close(started) }
+		go s.ActivateAndServe()
+		<-started
+		t.Cleanup(func() { s.Shutdown() })
+	}
+
+	for _, server := range []string{"::1", "::1%lo"} {
+		upstream := netip.AddrPortFrom(netip.MustParseAddr(server), uint16(port))
+		r := NewResolver(ClientExchange)
+		r.SetView(NewView(map[string]Asker{"client": {Networks: []string{"app"}, Forward: true, Upstreams: []netip.AddrPort{upstream}}}, nil))
+		for network, want := range answers {
+			resp := ask(r, "client", query("outside.example.", dns.TypeAAAA), network)
+			if got := addrsOf(resp); resp.Rcode != dns.RcodeSuccess || !slices.Equal(got, []string{want}) {
+				t.Errorf("via %s over %s: rcode %s, answers %v; want %s", upstream, network, dns.RcodeToString[resp.Rcode], got, want)
+			}
+		}
+	}
 }

@@ -12,7 +12,9 @@ type View struct {
 	// Sandboxes that have a resolver, by sandbox ID.
 	Sandboxes map[string]Asker
 	// Names on each network (by network ID): a lower-case, fully qualified
-	// name to its addresses, in no particular order.
+	// name to its addresses of both families, in no particular order. A
+	// name is present even with no address, so that it is known (NODATA)
+	// rather than sent upstream.
 	Names map[string]map[string][]netip.Addr
 	// Reverse names on each network: an address to its PTR target.
 	Reverse map[string]map[netip.Addr]string
@@ -29,8 +31,9 @@ type Asker struct {
 type Record struct {
 	Network     string // network ID
 	NetworkName string
-	Names       []string // the sandbox's name, its short ID, its aliases
-	Addr        netip.Addr
+	Names       []string   // the sandbox's name, its short ID, its aliases
+	Addr        netip.Addr // IPv4; the zero Addr when it has none
+	Addr6       netip.Addr // IPv6, on a network with IPv6; else the zero Addr
 }
 
 // NewView indexes records and askers into a View.
@@ -43,13 +46,21 @@ func NewView(askers map[string]Asker, records []Record) *View {
 			v.Names[r.Network] = names
 			v.Reverse[r.Network] = map[netip.Addr]string{}
 		}
+		var addrs []netip.Addr
+		for _, a := range []netip.Addr{r.Addr, r.Addr6} {
+			if a.IsValid() {
+				addrs = append(addrs, a.WithZone(""))
+			}
+		}
 		for i, n := range r.Names {
 			for _, fq := range []string{n, n + "." + r.NetworkName} {
 				key := dns.Fqdn(strings.ToLower(fq))
-				names[key] = append(names[key], r.Addr)
+				names[key] = append(names[key], addrs...)
 			}
-			if i == 0 { // the sandbox's own name is its PTR target
-				v.Reverse[r.Network][r.Addr] = dns.Fqdn(strings.ToLower(n + "." + r.NetworkName))
+			if i == 0 { // the sandbox's own name is its PTR target, for both families
+				for _, a := range addrs {
+					v.Reverse[r.Network][a] = dns.Fqdn(strings.ToLower(n + "." + r.NetworkName))
+				}
 			}
 		}
 	}

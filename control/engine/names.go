@@ -35,11 +35,25 @@ func (e *Engine) syncNames(nets []store.Network, sbs []store.Sandbox) error {
 	if err != nil {
 		return err
 	}
-	byID := store.ByID(nets)
+	askers, records, listeners := nameRecords(nets, sbs, host)
+	e.resolver.SetView(dns.NewView(askers, records))
+	errs := []error{e.dnsServers.Sync(listeners)}
 	byName := map[string]store.Sandbox{}
 	for _, sb := range sbs {
 		byName[sb.Name] = sb
 	}
+	for _, sb := range sbs {
+		errs = append(errs, e.writeSandboxFiles(sb, byName, askers, host))
+	}
+	return errors.Join(errs...)
+}
+
+// nameRecords is what the resolver knows of a snapshot of the store: who
+// asks (by sandbox ID) and where they go upstream, the names on each
+// user-defined network with the addresses of both families, and where a
+// resolver listens (sandbox ID to namespace path).
+func nameRecords(nets []store.Network, sbs []store.Sandbox, host resolvConf) (map[string]dns.Asker, []dns.Record, map[string]string) {
+	byID := store.ByID(nets)
 	askers := map[string]dns.Asker{}
 	listeners := map[string]string{}
 	var records []dns.Record
@@ -59,7 +73,7 @@ func (e *Engine) syncNames(nets []store.Network, sbs []store.Sandbox) error {
 				asker.Upstreams = upstreams(n.DNS)
 			}
 			names := append([]string{sb.Name, sb.ID[:12]}, ep.Aliases...)
-			records = append(records, dns.Record{Network: n.ID, NetworkName: n.Name, Names: names, Addr: ep.Addr})
+			records = append(records, dns.Record{Network: n.ID, NetworkName: n.Name, Names: names, Addr: ep.Addr, Addr6: ep.Addr6})
 		}
 		if len(asker.Networks) == 0 {
 			continue
@@ -72,14 +86,12 @@ func (e *Engine) syncNames(nets []store.Network, sbs []store.Sandbox) error {
 		askers[sb.ID] = asker
 		listeners[sb.ID] = sb.NetNS
 	}
-	e.resolver.SetView(dns.NewView(askers, records))
-	errs := []error{e.dnsServers.Sync(listeners)}
-	for _, sb := range sbs {
-		errs = append(errs, e.writeSandboxFiles(sb, byName, askers, host))
-	}
-	return errors.Join(errs...)
+	return askers, records, listeners
 }
 
+// upstreams are servers on port 53, of either family; a zone (fe80::1%eth0)
+// stays, naming an interface of the dataplane's namespace, where queries
+// are forwarded from.
 func upstreams(addrs []netip.Addr) []netip.AddrPort {
 	var out []netip.AddrPort
 	for _, a := range addrs {
@@ -100,21 +112,65 @@ func (e *Engine) writeSandboxFiles(sb store.Sandbox, byName map[string]store.San
 	if sb.Mode == store.ModeContainer {
 		owner = byName[sb.Shares]
 	}
+	_, embedded := askers[owner.ID]
+	return e.cfg.Runtime.WriteFiles(sb, hostsFile(sb, owner, byName), sandboxResolvConf(sb, owner, embedded, host))
+}
+
+// ipv6Hosts are the IPv6 lines Docker's hosts files begin with
+// (libnetwork/etchosts).
+const ipv6Hosts = "::1\tlocalhost ip6-localhost ip6-loopback\n" +
+	"fe00::\tip6-localnet\n" +
+	"ff00::\tip6-mcastprefix\n" +
+	"ff02::1\tip6-allnodes\n" +
+	"ff02::2\tip6-allrouters\n"
+
+// hostsFile is sb's hosts file: localhost, its own name on the addresses of
+// the namespace's owner, and its links. IPv6 lines are there only when the
+// owner has an IPv6 address, as Docker writes them only where IPv6 is on:
+// everywhere else IPv6 is off in the sandbox (namespace.DisableIPv6), and a
+// name that resolves to an address no interface has fails to connect
+// (localhost on ::1 first, as Node.js does).
+func hostsFile(sb, owner store.Sandbox, byName map[string]store.Sandbox) string {
 	var hosts strings.Builder
-	// No ::1 line: IPv6 is off in the sandbox (disableIPv6), and a
-	// localhost that resolves to an address lo lacks fails to connect.
+	ipv6 := addr6(owner).IsValid()
 	hosts.WriteString("127.0.0.1\tlocalhost\n")
-	if len(owner.Endpoints) > 0 {
-		fmt.Fprintf(&hosts, "%s\t%s\n", owner.Endpoints[0].Addr, sb.Name)
+	if ipv6 {
+		hosts.WriteString(ipv6Hosts)
 	}
-	for _, l := range sb.Links {
-		// A link follows its target: its address now, nothing once it is gone.
-		if target, ok := byName[l.Sandbox]; ok && len(target.Endpoints) > 0 {
-			fmt.Fprintf(&hosts, "%s\t%s %s\n", target.Endpoints[0].Addr, l.Alias, target.Name)
+	entry := func(target store.Sandbox, names string) {
+		if len(target.Endpoints) > 0 && target.Endpoints[0].Addr.IsValid() {
+			fmt.Fprintf(&hosts, "%s\t%s\n", target.Endpoints[0].Addr, names)
+		}
+		if a := addr6(target); ipv6 && a.IsValid() {
+			fmt.Fprintf(&hosts, "%s\t%s\n", a, names)
 		}
 	}
+	entry(owner, sb.Name)
+	for _, l := range sb.Links {
+		// A link follows its target: its addresses now, nothing once it is gone.
+		if target, ok := byName[l.Sandbox]; ok {
+			entry(target, l.Alias+" "+target.Name)
+		}
+	}
+	return hosts.String()
+}
+
+// addr6 is a sandbox's IPv6 address: that of its first endpoint on a
+// network with IPv6, the zero Addr when it has none.
+func addr6(sb store.Sandbox) netip.Addr {
+	for _, ep := range sb.Endpoints {
+		if ep.Addr6.IsValid() {
+			return ep.Addr6
+		}
+	}
+	return netip.Addr{}
+}
+
+// sandboxResolvConf is sb's resolv.conf: the embedded resolver when its
+// namespace's owner has one, else its own servers, else the host's.
+func sandboxResolvConf(sb, owner store.Sandbox, embedded bool, host resolvConf) string {
 	var resolv strings.Builder
-	switch _, embedded := askers[owner.ID]; {
+	switch {
 	case embedded:
 		resolv.WriteString("nameserver 127.0.0.11\n")
 		for _, s := range host.search {
@@ -122,6 +178,7 @@ func (e *Engine) writeSandboxFiles(sb store.Sandbox, byName map[string]store.San
 		}
 		resolv.WriteString("options ndots:0\n")
 	case len(sb.DNS) > 0:
+		// The user's choice, kept as given, as Docker keeps --dns.
 		for _, a := range sb.DNS {
 			fmt.Fprintf(&resolv, "nameserver %s\n", a)
 		}
@@ -129,16 +186,41 @@ func (e *Engine) writeSandboxFiles(sb store.Sandbox, byName map[string]store.San
 			resolv.WriteString(s + "\n")
 		}
 	default:
-		resolv.WriteString(host.filtered)
+		resolv.WriteString(host.forSandbox(addr6(owner).IsValid()))
 	}
-	return e.cfg.Runtime.WriteFiles(sb, hosts.String(), resolv.String())
+	return resolv.String()
 }
 
 // resolvConf is what ebpfnet takes from the host's resolv.conf.
 type resolvConf struct {
-	nameservers []netip.Addr // not loopback: those would point into the sandbox itself
+	nameservers []netip.Addr // both families, not loopback: those would point into the sandbox itself
 	search      []string     // search and domain lines
-	filtered    string       // the file without loopback nameservers, for sandboxes without a resolver
+	lines       []string     // the file's lines but loopback nameservers and empty lines
+}
+
+// forSandbox is the host's file for a sandbox without a resolver. Its IPv6
+// servers stay only when the sandbox has IPv6 (as Docker's
+// TransformForLegacyNw), and never with a zone: that names an interface of
+// the host, not of the sandbox.
+func (rc resolvConf) forSandbox(ipv6 bool) string {
+	var out strings.Builder
+	for _, line := range rc.lines {
+		if a, ok := nameserver(line); ok && a.Is6() && (!ipv6 || a.Zone() != "") {
+			continue
+		}
+		out.WriteString(line + "\n")
+	}
+	return out.String()
+}
+
+// nameserver parses a nameserver line.
+func nameserver(line string) (netip.Addr, bool) {
+	fields := strings.Fields(line)
+	if len(fields) < 2 || fields[0] != "nameserver" {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(fields[1])
+	return a, err == nil
 }
 
 func readResolvConf(path string) (resolvConf, error) {
@@ -150,26 +232,22 @@ func readResolvConf(path string) (resolvConf, error) {
 	if err != nil {
 		return rc, fmt.Errorf("read %s: %w", path, err)
 	}
-	var out strings.Builder
 	for _, line := range strings.Split(string(data), "\n") {
 		fields := strings.Fields(line)
 		if len(fields) >= 2 && fields[0] == "nameserver" {
-			a, err := netip.ParseAddr(fields[1])
-			if err != nil || a.IsLoopback() {
+			a, ok := nameserver(line)
+			if !ok || a.IsLoopback() {
 				continue
 			}
-			if a.Is4() {
-				rc.nameservers = append(rc.nameservers, a)
-			}
+			rc.nameservers = append(rc.nameservers, a)
 		}
 		if len(fields) >= 2 && (fields[0] == "search" || fields[0] == "domain") {
 			rc.search = append(rc.search, line)
 		}
 		if line != "" {
-			out.WriteString(line + "\n")
+			rc.lines = append(rc.lines, line)
 		}
 	}
-	rc.filtered = out.String()
 	return rc, nil
 }
 

@@ -1,0 +1,245 @@
+package engine
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	mdns "github.com/miekg/dns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/ebpfnet/ebpfnet/control/dns"
+	"github.com/ebpfnet/ebpfnet/control/store"
+)
+
+var ip = netip.MustParseAddr
+
+// Sandboxes for the names tests: dual on a dual-stack network, v4 on an
+// IPv4-only one, late dual-stack on its second endpoint only.
+var (
+	dual = store.Sandbox{ID: "d1d1d1d1d1d1d1d1", Name: "dual", Mode: store.ModeNetworks, NetNS: "/run/netns/dual",
+		Endpoints: []store.Endpoint{{NetworkID: "n6", Addr: ip("172.30.0.2"), Addr6: ip("fd00:30::2"), Aliases: []string{"www"}}}}
+	v4 = store.Sandbox{ID: "a4a4a4a4a4a4a4a4", Name: "v4", Mode: store.ModeNetworks, NetNS: "/run/netns/v4",
+		Endpoints: []store.Endpoint{{NetworkID: "n4", Addr: ip("172.31.0.2")}}}
+	late = store.Sandbox{ID: "1a1a1a1a1a1a1a1a", Name: "late", Mode: store.ModeNetworks, NetNS: "/run/netns/late",
+		Endpoints: []store.Endpoint{{NetworkID: "n4", Addr: ip("172.31.0.3")}, {NetworkID: "n6", Addr: ip("172.30.0.3"), Addr6: ip("fd00:30::3")}}}
+)
+
+const (
+	hosts4 = "127.0.0.1\tlocalhost\n"
+	hosts6 = hosts4 + "::1\tlocalhost ip6-localhost ip6-loopback\nfe00::\tip6-localnet\nff00::\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+)
+
+func TestHostsFile(t *testing.T) {
+	with := func(sb store.Sandbox, f func(*store.Sandbox)) store.Sandbox { f(&sb); return sb }
+	byName := map[string]store.Sandbox{"dual": dual, "v4": v4, "late": late}
+	tests := []struct {
+		name      string
+		sb, owner store.Sandbox
+		want      string
+	}{
+		{"IPv4 only: no IPv6 line at all", v4, v4, hosts4 + "172.31.0.2\tv4\n"},
+		{"dual-stack: Docker's IPv6 lines and both addresses", dual, dual, hosts6 + "172.30.0.2\tdual\nfd00:30::2\tdual\n"},
+		{"IPv6 on a later endpoint", late, late, hosts6 + "172.31.0.3\tlate\nfd00:30::3\tlate\n"},
+		{"no endpoint", store.Sandbox{Name: "none"}, store.Sandbox{Name: "none"}, hosts4},
+		{"container mode: the owner's addresses", store.Sandbox{Name: "side", Mode: store.ModeContainer, Shares: "dual"}, dual,
+			hosts6 + "172.30.0.2\tside\nfd00:30::2\tside\n"},
+		{"links from a dual-stack sandbox: both families of a dual-stack target", with(dual, func(sb *store.Sandbox) {
+			sb.Links = []store.Link{{Sandbox: "late", Alias: "l"}, {Sandbox: "v4", Alias: "old"}, {Sandbox: "gone", Alias: "g"}}
+		}), dual, hosts6 + "172.30.0.2\tdual\nfd00:30::2\tdual\n172.31.0.3\tl late\nfd00:30::3\tl late\n172.31.0.2\told v4\n"},
+		{"links from an IPv4-only sandbox: IPv4 only", with(v4, func(sb *store.Sandbox) {
+			sb.Links = []store.Link{{Sandbox: "dual", Alias: "d"}}
+		}), v4, hosts4 + "172.31.0.2\tv4\n172.30.0.2\td dual\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := hostsFile(tt.sb, tt.owner, byName); got != tt.want {
+				t.Errorf("got\n%s\nwant\n%s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestResolvConf(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "resolv.conf")
+	host := "# the host's\nnameserver 127.0.0.53\nnameserver ::1\nnameserver 10.99.0.2\n\nnameserver 2001:db8::53\n" +
+		"nameserver fe80::1%eth0\nnameserver not-an-address\nsearch example.test\noptions edns0\n"
+	if err := os.WriteFile(path, []byte(host), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := readResolvConf(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range upstreams(rc.nameservers) {
+		got = append(got, s.String())
+	}
+	if want := []string{"10.99.0.2:53", "[2001:db8::53]:53", "[fe80::1%eth0]:53"}; !slices.Equal(got, want) {
+		t.Errorf("upstreams %v, want %v (both families, loopback left out, zone kept)", got, want)
+	}
+
+	const common = "# the host's\nnameserver 10.99.0.2\n"
+	const tail = "search example.test\noptions edns0\n"
+	tests := []struct {
+		name      string
+		sb, owner store.Sandbox
+		embedded  bool
+		want      string
+	}{
+		{"embedded resolver", dual, dual, true, "nameserver 127.0.0.11\nsearch example.test\noptions ndots:0\n"},
+		{"the sandbox's own servers, IPv6 too", store.Sandbox{DNS: []netip.Addr{ip("2001:db8::99")}}, store.Sandbox{}, false,
+			"nameserver 2001:db8::99\nsearch example.test\n"},
+		{"the host's, IPv4-only sandbox: no IPv6 server", v4, v4, false, common + tail},
+		{"the host's, dual-stack sandbox: IPv6 servers without a zone", dual, dual, false, common + "nameserver 2001:db8::53\n" + tail},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := sandboxResolvConf(tt.sb, tt.owner, tt.embedded, rc); got != tt.want {
+				t.Errorf("got\n%s\nwant\n%s", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestNameRecords checks the resolver's view built from store records with
+// IPv6 addresses: AAAA and ip6.arpa answers, no data for a family a sandbox
+// lacks, and forwarding to the host's IPv6 server.
+func TestNameRecords(t *testing.T) {
+	nets := []store.Network{{ID: "n6", Name: "net6", EnableIPv6: true}, {ID: "n4", Name: "net4"}}
+	host := resolvConf{nameservers: []netip.Addr{ip("2001:db8::53"), ip("10.99.0.2")}}
+	askers, records, listeners := nameRecords(nets, []store.Sandbox{dual, v4, late}, host)
+	if len(listeners) != 3 {
+		t.Errorf("listeners %v, want one per sandbox", listeners)
+	}
+	var forwardedTo []string
+	r := dns.NewResolver(func(_ context.Context, q *mdns.Msg, server netip.AddrPort, _ string) (*mdns.Msg, error) {
+		forwardedTo = append(forwardedTo, server.String())
+		return new(mdns.Msg).SetRcode(q, mdns.RcodeNameError), nil
+	})
+	r.SetView(dns.NewView(askers, records))
+
+	tests := []struct {
+		name, sandbox, qname string
+		qtype                uint16
+		want                 []string // answers' data
+		rcode                int
+	}{
+		{"AAAA by name", late.ID, "dual.", mdns.TypeAAAA, []string{"fd00:30::2"}, mdns.RcodeSuccess},
+		{"AAAA by alias.network", late.ID, "www.net6.", mdns.TypeAAAA, []string{"fd00:30::2"}, mdns.RcodeSuccess},
+		{"AAAA by short ID", late.ID, "d1d1d1d1d1d1.", mdns.TypeAAAA, []string{"fd00:30::2"}, mdns.RcodeSuccess},
+		{"A stays IPv4", late.ID, "dual.", mdns.TypeA, []string{"172.30.0.2"}, mdns.RcodeSuccess},
+		{"AAAA of a name on an IPv4-only network: no data", late.ID, "v4.", mdns.TypeAAAA, nil, mdns.RcodeSuccess},
+		{"AAAA of late on the first shared network, IPv4-only: no data", v4.ID, "late.", mdns.TypeAAAA, nil, mdns.RcodeSuccess},
+		{"AAAA of late.net6", dual.ID, "late.net6.", mdns.TypeAAAA, []string{"fd00:30::3"}, mdns.RcodeSuccess},
+		{"a network the asker is not on: upstream", v4.ID, "late.net6.", mdns.TypeAAAA, nil, mdns.RcodeNameError},
+		{"ip6.arpa", dual.ID, "3.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.0.0.0.0.d.f.ip6.arpa.", mdns.TypePTR, []string{"late.net6."}, mdns.RcodeSuccess},
+		{"in-addr.arpa", dual.ID, "3.0.30.172.in-addr.arpa.", mdns.TypePTR, []string{"late.net6."}, mdns.RcodeSuccess},
+		{"an outside name goes to the host's servers", dual.ID, "example.com.", mdns.TypeAAAA, nil, mdns.RcodeNameError},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := r.Answer(tt.sandbox, new(mdns.Msg).SetQuestion(tt.qname, tt.qtype), "udp")
+			var got []string
+			for _, rr := range resp.Answer {
+				switch rr := rr.(type) {
+				case *mdns.A:
+					got = append(got, rr.A.String())
+				case *mdns.AAAA:
+					got = append(got, rr.AAAA.String())
+				case *mdns.PTR:
+					got = append(got, rr.Ptr)
+				}
+			}
+			if resp.Rcode != tt.rcode || !slices.Equal(got, tt.want) {
+				t.Errorf("rcode %s, answers %v; want %s, %v", mdns.RcodeToString[resp.Rcode], got, mdns.RcodeToString[tt.rcode], tt.want)
+			}
+		})
+	}
+	// NXDOMAIN is an answer: the first server is the only one asked.
+	if want := []string{"[2001:db8::53]:53", "[2001:db8::53]:53"}; !slices.Equal(forwardedTo, want) {
+		t.Errorf("forwarded to %v, want %v", forwardedTo, want)
+	}
+}
+
+// TestExchangeInHostIPv6 forwards through the engine's own path, from its
+// host namespace, to real servers there on ::1 and on a link-local address
+// named with its zone, over UDP and TCP.
+func TestExchangeInHostIPv6(t *testing.T) {
+	te := newTestEngine(t)
+	upA, upB := te.name("ua"), te.name("ub")
+	linkLocal := ip("fe80::53").WithZone(upA)
+	var pcs []net.PacketConn
+	var lns []net.Listener
+	err := te.inHost(func() error {
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: upA}, PeerName: upB}); err != nil {
+			return err
+		}
+		a, err := netlink.LinkByName(upA)
+		if err != nil {
+			return err
+		}
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("fe80::53"), Mask: net.CIDRMask(64, 128)}, Flags: unix.IFA_F_NODAD}
+		if err := netlink.AddrAdd(a, addr); err != nil {
+			return err
+		}
+		for _, l := range []string{upA, upB} {
+			if err := netlink.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: l}}); err != nil {
+				return err
+			}
+		}
+		for _, server := range []string{"[::1]:53", netip.AddrPortFrom(linkLocal, 53).String()} {
+			pc, err := net.ListenPacket("udp6", server)
+			if err != nil {
+				return err
+			}
+			pcs = append(pcs, pc)
+			ln, err := net.Listen("tcp6", server)
+			if err != nil {
+				return err
+			}
+			lns = append(lns, ln)
+		}
+		return nil
+	})
+	t.Cleanup(func() {
+		for _, c := range pcs {
+			c.Close()
+		}
+		for _, l := range lns {
+			l.Close()
+		}
+	})
+	if err != nil {
+		t.Fatalf("serve DNS on IPv6 in the host namespace: %v", err)
+	}
+	answer := mdns.HandlerFunc(func(w mdns.ResponseWriter, q *mdns.Msg) {
+		resp := new(mdns.Msg).SetReply(q)
+		resp.Answer = append(resp.Answer, &mdns.AAAA{
+			Hdr:  mdns.RR_Header{Name: q.Question[0].Name, Rrtype: mdns.TypeAAAA, Class: mdns.ClassINET, Ttl: 60},
+			AAAA: net.ParseIP("2001:db8::1"),
+		})
+		w.WriteMsg(resp)
+	})
+	for i := range pcs {
+		go (&mdns.Server{PacketConn: pcs[i], Handler: answer}).ActivateAndServe()
+		go (&mdns.Server{Listener: lns[i], Handler: answer}).ActivateAndServe()
+	}
+
+	for _, server := range []netip.AddrPort{netip.MustParseAddrPort("[::1]:53"), netip.AddrPortFrom(linkLocal, 53)} {
+		for _, network := range []string{"udp", "tcp"} {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			resp, err := te.exchangeInHost(ctx, new(mdns.Msg).SetQuestion("outside.example.", mdns.TypeAAAA), server, network)
+			cancel()
+			if err != nil || len(resp.Answer) != 1 {
+				t.Errorf("ask %s over %s: %v %v", server, network, resp, err)
+			}
+		}
+	}
+}
