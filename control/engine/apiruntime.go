@@ -18,7 +18,7 @@ import (
 // requests in the API's wire types, turned into the IPAM's and the
 // external endpoints' calls.
 
-func (a apiEngine) RequestPool(subnet, ipRange string) (api.Pool, error) {
+func (a apiEngine) RequestPool(subnet, ipRange string, v6 bool) (api.Pool, error) {
 	s, err := parsePrefix("subnet", subnet)
 	if err != nil {
 		return api.Pool{}, err
@@ -27,7 +27,7 @@ func (a apiEngine) RequestPool(subnet, ipRange string) (api.Pool, error) {
 	if err != nil {
 		return api.Pool{}, err
 	}
-	p, err := a.Engine.RequestPool(s, r)
+	p, err := a.Engine.RequestPool(s, r, v6)
 	if err != nil {
 		return api.Pool{}, err
 	}
@@ -143,14 +143,14 @@ func parseAddress(s string) (netip.Addr, error) {
 	return parseIP(s)
 }
 
-// parsePrefix reads a CIDR; "" is none.
+// parsePrefix reads a CIDR of either family; "" is none.
 func parsePrefix(what, s string) (netip.Prefix, error) {
 	if s == "" {
 		return netip.Prefix{}, nil
 	}
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
-		return p, errdefs.Invalidf("invalid %s %q: want an IPv4 CIDR such as 172.19.0.0/16", what, s)
+		return p, errdefs.Invalidf("invalid %s %q: want a CIDR such as 172.19.0.0/16 or fd12:3456:789a::/64", what, s)
 	}
 	return p, nil
 }

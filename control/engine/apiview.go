@@ -12,22 +12,52 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
-// networkSpec checks a create request's strings.
+// networkSpec checks a create request's strings, and gives each family its
+// subnet, and each ip range and gateway the subnet of its family.
 func networkSpec(req api.NetworkCreate) (NetworkSpec, error) {
-	spec := NetworkSpec{Name: req.Name, Driver: req.Driver, Internal: req.Internal, Options: req.Options, Labels: req.Labels,
-		ID: req.ID, PoolID: req.PoolID, Frontend: req.Frontend}
-	var err error
-	if spec.Subnet, err = parsePrefix("subnet", req.Subnet); err != nil {
-		return spec, err
-	}
-	if spec.IPRange, err = parsePrefix("ip-range", req.IPRange); err != nil {
-		return spec, err
-	}
-	if req.Gateway != "" {
-		if spec.Gateway, err = netip.ParseAddr(req.Gateway); err != nil {
-			return spec, errdefs.Invalidf("invalid gateway %q: want an IPv4 address", req.Gateway)
+	spec := NetworkSpec{Name: req.Name, Driver: req.Driver, EnableIPv6: req.EnableIPv6, Internal: req.Internal, Options: req.Options,
+		Labels: req.Labels, ID: req.ID, Frontend: req.Frontend}
+	spec.IPv4.ID, spec.IPv6.ID = req.PoolID, req.PoolID6
+	family := func(a netip.Addr) *PoolSpec {
+		if a.Is6() {
+			return &spec.IPv6
 		}
+		return &spec.IPv4
 	}
+	for _, s := range req.Subnets {
+		p, err := parsePrefix("subnet", s)
+		if err != nil {
+			return spec, err
+		}
+		f := family(p.Addr())
+		if f.Subnet.IsValid() {
+			return spec, errdefs.Invalidf("subnet %s: the network has subnet %s already (one subnet per family)", p, f.Subnet)
+		}
+		f.Subnet = p
+	}
+	for _, s := range req.IPRanges {
+		p, err := parsePrefix("ip-range", s)
+		if err != nil {
+			return spec, err
+		}
+		f := family(p.Addr())
+		if f.IPRange.IsValid() {
+			return spec, errdefs.Invalidf("ip-range %s: the subnet has ip-range %s already", p, f.IPRange)
+		}
+		f.IPRange = p
+	}
+	for _, s := range req.Gateways {
+		a, err := parseAddr("gateway", s)
+		if err != nil {
+			return spec, err
+		}
+		f := family(a)
+		if f.Gateway.IsValid() {
+			return spec, errdefs.Invalidf("gateway %s: the subnet has gateway %s already", a, f.Gateway)
+		}
+		f.Gateway = a
+	}
+	var err error
 	spec.DNS, err = dnsServers(req.DNS)
 	return spec, err
 }
@@ -54,13 +84,32 @@ func links(list []string) []store.Link {
 	return out
 }
 
+// parseIP reads an IPv4 address; "" is none.
 func parseIP(s string) (netip.Addr, error) {
+	a, err := parseAddr("IP address", s)
+	if a.IsValid() && !a.Is4() {
+		return netip.Addr{}, errdefs.Invalidf("invalid IP address %q: want an IPv4 address", s)
+	}
+	return a, err
+}
+
+// parseIP6 reads an IPv6 address; "" is none.
+func parseIP6(s string) (netip.Addr, error) {
+	a, err := parseAddr("IPv6 address", s)
+	if a.IsValid() && (!a.Is6() || a.Is4In6()) {
+		return netip.Addr{}, errdefs.Invalidf("invalid IPv6 address %q: want an IPv6 address such as fd12:3456:789a::10", s)
+	}
+	return a, err
+}
+
+// parseAddr reads an address of either family; "" is none.
+func parseAddr(what, s string) (netip.Addr, error) {
 	if s == "" {
 		return netip.Addr{}, nil
 	}
 	a, err := netip.ParseAddr(s)
-	if err != nil || !a.Is4() {
-		return netip.Addr{}, errdefs.Invalidf("invalid IP address %q: want an IPv4 address", s)
+	if err != nil || a.Zone() != "" {
+		return netip.Addr{}, errdefs.Invalidf("invalid %s %q: want an IPv4 or IPv6 address", what, s)
 	}
 	return a, nil
 }

@@ -128,7 +128,7 @@ func TestChainedHostSideIsChecked(t *testing.T) {
 func TestChainedCannotTakeAnotherEndpointsVeth(t *testing.T) {
 	te := newTestEngine(t)
 	a := apiEngine{te.Engine}
-	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("net"), Subnet: netip.MustParsePrefix("10.96.0.0/24")}); err != nil {
+	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("net"), IPv4: PoolSpec{Subnet: netip.MustParsePrefix("10.96.0.0/24")}}); err != nil {
 		t.Fatal(err)
 	}
 	ns := containerNS(t, te, "v")
@@ -164,7 +164,7 @@ func TestAttachmentsAreDistinct(t *testing.T) {
 	te := newTestEngine(t)
 	a := apiEngine{te.Engine}
 	net := te.name("net")
-	if _, err := te.CreateNetwork(NetworkSpec{Name: net, Subnet: netip.MustParsePrefix("10.96.0.0/24")}); err != nil {
+	if _, err := te.CreateNetwork(NetworkSpec{Name: net, IPv4: PoolSpec{Subnet: netip.MustParsePrefix("10.96.0.0/24")}}); err != nil {
 		t.Fatal(err)
 	}
 	attach := func(cid, ifname, mac string) error {
@@ -218,7 +218,7 @@ func TestAttachmentsAreDistinct(t *testing.T) {
 		// Podman: one container on two networks. The plugin reports a
 		// default route via each attachment's Gateway (resultOf).
 		net2 := te.name("net2")
-		if _, err := te.CreateNetwork(NetworkSpec{Name: net2, Subnet: netip.MustParsePrefix("10.95.0.0/24")}); err != nil {
+		if _, err := te.CreateNetwork(NetworkSpec{Name: net2, IPv4: PoolSpec{Subnet: netip.MustParsePrefix("10.95.0.0/24")}}); err != nil {
 			t.Fatal(err)
 		}
 		ns := containerNS(t, te, "two")
@@ -280,7 +280,7 @@ func TestFailedChainedAttachLeavesNothing(t *testing.T) {
 	if after := te.snapshot(t); after != before {
 		t.Errorf("a failed chained ADD left state:\n%s\n%s", before, after)
 	}
-	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("net"), Subnet: netip.MustParsePrefix("10.94.0.0/16")}); err != nil {
+	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("net"), IPv4: PoolSpec{Subnet: netip.MustParsePrefix("10.94.0.0/16")}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, _, err := te.Attach(chainedReq("ov", te.prefix+"none", "nobr", "10.94.0.2"), "/run/ov", nil); !errors.Is(err, errdefs.ErrConflict) {

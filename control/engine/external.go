@@ -183,7 +183,7 @@ func (e *Engine) chainedNetwork(tx *store.Tx, undo *rollback, frontend, name str
 	}
 	n := store.Network{ID: newID(), Name: name, Driver: store.DriverChained, Bridge: c.Bridge, Created: time.Now().UTC(),
 		ICC: true, GatewayMode: store.GatewayNATUnprotected, Frontend: frontend}
-	if err := e.choosePool(tx, &n, NetworkSpec{Subnet: c.Subnet, Gateway: c.Gateway}); err != nil {
+	if err := e.choosePools(tx, &n, NetworkSpec{IPv4: PoolSpec{Subnet: c.Subnet, Gateway: c.Gateway}}); err != nil {
 		return n, err
 	}
 	return n, e.addNetwork(tx, undo, &n)

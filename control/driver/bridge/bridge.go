@@ -34,15 +34,23 @@ var options = []driver.Option{
 		n.Masquerade, err = driver.ParseBool(v)
 		return err
 	}},
-	{Key: driver.OptGatewayMode, Set: func(n *store.Network, v string) error {
+	gatewayMode(driver.OptGatewayMode, func(n *store.Network) *string { return &n.GatewayMode }),
+	gatewayMode(driver.OptGatewayMode6, func(n *store.Network) *string { return &n.GatewayMode6 }),
+	driver.EnableIPv6,
+	driver.MTU,
+}
+
+// gatewayMode is the option of one family's gateway mode, kept in the
+// field mode finds.
+func gatewayMode(key string, mode func(*store.Network) *string) driver.Option {
+	return driver.Option{Key: key, Set: func(n *store.Network, v string) error {
 		modes := []string{store.GatewayNAT, store.GatewayNATUnprotected, store.GatewayRouted, store.GatewayIsolated}
 		if !slices.Contains(modes, v) {
 			return fmt.Errorf("unknown gateway mode %q (valid: %s)", v, strings.Join(modes, ", "))
 		}
-		n.GatewayMode = v
+		*mode(n) = v
 		return nil
-	}},
-	driver.MTU,
+	}}
 }
 
 // Configure names the bridge after the network unless an option did.
@@ -59,11 +67,17 @@ func (Driver) Configure(n *store.Network, opts map[string]string) error {
 	return nil
 }
 
-// checkGatewayMode applies what the gateway mode implies for the other
+// checkGatewayMode applies what the gateway modes imply for the other
 // settings, once every option is read (map order is random).
 func checkGatewayMode(n *store.Network, opts map[string]string) error {
-	switch n.GatewayMode {
-	case store.GatewayRouted:
+	for _, m := range []struct{ key, mode string }{{driver.OptGatewayMode, n.GatewayMode}, {driver.OptGatewayMode6, n.GatewayMode6}} {
+		if m.mode == store.GatewayIsolated && !n.Internal {
+			return errdefs.Invalidf("option %s=%s needs an internal network: an isolated network has no gateway, so it leads nowhere", m.key, m.mode)
+		}
+	}
+	// Masquerading is the IPv4 setting: IPv6's routed mode is the
+	// datapath's to read (GatewayMode6).
+	if n.GatewayMode == store.GatewayRouted {
 		// Routed means the outside sees sandboxes by their own addresses:
 		// masquerading them would undo the mode, so asking for both is a
 		// mistake rather than a preference.
@@ -72,10 +86,6 @@ func checkGatewayMode(n *store.Network, opts map[string]string) error {
 				driver.OptMasquerade, opts[driver.OptMasquerade], driver.OptGatewayMode, n.GatewayMode)
 		}
 		n.Masquerade = false
-	case store.GatewayIsolated:
-		if !n.Internal {
-			return errdefs.Invalidf("option %s=%s needs an internal network: an isolated network has no gateway, so it leads nowhere", driver.OptGatewayMode, n.GatewayMode)
-		}
 	}
 	return nil
 }

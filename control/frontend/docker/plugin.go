@@ -171,8 +171,8 @@ func (p *plugin) createNetwork(r *network.CreateNetworkRequest) error {
 	if pool, err := p.engine.RequestedPool(data.Pool); err == nil && data.AddressSpace == AddressSpace {
 		req.PoolID = pool.ID
 	} else {
-		req.Subnet = data.Pool
-		req.Gateway, _, _ = strings.Cut(data.Gateway, "/")
+		gw, _, _ := strings.Cut(data.Gateway, "/")
+		req.Subnets, req.Gateways = []string{data.Pool}, []string{gw}
 	}
 	_, err := p.engine.CreateFrontendNetwork(req)
 	return err
@@ -298,7 +298,7 @@ func (p *plugin) requestPool(r *ipam.RequestPoolRequest) (*ipam.RequestPoolRespo
 	if r.V6 {
 		return nil, errdefs.Invalidf("ebpfnet's IPAM is IPv4-only for now: no IPv6 pool")
 	}
-	pool, err := p.engine.RequestPool(r.Pool, r.SubPool)
+	pool, err := p.engine.RequestPool(r.Pool, r.SubPool, false)
 	if err != nil {
 		return nil, err
 	}
