@@ -8,9 +8,11 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
@@ -129,6 +131,9 @@ func (Driver) Setup(n *store.Network) error {
 	if err := setBridgeAddress(n, l); err != nil {
 		return err
 	}
+	if err := setBridgeIPv6(n, l); err != nil {
+		return err
+	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		return fmt.Errorf("bring bridge %s up: %w", n.Bridge, err)
 	}
@@ -159,6 +164,32 @@ func setBridgeAddress(n *store.Network, l netlink.Link) error {
 		if err := netlink.AddrDel(l, &a); err != nil {
 			return fmt.Errorf("remove address %s from isolated bridge %s: %w", a.IPNet, n.Bridge, err)
 		}
+	}
+	return nil
+}
+
+// setBridgeIPv6 gives the bridge of a dual-stack network IPv6 and the IPv6
+// gateway address, and takes IPv6 away from every other bridge (IPv4-only,
+// or in IPv6 gateway mode isolated), as Docker does for isolated: there a
+// link-local address alone would be a path to the host that nothing
+// fences.
+func setBridgeIPv6(n *store.Network, l netlink.Link) error {
+	if !n.HostOnNetwork6() {
+		return namespace.DisableIPv6On(n.Bridge)
+	}
+	if err := namespace.EnableIPv6On(n.Bridge); err != nil {
+		return err
+	}
+	// No duplicate address detection: the subnet is the network's own, and
+	// a tentative gateway would drop the sandboxes' first packets.
+	gw := &netlink.Addr{IPNet: &net.IPNet{IP: n.Pool6.Gateway.AsSlice(), Mask: net.CIDRMask(n.Pool6.Subnet.Bits(), 128)}, Flags: unix.IFA_F_NODAD}
+	if err := netlink.AddrReplace(l, gw); err != nil {
+		return fmt.Errorf("set address %s on bridge %s: %w", n.Pool6.Gateway, n.Bridge, err)
+	}
+	// As ip_forward for IPv4 (Docker does the same): the datapath's FIB
+	// lookups answer only where forwarding is on.
+	if err := os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("enable IPv6 forwarding: %w", err)
 	}
 	return nil
 }
