@@ -185,18 +185,22 @@ func defaultRoute(l netlink.Link, gw netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("list routes in sandbox: %w", err)
 	}
-	for _, r := range routes {
-		if r.Dst == nil {
-			return nil
-		}
-		if ones, _ := r.Dst.Mask.Size(); ones == 0 {
-			return nil
-		}
+	if slices.ContainsFunc(routes, isDefault) {
+		return nil
 	}
 	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw.AsSlice()}); err != nil {
 		return fmt.Errorf("add default route via %s: %w", gw, err)
 	}
 	return nil
+}
+
+// isDefault reports whether r is a default route (0.0.0.0/0 or ::/0).
+func isDefault(r netlink.Route) bool {
+	if r.Dst == nil {
+		return true
+	}
+	ones, _ := r.Dst.Mask.Size()
+	return ones == 0
 }
 
 // detachEndpoint removes an endpoint's interfaces and map entries, best

@@ -75,6 +75,7 @@ type ChainedNetwork struct {
 type Joined struct {
 	Endpoint store.Endpoint
 	Gateway  netip.Addr // zero on an internal network, which leads nowhere
+	Gateway6 netip.Addr // likewise, and zero on a network without IPv6
 }
 
 // AttachmentID is the endpoint ID of a CNI attachment, which CNI knows by
@@ -293,7 +294,7 @@ func (e *Engine) JoinEndpoint(id, netns string) (Joined, error) {
 		if err := e.join(tx, undo, &sb, n, netns); err != nil {
 			return err
 		}
-		j = Joined{Endpoint: sb.Endpoints[0], Gateway: gatewayOf(n)}
+		j = Joined{Endpoint: sb.Endpoints[0], Gateway: gatewayOf(n), Gateway6: gateway6Of(n)}
 		return nil
 	})
 	return j, err
@@ -306,6 +307,14 @@ func gatewayOf(n store.Network) netip.Addr {
 		return netip.Addr{}
 	}
 	return n.Pool.Gateway
+}
+
+// gateway6Of is gatewayOf for IPv6: none on a network without IPv6 either.
+func gateway6Of(n store.Network) netip.Addr {
+	if n.Internal || !n.HostOnNetwork6() {
+		return netip.Addr{}
+	}
+	return n.Pool6.Gateway
 }
 
 // Attach attaches a runtime's namespace to a network in one step (CNI's
