@@ -315,7 +315,9 @@ func TestPluginDualStack(t *testing.T) {
 		t.Fatalf("network: %+v, %v", n, err)
 	}
 	eid := randomID()
-	var created struct{ Interface struct{ Address, AddressIPv6 string } }
+	var created struct {
+		Interface struct{ Address, AddressIPv6 string }
+	}
 	if e := r.call(t, "/NetworkDriver.CreateEndpoint", map[string]any{"NetworkID": nid, "EndpointID": eid,
 		"Interface": map[string]any{"Address": a4.Address, "AddressIPv6": a6.Address}}, &created); e != "" {
 		t.Fatal(e)
