@@ -253,6 +253,7 @@ type AttachmentCreate struct {
 	NetNS       string   `json:"NetNS"`
 	Network     string   `json:"Network"`
 	IP          string   `json:"IP,omitempty"`         // a static address, from CNI's ips capability
+	IP6         string   `json:"IP6,omitempty"`        // a static IPv6 address likewise, on a network with IPv6
 	MAC         string   `json:"MacAddress,omitempty"` // from CNI's mac capability
 	Aliases     []string `json:"Aliases,omitempty"`    // from CNI's aliases capability
 	// Group is the runtime's own name for what the attachment was made

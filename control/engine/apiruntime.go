@@ -77,17 +77,11 @@ func (a apiEngine) ReleaseAddress(poolID, addr string) error {
 }
 
 func (a apiEngine) CreateEndpoint(req api.EndpointCreate) (api.Endpoint, error) {
-	ip, err := parseAddress(req.Address)
-	if err == nil && ip.IsValid() && !ip.Is4() {
-		err = errdefs.Invalidf("invalid address %q: want an IPv4 address (an IPv6 one goes in AddressIPv6)", req.Address)
-	}
+	ip, err := parseFamilyAddress(req.Address, false)
 	if err != nil {
 		return api.Endpoint{}, err
 	}
-	ip6, err := parseAddress(req.AddressIPv6)
-	if err == nil && ip6.IsValid() && !ip6.Is6() {
-		err = errdefs.Invalidf("invalid IPv6 address %q: want an IPv6 address", req.AddressIPv6)
-	}
+	ip6, err := parseFamilyAddress(req.AddressIPv6, true)
 	if err != nil {
 		return api.Endpoint{}, err
 	}
@@ -163,6 +157,15 @@ func parseAddress(s string) (netip.Addr, error) {
 	return parseAddr("address", s)
 }
 
+// parseFamilyAddress is parseAddress for one family (v6 or not).
+func parseFamilyAddress(s string, v6 bool) (netip.Addr, error) {
+	a, err := parseAddress(s)
+	if err == nil && a.IsValid() && (a.Is6() != v6 || a.Is4In6()) {
+		err = errdefs.Invalidf("invalid address %q: want an %s address", s, familyName(v6))
+	}
+	return a, err
+}
+
 // parsePrefix reads a CIDR of either family; "" is none.
 func parsePrefix(what, s string) (netip.Prefix, error) {
 	if s == "" {
@@ -176,10 +179,6 @@ func parsePrefix(what, s string) (netip.Prefix, error) {
 }
 
 func (a apiEngine) Attach(req api.AttachmentCreate) (api.Attachment, error) {
-	ip, err := parseAddress(req.IP)
-	if err != nil {
-		return api.Attachment{}, err
-	}
 	if req.Frontend == "" {
 		return api.Attachment{}, errdefs.Invalidf("an attachment needs the name of its frontend")
 	}
@@ -188,10 +187,12 @@ func (a apiEngine) Attach(req api.AttachmentCreate) (api.Attachment, error) {
 	}
 	spec := ExternalEndpoint{Frontend: req.Frontend, ID: AttachmentID(req.ContainerID, req.IfName),
 		Name: req.ContainerID + ":" + req.IfName, Network: req.Network, MAC: req.MAC, Aliases: req.Aliases, Group: req.Group, Interface: req.IfName}
-	if ip.Is6() { // CNI's ips capability names either family
-		spec.Addr6 = ip
-	} else {
-		spec.Addr = ip
+	var err error
+	if spec.Addr, err = parseFamilyAddress(req.IP, false); err != nil {
+		return api.Attachment{}, err
+	}
+	if spec.Addr6, err = parseFamilyAddress(req.IP6, true); err != nil {
+		return api.Attachment{}, err
 	}
 	if c := req.Chained; c != nil {
 		p, err := parsePrefix("address", c.Address)
