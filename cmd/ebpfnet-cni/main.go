@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -125,11 +126,15 @@ func add(args *skel.CmdArgs) error {
 	}
 	req := api.AttachmentCreate{Frontend: frontend, ContainerID: args.ContainerID, IfName: args.IfName, NetNS: args.Netns,
 		Network: conf.Network, Publish: publish, MAC: conf.RuntimeConfig.MAC, Aliases: conf.RuntimeConfig.Aliases[conf.Name], Group: conf.Name}
-	if len(conf.RuntimeConfig.IPs) > 1 {
-		return fmt.Errorf("ebpfnet gives one IPv4 address per attachment, not %d (%v)", len(conf.RuntimeConfig.IPs), conf.RuntimeConfig.IPs)
-	}
-	if len(conf.RuntimeConfig.IPs) == 1 {
-		req.IP = conf.RuntimeConfig.IPs[0]
+	for _, ip := range conf.RuntimeConfig.IPs {
+		field := &req.IP
+		if strings.Contains(ip, ":") {
+			field = &req.IP6
+		}
+		if *field != "" {
+			return fmt.Errorf("ebpfnet gives one address per family per attachment, not %v", conf.RuntimeConfig.IPs)
+		}
+		*field = ip
 	}
 	ctx, cancel := timeout()
 	defer cancel()
@@ -145,12 +150,9 @@ func add(args *skel.CmdArgs) error {
 }
 
 // resultOf is an attachment as CNI reports it: the host side and the
-// container's interface, its address, gateway and default route.
+// container's interface, its addresses, gateways and default routes, one
+// of each per family.
 func resultOf(a api.Attachment, netns string) (*current.Result, error) {
-	prefix, err := netip.ParsePrefix(a.Address)
-	if err != nil {
-		return nil, fmt.Errorf("the daemon answered an invalid address %q", a.Address)
-	}
 	inside := 1
 	r := &current.Result{
 		CNIVersion: current.ImplementedSpecVersion,
@@ -158,14 +160,28 @@ func resultOf(a api.Attachment, netns string) (*current.Result, error) {
 			{Name: a.HostInterface},
 			{Name: a.Interface, Mac: a.MacAddress, Mtu: a.Mtu, Sandbox: netns},
 		},
-		IPs: []*current.IPConfig{{Interface: &inside, Address: net.IPNet{IP: prefix.Addr().AsSlice(), Mask: net.CIDRMask(prefix.Bits(), 32)}}},
 	}
-	if a.Gateway != "" {
-		gw := net.ParseIP(a.Gateway)
-		r.IPs[0].Gateway = gw
-		if a.DefaultRoute { // a second network's interface has none
-			r.Routes = []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}, GW: gw}}
+	for _, f := range []struct {
+		address, gateway string
+		defaultRoute     bool
+	}{{a.Address, a.Gateway, a.DefaultRoute}, {a.AddressIPv6, a.GatewayIPv6, a.DefaultRoute6}} {
+		if f.address == "" {
+			continue // an IPv4-only network
 		}
+		prefix, err := netip.ParsePrefix(f.address)
+		if err != nil {
+			return nil, fmt.Errorf("the daemon answered an invalid address %q", f.address)
+		}
+		bits := prefix.Addr().BitLen()
+		ip := &current.IPConfig{Interface: &inside, Address: net.IPNet{IP: prefix.Addr().AsSlice(), Mask: net.CIDRMask(prefix.Bits(), bits)}}
+		if f.gateway != "" {
+			ip.Gateway = net.ParseIP(f.gateway)
+			if f.defaultRoute { // a second network's interface has none
+				dst := net.IPNet{IP: net.IP(make([]byte, bits/8)), Mask: net.CIDRMask(0, bits)}
+				r.Routes = append(r.Routes, &types.Route{Dst: dst, GW: ip.Gateway})
+			}
+		}
+		r.IPs = append(r.IPs, ip)
 	}
 	return r, nil
 }

@@ -139,6 +139,7 @@ root's a bind of a published port (EPERM).`,
 	states, _ := loader.CTTimeoutNames()
 	f.StringVar(&natPorts, "nat-ports", "", "source port range of masqueraded flows that collide on their own port (default 61000-65535); must not overlap net.ipv4.ip_local_port_range")
 	f.StringArrayVar(&ctTimeouts, "ct-timeout", nil, "conntrack lifetime of a state, STATE=SECONDS (repeatable); states: "+strings.Join(states, ", "))
+	f.BoolVar(&cfg.DefaultIPv6, "default-ipv6", false, "make the default network bridge dual-stack when it is first made (Docker's default-network-opts bridge=com.docker.network.enable_ipv6=true); its IPv6 subnet is a /64 of the host's ULA /48")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&dockerPlugin, "docker-plugin", docker.DefaultSocket, "socket of Docker's network and IPAM plugin, named after its file (ebpfnet.sock: -d ebpfnet); \"\" serves none")
 	return cmd

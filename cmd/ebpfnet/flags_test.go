@@ -12,18 +12,23 @@ import (
 // combinations it answers itself.
 func TestFlagCombinations(t *testing.T) {
 	isolated := map[string]string{engine.OptGatewayMode: "isolated"}
+	isolated6 := map[string]string{engine.OptGatewayMode6: "isolated"}
 	for _, c := range []struct {
 		req  api.NetworkCreate
 		want string
 	}{
-		{api.NetworkCreate{Gateway: "172.30.0.1"}, "--ip-range and --gateway need --subnet"},
-		{api.NetworkCreate{IPRange: "172.30.5.0/24"}, "--ip-range and --gateway need --subnet"},
-		{api.NetworkCreate{Subnet: "172.30.0.0/16", Gateway: "172.30.0.1", Internal: true, Options: isolated},
+		{api.NetworkCreate{Gateways: []string{"172.30.0.1"}}, "--ip-range and --gateway need --subnet"},
+		{api.NetworkCreate{IPRanges: []string{"172.30.5.0/24"}}, "--ip-range and --gateway need --subnet"},
+		{api.NetworkCreate{Subnets: []string{"172.30.0.0/16"}, Gateways: []string{"172.30.0.1"}, Internal: true, Options: isolated},
 			"--gateway 172.30.0.1: a network in gateway mode isolated has no gateway"},
-		{api.NetworkCreate{Subnet: "172.30.0.0/16", Options: isolated},
+		{api.NetworkCreate{Subnets: []string{"172.30.0.0/16"}, Options: isolated},
 			"option com.docker.network.bridge.gateway_mode_ipv4=isolated needs --internal: an isolated network has no gateway, so it leads nowhere"},
+		{api.NetworkCreate{Options: isolated6},
+			"option com.docker.network.bridge.gateway_mode_ipv6=isolated needs --internal: an isolated network has no gateway, so it leads nowhere"},
+		{api.NetworkCreate{Subnets: []string{"172.30.0.0/16", "fd00::/64"}, Gateways: []string{"172.30.0.1", "fd00::1"}, Internal: true, Options: isolated6},
+			"--gateway fd00::1: a network in gateway mode isolated has no gateway"},
 		{api.NetworkCreate{Driver: "macvlan", Options: isolated}, ""}, // the daemon's to refuse: not a macvlan option
-		{api.NetworkCreate{Subnet: "172.30.0.0/16", Gateway: "172.30.0.1"}, ""},
+		{api.NetworkCreate{Subnets: []string{"172.30.0.0/16"}, Gateways: []string{"172.30.0.1"}}, ""},
 	} {
 		if err := checkNetworkFlags(c.req); (err == nil) != (c.want == "") || err != nil && err.Error() != c.want {
 			t.Errorf("%+v: %v, want %q", c.req, err, c.want)

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -26,12 +27,15 @@ func newNetworkCreate(c *cli) *cobra.Command {
 	var (
 		req          api.NetworkCreate
 		opts, labels []string
+		ipv6         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "create [flags] NETWORK",
 		Short: "Create a network",
 		Example: `  ebpfnet network create appnet
   ebpfnet network create --subnet 172.19.0.0/16 --gateway 172.19.0.1 --ip-range 172.19.5.0/24 appnet
+  ebpfnet network create --ipv6 dualnet             # IPv6 from the host's default ULA /48
+  ebpfnet network create --ipv6 --subnet 172.21.0.0/16 --subnet fd12:3456:789a::/64 --ip-range fd12:3456:789a::/80 dual2
   ebpfnet network create --internal -o com.docker.network.bridge.enable_icc=false backend
   ebpfnet network create -o com.docker.network.bridge.gateway_mode_ipv4=routed --subnet 172.20.0.0/16 routednet
   ebpfnet network create --internal -o com.docker.network.bridge.gateway_mode_ipv4=isolated vault
@@ -40,6 +44,9 @@ func newNetworkCreate(c *cli) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
 			req.Name = args[0]
+			if cmd.Flags().Changed("ipv6") { // unset, the option may say
+				req.EnableIPv6 = &ipv6
+			}
 			if req.Options, err = parseKeyValues("--opt", opts); err != nil {
 				return err
 			}
@@ -59,9 +66,10 @@ func newNetworkCreate(c *cli) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVarP(&req.Driver, "driver", "d", "bridge", "driver: bridge or macvlan")
-	f.StringVar(&req.Subnet, "subnet", "", "subnet in CIDR form (default: the next free default pool)")
-	f.StringVar(&req.Gateway, "gateway", "", "gateway address (default: the subnet's first address)")
-	f.StringVar(&req.IPRange, "ip-range", "", "allocate dynamic addresses from this sub-range")
+	f.BoolVar(&ipv6, "ipv6", false, "give the network an IPv6 subnet too (dual-stack)")
+	f.StringArrayVar(&req.Subnets, "subnet", nil, "subnet in CIDR form, at most one per family (default: the next free default pool; for IPv6 a /64 of the host's ULA /48)")
+	f.StringArrayVar(&req.Gateways, "gateway", nil, "gateway address of the subnet of its family (default: the subnet's first address + 1)")
+	f.StringArrayVar(&req.IPRanges, "ip-range", nil, "allocate dynamic addresses of the subnet of its family from this sub-range")
 	f.BoolVar(&req.Internal, "internal", false, "restrict traffic to the network: no way in or out")
 	f.StringArrayVarP(&opts, "opt", "o", nil, "driver option KEY=VALUE (repeatable)")
 	f.StringArrayVar(&labels, "label", nil, "label KEY=VALUE (repeatable)")
@@ -73,15 +81,22 @@ func newNetworkCreate(c *cli) *cobra.Command {
 // checkNetworkFlags refuses the combinations of flags the daemon refuses,
 // in the words of the flags: the daemon's errors name values.
 func checkNetworkFlags(req api.NetworkCreate) error {
-	if req.Subnet == "" && (req.IPRange != "" || req.Gateway != "") {
+	if len(req.Subnets) == 0 && (len(req.IPRanges) > 0 || len(req.Gateways) > 0) {
 		return errors.New("--ip-range and --gateway need --subnet")
 	}
-	mode := req.Options[engine.OptGatewayMode]
-	if mode == store.GatewayIsolated && (req.Driver == "" || req.Driver == store.DriverBridge) && !req.Internal {
-		return fmt.Errorf("option %s=%s needs --internal: an isolated network has no gateway, so it leads nowhere", engine.OptGatewayMode, mode)
+	for _, key := range []string{engine.OptGatewayMode, engine.OptGatewayMode6} {
+		if mode := req.Options[key]; mode == store.GatewayIsolated && (req.Driver == "" || req.Driver == store.DriverBridge) && !req.Internal {
+			return fmt.Errorf("option %s=%s needs --internal: an isolated network has no gateway, so it leads nowhere", key, mode)
+		}
 	}
-	if mode == store.GatewayIsolated && req.Internal && req.Gateway != "" {
-		return fmt.Errorf("--gateway %s: a network in gateway mode %s has no gateway", req.Gateway, mode)
+	for _, gw := range req.Gateways {
+		key := engine.OptGatewayMode
+		if strings.Contains(gw, ":") {
+			key = engine.OptGatewayMode6
+		}
+		if mode := req.Options[key]; mode == store.GatewayIsolated && req.Internal {
+			return fmt.Errorf("--gateway %s: a network in gateway mode %s has no gateway", gw, mode)
+		}
 	}
 	return nil
 }
@@ -191,6 +206,7 @@ func newNetworkConnect(c *cli) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&req.IP, "ip", "", "IPv4 address on the network")
+	cmd.Flags().StringVar(&req.IP6, "ip6", "", "IPv6 address on the network (one with IPv6)")
 	cmd.Flags().StringArrayVar(&req.Aliases, "alias", nil, "extra name on the network (repeatable)")
 	return cmd
 }

@@ -28,6 +28,7 @@ func sandboxFlags(cmd *cobra.Command, req *api.SandboxCreate, publish *[]string)
 	f := cmd.Flags()
 	f.StringArrayVar(&req.Networks, "network", nil, "network to attach to (repeatable), or host, none, container:NAME (default: bridge)")
 	f.StringVar(&req.IP, "ip", "", "IPv4 address on the first network")
+	f.StringVar(&req.IP6, "ip6", "", "IPv6 address on the first network (one with IPv6)")
 	f.StringArrayVar(&req.Aliases, "alias", nil, "extra name on the networks (repeatable)")
 	f.StringArrayVarP(publish, "publish", "p", nil, "publish a port, as docker run -p (repeatable)")
 	f.StringArrayVar(&req.DNS, "dns", nil, "upstream DNS server (repeatable)")
@@ -46,11 +47,11 @@ func sandboxRequest(req *api.SandboxCreate, publish []string) (err error) {
 // refuses in terms of values: addresses, aliases and ports on a sandbox
 // without networks of its own.
 func checkSandboxFlags(req api.SandboxCreate) error {
-	if len(req.Networks) != 1 || req.IP == "" && len(req.Aliases) == 0 && len(req.Publish) == 0 {
+	if len(req.Networks) != 1 || req.IP == "" && req.IP6 == "" && len(req.Aliases) == 0 && len(req.Publish) == 0 {
 		return nil
 	}
 	if mode := req.Networks[0]; mode == engine.NetworkHost || mode == engine.NetworkNone || strings.HasPrefix(mode, "container:") {
-		return fmt.Errorf("--ip, --alias and -p need a bridge or macvlan network, not %s", mode)
+		return fmt.Errorf("--ip, --ip6, --alias and -p need a bridge or macvlan network, not %s", mode)
 	}
 	return nil
 }
@@ -65,6 +66,7 @@ func newSandboxCreate(c *cli) *cobra.Command {
 		Short: "Create a sandbox",
 		Example: `  ebpfnet sandbox create web                       # on the default network "bridge"
   ebpfnet sandbox create web --network appnet --ip 172.19.5.10 --alias www -p 8080:80 -p 9000:9000/udp
+  ebpfnet sandbox create db --network dualnet --ip6 fd12:3456:789a::10
   ebpfnet sandbox create side --network container:web
   ebpfnet sandbox create app --link web:db          # db and web in app's /etc/hosts
   ebpfnet sandbox create h --network host

@@ -59,7 +59,8 @@ type RuntimeEngine interface {
 	RemoveFrontendNetwork(frontend, ref string) error
 	PublishEndpoint(frontend, id string, mappings []PortMapping) (map[string][]PortBinding, error)
 	UnpublishEndpoint(frontend, id string) error
-	RequestPool(subnet, ipRange string) (Pool, error)
+	// RequestPool reserves a pool of the family v6 says.
+	RequestPool(subnet, ipRange string, v6 bool) (Pool, error)
 	// RequestedPool finds the requested pool of subnet no network uses yet.
 	RequestedPool(subnet string) (Pool, error)
 	ReleasePool(id string) error

@@ -8,21 +8,27 @@ import (
 
 // NetworkCreate asks for a network, with flags as `docker network create` has them.
 type NetworkCreate struct {
-	Name     string            `json:"Name"`
-	Driver   string            `json:"Driver,omitempty"`
-	Subnet   string            `json:"Subnet,omitempty"`
-	IPRange  string            `json:"IPRange,omitempty"`
-	Gateway  string            `json:"Gateway,omitempty"`
+	Name   string `json:"Name"`
+	Driver string `json:"Driver,omitempty"`
+	// EnableIPv6 gives the network an IPv6 subnet beside its IPv4 one;
+	// unset, the driver option com.docker.network.enable_ipv6 decides.
+	EnableIPv6 *bool `json:"EnableIPv6,omitempty"`
+	// At most one subnet per family; each ip range and gateway goes with
+	// the subnet of its family.
+	Subnets  []string          `json:"Subnets,omitempty"`
+	IPRanges []string          `json:"IPRanges,omitempty"`
+	Gateways []string          `json:"Gateways,omitempty"`
 	Internal bool              `json:"Internal,omitempty"`
 	Options  map[string]string `json:"Options,omitempty"`
 	Labels   map[string]string `json:"Labels,omitempty"`
 	DNS      []string          `json:"DNS,omitempty"`
 	// Set by a runtime frontend creating a network for its runtime
 	// (RuntimeEngine.CreateFrontendNetwork; the API refuses them): the
-	// runtime's ID for it, a pool it requested (RequestPool) and the
+	// runtime's ID for it, the pools it requested (RequestPool) and the
 	// frontend's name.
 	ID       string `json:"Id,omitempty"`
 	PoolID   string `json:"PoolID,omitempty"`
+	PoolID6  string `json:"PoolID6,omitempty"`
 	Frontend string `json:"Frontend,omitempty"`
 }
 
@@ -31,6 +37,7 @@ type SandboxCreate struct {
 	Name     string        `json:"Name"`
 	Networks []string      `json:"Networks,omitempty"`
 	IP       string        `json:"IP,omitempty"`
+	IP6      string        `json:"IP6,omitempty"`
 	Aliases  []string      `json:"Aliases,omitempty"`
 	Publish  []PortMapping `json:"Publish,omitempty"`
 	DNS      []string      `json:"DNS,omitempty"`
@@ -60,6 +67,7 @@ type PortBinding struct {
 type Connect struct {
 	Sandbox string   `json:"Sandbox"`
 	IP      string   `json:"IP,omitempty"`
+	IP6     string   `json:"IP6,omitempty"`
 	Aliases []string `json:"Aliases,omitempty"`
 }
 
@@ -89,7 +97,7 @@ type IPAM struct {
 	Config []IPAMConfig `json:"Config"`
 }
 
-// IPAMConfig is one subnet.
+// IPAMConfig is one subnet: a network has one per family.
 type IPAMConfig struct {
 	Subnet  string `json:"Subnet,omitempty"`
 	IPRange string `json:"IPRange,omitempty"`
@@ -138,6 +146,10 @@ type EndpointSettings struct {
 	Aliases       []string `json:"Aliases"`
 	Interface     string   `json:"Interface"`
 	HostInterface string   `json:"HostInterface,omitempty"`
+	// IPv6, as Docker shows it: empty on a network without IPv6.
+	IPv6Gateway         string `json:"IPv6Gateway"`
+	GlobalIPv6Address   string `json:"GlobalIPv6Address"`
+	GlobalIPv6PrefixLen int    `json:"GlobalIPv6PrefixLen"`
 }
 
 // Pruned lists the networks a prune removed.
@@ -213,18 +225,22 @@ type EndpointCreate struct {
 	ID       string `json:"EndpointID"`
 	Network  string `json:"NetworkID"`
 	Address  string `json:"Address,omitempty"` // CIDR or bare; requested already on a requested pool
-	MAC      string `json:"MacAddress,omitempty"`
+	// AddressIPv6 likewise, on a network with IPv6.
+	AddressIPv6 string `json:"AddressIPv6,omitempty"`
+	MAC         string `json:"MacAddress,omitempty"`
 }
 
 // Endpoint is a runtime endpoint: its address (CIDR) and MAC, and once
 // joined, the interface for the runtime to move into its namespace and
 // the gateway ("" on an internal network).
 type Endpoint struct {
-	ID         string `json:"EndpointID"`
-	Address    string `json:"Address"`
-	MacAddress string `json:"MacAddress"`
-	Interface  string `json:"Interface,omitempty"`
-	Gateway    string `json:"Gateway,omitempty"`
+	ID          string `json:"EndpointID"`
+	Address     string `json:"Address"`
+	AddressIPv6 string `json:"AddressIPv6,omitempty"` // CIDR, on a network with IPv6
+	MacAddress  string `json:"MacAddress"`
+	Interface   string `json:"Interface,omitempty"`
+	Gateway     string `json:"Gateway,omitempty"`
+	GatewayIPv6 string `json:"GatewayIPv6,omitempty"`
 }
 
 // AttachmentCreate attaches a runtime's namespace to a network in one step
@@ -237,6 +253,7 @@ type AttachmentCreate struct {
 	NetNS       string   `json:"NetNS"`
 	Network     string   `json:"Network"`
 	IP          string   `json:"IP,omitempty"`         // a static address, from CNI's ips capability
+	IP6         string   `json:"IP6,omitempty"`        // a static IPv6 address likewise, on a network with IPv6
 	MAC         string   `json:"MacAddress,omitempty"` // from CNI's mac capability
 	Aliases     []string `json:"Aliases,omitempty"`    // from CNI's aliases capability
 	// Group is the runtime's own name for what the attachment was made
@@ -262,14 +279,19 @@ type ChainedAttachment struct {
 
 // Attachment is an attachment as CNI reports it.
 type Attachment struct {
-	Sandbox       string                   `json:"Sandbox"` // its sandbox's name: CONTAINERID:IFNAME
-	Interface     string                   `json:"Interface"`
-	HostInterface string                   `json:"HostInterface"`
-	MacAddress    string                   `json:"MacAddress"`
-	Mtu           int                      `json:"Mtu,omitempty"`
-	Address       string                   `json:"Address"` // CIDR
-	Gateway       string                   `json:"Gateway,omitempty"`
-	DefaultRoute  bool                     `json:"DefaultRoute,omitempty"` // the default route goes via Gateway
+	Sandbox       string `json:"Sandbox"` // its sandbox's name: CONTAINERID:IFNAME
+	Interface     string `json:"Interface"`
+	HostInterface string `json:"HostInterface"`
+	MacAddress    string `json:"MacAddress"`
+	Mtu           int    `json:"Mtu,omitempty"`
+	Address       string `json:"Address"` // CIDR
+	Gateway       string `json:"Gateway,omitempty"`
+	DefaultRoute  bool   `json:"DefaultRoute,omitempty"` // the default route goes via Gateway
+	// The IPv6 address (CIDR) and gateway on a network with IPv6, and
+	// whether the IPv6 default route goes via GatewayIPv6.
+	AddressIPv6   string                   `json:"AddressIPv6,omitempty"`
+	GatewayIPv6   string                   `json:"GatewayIPv6,omitempty"`
+	DefaultRoute6 bool                     `json:"DefaultRoute6,omitempty"`
 	Ports         map[string][]PortBinding `json:"Ports"`
 }
 

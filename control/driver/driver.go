@@ -15,11 +15,15 @@ import (
 
 // Driver options, named as Docker names them so existing scripts carry over.
 const (
-	OptBridgeName  = "com.docker.network.bridge.name"
-	OptEnableICC   = "com.docker.network.bridge.enable_icc"
-	OptMasquerade  = "com.docker.network.bridge.enable_ip_masquerade"
-	OptMTU         = "com.docker.network.driver.mtu"
-	OptGatewayMode = "com.docker.network.bridge.gateway_mode_ipv4"
+	OptBridgeName   = "com.docker.network.bridge.name"
+	OptEnableICC    = "com.docker.network.bridge.enable_icc"
+	OptMasquerade   = "com.docker.network.bridge.enable_ip_masquerade"
+	OptMTU          = "com.docker.network.driver.mtu"
+	OptGatewayMode  = "com.docker.network.bridge.gateway_mode_ipv4"
+	OptGatewayMode6 = "com.docker.network.bridge.gateway_mode_ipv6"
+	// OptEnableIPv6 is Docker's option form of --ipv6, which
+	// default-network-opts can set for every network of a driver.
+	OptEnableIPv6  = "com.docker.network.enable_ipv6"
 	OptParent      = "parent"
 	OptMacvlanMode = "macvlan_mode"
 )

@@ -50,6 +50,13 @@ var MTU = Option{Key: OptMTU, Set: func(n *store.Network, v string) error {
 	return nil
 }}
 
+// EnableIPv6 is the option form of --ipv6, for the drivers whose
+// endpoints take IPv6 addresses.
+var EnableIPv6 = Option{Key: OptEnableIPv6, Set: func(n *store.Network, v string) (err error) {
+	n.EnableIPv6, err = ParseBool(v)
+	return err
+}}
+
 // ParseBool reads an option that is on or off.
 func ParseBool(v string) (bool, error) {
 	b, err := strconv.ParseBool(v)

@@ -8,26 +8,57 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
-// networkSpec checks a create request's strings.
+// networkSpec checks a create request's strings, and gives each family its
+// subnet, and each ip range and gateway the subnet of its family.
 func networkSpec(req api.NetworkCreate) (NetworkSpec, error) {
-	spec := NetworkSpec{Name: req.Name, Driver: req.Driver, Internal: req.Internal, Options: req.Options, Labels: req.Labels,
-		ID: req.ID, PoolID: req.PoolID, Frontend: req.Frontend}
-	var err error
-	if spec.Subnet, err = parsePrefix("subnet", req.Subnet); err != nil {
-		return spec, err
-	}
-	if spec.IPRange, err = parsePrefix("ip-range", req.IPRange); err != nil {
-		return spec, err
-	}
-	if req.Gateway != "" {
-		if spec.Gateway, err = netip.ParseAddr(req.Gateway); err != nil {
-			return spec, errdefs.Invalidf("invalid gateway %q: want an IPv4 address", req.Gateway)
+	spec := NetworkSpec{Name: req.Name, Driver: req.Driver, EnableIPv6: req.EnableIPv6, Internal: req.Internal, Options: req.Options,
+		Labels: req.Labels, ID: req.ID, Frontend: req.Frontend}
+	spec.IPv4.ID, spec.IPv6.ID = req.PoolID, req.PoolID6
+	family := func(a netip.Addr) *PoolSpec {
+		if a.Is6() {
+			return &spec.IPv6
 		}
+		return &spec.IPv4
 	}
+	for _, s := range req.Subnets {
+		p, err := parsePrefix("subnet", s)
+		if err != nil {
+			return spec, err
+		}
+		f := family(p.Addr())
+		if f.Subnet.IsValid() {
+			return spec, errdefs.Invalidf("subnet %s: the network has subnet %s already (one subnet per family)", p, f.Subnet)
+		}
+		f.Subnet = p
+	}
+	for _, s := range req.IPRanges {
+		p, err := parsePrefix("ip-range", s)
+		if err != nil {
+			return spec, err
+		}
+		f := family(p.Addr())
+		if f.IPRange.IsValid() {
+			return spec, errdefs.Invalidf("ip-range %s: the subnet has ip-range %s already", p, f.IPRange)
+		}
+		f.IPRange = p
+	}
+	for _, s := range req.Gateways {
+		a, err := parseAddr("gateway", s)
+		if err != nil {
+			return spec, err
+		}
+		f := family(a)
+		if f.Gateway.IsValid() {
+			return spec, errdefs.Invalidf("gateway %s: the subnet has gateway %s already", a, f.Gateway)
+		}
+		f.Gateway = a
+	}
+	var err error
 	spec.DNS, err = dnsServers(req.DNS)
 	return spec, err
 }
@@ -54,19 +85,38 @@ func links(list []string) []store.Link {
 	return out
 }
 
+// parseIP reads an IPv4 address; "" is none.
 func parseIP(s string) (netip.Addr, error) {
+	a, err := parseAddr("IP address", s)
+	if a.IsValid() && !a.Is4() {
+		return netip.Addr{}, errdefs.Invalidf("invalid IP address %q: want an IPv4 address", s)
+	}
+	return a, err
+}
+
+// parseIP6 reads an IPv6 address; "" is none.
+func parseIP6(s string) (netip.Addr, error) {
+	a, err := parseAddr("IPv6 address", s)
+	if a.IsValid() && (!a.Is6() || a.Is4In6()) {
+		return netip.Addr{}, errdefs.Invalidf("invalid IPv6 address %q: want an IPv6 address such as fd12:3456:789a::10", s)
+	}
+	return a, err
+}
+
+// parseAddr reads an address of either family; "" is none.
+func parseAddr(what, s string) (netip.Addr, error) {
 	if s == "" {
 		return netip.Addr{}, nil
 	}
 	a, err := netip.ParseAddr(s)
-	if err != nil || !a.Is4() {
-		return netip.Addr{}, errdefs.Invalidf("invalid IP address %q: want an IPv4 address", s)
+	if err != nil || a.Zone() != "" {
+		return netip.Addr{}, errdefs.Invalidf("invalid %s %q: want an IPv4 or IPv6 address", what, s)
 	}
 	return a, nil
 }
 
 func networkView(n store.Network, sbs []store.Sandbox) api.Network {
-	v := api.Network{Name: n.Name, ID: n.ID, Created: n.Created, Scope: "local", Driver: n.Driver, Internal: n.Internal,
+	v := api.Network{Name: n.Name, ID: n.ID, Created: n.Created, Scope: "local", Driver: n.Driver, EnableIPv6: n.EnableIPv6, Internal: n.Internal,
 		IPAM: api.IPAM{Driver: "default", Config: []api.IPAMConfig{}}, Containers: map[string]api.NetworkContainer{},
 		Options: maps.Clone(n.Options), Labels: maps.Clone(n.Labels)}
 	if v.Options == nil {
@@ -76,11 +126,10 @@ func networkView(n store.Network, sbs []store.Sandbox) api.Network {
 		v.Labels = map[string]string{}
 	}
 	if n.HasAddresses() {
-		c := api.IPAMConfig{Subnet: n.Pool.Subnet.String(), Gateway: gateway(n)}
-		if n.Pool.Range.IsValid() {
-			c.IPRange = n.Pool.Range.String()
-		}
-		v.IPAM.Config = append(v.IPAM.Config, c)
+		v.IPAM.Config = append(v.IPAM.Config, ipamConfig(n.Pool, gateway(n)))
+	}
+	if n.HasAddresses() && n.EnableIPv6 {
+		v.IPAM.Config = append(v.IPAM.Config, ipamConfig(n.Pool6, gateway6(n)))
 	}
 	if n.Driver == store.DriverBridge {
 		v.Options[OptBridgeName] = n.Bridge
@@ -89,12 +138,19 @@ func networkView(n store.Network, sbs []store.Sandbox) api.Network {
 		if n.GatewayMode != "" {
 			v.Options[OptGatewayMode] = n.GatewayMode
 		}
+		if n.GatewayMode6 != "" {
+			v.Options[OptGatewayMode6] = n.GatewayMode6
+		}
 	}
 	for _, sb := range sbs {
 		for _, ep := range sb.Endpoints {
 			if ep.NetworkID == n.ID {
-				v.Containers[sb.ID] = api.NetworkContainer{Name: sb.Name, EndpointID: ep.ID, MacAddress: ep.MAC,
+				c := api.NetworkContainer{Name: sb.Name, EndpointID: ep.ID, MacAddress: ep.MAC,
 					IPv4Address: netip.PrefixFrom(ep.Addr, n.Pool.Subnet.Bits()).String()}
+				if ep.Addr6.IsValid() {
+					c.IPv6Address = netip.PrefixFrom(ep.Addr6, n.Pool6.Subnet.Bits()).String()
+				}
+				v.Containers[sb.ID] = c
 			}
 		}
 		if len(sb.Endpoints) == 0 && sb.Mode == store.ModeNetworks && n.Name == NetworkNone ||
@@ -105,6 +161,15 @@ func networkView(n store.Network, sbs []store.Sandbox) api.Network {
 	return v
 }
 
+// ipamConfig is one family's pool as Docker shows it.
+func ipamConfig(p ipam.Pool, gateway string) api.IPAMConfig {
+	c := api.IPAMConfig{Subnet: p.Subnet.String(), Gateway: gateway}
+	if p.Range.IsValid() {
+		c.IPRange = p.Range.String()
+	}
+	return c
+}
+
 // gateway is the network's gateway as Docker shows it: none in gateway
 // mode isolated, where the host holds no address on the network.
 func gateway(n store.Network) string {
@@ -112,6 +177,14 @@ func gateway(n store.Network) string {
 		return ""
 	}
 	return n.Pool.Gateway.String()
+}
+
+// gateway6 is gateway for IPv6: none on a network without IPv6 too.
+func gateway6(n store.Network) string {
+	if !n.HostOnNetwork6() {
+		return ""
+	}
+	return n.Pool6.Gateway.String()
 }
 
 // portBindings shows publications the way docker inspect does.
@@ -135,9 +208,13 @@ func sandboxView(sb store.Sandbox, pubs []store.Publication, nets map[string]sto
 		if aliases == nil {
 			aliases = []string{}
 		}
-		v.NetworkSettings.Networks[n.Name] = api.EndpointSettings{NetworkID: n.ID, EndpointID: ep.ID, Gateway: gateway(n),
+		s := api.EndpointSettings{NetworkID: n.ID, EndpointID: ep.ID, Gateway: gateway(n),
 			IPAddress: ep.Addr.String(), IPPrefixLen: n.Pool.Subnet.Bits(), MacAddress: ep.MAC, Aliases: aliases,
 			Interface: ep.Interface, HostInterface: ep.HostSide}
+		if ep.Addr6.IsValid() {
+			s.GlobalIPv6Address, s.GlobalIPv6PrefixLen, s.IPv6Gateway = ep.Addr6.String(), n.Pool6.Subnet.Bits(), gateway6(n)
+		}
+		v.NetworkSettings.Networks[n.Name] = s
 	}
 	return v
 }
@@ -195,7 +272,11 @@ func (a apiEngine) Connect(network string, req api.Connect) error {
 	if err != nil {
 		return err
 	}
-	return a.Engine.Connect(network, req.Sandbox, EndpointSpec{IP: ip, Aliases: req.Aliases})
+	ip6, err := parseIP6(req.IP6)
+	if err != nil {
+		return err
+	}
+	return a.Engine.Connect(network, req.Sandbox, EndpointSpec{IP: ip, IP6: ip6, Aliases: req.Aliases})
 }
 
 func (a apiEngine) Disconnect(network string, req api.Disconnect) error {
@@ -244,11 +325,15 @@ func (a apiEngine) CreateSandbox(req api.SandboxCreate) (api.Sandbox, error) {
 	if err != nil {
 		return api.Sandbox{}, err
 	}
+	ip6, err := parseIP6(req.IP6)
+	if err != nil {
+		return api.Sandbox{}, err
+	}
 	servers, err := dnsServers(req.DNS)
 	if err != nil {
 		return api.Sandbox{}, err
 	}
-	sb, err := a.Engine.CreateSandbox(SandboxSpec{Name: req.Name, Networks: req.Networks, IP: ip, Aliases: req.Aliases,
+	sb, err := a.Engine.CreateSandbox(SandboxSpec{Name: req.Name, Networks: req.Networks, IP: ip, IP6: ip6, Aliases: req.Aliases,
 		Publish: req.Publish, DNS: servers, Links: links(req.Links)})
 	if err != nil {
 		return api.Sandbox{}, err

@@ -11,17 +11,26 @@ import (
 )
 
 func TestNetworkSpecParsing(t *testing.T) {
-	spec, err := networkSpec(api.NetworkCreate{Name: "app", Subnet: "172.19.0.0/16", IPRange: "172.19.5.0/24", Gateway: "172.19.0.1"})
-	if err != nil || spec.Subnet.String() != "172.19.0.0/16" || spec.IPRange.String() != "172.19.5.0/24" || spec.Gateway.String() != "172.19.0.1" {
+	spec, err := networkSpec(api.NetworkCreate{Name: "app", Subnets: []string{"fd12:3456:789a::/64", "172.19.0.0/16"},
+		IPRanges: []string{"172.19.5.0/24", "fd12:3456:789a::/80"}, Gateways: []string{"fd12:3456:789a::fe", "172.19.0.1"}})
+	if err != nil || spec.IPv4.Subnet.String() != "172.19.0.0/16" || spec.IPv4.IPRange.String() != "172.19.5.0/24" || spec.IPv4.Gateway.String() != "172.19.0.1" {
 		t.Fatalf("%+v, %v", spec, err)
+	}
+	// Each ip range and gateway goes with the subnet of its family.
+	if v6 := spec.IPv6; v6.Subnet.String() != "fd12:3456:789a::/64" || v6.IPRange.String() != "fd12:3456:789a::/80" || v6.Gateway.String() != "fd12:3456:789a::fe" {
+		t.Fatalf("IPv6: %+v", v6)
 	}
 	for _, c := range []struct {
 		req  api.NetworkCreate
 		want string
 	}{
-		{api.NetworkCreate{Subnet: "172.19.0.0"}, `invalid subnet "172.19.0.0"`},
-		{api.NetworkCreate{Subnet: "172.19.0.0/16", IPRange: "x"}, `invalid ip-range "x"`},
-		{api.NetworkCreate{Subnet: "172.19.0.0/16", Gateway: "172.19.0.300"}, `invalid gateway "172.19.0.300"`},
+		{api.NetworkCreate{Subnets: []string{"172.19.0.0"}}, `invalid subnet "172.19.0.0"`},
+		{api.NetworkCreate{Subnets: []string{"172.19.0.0/16"}, IPRanges: []string{"x"}}, `invalid ip-range "x"`},
+		{api.NetworkCreate{Subnets: []string{"172.19.0.0/16"}, Gateways: []string{"172.19.0.300"}}, `invalid gateway "172.19.0.300"`},
+		{api.NetworkCreate{Subnets: []string{"172.19.0.0/16", "172.20.0.0/16"}}, "subnet 172.20.0.0/16: the network has subnet 172.19.0.0/16 already (one subnet per family)"},
+		{api.NetworkCreate{Subnets: []string{"fd00::/64", "fd01::/64"}}, "subnet fd01::/64: the network has subnet fd00::/64 already"},
+		{api.NetworkCreate{Gateways: []string{"fd00::1", "fd00::2"}}, "gateway fd00::2: the subnet has gateway fd00::1 already"},
+		{api.NetworkCreate{Gateways: []string{"fe80::1%eth0"}}, `invalid gateway "fe80::1%eth0"`},
 	} {
 		if _, err := networkSpec(c.req); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.req, err, c.want)
@@ -29,6 +38,9 @@ func TestNetworkSpecParsing(t *testing.T) {
 	}
 	if _, err := parseIP("fd00::1"); err == nil || !strings.Contains(err.Error(), `invalid IP address "fd00::1"`) {
 		t.Errorf("IPv6 --ip: %v", err)
+	}
+	if _, err := parseIP6("172.19.0.2"); err == nil || !strings.Contains(err.Error(), `invalid IPv6 address "172.19.0.2"`) {
+		t.Errorf("IPv4 --ip6: %v", err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -128,7 +129,7 @@ func TestChainedHostSideIsChecked(t *testing.T) {
 func TestChainedCannotTakeAnotherEndpointsVeth(t *testing.T) {
 	te := newTestEngine(t)
 	a := apiEngine{te.Engine}
-	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("net"), Subnet: netip.MustParsePrefix("10.96.0.0/24")}); err != nil {
+	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("net"), IPv4: PoolSpec{Subnet: netip.MustParsePrefix("10.96.0.0/24")}}); err != nil {
 		t.Fatal(err)
 	}
 	ns := containerNS(t, te, "v")
@@ -164,7 +165,7 @@ func TestAttachmentsAreDistinct(t *testing.T) {
 	te := newTestEngine(t)
 	a := apiEngine{te.Engine}
 	net := te.name("net")
-	if _, err := te.CreateNetwork(NetworkSpec{Name: net, Subnet: netip.MustParsePrefix("10.96.0.0/24")}); err != nil {
+	if _, err := te.CreateNetwork(NetworkSpec{Name: net, IPv4: PoolSpec{Subnet: netip.MustParsePrefix("10.96.0.0/24")}}); err != nil {
 		t.Fatal(err)
 	}
 	attach := func(cid, ifname, mac string) error {
@@ -218,7 +219,7 @@ func TestAttachmentsAreDistinct(t *testing.T) {
 		// Podman: one container on two networks. The plugin reports a
 		// default route via each attachment's Gateway (resultOf).
 		net2 := te.name("net2")
-		if _, err := te.CreateNetwork(NetworkSpec{Name: net2, Subnet: netip.MustParsePrefix("10.95.0.0/24")}); err != nil {
+		if _, err := te.CreateNetwork(NetworkSpec{Name: net2, IPv4: PoolSpec{Subnet: netip.MustParsePrefix("10.95.0.0/24")}}); err != nil {
 			t.Fatal(err)
 		}
 		ns := containerNS(t, te, "two")
@@ -280,10 +281,62 @@ func TestFailedChainedAttachLeavesNothing(t *testing.T) {
 	if after := te.snapshot(t); after != before {
 		t.Errorf("a failed chained ADD left state:\n%s\n%s", before, after)
 	}
-	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("net"), Subnet: netip.MustParsePrefix("10.94.0.0/16")}); err != nil {
+	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("net"), IPv4: PoolSpec{Subnet: netip.MustParsePrefix("10.94.0.0/16")}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, _, err := te.Attach(chainedReq("ov", te.prefix+"none", "nobr", "10.94.0.2"), "/run/ov", nil); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("a chained subnet inside an ebpfnet network's: %v, want a conflict", err)
+	}
+}
+
+// A CNI attachment on a dual-stack network: an address of each family
+// (ips capability: either, or both), gateways and default routes, IPv6 on
+// the attachment's interface alone, and both addresses free again on DEL.
+func TestAttachmentDualStack(t *testing.T) {
+	te := newTestEngine(t)
+	a := apiEngine{te.Engine}
+	yes := true
+	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("dual"), EnableIPv6: &yes,
+		IPv4: PoolSpec{Subnet: netip.MustParsePrefix("10.93.0.0/24")}, IPv6: PoolSpec{Subnet: netip.MustParsePrefix("fd00:93::/64")}}); err != nil {
+		t.Fatal(err)
+	}
+	ns := containerNS(t, te, "d")
+	ref := api.AttachmentRef{ContainerID: "dual", IfName: "eth0"}
+	req := api.AttachmentCreate{Frontend: "cni", ContainerID: ref.ContainerID, IfName: ref.IfName, NetNS: ns, Network: te.name("dual"), IP6: "fd00:93::9/64"}
+	att, err := a.Attach(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if att.Address != "10.93.0.2/24" || att.AddressIPv6 != "fd00:93::9/64" || att.GatewayIPv6 != "fd00:93::1" || !att.DefaultRoute || !att.DefaultRoute6 {
+		t.Fatalf("attachment: %+v", att)
+	}
+	err = namespace.Do(ns, func() error {
+		l, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_V6)
+		if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return a.IPNet.String() == "fd00:93::9/64" }) {
+			t.Errorf("eth0 IPv6 addresses: %v", addrs)
+		}
+		lo, _ := os.ReadFile("/proc/sys/net/ipv6/conf/lo/disable_ipv6")
+		if strings.TrimSpace(string(lo)) != "0" {
+			t.Errorf("ADD changed IPv6 of lo in the runtime's namespace: disable_ipv6=%s", lo)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Detach(ref); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Attach(req); err != nil {
+		t.Fatalf("the IPv6 address was not released on DEL: %v", err)
+	}
+	a.Detach(ref)
+	req.IP6 = "10.93.0.7"
+	if _, err := a.Attach(req); err == nil || !strings.Contains(err.Error(), `invalid address "10.93.0.7": want an IPv6 address`) {
+		t.Errorf("an IPv4 address as IP6: %v", err)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -91,7 +93,14 @@ func (e *Engine) attachEndpoint(n store.Network, sb store.Sandbox, ep *store.End
 	if err != nil || sb.HandOver {
 		return err
 	}
-	return namespace.Do(sb.NetNS, func() error { return configureInside(n, *ep, !sb.External()) })
+	lo6 := ep.Addr6.IsValid() || hasIPv6(sb.Endpoints)
+	return namespace.Do(sb.NetNS, func() error { return configureInside(n, *ep, !sb.External(), lo6) })
+}
+
+// hasIPv6 reports whether any of a sandbox's endpoints has an IPv6
+// address: then its loopback has IPv6 (::1) too.
+func hasIPv6(eps []store.Endpoint) bool {
+	return slices.ContainsFunc(eps, func(ep store.Endpoint) bool { return ep.Addr6.IsValid() })
 }
 
 // attachDatapath puts the endpoint programs on an endpoint's host side
@@ -112,18 +121,22 @@ func (e *Engine) attachDatapath(n store.Network, ep store.Endpoint, ifindex int)
 	return nil
 }
 
-// configureInside runs in the sandbox: IPv6 off, address, link up, and a
-// default route through the network's gateway when the sandbox has none
-// yet. IPv6 goes off in the whole namespace when it is ebpfnet's own, and
-// on the endpoint's interface alone in a runtime's (CNI), whose other
-// interfaces are not ebpfnet's to change.
-func configureInside(n store.Network, ep store.Endpoint, ownNamespace bool) error {
+// configureInside runs in the sandbox: IPv6 on the endpoint's interface
+// on a dual-stack network and off on any other, the addresses, link up,
+// and a default route per family through the network's gateway when the
+// sandbox has none yet. In ebpfnet's own namespace it also keeps IPv6 off
+// on interfaces still to come and sets it on lo as lo6 says; in a
+// runtime's (CNI) it changes the endpoint's interface alone, the others
+// being not ebpfnet's to change.
+func configureInside(n store.Network, ep store.Endpoint, ownNamespace, lo6 bool) error {
 	// Again here, not only when the namespace is made: a sandbox made by
 	// an ebpfnet that left IPv6 on loses it when the reconciler refreshes
-	// its endpoints. Before the link comes up, so it never has an address.
-	err := namespace.DisableIPv6On(ep.Interface)
-	if ownNamespace {
-		err = namespace.DisableIPv6()
+	// its endpoints. Before the link comes up, so that an interface of an
+	// IPv4-only network never has an IPv6 address, not even a link-local
+	// one: a path the datapath would not fence.
+	err := setIPv6(ep.Addr6.IsValid(), ep.Interface)
+	if ownNamespace && err == nil {
+		err = errors.Join(namespace.DisableIPv6On("default"), setIPv6(lo6, "lo"))
 	}
 	if err != nil {
 		return err
@@ -136,26 +149,63 @@ func configureInside(n store.Network, ep store.Endpoint, ownNamespace bool) erro
 	if err := netlink.AddrReplace(l, addr); err != nil {
 		return fmt.Errorf("set address %s on %s: %w", ep.Addr, ep.Interface, err)
 	}
+	if ep.Addr6.IsValid() {
+		// No duplicate address detection: IPAM made the address unique,
+		// and a tentative one could not be used for a second or so.
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ep.Addr6.AsSlice(), Mask: net.CIDRMask(n.Pool6.Subnet.Bits(), 128)}, Flags: unix.IFA_F_NODAD}
+		if err := netlink.AddrReplace(l, addr); err != nil {
+			return fmt.Errorf("set address %s on %s: %w", ep.Addr6, ep.Interface, err)
+		}
+	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		return fmt.Errorf("bring %s up: %w", ep.Interface, err)
 	}
 	if n.Internal {
 		return nil // an internal network leads nowhere
 	}
-	routes, err := driver.Dump(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_V4) })
+	if err := defaultRoute(l, n.Pool.Gateway); err != nil || !ep.Addr6.IsValid() || !n.HostOnNetwork6() {
+		return err
+	}
+	return defaultRoute(l, n.Pool6.Gateway)
+}
+
+// setIPv6 turns IPv6 on or off on an interface of the calling thread's
+// namespace.
+func setIPv6(on bool, ifname string) error {
+	if on {
+		return namespace.EnableIPv6On(ifname)
+	}
+	return namespace.DisableIPv6On(ifname)
+}
+
+// defaultRoute routes gw's family by default through gw on l, unless the
+// namespace has a default route of that family already: the first network
+// keeps it.
+func defaultRoute(l netlink.Link, gw netip.Addr) error {
+	family := netlink.FAMILY_V4
+	if gw.Is6() {
+		family = netlink.FAMILY_V6
+	}
+	routes, err := driver.Dump(func() ([]netlink.Route, error) { return netlink.RouteList(nil, family) })
 	if err != nil {
 		return fmt.Errorf("list routes in sandbox: %w", err)
 	}
-	for _, r := range routes {
-		if r.Dst == nil || r.Dst.String() == "0.0.0.0/0" {
-			return nil // one default route is enough; the first network keeps it
-		}
+	if slices.ContainsFunc(routes, isDefault) {
+		return nil
 	}
-	gw := &netlink.Route{LinkIndex: l.Attrs().Index, Gw: n.Pool.Gateway.AsSlice()}
-	if err := netlink.RouteReplace(gw); err != nil {
-		return fmt.Errorf("add default route via %s: %w", n.Pool.Gateway, err)
+	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw.AsSlice()}); err != nil {
+		return fmt.Errorf("add default route via %s: %w", gw, err)
 	}
 	return nil
+}
+
+// isDefault reports whether r is a default route (0.0.0.0/0 or ::/0).
+func isDefault(r netlink.Route) bool {
+	if r.Dst == nil {
+		return true
+	}
+	ones, _ := r.Dst.Mask.Size()
+	return ones == 0
 }
 
 // detachEndpoint removes an endpoint's interfaces and map entries, best
@@ -185,18 +235,17 @@ func (e *Engine) detachHostSide(name string) error {
 	return errors.Join(append(errs, e.dp.Detach(name))...)
 }
 
-// ensureDefaultRoute gives a sandbox a default route through the first of
-// its networks that offers one, if it has lost its own (after a disconnect).
+// ensureDefaultRoute gives a sandbox a default route per family through
+// the first of its networks that offers one, if it has lost its own, and
+// IPv6 on lo only while an endpoint has it (after a disconnect).
 func ensureDefaultRoute(sandboxNS string, eps []store.Endpoint, networks map[string]store.Network) error {
 	return namespace.Do(sandboxNS, func() error {
+		lo6 := hasIPv6(eps)
+		errs := []error{setIPv6(lo6, "lo")}
 		for _, ep := range eps {
-			n := networks[ep.NetworkID]
-			if n.Internal {
-				continue
-			}
-			return configureInside(n, ep, true)
+			errs = append(errs, configureInside(networks[ep.NetworkID], ep, true, lo6))
 		}
-		return nil
+		return errors.Join(errs...)
 	})
 }
 

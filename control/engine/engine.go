@@ -44,7 +44,11 @@ type Config struct {
 	// CTTimeouts are the conntrack lifetimes per state; nil keeps
 	// netfilter's defaults.
 	CTTimeouts *loader.CTTimeouts
-	Log        *slog.Logger
+	// DefaultIPv6 makes the default network bridge dual-stack when it is
+	// made (Docker's default-network-opts with enable_ipv6): its IPv6
+	// subnet is the first default IPv6 pool free of routes.
+	DefaultIPv6 bool
+	Log         *slog.Logger
 }
 
 // Defaults for a daemon serving the host.

@@ -42,6 +42,8 @@ type ExternalEndpoint struct {
 	// requested on its own it must have been requested (RequestAddress);
 	// otherwise it is taken here, the next free one when zero.
 	Addr netip.Addr
+	// Addr6 is its IPv6 address on a network with IPv6, taken likewise.
+	Addr6 netip.Addr
 	// MAC is the endpoint's MAC; "" derives it from the address.
 	MAC     string
 	Aliases []string // names the runtime gives it, shown in inspect
@@ -73,6 +75,7 @@ type ChainedNetwork struct {
 type Joined struct {
 	Endpoint store.Endpoint
 	Gateway  netip.Addr // zero on an internal network, which leads nowhere
+	Gateway6 netip.Addr // likewise, and zero on a network without IPv6
 }
 
 // AttachmentID is the endpoint ID of a CNI attachment, which CNI knows by
@@ -139,16 +142,24 @@ func (e *Engine) createEndpoint(tx *store.Tx, undo *rollback, req ExternalEndpoi
 	if !servedByDatapath(n) {
 		return store.Sandbox{}, n, errdefs.Invalidf("network %s (%s) has no endpoints of its own", n.Name, n.Driver)
 	}
-	if req.Addr, err = takeAddress(tx, n, req.Addr); err != nil {
+	if req.Addr, err = takeAddress(tx, n, req.Addr, false); err != nil {
 		return store.Sandbox{}, n, err
+	}
+	if req.Addr6.IsValid() && !n.EnableIPv6 {
+		return store.Sandbox{}, n, errdefs.Invalidf("IPv6 address %s: network %s has no IPv6", req.Addr6, n.Name)
+	}
+	if n.EnableIPv6 {
+		if req.Addr6, err = takeAddress(tx, n, req.Addr6, true); err != nil {
+			return store.Sandbox{}, n, err
+		}
 	}
 	for _, a := range req.Aliases {
 		if err := checkName("alias", a); err != nil {
 			return store.Sandbox{}, n, err
 		}
 	}
-	ep := store.Endpoint{ID: req.ID, NetworkID: n.ID, Interface: req.Interface, Addr: req.Addr, MAC: req.MAC, HostSide: req.HostSide,
-		Aliases: req.Aliases}
+	ep := store.Endpoint{ID: req.ID, NetworkID: n.ID, Interface: req.Interface, Addr: req.Addr, Addr6: req.Addr6, MAC: req.MAC,
+		HostSide: req.HostSide, Aliases: req.Aliases}
 	ep.MAC = driver.EndpointMAC(ep).String()
 	if err := uniqueOnHost(tx, n, ep); err != nil {
 		return store.Sandbox{}, n, err
@@ -183,30 +194,35 @@ func (e *Engine) chainedNetwork(tx *store.Tx, undo *rollback, frontend, name str
 	}
 	n := store.Network{ID: newID(), Name: name, Driver: store.DriverChained, Bridge: c.Bridge, Created: time.Now().UTC(),
 		ICC: true, GatewayMode: store.GatewayNATUnprotected, Frontend: frontend}
-	if err := e.choosePool(tx, &n, NetworkSpec{Subnet: c.Subnet, Gateway: c.Gateway}); err != nil {
+	if err := e.choosePools(tx, &n, NetworkSpec{IPv4: PoolSpec{Subnet: c.Subnet, Gateway: c.Gateway}}); err != nil {
 		return n, err
 	}
 	return n, e.addNetwork(tx, undo, &n)
 }
 
-// takeAddress makes addr an address of n's: one requested already from a
-// pool requested on its own, one a runtime's IPAM gave, or one taken now.
-func takeAddress(tx *store.Tx, n store.Network, addr netip.Addr) (netip.Addr, error) {
+// takeAddress makes addr an address of n's IPv4 or IPv6 (v6) pool: one
+// requested already from a pool requested on its own, one a runtime's
+// IPAM gave, or one taken now.
+func takeAddress(tx *store.Tx, n store.Network, addr netip.Addr, v6 bool) (netip.Addr, error) {
+	id, pool := n.PoolID, n.Pool
+	if v6 {
+		id, pool = n.PoolID6, n.Pool6
+	}
 	if n.AddressesByRuntime() {
-		if !addr.IsValid() || !n.Pool.Subnet.Contains(addr) || n.Pool.Reserved(addr) {
-			return addr, errdefs.Invalidf("address %q is not one of network %s's subnet %s that a container may hold", addr, n.Name, n.Pool.Subnet)
+		if !addr.IsValid() || !pool.Subnet.Contains(addr) || pool.Reserved(addr) {
+			return addr, errdefs.Invalidf("address %q is not one of network %s's subnet %s that a container may hold", addr, n.Name, pool.Subnet)
 		}
 		return addr, nil // held once: uniqueOnHost
 	}
 	if !n.RequestedPool {
-		a, err := ipam.Allocate(tx, n.PoolID, addr)
+		a, err := ipam.Allocate(tx, id, addr)
 		if err != nil {
 			return a, fmt.Errorf("network %s: %w", n.Name, err)
 		}
 		return a, nil
 	}
-	if !addr.IsValid() || !n.Pool.InUse(addr) {
-		return addr, errdefs.Invalidf("address %q was not requested from network %s's pool %s", addr, n.Name, n.Pool.Subnet)
+	if !addr.IsValid() || !pool.InUse(addr) {
+		return addr, errdefs.Invalidf("address %q was not requested from network %s's pool %s", addr, n.Name, pool.Subnet)
 	}
 	return addr, nil // requested once, held once: uniqueOnHost
 }
@@ -226,6 +242,8 @@ func uniqueOnHost(tx *store.Tx, n store.Network, ep store.Endpoint) error {
 			switch {
 			case o.NetworkID == n.ID && o.Addr == ep.Addr:
 				return errdefs.Conflictf("address %s of network %s is held by %s already", ep.Addr, n.Name, sb.Name)
+			case o.NetworkID == n.ID && ep.Addr6.IsValid() && o.Addr6 == ep.Addr6:
+				return errdefs.Conflictf("address %s of network %s is held by %s already", ep.Addr6, n.Name, sb.Name)
 			case o.NetworkID == n.ID && o.MAC == ep.MAC:
 				return errdefs.Conflictf("MAC address %s on network %s is %s's already", ep.MAC, n.Name, sb.Name)
 			case ep.HostSide != "" && o.HostSide == ep.HostSide:
@@ -276,7 +294,7 @@ func (e *Engine) JoinEndpoint(id, netns string) (Joined, error) {
 		if err := e.join(tx, undo, &sb, n, netns); err != nil {
 			return err
 		}
-		j = Joined{Endpoint: sb.Endpoints[0], Gateway: gatewayOf(n)}
+		j = Joined{Endpoint: sb.Endpoints[0], Gateway: gatewayOf(n), Gateway6: gateway6Of(n)}
 		return nil
 	})
 	return j, err
@@ -289,6 +307,14 @@ func gatewayOf(n store.Network) netip.Addr {
 		return netip.Addr{}
 	}
 	return n.Pool.Gateway
+}
+
+// gateway6Of is gatewayOf for IPv6: none on a network without IPv6 either.
+func gateway6Of(n store.Network) netip.Addr {
+	if n.Internal || !n.HostOnNetwork6() {
+		return netip.Addr{}
+	}
+	return n.Pool6.Gateway
 }
 
 // Attach attaches a runtime's namespace to a network in one step (CNI's
@@ -444,7 +470,7 @@ func (e *Engine) deleteEndpoint(id string) error {
 		// A requested address is released on its own; a runtime's IPAM
 		// keeps its own.
 		if !n.RequestedPool && !n.AddressesByRuntime() {
-			if err := ipam.Release(tx, n.PoolID, sb.Endpoints[0].Addr); err != nil {
+			if err := releaseAddresses(tx, n, sb.Endpoints[0]); err != nil {
 				return err
 			}
 		}

@@ -14,18 +14,18 @@ import (
 // the endpoints that use them. It is the same IPAM the engine's own
 // networks draw from, so the two never hand out one subnet or address twice.
 
-// RequestPool reserves a pool: subnet when it is valid (ipRange, optional,
-// within it), or else the first default pool free of routes and other
-// pools. Each request takes a new pool, so a frontend that refuses one and
-// asks again gets another.
-func (e *Engine) RequestPool(subnet, ipRange netip.Prefix) (ipam.Pool, error) {
+// RequestPool reserves a pool of a family (v6 or not): subnet when it is
+// valid (ipRange, optional, within it), or else the family's first default
+// pool free of routes and other pools. Each request takes a new pool, so a
+// frontend that refuses one and asks again gets another.
+func (e *Engine) RequestPool(subnet, ipRange netip.Prefix, v6 bool) (p ipam.Pool, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var n store.Network
-	err := e.store.Update(func(tx *store.Tx) error {
-		return e.choosePool(tx, &n, NetworkSpec{Subnet: subnet, IPRange: ipRange})
+	err = e.store.Update(func(tx *store.Tx) (err error) {
+		p, _, err = e.choosePool(tx, PoolSpec{Subnet: subnet, IPRange: ipRange}, v6)
+		return err
 	})
-	return n.Pool, err
+	return p, err
 }
 
 // RequestedPool finds the requested pool of subnet that no network uses
@@ -67,7 +67,7 @@ func (e *Engine) ReleasePool(id string) error {
 			return err
 		}
 		for _, n := range nets {
-			if n.PoolID == id {
+			if n.PoolID == id || n.PoolID6 == id {
 				n.RequestedPool = false
 				return tx.PutNetwork(n)
 			}
@@ -87,9 +87,6 @@ func (e *Engine) RequestAddress(poolID string, addr netip.Addr, gateway bool) (n
 		p, err := tx.Pool(poolID)
 		if err != nil {
 			return errdefs.NotFound(err)
-		}
-		if addr.IsValid() && !addr.Is4() {
-			return errdefs.Invalidf("address %s: only IPv4 addresses are supported", addr)
 		}
 		if gateway {
 			if addr.IsValid() {

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"time"
@@ -23,7 +24,8 @@ const (
 )
 
 // ensurePredefined creates bridge, host and none on the first start. The
-// default bridge takes the first default pool that overlaps no route.
+// default bridge takes the first default pool that overlaps no route, and
+// with Config.DefaultIPv6 an IPv6 one too.
 func (e *Engine) ensurePredefined() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -31,13 +33,19 @@ func (e *Engine) ensurePredefined() error {
 		for _, p := range []struct{ name, driver string }{
 			{NetworkBridge, store.DriverBridge}, {NetworkHost, store.DriverHost}, {NetworkNone, store.DriverNull},
 		} {
-			if _, err := tx.Network(p.name); err == nil {
+			if n, err := tx.Network(p.name); err == nil {
+				if p.driver == store.DriverBridge && n.EnableIPv6 != e.cfg.DefaultIPv6 {
+					// Made by an earlier start: its endpoints' addresses
+					// stand, so it stays as it was made.
+					e.log.Warn("the default network keeps the IPv6 setting it was made with: remove the state (ebpfnet reset) to change it",
+						"network", p.name, "enableIPv6", n.EnableIPv6, "default-ipv6", e.cfg.DefaultIPv6)
+				}
 				continue
 			}
 			n := store.Network{ID: newID(), Name: p.name, Driver: p.driver, Created: time.Now().UTC(), Predefined: true, ICC: true, Masquerade: true}
 			if p.driver == store.DriverBridge {
-				n.Bridge = DefaultBridge
-				if err := e.choosePool(tx, &n, NetworkSpec{}); err != nil {
+				n.Bridge, n.EnableIPv6 = DefaultBridge, e.cfg.DefaultIPv6
+				if err := e.choosePools(tx, &n, NetworkSpec{}); err != nil {
 					return fmt.Errorf("create default network: %w", err)
 				}
 			}
@@ -49,12 +57,13 @@ func (e *Engine) ensurePredefined() error {
 	})
 }
 
-// hostRoutes lists the IPv4 destinations routed in the dataplane namespace.
-func (e *Engine) hostRoutes() ([]netip.Prefix, error) {
+// hostRoutes lists the destinations of a family (netlink.FAMILY_V4 or
+// FAMILY_V6) routed in the dataplane namespace.
+func (e *Engine) hostRoutes(family int) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	err := e.inHost(func() error {
 		routes, err := driver.Dump(func() ([]netlink.Route, error) {
-			return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, 0)
+			return netlink.RouteListFiltered(family, &netlink.Route{Table: 0}, 0)
 		})
 		if err != nil {
 			return fmt.Errorf("list routes: %w", err)
@@ -72,72 +81,115 @@ func (e *Engine) hostRoutes() ([]netip.Prefix, error) {
 	return out, err
 }
 
-// choosePool refers n to its pool: the requested pool spec.PoolID, or a
-// new one made from the spec; without a subnet that takes the first default
-// pool free of routes and other pools.
-func (e *Engine) choosePool(tx *store.Tx, n *store.Network, spec NetworkSpec) error {
-	if spec.PoolID != "" {
-		return adoptPool(tx, n, spec)
+// choosePools refers n to its pools: an IPv4 one, and an IPv6 one when n
+// has IPv6 (choosePool). A pool requested on its own is adopted as it is.
+func (e *Engine) choosePools(tx *store.Tx, n *store.Network, spec NetworkSpec) error {
+	p, requested, err := e.choosePool(tx, spec.IPv4, false)
+	if err != nil {
+		return err
+	}
+	n.Pool, n.PoolID, n.RequestedPool = p, p.ID, requested
+	if !n.EnableIPv6 {
+		return nil
+	}
+	p, requested, err = e.choosePool(tx, spec.IPv6, true)
+	if err != nil {
+		return err
+	}
+	if requested != n.RequestedPool {
+		// One IPAM hands out both (Docker asks one driver for both).
+		return errdefs.Invalidf("pools %s and %s: a network's pools are both requested through IPAM or neither", n.Pool.Subnet, p.Subnet)
+	}
+	n.Pool6, n.PoolID6 = p, p.ID
+	return nil
+}
+
+// choosePool finds the requested pool spec.ID, or makes one from the spec
+// for the family (v6 or not); without a subnet it takes the family's first
+// default pool free of routes and other pools: Docker's for IPv4, the
+// /64s of the host's ULA /48 for IPv6 (ipam.ULABase).
+func (e *Engine) choosePool(tx *store.Tx, spec PoolSpec, v6 bool) (p ipam.Pool, requested bool, err error) {
+	family, defaults := netlink.FAMILY_V4, ipam.DefaultPools()
+	if v6 {
+		id, err := tx.HostID()
+		if err != nil {
+			return p, false, err
+		}
+		family, defaults = netlink.FAMILY_V6, ipam.DefaultPools6(ipam.ULABase(id))
+	}
+	for _, a := range []netip.Addr{spec.Subnet.Addr(), spec.IPRange.Addr(), spec.Gateway} {
+		if a.IsValid() && a.Is6() != v6 {
+			return p, false, errdefs.Invalidf("%s is not an address of the %s pool", a, familyName(v6))
+		}
+	}
+	if spec.ID != "" {
+		p, err = adoptPool(tx, spec)
+		return p, true, err
 	}
 	subnet := spec.Subnet
 	taken, err := poolUsers(tx)
 	if err != nil {
-		return err
+		return p, false, err
 	}
 	if !subnet.IsValid() {
 		if spec.Gateway.IsValid() {
-			return errdefs.Invalidf("gateway %s needs a subnet to lie in", spec.Gateway)
+			return p, false, errdefs.Invalidf("gateway %s needs a subnet to lie in", spec.Gateway)
 		}
 		if spec.IPRange.IsValid() {
-			return errdefs.Invalidf("ip range %s needs a subnet to lie in", spec.IPRange)
+			return p, false, errdefs.Invalidf("ip range %s needs a subnet to lie in", spec.IPRange)
 		}
-		used, err := e.hostRoutes()
+		used, err := e.hostRoutes(family)
 		if err != nil {
-			return err
+			return p, false, err
 		}
 		for p := range taken {
 			used = append(used, p)
 		}
-		if subnet, err = ipam.FreeSubnet(used); err != nil {
-			return err
+		if subnet, err = ipam.FreeSubnet(defaults, used); err != nil {
+			return p, false, err
 		}
 	} else {
 		for p, user := range taken {
 			if p.Overlaps(subnet) {
-				return errdefs.Conflictf("subnet %s overlaps subnet %s of %s", subnet, p, user)
+				return ipam.Pool{}, false, errdefs.Conflictf("subnet %s overlaps subnet %s of %s", subnet, p, user)
 			}
 		}
 	}
-	if n.Pool, err = ipam.NewPool(subnet, spec.IPRange, spec.Gateway); err != nil {
-		return err
+	if p, err = ipam.NewPool(subnet, spec.IPRange, spec.Gateway); err != nil {
+		return p, false, err
 	}
-	n.Pool.ID = newID()
-	n.PoolID = n.Pool.ID
-	return tx.PutPool(n.Pool)
+	p.ID = newID()
+	return p, false, tx.PutPool(p)
 }
 
-// adoptPool refers n to a pool requested on its own (RequestPool), which
-// no other network may use and whose subnet and gateway the spec repeats.
-func adoptPool(tx *store.Tx, n *store.Network, spec NetworkSpec) error {
-	p, err := tx.Pool(spec.PoolID)
+// adoptPool finds a pool requested on its own (RequestPool), which no
+// network may use yet and whose subnet and gateway the spec repeats.
+func adoptPool(tx *store.Tx, spec PoolSpec) (ipam.Pool, error) {
+	p, err := tx.Pool(spec.ID)
 	if err != nil {
-		return errdefs.NotFound(err)
+		return p, errdefs.NotFound(err)
 	}
 	users, err := poolUsers(tx)
 	if err != nil {
-		return err
+		return p, err
 	}
 	if user := users[p.Subnet]; user != requestedPoolUser {
-		return errdefs.Conflictf("pool %s (%s) is already used by %s", p.ID, p.Subnet, user)
+		return p, errdefs.Conflictf("pool %s (%s) is already used by %s", p.ID, p.Subnet, user)
 	}
 	if spec.Subnet.IsValid() && spec.Subnet != p.Subnet {
-		return errdefs.Invalidf("subnet %s is not pool %s's subnet %s", spec.Subnet, p.ID, p.Subnet)
+		return p, errdefs.Invalidf("subnet %s is not pool %s's subnet %s", spec.Subnet, p.ID, p.Subnet)
 	}
 	if spec.Gateway.IsValid() && spec.Gateway != p.Gateway {
-		return errdefs.Invalidf("gateway %s is not pool %s's gateway %s", spec.Gateway, p.ID, p.Gateway)
+		return p, errdefs.Invalidf("gateway %s is not pool %s's gateway %s", spec.Gateway, p.ID, p.Gateway)
 	}
-	n.Pool, n.PoolID, n.RequestedPool = p, p.ID, true
-	return nil
+	return p, nil
+}
+
+func familyName(v6 bool) string {
+	if v6 {
+		return "IPv6"
+	}
+	return "IPv4"
 }
 
 const requestedPoolUser = "a pool requested through IPAM"
@@ -157,7 +209,7 @@ func poolUsers(tx *store.Tx) (map[netip.Prefix]string, error) {
 	for _, p := range pools {
 		users[p.Subnet] = requestedPoolUser
 		for _, n := range nets {
-			if n.PoolID == p.ID {
+			if n.PoolID == p.ID || n.PoolID6 == p.ID {
 				users[p.Subnet] = "network " + n.Name
 			}
 		}
@@ -189,8 +241,17 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 	if err := applyOptions(&n, spec.Options); err != nil {
 		return store.Network{}, err
 	}
-	if !n.HostOnNetwork() && spec.Gateway.IsValid() {
-		return store.Network{}, errdefs.Invalidf("gateway %s: a network in gateway mode %s has no gateway", spec.Gateway, n.GatewayMode)
+	if spec.EnableIPv6 != nil {
+		// As with Docker, the flag wins over the option, which then goes:
+		// inspect would show a setting the network does not have.
+		n.EnableIPv6 = *spec.EnableIPv6
+		if _, ok := n.Options[OptEnableIPv6]; ok {
+			n.Options = maps.Clone(n.Options)
+			delete(n.Options, OptEnableIPv6)
+		}
+	}
+	if err := checkFamilies(n, spec); err != nil {
+		return store.Network{}, err
 	}
 	err := e.update(func(tx *store.Tx, undo *rollback) error {
 		if _, err := tx.Network(spec.Name); err == nil {
@@ -199,7 +260,7 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 		if _, err := tx.Network(n.ID); err == nil {
 			return errdefs.Conflictf("a network with ID %s already exists", n.ID)
 		}
-		if err := e.choosePool(tx, &n, spec); err != nil {
+		if err := e.choosePools(tx, &n, spec); err != nil {
 			return err
 		}
 		if err := e.checkDevices(tx, &n); err != nil {
@@ -208,6 +269,41 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 		return e.addNetwork(tx, undo, &n)
 	})
 	return n, err
+}
+
+// checkFamilies refuses what a network's families cannot have: IPv6
+// settings on an IPv4-only network, and a gateway in gateway mode
+// isolated.
+func checkFamilies(n store.Network, spec NetworkSpec) error {
+	if !n.EnableIPv6 {
+		// Docker drops the IPv6 subnet of a network without IPv6 silently
+		// (moby#47202); a network without the subnet asked for is a
+		// surprise, so ebpfnet refuses it.
+		bad, v6 := "", spec.IPv6
+		switch {
+		case v6.Subnet.IsValid():
+			bad = "subnet " + v6.Subnet.String()
+		case v6.IPRange.IsValid():
+			bad = "ip-range " + v6.IPRange.String()
+		case v6.Gateway.IsValid():
+			bad = "gateway " + v6.Gateway.String()
+		case v6.ID != "":
+			bad = "IPv6 pool " + v6.ID
+		}
+		if bad != "" {
+			return errdefs.Invalidf("%s: the network has no IPv6 (add --ipv6, or option %s=true)", bad, OptEnableIPv6)
+		}
+	}
+	for _, f := range []struct {
+		gateway netip.Addr
+		host    bool
+		mode    string
+	}{{spec.IPv4.Gateway, n.HostOnNetwork(), n.GatewayMode}, {spec.IPv6.Gateway, n.IPv6GatewayMode() != store.GatewayIsolated, n.GatewayMode6}} {
+		if !f.host && f.gateway.IsValid() {
+			return errdefs.Invalidf("gateway %s: a network in gateway mode %s has no gateway", f.gateway, f.mode)
+		}
+	}
+	return nil
 }
 
 // checkDevices rejects a bridge name or a macvlan parent that another
@@ -280,9 +376,11 @@ func (e *Engine) RemoveFrontendNetwork(frontend, ref string) error {
 			return errdefs.Conflictf("network %s has active endpoints (%s): disconnect or remove them first", n.Name, strings.Join(users, ", "))
 		}
 		removed = n
-		if n.PoolID != "" && !n.RequestedPool { // a requested pool waits for its release
-			if err := tx.DeletePool(n.PoolID); err != nil {
-				return err
+		for _, id := range []string{n.PoolID, n.PoolID6} {
+			if id != "" && !n.RequestedPool { // a requested pool waits for its release
+				if err := tx.DeletePool(id); err != nil {
+					return err
+				}
 			}
 		}
 		return tx.DeleteNetwork(n.Name)

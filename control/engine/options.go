@@ -10,33 +10,46 @@ import (
 
 // Driver options, named as Docker names them so existing scripts carry over.
 const (
-	OptBridgeName  = driver.OptBridgeName
-	OptEnableICC   = driver.OptEnableICC
-	OptMasquerade  = driver.OptMasquerade
-	OptMTU         = driver.OptMTU
-	OptGatewayMode = driver.OptGatewayMode
-	OptParent      = driver.OptParent
-	OptMacvlanMode = driver.OptMacvlanMode
+	OptBridgeName   = driver.OptBridgeName
+	OptEnableICC    = driver.OptEnableICC
+	OptMasquerade   = driver.OptMasquerade
+	OptMTU          = driver.OptMTU
+	OptGatewayMode  = driver.OptGatewayMode
+	OptGatewayMode6 = driver.OptGatewayMode6
+	OptEnableIPv6   = driver.OptEnableIPv6
+	OptParent       = driver.OptParent
+	OptMacvlanMode  = driver.OptMacvlanMode
 )
 
 // NetworkSpec is a request for a new network.
 type NetworkSpec struct {
-	Name     string
-	Driver   string // bridge (default) or macvlan
-	Subnet   netip.Prefix
-	IPRange  netip.Prefix
-	Gateway  netip.Addr
-	Internal bool
-	Options  map[string]string
-	Labels   map[string]string
-	DNS      []netip.Addr // upstream servers of its sandboxes' resolvers
+	Name   string
+	Driver string // bridge (default) or macvlan
+	// IPv4 and IPv6 are each family's pool; IPv6 is read only when the
+	// network has IPv6 (EnableIPv6, or the driver option OptEnableIPv6).
+	IPv4, IPv6 PoolSpec
+	// EnableIPv6, when set, says whether the network has IPv6, over the
+	// driver option OptEnableIPv6 (as Docker's EnableIPv6 does).
+	EnableIPv6 *bool
+	Internal   bool
+	Options    map[string]string
+	Labels     map[string]string
+	DNS        []netip.Addr // upstream servers of its sandboxes' resolvers
 	// ID is the network's ID when its frontend chose one (Docker's).
 	ID string
-	// PoolID names a pool requested on its own (RequestPool) to take the
-	// network's addresses from, in place of a new one.
-	PoolID string
 	// Frontend names the frontend creating the network for its runtime.
 	Frontend string
+}
+
+// PoolSpec is what a request says of one family's pool: a pool requested
+// on its own (RequestPool) to take the addresses from, or what a new one
+// should be. A new pool without a subnet takes the family's first default
+// pool free of routes and other pools.
+type PoolSpec struct {
+	ID      string
+	Subnet  netip.Prefix
+	IPRange netip.Prefix
+	Gateway netip.Addr
 }
 
 // applyOptions records the spec's driver options on n: the driver reads

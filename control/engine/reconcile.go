@@ -71,7 +71,7 @@ func (e *Engine) reconcileSandbox(sb store.Sandbox, sbs []store.Sandbox, nets ma
 	for _, ep := range sb.Endpoints {
 		n := nets[ep.NetworkID]
 		if e.endpointIntact(n, path, ep) {
-			errs = append(errs, e.refreshEndpoint(n, path, ep))
+			errs = append(errs, e.refreshEndpoint(n, path, ep, hasIPv6(sb.Endpoints)))
 			continue
 		}
 		e.log.Info("repairing endpoint", "sandbox", sb.Name, "network", n.Name, "interface", ep.Interface)
@@ -128,13 +128,13 @@ func (e *Engine) reconcileExternal(sb store.Sandbox) error {
 }
 
 // refreshEndpoint re-applies an intact endpoint's configuration: the
-// programs (this binary's) on its host side, the address and the default
-// route.
-func (e *Engine) refreshEndpoint(n store.Network, sandboxNS string, ep store.Endpoint) error {
+// programs (this binary's) on its host side, the addresses and the
+// default routes; lo6 is whether its sandbox has IPv6.
+func (e *Engine) refreshEndpoint(n store.Network, sandboxNS string, ep store.Endpoint, lo6 bool) error {
 	if err := e.refreshPrograms(ep); err != nil {
 		return err
 	}
-	return namespace.Do(sandboxNS, func() error { return configureInside(n, ep, true) })
+	return namespace.Do(sandboxNS, func() error { return configureInside(n, ep, true, lo6) })
 }
 
 // refreshPrograms attaches this binary's endpoint programs to an

@@ -22,6 +22,7 @@ type SandboxSpec struct {
 	// container:NAME. Empty means the default network, as with docker run.
 	Networks []string
 	IP       netip.Addr      // static address on the first network
+	IP6      netip.Addr      // static IPv6 address on the first network (one with IPv6)
 	Aliases  []string        // names on every user-defined network
 	Publish  []ports.Mapping // ports to publish, as with docker run -p
 	DNS      []netip.Addr    // upstream servers of its resolver, or of its resolv.conf
@@ -31,6 +32,7 @@ type SandboxSpec struct {
 // EndpointSpec is what a connect request may choose.
 type EndpointSpec struct {
 	IP      netip.Addr
+	IP6     netip.Addr // on a network with IPv6
 	Aliases []string
 }
 
@@ -72,11 +74,11 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 		}
 		undo.add(func() error { return e.cfg.Runtime.RemoveNamespace(sb) })
 		for i, n := range nets {
-			ip := netip.Addr{}
+			ep := EndpointSpec{Aliases: spec.Aliases}
 			if i == 0 {
-				ip = spec.IP
+				ep.IP, ep.IP6 = spec.IP, spec.IP6
 			}
-			if err := e.addEndpoint(tx, undo, &sb, n, EndpointSpec{IP: ip, Aliases: spec.Aliases}); err != nil {
+			if err := e.addEndpoint(tx, undo, &sb, n, ep); err != nil {
 				return err
 			}
 		}
@@ -98,7 +100,7 @@ func (e *Engine) resolveMode(tx *store.Tx, sb *store.Sandbox, spec SandboxSpec) 
 		if len(spec.Networks) > 1 {
 			return "", nil, errdefs.Invalidf("network mode %s cannot be combined with other networks", first)
 		}
-		if spec.IP.IsValid() || len(spec.Aliases) > 0 || len(spec.Publish) > 0 {
+		if spec.IP.IsValid() || spec.IP6.IsValid() || len(spec.Aliases) > 0 || len(spec.Publish) > 0 {
 			return "", nil, errdefs.Invalidf("a static address, aliases and published ports need a bridge or macvlan network, not %s", first)
 		}
 	}
@@ -137,27 +139,51 @@ func (e *Engine) resolveMode(tx *store.Tx, sb *store.Sandbox, spec SandboxSpec) 
 	return "", nets, nil
 }
 
-// addEndpoint allocates an address on n, builds the endpoint in the kernel
-// and appends it to sb; the caller stores sb.
+// addEndpoint allocates an address on n, and an IPv6 one when n has IPv6,
+// builds the endpoint in the kernel and appends it to sb; the caller
+// stores sb.
 func (e *Engine) addEndpoint(tx *store.Tx, undo *rollback, sb *store.Sandbox, n store.Network, spec EndpointSpec) error {
-	a, err := ipam.Allocate(tx, n.PoolID, spec.IP)
-	switch {
-	case errors.Is(err, ipam.ErrExhausted):
-		return fmt.Errorf("network %s has no free address left (%w)", n.Name, err)
-	case err != nil && spec.IP.IsValid():
-		return fmt.Errorf("network %s: %w", n.Name, err)
-	case err != nil:
+	if spec.IP6.IsValid() && !n.EnableIPv6 {
+		return errdefs.Invalidf("IPv6 address %s: network %s has no IPv6 (create it with --ipv6)", spec.IP6, n.Name)
+	}
+	a, err := allocateOn(tx, n, n.PoolID, spec.IP)
+	if err != nil {
 		return err
 	}
-	spec.IP = a
 	ep := store.Endpoint{ID: newID(), NetworkID: n.ID, Interface: nextInterface(sb.Endpoints),
-		Addr: spec.IP, MAC: driver.MACFor(spec.IP).String(), Aliases: spec.Aliases}
+		Addr: a, MAC: driver.MACFor(a).String(), Aliases: spec.Aliases}
+	if n.EnableIPv6 {
+		if ep.Addr6, err = allocateOn(tx, n, n.PoolID6, spec.IP6); err != nil {
+			return err
+		}
+	}
 	if err := e.attachEndpoint(n, *sb, &ep); err != nil {
 		return err
 	}
 	undo.add(func() error { return e.detachEndpoint(n, sb.NetNS, ep) })
 	sb.Endpoints = append(sb.Endpoints, ep)
 	return nil
+}
+
+// allocateOn takes an address of n's pool poolID: static when it is valid,
+// the next free one otherwise.
+func allocateOn(tx *store.Tx, n store.Network, poolID string, static netip.Addr) (netip.Addr, error) {
+	a, err := ipam.Allocate(tx, poolID, static)
+	switch {
+	case errors.Is(err, ipam.ErrExhausted):
+		return a, fmt.Errorf("network %s has no free address left (%w)", n.Name, err)
+	case err != nil && static.IsValid():
+		return a, fmt.Errorf("network %s: %w", n.Name, err)
+	}
+	return a, err
+}
+
+// releaseAddresses returns an endpoint's addresses to n's pools.
+func releaseAddresses(tx *store.Tx, n store.Network, ep store.Endpoint) error {
+	if err := ipam.Release(tx, n.PoolID, ep.Addr); err != nil || !ep.Addr6.IsValid() {
+		return err
+	}
+	return ipam.Release(tx, n.PoolID6, ep.Addr6)
 }
 
 // nextInterface is the lowest ethN the sandbox does not use.
@@ -209,7 +235,7 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 				return err
 			}
 			nets[n.ID] = n
-			if err := ipam.Release(tx, n.PoolID, ep.Addr); err != nil {
+			if err := releaseAddresses(tx, n, ep); err != nil {
 				return err
 			}
 		}
@@ -308,7 +334,7 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 			}
 		}
 		sb.Endpoints = slices.Delete(sb.Endpoints, i, i+1)
-		if err := ipam.Release(tx, n.PoolID, removed.Addr); err != nil {
+		if err := releaseAddresses(tx, n, removed); err != nil {
 			return err
 		}
 		for _, ep := range sb.Endpoints {

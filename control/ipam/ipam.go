@@ -1,8 +1,11 @@
 package ipam
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"iter"
 	"net/netip"
 	"slices"
 
@@ -28,16 +31,20 @@ type Pool struct {
 }
 
 // NewPool checks a subnet, an optional ip range and an optional gateway
-// (zero: the subnet's first address) and returns an empty pool.
+// (zero: the subnet's first address + 1, .1 or ::1) and returns an empty
+// pool. IPv4 and IPv6 subnets alike; an IPv6 subnet reserves no broadcast
+// address, so it may be as small as /126.
 func NewPool(subnet, ipRange netip.Prefix, gateway netip.Addr) (Pool, error) {
-	if !subnet.Addr().Is4() {
-		return Pool{}, errdefs.Invalidf("subnet %s: only IPv4 subnets are supported", subnet)
+	if subnet.Addr().Is4In6() {
+		return Pool{}, errdefs.Invalidf("subnet %s is IPv4-mapped: give it as IPv4 (%s)", subnet, subnet.Addr().Unmap())
 	}
 	if subnet != subnet.Masked() {
 		return Pool{}, errdefs.Invalidf("subnet %s has host bits set (did you mean %s?)", subnet, subnet.Masked())
 	}
-	if subnet.Bits() > 30 {
-		return Pool{}, errdefs.Invalidf("subnet %s is too small: it needs room for a gateway and an endpoint (at most /30)", subnet)
+	// Room for the network address, a gateway and an endpoint, and for
+	// IPv4 a broadcast address too.
+	if maxBits := subnet.Addr().BitLen() - 2; subnet.Bits() > maxBits {
+		return Pool{}, errdefs.Invalidf("subnet %s is too small: it needs room for a gateway and an endpoint (at most /%d)", subnet, maxBits)
 	}
 	if !gateway.IsValid() {
 		gateway = subnet.Addr().Next()
@@ -46,14 +53,14 @@ func NewPool(subnet, ipRange netip.Prefix, gateway netip.Addr) (Pool, error) {
 	if !subnet.Contains(gateway) {
 		return Pool{}, errdefs.Invalidf("gateway %s is outside subnet %s", gateway, subnet)
 	}
-	if gateway == subnet.Addr() || gateway == broadcast(subnet) {
+	if p.edge(gateway) {
 		return Pool{}, errdefs.Invalidf("gateway %s is the network or broadcast address of %s", gateway, subnet)
 	}
 	if ipRange.IsValid() {
 		if ipRange != ipRange.Masked() {
 			return Pool{}, errdefs.Invalidf("ip-range %s has host bits set (did you mean %s?)", ipRange, ipRange.Masked())
 		}
-		if !ipRange.Addr().Is4() || ipRange.Bits() < subnet.Bits() || !subnet.Contains(ipRange.Addr()) {
+		if ipRange.Bits() < subnet.Bits() || !subnet.Contains(ipRange.Addr()) {
 			return Pool{}, errdefs.Invalidf("ip-range %s is outside subnet %s", ipRange, subnet)
 		}
 		p.Range = ipRange
@@ -61,19 +68,28 @@ func NewPool(subnet, ipRange netip.Prefix, gateway netip.Addr) (Pool, error) {
 	return p, nil
 }
 
-func broadcast(p netip.Prefix) netip.Addr {
-	a := p.Masked().Addr().As4()
-	host := uint32(1)<<(32-p.Bits()) - 1
-	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]) | host
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+// lastAddr is the last address of p: the broadcast address of an IPv4 subnet.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(a)*8; i++ {
+		a[i/8] |= 0x80 >> (i % 8)
+	}
+	last, _ := netip.AddrFromSlice(a)
+	return last
 }
 
-// Reserved reports the addresses never handed out: network, broadcast, gateway.
+// edge reports whether a is the subnet's network address or, in IPv4, its
+// broadcast address. IPv6 has no broadcast: its last address is an
+// ordinary one.
+func (p *Pool) edge(a netip.Addr) bool {
+	return a == p.Subnet.Addr() || a.Is4() && a == lastAddr(p.Subnet)
+}
+
+// Reserved reports the addresses never handed out: network, broadcast
+// (IPv4), gateway.
 func (p *Pool) Reserved(a netip.Addr) bool { return p.reserved(a) }
 
-func (p *Pool) reserved(a netip.Addr) bool {
-	return a == p.Subnet.Addr() || a == broadcast(p.Subnet) || a == p.Gateway
-}
+func (p *Pool) reserved(a netip.Addr) bool { return p.edge(a) || a == p.Gateway }
 
 func (p *Pool) dynamicRange() netip.Prefix {
 	if p.Range.IsValid() {
@@ -94,29 +110,44 @@ func (p *Pool) take(a netip.Addr) {
 }
 
 // Allocate hands out the next free address of the range after the last one
-// handed out, wrapping around at the end.
+// handed out, wrapping around at the end. It walks the sorted allocations
+// beside the candidates, so it costs what is allocated, never the size of
+// the range: a /64 is never enumerated.
 func (p *Pool) Allocate() (netip.Addr, error) {
 	r := p.dynamicRange()
-	first, last := r.Addr(), broadcast(r)
+	first, last := r.Addr(), lastAddr(r)
 	start := first
 	if p.Last.IsValid() && r.Contains(p.Last) && p.Last != last {
 		start = p.Last.Next()
 	}
-	a := start
+	a, ok := p.nextFree(start, last)
+	if !ok && start != first {
+		a, ok = p.nextFree(first, start.Prev())
+	}
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("pool %s: %w", r, ErrExhausted)
+	}
+	p.take(a)
+	p.Last = a
+	return a, nil
+}
+
+// nextFree is the first address from a to last that is neither reserved
+// nor allocated.
+func (p *Pool) nextFree(a, last netip.Addr) (netip.Addr, bool) {
+	i, _ := slices.BinarySearchFunc(p.Allocated, a, netip.Addr.Compare)
 	for {
-		if !p.reserved(a) && !p.InUse(a) {
-			p.take(a)
-			p.Last = a
-			return a, nil
+		for i < len(p.Allocated) && p.Allocated[i].Less(a) {
+			i++
+		}
+		taken := i < len(p.Allocated) && p.Allocated[i] == a
+		if !taken && !p.reserved(a) {
+			return a, true
 		}
 		if a == last {
-			a = first
-		} else {
-			a = a.Next()
+			return netip.Addr{}, false
 		}
-		if a == start {
-			return netip.Addr{}, fmt.Errorf("pool %s: %w", r, ErrExhausted)
-		}
+		a = a.Next()
 	}
 }
 
@@ -129,7 +160,7 @@ func (p *Pool) SetGateway(a netip.Addr) error {
 	switch {
 	case !p.Subnet.Contains(a):
 		return errdefs.Invalidf("gateway %s is outside subnet %s", a, p.Subnet)
-	case a == p.Subnet.Addr() || a == broadcast(p.Subnet):
+	case p.edge(a):
 		return errdefs.Invalidf("gateway %s is the network or broadcast address of %s", a, p.Subnet)
 	case p.InUse(a):
 		return errdefs.Conflictf("gateway %s of %s is already allocated", a, p.Subnet)
@@ -200,20 +231,56 @@ func Release(ps Pools, id string, a netip.Addr) error {
 
 // DefaultPools are Docker's default address pools, in order: 172.17.0.0/16
 // to 172.31.0.0/16, then 192.168.0.0/16 cut into /20s.
-func DefaultPools() []netip.Prefix {
-	var pools []netip.Prefix
-	for b := 17; b <= 31; b++ {
-		pools = append(pools, netip.PrefixFrom(netip.AddrFrom4([4]byte{172, byte(b), 0, 0}), 16))
+func DefaultPools() iter.Seq[netip.Prefix] {
+	return func(yield func(netip.Prefix) bool) {
+		for b := 17; b <= 31; b++ {
+			if !yield(netip.PrefixFrom(netip.AddrFrom4([4]byte{172, byte(b), 0, 0}), 16)) {
+				return
+			}
+		}
+		for b := 0; b < 256; b += 16 {
+			if !yield(netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(b), 0}), 20)) {
+				return
+			}
+		}
 	}
-	for b := 0; b < 256; b += 16 {
-		pools = append(pools, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(b), 0}), 20))
-	}
-	return pools
 }
 
-// FreeSubnet returns the first default pool that overlaps none of used.
-func FreeSubnet(used []netip.Prefix) (netip.Prefix, error) {
-	for _, candidate := range DefaultPools() {
+// ULABase is the /48 of unique local addresses (RFC 4193) that a host's
+// IPv6 subnets come from when none is given, as Docker 27 derives it when
+// its default address pools name no IPv6 prefix: fd00::/8 followed by the
+// 40 low bits of the first 8 bytes of the SHA-256 of the host's ID. Docker
+// hashes its engine ID; ebpfnet the ID its state keeps (store.Tx.HostID),
+// so the prefix is stable for as long as the state is.
+func ULABase(hostID string) netip.Prefix {
+	sum := sha256.Sum256([]byte(hostID))
+	gid := binary.BigEndian.Uint64(sum[:8]) & (1<<40 - 1)
+	var a [16]byte
+	a[0] = 0xfd
+	for i := range 5 {
+		a[1+i] = byte(gid >> (8 * (4 - i)))
+	}
+	return netip.PrefixFrom(netip.AddrFrom16(a), 48)
+}
+
+// DefaultPools6 are the 65536 /64s of a /48 (ULABase), in order: Docker's
+// default IPv6 pool splits its /48 into /64s.
+func DefaultPools6(base48 netip.Prefix) iter.Seq[netip.Prefix] {
+	return func(yield func(netip.Prefix) bool) {
+		a := base48.Masked().Addr().As16()
+		for i := range 1 << 16 {
+			a[6], a[7] = byte(i>>8), byte(i)
+			if !yield(netip.PrefixFrom(netip.AddrFrom16(a), 64)) {
+				return
+			}
+		}
+	}
+}
+
+// FreeSubnet returns the first of the default pools that overlaps none of
+// used.
+func FreeSubnet(pools iter.Seq[netip.Prefix], used []netip.Prefix) (netip.Prefix, error) {
+	for candidate := range pools {
 		if !slices.ContainsFunc(used, candidate.Overlaps) {
 			return candidate, nil
 		}

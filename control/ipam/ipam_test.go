@@ -3,6 +3,7 @@ package ipam
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -41,7 +42,13 @@ func TestNewPoolErrors(t *testing.T) {
 		{"172.19.0.0/16", "", "172.19.255.255", "gateway 172.19.255.255 is the network or broadcast address"},
 		{"172.19.0.5/16", "", "", "subnet 172.19.0.5/16 has host bits set (did you mean 172.19.0.0/16?)"},
 		{"172.19.0.0/31", "", "", "subnet 172.19.0.0/31 is too small"},
-		{"fd00::/64", "", "", "only IPv4 subnets are supported"},
+		{"fd00::/127", "", "", "subnet fd00::/127 is too small: it needs room for a gateway and an endpoint (at most /126)"},
+		{"fd00::5/64", "", "", "subnet fd00::5/64 has host bits set (did you mean fd00::/64?)"},
+		{"fd00::/64", "", "fd01::1", "gateway fd01::1 is outside subnet fd00::/64"},
+		{"fd00::/64", "", "fd00::", "gateway fd00:: is the network"},
+		{"fd00::/64", "10.0.0.0/24", "", "ip-range 10.0.0.0/24 is outside subnet fd00::/64"},
+		{"172.19.0.0/16", "fd00::/120", "", "ip-range fd00::/120 is outside subnet 172.19.0.0/16"},
+		{"::ffff:172.19.0.0/112", "", "", "subnet ::ffff:172.19.0.0/112 is IPv4-mapped"},
 		{"172.19.0.0/16", "10.0.0.0/24", "", "ip-range 10.0.0.0/24 is outside subnet 172.19.0.0/16"},
 		{"172.19.0.0/16", "172.0.0.0/8", "", "ip-range 172.0.0.0/8 is outside subnet 172.19.0.0/16"},
 		{"172.19.0.0/16", "172.19.5.1/24", "", "ip-range 172.19.5.1/24 has host bits set"},
@@ -165,19 +172,19 @@ func TestAllocateStatic(t *testing.T) {
 }
 
 func TestFreeSubnet(t *testing.T) {
-	got, err := FreeSubnet([]netip.Prefix{pfx("172.17.0.0/16"), pfx("172.18.5.0/24"), pfx("10.0.0.0/8")})
+	got, err := FreeSubnet(DefaultPools(), []netip.Prefix{pfx("172.17.0.0/16"), pfx("172.18.5.0/24"), pfx("10.0.0.0/8")})
 	if err != nil || got != pfx("172.19.0.0/16") {
 		t.Fatalf("got %s, %v", got, err)
 	}
 	// A route covering all of 172.16.0.0/12 moves us to 192.168.0.0/20.
-	got, _ = FreeSubnet([]netip.Prefix{pfx("172.16.0.0/12")})
+	got, _ = FreeSubnet(DefaultPools(), []netip.Prefix{pfx("172.16.0.0/12")})
 	if got != pfx("192.168.0.0/20") {
 		t.Fatalf("got %s, want 192.168.0.0/20", got)
 	}
-	if _, err := FreeSubnet([]netip.Prefix{pfx("0.0.0.0/1"), pfx("128.0.0.0/1")}); err == nil {
+	if _, err := FreeSubnet(DefaultPools(), []netip.Prefix{pfx("0.0.0.0/1"), pfx("128.0.0.0/1")}); err == nil {
 		t.Fatal("want an error when every pool overlaps")
 	}
-	pools := DefaultPools()
+	pools := slices.Collect(DefaultPools())
 	if len(pools) != 15+16 || pools[len(pools)-1] != pfx("192.168.240.0/20") {
 		t.Fatalf("default pools: %v", pools)
 	}
@@ -221,5 +228,84 @@ func TestAllocateByPoolID(t *testing.T) {
 	}
 	if _, err := Allocate(ps, "p2", netip.Addr{}); err == nil {
 		t.Error("Allocate from a pool that does not exist succeeded")
+	}
+}
+
+func TestIPv6Pool(t *testing.T) {
+	p := mustPool(t, "fd12:3456:789a::/64", "", "")
+	if p.Gateway != addr("fd12:3456:789a::1") {
+		t.Fatalf("gateway = %s, want ::1", p.Gateway)
+	}
+	a, err := p.Allocate()
+	if err != nil || a != addr("fd12:3456:789a::2") {
+		t.Fatalf("first address %s, %v", a, err)
+	}
+	// No broadcast: the last address of an IPv6 subnet is an ordinary one,
+	// the network address is still reserved.
+	if err := p.AllocateStatic(addr("fd12:3456:789a:0:ffff:ffff:ffff:ffff")); err != nil {
+		t.Errorf("last address of the subnet: %v", err)
+	}
+	if err := p.AllocateStatic(addr("fd12:3456:789a::")); err == nil || !strings.Contains(err.Error(), "network or broadcast") {
+		t.Errorf("network address: %v", err)
+	}
+	// The smallest IPv6 subnet: ::0 reserved, ::1 the gateway, ::2 and ::3 free.
+	small := mustPool(t, "fd00::/126", "", "")
+	var got []string
+	for {
+		a, err := small.Allocate()
+		if errors.Is(err, ErrExhausted) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, a.String())
+	}
+	if strings.Join(got, " ") != "fd00::2 fd00::3" {
+		t.Fatalf("a /126 gave %v", got)
+	}
+}
+
+// A /64 is never enumerated: allocating after a run of taken addresses, and
+// wrapping to the start of a range, cost what is allocated.
+func TestIPv6AllocateInLargeRange(t *testing.T) {
+	p := mustPool(t, "fd00:1::/64", "fd00:1::/80", "")
+	for range 1000 {
+		if _, err := p.Allocate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p.Last != addr("fd00:1::3e9") {
+		t.Fatalf("after 1000 allocations Last = %s", p.Last)
+	}
+	// Released addresses are reused only after the wrap; the wrap from the
+	// range's last address goes back to its first free one.
+	p.Release(addr("fd00:1::5"))
+	if err := p.AllocateStatic(addr("fd00:1::ffff:ffff:ffff")); err != nil {
+		t.Fatal(err)
+	}
+	p.Last = addr("fd00:1::ffff:ffff:fffe")
+	a, err := p.Allocate()
+	if err != nil || a != addr("fd00:1::5") {
+		t.Fatalf("after the wrap got %s, %v; want fd00:1::5", a, err)
+	}
+}
+
+func TestDefaultPools6(t *testing.T) {
+	base := ULABase("0123456789abcdef")
+	if base.Bits() != 48 || base.Addr().As16()[0] != 0xfd || base != ULABase("0123456789abcdef") {
+		t.Fatalf("ULA base %s: want a stable fdXX:XXXX:XXXX::/48", base)
+	}
+	if ULABase("another host") == base {
+		t.Fatal("two host IDs share a ULA prefix")
+	}
+	first := netip.PrefixFrom(base.Addr(), 64)
+	second, _ := netip.ParsePrefix(strings.TrimSuffix(base.Addr().String(), "::") + ":1::/64")
+	got, err := FreeSubnet(DefaultPools6(base), []netip.Prefix{first, pfx("172.17.0.0/16")})
+	if err != nil || got != second {
+		t.Fatalf("first free /64 = %s, %v; want %s", got, err, second)
+	}
+	if _, err := FreeSubnet(DefaultPools6(base), []netip.Prefix{pfx("fd00::/8")}); err == nil {
+		t.Fatal("want an error when a route covers the whole ULA /48")
 	}
 }

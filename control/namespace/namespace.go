@@ -198,14 +198,24 @@ func DisableIPv6() error { return DisableIPv6On("default", "all") }
 
 // DisableIPv6On turns IPv6 off on the named interfaces of the calling
 // thread's namespace alone: where the namespace is someone else's.
-func DisableIPv6On(interfaces ...string) error {
+func DisableIPv6On(interfaces ...string) error { return setIPv6(false, interfaces) }
+
+// EnableIPv6On turns IPv6 on on the named interfaces of the calling
+// thread's namespace: those of dual-stack networks.
+func EnableIPv6On(interfaces ...string) error { return setIPv6(true, interfaces) }
+
+func setIPv6(on bool, interfaces []string) error {
+	value, action := "1", "disable"
+	if on {
+		value, action = "0", "enable"
+	}
 	for _, conf := range interfaces {
-		err := os.WriteFile("/proc/sys/net/ipv6/conf/"+conf+"/disable_ipv6", []byte("1"), 0o644)
-		if errors.Is(err, os.ErrNotExist) {
+		err := os.WriteFile("/proc/sys/net/ipv6/conf/"+conf+"/disable_ipv6", []byte(value), 0o644)
+		if errors.Is(err, os.ErrNotExist) && !on {
 			return nil // a kernel without IPv6: nothing to turn off
 		}
 		if err != nil {
-			return fmt.Errorf("disable IPv6: %w", err) // the error names the file
+			return fmt.Errorf("%s IPv6: %w", action, err) // the error names the file
 		}
 	}
 	return nil

@@ -68,7 +68,8 @@ type Network struct {
 	GatewayMode6 string `json:"gatewayModeIPv6,omitempty"`
 }
 
-// IPv4 gateway modes of a bridge network, named as Docker 28 names them.
+// Gateway modes of a bridge network, one per family (GatewayMode,
+// GatewayMode6), named as Docker 28 names them.
 const (
 	GatewayNAT            = "nat"             // masqueraded; from outside, published host ports only
 	GatewayNATUnprotected = "nat-unprotected" // masqueraded; every sandbox port routable from outside
@@ -77,11 +78,16 @@ const (
 )
 
 // IPv4GatewayMode is the network's gateway mode, nat when none was chosen.
-func (n *Network) IPv4GatewayMode() string {
-	if n.GatewayMode == "" {
+func (n *Network) IPv4GatewayMode() string { return orNAT(n.GatewayMode) }
+
+// IPv6GatewayMode is the network's IPv6 gateway mode, nat when none was chosen.
+func (n *Network) IPv6GatewayMode() string { return orNAT(n.GatewayMode6) }
+
+func orNAT(mode string) string {
+	if mode == "" {
 		return GatewayNAT
 	}
-	return n.GatewayMode
+	return mode
 }
 
 // IPv6GatewayMode is the network's gateway mode for IPv6, nat when none
@@ -97,6 +103,11 @@ func (n *Network) IPv6GatewayMode() string {
 // network, as everywhere but in gateway mode isolated.
 func (n *Network) HostOnNetwork() bool {
 	return n.IPv4GatewayMode() != GatewayIsolated
+}
+
+// HostOnNetwork6 is HostOnNetwork for IPv6: false on an IPv4-only network.
+func (n *Network) HostOnNetwork6() bool {
+	return n.EnableIPv6 && n.IPv6GatewayMode() != GatewayIsolated
 }
 
 // AddressesByRuntime reports whether the network's addresses are a

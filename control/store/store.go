@@ -1,6 +1,8 @@
 package store
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -178,12 +180,34 @@ func (t *Tx) Network(ref string) (Network, error) {
 	return n, t.joinPool(&n)
 }
 
-// joinPool fills in n.Pool from the pool n refers to.
+// joinPool fills in n.Pool and n.Pool6 from the pools n refers to.
 func (t *Tx) joinPool(n *Network) (err error) {
 	if n.PoolID != "" {
 		n.Pool, err = t.Pool(n.PoolID)
 	}
+	if n.PoolID6 != "" && err == nil {
+		n.Pool6, err = t.Pool(n.PoolID6)
+	}
 	return err
+}
+
+var keyHostID = []byte("hostId")
+
+// HostID is a random ID made with the state and kept with it: what
+// identifies this host where Docker uses its engine ID (the default IPv6
+// pool derives from it).
+func (t *Tx) HostID() (string, error) {
+	meta := t.tx.Bucket(bucketMeta)
+	if id := meta.Get(keyHostID); id != nil {
+		return string(id), nil
+	}
+	if !t.tx.Writable() {
+		return "", errors.New("the state has no host ID yet (it is made in a writable transaction)")
+	}
+	b := make([]byte, 32)
+	rand.Read(b)
+	id := hex.EncodeToString(b)
+	return id, meta.Put(keyHostID, []byte(id))
 }
 
 // Pool returns the pool with ID id.

@@ -286,3 +286,49 @@ func TestOpenLinksPublicationsToTheirEndpoint(t *testing.T) {
 func sameSet(a, b []Publication) bool {
 	return len(a) == len(b) && !slices.ContainsFunc(a, func(p Publication) bool { return !slices.Contains(b, p) })
 }
+
+// A dual-stack network is read with both its pools, and the host ID the
+// default IPv6 pool derives from is made once and kept.
+func TestDualStackNetworkAndHostID(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p4, _ := ipam.NewPool(netip.MustParsePrefix("172.19.0.0/16"), netip.Prefix{}, netip.Addr{})
+	p6, _ := ipam.NewPool(netip.MustParsePrefix("fd12:3456:789a::/64"), netip.Prefix{}, netip.Addr{})
+	p4.ID, p6.ID = "p4", "p6"
+	var id string
+	err = s.Update(func(tx *Tx) (err error) {
+		if id, err = tx.HostID(); err != nil {
+			return err
+		}
+		return errors.Join(tx.PutPool(p4), tx.PutPool(p6),
+			tx.PutNetwork(Network{ID: "n1", Name: "dual", Driver: DriverBridge, PoolID: "p4", EnableIPv6: true, PoolID6: "p6"}))
+	})
+	if err != nil || len(id) != 64 {
+		t.Fatalf("host ID %q: %v", id, err)
+	}
+	s.Close()
+	if s, err = Open(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.View(func(tx *Tx) error {
+		n, err := tx.Network("dual")
+		if err != nil {
+			return err
+		}
+		if n.Pool.Subnet != p4.Subnet || n.Pool6.Subnet != p6.Subnet || n.Pool6.Gateway != netip.MustParseAddr("fd12:3456:789a::1") {
+			t.Errorf("pools read with the network: %+v / %+v", n.Pool, n.Pool6)
+		}
+		again, err := tx.HostID()
+		if again != id {
+			t.Errorf("host ID changed across opens: %q, then %q", id, again)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -8,9 +8,11 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
@@ -34,15 +36,23 @@ var options = []driver.Option{
 		n.Masquerade, err = driver.ParseBool(v)
 		return err
 	}},
-	{Key: driver.OptGatewayMode, Set: func(n *store.Network, v string) error {
+	gatewayMode(driver.OptGatewayMode, func(n *store.Network) *string { return &n.GatewayMode }),
+	gatewayMode(driver.OptGatewayMode6, func(n *store.Network) *string { return &n.GatewayMode6 }),
+	driver.EnableIPv6,
+	driver.MTU,
+}
+
+// gatewayMode is the option of one family's gateway mode, kept in the
+// field mode finds.
+func gatewayMode(key string, mode func(*store.Network) *string) driver.Option {
+	return driver.Option{Key: key, Set: func(n *store.Network, v string) error {
 		modes := []string{store.GatewayNAT, store.GatewayNATUnprotected, store.GatewayRouted, store.GatewayIsolated}
 		if !slices.Contains(modes, v) {
 			return fmt.Errorf("unknown gateway mode %q (valid: %s)", v, strings.Join(modes, ", "))
 		}
-		n.GatewayMode = v
+		*mode(n) = v
 		return nil
-	}},
-	driver.MTU,
+	}}
 }
 
 // Configure names the bridge after the network unless an option did.
@@ -59,11 +69,17 @@ func (Driver) Configure(n *store.Network, opts map[string]string) error {
 	return nil
 }
 
-// checkGatewayMode applies what the gateway mode implies for the other
+// checkGatewayMode applies what the gateway modes imply for the other
 // settings, once every option is read (map order is random).
 func checkGatewayMode(n *store.Network, opts map[string]string) error {
-	switch n.GatewayMode {
-	case store.GatewayRouted:
+	for _, m := range []struct{ key, mode string }{{driver.OptGatewayMode, n.GatewayMode}, {driver.OptGatewayMode6, n.GatewayMode6}} {
+		if m.mode == store.GatewayIsolated && !n.Internal {
+			return errdefs.Invalidf("option %s=%s needs an internal network: an isolated network has no gateway, so it leads nowhere", m.key, m.mode)
+		}
+	}
+	// Masquerading is the IPv4 setting: IPv6's routed mode is the
+	// datapath's to read (GatewayMode6).
+	if n.GatewayMode == store.GatewayRouted {
 		// Routed means the outside sees sandboxes by their own addresses:
 		// masquerading them would undo the mode, so asking for both is a
 		// mistake rather than a preference.
@@ -72,10 +88,6 @@ func checkGatewayMode(n *store.Network, opts map[string]string) error {
 				driver.OptMasquerade, opts[driver.OptMasquerade], driver.OptGatewayMode, n.GatewayMode)
 		}
 		n.Masquerade = false
-	case store.GatewayIsolated:
-		if !n.Internal {
-			return errdefs.Invalidf("option %s=%s needs an internal network: an isolated network has no gateway, so it leads nowhere", driver.OptGatewayMode, n.GatewayMode)
-		}
 	}
 	return nil
 }
@@ -119,6 +131,9 @@ func (Driver) Setup(n *store.Network) error {
 	if err := setBridgeAddress(n, l); err != nil {
 		return err
 	}
+	if err := setBridgeIPv6(n, l); err != nil {
+		return err
+	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		return fmt.Errorf("bring bridge %s up: %w", n.Bridge, err)
 	}
@@ -149,6 +164,32 @@ func setBridgeAddress(n *store.Network, l netlink.Link) error {
 		if err := netlink.AddrDel(l, &a); err != nil {
 			return fmt.Errorf("remove address %s from isolated bridge %s: %w", a.IPNet, n.Bridge, err)
 		}
+	}
+	return nil
+}
+
+// setBridgeIPv6 gives the bridge of a dual-stack network IPv6 and the IPv6
+// gateway address, and takes IPv6 away from every other bridge (IPv4-only,
+// or in IPv6 gateway mode isolated), as Docker does for isolated: there a
+// link-local address alone would be a path to the host that nothing
+// fences.
+func setBridgeIPv6(n *store.Network, l netlink.Link) error {
+	if !n.HostOnNetwork6() {
+		return namespace.DisableIPv6On(n.Bridge)
+	}
+	if err := namespace.EnableIPv6On(n.Bridge); err != nil {
+		return err
+	}
+	// No duplicate address detection: the subnet is the network's own, and
+	// a tentative gateway would drop the sandboxes' first packets.
+	gw := &netlink.Addr{IPNet: &net.IPNet{IP: n.Pool6.Gateway.AsSlice(), Mask: net.CIDRMask(n.Pool6.Subnet.Bits(), 128)}, Flags: unix.IFA_F_NODAD}
+	if err := netlink.AddrReplace(l, gw); err != nil {
+		return fmt.Errorf("set address %s on bridge %s: %w", n.Pool6.Gateway, n.Bridge, err)
+	}
+	// As ip_forward for IPv4 (Docker does the same): the datapath's FIB
+	// lookups answer only where forwarding is on.
+	if err := os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("enable IPv6 forwarding: %w", err)
 	}
 	return nil
 }

@@ -30,6 +30,7 @@ var options = []driver.Option{
 		}
 		return nil
 	}},
+	driver.EnableIPv6,
 	driver.MTU,
 }
 

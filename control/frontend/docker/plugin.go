@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/docker/go-plugins-helpers/ipam"
@@ -151,15 +152,15 @@ func (p *plugin) createNetwork(r *network.CreateNetworkRequest) error {
 	if _, err := p.engine.Network(r.NetworkID); err == nil {
 		return nil // asked again
 	}
-	if len(r.IPv6Data) > 0 || truthy(r.Options[optEnableIPv6]) {
-		return errdefs.Invalidf("ebpfnet networks are IPv4-only for now: create the network without --ipv6")
+	if len(r.IPv4Data) != 1 || len(r.IPv6Data) > 1 {
+		return errdefs.Invalidf("an ebpfnet network has exactly one IPv4 subnet and at most one IPv6 subnet, not %d and %d", len(r.IPv4Data), len(r.IPv6Data))
 	}
-	if len(r.IPv4Data) != 1 {
-		return errdefs.Invalidf("an ebpfnet network has exactly one IPv4 subnet, not %d", len(r.IPv4Data))
+	ipv6 := len(r.IPv6Data) == 1
+	if truthy(r.Options[optEnableIPv6]) && !ipv6 {
+		return errdefs.Invalidf("network %s has IPv6 enabled but no IPv6 subnet from its IPAM", r.NetworkID)
 	}
-	data := r.IPv4Data[0]
 	req := api.NetworkCreate{ID: r.NetworkID, Name: Frontend + "-" + r.NetworkID[:min(12, len(r.NetworkID))], Frontend: Frontend,
-		Internal: truthy(r.Options[optInternal]), Options: map[string]string{}}
+		EnableIPv6: &ipv6, Internal: truthy(r.Options[optInternal]), Options: map[string]string{}}
 	if generic, ok := r.Options[optGeneric].(map[string]any); ok {
 		for k, v := range generic {
 			req.Options[k] = fmt.Sprint(v)
@@ -168,11 +169,20 @@ func (p *plugin) createNetwork(r *network.CreateNetworkRequest) error {
 	// A pool of ebpfnet's IPAM only when Docker took it from there: with
 	// Docker's own IPAM the network gets a pool of its own, refused if it
 	// overlaps one ebpfnet handed out.
-	if pool, err := p.engine.RequestedPool(data.Pool); err == nil && data.AddressSpace == AddressSpace {
-		req.PoolID = pool.ID
-	} else {
-		req.Subnet = data.Pool
-		req.Gateway, _, _ = strings.Cut(data.Gateway, "/")
+	for i, data := range slices.Concat(r.IPv4Data, r.IPv6Data) {
+		poolID := &req.PoolID
+		if i == 1 {
+			poolID = &req.PoolID6
+		}
+		if pool, err := p.engine.RequestedPool(data.Pool); err == nil && data.AddressSpace == AddressSpace {
+			*poolID = pool.ID
+			continue
+		}
+		gw, _, _ := strings.Cut(data.Gateway, "/")
+		req.Subnets = append(req.Subnets, data.Pool)
+		if gw != "" {
+			req.Gateways = append(req.Gateways, gw)
+		}
 	}
 	_, err := p.engine.CreateFrontendNetwork(req)
 	return err
@@ -187,10 +197,7 @@ func (p *plugin) deleteNetwork(r *network.DeleteNetworkRequest) error {
 func (p *plugin) createEndpoint(r *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
 	req := api.EndpointCreate{Frontend: Frontend, ID: r.EndpointID, Network: r.NetworkID}
 	if r.Interface != nil {
-		if r.Interface.AddressIPv6 != "" {
-			return nil, errdefs.Invalidf("ebpfnet networks are IPv4-only for now: no IPv6 address %s", r.Interface.AddressIPv6)
-		}
-		req.Address, req.MAC = r.Interface.Address, r.Interface.MacAddress
+		req.Address, req.AddressIPv6, req.MAC = r.Interface.Address, r.Interface.AddressIPv6, r.Interface.MacAddress
 	}
 	ep, err := p.engine.CreateEndpoint(req)
 	if err != nil {
@@ -200,6 +207,9 @@ func (p *plugin) createEndpoint(r *network.CreateEndpointRequest) (*network.Crea
 	res := &network.CreateEndpointResponse{Interface: &network.EndpointInterface{}}
 	if r.Interface == nil || r.Interface.Address == "" {
 		res.Interface.Address = ep.Address
+	}
+	if r.Interface == nil || r.Interface.AddressIPv6 == "" {
+		res.Interface.AddressIPv6 = ep.AddressIPv6
 	}
 	if r.Interface == nil || r.Interface.MacAddress == "" {
 		res.Interface.MacAddress = ep.MacAddress
@@ -217,7 +227,7 @@ func (p *plugin) join(r *network.JoinRequest) (*network.JoinResponse, error) {
 		return nil, err
 	}
 	return &network.JoinResponse{InterfaceName: network.InterfaceName{SrcName: ep.Interface, DstPrefix: "eth"},
-		Gateway: ep.Gateway}, nil
+		Gateway: ep.Gateway, GatewayIPv6: ep.GatewayIPv6}, nil
 }
 
 // programExternalConnectivity publishes the container's ports (docker run
@@ -295,10 +305,7 @@ func portMappings(raw any) ([]ports.Mapping, error) {
 }
 
 func (p *plugin) requestPool(r *ipam.RequestPoolRequest) (*ipam.RequestPoolResponse, error) {
-	if r.V6 {
-		return nil, errdefs.Invalidf("ebpfnet's IPAM is IPv4-only for now: no IPv6 pool")
-	}
-	pool, err := p.engine.RequestPool(r.Pool, r.SubPool)
+	pool, err := p.engine.RequestPool(r.Pool, r.SubPool, r.V6)
 	if err != nil {
 		return nil, err
 	}

@@ -275,3 +275,75 @@ func TestCLICannotForgeOrRemoveDockersNetworks(t *testing.T) {
 		t.Errorf("Docker's own DeleteNetwork: %s", e)
 	}
 }
+
+// docker network create --ipv6 -d ebpfnet --ipam-driver ebpfnet: Docker
+// asks the IPAM for a pool per family (V6), and an address of each for the
+// gateway and the endpoint; CreateNetwork carries IPv6Data, CreateEndpoint
+// AddressIPv6, and Join answers GatewayIPv6, with which Docker routes the
+// container's IPv6.
+func TestPluginDualStack(t *testing.T) {
+	r := newPluginEnv(t)
+	var p4, p6 struct{ PoolID, Pool string }
+	if e := r.call(t, "/IpamDriver.RequestPool", map[string]any{"AddressSpace": "ebpfnet", "Pool": "172.28.0.0/16"}, &p4); e != "" {
+		t.Fatal(e)
+	}
+	if e := r.call(t, "/IpamDriver.RequestPool", map[string]any{"AddressSpace": "ebpfnet", "V6": true}, &p6); e != "" {
+		t.Fatal(e)
+	}
+	if !strings.HasPrefix(p6.Pool, "fd") || !strings.HasSuffix(p6.Pool, "::/64") {
+		t.Fatalf("IPv6 pool without a subnet: %s, want a /64 of the host's ULA /48", p6.Pool)
+	}
+	var gw4, gw6, a4, a6 struct{ Address string }
+	gateway := map[string]string{"RequestAddressType": "com.docker.network.gateway"}
+	for _, c := range []struct {
+		pool string
+		opts map[string]string
+		out  *struct{ Address string }
+	}{{p4.PoolID, gateway, &gw4}, {p6.PoolID, gateway, &gw6}, {p4.PoolID, nil, &a4}, {p6.PoolID, nil, &a6}} {
+		if e := r.call(t, "/IpamDriver.RequestAddress", map[string]any{"PoolID": c.pool, "Options": c.opts}, c.out); e != "" {
+			t.Fatal(e)
+		}
+	}
+	nid := randomID()
+	if e := r.call(t, "/NetworkDriver.CreateNetwork", map[string]any{"NetworkID": nid, "Options": map[string]any{"com.docker.network.enable_ipv6": true},
+		"IPv4Data": []map[string]any{{"AddressSpace": "ebpfnet", "Pool": p4.Pool, "Gateway": gw4.Address}},
+		"IPv6Data": []map[string]any{{"AddressSpace": "ebpfnet", "Pool": p6.Pool, "Gateway": gw6.Address}}}, nil); e != "" {
+		t.Fatal(e)
+	}
+	n, err := r.eng.API().Network("docker-" + nid[:12])
+	if err != nil || !n.EnableIPv6 || len(n.IPAM.Config) != 2 || n.IPAM.Config[1].Subnet != p6.Pool {
+		t.Fatalf("network: %+v, %v", n, err)
+	}
+	eid := randomID()
+	var created struct {
+		Interface struct{ Address, AddressIPv6 string }
+	}
+	if e := r.call(t, "/NetworkDriver.CreateEndpoint", map[string]any{"NetworkID": nid, "EndpointID": eid,
+		"Interface": map[string]any{"Address": a4.Address, "AddressIPv6": a6.Address}}, &created); e != "" {
+		t.Fatal(e)
+	}
+	if created.Interface.AddressIPv6 != "" {
+		t.Errorf("CreateEndpoint answered AddressIPv6 %s where Docker gave one", created.Interface.AddressIPv6)
+	}
+	var joined struct{ Gateway, GatewayIPv6 string }
+	if e := r.call(t, "/NetworkDriver.Join", map[string]any{"NetworkID": nid, "EndpointID": eid, "SandboxKey": r.netns}, &joined); e != "" {
+		t.Fatal(e)
+	}
+	t.Cleanup(func() { r.call(t, "/NetworkDriver.Leave", map[string]any{"NetworkID": nid, "EndpointID": eid}, nil) })
+	if want := strings.Split(gw6.Address, "/")[0]; joined.GatewayIPv6 != want || joined.Gateway != strings.Split(gw4.Address, "/")[0] {
+		t.Errorf("Join: %+v, want GatewayIPv6 %s", joined, want)
+	}
+	sb, err := r.eng.API().Sandbox(eid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ep := sb.NetworkSettings.Networks[n.Name]; ep.GlobalIPv6Address+"/64" != a6.Address {
+		t.Errorf("endpoint: %+v, want IPv6 address %s", ep, a6.Address)
+	}
+	// An IPv6 address on a network without IPv6 is refused.
+	v4only := r.createDefaultIPAMNetwork(t, "172.27.0.0/24", "172.27.0.1/24")
+	if e := r.call(t, "/NetworkDriver.CreateEndpoint", map[string]any{"NetworkID": v4only, "EndpointID": randomID(),
+		"Interface": map[string]any{"Address": "172.27.0.2/24", "AddressIPv6": "fd00::2/64"}}, nil); !strings.Contains(e, "fd00::2") {
+		t.Errorf("CreateEndpoint with an IPv6 address on an IPv4-only network: %q", e)
+	}
+}
