@@ -90,15 +90,6 @@ func orNAT(mode string) string {
 	return mode
 }
 
-// IPv6GatewayMode is the network's gateway mode for IPv6, nat when none
-// was chosen.
-func (n *Network) IPv6GatewayMode() string {
-	if n.GatewayMode6 == "" {
-		return GatewayNAT
-	}
-	return n.GatewayMode6
-}
-
 // HostOnNetwork reports whether the host holds the gateway address on the
 // network, as everywhere but in gateway mode isolated.
 func (n *Network) HostOnNetwork() bool {

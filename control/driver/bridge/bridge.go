@@ -76,17 +76,17 @@ func checkGatewayMode(n *store.Network, opts map[string]string) error {
 		if m.mode == store.GatewayIsolated && !n.Internal {
 			return errdefs.Invalidf("option %s=%s needs an internal network: an isolated network has no gateway, so it leads nowhere", m.key, m.mode)
 		}
-	}
-	// Masquerading is the IPv4 setting: IPv6's routed mode is the
-	// datapath's to read (GatewayMode6).
-	if n.GatewayMode == store.GatewayRouted {
 		// Routed means the outside sees sandboxes by their own addresses:
 		// masquerading them would undo the mode, so asking for both is a
 		// mistake rather than a preference.
-		if n.Masquerade && opts[driver.OptMasquerade] != "" {
+		if m.mode == store.GatewayRouted && n.Masquerade && opts[driver.OptMasquerade] != "" {
 			return errdefs.Invalidf("option %s=%s conflicts with %s=%s: a routed network is not masqueraded",
-				driver.OptMasquerade, opts[driver.OptMasquerade], driver.OptGatewayMode, n.GatewayMode)
+				driver.OptMasquerade, opts[driver.OptMasquerade], m.key, m.mode)
 		}
+	}
+	// Masquerade is IPv4's; IPv6's follows from the option and the IPv6
+	// gateway mode (driver.MasqueradeIPv6).
+	if n.GatewayMode == store.GatewayRouted {
 		n.Masquerade = false
 	}
 	return nil
