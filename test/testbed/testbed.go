@@ -364,9 +364,14 @@ func (h *Host) ProgramCounter(program, verdict string) uint64 {
 	return 0
 }
 
-// Ping sends one ICMP echo from a sandbox with busybox ping.
+// Ping sends one ICMP echo (ICMPv6 to an IPv6 address) from a sandbox
+// with busybox ping.
 func (h *Host) Ping(sandbox, dst string) error {
-	out, err := h.CLI("exec", sandbox, "--", "busybox", "ping", "-c1", "-W1", dst)
+	family := "-4"
+	if strings.Contains(dst, ":") {
+		family = "-6"
+	}
+	out, err := h.CLI("exec", sandbox, "--", "busybox", "ping", family, "-c1", "-W1", dst)
 	if err != nil {
 		return fmt.Errorf("ping %s from %s: %v: %s", dst, sandbox, err, out)
 	}
@@ -376,14 +381,17 @@ func (h *Host) Ping(sandbox, dst string) error {
 // Outside is a namespace beyond the host's uplink, standing in for the
 // rest of the network.
 type Outside struct {
-	NS     string // its namespace's path
-	IP     string // its address
-	HostIP string // the host's address on the uplink
+	NS      string // its namespace's path
+	IP      string // its address
+	HostIP  string // the host's address on the uplink
+	IP6     string // its IPv6 address
+	HostIP6 string // the host's IPv6 address on the uplink
 }
 
 // AddOutside connects a new namespace to the host through a veth uplink
-// (10.99.0.1 on the host, 10.99.0.2 outside) and routes the container
-// address pools back through the host.
+// (10.99.0.1 and 2001:db8:99::1 on the host, 10.99.0.2 and 2001:db8:99::2
+// outside) and routes the container address pools (IPv6's fd00::/8
+// included) back through the host.
 func (h *Host) AddOutside() Outside {
 	h.tb.Helper()
 	name := h.Prefix + "-out"
@@ -392,14 +400,17 @@ func (h *Host) AddOutside() Outside {
 	h.tb.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
 	h.MustRun("ip", "-n", host, "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", name)
 	h.MustRun("ip", "-n", host, "addr", "add", "10.99.0.1/24", "dev", "uplink0")
+	h.MustRun("ip", "-n", host, "addr", "add", "2001:db8:99::1/64", "dev", "uplink0", "nodad")
 	h.MustRun("ip", "-n", host, "link", "set", "uplink0", "up")
 	h.MustRun("ip", "-n", name, "addr", "add", "10.99.0.2/24", "dev", "eth0")
+	h.MustRun("ip", "-n", name, "addr", "add", "2001:db8:99::2/64", "dev", "eth0", "nodad")
 	h.MustRun("ip", "-n", name, "link", "set", "eth0", "up")
 	h.MustRun("ip", "-n", name, "link", "set", "lo", "up")
 	for _, pool := range []string{"172.16.0.0/12", "192.168.0.0/16"} {
 		h.MustRun("ip", "-n", name, "route", "add", pool, "via", "10.99.0.1")
 	}
-	return Outside{NS: "/run/netns/" + name, IP: "10.99.0.2", HostIP: "10.99.0.1"}
+	h.MustRun("ip", "-n", name, "route", "add", "fd00::/8", "via", "2001:db8:99::1")
+	return Outside{NS: "/run/netns/" + name, IP: "10.99.0.2", HostIP: "10.99.0.1", IP6: "2001:db8:99::2", HostIP6: "2001:db8:99::1"}
 }
 
 // StartInSandbox starts a command in a sandbox with `ebpfnet exec` and

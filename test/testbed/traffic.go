@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/namespace"
@@ -15,7 +16,7 @@ import (
 const EchoPort = 7777
 
 // Serve runs a TCP and a UDP echo server on port EchoPort in the namespace
-// at nsPath until the test ends.
+// at nsPath until the test ends, on both families.
 func Serve(tb TB, nsPath string) {
 	tb.Helper()
 	ServeOn(tb, nsPath, EchoPort)
@@ -30,10 +31,10 @@ func ServeOn(tb TB, nsPath string, port int) {
 	)
 	err := namespace.Do(nsPath, func() error {
 		var err error
-		if tl, err = net.Listen("tcp4", fmt.Sprintf(":%d", port)); err != nil {
+		if tl, err = net.Listen("tcp", fmt.Sprintf(":%d", port)); err != nil {
 			return err
 		}
-		ul, err = net.ListenPacket("udp4", fmt.Sprintf(":%d", port))
+		ul, err = net.ListenPacket("udp", fmt.Sprintf(":%d", port))
 		return err
 	})
 	if err != nil {
@@ -92,7 +93,7 @@ func UDP(nsPath, dst string) error { return UDPTo(nsPath, net.JoinHostPort(dst, 
 
 // TCPTo connects from the namespace at nsPath to addr (host:port) and checks the echo.
 func TCPTo(nsPath, addr string) error {
-	c, err := Dial(nsPath, "tcp4", addr, "")
+	c, err := Dial(nsPath, "tcp", addr, "")
 	if err != nil {
 		return err
 	}
@@ -102,7 +103,7 @@ func TCPTo(nsPath, addr string) error {
 
 // UDPTo sends a datagram from the namespace at nsPath to addr and waits for the echo.
 func UDPTo(nsPath, addr string) error {
-	c, err := Dial(nsPath, "udp4", addr, "")
+	c, err := Dial(nsPath, "udp", addr, "")
 	if err != nil {
 		return err
 	}
@@ -118,7 +119,7 @@ func Dial(nsPath, network, addr, local string) (net.Conn, error) {
 		d := net.Dialer{Timeout: probeTimeout}
 		if local != "" {
 			var err error
-			if network == "udp4" {
+			if strings.HasPrefix(network, "udp") {
 				d.LocalAddr, err = net.ResolveUDPAddr(network, local)
 			} else {
 				d.LocalAddr, err = net.ResolveTCPAddr(network, local)

@@ -1,0 +1,96 @@
+package test
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/ebpfnet/ebpfnet/test/testbed"
+)
+
+// ip6 is a sandbox's IPv6 address on a network.
+func ip6(t *testing.T, h *testbed.Host, sandbox, network string) string {
+	t.Helper()
+	a := h.Sandbox(sandbox).NetworkSettings.Networks[network].GlobalIPv6Address
+	if a == "" {
+		t.Fatalf("%s has no IPv6 address on %s", sandbox, network)
+	}
+	return a
+}
+
+// Every path of the datapath, over IPv6, with real traffic: an outside
+// client to a published port (its address kept), host processes through
+// ::1 and the host's IPv6 address, hairpin, another network, UDP,
+// masquerade out and the reply, names (AAAA), and every isolation case
+// blocked. One published port serves both families.
+func TestIPv6Paths(t *testing.T) {
+	h, out := newPublishingHost(t)
+	appnet, othernet := h.Name("app6"), h.Name("other6")
+	h.MustCLI("network", "create", "--ipv6", "--subnet", "fd00:a::/64", appnet)
+	h.MustCLI("network", "create", "--ipv6", "--subnet", "fd00:b::/64", othernet)
+	web, peer, stranger := h.Name("web"), h.Name("peer"), h.Name("stranger")
+	h.MustCLI("sandbox", "create", web, "--network", appnet, "-p", "8080:7777", "-p", "8081:7777/udp")
+	h.MustCLI("sandbox", "create", peer, "--network", appnet)
+	h.MustCLI("sandbox", "create", stranger, "--network", othernet)
+	for _, sb := range []string{web, peer, stranger} {
+		testbed.Serve(t, h.NS(sb))
+	}
+	web6 := ip6(t, h, web, appnet)
+	published := net.JoinHostPort(out.HostIP6, "8080")
+
+	// From outside, over both families, on one published port; the
+	// sandbox sees the client's own address.
+	mustWork(t, "outside to [host]:8080 over IPv6", testbed.TCPTo(out.NS, published))
+	mustWork(t, "outside to host:8080 over IPv4", testbed.TCPTo(out.NS, out.HostIP+":8080"))
+	mustWork(t, "outside to [host]:8081/udp over IPv6", testbed.UDPTo(out.NS, net.JoinHostPort(out.HostIP6, "8081")))
+	if got := peerOf(t, out.NS, "tcp6", published); got.Addr() != netip.MustParseAddr(out.IP6) {
+		t.Errorf("web saw the outside client as %s, want its own address %s", got, out.IP6)
+	}
+
+	// Host processes, through ::1 and the host's IPv6 address.
+	mustWork(t, "host to [::1]:8080", testbed.TCPTo(h.NetNS, "[::1]:8080"))
+	mustWork(t, "host to [host]:8080", testbed.TCPTo(h.NetNS, published))
+	mustWork(t, "host to [::1]:8081/udp", testbed.UDPTo(h.NetNS, "[::1]:8081"))
+
+	// Hairpin: a neighbour, and a sandbox of another network, through the
+	// host's published address.
+	mustWork(t, "hairpin from a neighbour", testbed.TCPTo(h.NS(peer), published))
+	mustWork(t, "from another network to the published port", testbed.TCPTo(h.NS(stranger), published))
+	mustWork(t, "hairpin to itself", testbed.TCPTo(h.NS(web), published))
+
+	// Masquerade out (NAT66): the outside sees the host's address.
+	h.MustReach(web, out.IP6)
+	if got := peerOf(t, h.NS(web), "tcp6", net.JoinHostPort(out.IP6, "7777")); got.Addr() != netip.MustParseAddr(out.HostIP6) {
+		t.Errorf("outside saw web as %s, want the host's uplink address %s", got, out.HostIP6)
+	}
+
+	// Same network, by address and by name (AAAA from the embedded DNS).
+	h.MustReach(peer, web6)
+	if o, err := h.CLI("exec", peer, "--", "busybox", "ping", "-6", "-c1", "-W2", web); err != nil {
+		t.Errorf("ping6 %s by name from %s: %v\n%s", web, peer, err, o)
+	}
+
+	// Isolation: another network, and the outside straight to a sandbox
+	// port that is not published (gateway mode nat).
+	h.MustNotReach(stranger, web6)
+	mustFail(t, "outside straight to web's IPv6 address", testbed.TCP(out.NS, web6))
+	if h.Counter("drop_cross_network") == 0 || h.Counter("drop_unpublished") == 0 {
+		t.Error("the blocked IPv6 paths were not counted as drop_cross_network and drop_unpublished")
+	}
+}
+
+// A sandbox on an IPv4-only network has no IPv6, and host processes reach
+// its ports published on every address through ::1 as Docker's proxy
+// relays [::] to it.
+func TestIPv6ClientsOfIPv4Sandbox(t *testing.T) {
+	h, out := newPublishingHost(t)
+	web := h.Name("web")
+	h.MustCLI("sandbox", "create", web, "-p", "8080:7777", "-p", "8081:7777/udp")
+	testbed.Serve(t, h.NS(web))
+	mustWork(t, "host to [::1]:8080", testbed.TCPTo(h.NetNS, "[::1]:8080"))
+	mustWork(t, "host to [host IPv6]:8080", testbed.TCPTo(h.NetNS, net.JoinHostPort(out.HostIP6, "8080")))
+	if o, _ := h.CLI("exec", web, "--", "ip", "-6", "addr"); strings.Contains(o, "inet6") {
+		t.Errorf("a sandbox of an IPv4-only network has IPv6 addresses:\n%s", o)
+	}
+}
