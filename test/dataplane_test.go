@@ -389,7 +389,7 @@ func TestPublishConflictsAndUnpublish(t *testing.T) {
 		{[]string{"publish", "99999:80", other}, `invalid port spec "99999:80"`},
 		{[]string{"publish", "80/sctp", other}, `protocol "sctp" is not tcp or udp`},
 		{[]string{"publish", "8000-8010:80-85", other}, "differ in number"},
-		{[]string{"publish", "[::1]:80:80", other}, "IPv6 host addresses are not supported yet"},
+		{[]string{"publish", "[2001:db8::77]:8092:7777", other}, "host address 2001:db8::77 is not an address of this host"},
 		{[]string{"publish", "8095:7777", "8080:7777", other}, "already published"}, // all or nothing
 		{[]string{"sandbox", "create", h.Name("late"), "-p", "8080:7777"}, "already published"},
 		{[]string{"sandbox", "create", h.Name("late"), "--network", "none", "-p", "80"}, "-p need a bridge or macvlan network"},

@@ -2,6 +2,7 @@ package test
 
 import (
 	"encoding/json"
+	"net"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -335,4 +336,36 @@ func startLoad(t *testing.T, ns, addr string) func() (ok, failed int) {
 	}
 	t.Cleanup(func() { stop() })
 	return stop
+}
+
+// TestDockerPluginIPv6 is a Docker user's dual-stack network: docker run -p
+// publishes on both families through the datapath, the container gets an
+// IPv6 address from ebpfnet's IPAM, and its IPv6 flows out are
+// masqueraded.
+func TestDockerPluginIPv6(t *testing.T) {
+	h, out, d := dockerHost(t)
+	plugin := h.Prefix
+	d.MustCLI("network", "create", "-d", plugin, "--ipam-driver", plugin, "--ipv6",
+		"--subnet", "10.97.0.0/24", "--subnet", "fd00:d0::/64", "web6")
+	d.MustCLI("run", "-d", "--name", "w6", "--network", "web6", "-p", "8080:7777", "-p", "9000:7777/udp", "busybox", "sleep", "600")
+	key := d.MustCLI("inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "w6")
+	testbed.Serve(t, key)
+	ip6 := d.MustCLI("inspect", "-f", "{{(index .NetworkSettings.Networks \"web6\").GlobalIPv6Address}}", "w6")
+	if a, err := netip.ParseAddr(ip6); err != nil || !netip.MustParsePrefix("fd00:d0::/64").Contains(a) {
+		t.Fatalf("w6 has IPv6 address %q, want one of fd00:d0::/64 from ebpfnet's IPAM", ip6)
+	}
+	published := net.JoinHostPort(out.HostIP6, "8080")
+	if peer := peerOf(t, out.NS, "tcp6", published); peer.Addr().String() != out.IP6 {
+		t.Errorf("the container saw %s over IPv6, want the client's own address %s", peer, out.IP6)
+	}
+	mustWork(t, "tcp from outside over IPv4", testbed.TCPTo(out.NS, hostIP+":8080"))
+	mustWork(t, "udp from outside over IPv6", testbed.UDPTo(out.NS, net.JoinHostPort(out.HostIP6, "9000")))
+	mustWork(t, "tcp from the host to [::1]", testbed.TCPTo(h.NetNS, "[::1]:8080"))
+	if o, err := d.CLI("exec", "w6", "ping", "-6", "-c1", "-W2", out.IP6); err != nil {
+		t.Errorf("w6 pings the outside over IPv6: %v\n%s", err, o)
+	}
+	if peer := peerOf(t, key, "tcp6", net.JoinHostPort(out.IP6, "7777")); peer.Addr().String() != out.HostIP6 {
+		t.Errorf("the outside saw w6 as %s, want the host's address %s (NAT66)", peer, out.HostIP6)
+	}
+	assertNoRuleNorProxy(t, h, "8080", "9000")
 }

@@ -100,14 +100,9 @@ func mappings(pms []portMapping) ([]ports.Mapping, error) {
 			if err != nil {
 				return nil, fmt.Errorf("port mapping %d: invalid host IP %q", pm.HostPort, pm.HostIP)
 			}
-			if a.Is6() && a.IsUnspecified() {
-				continue // "::" repeats 0.0.0.0 while ebpfnet is IPv4-only
-			}
-			if !a.IsUnspecified() {
-				m.HostIP = a
-			}
+			m.HostIP = ports.EveryAddress(a)
 		}
-		out = append(out, m)
+		out = ports.Append(out, m)
 	}
 	return out, nil
 }

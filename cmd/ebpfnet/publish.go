@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sort"
 	"strings"
 
@@ -150,7 +151,7 @@ func printPorts(w io.Writer, ports map[string][]api.PortBinding) {
 	var lines []string
 	for port, bindings := range ports {
 		for _, b := range bindings {
-			lines = append(lines, fmt.Sprintf("%s -> %s:%s", port, b.HostIP, b.HostPort))
+			lines = append(lines, fmt.Sprintf("%s -> %s", port, net.JoinHostPort(b.HostIP, b.HostPort)))
 		}
 	}
 	sort.Strings(lines)

@@ -140,8 +140,12 @@ func TestEngine(t *testing.T) {
 	}
 	// Mappings arrive structured from any frontend, unchecked by a parser.
 	v6 := ports.Mapping{Proto: ports.TCP, HostIP: netip.MustParseAddr("::1"), HostPort: 8081, Port: 80}
-	if _, err := te.Publish(web, []ports.Mapping{v6}); !errors.Is(err, errdefs.ErrInvalid) {
-		t.Errorf("publish on an IPv6 host address: %v, want it invalid", err)
+	if _, err := te.Publish(web, []ports.Mapping{v6}); err != nil {
+		t.Errorf("publish on an IPv6 host address: %v", err)
+	}
+	backwards := ports.Mapping{Proto: ports.TCP, HostPort: 9000, HostPortEnd: 8999, Port: 80}
+	if _, err := te.Publish(web, []ports.Mapping{backwards}); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Errorf("publish a host port range that ends before it starts: %v, want it invalid", err)
 	}
 	if _, err := te.Unpublish(web, []ports.Mapping{{HostPort: 8080}}); err != nil {
 		t.Fatal(err)
@@ -149,8 +153,8 @@ func TestEngine(t *testing.T) {
 	if _, err := te.Unpublish(web, []ports.Mapping{{HostPort: 8080}}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("unpublish again: %v, want not found", err)
 	}
-	if st, _ := te.Status(); st.HeldPorts != 1 {
-		t.Fatalf("status after unpublish: %d ports held, want 1", st.HeldPorts)
+	if st, _ := te.Status(); st.HeldPorts != 2 {
+		t.Fatalf("status after unpublish: %d ports held, want 2 (53/udp and [::1]:8081)", st.HeldPorts)
 	}
 
 	// A driver that fails to attach on one network: a sandbox on app and

@@ -258,11 +258,7 @@ func matches(f ports.Mapping, p store.Publication) bool {
 // checkPublish checks requests to publish before anything is looked up.
 func checkPublish(specs []ports.Mapping) error {
 	for _, m := range specs {
-		err := m.CheckPublish()
-		if err == nil && m.HostIP.IsValid() && !m.HostIP.Is4() {
-			err = errdefs.Invalidf("IPv6 host addresses are not supported yet")
-		}
-		if err != nil {
+		if err := m.CheckPublish(); err != nil {
 			return errdefs.Invalidf("invalid port mapping %q: %w", m, err)
 		}
 	}

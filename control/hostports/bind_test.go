@@ -46,7 +46,15 @@ func newHostNS(t *testing.T) func(func() error) {
 // (and SO_REUSEPORT when reusePort), listening when listen. It runs in the
 // namespace it should live in; t's cleanup closes it.
 func hostSocket(t *testing.T, typ int, addr string, port int, reusePort, listen bool) error {
-	fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
+	a := netip.MustParseAddr(addr)
+	family := unix.AF_INET
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: port}
+	if a.Is6() {
+		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Addr: a.As16(), Port: port}
+	} else {
+		sa.(*unix.SockaddrInet4).Addr = a.As4()
+	}
+	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
@@ -59,7 +67,7 @@ func hostSocket(t *testing.T, typ int, addr string, port int, reusePort, listen 
 			return err
 		}
 	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: netip.MustParseAddr(addr).As4(), Port: port}); err != nil {
+	if err := unix.Bind(fd, sa); err != nil {
 		return err
 	}
 	if listen {
@@ -98,6 +106,7 @@ func TestCheckSeesHostSockets(t *testing.T) {
 			hostSocket(t, unix.SOCK_STREAM, "0.0.0.0", 9001, false, false), // bound, not listening
 			hostSocket(t, unix.SOCK_DGRAM, "0.0.0.0", 9002, true, false),
 			hostSocket(t, unix.SOCK_DGRAM, "127.0.0.1", 9003, true, false),
+			hostSocket(t, unix.SOCK_STREAM, "::1", 9006, false, true), // IPv6 alone
 		)
 	})
 	taken := held(pub("tcp", "", 9004))
@@ -116,6 +125,10 @@ func TestCheckSeesHostSockets(t *testing.T) {
 			{pub("udp", "", 9000), ""}, // another protocol
 			{pub("tcp", "", 9005), ""},
 			{pub("tcp", "", 9005), ""}, // the probe leaves nothing behind
+			// Every address is both families'.
+			{pub("tcp", "", 9006), "host port 9006/tcp is in use by a process on the host"},
+			{pub("tcp", "::1", 9006), "host port [::1]:9006/tcp is in use by a process on the host"},
+			{pub("tcp", "127.0.0.1", 9006), ""},
 		} {
 			err := taken.Check(c.p.Host)
 			var te takenError

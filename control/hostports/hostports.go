@@ -22,7 +22,7 @@ type Port struct {
 
 func (p Port) String() string {
 	if p.Addr.IsValid() {
-		return fmt.Sprintf("%s:%d/%s", p.Addr, p.Num, p.Proto)
+		return fmt.Sprintf("%s/%s", netip.AddrPortFrom(p.Addr, p.Num), p.Proto)
 	}
 	return fmt.Sprintf("%d/%s", p.Num, p.Proto)
 }
@@ -42,11 +42,11 @@ type Binding struct {
 // String names a binding as a user wrote it, the host address spelled
 // 0.0.0.0 when it is every address.
 func (b Binding) String() string {
-	addr := "0.0.0.0"
+	addr := netip.IPv4Unspecified()
 	if b.Host.Addr.IsValid() {
-		addr = b.Host.Addr.String()
+		addr = b.Host.Addr
 	}
-	return fmt.Sprintf("%s:%d->%d/%s", addr, b.Host.Num, b.Target, b.Host.Proto)
+	return fmt.Sprintf("%s->%d/%s", netip.AddrPortFrom(addr, b.Host.Num), b.Target, b.Host.Proto)
 }
 
 // A Probe reports whether a host socket has a port: nil when none has,

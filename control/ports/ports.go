@@ -3,6 +3,7 @@ package ports
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -55,6 +56,27 @@ type Mapping struct {
 	PortEnd     uint16     `json:"PortEnd,omitempty"`
 }
 
+// EveryAddress gives the host address a mapping is asked for with, as the
+// engine keeps it: an unspecified address of either family (0.0.0.0, ::)
+// means every address of the host, of both families, as Docker's -p
+// 8080:80 publishes on 0.0.0.0 and [::]. Runtimes that send such a port
+// twice, once per family, send one mapping (Append).
+func EveryAddress(a netip.Addr) netip.Addr {
+	if a.IsUnspecified() {
+		return netip.Addr{}
+	}
+	return a
+}
+
+// Append adds m to ms unless ms has it already: a port a runtime sends
+// once per family (0.0.0.0 and ::) is one mapping of every address.
+func Append(ms []Mapping, m Mapping) []Mapping {
+	if slices.Contains(ms, m) {
+		return ms
+	}
+	return append(ms, m)
+}
+
 // HostPorts is the host port range, both ends set.
 func (m Mapping) HostPorts() (first, end uint16) { return m.HostPort, max(m.HostPortEnd, m.HostPort) }
 
@@ -103,7 +125,10 @@ func (m Mapping) checkRanges() error {
 // String is the mapping in docker run's -p form, as messages show it.
 func (m Mapping) String() string {
 	var s string
-	if m.HostIP.IsValid() {
+	switch {
+	case m.HostIP.Is6():
+		s = "[" + m.HostIP.String() + "]:"
+	case m.HostIP.IsValid():
 		s = m.HostIP.String() + ":"
 	}
 	switch {

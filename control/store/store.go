@@ -276,13 +276,15 @@ func (t *Tx) DeleteSandbox(name string) error {
 }
 
 // publicationKey orders a sandbox's publications by host address, host
-// port and protocol: what makes one unique.
+// port and protocol: what makes one unique. An IPv4 address (or none:
+// every host address) takes 4 bytes, as keys were before IPv6, and an
+// IPv6 one 16, so the two never collide.
 func publicationKey(p Publication) []byte {
-	var addr [4]byte // zero: every host address
+	addr := make([]byte, 4) // zero: every host address
 	if p.HostIP.IsValid() {
-		addr = p.HostIP.As4()
+		addr = p.HostIP.AsSlice()
 	}
-	return append(append(addr[:], byte(p.HostPort>>8), byte(p.HostPort)), p.Proto...)
+	return append(append(addr, byte(p.HostPort>>8), byte(p.HostPort)), p.Proto...)
 }
 
 // Publications returns a sandbox's publications.

@@ -292,14 +292,9 @@ func portMappings(raw any) ([]ports.Mapping, error) {
 			if err != nil {
 				return nil, errdefs.Invalidf("port %d: invalid host address %q", b.Port, b.HostIP)
 			}
-			if !a.IsUnspecified() {
-				m.HostIP = a
-			}
-			if a.Is6() {
-				continue // "::" repeats 0.0.0.0 on an IPv4-only network
-			}
+			m.HostIP = ports.EveryAddress(a)
 		}
-		out = append(out, m)
+		out = ports.Append(out, m)
 	}
 	return out, nil
 }

@@ -64,12 +64,10 @@ func parse(s string, proto ports.Protocol) (ports.Mapping, error) {
 	}
 	if ip := first.Binding.HostIP; ip != "" {
 		a, err := netip.ParseAddr(ip)
-		if err != nil || !a.Is4() {
-			return m, fmt.Errorf("IPv6 host addresses are not supported yet")
+		if err != nil {
+			return m, fmt.Errorf("invalid host address %q", ip)
 		}
-		if !a.IsUnspecified() {
-			m.HostIP = a
-		}
+		m.HostIP = ports.EveryAddress(a)
 	}
 	if first.Binding.HostPort != "" {
 		// A range of host ports for one sandbox port comes back whole.

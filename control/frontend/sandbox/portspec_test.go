@@ -21,6 +21,10 @@ func TestParsePublish(t *testing.T) {
 		{"8080:80", ports.Mapping{Proto: ports.TCP, HostPort: 8080, HostPortEnd: 8080, Port: 80, PortEnd: 80}, "8080:80/tcp"},
 		{"127.0.0.1:5353:53/udp", ports.Mapping{Proto: ports.UDP, HostIP: lo, HostPort: 5353, HostPortEnd: 5353, Port: 53, PortEnd: 53}, "127.0.0.1:5353:53/udp"},
 		{"127.0.0.1::53", ports.Mapping{Proto: ports.TCP, HostIP: lo, Port: 53, PortEnd: 53}, "127.0.0.1::53/tcp"},
+		{"[::1]:8080:80", ports.Mapping{Proto: ports.TCP, HostIP: netip.IPv6Loopback(), HostPort: 8080, HostPortEnd: 8080, Port: 80, PortEnd: 80}, "[::1]:8080:80/tcp"},
+		// An unspecified address of either family is every address of both.
+		{"[::]:8080:80", ports.Mapping{Proto: ports.TCP, HostPort: 8080, HostPortEnd: 8080, Port: 80, PortEnd: 80}, "8080:80/tcp"},
+		{"0.0.0.0:8080:80", ports.Mapping{Proto: ports.TCP, HostPort: 8080, HostPortEnd: 8080, Port: 80, PortEnd: 80}, "8080:80/tcp"},
 		{"0.0.0.0:8000-8010:80-90", ports.Mapping{Proto: ports.TCP, HostPort: 8000, HostPortEnd: 8010, Port: 80, PortEnd: 90}, "8000-8010:80-90/tcp"},
 		{"8000-8010:80", ports.Mapping{Proto: ports.TCP, HostPort: 8000, HostPortEnd: 8010, Port: 80, PortEnd: 80}, "8000-8010:80/tcp"},
 	} {
@@ -37,7 +41,6 @@ func TestParsePublish(t *testing.T) {
 		{"90-80", `invalid containerPort: 90-80`},
 		{"80/sctp", `protocol "sctp" is not tcp or udp`},
 		{"8000-8010:80-85", "invalid ranges specified for container and host Ports: 80-85 and 8000-8010"},
-		{"[::1]:80:80", "IPv6 host addresses are not supported yet"},
 		{"1.2.3.4:5:6:7", "invalid IP address: 1.2.3.4:5"},
 		{"nohost:80:80", "invalid IP address: nohost"},
 	} {
