@@ -3,6 +3,7 @@ package test
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -314,4 +315,38 @@ func TestNerdctl(t *testing.T) {
 	mustWork(t, "host to 127.0.0.1:8080", testbed.TCPTo(h.NetNS, "127.0.0.1:8080"))
 	must("rm", "-f", "n1")
 	assertNothingLeft(t, h, "after nerdctl rm -f")
+}
+
+// TestCNIMainModeIPv6 attaches a container to a dual-stack network: ADD
+// returns an address, a gateway and a default route per family, and
+// publishes on both families, on every address and on an IPv6 hostIP.
+func TestCNIMainModeIPv6(t *testing.T) {
+	h, out := newPublishingHost(t)
+	c := newCNI(t)
+	h.MustCLI("network", "create", "--ipv6", "--subnet", "10.96.0.0/24", "--subnet", "fd00:c1::/64", h.Name("cninet6"))
+	c.Conflist("ebnet6", map[string]any{"type": "ebpfnet", "network": h.Name("cninet6"), "socket": h.Socket(),
+		"capabilities": map[string]bool{"portMappings": true}})
+	ns := containerNS(t, h, "c6")
+	res := c.Must("add", "ebnet6", ns, testbed.PortMappings("8080:7777/tcp", "[::]:8080:7777/tcp", "[::1]:8081:7777/tcp"))
+	var result struct {
+		IPs    []struct{ Address, Gateway string }
+		Routes []struct{ Dst, GW string }
+	}
+	if err := json.Unmarshal([]byte(res), &result); err != nil || len(result.IPs) != 2 || len(result.Routes) != 2 {
+		t.Fatalf("ADD's result, want an address and a route per family: %v\n%s", err, res)
+	}
+	if a := netip.MustParsePrefix(result.IPs[1].Address); !netip.MustParsePrefix("fd00:c1::/64").Contains(a.Addr()) ||
+		result.IPs[1].Gateway != "fd00:c1::1" || result.Routes[1].Dst != "::/0" || result.Routes[1].GW != "fd00:c1::1" {
+		t.Errorf("ADD's IPv6 address and route:\n%s", res)
+	}
+	testbed.Serve(t, ns)
+	if peer := peerOf(t, out.NS, "tcp6", net.JoinHostPort(out.HostIP6, "8080")); peer.Addr().String() != out.IP6 {
+		t.Errorf("the container saw %s over IPv6, want the client's own address %s", peer, out.IP6)
+	}
+	mustWork(t, "outside over IPv4", testbed.TCPTo(out.NS, hostIP+":8080"))
+	mustWork(t, "host to [::1]:8081", testbed.TCPTo(h.NetNS, "[::1]:8081"))
+	mustFail(t, "outside to [::1]:8081's port on the host's address", testbed.TCPTo(out.NS, net.JoinHostPort(out.HostIP6, "8081")))
+	mustWork(t, "container to the outside over IPv6", testbed.TCP(ns, out.IP6))
+	c.Must("del", "ebnet6", ns)
+	assertNothingLeft(t, h, "after DEL")
 }

@@ -97,14 +97,20 @@ func (c *CNI) Must(verb, network, netns string, env ...string) string {
 }
 
 // PortMappings is CAP_ARGS with portmap's portMappings, given as
-// HOST:CONTAINER/PROTO.
+// [[HOSTIP]:]HOST:CONTAINER/PROTO.
 func PortMappings(m ...string) string {
 	var pms []map[string]any
 	for _, s := range m {
 		var host, port int
 		var proto string
+		entry := map[string]any{}
+		// [HOSTIP]:HOST:PORT/PROTO, the host IP bracketed as IPv6 is.
+		if ip, rest, ok := strings.Cut(strings.TrimPrefix(s, "["), "]:"); ok {
+			entry["hostIP"], s = ip, rest
+		}
 		fmt.Sscanf(strings.ReplaceAll(strings.ReplaceAll(s, ":", " "), "/", " "), "%d %d %s", &host, &port, &proto)
-		pms = append(pms, map[string]any{"hostPort": host, "containerPort": port, "protocol": proto})
+		entry["hostPort"], entry["containerPort"], entry["protocol"] = host, port, proto
+		pms = append(pms, entry)
 	}
 	data, _ := json.Marshal(map[string]any{"portMappings": pms})
 	return "CAP_ARGS=" + string(data)
