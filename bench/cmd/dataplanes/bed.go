@@ -26,16 +26,24 @@ const (
 	clientTC     = "10.99.0.4"
 	clientIPT    = "10.98.0.2"
 	clientDE     = "10.99.0.5" // the client of Docker's container on an ebpfnet network
-	dockerBridge = "docker0"
-	dockerBIP    = "172.30.0.1/16" // not Docker's default 172.17.0.1/16, which ebpfnet's bridge takes
-	echoPort     = 7777
-	iperfPort    = 5201
-	ebpfPort     = 8080 // published by ebpfnet
-	dockerPort   = 9080 // published by Docker's rules and docker-proxy
-	dockerIperf  = 9201
-	dockerEPort  = 9180 // published by docker run -p on an ebpfnet network
-	dockerEIperf = 9281
-	otherPorts   = 10000 // where the N-1 other publications start
+	// IPv6: the uplinks' addresses and the clients', one per dataplane.
+	hostIP6       = "2001:db8:99::1" // uplink0
+	hostIPDocker6 = "2001:db8:98::1" // uplink1
+	clientDirect6 = "2001:db8:99::2"
+	clientTC6     = "2001:db8:99::4"
+	clientIPT6    = "2001:db8:98::2"
+	webSubnet6    = "fd00:be::/64"  // ebpfnet's sandbox network
+	dockerSubnet6 = "fd00:d0c::/64" // docker0's
+	dockerBridge  = "docker0"
+	dockerBIP     = "172.30.0.1/16" // not Docker's default 172.17.0.1/16, which ebpfnet's bridge takes
+	echoPort      = 7777
+	iperfPort     = 5201
+	ebpfPort      = 8080 // published by ebpfnet
+	dockerPort    = 9080 // published by Docker's rules and docker-proxy
+	dockerIperf   = 9201
+	dockerEPort   = 9180 // published by docker run -p on an ebpfnet network
+	dockerEIperf  = 9281
+	otherPorts    = 10000 // where the N-1 other publications start
 )
 
 type bed struct {
@@ -46,6 +54,7 @@ type bed struct {
 	cni       cniSide // the CNI side, nil c without the reference plugins
 	web       string  // the ebpfnet sandbox
 	webIP     string
+	webIP6    string
 	self      string
 }
 
@@ -56,14 +65,18 @@ func newBed(r *runner, dockerMode string) *bed {
 		b.host, b.out = filepath.Base(h.NetNS), filepath.Base(out.NS)
 		b.sh("ip", "-n", b.host, "addr", "add", hostIPOthers+"/24", "dev", "uplink0")
 		b.sh("ip", "-n", b.out, "addr", "add", clientTC+"/24", "dev", "eth0")
+		b.sh("ip", "-n", b.out, "addr", "add", clientTC6+"/64", "dev", "eth0", "nodad")
 		for _, client := range []string{clientDE, clientPM, clientCE} {
 			b.sh("ip", "-n", b.out, "addr", "add", client+"/24", "dev", "eth0")
 		}
 		b.sh("ip", "-n", b.host, "link", "add", "uplink1", "type", "veth", "peer", "name", "eth1", "netns", b.out)
 		b.sh("ip", "-n", b.host, "addr", "add", hostIPDocker+"/24", "dev", "uplink1")
 		b.sh("ip", "-n", b.out, "addr", "add", clientIPT+"/24", "dev", "eth1")
+		b.sh("ip", "-n", b.host, "addr", "add", hostIPDocker6+"/64", "dev", "uplink1", "nodad")
+		b.sh("ip", "-n", b.out, "addr", "add", clientIPT6+"/64", "dev", "eth1", "nodad")
 		b.sh("ip", "-n", b.host, "link", "set", "uplink1", "up")
 		b.sh("ip", "-n", b.out, "link", "set", "eth1", "up")
+		b.sh("ip", "-n", b.out, "route", "add", dockerSubnet6, "via", hostIPDocker6)
 		// Tens of thousands of short connections per run: without these the
 		// clients' TIME_WAIT sockets pile up and slow every connect() down
 		// (the port search), whatever the dataplane.
@@ -71,15 +84,18 @@ func newBed(r *runner, dockerMode string) *bed {
 			b.sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.tcp_max_tw_buckets=4096")
 		}
 	}, "--uplink", "uplink0")
-	// The direct path routes to the sandbox's own address, which only
+	// The direct paths route to the sandbox's own addresses, which only
 	// gateway mode nat-unprotected allows, as with Docker 28.
 	network := b.h.Name("net")
-	b.h.MustCLI("network", "create", "-o", "com.docker.network.bridge.gateway_mode_ipv4=nat-unprotected", network)
+	b.h.MustCLI("network", "create", "--ipv6", "--subnet", webSubnet6,
+		"-o", "com.docker.network.bridge.gateway_mode_ipv4=nat-unprotected",
+		"-o", "com.docker.network.bridge.gateway_mode_ipv6=nat-unprotected", network)
 	b.web = b.h.Name("web")
 	b.h.MustCLI("sandbox", "create", b.web, "--network", network,
 		"-p", fmt.Sprintf("%d:%d", ebpfPort, echoPort), "-p", fmt.Sprintf("%d:%d/udp", ebpfPort, echoPort),
 		"-p", fmt.Sprintf("%d:%d", iperfPort, iperfPort))
 	b.webIP = b.h.IP(b.web, network)
+	b.webIP6 = b.h.Sandbox(b.web).NetworkSettings.Networks[network].GlobalIPv6Address
 	b.h.MustCLI("sandbox", "create", b.h.Name("others"))
 	b.background(b.web, b.self, "serve", fmt.Sprint(echoPort))
 	b.background(b.web, "iperf3", "-s", "-p", fmt.Sprint(iperfPort))

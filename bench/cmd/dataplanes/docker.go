@@ -63,6 +63,9 @@ func (b *bed) startDocker(mode string) {
 	// and DOCKER-USER lets the no-NAT paths to ebpfnet's bridge through.
 	for _, dir := range []string{"-i", "-o"} {
 		b.sh("ip", "netns", "exec", b.host, "iptables", "-I", "DOCKER-USER", dir, "ebpf0", "-j", "ACCEPT")
+		if b.docker.d != nil { // Docker 20.10's ip6tables rules have no DOCKER-USER
+			b.sh("ip", "netns", "exec", b.host, "ip6tables", "-I", "FORWARD", dir, "eb+", "-j", "ACCEPT")
+		}
 	}
 	b.docker.rules = b.sh("ip", "netns", "exec", b.host, "iptables-save", "-t", "nat") +
 		b.sh("ip", "netns", "exec", b.host, "iptables-save", "-t", "filter")
@@ -71,7 +74,9 @@ func (b *bed) startDocker(mode string) {
 // runDockerd starts a real dockerd (testbed.StartDocker) inside the host
 // namespace, imports an image holding the servers and runs it with -p.
 func (b *bed) runDockerd() {
-	d := testbed.StartDocker(b.r, b.h.NetNS, "--bip", dockerBIP, "--userland-proxy", "--iptables")
+	// IPv6 on docker0 with Docker's ip6tables rules (experimental in 20.10).
+	d := testbed.StartDocker(b.r, b.h.NetNS, "--bip", dockerBIP, "--userland-proxy", "--iptables",
+		"--ipv6", "--fixed-cidr-v6", dockerSubnet6, "--ip6tables", "--experimental")
 	// The image: this program (its echo server) and iperf3, each with the
 	// shared libraries it links.
 	rootfs := filepath.Join(b.r.TempDir(), "rootfs")

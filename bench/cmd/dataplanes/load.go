@@ -23,13 +23,14 @@ type Load struct {
 	Errors int     `json:"errors"` // operations that failed
 }
 
-// serve runs a TCP and a UDP echo server on port until killed.
+// serve runs a TCP and a UDP echo server on port, both families, until
+// killed.
 func serve(port int) error {
-	tl, err := net.Listen("tcp4", fmt.Sprintf(":%d", port))
+	tl, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
 	if err != nil {
 		return err
 	}
-	ul, err := net.ListenPacket("udp4", fmt.Sprintf(":%d", port))
+	ul, err := net.ListenPacket("udp", fmt.Sprintf(":%d", port))
 	if err != nil {
 		return err
 	}
@@ -102,7 +103,7 @@ func load(mode, addr, local string, d time.Duration, workers int) error {
 				buf := make([]byte, 1)
 				for time.Now().Before(deadline) {
 					t0 := time.Now()
-					c, err := dialer.Dial("tcp4", addr)
+					c, err := dialer.Dial("tcp", addr)
 					if err == nil {
 						c.SetDeadline(t0.Add(2 * time.Second))
 						_, err = c.Write(buf)
@@ -122,9 +123,9 @@ func load(mode, addr, local string, d time.Duration, workers int) error {
 		}
 		wg.Wait()
 	case "rr", "udp":
-		network := "tcp4"
+		network := "tcp"
 		if mode == "udp" {
-			network = "udp4"
+			network = "udp"
 		}
 		c, err := dialer.Dial(network, addr)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +35,10 @@ func (b *bed) dataplanes() []dataplane {
 		{"direct", "direct", b.out, b.webIP, echoPort, iperfPort, clientDirect},
 		{"iptables", "direct", b.out, hostIPDocker, dockerPort, dockerIperf, clientIPT},
 		{"ebpfnet-tc", "direct", b.out, hostIP, ebpfPort, iperfPort, clientTC},
+		// The same over IPv6: the sandbox's own IPv6 address, and the
+		// port published on [::].
+		{"direct6", "direct6", b.out, b.webIP6, echoPort, iperfPort, clientDirect6},
+		{"ebpfnet-tc6", "direct6", b.out, hostIP6, ebpfPort, iperfPort, clientTC6},
 		// Host clients share a source: the client closes first, so servers
 		// keep no TIME_WAIT state that one path could trip another over.
 		{"hostdirect", "hostdirect", b.host, b.webIP, echoPort, iperfPort, ""},
@@ -42,8 +47,11 @@ func (b *bed) dataplanes() []dataplane {
 	}
 	if b.docker.d != nil {
 		// docker run -p on an ebpfnet network, beside Docker's own bridge
-		// (iptables) and ebpfnet's own sandbox (ebpfnet-tc).
+		// (iptables) and ebpfnet's own sandbox (ebpfnet-tc); and Docker's
+		// ip6tables DNAT for the same port over IPv6.
 		dps = slices.Insert(dps, 3, dataplane{"docker-ebpfnet", "direct", b.out, hostIP, dockerEPort, dockerEIperf, clientDE})
+		i := slices.IndexFunc(dps, func(d dataplane) bool { return d.Name == "ebpfnet-tc6" })
+		dps = slices.Insert(dps, i, dataplane{"iptables6", "direct6", b.out, hostIPDocker6, dockerPort, dockerIperf, clientIPT6})
 	}
 	if b.cni.c != nil {
 		// The same bridge plugin, with portmap or with ebpfnet chained.
@@ -177,7 +185,7 @@ func (b *bed) sample(dp dataplane, workload string, n, round int, d time.Duratio
 		s.Value = v
 		return s
 	}
-	l, err := b.measure(dp.ns, workload, fmt.Sprintf("%s:%d", dp.host, dp.port), dp.local, d)
+	l, err := b.measure(dp.ns, workload, net.JoinHostPort(dp.host, fmt.Sprint(dp.port)), dp.local, d)
 	if err != nil {
 		b.r.Fatalf("%v", err)
 	}
