@@ -261,6 +261,7 @@ const (
 	DatapathMapCt               = "ct"
 	DatapathMapCtNew            = "ct_new"
 	DatapathMapEndpoints        = "endpoints"
+	DatapathMapFibScratch       = "fib_scratch"
 	DatapathMapFrags            = "frags"
 	DatapathMapHeldPorts        = "held_ports"
 	DatapathMapHostAddrs        = "host_addrs"
@@ -333,6 +334,7 @@ type DatapathMapSpecs struct {
 	Ct             *ebpf.MapSpec `ebpf:"ct"`
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
+	FibScratch     *ebpf.MapSpec `ebpf:"fib_scratch"`
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
 	HeldPorts      *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
@@ -383,6 +385,7 @@ type DatapathMaps struct {
 	Ct             *ebpf.Map `ebpf:"ct"`
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
+	FibScratch     *ebpf.Map `ebpf:"fib_scratch"`
 	Frags          *ebpf.Map `ebpf:"frags"`
 	HeldPorts      *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
@@ -403,6 +406,7 @@ func (m *DatapathMaps) Close() error {
 		m.Ct,
 		m.CtNew,
 		m.Endpoints,
+		m.FibScratch,
 		m.Frags,
 		m.HeldPorts,
 		m.HostAddrs,

@@ -19,6 +19,7 @@ const (
 	EndpointMapCt             = "ct"
 	EndpointMapCtNew          = "ct_new"
 	EndpointMapEndpoints      = "endpoints"
+	EndpointMapFibScratch     = "fib_scratch"
 	EndpointMapFrags          = "frags"
 	EndpointMapHeldPorts      = "held_ports"
 	EndpointMapHostAddrs      = "host_addrs"
@@ -92,6 +93,7 @@ type EndpointMapSpecs struct {
 	Ct             *ebpf.MapSpec `ebpf:"ct"`
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
+	FibScratch     *ebpf.MapSpec `ebpf:"fib_scratch"`
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
 	HeldPorts      *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
@@ -139,6 +141,7 @@ type EndpointMaps struct {
 	Ct             *ebpf.Map `ebpf:"ct"`
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
+	FibScratch     *ebpf.Map `ebpf:"fib_scratch"`
 	Frags          *ebpf.Map `ebpf:"frags"`
 	HeldPorts      *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
@@ -159,6 +162,7 @@ func (m *EndpointMaps) Close() error {
 		m.Ct,
 		m.CtNew,
 		m.Endpoints,
+		m.FibScratch,
 		m.Frags,
 		m.HeldPorts,
 		m.HostAddrs,

@@ -83,18 +83,51 @@ func TestIPv6PublishedPort(t *testing.T) {
 	}
 }
 
-// An IPv4 publication is not an IPv6 one: [::] and 0.0.0.0 are each
-// their family's, and a client of one family never reaches a sandbox
-// address of the other through the uplink.
+// An IPv4 publication is not an IPv6 one: 0.0.0.0 is IPv4's alone.
 func TestIPv6PublicationsPerFamily(t *testing.T) {
 	nb := newNATBed6(t)
 	must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8080, Proto: 6, Addr: webAddr, Port: 80}))
 	if ret, _ := nb.run(t, nb.dp.Uplink.UplinkIngress, segment(6, ap(clientAddr6, 40000), ap(hostAddr6, 8080), false)); ret != tcActUnspec {
 		t.Errorf("IPv6 client to a port published on 0.0.0.0: verdict %d, want passed untranslated", ret)
 	}
-	must(t, nb.maps.PutPublication(maps.Publication{HostAddr: netip.IPv6Unspecified(), HostPort: 8081, Proto: 6, Addr: webAddr, Port: 80}))
-	if ret, _ := nb.run(t, nb.dp.Uplink.UplinkIngress, segment(6, ap(clientAddr6, 40000), ap(hostAddr6, 8081), false)); ret != tcActUnspec {
-		t.Errorf("IPv6 client to an IPv4 sandbox: verdict %d, want passed untranslated", ret)
+}
+
+// An IPv6 client reaches an IPv4-only sandbox through a port published on
+// [::]: its packets become IPv4, from the sandbox's gateway, and the
+// replies IPv6 again, every checksum right, as Docker's proxy relays [::]
+// to an IPv4 container.
+func TestIPv6ClientOfIPv4Sandbox(t *testing.T) {
+	for _, proto := range []uint8{6, 17} {
+		nb := newNATBed6(t)
+		must(t, nb.maps.PutPublication(maps.Publication{HostAddr: netip.IPv6Unspecified(), HostPort: 8080, Proto: proto, Addr: webAddr, Port: 80}))
+		ret, out := nb.run(t, nb.dp.Uplink.UplinkIngress, segment(proto, ap(clientAddr6, 40000), ap(hostAddr6, 8080), false))
+		if ret != tcActRedirect {
+			t.Fatalf("protocol %d: verdict %d, want TC_ACT_REDIRECT", proto, ret)
+		}
+		if binary.BigEndian.Uint16(out[12:]) != 0x0800 {
+			t.Fatalf("protocol %d: not translated to IPv4: %x", proto, out[:54])
+		}
+		got := verify(t, out)
+		if got.src != ap(bridgeNet.Gateway, 40000) || got.dst != ap(webAddr, 80) {
+			t.Errorf("protocol %d: translated to %s -> %s, want from the gateway %s:40000 to %s:80", proto, got.src, got.dst, bridgeNet.Gateway, webAddr)
+		}
+		if out[14+8] != 63 {
+			t.Errorf("protocol %d: TTL %d, want 63 (the client's hop limit less one)", proto, out[14+8])
+		}
+		reply := segment(proto, ap(webAddr, 80), ap(bridgeNet.Gateway, 40000), false)
+		ret, out = nb.run(t, nb.dp.Endpoint.FromContainer, reply)
+		if ret != tcActRedirect {
+			t.Fatalf("protocol %d: reply verdict %d, want TC_ACT_REDIRECT", proto, ret)
+		}
+		if binary.BigEndian.Uint16(out[12:]) != 0x86dd {
+			t.Fatalf("protocol %d: reply not translated to IPv6: %x", proto, out[:54])
+		}
+		if got := verify(t, out); got.src != ap(hostAddr6, 8080) || got.dst != ap(clientAddr6, 40000) {
+			t.Errorf("protocol %d: reply translated to %s -> %s, want from [%s]:8080 to the client", proto, got.src, got.dst, hostAddr6)
+		}
+		if out[14+7] != 63 {
+			t.Errorf("protocol %d: reply hop limit %d, want 63", proto, out[14+7])
+		}
 	}
 }
 

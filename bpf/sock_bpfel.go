@@ -19,6 +19,7 @@ const (
 	SockMapCt                = "ct"
 	SockMapCtNew             = "ct_new"
 	SockMapEndpoints         = "endpoints"
+	SockMapFibScratch        = "fib_scratch"
 	SockMapFrags             = "frags"
 	SockMapHeldPorts         = "held_ports"
 	SockMapHostAddrs         = "host_addrs"
@@ -106,6 +107,7 @@ type SockMapSpecs struct {
 	Ct             *ebpf.MapSpec `ebpf:"ct"`
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
+	FibScratch     *ebpf.MapSpec `ebpf:"fib_scratch"`
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
 	HeldPorts      *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
@@ -151,6 +153,7 @@ type SockMaps struct {
 	Ct             *ebpf.Map `ebpf:"ct"`
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
+	FibScratch     *ebpf.Map `ebpf:"fib_scratch"`
 	Frags          *ebpf.Map `ebpf:"frags"`
 	HeldPorts      *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
@@ -171,6 +174,7 @@ func (m *SockMaps) Close() error {
 		m.Ct,
 		m.CtNew,
 		m.Endpoints,
+		m.FibScratch,
 		m.Frags,
 		m.HeldPorts,
 		m.HostAddrs,

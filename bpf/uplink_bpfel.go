@@ -19,6 +19,7 @@ const (
 	UplinkMapCt             = "ct"
 	UplinkMapCtNew          = "ct_new"
 	UplinkMapEndpoints      = "endpoints"
+	UplinkMapFibScratch     = "fib_scratch"
 	UplinkMapFrags          = "frags"
 	UplinkMapHeldPorts      = "held_ports"
 	UplinkMapHostAddrs      = "host_addrs"
@@ -90,6 +91,7 @@ type UplinkMapSpecs struct {
 	Ct             *ebpf.MapSpec `ebpf:"ct"`
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
+	FibScratch     *ebpf.MapSpec `ebpf:"fib_scratch"`
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
 	HeldPorts      *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
@@ -137,6 +139,7 @@ type UplinkMaps struct {
 	Ct             *ebpf.Map `ebpf:"ct"`
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
+	FibScratch     *ebpf.Map `ebpf:"fib_scratch"`
 	Frags          *ebpf.Map `ebpf:"frags"`
 	HeldPorts      *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
@@ -157,6 +160,7 @@ func (m *UplinkMaps) Close() error {
 		m.Ct,
 		m.CtNew,
 		m.Endpoints,
+		m.FibScratch,
 		m.Frags,
 		m.HeldPorts,
 		m.HostAddrs,

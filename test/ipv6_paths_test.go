@@ -80,9 +80,11 @@ func TestIPv6Paths(t *testing.T) {
 	}
 }
 
-// A sandbox on an IPv4-only network has no IPv6, and host processes reach
-// its ports published on every address through ::1 as Docker's proxy
-// relays [::] to it.
+// A sandbox on an IPv4-only network has no IPv6, yet IPv6 clients reach
+// its ports published on every address, as Docker's proxy relays [::] to
+// it: host processes through the socket hooks, outside clients through
+// the datapath, which translates their packets to IPv4 from the
+// sandbox's gateway.
 func TestIPv6ClientsOfIPv4Sandbox(t *testing.T) {
 	h, out := newPublishingHost(t)
 	web := h.Name("web")
@@ -90,6 +92,13 @@ func TestIPv6ClientsOfIPv4Sandbox(t *testing.T) {
 	testbed.Serve(t, h.NS(web))
 	mustWork(t, "host to [::1]:8080", testbed.TCPTo(h.NetNS, "[::1]:8080"))
 	mustWork(t, "host to [host IPv6]:8080", testbed.TCPTo(h.NetNS, net.JoinHostPort(out.HostIP6, "8080")))
+	gateway := h.Sandbox(web).NetworkSettings.Networks["bridge"].Gateway
+	if got := peerOf(t, out.NS, "tcp6", net.JoinHostPort(out.HostIP6, "8080")); got.Addr().String() != gateway {
+		t.Errorf("web saw the IPv6 client as %s, want its gateway %s", got.Addr(), gateway)
+	}
+	if err := testbed.UDPTo(out.NS, net.JoinHostPort(out.HostIP6, "8081")); err != nil {
+		t.Errorf("outside over IPv6, UDP: %v\n%s", err, h.MustCLI("status"))
+	}
 	if o, _ := h.CLI("exec", web, "--", "ip", "-6", "addr"); strings.Contains(o, "inet6") {
 		t.Errorf("a sandbox of an IPv4-only network has IPv6 addresses:\n%s", o)
 	}

@@ -154,3 +154,13 @@ struct {
 	__uint(max_entries, 1);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } new_flow_scratch SEC(".maps");
+
+/* Where deliver looks up a route (a struct bpf_fib_lookup, whose
+ * anonymous unions have no Go form), for the same reason: one per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__uint(value_size, sizeof(struct bpf_fib_lookup));
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fib_scratch SEC(".maps");

@@ -67,18 +67,26 @@ static __always_inline int rewrite_addr(struct __sk_buff *skb, const struct pack
 	return bpf_skb_store_bytes(skb, off, &t4, sizeof(t4), 0);
 }
 
-static __always_inline int rewrite_port(struct __sk_buff *skb, const struct packet *p,
-					__u32 off, __be16 from, __be16 to)
+/* store_port changes the port at off of an L4 header of protocol proto
+ * whose checksum is at csum_off. */
+static __always_inline int store_port(struct __sk_buff *skb, __u8 proto, __u32 csum_off, __u32 off, __be16 from,
+				      __be16 to)
 {
 	__u64 flags = sizeof(to);
 
 	if (from == to)
 		return 0;
-	if (p->flow.proto == IPPROTO_UDP)
+	if (proto == IPPROTO_UDP)
 		flags |= BPF_F_MARK_MANGLED_0;
-	if (bpf_l4_csum_replace(skb, l4_csum_off(p), from, to, flags) < 0)
+	if (bpf_l4_csum_replace(skb, csum_off, from, to, flags) < 0)
 		return -1;
 	return bpf_skb_store_bytes(skb, off, &to, sizeof(to), 0);
+}
+
+static __always_inline int rewrite_port(struct __sk_buff *skb, const struct packet *p,
+					__u32 off, __be16 from, __be16 to)
+{
+	return store_port(skb, p->flow.proto, l4_csum_off(p), off, from, to);
 }
 
 /* rewrite turns the packet's flow p->flow into to, of the same family. */
@@ -100,6 +108,101 @@ static __noinline int rewrite(struct __sk_buff *skb, const struct packet *p, con
 	if (rewrite_port(skb, p, p->l4_off, p->flow.sport, to->sport) < 0)
 		return -1;
 	return rewrite_port(skb, p, p->l4_off + 2, p->flow.dport, to->dport);
+}
+
+/* rewrite_family turns a TCP or UDP packet into the other family, of
+ * flow to, with hop limit (or TTL) hops, as RFC 7915 translates headers:
+ * for an IPv6 client of an IPv4-only sandbox, and the sandbox's replies.
+ * The L4 checksum follows the change of pseudo-header. IPv4 options, IPv6
+ * extension headers, fragments and UDP without a checksum (IPv6 requires
+ * one) are not translated: it returns -1. */
+static __noinline int rewrite_family(struct __sk_buff *skb, const struct packet *p, const struct flow *to, __u8 hops)
+{
+	__u8 proto = p->flow.proto;
+	__u32 old_l3 = p->v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+	__u32 new_l3 = p->v6 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
+	__u32 csum = proto == IPPROTO_TCP ? offsetof(struct tcphdr, check) : offsetof(struct udphdr, check);
+	__u16 l4_len, udp_csum = 1;
+	union {
+		struct iphdr ip;
+		struct ipv6hdr ip6;
+	} hdr = {};
+	__be16 eth_proto;
+	__s64 diff;
+
+	if ((proto != IPPROTO_TCP && proto != IPPROTO_UDP) || p->later_fragment || p->l4_off != ETH_HLEN + old_l3)
+		return -1;
+	if (p->v6) {
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &hdr.ip6, sizeof(hdr.ip6)) < 0)
+			return -1;
+		l4_len = bpf_ntohs(hdr.ip6.payload_len);
+	} else {
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &hdr.ip, sizeof(hdr.ip)) < 0 ||
+		    (hdr.ip.frag_off & bpf_htons(IP_MF | IP_OFFSET)))
+			return -1;
+		l4_len = bpf_ntohs(hdr.ip.tot_len) - sizeof(struct iphdr);
+	}
+	if (proto == IPPROTO_UDP && bpf_skb_load_bytes(skb, p->l4_off + csum, &udp_csum, sizeof(udp_csum)) < 0)
+		return -1;
+	if (!udp_csum)
+		return -1;
+	/* Both pseudo-headers hold the length and protocol alike: only the
+	 * addresses differ. */
+	if (p->v6)
+		diff = bpf_csum_diff((__be32 *)p->flow.saddr.w, 2 * sizeof(union addr), (__be32 *)&to->saddr.w[3],
+				     sizeof(__be32), 0);
+	else
+		diff = bpf_csum_diff((__be32 *)&p->flow.saddr.w[3], sizeof(__be32), (__be32 *)to->saddr.w,
+				     2 * sizeof(union addr), 0);
+	/* The pair of addresses is read from one buffer: the flow's daddr
+	 * follows its saddr, and the IPv4 ones are added apart. */
+	if (p->v6 && diff >= 0)
+		diff = bpf_csum_diff(0, 0, (__be32 *)&to->daddr.w[3], sizeof(__be32), diff);
+	else if (!p->v6 && diff >= 0)
+		diff = bpf_csum_diff((__be32 *)&p->flow.daddr.w[3], sizeof(__be32), 0, 0, diff);
+	if (diff < 0)
+		return -1;
+
+	eth_proto = p->v6 ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6);
+	if (bpf_skb_change_proto(skb, eth_proto, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &eth_proto, sizeof(eth_proto), 0) < 0)
+		return -1;
+	if (p->v6) {
+		__u8 tos = (hdr.ip6.priority << 4) | (hdr.ip6.flow_lbl[0] >> 4);
+
+		__builtin_memset(&hdr, 0, sizeof(hdr));
+		hdr.ip.version = 4;
+		hdr.ip.ihl = 5;
+		hdr.ip.tos = tos;
+		hdr.ip.tot_len = bpf_htons(sizeof(struct iphdr) + l4_len);
+		hdr.ip.frag_off = bpf_htons(0x4000); /* don't fragment: path MTU discovery stays IPv6's */
+		hdr.ip.ttl = hops;
+		hdr.ip.protocol = proto;
+		hdr.ip.saddr = to->saddr.w[3];
+		hdr.ip.daddr = to->daddr.w[3];
+		hdr.ip.check = csum_fold(bpf_csum_diff(0, 0, (__be32 *)&hdr.ip, sizeof(hdr.ip), 0));
+	} else {
+		__u8 tos = hdr.ip.tos;
+
+		__builtin_memset(&hdr, 0, sizeof(hdr));
+		hdr.ip6.version = 6;
+		hdr.ip6.priority = tos >> 4;
+		hdr.ip6.flow_lbl[0] = tos << 4;
+		hdr.ip6.payload_len = bpf_htons(l4_len);
+		hdr.ip6.nexthdr = proto;
+		hdr.ip6.hop_limit = hops;
+		__builtin_memcpy(&hdr.ip6.saddr, to->saddr.b, sizeof(hdr.ip6.saddr));
+		__builtin_memcpy(&hdr.ip6.daddr, to->daddr.b, sizeof(hdr.ip6.daddr));
+	}
+	if (bpf_skb_store_bytes(skb, ETH_HLEN, &hdr, new_l3, 0) < 0)
+		return -1;
+	__u32 l4 = ETH_HLEN + new_l3;
+	if (bpf_l4_csum_replace(skb, l4 + csum, 0, diff,
+				BPF_F_PSEUDO_HDR | (proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0)) < 0)
+		return -1;
+	if (store_port(skb, proto, l4 + csum, l4, p->flow.sport, to->sport) < 0)
+		return -1;
+	return store_port(skb, proto, l4 + csum, l4 + 2, p->flow.dport, to->dport);
 }
 
 /* ct_current reports whether conntrack entry e (key f) still holds: an
@@ -329,13 +432,16 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 				   enum verdict v, const struct flow *to, const union addr *err_src)
 {
 	struct endpoint_info *ep = bpf_map_lookup_elem(&endpoints, &to->daddr);
-	struct bpf_fib_lookup fib;
+	__u32 zero = 0;
+	struct bpf_fib_lookup *fib = bpf_map_lookup_elem(&fib_scratch, &zero);
 	int rc = BPF_FIB_LKUP_RET_SUCCESS, err, v6 = !addr_is_v4(&to->daddr);
 
+	if (!fib)
+		return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
 	if (!ep) {
 		/* The lookup also checks the packet (GSO segments included)
 		 * against the MTU of the interface it would leave by. */
-		rc = fib_route(skb, &to->saddr, &to->daddr, &fib);
+		rc = fib_route(skb, &to->saddr, &to->daddr, fib);
 		if (rc == BPF_FIB_LKUP_RET_NOT_FWDED && is_host_addr(&to->daddr)) {
 			/* NOT_FWDED means local, or no route at all: only a host address is local. */
 			if (p && rewrite(skb, p, to) < 0)
@@ -345,7 +451,7 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 		}
 		if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
 			count(skb, prog, VERDICT_DROP_TOO_BIG);
-			err = p ? icmp_reply(skb, ICMP_ERROR_TOO_BIG, fib.mtu_result, err_src) : -1;
+			err = p ? icmp_reply(skb, ICMP_ERROR_TOO_BIG, fib->mtu_result, err_src) : -1;
 			return err < 0 ? TC_ACT_SHOT : err;
 		}
 		if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
@@ -354,20 +460,26 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 		 * size, and checks nothing without a neighbour: check the
 		 * segments, which would otherwise leave oversized. */
 		__u32 mtu = 0;
-		if (bpf_check_mtu(skb, fib.ifindex, &mtu, 0, BPF_MTU_CHK_SEGS) != BPF_MTU_CHK_RET_SUCCESS) {
+		if (bpf_check_mtu(skb, fib->ifindex, &mtu, 0, BPF_MTU_CHK_SEGS) != BPF_MTU_CHK_RET_SUCCESS) {
 			count(skb, prog, VERDICT_DROP_TOO_BIG);
 			err = p ? icmp_reply(skb, ICMP_ERROR_TOO_BIG, mtu, err_src) : -1;
 			return err < 0 ? TC_ACT_SHOT : err;
 		}
 	}
+	/* The packet is still of the family it came in with. */
+	int in_v6 = p ? p->v6 : v6;
 	__u16 ttl_word;
-	__u8 hops = hop_limit(skb, v6, &ttl_word);
+	__u8 hops = hop_limit(skb, in_v6, &ttl_word);
 	if (hops <= 1) {
 		count(skb, prog, VERDICT_DROP_TTL_EXCEEDED);
 		err = p ? icmp_reply(skb, ICMP_ERROR_HOP_LIMIT, 0, err_src) : -1;
 		return err < 0 ? TC_ACT_SHOT : err;
 	}
-	if ((p && rewrite(skb, p, to) < 0) || dec_hop_limit(skb, v6, hops, ttl_word) < 0)
+	if (p && in_v6 != v6)
+		err = rewrite_family(skb, p, to, hops - 1);
+	else
+		err = (p && rewrite(skb, p, to) < 0) || dec_hop_limit(skb, v6, hops, ttl_word) < 0 ? -1 : 0;
+	if (err < 0)
 		return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
 	if (ep) {
 		rc = deliver_to_endpoint(skb, ep);
@@ -377,7 +489,7 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 		return rc;
 	}
 	count(skb, prog, v);
-	return redirect_routed(skb, rc, &fib);
+	return redirect_routed(skb, rc, fib);
 }
 
 /* translate_known rewrites and delivers a packet of a flow conntrack
@@ -508,11 +620,6 @@ static __noinline int dnat_claim(struct __sk_buff *skb, const struct packet *p, 
 	pub = published(&p->flow.daddr, p->flow.dport, p->flow.proto);
 	if (!pub || host_socket_owns(skb, p))
 		return -1;
-	/* An IPv6 client of an IPv4-only sandbox (a publication on [::]
-	 * leads to its IPv4 address, for the socket hooks) would need its
-	 * packets rebuilt in the other family: not done here. */
-	if (addr_is_v4(&pub->addr) == p->v6)
-		return -1;
 	ep = bpf_map_lookup_elem(&endpoints, &pub->addr);
 	if (!ep)
 		return VERDICT_DROP_NO_ROUTE;
@@ -525,6 +632,17 @@ static __noinline int dnat_claim(struct __sk_buff *skb, const struct packet *p, 
 	if (snat_to && addr_eq(&pub->addr, &p->flow.saddr)) {
 		/* A sandbox reaching itself: its reply must come back through us. */
 		s.nf->fwd.nat.saddr = *snat_to;
+		host_side = 1;
+	} else if (addr_is_v4(&pub->addr) == p->v6) {
+		/* An IPv6 client of an IPv4-only sandbox (a publication on [::]
+		 * leads to its IPv4 address): the flow is translated to IPv4,
+		 * from the sandbox's gateway, as Docker's proxy connects from
+		 * it. No IPv4 client reaches an IPv6 address this way. */
+		struct network_info *net = bpf_map_lookup_elem(&networks, &ep->network);
+
+		if (!p->v6 || !net || !addr_is_v4(&net->gateway) || !net->gateway.w[3])
+			return VERDICT_DROP_NO_ROUTE;
+		s.nf->fwd.nat.saddr = net->gateway;
 		host_side = 1;
 	}
 	if (claim_nat_port(skb, &s, host_side) < 0)

@@ -103,11 +103,23 @@ func hasIPv6(eps []store.Endpoint) bool {
 	return slices.ContainsFunc(eps, func(ep store.Endpoint) bool { return ep.Addr6.IsValid() })
 }
 
+// attachPrograms puts the endpoint programs on a host side (ifindex), in
+// the dataplane's namespace, and lets the datapath route IPv6 from it:
+// the kernel's FIB lookup for BPF answers only for an input interface that
+// forwards, and the replies of IPv6 clients of IPv4-only sandboxes are
+// routed from there.
+func (e *Engine) attachPrograms(hostSide string, ifindex int) error {
+	if _, err := e.dp.AttachEndpoint(hostSide, ifindex); err != nil {
+		return err
+	}
+	return namespace.ForwardIPv6On(hostSide)
+}
+
 // attachDatapath puts the endpoint programs on an endpoint's host side
 // (ifindex) and registers it in the maps; it runs in the dataplane's
 // namespace.
 func (e *Engine) attachDatapath(n store.Network, ep store.Endpoint, ifindex int) error {
-	if _, err := e.dp.AttachEndpoint(ep.HostSide, ifindex); err != nil {
+	if err := e.attachPrograms(ep.HostSide, ifindex); err != nil {
 		return err
 	}
 	if err := e.maps.PutIface(ifaceMaps(n, ep, ifindex)); err != nil {

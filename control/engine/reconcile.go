@@ -148,8 +148,7 @@ func (e *Engine) refreshPrograms(ep store.Endpoint) error {
 		if err != nil {
 			return err
 		}
-		_, err = e.dp.AttachEndpoint(ep.HostSide, host.Attrs().Index)
-		return err
+		return e.attachPrograms(ep.HostSide, host.Attrs().Index)
 	})
 }
 

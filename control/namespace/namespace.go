@@ -204,6 +204,23 @@ func DisableIPv6On(interfaces ...string) error { return setIPv6(false, interface
 // thread's namespace: those of dual-stack networks.
 func EnableIPv6On(interfaces ...string) error { return setIPv6(true, interfaces) }
 
+// ForwardIPv6On lets the named interfaces of the calling thread's
+// namespace forward IPv6. Unlike net.ipv6.conf.all.forwarding it leaves
+// the host's other interfaces as they are: a host that forwards ignores
+// router advertisements, and may lose the IPv6 route it learnt from them.
+func ForwardIPv6On(interfaces ...string) error {
+	for _, conf := range interfaces {
+		err := os.WriteFile("/proc/sys/net/ipv6/conf/"+conf+"/forwarding", []byte("1"), 0o644)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // a kernel without IPv6: nothing to forward
+		}
+		if err != nil {
+			return fmt.Errorf("forward IPv6: %w", err) // the error names the file
+		}
+	}
+	return nil
+}
+
 func setIPv6(on bool, interfaces []string) error {
 	value, action := "1", "disable"
 	if on {
