@@ -3,8 +3,12 @@ package test
 import (
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
@@ -101,5 +105,77 @@ func TestIPv6ClientsOfIPv4Sandbox(t *testing.T) {
 	}
 	if o, _ := h.CLI("exec", web, "--", "ip", "-6", "addr"); strings.Contains(o, "inet6") {
 		t.Errorf("a sandbox of an IPv4-only network has IPv6 addresses:\n%s", o)
+	}
+}
+
+// Isolation over IPv6 is isolation over IPv4: icc=false leaves a sandbox
+// its gateway alone, an internal network leads nowhere, and gateway mode
+// routed lets the outside reach published sandbox ports by the sandbox's
+// own IPv6 address, unmasqueraded, and nothing else.
+func TestIPv6Isolation(t *testing.T) {
+	h, out := newPublishingHost(t)
+	icc, internal, routed := h.Name("icc6"), h.Name("int6"), h.Name("routed6")
+	h.MustCLI("network", "create", "--ipv6", "--subnet", "fd00:c::/64", "-o", "com.docker.network.bridge.enable_icc=false", icc)
+	h.MustCLI("network", "create", "--ipv6", "--subnet", "fd00:d::/64", "--internal", internal)
+	h.MustCLI("network", "create", "--ipv6", "--subnet", "fd00:e::/64", "-o", "com.docker.network.bridge.gateway_mode_ipv6=routed", routed)
+	a, b, in, r := h.Name("a"), h.Name("b"), h.Name("in"), h.Name("r")
+	h.MustCLI("sandbox", "create", a, "--network", icc)
+	h.MustCLI("sandbox", "create", b, "--network", icc)
+	h.MustCLI("sandbox", "create", in, "--network", internal)
+	h.MustCLI("sandbox", "create", r, "--network", routed, "-p", "8080:7777")
+	for _, sb := range []string{a, b, in, r} {
+		testbed.Serve(t, h.NS(sb))
+	}
+	testbed.ServeOn(t, out.NS, 7778) // a port no publication leads to
+
+	h.MustNotReach(a, ip6(t, h, b, icc))
+	mustWork(t, "icc=false, to the gateway", h.Ping(a, "fd00:c::1"))
+	mustWork(t, "icc=false, to the outside", testbed.TCP(h.NS(a), out.IP6))
+
+	mustFail(t, "internal, to the outside", testbed.TCP(h.NS(in), out.IP6))
+	mustFail(t, "internal, to the host's published port", testbed.TCPTo(h.NS(in), net.JoinHostPort(out.HostIP6, "8080")))
+
+	rAddr := ip6(t, h, r, routed)
+	if got := peerOf(t, out.NS, "tcp6", net.JoinHostPort(rAddr, "7777")); got.Addr() != netip.MustParseAddr(out.IP6) {
+		t.Errorf("routed: the sandbox saw %s, want the outside client's own address", got)
+	}
+	if got := peerOf(t, h.NS(r), "tcp6", net.JoinHostPort(out.IP6, "7777")); got.Addr() != netip.MustParseAddr(rAddr) {
+		t.Errorf("routed: the outside saw %s, want the sandbox's own address %s (no NAT66)", got, rAddr)
+	}
+	testbed.ServeOn(t, h.NS(r), 7778)
+	mustFail(t, "routed, an unpublished sandbox port", testbed.TCPTo(out.NS, net.JoinHostPort(rAddr, "7778")))
+}
+
+// A host client that connects to localhost reaches a published port
+// however localhost resolves: curl -6 goes to ::1.
+func TestIPv6LocalhostCurl(t *testing.T) {
+	h, out := newPublishingHost(t)
+	web := h.Name("web")
+	h.MustCLI("sandbox", "create", web, "-p", "8080:80", "-p", "["+out.HostIP6+"]:8090:80")
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "index.html"), []byte("hello from web\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.StartInSandbox(web, "busybox", "httpd", "-f", "-p", "80", "-h", root)
+	for _, url := range []string{"http://localhost:8080/", "http://[" + out.HostIP6 + "]:8090/"} {
+		var got []byte
+		var err error
+		for range 20 { // httpd starts listening
+			if got, err = exec.Command("ip", "netns", "exec", filepath.Base(h.NetNS), "curl", "-6", "-sS", "-m", "2", url).CombinedOutput(); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil || string(got) != "hello from web\n" {
+			t.Errorf("curl -6 %s: %v: %q", url, err, got)
+		}
+	}
+	url := "http://" + net.JoinHostPort(out.HostIP, "8090") + "/"
+	if got, err := exec.Command("ip", "netns", "exec", filepath.Base(out.NS), "curl", "-sS", "-m", "2", url).CombinedOutput(); err == nil {
+		t.Errorf("a port published on the host's IPv6 address alone answered over IPv4: %q", got)
+	}
+	url = "http://" + net.JoinHostPort(out.HostIP6, "8090") + "/"
+	if got, err := exec.Command("ip", "netns", "exec", filepath.Base(out.NS), "curl", "-sS", "-m", "2", url).CombinedOutput(); err != nil {
+		t.Errorf("curl %s from outside: %v: %q", url, err, got)
 	}
 }
