@@ -352,3 +352,61 @@ func TestNoIPv6OnIPv4Networks(t *testing.T) {
 	tb.run(t, tb.dp.Endpoint.FromContainer, pkt, tcActShot, "from_container/drop_no_ipv6")
 	tb.run(t, tb.dp.Endpoint.ToContainer, pkt, tcActShot, "to_container/drop_no_ipv6")
 }
+
+// ipv6Fragments splits an IPv6 datagram's payload (its L4 header and
+// data) into fragments of at most size bytes (a multiple of 8), each with
+// a fragment header of identification id.
+func ipv6Fragments(frame []byte, id uint32, size int) [][]byte {
+	ip, payload := frame[14:54], frame[54:]
+	var out [][]byte
+	for off := 0; off < len(payload); off += size {
+		end := min(off+size, len(payload))
+		h := append([]byte(nil), ip...)
+		h[6] = 44 // a fragment header follows
+		binary.BigEndian.PutUint16(h[4:], uint16(8+end-off))
+		fh := make([]byte, 8)
+		fh[0] = ip[6]
+		more := uint16(0)
+		if end < len(payload) {
+			more = 1
+		}
+		binary.BigEndian.PutUint16(fh[2:], uint16(off)|more)
+		binary.BigEndian.PutUint32(fh[4:], id)
+		f := append(append(append(append([]byte(nil), frame[:14]...), h...), fh...), payload[off:end]...)
+		out = append(out, f)
+	}
+	return out
+}
+
+// Every IPv6 fragment of a datagram to a port published on [::] is
+// translated, the later ones by the ports the first left for them, and
+// the reassembled datagram's checksum holds.
+func TestIPv6FragmentsAreTranslated(t *testing.T) {
+	nb := newNATBed6(t)
+	must(t, nb.maps.PutPublication(maps.Publication{HostAddr: netip.IPv6Unspecified(), HostPort: 8053, Proto: 17, Addr: webAddr6, Port: 53}))
+	l4 := make([]byte, 8+3000)
+	binary.BigEndian.PutUint16(l4[0:], 40000)
+	binary.BigEndian.PutUint16(l4[2:], 8053)
+	binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
+	for i := 8; i < len(l4); i++ {
+		l4[i] = byte(i)
+	}
+	frame := ipv6Frame(17, clientAddr6, hostAddr6, l4, false)
+	var payload []byte
+	for i, f := range ipv6Fragments(frame, 7, 1232) {
+		ret, out := nb.run(t, nb.dp.Uplink.UplinkIngress, f)
+		if ret != tcActRedirect {
+			t.Fatalf("fragment %d: verdict %d, want redirected", i, ret)
+		}
+		if dst := netip.AddrFrom16([16]byte(out[14+24 : 14+40])); dst != webAddr6 {
+			t.Fatalf("fragment %d to %s, want %s", i, dst, webAddr6)
+		}
+		payload = append(payload, out[14+40+8:]...)
+	}
+	ip := append([]byte(nil), frame[14:54]...)
+	d := webAddr6.As16()
+	copy(ip[24:], d[:])
+	if port := binary.BigEndian.Uint16(payload[2:]); port != 53 || checksum(payload, pseudo6(ip, len(payload))) != 0 {
+		t.Errorf("reassembled: to port %d, checksum right: %v; want port 53 and a right checksum", port, checksum(payload, pseudo6(ip, len(payload))) == 0)
+	}
+}
