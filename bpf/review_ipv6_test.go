@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -191,4 +192,33 @@ func bindAsNobodyOnThread(ap netip.AddrPort) error {
 		panic(fmt.Sprintf("back to root: %v", e))
 	}
 	return err
+}
+
+// The reply of an IPv4-only sandbox to an IPv6 client grows by 20 bytes
+// when translated: the uplink's MTU must be checked against what leaves,
+// not what came in, or a reply that fits as IPv4 leaves too big as IPv6
+// (and no ICMP error tells the sandbox).
+func TestReviewTranslatedReplyTooBig(t *testing.T) {
+	nb := newNATBed6(t)
+	name := nb.ns[len("/run/netns/"):]
+	if out, err := exec.Command("ip", "-n", name, "link", "set", "up0", "mtu", "1280").CombinedOutput(); err != nil {
+		t.Fatalf("set mtu: %v: %s", err, out)
+	}
+	must(t, nb.maps.PutPublication(maps.Publication{HostAddr: netip.IPv6Unspecified(), HostPort: 8080, Proto: 17, Addr: webAddr, Port: 80}))
+	if ret, _ := nb.run(t, nb.dp.Uplink.UplinkIngress, segment(17, ap(clientAddr6, 40000), ap(hostAddr6, 8080), false)); ret != tcActRedirect {
+		t.Fatalf("request: verdict %d", ret)
+	}
+	// An IPv4 reply of exactly 1280 bytes: 1300 as IPv6.
+	reply := segment(17, ap(webAddr, 80), ap(bridgeNet.Gateway, 40000), false)
+	reply = append(reply, make([]byte, 1280-(len(reply)-14))...)
+	binary.BigEndian.PutUint16(reply[14+2:], 1280)
+	binary.BigEndian.PutUint16(reply[14+10:], 0)
+	binary.BigEndian.PutUint16(reply[14+10:], checksum(reply[14:34], 0))
+	binary.BigEndian.PutUint16(reply[34+4:], uint16(len(reply)-34))
+	binary.BigEndian.PutUint16(reply[34+6:], 0)
+	binary.BigEndian.PutUint16(reply[34+6:], checksum(reply[34:], pseudo(reply[14:34], len(reply)-34)))
+	ret, out := nb.run(t, nb.dp.Endpoint.FromContainer, reply)
+	if ret == tcActRedirect && binary.BigEndian.Uint16(out[12:]) == 0x86dd {
+		t.Errorf("a %d-byte IPv6 packet redirected out of an uplink of MTU 1280", 14+40+int(binary.BigEndian.Uint16(out[14+4:]))-14)
+	}
 }
