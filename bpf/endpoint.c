@@ -96,6 +96,19 @@ static __always_inline int from_link(struct __sk_buff *skb, const struct packet 
 {
 	union addr target;
 
+	/* A header chain too long to walk may hide an advertisement whose
+	 * claim goes unchecked: the receiver's kernel walks it all. */
+	if (!p->l4_off && !p->later_fragment) {
+		*verdict = drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_SPOOFED);
+		return 0;
+	}
+	/* A sandbox is no router: its router advertisements and redirects
+	 * would lead its neighbours' traffic through it, icc=false or not. */
+	if (p->flow.proto == IPPROTO_ICMPV6 &&
+	    (p->icmp_type == NDISC_ROUTER_ADVERTISEMENT || p->icmp_type == NDISC_REDIRECT)) {
+		*verdict = drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_SPOOFED);
+		return 0;
+	}
 	if (p->flow.proto == IPPROTO_ICMPV6 && p->icmp_type == NDISC_NEIGHBOUR_ADVERTISEMENT) {
 		/* The target address follows the 4 bytes after the header. */
 		if (bpf_skb_load_bytes(skb, p->l4_off + 8, target.b, sizeof(target)) < 0 ||
@@ -163,8 +176,10 @@ int from_container(struct __sk_buff *skb)
 	if (!addr_eq(&p.flow.saddr, own))
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_SPOOFED);
 	/* Loopback is the host's own: a port published on 127.0.0.1 is for
-	 * host processes alone. */
-	if (addr_is_loopback(&p.flow.daddr))
+	 * host processes alone. An IPv4 address written v4-mapped into IPv6
+	 * never appears on the wire (RFC 4291 2.5.5.2): taken for IPv4, it
+	 * would reach IPv4 destinations by IPv6's flags, translated. */
+	if (addr_is_loopback(&p.flow.daddr) || (p.v6 && addr_is_v4(&p.flow.daddr)))
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_MARTIAN);
 	dst_net = network_of(&p.flow.daddr);
 	/* An internal network leads nowhere but to itself (its gateway

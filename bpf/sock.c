@@ -223,7 +223,8 @@ int sock_bind4(struct bpf_sock_addr *ctx)
 }
 
 /* An IPv6 socket bound to [::] takes the port of both families (unless it
- * asked not to be dual-stack, which a bind cannot tell yet): a
+ * asked not to be dual-stack, which a bind cannot tell yet), and one bound
+ * to [::ffff:0.0.0.0] every IPv4 address, as a bind of 0.0.0.0 does: a
  * publication on any address holds it. Otherwise the address says. */
 SEC("cgroup/bind6")
 int sock_bind6(struct bpf_sock_addr *ctx)
@@ -231,7 +232,7 @@ int sock_bind6(struct bpf_sock_addr *ctx)
 	union addr addr;
 
 	user_addr6(ctx, &addr);
-	return refuse_held(ctx, addr_is_zero(&addr) ? NULL : &addr);
+	return refuse_held(ctx, addr_is_zero(&addr) || (addr_is_v4(&addr) && !addr.w[3]) ? NULL : &addr);
 }
 
 SEC("cgroup/connect4")

@@ -24,6 +24,11 @@ int uplink_ingress(struct __sk_buff *skb)
 
 	if (l3 != L3_IPV4 && l3 != L3_IPV6)
 		return TC_ACT_UNSPEC;
+	/* IPv6 with an IPv4 address written v4-mapped (which never appears on
+	 * the wire) would match IPv4 publications and IPv4 flows' entries,
+	 * whose keys write IPv4 so: the host's stack judges it. */
+	if (p.v6 && (addr_is_v4(&p.flow.saddr) || addr_is_v4(&p.flow.daddr)))
+		return pass(skb, PROGRAM_UPLINK);
 	/* Conntrack entries of flows from outside are keyed to ifindex 0:
 	 * whatever uplink a flow's packets take, they match. */
 	if (translate_known(skb, &p, 0, PROGRAM_UPLINK, &p.flow.daddr, &verdict) == 0 ||

@@ -38,8 +38,10 @@ struct icmp_echo {
 #define ICMPV6_PARAMPROB 4
 #define ICMPV6_ECHO_REQUEST 128
 #define ICMPV6_ECHO_REPLY 129
+#define NDISC_ROUTER_ADVERTISEMENT 134
 #define NDISC_NEIGHBOUR_SOLICITATION 135
 #define NDISC_NEIGHBOUR_ADVERTISEMENT 136
+#define NDISC_REDIRECT 137
 
 /* A parsed IP packet of either family. */
 struct packet {

@@ -32,7 +32,7 @@ enum verdict {
 	VERDICT_DROP_NO_ROUTE = 8,      /* a translated packet has nowhere to go */
 	VERDICT_NAT_PORT_COLLISION = 9,
 	VERDICT_DROP_SPOOFED = 10,      /* a sandbox sent from an address that is not its own */
-	VERDICT_DROP_MARTIAN = 11,      /* a sandbox sent to a loopback address */
+	VERDICT_DROP_MARTIAN = 11,      /* a sandbox sent to a loopback address, or IPv6 to a v4-mapped one */
 	VERDICT_DROP_UNPUBLISHED = 12,  /* from outside straight to a sandbox port the gateway mode keeps shut */
 	VERDICT_DROP_NO_IPV6 = 13,      /* IPv6 on a network that has none */
 	VERDICT_DROP_CT_INVALID = 14,   /* a TCP reset or stray segment of no tracked flow */
