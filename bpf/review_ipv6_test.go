@@ -219,6 +219,15 @@ func TestReviewTranslatedReplyTooBig(t *testing.T) {
 	binary.BigEndian.PutUint16(reply[34+6:], checksum(reply[34:], pseudo(reply[14:34], len(reply)-34)))
 	ret, out := nb.run(t, nb.dp.Endpoint.FromContainer, reply)
 	if ret == tcActRedirect && binary.BigEndian.Uint16(out[12:]) == 0x86dd {
-		t.Errorf("a %d-byte IPv6 packet redirected out of an uplink of MTU 1280", 14+40+int(binary.BigEndian.Uint16(out[14+4:]))-14)
+		t.Fatalf("a %d-byte IPv6 packet redirected out of an uplink of MTU 1280", 14+40+int(binary.BigEndian.Uint16(out[14+4:]))-14)
+	}
+	// The sandbox learns what it may send: the route's MTU less the 20
+	// bytes the translation adds, from its gateway.
+	if ret != tcActRedirect {
+		t.Fatalf("verdict %d, want the frag needed redirected back to the sandbox", ret)
+	}
+	got := verifyICMP(t, out)
+	if got.typ != 3 || got.code != 4 || got.mtu != 1260 || got.src != bridgeNet.Gateway || got.dst != webAddr {
+		t.Errorf("answered with %+v, want frag needed, MTU 1260, from %s to %s", got, bridgeNet.Gateway, webAddr)
 	}
 }

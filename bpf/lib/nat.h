@@ -136,6 +136,10 @@ static __noinline int rewrite_family(struct __sk_buff *skb, const struct packet 
 		if (bpf_skb_load_bytes(skb, ETH_HLEN, &hdr.ip6, sizeof(hdr.ip6)) < 0)
 			return -1;
 		l4_len = bpf_ntohs(hdr.ip6.payload_len);
+		/* A jumbogram (BIG TCP: length 0) or one too long for IPv4's
+		 * 16-bit total length has no IPv4 form. */
+		if (!l4_len || l4_len > 0xffff - sizeof(struct iphdr))
+			return -1;
 	} else {
 		if (bpf_skb_load_bytes(skb, ETH_HLEN, &hdr.ip, sizeof(hdr.ip)) < 0 ||
 		    (hdr.ip.frag_off & bpf_htons(IP_MF | IP_OFFSET)))
@@ -435,6 +439,9 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 	__u32 zero = 0;
 	struct bpf_fib_lookup *fib = bpf_map_lookup_elem(&fib_scratch, &zero);
 	int rc = BPF_FIB_LKUP_RET_SUCCESS, err, v6 = !addr_is_v4(&to->daddr);
+	/* An IPv4 packet that leaves as IPv6 grows by the difference of the
+	 * headers: the route's MTU less that is what its sender may send. */
+	__u32 grow = p && !p->v6 && v6 ? sizeof(struct ipv6hdr) - sizeof(struct iphdr) : 0, mtu = 0;
 
 	if (!fib)
 		return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
@@ -450,21 +457,21 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 			return TC_ACT_UNSPEC;
 		}
 		if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
-			count(skb, prog, VERDICT_DROP_TOO_BIG);
-			err = p ? icmp_reply(skb, ICMP_ERROR_TOO_BIG, fib->mtu_result, err_src) : -1;
-			return err < 0 ? TC_ACT_SHOT : err;
+			mtu = fib->mtu_result;
+			goto too_big;
 		}
 		if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 			return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
 		/* The FIB lets GSO packets through whatever their segments'
 		 * size, and checks nothing without a neighbour: check the
-		 * segments, which would otherwise leave oversized. */
-		__u32 mtu = 0;
-		if (bpf_check_mtu(skb, fib->ifindex, &mtu, 0, BPF_MTU_CHK_SEGS) != BPF_MTU_CHK_RET_SUCCESS) {
-			count(skb, prog, VERDICT_DROP_TOO_BIG);
-			err = p ? icmp_reply(skb, ICMP_ERROR_TOO_BIG, mtu, err_src) : -1;
-			return err < 0 ? TC_ACT_SHOT : err;
-		}
+		 * segments, which would otherwise leave oversized. A GSO packet
+		 * that grows has its segments shrunk by the kernel
+		 * (bpf_skb_change_proto); any other is checked as it will be. */
+		if (bpf_check_mtu(skb, fib->ifindex, &mtu, 0, BPF_MTU_CHK_SEGS) != BPF_MTU_CHK_RET_SUCCESS)
+			goto too_big;
+		mtu = 0; /* an input other than 0 would be the length to check */
+		if (grow && !skb->gso_size && bpf_check_mtu(skb, fib->ifindex, &mtu, grow, 0) != BPF_MTU_CHK_RET_SUCCESS)
+			goto too_big;
 	}
 	/* The packet is still of the family it came in with. */
 	int in_v6 = p ? p->v6 : v6;
@@ -490,6 +497,10 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 	}
 	count(skb, prog, v);
 	return redirect_routed(skb, rc, fib);
+too_big:
+	count(skb, prog, VERDICT_DROP_TOO_BIG);
+	err = p ? icmp_reply(skb, ICMP_ERROR_TOO_BIG, mtu - grow, err_src) : -1;
+	return err < 0 ? TC_ACT_SHOT : err;
 }
 
 /* translate_known rewrites and delivers a packet of a flow conntrack
