@@ -6,7 +6,12 @@
 //
 // The resolver works on an immutable View that the control plane rebuilds
 // from the store after every change and swaps in whole, so an answer never
-// mixes two states and nothing stale is ever answered. The package never
-// reads the store itself and never switches namespaces except through
-// package namespace.
+// mixes two states and nothing stale is ever answered from it. Forwarded
+// answers are cached by their TTLs (negative ones by RFC 2308), for askers
+// with the same upstream servers only, and never stand in for a name of
+// the view. Forwarding goes over UDP sockets the resolver keeps, opened
+// through a Dial the control plane supplies in its namespace; the package
+// owns the protocol (IDs, matching replies, TCP on truncation, the
+// in-flight bounds) and never switches namespaces itself, nor reads the
+// store.
 package dns

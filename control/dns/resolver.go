@@ -2,6 +2,7 @@ package dns
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"net/netip"
 	"strconv"
@@ -22,30 +23,73 @@ const (
 	// maxInFlight bounds the forwarded queries of one sandbox, so a flood
 	// from one sandbox never starves the others.
 	maxInFlight = 64
+	// maxUpstream bounds the queries in flight to upstream servers from
+	// all sandboxes together, which bounds the daemon's goroutines and
+	// sockets' backlog and spares the upstream a flood: four sandboxes at
+	// their own limit fill it, so one alone never takes more than a
+	// quarter.
+	maxUpstream = 4 * maxInFlight
 )
 
-// Exchange sends a query to an upstream server over "udp" or "tcp". The
-// control plane supplies one that runs in the dataplane's namespace.
-type Exchange func(ctx context.Context, q *dns.Msg, server netip.AddrPort, network string) (*dns.Msg, error)
+// errBusy is what a query past the upstream limit gets.
+var errBusy = errors.New("too many queries in flight to upstream servers")
 
 // Resolver answers queries against the current View.
 type Resolver struct {
 	view     atomic.Pointer[View]
-	exchange Exchange
+	exchange exchange
+	pool     *pool // nil when exchange is a test's
+	cache    *cache
+	flights  flights
+	upstream limit // queries in flight to upstream, from every sandbox
+	now      func() time.Time
 	mu       sync.Mutex
-	inFlight map[string]chan struct{} // by sandbox ID
+	inFlight map[string]limit // by sandbox ID
+	perAsker int              // the size of each of those limits
+	counts   [numOutcomes]atomic.Uint64
+	nxdomain atomic.Uint64
+	misses   atomic.Uint64
+	shared   atomic.Uint64
 }
 
-// NewResolver returns a resolver with an empty view.
-func NewResolver(exchange Exchange) *Resolver {
-	r := &Resolver{exchange: exchange, inFlight: map[string]chan struct{}{}}
+// NewResolver returns a resolver with an empty view that forwards over
+// sockets opened with dial.
+func NewResolver(dial Dial) *Resolver {
+	p := newPool(dial)
+	r := newResolver(p.exchange)
+	r.pool = p
+	return r
+}
+
+func newResolver(ex exchange) *Resolver {
+	r := &Resolver{exchange: ex, cache: newCache(cacheSize), flights: flights{calls: map[cacheKey]*call{}},
+		upstream: make(limit, maxUpstream), now: time.Now, inFlight: map[string]limit{}, perAsker: maxInFlight}
 	r.view.Store(NewView(nil, nil))
 	return r
 }
 
 // SetView swaps in a new view; queries already being answered finish with
-// the old one.
-func (r *Resolver) SetView(v *View) { r.view.Store(v) }
+// the old one. Sockets to servers no sandbox uses any more are closed.
+func (r *Resolver) SetView(v *View) {
+	r.view.Store(v)
+	if r.pool != nil {
+		servers := map[netip.AddrPort]bool{}
+		for _, a := range v.Sandboxes {
+			for _, s := range a.Upstreams {
+				servers[s] = true
+			}
+		}
+		r.pool.keep(servers)
+	}
+}
+
+// closeUpstreams closes every socket to upstream servers; a later query
+// opens them again.
+func (r *Resolver) closeUpstreams() {
+	if r.pool != nil {
+		r.pool.keep(nil)
+	}
+}
 
 // Handler answers the queries of one sandbox.
 func (r *Resolver) Handler(sandboxID string) dns.Handler {
@@ -66,16 +110,25 @@ func (r *Resolver) Handler(sandboxID string) dns.Handler {
 
 // Answer answers q from sandboxID, received over network ("udp" or "tcp").
 func (r *Resolver) Answer(sandboxID string, q *dns.Msg, network string) *dns.Msg {
+	resp, how := r.answer(sandboxID, q, network)
+	r.counts[how].Add(1)
+	if resp.Rcode == dns.RcodeNameError {
+		r.nxdomain.Add(1)
+	}
+	return resp
+}
+
+func (r *Resolver) answer(sandboxID string, q *dns.Msg, network string) (*dns.Msg, outcome) {
 	resp := new(dns.Msg)
 	if len(q.Question) != 1 || q.Opcode != dns.OpcodeQuery {
-		return resp.SetRcode(q, dns.RcodeFormatError)
+		return resp.SetRcode(q, dns.RcodeFormatError), malformed
 	}
 	resp.SetReply(q)
 	resp.RecursionAvailable = true
 	v := r.view.Load()
 	asker, ok := v.Sandboxes[sandboxID]
 	if !ok {
-		return resp.SetRcode(q, dns.RcodeRefused)
+		return resp.SetRcode(q, dns.RcodeRefused), refused
 	}
 	question := q.Question[0]
 	name := strings.ToLower(question.Name)
@@ -86,7 +139,7 @@ func (r *Resolver) Answer(sandboxID string, q *dns.Msg, network string) *dns.Msg
 			// answer) for a family or type it lacks, never NXDOMAIN nor a
 			// trip upstream that could answer for it.
 			resp.Answer = addressRRs(question, addrs)
-			return resp
+			return resp, local
 		}
 		if question.Qtype == dns.TypePTR {
 			if addr, ok := ptrAddr(name); ok {
@@ -95,13 +148,13 @@ func (r *Resolver) Answer(sandboxID string, q *dns.Msg, network string) *dns.Msg
 						Hdr: dns.RR_Header{Name: question.Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: ttl},
 						Ptr: target,
 					})
-					return resp
+					return resp, local
 				}
 			}
 		}
 	}
 	if !asker.Forward || len(asker.Upstreams) == 0 {
-		return resp.SetRcode(q, dns.RcodeRefused)
+		return resp.SetRcode(q, dns.RcodeRefused), refused
 	}
 	return r.forward(sandboxID, asker, q, network)
 }
@@ -160,43 +213,94 @@ func ptrAddr(name string) (netip.Addr, bool) {
 	return netip.AddrFrom16(b), true
 }
 
-// forward asks the asker's upstream servers in turn, over the network the
-// query came in on, retrying over TCP when a UDP answer is truncated.
-func (r *Resolver) forward(sandboxID string, asker Asker, q *dns.Msg, network string) *dns.Msg {
-	slot := r.slots(sandboxID)
-	select {
-	case slot <- struct{}{}:
-		defer func() { <-slot }()
-	default:
-		return new(dns.Msg).SetRcode(q, dns.RcodeServerFailure)
+// forward answers from the cache or, past it, from the asker's upstream
+// servers. The view was asked first, so a cached answer never shadows a
+// name of the asker's networks.
+func (r *Resolver) forward(sandboxID string, asker Asker, q *dns.Msg, network string) (*dns.Msg, outcome) {
+	key, now := keyOf(q, asker), r.now()
+	if e := r.cache.get(key, now); e != nil {
+		return e.answer(q, now), cacheHit
 	}
+	r.misses.Add(1)
+	// Waiting for an identical query takes a slot too: it holds a
+	// goroutine as long as the query it waits for.
+	slots := r.slots(sandboxID)
+	if !slots.take() {
+		return new(dns.Msg).SetRcode(q, dns.RcodeServerFailure), dropped
+	}
+	defer slots.give()
+	e, err, shared := r.flights.do(key, func() (*entry, error) {
+		// An identical query may have filled the cache since the miss.
+		if e := r.cache.get(key, r.now()); e != nil {
+			return e, nil
+		}
+		return r.ask(key, asker, q, network)
+	})
+	if shared {
+		r.shared.Add(1)
+	}
+	switch {
+	case errors.Is(err, errBusy):
+		return new(dns.Msg).SetRcode(q, dns.RcodeServerFailure), dropped
+	case err != nil:
+		return new(dns.Msg).SetRcode(q, dns.RcodeServerFailure), failed
+	}
+	return e.answer(q, r.now()), forwarded
+}
+
+// ask asks the asker's upstream servers in turn, over the network the
+// query came in on, retrying over TCP when a UDP answer is truncated, and
+// caches what may be cached.
+func (r *Resolver) ask(key cacheKey, asker Asker, q *dns.Msg, network string) (*entry, error) {
+	if !r.upstream.take() {
+		return nil, errBusy
+	}
+	defer r.upstream.give()
 	ctx, cancel := context.WithTimeout(context.Background(), forwardBudget)
 	defer cancel()
 	if network != "tcp" {
 		network = "udp"
 	}
+	var err error
 	for _, server := range asker.Upstreams {
-		resp, err := r.exchange(ctx, q, server, network)
+		var resp *dns.Msg
+		resp, err = r.exchange(ctx, q, server, network)
 		if err == nil && resp.Truncated && network == "udp" {
 			resp, err = r.exchange(ctx, q, server, "tcp")
 		}
 		if err == nil {
-			resp.Id = q.Id
-			return resp
+			e := newEntry(resp, r.now())
+			r.cache.put(key, e)
+			return e, nil
 		}
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return new(dns.Msg).SetRcode(q, dns.RcodeServerFailure)
+	return nil, err
 }
 
-func (r *Resolver) slots(sandboxID string) chan struct{} {
+// limit is a counting semaphore that never waits: past its size, the
+// caller answers SERVFAIL at once rather than stall its client.
+type limit chan struct{}
+
+func (l limit) take() bool {
+	select {
+	case l <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (l limit) give() { <-l }
+
+func (r *Resolver) slots(sandboxID string) limit {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s, ok := r.inFlight[sandboxID]
 	if !ok {
-		s = make(chan struct{}, maxInFlight)
+		s = make(limit, r.perAsker)
 		r.inFlight[sandboxID] = s
 	}
 	return s
@@ -209,10 +313,36 @@ func (r *Resolver) forget(sandboxID string) {
 	r.mu.Unlock()
 }
 
-// ClientExchange is an Exchange with miekg/dns's client, for a caller
-// that is already in the right namespace.
-func ClientExchange(ctx context.Context, q *dns.Msg, server netip.AddrPort, network string) (*dns.Msg, error) {
-	c := dns.Client{Net: network, UDPSize: dns.DefaultMsgSize}
-	resp, _, err := c.ExchangeContext(ctx, q, server.String())
-	return resp, err
+// flights coalesces identical misses: while a question is being asked
+// upstream, the same question from anyone with the same upstreams waits
+// for that answer instead of asking again.
+type flights struct {
+	mu    sync.Mutex
+	calls map[cacheKey]*call
+}
+
+type call struct {
+	done chan struct{}
+	e    *entry
+	err  error
+}
+
+// do runs ask once for all callers of key at the same time; shared tells a
+// caller that another one asked for it.
+func (f *flights) do(key cacheKey, ask func() (*entry, error)) (e *entry, err error, shared bool) {
+	f.mu.Lock()
+	if c, ok := f.calls[key]; ok {
+		f.mu.Unlock()
+		<-c.done
+		return c.e, c.err, true
+	}
+	c := &call{done: make(chan struct{})}
+	f.calls[key] = c
+	f.mu.Unlock()
+	c.e, c.err = ask()
+	f.mu.Lock()
+	delete(f.calls, key)
+	f.mu.Unlock()
+	close(c.done)
+	return c.e, c.err, false
 }

@@ -143,7 +143,7 @@ func TestAnswers(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			up := &fakeUpstream{}
-			r := NewResolver(up.exchange)
+			r := newResolver(up.exchange)
 			r.SetView(testView())
 			q := query(tt.qname, tt.qtype)
 			resp := ask(r, tt.sandbox, q, "udp")
@@ -159,7 +159,7 @@ func TestAnswers(t *testing.T) {
 }
 
 func TestRoundRobin(t *testing.T) {
-	r := NewResolver((&fakeUpstream{}).exchange)
+	r := newResolver((&fakeUpstream{}).exchange)
 	r.SetView(testView())
 	firsts := map[string]bool{}
 	for range 64 {
@@ -199,7 +199,7 @@ func TestPTR(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			up := &fakeUpstream{}
-			r := NewResolver(up.exchange)
+			r := newResolver(up.exchange)
 			r.SetView(testView())
 			resp := ask(r, tt.sandbox, query(tt.qname, dns.TypePTR), "udp")
 			var ptr string
@@ -218,7 +218,7 @@ func TestPTR(t *testing.T) {
 
 func TestTruncatedAnswerRetriedOverTCP(t *testing.T) {
 	up := &fakeUpstream{truncate: true}
-	r := NewResolver(up.exchange)
+	r := newResolver(up.exchange)
 	r.SetView(testView())
 	ask(r, "client", query("example.com.", dns.TypeA), "udp")
 	if !slices.Equal(up.asked, []string{"udp example.com.", "tcp example.com."}) {
@@ -227,7 +227,7 @@ func TestTruncatedAnswerRetriedOverTCP(t *testing.T) {
 }
 
 func TestUnreachableUpstreamFailsFast(t *testing.T) {
-	r := NewResolver((&fakeUpstream{block: true}).exchange)
+	r := newResolver((&fakeUpstream{block: true}).exchange)
 	r.SetView(testView())
 	start := time.Now()
 	resp := ask(r, "client", query("example.com.", dns.TypeA), "udp")
@@ -240,7 +240,7 @@ func TestUnreachableUpstreamFailsFast(t *testing.T) {
 // in-flight limit, and other sandboxes still get answers.
 func TestFloodIsContained(t *testing.T) {
 	up := &fakeUpstream{block: true}
-	r := NewResolver(up.exchange)
+	r := newResolver(up.exchange)
 	r.SetView(testView())
 	var wg sync.WaitGroup
 	for range maxInFlight {
@@ -259,7 +259,7 @@ func TestFloodIsContained(t *testing.T) {
 }
 
 func TestMalformedQueries(t *testing.T) {
-	r := NewResolver((&fakeUpstream{}).exchange)
+	r := newResolver((&fakeUpstream{}).exchange)
 	r.SetView(testView())
 	noQuestion := new(dns.Msg)
 	twoQuestions := query("web.", dns.TypeA)
@@ -282,7 +282,7 @@ func FuzzAnswer(f *testing.F) {
 		b, _ := q.Pack()
 		f.Add(b)
 	}
-	r := NewResolver((&fakeUpstream{}).exchange)
+	r := newResolver((&fakeUpstream{}).exchange)
 	r.SetView(testView())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var q dns.Msg
@@ -297,30 +297,49 @@ func FuzzAnswer(f *testing.F) {
 	})
 }
 
-// TestIPv6Upstream forwards through ClientExchange to a real server on
-// ::1, over both networks, by a plain and by a zoned address: the
-// upstream's address must reach the dialer as [addr%zone]:port.
+// TestIPv6Upstream forwards through the pool to a real server on ::1,
+// over both networks, by a plain and by a zoned address: the upstream's
+// address must reach the dialer as [addr%zone]:port.
 func TestIPv6Upstream(t *testing.T) {
-	pc, err := net.ListenPacket("udp6", "[::1]:0")
-	if err != nil {
-		t.Fatalf("listen on ::1: %v", err)
-	}
-	port := pc.LocalAddr().(*net.UDPAddr).Port
-	ln, err := net.Listen("tcp6", net.JoinHostPort("::1", strconv.Itoa(port)))
-	if err != nil {
-		pc.Close()
-		t.Fatal(err)
-	}
 	// The answer tells which network the query came in on.
 	answers := map[string]string{"udp": "2001:db8::1", "tcp": "2001:db8::2"}
-	handler := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+	server := serve(t, "::1", dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
 		resp := new(dns.Msg).SetReply(q)
 		resp.Answer = append(resp.Answer, &dns.AAAA{
 			Hdr:  dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeAAAA, Class: dns.ClassINET, Ttl: 60},
 			AAAA: net.ParseIP(answers[w.RemoteAddr().Network()]),
 		})
 		w.WriteMsg(resp)
-	})
+	}))
+	for _, addr := range []string{"::1", "::1%lo"} {
+		upstream := netip.AddrPortFrom(netip.MustParseAddr(addr), server.Port())
+		r := NewResolver(dialHere)
+		r.SetView(NewView(map[string]Asker{"client": {Networks: []string{"app"}, Forward: true, Upstreams: []netip.AddrPort{upstream}}}, nil))
+		for network, want := range answers {
+			// A name per network: the answer over one would be cached for the other.
+			resp := ask(r, "client", query(network+".outside.example.", dns.TypeAAAA), network)
+			if got := addrsOf(resp); resp.Rcode != dns.RcodeSuccess || !slices.Equal(got, []string{want}) {
+				t.Errorf("via %s over %s: rcode %s, answers %v; want %s", upstream, network, dns.RcodeToString[resp.Rcode], got, want)
+			}
+		}
+		r.closeUpstreams()
+	}
+}
+
+// serve runs handler on addr (an IP address) over UDP and TCP, on one
+// port, for the test's duration.
+func serve(t *testing.T, addr string, handler dns.Handler) netip.AddrPort {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", net.JoinHostPort(addr, "0"))
+	if err != nil {
+		t.Fatalf("listen on %s: %v", addr, err)
+	}
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	ln, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(port)))
+	if err != nil {
+		pc.Close()
+		t.Fatal(err)
+	}
 	for _, s := range []*dns.Server{{PacketConn: pc, Handler: handler}, {Listener: ln, Handler: handler}} {
 		started := make(chan struct{})
 		s.NotifyStartedFunc = func() { close(started) }
@@ -328,16 +347,11 @@ func TestIPv6Upstream(t *testing.T) {
 		<-started
 		t.Cleanup(func() { s.Shutdown() })
 	}
+	return netip.AddrPortFrom(netip.MustParseAddr(addr), uint16(port))
+}
 
-	for _, server := range []string{"::1", "::1%lo"} {
-		upstream := netip.AddrPortFrom(netip.MustParseAddr(server), uint16(port))
-		r := NewResolver(ClientExchange)
-		r.SetView(NewView(map[string]Asker{"client": {Networks: []string{"app"}, Forward: true, Upstreams: []netip.AddrPort{upstream}}}, nil))
-		for network, want := range answers {
-			resp := ask(r, "client", query("outside.example.", dns.TypeAAAA), network)
-			if got := addrsOf(resp); resp.Rcode != dns.RcodeSuccess || !slices.Equal(got, []string{want}) {
-				t.Errorf("via %s over %s: rcode %s, answers %v; want %s", upstream, network, dns.RcodeToString[resp.Rcode], got, want)
-			}
-		}
-	}
+// dialHere is a Dial for the test's own namespace.
+func dialHere(ctx context.Context, network string, server netip.AddrPort) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, network, server.String())
 }

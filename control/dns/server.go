@@ -59,9 +59,11 @@ func (s *Servers) Sync(want map[string]string) error {
 	return errors.Join(errs...)
 }
 
-// Close stops every listener.
+// Close stops every listener and closes the resolver's sockets to
+// upstream servers.
 func (s *Servers) Close() {
 	s.Sync(nil)
+	s.resolver.closeUpstreams()
 }
 
 // start opens the sockets inside the sandbox's namespace (they stay there)

@@ -25,6 +25,10 @@ type Asker struct {
 	Networks  []string         // IDs of its networks, in endpoint order
 	Forward   bool             // whether names it does not know go upstream
 	Upstreams []netip.AddrPort // where they go
+
+	// upstreamKey names the set of Upstreams in cache keys: an answer
+	// serves only askers that would have asked the same servers.
+	upstreamKey string
 }
 
 // Record is one sandbox's presence on one network.
@@ -38,7 +42,15 @@ type Record struct {
 
 // NewView indexes records and askers into a View.
 func NewView(askers map[string]Asker, records []Record) *View {
-	v := &View{Sandboxes: askers, Names: map[string]map[string][]netip.Addr{}, Reverse: map[string]map[netip.Addr]string{}}
+	v := &View{Sandboxes: map[string]Asker{}, Names: map[string]map[string][]netip.Addr{}, Reverse: map[string]map[netip.Addr]string{}}
+	for id, a := range askers {
+		var key strings.Builder
+		for _, s := range a.Upstreams {
+			key.WriteString(s.String() + " ")
+		}
+		a.upstreamKey = key.String()
+		v.Sandboxes[id] = a
+	}
 	for _, r := range records {
 		names := v.Names[r.Network]
 		if names == nil {

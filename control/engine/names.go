@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
-
-	mdns "github.com/miekg/dns"
 
 	"github.com/ebpfnet/ebpfnet/control/dns"
 	"github.com/ebpfnet/ebpfnet/control/store"
@@ -251,12 +250,16 @@ func readResolvConf(path string) (resolvConf, error) {
 	return rc, nil
 }
 
-// exchangeInHost forwards a query upstream from the dataplane's namespace.
-func (e *Engine) exchangeInHost(ctx context.Context, q *mdns.Msg, server netip.AddrPort, network string) (*mdns.Msg, error) {
-	var resp *mdns.Msg
+// exchangeInHost is how forwarded queries reach upstream from the
+// dataplane's namespace: it opens the sockets the resolver exchanges them
+// over in that namespace, where they stay whichever goroutine uses them, so
+// the resolver enters the namespace only to open a socket, not per query.
+func (e *Engine) exchangeInHost(ctx context.Context, network string, server netip.AddrPort) (net.Conn, error) {
+	var c net.Conn
 	err := e.inHost(func() (err error) {
-		resp, err = dns.ClientExchange(ctx, q, server, network)
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, server.String())
 		return err
 	})
-	return resp, err
+	return c, err
 }
