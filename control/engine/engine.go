@@ -146,7 +146,7 @@ func New(cfg Config) (*Engine, error) {
 		e.Close()
 		return nil, err
 	}
-	e.resolver = dns.NewResolver(e.exchangeInHost)
+	e.resolver = dns.NewResolver(e.dialInHost)
 	e.dnsServers = dns.NewServers(e.resolver)
 	if err := dp.AttachSockets(cgroup); err != nil {
 		e.Close()

@@ -250,11 +250,11 @@ func readResolvConf(path string) (resolvConf, error) {
 	return rc, nil
 }
 
-// exchangeInHost is how forwarded queries reach upstream from the
+// dialInHost is how forwarded queries reach upstream from the
 // dataplane's namespace: it opens the sockets the resolver exchanges them
 // over in that namespace, where they stay whichever goroutine uses them, so
 // the resolver enters the namespace only to open a socket, not per query.
-func (e *Engine) exchangeInHost(ctx context.Context, network string, server netip.AddrPort) (net.Conn, error) {
+func (e *Engine) dialInHost(ctx context.Context, network string, server netip.AddrPort) (net.Conn, error) {
 	var c net.Conn
 	err := e.inHost(func() (err error) {
 		var d net.Dialer

@@ -193,10 +193,10 @@ func TestNameRecords(t *testing.T) {
 	}
 }
 
-// TestExchangeInHostIPv6 forwards through the engine's own path, from its
+// TestDialInHostIPv6 forwards through the engine's own path, from its
 // host namespace, to real servers there on ::1 and on a link-local address
 // named with its zone, over UDP and TCP.
-func TestExchangeInHostIPv6(t *testing.T) {
+func TestDialInHostIPv6(t *testing.T) {
 	te := newTestEngine(t)
 	upA, upB := te.name("ua"), te.name("ub")
 	linkLocal := ip("fe80::53").WithZone(upA)
@@ -257,7 +257,7 @@ func TestExchangeInHostIPv6(t *testing.T) {
 		go (&mdns.Server{Listener: lns[i], Handler: answer}).ActivateAndServe()
 	}
 
-	r := dns.NewResolver(te.exchangeInHost)
+	r := dns.NewResolver(te.dialInHost)
 	for _, server := range []netip.AddrPort{netip.MustParseAddrPort("[::1]:53"), netip.AddrPortFrom(linkLocal, 53)} {
 		r.SetView(dns.NewView(map[string]dns.Asker{"client": {Networks: []string{"n"}, Forward: true, Upstreams: []netip.AddrPort{server}}}, nil))
 		for _, network := range []string{"udp", "tcp"} {
