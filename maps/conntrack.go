@@ -3,7 +3,9 @@ package maps
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"reflect"
+	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -106,4 +108,68 @@ func batchLookup(m *ebpf.Map, keys, values any, got func(n int)) error {
 			return fmt.Errorf("read %s: %w", m, err)
 		}
 	}
+}
+
+// ConntrackClass is a kind of conntrack entry, as the metrics count them.
+type ConntrackClass struct {
+	State   string // tcp_established, udp_replied… (enum ct_state)
+	Proto   string // tcp, udp, icmp, icmpv6
+	Assured bool   // in ct (proven real), not ct_new
+}
+
+// ConntrackSummary is how full conntrack is: entries by class, and the NAT
+// ports of masqueraded flows in use, by the uplink address they leave
+// from. Each flow has two entries, one per direction.
+type ConntrackSummary struct {
+	Entries  map[ConntrackClass]int
+	NATPorts map[netip.Addr]int
+}
+
+// SummarizeConntrack counts the live conntrack entries. A masqueraded flow
+// holds a NAT port of an uplink address (one of uplinks): its reply
+// direction's entry is keyed to that address.
+func (m *Maps) SummarizeConntrack(uplinks []netip.Addr, now time.Duration) (ConntrackSummary, error) {
+	states, err := EnumNames("ct_state", "CT_")
+	if err != nil {
+		return ConntrackSummary{}, err
+	}
+	s := ConntrackSummary{Entries: map[ConntrackClass]int{}, NATPorts: map[netip.Addr]int{}}
+	for _, table := range []*ebpf.Map{m.m.Ct, m.m.CtNew} {
+		assured := table == m.m.Ct
+		err := batches(table, func(keys []bpf.DatapathFlow, vals []bpf.DatapathCtEntry) {
+			for i, e := range vals {
+				if time.Duration(e.Expires) <= now {
+					continue // gone for the datapath already
+				}
+				state := fmt.Sprint(e.State)
+				if int(e.State) < len(states) {
+					state = states[e.State]
+				}
+				s.Entries[ConntrackClass{State: state, Proto: protoName(keys[i].Proto), Assured: assured}]++
+				daddr := Addr(keys[i].Daddr)
+				kind := e.Flags & uint8(bpf.DatapathCtFlagCT_REPLY|bpf.DatapathCtFlagCT_PUBLISHED_OUT)
+				if kind == uint8(bpf.DatapathCtFlagCT_REPLY) && slices.Contains(uplinks, daddr) {
+					s.NATPorts[daddr]++
+				}
+			}
+		})
+		if err != nil {
+			return s, err
+		}
+	}
+	return s, nil
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case unix.IPPROTO_TCP:
+		return "tcp"
+	case unix.IPPROTO_UDP:
+		return "udp"
+	case unix.IPPROTO_ICMP:
+		return "icmp"
+	case unix.IPPROTO_ICMPV6:
+		return "icmpv6"
+	}
+	return fmt.Sprint(p)
 }

@@ -37,6 +37,7 @@ type Engine interface {
 	Unpublish(sandbox string, filters []PortMapping) (map[string][]PortBinding, error)
 	Status() (Status, error)
 	Counters() ([]Counter, error)
+	Metrics() (Metrics, error)
 	Reconcile() error
 	// Attachments of runtimes that own their namespaces, in one step each
 	// (CNI): attach, check, detach (idempotent), and collect those a
@@ -74,8 +75,9 @@ type RuntimeEngine interface {
 
 // Server answers API requests with an engine.
 type Server struct {
-	engine Engine
-	mux    *http.ServeMux
+	engine      Engine
+	mux         *http.ServeMux
+	portChanges *prometheus.HistogramVec
 }
 
 // NewServer routes the API to engine.
@@ -101,7 +103,13 @@ func NewServer(engine Engine) *Server {
 	s.mux.HandleFunc("GET /v1/status", s.status)
 	s.mux.HandleFunc("POST /v1/reconcile", s.reconcile)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(counterCollector{engine})
+	s.portChanges = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "ebpfnet_port_change_seconds",
+		Help: "Time to publish or unpublish ports through the API, durable commit included.",
+		// 100 µs to 1 s: a change is a store commit and a few map updates.
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
+	}, []string{"operation"})
+	reg.MustRegister(counterCollector{engine}, metricsCollector{engine}, s.portChanges)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return s
 }
@@ -297,16 +305,16 @@ func (s *Server) removeSandbox(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
-	s.changePorts(w, r, s.engine.Publish)
+	s.changePorts(w, r, "publish", s.engine.Publish)
 }
 
 func (s *Server) unpublish(w http.ResponseWriter, r *http.Request) {
-	s.changePorts(w, r, s.engine.Unpublish)
+	s.changePorts(w, r, "unpublish", s.engine.Unpublish)
 }
 
 // changePorts answers with the publications the change added or removed,
 // shaped like NetworkSettings.Ports.
-func (s *Server) changePorts(w http.ResponseWriter, r *http.Request,
+func (s *Server) changePorts(w http.ResponseWriter, r *http.Request, operation string,
 	change func(string, []PortMapping) (map[string][]PortBinding, error)) {
 	var req Ports
 	if !decode(w, r, &req) {
@@ -316,7 +324,11 @@ func (s *Server) changePorts(w http.ResponseWriter, r *http.Request,
 		fail(w, errdefs.Invalid(errors.New("no port mapping given")))
 		return
 	}
+	start := time.Now()
 	v, err := change(r.PathValue("ref"), req.Mappings)
+	if err == nil {
+		s.portChanges.WithLabelValues(operation).Observe(time.Since(start).Seconds())
+	}
 	answer(w, http.StatusOK, v, err)
 }
 
@@ -349,4 +361,48 @@ func (c counterCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(k.Packets), k.Program, k.Verdict)
 		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(k.Bytes), k.Program, k.Verdict)
 	}
+}
+
+// metricsCollector exports conntrack, NAT ports and the embedded DNS.
+type metricsCollector struct{ engine Engine }
+
+var (
+	conntrackDesc = prometheus.NewDesc("ebpfnet_conntrack_entries", "Live conntrack entries (one per direction of a flow), by state, protocol and table (ct: proven real; ct_new: not yet).", []string{"state", "proto", "table"}, nil)
+	natPortsDesc  = prometheus.NewDesc("ebpfnet_nat_ports_in_use", "NAT ports held by masqueraded flows, by uplink and address.", []string{"uplink", "address"}, nil)
+	reclaimedDesc = prometheus.NewDesc("ebpfnet_conntrack_reclaimed_total", "Expired conntrack entries the daemon removed.", nil, nil)
+	dnsDesc       = prometheus.NewDesc("ebpfnet_dns_queries_total", "Queries the embedded DNS answered, by outcome.", []string{"outcome"}, nil)
+	dnsMissDesc   = prometheus.NewDesc("ebpfnet_dns_cache_misses_total", "Forwardable queries the cache could not answer.", nil, nil)
+	dnsCacheDesc  = prometheus.NewDesc("ebpfnet_dns_cache_entries", "Forwarded answers the cache holds.", nil, nil)
+)
+
+func (c metricsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{conntrackDesc, natPortsDesc, reclaimedDesc, dnsDesc, dnsMissDesc, dnsCacheDesc} {
+		ch <- d
+	}
+}
+
+func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
+	m, err := c.engine.Metrics()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(conntrackDesc, err)
+		return
+	}
+	for _, e := range m.Conntrack {
+		table := "ct_new"
+		if e.Assured {
+			table = "ct"
+		}
+		ch <- prometheus.MustNewConstMetric(conntrackDesc, prometheus.GaugeValue, float64(e.Entries), e.State, e.Proto, table)
+	}
+	for _, n := range m.NATPorts {
+		ch <- prometheus.MustNewConstMetric(natPortsDesc, prometheus.GaugeValue, float64(n.Ports), n.Uplink, n.Addr)
+	}
+	ch <- prometheus.MustNewConstMetric(reclaimedDesc, prometheus.CounterValue, float64(m.Reclaimed))
+	d := m.DNS
+	for outcome, n := range map[string]uint64{"local": d.Local, "cache_hit": d.CacheHit, "forwarded": d.Forwarded,
+		"servfail": d.ServFail, "dropped": d.Dropped, "refused": d.Refused, "malformed": d.Malformed} {
+		ch <- prometheus.MustNewConstMetric(dnsDesc, prometheus.CounterValue, float64(n), outcome)
+	}
+	ch <- prometheus.MustNewConstMetric(dnsMissDesc, prometheus.CounterValue, float64(d.CacheMisses))
+	ch <- prometheus.MustNewConstMetric(dnsCacheDesc, prometheus.GaugeValue, float64(d.CacheEntries))
 }

@@ -170,6 +170,42 @@ type Status struct {
 	HeldPorts int `json:"heldPorts"`
 }
 
+// Metrics is what the daemon's Prometheus metrics read besides the
+// verdict counters.
+type Metrics struct {
+	Conntrack []ConntrackEntries `json:"conntrack"`
+	NATPorts  []NATPortsInUse    `json:"natPorts"`
+	// Reclaimed counts the expired conntrack entries the daemon removed
+	// since it started.
+	Reclaimed uint64   `json:"reclaimed"`
+	DNS       DNSStats `json:"dns"`
+}
+
+// ConntrackEntries is how many live conntrack entries (one per direction
+// of a flow) are in a state, of a protocol, in one of the two tables.
+type ConntrackEntries struct {
+	State   string `json:"state"`
+	Proto   string `json:"proto"`
+	Assured bool   `json:"assured"` // in ct, proven real; else ct_new
+	Entries int    `json:"entries"`
+}
+
+// NATPortsInUse is how many masqueraded flows leave from an uplink's
+// address, each holding one of its NAT ports.
+type NATPortsInUse struct {
+	Uplink string `json:"uplink"`
+	Addr   string `json:"addr"`
+	Ports  int    `json:"ports"`
+}
+
+// DNSStats counts what the embedded DNS answered, by outcome (the first
+// seven add up to all queries), and its cache of forwarded answers.
+type DNSStats struct {
+	Local, CacheHit, Forwarded, ServFail, Dropped, Refused, Malformed uint64
+	NXDomain, CacheMisses, Coalesced                                  uint64
+	CacheEntries                                                      int
+}
+
 // Counter is the packets and bytes one program gave one verdict.
 type Counter struct {
 	Program string `json:"program"`

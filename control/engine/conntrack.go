@@ -56,6 +56,7 @@ func (e *Engine) reclaimConntrack(stop <-chan struct{}) {
 		if err != nil {
 			e.log.Warn("reclaim expired conntrack entries", "err", err)
 		} else if n > 0 {
+			e.reclaimed.Add(uint64(n))
 			e.log.Debug("reclaimed expired conntrack entries", "entries", n)
 		}
 	}

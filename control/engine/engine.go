@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"regexp"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -70,6 +72,12 @@ type Engine struct {
 	mu    sync.Mutex
 	// uplinks are the interfaces the uplink program is on, by name; guarded by mu.
 	uplinks map[string]bool
+	// uplinkAddrs are the addresses masqueraded flows leave from, to the
+	// uplink that has each; guarded by mu.
+	uplinkAddrs map[netip.Addr]string
+	// reclaimed counts the expired conntrack entries reclaimConntrack
+	// removed.
+	reclaimed atomic.Uint64
 	// refusedUplinks are the interfaces last found unfit to be uplinks,
 	// so that each is logged once; guarded by mu.
 	refusedUplinks map[string]bool

@@ -25,6 +25,8 @@ func (e *Engine) syncHost() error {
 		addrs   []netip.Addr
 		foreign []netip.Prefix
 		uplinks = map[uint32]maps.Uplink{}
+		// The addresses flows leave from, by uplink name.
+		addrsOut = map[netip.Addr]string{}
 		names   = map[string]bool{}
 		refused = map[string]bool{}
 		errs    []error
@@ -83,6 +85,11 @@ func (e *Engine) syncHost() error {
 			}
 			names[attrs.Name] = true
 			uplinks[uint32(attrs.Index)] = first
+			for _, a := range []netip.Addr{first.Addr, first.Addr6} {
+				if a.IsValid() {
+					addrsOut[a] = attrs.Name
+				}
+			}
 		}
 		// Interfaces that stopped being uplinks lose the program.
 		for name := range e.uplinks {
@@ -96,6 +103,7 @@ func (e *Engine) syncHost() error {
 		return err
 	}
 	e.uplinks = names
+	e.uplinkAddrs = addrsOut
 	e.refusedUplinks = refused
 	errs = append(errs, e.maps.SyncHost(addrs, uplinks, foreign))
 	return errors.Join(errs...)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/store"
+	dpmaps "github.com/ebpfnet/ebpfnet/maps"
 )
 
 // Status is what the datapath is doing right now, in the API's read model.
@@ -77,4 +78,25 @@ func (e *Engine) Counters() ([]api.Counter, error) {
 		out = append(out, api.Counter(c))
 	}
 	return out, err
+}
+
+// Metrics reads conntrack, the NAT ports in use and the embedded DNS's
+// counts, for the daemon's Prometheus metrics. Conntrack is walked
+// without e.mu, so a scrape never holds up a change.
+func (e *Engine) Metrics() (api.Metrics, error) {
+	e.mu.Lock()
+	byAddr := maps.Clone(e.uplinkAddrs)
+	e.mu.Unlock()
+	summary, err := e.maps.SummarizeConntrack(slices.Collect(maps.Keys(byAddr)), dpmaps.Now())
+	if err != nil {
+		return api.Metrics{}, err
+	}
+	m := api.Metrics{Reclaimed: e.reclaimed.Load(), DNS: api.DNSStats(e.resolver.Stats())}
+	for c, n := range summary.Entries {
+		m.Conntrack = append(m.Conntrack, api.ConntrackEntries{State: c.State, Proto: c.Proto, Assured: c.Assured, Entries: n})
+	}
+	for a, n := range summary.NATPorts {
+		m.NATPorts = append(m.NATPorts, api.NATPortsInUse{Uplink: byAddr[a], Addr: a.String(), Ports: n})
+	}
+	return m, nil
 }
