@@ -27,9 +27,9 @@ func (e *Engine) syncHost() error {
 		uplinks = map[uint32]maps.Uplink{}
 		// The addresses flows leave from, by uplink name.
 		addrsOut = map[netip.Addr]string{}
-		names   = map[string]bool{}
-		refused = map[string]bool{}
-		errs    []error
+		names    = map[string]bool{}
+		refused  = map[string]bool{}
+		errs     []error
 	)
 	err := e.inHost(func() error {
 		links, err := driver.Dump(netlink.LinkList)
