@@ -347,6 +347,17 @@ func TestCNIMainModeIPv6(t *testing.T) {
 	mustWork(t, "host to [::1]:8081", testbed.TCPTo(h.NetNS, "[::1]:8081"))
 	mustFail(t, "outside to [::1]:8081's port on the host's address", testbed.TCPTo(out.NS, net.JoinHostPort(out.HostIP6, "8081")))
 	mustWork(t, "container to the outside over IPv6", testbed.TCP(ns, out.IP6))
+	// CHECK sees both families.
+	c.Must("check", "ebnet6", ns)
+	h.MustRun("ip", "-n", filepath.Base(ns), "-6", "route", "del", "default")
+	if msg, err := c.Run("check", "ebnet6", ns); err == nil || !strings.Contains(msg, "no default route") {
+		t.Errorf("CHECK after the IPv6 default route was removed: %v %s", err, msg)
+	}
+	v6 := netip.MustParsePrefix(result.IPs[1].Address)
+	h.MustRun("ip", "-n", filepath.Base(ns), "addr", "del", v6.String(), "dev", "eth0")
+	if msg, err := c.Run("check", "ebnet6", ns); err == nil || !strings.Contains(msg, v6.Addr().String()) {
+		t.Errorf("CHECK after the IPv6 address was removed: %v %s, want a failure naming %s", err, msg, v6.Addr())
+	}
 	c.Must("del", "ebnet6", ns)
 	assertNothingLeft(t, h, "after DEL")
 }

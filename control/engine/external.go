@@ -390,24 +390,33 @@ func (e *Engine) CheckAttachment(id, netns string) error {
 		if err != nil {
 			return fmt.Errorf("interface %s in %s: %w", ep.Interface, netns, err)
 		}
-		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
 		if err != nil {
 			return fmt.Errorf("addresses of %s in %s: %w", ep.Interface, netns, err)
 		}
-		if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { got, _ := netip.AddrFromSlice(a.IP.To4()); return got == ep.Addr }) {
-			return fmt.Errorf("interface %s in %s lost its address %s", ep.Interface, netns, ep.Addr)
+		for _, want := range endpointAddrs(ep) {
+			if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { got, _ := netip.AddrFromSlice(a.IP); return got.Unmap() == want }) {
+				return fmt.Errorf("interface %s in %s lost its address %s", ep.Interface, netns, want)
+			}
 		}
-		gw := gatewayOf(n)
-		if sb.HandOver || !gw.IsValid() {
-			return nil // its runtime routes, or there is nowhere to route to
+		if sb.HandOver {
+			return nil // its runtime routes
 		}
-		routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
-		if err != nil {
-			return fmt.Errorf("routes in %s: %w", netns, err)
-		}
-		// The first network attached gave the default route.
-		if !slices.ContainsFunc(routes, func(r netlink.Route) bool { return r.Dst == nil || r.Dst.String() == "0.0.0.0/0" }) {
-			return fmt.Errorf("no default route in %s (via %s)", netns, gw)
+		// The first network attached gave the default route of each family.
+		for _, c := range []struct {
+			family int
+			gw     netip.Addr
+		}{{netlink.FAMILY_V4, gatewayOf(n)}, {netlink.FAMILY_V6, n.Pool6.Gateway}} {
+			if !c.gw.IsValid() || c.family == netlink.FAMILY_V6 && !ep.Addr6.IsValid() {
+				continue // nowhere to route to
+			}
+			routes, err := netlink.RouteList(nil, c.family)
+			if err != nil {
+				return fmt.Errorf("routes in %s: %w", netns, err)
+			}
+			if !slices.ContainsFunc(routes, isDefault) {
+				return fmt.Errorf("no default route in %s (via %s)", netns, c.gw)
+			}
 		}
 		return nil
 	})
