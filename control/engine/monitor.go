@@ -118,6 +118,7 @@ func (h *monitorHub) read(r *dpmaps.EventReader, done chan struct{}, log *slog.L
 		}
 		if err != nil {
 			log.Warn("read datapath events", "err", err)
+			time.Sleep(100 * time.Millisecond) // an error that lasts must not spin
 			continue
 		}
 		kind := dpmaps.MonitorTrace
@@ -137,7 +138,7 @@ func (h *monitorHub) read(r *dpmaps.EventReader, done chan struct{}, log *slog.L
 	}
 }
 
-// stopMonitor ends reading at the daemon's exit and switches the
+// stop ends reading at the daemon's exit and switches the
 // datapath's events off.
 func (h *monitorHub) stop(m *dpmaps.Maps) error {
 	h.life.Lock()
