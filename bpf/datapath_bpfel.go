@@ -140,6 +140,40 @@ type DatapathIfaceInfo struct {
 	Addr6   DatapathAddr
 }
 
+type DatapathMonitorBudget struct {
+	_      structs.HostLayout
+	Last   uint64
+	Tokens uint32
+	Pad    uint32
+}
+
+type DatapathMonitorConfig struct {
+	_     structs.HostLayout
+	Types uint32
+	Pad   uint32
+}
+
+type DatapathMonitorEvent struct {
+	_        structs.HostLayout
+	Time     uint64
+	Ifindex  uint32
+	Len      uint32
+	Program  uint8
+	Verdict  uint8
+	Type     uint8
+	HasAfter uint8
+	Pad      uint32
+	Before   DatapathFlow
+	After    DatapathFlow
+}
+
+type DatapathMonitorType uint32
+
+const (
+	DatapathMonitorTypeMONITOR_DROP  DatapathMonitorType = 1
+	DatapathMonitorTypeMONITOR_TRACE DatapathMonitorType = 2
+)
+
 type DatapathNetworkFlag uint32
 
 const (
@@ -251,36 +285,42 @@ const (
 	DatapathVerdictVERDICT_FRAG_NO_FIRST       DatapathVerdict = 18
 	DatapathVerdictVERDICT_DROP_PORT_HELD      DatapathVerdict = 19
 	DatapathVerdictVERDICT_DROP_UNTRANSLATABLE DatapathVerdict = 20
-	DatapathVerdictVERDICT_MAX                 DatapathVerdict = 21
+	DatapathVerdictVERDICT_MONITOR_LOST        DatapathVerdict = 21
+	DatapathVerdictVERDICT_MAX                 DatapathVerdict = 22
 )
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	DatapathMapCt               = "ct"
-	DatapathMapCtNew            = "ct_new"
-	DatapathMapEndpoints        = "endpoints"
-	DatapathMapFibScratch       = "fib_scratch"
-	DatapathMapFrags            = "frags"
-	DatapathMapHeldPorts        = "held_ports"
-	DatapathMapHostAddrs        = "host_addrs"
-	DatapathMapIcmpBudget       = "icmp_budget"
-	DatapathMapIfaces           = "ifaces"
-	DatapathMapNetworks         = "networks"
-	DatapathMapNewFlowScratch   = "new_flow_scratch"
-	DatapathMapPublications     = "publications"
-	DatapathMapPublishedPorts   = "published_ports"
-	DatapathMapSkPeers          = "sk_peers"
-	DatapathMapStats            = "stats"
-	DatapathMapSubnets          = "subnets"
-	DatapathMapUplinks          = "uplinks"
-	DatapathVarUnusedCtFlag     = "unused_ct_flag"
-	DatapathVarUnusedCtState    = "unused_ct_state"
-	DatapathVarUnusedCtTimeouts = "unused_ct_timeouts"
-	DatapathVarUnusedProgram    = "unused_program"
-	DatapathVarUnusedStatsSlots = "unused_stats_slots"
-	DatapathVarUnusedVerdict    = "unused_verdict"
+	DatapathMapCt                 = "ct"
+	DatapathMapCtNew              = "ct_new"
+	DatapathMapEndpoints          = "endpoints"
+	DatapathMapEvents             = "events"
+	DatapathMapFibScratch         = "fib_scratch"
+	DatapathMapFrags              = "frags"
+	DatapathMapHeldPorts          = "held_ports"
+	DatapathMapHostAddrs          = "host_addrs"
+	DatapathMapIcmpBudget         = "icmp_budget"
+	DatapathMapIfaces             = "ifaces"
+	DatapathMapMonitor            = "monitor"
+	DatapathMapMonitorBudget      = "monitor_budget"
+	DatapathMapNetworks           = "networks"
+	DatapathMapNewFlowScratch     = "new_flow_scratch"
+	DatapathMapPublications       = "publications"
+	DatapathMapPublishedPorts     = "published_ports"
+	DatapathMapSkPeers            = "sk_peers"
+	DatapathMapStats              = "stats"
+	DatapathMapSubnets            = "subnets"
+	DatapathMapUplinks            = "uplinks"
+	DatapathVarUnusedCtFlag       = "unused_ct_flag"
+	DatapathVarUnusedCtState      = "unused_ct_state"
+	DatapathVarUnusedCtTimeouts   = "unused_ct_timeouts"
+	DatapathVarUnusedMonitorEvent = "unused_monitor_event"
+	DatapathVarUnusedMonitorType  = "unused_monitor_type"
+	DatapathVarUnusedProgram      = "unused_program"
+	DatapathVarUnusedStatsSlots   = "unused_stats_slots"
+	DatapathVarUnusedVerdict      = "unused_verdict"
 )
 
 // LoadDatapath returns the embedded CollectionSpec for Datapath.
@@ -334,12 +374,15 @@ type DatapathMapSpecs struct {
 	Ct             *ebpf.MapSpec `ebpf:"ct"`
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
 	FibScratch     *ebpf.MapSpec `ebpf:"fib_scratch"`
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
 	HeldPorts      *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
+	Monitor        *ebpf.MapSpec `ebpf:"monitor"`
+	MonitorBudget  *ebpf.MapSpec `ebpf:"monitor_budget"`
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
 	NewFlowScratch *ebpf.MapSpec `ebpf:"new_flow_scratch"`
 	Publications   *ebpf.MapSpec `ebpf:"publications"`
@@ -354,12 +397,14 @@ type DatapathMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DatapathVariableSpecs struct {
-	UnusedCtFlag     *ebpf.VariableSpec `ebpf:"unused_ct_flag"`
-	UnusedCtState    *ebpf.VariableSpec `ebpf:"unused_ct_state"`
-	UnusedCtTimeouts *ebpf.VariableSpec `ebpf:"unused_ct_timeouts"`
-	UnusedProgram    *ebpf.VariableSpec `ebpf:"unused_program"`
-	UnusedStatsSlots *ebpf.VariableSpec `ebpf:"unused_stats_slots"`
-	UnusedVerdict    *ebpf.VariableSpec `ebpf:"unused_verdict"`
+	UnusedCtFlag       *ebpf.VariableSpec `ebpf:"unused_ct_flag"`
+	UnusedCtState      *ebpf.VariableSpec `ebpf:"unused_ct_state"`
+	UnusedCtTimeouts   *ebpf.VariableSpec `ebpf:"unused_ct_timeouts"`
+	UnusedMonitorEvent *ebpf.VariableSpec `ebpf:"unused_monitor_event"`
+	UnusedMonitorType  *ebpf.VariableSpec `ebpf:"unused_monitor_type"`
+	UnusedProgram      *ebpf.VariableSpec `ebpf:"unused_program"`
+	UnusedStatsSlots   *ebpf.VariableSpec `ebpf:"unused_stats_slots"`
+	UnusedVerdict      *ebpf.VariableSpec `ebpf:"unused_verdict"`
 }
 
 // DatapathObjects contains all objects after they have been loaded into the kernel.
@@ -385,12 +430,15 @@ type DatapathMaps struct {
 	Ct             *ebpf.Map `ebpf:"ct"`
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
+	Events         *ebpf.Map `ebpf:"events"`
 	FibScratch     *ebpf.Map `ebpf:"fib_scratch"`
 	Frags          *ebpf.Map `ebpf:"frags"`
 	HeldPorts      *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
+	Monitor        *ebpf.Map `ebpf:"monitor"`
+	MonitorBudget  *ebpf.Map `ebpf:"monitor_budget"`
 	Networks       *ebpf.Map `ebpf:"networks"`
 	NewFlowScratch *ebpf.Map `ebpf:"new_flow_scratch"`
 	Publications   *ebpf.Map `ebpf:"publications"`
@@ -406,12 +454,15 @@ func (m *DatapathMaps) Close() error {
 		m.Ct,
 		m.CtNew,
 		m.Endpoints,
+		m.Events,
 		m.FibScratch,
 		m.Frags,
 		m.HeldPorts,
 		m.HostAddrs,
 		m.IcmpBudget,
 		m.Ifaces,
+		m.Monitor,
+		m.MonitorBudget,
 		m.Networks,
 		m.NewFlowScratch,
 		m.Publications,
@@ -427,12 +478,14 @@ func (m *DatapathMaps) Close() error {
 //
 // It can be passed to LoadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DatapathVariables struct {
-	UnusedCtFlag     *ebpf.Variable `ebpf:"unused_ct_flag"`
-	UnusedCtState    *ebpf.Variable `ebpf:"unused_ct_state"`
-	UnusedCtTimeouts *ebpf.Variable `ebpf:"unused_ct_timeouts"`
-	UnusedProgram    *ebpf.Variable `ebpf:"unused_program"`
-	UnusedStatsSlots *ebpf.Variable `ebpf:"unused_stats_slots"`
-	UnusedVerdict    *ebpf.Variable `ebpf:"unused_verdict"`
+	UnusedCtFlag       *ebpf.Variable `ebpf:"unused_ct_flag"`
+	UnusedCtState      *ebpf.Variable `ebpf:"unused_ct_state"`
+	UnusedCtTimeouts   *ebpf.Variable `ebpf:"unused_ct_timeouts"`
+	UnusedMonitorEvent *ebpf.Variable `ebpf:"unused_monitor_event"`
+	UnusedMonitorType  *ebpf.Variable `ebpf:"unused_monitor_type"`
+	UnusedProgram      *ebpf.Variable `ebpf:"unused_program"`
+	UnusedStatsSlots   *ebpf.Variable `ebpf:"unused_stats_slots"`
+	UnusedVerdict      *ebpf.Variable `ebpf:"unused_verdict"`
 }
 
 // DatapathPrograms contains all programs after they have been loaded into the kernel.

@@ -19,12 +19,15 @@ const (
 	EndpointMapCt             = "ct"
 	EndpointMapCtNew          = "ct_new"
 	EndpointMapEndpoints      = "endpoints"
+	EndpointMapEvents         = "events"
 	EndpointMapFibScratch     = "fib_scratch"
 	EndpointMapFrags          = "frags"
 	EndpointMapHeldPorts      = "held_ports"
 	EndpointMapHostAddrs      = "host_addrs"
 	EndpointMapIcmpBudget     = "icmp_budget"
 	EndpointMapIfaces         = "ifaces"
+	EndpointMapMonitor        = "monitor"
+	EndpointMapMonitorBudget  = "monitor_budget"
 	EndpointMapNetworks       = "networks"
 	EndpointMapNewFlowScratch = "new_flow_scratch"
 	EndpointMapPublications   = "publications"
@@ -93,12 +96,15 @@ type EndpointMapSpecs struct {
 	Ct             *ebpf.MapSpec `ebpf:"ct"`
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
 	FibScratch     *ebpf.MapSpec `ebpf:"fib_scratch"`
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
 	HeldPorts      *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
+	Monitor        *ebpf.MapSpec `ebpf:"monitor"`
+	MonitorBudget  *ebpf.MapSpec `ebpf:"monitor_budget"`
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
 	NewFlowScratch *ebpf.MapSpec `ebpf:"new_flow_scratch"`
 	Publications   *ebpf.MapSpec `ebpf:"publications"`
@@ -141,12 +147,15 @@ type EndpointMaps struct {
 	Ct             *ebpf.Map `ebpf:"ct"`
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
+	Events         *ebpf.Map `ebpf:"events"`
 	FibScratch     *ebpf.Map `ebpf:"fib_scratch"`
 	Frags          *ebpf.Map `ebpf:"frags"`
 	HeldPorts      *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
+	Monitor        *ebpf.Map `ebpf:"monitor"`
+	MonitorBudget  *ebpf.Map `ebpf:"monitor_budget"`
 	Networks       *ebpf.Map `ebpf:"networks"`
 	NewFlowScratch *ebpf.Map `ebpf:"new_flow_scratch"`
 	Publications   *ebpf.Map `ebpf:"publications"`
@@ -162,12 +171,15 @@ func (m *EndpointMaps) Close() error {
 		m.Ct,
 		m.CtNew,
 		m.Endpoints,
+		m.Events,
 		m.FibScratch,
 		m.Frags,
 		m.HeldPorts,
 		m.HostAddrs,
 		m.IcmpBudget,
 		m.Ifaces,
+		m.Monitor,
+		m.MonitorBudget,
 		m.Networks,
 		m.NewFlowScratch,
 		m.Publications,

@@ -236,6 +236,8 @@ func TestSharedLayouts(t *testing.T) {
 		"sock_peer":       bpf.DatapathSockPeer{},
 		"sock_peers":      bpf.DatapathSockPeers{},
 		"held_port_key":   bpf.DatapathHeldPortKey{},
+		"monitor_config":  bpf.DatapathMonitorConfig{},
+		"monitor_event":   bpf.DatapathMonitorEvent{},
 	} {
 		var st *btf.Struct
 		if err := spec.Types.TypeByName(name, &st); err != nil {

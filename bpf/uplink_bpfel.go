@@ -19,12 +19,15 @@ const (
 	UplinkMapCt             = "ct"
 	UplinkMapCtNew          = "ct_new"
 	UplinkMapEndpoints      = "endpoints"
+	UplinkMapEvents         = "events"
 	UplinkMapFibScratch     = "fib_scratch"
 	UplinkMapFrags          = "frags"
 	UplinkMapHeldPorts      = "held_ports"
 	UplinkMapHostAddrs      = "host_addrs"
 	UplinkMapIcmpBudget     = "icmp_budget"
 	UplinkMapIfaces         = "ifaces"
+	UplinkMapMonitor        = "monitor"
+	UplinkMapMonitorBudget  = "monitor_budget"
 	UplinkMapNetworks       = "networks"
 	UplinkMapNewFlowScratch = "new_flow_scratch"
 	UplinkMapPublications   = "publications"
@@ -91,12 +94,15 @@ type UplinkMapSpecs struct {
 	Ct             *ebpf.MapSpec `ebpf:"ct"`
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
 	FibScratch     *ebpf.MapSpec `ebpf:"fib_scratch"`
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
 	HeldPorts      *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
+	Monitor        *ebpf.MapSpec `ebpf:"monitor"`
+	MonitorBudget  *ebpf.MapSpec `ebpf:"monitor_budget"`
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
 	NewFlowScratch *ebpf.MapSpec `ebpf:"new_flow_scratch"`
 	Publications   *ebpf.MapSpec `ebpf:"publications"`
@@ -139,12 +145,15 @@ type UplinkMaps struct {
 	Ct             *ebpf.Map `ebpf:"ct"`
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
+	Events         *ebpf.Map `ebpf:"events"`
 	FibScratch     *ebpf.Map `ebpf:"fib_scratch"`
 	Frags          *ebpf.Map `ebpf:"frags"`
 	HeldPorts      *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
 	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
+	Monitor        *ebpf.Map `ebpf:"monitor"`
+	MonitorBudget  *ebpf.Map `ebpf:"monitor_budget"`
 	Networks       *ebpf.Map `ebpf:"networks"`
 	NewFlowScratch *ebpf.Map `ebpf:"new_flow_scratch"`
 	Publications   *ebpf.Map `ebpf:"publications"`
@@ -160,12 +169,15 @@ func (m *UplinkMaps) Close() error {
 		m.Ct,
 		m.CtNew,
 		m.Endpoints,
+		m.Events,
 		m.FibScratch,
 		m.Frags,
 		m.HeldPorts,
 		m.HostAddrs,
 		m.IcmpBudget,
 		m.Ifaces,
+		m.Monitor,
+		m.MonitorBudget,
 		m.Networks,
 		m.NewFlowScratch,
 		m.Publications,

@@ -200,3 +200,46 @@ func TestReloadKeepsPinnedMapsAndTheirEntries(t *testing.T) {
 		t.Fatalf("conntrack entry lost across a reload: %x, %v", got, err)
 	}
 }
+
+// Pins of a datapath from before the monitor (no events, monitor or
+// monitor_budget map) are kept, and the new maps are created beside them.
+func TestLoadOverPinsWithoutTheMonitorMaps(t *testing.T) {
+	dir := newPinDir(t)
+	first, err := loader.Load(loader.Options{PinDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, value := entry(datapathSpec(t).Maps["ct"], 7)
+	if err := first.Maps.Ct.Put(key, value); err != nil {
+		t.Fatal(err)
+	}
+	statsID := mapID(t, first.Maps.Stats)
+	first.Close()
+	newMaps := []string{"events", "monitor", "monitor_budget"}
+	for _, name := range newMaps {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	second, err := loader.Load(loader.Options{PinDir: dir})
+	if err != nil {
+		t.Fatalf("load over the pins of a datapath without the monitor: %v", err)
+	}
+	defer second.Close()
+	if r := second.ReplacedMaps(); len(r) != 0 {
+		t.Errorf("replaced %+v, want every pinned map kept", r)
+	}
+	if mapID(t, second.Maps.Stats) != statsID {
+		t.Error("the counters were replaced: the new verdict should fit the stats map's slots")
+	}
+	var got []byte
+	if err := second.Maps.Ct.Lookup(key, &got); err != nil || !bytes.Equal(got, value) {
+		t.Errorf("conntrack entry lost: %x, %v", got, err)
+	}
+	for _, name := range newMaps {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("new map %s not pinned: %v", name, err)
+		}
+	}
+}

@@ -442,6 +442,8 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 	/* An IPv4 packet that leaves as IPv6 grows by the difference of the
 	 * headers: the route's MTU less that is what its sender may send. */
 	__u32 grow = p && !p->v6 && v6 ? sizeof(struct ipv6hdr) - sizeof(struct iphdr) : 0, mtu = 0;
+	/* For the monitor: the flow as it came in, which the rewrite hides. */
+	const struct flow *before = p ? &p->flow : NULL;
 
 	if (!fib)
 		return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
@@ -453,7 +455,7 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 			/* NOT_FWDED means local, or no route at all: only a host address is local. */
 			if (p && rewrite(skb, p, to) < 0)
 				return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
-			count(skb, prog, v);
+			count_flow(skb, prog, v, MONITOR_TRACE, before, to);
 			return TC_ACT_UNSPEC;
 		}
 		if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
@@ -478,7 +480,7 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 	__u16 ttl_word;
 	__u8 hops = hop_limit(skb, in_v6, &ttl_word);
 	if (hops <= 1) {
-		count(skb, prog, VERDICT_DROP_TTL_EXCEEDED);
+		count_flow(skb, prog, VERDICT_DROP_TTL_EXCEEDED, MONITOR_DROP, before, to);
 		err = p ? icmp_reply(skb, ICMP_ERROR_HOP_LIMIT, 0, err_src) : -1;
 		return err < 0 ? TC_ACT_SHOT : err;
 	}
@@ -492,13 +494,13 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 		rc = deliver_to_endpoint(skb, ep);
 		if (rc < 0)
 			return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
-		count(skb, prog, v);
+		count_flow(skb, prog, v, MONITOR_TRACE, before, to);
 		return rc;
 	}
-	count(skb, prog, v);
+	count_flow(skb, prog, v, MONITOR_TRACE, before, to);
 	return redirect_routed(skb, rc, fib);
 too_big:
-	count(skb, prog, VERDICT_DROP_TOO_BIG);
+	count_flow(skb, prog, VERDICT_DROP_TOO_BIG, MONITOR_DROP, before, to);
 	err = p ? icmp_reply(skb, ICMP_ERROR_TOO_BIG, mtu - grow, err_src) : -1;
 	return err < 0 ? TC_ACT_SHOT : err;
 }

@@ -42,6 +42,7 @@ enum verdict {
 	VERDICT_FRAG_NO_FIRST = 18,     /* a fragment seen before (or without) its first: not translated */
 	VERDICT_DROP_PORT_HELD = 19,    /* a host process tried to bind a published port (a bind, not a packet) */
 	VERDICT_DROP_UNTRANSLATABLE = 20, /* would leave a masquerading network untranslated: no ports to translate by */
+	VERDICT_MONITOR_LOST = 21,      /* a monitor event not written: over the rate limit, or the ring buffer full */
 	VERDICT_MAX,
 };
 
@@ -295,4 +296,43 @@ struct held_port_key {
 	__be16 port;
 	__u8 proto;
 	__u8 pad;
+};
+
+/* What `ebpfnet monitor` asks to see: events of packets a program
+ * dropped (answered with an ICMP error included), and traces of the
+ * others. */
+enum monitor_type {
+	MONITOR_DROP = 1 << 0,
+	MONITOR_TRACE = 1 << 1,
+};
+
+/* Value of the monitor map's one entry, set by the daemon while a monitor
+ * client listens: with no type asked for, the datapath writes nothing,
+ * and the flag's lookup is all that monitoring costs a packet. */
+struct monitor_config {
+	__u32 types; /* enum monitor_type bits */
+	__u32 pad;
+};
+
+/* The per-CPU budget of monitor events, a token bucket as icmp_budget is:
+ * a flood must neither fill the ring buffer for everyone nor keep the
+ * daemon decoding. */
+struct monitor_budget {
+	__u64 last; /* CLOCK_BOOTTIME, in ns, of the last refill */
+	__u32 tokens;
+	__u32 pad;
+};
+
+/* One record of the events ring buffer: what a program did to a packet. */
+struct monitor_event {
+	__u64 time;     /* CLOCK_BOOTTIME, in ns */
+	__u32 ifindex;  /* where the program ran */
+	__u32 len;      /* the packet's length */
+	__u8 program;   /* enum program */
+	__u8 verdict;   /* enum verdict */
+	__u8 type;      /* enum monitor_type: one bit */
+	__u8 has_after; /* after holds the flow the packet was translated to */
+	__u32 pad;
+	struct flow before; /* as the packet came in (ports zero where it has none) */
+	struct flow after;
 };

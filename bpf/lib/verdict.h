@@ -4,6 +4,7 @@
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include "maps.h"
+#include "monitor.h"
 
 static __always_inline void count_bytes(enum program prog, enum verdict v, __u32 bytes)
 {
@@ -16,9 +17,20 @@ static __always_inline void count_bytes(enum program prog, enum verdict v, __u32
 	}
 }
 
-static __always_inline void count(struct __sk_buff *skb, enum program prog, enum verdict v)
+/* count_flow counts a packet's verdict and reports it to a monitor as an
+ * event of type (MONITOR_DROP or MONITOR_TRACE), with the flow it came in
+ * as (NULL: as the packet still shows it) and the one it was translated
+ * to (NULL: none). */
+static __always_inline void count_flow(struct __sk_buff *skb, enum program prog, enum verdict v, __u32 type,
+				       const struct flow *before, const struct flow *after)
 {
 	count_bytes(prog, v, skb->len);
+	monitor_packet(skb, prog * STATS_VERDICT_SLOTS + v, type, before, after);
+}
+
+static __always_inline void count(struct __sk_buff *skb, enum program prog, enum verdict v)
+{
+	count_flow(skb, prog, v, MONITOR_TRACE, NULL, NULL);
 }
 
 /* TC_ACT_UNSPEC hands the packet to the next program or filter, so ebpfnet
@@ -31,6 +43,6 @@ static __always_inline int pass(struct __sk_buff *skb, enum program prog)
 
 static __always_inline int drop(struct __sk_buff *skb, enum program prog, enum verdict why)
 {
-	count(skb, prog, why);
+	count_flow(skb, prog, why, MONITOR_DROP, NULL, NULL);
 	return TC_ACT_SHOT;
 }

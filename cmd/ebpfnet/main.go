@@ -70,6 +70,7 @@ in place of iptables rules and proxy processes.`,
 		newPortCommand(c),
 		newRunCommand(c),
 		newStatusCommand(c),
+		newMonitorCommand(c),
 		newResetCommand(),
 		newNSExecCommand(),
 		&cobra.Command{

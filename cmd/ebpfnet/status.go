@@ -62,6 +62,11 @@ func newStatusCommand(c *cli) *cobra.Command {
 			} else {
 				fmt.Fprintf(out, "published host ports held from other binds: NONE (the bind4 hook is not attached: any host process may bind the %d published)\n", st.HeldPorts)
 			}
+			monitoring := st.Monitoring
+			if monitoring == "" {
+				monitoring = "off (no monitor running)"
+			}
+			fmt.Fprintf(out, "datapath events: %s\n", monitoring)
 			return nil
 		},
 	}

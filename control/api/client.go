@@ -43,38 +43,49 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(data)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://ebpfnet"+path, body)
+	resp, err := c.send(ctx, method, path, body)
 	if err != nil {
-		return err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("cannot reach the ebpfnet daemon at %s: is it running? (start it with `ebpfnet daemon`)", c.socket)
-		}
-		if errors.Is(err, syscall.EACCES) {
-			return fmt.Errorf("permission denied on %s: run as root", c.socket)
-		}
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		err := fmt.Errorf("daemon answered %s", resp.Status)
-		var e Error
-		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Message != "" {
-			err = errors.New(e.Message)
-		}
-		for kind, code := range statusOf {
-			if kind != nil && code == resp.StatusCode {
-				return errdefs.Mark(err, kind)
-			}
-		}
-		return err
-	}
 	if out != nil {
 		return json.NewDecoder(resp.Body).Decode(out)
 	}
 	return nil
+}
+
+// send makes a request and returns the daemon's answer when it is no
+// error.
+func (c *Client) send(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://ebpfnet"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("cannot reach the ebpfnet daemon at %s: is it running? (start it with `ebpfnet daemon`)", c.socket)
+		}
+		if errors.Is(err, syscall.EACCES) {
+			return nil, fmt.Errorf("permission denied on %s: run as root", c.socket)
+		}
+		return nil, err
+	}
+	if resp.StatusCode < 300 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	err = fmt.Errorf("daemon answered %s", resp.Status)
+	var e Error
+	if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Message != "" {
+		err = errors.New(e.Message)
+	}
+	for kind, code := range statusOf {
+		if kind != nil && code == resp.StatusCode {
+			return nil, errdefs.Mark(err, kind)
+		}
+	}
+	return nil, err
 }
 
 func esc(s string) string { return url.PathEscape(s) }
@@ -137,6 +148,43 @@ func (c *Client) RemoveSandbox(ctx context.Context, ref string, force bool) erro
 // Status reads the datapath's counters and attachments.
 func (c *Client) Status(ctx context.Context) (out Status, err error) {
 	return out, c.do(ctx, "GET", "/v1/status", nil, &out)
+}
+
+// Events streams datapath events to fn: first opened (fn(nil) says the
+// datapath now writes them), then one call per event, until ctx ends
+// (nil), fn fails (its error), or the daemon goes (io.ErrUnexpectedEOF).
+func (c *Client) Events(ctx context.Context, f EventFilter, fn func(*Event) error) error {
+	q := url.Values{}
+	for k, v := range map[string]string{"type": f.Type, "sandbox": f.Sandbox, "network": f.Network} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	resp, err := c.send(ctx, "GET", "/v1/events?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := fn(nil); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev Event
+		err := dec.Decode(&ev)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("the daemon ended the event stream: %w", io.ErrUnexpectedEOF)
+		}
+		if err != nil {
+			return fmt.Errorf("read events: %w", err)
+		}
+		if err := fn(&ev); err != nil {
+			return err
+		}
+	}
 }
 
 // Reconcile asks the daemon to reconcile now.

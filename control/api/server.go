@@ -36,6 +36,9 @@ type Engine interface {
 	Publish(sandbox string, mappings []PortMapping) (map[string][]PortBinding, error)
 	Unpublish(sandbox string, filters []PortMapping) (map[string][]PortBinding, error)
 	Status() (Status, error)
+	// Events opens a stream of datapath events; the datapath writes
+	// events only while a stream is open.
+	Events(EventFilter) (EventStream, error)
 	Counters() ([]Counter, error)
 	Metrics() (Metrics, error)
 	Reconcile() error
@@ -101,6 +104,7 @@ func NewServer(engine Engine) *Server {
 	s.mux.HandleFunc("DELETE /v1/attachments/{container}/{ifname}", s.detach)
 	s.mux.HandleFunc("POST /v1/attachments/collect", s.collectAttachments)
 	s.mux.HandleFunc("GET /v1/status", s.status)
+	s.mux.HandleFunc("GET /v1/events", s.events)
 	s.mux.HandleFunc("POST /v1/reconcile", s.reconcile)
 	reg := prometheus.NewRegistry()
 	s.portChanges = prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -123,7 +127,9 @@ func (s *Server) Serve(ctx context.Context, path string, mode os.FileMode) error
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	// Requests end with ctx, so a shutdown need not wait for event
+	// streams, which never end on their own.
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -335,6 +341,34 @@ func (s *Server) changePorts(w http.ResponseWriter, r *http.Request, operation s
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	v, err := s.engine.Status()
 	answer(w, http.StatusOK, v, err)
+}
+
+// events streams datapath events as JSON lines until the client goes.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	stream, err := s.engine.Events(EventFilter{Type: q.Get("type"), Sandbox: q.Get("sandbox"), Network: q.Get("network")})
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	defer stream.Close()
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	// The headers tell the client its stream is open: events are on.
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	enc := json.NewEncoder(w)
+	for {
+		ev, err := stream.Next(r.Context())
+		if err != nil {
+			return
+		}
+		if enc.Encode(ev) != nil || rc.Flush() != nil {
+			return
+		}
+	}
 }
 
 func (s *Server) reconcile(w http.ResponseWriter, r *http.Request) {

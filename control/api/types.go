@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/ports"
@@ -168,6 +169,9 @@ type Status struct {
 	// hold: no process of the namespace may bind them while the bind4
 	// hook is attached, whether or not the daemon runs.
 	HeldPorts int `json:"heldPorts"`
+	// Monitoring is which datapath events are written for `ebpfnet
+	// monitor` clients: drop, trace or all; empty when none listens.
+	Monitoring string `json:"monitoring,omitempty"`
 }
 
 // Metrics is what the daemon's Prometheus metrics read besides the
@@ -344,4 +348,47 @@ type AttachmentsCollect struct {
 	Network  string          `json:"Network"`
 	Group    string          `json:"Group"`
 	Keep     []AttachmentRef `json:"Keep"`
+}
+
+// EventStream is one monitor client's stream of datapath events.
+type EventStream interface {
+	// Next waits for the next event, or for ctx to end (its error).
+	Next(ctx context.Context) (Event, error)
+	Close()
+}
+
+// EventFilter picks the datapath events a monitor streams.
+type EventFilter struct {
+	Type    string // drop, trace or all ("": all)
+	Sandbox string // events of this sandbox, at either end (name, ID or ID prefix)
+	Network string // events of this network, at either end
+}
+
+// Event is what a datapath program did to one packet, as `ebpfnet
+// monitor` shows it. Sandbox and Network are the endpoint the program ran
+// for (the one whose interface it is, else the one the packet comes from
+// or goes to); Peer the endpoint at the packet's other end, when it is one.
+type Event struct {
+	Time      time.Time `json:"time"`
+	Program   string    `json:"program"`
+	Interface string    `json:"interface"`
+	Ifindex   uint32    `json:"ifindex"`
+	Type      string    `json:"type"` // drop or trace
+	Verdict   string    `json:"verdict"`
+	Proto     string    `json:"proto"`
+	Len       uint32    `json:"len"`
+	Before    EventFlow `json:"before"`
+	// After is the flow the packet was translated to, when it was.
+	After       *EventFlow `json:"after,omitempty"`
+	Sandbox     string     `json:"sandbox,omitempty"`
+	Network     string     `json:"network,omitempty"`
+	PeerSandbox string     `json:"peerSandbox,omitempty"`
+	PeerNetwork string     `json:"peerNetwork,omitempty"`
+}
+
+// EventFlow is a packet's source and destination, address:port (for
+// ICMP echo the identifier stands in for the port).
+type EventFlow struct {
+	Src string `json:"src"`
+	Dst string `json:"dst"`
 }

@@ -92,6 +92,8 @@ type Engine struct {
 	// not read every sandbox; guarded by mu, nil until needed and after a
 	// failed change (rebuilt from the store).
 	ports *hostports.Allocator
+	// monitor hands datapath events to monitor clients (Events).
+	monitor monitorHub
 }
 
 // New opens the state, loads the datapath, creates the predefined networks
@@ -150,6 +152,15 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Log.Info("removed a pinned map this version no longer uses", "map", name, "bpffs", cfg.BPFFS)
 	}
 	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, uplinks: map[string]bool{}, drivers: driverFor}
+	// A daemon that died with a monitor client left the datapath writing
+	// events nobody reads: that costs every packet, and no client is here.
+	if types, err := e.maps.Monitoring(); err != nil || types != 0 {
+		if err := e.maps.SetMonitor(0); err != nil {
+			e.Close()
+			return nil, err
+		}
+		cfg.Log.Info("switched off the datapath events a previous daemon's monitor left on")
+	}
 	if err := e.storeNamespacePaths(); err != nil {
 		e.Close()
 		return nil, err
@@ -187,7 +198,7 @@ func (e *Engine) Close() error {
 	if e.dnsServers != nil {
 		e.dnsServers.Close()
 	}
-	return errors.Join(e.dp.Close(), e.store.Close())
+	return errors.Join(e.monitor.stop(e.maps), e.dp.Close(), e.store.Close())
 }
 
 // netnsCookie identifies a network namespace the way the socket hooks see it.

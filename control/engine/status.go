@@ -33,6 +33,9 @@ func (e *Engine) Status() (Status, error) {
 			st.HeldPorts = f.Entries
 		}
 	}
+	if st.Monitoring, err = e.monitoring(); err != nil {
+		return st, err
+	}
 	// Before reading the store: a writer holding e.mu may wait for readers.
 	e.mu.Lock()
 	uplinks := slices.Sorted(maps.Keys(e.uplinks))
