@@ -27,6 +27,9 @@ type docker struct {
 	// network and IPAM plugin.
 	d          *testbed.Docker
 	ebpfnetNet string
+	// dnsNS is the namespace of the container that asks dockerd's
+	// embedded DNS (dns.go); empty without dockerd.
+	dnsNS string
 }
 
 // published is one port the server publishes through Docker.
@@ -104,6 +107,7 @@ func (b *bed) runDockerd() {
 		"-p", fmt.Sprintf("%d:%d", dockerEPort, echoPort), "-p", fmt.Sprintf("%d:%d/udp", dockerEPort, echoPort),
 		"-p", fmt.Sprintf("%d:%d", dockerEIperf, iperfPort), "bench-serve", "/serve", "serve", fmt.Sprint(echoPort))
 	d.MustCLI("exec", "-d", "webe", "/usr/bin/iperf3", "-s", "-p", fmt.Sprint(iperfPort))
+	b.dockerDNS(d)
 }
 
 // dockerRunTimings times docker run -p of the server, on Docker's bridge

@@ -35,6 +35,11 @@ func main() {
 				log.Fatal(err)
 			}
 			return
+		case "upstream": // the DNS servers' upstream, outside
+			if err := upstream(os.Args[2:]); err != nil {
+				log.Fatal(err)
+			}
+			return
 		case "load": // inside a client namespace
 			fs := flag.NewFlagSet("load", flag.ExitOnError)
 			mode := fs.String("mode", "conn", "conn, rr or udp")
