@@ -62,10 +62,13 @@ func (b *bed) startDocker(mode string) {
 	default:
 		b.r.Fatalf("invalid -docker %q: want auto, dockerd or rules", mode)
 	}
-	// As on any Docker host with a second bridge: FORWARD's policy is DROP,
-	// and DOCKER-USER lets the no-NAT paths to ebpfnet's bridge through.
+	// As on any Docker host with other bridges: FORWARD's policy is DROP,
+	// and DOCKER-USER lets the no-NAT paths to ebpfnet's bridges (eb+)
+	// through, and the CNI side's (cb+, where CNI's firewall plugin would).
 	for _, dir := range []string{"-i", "-o"} {
-		b.sh("ip", "netns", "exec", b.host, "iptables", "-I", "DOCKER-USER", dir, "ebpf0", "-j", "ACCEPT")
+		for _, bridges := range []string{"eb+", "cb+"} {
+			b.sh("ip", "netns", "exec", b.host, "iptables", "-I", "DOCKER-USER", dir, bridges, "-j", "ACCEPT")
+		}
 		if b.docker.d != nil { // Docker 20.10's ip6tables rules have no DOCKER-USER
 			b.sh("ip", "netns", "exec", b.host, "ip6tables", "-I", "FORWARD", dir, "eb+", "-j", "ACCEPT")
 		}
