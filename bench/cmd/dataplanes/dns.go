@@ -216,7 +216,7 @@ var (
 )
 
 // parseDNSPerf reads dnsperf's output: its statistics, and with -v a line
-// per answer, "> RCODE NAME TYPE SECONDS".
+// per answer, "> RCODE NAME TYPE SECONDS", whose percentiles it takes.
 func parseDNSPerf(r io.Reader) (dnsperfResult, error) {
 	var (
 		res       dnsperfResult
@@ -227,8 +227,9 @@ func parseDNSPerf(r io.Reader) (dnsperfResult, error) {
 	for sc.Scan() {
 		line := sc.Text()
 		if strings.HasPrefix(line, "> ") {
+			// Latency of good answers only, as they alone count as answered.
 			f := strings.Fields(line)
-			if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil && f[1] == "NOERROR" {
 				latencies = append(latencies, v*1e6)
 			}
 			continue
