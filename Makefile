@@ -74,11 +74,17 @@ runtime-deps:
 		[ -n "$$created" ] && rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 
-# bench-deps adds iperf3 to the runtimes.
+# bench-deps adds iperf3 and dnsperf to the runtimes.
+BENCH_PACKAGES := iperf3 dnsperf
 bench-deps: deps runtime-deps
-	@command -v iperf3 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null; }
+	@missing=$$(for p in $(BENCH_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
-# bench compares ebpfnet with iptables and docker-proxy, side by side,
+# bench compares ebpfnet with iptables and docker-proxy, and its embedded
+# DNS with dockerd's, side by side,
 # and writes bench/results/{results.md,results.json,*.png}.
 bench: bench-deps
 	$(GO) run ./bench/cmd/dataplanes -out bench/results

@@ -103,6 +103,9 @@ func (d *Docker) Stop(sig syscall.Signal) {
 	}
 }
 
+// PID is the running dockerd's process ID (nsenter execs it).
+func (d *Docker) PID() int { return d.cmd.Process.Pid }
+
 // CLI runs the docker client against this dockerd.
 func (d *Docker) CLI(args ...string) (string, error) {
 	out, err := exec.Command(DockerCLI, append([]string{"-H", d.Host}, args...)...).CombinedOutput()

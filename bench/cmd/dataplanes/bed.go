@@ -52,7 +52,9 @@ type bed struct {
 	host, out string  // namespace names
 	docker    docker  // Docker's side
 	cni       cniSide // the CNI side, nil c without the reference plugins
+	network   string  // the ebpfnet network of web
 	web       string  // the ebpfnet sandbox
+	dnsClient string  // the ebpfnet sandbox that asks its embedded DNS
 	webIP     string
 	webIP6    string
 	self      string
@@ -86,19 +88,20 @@ func newBed(r *runner, dockerMode string) *bed {
 	}, "--uplink", "uplink0")
 	// The direct paths route to the sandbox's own addresses, which only
 	// gateway mode nat-unprotected allows, as with Docker 28.
-	network := b.h.Name("net")
+	b.network = b.h.Name("net")
 	b.h.MustCLI("network", "create", "--ipv6", "--subnet", webSubnet6,
 		"-o", "com.docker.network.bridge.gateway_mode_ipv4=nat-unprotected",
-		"-o", "com.docker.network.bridge.gateway_mode_ipv6=nat-unprotected", network)
+		"-o", "com.docker.network.bridge.gateway_mode_ipv6=nat-unprotected", b.network)
 	b.web = b.h.Name("web")
-	b.h.MustCLI("sandbox", "create", b.web, "--network", network,
+	b.h.MustCLI("sandbox", "create", b.web, "--network", b.network,
 		"-p", fmt.Sprintf("%d:%d", ebpfPort, echoPort), "-p", fmt.Sprintf("%d:%d/udp", ebpfPort, echoPort),
 		"-p", fmt.Sprintf("%d:%d", iperfPort, iperfPort))
-	b.webIP = b.h.IP(b.web, network)
-	b.webIP6 = b.h.Sandbox(b.web).NetworkSettings.Networks[network].GlobalIPv6Address
+	b.webIP = b.h.IP(b.web, b.network)
+	b.webIP6 = b.h.Sandbox(b.web).NetworkSettings.Networks[b.network].GlobalIPv6Address
 	b.h.MustCLI("sandbox", "create", b.h.Name("others"))
 	b.background(b.web, b.self, "serve", fmt.Sprint(echoPort))
 	b.background(b.web, "iperf3", "-s", "-p", fmt.Sprint(iperfPort))
+	b.startDNS()
 	b.startDocker(dockerMode)
 	if _, err := os.Stat(testbed.ReferencePlugins + "/bridge"); err == nil {
 		b.startCNI()
@@ -150,27 +153,31 @@ func (b *bed) measure(ns, mode, addr, local string, d time.Duration) (Load, erro
 	return l, err
 }
 
-// iperf measures one TCP stream's throughput in Gbit/s.
-func (b *bed) iperf(ns, host string, port int, local string, d time.Duration) (float64, error) {
+// iperf measures one TCP stream's throughput in Gbit/s, and the segments
+// its sender retransmitted.
+func (b *bed) iperf(ns, host string, port int, local string, d time.Duration) (float64, int, error) {
 	args := []string{"netns", "exec", ns, "iperf3", "-c", host, "-p", fmt.Sprint(port), "-t", fmt.Sprint(max(1, int(d.Seconds()))), "-J"}
 	if local != "" {
 		args = append(args, "-B", local)
 	}
 	out, err := exec.Command("ip", args...).Output()
 	if err != nil {
-		return 0, fmt.Errorf("iperf3 to %s:%d from %s: %w: %s %s", host, port, ns, err, stderr(err), out)
+		return 0, 0, fmt.Errorf("iperf3 to %s:%d from %s: %w: %s %s", host, port, ns, err, stderr(err), out)
 	}
 	var r struct {
 		End struct {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
+			SumSent struct {
+				Retransmits int `json:"retransmits"`
+			} `json:"sum_sent"`
 		} `json:"end"`
 	}
 	if err := json.Unmarshal(out, &r); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return r.End.SumReceived.BitsPerSecond / 1e9, nil
+	return r.End.SumReceived.BitsPerSecond / 1e9, r.End.SumSent.Retransmits, nil
 }
 
 func stderr(err error) string {

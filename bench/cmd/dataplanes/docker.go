@@ -27,6 +27,9 @@ type docker struct {
 	// network and IPAM plugin.
 	d          *testbed.Docker
 	ebpfnetNet string
+	// dnsNS is the namespace of the container that asks dockerd's
+	// embedded DNS (dns.go); empty without dockerd.
+	dnsNS string
 }
 
 // published is one port the server publishes through Docker.
@@ -59,10 +62,13 @@ func (b *bed) startDocker(mode string) {
 	default:
 		b.r.Fatalf("invalid -docker %q: want auto, dockerd or rules", mode)
 	}
-	// As on any Docker host with a second bridge: FORWARD's policy is DROP,
-	// and DOCKER-USER lets the no-NAT paths to ebpfnet's bridge through.
+	// As on any Docker host with other bridges: FORWARD's policy is DROP,
+	// and DOCKER-USER lets the no-NAT paths to ebpfnet's bridges (eb+)
+	// through, and the CNI side's (cb+, where CNI's firewall plugin would).
 	for _, dir := range []string{"-i", "-o"} {
-		b.sh("ip", "netns", "exec", b.host, "iptables", "-I", "DOCKER-USER", dir, "ebpf0", "-j", "ACCEPT")
+		for _, bridges := range []string{"eb+", "cb+"} {
+			b.sh("ip", "netns", "exec", b.host, "iptables", "-I", "DOCKER-USER", dir, bridges, "-j", "ACCEPT")
+		}
 		if b.docker.d != nil { // Docker 20.10's ip6tables rules have no DOCKER-USER
 			b.sh("ip", "netns", "exec", b.host, "ip6tables", "-I", "FORWARD", dir, "eb+", "-j", "ACCEPT")
 		}
@@ -104,6 +110,7 @@ func (b *bed) runDockerd() {
 		"-p", fmt.Sprintf("%d:%d", dockerEPort, echoPort), "-p", fmt.Sprintf("%d:%d/udp", dockerEPort, echoPort),
 		"-p", fmt.Sprintf("%d:%d", dockerEIperf, iperfPort), "bench-serve", "/serve", "serve", fmt.Sprint(echoPort))
 	d.MustCLI("exec", "-d", "webe", "/usr/bin/iperf3", "-s", "-p", fmt.Sprint(iperfPort))
+	b.dockerDNS(d)
 }
 
 // dockerRunTimings times docker run -p of the server, on Docker's bridge

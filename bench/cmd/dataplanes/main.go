@@ -1,6 +1,7 @@
 // Command dataplanes compares ebpfnet with Docker's iptables rules and
-// docker-proxy, side by side in one run on one testbed of network
-// namespaces, and writes a Markdown table, a JSON results file and charts.
+// docker-proxy, and ebpfnet's embedded DNS with dockerd's (dns.go), side
+// by side in one run on one testbed of network namespaces, and writes a
+// Markdown table, a JSON results file and charts.
 //
 //	sudo go run ./bench/cmd/dataplanes -out bench/results          # the full run
 //	sudo go run ./bench/cmd/dataplanes -quick -out bench/results   # a one-minute smoke run
@@ -32,6 +33,11 @@ func main() {
 		case "serve": // inside a server namespace
 			port, _ := strconv.Atoi(os.Args[2])
 			if err := serve(port); err != nil {
+				log.Fatal(err)
+			}
+			return
+		case "upstream": // the DNS servers' upstream, outside
+			if err := upstream(os.Args[2:]); err != nil {
 				log.Fatal(err)
 			}
 			return

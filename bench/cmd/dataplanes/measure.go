@@ -72,6 +72,9 @@ type Sample struct {
 	Value     float64 `json:"value"`
 	P50       float64 `json:"p50us,omitempty"`
 	P99       float64 `json:"p99us,omitempty"`
+	// Retransmits are the TCP segments the sender resent (gbps: iperf3's
+	// end.sum_sent.retransmits).
+	Retransmits int `json:"retransmits,omitempty"`
 }
 
 // Timing is how long one control operation took, in ms.
@@ -91,6 +94,9 @@ type Results struct {
 	Timings    []Timing    `json:"timings"`
 	RSSKiB     int         `json:"daemonRssKiB"`
 	RSSAtN     int         `json:"daemonRssAtN"`
+	DNS        []DNSSample `json:"dns"`
+	// DNSNote says why a server is missing from the DNS table.
+	DNSNote string `json:"dnsNote,omitempty"`
 }
 
 func run(r *runner, cfg config) Results {
@@ -107,6 +113,13 @@ func run(r *runner, cfg config) Results {
 			}
 		}
 		log.Printf("round %d of %d done", round, cfg.rounds)
+	}
+
+	// The embedded DNS servers, before the scaling below replaces the host's
+	// rules with a copy.
+	res.DNS = b.measureDNS(cfg.rounds, cfg.duration)
+	if b.docker.dnsNS == "" {
+		res.DNSNote = "dockerd's column is missing: Docker's side is emulated (-docker rules), and only a real dockerd has an embedded DNS."
 	}
 
 	// Scaling: the same connections with N-1 other publications (rules).
@@ -178,11 +191,11 @@ const commitFloorName = "bbolt commit of one key"
 func (b *bed) sample(dp dataplane, workload string, n, round int, d time.Duration) Sample {
 	s := Sample{Dataplane: dp.Name, Workload: workload, N: n, Round: round}
 	if workload == "gbps" {
-		v, err := b.iperf(dp.ns, dp.host, dp.iperf, dp.local, d)
+		v, retransmits, err := b.iperf(dp.ns, dp.host, dp.iperf, dp.local, d)
 		if err != nil {
 			b.r.Fatalf("%v", err)
 		}
-		s.Value = v
+		s.Value, s.Retransmits = v, retransmits
 		return s
 	}
 	l, err := b.measure(dp.ns, workload, net.JoinHostPort(dp.host, fmt.Sprint(dp.port)), dp.local, d)

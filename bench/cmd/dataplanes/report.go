@@ -70,8 +70,8 @@ func ratio(a, b stat) float64 {
 func markdown(r Results) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s; %d rounds of %s per measurement, interleaved across dataplanes; medians (min–max) and ratios to the no-NAT path of the same client.\n\n", r.Env, r.Rounds, r.Duration)
-	b.WriteString("| dataplane | new connections/s | × | one TCP stream, Gbit/s | × | keepalive round trips/s | p50 / p99 µs | UDP round trips/s | × |\n")
-	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	b.WriteString("| dataplane | new connections/s | × | one TCP stream, Gbit/s | × | retransmits | keepalive round trips/s | p50 / p99 µs | UDP round trips/s | × |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, dp := range r.Dataplanes {
 		conn, base := r.stat(dp.Name, "conn", 1), r.stat(dp.Baseline, "conn", 1)
 		gbps, gbase := r.stat(dp.Name, "gbps", 1), r.stat(dp.Baseline, "gbps", 1)
@@ -79,9 +79,12 @@ func markdown(r Results) string {
 		udp, ubase := r.stat(dp.Name, "udp", 1), r.stat(dp.Baseline, "udp", 1)
 		lat50 := summarize(r.values(dp.Name, "rr", 1, p50))
 		lat99 := summarize(r.values(dp.Name, "rr", 1, p99))
-		fmt.Fprintf(&b, "| %s | %s | %.2f | %s | %.2f | %s | %s / %s | %s | %.2f |\n", dp.Name, cell(conn), ratio(conn, base),
-			cell(gbps), ratio(gbps, gbase), cell(rr), num(lat50.med), num(lat99.med), cell(udp), ratio(udp, ubase))
+		retrans := summarize(r.values(dp.Name, "gbps", 1, func(s Sample) float64 { return float64(s.Retransmits) }))
+		fmt.Fprintf(&b, "| %s | %s | %.2f | %s | %.2f | %.0f | %s | %s / %s | %s | %.2f |\n", dp.Name, cell(conn), ratio(conn, base),
+			cell(gbps), ratio(gbps, gbase), retrans.med, cell(rr), num(lat50.med), num(lat99.med), cell(udp), ratio(udp, ubase))
 	}
+	b.WriteString("\nRetransmits: TCP segments the iperf3 sender resent in one stream (median over rounds).\n")
+	dnsTable(&b, r)
 	ns := r.scale()
 	b.WriteString("\nNew connections/s with N published ports (N sets of Docker's rules for iptables; the measured port's last):\n\n")
 	b.WriteString("| N | iptables | × N=1 | ebpfnet-tc | × N=1 |\n| --- | --- | --- | --- | --- |\n")
@@ -185,6 +188,7 @@ func (r Results) targets() []target {
 			}
 		}
 	}
+	out = append(out, r.dnsTargets()...)
 	if r.RSSKiB > 0 {
 		mib := float64(r.RSSKiB) / 1024
 		out = append(out, target{fmt.Sprintf("daemon RSS with %d publications < 64 MiB", r.RSSAtN), fmt.Sprintf("%.1f MiB", mib), mib < 64})
@@ -262,4 +266,97 @@ func latencyChart(r Results, path string) error {
 	p.Legend.Top = true
 	p.NominalX(names...)
 	return p.Save(8*vg.Inch, 4*vg.Inch, path)
+}
+
+// dnsWorkloadNames are the DNS workloads as the table names them.
+var dnsWorkloadNames = map[string]string{
+	dnsNames:     "container names",
+	dnsForwarded: "forwarded names, all new",
+	dnsRepeated:  fmt.Sprintf("forwarded names, %d repeated", repeatedNames),
+}
+
+// dnsStat summarizes one field of the DNS samples of a server and
+// workload, at full speed (fixed false) or at the fixed load.
+func (r Results) dnsStat(server, workload string, fixed bool, field func(DNSSample) float64) stat {
+	var vs []float64
+	for _, s := range r.DNS {
+		if s.Server == server && s.Workload == workload && (s.Offered > 0) == fixed {
+			vs = append(vs, field(s))
+		}
+	}
+	return summarize(vs)
+}
+
+func (r Results) dnsOffered(workload string) float64 {
+	for _, s := range r.DNS {
+		if s.Workload == workload && s.Offered > 0 {
+			return s.Offered
+		}
+	}
+	return 0
+}
+
+// dnsServers are the servers measured, ebpfnet first.
+func (r Results) dnsServers() []string {
+	var out []string
+	for _, s := range r.DNS {
+		if !slices.Contains(out, s.Server) {
+			out = append(out, s.Server)
+		}
+	}
+	return out
+}
+
+func qps(s DNSSample) float64     { return s.QPS }
+func dnsP50(s DNSSample) float64  { return s.P50 }
+func dnsP99(s DNSSample) float64  { return s.P99 }
+func dnsCPU(s DNSSample) float64  { return s.CPUus }
+func dnsLost(s DNSSample) float64 { return float64(s.Lost + s.Failed) }
+
+func dnsTable(b *strings.Builder, r Results) {
+	if len(r.DNS) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\nEmbedded DNS at 127.0.0.11, asked by dnsperf (%d clients, %d outstanding) inside a sandbox (ebpfnet) or a container (dockerd) of a user-defined network, "+
+		"forwarding to one upstream outside: first at full speed (capacity), then at a fixed load of half the lower capacity. "+
+		"Only NOERROR answers count as answered; lost or failed is the median of a run at full speed plus one at the fixed load. "+
+		"CPU is the answering process's utime+stime over the queries it answered, at full speed and at the fixed load (the targets' figure).\n\n", dnsClients, dnsOutstanding)
+	if r.DNSNote != "" {
+		fmt.Fprintf(b, "%s\n\n", r.DNSNote)
+	}
+	b.WriteString("| workload | server | capacity q/s | × dockerd | CPU µs/query | fixed load q/s | answered q/s | p50 / p99 µs | lost or failed | CPU µs/query | × dockerd |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, w := range dnsWorkloads {
+		for _, server := range r.dnsServers() {
+			capacity, fixed := r.dnsStat(server, w, false, qps), r.dnsStat(server, w, true, qps)
+			cpu := r.dnsStat(server, w, true, dnsCPU)
+			lost := r.dnsStat(server, w, false, dnsLost).med + r.dnsStat(server, w, true, dnsLost).med
+			capX, cpuX := "–", "–"
+			if server != "dockerd" && slices.Contains(r.dnsServers(), "dockerd") {
+				capX = fmt.Sprintf("%.2f", ratio(capacity, r.dnsStat("dockerd", w, false, qps)))
+				cpuX = fmt.Sprintf("%.2f", ratio(cpu, r.dnsStat("dockerd", w, true, dnsCPU)))
+			}
+			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %.0f | %s | %s / %s | %.0f | %s | %s |\n", dnsWorkloadNames[w], server, cell(capacity), capX,
+				num(r.dnsStat(server, w, false, dnsCPU).med), r.dnsOffered(w), cell(fixed), num(r.dnsStat(server, w, true, dnsP50).med), num(r.dnsStat(server, w, true, dnsP99).med),
+				lost, num(cpu.med), cpuX)
+		}
+	}
+}
+
+// dnsTargets are issue 14's targets for the embedded DNS; the ones
+// against Docker only with a real dockerd.
+func (r Results) dnsTargets() []target {
+	if len(r.DNS) == 0 {
+		return nil
+	}
+	var out []target
+	if slices.Contains(r.dnsServers(), "dockerd") {
+		cpu := ratio(r.dnsStat("ebpfnet", dnsNames, true, dnsCPU), r.dnsStat("dockerd", dnsNames, true, dnsCPU))
+		out = append(out, target{"DNS container names, server CPU per query ≤ 0.5× dockerd's", fmt.Sprintf("%.2f×", cpu), cpu > 0 && cpu <= 0.5})
+		rep := ratio(r.dnsStat("ebpfnet", dnsRepeated, false, qps), r.dnsStat("dockerd", dnsRepeated, false, qps))
+		out = append(out, target{"DNS forwarded repeated names, q/s ≥ 5× dockerd's", fmt.Sprintf("%.2f×", rep), rep >= 5})
+	}
+	p99 := r.dnsStat("ebpfnet", dnsNames, true, dnsP99).med
+	out = append(out, target{"DNS container names, p99 < 1 ms at the fixed load", fmt.Sprintf("%.2f ms", p99/1000), p99 > 0 && p99 < 1000})
+	return out
 }
