@@ -134,7 +134,7 @@ root's a bind of a published port (EPERM).`,
 	f := cmd.Flags()
 	f.StringVar(&attach, "attach", string(loader.AttachAuto), "how TC programs attach: auto, tcx or clsact")
 	f.StringVar(&cfg.ResolvConf, "resolv-conf", engine.DefaultResolvConf, "the host's resolv.conf: upstream DNS servers and search domains")
-	f.StringArrayVar(&cfg.Uplinks, "uplink", nil, "host interface serving published ports and masquerade, with an Ethernet header (repeatable; default: every Ethernet interface with an IPv4 address that ebpfnet did not create)")
+	f.StringArrayVar(&cfg.Uplinks, "uplink", nil, "host interface serving published ports and masquerade, with an Ethernet header (repeatable; default: every Ethernet interface with an IPv4 address, or an IPv6 one beyond the link, that ebpfnet did not create)")
 	f.StringVar(&socketMode, "socket-mode", "0600", "permissions of the API socket")
 	states, _ := loader.CTTimeoutNames()
 	f.StringVar(&natPorts, "nat-ports", "", "source port range of masqueraded flows that collide on their own port (default 61000-65535); must not overlap net.ipv4.ip_local_port_range")
