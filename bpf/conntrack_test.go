@@ -23,15 +23,21 @@ const (
 	ack = 0x10
 )
 
-// tcpSegment builds a TCP segment with the given flags and numbers.
+// tcpSegment builds a TCP segment with the given flags and numbers, of
+// the addresses' family.
 func tcpSegment(src, dst netip.AddrPort, flags uint8, seq, ackSeq uint32) []byte {
 	pkt := segment(6, src, dst, false)
-	l4 := pkt[34:]
+	ip, l4 := pkt[14:34], pkt[34:]
+	sum := func() uint32 { return pseudo(ip, len(l4)) }
+	if src.Addr().Is6() {
+		ip, l4 = pkt[14:54], pkt[54:]
+		sum = func() uint32 { return pseudo6(ip, len(l4)) }
+	}
 	binary.BigEndian.PutUint32(l4[4:], seq)
 	binary.BigEndian.PutUint32(l4[8:], ackSeq)
 	l4[13] = flags
 	binary.BigEndian.PutUint16(l4[16:], 0)
-	binary.BigEndian.PutUint16(l4[16:], checksum(l4, pseudo(pkt[14:34], len(l4))))
+	binary.BigEndian.PutUint16(l4[16:], checksum(l4, sum()))
 	return pkt
 }
 

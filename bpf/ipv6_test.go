@@ -24,7 +24,7 @@ var (
 // newNATBed6 is newNATBed with IPv6 as well: the uplink has 2001:db8:99::1
 // (the client 2001:db8:99::2 in its neighbour table), and the network and
 // its endpoint are dual-stack.
-func newNATBed6(t *testing.T) *natbed {
+func newNATBed6(t testing.TB) *natbed {
 	t.Helper()
 	nb := newNATBed(t)
 	name := nb.ns[len("/run/netns/"):]

@@ -40,13 +40,13 @@ type natbed struct {
 	uplink int
 }
 
-func newNATBed(t *testing.T) *natbed {
+func newNATBed(t testing.TB) *natbed {
 	t.Helper()
 	return newNATBedWith(t, loader.Options{})
 }
 
 // newNATBedWith loads the programs with opts (unpinned).
-func newNATBedWith(t *testing.T, opts loader.Options) *natbed {
+func newNATBedWith(t testing.TB, opts loader.Options) *natbed {
 	t.Helper()
 	testenv.RequirePrivileges(t)
 	nb := &natbed{ns: fmt.Sprintf("/run/netns/ebpfnet-bpftest-%d", randUint())}
@@ -131,7 +131,7 @@ func (nb *natbed) addEndpointOn(t *testing.T, addr netip.Addr, network uint32) e
 	return endpoint{addr, ifindex}
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -146,13 +146,13 @@ func randUint() uint32 {
 
 // run runs prog on pkt inside the bed's namespace, as if on loopback (the
 // first endpoint's host side).
-func (nb *natbed) run(t *testing.T, prog *ebpf.Program, pkt []byte) (uint32, []byte) {
+func (nb *natbed) run(t testing.TB, prog *ebpf.Program, pkt []byte) (uint32, []byte) {
 	t.Helper()
 	return nb.runOn(t, prog, pkt, 0)
 }
 
 // runOn runs prog on pkt as if it came in on ifindex.
-func (nb *natbed) runOn(t *testing.T, prog *ebpf.Program, pkt []byte, ifindex int) (uint32, []byte) {
+func (nb *natbed) runOn(t testing.TB, prog *ebpf.Program, pkt []byte, ifindex int) (uint32, []byte) {
 	t.Helper()
 	// Room for a packet that grows (into an ICMP error quoting it).
 	opts := &ebpf.RunOptions{Data: pkt, DataOut: make([]byte, len(pkt)+128), Context: skbContext{Ifindex: uint32(ifindex)}}
