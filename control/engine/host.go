@@ -54,14 +54,20 @@ func (e *Engine) syncHost() error {
 					continue
 				}
 				ip = ip.Unmap()
+				if ip.Is6() && ip.IsLinkLocalUnicast() {
+					// Every interface has one, the host sides of veths
+					// included, coming and going with them: no publication
+					// is reached through them.
+					continue
+				}
 				addrs = append(addrs, ip)
 				switch {
 				case ip.Is4() && !first.Addr.IsValid():
 					first.Addr = ip
-				case ip.Is6() && !ip.IsLinkLocalUnicast() && !first.Addr6.IsValid():
+				case ip.Is6() && !first.Addr6.IsValid():
 					first.Addr6 = ip
 				}
-				if isForeign && !ip.IsLinkLocalUnicast() {
+				if isForeign {
 					foreign = append(foreign, netip.PrefixFrom(ip, maskBits(a.IPNet.Mask)).Masked())
 				}
 			}
@@ -263,7 +269,9 @@ func hostAddresses() ([]netip.Addr, error) {
 	}
 	var out []netip.Addr
 	for _, a := range list {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+		// IPv6 link-local addresses are left out, as from host_addrs
+		// (syncHost): no publication is reached through them.
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && !(ip.Is6() && ip.IsLinkLocalUnicast()) {
 			out = append(out, ip.Unmap())
 		}
 	}
