@@ -90,7 +90,8 @@ static __always_inline int is_ndp(const struct packet *p)
  * isolation applies; it may go to link-local or multicast addresses only.
  * A neighbour advertisement is the sandbox's claim to an address, as an
  * ARP reply is, and may claim only its own. It returns -1 for packets
- * from a routable address, which the rest of from_container judges. */
+ * from a routable address to a routable or multicast one, which the rest
+ * of from_container judges. */
 static __always_inline int from_link(struct __sk_buff *skb, const struct packet *p, const struct iface_info *src,
 				     int *verdict)
 {
@@ -117,9 +118,20 @@ static __always_inline int from_link(struct __sk_buff *skb, const struct packet 
 			return 0;
 		}
 	}
-	if (!addr_is_link_local(&p->flow.saddr) && !addr_is_zero(&p->flow.saddr))
+	int own = addr_eq(&p->flow.saddr, &src->addr6);
+	int on_link = addr_is_link_local(&p->flow.saddr) || addr_is_zero(&p->flow.saddr);
+
+	/* To a link-local address the packet stays on the link, from the
+	 * sandbox's own address too: its advertisement answering the
+	 * bridge's solicitation comes from the address it advertises. */
+	if (addr_is_link_local(&p->flow.daddr)) {
+		*verdict = own || on_link ? pass(skb, PROGRAM_FROM_CONTAINER)
+					  : drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_SPOOFED);
+		return 0;
+	}
+	if (!on_link)
 		return -1;
-	if (!addr_is_link_local(&p->flow.daddr) && !addr_is_multicast_or_broadcast(&p->flow.daddr))
+	if (!addr_is_multicast_or_broadcast(&p->flow.daddr))
 		*verdict = drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_SPOOFED);
 	else
 		*verdict = pass(skb, PROGRAM_FROM_CONTAINER);

@@ -249,13 +249,18 @@ func ipv6Packet(src, dst string, proto, icmpType uint8) []byte {
 	return ipv6Frame(proto, netip.MustParseAddr(src), netip.MustParseAddr(dst), l4, false)
 }
 
-// neighbourAdvert is a neighbour advertisement from src claiming target.
-func neighbourAdvert(src, target string) []byte {
+// neighbourAdvert is a neighbour advertisement from src claiming target,
+// to every node.
+func neighbourAdvert(src, target string) []byte { return neighbourAdvertTo(src, "ff02::1", target) }
+
+// neighbourAdvertTo is a neighbour advertisement from src to dst claiming
+// target.
+func neighbourAdvertTo(src, dst, target string) []byte {
 	l4 := make([]byte, 24)
 	l4[0] = 136
 	t := netip.MustParseAddr(target).As16()
 	copy(l4[8:], t[:])
-	return ipv6Frame(58, netip.MustParseAddr(src), netip.MustParseAddr("ff02::1"), l4, false)
+	return ipv6Frame(58, netip.MustParseAddr(src), netip.MustParseAddr(dst), l4, false)
 }
 
 // The testbed's networks with IPv6: appnet fd00:19::/64 (the sender
@@ -301,6 +306,9 @@ func TestFromContainerIPv6(t *testing.T) {
 		{"duplicate address detection", true, true, ipv6Packet("::", "ff02::1:ff13:503", icmp6, 135), tcActUnspec, "pass"},
 		{"link-local to a routed address", false, false, ipv6Packet("fe80::1", "2001:db8::1", tcp, 0), tcActShot, "drop_spoofed"},
 		{"neighbour advertisement for its own address", false, false, neighbourAdvert(me, me), tcActUnspec, "pass"},
+		// The answer to the bridge's solicitation from its link-local address.
+		{"its own address to a link-local one", true, true, neighbourAdvertTo(me, "fe80::1", me), tcActUnspec, "pass"},
+		{"another's address to a link-local one", false, false, ipv6Packet("fd00:19::5:3", "fe80::1", udp, 0), tcActShot, "drop_spoofed"},
 		{"neighbour advertisement for another's address", false, false, neighbourAdvert(me, "fd00:19::5:3"), tcActShot, "drop_spoofed"},
 		{"neighbour advertisement from link-local for another's", false, false, neighbourAdvert("fe80::1", "fd00:19::1"), tcActShot, "drop_spoofed"},
 	}
