@@ -501,13 +501,19 @@ type Counter struct {
 	Bytes   uint64 `json:"bytes"`
 }
 
+// counterLabels are the names of the programs and verdicts that label
+// counters and events, by value.
+func counterLabels() (programs, verdicts []string, err error) {
+	if programs, err = EnumNames("program", "PROGRAM_"); err != nil {
+		return nil, nil, err
+	}
+	verdicts, err = EnumNames("verdict", "VERDICT_")
+	return programs, verdicts, err
+}
+
 // Counters reads every program's per-verdict counters, in enum order.
 func (m *Maps) Counters() ([]Counter, error) {
-	programs, err := EnumNames("program", "PROGRAM_")
-	if err != nil {
-		return nil, err
-	}
-	verdicts, err := EnumNames("verdict", "VERDICT_")
+	programs, verdicts, err := counterLabels()
 	if err != nil {
 		return nil, err
 	}

@@ -92,11 +92,7 @@ var ErrClosed = os.ErrClosed
 // NewEventReader opens the events ring buffer. Only one reader should
 // read it at a time: each event goes to one of them.
 func (m *Maps) NewEventReader() (*EventReader, error) {
-	programs, err := EnumNames("program", "PROGRAM_")
-	if err != nil {
-		return nil, err
-	}
-	verdicts, err := EnumNames("verdict", "VERDICT_")
+	programs, verdicts, err := counterLabels()
 	if err != nil {
 		return nil, err
 	}

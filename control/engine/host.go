@@ -49,15 +49,8 @@ func (e *Engine) syncHost() error {
 			// be routable beyond the link.
 			var first maps.Uplink
 			for _, a := range list {
-				ip, ok := netip.AddrFromSlice(a.IP)
+				ip, ok := datapathHostAddr(a)
 				if !ok {
-					continue
-				}
-				ip = ip.Unmap()
-				if ip.Is6() && ip.IsLinkLocalUnicast() {
-					// Every interface has one, the host sides of veths
-					// included, coming and going with them: no publication
-					// is reached through them.
 					continue
 				}
 				addrs = append(addrs, ip)
@@ -269,11 +262,19 @@ func hostAddresses() ([]netip.Addr, error) {
 	}
 	var out []netip.Addr
 	for _, a := range list {
-		// IPv6 link-local addresses are left out, as from host_addrs
-		// (syncHost): no publication is reached through them.
-		if ip, ok := netip.AddrFromSlice(a.IP); ok && !(ip.Is6() && ip.IsLinkLocalUnicast()) {
-			out = append(out, ip.Unmap())
+		if ip, ok := datapathHostAddr(a); ok {
+			out = append(out, ip)
 		}
 	}
 	return out, nil
+}
+
+// datapathHostAddr is a host address as the datapath knows it (host_addrs)
+// and publications may name it. IPv6 link-local addresses are none: every
+// interface has one, the host sides of veths included, coming and going
+// with them, and no publication is reached through them.
+func datapathHostAddr(a netlink.Addr) (netip.Addr, bool) {
+	ip, ok := netip.AddrFromSlice(a.IP)
+	ip = ip.Unmap()
+	return ip, ok && !(ip.Is6() && ip.IsLinkLocalUnicast())
 }
