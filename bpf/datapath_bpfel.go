@@ -202,7 +202,8 @@ const (
 	DatapathProgramPROGRAM_TO_CONTAINER   DatapathProgram = 1
 	DatapathProgramPROGRAM_UPLINK         DatapathProgram = 2
 	DatapathProgramPROGRAM_SOCKET         DatapathProgram = 3
-	DatapathProgramPROGRAM_MAX            DatapathProgram = 4
+	DatapathProgramPROGRAM_UPLINK_XDP     DatapathProgram = 4
+	DatapathProgramPROGRAM_MAX            DatapathProgram = 5
 )
 
 type DatapathPublication struct {
@@ -286,13 +287,16 @@ const (
 	DatapathVerdictVERDICT_DROP_PORT_HELD      DatapathVerdict = 19
 	DatapathVerdictVERDICT_DROP_UNTRANSLATABLE DatapathVerdict = 20
 	DatapathVerdictVERDICT_MONITOR_LOST        DatapathVerdict = 21
-	DatapathVerdictVERDICT_MAX                 DatapathVerdict = 22
+	DatapathVerdictVERDICT_DROP_MALFORMED      DatapathVerdict = 22
+	DatapathVerdictVERDICT_DROP_MARTIAN_SOURCE DatapathVerdict = 23
+	DatapathVerdictVERDICT_MAX                 DatapathVerdict = 24
 )
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	DatapathMapCsumScratch        = "csum_scratch"
 	DatapathMapCt                 = "ct"
 	DatapathMapCtNew              = "ct_new"
 	DatapathMapEndpoints          = "endpoints"
@@ -313,6 +317,7 @@ const (
 	DatapathMapStats              = "stats"
 	DatapathMapSubnets            = "subnets"
 	DatapathMapUplinks            = "uplinks"
+	DatapathMapXdpTargets         = "xdp_targets"
 	DatapathVarUnusedCtFlag       = "unused_ct_flag"
 	DatapathVarUnusedCtState      = "unused_ct_state"
 	DatapathVarUnusedCtTimeouts   = "unused_ct_timeouts"
@@ -371,6 +376,7 @@ type DatapathProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DatapathMapSpecs struct {
+	CsumScratch    *ebpf.MapSpec `ebpf:"csum_scratch"`
 	Ct             *ebpf.MapSpec `ebpf:"ct"`
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
@@ -391,6 +397,7 @@ type DatapathMapSpecs struct {
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	Subnets        *ebpf.MapSpec `ebpf:"subnets"`
 	Uplinks        *ebpf.MapSpec `ebpf:"uplinks"`
+	XdpTargets     *ebpf.MapSpec `ebpf:"xdp_targets"`
 }
 
 // DatapathVariableSpecs contains global variables before they are loaded into the kernel.
@@ -427,6 +434,7 @@ func (o *DatapathObjects) Close() error {
 //
 // It can be passed to LoadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DatapathMaps struct {
+	CsumScratch    *ebpf.Map `ebpf:"csum_scratch"`
 	Ct             *ebpf.Map `ebpf:"ct"`
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
@@ -447,10 +455,12 @@ type DatapathMaps struct {
 	Stats          *ebpf.Map `ebpf:"stats"`
 	Subnets        *ebpf.Map `ebpf:"subnets"`
 	Uplinks        *ebpf.Map `ebpf:"uplinks"`
+	XdpTargets     *ebpf.Map `ebpf:"xdp_targets"`
 }
 
 func (m *DatapathMaps) Close() error {
 	return _DatapathClose(
+		m.CsumScratch,
 		m.Ct,
 		m.CtNew,
 		m.Endpoints,
@@ -471,6 +481,7 @@ func (m *DatapathMaps) Close() error {
 		m.Stats,
 		m.Subnets,
 		m.Uplinks,
+		m.XdpTargets,
 	)
 }
 

@@ -14,7 +14,7 @@
 #include "lib/maps.h"
 #include "lib/parse.h"
 #include "lib/verdict.h"
-#include "lib/nat.h"
+#include "lib/forward.h"
 
 /* uplink_source finds the address a flow from saddr to daddr leaves the
  * host with: the address of its family of the uplink it is routed

@@ -16,6 +16,7 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	EndpointMapCsumScratch    = "csum_scratch"
 	EndpointMapCt             = "ct"
 	EndpointMapCtNew          = "ct_new"
 	EndpointMapEndpoints      = "endpoints"
@@ -36,6 +37,7 @@ const (
 	EndpointMapStats          = "stats"
 	EndpointMapSubnets        = "subnets"
 	EndpointMapUplinks        = "uplinks"
+	EndpointMapXdpTargets     = "xdp_targets"
 	EndpointProgFromContainer = "from_container"
 	EndpointProgToContainer   = "to_container"
 	EndpointVarCtTimeouts     = "ct_timeouts"
@@ -93,6 +95,7 @@ type EndpointProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EndpointMapSpecs struct {
+	CsumScratch    *ebpf.MapSpec `ebpf:"csum_scratch"`
 	Ct             *ebpf.MapSpec `ebpf:"ct"`
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
@@ -113,6 +116,7 @@ type EndpointMapSpecs struct {
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	Subnets        *ebpf.MapSpec `ebpf:"subnets"`
 	Uplinks        *ebpf.MapSpec `ebpf:"uplinks"`
+	XdpTargets     *ebpf.MapSpec `ebpf:"xdp_targets"`
 }
 
 // EndpointVariableSpecs contains global variables before they are loaded into the kernel.
@@ -144,6 +148,7 @@ func (o *EndpointObjects) Close() error {
 //
 // It can be passed to LoadEndpointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EndpointMaps struct {
+	CsumScratch    *ebpf.Map `ebpf:"csum_scratch"`
 	Ct             *ebpf.Map `ebpf:"ct"`
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
@@ -164,10 +169,12 @@ type EndpointMaps struct {
 	Stats          *ebpf.Map `ebpf:"stats"`
 	Subnets        *ebpf.Map `ebpf:"subnets"`
 	Uplinks        *ebpf.Map `ebpf:"uplinks"`
+	XdpTargets     *ebpf.Map `ebpf:"xdp_targets"`
 }
 
 func (m *EndpointMaps) Close() error {
 	return _EndpointClose(
+		m.CsumScratch,
 		m.Ct,
 		m.CtNew,
 		m.Endpoints,
@@ -188,6 +195,7 @@ func (m *EndpointMaps) Close() error {
 		m.Stats,
 		m.Subnets,
 		m.Uplinks,
+		m.XdpTargets,
 	)
 }
 

@@ -16,6 +16,7 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	SockMapCsumScratch       = "csum_scratch"
 	SockMapCt                = "ct"
 	SockMapCtNew             = "ct_new"
 	SockMapEndpoints         = "endpoints"
@@ -36,6 +37,7 @@ const (
 	SockMapStats             = "stats"
 	SockMapSubnets           = "subnets"
 	SockMapUplinks           = "uplinks"
+	SockMapXdpTargets        = "xdp_targets"
 	SockProgSockBind4        = "sock_bind4"
 	SockProgSockBind6        = "sock_bind6"
 	SockProgSockConnect4     = "sock_connect4"
@@ -107,6 +109,7 @@ type SockProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockMapSpecs struct {
+	CsumScratch    *ebpf.MapSpec `ebpf:"csum_scratch"`
 	Ct             *ebpf.MapSpec `ebpf:"ct"`
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
@@ -127,6 +130,7 @@ type SockMapSpecs struct {
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	Subnets        *ebpf.MapSpec `ebpf:"subnets"`
 	Uplinks        *ebpf.MapSpec `ebpf:"uplinks"`
+	XdpTargets     *ebpf.MapSpec `ebpf:"xdp_targets"`
 }
 
 // SockVariableSpecs contains global variables before they are loaded into the kernel.
@@ -156,6 +160,7 @@ func (o *SockObjects) Close() error {
 //
 // It can be passed to LoadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockMaps struct {
+	CsumScratch    *ebpf.Map `ebpf:"csum_scratch"`
 	Ct             *ebpf.Map `ebpf:"ct"`
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
@@ -176,10 +181,12 @@ type SockMaps struct {
 	Stats          *ebpf.Map `ebpf:"stats"`
 	Subnets        *ebpf.Map `ebpf:"subnets"`
 	Uplinks        *ebpf.Map `ebpf:"uplinks"`
+	XdpTargets     *ebpf.Map `ebpf:"xdp_targets"`
 }
 
 func (m *SockMaps) Close() error {
 	return _SockClose(
+		m.CsumScratch,
 		m.Ct,
 		m.CtNew,
 		m.Endpoints,
@@ -200,6 +207,7 @@ func (m *SockMaps) Close() error {
 		m.Stats,
 		m.Subnets,
 		m.Uplinks,
+		m.XdpTargets,
 	)
 }
 

@@ -14,7 +14,7 @@
 #include "lib/maps.h"
 #include "lib/parse.h"
 #include "lib/verdict.h"
-#include "lib/nat.h"
+#include "lib/forward.h"
 
 SEC("tc")
 int uplink_ingress(struct __sk_buff *skb)

@@ -16,6 +16,7 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	UplinkMapCsumScratch    = "csum_scratch"
 	UplinkMapCt             = "ct"
 	UplinkMapCtNew          = "ct_new"
 	UplinkMapEndpoints      = "endpoints"
@@ -36,6 +37,7 @@ const (
 	UplinkMapStats          = "stats"
 	UplinkMapSubnets        = "subnets"
 	UplinkMapUplinks        = "uplinks"
+	UplinkMapXdpTargets     = "xdp_targets"
 	UplinkProgUplinkIngress = "uplink_ingress"
 	UplinkVarCtTimeouts     = "ct_timeouts"
 	UplinkVarNatPortMax     = "nat_port_max"
@@ -91,6 +93,7 @@ type UplinkProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UplinkMapSpecs struct {
+	CsumScratch    *ebpf.MapSpec `ebpf:"csum_scratch"`
 	Ct             *ebpf.MapSpec `ebpf:"ct"`
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
@@ -111,6 +114,7 @@ type UplinkMapSpecs struct {
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	Subnets        *ebpf.MapSpec `ebpf:"subnets"`
 	Uplinks        *ebpf.MapSpec `ebpf:"uplinks"`
+	XdpTargets     *ebpf.MapSpec `ebpf:"xdp_targets"`
 }
 
 // UplinkVariableSpecs contains global variables before they are loaded into the kernel.
@@ -142,6 +146,7 @@ func (o *UplinkObjects) Close() error {
 //
 // It can be passed to LoadUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UplinkMaps struct {
+	CsumScratch    *ebpf.Map `ebpf:"csum_scratch"`
 	Ct             *ebpf.Map `ebpf:"ct"`
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
@@ -162,10 +167,12 @@ type UplinkMaps struct {
 	Stats          *ebpf.Map `ebpf:"stats"`
 	Subnets        *ebpf.Map `ebpf:"subnets"`
 	Uplinks        *ebpf.Map `ebpf:"uplinks"`
+	XdpTargets     *ebpf.Map `ebpf:"xdp_targets"`
 }
 
 func (m *UplinkMaps) Close() error {
 	return _UplinkClose(
+		m.CsumScratch,
 		m.Ct,
 		m.CtNew,
 		m.Endpoints,
@@ -186,6 +193,7 @@ func (m *UplinkMaps) Close() error {
 		m.Stats,
 		m.Subnets,
 		m.Uplinks,
+		m.XdpTargets,
 	)
 }
 

@@ -38,6 +38,8 @@ type Options struct {
 	// private, unpinned copy (for tests that run programs on crafted packets).
 	PinDir string
 	Attach AttachMode
+	// Uplink says whether uplinks get the XDP fast path; empty is UplinkTC.
+	Uplink UplinkMode
 	// NetnsCookie identifies the dataplane's namespace to the socket hooks.
 	NetnsCookie uint64
 	// NATPortMin and NATPortMax bound masquerade ports; zero keeps the
@@ -53,14 +55,16 @@ type CTTimeouts = bpf.DatapathCtTimeouts
 
 // Datapath is the loaded programs and their (pinned) maps.
 type Datapath struct {
-	Maps     bpf.DatapathMaps
-	Endpoint bpf.EndpointPrograms
-	Uplink   bpf.UplinkPrograms
-	Sock     bpf.SockPrograms
-	pinDir   string
-	mode     AttachMode
-	replaced []ReplacedMap
-	retired  []string
+	Maps       bpf.DatapathMaps
+	Endpoint   bpf.EndpointPrograms
+	Uplink     bpf.UplinkPrograms
+	UplinkXDP  bpf.UplinkXDPPrograms
+	Sock       bpf.SockPrograms
+	pinDir     string
+	mode       AttachMode
+	uplinkMode UplinkMode
+	replaced   []ReplacedMap
+	retired    []string
 }
 
 // ReplacedMaps lists the pinned maps Load replaced because they were of
@@ -78,7 +82,7 @@ func (d *Datapath) RetiredMaps() []string { return d.retired }
 // which. Programs a previous daemon attached keep their old maps until the
 // attach calls point them at this binary's programs.
 func Load(opts Options) (*Datapath, error) {
-	d := &Datapath{pinDir: opts.PinDir, mode: opts.Attach}
+	d := &Datapath{pinDir: opts.PinDir, mode: opts.Attach, uplinkMode: opts.Uplink}
 	if d.mode == "" {
 		d.mode = AttachAuto
 	}
@@ -138,6 +142,7 @@ func Load(opts Options) (*Datapath, error) {
 	}{
 		{"endpoint", bpf.LoadEndpoint, &d.Endpoint},
 		{"uplink", bpf.LoadUplink, &d.Uplink},
+		{"uplink xdp", bpf.LoadUplinkXDP, &d.UplinkXDP},
 		{"socket", bpf.LoadSock, &d.Sock},
 	} {
 		if err := loadPrograms(obj.name, obj.load, obj.into, coll.Maps, vars); err != nil {
@@ -194,7 +199,7 @@ func loadPrograms(name string, load func() (*ebpf.CollectionSpec, error), into a
 
 // Close releases the loaded objects. Pinned maps and links stay in place.
 func (d *Datapath) Close() error {
-	return errors.Join(d.Endpoint.Close(), d.Uplink.Close(), d.Sock.Close(), d.Maps.Close())
+	return errors.Join(d.Endpoint.Close(), d.Uplink.Close(), d.UplinkXDP.Close(), d.Sock.Close(), d.Maps.Close())
 }
 
 type direction struct {
@@ -252,11 +257,12 @@ func (d *Datapath) attach(ifname string, ifindex int, progs []attachment) (Attac
 	return AttachClsact, nil
 }
 
-// Detach removes what AttachEndpoint or AttachUplink did, whichever mode
-// it used. A missing interface is not an error: its attachments went with it.
+// Detach removes what AttachEndpoint, AttachUplink and AttachUplinkXDP
+// did, whichever mode they used. A missing interface is not an error: its
+// attachments went with it.
 func (d *Datapath) Detach(ifname string) error {
 	var errs []error
-	for _, dir := range []direction{ingress, egress} {
+	for _, dir := range []direction{ingress, egress, xdpHook} {
 		errs = append(errs, d.unpinLink(ifname, dir))
 	}
 	if err := os.Remove(filepath.Join(d.pinDir, "links", ifname)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -406,7 +412,7 @@ func (d *Datapath) unpinLink(ifname string, dir direction) error {
 	}
 	defer l.Close()
 	if err := l.Unpin(); err != nil {
-		return fmt.Errorf("unpin tcx %s link of %s: %w", dir.name, ifname, err)
+		return fmt.Errorf("unpin %s link of %s: %w", dir.name, ifname, err)
 	}
 	return nil
 }

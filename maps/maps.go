@@ -62,6 +62,9 @@ type Iface struct {
 	Network uint32     // the network's Index
 	Addr    netip.Addr // the endpoint's IPv4 address
 	Addr6   netip.Addr // its IPv6 address, if any
+	// XDPTarget says the interface takes frames XDP redirects (a veth
+	// whose peer is in NAPI mode): the uplinks' XDP path may deliver to it.
+	XDPTarget bool
 }
 
 // Endpoint is where packets for one of an endpoint's addresses (of either
@@ -204,18 +207,26 @@ func (m *Maps) DeleteNetwork(n Network) error {
 	return errors.Join(errs...)
 }
 
-// PutIface adds or updates an endpoint interface.
+// PutIface adds or updates an endpoint interface. It runs in the
+// dataplane's namespace: the kernel resolves an XDP target's ifindex in
+// the caller's.
 func (m *Maps) PutIface(i Iface) error {
 	v := bpf.DatapathIfaceInfo{Network: i.Network, Addr: addr16(i.Addr), Addr6: addr16(i.Addr6)}
 	if err := m.m.Ifaces.Put(i.Ifindex, v); err != nil {
 		return fmt.Errorf("put endpoint interface %d: %w", i.Ifindex, err)
+	}
+	if !i.XDPTarget {
+		return ignoreMissing(m.m.XdpTargets.Delete(i.Ifindex))
+	}
+	if err := m.m.XdpTargets.Put(i.Ifindex, i.Ifindex); err != nil {
+		return fmt.Errorf("put xdp target %d: %w", i.Ifindex, err)
 	}
 	return nil
 }
 
 // DeleteIface removes an endpoint interface; a missing one is fine.
 func (m *Maps) DeleteIface(ifindex uint32) error {
-	return ignoreMissing(m.m.Ifaces.Delete(ifindex))
+	return errors.Join(ignoreMissing(m.m.Ifaces.Delete(ifindex)), ignoreMissing(m.m.XdpTargets.Delete(ifindex)))
 }
 
 // PutEndpoint adds or updates where an endpoint's address is delivered.
@@ -363,10 +374,11 @@ func (m *Maps) Sync(d Desired) error {
 			wantSubnet[subnetKey(subnet)] = true
 		}
 	}
-	wantIface := map[uint32]bool{}
+	wantIface, wantTarget := map[uint32]bool{}, map[uint32]bool{}
 	for _, i := range d.Ifaces {
 		errs = append(errs, m.PutIface(i))
 		wantIface[i.Ifindex] = true
+		wantTarget[i.Ifindex] = i.XDPTarget
 	}
 	wantEndpoint := map[bpf.DatapathAddr]bool{}
 	for _, e := range d.Endpoints {
@@ -394,6 +406,7 @@ func (m *Maps) Sync(d Desired) error {
 			return index != ForeignNetwork && !wantSubnet[k] // SyncHost keeps the foreign ones
 		}),
 		deleteUnwanted(m.m.Ifaces, wantIface),
+		deleteUnwanted(m.m.XdpTargets, wantTarget),
 		deleteUnwanted(m.m.Endpoints, wantEndpoint),
 		deleteUnwanted(m.m.Publications, wantPub),
 	)

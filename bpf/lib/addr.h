@@ -57,3 +57,20 @@ static __always_inline int addr_is_link_local(const union addr *a)
 {
 	return (bpf_ntohl(a->w[0]) >> 22) == (0xfe80 >> 6);
 }
+
+/* addr_is_martian_source: addresses no packet from a neighbour can come
+ * from (RFC 1122, RFC 4291): unspecified and "this network" (0.0.0.0/8,
+ * ::), loopback, multicast and broadcast, and IPv4's reserved class E
+ * (240.0.0.0/4). */
+static __always_inline int addr_is_martian_source(const union addr *a)
+{
+	if (addr_is_v4(a)) {
+		__u32 first = bpf_ntohl(a->w[3]) >> 24;
+
+		if (first == 0 || first >= 240)
+			return 1;
+	} else if (addr_is_zero(a)) {
+		return 1;
+	}
+	return addr_is_loopback(a) || addr_is_multicast_or_broadcast(a);
+}

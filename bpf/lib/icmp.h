@@ -39,13 +39,6 @@ static __always_inline int icmp_spend(void)
 	return 1;
 }
 
-static __always_inline __u16 csum_fold(__u32 sum)
-{
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return ~sum;
-}
-
 /* The head of an ICMP or ICMPv6 error. */
 struct icmp_error_hdr {
 	__u8 type;

@@ -189,3 +189,27 @@ struct {
 	__uint(max_entries, 1 << 20);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } events SEC(".maps");
+
+/* The host sides of the endpoints XDP may deliver to (uplink_xdp.c): the
+ * veths ebpfnet made with their sandbox side able to take redirected
+ * frames (a veth takes them only in NAPI mode, which GRO turns on). Keyed
+ * and valued by ifindex; the kernel drops an interface's entry as the
+ * interface goes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xdp_targets SEC(".maps");
+
+/* Where XDP sums a frame's L4 bytes to check its checksum, a chunk at a
+ * time (bpf_csum_diff takes at most 512 bytes). One per CPU. */
+#define CSUM_CHUNK 512
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__uint(value_size, CSUM_CHUNK);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} csum_scratch SEC(".maps");

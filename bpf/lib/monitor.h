@@ -14,6 +14,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "maps.h"
+#include "ctx.h"
 
 /* The budget: MONITOR_RATE events a second per CPU, MONITOR_BURST at
  * once. Past it, events are counted as lost (VERDICT_MONITOR_LOST). */
@@ -25,43 +26,43 @@
  * by the caller): addresses, protocol, and the ports, or for ICMP echo the
  * identifier where conntrack puts it. It walks no IPv6 extension header:
  * an event is a report, and parse.h's full walk would cost stack here. */
-static __always_inline void monitor_parse(struct __sk_buff *skb, struct flow *f)
+static __always_inline void monitor_parse(struct ctx_buff *ctx, struct flow *f)
 {
 	__u32 l4;
 	__u16 frag = 0;
 	__u8 b = 0;
 
-	if (skb->protocol == bpf_htons(ETH_P_IP)) {
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, &b, sizeof(b)) < 0)
+	if (ctx_protocol(ctx) == bpf_htons(ETH_P_IP)) {
+		if (ctx_load_bytes(ctx, ETH_HLEN, &b, sizeof(b)) < 0)
 			return;
 		l4 = ETH_HLEN + (b & 0xf) * 4;
-		bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct iphdr, frag_off), &frag, sizeof(frag));
-		bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct iphdr, protocol), &f->proto, sizeof(f->proto));
-		bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct iphdr, saddr), &f->saddr.w[3], sizeof(__be32));
-		bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct iphdr, daddr), &f->daddr.w[3], sizeof(__be32));
+		ctx_load_bytes(ctx, ETH_HLEN + offsetof(struct iphdr, frag_off), &frag, sizeof(frag));
+		ctx_load_bytes(ctx, ETH_HLEN + offsetof(struct iphdr, protocol), &f->proto, sizeof(f->proto));
+		ctx_load_bytes(ctx, ETH_HLEN + offsetof(struct iphdr, saddr), &f->saddr.w[3], sizeof(__be32));
+		ctx_load_bytes(ctx, ETH_HLEN + offsetof(struct iphdr, daddr), &f->daddr.w[3], sizeof(__be32));
 		f->saddr.w[2] = bpf_htonl(0xffff);
 		f->daddr.w[2] = bpf_htonl(0xffff);
 		if (frag & bpf_htons(0x1fff)) /* a later fragment: no L4 header */
 			return;
-	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+	} else if (ctx_protocol(ctx) == bpf_htons(ETH_P_IPV6)) {
 		l4 = ETH_HLEN + sizeof(struct ipv6hdr);
-		bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, nexthdr), &f->proto, sizeof(f->proto));
-		bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, saddr), f->saddr.b, sizeof(f->saddr));
-		bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, daddr), f->daddr.b, sizeof(f->daddr));
+		ctx_load_bytes(ctx, ETH_HLEN + offsetof(struct ipv6hdr, nexthdr), &f->proto, sizeof(f->proto));
+		ctx_load_bytes(ctx, ETH_HLEN + offsetof(struct ipv6hdr, saddr), f->saddr.b, sizeof(f->saddr));
+		ctx_load_bytes(ctx, ETH_HLEN + offsetof(struct ipv6hdr, daddr), f->daddr.b, sizeof(f->daddr));
 	} else {
 		return;
 	}
 	if (f->proto == IPPROTO_TCP || f->proto == IPPROTO_UDP) {
-		bpf_skb_load_bytes(skb, l4, &f->sport, 2 * sizeof(__be16));
+		ctx_load_bytes(ctx, l4, &f->sport, 2 * sizeof(__be16));
 	} else if (f->proto == IPPROTO_ICMP || f->proto == IPPROTO_ICMPV6) {
-		if (bpf_skb_load_bytes(skb, l4, &b, sizeof(b)) < 0)
+		if (ctx_load_bytes(ctx, l4, &b, sizeof(b)) < 0)
 			return;
 		/* Echo requests (8, 128) carry the identifier as a source
 		 * port, replies (0, 129) as a destination port. */
 		if (b == 8 || b == 128)
-			bpf_skb_load_bytes(skb, l4 + 4, &f->sport, sizeof(f->sport));
+			ctx_load_bytes(ctx, l4 + 4, &f->sport, sizeof(f->sport));
 		else if (b == 0 || b == 129)
-			bpf_skb_load_bytes(skb, l4 + 4, &f->dport, sizeof(f->dport));
+			ctx_load_bytes(ctx, l4 + 4, &f->dport, sizeof(f->dport));
 	}
 }
 
@@ -71,7 +72,7 @@ static __always_inline void monitor_parse(struct __sk_buff *skb, struct flow *f)
  * not yet rewritten), after the flow it was translated to (NULL: none).
  * The event is built in the ring buffer itself: from the deepest chains
  * of from_container the BPF stack has little to spare. */
-static __noinline __attribute__((unused)) int monitor_emit(struct __sk_buff *skb, __u32 key, __u32 type,
+static __noinline __attribute__((unused)) int monitor_emit(struct ctx_buff *ctx, __u32 key, __u32 type,
 							    const struct flow *before, const struct flow *after)
 {
 	__u32 zero = 0, lost = key - key % STATS_VERDICT_SLOTS + VERDICT_MONITOR_LOST;
@@ -96,15 +97,15 @@ static __noinline __attribute__((unused)) int monitor_emit(struct __sk_buff *skb
 	b->tokens--;
 	__builtin_memset(e, 0, sizeof(*e));
 	e->time = now;
-	e->ifindex = skb->ifindex;
-	e->len = skb->len;
+	e->ifindex = ctx_ifindex(ctx);
+	e->len = ctx_len(ctx);
 	e->program = key / STATS_VERDICT_SLOTS;
 	e->verdict = key % STATS_VERDICT_SLOTS;
 	e->type = type;
 	if (before)
 		e->before = *before;
 	else
-		monitor_parse(skb, &e->before);
+		monitor_parse(ctx, &e->before);
 	if (after) {
 		e->after = *after;
 		e->has_after = 1;
@@ -120,12 +121,12 @@ lost:
 
 /* monitor_packet hands a counted packet to monitor_emit when a monitor client
  * wants its type: with none listening, one array lookup and a branch. */
-static __always_inline void monitor_packet(struct __sk_buff *skb, __u32 key, __u32 type, const struct flow *before,
+static __always_inline void monitor_packet(struct ctx_buff *ctx, __u32 key, __u32 type, const struct flow *before,
 				    const struct flow *after)
 {
 	__u32 zero = 0;
 	struct monitor_config *cfg = bpf_map_lookup_elem(&monitor, &zero);
 
 	if (cfg && (cfg->types & type))
-		monitor_emit(skb, key, type, before, after);
+		monitor_emit(ctx, key, type, before, after);
 }

@@ -11,6 +11,7 @@
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
 #include "maps.h"
+#include "ctx.h"
 #include "addr.h"
 
 /* The head of an ICMP echo request or reply (RFC 792). linux/icmp.h would
@@ -112,10 +113,10 @@ struct arp_ipv4 {
 
 /* arp_sender returns the sender protocol address of an ARP packet, or 0
  * when it is too short to have one. */
-static __always_inline __be32 arp_sender(struct __sk_buff *skb)
+static __always_inline __be32 arp_sender(struct ctx_buff *ctx)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
 	struct arp_ipv4 *arp = data + ETH_HLEN;
 
 	if ((void *)(arp + 1) > end)
@@ -136,12 +137,12 @@ static __always_inline void frag_key_of(struct frag_key *fk, const struct packet
 
 /* frag_later gives a fragment after the first the ports its first
  * fragment carried, when that was seen. */
-static __always_inline void frag_later(struct __sk_buff *skb, struct packet *p, __be32 id)
+static __always_inline void frag_later(struct ctx_buff *ctx, struct packet *p, __be32 id)
 {
 	struct frag_key fk;
 	struct frag_ports *fp;
 
-	frag_key_of(&fk, p, id, skb->ifindex);
+	frag_key_of(&fk, p, id, ctx_ifindex(ctx));
 	fp = bpf_map_lookup_elem(&frags, &fk);
 	p->later_fragment = 1;
 	if (fp && fp->expires > bpf_ktime_get_boot_ns()) {
@@ -154,26 +155,26 @@ static __always_inline void frag_later(struct __sk_buff *skb, struct packet *p, 
 
 /* frag_first keeps the ports of a datagram's first fragment for the ones
  * after it. */
-static __always_inline void frag_first(struct __sk_buff *skb, const struct packet *p, __be32 id)
+static __always_inline void frag_first(struct ctx_buff *ctx, const struct packet *p, __be32 id)
 {
 	struct frag_key fk;
 	struct frag_ports fp = { .expires = bpf_ktime_get_boot_ns() + FRAG_LIFETIME_NS,
 				 .sport = p->flow.sport, .dport = p->flow.dport, .icmp_request = p->icmp_request };
 
-	frag_key_of(&fk, p, id, skb->ifindex);
+	frag_key_of(&fk, p, id, ctx_ifindex(ctx));
 	bpf_map_update_elem(&frags, &fk, &fp, BPF_ANY);
 }
 
 /* parse_l4 reads the ports (or echo identifier) and TCP state of the L4
  * header at p->l4_off. */
-static __always_inline void parse_l4(struct __sk_buff *skb, struct packet *p)
+static __always_inline void parse_l4(struct ctx_buff *ctx, struct packet *p)
 {
 	__u8 proto = p->flow.proto;
 
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr th;
 
-		if (bpf_skb_load_bytes(skb, p->l4_off, &th, sizeof(th)) < 0)
+		if (ctx_load_bytes(ctx, p->l4_off, &th, sizeof(th)) < 0)
 			return;
 		p->flow.sport = th.source;
 		p->flow.dport = th.dest;
@@ -184,7 +185,7 @@ static __always_inline void parse_l4(struct __sk_buff *skb, struct packet *p)
 	} else if (proto == IPPROTO_UDP) {
 		struct udphdr uh;
 
-		if (bpf_skb_load_bytes(skb, p->l4_off, &uh, sizeof(uh)) < 0)
+		if (ctx_load_bytes(ctx, p->l4_off, &uh, sizeof(uh)) < 0)
 			return;
 		p->flow.sport = uh.source;
 		p->flow.dport = uh.dest;
@@ -194,7 +195,7 @@ static __always_inline void parse_l4(struct __sk_buff *skb, struct packet *p)
 		__u8 request = proto == IPPROTO_ICMP ? ICMP_ECHO : ICMPV6_ECHO_REQUEST;
 		__u8 reply = proto == IPPROTO_ICMP ? ICMP_ECHOREPLY : ICMPV6_ECHO_REPLY;
 
-		if (bpf_skb_load_bytes(skb, p->l4_off, &ih, sizeof(ih)) < 0)
+		if (ctx_load_bytes(ctx, p->l4_off, &ih, sizeof(ih)) < 0)
 			return;
 		p->icmp_type = ih.type;
 		if (ih.type == request) {
@@ -208,27 +209,27 @@ static __always_inline void parse_l4(struct __sk_buff *skb, struct packet *p)
 	}
 }
 
-static __always_inline int parse_ipv4(struct __sk_buff *skb, struct packet *p)
+static __always_inline int parse_ipv4(struct ctx_buff *ctx, struct packet *p)
 {
 	struct iphdr ip;
 	__u16 frag;
 
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+	if (ctx_load_bytes(ctx, ETH_HLEN, &ip, sizeof(ip)) < 0)
 		return L3_OTHER;
 	addr_set_v4(&p->flow.saddr, ip.saddr);
 	addr_set_v4(&p->flow.daddr, ip.daddr);
 	p->flow.proto = ip.protocol;
 	frag = bpf_ntohs(ip.frag_off);
 	if (frag & IP_OFFSET) {
-		frag_later(skb, p, ip.id);
+		frag_later(ctx, p, ip.id);
 		return L3_IPV4;
 	}
 	if (ip.ihl < 5)
 		return L3_IPV4;
 	p->l4_off = ETH_HLEN + ip.ihl * 4;
-	parse_l4(skb, p);
+	parse_l4(ctx, p);
 	if ((frag & IP_MF) && p->has_ports)
-		frag_first(skb, p, ip.id);
+		frag_first(ctx, p, ip.id);
 	return L3_IPV4;
 }
 
@@ -245,7 +246,7 @@ struct ipv6_frag_hdr {
 
 /* parse_ipv6 fills p for an IPv6 packet. A header cut short leaves the
  * addresses zero, which no source validation accepts. */
-static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *p)
+static __always_inline int parse_ipv6(struct ctx_buff *ctx, struct packet *p)
 {
 	struct ipv6hdr ip6;
 	struct ipv6_frag_hdr fh;
@@ -255,7 +256,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *p)
 	__u8 next;
 
 	p->v6 = 1;
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
+	if (ctx_load_bytes(ctx, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
 		return L3_IPV6;
 	__builtin_memcpy(p->flow.saddr.b, &ip6.saddr, 16);
 	__builtin_memcpy(p->flow.daddr.b, &ip6.daddr, 16);
@@ -264,7 +265,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *p)
 		__u8 h[2];
 
 		if (next == IPPROTO_FRAGMENT) {
-			if (bpf_skb_load_bytes(skb, off, &fh, sizeof(fh)) < 0)
+			if (ctx_load_bytes(ctx, off, &fh, sizeof(fh)) < 0)
 				return L3_IPV6;
 			next = fh.nexthdr;
 			frag = bpf_ntohs(fh.frag_off);
@@ -274,7 +275,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *p)
 		}
 		if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS)
 			break;
-		if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
+		if (ctx_load_bytes(ctx, off, h, sizeof(h)) < 0)
 			return L3_IPV6;
 		next = h[0];
 		off += (h[1] + 1) * 8;
@@ -283,32 +284,32 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *p)
 	if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS || next == IPPROTO_FRAGMENT)
 		return L3_IPV6;
 	if (frag & IP6_OFFSET) {
-		frag_later(skb, p, frag_id);
+		frag_later(ctx, p, frag_id);
 		return L3_IPV6;
 	}
 	p->l4_off = off;
-	parse_l4(skb, p);
+	parse_l4(ctx, p);
 	if ((frag & IP6_MF) && p->has_ports)
-		frag_first(skb, p, frag_id);
+		frag_first(ctx, p, frag_id);
 	return L3_IPV6;
 }
 
 /* parse_packet fills p for an IP packet of either family and says what
  * the frame carries. It returns an int for callers to branch on, rather
  * than a pointer that clang may merge into a form the verifier rejects. */
-static __noinline __attribute__((unused)) int parse_packet(struct __sk_buff *skb, struct packet *p)
+static __noinline __attribute__((unused)) int parse_packet(struct ctx_buff *ctx, struct packet *p)
 {
 	__be16 proto;
 
 	__builtin_memset(p, 0, sizeof(*p));
-	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)) < 0)
+	if (ctx_load_bytes(ctx, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)) < 0)
 		return L3_OTHER;
 	if (proto == bpf_htons(ETH_P_ARP))
 		return L3_ARP;
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return parse_ipv6(skb, p);
+		return parse_ipv6(ctx, p);
 	if (proto == bpf_htons(ETH_P_IP))
-		return parse_ipv4(skb, p);
+		return parse_ipv4(ctx, p);
 	return L3_OTHER;
 }
 

@@ -43,6 +43,8 @@ enum verdict {
 	VERDICT_DROP_PORT_HELD = 19,    /* a host process tried to bind a published port (a bind, not a packet) */
 	VERDICT_DROP_UNTRANSLATABLE = 20, /* would leave a masquerading network untranslated: no ports to translate by */
 	VERDICT_MONITOR_LOST = 21,      /* a monitor event not written: over the rate limit, or the ring buffer full */
+	VERDICT_DROP_MALFORMED = 22,    /* an IP packet whose headers contradict each other or the frame (XDP) */
+	VERDICT_DROP_MARTIAN_SOURCE = 23, /* from outside to a published port, from an address no neighbour has */
 	VERDICT_MAX,
 };
 
@@ -52,6 +54,7 @@ enum program {
 	PROGRAM_TO_CONTAINER = 1,
 	PROGRAM_UPLINK = 2,
 	PROGRAM_SOCKET = 3,
+	PROGRAM_UPLINK_XDP = 4,
 	PROGRAM_MAX,
 };
 

@@ -50,7 +50,11 @@ func newStatusCommand(c *cli) *cobra.Command {
 				rows = append(rows, []string{e.Interface, e.Sandbox, e.Network, attach})
 			}
 			for _, u := range st.Uplinks {
-				rows = append(rows, []string{u.Interface, "(uplink)", "", string(u.Attach)})
+				programs := string(u.Attach)
+				if u.XDP {
+					programs += " + xdp"
+				}
+				rows = append(rows, []string{u.Interface, "(uplink)", "", programs})
 			}
 			printTable(out, []string{"INTERFACE", "SANDBOX", "NETWORK", "PROGRAMS"}, rows)
 			if others := otherPrograms(slices.Concat(st.Endpoints, st.Uplinks)); len(others) > 0 {

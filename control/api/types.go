@@ -231,7 +231,8 @@ type AttachedIface struct {
 	Interface string `json:"interface"`
 	Sandbox   string `json:"sandbox,omitempty"`
 	Network   string `json:"network,omitempty"`
-	Attach    string `json:"attach"` // tcx or clsact; empty when not attached
+	Attach    string `json:"attach"`        // tcx or clsact; empty when not attached
+	XDP       bool   `json:"xdp,omitempty"` // an uplink's XDP fast path is attached
 	// Others are the programs that share ebpfnet's hooks on the
 	// interface; one running before ebpfnet's can bypass it.
 	Others []OtherProgram `json:"otherPrograms,omitempty"`

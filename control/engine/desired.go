@@ -36,7 +36,7 @@ func desiredMaps(nets []store.Network, sbs []store.Sandbox, pubs map[string][]st
 				continue
 			}
 			n := byID[ep.NetworkID]
-			want.Ifaces = append(want.Ifaces, ifaceMaps(n, ep, ifindex))
+			want.Ifaces = append(want.Ifaces, ifaceMaps(n, sb, ep, ifindex))
 			want.Endpoints = append(want.Endpoints, endpointMaps(n, ep, ifindex)...)
 		}
 		want.Publications = append(want.Publications, publicationMaps(sb, pubs[sb.Name])...)
@@ -98,9 +98,14 @@ func endpointAddrs(ep store.Endpoint) []netip.Addr {
 }
 
 // ifaceMaps is what the datapath knows of an endpoint's host side, by
-// its ifindex: which network and addresses may send from it.
-func ifaceMaps(n store.Network, ep store.Endpoint, ifindex int) maps.Iface {
-	return maps.Iface{Ifindex: uint32(ifindex), Network: n.Index, Addr: ep.Addr, Addr6: ep.Addr6}
+// its ifindex: which network and addresses may send from it, and whether
+// the uplinks' XDP path may deliver to it: a bridge endpoint's veth whose
+// sandbox side ebpfnet configures (readyForXDP). A runtime that takes the
+// sandbox side over (Docker) brings it up itself, after anything ebpfnet
+// could set.
+func ifaceMaps(n store.Network, sb store.Sandbox, ep store.Endpoint, ifindex int) maps.Iface {
+	return maps.Iface{Ifindex: uint32(ifindex), Network: n.Index, Addr: ep.Addr, Addr6: ep.Addr6,
+		XDPTarget: n.Driver == store.DriverBridge && !sb.HandOver}
 }
 
 // pubMaps is a publication as the datapath has it: on every address of

@@ -32,8 +32,16 @@ func TestDesiredMaps(t *testing.T) {
 	if len(want.Networks) != 1 || want.Networks[0].Index != br.Index {
 		t.Errorf("networks %+v, want only the bridge network's", want.Networks)
 	}
-	if len(want.Ifaces) != 1 || want.Ifaces[0] != ifaceMaps(br, web.Endpoints[0], 7) {
+	if len(want.Ifaces) != 1 || want.Ifaces[0] != ifaceMaps(br, web, web.Endpoints[0], 7) {
 		t.Errorf("ifaces %+v, want web's host side at ifindex 7", want.Ifaces)
+	}
+	if !want.Ifaces[0].XDPTarget {
+		t.Error("a bridge endpoint whose sandbox side ebpfnet configures is no XDP target")
+	}
+	docker := web
+	docker.HandOver = true
+	if ifaceMaps(br, docker, web.Endpoints[0], 7).XDPTarget {
+		t.Error("an endpoint a runtime brings up itself is an XDP target")
 	}
 	if len(want.Endpoints) != 1 || want.Endpoints[0].Ifindex != 7 || want.Endpoints[0].Addr != web.Endpoints[0].Addr {
 		t.Errorf("endpoints %+v, want web's bridge endpoint at ifindex 7", want.Endpoints)
@@ -61,7 +69,7 @@ func TestDesiredMapsDualStack(t *testing.T) {
 	if got := endpointMaps(store.Network{Index: 3}, dual, 7); len(got) != 2 || got[0].Addr != v4 || got[1].Addr != v6 {
 		t.Errorf("endpoint entries %+v, want one per address", got)
 	}
-	if got := ifaceMaps(store.Network{Index: 3}, dual, 7); got.Addr != v4 || got.Addr6 != v6 {
+	if got := ifaceMaps(store.Network{Index: 3}, store.Sandbox{}, dual, 7); got.Addr != v4 || got.Addr6 != v6 {
 		t.Errorf("iface %+v, want both addresses", got)
 	}
 	for _, tc := range []struct {

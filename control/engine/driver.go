@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"github.com/safchain/ethtool"
 	"net"
 	"net/netip"
 	"slices"
@@ -88,7 +89,7 @@ func (e *Engine) attachEndpoint(n store.Network, sb store.Sandbox, ep *store.End
 		if err != nil || ep.HostSide == "" {
 			return err
 		}
-		return e.attachDatapath(n, *ep, ifindex)
+		return e.attachDatapath(n, sb, *ep, ifindex)
 	})
 	if err != nil || sb.HandOver {
 		return err
@@ -118,11 +119,11 @@ func (e *Engine) attachPrograms(hostSide string, ifindex int) error {
 // attachDatapath puts the endpoint programs on an endpoint's host side
 // (ifindex) and registers it in the maps; it runs in the dataplane's
 // namespace.
-func (e *Engine) attachDatapath(n store.Network, ep store.Endpoint, ifindex int) error {
+func (e *Engine) attachDatapath(n store.Network, sb store.Sandbox, ep store.Endpoint, ifindex int) error {
 	if err := e.attachPrograms(ep.HostSide, ifindex); err != nil {
 		return err
 	}
-	if err := e.maps.PutIface(ifaceMaps(n, ep, ifindex)); err != nil {
+	if err := e.maps.PutIface(ifaceMaps(n, sb, ep, ifindex)); err != nil {
 		return err
 	}
 	for _, m := range endpointMaps(n, ep, ifindex) {
@@ -172,6 +173,9 @@ func configureInside(n store.Network, ep store.Endpoint, ownNamespace, lo6 bool)
 	if err := netlink.LinkSetUp(l); err != nil {
 		return fmt.Errorf("bring %s up: %w", ep.Interface, err)
 	}
+	if err := readyForXDP(n, ep.Interface); err != nil {
+		return err
+	}
 	if n.Internal {
 		return nil // an internal network leads nowhere
 	}
@@ -179,6 +183,29 @@ func configureInside(n store.Network, ep store.Endpoint, ownNamespace, lo6 bool)
 		return err
 	}
 	return defaultRoute(l, n.Pool6.Gateway)
+}
+
+// readyForXDP turns GRO on on a bridge endpoint's sandbox side (ifname,
+// in the calling thread's namespace), once it is up. A veth takes the
+// frames XDP redirects to its peer only in NAPI mode, which GRO turns on
+// without running an XDP program on every packet it receives, but only
+// when turned on while the interface is up (Linux 6.18 keeps NAPI off for
+// GRO set before). The uplinks' fast path delivers only to endpoints made
+// so (maps.Iface.XDPTarget). GRO is on whatever the uplink mode, so that a
+// daemon started in another mode finds every endpoint ready.
+func readyForXDP(n store.Network, ifname string) error {
+	if n.Driver != store.DriverBridge {
+		return nil
+	}
+	et, err := ethtool.NewEthtool()
+	if err != nil {
+		return fmt.Errorf("open ethtool: %w", err)
+	}
+	defer et.Close()
+	if err := et.Change(ifname, map[string]bool{"rx-gro": true}); err != nil {
+		return fmt.Errorf("turn GRO on on %s: %w", ifname, err)
+	}
+	return nil
 }
 
 // setIPv6 turns IPv6 on or off on an interface of the calling thread's

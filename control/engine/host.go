@@ -82,6 +82,10 @@ func (e *Engine) syncHost() error {
 				errs = append(errs, err)
 				continue
 			}
+			// Without its fast path an uplink still serves, on TC.
+			if _, err := e.dp.AttachUplinkXDP(attrs.Name, attrs.Index); err != nil {
+				errs = append(errs, err)
+			}
 			names[attrs.Name] = true
 			uplinks[uint32(attrs.Index)] = first
 			for _, a := range []netip.Addr{first.Addr, first.Addr6} {

@@ -12,7 +12,6 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
-	"github.com/ebpfnet/ebpfnet/maps"
 )
 
 // Reconcile moves the kernel and the maps to what the store holds: it
@@ -155,18 +154,17 @@ func (e *Engine) refreshPrograms(ep store.Endpoint) error {
 // syncMaps rewrites the maps from the store; interfaces are keyed by the
 // ifindex they have now.
 func (e *Engine) syncMaps(nets []store.Network, sbs []store.Sandbox, pubs map[string][]store.Publication) error {
-	var want maps.Desired
-	err := e.inHost(func() error {
-		want = desiredMaps(nets, sbs, pubs, func(name string) (int, bool) {
+	// In the dataplane's namespace: the kernel resolves the ifindexes of
+	// XDP targets in the writer's.
+	return e.inHost(func() error {
+		return e.maps.Sync(desiredMaps(nets, sbs, pubs, func(name string) (int, bool) {
 			l, err := netlink.LinkByName(name)
 			if err != nil {
 				return 0, false // reported by the endpoint repair
 			}
 			return l.Attrs().Index, true
-		})
-		return nil
+		}))
 	})
-	return errors.Join(err, e.maps.Sync(want))
 }
 
 // removeLeftovers deletes interfaces and link pins that ebpfnet created

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"github.com/vishvananda/netlink"
 	"maps"
 	"slices"
 
@@ -65,7 +66,11 @@ func (e *Engine) Status() (Status, error) {
 			}
 		}
 		for _, name := range uplinks {
-			st.Uplinks = append(st.Uplinks, attached(AttachedIface{Interface: name}))
+			a := attached(AttachedIface{Interface: name})
+			if l, err := netlink.LinkByName(name); err == nil {
+				a.XDP = e.dp.HasXDP(name, l.Attrs().Index)
+			}
+			st.Uplinks = append(st.Uplinks, a)
 		}
 		return errors.Join(errs...)
 	})

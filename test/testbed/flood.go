@@ -19,6 +19,19 @@ import (
 // MAC dstMAC. It stops after max frames or when d has passed, whichever
 // comes first, and returns how many it sent.
 func SYNFlood(nsPath, ifname string, dstMAC net.HardwareAddr, dst netip.AddrPort, max int, d time.Duration) (int, error) {
+	return sendSYNs(nsPath, ifname, dstMAC, dst, max, d, func() netip.Addr {
+		return netip.AddrFrom4([4]byte{198, 18 + byte(rand.IntN(2)), byte(rand.IntN(256)), byte(rand.IntN(256))})
+	})
+}
+
+// ForgedSYNs sends n TCP SYNs from src (random ports) to dst, as
+// SYNFlood does: for sources no stack would send from.
+func ForgedSYNs(nsPath, ifname string, dstMAC net.HardwareAddr, src netip.Addr, dst netip.AddrPort, n int) error {
+	_, err := sendSYNs(nsPath, ifname, dstMAC, dst, n, 10*time.Second, func() netip.Addr { return src })
+	return err
+}
+
+func sendSYNs(nsPath, ifname string, dstMAC net.HardwareAddr, dst netip.AddrPort, max int, d time.Duration, source func() netip.Addr) (int, error) {
 	sent := 0
 	err := namespace.Do(nsPath, func() error {
 		ifi, err := net.InterfaceByName(ifname)
@@ -38,8 +51,7 @@ func SYNFlood(nsPath, ifname string, dstMAC net.HardwareAddr, dst netip.AddrPort
 			if sent%1024 == 0 && time.Now().After(deadline) {
 				break
 			}
-			forge(frame, netip.AddrFrom4([4]byte{198, 18 + byte(rand.IntN(2)), byte(rand.IntN(256)), byte(rand.IntN(256))}),
-				uint16(1024+rand.IntN(64000)))
+			forge(frame, source(), uint16(1024+rand.IntN(64000)))
 			if err := unix.Sendto(fd, frame, 0, to); err != nil {
 				if err == unix.ENOBUFS {
 					continue

@@ -1,0 +1,359 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Forwarding on TC: delivering a translated packet into an endpoint or
+ * along the host's routes, as a router would (TTL, MTU, ICMP errors),
+ * translating known flows and ICMP errors about them, and changing a
+ * flow's family. Only TC programs forward this way: XDP's fast path
+ * (uplink_xdp.c) hands everything but the plainest delivery to them. */
+#pragma once
+
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "nat.h"
+#include "icmp.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+/* rewrite_family turns a TCP or UDP packet into the other family, of
+ * flow to, with hop limit (or TTL) hops, as RFC 7915 translates headers:
+ * for an IPv6 client of an IPv4-only sandbox, and the sandbox's replies.
+ * The L4 checksum follows the change of pseudo-header. IPv4 options, IPv6
+ * extension headers, fragments and UDP without a checksum (IPv6 requires
+ * one) are not translated: it returns -1. */
+static __noinline int rewrite_family(struct __sk_buff *skb, const struct packet *p, const struct flow *to, __u8 hops)
+{
+	__u8 proto = p->flow.proto;
+	__u32 old_l3 = p->v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+	__u32 new_l3 = p->v6 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
+	__u32 csum = proto == IPPROTO_TCP ? offsetof(struct tcphdr, check) : offsetof(struct udphdr, check);
+	__u16 l4_len, udp_csum = 1;
+	union {
+		struct iphdr ip;
+		struct ipv6hdr ip6;
+	} hdr = {};
+	__be16 eth_proto;
+	__s64 diff;
+
+	if ((proto != IPPROTO_TCP && proto != IPPROTO_UDP) || p->later_fragment || p->l4_off != ETH_HLEN + old_l3)
+		return -1;
+	if (p->v6) {
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &hdr.ip6, sizeof(hdr.ip6)) < 0)
+			return -1;
+		l4_len = bpf_ntohs(hdr.ip6.payload_len);
+		/* A jumbogram (BIG TCP: length 0) or one too long for IPv4's
+		 * 16-bit total length has no IPv4 form. */
+		if (!l4_len || l4_len > 0xffff - sizeof(struct iphdr))
+			return -1;
+	} else {
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &hdr.ip, sizeof(hdr.ip)) < 0 ||
+		    (hdr.ip.frag_off & bpf_htons(IP_MF | IP_OFFSET)))
+			return -1;
+		l4_len = bpf_ntohs(hdr.ip.tot_len) - sizeof(struct iphdr);
+	}
+	if (proto == IPPROTO_UDP && bpf_skb_load_bytes(skb, p->l4_off + csum, &udp_csum, sizeof(udp_csum)) < 0)
+		return -1;
+	if (!udp_csum)
+		return -1;
+	/* Both pseudo-headers hold the length and protocol alike: only the
+	 * addresses differ. */
+	if (p->v6)
+		diff = bpf_csum_diff((__be32 *)p->flow.saddr.w, 2 * sizeof(union addr), (__be32 *)&to->saddr.w[3],
+				     sizeof(__be32), 0);
+	else
+		diff = bpf_csum_diff((__be32 *)&p->flow.saddr.w[3], sizeof(__be32), (__be32 *)to->saddr.w,
+				     2 * sizeof(union addr), 0);
+	/* The pair of addresses is read from one buffer: the flow's daddr
+	 * follows its saddr, and the IPv4 ones are added apart. */
+	if (p->v6 && diff >= 0)
+		diff = bpf_csum_diff(0, 0, (__be32 *)&to->daddr.w[3], sizeof(__be32), diff);
+	else if (!p->v6 && diff >= 0)
+		diff = bpf_csum_diff((__be32 *)&p->flow.daddr.w[3], sizeof(__be32), 0, 0, diff);
+	if (diff < 0)
+		return -1;
+
+	eth_proto = p->v6 ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6);
+	if (bpf_skb_change_proto(skb, eth_proto, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &eth_proto, sizeof(eth_proto), 0) < 0)
+		return -1;
+	if (p->v6) {
+		__u8 tos = (hdr.ip6.priority << 4) | (hdr.ip6.flow_lbl[0] >> 4);
+
+		__builtin_memset(&hdr, 0, sizeof(hdr));
+		hdr.ip.version = 4;
+		hdr.ip.ihl = 5;
+		hdr.ip.tos = tos;
+		hdr.ip.tot_len = bpf_htons(sizeof(struct iphdr) + l4_len);
+		hdr.ip.frag_off = bpf_htons(0x4000); /* don't fragment: path MTU discovery stays IPv6's */
+		hdr.ip.ttl = hops;
+		hdr.ip.protocol = proto;
+		hdr.ip.saddr = to->saddr.w[3];
+		hdr.ip.daddr = to->daddr.w[3];
+		hdr.ip.check = csum_fold(bpf_csum_diff(0, 0, (__be32 *)&hdr.ip, sizeof(hdr.ip), 0));
+	} else {
+		__u8 tos = hdr.ip.tos;
+
+		__builtin_memset(&hdr, 0, sizeof(hdr));
+		hdr.ip6.version = 6;
+		hdr.ip6.priority = tos >> 4;
+		hdr.ip6.flow_lbl[0] = tos << 4;
+		hdr.ip6.payload_len = bpf_htons(l4_len);
+		hdr.ip6.nexthdr = proto;
+		hdr.ip6.hop_limit = hops;
+		__builtin_memcpy(&hdr.ip6.saddr, to->saddr.b, sizeof(hdr.ip6.saddr));
+		__builtin_memcpy(&hdr.ip6.daddr, to->daddr.b, sizeof(hdr.ip6.daddr));
+	}
+	if (bpf_skb_store_bytes(skb, ETH_HLEN, &hdr, new_l3, 0) < 0)
+		return -1;
+	__u32 l4 = ETH_HLEN + new_l3;
+	if (bpf_l4_csum_replace(skb, l4 + csum, 0, diff,
+				BPF_F_PSEUDO_HDR | (proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0)) < 0)
+		return -1;
+	if (store_port(skb, proto, l4 + csum, l4, p->flow.sport, to->sport) < 0)
+		return -1;
+	return store_port(skb, proto, l4 + csum, l4 + 2, p->flow.dport, to->dport);
+}
+
+/* deliver_to_endpoint puts the packet straight into an endpoint's
+ * namespace, past the bridge and the host's stack. */
+static __always_inline int deliver_to_endpoint(struct __sk_buff *skb, const struct endpoint_info *ep)
+{
+	if (endpoint_frame(skb, ep) < 0)
+		return -1;
+	return bpf_redirect_peer(ep->ifindex, 0);
+}
+
+/* fib_route looks up where a packet from saddr to daddr (one family)
+ * leaves the host. */
+static __always_inline int fib_route(struct __sk_buff *skb, const union addr *saddr, const union addr *daddr,
+				     struct bpf_fib_lookup *fib)
+{
+	__builtin_memset(fib, 0, sizeof(*fib));
+	if (addr_is_v4(daddr)) {
+		fib->family = AF_INET;
+		fib->ipv4_src = saddr->w[3];
+		fib->ipv4_dst = daddr->w[3];
+	} else {
+		fib->family = AF_INET6;
+		__builtin_memcpy(fib->ipv6_src, saddr->w, sizeof(fib->ipv6_src));
+		__builtin_memcpy(fib->ipv6_dst, daddr->w, sizeof(fib->ipv6_dst));
+	}
+	fib->ifindex = skb->ifindex;
+	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+}
+
+/* redirect_routed sends a packet out of the interface fib_route found. */
+static __always_inline int redirect_routed(struct __sk_buff *skb, int rc, struct bpf_fib_lookup *fib)
+{
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		struct bpf_redir_neigh nh = { .nh_family = fib->family };
+
+		if (fib->family == AF_INET)
+			nh.ipv4_nh = fib->ipv4_dst;
+		else
+			__builtin_memcpy(nh.ipv6_nh, fib->ipv6_dst, sizeof(nh.ipv6_nh));
+		return bpf_redirect_neigh(fib->ifindex, &nh, sizeof(nh), 0);
+	}
+	if (bpf_skb_store_bytes(skb, 0, fib->dmac, ETH_ALEN, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, fib->smac, ETH_ALEN, 0) < 0)
+		return TC_ACT_SHOT;
+	return bpf_redirect(fib->ifindex, 0);
+}
+
+/* deliver sends a packet of a translated flow on, rewritten to flow to
+ * (p == NULL: already rewritten): into the endpoint it is now addressed
+ * to, else along the host's routes; what the host itself should receive
+ * goes up its stack. Forwarding is a routed hop: the TTL goes down, and a
+ * packet whose TTL runs out, or that is too big for the interface it
+ * would leave by, is answered with an ICMP error from err_src (0: none)
+ * instead. Both are decided before the rewrite, so the error quotes what
+ * its sender sent and reaches it. */
+static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enum program prog,
+				   enum verdict v, const struct flow *to, const union addr *err_src)
+{
+	struct endpoint_info *ep = bpf_map_lookup_elem(&endpoints, &to->daddr);
+	__u32 zero = 0;
+	struct bpf_fib_lookup *fib = bpf_map_lookup_elem(&fib_scratch, &zero);
+	int rc = BPF_FIB_LKUP_RET_SUCCESS, err, v6 = !addr_is_v4(&to->daddr);
+	/* An IPv4 packet that leaves as IPv6 grows by the difference of the
+	 * headers: the route's MTU less that is what its sender may send. */
+	__u32 grow = p && !p->v6 && v6 ? sizeof(struct ipv6hdr) - sizeof(struct iphdr) : 0, mtu = 0;
+	/* For the monitor: the flow as it came in, which the rewrite hides. */
+	const struct flow *before = p ? &p->flow : NULL;
+
+	if (!fib)
+		return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
+	if (!ep) {
+		/* The lookup also checks the packet (GSO segments included)
+		 * against the MTU of the interface it would leave by. */
+		rc = fib_route(skb, &to->saddr, &to->daddr, fib);
+		if (rc == BPF_FIB_LKUP_RET_NOT_FWDED && is_host_addr(&to->daddr)) {
+			/* NOT_FWDED means local, or no route at all: only a host address is local. */
+			if (p && rewrite(skb, p, to) < 0)
+				return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
+			count_flow(skb, prog, v, MONITOR_TRACE, before, to);
+			return TC_ACT_UNSPEC;
+		}
+		if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+			mtu = fib->mtu_result;
+			goto too_big;
+		}
+		if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+			return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
+		/* The FIB lets GSO packets through whatever their segments'
+		 * size, and checks nothing without a neighbour: check the
+		 * segments, which would otherwise leave oversized. A GSO packet
+		 * that grows has its segments shrunk by the kernel
+		 * (bpf_skb_change_proto); any other is checked as it will be. */
+		if (bpf_check_mtu(skb, fib->ifindex, &mtu, 0, BPF_MTU_CHK_SEGS) != BPF_MTU_CHK_RET_SUCCESS)
+			goto too_big;
+		mtu = 0; /* an input other than 0 would be the length to check */
+		if (grow && !skb->gso_size && bpf_check_mtu(skb, fib->ifindex, &mtu, grow, 0) != BPF_MTU_CHK_RET_SUCCESS)
+			goto too_big;
+	}
+	/* The packet is still of the family it came in with. */
+	int in_v6 = p ? p->v6 : v6;
+	__u16 ttl_word;
+	__u8 hops = hop_limit(skb, in_v6, &ttl_word);
+	if (hops <= 1) {
+		count_flow(skb, prog, VERDICT_DROP_TTL_EXCEEDED, MONITOR_DROP, before, to);
+		err = p ? icmp_reply(skb, ICMP_ERROR_HOP_LIMIT, 0, err_src) : -1;
+		return err < 0 ? TC_ACT_SHOT : err;
+	}
+	if (p && in_v6 != v6)
+		err = rewrite_family(skb, p, to, hops - 1);
+	else
+		err = (p && rewrite(skb, p, to) < 0) || dec_hop_limit(skb, v6, hops, ttl_word) < 0 ? -1 : 0;
+	if (err < 0)
+		return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
+	if (ep) {
+		rc = deliver_to_endpoint(skb, ep);
+		if (rc < 0)
+			return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
+		count_flow(skb, prog, v, MONITOR_TRACE, before, to);
+		return rc;
+	}
+	count_flow(skb, prog, v, MONITOR_TRACE, before, to);
+	return redirect_routed(skb, rc, fib);
+too_big:
+	count_flow(skb, prog, VERDICT_DROP_TOO_BIG, MONITOR_DROP, before, to);
+	err = p ? icmp_reply(skb, ICMP_ERROR_TOO_BIG, mtu - grow, err_src) : -1;
+	return err < 0 ? TC_ACT_SHOT : err;
+}
+
+/* translate_known rewrites and delivers a packet of a flow conntrack
+ * knows, that came in on ifindex (0: from outside); the rewrite is empty
+ * for untranslated flows. It returns -1 when the flow is new. */
+static __noinline int translate_known(struct __sk_buff *skb, const struct packet *p, __u32 ifindex,
+					   enum program prog, const union addr *err_src, int *verdict)
+{
+	struct ct_entry *e;
+	int assured = 0;
+
+	if (!p->has_ports)
+		return -1;
+	e = ct_lookup(&p->flow, ifindex, &assured);
+	if (!e || !ct_current(&p->flow, e, assured))
+		return -1;
+	struct flow to = e->nat; /* the entry may move while we use it */
+	ct_update(&p->flow, e, assured, p, prog);
+	*verdict = deliver(skb, p, prog, VERDICT_TRACKED, &to, err_src);
+	return 0;
+}
+
+/* icmp_error_rewrite rewrites an ICMP error about a packet of a flow
+ * conntrack knows, which came in on ifindex, the way that flow's packets
+ * are: the error goes to whoever sent the quoted packet, quoting it as
+ * they sent it; outer gets the error's own flow as rewritten. It returns
+ * 0 when rewritten, -1 when the error is about no known flow, or the
+ * verdict to drop it with. */
+static __noinline int icmp_error_rewrite(struct __sk_buff *skb, const struct packet *p, __u32 ifindex,
+					 struct flow *outer)
+{
+	struct icmp_quote q;
+	struct flow key, quoted;
+	struct ct_entry *e;
+	int assured = 0;
+
+	if (icmp_error_quote(skb, p, &q) < 0)
+		return -1;
+	/* A sandbox's error is about a packet it received: one addressed to
+	 * it. Any other quote would name someone else's flow. */
+	if (ifindex && !addr_eq(&q.flow.daddr, &p->flow.saddr))
+		return -1;
+	/* The error travels the way a packet from the quoted packet's
+	 * destination to its source would: that direction's entry says
+	 * where it goes. */
+	reverse(&q.flow, &key);
+	e = ct_lookup(&key, ifindex, &assured);
+	if (!e || !ct_current(&key, e, assured))
+		return -1;
+	reverse(&e->nat, &quoted);
+	*outer = p->flow;
+	outer->daddr = e->nat.daddr;
+	if (addr_eq(&p->flow.saddr, &key.saddr)) /* sent by the far end itself, not a router on the way */
+		outer->saddr = e->nat.saddr;
+	if (addr_is_v4(&outer->saddr) == p->v6 || addr_is_v4(&outer->daddr) == p->v6 ||
+	    icmp_quote_rewrite(skb, &q, &quoted) < 0 ||
+	    rewrite_addr(skb, p, ip_saddr_off(p), &p->flow.saddr, &outer->saddr) < 0 ||
+	    rewrite_addr(skb, p, ip_daddr_off(p), &p->flow.daddr, &outer->daddr) < 0)
+		return VERDICT_DROP_NO_ROUTE;
+	return 0;
+}
+
+/* translate_icmp_error translates an ICMP error about a packet of a flow
+ * conntrack knows (icmp_error_rewrite) and delivers it. It returns -1
+ * when the error is about no known flow. */
+static __noinline int translate_icmp_error(struct __sk_buff *skb, const struct packet *p, __u32 ifindex,
+					   enum program prog, int *verdict)
+{
+	struct flow outer;
+	int rc = icmp_error_rewrite(skb, p, ifindex, &outer);
+
+	if (rc < 0)
+		return -1;
+	if (rc > 0)
+		*verdict = drop(skb, prog, rc);
+	else
+		*verdict = deliver(skb, NULL, prog, VERDICT_TRACKED, &outer, NULL);
+	return 0;
+}
+
+/* icmp_error_of_known_flow reports whether an ICMP error from outside is
+ * about a flow conntrack knows (one a sandbox started untranslated, say):
+ * path MTU discovery must not stop where the gateway mode keeps the
+ * outside out. */
+static __noinline __attribute__((unused)) int icmp_error_of_known_flow(struct __sk_buff *skb, const struct packet *p)
+{
+	struct icmp_quote q;
+	struct flow key;
+	int assured;
+
+	if (icmp_error_quote(skb, p, &q) < 0)
+		return 0;
+	reverse(&q.flow, &key);
+	return ct_lookup(&key, 0, &assured) != NULL;
+}
+
+/* dnat_published translates a new flow to a published host address and
+ * port (dnat_claim), and delivers it. It returns -1 when the packet is no
+ * new flow to a publication. */
+static __noinline int dnat_published(struct __sk_buff *skb, const struct packet *p, enum program prog,
+				     __u32 ifindex, const union addr *snat_to, int *verdict)
+{
+	struct flow to;
+	int rc = dnat_claim(skb, p, prog, ifindex, snat_to, &to);
+
+	if (rc < 0)
+		return -1;
+	if (rc > 0)
+		*verdict = drop(skb, prog, rc);
+	else
+		*verdict = deliver(skb, p, prog, VERDICT_DNAT, &to, &p->flow.daddr);
+	return 0;
+}
+

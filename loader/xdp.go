@@ -1,0 +1,84 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// UplinkMode says whether uplinks get the XDP fast path besides TC.
+type UplinkMode string
+
+const (
+	UplinkTC   UplinkMode = "tc"   // the TC program alone
+	UplinkXDP  UplinkMode = "xdp"  // native XDP besides TC on every uplink, or an error
+	UplinkAuto UplinkMode = "auto" // native XDP where the driver has it, else TC alone
+)
+
+// ParseUplinkMode checks a user-supplied uplink mode.
+func ParseUplinkMode(s string) (UplinkMode, error) {
+	switch m := UplinkMode(s); m {
+	case UplinkTC, UplinkXDP, UplinkAuto:
+		return m, nil
+	}
+	return "", fmt.Errorf("unknown uplink mode %q (want auto, tc or xdp)", s)
+}
+
+// xdpHook names an uplink's XDP link pin, beside its TCX ones.
+var xdpHook = direction{name: "xdp"}
+
+// AttachUplinkXDP puts the XDP fast path on an uplink that has the TC
+// program, as the uplink mode says, and reports whether it is there.
+// Only native (driver) XDP is used: generic XDP runs after the skb is
+// built and would only add work to TC's. In auto mode a driver without
+// native XDP leaves the uplink to TC alone; in tc mode an XDP link a
+// previous daemon left is removed. It is idempotent.
+func (d *Datapath) AttachUplinkXDP(ifname string, ifindex int) (bool, error) {
+	if d.uplinkMode == UplinkTC || d.uplinkMode == "" {
+		return false, d.unpinLink(ifname, xdpHook)
+	}
+	pin := d.linkPin(ifname, xdpHook)
+	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+		defer l.Close()
+		info, infoErr := l.Info()
+		if infoErr == nil && info.XDP() != nil && int(info.XDP().Ifindex) == ifindex {
+			// The link survived a daemon restart: point it at this binary's program.
+			if err := l.Update(d.UplinkXDP.UplinkXdp); err != nil {
+				return false, fmt.Errorf("update xdp link on %s (ifindex %d): %w", ifname, ifindex, err)
+			}
+			return true, nil
+		}
+		l.Unpin() // the interface it was for is gone
+	}
+	l, err := link.AttachXDP(link.XDPOptions{Program: d.UplinkXDP.UplinkXdp, Interface: ifindex, Flags: link.XDPDriverMode})
+	if err != nil {
+		if d.uplinkMode == UplinkAuto && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, ebpf.ErrNotSupported)) {
+			return false, nil
+		}
+		return false, fmt.Errorf("attach native xdp to %s (ifindex %d): %w", ifname, ifindex, err)
+	}
+	defer l.Close()
+	if err := os.MkdirAll(filepath.Dir(pin), 0o700); err != nil {
+		return false, fmt.Errorf("create link pin directory of %s: %w", ifname, err)
+	}
+	if err := l.Pin(pin); err != nil {
+		return false, fmt.Errorf("pin xdp link of %s: %w", ifname, err)
+	}
+	return true, nil
+}
+
+// HasXDP reports whether ebpfnet's XDP program is on an interface (ifindex).
+func (d *Datapath) HasXDP(ifname string, ifindex int) bool {
+	l, err := link.LoadPinnedLink(d.linkPin(ifname, xdpHook), nil)
+	if err != nil {
+		return false
+	}
+	defer l.Close()
+	info, err := l.Info()
+	return err == nil && info.XDP() != nil && int(info.XDP().Ifindex) == ifindex
+}
