@@ -14,7 +14,8 @@ import (
 // flow (an ACK each way), in both families, as the
 // kernel runs them (BPF_PROG_RUN): with the monitor off, as the datapath
 // runs unless one listens, and on for every event (the rate limit then
-// cuts most of them). `make bench` prints it.
+// cuts most of them). The ACK in comes in on TC (uplink) and on XDP
+// (uplink-xdp, checksum check included). `make bench` prints it.
 func BenchmarkPrograms(b *testing.B) {
 	for _, m := range []struct {
 		name  string
@@ -24,6 +25,7 @@ func BenchmarkPrograms(b *testing.B) {
 		must(b, nb.maps.PutPublication(maps.Publication{HostPort: 8080, Proto: 6, Addr: webAddr, Port: 80}))
 		must(b, nb.maps.PutPublication(maps.Publication{HostAddr: hostAddr6, HostPort: 8080, Proto: 6, Addr: webAddr6, Port: 80}))
 		must(b, nb.maps.SetMonitor(m.types))
+		nb.xdpTargets(b, webAddr6)
 		for _, c := range []struct {
 			family            string
 			client, host, web netip.Addr
@@ -39,6 +41,7 @@ func BenchmarkPrograms(b *testing.B) {
 				pkt  []byte
 			}{
 				{"uplink", nb.dp.Uplink.UplinkIngress, tcpSegment(client, host, ack, 2, 1)},
+				{"uplink-xdp", nb.dp.UplinkXDP.UplinkXdp, tcpSegment(client, host, ack, 2, 1)},
 				{"reply", nb.dp.Endpoint.FromContainer, tcpSegment(web, client, ack, 1, 2)},
 			} {
 				b.Run(m.name+"/"+c.family+"/"+p.dir, func(b *testing.B) {

@@ -28,7 +28,7 @@ type xdpContext struct {
 
 // runXDP runs the uplink's XDP program on pkt as if it came in on the
 // bed's uplink.
-func (nb *natbed) runXDP(t *testing.T, pkt []byte) (uint32, []byte) {
+func (nb *natbed) runXDP(t testing.TB, pkt []byte) (uint32, []byte) {
 	t.Helper()
 	opts := &ebpf.RunOptions{Data: pkt, DataOut: make([]byte, len(pkt)),
 		Context: xdpContext{DataEnd: uint32(len(pkt)), IngressIfindex: uint32(nb.uplink)}}
@@ -42,7 +42,7 @@ func (nb *natbed) runXDP(t *testing.T, pkt []byte) (uint32, []byte) {
 
 // xdpTargets makes the bed's first endpoint (on loopback) one XDP may
 // deliver to, IPv6 address included when the bed has one.
-func (nb *natbed) xdpTargets(t *testing.T, addr6 netip.Addr) {
+func (nb *natbed) xdpTargets(t testing.TB, addr6 netip.Addr) {
 	t.Helper()
 	must(t, namespace.Do(nb.ns, func() error {
 		return nb.maps.PutIface(maps.Iface{Ifindex: 1, Network: 1, Addr: webAddr, Addr6: addr6, XDPTarget: true})

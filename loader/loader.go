@@ -38,8 +38,6 @@ type Options struct {
 	// private, unpinned copy (for tests that run programs on crafted packets).
 	PinDir string
 	Attach AttachMode
-	// Uplink says whether uplinks get the XDP fast path; empty is UplinkTC.
-	Uplink UplinkMode
 	// NetnsCookie identifies the dataplane's namespace to the socket hooks.
 	NetnsCookie uint64
 	// NATPortMin and NATPortMax bound masquerade ports; zero keeps the
@@ -55,16 +53,15 @@ type CTTimeouts = bpf.DatapathCtTimeouts
 
 // Datapath is the loaded programs and their (pinned) maps.
 type Datapath struct {
-	Maps       bpf.DatapathMaps
-	Endpoint   bpf.EndpointPrograms
-	Uplink     bpf.UplinkPrograms
-	UplinkXDP  bpf.UplinkXDPPrograms
-	Sock       bpf.SockPrograms
-	pinDir     string
-	mode       AttachMode
-	uplinkMode UplinkMode
-	replaced   []ReplacedMap
-	retired    []string
+	Maps      bpf.DatapathMaps
+	Endpoint  bpf.EndpointPrograms
+	Uplink    bpf.UplinkPrograms
+	UplinkXDP bpf.UplinkXDPPrograms
+	Sock      bpf.SockPrograms
+	pinDir    string
+	mode      AttachMode
+	replaced  []ReplacedMap
+	retired   []string
 }
 
 // ReplacedMaps lists the pinned maps Load replaced because they were of
@@ -82,7 +79,7 @@ func (d *Datapath) RetiredMaps() []string { return d.retired }
 // which. Programs a previous daemon attached keep their old maps until the
 // attach calls point them at this binary's programs.
 func Load(opts Options) (*Datapath, error) {
-	d := &Datapath{pinDir: opts.PinDir, mode: opts.Attach, uplinkMode: opts.Uplink}
+	d := &Datapath{pinDir: opts.PinDir, mode: opts.Attach}
 	if d.mode == "" {
 		d.mode = AttachAuto
 	}

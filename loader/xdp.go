@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -29,17 +30,54 @@ func ParseUplinkMode(s string) (UplinkMode, error) {
 	return "", fmt.Errorf("unknown uplink mode %q (want auto, tc or xdp)", s)
 }
 
+// UplinkModes are the uplink modes of a host: one for every uplink, and
+// others for some by name.
+type UplinkModes struct {
+	Default UplinkMode
+	ByName  map[string]UplinkMode
+}
+
+// ParseUplinkModes reads settings of the form MODE (every uplink) or
+// IFNAME=MODE (one uplink); the last of each kind wins. No MODE is tc.
+func ParseUplinkModes(settings []string) (UplinkModes, error) {
+	m := UplinkModes{Default: UplinkTC, ByName: map[string]UplinkMode{}}
+	for _, s := range settings {
+		name, mode, named := strings.Cut(s, "=")
+		if !named {
+			mode = name
+		}
+		parsed, err := ParseUplinkMode(mode)
+		if err != nil || (named && name == "") {
+			return UplinkModes{}, fmt.Errorf("invalid uplink mode %q: want auto, tc or xdp, for every uplink or as IFNAME=MODE", s)
+		}
+		if named {
+			m.ByName[name] = parsed
+		} else {
+			m.Default = parsed
+		}
+	}
+	return m, nil
+}
+
+// For is the mode of uplink ifname.
+func (m UplinkModes) For(ifname string) UplinkMode {
+	if mode, ok := m.ByName[ifname]; ok {
+		return mode
+	}
+	return m.Default
+}
+
 // xdpHook names an uplink's XDP link pin, beside its TCX ones.
 var xdpHook = direction{name: "xdp"}
 
 // AttachUplinkXDP puts the XDP fast path on an uplink that has the TC
-// program, as the uplink mode says, and reports whether it is there.
+// program, as mode says, and reports whether it is there.
 // Only native (driver) XDP is used: generic XDP runs after the skb is
 // built and would only add work to TC's. In auto mode a driver without
 // native XDP leaves the uplink to TC alone; in tc mode an XDP link a
 // previous daemon left is removed. It is idempotent.
-func (d *Datapath) AttachUplinkXDP(ifname string, ifindex int) (bool, error) {
-	if d.uplinkMode == UplinkTC || d.uplinkMode == "" {
+func (d *Datapath) AttachUplinkXDP(ifname string, ifindex int, mode UplinkMode) (bool, error) {
+	if mode == UplinkTC || mode == "" {
 		return false, d.unpinLink(ifname, xdpHook)
 	}
 	pin := d.linkPin(ifname, xdpHook)
@@ -57,7 +95,7 @@ func (d *Datapath) AttachUplinkXDP(ifname string, ifindex int) (bool, error) {
 	}
 	l, err := link.AttachXDP(link.XDPOptions{Program: d.UplinkXDP.UplinkXdp, Interface: ifindex, Flags: link.XDPDriverMode})
 	if err != nil {
-		if d.uplinkMode == UplinkAuto && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, ebpf.ErrNotSupported)) {
+		if mode == UplinkAuto && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, ebpf.ErrNotSupported)) {
 			return false, nil
 		}
 		return false, fmt.Errorf("attach native xdp to %s (ifindex %d): %w", ifname, ifindex, err)

@@ -98,9 +98,10 @@ func TestXDPUplink(t *testing.T) {
 	}
 }
 
-// The uplink mode is the daemon's to choose at each start: auto takes
-// native XDP where the driver has it (a veth has), tc removes an XDP link
-// a previous daemon left, and a mode of no such name is refused.
+// The uplink mode is the daemon's to choose at each start, for every
+// uplink or one by name: auto takes native XDP where the driver has it (a
+// veth has), tc removes an XDP link a previous daemon left, and a mode of
+// no such name is refused.
 func TestUplinkModes(t *testing.T) {
 	h := testbed.NewHostWith(t, func(h *testbed.Host) { h.AddOutside() }, "--uplink-mode", "auto")
 	if !uplinkXDP(t, h) {
@@ -115,20 +116,21 @@ func TestUplinkModes(t *testing.T) {
 	if link := h.InHost("ip", "link", "show", "uplink0"); !strings.Contains(link, "xdp") {
 		t.Fatalf("the XDP program left with the daemon:\n%s", link)
 	}
-	h.DaemonFlags("--uplink-mode", "tc")
+	// XDP elsewhere, but not on uplink0.
+	h.DaemonFlags("--uplink-mode", "xdp", "--uplink-mode", "uplink0=tc")
 	h.Start()
 	if uplinkXDP(t, h) {
-		t.Fatal("tc mode: XDP still on uplink0")
+		t.Fatal("uplink0=tc: XDP still on uplink0")
 	}
 	if _, err := os.Stat(pin); err == nil {
-		t.Fatal("tc mode: the XDP link is still pinned")
+		t.Fatal("uplink0=tc: the XDP link is still pinned")
 	}
 	if link := h.InHost("ip", "link", "show", "uplink0"); strings.Contains(link, "xdp") {
-		t.Fatalf("tc mode: an XDP program is still on uplink0:\n%s", link)
+		t.Fatalf("uplink0=tc: an XDP program is still on uplink0:\n%s", link)
 	}
 	h.Stop(syscall.SIGTERM)
 	h.DaemonFlags("--uplink-mode", "fast")
-	if msg := h.StartFails(); !strings.Contains(msg, `unknown uplink mode "fast"`) {
+	if msg := h.StartFails(); !strings.Contains(msg, `invalid uplink mode "fast"`) {
 		t.Fatalf("a bad mode was refused with %q, want it named", msg)
 	}
 }

@@ -44,7 +44,7 @@ func newDaemonCommand(c *cli) *cobra.Command {
 		place        placement
 		cfg          = &place.cfg
 		attach       string
-		uplinkMode   string
+		uplinkModes  []string
 		socketMode   string
 		logLevel     string
 		natPorts     string
@@ -73,7 +73,7 @@ root's a bind of a published port (EPERM).`,
 			if err != nil {
 				return err
 			}
-			if cfg.UplinkMode, err = loader.ParseUplinkMode(uplinkMode); err != nil {
+			if cfg.UplinkModes, err = loader.ParseUplinkModes(uplinkModes); err != nil {
 				return err
 			}
 			perm, err := strconv.ParseUint(socketMode, 8, 32)
@@ -137,7 +137,7 @@ root's a bind of a published port (EPERM).`,
 	place.flags(cmd)
 	f := cmd.Flags()
 	f.StringVar(&attach, "attach", string(loader.AttachAuto), "how TC programs attach: auto, tcx or clsact")
-	f.StringVar(&uplinkMode, "uplink-mode", string(loader.UplinkTC), "the uplinks' datapath: tc; xdp (native XDP fast path for published and masqueraded flows, besides TC); auto (xdp where the driver has native XDP, else tc)")
+	f.StringArrayVar(&uplinkModes, "uplink-mode", nil, "the uplinks' datapath, MODE for every uplink or IFNAME=MODE for one (repeatable): tc (the default); xdp (a native XDP fast path for published and masqueraded flows, besides TC); auto (xdp where the driver has native XDP, else tc)")
 	f.StringVar(&cfg.ResolvConf, "resolv-conf", engine.DefaultResolvConf, "the host's resolv.conf: upstream DNS servers and search domains")
 	f.StringArrayVar(&cfg.Uplinks, "uplink", nil, "host interface serving published ports and masquerade, with an Ethernet header (repeatable; default: every Ethernet interface with an IPv4 address, or an IPv6 one beyond the link, that ebpfnet did not create)")
 	f.StringVar(&socketMode, "socket-mode", "0600", "permissions of the API socket")

@@ -31,10 +31,10 @@ type Config struct {
 	NetNS    string // the dataplane's namespace: where bridges and host-side veths live
 	// Runtime keeps the namespaces, processes and files of the sandboxes
 	// CreateSandbox makes.
-	Runtime    Runtime
-	ResolvConf string            // the host's resolv.conf: upstream servers and search domains
-	AttachMode loader.AttachMode // how TC programs attach
-	UplinkMode loader.UplinkMode // whether uplinks get the XDP fast path
+	Runtime     Runtime
+	ResolvConf  string             // the host's resolv.conf: upstream servers and search domains
+	AttachMode  loader.AttachMode  // how TC programs attach
+	UplinkModes loader.UplinkModes // whether uplinks get the XDP fast path
 	// Uplinks name the host interfaces that published ports are reachable
 	// on and masqueraded flows leave through; empty means every interface
 	// with an IPv4 address that ebpfnet did not create. Uplinks need an
@@ -138,7 +138,7 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	dp, err := loader.Load(loader.Options{PinDir: cfg.BPFFS, Attach: cfg.AttachMode, Uplink: cfg.UplinkMode, NetnsCookie: cookie,
+	dp, err := loader.Load(loader.Options{PinDir: cfg.BPFFS, Attach: cfg.AttachMode, NetnsCookie: cookie,
 		NATPortMin: cfg.NATPortMin, NATPortMax: cfg.NATPortMax, CTTimeouts: cfg.CTTimeouts})
 	if err != nil {
 		st.Close()

@@ -26,6 +26,10 @@ const (
 	clientTC     = "10.99.0.4"
 	clientIPT    = "10.98.0.2"
 	clientDE     = "10.99.0.5" // the client of Docker's container on an ebpfnet network
+	hostIPXDP    = "10.97.0.1" // uplink2, with ebpfnet's XDP fast path
+	clientXDP    = "10.97.0.2"
+	hostIPNoCsum = "10.96.0.1" // uplink3, TC alone, for a client like uplink2's
+	clientNoCsum = "10.96.0.2"
 	// IPv6: the uplinks' addresses and the clients', one per dataplane.
 	hostIP6       = "2001:db8:99::1" // uplink0
 	hostIPDocker6 = "2001:db8:98::1" // uplink1
@@ -79,13 +83,28 @@ func newBed(r *runner, dockerMode string) *bed {
 		b.sh("ip", "-n", b.host, "link", "set", "uplink1", "up")
 		b.sh("ip", "-n", b.out, "link", "set", "eth1", "up")
 		b.sh("ip", "-n", b.out, "route", "add", dockerSubnet6, "via", hostIPDocker6)
+		// uplink2 has the XDP fast path. Its client sends complete
+		// checksums, as frames from a wire carry; a local stack would
+		// leave them to offload, and XDP would pass every frame to TC.
+		// Without offload there is no TSO either. uplink3 is the same for
+		// TC alone: XDP against TC with the same client.
+		for _, u := range []struct{ host, client, hostIP, clientIP string }{
+			{"uplink2", "eth2", hostIPXDP, clientXDP}, {"uplink3", "eth3", hostIPNoCsum, clientNoCsum},
+		} {
+			b.sh("ip", "-n", b.host, "link", "add", u.host, "type", "veth", "peer", "name", u.client, "netns", b.out)
+			b.sh("ip", "-n", b.host, "addr", "add", u.hostIP+"/24", "dev", u.host)
+			b.sh("ip", "-n", b.out, "addr", "add", u.clientIP+"/24", "dev", u.client)
+			b.sh("ip", "-n", b.host, "link", "set", u.host, "up")
+			b.sh("ip", "-n", b.out, "link", "set", u.client, "up")
+			b.sh("ip", "netns", "exec", b.out, "ethtool", "-K", u.client, "tx", "off")
+		}
 		// Tens of thousands of short connections per run: without these the
 		// clients' TIME_WAIT sockets pile up and slow every connect() down
 		// (the port search), whatever the dataplane.
 		for _, ns := range []string{b.host, b.out} {
 			b.sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.tcp_max_tw_buckets=4096")
 		}
-	}, "--uplink", "uplink0")
+	}, "--uplink", "uplink0", "--uplink", "uplink2", "--uplink", "uplink3", "--uplink-mode", "uplink2=xdp")
 	// The direct paths route to the sandbox's own addresses, which only
 	// gateway mode nat-unprotected allows, as with Docker 28.
 	b.network = b.h.Name("net")

@@ -59,7 +59,8 @@ func serve(port int) error {
 // load runs one workload against addr for d and prints a Load as JSON:
 // "conn" opens, exchanges one byte and closes connections from workers
 // goroutines; "rr" exchanges one byte at a time over one connection; "udp"
-// one datagram at a time over one socket. local, when set, is the source
+// one datagram at a time over one socket; "pps" 64-byte datagrams as fast
+// as it can, counting the echoes. local, when set, is the source
 // address.
 func load(mode, addr, local string, d time.Duration, workers int) error {
 	var (
@@ -81,7 +82,7 @@ func load(mode, addr, local string, d time.Duration, workers int) error {
 	}
 	if local != "" {
 		dialer.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
-		if mode == "udp" {
+		if mode == "udp" || mode == "pps" {
 			dialer.LocalAddr = &net.UDPAddr{IP: net.ParseIP(local)}
 		}
 	}
@@ -122,6 +123,31 @@ func load(mode, addr, local string, d time.Duration, workers int) error {
 			}()
 		}
 		wg.Wait()
+	case "pps":
+		// A sender flat out and a reader counting echoes: small UDP
+		// packets delivered per second, both ways, under overload.
+		c, err := dialer.Dial("udp", addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		go func() {
+			buf := make([]byte, 64)
+			for time.Now().Before(deadline) {
+				c.Write(buf)
+			}
+		}()
+		buf := make([]byte, 2048)
+		c.SetReadDeadline(deadline)
+		echoed := 0
+		for {
+			if _, err := c.Read(buf); err != nil {
+				break
+			}
+			echoed++
+		}
+		elapsed := time.Since(start)
+		return json.NewEncoder(os.Stdout).Encode(Load{Rate: float64(echoed) / elapsed.Seconds()})
 	case "rr", "udp":
 		network := "tcp"
 		if mode == "udp" {

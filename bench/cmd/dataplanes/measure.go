@@ -35,6 +35,8 @@ func (b *bed) dataplanes() []dataplane {
 		{"direct", "direct", b.out, b.webIP, echoPort, iperfPort, clientDirect},
 		{"iptables", "direct", b.out, hostIPDocker, dockerPort, dockerIperf, clientIPT},
 		{"ebpfnet-tc", "direct", b.out, hostIP, ebpfPort, iperfPort, clientTC},
+		{"ebpfnet-xdp", "direct", b.out, hostIPXDP, ebpfPort, iperfPort, clientXDP},
+		{"ebpfnet-tc-nocsum", "direct", b.out, hostIPNoCsum, ebpfPort, iperfPort, clientNoCsum},
 		// The same over IPv6: the sandbox's own IPv6 address, and the
 		// port published on [::].
 		{"direct6", "direct6", b.out, b.webIP6, echoPort, iperfPort, clientDirect6},
@@ -66,7 +68,7 @@ func (b *bed) dataplanes() []dataplane {
 // Sample is one measurement.
 type Sample struct {
 	Dataplane string  `json:"dataplane"`
-	Workload  string  `json:"workload"` // conn (per s), rr (per s), udp (per s), gbps
+	Workload  string  `json:"workload"` // conn (per s), rr (per s), udp (per s), pps (per s), gbps
 	N         int     `json:"n"`        // publications or rules present
 	Round     int     `json:"round"`
 	Value     float64 `json:"value"`
@@ -107,8 +109,13 @@ func run(r *runner, cfg config) Results {
 
 	// Every workload on every dataplane, interleaved: a b c … a b c …
 	for round := 1; round <= cfg.rounds; round++ {
-		for _, w := range []string{"conn", "rr", "udp", "gbps"} {
+		for _, w := range []string{"conn", "rr", "udp", "pps", "gbps"} {
 			for _, dp := range dps {
+				// Small-datagram floods only from outside over IPv4,
+				// where the uplink programs (TC, XDP) differ.
+				if w == "pps" && dp.Baseline != "direct" {
+					continue
+				}
 				res.Samples = append(res.Samples, b.sample(dp, w, 1, round, cfg.duration))
 			}
 		}

@@ -70,8 +70,8 @@ func ratio(a, b stat) float64 {
 func markdown(r Results) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s; %d rounds of %s per measurement, interleaved across dataplanes; medians (min–max) and ratios to the no-NAT path of the same client.\n\n", r.Env, r.Rounds, r.Duration)
-	b.WriteString("| dataplane | new connections/s | × | one TCP stream, Gbit/s | × | retransmits | keepalive round trips/s | p50 / p99 µs | UDP round trips/s | × |\n")
-	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	b.WriteString("| dataplane | new connections/s | × | one TCP stream, Gbit/s | × | retransmits | keepalive round trips/s | p50 / p99 µs | UDP round trips/s | × | small UDP echoed/s | × |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, dp := range r.Dataplanes {
 		conn, base := r.stat(dp.Name, "conn", 1), r.stat(dp.Baseline, "conn", 1)
 		gbps, gbase := r.stat(dp.Name, "gbps", 1), r.stat(dp.Baseline, "gbps", 1)
@@ -80,10 +80,15 @@ func markdown(r Results) string {
 		lat50 := summarize(r.values(dp.Name, "rr", 1, p50))
 		lat99 := summarize(r.values(dp.Name, "rr", 1, p99))
 		retrans := summarize(r.values(dp.Name, "gbps", 1, func(s Sample) float64 { return float64(s.Retransmits) }))
-		fmt.Fprintf(&b, "| %s | %s | %.2f | %s | %.2f | %.0f | %s | %s / %s | %s | %.2f |\n", dp.Name, cell(conn), ratio(conn, base),
-			cell(gbps), ratio(gbps, gbase), retrans.med, cell(rr), num(lat50.med), num(lat99.med), cell(udp), ratio(udp, ubase))
+		pps, pbase := r.stat(dp.Name, "pps", 1), r.stat(dp.Baseline, "pps", 1)
+		ppsCells := "– | –"
+		if pps.med > 0 {
+			ppsCells = fmt.Sprintf("%s | %.2f", cell(pps), ratio(pps, pbase))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.2f | %s | %.2f | %.0f | %s | %s / %s | %s | %.2f | %s |\n", dp.Name, cell(conn), ratio(conn, base),
+			cell(gbps), ratio(gbps, gbase), retrans.med, cell(rr), num(lat50.med), num(lat99.med), cell(udp), ratio(udp, ubase), ppsCells)
 	}
-	b.WriteString("\nRetransmits: TCP segments the iperf3 sender resent in one stream (median over rounds).\n")
+	b.WriteString("\nRetransmits: TCP segments the iperf3 sender resent in one stream (median over rounds). Small UDP: 64-byte datagrams sent flat out for the whole measurement, echoes counted (from outside over IPv4 only). ebpfnet-xdp's client, on uplink2, sends complete checksums (transmit checksum offload off, and so no TSO), as a NIC's frames have them; ebpfnet-tc-nocsum is the same client on uplink3, which has TC alone: XDP against TC with one client.\n")
 	dnsTable(&b, r)
 	ns := r.scale()
 	b.WriteString("\nNew connections/s with N published ports (N sets of Docker's rules for iptables; the measured port's last):\n\n")
