@@ -258,12 +258,19 @@ func (h *Host) destroy() {
 func (h *Host) CLI(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, h.bin, args...)
-	cmd.Env = append(os.Environ(), "EBPFNET_SOCKET="+h.Socket())
+	cmd := h.Command(ctx, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	return strings.TrimSpace(out.String()), err
+}
+
+// Command is the CLI with args, talking to this host's daemon, not
+// started: for one that runs alongside (ebpfnet monitor).
+func (h *Host) Command(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, h.bin, args...)
+	cmd.Env = append(os.Environ(), "EBPFNET_SOCKET="+h.Socket())
+	return cmd
 }
 
 // MustCLI is CLI that fails the test on error.

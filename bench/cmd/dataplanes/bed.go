@@ -72,7 +72,7 @@ func newBed(r *runner, dockerMode string) *bed {
 		b.sh("ip", "-n", b.host, "addr", "add", hostIPOthers+"/24", "dev", "uplink0")
 		b.sh("ip", "-n", b.out, "addr", "add", clientTC+"/24", "dev", "eth0")
 		b.sh("ip", "-n", b.out, "addr", "add", clientTC6+"/64", "dev", "eth0", "nodad")
-		for _, client := range []string{clientDE, clientPM, clientCE} {
+		for _, client := range []string{clientDE, clientPM, clientCE, clientMon} {
 			b.sh("ip", "-n", b.out, "addr", "add", client+"/24", "dev", "eth0")
 		}
 		b.sh("ip", "-n", b.host, "link", "add", "uplink1", "type", "veth", "peer", "name", "eth1", "netns", b.out)

@@ -24,6 +24,7 @@ const (
 	cniEbpfnetIperf = 9481
 	clientPM        = "10.99.0.6" // the client of the portmap container
 	clientCE        = "10.99.0.7" // the client of the chained ebpfnet container
+	clientMon       = "10.99.0.8" // ebpfnet-tc's path again, while a monitor listens
 	cniTimedPort    = 7001
 	cniOtherPorts   = 20000 // where the N-1 other mappings start
 )

@@ -28,39 +28,44 @@ type dataplane struct {
 	port     int    // echo port there
 	iperf    int    // iperf3 port there
 	local    string // its client's source address
+	// monitor runs `ebpfnet monitor` (every event, JSON) while measuring.
+	monitor bool
 }
 
 func (b *bed) dataplanes() []dataplane {
 	dps := []dataplane{
-		{"direct", "direct", b.out, b.webIP, echoPort, iperfPort, clientDirect},
-		{"iptables", "direct", b.out, hostIPDocker, dockerPort, dockerIperf, clientIPT},
-		{"ebpfnet-tc", "direct", b.out, hostIP, ebpfPort, iperfPort, clientTC},
-		{"ebpfnet-xdp", "direct", b.out, hostIPXDP, ebpfPort, iperfPort, clientXDP},
-		{"ebpfnet-tc-nocsum", "direct", b.out, hostIPNoCsum, ebpfPort, iperfPort, clientNoCsum},
+		{"direct", "direct", b.out, b.webIP, echoPort, iperfPort, clientDirect, false},
+		{"iptables", "direct", b.out, hostIPDocker, dockerPort, dockerIperf, clientIPT, false},
+		{"ebpfnet-tc", "direct", b.out, hostIP, ebpfPort, iperfPort, clientTC, false},
+		// The same with every event written and read: what emission
+		// costs when a monitor listens (ebpfnet-tc is with none).
+		{"ebpfnet-tc-monitor", "direct", b.out, hostIP, ebpfPort, iperfPort, clientMon, true},
+		{"ebpfnet-xdp", "direct", b.out, hostIPXDP, ebpfPort, iperfPort, clientXDP, false},
+		{"ebpfnet-tc-nocsum", "direct", b.out, hostIPNoCsum, ebpfPort, iperfPort, clientNoCsum, false},
 		// The same over IPv6: the sandbox's own IPv6 address, and the
 		// port published on [::].
-		{"direct6", "direct6", b.out, b.webIP6, echoPort, iperfPort, clientDirect6},
-		{"ebpfnet-tc6", "direct6", b.out, hostIP6, ebpfPort, iperfPort, clientTC6},
+		{"direct6", "direct6", b.out, b.webIP6, echoPort, iperfPort, clientDirect6, false},
+		{"ebpfnet-tc6", "direct6", b.out, hostIP6, ebpfPort, iperfPort, clientTC6, false},
 		// Host clients share a source: the client closes first, so servers
 		// keep no TIME_WAIT state that one path could trip another over.
-		{"hostdirect", "hostdirect", b.host, b.webIP, echoPort, iperfPort, ""},
-		{"docker-proxy", "hostdirect", b.host, "127.0.0.1", dockerPort, dockerIperf, ""},
-		{"ebpfnet-local", "hostdirect", b.host, "127.0.0.1", ebpfPort, iperfPort, ""},
+		{"hostdirect", "hostdirect", b.host, b.webIP, echoPort, iperfPort, "", false},
+		{"docker-proxy", "hostdirect", b.host, "127.0.0.1", dockerPort, dockerIperf, "", false},
+		{"ebpfnet-local", "hostdirect", b.host, "127.0.0.1", ebpfPort, iperfPort, "", false},
 	}
 	if b.docker.d != nil {
 		// docker run -p on an ebpfnet network, beside Docker's own bridge
 		// (iptables) and ebpfnet's own sandbox (ebpfnet-tc); and Docker's
 		// ip6tables DNAT for the same port over IPv6.
-		dps = slices.Insert(dps, 3, dataplane{"docker-ebpfnet", "direct", b.out, hostIP, dockerEPort, dockerEIperf, clientDE})
+		dps = slices.Insert(dps, 3, dataplane{"docker-ebpfnet", "direct", b.out, hostIP, dockerEPort, dockerEIperf, clientDE, false})
 		i := slices.IndexFunc(dps, func(d dataplane) bool { return d.Name == "ebpfnet-tc6" })
-		dps = slices.Insert(dps, i, dataplane{"iptables6", "direct6", b.out, hostIPDocker6, dockerPort, dockerIperf, clientIPT6})
+		dps = slices.Insert(dps, i, dataplane{"iptables6", "direct6", b.out, hostIPDocker6, dockerPort, dockerIperf, clientIPT6, false})
 	}
 	if b.cni.c != nil {
 		// The same bridge plugin, with portmap or with ebpfnet chained.
 		i := slices.IndexFunc(dps, func(d dataplane) bool { return d.Name == "hostdirect" })
 		dps = slices.Insert(dps, i,
-			dataplane{"cni-portmap", "direct", b.out, hostIP, cniPortmapPort, cniPortmapIperf, clientPM},
-			dataplane{"cni-ebpfnet", "direct", b.out, hostIP, cniEbpfnetPort, cniEbpfnetIperf, clientCE})
+			dataplane{"cni-portmap", "direct", b.out, hostIP, cniPortmapPort, cniPortmapIperf, clientPM, false},
+			dataplane{"cni-ebpfnet", "direct", b.out, hostIP, cniEbpfnetPort, cniEbpfnetIperf, clientCE, false})
 	}
 	return dps
 }
@@ -197,6 +202,9 @@ const commitFloorName = "bbolt commit of one key"
 
 func (b *bed) sample(dp dataplane, workload string, n, round int, d time.Duration) Sample {
 	s := Sample{Dataplane: dp.Name, Workload: workload, N: n, Round: round}
+	if dp.monitor {
+		defer b.monitoring()()
+	}
 	if workload == "gbps" {
 		v, retransmits, err := b.iperf(dp.ns, dp.host, dp.iperf, dp.local, d)
 		if err != nil {
@@ -211,6 +219,22 @@ func (b *bed) sample(dp dataplane, workload string, n, round int, d time.Duratio
 	}
 	s.Value, s.P50, s.P99 = l.Rate, l.P50, l.P99
 	return s
+}
+
+// monitoring starts `ebpfnet monitor`, reading every event, and returns
+// what stops it; it waits until the datapath writes events.
+func (b *bed) monitoring() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := b.h.Command(ctx, "monitor", "--type", "all", "-o", "json")
+	if err := cmd.Start(); err != nil {
+		b.r.Fatalf("start ebpfnet monitor: %v", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); b.h.Status().Monitoring == ""; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.r.Fatalf("ebpfnet monitor never switched events on")
+		}
+	}
+	return func() { cancel(); cmd.Wait() }
 }
 
 // publishTimings times publishing and unpublishing one port with n present.
