@@ -80,7 +80,6 @@ func TestXDPMartianSourceInDatapathSubnet(t *testing.T) {
 	}
 }
 
-
 // ipTrimmed is a frame cut to its IP packet's length (Ethernet padding
 // off), for verify, which sums an IPv4 packet's L4 bytes to the frame's end.
 func ipTrimmed(pkt []byte) []byte {
