@@ -349,3 +349,22 @@ func TestXDPLeavesLaterFragmentsToTC(t *testing.T) {
 		}
 	}
 }
+
+// An IPv6 link-local source never crosses a router (RFC 4291 2.5.6; the
+// kernel's ip6_forward refuses it, to_container drops it from elsewhere
+// as spoofed). Translated into a sandbox on another link, a flow from
+// fe80::/10 cannot be answered: the sandbox looks the source up on its
+// own link, the bridge. From outside, dnat_claim must refuse it as it
+// refuses the other martians, on XDP and TC alike.
+func TestXDPMartianLinkLocalSource(t *testing.T) {
+	nb := newNATBed6(t)
+	nb.xdpTargets(t, webAddr6)
+	must(t, nb.maps.PutPublication(maps.Publication{HostAddr: netip.IPv6Unspecified(), HostPort: 8080, Proto: 6, Addr: webAddr6, Port: 80}))
+	src := netip.MustParseAddr("fe80::1234")
+	if ret, _ := nb.runXDP(t, segment(6, ap(src, 40000), ap(hostAddr6, 8080), false)); ret != xdpDrop {
+		t.Errorf("XDP: from %s to a published port: verdict %d, want XDP_DROP", src, ret)
+	}
+	if ret, _ := nb.runOn(t, nb.dp.Uplink.UplinkIngress, segment(6, ap(src, 40001), ap(hostAddr6, 8080), false), nb.uplink); ret != tcActShot {
+		t.Errorf("TC: from %s to a published port: verdict %d, want TC_ACT_SHOT", src, ret)
+	}
+}
