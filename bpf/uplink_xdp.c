@@ -55,8 +55,11 @@ static __always_inline int l4_length(struct xdp_md *ctx, const struct packet *p,
 	if (ETH_HLEN + l3_len > ctx_len(ctx))
 		return -1;
 	*len = 0;
-	if (!p->l4_off)
-		return 0;
+	/* A fragment's L4 header (a first fragment's) covers the whole
+	 * datagram, not what the fragment carries: TC's, unchecked, as are
+	 * IPv4 options and IPv6 extension headers. */
+	if (!p->l4_off || !plain)
+		return !plain;
 	if (p->l4_off > ETH_HLEN + l3_len)
 		return -1;
 	*len = ETH_HLEN + l3_len - p->l4_off;

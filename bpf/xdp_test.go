@@ -286,7 +286,7 @@ func TestXDPEarlyDrop(t *testing.T) {
 		t.Errorf("uplink_xdp/drop_malformed counted %d, want 8", n)
 	}
 	martians := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("0.1.2.3"),
-		netip.MustParseAddr("224.0.0.1"), netip.MustParseAddr("255.255.255.255"), netip.MustParseAddr("240.0.0.1"), hostAddr,
+		netip.MustParseAddr("224.0.0.1"), netip.MustParseAddr("255.255.255.255"), hostAddr,
 		netip.MustParseAddr("::1"), netip.MustParseAddr("::"), netip.MustParseAddr("ff02::1"), hostAddr6}
 	for i, src := range martians {
 		dst := hostAddr
@@ -311,8 +311,12 @@ func TestXDPEarlyDrop(t *testing.T) {
 	if n := nb.counter(t, "uplink", "drop_martian_source"); n != uint64(len(martians)) {
 		t.Errorf("uplink/drop_martian_source counted %d, want %d", n, len(martians))
 	}
-	// The packet they were forged from gets in.
+	// The packet they were forged from gets in, and so does one from
+	// class E, unicast to Linux.
 	if ret, _ := nb.runXDP(t, good()); ret != xdpRedirect {
 		t.Errorf("a valid packet: verdict %d, want XDP_REDIRECT", ret)
+	}
+	if ret, _ := nb.runXDP(t, segment(6, ap(netip.MustParseAddr("240.0.0.1"), 40000), ap(hostAddr, 8080), false)); ret != xdpRedirect {
+		t.Errorf("from 240.0.0.1: verdict %d, want XDP_REDIRECT", ret)
 	}
 }

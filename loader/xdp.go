@@ -95,7 +95,7 @@ func (d *Datapath) AttachUplinkXDP(ifname string, ifindex int, mode UplinkMode) 
 	}
 	l, err := link.AttachXDP(link.XDPOptions{Program: d.UplinkXDP.UplinkXdp, Interface: ifindex, Flags: link.XDPDriverMode})
 	if err != nil {
-		if mode == UplinkAuto && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, ebpf.ErrNotSupported)) {
+		if mode == UplinkAuto && driverCannot(err) {
 			return false, nil
 		}
 		return false, fmt.Errorf("attach native xdp to %s (ifindex %d): %w", ifname, ifindex, err)
@@ -108,6 +108,16 @@ func (d *Datapath) AttachUplinkXDP(ifname string, ifindex int, mode UplinkMode) 
 		return false, fmt.Errorf("pin xdp link of %s: %w", ifname, err)
 	}
 	return true, nil
+}
+
+// driverCannot reports whether attaching native XDP failed because the
+// driver cannot run the program there: it has no native XDP, or not at
+// this interface's MTU (the program takes single-buffer frames, and
+// drivers refuse it above about 3.5 KB: ERANGE from veth, EINVAL from
+// others). Another program already on the hook (EBUSY) is no such reason.
+func driverCannot(err error) bool {
+	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, ebpf.ErrNotSupported) ||
+		errors.Is(err, unix.ERANGE) || errors.Is(err, unix.EINVAL)
 }
 
 // HasXDP reports whether ebpfnet's XDP program is on an interface (ifindex).

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -103,9 +104,30 @@ func TestXDPUplink(t *testing.T) {
 // veth has), tc removes an XDP link a previous daemon left, and a mode of
 // no such name is refused.
 func TestUplinkModes(t *testing.T) {
-	h := testbed.NewHostWith(t, func(h *testbed.Host) { h.AddOutside() }, "--uplink-mode", "auto")
+	h := testbed.NewHostWith(t, func(h *testbed.Host) {
+		h.AddOutside()
+		// A jumbo uplink: its driver refuses a program that takes
+		// single-buffer frames only.
+		host := filepath.Base(h.NetNS)
+		h.MustRun("ip", "-n", host, "link", "add", "uplink1", "mtu", "9000", "type", "veth", "peer", "name", "jumbo1", "mtu", "9000")
+		h.MustRun("ip", "-n", host, "addr", "add", "10.97.0.1/24", "dev", "uplink1")
+		h.MustRun("ip", "-n", host, "link", "set", "jumbo1", "up")
+		h.MustRun("ip", "-n", host, "link", "set", "uplink1", "up")
+	}, "--uplink-mode", "auto")
 	if !uplinkXDP(t, h) {
 		t.Fatal("auto mode on a veth: no XDP on uplink0")
+	}
+	for _, u := range h.Status().Uplinks {
+		if u.Interface == "uplink1" && (u.XDP || u.Attach == "") {
+			t.Fatalf("auto mode on a jumbo veth: %+v, want TC alone", u)
+		}
+	}
+	if !slices.Contains(uplinkNames(t, h), "uplink1") {
+		t.Fatalf("the jumbo veth is no uplink: %v", uplinkNames(t, h))
+	}
+	// Not an error in auto mode: what the driver cannot do is left to TC.
+	if log := h.DaemonLog(); strings.Contains(log, "xdp to uplink1") {
+		t.Fatalf("auto mode complained about the jumbo veth:\n%s", log)
 	}
 	pin := filepath.Join(h.BPFFS(), "links", "uplink0", "xdp")
 	if _, err := os.Stat(pin); err != nil {

@@ -59,15 +59,14 @@ static __always_inline int addr_is_link_local(const union addr *a)
 }
 
 /* addr_is_martian_source: addresses no packet from a neighbour can come
- * from (RFC 1122, RFC 4291): unspecified and "this network" (0.0.0.0/8,
- * ::), loopback, multicast and broadcast, and IPv4's reserved class E
- * (240.0.0.0/4). */
+ * from (RFC 1122, RFC 4291), as the kernel judges them: unspecified and
+ * "this network" (0.0.0.0/8, ::), loopback, multicast and broadcast.
+ * IPv4's class E (240.0.0.0/4) is unicast to Linux, and some networks
+ * use it. */
 static __always_inline int addr_is_martian_source(const union addr *a)
 {
 	if (addr_is_v4(a)) {
-		__u32 first = bpf_ntohl(a->w[3]) >> 24;
-
-		if (first == 0 || first >= 240)
+		if ((bpf_ntohl(a->w[3]) >> 24) == 0)
 			return 1;
 	} else if (addr_is_zero(a)) {
 		return 1;

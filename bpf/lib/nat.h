@@ -315,9 +315,13 @@ static __noinline int dnat_claim(struct ctx_buff *ctx, const struct packet *p, e
 	pub = published(&p->flow.daddr, p->flow.dport, p->flow.proto);
 	if (!pub || host_socket_owns(ctx, p))
 		return -1;
-	/* No neighbour sends from these: a reply to one would go to the host
-	 * itself, or to many, or nowhere. */
-	if (!ifindex && (addr_is_martian_source(&p->flow.saddr) || is_host_addr(&p->flow.saddr)))
+	/* No neighbour beyond an uplink sends from these: a reply to one would
+	 * go to the host itself, or to many, or nowhere, or into one of the
+	 * datapath's own networks (a sandbox's or another runtime's, whose
+	 * addresses only their bridges have), or stay on the uplink's link
+	 * (an IPv6 link-local source, which no router forwards). */
+	if (!ifindex && (addr_is_martian_source(&p->flow.saddr) || is_host_addr(&p->flow.saddr) ||
+			 network_of(&p->flow.saddr) || (p->v6 && addr_is_link_local(&p->flow.saddr))))
 		return VERDICT_DROP_MARTIAN_SOURCE;
 	ep = bpf_map_lookup_elem(&endpoints, &pub->addr);
 	if (!ep)
