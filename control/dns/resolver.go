@@ -97,20 +97,40 @@ func (r *Resolver) Handler(sandboxID string) dns.Handler {
 		network := w.RemoteAddr().Network()
 		resp := r.Answer(sandboxID, q, network)
 		if network == "udp" {
-			// What the client can take; past that it sees TC and asks over TCP.
-			size := dns.MinMsgSize
-			if opt := q.IsEdns0(); opt != nil {
-				size = int(opt.UDPSize())
-			}
-			resp.Truncate(size)
+			fitUDP(q, resp)
 		}
 		w.WriteMsg(resp)
 	})
 }
 
+// fitUDP truncates an answer over UDP to what the client can take; past
+// that it sees TC and asks over TCP.
+func fitUDP(q, resp *dns.Msg) {
+	size := dns.MinMsgSize
+	if opt := q.IsEdns0(); opt != nil {
+		size = int(opt.UDPSize())
+	}
+	resp.Truncate(size)
+}
+
 // Answer answers q from sandboxID, received over network ("udp" or "tcp").
 func (r *Resolver) Answer(sandboxID string, q *dns.Msg, network string) *dns.Msg {
-	resp, how := r.answer(sandboxID, q, network)
+	resp, how := r.answer(sandboxID, q, network, true)
+	return r.count(resp, how)
+}
+
+// AnswerNow answers q when it can without waiting for an upstream server:
+// a name of the sandbox's networks, a refusal, a cached answer. ok is
+// false for a query that goes upstream: Answer answers it.
+func (r *Resolver) AnswerNow(sandboxID string, q *dns.Msg, network string) (resp *dns.Msg, ok bool) {
+	resp, how := r.answer(sandboxID, q, network, false)
+	if how == pending {
+		return nil, false
+	}
+	return r.count(resp, how), true
+}
+
+func (r *Resolver) count(resp *dns.Msg, how outcome) *dns.Msg {
 	r.counts[how].Add(1)
 	if resp.Rcode == dns.RcodeNameError {
 		r.nxdomain.Add(1)
@@ -118,7 +138,9 @@ func (r *Resolver) Answer(sandboxID string, q *dns.Msg, network string) *dns.Msg
 	return resp
 }
 
-func (r *Resolver) answer(sandboxID string, q *dns.Msg, network string) (*dns.Msg, outcome) {
+// answer answers q; without wait, a query that has to go upstream gets
+// the outcome pending and no answer.
+func (r *Resolver) answer(sandboxID string, q *dns.Msg, network string, wait bool) (*dns.Msg, outcome) {
 	resp := new(dns.Msg)
 	if len(q.Question) != 1 || q.Opcode != dns.OpcodeQuery {
 		return resp.SetRcode(q, dns.RcodeFormatError), malformed
@@ -156,7 +178,7 @@ func (r *Resolver) answer(sandboxID string, q *dns.Msg, network string) (*dns.Ms
 	if !asker.Forward || len(asker.Upstreams) == 0 {
 		return resp.SetRcode(q, dns.RcodeRefused), refused
 	}
-	return r.forward(sandboxID, asker, q, network)
+	return r.forward(sandboxID, asker, q, network, wait)
 }
 
 // addressRRs are the A or AAAA records of addrs that question asks for,
@@ -216,10 +238,13 @@ func ptrAddr(name string) (netip.Addr, bool) {
 // forward answers from the cache or, past it, from the asker's upstream
 // servers. The view was asked first, so a cached answer never shadows a
 // name of the asker's networks.
-func (r *Resolver) forward(sandboxID string, asker Asker, q *dns.Msg, network string) (*dns.Msg, outcome) {
+func (r *Resolver) forward(sandboxID string, asker Asker, q *dns.Msg, network string, wait bool) (*dns.Msg, outcome) {
 	key, now := keyOf(q, asker), r.now()
 	if e := r.cache.get(key, now); e != nil {
 		return e.answer(q, now), cacheHit
+	}
+	if !wait {
+		return nil, pending
 	}
 	r.misses.Add(1)
 	// Waiting for an identical query takes a slot too: it holds a

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"runtime"
 	"sync"
 
 	"github.com/miekg/dns"
@@ -23,7 +25,7 @@ type Servers struct {
 
 type listener struct {
 	netns string
-	udp   *dns.Server
+	udp   *net.UDPConn
 	tcp   *dns.Server
 }
 
@@ -70,12 +72,12 @@ func (s *Servers) Close() {
 // and serves them from ordinary goroutines.
 func (s *Servers) start(id, netns string) (*listener, error) {
 	var (
-		pc net.PacketConn
+		pc *net.UDPConn
 		ln net.Listener
 	)
 	err := namespace.Do(netns, func() error {
 		var err error
-		if pc, err = net.ListenPacket("udp4", Address); err != nil {
+		if pc, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(Address))); err != nil {
 			return err
 		}
 		if ln, err = net.Listen("tcp4", Address); err != nil {
@@ -86,19 +88,56 @@ func (s *Servers) start(id, netns string) (*listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s in %s: %w", Address, netns, err)
 	}
-	h := s.resolver.Handler(id)
-	l := &listener{netns: netns,
-		udp: &dns.Server{PacketConn: pc, Handler: h},
-		tcp: &dns.Server{Listener: ln, Handler: h, MaxTCPQueries: 128},
+	l := &listener{netns: netns, udp: pc,
+		tcp: &dns.Server{Listener: ln, Handler: s.resolver.Handler(id), MaxTCPQueries: 128},
 	}
-	go l.udp.ActivateAndServe()
+	for range runtime.GOMAXPROCS(0) {
+		go s.serveUDP(id, pc)
+	}
 	go l.tcp.ActivateAndServe()
 	return l, nil
+}
+
+// serveUDP answers a sandbox's queries over UDP, one reader per CPU on
+// one socket. What needs no upstream server (names of its networks,
+// cached answers) is answered as it is read: miekg/dns's server starts a
+// goroutine per query, whose scheduling was most of what a local answer
+// cost in CPU and in tail latency. A query that goes upstream, which may
+// wait up to forwardBudget, gets a goroutine of its own.
+func (s *Servers) serveUDP(sandboxID string, pc *net.UDPConn) {
+	buf := make([]byte, dns.MaxMsgSize)
+	for {
+		n, from, err := pc.ReadFromUDPAddrPort(buf)
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err != nil {
+			continue
+		}
+		q := new(dns.Msg)
+		// Not a query (a reply sent here, say): answering it could start
+		// a loop between two servers.
+		if q.Unpack(buf[:n]) != nil || q.Response {
+			continue
+		}
+		if resp, ok := s.resolver.AnswerNow(sandboxID, q, "udp"); ok {
+			writeUDP(pc, from, q, resp)
+			continue
+		}
+		go func() { writeUDP(pc, from, q, s.resolver.Answer(sandboxID, q, "udp")) }()
+	}
+}
+
+func writeUDP(pc *net.UDPConn, to netip.AddrPort, q, resp *dns.Msg) {
+	fitUDP(q, resp)
+	if b, err := resp.Pack(); err == nil {
+		pc.WriteToUDPAddrPort(b, to)
+	}
 }
 
 func (l *listener) stop() {
 	// Shutdown waits for the server to have started; closing the sockets
 	// ends it either way.
-	l.udp.PacketConn.Close()
+	l.udp.Close()
 	l.tcp.Listener.Close()
 }

@@ -12,6 +12,8 @@ const (
 	refused                  // an unknown asker, or one with nowhere to forward to
 	malformed                // FORMERR: not one question, or not a query
 	numOutcomes
+	// pending is no outcome yet: AnswerNow's query goes upstream. Never counted.
+	pending outcome = -1
 )
 
 // Stats are the resolver's counters since it started, for metrics.

@@ -1,0 +1,98 @@
+package dns
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/test/testenv"
+)
+
+// Over UDP, names of the asker's networks and cached answers are answered
+// while queries wait for an upstream server, however many wait: a slow
+// upstream never holds up the sandbox's other names.
+func TestUDPLocalAnswersDoNotWaitForUpstream(t *testing.T) {
+	testenv.RequirePrivileges(t)
+	ns := fmt.Sprintf("/run/netns/ebpfnet-dnstest-%d", time.Now().UnixNano()%1e6)
+	if err := namespace.Create(ns); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { namespace.Remove(ns) })
+	if out, err := exec.Command("ip", "-n", filepath.Base(ns), "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up: %v: %s", err, out)
+	}
+	up := &scripted{reply: reply(dns.RcodeSuccess, []string{"slow.example. 60 IN A 192.0.2.1"}, nil), gate: make(chan struct{})}
+	r := newResolver(up.exchange)
+	r.SetView(testView())
+	s := NewServers(r)
+	t.Cleanup(s.Close)
+	if err := s.Sync(map[string]string{"client": ns}); err != nil {
+		t.Fatal(err)
+	}
+	exchange := func(name string, timeout time.Duration) (*dns.Msg, error) {
+		var resp *dns.Msg
+		err := namespace.Do(ns, func() (err error) {
+			c := &dns.Client{Net: "udp", Timeout: timeout}
+			resp, _, err = c.Exchange(query(name, dns.TypeA), Address)
+			return err
+		})
+		return resp, err
+	}
+	// More queries held upstream than the server has readers.
+	held := runtime.GOMAXPROCS(0) + 2
+	done := make(chan error, held)
+	for i := range held {
+		go func() {
+			resp, err := exchange(fmt.Sprintf("slow%d.example.", i), 5*time.Second)
+			if err == nil && len(resp.Answer) != 1 {
+				err = fmt.Errorf("held query answered %v", resp)
+			}
+			done <- err
+		}()
+	}
+	waitFor(t, func() bool { return up.count() == held })
+	start := time.Now()
+	resp, err := exchange("web.", time.Second)
+	if err != nil || len(resp.Answer) != 1 {
+		t.Fatalf("a name of the sandbox's network while %d queries wait upstream: %v, %v", held, resp, err)
+	}
+	t.Logf("answered in %s with %d queries held upstream", time.Since(start), held)
+	close(up.gate)
+	for range held {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+	if st := r.Stats(); st.Local != 1 || st.Forwarded != uint64(held) {
+		t.Errorf("stats %+v, want 1 local, %d forwarded", st, held)
+	}
+}
+
+// AnswerNow answers what needs no upstream server and leaves the rest,
+// uncounted and unasked, to Answer.
+func TestAnswerNow(t *testing.T) {
+	up := &scripted{reply: reply(dns.RcodeSuccess, []string{"out.example. 60 IN A 192.0.2.1"}, nil)}
+	r := newResolver(up.exchange)
+	r.SetView(testView())
+	if resp, ok := r.AnswerNow("client", query("web.", dns.TypeA), "udp"); !ok || len(resp.Answer) != 1 {
+		t.Errorf("a local name: %v, %v", resp, ok)
+	}
+	if resp, ok := r.AnswerNow("client", query("out.example.", dns.TypeA), "udp"); ok || resp != nil || up.count() != 0 {
+		t.Errorf("a name not cached: %v, %v, %d asked upstream; want it left to Answer", resp, ok, up.count())
+	}
+	if resp := r.Answer("client", query("out.example.", dns.TypeA), "udp"); len(resp.Answer) != 1 {
+		t.Fatalf("forwarded: %v", resp)
+	}
+	if resp, ok := r.AnswerNow("client", query("out.example.", dns.TypeA), "udp"); !ok || len(resp.Answer) != 1 {
+		t.Errorf("a cached name: %v, %v", resp, ok)
+	}
+	if st := r.Stats(); st.Local != 1 || st.Forwarded != 1 || st.CacheHit != 1 {
+		t.Errorf("stats %+v, want 1 local, 1 forwarded, 1 cache hit", st)
+	}
+}
