@@ -39,6 +39,11 @@ func (p *placement) flags(cmd *cobra.Command) {
 // memoryLimit is the daemon's soft heap limit unless GOMEMLIMIT sets one.
 const memoryLimit = 40 << 20
 
+// gcPercent is the daemon's GOGC unless GOGC sets one. Its live heap is a
+// few MiB, which at Go's default (100) is collected every few MiB of
+// garbage: every DNS query makes some. The memory limit still bounds it.
+const gcPercent = 400
+
 func newDaemonCommand(c *cli) *cobra.Command {
 	var (
 		place        placement
@@ -108,6 +113,9 @@ root's a bind of a published port (EPERM).`,
 			// burst (decoding a large state) does not leave RSS at its peak.
 			if os.Getenv("GOMEMLIMIT") == "" {
 				debug.SetMemoryLimit(memoryLimit)
+			}
+			if os.Getenv("GOGC") == "" {
+				debug.SetGCPercent(gcPercent)
 			}
 			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			if cfg.Runtime, err = sandbox.NewRuntime(place.sandbox.NetnsDir, place.sandbox.EtcDir); err != nil {

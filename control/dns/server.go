@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 
 	"github.com/miekg/dns"
@@ -91,19 +90,18 @@ func (s *Servers) start(id, netns string) (*listener, error) {
 	l := &listener{netns: netns, udp: pc,
 		tcp: &dns.Server{Listener: ln, Handler: s.resolver.Handler(id), MaxTCPQueries: 128},
 	}
-	for range runtime.GOMAXPROCS(0) {
-		go s.serveUDP(id, pc)
-	}
+	go s.serveUDP(id, pc)
 	go l.tcp.ActivateAndServe()
 	return l, nil
 }
 
-// serveUDP answers a sandbox's queries over UDP, one reader per CPU on
-// one socket. What needs no upstream server (names of its networks,
-// cached answers) is answered as it is read: miekg/dns's server starts a
-// goroutine per query, whose scheduling was most of what a local answer
-// cost in CPU and in tail latency. A query that goes upstream, which may
-// wait up to forwardBudget, gets a goroutine of its own.
+// serveUDP answers a sandbox's queries over UDP. What needs no upstream
+// server (names of its networks, cached answers) is answered as it is
+// read: miekg/dns's server starts a goroutine per query, whose scheduling
+// was most of what a local answer cost in CPU and in tail latency. One
+// reader: a second on the same socket would be woken for every datagram
+// the first takes, only to find none. A query that goes upstream, which
+// may wait up to forwardBudget, gets a goroutine of its own.
 func (s *Servers) serveUDP(sandboxID string, pc *net.UDPConn) {
 	buf := make([]byte, dns.MaxMsgSize)
 	for {

@@ -44,7 +44,7 @@ func TestUDPLocalAnswersDoNotWaitForUpstream(t *testing.T) {
 		})
 		return resp, err
 	}
-	// More queries held upstream than the server has readers.
+	// More queries held upstream than the machine has CPUs.
 	held := runtime.GOMAXPROCS(0) + 2
 	done := make(chan error, held)
 	for i := range held {

@@ -62,6 +62,7 @@ func main() {
 	scale := flag.String("n", "1,1000,10000,50000", "numbers of publications (iptables rules) to measure with")
 	flag.StringVar(&cfg.docker, "docker", "auto", "Docker's side: dockerd (a real dockerd and containerd), rules (its rules and docker-proxy set up by hand), or auto (dockerd when installed)")
 	flag.StringVar(&cfg.out, "out", "bench/results", "where results, table and charts go")
+	flag.BoolVar(&cfg.dnsOnly, "dns-only", false, "measure the embedded DNS servers alone (a few minutes)")
 	flag.Parse()
 	for _, s := range strings.Split(*scale, ",") {
 		n, err := strconv.Atoi(s)
@@ -106,6 +107,7 @@ type config struct {
 	scale    []int
 	docker   string
 	out      string
+	dnsOnly  bool
 }
 
 func must[T any](v T, err error) T {

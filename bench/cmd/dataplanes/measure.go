@@ -111,6 +111,11 @@ func run(r *runner, cfg config) Results {
 	dps := b.dataplanes()
 	res := Results{Env: environment(b.docker.how), Rounds: cfg.rounds, Duration: cfg.duration.String(), Dataplanes: dps}
 	log.Printf("%s", res.Env)
+	if cfg.dnsOnly {
+		res.Dataplanes = nil
+		res.DNS = b.measureDNS(cfg.rounds, cfg.duration)
+		return res
+	}
 
 	// Every workload on every dataplane, interleaved: a b c … a b c …
 	for round := 1; round <= cfg.rounds; round++ {

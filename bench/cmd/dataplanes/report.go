@@ -69,6 +69,15 @@ func ratio(a, b stat) float64 {
 
 func markdown(r Results) string {
 	var b strings.Builder
+	if len(r.Samples) == 0 { // -dns-only
+		fmt.Fprintf(&b, "%s; %d rounds of %s per measurement.\n", r.Env, r.Rounds, r.Duration)
+		dnsTable(&b, r)
+		b.WriteString("\nTargets:\n\n")
+		for _, t := range r.dnsTargets() {
+			fmt.Fprintf(&b, "- %s: %s (met: %v)\n", t.what, t.got, t.met)
+		}
+		return b.String()
+	}
 	fmt.Fprintf(&b, "%s; %d rounds of %s per measurement, interleaved across dataplanes; medians (min–max) and ratios to the no-NAT path of the same client.\n\n", r.Env, r.Rounds, r.Duration)
 	b.WriteString("| dataplane | new connections/s | × | one TCP stream, Gbit/s | × | retransmits | keepalive round trips/s | p50 / p99 µs | UDP round trips/s | × | small UDP echoed/s | × |\n")
 	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
@@ -210,7 +219,7 @@ func write(r Results, dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "results.json"), data, 0o644); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(markdown(r)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(markdown(r)), 0o644); err != nil || len(r.Samples) == 0 {
 		return err
 	}
 	if err := scalingChart(r, filepath.Join(dir, "connections-vs-n.png")); err != nil {
