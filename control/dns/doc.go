@@ -14,4 +14,9 @@
 // owns the protocol (IDs, matching replies, TCP on truncation, the
 // in-flight bounds) and never switches namespaces itself, nor reads the
 // store.
+//
+// Over UDP, what needs no upstream server (a name of the view, a cached
+// answer) is answered by the socket's reader as it reads the query, and
+// only a query that goes upstream gets a goroutine; TCP is served by
+// miekg/dns.
 package dns
