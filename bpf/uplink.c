@@ -24,10 +24,8 @@ int uplink_ingress(struct __sk_buff *skb)
 
 	if (l3 != L3_IPV4 && l3 != L3_IPV6)
 		return TC_ACT_UNSPEC;
-	/* IPv6 with an IPv4 address written v4-mapped (which never appears on
-	 * the wire) would match IPv4 publications and IPv4 flows' entries,
-	 * whose keys write IPv4 so: the host's stack judges it. */
-	if (p.v6 && (addr_is_v4(&p.flow.saddr) || addr_is_v4(&p.flow.daddr)))
+	/* The host's stack judges these. */
+	if (v4_mapped_v6(&p))
 		return pass(skb, PROGRAM_UPLINK);
 	/* Conntrack entries of flows from outside are keyed to ifindex 0:
 	 * whatever uplink a flow's packets take, they match. */
@@ -36,9 +34,7 @@ int uplink_ingress(struct __sk_buff *skb)
 		return verdict;
 	if (p.later_fragment && !p.has_ports)
 		count(skb, PROGRAM_UPLINK, VERDICT_FRAG_NO_FIRST); /* the host's, or out of order: passed as it is */
-	/* Loopback addresses never come from the wire: a port published on
-	 * 127.0.0.1 must stay out of the neighbours' reach. */
-	if (addr_is_loopback(&p.flow.daddr) || !is_host_addr(&p.flow.daddr))
+	if (!reachable_from_outside(&p.flow.daddr))
 		return pass(skb, PROGRAM_UPLINK);
 	if (dnat_published(skb, &p, PROGRAM_UPLINK, 0, NULL, &verdict) == 0)
 		return verdict;

@@ -220,15 +220,15 @@ static __noinline int translate(struct xdp_md *ctx, const struct packet *p, __u3
 	int assured = 0, rc;
 
 	/* Flows from outside are keyed to ifindex 0, as on TC. */
-	e = ct_lookup(&p->flow, 0, &assured);
-	if (e && ct_current(&p->flow, e, assured)) {
+	e = ct_lookup_current(&p->flow, 0, &assured);
+	if (e) {
 		to = e->nat; /* the entry may move while we use it */
 		if (!fast_deliverable(ctx, p, l4_len, &to, &f))
 			return pass(ctx, PROGRAM_UPLINK_XDP);
 		ct_update(&p->flow, e, assured, p, PROGRAM_UPLINK_XDP);
 		return deliver_fast(ctx, p, VERDICT_TRACKED, &to, &f);
 	}
-	if (addr_is_loopback(&p->flow.daddr) || !is_host_addr(&p->flow.daddr))
+	if (!reachable_from_outside(&p->flow.daddr))
 		return pass(ctx, PROGRAM_UPLINK_XDP);
 	rc = dnat_claim(ctx, p, PROGRAM_UPLINK_XDP, 0, NULL, &to);
 	if (rc < 0)
@@ -254,7 +254,7 @@ int uplink_xdp(struct xdp_md *ctx)
 		return drop(ctx, PROGRAM_UPLINK_XDP, VERDICT_DROP_MALFORMED);
 	/* As on TC: v4-mapped addresses are the stack's to judge. ICMP,
 	 * fragments, options and extension headers are TC's. */
-	if (p.v6 && (addr_is_v4(&p.flow.saddr) || addr_is_v4(&p.flow.daddr)))
+	if (v4_mapped_v6(&p))
 		return pass(ctx, PROGRAM_UPLINK_XDP);
 	if ((p.flow.proto != IPPROTO_TCP && p.flow.proto != IPPROTO_UDP) || !p.has_ports || headers)
 		return pass(ctx, PROGRAM_UPLINK_XDP);

@@ -256,8 +256,8 @@ static __noinline int translate_known(struct __sk_buff *skb, const struct packet
 
 	if (!p->has_ports)
 		return -1;
-	e = ct_lookup(&p->flow, ifindex, &assured);
-	if (!e || !ct_current(&p->flow, e, assured))
+	e = ct_lookup_current(&p->flow, ifindex, &assured);
+	if (!e)
 		return -1;
 	struct flow to = e->nat; /* the entry may move while we use it */
 	ct_update(&p->flow, e, assured, p, prog);
@@ -289,8 +289,8 @@ static __noinline int icmp_error_rewrite(struct __sk_buff *skb, const struct pac
 	 * destination to its source would: that direction's entry says
 	 * where it goes. */
 	reverse(&q.flow, &key);
-	e = ct_lookup(&key, ifindex, &assured);
-	if (!e || !ct_current(&key, e, assured))
+	e = ct_lookup_current(&key, ifindex, &assured);
+	if (!e)
 		return -1;
 	reverse(&e->nat, &quoted);
 	*outer = p->flow;

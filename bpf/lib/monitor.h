@@ -28,11 +28,12 @@
  * an event is a report, and parse.h's full walk would cost stack here. */
 static __always_inline void monitor_parse(struct ctx_buff *ctx, struct flow *f)
 {
+	__be16 proto = ctx_protocol(ctx);
 	__u32 l4;
 	__u16 frag = 0;
 	__u8 b = 0;
 
-	if (ctx_protocol(ctx) == bpf_htons(ETH_P_IP)) {
+	if (proto == bpf_htons(ETH_P_IP)) {
 		if (ctx_load_bytes(ctx, ETH_HLEN, &b, sizeof(b)) < 0)
 			return;
 		l4 = ETH_HLEN + (b & 0xf) * 4;
@@ -44,7 +45,7 @@ static __always_inline void monitor_parse(struct ctx_buff *ctx, struct flow *f)
 		f->daddr.w[2] = bpf_htonl(0xffff);
 		if (frag & bpf_htons(0x1fff)) /* a later fragment: no L4 header */
 			return;
-	} else if (ctx_protocol(ctx) == bpf_htons(ETH_P_IPV6)) {
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		l4 = ETH_HLEN + sizeof(struct ipv6hdr);
 		ctx_load_bytes(ctx, ETH_HLEN + offsetof(struct ipv6hdr, nexthdr), &f->proto, sizeof(f->proto));
 		ctx_load_bytes(ctx, ETH_HLEN + offsetof(struct ipv6hdr, saddr), f->saddr.b, sizeof(f->saddr));

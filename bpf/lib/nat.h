@@ -126,6 +126,24 @@ static __always_inline int ct_current(const struct flow *f, const struct ct_entr
 	return 0;
 }
 
+/* ct_lookup_current finds the entry of a flow (key) conntrack knows and
+ * that still holds (ct_current), or NULL. */
+static __always_inline struct ct_entry *ct_lookup_current(const struct flow *key, __u32 ifindex, int *assured)
+{
+	struct ct_entry *e = ct_lookup(key, ifindex, assured);
+
+	return e && ct_current(key, e, *assured) ? e : NULL;
+}
+
+/* reachable_from_outside reports whether a packet from an uplink to daddr
+ * may be to a publication: to a host address, never a loopback one, which
+ * no packet from the wire carries (a port published on 127.0.0.1 must stay
+ * out of the neighbours' reach). */
+static __always_inline int reachable_from_outside(const union addr *daddr)
+{
+	return !addr_is_loopback(daddr) && is_host_addr(daddr);
+}
+
 /* host_socket reports whether a socket of the host receives the packets
  * of flow in (as they arrive): any socket, or with connections_only a
  * host process's connection alone, not a listener nor an unconnected UDP

@@ -313,6 +313,14 @@ static __noinline __attribute__((unused)) int parse_packet(struct ctx_buff *ctx,
 	return L3_OTHER;
 }
 
+/* v4_mapped_v6 reports an IPv6 packet with an IPv4 address written
+ * v4-mapped, which never appears on the wire: it would match IPv4
+ * publications and IPv4 flows' entries, whose keys write IPv4 so. */
+static __always_inline int v4_mapped_v6(const struct packet *p)
+{
+	return p->v6 && (addr_is_v4(&p->flow.saddr) || addr_is_v4(&p->flow.daddr));
+}
+
 /* network_of returns the index of the network whose subnet holds addr. */
 static __always_inline __u32 *network_of(const union addr *addr)
 {
