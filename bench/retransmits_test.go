@@ -79,6 +79,9 @@ func BenchmarkRetransmits(b *testing.B) {
 	b.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
 	time.Sleep(300 * time.Millisecond)
 	client := filepath.Base(out.NS)
+	drops := func() int {
+		return interfaceDrops(filepath.Base(h.NetNS)) + interfaceDrops(client) + interfaceDrops(web)
+	}
 	for _, busy := range []bool{false, true} {
 		stop := make(chan struct{})
 		if busy {
@@ -97,11 +100,11 @@ func BenchmarkRetransmits(b *testing.B) {
 		for _, p := range []struct{ name, dst string }{{"direct", h.IP(web, n)}, {"ebpfnet-tc", hostIP}} {
 			name := fmt.Sprintf("%s/busy=%v", p.name, busy)
 			b.Run(name, func(b *testing.B) {
-				c0, s0, d0 := nstat(client), nstat(web), interfaceDrops(filepath.Base(h.NetNS))+interfaceDrops(client)+interfaceDrops(web)
+				c0, s0, d0 := nstat(client), nstat(web), drops()
 				if out, err := exec.Command("ip", "netns", "exec", client, "iperf3", "-c", p.dst, "-t", "4").CombinedOutput(); err != nil {
 					b.Fatalf("iperf3: %v\n%s", err, out)
 				}
-				c1, s1, d1 := nstat(client), nstat(web), interfaceDrops(filepath.Base(h.NetNS))+interfaceDrops(client)+interfaceDrops(web)
+				c1, s1, d1 := nstat(client), nstat(web), drops()
 				var line []string
 				for _, k := range tcpCounters {
 					if d := c1[k] - c0[k] + s1[k] - s0[k]; d != 0 {

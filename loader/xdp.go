@@ -21,8 +21,8 @@ const (
 	UplinkAuto UplinkMode = "auto" // native XDP where the driver has it, else TC alone
 )
 
-// ParseUplinkMode checks a user-supplied uplink mode.
-func ParseUplinkMode(s string) (UplinkMode, error) {
+// parseUplinkMode checks a user-supplied uplink mode.
+func parseUplinkMode(s string) (UplinkMode, error) {
 	switch m := UplinkMode(s); m {
 	case UplinkTC, UplinkXDP, UplinkAuto:
 		return m, nil
@@ -46,7 +46,7 @@ func ParseUplinkModes(settings []string) (UplinkModes, error) {
 		if !named {
 			mode = name
 		}
-		parsed, err := ParseUplinkMode(mode)
+		parsed, err := parseUplinkMode(mode)
 		if err != nil || (named && name == "") {
 			return UplinkModes{}, fmt.Errorf("invalid uplink mode %q: want auto, tc or xdp, for every uplink or as IFNAME=MODE", s)
 		}
@@ -71,43 +71,54 @@ func (m UplinkModes) For(ifname string) UplinkMode {
 var xdpHook = direction{name: "xdp"}
 
 // AttachUplinkXDP puts the XDP fast path on an uplink that has the TC
-// program, as mode says, and reports whether it is there.
+// program, as mode says (HasXDP says whether it is there).
 // Only native (driver) XDP is used: generic XDP runs after the skb is
 // built and would only add work to TC's. In auto mode a driver without
 // native XDP leaves the uplink to TC alone; in tc mode an XDP link a
 // previous daemon left is removed. It is idempotent.
-func (d *Datapath) AttachUplinkXDP(ifname string, ifindex int, mode UplinkMode) (bool, error) {
+func (d *Datapath) AttachUplinkXDP(ifname string, ifindex int, mode UplinkMode) error {
 	if mode == UplinkTC || mode == "" {
-		return false, d.unpinLink(ifname, xdpHook)
+		return d.unpinLink(ifname, xdpHook)
 	}
 	pin := d.linkPin(ifname, xdpHook)
-	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+	if l, on := d.pinnedXDP(ifname, ifindex); on {
 		defer l.Close()
-		info, infoErr := l.Info()
-		if infoErr == nil && info.XDP() != nil && int(info.XDP().Ifindex) == ifindex {
-			// The link survived a daemon restart: point it at this binary's program.
-			if err := l.Update(d.UplinkXDP.UplinkXdp); err != nil {
-				return false, fmt.Errorf("update xdp link on %s (ifindex %d): %w", ifname, ifindex, err)
-			}
-			return true, nil
+		// The link survived a daemon restart: point it at this binary's program.
+		if err := l.Update(d.UplinkXDP.UplinkXdp); err != nil {
+			return fmt.Errorf("update xdp link on %s (ifindex %d): %w", ifname, ifindex, err)
 		}
+		return nil
+	} else if l != nil {
 		l.Unpin() // the interface it was for is gone
+		l.Close()
 	}
 	l, err := link.AttachXDP(link.XDPOptions{Program: d.UplinkXDP.UplinkXdp, Interface: ifindex, Flags: link.XDPDriverMode})
 	if err != nil {
 		if mode == UplinkAuto && driverCannot(err) {
-			return false, nil
+			return nil
 		}
-		return false, fmt.Errorf("attach native xdp to %s (ifindex %d): %w", ifname, ifindex, err)
+		return fmt.Errorf("attach native xdp to %s (ifindex %d): %w", ifname, ifindex, err)
 	}
 	defer l.Close()
 	if err := os.MkdirAll(filepath.Dir(pin), 0o700); err != nil {
-		return false, fmt.Errorf("create link pin directory of %s: %w", ifname, err)
+		return fmt.Errorf("create link pin directory of %s: %w", ifname, err)
 	}
 	if err := l.Pin(pin); err != nil {
-		return false, fmt.Errorf("pin xdp link of %s: %w", ifname, err)
+		return fmt.Errorf("pin xdp link of %s: %w", ifname, err)
 	}
-	return true, nil
+	return nil
+}
+
+// pinnedXDP opens the XDP link pinned for ifname, if any, and reports
+// whether it is on the interface of that name now (ifindex): the caller
+// closes it either way.
+func (d *Datapath) pinnedXDP(ifname string, ifindex int) (link.Link, bool) {
+	l, err := link.LoadPinnedLink(d.linkPin(ifname, xdpHook), nil)
+	if err != nil {
+		return nil, false
+	}
+	info, err := l.Info()
+	return l, err == nil && info.XDP() != nil && int(info.XDP().Ifindex) == ifindex
 }
 
 // driverCannot reports whether attaching native XDP failed because the
@@ -122,11 +133,9 @@ func driverCannot(err error) bool {
 
 // HasXDP reports whether ebpfnet's XDP program is on an interface (ifindex).
 func (d *Datapath) HasXDP(ifname string, ifindex int) bool {
-	l, err := link.LoadPinnedLink(d.linkPin(ifname, xdpHook), nil)
-	if err != nil {
-		return false
+	l, on := d.pinnedXDP(ifname, ifindex)
+	if l != nil {
+		l.Close()
 	}
-	defer l.Close()
-	info, err := l.Info()
-	return err == nil && info.XDP() != nil && int(info.XDP().Ifindex) == ifindex
+	return on
 }

@@ -133,14 +133,7 @@ func TestSYNFloodSparesEstablishedFlows(t *testing.T) {
 	mustWork(t, "masqueraded connection before the flood", echoOn(masqueraded))
 	mustWork(t, "published connection before the flood", echoOn(published))
 
-	var uplinkMAC net.HardwareAddr
-	namespace.Do(h.NetNS, func() error {
-		ifi, err := net.InterfaceByName("uplink0")
-		if err == nil {
-			uplinkMAC = ifi.HardwareAddr
-		}
-		return err
-	})
+	uplinkMAC := h.MAC("uplink0")
 	// Flood past the largest conntrack table, whatever its name.
 	capacity := 0
 	for _, m := range h.Status().Maps {

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,7 +9,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
 
@@ -72,14 +70,7 @@ func TestXDPUplink(t *testing.T) {
 	}
 
 	// Forged sources no neighbour has never reach the sandbox.
-	var uplinkMAC net.HardwareAddr
-	must(t, namespace.Do(h.NetNS, func() error {
-		ifi, err := net.InterfaceByName("uplink0")
-		if err == nil {
-			uplinkMAC = ifi.HardwareAddr
-		}
-		return err
-	}))
+	uplinkMAC := h.MAC("uplink0")
 	martian := h.ProgramCounter("uplink_xdp", "drop_martian_source")
 	for _, src := range []string{"127.0.0.1", "0.0.0.0", "224.0.0.5", hostIP} {
 		must(t, testbed.ForgedSYNs(out.NS, "eth0", uplinkMAC, netip.MustParseAddr(src), netip.MustParseAddrPort(hostIP+":8080"), 100))

@@ -83,7 +83,7 @@ func (e *Engine) syncHost() error {
 				continue
 			}
 			// Without its fast path an uplink still serves, on TC.
-			if _, err := e.dp.AttachUplinkXDP(attrs.Name, attrs.Index, e.cfg.UplinkModes.For(attrs.Name)); err != nil {
+			if err := e.dp.AttachUplinkXDP(attrs.Name, attrs.Index, e.cfg.UplinkModes.For(attrs.Name)); err != nil {
 				errs = append(errs, err)
 			}
 			names[attrs.Name] = true

@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/test/testenv"
 )
 
@@ -327,6 +329,23 @@ func (h *Host) IP(sandbox, network string) string {
 		h.tb.Fatalf("sandbox %s is not on network %s", sandbox, network)
 	}
 	return ep.IPAddress
+}
+
+// MAC is the hardware address of an interface of the host's namespace.
+func (h *Host) MAC(ifname string) net.HardwareAddr {
+	h.tb.Helper()
+	var mac net.HardwareAddr
+	err := namespace.Do(h.NetNS, func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err == nil {
+			mac = ifi.HardwareAddr
+		}
+		return err
+	})
+	if err != nil {
+		h.tb.Fatalf("look up %s: %v", ifname, err)
+	}
+	return mac
 }
 
 // NS is the path of a sandbox's namespace.
