@@ -47,7 +47,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp)
 	if out != nil {
 		return json.NewDecoder(resp.Body).Decode(out)
 	}
@@ -74,7 +74,7 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader) 
 	if resp.StatusCode < 300 {
 		return resp, nil
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp)
 	err = fmt.Errorf("daemon answered %s", resp.Status)
 	var e Error
 	if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Message != "" {
@@ -86,6 +86,15 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader) 
 		}
 	}
 	return nil, err
+}
+
+// closeBody reads an answer to its end and closes it. The JSON decoder
+// stops at the value's end, before a long (chunked) answer's last chunk,
+// and a body closed before its end closes the connection instead of
+// keeping it for the next request.
+func closeBody(resp *http.Response) {
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
 }
 
 func esc(s string) string { return url.PathEscape(s) }

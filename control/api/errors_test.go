@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
@@ -44,5 +46,45 @@ func TestErrorKinds(t *testing.T) {
 		if err == nil || err.Error() != c.err.Error() || errdefs.Kind(err) != errdefs.Kind(c.err) {
 			t.Errorf("%v: client returned %v (kind %v), want the message with kind %v", c.err, err, errdefs.Kind(err), errdefs.Kind(c.err))
 		}
+	}
+}
+
+// TestClientKeepsItsConnection checks that requests, answered or failed,
+// share one connection, answers longer than the server buffers (chunked)
+// included.
+func TestClientKeepsItsConnection(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "api.sock")
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var connections atomic.Int32
+	fails := false
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if fails {
+				fail(w, errdefs.NotFoundf("network %q not found", "x"))
+				return
+			}
+			answer(w, http.StatusOK, slices.Repeat([]Network{{Name: "bridge"}}, 100), nil)
+		}),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				connections.Add(1)
+			}
+		},
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	client := NewClient(socket)
+	for i := range 6 {
+		fails = i%2 == 1
+		nets, err := client.Networks(context.Background())
+		if fails != (err != nil) || !fails && (len(nets) != 100 || nets[99].Name != "bridge") {
+			t.Fatalf("request %d: %v, %v", i, nets, err)
+		}
+	}
+	if n := connections.Load(); n != 1 {
+		t.Errorf("6 requests opened %d connections, want 1", n)
 	}
 }

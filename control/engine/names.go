@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/ebpfnet/ebpfnet/control/dns"
+	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
@@ -256,7 +257,9 @@ func readResolvConf(path string) (resolvConf, error) {
 // the resolver enters the namespace only to open a socket, not per query.
 func (e *Engine) dialInHost(ctx context.Context, network string, server netip.AddrPort) (net.Conn, error) {
 	var c net.Conn
-	err := e.inHost(func() (err error) {
+	// On a thread of its own, not the engine's (inHost): a TCP connect to
+	// a dead server waits out ctx, and publishing would wait behind it.
+	err := namespace.Do(e.cfg.NetNS, func() (err error) {
 		var d net.Dialer
 		c, err = d.DialContext(ctx, network, server.String())
 		return err

@@ -101,7 +101,10 @@ func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb store.Sandbox,
 	// One visit to the host namespace for everything the request asks of it.
 	err = e.inHost(func() error {
 		var hostAddrs []netip.Addr // listed once a spec names one
-		lo, hi := hostports.EphemeralRange()
+		var lo, hi int             // read once a spec leaves the host port to us
+		if slices.ContainsFunc(specs, func(m ports.Mapping) bool { return m.HostPort == 0 }) {
+			lo, hi = hostports.EphemeralRange()
+		}
 		for _, spec := range specs {
 			if spec.HostIP.IsValid() && !spec.HostIP.IsLoopback() {
 				if hostAddrs == nil {

@@ -63,6 +63,7 @@ func main() {
 	flag.StringVar(&cfg.docker, "docker", "auto", "Docker's side: dockerd (a real dockerd and containerd), rules (its rules and docker-proxy set up by hand), or auto (dockerd when installed)")
 	flag.StringVar(&cfg.out, "out", "bench/results", "where results, table and charts go")
 	flag.BoolVar(&cfg.dnsOnly, "dns-only", false, "measure the embedded DNS servers alone (a few minutes)")
+	flag.BoolVar(&cfg.controlOnly, "control-only", false, "time publishing and unpublishing alone, at every -n (a few minutes)")
 	flag.Parse()
 	for _, s := range strings.Split(*scale, ",") {
 		n, err := strconv.Atoi(s)
@@ -108,6 +109,8 @@ type config struct {
 	docker   string
 	out      string
 	dnsOnly  bool
+	// controlOnly times publish and unpublish alone.
+	controlOnly bool
 }
 
 func must[T any](v T, err error) T {

@@ -116,6 +116,16 @@ func run(r *runner, cfg config) Results {
 		res.DNS = b.measureDNS(cfg.rounds, cfg.duration)
 		return res
 	}
+	if cfg.controlOnly {
+		res.Dataplanes = nil
+		client := api.NewClient(b.h.Socket())
+		for _, n := range cfg.scale {
+			b.setPublications(n)
+			res.Timings = append(res.Timings, b.publishTimings(client, n, 1000)...)
+			log.Printf("N=%d done", n)
+		}
+		return res
+	}
 
 	// Every workload on every dataplane, interleaved: a b c … a b c …
 	for round := 1; round <= cfg.rounds; round++ {
@@ -154,7 +164,7 @@ func run(r *runner, cfg config) Results {
 		}
 		// Control-plane timings at every N for ebpfnet; iptables' at the
 		// ends of the scale only (a delete among 50,000 rules takes seconds).
-		res.Timings = append(res.Timings, b.publishTimings(client, n, 100)...)
+		res.Timings = append(res.Timings, b.publishTimings(client, n, 1000)...)
 		if n == cfg.scale[0] || n == maxN {
 			res.Timings = append(res.Timings, b.iptablesTimings(n, 10)...)
 		}
@@ -171,39 +181,8 @@ func run(r *runner, cfg config) Results {
 		}
 		log.Printf("N=%d done", n)
 	}
-	res.Timings = append(res.Timings, b.commitFloor(100))
 	return res
 }
-
-// commitFloor times what any durable change costs on this disk: a bbolt
-// transaction writing one small key (two fsyncs), as the daemon's store
-// does, in a file on the same filesystem as the daemon's state.
-func (b *bed) commitFloor(times int) Timing {
-	db, err := bolt.Open(filepath.Join(b.r.TempDir(), "floor.db"), 0o600, nil)
-	if err != nil {
-		b.r.Fatalf("open bbolt: %v", err)
-	}
-	defer db.Close()
-	t := Timing{What: commitFloorName}
-	for i := range times {
-		t0 := time.Now()
-		err := db.Update(func(tx *bolt.Tx) error {
-			bucket, err := tx.CreateBucketIfNotExists([]byte("floor"))
-			if err != nil {
-				return err
-			}
-			return bucket.Put([]byte("key"), []byte(fmt.Sprint(i)))
-		})
-		if err != nil {
-			b.r.Fatalf("bbolt commit: %v", err)
-		}
-		t.Ms = append(t.Ms, ms(time.Since(t0)))
-	}
-	return t
-}
-
-// commitFloorName names the floor's timing, which has no N.
-const commitFloorName = "bbolt commit of one key"
 
 func (b *bed) sample(dp dataplane, workload string, n, round int, d time.Duration) Sample {
 	s := Sample{Dataplane: dp.Name, Workload: workload, N: n, Round: round}
@@ -242,11 +221,36 @@ func (b *bed) monitoring() (stop func()) {
 	return func() { cancel(); cmd.Wait() }
 }
 
-// publishTimings times publishing and unpublishing one port with n present.
+// publishTimings times publishing and unpublishing one port with n
+// present and, interleaved with them so that the disk is the same, the
+// floor of any durable change: a bbolt transaction writing one small key
+// (two fsyncs), as the daemon's store does, in a file on the same
+// filesystem as the daemon's state.
 func (b *bed) publishTimings(client *api.Client, n, times int) []Timing {
+	db, err := bolt.Open(filepath.Join(b.r.TempDir(), "floor.db"), 0o600, nil)
+	if err != nil {
+		b.r.Fatalf("open bbolt: %v", err)
+	}
+	defer db.Close()
 	add, remove := Timing{What: "ebpfnet publish", N: n}, Timing{What: "ebpfnet unpublish", N: n}
-	for range times {
+	floor := Timing{What: commitFloorName, N: n}
+	// A request that reads the same sandbox: what the API costs without a
+	// commit.
+	read := Timing{What: readName, N: n}
+	for i := range times {
 		t0 := time.Now()
+		err := db.Update(func(tx *bolt.Tx) error {
+			bucket, err := tx.CreateBucketIfNotExists([]byte("floor"))
+			if err != nil {
+				return err
+			}
+			return bucket.Put([]byte("key"), []byte(fmt.Sprint(i)))
+		})
+		if err != nil {
+			b.r.Fatalf("bbolt commit: %v", err)
+		}
+		floor.Ms = append(floor.Ms, ms(time.Since(t0)))
+		t0 = time.Now()
 		if _, err := client.Publish(context.Background(), b.web, []api.PortMapping{{Proto: "tcp", HostPort: 7000, Port: 7777}}); err != nil {
 			b.r.Fatalf("publish: %v", err)
 		}
@@ -256,9 +260,20 @@ func (b *bed) publishTimings(client *api.Client, n, times int) []Timing {
 			b.r.Fatalf("unpublish: %v", err)
 		}
 		remove.Ms = append(remove.Ms, ms(time.Since(t0)))
+		t0 = time.Now()
+		if _, err := client.Sandbox(context.Background(), b.web); err != nil {
+			b.r.Fatalf("inspect: %v", err)
+		}
+		read.Ms = append(read.Ms, ms(time.Since(t0)))
 	}
-	return []Timing{add, remove}
+	return []Timing{add, remove, floor, read}
 }
+
+// readName names the timing of a request that commits nothing.
+const readName = "ebpfnet inspect (a read, no commit)"
+
+// commitFloorName names the floor's timing.
+const commitFloorName = "bbolt commit of one key (the floor)"
 
 // iptablesTimings times adding and deleting the two rules Docker writes for
 // one port (nat DNAT, filter ACCEPT), with n ports' rules present.
