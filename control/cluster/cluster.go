@@ -1,0 +1,246 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
+)
+
+// prefix is where every key of ebpfnet's lives in etcd; v1 is the layout.
+const prefix = "/ebpfnet/v1/"
+
+// DefaultLeaseTTL is how long a host's records outlive its last renewal:
+// long enough to ride out an etcd leader election, short enough that the
+// others soon stop sending to a host that died.
+const DefaultLeaseTTL = 10 * time.Second
+
+// requestTimeout bounds every request to etcd, so that a write fails with
+// a clear error instead of hanging while the store is unreachable.
+const requestTimeout = 5 * time.Second
+
+// Config says how to join a cluster.
+type Config struct {
+	// Endpoints are etcd's client addresses, host:port.
+	Endpoints []string
+	// Advertise is this host's address on the underlay, which the others
+	// send its overlay traffic to; it also names the host in the cluster.
+	Advertise netip.Addr
+	// Dial opens connections to etcd, from the namespace the host's
+	// traffic leaves from; nil dials from the caller's.
+	Dial func(ctx context.Context, address string) (net.Conn, error)
+	// LeaseTTL is DefaultLeaseTTL when zero.
+	LeaseTTL time.Duration
+	Log      *slog.Logger
+}
+
+// ParseStore reads the daemon's --cluster-store value, Docker's form:
+// etcd://H1:2379,H2:2379,H3:2379.
+func ParseStore(s string) ([]string, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "etcd" || u.Host == "" || strings.Trim(u.Path, "/") != "" {
+		return nil, errdefs.Invalidf("invalid cluster store %q: want etcd://HOST:PORT[,HOST:PORT…]", s)
+	}
+	var endpoints []string
+	for _, hp := range strings.Split(u.Host, ",") {
+		if _, port, err := net.SplitHostPort(hp); err != nil || port == "" {
+			return nil, errdefs.Invalidf("invalid cluster store %q: endpoint %q is not HOST:PORT", s, hp)
+		}
+		endpoints = append(endpoints, hp)
+	}
+	return endpoints, nil
+}
+
+// Cluster is this host's membership of a cluster.
+type Cluster struct {
+	cfg    Config
+	client *clientv3.Client
+	log    *slog.Logger
+
+	mu    sync.Mutex
+	lease clientv3.LeaseID // this host's, renewed by keepAlive
+
+	stop    context.CancelFunc
+	stopped chan struct{}
+}
+
+// Host is a member of the cluster, as it registered itself.
+type Host struct {
+	Advertise netip.Addr `json:"advertise"`
+	Hostname  string     `json:"hostname"`
+	Joined    time.Time  `json:"joined"`
+}
+
+// Join connects to etcd, takes a lease and registers this host. It fails
+// when etcd cannot be reached: a daemon told to join a cluster does not
+// start without one.
+func Join(cfg Config) (*Cluster, error) {
+	if len(cfg.Endpoints) == 0 {
+		return nil, errdefs.Invalidf("no cluster store endpoints given")
+	}
+	if !cfg.Advertise.IsValid() || cfg.Advertise.IsUnspecified() || cfg.Advertise.IsLoopback() {
+		return nil, errdefs.Invalidf("invalid cluster advertise address %q: want this host's address on the network between the hosts", cfg.Advertise)
+	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	etcdCfg := clientv3.Config{
+		Endpoints:   cfg.Endpoints,
+		DialTimeout: requestTimeout,
+		Logger:      zap.NewNop(),
+	}
+	if cfg.Dial != nil {
+		etcdCfg.DialOptions = []grpc.DialOption{grpc.WithContextDialer(cfg.Dial)}
+	}
+	client, err := clientv3.New(etcdCfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to cluster store %s: %w", strings.Join(cfg.Endpoints, ","), err)
+	}
+	c := &Cluster{cfg: cfg, client: client, log: cfg.Log, stopped: make(chan struct{})}
+	if err := c.register(); err != nil {
+		client.Close()
+		return nil, err
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	c.stop = stop
+	go c.keepAlive(ctx)
+	return c, nil
+}
+
+// register takes a new lease and writes the host record under it.
+func (c *Cluster) register() error {
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	lease, err := c.client.Grant(ctx, int64(c.cfg.LeaseTTL.Seconds()))
+	if err != nil {
+		return c.unreachable("take a lease", err)
+	}
+	hostname, _ := os.Hostname()
+	rec, _ := json.Marshal(Host{Advertise: c.cfg.Advertise, Hostname: hostname, Joined: time.Now().UTC()})
+	if _, err := c.client.Put(ctx, hostKey(c.cfg.Advertise), string(rec), clientv3.WithLease(lease.ID)); err != nil {
+		return c.unreachable("register host "+c.cfg.Advertise.String(), err)
+	}
+	c.mu.Lock()
+	c.lease = lease.ID
+	c.mu.Unlock()
+	return nil
+}
+
+// keepAlive renews the lease until Close. A lease that lapsed (etcd was
+// out of reach longer than its TTL) is replaced, and the host registered
+// again, once etcd answers.
+func (c *Cluster) keepAlive(ctx context.Context) {
+	defer close(c.stopped)
+	for {
+		renewals, err := c.client.KeepAlive(ctx, c.currentLease())
+		if err == nil {
+			for range renewals {
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		c.log.Warn("cluster lease lapsed: registering this host again", "advertise", c.cfg.Advertise, "err", err)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			if err := c.register(); err == nil {
+				c.log.Info("registered in the cluster again", "advertise", c.cfg.Advertise)
+				break
+			}
+		}
+	}
+}
+
+func (c *Cluster) currentLease() clientv3.LeaseID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lease
+}
+
+// Close stops renewing the lease and revokes it, so the others drop this
+// host's records at once instead of after the TTL.
+func (c *Cluster) Close() error {
+	c.stop()
+	<-c.stopped
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c.client.Revoke(ctx, c.currentLease())
+	return c.client.Close()
+}
+
+// Advertise is this host's address in the cluster.
+func (c *Cluster) Advertise() netip.Addr { return c.cfg.Advertise }
+
+// Status is what `ebpfnet status` shows of the cluster.
+type Status struct {
+	Endpoints []string
+	Advertise netip.Addr
+	// Lease is this host's lease, in hex as etcdctl shows it, and the
+	// seconds it has left.
+	Lease    string
+	LeaseTTL int64
+	Hosts    []Host
+}
+
+// Status reads the lease and the hosts from etcd.
+func (c *Cluster) Status(ctx context.Context) (Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	lease := c.currentLease()
+	s := Status{Endpoints: c.cfg.Endpoints, Advertise: c.cfg.Advertise, Lease: fmt.Sprintf("%x", int64(lease))}
+	ttl, err := c.client.TimeToLive(ctx, lease)
+	if err != nil {
+		return s, c.unreachable("read the lease", err)
+	}
+	s.LeaseTTL = ttl.TTL
+	s.Hosts, err = c.Hosts(ctx)
+	return s, err
+}
+
+// Hosts lists the hosts whose lease holds.
+func (c *Cluster) Hosts(ctx context.Context) ([]Host, error) {
+	return list[Host](ctx, c, prefix+"hosts/")
+}
+
+// list reads every record under a prefix, in key order.
+func list[T any](ctx context.Context, c *Cluster, p string) ([]T, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	resp, err := c.client.Get(ctx, p, clientv3.WithPrefix())
+	if err != nil {
+		return nil, c.unreachable("read "+p, err)
+	}
+	return decodeAll[T](resp.Kvs)
+}
+
+// unreachable names what could not be done, and says so plainly when the
+// store did not answer in time.
+func (c *Cluster) unreachable(what string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: cluster store %s unreachable (no answer in %s)", what, strings.Join(c.cfg.Endpoints, ","), requestTimeout)
+	}
+	return fmt.Errorf("%s in cluster store: %w", what, err)
+}
+
+func hostKey(a netip.Addr) string { return prefix + "hosts/" + a.String() }

@@ -1,0 +1,269 @@
+package cluster_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ebpfnet/ebpfnet/control/cluster"
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/test/testbed"
+	"github.com/ebpfnet/ebpfnet/test/testenv"
+)
+
+// store is a one-member etcd on the loopback of a namespace of its own,
+// and a way in for the hosts that join it.
+type store struct {
+	etcd *testbed.Etcd
+	dial func(ctx context.Context, address string) (net.Conn, error)
+}
+
+func newStore(t *testing.T) store {
+	testenv.RequirePrivileges(t)
+	ns := testenv.HostNamespace(t, testenv.Prefix("etcd"))
+	etcd := testbed.StartEtcd(t, testbed.EtcdMember{NetNS: ns, Addr: netip.MustParseAddr("127.0.0.1")})
+	return store{etcd, func(ctx context.Context, address string) (c net.Conn, err error) {
+		err = namespace.Do(ns, func() error {
+			c, err = (&net.Dialer{}).DialContext(ctx, "tcp", address)
+			return err
+		})
+		return c, err
+	}}
+}
+
+// join makes host number i join; the test's cleanup leaves.
+func (s store) join(t *testing.T, i int, ttl time.Duration) *cluster.Cluster {
+	t.Helper()
+	c, err := cluster.Join(cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(i), Dial: s.dial, LeaseTTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func hostAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}) }
+
+func TestParseStore(t *testing.T) {
+	got, err := cluster.ParseStore("etcd://10.0.0.1:2379,10.0.0.2:2379")
+	if err != nil || strings.Join(got, " ") != "10.0.0.1:2379 10.0.0.2:2379" {
+		t.Errorf("two endpoints: %v, %v", got, err)
+	}
+	for _, bad := range []string{"consul://10.0.0.1:8500", "etcd://", "etcd://10.0.0.1", "10.0.0.1:2379", "etcd://10.0.0.1:2379/path"} {
+		_, err := cluster.ParseStore(bad)
+		if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), bad) {
+			t.Errorf("%q: %v, want an invalid-argument error naming it", bad, err)
+		}
+	}
+}
+
+// Networks created at once from two hosts each get a name, VNI and subnet
+// of their own; a name or subnet taken is refused, naming it.
+func TestNetworksAcrossHosts(t *testing.T) {
+	s := newStore(t)
+	hosts := []*cluster.Cluster{s.join(t, 1, 0), s.join(t, 2, 0)}
+	ctx := context.Background()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := range 20 {
+		wg.Go(func() {
+			_, err := hosts[i%2].CreateNetwork(ctx, cluster.NetworkSpec{ID: fmt.Sprintf("id%02d", i), Name: fmt.Sprintf("ov%02d", i)})
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	nets, err := hosts[1].Networks(ctx)
+	if err != nil || len(nets) != 20 {
+		t.Fatalf("host 2 lists %d networks, %v; want 20", len(nets), err)
+	}
+	vnis, subnets := map[uint32]string{}, map[netip.Prefix]string{}
+	for _, n := range nets {
+		if other, ok := vnis[n.VNI]; ok || n.VNI < 4096 {
+			t.Errorf("%s has VNI %d (also %s's)", n.Name, n.VNI, other)
+		}
+		if other, ok := subnets[n.Subnet]; ok || n.Subnet.Bits() != 24 || n.Gateway != n.Subnet.Addr().Next() {
+			t.Errorf("%s has subnet %s gateway %s (subnet also %s's)", n.Name, n.Subnet, n.Gateway, other)
+		}
+		vnis[n.VNI], subnets[n.Subnet] = n.Name, n.Name
+	}
+
+	_, err = hosts[1].CreateNetwork(ctx, cluster.NetworkSpec{ID: "again", Name: "ov03"})
+	if !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "ov03") {
+		t.Errorf("a name taken on the other host: %v", err)
+	}
+	_, err = hosts[0].CreateNetwork(ctx, cluster.NetworkSpec{ID: "wide", Name: "wide", Subnet: netip.MustParsePrefix("10.0.0.0/16")})
+	if !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "10.0.0.0/16") {
+		t.Errorf("a subnet over others: %v", err)
+	}
+	_, err = hosts[0].CreateNetwork(ctx, cluster.NetworkSpec{ID: "odd", Name: "odd", Subnet: netip.MustParsePrefix("10.9.0.1/24")})
+	if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "10.9.0.1/24") {
+		t.Errorf("a subnet that is not a network address: %v", err)
+	}
+	if n, err := hosts[0].Network(ctx, "ov07"); err != nil || n.ID != "id07" {
+		t.Errorf("find ov07: %+v, %v", n, err)
+	}
+	if _, err := hosts[0].Network(ctx, "nosuch"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("find nosuch: %v", err)
+	}
+}
+
+// Addresses taken at once from two hosts are never the same; a network
+// with addresses is kept until they are released.
+func TestAddressesAcrossHosts(t *testing.T) {
+	s := newStore(t)
+	hosts := []*cluster.Cluster{s.join(t, 1, 0), s.join(t, 2, 0)}
+	ctx := context.Background()
+	n, err := hosts[0].CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov", Subnet: netip.MustParsePrefix("10.5.0.0/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		taken = map[netip.Addr]string{}
+	)
+	for i := range 20 {
+		wg.Go(func() {
+			owner := fmt.Sprintf("ep%02d", i)
+			a, err := hosts[i%2].AllocateAddress(ctx, n.ID, owner, netip.Addr{})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if other, ok := taken[a]; ok || a == n.Gateway || !n.Subnet.Contains(a) {
+				t.Errorf("%s got %s (also %s's)", owner, a, other)
+			}
+			taken[a] = owner
+		})
+	}
+	wg.Wait()
+	if a, err := hosts[1].AllocateAddress(ctx, n.ID, "ep00", netip.Addr{}); err != nil || taken[a] != "ep00" {
+		t.Errorf("ep00 asking again got %s, %v", a, err)
+	}
+	if _, err := hosts[1].AllocateAddress(ctx, n.ID, "late", netip.MustParseAddr("10.5.0.2")); !errors.Is(err, errdefs.ErrConflict) {
+		t.Errorf("an address taken: %v", err)
+	}
+	if _, err := hosts[1].AllocateAddress(ctx, n.ID, "late", netip.MustParseAddr("10.6.0.2")); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Errorf("an address off the subnet: %v", err)
+	}
+	err = hosts[0].RemoveNetwork(ctx, "ov")
+	if !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), hostAddr(1).String()) || !strings.Contains(err.Error(), hostAddr(2).String()) {
+		t.Errorf("remove a network with endpoints: %v, want a conflict naming both hosts", err)
+	}
+	for a, owner := range taken {
+		if err := hosts[0].ReleaseAddress(ctx, n.ID, a, owner); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := hosts[1].RemoveNetwork(ctx, "ov"); err != nil {
+		t.Fatal(err)
+	}
+	if nets, err := hosts[0].Networks(ctx); err != nil || len(nets) != 0 {
+		t.Errorf("after remove: %v, %v", nets, err)
+	}
+}
+
+// A host that stops renewing its lease, as a killed daemon does, leaves
+// the cluster with its addresses once the lease runs out; one that leaves
+// (Close) does so at once.
+func TestLeaseExpiry(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	a := s.join(t, 1, 0)
+	n, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := &cuttable{dial: s.dial}
+	b, err := cluster.Join(cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(2), Dial: link.Dial, LeaseTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	if _, err := b.AllocateAddress(ctx, n.ID, "ep", netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	if hosts, _ := a.Hosts(ctx); len(hosts) != 2 {
+		t.Fatalf("hosts: %v, want 2", hosts)
+	}
+	link.cut() // as if the host died: no renewal, no revoke
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		hosts, err1 := a.Hosts(ctx)
+		addrs, err2 := a.Addresses(ctx, n.ID)
+		if err := errors.Join(err1, err2); err != nil {
+			t.Fatal(err)
+		}
+		if len(hosts) == 1 && len(addrs) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after the host went: hosts %v, addresses %v", hosts, addrs)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	st, err := a.Status(ctx)
+	if err != nil || st.LeaseTTL <= 0 || len(st.Hosts) != 1 || st.Hosts[0].Advertise != hostAddr(1) {
+		t.Errorf("status: %+v, %v", st, err)
+	}
+}
+
+// cuttable is a way to etcd that can be cut: its connections closed and
+// new ones refused.
+type cuttable struct {
+	dial  func(ctx context.Context, address string) (net.Conn, error)
+	mu    sync.Mutex
+	conns []net.Conn
+	isCut bool
+}
+
+func (c *cuttable) Dial(ctx context.Context, address string) (net.Conn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.isCut {
+		return nil, errors.New("cut")
+	}
+	conn, err := c.dial(ctx, address)
+	if err == nil {
+		c.conns = append(c.conns, conn)
+	}
+	return conn, err
+}
+
+func (c *cuttable) cut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.isCut = true
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+}
+
+// A store that does not answer refuses to be joined, saying so.
+func TestJoinUnreachable(t *testing.T) {
+	s := newStore(t)
+	t0 := time.Now()
+	_, err := cluster.Join(cluster.Config{Endpoints: []string{"127.0.0.1:2999"}, Advertise: hostAddr(1), Dial: s.dial})
+	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:2999 unreachable") {
+		t.Errorf("join a store nobody serves: %v", err)
+	}
+	if d := time.Since(t0); d > 10*time.Second {
+		t.Errorf("join took %s to fail", d)
+	}
+}

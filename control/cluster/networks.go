@@ -1,0 +1,365 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
+)
+
+// VNIs of overlay networks, as Docker's overlay driver hands them out:
+// the ones below are left to other users of VXLAN on the hosts.
+const (
+	firstVNI = 4096
+	lastVNI  = 1<<24 - 1
+)
+
+// defaultPool is where overlay networks without a subnet get one, a /24
+// each, as Docker's global default address pool.
+var defaultPool = netip.MustParsePrefix("10.0.0.0/8")
+
+// attempts bounds the retries of a transaction that lost a race.
+const attempts = 16
+
+// Network is an overlay network, the same on every host.
+type Network struct {
+	ID         string            `json:"id"`
+	Name       string            `json:"name"`
+	Subnet     netip.Prefix      `json:"subnet"`
+	Gateway    netip.Addr        `json:"gateway"`
+	VNI        uint32            `json:"vni"`
+	Internal   bool              `json:"internal,omitempty"`
+	Attachable bool              `json:"attachable,omitempty"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	Created    time.Time         `json:"created"`
+	// CreatedOn is the advertise address of the host it was created on.
+	CreatedOn netip.Addr `json:"createdOn"`
+}
+
+// NetworkSpec asks for an overlay network; zero fields but the ID and
+// the name are chosen.
+type NetworkSpec struct {
+	ID         string
+	Name       string
+	Subnet     netip.Prefix
+	Gateway    netip.Addr
+	Internal   bool
+	Attachable bool
+	Labels     map[string]string
+}
+
+func networksKey() string         { return prefix + "networks/" }
+func networkKey(id string) string { return networksKey() + id }
+func addressesKey(networkID string) string {
+	return prefix + "addresses/" + networkID + "/"
+}
+
+// CreateNetwork creates an overlay network with a name, a VNI and a
+// subnet no other overlay network has. The check and the write are one
+// transaction on every network record: a host that created one in between
+// makes it fail, and the creation starts again from what is there now.
+func (c *Cluster) CreateNetwork(ctx context.Context, spec NetworkSpec) (Network, error) {
+	if err := checkSpec(spec); err != nil {
+		return Network{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	for range attempts {
+		resp, err := c.client.Get(ctx, networksKey(), clientv3.WithPrefix())
+		if err != nil {
+			return Network{}, c.unreachable("create network "+spec.Name, err)
+		}
+		nets, err := decodeAll[Network](resp.Kvs)
+		if err != nil {
+			return Network{}, err
+		}
+		n, err := c.choose(spec, nets)
+		if err != nil {
+			return Network{}, err
+		}
+		rec, _ := json.Marshal(n)
+		txn, err := c.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(networksKey()).WithPrefix(), "<", resp.Header.Revision+1)).
+			Then(clientv3.OpPut(networkKey(n.ID), string(rec))).
+			Commit()
+		if err != nil {
+			return Network{}, c.unreachable("create network "+spec.Name, err)
+		}
+		if txn.Succeeded {
+			return n, nil
+		}
+	}
+	return Network{}, errdefs.Conflictf("create network %s: other hosts kept creating networks; try again", spec.Name)
+}
+
+func checkSpec(spec NetworkSpec) error {
+	if spec.ID == "" || spec.Name == "" {
+		return errdefs.Invalidf("an overlay network needs an ID and a name")
+	}
+	if s := spec.Subnet; s.IsValid() {
+		if !s.Addr().Is4() || s != s.Masked() || s.Bits() > 30 {
+			return errdefs.Invalidf("invalid overlay subnet %s: want an IPv4 network address with room for hosts, like 10.1.0.0/24", s)
+		}
+		if g := spec.Gateway; g.IsValid() && (!s.Contains(g) || g == s.Addr()) {
+			return errdefs.Invalidf("invalid gateway %s: not a host address of subnet %s", g, s)
+		}
+	} else if spec.Gateway.IsValid() {
+		return errdefs.Invalidf("gateway %s given without a subnet", spec.Gateway)
+	}
+	return nil
+}
+
+// choose fills in what spec leaves open, against the networks there are.
+func (c *Cluster) choose(spec NetworkSpec, nets []Network) (Network, error) {
+	n := Network{ID: spec.ID, Name: spec.Name, Subnet: spec.Subnet, Gateway: spec.Gateway, Internal: spec.Internal,
+		Attachable: spec.Attachable, Labels: spec.Labels, Created: time.Now().UTC(), CreatedOn: c.cfg.Advertise}
+	vnis := map[uint32]bool{}
+	for _, o := range nets {
+		if o.Name == spec.Name {
+			return n, errdefs.Conflictf("network with name %s already exists in the cluster", spec.Name)
+		}
+		if n.Subnet.IsValid() && n.Subnet.Overlaps(o.Subnet) {
+			return n, errdefs.Conflictf("subnet %s overlaps %s of overlay network %s", n.Subnet, o.Subnet, o.Name)
+		}
+		vnis[o.VNI] = true
+	}
+	for vni := uint32(firstVNI); vni <= lastVNI && n.VNI == 0; vni++ {
+		if !vnis[vni] {
+			n.VNI = vni
+		}
+	}
+	if !n.Subnet.IsValid() {
+		for s := netip.PrefixFrom(defaultPool.Addr(), 24); defaultPool.Contains(s.Addr()); s = nextPrefix(s) {
+			if !slices.ContainsFunc(nets, func(o Network) bool { return o.Subnet.Overlaps(s) }) {
+				n.Subnet = s
+				break
+			}
+		}
+		if !n.Subnet.IsValid() {
+			return n, errdefs.Conflictf("no free /24 left in %s for network %s: give it a --subnet", defaultPool, spec.Name)
+		}
+	}
+	if !n.Gateway.IsValid() {
+		n.Gateway = n.Subnet.Addr().Next()
+	}
+	return n, nil
+}
+
+// nextPrefix is the prefix of the same length right after p.
+func nextPrefix(p netip.Prefix) netip.Prefix {
+	a := p.Addr().As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v += 1 << (32 - p.Bits())
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), p.Bits())
+}
+
+// Networks lists the overlay networks.
+func (c *Cluster) Networks(ctx context.Context) ([]Network, error) {
+	return list[Network](ctx, c, networksKey())
+}
+
+// Network finds an overlay network by name, ID or unique ID prefix.
+func (c *Cluster) Network(ctx context.Context, ref string) (Network, error) {
+	nets, err := c.Networks(ctx)
+	if err != nil {
+		return Network{}, err
+	}
+	return find(nets, ref)
+}
+
+func find(nets []Network, ref string) (Network, error) {
+	var match []Network
+	for _, n := range nets {
+		if n.Name == ref || n.ID == ref {
+			return n, nil
+		}
+		if ref != "" && strings.HasPrefix(n.ID, ref) {
+			match = append(match, n)
+		}
+	}
+	if len(match) == 1 {
+		return match[0], nil
+	}
+	if len(match) > 1 {
+		return Network{}, errdefs.Invalidf("network %s is ambiguous: %d networks have IDs starting with it", ref, len(match))
+	}
+	return Network{}, errdefs.NotFoundf("network %s not found", ref)
+}
+
+// RemoveNetwork removes an overlay network no host has an address on. The
+// check is part of the transaction: an address taken in between keeps
+// the network.
+func (c *Cluster) RemoveNetwork(ctx context.Context, ref string) error {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	n, err := c.Network(ctx, ref)
+	if err != nil {
+		return err
+	}
+	txn, err := c.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(addressesKey(n.ID)).WithPrefix(), "=", 0)).
+		Then(clientv3.OpDelete(networkKey(n.ID))).
+		Else(clientv3.OpGet(addressesKey(n.ID), clientv3.WithPrefix())).
+		Commit()
+	if err != nil {
+		return c.unreachable("remove network "+n.Name, err)
+	}
+	if txn.Succeeded {
+		return nil
+	}
+	users, _ := decodeAll[Address](txn.Responses[0].GetResponseRange().Kvs)
+	var hosts []string
+	for _, u := range users {
+		if h := u.Host.String(); !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	return errdefs.Conflictf("network %s has active endpoints on %s: disconnect or remove them first", n.Name, strings.Join(hosts, ", "))
+}
+
+// Address is an address of an overlay network taken by an endpoint.
+type Address struct {
+	Addr netip.Addr `json:"addr"`
+	// Owner is the endpoint's ID; Host the advertise address of the host
+	// it is on.
+	Owner string     `json:"owner"`
+	Host  netip.Addr `json:"host"`
+}
+
+// AllocateAddress takes an address of network for owner: want, or the
+// first free one when want is zero. The address is bound to this host's
+// lease. Taking it again for the same owner returns it.
+func (c *Cluster) AllocateAddress(ctx context.Context, networkID, owner string, want netip.Addr) (netip.Addr, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	for range attempts {
+		resp, err := c.client.Txn(ctx).Then(
+			clientv3.OpGet(networkKey(networkID)),
+			clientv3.OpGet(addressesKey(networkID), clientv3.WithPrefix()),
+		).Commit()
+		if err != nil {
+			return netip.Addr{}, c.unreachable("allocate an address", err)
+		}
+		nets, err := decodeAll[Network](resp.Responses[0].GetResponseRange().Kvs)
+		if err != nil {
+			return netip.Addr{}, err
+		}
+		if len(nets) == 0 {
+			return netip.Addr{}, errdefs.NotFoundf("overlay network %s not found", networkID)
+		}
+		n := nets[0]
+		taken, err := decodeAll[Address](resp.Responses[1].GetResponseRange().Kvs)
+		if err != nil {
+			return netip.Addr{}, err
+		}
+		addr, err := pick(n, taken, owner, want)
+		if err != nil || slices.ContainsFunc(taken, func(a Address) bool { return a.Addr == addr && a.Owner == owner }) {
+			return addr, err
+		}
+		rec, _ := json.Marshal(Address{Addr: addr, Owner: owner, Host: c.cfg.Advertise})
+		key := addressesKey(networkID) + addr.String()
+		txn, err := c.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
+				clientv3.Compare(clientv3.CreateRevision(networkKey(networkID)), "!=", 0)).
+			Then(clientv3.OpPut(key, string(rec), clientv3.WithLease(c.currentLease()))).
+			Commit()
+		if err != nil {
+			return netip.Addr{}, c.unreachable("allocate an address on network "+n.Name, err)
+		}
+		if txn.Succeeded {
+			return addr, nil
+		}
+		if want.IsValid() {
+			continue // read again: taken, or the network went
+		}
+	}
+	return netip.Addr{}, errdefs.Conflictf("allocate an address on network %s: other hosts kept taking addresses; try again", networkID)
+}
+
+// pick chooses owner's address among the free ones of n.
+func pick(n Network, taken []Address, owner string, want netip.Addr) (netip.Addr, error) {
+	for _, a := range taken {
+		if a.Owner == owner && (!want.IsValid() || a.Addr == want) {
+			return a.Addr, nil
+		}
+	}
+	isTaken := func(a netip.Addr) bool {
+		return a == n.Gateway || slices.ContainsFunc(taken, func(t Address) bool { return t.Addr == a })
+	}
+	last := lastAddr(n.Subnet)
+	if want.IsValid() {
+		if !n.Subnet.Contains(want) || want == n.Subnet.Addr() || want == last {
+			return want, errdefs.Invalidf("address %s is not a host address of network %s (%s)", want, n.Name, n.Subnet)
+		}
+		if isTaken(want) {
+			return want, errdefs.Conflictf("address %s is already in use on network %s", want, n.Name)
+		}
+		return want, nil
+	}
+	for a := n.Subnet.Addr().Next(); a != last; a = a.Next() {
+		if !isTaken(a) {
+			return a, nil
+		}
+	}
+	return netip.Addr{}, errdefs.Conflictf("no free address left on network %s (%s)", n.Name, n.Subnet)
+}
+
+// lastAddr is the broadcast address of an IPv4 subnet.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Addr().As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v |= 1<<(32-p.Bits()) - 1
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// ReleaseAddress gives back owner's address on a network; one another
+// owner holds stays.
+func (c *Cluster) ReleaseAddress(ctx context.Context, networkID string, addr netip.Addr, owner string) error {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	key := addressesKey(networkID) + addr.String()
+	resp, err := c.client.Get(ctx, key)
+	if err != nil {
+		return c.unreachable("release address "+addr.String(), err)
+	}
+	held, err := decodeAll[Address](resp.Kvs)
+	if err != nil || len(held) == 0 || held[0].Owner != owner {
+		return err
+	}
+	_, err = c.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
+		Then(clientv3.OpDelete(key)).
+		Commit()
+	if err != nil {
+		return c.unreachable("release address "+addr.String(), err)
+	}
+	return nil
+}
+
+// Addresses lists the addresses taken on a network, by every host.
+func (c *Cluster) Addresses(ctx context.Context, networkID string) ([]Address, error) {
+	return list[Address](ctx, c, addressesKey(networkID))
+}
+
+func decodeAll[T any](kvs []*mvccKV) ([]T, error) {
+	out := make([]T, 0, len(kvs))
+	for _, kv := range kvs {
+		var v T
+		if err := json.Unmarshal(kv.Value, &v); err != nil {
+			return nil, fmt.Errorf("decode cluster record %s: %w", kv.Key, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// mvccKV is a key and value as etcd returns them.
+type mvccKV = mvccpb.KeyValue
