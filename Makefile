@@ -62,8 +62,9 @@ test: deps runtime-deps vet check-generate
 
 # runtime-deps installs the container runtimes the integration tests and
 # the bench drive for real: Debian's docker.io and containerd, podman, the
-# reference CNI plugins, and etcd (3.4), the store of clusters of hosts. policy-rc.d keeps the packages from starting
-# the host's daemons; one that was already there is left as it was.
+# reference CNI plugins, and etcd (3.4), the store of clusters of hosts.
+# policy-rc.d keeps the packages from starting the host's daemons; one that
+# was already there is left as it was.
 RUNTIME_PACKAGES := docker.io containerd podman containernetworking-plugins etcd-server etcd-client
 runtime-deps:
 	@missing=$$(for p in $(RUNTIME_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
