@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/engine"
 	"github.com/ebpfnet/ebpfnet/control/frontend/docker"
 	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
@@ -55,6 +57,8 @@ func newDaemonCommand(c *cli) *cobra.Command {
 		natPorts     string
 		ctTimeouts   []string
 		dockerPlugin string
+		// --cluster-store and --cluster-advertise, Docker's flags
+		clusterStore, clusterAdvertise string
 	)
 	cmd := &cobra.Command{
 		Use:   "daemon",
@@ -103,6 +107,20 @@ root's a bind of a published port (EPERM).`,
 					}
 				}
 				cfg.CTTimeouts = &t
+			}
+			if (clusterStore == "") != (clusterAdvertise == "") {
+				return errors.New("--cluster-store and --cluster-advertise go together: give both to join a cluster, or neither")
+			}
+			if clusterStore != "" {
+				endpoints, err := cluster.ParseStore(clusterStore)
+				if err != nil {
+					return err
+				}
+				advertise, err := netip.ParseAddr(clusterAdvertise)
+				if err != nil {
+					return fmt.Errorf("invalid --cluster-advertise %q: want this host's IP address on the network between the hosts", clusterAdvertise)
+				}
+				cfg.Cluster = &cluster.Config{Endpoints: endpoints, Advertise: advertise}
 			}
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
@@ -154,6 +172,8 @@ root's a bind of a published port (EPERM).`,
 	f.StringArrayVar(&ctTimeouts, "ct-timeout", nil, "conntrack lifetime of a state, STATE=SECONDS (repeatable); states: "+strings.Join(states, ", "))
 	f.BoolVar(&cfg.DefaultIPv6, "default-ipv6", false, "make the default network bridge dual-stack when it is first made (Docker's default-network-opts bridge=com.docker.network.enable_ipv6=true); its IPv6 subnet is a /64 of the host's ULA /48")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&clusterStore, "cluster-store", "", "join a cluster of hosts sharing overlay networks, through etcd: etcd://HOST:PORT[,HOST:PORT…] (Docker's flag)")
+	f.StringVar(&clusterAdvertise, "cluster-advertise", "", "this host's IP address on the network between the hosts, which the others reach it at (with --cluster-store)")
 	f.StringVar(&dockerPlugin, "docker-plugin", docker.DefaultSocket, "socket of Docker's network and IPAM plugin, named after its file (ebpfnet.sock: -d ebpfnet); \"\" serves none")
 	return cmd
 }

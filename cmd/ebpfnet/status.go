@@ -71,6 +71,17 @@ func newStatusCommand(c *cli) *cobra.Command {
 				monitoring = "off (no monitor running)"
 			}
 			fmt.Fprintf(out, "datapath events: %s\n", monitoring)
+			if cs := st.Cluster; cs != nil {
+				fmt.Fprintf(out, "\ncluster store: etcd://%s\nthis host: %s, lease %s (%d s left)\n", strings.Join(cs.Store, ","), cs.Advertise, cs.Lease, cs.LeaseTTL)
+				if cs.Error != "" {
+					fmt.Fprintf(out, "store: %s\n", cs.Error)
+				}
+				rows = nil
+				for _, h := range cs.Hosts {
+					rows = append(rows, []string{h.Advertise.String(), h.Hostname})
+				}
+				printTable(out, []string{"HOST (VTEP)", "HOSTNAME"}, rows)
+			}
 			return nil
 		},
 	}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"net/netip"
 	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/ports"
@@ -172,6 +173,24 @@ type Status struct {
 	// Monitoring is which datapath events are written for `ebpfnet
 	// monitor` clients: drop, trace or all; empty when none listens.
 	Monitoring string `json:"monitoring,omitempty"`
+	// Cluster is the cluster this host is a member of, if any.
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
+}
+
+// ClusterStatus is this host's membership of a cluster.
+type ClusterStatus struct {
+	Store     []string   `json:"store"` // etcd's endpoints
+	Advertise netip.Addr `json:"advertise"`
+	Lease     string     `json:"lease"`    // this host's, in hex as etcdctl shows it
+	LeaseTTL  int64      `json:"leaseTTL"` // seconds it has left
+	Hosts     []PeerHost `json:"hosts"`
+	Error     string     `json:"error,omitempty"` // why the store could not be read
+}
+
+// PeerHost is a host of the cluster: its VTEP address and its name.
+type PeerHost struct {
+	Advertise netip.Addr `json:"advertise"`
+	Hostname  string     `json:"hostname"`
 }
 
 // Metrics is what the daemon's Prometheus metrics read besides the

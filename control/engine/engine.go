@@ -1,11 +1,13 @@
 package engine
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"regexp"
 	"sync"
@@ -13,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/dns"
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
@@ -51,7 +54,10 @@ type Config struct {
 	// made (Docker's default-network-opts with enable_ipv6): its IPv6
 	// subnet is the first default IPv6 pool free of routes.
 	DefaultIPv6 bool
-	Log         *slog.Logger
+	// Cluster, when set, makes this host a member of a cluster of hosts
+	// sharing overlay networks through etcd (its Dial is the engine's).
+	Cluster *cluster.Config
+	Log     *slog.Logger
 }
 
 // Defaults for a daemon serving the host.
@@ -97,6 +103,8 @@ type Engine struct {
 	monitor monitorHub
 	// host is a thread kept in the dataplane's namespace (inHost).
 	host *namespace.Thread
+	// cluster is this host's membership of a cluster, nil without one.
+	cluster *cluster.Cluster
 }
 
 // New opens the state, loads the datapath, creates the predefined networks
@@ -171,11 +179,21 @@ func New(cfg Config) (*Engine, error) {
 		}
 		cfg.Log.Info("switched off the datapath events a previous daemon's monitor left on")
 	}
+	if cfg.Cluster != nil {
+		c := *cfg.Cluster
+		c.Log = cfg.Log
+		// etcd is reached the way the host's own traffic leaves.
+		c.Dial = func(ctx context.Context, address string) (net.Conn, error) { return e.dialInHost(ctx, "tcp", address) }
+		if e.cluster, err = cluster.Join(c); err != nil {
+			e.Close()
+			return nil, err
+		}
+	}
 	if err := e.storeNamespacePaths(); err != nil {
 		e.Close()
 		return nil, err
 	}
-	e.resolver = dns.NewResolver(e.dialInHost)
+	e.resolver = dns.NewResolver(e.dialUpstream)
 	e.dnsServers = dns.NewServers(e.resolver)
 	if err := dp.AttachSockets(cgroup); err != nil {
 		e.Close()
@@ -208,7 +226,11 @@ func (e *Engine) Close() error {
 	if e.dnsServers != nil {
 		e.dnsServers.Close()
 	}
-	err := errors.Join(e.monitor.stop(e.maps), e.dp.Close(), e.store.Close())
+	var leave error
+	if e.cluster != nil {
+		leave = e.cluster.Close()
+	}
+	err := errors.Join(e.monitor.stop(e.maps), e.dp.Close(), e.store.Close(), leave)
 	e.host.Close()
 	return err
 }

@@ -257,7 +257,7 @@ func TestDialInHostIPv6(t *testing.T) {
 		go (&mdns.Server{Listener: lns[i], Handler: answer}).ActivateAndServe()
 	}
 
-	r := dns.NewResolver(te.dialInHost)
+	r := dns.NewResolver(te.dialUpstream)
 	for _, server := range []netip.AddrPort{netip.MustParseAddrPort("[::1]:53"), netip.AddrPortFrom(linkLocal, 53)} {
 		r.SetView(dns.NewView(map[string]dns.Asker{"client": {Networks: []string{"n"}, Forward: true, Upstreams: []netip.AddrPort{server}}}, nil))
 		for _, network := range []string{"udp", "tcp"} {

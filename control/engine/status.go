@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"github.com/vishvananda/netlink"
 	"maps"
@@ -75,7 +76,25 @@ func (e *Engine) Status() (Status, error) {
 		return errors.Join(errs...)
 	})
 	st.SocketHooks = e.dp.SocketHooks()
+	st.Cluster = e.clusterStatus()
 	return st, err
+}
+
+// clusterStatus is the membership as etcd has it; a store out of reach
+// is part of the status, not a failure of it.
+func (e *Engine) clusterStatus() *api.ClusterStatus {
+	if e.cluster == nil {
+		return nil
+	}
+	cs, err := e.cluster.Status(context.Background())
+	v := &api.ClusterStatus{Store: cs.Endpoints, Advertise: cs.Advertise, Lease: cs.Lease, LeaseTTL: cs.LeaseTTL}
+	for _, h := range cs.Hosts {
+		v.Hosts = append(v.Hosts, api.PeerHost{Advertise: h.Advertise, Hostname: h.Hostname})
+	}
+	if err != nil {
+		v.Error = err.Error()
+	}
+	return v
 }
 
 // Counters reads the per-verdict counters (for metrics).

@@ -288,9 +288,16 @@ func (h *Host) MustCLI(args ...string) string {
 // MustRun runs a system command and fails the test on error.
 func (h *Host) MustRun(name string, args ...string) string {
 	h.tb.Helper()
+	return mustRun(h.tb, name, args...)
+}
+
+// mustRun runs a command and returns its output; the test fails with it
+// when the command does.
+func mustRun(tb TB, name string, args ...string) string {
+	tb.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
 	if err != nil {
-		h.tb.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		tb.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return string(out)
 }

@@ -1,0 +1,70 @@
+package testbed
+
+import (
+	"crypto/rand"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+)
+
+// Cluster is hosts on one underlay, each running a member of one etcd
+// cluster and a daemon that joined it (--cluster-store). The underlay is
+// a bridge in a namespace of its own: bridged in the root namespace, its
+// frames would meet br_netfilter and Docker's FORWARD DROP.
+type Cluster struct {
+	Hosts    []*Host
+	Etcd     *Etcd
+	Underlay string // the underlay's namespace, by name
+}
+
+// UnderlayAddr is host i's address on the underlay: its VTEP and where
+// its etcd member listens.
+func UnderlayAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 88, 0, byte(i + 1)}) }
+
+// NewCluster makes n hosts in a cluster. Each host's underlay interface
+// is under0.
+func NewCluster(tb TB, n int) *Cluster {
+	tb.Helper()
+	c := &Cluster{}
+	id := make([]byte, 3)
+	rand.Read(id)
+	c.Underlay = fmt.Sprintf("ebu%x", id)
+	mustRun(tb, "ip", "netns", "add", c.Underlay)
+	tb.Cleanup(func() { exec.Command("ip", "netns", "del", c.Underlay).Run() })
+	mustRun(tb, "ip", "-n", c.Underlay, "link", "add", "br0", "type", "bridge")
+	mustRun(tb, "ip", "-n", c.Underlay, "link", "set", "br0", "up")
+	var members []EtcdMember
+	for i := range n {
+		h := NewHostWith(tb, func(h *Host) {
+			host := filepath.Base(h.NetNS)
+			port := fmt.Sprintf("h%d", i)
+			mustRun(tb, "ip", "-n", host, "link", "add", "under0", "type", "veth", "peer", "name", port, "netns", c.Underlay)
+			mustRun(tb, "ip", "-n", c.Underlay, "link", "set", port, "master", "br0", "up")
+			mustRun(tb, "ip", "-n", host, "addr", "add", UnderlayAddr(i).String()+"/24", "dev", "under0")
+			mustRun(tb, "ip", "-n", host, "link", "set", "under0", "up")
+		})
+		c.Hosts = append(c.Hosts, h)
+		members = append(members, EtcdMember{NetNS: h.NetNS, Addr: UnderlayAddr(i)})
+	}
+	c.Etcd = StartEtcd(tb, members...)
+	// Daemons stop before etcd does (cleanups run last first), so that
+	// they leave the cluster instead of waiting for a store that is gone.
+	tb.Cleanup(func() {
+		for _, h := range c.Hosts {
+			h.Stop(syscall.SIGTERM)
+		}
+	})
+	for i, h := range c.Hosts {
+		h.Stop(syscall.SIGTERM)
+		h.DaemonFlags(c.DaemonFlags(i)...)
+		h.Start()
+	}
+	return c
+}
+
+// DaemonFlags are the flags that make host i's daemon join the cluster.
+func (c *Cluster) DaemonFlags(i int) []string {
+	return []string{"--cluster-store", c.Etcd.Store(), "--cluster-advertise", UnderlayAddr(i).String()}
+}
