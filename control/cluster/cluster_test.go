@@ -139,7 +139,7 @@ func TestAddressesAcrossHosts(t *testing.T) {
 	for i := range 20 {
 		wg.Go(func() {
 			owner := fmt.Sprintf("ep%02d", i)
-			a, err := hosts[i%2].AllocateAddress(ctx, n.ID, owner, netip.Addr{})
+			a, err := hosts[i%2].AllocateAddress(ctx, n.ID, cluster.Address{Owner: owner})
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -153,13 +153,13 @@ func TestAddressesAcrossHosts(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if a, err := hosts[1].AllocateAddress(ctx, n.ID, "ep00", netip.Addr{}); err != nil || taken[a] != "ep00" {
+	if a, err := hosts[1].AllocateAddress(ctx, n.ID, cluster.Address{Owner: "ep00"}); err != nil || taken[a] != "ep00" {
 		t.Errorf("ep00 asking again got %s, %v", a, err)
 	}
-	if _, err := hosts[1].AllocateAddress(ctx, n.ID, "late", netip.MustParseAddr("10.5.0.2")); !errors.Is(err, errdefs.ErrConflict) {
+	if _, err := hosts[1].AllocateAddress(ctx, n.ID, cluster.Address{Owner: "late", Addr: netip.MustParseAddr("10.5.0.2")}); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("an address taken: %v", err)
 	}
-	if _, err := hosts[1].AllocateAddress(ctx, n.ID, "late", netip.MustParseAddr("10.6.0.2")); !errors.Is(err, errdefs.ErrInvalid) {
+	if _, err := hosts[1].AllocateAddress(ctx, n.ID, cluster.Address{Owner: "late", Addr: netip.MustParseAddr("10.6.0.2")}); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Errorf("an address off the subnet: %v", err)
 	}
 	err = hosts[0].RemoveNetwork(ctx, "ov")
@@ -196,7 +196,7 @@ func TestLeaseExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	if _, err := b.AllocateAddress(ctx, n.ID, "ep", netip.Addr{}); err != nil {
+	if _, err := b.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "ep", Sandbox: "web"}); err != nil {
 		t.Fatal(err)
 	}
 	if hosts, _ := a.Hosts(ctx); len(hosts) != 2 {
@@ -266,4 +266,47 @@ func TestJoinUnreachable(t *testing.T) {
 	if d := time.Since(t0); d > 10*time.Second {
 		t.Errorf("join took %s to fail", d)
 	}
+}
+
+// A host watching the cluster sees the others' networks and addresses
+// come and go, each in a state of one revision.
+func TestWatch(t *testing.T) {
+	s := newStore(t)
+	a, b := s.join(t, 1, 0), s.join(t, 2, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	states := make(chan cluster.State, 100)
+	go a.Watch(ctx, func(st cluster.State) { states <- st })
+	await := func(what string, ok func(cluster.State) bool) {
+		t.Helper()
+		timeout := time.After(5 * time.Second)
+		for {
+			select {
+			case st := <-states:
+				if ok(st) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no state with %s in 5 s", what)
+			}
+		}
+	}
+	await("both hosts", func(st cluster.State) bool { return len(st.Hosts) == 2 })
+	n, err := b.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := b.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "ep1", Sandbox: "web", Aliases: []string{"www"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	await("b's endpoint", func(st cluster.State) bool {
+		as := st.Addresses[n.ID]
+		return len(st.Networks) == 1 && len(as) == 1 && as[0].Addr == addr && as[0].Host == hostAddr(2) &&
+			as[0].Sandbox == "web" && len(as[0].Aliases) == 1
+	})
+	if err := b.ReleaseAddress(ctx, n.ID, addr, "ep1"); err != nil {
+		t.Fatal(err)
+	}
+	await("no endpoint", func(st cluster.State) bool { return len(st.Addresses[n.ID]) == 0 })
 }

@@ -39,7 +39,9 @@ type Network struct {
 	Internal   bool              `json:"internal,omitempty"`
 	Attachable bool              `json:"attachable,omitempty"`
 	Labels     map[string]string `json:"labels,omitempty"`
-	Created    time.Time         `json:"created"`
+	// Options are the driver options it was created with (its MTU).
+	Options map[string]string `json:"options,omitempty"`
+	Created time.Time         `json:"created"`
 	// CreatedOn is the advertise address of the host it was created on.
 	CreatedOn netip.Addr `json:"createdOn"`
 }
@@ -54,6 +56,7 @@ type NetworkSpec struct {
 	Internal   bool
 	Attachable bool
 	Labels     map[string]string
+	Options    map[string]string
 }
 
 func networksKey() string         { return prefix + "networks/" }
@@ -120,7 +123,7 @@ func checkSpec(spec NetworkSpec) error {
 // choose fills in what spec leaves open, against the networks there are.
 func (c *Cluster) choose(spec NetworkSpec, nets []Network) (Network, error) {
 	n := Network{ID: spec.ID, Name: spec.Name, Subnet: spec.Subnet, Gateway: spec.Gateway, Internal: spec.Internal,
-		Attachable: spec.Attachable, Labels: spec.Labels, Created: time.Now().UTC(), CreatedOn: c.cfg.Advertise}
+		Attachable: spec.Attachable, Labels: spec.Labels, Options: spec.Options, Created: time.Now().UTC(), CreatedOn: c.cfg.Advertise}
 	vnis := map[uint32]bool{}
 	for _, o := range nets {
 		if o.Name == spec.Name {
@@ -225,19 +228,24 @@ func (c *Cluster) RemoveNetwork(ctx context.Context, ref string) error {
 	return errdefs.Conflictf("network %s has active endpoints on %s: disconnect or remove them first", n.Name, strings.Join(hosts, ", "))
 }
 
-// Address is an address of an overlay network taken by an endpoint.
+// Address is an address of an overlay network taken by an endpoint: what
+// the other hosts need to reach it, and to answer its names.
 type Address struct {
 	Addr netip.Addr `json:"addr"`
 	// Owner is the endpoint's ID; Host the advertise address of the host
 	// it is on.
-	Owner string     `json:"owner"`
-	Host  netip.Addr `json:"host"`
+	Owner   string     `json:"owner"`
+	Host    netip.Addr `json:"host"`
+	Sandbox string     `json:"sandbox,omitempty"`
+	Aliases []string   `json:"aliases,omitempty"`
 }
 
-// AllocateAddress takes an address of network for owner: want, or the
-// first free one when want is zero. The address is bound to this host's
-// lease. Taking it again for the same owner returns it.
-func (c *Cluster) AllocateAddress(ctx context.Context, networkID, owner string, want netip.Addr) (netip.Addr, error) {
+// AllocateAddress takes an address of network for ep.Owner: ep.Addr, or
+// the first free one when that is zero. The record, with the sandbox's
+// name and aliases, is bound to this host's lease. Taking it again for
+// the same owner returns it.
+func (c *Cluster) AllocateAddress(ctx context.Context, networkID string, ep Address) (netip.Addr, error) {
+	owner, want := ep.Owner, ep.Addr
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	for range attempts {
@@ -264,7 +272,8 @@ func (c *Cluster) AllocateAddress(ctx context.Context, networkID, owner string, 
 		if err != nil || slices.ContainsFunc(taken, func(a Address) bool { return a.Addr == addr && a.Owner == owner }) {
 			return addr, err
 		}
-		rec, _ := json.Marshal(Address{Addr: addr, Owner: owner, Host: c.cfg.Advertise})
+		ep.Addr, ep.Host = addr, c.cfg.Advertise
+		rec, _ := json.Marshal(ep)
 		key := addressesKey(networkID) + addr.String()
 		txn, err := c.client.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0),

@@ -115,8 +115,19 @@ func parseAddr(what, s string) (netip.Addr, error) {
 	return a, nil
 }
 
+// scope is Docker's: global for a network every host of the cluster has.
+func scope(n store.Network) string {
+	if n.Driver == store.DriverOverlay {
+		return "global"
+	}
+	return "local"
+}
+
+// OptVXLANIDs is how Docker's inspect shows an overlay network's VNI.
+const OptVXLANIDs = "com.docker.network.driver.overlay.vxlanid_list"
+
 func networkView(n store.Network, sbs []store.Sandbox) api.Network {
-	v := api.Network{Name: n.Name, ID: n.ID, Created: n.Created, Scope: "local", Driver: n.Driver, EnableIPv6: n.EnableIPv6, Internal: n.Internal,
+	v := api.Network{Name: n.Name, ID: n.ID, Created: n.Created, Scope: scope(n), Driver: n.Driver, EnableIPv6: n.EnableIPv6, Internal: n.Internal,
 		IPAM: api.IPAM{Driver: "default", Config: []api.IPAMConfig{}}, Containers: map[string]api.NetworkContainer{},
 		Options: maps.Clone(n.Options), Labels: maps.Clone(n.Labels)}
 	if v.Options == nil {
@@ -130,6 +141,9 @@ func networkView(n store.Network, sbs []store.Sandbox) api.Network {
 	}
 	if n.HasAddresses() && n.EnableIPv6 {
 		v.IPAM.Config = append(v.IPAM.Config, ipamConfig(n.Pool6, gateway6(n)))
+	}
+	if n.Driver == store.DriverOverlay {
+		v.Options[OptVXLANIDs] = fmt.Sprint(n.VNI)
 	}
 	if n.Driver == store.DriverBridge {
 		v.Options[OptBridgeName] = n.Bridge

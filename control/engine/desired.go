@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
+	"github.com/ebpfnet/ebpfnet/control/driver/overlay"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/maps"
@@ -24,6 +25,11 @@ func desiredMaps(nets []store.Network, sbs []store.Sandbox, pubs map[string][]st
 	for _, n := range nets {
 		if servedByDatapath(n) {
 			want.Networks = append(want.Networks, networkMaps(n))
+		}
+		if n.Driver == store.DriverOverlay {
+			if ifindex, ok := hostIfindex(overlay.Device(n)); ok {
+				want.Ifaces = append(want.Ifaces, tunnelMaps(n, ifindex))
+			}
 		}
 	}
 	for _, sb := range sbs {
@@ -106,6 +112,13 @@ func endpointAddrs(ep store.Endpoint) []netip.Addr {
 func ifaceMaps(n store.Network, sb store.Sandbox, ep store.Endpoint, ifindex int) maps.Iface {
 	return maps.Iface{Ifindex: uint32(ifindex), Network: n.Index, Addr: ep.Addr, Addr6: ep.Addr6,
 		XDPTarget: n.Driver == store.DriverBridge && !sb.HandOver}
+}
+
+// tunnelMaps is what the datapath knows of an overlay network's VXLAN
+// device: a port of the network, with no address of its own, whose frames
+// the sending host's endpoint programs checked.
+func tunnelMaps(n store.Network, ifindex int) maps.Iface {
+	return maps.Iface{Ifindex: uint32(ifindex), Network: n.Index}
 }
 
 // pubMaps is a publication as the datapath has it: on every address of

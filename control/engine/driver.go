@@ -16,6 +16,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/driver/bridge"
 	"github.com/ebpfnet/ebpfnet/control/driver/chained"
 	"github.com/ebpfnet/ebpfnet/control/driver/macvlan"
+	"github.com/ebpfnet/ebpfnet/control/driver/overlay"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
@@ -31,6 +32,8 @@ func driverFor(name string) (driver.Driver, bool) {
 		return macvlan.Driver{}, true
 	case store.DriverChained:
 		return chained.Driver{}, true
+	case store.DriverOverlay:
+		return overlay.Driver{}, true
 	}
 	return nil, false
 }

@@ -103,8 +103,15 @@ type Engine struct {
 	monitor monitorHub
 	// host is a thread kept in the dataplane's namespace (inHost).
 	host *namespace.Thread
-	// cluster is this host's membership of a cluster, nil without one.
-	cluster *cluster.Cluster
+	// cluster is this host's membership of a cluster, nil without one;
+	// runCluster follows it until stopCluster, closing clusterDone.
+	cluster      *cluster.Cluster
+	stopCluster  context.CancelFunc
+	clusterDone  chan struct{}
+	clusterNudge chan struct{}
+	// remote are the other hosts' endpoints on each overlay network, by
+	// network ID, as the cluster last had them; guarded by mu.
+	remote map[string][]cluster.Address
 }
 
 // New opens the state, loads the datapath, creates the predefined networks
@@ -212,6 +219,12 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.stopReclaim = make(chan struct{})
 	go e.reclaimConntrack(e.stopReclaim)
+	if e.cluster != nil {
+		var ctx context.Context
+		ctx, e.stopCluster = context.WithCancel(context.Background())
+		e.clusterDone, e.clusterNudge = make(chan struct{}), make(chan struct{}, 1)
+		go e.runCluster(ctx, e.clusterDone)
+	}
 	return e, nil
 }
 
@@ -226,10 +239,7 @@ func (e *Engine) Close() error {
 	if e.dnsServers != nil {
 		e.dnsServers.Close()
 	}
-	var leave error
-	if e.cluster != nil {
-		leave = e.cluster.Close()
-	}
+	leave := e.leaveCluster()
 	err := errors.Join(e.monitor.stop(e.maps), e.dp.Close(), e.store.Close(), leave)
 	e.host.Close()
 	return err

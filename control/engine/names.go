@@ -36,6 +36,7 @@ func (e *Engine) syncNames(nets []store.Network, sbs []store.Sandbox) error {
 		return err
 	}
 	askers, records, listeners := nameRecords(nets, sbs, host)
+	records = append(records, e.remoteRecords(nets)...)
 	e.resolver.SetView(dns.NewView(askers, records))
 	errs := []error{e.dnsServers.Sync(listeners)}
 	byName := map[string]store.Sandbox{}

@@ -236,7 +236,7 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 		if n.Driver == store.DriverHost || n.Driver == store.DriverNull || n.Driver == NetworkNone {
 			return store.Network{}, errdefs.Conflictf("only one instance of the %q network is allowed, and it exists already", n.Driver)
 		}
-		return store.Network{}, errdefs.Invalidf("unknown driver %q (want bridge or macvlan)", spec.Driver)
+		return store.Network{}, errdefs.Invalidf("unknown driver %q (want bridge, macvlan or overlay)", spec.Driver)
 	}
 	if err := applyOptions(&n, spec.Options); err != nil {
 		return store.Network{}, err
@@ -252,6 +252,9 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 	}
 	if err := checkFamilies(n, spec); err != nil {
 		return store.Network{}, err
+	}
+	if n.Driver == store.DriverOverlay {
+		return e.createOverlay(n, spec)
 	}
 	err := e.update(func(tx *store.Tx, undo *rollback) error {
 		if _, err := tx.Network(spec.Name); err == nil {
@@ -374,6 +377,11 @@ func (e *Engine) RemoveFrontendNetwork(frontend, ref string) error {
 			return err
 		} else if len(users) > 0 {
 			return errdefs.Conflictf("network %s has active endpoints (%s): disconnect or remove them first", n.Name, strings.Join(users, ", "))
+		}
+		if n.Driver == store.DriverOverlay {
+			if err := e.removeOverlay(n); err != nil {
+				return err
+			}
 		}
 		removed = n
 		for _, id := range []string{n.PoolID, n.PoolID6} {

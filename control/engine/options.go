@@ -57,7 +57,7 @@ type PoolSpec struct {
 func applyOptions(n *store.Network, opts map[string]string) error {
 	d, ok := driverFor(n.Driver)
 	if !ok {
-		return errdefs.Invalidf("unknown driver %q (want bridge or macvlan)", n.Driver)
+		return errdefs.Invalidf("unknown driver %q (want bridge, macvlan or overlay)", n.Driver)
 	}
 	if err := d.Configure(n, opts); err != nil {
 		return err

@@ -146,12 +146,19 @@ func (e *Engine) addEndpoint(tx *store.Tx, undo *rollback, sb *store.Sandbox, n 
 	if spec.IP6.IsValid() && !n.EnableIPv6 {
 		return errdefs.Invalidf("IPv6 address %s: network %s has no IPv6 (create it with --ipv6)", spec.IP6, n.Name)
 	}
-	a, err := allocateOn(tx, n, n.PoolID, spec.IP)
-	if err != nil {
-		return err
+	ep := store.Endpoint{ID: newID(), NetworkID: n.ID, Interface: nextInterface(sb.Endpoints), Aliases: spec.Aliases}
+	if n.Driver == store.DriverOverlay {
+		if err := e.allocateOverlay(tx, undo, n, *sb, &ep, spec.IP); err != nil {
+			return err
+		}
+	} else {
+		a, err := allocateOn(tx, n, n.PoolID, spec.IP)
+		if err != nil {
+			return err
+		}
+		ep.Addr, ep.MAC = a, driver.MACFor(a).String()
 	}
-	ep := store.Endpoint{ID: newID(), NetworkID: n.ID, Interface: nextInterface(sb.Endpoints),
-		Addr: a, MAC: driver.MACFor(a).String(), Aliases: spec.Aliases}
+	var err error
 	if n.EnableIPv6 {
 		if ep.Addr6, err = allocateOn(tx, n, n.PoolID6, spec.IP6); err != nil {
 			return err
@@ -246,6 +253,7 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 	}
 	// The record is gone; leftovers are the reconciler's to remove, so the
 	// teardown keeps going and reports what it could not do.
+	e.nudgeCluster() // overlay addresses go back to the cluster
 	e.forgetPorts(sb.Name, pubs)
 	errs := []error{e.maps.DeletePublications(publicationMaps(sb, pubs)...)}
 	for _, ep := range sb.Endpoints {
@@ -348,6 +356,7 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 	if err != nil {
 		return err
 	}
+	e.nudgeCluster()
 	return errors.Join(e.detachEndpoint(nets[removed.NetworkID], sb.NetNS, removed),
 		ensureDefaultRoute(sb.NetNS, sb.Endpoints, nets))
 }

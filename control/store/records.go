@@ -12,6 +12,10 @@ import (
 const (
 	DriverBridge  = "bridge"
 	DriverMacvlan = "macvlan"
+	// DriverOverlay networks span the hosts of a cluster: the cluster
+	// store (etcd) holds them, and each host keeps a copy here while it
+	// is in the cluster.
+	DriverOverlay = "overlay"
 	DriverHost    = "host"
 	DriverNull    = "null" // the "none" network, named after Docker's driver
 	// DriverChained serves a bridge another CNI plugin made, ebpfnet
@@ -66,6 +70,11 @@ type Network struct {
 	GatewayMode string `json:"gatewayModeIPv4,omitempty"`
 	// GatewayMode6 is Docker's gateway_mode_ipv6, with the same values.
 	GatewayMode6 string `json:"gatewayModeIPv6,omitempty"`
+
+	// VNI is an overlay network's VXLAN network identifier, the same on
+	// every host; VTEP is this host's tunnel address (--cluster-advertise).
+	VNI  uint32     `json:"vni,omitempty"`
+	VTEP netip.Addr `json:"vtep,omitzero"`
 }
 
 // Gateway modes of a bridge network, one per family (GatewayMode,
@@ -107,7 +116,7 @@ func (n *Network) AddressesByRuntime() bool { return n.Driver == DriverChained }
 
 // HasAddresses reports whether the network hands out addresses.
 func (n *Network) HasAddresses() bool {
-	return n.Driver == DriverBridge || n.Driver == DriverMacvlan
+	return n.Driver == DriverBridge || n.Driver == DriverMacvlan || n.Driver == DriverOverlay
 }
 
 // Sandbox modes.

@@ -1,0 +1,330 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"slices"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/ebpfnet/ebpfnet/control/cluster"
+	"github.com/ebpfnet/ebpfnet/control/dns"
+	"github.com/ebpfnet/ebpfnet/control/driver"
+	"github.com/ebpfnet/ebpfnet/control/driver/overlay"
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/ipam"
+	"github.com/ebpfnet/ebpfnet/control/store"
+)
+
+// Overlay networks live in the cluster store; each host keeps a copy of
+// every one in its own store (a "mirror"), with a local pool holding the
+// addresses of its own endpoints, so that everything a bridge network has
+// (sandboxes, names, publishing, the maps) works on it unchanged. The
+// cluster is the authority: mirrors follow it (applyCluster), and
+// addresses are taken there before they are written here.
+
+// errNoCluster is the answer to overlay work on a host outside a cluster.
+var errNoCluster = errdefs.Invalidf("overlay networks need a cluster: start the daemon with --cluster-store and --cluster-advertise")
+
+// createOverlay creates an overlay network in the cluster and its mirror
+// here; a mirror that cannot be made takes the network out of the
+// cluster again. Callers hold e.mu.
+func (e *Engine) createOverlay(n store.Network, spec NetworkSpec) (store.Network, error) {
+	if e.cluster == nil {
+		return n, errNoCluster
+	}
+	switch {
+	case n.EnableIPv6:
+		return n, errdefs.Invalidf("overlay network %s: overlay networks are IPv4 only", n.Name)
+	case spec.IPv4.IPRange.IsValid():
+		return n, errdefs.Invalidf("ip range %s: overlay networks hand out their whole subnet", spec.IPv4.IPRange)
+	case spec.IPv4.ID != "" || spec.Frontend != "":
+		return n, errdefs.Invalidf("overlay network %s: its addresses are the cluster's, not an IPAM driver's", n.Name)
+	}
+	err := e.store.View(func(tx *store.Tx) error {
+		if _, err := tx.Network(n.Name); err == nil {
+			return errdefs.Conflictf("network %s already exists", n.Name)
+		}
+		return nil
+	})
+	if err != nil {
+		return n, err
+	}
+	ctx := context.Background()
+	cn, err := e.cluster.CreateNetwork(ctx, cluster.NetworkSpec{ID: n.ID, Name: n.Name, Subnet: spec.IPv4.Subnet,
+		Gateway: spec.IPv4.Gateway, Internal: n.Internal, Labels: n.Labels, Options: n.Options})
+	if err != nil {
+		return n, err
+	}
+	mirror, err := e.mirrorOverlay(cn)
+	if err != nil {
+		return n, errors.Join(err, e.cluster.RemoveNetwork(ctx, cn.ID))
+	}
+	return mirror, nil
+}
+
+// mirrorOverlay makes the local copy of an overlay network: its record,
+// its pool, its bridge and VXLAN device, its map entries. Callers hold
+// e.mu.
+func (e *Engine) mirrorOverlay(cn cluster.Network) (store.Network, error) {
+	n := store.Network{ID: cn.ID, Name: cn.Name, Driver: store.DriverOverlay, Created: cn.Created, ICC: true,
+		Masquerade: true, Internal: cn.Internal, Labels: cn.Labels, VNI: cn.VNI, VTEP: e.cluster.Advertise()}
+	if err := (overlay.Driver{}).Configure(&n, cn.Options); err != nil {
+		return n, fmt.Errorf("overlay network %s: %w", cn.Name, err)
+	}
+	n.Options = cn.Options
+	err := e.update(func(tx *store.Tx, undo *rollback) error {
+		if other, err := tx.Network(n.Name); err == nil {
+			return errdefs.Conflictf("overlay network %s: this host has a network of that name already (%s)", n.Name, other.Driver)
+		}
+		pool, err := ipam.NewPool(cn.Subnet, ipamNoRange, cn.Gateway)
+		if err != nil {
+			return fmt.Errorf("overlay network %s: %w", n.Name, err)
+		}
+		taken, err := poolUsers(tx)
+		if err != nil {
+			return err
+		}
+		for p, user := range taken {
+			if p.Overlaps(pool.Subnet) {
+				return errdefs.Conflictf("overlay network %s: subnet %s overlaps subnet %s of %s on this host", n.Name, pool.Subnet, p, user)
+			}
+		}
+		pool.ID = newID()
+		if err := tx.PutPool(pool); err != nil {
+			return err
+		}
+		n.Pool, n.PoolID = pool, pool.ID
+		if err := e.checkDevices(tx, &n); err != nil {
+			return err
+		}
+		if err := e.addNetwork(tx, undo, &n); err != nil {
+			return err
+		}
+		return e.putTunnel(n, undo)
+	})
+	return n, err
+}
+
+// ipamNoRange is an overlay pool's range: none, the whole subnet.
+var ipamNoRange = netip.Prefix{}
+
+// putTunnel registers the network's VXLAN device in the maps as a port
+// of the network, so frames from other hosts' endpoints are bridged to
+// this host's as a neighbour's are.
+func (e *Engine) putTunnel(n store.Network, undo *rollback) error {
+	var ifindex int
+	err := e.inHost(func() error {
+		l, err := netlink.LinkByName(overlay.Device(n))
+		if err == nil {
+			ifindex = l.Attrs().Index
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("look up VXLAN device of network %s: %w", n.Name, err)
+	}
+	if err := e.maps.PutIface(tunnelMaps(n, ifindex)); err != nil {
+		return err
+	}
+	undo.add(func() error { return e.maps.DeleteIface(uint32(ifindex)) })
+	return nil
+}
+
+// removeOverlay takes an overlay network out of the cluster, which
+// refuses while any host has endpoints on it; the caller then removes the
+// mirror.
+func (e *Engine) removeOverlay(n store.Network) error {
+	if e.cluster == nil {
+		return errNoCluster
+	}
+	return e.cluster.RemoveNetwork(context.Background(), n.ID)
+}
+
+// allocateOverlay takes ep's address on an overlay network in the cluster,
+// then in the local pool; undo gives it back.
+func (e *Engine) allocateOverlay(tx *store.Tx, undo *rollback, n store.Network, sb store.Sandbox, ep *store.Endpoint, static netip.Addr) error {
+	if e.cluster == nil {
+		return errNoCluster
+	}
+	ctx := context.Background()
+	a, err := e.cluster.AllocateAddress(ctx, n.ID, cluster.Address{Owner: ep.ID, Addr: static, Sandbox: sb.Name, Aliases: ep.Aliases})
+	if err != nil {
+		return fmt.Errorf("network %s: %w", n.Name, err)
+	}
+	undo.add(func() error { return e.cluster.ReleaseAddress(ctx, n.ID, a, ep.ID) })
+	if _, err := allocateOn(tx, n, n.PoolID, a); err != nil {
+		return err
+	}
+	ep.Addr, ep.MAC = a, driver.MACFor(a).String()
+	return nil
+}
+
+// runCluster keeps this host in line with the cluster until ctx ends:
+// after every change in the store, and when a local change asks
+// (nudgeCluster).
+func (e *Engine) runCluster(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	latest := make(chan cluster.State, 1)
+	go e.cluster.Watch(ctx, func(st cluster.State) {
+		select { // only the newest state matters
+		case <-latest:
+		default:
+		}
+		latest <- st
+	})
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case st := <-latest:
+			e.applyCluster(ctx, st)
+		case <-e.clusterNudge:
+			if st, err := e.cluster.State(ctx); err == nil {
+				e.applyCluster(ctx, st)
+			}
+		}
+	}
+}
+
+// nudgeCluster asks runCluster to bring the cluster in line with a local
+// change (addresses of removed endpoints to give back) without waiting
+// for it.
+func (e *Engine) nudgeCluster() {
+	if e.cluster == nil {
+		return
+	}
+	select {
+	case e.clusterNudge <- struct{}{}:
+	default:
+	}
+}
+
+// applyCluster brings this host in line with st: mirrors of the overlay
+// networks, the VXLAN devices' peers, the names of other hosts'
+// endpoints, and this host's addresses in the cluster (those of removed
+// endpoints given back, those a lapsed lease lost taken again).
+func (e *Engine) applyCluster(ctx context.Context, st cluster.State) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	nets, sbs, err := e.store.Snapshot()
+	if err != nil {
+		e.log.Warn("read state for the cluster", "err", err)
+		return
+	}
+	local := map[string]store.Network{}
+	for _, n := range nets {
+		if n.Driver == store.DriverOverlay {
+			local[n.ID] = n
+		}
+	}
+	var errs []error
+	for _, cn := range st.Networks {
+		if _, ok := local[cn.ID]; !ok {
+			n, err := e.mirrorOverlay(cn)
+			errs = append(errs, err)
+			if err == nil {
+				local[n.ID] = n
+			}
+		}
+	}
+	for id, n := range local {
+		if !slices.ContainsFunc(st.Networks, func(cn cluster.Network) bool { return cn.ID == id }) {
+			errs = append(errs, e.dropMirror(n))
+			delete(local, id)
+		}
+	}
+	mine := map[string]store.Endpoint{} // this host's overlay endpoints, by ID
+	for _, sb := range sbs {
+		for _, ep := range sb.Endpoints {
+			if _, ok := local[ep.NetworkID]; ok {
+				mine[ep.ID] = ep
+			}
+		}
+	}
+	remote := map[string][]cluster.Address{}
+	for id, n := range local {
+		var peers []overlay.Peer
+		held := map[string]bool{}
+		for _, a := range st.Addresses[id] {
+			if a.Host != e.cluster.Advertise() {
+				peers = append(peers, overlay.Peer{Addr: a.Addr, MAC: driver.MACFor(a.Addr), VTEP: a.Host})
+				remote[id] = append(remote[id], a)
+				continue
+			}
+			held[a.Owner] = true
+			if ep, ok := mine[a.Owner]; !ok || ep.Addr != a.Addr {
+				errs = append(errs, e.cluster.ReleaseAddress(ctx, id, a.Addr, a.Owner))
+			}
+		}
+		for _, sb := range sbs {
+			for _, ep := range sb.Endpoints {
+				if ep.NetworkID == id && !held[ep.ID] {
+					// The lease lapsed while etcd was out of reach: take the
+					// address again, unless another host has it by now.
+					_, err := e.cluster.AllocateAddress(ctx, id, cluster.Address{Owner: ep.ID, Addr: ep.Addr, Sandbox: sb.Name, Aliases: ep.Aliases})
+					errs = append(errs, err)
+				}
+			}
+		}
+		errs = append(errs, e.inHost(func() error { return overlay.SyncPeers(n, peers) }))
+	}
+	if !reflect.DeepEqual(e.remote, remote) {
+		e.remote = remote
+		e.refreshNames()
+	}
+	if err := errors.Join(errs...); err != nil {
+		e.log.Warn("follow the cluster", "err", err)
+	}
+}
+
+// dropMirror removes the mirror of an overlay network the cluster no
+// longer has; one this host still has endpoints on stays, and says so.
+func (e *Engine) dropMirror(n store.Network) error {
+	var removed bool
+	err := e.commit(func(tx *store.Tx) error {
+		users, err := networkUsers(tx, n.ID)
+		if err != nil || len(users) > 0 {
+			if err == nil {
+				err = fmt.Errorf("overlay network %s is gone from the cluster, but sandboxes here are on it: %v", n.Name, users)
+			}
+			return err
+		}
+		removed = true
+		if err := tx.DeletePool(n.PoolID); err != nil {
+			return err
+		}
+		return tx.DeleteNetwork(n.Name)
+	})
+	if err != nil || !removed {
+		return err
+	}
+	return errors.Join(e.teardownNetwork(n), e.maps.DeleteNetwork(networkMaps(n)))
+}
+
+// remoteRecords are the names of other hosts' endpoints on the overlay
+// networks, for the resolvers. Callers hold e.mu.
+func (e *Engine) remoteRecords(nets []store.Network) []dns.Record {
+	var out []dns.Record
+	for _, n := range nets {
+		for _, a := range e.remote[n.ID] {
+			out = append(out, dns.Record{Network: n.ID, NetworkName: n.Name, Names: append([]string{a.Sandbox}, a.Aliases...), Addr: a.Addr})
+		}
+	}
+	return out
+}
+
+// leaveCluster stops following the cluster and leaves it.
+func (e *Engine) leaveCluster() error {
+	if e.cluster == nil {
+		return nil
+	}
+	if e.stopCluster != nil {
+		e.stopCluster()
+		<-e.clusterDone
+	}
+	return e.cluster.Close()
+}

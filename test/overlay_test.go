@@ -1,0 +1,176 @@
+package test
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/ebpfnet/ebpfnet/test/testbed"
+)
+
+// waitNetwork waits until h has network name, as the cluster's watch
+// brings it.
+func waitNetwork(t *testing.T, h *testbed.Host, name string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := h.CLI("network", "inspect", name); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has no network %s after 10 s:\n%s", h.Prefix, name, h.DaemonLog())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// mustResolve asks a sandbox's embedded DNS for name's A record.
+func mustResolve(t *testing.T, h *testbed.Host, sandbox, name string) string {
+	t.Helper()
+	var got []string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		resp, _, err := testbed.Query(h.NS(sandbox), "udp", "127.0.0.11:53", name, dns.TypeA)
+		got = nil
+		if err == nil {
+			for _, rr := range resp.Answer {
+				if a, ok := rr.(*dns.A); ok {
+					got = append(got, a.A.String())
+				}
+			}
+		}
+		if len(got) == 1 {
+			return got[0]
+		}
+	}
+	t.Fatalf("%s resolves %s to %v, want one address", sandbox, name, got)
+	return ""
+}
+
+// An overlay network made on one host appears on every host; sandboxes
+// on all three reach each other across hosts by address and by name; a
+// second overlay is isolated from the first; addresses taken at once on
+// two hosts are never the same; a network with endpoints stays until the
+// last one goes.
+func TestOverlay(t *testing.T) {
+	c := testbed.NewCluster(t, 3)
+	h0, h1, h2 := c.Hosts[0], c.Hosts[1], c.Hosts[2]
+	ov := h0.Name("ov")
+	h0.MustCLI("network", "create", "-d", "overlay", "--subnet", "10.200.0.0/24", ov)
+	for _, h := range c.Hosts {
+		waitNetwork(t, h, ov)
+	}
+	n := h2.Network(ov)
+	if n.Scope != "global" || n.Driver != "overlay" || n.IPAM.Config[0].Subnet != "10.200.0.0/24" || n.Options["com.docker.network.driver.overlay.vxlanid_list"] != "4096" {
+		t.Fatalf("on another host: %+v", n)
+	}
+	if out := h1.MustCLI("network", "ls"); !strings.Contains(out, ov) || !strings.Contains(out, "global") {
+		t.Errorf("network ls on another host:\n%s", out)
+	}
+	// The MTU leaves room for VXLAN on the 1500-byte underlay.
+	if out := h1.InHost("ip", "-o", "link", "show", "ebx-4096"); !strings.Contains(out, "mtu 1450") {
+		t.Errorf("VXLAN device: %s", out)
+	}
+
+	// One sandbox per host, reaching each other across hosts.
+	var names []string
+	for i, h := range c.Hosts {
+		name := h.Name(fmt.Sprintf("s%d", i))
+		h.MustCLI("sandbox", "create", name, "--network", ov)
+		testbed.Serve(t, h.NS(name))
+		names = append(names, name)
+	}
+	for i, h := range c.Hosts {
+		for j, o := range c.Hosts {
+			if i != j {
+				h.MustReach(names[i], o.IP(names[j], ov))
+			}
+		}
+	}
+	// By name, from every host's resolver.
+	if got, want := mustResolve(t, h0, names[0], names[2]), h2.IP(names[2], ov); got != want {
+		t.Errorf("%s resolves %s to %s, want %s", names[0], names[2], got, want)
+	}
+	if got, want := mustResolve(t, h2, names[2], names[1]), h1.IP(names[1], ov); got != want {
+		t.Errorf("%s resolves %s to %s, want %s", names[2], names[1], got, want)
+	}
+
+	// A second overlay: its sandboxes reach each other, not the first's.
+	ov2 := h1.Name("ov2")
+	h1.MustCLI("network", "create", "-d", "overlay", ov2)
+	waitNetwork(t, h2, ov2)
+	waitNetwork(t, h0, ov2)
+	other0, other2 := h0.Name("o0"), h2.Name("o2")
+	h0.MustCLI("sandbox", "create", other0, "--network", ov2)
+	h2.MustCLI("sandbox", "create", other2, "--network", ov2)
+	testbed.Serve(t, h2.NS(other2))
+	h0.MustReach(other0, h2.IP(other2, ov2))
+	h0.MustNotReach(other0, h2.IP(names[2], ov))
+	h2.MustNotReach(names[2], h0.IP(other0, ov2))
+
+	// 20 sandboxes created at once from two hosts: no address twice.
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := range 20 {
+		h := c.Hosts[i%2]
+		wg.Go(func() {
+			_, err := h.CLI("sandbox", "create", h.Name(fmt.Sprintf("many%d", i)), "--network", ov)
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[netip.Addr]string{}
+	for i := range 20 {
+		h := c.Hosts[i%2]
+		name := h.Name(fmt.Sprintf("many%d", i))
+		a := netip.MustParseAddr(h.IP(name, ov))
+		if other, ok := seen[a]; ok {
+			t.Errorf("%s and %s both have %s", name, other, a)
+		}
+		seen[a] = name
+	}
+
+	// Removal waits for the last endpoint on any host.
+	if out, err := h0.CLI("network", "rm", ov2); err == nil || !strings.Contains(out, "active endpoints") {
+		t.Fatalf("rm with endpoints on two hosts: %v %s", err, out)
+	}
+	h0.MustCLI("sandbox", "rm", other0)
+	if out, err := h1.CLI("network", "rm", ov2); err == nil || !strings.Contains(out, testbed.UnderlayAddr(2).String()) {
+		t.Fatalf("rm with an endpoint on host 2: %v %s, want the host named", err, out)
+	}
+	h2.MustCLI("sandbox", "rm", other2)
+	waitGone := func(h *testbed.Host) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if out, err := h.CLI("network", "rm", ov2); err == nil || strings.Contains(out, "not found") {
+				return
+			} else if time.Now().After(deadline) {
+				t.Fatalf("rm %s: %v %s", ov2, err, out)
+			}
+		}
+	}
+	waitGone(h1)
+	for _, h := range c.Hosts {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if _, err := h.CLI("network", "inspect", ov2); err != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still has %s", h.Prefix, ov2)
+			}
+		}
+	}
+	if out := h0.InHost("ip", "-o", "link", "show"); strings.Contains(out, "ebx-4097") {
+		t.Errorf("the removed overlay's VXLAN device is left:\n%s", out)
+	}
+}
