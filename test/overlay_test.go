@@ -59,6 +59,8 @@ func mustResolve(t *testing.T, h *testbed.Host, sandbox, name string) string {
 func TestOverlay(t *testing.T) {
 	c := testbed.NewCluster(t, 3)
 	h0, h1, h2 := c.Hosts[0], c.Hosts[1], c.Hosts[2]
+	out := h1.AddOutside() // early: the daemon takes a new uplink once it settles
+	testbed.Serve(t, out.NS)
 	ov := h0.Name("ov")
 	h0.MustCLI("network", "create", "-d", "overlay", "--subnet", "10.200.0.0/24", ov)
 	for _, h := range c.Hosts {
@@ -70,10 +72,6 @@ func TestOverlay(t *testing.T) {
 	}
 	if out := h1.MustCLI("network", "ls"); !strings.Contains(out, ov) || !strings.Contains(out, "global") {
 		t.Errorf("network ls on another host:\n%s", out)
-	}
-	// The MTU leaves room for VXLAN on the 1500-byte underlay.
-	if out := h1.InHost("ip", "-o", "link", "show", "ebx-4096"); !strings.Contains(out, "mtu 1450") {
-		t.Errorf("VXLAN device: %s", out)
 	}
 
 	// One sandbox per host, reaching each other across hosts.
@@ -91,12 +89,61 @@ func TestOverlay(t *testing.T) {
 			}
 		}
 	}
+	// The MTU leaves room for VXLAN on the 1500-byte underlay, in the
+	// sandboxes too; a full-sized packet crosses unfragmented.
+	if out := h1.InHost("ip", "-o", "link", "show", "ebx-4096"); !strings.Contains(out, "mtu 1450") {
+		t.Errorf("VXLAN device: %s", out)
+	}
+	if out := h1.MustCLI("exec", names[1], "--", "ip", "-o", "link", "show", "eth0"); !strings.Contains(out, "mtu 1450") {
+		t.Errorf("sandbox interface: %s", out)
+	}
+	conn, err := testbed.Dial(h0.NS(names[0]), "tcp", h2.IP(names[2], ov)+":7777", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("x", 60000)
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write([]byte(big)); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 0, len(big))
+	for buf := make([]byte, 65536); len(got) < len(big); {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("60 kB across hosts: echoed %d bytes, then %v", len(got), err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	conn.Close()
 	// By name, from every host's resolver.
 	if got, want := mustResolve(t, h0, names[0], names[2]), h2.IP(names[2], ov); got != want {
 		t.Errorf("%s resolves %s to %s, want %s", names[0], names[2], got, want)
 	}
 	if got, want := mustResolve(t, h2, names[2], names[1]), h1.IP(names[1], ov); got != want {
 		t.Errorf("%s resolves %s to %s, want %s", names[2], names[1], got, want)
+	}
+
+	// Isolated from a local network of the same host, both ways.
+	local, l0 := h0.Name("local"), h0.Name("l0")
+	h0.MustCLI("network", "create", local)
+	h0.MustCLI("sandbox", "create", l0, "--network", local)
+	testbed.Serve(t, h0.NS(l0))
+	h0.MustNotReach(names[0], h0.IP(l0, local))
+	h0.MustNotReach(l0, h0.IP(names[0], ov))
+
+	// Out through its own host's uplink, masqueraded, and in through a
+	// port published on that host, as on a bridge network.
+	conn, err = testbed.Dial(h1.NS(names[1]), "tcp", out.IP+":7777", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if src, err := testbed.Peer(conn); err != nil || !strings.HasPrefix(src, out.HostIP+":") {
+		t.Errorf("the outside sees %s's flow from %q (%v), want the uplink's %s", names[1], src, err, out.HostIP)
+	}
+	conn.Close()
+	h1.MustCLI("publish", "8080:7777", names[1])
+	if err := testbed.TCPTo(out.NS, out.HostIP+":8080"); err != nil {
+		t.Errorf("published port of an overlay sandbox: %v", err)
 	}
 
 	// A second overlay: its sandboxes reach each other, not the first's.

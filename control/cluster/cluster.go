@@ -14,9 +14,12 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 )
@@ -45,7 +48,11 @@ type Config struct {
 	Dial func(ctx context.Context, address string) (net.Conn, error)
 	// LeaseTTL is DefaultLeaseTTL when zero.
 	LeaseTTL time.Duration
-	Log      *slog.Logger
+	// Lease is the lease this host held before (a restarted daemon's):
+	// kept when it still lives, so the others never see this host's
+	// records go; 0 or a lapsed one gets a new lease.
+	Lease int64
+	Log   *slog.Logger
 }
 
 // ParseStore reads the daemon's --cluster-store value, Docker's form:
@@ -104,7 +111,12 @@ func Join(cfg Config) (*Cluster, error) {
 	etcdCfg := clientv3.Config{
 		Endpoints:   cfg.Endpoints,
 		DialTimeout: requestTimeout,
-		Logger:      zap.NewNop(),
+		// A member cut off without a reset (a partition, a dead host)
+		// leaves its connection open: pings find it out in seconds, well
+		// within the lease's TTL, and the client moves to another member.
+		DialKeepAliveTime:    time.Second,
+		DialKeepAliveTimeout: time.Second,
+		Logger:               zap.NewNop(),
 	}
 	if cfg.Dial != nil {
 		etcdCfg.DialOptions = []grpc.DialOption{grpc.WithContextDialer(cfg.Dial)}
@@ -114,7 +126,7 @@ func Join(cfg Config) (*Cluster, error) {
 		return nil, fmt.Errorf("connect to cluster store %s: %w", strings.Join(cfg.Endpoints, ","), err)
 	}
 	c := &Cluster{cfg: cfg, client: client, log: cfg.Log, stopped: make(chan struct{})}
-	if err := c.register(); err != nil {
+	if err := c.register(clientv3.LeaseID(cfg.Lease)); err != nil {
 		client.Close()
 		return nil, err
 	}
@@ -124,23 +136,40 @@ func Join(cfg Config) (*Cluster, error) {
 	return c, nil
 }
 
-// register takes a new lease and writes the host record under it.
-func (c *Cluster) register() error {
+// register takes a lease, the one held before while it lives, and writes
+// the host record under it.
+func (c *Cluster) register(previous clientv3.LeaseID) error {
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	lease, err := c.client.Grant(ctx, int64(c.cfg.LeaseTTL.Seconds()))
+	lease, err := c.keepOrGrant(ctx, previous)
 	if err != nil {
 		return c.unreachable("take a lease", err)
 	}
 	hostname, _ := os.Hostname()
 	rec, _ := json.Marshal(Host{Advertise: c.cfg.Advertise, Hostname: hostname, Joined: time.Now().UTC()})
-	if _, err := c.client.Put(ctx, hostKey(c.cfg.Advertise), string(rec), clientv3.WithLease(lease.ID)); err != nil {
+	if _, err := c.client.Put(ctx, hostKey(c.cfg.Advertise), string(rec), clientv3.WithLease(lease)); err != nil {
 		return c.unreachable("register host "+c.cfg.Advertise.String(), err)
 	}
 	c.mu.Lock()
-	c.lease = lease.ID
+	c.lease = lease
 	c.mu.Unlock()
 	return nil
+}
+
+// keepOrGrant renews previous if it still lives, else grants a new lease.
+func (c *Cluster) keepOrGrant(ctx context.Context, previous clientv3.LeaseID) (clientv3.LeaseID, error) {
+	if previous != 0 {
+		if _, err := c.client.KeepAliveOnce(ctx, previous); err == nil {
+			return previous, nil
+		} else if !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			return 0, err
+		}
+	}
+	lease, err := c.client.Grant(ctx, int64(c.cfg.LeaseTTL.Seconds()))
+	if err != nil {
+		return 0, err
+	}
+	return lease.ID, nil
 }
 
 // keepAlive renews the lease until Close. A lease that lapsed (etcd was
@@ -164,7 +193,7 @@ func (c *Cluster) keepAlive(ctx context.Context) {
 				return
 			case <-time.After(time.Second):
 			}
-			if err := c.register(); err == nil {
+			if err := c.register(0); err == nil {
 				c.log.Info("registered in the cluster again", "advertise", c.cfg.Advertise)
 				break
 			}
@@ -178,16 +207,18 @@ func (c *Cluster) currentLease() clientv3.LeaseID {
 	return c.lease
 }
 
-// Close stops renewing the lease and revokes it, so the others drop this
-// host's records at once instead of after the TTL.
+// Close stops renewing the lease, and leaves it: the datapath keeps
+// forwarding while the daemon is down, so the others keep this host's
+// records for the lease's TTL, and a daemon back within it keeps them
+// (Config.Lease). A host that does not come back drops out after it.
 func (c *Cluster) Close() error {
 	c.stop()
 	<-c.stopped
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	c.client.Revoke(ctx, c.currentLease())
 	return c.client.Close()
 }
+
+// Lease is the lease this host holds now.
+func (c *Cluster) Lease() int64 { return int64(c.currentLease()) }
 
 // Advertise is this host's address in the cluster.
 func (c *Cluster) Advertise() netip.Addr { return c.cfg.Advertise }
@@ -234,11 +265,26 @@ func list[T any](ctx context.Context, c *Cluster, p string) ([]T, error) {
 	return decodeAll[T](resp.Kvs)
 }
 
+// again reports whether a request that failed with err should be made
+// again: the member it went to is out of reach, and the client will try
+// another, while ctx leaves time. It waits a moment first.
+func (c *Cluster) again(ctx context.Context, err error) bool {
+	if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+		return false
+	}
+	sleep(ctx, 200*time.Millisecond)
+	return ctx.Err() == nil
+}
+
 // unreachable names what could not be done, and says so plainly when the
 // store did not answer in time.
 func (c *Cluster) unreachable(what string, err error) error {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%s: cluster store %s unreachable (no answer in %s)", what, strings.Join(c.cfg.Endpoints, ","), requestTimeout)
+	store := strings.Join(c.cfg.Endpoints, ",")
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded:
+		return fmt.Errorf("%s: cluster store %s unreachable (no answer in %s)", what, store, requestTimeout)
+	case status.Code(err) == codes.Unavailable:
+		return fmt.Errorf("%s: cluster store %s unreachable: %s", what, store, status.Convert(err).Message())
 	}
 	return fmt.Errorf("%s in cluster store: %w", what, err)
 }

@@ -310,3 +310,53 @@ func TestWatch(t *testing.T) {
 	}
 	await("no endpoint", func(st cluster.State) bool { return len(st.Addresses[n.ID]) == 0 })
 }
+
+// A daemon that stops and comes back within the lease's TTL keeps its
+// lease and its addresses: the others never see it go. Back later, it
+// gets a new lease, and what the old one held is gone.
+func TestRejoinKeepsLease(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	a := s.join(t, 1, 0)
+	n, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(2), Dial: s.dial, LeaseTTL: 3 * time.Second}
+	b, err := cluster.Join(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "ep"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Lease = b.Lease()
+	b.Close()
+	if hosts, _ := a.Hosts(ctx); len(hosts) != 2 {
+		t.Errorf("right after the host stopped: hosts %v, want both (it may come back)", hosts)
+	}
+	b, err = cluster.Join(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Lease() != cfg.Lease {
+		t.Errorf("back within the TTL: lease %x, want the previous %x", b.Lease(), cfg.Lease)
+	}
+	time.Sleep(4 * time.Second) // past the TTL: the lease holds only if renewed
+	if addrs, _ := a.Addresses(ctx, n.ID); len(addrs) != 1 {
+		t.Errorf("after the TTL: addresses %v, want the one kept", addrs)
+	}
+	b.Close()
+	time.Sleep(4 * time.Second)
+	b, err = cluster.Join(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if b.Lease() == cfg.Lease {
+		t.Errorf("back after the TTL: still lease %x", b.Lease())
+	}
+	if addrs, _ := a.Addresses(ctx, n.ID); len(addrs) != 0 {
+		t.Errorf("back after the TTL: addresses %v, want none", addrs)
+	}
+}

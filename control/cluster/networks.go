@@ -26,8 +26,9 @@ const (
 // each, as Docker's global default address pool.
 var defaultPool = netip.MustParsePrefix("10.0.0.0/8")
 
-// attempts bounds the retries of a transaction that lost a race.
-const attempts = 16
+// attempts bounds the retries of a transaction that lost a race or found
+// its member out of reach; requestTimeout bounds their time.
+const attempts = 64
 
 // Network is an overlay network, the same on every host.
 type Network struct {
@@ -77,6 +78,9 @@ func (c *Cluster) CreateNetwork(ctx context.Context, spec NetworkSpec) (Network,
 	defer cancel()
 	for range attempts {
 		resp, err := c.client.Get(ctx, networksKey(), clientv3.WithPrefix())
+		if c.again(ctx, err) {
+			continue
+		}
 		if err != nil {
 			return Network{}, c.unreachable("create network "+spec.Name, err)
 		}
@@ -93,6 +97,9 @@ func (c *Cluster) CreateNetwork(ctx context.Context, spec NetworkSpec) (Network,
 			If(clientv3.Compare(clientv3.ModRevision(networksKey()).WithPrefix(), "<", resp.Header.Revision+1)).
 			Then(clientv3.OpPut(networkKey(n.ID), string(rec))).
 			Commit()
+		if c.again(ctx, err) {
+			continue // it may have been written: the next read finds it ours
+		}
 		if err != nil {
 			return Network{}, c.unreachable("create network "+spec.Name, err)
 		}
@@ -126,6 +133,9 @@ func (c *Cluster) choose(spec NetworkSpec, nets []Network) (Network, error) {
 		Attachable: spec.Attachable, Labels: spec.Labels, Options: spec.Options, Created: time.Now().UTC(), CreatedOn: c.cfg.Advertise}
 	vnis := map[uint32]bool{}
 	for _, o := range nets {
+		if o.ID == spec.ID && o.Name == spec.Name {
+			return o, nil // written by an attempt whose answer was lost
+		}
 		if o.Name == spec.Name {
 			return n, errdefs.Conflictf("network with name %s already exists in the cluster", spec.Name)
 		}
@@ -253,6 +263,9 @@ func (c *Cluster) AllocateAddress(ctx context.Context, networkID string, ep Addr
 			clientv3.OpGet(networkKey(networkID)),
 			clientv3.OpGet(addressesKey(networkID), clientv3.WithPrefix()),
 		).Commit()
+		if c.again(ctx, err) {
+			continue
+		}
 		if err != nil {
 			return netip.Addr{}, c.unreachable("allocate an address", err)
 		}
@@ -280,6 +293,9 @@ func (c *Cluster) AllocateAddress(ctx context.Context, networkID string, ep Addr
 				clientv3.Compare(clientv3.CreateRevision(networkKey(networkID)), "!=", 0)).
 			Then(clientv3.OpPut(key, string(rec), clientv3.WithLease(c.currentLease()))).
 			Commit()
+		if c.again(ctx, err) {
+			continue // it may have been written: the next read finds it owner's
+		}
 		if err != nil {
 			return netip.Addr{}, c.unreachable("allocate an address on network "+n.Name, err)
 		}

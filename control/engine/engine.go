@@ -112,6 +112,8 @@ type Engine struct {
 	// remote are the other hosts' endpoints on each overlay network, by
 	// network ID, as the cluster last had them; guarded by mu.
 	remote map[string][]cluster.Address
+	// lease is the cluster lease the store records (recordLease).
+	lease int64
 }
 
 // New opens the state, loads the datapath, creates the predefined networks
@@ -191,10 +193,12 @@ func New(cfg Config) (*Engine, error) {
 		c.Log = cfg.Log
 		// etcd is reached the way the host's own traffic leaves.
 		c.Dial = func(ctx context.Context, address string) (net.Conn, error) { return e.dialInHost(ctx, "tcp", address) }
+		e.store.View(func(tx *store.Tx) error { c.Lease = tx.ClusterLease(); return nil })
 		if e.cluster, err = cluster.Join(c); err != nil {
 			e.Close()
 			return nil, err
 		}
+		e.recordLease()
 	}
 	if err := e.storeNamespacePaths(); err != nil {
 		e.Close()

@@ -76,6 +76,15 @@ func (e *Engine) mirrorOverlay(cn cluster.Network) (store.Network, error) {
 		return n, fmt.Errorf("overlay network %s: %w", cn.Name, err)
 	}
 	n.Options = cn.Options
+	if n.MTU == 0 { // each host's underlay decides
+		err := e.inHost(func() (err error) {
+			n.MTU, err = overlay.MTU(n.VTEP)
+			return err
+		})
+		if err != nil {
+			return n, fmt.Errorf("overlay network %s: %w", cn.Name, err)
+		}
+	}
 	err := e.update(func(tx *store.Tx, undo *rollback) error {
 		if other, err := tx.Network(n.Name); err == nil {
 			return errdefs.Conflictf("overlay network %s: this host has a network of that name already (%s)", n.Name, other.Driver)
@@ -210,6 +219,7 @@ func (e *Engine) nudgeCluster() {
 func (e *Engine) applyCluster(ctx context.Context, st cluster.State) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.recordLease()
 	nets, sbs, err := e.store.Snapshot()
 	if err != nil {
 		e.log.Warn("read state for the cluster", "err", err)
@@ -279,6 +289,21 @@ func (e *Engine) applyCluster(ctx context.Context, st cluster.State) {
 	if err := errors.Join(errs...); err != nil {
 		e.log.Warn("follow the cluster", "err", err)
 	}
+}
+
+// recordLease keeps the cluster lease in the store, for a restarted
+// daemon to keep (cluster.Config.Lease).
+func (e *Engine) recordLease() {
+	lease := e.cluster.Lease()
+	if lease == e.lease {
+		return
+	}
+	err := e.store.Update(func(tx *store.Tx) error { return tx.PutClusterLease(lease) })
+	if err != nil {
+		e.log.Warn("record the cluster lease", "err", err)
+		return
+	}
+	e.lease = lease
 }
 
 // dropMirror removes the mirror of an overlay network the cluster no

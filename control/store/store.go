@@ -2,6 +2,7 @@ package store
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -203,7 +204,10 @@ func (t *Tx) joinPool(n *Network) (err error) {
 	return err
 }
 
-var keyHostID = []byte("hostId")
+var (
+	keyHostID       = []byte("hostId")
+	keyClusterLease = []byte("clusterLease")
+)
 
 // HostID is a random ID made with the state and kept with it: what
 // identifies this host where Docker uses its engine ID (the default IPv6
@@ -220,6 +224,22 @@ func (t *Tx) HostID() (string, error) {
 	rand.Read(b)
 	id := hex.EncodeToString(b)
 	return id, meta.Put(keyHostID, []byte(id))
+}
+
+// ClusterLease is the cluster lease this host last held (0: none), which
+// a restarted daemon keeps while it lives, so that the other hosts never
+// see this host's endpoints go.
+func (t *Tx) ClusterLease() int64 {
+	v := t.tx.Bucket(bucketMeta).Get(keyClusterLease)
+	if len(v) != 8 {
+		return 0
+	}
+	return int64(binary.BigEndian.Uint64(v))
+}
+
+// PutClusterLease records the cluster lease this host holds.
+func (t *Tx) PutClusterLease(id int64) error {
+	return t.tx.Bucket(bucketMeta).Put(keyClusterLease, binary.BigEndian.AppendUint64(nil, uint64(id)))
 }
 
 // Pool returns the pool with ID id.

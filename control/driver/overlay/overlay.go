@@ -71,15 +71,21 @@ func underlay(vtep netip.Addr) (netlink.Link, error) {
 	return nil, errdefs.Invalidf("no interface has the cluster advertise address %s", vtep)
 }
 
-// Setup makes the bridge and the VXLAN device on it; without an MTU the
-// network takes its underlay's less the overhead.
+// MTU is what an overlay network's MTU is when no option sets it: its
+// underlay's, the interface holding the VTEP address, less the overhead.
+func MTU(vtep netip.Addr) (int, error) {
+	under, err := underlay(vtep)
+	if err != nil {
+		return 0, err
+	}
+	return under.Attrs().MTU - Overhead, nil
+}
+
+// Setup makes the bridge and the VXLAN device on it.
 func (d Driver) Setup(n *store.Network) error {
 	under, err := underlay(n.VTEP)
 	if err != nil {
 		return err
-	}
-	if n.MTU == 0 {
-		n.MTU = under.Attrs().MTU - Overhead
 	}
 	if err := d.Driver.Setup(n); err != nil {
 		return err
