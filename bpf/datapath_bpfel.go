@@ -289,7 +289,15 @@ const (
 	DatapathVerdictVERDICT_MONITOR_LOST        DatapathVerdict = 21
 	DatapathVerdictVERDICT_DROP_MALFORMED      DatapathVerdict = 22
 	DatapathVerdictVERDICT_DROP_MARTIAN_SOURCE DatapathVerdict = 23
-	DatapathVerdictVERDICT_MAX                 DatapathVerdict = 24
+	DatapathVerdictVERDICT_DROP_UNKNOWN_VTEP   DatapathVerdict = 24
+	DatapathVerdictVERDICT_MAX                 DatapathVerdict = 25
+)
+
+type DatapathVxlan uint32
+
+const (
+	DatapathVxlanVXLAN_PORT     DatapathVxlan = 4789
+	DatapathVxlanVXLAN_FLAG_VNI DatapathVxlan = 8
 )
 
 // Names of all BPF objects in the ELF.
@@ -311,6 +319,8 @@ const (
 	DatapathMapMonitorBudget      = "monitor_budget"
 	DatapathMapNetworks           = "networks"
 	DatapathMapNewFlowScratch     = "new_flow_scratch"
+	DatapathMapOverlayPeers       = "overlay_peers"
+	DatapathMapOverlayVnis        = "overlay_vnis"
 	DatapathMapPublications       = "publications"
 	DatapathMapPublishedPorts     = "published_ports"
 	DatapathMapSkPeers            = "sk_peers"
@@ -326,6 +336,7 @@ const (
 	DatapathVarUnusedProgram      = "unused_program"
 	DatapathVarUnusedStatsSlots   = "unused_stats_slots"
 	DatapathVarUnusedVerdict      = "unused_verdict"
+	DatapathVarUnusedVxlan        = "unused_vxlan"
 )
 
 // LoadDatapath returns the embedded CollectionSpec for Datapath.
@@ -391,6 +402,8 @@ type DatapathMapSpecs struct {
 	MonitorBudget  *ebpf.MapSpec `ebpf:"monitor_budget"`
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
 	NewFlowScratch *ebpf.MapSpec `ebpf:"new_flow_scratch"`
+	OverlayPeers   *ebpf.MapSpec `ebpf:"overlay_peers"`
+	OverlayVnis    *ebpf.MapSpec `ebpf:"overlay_vnis"`
 	Publications   *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts *ebpf.MapSpec `ebpf:"published_ports"`
 	SkPeers        *ebpf.MapSpec `ebpf:"sk_peers"`
@@ -412,6 +425,7 @@ type DatapathVariableSpecs struct {
 	UnusedProgram      *ebpf.VariableSpec `ebpf:"unused_program"`
 	UnusedStatsSlots   *ebpf.VariableSpec `ebpf:"unused_stats_slots"`
 	UnusedVerdict      *ebpf.VariableSpec `ebpf:"unused_verdict"`
+	UnusedVxlan        *ebpf.VariableSpec `ebpf:"unused_vxlan"`
 }
 
 // DatapathObjects contains all objects after they have been loaded into the kernel.
@@ -449,6 +463,8 @@ type DatapathMaps struct {
 	MonitorBudget  *ebpf.Map `ebpf:"monitor_budget"`
 	Networks       *ebpf.Map `ebpf:"networks"`
 	NewFlowScratch *ebpf.Map `ebpf:"new_flow_scratch"`
+	OverlayPeers   *ebpf.Map `ebpf:"overlay_peers"`
+	OverlayVnis    *ebpf.Map `ebpf:"overlay_vnis"`
 	Publications   *ebpf.Map `ebpf:"publications"`
 	PublishedPorts *ebpf.Map `ebpf:"published_ports"`
 	SkPeers        *ebpf.Map `ebpf:"sk_peers"`
@@ -475,6 +491,8 @@ func (m *DatapathMaps) Close() error {
 		m.MonitorBudget,
 		m.Networks,
 		m.NewFlowScratch,
+		m.OverlayPeers,
+		m.OverlayVnis,
 		m.Publications,
 		m.PublishedPorts,
 		m.SkPeers,
@@ -497,6 +515,7 @@ type DatapathVariables struct {
 	UnusedProgram      *ebpf.Variable `ebpf:"unused_program"`
 	UnusedStatsSlots   *ebpf.Variable `ebpf:"unused_stats_slots"`
 	UnusedVerdict      *ebpf.Variable `ebpf:"unused_verdict"`
+	UnusedVxlan        *ebpf.Variable `ebpf:"unused_vxlan"`
 }
 
 // DatapathPrograms contains all programs after they have been loaded into the kernel.

@@ -31,6 +31,8 @@ const (
 	EndpointMapMonitorBudget  = "monitor_budget"
 	EndpointMapNetworks       = "networks"
 	EndpointMapNewFlowScratch = "new_flow_scratch"
+	EndpointMapOverlayPeers   = "overlay_peers"
+	EndpointMapOverlayVnis    = "overlay_vnis"
 	EndpointMapPublications   = "publications"
 	EndpointMapPublishedPorts = "published_ports"
 	EndpointMapSkPeers        = "sk_peers"
@@ -110,6 +112,8 @@ type EndpointMapSpecs struct {
 	MonitorBudget  *ebpf.MapSpec `ebpf:"monitor_budget"`
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
 	NewFlowScratch *ebpf.MapSpec `ebpf:"new_flow_scratch"`
+	OverlayPeers   *ebpf.MapSpec `ebpf:"overlay_peers"`
+	OverlayVnis    *ebpf.MapSpec `ebpf:"overlay_vnis"`
 	Publications   *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts *ebpf.MapSpec `ebpf:"published_ports"`
 	SkPeers        *ebpf.MapSpec `ebpf:"sk_peers"`
@@ -163,6 +167,8 @@ type EndpointMaps struct {
 	MonitorBudget  *ebpf.Map `ebpf:"monitor_budget"`
 	Networks       *ebpf.Map `ebpf:"networks"`
 	NewFlowScratch *ebpf.Map `ebpf:"new_flow_scratch"`
+	OverlayPeers   *ebpf.Map `ebpf:"overlay_peers"`
+	OverlayVnis    *ebpf.Map `ebpf:"overlay_vnis"`
 	Publications   *ebpf.Map `ebpf:"publications"`
 	PublishedPorts *ebpf.Map `ebpf:"published_ports"`
 	SkPeers        *ebpf.Map `ebpf:"sk_peers"`
@@ -189,6 +195,8 @@ func (m *EndpointMaps) Close() error {
 		m.MonitorBudget,
 		m.Networks,
 		m.NewFlowScratch,
+		m.OverlayPeers,
+		m.OverlayVnis,
 		m.Publications,
 		m.PublishedPorts,
 		m.SkPeers,

@@ -31,6 +31,8 @@ const (
 	SockMapMonitorBudget     = "monitor_budget"
 	SockMapNetworks          = "networks"
 	SockMapNewFlowScratch    = "new_flow_scratch"
+	SockMapOverlayPeers      = "overlay_peers"
+	SockMapOverlayVnis       = "overlay_vnis"
 	SockMapPublications      = "publications"
 	SockMapPublishedPorts    = "published_ports"
 	SockMapSkPeers           = "sk_peers"
@@ -124,6 +126,8 @@ type SockMapSpecs struct {
 	MonitorBudget  *ebpf.MapSpec `ebpf:"monitor_budget"`
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
 	NewFlowScratch *ebpf.MapSpec `ebpf:"new_flow_scratch"`
+	OverlayPeers   *ebpf.MapSpec `ebpf:"overlay_peers"`
+	OverlayVnis    *ebpf.MapSpec `ebpf:"overlay_vnis"`
 	Publications   *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts *ebpf.MapSpec `ebpf:"published_ports"`
 	SkPeers        *ebpf.MapSpec `ebpf:"sk_peers"`
@@ -175,6 +179,8 @@ type SockMaps struct {
 	MonitorBudget  *ebpf.Map `ebpf:"monitor_budget"`
 	Networks       *ebpf.Map `ebpf:"networks"`
 	NewFlowScratch *ebpf.Map `ebpf:"new_flow_scratch"`
+	OverlayPeers   *ebpf.Map `ebpf:"overlay_peers"`
+	OverlayVnis    *ebpf.Map `ebpf:"overlay_vnis"`
 	Publications   *ebpf.Map `ebpf:"publications"`
 	PublishedPorts *ebpf.Map `ebpf:"published_ports"`
 	SkPeers        *ebpf.Map `ebpf:"sk_peers"`
@@ -201,6 +207,8 @@ func (m *SockMaps) Close() error {
 		m.MonitorBudget,
 		m.Networks,
 		m.NewFlowScratch,
+		m.OverlayPeers,
+		m.OverlayVnis,
 		m.Publications,
 		m.PublishedPorts,
 		m.SkPeers,

@@ -16,6 +16,25 @@
 #include "lib/verdict.h"
 #include "lib/forward.h"
 
+/* forged_vxlan reports whether a packet to the host is VXLAN for an
+ * overlay network's VNI from an address that is no host of the cluster:
+ * anyone on the underlay could otherwise put frames into the overlay,
+ * from any sandbox's address. Other VNIs are another user's of VXLAN. */
+static __always_inline int forged_vxlan(struct __sk_buff *skb, const struct packet *p)
+{
+	struct vxlan_header h;
+	__u32 vni;
+
+	if (p->flow.proto != IPPROTO_UDP || !p->l4_off || p->later_fragment ||
+	    p->flow.dport != bpf_htons(VXLAN_PORT) || !is_host_addr(&p->flow.daddr))
+		return 0;
+	if (bpf_skb_load_bytes(skb, p->l4_off + sizeof(struct udphdr), &h, sizeof(h)) < 0 ||
+	    !(h.flags & VXLAN_FLAG_VNI))
+		return 0; /* not VXLAN the kernel would take */
+	vni = (__u32)h.vni[0] << 16 | (__u32)h.vni[1] << 8 | h.vni[2];
+	return bpf_map_lookup_elem(&overlay_vnis, &vni) && !bpf_map_lookup_elem(&overlay_peers, &p->flow.saddr);
+}
+
 SEC("tc")
 int uplink_ingress(struct __sk_buff *skb)
 {
@@ -27,6 +46,8 @@ int uplink_ingress(struct __sk_buff *skb)
 	/* The host's stack judges these. */
 	if (v4_mapped_v6(&p))
 		return pass(skb, PROGRAM_UPLINK);
+	if (forged_vxlan(skb, &p))
+		return drop(skb, PROGRAM_UPLINK, VERDICT_DROP_UNKNOWN_VTEP);
 	/* Conntrack entries of flows from outside are keyed to ifindex 0:
 	 * whatever uplink a flow's packets take, they match. */
 	if (translate_known(skb, &p, 0, PROGRAM_UPLINK, &p.flow.daddr, &verdict) == 0 ||

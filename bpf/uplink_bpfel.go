@@ -31,6 +31,8 @@ const (
 	UplinkMapMonitorBudget  = "monitor_budget"
 	UplinkMapNetworks       = "networks"
 	UplinkMapNewFlowScratch = "new_flow_scratch"
+	UplinkMapOverlayPeers   = "overlay_peers"
+	UplinkMapOverlayVnis    = "overlay_vnis"
 	UplinkMapPublications   = "publications"
 	UplinkMapPublishedPorts = "published_ports"
 	UplinkMapSkPeers        = "sk_peers"
@@ -108,6 +110,8 @@ type UplinkMapSpecs struct {
 	MonitorBudget  *ebpf.MapSpec `ebpf:"monitor_budget"`
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
 	NewFlowScratch *ebpf.MapSpec `ebpf:"new_flow_scratch"`
+	OverlayPeers   *ebpf.MapSpec `ebpf:"overlay_peers"`
+	OverlayVnis    *ebpf.MapSpec `ebpf:"overlay_vnis"`
 	Publications   *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts *ebpf.MapSpec `ebpf:"published_ports"`
 	SkPeers        *ebpf.MapSpec `ebpf:"sk_peers"`
@@ -161,6 +165,8 @@ type UplinkMaps struct {
 	MonitorBudget  *ebpf.Map `ebpf:"monitor_budget"`
 	Networks       *ebpf.Map `ebpf:"networks"`
 	NewFlowScratch *ebpf.Map `ebpf:"new_flow_scratch"`
+	OverlayPeers   *ebpf.Map `ebpf:"overlay_peers"`
+	OverlayVnis    *ebpf.Map `ebpf:"overlay_vnis"`
 	Publications   *ebpf.Map `ebpf:"publications"`
 	PublishedPorts *ebpf.Map `ebpf:"published_ports"`
 	SkPeers        *ebpf.Map `ebpf:"sk_peers"`
@@ -187,6 +193,8 @@ func (m *UplinkMaps) Close() error {
 		m.MonitorBudget,
 		m.Networks,
 		m.NewFlowScratch,
+		m.OverlayPeers,
+		m.OverlayVnis,
 		m.Publications,
 		m.PublishedPorts,
 		m.SkPeers,

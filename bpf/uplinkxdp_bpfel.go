@@ -31,6 +31,8 @@ const (
 	UplinkXDPMapMonitorBudget  = "monitor_budget"
 	UplinkXDPMapNetworks       = "networks"
 	UplinkXDPMapNewFlowScratch = "new_flow_scratch"
+	UplinkXDPMapOverlayPeers   = "overlay_peers"
+	UplinkXDPMapOverlayVnis    = "overlay_vnis"
 	UplinkXDPMapPublications   = "publications"
 	UplinkXDPMapPublishedPorts = "published_ports"
 	UplinkXDPMapSkPeers        = "sk_peers"
@@ -108,6 +110,8 @@ type UplinkXDPMapSpecs struct {
 	MonitorBudget  *ebpf.MapSpec `ebpf:"monitor_budget"`
 	Networks       *ebpf.MapSpec `ebpf:"networks"`
 	NewFlowScratch *ebpf.MapSpec `ebpf:"new_flow_scratch"`
+	OverlayPeers   *ebpf.MapSpec `ebpf:"overlay_peers"`
+	OverlayVnis    *ebpf.MapSpec `ebpf:"overlay_vnis"`
 	Publications   *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts *ebpf.MapSpec `ebpf:"published_ports"`
 	SkPeers        *ebpf.MapSpec `ebpf:"sk_peers"`
@@ -161,6 +165,8 @@ type UplinkXDPMaps struct {
 	MonitorBudget  *ebpf.Map `ebpf:"monitor_budget"`
 	Networks       *ebpf.Map `ebpf:"networks"`
 	NewFlowScratch *ebpf.Map `ebpf:"new_flow_scratch"`
+	OverlayPeers   *ebpf.Map `ebpf:"overlay_peers"`
+	OverlayVnis    *ebpf.Map `ebpf:"overlay_vnis"`
 	Publications   *ebpf.Map `ebpf:"publications"`
 	PublishedPorts *ebpf.Map `ebpf:"published_ports"`
 	SkPeers        *ebpf.Map `ebpf:"sk_peers"`
@@ -187,6 +193,8 @@ func (m *UplinkXDPMaps) Close() error {
 		m.MonitorBudget,
 		m.Networks,
 		m.NewFlowScratch,
+		m.OverlayPeers,
+		m.OverlayVnis,
 		m.Publications,
 		m.PublishedPorts,
 		m.SkPeers,

@@ -454,6 +454,29 @@ func (m *Maps) SyncHost(addrs []netip.Addr, uplinks map[uint32]Uplink, foreign [
 	return errors.Join(errs...)
 }
 
+// VXLANPort is the UDP port of overlay networks' VXLAN, which the uplink
+// program checks the senders of.
+const VXLANPort = uint16(bpf.DatapathVxlanVXLAN_PORT)
+
+// SyncOverlay makes the maps hold exactly the VNIs of the overlay
+// networks and the VTEPs of the cluster's hosts: VXLAN to one of those
+// VNIs from any other address is dropped on the uplinks.
+func (m *Maps) SyncOverlay(vnis []uint32, peers []netip.Addr) error {
+	var errs []error
+	wantVNI := map[uint32]bool{}
+	for _, v := range vnis {
+		errs = append(errs, m.m.OverlayVnis.Put(v, uint32(0)))
+		wantVNI[v] = true
+	}
+	wantPeer := map[bpf.DatapathAddr]bool{}
+	for _, a := range peers {
+		errs = append(errs, m.m.OverlayPeers.Put(addr16(a), uint32(0)))
+		wantPeer[addr16(a)] = true
+	}
+	errs = append(errs, deleteUnwanted(m.m.OverlayVnis, wantVNI), deleteUnwanted(m.m.OverlayPeers, wantPeer))
+	return errors.Join(errs...)
+}
+
 // deleteSubnets deletes the subnets entries that unwanted picks.
 func (m *Maps) deleteSubnets(unwanted func(k bpf.DatapathSubnetKey, index uint32) bool) error {
 	var (
@@ -585,7 +608,8 @@ type Fill struct {
 func (m *Maps) Fills() ([]Fill, error) {
 	var out []Fill
 	for _, mp := range []*ebpf.Map{m.m.Ifaces, m.m.Endpoints, m.m.Networks, m.m.Subnets,
-		m.m.Publications, m.m.PublishedPorts, m.m.HeldPorts, m.m.HostAddrs, m.m.Uplinks, m.m.Ct, m.m.CtNew} {
+		m.m.Publications, m.m.PublishedPorts, m.m.HeldPorts, m.m.HostAddrs, m.m.Uplinks, m.m.Ct, m.m.CtNew,
+		m.m.OverlayVnis, m.m.OverlayPeers} {
 		n, err := count(mp)
 		if err != nil {
 			return nil, err

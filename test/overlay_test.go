@@ -2,6 +2,7 @@ package test
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
 
@@ -121,6 +123,36 @@ func TestOverlay(t *testing.T) {
 	}
 	if got, want := mustResolve(t, h2, names[2], names[1]), h1.IP(names[1], ov); got != want {
 		t.Errorf("%s resolves %s to %s, want %s", names[2], names[1], got, want)
+	}
+
+	// VXLAN into the overlay from an address on the underlay that is no
+	// host of the cluster is dropped on arrival; the hosts' own got in.
+	if n := h0.ProgramCounter("uplink", "drop_unknown_vtep"); n != 0 {
+		t.Errorf("the hosts' own VXLAN: %d dropped", n)
+	}
+	h0.MustRun("ip", "-n", c.Underlay, "addr", "add", "10.88.0.200/24", "dev", "br0")
+	forged := namespace.Do("/run/netns/"+c.Underlay, func() error {
+		conn, err := net.Dial("udp4", testbed.UnderlayAddr(0).String()+":4789")
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		frame := append([]byte{0x08, 0, 0, 0, 0, 0x10, 0x00, 0}, // VNI 4096
+			0x02, 0x42, 10, 200, 0, 2, 0x02, 0x42, 10, 200, 0, 99, 0x08, 0x00)
+		frame = append(frame, make([]byte, 28)...)
+		for range 5 {
+			if _, err := conn.Write(frame); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if forged != nil {
+		t.Fatal(forged)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := h0.ProgramCounter("uplink", "drop_unknown_vtep"); n != 5 {
+		t.Errorf("forged VXLAN from the underlay: %d of 5 dropped", n)
 	}
 
 	// Isolated from a local network of the same host, both ways.

@@ -68,6 +68,25 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } host_addrs SEC(".maps");
 
+/* The VNIs of ebpfnet's overlay networks, and the VTEPs (underlay
+ * addresses) of the cluster's hosts, which alone may send to them
+ * (values unused). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 4096);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} overlay_vnis SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, union addr);
+	__type(value, __u32);
+	__uint(max_entries, 4096);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} overlay_peers SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __u32);

@@ -45,6 +45,7 @@ enum verdict {
 	VERDICT_MONITOR_LOST = 21,      /* a monitor event not written: over the rate limit, or the ring buffer full */
 	VERDICT_DROP_MALFORMED = 22,    /* an IP packet whose headers contradict each other or the frame (XDP) */
 	VERDICT_DROP_MARTIAN_SOURCE = 23, /* from outside to a published port, from an address no neighbour has */
+	VERDICT_DROP_UNKNOWN_VTEP = 24, /* VXLAN to an overlay network's VNI from an address that is no host of the cluster */
 	VERDICT_MAX,
 };
 
@@ -67,6 +68,20 @@ enum stats_slots {
 };
 _Static_assert(VERDICT_MAX <= STATS_VERDICT_SLOTS, "more verdicts than stats slots");
 _Static_assert(PROGRAM_MAX <= STATS_PROGRAM_SLOTS, "more programs than stats slots");
+
+/* VXLAN as overlay networks use it: IANA's port, and the header after
+ * UDP's, whose I flag says the VNI (24 bits) is valid. */
+enum vxlan {
+	VXLAN_PORT = 4789,
+	VXLAN_FLAG_VNI = 0x08,
+};
+
+struct vxlan_header {
+	__u8 flags;
+	__u8 reserved[3];
+	__u8 vni[3];
+	__u8 reserved2;
+};
 
 enum network_flag {
 	NETWORK_ICC_DISABLED = 1 << 0,

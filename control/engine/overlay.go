@@ -255,6 +255,15 @@ func (e *Engine) applyCluster(ctx context.Context, st cluster.State) {
 			}
 		}
 	}
+	var vnis []uint32
+	for _, n := range local {
+		vnis = append(vnis, n.VNI)
+	}
+	var vteps []netip.Addr
+	for _, h := range st.Hosts {
+		vteps = append(vteps, h.Advertise)
+	}
+	errs = append(errs, e.maps.SyncOverlay(vnis, vteps))
 	remote := map[string][]cluster.Address{}
 	for id, n := range local {
 		var peers []overlay.Peer

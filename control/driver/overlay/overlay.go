@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -15,10 +13,8 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/driver/bridge"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/store"
+	"github.com/ebpfnet/ebpfnet/maps"
 )
-
-// Port is VXLAN's IANA port, which Docker's overlay uses too.
-const Port = 4789
 
 // Overhead is what VXLAN over IPv4 adds to a frame: outer IPv4 (20), UDP
 // (8), VXLAN (8) and the inner Ethernet header (14). An overlay's MTU is
@@ -101,7 +97,7 @@ func (d Driver) Setup(n *store.Network) error {
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name, attrs.MTU, attrs.MasterIndex = name, n.MTU, br.Attrs().Index
 		vx := &netlink.Vxlan{LinkAttrs: attrs, VxlanId: int(n.VNI), VtepDevIndex: under.Attrs().Index,
-			SrcAddr: n.VTEP.AsSlice(), Port: Port, Learning: false, Proxy: true}
+			SrcAddr: n.VTEP.AsSlice(), Port: int(maps.VXLANPort), Learning: false, Proxy: true}
 		if err := netlink.LinkAdd(vx); err != nil {
 			return fmt.Errorf("create VXLAN device %s (VNI %d): %w", name, n.VNI, err)
 		}
@@ -140,7 +136,9 @@ type Peer struct {
 }
 
 // SyncPeers makes the VXLAN device know exactly peers: each MAC's VTEP
-// and each address's MAC. It runs in the dataplane's namespace.
+// and each address's MAC. Only what differs is written, so a cluster of
+// thousands of endpoints costs a change one netlink request or two. It
+// runs in the dataplane's namespace.
 func SyncPeers(n store.Network, peers []Peer) error {
 	vx, err := netlink.LinkByName(Device(n))
 	if err != nil {
@@ -155,39 +153,43 @@ func SyncPeers(n store.Network, peers []Peer) error {
 	if err != nil {
 		return fmt.Errorf("list neighbours of %s: %w", Device(n), err)
 	}
-	want := func(p Peer) (fdbEntry, neighEntry netlink.Neigh) {
-		return netlink.Neigh{LinkIndex: index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT,
-				IP: p.VTEP.AsSlice(), HardwareAddr: p.MAC},
-			netlink.Neigh{LinkIndex: index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT, IP: p.Addr.AsSlice(), HardwareAddr: p.MAC}
-	}
-	var errs []error
-	for _, p := range peers {
-		f, nb := want(p)
-		errs = append(errs, wrap(netlink.NeighSet(&f), "FDB entry", p.MAC.String(), p.VTEP.String()),
-			wrap(netlink.NeighSet(&nb), "neighbour", p.Addr.String(), p.MAC.String()))
-	}
+	// What the device has and what it should have, as MAC→VTEP and
+	// address→MAC.
+	type entry struct{ key, value string }
+	has, want := map[entry]netlink.Neigh{}, map[entry]netlink.Neigh{}
 	for _, f := range fdb {
-		if !f.IP.IsUnspecified() && f.IP != nil && !slices.ContainsFunc(peers, func(p Peer) bool {
-			return p.MAC.String() == f.HardwareAddr.String() && p.VTEP.AsSlice() != nil && f.IP.Equal(p.VTEP.AsSlice())
-		}) {
-			errs = append(errs, wrap(ignoreGone(netlink.NeighDel(&f)), "remove FDB entry", f.HardwareAddr.String(), f.IP.String()))
+		if f.IP != nil && !f.IP.IsUnspecified() {
+			has[entry{"fdb " + f.HardwareAddr.String(), f.IP.String()}] = f
 		}
 	}
 	for _, nb := range neigh {
-		if !slices.ContainsFunc(peers, func(p Peer) bool {
-			return nb.IP.Equal(p.Addr.AsSlice()) && p.MAC.String() == nb.HardwareAddr.String()
-		}) {
-			errs = append(errs, wrap(ignoreGone(netlink.NeighDel(&nb)), "remove neighbour", nb.IP.String(), nb.HardwareAddr.String()))
+		has[entry{"neigh " + nb.IP.String(), nb.HardwareAddr.String()}] = nb
+	}
+	for _, p := range peers {
+		want[entry{"fdb " + p.MAC.String(), p.VTEP.String()}] = netlink.Neigh{LinkIndex: index, Family: unix.AF_BRIDGE,
+			Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT, IP: p.VTEP.AsSlice(), HardwareAddr: p.MAC}
+		want[entry{"neigh " + p.Addr.String(), p.MAC.String()}] = netlink.Neigh{LinkIndex: index, Family: unix.AF_INET,
+			State: netlink.NUD_PERMANENT, IP: p.Addr.AsSlice(), HardwareAddr: p.MAC}
+	}
+	var errs []error
+	for e, nb := range has {
+		if _, ok := want[e]; !ok {
+			errs = append(errs, wrap(ignoreGone(netlink.NeighDel(&nb)), "remove "+e.key, e.value))
+		}
+	}
+	for e, nb := range want {
+		if _, ok := has[e]; !ok {
+			errs = append(errs, wrap(netlink.NeighSet(&nb), "add "+e.key, e.value))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func wrap(err error, what, a, b string) error {
+func wrap(err error, what, value string) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("%s %s %s: %w", what, a, strings.TrimSpace(b), err)
+	return fmt.Errorf("%s %s: %w", what, value, err)
 }
 
 func ignoreGone(err error) error {
