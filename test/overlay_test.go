@@ -64,12 +64,12 @@ func TestOverlay(t *testing.T) {
 	out := h1.AddOutside() // early: the daemon takes a new uplink once it settles
 	testbed.Serve(t, out.NS)
 	ov := h0.Name("ov")
-	h0.MustCLI("network", "create", "-d", "overlay", "--subnet", "10.200.0.0/24", ov)
+	h0.MustCLI("network", "create", "-d", "overlay", "--subnet", "10.200.0.0/24", "--attachable", ov)
 	for _, h := range c.Hosts {
 		waitNetwork(t, h, ov)
 	}
 	n := h2.Network(ov)
-	if n.Scope != "global" || n.Driver != "overlay" || n.IPAM.Config[0].Subnet != "10.200.0.0/24" || n.Options["com.docker.network.driver.overlay.vxlanid_list"] != "4096" {
+	if n.Scope != "global" || n.Driver != "overlay" || !n.Attachable || n.IPAM.Config[0].Subnet != "10.200.0.0/24" || n.Options["com.docker.network.driver.overlay.vxlanid_list"] != "4096" {
 		t.Fatalf("on another host: %+v", n)
 	}
 	if out := h1.MustCLI("network", "ls"); !strings.Contains(out, ov) || !strings.Contains(out, "global") {
@@ -251,5 +251,21 @@ func TestOverlay(t *testing.T) {
 	}
 	if out := h0.InHost("ip", "-o", "link", "show"); strings.Contains(out, "ebx-4097") {
 		t.Errorf("the removed overlay's VXLAN device is left:\n%s", out)
+	}
+}
+
+// A host outside a cluster has no overlay networks, and says how to get
+// them; nothing is made.
+func TestOverlayNeedsACluster(t *testing.T) {
+	h := testbed.NewHost(t)
+	out, err := h.CLI("network", "create", "-d", "overlay", h.Name("ov"))
+	if err == nil || !strings.Contains(out, "--cluster-store") {
+		t.Fatalf("overlay without a cluster: %v %s", err, out)
+	}
+	if _, err := h.CLI("network", "inspect", h.Name("ov")); err == nil {
+		t.Error("the refused network exists")
+	}
+	if out := h.InHost("ip", "-o", "link"); strings.Contains(out, "ebo-") || strings.Contains(out, "ebx-") {
+		t.Errorf("the refused network left devices:\n%s", out)
 	}
 }

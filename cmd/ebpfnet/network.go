@@ -39,7 +39,8 @@ func newNetworkCreate(c *cli) *cobra.Command {
   ebpfnet network create --internal -o com.docker.network.bridge.enable_icc=false backend
   ebpfnet network create -o com.docker.network.bridge.gateway_mode_ipv4=routed --subnet 172.20.0.0/16 routednet
   ebpfnet network create --internal -o com.docker.network.bridge.gateway_mode_ipv4=isolated vault
-  ebpfnet network create -d macvlan --subnet 192.168.57.0/24 --gateway 192.168.57.1 -o parent=eth1 lan`,
+  ebpfnet network create -d macvlan --subnet 192.168.57.0/24 --gateway 192.168.57.1 -o parent=eth1 lan
+  ebpfnet network create -d overlay --subnet 10.200.0.0/24 --attachable ov   # every host of the cluster has it`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
@@ -65,16 +66,17 @@ func newNetworkCreate(c *cli) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&req.Driver, "driver", "d", "bridge", "driver: bridge or macvlan")
+	f.StringVarP(&req.Driver, "driver", "d", "bridge", "driver: bridge, macvlan or overlay (with a cluster: ebpfnet daemon --cluster-store)")
 	f.BoolVar(&ipv6, "ipv6", false, "give the network an IPv6 subnet too (dual-stack)")
 	f.StringArrayVar(&req.Subnets, "subnet", nil, "subnet in CIDR form, at most one per family (default: the next free default pool; for IPv6 a /64 of the host's ULA /48)")
 	f.StringArrayVar(&req.Gateways, "gateway", nil, "gateway address of the subnet of its family (default: the subnet's first address + 1)")
 	f.StringArrayVar(&req.IPRanges, "ip-range", nil, "allocate dynamic addresses of the subnet of its family from this sub-range")
 	f.BoolVar(&req.Internal, "internal", false, "restrict traffic to the network: no way in or out")
+	f.BoolVar(&req.Attachable, "attachable", false, "accepted for docker compatibility: any sandbox may join any network, overlays included")
 	f.StringArrayVarP(&opts, "opt", "o", nil, "driver option KEY=VALUE (repeatable)")
 	f.StringArrayVar(&labels, "label", nil, "label KEY=VALUE (repeatable)")
 	f.StringArrayVar(&req.DNS, "dns", nil, "upstream DNS server of the network's sandboxes (repeatable; default: the host's)")
-	cmd.RegisterFlagCompletionFunc("driver", cobra.FixedCompletions([]string{"bridge", "macvlan"}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RegisterFlagCompletionFunc("driver", cobra.FixedCompletions([]string{"bridge", "macvlan", "overlay"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 

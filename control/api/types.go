@@ -17,13 +17,16 @@ type NetworkCreate struct {
 	EnableIPv6 *bool `json:"EnableIPv6,omitempty"`
 	// At most one subnet per family; each ip range and gateway goes with
 	// the subnet of its family.
-	Subnets  []string          `json:"Subnets,omitempty"`
-	IPRanges []string          `json:"IPRanges,omitempty"`
-	Gateways []string          `json:"Gateways,omitempty"`
-	Internal bool              `json:"Internal,omitempty"`
-	Options  map[string]string `json:"Options,omitempty"`
-	Labels   map[string]string `json:"Labels,omitempty"`
-	DNS      []string          `json:"DNS,omitempty"`
+	Subnets  []string `json:"Subnets,omitempty"`
+	IPRanges []string `json:"IPRanges,omitempty"`
+	Gateways []string `json:"Gateways,omitempty"`
+	Internal bool     `json:"Internal,omitempty"`
+	// Attachable is Docker's flag for overlays any container may join:
+	// every ebpfnet network is, and the flag is kept for inspect.
+	Attachable bool              `json:"Attachable,omitempty"`
+	Options    map[string]string `json:"Options,omitempty"`
+	Labels     map[string]string `json:"Labels,omitempty"`
+	DNS        []string          `json:"DNS,omitempty"`
 	// Set by a runtime frontend creating a network for its runtime
 	// (RuntimeEngine.CreateFrontendNetwork; the API refuses them): the
 	// runtime's ID for it, the pools it requested (RequestPool) and the
@@ -88,6 +91,7 @@ type Network struct {
 	EnableIPv6 bool                        `json:"EnableIPv6"`
 	IPAM       IPAM                        `json:"IPAM"`
 	Internal   bool                        `json:"Internal"`
+	Attachable bool                        `json:"Attachable"`
 	Containers map[string]NetworkContainer `json:"Containers"`
 	Options    map[string]string           `json:"Options"`
 	Labels     map[string]string           `json:"Labels"`

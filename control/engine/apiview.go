@@ -16,7 +16,7 @@ import (
 // networkSpec checks a create request's strings, and gives each family its
 // subnet, and each ip range and gateway the subnet of its family.
 func networkSpec(req api.NetworkCreate) (NetworkSpec, error) {
-	spec := NetworkSpec{Name: req.Name, Driver: req.Driver, EnableIPv6: req.EnableIPv6, Internal: req.Internal, Options: req.Options,
+	spec := NetworkSpec{Name: req.Name, Driver: req.Driver, EnableIPv6: req.EnableIPv6, Internal: req.Internal, Attachable: req.Attachable, Options: req.Options,
 		Labels: req.Labels, ID: req.ID, Frontend: req.Frontend}
 	spec.IPv4.ID, spec.IPv6.ID = req.PoolID, req.PoolID6
 	family := func(a netip.Addr) *PoolSpec {
@@ -127,7 +127,7 @@ func scope(n store.Network) string {
 const OptVXLANIDs = "com.docker.network.driver.overlay.vxlanid_list"
 
 func networkView(n store.Network, sbs []store.Sandbox) api.Network {
-	v := api.Network{Name: n.Name, ID: n.ID, Created: n.Created, Scope: scope(n), Driver: n.Driver, EnableIPv6: n.EnableIPv6, Internal: n.Internal,
+	v := api.Network{Name: n.Name, ID: n.ID, Created: n.Created, Scope: scope(n), Driver: n.Driver, EnableIPv6: n.EnableIPv6, Internal: n.Internal, Attachable: n.Attachable,
 		IPAM: api.IPAM{Driver: "default", Config: []api.IPAMConfig{}}, Containers: map[string]api.NetworkContainer{},
 		Options: maps.Clone(n.Options), Labels: maps.Clone(n.Labels)}
 	if v.Options == nil {

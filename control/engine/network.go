@@ -225,7 +225,7 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 		return store.Network{}, err
 	}
 	n := store.Network{ID: spec.ID, Name: spec.Name, Driver: spec.Driver, Created: time.Now().UTC(),
-		ICC: true, Masquerade: true, Internal: spec.Internal, Labels: spec.Labels, DNS: spec.DNS, Frontend: spec.Frontend}
+		ICC: true, Masquerade: true, Internal: spec.Internal, Attachable: spec.Attachable, Labels: spec.Labels, DNS: spec.DNS, Frontend: spec.Frontend}
 	if n.ID == "" {
 		n.ID = newID()
 	}

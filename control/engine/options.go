@@ -32,6 +32,7 @@ type NetworkSpec struct {
 	// driver option OptEnableIPv6 (as Docker's EnableIPv6 does).
 	EnableIPv6 *bool
 	Internal   bool
+	Attachable bool // Docker's; kept for inspect
 	Options    map[string]string
 	Labels     map[string]string
 	DNS        []netip.Addr // upstream servers of its sandboxes' resolvers

@@ -55,7 +55,7 @@ func (e *Engine) createOverlay(n store.Network, spec NetworkSpec) (store.Network
 	}
 	ctx := context.Background()
 	cn, err := e.cluster.CreateNetwork(ctx, cluster.NetworkSpec{ID: n.ID, Name: n.Name, Subnet: spec.IPv4.Subnet,
-		Gateway: spec.IPv4.Gateway, Internal: n.Internal, Labels: n.Labels, Options: n.Options})
+		Gateway: spec.IPv4.Gateway, Internal: n.Internal, Attachable: n.Attachable, Labels: n.Labels, Options: n.Options})
 	if err != nil {
 		return n, err
 	}
@@ -71,7 +71,7 @@ func (e *Engine) createOverlay(n store.Network, spec NetworkSpec) (store.Network
 // e.mu.
 func (e *Engine) mirrorOverlay(cn cluster.Network) (store.Network, error) {
 	n := store.Network{ID: cn.ID, Name: cn.Name, Driver: store.DriverOverlay, Created: cn.Created, ICC: true,
-		Masquerade: true, Internal: cn.Internal, Labels: cn.Labels, VNI: cn.VNI, VTEP: e.cluster.Advertise()}
+		Masquerade: true, Internal: cn.Internal, Attachable: cn.Attachable, Labels: cn.Labels, VNI: cn.VNI, VTEP: e.cluster.Advertise()}
 	if err := (overlay.Driver{}).Configure(&n, cn.Options); err != nil {
 		return n, fmt.Errorf("overlay network %s: %w", cn.Name, err)
 	}

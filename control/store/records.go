@@ -51,6 +51,7 @@ type Network struct {
 	ICC        bool              `json:"icc"`
 	Masquerade bool              `json:"masquerade"` // flows to the outside leave from the uplink's address
 	Internal   bool              `json:"internal,omitempty"`
+	Attachable bool              `json:"attachable,omitempty"` // Docker's flag, kept for inspect
 	Options    map[string]string `json:"options,omitempty"`
 	Labels     map[string]string `json:"labels,omitempty"`
 	DNS        []netip.Addr      `json:"dns,omitempty"` // upstream servers of its sandboxes' resolvers
