@@ -15,8 +15,8 @@
 // in-flight bounds) and never switches namespaces itself, nor reads the
 // store.
 //
-// Over UDP, what needs no upstream server (a name of the view, a cached
-// answer) is answered by the socket's reader as it reads the query, and
-// only a query that goes upstream gets a goroutine; TCP is served by
-// miekg/dns.
+// Over UDP, the sockets of all sandboxes are read by one OS thread outside
+// Go's netpoller; what needs no upstream server (a name of the view, a
+// cached answer) is answered there as the query is read, and only a query
+// that goes upstream gets a goroutine. TCP is served by miekg/dns.
 package dns

@@ -20,11 +20,12 @@ type Servers struct {
 	resolver *Resolver
 	mu       sync.Mutex
 	running  map[string]*listener // by sandbox ID
+	udp      *udpLoop             // nil while no sandbox has a listener
 }
 
 type listener struct {
 	netns string
-	udp   *net.UDPConn
+	udp   *udpListener
 	tcp   *dns.Server
 }
 
@@ -41,7 +42,7 @@ func (s *Servers) Sync(want map[string]string) error {
 	var errs []error
 	for id, l := range s.running {
 		if want[id] != l.netns {
-			l.stop()
+			s.stop(l)
 			s.resolver.forget(id)
 			delete(s.running, id)
 		}
@@ -57,6 +58,10 @@ func (s *Servers) Sync(want map[string]string) error {
 		}
 		s.running[id] = l
 	}
+	if len(s.running) == 0 && s.udp != nil {
+		s.udp.close()
+		s.udp = nil
+	}
 	return errors.Join(errs...)
 }
 
@@ -67,80 +72,77 @@ func (s *Servers) Close() {
 	s.resolver.closeUpstreams()
 }
 
-// start opens the sockets inside the sandbox's namespace (they stay there)
-// and serves them from ordinary goroutines.
+// start opens the sockets inside the sandbox's namespace (they stay
+// there); the UDP loop reads the UDP one, a goroutine serves TCP.
 func (s *Servers) start(id, netns string) (*listener, error) {
-	var (
-		pc *net.UDPConn
-		ln net.Listener
-	)
+	if s.udp == nil {
+		loop, err := newUDPLoop()
+		if err != nil {
+			return nil, err
+		}
+		s.udp = loop
+	}
+	l := &listener{netns: netns}
+	var ln net.Listener
 	err := namespace.Do(netns, func() error {
 		var err error
-		if pc, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(Address))); err != nil {
+		if l.udp, err = s.udp.listen(netip.MustParseAddrPort(Address), s.answerUDP(id)); err != nil {
 			return err
 		}
 		if ln, err = net.Listen("tcp4", Address); err != nil {
-			pc.Close()
+			s.udp.remove(l.udp)
 		}
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s in %s: %w", Address, netns, err)
 	}
-	l := &listener{netns: netns, udp: pc,
-		tcp: &dns.Server{Listener: ln, Handler: s.resolver.Handler(id), MaxTCPQueries: 128},
-	}
-	go s.serveUDP(id, pc)
+	l.tcp = &dns.Server{Listener: ln, Handler: s.resolver.Handler(id), MaxTCPQueries: 128}
 	go l.tcp.ActivateAndServe()
 	return l, nil
 }
 
-// serveUDP answers a sandbox's queries over UDP. What needs no upstream
+// answerUDP answers a sandbox's queries over UDP. What needs no upstream
 // server (names of its networks, cached answers) is answered as it is
 // read: miekg/dns's server starts a goroutine per query, whose scheduling
-// was most of what a local answer cost in CPU and in tail latency. One
-// reader: a second on the same socket would be woken for every datagram
-// the first takes, only to find none. A query that goes upstream, which
-// may wait up to forwardBudget, gets a goroutine of its own.
-func (s *Servers) serveUDP(sandboxID string, pc *net.UDPConn) {
-	buf := make([]byte, dns.MaxMsgSize)
-	// Answers written here are packed into one buffer, used again: one
-	// allocation less per query.
-	out := make([]byte, dns.MaxMsgSize)
-	for {
-		n, from, err := pc.ReadFromUDPAddrPort(buf)
-		if errors.Is(err, net.ErrClosed) {
-			return
-		}
-		if err != nil {
-			continue
-		}
+// was most of what a local answer cost in CPU and in tail latency. A query
+// that goes upstream, which may wait up to forwardBudget, gets a
+// goroutine of its own.
+func (s *Servers) answerUDP(sandboxID string) udpHandler {
+	return func(sock *udpListener, b []byte, from netip.AddrPort, out []byte) []byte {
 		q := new(dns.Msg)
 		// Not a query (a reply sent here, say): answering it could start
 		// a loop between two servers.
-		if q.Unpack(buf[:n]) != nil || q.Response {
-			continue
+		if q.Unpack(b) != nil || q.Response {
+			return nil
 		}
 		if resp, ok := s.resolver.AnswerNow(sandboxID, q, "udp"); ok {
-			writeUDP(pc, from, q, resp, out)
-			continue
+			return packUDP(q, resp, out)
 		}
-		go func() { writeUDP(pc, from, q, s.resolver.Answer(sandboxID, q, "udp"), nil) }()
+		go func() {
+			if b := packUDP(q, s.resolver.Answer(sandboxID, q, "udp"), nil); b != nil {
+				sock.writeTo(b, from)
+			}
+		}()
+		return nil
 	}
 }
 
-// writeUDP packs resp, fitted to what q accepts, into buf (or a new
-// buffer when nil) and sends it.
-func writeUDP(pc *net.UDPConn, to netip.AddrPort, q, resp *dns.Msg, buf []byte) {
+// packUDP packs resp, fitted to what q accepts, into buf (or a new buffer
+// when nil).
+func packUDP(q, resp *dns.Msg, buf []byte) []byte {
 	fitUDP(q, resp)
-	if b, err := resp.PackBuffer(buf); err == nil {
-		pc.WriteToUDPAddrPort(b, to)
+	b, err := resp.PackBuffer(buf)
+	if err != nil {
+		return nil
 	}
+	return b
 }
 
-func (l *listener) stop() {
-	// Shutdown waits for the server to have started; closing the sockets
+// stop closes a listener's sockets.
+func (s *Servers) stop(l *listener) {
+	s.udp.remove(l.udp)
+	// Shutdown waits for the server to have started; closing the socket
 	// ends it either way.
-	l.udp.Close()
 	l.tcp.Listener.Close()
 }

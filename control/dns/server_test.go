@@ -2,6 +2,8 @@ package dns
 
 import (
 	"fmt"
+	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -19,14 +21,7 @@ import (
 // upstream never holds up the sandbox's other names.
 func TestUDPLocalAnswersDoNotWaitForUpstream(t *testing.T) {
 	testenv.RequirePrivileges(t)
-	ns := fmt.Sprintf("/run/netns/ebpfnet-dnstest-%d", time.Now().UnixNano()%1e6)
-	if err := namespace.Create(ns); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { namespace.Remove(ns) })
-	if out, err := exec.Command("ip", "-n", filepath.Base(ns), "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("lo up: %v: %s", err, out)
-	}
+	ns := sandboxNS(t, 0)
 	up := &scripted{reply: reply(dns.RcodeSuccess, []string{"slow.example. 60 IN A 192.0.2.1"}, nil), gate: make(chan struct{})}
 	r := newResolver(up.exchange)
 	r.SetView(testView())
@@ -35,15 +30,7 @@ func TestUDPLocalAnswersDoNotWaitForUpstream(t *testing.T) {
 	if err := s.Sync(map[string]string{"client": ns}); err != nil {
 		t.Fatal(err)
 	}
-	exchange := func(name string, timeout time.Duration) (*dns.Msg, error) {
-		var resp *dns.Msg
-		err := namespace.Do(ns, func() (err error) {
-			c := &dns.Client{Net: "udp", Timeout: timeout}
-			resp, _, err = c.Exchange(query(name, dns.TypeA), Address)
-			return err
-		})
-		return resp, err
-	}
+	exchange := func(name string, timeout time.Duration) (*dns.Msg, error) { return exchangeIn(ns, name, timeout) }
 	// More queries held upstream than the machine has CPUs.
 	held := runtime.GOMAXPROCS(0) + 2
 	done := make(chan error, held)
@@ -71,6 +58,91 @@ func TestUDPLocalAnswersDoNotWaitForUpstream(t *testing.T) {
 	}
 	if st := r.Stats(); st.Local != 1 || st.Forwarded != uint64(held) {
 		t.Errorf("stats %+v, want 1 local, %d forwarded", st, held)
+	}
+}
+
+// sandboxNS is a new namespace with lo up, standing in for a sandbox's.
+func sandboxNS(t *testing.T, i int) string {
+	t.Helper()
+	ns := fmt.Sprintf("/run/netns/ebpfnet-dnstest-%d-%d", time.Now().UnixNano()%1e6, i)
+	if err := namespace.Create(ns); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { namespace.Remove(ns) })
+	if out, err := exec.Command("ip", "-n", filepath.Base(ns), "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up: %v: %s", err, out)
+	}
+	return ns
+}
+
+// exchangeIn asks the resolver of namespace ns for name's A records over
+// UDP.
+func exchangeIn(ns, name string, timeout time.Duration) (resp *dns.Msg, err error) {
+	err = namespace.Do(ns, func() (err error) {
+		c := &dns.Client{Net: "udp", Timeout: timeout}
+		resp, _, err = c.Exchange(query(name, dns.TypeA), Address)
+		return err
+	})
+	return resp, err
+}
+
+// Every sandbox's UDP socket is read on one thread: sandboxes cost no
+// thread each. A sandbox's socket is closed when it goes, while the
+// others answer on.
+func TestUDPSandboxesShareOneThread(t *testing.T) {
+	testenv.RequirePrivileges(t)
+	const sandboxes = 16
+	want := map[string]string{}
+	for i := range sandboxes {
+		want[fmt.Sprintf("s%d", i)] = sandboxNS(t, i)
+	}
+	want["client"] = sandboxNS(t, sandboxes)
+	r := newResolver((&scripted{}).exchange)
+	r.SetView(testView())
+	s := NewServers(r)
+	t.Cleanup(s.Close)
+	threads := func() int {
+		entries, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(entries)
+	}
+	before := threads()
+	if err := s.Sync(want); err != nil {
+		t.Fatal(err)
+	}
+	for id, ns := range want {
+		resp, err := exchangeIn(ns, "web.", time.Second)
+		if err != nil {
+			t.Fatalf("sandbox %s: %v", id, err)
+		}
+		// Only the view's sandbox knows web; the others are refused.
+		if got := len(resp.Answer) == 1; got != (id == "client") {
+			t.Errorf("sandbox %s answered %v", id, resp)
+		}
+	}
+	if grown := threads() - before; grown >= sandboxes/2 {
+		t.Errorf("%d threads more to serve %d sandboxes", grown, len(want))
+	}
+	gone := want["s0"]
+	delete(want, "s0")
+	if err := s.Sync(want); err != nil {
+		t.Fatal(err)
+	}
+	// Its address is free again: the socket is closed, not just unread.
+	err := namespace.Do(gone, func() error {
+		pc, err := net.ListenPacket("udp4", Address)
+		if err == nil {
+			pc.Close()
+		}
+		return err
+	})
+	if err != nil {
+		t.Errorf("listen where a removed sandbox's server was: %v", err)
+	}
+	if resp, err := exchangeIn(want["client"], "web.", time.Second); err != nil || len(resp.Answer) != 1 {
+		t.Errorf("a remaining sandbox after another went: %v, %v", resp, err)
 	}
 }
 
