@@ -166,7 +166,7 @@ func TestBadInputFailsClearlyAndChangesNothing(t *testing.T) {
 		{[]string{"network", "create", "--subnet", "172.19.128.0/17", "x1"}, "subnet 172.19.128.0/17 overlaps subnet 172.19.0.0/16 of network " + app},
 		{[]string{"network", "create", app}, "network " + app + " already exists"},
 		{[]string{"network", "create", "bad/name"}, `invalid network name "bad/name"`},
-		{[]string{"network", "create", "-d", "overlay", "x1"}, `unknown driver "overlay"`},
+		{[]string{"network", "create", "-d", "nosuch", "x1"}, `unknown driver "nosuch"`},
 		{[]string{"network", "create", "-o", "foo=bar", "x1"}, `unknown option "foo" for driver bridge`},
 		{[]string{"network", "create", "-o", "com.docker.network.bridge.enable_icc=maybe", "x1"}, `"maybe" is not true or false`},
 		{[]string{"network", "create", "-o", "com.docker.network.driver.mtu=9", "x1"}, `"9" is not an MTU`},
