@@ -255,14 +255,14 @@ func (c *Cluster) Hosts(ctx context.Context) ([]Host, error) {
 }
 
 // list reads every record under a prefix, in key order.
-func list[T any](ctx context.Context, c *Cluster, p string) ([]T, error) {
+func list[T record](ctx context.Context, c *Cluster, p string) ([]T, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	resp, err := c.client.Get(ctx, p, clientv3.WithPrefix())
 	if err != nil {
 		return nil, c.unreachable("read "+p, err)
 	}
-	return decodeAll[T](resp.Kvs)
+	return decodeAll[T](c.log, resp.Kvs), nil
 }
 
 // again reports whether a request that failed with err should be made
