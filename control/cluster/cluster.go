@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -80,6 +81,9 @@ type Cluster struct {
 
 	mu    sync.Mutex
 	lease clientv3.LeaseID // this host's, renewed by keepAlive
+
+	// written is the revision of this host's newest write (Written).
+	written atomic.Int64
 
 	stop    context.CancelFunc
 	stopped chan struct{}
@@ -215,6 +219,20 @@ func (c *Cluster) Close() error {
 	c.stop()
 	<-c.stopped
 	return c.client.Close()
+}
+
+// Written is the revision of this host's newest change to the cluster: a
+// State older than that misses it, and acting on it would undo it here.
+func (c *Cluster) Written() int64 { return c.written.Load() }
+
+// wrote records a change of this host's, made at rev.
+func (c *Cluster) wrote(rev int64) {
+	for {
+		old := c.written.Load()
+		if rev <= old || c.written.CompareAndSwap(old, rev) {
+			return
+		}
+	}
 }
 
 // Lease is the lease this host holds now.

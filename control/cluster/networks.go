@@ -102,6 +102,7 @@ func (c *Cluster) CreateNetwork(ctx context.Context, spec NetworkSpec) (Network,
 			return Network{}, c.unreachable("create network "+spec.Name, err)
 		}
 		if txn.Succeeded {
+			c.wrote(txn.Header.Revision)
 			return n, nil
 		}
 	}
@@ -224,6 +225,7 @@ func (c *Cluster) RemoveNetwork(ctx context.Context, ref string) error {
 		return c.unreachable("remove network "+n.Name, err)
 	}
 	if txn.Succeeded {
+		c.wrote(txn.Header.Revision)
 		return nil
 	}
 	users := decodeAll[Address](c.log, txn.Responses[0].GetResponseRange().Kvs)
@@ -292,6 +294,7 @@ func (c *Cluster) AllocateAddress(ctx context.Context, networkID string, ep Addr
 			return netip.Addr{}, c.unreachable("allocate an address on network "+n.Name, err)
 		}
 		if txn.Succeeded {
+			c.wrote(txn.Header.Revision)
 			return addr, nil
 		}
 		if want.IsValid() {
@@ -350,13 +353,14 @@ func (c *Cluster) ReleaseAddress(ctx context.Context, networkID string, addr net
 	if held := decodeAll[Address](c.log, resp.Kvs); len(held) == 0 || held[0].Owner != owner {
 		return nil
 	}
-	_, err = c.client.Txn(ctx).
+	txn, err := c.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
 		Then(clientv3.OpDelete(key)).
 		Commit()
 	if err != nil {
 		return c.unreachable("release address "+addr.String(), err)
 	}
+	c.wrote(txn.Header.Revision)
 	return nil
 }
 

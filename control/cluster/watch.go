@@ -23,9 +23,16 @@ type State struct {
 func (c *Cluster) State(ctx context.Context) (State, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
+	written := c.Written()
 	resp, err := c.client.Get(ctx, prefix, clientv3.WithPrefix())
 	if err != nil {
 		return State{}, c.unreachable("read the cluster", err)
+	}
+	if resp.Header.Revision < written {
+		// A read begun after a write sees it, unless the store went back
+		// (restored from a backup): its states are not older than this
+		// host's writes, which it lost.
+		c.written.CompareAndSwap(written, resp.Header.Revision)
 	}
 	st := State{Revision: resp.Header.Revision, Addresses: map[string][]Address{}}
 	for _, kv := range resp.Kvs {

@@ -219,6 +219,12 @@ func (e *Engine) nudgeCluster() {
 func (e *Engine) applyCluster(ctx context.Context, st cluster.State) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if st.Revision < e.cluster.Written() {
+		// Read before a change this host made meanwhile (a network
+		// created or removed here): it would undo the change here until
+		// the next state. The change's own state follows.
+		return
+	}
 	e.recordLease()
 	nets, sbs, err := e.store.Snapshot()
 	if err != nil {
