@@ -60,6 +60,9 @@ type NetworkSpec struct {
 	Attachable bool
 	Labels     map[string]string
 	Options    map[string]string
+	// Avoid are subnets a chosen subnet keeps clear of: the creating
+	// host's routes and networks, which the cluster does not know.
+	Avoid []netip.Prefix
 }
 
 func networksKey() string         { return prefix + "networks/" }
@@ -150,7 +153,7 @@ func (c *Cluster) choose(spec NetworkSpec, nets []Network) (Network, error) {
 	}
 	if !n.Subnet.IsValid() {
 		for s := netip.PrefixFrom(defaultPool.Addr(), 24); defaultPool.Contains(s.Addr()); s = nextPrefix(s) {
-			if !slices.ContainsFunc(nets, func(o Network) bool { return o.Subnet.Overlaps(s) }) {
+			if !slices.ContainsFunc(nets, func(o Network) bool { return o.Subnet.Overlaps(s) }) && !slices.ContainsFunc(spec.Avoid, s.Overlaps) {
 				n.Subnet = s
 				break
 			}

@@ -81,3 +81,32 @@ func TestStaleClusterState(t *testing.T) {
 		t.Errorf("network %s is back after an older state was applied", n.Name)
 	}
 }
+
+// An overlay network created without a subnet gets one clear of this
+// host's routes and networks, as a bridge network does: an underlay in
+// 10.0.0.0/24 under the default pool 10.0.0.0/8 took its first /24.
+func TestOverlaySubnetAvoidsHostRoutes(t *testing.T) {
+	te := newClusterEngine(t)
+	for _, args := range [][]string{
+		{"link", "add", "lan0", "type", "veth", "peer", "name", "lan1"},
+		{"addr", "add", "10.0.0.5/24", "dev", "lan0"},
+		{"link", "set", "lan0", "up"},
+	} {
+		if out, err := exec.Command("ip", append([]string{"-n", filepath.Base(te.cfg.NetNS)}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	local, err := te.CreateNetwork(NetworkSpec{Name: te.name("br"), IPv4: PoolSpec{Subnet: netip.MustParsePrefix("10.0.1.0/24")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), local.Pool.Subnet} {
+		if n.Pool.Subnet.Overlaps(p) {
+			t.Errorf("overlay network got subnet %s, over %s of this host", n.Pool.Subnet, p)
+		}
+	}
+}
