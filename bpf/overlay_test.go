@@ -91,3 +91,37 @@ func TestForgedVXLANToBroadcast(t *testing.T) {
 		}
 	}
 }
+
+// A datagram whose first fragment ends before the VXLAN header is
+// reassembled by the kernel into VXLAN whose VNI no fragment showed the
+// uplink (a later fragment carries no port to be judged by): its first
+// fragment is dropped from a stranger, which no VTEP sends. One with the
+// header in it is judged by its VNI.
+func TestForgedVXLANInFragments(t *testing.T) {
+	nb := newNATBed(t)
+	peer, stranger := netip.MustParseAddr("10.99.0.7"), netip.MustParseAddr("10.99.0.66")
+	must(t, nb.maps.SyncOverlay([]uint32{4096}, []netip.Addr{peer}))
+	// The first fragment carries the UDP header alone (8 bytes).
+	split := fragments(vxlanPacket(stranger, 4096, 0x08), 7, 8)
+	// A NIC's frame is 60 bytes at least: the padding after the IP
+	// packet is no VXLAN header.
+	padded := append(append([]byte(nil), split[0]...), make([]byte, 60-len(split[0]))...)
+	for _, c := range []struct {
+		name    string
+		pkt     []byte
+		dropped bool
+	}{
+		{"a first fragment without the VXLAN header", split[0], true},
+		{"a first fragment without the VXLAN header, padded", padded, true},
+		{"a first fragment with the VXLAN header", fragments(vxlanPacket(stranger, 4096, 0x08), 8, 24)[0], true},
+		{"a first fragment with the header of a VNI no overlay has", fragments(vxlanPacket(stranger, 4097, 0x08), 9, 24)[0], false},
+		{"a first fragment without the VXLAN header, from a host of the cluster", fragments(vxlanPacket(peer, 4096, 0x08), 10, 8)[0], false},
+	} {
+		before := nb.counter(t, "uplink", "drop_unknown_vtep")
+		ret, _ := nb.runOn(t, nb.dp.Uplink.UplinkIngress, c.pkt, nb.uplink)
+		dropped := nb.counter(t, "uplink", "drop_unknown_vtep") > before
+		if dropped != c.dropped || dropped && ret != tcActShot {
+			t.Errorf("%s: verdict %d, dropped as forged %v, want %v", c.name, ret, dropped, c.dropped)
+		}
+	}
+}
