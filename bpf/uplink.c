@@ -16,6 +16,23 @@
 #include "lib/verdict.h"
 #include "lib/forward.h"
 
+/* to_this_host reports whether the kernel would deliver a packet here
+ * rather than route it on: to an address of the host, to a broadcast
+ * address (the limited one, or a subnet's, which only the FIB knows) or
+ * to a multicast group. A VXLAN socket listens on every address, so all
+ * of them reach the overlay's VXLAN devices. */
+static __always_inline int to_this_host(struct __sk_buff *skb, const struct packet *p)
+{
+	struct bpf_fib_lookup *fib;
+	__u32 zero = 0;
+
+	if (is_host_addr(&p->flow.daddr) || addr_is_multicast_or_broadcast(&p->flow.daddr))
+		return 1;
+	fib = bpf_map_lookup_elem(&fib_scratch, &zero);
+	/* NOT_FWDED is also "no route", which the kernel drops anyway. */
+	return !fib || fib_route(skb, &p->flow.saddr, &p->flow.daddr, fib) == BPF_FIB_LKUP_RET_NOT_FWDED;
+}
+
 /* forged_vxlan reports whether a packet to the host is VXLAN for an
  * overlay network's VNI from an address that is no host of the cluster:
  * anyone on the underlay could otherwise put frames into the overlay,
@@ -23,16 +40,29 @@
 static __always_inline int forged_vxlan(struct __sk_buff *skb, const struct packet *p)
 {
 	struct vxlan_header h;
+	struct iphdr ip;
 	__u32 vni;
 
 	if (p->flow.proto != IPPROTO_UDP || !p->l4_off || p->later_fragment ||
-	    p->flow.dport != bpf_htons(VXLAN_PORT) || !is_host_addr(&p->flow.daddr))
+	    p->flow.dport != bpf_htons(VXLAN_PORT) || !to_this_host(skb, p) ||
+	    bpf_map_lookup_elem(&overlay_peers, &p->flow.saddr))
 		return 0;
+	/* The overlays' VXLAN devices are IPv4's. A first fragment that
+	 * ends before the VXLAN header (Ethernet's padding after it is no
+	 * header) hides the VNI in a later fragment, which carries no port
+	 * to be judged by, and the kernel would take the datagram whole: no
+	 * VTEP splits the header off, so it is dropped. */
+	if (!p->v6) {
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+			return 0;
+		if (p->l4_off + sizeof(struct udphdr) + sizeof(h) > ETH_HLEN + (__u32)bpf_ntohs(ip.tot_len))
+			return !!(ip.frag_off & bpf_htons(IP_MF));
+	}
 	if (bpf_skb_load_bytes(skb, p->l4_off + sizeof(struct udphdr), &h, sizeof(h)) < 0 ||
 	    !(h.flags & VXLAN_FLAG_VNI))
 		return 0; /* not VXLAN the kernel would take */
 	vni = (__u32)h.vni[0] << 16 | (__u32)h.vni[1] << 8 | h.vni[2];
-	return bpf_map_lookup_elem(&overlay_vnis, &vni) && !bpf_map_lookup_elem(&overlay_peers, &p->flow.saddr);
+	return bpf_map_lookup_elem(&overlay_vnis, &vni) != NULL;
 }
 
 SEC("tc")

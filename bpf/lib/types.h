@@ -45,7 +45,7 @@ enum verdict {
 	VERDICT_MONITOR_LOST = 21,      /* a monitor event not written: over the rate limit, or the ring buffer full */
 	VERDICT_DROP_MALFORMED = 22,    /* an IP packet whose headers contradict each other or the frame (XDP) */
 	VERDICT_DROP_MARTIAN_SOURCE = 23, /* from outside to a published port, from an address no neighbour has */
-	VERDICT_DROP_UNKNOWN_VTEP = 24, /* VXLAN to an overlay network's VNI from an address that is no host of the cluster */
+	VERDICT_DROP_UNKNOWN_VTEP = 24, /* VXLAN to an overlay network's VNI, or hiding its VNI in a later fragment, from an address that is no host of the cluster */
 	VERDICT_MAX,
 };
 

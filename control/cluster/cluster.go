@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -80,6 +81,9 @@ type Cluster struct {
 
 	mu    sync.Mutex
 	lease clientv3.LeaseID // this host's, renewed by keepAlive
+
+	// written is the revision of this host's newest write (Written).
+	written atomic.Int64
 
 	stop    context.CancelFunc
 	stopped chan struct{}
@@ -217,6 +221,20 @@ func (c *Cluster) Close() error {
 	return c.client.Close()
 }
 
+// Written is the revision of this host's newest change to the cluster: a
+// State older than that misses it, and acting on it would undo it here.
+func (c *Cluster) Written() int64 { return c.written.Load() }
+
+// wrote records a change of this host's, made at rev.
+func (c *Cluster) wrote(rev int64) {
+	for {
+		old := c.written.Load()
+		if rev <= old || c.written.CompareAndSwap(old, rev) {
+			return
+		}
+	}
+}
+
 // Lease is the lease this host holds now.
 func (c *Cluster) Lease() int64 { return int64(c.currentLease()) }
 
@@ -255,14 +273,14 @@ func (c *Cluster) Hosts(ctx context.Context) ([]Host, error) {
 }
 
 // list reads every record under a prefix, in key order.
-func list[T any](ctx context.Context, c *Cluster, p string) ([]T, error) {
+func list[T record](ctx context.Context, c *Cluster, p string) ([]T, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	resp, err := c.client.Get(ctx, p, clientv3.WithPrefix())
 	if err != nil {
 		return nil, c.unreachable("read "+p, err)
 	}
-	return decodeAll[T](resp.Kvs)
+	return decodeAll[T](c.log, resp.Kvs), nil
 }
 
 // again reports whether a request that failed with err should be made

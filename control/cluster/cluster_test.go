@@ -11,6 +11,10 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
 	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
@@ -358,5 +362,53 @@ func TestRejoinKeepsLease(t *testing.T) {
 	}
 	if addrs, _ := a.Addresses(ctx, n.ID); len(addrs) != 0 {
 		t.Errorf("back after the TTL: addresses %v, want none", addrs)
+	}
+}
+
+// Records under the prefix that something else wrote, which do not decode
+// or name nothing usable, are left out: every host keeps reading the
+// cluster, creating networks and taking addresses, and an address whose
+// record is unreadable is not handed out again.
+func TestMalformedRecords(t *testing.T) {
+	s := newStore(t)
+	a := s.join(t, 1, 0)
+	ctx := context.Background()
+	n, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov", Subnet: netip.MustParsePrefix("10.5.0.0/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := clientv3.New(clientv3.Config{Endpoints: s.etcd.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(s.dial)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	for key, value := range map[string]string{
+		"/ebpfnet/v1/hosts/junk":              "not json",
+		"/ebpfnet/v1/networks/junk":           `{"id": 7}`,
+		"/ebpfnet/v1/networks/empty":          `{}`,
+		"/ebpfnet/v1/addresses/net1/10.5.0.2": "{",
+		"/ebpfnet/v1/addresses/net1/junk":     `{"addr": "10.5.0.3"}`,
+	} {
+		if _, err := other.Put(ctx, key, value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := a.State(ctx)
+	if err != nil {
+		t.Fatalf("read the cluster: %v", err)
+	}
+	if len(st.Hosts) != 1 || len(st.Networks) != 1 || len(st.Addresses[n.ID]) != 0 {
+		t.Errorf("state: %d hosts, %d networks, %v addresses; want this host, ov and none", len(st.Hosts), len(st.Networks), st.Addresses[n.ID])
+	}
+	if hosts, err := a.Hosts(ctx); err != nil || len(hosts) != 1 {
+		t.Errorf("hosts: %v, %v", hosts, err)
+	}
+	if _, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net2", Name: "ov2"}); err != nil {
+		t.Errorf("create a network: %v", err)
+	}
+	addr, err := a.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "ep1"})
+	if err != nil || addr == netip.MustParseAddr("10.5.0.2") {
+		t.Errorf("take an address: %s, %v; want one, not the one an unreadable record holds", addr, err)
 	}
 }

@@ -3,7 +3,9 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -58,6 +60,9 @@ type NetworkSpec struct {
 	Attachable bool
 	Labels     map[string]string
 	Options    map[string]string
+	// Avoid are subnets a chosen subnet keeps clear of: the creating
+	// host's routes and networks, which the cluster does not know.
+	Avoid []netip.Prefix
 }
 
 func networksKey() string         { return prefix + "networks/" }
@@ -84,11 +89,7 @@ func (c *Cluster) CreateNetwork(ctx context.Context, spec NetworkSpec) (Network,
 		if err != nil {
 			return Network{}, c.unreachable("create network "+spec.Name, err)
 		}
-		nets, err := decodeAll[Network](resp.Kvs)
-		if err != nil {
-			return Network{}, err
-		}
-		n, err := c.choose(spec, nets)
+		n, err := c.choose(spec, decodeAll[Network](c.log, resp.Kvs))
 		if err != nil {
 			return Network{}, err
 		}
@@ -104,6 +105,7 @@ func (c *Cluster) CreateNetwork(ctx context.Context, spec NetworkSpec) (Network,
 			return Network{}, c.unreachable("create network "+spec.Name, err)
 		}
 		if txn.Succeeded {
+			c.wrote(txn.Header.Revision)
 			return n, nil
 		}
 	}
@@ -151,7 +153,7 @@ func (c *Cluster) choose(spec NetworkSpec, nets []Network) (Network, error) {
 	}
 	if !n.Subnet.IsValid() {
 		for s := netip.PrefixFrom(defaultPool.Addr(), 24); defaultPool.Contains(s.Addr()); s = nextPrefix(s) {
-			if !slices.ContainsFunc(nets, func(o Network) bool { return o.Subnet.Overlaps(s) }) {
+			if !slices.ContainsFunc(nets, func(o Network) bool { return o.Subnet.Overlaps(s) }) && !slices.ContainsFunc(spec.Avoid, s.Overlaps) {
 				n.Subnet = s
 				break
 			}
@@ -226,9 +228,10 @@ func (c *Cluster) RemoveNetwork(ctx context.Context, ref string) error {
 		return c.unreachable("remove network "+n.Name, err)
 	}
 	if txn.Succeeded {
+		c.wrote(txn.Header.Revision)
 		return nil
 	}
-	users, _ := decodeAll[Address](txn.Responses[0].GetResponseRange().Kvs)
+	users := decodeAll[Address](c.log, txn.Responses[0].GetResponseRange().Kvs)
 	var hosts []string
 	for _, u := range users {
 		if h := u.Host.String(); !slices.Contains(hosts, h) {
@@ -269,18 +272,12 @@ func (c *Cluster) AllocateAddress(ctx context.Context, networkID string, ep Addr
 		if err != nil {
 			return netip.Addr{}, c.unreachable("allocate an address", err)
 		}
-		nets, err := decodeAll[Network](resp.Responses[0].GetResponseRange().Kvs)
-		if err != nil {
-			return netip.Addr{}, err
-		}
+		nets := decodeAll[Network](c.log, resp.Responses[0].GetResponseRange().Kvs)
 		if len(nets) == 0 {
 			return netip.Addr{}, errdefs.NotFoundf("overlay network %s not found", networkID)
 		}
 		n := nets[0]
-		taken, err := decodeAll[Address](resp.Responses[1].GetResponseRange().Kvs)
-		if err != nil {
-			return netip.Addr{}, err
-		}
+		taken := heldAddresses(c.log, resp.Responses[1].GetResponseRange().Kvs)
 		addr, err := pick(n, taken, owner, want)
 		if err != nil || slices.ContainsFunc(taken, func(a Address) bool { return a.Addr == addr && a.Owner == owner }) {
 			return addr, err
@@ -300,6 +297,7 @@ func (c *Cluster) AllocateAddress(ctx context.Context, networkID string, ep Addr
 			return netip.Addr{}, c.unreachable("allocate an address on network "+n.Name, err)
 		}
 		if txn.Succeeded {
+			c.wrote(txn.Header.Revision)
 			return addr, nil
 		}
 		if want.IsValid() {
@@ -355,17 +353,17 @@ func (c *Cluster) ReleaseAddress(ctx context.Context, networkID string, addr net
 	if err != nil {
 		return c.unreachable("release address "+addr.String(), err)
 	}
-	held, err := decodeAll[Address](resp.Kvs)
-	if err != nil || len(held) == 0 || held[0].Owner != owner {
-		return err
+	if held := decodeAll[Address](c.log, resp.Kvs); len(held) == 0 || held[0].Owner != owner {
+		return nil
 	}
-	_, err = c.client.Txn(ctx).
+	txn, err := c.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
 		Then(clientv3.OpDelete(key)).
 		Commit()
 	if err != nil {
 		return c.unreachable("release address "+addr.String(), err)
 	}
+	c.wrote(txn.Header.Revision)
 	return nil
 }
 
@@ -374,16 +372,71 @@ func (c *Cluster) Addresses(ctx context.Context, networkID string) ([]Address, e
 	return list[Address](ctx, c, addressesKey(networkID))
 }
 
-func decodeAll[T any](kvs []*mvccKV) ([]T, error) {
+// record is a kind of record ebpfnet keeps in etcd; check says why one
+// is of no use.
+type record interface {
+	Host | Network | Address
+	check() error
+}
+
+func (h Host) check() error {
+	if !h.Advertise.IsValid() {
+		return errors.New("no advertise address")
+	}
+	return nil
+}
+
+func (n Network) check() error {
+	switch {
+	case n.ID == "" || n.Name == "":
+		return errors.New("no ID or name")
+	case !n.Subnet.IsValid() || !n.Subnet.Addr().Is4() || !n.Subnet.Contains(n.Gateway):
+		return fmt.Errorf("subnet %s and gateway %s are not an IPv4 subnet and one of its addresses", n.Subnet, n.Gateway)
+	case n.VNI < firstVNI || n.VNI > lastVNI:
+		return fmt.Errorf("VNI %d is out of %d-%d", n.VNI, firstVNI, lastVNI)
+	}
+	return nil
+}
+
+func (a Address) check() error {
+	if !a.Addr.IsValid() || !a.Host.IsValid() || a.Owner == "" {
+		return errors.New("no address, host or owner")
+	}
+	return nil
+}
+
+// decodeAll decodes records. One that does not decode, or is of no use,
+// was written by something else under the prefix: it is left out, and
+// logged, so that it cannot stop every host from reading the cluster.
+func decodeAll[T record](log *slog.Logger, kvs []*mvccKV) []T {
 	out := make([]T, 0, len(kvs))
 	for _, kv := range kvs {
 		var v T
-		if err := json.Unmarshal(kv.Value, &v); err != nil {
-			return nil, fmt.Errorf("decode cluster record %s: %w", kv.Key, err)
+		err := json.Unmarshal(kv.Value, &v)
+		if err == nil {
+			err = v.check()
+		}
+		if err != nil {
+			log.Warn("cluster store: ignoring a record ebpfnet cannot use", "key", string(kv.Key), "err", err)
+			continue
 		}
 		out = append(out, v)
 	}
-	return out, nil
+	return out
+}
+
+// heldAddresses are the addresses taken on a network: those of the
+// records, and those whose records could not be read, which only their
+// writer may give back.
+func heldAddresses(log *slog.Logger, kvs []*mvccKV) []Address {
+	held := decodeAll[Address](log, kvs)
+	for _, kv := range kvs {
+		_, key, _ := strings.Cut(string(kv.Key)[len(prefix+"addresses/"):], "/")
+		if a, err := netip.ParseAddr(key); err == nil && !slices.ContainsFunc(held, func(h Address) bool { return h.Addr == a }) {
+			held = append(held, Address{Addr: a})
+		}
+	}
+	return held
 }
 
 // mvccKV is a key and value as etcd returns them.

@@ -23,40 +23,34 @@ type State struct {
 func (c *Cluster) State(ctx context.Context) (State, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
+	written := c.Written()
 	resp, err := c.client.Get(ctx, prefix, clientv3.WithPrefix())
 	if err != nil {
 		return State{}, c.unreachable("read the cluster", err)
+	}
+	if resp.Header.Revision < written {
+		// A read begun after a write sees it, unless the store went back
+		// (restored from a backup): its states are not older than this
+		// host's writes, which it lost.
+		c.written.CompareAndSwap(written, resp.Header.Revision)
 	}
 	st := State{Revision: resp.Header.Revision, Addresses: map[string][]Address{}}
 	for _, kv := range resp.Kvs {
 		key := strings.TrimPrefix(string(kv.Key), prefix)
 		kind, rest, _ := strings.Cut(key, "/")
-		var err error
 		switch kind {
 		case "hosts":
-			err = appendDecoded(&st.Hosts, kv)
+			st.Hosts = append(st.Hosts, decodeAll[Host](c.log, []*mvccKV{kv})...)
 		case "networks":
-			err = appendDecoded(&st.Networks, kv)
+			st.Networks = append(st.Networks, decodeAll[Network](c.log, []*mvccKV{kv})...)
 		case "addresses":
 			network, _, _ := strings.Cut(rest, "/")
-			list := st.Addresses[network]
-			err = appendDecoded(&list, kv)
-			st.Addresses[network] = list
-		}
-		if err != nil {
-			return State{}, err
+			if as := decodeAll[Address](c.log, []*mvccKV{kv}); len(as) > 0 {
+				st.Addresses[network] = append(st.Addresses[network], as...)
+			}
 		}
 	}
 	return st, nil
-}
-
-func appendDecoded[T any](list *[]T, kv *mvccKV) error {
-	v, err := decodeAll[T]([]*mvccKV{kv})
-	if err != nil {
-		return err
-	}
-	*list = append(*list, v...)
-	return nil
 }
 
 // Watch calls fn with the state now, and again after changes, until ctx

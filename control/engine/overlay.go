@@ -44,18 +44,28 @@ func (e *Engine) createOverlay(n store.Network, spec NetworkSpec) (store.Network
 	case spec.IPv4.ID != "" || spec.Frontend != "":
 		return n, errdefs.Invalidf("overlay network %s: its addresses are the cluster's, not an IPAM driver's", n.Name)
 	}
-	err := e.store.View(func(tx *store.Tx) error {
+	// A subnet the cluster chooses keeps clear of this host's routes and
+	// networks, as a bridge network's does (choosePool).
+	avoid, err := e.hostRoutes(netlink.FAMILY_V4)
+	if err != nil {
+		return n, err
+	}
+	err = e.store.View(func(tx *store.Tx) error {
 		if _, err := tx.Network(n.Name); err == nil {
 			return errdefs.Conflictf("network %s already exists", n.Name)
 		}
-		return nil
+		taken, err := poolUsers(tx)
+		for p := range taken {
+			avoid = append(avoid, p)
+		}
+		return err
 	})
 	if err != nil {
 		return n, err
 	}
 	ctx := context.Background()
 	cn, err := e.cluster.CreateNetwork(ctx, cluster.NetworkSpec{ID: n.ID, Name: n.Name, Subnet: spec.IPv4.Subnet,
-		Gateway: spec.IPv4.Gateway, Internal: n.Internal, Attachable: n.Attachable, Labels: n.Labels, Options: n.Options})
+		Gateway: spec.IPv4.Gateway, Internal: n.Internal, Attachable: n.Attachable, Labels: n.Labels, Options: n.Options, Avoid: avoid})
 	if err != nil {
 		return n, err
 	}
@@ -219,6 +229,12 @@ func (e *Engine) nudgeCluster() {
 func (e *Engine) applyCluster(ctx context.Context, st cluster.State) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if st.Revision < e.cluster.Written() {
+		// Read before a change this host made meanwhile (a network
+		// created or removed here): it would undo the change here until
+		// the next state. The change's own state follows.
+		return
+	}
 	e.recordLease()
 	nets, sbs, err := e.store.Snapshot()
 	if err != nil {

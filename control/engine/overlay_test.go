@@ -1,0 +1,112 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/ebpfnet/ebpfnet/control/cluster"
+	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
+	"github.com/ebpfnet/ebpfnet/control/store"
+	"github.com/ebpfnet/ebpfnet/test/testbed"
+	"github.com/ebpfnet/ebpfnet/test/testenv"
+)
+
+// newClusterEngine is a test engine that joined a one-member cluster of
+// its own, running in its host namespace, with an underlay interface
+// holding the advertise address.
+func newClusterEngine(t *testing.T) testEngine {
+	t.Helper()
+	testenv.RequirePrivileges(t)
+	prefix, dir := testenv.Prefix("ect"), t.TempDir()
+	hostNS := testenv.HostNamespace(t, prefix+"-host")
+	advertise := netip.MustParseAddr("192.0.2.1")
+	for _, args := range [][]string{
+		{"link", "add", "under0", "type", "veth", "peer", "name", "under1"},
+		{"addr", "add", advertise.String() + "/24", "dev", "under0"},
+		{"link", "set", "under0", "up"},
+		{"link", "set", "under1", "up"},
+	} {
+		if out, err := exec.Command("ip", append([]string{"-n", filepath.Base(hostNS)}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	etcd := testbed.StartEtcd(t, testbed.EtcdMember{NetNS: hostNS, Addr: netip.MustParseAddr("127.0.0.1")})
+	cfg := Config{StateDir: filepath.Join(dir, "state"), BPFFS: "/sys/fs/bpf/" + prefix, NetNS: hostNS,
+		Runtime: &sandbox.Runtime{NetnsDir: sandbox.DefaultNetnsDir, EtcDir: filepath.Join(dir, "etc")}, ResolvConf: testenv.ResolvConf(t, dir),
+		Cluster: &cluster.Config{Endpoints: etcd.Endpoints(), Advertise: advertise}}
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := errors.Join(e.Close(), Reset(cfg)); err != nil {
+			t.Errorf("clean up: %v", err)
+		}
+	})
+	return testEngine{e, prefix}
+}
+
+// A state of the cluster read before this host's own change, applied
+// after it (it waited for the engine's lock while the change was made),
+// neither drops the mirror of a network just created here nor brings
+// back one just removed: it is older than what this host wrote.
+func TestStaleClusterState(t *testing.T) {
+	te := newClusterEngine(t)
+	ctx := context.Background()
+	before, err := te.cluster.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	te.applyCluster(ctx, before)
+	if err := te.store.View(func(tx *store.Tx) error { _, err := tx.Network(n.Name); return err }); err != nil {
+		t.Errorf("network %s after an older state was applied: %v", n.Name, err)
+	}
+	withNet, err := te.cluster.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := te.RemoveNetwork(n.Name); err != nil {
+		t.Fatal(err)
+	}
+	te.applyCluster(ctx, withNet)
+	if err := te.store.View(func(tx *store.Tx) error { _, err := tx.Network(n.Name); return err }); err == nil {
+		t.Errorf("network %s is back after an older state was applied", n.Name)
+	}
+}
+
+// An overlay network created without a subnet gets one clear of this
+// host's routes and networks, as a bridge network does: an underlay in
+// 10.0.0.0/24 under the default pool 10.0.0.0/8 took its first /24.
+func TestOverlaySubnetAvoidsHostRoutes(t *testing.T) {
+	te := newClusterEngine(t)
+	for _, args := range [][]string{
+		{"link", "add", "lan0", "type", "veth", "peer", "name", "lan1"},
+		{"addr", "add", "10.0.0.5/24", "dev", "lan0"},
+		{"link", "set", "lan0", "up"},
+	} {
+		if out, err := exec.Command("ip", append([]string{"-n", filepath.Base(te.cfg.NetNS)}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	local, err := te.CreateNetwork(NetworkSpec{Name: te.name("br"), IPv4: PoolSpec{Subnet: netip.MustParsePrefix("10.0.1.0/24")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), local.Pool.Subnet} {
+		if n.Pool.Subnet.Overlaps(p) {
+			t.Errorf("overlay network got subnet %s, over %s of this host", n.Pool.Subnet, p)
+		}
+	}
+}
