@@ -412,3 +412,36 @@ func TestMalformedRecords(t *testing.T) {
 		t.Errorf("take an address: %s, %v; want one, not the one an unreadable record holds", addr, err)
 	}
 }
+
+// An address taken again by its owner under a new lease of its host (the
+// old one was given up while the store still held it) moves to the new
+// lease: it stays when the old one ends.
+func TestRetakeMovesToTheCurrentLease(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	a := s.join(t, 1, 0)
+	n, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := &cuttable{dial: s.dial}
+	old, err := cluster.Join(cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(2), Dial: link.Dial, LeaseTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { old.Close() })
+	addr, err := old.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "ep", Sandbox: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed := s.join(t, 2, 0) // the same host with a lease of its own
+	if got, err := renewed.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "ep", Addr: addr, Sandbox: "web"}); err != nil || got != addr {
+		t.Fatalf("taken again: %s, %v", got, err)
+	}
+	link.cut() // the old lease ends
+	time.Sleep(4 * time.Second)
+	addrs, err := a.Addresses(ctx, n.ID)
+	if err != nil || len(addrs) != 1 || addrs[0].Addr != addr {
+		t.Errorf("after the old lease ended: %v, %v; want %s still held", addrs, err, addr)
+	}
+}

@@ -146,10 +146,9 @@ func (c *Cluster) choose(spec NetworkSpec, nets []Network) (Network, error) {
 		}
 		vnis[o.VNI] = true
 	}
-	for vni := uint32(firstVNI); vni <= lastVNI && n.VNI == 0; vni++ {
-		if !vnis[vni] {
-			n.VNI = vni
-		}
+	var ok bool
+	if n.VNI, ok = freeVNI(vnis, firstVNI, lastVNI); !ok {
+		return n, errdefs.Conflictf("no free VNI left in %d-%d for network %s: remove an overlay network first", firstVNI, lastVNI, spec.Name)
 	}
 	if !n.Subnet.IsValid() {
 		for s := netip.PrefixFrom(defaultPool.Addr(), 24); defaultPool.Contains(s.Addr()); s = nextPrefix(s) {
@@ -166,6 +165,16 @@ func (c *Cluster) choose(spec NetworkSpec, nets []Network) (Network, error) {
 		n.Gateway = n.Subnet.Addr().Next()
 	}
 	return n, nil
+}
+
+// freeVNI is the lowest VNI from first to last that used lacks.
+func freeVNI(used map[uint32]bool, first, last uint32) (uint32, bool) {
+	for vni := first; vni <= last; vni++ {
+		if !used[vni] {
+			return vni, true
+		}
+	}
+	return 0, false
 }
 
 // nextPrefix is the prefix of the same length right after p.
@@ -277,17 +286,27 @@ func (c *Cluster) AllocateAddress(ctx context.Context, networkID string, ep Addr
 			return netip.Addr{}, errdefs.NotFoundf("overlay network %s not found", networkID)
 		}
 		n := nets[0]
-		taken := heldAddresses(c.log, resp.Responses[1].GetResponseRange().Kvs)
+		kvs := resp.Responses[1].GetResponseRange().Kvs
+		taken := heldAddresses(c.log, kvs)
 		addr, err := pick(n, taken, owner, want)
-		if err != nil || slices.ContainsFunc(taken, func(a Address) bool { return a.Addr == addr && a.Owner == owner }) {
+		if err != nil {
 			return addr, err
 		}
 		ep.Addr, ep.Host = addr, c.cfg.Advertise
 		rec, _ := json.Marshal(ep)
 		key := addressesKey(networkID) + addr.String()
+		// Not held yet; or held by owner already, under another lease
+		// than this host's now (taken again after the lease was renewed
+		// as a new one: it would go when the old one ends).
+		free := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+		if i := slices.IndexFunc(kvs, func(kv *mvccKV) bool { return string(kv.Key) == key }); i >= 0 {
+			if clientv3.LeaseID(kvs[i].Lease) == c.currentLease() {
+				return addr, nil
+			}
+			free = clientv3.Compare(clientv3.ModRevision(key), "=", kvs[i].ModRevision)
+		}
 		txn, err := c.client.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
-				clientv3.Compare(clientv3.CreateRevision(networkKey(networkID)), "!=", 0)).
+			If(free, clientv3.Compare(clientv3.CreateRevision(networkKey(networkID)), "!=", 0)).
 			Then(clientv3.OpPut(key, string(rec), clientv3.WithLease(c.currentLease()))).
 			Commit()
 		if c.again(ctx, err) {

@@ -361,7 +361,11 @@ func (e *Engine) remoteRecords(nets []store.Network) []dns.Record {
 	var out []dns.Record
 	for _, n := range nets {
 		for _, a := range e.remote[n.ID] {
-			out = append(out, dns.Record{Network: n.ID, NetworkName: n.Name, Names: append([]string{a.Sandbox}, a.Aliases...), Addr: a.Addr})
+			// Another writer's record may lack names: it names nothing.
+			names := slices.DeleteFunc(append([]string{a.Sandbox}, a.Aliases...), func(s string) bool { return s == "" })
+			if len(names) > 0 {
+				out = append(out, dns.Record{Network: n.ID, NetworkName: n.Name, Names: names, Addr: a.Addr})
+			}
 		}
 	}
 	return out

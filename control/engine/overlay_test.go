@@ -3,9 +3,11 @@ package engine
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/ebpfnet/ebpfnet/control/cluster"
@@ -108,5 +110,39 @@ func TestOverlaySubnetAvoidsHostRoutes(t *testing.T) {
 		if n.Pool.Subnet.Overlaps(p) {
 			t.Errorf("overlay network got subnet %s, over %s of this host", n.Pool.Subnet, p)
 		}
+	}
+}
+
+// Another host's endpoint is reached whatever its record names, but gives
+// the resolvers only the names it has: a record without a sandbox name
+// (another writer's) names nothing, not ".".
+func TestRemoteNamesNeedAName(t *testing.T) {
+	te := newClusterEngine(t)
+	ctx := context.Background()
+	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	far, err := cluster.Join(cluster.Config{Endpoints: te.cfg.Cluster.Endpoints, Advertise: netip.MustParseAddr("192.0.2.9"),
+		Dial: func(ctx context.Context, address string) (net.Conn, error) { return te.dialInHost(ctx, "tcp", address) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer far.Close()
+	for _, a := range []cluster.Address{{Owner: "nameless"}, {Owner: "named", Sandbox: "web", Aliases: []string{"", "www"}}} {
+		if _, err := far.AllocateAddress(ctx, n.ID, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := te.cluster.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	te.applyCluster(ctx, st)
+	te.mu.Lock()
+	records := te.remoteRecords([]store.Network{n})
+	te.mu.Unlock()
+	if len(records) != 1 || !slices.Equal(records[0].Names, []string{"web", "www"}) {
+		t.Errorf("remote names: %+v, want web and www only", records)
 	}
 }
