@@ -86,6 +86,15 @@ func (e *Engine) mirrorOverlay(cn cluster.Network) (store.Network, error) {
 		return n, fmt.Errorf("overlay network %s: %w", cn.Name, err)
 	}
 	n.Options = cn.Options
+	// Another host chose the subnet, clear of its own routes only: here
+	// it could be the underlay's, which the bridge would take over.
+	routes, err := e.hostRoutes(netlink.FAMILY_V4)
+	if err != nil {
+		return n, err
+	}
+	if i := slices.IndexFunc(routes, cn.Subnet.Overlaps); i >= 0 {
+		return n, errdefs.Conflictf("overlay network %s: subnet %s overlaps route %s of this host: it cannot be used here", cn.Name, cn.Subnet, routes[i])
+	}
 	if n.MTU == 0 { // each host's underlay decides
 		err := e.inHost(func() (err error) {
 			n.MTU, err = overlay.MTU(n.VTEP)
@@ -95,7 +104,7 @@ func (e *Engine) mirrorOverlay(cn cluster.Network) (store.Network, error) {
 			return n, fmt.Errorf("overlay network %s: %w", cn.Name, err)
 		}
 	}
-	err := e.update(func(tx *store.Tx, undo *rollback) error {
+	err = e.update(func(tx *store.Tx, undo *rollback) error {
 		if other, err := tx.Network(n.Name); err == nil {
 			return errdefs.Conflictf("overlay network %s: this host has a network of that name already (%s)", n.Name, other.Driver)
 		}

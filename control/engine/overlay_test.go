@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ebpfnet/ebpfnet/control/cluster"
@@ -144,5 +145,34 @@ func TestRemoteNamesNeedAName(t *testing.T) {
 	te.mu.Unlock()
 	if len(records) != 1 || !slices.Equal(records[0].Names, []string{"web", "www"}) {
 		t.Errorf("remote names: %+v, want web and www only", records)
+	}
+}
+
+// An overlay network another host made on a subnet that is a route of
+// this host is not mirrored here: its bridge would take the route over.
+// This host says so and makes nothing.
+func TestOverlayOverAHostRouteIsNotMirrored(t *testing.T) {
+	te := newClusterEngine(t)
+	ctx := context.Background()
+	// As another host would: straight into the cluster, on this host's
+	// underlay subnet (192.0.2.0/24).
+	cn, err := te.cluster.CreateNetwork(ctx, cluster.NetworkSpec{ID: newID(), Name: te.name("ov"), Subnet: netip.MustParsePrefix("192.0.2.0/25")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := te.cluster.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	te.applyCluster(ctx, st)
+	if err := te.store.View(func(tx *store.Tx) error { _, err := tx.Network(cn.Name); return err }); err == nil {
+		t.Errorf("network %s on this host's underlay was mirrored", cn.Name)
+	}
+	out, _ := exec.Command("ip", "-n", filepath.Base(te.cfg.NetNS), "-o", "link").CombinedOutput()
+	if strings.Contains(string(out), "ebx-") || strings.Contains(string(out), "ebo-") {
+		t.Errorf("devices made for it:\n%s", out)
+	}
+	if _, err := te.mirrorOverlay(cn); err == nil || !strings.Contains(err.Error(), "192.0.2.0/24") {
+		t.Errorf("mirror: %v, want the route named", err)
 	}
 }
