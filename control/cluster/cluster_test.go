@@ -53,6 +53,29 @@ func (s store) join(t *testing.T, i int, ttl time.Duration) *cluster.Cluster {
 	return c
 }
 
+// mortal makes host number i join over a link the test can cut, with a
+// lease of 2 s: a host that can die.
+func (s store) mortal(t *testing.T, i int) (*cluster.Cluster, *cuttable) {
+	t.Helper()
+	link := &cuttable{dial: s.dial}
+	c, err := cluster.Join(cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(i), Dial: link.Dial, LeaseTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, link
+}
+
+// overlay creates the network "ov" from host c.
+func overlay(t *testing.T, c *cluster.Cluster) cluster.Network {
+	t.Helper()
+	n, err := c.CreateNetwork(context.Background(), cluster.NetworkSpec{ID: "net1", Name: "ov"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 func hostAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}) }
 
 func TestParseStore(t *testing.T) {
@@ -184,22 +207,13 @@ func TestAddressesAcrossHosts(t *testing.T) {
 }
 
 // A host that stops renewing its lease, as a killed daemon does, leaves
-// the cluster with its addresses once the lease runs out; one that leaves
-// (Close) does so at once.
+// the cluster with its addresses once the lease runs out.
 func TestLeaseExpiry(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
 	a := s.join(t, 1, 0)
-	n, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	link := &cuttable{dial: s.dial}
-	b, err := cluster.Join(cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(2), Dial: link.Dial, LeaseTTL: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	n := overlay(t, a)
+	b, link := s.mortal(t, 2)
 	if _, err := b.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "ep", Sandbox: "web"}); err != nil {
 		t.Fatal(err)
 	}
@@ -322,10 +336,7 @@ func TestRejoinKeepsLease(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
 	a := s.join(t, 1, 0)
-	n, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := overlay(t, a)
 	cfg := cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(2), Dial: s.dial, LeaseTTL: 3 * time.Second}
 	b, err := cluster.Join(cfg)
 	if err != nil {
@@ -420,16 +431,8 @@ func TestRetakeMovesToTheCurrentLease(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
 	a := s.join(t, 1, 0)
-	n, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	link := &cuttable{dial: s.dial}
-	old, err := cluster.Join(cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(2), Dial: link.Dial, LeaseTTL: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { old.Close() })
+	n := overlay(t, a)
+	old, link := s.mortal(t, 2)
 	addr, err := old.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "ep", Sandbox: "web"})
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
@@ -26,13 +27,21 @@ type testEngine struct {
 	prefix string
 }
 
-func newTestEngine(t *testing.T) testEngine {
+func newTestEngine(t *testing.T) testEngine { return newTestEngineWith(t, nil) }
+
+// newTestEngineWith is newTestEngine with prepare run on its host
+// namespace before the engine starts; the cluster prepare returns, if
+// any, is the one the engine joins.
+func newTestEngineWith(t *testing.T, prepare func(hostNS string) *cluster.Config) testEngine {
 	t.Helper()
 	testenv.RequirePrivileges(t)
 	prefix, dir := testenv.Prefix("ect"), t.TempDir()
 	resolv := testenv.ResolvConf(t, dir)
 	cfg := Config{StateDir: filepath.Join(dir, "state"), BPFFS: "/sys/fs/bpf/" + prefix, NetNS: testenv.HostNamespace(t, prefix+"-host"),
 		Runtime: &sandbox.Runtime{NetnsDir: sandbox.DefaultNetnsDir, EtcDir: filepath.Join(dir, "etc")}, ResolvConf: resolv}
+	if prepare != nil {
+		cfg.Cluster = prepare(cfg.NetNS)
+	}
 	e, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -12,10 +11,8 @@ import (
 	"testing"
 
 	"github.com/ebpfnet/ebpfnet/control/cluster"
-	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/test/testbed"
-	"github.com/ebpfnet/ebpfnet/test/testenv"
 )
 
 // newClusterEngine is a test engine that joined a one-member cluster of
@@ -23,34 +20,21 @@ import (
 // holding the advertise address.
 func newClusterEngine(t *testing.T) testEngine {
 	t.Helper()
-	testenv.RequirePrivileges(t)
-	prefix, dir := testenv.Prefix("ect"), t.TempDir()
-	hostNS := testenv.HostNamespace(t, prefix+"-host")
-	advertise := netip.MustParseAddr("192.0.2.1")
-	for _, args := range [][]string{
-		{"link", "add", "under0", "type", "veth", "peer", "name", "under1"},
-		{"addr", "add", advertise.String() + "/24", "dev", "under0"},
-		{"link", "set", "under0", "up"},
-		{"link", "set", "under1", "up"},
-	} {
-		if out, err := exec.Command("ip", append([]string{"-n", filepath.Base(hostNS)}, args...)...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v: %s", args, err, out)
+	return newTestEngineWith(t, func(hostNS string) *cluster.Config {
+		advertise := netip.MustParseAddr("192.0.2.1")
+		for _, args := range [][]string{
+			{"link", "add", "under0", "type", "veth", "peer", "name", "under1"},
+			{"addr", "add", advertise.String() + "/24", "dev", "under0"},
+			{"link", "set", "under0", "up"},
+			{"link", "set", "under1", "up"},
+		} {
+			if out, err := exec.Command("ip", append([]string{"-n", filepath.Base(hostNS)}, args...)...).CombinedOutput(); err != nil {
+				t.Fatalf("ip %v: %v: %s", args, err, out)
+			}
 		}
-	}
-	etcd := testbed.StartEtcd(t, testbed.EtcdMember{NetNS: hostNS, Addr: netip.MustParseAddr("127.0.0.1")})
-	cfg := Config{StateDir: filepath.Join(dir, "state"), BPFFS: "/sys/fs/bpf/" + prefix, NetNS: hostNS,
-		Runtime: &sandbox.Runtime{NetnsDir: sandbox.DefaultNetnsDir, EtcDir: filepath.Join(dir, "etc")}, ResolvConf: testenv.ResolvConf(t, dir),
-		Cluster: &cluster.Config{Endpoints: etcd.Endpoints(), Advertise: advertise}}
-	e, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := errors.Join(e.Close(), Reset(cfg)); err != nil {
-			t.Errorf("clean up: %v", err)
-		}
+		etcd := testbed.StartEtcd(t, testbed.EtcdMember{NetNS: hostNS, Addr: netip.MustParseAddr("127.0.0.1")})
+		return &cluster.Config{Endpoints: etcd.Endpoints(), Advertise: advertise}
 	})
-	return testEngine{e, prefix}
 }
 
 // A state of the cluster read before this host's own change, applied
