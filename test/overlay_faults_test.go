@@ -108,8 +108,8 @@ func partition(t *testing.T, h *testbed.Host) (heal func()) {
 
 // The faults a cluster of hosts must ride out, each with a flow across
 // hosts running through it: a daemon restart, one etcd member down, etcd
-// out of reach of one host (shorter and longer than the lease), and a
-// host gone for good.
+// out of reach of one host (shorter and longer than the lease, and a
+// daemon restart meanwhile), and a host gone for good.
 func TestOverlayFaults(t *testing.T) {
 	c := testbed.NewCluster(t, 3)
 	h0, h1, h2 := c.Hosts[0], c.Hosts[1], c.Hosts[2]
@@ -172,6 +172,26 @@ func TestOverlayFaults(t *testing.T) {
 	waitNetwork(t, h2, ov3)
 	h2.MustCLI("sandbox", "create", late, "--network", ov)
 	n = cv.check(t, "after etcd came back", n)
+
+	// A daemon restarted while etcd is out of reach starts all the same,
+	// keeps its networks and the flow, and joins when etcd is back, with
+	// the lease it had: the others never drop its endpoints.
+	heal = partition(t, h2)
+	h2.Stop(syscall.SIGTERM)
+	h2.Start()
+	if st := h2.Status(); st.Cluster == nil || !strings.Contains(st.Cluster.Error, "unreachable") {
+		t.Errorf("status of a host that cannot reach etcd: %+v", st.Cluster)
+	}
+	n = cv.check(t, "after host 2's daemon restarted with etcd out of reach", n)
+	heal()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if st := h2.Status(); st.Cluster != nil && st.Cluster.Error == "" {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("host 2 not in the cluster 10 s after etcd came back: %+v", st.Cluster)
+		}
+	}
+	n = cv.check(t, "after host 2 joined again", n)
 
 	// Longer than the lease: the others drop host 2's endpoints; once back
 	// it takes them again and the flow resumes (a new connection: the old

@@ -33,6 +33,9 @@ const prefix = "/ebpfnet/v1/"
 // others soon stop sending to a host that died.
 const DefaultLeaseTTL = 10 * time.Second
 
+// joinTimeout bounds Join's first try to register.
+const joinTimeout = 2 * time.Second
+
 // requestTimeout bounds every request to etcd, so that a write fails with
 // a clear error instead of hanging while the store is unreachable.
 const requestTimeout = 5 * time.Second
@@ -80,7 +83,12 @@ type Cluster struct {
 	log    *slog.Logger
 
 	mu    sync.Mutex
-	lease clientv3.LeaseID // this host's, renewed by keepAlive
+	lease clientv3.LeaseID // this host's, renewed by keepAlive; 0: none now
+	// lapsed is the lease held before the one being taken: Config.Lease,
+	// then each one that lapsed.
+	lapsed clientv3.LeaseID
+	// registering lets one registration run at a time.
+	registering sync.Mutex
 
 	// written is the revision of this host's newest write (Written).
 	written atomic.Int64
@@ -96,9 +104,10 @@ type Host struct {
 	Joined    time.Time  `json:"joined"`
 }
 
-// Join connects to etcd, takes a lease and registers this host. It fails
-// when etcd cannot be reached: a daemon told to join a cluster does not
-// start without one.
+// Join connects to etcd, takes a lease and registers this host. With etcd
+// out of reach it still returns, and keeps trying: a host that restarts
+// during an outage of the store keeps its networks and forwarding, and
+// joins when the store answers. Until then what needs the lease fails.
 func Join(cfg Config) (*Cluster, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, errdefs.Invalidf("no cluster store endpoints given")
@@ -129,10 +138,15 @@ func Join(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to cluster store %s: %w", strings.Join(cfg.Endpoints, ","), err)
 	}
-	c := &Cluster{cfg: cfg, client: client, log: cfg.Log, stopped: make(chan struct{})}
-	if err := c.register(clientv3.LeaseID(cfg.Lease)); err != nil {
-		client.Close()
-		return nil, err
+	c := &Cluster{cfg: cfg, client: client, log: cfg.Log, stopped: make(chan struct{}), lapsed: clientv3.LeaseID(cfg.Lease)}
+	// A short first try: out of reach, the daemon starts without waiting
+	// out a request's whole budget, and keepAlive goes on trying.
+	if err := c.register(c.previous(), joinTimeout); err != nil {
+		if !isUnreachable(err) {
+			client.Close()
+			return nil, err
+		}
+		c.log.Warn("cluster store out of reach: this host joins when it answers", "store", strings.Join(cfg.Endpoints, ","), "err", err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	c.stop = stop
@@ -141,18 +155,24 @@ func Join(cfg Config) (*Cluster, error) {
 }
 
 // register takes a lease, the one held before while it lives, and writes
-// the host record under it.
-func (c *Cluster) register(previous clientv3.LeaseID) error {
-	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+// the host record under it, unless the host has a lease already (another
+// registration made it first): keepAlive's, or a request's (registered).
+func (c *Cluster) register(previous clientv3.LeaseID, budget time.Duration) error {
+	c.registering.Lock()
+	defer c.registering.Unlock()
+	if c.currentLease() != 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
 	lease, err := c.keepOrGrant(ctx, previous)
 	if err != nil {
-		return c.unreachable("take a lease", err)
+		return err
 	}
 	hostname, _ := os.Hostname()
 	rec, _ := json.Marshal(Host{Advertise: c.cfg.Advertise, Hostname: hostname, Joined: time.Now().UTC()})
 	if _, err := c.client.Put(ctx, hostKey(c.cfg.Advertise), string(rec), clientv3.WithLease(lease)); err != nil {
-		return c.unreachable("register host "+c.cfg.Advertise.String(), err)
+		return err
 	}
 	c.mu.Lock()
 	c.lease = lease
@@ -182,27 +202,52 @@ func (c *Cluster) keepOrGrant(ctx context.Context, previous clientv3.LeaseID) (c
 func (c *Cluster) keepAlive(ctx context.Context) {
 	defer close(c.stopped)
 	for {
-		renewals, err := c.client.KeepAlive(ctx, c.currentLease())
-		if err == nil {
-			for range renewals {
+		if lease := c.currentLease(); lease != 0 {
+			renewals, err := c.client.KeepAlive(ctx, lease)
+			if err == nil {
+				for range renewals {
+				}
 			}
+			if ctx.Err() != nil {
+				return
+			}
+			c.log.Warn("cluster lease lapsed: registering this host again", "advertise", c.cfg.Advertise, "err", err)
+			c.mu.Lock()
+			c.lease, c.lapsed = 0, lease
+			c.mu.Unlock()
 		}
-		if ctx.Err() != nil {
-			return
-		}
-		c.log.Warn("cluster lease lapsed: registering this host again", "advertise", c.cfg.Advertise, "err", err)
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(time.Second):
 			}
-			if err := c.register(0); err == nil {
-				c.log.Info("registered in the cluster again", "advertise", c.cfg.Advertise)
+			if err := c.register(c.previous(), requestTimeout); err == nil {
+				c.log.Info("registered in the cluster", "advertise", c.cfg.Advertise, "lease", fmt.Sprintf("%x", int64(c.currentLease())))
 				break
 			}
 		}
 	}
+}
+
+// registered returns this host's lease, registering first when it has
+// none (etcd has not answered since Join, or the lease lapsed): a request
+// need not wait for keepAlive's next attempt once etcd answers again.
+func (c *Cluster) registered() (clientv3.LeaseID, error) {
+	if lease := c.currentLease(); lease != 0 {
+		return lease, nil
+	}
+	if err := c.register(c.previous(), requestTimeout); err != nil {
+		return 0, c.unreachable("register host "+c.cfg.Advertise.String(), err)
+	}
+	return c.currentLease(), nil
+}
+
+// previous is the lease to keep, if it lives, at the next registration.
+func (c *Cluster) previous() clientv3.LeaseID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lapsed
 }
 
 func (c *Cluster) currentLease() clientv3.LeaseID {
@@ -258,6 +303,9 @@ func (c *Cluster) Status(ctx context.Context) (Status, error) {
 	defer cancel()
 	lease := c.currentLease()
 	s := Status{Endpoints: c.cfg.Endpoints, Advertise: c.cfg.Advertise, Lease: fmt.Sprintf("%x", int64(lease))}
+	if lease == 0 {
+		return s, c.unreachable("read the lease: this host has none yet", context.DeadlineExceeded)
+	}
 	ttl, err := c.client.TimeToLive(ctx, lease)
 	if err != nil {
 		return s, c.unreachable("read the lease", err)
@@ -296,6 +344,11 @@ func (c *Cluster) again(ctx context.Context, err error) bool {
 
 // unreachable names what could not be done, and says so plainly when the
 // store did not answer in time.
+// isUnreachable reports whether err says no member answered.
+func isUnreachable(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded || status.Code(err) == codes.Unavailable
+}
+
 func (c *Cluster) unreachable(what string, err error) error {
 	store := strings.Join(c.cfg.Endpoints, ",")
 	switch {

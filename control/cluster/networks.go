@@ -268,6 +268,10 @@ type Address struct {
 // the same owner returns it.
 func (c *Cluster) AllocateAddress(ctx context.Context, networkID string, ep Address) (netip.Addr, error) {
 	owner, want := ep.Owner, ep.Addr
+	lease, err := c.registered()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("allocate an address: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	for range attempts {
@@ -300,14 +304,14 @@ func (c *Cluster) AllocateAddress(ctx context.Context, networkID string, ep Addr
 		// as a new one: it would go when the old one ends).
 		free := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
 		if i := slices.IndexFunc(kvs, func(kv *mvccKV) bool { return string(kv.Key) == key }); i >= 0 {
-			if clientv3.LeaseID(kvs[i].Lease) == c.currentLease() {
+			if clientv3.LeaseID(kvs[i].Lease) == lease {
 				return addr, nil
 			}
 			free = clientv3.Compare(clientv3.ModRevision(key), "=", kvs[i].ModRevision)
 		}
 		txn, err := c.client.Txn(ctx).
 			If(free, clientv3.Compare(clientv3.CreateRevision(networkKey(networkID)), "!=", 0)).
-			Then(clientv3.OpPut(key, string(rec), clientv3.WithLease(c.currentLease()))).
+			Then(clientv3.OpPut(key, string(rec), clientv3.WithLease(lease))).
 			Commit()
 		if c.again(ctx, err) {
 			continue // it may have been written: the next read finds it owner's

@@ -329,7 +329,7 @@ func (e *Engine) applyCluster(ctx context.Context, st cluster.State) {
 // daemon to keep (cluster.Config.Lease).
 func (e *Engine) recordLease() {
 	lease := e.cluster.Lease()
-	if lease == e.lease {
+	if lease == e.lease || lease == 0 { // 0: none now, the last one may come back
 		return
 	}
 	err := e.store.Update(func(tx *store.Tx) error { return tx.PutClusterLease(lease) })
