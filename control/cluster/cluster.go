@@ -342,13 +342,13 @@ func (c *Cluster) again(ctx context.Context, err error) bool {
 	return ctx.Err() == nil
 }
 
-// unreachable names what could not be done, and says so plainly when the
-// store did not answer in time.
 // isUnreachable reports whether err says no member answered.
 func isUnreachable(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded || status.Code(err) == codes.Unavailable
 }
 
+// unreachable names what could not be done, and says so plainly when the
+// store did not answer in time.
 func (c *Cluster) unreachable(what string, err error) error {
 	store := strings.Join(c.cfg.Endpoints, ",")
 	switch {

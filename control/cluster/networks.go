@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/ipam"
 )
 
 // VNIs of overlay networks, as Docker's overlay driver hands them out:
@@ -151,13 +152,12 @@ func (c *Cluster) choose(spec NetworkSpec, nets []Network) (Network, error) {
 		return n, errdefs.Conflictf("no free VNI left in %d-%d for network %s: remove an overlay network first", firstVNI, lastVNI, spec.Name)
 	}
 	if !n.Subnet.IsValid() {
-		for s := netip.PrefixFrom(defaultPool.Addr(), 24); defaultPool.Contains(s.Addr()); s = nextPrefix(s) {
-			if !slices.ContainsFunc(nets, func(o Network) bool { return o.Subnet.Overlaps(s) }) && !slices.ContainsFunc(spec.Avoid, s.Overlaps) {
-				n.Subnet = s
-				break
-			}
+		used := slices.Clone(spec.Avoid)
+		for _, o := range nets {
+			used = append(used, o.Subnet)
 		}
-		if !n.Subnet.IsValid() {
+		var err error
+		if n.Subnet, err = ipam.FreeSubnet(ipam.Split(defaultPool, 24), used); err != nil {
 			return n, errdefs.Conflictf("no free /24 left in %s for network %s: give it a --subnet", defaultPool, spec.Name)
 		}
 	}
@@ -175,14 +175,6 @@ func freeVNI(used map[uint32]bool, first, last uint32) (uint32, bool) {
 		}
 	}
 	return 0, false
-}
-
-// nextPrefix is the prefix of the same length right after p.
-func nextPrefix(p netip.Prefix) netip.Prefix {
-	a := p.Addr().As4()
-	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
-	v += 1 << (32 - p.Bits())
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), p.Bits())
 }
 
 // Networks lists the overlay networks.
@@ -330,40 +322,26 @@ func (c *Cluster) AllocateAddress(ctx context.Context, networkID string, ep Addr
 	return netip.Addr{}, errdefs.Conflictf("allocate an address on network %s: other hosts kept taking addresses; try again", networkID)
 }
 
-// pick chooses owner's address among the free ones of n.
+// pick chooses owner's address on n: the one it holds, want, or the
+// lowest free one, by the pool rules every network's addresses follow.
 func pick(n Network, taken []Address, owner string, want netip.Addr) (netip.Addr, error) {
 	for _, a := range taken {
 		if a.Owner == owner && (!want.IsValid() || a.Addr == want) {
 			return a.Addr, nil
 		}
 	}
-	isTaken := func(a netip.Addr) bool {
-		return a == n.Gateway || slices.ContainsFunc(taken, func(t Address) bool { return t.Addr == a })
+	p, err := ipam.NewPool(n.Subnet, netip.Prefix{}, n.Gateway)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("network %s: %w", n.Name, err)
 	}
-	last := lastAddr(n.Subnet)
-	if want.IsValid() {
-		if !n.Subnet.Contains(want) || want == n.Subnet.Addr() || want == last {
-			return want, errdefs.Invalidf("address %s is not a host address of network %s (%s)", want, n.Name, n.Subnet)
-		}
-		if isTaken(want) {
-			return want, errdefs.Conflictf("address %s is already in use on network %s", want, n.Name)
-		}
-		return want, nil
+	for _, a := range taken {
+		p.AllocateStatic(a.Addr) // a record's, checked by its writer
 	}
-	for a := n.Subnet.Addr().Next(); a != last; a = a.Next() {
-		if !isTaken(a) {
-			return a, nil
-		}
+	a, err := p.Take(want)
+	if err != nil {
+		return a, fmt.Errorf("network %s: %w", n.Name, err)
 	}
-	return netip.Addr{}, errdefs.Conflictf("no free address left on network %s (%s)", n.Name, n.Subnet)
-}
-
-// lastAddr is the broadcast address of an IPv4 subnet.
-func lastAddr(p netip.Prefix) netip.Addr {
-	a := p.Addr().As4()
-	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
-	v |= 1<<(32-p.Bits()) - 1
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	return a, nil
 }
 
 // ReleaseAddress gives back owner's address on a network; one another

@@ -207,16 +207,20 @@ func Allocate(ps Pools, id string, static netip.Addr) (netip.Addr, error) {
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	a := static
-	if a.IsValid() {
-		err = p.AllocateStatic(a)
-	} else {
-		a, err = p.Allocate()
-	}
+	a, err := p.Take(static)
 	if err != nil {
 		return netip.Addr{}, err
 	}
 	return a, ps.PutPool(p)
+}
+
+// Take takes static when it is valid (see AllocateStatic), the next free
+// address otherwise (Allocate).
+func (p *Pool) Take(static netip.Addr) (netip.Addr, error) {
+	if static.IsValid() {
+		return static, p.AllocateStatic(static)
+	}
+	return p.Allocate()
 }
 
 // Release returns an address to pool id; releasing a free one is a no-op.
@@ -238,8 +242,8 @@ func DefaultPools() iter.Seq[netip.Prefix] {
 				return
 			}
 		}
-		for b := 0; b < 256; b += 16 {
-			if !yield(netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(b), 0}), 20)) {
+		for p := range Split(netip.MustParsePrefix("192.168.0.0/16"), 20) {
+			if !yield(p) {
 				return
 			}
 		}
@@ -265,16 +269,35 @@ func ULABase(hostID string) netip.Prefix {
 
 // DefaultPools6 are the 65536 /64s of a /48 (ULABase), in order: Docker's
 // default IPv6 pool splits its /48 into /64s.
-func DefaultPools6(base48 netip.Prefix) iter.Seq[netip.Prefix] {
+func DefaultPools6(base48 netip.Prefix) iter.Seq[netip.Prefix] { return Split(base48.Masked(), 64) }
+
+// Split cuts p into its subnets of length bits, in order; none when bits
+// is shorter than p's or longer than its family's addresses.
+func Split(p netip.Prefix, bits int) iter.Seq[netip.Prefix] {
 	return func(yield func(netip.Prefix) bool) {
-		a := base48.Masked().Addr().As16()
-		for i := range 1 << 16 {
-			a[6], a[7] = byte(i>>8), byte(i)
-			if !yield(netip.PrefixFrom(netip.AddrFrom16(a), 64)) {
+		if bits < p.Bits() || bits > p.Addr().BitLen() {
+			return
+		}
+		for a, ok := p.Masked().Addr(), true; ok && p.Contains(a); a, ok = addAtBit(a, bits) {
+			if !yield(netip.PrefixFrom(a, bits)) {
 				return
 			}
 		}
 	}
+}
+
+// addAtBit adds one at the last bit of a prefix of length bits of a:
+// the start of the next such prefix; false past the family's last one.
+func addAtBit(a netip.Addr, bits int) (netip.Addr, bool) {
+	b := a.AsSlice()
+	i := (bits - 1) / 8
+	carry := uint(0x80 >> ((bits - 1) % 8))
+	for ; i >= 0 && carry != 0; i-- {
+		sum := uint(b[i]) + carry
+		b[i], carry = byte(sum), sum>>8
+	}
+	next, _ := netip.AddrFromSlice(b)
+	return next, carry == 0
 }
 
 // FreeSubnet returns the first of the default pools that overlaps none of

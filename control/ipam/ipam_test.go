@@ -309,3 +309,39 @@ func TestDefaultPools6(t *testing.T) {
 		t.Fatal("want an error when a route covers the whole ULA /48")
 	}
 }
+
+// Split yields every subnet of the length asked, in order, across byte
+// boundaries and up to the family's last address, and nothing for a
+// length it cannot cut.
+func TestSplit(t *testing.T) {
+	collect := func(p string, bits int) []string {
+		var out []string
+		for s := range Split(netip.MustParsePrefix(p), bits) {
+			out = append(out, s.String())
+		}
+		return out
+	}
+	for _, c := range []struct {
+		p    string
+		bits int
+		want []string
+	}{
+		{"10.0.254.0/23", 24, []string{"10.0.254.0/24", "10.0.255.0/24"}},
+		{"10.0.0.0/22", 23, []string{"10.0.0.0/23", "10.0.2.0/23"}},
+		{"255.255.255.252/30", 31, []string{"255.255.255.252/31", "255.255.255.254/31"}},
+		{"fd00:0:0:fffe::/63", 64, []string{"fd00:0:0:fffe::/64", "fd00:0:0:ffff::/64"}},
+		{"10.0.0.0/24", 16, nil},
+		{"10.0.0.0/24", 33, nil},
+	} {
+		if got := collect(c.p, c.bits); !slices.Equal(got, c.want) {
+			t.Errorf("Split(%s, %d) = %v, want %v", c.p, c.bits, got, c.want)
+		}
+	}
+	n := 0
+	for range Split(netip.MustParsePrefix("10.0.0.0/8"), 24) {
+		n++
+	}
+	if n != 1<<16 {
+		t.Errorf("10.0.0.0/8 in /24s: %d, want 65536", n)
+	}
+}
