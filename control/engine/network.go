@@ -127,10 +127,6 @@ func (e *Engine) choosePool(tx *store.Tx, spec PoolSpec, v6 bool) (p ipam.Pool, 
 		return p, true, err
 	}
 	subnet := spec.Subnet
-	taken, err := poolUsers(tx)
-	if err != nil {
-		return p, false, err
-	}
 	if !subnet.IsValid() {
 		if spec.Gateway.IsValid() {
 			return p, false, errdefs.Invalidf("gateway %s needs a subnet to lie in", spec.Gateway)
@@ -138,22 +134,15 @@ func (e *Engine) choosePool(tx *store.Tx, spec PoolSpec, v6 bool) (p ipam.Pool, 
 		if spec.IPRange.IsValid() {
 			return p, false, errdefs.Invalidf("ip range %s needs a subnet to lie in", spec.IPRange)
 		}
-		used, err := e.hostRoutes(family)
+		used, err := e.usedSubnets(tx, family)
 		if err != nil {
 			return p, false, err
-		}
-		for p := range taken {
-			used = append(used, p)
 		}
 		if subnet, err = ipam.FreeSubnet(defaults, used); err != nil {
 			return p, false, err
 		}
-	} else {
-		for p, user := range taken {
-			if p.Overlaps(subnet) {
-				return ipam.Pool{}, false, errdefs.Conflictf("subnet %s overlaps subnet %s of %s", subnet, p, user)
-			}
-		}
+	} else if err := checkFreeOfPools(tx, subnet); err != nil {
+		return ipam.Pool{}, false, err
 	}
 	if p, err = ipam.NewPool(subnet, spec.IPRange, spec.Gateway); err != nil {
 		return p, false, err
@@ -193,6 +182,35 @@ func familyName(v6 bool) string {
 }
 
 const requestedPoolUser = "a pool requested through IPAM"
+
+// usedSubnets are what a subnet chosen for a network keeps clear of: the
+// destinations routed on the host (of family) and the pools of its
+// networks.
+func (e *Engine) usedSubnets(tx *store.Tx, family int) ([]netip.Prefix, error) {
+	used, err := e.hostRoutes(family)
+	if err != nil {
+		return nil, err
+	}
+	taken, err := poolUsers(tx)
+	for p := range taken {
+		used = append(used, p)
+	}
+	return used, err
+}
+
+// checkFreeOfPools refuses a subnet that overlaps a pool of the host's.
+func checkFreeOfPools(tx *store.Tx, subnet netip.Prefix) error {
+	taken, err := poolUsers(tx)
+	if err != nil {
+		return err
+	}
+	for p, user := range taken {
+		if p.Overlaps(subnet) {
+			return errdefs.Conflictf("subnet %s overlaps subnet %s of %s", subnet, p, user)
+		}
+	}
+	return nil
+}
 
 // poolUsers names, by subnet, who holds every pool: a network, or nobody
 // yet for a pool requested on its own.

@@ -46,18 +46,12 @@ func (e *Engine) createOverlay(n store.Network, spec NetworkSpec) (store.Network
 	}
 	// A subnet the cluster chooses keeps clear of this host's routes and
 	// networks, as a bridge network's does (choosePool).
-	avoid, err := e.hostRoutes(netlink.FAMILY_V4)
-	if err != nil {
-		return n, err
-	}
-	err = e.store.View(func(tx *store.Tx) error {
+	var avoid []netip.Prefix
+	err := e.store.View(func(tx *store.Tx) (err error) {
 		if _, err := tx.Network(n.Name); err == nil {
 			return errdefs.Conflictf("network %s already exists", n.Name)
 		}
-		taken, err := poolUsers(tx)
-		for p := range taken {
-			avoid = append(avoid, p)
-		}
+		avoid, err = e.usedSubnets(tx, netlink.FAMILY_V4)
 		return err
 	})
 	if err != nil {
@@ -108,18 +102,12 @@ func (e *Engine) mirrorOverlay(cn cluster.Network) (store.Network, error) {
 		if other, err := tx.Network(n.Name); err == nil {
 			return errdefs.Conflictf("overlay network %s: this host has a network of that name already (%s)", n.Name, other.Driver)
 		}
-		pool, err := ipam.NewPool(cn.Subnet, ipamNoRange, cn.Gateway)
+		pool, err := ipam.NewPool(cn.Subnet, netip.Prefix{}, cn.Gateway) // no range: the whole subnet
 		if err != nil {
 			return fmt.Errorf("overlay network %s: %w", n.Name, err)
 		}
-		taken, err := poolUsers(tx)
-		if err != nil {
-			return err
-		}
-		for p, user := range taken {
-			if p.Overlaps(pool.Subnet) {
-				return errdefs.Conflictf("overlay network %s: subnet %s overlaps subnet %s of %s on this host", n.Name, pool.Subnet, p, user)
-			}
+		if err := checkFreeOfPools(tx, pool.Subnet); err != nil {
+			return fmt.Errorf("overlay network %s on this host: %w", n.Name, err)
 		}
 		pool.ID = newID()
 		if err := tx.PutPool(pool); err != nil {
@@ -136,9 +124,6 @@ func (e *Engine) mirrorOverlay(cn cluster.Network) (store.Network, error) {
 	})
 	return n, err
 }
-
-// ipamNoRange is an overlay pool's range: none, the whole subnet.
-var ipamNoRange = netip.Prefix{}
 
 // putTunnel registers the network's VXLAN device in the maps as a port
 // of the network, so frames from other hosts' endpoints are bridged to
