@@ -111,7 +111,11 @@ func partition(t *testing.T, h *testbed.Host) (heal func()) {
 // out of reach of one host (shorter and longer than the lease, and a
 // daemon restart meanwhile), and a host gone for good.
 func TestOverlayFaults(t *testing.T) {
+	began := time.Now()
+	// phase marks where a failure happened, and when.
+	phase := func(what string) { t.Logf("%4.1f s: %s", time.Since(began).Seconds(), what) }
 	c := testbed.NewCluster(t, 3)
+	phase("three hosts up")
 	h0, h1, h2 := c.Hosts[0], c.Hosts[1], c.Hosts[2]
 	ov := h0.Name("ov")
 	h0.MustCLI("network", "create", "-d", "overlay", ov)
@@ -128,6 +132,7 @@ func TestOverlayFaults(t *testing.T) {
 	cv := converse(t, h0.NS(sbs[0]), s2IP)
 	n := cv.check(t, "before any fault", 0)
 
+	phase("a daemon restart")
 	// A daemon restart: it keeps its lease, the others never see its
 	// endpoints go, the flow never stops.
 	h2.Stop(syscall.SIGTERM)
@@ -135,6 +140,7 @@ func TestOverlayFaults(t *testing.T) {
 	h2.Start()
 	n = cv.check(t, "after host 2's daemon restarted", n)
 
+	phase("one etcd member of three down")
 	// One etcd member of three down: creates still work.
 	c.Etcd.Stop(0)
 	ov2 := h1.Name("ov2")
@@ -149,10 +155,22 @@ func TestOverlayFaults(t *testing.T) {
 	c.Etcd.Start(0)
 	c.Etcd.WaitHealthy(0)
 
+	phase("etcd out of reach of host 2, for less than the lease")
 	// etcd out of reach of host 2, for less than the lease: its datapath
 	// keeps forwarding, its writes fail saying why and change nothing,
-	// and it catches up when etcd is back.
+	// and it catches up on a network created meanwhile when etcd is back.
+	// The cut lasts about a request's budget (the failed create), well
+	// within a lease renewed every tenth of its TTL.
 	heal := partition(t, h2)
+	ov3 := h0.Name("ov3")
+	created := make(chan error, 1)
+	go func() {
+		out, err := h0.CLI("network", "create", "-d", "overlay", ov3)
+		if err != nil {
+			err = fmt.Errorf("%w: %s", err, out)
+		}
+		created <- err
+	}()
 	late := h2.Name("late")
 	start := time.Now()
 	out, err := h2.CLI("sandbox", "create", late, "--network", ov)
@@ -165,14 +183,16 @@ func TestOverlayFaults(t *testing.T) {
 	if _, err := h2.CLI("sandbox", "inspect", late); err == nil {
 		t.Error("the failed create left a sandbox")
 	}
-	ov3 := h0.Name("ov3")
-	h0.MustCLI("network", "create", "-d", "overlay", ov3)
+	if err := <-created; err != nil {
+		t.Fatalf("create a network on host 0 while host 2 is cut off: %v", err)
+	}
 	n = cv.check(t, "with etcd out of reach of host 2", n)
 	heal()
 	waitNetwork(t, h2, ov3)
 	h2.MustCLI("sandbox", "create", late, "--network", ov)
 	n = cv.check(t, "after etcd came back", n)
 
+	phase("a daemon restarted while etcd is out of reach")
 	// A daemon restarted while etcd is out of reach starts all the same,
 	// keeps its networks and the flow, and joins when etcd is back, with
 	// the lease it had: the others never drop its endpoints.
@@ -193,6 +213,7 @@ func TestOverlayFaults(t *testing.T) {
 	}
 	n = cv.check(t, "after host 2 joined again", n)
 
+	phase("etcd out of reach of host 2 for longer than the lease")
 	// Longer than the lease: the others drop host 2's endpoints; once back
 	// it takes them again and the flow resumes (a new connection: the old
 	// one may have timed out meanwhile).
@@ -209,6 +230,7 @@ func TestOverlayFaults(t *testing.T) {
 	}
 	h0.MustReach(sbs[0], s2IP)
 
+	phase("a host killed for good")
 	// A host killed for good: after its lease, the others forget its
 	// endpoints, their names included.
 	s1IP := h1.IP(sbs[1], ov)

@@ -196,36 +196,36 @@ func (c *Cluster) keepOrGrant(ctx context.Context, previous clientv3.LeaseID) (c
 	return lease.ID, nil
 }
 
-// keepAlive renews the lease until Close. A lease that lapsed (etcd was
-// out of reach longer than its TTL) is replaced, and the host registered
-// again, once etcd answers.
+// keepAlive renews the lease until Close, every tenth of its TTL rather
+// than etcd's client's third: an outage of etcd that begins just before a
+// renewal is ridden out as well as one just after, for nearly the whole
+// TTL. A lease that lapsed (etcd was out of reach longer than that) is
+// replaced, and the host registered again, once etcd answers.
 func (c *Cluster) keepAlive(ctx context.Context) {
 	defer close(c.stopped)
 	for {
-		if lease := c.currentLease(); lease != 0 {
-			renewals, err := c.client.KeepAlive(ctx, lease)
-			if err == nil {
-				for range renewals {
-				}
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			c.log.Warn("cluster lease lapsed: registering this host again", "advertise", c.cfg.Advertise, "err", err)
-			c.mu.Lock()
-			c.lease, c.lapsed = 0, lease
-			c.mu.Unlock()
-		}
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
+		lease := c.currentLease()
+		if lease == 0 {
 			if err := c.register(c.previous(), requestTimeout); err == nil {
 				c.log.Info("registered in the cluster", "advertise", c.cfg.Advertise, "lease", fmt.Sprintf("%x", int64(c.currentLease())))
-				break
+				continue
 			}
+			sleep(ctx, time.Second)
+		} else {
+			renew, cancel := context.WithTimeout(ctx, requestTimeout)
+			_, err := c.client.KeepAliveOnce(renew, lease)
+			cancel()
+			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				c.log.Warn("cluster lease lapsed: registering this host again", "advertise", c.cfg.Advertise)
+				c.lapse(lease)
+				continue
+			}
+			// Out of reach: try again at the next renewal, while the
+			// lease lasts.
+			sleep(ctx, c.cfg.LeaseTTL/10)
+		}
+		if ctx.Err() != nil {
+			return
 		}
 	}
 }
@@ -241,6 +241,16 @@ func (c *Cluster) registered() (clientv3.LeaseID, error) {
 		return 0, c.unreachable("register host "+c.cfg.Advertise.String(), err)
 	}
 	return c.currentLease(), nil
+}
+
+// lapse records that lease ended, unless the host holds another by now
+// (a request found the lease gone first and registered again).
+func (c *Cluster) lapse(lease clientv3.LeaseID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lease == lease {
+		c.lease, c.lapsed = 0, lease
+	}
 }
 
 // previous is the lease to keep, if it lives, at the next registration.
@@ -324,27 +334,44 @@ func (c *Cluster) Hosts(ctx context.Context) ([]Host, error) {
 func list[T record](ctx context.Context, c *Cluster, p string) ([]T, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	resp, err := c.client.Get(ctx, p, clientv3.WithPrefix())
-	if err != nil {
-		return nil, c.unreachable("read "+p, err)
+	for {
+		resp, err := c.client.Get(ctx, p, clientv3.WithPrefix())
+		if c.again(ctx, err) {
+			continue
+		}
+		if err != nil {
+			return nil, c.unreachable("read "+p, err)
+		}
+		return decodeAll[T](c.log, resp.Kvs), nil
 	}
-	return decodeAll[T](c.log, resp.Kvs), nil
 }
 
 // again reports whether a request that failed with err should be made
 // again: the member it went to is out of reach, and the client will try
 // another, while ctx leaves time. It waits a moment first.
 func (c *Cluster) again(ctx context.Context, err error) bool {
-	if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+	if !unavailable(err) || ctx.Err() != nil {
 		return false
 	}
 	sleep(ctx, 200*time.Millisecond)
 	return ctx.Err() == nil
 }
 
+// unavailable reports whether err says the store cannot answer for now:
+// no member is reachable (gRPC's status), or the one that is has no
+// leader, lost it during the request, or timed out waiting for it (etcd's
+// own errors, which the client turns into rpctypes.EtcdError).
+func unavailable(err error) bool {
+	var etcdErr rpctypes.EtcdError
+	if errors.As(err, &etcdErr) {
+		return etcdErr.Code() == codes.Unavailable
+	}
+	return status.Code(err) == codes.Unavailable
+}
+
 // isUnreachable reports whether err says no member answered.
 func isUnreachable(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded || status.Code(err) == codes.Unavailable
+	return errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded || unavailable(err)
 }
 
 // unreachable names what could not be done, and says so plainly when the
@@ -354,7 +381,7 @@ func (c *Cluster) unreachable(what string, err error) error {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded:
 		return fmt.Errorf("%s: cluster store %s unreachable (no answer in %s)", what, store, requestTimeout)
-	case status.Code(err) == codes.Unavailable:
+	case unavailable(err):
 		return fmt.Errorf("%s: cluster store %s unreachable: %s", what, store, status.Convert(err).Message())
 	}
 	return fmt.Errorf("%s in cluster store: %w", what, err)

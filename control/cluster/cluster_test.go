@@ -66,6 +66,18 @@ func (s store) mortal(t *testing.T, i int) (*cluster.Cluster, *cuttable) {
 	return c, link
 }
 
+// client is a plain etcd client of the store, for what no host does.
+func (s store) client(t *testing.T) *clientv3.Client {
+	t.Helper()
+	c, err := clientv3.New(clientv3.Config{Endpoints: s.etcd.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(s.dial)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // overlay creates the network "ov" from host c.
 func overlay(t *testing.T, c *cluster.Cluster) cluster.Network {
 	t.Helper()
@@ -239,6 +251,54 @@ func TestLeaseExpiry(t *testing.T) {
 	st, err := a.Status(ctx)
 	if err != nil || st.LeaseTTL <= 0 || len(st.Hosts) != 1 || st.Hosts[0].Advertise != hostAddr(1) {
 		t.Errorf("status: %+v, %v", st, err)
+	}
+}
+
+// A request made after the host's lease ended, before the host has heard
+// (its next renewal is seconds away: etcd was out of reach longer than
+// the lease had left), registers the host again and is made under the new
+// lease, instead of failing for a lease the store no longer has.
+func TestRequestAfterTheLeaseLapsed(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	a := s.join(t, 1, 0)
+	n := overlay(t, a)
+	lapsed := a.Lease()
+	if _, err := s.client(t).Revoke(ctx, clientv3.LeaseID(lapsed)); err != nil {
+		t.Fatal(err)
+	}
+	addr, err := a.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "ep", Sandbox: "web"})
+	if err != nil {
+		t.Fatalf("take an address after the lease ended: %v", err)
+	}
+	if lease := a.Lease(); lease == lapsed || lease == 0 {
+		t.Errorf("lease %x after it ended, want a new one", lease)
+	}
+	hosts, err1 := a.Hosts(ctx)
+	addrs, err2 := a.Addresses(ctx, n.ID)
+	if err := errors.Join(err1, err2); err != nil || len(hosts) != 1 || len(addrs) != 1 || addrs[0].Addr != addr {
+		t.Errorf("hosts %v, addresses %v (%v); want this host again, holding %s", hosts, addrs, err, addr)
+	}
+}
+
+// The lease is renewed often enough that it never runs low: an outage of
+// etcd shorter than nearly the whole TTL keeps the host's records, however
+// long after a renewal it begins.
+func TestLeaseStaysNearlyFull(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	a := s.join(t, 1, 10*time.Second)
+	other := s.client(t)
+	least := int64(10)
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		ttl, err := other.TimeToLive(ctx, clientv3.LeaseID(a.Lease()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		least = min(least, ttl.TTL)
+	}
+	if least < 8 {
+		t.Errorf("the 10 s lease ran down to %d s left; want it renewed before 8", least)
 	}
 }
 
@@ -427,12 +487,7 @@ func TestMalformedRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := clientv3.New(clientv3.Config{Endpoints: s.etcd.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(s.dial)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := s.client(t)
 	for key, value := range map[string]string{
 		"/ebpfnet/v1/hosts/junk":              "not json",
 		"/ebpfnet/v1/networks/junk":           `{"id": 7}`,

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
@@ -220,11 +221,17 @@ func (c *Cluster) RemoveNetwork(ctx context.Context, ref string) error {
 	if err != nil {
 		return err
 	}
-	txn, err := c.client.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(addressesKey(n.ID)).WithPrefix(), "=", 0)).
-		Then(clientv3.OpDelete(networkKey(n.ID))).
-		Else(clientv3.OpGet(addressesKey(n.ID), clientv3.WithPrefix())).
-		Commit()
+	var txn *clientv3.TxnResponse
+	for { // made again, it deletes nothing more: a lost answer is harmless
+		txn, err = c.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(addressesKey(n.ID)).WithPrefix(), "=", 0)).
+			Then(clientv3.OpDelete(networkKey(n.ID))).
+			Else(clientv3.OpGet(addressesKey(n.ID), clientv3.WithPrefix())).
+			Commit()
+		if !c.again(ctx, err) {
+			break
+		}
+	}
 	if err != nil {
 		return c.unreachable("remove network "+n.Name, err)
 	}
@@ -308,6 +315,16 @@ func (c *Cluster) AllocateAddress(ctx context.Context, networkID string, ep Addr
 		if c.again(ctx, err) {
 			continue // it may have been written: the next read finds it owner's
 		}
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			// The lease ended before this host heard (etcd was out of
+			// reach longer than it had left): register again and take
+			// the address under the new one.
+			c.lapse(lease)
+			if lease, err = c.registered(); err != nil {
+				return netip.Addr{}, fmt.Errorf("allocate an address: %w", err)
+			}
+			continue
+		}
 		if err != nil {
 			return netip.Addr{}, c.unreachable("allocate an address on network "+n.Name, err)
 		}
@@ -350,22 +367,30 @@ func (c *Cluster) ReleaseAddress(ctx context.Context, networkID string, addr net
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	key := addressesKey(networkID) + addr.String()
-	resp, err := c.client.Get(ctx, key)
-	if err != nil {
-		return c.unreachable("release address "+addr.String(), err)
-	}
-	if held := decodeAll[Address](c.log, resp.Kvs); len(held) == 0 || held[0].Owner != owner {
+	for {
+		resp, err := c.client.Get(ctx, key)
+		if c.again(ctx, err) {
+			continue
+		}
+		if err != nil {
+			return c.unreachable("release address "+addr.String(), err)
+		}
+		if held := decodeAll[Address](c.log, resp.Kvs); len(held) == 0 || held[0].Owner != owner {
+			return nil
+		}
+		txn, err := c.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
+			Then(clientv3.OpDelete(key)).
+			Commit()
+		if c.again(ctx, err) {
+			continue // the next read finds it gone, or still owner's
+		}
+		if err != nil {
+			return c.unreachable("release address "+addr.String(), err)
+		}
+		c.wrote(txn.Header.Revision)
 		return nil
 	}
-	txn, err := c.client.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
-		Then(clientv3.OpDelete(key)).
-		Commit()
-	if err != nil {
-		return c.unreachable("release address "+addr.String(), err)
-	}
-	c.wrote(txn.Header.Revision)
-	return nil
 }
 
 // Addresses lists the addresses taken on a network, by every host.
