@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -426,6 +428,78 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	await("no endpoint", func(st cluster.State) bool { return len(st.Addresses[n.ID]) == 0 })
+}
+
+// The state the watch keeps from the store's changes is the state a read
+// of the whole store gives, through churn: records put, replaced, deleted,
+// ended with a lease, and replaced by records no host can use.
+func TestWatchMatchesARead(t *testing.T) {
+	s := newStore(t)
+	a, b := s.join(t, 1, 0), s.join(t, 2, 0)
+	mortal, link := s.mortal(t, 3)
+	raw := s.client(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var watched cluster.State
+	go a.Watch(ctx, func(st cluster.State) {
+		mu.Lock()
+		defer mu.Unlock()
+		watched = st
+	})
+	n := overlay(t, a)
+	n2, err := b.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net2", Name: "ov2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var taken []netip.Addr
+	for i := range 12 {
+		host := []*cluster.Cluster{a, b, mortal}[i%3]
+		addr, err := host.AllocateAddress(ctx, []string{n.ID, n2.ID}[i%2], cluster.Address{Owner: fmt.Sprintf("ep%d", i), Sandbox: fmt.Sprintf("s%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		taken = append(taken, addr)
+	}
+	if err := b.ReleaseAddress(ctx, n2.ID, taken[1], "ep1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "ep0", Addr: taken[0], Sandbox: "renamed", Aliases: []string{"web"}}); err != nil {
+		t.Fatal(err)
+	}
+	for key, value := range map[string]string{
+		"/ebpfnet/v1/addresses/net1/" + taken[2].String(): "{", // a usable record made unusable
+		"/ebpfnet/v1/networks/junk":                       `{"id": 7}`,
+	} {
+		if _, err := raw.Put(ctx, key, value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.RemoveNetwork(ctx, "net2"); err == nil {
+		t.Fatal("removed a network with endpoints")
+	}
+	link.cut() // the mortal host's lease ends: its host and addresses go
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		read, err := a.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		got := watched
+		mu.Unlock()
+		gone := !slices.ContainsFunc(read.Hosts, func(h cluster.Host) bool { return h.Advertise == hostAddr(3) })
+		if gone && got.Revision == read.Revision {
+			if !reflect.DeepEqual(got, read) {
+				t.Fatalf("at revision %d the watch has\n%+v\na read has\n%+v", read.Revision, got, read)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s on, the watch is at revision %d, a read at %d (the mortal host gone: %v)", got.Revision, read.Revision, gone)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // A daemon that stops and comes back within the lease's TTL keeps its

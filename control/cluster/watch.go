@@ -3,9 +3,13 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -21,12 +25,21 @@ type State struct {
 // State reads the whole cluster in one request, so every part is of the
 // same revision.
 func (c *Cluster) State(ctx context.Context) (State, error) {
+	v, err := c.read(ctx)
+	if err != nil {
+		return State{}, err
+	}
+	return v.state(), nil
+}
+
+// read reads every record of the cluster into a view.
+func (c *Cluster) read(ctx context.Context) (*view, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	written := c.Written()
 	resp, err := c.client.Get(ctx, prefix, clientv3.WithPrefix())
 	if err != nil {
-		return State{}, c.unreachable("read the cluster", err)
+		return nil, c.unreachable("read the cluster", err)
 	}
 	if resp.Header.Revision < written {
 		// A read begun after a write sees it, unless the store went back
@@ -34,69 +47,129 @@ func (c *Cluster) State(ctx context.Context) (State, error) {
 		// host's writes, which it lost.
 		c.written.CompareAndSwap(written, resp.Header.Revision)
 	}
-	st := State{Revision: resp.Header.Revision, Addresses: map[string][]Address{}}
+	v := &view{log: c.log, revision: resp.Header.Revision, records: map[string]any{}}
 	for _, kv := range resp.Kvs {
-		key := strings.TrimPrefix(string(kv.Key), prefix)
-		kind, rest, _ := strings.Cut(key, "/")
-		switch kind {
-		case "hosts":
-			st.Hosts = append(st.Hosts, decodeAll[Host](c.log, []*mvccKV{kv})...)
-		case "networks":
-			st.Networks = append(st.Networks, decodeAll[Network](c.log, []*mvccKV{kv})...)
-		case "addresses":
-			network, _, _ := strings.Cut(rest, "/")
-			if as := decodeAll[Address](c.log, []*mvccKV{kv}); len(as) > 0 {
-				st.Addresses[network] = append(st.Addresses[network], as...)
-			}
+		v.put(kv)
+	}
+	return v, nil
+}
+
+// view is the cluster's usable records by key, as of a revision: read
+// whole once, then kept up to date from the watch's events, so that a
+// change costs what it changed, not what the cluster holds.
+type view struct {
+	log      *slog.Logger
+	revision int64
+	records  map[string]any // Host, Network or Address
+}
+
+// put takes in a record written at key; one no host can use is dropped,
+// as a read would skip it.
+func (v *view) put(kv *mvccKV) {
+	key := string(kv.Key)
+	kind, _, _ := strings.Cut(strings.TrimPrefix(key, prefix), "/")
+	var rec []any
+	switch kind {
+	case "hosts":
+		rec = anys(decodeAll[Host](v.log, []*mvccKV{kv}))
+	case "networks":
+		rec = anys(decodeAll[Network](v.log, []*mvccKV{kv}))
+	case "addresses":
+		rec = anys(decodeAll[Address](v.log, []*mvccKV{kv}))
+	}
+	if len(rec) == 0 {
+		delete(v.records, key)
+		return
+	}
+	v.records[key] = rec[0]
+}
+
+func anys[T any](s []T) []any {
+	out := make([]any, len(s))
+	for i := range s {
+		out[i] = s[i]
+	}
+	return out
+}
+
+// apply takes in the changes of a watch response.
+func (v *view) apply(resp clientv3.WatchResponse) {
+	for _, ev := range resp.Events {
+		if ev.Type == mvccpb.DELETE {
+			delete(v.records, string(ev.Kv.Key))
+		} else {
+			v.put(ev.Kv)
 		}
 	}
-	return st, nil
+	v.revision = max(v.revision, resp.Header.Revision)
+}
+
+// state is the view as a State, each part in key order, as a read has it.
+func (v *view) state() State {
+	st := State{Revision: v.revision, Addresses: map[string][]Address{}}
+	for _, key := range slices.Sorted(maps.Keys(v.records)) {
+		switch r := v.records[key].(type) {
+		case Host:
+			st.Hosts = append(st.Hosts, r)
+		case Network:
+			st.Networks = append(st.Networks, r)
+		case Address:
+			network, _, _ := strings.Cut(strings.TrimPrefix(key, prefix+"addresses/"), "/")
+			st.Addresses[network] = append(st.Addresses[network], r)
+		}
+	}
+	return st
 }
 
 // Watch calls fn with the state now, and again after changes, until ctx
-// ends. Changes that come together are read once. While etcd is out of
-// reach fn is not called, so the host keeps what it has; it is called
+// ends. Changes that come together are passed on once. While etcd is out
+// of reach fn is not called, so the host keeps what it has; it is called
 // again as soon as etcd answers.
 func (c *Cluster) Watch(ctx context.Context, fn func(State)) {
 	for ctx.Err() == nil {
-		st, err := c.State(ctx)
+		v, err := c.read(ctx)
 		if err != nil {
 			c.log.Warn("cannot read the cluster store: keeping what this host has", "err", err)
 			sleep(ctx, time.Second)
 			continue
 		}
-		fn(st)
-		c.follow(ctx, st.Revision, fn)
+		fn(v.state())
+		c.follow(ctx, v, fn)
 		sleep(ctx, 100*time.Millisecond) // a watch that ended: read again, not in a loop
 	}
 }
 
-// follow reads the state again after each batch of changes since rev,
-// until the watch ends (ctx, a lost leader, a compacted revision).
-func (c *Cluster) follow(ctx context.Context, rev int64, fn func(State)) {
+// follow applies each batch of changes after v's revision to v, and
+// passes the state on, until the watch ends (ctx, a lost leader, a
+// compacted revision), after which Watch reads the whole store again.
+func (c *Cluster) follow(ctx context.Context, v *view, fn func(State)) {
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	changes := c.client.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-	for resp := range changes {
+	changes := c.client.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(v.revision+1))
+	// take applies a response to v; false when the watch ended.
+	take := func(resp clientv3.WatchResponse) bool {
 		if err := resp.Err(); err != nil {
 			c.log.Warn("cluster watch ended", "err", fmt.Errorf("watch %s: %w", prefix, err))
+			return false
+		}
+		v.apply(resp)
+		return true
+	}
+	for resp := range changes {
+		if !take(resp) {
 			return
 		}
-		for drained := false; !drained; { // what came meanwhile is read with it
+		for drained := false; !drained; { // what came meanwhile is passed on with it
 			select {
-			case _, ok := <-changes:
-				if !ok {
+			case more, ok := <-changes:
+				if !ok || !take(more) {
 					return
 				}
 			default:
 				drained = true
 			}
 		}
-		st, err := c.State(ctx)
-		if err != nil {
-			return
-		}
-		fn(st)
+		fn(v.state())
 	}
 }
 

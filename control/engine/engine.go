@@ -12,12 +12,14 @@ import (
 	"regexp"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/dns"
 	"github.com/ebpfnet/ebpfnet/control/driver"
+	"github.com/ebpfnet/ebpfnet/control/driver/overlay"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/hostports"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
@@ -112,6 +114,11 @@ type Engine struct {
 	// remote are the other hosts' endpoints on each overlay network, by
 	// network ID, as the cluster last had them; guarded by mu.
 	remote map[string][]cluster.Address
+	// peers are the peers last written to each overlay network's VXLAN
+	// device, by network ID, and peersChecked when they were last all
+	// written whether changed or not (applyCluster); guarded by mu.
+	peers        map[string][]overlay.Peer
+	peersChecked time.Time
 	// lease is the cluster lease the store records (recordLease).
 	lease int64
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -189,17 +190,20 @@ func (e *Engine) runCluster(ctx context.Context, done chan struct{}) {
 		}
 		latest <- st
 	})
+	var last cluster.State
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case st := <-latest:
-			e.applyCluster(ctx, st)
+		case last = <-latest:
 		case <-e.clusterNudge:
-			if st, err := e.cluster.State(ctx); err == nil {
-				e.applyCluster(ctx, st)
+			// The watch keeps last current: what a local change asks
+			// for is done against it, without reading the store.
+			if last.Revision == 0 {
+				continue
 			}
 		}
+		e.applyCluster(ctx, last)
 	}
 }
 
@@ -219,27 +223,48 @@ func (e *Engine) nudgeCluster() {
 // applyCluster brings this host in line with st: mirrors of the overlay
 // networks, the VXLAN devices' peers, the names of other hosts'
 // endpoints, and this host's addresses in the cluster (those of removed
-// endpoints given back, those a lapsed lease lost taken again).
+// endpoints given back, those a lapsed lease lost taken again). The
+// requests to the store come last, without the engine's lock: a store out
+// of reach keeps them waiting, not every local change.
 func (e *Engine) applyCluster(ctx context.Context, st cluster.State) {
+	requests, err := e.followCluster(ctx, st)
+	errs := []error{err}
+	for _, request := range requests {
+		errs = append(errs, request())
+	}
+	if err := errors.Join(errs...); err != nil {
+		e.log.Warn("follow the cluster", "err", err)
+	}
+}
+
+// followCluster is applyCluster's local part: it returns the requests to
+// make of the store.
+func (e *Engine) followCluster(ctx context.Context, st cluster.State) ([]func() error, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if st.Revision < e.cluster.Written() {
 		// Read before a change this host made meanwhile (a network
 		// created or removed here): it would undo the change here until
 		// the next state. The change's own state follows.
-		return
+		return nil, nil
 	}
 	e.recordLease()
 	nets, sbs, err := e.store.Snapshot()
 	if err != nil {
-		e.log.Warn("read state for the cluster", "err", err)
-		return
+		return nil, fmt.Errorf("read state for the cluster: %w", err)
 	}
+	var requests []func() error
 	local := map[string]store.Network{}
 	for _, n := range nets {
 		if n.Driver == store.DriverOverlay {
 			local[n.ID] = n
 		}
+	}
+	// Peers are written where they changed; all of them now and then,
+	// which puts back what else removed from the devices.
+	recheck := time.Since(e.peersChecked) > peersRecheck
+	if recheck {
+		e.peers, e.peersChecked = map[string][]overlay.Peer{}, time.Now()
 	}
 	var errs []error
 	for _, cn := range st.Networks {
@@ -286,7 +311,7 @@ func (e *Engine) applyCluster(ctx context.Context, st cluster.State) {
 			}
 			held[a.Owner] = true
 			if ep, ok := mine[a.Owner]; !ok || ep.Addr != a.Addr {
-				errs = append(errs, e.cluster.ReleaseAddress(ctx, id, a.Addr, a.Owner))
+				requests = append(requests, func() error { return e.cluster.ReleaseAddress(ctx, id, a.Addr, a.Owner) })
 			}
 		}
 		for _, sb := range sbs {
@@ -294,20 +319,41 @@ func (e *Engine) applyCluster(ctx context.Context, st cluster.State) {
 				if ep.NetworkID == id && !held[ep.ID] {
 					// The lease lapsed while etcd was out of reach: take the
 					// address again, unless another host has it by now.
-					_, err := e.cluster.AllocateAddress(ctx, id, cluster.Address{Owner: ep.ID, Addr: ep.Addr, Sandbox: sb.Name, Aliases: ep.Aliases})
-					errs = append(errs, err)
+					retake := cluster.Address{Owner: ep.ID, Addr: ep.Addr, Sandbox: sb.Name, Aliases: ep.Aliases}
+					requests = append(requests, func() error {
+						_, err := e.cluster.AllocateAddress(ctx, id, retake)
+						return err
+					})
 				}
 			}
 		}
-		errs = append(errs, e.inHost(func() error { return overlay.SyncPeers(n, peers) }))
+		errs = append(errs, e.syncPeers(n, peers, recheck))
 	}
 	if !reflect.DeepEqual(e.remote, remote) {
 		e.remote = remote
 		e.refreshNames()
 	}
-	if err := errors.Join(errs...); err != nil {
-		e.log.Warn("follow the cluster", "err", err)
+	return requests, errors.Join(errs...)
+}
+
+// peersRecheck is how often applyCluster writes every peer of every
+// overlay network, changed or not.
+const peersRecheck = time.Minute
+
+// syncPeers writes the peers of overlay network n to its VXLAN device
+// unless they are those last written. Callers hold e.mu.
+func (e *Engine) syncPeers(n store.Network, peers []overlay.Peer, recheck bool) error {
+	if last, ok := e.peers[n.ID]; ok && !recheck && slices.EqualFunc(last, peers, func(a, b overlay.Peer) bool {
+		return a.Addr == b.Addr && a.VTEP == b.VTEP // the MAC follows from the address
+	}) {
+		return nil
 	}
+	delete(e.peers, n.ID)
+	if err := e.inHost(func() error { return overlay.SyncPeers(n, peers) }); err != nil {
+		return err
+	}
+	e.peers[n.ID] = peers
+	return nil
 }
 
 // recordLease keeps the cluster lease in the store, for a restarted
@@ -346,6 +392,7 @@ func (e *Engine) dropMirror(n store.Network) error {
 	if err != nil || !removed {
 		return err
 	}
+	delete(e.peers, n.ID)
 	return errors.Join(e.teardownNetwork(n), e.maps.DeleteNetwork(networkMaps(n)))
 }
 

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/store"
@@ -20,7 +21,14 @@ import (
 // holding the advertise address.
 func newClusterEngine(t *testing.T) testEngine {
 	t.Helper()
-	return newTestEngineWith(t, func(hostNS string) *cluster.Config {
+	te, _ := newClusterEngineAndStore(t)
+	return te
+}
+
+// newClusterEngineAndStore is newClusterEngine, with its etcd.
+func newClusterEngineAndStore(t *testing.T) (te testEngine, etcd *testbed.Etcd) {
+	t.Helper()
+	te = newTestEngineWith(t, func(hostNS string) *cluster.Config {
 		advertise := netip.MustParseAddr("192.0.2.1")
 		for _, args := range [][]string{
 			{"link", "add", "under0", "type", "veth", "peer", "name", "under1"},
@@ -32,9 +40,37 @@ func newClusterEngine(t *testing.T) testEngine {
 				t.Fatalf("ip %v: %v: %s", args, err, out)
 			}
 		}
-		etcd := testbed.StartEtcd(t, testbed.EtcdMember{NetNS: hostNS, Addr: netip.MustParseAddr("127.0.0.1")})
+		etcd = testbed.StartEtcd(t, testbed.EtcdMember{NetNS: hostNS, Addr: netip.MustParseAddr("127.0.0.1")})
 		return &cluster.Config{Endpoints: etcd.Endpoints(), Advertise: advertise}
 	})
+	return te, etcd
+}
+
+// While the store is out of reach, what the cluster asks of this host
+// (the address of a removed sandbox to give back) waits for it without
+// holding the engine: local changes go on at their own pace.
+func TestClusterOutageLeavesLocalChangesAlone(t *testing.T) {
+	te, etcd := newClusterEngineAndStore(t)
+	ov, sb := te.name("ov"), te.name("sb")
+	if _, err := te.CreateNetwork(NetworkSpec{Name: ov, Driver: store.DriverOverlay}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := te.CreateSandbox(SandboxSpec{Name: sb, Networks: []string{ov}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // the watch brings the sandbox's address
+	etcd.Stop(0)
+	if err := te.RemoveSandbox(sb, false); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // giving its address back is under way
+	start := time.Now()
+	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("local")}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("a bridge network took %s to create while the store was out of reach", d.Round(time.Millisecond))
+	}
 }
 
 // A state of the cluster read before this host's own change, applied

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -45,6 +46,9 @@ func (e *Engine) Reconcile() error {
 		}
 	}
 	errs = append(errs, e.syncMaps(nets, sbs, pubs), e.syncHost(), e.removeLeftovers(nets, sbs), e.syncNames(nets, sbs))
+	// Devices recreated above lost their peers: write them all again.
+	e.peersChecked = time.Time{}
+	e.nudgeCluster()
 	return errors.Join(errs...)
 }
 
