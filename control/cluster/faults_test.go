@@ -1,0 +1,35 @@
+package cluster_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/ebpfnet/ebpfnet/control/cluster"
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
+)
+
+// A network asked for with the ID of another network, under another name,
+// is refused: it must not replace the other network's record (its name,
+// subnet and VNI) while that network's addresses stay.
+func TestCreateNetworkKeepsAnotherNetworksID(t *testing.T) {
+	s := newStore(t)
+	a := s.join(t, 1, 0)
+	ctx := context.Background()
+	first, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov", Subnet: netip.MustParsePrefix("10.5.0.0/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AllocateAddress(ctx, first.ID, cluster.Address{Owner: "ep"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "other"})
+	if !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "net1") {
+		t.Errorf("a second network with ID net1: %v, want a conflict naming the ID", err)
+	}
+	if n, err := a.Network(ctx, "net1"); err != nil || n.Name != "ov" || n.Subnet != first.Subnet || n.VNI != first.VNI {
+		t.Errorf("network net1 is now %+v, %v; want ov as created", n, err)
+	}
+}
