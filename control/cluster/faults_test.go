@@ -33,3 +33,23 @@ func TestCreateNetworkKeepsAnotherNetworksID(t *testing.T) {
 		t.Errorf("network net1 is now %+v, %v; want ov as created", n, err)
 	}
 }
+
+// A network kept by address records ebpfnet cannot read (another
+// writer's) cannot be removed; the error names what holds it, not an
+// empty list of hosts.
+func TestRemoveNetworkHeldByUnreadableRecord(t *testing.T) {
+	s := newStore(t)
+	a := s.join(t, 1, 0)
+	ctx := context.Background()
+	n, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov", Subnet: netip.MustParsePrefix("10.5.0.0/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.client(t).Put(ctx, "/ebpfnet/v1/addresses/"+n.ID+"/10.5.0.2", "{"); err != nil {
+		t.Fatal(err)
+	}
+	err = a.RemoveNetwork(ctx, "ov")
+	if !errors.Is(err, errdefs.ErrConflict) || strings.Contains(err.Error(), "on :") || !strings.Contains(err.Error(), "10.5.0.2") {
+		t.Errorf("remove a network an unreadable record holds: %v; want a conflict naming 10.5.0.2", err)
+	}
+}
