@@ -53,3 +53,27 @@ func TestRemoveNetworkHeldByUnreadableRecord(t *testing.T) {
 		t.Errorf("remove a network an unreadable record holds: %v; want a conflict naming 10.5.0.2", err)
 	}
 }
+
+// RemoveNetwork given a network's ID removes that network, never another
+// one whose name happens to be that ID (the engine passes IDs).
+func TestRemoveNetworkByIDPrefersTheID(t *testing.T) {
+	s := newStore(t)
+	a := s.join(t, 1, 0)
+	ctx := context.Background()
+	if _, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "id-b", Name: "target"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "id-a", Name: "id-b"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.RemoveNetwork(ctx, "id-b"); err != nil {
+		t.Fatal(err)
+	}
+	nets, err := a.Networks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nets) != 1 || nets[0].ID != "id-a" {
+		t.Errorf("after removing network id-b by ID, left: %+v; want only id-a (named id-b)", nets)
+	}
+}
