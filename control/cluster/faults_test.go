@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
@@ -75,5 +76,21 @@ func TestRemoveNetworkByIDPrefersTheID(t *testing.T) {
 	}
 	if len(nets) != 1 || nets[0].ID != "id-a" {
 		t.Errorf("after removing network id-b by ID, left: %+v; want only id-a (named id-b)", nets)
+	}
+}
+
+// Close returns at once while the store is out of reach: a daemon that
+// stops during an outage is not held up by a registration in flight.
+func TestCloseDuringOutageIsPrompt(t *testing.T) {
+	s := newStore(t)
+	c, err := cluster.Join(cluster.Config{Endpoints: []string{"127.0.0.1:2999"}, Advertise: hostAddr(1), Dial: s.dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // keepAlive is registering again
+	t0 := time.Now()
+	c.Close()
+	if d := time.Since(t0); d > time.Second {
+		t.Errorf("Close took %s with the store out of reach", d.Round(100*time.Millisecond))
 	}
 }
