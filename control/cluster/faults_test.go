@@ -94,3 +94,21 @@ func TestCloseDuringOutageIsPrompt(t *testing.T) {
 		t.Errorf("Close took %s with the store out of reach", d.Round(100*time.Millisecond))
 	}
 }
+
+// A request honours its caller's context while the host registers: a
+// caller that gives up after 300 ms is not held for a whole budget.
+func TestAllocateAddressHonoursContextWhileRegistering(t *testing.T) {
+	s := newStore(t)
+	c, err := cluster.Join(cluster.Config{Endpoints: []string{"127.0.0.1:2999"}, Advertise: hostAddr(1), Dial: s.dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	_, err = c.AllocateAddress(ctx, "net1", cluster.Address{Owner: "ep"})
+	if d := time.Since(t0); err == nil || d > 1500*time.Millisecond {
+		t.Errorf("allocate with a 300 ms context and the store out of reach: %v after %s", err, d.Round(100*time.Millisecond))
+	}
+}
