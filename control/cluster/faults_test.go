@@ -112,3 +112,20 @@ func TestAllocateAddressHonoursContextWhileRegistering(t *testing.T) {
 		t.Errorf("allocate with a 300 ms context and the store out of reach: %v after %s", err, d.Round(100*time.Millisecond))
 	}
 }
+
+// An error for a store out of reach says how long the request waited: a
+// caller's 300 ms, not the 5 s budget it never had.
+func TestUnreachableSaysHowLongItWaited(t *testing.T) {
+	s := newStore(t)
+	a := s.join(t, 1, 0)
+	n := overlay(t, a)
+	s.etcd.Stop(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	_, err := a.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "ep"})
+	d := time.Since(t0)
+	if err == nil || d > 2*time.Second || strings.Contains(err.Error(), "5s") {
+		t.Errorf("allocate with a 300 ms context and etcd down: %q after %s; want the wait it had said", err, d.Round(100*time.Millisecond))
+	}
+}
