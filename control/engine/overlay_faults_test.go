@@ -82,3 +82,40 @@ func TestApplyClusterDuringOutageHoldsTheLockBriefly(t *testing.T) {
 		t.Errorf("applying a state with the store out of reach held the engine's lock for %s", d.Round(100*time.Millisecond))
 	}
 }
+
+// An endpoint removed while the store does not answer gives its address
+// back once the store answers again: the request to do it (nudgeCluster)
+// is not dropped because the one read it makes failed.
+func TestAddressReleasedAfterABlip(t *testing.T) {
+	te := newClusterEngine(t)
+	ctx := context.Background()
+	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := te.CreateSandbox(SandboxSpec{Name: te.name("web"), Networks: []string{n.Name}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", append([]string{"-n", filepath.Base(te.cfg.NetNS)}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	ip("link", "set", "lo", "down") // etcd listens there: a blip
+	if err := te.RemoveSandbox(sb.Name, true); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(6 * time.Second) // the nudge's read of the store fails
+	ip("link", "set", "lo", "up")
+	for deadline := time.Now().Add(6 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		as, err := te.cluster.Addresses(ctx, n.ID)
+		if err == nil && len(as) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("6 s after the store answered again, the removed endpoint's address is still held: %v, %v", as, err)
+		}
+	}
+}
