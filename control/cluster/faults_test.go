@@ -1,0 +1,131 @@
+package cluster_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ebpfnet/ebpfnet/control/cluster"
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
+)
+
+// A network asked for with the ID of another network, under another name,
+// is refused: it must not replace the other network's record (its name,
+// subnet and VNI) while that network's addresses stay.
+func TestCreateNetworkKeepsAnotherNetworksID(t *testing.T) {
+	s := newStore(t)
+	a := s.join(t, 1, 0)
+	ctx := context.Background()
+	first, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov", Subnet: netip.MustParsePrefix("10.5.0.0/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AllocateAddress(ctx, first.ID, cluster.Address{Owner: "ep"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "other"})
+	if !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "net1") {
+		t.Errorf("a second network with ID net1: %v, want a conflict naming the ID", err)
+	}
+	if n, err := a.Network(ctx, "net1"); err != nil || n.Name != "ov" || n.Subnet != first.Subnet || n.VNI != first.VNI {
+		t.Errorf("network net1 is now %+v, %v; want ov as created", n, err)
+	}
+}
+
+// A network kept by address records ebpfnet cannot read (another
+// writer's) cannot be removed; the error names what holds it, not an
+// empty list of hosts.
+func TestRemoveNetworkHeldByUnreadableRecord(t *testing.T) {
+	s := newStore(t)
+	a := s.join(t, 1, 0)
+	ctx := context.Background()
+	n, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov", Subnet: netip.MustParsePrefix("10.5.0.0/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.client(t).Put(ctx, "/ebpfnet/v1/addresses/"+n.ID+"/10.5.0.2", "{"); err != nil {
+		t.Fatal(err)
+	}
+	err = a.RemoveNetwork(ctx, "ov")
+	if !errors.Is(err, errdefs.ErrConflict) || strings.Contains(err.Error(), "on :") || !strings.Contains(err.Error(), "10.5.0.2") {
+		t.Errorf("remove a network an unreadable record holds: %v; want a conflict naming 10.5.0.2", err)
+	}
+}
+
+// RemoveNetwork given a network's ID removes that network, never another
+// one whose name happens to be that ID (the engine passes IDs).
+func TestRemoveNetworkByIDPrefersTheID(t *testing.T) {
+	s := newStore(t)
+	a := s.join(t, 1, 0)
+	ctx := context.Background()
+	if _, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "id-b", Name: "target"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "id-a", Name: "id-b"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.RemoveNetwork(ctx, "id-b"); err != nil {
+		t.Fatal(err)
+	}
+	nets, err := a.Networks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nets) != 1 || nets[0].ID != "id-a" {
+		t.Errorf("after removing network id-b by ID, left: %+v; want only id-a (named id-b)", nets)
+	}
+}
+
+// Close returns at once while the store is out of reach: a daemon that
+// stops during an outage is not held up by a registration in flight.
+func TestCloseDuringOutageIsPrompt(t *testing.T) {
+	s := newStore(t)
+	c, err := cluster.Join(cluster.Config{Endpoints: []string{"127.0.0.1:2999"}, Advertise: hostAddr(1), Dial: s.dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // keepAlive is registering again
+	t0 := time.Now()
+	c.Close()
+	if d := time.Since(t0); d > time.Second {
+		t.Errorf("Close took %s with the store out of reach", d.Round(100*time.Millisecond))
+	}
+}
+
+// A request honours its caller's context while the host registers: a
+// caller that gives up after 300 ms is not held for a whole budget.
+func TestAllocateAddressHonoursContextWhileRegistering(t *testing.T) {
+	s := newStore(t)
+	c, err := cluster.Join(cluster.Config{Endpoints: []string{"127.0.0.1:2999"}, Advertise: hostAddr(1), Dial: s.dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	_, err = c.AllocateAddress(ctx, "net1", cluster.Address{Owner: "ep"})
+	if d := time.Since(t0); err == nil || d > 1500*time.Millisecond {
+		t.Errorf("allocate with a 300 ms context and the store out of reach: %v after %s", err, d.Round(100*time.Millisecond))
+	}
+}
+
+// An error for a store out of reach says how long the request waited: a
+// caller's 300 ms, not the 5 s budget it never had.
+func TestUnreachableSaysHowLongItWaited(t *testing.T) {
+	s := newStore(t)
+	a := s.join(t, 1, 0)
+	n := overlay(t, a)
+	s.etcd.Stop(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	_, err := a.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "ep"})
+	d := time.Since(t0)
+	if err == nil || d > 2*time.Second || strings.Contains(err.Error(), "5s") {
+		t.Errorf("allocate with a 300 ms context and etcd down: %q after %s; want the wait it had said", err, d.Round(100*time.Millisecond))
+	}
+}

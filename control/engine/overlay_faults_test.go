@@ -1,0 +1,121 @@
+package engine
+
+import (
+	"context"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ebpfnet/ebpfnet/control/cluster"
+	"github.com/ebpfnet/ebpfnet/control/store"
+	"github.com/ebpfnet/ebpfnet/test/testbed"
+)
+
+// newClusterEngineEtcd is newClusterEngine, with its etcd, for tests that
+// stop the store.
+func newClusterEngineEtcd(t *testing.T) (testEngine, *testbed.Etcd) {
+	t.Helper()
+	var etcd *testbed.Etcd
+	te := newTestEngineWith(t, func(hostNS string) *cluster.Config {
+		advertise := netip.MustParseAddr("192.0.2.1")
+		for _, args := range [][]string{
+			{"link", "add", "under0", "type", "veth", "peer", "name", "under1"},
+			{"addr", "add", advertise.String() + "/24", "dev", "under0"},
+			{"link", "set", "under0", "up"},
+			{"link", "set", "under1", "up"},
+		} {
+			if out, err := exec.Command("ip", append([]string{"-n", filepath.Base(hostNS)}, args...)...).CombinedOutput(); err != nil {
+				t.Fatalf("ip %v: %v: %s", args, err, out)
+			}
+		}
+		etcd = testbed.StartEtcd(t, testbed.EtcdMember{NetNS: hostNS, Addr: netip.MustParseAddr("127.0.0.1")})
+		return &cluster.Config{Endpoints: etcd.Endpoints(), Advertise: advertise}
+	})
+	return te, etcd
+}
+
+// An address refused on an overlay network is said once, naming the
+// network once, as on a bridge network: not "network X: network X: …".
+func TestOverlayAddressErrorNamesTheNetworkOnce(t *testing.T) {
+	te := newClusterEngine(t)
+	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay, IPv4: PoolSpec{Subnet: netip.MustParsePrefix("10.7.0.0/24")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = te.CreateSandbox(SandboxSpec{Name: te.name("web"), Networks: []string{n.Name}, IP: netip.MustParseAddr("10.7.0.1")})
+	if err == nil || strings.Count(err.Error(), "network "+n.Name) != 1 || !strings.Contains(err.Error(), "10.7.0.1") {
+		t.Errorf("the gateway's address asked for: %v; want the network and the address named once", err)
+	}
+}
+
+// While the store is out of reach, bringing the host in line with a state
+// (here: addresses to take again after a lapsed lease) holds the engine's
+// lock for one request's budget at most, not one per endpoint: every
+// other call to the engine waits for it.
+func TestApplyClusterDuringOutageHoldsTheLockBriefly(t *testing.T) {
+	te, etcd := newClusterEngineEtcd(t)
+	ctx := context.Background()
+	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a", "b"} {
+		if _, err := te.CreateSandbox(SandboxSpec{Name: te.name(name), Networks: []string{n.Name}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := te.cluster.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Addresses[n.ID]) != 2 {
+		t.Fatalf("addresses in the cluster: %v, want 2", st.Addresses[n.ID])
+	}
+	st.Addresses = map[string][]cluster.Address{} // as after the lease lapsed
+	etcd.Stop(0)
+	t0 := time.Now()
+	te.applyCluster(ctx, st)
+	if d := time.Since(t0); d > 6*time.Second {
+		t.Errorf("applying a state with the store out of reach held the engine's lock for %s", d.Round(100*time.Millisecond))
+	}
+}
+
+// An endpoint removed while the store does not answer gives its address
+// back once the store answers again: the request to do it (nudgeCluster)
+// is not dropped because the one read it makes failed.
+func TestAddressReleasedAfterABlip(t *testing.T) {
+	te := newClusterEngine(t)
+	ctx := context.Background()
+	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := te.CreateSandbox(SandboxSpec{Name: te.name("web"), Networks: []string{n.Name}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", append([]string{"-n", filepath.Base(te.cfg.NetNS)}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	ip("link", "set", "lo", "down") // etcd listens there: a blip
+	if err := te.RemoveSandbox(sb.Name, true); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(6 * time.Second) // the nudge's read of the store fails
+	ip("link", "set", "lo", "up")
+	for deadline := time.Now().Add(6 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		as, err := te.cluster.Addresses(ctx, n.ID)
+		if err == nil && len(as) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("6 s after the store answered again, the removed endpoint's address is still held: %v, %v", as, err)
+		}
+	}
+}
