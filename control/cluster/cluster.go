@@ -87,8 +87,8 @@ type Cluster struct {
 	// lapsed is the lease held before the one being taken: Config.Lease,
 	// then each one that lapsed.
 	lapsed clientv3.LeaseID
-	// registering lets one registration run at a time.
-	registering sync.Mutex
+	// registering lets one registration run at a time: a token.
+	registering chan struct{}
 
 	// written is the revision of this host's newest write (Written).
 	written atomic.Int64
@@ -138,10 +138,14 @@ func Join(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to cluster store %s: %w", strings.Join(cfg.Endpoints, ","), err)
 	}
-	c := &Cluster{cfg: cfg, client: client, log: cfg.Log, stopped: make(chan struct{}), lapsed: clientv3.LeaseID(cfg.Lease)}
+	c := &Cluster{cfg: cfg, client: client, log: cfg.Log, stopped: make(chan struct{}), lapsed: clientv3.LeaseID(cfg.Lease),
+		registering: make(chan struct{}, 1)}
 	// A short first try: out of reach, the daemon starts without waiting
 	// out a request's whole budget, and keepAlive goes on trying.
-	if err := c.register(c.previous(), joinTimeout); err != nil {
+	first, cancel := context.WithTimeout(context.Background(), joinTimeout)
+	err = c.register(first)
+	cancel()
+	if err != nil {
 		if !isUnreachable(err) {
 			client.Close()
 			return nil, err
@@ -157,15 +161,18 @@ func Join(cfg Config) (*Cluster, error) {
 // register takes a lease, the one held before while it lives, and writes
 // the host record under it, unless the host has a lease already (another
 // registration made it first): keepAlive's, or a request's (registered).
-func (c *Cluster) register(previous clientv3.LeaseID, budget time.Duration) error {
-	c.registering.Lock()
-	defer c.registering.Unlock()
+// It gives up when ctx ends, waiting for another registration included.
+func (c *Cluster) register(ctx context.Context) error {
+	select {
+	case c.registering <- struct{}{}:
+		defer func() { <-c.registering }()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	if c.currentLease() != 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), budget)
-	defer cancel()
-	lease, err := c.keepOrGrant(ctx, previous)
+	lease, err := c.keepOrGrant(ctx, c.previous())
 	if err != nil {
 		return err
 	}
@@ -206,7 +213,10 @@ func (c *Cluster) keepAlive(ctx context.Context) {
 	for {
 		lease := c.currentLease()
 		if lease == 0 {
-			if err := c.register(c.previous(), requestTimeout); err == nil {
+			budget, cancel := context.WithTimeout(ctx, requestTimeout)
+			err := c.register(budget)
+			cancel()
+			if err == nil {
 				c.log.Info("registered in the cluster", "advertise", c.cfg.Advertise, "lease", fmt.Sprintf("%x", int64(c.currentLease())))
 				continue
 			}
@@ -233,11 +243,11 @@ func (c *Cluster) keepAlive(ctx context.Context) {
 // registered returns this host's lease, registering first when it has
 // none (etcd has not answered since Join, or the lease lapsed): a request
 // need not wait for keepAlive's next attempt once etcd answers again.
-func (c *Cluster) registered() (clientv3.LeaseID, error) {
+func (c *Cluster) registered(ctx context.Context) (clientv3.LeaseID, error) {
 	if lease := c.currentLease(); lease != 0 {
 		return lease, nil
 	}
-	if err := c.register(c.previous(), requestTimeout); err != nil {
+	if err := c.register(ctx); err != nil {
 		return 0, c.unreachable("register host "+c.cfg.Advertise.String(), err)
 	}
 	return c.currentLease(), nil
@@ -374,15 +384,25 @@ func isUnreachable(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded || unavailable(err)
 }
 
+// ErrUnreachable is what an error of a request the store did not answer
+// is (errors.Is): one to make again later, when it answers.
+var ErrUnreachable = errors.New("cluster store unreachable")
+
+// unreachableError says plainly that the store did not answer.
+type unreachableError struct{ msg string }
+
+func (e unreachableError) Error() string        { return e.msg }
+func (e unreachableError) Is(target error) bool { return target == ErrUnreachable }
+
 // unreachable names what could not be done, and says so plainly when the
 // store did not answer in time.
 func (c *Cluster) unreachable(what string, err error) error {
 	store := strings.Join(c.cfg.Endpoints, ",")
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded:
-		return fmt.Errorf("%s: cluster store %s unreachable (no answer in %s)", what, store, requestTimeout)
+		return unreachableError{fmt.Sprintf("%s: cluster store %s unreachable (no answer in time)", what, store)}
 	case unavailable(err):
-		return fmt.Errorf("%s: cluster store %s unreachable: %s", what, store, status.Convert(err).Message())
+		return unreachableError{fmt.Sprintf("%s: cluster store %s unreachable: %s", what, store, status.Convert(err).Message())}
 	}
 	return fmt.Errorf("%s in cluster store: %w", what, err)
 }

@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -27,6 +29,10 @@ func TestUnavailable(t *testing.T) {
 		}
 		if !isUnreachable(err) {
 			t.Errorf("%v: not taken as unreachable", err)
+		}
+		c := &Cluster{cfg: Config{Endpoints: []string{"192.0.2.1:2379"}}}
+		if said := c.unreachable("read", err); !errors.Is(said, ErrUnreachable) || !strings.Contains(said.Error(), "192.0.2.1:2379 unreachable") {
+			t.Errorf("%v: said as %q, not as ErrUnreachable naming the store", err, said)
 		}
 	}
 	for _, err := range []error{nil, rpctypes.ErrLeaseNotFound, rpctypes.ErrKeyNotFound, context.Canceled} {

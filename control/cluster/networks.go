@@ -137,8 +137,11 @@ func (c *Cluster) choose(spec NetworkSpec, nets []Network) (Network, error) {
 		Attachable: spec.Attachable, Labels: spec.Labels, Options: spec.Options, Created: time.Now().UTC(), CreatedOn: c.cfg.Advertise}
 	vnis := map[uint32]bool{}
 	for _, o := range nets {
-		if o.ID == spec.ID && o.Name == spec.Name {
-			return o, nil // written by an attempt whose answer was lost
+		if o.ID == spec.ID {
+			if o.Name == spec.Name {
+				return o, nil // written by an attempt whose answer was lost
+			}
+			return n, errdefs.Conflictf("network ID %s is taken by overlay network %s", spec.ID, o.Name)
 		}
 		if o.Name == spec.Name {
 			return n, errdefs.Conflictf("network with name %s already exists in the cluster", spec.Name)
@@ -192,12 +195,18 @@ func (c *Cluster) Network(ctx context.Context, ref string) (Network, error) {
 	return find(nets, ref)
 }
 
+// find finds the network ref names: by whole ID first, then by name, then
+// by a prefix of its ID, as Docker does; a name that is another's ID
+// never hides it.
 func find(nets []Network, ref string) (Network, error) {
+	if i := slices.IndexFunc(nets, func(n Network) bool { return n.ID == ref }); i >= 0 {
+		return nets[i], nil
+	}
+	if i := slices.IndexFunc(nets, func(n Network) bool { return n.Name == ref }); i >= 0 {
+		return nets[i], nil
+	}
 	var match []Network
 	for _, n := range nets {
-		if n.Name == ref || n.ID == ref {
-			return n, nil
-		}
 		if ref != "" && strings.HasPrefix(n.ID, ref) {
 			match = append(match, n)
 		}
@@ -239,14 +248,19 @@ func (c *Cluster) RemoveNetwork(ctx context.Context, ref string) error {
 		c.wrote(txn.Header.Revision)
 		return nil
 	}
-	users := decodeAll[Address](c.log, txn.Responses[0].GetResponseRange().Kvs)
-	var hosts []string
-	for _, u := range users {
-		if h := u.Host.String(); !slices.Contains(hosts, h) {
-			hosts = append(hosts, h)
+	// Hosts, and the addresses of records no host can read, which only
+	// their writer may give back.
+	var holders []string
+	for _, u := range heldAddresses(c.log, txn.Responses[0].GetResponseRange().Kvs) {
+		h := u.Host.String()
+		if !u.Host.IsValid() {
+			h = u.Addr.String() + " (a record ebpfnet cannot read)"
+		}
+		if !slices.Contains(holders, h) {
+			holders = append(holders, h)
 		}
 	}
-	return errdefs.Conflictf("network %s has active endpoints on %s: disconnect or remove them first", n.Name, strings.Join(hosts, ", "))
+	return errdefs.Conflictf("network %s has active endpoints on %s: disconnect or remove them first", n.Name, strings.Join(holders, ", "))
 }
 
 // Address is an address of an overlay network taken by an endpoint: what
@@ -264,15 +278,16 @@ type Address struct {
 // AllocateAddress takes an address of network for ep.Owner: ep.Addr, or
 // the first free one when that is zero. The record, with the sandbox's
 // name and aliases, is bound to this host's lease. Taking it again for
-// the same owner returns it.
+// the same owner returns it. Errors leave naming the network to the
+// caller, which knows it by the name its user gave.
 func (c *Cluster) AllocateAddress(ctx context.Context, networkID string, ep Address) (netip.Addr, error) {
 	owner, want := ep.Owner, ep.Addr
-	lease, err := c.registered()
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	lease, err := c.registered(ctx)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("allocate an address: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
 	for range attempts {
 		resp, err := c.client.Txn(ctx).Then(
 			clientv3.OpGet(networkKey(networkID)),
@@ -320,13 +335,13 @@ func (c *Cluster) AllocateAddress(ctx context.Context, networkID string, ep Addr
 			// reach longer than it had left): register again and take
 			// the address under the new one.
 			c.lapse(lease)
-			if lease, err = c.registered(); err != nil {
+			if lease, err = c.registered(ctx); err != nil {
 				return netip.Addr{}, fmt.Errorf("allocate an address: %w", err)
 			}
 			continue
 		}
 		if err != nil {
-			return netip.Addr{}, c.unreachable("allocate an address on network "+n.Name, err)
+			return netip.Addr{}, c.unreachable("allocate an address", err)
 		}
 		if txn.Succeeded {
 			c.wrote(txn.Header.Revision)
@@ -336,7 +351,7 @@ func (c *Cluster) AllocateAddress(ctx context.Context, networkID string, ep Addr
 			continue // read again: taken, or the network went
 		}
 	}
-	return netip.Addr{}, errdefs.Conflictf("allocate an address on network %s: other hosts kept taking addresses; try again", networkID)
+	return netip.Addr{}, errdefs.Conflictf("allocate an address: other hosts kept taking addresses; try again")
 }
 
 // pick chooses owner's address on n: the one it holds, want, or the
@@ -349,16 +364,12 @@ func pick(n Network, taken []Address, owner string, want netip.Addr) (netip.Addr
 	}
 	p, err := ipam.NewPool(n.Subnet, netip.Prefix{}, n.Gateway)
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("network %s: %w", n.Name, err)
+		return netip.Addr{}, err
 	}
 	for _, a := range taken {
 		p.AllocateStatic(a.Addr) // a record's, checked by its writer
 	}
-	a, err := p.Take(want)
-	if err != nil {
-		return a, fmt.Errorf("network %s: %w", n.Name, err)
-	}
-	return a, nil
+	return p.Take(want)
 }
 
 // ReleaseAddress gives back owner's address on a network; one another

@@ -191,21 +191,37 @@ func (e *Engine) runCluster(ctx context.Context, done chan struct{}) {
 		latest <- st
 	})
 	var last cluster.State
+	// What failed is tried again, a little later each time it fails
+	// again, until it works or a new state comes.
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	backoff := time.Duration(0)
 	for {
 		select {
 		case <-ctx.Done():
+			retry.Stop()
 			return
 		case last = <-latest:
+		case <-retry.C:
 		case <-e.clusterNudge:
 			// The watch keeps last current: what a local change asks
 			// for is done against it, without reading the store.
-			if last.Revision == 0 {
-				continue
-			}
 		}
-		e.applyCluster(ctx, last)
+		if last.Revision == 0 {
+			continue
+		}
+		retry.Stop()
+		if !e.applyCluster(ctx, last) {
+			backoff = 0
+			continue
+		}
+		backoff = min(max(2*backoff, clusterRetry), 16*clusterRetry)
+		retry.Reset(backoff)
 	}
 }
+
+// clusterRetry is how soon runCluster first tries again what failed.
+const clusterRetry = time.Second
 
 // nudgeCluster asks runCluster to bring the cluster in line with a local
 // change (addresses of removed endpoints to give back) without waiting
@@ -226,15 +242,24 @@ func (e *Engine) nudgeCluster() {
 // endpoints given back, those a lapsed lease lost taken again). The
 // requests to the store come last, without the engine's lock: a store out
 // of reach keeps them waiting, not every local change.
-func (e *Engine) applyCluster(ctx context.Context, st cluster.State) {
+// It reports whether something failed, to be tried again.
+func (e *Engine) applyCluster(ctx context.Context, st cluster.State) (failed bool) {
 	requests, err := e.followCluster(ctx, st)
 	errs := []error{err}
-	for _, request := range requests {
-		errs = append(errs, request())
+	for i, request := range requests {
+		err := request()
+		errs = append(errs, err)
+		if errors.Is(err, cluster.ErrUnreachable) {
+			// The rest would wait as long: all of them next time.
+			errs = append(errs, fmt.Errorf("%d more requests wait for the cluster store", len(requests)-i-1))
+			break
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		e.log.Warn("follow the cluster", "err", err)
+		return true
 	}
+	return false
 }
 
 // followCluster is applyCluster's local part: it returns the requests to
@@ -311,7 +336,12 @@ func (e *Engine) followCluster(ctx context.Context, st cluster.State) ([]func() 
 			}
 			held[a.Owner] = true
 			if ep, ok := mine[a.Owner]; !ok || ep.Addr != a.Addr {
-				requests = append(requests, func() error { return e.cluster.ReleaseAddress(ctx, id, a.Addr, a.Owner) })
+				requests = append(requests, func() error {
+					if err := e.cluster.ReleaseAddress(ctx, id, a.Addr, a.Owner); err != nil {
+						return fmt.Errorf("network %s: %w", n.Name, err)
+					}
+					return nil
+				})
 			}
 		}
 		for _, sb := range sbs {
@@ -321,8 +351,10 @@ func (e *Engine) followCluster(ctx context.Context, st cluster.State) ([]func() 
 					// address again, unless another host has it by now.
 					retake := cluster.Address{Owner: ep.ID, Addr: ep.Addr, Sandbox: sb.Name, Aliases: ep.Aliases}
 					requests = append(requests, func() error {
-						_, err := e.cluster.AllocateAddress(ctx, id, retake)
-						return err
+						if _, err := e.cluster.AllocateAddress(ctx, id, retake); err != nil {
+							return fmt.Errorf("sandbox %s, network %s: take %s again: %w", sb.Name, n.Name, ep.Addr, err)
+						}
+						return nil
 					})
 				}
 			}

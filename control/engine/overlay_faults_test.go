@@ -11,31 +11,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/store"
-	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
-
-// newClusterEngineEtcd is newClusterEngine, with its etcd, for tests that
-// stop the store.
-func newClusterEngineEtcd(t *testing.T) (testEngine, *testbed.Etcd) {
-	t.Helper()
-	var etcd *testbed.Etcd
-	te := newTestEngineWith(t, func(hostNS string) *cluster.Config {
-		advertise := netip.MustParseAddr("192.0.2.1")
-		for _, args := range [][]string{
-			{"link", "add", "under0", "type", "veth", "peer", "name", "under1"},
-			{"addr", "add", advertise.String() + "/24", "dev", "under0"},
-			{"link", "set", "under0", "up"},
-			{"link", "set", "under1", "up"},
-		} {
-			if out, err := exec.Command("ip", append([]string{"-n", filepath.Base(hostNS)}, args...)...).CombinedOutput(); err != nil {
-				t.Fatalf("ip %v: %v: %s", args, err, out)
-			}
-		}
-		etcd = testbed.StartEtcd(t, testbed.EtcdMember{NetNS: hostNS, Addr: netip.MustParseAddr("127.0.0.1")})
-		return &cluster.Config{Endpoints: etcd.Endpoints(), Advertise: advertise}
-	})
-	return te, etcd
-}
 
 // An address refused on an overlay network is said once, naming the
 // network once, as on a bridge network: not "network X: network X: …".
@@ -52,11 +28,11 @@ func TestOverlayAddressErrorNamesTheNetworkOnce(t *testing.T) {
 }
 
 // While the store is out of reach, bringing the host in line with a state
-// (here: addresses to take again after a lapsed lease) holds the engine's
-// lock for one request's budget at most, not one per endpoint: every
-// other call to the engine waits for it.
+// (here: addresses to take again after a lapsed lease) waits one
+// request's budget at most, not one per endpoint: following the cluster
+// waits for it.
 func TestApplyClusterDuringOutageHoldsTheLockBriefly(t *testing.T) {
-	te, etcd := newClusterEngineEtcd(t)
+	te, etcd := newClusterEngineAndStore(t)
 	ctx := context.Background()
 	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay})
 	if err != nil {
@@ -79,7 +55,7 @@ func TestApplyClusterDuringOutageHoldsTheLockBriefly(t *testing.T) {
 	t0 := time.Now()
 	te.applyCluster(ctx, st)
 	if d := time.Since(t0); d > 6*time.Second {
-		t.Errorf("applying a state with the store out of reach held the engine's lock for %s", d.Round(100*time.Millisecond))
+		t.Errorf("applying a state with the store out of reach took %s", d.Round(100*time.Millisecond))
 	}
 }
 
@@ -117,5 +93,32 @@ func TestAddressReleasedAfterABlip(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("6 s after the store answered again, the removed endpoint's address is still held: %v, %v", as, err)
 		}
+	}
+}
+
+// While the store is out of reach, what the cluster asks of this host
+// (the address of a removed sandbox to give back) waits for it without
+// holding the engine: local changes go on at their own pace.
+func TestClusterOutageLeavesLocalChangesAlone(t *testing.T) {
+	te, etcd := newClusterEngineAndStore(t)
+	ov, sb := te.name("ov"), te.name("sb")
+	if _, err := te.CreateNetwork(NetworkSpec{Name: ov, Driver: store.DriverOverlay}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := te.CreateSandbox(SandboxSpec{Name: sb, Networks: []string{ov}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // the watch brings the sandbox's address
+	etcd.Stop(0)
+	if err := te.RemoveSandbox(sb, false); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // giving its address back is under way
+	start := time.Now()
+	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("local")}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("a bridge network took %s to create while the store was out of reach", d.Round(time.Millisecond))
 	}
 }
