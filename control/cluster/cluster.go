@@ -172,14 +172,34 @@ func (c *Cluster) register(ctx context.Context) error {
 	if c.currentLease() != 0 {
 		return nil
 	}
-	lease, err := c.keepOrGrant(ctx, c.previous())
+	previous := c.previous()
+	lease, err := c.keepOrGrant(ctx, previous)
 	if err != nil {
 		return err
 	}
 	hostname, _ := os.Hostname()
 	rec, _ := json.Marshal(Host{Advertise: c.cfg.Advertise, Hostname: hostname, Joined: time.Now().UTC()})
-	if _, err := c.client.Put(ctx, hostKey(c.cfg.Advertise), string(rec), clientv3.WithLease(lease)); err != nil {
+	// The record is written when no host has it, or when this host does
+	// (its kept lease): another host with the same advertise address
+	// would take this host's endpoints for its own and give them back.
+	key := hostKey(c.cfg.Advertise)
+	put := clientv3.OpPut(key, string(rec), clientv3.WithLease(lease))
+	txn, err := c.client.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(put).Commit()
+	if err == nil && !txn.Succeeded {
+		txn, err = c.client.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(key), "=", int64(lease))).Then(put).Else(clientv3.OpGet(key)).Commit()
+	}
+	if err != nil {
 		return err
+	}
+	if !txn.Succeeded {
+		if lease != previous {
+			c.client.Revoke(ctx, lease) // it holds nothing: not left to run out
+		}
+		other := "another host"
+		if h := decodeAll[Host](c.log, txn.Responses[0].GetResponseRange().Kvs); len(h) > 0 && h[0].Hostname != "" {
+			other = "host " + h[0].Hostname
+		}
+		return errdefs.Conflictf("advertise address %s is %s's in the cluster: give each host an address of its own", c.cfg.Advertise, other)
 	}
 	c.mu.Lock()
 	c.lease = lease
@@ -210,6 +230,7 @@ func (c *Cluster) keepOrGrant(ctx context.Context, previous clientv3.LeaseID) (c
 // replaced, and the host registered again, once etcd answers.
 func (c *Cluster) keepAlive(ctx context.Context) {
 	defer close(c.stopped)
+	refused := "" // why the store last refused to register this host, said once
 	for {
 		lease := c.currentLease()
 		if lease == 0 {
@@ -218,7 +239,12 @@ func (c *Cluster) keepAlive(ctx context.Context) {
 			cancel()
 			if err == nil {
 				c.log.Info("registered in the cluster", "advertise", c.cfg.Advertise, "lease", fmt.Sprintf("%x", int64(c.currentLease())))
+				refused = ""
 				continue
+			}
+			if !isUnreachable(err) && ctx.Err() == nil && err.Error() != refused {
+				refused = err.Error()
+				c.log.Error("cannot register this host in the cluster", "err", err)
 			}
 			sleep(ctx, time.Second)
 		} else {

@@ -605,7 +605,13 @@ func TestRetakeMovesToTheCurrentLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	renewed := s.join(t, 2, 0) // the same host with a lease of its own
+	// The same host with a lease of its own: its old registration gone,
+	// as if a daemon that lost its state joined again, while the old
+	// lease still holds the address.
+	if _, err := s.client(t).Delete(ctx, "/ebpfnet/v1/hosts/"+hostAddr(2).String()); err != nil {
+		t.Fatal(err)
+	}
+	renewed := s.join(t, 2, 0)
 	if got, err := renewed.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "ep", Addr: addr, Sandbox: "web"}); err != nil || got != addr {
 		t.Fatalf("taken again: %s, %v", got, err)
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 )
@@ -127,5 +129,26 @@ func TestUnreachableSaysHowLongItWaited(t *testing.T) {
 	d := time.Since(t0)
 	if err == nil || d > 2*time.Second || strings.Contains(err.Error(), "5s") {
 		t.Errorf("allocate with a 300 ms context and etcd down: %q after %s; want the wait it had said", err, d.Round(100*time.Millisecond))
+	}
+}
+
+// A second host that gives the advertise address another host has is
+// refused, naming it: the two would take each other's endpoints for their
+// own and give them back. The first keeps its registration.
+func TestAdvertiseAddressTaken(t *testing.T) {
+	s := newStore(t)
+	first := s.join(t, 1, 0)
+	_, err := cluster.Join(cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(1), Dial: s.dial})
+	if !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), hostAddr(1).String()) {
+		t.Fatalf("a second host advertising %s: %v; want a conflict naming it", hostAddr(1), err)
+	}
+	ctx := context.Background()
+	st, err := first.Status(ctx)
+	if err != nil || len(st.Hosts) != 1 {
+		t.Fatalf("status of the first host: %+v, %v", st, err)
+	}
+	ttl, err := s.client(t).TimeToLive(ctx, clientv3.LeaseID(first.Lease()), clientv3.WithAttachedKeys())
+	if err != nil || len(ttl.Keys) != 1 {
+		t.Errorf("the first host's lease holds %q (%v); want its host record still", ttl.Keys, err)
 	}
 }
