@@ -50,12 +50,14 @@ func waitPeers(t *testing.T, h *testbed.Host, within time.Duration, want ...neti
 	}
 }
 
-// Three hosts join one etcd cluster, one member each. Every host sees
-// the three; a host killed for good drops out after its lease; the
-// cluster keeps working with one etcd member down; a restarted daemon
-// joins again. Flags that cannot work are refused, naming the value.
+// Three hosts join one etcd cluster, one member each, over TLS with
+// client certificates, as a production etcd asks. Every host sees the
+// three; a host killed for good drops out after its lease; the cluster
+// keeps working with one etcd member down; a restarted daemon joins
+// again. Flags that cannot work are refused, naming the value, and so is
+// a host that gives another's advertise address.
 func TestClusterMembership(t *testing.T) {
-	c := testbed.NewCluster(t, 3)
+	c := testbed.NewSecureCluster(t, 3)
 	all := []netip.Addr{testbed.UnderlayAddr(0), testbed.UnderlayAddr(1), testbed.UnderlayAddr(2)}
 	for _, h := range c.Hosts {
 		waitPeers(t, h, 5*time.Second, all...)
@@ -95,6 +97,10 @@ func TestClusterMembership(t *testing.T) {
 		{[]string{"--cluster-store", c.Etcd.Store()}, "--cluster-advertise"},
 		{[]string{"--cluster-store", c.Etcd.Store(), "--cluster-advertise", "eth0"}, `"eth0"`},
 		{[]string{"--cluster-store", c.Etcd.Store(), "--cluster-advertise", "127.0.0.1"}, "127.0.0.1"},
+		{append(c.DaemonFlags(2), "--cluster-store-opt", "kv.timeout=5"), `"kv.timeout"`},
+		{append(c.DaemonFlags(2), "--cluster-store-opt", "kv.cacertfile=/nonexistent/ca.pem"), "/nonexistent/ca.pem"},
+		{[]string{"--cluster-store-opt", c.Etcd.StoreOptions()[0]}, "--cluster-store"},
+		{c.DaemonFlags(0), all[0].String()}, // host 0's advertise address
 	} {
 		h.DaemonFlags(bad.flags...)
 		if out := h.StartFails(); !strings.Contains(out, bad.want) {

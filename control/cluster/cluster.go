@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,6 +51,8 @@ type Config struct {
 	// Dial opens connections to etcd, from the namespace the host's
 	// traffic leaves from; nil dials from the caller's.
 	Dial func(ctx context.Context, address string) (net.Conn, error)
+	// TLS speaks to the store over TLS when set (ParseStoreOptions).
+	TLS *tls.Config
 	// LeaseTTL is DefaultLeaseTTL when zero.
 	LeaseTTL time.Duration
 	// Lease is the lease this host held before (a restarted daemon's):
@@ -130,6 +133,7 @@ func Join(cfg Config) (*Cluster, error) {
 		DialKeepAliveTime:    time.Second,
 		DialKeepAliveTimeout: time.Second,
 		Logger:               zap.NewNop(),
+		TLS:                  cfg.TLS,
 	}
 	if cfg.Dial != nil {
 		etcdCfg.DialOptions = []grpc.DialOption{grpc.WithContextDialer(cfg.Dial)}

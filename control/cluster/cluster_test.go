@@ -32,9 +32,14 @@ type store struct {
 }
 
 func newStore(t *testing.T) store {
+	return newStoreWith(t, testbed.StartEtcd)
+}
+
+// newStoreWith is newStore, with the etcd start chooses.
+func newStoreWith(t *testing.T, start func(testbed.TB, ...testbed.EtcdMember) *testbed.Etcd) store {
 	testenv.RequirePrivileges(t)
 	ns := testenv.HostNamespace(t, testenv.Prefix("etcd"))
-	etcd := testbed.StartEtcd(t, testbed.EtcdMember{NetNS: ns, Addr: netip.MustParseAddr("127.0.0.1")})
+	etcd := start(t, testbed.EtcdMember{NetNS: ns, Addr: netip.MustParseAddr("127.0.0.1")})
 	return store{etcd, func(ctx context.Context, address string) (c net.Conn, err error) {
 		err = namespace.Do(ns, func() error {
 			c, err = (&net.Dialer{}).DialContext(ctx, "tcp", address)
@@ -71,7 +76,11 @@ func (s store) mortal(t *testing.T, i int) (*cluster.Cluster, *cuttable) {
 // client is a plain etcd client of the store, for what no host does.
 func (s store) client(t *testing.T) *clientv3.Client {
 	t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: s.etcd.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+	tls, err := cluster.ParseStoreOptions(s.etcd.StoreOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := clientv3.New(clientv3.Config{Endpoints: s.etcd.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop(), TLS: tls,
 		DialOptions: []grpc.DialOption{grpc.WithContextDialer(s.dial)}})
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
 
 // A network asked for with the ID of another network, under another name,
@@ -150,5 +153,69 @@ func TestAdvertiseAddressTaken(t *testing.T) {
 	ttl, err := s.client(t).TimeToLive(ctx, clientv3.LeaseID(first.Lease()), clientv3.WithAttachedKeys())
 	if err != nil || len(ttl.Keys) != 1 {
 		t.Errorf("the first host's lease holds %q (%v); want its host record still", ttl.Keys, err)
+	}
+}
+
+// A store that speaks TLS and asks for a client certificate is joined
+// with Docker's --cluster-store-opt files; without them, or with the CA
+// alone, the store refuses the host, and requests say it is out of reach.
+func TestSecureStore(t *testing.T) {
+	s := newStoreWith(t, testbed.StartSecureEtcd)
+	ctx := context.Background()
+	opts := s.etcd.StoreOptions()
+	for _, c := range []struct {
+		what string
+		opts []string
+		ok   bool
+	}{
+		{"with the CA and a client certificate", opts, true},
+		{"in plain text", nil, false},
+		{"with the CA alone", opts[:1], false},
+	} {
+		tls, err := cluster.ParseStoreOptions(c.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := cluster.Join(cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(1), Dial: s.dial, TLS: tls})
+		if err != nil {
+			t.Fatalf("join %s: %v", c.what, err)
+		}
+		create, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err = h.CreateNetwork(create, cluster.NetworkSpec{ID: "net1", Name: "ov"})
+		cancel()
+		h.Close()
+		if c.ok && err != nil {
+			t.Errorf("create a network %s: %v", c.what, err)
+		}
+		if !c.ok && (err == nil || !strings.Contains(err.Error(), "unreachable")) {
+			t.Errorf("create a network %s: %v; want the store out of reach", c.what, err)
+		}
+	}
+}
+
+// Options that cannot work are refused, naming what is wrong.
+func TestParseStoreOptions(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for opt, want := range map[string]string{
+		"kv.cacertfile":                    `"kv.cacertfile"`,
+		"kv.cacertfile=":                   `"kv.cacertfile="`,
+		"discovery.ttl=20":                 `"discovery.ttl"`,
+		"kv.cacertfile=" + dir + "/absent": dir + "/absent",
+		"kv.cacertfile=" + notPEM:          notPEM,
+		"kv.certfile=" + notPEM:            "kv.keyfile",
+	} {
+		if _, err := cluster.ParseStoreOptions([]string{opt}); !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), want) {
+			t.Errorf("option %q: %v; want it refused naming %s", opt, err, want)
+		}
+	}
+	if _, err := cluster.ParseStoreOptions([]string{"kv.certfile=" + notPEM, "kv.keyfile=" + notPEM}); err == nil || !strings.Contains(err.Error(), notPEM) {
+		t.Errorf("a key pair that is not one: %v", err)
+	}
+	if cfg, err := cluster.ParseStoreOptions(nil); cfg != nil || err != nil {
+		t.Errorf("no options: %v, %v; want plain text", cfg, err)
 	}
 }

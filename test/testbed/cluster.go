@@ -27,6 +27,18 @@ func UnderlayAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 88, 0, 
 // is under0.
 func NewCluster(tb TB, n int) *Cluster {
 	tb.Helper()
+	return newCluster(tb, n, StartEtcd)
+}
+
+// NewSecureCluster is NewCluster with an etcd that speaks TLS and asks
+// the daemons for a client certificate (--cluster-store-opt).
+func NewSecureCluster(tb TB, n int) *Cluster {
+	tb.Helper()
+	return newCluster(tb, n, StartSecureEtcd)
+}
+
+func newCluster(tb TB, n int, startEtcd func(TB, ...EtcdMember) *Etcd) *Cluster {
+	tb.Helper()
 	c := &Cluster{}
 	id := make([]byte, 3)
 	rand.Read(id)
@@ -48,7 +60,7 @@ func NewCluster(tb TB, n int) *Cluster {
 		c.Hosts = append(c.Hosts, h)
 		members = append(members, EtcdMember{NetNS: h.NetNS, Addr: UnderlayAddr(i)})
 	}
-	c.Etcd = StartEtcd(tb, members...)
+	c.Etcd = startEtcd(tb, members...)
 	// Daemons stop before etcd does (cleanups run last first), so that
 	// they leave the cluster instead of waiting for a store that is gone.
 	tb.Cleanup(func() {
@@ -66,5 +78,9 @@ func NewCluster(tb TB, n int) *Cluster {
 
 // DaemonFlags are the flags that make host i's daemon join the cluster.
 func (c *Cluster) DaemonFlags(i int) []string {
-	return []string{"--cluster-store", c.Etcd.Store(), "--cluster-advertise", UnderlayAddr(i).String()}
+	flags := []string{"--cluster-store", c.Etcd.Store(), "--cluster-advertise", UnderlayAddr(i).String()}
+	for _, opt := range c.Etcd.StoreOptions() {
+		flags = append(flags, "--cluster-store-opt", opt)
+	}
+	return flags
 }

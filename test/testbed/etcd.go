@@ -23,6 +23,8 @@ type Etcd struct {
 	dir     string
 	members []EtcdMember
 	procs   []*etcdProcess
+	// TLS is nil for a cluster that speaks plain text to its clients.
+	TLS *EtcdTLS
 }
 
 type etcdProcess struct {
@@ -36,7 +38,26 @@ const EtcdBinary = "/usr/bin/etcd"
 // StartEtcd starts a cluster of members and waits until each answers.
 func StartEtcd(tb TB, members ...EtcdMember) *Etcd {
 	tb.Helper()
+	return startEtcd(tb, false, members)
+}
+
+// StartSecureEtcd is StartEtcd for a cluster that speaks TLS to its
+// clients and takes only those with a certificate of its CA.
+func StartSecureEtcd(tb TB, members ...EtcdMember) *Etcd {
+	tb.Helper()
+	return startEtcd(tb, true, members)
+}
+
+func startEtcd(tb TB, secure bool, members []EtcdMember) *Etcd {
+	tb.Helper()
 	e := &Etcd{tb: tb, dir: tb.TempDir(), members: members, procs: make([]*etcdProcess, len(members))}
+	if secure {
+		var addrs []netip.Addr
+		for _, m := range members {
+			addrs = append(addrs, m.Addr)
+		}
+		e.TLS = newEtcdTLS(tb, e.dir, addrs)
+	}
 	tb.Cleanup(func() {
 		for i := range e.procs {
 			e.Stop(i)
@@ -61,8 +82,15 @@ func (e *Etcd) Start(i int) {
 		cluster = append(cluster, fmt.Sprintf("%s=http://%s", e.name(j), netip.AddrPortFrom(m.Addr, 2380)))
 	}
 	m := e.members[i]
-	client, peer := "http://"+netip.AddrPortFrom(m.Addr, 2379).String(), "http://"+netip.AddrPortFrom(m.Addr, 2380).String()
-	cmd, exited := startLogged(e.tb, e.dir, e.name(i), "nsenter", "--net="+m.NetNS, EtcdBinary,
+	scheme := "http://"
+	var secure []string
+	if e.TLS != nil {
+		scheme = "https://"
+		secure = []string{"--cert-file", e.TLS.ServerCert, "--key-file", e.TLS.ServerKey,
+			"--trusted-ca-file", e.TLS.CA, "--client-cert-auth"}
+	}
+	client, peer := scheme+netip.AddrPortFrom(m.Addr, 2379).String(), "http://"+netip.AddrPortFrom(m.Addr, 2380).String()
+	args := append([]string{"nsenter", "--net=" + m.NetNS, EtcdBinary,
 		"--name", e.name(i), "--data-dir", filepath.Join(e.dir, e.name(i)),
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
@@ -71,7 +99,8 @@ func (e *Etcd) Start(i int) {
 		// Elections in a second rather than in several, for the tests
 		// that stop a member.
 		"--heartbeat-interval", "100", "--election-timeout", "1000",
-		"--log-level", "warn", "--logger", "zap")
+		"--log-level", "warn", "--logger", "zap"}, secure...)
+	cmd, exited := startLogged(e.tb, e.dir, e.name(i), args...)
 	e.procs[i] = &etcdProcess{cmd, exited}
 }
 
@@ -89,9 +118,12 @@ func (e *Etcd) Stop(i int) {
 func (e *Etcd) WaitHealthy(i int) {
 	e.tb.Helper()
 	m := e.members[i]
+	args := []string{"--net=" + m.NetNS, "etcdctl", "--endpoints", netip.AddrPortFrom(m.Addr, 2379).String(), "--command-timeout", "1s"}
+	if e.TLS != nil {
+		args = append(args, "--cacert", e.TLS.CA, "--cert", e.TLS.ClientCert, "--key", e.TLS.ClientKey)
+	}
 	waitFor(e.tb, e.dir, e.name(i), e.procs[i].exited, func() bool {
-		return exec.Command("nsenter", "--net="+m.NetNS, "etcdctl", "--endpoints", netip.AddrPortFrom(m.Addr, 2379).String(),
-			"--command-timeout", "1s", "endpoint", "health").Run() == nil
+		return exec.Command("nsenter", append(args, "endpoint", "health")...).Run() == nil
 	})
 }
 
@@ -106,3 +138,12 @@ func (e *Etcd) Endpoints() []string {
 
 // Store is the cluster in the daemon's --cluster-store form.
 func (e *Etcd) Store() string { return "etcd://" + strings.Join(e.Endpoints(), ",") }
+
+// StoreOptions are the daemon's --cluster-store-opt values for the
+// cluster: its CA and a client certificate when it speaks TLS.
+func (e *Etcd) StoreOptions() []string {
+	if e.TLS == nil {
+		return nil
+	}
+	return []string{"kv.cacertfile=" + e.TLS.CA, "kv.certfile=" + e.TLS.ClientCert, "kv.keyfile=" + e.TLS.ClientKey}
+}
