@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -217,5 +218,53 @@ func TestParseStoreOptions(t *testing.T) {
 	}
 	if cfg, err := cluster.ParseStoreOptions(nil); cfg != nil || err != nil {
 		t.Errorf("no options: %v, %v; want plain text", cfg, err)
+	}
+}
+
+// An address given back, or lost with its host's lease, is not handed out
+// again until the network's addresses wrap around, as Docker's IPAM
+// does: a host whose lease lapsed while etcd was out of its reach finds
+// its sandboxes' addresses still free when it takes them again, instead of
+// another host's new sandbox holding one of them as well.
+func TestAddressesNotReusedAtOnce(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	a := s.join(t, 1, 0)
+	n, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov", Subnet: netip.MustParsePrefix("10.9.0.0/29")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lapsing, link := s.mortal(t, 2)
+	var theirs []netip.Addr
+	for _, owner := range []string{"ep1", "ep2"} {
+		addr, err := lapsing.AllocateAddress(ctx, n.ID, cluster.Address{Owner: owner})
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirs = append(theirs, addr)
+	}
+	link.cut() // its lease lapses: its addresses go
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if as, err := a.Addresses(ctx, n.ID); err == nil && len(as) == 0 {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("addresses of the lapsed lease: %v, %v", as, err)
+		}
+	}
+	// 10.9.0.0/29: the gateway .1, hosts .2 to .6. The next ones come
+	// after those handed out, then wrap.
+	var got []string
+	for _, owner := range []string{"a1", "a2", "a3", "a4", "a5"} {
+		addr, err := a.AllocateAddress(ctx, n.ID, cluster.Address{Owner: owner})
+		if err != nil {
+			t.Fatalf("after %v: %v", got, err)
+		}
+		got = append(got, addr.String())
+	}
+	if want := []string{"10.9.0.4", "10.9.0.5", "10.9.0.6", "10.9.0.2", "10.9.0.3"}; !slices.Equal(got, want) {
+		t.Errorf("addresses handed out after %v lapsed: %v, want %v", theirs, got, want)
+	}
+	if _, err := a.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "a6"}); err == nil || !strings.Contains(err.Error(), "10.9.0.0/29") {
+		t.Errorf("a full network: %v, want its subnet named", err)
 	}
 }

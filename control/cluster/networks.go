@@ -73,6 +73,11 @@ func addressesKey(networkID string) string {
 	return prefix + "addresses/" + networkID + "/"
 }
 
+// lastKey holds the address of a network handed out last (ipam.Pool's
+// Last): the next search starts after it, so an address given back, or
+// lost with a lapsed lease, is handed out again only once they wrap.
+func lastKey(networkID string) string { return prefix + "last/" + networkID }
+
 // CreateNetwork creates an overlay network with a name, a VNI and a
 // subnet no other overlay network has. The check and the write are one
 // transaction on every network record: a host that created one in between
@@ -234,7 +239,7 @@ func (c *Cluster) RemoveNetwork(ctx context.Context, ref string) error {
 	for { // made again, it deletes nothing more: a lost answer is harmless
 		txn, err = c.client.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(addressesKey(n.ID)).WithPrefix(), "=", 0)).
-			Then(clientv3.OpDelete(networkKey(n.ID))).
+			Then(clientv3.OpDelete(networkKey(n.ID)), clientv3.OpDelete(lastKey(n.ID))).
 			Else(clientv3.OpGet(addressesKey(n.ID), clientv3.WithPrefix())).
 			Commit()
 		if !c.again(ctx, err) {
@@ -292,6 +297,7 @@ func (c *Cluster) AllocateAddress(ctx context.Context, networkID string, ep Addr
 		resp, err := c.client.Txn(ctx).Then(
 			clientv3.OpGet(networkKey(networkID)),
 			clientv3.OpGet(addressesKey(networkID), clientv3.WithPrefix()),
+			clientv3.OpGet(lastKey(networkID)),
 		).Commit()
 		if c.again(ctx, err) {
 			continue
@@ -306,7 +312,11 @@ func (c *Cluster) AllocateAddress(ctx context.Context, networkID string, ep Addr
 		n := nets[0]
 		kvs := resp.Responses[1].GetResponseRange().Kvs
 		taken := heldAddresses(c.log, kvs)
-		addr, err := pick(n, taken, owner, want)
+		var last netip.Addr // a hint: unreadable, the search starts at the beginning
+		if l := resp.Responses[2].GetResponseRange().Kvs; len(l) > 0 {
+			last, _ = netip.ParseAddr(string(l[0].Value))
+		}
+		addr, err := pick(n, taken, owner, want, last)
 		if err != nil {
 			return addr, err
 		}
@@ -323,9 +333,13 @@ func (c *Cluster) AllocateAddress(ctx context.Context, networkID string, ep Addr
 			}
 			free = clientv3.Compare(clientv3.ModRevision(key), "=", kvs[i].ModRevision)
 		}
+		writes := []clientv3.Op{clientv3.OpPut(key, string(rec), clientv3.WithLease(lease))}
+		if !want.IsValid() {
+			writes = append(writes, clientv3.OpPut(lastKey(networkID), addr.String()))
+		}
 		txn, err := c.client.Txn(ctx).
 			If(free, clientv3.Compare(clientv3.CreateRevision(networkKey(networkID)), "!=", 0)).
-			Then(clientv3.OpPut(key, string(rec), clientv3.WithLease(lease))).
+			Then(writes...).
 			Commit()
 		if c.again(ctx, err) {
 			continue // it may have been written: the next read finds it owner's
@@ -354,9 +368,10 @@ func (c *Cluster) AllocateAddress(ctx context.Context, networkID string, ep Addr
 	return netip.Addr{}, errdefs.Conflictf("allocate an address: other hosts kept taking addresses; try again")
 }
 
-// pick chooses owner's address on n: the one it holds, want, or the
-// lowest free one, by the pool rules every network's addresses follow.
-func pick(n Network, taken []Address, owner string, want netip.Addr) (netip.Addr, error) {
+// pick chooses owner's address on n: the one it holds, want, or the next
+// free one after last, the latest handed out, by the pool rules every
+// network's addresses follow.
+func pick(n Network, taken []Address, owner string, want, last netip.Addr) (netip.Addr, error) {
 	for _, a := range taken {
 		if a.Owner == owner && (!want.IsValid() || a.Addr == want) {
 			return a.Addr, nil
@@ -369,6 +384,7 @@ func pick(n Network, taken []Address, owner string, want netip.Addr) (netip.Addr
 	for _, a := range taken {
 		p.AllocateStatic(a.Addr) // a record's, checked by its writer
 	}
+	p.Last = last
 	return p.Take(want)
 }
 
