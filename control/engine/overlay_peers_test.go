@@ -1,0 +1,63 @@
+package engine
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ebpfnet/ebpfnet/control/cluster"
+	"github.com/ebpfnet/ebpfnet/control/driver/overlay"
+	"github.com/ebpfnet/ebpfnet/control/store"
+)
+
+// The peers of a VXLAN device are all written again once a minute, as
+// the README says, which puts back what something else removed: also on
+// a cluster where nothing changes meanwhile. Slow: it waits for that
+// minute.
+func TestPeersPutBackOnAQuietCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the minute of peersRecheck")
+	}
+	te := newClusterEngine(t)
+	ctx := context.Background()
+	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	far, err := cluster.Join(cluster.Config{Endpoints: te.cfg.Cluster.Endpoints, Advertise: netip.MustParseAddr("192.0.2.9"),
+		Dial: func(ctx context.Context, address string) (net.Conn, error) { return te.dialInHost(ctx, "tcp", address) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer far.Close()
+	addr, err := far.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "remote", Sandbox: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, dev := filepath.Base(te.cfg.NetNS), overlay.Device(n)
+	hasPeer := func() bool {
+		out, err := exec.Command("ip", "-n", ns, "neigh", "show", "dev", dev).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip neigh show dev %s: %v: %s", dev, err, out)
+		}
+		return strings.Contains(string(out), addr.String()+" ")
+	}
+	await := func(what string, within time.Duration) {
+		t.Helper()
+		for deadline := time.Now().Add(within); !hasPeer(); time.Sleep(500 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no neighbour %s on %s after %s", what, addr, dev, within)
+			}
+		}
+	}
+	await("the other host's endpoint", 5*time.Second)
+	if out, err := exec.Command("ip", "-n", ns, "neigh", "del", addr.String(), "dev", dev).CombinedOutput(); err != nil {
+		t.Fatalf("ip neigh del: %v: %s", err, out)
+	}
+	await("removed by something else, nothing changed in the cluster", peersRecheck+15*time.Second)
+}
