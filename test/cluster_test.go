@@ -101,6 +101,7 @@ func TestClusterMembership(t *testing.T) {
 		{append(c.DaemonFlags(2), "--cluster-store-opt", "kv.cacertfile=/nonexistent/ca.pem"), "/nonexistent/ca.pem"},
 		{[]string{"--cluster-store-opt", c.Etcd.StoreOptions()[0]}, "--cluster-store"},
 		{c.DaemonFlags(0), all[0].String()}, // host 0's advertise address
+		{[]string{"--cluster-store", c.Etcd.Store(), "--cluster-advertise", all[2].String()}, "speaks TLS"},
 	} {
 		h.DaemonFlags(bad.flags...)
 		if out := h.StartFails(); !strings.Contains(out, bad.want) {

@@ -53,6 +53,9 @@ type Config struct {
 	Dial func(ctx context.Context, address string) (net.Conn, error)
 	// TLS speaks to the store over TLS when set (ParseStoreOptions).
 	TLS *tls.Config
+	// Resync is how often the watch reads the whole store again, a
+	// minute when zero.
+	Resync time.Duration
 	// LeaseTTL is DefaultLeaseTTL when zero.
 	LeaseTTL time.Duration
 	// Lease is the lease this host held before (a restarted daemon's):
@@ -121,6 +124,9 @@ func Join(cfg Config) (*Cluster, error) {
 	if cfg.LeaseTTL == 0 {
 		cfg.LeaseTTL = DefaultLeaseTTL
 	}
+	if cfg.Resync == 0 {
+		cfg.Resync = time.Minute
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -154,6 +160,12 @@ func Join(cfg Config) (*Cluster, error) {
 			client.Close()
 			return nil, err
 		}
+		// A store that answers, but not in the TLS this host speaks, is
+		// not out of reach: it never will be reached, so say why.
+		if err := c.checkTLS(); err != nil {
+			client.Close()
+			return nil, err
+		}
 		c.log.Warn("cluster store out of reach: this host joins when it answers", "store", strings.Join(cfg.Endpoints, ","), "err", err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
@@ -181,6 +193,12 @@ func (c *Cluster) register(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A new lease is the one to keep from now on: should the answer to
+	// the record's write below be lost, the next registration finds the
+	// record its own, not another host's.
+	c.mu.Lock()
+	c.lapsed = lease
+	c.mu.Unlock()
 	hostname, _ := os.Hostname()
 	rec, _ := json.Marshal(Host{Advertise: c.cfg.Advertise, Hostname: hostname, Joined: time.Now().UTC()})
 	// The record is written when no host has it, or when this host does
@@ -198,12 +216,23 @@ func (c *Cluster) register(ctx context.Context) error {
 	if !txn.Succeeded {
 		if lease != previous {
 			c.client.Revoke(ctx, lease) // it holds nothing: not left to run out
+			c.mu.Lock()
+			c.lapsed = previous
+			c.mu.Unlock()
 		}
-		other := "another host"
-		if h := decodeAll[Host](c.log, txn.Responses[0].GetResponseRange().Kvs); len(h) > 0 && h[0].Hostname != "" {
+		other, left := "another host", ""
+		kvs := txn.Responses[0].GetResponseRange().Kvs
+		if h := decodeAll[Host](c.log, kvs); len(h) > 0 && h[0].Hostname != "" {
 			other = "host " + h[0].Hostname
 		}
-		return errdefs.Conflictf("advertise address %s is %s's in the cluster: give each host an address of its own", c.cfg.Advertise, other)
+		if len(kvs) > 0 {
+			if ttl, err := c.client.TimeToLive(ctx, clientv3.LeaseID(kvs[0].Lease)); err == nil && ttl.TTL > 0 {
+				// This host itself, restarted without the lease it had
+				// (its state lost), is in once that lease runs out.
+				left = fmt.Sprintf(" (or this host before its state was lost: then in %d s)", ttl.TTL)
+			}
+		}
+		return errdefs.Conflictf("advertise address %s is %s's in the cluster%s: give each host an address of its own", c.cfg.Advertise, other, left)
 	}
 	c.mu.Lock()
 	c.lease = lease

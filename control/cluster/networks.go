@@ -415,6 +415,9 @@ func (c *Cluster) ReleaseAddress(ctx context.Context, networkID string, addr net
 		if err != nil {
 			return c.unreachable("release address "+addr.String(), err)
 		}
+		if !txn.Succeeded {
+			continue // written again meanwhile: read it again
+		}
 		c.wrote(txn.Header.Revision)
 		return nil
 	}

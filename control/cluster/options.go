@@ -1,10 +1,14 @@
 package cluster
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 )
@@ -54,4 +58,68 @@ func ParseStoreOptions(opts []string) (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{pair}
 	}
 	return cfg, nil
+}
+
+// checkTLS shakes hands with each member it can reach, as this host's
+// client would, and says what is wrong when one refuses this host's TLS:
+// a store that speaks TLS to a host that does not, a certificate signed
+// by another CA, a client certificate it asks for and is not given, or
+// TLS to a store that speaks plain text. What it cannot reach says
+// nothing.
+func (c *Cluster) checkTLS() error {
+	dial := c.cfg.Dial
+	if dial == nil {
+		dial = func(ctx context.Context, address string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", address)
+		}
+	}
+	for _, endpoint := range c.cfg.Endpoints {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.handshake(ctx, dial, endpoint)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) handshake(ctx context.Context, dial func(context.Context, string) (net.Conn, error), endpoint string) error {
+	conn, err := dial(ctx, endpoint)
+	if err != nil {
+		return nil
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(time.Second))
+	host, _, _ := net.SplitHostPort(endpoint)
+	cfg := &tls.Config{InsecureSkipVerify: true} // only to learn whether it speaks TLS at all
+	if c.cfg.TLS != nil {
+		cfg = c.cfg.TLS.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName = host
+		}
+	}
+	cfg.NextProtos = []string{"h2"}
+	tc := tls.Client(conn, cfg)
+	err = tc.HandshakeContext(ctx)
+	if err == nil {
+		if c.cfg.TLS == nil {
+			return errdefs.Invalidf("cluster store %s speaks TLS: give its CA with --cluster-store-opt kv.cacertfile=FILE, and kv.certfile and kv.keyfile if it asks for a client certificate", endpoint)
+		}
+		// With TLS 1.3 a member refuses a client certificate after the
+		// handshake: its alert is the first thing read.
+		_, err = tc.Read(make([]byte, 1))
+		var timeout net.Error
+		if err == nil || errors.As(err, &timeout) && timeout.Timeout() {
+			return nil
+		}
+	}
+	if c.cfg.TLS == nil {
+		return nil // neither TLS nor an answer to it: plain text, or nothing
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		return nil
+	}
+	return errdefs.Invalidf("TLS to cluster store %s: %v", endpoint, err)
 }

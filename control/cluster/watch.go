@@ -126,6 +126,7 @@ func (v *view) state() State {
 // of reach fn is not called, so the host keeps what it has; it is called
 // again as soon as etcd answers.
 func (c *Cluster) Watch(ctx context.Context, fn func(State)) {
+	pause := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		v, err := c.read(ctx)
 		if err != nil {
@@ -134,29 +135,58 @@ func (c *Cluster) Watch(ctx context.Context, fn func(State)) {
 			continue
 		}
 		fn(v.state())
+		began := time.Now()
 		c.follow(ctx, v, fn)
-		sleep(ctx, 100*time.Millisecond) // a watch that ended: read again, not in a loop
+		// A watch that ended: read again, not in a loop. One that keeps
+		// ending at once (its member has no leader while the one read
+		// has) is given longer each time, up to 5 s.
+		if time.Since(began) < time.Second {
+			pause = min(2*pause, 5*time.Second)
+		} else {
+			pause = 100 * time.Millisecond
+		}
+		sleep(ctx, pause)
 	}
 }
 
 // follow applies each batch of changes after v's revision to v, and
 // passes the state on, until the watch ends (ctx, a lost leader, a
-// compacted revision), after which Watch reads the whole store again.
+// compacted revision) or it is time to read the whole store again
+// (Config.Resync), after which Watch does.
+//
+// The whole store is read again now and then because a watch cannot tell
+// every divergence: resumed after a store was restored from a backup, it
+// waits for revisions past those it had seen, and misses what the store
+// writes at revisions it had seen already. A response older than v says
+// so at once.
 func (c *Cluster) follow(ctx context.Context, v *view, fn func(State)) {
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	changes := c.client.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(v.revision+1))
+	resync := time.NewTimer(c.cfg.Resync)
+	defer resync.Stop()
 	// take applies a response to v; false when the watch ended.
 	take := func(resp clientv3.WatchResponse) bool {
 		if err := resp.Err(); err != nil {
 			c.log.Warn("cluster watch ended", "err", fmt.Errorf("watch %s: %w", prefix, err))
 			return false
 		}
+		if resp.Header.Revision != 0 && resp.Header.Revision < v.revision {
+			c.log.Warn("the cluster store went back (restored from a backup?): reading it again", "revision", resp.Header.Revision, "had", v.revision)
+			return false
+		}
 		v.apply(resp)
 		return true
 	}
-	for resp := range changes {
-		if !take(resp) {
+	for {
+		var resp clientv3.WatchResponse
+		var ok bool
+		select {
+		case resp, ok = <-changes:
+		case <-resync.C:
+			return
+		}
+		if !ok || !take(resp) {
 			return
 		}
 		for drained := false; !drained; { // what came meanwhile is passed on with it

@@ -18,12 +18,13 @@ import (
 // A store restored from a backup goes back to the backup's revision. The
 // watch, resumed after the revision it had seen, hears of nothing below
 // it: the state it passes on must still become what a read of the store
-// gives, not keep the records the restore undid (here: a network) and
-// miss those written since at the revisions it had seen already.
+// gives (within Config.Resync, 2 s here), not keep the records the
+// restore undid (here: a network) and miss those written since at the
+// revisions it had seen already.
 func TestWatchAfterARestoreMatchesARead(t *testing.T) {
 	s := newStore(t)
 	link := &cuttable{dial: s.dial}
-	a, err := cluster.Join(cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(1), Dial: link.Dial, LeaseTTL: 10 * time.Second})
+	a, err := cluster.Join(cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(1), Dial: link.Dial, Resync: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

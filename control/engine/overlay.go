@@ -183,19 +183,26 @@ func (e *Engine) allocateOverlay(tx *store.Tx, undo *rollback, n store.Network, 
 func (e *Engine) runCluster(ctx context.Context, done chan struct{}) {
 	defer close(done)
 	latest := make(chan cluster.State, 1)
-	go e.cluster.Watch(ctx, func(st cluster.State) {
-		select { // only the newest state matters
-		case <-latest:
-		default:
-		}
-		latest <- st
-	})
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		e.cluster.Watch(ctx, func(st cluster.State) {
+			select { // only the newest state matters
+			case <-latest:
+			default:
+			}
+			latest <- st
+		})
+	}()
+	defer func() { <-watching }() // it ends with ctx, before the client closes
 	var last cluster.State
 	// What failed is tried again, a little later each time it fails
 	// again, until it works or a new state comes.
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	backoff := time.Duration(0)
+	recheck := time.NewTicker(peersRecheck)
+	defer recheck.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -203,6 +210,7 @@ func (e *Engine) runCluster(ctx context.Context, done chan struct{}) {
 			return
 		case last = <-latest:
 		case <-retry.C:
+		case <-recheck.C: // followCluster sees the time has come
 		case <-e.clusterNudge:
 			// The watch keeps last current: what a local change asks
 			// for is done against it, without reading the store.
@@ -368,9 +376,9 @@ func (e *Engine) followCluster(ctx context.Context, st cluster.State) ([]func() 
 	return requests, errors.Join(errs...)
 }
 
-// peersRecheck is how often applyCluster writes every peer of every
-// overlay network, changed or not.
-const peersRecheck = time.Minute
+// peersRecheck is how often runCluster writes every peer of every overlay
+// network, changed or not; a variable for the tests.
+var peersRecheck = time.Minute
 
 // syncPeers writes the peers of overlay network n to its VXLAN device
 // unless they are those last written. Callers hold e.mu.
