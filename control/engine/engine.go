@@ -119,6 +119,12 @@ type Engine struct {
 	// written whether changed or not (applyCluster); guarded by mu.
 	peers        map[string][]overlay.Peer
 	peersChecked time.Time
+	// taking are the owners of overlay addresses taken in the cluster
+	// before the engine's lock, for endpoints not stored yet
+	// (takeOverlayAddresses): followCluster leaves them be. Guarded by
+	// takingMu, not mu.
+	takingMu sync.Mutex
+	taking   map[string]bool
 	// lease is the cluster lease the store records (recordLease).
 	lease int64
 }
@@ -185,7 +191,8 @@ func New(cfg Config) (*Engine, error) {
 	for _, name := range dp.RetiredMaps() {
 		cfg.Log.Info("removed a pinned map this version no longer uses", "map", name, "bpffs", cfg.BPFFS)
 	}
-	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, uplinks: map[string]bool{}, drivers: driverFor, host: host}
+	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, uplinks: map[string]bool{}, drivers: driverFor, host: host,
+		taking: map[string]bool{}}
 	// A daemon that died with a monitor client left the datapath writing
 	// events nobody reads: that costs every packet, and no client is here.
 	if types, err := e.maps.Monitoring(); err != nil || types != 0 {

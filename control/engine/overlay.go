@@ -158,16 +158,106 @@ func (e *Engine) removeOverlay(n store.Network) error {
 	return e.cluster.RemoveNetwork(context.Background(), n.ID)
 }
 
-// allocateOverlay takes ep's address on an overlay network in the cluster,
-// then in the local pool; undo gives it back.
-func (e *Engine) allocateOverlay(tx *store.Tx, undo *rollback, n store.Network, sb store.Sandbox, ep *store.Endpoint, static netip.Addr) error {
+// preTaken is an overlay address taken in the cluster before the engine's
+// lock, for an endpoint to come.
+type preTaken struct {
+	owner string // the endpoint's ID
+	addr  netip.Addr
+	used  bool // an endpoint took it
+}
+
+// takeOverlayAddresses takes in the cluster, before the engine's lock, the
+// addresses of a sandbox's endpoints on the overlay networks among refs
+// (on the first, static when it is valid), by network ID: a store out of
+// reach keeps this change waiting, not every other. done ends the taking
+// once the change is over, giving back what no endpoint took.
+func (e *Engine) takeOverlayAddresses(refs []string, sandbox string, aliases []string, static netip.Addr) (taken map[string]*preTaken, done func(), err error) {
+	taken, done = map[string]*preTaken{}, func() {}
+	if e.cluster == nil {
+		return taken, done, nil
+	}
+	type want struct {
+		n    store.Network
+		addr netip.Addr
+	}
+	var wants []want
+	err = e.store.View(func(tx *store.Tx) error {
+		for i, ref := range refs {
+			// What is not an overlay network here is the locked change's
+			// to take, or to refuse.
+			if n, err := tx.Network(ref); err == nil && n.Driver == store.DriverOverlay {
+				w := want{n: n}
+				if i == 0 {
+					w.addr = static
+				}
+				wants = append(wants, w)
+			}
+		}
+		return nil
+	})
+	if err != nil || len(wants) == 0 {
+		return taken, done, err
+	}
+	ctx := context.Background()
+	done = func() {
+		e.takingMu.Lock()
+		for _, t := range taken {
+			delete(e.taking, t.owner)
+		}
+		e.takingMu.Unlock()
+		for id, t := range taken {
+			if t.used {
+				continue
+			}
+			if err := e.cluster.ReleaseAddress(ctx, id, t.addr, t.owner); err != nil {
+				e.log.Warn("give back an overlay address no endpoint took", "addr", t.addr, "err", err)
+			}
+		}
+	}
+	for _, w := range wants {
+		t := &preTaken{owner: newID()}
+		e.takingMu.Lock()
+		e.taking[t.owner] = true
+		e.takingMu.Unlock()
+		t.addr, err = e.cluster.AllocateAddress(ctx, w.n.ID, cluster.Address{Owner: t.owner, Addr: w.addr, Sandbox: sandbox, Aliases: aliases})
+		if err != nil {
+			e.takingMu.Lock()
+			delete(e.taking, t.owner)
+			e.takingMu.Unlock()
+			done()
+			return nil, nil, fmt.Errorf("network %s: %w", w.n.Name, err)
+		}
+		taken[w.n.ID] = t
+	}
+	return taken, done, nil
+}
+
+// isTaking reports whether owner's address is being taken for an
+// endpoint not stored yet.
+func (e *Engine) isTaking(owner string) bool {
+	e.takingMu.Lock()
+	defer e.takingMu.Unlock()
+	return e.taking[owner]
+}
+
+// allocateOverlay gives ep its address on an overlay network: the one
+// taken for it before the engine's lock, or one taken in the cluster now;
+// then the local pool's. undo gives it back.
+func (e *Engine) allocateOverlay(tx *store.Tx, undo *rollback, n store.Network, sb store.Sandbox, ep *store.Endpoint, static netip.Addr, taken map[string]*preTaken) error {
 	if e.cluster == nil {
 		return errNoCluster
 	}
 	ctx := context.Background()
-	a, err := e.cluster.AllocateAddress(ctx, n.ID, cluster.Address{Owner: ep.ID, Addr: static, Sandbox: sb.Name, Aliases: ep.Aliases})
-	if err != nil {
-		return fmt.Errorf("network %s: %w", n.Name, err)
+	var a netip.Addr
+	if t, ok := taken[n.ID]; ok && !t.used && (!static.IsValid() || t.addr == static) {
+		t.used = true
+		ep.ID, a = t.owner, t.addr
+	} else {
+		var err error
+		a, err = e.cluster.AllocateAddress(ctx, n.ID, cluster.Address{Owner: ep.ID, Addr: static, Sandbox: sb.Name, Aliases: ep.Aliases})
+		if err != nil {
+			return fmt.Errorf("network %s: %w", n.Name, err)
+		}
 	}
 	undo.add(func() error { return e.cluster.ReleaseAddress(ctx, n.ID, a, ep.ID) })
 	if _, err := allocateOn(tx, n, n.PoolID, a); err != nil {
@@ -343,7 +433,7 @@ func (e *Engine) followCluster(ctx context.Context, st cluster.State) ([]func() 
 				continue
 			}
 			held[a.Owner] = true
-			if ep, ok := mine[a.Owner]; !ok || ep.Addr != a.Addr {
+			if ep, ok := mine[a.Owner]; (!ok || ep.Addr != a.Addr) && !e.isTaking(a.Owner) {
 				requests = append(requests, func() error {
 					if err := e.cluster.ReleaseAddress(ctx, id, a.Addr, a.Owner); err != nil {
 						return fmt.Errorf("network %s: %w", n.Name, err)

@@ -122,3 +122,34 @@ func TestClusterOutageLeavesLocalChangesAlone(t *testing.T) {
 		t.Errorf("a bridge network took %s to create while the store was out of reach", d.Round(time.Millisecond))
 	}
 }
+
+// While the store is out of reach, a sandbox being created on an overlay
+// network waits for it (and fails, saying so, leaving nothing) without
+// holding the engine: local changes meanwhile go on at their own pace.
+func TestOverlayCreateDuringOutageLeavesLocalChangesAlone(t *testing.T) {
+	te, etcd := newClusterEngineAndStore(t)
+	ov, sb := te.name("ov"), te.name("sb")
+	if _, err := te.CreateNetwork(NetworkSpec{Name: ov, Driver: store.DriverOverlay}); err != nil {
+		t.Fatal(err)
+	}
+	etcd.Stop(0)
+	created := make(chan error, 1)
+	go func() {
+		_, err := te.CreateSandbox(SandboxSpec{Name: sb, Networks: []string{ov}})
+		created <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // the create waits for the store
+	start := time.Now()
+	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("local")}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("a bridge network took %s to create while a sandbox on an overlay waited for the store", d.Round(time.Millisecond))
+	}
+	if err := <-created; err == nil || !strings.Contains(err.Error(), "unreachable") || !strings.Contains(err.Error(), ov) {
+		t.Errorf("create on %s with the store out of reach: %v; want it unreachable, naming the network", ov, err)
+	}
+	if err := te.store.View(func(tx *store.Tx) error { _, err := tx.Sandbox(sb); return err }); err == nil {
+		t.Errorf("the failed create left sandbox %s", sb)
+	}
+}

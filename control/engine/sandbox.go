@@ -43,8 +43,6 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 	if err := checkPublish(spec.Publish); err != nil {
 		return store.Sandbox{}, err
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	if err := checkName("sandbox", spec.Name); err != nil {
 		return store.Sandbox{}, err
 	}
@@ -56,9 +54,16 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 	if len(spec.Networks) == 0 {
 		spec.Networks = []string{NetworkBridge}
 	}
+	taken, done, err := e.takeOverlayAddresses(spec.Networks, spec.Name, spec.Aliases, spec.IP)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	defer done()
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	sb := store.Sandbox{ID: newID(), Name: spec.Name, Created: time.Now().UTC(), Mode: store.ModeNetworks, DNS: spec.DNS,
 		NetNS: e.cfg.Runtime.NamespacePath(spec.Name)}
-	err := e.update(func(tx *store.Tx, undo *rollback) error {
+	err = e.update(func(tx *store.Tx, undo *rollback) error {
 		if _, err := tx.Sandbox(spec.Name); err == nil {
 			return errdefs.Conflictf("sandbox %s already exists", spec.Name)
 		}
@@ -78,7 +83,7 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 			if i == 0 {
 				ep.IP, ep.IP6 = spec.IP, spec.IP6
 			}
-			if err := e.addEndpoint(tx, undo, &sb, n, ep); err != nil {
+			if err := e.addEndpoint(tx, undo, &sb, n, ep, taken); err != nil {
 				return err
 			}
 		}
@@ -142,13 +147,13 @@ func (e *Engine) resolveMode(tx *store.Tx, sb *store.Sandbox, spec SandboxSpec) 
 // addEndpoint allocates an address on n, and an IPv6 one when n has IPv6,
 // builds the endpoint in the kernel and appends it to sb; the caller
 // stores sb.
-func (e *Engine) addEndpoint(tx *store.Tx, undo *rollback, sb *store.Sandbox, n store.Network, spec EndpointSpec) error {
+func (e *Engine) addEndpoint(tx *store.Tx, undo *rollback, sb *store.Sandbox, n store.Network, spec EndpointSpec, taken map[string]*preTaken) error {
 	if spec.IP6.IsValid() && !n.EnableIPv6 {
 		return errdefs.Invalidf("IPv6 address %s: network %s has no IPv6 (create it with --ipv6)", spec.IP6, n.Name)
 	}
 	ep := store.Endpoint{ID: newID(), NetworkID: n.ID, Interface: nextInterface(sb.Endpoints), Aliases: spec.Aliases}
 	if n.Driver == store.DriverOverlay {
-		if err := e.allocateOverlay(tx, undo, n, *sb, &ep, spec.IP); err != nil {
+		if err := e.allocateOverlay(tx, undo, n, *sb, &ep, spec.IP, taken); err != nil {
 			return err
 		}
 	} else {
@@ -273,13 +278,25 @@ func networkByID(tx *store.Tx, id string) (store.Network, error) {
 
 // Connect attaches a sandbox to one more network.
 func (e *Engine) Connect(networkRef, sandboxRef string, spec EndpointSpec) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	for _, a := range spec.Aliases {
 		if err := checkName("alias", a); err != nil {
 			return err
 		}
 	}
+	name := sandboxRef // as the cluster's records name it: by name, not by a reference
+	e.store.View(func(tx *store.Tx) error {
+		if sb, err := tx.Sandbox(sandboxRef); err == nil {
+			name = sb.Name
+		}
+		return nil
+	})
+	taken, done, err := e.takeOverlayAddresses([]string{networkRef}, name, spec.Aliases, spec.IP)
+	if err != nil {
+		return err
+	}
+	defer done()
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	return e.update(func(tx *store.Tx, undo *rollback) error {
 		n, err := tx.Network(networkRef)
 		if err != nil {
@@ -300,7 +317,7 @@ func (e *Engine) Connect(networkRef, sandboxRef string, spec EndpointSpec) error
 		if _, ok := endpointOn(sb, n.ID); ok {
 			return errdefs.Conflictf("sandbox %s is already connected to network %s", sb.Name, n.Name)
 		}
-		if err := e.addEndpoint(tx, undo, &sb, n, spec); err != nil {
+		if err := e.addEndpoint(tx, undo, &sb, n, spec, taken); err != nil {
 			return err
 		}
 		return tx.PutSandbox(sb)
