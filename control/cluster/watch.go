@@ -68,28 +68,29 @@ type view struct {
 func (v *view) put(kv *mvccKV) {
 	key := string(kv.Key)
 	kind, _, _ := strings.Cut(strings.TrimPrefix(key, prefix), "/")
-	var rec []any
+	var rec any
 	switch kind {
 	case "hosts":
-		rec = anys(decodeAll[Host](v.log, []*mvccKV{kv}))
+		rec = decodeOne[Host](v.log, kv)
 	case "networks":
-		rec = anys(decodeAll[Network](v.log, []*mvccKV{kv}))
+		rec = decodeOne[Network](v.log, kv)
 	case "addresses":
-		rec = anys(decodeAll[Address](v.log, []*mvccKV{kv}))
+		rec = decodeOne[Address](v.log, kv)
 	}
-	if len(rec) == 0 {
+	if rec == nil {
 		delete(v.records, key)
 		return
 	}
-	v.records[key] = rec[0]
+	v.records[key] = rec
 }
 
-func anys[T any](s []T) []any {
-	out := make([]any, len(s))
-	for i := range s {
-		out[i] = s[i]
+// decodeOne is decodeAll of one record: the record, or nil when it is of
+// no use.
+func decodeOne[T record](log *slog.Logger, kv *mvccKV) any {
+	if rec := decodeAll[T](log, []*mvccKV{kv}); len(rec) > 0 {
+		return rec[0]
 	}
-	return out
+	return nil
 }
 
 // apply takes in the changes of a watch response.

@@ -200,12 +200,8 @@ func (e *Engine) takeOverlayAddresses(refs []string, sandbox string, aliases []s
 	}
 	ctx := context.Background()
 	done = func() {
-		e.takingMu.Lock()
-		for _, t := range taken {
-			delete(e.taking, t.owner)
-		}
-		e.takingMu.Unlock()
 		for id, t := range taken {
+			e.setTaking(t.owner, false)
 			if t.used {
 				continue
 			}
@@ -216,20 +212,28 @@ func (e *Engine) takeOverlayAddresses(refs []string, sandbox string, aliases []s
 	}
 	for _, w := range wants {
 		t := &preTaken{owner: newID()}
-		e.takingMu.Lock()
-		e.taking[t.owner] = true
-		e.takingMu.Unlock()
+		e.setTaking(t.owner, true)
 		t.addr, err = e.cluster.AllocateAddress(ctx, w.n.ID, cluster.Address{Owner: t.owner, Addr: w.addr, Sandbox: sandbox, Aliases: aliases})
 		if err != nil {
-			e.takingMu.Lock()
-			delete(e.taking, t.owner)
-			e.takingMu.Unlock()
+			e.setTaking(t.owner, false)
 			done()
 			return nil, nil, fmt.Errorf("network %s: %w", w.n.Name, err)
 		}
 		taken[w.n.ID] = t
 	}
 	return taken, done, nil
+}
+
+// setTaking records whether owner's address is being taken for an
+// endpoint not stored yet.
+func (e *Engine) setTaking(owner string, taking bool) {
+	e.takingMu.Lock()
+	defer e.takingMu.Unlock()
+	if taking {
+		e.taking[owner] = true
+	} else {
+		delete(e.taking, owner)
+	}
 }
 
 // isTaking reports whether owner's address is being taken for an
