@@ -447,15 +447,8 @@ func TestWatchMatchesARead(t *testing.T) {
 	a, b := s.join(t, 1, 0), s.join(t, 2, 0)
 	mortal, link := s.mortal(t, 3)
 	raw := s.client(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var mu sync.Mutex
-	var watched cluster.State
-	go a.Watch(ctx, func(st cluster.State) {
-		mu.Lock()
-		defer mu.Unlock()
-		watched = st
-	})
+	ctx := context.Background()
+	watched := watchLatest(t, a)
 	n := overlay(t, a)
 	n2, err := b.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net2", Name: "ov2"})
 	if err != nil {
@@ -494,9 +487,7 @@ func TestWatchMatchesARead(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		mu.Lock()
-		got := watched
-		mu.Unlock()
+		got := watched()
 		gone := !slices.ContainsFunc(read.Hosts, func(h cluster.Host) bool { return h.Advertise == hostAddr(3) })
 		if gone && got.Revision == read.Revision {
 			if !reflect.DeepEqual(got, read) {
@@ -508,6 +499,25 @@ func TestWatchMatchesARead(t *testing.T) {
 			t.Fatalf("10 s on, the watch is at revision %d, a read at %d (the mortal host gone: %v)", got.Revision, read.Revision, gone)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// watchLatest makes c watch the cluster until the test ends, and returns
+// the latest state the watch passed on.
+func watchLatest(t *testing.T, c *cluster.Cluster) func() cluster.State {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	var mu sync.Mutex
+	var watched cluster.State
+	go c.Watch(ctx, func(st cluster.State) {
+		mu.Lock()
+		defer mu.Unlock()
+		watched = st
+	})
+	return func() cluster.State {
+		mu.Lock()
+		defer mu.Unlock()
+		return watched
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,16 +27,9 @@ func TestWatchAfterARestoreMatchesARead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var mu sync.Mutex
-	var watched cluster.State
-	go a.Watch(ctx, func(st cluster.State) {
-		mu.Lock()
-		defer mu.Unlock()
-		watched = st
-	})
+	t.Cleanup(func() { a.Close() }) // after the watch ends
+	ctx := context.Background()
+	watched := watchLatest(t, a)
 	names := func(st cluster.State) (out []string) {
 		for _, n := range st.Networks {
 			out = append(out, n.Name)
@@ -67,9 +59,7 @@ func TestWatchAfterARestoreMatchesARead(t *testing.T) {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		mu.Lock()
-		got := names(watched)
-		mu.Unlock()
+		got := names(watched())
 		if slices.Contains(got, "later") {
 			break
 		}
@@ -103,9 +93,7 @@ func TestWatchAfterARestoreMatchesARead(t *testing.T) {
 
 	for deadline := time.Now().Add(8 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		read, err := a.State(ctx)
-		mu.Lock()
-		got := watched
-		mu.Unlock()
+		got := watched()
 		if err == nil && slices.Equal(names(got), names(read)) {
 			return
 		}

@@ -2,8 +2,6 @@ package engine
 
 import (
 	"context"
-	"net"
-	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -27,12 +25,7 @@ func TestPeersPutBackOnAQuietCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	far, err := cluster.Join(cluster.Config{Endpoints: te.cfg.Cluster.Endpoints, Advertise: netip.MustParseAddr("192.0.2.9"),
-		Dial: func(ctx context.Context, address string) (net.Conn, error) { return te.dialInHost(ctx, "tcp", address) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer far.Close()
+	far := te.joinFar(t)
 	addr, err := far.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "remote", Sandbox: "web"})
 	if err != nil {
 		t.Fatal(err)

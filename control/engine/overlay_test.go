@@ -45,6 +45,19 @@ func newClusterEngineAndStore(t *testing.T) (te testEngine, etcd *testbed.Etcd) 
 	return te, etcd
 }
 
+// joinFar makes another host (192.0.2.9) join te's cluster, over te's
+// host namespace; the test's cleanup leaves.
+func (te testEngine) joinFar(t *testing.T) *cluster.Cluster {
+	t.Helper()
+	far, err := cluster.Join(cluster.Config{Endpoints: te.cfg.Cluster.Endpoints, Advertise: netip.MustParseAddr("192.0.2.9"),
+		Dial: func(ctx context.Context, address string) (net.Conn, error) { return te.dialInHost(ctx, "tcp", address) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { far.Close() })
+	return far
+}
+
 // A state of the cluster read before this host's own change, applied
 // after it (it waited for the engine's lock while the change was made),
 // neither drops the mirror of a network just created here nor brings
@@ -116,12 +129,7 @@ func TestRemoteNamesNeedAName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	far, err := cluster.Join(cluster.Config{Endpoints: te.cfg.Cluster.Endpoints, Advertise: netip.MustParseAddr("192.0.2.9"),
-		Dial: func(ctx context.Context, address string) (net.Conn, error) { return te.dialInHost(ctx, "tcp", address) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer far.Close()
+	far := te.joinFar(t)
 	for _, a := range []cluster.Address{{Owner: "nameless"}, {Owner: "named", Sandbox: "web", Aliases: []string{"", "www"}}} {
 		if _, err := far.AllocateAddress(ctx, n.ID, a); err != nil {
 			t.Fatal(err)
