@@ -20,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -141,8 +142,16 @@ func Join(cfg Config) (*Cluster, error) {
 		Logger:               zap.NewNop(),
 		TLS:                  cfg.TLS,
 	}
+	// Reconnecting is tried at least every second, each try given 2 s (a
+	// partition drops its SYN): gRPC's own backoff grows to two minutes
+	// through an outage, and its wait once the store is back eats into
+	// the lease (an outage of 5 s became 10).
+	etcdCfg.DialOptions = []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+		MinConnectTimeout: 2 * time.Second,
+	})}
 	if cfg.Dial != nil {
-		etcdCfg.DialOptions = []grpc.DialOption{grpc.WithContextDialer(cfg.Dial)}
+		etcdCfg.DialOptions = append(etcdCfg.DialOptions, grpc.WithContextDialer(cfg.Dial))
 	}
 	client, err := clientv3.New(etcdCfg)
 	if err != nil {
@@ -281,6 +290,7 @@ func (c *Cluster) keepAlive(ctx context.Context) {
 			}
 			sleep(ctx, time.Second)
 		} else {
+			began := time.Now()
 			renew, cancel := context.WithTimeout(ctx, requestTimeout)
 			_, err := c.client.KeepAliveOnce(renew, lease)
 			cancel()
@@ -289,9 +299,10 @@ func (c *Cluster) keepAlive(ctx context.Context) {
 				c.lapse(lease)
 				continue
 			}
-			// Out of reach: try again at the next renewal, while the
-			// lease lasts.
-			sleep(ctx, c.cfg.LeaseTTL/10)
+			// The next renewal is a tenth of the TTL after this one
+			// began, out of reach or not: one that waited out its budget
+			// is followed at once, not a tenth later.
+			sleep(ctx, c.cfg.LeaseTTL/10-time.Since(began))
 		}
 		if ctx.Err() != nil {
 			return

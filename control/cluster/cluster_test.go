@@ -641,3 +641,46 @@ func TestRetakeMovesToTheCurrentLease(t *testing.T) {
 		t.Errorf("after the old lease ended: %v, %v; want %s still held", addrs, err, addr)
 	}
 }
+
+// A host whose way to etcd comes back after an outage is back at once,
+// renewing its lease within a renewal or two, not after the client's
+// reconnection backoff, which grows through the outage: that wait eats
+// into the lease, and turned an outage well within it into a lapse.
+func TestBackPromptlyAfterAnOutage(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	link := &cuttable{dial: s.dial}
+	c, err := cluster.Join(cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(1), Dial: link.Dial, LeaseTTL: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	other := s.client(t)
+	lease := clientv3.LeaseID(c.Lease())
+	link.cut()
+	time.Sleep(12 * time.Second) // long enough for a backoff of several seconds
+	ttl, err := other.TimeToLive(ctx, lease)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := ttl.TTL
+	link.uncut()
+	healed := time.Now()
+	for {
+		ttl, err := other.TimeToLive(ctx, lease)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ttl.TTL > left+2 { // renewed
+			break
+		}
+		if time.Since(healed) > 10*time.Second {
+			t.Fatalf("lease not renewed 10 s after the outage ended (%d s left)", ttl.TTL)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("lease renewed %s after the outage ended", time.Since(healed).Round(10*time.Millisecond))
+	if d := time.Since(healed); d > 2500*time.Millisecond {
+		t.Errorf("the lease was renewed %s after the outage ended; want within 2.5 s", d.Round(100*time.Millisecond))
+	}
+}
