@@ -119,6 +119,9 @@ type Engine struct {
 	// written whether changed or not (applyCluster); guarded by mu.
 	peers        map[string][]overlay.Peer
 	peersChecked time.Time
+	// hosts are the cluster's hosts as last followed, by advertise
+	// address, for the log to say who came and went; guarded by mu.
+	hosts map[netip.Addr]cluster.Host
 	// taking are the owners of overlay addresses taken in the cluster
 	// before the engine's lock, for endpoints not stored yet
 	// (takeOverlayAddresses): followCluster leaves them be. Guarded by

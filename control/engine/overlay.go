@@ -425,6 +425,7 @@ func (e *Engine) followCluster(ctx context.Context, st cluster.State) ([]func() 
 	for _, h := range st.Hosts {
 		vteps = append(vteps, h.Advertise)
 	}
+	e.logHosts(st.Hosts)
 	errs = append(errs, e.maps.SyncOverlay(vnis, vteps))
 	remote := map[string][]cluster.Address{}
 	for id, n := range local {
@@ -468,6 +469,25 @@ func (e *Engine) followCluster(ctx context.Context, st cluster.State) ([]func() 
 		e.refreshNames()
 	}
 	return requests, errors.Join(errs...)
+}
+
+// logHosts says which hosts joined the cluster and which left it (their
+// lease ended: their endpoints go with them) since the last state.
+// Callers hold e.mu.
+func (e *Engine) logHosts(hosts []cluster.Host) {
+	now := map[netip.Addr]cluster.Host{}
+	for _, h := range hosts {
+		now[h.Advertise] = h
+		if _, ok := e.hosts[h.Advertise]; !ok && h.Advertise != e.cluster.Advertise() {
+			e.log.Info("host in the cluster", "advertise", h.Advertise, "hostname", h.Hostname)
+		}
+	}
+	for a, h := range e.hosts {
+		if _, ok := now[a]; !ok && a != e.cluster.Advertise() {
+			e.log.Warn("host left the cluster: its endpoints are dropped", "advertise", a, "hostname", h.Hostname)
+		}
+	}
+	e.hosts = now
 }
 
 // peersRecheck is how often runCluster writes every peer of every overlay
