@@ -56,7 +56,9 @@ vet:
 # the end-to-end tests time their probes.
 test: deps runtime-deps vet check-generate
 	@mkdir -p bin
-	$(GO) test -p 1 -count=1 -timeout 20m -v ./... 2>&1 | tee bin/test.log; test $${PIPESTATUS[0]} -eq 0
+	$(GO) test -p 1 -count=1 -timeout 20m -v ./... 2>&1 | tee bin/test.log; status=$${PIPESTATUS[0]}; \
+	if [ $$status -ne 0 ]; then echo "--- what the failed tests said:"; awk -f test/failures.awk bin/test.log; fi; \
+	test $$status -eq 0
 	@if [ -n "$$CI" ] && grep -- '--- SKIP' bin/test.log; then echo "tests skipped under CI" >&2; exit 1; fi
 	@echo "$$(grep -c -- '^--- PASS' bin/test.log) passed, $$(grep -c -- '^--- FAIL' bin/test.log) failed"
 

@@ -93,13 +93,16 @@ func partition(t *testing.T, h *testbed.Host) (heal func()) {
 	for _, r := range rules {
 		h.InHost("iptables", append([]string{"-A"}, r...)...)
 	}
-	healed := false
+	healed, began := false, time.Now()
 	heal = func() {
 		if !healed {
 			for _, r := range rules {
 				h.InHost("iptables", append([]string{"-D"}, r...)...)
 			}
 			healed = true
+			// Beside the lease's 10 s, this says whether a failure
+			// that follows is a lapse.
+			t.Logf("%s was cut off from etcd for %.1f s", h.Prefix, time.Since(began).Seconds())
 		}
 	}
 	t.Cleanup(heal)
@@ -188,6 +191,7 @@ func TestOverlayFaults(t *testing.T) {
 	}
 	n = cv.check(t, "with etcd out of reach of host 2", n)
 	heal()
+	waitRenewed(t, h2)
 	waitNetwork(t, h2, ov3)
 	h2.MustCLI("sandbox", "create", late, "--network", ov)
 	n = cv.check(t, "after etcd came back", n)
@@ -204,13 +208,7 @@ func TestOverlayFaults(t *testing.T) {
 	}
 	n = cv.check(t, "after host 2's daemon restarted with etcd out of reach", n)
 	heal()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if st := h2.Status(); st.Cluster != nil && st.Cluster.Error == "" {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("host 2 not in the cluster 10 s after etcd came back: %+v", st.Cluster)
-		}
-	}
+	waitRenewed(t, h2)
 	n = cv.check(t, "after host 2 joined again", n)
 
 	phase("etcd out of reach of host 2 for longer than the lease")
@@ -238,6 +236,27 @@ func TestOverlayFaults(t *testing.T) {
 	waitGoneFrom(t, h0, ov, s1IP, 25*time.Second)
 	if got := mustNotResolve(t, h0, sbs[0], sbs[1]); got != "" {
 		t.Errorf("%s still resolves %s: %s", sbs[0], sbs[1], got)
+	}
+	if log := h0.DaemonLog(); !strings.Contains(log, "host left the cluster: its endpoints are dropped\" advertise="+testbed.UnderlayAddr(1).String()) {
+		t.Errorf("host 0 did not log host 1 leaving:\n%s", log)
+	}
+}
+
+// waitRenewed waits until h, its way to etcd back, has renewed its lease:
+// the next fault then starts with a whole lease, as the test means it to.
+// Two cuts a moment apart are one cut as long as both, and with the two
+// here, longer than the lease.
+func waitRenewed(t *testing.T, h *testbed.Host) {
+	t.Helper()
+	const within = 10 * time.Second
+	for deadline := time.Now().Add(within); ; time.Sleep(100 * time.Millisecond) {
+		st := h.Status()
+		if st.Cluster != nil && st.Cluster.Error == "" && st.Cluster.LeaseTTL >= 8 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's lease not renewed %s after etcd came back: %+v", h.Prefix, within, st.Cluster)
+		}
 	}
 }
 
