@@ -99,6 +99,7 @@ func TestClusterMembership(t *testing.T) {
 		{[]string{"--cluster-store", c.Etcd.Store(), "--cluster-advertise", "127.0.0.1"}, "127.0.0.1"},
 		{append(c.DaemonFlags(2), "--cluster-store-opt", "kv.timeout=5"), `"kv.timeout"`},
 		{append(c.DaemonFlags(2), "--cluster-store-opt", "kv.cacertfile=/nonexistent/ca.pem"), "/nonexistent/ca.pem"},
+		{append(c.DaemonFlags(2), "--cluster-store-opt", "discovery.ttl=10", "--cluster-store-opt", "discovery.heartbeat=20"), "discovery.heartbeat 20 s must be shorter than discovery.ttl 10 s"},
 		{[]string{"--cluster-store-opt", c.Etcd.StoreOptions()[0]}, "--cluster-store"},
 		{c.DaemonFlags(0), all[0].String()}, // host 0's advertise address
 		{[]string{"--cluster-store", c.Etcd.Store(), "--cluster-advertise", all[2].String()}, "speaks TLS"},

@@ -125,11 +125,11 @@ root's a bind of a published port (EPERM).`,
 				if err != nil {
 					return fmt.Errorf("invalid --cluster-advertise %q: want this host's IP address on the network between the hosts", clusterAdvertise)
 				}
-				tls, err := cluster.ParseStoreOptions(clusterStoreOpts)
+				o, err := cluster.ParseStoreOptions(clusterStoreOpts)
 				if err != nil {
 					return err
 				}
-				cfg.Cluster = &cluster.Config{Endpoints: endpoints, Advertise: advertise, TLS: tls}
+				cfg.Cluster = &cluster.Config{Endpoints: endpoints, Advertise: advertise, TLS: o.TLS, LeaseTTL: o.LeaseTTL, Heartbeat: o.Heartbeat}
 			}
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
@@ -182,7 +182,7 @@ root's a bind of a published port (EPERM).`,
 	f.BoolVar(&cfg.DefaultIPv6, "default-ipv6", false, "make the default network bridge dual-stack when it is first made (Docker's default-network-opts bridge=com.docker.network.enable_ipv6=true); its IPv6 subnet is a /64 of the host's ULA /48")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&clusterStore, "cluster-store", "", "join a cluster of hosts sharing overlay networks, through etcd: etcd://HOST:PORT[,HOST:PORT…] (Docker's flag)")
-	f.StringArrayVar(&clusterStoreOpts, "cluster-store-opt", nil, "TLS to the cluster store, KEY=FILE, repeatable: kv.cacertfile (the members' CA), kv.certfile and kv.keyfile (this host's client certificate) (Docker's flag)")
+	f.StringArrayVar(&clusterStoreOpts, "cluster-store-opt", nil, "cluster store setting, KEY=VALUE, repeatable (Docker's flag): kv.cacertfile (the members' CA), kv.certfile and kv.keyfile (this host's client certificate) for TLS; discovery.ttl and discovery.heartbeat (this host's lease and its renewal, in seconds)")
 	f.StringVar(&clusterAdvertise, "cluster-advertise", "", "this host's IP address on the network between the hosts, which the others reach it at (with --cluster-store)")
 	f.StringVar(&dockerPlugin, "docker-plugin", docker.DefaultSocket, "socket of Docker's network and IPAM plugin, named after its file (ebpfnet.sock: -d ebpfnet); \"\" serves none")
 	return cmd

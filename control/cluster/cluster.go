@@ -59,6 +59,10 @@ type Config struct {
 	Resync time.Duration
 	// LeaseTTL is DefaultLeaseTTL when zero.
 	LeaseTTL time.Duration
+	// Heartbeat is how often the lease is renewed, a tenth of LeaseTTL
+	// when zero: an outage of the store shorter than nearly the whole TTL
+	// keeps this host's records.
+	Heartbeat time.Duration
 	// Lease is the lease this host held before (a restarted daemon's):
 	// kept when it still lives, so the others never see this host's
 	// records go; 0 or a lapsed one gets a new lease.
@@ -124,6 +128,9 @@ func Join(cfg Config) (*Cluster, error) {
 	}
 	if cfg.LeaseTTL == 0 {
 		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = cfg.LeaseTTL / 10
 	}
 	if cfg.Resync == 0 {
 		cfg.Resync = time.Minute
@@ -299,10 +306,10 @@ func (c *Cluster) keepAlive(ctx context.Context) {
 				c.lapse(lease)
 				continue
 			}
-			// The next renewal is a tenth of the TTL after this one
-			// began, out of reach or not: one that waited out its budget
-			// is followed at once, not a tenth later.
-			sleep(ctx, c.cfg.LeaseTTL/10-time.Since(began))
+			// The next renewal is a heartbeat after this one began, out
+			// of reach or not: one that waited out its budget is
+			// followed at once, not a heartbeat later.
+			sleep(ctx, c.cfg.Heartbeat-time.Since(began))
 		}
 		if ctx.Err() != nil {
 			return

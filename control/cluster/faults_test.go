@@ -164,11 +164,11 @@ func TestAdvertiseAddressTaken(t *testing.T) {
 // the wrong CA, no client certificate).
 func TestSecureStore(t *testing.T) {
 	s := newStoreWith(t, testbed.StartSecureEtcd)
-	tls, err := cluster.ParseStoreOptions(s.etcd.StoreOptions())
+	o, err := cluster.ParseStoreOptions(s.etcd.StoreOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := cluster.Join(cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(1), Dial: s.dial, TLS: tls})
+	h, err := cluster.Join(cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(1), Dial: s.dial, TLS: o.TLS})
 	if err != nil {
 		t.Fatalf("join with the CA and a client certificate: %v", err)
 	}
@@ -192,7 +192,10 @@ func TestParseStoreOptions(t *testing.T) {
 	for opt, want := range map[string]string{
 		"kv.cacertfile":                    `"kv.cacertfile"`,
 		"kv.cacertfile=":                   `"kv.cacertfile="`,
-		"discovery.ttl=20":                 `"discovery.ttl"`,
+		"kv.path=/x":                       `"kv.path"`,
+		"discovery.ttl=ten":                `discovery.ttl "ten"`,
+		"discovery.ttl=0":                  `discovery.ttl "0"`,
+		"discovery.heartbeat=-1":           `discovery.heartbeat "-1"`,
 		"kv.cacertfile=" + dir + "/absent": dir + "/absent",
 		"kv.cacertfile=" + notPEM:          notPEM,
 		"kv.certfile=" + notPEM:            "kv.keyfile",
@@ -204,8 +207,46 @@ func TestParseStoreOptions(t *testing.T) {
 	if _, err := cluster.ParseStoreOptions([]string{"kv.certfile=" + notPEM, "kv.keyfile=" + notPEM}); err == nil || !strings.Contains(err.Error(), notPEM) {
 		t.Errorf("a key pair that is not one: %v", err)
 	}
-	if cfg, err := cluster.ParseStoreOptions(nil); cfg != nil || err != nil {
-		t.Errorf("no options: %v, %v; want plain text", cfg, err)
+	if o, err := cluster.ParseStoreOptions(nil); o != (cluster.StoreOptions{}) || err != nil {
+		t.Errorf("no options: %+v, %v; want plain text and the default lease", o, err)
+	}
+	if _, err := cluster.ParseStoreOptions([]string{"discovery.ttl=10", "discovery.heartbeat=10"}); !errors.Is(err, errdefs.ErrInvalid) ||
+		!strings.Contains(err.Error(), "discovery.heartbeat 10 s") || !strings.Contains(err.Error(), "discovery.ttl 10 s") {
+		t.Errorf("a heartbeat as long as the TTL: %v; want it refused naming both", err)
+	}
+	// Docker's lease options: a TTL alone is renewed every tenth of it, a
+	// heartbeat alone lasts three heartbeats, as in Docker.
+	for opts, want := range map[string]cluster.StoreOptions{
+		"discovery.ttl=30":                       {LeaseTTL: 30 * time.Second, Heartbeat: 3 * time.Second},
+		"discovery.heartbeat=4":                  {LeaseTTL: 12 * time.Second, Heartbeat: 4 * time.Second},
+		"discovery.ttl=20,discovery.heartbeat=5": {LeaseTTL: 20 * time.Second, Heartbeat: 5 * time.Second},
+	} {
+		if o, err := cluster.ParseStoreOptions(strings.Split(opts, ",")); err != nil || o != want {
+			t.Errorf("%s: %+v, %v; want %+v", opts, o, err, want)
+		}
+	}
+}
+
+// A host renews its lease at the heartbeat it is given: a TTL of 3 s
+// renewed every 2 s runs down to 1 s left, one renewed every tenth stays
+// nearly full.
+func TestHeartbeat(t *testing.T) {
+	s := newStore(t)
+	other := s.client(t)
+	for _, c := range []struct {
+		heartbeat time.Duration
+		low, high int64 // the fewest seconds left seen must be within
+	}{{2 * time.Second, 0, 1}, {0, 2, 3}} {
+		h, err := cluster.Join(cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(int(c.heartbeat.Seconds()) + 1), Dial: s.dial,
+			LeaseTTL: 3 * time.Second, Heartbeat: c.heartbeat})
+		if err != nil {
+			t.Fatal(err)
+		}
+		least := leastLeft(t, other, h)
+		h.Close()
+		if least < c.low || least > c.high {
+			t.Errorf("heartbeat %s: the 3 s lease ran down to %d s left; want %d to %d", c.heartbeat, least, c.low, c.high)
+		}
 	}
 }
 

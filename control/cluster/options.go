@@ -7,57 +7,97 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 )
 
+// StoreOptions are what the daemon's --cluster-store-opt values set;
+// zero values leave the defaults.
+type StoreOptions struct {
+	TLS       *tls.Config // nil: plain text
+	LeaseTTL  time.Duration
+	Heartbeat time.Duration
+}
+
 // ParseStoreOptions reads the daemon's --cluster-store-opt values,
-// Docker's KEY=VALUE settings of the store's TLS: kv.cacertfile (the CA
-// the members' certificates are checked against; the system's without
-// it), kv.certfile and kv.keyfile (this host's client certificate, for a
-// store that asks for one). With none, the store is spoken to in plain
-// text; with any, over TLS.
-func ParseStoreOptions(opts []string) (*tls.Config, error) {
+// Docker's KEY=VALUE settings:
+//   - the store's TLS: kv.cacertfile (the CA the members' certificates
+//     are checked against; the system's without it), kv.certfile and
+//     kv.keyfile (this host's client certificate, for a store that asks
+//     for one). With none, the store is spoken to in plain text; with
+//     any, over TLS.
+//   - the lease, in whole seconds: discovery.ttl (how long this host's
+//     records outlive its last renewal) and discovery.heartbeat (how
+//     often it is renewed; a tenth of the TTL without it). A heartbeat
+//     alone makes a TTL of three, as Docker's does.
+func ParseStoreOptions(opts []string) (StoreOptions, error) {
+	var o StoreOptions
 	if len(opts) == 0 {
-		return nil, nil
+		return o, nil
 	}
 	files := map[string]string{}
 	for _, opt := range opts {
 		key, value, ok := strings.Cut(opt, "=")
-		switch {
-		case !ok || value == "":
-			return nil, errdefs.Invalidf("invalid cluster store option %q: want KEY=VALUE", opt)
-		case key != "kv.cacertfile" && key != "kv.certfile" && key != "kv.keyfile":
-			return nil, errdefs.Invalidf("unknown cluster store option %q: want kv.cacertfile, kv.certfile or kv.keyfile", key)
+		if !ok || value == "" {
+			return StoreOptions{}, errdefs.Invalidf("invalid cluster store option %q: want KEY=VALUE", opt)
 		}
-		files[key] = value
+		switch key {
+		case "kv.cacertfile", "kv.certfile", "kv.keyfile":
+			files[key] = value
+		case "discovery.ttl", "discovery.heartbeat":
+			n, err := strconv.Atoi(value)
+			if err != nil || n < 1 {
+				return StoreOptions{}, errdefs.Invalidf("invalid cluster store option %s %q: want whole seconds, 1 or more", key, value)
+			}
+			if key == "discovery.ttl" {
+				o.LeaseTTL = time.Duration(n) * time.Second
+			} else {
+				o.Heartbeat = time.Duration(n) * time.Second
+			}
+		default:
+			return StoreOptions{}, errdefs.Invalidf("unknown cluster store option %q: want kv.cacertfile, kv.certfile, kv.keyfile, discovery.ttl or discovery.heartbeat", key)
+		}
+	}
+	switch {
+	case o.LeaseTTL == 0 && o.Heartbeat != 0:
+		o.LeaseTTL = 3 * o.Heartbeat
+	case o.Heartbeat == 0 && o.LeaseTTL != 0:
+		o.Heartbeat = o.LeaseTTL / 10
+	case o.Heartbeat >= o.LeaseTTL && o.LeaseTTL != 0:
+		return StoreOptions{}, errdefs.Invalidf("cluster store option discovery.heartbeat %d s must be shorter than discovery.ttl %d s",
+			int(o.Heartbeat.Seconds()), int(o.LeaseTTL.Seconds()))
+	}
+	if len(files) == 0 {
+		return o, nil
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if ca, ok := files["kv.cacertfile"]; ok {
 		pem, err := os.ReadFile(ca)
 		if err != nil {
-			return nil, errdefs.Invalidf("cluster store option kv.cacertfile: %v", err)
+			return StoreOptions{}, errdefs.Invalidf("cluster store option kv.cacertfile: %v", err)
 		}
 		cfg.RootCAs = x509.NewCertPool()
 		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, errdefs.Invalidf("cluster store option kv.cacertfile: no PEM certificate in %s", ca)
+			return StoreOptions{}, errdefs.Invalidf("cluster store option kv.cacertfile: no PEM certificate in %s", ca)
 		}
 	}
 	cert, hasCert := files["kv.certfile"]
 	key, hasKey := files["kv.keyfile"]
 	if hasCert != hasKey {
-		return nil, errdefs.Invalidf("cluster store options kv.certfile and kv.keyfile go together: give both, or neither")
+		return StoreOptions{}, errdefs.Invalidf("cluster store options kv.certfile and kv.keyfile go together: give both, or neither")
 	}
 	if hasCert {
 		pair, err := tls.LoadX509KeyPair(cert, key)
 		if err != nil {
-			return nil, errdefs.Invalidf("cluster store options kv.certfile %s and kv.keyfile %s: %v", cert, key, err)
+			return StoreOptions{}, errdefs.Invalidf("cluster store options kv.certfile %s and kv.keyfile %s: %v", cert, key, err)
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 	}
-	return cfg, nil
+	o.TLS = cfg
+	return o, nil
 }
 
 // checkTLS shakes hands with each member it can reach, as this host's

@@ -24,11 +24,11 @@ func TestTLSMisconfigurationIsNamed(t *testing.T) {
 		{"a CA that did not sign the store's certificate", []string{"kv.cacertfile=" + s.etcd.TLS.ClientCert, opts[1], opts[2]}},
 		{"no client certificate", opts[:1]},
 	} {
-		tls, err := cluster.ParseStoreOptions(c.opts)
+		o, err := cluster.ParseStoreOptions(c.opts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		h, err := cluster.Join(cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(1), Dial: s.dial, TLS: tls})
+		h, err := cluster.Join(cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(1), Dial: s.dial, TLS: o.TLS})
 		if err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_, err = h.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov"})

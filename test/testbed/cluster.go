@@ -17,29 +17,33 @@ type Cluster struct {
 	Hosts    []*Host
 	Etcd     *Etcd
 	Underlay string // the underlay's namespace, by name
+	// options are --cluster-store-opt values every daemon is given,
+	// beside the store's TLS.
+	options []string
 }
 
 // UnderlayAddr is host i's address on the underlay: its VTEP and where
 // its etcd member listens.
 func UnderlayAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 88, 0, byte(i + 1)}) }
 
-// NewCluster makes n hosts in a cluster. Each host's underlay interface
-// is under0.
-func NewCluster(tb TB, n int) *Cluster {
+// NewCluster makes n hosts in a cluster, their daemons given the
+// --cluster-store-opt values options. Each host's underlay interface is
+// under0.
+func NewCluster(tb TB, n int, options ...string) *Cluster {
 	tb.Helper()
-	return newCluster(tb, n, StartEtcd)
+	return newCluster(tb, n, StartEtcd, options)
 }
 
 // NewSecureCluster is NewCluster with an etcd that speaks TLS and asks
 // the daemons for a client certificate (--cluster-store-opt).
 func NewSecureCluster(tb TB, n int) *Cluster {
 	tb.Helper()
-	return newCluster(tb, n, StartSecureEtcd)
+	return newCluster(tb, n, StartSecureEtcd, nil)
 }
 
-func newCluster(tb TB, n int, startEtcd func(TB, ...EtcdMember) *Etcd) *Cluster {
+func newCluster(tb TB, n int, startEtcd func(TB, ...EtcdMember) *Etcd, options []string) *Cluster {
 	tb.Helper()
-	c := &Cluster{}
+	c := &Cluster{options: options}
 	id := make([]byte, 3)
 	rand.Read(id)
 	c.Underlay = fmt.Sprintf("ebu%x", id)
@@ -79,7 +83,7 @@ func newCluster(tb TB, n int, startEtcd func(TB, ...EtcdMember) *Etcd) *Cluster 
 // DaemonFlags are the flags that make host i's daemon join the cluster.
 func (c *Cluster) DaemonFlags(i int) []string {
 	flags := []string{"--cluster-store", c.Etcd.Store(), "--cluster-advertise", UnderlayAddr(i).String()}
-	for _, opt := range c.Etcd.StoreOptions() {
+	for _, opt := range append(c.Etcd.StoreOptions(), c.options...) {
 		flags = append(flags, "--cluster-store-opt", opt)
 	}
 	return flags
