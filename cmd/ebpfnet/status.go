@@ -81,6 +81,12 @@ func newStatusCommand(c *cli) *cobra.Command {
 					rows = append(rows, []string{h.Advertise.String(), h.Hostname})
 				}
 				printTable(out, []string{"HOST (VTEP)", "HOSTNAME"}, rows)
+				if len(cs.Conflicts) > 0 {
+					fmt.Fprintf(out, "\nnot in line with the cluster until something changes:\n")
+					for _, c := range cs.Conflicts {
+						fmt.Fprintf(out, "  %s\n", c)
+					}
+				}
 			}
 			return nil
 		},

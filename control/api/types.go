@@ -189,6 +189,11 @@ type ClusterStatus struct {
 	LeaseTTL  int64      `json:"leaseTTL"` // seconds it has left
 	Hosts     []PeerHost `json:"hosts"`
 	Error     string     `json:"error,omitempty"` // why the store could not be read
+	// Conflicts are what this host cannot bring in line with the cluster
+	// until something changes here or there (an address another host
+	// took while this host's lease had lapsed, a network it cannot
+	// mirror); they are tried again at each change.
+	Conflicts []string `json:"conflicts,omitempty"`
 }
 
 // PeerHost is a host of the cluster: its VTEP address and its name.

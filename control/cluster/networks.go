@@ -373,8 +373,15 @@ func (c *Cluster) AllocateAddress(ctx context.Context, networkID string, ep Addr
 // network's addresses follow.
 func pick(n Network, taken []Address, owner string, want, last netip.Addr) (netip.Addr, error) {
 	for _, a := range taken {
-		if a.Owner == owner && (!want.IsValid() || a.Addr == want) {
+		switch {
+		case a.Owner == owner && (!want.IsValid() || a.Addr == want):
 			return a.Addr, nil
+		case a.Addr == want:
+			holder := "sandbox " + a.Sandbox
+			if a.Sandbox == "" { // another writer's record
+				holder = "endpoint " + a.Owner
+			}
+			return netip.Addr{}, errdefs.Conflictf("address %s is %s's, on host %s", want, holder, a.Host)
 		}
 	}
 	p, err := ipam.NewPool(n.Subnet, netip.Prefix{}, n.Gateway)

@@ -122,6 +122,9 @@ type Engine struct {
 	// hosts are the cluster's hosts as last followed, by advertise
 	// address, for the log to say who came and went; guarded by mu.
 	hosts map[netip.Addr]cluster.Host
+	// conflicts are what the last applyCluster could not resolve, sorted
+	// (api.ClusterStatus.Conflicts); guarded by mu.
+	conflicts []string
 	// taking are the owners of overlay addresses taken in the cluster
 	// before the engine's lock, for endpoints not stored yet
 	// (takeOverlayAddresses): followCluster leaves them be. Guarded by

@@ -414,6 +414,9 @@ func (e *Engine) RemoveFrontendNetwork(frontend, ref string) error {
 	if err != nil {
 		return err
 	}
+	// An overlay network it kept from being mirrored (its subnet) may be
+	// now.
+	e.nudgeCluster()
 	// The record is gone; what is left in the kernel the reconciler would
 	// remove, so a failure here is reported but not rolled back.
 	return errors.Join(e.teardownNetwork(removed), e.maps.DeleteNetwork(networkMaps(removed)))

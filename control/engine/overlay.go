@@ -344,29 +344,69 @@ func (e *Engine) nudgeCluster() {
 // endpoints given back, those a lapsed lease lost taken again). The
 // requests to the store come last, without the engine's lock: a store out
 // of reach keeps them waiting, not every local change.
-// It reports whether something failed, to be tried again.
+// It reports whether something failed, to be tried again. A conflict
+// with the state (an error of an errdefs kind) is not: it is noted, and
+// tried again at the next change, which alone can resolve it.
 func (e *Engine) applyCluster(ctx context.Context, st cluster.State) (failed bool) {
-	requests, err := e.followCluster(ctx, st)
-	errs := []error{err}
+	requests, errs := e.followCluster(ctx, st)
+	complete := true
 	for i, request := range requests {
 		err := request()
 		errs = append(errs, err)
 		if errors.Is(err, cluster.ErrUnreachable) {
 			// The rest would wait as long: all of them next time.
 			errs = append(errs, fmt.Errorf("%d more requests wait for the cluster store", len(requests)-i-1))
+			complete = false
 			break
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
+	var retry []error
+	var conflicts []string
+	for _, err := range errs {
+		switch {
+		case err == nil:
+		case errdefs.Kind(err) != nil:
+			conflicts = append(conflicts, err.Error())
+		default:
+			retry = append(retry, err)
+		}
+	}
+	e.noteConflicts(conflicts, complete)
+	if err := errors.Join(retry...); err != nil {
 		e.log.Warn("follow the cluster", "err", err)
 		return true
 	}
 	return false
 }
 
+// noteConflicts keeps the conflicts of the latest applyCluster for the
+// status, and logs those that are new and those that ended; an
+// incomplete one (it stopped at a store out of reach) keeps the earlier
+// ones too, as what it did not try again may still conflict.
+func (e *Engine) noteConflicts(now []string, complete bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !complete {
+		now = append(now, e.conflicts...)
+	}
+	slices.Sort(now)
+	now = slices.Compact(now)
+	for _, c := range now {
+		if !slices.Contains(e.conflicts, c) {
+			e.log.Error("cannot follow the cluster here until something changes", "conflict", c)
+		}
+	}
+	for _, c := range e.conflicts {
+		if !slices.Contains(now, c) {
+			e.log.Info("cluster conflict resolved", "conflict", c)
+		}
+	}
+	e.conflicts = now
+}
+
 // followCluster is applyCluster's local part: it returns the requests to
-// make of the store.
-func (e *Engine) followCluster(ctx context.Context, st cluster.State) ([]func() error, error) {
+// make of the store, and what failed here.
+func (e *Engine) followCluster(ctx context.Context, st cluster.State) ([]func() error, []error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if st.Revision < e.cluster.Written() {
@@ -378,7 +418,7 @@ func (e *Engine) followCluster(ctx context.Context, st cluster.State) ([]func() 
 	e.recordLease()
 	nets, sbs, err := e.store.Snapshot()
 	if err != nil {
-		return nil, fmt.Errorf("read state for the cluster: %w", err)
+		return nil, []error{fmt.Errorf("read state for the cluster: %w", err)}
 	}
 	var requests []func() error
 	local := map[string]store.Network{}
@@ -468,7 +508,7 @@ func (e *Engine) followCluster(ctx context.Context, st cluster.State) ([]func() 
 		e.remote = remote
 		e.refreshNames()
 	}
-	return requests, errors.Join(errs...)
+	return requests, errs
 }
 
 // logHosts says which hosts joined the cluster and which left it (their
@@ -533,7 +573,7 @@ func (e *Engine) dropMirror(n store.Network) error {
 		users, err := networkUsers(tx, n.ID)
 		if err != nil || len(users) > 0 {
 			if err == nil {
-				err = fmt.Errorf("overlay network %s is gone from the cluster, but sandboxes here are on it: %v", n.Name, users)
+				err = errdefs.Conflictf("overlay network %s is gone from the cluster, but sandboxes here are on it: %v", n.Name, users)
 			}
 			return err
 		}

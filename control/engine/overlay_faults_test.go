@@ -59,12 +59,9 @@ func TestApplyClusterDuringOutageHoldsTheLockBriefly(t *testing.T) {
 	}
 }
 
-// An endpoint removed while the store does not answer gives its address
-// back once the store answers again: the request to do it (nudgeCluster)
-// is not dropped because the one read it makes failed.
-func TestAddressReleasedAfterABlip(t *testing.T) {
-	te := newClusterEngine(t)
-	ctx := context.Background()
+// webOnOverlay creates an overlay network "ov" and a sandbox "web" on it.
+func (te testEngine) webOnOverlay(t *testing.T) (store.Network, store.Sandbox) {
+	t.Helper()
 	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay})
 	if err != nil {
 		t.Fatal(err)
@@ -73,6 +70,16 @@ func TestAddressReleasedAfterABlip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return n, sb
+}
+
+// An endpoint removed while the store does not answer gives its address
+// back once the store answers again: the request to do it (nudgeCluster)
+// is not dropped because the one read it makes failed.
+func TestAddressReleasedAfterABlip(t *testing.T) {
+	te := newClusterEngine(t)
+	ctx := context.Background()
+	n, sb := te.webOnOverlay(t)
 	ip := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command("ip", append([]string{"-n", filepath.Base(te.cfg.NetNS)}, args...)...).CombinedOutput(); err != nil {
@@ -151,5 +158,63 @@ func TestOverlayCreateDuringOutageLeavesLocalChangesAlone(t *testing.T) {
 	}
 	if err := te.store.View(func(tx *store.Tx) error { _, err := tx.Sandbox(sb); return err }); err == nil {
 		t.Errorf("the failed create left sandbox %s", sb)
+	}
+}
+
+// An address another host took while this host's lease had lapsed cannot
+// be taken again until that host gives it up: this host says so once,
+// naming the sandbox, the address and the host that has it, and in its
+// status, but does not try again on a timer, only when the cluster
+// changes. Once the address is free, it is taken again, and the status
+// clears.
+func TestAddressTakenMeanwhileIsReportedNotRetried(t *testing.T) {
+	te := newClusterEngine(t)
+	ctx := context.Background()
+	n, sb := te.webOnOverlay(t)
+	ep := sb.Endpoints[0]
+	far := te.joinFar(t)
+	// What a lapse and another host's create leave, while this host does
+	// not follow (it waits for the engine's lock).
+	te.mu.Lock()
+	err := te.cluster.ReleaseAddress(ctx, n.ID, ep.Addr, ep.ID)
+	if err == nil {
+		_, err = far.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "far-ep", Addr: ep.Addr, Sandbox: "intruder"})
+	}
+	te.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conflicts := func() []string {
+		st, err := te.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Cluster.Conflicts
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if c := conflicts(); len(c) == 1 && strings.Contains(c[0], sb.Name) && strings.Contains(c[0], ep.Addr.String()) &&
+			strings.Contains(c[0], "intruder") && strings.Contains(c[0], "192.0.2.9") {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("status conflicts 5 s after another host took %s: %q; want one naming %s, the address, intruder and 192.0.2.9", ep.Addr, c, sb.Name)
+		}
+	}
+	st, err := te.cluster.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if te.applyCluster(ctx, st) {
+		t.Error("an address another host has is tried again on a timer")
+	}
+	if err := far.ReleaseAddress(ctx, n.ID, ep.Addr, "far-ep"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		as, err := te.cluster.Addresses(ctx, n.ID)
+		if err == nil && len(as) == 1 && as[0].Owner == ep.ID && len(conflicts()) == 0 {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("5 s after the address was free: held %+v (%v), conflicts %q; want it %s's again, and none", as, err, conflicts(), sb.Name)
+		}
 	}
 }

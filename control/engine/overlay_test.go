@@ -164,9 +164,14 @@ func TestOverlayOverAHostRouteIsNotMirrored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	te.applyCluster(ctx, st)
+	if te.applyCluster(ctx, st) {
+		t.Error("a network that cannot be mirrored here is tried again on a timer")
+	}
 	if err := te.store.View(func(tx *store.Tx) error { _, err := tx.Network(cn.Name); return err }); err == nil {
 		t.Errorf("network %s on this host's underlay was mirrored", cn.Name)
+	}
+	if st, err := te.Status(); err != nil || len(st.Cluster.Conflicts) != 1 || !strings.Contains(st.Cluster.Conflicts[0], "192.0.2.0/24") {
+		t.Errorf("status conflicts: %q (%v); want one naming the route", st.Cluster.Conflicts, err)
 	}
 	out, _ := exec.Command("ip", "-n", filepath.Base(te.cfg.NetNS), "-o", "link").CombinedOutput()
 	if strings.Contains(string(out), "ebx-") || strings.Contains(string(out), "ebo-") {
