@@ -196,6 +196,7 @@ func TestParseStoreOptions(t *testing.T) {
 		"discovery.ttl=ten":                `discovery.ttl "ten"`,
 		"discovery.ttl=0":                  `discovery.ttl "0"`,
 		"discovery.heartbeat=-1":           `discovery.heartbeat "-1"`,
+		"discovery.ttl=99999999999":        `discovery.ttl "99999999999"`,
 		"kv.cacertfile=" + dir + "/absent": dir + "/absent",
 		"kv.cacertfile=" + notPEM:          notPEM,
 		"kv.certfile=" + notPEM:            "kv.keyfile",

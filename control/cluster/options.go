@@ -22,6 +22,10 @@ type StoreOptions struct {
 	Heartbeat time.Duration
 }
 
+// maxLeaseSeconds bounds discovery.ttl and discovery.heartbeat: a host
+// dead for a day is dropped.
+const maxLeaseSeconds = 86400
+
 // ParseStoreOptions reads the daemon's --cluster-store-opt values,
 // Docker's KEY=VALUE settings:
 //   - the store's TLS: kv.cacertfile (the CA the members' certificates
@@ -49,8 +53,8 @@ func ParseStoreOptions(opts []string) (StoreOptions, error) {
 			files[key] = value
 		case "discovery.ttl", "discovery.heartbeat":
 			n, err := strconv.Atoi(value)
-			if err != nil || n < 1 {
-				return StoreOptions{}, errdefs.Invalidf("invalid cluster store option %s %q: want whole seconds, 1 or more", key, value)
+			if err != nil || n < 1 || n > maxLeaseSeconds {
+				return StoreOptions{}, errdefs.Invalidf("invalid cluster store option %s %q: want whole seconds, 1 to %d", key, value, maxLeaseSeconds)
 			}
 			if key == "discovery.ttl" {
 				o.LeaseTTL = time.Duration(n) * time.Second
