@@ -95,6 +95,10 @@ type Cluster struct {
 
 	mu    sync.Mutex
 	lease clientv3.LeaseID // this host's, renewed by keepAlive; 0: none now
+	// heartbeat is how often lease is renewed: Config.Heartbeat, or
+	// oftener for a kept lease granted with a shorter TTL than
+	// Config.LeaseTTL (etcd cannot change a lease's TTL).
+	heartbeat time.Duration
 	// lapsed is the lease held before the one being taken: Config.Lease,
 	// then each one that lapsed.
 	lapsed clientv3.LeaseID
@@ -205,7 +209,7 @@ func (c *Cluster) register(ctx context.Context) error {
 		return nil
 	}
 	previous := c.previous()
-	lease, err := c.keepOrGrant(ctx, previous)
+	lease, ttl, err := c.keepOrGrant(ctx, previous)
 	if err != nil {
 		return err
 	}
@@ -250,26 +254,35 @@ func (c *Cluster) register(ctx context.Context) error {
 		}
 		return errdefs.Conflictf("advertise address %s is %s's in the cluster%s: give each host an address of its own", c.cfg.Advertise, other, left)
 	}
+	heartbeat := c.cfg.Heartbeat
+	if granted := time.Duration(ttl) * time.Second; granted < c.cfg.LeaseTTL {
+		// A kept lease of a shorter TTL (the daemon restarted with a
+		// longer discovery.ttl) lives on, renewed often enough for it,
+		// until it lapses and a lease of the TTL asked for replaces it.
+		heartbeat = min(heartbeat, granted/10)
+		c.log.Info("kept this host's lease, of a shorter TTL than asked for", "lease", fmt.Sprintf("%x", int64(lease)), "ttl", granted, "asked", c.cfg.LeaseTTL)
+	}
 	c.mu.Lock()
-	c.lease = lease
+	c.lease, c.heartbeat = lease, heartbeat
 	c.mu.Unlock()
 	return nil
 }
 
-// keepOrGrant renews previous if it still lives, else grants a new lease.
-func (c *Cluster) keepOrGrant(ctx context.Context, previous clientv3.LeaseID) (clientv3.LeaseID, error) {
+// keepOrGrant renews previous if it still lives, else grants a new lease;
+// it returns the lease and its TTL in seconds, as granted.
+func (c *Cluster) keepOrGrant(ctx context.Context, previous clientv3.LeaseID) (clientv3.LeaseID, int64, error) {
 	if previous != 0 {
-		if _, err := c.client.KeepAliveOnce(ctx, previous); err == nil {
-			return previous, nil
+		if resp, err := c.client.KeepAliveOnce(ctx, previous); err == nil {
+			return previous, resp.TTL, nil
 		} else if !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			return 0, err
+			return 0, 0, err
 		}
 	}
 	lease, err := c.client.Grant(ctx, int64(c.cfg.LeaseTTL.Seconds()))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return lease.ID, nil
+	return lease.ID, lease.TTL, nil
 }
 
 // keepAlive renews the lease until Close, every tenth of its TTL rather
@@ -309,7 +322,10 @@ func (c *Cluster) keepAlive(ctx context.Context) {
 			// The next renewal is a heartbeat after this one began, out
 			// of reach or not: one that waited out its budget is
 			// followed at once, not a heartbeat later.
-			sleep(ctx, c.cfg.Heartbeat-time.Since(began))
+			c.mu.Lock()
+			heartbeat := c.heartbeat
+			c.mu.Unlock()
+			sleep(ctx, heartbeat-time.Since(began))
 		}
 		if ctx.Err() != nil {
 			return

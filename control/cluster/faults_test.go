@@ -197,6 +197,7 @@ func TestParseStoreOptions(t *testing.T) {
 		"discovery.ttl=0":                  `discovery.ttl "0"`,
 		"discovery.heartbeat=-1":           `discovery.heartbeat "-1"`,
 		"discovery.ttl=99999999999":        `discovery.ttl "99999999999"`,
+		"discovery.heartbeat=3074457346":   `discovery.heartbeat "3074457346"`,
 		"kv.cacertfile=" + dir + "/absent": dir + "/absent",
 		"kv.cacertfile=" + notPEM:          notPEM,
 		"kv.certfile=" + notPEM:            "kv.keyfile",
@@ -296,5 +297,66 @@ func TestAddressesNotReusedAtOnce(t *testing.T) {
 	}
 	if _, err := a.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "a6"}); err == nil || !strings.Contains(err.Error(), "10.9.0.0/29") {
 		t.Errorf("a full network: %v, want its subnet named", err)
+	}
+}
+
+// A taken address whose record ebpfnet cannot read (another writer's)
+// says so, instead of naming "endpoint 's, on host invalid IP".
+func TestTakenAddressOfAnUnreadableRecordIsNamed(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	h := s.join(t, 1, 10*time.Second)
+	n, err := h.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov", Subnet: netip.MustParsePrefix("10.9.0.0/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.MustParseAddr("10.9.0.7")
+	if _, err := s.client(t).Put(ctx, "/ebpfnet/v1/addresses/"+n.ID+"/"+addr.String(), "not json"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "ep1", Addr: addr, Sandbox: "web"})
+	if err == nil {
+		t.Fatal("an address held by an unreadable record was taken")
+	}
+	if strings.Contains(err.Error(), "invalid IP") || strings.Contains(err.Error(), "endpoint 's") {
+		t.Errorf("the holder of an unreadable record is named: %q", err)
+	}
+}
+
+// A daemon restarted with a longer discovery.heartbeat than the TTL of
+// the lease it keeps (Config.Lease: its records are not to go) renews
+// that lease often enough for its TTL: it lapsed, and the host's records
+// went, the very thing keeping the lease is for.
+func TestRestartWithLongerHeartbeatKeepsTheRecords(t *testing.T) {
+	s := newStore(t)
+	first, err := cluster.Join(cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(1), Dial: s.dial, LeaseTTL: 4 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease := first.Lease()
+	first.Close()
+	o, err := cluster.ParseStoreOptions([]string{"discovery.ttl=30", "discovery.heartbeat=6"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := cluster.Join(cluster.Config{Endpoints: s.etcd.Endpoints(), Advertise: hostAddr(1), Dial: s.dial, Lease: lease,
+		LeaseTTL: o.LeaseTTL, Heartbeat: o.Heartbeat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	other := s.client(t)
+	if ttl, err := other.TimeToLive(context.Background(), clientv3.LeaseID(again.Lease())); err == nil {
+		t.Logf("kept lease %x: granted TTL %d s (discovery.ttl 30 s, heartbeat 6 s)", again.Lease(), ttl.GrantedTTL)
+	}
+	key := "/ebpfnet/v1/hosts/" + hostAddr(1).String()
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		resp, err := other.Get(context.Background(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) == 0 {
+			t.Fatalf("the restarted host's record went %s into the restart: its kept lease lapsed", 10*time.Second-time.Until(end).Round(100*time.Millisecond))
+		}
 	}
 }

@@ -376,6 +376,8 @@ func pick(n Network, taken []Address, owner string, want, last netip.Addr) (neti
 		switch {
 		case a.Owner == owner && (!want.IsValid() || a.Addr == want):
 			return a.Addr, nil
+		case a.Addr == want && a.Owner == "": // a record that does not decode
+			return netip.Addr{}, errdefs.Conflictf("address %s is held by a record this host cannot read", want)
 		case a.Addr == want:
 			holder := "sandbox " + a.Sandbox
 			if a.Sandbox == "" { // another writer's record

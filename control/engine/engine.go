@@ -123,8 +123,10 @@ type Engine struct {
 	// address, for the log to say who came and went; guarded by mu.
 	hosts map[netip.Addr]cluster.Host
 	// conflicts are what the last applyCluster could not resolve, sorted
-	// (api.ClusterStatus.Conflicts); guarded by mu.
-	conflicts []string
+	// (api.ClusterStatus.Conflicts). Guarded by conflictsMu, not mu: the
+	// status need not wait for a change that waits for the store.
+	conflictsMu sync.Mutex
+	conflicts   []string
 	// taking are the owners of overlay addresses taken in the cluster
 	// before the engine's lock, for endpoints not stored yet
 	// (takeOverlayAddresses): followCluster leaves them be. Guarded by

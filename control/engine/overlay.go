@@ -345,10 +345,14 @@ func (e *Engine) nudgeCluster() {
 // requests to the store come last, without the engine's lock: a store out
 // of reach keeps them waiting, not every local change.
 // It reports whether something failed, to be tried again. A conflict
-// with the state (an error of an errdefs kind) is not: it is noted, and
-// tried again at the next change, which alone can resolve it.
+// with the state (errdefs.ErrConflict: an address or a subnet another
+// has) is not: it is noted, and tried again at the next change, which
+// alone can resolve it.
 func (e *Engine) applyCluster(ctx context.Context, st cluster.State) (failed bool) {
-	requests, errs := e.followCluster(ctx, st)
+	requests, errs, stale := e.followCluster(ctx, st)
+	if stale {
+		return false
+	}
 	complete := true
 	for i, request := range requests {
 		err := request()
@@ -365,7 +369,7 @@ func (e *Engine) applyCluster(ctx context.Context, st cluster.State) (failed boo
 	for _, err := range errs {
 		switch {
 		case err == nil:
-		case errdefs.Kind(err) != nil:
+		case errors.Is(err, errdefs.ErrConflict):
 			conflicts = append(conflicts, err.Error())
 		default:
 			retry = append(retry, err)
@@ -384,8 +388,8 @@ func (e *Engine) applyCluster(ctx context.Context, st cluster.State) (failed boo
 // incomplete one (it stopped at a store out of reach) keeps the earlier
 // ones too, as what it did not try again may still conflict.
 func (e *Engine) noteConflicts(now []string, complete bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.conflictsMu.Lock()
+	defer e.conflictsMu.Unlock()
 	if !complete {
 		now = append(now, e.conflicts...)
 	}
@@ -406,21 +410,20 @@ func (e *Engine) noteConflicts(now []string, complete bool) {
 
 // followCluster is applyCluster's local part: it returns the requests to
 // make of the store, and what failed here.
-func (e *Engine) followCluster(ctx context.Context, st cluster.State) ([]func() error, []error) {
+func (e *Engine) followCluster(ctx context.Context, st cluster.State) (requests []func() error, errs []error, stale bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if st.Revision < e.cluster.Written() {
 		// Read before a change this host made meanwhile (a network
 		// created or removed here): it would undo the change here until
 		// the next state. The change's own state follows.
-		return nil, nil
+		return nil, nil, true
 	}
 	e.recordLease()
 	nets, sbs, err := e.store.Snapshot()
 	if err != nil {
-		return nil, []error{fmt.Errorf("read state for the cluster: %w", err)}
+		return nil, []error{fmt.Errorf("read state for the cluster: %w", err)}, false
 	}
-	var requests []func() error
 	local := map[string]store.Network{}
 	for _, n := range nets {
 		if n.Driver == store.DriverOverlay {
@@ -433,7 +436,14 @@ func (e *Engine) followCluster(ctx context.Context, st cluster.State) ([]func() 
 	if recheck {
 		e.peers, e.peersChecked = map[string][]overlay.Peer{}, time.Now()
 	}
-	var errs []error
+	// Mirrors of removed networks go first: a network created in one's
+	// stead (its name, its subnet, its VNI) would find it in the way.
+	for id, n := range local {
+		if !slices.ContainsFunc(st.Networks, func(cn cluster.Network) bool { return cn.ID == id }) {
+			errs = append(errs, e.dropMirror(n))
+			delete(local, id)
+		}
+	}
 	for _, cn := range st.Networks {
 		if _, ok := local[cn.ID]; !ok {
 			n, err := e.mirrorOverlay(cn)
@@ -441,12 +451,6 @@ func (e *Engine) followCluster(ctx context.Context, st cluster.State) ([]func() 
 			if err == nil {
 				local[n.ID] = n
 			}
-		}
-	}
-	for id, n := range local {
-		if !slices.ContainsFunc(st.Networks, func(cn cluster.Network) bool { return cn.ID == id }) {
-			errs = append(errs, e.dropMirror(n))
-			delete(local, id)
 		}
 	}
 	mine := map[string]store.Endpoint{} // this host's overlay endpoints, by ID
@@ -508,7 +512,7 @@ func (e *Engine) followCluster(ctx context.Context, st cluster.State) ([]func() 
 		e.remote = remote
 		e.refreshNames()
 	}
-	return requests, errs
+	return requests, errs, false
 }
 
 // logHosts says which hosts joined the cluster and which left it (their

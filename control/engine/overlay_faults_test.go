@@ -218,3 +218,146 @@ func TestAddressTakenMeanwhileIsReportedNotRetried(t *testing.T) {
 		}
 	}
 }
+
+// stopFollowing stops te's runCluster, so the test applies states itself.
+func (te testEngine) stopFollowing() {
+	te.stopCluster()
+	<-te.clusterDone
+}
+
+// mirrored is the ID of te's network called name, "" for none.
+func (te testEngine) mirrored(t *testing.T, name string) string {
+	t.Helper()
+	var id string
+	te.store.View(func(tx *store.Tx) error {
+		n, err := tx.Network(name)
+		if err == nil {
+			id = n.ID
+		}
+		return nil
+	})
+	return id
+}
+
+// An overlay network removed and another created in its stead (same
+// name; and, being the lowest free, the same /24 and VNI), seen by this
+// host in one state (the daemon restarted meanwhile, or the watch
+// coalesced them), is mirrored in that pass: the old mirror, in its way
+// (name, pool, route, VXLAN device), goes first. It was mirrored first,
+// and its conflict with the old one was not tried again on the timer.
+func TestRecreatedOverlayIsMirroredInOnePass(t *testing.T) {
+	for _, sameName := range []bool{true, false} {
+		t.Run(map[bool]string{true: "same name", false: "other name"}[sameName], func(t *testing.T) {
+			te := newClusterEngine(t)
+			te.stopFollowing()
+			ctx := context.Background()
+			apply := func() bool {
+				st, err := te.cluster.State(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return te.applyCluster(ctx, st)
+			}
+			// As another host would: straight into the cluster.
+			old, err := te.cluster.CreateNetwork(ctx, cluster.NetworkSpec{ID: newID(), Name: te.name("ov")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			apply()
+			if te.mirrored(t, old.Name) != old.ID {
+				t.Fatalf("network %s not mirrored", old.Name)
+			}
+			if err := te.cluster.RemoveNetwork(ctx, old.ID); err != nil {
+				t.Fatal(err)
+			}
+			name := old.Name
+			if !sameName {
+				name = te.name("ov2")
+			}
+			cn, err := te.cluster.CreateNetwork(ctx, cluster.NetworkSpec{ID: newID(), Name: name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("old: %s %s VNI %d; new: %s %s VNI %d", old.Name, old.Subnet, old.VNI, cn.Name, cn.Subnet, cn.VNI)
+			failed := apply()
+			if te.mirrored(t, cn.Name) != cn.ID {
+				te.conflictsMu.Lock()
+				conflicts := te.conflicts
+				te.conflictsMu.Unlock()
+				t.Errorf("network %s, in place of %s, not mirrored (to be tried again on the timer: %v); conflicts %q", cn.Name, old.Name, failed, conflicts)
+			}
+		})
+	}
+}
+
+// The cluster advertise address missing for a moment from the host's
+// interfaces (DHCP renewing it, the interface being brought up at boot)
+// is a failure tried again on the timer, not a conflict waiting for a
+// change: a network another host creates meanwhile is mirrored once the
+// address is back.
+func TestAdvertiseAddressBackIsRetried(t *testing.T) {
+	te := newClusterEngine(t)
+	te.stopFollowing()
+	ctx := context.Background()
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", append([]string{"-n", filepath.Base(te.cfg.NetNS)}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	ip("addr", "del", "192.0.2.1/24", "dev", "under0")
+	cn, err := te.cluster.CreateNetwork(ctx, cluster.NetworkSpec{ID: newID(), Name: te.name("ov")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := te.cluster.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := te.applyCluster(ctx, st)
+	ip("addr", "add", "192.0.2.1/24", "dev", "under0")
+	te.conflictsMu.Lock()
+	conflicts := te.conflicts
+	te.conflictsMu.Unlock()
+	if te.mirrored(t, cn.Name) == "" && !failed {
+		t.Errorf("network %s not mirrored while the advertise address was missing, and not to be tried again on the timer once it is back; conflicts %q",
+			cn.Name, conflicts)
+	}
+}
+
+// A state older than this host's own latest write (skipped: it waited
+// for the engine's lock while this host created a network) leaves the
+// conflicts as they are; it cleared them, logging each "resolved", and
+// the next state logged them again as new.
+func TestStaleStateKeepsConflicts(t *testing.T) {
+	te := newClusterEngine(t)
+	te.stopFollowing()
+	ctx := context.Background()
+	// A conflict: a network on this host's underlay (as in
+	// TestOverlayOverAHostRouteIsNotMirrored).
+	if _, err := te.cluster.CreateNetwork(ctx, cluster.NetworkSpec{ID: newID(), Name: te.name("ov"), Subnet: netip.MustParsePrefix("192.0.2.0/25")}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := te.cluster.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	te.applyCluster(ctx, before)
+	conflicts := func() []string {
+		st, err := te.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Cluster.Conflicts
+	}
+	if c := conflicts(); len(c) != 1 {
+		t.Fatalf("conflicts: %q; want one", c)
+	}
+	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov2"), Driver: store.DriverOverlay}); err != nil {
+		t.Fatal(err)
+	}
+	te.applyCluster(ctx, before) // skipped: older than what this host wrote
+	if c := conflicts(); len(c) != 1 {
+		t.Errorf("after a state older than this host's write was skipped, conflicts: %q; want the one still there", c)
+	}
+}

@@ -94,9 +94,9 @@ func (e *Engine) clusterStatus() *api.ClusterStatus {
 	if err != nil {
 		v.Error = err.Error()
 	}
-	e.mu.Lock()
+	e.conflictsMu.Lock()
 	v.Conflicts = slices.Clone(e.conflicts)
-	e.mu.Unlock()
+	e.conflictsMu.Unlock()
 	return v
 }
 
