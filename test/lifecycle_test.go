@@ -131,11 +131,7 @@ func snapshot(t *testing.T, h *testbed.Host) string {
 	var b strings.Builder
 	b.WriteString(h.MustCLI("network", "ls", "-o", "json"))
 	b.WriteString(h.MustCLI("sandbox", "ls", "-o", "json"))
-	for _, line := range strings.Split(h.InHost("ip", "-o", "link"), "\n") {
-		if f := strings.Fields(line); len(f) > 1 {
-			b.WriteString(f[1] + " ")
-		}
-	}
+	b.WriteString(strings.Join(h.LinkNames(), " "))
 	namespaces, _ := filepath.Glob("/run/netns/" + h.Prefix + "*")
 	b.WriteString(strings.Join(namespaces, " "))
 	for _, m := range h.Status().Maps {

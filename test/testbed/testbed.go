@@ -358,6 +358,20 @@ func (h *Host) MAC(ifname string) net.HardwareAddr {
 // NS is the path of a sandbox's namespace.
 func (h *Host) NS(sandbox string) string { return "/run/netns/" + sandbox }
 
+// LinkNames are the names of the interfaces in the host's namespace
+// (not their aliases, which may hold any text).
+func (h *Host) LinkNames() []string {
+	h.tb.Helper()
+	var names []string
+	for _, line := range strings.Split(h.InHost("ip", "-o", "link"), "\n") {
+		if f := strings.Fields(line); len(f) > 1 {
+			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
 // Status reads the datapath status.
 func (h *Host) Status() api.Status {
 	h.tb.Helper()
