@@ -93,7 +93,18 @@ func (s store) client(t *testing.T) *clientv3.Client {
 // overlay creates the network "ov" from host c.
 func overlay(t *testing.T, c *cluster.Cluster) cluster.Network {
 	t.Helper()
-	n, err := c.CreateNetwork(context.Background(), cluster.NetworkSpec{ID: "net1", Name: "ov"})
+	return overlayOn(t, c, "")
+}
+
+// overlayOn creates the network "ov" from host c on subnet, the cluster's
+// choice when "".
+func overlayOn(t *testing.T, c *cluster.Cluster, subnet string) cluster.Network {
+	t.Helper()
+	spec := cluster.NetworkSpec{ID: "net1", Name: "ov"}
+	if subnet != "" {
+		spec.Subnet = netip.MustParsePrefix(subnet)
+	}
+	n, err := c.CreateNetwork(context.Background(), spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,10 +189,7 @@ func TestAddressesAcrossHosts(t *testing.T) {
 	s := newStore(t)
 	hosts := []*cluster.Cluster{s.join(t, 1, 0), s.join(t, 2, 0)}
 	ctx := context.Background()
-	n, err := hosts[0].CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov", Subnet: netip.MustParsePrefix("10.5.0.0/24")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := overlayOn(t, hosts[0], "10.5.0.0/24")
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
@@ -213,7 +221,7 @@ func TestAddressesAcrossHosts(t *testing.T) {
 	if _, err := hosts[1].AllocateAddress(ctx, n.ID, cluster.Address{Owner: "late", Addr: netip.MustParseAddr("10.6.0.2")}); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Errorf("an address off the subnet: %v", err)
 	}
-	err = hosts[0].RemoveNetwork(ctx, "ov")
+	err := hosts[0].RemoveNetwork(ctx, "ov")
 	if !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), hostAddr(1).String()) || !strings.Contains(err.Error(), hostAddr(2).String()) {
 		t.Errorf("remove a network with endpoints: %v, want a conflict naming both hosts", err)
 	}
@@ -426,10 +434,7 @@ func TestWatch(t *testing.T) {
 		}
 	}
 	await("both hosts", func(st cluster.State) bool { return len(st.Hosts) == 2 })
-	n, err := b.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := overlay(t, b)
 	addr, err := b.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "ep1", Sandbox: "web", Aliases: []string{"www"}})
 	if err != nil {
 		t.Fatal(err)
@@ -582,10 +587,7 @@ func TestMalformedRecords(t *testing.T) {
 	s := newStore(t)
 	a := s.join(t, 1, 0)
 	ctx := context.Background()
-	n, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov", Subnet: netip.MustParsePrefix("10.5.0.0/24")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := overlayOn(t, a, "10.5.0.0/24")
 	other := s.client(t)
 	for key, value := range map[string]string{
 		"/ebpfnet/v1/hosts/junk":              "not json",

@@ -25,14 +25,11 @@ func TestCreateNetworkKeepsAnotherNetworksID(t *testing.T) {
 	s := newStore(t)
 	a := s.join(t, 1, 0)
 	ctx := context.Background()
-	first, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov", Subnet: netip.MustParsePrefix("10.5.0.0/24")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := overlayOn(t, a, "10.5.0.0/24")
 	if _, err := a.AllocateAddress(ctx, first.ID, cluster.Address{Owner: "ep"}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "other"})
+	_, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "other"})
 	if !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "net1") {
 		t.Errorf("a second network with ID net1: %v, want a conflict naming the ID", err)
 	}
@@ -48,14 +45,11 @@ func TestRemoveNetworkHeldByUnreadableRecord(t *testing.T) {
 	s := newStore(t)
 	a := s.join(t, 1, 0)
 	ctx := context.Background()
-	n, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov", Subnet: netip.MustParsePrefix("10.5.0.0/24")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := overlayOn(t, a, "10.5.0.0/24")
 	if _, err := s.client(t).Put(ctx, "/ebpfnet/v1/addresses/"+n.ID+"/10.5.0.2", "{"); err != nil {
 		t.Fatal(err)
 	}
-	err = a.RemoveNetwork(ctx, "ov")
+	err := a.RemoveNetwork(ctx, "ov")
 	if !errors.Is(err, errdefs.ErrConflict) || strings.Contains(err.Error(), "on :") || !strings.Contains(err.Error(), "10.5.0.2") {
 		t.Errorf("remove a network an unreadable record holds: %v; want a conflict naming 10.5.0.2", err)
 	}
@@ -261,10 +255,7 @@ func TestAddressesNotReusedAtOnce(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
 	a := s.join(t, 1, 0)
-	n, err := a.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov", Subnet: netip.MustParsePrefix("10.9.0.0/29")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := overlayOn(t, a, "10.9.0.0/29")
 	lapsing, link := s.mortal(t, 2)
 	var theirs []netip.Addr
 	for _, owner := range []string{"ep1", "ep2"} {
@@ -306,15 +297,12 @@ func TestTakenAddressOfAnUnreadableRecordIsNamed(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
 	h := s.join(t, 1, 10*time.Second)
-	n, err := h.CreateNetwork(ctx, cluster.NetworkSpec{ID: "net1", Name: "ov", Subnet: netip.MustParsePrefix("10.9.0.0/24")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := overlayOn(t, h, "10.9.0.0/24")
 	addr := netip.MustParseAddr("10.9.0.7")
 	if _, err := s.client(t).Put(ctx, "/ebpfnet/v1/addresses/"+n.ID+"/"+addr.String(), "not json"); err != nil {
 		t.Fatal(err)
 	}
-	_, err = h.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "ep1", Addr: addr, Sandbox: "web"})
+	_, err := h.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "ep1", Addr: addr, Sandbox: "web"})
 	if err == nil {
 		t.Fatal("an address held by an unreadable record was taken")
 	}

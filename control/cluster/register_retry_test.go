@@ -23,10 +23,7 @@ func TestRegisterAgainAfterALostAnswer(t *testing.T) {
 	if !link.fired.Load() {
 		t.Fatal("the host record was never written")
 	}
-	n, err := s.join(t, 2, 0).CreateNetwork(context.Background(), cluster.NetworkSpec{ID: "net1", Name: "ov"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := overlay(t, s.join(t, 2, 0))
 	// The store answers again at once: 4 s is plenty to register.
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 	defer cancel()
