@@ -34,10 +34,7 @@ func TestOverlayAddressErrorNamesTheNetworkOnce(t *testing.T) {
 func TestApplyClusterDuringOutageHoldsTheLockBriefly(t *testing.T) {
 	te, etcd := newClusterEngineAndStore(t)
 	ctx := context.Background()
-	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := te.overlayNetwork(t)
 	for _, name := range []string{"a", "b"} {
 		if _, err := te.CreateSandbox(SandboxSpec{Name: te.name(name), Networks: []string{n.Name}}); err != nil {
 			t.Fatal(err)
@@ -62,10 +59,7 @@ func TestApplyClusterDuringOutageHoldsTheLockBriefly(t *testing.T) {
 // webOnOverlay creates an overlay network "ov" and a sandbox "web" on it.
 func (te testEngine) webOnOverlay(t *testing.T) (store.Network, store.Sandbox) {
 	t.Helper()
-	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := te.overlayNetwork(t)
 	sb, err := te.CreateSandbox(SandboxSpec{Name: te.name("web"), Networks: []string{n.Name}})
 	if err != nil {
 		t.Fatal(err)

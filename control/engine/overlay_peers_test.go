@@ -10,7 +10,6 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/driver/overlay"
-	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
 // The peers of a VXLAN device are all written again now and then (once a
@@ -21,10 +20,7 @@ func TestPeersPutBackOnAQuietCluster(t *testing.T) {
 	peersRecheck = 2 * time.Second
 	te := newClusterEngine(t)
 	ctx := context.Background()
-	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := te.overlayNetwork(t)
 	far := te.joinFar(t)
 	addr, err := far.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "remote", Sandbox: "web"})
 	if err != nil {

@@ -58,6 +58,16 @@ func (te testEngine) joinFar(t *testing.T) *cluster.Cluster {
 	return far
 }
 
+// overlayNetwork creates the overlay network "ov".
+func (te testEngine) overlayNetwork(t *testing.T) store.Network {
+	t.Helper()
+	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // A state of the cluster read before this host's own change, applied
 // after it (it waited for the engine's lock while the change was made),
 // neither drops the mirror of a network just created here nor brings
@@ -69,10 +79,7 @@ func TestStaleClusterState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := te.overlayNetwork(t)
 	te.applyCluster(ctx, before)
 	if err := te.store.View(func(tx *store.Tx) error { _, err := tx.Network(n.Name); return err }); err != nil {
 		t.Errorf("network %s after an older state was applied: %v", n.Name, err)
@@ -108,10 +115,7 @@ func TestOverlaySubnetAvoidsHostRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := te.overlayNetwork(t)
 	for _, p := range []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), local.Pool.Subnet} {
 		if n.Pool.Subnet.Overlaps(p) {
 			t.Errorf("overlay network got subnet %s, over %s of this host", n.Pool.Subnet, p)
@@ -125,10 +129,7 @@ func TestOverlaySubnetAvoidsHostRoutes(t *testing.T) {
 func TestRemoteNamesNeedAName(t *testing.T) {
 	te := newClusterEngine(t)
 	ctx := context.Background()
-	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := te.overlayNetwork(t)
 	far := te.joinFar(t)
 	for _, a := range []cluster.Address{{Owner: "nameless"}, {Owner: "named", Sandbox: "web", Aliases: []string{"", "www"}}} {
 		if _, err := far.AllocateAddress(ctx, n.ID, a); err != nil {
