@@ -285,10 +285,10 @@ func (c *Cluster) keepOrGrant(ctx context.Context, previous clientv3.LeaseID) (c
 	return lease.ID, lease.TTL, nil
 }
 
-// keepAlive renews the lease until Close, every tenth of its TTL rather
-// than etcd's client's third: an outage of etcd that begins just before a
-// renewal is ridden out as well as one just after, for nearly the whole
-// TTL. A lease that lapsed (etcd was out of reach longer than that) is
+// keepAlive renews the lease until Close, every heartbeat (a tenth of its
+// TTL unless discovery.heartbeat says otherwise) rather than etcd's
+// client's third: an outage of etcd that begins just before a renewal is
+// ridden out as well as one just after, for nearly the whole TTL. A lease that lapsed (etcd was out of reach longer than that) is
 // replaced, and the host registered again, once etcd answers.
 func (c *Cluster) keepAlive(ctx context.Context) {
 	defer close(c.stopped)
