@@ -290,7 +290,9 @@ const (
 	DatapathVerdictVERDICT_DROP_MALFORMED      DatapathVerdict = 22
 	DatapathVerdictVERDICT_DROP_MARTIAN_SOURCE DatapathVerdict = 23
 	DatapathVerdictVERDICT_DROP_UNKNOWN_VTEP   DatapathVerdict = 24
-	DatapathVerdictVERDICT_MAX                 DatapathVerdict = 25
+	DatapathVerdictVERDICT_TO_NEIGHBOUR        DatapathVerdict = 25
+	DatapathVerdictVERDICT_NEIGHBOUR_ANSWERED  DatapathVerdict = 26
+	DatapathVerdictVERDICT_MAX                 DatapathVerdict = 27
 )
 
 type DatapathVxlan uint32

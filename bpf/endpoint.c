@@ -15,6 +15,7 @@
 #include "lib/parse.h"
 #include "lib/verdict.h"
 #include "lib/forward.h"
+#include "lib/neighbour.h"
 
 /* uplink_source finds the address a flow from saddr to daddr leaves the
  * host with: the address of its family of the uplink it is routed
@@ -174,6 +175,12 @@ int from_container(struct __sk_buff *skb)
 	case L3_IPV6:
 		if (addr_is_zero(&src->addr6))
 			return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_NO_IPV6);
+		/* From an address of the sender's own; what it forges would
+		 * only come back to itself. */
+		if (!(net->flags6 & NETWORK_STACK_ROUTES) &&
+		    (addr_eq(&p.flow.saddr, &src->addr6) || addr_is_link_local(&p.flow.saddr)) &&
+		    answer_solicitation(skb, &p, src->network, &verdict) == 0)
+			return verdict;
 		if (from_link(skb, &p, src, &verdict) == 0)
 			return verdict;
 		own = &src->addr6;
@@ -217,6 +224,9 @@ int from_container(struct __sk_buff *skb)
 		/* The gateway is the host itself, which icc=false does not fence off. */
 		if ((flags & NETWORK_ICC_DISABLED) && !addr_eq(&p.flow.daddr, gateway))
 			return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_ICC);
+		/* A chained network's neighbours are its plugin's to connect. */
+		if (!(flags & NETWORK_STACK_ROUTES) && to_neighbour(skb, &p, src->network, &verdict) == 0)
+			return verdict;
 		return pass(skb, PROGRAM_FROM_CONTAINER);
 	}
 	if (to_host || addr_is_multicast_or_broadcast(&p.flow.daddr))

@@ -46,6 +46,8 @@ enum verdict {
 	VERDICT_DROP_MALFORMED = 22,    /* an IP packet whose headers contradict each other or the frame (XDP) */
 	VERDICT_DROP_MARTIAN_SOURCE = 23, /* from outside to a published port, from an address no neighbour has */
 	VERDICT_DROP_UNKNOWN_VTEP = 24, /* VXLAN to an overlay network's VNI, or hiding its VNI in a later fragment, from an address that is no host of the cluster */
+	VERDICT_TO_NEIGHBOUR = 25,      /* to a sandbox of the sender's network: delivered past the bridge and the host's netfilter */
+	VERDICT_NEIGHBOUR_ANSWERED = 26, /* a neighbour solicitation for a sandbox of the sender's network, answered in its name */
 	VERDICT_MAX,
 };
 
