@@ -193,6 +193,7 @@ type DatapathNetworkInfo struct {
 	Gateway6   DatapathAddr
 	GatewayMac [6]uint8
 	Pad        [2]uint8
+	Tunnel     uint32
 }
 
 type DatapathProgram uint32
@@ -203,7 +204,8 @@ const (
 	DatapathProgramPROGRAM_UPLINK         DatapathProgram = 2
 	DatapathProgramPROGRAM_SOCKET         DatapathProgram = 3
 	DatapathProgramPROGRAM_UPLINK_XDP     DatapathProgram = 4
-	DatapathProgramPROGRAM_MAX            DatapathProgram = 5
+	DatapathProgramPROGRAM_FROM_TUNNEL    DatapathProgram = 5
+	DatapathProgramPROGRAM_MAX            DatapathProgram = 6
 )
 
 type DatapathPublication struct {

@@ -225,7 +225,7 @@ int from_container(struct __sk_buff *skb)
 		if ((flags & NETWORK_ICC_DISABLED) && !addr_eq(&p.flow.daddr, gateway))
 			return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_ICC);
 		/* A chained network's neighbours are its plugin's to connect. */
-		if (!(flags & NETWORK_STACK_ROUTES) && to_neighbour(skb, &p, src->network, &verdict) == 0)
+		if (!(flags & NETWORK_STACK_ROUTES) && to_neighbour(skb, &p, src->network, net, &verdict) == 0)
 			return verdict;
 		return pass(skb, PROGRAM_FROM_CONTAINER);
 	}
@@ -335,6 +335,28 @@ int to_container(struct __sk_buff *skb)
 	if (!(flags & NETWORK_STACK_ROUTES))
 		track_untranslated(&p, 0, ifindex);
 	return pass(skb, PROGRAM_TO_CONTAINER);
+}
+
+/* Frames from other hosts' endpoints of an overlay network, as its VXLAN
+ * device decapsulated them (TC ingress of the device). Bridged, they would
+ * meet the host's netfilter as frames between local endpoints would
+ * (lib/neighbour.h): unicast to an endpoint here goes straight into its
+ * namespace instead. */
+SEC("tc")
+int from_tunnel(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	struct iface_info *tunnel = bpf_map_lookup_elem(&ifaces, &ifindex);
+	struct packet p;
+	int l3, rc;
+
+	if (!tunnel)
+		return TC_ACT_UNSPEC;
+	l3 = parse_packet(skb, &p);
+	if (l3 != L3_IPV4 && l3 != L3_IPV6)
+		return pass(skb, PROGRAM_FROM_TUNNEL);
+	rc = from_tunnel_to_neighbour(skb, &p, ifindex, tunnel->network);
+	return rc < 0 ? pass(skb, PROGRAM_FROM_TUNNEL) : rc;
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -41,6 +41,7 @@ const (
 	EndpointMapUplinks        = "uplinks"
 	EndpointMapXdpTargets     = "xdp_targets"
 	EndpointProgFromContainer = "from_container"
+	EndpointProgFromTunnel    = "from_tunnel"
 	EndpointProgToContainer   = "to_container"
 	EndpointVarCtTimeouts     = "ct_timeouts"
 	EndpointVarNatPortMax     = "nat_port_max"
@@ -90,6 +91,7 @@ type EndpointSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type EndpointProgramSpecs struct {
 	FromContainer *ebpf.ProgramSpec `ebpf:"from_container"`
+	FromTunnel    *ebpf.ProgramSpec `ebpf:"from_tunnel"`
 	ToContainer   *ebpf.ProgramSpec `ebpf:"to_container"`
 }
 
@@ -221,12 +223,14 @@ type EndpointVariables struct {
 // It can be passed to LoadEndpointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EndpointPrograms struct {
 	FromContainer *ebpf.Program `ebpf:"from_container"`
+	FromTunnel    *ebpf.Program `ebpf:"from_tunnel"`
 	ToContainer   *ebpf.Program `ebpf:"to_container"`
 }
 
 func (p *EndpointPrograms) Close() error {
 	return _EndpointClose(
 		p.FromContainer,
+		p.FromTunnel,
 		p.ToContainer,
 	)
 }

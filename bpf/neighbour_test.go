@@ -196,3 +196,61 @@ func TestSolicitationsNotAnswered(t *testing.T) {
 	tb.addNeighbour(t, 2, neighbourMAC)
 	tb.run(t, tb.dp.Endpoint.FromContainer, neighbourSolicitation(me, "ff02::1:ff05:3", "fd00:19::5:3", 255), tcActUnspec, "from_container/pass")
 }
+
+// On an overlay network, a frame for an address no endpoint here has is
+// for an endpoint on another host: it leaves by the network's VXLAN
+// device, not through the bridge; what goes to the gateway or to a group
+// is the bridge's as before.
+func TestToNeighbourOnAnotherHost(t *testing.T) {
+	const tunnelIfindex = 42
+	gatewayMAC := net.HardwareAddr{2, 0x42, 0, 0, 0, 1} // the test frames' destination
+	tests := []struct {
+		name      string
+		tunnel    uint32
+		gatewayTo bool // the frame goes to the gateway's hardware address
+		verdict   uint32
+		counter   string
+	}{
+		{"overlay", tunnelIfindex, false, tcActRedirect, "to_neighbour"},
+		{"overlay, to the gateway's mac", tunnelIfindex, true, tcActUnspec, "pass"},
+		{"a network of this host alone", 0, false, tcActUnspec, "pass"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tb := newTestbed6(t, func(n *maps.Network) {
+				n.Tunnel = tt.tunnel
+				n.GatewayMAC = net.HardwareAddr{2, 0x42, 0, 0, 0, 0xfe}
+				if tt.gatewayTo {
+					n.GatewayMAC = gatewayMAC
+				}
+			})
+			tb.run(t, tb.dp.Endpoint.FromContainer, ipv4Packet("172.19.5.2", "172.19.5.7", 6), tt.verdict, "from_container/"+tt.counter)
+		})
+	}
+}
+
+// What an overlay's VXLAN device decapsulates for an endpoint here goes
+// straight into its namespace; the rest goes on to the bridge.
+func TestFromTunnel(t *testing.T) {
+	tests := []struct {
+		name    string
+		network uint32 // the neighbour's
+		pkt     []byte
+		verdict uint32
+		counter string
+	}{
+		{"to an endpoint here", 1, ipv4Packet("172.19.9.9", "172.19.5.3", 6), tcActRedirect, "to_neighbour"},
+		{"ipv6, to an endpoint here", 1, ipv6Packet("fd00:19::9:9", "fd00:19::5:3", 17, 0), tcActRedirect, "to_neighbour"},
+		{"to an endpoint of another network", 2, ipv4Packet("172.19.9.9", "172.19.5.3", 6), tcActUnspec, "pass"},
+		{"arp", 1, arpPacket(), tcActUnspec, "pass"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tb := newTestbed6(t, func(*maps.Network) {})
+			// The programs run on ifindex 1: here the network's VXLAN device.
+			must(t, tb.maps.PutIface(maps.Iface{Ifindex: endpointIfindex, Network: 1}))
+			tb.addNeighbour(t, tt.network, neighbourMAC)
+			tb.run(t, tb.dp.Endpoint.FromTunnel, tt.pkt, tt.verdict, "from_tunnel/"+tt.counter)
+		})
+	}
+}

@@ -217,6 +217,13 @@ func (d *Datapath) AttachEndpoint(ifname string, ifindex int) (AttachMode, error
 	return d.attach(ifname, ifindex, []attachment{{ingress, d.Endpoint.FromContainer}, {egress, d.Endpoint.ToContainer}})
 }
 
+// AttachTunnel attaches from_tunnel to TC ingress of an overlay
+// network's VXLAN device, so that what other hosts send to endpoints here
+// is delivered to them past the bridge. It is idempotent.
+func (d *Datapath) AttachTunnel(ifname string, ifindex int) (AttachMode, error) {
+	return d.attach(ifname, ifindex, []attachment{{ingress, d.Endpoint.FromTunnel}})
+}
+
 // AttachUplink attaches the uplink program to TC ingress of a host
 // interface. It is idempotent.
 func (d *Datapath) AttachUplink(ifname string, ifindex int) (AttachMode, error) {
@@ -254,7 +261,7 @@ func (d *Datapath) attach(ifname string, ifindex int, progs []attachment) (Attac
 	return AttachClsact, nil
 }
 
-// Detach removes what AttachEndpoint, AttachUplink and AttachUplinkXDP
+// Detach removes what AttachEndpoint, AttachTunnel, AttachUplink and AttachUplinkXDP
 // did, whichever mode they used. A missing interface is not an error: its
 // attachments went with it.
 func (d *Datapath) Detach(ifname string) error {

@@ -43,6 +43,9 @@ type Network struct {
 	Gateway6    netip.Addr
 	Masquerade6 bool
 	Direct6     DirectAccess
+	// Tunnel is an overlay network's VXLAN device (ifindex), where frames
+	// for endpoints on other hosts go; 0 for a network of this host alone.
+	Tunnel uint32
 }
 
 // DirectAccess is what a network's gateway mode lets outside clients reach
@@ -126,6 +129,7 @@ func networkValue(n Network) bpf.DatapathNetworkInfo {
 		Flags:      common | familyFlags(n.Masquerade, n.Direct),
 		Gateway:    addr16(n.Gateway),
 		GatewayMac: mac6(n.GatewayMAC),
+		Tunnel:     n.Tunnel,
 	}
 	if n.Subnet6.IsValid() {
 		v.Flags6 = common | familyFlags(n.Masquerade6, n.Direct6)

@@ -42,23 +42,55 @@ static __always_inline const struct endpoint_info *neighbour_of(__u32 network, _
 }
 
 /* to_neighbour delivers a unicast packet from one endpoint to another of
- * its network (the caller has judged it allowed) into that endpoint's
- * namespace, unchanged, as the bridge would have: a hop on one link, so
- * the TTL stays. It returns -1 when the destination is no local endpoint
- * of the network that the frame is addressed to: the bridge's business. */
-static __always_inline int to_neighbour(struct __sk_buff *skb, const struct packet *p, __u32 network, int *verdict)
+ * its network (the caller has judged it allowed), unchanged, as the
+ * bridge would have: a hop on one link, so the TTL stays. A local
+ * endpoint gets it in its namespace; on an overlay network, a frame to
+ * any other unicast hardware address but the gateway's is for an
+ * endpoint on another host, and goes out of the network's VXLAN device,
+ * whose forwarding table knows that address's host. It returns -1 when
+ * the frame is for none of these: the bridge's business. */
+static __always_inline int to_neighbour(struct __sk_buff *skb, const struct packet *p, __u32 network,
+					const struct network_info *net, int *verdict)
 {
 	const struct endpoint_info *ep;
 	__u8 dst[ETH_ALEN];
 
 	if (bpf_skb_load_bytes(skb, 0, dst, sizeof(dst)) < 0)
 		return -1;
-	ep = neighbour_of(network, skb->ifindex, &p->flow.daddr, dst);
-	if (!ep)
+	if (bpf_map_lookup_elem(&endpoints, &p->flow.daddr)) {
+		ep = neighbour_of(network, skb->ifindex, &p->flow.daddr, dst);
+		if (!ep)
+			return -1;
+		count(skb, PROGRAM_FROM_CONTAINER, VERDICT_TO_NEIGHBOUR);
+		*verdict = bpf_redirect_peer(ep->ifindex, 0);
+		return 0;
+	}
+	if (!net->tunnel || (dst[0] & 1) || mac_eq(dst, net->gateway_mac))
 		return -1;
 	count(skb, PROGRAM_FROM_CONTAINER, VERDICT_TO_NEIGHBOUR);
-	*verdict = bpf_redirect_peer(ep->ifindex, 0);
+	*verdict = bpf_redirect(net->tunnel, 0);
 	return 0;
+}
+
+/* from_tunnel_to_neighbour delivers a unicast packet that an overlay
+ * network's VXLAN device (ifindex, on network) decapsulated into the
+ * local endpoint it is addressed to. The sending host's endpoint program
+ * judged it, as it judges what it delivers to its own neighbours. It
+ * returns -1 for anything else (ARP, broadcast, multicast), which the
+ * bridge floods as before. */
+static __always_inline int from_tunnel_to_neighbour(struct __sk_buff *skb, const struct packet *p, __u32 ifindex,
+						    __u32 network)
+{
+	const struct endpoint_info *ep;
+	__u8 dst[ETH_ALEN];
+
+	if (bpf_skb_load_bytes(skb, 0, dst, sizeof(dst)) < 0)
+		return -1;
+	ep = neighbour_of(network, ifindex, &p->flow.daddr, dst);
+	if (!ep)
+		return -1;
+	count(skb, PROGRAM_FROM_TUNNEL, VERDICT_TO_NEIGHBOUR);
+	return bpf_redirect_peer(ep->ifindex, 0);
 }
 
 /* A neighbour advertisement (RFC 4861 4.4) with its target link-layer

@@ -58,6 +58,7 @@ enum program {
 	PROGRAM_UPLINK = 2,
 	PROGRAM_SOCKET = 3,
 	PROGRAM_UPLINK_XDP = 4,
+	PROGRAM_FROM_TUNNEL = 5,
 	PROGRAM_MAX,
 };
 
@@ -112,6 +113,9 @@ struct network_info {
 	union addr gateway6;      /* its IPv6 address; zero: the network has no IPv6 */
 	__u8 gateway_mac[6];      /* the bridge's MAC: the source of frames we deliver */
 	__u8 pad[2];
+	/* An overlay network's VXLAN device (ifindex), where frames for its
+	 * endpoints on other hosts go; 0: a network of this host alone. */
+	__u32 tunnel;
 };
 
 /* Value of the ifaces map, keyed by the ifindex of an endpoint's host-side

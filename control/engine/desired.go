@@ -23,13 +23,17 @@ func desiredMaps(nets []store.Network, sbs []store.Sandbox, pubs map[string][]st
 	var want maps.Desired
 	byID := store.ByID(nets)
 	for _, n := range nets {
-		if servedByDatapath(n) {
-			want.Networks = append(want.Networks, networkMaps(n))
+		var tunnel int
+		if dev, ok := tunnelDevice(n); ok {
+			tunnel, _ = hostIfindex(dev)
 		}
-		if n.Driver == store.DriverOverlay {
-			if ifindex, ok := hostIfindex(overlay.Device(n)); ok {
-				want.Ifaces = append(want.Ifaces, tunnelMaps(n, ifindex))
-			}
+		if servedByDatapath(n) {
+			m := networkMaps(n)
+			m.Tunnel = uint32(tunnel)
+			want.Networks = append(want.Networks, m)
+		}
+		if tunnel != 0 {
+			want.Ifaces = append(want.Ifaces, tunnelMaps(n, tunnel))
 		}
 	}
 	for _, sb := range sbs {
@@ -112,6 +116,15 @@ func endpointAddrs(ep store.Endpoint) []netip.Addr {
 func ifaceMaps(n store.Network, sb store.Sandbox, ep store.Endpoint, ifindex int) maps.Iface {
 	return maps.Iface{Ifindex: uint32(ifindex), Network: n.Index, Addr: ep.Addr, Addr6: ep.Addr6,
 		XDPTarget: n.Driver == store.DriverBridge && !sb.HandOver}
+}
+
+// tunnelDevice is the name of the device that carries a network's frames
+// to its endpoints on other hosts, if it has one: an overlay's VXLAN device.
+func tunnelDevice(n store.Network) (string, bool) {
+	if n.Driver == store.DriverOverlay {
+		return overlay.Device(n), true
+	}
+	return "", false
 }
 
 // tunnelMaps is what the datapath knows of an overlay network's VXLAN

@@ -53,13 +53,20 @@ func (e *Engine) setupNetwork(n *store.Network) error {
 	return e.inHost(func() error { return d.Setup(n) })
 }
 
-// teardownNetwork removes the network's host side; a missing one is fine.
+// teardownNetwork removes the network's host side, its tunnel's programs
+// included; a missing one is fine.
 func (e *Engine) teardownNetwork(n store.Network) error {
 	d, ok := e.drivers(n.Driver)
 	if !ok {
 		return nil
 	}
-	return e.inHost(func() error { return d.Teardown(n) })
+	return e.inHost(func() error {
+		var errs []error
+		if dev, ok := tunnelDevice(n); ok {
+			errs = append(errs, e.dp.Detach(dev))
+		}
+		return errors.Join(append(errs, d.Teardown(n))...)
+	})
 }
 
 // attachEndpoint creates an endpoint's interfaces with its network's

@@ -127,25 +127,45 @@ func (e *Engine) mirrorOverlay(cn cluster.Network) (store.Network, error) {
 }
 
 // putTunnel registers the network's VXLAN device in the maps as a port
-// of the network, so frames from other hosts' endpoints are bridged to
-// this host's as a neighbour's are.
+// of the network and as the way to its endpoints on other hosts, and
+// attaches from_tunnel to it, so frames between this host's endpoints and
+// other hosts' are delivered as a neighbour's are: past the bridge.
 func (e *Engine) putTunnel(n store.Network, undo *rollback) error {
 	var ifindex int
 	err := e.inHost(func() error {
-		l, err := netlink.LinkByName(overlay.Device(n))
-		if err == nil {
-			ifindex = l.Attrs().Index
-		}
+		var err error
+		ifindex, err = e.attachTunnel(n)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("look up VXLAN device of network %s: %w", n.Name, err)
+		return err
 	}
+	undo.add(func() error { return e.inHost(func() error { return e.dp.Detach(overlay.Device(n)) }) })
 	if err := e.maps.PutIface(tunnelMaps(n, ifindex)); err != nil {
 		return err
 	}
 	undo.add(func() error { return e.maps.DeleteIface(uint32(ifindex)) })
-	return nil
+	m := networkMaps(n)
+	m.Tunnel = uint32(ifindex)
+	return e.maps.PutNetwork(m)
+}
+
+// attachTunnel attaches from_tunnel to a network's tunnel device, if it
+// has one, and returns the device's ifindex (0: none). It runs in the
+// dataplane's namespace.
+func (e *Engine) attachTunnel(n store.Network) (int, error) {
+	dev, ok := tunnelDevice(n)
+	if !ok {
+		return 0, nil
+	}
+	l, err := netlink.LinkByName(dev)
+	if err != nil {
+		return 0, fmt.Errorf("look up tunnel device %s of network %s: %w", dev, n.Name, err)
+	}
+	if _, err := e.dp.AttachTunnel(dev, l.Attrs().Index); err != nil {
+		return 0, fmt.Errorf("attach to tunnel device %s of network %s: %w", dev, n.Name, err)
+	}
+	return l.Attrs().Index, nil
 }
 
 // removeOverlay takes an overlay network out of the cluster, which

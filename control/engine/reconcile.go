@@ -34,6 +34,7 @@ func (e *Engine) Reconcile() error {
 	var errs []error
 	for i := range nets {
 		errs = append(errs, e.setupNetwork(&nets[i]))
+		errs = append(errs, e.inHost(func() error { _, err := e.attachTunnel(nets[i]); return err }))
 	}
 	byID := store.ByID(nets)
 	// Namespace owners first: container-mode sandboxes bind theirs.
@@ -178,6 +179,9 @@ func (e *Engine) removeLeftovers(nets []store.Network, sbs []store.Sandbox) erro
 	hostSides := map[string]bool{}
 	for _, n := range nets {
 		known[driver.AliasNetwork+n.ID] = true
+		if dev, ok := tunnelDevice(n); ok {
+			hostSides[dev] = true // its programs' pins
+		}
 	}
 	for _, sb := range sbs {
 		for _, ep := range sb.Endpoints {
