@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ebpfnet/ebpfnet/control/engine"
+	"github.com/ebpfnet/ebpfnet/control/api"
 )
 
 func newStatusCommand(c *cli) *cobra.Command {
@@ -57,6 +57,9 @@ func newStatusCommand(c *cli) *cobra.Command {
 				rows = append(rows, []string{u.Interface, "(uplink)", "", programs})
 			}
 			printTable(out, []string{"INTERFACE", "SANDBOX", "NETWORK", "PROGRAMS"}, rows)
+			if len(st.Uplinks) > 0 {
+				fmt.Fprintf(out, "\nuplink datapath:\n%s", uplinkModes(st.Uplinks))
+			}
 			if others := otherPrograms(slices.Concat(st.Endpoints, st.Uplinks)); len(others) > 0 {
 				fmt.Fprintf(out, "\nother programs on ebpfnet's hooks:\n%s", others)
 			}
@@ -95,9 +98,19 @@ func newStatusCommand(c *cli) *cobra.Command {
 	return cmd
 }
 
+// uplinkModes says, one line each, which datapath each uplink has and why:
+// "uplink0: tc (auto: veth loses TSO under XDP)".
+func uplinkModes(uplinks []api.AttachedIface) string {
+	var b strings.Builder
+	for _, u := range uplinks {
+		fmt.Fprintf(&b, "  %s: %s (%s)\n", u.Interface, u.Mode, u.ModeReason)
+	}
+	return b.String()
+}
+
 // otherPrograms describes, one line each, the programs sharing ebpfnet's
 // hooks: the ones running first are what an operator must look at.
-func otherPrograms(ifaces []engine.AttachedIface) string {
+func otherPrograms(ifaces []api.AttachedIface) string {
 	var b strings.Builder
 	for _, i := range ifaces {
 		for _, o := range i.Others {

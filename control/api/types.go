@@ -261,6 +261,11 @@ type AttachedIface struct {
 	Network   string `json:"network,omitempty"`
 	Attach    string `json:"attach"`        // tcx or clsact; empty when not attached
 	XDP       bool   `json:"xdp,omitempty"` // an uplink's XDP fast path is attached
+	// Mode is an uplink's datapath, tc or xdp (what runs: XDP says the
+	// same), and ModeReason why: "asked for", "the default", or auto's
+	// reason ("auto: veth loses TSO under XDP").
+	Mode       string `json:"mode,omitempty"`
+	ModeReason string `json:"modeReason,omitempty"`
 	// Others are the programs that share ebpfnet's hooks on the
 	// interface; one running before ebpfnet's can bypass it.
 	Others []OtherProgram `json:"otherPrograms,omitempty"`
