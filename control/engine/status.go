@@ -5,10 +5,12 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/hostsettings"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/loader"
 	dpmaps "github.com/ebpfnet/ebpfnet/maps"
@@ -79,10 +81,21 @@ func (e *Engine) Status() (Status, error) {
 		}
 		return errors.Join(errs...)
 	})
+	// Read where the datapath runs: sysctls and netfilter are per namespace.
+	ctx, cancel := context.WithTimeout(context.Background(), hostSettingsTimeout)
+	defer cancel()
+	err = errors.Join(err, e.inHost(func() error {
+		st.Host = hostsettings.New().Read(ctx)
+		return nil
+	}))
 	st.SocketHooks = e.dp.SocketHooks()
 	st.Cluster = e.clusterStatus()
 	return st, err
 }
+
+// hostSettingsTimeout bounds the commands reading the host's netfilter
+// (nft), which run on the host thread that every change needs too.
+const hostSettingsTimeout = 5 * time.Second
 
 // uplinkMode says what runs on an uplink (it has XDP or not) and why,
 // after choice.
