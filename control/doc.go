@@ -18,5 +18,6 @@
 //     ports that published ports take; ports: published ports as every
 //     frontend hands them over; errdefs: the kinds of failure; namespace:
 //     entering, creating and removing network namespaces; dns: the embedded
-//     DNS server.
+//     DNS server; hostsettings: reading (never writing) the host's netfilter
+//     and routing settings that status shows.
 package control

@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 
+	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/engine"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/test/testbed"
@@ -192,5 +193,41 @@ func TestTCXProgramsAttachFirst(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(h.BPFFS(), "links", veth, "egress")); err != nil {
 		t.Fatalf("the endpoint's egress link lost its pin: %v", err)
+	}
+	checkHostSettings(t, h)
+}
+
+// checkHostSettings prepares the host namespace as Docker does (FORWARD
+// DROP for IPv4, br_netfilter calling iptables) with values the machine's
+// own namespace does not have, and checks that status reads them from
+// the host namespace and says ebpfnet does not depend on them.
+func checkHostSettings(t *testing.T, h *testbed.Host) {
+	t.Helper()
+	h.InHost("iptables", "-P", "FORWARD", "DROP")
+	h.InHost("sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=1", "net.bridge.bridge-nf-call-ip6tables=0",
+		"net.bridge.bridge-nf-call-arptables=0", "net.ipv4.conf.all.rp_filter=1", "net.ipv4.conf.default.rp_filter=2")
+	hs := h.Status().Host
+	if hs.Forward.IPv4 != "drop" || hs.Forward.IPv6 != "none" {
+		t.Errorf("status: FORWARD policy IPv4 %s, IPv6 %s; want drop, none (%+v)", hs.Forward.IPv4, hs.Forward.IPv6, hs)
+	}
+	want := api.BridgeNetfilter{Active: true, CallIPTables: true}
+	if hs.BridgeNetfilter != want {
+		t.Errorf("status: br_netfilter %+v, want %+v", hs.BridgeNetfilter, want)
+	}
+	if hs.RPFilter != (api.RPFilter{All: 1, Default: 2}) || !hs.Conntrack.Active || hs.Conntrack.Max == 0 || len(hs.Unread) != 0 {
+		t.Errorf("status: host settings %+v, want rp_filter all=1 default=2 and conntrack's fill", hs)
+	}
+	status := h.MustCLI("status")
+	for _, line := range []string{
+		"  FORWARD policy: IPv4 DROP, IPv6 none",
+		"    ip filter FORWARD: DROP (nftables)",
+		"  br_netfilter:   active, bridge-nf-call-iptables=1 bridge-nf-call-ip6tables=0 bridge-nf-call-arptables=0",
+	} {
+		if !slices.Contains(strings.Split(status, "\n"), line) {
+			t.Errorf("status does not say %q:\n%s", line, status)
+		}
+	}
+	if !strings.Contains(status, "ebpfnet does not depend on these settings") {
+		t.Errorf("status does not say ebpfnet does not depend on the host's settings:\n%s", status)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -90,35 +89,60 @@ func TestXDPUplink(t *testing.T) {
 	}
 }
 
+// uplinkMode is what status says of an uplink's datapath, and why.
+func uplinkMode(t *testing.T, h *testbed.Host, ifname string) (mode, reason string) {
+	t.Helper()
+	for _, u := range h.Status().Uplinks {
+		if u.Interface == ifname {
+			return u.Mode, u.ModeReason
+		}
+	}
+	t.Fatalf("%s is no uplink: %+v", ifname, h.Status().Uplinks)
+	return "", ""
+}
+
 // The uplink mode is the daemon's to choose at each start, for every
-// uplink or one by name: auto takes native XDP where the driver has it (a
-// veth has), tc removes an XDP link a previous daemon left, and a mode of
-// no such name is refused.
+// uplink or one by name: auto takes native XDP only where the driver keeps
+// its offloads under it (a veth does not: its peer loses TSO) and status
+// says why, xdp takes it wherever asked, tc removes an XDP link a previous
+// daemon left, and a mode of no such name is refused.
 func TestUplinkModes(t *testing.T) {
 	h := testbed.NewHostWith(t, func(h *testbed.Host) {
 		h.AddOutside()
-		// A jumbo uplink: its driver refuses a program that takes
-		// single-buffer frames only.
 		host := filepath.Base(h.NetNS)
-		h.MustRun("ip", "-n", host, "link", "add", "uplink1", "mtu", "9000", "type", "veth", "peer", "name", "jumbo1", "mtu", "9000")
+		h.MustRun("ip", "-n", host, "link", "add", "uplink1", "type", "veth", "peer", "name", "peer1")
 		h.MustRun("ip", "-n", host, "addr", "add", "10.97.0.1/24", "dev", "uplink1")
-		h.MustRun("ip", "-n", host, "link", "set", "jumbo1", "up")
+		h.MustRun("ip", "-n", host, "link", "set", "peer1", "up")
 		h.MustRun("ip", "-n", host, "link", "set", "uplink1", "up")
 	}, "--uplink-mode", "auto")
-	if !uplinkXDP(t, h) {
-		t.Fatal("auto mode on a veth: no XDP on uplink0")
-	}
-	for _, u := range h.Status().Uplinks {
-		if u.Interface == "uplink1" && (u.XDP || u.Attach == "") {
-			t.Fatalf("auto mode on a jumbo veth: %+v, want TC alone", u)
+	for _, ifname := range []string{"uplink0", "uplink1"} {
+		mode, reason := uplinkMode(t, h, ifname)
+		if mode != "tc" || reason != "auto: veth loses TSO under XDP" {
+			t.Fatalf("auto mode on veth %s: %s (%s), want tc (auto: veth loses TSO under XDP)", ifname, mode, reason)
 		}
 	}
-	if !slices.Contains(uplinkNames(t, h), "uplink1") {
-		t.Fatalf("the jumbo veth is no uplink: %v", uplinkNames(t, h))
+	if uplinkXDP(t, h) {
+		t.Fatal("auto mode on a veth: XDP on uplink0")
 	}
-	// Not an error in auto mode: what the driver cannot do is left to TC.
-	if log := h.DaemonLog(); strings.Contains(log, "xdp to uplink1") {
-		t.Fatalf("auto mode complained about the jumbo veth:\n%s", log)
+	if out := h.MustCLI("status"); !strings.Contains(out, "uplink0: tc (auto: veth loses TSO under XDP)") {
+		t.Fatalf("status does not say why uplink0 is on tc:\n%s", out)
+	}
+	if link := h.InHost("ip", "link", "show", "uplink0"); strings.Contains(link, "xdp") {
+		t.Fatalf("auto mode on a veth: an XDP program on uplink0:\n%s", link)
+	}
+
+	// Asked for by name, XDP is there whatever the driver.
+	h.Stop(syscall.SIGTERM)
+	h.DaemonFlags("--uplink-mode", "auto", "--uplink-mode", "uplink0=xdp")
+	h.Start()
+	if !uplinkXDP(t, h) {
+		t.Fatal("uplink0=xdp: no XDP on uplink0")
+	}
+	if mode, reason := uplinkMode(t, h, "uplink0"); mode != "xdp" || reason != "asked for" {
+		t.Fatalf("uplink0=xdp: status says %s (%s), want xdp (asked for)", mode, reason)
+	}
+	if mode, _ := uplinkMode(t, h, "uplink1"); mode != "tc" {
+		t.Fatalf("uplink0=xdp with auto: uplink1 is on %s, want tc", mode)
 	}
 	pin := filepath.Join(h.BPFFS(), "links", "uplink0", "xdp")
 	if _, err := os.Stat(pin); err != nil {
@@ -140,6 +164,9 @@ func TestUplinkModes(t *testing.T) {
 	}
 	if link := h.InHost("ip", "link", "show", "uplink0"); strings.Contains(link, "xdp") {
 		t.Fatalf("uplink0=tc: an XDP program is still on uplink0:\n%s", link)
+	}
+	if mode, reason := uplinkMode(t, h, "uplink1"); mode != "xdp" || reason != "asked for" {
+		t.Fatalf("xdp on a veth: uplink1 is on %s (%s), want xdp (asked for)", mode, reason)
 	}
 	h.Stop(syscall.SIGTERM)
 	h.DaemonFlags("--uplink-mode", "fast")

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ebpfnet/ebpfnet/control/engine"
+	"github.com/ebpfnet/ebpfnet/control/api"
 )
 
 func newStatusCommand(c *cli) *cobra.Command {
@@ -57,6 +57,9 @@ func newStatusCommand(c *cli) *cobra.Command {
 				rows = append(rows, []string{u.Interface, "(uplink)", "", programs})
 			}
 			printTable(out, []string{"INTERFACE", "SANDBOX", "NETWORK", "PROGRAMS"}, rows)
+			if len(st.Uplinks) > 0 {
+				fmt.Fprintf(out, "\nuplink datapath:\n%s", uplinkModes(st.Uplinks))
+			}
 			if others := otherPrograms(slices.Concat(st.Endpoints, st.Uplinks)); len(others) > 0 {
 				fmt.Fprintf(out, "\nother programs on ebpfnet's hooks:\n%s", others)
 			}
@@ -71,6 +74,7 @@ func newStatusCommand(c *cli) *cobra.Command {
 				monitoring = "off (no monitor running)"
 			}
 			fmt.Fprintf(out, "datapath events: %s\n", monitoring)
+			fmt.Fprintf(out, "\n%s", hostSettings(st.Host))
 			if cs := st.Cluster; cs != nil {
 				fmt.Fprintf(out, "\ncluster store: etcd://%s\nthis host: %s, lease %s (%d s left)\n", strings.Join(cs.Store, ","), cs.Advertise, cs.Lease, cs.LeaseTTL)
 				if cs.Error != "" {
@@ -95,9 +99,77 @@ func newStatusCommand(c *cli) *cobra.Command {
 	return cmd
 }
 
+// uplinkModes says, one line each, which datapath each uplink has and why:
+// "uplink0: tc (auto: veth loses TSO under XDP)".
+func uplinkModes(uplinks []api.AttachedIface) string {
+	var b strings.Builder
+	for _, u := range uplinks {
+		fmt.Fprintf(&b, "  %s: %s (%s)\n", u.Interface, u.Mode, u.ModeReason)
+	}
+	return b.String()
+}
+
+// hostSettings describes the host's netfilter and routing settings, and
+// says plainly that ebpfnet needs none of them: an operator who sees
+// FORWARD DROP or br_netfilter here should not go looking for a rule to add.
+func hostSettings(h api.HostSettings) string {
+	var b strings.Builder
+	b.WriteString("Host (read from the daemon's namespace; ebpfnet does not depend on these settings:\n" +
+		"it delivers every packet it accepts by redirect, never through the host's netfilter, and never changes them)\n")
+	bn := h.BridgeNetfilter
+	if bn.Active {
+		fmt.Fprintf(&b, "  br_netfilter:   active, bridge-nf-call-iptables=%d bridge-nf-call-ip6tables=%d bridge-nf-call-arptables=%d\n",
+			bit(bn.CallIPTables), bit(bn.CallIP6Tables), bit(bn.CallARPTables))
+	} else {
+		b.WriteString("  br_netfilter:   not active\n")
+	}
+	fmt.Fprintf(&b, "  FORWARD policy: IPv4 %s, IPv6 %s\n", policyWord(h.Forward.IPv4), policyWord(h.Forward.IPv6))
+	for _, c := range h.Forward.Chains {
+		fmt.Fprintf(&b, "    %s %s %s: %s (%s)\n", c.Family, c.Table, c.Chain, policyWord(c.Policy), c.Via)
+	}
+	if ct := h.Conntrack; ct.Active {
+		fmt.Fprintf(&b, "  nf_conntrack:   active, %d of %d entries\n", ct.Count, ct.Max)
+	} else {
+		b.WriteString("  nf_conntrack:   not active\n")
+	}
+	fmt.Fprintf(&b, "  rp_filter:      all=%s default=%s\n", rpFilter(h.RPFilter.All), rpFilter(h.RPFilter.Default))
+	for _, u := range h.Unread {
+		fmt.Fprintf(&b, "  not read: %s\n", u)
+	}
+	return b.String()
+}
+
+func bit(on bool) int {
+	if on {
+		return 1
+	}
+	return 0
+}
+
+// policyWord writes a policy as iptables does (DROP, ACCEPT); none stays
+// lower-case, being no policy at all.
+func policyWord(p string) string {
+	if p == api.PolicyNone || p == "" {
+		return api.PolicyNone
+	}
+	return strings.ToUpper(p)
+}
+
+func rpFilter(v int) string {
+	switch v {
+	case 0:
+		return "0 (off)"
+	case 1:
+		return "1 (strict)"
+	case 2:
+		return "2 (loose)"
+	}
+	return fmt.Sprint(v)
+}
+
 // otherPrograms describes, one line each, the programs sharing ebpfnet's
 // hooks: the ones running first are what an operator must look at.
-func otherPrograms(ifaces []engine.AttachedIface) string {
+func otherPrograms(ifaces []api.AttachedIface) string {
 	var b strings.Builder
 	for _, i := range ifaces {
 		for _, o := range i.Others {

@@ -179,6 +179,72 @@ type Status struct {
 	Monitoring string `json:"monitoring,omitempty"`
 	// Cluster is the cluster this host is a member of, if any.
 	Cluster *ClusterStatus `json:"cluster,omitempty"`
+	// Host is the daemon's namespace's netfilter and routing settings.
+	Host HostSettings `json:"host"`
+}
+
+// HostSettings are the settings of the daemon's namespace that decide
+// whether packets forwarded through the kernel's stack get through.
+// ebpfnet's datapath depends on none of them: it delivers every packet it
+// accepts by redirect, never through the host's netfilter.
+type HostSettings struct {
+	BridgeNetfilter BridgeNetfilter `json:"bridgeNetfilter"`
+	Forward         ForwardPolicy   `json:"forward"`
+	Conntrack       HostConntrack   `json:"conntrack"`
+	RPFilter        RPFilter        `json:"rpFilter"`
+	// Unread says which settings could not be read, and why.
+	Unread []string `json:"unread,omitempty"`
+}
+
+// BridgeNetfilter is br_netfilter in the namespace: with it active and a
+// call sysctl on, frames a bridge forwards go through that family's
+// netfilter FORWARD chains.
+type BridgeNetfilter struct {
+	Active        bool `json:"active"`        // its sysctls exist in the namespace
+	CallIPTables  bool `json:"callIptables"`  // net.bridge.bridge-nf-call-iptables
+	CallIP6Tables bool `json:"callIp6tables"` // net.bridge.bridge-nf-call-ip6tables
+	CallARPTables bool `json:"callArptables"` // net.bridge.bridge-nf-call-arptables
+}
+
+// The policies of netfilter's forward hook.
+const (
+	PolicyAccept = "accept"
+	PolicyDrop   = "drop"
+	PolicyNone   = "none" // no chain on the hook
+)
+
+// ForwardPolicy is what netfilter's forward hook does with a packet no
+// rule takes, by family: drop when a chain on it drops, accept when its
+// chains accept, none when it has no chain.
+type ForwardPolicy struct {
+	IPv4   string         `json:"ipv4"`
+	IPv6   string         `json:"ipv6"`
+	Chains []ForwardChain `json:"chains,omitempty"`
+}
+
+// ForwardChain is a base chain on the forward hook: iptables' FORWARD is
+// one, in table filter of family ip (ip6 for ip6tables'); an inet chain
+// sees both families.
+type ForwardChain struct {
+	Family string `json:"family"` // ip, ip6, inet, bridge…
+	Table  string `json:"table"`
+	Chain  string `json:"chain"`
+	Policy string `json:"policy"` // accept or drop
+	Via    string `json:"via"`    // nftables (iptables-nft's included) or iptables-legacy
+}
+
+// HostConntrack is netfilter's conntrack in the namespace.
+type HostConntrack struct {
+	Active bool `json:"active"` // its sysctls exist in the namespace
+	Count  int  `json:"count"`  // net.netfilter.nf_conntrack_count
+	Max    int  `json:"max"`    // net.netfilter.nf_conntrack_max
+}
+
+// RPFilter is reverse-path filtering, net.ipv4.conf.{all,default}.rp_filter:
+// 0 off, 1 strict, 2 loose (an interface takes the highest of all and its own).
+type RPFilter struct {
+	All     int `json:"all"`
+	Default int `json:"default"`
 }
 
 // ClusterStatus is this host's membership of a cluster.
@@ -261,6 +327,11 @@ type AttachedIface struct {
 	Network   string `json:"network,omitempty"`
 	Attach    string `json:"attach"`        // tcx or clsact; empty when not attached
 	XDP       bool   `json:"xdp,omitempty"` // an uplink's XDP fast path is attached
+	// Mode is an uplink's datapath, tc or xdp (what runs: XDP says the
+	// same), and ModeReason why: "asked for", "the default", or auto's
+	// reason ("auto: veth loses TSO under XDP").
+	Mode       string `json:"mode,omitempty"`
+	ModeReason string `json:"modeReason,omitempty"`
 	// Others are the programs that share ebpfnet's hooks on the
 	// interface; one running before ebpfnet's can bypass it.
 	Others []OtherProgram `json:"otherPrograms,omitempty"`

@@ -81,6 +81,9 @@ type Engine struct {
 	mu    sync.Mutex
 	// uplinks are the interfaces the uplink program is on, by name; guarded by mu.
 	uplinks map[string]bool
+	// uplinkChoices are the datapath chosen for each uplink, and why;
+	// guarded by mu.
+	uplinkChoices map[string]loader.UplinkChoice
 	// uplinkAddrs are the addresses masqueraded flows leave from, to the
 	// uplink that has each; guarded by mu.
 	uplinkAddrs map[netip.Addr]string

@@ -11,9 +11,11 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/loader"
 	"github.com/ebpfnet/ebpfnet/maps"
 )
 
@@ -28,6 +30,7 @@ func (e *Engine) syncHost() error {
 		// The addresses flows leave from, by uplink name.
 		addrsOut = map[netip.Addr]string{}
 		names    = map[string]bool{}
+		choices  = map[string]loader.UplinkChoice{}
 		refused  = map[string]bool{}
 		errs     []error
 	)
@@ -83,10 +86,16 @@ func (e *Engine) syncHost() error {
 				continue
 			}
 			// Without its fast path an uplink still serves, on TC.
-			if err := e.dp.AttachUplinkXDP(attrs.Name, attrs.Index, e.cfg.UplinkModes.For(attrs.Name)); err != nil {
+			choice := e.cfg.UplinkModes.Choose(attrs.Name, nicDriver(attrs.Name))
+			mode := choice.Mode
+			if choice.Auto && mode == loader.UplinkXDP {
+				mode = loader.UplinkAuto
+			}
+			if err := e.dp.AttachUplinkXDP(attrs.Name, attrs.Index, mode); err != nil {
 				errs = append(errs, err)
 			}
 			names[attrs.Name] = true
+			choices[attrs.Name] = choice
 			uplinks[uint32(attrs.Index)] = first
 			for _, a := range []netip.Addr{first.Addr, first.Addr6} {
 				if a.IsValid() {
@@ -106,10 +115,27 @@ func (e *Engine) syncHost() error {
 		return err
 	}
 	e.uplinks = names
+	e.uplinkChoices = choices
 	e.uplinkAddrs = addrsOut
 	e.refusedUplinks = refused
 	errs = append(errs, e.maps.SyncHost(addrs, uplinks, foreign))
 	return errors.Join(errs...)
+}
+
+// nicDriver is the driver of interface ifname, as ethtool names it
+// (veth, virtio_net, i40e…), or "" when it cannot be read. It runs in the
+// dataplane's namespace: the socket asked is opened there.
+func nicDriver(ifname string) string {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(fd)
+	info, err := unix.IoctlGetEthtoolDrvinfo(fd, ifname)
+	if err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(info.Driver[:])
 }
 
 // bridgesToOutside lists, by ifindex, the bridges with a port that is no

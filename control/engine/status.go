@@ -3,12 +3,16 @@ package engine
 import (
 	"context"
 	"errors"
-	"github.com/vishvananda/netlink"
 	"maps"
 	"slices"
+	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/hostsettings"
 	"github.com/ebpfnet/ebpfnet/control/store"
+	"github.com/ebpfnet/ebpfnet/loader"
 	dpmaps "github.com/ebpfnet/ebpfnet/maps"
 )
 
@@ -41,6 +45,7 @@ func (e *Engine) Status() (Status, error) {
 	// Before reading the store: a writer holding e.mu may wait for readers.
 	e.mu.Lock()
 	uplinks := slices.Sorted(maps.Keys(e.uplinks))
+	choices := maps.Clone(e.uplinkChoices)
 	e.mu.Unlock()
 	nets, sbs, err := e.store.Snapshot()
 	if err != nil {
@@ -71,13 +76,48 @@ func (e *Engine) Status() (Status, error) {
 			if l, err := netlink.LinkByName(name); err == nil {
 				a.XDP = e.dp.HasXDP(name, l.Attrs().Index)
 			}
+			a.Mode, a.ModeReason = uplinkMode(choices[name], a.XDP)
 			st.Uplinks = append(st.Uplinks, a)
 		}
 		return errors.Join(errs...)
 	})
+	// Read where the datapath runs: sysctls and netfilter are per namespace.
+	ctx, cancel := context.WithTimeout(context.Background(), hostSettingsTimeout)
+	defer cancel()
+	err = errors.Join(err, e.inHost(func() error {
+		st.Host = hostsettings.New().Read(ctx)
+		return nil
+	}))
 	st.SocketHooks = e.dp.SocketHooks()
 	st.Cluster = e.clusterStatus()
 	return st, err
+}
+
+// hostSettingsTimeout bounds the commands reading the host's netfilter
+// (nft), which run on the host thread that every change needs too.
+const hostSettingsTimeout = 5 * time.Second
+
+// uplinkMode says what runs on an uplink (it has XDP or not) and why,
+// after choice.
+func uplinkMode(choice loader.UplinkChoice, xdp bool) (mode, reason string) {
+	mode = string(loader.UplinkTC)
+	if xdp {
+		mode = string(loader.UplinkXDP)
+	}
+	reason = choice.Reason
+	if choice.Auto {
+		reason = "auto: " + reason
+	}
+	if choice.Mode == loader.UplinkXDP && !xdp {
+		// The driver refused the program (an MTU above one buffer, LRO
+		// on), or attaching failed: the daemon's log says which when
+		// it was asked for.
+		if choice.Auto {
+			return mode, reason + ", but the driver refused it here"
+		}
+		return mode, "xdp asked for, but not attached: see the daemon's log"
+	}
+	return mode, reason
 }
 
 // clusterStatus is the membership as etcd has it; a store out of reach
