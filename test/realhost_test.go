@@ -18,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/ebpfnet/ebpfnet/test/testbed"
+	"github.com/ebpfnet/ebpfnet/test/testenv"
 )
 
 // TestRealHost runs the paths users rely on against hosts prepared as real
@@ -514,4 +515,71 @@ func conntrackSample(h *testbed.Host) string {
 		lines = append(lines, "conntrack -L: "+err.Error())
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestRealHostDockerPlugin is the Docker user's story on a Docker host:
+// a real dockerd in the host namespace (br_netfilter, FORWARD DROP and
+// its chains, as dockerd writes them), two containers on an ebpfnet
+// network talking, by address and by name, and a container on a second
+// network reaching one connected to it.
+func TestRealHostDockerPlugin(t *testing.T) {
+	testenv.RequirePrivileges(t)
+	if !testbed.DockerInstalled() {
+		t.Skip("needs dockerd, containerd and Debian's docker client (docker.io)")
+	}
+	// dockerd first, as on a host where it starts at boot: it finds IPv4
+	// forwarding off, turns it on and sets FORWARD to DROP (started after
+	// ebpfnet, which turns forwarding on, it would leave ACCEPT).
+	var d *testbed.Docker
+	h := testbed.NewHostWith(t, func(h *testbed.Host) { d = testbed.StartDocker(t, h.NetNS) })
+	d.ImportImage(testbed.BusyboxRootfs(t), "busybox")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("dockerd log:\n%s", d.Log())
+		}
+	})
+	if rules := h.InHost("iptables", "-S", "FORWARD"); !strings.Contains(rules, "-P FORWARD DROP") {
+		t.Errorf("dockerd left the host's FORWARD policy other than DROP, so this is no Docker host:\n%s", rules)
+	}
+	plugin := h.Prefix
+	d.MustCLI("network", "create", "-d", plugin, "--ipam-driver", plugin, "--ipv6", "--subnet", "10.97.0.0/24", "--subnet", "fd00:d1::/64", "web")
+	d.MustCLI("network", "create", "-d", plugin, "--ipam-driver", plugin, "--subnet", "10.98.0.0/24", "other")
+	for _, c := range []struct{ name, network string }{{"x1", "web"}, {"x2", "web"}, {"x3", "other"}} {
+		d.MustCLI("run", "-d", "--name", c.name, "--network", c.network, "busybox", "sleep", "600")
+	}
+	d.MustCLI("network", "connect", "other", "x2")
+	keyOf := func(c string) string { return d.MustCLI("inspect", "-f", "{{.NetworkSettings.SandboxKey}}", c) }
+	ipOf := func(c, n, field string) string {
+		return d.MustCLI("inspect", "-f", "{{(index .NetworkSettings.Networks \""+n+"\")."+field+"}}", c)
+	}
+	testbed.Serve(t, keyOf("x2"))
+	reach := func(from, dst, what string) []probe {
+		ns := keyOf(from)
+		family := "-4"
+		if strings.Contains(dst, ":") {
+			family = "-6"
+		}
+		what = fmt.Sprintf("%s (%s)", what, dst)
+		return []probe{
+			{what, "tcp", dst, func() error { return testbed.TCP(ns, dst) }},
+			{what, "udp", dst, func() error { return testbed.UDP(ns, dst) }},
+			{what, "icmp", dst, func() error {
+				if out, err := d.CLI("exec", from, "ping", family, "-c1", "-W1", dst); err != nil {
+					return fmt.Errorf("docker exec %s ping %s: %v: %s", from, dst, err, out)
+				}
+				return nil
+			}},
+		}
+	}
+	x2 := ipOf("x2", "web", "IPAddress")
+	expect(t, "docker plugin", true,
+		reach("x1", x2, "x1 to x2 on web"),
+		reach("x1", ipOf("x2", "web", "GlobalIPv6Address"), "x1 to x2 on web"),
+		reach("x3", ipOf("x2", "other", "IPAddress"), "x3 to x2 on other (connected later)"),
+		[]probe{{"x1 pings x2 by name (Docker's DNS)", "icmp", x2, func() error {
+			if out, err := d.CLI("exec", "x1", "ping", "-4", "-c1", "-W1", "x2"); err != nil {
+				return fmt.Errorf("docker exec x1 ping -4 x2: %v: %s", err, out)
+			}
+			return nil
+		}}})
 }
