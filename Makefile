@@ -9,8 +9,10 @@ export PATH := $(patsubst %/,%,$(dir $(GO))):$(PATH)
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 BIN := bin/ebpfnet
 
-# Debian packages the build, the tests and `make generate` use.
-APT_PACKAGES := clang llvm libbpf-dev iproute2 iptables nftables ethtool busybox-static curl
+# Debian packages the build, the tests and `make generate` use. The
+# real-host tests load ufw's ruleset into a test namespace from a copy of
+# its files (installing ufw leaves it disabled, and they never enable it).
+APT_PACKAGES := clang llvm libbpf-dev iproute2 iptables nftables ufw conntrack ethtool busybox-static curl
 
 .PHONY: all build install deps runtime-deps bench-deps generate check-generate vet test demo bench bench-quick clean
 
