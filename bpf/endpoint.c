@@ -202,8 +202,10 @@ int from_container(struct __sk_buff *skb)
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_MARTIAN);
 	dst_net = network_of(&p.flow.daddr);
 	/* An internal network leads nowhere but to itself (its gateway
-	 * included), not even to the host's published ports. */
-	if ((flags & NETWORK_INTERNAL) && (!dst_net || *dst_net != src->network))
+	 * included, and the groups that never leave its link), not even to
+	 * the host's published ports. */
+	if ((flags & NETWORK_INTERNAL) && (!dst_net || *dst_net != src->network) &&
+	    !addr_is_link_scope_group(&p.flow.daddr))
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_INTERNAL);
 
 	/* Replies of published flows, hairpins and established flows, and

@@ -161,6 +161,12 @@ func TestFromContainer(t *testing.T) {
 		// An internal network is decided first: it leads nowhere but to itself.
 		{"internal, to another network", false, true, ipv4Packet("172.19.5.2", "172.20.0.5", udp), tcActShot, "drop_internal"},
 		{"arp", true, true, arpPacket(), tcActUnspec, "pass"},
+		// Link-scope multicast and the limited broadcast stay on the
+		// network's link, as on Docker's internal bridge; routed
+		// multicast could leave it.
+		{"internal, to link-scope multicast", false, true, ipv4Packet("172.19.5.2", "224.0.0.251", udp), tcActUnspec, "pass"},
+		{"internal, limited broadcast", false, true, ipv4Packet("172.19.5.2", "255.255.255.255", udp), tcActUnspec, "pass"},
+		{"internal, to routed multicast", false, true, ipv4Packet("172.19.5.2", "239.1.2.3", udp), tcActShot, "drop_internal"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -302,6 +302,10 @@ func TestFromContainerIPv6(t *testing.T) {
 		{"icc off, to gateway", true, false, ipv6Packet(me, "fd00:19::1", tcp, 0), tcActUnspec, "pass"},
 		{"internal, to outside", false, true, ipv6Packet(me, "2001:db8::1", udp, 0), tcActShot, "drop_internal"},
 		{"internal, same network", false, true, ipv6Packet(me, "fd00:19::5:3", udp, 0), tcActUnspec, "pass"},
+		// From its own address, as Linux solicits a neighbour it has
+		// traffic for: link-scope multicast stays on the link.
+		{"internal, solicitation for the gateway", false, true, ipv6Packet(me, "ff02::1:ff00:1", icmp6, 135), tcActUnspec, "pass"},
+		{"internal, to site-scope multicast", false, true, ipv6Packet(me, "ff05::1:3", udp, 0), tcActShot, "drop_internal"},
 		{"neighbour solicitation from link-local", true, true, ipv6Packet("fe80::42:acff:fe13:502", "ff02::1:ff13:503", icmp6, 135), tcActUnspec, "pass"},
 		{"duplicate address detection", true, true, ipv6Packet("::", "ff02::1:ff13:503", icmp6, 135), tcActUnspec, "pass"},
 		{"link-local to a routed address", false, false, ipv6Packet("fe80::1", "2001:db8::1", tcp, 0), tcActShot, "drop_spoofed"},

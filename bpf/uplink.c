@@ -55,7 +55,9 @@ static __always_inline int forged_vxlan(struct __sk_buff *skb, const struct pack
 	if (!p->v6) {
 		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
 			return 0;
-		if (p->l4_off + sizeof(struct udphdr) + sizeof(h) > ETH_HLEN + (__u32)bpf_ntohs(ip.tot_len))
+		/* A GSO packet longer than 64 KiB (BIG TCP) says 0: its length is the skb's. */
+		__u32 len = ip.tot_len ? bpf_ntohs(ip.tot_len) : skb->len - ETH_HLEN;
+		if (p->l4_off + sizeof(struct udphdr) + sizeof(h) > ETH_HLEN + len)
 			return !!(ip.frag_off & bpf_htons(IP_MF));
 	}
 	if (bpf_skb_load_bytes(skb, p->l4_off + sizeof(struct udphdr), &h, sizeof(h)) < 0 ||

@@ -90,7 +90,7 @@ func transfer(t *testing.T, what, listenNS string, port int, dialNS, dialAddr st
 		}
 		done <- err
 	}()
-	c, err := testbed.Dial(dialNS, "tcp4", dialAddr, "")
+	c, err := testbed.Dial(dialNS, "tcp", dialAddr, "")
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}

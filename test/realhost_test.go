@@ -289,12 +289,9 @@ func (r *realHost) isolation(t *testing.T) {
 		r.reach(r.n1, "outside", r.out.IP), // internal
 		r.reach(r.n1, "outside", r.out.IP6),
 		echoes("internal n1 to the published port", r.h.NS(r.n1), net.JoinHostPort(r.out.HostIP, "8080")))
-	// Internal neighbours over IPv4 alone: over IPv6 they do not find
-	// each other even on a pristine host (the datapath drops their
-	// neighbour solicitations, from a global address to a multicast one,
-	// as leaving the network), a defect that real hosts play no part in.
 	r.expect(t, "isolation (allowed)", true,
 		r.reach(r.n1, r.short(r.n2), r.addr(r.n2, r.internal, 4)),
+		r.reach(r.n1, r.short(r.n2), r.addr(r.n2, r.internal, 6)),
 		r.reach(r.i1, "outside", r.out.IP), // icc=false, out
 		r.reach(r.i1, "outside", r.out.IP6))
 }

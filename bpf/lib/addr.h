@@ -50,6 +50,20 @@ static __always_inline int addr_is_multicast_or_broadcast(const union addr *a)
 	return (bpf_ntohl(a->w[0]) >> 24) == 0xff;
 }
 
+/* addr_is_link_scope_group: the groups no router forwards off the link:
+ * 224.0.0.0/24 (RFC 5771's local network control block), the limited
+ * broadcast 255.255.255.255, and IPv6's link- and interface-local scopes
+ * (ff02::/16, ff01::/16: neighbour discovery's solicited-node groups
+ * among them). */
+static __always_inline int addr_is_link_scope_group(const union addr *a)
+{
+	__u32 first = bpf_ntohl(addr_is_v4(a) ? a->w[3] : a->w[0]);
+
+	if (addr_is_v4(a))
+		return (first >> 8) == 0xe00000 || first == 0xffffffff;
+	return (first >> 16) == 0xff02 || (first >> 16) == 0xff01;
+}
+
 /* addr_is_link_local: fe80::/10, which never leaves the link (NDP's
  * sources, among others). IPv4's 169.254/16 is left to the routes, as
  * the kernel leaves it. */

@@ -24,14 +24,17 @@
  * for an IPv6 client of an IPv4-only sandbox, and the sandbox's replies.
  * The L4 checksum follows the change of pseudo-header. IPv4 options, IPv6
  * extension headers, fragments and UDP without a checksum (IPv6 requires
- * one) are not translated: it returns -1. */
+ * one) are not translated: it returns -1. A GSO packet longer than 64 KiB
+ * (BIG TCP) says 0 in its length field, in either family: its length is
+ * the packet's, and it says 0 again in the other family's header. */
 static __noinline int rewrite_family(struct __sk_buff *skb, const struct packet *p, const struct flow *to, __u8 hops)
 {
 	__u8 proto = p->flow.proto;
 	__u32 old_l3 = p->v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
 	__u32 new_l3 = p->v6 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
 	__u32 csum = proto == IPPROTO_TCP ? offsetof(struct tcphdr, check) : offsetof(struct udphdr, check);
-	__u16 l4_len, udp_csum = 1;
+	__u32 l4_len;
+	__u16 udp_csum = 1;
 	union {
 		struct iphdr ip;
 		struct ipv6hdr ip6;
@@ -45,15 +48,19 @@ static __noinline int rewrite_family(struct __sk_buff *skb, const struct packet 
 		if (bpf_skb_load_bytes(skb, ETH_HLEN, &hdr.ip6, sizeof(hdr.ip6)) < 0)
 			return -1;
 		l4_len = bpf_ntohs(hdr.ip6.payload_len);
-		/* A jumbogram (BIG TCP: length 0) or one too long for IPv4's
-		 * 16-bit total length has no IPv4 form. */
-		if (!l4_len || l4_len > 0xffff - sizeof(struct iphdr))
-			return -1;
 	} else {
 		if (bpf_skb_load_bytes(skb, ETH_HLEN, &hdr.ip, sizeof(hdr.ip)) < 0 ||
 		    (hdr.ip.frag_off & bpf_htons(IP_MF | IP_OFFSET)))
 			return -1;
-		l4_len = bpf_ntohs(hdr.ip.tot_len) - sizeof(struct iphdr);
+		l4_len = bpf_ntohs(hdr.ip.tot_len);
+		if (l4_len)
+			l4_len -= sizeof(struct iphdr);
+	}
+	if (!l4_len) {
+		/* Only a GSO packet may leave its length to the skb. */
+		if (!skb->gso_size || skb->len < p->l4_off)
+			return -1;
+		l4_len = skb->len - p->l4_off;
 	}
 	if (proto == IPPROTO_UDP && bpf_skb_load_bytes(skb, p->l4_off + csum, &udp_csum, sizeof(udp_csum)) < 0)
 		return -1;
@@ -87,7 +94,7 @@ static __noinline int rewrite_family(struct __sk_buff *skb, const struct packet 
 		hdr.ip.version = 4;
 		hdr.ip.ihl = 5;
 		hdr.ip.tos = tos;
-		hdr.ip.tot_len = bpf_htons(sizeof(struct iphdr) + l4_len);
+		hdr.ip.tot_len = l4_len > 0xffff - sizeof(struct iphdr) ? 0 : bpf_htons(sizeof(struct iphdr) + l4_len);
 		hdr.ip.frag_off = bpf_htons(0x4000); /* don't fragment: path MTU discovery stays IPv6's */
 		hdr.ip.ttl = hops;
 		hdr.ip.protocol = proto;
@@ -101,7 +108,7 @@ static __noinline int rewrite_family(struct __sk_buff *skb, const struct packet 
 		hdr.ip6.version = 6;
 		hdr.ip6.priority = tos >> 4;
 		hdr.ip6.flow_lbl[0] = tos << 4;
-		hdr.ip6.payload_len = bpf_htons(l4_len);
+		hdr.ip6.payload_len = l4_len > 0xffff ? 0 : bpf_htons(l4_len);
 		hdr.ip6.nexthdr = proto;
 		hdr.ip6.hop_limit = hops;
 		__builtin_memcpy(&hdr.ip6.saddr, to->saddr.b, sizeof(hdr.ip6.saddr));

@@ -31,17 +31,27 @@ func UnderlayAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 88, 0, 
 // under0.
 func NewCluster(tb TB, n int, options ...string) *Cluster {
 	tb.Helper()
-	return newCluster(tb, n, StartEtcd, options)
+	return newCluster(tb, n, StartEtcd, nil, options)
+}
+
+// NewClusterWith is NewCluster with setup run on each host's namespace
+// before anything of the cluster is in it (its underlay interface, its
+// etcd member, its daemon), as NewHostWith's setup is: to prepare the
+// hosts as real ones are. i is the host's index; UnderlayAddr(i) its
+// address.
+func NewClusterWith(tb TB, n int, setup func(i int, h *Host), options ...string) *Cluster {
+	tb.Helper()
+	return newCluster(tb, n, StartEtcd, setup, options)
 }
 
 // NewSecureCluster is NewCluster with an etcd that speaks TLS and asks
 // the daemons for a client certificate (--cluster-store-opt).
 func NewSecureCluster(tb TB, n int) *Cluster {
 	tb.Helper()
-	return newCluster(tb, n, StartSecureEtcd, nil)
+	return newCluster(tb, n, StartSecureEtcd, nil, nil)
 }
 
-func newCluster(tb TB, n int, startEtcd func(TB, ...EtcdMember) *Etcd, options []string) *Cluster {
+func newCluster(tb TB, n int, startEtcd func(TB, ...EtcdMember) *Etcd, setup func(int, *Host), options []string) *Cluster {
 	tb.Helper()
 	c := &Cluster{options: options}
 	id := make([]byte, 3)
@@ -54,6 +64,9 @@ func newCluster(tb TB, n int, startEtcd func(TB, ...EtcdMember) *Etcd, options [
 	var members []EtcdMember
 	for i := range n {
 		h := NewHostWith(tb, func(h *Host) {
+			if setup != nil {
+				setup(i, h)
+			}
 			host := filepath.Base(h.NetNS)
 			port := fmt.Sprintf("h%d", i)
 			mustRun(tb, "ip", "-n", host, "link", "add", "under0", "type", "veth", "peer", "name", port, "netns", c.Underlay)

@@ -27,15 +27,19 @@ type Preparation struct {
 	// rather than failing the test, as it runs in a subtest of the one
 	// that made the host.
 	Churn func(h *Host) error
+	// DropsForwarded says the host's policy drops what netfilter sees
+	// forwarded, bridged frames included: where a datapath that left
+	// delivery to the bridge would fail.
+	DropsForwarded bool
 }
 
 // Preparations are the kinds of host every real-host scenario runs on;
 // pristine, the empty namespace every other test uses, is the control.
 var Preparations = []Preparation{
 	{Name: "pristine", Prepare: func(*Host) {}},
-	{Name: "docker", Prepare: prepareDocker},
-	{Name: "ufw", Prepare: prepareUFW},
-	{Name: "nftables", Prepare: prepareNftables, Churn: churnNftables},
+	{Name: "docker", Prepare: prepareDocker, DropsForwarded: true},
+	{Name: "ufw", Prepare: prepareUFW, DropsForwarded: true},
+	{Name: "nftables", Prepare: prepareNftables, Churn: churnNftables, DropsForwarded: true},
 	{Name: "strict", Prepare: prepareStrict},
 }
 

@@ -56,6 +56,7 @@ type bed struct {
 	host, out string  // namespace names
 	docker    docker  // Docker's side
 	cni       cniSide // the CNI side, nil c without the reference plugins
+	s2s       s2sSide // the sandbox-to-sandbox clients (s2s.go)
 	network   string  // the ebpfnet network of web
 	web       string  // the ebpfnet sandbox
 	dnsClient string  // the ebpfnet sandbox that asks its embedded DNS
@@ -118,13 +119,13 @@ func newBed(r *runner, dockerMode string) *bed {
 	b.webIP = b.h.IP(b.web, b.network)
 	b.webIP6 = b.h.Sandbox(b.web).NetworkSettings.Networks[b.network].GlobalIPv6Address
 	b.h.MustCLI("sandbox", "create", b.h.Name("others"))
-	b.background(b.web, b.self, "serve", fmt.Sprint(echoPort))
-	b.background(b.web, "iperf3", "-s", "-p", fmt.Sprint(iperfPort))
+	b.servers(b.web)
 	b.startDNS()
 	b.startDocker(dockerMode)
 	if _, err := os.Stat(testbed.ReferencePlugins + "/bridge"); err == nil {
 		b.startCNI()
 	}
+	b.startS2S()
 	time.Sleep(300 * time.Millisecond) // servers and proxies start listening
 	return b
 }
@@ -144,6 +145,12 @@ func (b *bed) background(ns string, argv ...string) {
 		b.r.Fatalf("start %v in %s: %v", argv, ns, err)
 	}
 	b.r.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+}
+
+// servers runs the echo server and iperf3's on their ports in a namespace.
+func (b *bed) servers(ns string) {
+	b.background(ns, b.self, "serve", fmt.Sprint(echoPort))
+	b.background(ns, "iperf3", "-s", "-p", fmt.Sprint(iperfPort))
 }
 
 // setPublications makes ebpfnet hold the measured publications and n-1

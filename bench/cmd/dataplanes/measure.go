@@ -51,6 +51,10 @@ func (b *bed) dataplanes() []dataplane {
 		{"hostdirect", "hostdirect", b.host, b.webIP, echoPort, iperfPort, "", false},
 		{"docker-proxy", "hostdirect", b.host, "127.0.0.1", dockerPort, dockerIperf, "", false},
 		{"ebpfnet-local", "hostdirect", b.host, "127.0.0.1", ebpfPort, iperfPort, "", false},
+		// Sandbox to sandbox on one network (s2s.go): the kernel's bridge
+		// alone, and ebpfnet's redirect.
+		{plainBridge, plainBridge, b.s2s.bridge, bridgeServer, echoPort, iperfPort, bridgeClient, false},
+		{s2sName, plainBridge, b.s2s.ebpfnet, s2sServer, echoPort, iperfPort, s2sClient, false},
 	}
 	if b.docker.d != nil {
 		// docker run -p on an ebpfnet network, beside Docker's own bridge
@@ -104,6 +108,9 @@ type Results struct {
 	DNS        []DNSSample `json:"dns"`
 	// DNSNote says why a server is missing from the DNS table.
 	DNSNote string `json:"dnsNote,omitempty"`
+	// SandboxToSandbox is ebpfnet's sandbox-to-sandbox path against the
+	// plain bridge, figure by figure (filled when written).
+	SandboxToSandbox []Comparison `json:"sandboxToSandbox,omitempty"`
 }
 
 func run(r *runner, cfg config) Results {

@@ -78,13 +78,13 @@ func markdown(r Results) string {
 		writeTargets(&b, append(r.controlTargets(), r.dnsTargets()...))
 		return b.String()
 	}
-	fmt.Fprintf(&b, "%s; %d rounds of %s per measurement, interleaved across dataplanes; medians (min–max) and ratios to the no-NAT path of the same client.\n\n", r.Env, r.Rounds, r.Duration)
-	b.WriteString("| dataplane | new connections/s | × | one TCP stream, Gbit/s | × | retransmits | keepalive round trips/s | p50 / p99 µs | UDP round trips/s | × | small UDP echoed/s | × |\n")
-	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	fmt.Fprintf(&b, "%s; %d rounds of %s per measurement, interleaved across dataplanes; medians (min–max) and ratios to the no-NAT path of the same client (%s: to %s).\n\n", r.Env, r.Rounds, r.Duration, s2sName, plainBridge)
+	b.WriteString("| dataplane | new connections/s | × | one TCP stream, Gbit/s | × | retransmits | keepalive round trips/s | × | p50 / p99 µs | UDP round trips/s | × | small UDP echoed/s | × |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, dp := range r.Dataplanes {
 		conn, base := r.stat(dp.Name, "conn", 1), r.stat(dp.Baseline, "conn", 1)
 		gbps, gbase := r.stat(dp.Name, "gbps", 1), r.stat(dp.Baseline, "gbps", 1)
-		rr := r.stat(dp.Name, "rr", 1)
+		rr, rbase := r.stat(dp.Name, "rr", 1), r.stat(dp.Baseline, "rr", 1)
 		udp, ubase := r.stat(dp.Name, "udp", 1), r.stat(dp.Baseline, "udp", 1)
 		lat50 := summarize(r.values(dp.Name, "rr", 1, p50))
 		lat99 := summarize(r.values(dp.Name, "rr", 1, p99))
@@ -94,10 +94,11 @@ func markdown(r Results) string {
 		if pps.med > 0 {
 			ppsCells = fmt.Sprintf("%s | %.2f", cell(pps), ratio(pps, pbase))
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.2f | %s | %.2f | %.0f | %s | %s / %s | %s | %.2f | %s |\n", dp.Name, cell(conn), ratio(conn, base),
-			cell(gbps), ratio(gbps, gbase), retrans.med, cell(rr), num(lat50.med), num(lat99.med), cell(udp), ratio(udp, ubase), ppsCells)
+		fmt.Fprintf(&b, "| %s | %s | %.2f | %s | %.2f | %.0f | %s | %.2f | %s / %s | %s | %.2f | %s |\n", dp.Name, cell(conn), ratio(conn, base),
+			cell(gbps), ratio(gbps, gbase), retrans.med, cell(rr), ratio(rr, rbase), num(lat50.med), num(lat99.med), cell(udp), ratio(udp, ubase), ppsCells)
 	}
 	b.WriteString("\nRetransmits: TCP segments the iperf3 sender resent in one stream (median over rounds). Small UDP: 64-byte datagrams sent flat out for the whole measurement, echoes counted (from outside over IPv4 only). ebpfnet-xdp's client, on uplink2, sends complete checksums (transmit checksum offload off, and so no TSO), as a NIC's frames have them; ebpfnet-tc-nocsum is the same client on uplink3, which has TC alone: XDP against TC with one client.\n")
+	s2sTable(&b, r)
 	dnsTable(&b, r)
 	ns := r.scale()
 	b.WriteString("\nNew connections/s with N published ports (N sets of Docker's rules for iptables; the measured port's last):\n\n")
@@ -110,6 +111,57 @@ func markdown(r Results) string {
 	timingsTable(&b, r)
 	writeTargets(&b, r.targets())
 	return b.String()
+}
+
+// s2sFigures are the workloads sandbox to sandbox is compared on.
+var s2sFigures = []string{"conn", "gbps", "rr"}
+
+var s2sFigureNames = map[string]string{
+	"conn": "new connections/s",
+	"gbps": "one TCP stream, Gbit/s",
+	"rr":   "keepalive round trips/s",
+}
+
+// Comparison is one figure of a dataplane against its baseline: the
+// medians over rounds and their ratio.
+type Comparison struct {
+	Dataplane     string  `json:"dataplane"`
+	Baseline      string  `json:"baseline"`
+	Workload      string  `json:"workload"`
+	Value         float64 `json:"value"`
+	BaselineValue float64 `json:"baselineValue"`
+	Ratio         float64 `json:"ratio"`
+}
+
+// sandboxToSandbox compares ebpfnet's sandbox-to-sandbox path with the
+// plain bridge; nil when the run measured neither.
+func (r Results) sandboxToSandbox() []Comparison {
+	var out []Comparison
+	for _, w := range s2sFigures {
+		v, base := r.stat(s2sName, w, 1), r.stat(plainBridge, w, 1)
+		if v.med == 0 && base.med == 0 {
+			continue
+		}
+		out = append(out, Comparison{s2sName, plainBridge, w, v.med, base.med, ratio(v, base)})
+	}
+	return out
+}
+
+// s2sTable writes the sandbox-to-sandbox comparison.
+func s2sTable(b *strings.Builder, r Results) {
+	if len(r.sandboxToSandbox()) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\nSandbox to sandbox on one network: ebpfnet (%s, the sender's program redirects into the receiver's namespace) against the kernel's bridge alone "+
+		"(%s: a namespace of its own, netfilter empty, br_netfilter off, two veth-connected namespaces), the same server and client; medians (min–max):\n\n", s2sName, plainBridge)
+	fmt.Fprintf(b, "| figure | %s | %s | × |\n| --- | --- | --- | --- |\n", s2sName, plainBridge)
+	for _, w := range s2sFigures {
+		v, base := r.stat(s2sName, w, 1), r.stat(plainBridge, w, 1)
+		fmt.Fprintf(b, "| %s | %s | %s | %.2f |\n", s2sFigureNames[w], cell(v), cell(base), ratio(v, base))
+	}
+	v50, v99 := summarize(r.values(s2sName, "rr", 1, p50)), summarize(r.values(s2sName, "rr", 1, p99))
+	b50, b99 := summarize(r.values(plainBridge, "rr", 1, p50)), summarize(r.values(plainBridge, "rr", 1, p99))
+	fmt.Fprintf(b, "| round trip p50 / p99 µs | %s / %s | %s / %s | |\n", num(v50.med), num(v99.med), num(b50.med), num(b99.med))
 }
 
 // timingsTable writes the control-plane timings at every N.
@@ -210,6 +262,9 @@ func (r Results) targets() []target {
 		n := ns[len(ns)-1]
 		cmp(fmt.Sprintf("with %d publications, connections/s within 5%% of N=1", n), ratio(r.stat("ebpfnet-tc", "conn", n), r.stat("ebpfnet-tc", "conn", ns[0])), 0.95)
 	}
+	for _, c := range r.sandboxToSandbox() {
+		cmp(fmt.Sprintf("sandbox → sandbox on one network, %s ≥ 1.0× the plain bridge", s2sFigureNames[c.Workload]), c.Ratio, 1.0)
+	}
 	out = append(out, r.controlTargets()...)
 	out = append(out, r.dnsTargets()...)
 	if r.RSSKiB > 0 {
@@ -243,6 +298,7 @@ func (r Results) controlTargets() []target {
 
 // write puts results.json, results.md and the charts in dir.
 func write(r Results, dir string) error {
+	r.SandboxToSandbox = r.sandboxToSandbox()
 	data, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
