@@ -171,7 +171,7 @@ func TestExpiredFlowFreesItsNATPort(t *testing.T) {
 	}
 	// While it lives, another sandbox's flow from the same port takes a NAT port.
 	second := nb.mustVerdict(t, "second sandbox", nb.dp.Endpoint.FromContainer, segment(17, ap(other.addr, 5000), dst, false), other.ifindex, tcActRedirect)
-	if second.src.Port() == 5000 {
+	if second.src.Port() < 61000 {
 		t.Fatalf("second flow left from %s while the first held port 5000", second.src)
 	}
 	third := ap(netip.MustParseAddr("172.17.0.4"), 5000)
@@ -191,22 +191,21 @@ func TestExpiredFlowFreesItsNATPort(t *testing.T) {
 // A closed TCP flow frees its NAT port once its TIME_WAIT lifetime ends;
 // until then a new SYN of the same tuple reopens it.
 func TestClosedFlowFreesItsNATPort(t *testing.T) {
-	nb := newNATBedWith(t, loader.Options{NATPortMin: 61000, NATPortMax: 61001})
+	nb := newNATBedWith(t, loader.Options{NATPortMin: 61000, NATPortMax: 61000})
 	other := nb.addEndpoint(t, netip.MustParseAddr("172.17.0.3"))
 	dst := ap(clientAddr, 80)
-	// Two flows from one source port (of the NAT range) use the port itself
-	// and the other NAT port.
+	// Two flows from one source port use the port itself and the one NAT port.
 	for _, ep := range []endpoint{{webAddr, 0}, other} {
-		nb.mustVerdict(t, "SYN", nb.dp.Endpoint.FromContainer, tcpSegment(ap(ep.addr, 61000), dst, syn, 1, 0), ep.ifindex, tcActRedirect)
+		nb.mustVerdict(t, "SYN", nb.dp.Endpoint.FromContainer, tcpSegment(ap(ep.addr, 5000), dst, syn, 1, 0), ep.ifindex, tcActRedirect)
 	}
 	third := nb.addEndpoint(t, netip.MustParseAddr("172.17.0.4"))
-	nb.mustVerdict(t, "third flow", nb.dp.Endpoint.FromContainer, tcpSegment(ap(third.addr, 61000), dst, syn, 1, 0), third.ifindex, tcActShot)
+	nb.mustVerdict(t, "third flow", nb.dp.Endpoint.FromContainer, tcpSegment(ap(third.addr, 5000), dst, syn, 1, 0), third.ifindex, tcActShot)
 	// The second flow closes (a reset) and its lifetime passes.
-	nb.mustVerdict(t, "reset", nb.dp.Uplink.UplinkIngress, tcpSegment(dst, ap(hostAddr, 61001), rst|ack, 0, 2), 0, tcActRedirect)
-	nb.expire(t, flowOf(6, ap(other.addr, 61000), dst), flowOf(6, dst, ap(hostAddr, 61001)))
-	got := nb.mustVerdict(t, "third flow, later", nb.dp.Endpoint.FromContainer, tcpSegment(ap(third.addr, 61000), dst, syn, 1, 0), third.ifindex, tcActRedirect)
-	if got.src != ap(hostAddr, 61001) {
-		t.Fatalf("third flow left from %s, want the freed NAT port 61001", got.src)
+	nb.mustVerdict(t, "reset", nb.dp.Uplink.UplinkIngress, tcpSegment(dst, ap(hostAddr, 61000), rst|ack, 0, 2), 0, tcActRedirect)
+	nb.expire(t, flowOf(6, ap(other.addr, 5000), dst), flowOf(6, dst, ap(hostAddr, 61000)))
+	got := nb.mustVerdict(t, "third flow, later", nb.dp.Endpoint.FromContainer, tcpSegment(ap(third.addr, 5000), dst, syn, 1, 0), third.ifindex, tcActRedirect)
+	if got.src != ap(hostAddr, 61000) {
+		t.Fatalf("third flow left from %s, want the freed NAT port 61000", got.src)
 	}
 }
 
@@ -443,11 +442,8 @@ func TestReclaimExpired(t *testing.T) {
 	}
 }
 
-// A NAT range of up to 128 ports is searched whole, from wherever the
-// search starts, so it finds the one port left. A wider range is searched
-// within a bound (TestNATPortSearchIsBounded): 248 ports at most, so a
-// flow may be refused while a few of its ports are still free, the price
-// of a packet's bounded work.
+// The NAT port search goes through the whole range, from wherever it
+// starts, and finds the one port left.
 func TestNATPortSearchFindsTheLastFreePort(t *testing.T) {
 	nb := newNATBedWith(t, loader.Options{NATPortMin: 61000, NATPortMax: 61009})
 	dst := ap(clientAddr, 53)
@@ -458,8 +454,10 @@ func TestNATPortSearchFindsTheLastFreePort(t *testing.T) {
 		}
 	}
 	for i := range 8 {
-		// A port outside the NAT range is never kept: the search runs.
+		// Each flow keeps port 5000 if free: take it first, so the search runs.
+		must(t, nb.dp.Maps.Ct.Put(flowOf(17, dst, ap(hostAddr, 5000)), live))
 		src := ap(webAddr, 5000+uint16(i))
+		must(t, nb.dp.Maps.Ct.Put(flowOf(17, dst, ap(hostAddr, src.Port())), live))
 		got := nb.mustVerdict(t, "flow", nb.dp.Endpoint.FromContainer, segment(17, src, dst, false), 0, tcActRedirect)
 		if got.src != ap(hostAddr, 61007) {
 			t.Fatalf("flow %d left from %s, want the one free port 61007", i, got.src)

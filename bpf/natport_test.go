@@ -70,13 +70,11 @@ func TestMasqueradeNeverTakesAPublishedPort(t *testing.T) {
 	}
 }
 
-// A masqueraded flow keeps its own source port only inside the NAT range,
-// which the host never picks for its own connections (the daemon refuses
-// a range overlapping ip_local_port_range). A port outside it, often one
-// the host may pick too, is translated: otherwise a host connection made
-// later from that port to the same server has its replies redirected into
-// the sandbox.
-func TestMasqueradeKeepsOnlyNATRangePorts(t *testing.T) {
+// A masqueraded flow keeps its own source port when it is free, as with
+// netfilter, though the host may pick the same port for a connection of
+// its own to the same server later: then the replies of that tuple are
+// the host connection's, never redirected into the sandbox.
+func TestHostConnectionOwnsItsReplies(t *testing.T) {
 	for _, c := range []struct {
 		name     string
 		proto    uint8
@@ -90,8 +88,13 @@ func TestMasqueradeKeepsOnlyNATRangePorts(t *testing.T) {
 				t.Errorf("a flow from 61234, in the NAT range, left from %s; want its own port kept", got.src)
 			}
 			got = nb.mustVerdict(t, "flow from 33000", nb.dp.Endpoint.FromContainer, segment(c.proto, ap(webAddr, 33000), server, false), 0, tcActRedirect)
-			if got.src.Addr() != hostAddr || got.src.Port() < 61000 {
-				t.Errorf("a flow from 33000, outside the NAT range, left from %s; want a port of 61000-65535", got.src)
+			if got.src != ap(hostAddr, 33000) {
+				t.Errorf("a flow from 33000 left from %s; want its own port kept", got.src)
+			}
+			// Until the host has a connection on that tuple, its replies
+			// are the sandbox's.
+			if ret, out := nb.run(t, nb.dp.Uplink.UplinkIngress, segment(c.proto, server, ap(hostAddr, 33000), false)); ret != tcActRedirect || verify(t, out).dst != ap(webAddr, 33000) {
+				t.Fatalf("the server's reply to the sandbox's flow: verdict %d; want it redirected to the sandbox", ret)
 			}
 
 			// Later the host connects from 33000 to the same server: its
@@ -189,6 +192,8 @@ func TestNATPortSearchFindsPortsInAFullishRange(t *testing.T) {
 	nb := newNATBedWith(t, loader.Options{NATPortMin: 61000, NATPortMax: 65535})
 	dst := ap(clientAddr, 53)
 	fillNATRange(t, nb, 17, dst, 61000, 65535, func(uint16) bool { return randUint()%10 == 0 })
+	// The flows' own ports are taken too: each searches the range.
+	fillNATRange(t, nb, 17, dst, 40000, 40063, func(uint16) bool { return false })
 	for i := range 64 {
 		src := ap(webAddr, 40000+uint16(i))
 		got := nb.mustVerdict(t, fmt.Sprintf("flow %d", i), nb.dp.Endpoint.FromContainer, segment(17, src, dst, false), 0, tcActRedirect)

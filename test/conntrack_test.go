@@ -217,10 +217,10 @@ func TestBulkTransferWithOffloads(t *testing.T) {
 }
 
 // A NAT port is in use while its flow lives, and free again once the flow
-// has closed and its lifetime passed: with five NAT ports, a sixth
+// has closed and its lifetime passed: with four NAT ports, a fifth
 // colliding flow is refused, and gets through once four have ended.
 func TestNATPortsFreedWhenFlowsEnd(t *testing.T) {
-	h, out := newPublishingHost(t, "--nat-ports", "61000-61004",
+	h, out := newPublishingHost(t, "--nat-ports", "61000-61003",
 		"--ct-timeout", "tcp_fin_wait=1", "--ct-timeout", "tcp_time_wait=1", "--ct-timeout", "tcp_close=1")
 	var sandboxes []string
 	for i := range 6 {
@@ -228,10 +228,10 @@ func TestNATPortsFreedWhenFlowsEnd(t *testing.T) {
 		h.MustCLI("sandbox", "create", sb)
 		sandboxes = append(sandboxes, sb)
 	}
-	// Every flow comes from port 61000, of the NAT range: the first keeps
-	// it, the next four take the other NAT ports.
+	// Every flow comes from port 40000: the first keeps it, the next four
+	// take the NAT ports.
 	dial := func(sb string) (net.Conn, error) {
-		c, err := testbed.Dial(h.NS(sb), "tcp4", out.IP+":7777", "0.0.0.0:61000")
+		c, err := testbed.Dial(h.NS(sb), "tcp4", out.IP+":7777", "0.0.0.0:40000")
 		if err == nil {
 			if _, err = testbed.Peer(c); err != nil {
 				c.Close()

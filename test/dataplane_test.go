@@ -318,17 +318,17 @@ func TestMasquerade(t *testing.T) {
 	}
 }
 
-// Flows from a port of the NAT range keep it while it is free towards
-// their destination; on a collision they take another port of the range,
-// and only when that is used up too is a flow refused.
+// Flows keep their own source port while it is free towards their
+// destination; on a collision they take a port of the NAT range, and only
+// when that is used up too is a flow refused.
 func TestNATPortExhaustion(t *testing.T) {
-	h, out := newPublishingHost(t, "--nat-ports", "61000-61002")
+	h, out := newPublishingHost(t, "--nat-ports", "61000-61001")
 	var conns []net.Conn
 	var errs []error
 	for i := range 4 {
 		sb := h.Name(fmt.Sprint("s", i))
 		h.MustCLI("sandbox", "create", sb)
-		c, err := testbed.Dial(h.NS(sb), "tcp4", out.IP+":7777", "0.0.0.0:61000")
+		c, err := testbed.Dial(h.NS(sb), "tcp4", out.IP+":7777", "0.0.0.0:40000")
 		if err == nil {
 			_, err = testbed.Peer(c)
 			conns = append(conns, c)
@@ -341,7 +341,7 @@ func TestNATPortExhaustion(t *testing.T) {
 		}
 	}()
 	if errs[0] != nil || errs[1] != nil || errs[2] != nil || errs[3] == nil {
-		t.Fatalf("one source port, three NAT ports: flows %v; want three through and the fourth refused", errs)
+		t.Fatalf("one source port, two NAT ports: flows %v; want three through and the fourth refused", errs)
 	}
 	if h.ProgramCounter("from_container", "drop_no_nat_port") == 0 || h.ProgramCounter("from_container", "nat_port_collision") == 0 {
 		t.Error("exhaustion and collisions were not counted")

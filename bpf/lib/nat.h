@@ -186,6 +186,20 @@ static __always_inline int host_socket(struct ctx_buff *ctx, const struct flow *
 	return found;
 }
 
+/* host_owns_reply reports whether a packet from outside that conntrack
+ * takes for a reply of a masqueraded flow (entry e) belongs to a host
+ * process's connection instead: the flow kept its sandbox's source port,
+ * and the host's stack picked the same one later for a connection to the
+ * same server. The host's connection wins, as a host socket does when a
+ * flow begins (claim_nat_port); the sandbox's flow has lost its tuple.
+ * Only masqueraded replies pay for the socket lookup: published flows
+ * answer to their own rule (host_socket_owns). */
+static __always_inline int host_owns_reply(struct ctx_buff *ctx, const struct flow *in, const struct ct_entry *e)
+{
+	return (e->flags & CT_REPLY) && !(e->flags & (CT_PUBLISHED_IN | CT_PUBLISHED_OUT)) && is_host_addr(&in->daddr) &&
+	       host_socket(ctx, in, 1);
+}
+
 /* host_tuple_in_use reports whether a socket of the host already owns the
  * reply direction of translated flow nat (whose source is a host
  * address): a translation must never take a host connection's tuple. */
@@ -244,14 +258,6 @@ static __always_inline int port_held(const struct flow *nat)
 	return bpf_map_lookup_elem(&held_ports, &key) != NULL;
 }
 
-/* in_nat_range reports whether port lies in the NAT range. */
-static __always_inline int in_nat_range(__be16 port)
-{
-	__u16 p = bpf_ntohs(port);
-
-	return p >= nat_port_min && p <= nat_port_max;
-}
-
 /* claim_tuple creates the flow s->nf with its translation as it stands,
  * unless another holds the reply tuple: a flow in conntrack, or, for a
  * host-side source, a host socket or a publication (whose clients' next
@@ -289,28 +295,23 @@ static long try_nat_port(__u32 i, void *arg)
 }
 
 /* claim_nat_port creates the flow s->nf, translated to s->nf->fwd.nat,
- * with a source port that makes the reply tuple unique. A flow whose new
- * source is a host address (host_side) keeps its own port only when that
- * lies in the NAT range, which the host never picks for its own
- * connections (the daemon refuses a range overlapping
- * ip_local_port_range): any other port may be the one a host connection
- * to the same server takes later, whose replies would then be redirected
- * into the sandbox. A flow keeping its client's address (a publication's)
- * keeps the client's port whenever it can, as netfilter does. Otherwise
- * the port comes from the NAT range, searched within the bound above;
- * the search fails when that finds nothing, which with a range of more
- * than NAT_SEARCH_FIRST ports may happen before every port is taken. */
+ * with a source port that makes the reply tuple unique. Like netfilter it
+ * keeps the port the flow has whenever that is free (no flow, host socket
+ * or publication has it), and else takes one of the NAT range, searched
+ * within the bound above; the search fails when that finds nothing, which
+ * with a range of more than NAT_SEARCH_FIRST ports may happen before every
+ * port is taken. A kept port may be one the host's stack picks later for
+ * a connection of its own to the same server: host_owns_reply then gives
+ * that tuple's replies to the host. */
 static __noinline int claim_nat_port(struct ctx_buff *ctx, struct port_search *s, int host_side)
 {
 	if (ct_taken(&s->nf->orig))
 		return -1; /* a live flow of another interface holds the packet's tuple */
 	s->ctx = ctx;
 	s->host_side = host_side;
-	if (!host_side || in_nat_range(s->nf->fwd.nat.sport)) {
-		if (claim_tuple(s) == 0)
-			return 0;
-		count_bytes(s->prog, VERDICT_NAT_PORT_COLLISION, 0);
-	}
+	if (claim_tuple(s) == 0)
+		return 0;
+	count_bytes(s->prog, VERDICT_NAT_PORT_COLLISION, 0);
 	s->range = (__u32)nat_port_max - nat_port_min + 1;
 	s->window = s->range < NAT_SEARCH_FIRST ? s->range : NAT_SEARCH_FIRST;
 	s->left = s->window;
