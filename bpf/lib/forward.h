@@ -264,7 +264,7 @@ static __noinline int translate_known(struct __sk_buff *skb, const struct packet
 	if (!p->has_ports)
 		return -1;
 	e = ct_lookup_current(&p->flow, ifindex, &assured);
-	if (!e)
+	if (!e || (!ifindex && host_owns_reply(skb, &p->flow, e)))
 		return -1;
 	struct flow to = e->nat; /* the entry may move while we use it */
 	ct_update(&p->flow, e, assured, p, prog);

@@ -14,7 +14,8 @@
 #include "ctx.h"
 
 /* The NAT port range, set by the loader. It sits above the kernel's default
- * ephemeral range so masqueraded flows do not collide with the host's own. */
+ * ephemeral range (the daemon refuses one that overlaps the host's), so
+ * masqueraded flows do not collide with the host's own. */
 volatile const __u16 nat_port_min = 61000;
 volatile const __u16 nat_port_max = 65535;
 
@@ -185,6 +186,20 @@ static __always_inline int host_socket(struct ctx_buff *ctx, const struct flow *
 	return found;
 }
 
+/* host_owns_reply reports whether a packet from outside that conntrack
+ * takes for a reply of a masqueraded flow (entry e) belongs to a host
+ * process's connection instead: the flow kept its sandbox's source port,
+ * and the host's stack picked the same one later for a connection to the
+ * same server. The host's connection wins, as a host socket does when a
+ * flow begins (claim_nat_port); the sandbox's flow has lost its tuple.
+ * Only masqueraded replies pay for the socket lookup: published flows
+ * answer to their own rule (host_socket_owns). */
+static __always_inline int host_owns_reply(struct ctx_buff *ctx, const struct flow *in, const struct ct_entry *e)
+{
+	return (e->flags & CT_REPLY) && !(e->flags & (CT_PUBLISHED_IN | CT_PUBLISHED_OUT)) && is_host_addr(&in->daddr) &&
+	       host_socket(ctx, in, 1);
+}
+
 /* host_tuple_in_use reports whether a socket of the host already owns the
  * reply direction of translated flow nat (whose source is a host
  * address): a translation must never take a host connection's tuple. */
@@ -196,15 +211,28 @@ static __noinline int host_tuple_in_use(struct ctx_buff *ctx, const struct flow 
 	return host_socket(ctx, &reply, 0);
 }
 
-/* A NAT port search in progress: the flow being created, where the search
- * started and whether it found a port. */
+/* The NAT port search's bound per packet, as netfilter's
+ * nf_nat_l4proto_unique_tuple has it: it runs in softirq, so a range full
+ * towards one destination must not cost a packet a walk through every
+ * port. A window of NAT_SEARCH_FIRST ports from a random one, then
+ * windows of half as many from other random ones, down to
+ * NAT_SEARCH_LAST: 128 + 64 + 32 + 16 + 8 = 248 ports at most. A range of
+ * up to NAT_SEARCH_FIRST ports is searched whole, once. */
+#define NAT_SEARCH_FIRST 128
+#define NAT_SEARCH_LAST 8
+#define NAT_SEARCH_MAX (2 * NAT_SEARCH_FIRST - NAT_SEARCH_LAST)
+
+/* A NAT port search in progress: the flow being created, the window it
+ * is in and whether it found a port. */
 struct port_search {
 	struct ct_new_flow *nf; /* this CPU's new_flow_scratch */
 	struct ctx_buff *ctx;
-	__u32 start;
-	__u32 range;
+	__u32 range;  /* ports in the NAT range */
+	__u32 off;    /* the next port's offset in the range (mod range) */
+	__u32 window; /* ports of the current window */
+	__u32 left;   /* ports of the current window not yet tried */
 	int claimed;
-	int host_side; /* the new source is a host address: mind the host's sockets */
+	int host_side; /* the new source is a host address: mind the host's sockets and publications */
 	enum program prog;
 };
 
@@ -218,14 +246,47 @@ static __always_inline int port_search_init(struct port_search *s, enum program 
 	return s->nf ? 0 : -1;
 }
 
+/* port_held reports whether a publication has the translated flow's
+ * source port, on any address. held_ports rather than publications: one
+ * lookup instead of two (the address and its family's every-address
+ * entry), and it refuses a superset (a port published on another host
+ * address only) that costs a masqueraded flow nothing but that port. */
+static __always_inline int port_held(const struct flow *nat)
+{
+	struct held_port_key key = { .port = nat->sport, .proto = nat->proto };
+
+	return bpf_map_lookup_elem(&held_ports, &key) != NULL;
+}
+
+/* claim_tuple creates the flow s->nf with its translation as it stands,
+ * unless another holds the reply tuple: a flow in conntrack, or, for a
+ * host-side source, a host socket or a publication (whose clients' next
+ * flows would otherwise be translated into this one). The cheap lookups
+ * go first; ct_claim, which takes the tuple, last. */
+static __always_inline int claim_tuple(struct port_search *s)
+{
+	if (s->host_side && (port_held(&s->nf->fwd.nat) || host_tuple_in_use(s->ctx, &s->nf->fwd.nat)))
+		return -1;
+	return ct_claim(s->nf);
+}
+
 static long try_nat_port(__u32 i, void *arg)
 {
 	struct port_search *s = arg;
 
 	if (s->range == 0)
 		return 1;
-	s->nf->fwd.nat.sport = bpf_htons(nat_port_min + (s->start + i) % s->range);
-	if (!(s->host_side && host_tuple_in_use(s->ctx, &s->nf->fwd.nat)) && ct_claim(s->nf) == 0) {
+	if (s->left == 0) {
+		/* A window found nothing: another, half as wide, elsewhere. */
+		if (s->window >= s->range || s->window <= NAT_SEARCH_LAST)
+			return 1;
+		s->window /= 2;
+		s->left = s->window;
+		s->off = bpf_get_prandom_u32();
+	}
+	s->left--;
+	s->nf->fwd.nat.sport = bpf_htons(nat_port_min + s->off++ % s->range);
+	if (claim_tuple(s) == 0) {
 		s->claimed = 1;
 		return 1;
 	}
@@ -235,23 +296,28 @@ static long try_nat_port(__u32 i, void *arg)
 
 /* claim_nat_port creates the flow s->nf, translated to s->nf->fwd.nat,
  * with a source port that makes the reply tuple unique. Like netfilter it
- * keeps the port the flow has whenever that is free, and else tries every
- * port of the NAT range, from a random one, so it fails only when every
- * port is in live use towards that destination. host_side says the new
- * source is a host address, whose sockets must keep their tuples. */
+ * keeps the port the flow has whenever that is free (no flow, host socket
+ * or publication has it), and else takes one of the NAT range, searched
+ * within the bound above; the search fails when that finds nothing, which
+ * with a range of more than NAT_SEARCH_FIRST ports may happen before every
+ * port is taken. A kept port may be one the host's stack picks later for
+ * a connection of its own to the same server: host_owns_reply then gives
+ * that tuple's replies to the host. */
 static __noinline int claim_nat_port(struct ctx_buff *ctx, struct port_search *s, int host_side)
 {
 	if (ct_taken(&s->nf->orig))
 		return -1; /* a live flow of another interface holds the packet's tuple */
 	s->ctx = ctx;
 	s->host_side = host_side;
-	if (!(host_side && host_tuple_in_use(ctx, &s->nf->fwd.nat)) && ct_claim(s->nf) == 0)
+	if (claim_tuple(s) == 0)
 		return 0;
 	count_bytes(s->prog, VERDICT_NAT_PORT_COLLISION, 0);
-	s->start = bpf_get_prandom_u32();
 	s->range = (__u32)nat_port_max - nat_port_min + 1;
+	s->window = s->range < NAT_SEARCH_FIRST ? s->range : NAT_SEARCH_FIRST;
+	s->left = s->window;
+	s->off = bpf_get_prandom_u32();
 	s->claimed = 0;
-	bpf_loop(s->range, try_nat_port, s, 0);
+	bpf_loop(NAT_SEARCH_MAX, try_nat_port, s, 0);
 	return s->claimed ? 0 : -1;
 }
 
