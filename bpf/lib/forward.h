@@ -324,16 +324,20 @@ static __noinline int translate_icmp_error(struct __sk_buff *skb, const struct p
 }
 
 /* icmp_error_of_known_flow reports whether an ICMP error from outside is
- * about a flow conntrack knows (one a sandbox started untranslated, say):
- * path MTU discovery must not stop where the gateway mode keeps the
- * outside out. */
-static __noinline __attribute__((unused)) int icmp_error_of_known_flow(struct __sk_buff *skb, const struct packet *p)
+ * about a flow conntrack knows (one a sandbox started untranslated, say)
+ * that the receiving endpoint dst started: path MTU discovery must not
+ * stop where the gateway mode keeps the outside out, and an error quoting
+ * someone else's packet names a flow that is not the receiver's. */
+static __noinline __attribute__((unused)) int icmp_error_of_known_flow(struct __sk_buff *skb, const struct packet *p,
+									const struct iface_info *dst)
 {
 	struct icmp_quote q;
 	struct flow key;
 	int assured;
 
 	if (icmp_error_quote(skb, p, &q) < 0)
+		return 0;
+	if (!addr_eq(&q.flow.saddr, addr_is_v4(&q.flow.saddr) ? &dst->addr : &dst->addr6))
 		return 0;
 	reverse(&q.flow, &key);
 	return ct_lookup(&key, 0, &assured) != NULL;
