@@ -329,7 +329,7 @@ int to_container(struct __sk_buff *skb)
 		ct_update(&p.flow, e, assured, &p, PROGRAM_TO_CONTAINER);
 		return pass(skb, PROGRAM_TO_CONTAINER);
 	}
-	if (icmp_error_of_known_flow(skb, &p))
+	if (icmp_error_of_known_flow(skb, &p, dst))
 		return pass(skb, PROGRAM_TO_CONTAINER);
 	if (!(flags & NETWORK_DIRECT_ALL) &&
 	    !((flags & NETWORK_DIRECT_PUBLISHED) && is_published_target(&p)))

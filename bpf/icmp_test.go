@@ -369,3 +369,27 @@ func TestICMPErrorOfUntranslatedFlowGetsIn(t *testing.T) {
 		t.Errorf("an error about no flow of the sandbox: verdict %d, want it kept out", ret)
 	}
 }
+
+// An ICMP error from outside about one sandbox's untranslated flow is let
+// in only to that sandbox: addressed to a neighbour, it names a flow that
+// is not the neighbour's and the gateway mode keeps it out.
+func TestICMPErrorOfAnotherSandboxFlowKeptOut(t *testing.T) {
+	nb := newNATBed(t)
+	n := bridgeNet
+	n.Masquerade, n.Direct = false, maps.DirectPublished
+	must(t, nb.maps.PutNetwork(n))
+	neighbour := nb.addEndpoint(t, netip.MustParseAddr("172.17.0.3"))
+	web, server := ap(webAddr, 33000), ap(clientAddr, 443)
+	if ret, _ := nb.run(t, nb.dp.Endpoint.FromContainer, tcpSegment(web, server, syn, 100, 0)); ret != tcActUnspec {
+		t.Fatalf("SYN: verdict %d, want it routed untranslated", ret)
+	}
+	quote := tcpSegment(web, server, ack, 101, 1)
+	if ret, _ := nb.runFrom(t, nb.dp.Endpoint.ToContainer, icmpError(routerAddr, neighbour.addr, 3, 4, 1300, quote),
+		neighbour.ifindex, nb.uplink); ret != tcActShot {
+		t.Errorf("an error about another sandbox's flow: verdict %d, want it kept out", ret)
+	}
+	if ret, _ := nb.runFrom(t, nb.dp.Endpoint.ToContainer, icmpError(routerAddr, webAddr, 3, 4, 1300, quote),
+		endpointIfindex, nb.uplink); ret != tcActUnspec {
+		t.Errorf("the same error to the sandbox of the flow: verdict %d, want it let in", ret)
+	}
+}

@@ -102,6 +102,31 @@ func TestMonitorEventOfTranslatedFlow(t *testing.T) {
 	}
 }
 
+// A translated ICMP error's event has the error as it came in (from the
+// router to the host's address) and as it left (to the sandbox), not the
+// rewritten error twice.
+func TestMonitorEventOfTranslatedICMPError(t *testing.T) {
+	nb := newNATBed(t)
+	r := eventReader(t, nb.maps)
+	out := nb.mustVerdict(t, "masqueraded SYN", nb.dp.Endpoint.FromContainer,
+		tcpSegment(ap(webAddr, 33000), ap(clientAddr, 80), syn, 1, 0), 0, tcActRedirect)
+	must(t, nb.maps.SetMonitor(maps.MonitorTrace))
+	in := icmpError(routerAddr, hostAddr, 3, 4, 1300, tcpSegment(out.src, out.dst, ack, 2, 1))
+	if ret, _ := nb.runOn(t, nb.dp.Uplink.UplinkIngress, in, nb.uplink); ret != tcActRedirect {
+		t.Fatalf("verdict %d, want the error redirected to the sandbox", ret)
+	}
+	evs := pending(t, r)
+	if len(evs) != 1 {
+		t.Fatalf("%d events, want the error's: %+v", len(evs), evs)
+	}
+	ev := evs[0]
+	before := maps.Flow{Src: netip.AddrPortFrom(routerAddr, 0), Dst: netip.AddrPortFrom(hostAddr, 0), Proto: 1}
+	after := maps.Flow{Src: netip.AddrPortFrom(routerAddr, 0), Dst: netip.AddrPortFrom(webAddr, 0), Proto: 1}
+	if ev.Program != "uplink" || ev.Verdict != "tracked" || ev.Drop || ev.Before != before || !ev.Translated || ev.After != after {
+		t.Errorf("event %+v, want uplink's tracked %+v translated to %+v", ev, before, after)
+	}
+}
+
 // A burst is cut to the budget; what is cut is counted as lost.
 func TestMonitorRateLimit(t *testing.T) {
 	tb := newTestbed(t, false, false)

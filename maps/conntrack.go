@@ -30,25 +30,48 @@ func Now() time.Duration {
 // ReclaimExpired removes the conntrack entries whose lifetime ended before
 // now and returns how many it removed. The datapath already treats them as
 // gone; this returns their memory, which matters for ct: it never evicts.
-// Its cost is a batch read of each table and one batch delete per chunk of
-// expired entries.
 func (m *Maps) ReclaimExpired(now time.Duration) (int, error) {
+	return m.deleteConntrack(func(_ bpf.DatapathFlow, e bpf.DatapathCtEntry) bool {
+		return time.Duration(e.Expires) <= now
+	})
+}
+
+// FlushConntrack removes every conntrack entry of a flow that any of
+// addrs is an end of, as its packets show it or as translated, and
+// returns how many it removed: a removed endpoint's flows, which must not
+// pass to the next endpoint given its address (Docker's bridge driver
+// flushes netfilter's conntrack likewise).
+func (m *Maps) FlushConntrack(addrs []netip.Addr) (int, error) {
+	held := make(map[bpf.DatapathAddr]bool, len(addrs))
+	for _, a := range addrs {
+		held[addr16(a)] = true
+	}
+	return m.deleteConntrack(func(k bpf.DatapathFlow, e bpf.DatapathCtEntry) bool {
+		return held[k.Saddr] || held[k.Daddr] || held[e.Nat.Saddr] || held[e.Nat.Daddr]
+	})
+}
+
+// deleteConntrack removes the entries of both conntrack tables that match
+// says to, and returns how many it removed. Its cost is bounded by the
+// tables' sizes: a batch read of each and one batch delete per chunk of
+// matching entries.
+func (m *Maps) deleteConntrack(match func(bpf.DatapathFlow, bpf.DatapathCtEntry) bool) (int, error) {
 	var removed int
 	for _, table := range []*ebpf.Map{m.m.Ct, m.m.CtNew} {
-		var expired []bpf.DatapathFlow
+		var doomed []bpf.DatapathFlow
 		err := batches(table, func(keys []bpf.DatapathFlow, vals []bpf.DatapathCtEntry) {
 			for i := range keys {
-				if time.Duration(vals[i].Expires) <= now {
-					expired = append(expired, keys[i])
+				if match(keys[i], vals[i]) {
+					doomed = append(doomed, keys[i])
 				}
 			}
 		})
 		if err != nil {
 			return removed, err
 		}
-		for len(expired) > 0 {
-			chunk := expired[:min(len(expired), batchSize)]
-			expired = expired[len(chunk):]
+		for len(doomed) > 0 {
+			chunk := doomed[:min(len(doomed), batchSize)]
+			doomed = doomed[len(chunk):]
 			n, err := table.BatchDelete(chunk, nil)
 			removed += n
 			// An entry the datapath removed meanwhile ends a batch early:
@@ -62,7 +85,7 @@ func (m *Maps) ReclaimExpired(now time.Duration) (int, error) {
 				continue
 			}
 			if err != nil {
-				return removed, fmt.Errorf("delete expired entries of %s: %w", table, err)
+				return removed, fmt.Errorf("delete entries of %s: %w", table, err)
 			}
 		}
 	}

@@ -171,10 +171,9 @@ static __always_inline int redirect_routed(struct __sk_buff *skb, int rc, struct
 	return bpf_redirect(fib->ifindex, 0);
 }
 
-/* deliver sends a packet of a translated flow on, rewritten to flow to
- * (p == NULL: already rewritten): into the endpoint it is now addressed
- * to, else along the host's routes; what the host itself should receive
- * goes up its stack. Forwarding is a routed hop: the TTL goes down, and a
+/* deliver sends a packet of a translated flow on, rewritten to flow to:
+ * into the endpoint it is now addressed to, else along the host's routes;
+ * what the host itself should receive goes up its stack. Forwarding is a routed hop: the TTL goes down, and a
  * packet whose TTL runs out, or that is too big for the interface it
  * would leave by, is answered with an ICMP error from err_src (0: none)
  * instead. Both are decided before the rewrite, so the error quotes what
@@ -188,9 +187,9 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 	int rc = BPF_FIB_LKUP_RET_SUCCESS, err, v6 = !addr_is_v4(&to->daddr);
 	/* An IPv4 packet that leaves as IPv6 grows by the difference of the
 	 * headers: the route's MTU less that is what its sender may send. */
-	__u32 grow = p && !p->v6 && v6 ? sizeof(struct ipv6hdr) - sizeof(struct iphdr) : 0, mtu = 0;
+	__u32 grow = !p->v6 && v6 ? sizeof(struct ipv6hdr) - sizeof(struct iphdr) : 0, mtu = 0;
 	/* For the monitor: the flow as it came in, which the rewrite hides. */
-	const struct flow *before = p ? &p->flow : NULL;
+	const struct flow *before = &p->flow;
 
 	if (!fib)
 		return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
@@ -200,7 +199,7 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 		rc = fib_route(skb, &to->saddr, &to->daddr, fib);
 		if (rc == BPF_FIB_LKUP_RET_NOT_FWDED && is_host_addr(&to->daddr)) {
 			/* NOT_FWDED means local, or no route at all: only a host address is local. */
-			if (p && rewrite(skb, p, to) < 0)
+			if (rewrite(skb, p, to) < 0)
 				return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
 			count_flow(skb, prog, v, MONITOR_TRACE, before, to);
 			return TC_ACT_UNSPEC;
@@ -223,18 +222,18 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 			goto too_big;
 	}
 	/* The packet is still of the family it came in with. */
-	int in_v6 = p ? p->v6 : v6;
+	int in_v6 = p->v6;
 	__u16 ttl_word;
 	__u8 hops = hop_limit(skb, in_v6, &ttl_word);
 	if (hops <= 1) {
 		count_flow(skb, prog, VERDICT_DROP_TTL_EXCEEDED, MONITOR_DROP, before, to);
-		err = p ? icmp_reply(skb, ICMP_ERROR_HOP_LIMIT, 0, err_src) : -1;
+		err = icmp_reply(skb, ICMP_ERROR_HOP_LIMIT, 0, err_src);
 		return err < 0 ? TC_ACT_SHOT : err;
 	}
-	if (p && in_v6 != v6)
+	if (in_v6 != v6)
 		err = rewrite_family(skb, p, to, hops - 1);
 	else
-		err = (p && rewrite(skb, p, to) < 0) || dec_hop_limit(skb, v6, hops, ttl_word) < 0 ? -1 : 0;
+		err = rewrite(skb, p, to) < 0 || dec_hop_limit(skb, v6, hops, ttl_word) < 0 ? -1 : 0;
 	if (err < 0)
 		return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
 	if (ep) {
@@ -248,7 +247,7 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 	return redirect_routed(skb, rc, fib);
 too_big:
 	count_flow(skb, prog, VERDICT_DROP_TOO_BIG, MONITOR_DROP, before, to);
-	err = p ? icmp_reply(skb, ICMP_ERROR_TOO_BIG, mtu - grow, err_src) : -1;
+	err = icmp_reply(skb, ICMP_ERROR_TOO_BIG, mtu - grow, err_src);
 	return err < 0 ? TC_ACT_SHOT : err;
 }
 
@@ -272,12 +271,13 @@ static __noinline int translate_known(struct __sk_buff *skb, const struct packet
 	return 0;
 }
 
-/* icmp_error_rewrite rewrites an ICMP error about a packet of a flow
- * conntrack knows, which came in on ifindex, the way that flow's packets
- * are: the error goes to whoever sent the quoted packet, quoting it as
- * they sent it; outer gets the error's own flow as rewritten. It returns
- * 0 when rewritten, -1 when the error is about no known flow, or the
- * verdict to drop it with. */
+/* icmp_error_rewrite rewrites the quote of an ICMP error about a packet
+ * of a flow conntrack knows, which came in on ifindex, the way that
+ * flow's packets are: the error goes to whoever sent the quoted packet,
+ * quoting it as they sent it. outer gets the flow the error itself is to
+ * be rewritten to, which deliver does, so that until then p->flow is what
+ * came in. It returns 0 when rewritten, -1 when the error is about no
+ * known flow, or the verdict to drop it with. */
 static __noinline int icmp_error_rewrite(struct __sk_buff *skb, const struct packet *p, __u32 ifindex,
 					 struct flow *outer)
 {
@@ -305,16 +305,15 @@ static __noinline int icmp_error_rewrite(struct __sk_buff *skb, const struct pac
 	if (addr_eq(&p->flow.saddr, &key.saddr)) /* sent by the far end itself, not a router on the way */
 		outer->saddr = e->nat.saddr;
 	if (addr_is_v4(&outer->saddr) == p->v6 || addr_is_v4(&outer->daddr) == p->v6 ||
-	    icmp_quote_rewrite(skb, &q, &quoted) < 0 ||
-	    rewrite_addr(skb, p, ip_saddr_off(p), &p->flow.saddr, &outer->saddr) < 0 ||
-	    rewrite_addr(skb, p, ip_daddr_off(p), &p->flow.daddr, &outer->daddr) < 0)
+	    icmp_quote_rewrite(skb, &q, &quoted) < 0)
 		return VERDICT_DROP_NO_ROUTE;
 	return 0;
 }
 
 /* translate_icmp_error translates an ICMP error about a packet of a flow
- * conntrack knows (icmp_error_rewrite) and delivers it. It returns -1
- * when the error is about no known flow. */
+ * conntrack knows (icmp_error_rewrite) and delivers it, never answering
+ * it with an error of its own (no err_src). It returns -1 when the error
+ * is about no known flow. */
 static __noinline int translate_icmp_error(struct __sk_buff *skb, const struct packet *p, __u32 ifindex,
 					   enum program prog, int *verdict)
 {
@@ -326,21 +325,25 @@ static __noinline int translate_icmp_error(struct __sk_buff *skb, const struct p
 	if (rc > 0)
 		*verdict = drop(skb, prog, rc);
 	else
-		*verdict = deliver(skb, NULL, prog, VERDICT_TRACKED, &outer, NULL);
+		*verdict = deliver(skb, p, prog, VERDICT_TRACKED, &outer, NULL);
 	return 0;
 }
 
 /* icmp_error_of_known_flow reports whether an ICMP error from outside is
- * about a flow conntrack knows (one a sandbox started untranslated, say):
- * path MTU discovery must not stop where the gateway mode keeps the
- * outside out. */
-static __noinline __attribute__((unused)) int icmp_error_of_known_flow(struct __sk_buff *skb, const struct packet *p)
+ * about a flow conntrack knows (one a sandbox started untranslated, say)
+ * that the receiving endpoint dst started: path MTU discovery must not
+ * stop where the gateway mode keeps the outside out, and an error quoting
+ * someone else's packet names a flow that is not the receiver's. */
+static __noinline __attribute__((unused)) int icmp_error_of_known_flow(struct __sk_buff *skb, const struct packet *p,
+									const struct iface_info *dst)
 {
 	struct icmp_quote q;
 	struct flow key;
 	int assured;
 
 	if (icmp_error_quote(skb, p, &q) < 0)
+		return 0;
+	if (!addr_eq(&q.flow.saddr, addr_is_v4(&q.flow.saddr) ? &dst->addr : &dst->addr6))
 		return 0;
 	reverse(&q.flow, &key);
 	return ct_lookup(&key, 0, &assured) != NULL;

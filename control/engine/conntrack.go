@@ -2,6 +2,8 @@ package engine
 
 import (
 	"fmt"
+	"net/netip"
+	"sync"
 	"time"
 
 	dpmaps "github.com/ebpfnet/ebpfnet/maps"
@@ -58,6 +60,62 @@ func (e *Engine) reclaimConntrack(stop <-chan struct{}) {
 		} else if n > 0 {
 			e.reclaimed.Add(uint64(n))
 			e.log.Debug("reclaimed expired conntrack entries", "entries", n)
+		}
+	}
+}
+
+// conntrackFlushes are the flushes of removed endpoints' conntrack entries
+// under way. A flush walks both tables, which may take a while when they
+// are full, so it runs off the engine's lock; an endpoint given one of the
+// addresses meanwhile waits for it (awaitFlush), so that it never finds
+// its predecessor's flows, which ct_owner would hand to it.
+type conntrackFlushes struct {
+	mu      sync.Mutex
+	pending map[netip.Addr]chan struct{} // closed when the address is flushed
+	running sync.WaitGroup
+}
+
+// flushConntrack removes, in the background, the conntrack entries of
+// flows that addrs, a removed endpoint's addresses, are an end of.
+func (e *Engine) flushConntrack(addrs []netip.Addr) {
+	f := &e.flushes
+	done := make(chan struct{})
+	f.mu.Lock()
+	if f.pending == nil {
+		f.pending = map[netip.Addr]chan struct{}{}
+	}
+	for _, a := range addrs {
+		f.pending[a] = done
+	}
+	f.running.Add(1)
+	f.mu.Unlock()
+	go func() {
+		defer f.running.Done()
+		n, err := e.maps.FlushConntrack(addrs)
+		if err != nil {
+			e.log.Warn("flush the conntrack entries of a removed endpoint", "addrs", addrs, "err", err)
+		} else if n > 0 {
+			e.log.Debug("flushed the conntrack entries of a removed endpoint", "addrs", addrs, "entries", n)
+		}
+		f.mu.Lock()
+		for _, a := range addrs {
+			if f.pending[a] == done {
+				delete(f.pending, a)
+			}
+		}
+		f.mu.Unlock()
+		close(done)
+	}()
+}
+
+// awaitFlush waits until no flush of any of addrs is under way.
+func (e *Engine) awaitFlush(addrs []netip.Addr) {
+	for _, a := range addrs {
+		e.flushes.mu.Lock()
+		done := e.flushes.pending[a]
+		e.flushes.mu.Unlock()
+		if done != nil {
+			<-done
 		}
 	}
 }

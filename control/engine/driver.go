@@ -130,6 +130,7 @@ func (e *Engine) attachPrograms(hostSide string, ifindex int) error {
 // (ifindex) and registers it in the maps; it runs in the dataplane's
 // namespace.
 func (e *Engine) attachDatapath(n store.Network, sb store.Sandbox, ep store.Endpoint, ifindex int) error {
+	e.awaitFlush(endpointAddrs(ep))
 	if err := e.attachPrograms(ep.HostSide, ifindex); err != nil {
 		return err
 	}
@@ -255,6 +256,17 @@ func isDefault(r netlink.Route) bool {
 	}
 	ones, _ := r.Dst.Mask.Size()
 	return ones == 0
+}
+
+// removeEndpoint removes an endpoint for good (a sandbox removed, a
+// network disconnected, a runtime's Leave or DEL): detachEndpoint, and its
+// flows' conntrack entries go too, so that the next endpoint on its
+// addresses starts with none. A repair detaches without it: the endpoint's
+// flows move to its new veth (ct_owner).
+func (e *Engine) removeEndpoint(n store.Network, sandboxNS string, ep store.Endpoint) error {
+	err := e.detachEndpoint(n, sandboxNS, ep)
+	e.flushConntrack(endpointAddrs(ep))
+	return err
 }
 
 // detachEndpoint removes an endpoint's interfaces and map entries, best

@@ -90,6 +90,8 @@ type Engine struct {
 	// reclaimed counts the expired conntrack entries reclaimConntrack
 	// removed.
 	reclaimed atomic.Uint64
+	// flushes are the conntrack flushes of removed endpoints under way.
+	flushes conntrackFlushes
 	// refusedUplinks are the interfaces last found unfit to be uplinks,
 	// so that each is logged once; guarded by mu.
 	refusedUplinks map[string]bool
@@ -269,6 +271,7 @@ func (e *Engine) Close() error {
 		e.dnsServers.Close()
 	}
 	leave := e.leaveCluster()
+	e.flushes.running.Wait() // they use the maps about to be closed
 	err := errors.Join(e.monitor.stop(e.maps), e.dp.Close(), e.store.Close(), leave)
 	e.host.Close()
 	return err

@@ -445,7 +445,7 @@ func (e *Engine) LeaveEndpoint(id string) error {
 	if err != nil || left.NetNS == "" {
 		return err
 	}
-	return e.detachEndpoint(n, left.NetNS, left.Endpoints[0])
+	return e.removeEndpoint(n, left.NetNS, left.Endpoints[0])
 }
 
 // DeleteEndpoint forgets an external endpoint: its publications, its
@@ -501,7 +501,7 @@ func (e *Engine) deleteEndpoint(id string) error {
 	e.forgetPorts(gone.Name, pubs)
 	errs := []error{e.maps.DeletePublications(publicationMaps(gone, pubs)...)}
 	if gone.NetNS != "" {
-		errs = append(errs, e.detachEndpoint(n, gone.NetNS, gone.Endpoints[0]))
+		errs = append(errs, e.removeEndpoint(n, gone.NetNS, gone.Endpoints[0]))
 	}
 	return errors.Join(errs...)
 }

@@ -262,7 +262,7 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 	e.forgetPorts(sb.Name, pubs)
 	errs := []error{e.maps.DeletePublications(publicationMaps(sb, pubs)...)}
 	for _, ep := range sb.Endpoints {
-		errs = append(errs, e.detachEndpoint(nets[ep.NetworkID], sb.NetNS, ep))
+		errs = append(errs, e.removeEndpoint(nets[ep.NetworkID], sb.NetNS, ep))
 	}
 	errs = append(errs, e.cfg.Runtime.RemoveNamespace(sb))
 	return errors.Join(errs...)
@@ -374,7 +374,7 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 		return err
 	}
 	e.nudgeCluster()
-	return errors.Join(e.detachEndpoint(nets[removed.NetworkID], sb.NetNS, removed),
+	return errors.Join(e.removeEndpoint(nets[removed.NetworkID], sb.NetNS, removed),
 		ensureDefaultRoute(sb.NetNS, sb.Endpoints, nets))
 }
 
