@@ -31,15 +31,25 @@ func Now() time.Duration {
 // now and returns how many it removed. The datapath already treats them as
 // gone; this returns their memory, which matters for ct: it never evicts.
 // Its cost is a batch read of each table and one batch delete per chunk of
-// expired entries.
+// expired entries. The read of ct also recounts what each source holds
+// there (correctSources).
 func (m *Maps) ReclaimExpired(now time.Duration) (int, error) {
+	before, err := m.ctSources()
+	if err != nil {
+		return 0, err
+	}
 	var removed int
+	held := map[bpf.DatapathAddr]int64{}
 	for _, table := range []*ebpf.Map{m.m.Ct, m.m.CtNew} {
 		var expired []bpf.DatapathFlow
 		err := batches(table, func(keys []bpf.DatapathFlow, vals []bpf.DatapathCtEntry) {
 			for i := range keys {
-				if time.Duration(vals[i].Expires) <= now {
+				switch {
+				case time.Duration(vals[i].Expires) <= now:
 					expired = append(expired, keys[i])
+				case table == m.m.Ct && vals[i].Flags&uint8(bpf.DatapathCtFlagCT_REPLY) == 0:
+					// A flow counts for the source of its originator's entry.
+					held[keys[i].Saddr]++
 				}
 			}
 		})
@@ -66,7 +76,81 @@ func (m *Maps) ReclaimExpired(now time.Duration) (int, error) {
 			}
 		}
 	}
-	return removed, nil
+	return removed, m.correctSources(before, held)
+}
+
+// ctSources reads the datapath's counts of flows per source (ct_sources).
+func (m *Maps) ctSources() (map[bpf.DatapathAddr]bpf.DatapathCtSource, error) {
+	out := map[bpf.DatapathAddr]bpf.DatapathCtSource{}
+	err := batches(m.m.CtSources, func(keys []bpf.DatapathAddr, vals []bpf.DatapathCtSource) {
+		for i := range keys {
+			out[keys[i]] = vals[i]
+		}
+	})
+	return out, err
+}
+
+// correctSources brings what the datapath counts a source to hold in ct
+// back to what it holds, given held, the flows of each source a walk of ct
+// found, and before, the datapath's counts from before the walk. The
+// datapath counts the flows it moves into ct and those it removes; flows
+// removed behind its back (the reclaim above, a flush, a replaced ct
+// map) would hold their source's share for ever. The datapath keeps
+// counting while the walk runs, so the correction is bounded by what must
+// be true whatever it did meanwhile: a flow in ct now was either seen by
+// the walk or moved in since before (at most walk + promoted since
+// before), and a flow seen by the walk is still there unless the
+// datapath removed it (at least walk - forgotten since before). The count
+// is moved inside those bounds, never beyond them, so it never says a
+// source holds less than it does; idle sources are removed.
+func (m *Maps) correctSources(before map[bpf.DatapathAddr]bpf.DatapathCtSource, held map[bpf.DatapathAddr]int64) error {
+	after, err := m.ctSources()
+	if err != nil {
+		return err
+	}
+	released := map[bpf.DatapathAddr]int64{}
+	err = batches(m.m.CtReleased, func(keys []bpf.DatapathAddr, vals []int64) {
+		for i := range keys {
+			released[keys[i]] = vals[i]
+		}
+	})
+	if err != nil {
+		return err
+	}
+	sources := map[bpf.DatapathAddr]bool{}
+	for _, set := range []map[bpf.DatapathAddr]int64{held, released} {
+		for s := range set {
+			sources[s] = true
+		}
+	}
+	for s := range after {
+		sources[s] = true
+	}
+	var errs []error
+	for s := range sources {
+		b, a, w, r := before[s], after[s], held[s], released[s]
+		count := int64(a.Promoted-a.Forgotten) - r
+		fixed := min(max(count, w-int64(a.Forgotten-b.Forgotten)), w+int64(a.Promoted-b.Promoted))
+		r += count - fixed
+		_, counted := after[s]
+		if w == 0 && a == b && fixed == 0 {
+			// Idle since the last walk: nothing to remember. A flow the
+			// datapath moves in between the read above and this delete is
+			// counted again by the next walk's lower bound.
+			if counted {
+				errs = append(errs, ignoreMissing(m.m.CtSources.Delete(s)))
+			}
+			errs = append(errs, ignoreMissing(m.m.CtReleased.Delete(s)))
+			continue
+		}
+		if r != released[s] {
+			errs = append(errs, m.m.CtReleased.Put(s, r))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("correct the flows per source of ct: %w", err)
+	}
+	return nil
 }
 
 // batches reads a hash map in chunks, handing each to fn.
