@@ -53,6 +53,12 @@ type DatapathCtNewFlow struct {
 	Rev  DatapathCtEntry
 }
 
+type DatapathCtSource struct {
+	_         structs.HostLayout
+	Promoted  uint64
+	Forgotten uint64
+}
+
 type DatapathCtState uint32
 
 const (
@@ -294,7 +300,8 @@ const (
 	DatapathVerdictVERDICT_DROP_UNKNOWN_VTEP   DatapathVerdict = 24
 	DatapathVerdictVERDICT_TO_NEIGHBOUR        DatapathVerdict = 25
 	DatapathVerdictVERDICT_NEIGHBOUR_ANSWERED  DatapathVerdict = 26
-	DatapathVerdictVERDICT_MAX                 DatapathVerdict = 27
+	DatapathVerdictVERDICT_CT_SOURCE_FULL      DatapathVerdict = 27
+	DatapathVerdictVERDICT_MAX                 DatapathVerdict = 28
 )
 
 type DatapathVxlan uint32
@@ -311,6 +318,8 @@ const (
 	DatapathMapCsumScratch        = "csum_scratch"
 	DatapathMapCt                 = "ct"
 	DatapathMapCtNew              = "ct_new"
+	DatapathMapCtReleased         = "ct_released"
+	DatapathMapCtSources          = "ct_sources"
 	DatapathMapEndpoints          = "endpoints"
 	DatapathMapEvents             = "events"
 	DatapathMapFibScratch         = "fib_scratch"
@@ -394,6 +403,8 @@ type DatapathMapSpecs struct {
 	CsumScratch    *ebpf.MapSpec `ebpf:"csum_scratch"`
 	Ct             *ebpf.MapSpec `ebpf:"ct"`
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
+	CtReleased     *ebpf.MapSpec `ebpf:"ct_released"`
+	CtSources      *ebpf.MapSpec `ebpf:"ct_sources"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	FibScratch     *ebpf.MapSpec `ebpf:"fib_scratch"`
@@ -455,6 +466,8 @@ type DatapathMaps struct {
 	CsumScratch    *ebpf.Map `ebpf:"csum_scratch"`
 	Ct             *ebpf.Map `ebpf:"ct"`
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
+	CtReleased     *ebpf.Map `ebpf:"ct_released"`
+	CtSources      *ebpf.Map `ebpf:"ct_sources"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
 	Events         *ebpf.Map `ebpf:"events"`
 	FibScratch     *ebpf.Map `ebpf:"fib_scratch"`
@@ -483,6 +496,8 @@ func (m *DatapathMaps) Close() error {
 		m.CsumScratch,
 		m.Ct,
 		m.CtNew,
+		m.CtReleased,
+		m.CtSources,
 		m.Endpoints,
 		m.Events,
 		m.FibScratch,

@@ -19,6 +19,8 @@ const (
 	EndpointMapCsumScratch    = "csum_scratch"
 	EndpointMapCt             = "ct"
 	EndpointMapCtNew          = "ct_new"
+	EndpointMapCtReleased     = "ct_released"
+	EndpointMapCtSources      = "ct_sources"
 	EndpointMapEndpoints      = "endpoints"
 	EndpointMapEvents         = "events"
 	EndpointMapFibScratch     = "fib_scratch"
@@ -43,6 +45,7 @@ const (
 	EndpointProgFromContainer = "from_container"
 	EndpointProgFromTunnel    = "from_tunnel"
 	EndpointProgToContainer   = "to_container"
+	EndpointVarCtSourceMax    = "ct_source_max"
 	EndpointVarCtTimeouts     = "ct_timeouts"
 	EndpointVarNatPortMax     = "nat_port_max"
 	EndpointVarNatPortMin     = "nat_port_min"
@@ -102,6 +105,8 @@ type EndpointMapSpecs struct {
 	CsumScratch    *ebpf.MapSpec `ebpf:"csum_scratch"`
 	Ct             *ebpf.MapSpec `ebpf:"ct"`
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
+	CtReleased     *ebpf.MapSpec `ebpf:"ct_released"`
+	CtSources      *ebpf.MapSpec `ebpf:"ct_sources"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	FibScratch     *ebpf.MapSpec `ebpf:"fib_scratch"`
@@ -129,9 +134,10 @@ type EndpointMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EndpointVariableSpecs struct {
-	CtTimeouts *ebpf.VariableSpec `ebpf:"ct_timeouts"`
-	NatPortMax *ebpf.VariableSpec `ebpf:"nat_port_max"`
-	NatPortMin *ebpf.VariableSpec `ebpf:"nat_port_min"`
+	CtSourceMax *ebpf.VariableSpec `ebpf:"ct_source_max"`
+	CtTimeouts  *ebpf.VariableSpec `ebpf:"ct_timeouts"`
+	NatPortMax  *ebpf.VariableSpec `ebpf:"nat_port_max"`
+	NatPortMin  *ebpf.VariableSpec `ebpf:"nat_port_min"`
 }
 
 // EndpointObjects contains all objects after they have been loaded into the kernel.
@@ -157,6 +163,8 @@ type EndpointMaps struct {
 	CsumScratch    *ebpf.Map `ebpf:"csum_scratch"`
 	Ct             *ebpf.Map `ebpf:"ct"`
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
+	CtReleased     *ebpf.Map `ebpf:"ct_released"`
+	CtSources      *ebpf.Map `ebpf:"ct_sources"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
 	Events         *ebpf.Map `ebpf:"events"`
 	FibScratch     *ebpf.Map `ebpf:"fib_scratch"`
@@ -185,6 +193,8 @@ func (m *EndpointMaps) Close() error {
 		m.CsumScratch,
 		m.Ct,
 		m.CtNew,
+		m.CtReleased,
+		m.CtSources,
 		m.Endpoints,
 		m.Events,
 		m.FibScratch,
@@ -213,9 +223,10 @@ func (m *EndpointMaps) Close() error {
 //
 // It can be passed to LoadEndpointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EndpointVariables struct {
-	CtTimeouts *ebpf.Variable `ebpf:"ct_timeouts"`
-	NatPortMax *ebpf.Variable `ebpf:"nat_port_max"`
-	NatPortMin *ebpf.Variable `ebpf:"nat_port_min"`
+	CtSourceMax *ebpf.Variable `ebpf:"ct_source_max"`
+	CtTimeouts  *ebpf.Variable `ebpf:"ct_timeouts"`
+	NatPortMax  *ebpf.Variable `ebpf:"nat_port_max"`
+	NatPortMin  *ebpf.Variable `ebpf:"nat_port_min"`
 }
 
 // EndpointPrograms contains all programs after they have been loaded into the kernel.

@@ -19,6 +19,8 @@ const (
 	SockMapCsumScratch       = "csum_scratch"
 	SockMapCt                = "ct"
 	SockMapCtNew             = "ct_new"
+	SockMapCtReleased        = "ct_released"
+	SockMapCtSources         = "ct_sources"
 	SockMapEndpoints         = "endpoints"
 	SockMapEvents            = "events"
 	SockMapFibScratch        = "fib_scratch"
@@ -114,6 +116,8 @@ type SockMapSpecs struct {
 	CsumScratch    *ebpf.MapSpec `ebpf:"csum_scratch"`
 	Ct             *ebpf.MapSpec `ebpf:"ct"`
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
+	CtReleased     *ebpf.MapSpec `ebpf:"ct_released"`
+	CtSources      *ebpf.MapSpec `ebpf:"ct_sources"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	FibScratch     *ebpf.MapSpec `ebpf:"fib_scratch"`
@@ -167,6 +171,8 @@ type SockMaps struct {
 	CsumScratch    *ebpf.Map `ebpf:"csum_scratch"`
 	Ct             *ebpf.Map `ebpf:"ct"`
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
+	CtReleased     *ebpf.Map `ebpf:"ct_released"`
+	CtSources      *ebpf.Map `ebpf:"ct_sources"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
 	Events         *ebpf.Map `ebpf:"events"`
 	FibScratch     *ebpf.Map `ebpf:"fib_scratch"`
@@ -195,6 +201,8 @@ func (m *SockMaps) Close() error {
 		m.CsumScratch,
 		m.Ct,
 		m.CtNew,
+		m.CtReleased,
+		m.CtSources,
 		m.Endpoints,
 		m.Events,
 		m.FibScratch,

@@ -19,6 +19,8 @@ const (
 	UplinkMapCsumScratch    = "csum_scratch"
 	UplinkMapCt             = "ct"
 	UplinkMapCtNew          = "ct_new"
+	UplinkMapCtReleased     = "ct_released"
+	UplinkMapCtSources      = "ct_sources"
 	UplinkMapEndpoints      = "endpoints"
 	UplinkMapEvents         = "events"
 	UplinkMapFibScratch     = "fib_scratch"
@@ -41,6 +43,7 @@ const (
 	UplinkMapUplinks        = "uplinks"
 	UplinkMapXdpTargets     = "xdp_targets"
 	UplinkProgUplinkIngress = "uplink_ingress"
+	UplinkVarCtSourceMax    = "ct_source_max"
 	UplinkVarCtTimeouts     = "ct_timeouts"
 	UplinkVarNatPortMax     = "nat_port_max"
 	UplinkVarNatPortMin     = "nat_port_min"
@@ -98,6 +101,8 @@ type UplinkMapSpecs struct {
 	CsumScratch    *ebpf.MapSpec `ebpf:"csum_scratch"`
 	Ct             *ebpf.MapSpec `ebpf:"ct"`
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
+	CtReleased     *ebpf.MapSpec `ebpf:"ct_released"`
+	CtSources      *ebpf.MapSpec `ebpf:"ct_sources"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	FibScratch     *ebpf.MapSpec `ebpf:"fib_scratch"`
@@ -125,9 +130,10 @@ type UplinkMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UplinkVariableSpecs struct {
-	CtTimeouts *ebpf.VariableSpec `ebpf:"ct_timeouts"`
-	NatPortMax *ebpf.VariableSpec `ebpf:"nat_port_max"`
-	NatPortMin *ebpf.VariableSpec `ebpf:"nat_port_min"`
+	CtSourceMax *ebpf.VariableSpec `ebpf:"ct_source_max"`
+	CtTimeouts  *ebpf.VariableSpec `ebpf:"ct_timeouts"`
+	NatPortMax  *ebpf.VariableSpec `ebpf:"nat_port_max"`
+	NatPortMin  *ebpf.VariableSpec `ebpf:"nat_port_min"`
 }
 
 // UplinkObjects contains all objects after they have been loaded into the kernel.
@@ -153,6 +159,8 @@ type UplinkMaps struct {
 	CsumScratch    *ebpf.Map `ebpf:"csum_scratch"`
 	Ct             *ebpf.Map `ebpf:"ct"`
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
+	CtReleased     *ebpf.Map `ebpf:"ct_released"`
+	CtSources      *ebpf.Map `ebpf:"ct_sources"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
 	Events         *ebpf.Map `ebpf:"events"`
 	FibScratch     *ebpf.Map `ebpf:"fib_scratch"`
@@ -181,6 +189,8 @@ func (m *UplinkMaps) Close() error {
 		m.CsumScratch,
 		m.Ct,
 		m.CtNew,
+		m.CtReleased,
+		m.CtSources,
 		m.Endpoints,
 		m.Events,
 		m.FibScratch,
@@ -209,9 +219,10 @@ func (m *UplinkMaps) Close() error {
 //
 // It can be passed to LoadUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UplinkVariables struct {
-	CtTimeouts *ebpf.Variable `ebpf:"ct_timeouts"`
-	NatPortMax *ebpf.Variable `ebpf:"nat_port_max"`
-	NatPortMin *ebpf.Variable `ebpf:"nat_port_min"`
+	CtSourceMax *ebpf.Variable `ebpf:"ct_source_max"`
+	CtTimeouts  *ebpf.Variable `ebpf:"ct_timeouts"`
+	NatPortMax  *ebpf.Variable `ebpf:"nat_port_max"`
+	NatPortMin  *ebpf.Variable `ebpf:"nat_port_min"`
 }
 
 // UplinkPrograms contains all programs after they have been loaded into the kernel.

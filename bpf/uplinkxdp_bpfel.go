@@ -19,6 +19,8 @@ const (
 	UplinkXDPMapCsumScratch    = "csum_scratch"
 	UplinkXDPMapCt             = "ct"
 	UplinkXDPMapCtNew          = "ct_new"
+	UplinkXDPMapCtReleased     = "ct_released"
+	UplinkXDPMapCtSources      = "ct_sources"
 	UplinkXDPMapEndpoints      = "endpoints"
 	UplinkXDPMapEvents         = "events"
 	UplinkXDPMapFibScratch     = "fib_scratch"
@@ -41,6 +43,7 @@ const (
 	UplinkXDPMapUplinks        = "uplinks"
 	UplinkXDPMapXdpTargets     = "xdp_targets"
 	UplinkXDPProgUplinkXdp     = "uplink_xdp"
+	UplinkXDPVarCtSourceMax    = "ct_source_max"
 	UplinkXDPVarCtTimeouts     = "ct_timeouts"
 	UplinkXDPVarNatPortMax     = "nat_port_max"
 	UplinkXDPVarNatPortMin     = "nat_port_min"
@@ -98,6 +101,8 @@ type UplinkXDPMapSpecs struct {
 	CsumScratch    *ebpf.MapSpec `ebpf:"csum_scratch"`
 	Ct             *ebpf.MapSpec `ebpf:"ct"`
 	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
+	CtReleased     *ebpf.MapSpec `ebpf:"ct_released"`
+	CtSources      *ebpf.MapSpec `ebpf:"ct_sources"`
 	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	FibScratch     *ebpf.MapSpec `ebpf:"fib_scratch"`
@@ -125,9 +130,10 @@ type UplinkXDPMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UplinkXDPVariableSpecs struct {
-	CtTimeouts *ebpf.VariableSpec `ebpf:"ct_timeouts"`
-	NatPortMax *ebpf.VariableSpec `ebpf:"nat_port_max"`
-	NatPortMin *ebpf.VariableSpec `ebpf:"nat_port_min"`
+	CtSourceMax *ebpf.VariableSpec `ebpf:"ct_source_max"`
+	CtTimeouts  *ebpf.VariableSpec `ebpf:"ct_timeouts"`
+	NatPortMax  *ebpf.VariableSpec `ebpf:"nat_port_max"`
+	NatPortMin  *ebpf.VariableSpec `ebpf:"nat_port_min"`
 }
 
 // UplinkXDPObjects contains all objects after they have been loaded into the kernel.
@@ -153,6 +159,8 @@ type UplinkXDPMaps struct {
 	CsumScratch    *ebpf.Map `ebpf:"csum_scratch"`
 	Ct             *ebpf.Map `ebpf:"ct"`
 	CtNew          *ebpf.Map `ebpf:"ct_new"`
+	CtReleased     *ebpf.Map `ebpf:"ct_released"`
+	CtSources      *ebpf.Map `ebpf:"ct_sources"`
 	Endpoints      *ebpf.Map `ebpf:"endpoints"`
 	Events         *ebpf.Map `ebpf:"events"`
 	FibScratch     *ebpf.Map `ebpf:"fib_scratch"`
@@ -181,6 +189,8 @@ func (m *UplinkXDPMaps) Close() error {
 		m.CsumScratch,
 		m.Ct,
 		m.CtNew,
+		m.CtReleased,
+		m.CtSources,
 		m.Endpoints,
 		m.Events,
 		m.FibScratch,
@@ -209,9 +219,10 @@ func (m *UplinkXDPMaps) Close() error {
 //
 // It can be passed to LoadUplinkXDPObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UplinkXDPVariables struct {
-	CtTimeouts *ebpf.Variable `ebpf:"ct_timeouts"`
-	NatPortMax *ebpf.Variable `ebpf:"nat_port_max"`
-	NatPortMin *ebpf.Variable `ebpf:"nat_port_min"`
+	CtSourceMax *ebpf.Variable `ebpf:"ct_source_max"`
+	CtTimeouts  *ebpf.Variable `ebpf:"ct_timeouts"`
+	NatPortMax  *ebpf.Variable `ebpf:"nat_port_max"`
+	NatPortMin  *ebpf.Variable `ebpf:"nat_port_min"`
 }
 
 // UplinkXDPPrograms contains all programs after they have been loaded into the kernel.

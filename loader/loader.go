@@ -46,6 +46,10 @@ type Options struct {
 	// CTTimeouts are conntrack lifetimes per state; nil keeps the
 	// programs' defaults (DefaultCTTimeouts).
 	CTTimeouts *CTTimeouts
+	// CTSourceMax is how many flows one source address may hold in ct,
+	// the conntrack table that never evicts; zero keeps the programs'
+	// default (an eighth of the table).
+	CTSourceMax uint32
 }
 
 // CTTimeouts are conntrack lifetimes in seconds, per state.
@@ -131,6 +135,9 @@ func Load(opts Options) (*Datapath, error) {
 	}
 	if opts.CTTimeouts != nil {
 		vars["ct_timeouts"] = *opts.CTTimeouts
+	}
+	if opts.CTSourceMax != 0 {
+		vars["ct_source_max"] = opts.CTSourceMax
 	}
 	for _, obj := range []struct {
 		name string

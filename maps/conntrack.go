@@ -30,38 +30,57 @@ func Now() time.Duration {
 // ReclaimExpired removes the conntrack entries whose lifetime ended before
 // now and returns how many it removed. The datapath already treats them as
 // gone; this returns their memory, which matters for ct: it never evicts.
+// The walk of ct also recounts what each source holds there
+// (correctSources).
 func (m *Maps) ReclaimExpired(now time.Duration) (int, error) {
-	return m.deleteConntrack(func(_ bpf.DatapathFlow, e bpf.DatapathCtEntry) bool {
-		return time.Duration(e.Expires) <= now
+	before, err := m.ctSources()
+	if err != nil {
+		return 0, err
+	}
+	held := map[bpf.DatapathAddr]int64{}
+	removed, err := m.deleteConntrack(func(table *ebpf.Map, k bpf.DatapathFlow, e bpf.DatapathCtEntry) bool {
+		if time.Duration(e.Expires) <= now {
+			return true
+		}
+		if table == m.m.Ct && e.Flags&uint8(bpf.DatapathCtFlagCT_REPLY) == 0 {
+			// A flow counts for the source of its originator's entry.
+			held[k.Saddr]++
+		}
+		return false
 	})
+	if err != nil {
+		return removed, err
+	}
+	return removed, m.correctSources(before, held)
 }
 
 // FlushConntrack removes every conntrack entry of a flow that any of
 // addrs is an end of, as its packets show it or as translated, and
 // returns how many it removed: a removed endpoint's flows, which must not
 // pass to the next endpoint given its address (Docker's bridge driver
-// flushes netfilter's conntrack likewise).
+// flushes netfilter's conntrack likewise). The sources' shares of ct come
+// back at the next reclaim (correctSources).
 func (m *Maps) FlushConntrack(addrs []netip.Addr) (int, error) {
 	held := make(map[bpf.DatapathAddr]bool, len(addrs))
 	for _, a := range addrs {
 		held[addr16(a)] = true
 	}
-	return m.deleteConntrack(func(k bpf.DatapathFlow, e bpf.DatapathCtEntry) bool {
+	return m.deleteConntrack(func(_ *ebpf.Map, k bpf.DatapathFlow, e bpf.DatapathCtEntry) bool {
 		return held[k.Saddr] || held[k.Daddr] || held[e.Nat.Saddr] || held[e.Nat.Daddr]
 	})
 }
 
 // deleteConntrack removes the entries of both conntrack tables that match
-// says to, and returns how many it removed. Its cost is bounded by the
-// tables' sizes: a batch read of each and one batch delete per chunk of
-// matching entries.
-func (m *Maps) deleteConntrack(match func(bpf.DatapathFlow, bpf.DatapathCtEntry) bool) (int, error) {
+// says to (it sees every entry, with its table), and returns how many it
+// removed. Its cost is bounded by the tables' sizes: a batch read of each
+// and one batch delete per chunk of matching entries.
+func (m *Maps) deleteConntrack(match func(*ebpf.Map, bpf.DatapathFlow, bpf.DatapathCtEntry) bool) (int, error) {
 	var removed int
 	for _, table := range []*ebpf.Map{m.m.Ct, m.m.CtNew} {
 		var doomed []bpf.DatapathFlow
 		err := batches(table, func(keys []bpf.DatapathFlow, vals []bpf.DatapathCtEntry) {
 			for i := range keys {
-				if match(keys[i], vals[i]) {
+				if match(table, keys[i], vals[i]) {
 					doomed = append(doomed, keys[i])
 				}
 			}
@@ -90,6 +109,80 @@ func (m *Maps) deleteConntrack(match func(bpf.DatapathFlow, bpf.DatapathCtEntry)
 		}
 	}
 	return removed, nil
+}
+
+// ctSources reads the datapath's counts of flows per source (ct_sources).
+func (m *Maps) ctSources() (map[bpf.DatapathAddr]bpf.DatapathCtSource, error) {
+	out := map[bpf.DatapathAddr]bpf.DatapathCtSource{}
+	err := batches(m.m.CtSources, func(keys []bpf.DatapathAddr, vals []bpf.DatapathCtSource) {
+		for i := range keys {
+			out[keys[i]] = vals[i]
+		}
+	})
+	return out, err
+}
+
+// correctSources brings what the datapath counts a source to hold in ct
+// back to what it holds, given held, the flows of each source a walk of ct
+// found, and before, the datapath's counts from before the walk. The
+// datapath counts the flows it moves into ct and those it removes; flows
+// removed behind its back (the reclaim above, a flush, a replaced ct
+// map) would hold their source's share for ever. The datapath keeps
+// counting while the walk runs, so the correction is bounded by what must
+// be true whatever it did meanwhile: a flow in ct now was either seen by
+// the walk or moved in since before (at most walk + promoted since
+// before), and a flow seen by the walk is still there unless the
+// datapath removed it (at least walk - forgotten since before). The count
+// is moved inside those bounds, never beyond them, so it never says a
+// source holds less than it does; idle sources are removed.
+func (m *Maps) correctSources(before map[bpf.DatapathAddr]bpf.DatapathCtSource, held map[bpf.DatapathAddr]int64) error {
+	after, err := m.ctSources()
+	if err != nil {
+		return err
+	}
+	released := map[bpf.DatapathAddr]int64{}
+	err = batches(m.m.CtReleased, func(keys []bpf.DatapathAddr, vals []int64) {
+		for i := range keys {
+			released[keys[i]] = vals[i]
+		}
+	})
+	if err != nil {
+		return err
+	}
+	sources := map[bpf.DatapathAddr]bool{}
+	for _, set := range []map[bpf.DatapathAddr]int64{held, released} {
+		for s := range set {
+			sources[s] = true
+		}
+	}
+	for s := range after {
+		sources[s] = true
+	}
+	var errs []error
+	for s := range sources {
+		b, a, w, r := before[s], after[s], held[s], released[s]
+		count := int64(a.Promoted-a.Forgotten) - r
+		fixed := min(max(count, w-int64(a.Forgotten-b.Forgotten)), w+int64(a.Promoted-b.Promoted))
+		r += count - fixed
+		_, counted := after[s]
+		if w == 0 && a == b && fixed == 0 {
+			// Idle since the last walk: nothing to remember. A flow the
+			// datapath moves in between the read above and this delete is
+			// counted again by the next walk's lower bound.
+			if counted {
+				errs = append(errs, ignoreMissing(m.m.CtSources.Delete(s)))
+			}
+			errs = append(errs, ignoreMissing(m.m.CtReleased.Delete(s)))
+			continue
+		}
+		if r != released[s] {
+			errs = append(errs, m.m.CtReleased.Put(s, r))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("correct the flows per source of ct: %w", err)
+	}
+	return nil
 }
 
 // batches reads a hash map in chunks, handing each to fn.

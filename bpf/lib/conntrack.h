@@ -27,6 +27,15 @@ volatile const struct ct_timeouts ct_timeouts = {
 	.icmp = 30,
 };
 
+/* How many flows one source address may hold in ct, the table that never
+ * evicts; the loader sets the daemon's. An eighth of what ct holds
+ * (262144 entries, two per flow): filling ct then takes eight clients
+ * that each keep that many flows alive, while 16384 established flows is
+ * more than one client (a proxy, an office behind one NAT address)
+ * usually keeps open with a host's sandboxes. Its flows past that still
+ * work, from ct_new, as every flow does when ct is full. */
+volatile const __u32 ct_source_max = 16384;
+
 #define NSEC_PER_SEC 1000000000ULL
 
 /* A busy flow's lifetime is written at most this often: a write per
@@ -112,17 +121,30 @@ static __always_inline struct ct_entry *ct_partner(const struct flow *key, const
 	return same_flow(&partner->nat, &back) ? partner : NULL;
 }
 
+/* ct_source_forgot counts a flow of src that left ct: the datapath
+ * removed its originator's entry. */
+static __always_inline void ct_source_forgot(const union addr *src)
+{
+	struct ct_source *c = bpf_map_lookup_elem(&ct_sources, src);
+
+	if (c)
+		__sync_fetch_and_add(&c->forgotten, 1);
+}
+
 /* ct_forget removes a flow: the entry at key and, when it still belongs
- * to the same flow, its partner. */
+ * to the same flow, its partner. A flow leaving ct is counted off its
+ * source once, by whoever removes its originator's entry. */
 static __always_inline void ct_forget(const struct flow *key, const struct ct_entry *e, int assured)
 {
 	struct flow partner_key;
 	int partnered = ct_partner(key, e, assured, &partner_key) != NULL;
+	int reply = e->flags & CT_REPLY;
 
 	if (assured) {
-		if (partnered)
-			bpf_map_delete_elem(&ct, &partner_key);
-		bpf_map_delete_elem(&ct, key);
+		if (partnered && bpf_map_delete_elem(&ct, &partner_key) == 0 && reply)
+			ct_source_forgot(&partner_key.saddr);
+		if (bpf_map_delete_elem(&ct, key) == 0 && !reply)
+			ct_source_forgot(&key->saddr);
 		return;
 	}
 	if (partnered)
@@ -237,6 +259,8 @@ static __always_inline int ct_prepare(struct ct_new_flow *nf, const struct packe
 	nf->fwd.nat = nf->orig;
 	nf->fwd.expires = nf->rev.expires = ct_now() + ct_lifetime(state, 0);
 	nf->fwd.state = nf->rev.state = state;
+	if (state == CT_TCP_SYN_SENT)
+		nf->fwd.ack_seq = nf->rev.ack_seq = p->seq + 1;
 	nf->fwd.ifindex = fwd_ifindex;
 	nf->rev.ifindex = rev_ifindex;
 	nf->fwd.flags = fwd_flags;
@@ -265,16 +289,45 @@ static __noinline int ct_claim(struct ct_new_flow *nf)
 	return 0;
 }
 
+/* ct_source_counter finds src's counter, created at zero if it has none;
+ * NULL when ct_sources is full. */
+static __always_inline struct ct_source *ct_source_counter(const union addr *src)
+{
+	struct ct_source *c = bpf_map_lookup_elem(&ct_sources, src);
+	struct ct_source zero = {};
+
+	if (c)
+		return c;
+	bpf_map_update_elem(&ct_sources, src, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&ct_sources, src);
+}
+
+/* ct_source_held is how many flows src (whose counter is c) holds in
+ * ct, as far as the datapath and the daemon's corrections know. */
+static __always_inline __s64 ct_source_held(const union addr *src, const struct ct_source *c)
+{
+	__s64 *released = bpf_map_lookup_elem(&ct_released, src);
+
+	return (__s64)(c->promoted - c->forgotten) - (released ? *released : 0);
+}
+
 /* ct_promote moves a flow that has shown it is real from ct_new to ct.
- * When ct is full the flow stays where it is, and works, and the event
- * is counted. */
+ * When ct is full, or the flow's source holds its share of it, the flow
+ * stays where it is, and works, and the event is counted. */
 static __always_inline void ct_promote(const struct flow *key, const struct ct_entry *e, enum program prog)
 {
 	struct flow partner_key;
 	struct ct_entry mine = *e, *partner = ct_partner(key, e, 0, &partner_key);
+	const struct flow *orig = (e->flags & CT_REPLY) ? &partner_key : key;
+	struct ct_source *src;
 
 	if (!partner)
 		return;
+	src = ct_source_counter(&orig->saddr);
+	if (!src || ct_source_held(&orig->saddr, src) >= (__s64)ct_source_max) {
+		count_bytes(prog, VERDICT_CT_SOURCE_FULL, 0);
+		return;
+	}
 	struct ct_entry theirs = *partner;
 	mine.expires = theirs.expires = ct_now() + ct_lifetime(mine.state, 1);
 	if (bpf_map_update_elem(&ct, key, &mine, BPF_NOEXIST) < 0) {
@@ -286,21 +339,41 @@ static __always_inline void ct_promote(const struct flow *key, const struct ct_e
 		count_bytes(prog, VERDICT_CT_FULL, 0);
 		return;
 	}
+	/* Checked again once counted: other CPUs may have promoted flows of
+	 * the source since the check above. The flows that find the share
+	 * exceeded leave ct again, so a source never keeps more than it may. */
+	__sync_fetch_and_add(&src->promoted, 1);
+	if (ct_source_held(&orig->saddr, src) > (__s64)ct_source_max) {
+		if (bpf_map_delete_elem(&ct, orig) == 0)
+			__sync_fetch_and_add(&src->forgotten, 1);
+		bpf_map_delete_elem(&ct, orig == key ? &partner_key : key);
+		count_bytes(prog, VERDICT_CT_SOURCE_FULL, 0);
+		return;
+	}
 	bpf_map_delete_elem(&ct_new, &partner_key);
 	bpf_map_delete_elem(&ct_new, key);
 }
 
-/* A reset counts only when its sequence number is within this distance
- * of what the other side last acknowledged, as netfilter checks it
- * against the window: a blind reset from someone who only knows the
- * tuple must not close a flow. */
-#define CT_RST_WINDOW (1U << 22)
+/* A reset or a FIN counts only when its sequence number is within this
+ * distance of what the other side last acknowledged, as netfilter's
+ * tcp_in_window checks every segment against the window: someone who
+ * only knows a flow's tuple must neither close it nor cut its lifetime
+ * to a closing state's. */
+#define CT_TCP_WINDOW (1U << 22)
+
+/* ct_in_window reports whether a segment with sequence number seq may
+ * close a flow whose other direction last acknowledged peer_ack (0:
+ * nothing yet, so nothing to check against). */
+static __always_inline int ct_in_window(__u32 seq, __u32 peer_ack)
+{
+	return !peer_ack || seq - peer_ack + CT_TCP_WINDOW <= 2 * CT_TCP_WINDOW;
+}
 
 /* ct_next works out where packet p takes e's flow: the next state and
  * per-flow flags; it returns 1 when the flow has just shown it is real.
- * peer_ack is what the other direction last acknowledged (0: nothing). */
+ * A reset or FIN reaching it is in the window (ct_update). */
 static __always_inline int ct_next(const struct ct_entry *e, const struct packet *p, int assured,
-				   __u32 peer_ack, __u8 *state, __u8 *flags, __u32 *ack_seq)
+				   __u8 *state, __u8 *flags, __u32 *ack_seq)
 {
 	int reply = e->flags & CT_REPLY;
 	__u8 f = p->tcp_flags;
@@ -320,22 +393,27 @@ static __always_inline int ct_next(const struct ct_entry *e, const struct packet
 	}
 	/* TCP */
 	if (f & TCP_RST) {
-		if (!peer_ack || p->seq - peer_ack + CT_RST_WINDOW <= 2 * CT_RST_WINDOW)
-			*state = CT_TCP_CLOSE;
+		*state = CT_TCP_CLOSE;
 		return 0;
 	}
 	if ((f & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
 		/* A new SYN on a closed flow reopens it, as netfilter lets it:
 		 * otherwise a closed flow would hold its tuple for a TIME_WAIT
-		 * lifetime, and a client reusing ports would stall. */
+		 * lifetime, and a client reusing ports would stall. The SYN-ACK
+		 * must acknowledge the latest SYN. */
 		if (!reply && (e->state == CT_TCP_TIME_WAIT || e->state == CT_TCP_CLOSE)) {
 			*state = CT_TCP_SYN_SENT;
 			*flags = 0;
 		}
+		if (!reply && *state == CT_TCP_SYN_SENT)
+			*ack_seq = p->seq + 1;
 		return 0;
 	}
+	/* Only a SYN-ACK that acknowledges the SYN moves the handshake on,
+	 * and only once: a forged one must not replace the responder's
+	 * sequence number, which the originator's ACK is checked against. */
 	if ((f & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)) {
-		if (reply && (e->state == CT_TCP_SYN_SENT || e->state == CT_TCP_SYN_RECV)) {
+		if (reply && e->state == CT_TCP_SYN_SENT && p->ack_seq == e->ack_seq) {
 			*state = CT_TCP_SYN_RECV;
 			*ack_seq = p->seq + 1;
 		}
@@ -379,23 +457,25 @@ static __always_inline void ct_sync(const struct flow *key, struct ct_entry *e, 
 }
 
 /* ct_update moves e's flow on for packet p: state, lifetime and, once
- * the flow shows it is real, into ct. */
+ * the flow shows it is real, into ct. A reset or FIN out of the window
+ * changes nothing, not even the lifetime: the packet passes, as netfilter
+ * lets an invalid one through, for the endpoint to drop. */
 static __noinline void ct_update(const struct flow *key, struct ct_entry *e, int assured,
 				      const struct packet *p, enum program prog)
 {
 	__u8 state, flags;
-	__u32 ack_seq, peer_ack = 0;
+	__u32 ack_seq;
 
-	if (p->tcp_flags & TCP_RST) {
+	if (p->tcp_flags & (TCP_RST | TCP_FIN)) {
 		struct flow partner_key;
 		struct ct_entry *partner = ct_partner(key, e, assured, &partner_key);
 
-		if (partner)
-			peer_ack = partner->last_ack;
-	} else if ((p->tcp_flags & TCP_ACK) && e->last_ack != p->ack_seq) {
-		e->last_ack = p->ack_seq;
+		if (partner && !ct_in_window(p->seq, partner->last_ack))
+			return;
 	}
-	int real = ct_next(e, p, assured, peer_ack, &state, &flags, &ack_seq);
+	if ((p->tcp_flags & (TCP_ACK | TCP_RST)) == TCP_ACK && e->last_ack != p->ack_seq)
+		e->last_ack = p->ack_seq;
+	int real = ct_next(e, p, assured, &state, &flags, &ack_seq);
 	__u64 expires = ct_now() + ct_lifetime(state, assured);
 
 	if (state != e->state || flags != (e->flags & CT_FLOW_FLAGS) || ack_seq != e->ack_seq ||

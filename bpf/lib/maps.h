@@ -117,6 +117,34 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ct_new SEC(".maps");
 
+/* What each source address holds in ct (struct ct_source), so that no
+ * single client can fill the table that never evicts. The datapath
+ * alone writes ct_sources, with atomic adds; the daemon alone writes
+ * ct_released, its correction for the flows removed behind the
+ * datapath's back (the daemon's reclaim, a flush, a replaced ct): an
+ * update from user space replaces a whole value, and would lose the
+ * datapath's adds if both wrote one map. A hash, not LRU: an evicted
+ * count would let its source start afresh. ct holds at most
+ * 131072 flows, so at most that many sources hold any; the rest is room
+ * for sources the daemon has not yet found idle and removed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, union addr);
+	__type(value, struct ct_source);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct_sources SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, union addr);
+	__type(value, __s64);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct_released SEC(".maps");
+
 /* Fragmented datagrams whose first fragment was seen, so the fragments
  * after it, which carry no ports, are translated as their flow is. */
 struct {

@@ -18,8 +18,8 @@ union addr {
 
 /* What happened to a packet. With the program that saw it, it indexes the
  * stats map and labels the counters. NAT_PORT_COLLISION counts NAT ports
- * found taken while allocating, and CT_FULL flows that could not be
- * promoted: events, not packets. */
+ * found taken while allocating, and CT_FULL and CT_SOURCE_FULL flows that
+ * could not be promoted: events, not packets. */
 enum verdict {
 	VERDICT_PASS = 0,
 	VERDICT_DROP_CROSS_NETWORK = 1, /* to an address of a network the sender is not on */
@@ -48,6 +48,7 @@ enum verdict {
 	VERDICT_DROP_UNKNOWN_VTEP = 24, /* VXLAN to an overlay network's VNI, or hiding its VNI in a later fragment, from an address that is no host of the cluster */
 	VERDICT_TO_NEIGHBOUR = 25,      /* to a sandbox of the sender's network: delivered past the bridge and the host's netfilter */
 	VERDICT_NEIGHBOUR_ANSWERED = 26, /* a neighbour solicitation for a sandbox of the sender's network, answered in its name */
+	VERDICT_CT_SOURCE_FULL = 27,    /* an established flow whose source holds its share of the table of established flows: it stays in ct_new */
 	VERDICT_MAX,
 };
 
@@ -241,11 +242,24 @@ struct ct_entry {
 	 * else can match the entry, so no sandbox can forge its way into
 	 * another's flow. */
 	__u32 ifindex;
-	__u32 ack_seq;  /* TCP: what the originator's handshake ACK must acknowledge */
+	/* TCP: what the handshake's next segment must acknowledge: in
+	 * SYN_SENT the SYN (for the SYN-ACK), from SYN_RECV on the SYN-ACK
+	 * (for the originator's ACK) */
+	__u32 ack_seq;
 	__u32 last_ack; /* TCP: the acknowledgment number this direction last sent */
 	__u8 state;     /* enum ct_state */
 	__u8 flags;     /* enum ct_flag bits */
 	__u8 pad[2];
+};
+
+/* Value of ct_sources, keyed by the source address of flows (their
+ * originator's): what the datapath counted of the source's flows in ct.
+ * Both only grow, so the daemon can bound, from two readings, what
+ * changed in between (maps/conntrack.go). The source holds promoted -
+ * forgotten - its entry of ct_released flows. */
+struct ct_source {
+	__u64 promoted;  /* flows moved into ct */
+	__u64 forgotten; /* of those, the ones whose originator's entry the datapath removed */
 };
 
 /* A flow being created: its first packet's direction and the other. */
