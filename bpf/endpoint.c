@@ -207,14 +207,6 @@ int from_container(struct __sk_buff *skb)
 	if ((flags & NETWORK_INTERNAL) && (!dst_net || *dst_net != src->network) &&
 	    !addr_is_link_scope_group(&p.flow.daddr))
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_INTERNAL);
-	/* A neighbour on the network, whose packets no conntrack entry names
-	 * (a hairpin's replies go to the gateway): delivered before
-	 * conntrack is asked, as the bridge would. A chained network's
-	 * neighbours are its plugin's to connect; with icc=false, what the
-	 * neighbours may still exchange is decided below. */
-	if (dst_net && *dst_net == src->network && !(flags & (NETWORK_ICC_DISABLED | NETWORK_STACK_ROUTES)) &&
-	    to_neighbour(skb, &p, src->network, net, &verdict) == 0)
-		return verdict;
 
 	/* Replies of published flows, hairpins and established flows, and
 	 * the sandbox's ICMP errors about them. */
@@ -234,6 +226,9 @@ int from_container(struct __sk_buff *skb)
 		/* The gateway is the host itself, which icc=false does not fence off. */
 		if ((flags & NETWORK_ICC_DISABLED) && !addr_eq(&p.flow.daddr, gateway))
 			return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_ICC);
+		/* A chained network's neighbours are its plugin's to connect. */
+		if (!(flags & NETWORK_STACK_ROUTES) && to_neighbour(skb, &p, src->network, net, &verdict) == 0)
+			return verdict;
 		return pass(skb, PROGRAM_FROM_CONTAINER);
 	}
 	if (to_host || addr_is_multicast_or_broadcast(&p.flow.daddr))
