@@ -24,21 +24,15 @@ static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
 	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5];
 }
 
-/* neighbour_of finds the endpoint of network a frame addressed to mac
- * and daddr is for: a local endpoint of the network, other than the one
- * the frame came from (ifindex), with that very hardware address. A
- * frame addressed to another hardware address (the gateway's, say, as a
- * sandbox routing through the host addresses it) is not a neighbour's. */
-static __always_inline const struct endpoint_info *neighbour_of(__u32 network, __u32 ifindex, const union addr *daddr,
-								 const __u8 *mac)
+/* is_neighbour reports whether ep, the endpoint of a frame's destination
+ * address, is that frame's neighbour on network: a local endpoint of the
+ * network, other than the one the frame came from (ifindex), with the
+ * frame's destination hardware address mac. A frame addressed to another
+ * hardware address (the gateway's, say, as a sandbox routing through the
+ * host addresses it) is not a neighbour's. */
+static __always_inline int is_neighbour(const struct endpoint_info *ep, __u32 network, __u32 ifindex, const __u8 *mac)
 {
-	const struct endpoint_info *ep = bpf_map_lookup_elem(&endpoints, daddr);
-
-	if (!ep || ep->network != network || ep->ifindex == ifindex)
-		return NULL;
-	if (!mac_eq(ep->mac, mac))
-		return NULL;
-	return ep;
+	return ep->network == network && ep->ifindex != ifindex && mac_eq(ep->mac, mac);
 }
 
 /* to_neighbour delivers a unicast packet from one endpoint to another of
@@ -57,9 +51,9 @@ static __always_inline int to_neighbour(struct __sk_buff *skb, const struct pack
 
 	if (bpf_skb_load_bytes(skb, 0, dst, sizeof(dst)) < 0)
 		return -1;
-	if (bpf_map_lookup_elem(&endpoints, &p->flow.daddr)) {
-		ep = neighbour_of(network, skb->ifindex, &p->flow.daddr, dst);
-		if (!ep)
+	ep = bpf_map_lookup_elem(&endpoints, &p->flow.daddr);
+	if (ep) {
+		if (!is_neighbour(ep, network, skb->ifindex, dst))
 			return -1;
 		count(skb, PROGRAM_FROM_CONTAINER, VERDICT_TO_NEIGHBOUR);
 		*verdict = bpf_redirect_peer(ep->ifindex, 0);
@@ -86,8 +80,8 @@ static __always_inline int from_tunnel_to_neighbour(struct __sk_buff *skb, const
 
 	if (bpf_skb_load_bytes(skb, 0, dst, sizeof(dst)) < 0)
 		return -1;
-	ep = neighbour_of(network, ifindex, &p->flow.daddr, dst);
-	if (!ep)
+	ep = bpf_map_lookup_elem(&endpoints, &p->flow.daddr);
+	if (!ep || !is_neighbour(ep, network, ifindex, dst))
 		return -1;
 	count(skb, PROGRAM_FROM_TUNNEL, VERDICT_TO_NEIGHBOUR);
 	return bpf_redirect_peer(ep->ifindex, 0);
