@@ -283,6 +283,89 @@ func TestEchoReplyCannotHijackHostPings(t *testing.T) {
 	}
 }
 
+// echoReply is an ICMP (proto 1) or ICMPv6 (58) echo reply from src to
+// dst with identifier id.
+func echoReply(proto uint8, src, dst netip.Addr, id uint16) []byte {
+	pkt := segment(proto, ap(src, id), ap(dst, 0), false)
+	l3, l4 := pkt[14:34], pkt[34:]
+	pkt[34] = 0
+	if src.Is6() {
+		l3, l4 = pkt[14:54], pkt[54:]
+		l4[0] = 129
+	}
+	binary.BigEndian.PutUint16(l4[2:], 0)
+	if src.Is6() {
+		binary.BigEndian.PutUint16(l4[2:], checksum(l4, pseudo6(l3, len(l4))))
+	} else {
+		binary.BigEndian.PutUint16(l4[2:], checksum(l4, 0))
+	}
+	return pkt
+}
+
+// The host's own pings (a ping socket's or a raw socket's, which no
+// socket lookup finds) keep their echo replies: a sandbox pinging the same
+// target never leaves with an identifier the host is using, and when the
+// host starts using one a sandbox's ping holds, the replies are the
+// host's, as a host connection's are (TestHostConnectionOwnsItsReplies).
+// The uplink's egress program sees the host's echo requests leave; the
+// sandboxes' own requests, forwarded through it, are not the host's.
+func TestSandboxPingsNeverTakeTheHostsEchoReplies(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		proto        uint8
+		host, client netip.Addr
+		web          netip.Addr
+	}{{"v4", 1, hostAddr, clientAddr, webAddr}, {"v6", 58, hostAddr6, clientAddr6, webAddr6}} {
+		t.Run(c.name, func(t *testing.T) {
+			nb := newNATBed6(t)
+			hostPing := func(id uint16) {
+				t.Helper()
+				if ret, _ := nb.runFrom(t, nb.dp.Uplink.UplinkEgress, segment(c.proto, ap(c.host, id), ap(c.client, 0), false), nb.uplink, 0); ret != tcActUnspec {
+					t.Fatalf("the host's echo request with id %d on the uplink's egress: verdict %d; want it sent", id, ret)
+				}
+			}
+			replyTo := func(id uint16) (uint32, parsed) {
+				t.Helper()
+				ret, out := nb.run(t, nb.dp.Uplink.UplinkIngress, echoReply(c.proto, c.client, c.host, id))
+				if ret == tcActRedirect {
+					return ret, verify(t, out)
+				}
+				return ret, parsed{}
+			}
+
+			// The host pings first with 5555; the sandbox's ping with 5555
+			// leaves with another identifier.
+			hostPing(5555)
+			got := nb.mustVerdict(t, "the sandbox's ping with id 5555", nb.dp.Endpoint.FromContainer, segment(c.proto, ap(c.web, 5555), ap(c.client, 0), false), 0, tcActRedirect)
+			if got.src == ap(c.host, 5555) {
+				t.Errorf("the sandbox's ping left from %s, the host ping's identifier", got.src)
+			}
+			if ret, _ := replyTo(5555); ret != tcActUnspec {
+				t.Errorf("the reply to the host's ping 5555: verdict %d; want it left to the host", ret)
+			}
+
+			// The sandbox pings first with 4321 and keeps it; its
+			// translated requests pass the uplink's egress, forwarded from
+			// its veth, and are not the host's.
+			got = nb.mustVerdict(t, "the sandbox's ping with id 4321", nb.dp.Endpoint.FromContainer, segment(c.proto, ap(c.web, 4321), ap(c.client, 0), false), 0, tcActRedirect)
+			if got.src != ap(c.host, 4321) {
+				t.Fatalf("the sandbox's ping with a free id left from %s; want %s", got.src, ap(c.host, 4321))
+			}
+			if ret, _ := nb.runFrom(t, nb.dp.Uplink.UplinkEgress, segment(c.proto, ap(c.host, 4321), ap(c.client, 0), false), nb.uplink, 1); ret != tcActUnspec {
+				t.Fatalf("the sandbox's translated ping on the uplink's egress: verdict %d", ret)
+			}
+			if ret, seen := replyTo(4321); ret != tcActRedirect || seen.dst.Addr() != c.web {
+				t.Errorf("the reply to the sandbox's ping 4321: verdict %d, to %s; want it redirected to the sandbox", ret, seen.dst)
+			}
+			// Then the host pings with 4321: the replies are the host's.
+			hostPing(4321)
+			if ret, seen := replyTo(4321); ret != tcActUnspec {
+				t.Errorf("the reply to the host's ping 4321: verdict %d, to %s; want it left to the host", ret, seen.dst)
+			}
+		})
+	}
+}
+
 // Anything from a masquerading network that is not TCP,
 // UDP or an ICMP echo (SCTP, GRE, ESP, ICMP timestamp or an ICMP error
 // about no flow, a TCP/UDP header cut short) is passed on untouched: it

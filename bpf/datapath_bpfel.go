@@ -326,6 +326,7 @@ const (
 	DatapathMapFrags              = "frags"
 	DatapathMapHeldPorts          = "held_ports"
 	DatapathMapHostAddrs          = "host_addrs"
+	DatapathMapHostEchoes         = "host_echoes"
 	DatapathMapIcmpBudget         = "icmp_budget"
 	DatapathMapIfaces             = "ifaces"
 	DatapathMapMonitor            = "monitor"
@@ -411,6 +412,7 @@ type DatapathMapSpecs struct {
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
 	HeldPorts      *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
+	HostEchoes     *ebpf.MapSpec `ebpf:"host_echoes"`
 	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
 	Monitor        *ebpf.MapSpec `ebpf:"monitor"`
@@ -474,6 +476,7 @@ type DatapathMaps struct {
 	Frags          *ebpf.Map `ebpf:"frags"`
 	HeldPorts      *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
+	HostEchoes     *ebpf.Map `ebpf:"host_echoes"`
 	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
 	Monitor        *ebpf.Map `ebpf:"monitor"`
@@ -504,6 +507,7 @@ func (m *DatapathMaps) Close() error {
 		m.Frags,
 		m.HeldPorts,
 		m.HostAddrs,
+		m.HostEchoes,
 		m.IcmpBudget,
 		m.Ifaces,
 		m.Monitor,

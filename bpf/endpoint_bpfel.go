@@ -27,6 +27,7 @@ const (
 	EndpointMapFrags          = "frags"
 	EndpointMapHeldPorts      = "held_ports"
 	EndpointMapHostAddrs      = "host_addrs"
+	EndpointMapHostEchoes     = "host_echoes"
 	EndpointMapIcmpBudget     = "icmp_budget"
 	EndpointMapIfaces         = "ifaces"
 	EndpointMapMonitor        = "monitor"
@@ -113,6 +114,7 @@ type EndpointMapSpecs struct {
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
 	HeldPorts      *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
+	HostEchoes     *ebpf.MapSpec `ebpf:"host_echoes"`
 	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
 	Monitor        *ebpf.MapSpec `ebpf:"monitor"`
@@ -171,6 +173,7 @@ type EndpointMaps struct {
 	Frags          *ebpf.Map `ebpf:"frags"`
 	HeldPorts      *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
+	HostEchoes     *ebpf.Map `ebpf:"host_echoes"`
 	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
 	Monitor        *ebpf.Map `ebpf:"monitor"`
@@ -201,6 +204,7 @@ func (m *EndpointMaps) Close() error {
 		m.Frags,
 		m.HeldPorts,
 		m.HostAddrs,
+		m.HostEchoes,
 		m.IcmpBudget,
 		m.Ifaces,
 		m.Monitor,

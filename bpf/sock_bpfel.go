@@ -27,6 +27,7 @@ const (
 	SockMapFrags             = "frags"
 	SockMapHeldPorts         = "held_ports"
 	SockMapHostAddrs         = "host_addrs"
+	SockMapHostEchoes        = "host_echoes"
 	SockMapIcmpBudget        = "icmp_budget"
 	SockMapIfaces            = "ifaces"
 	SockMapMonitor           = "monitor"
@@ -124,6 +125,7 @@ type SockMapSpecs struct {
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
 	HeldPorts      *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
+	HostEchoes     *ebpf.MapSpec `ebpf:"host_echoes"`
 	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
 	Monitor        *ebpf.MapSpec `ebpf:"monitor"`
@@ -179,6 +181,7 @@ type SockMaps struct {
 	Frags          *ebpf.Map `ebpf:"frags"`
 	HeldPorts      *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
+	HostEchoes     *ebpf.Map `ebpf:"host_echoes"`
 	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
 	Monitor        *ebpf.Map `ebpf:"monitor"`
@@ -209,6 +212,7 @@ func (m *SockMaps) Close() error {
 		m.Frags,
 		m.HeldPorts,
 		m.HostAddrs,
+		m.HostEchoes,
 		m.IcmpBudget,
 		m.Ifaces,
 		m.Monitor,

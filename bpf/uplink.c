@@ -94,4 +94,36 @@ int uplink_ingress(struct __sk_buff *skb)
 	return pass(skb, PROGRAM_UPLINK);
 }
 
+/* icmp_of reports whether a frame is ICMP or ICMPv6 (without extension
+ * headers, as the host's pings are), from one byte: most of what leaves
+ * is not, and needs no parsing. */
+static __always_inline int icmp_of(struct __sk_buff *skb)
+{
+	__u8 proto = 0;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP))
+		bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct iphdr, protocol), &proto, sizeof(proto));
+	else if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, nexthdr), &proto, sizeof(proto));
+	return is_icmp(proto);
+}
+
+/* The program on TC egress of the host's uplinks. It notes the host's own
+ * echo requests (note_host_echo), whose replies no sandbox's masqueraded
+ * ping may take. What the host forwards (a sandbox's translated packets)
+ * came in on an interface; what it sends itself did not. */
+SEC("tc")
+int uplink_egress(struct __sk_buff *skb)
+{
+	struct packet p;
+
+	if (skb->ingress_ifindex || !icmp_of(skb))
+		return TC_ACT_UNSPEC;
+	int l3 = parse_packet(skb, &p);
+
+	if ((l3 == L3_IPV4 || l3 == L3_IPV6) && p.icmp_request && !p.later_fragment && is_host_addr(&p.flow.saddr))
+		note_host_echo(&p.flow);
+	return TC_ACT_UNSPEC;
+}
+
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -27,6 +27,7 @@ const (
 	UplinkMapFrags          = "frags"
 	UplinkMapHeldPorts      = "held_ports"
 	UplinkMapHostAddrs      = "host_addrs"
+	UplinkMapHostEchoes     = "host_echoes"
 	UplinkMapIcmpBudget     = "icmp_budget"
 	UplinkMapIfaces         = "ifaces"
 	UplinkMapMonitor        = "monitor"
@@ -42,6 +43,7 @@ const (
 	UplinkMapSubnets        = "subnets"
 	UplinkMapUplinks        = "uplinks"
 	UplinkMapXdpTargets     = "xdp_targets"
+	UplinkProgUplinkEgress  = "uplink_egress"
 	UplinkProgUplinkIngress = "uplink_ingress"
 	UplinkVarCtSourceMax    = "ct_source_max"
 	UplinkVarCtTimeouts     = "ct_timeouts"
@@ -91,6 +93,7 @@ type UplinkSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UplinkProgramSpecs struct {
+	UplinkEgress  *ebpf.ProgramSpec `ebpf:"uplink_egress"`
 	UplinkIngress *ebpf.ProgramSpec `ebpf:"uplink_ingress"`
 }
 
@@ -109,6 +112,7 @@ type UplinkMapSpecs struct {
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
 	HeldPorts      *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
+	HostEchoes     *ebpf.MapSpec `ebpf:"host_echoes"`
 	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
 	Monitor        *ebpf.MapSpec `ebpf:"monitor"`
@@ -167,6 +171,7 @@ type UplinkMaps struct {
 	Frags          *ebpf.Map `ebpf:"frags"`
 	HeldPorts      *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
+	HostEchoes     *ebpf.Map `ebpf:"host_echoes"`
 	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
 	Monitor        *ebpf.Map `ebpf:"monitor"`
@@ -197,6 +202,7 @@ func (m *UplinkMaps) Close() error {
 		m.Frags,
 		m.HeldPorts,
 		m.HostAddrs,
+		m.HostEchoes,
 		m.IcmpBudget,
 		m.Ifaces,
 		m.Monitor,
@@ -229,11 +235,13 @@ type UplinkVariables struct {
 //
 // It can be passed to LoadUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UplinkPrograms struct {
+	UplinkEgress  *ebpf.Program `ebpf:"uplink_egress"`
 	UplinkIngress *ebpf.Program `ebpf:"uplink_ingress"`
 }
 
 func (p *UplinkPrograms) Close() error {
 	return _UplinkClose(
+		p.UplinkEgress,
 		p.UplinkIngress,
 	)
 }

@@ -27,6 +27,7 @@ const (
 	UplinkXDPMapFrags          = "frags"
 	UplinkXDPMapHeldPorts      = "held_ports"
 	UplinkXDPMapHostAddrs      = "host_addrs"
+	UplinkXDPMapHostEchoes     = "host_echoes"
 	UplinkXDPMapIcmpBudget     = "icmp_budget"
 	UplinkXDPMapIfaces         = "ifaces"
 	UplinkXDPMapMonitor        = "monitor"
@@ -109,6 +110,7 @@ type UplinkXDPMapSpecs struct {
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
 	HeldPorts      *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
+	HostEchoes     *ebpf.MapSpec `ebpf:"host_echoes"`
 	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
 	Monitor        *ebpf.MapSpec `ebpf:"monitor"`
@@ -167,6 +169,7 @@ type UplinkXDPMaps struct {
 	Frags          *ebpf.Map `ebpf:"frags"`
 	HeldPorts      *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
+	HostEchoes     *ebpf.Map `ebpf:"host_echoes"`
 	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces         *ebpf.Map `ebpf:"ifaces"`
 	Monitor        *ebpf.Map `ebpf:"monitor"`
@@ -197,6 +200,7 @@ func (m *UplinkXDPMaps) Close() error {
 		m.Frags,
 		m.HeldPorts,
 		m.HostAddrs,
+		m.HostEchoes,
 		m.IcmpBudget,
 		m.Ifaces,
 		m.Monitor,

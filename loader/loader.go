@@ -231,10 +231,11 @@ func (d *Datapath) AttachTunnel(ifname string, ifindex int) (AttachMode, error) 
 	return d.attach(ifname, ifindex, []attachment{{ingress, d.Endpoint.FromTunnel}})
 }
 
-// AttachUplink attaches the uplink program to TC ingress of a host
-// interface. It is idempotent.
+// AttachUplink attaches the uplink programs to TC of a host interface:
+// uplink_ingress, and uplink_egress, which notes the host's own pings
+// (with XDP on ingress too). It is idempotent.
 func (d *Datapath) AttachUplink(ifname string, ifindex int) (AttachMode, error) {
-	return d.attach(ifname, ifindex, []attachment{{ingress, d.Uplink.UplinkIngress}})
+	return d.attach(ifname, ifindex, []attachment{{ingress, d.Uplink.UplinkIngress}, {egress, d.Uplink.UplinkEgress}})
 }
 
 // attachment is a program for one direction of an interface.

@@ -183,11 +183,11 @@ func TestTCXProgramsAttachFirst(t *testing.T) {
 	// The new link is first before it is pinned: wait for the pin.
 	for {
 		pins, _ := filepath.Glob(filepath.Join(h.BPFFS(), "links", "uplink0", "*"))
-		if len(pins) == 1 && filepath.Base(pins[0]) == "ingress" {
+		if len(pins) == 2 && filepath.Base(pins[0]) == "egress" && filepath.Base(pins[1]) == "ingress" {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("uplink0 link pins: %v, want just ingress", pins)
+			t.Fatalf("uplink0 link pins: %v, want egress and ingress", pins)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -181,6 +181,21 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } icmp_budget SEC(".maps");
 
+/* The host's own echo requests, keyed by their replies' flow, with when
+ * the note lapses (as a conntrack entry of the flow would): no socket
+ * lookup finds a ping or raw socket, so the uplinks' egress notes the
+ * requests as they leave (uplink_egress), and a sandbox's masqueraded
+ * ping never takes their replies (nat.h, host_socket). LRU: a host that
+ * pings more targets than this at once loses the oldest notes, never a
+ * reply it waits for less than ct_timeouts.icmp. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct flow);
+	__type(value, __u64);
+	__uint(max_entries, 4096);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} host_echoes SEC(".maps");
+
 /* The published host ports, for the bind hook (sock.c); kept in step with
  * publications by the control plane. */
 struct {

@@ -145,10 +145,22 @@ static __always_inline int reachable_from_outside(const union addr *daddr)
 	return !addr_is_loopback(daddr) && is_host_addr(daddr);
 }
 
+/* note_host_echo remembers an echo request that the host itself sends
+ * (flow out, from a host address), for host_socket. */
+static __always_inline __attribute__((unused)) void note_host_echo(const struct flow *out)
+{
+	__u64 expires = ct_now() + ct_lifetime(CT_ICMP, 0);
+	struct flow reply;
+
+	reverse(out, &reply);
+	bpf_map_update_elem(&host_echoes, &reply, &expires, BPF_ANY);
+}
+
 /* host_socket reports whether a socket of the host receives the packets
  * of flow in (as they arrive): any socket, or with connections_only a
  * host process's connection alone, not a listener nor an unconnected UDP
- * socket. */
+ * socket. For an ICMP echo flow, whether the host sent a request it
+ * answers lately (note_host_echo), from whatever socket. */
 static __always_inline int host_socket(struct ctx_buff *ctx, const struct flow *in, int connections_only)
 {
 	struct bpf_sock_tuple t = {};
@@ -179,6 +191,10 @@ static __always_inline int host_socket(struct ctx_buff *ctx, const struct flow *
 		if (!sk)
 			return 0;
 		found = !connections_only || sk->dst_port != 0;
+	} else if (is_icmp(in->proto)) {
+		__u64 *expires = bpf_map_lookup_elem(&host_echoes, in);
+
+		return expires && *expires > ct_now();
 	} else {
 		return 0;
 	}
