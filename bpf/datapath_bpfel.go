@@ -144,6 +144,8 @@ type DatapathIfaceInfo struct {
 	Network uint32
 	Addr    DatapathAddr
 	Addr6   DatapathAddr
+	Mac     [6]uint8
+	Pad     [2]uint8
 }
 
 type DatapathMonitorBudget struct {
@@ -301,7 +303,9 @@ const (
 	DatapathVerdictVERDICT_TO_NEIGHBOUR        DatapathVerdict = 25
 	DatapathVerdictVERDICT_NEIGHBOUR_ANSWERED  DatapathVerdict = 26
 	DatapathVerdictVERDICT_CT_SOURCE_FULL      DatapathVerdict = 27
-	DatapathVerdictVERDICT_MAX                 DatapathVerdict = 28
+	DatapathVerdictVERDICT_DROP_VLAN_TAGGED    DatapathVerdict = 28
+	DatapathVerdictVERDICT_DROP_MISDELIVERED   DatapathVerdict = 29
+	DatapathVerdictVERDICT_MAX                 DatapathVerdict = 30
 )
 
 type DatapathVxlan uint32

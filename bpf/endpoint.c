@@ -139,6 +139,36 @@ static __always_inline int from_link(struct __sk_buff *skb, const struct packet 
 	return 0;
 }
 
+/* vlan_tagged reports whether a frame carries a VLAN tag: the one a
+ * driver moved into the skb, or one in the frame (a second tag, once the
+ * first was moved). No sandbox has a VLAN, and what a tag hides from the
+ * checks here the receiver's kernel would take untagged. */
+static __always_inline int vlan_tagged(struct __sk_buff *skb)
+{
+	__be16 proto = 0;
+
+	if (skb->vlan_present)
+		return 1;
+	bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto));
+	return proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD);
+}
+
+/* from_own_mac reports whether a frame comes from the hardware address of
+ * the endpoint src, where the datapath knows it; an ARP packet's sender
+ * too, which the host's neighbour table would learn. */
+static __always_inline int from_own_mac(struct __sk_buff *skb, const struct iface_info *src, int arp)
+{
+	__u8 mac[ETH_ALEN];
+
+	if (!(src->mac[0] | src->mac[1] | src->mac[2] | src->mac[3] | src->mac[4] | src->mac[5]))
+		return 1;
+	if (bpf_skb_load_bytes(skb, ETH_ALEN, mac, sizeof(mac)) < 0 || !mac_eq(mac, src->mac))
+		return 0;
+	if (arp && (bpf_skb_load_bytes(skb, ETH_HLEN + 8, mac, sizeof(mac)) < 0 || !mac_eq(mac, src->mac)))
+		return 0;
+	return 1;
+}
+
 /* Packets a sandbox sends (TC ingress of the host-side veth). Every check
  * that the sender could dodge by forging comes first: its source address,
  * then what its network may reach at all; only then may conntrack match,
@@ -162,7 +192,11 @@ int from_container(struct __sk_buff *skb)
 	net = bpf_map_lookup_elem(&networks, &src->network);
 	if (!net)
 		return pass(skb, PROGRAM_FROM_CONTAINER);
+	if (vlan_tagged(skb))
+		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_VLAN_TAGGED);
 	l3 = parse_packet(skb, &p);
+	if (!from_own_mac(skb, src, l3 == L3_ARP))
+		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_SPOOFED);
 	switch (l3) {
 	case L3_ARP:
 		/* Answering for another's address would take its traffic. */
@@ -259,6 +293,21 @@ static __always_inline int is_published_target(const struct packet *p)
 	return p->has_ports && bpf_map_lookup_elem(&published_ports, &key) != NULL;
 }
 
+/* misdelivered reports whether a unicast frame at the veth ifindex is for
+ * another endpoint: the bridge floods a frame whose MAC it has not
+ * learnt to every port, and a sandbox listening with a raw socket would
+ * read its neighbour's traffic. */
+static __always_inline int misdelivered(struct __sk_buff *skb, const struct packet *p, __u32 ifindex)
+{
+	const struct endpoint_info *ep;
+	__u8 dst[ETH_ALEN];
+
+	if (bpf_skb_load_bytes(skb, 0, dst, sizeof(dst)) < 0 || (dst[0] & 1))
+		return 0;
+	ep = bpf_map_lookup_elem(&endpoints, &p->flow.daddr);
+	return ep && ep->ifindex != ifindex;
+}
+
 /* Packets about to reach a sandbox through the bridge (TC egress of the
  * host-side veth): bridged from a neighbour, from the host itself, or
  * routed in from elsewhere. Where a packet came in says which, not its
@@ -289,6 +338,8 @@ int to_container(struct __sk_buff *skb)
 		return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_NO_IPV6);
 	if (l3 != L3_IPV4 && l3 != L3_IPV6)
 		return pass(skb, PROGRAM_TO_CONTAINER);
+	if (misdelivered(skb, &p, ifindex))
+		return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_MISDELIVERED);
 	flags = p.v6 ? net->flags6 : net->flags;
 	/* Link-local and unspecified sources never cross a router. */
 	on_link = p.v6 && (addr_is_link_local(&p.flow.saddr) || addr_is_zero(&p.flow.saddr));
@@ -357,6 +408,16 @@ int from_tunnel(struct __sk_buff *skb)
 	l3 = parse_packet(skb, &p);
 	if (l3 != L3_IPV4 && l3 != L3_IPV6)
 		return pass(skb, PROGRAM_FROM_TUNNEL);
+	/* Peers' endpoints send from the network's subnet (or, neighbour
+	 * discovery, from a link-local address). Anything else a peer host
+	 * routed onto the overlay from outside, where no endpoint program
+	 * asked the gateway mode or --internal. */
+	if (!(p.v6 && (addr_is_link_local(&p.flow.saddr) || addr_is_zero(&p.flow.saddr)))) {
+		__u32 *src_net = network_of(&p.flow.saddr);
+
+		if (!src_net || *src_net != tunnel->network)
+			return drop(skb, PROGRAM_FROM_TUNNEL, VERDICT_DROP_SPOOFED);
+	}
 	rc = from_tunnel_to_neighbour(skb, &p, ifindex, tunnel->network);
 	return rc < 0 ? pass(skb, PROGRAM_FROM_TUNNEL) : rc;
 }

@@ -65,6 +65,9 @@ type Iface struct {
 	Network uint32     // the network's Index
 	Addr    netip.Addr // the endpoint's IPv4 address
 	Addr6   netip.Addr // its IPv6 address, if any
+	// MAC is the hardware address the endpoint sends from, where ebpfnet
+	// made its veth: frames from any other are dropped. Nil: not checked.
+	MAC net.HardwareAddr
 	// XDPTarget says the interface takes frames XDP redirects (a veth
 	// whose peer is in NAPI mode): the uplinks' XDP path may deliver to it.
 	XDPTarget bool
@@ -216,6 +219,7 @@ func (m *Maps) DeleteNetwork(n Network) error {
 // the caller's.
 func (m *Maps) PutIface(i Iface) error {
 	v := bpf.DatapathIfaceInfo{Network: i.Network, Addr: addr16(i.Addr), Addr6: addr16(i.Addr6)}
+	copy(v.Mac[:], i.MAC)
 	if err := m.m.Ifaces.Put(i.Ifindex, v); err != nil {
 		return fmt.Errorf("put endpoint interface %d: %w", i.Ifindex, err)
 	}

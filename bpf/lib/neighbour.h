@@ -139,7 +139,9 @@ static __noinline int answer_solicitation(struct __sk_buff *skb, const struct pa
 	    bpf_skb_load_bytes(skb, p->l4_off + 1, &code, sizeof(code)) < 0 ||
 	    bpf_skb_load_bytes(skb, p->l4_off + 8, &na.target, sizeof(na.target)) < 0)
 		return -1;
-	if (ip6.hop_limit != 255 || code != 0)
+	/* An IPv4 address written v4-mapped is the key of an endpoint's IPv4
+	 * entry, never an IPv6 address of anyone's. */
+	if (ip6.hop_limit != 255 || code != 0 || addr_is_v4(&na.target))
 		return -1;
 	ep = bpf_map_lookup_elem(&endpoints, &na.target);
 	if (!ep || ep->network != network || ep->ifindex == skb->ifindex)

@@ -31,7 +31,7 @@ enum verdict {
 	VERDICT_DROP_NO_NAT_PORT = 7,   /* no free NAT port for a new flow */
 	VERDICT_DROP_NO_ROUTE = 8,      /* a translated packet has nowhere to go */
 	VERDICT_NAT_PORT_COLLISION = 9,
-	VERDICT_DROP_SPOOFED = 10,      /* a sandbox sent from an address that is not its own */
+	VERDICT_DROP_SPOOFED = 10,      /* a sandbox sent from an address (IP or MAC) that is not its own */
 	VERDICT_DROP_MARTIAN = 11,      /* a sandbox sent to a loopback address, or IPv6 to a v4-mapped one */
 	VERDICT_DROP_UNPUBLISHED = 12,  /* from outside straight to a sandbox port the gateway mode keeps shut */
 	VERDICT_DROP_NO_IPV6 = 13,      /* IPv6 on a network that has none */
@@ -49,6 +49,8 @@ enum verdict {
 	VERDICT_TO_NEIGHBOUR = 25,      /* to a sandbox of the sender's network: delivered past the bridge and the host's netfilter */
 	VERDICT_NEIGHBOUR_ANSWERED = 26, /* a neighbour solicitation for a sandbox of the sender's network, answered in its name */
 	VERDICT_CT_SOURCE_FULL = 27,    /* an established flow whose source holds its share of the table of established flows: it stays in ct_new */
+	VERDICT_DROP_VLAN_TAGGED = 28,  /* a sandbox sent a VLAN-tagged frame, whose tags would hide what it carries */
+	VERDICT_DROP_MISDELIVERED = 29, /* a unicast packet for another endpoint at this one's veth (the bridge flooded it) */
 	VERDICT_MAX,
 };
 
@@ -125,6 +127,11 @@ struct iface_info {
 	__u32 network;    /* index of the network the endpoint is on */
 	union addr addr;  /* the endpoint's IPv4 address */
 	union addr addr6; /* its IPv6 address; zero: none */
+	/* The hardware address the endpoint sends from, when ebpfnet made its
+	 * veth (zero: another's, or a VXLAN device): a frame from any other
+	 * would teach the bridge that someone else's MAC lives behind it. */
+	__u8 mac[6];
+	__u8 pad[2];
 };
 
 /* Value of the endpoints map, keyed by each of the endpoint's addresses. */

@@ -108,14 +108,20 @@ func endpointAddrs(ep store.Endpoint) []netip.Addr {
 }
 
 // ifaceMaps is what the datapath knows of an endpoint's host side, by
-// its ifindex: which network and addresses may send from it, and whether
+// its ifindex: which network, addresses and MAC may send from it (the
+// MAC where ebpfnet made the veth, giving the sandbox side that MAC; a
+// chained plugin's veth is its own), and whether
 // the uplinks' XDP path may deliver to it: a bridge endpoint's veth whose
 // sandbox side ebpfnet configures (readyForXDP). A runtime that takes the
 // sandbox side over (Docker) brings it up itself, after anything ebpfnet
 // could set.
 func ifaceMaps(n store.Network, sb store.Sandbox, ep store.Endpoint, ifindex int) maps.Iface {
-	return maps.Iface{Ifindex: uint32(ifindex), Network: n.Index, Addr: ep.Addr, Addr6: ep.Addr6,
+	i := maps.Iface{Ifindex: uint32(ifindex), Network: n.Index, Addr: ep.Addr, Addr6: ep.Addr6,
 		XDPTarget: n.Driver == store.DriverBridge && !sb.HandOver}
+	if n.Driver == store.DriverBridge || n.Driver == store.DriverOverlay {
+		i.MAC = driver.EndpointMAC(ep)
+	}
+	return i
 }
 
 // tunnelDevice is the name of the device that carries a network's frames

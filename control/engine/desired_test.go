@@ -2,6 +2,7 @@ package engine
 
 import (
 	"net/netip"
+	"reflect"
 	"testing"
 
 	"github.com/ebpfnet/ebpfnet/control/ipam"
@@ -32,7 +33,7 @@ func TestDesiredMaps(t *testing.T) {
 	if len(want.Networks) != 1 || want.Networks[0].Index != br.Index {
 		t.Errorf("networks %+v, want only the bridge network's", want.Networks)
 	}
-	if len(want.Ifaces) != 1 || want.Ifaces[0] != ifaceMaps(br, web, web.Endpoints[0], 7) {
+	if len(want.Ifaces) != 1 || !reflect.DeepEqual(want.Ifaces[0], ifaceMaps(br, web, web.Endpoints[0], 7)) {
 		t.Errorf("ifaces %+v, want web's host side at ifindex 7", want.Ifaces)
 	}
 	if !want.Ifaces[0].XDPTarget {
