@@ -139,6 +139,37 @@ static __always_inline int from_link(struct __sk_buff *skb, const struct packet 
 	return 0;
 }
 
+/* publication_leads_to reports whether a publication leads to a
+ * sandbox's addr:port of protocol proto. */
+static __always_inline int publication_leads_to(const union addr *addr, __be16 port, __u8 proto)
+{
+	struct target_key key = { .addr = *addr, .port = port, .proto = proto };
+
+	return bpf_map_lookup_elem(&published_ports, &key) != NULL;
+}
+
+/* is_published_target reports whether a publication leads to the
+ * packet's destination port. */
+static __always_inline int is_published_target(const struct packet *p)
+{
+	return p->has_ports && publication_leads_to(&p->flow.daddr, p->flow.dport, p->flow.proto);
+}
+
+/* untracked_neighbour reports whether a packet from a sandbox (on network,
+ * with gateway) goes to a neighbour on that network in a flow no
+ * conntrack entry names: a neighbour's flows are untranslated, but for a
+ * published flow's replies (a hairpin's, which go to the client
+ * sandbox's own address: only a sandbox reaching itself is seen as from
+ * the gateway), whose source port a publication leads to. ICMP errors,
+ * which carry no ports, are asked about as ever. Such packets skip
+ * conntrack and the host's addresses. */
+static __always_inline int untracked_neighbour(const struct packet *p, const __u32 *dst_net, __u32 network,
+					       const union addr *gateway)
+{
+	return dst_net && *dst_net == network && p->has_ports && !addr_eq(&p->flow.daddr, gateway) &&
+	       !publication_leads_to(&p->flow.saddr, p->flow.sport, p->flow.proto);
+}
+
 /* vlan_tagged reports whether a frame carries a VLAN tag: the one a
  * driver moved into the skb, or one in the frame (a second tag, once the
  * first was moved). No sandbox has a VLAN, and what a tag hides from the
@@ -185,7 +216,7 @@ int from_container(struct __sk_buff *skb)
 	struct packet p;
 	__u32 *dst_net, flags;
 	__be32 sender;
-	int l3, to_host, verdict;
+	int l3, to_host, neighbour, verdict;
 
 	if (!src)
 		return TC_ACT_UNSPEC;
@@ -242,14 +273,15 @@ int from_container(struct __sk_buff *skb)
 	    !addr_is_link_scope_group(&p.flow.daddr))
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_INTERNAL);
 
+	neighbour = untracked_neighbour(&p, dst_net, src->network, gateway);
 	/* Replies of published flows, hairpins and established flows, and
 	 * the sandbox's ICMP errors about them. */
-	if (translate_known(skb, &p, ifindex, PROGRAM_FROM_CONTAINER, gateway, &verdict) == 0 ||
-	    translate_icmp_error(skb, &p, ifindex, PROGRAM_FROM_CONTAINER, &verdict) == 0)
+	if (!neighbour && (translate_known(skb, &p, ifindex, PROGRAM_FROM_CONTAINER, gateway, &verdict) == 0 ||
+			   translate_icmp_error(skb, &p, ifindex, PROGRAM_FROM_CONTAINER, &verdict) == 0))
 		return verdict;
 	/* A published port on a host address, from any network but an
 	 * internal one, whose gateway leads nowhere either. */
-	to_host = is_host_addr(&p.flow.daddr);
+	to_host = !neighbour && is_host_addr(&p.flow.daddr);
 	if (to_host && !(flags & NETWORK_INTERNAL) &&
 	    dnat_published(skb, &p, PROGRAM_FROM_CONTAINER, ifindex, gateway, &verdict) == 0)
 		return verdict;
@@ -282,15 +314,6 @@ int from_container(struct __sk_buff *skb)
 		return pass(skb, PROGRAM_FROM_CONTAINER);
 	}
 	return masquerade(skb, &p, gateway);
-}
-
-/* is_published_target reports whether a publication leads to the
- * packet's destination port. */
-static __always_inline int is_published_target(const struct packet *p)
-{
-	struct target_key key = { .addr = p->flow.daddr, .port = p->flow.dport, .proto = p->flow.proto };
-
-	return p->has_ports && bpf_map_lookup_elem(&published_ports, &key) != NULL;
 }
 
 /* misdelivered reports whether a unicast frame at the veth ifindex is for

@@ -254,3 +254,30 @@ func TestFromTunnel(t *testing.T) {
 		})
 	}
 }
+
+// A hairpin's replies go from the publishing sandbox to the client
+// sandbox's own address, a neighbour's: they must still be translated
+// back to the published address the client connected to, while a flow
+// between the two that no publication leads to goes untranslated, past
+// conntrack.
+func TestHairpinReplyToANeighbourIsTranslated(t *testing.T) {
+	nb := newNATBed(t)
+	must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8080, Proto: 6, Addr: webAddr, Port: 80}))
+	client := nb.addEndpoint(t, netip.MustParseAddr("172.17.0.3"))
+	published := ap(hostAddr, 8080)
+
+	ret, out := nb.runOn(t, nb.dp.Endpoint.FromContainer, tcpSegment(ap(client.addr, 40000), published, syn, 100, 0), client.ifindex)
+	if got := verify(t, out); ret != tcActRedirect || got.dst != ap(webAddr, 80) {
+		t.Fatalf("the client sandbox's SYN to %s: verdict %d, to %s; want it published to %s", published, ret, got.dst, ap(webAddr, 80))
+	}
+	ret, out = nb.run(t, nb.dp.Endpoint.FromContainer, tcpSegment(ap(webAddr, 80), ap(client.addr, 40000), syn|ack, 5000, 101))
+	if got := verify(t, out); ret != tcActRedirect || got.src != published || got.dst != ap(client.addr, 40000) {
+		t.Errorf("web's SYN-ACK to the client sandbox: verdict %d, %s -> %s; want it from %s, the address the client connected to", ret, got.src, got.dst, published)
+	}
+
+	// web's own connection to the client, from a port no publication leads to.
+	ret, out = nb.run(t, nb.dp.Endpoint.FromContainer, tcpSegment(ap(webAddr, 5000), ap(client.addr, 6000), syn, 1, 0))
+	if got := verify(t, out); ret == tcActShot || got.src != ap(webAddr, 5000) || got.dst != ap(client.addr, 6000) {
+		t.Errorf("web's SYN to the client sandbox: verdict %d, %s -> %s; want it untranslated", ret, got.src, got.dst)
+	}
+}
