@@ -422,3 +422,57 @@ func TestIPv6FragmentsAreTranslated(t *testing.T) {
 		t.Errorf("reassembled: to port %d, checksum right: %v; want port 53 and a right checksum", port, checksum(payload, pseudo6(ip, len(payload))) == 0)
 	}
 }
+
+// A packet too big on the IPv6 path of a flow an IPv6 client has with an
+// IPv4 sandbox (published on [::]) reaches the sandbox as RFC 7915 5.2
+// translates it: an ICMP frag needed from the peer the sandbox sees (its
+// gateway), 20 bytes less (the headers' difference), quoting the IPv4
+// packet the sandbox sent, every checksum right. Path MTU discovery then
+// works for such clients.
+func TestPacketTooBigOfAFlowThatChangedFamily(t *testing.T) {
+	for _, proto := range []uint8{6, 17} {
+		nb := newNATBed6(t)
+		must(t, nb.maps.PutPublication(maps.Publication{HostAddr: netip.IPv6Unspecified(), HostPort: 8080, Proto: proto, Addr: webAddr, Port: 80}))
+		if ret, _ := nb.run(t, nb.dp.Uplink.UplinkIngress, segment(proto, ap(clientAddr6, 40000), ap(hostAddr6, 8080), false)); ret != tcActRedirect {
+			t.Fatalf("protocol %d: the client's first packet: verdict %d", proto, ret)
+		}
+		ret, reply := nb.run(t, nb.dp.Endpoint.FromContainer, segment(proto, ap(webAddr, 80), ap(bridgeNet.Gateway, 40000), false))
+		if ret != tcActRedirect || binary.BigEndian.Uint16(reply[12:]) != 0x86dd {
+			t.Fatalf("protocol %d: the sandbox's reply: verdict %d, not translated to IPv6", proto, ret)
+		}
+		quote := append([]byte(nil), reply[14:14+40+8]...)
+		l4 := append([]byte{2, 0, 0, 0, 0, 0, 0x05, 0x00}, quote...) // packet too big, MTU 1280
+		router := netip.MustParseAddr("2001:db8:99::9")
+		ret, out := nb.run(t, nb.dp.Uplink.UplinkIngress, ipv6Frame(58, router, hostAddr6, l4, false))
+		if ret != tcActRedirect {
+			t.Fatalf("protocol %d: the packet too big: verdict %d, want it redirected to the sandbox", proto, ret)
+		}
+		if binary.BigEndian.Uint16(out[12:]) != 0x0800 {
+			t.Fatalf("protocol %d: the error is not IPv4: %x", proto, out[:60])
+		}
+		ip := out[14:34]
+		if checksum(ip, 0) != 0 {
+			t.Errorf("protocol %d: bad IPv4 header checksum in %x", proto, ip)
+		}
+		if src, dst := netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20])); ip[9] != 1 || src != bridgeNet.Gateway || dst != webAddr {
+			t.Errorf("protocol %d: error of protocol %d from %s to %s; want ICMP from the gateway %s to %s", proto, ip[9], src, dst, bridgeNet.Gateway, webAddr)
+		}
+		icmp := out[34 : 14+int(binary.BigEndian.Uint16(ip[2:]))]
+		if checksum(icmp, 0) != 0 {
+			t.Errorf("protocol %d: bad ICMP checksum in %x", proto, icmp)
+		}
+		if icmp[0] != 3 || icmp[1] != 4 || binary.BigEndian.Uint16(icmp[6:]) != 1260 {
+			t.Errorf("protocol %d: ICMP type %d code %d MTU %d; want frag needed (3, 4) with MTU 1260", proto, icmp[0], icmp[1], binary.BigEndian.Uint16(icmp[6:]))
+		}
+		inner := icmp[8:]
+		if len(inner) < 28 || checksum(inner[:20], 0) != 0 {
+			t.Fatalf("protocol %d: quote %x is no IPv4 header with a right checksum and 8 bytes after it", proto, inner)
+		}
+		qsrc, qdst := netip.AddrFrom4([4]byte(inner[12:16])), netip.AddrFrom4([4]byte(inner[16:20]))
+		qsport, qdport := binary.BigEndian.Uint16(inner[20:]), binary.BigEndian.Uint16(inner[22:])
+		if inner[9] != proto || ap(qsrc, qsport) != ap(webAddr, 80) || ap(qdst, qdport) != ap(bridgeNet.Gateway, 40000) {
+			t.Errorf("protocol %d: quote of protocol %d, %s -> %s; want the sandbox's packet %s -> %s", proto, inner[9],
+				ap(qsrc, qsport), ap(qdst, qdport), ap(webAddr, 80), ap(bridgeNet.Gateway, 40000))
+		}
+	}
+}

@@ -17,6 +17,9 @@ import (
 //
 //	[client 10.98.0.2] --(clientMTU)-- [router 10.98.0.1 / 10.99.0.2] --(uplinkMTU)-- [host 10.99.0.1]
 //
+// and over IPv6, 2001:db8:98::2 behind 2001:db8:98::1 / 2001:db8:99::2,
+// to the host's 2001:db8:99::1.
+//
 // The client advertises the MSS of a 1500-byte path whatever its link's
 // MTU, so only path MTU discovery can find a narrower link. It returns the
 // client's namespace.
@@ -43,10 +46,16 @@ func routedClient(t *testing.T, h *testbed.Host, uplinkMTU, clientMTU int) strin
 		{"-n", client, "addr", "add", "10.98.0.2/24", "dev", "eth0"},
 		{"-n", client, "link", "set", "eth0", "up"},
 		{"-n", client, "route", "add", "default", "via", "10.98.0.1", "advmss", "1460"},
+		{"-n", host, "addr", "add", "2001:db8:99::1/64", "dev", "uplink0", "nodad"},
+		{"-n", host, "route", "add", "2001:db8:98::/64", "via", "2001:db8:99::2"},
+		{"-n", router, "addr", "add", "2001:db8:99::2/64", "dev", "eth0", "nodad"},
+		{"-n", router, "addr", "add", "2001:db8:98::1/64", "dev", "eth1", "nodad"},
+		{"-n", client, "addr", "add", "2001:db8:98::2/64", "dev", "eth0", "nodad"},
+		{"-n", client, "route", "add", "default", "via", "2001:db8:98::1", "advmss", "1440"},
 	} {
 		h.MustRun("ip", args...)
 	}
-	h.MustRun("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	h.MustRun("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
 	return "/run/netns/" + client
 }
 
@@ -143,6 +152,9 @@ func TestPathMTU(t *testing.T) {
 			}{
 				{"download from a published port", web, h.NS(web), 9000, client, hostIP + ":8080", true},
 				{"upload through masquerade", up, client, 9001, h.NS(up), "10.98.0.2:9001", false},
+				// An IPv6 client of the IPv4-only sandbox: the router's
+				// packet too big reaches it as frag needed (RFC 7915 5.2).
+				{"download over IPv6 from a published port", web, h.NS(web), 9000, client, "[2001:db8:99::1]:8080", true},
 			} {
 				before := snmp(t, h.NS(tr.sandbox), "Icmp", "InDestUnreachs")
 				transfer(t, tr.what, tr.listenNS, tr.port, tr.dialNS, tr.dialAddr, tr.listenerSends, size)

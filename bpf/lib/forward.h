@@ -271,13 +271,19 @@ static __noinline int translate_known(struct __sk_buff *skb, const struct packet
 	return 0;
 }
 
+/* icmp_error_rewrite's answer for an error about a flow that changed
+ * family: translating it is another message (too_big_to_v4). */
+#define ICMP_ERROR_CHANGES_FAMILY -2
+
 /* icmp_error_rewrite rewrites the quote of an ICMP error about a packet
  * of a flow conntrack knows, which came in on ifindex, the way that
  * flow's packets are: the error goes to whoever sent the quoted packet,
  * quoting it as they sent it. outer gets the flow the error itself is to
  * be rewritten to, which deliver does, so that until then p->flow is what
  * came in. It returns 0 when rewritten, -1 when the error is about no
- * known flow, or the verdict to drop it with. */
+ * known flow, ICMP_ERROR_CHANGES_FAMILY (outer then gets the flow's
+ * translation) when the flow changed family, or the verdict to drop it
+ * with. */
 static __noinline int icmp_error_rewrite(struct __sk_buff *skb, const struct packet *p, __u32 ifindex,
 					 struct flow *outer)
 {
@@ -300,6 +306,11 @@ static __noinline int icmp_error_rewrite(struct __sk_buff *skb, const struct pac
 	if (!e)
 		return -1;
 	reverse(&e->nat, &quoted);
+	if (addr_is_v4(&e->nat.saddr) == p->v6) {
+		/* The flow changed family on its way: the error is another's. */
+		*outer = e->nat;
+		return ICMP_ERROR_CHANGES_FAMILY;
+	}
 	*outer = p->flow;
 	outer->daddr = e->nat.daddr;
 	if (addr_eq(&p->flow.saddr, &key.saddr)) /* sent by the far end itself, not a router on the way */
@@ -308,6 +319,95 @@ static __noinline int icmp_error_rewrite(struct __sk_buff *skb, const struct pac
 	    icmp_quote_rewrite(skb, &q, &quoted) < 0)
 		return VERDICT_DROP_NO_ROUTE;
 	return 0;
+}
+
+/* The translation of an ICMPv6 packet too big (RFC 7915 5.2): the IPv4
+ * header, the frag needed, and the quoted IPv4 packet's header and first
+ * 8 bytes, as too_big_to_v4 writes them after the frame's header. */
+struct too_big_v4 {
+	struct iphdr ip;
+	struct icmp_error_hdr icmp;
+	struct iphdr quoted;
+	__be16 sport;
+	__be16 dport;
+	__be32 l4_rest; /* TCP's sequence number, UDP's length and checksum */
+};
+
+/* too_big_to_v4 turns an ICMPv6 packet too big from outside about a flow
+ * an IPv6 client has with an IPv4 sandbox (nat: the flow's translation,
+ * the client's packets as the sandbox gets them) into what the sandbox
+ * understands, as RFC 7915 5.2 says: a frag needed with an MTU 20 bytes
+ * less (the headers' difference), from the peer the sandbox sees,
+ * quoting the IPv4 packet it sent. It delivers it and returns the
+ * verdict; path MTU discovery then works for such clients. Other errors
+ * of such flows are dropped: a sandbox has no use for them. */
+static __noinline int too_big_to_v4(struct __sk_buff *skb, const struct packet *p, const struct flow *nat,
+				    enum program prog)
+{
+	struct too_big_v4 e = {};
+	struct ipv6hdr quoted6;
+	struct endpoint_info *ep;
+	struct icmp_quote q;
+	__be16 ethertype = bpf_htons(ETH_P_IP);
+	__be32 mtu6;
+	__u32 mtu;
+	__s64 sum;
+
+	if (p->icmp_type != ICMPV6_PKT_TOOBIG || icmp_error_quote(skb, p, &q) < 0 || is_icmp(q.flow.proto) ||
+	    bpf_skb_load_bytes(skb, p->l4_off + offsetof(struct icmp_error_hdr, mtu6), &mtu6, sizeof(mtu6)) < 0 ||
+	    bpf_skb_load_bytes(skb, q.ip_off, &quoted6, sizeof(quoted6)) < 0 ||
+	    bpf_skb_load_bytes(skb, q.l4_off + 4, &e.l4_rest, sizeof(e.l4_rest)) < 0)
+		return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
+	mtu = bpf_ntohl(mtu6);
+	if (mtu < 68 + 20)
+		return drop(skb, prog, VERDICT_DROP_MALFORMED);
+	mtu = mtu - 20 > 0xffff ? 0xffff : mtu - 20;
+	ep = bpf_map_lookup_elem(&endpoints, &nat->daddr);
+	if (!ep)
+		return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
+
+	e.quoted.version = 4;
+	e.quoted.ihl = 5;
+	e.quoted.tot_len = bpf_htons(bpf_ntohs(quoted6.payload_len) + sizeof(struct iphdr));
+	e.quoted.frag_off = bpf_htons(IP_DF);
+	e.quoted.ttl = quoted6.hop_limit;
+	e.quoted.protocol = q.flow.proto;
+	e.quoted.saddr = nat->daddr.w[3];
+	e.quoted.daddr = nat->saddr.w[3];
+	e.quoted.check = csum_fold(bpf_csum_diff(0, 0, (__be32 *)&e.quoted, sizeof(e.quoted), 0));
+	e.sport = nat->dport;
+	e.dport = nat->sport;
+	e.icmp.type = ICMP_DEST_UNREACH;
+	e.icmp.code = ICMP_FRAG_NEEDED;
+	e.icmp.mtu = bpf_htons(mtu);
+	sum = bpf_csum_diff(0, 0, (__be32 *)&e.icmp, sizeof(e) - sizeof(e.ip), 0);
+	if (sum < 0)
+		return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
+	e.icmp.checksum = csum_fold(sum);
+	e.ip.version = 4;
+	e.ip.ihl = 5;
+	e.ip.tot_len = bpf_htons(sizeof(e));
+	e.ip.ttl = 64;
+	e.ip.protocol = IPPROTO_ICMP;
+	e.ip.saddr = nat->saddr.w[3];
+	e.ip.daddr = nat->daddr.w[3];
+	e.ip.check = csum_fold(bpf_csum_diff(0, 0, (__be32 *)&e.ip, sizeof(e.ip), 0));
+
+	/* The IPv6 header makes room for IPv4's (20 bytes less); the rest
+	 * of the error is written anew and cut to its length. */
+	if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IP), 0) < 0 ||
+	    bpf_skb_change_tail(skb, ETH_HLEN + sizeof(e), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &ethertype, sizeof(ethertype), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, &e, sizeof(e), 0) < 0) {
+		return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
+	}
+	struct flow after = { .saddr = nat->saddr, .daddr = nat->daddr, .proto = IPPROTO_ICMP };
+	int rc = deliver_to_endpoint(skb, ep);
+
+	if (rc < 0)
+		return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
+	count_flow(skb, prog, VERDICT_TRACKED, MONITOR_TRACE, &p->flow, &after);
+	return rc;
 }
 
 /* translate_icmp_error translates an ICMP error about a packet of a flow
@@ -320,6 +420,12 @@ static __noinline int translate_icmp_error(struct __sk_buff *skb, const struct p
 	struct flow outer;
 	int rc = icmp_error_rewrite(skb, p, ifindex, &outer);
 
+	if (rc == ICMP_ERROR_CHANGES_FAMILY) {
+		/* From outside, about an IPv6 client's flow with an IPv4
+		 * sandbox; a sandbox's errors about such flows are dropped. */
+		*verdict = !ifindex && p->v6 ? too_big_to_v4(skb, p, &outer, prog) : drop(skb, prog, VERDICT_DROP_NO_ROUTE);
+		return 0;
+	}
 	if (rc < 0)
 		return -1;
 	if (rc > 0)

@@ -63,6 +63,7 @@ struct packet {
 /* How long the ports of a fragmented datagram are kept for its later
  * fragments: the kernel's reassembly timeout (ipfrag_time). */
 #define FRAG_LIFETIME_NS (30 * 1000000000ULL)
+#define IP_DF 0x4000
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 #define IP6_MF 0x0001
