@@ -48,9 +48,12 @@ type Options struct {
 	CTTimeouts *CTTimeouts
 	// CTSourceMax is how many flows one source address may hold in ct,
 	// the conntrack table that never evicts; zero keeps the programs'
-	// default (an eighth of the table).
+	// default (an eighth of the table), and at most MaxCTSourceMax.
 	CTSourceMax uint32
 }
+
+// MaxCTSourceMax is every flow ct holds (two entries each, bpf/lib/maps.h).
+const MaxCTSourceMax = 131072
 
 // CTTimeouts are conntrack lifetimes in seconds, per state.
 type CTTimeouts = bpf.DatapathCtTimeouts

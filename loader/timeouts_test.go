@@ -3,6 +3,8 @@ package loader
 import (
 	"strings"
 	"testing"
+
+	"github.com/ebpfnet/ebpfnet/bpf"
 )
 
 func TestSetCTTimeout(t *testing.T) {
@@ -32,5 +34,16 @@ func TestSetCTTimeout(t *testing.T) {
 	}
 	if got != want {
 		t.Errorf("bad settings changed the timeouts: %+v", got)
+	}
+}
+
+// MaxCTSourceMax is every flow the datapath's ct holds: two entries each.
+func TestMaxCTSourceMaxIsCTsFlows(t *testing.T) {
+	spec, err := bpf.LoadDatapath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := spec.Maps["ct"].MaxEntries / 2; got != MaxCTSourceMax {
+		t.Errorf("ct holds %d flows, MaxCTSourceMax says %d", got, MaxCTSourceMax)
 	}
 }

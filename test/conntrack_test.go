@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -260,4 +261,36 @@ func TestNATPortsFreedWhenFlowsEnd(t *testing.T) {
 	}
 	c.Close()
 	conns[0].Close()
+}
+
+// --ct-source-max bounds what one source may hold in ct: past it, the
+// source's flows still work (from ct_new) and the refusals are counted. A
+// share larger than the table is refused with the value named.
+func TestCTSourceMaxFlag(t *testing.T) {
+	h, out := newPublishingHost(t, "--ct-source-max", "4")
+	web := h.Name("web")
+	h.MustCLI("sandbox", "create", web, "-p", "8080:7777/udp")
+	testbed.ServeOn(t, h.NS(web), 7777)
+	// A UDP flow is established once answered and answered back.
+	for i := range 8 {
+		c, err := testbed.Dial(out.NS, "udp", hostIP+":8080", "")
+		mustWork(t, fmt.Sprintf("flow %d from the outside", i), err)
+		for range 2 {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			buf := make([]byte, 16)
+			_, err := c.Write([]byte("ping"))
+			if err == nil {
+				_, err = c.Read(buf)
+			}
+			mustWork(t, fmt.Sprintf("flow %d from the outside", i), err)
+		}
+		c.Close()
+	}
+	if n := h.ProgramCounter("from_container", "ct_source_full") + h.ProgramCounter("uplink", "ct_source_full"); n < 4 {
+		t.Errorf("8 flows of one source with a share of 4: %d refusals counted as ct_source_full, want at least 4", n)
+	}
+	msg, err := exec.Command(testbed.Binary(t), "daemon", "--ct-source-max", "200000").CombinedOutput()
+	if err == nil || !strings.Contains(string(msg), "invalid --ct-source-max 200000") {
+		t.Errorf("daemon --ct-source-max 200000: %v, %q; want it refused with the value named", err, msg)
+	}
 }

@@ -52,6 +52,9 @@ type Config struct {
 	// CTTimeouts are the conntrack lifetimes per state; nil keeps
 	// netfilter's defaults.
 	CTTimeouts *loader.CTTimeouts
+	// CTSourceMax is how many flows one source address may hold in ct;
+	// zero keeps the datapath's default.
+	CTSourceMax uint32
 	// DefaultIPv6 makes the default network bridge dual-stack when it is
 	// made (Docker's default-network-opts with enable_ipv6): its IPv6
 	// subnet is the first default IPv6 pool free of routes.
@@ -190,7 +193,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	dp, err := loader.Load(loader.Options{PinDir: cfg.BPFFS, Attach: cfg.AttachMode, NetnsCookie: cookie,
-		NATPortMin: cfg.NATPortMin, NATPortMax: cfg.NATPortMax, CTTimeouts: cfg.CTTimeouts})
+		NATPortMin: cfg.NATPortMin, NATPortMax: cfg.NATPortMax, CTTimeouts: cfg.CTTimeouts, CTSourceMax: cfg.CTSourceMax})
 	if err != nil {
 		st.Close()
 		host.Close()
