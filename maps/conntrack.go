@@ -70,6 +70,55 @@ func (m *Maps) FlushConntrack(addrs []netip.Addr) (int, error) {
 	})
 }
 
+// FlushOrphanedConntrack removes every conntrack entry of a flow that an
+// address of one of the datapath's networks is an end of, when no
+// endpoint has the address and it is no gateway: the flows of endpoints
+// whose flush never finished (the daemon stopped or crashed while it
+// ran), which ct_owner would hand to the next endpoint given the address.
+// It reads what the maps hold, so it runs once they are synced.
+func (m *Maps) FlushOrphanedConntrack() (int, error) {
+	live := map[bpf.DatapathAddr]bool{{}: true}
+	endpoints, err := keys[bpf.DatapathAddr](m.m.Endpoints)
+	if err != nil {
+		return 0, fmt.Errorf("list endpoints: %w", err)
+	}
+	for _, a := range endpoints {
+		live[a] = true
+	}
+	var (
+		index uint32
+		n     bpf.DatapathNetworkInfo
+		k     bpf.DatapathSubnetKey
+		local []netip.Prefix
+	)
+	nets := m.m.Networks.Iterate()
+	for nets.Next(&index, &n) {
+		live[n.Gateway], live[n.Gateway6] = true, true
+	}
+	if err := nets.Err(); err != nil {
+		return 0, fmt.Errorf("list networks: %w", err)
+	}
+	it := m.m.Subnets.Iterate()
+	for it.Next(&k, &index) {
+		if index != ForeignNetwork {
+			local = append(local, netip.PrefixFrom(Addr(k.Addr), subnetBits(k)))
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("list subnets: %w", err)
+	}
+	orphan := func(a bpf.DatapathAddr) bool {
+		if live[a] {
+			return false
+		}
+		addr := Addr(a)
+		return slices.ContainsFunc(local, func(p netip.Prefix) bool { return p.Contains(addr) })
+	}
+	return m.deleteConntrack(func(_ *ebpf.Map, k bpf.DatapathFlow, e bpf.DatapathCtEntry) bool {
+		return orphan(k.Saddr) || orphan(k.Daddr) || orphan(e.Nat.Saddr) || orphan(e.Nat.Daddr)
+	})
+}
+
 // deleteConntrack removes the entries of both conntrack tables that match
 // says to (it sees every entry, with its table), and returns how many it
 // removed. Its cost is bounded by the tables' sizes: a batch read of each

@@ -166,6 +166,14 @@ func subnetKey(p netip.Prefix) bpf.DatapathSubnetKey {
 	return bpf.DatapathSubnetKey{Prefixlen: uint32(bits), Addr: addr16(p.Addr())}
 }
 
+// subnetBits is the prefix length of a subnet as subnetKey wrote it.
+func subnetBits(k bpf.DatapathSubnetKey) int {
+	if Addr(k.Addr).Is4() {
+		return int(k.Prefixlen) - 96
+	}
+	return int(k.Prefixlen)
+}
+
 // subnets are a network's subnets, one per family it has.
 func (n Network) subnets() []netip.Prefix {
 	if n.Subnet6.IsValid() {

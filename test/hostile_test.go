@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -278,5 +279,49 @@ func freedAddressInheritsNothing(t *testing.T, h *testbed.Host, out testbed.Outs
 	c.SetReadDeadline(time.Now().Add(time.Second))
 	if n, from, err := c.ReadFrom(buf); err == nil {
 		t.Errorf("%s received %q from %s, an answer to %s's flow", b, buf[:n], from, a)
+	}
+}
+
+// Flows of an endpoint whose flush never finished (the daemon killed
+// while it ran) are flushed when the daemon starts again: an entry naming
+// an address of an ebpfnet network that no endpoint has goes, while
+// entries of live endpoints, gateways and the outside stay.
+func TestOrphanedFlowsFlushedAtStart(t *testing.T) {
+	h, out := newPublishingHost(t)
+	app := h.Name("app")
+	h.MustCLI("network", "create", "--subnet", "172.19.0.0/16", app)
+	live := h.Name("live")
+	h.MustCLI("sandbox", "create", live, "--network", app, "--ip", "172.19.0.50")
+	client := netip.MustParseAddrPort(out.IP + ":53")
+	entry := func(src netip.AddrPort) bpf.DatapathFlow {
+		return bpf.DatapathFlow{Saddr: bpf.DatapathAddr{B: src.Addr().As16()}, Daddr: bpf.DatapathAddr{B: client.Addr().As16()},
+			Sport: src.Port(), Dport: client.Port(), Proto: 17}
+	}
+	orphan, kept := entry(netip.MustParseAddrPort("172.19.0.77:4000")), []bpf.DatapathFlow{
+		entry(netip.MustParseAddrPort("172.19.0.50:4000")), // a live endpoint's
+		entry(netip.MustParseAddrPort("172.19.0.1:4000")),  // the gateway's
+		entry(netip.MustParseAddrPort(hostIP + ":4000")),   // the host's
+	}
+	h.Stop(syscall.SIGKILL)
+	ct, err := ebpf.LoadPinnedMap(filepath.Join(h.BPFFS(), "ct"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ct.Close()
+	v := bpf.DatapathCtEntry{Expires: uint64(maps.Now() + time.Hour)}
+	for _, k := range append([]bpf.DatapathFlow{orphan}, kept...) {
+		if err := ct.Put(k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.Start()
+	var got bpf.DatapathCtEntry
+	if err := ct.Lookup(orphan, &got); err == nil {
+		t.Errorf("the flow of 172.19.0.77, an address no endpoint has, outlived the restart")
+	}
+	for _, k := range kept {
+		if err := ct.Lookup(k, &got); err != nil {
+			t.Errorf("the flow of %s went at the restart: %v", maps.Addr(k.Saddr), err)
+		}
 	}
 }

@@ -46,7 +46,8 @@ func (e *Engine) Reconcile() error {
 			errs = append(errs, fmt.Errorf("sandbox %s: %w", sb.Name, err))
 		}
 	}
-	errs = append(errs, e.syncMaps(nets, sbs, pubs), e.syncHost(), e.removeLeftovers(nets, sbs), e.syncNames(nets, sbs))
+	errs = append(errs, e.syncMaps(nets, sbs, pubs), e.flushOrphanedConntrack(), e.syncHost(), e.removeLeftovers(nets, sbs),
+		e.syncNames(nets, sbs))
 	// Devices recreated above lost their peers: write them all again.
 	e.peersChecked = time.Time{}
 	e.nudgeCluster()
@@ -170,6 +171,20 @@ func (e *Engine) syncMaps(nets []store.Network, sbs []store.Sandbox, pubs map[st
 			return l.Attrs().Index, true
 		}))
 	})
+}
+
+// flushOrphanedConntrack removes the flows of endpoints whose conntrack
+// flush never finished (the daemon stopped or crashed during one), once
+// the maps name every live endpoint.
+func (e *Engine) flushOrphanedConntrack() error {
+	n, err := e.maps.FlushOrphanedConntrack()
+	if err != nil {
+		return fmt.Errorf("flush the conntrack entries of removed endpoints: %w", err)
+	}
+	if n > 0 {
+		e.log.Info("flushed the conntrack entries of endpoints removed before a flush finished", "entries", n)
+	}
+	return nil
 }
 
 // removeLeftovers deletes interfaces and link pins that ebpfnet created
