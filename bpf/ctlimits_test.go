@@ -1,11 +1,15 @@
 package bpf_test
 
 import (
+	"fmt"
+	"net"
 	"net/netip"
+	"os/exec"
 	"testing"
 	"time"
 
 	"github.com/ebpfnet/ebpfnet/bpf"
+	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/loader"
 	"github.com/ebpfnet/ebpfnet/maps"
 )
@@ -160,5 +164,67 @@ func TestSourceShareComesBack(t *testing.T) {
 	nb.udpExchange(t, ap(webAddr, 5005), 0)
 	if inCT(5005) {
 		t.Fatalf("past its limit again, a flow was promoted")
+	}
+}
+
+// An IPv6 client outside picks its addresses from its /64 at will: its
+// share of ct is counted per /64, so eight addresses of one /64 hold no
+// more than one would. Sandboxes of one network share a /64 but not a
+// share: theirs are counted per address.
+func TestOneIPv6PrefixCannotFillCT(t *testing.T) {
+	const limit = 4
+	nb := newNATBedWith6(t, loader.Options{CTSourceMax: limit})
+	must(t, nb.maps.PutPublication(maps.Publication{HostAddr: netip.IPv6Unspecified(), HostPort: 8080, Proto: 17, Addr: webAddr6, Port: 80}))
+	host, web := ap(hostAddr6, 8080), ap(webAddr6, 80)
+	for i := range 2 * limit {
+		client := ap(netip.MustParseAddr(fmt.Sprintf("2001:db8:99::%x", 0x100+i)), 40000)
+		if out, err := exec.Command("ip", "-n", nb.ns[len("/run/netns/"):], "neigh", "replace", client.Addr().String(), "lladdr", clientMAC.String(), "dev", "up0").CombinedOutput(); err != nil {
+			t.Fatalf("neighbour %s: %v: %s", client.Addr(), err, out)
+		}
+		nb.mustVerdict(t, "query", nb.dp.Uplink.UplinkIngress, segment(17, client, host, false), 0, tcActRedirect)
+		nb.mustVerdict(t, "answer", nb.dp.Endpoint.FromContainer, segment(17, web, client, false), 0, tcActRedirect)
+		nb.mustVerdict(t, "answered back", nb.dp.Uplink.UplinkIngress, segment(17, client, host, false), 0, tcActRedirect)
+	}
+	promoted := 0
+	for i := range 2 * limit {
+		client := ap(netip.MustParseAddr(fmt.Sprintf("2001:db8:99::%x", 0x100+i)), 40000)
+		if _, assured := nb.state(t, flowOf(17, client, host)); assured {
+			promoted++
+		}
+	}
+	if promoted != limit {
+		t.Errorf("eight addresses of one /64 hold %d flows in ct, want the /64's share %d", promoted, limit)
+	}
+
+	// Two sandboxes of one /64, each with its share.
+	other := netip.MustParseAddr("fd00:17::9")
+	if out, err := exec.Command("ip", "-n", nb.ns[len("/run/netns/"):], "link", "add", "ep9", "type", "veth", "peer", "name", "ep9p").CombinedOutput(); err != nil {
+		t.Fatalf("add veth: %v: %s", err, out)
+	}
+	var ifindex int
+	must(t, namespace.Do(nb.ns, func() error {
+		l, err := net.InterfaceByName("ep9")
+		if err == nil {
+			ifindex = l.Index
+		}
+		return err
+	}))
+	must(t, nb.maps.PutIface(maps.Iface{Ifindex: uint32(ifindex), Network: 1, Addr: netip.MustParseAddr("172.17.0.9"), Addr6: other}))
+	must(t, nb.maps.PutEndpoint(maps.Endpoint{Addr: other, Ifindex: uint32(ifindex), Network: 1, MAC: net.HardwareAddr{2, 0x42, 172, 17, 0, 9}}))
+	dst := ap(clientAddr6, 53)
+	exchange := func(src netip.AddrPort, ifindex int) bool {
+		out := nb.mustVerdict(t, "query", nb.dp.Endpoint.FromContainer, segment(17, src, dst, false), ifindex, tcActRedirect)
+		nb.mustVerdict(t, "answer", nb.dp.Uplink.UplinkIngress, segment(17, dst, out.src, false), 0, tcActRedirect)
+		nb.mustVerdict(t, "answered back", nb.dp.Endpoint.FromContainer, segment(17, src, dst, false), ifindex, tcActRedirect)
+		_, assured := nb.state(t, flowOf(17, src, dst))
+		return assured
+	}
+	for port := uint16(5000); port < 5000+limit; port++ {
+		if !exchange(ap(webAddr6, port), 0) {
+			t.Errorf("the sandbox %s's flow %d is not in ct, within its share", webAddr6, port)
+		}
+	}
+	if !exchange(ap(other, 5000), ifindex) {
+		t.Errorf("the sandbox %s's flow is not in ct: it shares a /64 with %s, not its share", other, webAddr6)
 	}
 }

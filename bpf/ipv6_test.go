@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/loader"
 	"github.com/ebpfnet/ebpfnet/maps"
 )
 
@@ -26,7 +27,13 @@ var (
 // its endpoint are dual-stack.
 func newNATBed6(t testing.TB) *natbed {
 	t.Helper()
-	nb := newNATBed(t)
+	return newNATBedWith6(t, loader.Options{})
+}
+
+// newNATBedWith6 is newNATBed6 with the programs loaded with opts.
+func newNATBedWith6(t testing.TB, opts loader.Options) *natbed {
+	t.Helper()
+	nb := newNATBedWith(t, opts)
 	name := nb.ns[len("/run/netns/"):]
 	for _, args := range [][]string{
 		{"addr", "add", "2001:db8:99::1/64", "dev", "up0", "nodad"},

@@ -20,6 +20,7 @@ const (
 	SockMapCt                = "ct"
 	SockMapCtNew             = "ct_new"
 	SockMapCtReleased        = "ct_released"
+	SockMapCtSourceScratch   = "ct_source_scratch"
 	SockMapCtSources         = "ct_sources"
 	SockMapEndpoints         = "endpoints"
 	SockMapEvents            = "events"
@@ -114,33 +115,34 @@ type SockProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockMapSpecs struct {
-	CsumScratch    *ebpf.MapSpec `ebpf:"csum_scratch"`
-	Ct             *ebpf.MapSpec `ebpf:"ct"`
-	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
-	CtReleased     *ebpf.MapSpec `ebpf:"ct_released"`
-	CtSources      *ebpf.MapSpec `ebpf:"ct_sources"`
-	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	FibScratch     *ebpf.MapSpec `ebpf:"fib_scratch"`
-	Frags          *ebpf.MapSpec `ebpf:"frags"`
-	HeldPorts      *ebpf.MapSpec `ebpf:"held_ports"`
-	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
-	HostEchoes     *ebpf.MapSpec `ebpf:"host_echoes"`
-	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
-	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
-	Monitor        *ebpf.MapSpec `ebpf:"monitor"`
-	MonitorBudget  *ebpf.MapSpec `ebpf:"monitor_budget"`
-	Networks       *ebpf.MapSpec `ebpf:"networks"`
-	NewFlowScratch *ebpf.MapSpec `ebpf:"new_flow_scratch"`
-	OverlayPeers   *ebpf.MapSpec `ebpf:"overlay_peers"`
-	OverlayVnis    *ebpf.MapSpec `ebpf:"overlay_vnis"`
-	Publications   *ebpf.MapSpec `ebpf:"publications"`
-	PublishedPorts *ebpf.MapSpec `ebpf:"published_ports"`
-	SkPeers        *ebpf.MapSpec `ebpf:"sk_peers"`
-	Stats          *ebpf.MapSpec `ebpf:"stats"`
-	Subnets        *ebpf.MapSpec `ebpf:"subnets"`
-	Uplinks        *ebpf.MapSpec `ebpf:"uplinks"`
-	XdpTargets     *ebpf.MapSpec `ebpf:"xdp_targets"`
+	CsumScratch     *ebpf.MapSpec `ebpf:"csum_scratch"`
+	Ct              *ebpf.MapSpec `ebpf:"ct"`
+	CtNew           *ebpf.MapSpec `ebpf:"ct_new"`
+	CtReleased      *ebpf.MapSpec `ebpf:"ct_released"`
+	CtSourceScratch *ebpf.MapSpec `ebpf:"ct_source_scratch"`
+	CtSources       *ebpf.MapSpec `ebpf:"ct_sources"`
+	Endpoints       *ebpf.MapSpec `ebpf:"endpoints"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	FibScratch      *ebpf.MapSpec `ebpf:"fib_scratch"`
+	Frags           *ebpf.MapSpec `ebpf:"frags"`
+	HeldPorts       *ebpf.MapSpec `ebpf:"held_ports"`
+	HostAddrs       *ebpf.MapSpec `ebpf:"host_addrs"`
+	HostEchoes      *ebpf.MapSpec `ebpf:"host_echoes"`
+	IcmpBudget      *ebpf.MapSpec `ebpf:"icmp_budget"`
+	Ifaces          *ebpf.MapSpec `ebpf:"ifaces"`
+	Monitor         *ebpf.MapSpec `ebpf:"monitor"`
+	MonitorBudget   *ebpf.MapSpec `ebpf:"monitor_budget"`
+	Networks        *ebpf.MapSpec `ebpf:"networks"`
+	NewFlowScratch  *ebpf.MapSpec `ebpf:"new_flow_scratch"`
+	OverlayPeers    *ebpf.MapSpec `ebpf:"overlay_peers"`
+	OverlayVnis     *ebpf.MapSpec `ebpf:"overlay_vnis"`
+	Publications    *ebpf.MapSpec `ebpf:"publications"`
+	PublishedPorts  *ebpf.MapSpec `ebpf:"published_ports"`
+	SkPeers         *ebpf.MapSpec `ebpf:"sk_peers"`
+	Stats           *ebpf.MapSpec `ebpf:"stats"`
+	Subnets         *ebpf.MapSpec `ebpf:"subnets"`
+	Uplinks         *ebpf.MapSpec `ebpf:"uplinks"`
+	XdpTargets      *ebpf.MapSpec `ebpf:"xdp_targets"`
 }
 
 // SockVariableSpecs contains global variables before they are loaded into the kernel.
@@ -170,33 +172,34 @@ func (o *SockObjects) Close() error {
 //
 // It can be passed to LoadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockMaps struct {
-	CsumScratch    *ebpf.Map `ebpf:"csum_scratch"`
-	Ct             *ebpf.Map `ebpf:"ct"`
-	CtNew          *ebpf.Map `ebpf:"ct_new"`
-	CtReleased     *ebpf.Map `ebpf:"ct_released"`
-	CtSources      *ebpf.Map `ebpf:"ct_sources"`
-	Endpoints      *ebpf.Map `ebpf:"endpoints"`
-	Events         *ebpf.Map `ebpf:"events"`
-	FibScratch     *ebpf.Map `ebpf:"fib_scratch"`
-	Frags          *ebpf.Map `ebpf:"frags"`
-	HeldPorts      *ebpf.Map `ebpf:"held_ports"`
-	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
-	HostEchoes     *ebpf.Map `ebpf:"host_echoes"`
-	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
-	Ifaces         *ebpf.Map `ebpf:"ifaces"`
-	Monitor        *ebpf.Map `ebpf:"monitor"`
-	MonitorBudget  *ebpf.Map `ebpf:"monitor_budget"`
-	Networks       *ebpf.Map `ebpf:"networks"`
-	NewFlowScratch *ebpf.Map `ebpf:"new_flow_scratch"`
-	OverlayPeers   *ebpf.Map `ebpf:"overlay_peers"`
-	OverlayVnis    *ebpf.Map `ebpf:"overlay_vnis"`
-	Publications   *ebpf.Map `ebpf:"publications"`
-	PublishedPorts *ebpf.Map `ebpf:"published_ports"`
-	SkPeers        *ebpf.Map `ebpf:"sk_peers"`
-	Stats          *ebpf.Map `ebpf:"stats"`
-	Subnets        *ebpf.Map `ebpf:"subnets"`
-	Uplinks        *ebpf.Map `ebpf:"uplinks"`
-	XdpTargets     *ebpf.Map `ebpf:"xdp_targets"`
+	CsumScratch     *ebpf.Map `ebpf:"csum_scratch"`
+	Ct              *ebpf.Map `ebpf:"ct"`
+	CtNew           *ebpf.Map `ebpf:"ct_new"`
+	CtReleased      *ebpf.Map `ebpf:"ct_released"`
+	CtSourceScratch *ebpf.Map `ebpf:"ct_source_scratch"`
+	CtSources       *ebpf.Map `ebpf:"ct_sources"`
+	Endpoints       *ebpf.Map `ebpf:"endpoints"`
+	Events          *ebpf.Map `ebpf:"events"`
+	FibScratch      *ebpf.Map `ebpf:"fib_scratch"`
+	Frags           *ebpf.Map `ebpf:"frags"`
+	HeldPorts       *ebpf.Map `ebpf:"held_ports"`
+	HostAddrs       *ebpf.Map `ebpf:"host_addrs"`
+	HostEchoes      *ebpf.Map `ebpf:"host_echoes"`
+	IcmpBudget      *ebpf.Map `ebpf:"icmp_budget"`
+	Ifaces          *ebpf.Map `ebpf:"ifaces"`
+	Monitor         *ebpf.Map `ebpf:"monitor"`
+	MonitorBudget   *ebpf.Map `ebpf:"monitor_budget"`
+	Networks        *ebpf.Map `ebpf:"networks"`
+	NewFlowScratch  *ebpf.Map `ebpf:"new_flow_scratch"`
+	OverlayPeers    *ebpf.Map `ebpf:"overlay_peers"`
+	OverlayVnis     *ebpf.Map `ebpf:"overlay_vnis"`
+	Publications    *ebpf.Map `ebpf:"publications"`
+	PublishedPorts  *ebpf.Map `ebpf:"published_ports"`
+	SkPeers         *ebpf.Map `ebpf:"sk_peers"`
+	Stats           *ebpf.Map `ebpf:"stats"`
+	Subnets         *ebpf.Map `ebpf:"subnets"`
+	Uplinks         *ebpf.Map `ebpf:"uplinks"`
+	XdpTargets      *ebpf.Map `ebpf:"xdp_targets"`
 }
 
 func (m *SockMaps) Close() error {
@@ -205,6 +208,7 @@ func (m *SockMaps) Close() error {
 		m.Ct,
 		m.CtNew,
 		m.CtReleased,
+		m.CtSourceScratch,
 		m.CtSources,
 		m.Endpoints,
 		m.Events,

@@ -16,39 +16,40 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	UplinkMapCsumScratch    = "csum_scratch"
-	UplinkMapCt             = "ct"
-	UplinkMapCtNew          = "ct_new"
-	UplinkMapCtReleased     = "ct_released"
-	UplinkMapCtSources      = "ct_sources"
-	UplinkMapEndpoints      = "endpoints"
-	UplinkMapEvents         = "events"
-	UplinkMapFibScratch     = "fib_scratch"
-	UplinkMapFrags          = "frags"
-	UplinkMapHeldPorts      = "held_ports"
-	UplinkMapHostAddrs      = "host_addrs"
-	UplinkMapHostEchoes     = "host_echoes"
-	UplinkMapIcmpBudget     = "icmp_budget"
-	UplinkMapIfaces         = "ifaces"
-	UplinkMapMonitor        = "monitor"
-	UplinkMapMonitorBudget  = "monitor_budget"
-	UplinkMapNetworks       = "networks"
-	UplinkMapNewFlowScratch = "new_flow_scratch"
-	UplinkMapOverlayPeers   = "overlay_peers"
-	UplinkMapOverlayVnis    = "overlay_vnis"
-	UplinkMapPublications   = "publications"
-	UplinkMapPublishedPorts = "published_ports"
-	UplinkMapSkPeers        = "sk_peers"
-	UplinkMapStats          = "stats"
-	UplinkMapSubnets        = "subnets"
-	UplinkMapUplinks        = "uplinks"
-	UplinkMapXdpTargets     = "xdp_targets"
-	UplinkProgUplinkEgress  = "uplink_egress"
-	UplinkProgUplinkIngress = "uplink_ingress"
-	UplinkVarCtSourceMax    = "ct_source_max"
-	UplinkVarCtTimeouts     = "ct_timeouts"
-	UplinkVarNatPortMax     = "nat_port_max"
-	UplinkVarNatPortMin     = "nat_port_min"
+	UplinkMapCsumScratch     = "csum_scratch"
+	UplinkMapCt              = "ct"
+	UplinkMapCtNew           = "ct_new"
+	UplinkMapCtReleased      = "ct_released"
+	UplinkMapCtSourceScratch = "ct_source_scratch"
+	UplinkMapCtSources       = "ct_sources"
+	UplinkMapEndpoints       = "endpoints"
+	UplinkMapEvents          = "events"
+	UplinkMapFibScratch      = "fib_scratch"
+	UplinkMapFrags           = "frags"
+	UplinkMapHeldPorts       = "held_ports"
+	UplinkMapHostAddrs       = "host_addrs"
+	UplinkMapHostEchoes      = "host_echoes"
+	UplinkMapIcmpBudget      = "icmp_budget"
+	UplinkMapIfaces          = "ifaces"
+	UplinkMapMonitor         = "monitor"
+	UplinkMapMonitorBudget   = "monitor_budget"
+	UplinkMapNetworks        = "networks"
+	UplinkMapNewFlowScratch  = "new_flow_scratch"
+	UplinkMapOverlayPeers    = "overlay_peers"
+	UplinkMapOverlayVnis     = "overlay_vnis"
+	UplinkMapPublications    = "publications"
+	UplinkMapPublishedPorts  = "published_ports"
+	UplinkMapSkPeers         = "sk_peers"
+	UplinkMapStats           = "stats"
+	UplinkMapSubnets         = "subnets"
+	UplinkMapUplinks         = "uplinks"
+	UplinkMapXdpTargets      = "xdp_targets"
+	UplinkProgUplinkEgress   = "uplink_egress"
+	UplinkProgUplinkIngress  = "uplink_ingress"
+	UplinkVarCtSourceMax     = "ct_source_max"
+	UplinkVarCtTimeouts      = "ct_timeouts"
+	UplinkVarNatPortMax      = "nat_port_max"
+	UplinkVarNatPortMin      = "nat_port_min"
 )
 
 // LoadUplink returns the embedded CollectionSpec for Uplink.
@@ -101,33 +102,34 @@ type UplinkProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UplinkMapSpecs struct {
-	CsumScratch    *ebpf.MapSpec `ebpf:"csum_scratch"`
-	Ct             *ebpf.MapSpec `ebpf:"ct"`
-	CtNew          *ebpf.MapSpec `ebpf:"ct_new"`
-	CtReleased     *ebpf.MapSpec `ebpf:"ct_released"`
-	CtSources      *ebpf.MapSpec `ebpf:"ct_sources"`
-	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	FibScratch     *ebpf.MapSpec `ebpf:"fib_scratch"`
-	Frags          *ebpf.MapSpec `ebpf:"frags"`
-	HeldPorts      *ebpf.MapSpec `ebpf:"held_ports"`
-	HostAddrs      *ebpf.MapSpec `ebpf:"host_addrs"`
-	HostEchoes     *ebpf.MapSpec `ebpf:"host_echoes"`
-	IcmpBudget     *ebpf.MapSpec `ebpf:"icmp_budget"`
-	Ifaces         *ebpf.MapSpec `ebpf:"ifaces"`
-	Monitor        *ebpf.MapSpec `ebpf:"monitor"`
-	MonitorBudget  *ebpf.MapSpec `ebpf:"monitor_budget"`
-	Networks       *ebpf.MapSpec `ebpf:"networks"`
-	NewFlowScratch *ebpf.MapSpec `ebpf:"new_flow_scratch"`
-	OverlayPeers   *ebpf.MapSpec `ebpf:"overlay_peers"`
-	OverlayVnis    *ebpf.MapSpec `ebpf:"overlay_vnis"`
-	Publications   *ebpf.MapSpec `ebpf:"publications"`
-	PublishedPorts *ebpf.MapSpec `ebpf:"published_ports"`
-	SkPeers        *ebpf.MapSpec `ebpf:"sk_peers"`
-	Stats          *ebpf.MapSpec `ebpf:"stats"`
-	Subnets        *ebpf.MapSpec `ebpf:"subnets"`
-	Uplinks        *ebpf.MapSpec `ebpf:"uplinks"`
-	XdpTargets     *ebpf.MapSpec `ebpf:"xdp_targets"`
+	CsumScratch     *ebpf.MapSpec `ebpf:"csum_scratch"`
+	Ct              *ebpf.MapSpec `ebpf:"ct"`
+	CtNew           *ebpf.MapSpec `ebpf:"ct_new"`
+	CtReleased      *ebpf.MapSpec `ebpf:"ct_released"`
+	CtSourceScratch *ebpf.MapSpec `ebpf:"ct_source_scratch"`
+	CtSources       *ebpf.MapSpec `ebpf:"ct_sources"`
+	Endpoints       *ebpf.MapSpec `ebpf:"endpoints"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	FibScratch      *ebpf.MapSpec `ebpf:"fib_scratch"`
+	Frags           *ebpf.MapSpec `ebpf:"frags"`
+	HeldPorts       *ebpf.MapSpec `ebpf:"held_ports"`
+	HostAddrs       *ebpf.MapSpec `ebpf:"host_addrs"`
+	HostEchoes      *ebpf.MapSpec `ebpf:"host_echoes"`
+	IcmpBudget      *ebpf.MapSpec `ebpf:"icmp_budget"`
+	Ifaces          *ebpf.MapSpec `ebpf:"ifaces"`
+	Monitor         *ebpf.MapSpec `ebpf:"monitor"`
+	MonitorBudget   *ebpf.MapSpec `ebpf:"monitor_budget"`
+	Networks        *ebpf.MapSpec `ebpf:"networks"`
+	NewFlowScratch  *ebpf.MapSpec `ebpf:"new_flow_scratch"`
+	OverlayPeers    *ebpf.MapSpec `ebpf:"overlay_peers"`
+	OverlayVnis     *ebpf.MapSpec `ebpf:"overlay_vnis"`
+	Publications    *ebpf.MapSpec `ebpf:"publications"`
+	PublishedPorts  *ebpf.MapSpec `ebpf:"published_ports"`
+	SkPeers         *ebpf.MapSpec `ebpf:"sk_peers"`
+	Stats           *ebpf.MapSpec `ebpf:"stats"`
+	Subnets         *ebpf.MapSpec `ebpf:"subnets"`
+	Uplinks         *ebpf.MapSpec `ebpf:"uplinks"`
+	XdpTargets      *ebpf.MapSpec `ebpf:"xdp_targets"`
 }
 
 // UplinkVariableSpecs contains global variables before they are loaded into the kernel.
@@ -160,33 +162,34 @@ func (o *UplinkObjects) Close() error {
 //
 // It can be passed to LoadUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UplinkMaps struct {
-	CsumScratch    *ebpf.Map `ebpf:"csum_scratch"`
-	Ct             *ebpf.Map `ebpf:"ct"`
-	CtNew          *ebpf.Map `ebpf:"ct_new"`
-	CtReleased     *ebpf.Map `ebpf:"ct_released"`
-	CtSources      *ebpf.Map `ebpf:"ct_sources"`
-	Endpoints      *ebpf.Map `ebpf:"endpoints"`
-	Events         *ebpf.Map `ebpf:"events"`
-	FibScratch     *ebpf.Map `ebpf:"fib_scratch"`
-	Frags          *ebpf.Map `ebpf:"frags"`
-	HeldPorts      *ebpf.Map `ebpf:"held_ports"`
-	HostAddrs      *ebpf.Map `ebpf:"host_addrs"`
-	HostEchoes     *ebpf.Map `ebpf:"host_echoes"`
-	IcmpBudget     *ebpf.Map `ebpf:"icmp_budget"`
-	Ifaces         *ebpf.Map `ebpf:"ifaces"`
-	Monitor        *ebpf.Map `ebpf:"monitor"`
-	MonitorBudget  *ebpf.Map `ebpf:"monitor_budget"`
-	Networks       *ebpf.Map `ebpf:"networks"`
-	NewFlowScratch *ebpf.Map `ebpf:"new_flow_scratch"`
-	OverlayPeers   *ebpf.Map `ebpf:"overlay_peers"`
-	OverlayVnis    *ebpf.Map `ebpf:"overlay_vnis"`
-	Publications   *ebpf.Map `ebpf:"publications"`
-	PublishedPorts *ebpf.Map `ebpf:"published_ports"`
-	SkPeers        *ebpf.Map `ebpf:"sk_peers"`
-	Stats          *ebpf.Map `ebpf:"stats"`
-	Subnets        *ebpf.Map `ebpf:"subnets"`
-	Uplinks        *ebpf.Map `ebpf:"uplinks"`
-	XdpTargets     *ebpf.Map `ebpf:"xdp_targets"`
+	CsumScratch     *ebpf.Map `ebpf:"csum_scratch"`
+	Ct              *ebpf.Map `ebpf:"ct"`
+	CtNew           *ebpf.Map `ebpf:"ct_new"`
+	CtReleased      *ebpf.Map `ebpf:"ct_released"`
+	CtSourceScratch *ebpf.Map `ebpf:"ct_source_scratch"`
+	CtSources       *ebpf.Map `ebpf:"ct_sources"`
+	Endpoints       *ebpf.Map `ebpf:"endpoints"`
+	Events          *ebpf.Map `ebpf:"events"`
+	FibScratch      *ebpf.Map `ebpf:"fib_scratch"`
+	Frags           *ebpf.Map `ebpf:"frags"`
+	HeldPorts       *ebpf.Map `ebpf:"held_ports"`
+	HostAddrs       *ebpf.Map `ebpf:"host_addrs"`
+	HostEchoes      *ebpf.Map `ebpf:"host_echoes"`
+	IcmpBudget      *ebpf.Map `ebpf:"icmp_budget"`
+	Ifaces          *ebpf.Map `ebpf:"ifaces"`
+	Monitor         *ebpf.Map `ebpf:"monitor"`
+	MonitorBudget   *ebpf.Map `ebpf:"monitor_budget"`
+	Networks        *ebpf.Map `ebpf:"networks"`
+	NewFlowScratch  *ebpf.Map `ebpf:"new_flow_scratch"`
+	OverlayPeers    *ebpf.Map `ebpf:"overlay_peers"`
+	OverlayVnis     *ebpf.Map `ebpf:"overlay_vnis"`
+	Publications    *ebpf.Map `ebpf:"publications"`
+	PublishedPorts  *ebpf.Map `ebpf:"published_ports"`
+	SkPeers         *ebpf.Map `ebpf:"sk_peers"`
+	Stats           *ebpf.Map `ebpf:"stats"`
+	Subnets         *ebpf.Map `ebpf:"subnets"`
+	Uplinks         *ebpf.Map `ebpf:"uplinks"`
+	XdpTargets      *ebpf.Map `ebpf:"xdp_targets"`
 }
 
 func (m *UplinkMaps) Close() error {
@@ -195,6 +198,7 @@ func (m *UplinkMaps) Close() error {
 		m.Ct,
 		m.CtNew,
 		m.CtReleased,
+		m.CtSourceScratch,
 		m.CtSources,
 		m.Endpoints,
 		m.Events,

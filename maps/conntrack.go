@@ -37,6 +37,10 @@ func (m *Maps) ReclaimExpired(now time.Duration) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	local, err := m.localSubnets()
+	if err != nil {
+		return 0, err
+	}
 	held := map[bpf.DatapathAddr]int64{}
 	removed, err := m.deleteConntrack(func(table *ebpf.Map, k bpf.DatapathFlow, e bpf.DatapathCtEntry) bool {
 		if time.Duration(e.Expires) <= now {
@@ -44,7 +48,7 @@ func (m *Maps) ReclaimExpired(now time.Duration) (int, error) {
 		}
 		if table == m.m.Ct && e.Flags&uint8(bpf.DatapathCtFlagCT_REPLY) == 0 {
 			// A flow counts for the source of its originator's entry.
-			held[k.Saddr]++
+			held[sourceOf(k.Saddr, local)]++
 		}
 		return false
 	})
@@ -88,8 +92,6 @@ func (m *Maps) FlushOrphanedConntrack() (int, error) {
 	var (
 		index uint32
 		n     bpf.DatapathNetworkInfo
-		k     bpf.DatapathSubnetKey
-		local []netip.Prefix
 	)
 	nets := m.m.Networks.Iterate()
 	for nets.Next(&index, &n) {
@@ -98,14 +100,15 @@ func (m *Maps) FlushOrphanedConntrack() (int, error) {
 	if err := nets.Err(); err != nil {
 		return 0, fmt.Errorf("list networks: %w", err)
 	}
-	it := m.m.Subnets.Iterate()
-	for it.Next(&k, &index) {
-		if index != ForeignNetwork {
-			local = append(local, netip.PrefixFrom(Addr(k.Addr), subnetBits(k)))
-		}
+	subnets, err := m.localSubnets()
+	if err != nil {
+		return 0, err
 	}
-	if err := it.Err(); err != nil {
-		return 0, fmt.Errorf("list subnets: %w", err)
+	var local []netip.Prefix
+	for p, foreign := range subnets {
+		if !foreign {
+			local = append(local, p)
+		}
 	}
 	orphan := func(a bpf.DatapathAddr) bool {
 		if live[a] {
@@ -117,6 +120,40 @@ func (m *Maps) FlushOrphanedConntrack() (int, error) {
 	return m.deleteConntrack(func(_ *ebpf.Map, k bpf.DatapathFlow, e bpf.DatapathCtEntry) bool {
 		return orphan(k.Saddr) || orphan(k.Daddr) || orphan(e.Nat.Saddr) || orphan(e.Nat.Daddr)
 	})
+}
+
+// localSubnets are the subnets of the host's networks the datapath knows:
+// ebpfnet's (false) and other runtimes' (true).
+func (m *Maps) localSubnets() (map[netip.Prefix]bool, error) {
+	var (
+		k     bpf.DatapathSubnetKey
+		index uint32
+	)
+	out := map[netip.Prefix]bool{}
+	it := m.m.Subnets.Iterate()
+	for it.Next(&k, &index) {
+		out[netip.PrefixFrom(Addr(k.Addr), subnetBits(k))] = index == ForeignNetwork
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list subnets: %w", err)
+	}
+	return out, nil
+}
+
+// sourceOf is the key the datapath counts a's flows under in ct_sources
+// (ct_source_of in bpf/lib/conntrack.h): the address, or for an IPv6
+// address beyond the host's networks (local) its /64.
+func sourceOf(a bpf.DatapathAddr, local map[netip.Prefix]bool) bpf.DatapathAddr {
+	addr := Addr(a)
+	if addr.Is4() {
+		return a
+	}
+	for p := range local {
+		if p.Contains(addr) {
+			return a
+		}
+	}
+	return addr16(netip.PrefixFrom(addr, 64).Masked().Addr())
 }
 
 // deleteConntrack removes the entries of both conntrack tables that match

@@ -121,11 +121,33 @@ static __always_inline struct ct_entry *ct_partner(const struct flow *key, const
 	return same_flow(&partner->nat, &back) ? partner : NULL;
 }
 
+/* ct_source_of gives the key that src's flows are counted under in
+ * ct_sources: its address, or for an IPv6 address beyond the host's
+ * networks its /64, which one client (a host, a site) holds whole and
+ * picks addresses from at will. maps/conntrack.go keys them alike. The
+ * key is in this CPU's ct_source_scratch, valid until the next call;
+ * NULL if there is none. */
+static const __u32 ct_source_scratch_slot = 0; /* a key off the stack, which is tight */
+
+static __always_inline const union addr *ct_source_of(const union addr *src)
+{
+	struct subnet_key *k = bpf_map_lookup_elem(&ct_source_scratch, &ct_source_scratch_slot);
+
+	if (!k)
+		return NULL;
+	k->prefixlen = 128;
+	k->addr = *src;
+	if (!addr_is_v4(src) && !bpf_map_lookup_elem(&subnets, k))
+		k->addr.w[2] = k->addr.w[3] = 0;
+	return &k->addr;
+}
+
 /* ct_source_forgot counts a flow of src that left ct: the datapath
  * removed its originator's entry. */
 static __always_inline void ct_source_forgot(const union addr *src)
 {
-	struct ct_source *c = bpf_map_lookup_elem(&ct_sources, src);
+	const union addr *key = ct_source_of(src);
+	struct ct_source *c = key ? bpf_map_lookup_elem(&ct_sources, key) : NULL;
 
 	if (c)
 		__sync_fetch_and_add(&c->forgotten, 1);
@@ -274,23 +296,21 @@ static __always_inline int ct_prepare(struct ct_new_flow *nf, const struct packe
  * reply tuple is in live use. */
 static __noinline int ct_claim(struct ct_new_flow *nf)
 {
-	struct flow reply_key;
-
-	reverse(&nf->fwd.nat, &reply_key);
+	reverse(&nf->fwd.nat, &nf->reply);
 	reverse(&nf->orig, &nf->rev.nat);
-	if (ct_taken(&reply_key))
+	if (ct_taken(&nf->reply))
 		return -1;
-	if (bpf_map_update_elem(&ct_new, &reply_key, &nf->rev, BPF_NOEXIST) < 0)
+	if (bpf_map_update_elem(&ct_new, &nf->reply, &nf->rev, BPF_NOEXIST) < 0)
 		return -1; /* claimed by another CPU meanwhile */
 	if (bpf_map_update_elem(&ct_new, &nf->orig, &nf->fwd, BPF_ANY) < 0) {
-		bpf_map_delete_elem(&ct_new, &reply_key);
+		bpf_map_delete_elem(&ct_new, &nf->reply);
 		return -1;
 	}
 	return 0;
 }
 
-/* ct_source_counter finds src's counter, created at zero if it has none;
- * NULL when ct_sources is full. */
+/* ct_source_counter finds the counter of a source (a key ct_source_of
+ * gave), created at zero if it has none; NULL when ct_sources is full. */
 static __always_inline struct ct_source *ct_source_counter(const union addr *src)
 {
 	struct ct_source *c = bpf_map_lookup_elem(&ct_sources, src);
@@ -302,13 +322,33 @@ static __always_inline struct ct_source *ct_source_counter(const union addr *src
 	return bpf_map_lookup_elem(&ct_sources, src);
 }
 
-/* ct_source_held is how many flows src (whose counter is c) holds in
+/* ct_source_held is how many flows source (whose counter is c) holds in
  * ct, as far as the datapath and the daemon's corrections know. */
 static __always_inline __s64 ct_source_held(const union addr *src, const struct ct_source *c)
 {
 	__s64 *released = bpf_map_lookup_elem(&ct_released, src);
 
 	return (__s64)(c->promoted - c->forgotten) - (released ? *released : 0);
+}
+
+/* ct_source_admit finds the counter of the source that src counts under
+ * (ct_source_of) when it may hold one more flow in ct; NULL when it may
+ * not. */
+static __always_inline struct ct_source *ct_source_admit(const union addr *src)
+{
+	const union addr *source = ct_source_of(src);
+	struct ct_source *c = source ? ct_source_counter(source) : NULL;
+
+	return c && ct_source_held(source, c) < (__s64)ct_source_max ? c : NULL;
+}
+
+/* ct_source_over reports whether the source src counts under (whose
+ * counter is c) holds more than its share. */
+static __always_inline int ct_source_over(const union addr *src, const struct ct_source *c)
+{
+	const union addr *source = ct_source_of(src);
+
+	return !source || ct_source_held(source, c) > (__s64)ct_source_max;
 }
 
 /* ct_promote moves a flow that has shown it is real from ct_new to ct.
@@ -323,8 +363,8 @@ static __always_inline void ct_promote(const struct flow *key, const struct ct_e
 
 	if (!partner)
 		return;
-	src = ct_source_counter(&orig->saddr);
-	if (!src || ct_source_held(&orig->saddr, src) >= (__s64)ct_source_max) {
+	src = ct_source_admit(&orig->saddr);
+	if (!src) {
 		count_bytes(prog, VERDICT_CT_SOURCE_FULL, 0);
 		return;
 	}
@@ -343,7 +383,7 @@ static __always_inline void ct_promote(const struct flow *key, const struct ct_e
 	 * the source since the check above. The flows that find the share
 	 * exceeded leave ct again, so a source never keeps more than it may. */
 	__sync_fetch_and_add(&src->promoted, 1);
-	if (ct_source_held(&orig->saddr, src) > (__s64)ct_source_max) {
+	if (ct_source_over(&orig->saddr, src)) {
 		if (bpf_map_delete_elem(&ct, orig) == 0)
 			__sync_fetch_and_add(&src->forgotten, 1);
 		bpf_map_delete_elem(&ct, orig == key ? &partner_key : key);

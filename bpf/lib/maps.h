@@ -206,6 +206,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } held_ports SEC(".maps");
 
+/* Where conntrack works out the key a flow's source is counted under in
+ * ct_sources (ct_source_of), as the subnets' key it looks the source up
+ * by first: one per CPU, for the same reason as below. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct subnet_key);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct_source_scratch SEC(".maps");
+
 /* Where a NAT port search builds the flow it creates: one per CPU, as a
  * program runs on one CPU from start to end. On the stack it would leave
  * too little of the BPF stack's 512 bytes to the calls around it. */

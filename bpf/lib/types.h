@@ -274,6 +274,7 @@ struct ct_new_flow {
 	struct flow orig;      /* key of the first packet's direction */
 	struct ct_entry fwd;   /* its entry: fwd.nat is what orig is rewritten to */
 	struct ct_entry rev;   /* the reply direction's entry, less what ct_claim fills in */
+	struct flow reply;     /* ct_claim's: the reply direction's key (off the tight stack) */
 };
 
 /* The per-CPU budget of ICMP errors the datapath sends, a token bucket
