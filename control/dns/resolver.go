@@ -74,10 +74,8 @@ func (r *Resolver) SetView(v *View) {
 	r.view.Store(v)
 	if r.pool != nil {
 		servers := map[netip.AddrPort]bool{}
-		for _, a := range v.Sandboxes {
-			for _, s := range a.Upstreams {
-				servers[s] = true
-			}
+		for s := range v.upstreams {
+			servers[s] = true
 		}
 		r.pool.keep(servers)
 	}

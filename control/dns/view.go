@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"maps"
 	"net/netip"
 	"strings"
 
@@ -18,6 +19,10 @@ type View struct {
 	Names map[string]map[string][]netip.Addr
 	// Reverse names on each network: an address to its PTR target.
 	Reverse map[string]map[netip.Addr]string
+	// upstreams counts the askers of each upstream server, so that the
+	// resolver learns which servers are still used without going through
+	// every asker.
+	upstreams map[netip.AddrPort]int
 }
 
 // Asker is what the resolver needs to know about a sandbox that asks.
@@ -42,22 +47,71 @@ type Record struct {
 
 // NewView indexes records and askers into a View.
 func NewView(askers map[string]Asker, records []Record) *View {
-	v := &View{Sandboxes: map[string]Asker{}, Names: map[string]map[string][]netip.Addr{}, Reverse: map[string]map[netip.Addr]string{}}
-	for id, a := range askers {
+	byNetwork := map[string][]Record{}
+	for _, r := range records {
+		byNetwork[r.Network] = append(byNetwork[r.Network], r)
+	}
+	return (&View{}).Apply(Change{Askers: askers, Networks: byNetwork})
+}
+
+// Change is what one change of the names does to a View.
+type Change struct {
+	Askers map[string]Asker // askers added or changed, by sandbox ID
+	Gone   []string         // sandbox IDs that no longer ask
+	// Networks holds every record of each network the change touched;
+	// a network named with none has no names left.
+	Networks map[string][]Record
+}
+
+// Apply returns v with c applied; v itself is left as it is, for the
+// queries being answered with it. Only the networks c names are indexed
+// again, so a change costs what it touches, not what the view holds;
+// the map of askers is copied whole, which costs a copy of memory, not a
+// lookup per entry, and spares every query a lock.
+func (v *View) Apply(c Change) *View {
+	out := &View{Sandboxes: maps.Clone(v.Sandboxes), Names: maps.Clone(v.Names), Reverse: maps.Clone(v.Reverse),
+		upstreams: maps.Clone(v.upstreams)}
+	if out.Sandboxes == nil {
+		out.Sandboxes, out.Names, out.Reverse = map[string]Asker{}, map[string]map[string][]netip.Addr{}, map[string]map[netip.Addr]string{}
+		out.upstreams = map[netip.AddrPort]int{}
+	}
+	drop := func(id string) {
+		for _, s := range out.Sandboxes[id].Upstreams {
+			if out.upstreams[s]--; out.upstreams[s] <= 0 {
+				delete(out.upstreams, s)
+			}
+		}
+		delete(out.Sandboxes, id)
+	}
+	for _, id := range c.Gone {
+		drop(id)
+	}
+	for id, a := range c.Askers {
+		drop(id)
 		var key strings.Builder
 		for _, s := range a.Upstreams {
 			key.WriteString(s.String() + " ")
+			out.upstreams[s]++
 		}
 		a.upstreamKey = key.String()
-		v.Sandboxes[id] = a
+		out.Sandboxes[id] = a
 	}
-	for _, r := range records {
-		names := v.Names[r.Network]
-		if names == nil {
-			names = map[string][]netip.Addr{}
-			v.Names[r.Network] = names
-			v.Reverse[r.Network] = map[netip.Addr]string{}
+	for network, records := range c.Networks {
+		if len(records) == 0 {
+			delete(out.Names, network)
+			delete(out.Reverse, network)
+			continue
 		}
+		out.Names[network], out.Reverse[network] = indexNetwork(records)
+	}
+	return out
+}
+
+// indexNetwork indexes the records of one network: its names and its
+// reverse names.
+func indexNetwork(records []Record) (map[string][]netip.Addr, map[netip.Addr]string) {
+	names, reverse := map[string][]netip.Addr{}, map[netip.Addr]string{}
+	for _, r := range records {
 		var addrs []netip.Addr
 		for _, a := range []netip.Addr{r.Addr, r.Addr6} {
 			if a.IsValid() {
@@ -71,12 +125,12 @@ func NewView(askers map[string]Asker, records []Record) *View {
 			}
 			if i == 0 { // the sandbox's own name is its PTR target, for both families
 				for _, a := range addrs {
-					v.Reverse[r.Network][a] = dns.Fqdn(strings.ToLower(n + "." + r.NetworkName))
+					reverse[a] = dns.Fqdn(strings.ToLower(n + "." + r.NetworkName))
 				}
 			}
 		}
 	}
-	return v
+	return names, reverse
 }
 
 // lookup finds a name for an asker: on the first of its networks that has it.

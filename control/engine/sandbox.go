@@ -218,6 +218,11 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 		pubs []store.Publication
 	)
 	nets := map[string]store.Network{}
+	// Who shares a namespace comes from the names' index, not from a read
+	// of every sandbox: a removal costs what it touches.
+	if err := e.loadNames(); err != nil {
+		return err
+	}
 	err := e.commit(func(tx *store.Tx) error {
 		var err error
 		if sb, err = tx.Sandbox(ref); err != nil {
@@ -229,14 +234,9 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 		if pubs, err = tx.Publications(sb.Name); err != nil {
 			return err
 		}
-		all, err := tx.Sandboxes()
-		if err != nil {
-			return err
-		}
-		for _, o := range all {
-			if o.Mode == store.ModeContainer && o.Shares == sb.Name {
-				return errdefs.Conflictf("sandbox %s is in use by %s (container:%s): remove %s first", sb.Name, o.Name, sb.Name, o.Name)
-			}
+		if users := e.names.sharers(sb.Name); len(users) > 0 {
+			o := users[0]
+			return errdefs.Conflictf("sandbox %s is in use by %s (container:%s): remove %s first", sb.Name, o, sb.Name, o)
 		}
 		if err := e.cfg.Runtime.StopProcesses(sb, force); err != nil {
 			return err
