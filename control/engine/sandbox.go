@@ -61,6 +61,10 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 	defer done()
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// Under the lock: no other change takes what the check found free.
+	if err := checkDescriptors("create sandbox " + spec.Name); err != nil {
+		return store.Sandbox{}, err
+	}
 	sb := store.Sandbox{ID: newID(), Name: spec.Name, Created: time.Now().UTC(), Mode: store.ModeNetworks, DNS: spec.DNS,
 		NetNS: e.cfg.Runtime.NamespacePath(spec.Name)}
 	err = e.update(func(tx *store.Tx, undo *rollback) error {
@@ -297,6 +301,9 @@ func (e *Engine) Connect(networkRef, sandboxRef string, spec EndpointSpec) error
 	defer done()
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if err := checkDescriptors("connect " + sandboxRef + " to " + networkRef); err != nil {
+		return err
+	}
 	return e.update(func(tx *store.Tx, undo *rollback) error {
 		n, err := tx.Network(networkRef)
 		if err != nil {
