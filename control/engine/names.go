@@ -189,12 +189,11 @@ func (e *Engine) followNames(ch store.Changes, remote []string) error {
 			if sb, ok := byName[name]; ok {
 				return sb, true, nil
 			}
-			sb, err := tx.Sandbox(name)
-			if errors.Is(err, store.ErrNotFound) {
-				return sb, false, nil
+			sb, ok, err := tx.SandboxNamed(name)
+			if ok {
+				byName[name] = sb
 			}
-			byName[name] = sb
-			return sb, err == nil, err
+			return sb, ok, err
 		}
 		for name := range touched {
 			old := ix.sandboxes[name]

@@ -68,7 +68,9 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 	sb := store.Sandbox{ID: newID(), Name: spec.Name, Created: time.Now().UTC(), Mode: store.ModeNetworks, DNS: spec.DNS,
 		NetNS: e.cfg.Runtime.NamespacePath(spec.Name)}
 	err = e.update(func(tx *store.Tx, undo *rollback) error {
-		if _, err := tx.Sandbox(spec.Name); err == nil {
+		if _, taken, err := tx.SandboxNamed(spec.Name); err != nil {
+			return err
+		} else if taken {
 			return errdefs.Conflictf("sandbox %s already exists", spec.Name)
 		}
 		shares, nets, err := e.resolveMode(tx, &sb, spec)

@@ -335,6 +335,21 @@ func (t *Tx) Sandbox(ref string) (Sandbox, error) {
 	return s, err
 }
 
+// SandboxNamed reads the sandbox named name, by its key alone: unlike
+// Sandbox, a name that is not there costs one lookup, not a read of every
+// sandbox for an ID it might be.
+func (t *Tx) SandboxNamed(name string) (Sandbox, bool, error) {
+	var s Sandbox
+	data := t.tx.Bucket(bucketSandboxes).Get([]byte(name))
+	if data == nil {
+		return s, false, nil
+	}
+	if err := json.Unmarshal(data, &s); err != nil {
+		return s, false, fmt.Errorf("decode record %s: %w", name, err)
+	}
+	return s, true, nil
+}
+
 // PutSandbox writes a sandbox.
 func (t *Tx) PutSandbox(s Sandbox) error {
 	t.noteSandbox(s.Name)
