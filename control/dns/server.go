@@ -86,6 +86,17 @@ func (s *Servers) set(id, netns string) error {
 	return err
 }
 
+// Running are the sandboxes with a listener, by ID.
+func (s *Servers) Running() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for id := range s.running {
+		out = append(out, id)
+	}
+	return out
+}
+
 // Entered is how many times listeners were opened in a sandbox's
 // namespace.
 func (s *Servers) Entered() uint64 { return s.entered.Load() }

@@ -105,6 +105,10 @@ type Engine struct {
 	// filesWritten counts the sandboxes whose hosts and resolv.conf were
 	// written, for tests to see what a change costs.
 	filesWritten atomic.Uint64
+	// resyncs are the rewrites of every sandbox's files under way
+	// (resyncNames), which Close waits for once closing is set.
+	resyncs sync.WaitGroup
+	closing atomic.Bool
 	// drivers finds the driver of a network: driverFor, but for tests
 	// that wrap one to make it fail.
 	drivers func(name string) (driver.Driver, bool)
@@ -267,6 +271,8 @@ func New(cfg Config) (*Engine, error) {
 
 // Close releases the store and the loaded objects; the datapath stays.
 func (e *Engine) Close() error {
+	e.closing.Store(true)
+	e.resyncs.Wait()
 	if e.stopWatcher != nil {
 		e.stopWatcher()
 	}

@@ -22,7 +22,7 @@ import (
 // every sandbox's files after each change made the 1,000th create cost
 // 24 times the 100th (issue 24). Guarded by e.mu.
 type nameIndex struct {
-	ready     bool       // built from the whole store (syncNames)
+	ready     bool       // built from the whole store (indexNames)
 	host      resolvConf // the host's file the sandboxes' files follow
 	view      *dns.View  // what the resolver answers from
 	sandboxes map[string]indexedSandbox
@@ -123,7 +123,7 @@ func (ix *nameIndex) sharers(name string) []string {
 }
 
 // loadNames makes sure the index is built, from the whole store the first
-// time.
+// time. Callers hold e.mu.
 func (e *Engine) loadNames() error {
 	if e.names != nil && e.names.ready {
 		return nil
@@ -132,7 +132,7 @@ func (e *Engine) loadNames() error {
 	if err != nil {
 		return err
 	}
-	return e.syncNames(nets, sbs)
+	return e.indexNames(nets, sbs)
 }
 
 // refreshNames makes the resolver, its listeners and the files follow a
@@ -157,11 +157,20 @@ func (e *Engine) followNames(ch store.Changes, remote []string) error {
 	if err != nil {
 		return err
 	}
-	if e.names == nil || !e.names.ready || !reflect.DeepEqual(host, e.names.host) {
-		if e.names != nil {
-			e.names.ready = false
-		}
-		return e.loadNames()
+	if e.names != nil && e.names.ready && !reflect.DeepEqual(host, e.names.host) {
+		// Every sandbox's files follow the host's: they are rewritten a
+		// sandbox at a time, off this change's path.
+		e.names.ready = false
+		e.resyncs.Add(1)
+		go func() {
+			defer e.resyncs.Done()
+			if err := e.resyncNames(); err != nil {
+				e.log.Warn("rewrite the sandboxes' files after the host's resolv.conf changed", "err", err)
+			}
+		}()
+	}
+	if err := e.loadNames(); err != nil {
+		return err
 	}
 	ix := e.names
 	touched := map[string]bool{}
@@ -269,33 +278,55 @@ func (e *Engine) followNames(ch store.Changes, remote []string) error {
 	return errors.Join(errs...)
 }
 
-// syncNames builds the resolver's view and the index from the whole
-// store, runs a resolver in every sandbox on a user-defined network and
-// rewrites every sandbox's resolv.conf and hosts: at start, on reconcile
-// and when the host's resolv.conf changed.
-func (e *Engine) syncNames(nets []store.Network, sbs []store.Sandbox) error {
+// indexNames builds the index and the resolver's view from the whole
+// store, and stops the resolvers of sandboxes that no longer ask; it
+// writes no file and enters no namespace (resyncNames does, a sandbox at
+// a time). Callers hold e.mu.
+func (e *Engine) indexNames(nets []store.Network, sbs []store.Sandbox) error {
 	host, err := readResolvConf(e.cfg.ResolvConf)
 	if err != nil {
 		return err
 	}
-	ix := indexNames(nets, sbs, host)
+	ix := buildNameIndex(nets, sbs, host)
 	ix.view = dns.NewView(ix.askers(), append(ix.allRecords(), e.remoteRecords(nets)...))
+	ix.ready = true
 	e.names = ix
 	e.resolver.SetView(ix.view)
-	errs := []error{e.dnsServers.Sync(ix.listeners())}
-	byName := map[string]store.Sandbox{}
-	for _, sb := range sbs {
-		byName[sb.Name] = sb
+	asks := ix.listeners()
+	var errs []error
+	for _, id := range e.dnsServers.Running() {
+		if _, ok := asks[id]; !ok {
+			errs = append(errs, e.dnsServers.Set(id, ""))
+		}
 	}
-	for _, sb := range sbs {
-		errs = append(errs, e.writeSandboxFiles(sb, byName))
-	}
-	ix.ready = true
 	return errors.Join(errs...)
 }
 
-// indexNames indexes a snapshot of the store.
-func indexNames(nets []store.Network, sbs []store.Sandbox, host resolvConf) *nameIndex {
+// resyncNames rewrites every sandbox's files and starts every missing
+// resolver, a sandbox at a time under the engine's lock, so that changes
+// go on between them: on reconcile and after the host's resolv.conf
+// changed.
+func (e *Engine) resyncNames() error {
+	_, sbs, err := e.store.Snapshot()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, sb := range sbs {
+		if e.closing.Load() {
+			break
+		}
+		e.locked(func() {
+			if err := e.followNames(store.Changes{Sandboxes: []string{sb.Name}}, nil); err != nil {
+				errs = append(errs, fmt.Errorf("sandbox %s: %w", sb.Name, err))
+			}
+		})
+	}
+	return errors.Join(errs...)
+}
+
+// buildNameIndex indexes a snapshot of the store.
+func buildNameIndex(nets []store.Network, sbs []store.Sandbox, host resolvConf) *nameIndex {
 	byID := store.ByID(nets)
 	network := func(id string) (store.Network, bool) { n, ok := byID[id]; return n, ok }
 	ix := newNameIndex(host)
@@ -341,7 +372,7 @@ func (ix *nameIndex) allRecords() []dns.Record {
 // user-defined network with the addresses of both families, and where a
 // resolver listens (sandbox ID to namespace path).
 func nameRecords(nets []store.Network, sbs []store.Sandbox, host resolvConf) (map[string]dns.Asker, []dns.Record, map[string]string) {
-	ix := indexNames(nets, sbs, host)
+	ix := buildNameIndex(nets, sbs, host)
 	return ix.askers(), ix.allRecords(), ix.listeners()
 }
 
