@@ -146,7 +146,7 @@ func (r *Resolver) answer(sandboxID string, q *dns.Msg, network string, wait boo
 	resp.SetReply(q)
 	resp.RecursionAvailable = true
 	v := r.view.Load()
-	asker, ok := v.Sandboxes[sandboxID]
+	asker, ok := v.Asker(sandboxID)
 	if !ok {
 		return resp.SetRcode(q, dns.RcodeRefused), refused
 	}

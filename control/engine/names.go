@@ -193,7 +193,18 @@ func (e *Engine) followNames(ch store.Changes, remote []string) error {
 		byName    = map[string]store.Sandbox{}
 	)
 	err = e.store.View(func(tx *store.Tx) error {
-		network := func(id string) (store.Network, bool) { n, err := tx.Network(id); return n, err == nil }
+		nets := map[string]*store.Network{} // a network read once, with its pool
+		network := func(id string) (store.Network, bool) {
+			if n, ok := nets[id]; ok {
+				return *n, true
+			}
+			n, err := tx.Network(id)
+			if err != nil {
+				return n, false
+			}
+			nets[id] = &n
+			return n, true
+		}
 		sandbox := func(name string) (store.Sandbox, bool, error) {
 			if sb, ok := byName[name]; ok {
 				return sb, true, nil
