@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/cluster"
@@ -150,6 +151,7 @@ root's a bind of a published port (EPERM).`,
 				debug.SetGCPercent(gcPercent)
 			}
 			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			raiseFileLimit(cfg.Log)
 			if cfg.Runtime, err = sandbox.NewRuntime(place.sandbox.NetnsDir, place.sandbox.EtcDir); err != nil {
 				return err
 			}
@@ -211,4 +213,26 @@ state of a daemon instance. The daemon must be stopped.`,
 	}
 	place.flags(cmd)
 	return cmd
+}
+
+// raiseFileLimit raises the soft limit on open files to the hard one: the
+// daemon holds two descriptors per sandbox (its resolver's sockets), and
+// the soft limit systemd and shells give (1024) would stop a host at about
+// 500 sandboxes. Go's runtime does the same for itself since 1.19; doing
+// it here says so in the log, where the number of sandboxes a host can
+// hold follows from it.
+func raiseFileLimit(log *slog.Logger) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		log.Warn("read the limit on open files", "err", err)
+		return
+	}
+	if lim.Cur < lim.Max {
+		raised := unix.Rlimit{Cur: lim.Max, Max: lim.Max}
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &raised); err != nil {
+			log.Warn("raise the limit on open files to the hard limit", "soft", lim.Cur, "hard", lim.Max, "err", err)
+			return
+		}
+	}
+	log.Info("limit on open files", "RLIMIT_NOFILE", lim.Max, "per sandbox", engine.DescriptorsPerSandbox)
 }

@@ -74,10 +74,8 @@ func (r *Resolver) SetView(v *View) {
 	r.view.Store(v)
 	if r.pool != nil {
 		servers := map[netip.AddrPort]bool{}
-		for _, a := range v.Sandboxes {
-			for _, s := range a.Upstreams {
-				servers[s] = true
-			}
+		for s := range v.upstreams {
+			servers[s] = true
 		}
 		r.pool.keep(servers)
 	}
@@ -148,7 +146,7 @@ func (r *Resolver) answer(sandboxID string, q *dns.Msg, network string, wait boo
 	resp.SetReply(q)
 	resp.RecursionAvailable = true
 	v := r.view.Load()
-	asker, ok := v.Sandboxes[sandboxID]
+	asker, ok := v.Asker(sandboxID)
 	if !ok {
 		return resp.SetRcode(q, dns.RcodeRefused), refused
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/miekg/dns"
 
@@ -21,6 +22,9 @@ type Servers struct {
 	mu       sync.Mutex
 	running  map[string]*listener // by sandbox ID
 	udp      *udpLoop             // nil while no sandbox has a listener
+	// entered counts the namespaces entered to open listeners, for tests
+	// to see what a change costs.
+	entered atomic.Uint64
 }
 
 type listener struct {
@@ -40,30 +44,62 @@ func (s *Servers) Sync(want map[string]string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var errs []error
-	for id, l := range s.running {
-		if want[id] != l.netns {
-			s.stop(l)
-			s.resolver.forget(id)
-			delete(s.running, id)
+	for id := range s.running {
+		if _, ok := want[id]; !ok {
+			s.set(id, "")
 		}
 	}
 	for id, netns := range want {
-		if _, ok := s.running[id]; ok {
-			continue
+		errs = append(errs, s.set(id, netns))
+	}
+	return errors.Join(errs...)
+}
+
+// Set runs sandbox id's listener in the namespace at netns, or none when
+// netns is "": a change to one sandbox enters its namespace only.
+func (s *Servers) Set(id, netns string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.set(id, netns)
+}
+
+func (s *Servers) set(id, netns string) error {
+	if l, ok := s.running[id]; ok {
+		if l.netns == netns {
+			return nil
 		}
-		l, err := s.start(id, netns)
-		if err != nil {
-			errs = append(errs, err)
-			continue
+		s.stop(l)
+		s.resolver.forget(id)
+		delete(s.running, id)
+	}
+	var err error
+	if netns != "" {
+		var l *listener
+		if l, err = s.start(id, netns); err == nil {
+			s.running[id] = l
 		}
-		s.running[id] = l
 	}
 	if len(s.running) == 0 && s.udp != nil {
 		s.udp.close()
 		s.udp = nil
 	}
-	return errors.Join(errs...)
+	return err
 }
+
+// Running are the sandboxes with a listener, by ID.
+func (s *Servers) Running() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for id := range s.running {
+		out = append(out, id)
+	}
+	return out
+}
+
+// Entered is how many times listeners were opened in a sandbox's
+// namespace.
+func (s *Servers) Entered() uint64 { return s.entered.Load() }
 
 // Close stops every listener and closes the resolver's sockets to
 // upstream servers.
@@ -84,6 +120,7 @@ func (s *Servers) start(id, netns string) (*listener, error) {
 	}
 	l := &listener{netns: netns}
 	var ln net.Listener
+	s.entered.Add(1)
 	err := namespace.Do(netns, func() error {
 		var err error
 		if l.udp, err = s.udp.listen(netip.MustParseAddrPort(Address), s.answerUDP(id)); err != nil {

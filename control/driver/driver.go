@@ -67,6 +67,11 @@ const (
 	AliasEndpoint = AliasPrefix + "endpoint:"
 )
 
+// HostSidePrefix begins the name of the host side of a sandbox's veth:
+// the one mark such an interface has from its first event on, before its
+// alias is set.
+const HostSidePrefix = "ebv"
+
 // IsNotFound reports whether a netlink lookup found no such link.
 func IsNotFound(err error) bool {
 	var nf netlink.LinkNotFoundError

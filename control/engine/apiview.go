@@ -379,13 +379,19 @@ func (a apiEngine) sandboxView(sb store.Sandbox, pubs []store.Publication, nets 
 // viewIn is a sandbox's view, reading in tx what it shows besides the
 // record: its publications and the networks.
 func (a apiEngine) viewIn(tx *store.Tx, sb store.Sandbox) (api.Sandbox, error) {
-	nets, err := tx.Networks()
-	if err != nil {
-		return api.Sandbox{}, err
+	// Its own networks only: every network with its pool costs what the
+	// host holds.
+	nets := map[string]store.Network{}
+	for _, ep := range sb.Endpoints {
+		n, err := networkByID(tx, ep.NetworkID)
+		if err != nil {
+			return api.Sandbox{}, err
+		}
+		nets[n.ID] = n
 	}
 	pubs, err := tx.Publications(sb.Name)
 	if err != nil {
 		return api.Sandbox{}, err
 	}
-	return a.sandboxView(sb, pubs, store.ByID(nets)), nil
+	return a.sandboxView(sb, pubs, nets), nil
 }

@@ -102,6 +102,16 @@ type Engine struct {
 	stopReclaim    chan struct{}
 	resolver       *dns.Resolver
 	dnsServers     *dns.Servers
+	// names is what the resolver and the sandboxes' files were last
+	// given; guarded by mu.
+	names *nameIndex
+	// filesWritten counts the sandboxes whose hosts and resolv.conf were
+	// written, for tests to see what a change costs.
+	filesWritten atomic.Uint64
+	// resyncs are the rewrites of every sandbox's files under way
+	// (resyncNames), which Close waits for once closing is set.
+	resyncs sync.WaitGroup
+	closing atomic.Bool
 	// drivers finds the driver of a network: driverFor, but for tests
 	// that wrap one to make it fail.
 	drivers func(name string) (driver.Driver, bool)
@@ -264,6 +274,8 @@ func New(cfg Config) (*Engine, error) {
 
 // Close releases the store and the loaded objects; the datapath stays.
 func (e *Engine) Close() error {
+	e.closing.Store(true)
+	e.resyncs.Wait()
 	if e.stopWatcher != nil {
 		e.stopWatcher()
 	}
@@ -355,33 +367,27 @@ func (r rollback) run(log *slog.Logger) {
 
 // update runs change in a store transaction. When change or the commit
 // fails, the undo steps change registered are run, so the kernel is left as
-// it was; when it succeeds, names and files follow the new state.
+// it was; when it succeeds, names and files follow the records it changed.
 func (e *Engine) update(change func(tx *store.Tx, undo *rollback) error) error {
-	return e.apply(change, true)
-}
-
-// apply is update for changes that may touch no name (refreshNames false):
-// publishing ports, whose cost should not grow with the number of sandboxes.
-func (e *Engine) apply(change func(tx *store.Tx, undo *rollback) error, refreshNames bool) error {
 	var undo rollback
-	err := e.store.Update(func(tx *store.Tx) error { return change(tx, &undo) })
+	ch, err := e.store.Change(func(tx *store.Tx) error { return change(tx, &undo) })
 	if err != nil {
 		undo.run(e.log)
 		e.ports = nil // it may hold what the failed change added
 		return err
 	}
-	if refreshNames {
-		e.refreshNames()
-	}
+	e.refreshNames(ch)
 	return nil
 }
 
 // commit is update for removals: a store transaction whose kernel
-// teardown, after it, is best effort. Names and files follow the new state.
+// teardown, after it, is best effort. Names and files follow the records
+// it changed.
 func (e *Engine) commit(change func(tx *store.Tx) error) error {
-	if err := e.store.Update(change); err != nil {
+	ch, err := e.store.Change(change)
+	if err != nil {
 		return err
 	}
-	e.refreshNames()
+	e.refreshNames(ch)
 	return nil
 }

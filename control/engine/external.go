@@ -335,7 +335,7 @@ func (e *Engine) Attach(req ExternalEndpoint, netns string, publish []ports.Mapp
 		n    store.Network
 		pubs []store.Publication
 	)
-	err := e.apply(func(tx *store.Tx, undo *rollback) (err error) {
+	err := e.update(func(tx *store.Tx, undo *rollback) (err error) {
 		if sb, n, err = e.createEndpoint(tx, undo, req); err != nil {
 			return err
 		}
@@ -348,7 +348,7 @@ func (e *Engine) Attach(req ExternalEndpoint, netns string, publish []ports.Mapp
 		}
 		pubs, err = e.addPublications(tx, undo, sb, publish)
 		return err
-	}, false)
+	})
 	return sb, n, pubs, err
 }
 

@@ -40,12 +40,20 @@ func (e *Engine) syncHost() error {
 			return fmt.Errorf("list interfaces: %w", err)
 		}
 		toOutside := bridgesToOutside(links)
+		// One dump of every address, not one per interface: the kernel
+		// dumps them all either way, and per interface that cost the
+		// square of the interfaces, a veth per sandbox among them.
+		all, err := driver.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
+		if err != nil {
+			return fmt.Errorf("list addresses: %w", err)
+		}
+		byLink := map[int][]netlink.Addr{}
+		for _, a := range all {
+			byLink[a.LinkIndex] = append(byLink[a.LinkIndex], a)
+		}
 		for _, l := range links {
 			attrs := l.Attrs()
-			list, err := driver.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_ALL) })
-			if err != nil {
-				return fmt.Errorf("list addresses of %s: %w", attrs.Name, err)
-			}
+			list := byLink[attrs.Index]
 			isForeign := containerBridge(l, toOutside) && !slices.Contains(e.cfg.Uplinks, attrs.Name)
 			// The first address of each family is what flows leaving
 			// through the interface are masqueraded to; an IPv6 one must
@@ -254,13 +262,19 @@ func (e *Engine) watchHost() (func(), error) {
 			select {
 			case <-done:
 				return
-			case _, ok := <-addrCh:
+			case u, ok := <-addrCh:
 				if !ok {
 					return
 				}
-			case _, ok := <-linkCh:
+				if ip, _ := netip.AddrFromSlice(u.LinkAddress.IP); ip.Is6() && ip.IsLinkLocalUnicast() {
+					continue // never a host address of the datapath's (datapathHostAddr)
+				}
+			case u, ok := <-linkCh:
 				if !ok {
 					return
+				}
+				if e.ownPort(u.Link) {
+					continue
 				}
 			case <-settle:
 				settle = nil
@@ -282,6 +296,24 @@ func (e *Engine) watchHost() (func(), error) {
 		<-stopped
 		ns.Close()
 	}, nil
+}
+
+// ownPort says whether an interface event is of a port of a bridge (a
+// sandbox's veth, also before it is one) or of an interface ebpfnet made
+// (labelled): neither is
+// an uplink, and their addresses, if any, come with events of their own,
+// so they need no syncHost, which reads every interface and, under the
+// engine's lock, would make every create cost what the host holds. An
+// uplink stays watched whatever happens to it.
+func (e *Engine) ownPort(l netlink.Link) bool {
+	attrs := l.Attrs()
+	own := attrs.MasterIndex != 0 || strings.HasPrefix(attrs.Alias, driver.AliasPrefix) || strings.HasPrefix(attrs.Name, driver.HostSidePrefix)
+	if !own {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return !e.uplinks[attrs.Name]
 }
 
 // hostAddresses lists the IPv4 addresses of the namespace it runs in.

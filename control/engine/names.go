@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/ebpfnet/ebpfnet/control/dns"
@@ -14,39 +16,366 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
-// refreshNames makes the resolver, its listeners and the sandboxes' files
-// follow the store after a change. Failures are logged: the store has
-// changed already, and the next change or reconcile tries again.
-func (e *Engine) refreshNames() {
-	nets, sbs, err := e.store.Snapshot()
-	if err == nil {
-		err = e.syncNames(nets, sbs)
+// nameIndex is what the resolver, its listeners and the sandboxes' files
+// were last given. A change redoes the work of the sandboxes it touched
+// and of those whose files name them, never of every sandbox: rewriting
+// every sandbox's files after each change made the 1,000th create cost
+// 24 times the 100th (issue 24). Guarded by e.mu.
+type nameIndex struct {
+	ready     bool       // built from the whole store (indexNames)
+	host      resolvConf // the host's file the sandboxes' files follow
+	view      *dns.View  // what the resolver answers from
+	sandboxes map[string]indexedSandbox
+	// networks are the records of this host's sandboxes on each network,
+	// by network ID and sandbox name.
+	networks map[string]map[string]dns.Record
+	// dependents are, by sandbox name, the sandboxes whose files name it:
+	// those that link to it and those in its namespace (container mode).
+	dependents map[string]map[string]bool
+}
+
+// indexedSandbox is what the index holds of one sandbox, by name.
+type indexedSandbox struct {
+	id       string
+	asker    dns.Asker
+	asks     bool // it has a resolver, listening in netns
+	netns    string
+	networks []string // IDs of the networks it has records on
+	names    []string // the sandboxes its files name
+	shares   string   // the owner of its namespace, in container mode
+}
+
+func newNameIndex(host resolvConf) *nameIndex {
+	return &nameIndex{host: host, view: &dns.View{}, sandboxes: map[string]indexedSandbox{},
+		networks: map[string]map[string]dns.Record{}, dependents: map[string]map[string]bool{}}
+}
+
+// put indexes sb, in place of what the index had under its name, and
+// returns the networks whose records changed.
+func (ix *nameIndex) put(sb store.Sandbox, network func(id string) (store.Network, bool)) []string {
+	touched := ix.remove(sb.Name)
+	asker, asks, records := sandboxNames(sb, network, ix.host)
+	in := indexedSandbox{id: sb.ID, asker: asker, asks: asks, netns: sb.NetNS, shares: sb.Shares}
+	if sb.Mode == store.ModeContainer {
+		in.names = append(in.names, sb.Shares)
 	}
+	for _, l := range sb.Links {
+		in.names = append(in.names, l.Sandbox)
+	}
+	for _, target := range in.names {
+		if ix.dependents[target] == nil {
+			ix.dependents[target] = map[string]bool{}
+		}
+		ix.dependents[target][sb.Name] = true
+	}
+	for _, r := range records {
+		if ix.networks[r.Network] == nil {
+			ix.networks[r.Network] = map[string]dns.Record{}
+		}
+		ix.networks[r.Network][sb.Name] = r
+		in.networks = append(in.networks, r.Network)
+	}
+	ix.sandboxes[sb.Name] = in
+	return append(touched, in.networks...)
+}
+
+// remove forgets sandbox name and returns the networks it had records on.
+func (ix *nameIndex) remove(name string) []string {
+	in, ok := ix.sandboxes[name]
+	if !ok {
+		return nil
+	}
+	for _, target := range in.names {
+		delete(ix.dependents[target], name)
+		if len(ix.dependents[target]) == 0 {
+			delete(ix.dependents, target)
+		}
+	}
+	for _, id := range in.networks {
+		delete(ix.networks[id], name)
+		if len(ix.networks[id]) == 0 {
+			delete(ix.networks, id)
+		}
+	}
+	delete(ix.sandboxes, name)
+	return in.networks
+}
+
+// records are the records of this host's sandboxes on network id.
+func (ix *nameIndex) records(id string) []dns.Record {
+	var out []dns.Record
+	for _, r := range ix.networks[id] {
+		out = append(out, r)
+	}
+	return out
+}
+
+// sharers names the sandboxes in the namespace of sandbox name.
+func (ix *nameIndex) sharers(name string) []string {
+	var out []string
+	for d := range ix.dependents[name] {
+		if ix.sandboxes[d].shares == name {
+			out = append(out, d)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// loadNames makes sure the index is built, from the whole store the first
+// time. Callers hold e.mu.
+func (e *Engine) loadNames() error {
+	if e.names != nil && e.names.ready {
+		return nil
+	}
+	nets, sbs, err := e.store.Snapshot()
 	if err != nil {
+		return err
+	}
+	return e.indexNames(nets, sbs)
+}
+
+// refreshNames makes the resolver, its listeners and the files follow a
+// committed change: the sandboxes and networks ch names and the overlay
+// networks in remote, whose endpoints on other hosts changed. Failures are
+// logged: the store has changed already, and the next change or reconcile
+// tries again.
+func (e *Engine) refreshNames(ch store.Changes, remote ...string) {
+	if len(ch.Sandboxes) == 0 && len(ch.Networks) == 0 && len(remote) == 0 {
+		return // publishing, say: its cost stays that of the maps
+	}
+	if err := e.followNames(ch, remote); err != nil {
 		e.log.Warn("update names and resolvers", "err", err)
 	}
 }
 
-// syncNames builds the resolver's view from a snapshot of the store, runs a
-// resolver in every sandbox on a user-defined network and rewrites every
-// sandbox's resolv.conf and hosts.
-func (e *Engine) syncNames(nets []store.Network, sbs []store.Sandbox) error {
+// followNames is refreshNames' work. A change to the host's resolv.conf,
+// which every sandbox's files follow, is the one change that rewrites
+// them all.
+func (e *Engine) followNames(ch store.Changes, remote []string) error {
 	host, err := readResolvConf(e.cfg.ResolvConf)
 	if err != nil {
 		return err
 	}
-	askers, records, listeners := nameRecords(nets, sbs, host)
-	records = append(records, e.remoteRecords(nets)...)
-	e.resolver.SetView(dns.NewView(askers, records))
-	errs := []error{e.dnsServers.Sync(listeners)}
-	byName := map[string]store.Sandbox{}
-	for _, sb := range sbs {
-		byName[sb.Name] = sb
+	if e.names != nil && e.names.ready && !reflect.DeepEqual(host, e.names.host) {
+		// Every sandbox's files follow the host's: they are rewritten a
+		// sandbox at a time, off this change's path.
+		e.names.ready = false
+		e.resyncs.Add(1)
+		go func() {
+			defer e.resyncs.Done()
+			if err := e.resyncNames(); err != nil {
+				e.log.Warn("rewrite the sandboxes' files after the host's resolv.conf changed", "err", err)
+			}
+		}()
 	}
-	for _, sb := range sbs {
-		errs = append(errs, e.writeSandboxFiles(sb, byName, askers, host))
+	if err := e.loadNames(); err != nil {
+		return err
+	}
+	ix := e.names
+	touched := map[string]bool{}
+	for _, name := range ch.Sandboxes {
+		touched[name] = true
+	}
+	changed := map[string]bool{}
+	for _, id := range append(ch.Networks, remote...) {
+		changed[id] = true
+	}
+	for _, id := range ch.Networks { // their settings (DNS servers, internal) are their sandboxes'
+		for name := range ix.networks[id] {
+			touched[name] = true
+		}
+	}
+	var (
+		change    = dns.Change{Askers: map[string]dns.Asker{}, Networks: map[string][]dns.Record{}}
+		listeners = map[string]string{} // sandbox ID to where its resolver listens, "" for nowhere
+		files     []store.Sandbox
+		byName    = map[string]store.Sandbox{}
+	)
+	err = e.store.View(func(tx *store.Tx) error {
+		nets := map[string]*store.Network{} // a network read once, with its pool
+		network := func(id string) (store.Network, bool) {
+			if n, ok := nets[id]; ok {
+				return *n, true
+			}
+			n, err := tx.Network(id)
+			if err != nil {
+				return n, false
+			}
+			nets[id] = &n
+			return n, true
+		}
+		sandbox := func(name string) (store.Sandbox, bool, error) {
+			if sb, ok := byName[name]; ok {
+				return sb, true, nil
+			}
+			sb, ok, err := tx.SandboxNamed(name)
+			if ok {
+				byName[name] = sb
+			}
+			return sb, ok, err
+		}
+		for name := range touched {
+			old := ix.sandboxes[name]
+			sb, ok, err := sandbox(name)
+			if err != nil {
+				return err
+			}
+			if old.asks && (!ok || old.id != sb.ID) {
+				change.Gone = append(change.Gone, old.id)
+				listeners[old.id] = ""
+			}
+			var nets []string
+			if ok {
+				nets = ix.put(sb, network)
+				if in := ix.sandboxes[name]; in.asks {
+					change.Askers[sb.ID] = in.asker
+					listeners[sb.ID] = in.netns
+				} else if old.asks && old.id == sb.ID {
+					change.Gone = append(change.Gone, sb.ID)
+					listeners[sb.ID] = ""
+				}
+			} else {
+				nets = ix.remove(name)
+			}
+			for _, id := range nets {
+				changed[id] = true
+			}
+		}
+		// The files of the touched sandboxes and of those that name them.
+		write := map[string]bool{}
+		for name := range touched {
+			write[name] = true
+			for d := range ix.dependents[name] {
+				write[d] = true
+			}
+		}
+		for name := range write {
+			sb, ok, err := sandbox(name)
+			if err != nil || !ok {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			for _, other := range ix.sandboxes[name].names {
+				if _, _, err := sandbox(other); err != nil {
+					return err
+				}
+			}
+			files = append(files, sb)
+		}
+		for id := range changed {
+			records := ix.records(id)
+			if n, ok := network(id); ok {
+				records = append(records, e.remoteRecords([]store.Network{n})...)
+			}
+			change.Networks[id] = records
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	ix.view = ix.view.Apply(change)
+	e.resolver.SetView(ix.view)
+	var errs []error
+	for id, netns := range listeners {
+		errs = append(errs, e.dnsServers.Set(id, netns))
+	}
+	for _, sb := range files {
+		errs = append(errs, e.writeSandboxFiles(sb, byName))
 	}
 	return errors.Join(errs...)
+}
+
+// indexNames builds the index and the resolver's view from the whole
+// store, and stops the resolvers of sandboxes that no longer ask; it
+// writes no file and enters no namespace (resyncNames does, a sandbox at
+// a time). Callers hold e.mu.
+func (e *Engine) indexNames(nets []store.Network, sbs []store.Sandbox) error {
+	host, err := readResolvConf(e.cfg.ResolvConf)
+	if err != nil {
+		return err
+	}
+	ix := buildNameIndex(nets, sbs, host)
+	ix.view = dns.NewView(ix.askers(), append(ix.allRecords(), e.remoteRecords(nets)...))
+	ix.ready = true
+	e.names = ix
+	e.resolver.SetView(ix.view)
+	asks := ix.listeners()
+	var errs []error
+	for _, id := range e.dnsServers.Running() {
+		if _, ok := asks[id]; !ok {
+			errs = append(errs, e.dnsServers.Set(id, ""))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// resyncNames rewrites every sandbox's files and starts every missing
+// resolver, a sandbox at a time under the engine's lock, so that changes
+// go on between them: on reconcile and after the host's resolv.conf
+// changed.
+func (e *Engine) resyncNames() error {
+	_, sbs, err := e.store.Snapshot()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, sb := range sbs {
+		if e.closing.Load() {
+			break
+		}
+		e.locked(func() {
+			if err := e.followNames(store.Changes{Sandboxes: []string{sb.Name}}, nil); err != nil {
+				errs = append(errs, fmt.Errorf("sandbox %s: %w", sb.Name, err))
+			}
+		})
+	}
+	return errors.Join(errs...)
+}
+
+// buildNameIndex indexes a snapshot of the store.
+func buildNameIndex(nets []store.Network, sbs []store.Sandbox, host resolvConf) *nameIndex {
+	byID := store.ByID(nets)
+	network := func(id string) (store.Network, bool) { n, ok := byID[id]; return n, ok }
+	ix := newNameIndex(host)
+	for _, sb := range sbs {
+		ix.put(sb, network)
+	}
+	return ix
+}
+
+// askers are the sandboxes that ask the resolver, by ID.
+func (ix *nameIndex) askers() map[string]dns.Asker {
+	out := map[string]dns.Asker{}
+	for _, in := range ix.sandboxes {
+		if in.asks {
+			out[in.id] = in.asker
+		}
+	}
+	return out
+}
+
+// listeners are where resolvers listen: sandbox ID to namespace path.
+func (ix *nameIndex) listeners() map[string]string {
+	out := map[string]string{}
+	for _, in := range ix.sandboxes {
+		if in.asks {
+			out[in.id] = in.netns
+		}
+	}
+	return out
+}
+
+// allRecords are the records of every network.
+func (ix *nameIndex) allRecords() []dns.Record {
+	var out []dns.Record
+	for id := range ix.networks {
+		out = append(out, ix.records(id)...)
+	}
+	return out
 }
 
 // nameRecords is what the resolver knows of a snapshot of the store: who
@@ -54,40 +383,38 @@ func (e *Engine) syncNames(nets []store.Network, sbs []store.Sandbox) error {
 // user-defined network with the addresses of both families, and where a
 // resolver listens (sandbox ID to namespace path).
 func nameRecords(nets []store.Network, sbs []store.Sandbox, host resolvConf) (map[string]dns.Asker, []dns.Record, map[string]string) {
-	byID := store.ByID(nets)
-	askers := map[string]dns.Asker{}
-	listeners := map[string]string{}
-	var records []dns.Record
-	for _, sb := range sbs {
-		if sb.External() {
-			continue // its runtime names it and resolves for it
-		}
-		var asker dns.Asker
-		for _, ep := range sb.Endpoints {
-			n := byID[ep.NetworkID]
-			if n.Predefined { // the default network has no DNS, as with Docker
-				continue
-			}
-			asker.Networks = append(asker.Networks, n.ID)
-			asker.Forward = asker.Forward || !n.Internal
-			if len(asker.Upstreams) == 0 {
-				asker.Upstreams = upstreams(n.DNS)
-			}
-			names := append([]string{sb.Name, sb.ID[:12]}, ep.Aliases...)
-			records = append(records, dns.Record{Network: n.ID, NetworkName: n.Name, Names: names, Addr: ep.Addr, Addr6: ep.Addr6})
-		}
-		if len(asker.Networks) == 0 {
+	ix := buildNameIndex(nets, sbs, host)
+	return ix.askers(), ix.allRecords(), ix.listeners()
+}
+
+// sandboxNames is what the resolver knows of one sandbox: whether it asks
+// and how, and its records on user-defined networks.
+func sandboxNames(sb store.Sandbox, network func(id string) (store.Network, bool), host resolvConf) (asker dns.Asker, asks bool, records []dns.Record) {
+	if sb.External() {
+		return asker, false, nil // its runtime names it and resolves for it
+	}
+	for _, ep := range sb.Endpoints {
+		n, _ := network(ep.NetworkID)
+		if n.Predefined { // the default network has no DNS, as with Docker
 			continue
 		}
-		if len(sb.DNS) > 0 {
-			asker.Upstreams = upstreams(sb.DNS)
-		} else if len(asker.Upstreams) == 0 {
-			asker.Upstreams = upstreams(host.nameservers)
+		asker.Networks = append(asker.Networks, n.ID)
+		asker.Forward = asker.Forward || !n.Internal
+		if len(asker.Upstreams) == 0 {
+			asker.Upstreams = upstreams(n.DNS)
 		}
-		askers[sb.ID] = asker
-		listeners[sb.ID] = sb.NetNS
+		names := append([]string{sb.Name, sb.ID[:12]}, ep.Aliases...)
+		records = append(records, dns.Record{Network: n.ID, NetworkName: n.Name, Names: names, Addr: ep.Addr, Addr6: ep.Addr6})
 	}
-	return askers, records, listeners
+	if len(asker.Networks) == 0 {
+		return asker, false, records
+	}
+	if len(sb.DNS) > 0 {
+		asker.Upstreams = upstreams(sb.DNS)
+	} else if len(asker.Upstreams) == 0 {
+		asker.Upstreams = upstreams(host.nameservers)
+	}
+	return asker, true, records
 }
 
 // upstreams are servers on port 53, of either family; a zone (fe80::1%eth0)
@@ -102,10 +429,10 @@ func upstreams(addrs []netip.Addr) []netip.AddrPort {
 }
 
 // writeSandboxFiles has the runtime write the hosts and resolv.conf that
-// `ebpfnet exec` (and `ip netns exec`) show inside a sandbox. A host-mode
-// sandbox uses the host's own files; a container-mode one those of the
-// namespace's owner.
-func (e *Engine) writeSandboxFiles(sb store.Sandbox, byName map[string]store.Sandbox, askers map[string]dns.Asker, host resolvConf) error {
+// `ebpfnet exec` (and `ip netns exec`) show inside a sandbox; byName holds
+// the sandboxes its files name. A host-mode sandbox uses the host's own
+// files; a container-mode one those of the namespace's owner.
+func (e *Engine) writeSandboxFiles(sb store.Sandbox, byName map[string]store.Sandbox) error {
 	if sb.Mode == store.ModeHost || sb.External() {
 		return nil
 	}
@@ -113,8 +440,9 @@ func (e *Engine) writeSandboxFiles(sb store.Sandbox, byName map[string]store.San
 	if sb.Mode == store.ModeContainer {
 		owner = byName[sb.Shares]
 	}
-	_, embedded := askers[owner.ID]
-	return e.cfg.Runtime.WriteFiles(sb, hostsFile(sb, owner, byName), sandboxResolvConf(sb, owner, embedded, host))
+	embedded := e.names.sandboxes[owner.Name].asks && e.names.sandboxes[owner.Name].id == owner.ID
+	e.filesWritten.Add(1)
+	return e.cfg.Runtime.WriteFiles(sb, hostsFile(sb, owner, byName), sandboxResolvConf(sb, owner, embedded, e.names.host))
 }
 
 // ipv6Hosts are the IPv6 lines Docker's hosts files begin with

@@ -528,10 +528,20 @@ func (e *Engine) followCluster(ctx context.Context, st cluster.State) (requests 
 		}
 		errs = append(errs, e.syncPeers(n, peers, recheck))
 	}
-	if !reflect.DeepEqual(e.remote, remote) {
-		e.remote = remote
-		e.refreshNames()
+	// Only the networks whose remote endpoints changed are named again.
+	var changed []string
+	for id := range local {
+		if !reflect.DeepEqual(e.remote[id], remote[id]) {
+			changed = append(changed, id)
+		}
 	}
+	for id := range e.remote {
+		if _, ok := local[id]; !ok {
+			changed = append(changed, id)
+		}
+	}
+	e.remote = remote
+	e.refreshNames(store.Changes{}, changed...)
 	return requests, errs, false
 }
 

@@ -72,14 +72,14 @@ func (e *Engine) publish(ref, frontend string, specs []ports.Mapping) ([]store.P
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var added []store.Publication
-	err := e.apply(func(tx *store.Tx, undo *rollback) error {
+	err := e.update(func(tx *store.Tx, undo *rollback) error {
 		sb, err := sandboxOf(tx, ref, frontend)
 		if err != nil {
 			return err
 		}
 		added, err = e.addPublications(tx, undo, sb, specs)
 		return err
-	}, false)
+	})
 	return added, err
 }
 

@@ -20,9 +20,66 @@ import (
 // endpoints, points attached programs at this binary's programs, rewrites
 // the maps and removes interfaces and pins ebpfnet owns that the store no
 // longer names. It keeps going past failures and joins them.
+//
+// It works a network, a sandbox at a time, each under the engine's lock
+// and against its record as it is then, so that changes go on between
+// them: the lock is never held for the whole host. What must see the
+// whole state at once (the maps, leftovers, the uplinks, the names'
+// index) is done under the lock in one step that does no work inside a
+// sandbox.
 func (e *Engine) Reconcile() error {
+	nets, sbs, err := e.store.Snapshot()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for i := range nets {
+		e.locked(func() {
+			errs = append(errs, e.setupNetwork(&nets[i]))
+			errs = append(errs, e.inHost(func() error { _, err := e.attachTunnel(nets[i]); return err }))
+		})
+	}
+	byID := store.ByID(nets)
+	// Namespace owners first: container-mode sandboxes bind theirs.
+	sort.SliceStable(sbs, func(i, j int) bool {
+		return sbs[i].Mode != store.ModeContainer && sbs[j].Mode == store.ModeContainer
+	})
+	for _, old := range sbs {
+		e.locked(func() {
+			sb, ok, err := e.current(old)
+			if err == nil && ok {
+				err = e.reconcileSandbox(sb, sbs, byID)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("sandbox %s: %w", old.Name, err))
+			}
+		})
+	}
+	e.locked(func() { errs = append(errs, e.reconcileWhole()) })
+	errs = append(errs, e.resyncNames())
+	return errors.Join(errs...)
+}
+
+// locked runs fn under the engine's lock.
+func (e *Engine) locked(fn func()) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	fn()
+}
+
+// current is sb's record as the store has it now; false when it is gone
+// or another sandbox has its name. Callers hold e.mu.
+func (e *Engine) current(sb store.Sandbox) (now store.Sandbox, ok bool, err error) {
+	err = e.store.View(func(tx *store.Tx) error {
+		now, ok, err = tx.SandboxNamed(sb.Name)
+		return err
+	})
+	return now, ok && now.ID == sb.ID, err
+}
+
+// reconcileWhole is what Reconcile does with the whole state at once: the
+// maps, the uplinks, the leftovers and the names' index. Callers hold e.mu.
+func (e *Engine) reconcileWhole() error {
 	nets, sbs, err := e.store.Snapshot()
 	if err != nil {
 		return err
@@ -31,23 +88,8 @@ func (e *Engine) Reconcile() error {
 	if err := e.store.View(func(tx *store.Tx) (err error) { pubs, err = tx.AllPublications(); return err }); err != nil {
 		return err
 	}
-	var errs []error
-	for i := range nets {
-		errs = append(errs, e.setupNetwork(&nets[i]))
-		errs = append(errs, e.inHost(func() error { _, err := e.attachTunnel(nets[i]); return err }))
-	}
-	byID := store.ByID(nets)
-	// Namespace owners first: container-mode sandboxes bind theirs.
-	sort.SliceStable(sbs, func(i, j int) bool {
-		return sbs[i].Mode != store.ModeContainer && sbs[j].Mode == store.ModeContainer
-	})
-	for _, sb := range sbs {
-		if err := e.reconcileSandbox(sb, sbs, byID); err != nil {
-			errs = append(errs, fmt.Errorf("sandbox %s: %w", sb.Name, err))
-		}
-	}
-	errs = append(errs, e.syncMaps(nets, sbs, pubs), e.flushOrphanedConntrack(), e.syncHost(), e.removeLeftovers(nets, sbs),
-		e.syncNames(nets, sbs))
+	errs := []error{e.syncMaps(nets, sbs, pubs), e.flushOrphanedConntrack(), e.syncHost(), e.removeLeftovers(nets, sbs),
+		e.indexNames(nets, sbs)}
 	// Devices recreated above lost their peers: write them all again.
 	e.peersChecked = time.Time{}
 	e.nudgeCluster()

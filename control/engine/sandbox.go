@@ -61,10 +61,16 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 	defer done()
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// Under the lock: no other change takes what the check found free.
+	if err := checkDescriptors("create sandbox " + spec.Name); err != nil {
+		return store.Sandbox{}, err
+	}
 	sb := store.Sandbox{ID: newID(), Name: spec.Name, Created: time.Now().UTC(), Mode: store.ModeNetworks, DNS: spec.DNS,
 		NetNS: e.cfg.Runtime.NamespacePath(spec.Name)}
 	err = e.update(func(tx *store.Tx, undo *rollback) error {
-		if _, err := tx.Sandbox(spec.Name); err == nil {
+		if _, taken, err := tx.SandboxNamed(spec.Name); err != nil {
+			return err
+		} else if taken {
 			return errdefs.Conflictf("sandbox %s already exists", spec.Name)
 		}
 		shares, nets, err := e.resolveMode(tx, &sb, spec)
@@ -218,6 +224,11 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 		pubs []store.Publication
 	)
 	nets := map[string]store.Network{}
+	// Who shares a namespace comes from the names' index, not from a read
+	// of every sandbox: a removal costs what it touches.
+	if err := e.loadNames(); err != nil {
+		return err
+	}
 	err := e.commit(func(tx *store.Tx) error {
 		var err error
 		if sb, err = tx.Sandbox(ref); err != nil {
@@ -229,14 +240,9 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 		if pubs, err = tx.Publications(sb.Name); err != nil {
 			return err
 		}
-		all, err := tx.Sandboxes()
-		if err != nil {
-			return err
-		}
-		for _, o := range all {
-			if o.Mode == store.ModeContainer && o.Shares == sb.Name {
-				return errdefs.Conflictf("sandbox %s is in use by %s (container:%s): remove %s first", sb.Name, o.Name, sb.Name, o.Name)
-			}
+		if users := e.names.sharers(sb.Name); len(users) > 0 {
+			o := users[0]
+			return errdefs.Conflictf("sandbox %s is in use by %s (container:%s): remove %s first", sb.Name, o, sb.Name, o)
 		}
 		if err := e.cfg.Runtime.StopProcesses(sb, force); err != nil {
 			return err
@@ -297,6 +303,9 @@ func (e *Engine) Connect(networkRef, sandboxRef string, spec EndpointSpec) error
 	defer done()
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if err := checkDescriptors("connect " + sandboxRef + " to " + networkRef); err != nil {
+		return err
+	}
 	return e.update(func(tx *store.Tx, undo *rollback) error {
 		n, err := tx.Network(networkRef)
 		if err != nil {

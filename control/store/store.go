@@ -72,7 +72,7 @@ func Open(dir string) (*Store, error) {
 				return err
 			}
 		}
-		return errors.Join(movePublications(&Tx{tx}), movePools(&Tx{tx}), linkPublications(&Tx{tx}))
+		return errors.Join(movePublications(&Tx{tx: tx}), movePools(&Tx{tx: tx}), linkPublications(&Tx{tx: tx}))
 	})
 	if err != nil {
 		db.Close()
@@ -86,12 +86,31 @@ func (s *Store) Close() error { return s.db.Close() }
 
 // View runs fn in a read-only transaction.
 func (s *Store) View(fn func(*Tx) error) error {
-	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
+	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
 }
 
 // Update runs fn in a read-write transaction, committed when fn returns nil.
 func (s *Store) Update(fn func(*Tx) error) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
+	_, err := s.Change(fn)
+	return err
+}
+
+// Changes are the records a committed transaction wrote or deleted, so
+// that what follows the store (names, files) redoes the work of those
+// only, not of every record.
+type Changes struct {
+	Sandboxes []string // by name
+	Networks  []string // by ID
+}
+
+// Change is Update that also says which records the transaction changed.
+func (s *Store) Change(fn func(*Tx) error) (Changes, error) {
+	var ch Changes
+	err := s.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx, changes: &ch}) })
+	if err != nil {
+		return Changes{}, err
+	}
+	return ch, nil
 }
 
 // Snapshot reads every network and sandbox in one transaction.
@@ -108,7 +127,20 @@ func (s *Store) Snapshot() (nets []Network, sbs []Sandbox, err error) {
 
 // Tx is one transaction.
 type Tx struct {
-	tx *bolt.Tx
+	tx      *bolt.Tx
+	changes *Changes // nil where nobody follows (migrations, reads)
+}
+
+func (t *Tx) noteSandbox(name string) {
+	if t.changes != nil {
+		t.changes.Sandboxes = append(t.changes.Sandboxes, name)
+	}
+}
+
+func (t *Tx) noteNetwork(id string) {
+	if t.changes != nil {
+		t.changes.Networks = append(t.changes.Networks, id)
+	}
 }
 
 func put(b *bolt.Bucket, key string, v any) error {
@@ -265,11 +297,19 @@ func (t *Tx) PutPool(p ipam.Pool) error { return put(t.tx.Bucket(bucketPools), p
 func (t *Tx) DeletePool(id string) error { return t.tx.Bucket(bucketPools).Delete([]byte(id)) }
 
 // PutNetwork writes a network.
-func (t *Tx) PutNetwork(n Network) error { return put(t.tx.Bucket(bucketNetworks), n.Name, n) }
+func (t *Tx) PutNetwork(n Network) error {
+	t.noteNetwork(n.ID)
+	return put(t.tx.Bucket(bucketNetworks), n.Name, n)
+}
 
 // DeleteNetwork removes a network.
 func (t *Tx) DeleteNetwork(name string) error {
-	return t.tx.Bucket(bucketNetworks).Delete([]byte(name))
+	b := t.tx.Bucket(bucketNetworks)
+	var n Network
+	if data := b.Get([]byte(name)); data != nil && json.Unmarshal(data, &n) == nil {
+		t.noteNetwork(n.ID)
+	}
+	return b.Delete([]byte(name))
 }
 
 // NextNetworkIndex hands out the BPF map key of a new network; it is never
@@ -295,11 +335,30 @@ func (t *Tx) Sandbox(ref string) (Sandbox, error) {
 	return s, err
 }
 
+// SandboxNamed reads the sandbox named name, by its key alone: unlike
+// Sandbox, a name that is not there costs one lookup, not a read of every
+// sandbox for an ID it might be.
+func (t *Tx) SandboxNamed(name string) (Sandbox, bool, error) {
+	var s Sandbox
+	data := t.tx.Bucket(bucketSandboxes).Get([]byte(name))
+	if data == nil {
+		return s, false, nil
+	}
+	if err := json.Unmarshal(data, &s); err != nil {
+		return s, false, fmt.Errorf("decode record %s: %w", name, err)
+	}
+	return s, true, nil
+}
+
 // PutSandbox writes a sandbox.
-func (t *Tx) PutSandbox(s Sandbox) error { return put(t.tx.Bucket(bucketSandboxes), s.Name, s) }
+func (t *Tx) PutSandbox(s Sandbox) error {
+	t.noteSandbox(s.Name)
+	return put(t.tx.Bucket(bucketSandboxes), s.Name, s)
+}
 
 // DeleteSandbox removes a sandbox and its publications.
 func (t *Tx) DeleteSandbox(name string) error {
+	t.noteSandbox(name)
 	err := t.tx.Bucket(bucketPublications).DeleteBucket([]byte(name))
 	if err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
 		return err

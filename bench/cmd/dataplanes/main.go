@@ -64,7 +64,17 @@ func main() {
 	flag.StringVar(&cfg.out, "out", "bench/results", "where results, table and charts go")
 	flag.BoolVar(&cfg.dnsOnly, "dns-only", false, "measure the embedded DNS servers alone (a few minutes)")
 	flag.BoolVar(&cfg.controlOnly, "control-only", false, "time publishing and unpublishing alone, at every -n (a few minutes)")
+	sandboxes := flag.String("sandboxes", "1,1000,5000,10000", "numbers of sandboxes present to time sandbox create and remove with")
+	flag.IntVar(&cfg.sandboxTimes, "sandbox-times", 50, "creates and removes timed at each number of sandboxes")
+	flag.BoolVar(&cfg.sandboxesOnly, "sandboxes-only", false, "time sandbox create and remove alone, at every -sandboxes (on a daemon of its own)")
 	flag.Parse()
+	for _, s := range strings.Split(*sandboxes, ",") {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 20000 {
+			log.Fatalf("invalid -sandboxes %q: want numbers from 1 to 20000", s)
+		}
+		cfg.sandboxes = append(cfg.sandboxes, n)
+	}
 	for _, s := range strings.Split(*scale, ",") {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 50000 {
@@ -74,6 +84,10 @@ func main() {
 	}
 	if cfg.quick {
 		cfg.rounds, cfg.duration, cfg.scale = 2, 500*time.Millisecond, []int{1, 1000}
+		cfg.sandboxes, cfg.sandboxTimes = []int{1, 100}, 10
+	}
+	if cfg.sandboxTimes < 1 {
+		log.Fatal("-sandbox-times must be at least 1")
 	}
 	if cfg.rounds < 1 {
 		log.Fatal("-rounds must be at least 1")
@@ -111,6 +125,12 @@ type config struct {
 	dnsOnly  bool
 	// controlOnly times publish and unpublish alone.
 	controlOnly bool
+	// sandboxes are the numbers of sandboxes present that sandbox create
+	// and remove are timed with, sandboxTimes times each; sandboxesOnly
+	// times them alone.
+	sandboxes     []int
+	sandboxTimes  int
+	sandboxesOnly bool
 }
 
 func must[T any](v T, err error) T {

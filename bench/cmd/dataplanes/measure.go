@@ -111,9 +111,18 @@ type Results struct {
 	// SandboxToSandbox is ebpfnet's sandbox-to-sandbox path against the
 	// plain bridge, figure by figure (filled when written).
 	SandboxToSandbox []Comparison `json:"sandboxToSandbox,omitempty"`
+	// Sandboxes is the control plane at scale (sandboxes.go), and
+	// SandboxesNote the limit that stopped it short, if one did.
+	Sandboxes     []ScaleSample `json:"sandboxes,omitempty"`
+	SandboxesNote string        `json:"sandboxesNote,omitempty"`
 }
 
 func run(r *runner, cfg config) Results {
+	if cfg.sandboxesOnly { // on a daemon of its own: no testbed of dataplanes
+		res := Results{Env: environment("not used"), Rounds: 1, Duration: fmt.Sprintf("%d creates and removes", cfg.sandboxTimes)}
+		res.Sandboxes, res.SandboxesNote = measureSandboxes(r, cfg.sandboxes, cfg.sandboxTimes)
+		return res
+	}
 	b := newBed(r, cfg.docker)
 	dps := b.dataplanes()
 	res := Results{Env: environment(b.docker.how), Rounds: cfg.rounds, Duration: cfg.duration.String(), Dataplanes: dps}
@@ -188,6 +197,7 @@ func run(r *runner, cfg config) Results {
 		}
 		log.Printf("N=%d done", n)
 	}
+	res.Sandboxes, res.SandboxesNote = measureSandboxes(r, cfg.sandboxes, cfg.sandboxTimes)
 	return res
 }
 

@@ -69,13 +69,14 @@ func ratio(a, b stat) float64 {
 
 func markdown(r Results) string {
 	var b strings.Builder
-	if len(r.Samples) == 0 { // -dns-only or -control-only
+	if len(r.Samples) == 0 { // -dns-only, -control-only or -sandboxes-only
 		fmt.Fprintf(&b, "%s; %d rounds of %s per measurement.\n", r.Env, r.Rounds, r.Duration)
 		if len(r.DNS) > 0 {
 			dnsTable(&b, r)
 		}
 		timingsTable(&b, r)
-		writeTargets(&b, append(r.controlTargets(), r.dnsTargets()...))
+		sandboxesTable(&b, r)
+		writeTargets(&b, slices.Concat(r.controlTargets(), r.dnsTargets(), r.sandboxTargets()))
 		return b.String()
 	}
 	fmt.Fprintf(&b, "%s; %d rounds of %s per measurement, interleaved across dataplanes; medians (min–max) and ratios to the no-NAT path of the same client (%s: to %s).\n\n", r.Env, r.Rounds, r.Duration, s2sName, plainBridge)
@@ -109,6 +110,7 @@ func markdown(r Results) string {
 			cell(ebp), ratio(ebp, r.stat("ebpfnet-tc", "conn", ns[0])))
 	}
 	timingsTable(&b, r)
+	sandboxesTable(&b, r)
 	writeTargets(&b, r.targets())
 	return b.String()
 }
@@ -218,9 +220,7 @@ func (r Results) operations() []string {
 func (r Results) timing(what string, n int) (p50, p99 float64, ok bool) {
 	for _, t := range r.Timings {
 		if t.What == what && t.N == n && len(t.Ms) > 0 {
-			s := slices.Clone(t.Ms)
-			slices.Sort(s)
-			return s[len(s)/2], s[len(s)*99/100], true
+			return percentile(t.Ms, 50), percentile(t.Ms, 99), true
 		}
 	}
 	return 0, 0, false
@@ -267,6 +267,7 @@ func (r Results) targets() []target {
 	}
 	out = append(out, r.controlTargets()...)
 	out = append(out, r.dnsTargets()...)
+	out = append(out, r.sandboxTargets()...)
 	if r.RSSKiB > 0 {
 		mib := float64(r.RSSKiB) / 1024
 		out = append(out, target{fmt.Sprintf("daemon RSS with %d publications < 64 MiB", r.RSSAtN), fmt.Sprintf("%.1f MiB", mib), mib < 64})

@@ -198,7 +198,7 @@ func (Driver) Teardown(n store.Network) error { return driver.DeleteLink(n.Bridg
 
 // Attach creates the veth pair on the bridge, its peer in the sandbox.
 func (Driver) Attach(n store.Network, ep *store.Endpoint, sandbox netlink.NsFd) (int, error) {
-	ep.HostSide = "ebv" + ep.ID[:12]
+	ep.HostSide = driver.HostSidePrefix + ep.ID[:12]
 	br, err := netlink.LinkByName(n.Bridge)
 	if err != nil {
 		return 0, fmt.Errorf("look up bridge %s of network %s: %w", n.Bridge, n.Name, err)
