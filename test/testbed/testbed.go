@@ -59,9 +59,13 @@ func RemoveBuilds() {
 	}
 }
 
-// Binary builds the ebpfnet command once per process.
+// Binary builds the ebpfnet command once per process; EBPFNET_BINARY names
+// a built one instead (the bench compares two versions of the datapath so).
 func Binary(tb TB) string {
 	tb.Helper()
+	if b := os.Getenv("EBPFNET_BINARY"); b != "" {
+		return b
+	}
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "ebpfnet-bin-")
 		if err != nil {
