@@ -78,6 +78,13 @@ static __noinline int masquerade(struct __sk_buff *skb, const struct packet *p, 
 	return deliver(skb, p, PROGRAM_FROM_CONTAINER, VERDICT_SNAT, &to, gateway);
 }
 
+/* link_scope_source reports whether an IPv6 packet comes from a
+ * link-local or the unspecified address, which never cross a router. */
+static __always_inline int link_scope_source(const struct packet *p)
+{
+	return p->v6 && (addr_is_link_local(&p->flow.saddr) || addr_is_zero(&p->flow.saddr));
+}
+
 /* is_ndp reports whether p is a neighbour solicitation or advertisement. */
 static __always_inline int is_ndp(const struct packet *p)
 {
@@ -120,7 +127,7 @@ static __always_inline int from_link(struct __sk_buff *skb, const struct packet 
 		}
 	}
 	int own = addr_eq(&p->flow.saddr, &src->addr6);
-	int on_link = addr_is_link_local(&p->flow.saddr) || addr_is_zero(&p->flow.saddr);
+	int on_link = link_scope_source(p);
 
 	/* To a link-local address the packet stays on the link, from the
 	 * sandbox's own address too: its advertisement answering the
@@ -364,8 +371,7 @@ int to_container(struct __sk_buff *skb)
 	if (misdelivered(skb, &p, ifindex))
 		return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_MISDELIVERED);
 	flags = p.v6 ? net->flags6 : net->flags;
-	/* Link-local and unspecified sources never cross a router. */
-	on_link = p.v6 && (addr_is_link_local(&p.flow.saddr) || addr_is_zero(&p.flow.saddr));
+	on_link = link_scope_source(&p);
 	src_net = network_of(&p.flow.saddr);
 	if (in == 0) {
 		/* From the host itself, which reaches the sandboxes of every
@@ -435,7 +441,7 @@ int from_tunnel(struct __sk_buff *skb)
 	 * discovery, from a link-local address). Anything else a peer host
 	 * routed onto the overlay from outside, where no endpoint program
 	 * asked the gateway mode or --internal. */
-	if (!(p.v6 && (addr_is_link_local(&p.flow.saddr) || addr_is_zero(&p.flow.saddr)))) {
+	if (!link_scope_source(&p)) {
 		__u32 *src_net = network_of(&p.flow.saddr);
 
 		if (!src_net || *src_net != tunnel->network)

@@ -332,23 +332,15 @@ static __always_inline __s64 ct_source_held(const union addr *src, const struct 
 }
 
 /* ct_source_admit finds the counter of the source that src counts under
- * (ct_source_of) when it may hold one more flow in ct; NULL when it may
- * not. */
-static __always_inline struct ct_source *ct_source_admit(const union addr *src)
+ * (ct_source_of, whose key it gives in *source) when it may hold one more
+ * flow in ct; NULL when it may not. */
+static __always_inline struct ct_source *ct_source_admit(const union addr *src, const union addr **source)
 {
-	const union addr *source = ct_source_of(src);
-	struct ct_source *c = source ? ct_source_counter(source) : NULL;
+	struct ct_source *c;
 
-	return c && ct_source_held(source, c) < (__s64)ct_source_max ? c : NULL;
-}
-
-/* ct_source_over reports whether the source src counts under (whose
- * counter is c) holds more than its share. */
-static __always_inline int ct_source_over(const union addr *src, const struct ct_source *c)
-{
-	const union addr *source = ct_source_of(src);
-
-	return !source || ct_source_held(source, c) > (__s64)ct_source_max;
+	*source = ct_source_of(src);
+	c = *source ? ct_source_counter(*source) : NULL;
+	return c && ct_source_held(*source, c) < (__s64)ct_source_max ? c : NULL;
 }
 
 /* ct_promote moves a flow that has shown it is real from ct_new to ct.
@@ -360,10 +352,11 @@ static __always_inline void ct_promote(const struct flow *key, const struct ct_e
 	struct ct_entry mine = *e, *partner = ct_partner(key, e, 0, &partner_key);
 	const struct flow *orig = (e->flags & CT_REPLY) ? &partner_key : key;
 	struct ct_source *src;
+	const union addr *source; /* its key, valid through the promotion (ct_source_of) */
 
 	if (!partner)
 		return;
-	src = ct_source_admit(&orig->saddr);
+	src = ct_source_admit(&orig->saddr, &source);
 	if (!src) {
 		count_bytes(prog, VERDICT_CT_SOURCE_FULL, 0);
 		return;
@@ -383,7 +376,7 @@ static __always_inline void ct_promote(const struct flow *key, const struct ct_e
 	 * the source since the check above. The flows that find the share
 	 * exceeded leave ct again, so a source never keeps more than it may. */
 	__sync_fetch_and_add(&src->promoted, 1);
-	if (ct_source_over(&orig->saddr, src)) {
+	if (ct_source_held(source, src) > (__s64)ct_source_max) {
 		if (bpf_map_delete_elem(&ct, orig) == 0)
 			__sync_fetch_and_add(&src->forgotten, 1);
 		bpf_map_delete_elem(&ct, orig == key ? &partner_key : key);

@@ -305,18 +305,18 @@ static __noinline int icmp_error_rewrite(struct __sk_buff *skb, const struct pac
 	e = ct_lookup_current(&key, ifindex, &assured);
 	if (!e)
 		return -1;
-	reverse(&e->nat, &quoted);
 	if (addr_is_v4(&e->nat.saddr) == p->v6) {
 		/* The flow changed family on its way: the error is another's. */
 		*outer = e->nat;
 		return ICMP_ERROR_CHANGES_FAMILY;
 	}
+	/* From here the flow's translation is of the error's family. */
+	reverse(&e->nat, &quoted);
 	*outer = p->flow;
 	outer->daddr = e->nat.daddr;
 	if (addr_eq(&p->flow.saddr, &key.saddr)) /* sent by the far end itself, not a router on the way */
 		outer->saddr = e->nat.saddr;
-	if (addr_is_v4(&outer->saddr) == p->v6 || addr_is_v4(&outer->daddr) == p->v6 ||
-	    icmp_quote_rewrite(skb, &q, &quoted) < 0)
+	if (icmp_quote_rewrite(skb, &q, &quoted) < 0)
 		return VERDICT_DROP_NO_ROUTE;
 	return 0;
 }
