@@ -56,6 +56,9 @@ func routedClient(t *testing.T, h *testbed.Host, uplinkMTU, clientMTU int) strin
 		h.MustRun("ip", args...)
 	}
 	h.MustRun("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+	// Neighbour discovery on all three links before the first connection
+	// over IPv6, whose dial waits one second only.
+	h.MustRun("ip", "netns", "exec", client, "busybox", "ping", "-6", "-c1", "-W5", "2001:db8:99::1")
 	return "/run/netns/" + client
 }
 
