@@ -3,9 +3,11 @@
 //
 //   - engine: the engine, which turns requests into store records, kernel
 //     objects and BPF map entries, and reconciles the kernel with the store;
+//     it also follows the cluster for overlay networks, keeps the runtimes'
+//     attachments and implements api's interfaces (Engine.API);
 //   - driver/…: the Driver interface and one package per kind of network
-//     (bridge, macvlan, chained), which build networks and endpoints in the
-//     kernel;
+//     (bridge, macvlan, overlay, chained), which build networks and
+//     endpoints in the kernel;
 //   - frontend/…: one package per way in. A frontend owns user syntax and
 //     names and reaches the engine through api; sandbox, the CLI's, also
 //     owns its sandboxes' namespaces, files and processes (engine.Runtime).
@@ -13,11 +15,15 @@
 //     binary of its own (cmd/ebpfnet-cni), a client of the API's
 //     attachments. Both hand over their runtime's namespaces by path;
 //   - api: the wire types, the engine's read models, the server and the
-//     client;
-//   - store: the durable state; ipam: address pools; hostports: the host
-//     ports that published ports take; ports: published ports as every
-//     frontend hands them over; errdefs: the kinds of failure; namespace:
-//     entering, creating and removing network namespaces; dns: the embedded
-//     DNS server; hostsettings: reading (never writing) the host's netfilter
-//     and routing settings that status shows.
+//     client, and the Engine and RuntimeEngine interfaces the server calls,
+//     which the engine implements: the engine imports api, never the
+//     reverse;
+//   - store: the durable state of this host; cluster: the records the hosts
+//     of a cluster share in etcd (hosts and their leases, overlay networks,
+//     their addresses); ipam: address pools; hostports: the host ports that
+//     published ports take; ports: published ports as every frontend hands
+//     them over; errdefs: the kinds of failure; namespace: entering,
+//     creating and removing network namespaces; dns: the embedded DNS
+//     server; hostsettings: reading (never writing) the host's netfilter and
+//     routing settings that status shows.
 package control

@@ -235,7 +235,7 @@ func poolUsers(tx *store.Tx) (map[netip.Prefix]string, error) {
 	return users, nil
 }
 
-// CreateNetwork creates a bridge or macvlan network.
+// CreateNetwork creates a bridge, macvlan or overlay network.
 func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

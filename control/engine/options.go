@@ -24,7 +24,7 @@ const (
 // NetworkSpec is a request for a new network.
 type NetworkSpec struct {
 	Name   string
-	Driver string // bridge (default) or macvlan
+	Driver string // bridge (default), macvlan or overlay
 	// IPv4 and IPv6 are each family's pool; IPv6 is read only when the
 	// network has IPv6 (EnableIPv6, or the driver option OptEnableIPv6).
 	IPv4, IPv6 PoolSpec

@@ -33,7 +33,7 @@ type Network struct {
 	// Predefined networks (bridge, host, none) exist from the first start
 	// and cannot be removed.
 	Predefined bool   `json:"predefined,omitempty"`
-	PoolID     string `json:"poolId,omitempty"` // its addresses' pool (bridge, macvlan)
+	PoolID     string `json:"poolId,omitempty"` // its addresses' pool (every driver but host and none)
 	// EnableIPv6 gives the network an IPv6 subnet beside its IPv4 one:
 	// PoolID6 names that pool, and every endpoint gets an address from
 	// each. A network without it has no IPv6 at all.
@@ -45,7 +45,7 @@ type Network struct {
 	// PutNetwork ignores.
 	Pool       ipam.Pool         `json:"-"`
 	Pool6      ipam.Pool         `json:"-"`                // the pool PoolID6 names, filled in likewise
-	Bridge     string            `json:"bridge,omitempty"` // bridge device (bridge driver)
+	Bridge     string            `json:"bridge,omitempty"` // bridge device (bridge, overlay and chained drivers)
 	Parent     string            `json:"parent,omitempty"` // parent interface (macvlan driver)
 	MTU        int               `json:"mtu,omitempty"`
 	ICC        bool              `json:"icc"`
@@ -122,7 +122,7 @@ func (n *Network) HasAddresses() bool {
 
 // Sandbox modes.
 const (
-	ModeNetworks  = "networks"  // its own namespace, attached to bridge/macvlan networks (or none)
+	ModeNetworks  = "networks"  // its own namespace, attached to bridge, macvlan or overlay networks (or none)
 	ModeHost      = "host"      // the dataplane's own namespace
 	ModeContainer = "container" // another sandbox's namespace
 )
