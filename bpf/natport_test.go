@@ -13,7 +13,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/maps"
 )
 
-// natSearchMaxTries is the README's promise for one packet's NAT port
+// natSearchMaxTries is bpf/README.md's promise for one packet's NAT port
 // search: the flow's own port, then at most 128+64+32+16+8 ports of the
 // range (as netfilter's nf_nat_l4proto_unique_tuple tries).
 const natSearchMaxTries = 1 + 248
