@@ -79,7 +79,10 @@ func (m *Maps) FlushConntrack(addrs []netip.Addr) (int, error) {
 // endpoint has the address and it is no gateway: the flows of endpoints
 // whose flush never finished (the daemon stopped or crashed while it
 // ran), which ct_owner would hand to the next endpoint given the address.
-// It reads what the maps hold, so it runs once they are synced.
+// It reads what the maps hold, so it runs once they are synced. It needs
+// no lock against endpoints added meanwhile: an address is looked up
+// again before its flows go, and a flow seen before its endpoint was
+// added is the previous holder's.
 func (m *Maps) FlushOrphanedConntrack() (int, error) {
 	live := map[bpf.DatapathAddr]bool{{}: true}
 	endpoints, err := keys[bpf.DatapathAddr](m.m.Endpoints)
@@ -115,7 +118,15 @@ func (m *Maps) FlushOrphanedConntrack() (int, error) {
 			return false
 		}
 		addr := Addr(a)
-		return slices.ContainsFunc(local, func(p netip.Prefix) bool { return p.Contains(addr) })
+		if !slices.ContainsFunc(local, func(p netip.Prefix) bool { return p.Contains(addr) }) {
+			return false
+		}
+		var ep bpf.DatapathEndpointInfo
+		if m.m.Endpoints.Lookup(a, &ep) == nil {
+			live[a] = true // added since the endpoints were listed
+			return false
+		}
+		return true
 	}
 	return m.deleteConntrack(func(_ *ebpf.Map, k bpf.DatapathFlow, e bpf.DatapathCtEntry) bool {
 		return orphan(k.Saddr) || orphan(k.Daddr) || orphan(e.Nat.Saddr) || orphan(e.Nat.Daddr)

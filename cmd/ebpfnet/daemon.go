@@ -39,14 +39,6 @@ func (p *placement) flags(cmd *cobra.Command) {
 	f.StringVar(&p.sandbox.EtcDir, "etc-dir", sandbox.DefaultEtcDir, "directory of the sandboxes' resolv.conf and hosts")
 }
 
-// memoryLimit is the daemon's soft heap limit unless GOMEMLIMIT sets one.
-const memoryLimit = 40 << 20
-
-// gcPercent is the daemon's GOGC unless GOGC sets one. Its live heap is a
-// few MiB, which at Go's default (100) is collected every few MiB of
-// garbage: every DNS query makes some. The memory limit still bounds it.
-const gcPercent = 400
-
 func newDaemonCommand(c *cli) *cobra.Command {
 	var (
 		place        placement
@@ -142,13 +134,13 @@ root's a bind of a published port (EPERM).`,
 				return fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", logLevel)
 			}
 			cfg.AttachMode = mode
-			// A host daemon should stay small: bound the heap softly, so a
-			// burst (decoding a large state) does not leave RSS at its peak.
-			if os.Getenv("GOMEMLIMIT") == "" {
-				debug.SetMemoryLimit(memoryLimit)
-			}
+			// A host daemon should stay small. GOGC and GOMEMLIMIT set by
+			// hand take over.
 			if os.Getenv("GOGC") == "" {
 				debug.SetGCPercent(gcPercent)
+			}
+			if os.Getenv("GOMEMLIMIT") == "" {
+				limitMemory(cmd.Context())
 			}
 			cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			raiseFileLimit(cfg.Log)

@@ -310,21 +310,21 @@ func ensureDefaultRoute(sandboxNS string, eps []store.Endpoint, networks map[str
 	})
 }
 
-// ownedLinks lists the dataplane namespace's interfaces that carry an
-// ebpfnet alias, by alias.
+// ownedLinks maps the aliases of the host's interfaces that ebpfnet made
+// to their names.
 func (e *Engine) ownedLinks() (map[string]string, error) {
+	h, err := e.readHost()
+	return h.owned(), err
+}
+
+// owned maps the aliases of the interfaces in h that ebpfnet made to
+// their names.
+func (h hostView) owned() map[string]string {
 	owned := map[string]string{}
-	err := e.inHost(func() error {
-		links, err := driver.Dump(netlink.LinkList)
-		if err != nil {
-			return fmt.Errorf("list interfaces: %w", err)
+	for _, l := range h.links {
+		if a := l.Attrs().Alias; strings.HasPrefix(a, driver.AliasPrefix) {
+			owned[a] = l.Attrs().Name
 		}
-		for _, l := range links {
-			if a := l.Attrs().Alias; strings.HasPrefix(a, driver.AliasPrefix) {
-				owned[a] = l.Attrs().Name
-			}
-		}
-		return nil
-	})
-	return owned, err
+	}
+	return owned
 }

@@ -233,23 +233,16 @@ func takeAddress(tx *store.Tx, n store.Network, addr netip.Addr, v6 bool) (netip
 // address the engine allocated is unique already; one requested on its
 // own or given by a runtime's IPAM is checked here.
 func uniqueOnHost(tx *store.Tx, n store.Network, ep store.Endpoint) error {
-	sbs, err := tx.Sandboxes()
-	if err != nil {
-		return err
-	}
-	for _, sb := range sbs {
-		for _, o := range sb.Endpoints {
-			switch {
-			case o.NetworkID == n.ID && o.Addr == ep.Addr:
-				return errdefs.Conflictf("address %s of network %s is held by %s already", ep.Addr, n.Name, sb.Name)
-			case o.NetworkID == n.ID && ep.Addr6.IsValid() && o.Addr6 == ep.Addr6:
-				return errdefs.Conflictf("address %s of network %s is held by %s already", ep.Addr6, n.Name, sb.Name)
-			case o.NetworkID == n.ID && o.MAC == ep.MAC:
-				return errdefs.Conflictf("MAC address %s on network %s is %s's already", ep.MAC, n.Name, sb.Name)
-			case ep.HostSide != "" && o.HostSide == ep.HostSide:
-				return errdefs.Conflictf("host interface %s is %s's already", ep.HostSide, sb.Name)
-			}
+	for _, a := range []netip.Addr{ep.Addr, ep.Addr6} {
+		if holder, ok := tx.AddressHolder(n.ID, a); a.IsValid() && ok {
+			return errdefs.Conflictf("address %s of network %s is held by %s already", a, n.Name, holder)
 		}
+	}
+	if holder, ok := tx.MACHolder(n.ID, ep.MAC); ok {
+		return errdefs.Conflictf("MAC address %s on network %s is %s's already", ep.MAC, n.Name, holder)
+	}
+	if holder, ok := tx.HostSideHolder(ep.HostSide); ep.HostSide != "" && ok {
+		return errdefs.Conflictf("host interface %s is %s's already", ep.HostSide, holder)
 	}
 	return nil
 }
@@ -486,8 +479,8 @@ func (e *Engine) deleteEndpoint(id string) error {
 		if err := tx.DeleteSandbox(sb.Name); err != nil {
 			return err
 		}
-		if users, err := networkUsers(tx, n.ID); err != nil || len(users) > 0 || n.Driver != store.DriverChained {
-			return err
+		if len(tx.NetworkUsers(n.ID)) > 0 || n.Driver != store.DriverChained {
+			return nil
 		}
 		lastOnChained = true // the chained network goes with its last endpoint
 		return errors.Join(tx.DeletePool(n.PoolID), tx.DeleteNetwork(n.Name))

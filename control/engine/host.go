@@ -19,10 +19,49 @@ import (
 	"github.com/ebpfnet/ebpfnet/maps"
 )
 
-// syncHost brings the datapath in line with the dataplane namespace's
-// addresses and uplinks: it attaches the uplink program where it belongs
-// and rewrites host_addrs and uplinks. Callers hold e.mu.
-func (e *Engine) syncHost() error {
+// hostView is the dataplane namespace's interfaces and their addresses,
+// as readHost reads them.
+type hostView struct {
+	links  []netlink.Link
+	byLink map[int][]netlink.Addr
+}
+
+// readHost reads the dataplane namespace's interfaces and addresses. It
+// needs no lock: a host with thousands of sandboxes has as many veths,
+// and a read of them all takes longer than a change, which must not wait
+// for it.
+func (e *Engine) readHost() (hostView, error) {
+	beforeHostRead()
+	var h hostView
+	err := e.inHost(func() error {
+		links, err := driver.Dump(netlink.LinkList)
+		if err != nil {
+			return fmt.Errorf("list interfaces: %w", err)
+		}
+		// One dump of every address, not one per interface: the kernel
+		// dumps them all either way, and per interface that cost the
+		// square of the interfaces, a veth per sandbox among them.
+		all, err := driver.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
+		if err != nil {
+			return fmt.Errorf("list addresses: %w", err)
+		}
+		h.links, h.byLink = links, map[int][]netlink.Addr{}
+		for _, a := range all {
+			h.byLink[a.LinkIndex] = append(h.byLink[a.LinkIndex], a)
+		}
+		return nil
+	})
+	return h, err
+}
+
+// beforeHostRead runs as readHost begins: the tests hold a read there.
+var beforeHostRead = func() {}
+
+// applyHost brings the datapath in line with the dataplane namespace's
+// addresses and uplinks as readHost read them: it attaches the uplink
+// program where it belongs and rewrites host_addrs and uplinks. Callers
+// hold e.mu.
+func (e *Engine) applyHost(h hostView) error {
 	var (
 		addrs   []netip.Addr
 		foreign []netip.Prefix
@@ -35,25 +74,10 @@ func (e *Engine) syncHost() error {
 		errs     []error
 	)
 	err := e.inHost(func() error {
-		links, err := driver.Dump(netlink.LinkList)
-		if err != nil {
-			return fmt.Errorf("list interfaces: %w", err)
-		}
-		toOutside := bridgesToOutside(links)
-		// One dump of every address, not one per interface: the kernel
-		// dumps them all either way, and per interface that cost the
-		// square of the interfaces, a veth per sandbox among them.
-		all, err := driver.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
-		if err != nil {
-			return fmt.Errorf("list addresses: %w", err)
-		}
-		byLink := map[int][]netlink.Addr{}
-		for _, a := range all {
-			byLink[a.LinkIndex] = append(byLink[a.LinkIndex], a)
-		}
-		for _, l := range links {
+		toOutside := bridgesToOutside(h.links)
+		for _, l := range h.links {
 			attrs := l.Attrs()
-			list := byLink[attrs.Index]
+			list := h.byLink[attrs.Index]
 			isForeign := containerBridge(l, toOutside) && !slices.Contains(e.cfg.Uplinks, attrs.Name)
 			// The first address of each family is what flows leaving
 			// through the interface are masqueraded to; an IPv6 one must
@@ -233,7 +257,7 @@ func checkNamedUplinks(netns string, names []string) error {
 	})
 }
 
-// watchHost re-runs syncHost whenever an address or interface of the
+// watchHost reads the host and applies what it read whenever an address or interface of the
 // dataplane namespace changes, so new host addresses serve published ports
 // at once. The returned function stops it.
 func (e *Engine) watchHost() (func(), error) {
@@ -258,6 +282,7 @@ func (e *Engine) watchHost() (func(), error) {
 	go func() {
 		defer close(stopped)
 		var settle <-chan time.Time
+		pause := hostSettle
 		for {
 			select {
 			case <-done:
@@ -278,16 +303,24 @@ func (e *Engine) watchHost() (func(), error) {
 				}
 			case <-settle:
 				settle = nil
-				e.mu.Lock()
-				if err := e.syncHost(); err != nil {
+				began := time.Now()
+				h, err := e.readHost()
+				if err == nil {
+					e.mu.Lock()
+					err = e.applyHost(h)
+					e.mu.Unlock()
+				}
+				if err != nil {
 					e.log.Warn("sync host addresses and uplinks", "err", err)
 				}
-				e.mu.Unlock()
+				// A host whose every interface takes long to read (thousands
+				// of veths) is read again no more than a fifth of the time.
+				pause = max(hostSettle, 4*time.Since(began))
 				continue
 			}
 			// Changes come in bursts (an interface and its addresses): settle first.
 			if settle == nil {
-				settle = time.After(50 * time.Millisecond)
+				settle = time.After(pause)
 			}
 		}
 	}()
@@ -298,12 +331,16 @@ func (e *Engine) watchHost() (func(), error) {
 	}, nil
 }
 
+// hostSettle is how long watchHost lets a burst of changes (an interface
+// and its addresses) settle before it syncs the host.
+const hostSettle = 50 * time.Millisecond
+
 // ownPort says whether an interface event is of a port of a bridge (a
 // sandbox's veth, also before it is one) or of an interface ebpfnet made
 // (labelled): neither is
 // an uplink, and their addresses, if any, come with events of their own,
-// so they need no syncHost, which reads every interface and, under the
-// engine's lock, would make every create cost what the host holds. An
+// so they need no read of the host, which reads every interface and would
+// make every create cost what the host holds. An
 // uplink stays watched whatever happens to it.
 func (e *Engine) ownPort(l netlink.Link) bool {
 	attrs := l.Attrs()

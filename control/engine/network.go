@@ -391,9 +391,7 @@ func (e *Engine) RemoveFrontendNetwork(frontend, ref string) error {
 		if n.Predefined {
 			return errdefs.Invalidf("%s is a pre-defined network and cannot be removed", n.Name)
 		}
-		if users, err := networkUsers(tx, n.ID); err != nil {
-			return err
-		} else if len(users) > 0 {
+		if users := tx.NetworkUsers(n.ID); len(users) > 0 {
 			return errdefs.Conflictf("network %s has active endpoints (%s): disconnect or remove them first", n.Name, strings.Join(users, ", "))
 		}
 		if n.Driver == store.DriverOverlay {
@@ -422,23 +420,6 @@ func (e *Engine) RemoveFrontendNetwork(frontend, ref string) error {
 	return errors.Join(e.teardownNetwork(removed), e.maps.DeleteNetwork(networkMaps(removed)))
 }
 
-// networkUsers names the sandboxes with an endpoint on network id.
-func networkUsers(tx *store.Tx, id string) ([]string, error) {
-	sbs, err := tx.Sandboxes()
-	if err != nil {
-		return nil, err
-	}
-	var users []string
-	for _, sb := range sbs {
-		for _, ep := range sb.Endpoints {
-			if ep.NetworkID == id {
-				users = append(users, sb.Name)
-			}
-		}
-	}
-	return users, nil
-}
-
 // PruneNetworks removes every user-defined network without endpoints but
 // those runtimes' frontends created.
 func (e *Engine) PruneNetworks() ([]string, error) {
@@ -446,7 +427,7 @@ func (e *Engine) PruneNetworks() ([]string, error) {
 	err := e.store.View(func(tx *store.Tx) error {
 		nets, err := tx.Networks()
 		for _, n := range nets {
-			if users, _ := networkUsers(tx, n.ID); !n.Predefined && n.Frontend == "" && len(users) == 0 {
+			if users := tx.NetworkUsers(n.ID); !n.Predefined && n.Frontend == "" && len(users) == 0 {
 				candidates = append(candidates, n.Name)
 			}
 		}

@@ -604,12 +604,8 @@ func (e *Engine) recordLease() {
 func (e *Engine) dropMirror(n store.Network) error {
 	var removed bool
 	err := e.commit(func(tx *store.Tx) error {
-		users, err := networkUsers(tx, n.ID)
-		if err != nil || len(users) > 0 {
-			if err == nil {
-				err = errdefs.Conflictf("overlay network %s is gone from the cluster, but sandboxes here are on it: %v", n.Name, users)
-			}
-			return err
+		if users := tx.NetworkUsers(n.ID); len(users) > 0 {
+			return errdefs.Conflictf("overlay network %s is gone from the cluster, but sandboxes here are on it: %v", n.Name, users)
 		}
 		removed = true
 		if err := tx.DeletePool(n.PoolID); err != nil {

@@ -55,8 +55,12 @@ func (e *Engine) Reconcile() error {
 			}
 		})
 	}
-	e.locked(func() { errs = append(errs, e.reconcileWhole()) })
-	errs = append(errs, e.resyncNames())
+	host, err := e.readHost()
+	errs = append(errs, err)
+	e.locked(func() { errs = append(errs, e.reconcileWhole(host)) })
+	// Once the maps name every live endpoint; a walk of every flow, which
+	// changes need not wait for.
+	errs = append(errs, e.flushOrphanedConntrack(), e.resyncNames())
 	return errors.Join(errs...)
 }
 
@@ -78,8 +82,9 @@ func (e *Engine) current(sb store.Sandbox) (now store.Sandbox, ok bool, err erro
 }
 
 // reconcileWhole is what Reconcile does with the whole state at once: the
-// maps, the uplinks, the leftovers and the names' index. Callers hold e.mu.
-func (e *Engine) reconcileWhole() error {
+// maps, the uplinks (from host, read before the lock), the leftovers and
+// the names' index. Callers hold e.mu.
+func (e *Engine) reconcileWhole(host hostView) error {
 	nets, sbs, err := e.store.Snapshot()
 	if err != nil {
 		return err
@@ -88,8 +93,11 @@ func (e *Engine) reconcileWhole() error {
 	if err := e.store.View(func(tx *store.Tx) (err error) { pubs, err = tx.AllPublications(); return err }); err != nil {
 		return err
 	}
-	errs := []error{e.syncMaps(nets, sbs, pubs), e.flushOrphanedConntrack(), e.syncHost(), e.removeLeftovers(nets, sbs),
-		e.indexNames(nets, sbs)}
+	errs := []error{e.syncMaps(nets, sbs, pubs), e.indexNames(nets, sbs)}
+	// Unread, the host would look empty: every uplink and interface gone.
+	if host.links != nil {
+		errs = append(errs, e.applyHost(host), e.removeLeftovers(nets, sbs, host))
+	}
 	// Devices recreated above lost their peers: write them all again.
 	e.peersChecked = time.Time{}
 	e.nudgeCluster()
@@ -230,8 +238,10 @@ func (e *Engine) flushOrphanedConntrack() error {
 }
 
 // removeLeftovers deletes interfaces and link pins that ebpfnet created
-// for records the store no longer holds.
-func (e *Engine) removeLeftovers(nets []store.Network, sbs []store.Sandbox) error {
+// for records the store no longer holds. The interfaces are those of
+// host, read before the lock: one made since is a change's, stored with
+// it under the lock.
+func (e *Engine) removeLeftovers(nets []store.Network, sbs []store.Sandbox, host hostView) error {
 	known := map[string]bool{}
 	hostSides := map[string]bool{}
 	for _, n := range nets {
@@ -246,9 +256,8 @@ func (e *Engine) removeLeftovers(nets []store.Network, sbs []store.Sandbox) erro
 			hostSides[ep.HostSide] = true
 		}
 	}
-	owned, err := e.ownedLinks()
-	errs := []error{err}
-	for alias, name := range owned {
+	var errs []error
+	for alias, name := range host.owned() {
 		if known[alias] {
 			continue
 		}

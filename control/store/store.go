@@ -67,12 +67,12 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketNetworks, bucketSandboxes, bucketMeta, bucketPublications, bucketPools} {
+		for _, b := range [][]byte{bucketNetworks, bucketSandboxes, bucketMeta, bucketPublications, bucketPools, bucketSandboxIndex} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return errors.Join(movePublications(&Tx{tx: tx}), movePools(&Tx{tx: tx}), linkPublications(&Tx{tx: tx}))
+		return errors.Join(movePublications(&Tx{tx: tx}), movePools(&Tx{tx: tx}), linkPublications(&Tx{tx: tx}), buildSandboxIndex(tx))
 	})
 	if err != nil {
 		db.Close()
@@ -325,10 +325,13 @@ func (t *Tx) NextNetworkIndex() (uint32, error) {
 // Sandboxes returns every sandbox, ordered by name.
 func (t *Tx) Sandboxes() ([]Sandbox, error) { return list[Sandbox](t.tx.Bucket(bucketSandboxes)) }
 
-// Sandbox finds a sandbox by name, ID or unique ID prefix.
+// Sandbox finds a sandbox like Docker does: by exact name, by exact ID,
+// then by a unique ID prefix (through the index: one lookup each).
 func (t *Tx) Sandbox(ref string) (Sandbox, error) {
-	s, err := find(t.tx.Bucket(bucketSandboxes), ref,
-		func(s *Sandbox) string { return s.Name }, func(s *Sandbox) string { return s.ID })
+	s, ok, err := t.SandboxNamed(ref)
+	if err == nil && !ok {
+		s, err = t.sandboxByID(ref)
+	}
 	if errors.Is(err, ErrNotFound) {
 		return s, fmt.Errorf("sandbox %s: %w", ref, err)
 	}
@@ -353,6 +356,9 @@ func (t *Tx) SandboxNamed(name string) (Sandbox, bool, error) {
 // PutSandbox writes a sandbox.
 func (t *Tx) PutSandbox(s Sandbox) error {
 	t.noteSandbox(s.Name)
+	if err := t.reindex(s.Name, &s); err != nil {
+		return err
+	}
 	return put(t.tx.Bucket(bucketSandboxes), s.Name, s)
 }
 
@@ -361,6 +367,9 @@ func (t *Tx) DeleteSandbox(name string) error {
 	t.noteSandbox(name)
 	err := t.tx.Bucket(bucketPublications).DeleteBucket([]byte(name))
 	if err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+		return err
+	}
+	if err := t.reindex(name, nil); err != nil {
 		return err
 	}
 	return t.tx.Bucket(bucketSandboxes).Delete([]byte(name))
