@@ -41,10 +41,14 @@ type Driver interface {
 	// Validate refuses a new network whose devices the kernel cannot give
 	// it, before anything is set up.
 	Validate(n store.Network) error
-	// Datapath reports whether ebpfnet's datapath serves the network: the
-	// maps hold it, its endpoints have host sides with the endpoint
-	// programs, and ports publish to them.
-	Datapath() bool
+	// Traits are what sets the driver's networks apart from others'.
+	Traits() Traits
+	// Tunnel names the device that carries the network's frames to its
+	// endpoints on other hosts, if it has one.
+	Tunnel(n store.Network) (string, bool)
+	// Inspect adds the network's driver settings to options, as Docker's
+	// network inspect shows them.
+	Inspect(n store.Network, options map[string]string)
 	// Setup makes the network's host side exist, idempotently.
 	Setup(n *store.Network) error
 	// Teardown removes the network's host side; a missing one is fine.
@@ -58,6 +62,35 @@ type Driver interface {
 	Detach(n store.Network, sandboxNS string, ep store.Endpoint) error
 	// Check fails when an endpoint's links outside the sandbox are damaged.
 	Check(n store.Network, ep store.Endpoint) error
+}
+
+// Traits are what sets one kind of network apart from the others, for
+// the engine and the datapath to ask of a network's driver instead of
+// comparing its name.
+type Traits struct {
+	// Datapath: ebpfnet's datapath serves the network: the maps hold it,
+	// its endpoints have host sides with the endpoint programs, and ports
+	// publish to them.
+	Datapath bool
+	// Global: the network is the cluster's, on every host that joins it
+	// (Docker's scope "global"), and is made, removed and addressed
+	// through the cluster's store.
+	Global bool
+	// XDPTarget: an endpoint is a veth on a bridge whose sandbox side
+	// ebpfnet brings up itself, with GRO on, so that the uplinks' XDP
+	// path may deliver to it (a veth takes redirected frames only in NAPI
+	// mode).
+	XDPTarget bool
+	// OwnMAC: ebpfnet gives each endpoint's sandbox side its MAC, so the
+	// datapath drops frames from any other; a runtime's veth keeps its
+	// own.
+	OwnMAC bool
+	// StackRoutes: another plugin routes the network and masquerades it,
+	// so the datapath hands its traffic to the kernel's stack.
+	StackRoutes bool
+	// Implicit: the network exists for its endpoints alone, made with the
+	// first and removed with the last.
+	Implicit bool
 }
 
 // Aliases mark kernel objects as ebpfnet's, naming the record they belong to.

@@ -117,14 +117,11 @@ func parseAddr(what, s string) (netip.Addr, error) {
 
 // scope is Docker's: global for a network every host of the cluster has.
 func scope(n store.Network) string {
-	if n.Driver == store.DriverOverlay {
+	if traitsOf(n).Global {
 		return "global"
 	}
 	return "local"
 }
-
-// OptVXLANIDs is how Docker's inspect shows an overlay network's VNI.
-const OptVXLANIDs = "com.docker.network.driver.overlay.vxlanid_list"
 
 func networkView(n store.Network, sbs []store.Sandbox) api.Network {
 	v := api.Network{Name: n.Name, ID: n.ID, Created: n.Created, Scope: scope(n), Driver: n.Driver, EnableIPv6: n.EnableIPv6, Internal: n.Internal, Attachable: n.Attachable,
@@ -142,19 +139,8 @@ func networkView(n store.Network, sbs []store.Sandbox) api.Network {
 	if n.HasAddresses() && n.EnableIPv6 {
 		v.IPAM.Config = append(v.IPAM.Config, ipamConfig(n.Pool6, gateway6(n)))
 	}
-	if n.Driver == store.DriverOverlay {
-		v.Options[OptVXLANIDs] = fmt.Sprint(n.VNI)
-	}
-	if n.Driver == store.DriverBridge {
-		v.Options[OptBridgeName] = n.Bridge
-		v.Options[OptEnableICC] = fmt.Sprint(n.ICC)
-		// Docker lists the mode only when it was chosen, nat included.
-		if n.GatewayMode != "" {
-			v.Options[OptGatewayMode] = n.GatewayMode
-		}
-		if n.GatewayMode6 != "" {
-			v.Options[OptGatewayMode6] = n.GatewayMode6
-		}
+	if d, ok := driverFor(n.Driver); ok {
+		d.Inspect(n, v.Options)
 	}
 	for _, sb := range sbs {
 		for _, ep := range sb.Endpoints {

@@ -4,7 +4,6 @@ import (
 	"net/netip"
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
-	"github.com/ebpfnet/ebpfnet/control/driver/overlay"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/maps"
@@ -57,7 +56,7 @@ func desiredMaps(nets []store.Network, sbs []store.Sandbox, pubs map[string][]st
 // networkMaps is what the datapath knows of a bridge network.
 func networkMaps(n store.Network) maps.Network {
 	m := maps.Network{Index: n.Index, Subnet: n.Pool.Subnet, Gateway: n.Pool.Gateway, GatewayMAC: driver.MACFor(n.Pool.Gateway),
-		ICCDisabled: !n.ICC, Internal: n.Internal, Masquerade: n.Masquerade, StackRoutes: n.Driver == store.DriverChained}
+		ICCDisabled: !n.ICC, Internal: n.Internal, Masquerade: n.Masquerade, StackRoutes: traitsOf(n).StackRoutes}
 	m.Direct = directAccess(n.IPv4GatewayMode())
 	if n.IPv4GatewayMode() == store.GatewayIsolated {
 		// No host address on the network: the datapath must not treat the
@@ -117,20 +116,11 @@ func endpointAddrs(ep store.Endpoint) []netip.Addr {
 // could set.
 func ifaceMaps(n store.Network, sb store.Sandbox, ep store.Endpoint, ifindex int) maps.Iface {
 	i := maps.Iface{Ifindex: uint32(ifindex), Network: n.Index, Addr: ep.Addr, Addr6: ep.Addr6,
-		XDPTarget: n.Driver == store.DriverBridge && !sb.HandOver}
-	if n.Driver == store.DriverBridge || n.Driver == store.DriverOverlay {
+		XDPTarget: traitsOf(n).XDPTarget && !sb.HandOver}
+	if traitsOf(n).OwnMAC {
 		i.MAC = driver.EndpointMAC(ep)
 	}
 	return i
-}
-
-// tunnelDevice is the name of the device that carries a network's frames
-// to its endpoints on other hosts, if it has one: an overlay's VXLAN device.
-func tunnelDevice(n store.Network) (string, bool) {
-	if n.Driver == store.DriverOverlay {
-		return overlay.Device(n), true
-	}
-	return "", false
 }
 
 // tunnelMaps is what the datapath knows of an overlay network's VXLAN

@@ -38,10 +38,30 @@ func driverFor(name string) (driver.Driver, bool) {
 	return nil, false
 }
 
-// servedByDatapath reports whether the datapath serves n (driver.datapath).
-func servedByDatapath(n store.Network) bool {
-	d, ok := driverFor(n.Driver)
-	return ok && d.Datapath()
+// traitsOf are the traits of n's driver; host and none have none.
+func traitsOf(n store.Network) driver.Traits {
+	if d, ok := driverFor(n.Driver); ok {
+		return d.Traits()
+	}
+	return driver.Traits{}
+}
+
+// servedByDatapath reports whether the datapath serves n.
+func servedByDatapath(n store.Network) bool { return traitsOf(n).Datapath }
+
+// singleInstance reports whether a driver's network is the one of its
+// kind the engine makes (host and none): one more is refused.
+func singleInstance(driverName string) bool {
+	return driverName == store.DriverHost || driverName == store.DriverNull || driverName == NetworkNone
+}
+
+// tunnelDevice is the name of the device that carries a network's frames
+// to its endpoints on other hosts, if it has one: an overlay's VXLAN device.
+func tunnelDevice(n store.Network) (string, bool) {
+	if d, ok := driverFor(n.Driver); ok {
+		return d.Tunnel(n)
+	}
+	return "", false
 }
 
 // setupNetwork makes the network's host side exist (idempotent).
@@ -205,7 +225,7 @@ func configureInside(n store.Network, ep store.Endpoint, ownNamespace, lo6 bool)
 // so (maps.Iface.XDPTarget). GRO is on whatever the uplink mode, so that a
 // daemon started in another mode finds every endpoint ready.
 func readyForXDP(n store.Network, ifname string) error {
-	if n.Driver != store.DriverBridge {
+	if !traitsOf(n).XDPTarget {
 		return nil
 	}
 	et, err := ethtool.NewEthtool()

@@ -184,7 +184,7 @@ func (e *Engine) createEndpoint(tx *store.Tx, undo *rollback, req ExternalEndpoi
 // keeps its own isolation from other networks.
 func (e *Engine) chainedNetwork(tx *store.Tx, undo *rollback, frontend, name string, c ChainedNetwork) (store.Network, error) {
 	if n, err := tx.Network(name); err == nil {
-		if n.Driver != store.DriverChained || n.Pool.Subnet != c.Subnet || n.Bridge != c.Bridge {
+		if !traitsOf(n).Implicit || n.Pool.Subnet != c.Subnet || n.Bridge != c.Bridge {
 			return n, errdefs.Conflictf("network %s exists, and is not the chained network of bridge %s and subnet %s", name, c.Bridge, c.Subnet)
 		}
 		return n, nil
@@ -479,7 +479,7 @@ func (e *Engine) deleteEndpoint(id string) error {
 		if err := tx.DeleteSandbox(sb.Name); err != nil {
 			return err
 		}
-		if len(tx.NetworkUsers(n.ID)) > 0 || n.Driver != store.DriverChained {
+		if len(tx.NetworkUsers(n.ID)) > 0 || !traitsOf(n).Implicit {
 			return nil
 		}
 		lastOnChained = true // the chained network goes with its last endpoint

@@ -34,7 +34,7 @@ func (e *Engine) ensurePredefined() error {
 			{NetworkBridge, store.DriverBridge}, {NetworkHost, store.DriverHost}, {NetworkNone, store.DriverNull},
 		} {
 			if n, err := tx.Network(p.name); err == nil {
-				if p.driver == store.DriverBridge && n.EnableIPv6 != e.cfg.DefaultIPv6 {
+				if p.name == NetworkBridge && n.EnableIPv6 != e.cfg.DefaultIPv6 {
 					// Made by an earlier start: its endpoints' addresses
 					// stand, so it stays as it was made.
 					e.log.Warn("the default network keeps the IPv6 setting it was made with: remove the state (ebpfnet reset) to change it",
@@ -43,7 +43,7 @@ func (e *Engine) ensurePredefined() error {
 				continue
 			}
 			n := store.Network{ID: newID(), Name: p.name, Driver: p.driver, Created: time.Now().UTC(), Predefined: true, ICC: true, Masquerade: true}
-			if p.driver == store.DriverBridge {
+			if p.name == NetworkBridge {
 				n.Bridge, n.EnableIPv6 = DefaultBridge, e.cfg.DefaultIPv6
 				if err := e.choosePools(tx, &n, NetworkSpec{}); err != nil {
 					return fmt.Errorf("create default network: %w", err)
@@ -251,7 +251,7 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 		n.Driver = store.DriverBridge
 	}
 	if _, ok := e.drivers(n.Driver); !ok {
-		if n.Driver == store.DriverHost || n.Driver == store.DriverNull || n.Driver == NetworkNone {
+		if singleInstance(n.Driver) {
 			return store.Network{}, errdefs.Conflictf("only one instance of the %q network is allowed, and it exists already", n.Driver)
 		}
 		return store.Network{}, errdefs.Invalidf("unknown driver %q (want bridge, macvlan or overlay)", spec.Driver)
@@ -271,7 +271,7 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 	if err := checkFamilies(n, spec); err != nil {
 		return store.Network{}, err
 	}
-	if n.Driver == store.DriverOverlay {
+	if traitsOf(n).Global {
 		return e.createOverlay(n, spec)
 	}
 	err := e.update(func(tx *store.Tx, undo *rollback) error {
@@ -394,7 +394,7 @@ func (e *Engine) RemoveFrontendNetwork(frontend, ref string) error {
 		if users := tx.NetworkUsers(n.ID); len(users) > 0 {
 			return errdefs.Conflictf("network %s has active endpoints (%s): disconnect or remove them first", n.Name, strings.Join(users, ", "))
 		}
-		if n.Driver == store.DriverOverlay {
+		if traitsOf(n).Global {
 			if err := e.removeOverlay(n); err != nil {
 				return err
 			}

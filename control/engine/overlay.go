@@ -205,7 +205,7 @@ func (e *Engine) takeOverlayAddresses(refs []string, sandbox string, aliases []s
 		for i, ref := range refs {
 			// What is not an overlay network here is the locked change's
 			// to take, or to refuse.
-			if n, err := tx.Network(ref); err == nil && n.Driver == store.DriverOverlay {
+			if n, err := tx.Network(ref); err == nil && traitsOf(n).Global {
 				w := want{n: n}
 				if i == 0 {
 					w.addr = static
@@ -446,7 +446,7 @@ func (e *Engine) followCluster(ctx context.Context, st cluster.State) (requests 
 	}
 	local := map[string]store.Network{}
 	for _, n := range nets {
-		if n.Driver == store.DriverOverlay {
+		if traitsOf(n).Global {
 			local[n.ID] = n
 		}
 	}

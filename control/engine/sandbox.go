@@ -158,7 +158,7 @@ func (e *Engine) addEndpoint(tx *store.Tx, undo *rollback, sb *store.Sandbox, n 
 		return errdefs.Invalidf("IPv6 address %s: network %s has no IPv6 (create it with --ipv6)", spec.IP6, n.Name)
 	}
 	ep := store.Endpoint{ID: newID(), NetworkID: n.ID, Interface: nextInterface(sb.Endpoints), Aliases: spec.Aliases}
-	if n.Driver == store.DriverOverlay {
+	if traitsOf(n).Global {
 		if err := e.allocateOverlay(tx, undo, n, *sb, &ep, spec.IP, taken); err != nil {
 			return err
 		}

@@ -99,7 +99,24 @@ func (Driver) Validate(n store.Network) error {
 	return nil
 }
 
-func (Driver) Datapath() bool { return true }
+func (Driver) Traits() driver.Traits {
+	return driver.Traits{Datapath: true, XDPTarget: true, OwnMAC: true}
+}
+
+func (Driver) Tunnel(store.Network) (string, bool) { return "", false }
+
+// Inspect shows the bridge options Docker's inspect shows.
+func (Driver) Inspect(n store.Network, options map[string]string) {
+	options[driver.OptBridgeName] = n.Bridge
+	options[driver.OptEnableICC] = fmt.Sprint(n.ICC)
+	// Docker lists the mode only when it was chosen, nat included.
+	if n.GatewayMode != "" {
+		options[driver.OptGatewayMode] = n.GatewayMode
+	}
+	if n.GatewayMode6 != "" {
+		options[driver.OptGatewayMode6] = n.GatewayMode6
+	}
+}
 
 func (Driver) Setup(n *store.Network) error {
 	l, err := netlink.LinkByName(n.Bridge)

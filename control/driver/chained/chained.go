@@ -27,9 +27,17 @@ func (Driver) Configure(n *store.Network, opts map[string]string) error {
 }
 
 func (Driver) Validate(store.Network) error { return nil }
-func (Driver) Datapath() bool               { return true }
-func (Driver) Setup(*store.Network) error   { return nil }
-func (Driver) Teardown(store.Network) error { return nil }
+
+// Traits: the other plugin routes and masquerades; the network comes and
+// goes with its endpoints.
+func (Driver) Traits() driver.Traits {
+	return driver.Traits{Datapath: true, StackRoutes: true, Implicit: true}
+}
+
+func (Driver) Tunnel(store.Network) (string, bool)      { return "", false }
+func (Driver) Inspect(store.Network, map[string]string) {}
+func (Driver) Setup(*store.Network) error               { return nil }
+func (Driver) Teardown(store.Network) error             { return nil }
 
 // Attach finds the host side the other plugin made.
 func (Driver) Attach(n store.Network, ep *store.Endpoint, _ netlink.NsFd) (int, error) {

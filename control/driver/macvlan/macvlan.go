@@ -46,7 +46,12 @@ func (Driver) Configure(n *store.Network, opts map[string]string) error {
 
 func (Driver) Validate(n store.Network) error { return checkParent(n.Parent) }
 
-func (Driver) Datapath() bool { return false }
+// Traits: the parent's network carries macvlan endpoints, past the
+// datapath.
+func (Driver) Traits() driver.Traits { return driver.Traits{} }
+
+func (Driver) Tunnel(store.Network) (string, bool)      { return "", false }
+func (Driver) Inspect(store.Network, map[string]string) {}
 
 // Setup checks the parent is still there: the network has nothing else.
 func (Driver) Setup(n *store.Network) error { return checkParent(n.Parent) }

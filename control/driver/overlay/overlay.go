@@ -40,6 +40,24 @@ func (Driver) Configure(n *store.Network, opts map[string]string) error {
 // Device is the name of an overlay network's VXLAN device.
 func Device(n store.Network) string { return fmt.Sprintf("ebx-%d", n.VNI) }
 
+// Traits: a bridge's, on every host of the cluster, whose frames cross
+// the tunnel, past the uplinks' XDP path.
+func (Driver) Traits() driver.Traits {
+	return driver.Traits{Datapath: true, Global: true, OwnMAC: true}
+}
+
+// Tunnel is the network's VXLAN device.
+func (Driver) Tunnel(n store.Network) (string, bool) { return Device(n), true }
+
+// OptVXLANIDs is how Docker's inspect shows an overlay network's VNI.
+const OptVXLANIDs = "com.docker.network.driver.overlay.vxlanid_list"
+
+// Inspect shows the network's VNI, as Docker's does; not its bridge's
+// options, which Docker's overlay networks have none of.
+func (Driver) Inspect(n store.Network, options map[string]string) {
+	options[OptVXLANIDs] = fmt.Sprint(n.VNI)
+}
+
 // Validate refuses a network whose devices exist already, or whose VTEP
 // address no interface of the host has.
 func (d Driver) Validate(n store.Network) error {
