@@ -9,7 +9,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/engine"
-	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
+	"github.com/ebpfnet/ebpfnet/control/ports"
 )
 
 func newSandboxCommand(c *cli) *cobra.Command {
@@ -37,7 +37,7 @@ func sandboxFlags(cmd *cobra.Command, req *api.SandboxCreate, publish *[]string)
 
 // sandboxRequest completes req from the flags that need parsing.
 func sandboxRequest(req *api.SandboxCreate, publish []string) (err error) {
-	if req.Publish, err = parseEach(publish, sandbox.ParsePublish); err != nil {
+	if req.Publish, err = parseEach(publish, ports.ParsePublish); err != nil {
 		return err
 	}
 	return checkSandboxFlags(*req)
