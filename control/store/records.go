@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/ipam"
+	"github.com/ebpfnet/ebpfnet/control/ports"
 )
 
 // Drivers.
@@ -193,11 +194,11 @@ func NetworkMode(sb Sandbox, networkName func(id string) string) string {
 // Publication is a published port of a sandbox; the store keeps them
 // apart from the sandbox's record (Tx.Publications).
 type Publication struct {
-	HostIP     netip.Addr `json:"hostIp,omitzero"` // zero: every address of the host
-	HostPort   uint16     `json:"hostPort"`
-	Proto      string     `json:"proto"`      // tcp or udp
-	Port       uint16     `json:"port"`       // in the sandbox
-	EndpointID string     `json:"endpointId"` // the sandbox's endpoint the port leads to (Sandbox.Endpoint)
+	HostIP     netip.Addr     `json:"hostIp,omitzero"` // zero: every address of the host
+	HostPort   uint16         `json:"hostPort"`
+	Proto      ports.Protocol `json:"proto"`
+	Port       uint16         `json:"port"`       // in the sandbox
+	EndpointID string         `json:"endpointId"` // the sandbox's endpoint the port leads to (Sandbox.Endpoint)
 }
 
 // HostAddress is the host address a publication listens on, 0.0.0.0 for
