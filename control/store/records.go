@@ -5,18 +5,19 @@ import (
 	"slices"
 	"time"
 
+	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 )
 
 // Drivers.
 const (
-	DriverBridge  = "bridge"
-	DriverMacvlan = "macvlan"
+	DriverBridge  = api.DriverBridge
+	DriverMacvlan = api.DriverMacvlan
 	// DriverOverlay networks span the hosts of a cluster: the cluster
 	// store (etcd) holds them, and each host keeps a copy here while it
 	// is in the cluster.
-	DriverOverlay = "overlay"
+	DriverOverlay = api.DriverOverlay
 	DriverHost    = "host"
 	DriverNull    = "null" // the "none" network, named after Docker's driver
 	// DriverChained serves a bridge another CNI plugin made, ebpfnet
@@ -80,12 +81,12 @@ type Network struct {
 }
 
 // Gateway modes of a bridge network, one per family (GatewayMode,
-// GatewayMode6), named as Docker 28 names them.
+// GatewayMode6).
 const (
-	GatewayNAT            = "nat"             // masqueraded; from outside, published host ports only
-	GatewayNATUnprotected = "nat-unprotected" // masqueraded; every sandbox port routable from outside
-	GatewayRouted         = "routed"          // not masqueraded; published sandbox ports routable from outside
-	GatewayIsolated       = "isolated"        // internal, and the host holds no address on the network
+	GatewayNAT            = api.GatewayNAT
+	GatewayNATUnprotected = api.GatewayNATUnprotected
+	GatewayRouted         = api.GatewayRouted
+	GatewayIsolated       = api.GatewayIsolated
 )
 
 // IPv4GatewayMode is the network's gateway mode, nat when none was chosen.
