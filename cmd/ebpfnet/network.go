@@ -79,7 +79,9 @@ func newNetworkCreate(c *cli) *cobra.Command {
 }
 
 // checkNetworkFlags refuses the combinations of flags the daemon refuses,
-// in the words of the flags: the daemon's errors name values.
+// in the words of the flags: the daemon's errors name values. The daemon
+// decides (the bridge driver, that an isolated network is internal; the
+// engine, that it has no gateway): these only say it first, in flags.
 func checkNetworkFlags(req api.NetworkCreate) error {
 	if len(req.Subnets) == 0 && (len(req.IPRanges) > 0 || len(req.Gateways) > 0) {
 		return errors.New("--ip-range and --gateway need --subnet")

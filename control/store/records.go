@@ -113,6 +113,31 @@ func (n *Network) HostOnNetwork6() bool {
 	return n.EnableIPv6 && n.IPv6GatewayMode() != GatewayIsolated
 }
 
+// Gateway is the network's gateway in one family: the address the host
+// holds on it, which inspect shows. There is none where the host holds
+// none (HostOnNetwork, HostOnNetwork6).
+func (n *Network) Gateway(ipv6 bool) netip.Addr {
+	switch {
+	case ipv6 && n.HostOnNetwork6():
+		return n.Pool6.Gateway
+	case !ipv6 && n.HostOnNetwork():
+		return n.Pool.Gateway
+	}
+	return netip.Addr{}
+}
+
+// DefaultGateway is where the network's sandboxes route to leave it, in
+// one family: its Gateway, except on an internal network, which leads
+// nowhere. That is the one difference between the two: an internal
+// network has a gateway all the same, the host's address on it, which
+// inspect shows as Docker's shows the gateway of its internal networks.
+func (n *Network) DefaultGateway(ipv6 bool) netip.Addr {
+	if n.Internal {
+		return netip.Addr{}
+	}
+	return n.Gateway(ipv6)
+}
+
 // AddressesByRuntime reports whether the network's addresses are a
 // runtime's IPAM's, which the store does not track (chained networks).
 func (n *Network) AddressesByRuntime() bool { return n.Driver == DriverChained }
