@@ -9,11 +9,12 @@
 //     (bridge, macvlan, overlay, chained), which build networks and
 //     endpoints in the kernel;
 //   - frontend/…: one package per way in. A frontend owns user syntax and
-//     names and reaches the engine through api; sandbox, the CLI's, also
-//     owns its sandboxes' namespaces, files and processes (engine.Runtime).
-//     Docker's plugin (frontend/docker) runs in the daemon; CNI's is a
-//     binary of its own (cmd/ebpfnet-cni), a client of the API's
-//     attachments. Both hand over their runtime's namespaces by path;
+//     names and reaches the engine through api. sandbox is the daemon's
+//     side of the CLI's sandboxes: their namespaces, files and processes
+//     (engine.Runtime); the CLI's side, docker run's -p grammar, is parsed
+//     in ports. Docker's plugin (frontend/docker) runs in the daemon;
+//     CNI's is a binary of its own (cmd/ebpfnet-cni), a client of the
+//     API's attachments. Both hand over their runtime's namespaces by path;
 //   - api: the wire types, the engine's read models, the server and the
 //     client, and the Engine and RuntimeEngine interfaces the server calls,
 //     which the engine implements: the engine imports api, never the
@@ -22,7 +23,7 @@
 //     of a cluster share in etcd (hosts and their leases, overlay networks,
 //     their addresses); ipam: address pools; hostports: the host ports that
 //     published ports take; ports: published ports as every frontend hands
-//     them over; errdefs: the kinds of failure; namespace: entering,
+//     them over, built one way for all of them, and the -p grammar; errdefs: the kinds of failure; namespace: entering,
 //     creating and removing network namespaces; dns: the embedded DNS
 //     server; hostsettings: reading (never writing) the host's netfilter and
 //     routing settings that status shows.

@@ -15,7 +15,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
-	"github.com/ebpfnet/ebpfnet/control/engine"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
@@ -93,7 +92,7 @@ func expectOrder(t *testing.T, what string, got []string, want ...string) {
 }
 
 // iface finds an interface in the status.
-func iface(t *testing.T, st engine.Status, name string) engine.AttachedIface {
+func iface(t *testing.T, st api.Status, name string) api.AttachedIface {
 	t.Helper()
 	for _, i := range slices.Concat(st.Endpoints, st.Uplinks) {
 		if i.Interface == name {
@@ -101,7 +100,7 @@ func iface(t *testing.T, st engine.Status, name string) engine.AttachedIface {
 		}
 	}
 	t.Fatalf("status does not list %s: %+v", name, st)
-	return engine.AttachedIface{}
+	return api.AttachedIface{}
 }
 
 // expectOthers checks the programs status names beside ebpfnet's on an

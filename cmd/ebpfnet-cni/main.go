@@ -95,14 +95,9 @@ func mappings(pms []portMapping) ([]ports.Mapping, error) {
 			return nil, fmt.Errorf("invalid port mapping %d:%d/%s: host and container ports must be 1-65535", pm.HostPort, pm.ContainerPort, proto)
 		}
 		m := ports.Mapping{Proto: proto, HostPort: uint16(pm.HostPort), Port: uint16(pm.ContainerPort)}
-		if pm.HostIP != "" {
-			a, err := netip.ParseAddr(pm.HostIP)
-			if err != nil {
-				return nil, fmt.Errorf("port mapping %d: invalid host IP %q", pm.HostPort, pm.HostIP)
-			}
-			m.HostIP = ports.EveryAddress(a)
+		if out, err = ports.Add(out, m, pm.HostIP); err != nil {
+			return nil, fmt.Errorf("port mapping %d: %w", pm.HostPort, err)
 		}
-		out = ports.Append(out, m)
 	}
 	return out, nil
 }

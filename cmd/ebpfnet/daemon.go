@@ -19,6 +19,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/engine"
 	"github.com/ebpfnet/ebpfnet/control/frontend/docker"
 	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
+	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/loader"
 )
 
@@ -86,7 +87,7 @@ root's a bind of a published port (EPERM).`,
 				return fmt.Errorf("invalid --socket-mode %q: want octal permissions such as 0600", socketMode)
 			}
 			if natPorts != "" {
-				first, end, err := sandbox.ParsePortRange(natPorts)
+				first, end, err := ports.ParseRange(natPorts)
 				if err != nil || first < 1024 {
 					return fmt.Errorf("invalid --nat-ports %q: want a range such as 61000-65535, above 1023", natPorts)
 				}

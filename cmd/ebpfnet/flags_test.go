@@ -5,14 +5,13 @@ import (
 	"testing"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
-	"github.com/ebpfnet/ebpfnet/control/engine"
 )
 
 // The CLI words in flags what the daemon refuses in values; these are the
 // combinations it answers itself.
 func TestFlagCombinations(t *testing.T) {
-	isolated := map[string]string{engine.OptGatewayMode: "isolated"}
-	isolated6 := map[string]string{engine.OptGatewayMode6: "isolated"}
+	isolated := map[string]string{api.OptGatewayMode: "isolated"}
+	isolated6 := map[string]string{api.OptGatewayMode6: "isolated"}
 	for _, c := range []struct {
 		req  api.NetworkCreate
 		want string

@@ -8,8 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
-	"github.com/ebpfnet/ebpfnet/control/engine"
-	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
 func newNetworkCommand(c *cli) *cobra.Command {
@@ -66,7 +64,7 @@ func newNetworkCreate(c *cli) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&req.Driver, "driver", "d", "bridge", "driver: bridge, macvlan or overlay (with a cluster: ebpfnet daemon --cluster-store)")
+	f.StringVarP(&req.Driver, "driver", "d", api.DriverBridge, "driver: bridge, macvlan or overlay (with a cluster: ebpfnet daemon --cluster-store)")
 	f.BoolVar(&ipv6, "ipv6", false, "give the network an IPv6 subnet too (dual-stack)")
 	f.StringArrayVar(&req.Subnets, "subnet", nil, "subnet in CIDR form, at most one per family (default: the next free default pool; for IPv6 a /64 of the host's ULA /48)")
 	f.StringArrayVar(&req.Gateways, "gateway", nil, "gateway address of the subnet of its family (default: the subnet's first address + 1)")
@@ -76,27 +74,29 @@ func newNetworkCreate(c *cli) *cobra.Command {
 	f.StringArrayVarP(&opts, "opt", "o", nil, "driver option KEY=VALUE (repeatable)")
 	f.StringArrayVar(&labels, "label", nil, "label KEY=VALUE (repeatable)")
 	f.StringArrayVar(&req.DNS, "dns", nil, "upstream DNS server of the network's sandboxes (repeatable; default: the host's)")
-	cmd.RegisterFlagCompletionFunc("driver", cobra.FixedCompletions([]string{"bridge", "macvlan", "overlay"}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RegisterFlagCompletionFunc("driver", cobra.FixedCompletions([]string{api.DriverBridge, api.DriverMacvlan, api.DriverOverlay}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
 // checkNetworkFlags refuses the combinations of flags the daemon refuses,
-// in the words of the flags: the daemon's errors name values.
+// in the words of the flags: the daemon's errors name values. The daemon
+// decides (the bridge driver, that an isolated network is internal; the
+// engine, that it has no gateway): these only say it first, in flags.
 func checkNetworkFlags(req api.NetworkCreate) error {
 	if len(req.Subnets) == 0 && (len(req.IPRanges) > 0 || len(req.Gateways) > 0) {
 		return errors.New("--ip-range and --gateway need --subnet")
 	}
-	for _, key := range []string{engine.OptGatewayMode, engine.OptGatewayMode6} {
-		if mode := req.Options[key]; mode == store.GatewayIsolated && (req.Driver == "" || req.Driver == store.DriverBridge) && !req.Internal {
+	for _, key := range []string{api.OptGatewayMode, api.OptGatewayMode6} {
+		if mode := req.Options[key]; mode == api.GatewayIsolated && (req.Driver == "" || req.Driver == api.DriverBridge) && !req.Internal {
 			return fmt.Errorf("option %s=%s needs --internal: an isolated network has no gateway, so it leads nowhere", key, mode)
 		}
 	}
 	for _, gw := range req.Gateways {
-		key := engine.OptGatewayMode
+		key := api.OptGatewayMode
 		if strings.Contains(gw, ":") {
-			key = engine.OptGatewayMode6
+			key = api.OptGatewayMode6
 		}
-		if mode := req.Options[key]; mode == store.GatewayIsolated && req.Internal {
+		if mode := req.Options[key]; mode == api.GatewayIsolated && req.Internal {
 			return fmt.Errorf("--gateway %s: a network in gateway mode %s has no gateway", gw, mode)
 		}
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/frontend/docker"
-	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
+	"github.com/ebpfnet/ebpfnet/control/ports"
 )
 
 func newPublishCommand(c *cli) *cobra.Command {
@@ -31,7 +31,7 @@ with one sandbox port takes the first free port of the range.`,
   ebpfnet publish 80 web`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return changePorts(cmd, args, sandbox.ParsePublish, c.client().Publish)
+			return changePorts(cmd, args, ports.ParsePublish, c.client().Publish)
 		},
 	}
 }
@@ -48,7 +48,7 @@ removed ports are forgotten with them.`,
   ebpfnet unpublish 127.0.0.1:5353:53/udp dns`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return changePorts(cmd, args, sandbox.ParseUnpublish, c.client().Unpublish)
+			return changePorts(cmd, args, ports.ParseUnpublish, c.client().Unpublish)
 		},
 	}
 }

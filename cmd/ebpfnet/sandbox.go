@@ -8,8 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
-	"github.com/ebpfnet/ebpfnet/control/engine"
-	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
+	"github.com/ebpfnet/ebpfnet/control/ports"
 )
 
 func newSandboxCommand(c *cli) *cobra.Command {
@@ -37,7 +36,7 @@ func sandboxFlags(cmd *cobra.Command, req *api.SandboxCreate, publish *[]string)
 
 // sandboxRequest completes req from the flags that need parsing.
 func sandboxRequest(req *api.SandboxCreate, publish []string) (err error) {
-	if req.Publish, err = parseEach(publish, sandbox.ParsePublish); err != nil {
+	if req.Publish, err = parseEach(publish, ports.ParsePublish); err != nil {
 		return err
 	}
 	return checkSandboxFlags(*req)
@@ -50,7 +49,7 @@ func checkSandboxFlags(req api.SandboxCreate) error {
 	if len(req.Networks) != 1 || req.IP == "" && req.IP6 == "" && len(req.Aliases) == 0 && len(req.Publish) == 0 {
 		return nil
 	}
-	if mode := req.Networks[0]; mode == engine.NetworkHost || mode == engine.NetworkNone || strings.HasPrefix(mode, "container:") {
+	if mode := req.Networks[0]; api.IsNetworkMode(mode) {
 		return fmt.Errorf("--ip, --ip6, --alias and -p need a bridge or macvlan network, not %s", mode)
 	}
 	return nil

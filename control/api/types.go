@@ -58,9 +58,6 @@ type Ports struct {
 // unpublish, its zero fields match anything.
 type PortMapping = ports.Mapping
 
-// Protocol is tcp or udp.
-type Protocol = ports.Protocol
-
 // PortBinding is one published host address and port, as docker inspect
 // shows it under NetworkSettings.Ports["80/tcp"].
 type PortBinding struct {

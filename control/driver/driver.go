@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
@@ -19,8 +20,8 @@ const (
 	OptEnableICC    = "com.docker.network.bridge.enable_icc"
 	OptMasquerade   = "com.docker.network.bridge.enable_ip_masquerade"
 	OptMTU          = "com.docker.network.driver.mtu"
-	OptGatewayMode  = "com.docker.network.bridge.gateway_mode_ipv4"
-	OptGatewayMode6 = "com.docker.network.bridge.gateway_mode_ipv6"
+	OptGatewayMode  = api.OptGatewayMode
+	OptGatewayMode6 = api.OptGatewayMode6
 	// OptEnableIPv6 is Docker's option form of --ipv6, which
 	// default-network-opts can set for every network of a driver.
 	OptEnableIPv6  = "com.docker.network.enable_ipv6"

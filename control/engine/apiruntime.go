@@ -214,7 +214,7 @@ func (a apiEngine) Attach(req api.AttachmentCreate) (api.Attachment, error) {
 	ep := sb.Endpoints[0]
 	v := api.Attachment{Sandbox: sb.Name, Interface: ep.Interface, HostInterface: ep.HostSide, MacAddress: ep.MAC, Mtu: n.MTU,
 		Address: netip.PrefixFrom(ep.Addr, n.Pool.Subnet.Bits()).String(), Ports: portBindings(pubs)}
-	if gw := gatewayOf(n); gw.IsValid() {
+	if gw := n.DefaultGateway(false); gw.IsValid() {
 		v.Gateway = gw.String()
 		// A second network of a namespace finds the first one's route.
 		v.DefaultRoute, err = defaultRouteVia(req.NetNS, gw)
@@ -222,7 +222,7 @@ func (a apiEngine) Attach(req api.AttachmentCreate) (api.Attachment, error) {
 	if ep.Addr6.IsValid() {
 		v.AddressIPv6 = netip.PrefixFrom(ep.Addr6, n.Pool6.Subnet.Bits()).String()
 	}
-	if gw := gateway6Of(n); gw.IsValid() && ep.Addr6.IsValid() && err == nil {
+	if gw := n.DefaultGateway(true); gw.IsValid() && ep.Addr6.IsValid() && err == nil {
 		v.GatewayIPv6 = gw.String()
 		v.DefaultRoute6, err = defaultRouteVia(req.NetNS, gw)
 	}

@@ -134,10 +134,10 @@ func networkView(n store.Network, sbs []store.Sandbox) api.Network {
 		v.Labels = map[string]string{}
 	}
 	if n.HasAddresses() {
-		v.IPAM.Config = append(v.IPAM.Config, ipamConfig(n.Pool, gateway(n)))
+		v.IPAM.Config = append(v.IPAM.Config, ipamConfig(n.Pool, gateway(n, false)))
 	}
 	if n.HasAddresses() && n.EnableIPv6 {
-		v.IPAM.Config = append(v.IPAM.Config, ipamConfig(n.Pool6, gateway6(n)))
+		v.IPAM.Config = append(v.IPAM.Config, ipamConfig(n.Pool6, gateway(n, true)))
 	}
 	if d, ok := driverFor(n.Driver); ok {
 		d.Inspect(n, v.Options)
@@ -170,21 +170,13 @@ func ipamConfig(p ipam.Pool, gateway string) api.IPAMConfig {
 	return c
 }
 
-// gateway is the network's gateway as Docker shows it: none in gateway
-// mode isolated, where the host holds no address on the network.
-func gateway(n store.Network) string {
-	if !n.HostOnNetwork() {
-		return ""
+// gateway is the network's gateway in one family as inspect shows it,
+// "" for none (store.Network.Gateway).
+func gateway(n store.Network, ipv6 bool) string {
+	if gw := n.Gateway(ipv6); gw.IsValid() {
+		return gw.String()
 	}
-	return n.Pool.Gateway.String()
-}
-
-// gateway6 is gateway for IPv6: none on a network without IPv6 too.
-func gateway6(n store.Network) string {
-	if !n.HostOnNetwork6() {
-		return ""
-	}
-	return n.Pool6.Gateway.String()
+	return ""
 }
 
 // portBindings shows publications the way docker inspect does.
@@ -208,11 +200,11 @@ func sandboxView(sb store.Sandbox, pubs []store.Publication, nets map[string]sto
 		if aliases == nil {
 			aliases = []string{}
 		}
-		s := api.EndpointSettings{NetworkID: n.ID, EndpointID: ep.ID, Gateway: gateway(n),
+		s := api.EndpointSettings{NetworkID: n.ID, EndpointID: ep.ID, Gateway: gateway(n, false),
 			IPAddress: ep.Addr.String(), IPPrefixLen: n.Pool.Subnet.Bits(), MacAddress: ep.MAC, Aliases: aliases,
 			Interface: ep.Interface, HostInterface: ep.HostSide}
 		if ep.Addr6.IsValid() {
-			s.GlobalIPv6Address, s.GlobalIPv6PrefixLen, s.IPv6Gateway = ep.Addr6.String(), n.Pool6.Subnet.Bits(), gateway6(n)
+			s.GlobalIPv6Address, s.GlobalIPv6PrefixLen, s.IPv6Gateway = ep.Addr6.String(), n.Pool6.Subnet.Bits(), gateway(n, true)
 		}
 		v.NetworkSettings.Networks[n.Name] = s
 	}

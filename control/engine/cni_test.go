@@ -340,3 +340,28 @@ func TestAttachmentDualStack(t *testing.T) {
 		t.Errorf("an IPv4 address as IP6: %v", err)
 	}
 }
+
+// An internal network leads nowhere: an attachment to one gets no gateway
+// and no default route of either family, and CHECK asks for none.
+func TestAttachmentInternal(t *testing.T) {
+	te := newTestEngine(t)
+	a := apiEngine{te.Engine}
+	yes := true
+	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("int"), EnableIPv6: &yes, Internal: true,
+		IPv4: PoolSpec{Subnet: netip.MustParsePrefix("10.95.0.0/24")}, IPv6: PoolSpec{Subnet: netip.MustParsePrefix("fd00:95::/64")}}); err != nil {
+		t.Fatal(err)
+	}
+	ns := containerNS(t, te, "i")
+	ref := api.AttachmentRef{ContainerID: "internal", IfName: "eth0"}
+	att, err := a.Attach(api.AttachmentCreate{Frontend: "cni", ContainerID: ref.ContainerID, IfName: ref.IfName, NetNS: ns, Network: te.name("int")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Detach(ref)
+	if att.AddressIPv6 == "" || att.Gateway != "" || att.GatewayIPv6 != "" || att.DefaultRoute || att.DefaultRoute6 {
+		t.Fatalf("attachment: %+v", att)
+	}
+	if err := a.CheckAttachment(ref, ns); err != nil {
+		t.Errorf("CHECK: %v", err)
+	}
+}

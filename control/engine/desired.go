@@ -4,7 +4,6 @@ import (
 	"net/netip"
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
-	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/maps"
 )
@@ -138,7 +137,7 @@ func tunnelMaps(n store.Network, ifindex int) maps.Iface {
 // socket hooks, v4-mapped, as Docker's proxy relays [::] to an IPv4
 // container.
 func pubMaps(p store.Publication, ep store.Endpoint) []maps.Publication {
-	proto := ports.Protocol(p.Proto).Number()
+	proto := p.Proto.Number()
 	to6 := ep.Addr
 	if ep.Addr6.IsValid() {
 		to6 = ep.Addr6

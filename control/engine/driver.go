@@ -207,13 +207,14 @@ func configureInside(n store.Network, ep store.Endpoint, ownNamespace, lo6 bool)
 	if err := readyForXDP(n, ep.Interface); err != nil {
 		return err
 	}
-	if n.Internal {
-		return nil // an internal network leads nowhere
+	for _, gw := range []netip.Addr{n.DefaultGateway(false), n.DefaultGateway(true)} {
+		if gw.IsValid() && (gw.Is4() || ep.Addr6.IsValid()) {
+			if err := defaultRoute(l, gw); err != nil {
+				return err
+			}
+		}
 	}
-	if err := defaultRoute(l, n.Pool.Gateway); err != nil || !ep.Addr6.IsValid() || !n.HostOnNetwork6() {
-		return err
-	}
-	return defaultRoute(l, n.Pool6.Gateway)
+	return nil
 }
 
 // readyForXDP turns GRO on on a bridge endpoint's sandbox side (ifname,

@@ -34,8 +34,8 @@ func TestDriversComparedOnlyInTheDispatch(t *testing.T) {
 			}
 			for _, side := range []ast.Expr{b.X, b.Y} {
 				if sel, ok := side.(*ast.SelectorExpr); ok && strings.HasPrefix(sel.Sel.Name, "Driver") {
-					if pkg, ok := sel.X.(*ast.Ident); ok && pkg.Name == "store" {
-						t.Errorf("%s: compares a driver name (store.%s): ask driver.Traits, or add a case to driver.go", fset.Position(b.Pos()), sel.Sel.Name)
+					if pkg, ok := sel.X.(*ast.Ident); ok && (pkg.Name == "store" || pkg.Name == "api") {
+						t.Errorf("%s: compares a driver name (%s.%s): ask driver.Traits, or add a case to driver.go", fset.Position(b.Pos()), pkg.Name, sel.Sel.Name)
 					}
 				}
 			}

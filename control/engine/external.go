@@ -287,27 +287,10 @@ func (e *Engine) JoinEndpoint(id, netns string) (Joined, error) {
 		if err := e.join(tx, undo, &sb, n, netns); err != nil {
 			return err
 		}
-		j = Joined{Endpoint: sb.Endpoints[0], Gateway: gatewayOf(n), Gateway6: gateway6Of(n)}
+		j = Joined{Endpoint: sb.Endpoints[0], Gateway: n.DefaultGateway(false), Gateway6: n.DefaultGateway(true)}
 		return nil
 	})
 	return j, err
-}
-
-// gatewayOf is where a network's sandboxes route to leave it, none on an
-// internal network or one whose host holds no address on it.
-func gatewayOf(n store.Network) netip.Addr {
-	if n.Internal || !n.HostOnNetwork() {
-		return netip.Addr{}
-	}
-	return n.Pool.Gateway
-}
-
-// gateway6Of is gatewayOf for IPv6: none on a network without IPv6 either.
-func gateway6Of(n store.Network) netip.Addr {
-	if n.Internal || !n.HostOnNetwork6() {
-		return netip.Addr{}
-	}
-	return n.Pool6.Gateway
 }
 
 // Attach attaches a runtime's namespace to a network in one step (CNI's
@@ -399,7 +382,7 @@ func (e *Engine) CheckAttachment(id, netns string) error {
 		for _, c := range []struct {
 			family int
 			gw     netip.Addr
-		}{{netlink.FAMILY_V4, gatewayOf(n)}, {netlink.FAMILY_V6, n.Pool6.Gateway}} {
+		}{{netlink.FAMILY_V4, n.DefaultGateway(false)}, {netlink.FAMILY_V6, n.DefaultGateway(true)}} {
 			if !c.gw.IsValid() || c.family == netlink.FAMILY_V6 && !ep.Addr6.IsValid() {
 				continue // nowhere to route to
 			}

@@ -10,17 +10,18 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
-// Names of the predefined networks, as Docker names them.
+// Names of the predefined networks.
 const (
-	NetworkBridge = "bridge"
-	NetworkHost   = "host"
-	NetworkNone   = "none"
+	NetworkBridge = api.NetworkBridge
+	NetworkHost   = api.NetworkHost
+	NetworkNone   = api.NetworkNone
 )
 
 // ensurePredefined creates bridge, host and none on the first start. The

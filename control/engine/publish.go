@@ -123,7 +123,7 @@ func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb store.Sandbox,
 			}
 			for _, b := range bs {
 				added = append(added, store.Publication{HostIP: b.Host.Addr, HostPort: b.Host.Num,
-					Proto: string(b.Host.Proto), Port: b.Target, EndpointID: ep.ID})
+					Proto: b.Host.Proto, Port: b.Target, EndpointID: ep.ID})
 			}
 		}
 		return nil
@@ -147,7 +147,7 @@ func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb store.Sandbox,
 // binding is p as the host-port allocator holds it for sandbox.
 func binding(p store.Publication, sandbox string) hostports.Binding {
 	return hostports.Binding{
-		Host:    hostports.Port{Proto: ports.Protocol(p.Proto), Addr: p.HostIP, Num: p.HostPort},
+		Host:    hostports.Port{Proto: p.Proto, Addr: p.HostIP, Num: p.HostPort},
 		Target:  p.Port,
 		Sandbox: sandbox,
 	}
@@ -248,7 +248,7 @@ func (e *Engine) unpublish(sandboxRef, frontend string, filters []ports.Mapping)
 
 // matches reports whether a filter (ports.Mapping) matches p.
 func matches(f ports.Mapping, p store.Publication) bool {
-	if f.Proto != "" && string(f.Proto) != p.Proto || f.HostIP.IsValid() && f.HostIP != p.HostIP {
+	if f.Proto != "" && f.Proto != p.Proto || f.HostIP.IsValid() && f.HostIP != p.HostIP {
 		return false
 	}
 	if hostFirst, hostEnd := f.HostPorts(); f.HostPort != 0 && (p.HostPort < hostFirst || p.HostPort > hostEnd) {

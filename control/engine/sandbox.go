@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
@@ -35,8 +36,6 @@ type EndpointSpec struct {
 	IP6     netip.Addr // on a network with IPv6
 	Aliases []string
 }
-
-const containerPrefix = "container:"
 
 // CreateSandbox creates a sandbox and its endpoints.
 func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
@@ -106,8 +105,7 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 // networks to attach to.
 func (e *Engine) resolveMode(tx *store.Tx, sb *store.Sandbox, spec SandboxSpec) (shares string, nets []store.Network, err error) {
 	first := spec.Networks[0]
-	special := first == NetworkHost || first == NetworkNone || strings.HasPrefix(first, containerPrefix)
-	if special {
+	if api.IsNetworkMode(first) {
 		if len(spec.Networks) > 1 {
 			return "", nil, errdefs.Invalidf("network mode %s cannot be combined with other networks", first)
 		}
@@ -121,8 +119,8 @@ func (e *Engine) resolveMode(tx *store.Tx, sb *store.Sandbox, spec SandboxSpec) 
 		return e.cfg.NetNS, nil, nil
 	case first == NetworkNone:
 		return "", nil, nil
-	case strings.HasPrefix(first, containerPrefix):
-		target, err := tx.Sandbox(strings.TrimPrefix(first, containerPrefix))
+	case strings.HasPrefix(first, api.ContainerPrefix):
+		target, err := tx.Sandbox(strings.TrimPrefix(first, api.ContainerPrefix))
 		if err != nil {
 			return "", nil, err
 		}

@@ -16,15 +16,9 @@ import (
 	dpmaps "github.com/ebpfnet/ebpfnet/maps"
 )
 
-// Status is what the datapath is doing right now, in the API's read model.
-type Status = api.Status
-
-// AttachedIface is one interface of the status and how the programs sit on it.
-type AttachedIface = api.AttachedIface
-
 // Status reads the counters, map fill levels and attachments.
-func (e *Engine) Status() (Status, error) {
-	var st Status
+func (e *Engine) Status() (api.Status, error) {
+	var st api.Status
 	var err error
 	if st.Counters, err = e.Counters(); err != nil {
 		return st, err
@@ -54,7 +48,7 @@ func (e *Engine) Status() (Status, error) {
 	byID := store.ByID(nets)
 	err = e.inHost(func() error {
 		var errs []error
-		attached := func(a AttachedIface) AttachedIface {
+		attached := func(a api.AttachedIface) api.AttachedIface {
 			a.Attach = string(e.dp.Attachment(a.Interface))
 			others, err := e.dp.OtherPrograms(a.Interface)
 			errs = append(errs, err)
@@ -66,13 +60,13 @@ func (e *Engine) Status() (Status, error) {
 		for _, sb := range sbs {
 			for _, ep := range sb.Endpoints {
 				if ep.HostSide != "" {
-					st.Endpoints = append(st.Endpoints, attached(AttachedIface{Interface: ep.HostSide, Sandbox: sb.Name,
+					st.Endpoints = append(st.Endpoints, attached(api.AttachedIface{Interface: ep.HostSide, Sandbox: sb.Name,
 						Network: byID[ep.NetworkID].Name}))
 				}
 			}
 		}
 		for _, name := range uplinks {
-			a := attached(AttachedIface{Interface: name})
+			a := attached(api.AttachedIface{Interface: name})
 			if l, err := netlink.LinkByName(name); err == nil {
 				a.XDP = e.dp.HasXDP(name, l.Attrs().Index)
 			}

@@ -30,6 +30,18 @@ func ParseProtocol(s string) (Protocol, error) {
 	return "", errdefs.Invalidf("protocol %q is not tcp or udp", s)
 }
 
+// ProtocolNumbered is the protocol of an IPPROTO number, as Docker's
+// portmap names it (6 tcp, 17 udp, 132 sctp).
+func ProtocolNumbered(n int) (Protocol, error) {
+	switch n {
+	case unix.IPPROTO_TCP:
+		return TCP, nil
+	case unix.IPPROTO_UDP:
+		return UDP, nil
+	}
+	return "", errdefs.Invalidf("protocol %d is not tcp or udp", n)
+}
+
 // Number is the protocol's IPPROTO number, as packets and the maps carry it.
 func (p Protocol) Number() uint8 {
 	if p == UDP {
@@ -56,25 +68,36 @@ type Mapping struct {
 	PortEnd     uint16     `json:"PortEnd,omitempty"`
 }
 
-// EveryAddress gives the host address a mapping is asked for with, as the
-// engine keeps it: an unspecified address of either family (0.0.0.0, ::)
-// means every address of the host, of both families, as Docker's -p
-// 8080:80 publishes on 0.0.0.0 and [::]. Runtimes that send such a port
-// twice, once per family, send one mapping (Append).
-func EveryAddress(a netip.Addr) netip.Addr {
-	if a.IsUnspecified() {
-		return netip.Addr{}
+// Add adds m, published on the host address hostIP as a frontend is
+// handed it, to ms. No address, or an unspecified one of either family
+// (0.0.0.0, ::), is every address of the host, of both families, as
+// Docker's -p 8080:80 publishes on 0.0.0.0 and [::]. Runtimes send such a
+// port once per family: a mapping ms has already is not added again.
+func Add(ms []Mapping, m Mapping, hostIP string) ([]Mapping, error) {
+	var err error
+	if m.HostIP, err = hostAddress(hostIP); err != nil {
+		return ms, err
 	}
-	return a
+	if slices.Contains(ms, m) {
+		return ms, nil
+	}
+	return append(ms, m), nil
 }
 
-// Append adds m to ms unless ms has it already: a port a runtime sends
-// once per family (0.0.0.0 and ::) is one mapping of every address.
-func Append(ms []Mapping, m Mapping) []Mapping {
-	if slices.Contains(ms, m) {
-		return ms
+// hostAddress is the host address s names, as a Mapping keeps it: the
+// zero Addr for every address.
+func hostAddress(s string) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, nil
 	}
-	return append(ms, m)
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return a, errdefs.Invalidf("invalid host address %q", s)
+	}
+	if a.IsUnspecified() {
+		return netip.Addr{}, nil
+	}
+	return a, nil
 }
 
 // HostPorts is the host port range, both ends set.

@@ -5,17 +5,19 @@ import (
 	"slices"
 	"time"
 
+	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
+	"github.com/ebpfnet/ebpfnet/control/ports"
 )
 
 // Drivers.
 const (
-	DriverBridge  = "bridge"
-	DriverMacvlan = "macvlan"
+	DriverBridge  = api.DriverBridge
+	DriverMacvlan = api.DriverMacvlan
 	// DriverOverlay networks span the hosts of a cluster: the cluster
 	// store (etcd) holds them, and each host keeps a copy here while it
 	// is in the cluster.
-	DriverOverlay = "overlay"
+	DriverOverlay = api.DriverOverlay
 	DriverHost    = "host"
 	DriverNull    = "null" // the "none" network, named after Docker's driver
 	// DriverChained serves a bridge another CNI plugin made, ebpfnet
@@ -79,12 +81,12 @@ type Network struct {
 }
 
 // Gateway modes of a bridge network, one per family (GatewayMode,
-// GatewayMode6), named as Docker 28 names them.
+// GatewayMode6).
 const (
-	GatewayNAT            = "nat"             // masqueraded; from outside, published host ports only
-	GatewayNATUnprotected = "nat-unprotected" // masqueraded; every sandbox port routable from outside
-	GatewayRouted         = "routed"          // not masqueraded; published sandbox ports routable from outside
-	GatewayIsolated       = "isolated"        // internal, and the host holds no address on the network
+	GatewayNAT            = api.GatewayNAT
+	GatewayNATUnprotected = api.GatewayNATUnprotected
+	GatewayRouted         = api.GatewayRouted
+	GatewayIsolated       = api.GatewayIsolated
 )
 
 // IPv4GatewayMode is the network's gateway mode, nat when none was chosen.
@@ -109,6 +111,31 @@ func (n *Network) HostOnNetwork() bool {
 // HostOnNetwork6 is HostOnNetwork for IPv6: false on an IPv4-only network.
 func (n *Network) HostOnNetwork6() bool {
 	return n.EnableIPv6 && n.IPv6GatewayMode() != GatewayIsolated
+}
+
+// Gateway is the network's gateway in one family: the address the host
+// holds on it, which inspect shows. There is none where the host holds
+// none (HostOnNetwork, HostOnNetwork6).
+func (n *Network) Gateway(ipv6 bool) netip.Addr {
+	switch {
+	case ipv6 && n.HostOnNetwork6():
+		return n.Pool6.Gateway
+	case !ipv6 && n.HostOnNetwork():
+		return n.Pool.Gateway
+	}
+	return netip.Addr{}
+}
+
+// DefaultGateway is where the network's sandboxes route to leave it, in
+// one family: its Gateway, except on an internal network, which leads
+// nowhere. That is the one difference between the two: an internal
+// network has a gateway all the same, the host's address on it, which
+// inspect shows as Docker's shows the gateway of its internal networks.
+func (n *Network) DefaultGateway(ipv6 bool) netip.Addr {
+	if n.Internal {
+		return netip.Addr{}
+	}
+	return n.Gateway(ipv6)
 }
 
 // AddressesByRuntime reports whether the network's addresses are a
@@ -193,11 +220,11 @@ func NetworkMode(sb Sandbox, networkName func(id string) string) string {
 // Publication is a published port of a sandbox; the store keeps them
 // apart from the sandbox's record (Tx.Publications).
 type Publication struct {
-	HostIP     netip.Addr `json:"hostIp,omitzero"` // zero: every address of the host
-	HostPort   uint16     `json:"hostPort"`
-	Proto      string     `json:"proto"`      // tcp or udp
-	Port       uint16     `json:"port"`       // in the sandbox
-	EndpointID string     `json:"endpointId"` // the sandbox's endpoint the port leads to (Sandbox.Endpoint)
+	HostIP     netip.Addr     `json:"hostIp,omitzero"` // zero: every address of the host
+	HostPort   uint16         `json:"hostPort"`
+	Proto      ports.Protocol `json:"proto"`
+	Port       uint16         `json:"port"`       // in the sandbox
+	EndpointID string         `json:"endpointId"` // the sandbox's endpoint the port leads to (Sandbox.Endpoint)
 }
 
 // HostAddress is the host address a publication listens on, 0.0.0.0 for

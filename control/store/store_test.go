@@ -10,6 +10,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/ebpfnet/ebpfnet/control/ipam"
+	"github.com/ebpfnet/ebpfnet/control/ports"
 )
 
 func TestRoundTripAndLookup(t *testing.T) {
@@ -327,6 +328,75 @@ func TestDualStackNetworkAndHostID(t *testing.T) {
 			t.Errorf("host ID changed across opens: %q, then %q", id, again)
 		}
 		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A publication record as state files hold it, its protocol a string in
+// JSON and the last bytes of its key, opens as the typed publication and
+// is written back byte for byte as it was.
+func TestPublicationRecordsAsStored(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := []struct {
+		key, value string
+		want       Publication
+	}{
+		{"\x00\x00\x00\x00\x1f\x90tcp", `{"hostPort":8080,"proto":"tcp","port":80,"endpointId":"e1"}`,
+			Publication{HostPort: 8080, Proto: ports.TCP, Port: 80, EndpointID: "e1"}},
+		{"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x35udp", `{"hostIp":"::1","hostPort":53,"proto":"udp","port":53,"endpointId":"e1"}`,
+			Publication{HostIP: netip.IPv6Loopback(), HostPort: 53, Proto: ports.UDP, Port: 53, EndpointID: "e1"}},
+	}
+	err = s.Update(func(tx *Tx) error {
+		if err := tx.PutSandbox(Sandbox{ID: "1", Name: "web", Mode: ModeNetworks, Endpoints: []Endpoint{{ID: "e1", NetworkID: "n1"}}}); err != nil {
+			return err
+		}
+		b, err := tx.tx.Bucket(bucketPublications).CreateBucket([]byte("web"))
+		for _, r := range stored {
+			if err == nil {
+				err = b.Put([]byte(r.key), []byte(r.value))
+			}
+		}
+		return err
+	})
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.Update(func(tx *Tx) error {
+		pubs, err := tx.Publications("web")
+		if err != nil || !sameSet(pubs, []Publication{stored[0].want, stored[1].want}) {
+			t.Fatalf("publications %+v, %v; want %+v and %+v", pubs, err, stored[0].want, stored[1].want)
+		}
+		for _, r := range stored {
+			if err := tx.PutPublications("web", r.want); err != nil {
+				return err
+			}
+			if key := string(publicationKey(r.want)); key != r.key {
+				t.Errorf("%+v: key %q, want %q", r.want, key, r.key)
+			}
+		}
+		b := tx.tx.Bucket(bucketPublications).Bucket([]byte("web"))
+		n := 0
+		b.ForEach(func(_, _ []byte) error { n++; return nil })
+		if n != len(stored) {
+			t.Errorf("%d records after writing them back, want %d", n, len(stored))
+		}
+		for _, r := range stored {
+			if got := string(b.Get([]byte(r.key))); got != r.value {
+				t.Errorf("written back as %s, want %s", got, r.value)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)

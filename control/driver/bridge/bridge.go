@@ -70,7 +70,9 @@ func (Driver) Configure(n *store.Network, opts map[string]string) error {
 }
 
 // checkGatewayMode applies what the gateway modes imply for the other
-// settings, once every option is read (map order is random).
+// settings, once every option is read (map order is random). It is the
+// one place that refuses an isolated network that is not internal: every
+// way a bridge network is made configures it here.
 func checkGatewayMode(n *store.Network, opts map[string]string) error {
 	for _, m := range []struct{ key, mode string }{{driver.OptGatewayMode, n.GatewayMode}, {driver.OptGatewayMode6, n.GatewayMode6}} {
 		if m.mode == store.GatewayIsolated && !n.Internal {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -275,26 +274,17 @@ func portMappings(raw any) ([]ports.Mapping, error) {
 	}
 	var out []ports.Mapping
 	for _, b := range bindings {
-		m := ports.Mapping{Port: b.Port, HostPort: b.HostPort, HostPortEnd: b.HostPortEnd}
-		switch b.Proto {
-		case 6:
-			m.Proto = ports.TCP
-		case 17:
-			m.Proto = ports.UDP
-		default:
-			return nil, errdefs.Invalidf("port %d: protocol %d is not tcp or udp (ebpfnet publishes tcp and udp)", b.Port, b.Proto)
+		proto, err := ports.ProtocolNumbered(b.Proto)
+		if err != nil {
+			return nil, fmt.Errorf("port %d: %w (ebpfnet publishes tcp and udp)", b.Port, err)
 		}
+		m := ports.Mapping{Proto: proto, Port: b.Port, HostPort: b.HostPort, HostPortEnd: b.HostPortEnd}
 		if m.HostPort == 0 {
 			m.HostPortEnd = 0 // ebpfnet picks
 		}
-		if b.HostIP != "" {
-			a, err := netip.ParseAddr(b.HostIP)
-			if err != nil {
-				return nil, errdefs.Invalidf("port %d: invalid host address %q", b.Port, b.HostIP)
-			}
-			m.HostIP = ports.EveryAddress(a)
+		if out, err = ports.Add(out, m, b.HostIP); err != nil {
+			return nil, fmt.Errorf("port %d: %w", b.Port, err)
 		}
-		out = ports.Append(out, m)
 	}
 	return out, nil
 }

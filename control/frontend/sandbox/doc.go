@@ -1,9 +1,9 @@
-// Package sandbox is the frontend of the CLI's sandboxes. On the client
-// side it is their user syntax: it turns docker run's -p grammar into
-// structured port mappings, which is all the daemon receives. On the
-// daemon side it is their runtime (Runtime): their namespaces under
-// /run/netns, their hosts and resolv.conf under /etc/netns, and their
-// processes, which the engine asks it to make, write and stop.
+// Package sandbox is the runtime of the CLI's sandboxes, on the daemon's
+// side (Runtime): their namespaces under /run/netns, their hosts and
+// resolv.conf under /etc/netns, and their processes, which the engine
+// asks it to make, write and stop. The CLI's side of them, docker run's
+// -p grammar, is in the ports package: the CLI parses -p there and the
+// daemon receives only structured port mappings.
 //
 // It uses the store's records and the namespace package, never the
 // engine: the engine reaches it through engine.Runtime, wired by cmd.

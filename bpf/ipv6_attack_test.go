@@ -1,5 +1,10 @@
 package bpf_test
 
+// IPv6 as an attacker sees it, as attack_test.go has the datapath: a
+// sandbox posing as a router or as its neighbour, v4-mapped addresses
+// slipping IPv6 packets into IPv4 flows and publications, a bind that
+// takes a held port, a translated reply that outgrows its path.
+
 import (
 	"bufio"
 	"encoding/binary"
@@ -25,7 +30,7 @@ import (
 // (from any link-local address it likes) would make its neighbours route
 // through it, icc=false or not (the advertisement goes to ff02::1, which
 // to_container lets through from a neighbour).
-func TestReviewSandboxRouterMessages(t *testing.T) {
+func TestSandboxRouterMessages(t *testing.T) {
 	const icmp6 = 58
 	for _, tt := range []struct {
 		name string
@@ -44,7 +49,7 @@ func TestReviewSandboxRouterMessages(t *testing.T) {
 // A neighbour advertisement claiming another's address stays refused
 // behind more extension headers than parse_ipv6 walks: the receiver's
 // kernel walks them all and takes the claim.
-func TestReviewNeighbourAdvertBehindExtensionHeaders(t *testing.T) {
+func TestNeighbourAdvertBehindExtensionHeaders(t *testing.T) {
 	na := neighbourAdvert("fd00:19::5:2", "fd00:19::5:3")
 	ip, l4 := na[:54], na[54:]
 	var chain []byte
@@ -67,7 +72,7 @@ func TestReviewNeighbourAdvertBehindExtensionHeaders(t *testing.T) {
 // sandbox's IPv6 packet to ::ffff:a.b.c.d must not come out of the host as
 // IPv4, masqueraded behind the uplink's IPv4 address, which would give an
 // IPv6 network NAT64 to the IPv4 world its gateway_mode_ipv4 never gave it.
-func TestReviewV4MappedDestinationFromSandbox(t *testing.T) {
+func TestV4MappedDestinationFromSandbox(t *testing.T) {
 	nb := newNATBed6(t)
 	mapped := netip.AddrFrom16(clientAddr.As16())
 	ret, out := nb.run(t, nb.dp.Endpoint.FromContainer, segment(17, ap(webAddr6, 33000), ap(mapped, 53), false))
@@ -81,7 +86,7 @@ func TestReviewV4MappedDestinationFromSandbox(t *testing.T) {
 
 // A port published on 0.0.0.0 is IPv4's alone (TestIPv6PublicationsPerFamily),
 // also when an IPv6 client writes the host's IPv4 address v4-mapped.
-func TestReviewV4MappedHostAddressFromOutside(t *testing.T) {
+func TestV4MappedHostAddressFromOutside(t *testing.T) {
 	nb := newNATBed6(t)
 	must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8080, Proto: 6, Addr: webAddr, Port: 80}))
 	mapped := netip.AddrFrom16(hostAddr.As16())
@@ -93,7 +98,7 @@ func TestReviewV4MappedHostAddressFromOutside(t *testing.T) {
 
 // An IPv6 packet from outside with v4-mapped addresses must not match an
 // IPv4 flow's conntrack entry and be delivered into its sandbox as IPv4.
-func TestReviewV4MappedPacketMatchesIPv4Flow(t *testing.T) {
+func TestV4MappedPacketMatchesIPv4Flow(t *testing.T) {
 	nb := newNATBed6(t)
 	ret, out := nb.run(t, nb.dp.Endpoint.FromContainer, segment(17, ap(webAddr, 33000), ap(clientAddr, 53), false))
 	if ret != tcActRedirect {
@@ -111,7 +116,7 @@ func TestReviewV4MappedPacketMatchesIPv4Flow(t *testing.T) {
 // A bind of [::ffff:0.0.0.0] takes the port on every IPv4 address, as a
 // bind of 0.0.0.0 does: a port published on one address alone is held
 // from it all the same.
-func TestReviewBind6V4MappedWildcard(t *testing.T) {
+func TestBind6V4MappedWildcard(t *testing.T) {
 	testenv.RequirePrivileges(t)
 	ns := fmt.Sprintf("/run/netns/ebpfnet-bpftest-%d", randUint())
 	must(t, namespace.Create(ns))
@@ -198,7 +203,7 @@ func bindAsNobodyOnThread(ap netip.AddrPort) error {
 // when translated: the uplink's MTU must be checked against what leaves,
 // not what came in, or a reply that fits as IPv4 leaves too big as IPv6
 // (and no ICMP error tells the sandbox).
-func TestReviewTranslatedReplyTooBig(t *testing.T) {
+func TestTranslatedReplyTooBig(t *testing.T) {
 	nb := newNATBed6(t)
 	name := nb.ns[len("/run/netns/"):]
 	if out, err := exec.Command("ip", "-n", name, "link", "set", "up0", "mtu", "1280").CombinedOutput(); err != nil {

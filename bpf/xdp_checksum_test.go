@@ -12,74 +12,6 @@ import (
 	"github.com/ebpfnet/ebpfnet/maps"
 )
 
-// The first fragment of a UDP datagram carries the UDP header of the
-// whole datagram: its length field is the datagram's, longer than the
-// fragment's payload. XDP must leave it to TC (fragments are TC's) and
-// never drop it as malformed: not to a publication (TC translates every
-// fragment), not to the host's own sockets (a DNSSEC answer, NFS over
-// UDP), not as the reply of a masqueraded flow.
-func TestXDPPassesUDPFirstFragments(t *testing.T) {
-	for _, c := range []struct {
-		name     string
-		src, dst netip.AddrPort
-	}{
-		{"to a publication", ap(clientAddr, 40000), ap(hostAddr, 8053)},
-		{"to a host socket", ap(clientAddr, 53), ap(hostAddr, 33333)},
-		{"to a publication over ipv6", ap(clientAddr6, 40000), ap(hostAddr6, 8053)},
-		{"to a host socket over ipv6", ap(clientAddr6, 53), ap(hostAddr6, 33333)},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			nb := newNATBed6(t)
-			nb.xdpTargets(t, webAddr6)
-			must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8053, Proto: 17, Addr: webAddr, Port: 53}))
-			must(t, nb.maps.PutPublication(maps.Publication{HostAddr: netip.IPv6Unspecified(), HostPort: 8053, Proto: 17, Addr: webAddr6, Port: 53}))
-			var frags [][]byte
-			if c.src.Addr().Is4() {
-				frags = fragments(bigDatagram(c.src, c.dst, 3000), 7, 1480)
-			} else {
-				l4 := make([]byte, 8+3000)
-				binary.BigEndian.PutUint16(l4[0:], c.src.Port())
-				binary.BigEndian.PutUint16(l4[2:], c.dst.Port())
-				binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
-				frags = ipv6Fragments(ipv6Frame(17, c.src.Addr(), c.dst.Addr(), l4, false), 7, 1232)
-			}
-			ret, _ := nb.runXDP(t, frags[0])
-			if ret != xdpPass {
-				t.Errorf("first fragment: verdict %d, want XDP_PASS (drop_malformed counted %d)", ret, nb.counter(t, "uplink_xdp", "drop_malformed"))
-			}
-		})
-	}
-}
-
-// Packets from outside with a source in one of the datapath's own
-// subnets can only be forged (a sandbox's packets leave by its veth,
-// masqueraded or not; the replies to such a source would go to the
-// sandbox that really has it, never back out). to_container drops them
-// (TestForgedNeighbourSourceFromOutsideIsDropped); dnat_claim's martian
-// check lets them through to a publication, giving the published sandbox
-// a flow "from its neighbour" (source-address trust, UDP one-way in full)
-// and sending its replies into the neighbour.
-func TestXDPMartianSourceInDatapathSubnet(t *testing.T) {
-	nb := newNATBed6(t)
-	nb.xdpTargets(t, webAddr6)
-	must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8080, Proto: 6, Addr: webAddr, Port: 80}))
-	must(t, nb.maps.PutPublication(maps.Publication{HostAddr: netip.IPv6Unspecified(), HostPort: 8080, Proto: 6, Addr: webAddr6, Port: 80}))
-	for i, src := range []netip.Addr{netip.MustParseAddr("172.17.0.3"), netip.MustParseAddr("fd00:17::3")} {
-		dst := hostAddr
-		if src.Is6() {
-			dst = hostAddr6
-		}
-		pkt := segment(6, ap(src, uint16(40000+i)), ap(dst, 8080), false)
-		if ret, _ := nb.runXDP(t, pkt); ret != xdpDrop {
-			t.Errorf("XDP: from %s (a sandbox subnet) to a published port: verdict %d, want XDP_DROP", src, ret)
-		}
-		pkt = segment(6, ap(src, uint16(41000+i)), ap(dst, 8080), false)
-		if ret, _ := nb.runOn(t, nb.dp.Uplink.UplinkIngress, pkt, nb.uplink); ret != tcActShot {
-			t.Errorf("TC: from %s (a sandbox subnet) to a published port: verdict %d, want TC_ACT_SHOT", src, ret)
-		}
-	}
-}
-
 // ipTrimmed is a frame cut to its IP packet's length (Ethernet padding
 // off), for verify, which sums an IPv4 packet's L4 bytes to the frame's end.
 func ipTrimmed(pkt []byte) []byte {
@@ -322,49 +254,5 @@ func TestXDPChecksumsRandom(t *testing.T) {
 				}
 			}
 		}
-	}
-}
-
-// A fragment after the first has no L4 header (p->l4_off is 0), yet
-// l4_length says it has no IPv4 options, extension headers or fragments
-// (0, not 1), and l4_csum_complete then takes the bytes at the frame's
-// start for its UDP checksum: a source MAC beginning 00:00 (Cisco's OUI,
-// HSRP's virtual MAC 00:00:0c:07:ac:xx) reads as "no checksum", and the
-// fragment is taken by XDP. Fragments are TC's: it must pass, whatever
-// the sender's MAC.
-func TestXDPLeavesLaterFragmentsToTC(t *testing.T) {
-	nb := newNATBed(t)
-	nb.xdpTargets(t, netip.Addr{})
-	must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8053, Proto: 17, Addr: webAddr, Port: 53}))
-	frags := fragments(bigDatagram(ap(clientAddr, 40000), ap(hostAddr, 8053), 3000), 9, 1480)
-	// TC takes the first fragment (and the flow), as it would from XDP.
-	if ret, _ := nb.runOn(t, nb.dp.Uplink.UplinkIngress, frags[0], nb.uplink); ret != tcActRedirect {
-		t.Fatalf("first fragment on TC: verdict %d, want TC_ACT_REDIRECT", ret)
-	}
-	for i, mac := range []net.HardwareAddr{{2, 0, 0, 0, 0, 2}, {0, 0, 0x0c, 7, 0xac, 1}} {
-		f := bytes.Clone(frags[1+i])
-		copy(f[6:12], mac)
-		if ret, _ := nb.runXDP(t, f); ret != xdpPass {
-			t.Errorf("later fragment from %s: verdict %d, want XDP_PASS", mac, ret)
-		}
-	}
-}
-
-// An IPv6 link-local source never crosses a router (RFC 4291 2.5.6; the
-// kernel's ip6_forward refuses it, to_container drops it from elsewhere
-// as spoofed). Translated into a sandbox on another link, a flow from
-// fe80::/10 cannot be answered: the sandbox looks the source up on its
-// own link, the bridge. From outside, dnat_claim must refuse it as it
-// refuses the other martians, on XDP and TC alike.
-func TestXDPMartianLinkLocalSource(t *testing.T) {
-	nb := newNATBed6(t)
-	nb.xdpTargets(t, webAddr6)
-	must(t, nb.maps.PutPublication(maps.Publication{HostAddr: netip.IPv6Unspecified(), HostPort: 8080, Proto: 6, Addr: webAddr6, Port: 80}))
-	src := netip.MustParseAddr("fe80::1234")
-	if ret, _ := nb.runXDP(t, segment(6, ap(src, 40000), ap(hostAddr6, 8080), false)); ret != xdpDrop {
-		t.Errorf("XDP: from %s to a published port: verdict %d, want XDP_DROP", src, ret)
-	}
-	if ret, _ := nb.runOn(t, nb.dp.Uplink.UplinkIngress, segment(6, ap(src, 40001), ap(hostAddr6, 8080), false), nb.uplink); ret != tcActShot {
-		t.Errorf("TC: from %s to a published port: verdict %d, want TC_ACT_SHOT", src, ret)
 	}
 }

@@ -1,4 +1,4 @@
-package sandbox
+package ports
 
 import (
 	"errors"
@@ -7,26 +7,25 @@ import (
 	"testing"
 
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
-	"github.com/ebpfnet/ebpfnet/control/ports"
 )
 
 func TestParsePublish(t *testing.T) {
 	lo := netip.MustParseAddr("127.0.0.1")
 	for _, c := range []struct {
 		spec  string
-		want  ports.Mapping
+		want  Mapping
 		print string // how messages show it
 	}{
-		{"80", ports.Mapping{Proto: ports.TCP, Port: 80, PortEnd: 80}, "80/tcp"},
-		{"8080:80", ports.Mapping{Proto: ports.TCP, HostPort: 8080, HostPortEnd: 8080, Port: 80, PortEnd: 80}, "8080:80/tcp"},
-		{"127.0.0.1:5353:53/udp", ports.Mapping{Proto: ports.UDP, HostIP: lo, HostPort: 5353, HostPortEnd: 5353, Port: 53, PortEnd: 53}, "127.0.0.1:5353:53/udp"},
-		{"127.0.0.1::53", ports.Mapping{Proto: ports.TCP, HostIP: lo, Port: 53, PortEnd: 53}, "127.0.0.1::53/tcp"},
-		{"[::1]:8080:80", ports.Mapping{Proto: ports.TCP, HostIP: netip.IPv6Loopback(), HostPort: 8080, HostPortEnd: 8080, Port: 80, PortEnd: 80}, "[::1]:8080:80/tcp"},
+		{"80", Mapping{Proto: TCP, Port: 80, PortEnd: 80}, "80/tcp"},
+		{"8080:80", Mapping{Proto: TCP, HostPort: 8080, HostPortEnd: 8080, Port: 80, PortEnd: 80}, "8080:80/tcp"},
+		{"127.0.0.1:5353:53/udp", Mapping{Proto: UDP, HostIP: lo, HostPort: 5353, HostPortEnd: 5353, Port: 53, PortEnd: 53}, "127.0.0.1:5353:53/udp"},
+		{"127.0.0.1::53", Mapping{Proto: TCP, HostIP: lo, Port: 53, PortEnd: 53}, "127.0.0.1::53/tcp"},
+		{"[::1]:8080:80", Mapping{Proto: TCP, HostIP: netip.IPv6Loopback(), HostPort: 8080, HostPortEnd: 8080, Port: 80, PortEnd: 80}, "[::1]:8080:80/tcp"},
 		// An unspecified address of either family is every address of both.
-		{"[::]:8080:80", ports.Mapping{Proto: ports.TCP, HostPort: 8080, HostPortEnd: 8080, Port: 80, PortEnd: 80}, "8080:80/tcp"},
-		{"0.0.0.0:8080:80", ports.Mapping{Proto: ports.TCP, HostPort: 8080, HostPortEnd: 8080, Port: 80, PortEnd: 80}, "8080:80/tcp"},
-		{"0.0.0.0:8000-8010:80-90", ports.Mapping{Proto: ports.TCP, HostPort: 8000, HostPortEnd: 8010, Port: 80, PortEnd: 90}, "8000-8010:80-90/tcp"},
-		{"8000-8010:80", ports.Mapping{Proto: ports.TCP, HostPort: 8000, HostPortEnd: 8010, Port: 80, PortEnd: 80}, "8000-8010:80/tcp"},
+		{"[::]:8080:80", Mapping{Proto: TCP, HostPort: 8080, HostPortEnd: 8080, Port: 80, PortEnd: 80}, "8080:80/tcp"},
+		{"0.0.0.0:8080:80", Mapping{Proto: TCP, HostPort: 8080, HostPortEnd: 8080, Port: 80, PortEnd: 80}, "8080:80/tcp"},
+		{"0.0.0.0:8000-8010:80-90", Mapping{Proto: TCP, HostPort: 8000, HostPortEnd: 8010, Port: 80, PortEnd: 90}, "8000-8010:80-90/tcp"},
+		{"8000-8010:80", Mapping{Proto: TCP, HostPort: 8000, HostPortEnd: 8010, Port: 80, PortEnd: 80}, "8000-8010:80/tcp"},
 	} {
 		got, err := ParsePublish(c.spec)
 		if err != nil || got != c.want || got.String() != c.print {
@@ -56,11 +55,11 @@ func TestParsePublish(t *testing.T) {
 func TestParseUnpublish(t *testing.T) {
 	for _, c := range []struct {
 		spec string
-		want ports.Mapping
+		want Mapping
 	}{
-		{"8080", ports.Mapping{HostPort: 8080, HostPortEnd: 8080}},
-		{"8000-8010/udp", ports.Mapping{Proto: ports.UDP, HostPort: 8000, HostPortEnd: 8010}},
-		{"8080:80", ports.Mapping{HostPort: 8080, HostPortEnd: 8080, Port: 80, PortEnd: 80}},
+		{"8080", Mapping{HostPort: 8080, HostPortEnd: 8080}},
+		{"8000-8010/udp", Mapping{Proto: UDP, HostPort: 8000, HostPortEnd: 8010}},
+		{"8080:80", Mapping{HostPort: 8080, HostPortEnd: 8080, Port: 80, PortEnd: 80}},
 	} {
 		got, err := ParseUnpublish(c.spec)
 		if err != nil || got != c.want || got.String() != c.spec {

@@ -1,22 +1,20 @@
-package sandbox
+package ports
 
 import (
 	"fmt"
-	"net/netip"
 	"strings"
 
 	"github.com/docker/go-connections/nat"
 
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
-	"github.com/ebpfnet/ebpfnet/control/ports"
 )
 
 // ParsePublish parses docker run's -p grammar,
 // [HOST_IP:][HOST_PORT[-END]:]PORT[-END][/tcp|/udp], with the parser
 // docker run uses (go-connections' nat.ParsePortSpec); a missing protocol
 // means tcp.
-func ParsePublish(s string) (ports.Mapping, error) {
-	m, err := parse(s, ports.TCP)
+func ParsePublish(s string) (Mapping, error) {
+	m, err := parse(s, TCP)
 	if err == nil {
 		err = m.CheckPublish()
 	}
@@ -26,7 +24,7 @@ func ParsePublish(s string) (ports.Mapping, error) {
 // ParseUnpublish parses what unpublish names: a -p spec, or host ports
 // alone when it gives no host port (8080, 8000-8010/udp). A missing
 // protocol matches either.
-func ParseUnpublish(s string) (ports.Mapping, error) {
+func ParseUnpublish(s string) (Mapping, error) {
 	m, err := parse(s, "")
 	if err == nil && m.HostPort == 0 {
 		m.HostPort, m.HostPortEnd, m.Port, m.PortEnd = m.Port, m.PortEnd, 0, 0
@@ -47,27 +45,23 @@ func wrap(s string, err error) error {
 // parse reads a -p spec with Docker's own parser, which hands back one
 // mapping per sandbox port, and joins them into one range. Without a
 // protocol in the spec the mapping has proto.
-func parse(s string, proto ports.Protocol) (ports.Mapping, error) {
+func parse(s string, proto Protocol) (Mapping, error) {
 	specs, err := nat.ParsePortSpec(s)
 	if err != nil && strings.HasPrefix(err.Error(), "invalid ranges specified") {
-		return ports.Mapping{}, fmt.Errorf("%w (they differ in number)", err) // Docker's words say which, not why
+		return Mapping{}, fmt.Errorf("%w (they differ in number)", err) // Docker's words say which, not why
 	}
 	if err != nil {
-		return ports.Mapping{}, err
+		return Mapping{}, err
 	}
 	first, last := specs[0], specs[len(specs)-1]
-	m := ports.Mapping{Proto: proto, Port: uint16(first.Port.Int()), PortEnd: uint16(last.Port.Int())}
+	m := Mapping{Proto: proto, Port: uint16(first.Port.Int()), PortEnd: uint16(last.Port.Int())}
 	if strings.Contains(s, "/") {
-		if m.Proto, err = ports.ParseProtocol(first.Port.Proto()); err != nil {
+		if m.Proto, err = ParseProtocol(first.Port.Proto()); err != nil {
 			return m, err
 		}
 	}
-	if ip := first.Binding.HostIP; ip != "" {
-		a, err := netip.ParseAddr(ip)
-		if err != nil {
-			return m, fmt.Errorf("invalid host address %q", ip)
-		}
-		m.HostIP = ports.EveryAddress(a)
+	if m.HostIP, err = hostAddress(first.Binding.HostIP); err != nil {
+		return m, err
 	}
 	if first.Binding.HostPort != "" {
 		// A range of host ports for one sandbox port comes back whole.
@@ -78,8 +72,8 @@ func parse(s string, proto ports.Protocol) (ports.Mapping, error) {
 	return m, nil
 }
 
-// ParsePortRange parses PORT[-END], ports from 1 to 65535.
-func ParsePortRange(s string) (first, end uint16, err error) {
+// ParseRange parses PORT[-END], ports from 1 to 65535.
+func ParseRange(s string) (first, end uint16, err error) {
 	a, b, err := nat.ParsePortRange(s)
 	if err != nil || a == 0 {
 		return 0, 0, fmt.Errorf("port %q is not a number from 1 to 65535 (or a range of them)", s)
