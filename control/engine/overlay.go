@@ -440,15 +440,9 @@ func (e *Engine) followCluster(ctx context.Context, st cluster.State) (requests 
 		return nil, nil, true
 	}
 	e.recordLease()
-	nets, sbs, err := e.store.Snapshot()
+	local, onNetwork, err := e.overlayState()
 	if err != nil {
 		return nil, []error{fmt.Errorf("read state for the cluster: %w", err)}, false
-	}
-	local := map[string]store.Network{}
-	for _, n := range nets {
-		if traitsOf(n).Global {
-			local[n.ID] = n
-		}
 	}
 	// Peers are written where they changed; all of them now and then,
 	// which puts back what else removed from the devices.
@@ -474,11 +468,9 @@ func (e *Engine) followCluster(ctx context.Context, st cluster.State) (requests 
 		}
 	}
 	mine := map[string]store.Endpoint{} // this host's overlay endpoints, by ID
-	for _, sb := range sbs {
-		for _, ep := range sb.Endpoints {
-			if _, ok := local[ep.NetworkID]; ok {
-				mine[ep.ID] = ep
-			}
+	for _, eps := range onNetwork {
+		for _, ep := range eps {
+			mine[ep.ID] = ep.Endpoint
 		}
 	}
 	var vnis []uint32
@@ -511,19 +503,17 @@ func (e *Engine) followCluster(ctx context.Context, st cluster.State) (requests 
 				})
 			}
 		}
-		for _, sb := range sbs {
-			for _, ep := range sb.Endpoints {
-				if ep.NetworkID == id && !held[ep.ID] {
-					// The lease lapsed while etcd was out of reach: take the
-					// address again, unless another host has it by now.
-					retake := cluster.Address{Owner: ep.ID, Addr: ep.Addr, Sandbox: sb.Name, Aliases: ep.Aliases}
-					requests = append(requests, func() error {
-						if _, err := e.cluster.AllocateAddress(ctx, id, retake); err != nil {
-							return fmt.Errorf("sandbox %s, network %s: take %s again: %w", sb.Name, n.Name, ep.Addr, err)
-						}
-						return nil
-					})
-				}
+		for _, ep := range onNetwork[id] {
+			if !held[ep.ID] {
+				// The lease lapsed while etcd was out of reach: take the
+				// address again, unless another host has it by now.
+				retake := cluster.Address{Owner: ep.ID, Addr: ep.Addr, Sandbox: ep.sandbox, Aliases: ep.Aliases}
+				requests = append(requests, func() error {
+					if _, err := e.cluster.AllocateAddress(ctx, id, retake); err != nil {
+						return fmt.Errorf("sandbox %s, network %s: take %s again: %w", ep.sandbox, n.Name, ep.Addr, err)
+					}
+					return nil
+				})
 			}
 		}
 		errs = append(errs, e.syncPeers(n, peers, recheck))
@@ -543,6 +533,44 @@ func (e *Engine) followCluster(ctx context.Context, st cluster.State) (requests 
 	e.remote = remote
 	e.refreshNames(store.Changes{}, changed...)
 	return requests, errs, false
+}
+
+// sandboxEndpoint is an endpoint and the name of its sandbox.
+type sandboxEndpoint struct {
+	store.Endpoint
+	sandbox string
+}
+
+// overlayState reads this host's overlay networks, by ID, and the
+// endpoints on each: the sandboxes on other networks are not read, so
+// that following the cluster costs what its networks hold here.
+func (e *Engine) overlayState() (local map[string]store.Network, onNetwork map[string][]sandboxEndpoint, err error) {
+	local, onNetwork = map[string]store.Network{}, map[string][]sandboxEndpoint{}
+	err = e.store.View(func(tx *store.Tx) error {
+		nets, err := tx.Networks()
+		if err != nil {
+			return err
+		}
+		for _, n := range nets {
+			if !traitsOf(n).Global {
+				continue
+			}
+			local[n.ID] = n
+			for _, name := range tx.NetworkUsers(n.ID) {
+				sb, _, err := tx.SandboxNamed(name)
+				if err != nil {
+					return err
+				}
+				for _, ep := range sb.Endpoints {
+					if ep.NetworkID == n.ID {
+						onNetwork[n.ID] = append(onNetwork[n.ID], sandboxEndpoint{ep, sb.Name})
+					}
+				}
+			}
+		}
+		return nil
+	})
+	return local, onNetwork, err
 }
 
 // logHosts says which hosts joined the cluster and which left it (their

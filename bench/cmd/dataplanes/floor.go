@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
@@ -78,8 +79,12 @@ func newKernelFloor(r *runner, h *testbed.Host) (*kernelFloor, error) {
 // nsPath is where sandbox i's namespace is bound.
 func (f *kernelFloor) nsPath(i int) string { return filepath.Join(f.dir, fmt.Sprintf("ns%d", i)) }
 
-// hostSide is sandbox i's veth in the host namespace.
-func hostSide(i int) string { return fmt.Sprintf("ebtfl%d", i) }
+// hostSide is sandbox i's veth in the host namespace. It begins as
+// ebpfnet's own do (driver.HostSidePrefix), so that the daemon beside it
+// takes its events for a sandbox's, as it would its own, and does not
+// read the host again for each, as it would for an interface of another
+// program's; no name of ebpfnet's has an "l" (they end in an ID's hex).
+func hostSide(i int) string { return fmt.Sprintf("%sfl%d", driver.HostSidePrefix, i) }
 
 // create makes sandbox i and returns how long the kernel took.
 func (f *kernelFloor) create(i int) (time.Duration, error) {
