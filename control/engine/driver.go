@@ -3,7 +3,6 @@ package engine
 import (
 	"errors"
 	"fmt"
-	"github.com/safchain/ethtool"
 	"net"
 	"net/netip"
 	"slices"
@@ -229,15 +228,7 @@ func readyForXDP(n store.Network, ifname string) error {
 	if !traitsOf(n).XDPTarget {
 		return nil
 	}
-	et, err := ethtool.NewEthtool()
-	if err != nil {
-		return fmt.Errorf("open ethtool: %w", err)
-	}
-	defer et.Close()
-	if err := et.Change(ifname, map[string]bool{"rx-gro": true}); err != nil {
-		return fmt.Errorf("turn GRO on on %s: %w", ifname, err)
-	}
-	return nil
+	return driver.TurnGROOn(ifname)
 }
 
 // setIPv6 turns IPv6 on or off on an interface of the calling thread's

@@ -11,7 +11,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
-	"github.com/safchain/ethtool"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -30,8 +29,11 @@ import (
 // in the kernel, whatever the control plane does.
 type kernelFloor struct {
 	hostNS string
-	dir    string // where its namespaces are bound
-	pins   string // a bpffs of its own, where its links are pinned
+	// Its namespaces are bound where the daemon binds the sandboxes'
+	// (/run/netns), among them: an unbind's cost follows the mounts it
+	// propagates to.
+	nsPrefix string
+	pins     string // a bpffs of its own, where its links are pinned
 	bridge *netlink.Bridge
 	prog   *ebpf.Program // passes everything on: TCX_NEXT
 }
@@ -43,8 +45,7 @@ const (
 
 // newKernelFloor makes the floor's bridge and program in h's namespace.
 func newKernelFloor(r *runner, h *testbed.Host) (*kernelFloor, error) {
-	tmp := r.TempDir()
-	f := &kernelFloor{hostNS: h.NetNS, dir: filepath.Join(tmp, "netns"), pins: filepath.Join(tmp, "bpf")}
+	f := &kernelFloor{hostNS: h.NetNS, nsPrefix: filepath.Join(filepath.Dir(h.NetNS), h.Name("floor")), pins: filepath.Join(r.TempDir(), "bpf")}
 	if err := os.MkdirAll(f.pins, 0o755); err != nil {
 		return nil, err
 	}
@@ -76,8 +77,9 @@ func newKernelFloor(r *runner, h *testbed.Host) (*kernelFloor, error) {
 	return f, err
 }
 
-// nsPath is where sandbox i's namespace is bound.
-func (f *kernelFloor) nsPath(i int) string { return filepath.Join(f.dir, fmt.Sprintf("ns%d", i)) }
+// nsPath is where sandbox i's namespace is bound; the host's cleanup
+// removes what a failure leaves there (it bears the host's prefix).
+func (f *kernelFloor) nsPath(i int) string { return fmt.Sprintf("%s%d", f.nsPrefix, i) }
 
 // hostSide is sandbox i's veth in the host namespace. It begins as
 // ebpfnet's own do (driver.HostSidePrefix), so that the daemon beside it
@@ -155,12 +157,7 @@ func (f *kernelFloor) create(i int) (time.Duration, error) {
 		if err := netlink.LinkSetUp(l); err != nil {
 			return err
 		}
-		et, err := ethtool.NewEthtool()
-		if err != nil {
-			return err
-		}
-		defer et.Close()
-		if err := et.Change("eth0", map[string]bool{"rx-gro": true}); err != nil {
+		if err := driver.TurnGROOn("eth0"); err != nil {
 			return err
 		}
 		return netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(floorGateway)})
