@@ -5,6 +5,10 @@
 //     objects and BPF map entries, and reconciles the kernel with the store;
 //     it also follows the cluster for overlay networks, keeps the runtimes'
 //     attachments and implements api's interfaces (Engine.API);
+//   - monitor: the hub of the datapath's events (ebpfnet monitor), which
+//     owns the ring buffer's reader and the monitor map; the engine answers
+//     the API's Events through it and names the events for it
+//     (monitor.Namer);
 //   - driver/…: the Driver interface and one package per kind of network
 //     (bridge, macvlan, overlay, chained), which build networks and
 //     endpoints in the kernel;

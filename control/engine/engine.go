@@ -22,6 +22,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/driver/overlay"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/hostports"
+	"github.com/ebpfnet/ebpfnet/control/monitor"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/loader"
@@ -120,7 +121,7 @@ type Engine struct {
 	// failed change (rebuilt from the store).
 	ports *hostports.Allocator
 	// monitor hands datapath events to monitor clients (Events).
-	monitor monitorHub
+	monitor *monitor.Hub
 	// host is a thread kept in the dataplane's namespace (inHost).
 	host *namespace.Thread
 	// cluster is this host's membership of a cluster, nil without one;
@@ -219,14 +220,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, uplinks: map[string]bool{}, drivers: driverFor, host: host,
 		taking: map[string]bool{}}
-	// A daemon that died with a monitor client left the datapath writing
-	// events nobody reads: that costs every packet, and no client is here.
-	if types, err := e.maps.Monitoring(); err != nil || types != 0 {
-		if err := e.maps.SetMonitor(0); err != nil {
-			e.Close()
-			return nil, err
-		}
-		cfg.Log.Info("switched off the datapath events a previous daemon's monitor left on")
+	if e.monitor, err = monitor.New(e.maps, monitorNames{e}, cfg.Log); err != nil {
+		e.Close()
+		return nil, err
 	}
 	if cfg.Cluster != nil {
 		c := *cfg.Cluster
@@ -287,7 +283,11 @@ func (e *Engine) Close() error {
 	}
 	leave := e.leaveCluster()
 	e.flushes.running.Wait() // they use the maps about to be closed
-	err := errors.Join(e.monitor.stop(e.maps), e.dp.Close(), e.store.Close(), leave)
+	var monitorErr error
+	if e.monitor != nil {
+		monitorErr = e.monitor.Close()
+	}
+	err := errors.Join(monitorErr, e.dp.Close(), e.store.Close(), leave)
 	e.host.Close()
 	return err
 }

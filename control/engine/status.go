@@ -33,7 +33,7 @@ func (e *Engine) Status() (api.Status, error) {
 			st.HeldPorts = f.Entries
 		}
 	}
-	if st.Monitoring, err = e.monitoring(); err != nil {
+	if st.Monitoring, err = e.monitor.Monitoring(); err != nil {
 		return st, err
 	}
 	// Before reading the store: a writer holding e.mu may wait for readers.
