@@ -211,9 +211,7 @@ func TestViewBeforeCache(t *testing.T) {
 	}
 	ask(r, "client", query("web.", dns.TypeA), "udp")
 	// db joins the asker's network: its address there, not the cached one.
-	v := testView()
-	v.Names["app"]["db."] = []netip.Addr{ip("172.19.0.9")}
-	r.SetView(v)
+	r.SetView(testView().Apply(Change{Put: []Record{{Network: "app", NetworkName: "appnet", Names: []string{"db"}, Addr: ip("172.19.0.9")}}}))
 	if got := addrsOf(ask(r, "client", query("db.", dns.TypeA), "udp")); len(got) != 1 || got[0] != "172.19.0.9" {
 		t.Errorf("db after it joined the network: %v, want 172.19.0.9", got)
 	}

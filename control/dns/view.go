@@ -3,6 +3,8 @@ package dns
 import (
 	"maps"
 	"net/netip"
+	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -13,30 +15,63 @@ type View struct {
 	// sandboxes that have a resolver, by sandbox ID, spread over shards so
 	// that a change copies the shard it touches, not every asker (Asker).
 	sandboxes [askerShards]map[string]Asker
-	// Names on each network (by network ID): a lower-case, fully qualified
-	// name to its addresses of both families, in no particular order. A
-	// name is present even with no address, so that it is known (NODATA)
-	// rather than sent upstream.
-	Names map[string]map[string][]netip.Addr
-	// Reverse names on each network: an address to its PTR target.
-	Reverse map[string]map[netip.Addr]string
+	// networks are the names on each network, by network ID.
+	networks map[string]*networkNames
 	// upstreams counts the askers of each upstream server, so that the
 	// resolver learns which servers are still used without going through
 	// every asker.
 	upstreams map[netip.AddrPort]int
 }
 
+// networkNames are the names on one network: a lower-case, fully
+// qualified name to its addresses of both families, in no particular
+// order, and an address to its PTR target. A name is present even with
+// no address, so that it is known (NODATA) rather than sent upstream.
+// Both are spread over shards, by name and by address, so that a change
+// copies the shards its records touch, not the network's every name: a
+// network of thousands of sandboxes costs a change what one does.
+type networkNames struct {
+	names   [nameShards]map[string]nameEntry
+	reverse [nameShards]map[netip.Addr]reverseEntry
+	records int // how many records hold names here
+}
+
+// nameShards is how many maps a network's names and reverse names are
+// each spread over.
+const nameShards = 64
+
+// nameEntry is a name's addresses, and who gave which: a record that goes
+// takes its own away and leaves the others'.
+type nameEntry struct {
+	addrs  []netip.Addr
+	owners []nameOwner
+}
+
+type nameOwner struct {
+	owner string
+	addrs []netip.Addr
+}
+
+// reverseEntry is an address's PTR target, and the record that gave it.
+type reverseEntry struct{ target, owner string }
+
 // askerShards is how many maps the askers are spread over: with 64, a
 // change at 5,000 sandboxes copies about 80 askers.
 const askerShards = 64
 
-// shardOf is the shard of sandbox id (FNV-1a).
+// shardOf is the shard of sandbox id, or of a name (FNV-1a).
 func shardOf(id string) int {
 	h := uint32(2166136261)
 	for i := 0; i < len(id); i++ {
 		h = (h ^ uint32(id[i])) * 16777619
 	}
 	return int(h % askerShards)
+}
+
+// addrShard is the shard of an address's reverse name.
+func addrShard(a netip.Addr) int {
+	b := a.As16()
+	return int(b[15]^b[14]^b[11]) % nameShards
 }
 
 // Asker is the asker of sandbox id, if it has a resolver.
@@ -60,27 +95,35 @@ type Asker struct {
 type Record struct {
 	Network     string // network ID
 	NetworkName string
-	Names       []string   // the sandbox's name, its short ID, its aliases
-	Addr        netip.Addr // IPv4; the zero Addr when it has none
-	Addr6       netip.Addr // IPv6, on a network with IPv6; else the zero Addr
+	// Owner is whose record it is, unique on its network: a sandbox of
+	// this host by name, another host's endpoint by ID. Empty, the first
+	// of Names is.
+	Owner string
+	Names []string   // the sandbox's name, its short ID, its aliases
+	Addr  netip.Addr // IPv4; the zero Addr when it has none
+	Addr6 netip.Addr // IPv6, on a network with IPv6; else the zero Addr
+}
+
+// owner is whose r is (Record.Owner).
+func (r Record) owner() string {
+	if r.Owner != "" || len(r.Names) == 0 {
+		return r.Owner
+	}
+	return r.Names[0]
 }
 
 // NewView indexes records and askers into a View.
 func NewView(askers map[string]Asker, records []Record) *View {
-	byNetwork := map[string][]Record{}
-	for _, r := range records {
-		byNetwork[r.Network] = append(byNetwork[r.Network], r)
-	}
-	return (&View{}).Apply(Change{Askers: askers, Networks: byNetwork})
+	return (&View{}).Apply(Change{Askers: askers, Put: records})
 }
 
 // Change is what one change of the names does to a View.
 type Change struct {
 	Askers map[string]Asker // askers added or changed, by sandbox ID
 	Gone   []string         // sandbox IDs that no longer ask
-	// Networks holds every record of each network the change touched;
-	// a network named with none has no names left.
-	Networks map[string][]Record
+	// Drop are records the view holds that go: each as it was put.
+	// Put are records that come, after Drop is done.
+	Drop, Put []Record
 }
 
 // Apply returns v with c applied; v itself is left as it is, for the
@@ -90,9 +133,9 @@ type Change struct {
 // holds.
 func (v *View) Apply(c Change) *View {
 	out := *v // the shards' maps are shared until changed
-	out.Names, out.Reverse, out.upstreams = maps.Clone(v.Names), maps.Clone(v.Reverse), maps.Clone(v.upstreams)
-	if out.Names == nil {
-		out.Names, out.Reverse = map[string]map[string][]netip.Addr{}, map[string]map[netip.Addr]string{}
+	out.networks, out.upstreams = maps.Clone(v.networks), maps.Clone(v.upstreams)
+	if out.networks == nil {
+		out.networks = map[string]*networkNames{}
 	}
 	if out.upstreams == nil {
 		out.upstreams = map[netip.AddrPort]int{}
@@ -130,48 +173,135 @@ func (v *View) Apply(c Change) *View {
 		a.upstreamKey = key.String()
 		shard(id)[id] = a
 	}
-	for network, records := range c.Networks {
-		if len(records) == 0 {
-			delete(out.Names, network)
-			delete(out.Reverse, network)
-			continue
+	copiedNet := map[string]*networkNames{}
+	network := func(id string) *networkNames {
+		if n, ok := copiedNet[id]; ok {
+			return n
 		}
-		out.Names[network], out.Reverse[network] = indexNetwork(records)
+		n := &networkNames{}
+		if was := v.networks[id]; was != nil {
+			*n = *was // the shards' maps are shared until changed
+		}
+		out.networks[id], copiedNet[id] = n, n
+		return n
+	}
+	for _, r := range c.Drop {
+		network(r.Network).drop(r, v.networks[r.Network])
+	}
+	for _, r := range c.Put {
+		network(r.Network).put(r, v.networks[r.Network])
+	}
+	for id, n := range copiedNet {
+		if n.records <= 0 {
+			delete(out.networks, id)
+		}
 	}
 	return &out
 }
 
-// indexNetwork indexes the records of one network: its names and its
-// reverse names.
-func indexNetwork(records []Record) (map[string][]netip.Addr, map[netip.Addr]string) {
-	names, reverse := map[string][]netip.Addr{}, map[netip.Addr]string{}
-	for _, r := range records {
-		var addrs []netip.Addr
-		for _, a := range []netip.Addr{r.Addr, r.Addr6} {
-			if a.IsValid() {
-				addrs = append(addrs, a.WithZone(""))
-			}
-		}
-		for i, n := range r.Names {
-			for _, fq := range []string{n, n + "." + r.NetworkName} {
-				key := dns.Fqdn(strings.ToLower(fq))
-				names[key] = append(names[key], addrs...)
-			}
-			if i == 0 { // the sandbox's own name is its PTR target, for both families
-				for _, a := range addrs {
-					reverse[a] = dns.Fqdn(strings.ToLower(n + "." + r.NetworkName))
-				}
-			}
+// entries are the names a record gives (lower-case, fully qualified),
+// the first its PTR target, and its addresses.
+func (r Record) entries() (names []string, addrs []netip.Addr) {
+	for _, a := range []netip.Addr{r.Addr, r.Addr6} {
+		if a.IsValid() {
+			addrs = append(addrs, a.WithZone(""))
 		}
 	}
-	return names, reverse
+	for _, n := range r.Names {
+		for _, fq := range []string{n + "." + r.NetworkName, n} {
+			names = append(names, dns.Fqdn(strings.ToLower(fq)))
+		}
+	}
+	return names, addrs
+}
+
+// nameShard is n's shard of name key, copied from was's the first time
+// this change writes it.
+func (n *networkNames) nameShard(key string, was *networkNames) map[string]nameEntry {
+	i := shardOf(key) % nameShards
+	if was != nil && n.names[i] != nil && sameMap(n.names[i], was.names[i]) {
+		n.names[i] = maps.Clone(n.names[i])
+	}
+	if n.names[i] == nil {
+		n.names[i] = map[string]nameEntry{}
+	}
+	return n.names[i]
+}
+
+// reverseShard is nameShard for an address's reverse name.
+func (n *networkNames) reverseShard(a netip.Addr, was *networkNames) map[netip.Addr]reverseEntry {
+	i := addrShard(a)
+	if was != nil && n.reverse[i] != nil && sameMap(n.reverse[i], was.reverse[i]) {
+		n.reverse[i] = maps.Clone(n.reverse[i])
+	}
+	if n.reverse[i] == nil {
+		n.reverse[i] = map[netip.Addr]reverseEntry{}
+	}
+	return n.reverse[i]
+}
+
+// sameMap reports whether a and b are the same map, not a copy.
+func sameMap[K comparable, V any](a, b map[K]V) bool {
+	return b != nil && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+}
+
+// put adds r's names, its addresses under each, and its own name as the
+// PTR target of each address.
+func (n *networkNames) put(r Record, was *networkNames) {
+	owner := r.owner()
+	names, addrs := r.entries()
+	for _, key := range names {
+		shard := n.nameShard(key, was)
+		e := shard[key]
+		e.owners = append(slices.Clip(e.owners), nameOwner{owner, addrs})
+		e.addrs = append(slices.Clip(e.addrs), addrs...)
+		shard[key] = e
+	}
+	if len(names) > 0 {
+		for _, a := range addrs {
+			n.reverseShard(a, was)[a] = reverseEntry{target: names[0], owner: owner}
+		}
+	}
+	n.records++
+}
+
+// drop takes away what put(r) added; another record's stays.
+func (n *networkNames) drop(r Record, was *networkNames) {
+	owner := r.owner()
+	names, addrs := r.entries()
+	for _, key := range names {
+		shard := n.nameShard(key, was)
+		e, ok := shard[key]
+		i := slices.IndexFunc(e.owners, func(o nameOwner) bool { return o.owner == owner })
+		if !ok || i < 0 {
+			continue
+		}
+		e.owners = slices.Delete(slices.Clone(e.owners), i, i+1)
+		if len(e.owners) == 0 {
+			delete(shard, key)
+			continue
+		}
+		e.addrs = nil
+		for _, o := range e.owners {
+			e.addrs = append(e.addrs, o.addrs...)
+		}
+		shard[key] = e
+	}
+	for _, a := range addrs {
+		if shard := n.reverseShard(a, was); shard[a].owner == owner {
+			delete(shard, a)
+		}
+	}
+	n.records--
 }
 
 // lookup finds a name for an asker: on the first of its networks that has it.
 func (v *View) lookup(a Asker, name string) ([]netip.Addr, bool) {
 	for _, n := range a.Networks {
-		if addrs, ok := v.Names[n][name]; ok {
-			return addrs, true
+		if names := v.networks[n]; names != nil {
+			if e, ok := names.names[shardOf(name)%nameShards][name]; ok {
+				return e.addrs, true
+			}
 		}
 	}
 	return nil, false
@@ -180,8 +310,10 @@ func (v *View) lookup(a Asker, name string) ([]netip.Addr, bool) {
 // reverse finds the PTR target of an address on one of the asker's networks.
 func (v *View) reverse(a Asker, addr netip.Addr) (string, bool) {
 	for _, n := range a.Networks {
-		if name, ok := v.Reverse[n][addr]; ok {
-			return name, true
+		if names := v.networks[n]; names != nil {
+			if e, ok := names.reverse[addrShard(addr)][addr]; ok {
+				return e.target, true
+			}
 		}
 	}
 	return "", false

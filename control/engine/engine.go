@@ -376,7 +376,7 @@ func (e *Engine) update(change func(tx *store.Tx, undo *rollback) error) error {
 		e.ports = nil // it may hold what the failed change added
 		return err
 	}
-	e.refreshNames(ch)
+	e.refreshNames(ch, nil)
 	return nil
 }
 
@@ -388,6 +388,6 @@ func (e *Engine) commit(change func(tx *store.Tx) error) error {
 	if err != nil {
 		return err
 	}
-	e.refreshNames(ch)
+	e.refreshNames(ch, nil)
 	return nil
 }

@@ -32,6 +32,10 @@ type nameIndex struct {
 	// dependents are, by sandbox name, the sandboxes whose files name it:
 	// those that link to it and those in its namespace (container mode).
 	dependents map[string]map[string]bool
+	// remote are the records of other hosts' endpoints the view was given
+	// on each overlay network, by network ID: what a change of them takes
+	// back.
+	remote map[string][]dns.Record
 }
 
 // indexedSandbox is what the index holds of one sandbox, by name.
@@ -47,13 +51,13 @@ type indexedSandbox struct {
 
 func newNameIndex(host resolvConf) *nameIndex {
 	return &nameIndex{host: host, view: &dns.View{}, sandboxes: map[string]indexedSandbox{},
-		networks: map[string]map[string]dns.Record{}, dependents: map[string]map[string]bool{}}
+		networks: map[string]map[string]dns.Record{}, dependents: map[string]map[string]bool{}, remote: map[string][]dns.Record{}}
 }
 
 // put indexes sb, in place of what the index had under its name, and
-// returns the networks whose records changed.
-func (ix *nameIndex) put(sb store.Sandbox, network func(id string) (store.Network, bool)) []string {
-	touched := ix.remove(sb.Name)
+// returns the records it had and those it has now.
+func (ix *nameIndex) put(sb store.Sandbox, network func(id string) (store.Network, bool)) (was, now []dns.Record) {
+	was = ix.remove(sb.Name)
 	asker, asks, records := sandboxNames(sb, network, ix.host)
 	in := indexedSandbox{id: sb.ID, asker: asker, asks: asks, netns: sb.NetNS, shares: sb.Shares}
 	if sb.Mode == store.ModeContainer {
@@ -76,14 +80,17 @@ func (ix *nameIndex) put(sb store.Sandbox, network func(id string) (store.Networ
 		in.networks = append(in.networks, r.Network)
 	}
 	ix.sandboxes[sb.Name] = in
-	return append(touched, in.networks...)
+	return was, records
 }
 
-// remove forgets sandbox name and returns the networks it had records on.
-func (ix *nameIndex) remove(name string) []string {
+// remove forgets sandbox name and returns the records it had.
+func (ix *nameIndex) remove(name string) (was []dns.Record) {
 	in, ok := ix.sandboxes[name]
 	if !ok {
 		return nil
+	}
+	for _, id := range in.networks {
+		was = append(was, ix.networks[id][name])
 	}
 	for _, target := range in.names {
 		delete(ix.dependents[target], name)
@@ -98,16 +105,7 @@ func (ix *nameIndex) remove(name string) []string {
 		}
 	}
 	delete(ix.sandboxes, name)
-	return in.networks
-}
-
-// records are the records of this host's sandboxes on network id.
-func (ix *nameIndex) records(id string) []dns.Record {
-	var out []dns.Record
-	for _, r := range ix.networks[id] {
-		out = append(out, r)
-	}
-	return out
+	return was
 }
 
 // sharers names the sandboxes in the namespace of sandbox name.
@@ -137,10 +135,10 @@ func (e *Engine) loadNames() error {
 
 // refreshNames makes the resolver, its listeners and the files follow a
 // committed change: the sandboxes and networks ch names and the overlay
-// networks in remote, whose endpoints on other hosts changed. Failures are
-// logged: the store has changed already, and the next change or reconcile
-// tries again.
-func (e *Engine) refreshNames(ch store.Changes, remote ...string) {
+// records of other hosts' endpoints in remote, by overlay network ID (none
+// for a network that has none left). Failures are logged: the store has
+// changed already, and the next change or reconcile tries again.
+func (e *Engine) refreshNames(ch store.Changes, remote map[string][]dns.Record) {
 	if len(ch.Sandboxes) == 0 && len(ch.Networks) == 0 && len(remote) == 0 {
 		return // publishing, say: its cost stays that of the maps
 	}
@@ -152,7 +150,7 @@ func (e *Engine) refreshNames(ch store.Changes, remote ...string) {
 // followNames is refreshNames' work. A change to the host's resolv.conf,
 // which every sandbox's files follow, is the one change that rewrites
 // them all.
-func (e *Engine) followNames(ch store.Changes, remote []string) error {
+func (e *Engine) followNames(ch store.Changes, remote map[string][]dns.Record) error {
 	host, err := readResolvConf(e.cfg.ResolvConf)
 	if err != nil {
 		return err
@@ -177,17 +175,13 @@ func (e *Engine) followNames(ch store.Changes, remote []string) error {
 	for _, name := range ch.Sandboxes {
 		touched[name] = true
 	}
-	changed := map[string]bool{}
-	for _, id := range append(ch.Networks, remote...) {
-		changed[id] = true
-	}
 	for _, id := range ch.Networks { // their settings (DNS servers, internal) are their sandboxes'
 		for name := range ix.networks[id] {
 			touched[name] = true
 		}
 	}
 	var (
-		change    = dns.Change{Askers: map[string]dns.Asker{}, Networks: map[string][]dns.Record{}}
+		change    = dns.Change{Askers: map[string]dns.Asker{}}
 		listeners = map[string]string{} // sandbox ID to where its resolver listens, "" for nowhere
 		files     []store.Sandbox
 		byName    = map[string]store.Sandbox{}
@@ -225,9 +219,9 @@ func (e *Engine) followNames(ch store.Changes, remote []string) error {
 				change.Gone = append(change.Gone, old.id)
 				listeners[old.id] = ""
 			}
-			var nets []string
+			var was, now []dns.Record
 			if ok {
-				nets = ix.put(sb, network)
+				was, now = ix.put(sb, network)
 				if in := ix.sandboxes[name]; in.asks {
 					change.Askers[sb.ID] = in.asker
 					listeners[sb.ID] = in.netns
@@ -236,11 +230,9 @@ func (e *Engine) followNames(ch store.Changes, remote []string) error {
 					listeners[sb.ID] = ""
 				}
 			} else {
-				nets = ix.remove(name)
+				was = ix.remove(name)
 			}
-			for _, id := range nets {
-				changed[id] = true
-			}
+			change.Drop, change.Put = append(change.Drop, was...), append(change.Put, now...)
 		}
 		// The files of the touched sandboxes and of those that name them.
 		write := map[string]bool{}
@@ -265,17 +257,17 @@ func (e *Engine) followNames(ch store.Changes, remote []string) error {
 			}
 			files = append(files, sb)
 		}
-		for id := range changed {
-			records := ix.records(id)
-			if n, ok := network(id); ok {
-				records = append(records, e.remoteRecords([]store.Network{n})...)
-			}
-			change.Networks[id] = records
-		}
 		return nil
 	})
 	if err != nil {
 		return err
+	}
+	for id, records := range remote {
+		change.Drop, change.Put = append(change.Drop, ix.remote[id]...), append(change.Put, records...)
+		ix.remote[id] = records
+		if len(records) == 0 {
+			delete(ix.remote, id)
+		}
 	}
 	ix.view = ix.view.Apply(change)
 	e.resolver.SetView(ix.view)
@@ -299,7 +291,14 @@ func (e *Engine) indexNames(nets []store.Network, sbs []store.Sandbox) error {
 		return err
 	}
 	ix := buildNameIndex(nets, sbs, host)
-	ix.view = dns.NewView(ix.askers(), append(ix.allRecords(), e.remoteRecords(nets)...))
+	all := ix.allRecords()
+	for _, n := range nets {
+		if records := e.remoteRecords(n); len(records) > 0 {
+			ix.remote[n.ID] = records
+			all = append(all, records...)
+		}
+	}
+	ix.view = dns.NewView(ix.askers(), all)
 	ix.ready = true
 	e.names = ix
 	e.resolver.SetView(ix.view)
@@ -372,8 +371,10 @@ func (ix *nameIndex) listeners() map[string]string {
 // allRecords are the records of every network.
 func (ix *nameIndex) allRecords() []dns.Record {
 	var out []dns.Record
-	for id := range ix.networks {
-		out = append(out, ix.records(id)...)
+	for _, records := range ix.networks {
+		for _, r := range records {
+			out = append(out, r)
+		}
 	}
 	return out
 }
@@ -404,7 +405,7 @@ func sandboxNames(sb store.Sandbox, network func(id string) (store.Network, bool
 			asker.Upstreams = upstreams(n.DNS)
 		}
 		names := append([]string{sb.Name, sb.ID[:12]}, ep.Aliases...)
-		records = append(records, dns.Record{Network: n.ID, NetworkName: n.Name, Names: names, Addr: ep.Addr, Addr6: ep.Addr6})
+		records = append(records, dns.Record{Network: n.ID, NetworkName: n.Name, Owner: sb.Name, Names: names, Addr: ep.Addr, Addr6: ep.Addr6})
 	}
 	if len(asker.Networks) == 0 {
 		return asker, false, records

@@ -519,19 +519,19 @@ func (e *Engine) followCluster(ctx context.Context, st cluster.State) (requests 
 		errs = append(errs, e.syncPeers(n, peers, recheck))
 	}
 	// Only the networks whose remote endpoints changed are named again.
-	var changed []string
-	for id := range local {
+	changed := map[string][]dns.Record{}
+	for id, n := range local {
 		if !reflect.DeepEqual(e.remote[id], remote[id]) {
-			changed = append(changed, id)
+			changed[id] = remoteRecords(n, remote[id])
 		}
 	}
 	for id := range e.remote {
 		if _, ok := local[id]; !ok {
-			changed = append(changed, id)
+			changed[id] = nil
 		}
 	}
 	e.remote = remote
-	e.refreshNames(store.Changes{}, changed...)
+	e.refreshNames(store.Changes{}, changed)
 	return requests, errs, false
 }
 
@@ -648,17 +648,21 @@ func (e *Engine) dropMirror(n store.Network) error {
 	return errors.Join(e.teardownNetwork(n), e.maps.DeleteNetwork(networkMaps(n)))
 }
 
-// remoteRecords are the names of other hosts' endpoints on the overlay
-// networks, for the resolvers. Callers hold e.mu.
-func (e *Engine) remoteRecords(nets []store.Network) []dns.Record {
+// remoteRecords are the names of other hosts' endpoints on overlay
+// network n, for the resolvers. Callers hold e.mu.
+func (e *Engine) remoteRecords(n store.Network) []dns.Record { return remoteRecords(n, e.remote[n.ID]) }
+
+// remoteRecords are the names of the endpoints of other hosts' addresses
+// on overlay network n.
+func remoteRecords(n store.Network, addrs []cluster.Address) []dns.Record {
 	var out []dns.Record
-	for _, n := range nets {
-		for _, a := range e.remote[n.ID] {
-			// Another writer's record may lack names: it names nothing.
-			names := slices.DeleteFunc(append([]string{a.Sandbox}, a.Aliases...), func(s string) bool { return s == "" })
-			if len(names) > 0 {
-				out = append(out, dns.Record{Network: n.ID, NetworkName: n.Name, Names: names, Addr: a.Addr})
-			}
+	for _, a := range addrs {
+		// Another writer's record may lack names: it names nothing.
+		names := slices.DeleteFunc(append([]string{a.Sandbox}, a.Aliases...), func(s string) bool { return s == "" })
+		if len(names) > 0 {
+			// Owned by the endpoint: another host's sandbox may have the
+			// name of one here.
+			out = append(out, dns.Record{Network: n.ID, NetworkName: n.Name, Owner: "endpoint " + a.Owner, Names: names, Addr: a.Addr})
 		}
 	}
 	return out

@@ -142,7 +142,7 @@ func TestRemoteNamesNeedAName(t *testing.T) {
 	}
 	te.applyCluster(ctx, st)
 	te.mu.Lock()
-	records := te.remoteRecords([]store.Network{n})
+	records := te.remoteRecords(n)
 	te.mu.Unlock()
 	if len(records) != 1 || !slices.Equal(records[0].Names, []string{"web", "www"}) {
 		t.Errorf("remote names: %+v, want web and www only", records)
