@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -173,12 +174,14 @@ func sourceOf(a bpf.DatapathAddr, local map[netip.Prefix]bool) bpf.DatapathAddr 
 // and one batch delete per chunk of matching entries.
 func (m *Maps) deleteConntrack(match func(*ebpf.Map, bpf.DatapathFlow, bpf.DatapathCtEntry) bool) (int, error) {
 	var removed int
+	buf := ctBuffers.Get().(*ctBuffer)
+	defer ctBuffers.Put(buf)
 	for _, table := range []*ebpf.Map{m.m.Ct, m.m.CtNew} {
 		var doomed []bpf.DatapathFlow
-		err := batches(table, func(keys []bpf.DatapathFlow, vals []bpf.DatapathCtEntry) {
-			for i := range keys {
-				if match(table, keys[i], vals[i]) {
-					doomed = append(doomed, keys[i])
+		err := batchLookup(table, buf.keys, buf.vals, func(n int) {
+			for i := range n {
+				if match(table, buf.keys[i], buf.vals[i]) {
+					doomed = append(doomed, buf.keys[i])
 				}
 			}
 		})
@@ -281,6 +284,20 @@ func (m *Maps) correctSources(before map[bpf.DatapathAddr]bpf.DatapathCtSource, 
 	}
 	return nil
 }
+
+// ctBuffer is a chunk of the conntrack tables as deleteConntrack reads
+// them.
+type ctBuffer struct {
+	keys []bpf.DatapathFlow
+	vals []bpf.DatapathCtEntry
+}
+
+// ctBuffers keeps deleteConntrack's chunks between calls: every endpoint
+// removed flushes its flows, and a chunk allocated each time was most of
+// what a sandbox remove allocated (nearly a MiB).
+var ctBuffers = sync.Pool{New: func() any {
+	return &ctBuffer{keys: make([]bpf.DatapathFlow, batchSize), vals: make([]bpf.DatapathCtEntry, batchSize)}
+}}
 
 // batches reads a hash map in chunks, handing each to fn.
 func batches[K, V any](m *ebpf.Map, fn func([]K, []V)) error {
