@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/ebpfnet/ebpfnet/control/ipam"
 )
 
 func endpointOn(network, addr, mac, hostSide string) Endpoint {
@@ -131,4 +133,43 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Pools keep their allocated addresses packed; a record written with them
+// as JSON strings, as before, reads the same, and is packed when written
+// again.
+func TestPoolsKeepTheirAddresses(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v4 := ipam.Pool{ID: "p4", Subnet: netip.MustParsePrefix("10.1.0.0/16"), Gateway: netip.MustParseAddr("10.1.0.1"),
+		Allocated: []netip.Addr{netip.MustParseAddr("10.1.0.2"), netip.MustParseAddr("10.1.3.4")}, Last: netip.MustParseAddr("10.1.3.4")}
+	v6 := ipam.Pool{ID: "p6", Subnet: netip.MustParsePrefix("fd00:1::/64"), Gateway: netip.MustParseAddr("fd00:1::1"),
+		Allocated: []netip.Addr{netip.MustParseAddr("fd00:1::2")}}
+	must(t, s.Update(func(tx *Tx) error { return errors.Join(tx.PutPool(v4), tx.PutPool(v6)) }))
+	// As an earlier version wrote one.
+	old := []byte(`{"id":"old","subnet":"10.2.0.0/24","gateway":"10.2.0.1","allocated":["10.2.0.5","10.2.0.9"],"last":"10.2.0.9"}`)
+	must(t, s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketPools).Put([]byte("old"), old) }))
+	s.View(func(tx *Tx) error {
+		for _, want := range []ipam.Pool{v4, v6} {
+			if got, err := tx.Pool(want.ID); err != nil || !slices.Equal(got.Allocated, want.Allocated) || got.Last != want.Last || got.Subnet != want.Subnet {
+				t.Errorf("pool %s = %+v, %v; want %+v", want.ID, got, err, want)
+			}
+		}
+		if got, err := tx.Pool("old"); err != nil || len(got.Allocated) != 2 || got.Allocated[1] != netip.MustParseAddr("10.2.0.9") {
+			t.Errorf("old pool = %+v, %v", got, err)
+		}
+		return nil
+	})
+	must(t, s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPools).Put([]byte("bad"), []byte(`{"id":"bad","subnet":"10.3.0.0/24","allocatedPacked":"CgMA"}`))
+	}))
+	s.View(func(tx *Tx) error {
+		if _, err := tx.Pool("bad"); err == nil || !strings.Contains(err.Error(), "bad") {
+			t.Errorf("a pool of 3 bytes of addresses: %v, want an error naming it", err)
+		}
+		return nil
+	})
 }

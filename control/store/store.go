@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -276,22 +277,66 @@ func (t *Tx) PutClusterLease(id int64) error {
 
 // Pool returns the pool with ID id.
 func (t *Tx) Pool(id string) (ipam.Pool, error) {
-	var p ipam.Pool
 	v := t.tx.Bucket(bucketPools).Get([]byte(id))
 	if v == nil {
-		return p, fmt.Errorf("pool %s: %w", id, ErrNotFound)
+		return ipam.Pool{}, fmt.Errorf("pool %s: %w", id, ErrNotFound)
 	}
-	if err := json.Unmarshal(v, &p); err != nil {
-		return p, fmt.Errorf("decode pool %s: %w", id, err)
-	}
-	return p, nil
+	return decodePool(id, v)
 }
 
 // Pools returns every pool, ordered by ID.
-func (t *Tx) Pools() ([]ipam.Pool, error) { return list[ipam.Pool](t.tx.Bucket(bucketPools)) }
+func (t *Tx) Pools() ([]ipam.Pool, error) {
+	var out []ipam.Pool
+	err := t.tx.Bucket(bucketPools).ForEach(func(k, v []byte) error {
+		p, err := decodePool(string(k), v)
+		out = append(out, p)
+		return err
+	})
+	return out, err
+}
 
 // PutPool writes a pool under its ID.
-func (t *Tx) PutPool(p ipam.Pool) error { return put(t.tx.Bucket(bucketPools), p.ID, p) }
+func (t *Tx) PutPool(p ipam.Pool) error {
+	stored := storedPool{Pool: p}
+	stored.Allocated = nil
+	for _, a := range p.Allocated {
+		stored.Packed = append(stored.Packed, a.AsSlice()...)
+	}
+	return put(t.tx.Bucket(bucketPools), p.ID, stored)
+}
+
+// storedPool is a pool as the state file holds it: its allocated
+// addresses packed, 4 or 16 bytes each, where JSON gave each a string.
+// Every change that reads a network decodes its pools, and decoding
+// strings cost what the pool holds many times over. A record written
+// before holds them in "allocated", which is read as well.
+type storedPool struct {
+	ipam.Pool
+	Packed []byte `json:"allocatedPacked,omitempty"`
+}
+
+// decodePool reads pool id's record.
+func decodePool(id string, v []byte) (ipam.Pool, error) {
+	var p storedPool
+	if err := json.Unmarshal(v, &p); err != nil {
+		return ipam.Pool{}, fmt.Errorf("decode pool %s: %w", id, err)
+	}
+	size := 4
+	if p.Subnet.Addr().Is6() {
+		size = 16
+	}
+	if len(p.Packed)%size != 0 {
+		return ipam.Pool{}, fmt.Errorf("decode pool %s: %d bytes of addresses of %d bytes each", id, len(p.Packed), size)
+	}
+	if len(p.Packed) > 0 {
+		p.Allocated = make([]netip.Addr, 0, len(p.Packed)/size)
+	}
+	for b := p.Packed; len(b) > 0; b = b[size:] {
+		a, _ := netip.AddrFromSlice(b[:size])
+		p.Allocated = append(p.Allocated, a)
+	}
+	return p.Pool, nil
+}
 
 // DeletePool removes a pool.
 func (t *Tx) DeletePool(id string) error { return t.tx.Bucket(bucketPools).Delete([]byte(id)) }
