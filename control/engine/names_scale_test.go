@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -110,4 +111,47 @@ func (te testEngine) hostsOf(t *testing.T, sandbox string) string {
 		t.Fatal(err)
 	}
 	return string(data)
+}
+
+// What a sandbox create and remove allocate must not grow with the
+// sandboxes on their network either: what grows there is work per change
+// that follows the state (the names of a whole network indexed again, a
+// pool's every address decoded as text), and it makes the collector run
+// ever more often (issue 24).
+func TestAllocationPerChangeStaysFlat(t *testing.T) {
+	te := newTestEngine(t)
+	n := te.name("na")
+	if _, err := te.CreateNetwork(NetworkSpec{Name: n, IPv4: PoolSpec{Subnet: netip.MustParsePrefix("172.24.0.0/16")}}); err != nil {
+		t.Fatal(err)
+	}
+	perChange := func() uint64 {
+		const changes = 20
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range changes {
+			name := te.name("timed")
+			if _, err := te.CreateSandbox(SandboxSpec{Name: name, Networks: []string{n},
+				Publish: []ports.Mapping{{Proto: ports.TCP, HostPort: 19000, Port: 80}}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := te.RemoveSandbox(name, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runtime.ReadMemStats(&after)
+		return (after.TotalAlloc - before.TotalAlloc) / changes
+	}
+	alone := perChange()
+	const present = 400
+	for i := range present {
+		if _, err := te.CreateSandbox(SandboxSpec{Name: te.name(fmt.Sprintf("s%d", i)), Networks: []string{n},
+			Publish: []ports.Mapping{{Proto: ports.TCP, HostPort: uint16(20000 + i), Port: 80}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crowded := perChange()
+	t.Logf("allocated per create and remove: %d KiB alone, %d KiB with %d sandboxes on the network", alone>>10, crowded>>10, present)
+	if float64(crowded) > 1.6*float64(alone) {
+		t.Errorf("a create and remove allocate %d KiB with %d sandboxes on their network, %.1f× the %d KiB with none", crowded>>10, present, float64(crowded)/float64(alone), alone>>10)
+	}
 }
