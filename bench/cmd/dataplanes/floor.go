@@ -34,8 +34,8 @@ type kernelFloor struct {
 	// propagates to.
 	nsPrefix string
 	pins     string // a bpffs of its own, where its links are pinned
-	bridge *netlink.Bridge
-	prog   *ebpf.Program // passes everything on: TCX_NEXT
+	bridge   *netlink.Bridge
+	prog     *ebpf.Program // passes everything on: TCX_NEXT
 }
 
 const (
