@@ -93,7 +93,7 @@ func (e *Engine) reconcileWhole(host hostView) error {
 	if err := e.store.View(func(tx *store.Tx) (err error) { pubs, err = tx.AllPublications(); return err }); err != nil {
 		return err
 	}
-	errs := []error{e.syncMaps(nets, sbs, pubs), e.indexNames(nets, sbs)}
+	errs := []error{e.syncMaps(nets, sbs, pubs, host), e.indexNames(nets, sbs)}
 	// Unread, the host would look empty: every uplink and interface gone.
 	if host.links != nil {
 		errs = append(errs, e.applyHost(host), e.removeLeftovers(nets, sbs, host))
@@ -208,12 +208,22 @@ func (e *Engine) refreshPrograms(ep store.Endpoint) error {
 }
 
 // syncMaps rewrites the maps from the store; interfaces are keyed by the
-// ifindex they have now.
-func (e *Engine) syncMaps(nets []store.Network, sbs []store.Sandbox, pubs map[string][]store.Publication) error {
+// ifindex they have now: as host, read before the lock, has it (one
+// lookup each would hold the lock for thousands), or for one made since,
+// as the kernel says. A host side keeps its name for its endpoint's life,
+// and one repaired was repaired before host was read.
+func (e *Engine) syncMaps(nets []store.Network, sbs []store.Sandbox, pubs map[string][]store.Publication, host hostView) error {
+	ifindexes := map[string]int{}
+	for _, l := range host.links {
+		ifindexes[l.Attrs().Name] = l.Attrs().Index
+	}
 	// In the dataplane's namespace: the kernel resolves the ifindexes of
 	// XDP targets in the writer's.
 	return e.inHost(func() error {
 		return e.maps.Sync(desiredMaps(nets, sbs, pubs, func(name string) (int, bool) {
+			if i, ok := ifindexes[name]; ok {
+				return i, true
+			}
 			l, err := netlink.LinkByName(name)
 			if err != nil {
 				return 0, false // reported by the endpoint repair
