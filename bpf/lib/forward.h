@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Forwarding on TC: delivering a translated packet into an endpoint or
  * along the host's routes, as a router would (TTL, MTU, ICMP errors),
- * translating known flows and ICMP errors about them, and changing a
- * flow's family. Only TC programs forward this way: XDP's fast path
+ * translating known flows and ICMP errors about them, translating and
+ * delivering new flows (to a publication: dnat_published; out through an
+ * uplink: masquerade, which finds the uplink by the route), and changing
+ * a flow's family. Only TC programs forward this way: XDP's fast path
  * (uplink_xdp.c) hands everything but the plainest delivery to them. */
 #pragma once
 
@@ -473,3 +475,64 @@ static __noinline int dnat_published(struct __sk_buff *skb, const struct packet 
 	return 0;
 }
 
+/* uplink_source finds the address a flow from saddr to daddr leaves the
+ * host with: the address of its family of the uplink it is routed
+ * through. It returns -1 when the flow does not leave through an uplink,
+ * or the uplink has no address of the flow's family. */
+static __noinline int uplink_source(struct __sk_buff *skb, const union addr *saddr, const union addr *daddr,
+				    union addr *src)
+{
+	struct bpf_fib_lookup fib;
+	struct uplink_info *up;
+	__u32 out;
+	int rc;
+
+	rc = fib_route(skb, saddr, daddr, &fib);
+	/* Too big for the uplink still says which uplink: deliver answers it. */
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH && rc != BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return -1;
+	out = fib.ifindex;
+	up = bpf_map_lookup_elem(&uplinks, &out);
+	if (!up)
+		return -1;
+	*src = addr_is_v4(daddr) ? up->addr : up->addr6;
+	return addr_is_zero(src) ? -1 : 0;
+}
+
+/* masquerade_claim creates the conntrack entries of a new flow to the
+ * outside, from the address of the uplink it leaves through, and gives
+ * the flow it is translated to. It returns 0 when claimed, -1 when the
+ * flow does not leave through an uplink (the stack's business), or the
+ * verdict to drop it with. */
+static __noinline int masquerade_claim(struct __sk_buff *skb, const struct packet *p, struct flow *to)
+{
+	struct port_search s;
+	union addr src;
+
+	if (uplink_source(skb, &p->flow.saddr, &p->flow.daddr, &src) < 0)
+		return -1;
+	if (port_search_init(&s, PROGRAM_FROM_CONTAINER) < 0)
+		return VERDICT_DROP_NO_NAT_PORT;
+	/* A reset of no flow would leave with the sandbox's own address. */
+	if (ct_prepare(s.nf, p, skb->ifindex, 0, 0, 0) < 0)
+		return VERDICT_DROP_CT_INVALID;
+	s.nf->fwd.nat.saddr = src;
+	if (claim_nat_port(skb, &s, 1) < 0)
+		return VERDICT_DROP_NO_NAT_PORT;
+	*to = s.nf->fwd.nat;
+	return 0;
+}
+
+/* masquerade sends a new flow to the outside (masquerade_claim). */
+static __noinline __attribute__((unused)) int masquerade(struct __sk_buff *skb, const struct packet *p,
+							 const union addr *gateway)
+{
+	struct flow to;
+	int rc = masquerade_claim(skb, p, &to);
+
+	if (rc < 0)
+		return pass(skb, PROGRAM_FROM_CONTAINER);
+	if (rc > 0)
+		return drop(skb, PROGRAM_FROM_CONTAINER, rc);
+	return deliver(skb, p, PROGRAM_FROM_CONTAINER, VERDICT_SNAT, &to, gateway);
+}

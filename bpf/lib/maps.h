@@ -2,12 +2,17 @@
 /* Every map of the datapath. Each program object declares them all through
  * this header; the loader creates them once (from datapath.c), pins them by
  * name under the daemon's bpffs directory and hands the same maps to every
- * object, so they outlive the daemon and are shared by all programs. */
+ * object, so they outlive the daemon and are shared by all programs. The
+ * lookups that several topics and programs make (the network of an
+ * address, the host's addresses, the publications) are here too, beside
+ * the maps they read. */
 #pragma once
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "types.h"
+#include "addr.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -286,3 +291,32 @@ struct {
 	__uint(max_entries, 1);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } csum_scratch SEC(".maps");
+
+/* network_of returns the index of the network whose subnet holds addr. */
+static __always_inline __u32 *network_of(const union addr *addr)
+{
+	struct subnet_key key = { .prefixlen = 128, .addr = *addr };
+
+	return bpf_map_lookup_elem(&subnets, &key);
+}
+
+static __always_inline int is_host_addr(const union addr *addr)
+{
+	return bpf_map_lookup_elem(&host_addrs, addr) != NULL;
+}
+
+/* published finds where a host address and port lead: the entry for that
+ * address, else the one for every address of its family. */
+static __always_inline struct publication *published(const union addr *addr, __be16 port, __u8 proto)
+{
+	struct publication_key key = { .addr = *addr, .port = port, .proto = proto };
+	struct publication *pub = bpf_map_lookup_elem(&publications, &key);
+	int v4 = addr_is_v4(addr);
+
+	if (pub)
+		return pub;
+	__builtin_memset(&key.addr, 0, sizeof(key.addr));
+	if (v4)
+		key.addr.w[2] = bpf_htonl(0xffff);
+	return bpf_map_lookup_elem(&publications, &key);
+}

@@ -321,32 +321,3 @@ static __always_inline int v4_mapped_v6(const struct packet *p)
 {
 	return p->v6 && (addr_is_v4(&p->flow.saddr) || addr_is_v4(&p->flow.daddr));
 }
-
-/* network_of returns the index of the network whose subnet holds addr. */
-static __always_inline __u32 *network_of(const union addr *addr)
-{
-	struct subnet_key key = { .prefixlen = 128, .addr = *addr };
-
-	return bpf_map_lookup_elem(&subnets, &key);
-}
-
-static __always_inline int is_host_addr(const union addr *addr)
-{
-	return bpf_map_lookup_elem(&host_addrs, addr) != NULL;
-}
-
-/* published finds where a host address and port lead: the entry for that
- * address, else the one for every address of its family. */
-static __always_inline struct publication *published(const union addr *addr, __be16 port, __u8 proto)
-{
-	struct publication_key key = { .addr = *addr, .port = port, .proto = proto };
-	struct publication *pub = bpf_map_lookup_elem(&publications, &key);
-	int v4 = addr_is_v4(addr);
-
-	if (pub)
-		return pub;
-	__builtin_memset(&key.addr, 0, sizeof(key.addr));
-	if (v4)
-		key.addr.w[2] = bpf_htonl(0xffff);
-	return bpf_map_lookup_elem(&publications, &key);
-}
