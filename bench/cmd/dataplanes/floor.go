@@ -51,6 +51,10 @@ func newKernelFloor(r *runner, h *testbed.Host) (*kernelFloor, error) {
 		return nil, fmt.Errorf("mount bpffs on %s: %w", f.pins, err)
 	}
 	r.Cleanup(func() { unix.Unmount(f.pins, unix.MNT_DETACH) })
+	// namespace.Create binds the directory of its namespaces onto itself
+	// (as ip netns does /run/netns); left mounted, it outlives the run's
+	// temporary directory.
+	r.Cleanup(func() { unix.Unmount(f.dir, unix.MNT_DETACH) })
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type:         ebpf.SchedCLS,
 		License:      "GPL",
