@@ -107,8 +107,18 @@ func removeContainers(d *testbed.Docker) {
 			log.Printf("remove %d containers: %v", len(ids), err)
 		}
 	}
-	if _, err := dockerCLI(d, dockerScaleTimeout, "network", "rm", dockerScaleNet); err != nil {
-		log.Printf("%v", err)
+	// docker rm may return before Docker has released the containers'
+	// endpoints, and the network has active endpoints until it has.
+	for try := 1; ; try++ {
+		_, err := dockerCLI(d, dockerScaleTimeout, "network", "rm", dockerScaleNet)
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "active endpoints") || try == 30 {
+			log.Printf("%v", err)
+			return
+		}
+		time.Sleep(time.Second)
 	}
 }
 
