@@ -66,7 +66,8 @@ func main() {
 	flag.BoolVar(&cfg.controlOnly, "control-only", false, "time publishing and unpublishing alone, at every -n (a few minutes)")
 	sandboxes := flag.String("sandboxes", "1,1000,5000,10000", "numbers of sandboxes present to time sandbox create and remove with")
 	flag.IntVar(&cfg.sandboxTimes, "sandbox-times", 50, "creates and removes timed at each number of sandboxes")
-	flag.BoolVar(&cfg.sandboxesOnly, "sandboxes-only", false, "time sandbox create and remove alone, at every -sandboxes (on a daemon of its own)")
+	flag.BoolVar(&cfg.sandboxesOnly, "sandboxes-only", false, "time sandbox create and remove alone, at every -sandboxes (on a daemon of its own), and docker run and rm at every -docker-containers")
+	dockerContainers := flag.String("docker-containers", "1,1000", "numbers of containers present on an ebpfnet network to time docker run and rm with, -sandbox-times times each (empty: not measured)")
 	flag.Parse()
 	for _, s := range strings.Split(*sandboxes, ",") {
 		n, err := strconv.Atoi(s)
@@ -74,6 +75,16 @@ func main() {
 			log.Fatalf("invalid -sandboxes %q: want numbers from 1 to 20000", s)
 		}
 		cfg.sandboxes = append(cfg.sandboxes, n)
+	}
+	for _, s := range strings.Split(*dockerContainers, ",") {
+		if *dockerContainers == "" {
+			break
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 20000 {
+			log.Fatalf("invalid -docker-containers %q: want numbers from 1 to 20000", s)
+		}
+		cfg.dockerContainers = append(cfg.dockerContainers, n)
 	}
 	for _, s := range strings.Split(*scale, ",") {
 		n, err := strconv.Atoi(s)
@@ -84,7 +95,7 @@ func main() {
 	}
 	if cfg.quick {
 		cfg.rounds, cfg.duration, cfg.scale = 2, 500*time.Millisecond, []int{1, 1000}
-		cfg.sandboxes, cfg.sandboxTimes = []int{1, 100}, 10
+		cfg.sandboxes, cfg.sandboxTimes, cfg.dockerContainers = []int{1, 100}, 10, []int{1, 10}
 	}
 	if cfg.sandboxTimes < 1 {
 		log.Fatal("-sandbox-times must be at least 1")
@@ -126,11 +137,13 @@ type config struct {
 	// controlOnly times publish and unpublish alone.
 	controlOnly bool
 	// sandboxes are the numbers of sandboxes present that sandbox create
-	// and remove are timed with, sandboxTimes times each; sandboxesOnly
-	// times them alone.
-	sandboxes     []int
-	sandboxTimes  int
-	sandboxesOnly bool
+	// and remove are timed with, sandboxTimes times each, and
+	// dockerContainers those of containers present that docker run and rm
+	// are; sandboxesOnly times them alone.
+	sandboxes        []int
+	dockerContainers []int
+	sandboxTimes     int
+	sandboxesOnly    bool
 }
 
 func must[T any](v T, err error) T {
@@ -168,17 +181,33 @@ func (r *runner) Fatalf(format string, args ...any) {
 
 // finish runs the cleanups, last first, once.
 func (r *runner) finish() {
+	r.unwind(0)
+	os.RemoveAll(r.dir)
+	testbed.RemoveBuilds()
+}
+
+// scoped runs f, then the cleanups it added: what one part of the run
+// built (thousands of sandboxes, a dockerd) is gone before the next part
+// is measured.
+func (r *runner) scoped(f func()) {
+	r.mu.Lock()
+	mark := len(r.cleanups)
+	r.mu.Unlock()
+	f()
+	r.unwind(mark)
+}
+
+// unwind runs the cleanups added after the first keep, last first.
+func (r *runner) unwind(keep int) {
 	for {
 		r.mu.Lock()
-		if len(r.cleanups) == 0 {
+		if len(r.cleanups) <= keep {
 			r.mu.Unlock()
-			break
+			return
 		}
 		f := r.cleanups[len(r.cleanups)-1]
 		r.cleanups = r.cleanups[:len(r.cleanups)-1]
 		r.mu.Unlock()
 		f()
 	}
-	os.RemoveAll(r.dir)
-	testbed.RemoveBuilds()
 }

@@ -115,12 +115,17 @@ type Results struct {
 	// SandboxesNote the limit that stopped it short, if one did.
 	Sandboxes     []ScaleSample `json:"sandboxes,omitempty"`
 	SandboxesNote string        `json:"sandboxesNote,omitempty"`
+	// DockerScale is docker run and rm on an ebpfnet network at scale
+	// (dockerscale.go), and DockerScaleNote what stopped it short or why
+	// it is missing.
+	DockerScale     []DockerScaleSample `json:"dockerScale,omitempty"`
+	DockerScaleNote string              `json:"dockerScaleNote,omitempty"`
 }
 
 func run(r *runner, cfg config) Results {
 	if cfg.sandboxesOnly { // on a daemon of its own: no testbed of dataplanes
 		res := Results{Env: environment("not used"), Rounds: 1, Duration: fmt.Sprintf("%d creates and removes", cfg.sandboxTimes)}
-		res.Sandboxes, res.SandboxesNote = measureSandboxes(r, cfg.sandboxes, cfg.sandboxTimes)
+		measureAtScale(r, cfg, &res)
 		return res
 	}
 	b := newBed(r, cfg.docker)
@@ -197,8 +202,20 @@ func run(r *runner, cfg config) Results {
 		}
 		log.Printf("N=%d done", n)
 	}
-	res.Sandboxes, res.SandboxesNote = measureSandboxes(r, cfg.sandboxes, cfg.sandboxTimes)
+	measureAtScale(r, cfg, &res)
 	return res
+}
+
+// measureAtScale is the control plane at scale: sandboxes over the API,
+// then containers through Docker, each on a host of its own that is gone
+// before the next.
+func measureAtScale(r *runner, cfg config, res *Results) {
+	r.scoped(func() { res.Sandboxes, res.SandboxesNote = measureSandboxes(r, cfg.sandboxes, cfg.sandboxTimes) })
+	if len(cfg.dockerContainers) > 0 {
+		r.scoped(func() {
+			res.DockerScale, res.DockerScaleNote = measureDockerScale(r, cfg.dockerContainers, cfg.sandboxTimes)
+		})
+	}
 }
 
 func (b *bed) sample(dp dataplane, workload string, n, round int, d time.Duration) Sample {

@@ -139,29 +139,30 @@ func (op scaleOp) overFloor(s ScaleSample) float64 {
 	return percentile(op.ms(s), 50) / percentile(op.floorMs(s), 50)
 }
 
-// sandboxesTable writes the control plane at scale.
+// sandboxesTable writes the control plane at scale: sandboxes over the
+// API, then containers through Docker (dockerScaleTable).
 func sandboxesTable(b *strings.Builder, r Results) {
-	if len(r.Sandboxes) == 0 && r.SandboxesNote == "" {
-		return
-	}
-	fmt.Fprintf(b, "\nControl plane at scale: a sandbox with one published port created and removed with N sandboxes present (each with a published port, on %d user networks), ms over the API; "+
-		"the kernel floor is what the kernel alone takes for the same namespace, veth pair, programs, addresses and route, with the same N present, and ÷ floor the p50 over the floor's p50, × N=1; the daemon's RSS, descriptors and threads at N:\n\n", scaleNetworks)
-	b.WriteString("| N | create p50 / p99 | × N=1 | floor p50 | × N=1 | ÷ floor | remove p50 / p99 | × N=1 | floor p50 | × N=1 | ÷ floor | RSS MiB | fds | threads |\n" +
-		"| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
-	first := r.Sandboxes[0]
-	for _, s := range r.Sandboxes {
-		fmt.Fprintf(b, "| %d |", s.N)
-		for _, op := range scaleOps {
-			p50 := percentile(op.ms(s), 50)
-			floor := percentile(op.floorMs(s), 50)
-			fmt.Fprintf(b, " %s / %s | %.2f | %s | %.2f | %.2f |", num(p50), num(percentile(op.ms(s), 99)), p50/percentile(op.ms(first), 50),
-				num(floor), floor/percentile(op.floorMs(first), 50), op.overFloor(s)/op.overFloor(first))
+	if len(r.Sandboxes) > 0 {
+		fmt.Fprintf(b, "\nControl plane at scale: a sandbox with one published port created and removed with N sandboxes present (each with a published port, on %d user networks), ms over the API; "+
+			"the kernel floor is what the kernel alone takes for the same namespace, veth pair, programs, addresses and route, with the same N present, and ÷ floor the p50 over the floor's p50, × N=1; the daemon's RSS, descriptors and threads at N:\n\n", scaleNetworks)
+		b.WriteString("| N | create p50 / p99 | × N=1 | floor p50 | × N=1 | ÷ floor | remove p50 / p99 | × N=1 | floor p50 | × N=1 | ÷ floor | RSS MiB | fds | threads |\n" +
+			"| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		first := r.Sandboxes[0]
+		for _, s := range r.Sandboxes {
+			fmt.Fprintf(b, "| %d |", s.N)
+			for _, op := range scaleOps {
+				p50 := percentile(op.ms(s), 50)
+				floor := percentile(op.floorMs(s), 50)
+				fmt.Fprintf(b, " %s / %s | %.2f | %s | %.2f | %.2f |", num(p50), num(percentile(op.ms(s), 99)), p50/percentile(op.ms(first), 50),
+					num(floor), floor/percentile(op.floorMs(first), 50), op.overFloor(s)/op.overFloor(first))
+			}
+			fmt.Fprintf(b, " %.1f | %d | %d |\n", float64(s.RSSKiB)/1024, s.FDs, s.Threads)
 		}
-		fmt.Fprintf(b, " %.1f | %d | %d |\n", float64(s.RSSKiB)/1024, s.FDs, s.Threads)
 	}
 	if r.SandboxesNote != "" {
 		fmt.Fprintf(b, "\n%s\n", r.SandboxesNote)
 	}
+	dockerScaleTable(b, r)
 }
 
 // sandboxTargets: create and remove p50 at every N within scaleGoal of
