@@ -33,9 +33,14 @@ type ScaleSample struct {
 	// programs, with the same N present (kernelFloor).
 	FloorCreateMs []float64 `json:"kernelFloorCreateMs"`
 	FloorRemoveMs []float64 `json:"kernelFloorRemoveMs"`
-	RSSKiB        int       `json:"daemonRssKiB"`
-	FDs           int       `json:"daemonFds"`
-	Threads       int       `json:"daemonThreads"`
+	// A reconcile at N (ebpfnet reconcile): how long it took, and the
+	// creates made while it ran, which its steps under the engine's lock
+	// hold up.
+	ReconcileMs    float64   `json:"reconcileMs"`
+	CreateDuringMs []float64 `json:"createDuringReconcileMs"`
+	RSSKiB         int       `json:"daemonRssKiB"`
+	FDs            int       `json:"daemonFds"`
+	Threads        int       `json:"daemonThreads"`
 }
 
 // measureSandboxes grows the sandboxes present to each of sizes and times
@@ -92,11 +97,48 @@ func measureSandboxes(r *runner, sizes []int, times int) (out []ScaleSample, not
 			}
 			s.RemoveMs = append(s.RemoveMs, ms(time.Since(t0)))
 		}
+		s.ReconcileMs, s.CreateDuringMs = reconcileWhileCreating(r, h, nets[0])
 		s.RSSKiB, s.FDs, s.Threads = processFigures(h.DaemonPID())
 		out = append(out, s)
 		log.Printf("control plane with %d sandboxes done", n)
 	}
 	return out, ""
+}
+
+// reconcileWhileCreating asks the daemon to reconcile, and creates and
+// removes a sandbox on network over and over until it is done (at most
+// 500 times), timing each create: a reconcile works a sandbox at a time
+// under the engine's lock, and what it does with the whole state at once
+// must not hold a change up for longer than a change takes.
+func reconcileWhileCreating(r *runner, h *testbed.Host, network string) (reconcileMs float64, createMs []float64) {
+	ctx := context.Background()
+	done := make(chan error, 1)
+	t0 := time.Now()
+	go func() { done <- h.Client.Reconcile(ctx) }()
+	for range 500 {
+		select {
+		case err := <-done:
+			if err != nil {
+				r.Fatalf("reconcile: %v", err)
+			}
+			return ms(time.Since(t0)), createMs
+		default:
+		}
+		name := h.Name("during")
+		c0 := time.Now()
+		if _, err := h.Client.CreateSandbox(ctx, api.SandboxCreate{Name: name, Networks: []string{network},
+			Publish: []api.PortMapping{{Proto: "tcp", HostPort: scalePort, Port: 80}}}); err != nil {
+			r.Fatalf("create sandbox %s during a reconcile: %v", name, err)
+		}
+		createMs = append(createMs, ms(time.Since(c0)))
+		if err := h.Client.RemoveSandbox(ctx, name, true); err != nil {
+			r.Fatalf("remove sandbox %s: %v", name, err)
+		}
+	}
+	if err := <-done; err != nil {
+		r.Fatalf("reconcile: %v", err)
+	}
+	return ms(time.Since(t0)), createMs
 }
 
 // processFigures are a process's resident memory in KiB, open descriptors
@@ -157,6 +199,14 @@ func sandboxesTable(b *strings.Builder, r Results) {
 					num(floor), floor/percentile(op.floorMs(first), 50), op.overFloor(s)/op.overFloor(first))
 			}
 			fmt.Fprintf(b, " %.1f | %d | %d |\n", float64(s.RSSKiB)/1024, s.FDs, s.Threads)
+		}
+	}
+	if len(r.Sandboxes) > 0 {
+		b.WriteString("\nA reconcile at N (ebpfnet reconcile), with a sandbox created and removed over and over while it runs; ms:\n\n" +
+			"| N | reconcile | creates during it | their p50 | their longest | create p99 alone |\n| --- | --- | --- | --- | --- | --- |\n")
+		for _, s := range r.Sandboxes {
+			fmt.Fprintf(b, "| %d | %s | %d | %s | %s | %s |\n", s.N, num(s.ReconcileMs), len(s.CreateDuringMs), num(percentile(s.CreateDuringMs, 50)),
+				num(slices.Max(append([]float64{0}, s.CreateDuringMs...))), num(percentile(s.CreateMs, 99)))
 		}
 	}
 	if r.SandboxesNote != "" {
