@@ -21,15 +21,6 @@ func TurnGROOn(ifname string) error {
 	return nil
 }
 
-// GROOn reports whether GRO is on on interface ifname (ETHTOOL_GGRO).
-func GROOn(ifname string) (bool, error) {
-	on, err := ethtoolValue(ifname, unix.ETHTOOL_GGRO, 0)
-	if err != nil {
-		return false, fmt.Errorf("read GRO of %s: %w", ifname, err)
-	}
-	return on != 0, nil
-}
-
 // ethtoolValue makes an ethtool request that carries one value (struct
 // ethtool_value) about ifname, and returns the value the kernel left.
 func ethtoolValue(ifname string, cmd, data uint32) (uint32, error) {

@@ -1,12 +1,14 @@
 package driver
 
 import (
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/test/testenv"
 )
@@ -38,16 +40,25 @@ func TestTurnGROOn(t *testing.T) {
 	if err := netlink.LinkSetUp(veth); err != nil {
 		t.Fatal(err)
 	}
-	if on, err := GROOn("gro0"); err != nil || on {
+	if on, err := groOn("gro0"); err != nil || on {
 		t.Fatalf("GRO on a new veth = %v, %v; want off", on, err)
 	}
 	if err := TurnGROOn("gro0"); err != nil {
 		t.Fatal(err)
 	}
-	if on, err := GROOn("gro0"); err != nil || !on {
+	if on, err := groOn("gro0"); err != nil || !on {
 		t.Fatalf("GRO after TurnGROOn = %v, %v; want on", on, err)
 	}
 	if err := TurnGROOn("nosuch0"); err == nil || !strings.Contains(err.Error(), "nosuch0") {
 		t.Errorf("TurnGROOn(nosuch0) = %v, want an error naming it", err)
 	}
+}
+
+// groOn reports whether GRO is on on interface ifname (ETHTOOL_GGRO).
+func groOn(ifname string) (bool, error) {
+	on, err := ethtoolValue(ifname, unix.ETHTOOL_GGRO, 0)
+	if err != nil {
+		return false, fmt.Errorf("read GRO of %s: %w", ifname, err)
+	}
+	return on != 0, nil
 }

@@ -322,13 +322,6 @@ func ensureDefaultRoute(sandboxNS string, eps []store.Endpoint, networks map[str
 	})
 }
 
-// ownedLinks maps the aliases of the host's interfaces that ebpfnet made
-// to their names.
-func (e *Engine) ownedLinks() (map[string]string, error) {
-	h, err := e.readHost()
-	return h.owned(), err
-}
-
 // owned maps the aliases of the interfaces in h that ebpfnet made to
 // their names.
 func (h hostView) owned() map[string]string {

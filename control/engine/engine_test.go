@@ -193,10 +193,11 @@ func TestEngine(t *testing.T) {
 	if st, _ := te.Status(); len(st.Endpoints) != len(st0.Endpoints) {
 		t.Errorf("the failed create left host sides: %+v, had %+v", st.Endpoints, st0.Endpoints)
 	}
-	owned, err := te.ownedLinks()
+	host, err := te.readHost()
 	if err != nil {
 		t.Fatal(err)
 	}
+	owned := host.owned()
 	_, sbs, _ := te.store.Snapshot()
 	for alias, name := range owned {
 		known := !strings.HasPrefix(alias, driver.AliasEndpoint)
