@@ -194,13 +194,21 @@ func publicationValue(p Publication) bpf.DatapathPublication {
 	return bpf.DatapathPublication{Addr: addr16(p.Addr), Port: be16(p.Port)}
 }
 
-// PutNetwork adds or updates a network and its subnets.
-func (m *Maps) PutNetwork(n Network) error {
+// check refuses a network whose subnets are not of their families.
+func (n Network) check() error {
 	if !n.Subnet.Addr().Is4() {
-		return fmt.Errorf("put network %d: subnet %s is not IPv4", n.Index, n.Subnet)
+		return fmt.Errorf("network %d: subnet %s is not IPv4", n.Index, n.Subnet)
 	}
 	if n.Subnet6.IsValid() && !n.Subnet6.Addr().Is6() {
-		return fmt.Errorf("put network %d: subnet %s is not IPv6", n.Index, n.Subnet6)
+		return fmt.Errorf("network %d: subnet %s is not IPv6", n.Index, n.Subnet6)
+	}
+	return nil
+}
+
+// PutNetwork adds or updates a network and its subnets.
+func (m *Maps) PutNetwork(n Network) error {
+	if err := n.check(); err != nil {
+		return err
 	}
 	if err := m.m.Networks.Put(n.Index, networkValue(n)); err != nil {
 		return fmt.Errorf("put network %d: %w", n.Index, err)
@@ -226,9 +234,7 @@ func (m *Maps) DeleteNetwork(n Network) error {
 // dataplane's namespace: the kernel resolves an XDP target's ifindex in
 // the caller's.
 func (m *Maps) PutIface(i Iface) error {
-	v := bpf.DatapathIfaceInfo{Network: i.Network, Addr: addr16(i.Addr), Addr6: addr16(i.Addr6)}
-	copy(v.Mac[:], i.MAC)
-	if err := m.m.Ifaces.Put(i.Ifindex, v); err != nil {
+	if err := m.m.Ifaces.Put(i.Ifindex, ifaceValue(i)); err != nil {
 		return fmt.Errorf("put endpoint interface %d: %w", i.Ifindex, err)
 	}
 	if !i.XDPTarget {
@@ -240,6 +246,12 @@ func (m *Maps) PutIface(i Iface) error {
 	return nil
 }
 
+func ifaceValue(i Iface) bpf.DatapathIfaceInfo {
+	v := bpf.DatapathIfaceInfo{Network: i.Network, Addr: addr16(i.Addr), Addr6: addr16(i.Addr6)}
+	copy(v.Mac[:], i.MAC)
+	return v
+}
+
 // DeleteIface removes an endpoint interface; a missing one is fine.
 func (m *Maps) DeleteIface(ifindex uint32) error {
 	return errors.Join(ignoreMissing(m.m.Ifaces.Delete(ifindex)), ignoreMissing(m.m.XdpTargets.Delete(ifindex)))
@@ -247,11 +259,14 @@ func (m *Maps) DeleteIface(ifindex uint32) error {
 
 // PutEndpoint adds or updates where an endpoint's address is delivered.
 func (m *Maps) PutEndpoint(e Endpoint) error {
-	v := bpf.DatapathEndpointInfo{Ifindex: e.Ifindex, Network: e.Network, Mac: mac6(e.MAC)}
-	if err := m.m.Endpoints.Put(addr16(e.Addr), v); err != nil {
+	if err := m.m.Endpoints.Put(addr16(e.Addr), endpointValue(e)); err != nil {
 		return fmt.Errorf("put endpoint %s: %w", e.Addr, err)
 	}
 	return nil
+}
+
+func endpointValue(e Endpoint) bpf.DatapathEndpointInfo {
+	return bpf.DatapathEndpointInfo{Ifindex: e.Ifindex, Network: e.Network, Mac: mac6(e.MAC)}
 }
 
 // DeleteEndpoint removes an endpoint's address; a missing one is fine.
@@ -352,15 +367,31 @@ func addCount[K any](m *ebpf.Map, k K, delta int) error {
 	return nil
 }
 
-// syncCounts makes a map of counts hold exactly counts.
-func syncCounts[K comparable](m *ebpf.Map, counts map[K]uint32) error {
-	var errs []error
-	want := make(map[K]bool, len(counts))
-	for k, n := range counts {
-		errs = append(errs, m.Put(k, n))
-		want[k] = true
+// entries reads a whole map: in batches where the map type has them (hash
+// maps), else entry by entry.
+func entries[K comparable, V any](m *ebpf.Map) (map[K]V, error) {
+	out := map[K]V{}
+	switch m.Type() {
+	case ebpf.Hash, ebpf.LRUHash:
+		err := batches(m, func(ks []K, vs []V) {
+			for i, k := range ks {
+				out[k] = vs[i]
+			}
+		})
+		return out, err
 	}
-	return errors.Join(append(errs, deleteUnwanted(m, want))...)
+	var (
+		k K
+		v V
+	)
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		out[k] = v
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", m, err)
+	}
+	return out, nil
 }
 
 func ignoreMissing(err error) error {
@@ -378,55 +409,174 @@ type Desired struct {
 	Publications []Publication
 }
 
-// Sync makes the maps hold exactly what is desired.
-func (m *Maps) Sync(d Desired) error {
-	var errs []error
-	wantNet := map[uint32]bool{}
-	wantSubnet := map[bpf.DatapathSubnetKey]bool{}
+// Add adds what more desires.
+func (d *Desired) Add(more Desired) {
+	d.Networks = append(d.Networks, more.Networks...)
+	d.Ifaces = append(d.Ifaces, more.Ifaces...)
+	d.Endpoints = append(d.Endpoints, more.Endpoints...)
+	d.Publications = append(d.Publications, more.Publications...)
+}
+
+// SyncPlan is the writes that make the maps hold exactly a Desired,
+// worked out from the maps as they were read when it was made. Making one
+// reads each map in a few batches and needs no lock; applying one writes
+// only what differed, so that a reconcile holds the engine's lock for the
+// writes alone.
+type SyncPlan struct {
+	networks  entryPlan[uint32, bpf.DatapathNetworkInfo]
+	subnets   entryPlan[bpf.DatapathSubnetKey, uint32]
+	ifaces    entryPlan[uint32, bpf.DatapathIfaceInfo]
+	targets   entryPlan[uint32, uint32]
+	endpoints entryPlan[bpf.DatapathAddr, bpf.DatapathEndpointInfo]
+	held      entryPlan[bpf.DatapathHeldPortKey, uint32]
+	pubs      entryPlan[bpf.DatapathPublicationKey, bpf.DatapathPublication]
+	published entryPlan[bpf.DatapathTargetKey, uint32]
+}
+
+// contents is a Desired as the maps hold it, map by map.
+type contents struct {
+	networks  map[uint32]bpf.DatapathNetworkInfo
+	subnets   map[bpf.DatapathSubnetKey]uint32
+	ifaces    map[uint32]bpf.DatapathIfaceInfo
+	targets   map[uint32]uint32
+	endpoints map[bpf.DatapathAddr]bpf.DatapathEndpointInfo
+	held      map[bpf.DatapathHeldPortKey]uint32
+	pubs      map[bpf.DatapathPublicationKey]bpf.DatapathPublication
+	published map[bpf.DatapathTargetKey]uint32
+}
+
+func contentsOf(d Desired) (contents, error) {
+	c := contents{networks: map[uint32]bpf.DatapathNetworkInfo{}, subnets: map[bpf.DatapathSubnetKey]uint32{},
+		ifaces: map[uint32]bpf.DatapathIfaceInfo{}, targets: map[uint32]uint32{},
+		endpoints: map[bpf.DatapathAddr]bpf.DatapathEndpointInfo{}, held: map[bpf.DatapathHeldPortKey]uint32{},
+		pubs: map[bpf.DatapathPublicationKey]bpf.DatapathPublication{}, published: map[bpf.DatapathTargetKey]uint32{}}
 	for _, n := range d.Networks {
-		errs = append(errs, m.PutNetwork(n))
-		wantNet[n.Index] = true
+		if err := n.check(); err != nil {
+			return contents{}, err
+		}
+		c.networks[n.Index] = networkValue(n)
 		for _, subnet := range n.subnets() {
-			wantSubnet[subnetKey(subnet)] = true
+			c.subnets[subnetKey(subnet)] = n.Index
 		}
 	}
-	wantIface, wantTarget := map[uint32]bool{}, map[uint32]bool{}
 	for _, i := range d.Ifaces {
-		errs = append(errs, m.PutIface(i))
-		wantIface[i.Ifindex] = true
-		wantTarget[i.Ifindex] = i.XDPTarget
+		c.ifaces[i.Ifindex] = ifaceValue(i)
+		if i.XDPTarget {
+			c.targets[i.Ifindex] = i.Ifindex
+		}
 	}
-	wantEndpoint := map[bpf.DatapathAddr]bool{}
 	for _, e := range d.Endpoints {
-		errs = append(errs, m.PutEndpoint(e))
-		wantEndpoint[addr16(e.Addr)] = true
+		c.endpoints[addr16(e.Addr)] = endpointValue(e)
 	}
-	wantPub := map[bpf.DatapathPublicationKey]bool{}
-	targets := map[bpf.DatapathTargetKey]uint32{}
-	held := map[bpf.DatapathHeldPortKey]uint32{}
 	for _, p := range d.Publications {
-		held[heldPortKey(publicationKey(p))]++
+		key, v := publicationKey(p), publicationValue(p)
+		c.pubs[key] = v
+		c.published[targetKey(v, key.Proto)]++
+		c.held[heldPortKey(key)]++
 	}
-	// Hold the ports before the datapath takes their traffic.
-	errs = append(errs, syncCounts(m.m.HeldPorts, held))
-	for _, p := range d.Publications {
-		key := publicationKey(p)
-		v := publicationValue(p)
-		errs = append(errs, m.m.Publications.Put(key, v))
-		wantPub[key] = true
-		targets[targetKey(v, key.Proto)]++
+	return c, nil
+}
+
+// PlanSync works out the writes that make the maps hold exactly d.
+func (m *Maps) PlanSync(d Desired) (SyncPlan, error) {
+	want, err := contentsOf(d)
+	if err != nil {
+		return SyncPlan{}, err
 	}
-	errs = append(errs, syncCounts(m.m.PublishedPorts, targets),
-		deleteUnwanted(m.m.Networks, wantNet),
-		m.deleteSubnets(func(k bpf.DatapathSubnetKey, index uint32) bool {
-			return index != ForeignNetwork && !wantSubnet[k] // SyncHost keeps the foreign ones
-		}),
-		deleteUnwanted(m.m.Ifaces, wantIface),
-		deleteUnwanted(m.m.XdpTargets, wantTarget),
-		deleteUnwanted(m.m.Endpoints, wantEndpoint),
-		deleteUnwanted(m.m.Publications, wantPub),
+	var errs []error
+	p := SyncPlan{
+		networks: planEntries(m.m.Networks, want.networks, nil, &errs),
+		// SyncHost keeps the foreign subnets; a network's own subnet wins.
+		subnets: planEntries(m.m.Subnets, want.subnets, func(_ bpf.DatapathSubnetKey, index uint32) bool {
+			return index != ForeignNetwork
+		}, &errs),
+		ifaces:    planEntries(m.m.Ifaces, want.ifaces, nil, &errs),
+		targets:   planEntries(m.m.XdpTargets, want.targets, nil, &errs),
+		endpoints: planEntries(m.m.Endpoints, want.endpoints, nil, &errs),
+		held:      planEntries(m.m.HeldPorts, want.held, nil, &errs),
+		pubs:      planEntries(m.m.Publications, want.pubs, nil, &errs),
+		published: planEntries(m.m.PublishedPorts, want.published, nil, &errs),
+	}
+	return p, errors.Join(errs...)
+}
+
+// ApplySync writes a plan, leaving alone the entries of leave: those of
+// records changed since the plan was made, which their changes wrote.
+// Every entry of an interface leave names is left, its XDP target's too.
+func (m *Maps) ApplySync(p SyncPlan, leave Desired) error {
+	skip, err := contentsOf(leave)
+	if err != nil {
+		return err
+	}
+	return errors.Join(
+		p.networks.apply(has(skip.networks)), p.subnets.apply(has(skip.subnets)),
+		p.ifaces.apply(has(skip.ifaces)), p.targets.apply(has(skip.ifaces)),
+		p.endpoints.apply(has(skip.endpoints)),
+		// Hold the ports before the datapath takes their traffic.
+		p.held.apply(has(skip.held)), p.pubs.apply(has(skip.pubs)), p.published.apply(has(skip.published)),
 	)
+}
+
+// Writes counts the entries the plan writes or deletes.
+func (p SyncPlan) Writes() int {
+	return p.networks.writes() + p.subnets.writes() + p.ifaces.writes() + p.targets.writes() +
+		p.endpoints.writes() + p.held.writes() + p.pubs.writes() + p.published.writes()
+}
+
+// entryPlan is the writes that make one map hold what was wanted of it.
+type entryPlan[K, V comparable] struct {
+	m   *ebpf.Map
+	put map[K]V
+	del []K
+}
+
+// planEntries works out the writes that make m hold exactly want among
+// the entries mine picks (nil: all of them). A failed read is added to
+// errs.
+func planEntries[K, V comparable](m *ebpf.Map, want map[K]V, mine func(K, V) bool, errs *[]error) entryPlan[K, V] {
+	p := entryPlan[K, V]{m: m, put: map[K]V{}}
+	have, err := entries[K, V](m)
+	if err != nil {
+		*errs = append(*errs, err)
+		return p
+	}
+	for k, v := range want {
+		if old, ok := have[k]; !ok || old != v {
+			p.put[k] = v
+		}
+	}
+	for k, v := range have {
+		if _, ok := want[k]; !ok && (mine == nil || mine(k, v)) {
+			p.del = append(p.del, k)
+		}
+	}
+	return p
+}
+
+// apply writes the plan but for the keys skip picks.
+func (p entryPlan[K, V]) apply(skip func(K) bool) error {
+	var errs []error
+	for k, v := range p.put {
+		if skip(k) {
+			continue
+		}
+		if err := p.m.Put(k, v); err != nil {
+			errs = append(errs, fmt.Errorf("update %s: %w", p.m, err))
+		}
+	}
+	for _, k := range p.del {
+		if !skip(k) {
+			errs = append(errs, ignoreMissing(p.m.Delete(k)))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+func (p entryPlan[K, V]) writes() int { return len(p.put) + len(p.del) }
+
+// has picks the keys of m.
+func has[K comparable, V any](m map[K]V) func(K) bool {
+	return func(k K) bool { _, ok := m[k]; return ok }
 }
 
 // ForeignNetwork is the network index of another runtime's subnets.

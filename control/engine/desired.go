@@ -18,8 +18,15 @@ import (
 // side is missing are left out (reconcile repairs them first).
 func desiredMaps(nets []store.Network, sbs []store.Sandbox, pubs map[string][]store.Publication,
 	hostIfindex func(name string) (int, bool)) maps.Desired {
+	want := networksDesired(nets, hostIfindex)
+	want.Add(sandboxesDesired(store.ByID(nets), sbs, pubs, hostIfindex))
+	return want
+}
+
+// networksDesired is what the maps hold for nets: the bridge networks
+// the datapath serves, and the overlay networks' tunnel devices.
+func networksDesired(nets []store.Network, hostIfindex func(name string) (int, bool)) maps.Desired {
 	var want maps.Desired
-	byID := store.ByID(nets)
 	for _, n := range nets {
 		var tunnel int
 		if dev, ok := tunnelDevice(n); ok {
@@ -34,6 +41,14 @@ func desiredMaps(nets []store.Network, sbs []store.Sandbox, pubs map[string][]st
 			want.Ifaces = append(want.Ifaces, tunnelMaps(n, tunnel))
 		}
 	}
+	return want
+}
+
+// sandboxesDesired is what the maps hold for sbs, on the networks of
+// byID: their endpoints' host sides and addresses, and their publications.
+func sandboxesDesired(byID map[string]store.Network, sbs []store.Sandbox, pubs map[string][]store.Publication,
+	hostIfindex func(name string) (int, bool)) maps.Desired {
+	var want maps.Desired
 	for _, sb := range sbs {
 		for _, ep := range sb.Endpoints {
 			if ep.HostSide == "" {

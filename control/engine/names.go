@@ -302,7 +302,13 @@ func (e *Engine) indexNames(nets []store.Network, sbs []store.Sandbox) error {
 	ix.ready = true
 	e.names = ix
 	e.resolver.SetView(ix.view)
-	asks := ix.listeners()
+	return e.stopStrayResolvers()
+}
+
+// stopStrayResolvers stops the resolvers of sandboxes that no longer ask
+// the embedded DNS. Callers hold e.mu.
+func (e *Engine) stopStrayResolvers() error {
+	asks := e.names.listeners()
 	var errs []error
 	for _, id := range e.dnsServers.Running() {
 		if _, ok := asks[id]; !ok {
@@ -314,8 +320,8 @@ func (e *Engine) indexNames(nets []store.Network, sbs []store.Sandbox) error {
 
 // resyncNames rewrites every sandbox's files and starts every missing
 // resolver, a sandbox at a time under the engine's lock, so that changes
-// go on between them: on reconcile and after the host's resolv.conf
-// changed.
+// go on between them, then stops the resolvers no sandbox asks: on
+// reconcile and after the host's resolv.conf changed.
 func (e *Engine) resyncNames() error {
 	_, sbs, err := e.store.Snapshot()
 	if err != nil {
@@ -332,6 +338,13 @@ func (e *Engine) resyncNames() error {
 			}
 		})
 	}
+	e.locked(func() {
+		err := e.loadNames()
+		if err == nil {
+			err = e.stopStrayResolvers()
+		}
+		errs = append(errs, err)
+	})
 	return errors.Join(errs...)
 }
 

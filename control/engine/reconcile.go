@@ -13,6 +13,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
+	dpmaps "github.com/ebpfnet/ebpfnet/maps"
 )
 
 // Reconcile moves the kernel and the maps to what the store holds: it
@@ -24,9 +25,9 @@ import (
 // It works a network, a sandbox at a time, each under the engine's lock
 // and against its record as it is then, so that changes go on between
 // them: the lock is never held for the whole host. What must see the
-// whole state at once (the maps, leftovers, the uplinks, the names'
-// index) is done under the lock in one step that does no work inside a
-// sandbox.
+// whole state at once (the maps, leftovers, the uplinks) is worked out
+// without the lock and written under it (reconcileWhole); the names and
+// the sandboxes' files follow a sandbox at a time (resyncNames).
 func (e *Engine) Reconcile() error {
 	nets, sbs, err := e.store.Snapshot()
 	if err != nil {
@@ -55,9 +56,7 @@ func (e *Engine) Reconcile() error {
 			}
 		})
 	}
-	host, err := e.readHost()
-	errs = append(errs, err)
-	e.locked(func() { errs = append(errs, e.reconcileWhole(host)) })
+	errs = append(errs, e.reconcileWhole())
 	// Once the maps name every live endpoint; a walk of every flow, which
 	// changes need not wait for.
 	errs = append(errs, e.flushOrphanedConntrack(), e.resyncNames())
@@ -82,26 +81,190 @@ func (e *Engine) current(sb store.Sandbox) (now store.Sandbox, ok bool, err erro
 }
 
 // reconcileWhole is what Reconcile does with the whole state at once: the
-// maps, the uplinks (from host, read before the lock), the leftovers and
-// the names' index. Callers hold e.mu.
-func (e *Engine) reconcileWhole(host hostView) error {
-	nets, sbs, err := e.store.Snapshot()
+// maps, the uplinks, and the interfaces and pins ebpfnet owns that no
+// record names. It reads the host, the store and the maps and works out
+// what to write without the engine's lock; under the lock it writes that
+// alone, and leaves what the changes committed meanwhile wrote as they
+// wrote it. So it holds the lock for as long as its writes take, a few
+// at most on a host in order, not for reads of the whole host.
+func (e *Engine) reconcileWhole() error {
+	// Before the host is read: a change committed after that read, whose
+	// interfaces it may have missed or seen half made, is one of these.
+	tracker := e.store.Track()
+	var (
+		host hostView
+		s    storeState
+		plan wholePlan
+		err  error
+	)
+	if host, err = e.readHost(); err == nil {
+		if s, err = e.readState(); err == nil {
+			plan, err = e.planWhole(s, host)
+		}
+	}
+	if n := plan.maps.Writes(); n > 0 {
+		e.log.Info("repairing map entries that differ from the store", "entries", n)
+	}
+	var errs []error
+	e.locked(func() {
+		changed := tracker.Stop()
+		if err != nil {
+			return
+		}
+		errs = append(errs, e.applyWhole(plan, s, changed, host))
+	})
+	return errors.Join(append(errs, err)...)
+}
+
+// beforeMapsRead runs as planWhole begins, after the store was read: the
+// tests change records there.
+var beforeMapsRead = func() {}
+
+// storeState is the whole store, read in one transaction.
+type storeState struct {
+	nets []store.Network
+	sbs  []store.Sandbox
+	pubs map[string][]store.Publication // by sandbox name
+}
+
+func (e *Engine) readState() (s storeState, err error) {
+	err = e.store.View(func(tx *store.Tx) error {
+		if s.nets, err = tx.Networks(); err != nil {
+			return err
+		}
+		if s.sbs, err = tx.Sandboxes(); err != nil {
+			return err
+		}
+		s.pubs, err = tx.AllPublications()
+		return err
+	})
+	return s, err
+}
+
+// wholePlan is what reconcileWhole works out without the lock: the maps'
+// writes, and the interfaces and pins no record names.
+type wholePlan struct {
+	maps      dpmaps.SyncPlan
+	leftovers map[string]string // interface name to its owner's alias
+	strayPins []string          // interfaces whose programs' pins no record names
+}
+
+func (e *Engine) planWhole(s storeState, host hostView) (wholePlan, error) {
+	var p wholePlan
+	beforeMapsRead()
+	ifindex := host.ifindexes()
+	err := e.inHost(func() (err error) {
+		p.maps, err = e.maps.PlanSync(desiredMaps(s.nets, s.sbs, s.pubs, ifindex))
+		return err
+	})
 	if err != nil {
-		return err
+		return p, err
 	}
-	var pubs map[string][]store.Publication
-	if err := e.store.View(func(tx *store.Tx) (err error) { pubs, err = tx.AllPublications(); return err }); err != nil {
-		return err
+	known, hostSides := ownedNames(s.nets, s.sbs)
+	p.leftovers = map[string]string{}
+	for alias, name := range host.owned() {
+		if !known[alias] {
+			p.leftovers[name] = alias
+		}
 	}
-	errs := []error{e.syncMaps(nets, sbs, pubs, host), e.indexNames(nets, sbs)}
+	pinned, err := e.dp.PinnedLinkInterfaces()
+	for _, name := range pinned {
+		if !hostSides[name] {
+			p.strayPins = append(p.strayPins, name)
+		}
+	}
+	return p, err
+}
+
+// applyWhole writes plan, made from s and host, but what the records
+// changed since it was made have: their changes wrote that. Callers hold
+// e.mu.
+func (e *Engine) applyWhole(plan wholePlan, s storeState, changed store.Changes, host hostView) error {
+	// The changed records as plan saw them, and as they are.
+	then, now := s.changedRecords(changed), changedRecords{}
+	if !changed.Empty() {
+		var err error
+		if now, err = e.readChanged(changed); err != nil {
+			return err
+		}
+	}
+	ifindex := host.ifindexes()
+	var errs []error
+	errs = append(errs, e.inHost(func() error {
+		leave := then.desired(ifindex)
+		leave.Add(now.desired(ifindex))
+		return e.maps.ApplySync(plan.maps, leave)
+	}))
 	// Unread, the host would look empty: every uplink and interface gone.
 	if host.links != nil {
-		errs = append(errs, e.applyHost(host), e.removeLeftovers(nets, sbs, host))
+		errs = append(errs, e.applyHost(host))
 	}
-	// Devices recreated above lost their peers: write them all again.
+	errs = append(errs, e.removeLeftovers(plan, then, now))
+	// Devices recreated before lost their peers: write them all again.
 	e.peersChecked = time.Time{}
 	e.nudgeCluster()
 	return errors.Join(errs...)
+}
+
+// changedRecords are the records of s that changed names: the networks
+// and sandboxes in nets and sbs, with every network of s to find theirs.
+type changedRecords struct {
+	nets []store.Network
+	sbs  []store.Sandbox
+	pubs map[string][]store.Publication
+	all  map[string]store.Network // by ID
+}
+
+func (s storeState) changedRecords(changed store.Changes) changedRecords {
+	names := map[string]bool{}
+	for _, name := range slices.Concat(changed.Sandboxes, changed.Publications) {
+		names[name] = true
+	}
+	c := changedRecords{pubs: s.pubs, all: store.ByID(s.nets)}
+	for _, n := range s.nets {
+		if slices.Contains(changed.Networks, n.ID) {
+			c.nets = append(c.nets, n)
+		}
+	}
+	for _, sb := range s.sbs {
+		if names[sb.Name] {
+			c.sbs = append(c.sbs, sb)
+		}
+	}
+	return c
+}
+
+// desired is what the maps hold for the records.
+func (c changedRecords) desired(ifindex func(string) (int, bool)) dpmaps.Desired {
+	want := networksDesired(c.nets, ifindex)
+	want.Add(sandboxesDesired(c.all, c.sbs, c.pubs, ifindex))
+	return want
+}
+
+// readChanged reads the records changed names as they are now.
+func (e *Engine) readChanged(changed store.Changes) (c changedRecords, err error) {
+	err = e.store.View(func(tx *store.Tx) error {
+		nets, err := tx.Networks() // a few: a host has far fewer than sandboxes
+		if err != nil {
+			return err
+		}
+		state := storeState{nets: nets, pubs: map[string][]store.Publication{}}
+		for _, name := range slices.Concat(changed.Sandboxes, changed.Publications) {
+			sb, ok, err := tx.SandboxNamed(name)
+			if err != nil {
+				return err
+			}
+			if ok {
+				state.sbs = append(state.sbs, sb)
+				if state.pubs[name], err = tx.Publications(name); err != nil {
+					return err
+				}
+			}
+		}
+		c = state.changedRecords(changed)
+		return nil
+	})
+	return c, err
 }
 
 func (e *Engine) reconcileSandbox(sb store.Sandbox, sbs []store.Sandbox, nets map[string]store.Network) error {
@@ -207,30 +370,25 @@ func (e *Engine) refreshPrograms(ep store.Endpoint) error {
 	})
 }
 
-// syncMaps rewrites the maps from the store; interfaces are keyed by the
-// ifindex they have now: as host, read before the lock, has it (one
-// lookup each would hold the lock for thousands), or for one made since,
-// as the kernel says. A host side keeps its name for its endpoint's life,
-// and one repaired was repaired before host was read.
-func (e *Engine) syncMaps(nets []store.Network, sbs []store.Sandbox, pubs map[string][]store.Publication, host hostView) error {
-	ifindexes := map[string]int{}
-	for _, l := range host.links {
-		ifindexes[l.Attrs().Name] = l.Attrs().Index
+// ifindexes looks interfaces up by name: as h has them, read before the
+// lock (one lookup each would hold it for thousands), or for one made
+// since, as the kernel says. A host side keeps its name for its
+// endpoint's life. It runs in the dataplane's namespace.
+func (h hostView) ifindexes() func(name string) (int, bool) {
+	byName := make(map[string]int, len(h.links))
+	for _, l := range h.links {
+		byName[l.Attrs().Name] = l.Attrs().Index
 	}
-	// In the dataplane's namespace: the kernel resolves the ifindexes of
-	// XDP targets in the writer's.
-	return e.inHost(func() error {
-		return e.maps.Sync(desiredMaps(nets, sbs, pubs, func(name string) (int, bool) {
-			if i, ok := ifindexes[name]; ok {
-				return i, true
-			}
-			l, err := netlink.LinkByName(name)
-			if err != nil {
-				return 0, false // reported by the endpoint repair
-			}
-			return l.Attrs().Index, true
-		}))
-	})
+	return func(name string) (int, bool) {
+		if i, ok := byName[name]; ok {
+			return i, true
+		}
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return 0, false // reported by the endpoint repair
+		}
+		return l.Attrs().Index, true
+	}
 }
 
 // flushOrphanedConntrack removes the flows of endpoints whose conntrack
@@ -247,42 +405,52 @@ func (e *Engine) flushOrphanedConntrack() error {
 	return nil
 }
 
-// removeLeftovers deletes interfaces and link pins that ebpfnet created
-// for records the store no longer holds. The interfaces are those of
-// host, read before the lock: one made since is a change's, stored with
-// it under the lock.
-func (e *Engine) removeLeftovers(nets []store.Network, sbs []store.Sandbox, host hostView) error {
-	known := map[string]bool{}
-	hostSides := map[string]bool{}
+// ownedNames are the aliases of the interfaces ebpfnet made for nets and
+// sbs, and the interfaces whose programs they pin.
+func ownedNames(nets []store.Network, sbs []store.Sandbox) (aliases, hostSides map[string]bool) {
+	aliases, hostSides = map[string]bool{}, map[string]bool{}
 	for _, n := range nets {
-		known[driver.AliasNetwork+n.ID] = true
+		aliases[driver.AliasNetwork+n.ID] = true
 		if dev, ok := tunnelDevice(n); ok {
 			hostSides[dev] = true // its programs' pins
 		}
 	}
 	for _, sb := range sbs {
 		for _, ep := range sb.Endpoints {
-			known[driver.AliasEndpoint+ep.ID] = true
+			aliases[driver.AliasEndpoint+ep.ID] = true
 			hostSides[ep.HostSide] = true
 		}
 	}
+	return aliases, hostSides
+}
+
+// removeLeftovers deletes the interfaces and link pins plan found no
+// record for, but those of the records changed since, as they were then
+// and as they are now. An interface is deleted only while it still has
+// the alias it had. Callers hold e.mu.
+func (e *Engine) removeLeftovers(plan wholePlan, then, now changedRecords) error {
+	aliasesThen, sidesThen := ownedNames(then.nets, then.sbs)
+	aliasesNow, sidesNow := ownedNames(now.nets, now.sbs)
 	var errs []error
-	for alias, name := range host.owned() {
-		if known[alias] {
+	for name, alias := range plan.leftovers {
+		if aliasesThen[alias] || aliasesNow[alias] {
 			continue
 		}
-		e.log.Info("removing leftover interface", "interface", name, "owner", alias)
-		if strings.HasPrefix(alias, driver.AliasEndpoint) {
-			// A host side ebpfnet made (its alias says so): its peer goes with it.
-			errs = append(errs, e.inHost(func() error { return errors.Join(e.detachHostSide(name), driver.DeleteLink(name)) }))
-		} else {
-			errs = append(errs, e.inHost(func() error { return driver.DeleteLink(name) }))
-		}
+		errs = append(errs, e.inHost(func() error {
+			l, err := netlink.LinkByName(name)
+			if err != nil || l.Attrs().Alias != alias {
+				return nil // gone, or another's now
+			}
+			e.log.Info("removing leftover interface", "interface", name, "owner", alias)
+			if strings.HasPrefix(alias, driver.AliasEndpoint) {
+				// A host side ebpfnet made (its alias says so): its peer goes with it.
+				return errors.Join(e.detachHostSide(name), driver.DeleteLink(name))
+			}
+			return driver.DeleteLink(name)
+		}))
 	}
-	pinned, err := e.dp.PinnedLinkInterfaces()
-	errs = append(errs, err)
-	for _, name := range pinned {
-		if !hostSides[name] && !e.uplinks[name] {
+	for _, name := range plan.strayPins {
+		if !sidesThen[name] && !sidesNow[name] && !e.uplinks[name] {
 			errs = append(errs, e.inHost(func() error { return e.dp.Detach(name) }))
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -39,6 +40,9 @@ var (
 // Store is the state file.
 type Store struct {
 	db *bolt.DB
+
+	trackMu  sync.Mutex
+	trackers map[*Tracker]bool
 }
 
 // Open opens (or creates) the state file in dir. It fails at once when
@@ -102,6 +106,20 @@ func (s *Store) Update(fn func(*Tx) error) error {
 type Changes struct {
 	Sandboxes []string // by name
 	Networks  []string // by ID
+	// Publications are the sandboxes, by name, whose publications alone
+	// changed: names and files do not follow them, the maps do.
+	Publications []string
+}
+
+// Empty reports whether ch names no record.
+func (ch Changes) Empty() bool {
+	return len(ch.Sandboxes) == 0 && len(ch.Networks) == 0 && len(ch.Publications) == 0
+}
+
+func (ch *Changes) add(more Changes) {
+	ch.Sandboxes = append(ch.Sandboxes, more.Sandboxes...)
+	ch.Networks = append(ch.Networks, more.Networks...)
+	ch.Publications = append(ch.Publications, more.Publications...)
 }
 
 // Change is Update that also says which records the transaction changed.
@@ -111,7 +129,40 @@ func (s *Store) Change(fn func(*Tx) error) (Changes, error) {
 	if err != nil {
 		return Changes{}, err
 	}
+	s.trackMu.Lock()
+	for t := range s.trackers {
+		t.seen.add(ch)
+	}
+	s.trackMu.Unlock()
 	return ch, nil
+}
+
+// Tracker collects the changes committed while it runs.
+type Tracker struct {
+	s    *Store
+	seen Changes
+}
+
+// Track starts collecting the changes committed from now on, so that
+// work done from a snapshot read without a lock can tell which records
+// changed behind it.
+func (s *Store) Track() *Tracker {
+	t := &Tracker{s: s}
+	s.trackMu.Lock()
+	defer s.trackMu.Unlock()
+	if s.trackers == nil {
+		s.trackers = map[*Tracker]bool{}
+	}
+	s.trackers[t] = true
+	return t
+}
+
+// Stop ends the tracking and returns what changed since Track.
+func (t *Tracker) Stop() Changes {
+	t.s.trackMu.Lock()
+	defer t.s.trackMu.Unlock()
+	delete(t.s.trackers, t)
+	return t.seen
 }
 
 // Snapshot reads every network and sandbox in one transaction.
@@ -135,6 +186,12 @@ type Tx struct {
 func (t *Tx) noteSandbox(name string) {
 	if t.changes != nil {
 		t.changes.Sandboxes = append(t.changes.Sandboxes, name)
+	}
+}
+
+func (t *Tx) notePublications(sandbox string) {
+	if t.changes != nil {
+		t.changes.Publications = append(t.changes.Publications, sandbox)
 	}
 }
 
@@ -457,6 +514,7 @@ func (t *Tx) PutPublications(sandbox string, pubs ...Publication) error {
 	if len(pubs) == 0 {
 		return nil
 	}
+	t.notePublications(sandbox)
 	b, err := t.tx.Bucket(bucketPublications).CreateBucketIfNotExists([]byte(sandbox))
 	if err != nil {
 		return err
@@ -479,6 +537,7 @@ func (t *Tx) DeletePublications(sandbox string, pubs ...Publication) error {
 	if b == nil {
 		return nil
 	}
+	t.notePublications(sandbox)
 	for _, p := range pubs {
 		if err := b.Delete(publicationKey(p)); err != nil {
 			return err

@@ -402,3 +402,39 @@ func TestPublicationRecordsAsStored(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A tracker collects what every transaction committed while it ran
+// changed, publications included, and nothing before or after it or of
+// a failed transaction.
+func TestTrackerCollectsCommittedChanges(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	put := func(name string) error {
+		return s.Update(func(tx *Tx) error { return tx.PutSandbox(Sandbox{ID: name, Name: name}) })
+	}
+	if err := put("before"); err != nil {
+		t.Fatal(err)
+	}
+	tracker := s.Track()
+	if err := put("web"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(func(tx *Tx) error {
+		return tx.PutPublications("before", Publication{HostPort: 80, Proto: "tcp", Port: 80, EndpointID: "e1"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(func(tx *Tx) error { tx.PutSandbox(Sandbox{ID: "failed", Name: "failed"}); return ErrNotFound }); err == nil {
+		t.Fatal("a failing transaction committed")
+	}
+	got := tracker.Stop()
+	if err := put("after"); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Sandboxes, []string{"web"}) || !slices.Equal(got.Publications, []string{"before"}) || len(got.Networks) != 0 {
+		t.Errorf("the tracker saw %+v, want sandbox web and the publications of before", got)
+	}
+}
