@@ -263,7 +263,8 @@ func (e *Engine) followNames(ch store.Changes, remote map[string][]dns.Record) e
 		return err
 	}
 	for id, records := range remote {
-		change.Drop, change.Put = append(change.Drop, ix.remote[id]...), append(change.Put, records...)
+		drop, put := recordsChanged(ix.remote[id], records)
+		change.Drop, change.Put = append(change.Drop, drop...), append(change.Put, put...)
 		ix.remote[id] = records
 		if len(records) == 0 {
 			delete(ix.remote, id)
@@ -279,6 +280,37 @@ func (e *Engine) followNames(ch store.Changes, remote map[string][]dns.Record) e
 		errs = append(errs, e.writeSandboxFiles(sb, byName))
 	}
 	return errors.Join(errs...)
+}
+
+// recordsChanged is what turns records was into now, both of one
+// network: those of was that now lacks or has otherwise, to drop, and
+// those of now that are new or changed, to put. A cluster event names
+// every remote record of a network; the view must take in only the
+// changed ones, or each event would cost the whole network.
+func recordsChanged(was, now []dns.Record) (drop, put []dns.Record) {
+	key := func(r dns.Record) string { return r.Owner + "\x00" + strings.Join(r.Names, "\x00") }
+	same := func(a, b dns.Record) bool { // of one key: the same names
+		return a.NetworkName == b.NetworkName && a.Addr == b.Addr && a.Addr6 == b.Addr6
+	}
+	old := make(map[string]dns.Record, len(was))
+	for _, r := range was {
+		old[key(r)] = r
+	}
+	kept := make(map[string]bool, len(now))
+	for _, r := range now {
+		k := key(r)
+		if o, ok := old[k]; ok && same(o, r) {
+			kept[k] = true
+			continue
+		}
+		put = append(put, r)
+	}
+	for _, r := range was {
+		if !kept[key(r)] {
+			drop = append(drop, r)
+		}
+	}
+	return drop, put
 }
 
 // indexNames builds the index and the resolver's view from the whole

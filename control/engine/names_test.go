@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -266,6 +267,31 @@ func TestDialInHostIPv6(t *testing.T) {
 			if len(resp.Answer) != 1 {
 				t.Errorf("ask %s over %s: %v", server, network, resp)
 			}
+		}
+	}
+}
+
+// A cluster event names every remote record of a network; the view takes
+// in only those that changed (issue 24).
+func TestRecordsChangedNamesOnlyTheChanged(t *testing.T) {
+	rec := func(owner, name, addr string) dns.Record {
+		return dns.Record{Network: "n1", NetworkName: "net", Owner: owner, Names: []string{name}, Addr: netip.MustParseAddr(addr)}
+	}
+	web, db, cache := rec("endpoint 1", "web", "10.9.0.2"), rec("endpoint 2", "db", "10.9.0.3"), rec("endpoint 3", "cache", "10.9.0.4")
+	moved, renamed := rec("endpoint 2", "db", "10.9.0.9"), rec("endpoint 1", "www", "10.9.0.2")
+	for _, c := range []struct {
+		what      string
+		was, now  []dns.Record
+		drop, put []dns.Record
+	}{
+		{"nothing changed", []dns.Record{web, db}, []dns.Record{db, web}, nil, nil},
+		{"one came", []dns.Record{web, db}, []dns.Record{web, db, cache}, nil, []dns.Record{cache}},
+		{"one went", []dns.Record{web, db, cache}, []dns.Record{web, cache}, []dns.Record{db}, nil},
+		{"one moved, one renamed", []dns.Record{web, db}, []dns.Record{renamed, moved}, []dns.Record{web, db}, []dns.Record{renamed, moved}},
+	} {
+		drop, put := recordsChanged(c.was, c.now)
+		if !reflect.DeepEqual(drop, c.drop) || !reflect.DeepEqual(put, c.put) {
+			t.Errorf("%s: drop %v, put %v; want drop %v, put %v", c.what, drop, put, c.drop, c.put)
 		}
 	}
 }

@@ -107,15 +107,19 @@ func measureSandboxes(r *runner, sizes []int, times int) (out []ScaleSample, not
 
 // reconcileWhileCreating asks the daemon to reconcile, and creates and
 // removes a sandbox on network over and over until it is done (at most
-// 500 times), timing each create: a reconcile works a sandbox at a time
-// under the engine's lock, and what it does with the whole state at once
-// must not hold a change up for longer than a change takes.
+// 5,000 times or 15 minutes), timing each create: a reconcile works a
+// sandbox at a time under the engine's lock, and what it does with the
+// whole state at once must not hold a change up for longer than a change
+// takes.
 func reconcileWhileCreating(r *runner, h *testbed.Host, network string) (reconcileMs float64, createMs []float64) {
 	ctx := context.Background()
 	done := make(chan error, 1)
 	t0 := time.Now()
 	go func() { done <- h.Client.Reconcile(ctx) }()
-	for range 500 {
+	for range 5000 {
+		if time.Since(t0) > 15*time.Minute {
+			break
+		}
 		select {
 		case err := <-done:
 			if err != nil {
