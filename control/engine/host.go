@@ -27,34 +27,42 @@ type hostView struct {
 }
 
 // readHost reads the dataplane namespace's interfaces and addresses. It
-// needs no lock: a host with thousands of sandboxes has as many veths,
-// and a read of them all takes longer than a change, which must not wait
-// for it.
+// needs no lock, and it reads through a netlink socket of its own in that
+// namespace, not on the thread kept there (inHost): a host with thousands
+// of sandboxes has as many veths, and a read of them all takes longer
+// than a change, which must wait for neither.
 func (e *Engine) readHost() (hostView, error) {
+	ns, err := netns.GetFromPath(e.cfg.NetNS)
+	if err != nil {
+		return hostView{}, fmt.Errorf("open the dataplane namespace %s: %w", e.cfg.NetNS, err)
+	}
+	defer ns.Close()
+	nl, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return hostView{}, fmt.Errorf("netlink socket in the dataplane namespace: %w", err)
+	}
+	defer nl.Close()
 	beforeHostRead()
-	var h hostView
-	err := e.inHost(func() error {
-		links, err := driver.Dump(netlink.LinkList)
-		if err != nil {
-			return fmt.Errorf("list interfaces: %w", err)
-		}
-		// One dump of every address, not one per interface: the kernel
-		// dumps them all either way, and per interface that cost the
-		// square of the interfaces, a veth per sandbox among them.
-		all, err := driver.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
-		if err != nil {
-			return fmt.Errorf("list addresses: %w", err)
-		}
-		h.links, h.byLink = links, map[int][]netlink.Addr{}
-		for _, a := range all {
-			h.byLink[a.LinkIndex] = append(h.byLink[a.LinkIndex], a)
-		}
-		return nil
-	})
-	return h, err
+	links, err := driver.Dump(nl.LinkList)
+	if err != nil {
+		return hostView{}, fmt.Errorf("list interfaces: %w", err)
+	}
+	// One dump of every address, not one per interface: the kernel
+	// dumps them all either way, and per interface that cost the square
+	// of the interfaces, a veth per sandbox among them.
+	all, err := driver.Dump(func() ([]netlink.Addr, error) { return nl.AddrList(nil, netlink.FAMILY_ALL) })
+	if err != nil {
+		return hostView{}, fmt.Errorf("list addresses: %w", err)
+	}
+	h := hostView{links: links, byLink: map[int][]netlink.Addr{}}
+	for _, a := range all {
+		h.byLink[a.LinkIndex] = append(h.byLink[a.LinkIndex], a)
+	}
+	return h, nil
 }
 
-// beforeHostRead runs as readHost begins: the tests hold a read there.
+// beforeHostRead runs as readHost begins its read: the tests hold a read
+// there.
 var beforeHostRead = func() {}
 
 // applyHost brings the datapath in line with the dataplane namespace's

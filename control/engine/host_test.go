@@ -11,7 +11,8 @@ import (
 // An interface another program adds to the host makes the engine read
 // every interface and address there, which on a host with thousands of
 // sandboxes takes longer than any change: changes must not wait for the
-// read (issue 24).
+// read, neither for the engine's lock nor for the thread kept in the
+// dataplane's namespace, which a create's bridge and veths need (issue 24).
 func TestChangesDoNotWaitForAHostRead(t *testing.T) {
 	te := newTestEngine(t)
 	reading, release := make(chan struct{}, 1), make(chan struct{})
