@@ -152,12 +152,13 @@ type wholePlan struct {
 func (e *Engine) planWhole(s storeState, host hostView) (wholePlan, error) {
 	var p wholePlan
 	beforeMapsRead()
-	ifindex := host.ifindexes()
-	err := e.inHost(func() (err error) {
-		p.maps, err = e.maps.PlanSync(desiredMaps(s.nets, s.sbs, s.pubs, ifindex))
-		return err
-	})
-	if err != nil {
+	// The few interfaces made since host was read are looked up in the
+	// dataplane's namespace; the maps are read off its thread, which
+	// changes need.
+	var want dpmaps.Desired
+	e.inHost(func() error { want = desiredMaps(s.nets, s.sbs, s.pubs, host.ifindexes()); return nil })
+	var err error
+	if p.maps, err = e.maps.PlanSync(want); err != nil {
 		return p, err
 	}
 	known, hostSides := ownedNames(s.nets, s.sbs)
