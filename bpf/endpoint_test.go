@@ -75,11 +75,7 @@ func newTestbed(t *testing.T, iccDisabled, internal bool) *testbed {
 func newTestbedWith(t *testing.T, configure func(*maps.Network)) *testbed {
 	t.Helper()
 	testenv.RequirePrivileges(t)
-	dp, err := loader.LoadUnpinned()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dp.Close() })
+	dp := privateDatapath(t, loader.Options{})
 	m := maps.New(&dp.Maps)
 	net := appnet
 	configure(&net)

@@ -80,11 +80,7 @@ func newNATBedWith(t testing.TB, opts loader.Options) *natbed {
 		}
 		return nil
 	})
-	dp, err := loader.Load(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dp.Close() })
+	dp := privateDatapath(t, opts)
 	nb.dp, nb.maps = dp, maps.New(&dp.Maps)
 	must(t, nb.maps.PutNetwork(bridgeNet))
 	// The endpoint's host side is loopback (ifindex 1), where BPF_PROG_RUN
