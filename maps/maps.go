@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"strings"
@@ -431,6 +432,9 @@ type SyncPlan struct {
 	held      entryPlan[bpf.DatapathHeldPortKey, uint32]
 	pubs      entryPlan[bpf.DatapathPublicationKey, bpf.DatapathPublication]
 	published entryPlan[bpf.DatapathTargetKey, uint32]
+	// want is what the plan makes the maps hold: the counts of a port
+	// that changed records share with others are worked out from it.
+	want contents
 }
 
 // contents is a Desired as the maps hold it, map by map.
@@ -485,6 +489,7 @@ func (m *Maps) PlanSync(d Desired) (SyncPlan, error) {
 	}
 	var errs []error
 	p := SyncPlan{
+		want:     want,
 		networks: planEntries(m.m.Networks, want.networks, nil, &errs),
 		// SyncHost keeps the foreign subnets; a network's own subnet wins.
 		subnets: planEntries(m.m.Subnets, want.subnets, func(_ bpf.DatapathSubnetKey, index uint32) bool {
@@ -500,21 +505,39 @@ func (m *Maps) PlanSync(d Desired) (SyncPlan, error) {
 	return p, errors.Join(errs...)
 }
 
-// ApplySync writes a plan, leaving alone the entries of leave: those of
-// records changed since the plan was made, which their changes wrote.
-// Every entry of an interface leave names is left, its XDP target's too.
-func (m *Maps) ApplySync(p SyncPlan, leave Desired) error {
-	skip, err := contentsOf(leave)
+// Changed is what the records changed since a plan was made desire: as
+// the plan saw them (Then) and as they are (Now).
+type Changed struct{ Then, Now Desired }
+
+// ApplySync writes a plan but the entries of changed records, which their
+// changes wrote: every entry of an interface or address they name is
+// left as it is. The counts of held_ports and published_ports they share
+// with other records are written as the plan wants them, less what the
+// changed records counted then, plus what they count now. It returns how
+// many entries it wrote or deleted.
+func (m *Maps) ApplySync(p SyncPlan, changed Changed) (int, error) {
+	then, err := contentsOf(changed.Then)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return errors.Join(
-		p.networks.apply(has(skip.networks)), p.subnets.apply(has(skip.subnets)),
-		p.ifaces.apply(has(skip.ifaces)), p.targets.apply(has(skip.ifaces)),
-		p.endpoints.apply(has(skip.endpoints)),
+	now, err := contentsOf(changed.Now)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	count := func(written int, err error) error { n += written; return err }
+	errs := []error{
+		count(p.networks.apply(hasEither(then.networks, now.networks))),
+		count(p.subnets.apply(hasEither(then.subnets, now.subnets))),
+		count(p.ifaces.apply(hasEither(then.ifaces, now.ifaces))),
+		count(p.targets.apply(hasEither(then.ifaces, now.ifaces))),
+		count(p.endpoints.apply(hasEither(then.endpoints, now.endpoints))),
 		// Hold the ports before the datapath takes their traffic.
-		p.held.apply(has(skip.held)), p.pubs.apply(has(skip.pubs)), p.published.apply(has(skip.published)),
-	)
+		count(p.held.applyCounts(p.want.held, then.held, now.held)),
+		count(p.pubs.apply(hasEither(then.pubs, now.pubs))),
+		count(p.published.applyCounts(p.want.published, then.published, now.published)),
+	}
+	return n, errors.Join(errs...)
 }
 
 // Writes counts the entries the plan writes or deletes.
@@ -538,7 +561,7 @@ func planEntries[K, V comparable](m *ebpf.Map, want map[K]V, mine func(K, V) boo
 	have, err := entries[K, V](m)
 	if err != nil {
 		*errs = append(*errs, err)
-		return p
+		return entryPlan[K, V]{} // the map is left as it is
 	}
 	for k, v := range want {
 		if old, ok := have[k]; !ok || old != v {
@@ -553,30 +576,65 @@ func planEntries[K, V comparable](m *ebpf.Map, want map[K]V, mine func(K, V) boo
 	return p
 }
 
-// apply writes the plan but for the keys skip picks.
-func (p entryPlan[K, V]) apply(skip func(K) bool) error {
+// apply writes the plan but for the keys skip picks, and says how many
+// entries it wrote or deleted.
+func (p entryPlan[K, V]) apply(skip func(K) bool) (int, error) {
+	if p.m == nil {
+		return 0, nil // no plan: its map could not be read
+	}
 	var errs []error
+	n := 0
 	for k, v := range p.put {
 		if skip(k) {
 			continue
 		}
+		n++
 		if err := p.m.Put(k, v); err != nil {
 			errs = append(errs, fmt.Errorf("update %s: %w", p.m, err))
 		}
 	}
 	for _, k := range p.del {
 		if !skip(k) {
+			n++
 			errs = append(errs, ignoreMissing(p.m.Delete(k)))
 		}
 	}
-	return errors.Join(errs...)
+	return n, errors.Join(errs...)
 }
 
 func (p entryPlan[K, V]) writes() int { return len(p.put) + len(p.del) }
 
-// has picks the keys of m.
-func has[K comparable, V any](m map[K]V) func(K) bool {
-	return func(k K) bool { _, ok := m[k]; return ok }
+// applyCounts writes the plan of a map of counts: the keys changed
+// records count, then or now, as want has them, less then's, plus now's;
+// the rest as planned.
+func (p entryPlan[K, V]) applyCounts(want, then, now map[K]uint32) (int, error) {
+	if p.m == nil {
+		return 0, nil
+	}
+	n, err := p.apply(hasEither(then, now))
+	errs := []error{err}
+	touched := maps.Clone(then)
+	maps.Copy(touched, now)
+	for k := range touched {
+		n++
+		if total := int(want[k]) - int(then[k]) + int(now[k]); total > 0 {
+			if err := p.m.Put(k, uint32(total)); err != nil {
+				errs = append(errs, fmt.Errorf("update %s: %w", p.m, err))
+			}
+		} else {
+			errs = append(errs, ignoreMissing(p.m.Delete(k)))
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// hasEither picks the keys of a or b.
+func hasEither[K comparable, V any](a, b map[K]V) func(K) bool {
+	return func(k K) bool {
+		_, inA := a[k]
+		_, inB := b[k]
+		return inA || inB
+	}
 }
 
 // ForeignNetwork is the network index of another runtime's subnets.

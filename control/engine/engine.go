@@ -96,6 +96,14 @@ type Engine struct {
 	reclaimed atomic.Uint64
 	// flushes are the conntrack flushes of removed endpoints under way.
 	flushes conntrackFlushes
+	// hostReads numbers the reads of the host (readHost), and hostApplied
+	// is the number of the read applyHost last applied, guarded by mu: a
+	// read that a later one overtook is not applied over it.
+	hostReads   atomic.Uint64
+	hostApplied uint64
+	// reconciling makes reconciles wait for each other: one's repairs,
+	// which no store change records, would be another's to undo.
+	reconciling sync.Mutex
 	// refusedUplinks are the interfaces last found unfit to be uplinks,
 	// so that each is logged once; guarded by mu.
 	refusedUplinks map[string]bool

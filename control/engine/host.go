@@ -22,16 +22,24 @@ import (
 // hostView is the dataplane namespace's interfaces and their addresses,
 // as readHost reads them.
 type hostView struct {
+	seq    uint64 // which read (Engine.hostReads)
 	links  []netlink.Link
 	byLink map[int][]netlink.Addr
+	// partial: interfaces came and went through every try of the read,
+	// which may lack some or name some gone. Good enough to look names up
+	// by and to find leftovers by, which are looked at again; not to
+	// apply (applyHost), which would detach an uplink it lacks.
+	partial bool
 }
 
 // readHost reads the dataplane namespace's interfaces and addresses. It
 // needs no lock, and it reads through a netlink socket of its own in that
 // namespace, not on the thread kept there (inHost): a host with thousands
 // of sandboxes has as many veths, and a read of them all takes longer
-// than a change, which must wait for neither.
+// than a change, which must wait for neither. Changes that make and
+// remove interfaces all the while make it partial (readWholeHost).
 func (e *Engine) readHost() (hostView, error) {
+	seq := e.hostReads.Add(1)
 	ns, err := netns.GetFromPath(e.cfg.NetNS)
 	if err != nil {
 		return hostView{}, fmt.Errorf("open the dataplane namespace %s: %w", e.cfg.NetNS, err)
@@ -43,7 +51,36 @@ func (e *Engine) readHost() (hostView, error) {
 	}
 	defer nl.Close()
 	beforeHostRead()
+	h, err := dumpHost(nl)
+	h.seq = seq
+	return h, err
+}
+
+// readWholeHost is readHost, made again on the dataplane namespace's
+// thread when it was partial: the changes make their interfaces there,
+// and wait for the read.
+func (e *Engine) readWholeHost() (hostView, error) {
+	h, err := e.readHost()
+	if err != nil || !h.partial {
+		return h, err
+	}
+	seq := e.hostReads.Add(1)
+	err = e.inHost(func() (err error) { h, err = dumpHost(&netlink.Handle{}); return err })
+	if err == nil && h.partial {
+		err = fmt.Errorf("list interfaces: %w", netlink.ErrDumpInterrupted)
+	}
+	h.seq = seq
+	return h, err
+}
+
+// dumpHost reads the interfaces and addresses of nl's namespace; partial
+// when they changed through every try.
+func dumpHost(nl *netlink.Handle) (hostView, error) {
+	var h hostView
 	links, err := driver.Dump(nl.LinkList)
+	if errors.Is(err, netlink.ErrDumpInterrupted) {
+		h.partial, err = true, nil
+	}
 	if err != nil {
 		return hostView{}, fmt.Errorf("list interfaces: %w", err)
 	}
@@ -51,10 +88,13 @@ func (e *Engine) readHost() (hostView, error) {
 	// dumps them all either way, and per interface that cost the square
 	// of the interfaces, a veth per sandbox among them.
 	all, err := driver.Dump(func() ([]netlink.Addr, error) { return nl.AddrList(nil, netlink.FAMILY_ALL) })
+	if errors.Is(err, netlink.ErrDumpInterrupted) {
+		h.partial, err = true, nil
+	}
 	if err != nil {
 		return hostView{}, fmt.Errorf("list addresses: %w", err)
 	}
-	h := hostView{links: links, byLink: map[int][]netlink.Addr{}}
+	h.links, h.byLink = links, map[int][]netlink.Addr{}
 	for _, a := range all {
 		h.byLink[a.LinkIndex] = append(h.byLink[a.LinkIndex], a)
 	}
@@ -66,10 +106,14 @@ func (e *Engine) readHost() (hostView, error) {
 var beforeHostRead = func() {}
 
 // applyHost brings the datapath in line with the dataplane namespace's
-// addresses and uplinks as readHost read them: it attaches the uplink
-// program where it belongs and rewrites host_addrs and uplinks. Callers
-// hold e.mu.
+// addresses and uplinks as readHost read them, unless a later read was
+// applied: it attaches the uplink program where it belongs and rewrites
+// host_addrs and uplinks. Callers hold e.mu.
 func (e *Engine) applyHost(h hostView) error {
+	if h.seq < e.hostApplied {
+		return nil // a later read was applied
+	}
+	e.hostApplied = h.seq
 	var (
 		addrs   []netip.Addr
 		foreign []netip.Prefix
@@ -312,7 +356,7 @@ func (e *Engine) watchHost() (func(), error) {
 			case <-settle:
 				settle = nil
 				began := time.Now()
-				h, err := e.readHost()
+				h, err := e.readWholeHost()
 				if err == nil {
 					e.mu.Lock()
 					err = e.applyHost(h)

@@ -1,11 +1,15 @@
 package engine
 
 import (
+	"errors"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/ebpfnet/ebpfnet/bpf"
+	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
 // An interface another program adds to the host makes the engine read
@@ -57,5 +61,68 @@ func TestChangesDoNotWaitForAHostRead(t *testing.T) {
 		releaseOnce()
 		<-done
 		t.Fatal("a network create waited for the host watcher's read of every interface")
+	}
+}
+
+// A host read that a later one overtook is not applied over it: a
+// reconcile reads the host, then the store and every map, while the host
+// watcher reads and applies the host again; the watcher's addresses stay.
+func TestAnOlderHostReadIsNotApplied(t *testing.T) {
+	te := newTestEngine(t)
+	older, err := te.readHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	te.hostVeth(t, te.name("ha"), te.name("hb"), "")
+	addr := netip.MustParseAddr("192.0.2.7")
+	err = te.inHost(func() error {
+		l, err := netlink.LinkByName(te.name("ha"))
+		if err != nil {
+			return err
+		}
+		return netlink.AddrAdd(l, &netlink.Addr{IPNet: netlink.NewIPNet(addr.AsSlice())})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer, err := te.readHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	te.locked(func() { err = errors.Join(te.applyHost(newer), te.applyHost(older)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v uint32
+	if err := te.dp.Maps.HostAddrs.Lookup(bpf.DatapathAddr{B: addr.As16()}, &v); err != nil {
+		t.Errorf("host address %s, applied from a newer read, is gone after an older read was applied: %v", addr, err)
+	}
+}
+
+// A host read that changes kept interrupting may lack interfaces: a
+// reconcile plans the maps with it but does not apply it over the host's
+// addresses and uplinks (the host watcher reads the whole host for that).
+func TestAPartialHostReadIsNotApplied(t *testing.T) {
+	te := newTestEngine(t)
+	loopback := netip.MustParseAddr("127.0.0.1")
+	has := func() bool {
+		var v uint32
+		return te.dp.Maps.HostAddrs.Lookup(bpf.DatapathAddr{B: loopback.As16()}, &v) == nil
+	}
+	whole, err := te.readHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	te.locked(func() { err = te.applyHost(whole) })
+	if err != nil || !has() {
+		t.Fatalf("host address %s is not in host_addrs after the host was applied (%v)", loopback, err)
+	}
+	partial := hostView{seq: te.hostReads.Add(1), links: []netlink.Link{}, byLink: map[int][]netlink.Addr{}, partial: true}
+	te.locked(func() { err = te.applyWhole(wholePlan{}, storeState{}, store.Changes{}, partial) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !has() {
+		t.Errorf("a reconcile applied a partial read of the host: host address %s is gone from host_addrs", loopback)
 	}
 }

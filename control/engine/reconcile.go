@@ -29,6 +29,8 @@ import (
 // without the lock and written under it (reconcileWhole); the names and
 // the sandboxes' files follow a sandbox at a time (resyncNames).
 func (e *Engine) Reconcile() error {
+	e.reconciling.Lock()
+	defer e.reconciling.Unlock()
 	nets, sbs, err := e.store.Snapshot()
 	if err != nil {
 		return err
@@ -91,29 +93,23 @@ func (e *Engine) reconcileWhole() error {
 	// Before the host is read: a change committed after that read, whose
 	// interfaces it may have missed or seen half made, is one of these.
 	tracker := e.store.Track()
-	var (
-		host hostView
-		s    storeState
-		plan wholePlan
-		err  error
-	)
-	if host, err = e.readHost(); err == nil {
-		if s, err = e.readState(); err == nil {
-			plan, err = e.planWhole(s, host)
-		}
-	}
-	if n := plan.maps.Writes(); n > 0 {
-		e.log.Info("repairing map entries that differ from the store", "entries", n)
-	}
 	var errs []error
-	e.locked(func() {
-		changed := tracker.Stop()
-		if err != nil {
-			return
-		}
-		errs = append(errs, e.applyWhole(plan, s, changed, host))
-	})
-	return errors.Join(append(errs, err)...)
+	host, err := e.readHost()
+	if err != nil {
+		// The maps still follow the store, each interface looked up on
+		// its own; the uplinks and leftovers wait for a read.
+		errs = append(errs, err)
+		host = hostView{}
+	}
+	s, err := e.readState()
+	if err != nil {
+		tracker.Stop()
+		return errors.Join(append(errs, err)...)
+	}
+	plan, err := e.planWhole(s, host)
+	errs = append(errs, err)
+	e.locked(func() { errs = append(errs, e.applyWhole(plan, s, tracker.Stop(), host)) })
+	return errors.Join(errs...)
 }
 
 // beforeMapsRead runs as planWhole begins, after the store was read: the
@@ -144,37 +140,51 @@ func (e *Engine) readState() (s storeState, err error) {
 // wholePlan is what reconcileWhole works out without the lock: the maps'
 // writes, and the interfaces and pins no record names.
 type wholePlan struct {
-	maps      dpmaps.SyncPlan
+	maps dpmaps.SyncPlan
+	// ifindexes are the interfaces the maps' plan was made with, by name.
+	ifindexes map[string]int
 	leftovers map[string]string // interface name to its owner's alias
 	strayPins []string          // interfaces whose programs' pins no record names
 }
 
 func (e *Engine) planWhole(s storeState, host hostView) (wholePlan, error) {
-	var p wholePlan
+	p := wholePlan{ifindexes: map[string]int{}, leftovers: map[string]string{}}
 	beforeMapsRead()
 	// The few interfaces made since host was read are looked up in the
 	// dataplane's namespace; the maps are read off its thread, which
 	// changes need.
 	var want dpmaps.Desired
-	e.inHost(func() error { want = desiredMaps(s.nets, s.sbs, s.pubs, host.ifindexes()); return nil })
-	var err error
-	if p.maps, err = e.maps.PlanSync(want); err != nil {
-		return p, err
+	lookup := host.ifindexes()
+	err := e.inHost(func() error {
+		want = desiredMaps(s.nets, s.sbs, s.pubs, func(name string) (int, bool) {
+			i, ok := lookup(name)
+			if ok {
+				p.ifindexes[name] = i
+			}
+			return i, ok
+		})
+		return nil
+	})
+	if err != nil {
+		return wholePlan{}, err // nothing desired would be every entry deleted
 	}
+	var errs []error
+	p.maps, err = e.maps.PlanSync(want) // a map that cannot be read is left as it is
+	errs = append(errs, err)
 	known, hostSides := ownedNames(s.nets, s.sbs)
-	p.leftovers = map[string]string{}
 	for alias, name := range host.owned() {
 		if !known[alias] {
 			p.leftovers[name] = alias
 		}
 	}
 	pinned, err := e.dp.PinnedLinkInterfaces()
+	errs = append(errs, err)
 	for _, name := range pinned {
 		if !hostSides[name] {
 			p.strayPins = append(p.strayPins, name)
 		}
 	}
-	return p, err
+	return p, errors.Join(errs...)
 }
 
 // applyWhole writes plan, made from s and host, but what the records
@@ -189,15 +199,29 @@ func (e *Engine) applyWhole(plan wholePlan, s storeState, changed store.Changes,
 			return err
 		}
 	}
-	ifindex := host.ifindexes()
 	var errs []error
 	errs = append(errs, e.inHost(func() error {
-		leave := then.desired(ifindex)
-		leave.Add(now.desired(ifindex))
-		return e.maps.ApplySync(plan.maps, leave)
+		// A changed record's interface may have been made again under its
+		// name: its entries are left by the ifindex the plan used and by
+		// the one it has now, and its addresses' whether or not it has
+		// one.
+		planned := func(name string) (int, bool) { i, ok := plan.ifindexes[name]; return i, ok }
+		current := func(name string) (int, bool) {
+			l, err := netlink.LinkByName(name)
+			if err != nil {
+				return 0, true
+			}
+			return l.Attrs().Index, true
+		}
+		written, err := e.maps.ApplySync(plan.maps, dpmaps.Changed{Then: then.desired(planned, current), Now: now.desired(planned, current)})
+		if written > 0 {
+			e.log.Info("repaired map entries that differed from the store", "entries", written)
+		}
+		return err
 	}))
-	// Unread, the host would look empty: every uplink and interface gone.
-	if host.links != nil {
+	// Unread, the host would look empty: every uplink and interface gone;
+	// read in part, it may lack an uplink. The host watcher applies it.
+	if host.links != nil && !host.partial {
 		errs = append(errs, e.applyHost(host))
 	}
 	errs = append(errs, e.removeLeftovers(plan, then, now))
@@ -217,10 +241,7 @@ type changedRecords struct {
 }
 
 func (s storeState) changedRecords(changed store.Changes) changedRecords {
-	names := map[string]bool{}
-	for _, name := range slices.Concat(changed.Sandboxes, changed.Publications) {
-		names[name] = true
-	}
+	names := changed.SandboxNames()
 	c := changedRecords{pubs: s.pubs, all: store.ByID(s.nets)}
 	for _, n := range s.nets {
 		if slices.Contains(changed.Networks, n.ID) {
@@ -235,10 +256,19 @@ func (s storeState) changedRecords(changed store.Changes) changedRecords {
 	return c
 }
 
-// desired is what the maps hold for the records.
-func (c changedRecords) desired(ifindex func(string) (int, bool)) dpmaps.Desired {
-	want := networksDesired(c.nets, ifindex)
-	want.Add(sandboxesDesired(c.all, c.sbs, c.pubs, ifindex))
+// desired is what the maps hold for the records, their interfaces looked
+// up each way given; their networks and publications, which no interface
+// changes, once.
+func (c changedRecords) desired(lookups ...func(string) (int, bool)) dpmaps.Desired {
+	var want dpmaps.Desired
+	for i, lookup := range lookups {
+		d := networksDesired(c.nets, lookup)
+		d.Add(sandboxesDesired(c.all, c.sbs, c.pubs, lookup))
+		if i > 0 {
+			d.Networks, d.Publications = nil, nil
+		}
+		want.Add(d)
+	}
 	return want
 }
 
@@ -250,7 +280,7 @@ func (e *Engine) readChanged(changed store.Changes) (c changedRecords, err error
 			return err
 		}
 		state := storeState{nets: nets, pubs: map[string][]store.Publication{}}
-		for _, name := range slices.Concat(changed.Sandboxes, changed.Publications) {
+		for name := range changed.SandboxNames() {
 			sb, ok, err := tx.SandboxNamed(name)
 			if err != nil {
 				return err

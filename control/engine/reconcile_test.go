@@ -2,8 +2,12 @@ package engine
 
 import (
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 )
 
@@ -40,18 +44,7 @@ func TestReconcileLeavesWhatChangesWroteMeanwhile(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	host, err := te.readHost()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := te.readState()
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := te.planWhole(s, host)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, plan := te.planNow(t)
 	if n := plan.maps.Writes(); n != 0 {
 		t.Errorf("after a reconcile during which %s was created and %s removed, the maps differ from the store in %d entries", fresh, gone, n)
 	}
@@ -69,5 +62,91 @@ func TestReconcileLeavesWhatChangesWroteMeanwhile(t *testing.T) {
 	}
 	if _, err := te.link(t, sb.Endpoints[0].HostSide); err != nil {
 		t.Errorf("the reconcile removed the host side of %s, created during it: %v", fresh, err)
+	}
+}
+
+// A CNI DEL and ADD of the same container and interface (a restart) make
+// its host side again under the same name, with another ifindex: a
+// reconcile that read the host before must leave the new interface's
+// entries, not delete them as unknown (issue 24).
+func TestReconcileLeavesAnInterfaceMadeAgainMeanwhile(t *testing.T) {
+	te := newTestEngine(t)
+	a := apiEngine{te.Engine}
+	n := te.name("n")
+	if _, err := te.CreateNetwork(NetworkSpec{Name: n, IPv4: PoolSpec{Subnet: netip.MustParsePrefix("172.26.0.0/24")}}); err != nil {
+		t.Fatal(err)
+	}
+	ns := containerNS(t, te, "c1")
+	attach := func() {
+		t.Helper()
+		if _, err := a.Attach(api.AttachmentCreate{Frontend: "cni", ContainerID: "c1", IfName: "eth0", NetNS: ns, Network: n}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	attach()
+	t.Cleanup(func() { a.Detach(api.AttachmentRef{ContainerID: "c1", IfName: "eth0"}) })
+	beforeMapsRead = func() {
+		beforeMapsRead = func() {}
+		if err := a.Detach(api.AttachmentRef{ContainerID: "c1", IfName: "eth0"}); err != nil {
+			t.Fatal(err)
+		}
+		attach()
+	}
+	t.Cleanup(func() { beforeMapsRead = func() {} })
+	if err := te.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if _, plan := te.planNow(t); plan.maps.Writes() != 0 {
+		t.Errorf("after a reconcile during which c1's attachment was made again, the maps differ from the store in %d entries", plan.maps.Writes())
+	}
+}
+
+// planNow is what a reconcile would write now: nothing, when the maps
+// and interfaces are as the store has them.
+func (te testEngine) planNow(t *testing.T) (storeState, wholePlan) {
+	t.Helper()
+	host, err := te.readHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := te.readState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := te.planWhole(s, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, plan
+}
+
+// Reconciles wait for each other: one's repairs of an endpoint, which no
+// store change records, would be undone by another's plan made before
+// them.
+func TestReconcilesWaitForEachOther(t *testing.T) {
+	te := newTestEngine(t)
+	var inside atomic.Int32
+	var overlapped atomic.Bool
+	var start sync.Once
+	second := make(chan error, 1)
+	beforeMapsRead = func() {
+		if inside.Add(1) > 1 {
+			overlapped.Store(true)
+		}
+		defer inside.Add(-1)
+		start.Do(func() { // the first: start another and give it time to overlap
+			go func() { second <- te.Reconcile() }()
+			time.Sleep(time.Second)
+		})
+	}
+	t.Cleanup(func() { beforeMapsRead = func() {} })
+	if err := te.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	if overlapped.Load() {
+		t.Error("two reconciles worked out their plans at once")
 	}
 }

@@ -116,6 +116,16 @@ func (ch Changes) Empty() bool {
 	return len(ch.Sandboxes) == 0 && len(ch.Networks) == 0 && len(ch.Publications) == 0
 }
 
+// SandboxNames are the sandboxes ch names, whole or by their
+// publications, each once.
+func (ch Changes) SandboxNames() map[string]bool {
+	names := map[string]bool{}
+	for _, name := range slices.Concat(ch.Sandboxes, ch.Publications) {
+		names[name] = true
+	}
+	return names
+}
+
 func (ch *Changes) add(more Changes) {
 	ch.Sandboxes = append(ch.Sandboxes, more.Sandboxes...)
 	ch.Networks = append(ch.Networks, more.Networks...)
