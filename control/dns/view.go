@@ -3,7 +3,6 @@ package dns
 import (
 	"maps"
 	"net/netip"
-	"reflect"
 	"slices"
 	"strings"
 
@@ -173,26 +172,26 @@ func (v *View) Apply(c Change) *View {
 		a.upstreamKey = key.String()
 		shard(id)[id] = a
 	}
-	copiedNet := map[string]*networkNames{}
-	network := func(id string) *networkNames {
-		if n, ok := copiedNet[id]; ok {
-			return n
+	edits := map[string]*namesEdit{}
+	network := func(id string) *namesEdit {
+		if ed, ok := edits[id]; ok {
+			return ed
 		}
-		n := &networkNames{}
+		ed := &namesEdit{networkNames: &networkNames{}}
 		if was := v.networks[id]; was != nil {
-			*n = *was // the shards' maps are shared until changed
+			*ed.networkNames = *was // the shards' maps are shared until changed
 		}
-		out.networks[id], copiedNet[id] = n, n
-		return n
+		out.networks[id], edits[id] = ed.networkNames, ed
+		return ed
 	}
 	for _, r := range c.Drop {
-		network(r.Network).drop(r, v.networks[r.Network])
+		network(r.Network).drop(r)
 	}
 	for _, r := range c.Put {
-		network(r.Network).put(r, v.networks[r.Network])
+		network(r.Network).put(r)
 	}
-	for id, n := range copiedNet {
-		if n.records <= 0 {
+	for id, ed := range edits {
+		if ed.records <= 0 {
 			delete(out.networks, id)
 		}
 	}
@@ -215,43 +214,45 @@ func (r Record) entries() (names []string, addrs []netip.Addr) {
 	return names, addrs
 }
 
-// nameShard is n's shard of name key, copied from was's the first time
-// this change writes it.
-func (n *networkNames) nameShard(key string, was *networkNames) map[string]nameEntry {
+// namesEdit is a network's names as one Apply changes them: each shard
+// is copied the first time the change writes it (the view before keeps
+// the original), and written in place after.
+type namesEdit struct {
+	*networkNames
+	ownNames, ownReverse [nameShards]bool
+}
+
+// nameShard is the shard of name key, the change's own.
+func (ed *namesEdit) nameShard(key string) map[string]nameEntry {
 	i := shardOf(key) % nameShards
-	if was != nil && n.names[i] != nil && sameMap(n.names[i], was.names[i]) {
-		n.names[i] = maps.Clone(n.names[i])
+	if !ed.ownNames[i] {
+		ed.names[i], ed.ownNames[i] = maps.Clone(ed.names[i]), true
+		if ed.names[i] == nil {
+			ed.names[i] = map[string]nameEntry{}
+		}
 	}
-	if n.names[i] == nil {
-		n.names[i] = map[string]nameEntry{}
-	}
-	return n.names[i]
+	return ed.names[i]
 }
 
 // reverseShard is nameShard for an address's reverse name.
-func (n *networkNames) reverseShard(a netip.Addr, was *networkNames) map[netip.Addr]reverseEntry {
+func (ed *namesEdit) reverseShard(a netip.Addr) map[netip.Addr]reverseEntry {
 	i := addrShard(a)
-	if was != nil && n.reverse[i] != nil && sameMap(n.reverse[i], was.reverse[i]) {
-		n.reverse[i] = maps.Clone(n.reverse[i])
+	if !ed.ownReverse[i] {
+		ed.reverse[i], ed.ownReverse[i] = maps.Clone(ed.reverse[i]), true
+		if ed.reverse[i] == nil {
+			ed.reverse[i] = map[netip.Addr]reverseEntry{}
+		}
 	}
-	if n.reverse[i] == nil {
-		n.reverse[i] = map[netip.Addr]reverseEntry{}
-	}
-	return n.reverse[i]
-}
-
-// sameMap reports whether a and b are the same map, not a copy.
-func sameMap[K comparable, V any](a, b map[K]V) bool {
-	return b != nil && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+	return ed.reverse[i]
 }
 
 // put adds r's names, its addresses under each, and its own name as the
 // PTR target of each address.
-func (n *networkNames) put(r Record, was *networkNames) {
+func (ed *namesEdit) put(r Record) {
 	owner := r.owner()
 	names, addrs := r.entries()
 	for _, key := range names {
-		shard := n.nameShard(key, was)
+		shard := ed.nameShard(key)
 		e := shard[key]
 		e.owners = append(slices.Clip(e.owners), nameOwner{owner, addrs})
 		e.addrs = append(slices.Clip(e.addrs), addrs...)
@@ -259,18 +260,18 @@ func (n *networkNames) put(r Record, was *networkNames) {
 	}
 	if len(names) > 0 {
 		for _, a := range addrs {
-			n.reverseShard(a, was)[a] = reverseEntry{target: names[0], owner: owner}
+			ed.reverseShard(a)[a] = reverseEntry{target: names[0], owner: owner}
 		}
 	}
-	n.records++
+	ed.records++
 }
 
 // drop takes away what put(r) added; another record's stays.
-func (n *networkNames) drop(r Record, was *networkNames) {
+func (ed *namesEdit) drop(r Record) {
 	owner := r.owner()
 	names, addrs := r.entries()
 	for _, key := range names {
-		shard := n.nameShard(key, was)
+		shard := ed.nameShard(key)
 		e, ok := shard[key]
 		i := slices.IndexFunc(e.owners, func(o nameOwner) bool { return o.owner == owner })
 		if !ok || i < 0 {
@@ -288,11 +289,11 @@ func (n *networkNames) drop(r Record, was *networkNames) {
 		shard[key] = e
 	}
 	for _, a := range addrs {
-		if shard := n.reverseShard(a, was); shard[a].owner == owner {
+		if shard := ed.reverseShard(a); shard[a].owner == owner {
 			delete(shard, a)
 		}
 	}
-	n.records--
+	ed.records--
 }
 
 // lookup finds a name for an asker: on the first of its networks that has it.

@@ -3,6 +3,7 @@ package dns
 import (
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"testing"
 )
@@ -77,4 +78,9 @@ func TestViewApplyCopiesOnlyWhatItTouches(t *testing.T) {
 	if _, ok := before.lookup(Asker{Networks: []string{"big"}}, "new."); ok {
 		t.Error("the view before the change has the new record")
 	}
+}
+
+// sameMap reports whether a and b are the same map, not a copy.
+func sameMap[K comparable, V any](a, b map[K]V) bool {
+	return b != nil && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
