@@ -165,9 +165,7 @@ func (r Results) dockerScaleTargets() []target {
 	first := r.DockerScale[0]
 	for _, s := range r.DockerScale[1:] {
 		for _, op := range dockerOps {
-			x := percentile(op.ms(s), 50) / percentile(op.ms(first), 50)
-			out = append(out, target{fmt.Sprintf("%s on an ebpfnet network with %d present, p50 ≤ %.1f× N=%d", op.what, s.N, scaleGoal, first.N),
-				fmt.Sprintf("%s ms, %.2f×", num(percentile(op.ms(s), 50)), x), x <= scaleGoal})
+			out = append(out, scaleTarget(op.what+" on an ebpfnet network", s.N, first.N, op.ms(s), op.ms(first)))
 		}
 	}
 	return out

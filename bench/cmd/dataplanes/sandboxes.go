@@ -219,6 +219,14 @@ func sandboxesTable(b *strings.Builder, r Results) {
 	dockerScaleTable(b, r)
 }
 
+// scaleTarget: what's p50 at n (ms) within scaleGoal of its p50 at
+// first (firstMs).
+func scaleTarget(what string, n, first int, ms, firstMs []float64) target {
+	x := percentile(ms, 50) / percentile(firstMs, 50)
+	return target{fmt.Sprintf("%s with %d present, p50 ≤ %.1f× N=%d", what, n, scaleGoal, first),
+		fmt.Sprintf("%s ms, %.2f×", num(percentile(ms, 50)), x), x <= scaleGoal}
+}
+
 // sandboxTargets: create and remove p50 at every N within scaleGoal of
 // N=1; and, as the kernel's own work for a sandbox grows with the
 // namespaces and interfaces there are (a floor under any control plane),
@@ -232,9 +240,7 @@ func (r Results) sandboxTargets() []target {
 	first := r.Sandboxes[0]
 	for _, s := range r.Sandboxes[1:] {
 		for _, op := range scaleOps {
-			x := percentile(op.ms(s), 50) / percentile(op.ms(first), 50)
-			out = append(out, target{fmt.Sprintf("sandbox %s with %d present, p50 ≤ %.1f× N=%d", op.what, s.N, scaleGoal, first.N),
-				fmt.Sprintf("%s ms, %.2f×", num(percentile(op.ms(s), 50)), x), x <= scaleGoal})
+			out = append(out, scaleTarget("sandbox "+op.what, s.N, first.N, op.ms(s), op.ms(first)))
 			over := op.overFloor(s) / op.overFloor(first)
 			out = append(out, target{fmt.Sprintf("sandbox %s with %d present, p50 over the kernel floor's ≤ %.1f× N=%d's", op.what, s.N, scaleGoal, first.N),
 				fmt.Sprintf("%.2f× the floor, %.2f× N=%d's %.2f× (the floor itself %.2f× N=%d)", op.overFloor(s), over, first.N, op.overFloor(first),
