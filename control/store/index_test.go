@@ -19,11 +19,7 @@ func endpointOn(network, addr, mac, hostSide string) Endpoint {
 // The index answers what a scan of every sandbox would, and follows each
 // put and delete: the keys a sandbox gave up are free again.
 func TestSandboxIndexFollowsPutsAndDeletes(t *testing.T) {
-	s, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t)
 	web := Sandbox{ID: "aa11", Name: "web", Endpoints: []Endpoint{endpointOn("n1", "10.0.0.2", "02:00:0a:00:00:02", "veth-web")}}
 	web.Endpoints[0].Addr6 = netip.MustParseAddr("fd00::2")
 	db := Sandbox{ID: "aa22", Name: "db", Endpoints: []Endpoint{endpointOn("n1", "10.0.0.3", "02:00:0a:00:00:03", ""), endpointOn("n2", "10.1.0.3", "02:00:0a:01:00:03", "")}}
@@ -139,11 +135,7 @@ func must(t *testing.T, err error) {
 // as JSON strings, as before, reads the same, and is packed when written
 // again.
 func TestPoolsKeepTheirAddresses(t *testing.T) {
-	s, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t)
 	v4 := ipam.Pool{ID: "p4", Subnet: netip.MustParsePrefix("10.1.0.0/16"), Gateway: netip.MustParseAddr("10.1.0.1"),
 		Allocated: []netip.Addr{netip.MustParseAddr("10.1.0.2"), netip.MustParseAddr("10.1.3.4")}, Last: netip.MustParseAddr("10.1.3.4")}
 	v6 := ipam.Pool{ID: "p6", Subnet: netip.MustParsePrefix("fd00:1::/64"), Gateway: netip.MustParseAddr("fd00:1::1"),

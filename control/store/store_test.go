@@ -96,13 +96,9 @@ func TestOpenMovesPoolsOutOfNetworks(t *testing.T) {
 }
 
 func TestFailedUpdateChangesNothing(t *testing.T) {
-	s, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t)
 	boom := errors.New("boom")
-	err = s.Update(func(tx *Tx) error {
+	err := s.Update(func(tx *Tx) error {
 		tx.PutSandbox(Sandbox{ID: "1", Name: "web"})
 		return boom
 	})
@@ -146,16 +142,12 @@ func TestNetworkIndexNeverRepeats(t *testing.T) {
 }
 
 func TestPublicationsLiveApartFromTheirSandbox(t *testing.T) {
-	s, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t)
 	any80 := Publication{HostPort: 80, Proto: "tcp", Port: 8080, EndpointID: "e1"}
 	udp80 := Publication{HostPort: 80, Proto: "udp", Port: 8080, EndpointID: "e1"}
 	one80 := Publication{HostIP: netip.MustParseAddr("10.0.0.1"), HostPort: 80, Proto: "tcp", Port: 9090, EndpointID: "e1"}
 	other := Publication{HostPort: 81, Proto: "tcp", Port: 81, EndpointID: "e2"}
-	err = s.Update(func(tx *Tx) error {
+	err := s.Update(func(tx *Tx) error {
 		for _, sb := range []string{"web", "db"} {
 			if err := tx.PutSandbox(Sandbox{ID: sb, Name: sb}); err != nil {
 				return err
@@ -407,11 +399,7 @@ func TestPublicationRecordsAsStored(t *testing.T) {
 // changed, publications included, and nothing before or after it or of
 // a failed transaction.
 func TestTrackerCollectsCommittedChanges(t *testing.T) {
-	s, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t)
 	put := func(name string) error {
 		return s.Update(func(tx *Tx) error { return tx.PutSandbox(Sandbox{ID: name, Name: name}) })
 	}
@@ -437,4 +425,15 @@ func TestTrackerCollectsCommittedChanges(t *testing.T) {
 	if !slices.Equal(got.Sandboxes, []string{"web"}) || !slices.Equal(got.Publications, []string{"before"}) || len(got.Networks) != 0 {
 		t.Errorf("the tracker saw %+v, want sandbox web and the publications of before", got)
 	}
+}
+
+// openStore opens a store in a directory of t's own, closed when t ends.
+func openStore(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
