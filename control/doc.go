@@ -5,6 +5,10 @@
 //     objects and BPF map entries, and reconciles the kernel with the store;
 //     it also follows the cluster for overlay networks, keeps the runtimes'
 //     attachments and implements api's interfaces (Engine.API);
+//   - names: what the embedded DNS answers and what each sandbox's hosts
+//     and resolv.conf say, kept in step with the store: the engine hands it
+//     each committed change (Names.Follow) and a reconcile has it go over
+//     every sandbox, one at a time under the engine's lock (Names.Resync);
 //   - monitor: the hub of the datapath's events (ebpfnet monitor), which
 //     owns the ring buffer's reader and the monitor map; the engine answers
 //     the API's Events through it and names the events for it

@@ -15,6 +15,10 @@
 // attachment each of a namespace the runtime owns and names by path
 // (external.go), with IPAM requests of their own (ipam.go).
 //
+// After each committed change the engine hands the records it changed to
+// package names, which brings the embedded DNS's view and the sandboxes'
+// hosts and resolv.conf in line with them.
+//
 // The engine answers the API through Engine.API. It never encodes a map
 // entry itself (package maps does; desired.go is where records become
 // entries) and never switches namespaces by hand (package namespace does).

@@ -23,6 +23,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/hostports"
 	"github.com/ebpfnet/ebpfnet/control/monitor"
+	"github.com/ebpfnet/ebpfnet/control/names"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/loader"
@@ -111,16 +112,9 @@ type Engine struct {
 	stopReclaim    chan struct{}
 	resolver       *dns.Resolver
 	dnsServers     *dns.Servers
-	// names is what the resolver and the sandboxes' files were last
-	// given; guarded by mu.
-	names *nameIndex
-	// filesWritten counts the sandboxes whose hosts and resolv.conf were
-	// written, for tests to see what a change costs.
-	filesWritten atomic.Uint64
-	// resyncs are the rewrites of every sandbox's files under way
-	// (resyncNames), which Close waits for once closing is set.
-	resyncs sync.WaitGroup
-	closing atomic.Bool
+	// names keeps the resolver's view and the sandboxes' files in step
+	// with the store; its changes are made under mu.
+	names *names.Names
 	// drivers finds the driver of a network: driverFor, but for tests
 	// that wrap one to make it fail.
 	drivers func(name string) (driver.Driver, bool)
@@ -250,6 +244,8 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.resolver = dns.NewResolver(e.dialUpstream)
 	e.dnsServers = dns.NewServers(e.resolver)
+	e.names = names.New(names.Config{Store: e.store, ResolvConf: cfg.ResolvConf, WriteFiles: cfg.Runtime.WriteFiles,
+		Resolver: e.resolver, Servers: e.dnsServers, Remote: e.remoteRecords, Exclusive: e.locked, Log: e.log})
 	if err := dp.AttachSockets(cgroup); err != nil {
 		e.Close()
 		return nil, err
@@ -278,8 +274,9 @@ func New(cfg Config) (*Engine, error) {
 
 // Close releases the store and the loaded objects; the datapath stays.
 func (e *Engine) Close() error {
-	e.closing.Store(true)
-	e.resyncs.Wait()
+	if e.names != nil {
+		e.names.Close()
+	}
 	if e.stopWatcher != nil {
 		e.stopWatcher()
 	}
@@ -384,7 +381,7 @@ func (e *Engine) update(change func(tx *store.Tx, undo *rollback) error) error {
 		e.ports = nil // it may hold what the failed change added
 		return err
 	}
-	e.refreshNames(ch, nil)
+	e.names.Follow(ch, nil)
 	return nil
 }
 
@@ -396,6 +393,6 @@ func (e *Engine) commit(change func(tx *store.Tx) error) error {
 	if err != nil {
 		return err
 	}
-	e.refreshNames(ch, nil)
+	e.names.Follow(ch, nil)
 	return nil
 }

@@ -40,7 +40,7 @@ func TestNamesWorkPerChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	type work struct{ files, entered uint64 }
-	now := func() work { return work{te.filesWritten.Load(), te.dnsServers.Entered()} }
+	now := func() work { return work{te.names.FilesWritten(), te.dnsServers.Entered()} }
 	check := func(what string, want work, change func() error) {
 		t.Helper()
 		before := now()

@@ -531,7 +531,7 @@ func (e *Engine) followCluster(ctx context.Context, st cluster.State) (requests 
 		}
 	}
 	e.remote = remote
-	e.refreshNames(store.Changes{}, changed)
+	e.names.Follow(store.Changes{}, changed)
 	return requests, errs, false
 }
 

@@ -27,7 +27,7 @@ import (
 // them: the lock is never held for the whole host. What must see the
 // whole state at once (the maps, leftovers, the uplinks) is worked out
 // without the lock and written under it (reconcileWhole); the names and
-// the sandboxes' files follow a sandbox at a time (resyncNames).
+// the sandboxes' files follow a sandbox at a time (names.Resync).
 func (e *Engine) Reconcile() error {
 	e.reconciling.Lock()
 	defer e.reconciling.Unlock()
@@ -61,7 +61,7 @@ func (e *Engine) Reconcile() error {
 	errs = append(errs, e.reconcileWhole())
 	// Once the maps name every live endpoint; a walk of every flow, which
 	// changes need not wait for.
-	errs = append(errs, e.flushOrphanedConntrack(), e.resyncNames())
+	errs = append(errs, e.flushOrphanedConntrack(), e.names.Resync())
 	return errors.Join(errs...)
 }
 

@@ -224,7 +224,7 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 	nets := map[string]store.Network{}
 	// Who shares a namespace comes from the names' index, not from a read
 	// of every sandbox: a removal costs what it touches.
-	if err := e.loadNames(); err != nil {
+	if err := e.names.Load(); err != nil {
 		return err
 	}
 	err := e.commit(func(tx *store.Tx) error {
@@ -238,7 +238,7 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 		if pubs, err = tx.Publications(sb.Name); err != nil {
 			return err
 		}
-		if users := e.names.sharers(sb.Name); len(users) > 0 {
+		if users := e.names.Sharers(sb.Name); len(users) > 0 {
 			o := users[0]
 			return errdefs.Conflictf("sandbox %s is in use by %s (container:%s): remove %s first", sb.Name, o, sb.Name, o)
 		}

@@ -1,26 +1,97 @@
-package engine
+// Package names keeps what the embedded DNS answers and what each
+// sandbox's hosts and resolv.conf say in step with the store: a change
+// redoes the work of the sandboxes it touched and of those whose files
+// name them (Follow), a reconcile that of every sandbox, one at a time
+// (Resync).
+package names
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
+	"log/slog"
 	"net/netip"
-	"os"
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/ebpfnet/ebpfnet/control/dns"
-	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
+
+// Config is what Names follows and writes to.
+type Config struct {
+	Store *store.Store
+	// ResolvConf is the host's resolv.conf, which the sandboxes' files
+	// and the resolver's upstreams follow.
+	ResolvConf string
+	// WriteFiles writes a sandbox's hosts and resolv.conf (the runtime's).
+	WriteFiles func(sb store.Sandbox, hosts, resolvConf string) error
+	// Resolver answers from the view Names gives it; Servers are its
+	// listeners in the sandboxes.
+	Resolver *dns.Resolver
+	Servers  *dns.Servers
+	// Remote are the records of other hosts' endpoints on overlay network
+	// n, as the cluster last had them.
+	Remote func(n store.Network) []dns.Record
+	// Exclusive runs fn while no change of the store's records goes on:
+	// Resync's steps.
+	Exclusive func(fn func())
+	Log       *slog.Logger
+}
+
+// Names is the index of what the resolver, its listeners and the
+// sandboxes' files were last given.
+type Names struct {
+	cfg Config
+	mu  sync.Mutex
+	ix  *nameIndex
+	// filesWritten counts the sandboxes whose hosts and resolv.conf were
+	// written, for tests to see what a change costs.
+	filesWritten atomic.Uint64
+	// resyncs are the rewrites of every sandbox's files under way
+	// (Resync), which Close waits for once closing is set.
+	resyncs sync.WaitGroup
+	closing atomic.Bool
+}
+
+// New is Names of cfg, its index built from the store at the first
+// change.
+func New(cfg Config) *Names { return &Names{cfg: cfg} }
+
+// Close stops the rewrites of every sandbox's files under way.
+func (nm *Names) Close() {
+	nm.closing.Store(true)
+	nm.resyncs.Wait()
+}
+
+// FilesWritten counts the sandboxes whose files were written.
+func (nm *Names) FilesWritten() uint64 { return nm.filesWritten.Load() }
+
+// Load builds the index from the whole store, unless it is built.
+func (nm *Names) Load() error {
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	return nm.load()
+}
+
+// Sharers names the sandboxes in the namespace of sandbox name, as the
+// index has them (Load).
+func (nm *Names) Sharers(name string) []string {
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	if nm.ix == nil {
+		return nil
+	}
+	return nm.ix.sharers(name)
+}
 
 // nameIndex is what the resolver, its listeners and the sandboxes' files
 // were last given. A change redoes the work of the sandboxes it touched
 // and of those whose files name them, never of every sandbox: rewriting
 // every sandbox's files after each change made the 1,000th create cost
-// 24 times the 100th (issue 24). Guarded by e.mu.
+// 24 times the 100th (issue 24). Guarded by Names.mu.
 type nameIndex struct {
 	ready     bool       // built from the whole store (indexNames)
 	host      resolvConf // the host's file the sandboxes' files follow
@@ -120,57 +191,59 @@ func (ix *nameIndex) sharers(name string) []string {
 	return out
 }
 
-// loadNames makes sure the index is built, from the whole store the first
-// time. Callers hold e.mu.
-func (e *Engine) loadNames() error {
-	if e.names != nil && e.names.ready {
+// load makes sure the index is built, from the whole store the first
+// time. Callers hold nm.mu.
+func (nm *Names) load() error {
+	if nm.ix != nil && nm.ix.ready {
 		return nil
 	}
-	nets, sbs, err := e.store.Snapshot()
+	nets, sbs, err := nm.cfg.Store.Snapshot()
 	if err != nil {
 		return err
 	}
-	return e.indexNames(nets, sbs)
+	return nm.indexAll(nets, sbs)
 }
 
-// refreshNames makes the resolver, its listeners and the files follow a
+// Follow makes the resolver, its listeners and the files follow a
 // committed change: the sandboxes and networks ch names and the overlay
 // records of other hosts' endpoints in remote, by overlay network ID (none
 // for a network that has none left). Failures are logged: the store has
 // changed already, and the next change or reconcile tries again.
-func (e *Engine) refreshNames(ch store.Changes, remote map[string][]dns.Record) {
+func (nm *Names) Follow(ch store.Changes, remote map[string][]dns.Record) {
 	if len(ch.Sandboxes) == 0 && len(ch.Networks) == 0 && len(remote) == 0 {
 		return // publishing, say: its cost stays that of the maps
 	}
-	if err := e.followNames(ch, remote); err != nil {
-		e.log.Warn("update names and resolvers", "err", err)
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	if err := nm.follow(ch, remote); err != nil {
+		nm.cfg.Log.Warn("update names and resolvers", "err", err)
 	}
 }
 
-// followNames is refreshNames' work. A change to the host's resolv.conf,
+// follow is Follow's work. A change to the host's resolv.conf,
 // which every sandbox's files follow, is the one change that rewrites
 // them all.
-func (e *Engine) followNames(ch store.Changes, remote map[string][]dns.Record) error {
-	host, err := readResolvConf(e.cfg.ResolvConf)
+func (nm *Names) follow(ch store.Changes, remote map[string][]dns.Record) error {
+	host, err := readResolvConf(nm.cfg.ResolvConf)
 	if err != nil {
 		return err
 	}
-	if e.names != nil && e.names.ready && !reflect.DeepEqual(host, e.names.host) {
+	if nm.ix != nil && nm.ix.ready && !reflect.DeepEqual(host, nm.ix.host) {
 		// Every sandbox's files follow the host's: they are rewritten a
 		// sandbox at a time, off this change's path.
-		e.names.ready = false
-		e.resyncs.Add(1)
+		nm.ix.ready = false
+		nm.resyncs.Add(1)
 		go func() {
-			defer e.resyncs.Done()
-			if err := e.resyncNames(); err != nil {
-				e.log.Warn("rewrite the sandboxes' files after the host's resolv.conf changed", "err", err)
+			defer nm.resyncs.Done()
+			if err := nm.Resync(); err != nil {
+				nm.cfg.Log.Warn("rewrite the sandboxes' files after the host's resolv.conf changed", "err", err)
 			}
 		}()
 	}
-	if err := e.loadNames(); err != nil {
+	if err := nm.load(); err != nil {
 		return err
 	}
-	ix := e.names
+	ix := nm.ix
 	touched := map[string]bool{}
 	for _, name := range ch.Sandboxes {
 		touched[name] = true
@@ -186,7 +259,7 @@ func (e *Engine) followNames(ch store.Changes, remote map[string][]dns.Record) e
 		files     []store.Sandbox
 		byName    = map[string]store.Sandbox{}
 	)
-	err = e.store.View(func(tx *store.Tx) error {
+	err = nm.cfg.Store.View(func(tx *store.Tx) error {
 		nets := map[string]*store.Network{} // a network read once, with its pool
 		network := func(id string) (store.Network, bool) {
 			if n, ok := nets[id]; ok {
@@ -271,13 +344,13 @@ func (e *Engine) followNames(ch store.Changes, remote map[string][]dns.Record) e
 		}
 	}
 	ix.view = ix.view.Apply(change)
-	e.resolver.SetView(ix.view)
+	nm.cfg.Resolver.SetView(ix.view)
 	var errs []error
 	for id, netns := range listeners {
-		errs = append(errs, e.dnsServers.Set(id, netns))
+		errs = append(errs, nm.cfg.Servers.Set(id, netns))
 	}
 	for _, sb := range files {
-		errs = append(errs, e.writeSandboxFiles(sb, byName))
+		errs = append(errs, nm.writeFiles(sb, byName))
 	}
 	return errors.Join(errs...)
 }
@@ -313,67 +386,71 @@ func recordsChanged(was, now []dns.Record) (drop, put []dns.Record) {
 	return drop, put
 }
 
-// indexNames builds the index and the resolver's view from the whole
+// indexAll builds the index and the resolver's view from the whole
 // store, and stops the resolvers of sandboxes that no longer ask; it
-// writes no file and enters no namespace (resyncNames does, a sandbox at
-// a time). Callers hold e.mu.
-func (e *Engine) indexNames(nets []store.Network, sbs []store.Sandbox) error {
-	host, err := readResolvConf(e.cfg.ResolvConf)
+// writes no file and enters no namespace (Resync does, a sandbox at
+// a time). Callers hold nm.mu.
+func (nm *Names) indexAll(nets []store.Network, sbs []store.Sandbox) error {
+	host, err := readResolvConf(nm.cfg.ResolvConf)
 	if err != nil {
 		return err
 	}
 	ix := buildNameIndex(nets, sbs, host)
 	all := ix.allRecords()
 	for _, n := range nets {
-		if records := e.remoteRecords(n); len(records) > 0 {
+		if records := nm.cfg.Remote(n); len(records) > 0 {
 			ix.remote[n.ID] = records
 			all = append(all, records...)
 		}
 	}
 	ix.view = dns.NewView(ix.askers(), all)
 	ix.ready = true
-	e.names = ix
-	e.resolver.SetView(ix.view)
-	return e.stopStrayResolvers()
+	nm.ix = ix
+	nm.cfg.Resolver.SetView(ix.view)
+	return nm.stopStrayResolvers()
 }
 
 // stopStrayResolvers stops the resolvers of sandboxes that no longer ask
-// the embedded DNS. Callers hold e.mu.
-func (e *Engine) stopStrayResolvers() error {
-	asks := e.names.listeners()
+// the embedded DNS. Callers hold nm.mu.
+func (nm *Names) stopStrayResolvers() error {
+	asks := nm.ix.listeners()
 	var errs []error
-	for _, id := range e.dnsServers.Running() {
+	for _, id := range nm.cfg.Servers.Running() {
 		if _, ok := asks[id]; !ok {
-			errs = append(errs, e.dnsServers.Set(id, ""))
+			errs = append(errs, nm.cfg.Servers.Set(id, ""))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// resyncNames rewrites every sandbox's files and starts every missing
-// resolver, a sandbox at a time under the engine's lock, so that changes
+// Resync rewrites every sandbox's files and starts every missing
+// resolver, a sandbox at a time under Config.Exclusive, so that changes
 // go on between them, then stops the resolvers no sandbox asks: on
 // reconcile and after the host's resolv.conf changed.
-func (e *Engine) resyncNames() error {
-	_, sbs, err := e.store.Snapshot()
+func (nm *Names) Resync() error {
+	_, sbs, err := nm.cfg.Store.Snapshot()
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, sb := range sbs {
-		if e.closing.Load() {
+		if nm.closing.Load() {
 			break
 		}
-		e.locked(func() {
-			if err := e.followNames(store.Changes{Sandboxes: []string{sb.Name}}, nil); err != nil {
+		nm.cfg.Exclusive(func() {
+			nm.mu.Lock()
+			defer nm.mu.Unlock()
+			if err := nm.follow(store.Changes{Sandboxes: []string{sb.Name}}, nil); err != nil {
 				errs = append(errs, fmt.Errorf("sandbox %s: %w", sb.Name, err))
 			}
 		})
 	}
-	e.locked(func() {
-		err := e.loadNames()
+	nm.cfg.Exclusive(func() {
+		nm.mu.Lock()
+		defer nm.mu.Unlock()
+		err := nm.load()
 		if err == nil {
-			err = e.stopStrayResolvers()
+			err = nm.stopStrayResolvers()
 		}
 		errs = append(errs, err)
 	})
@@ -472,178 +549,4 @@ func upstreams(addrs []netip.Addr) []netip.AddrPort {
 		out = append(out, netip.AddrPortFrom(a, 53))
 	}
 	return out
-}
-
-// writeSandboxFiles has the runtime write the hosts and resolv.conf that
-// `ebpfnet exec` (and `ip netns exec`) show inside a sandbox; byName holds
-// the sandboxes its files name. A host-mode sandbox uses the host's own
-// files; a container-mode one those of the namespace's owner.
-func (e *Engine) writeSandboxFiles(sb store.Sandbox, byName map[string]store.Sandbox) error {
-	if sb.Mode == store.ModeHost || sb.External() {
-		return nil
-	}
-	owner := sb
-	if sb.Mode == store.ModeContainer {
-		owner = byName[sb.Shares]
-	}
-	embedded := e.names.sandboxes[owner.Name].asks && e.names.sandboxes[owner.Name].id == owner.ID
-	e.filesWritten.Add(1)
-	return e.cfg.Runtime.WriteFiles(sb, hostsFile(sb, owner, byName), sandboxResolvConf(sb, owner, embedded, e.names.host))
-}
-
-// ipv6Hosts are the IPv6 lines Docker's hosts files begin with
-// (libnetwork/etchosts).
-const ipv6Hosts = "::1\tlocalhost ip6-localhost ip6-loopback\n" +
-	"fe00::\tip6-localnet\n" +
-	"ff00::\tip6-mcastprefix\n" +
-	"ff02::1\tip6-allnodes\n" +
-	"ff02::2\tip6-allrouters\n"
-
-// hostsFile is sb's hosts file: localhost, its own name on the addresses of
-// the namespace's owner, and its links. IPv6 lines are there only when the
-// owner has an IPv6 address, as Docker writes them only where IPv6 is on:
-// everywhere else IPv6 is off in the sandbox (namespace.DisableIPv6), and a
-// name that resolves to an address no interface has fails to connect
-// (localhost on ::1 first, as Node.js does).
-func hostsFile(sb, owner store.Sandbox, byName map[string]store.Sandbox) string {
-	var hosts strings.Builder
-	ipv6 := addr6(owner).IsValid()
-	hosts.WriteString("127.0.0.1\tlocalhost\n")
-	if ipv6 {
-		hosts.WriteString(ipv6Hosts)
-	}
-	entry := func(target store.Sandbox, names string) {
-		if len(target.Endpoints) > 0 && target.Endpoints[0].Addr.IsValid() {
-			fmt.Fprintf(&hosts, "%s\t%s\n", target.Endpoints[0].Addr, names)
-		}
-		if a := addr6(target); ipv6 && a.IsValid() {
-			fmt.Fprintf(&hosts, "%s\t%s\n", a, names)
-		}
-	}
-	entry(owner, sb.Name)
-	for _, l := range sb.Links {
-		// A link follows its target: its addresses now, nothing once it is gone.
-		if target, ok := byName[l.Sandbox]; ok {
-			entry(target, l.Alias+" "+target.Name)
-		}
-	}
-	return hosts.String()
-}
-
-// addr6 is a sandbox's IPv6 address: that of its first endpoint on a
-// network with IPv6, the zero Addr when it has none.
-func addr6(sb store.Sandbox) netip.Addr {
-	for _, ep := range sb.Endpoints {
-		if ep.Addr6.IsValid() {
-			return ep.Addr6
-		}
-	}
-	return netip.Addr{}
-}
-
-// sandboxResolvConf is sb's resolv.conf: the embedded resolver when its
-// namespace's owner has one, else its own servers, else the host's.
-func sandboxResolvConf(sb, owner store.Sandbox, embedded bool, host resolvConf) string {
-	var resolv strings.Builder
-	switch {
-	case embedded:
-		resolv.WriteString("nameserver 127.0.0.11\n")
-		for _, s := range host.search {
-			resolv.WriteString(s + "\n")
-		}
-		resolv.WriteString("options ndots:0\n")
-	case len(sb.DNS) > 0:
-		// The user's choice, kept as given, as Docker keeps --dns.
-		for _, a := range sb.DNS {
-			fmt.Fprintf(&resolv, "nameserver %s\n", a)
-		}
-		for _, s := range host.search {
-			resolv.WriteString(s + "\n")
-		}
-	default:
-		resolv.WriteString(host.forSandbox(addr6(owner).IsValid()))
-	}
-	return resolv.String()
-}
-
-// resolvConf is what ebpfnet takes from the host's resolv.conf.
-type resolvConf struct {
-	nameservers []netip.Addr // both families, not loopback: those would point into the sandbox itself
-	search      []string     // search and domain lines
-	lines       []string     // the file's lines but loopback nameservers and empty lines
-}
-
-// forSandbox is the host's file for a sandbox without a resolver. Its IPv6
-// servers stay only when the sandbox has IPv6 (as Docker's
-// TransformForLegacyNw), and never with a zone: that names an interface of
-// the host, not of the sandbox.
-func (rc resolvConf) forSandbox(ipv6 bool) string {
-	var out strings.Builder
-	for _, line := range rc.lines {
-		if a, ok := nameserver(line); ok && a.Is6() && (!ipv6 || a.Zone() != "") {
-			continue
-		}
-		out.WriteString(line + "\n")
-	}
-	return out.String()
-}
-
-// nameserver parses a nameserver line.
-func nameserver(line string) (netip.Addr, bool) {
-	fields := strings.Fields(line)
-	if len(fields) < 2 || fields[0] != "nameserver" {
-		return netip.Addr{}, false
-	}
-	a, err := netip.ParseAddr(fields[1])
-	return a, err == nil
-}
-
-func readResolvConf(path string) (resolvConf, error) {
-	var rc resolvConf
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return rc, nil
-	}
-	if err != nil {
-		return rc, fmt.Errorf("read %s: %w", path, err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) >= 2 && fields[0] == "nameserver" {
-			a, ok := nameserver(line)
-			if !ok || a.IsLoopback() {
-				continue
-			}
-			rc.nameservers = append(rc.nameservers, a)
-		}
-		if len(fields) >= 2 && (fields[0] == "search" || fields[0] == "domain") {
-			rc.search = append(rc.search, line)
-		}
-		if line != "" {
-			rc.lines = append(rc.lines, line)
-		}
-	}
-	return rc, nil
-}
-
-// dialUpstream is how forwarded queries reach upstream from the
-// dataplane's namespace: it opens the sockets the resolver exchanges them
-// over in that namespace, where they stay whichever goroutine uses them, so
-// the resolver enters the namespace only to open a socket, not per query.
-func (e *Engine) dialUpstream(ctx context.Context, network string, server netip.AddrPort) (net.Conn, error) {
-	return e.dialInHost(ctx, network, server.String())
-}
-
-// dialInHost connects from the dataplane's namespace, as the host's own
-// traffic leaves: to DNS servers upstream, to the cluster store.
-func (e *Engine) dialInHost(ctx context.Context, network, address string) (net.Conn, error) {
-	var c net.Conn
-	// On a thread of its own, not the engine's (inHost): a TCP connect to
-	// a dead server waits out ctx, and publishing would wait behind it.
-	err := namespace.Do(e.cfg.NetNS, func() (err error) {
-		var d net.Dialer
-		c, err = d.DialContext(ctx, network, address)
-		return err
-	})
-	return c, err
 }
