@@ -418,7 +418,24 @@ func (e *Engine) RemoveFrontendNetwork(frontend, ref string) error {
 	e.nudgeCluster()
 	// The record is gone; what is left in the kernel the reconciler would
 	// remove, so a failure here is reported but not rolled back.
-	return errors.Join(e.teardownNetwork(removed), e.maps.DeleteNetwork(networkMaps(removed)))
+	return e.dropNetwork(removed)
+}
+
+// dropNetwork takes a removed network out of the kernel and the maps: its
+// devices, its entries and its subnets', and its tunnel device's entry,
+// looked up before the device goes.
+func (e *Engine) dropNetwork(n store.Network) error {
+	var errs []error
+	if dev, ok := tunnelDevice(n); ok {
+		errs = append(errs, e.inHost(func() error {
+			l, err := netlink.LinkByName(dev)
+			if err != nil {
+				return nil // gone already, and with it what pointed at it
+			}
+			return e.maps.DeleteIface(uint32(l.Attrs().Index))
+		}))
+	}
+	return errors.Join(append(errs, e.teardownNetwork(n), e.maps.DeleteNetwork(networkMaps(n)))...)
 }
 
 // PruneNetworks removes every user-defined network without endpoints but

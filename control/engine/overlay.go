@@ -645,7 +645,7 @@ func (e *Engine) dropMirror(n store.Network) error {
 		return err
 	}
 	delete(e.peers, n.ID)
-	return errors.Join(e.teardownNetwork(n), e.maps.DeleteNetwork(networkMaps(n)))
+	return e.dropNetwork(n)
 }
 
 // remoteRecords are the names of other hosts' endpoints on overlay

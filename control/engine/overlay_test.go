@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ebpfnet/ebpfnet/bpf"
 	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/test/testbed"
@@ -180,5 +181,28 @@ func TestOverlayOverAHostRouteIsNotMirrored(t *testing.T) {
 	}
 	if _, err := te.mirrorOverlay(cn); err == nil || !strings.Contains(err.Error(), "192.0.2.0/24") {
 		t.Errorf("mirror: %v, want the route named", err)
+	}
+}
+
+// Removing an overlay network removes its tunnel device's entry in the
+// ifaces map with it, not at the next reconcile: the entry would name an
+// ifindex the kernel hands to the next interface made.
+func TestOverlayRemovalDropsTheTunnelsEntry(t *testing.T) {
+	te := newClusterEngine(t)
+	n := te.overlayNetwork(t)
+	dev, _ := tunnelDevice(n)
+	l, err := te.link(t, dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info bpf.DatapathIfaceInfo
+	if err := te.dp.Maps.Ifaces.Lookup(uint32(l.Attrs().Index), &info); err != nil {
+		t.Fatalf("tunnel device %s of %s has no ifaces entry: %v", dev, n.Name, err)
+	}
+	if err := te.RemoveNetwork(n.Name); err != nil {
+		t.Fatal(err)
+	}
+	if err := te.dp.Maps.Ifaces.Lookup(uint32(l.Attrs().Index), &info); err == nil {
+		t.Errorf("the ifaces entry of removed %s's tunnel device (ifindex %d) is still there", n.Name, l.Attrs().Index)
 	}
 }
