@@ -9,6 +9,10 @@
 //     and resolv.conf say, kept in step with the store: the engine hands it
 //     each committed change (Names.Follow) and a reconcile has it go over
 //     every sandbox, one at a time under the engine's lock (Names.Resync);
+//   - hostsync: the dataplane namespace's own interfaces and addresses in
+//     the datapath (the uplink programs, host_addrs, other runtimes'
+//     subnets), read without the engine's lock and applied under it, on
+//     every change there (Syncer.Watch) and at each reconcile;
 //   - monitor: the hub of the datapath's events (ebpfnet monitor), which
 //     owns the ring buffer's reader and the monitor map; the engine answers
 //     the API's Events through it and names the events for it

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -320,16 +319,4 @@ func ensureDefaultRoute(sandboxNS string, eps []store.Endpoint, networks map[str
 		}
 		return errors.Join(errs...)
 	})
-}
-
-// owned maps the aliases of the interfaces in h that ebpfnet made to
-// their names.
-func (h hostView) owned() map[string]string {
-	owned := map[string]string{}
-	for _, l := range h.links {
-		if a := l.Attrs().Alias; strings.HasPrefix(a, driver.AliasPrefix) {
-			owned[a] = l.Attrs().Name
-		}
-	}
-	return owned
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/driver/overlay"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/hostports"
+	"github.com/ebpfnet/ebpfnet/control/hostsync"
 	"github.com/ebpfnet/ebpfnet/control/monitor"
 	"github.com/ebpfnet/ebpfnet/control/names"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
@@ -84,34 +85,22 @@ type Engine struct {
 	maps  *maps.Maps
 	log   *slog.Logger
 	mu    sync.Mutex
-	// uplinks are the interfaces the uplink program is on, by name; guarded by mu.
-	uplinks map[string]bool
-	// uplinkChoices are the datapath chosen for each uplink, and why;
-	// guarded by mu.
-	uplinkChoices map[string]loader.UplinkChoice
-	// uplinkAddrs are the addresses masqueraded flows leave from, to the
-	// uplink that has each; guarded by mu.
-	uplinkAddrs map[netip.Addr]string
+	// hostSync keeps the uplinks, host_addrs and other runtimes' subnets
+	// in line with the dataplane namespace; what it applied is guarded by
+	// mu.
+	hostSync *hostsync.Syncer
 	// reclaimed counts the expired conntrack entries reclaimConntrack
 	// removed.
 	reclaimed atomic.Uint64
 	// flushes are the conntrack flushes of removed endpoints under way.
 	flushes conntrackFlushes
-	// hostReads numbers the reads of the host (readHost), and hostApplied
-	// is the number of the read applyHost last applied, guarded by mu: a
-	// read that a later one overtook is not applied over it.
-	hostReads   atomic.Uint64
-	hostApplied uint64
 	// reconciling makes reconciles wait for each other: one's repairs,
 	// which no store change records, would be another's to undo.
 	reconciling sync.Mutex
-	// refusedUplinks are the interfaces last found unfit to be uplinks,
-	// so that each is logged once; guarded by mu.
-	refusedUplinks map[string]bool
-	stopWatcher    func()
-	stopReclaim    chan struct{}
-	resolver       *dns.Resolver
-	dnsServers     *dns.Servers
+	stopWatcher func()
+	stopReclaim chan struct{}
+	resolver    *dns.Resolver
+	dnsServers  *dns.Servers
 	// names keeps the resolver's view and the sandboxes' files in step
 	// with the store; its changes are made under mu.
 	names *names.Names
@@ -176,7 +165,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Runtime == nil {
 		return nil, errors.New("engine: no sandbox runtime configured")
 	}
-	if err := checkNamedUplinks(cfg.NetNS, cfg.Uplinks); err != nil {
+	if err := hostsync.CheckNamedUplinks(cfg.NetNS, cfg.Uplinks); err != nil {
 		return nil, err
 	}
 	cookie, err := netnsCookie(cfg.NetNS)
@@ -220,8 +209,10 @@ func New(cfg Config) (*Engine, error) {
 	for _, name := range dp.RetiredMaps() {
 		cfg.Log.Info("removed a pinned map this version no longer uses", "map", name, "bpffs", cfg.BPFFS)
 	}
-	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, uplinks: map[string]bool{}, drivers: driverFor, host: host,
+	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, drivers: driverFor, host: host,
 		taking: map[string]bool{}}
+	e.hostSync = hostsync.New(hostsync.Config{NetNS: cfg.NetNS, Uplinks: cfg.Uplinks, UplinkModes: cfg.UplinkModes,
+		Datapath: dp, Maps: e.maps, InHost: e.inHost, Locked: e.locked, BeforeRead: func() { beforeHostRead() }, Log: cfg.Log})
 	if e.monitor, err = monitor.New(e.maps, monitorNames{e}, cfg.Log); err != nil {
 		e.Close()
 		return nil, err
@@ -257,7 +248,7 @@ func New(cfg Config) (*Engine, error) {
 	if err := e.Reconcile(); err != nil {
 		e.log.Warn("reconcile on start left work undone", "err", err)
 	}
-	if e.stopWatcher, err = e.watchHost(); err != nil {
+	if e.stopWatcher, err = e.hostSync.Watch(); err != nil {
 		e.Close()
 		return nil, err
 	}
@@ -271,6 +262,10 @@ func New(cfg Config) (*Engine, error) {
 	}
 	return e, nil
 }
+
+// beforeHostRead runs as a read of the host begins: the tests hold a
+// read there.
+var beforeHostRead = func() {}
 
 // Close releases the store and the loaded objects; the datapath stays.
 func (e *Engine) Close() error {

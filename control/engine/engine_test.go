@@ -193,11 +193,11 @@ func TestEngine(t *testing.T) {
 	if st, _ := te.Status(); len(st.Endpoints) != len(st0.Endpoints) {
 		t.Errorf("the failed create left host sides: %+v, had %+v", st.Endpoints, st0.Endpoints)
 	}
-	host, err := te.readHost()
+	host, err := te.hostSync.Read()
 	if err != nil {
 		t.Fatal(err)
 	}
-	owned := host.owned()
+	owned := host.Owned()
 	_, sbs, _ := te.store.Snapshot()
 	for alias, name := range owned {
 		known := !strings.HasPrefix(alias, driver.AliasEndpoint)

@@ -69,7 +69,7 @@ func TestChangesDoNotWaitForAHostRead(t *testing.T) {
 // watcher reads and applies the host again; the watcher's addresses stay.
 func TestAnOlderHostReadIsNotApplied(t *testing.T) {
 	te := newTestEngine(t)
-	older, err := te.readHost()
+	older, err := te.hostSync.Read()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,11 +85,11 @@ func TestAnOlderHostReadIsNotApplied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	newer, err := te.readHost()
+	newer, err := te.hostSync.Read()
 	if err != nil {
 		t.Fatal(err)
 	}
-	te.locked(func() { err = errors.Join(te.applyHost(newer), te.applyHost(older)) })
+	te.locked(func() { err = errors.Join(te.hostSync.Apply(newer), te.hostSync.Apply(older)) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,15 +109,19 @@ func TestAPartialHostReadIsNotApplied(t *testing.T) {
 		var v uint32
 		return te.dp.Maps.HostAddrs.Lookup(bpf.DatapathAddr{B: loopback.As16()}, &v) == nil
 	}
-	whole, err := te.readHost()
+	whole, err := te.hostSync.Read()
 	if err != nil {
 		t.Fatal(err)
 	}
-	te.locked(func() { err = te.applyHost(whole) })
+	te.locked(func() { err = te.hostSync.Apply(whole) })
 	if err != nil || !has() {
 		t.Fatalf("host address %s is not in host_addrs after the host was applied (%v)", loopback, err)
 	}
-	partial := hostView{seq: te.hostReads.Add(1), links: []netlink.Link{}, byLink: map[int][]netlink.Addr{}, partial: true}
+	partial, err := te.hostSync.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	partial.Links, partial.Partial = []netlink.Link{}, true
 	te.locked(func() { err = te.applyWhole(wholePlan{}, storeState{}, store.Changes{}, partial) })
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/hostports"
+	"github.com/ebpfnet/ebpfnet/control/hostsync"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/maps"
@@ -109,7 +110,7 @@ func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb store.Sandbox,
 			if spec.HostIP.IsValid() && !spec.HostIP.IsLoopback() {
 				if hostAddrs == nil {
 					var err error
-					if hostAddrs, err = hostAddresses(); err != nil {
+					if hostAddrs, err = hostsync.Addresses(); err != nil {
 						return err
 					}
 				}

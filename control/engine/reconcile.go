@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
+	"github.com/ebpfnet/ebpfnet/control/hostsync"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	dpmaps "github.com/ebpfnet/ebpfnet/maps"
@@ -94,12 +95,12 @@ func (e *Engine) reconcileWhole() error {
 	// interfaces it may have missed or seen half made, is one of these.
 	tracker := e.store.Track()
 	var errs []error
-	host, err := e.readHost()
+	host, err := e.hostSync.Read()
 	if err != nil {
 		// The maps still follow the store, each interface looked up on
 		// its own; the uplinks and leftovers wait for a read.
 		errs = append(errs, err)
-		host = hostView{}
+		host = hostsync.View{}
 	}
 	s, err := e.readState()
 	if err != nil {
@@ -147,14 +148,14 @@ type wholePlan struct {
 	strayPins []string          // interfaces whose programs' pins no record names
 }
 
-func (e *Engine) planWhole(s storeState, host hostView) (wholePlan, error) {
+func (e *Engine) planWhole(s storeState, host hostsync.View) (wholePlan, error) {
 	p := wholePlan{ifindexes: map[string]int{}, leftovers: map[string]string{}}
 	beforeMapsRead()
 	// The few interfaces made since host was read are looked up in the
 	// dataplane's namespace; the maps are read off its thread, which
 	// changes need.
 	var want dpmaps.Desired
-	lookup := host.ifindexes()
+	lookup := host.Ifindexes()
 	err := e.inHost(func() error {
 		want = desiredMaps(s.nets, s.sbs, s.pubs, func(name string) (int, bool) {
 			i, ok := lookup(name)
@@ -172,7 +173,7 @@ func (e *Engine) planWhole(s storeState, host hostView) (wholePlan, error) {
 	p.maps, err = e.maps.PlanSync(want) // a map that cannot be read is left as it is
 	errs = append(errs, err)
 	known, hostSides := ownedNames(s.nets, s.sbs)
-	for alias, name := range host.owned() {
+	for alias, name := range host.Owned() {
 		if !known[alias] {
 			p.leftovers[name] = alias
 		}
@@ -190,7 +191,7 @@ func (e *Engine) planWhole(s storeState, host hostView) (wholePlan, error) {
 // applyWhole writes plan, made from s and host, but what the records
 // changed since it was made have: their changes wrote that. Callers hold
 // e.mu.
-func (e *Engine) applyWhole(plan wholePlan, s storeState, changed store.Changes, host hostView) error {
+func (e *Engine) applyWhole(plan wholePlan, s storeState, changed store.Changes, host hostsync.View) error {
 	// The changed records as plan saw them, and as they are.
 	then, now := s.changedRecords(changed), changedRecords{}
 	if !changed.Empty() {
@@ -221,8 +222,8 @@ func (e *Engine) applyWhole(plan wholePlan, s storeState, changed store.Changes,
 	}))
 	// Unread, the host would look empty: every uplink and interface gone;
 	// read in part, it may lack an uplink. The host watcher applies it.
-	if host.links != nil && !host.partial {
-		errs = append(errs, e.applyHost(host))
+	if host.Whole() {
+		errs = append(errs, e.hostSync.Apply(host))
 	}
 	errs = append(errs, e.removeLeftovers(plan, then, now))
 	// Devices recreated before lost their peers: write them all again.
@@ -401,27 +402,6 @@ func (e *Engine) refreshPrograms(ep store.Endpoint) error {
 	})
 }
 
-// ifindexes looks interfaces up by name: as h has them, read before the
-// lock (one lookup each would hold it for thousands), or for one made
-// since, as the kernel says. A host side keeps its name for its
-// endpoint's life. It runs in the dataplane's namespace.
-func (h hostView) ifindexes() func(name string) (int, bool) {
-	byName := make(map[string]int, len(h.links))
-	for _, l := range h.links {
-		byName[l.Attrs().Name] = l.Attrs().Index
-	}
-	return func(name string) (int, bool) {
-		if i, ok := byName[name]; ok {
-			return i, true
-		}
-		l, err := netlink.LinkByName(name)
-		if err != nil {
-			return 0, false // reported by the endpoint repair
-		}
-		return l.Attrs().Index, true
-	}
-}
-
 // flushOrphanedConntrack removes the flows of endpoints whose conntrack
 // flush never finished (the daemon stopped or crashed during one), once
 // the maps name every live endpoint.
@@ -481,7 +461,7 @@ func (e *Engine) removeLeftovers(plan wholePlan, then, now changedRecords) error
 		}))
 	}
 	for _, name := range plan.strayPins {
-		if !sidesThen[name] && !sidesNow[name] && !e.uplinks[name] {
+		if !sidesThen[name] && !sidesNow[name] && !e.hostSync.IsUplink(name) {
 			errs = append(errs, e.inHost(func() error { return e.dp.Detach(name) }))
 		}
 	}

@@ -105,7 +105,7 @@ func TestReconcileLeavesAnInterfaceMadeAgainMeanwhile(t *testing.T) {
 // and interfaces are as the store has them.
 func (te testEngine) planNow(t *testing.T) (storeState, wholePlan) {
 	t.Helper()
-	host, err := te.readHost()
+	host, err := te.hostSync.Read()
 	if err != nil {
 		t.Fatal(err)
 	}

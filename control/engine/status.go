@@ -38,9 +38,10 @@ func (e *Engine) Status() (api.Status, error) {
 	}
 	// Before reading the store: a writer holding e.mu may wait for readers.
 	e.mu.Lock()
-	uplinks := slices.Sorted(maps.Keys(e.uplinks))
-	choices := maps.Clone(e.uplinkChoices)
+	choices, _ := e.hostSync.Uplinks()
+	choices = maps.Clone(choices)
 	e.mu.Unlock()
+	uplinks := slices.Sorted(maps.Keys(choices))
 	nets, sbs, err := e.store.Snapshot()
 	if err != nil {
 		return st, err
@@ -149,7 +150,8 @@ func (e *Engine) Counters() ([]api.Counter, error) {
 // without e.mu, so a scrape never holds up a change.
 func (e *Engine) Metrics() (api.Metrics, error) {
 	e.mu.Lock()
-	byAddr := maps.Clone(e.uplinkAddrs)
+	_, byAddr := e.hostSync.Uplinks()
+	byAddr = maps.Clone(byAddr)
 	e.mu.Unlock()
 	summary, err := e.maps.SummarizeConntrack(slices.Collect(maps.Keys(byAddr)), dpmaps.Now())
 	if err != nil {

@@ -1,12 +1,21 @@
-package engine
+// Package hostsync keeps the datapath in line with the dataplane
+// namespace's own interfaces and addresses: the uplink programs on the
+// uplinks and the addresses masqueraded flows leave from (uplinks),
+// every host address (host_addrs), and the subnets of other runtimes'
+// bridges. It reads the namespace without the engine's lock and applies
+// what it read under it, whenever an address or an interface not
+// ebpfnet's changes (Watch) and at each reconcile.
+package hostsync
 
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -19,101 +28,158 @@ import (
 	"github.com/ebpfnet/ebpfnet/maps"
 )
 
-// hostView is the dataplane namespace's interfaces and their addresses,
-// as readHost reads them.
-type hostView struct {
-	seq    uint64 // which read (Engine.hostReads)
-	links  []netlink.Link
-	byLink map[int][]netlink.Addr
-	// partial: interfaces came and went through every try of the read,
-	// which may lack some or name some gone. Good enough to look names up
-	// by and to find leftovers by, which are looked at again; not to
-	// apply (applyHost), which would detach an uplink it lacks.
-	partial bool
+// Config is the namespace a Syncer reads and the datapath it writes.
+type Config struct {
+	NetNS string // the dataplane's namespace
+	// Uplinks name the interfaces that may be uplinks; none: any with an
+	// address ebpfnet did not make. UplinkModes is whether they get the
+	// XDP fast path.
+	Uplinks     []string
+	UplinkModes loader.UplinkModes
+	Datapath    *loader.Datapath
+	Maps        *maps.Maps
+	// InHost runs fn on the thread kept in the dataplane's namespace.
+	InHost func(fn func() error) error
+	// Locked runs fn under the engine's lock, which Apply needs held.
+	Locked func(fn func())
+	// BeforeRead runs as a read begins: the tests hold one there.
+	BeforeRead func()
+	Log        *slog.Logger
 }
 
-// readHost reads the dataplane namespace's interfaces and addresses. It
+// Syncer reads the host and applies what it read. What it applied is
+// guarded by the lock Config.Locked takes.
+type Syncer struct {
+	cfg Config
+	// reads numbers the reads of the host, and applied is the number of
+	// the read last applied: a read that a later one overtook is not
+	// applied over it.
+	reads   atomic.Uint64
+	applied uint64
+	// uplinks are the interfaces the uplink program is on, by name;
+	// choices the datapath chosen for each, and why; addrsOut the
+	// addresses masqueraded flows leave from, to the uplink that has each.
+	uplinks  map[string]bool
+	choices  map[string]loader.UplinkChoice
+	addrsOut map[netip.Addr]string
+	// refused are the interfaces last found unfit to be uplinks, so that
+	// each is logged once.
+	refused map[string]bool
+}
+
+// New is a Syncer of cfg.
+func New(cfg Config) *Syncer {
+	if cfg.BeforeRead == nil {
+		cfg.BeforeRead = func() {}
+	}
+	return &Syncer{cfg: cfg}
+}
+
+// IsUplink reports whether the uplink program is on interface name.
+// Callers hold the lock Config.Locked takes.
+func (s *Syncer) IsUplink(name string) bool { return s.uplinks[name] }
+
+// Uplinks are the uplinks, the datapath chosen for each, and the
+// addresses masqueraded flows leave from, to the uplink that has each.
+// Callers hold the lock Config.Locked takes.
+func (s *Syncer) Uplinks() (map[string]loader.UplinkChoice, map[netip.Addr]string) {
+	return s.choices, s.addrsOut
+}
+
+// View is the dataplane namespace's interfaces and their addresses, as
+// Read reads them.
+type View struct {
+	seq    uint64 // which read (Syncer.reads)
+	Links  []netlink.Link
+	byLink map[int][]netlink.Addr
+	// Partial: interfaces came and went through every try of the read,
+	// which may lack some or name some gone. Good enough to look names up
+	// by and to find leftovers by, which are looked at again; not to
+	// apply, which would detach an uplink it lacks.
+	Partial bool
+}
+
+// Whole reports whether h was read, and whole: what Apply may apply.
+func (h View) Whole() bool { return h.Links != nil && !h.Partial }
+
+// Read reads the dataplane namespace's interfaces and addresses. It
 // needs no lock, and it reads through a netlink socket of its own in that
 // namespace, not on the thread kept there (inHost): a host with thousands
 // of sandboxes has as many veths, and a read of them all takes longer
 // than a change, which must wait for neither. Changes that make and
-// remove interfaces all the while make it partial (readWholeHost).
-func (e *Engine) readHost() (hostView, error) {
-	seq := e.hostReads.Add(1)
-	ns, err := netns.GetFromPath(e.cfg.NetNS)
+// remove interfaces all the while make it partial (ReadWhole).
+func (s *Syncer) Read() (View, error) {
+	seq := s.reads.Add(1)
+	ns, err := netns.GetFromPath(s.cfg.NetNS)
 	if err != nil {
-		return hostView{}, fmt.Errorf("open the dataplane namespace %s: %w", e.cfg.NetNS, err)
+		return View{}, fmt.Errorf("open the dataplane namespace %s: %w", s.cfg.NetNS, err)
 	}
 	defer ns.Close()
 	nl, err := netlink.NewHandleAt(ns)
 	if err != nil {
-		return hostView{}, fmt.Errorf("netlink socket in the dataplane namespace: %w", err)
+		return View{}, fmt.Errorf("netlink socket in the dataplane namespace: %w", err)
 	}
 	defer nl.Close()
-	beforeHostRead()
+	s.cfg.BeforeRead()
 	h, err := dumpHost(nl)
 	h.seq = seq
 	return h, err
 }
 
-// readWholeHost is readHost, made again on the dataplane namespace's
+// ReadWhole is Read, made again on the dataplane namespace's
 // thread when it was partial: the changes make their interfaces there,
 // and wait for the read.
-func (e *Engine) readWholeHost() (hostView, error) {
-	h, err := e.readHost()
-	if err != nil || !h.partial {
+func (s *Syncer) ReadWhole() (View, error) {
+	h, err := s.Read()
+	if err != nil || !h.Partial {
 		return h, err
 	}
-	seq := e.hostReads.Add(1)
-	err = e.inHost(func() (err error) { h, err = dumpHost(&netlink.Handle{}); return err })
-	if err == nil && h.partial {
+	seq := s.reads.Add(1)
+	err = s.cfg.InHost(func() (err error) { h, err = dumpHost(&netlink.Handle{}); return err })
+	if err == nil && h.Partial {
 		err = fmt.Errorf("list interfaces: %w", netlink.ErrDumpInterrupted)
 	}
 	h.seq = seq
 	return h, err
 }
 
-// dumpHost reads the interfaces and addresses of nl's namespace; partial
+// dumpHost reads the interfaces and addresses of nl's namespace; Partial
 // when they changed through every try.
-func dumpHost(nl *netlink.Handle) (hostView, error) {
-	var h hostView
+func dumpHost(nl *netlink.Handle) (View, error) {
+	var h View
 	links, err := driver.Dump(nl.LinkList)
 	if errors.Is(err, netlink.ErrDumpInterrupted) {
-		h.partial, err = true, nil
+		h.Partial, err = true, nil
 	}
 	if err != nil {
-		return hostView{}, fmt.Errorf("list interfaces: %w", err)
+		return View{}, fmt.Errorf("list interfaces: %w", err)
 	}
 	// One dump of every address, not one per interface: the kernel
 	// dumps them all either way, and per interface that cost the square
 	// of the interfaces, a veth per sandbox among them.
 	all, err := driver.Dump(func() ([]netlink.Addr, error) { return nl.AddrList(nil, netlink.FAMILY_ALL) })
 	if errors.Is(err, netlink.ErrDumpInterrupted) {
-		h.partial, err = true, nil
+		h.Partial, err = true, nil
 	}
 	if err != nil {
-		return hostView{}, fmt.Errorf("list addresses: %w", err)
+		return View{}, fmt.Errorf("list addresses: %w", err)
 	}
-	h.links, h.byLink = links, map[int][]netlink.Addr{}
+	h.Links, h.byLink = links, map[int][]netlink.Addr{}
 	for _, a := range all {
 		h.byLink[a.LinkIndex] = append(h.byLink[a.LinkIndex], a)
 	}
 	return h, nil
 }
 
-// beforeHostRead runs as readHost begins its read: the tests hold a read
-// there.
-var beforeHostRead = func() {}
-
-// applyHost brings the datapath in line with the dataplane namespace's
-// addresses and uplinks as readHost read them, unless a later read was
+// Apply brings the datapath in line with the dataplane namespace's
+// addresses and uplinks as Read read them, unless a later read was
 // applied: it attaches the uplink program where it belongs and rewrites
-// host_addrs and uplinks. Callers hold e.mu.
-func (e *Engine) applyHost(h hostView) error {
-	if h.seq < e.hostApplied {
+// host_addrs and uplinks. Callers hold the lock Config.Locked takes.
+func (s *Syncer) Apply(h View) error {
+	if h.seq < s.applied {
 		return nil // a later read was applied
 	}
-	e.hostApplied = h.seq
+	s.applied = h.seq
 	var (
 		addrs   []netip.Addr
 		foreign []netip.Prefix
@@ -125,18 +191,18 @@ func (e *Engine) applyHost(h hostView) error {
 		refused  = map[string]bool{}
 		errs     []error
 	)
-	err := e.inHost(func() error {
-		toOutside := bridgesToOutside(h.links)
-		for _, l := range h.links {
+	err := s.cfg.InHost(func() error {
+		toOutside := bridgesToOutside(h.Links)
+		for _, l := range h.Links {
 			attrs := l.Attrs()
 			list := h.byLink[attrs.Index]
-			isForeign := containerBridge(l, toOutside) && !slices.Contains(e.cfg.Uplinks, attrs.Name)
+			isForeign := containerBridge(l, toOutside) && !slices.Contains(s.cfg.Uplinks, attrs.Name)
 			// The first address of each family is what flows leaving
 			// through the interface are masqueraded to; an IPv6 one must
 			// be routable beyond the link.
 			var first maps.Uplink
 			for _, a := range list {
-				ip, ok := datapathHostAddr(a)
+				ip, ok := DatapathAddr(a)
 				if !ok {
 					continue
 				}
@@ -154,28 +220,28 @@ func (e *Engine) applyHost(h hostView) error {
 			if isForeign {
 				continue // another runtime's network, not a way out
 			}
-			ok, err := e.isUplink(l, first)
+			ok, err := s.isUplink(l, first)
 			if err != nil {
 				// Said once per interface, not on every sync.
 				refused[attrs.Name] = true
-				if !e.refusedUplinks[attrs.Name] {
-					e.logRefusedUplink(err)
+				if !s.refused[attrs.Name] {
+					s.logRefusedUplink(err)
 				}
 			}
 			if !ok {
 				continue
 			}
-			if _, err := e.dp.AttachUplink(attrs.Name, attrs.Index); err != nil {
+			if _, err := s.cfg.Datapath.AttachUplink(attrs.Name, attrs.Index); err != nil {
 				errs = append(errs, err)
 				continue
 			}
 			// Without its fast path an uplink still serves, on TC.
-			choice := e.cfg.UplinkModes.Choose(attrs.Name, nicDriver(attrs.Name))
+			choice := s.cfg.UplinkModes.Choose(attrs.Name, nicDriver(attrs.Name))
 			mode := choice.Mode
 			if choice.Auto && mode == loader.UplinkXDP {
 				mode = loader.UplinkAuto
 			}
-			if err := e.dp.AttachUplinkXDP(attrs.Name, attrs.Index, mode); err != nil {
+			if err := s.cfg.Datapath.AttachUplinkXDP(attrs.Name, attrs.Index, mode); err != nil {
 				errs = append(errs, err)
 			}
 			names[attrs.Name] = true
@@ -188,9 +254,9 @@ func (e *Engine) applyHost(h hostView) error {
 			}
 		}
 		// Interfaces that stopped being uplinks lose the program.
-		for name := range e.uplinks {
+		for name := range s.uplinks {
 			if !names[name] {
-				errs = append(errs, e.dp.Detach(name))
+				errs = append(errs, s.cfg.Datapath.Detach(name))
 			}
 		}
 		return nil
@@ -198,11 +264,11 @@ func (e *Engine) applyHost(h hostView) error {
 	if err != nil {
 		return err
 	}
-	e.uplinks = names
-	e.uplinkChoices = choices
-	e.uplinkAddrs = addrsOut
-	e.refusedUplinks = refused
-	errs = append(errs, e.maps.SyncHost(addrs, uplinks, foreign))
+	s.uplinks = names
+	s.choices = choices
+	s.addrsOut = addrsOut
+	s.refused = refused
+	errs = append(errs, s.cfg.Maps.SyncHost(addrs, uplinks, foreign))
 	return errors.Join(errs...)
 }
 
@@ -253,12 +319,12 @@ func maskBits(m net.IPMask) int {
 // beyond the link) that is not loopback and not ebpfnet's own. One that
 // would be an uplink but has no Ethernet header is not, and the error
 // says why.
-func (e *Engine) isUplink(l netlink.Link, addrs maps.Uplink) (bool, error) {
+func (s *Syncer) isUplink(l netlink.Link, addrs maps.Uplink) (bool, error) {
 	attrs := l.Attrs()
 	addressed := addrs.Addr.IsValid() || addrs.Addr6.IsValid()
 	var candidate bool
-	if len(e.cfg.Uplinks) > 0 {
-		candidate = slices.Contains(e.cfg.Uplinks, attrs.Name) && addressed
+	if len(s.cfg.Uplinks) > 0 {
+		candidate = slices.Contains(s.cfg.Uplinks, attrs.Name) && addressed
 	} else {
 		candidate = addressed && !addrs.Addr.IsLoopback() && !addrs.Addr6.IsLoopback() &&
 			attrs.Flags&net.FlagLoopback == 0 && !strings.HasPrefix(attrs.Alias, driver.AliasPrefix)
@@ -284,17 +350,17 @@ func checkEthernet(l netlink.Link) error {
 
 // logRefusedUplink says why an interface is not an uplink: an error when
 // the user named it, news otherwise.
-func (e *Engine) logRefusedUplink(err error) {
-	if len(e.cfg.Uplinks) > 0 {
-		e.log.Error("refuse uplink", "err", err)
+func (s *Syncer) logRefusedUplink(err error) {
+	if len(s.cfg.Uplinks) > 0 {
+		s.cfg.Log.Error("refuse uplink", "err", err)
 		return
 	}
-	e.log.Info("skip uplink", "reason", err)
+	s.cfg.Log.Info("skip uplink", "reason", err)
 }
 
-// checkNamedUplinks refuses to start with a named uplink that exists and
+// CheckNamedUplinks refuses to start with a named uplink that exists and
 // has no Ethernet header. One that appears later is refused when it does.
-func checkNamedUplinks(netns string, names []string) error {
+func CheckNamedUplinks(netns string, names []string) error {
 	return namespace.Do(netns, func() error {
 		for _, name := range names {
 			l, err := netlink.LinkByName(name)
@@ -309,13 +375,13 @@ func checkNamedUplinks(netns string, names []string) error {
 	})
 }
 
-// watchHost reads the host and applies what it read whenever an address or interface of the
+// Watch reads the host and applies what it read whenever an address or interface of the
 // dataplane namespace changes, so new host addresses serve published ports
 // at once. The returned function stops it.
-func (e *Engine) watchHost() (func(), error) {
-	ns, err := netns.GetFromPath(e.cfg.NetNS)
+func (s *Syncer) Watch() (func(), error) {
+	ns, err := netns.GetFromPath(s.cfg.NetNS)
 	if err != nil {
-		return nil, fmt.Errorf("open dataplane namespace %s: %w", e.cfg.NetNS, err)
+		return nil, fmt.Errorf("open dataplane namespace %s: %w", s.cfg.NetNS, err)
 	}
 	done := make(chan struct{})
 	addrCh := make(chan netlink.AddrUpdate, 64)
@@ -344,26 +410,24 @@ func (e *Engine) watchHost() (func(), error) {
 					return
 				}
 				if ip, _ := netip.AddrFromSlice(u.LinkAddress.IP); ip.Is6() && ip.IsLinkLocalUnicast() {
-					continue // never a host address of the datapath's (datapathHostAddr)
+					continue // never a host address of the datapath's (DatapathAddr)
 				}
 			case u, ok := <-linkCh:
 				if !ok {
 					return
 				}
-				if e.ownPort(u.Link) {
+				if s.ownPort(u.Link) {
 					continue
 				}
 			case <-settle:
 				settle = nil
 				began := time.Now()
-				h, err := e.readWholeHost()
+				h, err := s.ReadWhole()
 				if err == nil {
-					e.mu.Lock()
-					err = e.applyHost(h)
-					e.mu.Unlock()
+					s.cfg.Locked(func() { err = s.Apply(h) })
 				}
 				if err != nil {
-					e.log.Warn("sync host addresses and uplinks", "err", err)
+					s.cfg.Log.Warn("sync host addresses and uplinks", "err", err)
 				}
 				// A host whose every interface takes long to read (thousands
 				// of veths) is read again no more than a fifth of the time.
@@ -383,7 +447,7 @@ func (e *Engine) watchHost() (func(), error) {
 	}, nil
 }
 
-// hostSettle is how long watchHost lets a burst of changes (an interface
+// hostSettle is how long Watch lets a burst of changes (an interface
 // and its addresses) settle before it syncs the host.
 const hostSettle = 50 * time.Millisecond
 
@@ -394,38 +458,71 @@ const hostSettle = 50 * time.Millisecond
 // so they need no read of the host, which reads every interface and would
 // make every create cost what the host holds. An
 // uplink stays watched whatever happens to it.
-func (e *Engine) ownPort(l netlink.Link) bool {
+func (s *Syncer) ownPort(l netlink.Link) bool {
 	attrs := l.Attrs()
 	own := attrs.MasterIndex != 0 || strings.HasPrefix(attrs.Alias, driver.AliasPrefix) || strings.HasPrefix(attrs.Name, driver.HostSidePrefix)
 	if !own {
 		return false
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return !e.uplinks[attrs.Name]
+	var uplink bool
+	s.cfg.Locked(func() { uplink = s.uplinks[attrs.Name] })
+	return !uplink
 }
 
-// hostAddresses lists the IPv4 addresses of the namespace it runs in.
-func hostAddresses() ([]netip.Addr, error) {
+// Addresses lists the IPv4 addresses of the namespace it runs in.
+func Addresses() ([]netip.Addr, error) {
 	list, err := driver.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return nil, fmt.Errorf("list host addresses: %w", err)
 	}
 	var out []netip.Addr
 	for _, a := range list {
-		if ip, ok := datapathHostAddr(a); ok {
+		if ip, ok := DatapathAddr(a); ok {
 			out = append(out, ip)
 		}
 	}
 	return out, nil
 }
 
-// datapathHostAddr is a host address as the datapath knows it (host_addrs)
+// DatapathAddr is a host address as the datapath knows it (host_addrs)
 // and publications may name it. IPv6 link-local addresses are none: every
 // interface has one, the host sides of veths included, coming and going
 // with them, and no publication is reached through them.
-func datapathHostAddr(a netlink.Addr) (netip.Addr, bool) {
+func DatapathAddr(a netlink.Addr) (netip.Addr, bool) {
 	ip, ok := netip.AddrFromSlice(a.IP)
 	ip = ip.Unmap()
 	return ip, ok && !(ip.Is6() && ip.IsLinkLocalUnicast())
+}
+
+// owned maps the aliases of the interfaces in h that ebpfnet made to
+// their names.
+func (h View) Owned() map[string]string {
+	owned := map[string]string{}
+	for _, l := range h.Links {
+		if a := l.Attrs().Alias; strings.HasPrefix(a, driver.AliasPrefix) {
+			owned[a] = l.Attrs().Name
+		}
+	}
+	return owned
+}
+
+// ifindexes looks interfaces up by name: as h has them, read before the
+// lock (one lookup each would hold it for thousands), or for one made
+// since, as the kernel says. A host side keeps its name for its
+// endpoint's life. It runs in the dataplane's namespace.
+func (h View) Ifindexes() func(name string) (int, bool) {
+	byName := make(map[string]int, len(h.Links))
+	for _, l := range h.Links {
+		byName[l.Attrs().Name] = l.Attrs().Index
+	}
+	return func(name string) (int, bool) {
+		if i, ok := byName[name]; ok {
+			return i, true
+		}
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return 0, false // reported by the endpoint repair
+		}
+		return l.Attrs().Index, true
+	}
 }
