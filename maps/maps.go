@@ -605,8 +605,8 @@ func (p entryPlan[K, V]) apply(skip func(K) bool) (int, error) {
 func (p entryPlan[K, V]) writes() int { return len(p.put) + len(p.del) }
 
 // applyCounts writes the plan of a map of counts: the keys changed
-// records count, then or now, as want has them, less then's, plus now's;
-// the rest as planned.
+// records count, then or now, as want has them, less then's, plus now's
+// (where the map does not hold that already); the rest as planned.
 func (p entryPlan[K, V]) applyCounts(want, then, now map[K]uint32) (int, error) {
 	if p.m == nil {
 		return 0, nil
@@ -616,8 +616,16 @@ func (p entryPlan[K, V]) applyCounts(want, then, now map[K]uint32) (int, error) 
 	touched := maps.Clone(then)
 	maps.Copy(touched, now)
 	for k := range touched {
+		total := int(want[k]) - int(then[k]) + int(now[k])
+		var have uint32 // absent: 0; a failed read counts as a difference
+		if err := p.m.Lookup(k, &have); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			have = ^uint32(0)
+		}
+		if int(have) == max(total, 0) {
+			continue // the change that touched it wrote it so
+		}
 		n++
-		if total := int(want[k]) - int(then[k]) + int(now[k]); total > 0 {
+		if total > 0 {
 			if err := p.m.Put(k, uint32(total)); err != nil {
 				errs = append(errs, fmt.Errorf("update %s: %w", p.m, err))
 			}

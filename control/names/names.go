@@ -93,7 +93,7 @@ func (nm *Names) Sharers(name string) []string {
 // every sandbox's files after each change made the 1,000th create cost
 // 24 times the 100th (issue 24). Guarded by Names.mu.
 type nameIndex struct {
-	ready     bool       // built from the whole store (indexNames)
+	ready     bool       // built from the whole store (indexAll)
 	host      resolvConf // the host's file the sandboxes' files follow
 	view      *dns.View  // what the resolver answers from
 	sandboxes map[string]indexedSandbox
