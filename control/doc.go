@@ -3,8 +3,12 @@
 //
 //   - engine: the engine, which turns requests into store records, kernel
 //     objects and BPF map entries, and reconciles the kernel with the store;
-//     it also follows the cluster for overlay networks, keeps the runtimes'
-//     attachments and implements api's interfaces (Engine.API);
+//     it also follows the cluster for overlay networks and keeps the
+//     runtimes' attachments. It takes typed specs (netip, ports.Mapping)
+//     and knows no API request or read model but its status;
+//   - apiengine: api's interfaces over the engine. It decodes each
+//     request's addresses once, names a runtime's attachments after its
+//     container and interface, and shows records as read models;
 //   - names: what the embedded DNS answers and what each sandbox's hosts
 //     and resolv.conf say, kept in step with the store: the engine hands it
 //     each committed change (Names.Follow) and a reconcile has it go over
@@ -17,7 +21,8 @@
 //     owns the ring buffer's reader and the monitor map; the engine answers
 //     the API's Events through it and names the events for it
 //     (monitor.Namer);
-//   - driver/…: the Driver interface and one package per kind of network
+//   - driver/…: the Driver interface, the one dispatch from a driver's name
+//     to its driver (driver/drivers), and one package per kind of network
 //     (bridge, macvlan, overlay, chained), which build networks and
 //     endpoints in the kernel;
 //   - frontend/…: one package per way in. A frontend owns user syntax and
@@ -27,10 +32,10 @@
 //     in ports. Docker's plugin (frontend/docker) runs in the daemon;
 //     CNI's is a binary of its own (cmd/ebpfnet-cni), a client of the
 //     API's attachments. Both hand over their runtime's namespaces by path;
-//   - api: the wire types, the engine's read models, the server and the
-//     client, and the Engine and RuntimeEngine interfaces the server calls,
-//     which the engine implements: the engine imports api, never the
-//     reverse;
+//   - api: the wire types, the read models, the server and the client,
+//     and the Engine and RuntimeEngine interfaces the server calls, defined
+//     here by their user and taking the request's context: apiengine
+//     implements them, and api imports neither it nor the engine;
 //   - store: the durable state of this host; cluster: the records the hosts
 //     of a cluster share in etcd (hosts and their leases, overlay networks,
 //     their addresses); ipam: address pools; hostports: the host ports that

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
@@ -55,7 +57,7 @@ type portMapping struct {
 }
 
 func main() {
-	skel.PluginMainFuncs(skel.CNIFuncs{Add: add, Del: del, Check: check, GC: gc, Status: status},
+	skel.PluginMainFuncs(skel.CNIFuncs{Add: adder(routedVia), Del: del, Check: check, GC: gc, Status: status},
 		version.PluginSupports("0.4.0", "1.0.0", "1.1.0"), "ebpfnet: container networking with eBPF instead of iptables")
 }
 
@@ -102,7 +104,12 @@ func mappings(pms []portMapping) ([]ports.Mapping, error) {
 	return out, nil
 }
 
-func add(args *skel.CmdArgs) error {
+// adder is ADD, reading the namespace's default routes with routedVia.
+func adder(routedVia func(netns string, gw net.IP) (bool, error)) func(*skel.CmdArgs) error {
+	return func(args *skel.CmdArgs) error { return add(args, routedVia) }
+}
+
+func add(args *skel.CmdArgs, routedVia func(netns string, gw net.IP) (bool, error)) error {
 	conf, client, err := parse(args.StdinData)
 	if err != nil {
 		return err
@@ -132,7 +139,7 @@ func add(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	result, err := resultOf(a, args.Netns)
+	result, err := resultOf(a, args.Netns, routedVia)
 	if err != nil {
 		return err
 	}
@@ -140,9 +147,10 @@ func add(args *skel.CmdArgs) error {
 }
 
 // resultOf is an attachment as CNI reports it: the host side and the
-// container's interface, its addresses, gateways and default routes, one
-// of each per family.
-func resultOf(a api.Attachment, netns string) (*current.Result, error) {
+// container's interface, its addresses and gateways, and a default route
+// per family where the namespace's default route goes via the gateway
+// (routedVia tells; a second network's interface has none).
+func resultOf(a api.Attachment, netns string, routedVia func(netns string, gw net.IP) (bool, error)) (*current.Result, error) {
 	inside := 1
 	r := &current.Result{
 		CNIVersion: current.ImplementedSpecVersion,
@@ -151,10 +159,7 @@ func resultOf(a api.Attachment, netns string) (*current.Result, error) {
 			{Name: a.Interface, Mac: a.MacAddress, Mtu: a.Mtu, Sandbox: netns},
 		},
 	}
-	for _, f := range []struct {
-		address, gateway string
-		defaultRoute     bool
-	}{{a.Address, a.Gateway, a.DefaultRoute}, {a.AddressIPv6, a.GatewayIPv6, a.DefaultRoute6}} {
+	for _, f := range []struct{ address, gateway string }{{a.Address, a.Gateway}, {a.AddressIPv6, a.GatewayIPv6}} {
 		if f.address == "" {
 			continue // an IPv4-only network
 		}
@@ -166,7 +171,11 @@ func resultOf(a api.Attachment, netns string) (*current.Result, error) {
 		ip := &current.IPConfig{Interface: &inside, Address: net.IPNet{IP: prefix.Addr().AsSlice(), Mask: net.CIDRMask(prefix.Bits(), bits)}}
 		if f.gateway != "" {
 			ip.Gateway = net.ParseIP(f.gateway)
-			if f.defaultRoute { // a second network's interface has none
+			routed, err := routedVia(netns, ip.Gateway)
+			if err != nil {
+				return nil, fmt.Errorf("read the routes of %s: %w", netns, err)
+			}
+			if routed {
 				dst := net.IPNet{IP: net.IP(make([]byte, bits/8)), Mask: net.CIDRMask(0, bits)}
 				r.Routes = append(r.Routes, &types.Route{Dst: dst, GW: ip.Gateway})
 			}
@@ -174,6 +183,27 @@ func resultOf(a api.Attachment, netns string) (*current.Result, error) {
 		r.IPs = append(r.IPs, ip)
 	}
 	return r, nil
+}
+
+// routedVia reports whether the namespace at netns routes gw's family by
+// default through gw.
+func routedVia(netns string, gw net.IP) (found bool, err error) {
+	family := netlink.FAMILY_V4
+	if gw.To4() == nil {
+		family = netlink.FAMILY_V6
+	}
+	err = ns.WithNetNSPath(netns, func(ns.NetNS) error {
+		routes, err := netlink.RouteList(nil, family)
+		found = slices.ContainsFunc(routes, func(r netlink.Route) bool {
+			ones := 0
+			if r.Dst != nil {
+				ones, _ = r.Dst.Mask.Size()
+			}
+			return ones == 0 && r.Gw.Equal(gw)
+		})
+		return err
+	})
+	return found, err
 }
 
 // chainedNetwork is the ebpfnet network that stands for the network of

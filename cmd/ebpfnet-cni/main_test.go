@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -18,10 +19,13 @@ import (
 	types040 "github.com/containernetworking/cni/pkg/types/040"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ports"
+	"github.com/ebpfnet/ebpfnet/test/testenv"
 )
 
 // daemon answers the API's attachment calls as the daemon would, and
@@ -36,27 +40,35 @@ type daemon struct {
 	err        error // the answer to every call, when set
 }
 
-func (d *daemon) Attach(req api.AttachmentCreate) (api.Attachment, error) {
+func (d *daemon) Attach(_ context.Context, req api.AttachmentCreate) (api.Attachment, error) {
 	d.attached = append(d.attached, req)
 	return d.attach, d.err
 }
 
-func (d *daemon) CheckAttachment(ref api.AttachmentRef, netns string) error {
+func (d *daemon) CheckAttachment(_ context.Context, ref api.AttachmentRef, netns string) error {
 	d.checked = append(d.checked, ref.ContainerID+":"+ref.IfName+"@"+netns)
 	return d.err
 }
 
-func (d *daemon) Detach(ref api.AttachmentRef) error {
+func (d *daemon) Detach(_ context.Context, ref api.AttachmentRef) error {
 	d.detached = append(d.detached, ref)
 	return d.err
 }
 
-func (d *daemon) CollectAttachments(req api.AttachmentsCollect) ([]string, error) {
+func (d *daemon) CollectAttachments(_ context.Context, req api.AttachmentsCollect) ([]string, error) {
 	d.collected = append(d.collected, req)
 	return nil, d.err
 }
 
-func (d *daemon) Status() (api.Status, error) { return api.Status{}, d.err }
+func (d *daemon) Status(context.Context) (api.Status, error) { return api.Status{}, d.err }
+
+// addRouted is ADD in a namespace whose default routes go via the
+// gateways the daemon answered.
+var addRouted = adder(func(string, net.IP) (bool, error) { return true, nil })
+
+// routedNowhere is a namespace without default routes: a second
+// network's.
+func routedNowhere(string, net.IP) (bool, error) { return false, nil }
 
 // serve serves d's API on a socket of its own, whose path it returns.
 func serve(t *testing.T, d *daemon) string {
@@ -179,13 +191,13 @@ func TestMappings(t *testing.T) {
 // version.
 func TestAdd(t *testing.T) {
 	d := &daemon{attach: api.Attachment{Sandbox: "c1:eth0", Interface: "eth0", HostInterface: "veth0a1b", MacAddress: "02:42:0a:58:00:09", Mtu: 1500,
-		Address: "10.88.0.9/16", Gateway: "10.88.0.1", DefaultRoute: true,
-		AddressIPv6: "fd00:88::9/64", GatewayIPv6: "fd00:88::1", DefaultRoute6: true}}
+		Address: "10.88.0.9/16", Gateway: "10.88.0.1",
+		AddressIPv6: "fd00:88::9/64", GatewayIPv6: "fd00:88::1"}}
 	socket := serve(t, d)
 	rest := `,"network":"app","runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}],` +
 		`"ips":["10.88.0.9/16","fd00:88::9/64"],"mac":"02:42:0a:58:00:09","aliases":{"podnet":["web"]}}`
 	for _, v := range []string{"0.4.0", "1.0.0", "1.1.0"} {
-		out, err := run(t, add, config(v, socket, rest))
+		out, err := run(t, addRouted, config(v, socket, rest))
 		if err != nil {
 			t.Fatalf("%s: %v", v, err)
 		}
@@ -211,13 +223,13 @@ func TestAdd(t *testing.T) {
 
 	// The spec's own words, version by version: 0.4.0 names each
 	// address's family, 1.0.0 does not.
-	out, _ := run(t, add, config("0.4.0", socket, rest))
+	out, _ := run(t, addRouted, config("0.4.0", socket, rest))
 	var r040 types040.Result
 	if err := json.Unmarshal([]byte(out), &r040); err != nil || r040.CNIVersion != "0.4.0" || len(r040.IPs) != 2 ||
 		r040.IPs[0].Version != "4" || r040.IPs[1].Version != "6" {
 		t.Errorf("0.4.0 result %s: %v", out, err)
 	}
-	out, _ = run(t, add, config("1.0.0", socket, rest))
+	out, _ = run(t, addRouted, config("1.0.0", socket, rest))
 	if strings.Contains(out, `"version"`) || !strings.Contains(out, `"cniVersion": "1.0.0"`) {
 		t.Errorf("1.0.0 result %s", out)
 	}
@@ -249,15 +261,15 @@ func checkResult(t *testing.T, v string, r *current.Result) {
 // A second network of a namespace routes nothing by default, and an
 // internal one has no gateway.
 func TestResultOfSecondNetwork(t *testing.T) {
-	r, err := resultOf(api.Attachment{Interface: "eth1", HostInterface: "veth2", Address: "10.89.0.5/24", Gateway: "10.89.0.1"}, "/ns")
+	r, err := resultOf(api.Attachment{Interface: "eth1", HostInterface: "veth2", Address: "10.89.0.5/24", Gateway: "10.89.0.1"}, "/ns", routedNowhere)
 	if err != nil || len(r.IPs) != 1 || r.IPs[0].Gateway.String() != "10.89.0.1" || len(r.Routes) != 0 {
 		t.Errorf("second network: %+v, %v", r, err)
 	}
-	r, err = resultOf(api.Attachment{Interface: "eth0", HostInterface: "veth3", Address: "10.90.0.5/24"}, "/ns")
+	r, err = resultOf(api.Attachment{Interface: "eth0", HostInterface: "veth3", Address: "10.90.0.5/24"}, "/ns", routedNowhere)
 	if err != nil || len(r.IPs) != 1 || r.IPs[0].Gateway != nil || len(r.Routes) != 0 {
 		t.Errorf("internal network: %+v, %v", r, err)
 	}
-	if _, err := resultOf(api.Attachment{Address: "10.90.0.5"}, "/ns"); err == nil || !strings.Contains(err.Error(), `invalid address "10.90.0.5"`) {
+	if _, err := resultOf(api.Attachment{Address: "10.90.0.5"}, "/ns", routedNowhere); err == nil || !strings.Contains(err.Error(), `invalid address "10.90.0.5"`) {
 		t.Errorf("a bare address: %v", err)
 	}
 }
@@ -267,7 +279,7 @@ func TestResultOfSecondNetwork(t *testing.T) {
 func TestAddTwoAddressesOfAFamily(t *testing.T) {
 	d := &daemon{}
 	socket := serve(t, d)
-	_, err := run(t, add, config("1.0.0", socket, `,"network":"app","runtimeConfig":{"ips":["10.88.0.9/16","10.88.0.10/16"]}`))
+	_, err := run(t, addRouted, config("1.0.0", socket, `,"network":"app","runtimeConfig":{"ips":["10.88.0.9/16","10.88.0.10/16"]}`))
 	if err == nil || !strings.Contains(err.Error(), "one address per family") || len(d.attached) != 0 {
 		t.Errorf("two IPv4 addresses: %v, asked %v", err, d.attached)
 	}
@@ -277,13 +289,13 @@ func TestAddTwoAddressesOfAFamily(t *testing.T) {
 func TestAddChainedNeedsABridgeBefore(t *testing.T) {
 	d := &daemon{}
 	socket := serve(t, d)
-	if _, err := run(t, add, config("1.0.0", socket, "")); err == nil || !strings.Contains(err.Error(), "chained mode (no \"network\") needs a prevResult") {
+	if _, err := run(t, addRouted, config("1.0.0", socket, "")); err == nil || !strings.Contains(err.Error(), "chained mode (no \"network\") needs a prevResult") {
 		t.Errorf("no prevResult: %v", err)
 	}
 	// The interfaces of this prevResult do not exist here, so none is a
 	// veth on a bridge.
 	for _, v := range []string{"0.4.0", "1.0.0"} {
-		_, err := run(t, add, config(v, socket, `,"prevResult":`+string(prevResult(t, v))))
+		_, err := run(t, addRouted, config(v, socket, `,"prevResult":`+string(prevResult(t, v))))
 		if err == nil || !strings.Contains(err.Error(), "prevResult has no veth on a bridge with an IPv4 address for eth0") {
 			t.Errorf("%s: %v", v, err)
 		}
@@ -337,5 +349,42 @@ func TestStatus(t *testing.T) {
 	var cniErr *types.Error
 	if !errors.As(err, &cniErr) || cniErr.Code != types.ErrPluginNotAvailable {
 		t.Errorf("STATUS without a daemon: %v, want error code %d", err, types.ErrPluginNotAvailable)
+	}
+}
+
+// routedVia reads the namespace's own default routes: a result reports a
+// default route via a gateway only where the namespace has one.
+func TestRoutedVia(t *testing.T) {
+	testenv.RequirePrivileges(t)
+	netns := testenv.HostNamespace(t, testenv.Prefix("cni"))
+	err := ns.WithNetNSPath(netns, func(ns.NetNS) error {
+		la := netlink.NewLinkAttrs()
+		la.Name = "eth0"
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "peer0"}); err != nil {
+			return err
+		}
+		l, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		addr, _ := netlink.ParseAddr("10.88.0.9/16")
+		if err := errors.Join(netlink.AddrAdd(l, addr), netlink.LinkSetUp(l)); err != nil {
+			return err
+		}
+		return netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP("10.88.0.1")})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		gw   string
+		want bool
+	}{{"10.88.0.1", true}, {"10.88.0.2", false}, {"fd00:88::1", false}} {
+		if got, err := routedVia(netns, net.ParseIP(c.gw)); got != c.want || err != nil {
+			t.Errorf("default route via %s: %v, %v; want %v", c.gw, got, err, c.want)
+		}
+	}
+	if _, err := routedVia("/run/netns/none-such", net.ParseIP("10.88.0.1")); err == nil {
+		t.Error("a missing namespace's routes read without error")
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/apiengine"
 	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/engine"
 	"github.com/ebpfnet/ebpfnet/control/frontend/docker"
@@ -156,9 +157,10 @@ root's a bind of a published port (EPERM).`,
 			ctx, stop := context.WithCancel(cmd.Context())
 			defer stop()
 			served := make(chan error, 2)
-			go func() { served <- api.NewServer(eng.API()).Serve(ctx, c.socket, os.FileMode(perm)) }()
+			apiEngine := apiengine.New(eng)
+			go func() { served <- api.NewServer(apiEngine).Serve(ctx, c.socket, os.FileMode(perm)) }()
 			if dockerPlugin != "" {
-				go func() { served <- docker.Serve(ctx, dockerPlugin, eng.API(), cfg.Log) }()
+				go func() { served <- docker.Serve(ctx, dockerPlugin, apiEngine, cfg.Log) }()
 			}
 			cfg.Log.Info("ebpfnet daemon ready", "socket", c.socket, "docker-plugin", dockerPlugin, "version", version)
 			err = <-served // the first to end ends both

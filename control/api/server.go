@@ -20,35 +20,35 @@ import (
 // Engine is what the server asks of the daemon: changes from requests,
 // and read models to answer with. Errors carry their kind (errdefs).
 type Engine interface {
-	Networks() ([]Network, error)
-	Network(ref string) (Network, error)
-	CreateNetwork(NetworkCreate) (Network, error)
-	RemoveNetwork(ref string) error
-	PruneNetworks() (removed []string, err error)
-	Connect(network string, req Connect) error
-	Disconnect(network string, req Disconnect) error
-	Sandboxes() ([]Sandbox, error)
-	Sandbox(ref string) (Sandbox, error)
-	CreateSandbox(SandboxCreate) (Sandbox, error)
-	RemoveSandbox(ref string, force bool) error
+	Networks(ctx context.Context) ([]Network, error)
+	Network(ctx context.Context, ref string) (Network, error)
+	CreateNetwork(ctx context.Context, req NetworkCreate) (Network, error)
+	RemoveNetwork(ctx context.Context, ref string) error
+	PruneNetworks(ctx context.Context) (removed []string, err error)
+	Connect(ctx context.Context, network string, req Connect) error
+	Disconnect(ctx context.Context, network string, req Disconnect) error
+	Sandboxes(ctx context.Context) ([]Sandbox, error)
+	Sandbox(ctx context.Context, ref string) (Sandbox, error)
+	CreateSandbox(ctx context.Context, req SandboxCreate) (Sandbox, error)
+	RemoveSandbox(ctx context.Context, ref string, force bool) error
 	// Publish and Unpublish answer with what they changed, shaped like
 	// NetworkSettings.Ports.
-	Publish(sandbox string, mappings []PortMapping) (map[string][]PortBinding, error)
-	Unpublish(sandbox string, filters []PortMapping) (map[string][]PortBinding, error)
-	Status() (Status, error)
+	Publish(ctx context.Context, sandbox string, mappings []PortMapping) (map[string][]PortBinding, error)
+	Unpublish(ctx context.Context, sandbox string, filters []PortMapping) (map[string][]PortBinding, error)
+	Status(ctx context.Context) (Status, error)
 	// Events opens a stream of datapath events; the datapath writes
 	// events only while a stream is open.
-	Events(EventFilter) (EventStream, error)
-	Counters() ([]Counter, error)
-	Metrics() (Metrics, error)
-	Reconcile() error
+	Events(ctx context.Context, filter EventFilter) (EventStream, error)
+	Counters(ctx context.Context) ([]Counter, error)
+	Metrics(ctx context.Context) (Metrics, error)
+	Reconcile(ctx context.Context) error
 	// Attachments of runtimes that own their namespaces, in one step each
 	// (CNI): attach, check, detach (idempotent), and collect those a
 	// runtime no longer names.
-	Attach(AttachmentCreate) (Attachment, error)
-	CheckAttachment(ref AttachmentRef, netns string) error
-	Detach(AttachmentRef) error
-	CollectAttachments(AttachmentsCollect) (removed []string, err error)
+	Attach(ctx context.Context, req AttachmentCreate) (Attachment, error)
+	CheckAttachment(ctx context.Context, ref AttachmentRef, netns string) error
+	Detach(ctx context.Context, ref AttachmentRef) error
+	CollectAttachments(ctx context.Context, req AttachmentsCollect) (removed []string, err error)
 }
 
 // RuntimeEngine is the engine as a frontend of a container runtime that
@@ -59,21 +59,21 @@ type RuntimeEngine interface {
 	Engine
 	// Networks, endpoints and ports that a frontend's runtime owns: the
 	// CLI's calls of the same names refuse them.
-	CreateFrontendNetwork(NetworkCreate) (Network, error)
-	RemoveFrontendNetwork(frontend, ref string) error
-	PublishEndpoint(frontend, id string, mappings []PortMapping) (map[string][]PortBinding, error)
-	UnpublishEndpoint(frontend, id string) error
+	CreateFrontendNetwork(ctx context.Context, req NetworkCreate) (Network, error)
+	RemoveFrontendNetwork(ctx context.Context, frontend, ref string) error
+	PublishEndpoint(ctx context.Context, frontend, id string, mappings []PortMapping) (map[string][]PortBinding, error)
+	UnpublishEndpoint(ctx context.Context, frontend, id string) error
 	// RequestPool reserves a pool of the family v6 says.
-	RequestPool(subnet, ipRange string, v6 bool) (Pool, error)
+	RequestPool(ctx context.Context, subnet, ipRange string, v6 bool) (Pool, error)
 	// RequestedPool finds the requested pool of subnet no network uses yet.
-	RequestedPool(subnet string) (Pool, error)
-	ReleasePool(id string) error
-	RequestAddress(poolID, addr string, gateway bool) (cidr string, err error)
-	ReleaseAddress(poolID, addr string) error
-	CreateEndpoint(EndpointCreate) (Endpoint, error)
-	JoinEndpoint(id, netns string) (Endpoint, error)
-	LeaveEndpoint(id string) error
-	DeleteEndpoint(id string) error
+	RequestedPool(ctx context.Context, subnet string) (Pool, error)
+	ReleasePool(ctx context.Context, id string) error
+	RequestAddress(ctx context.Context, poolID, addr string, gateway bool) (cidr string, err error)
+	ReleaseAddress(ctx context.Context, poolID, addr string) error
+	CreateEndpoint(ctx context.Context, req EndpointCreate) (Endpoint, error)
+	JoinEndpoint(ctx context.Context, id, netns string) (Endpoint, error)
+	LeaveEndpoint(ctx context.Context, id string) error
+	DeleteEndpoint(ctx context.Context, id string) error
 }
 
 // Server answers API requests with an engine.
@@ -216,7 +216,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 	var req AttachmentCreate
 	if decode(w, r, &req) {
-		v, err := s.engine.Attach(req)
+		v, err := s.engine.Attach(r.Context(), req)
 		answer(w, http.StatusCreated, v, err)
 	}
 }
@@ -226,17 +226,17 @@ func attachmentRef(r *http.Request) AttachmentRef {
 }
 
 func (s *Server) checkAttachment(w http.ResponseWriter, r *http.Request) {
-	done(w, s.engine.CheckAttachment(attachmentRef(r), r.URL.Query().Get("netns")))
+	done(w, s.engine.CheckAttachment(r.Context(), attachmentRef(r), r.URL.Query().Get("netns")))
 }
 
 func (s *Server) detach(w http.ResponseWriter, r *http.Request) {
-	done(w, s.engine.Detach(attachmentRef(r)))
+	done(w, s.engine.Detach(r.Context(), attachmentRef(r)))
 }
 
 func (s *Server) collectAttachments(w http.ResponseWriter, r *http.Request) {
 	var req AttachmentsCollect
 	if decode(w, r, &req) {
-		removed, err := s.engine.CollectAttachments(req)
+		removed, err := s.engine.CollectAttachments(r.Context(), req)
 		if removed == nil {
 			removed = []string{}
 		}
@@ -245,29 +245,29 @@ func (s *Server) collectAttachments(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listNetworks(w http.ResponseWriter, r *http.Request) {
-	v, err := s.engine.Networks()
+	v, err := s.engine.Networks(r.Context())
 	answer(w, http.StatusOK, v, err)
 }
 
 func (s *Server) inspectNetwork(w http.ResponseWriter, r *http.Request) {
-	v, err := s.engine.Network(r.PathValue("ref"))
+	v, err := s.engine.Network(r.Context(), r.PathValue("ref"))
 	answer(w, http.StatusOK, v, err)
 }
 
 func (s *Server) createNetwork(w http.ResponseWriter, r *http.Request) {
 	var req NetworkCreate
 	if decode(w, r, &req) {
-		v, err := s.engine.CreateNetwork(req)
+		v, err := s.engine.CreateNetwork(r.Context(), req)
 		answer(w, http.StatusCreated, v, err)
 	}
 }
 
 func (s *Server) removeNetwork(w http.ResponseWriter, r *http.Request) {
-	done(w, s.engine.RemoveNetwork(r.PathValue("ref")))
+	done(w, s.engine.RemoveNetwork(r.Context(), r.PathValue("ref")))
 }
 
 func (s *Server) pruneNetworks(w http.ResponseWriter, r *http.Request) {
-	removed, err := s.engine.PruneNetworks()
+	removed, err := s.engine.PruneNetworks(r.Context())
 	if removed == nil {
 		removed = []string{}
 	}
@@ -277,37 +277,37 @@ func (s *Server) pruneNetworks(w http.ResponseWriter, r *http.Request) {
 func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 	var req Connect
 	if decode(w, r, &req) {
-		done(w, s.engine.Connect(r.PathValue("ref"), req))
+		done(w, s.engine.Connect(r.Context(), r.PathValue("ref"), req))
 	}
 }
 
 func (s *Server) disconnect(w http.ResponseWriter, r *http.Request) {
 	var req Disconnect
 	if decode(w, r, &req) {
-		done(w, s.engine.Disconnect(r.PathValue("ref"), req))
+		done(w, s.engine.Disconnect(r.Context(), r.PathValue("ref"), req))
 	}
 }
 
 func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
-	v, err := s.engine.Sandboxes()
+	v, err := s.engine.Sandboxes(r.Context())
 	answer(w, http.StatusOK, v, err)
 }
 
 func (s *Server) inspectSandbox(w http.ResponseWriter, r *http.Request) {
-	v, err := s.engine.Sandbox(r.PathValue("ref"))
+	v, err := s.engine.Sandbox(r.Context(), r.PathValue("ref"))
 	answer(w, http.StatusOK, v, err)
 }
 
 func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 	var req SandboxCreate
 	if decode(w, r, &req) {
-		v, err := s.engine.CreateSandbox(req)
+		v, err := s.engine.CreateSandbox(r.Context(), req)
 		answer(w, http.StatusCreated, v, err)
 	}
 }
 
 func (s *Server) removeSandbox(w http.ResponseWriter, r *http.Request) {
-	done(w, s.engine.RemoveSandbox(r.PathValue("ref"), r.URL.Query().Get("force") == "true"))
+	done(w, s.engine.RemoveSandbox(r.Context(), r.PathValue("ref"), r.URL.Query().Get("force") == "true"))
 }
 
 func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
@@ -321,7 +321,7 @@ func (s *Server) unpublish(w http.ResponseWriter, r *http.Request) {
 // changePorts answers with the publications the change added or removed,
 // shaped like NetworkSettings.Ports.
 func (s *Server) changePorts(w http.ResponseWriter, r *http.Request, operation string,
-	change func(string, []PortMapping) (map[string][]PortBinding, error)) {
+	change func(context.Context, string, []PortMapping) (map[string][]PortBinding, error)) {
 	var req Ports
 	if !decode(w, r, &req) {
 		return
@@ -331,7 +331,7 @@ func (s *Server) changePorts(w http.ResponseWriter, r *http.Request, operation s
 		return
 	}
 	start := time.Now()
-	v, err := change(r.PathValue("ref"), req.Mappings)
+	v, err := change(r.Context(), r.PathValue("ref"), req.Mappings)
 	if err == nil {
 		s.portChanges.WithLabelValues(operation).Observe(time.Since(start).Seconds())
 	}
@@ -339,14 +339,14 @@ func (s *Server) changePorts(w http.ResponseWriter, r *http.Request, operation s
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	v, err := s.engine.Status()
+	v, err := s.engine.Status(r.Context())
 	answer(w, http.StatusOK, v, err)
 }
 
 // events streams datapath events as JSON lines until the client goes.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	stream, err := s.engine.Events(EventFilter{Type: q.Get("type"), Sandbox: q.Get("sandbox"), Network: q.Get("network")})
+	stream, err := s.engine.Events(r.Context(), EventFilter{Type: q.Get("type"), Sandbox: q.Get("sandbox"), Network: q.Get("network")})
 	if err != nil {
 		fail(w, err)
 		return
@@ -372,7 +372,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) reconcile(w http.ResponseWriter, r *http.Request) {
-	done(w, s.engine.Reconcile())
+	done(w, s.engine.Reconcile(r.Context()))
 }
 
 // counterCollector exports the datapath's verdict counters.
@@ -386,7 +386,7 @@ var (
 func (c counterCollector) Describe(ch chan<- *prometheus.Desc) { ch <- packetsDesc; ch <- bytesDesc }
 
 func (c counterCollector) Collect(ch chan<- prometheus.Metric) {
-	counters, err := c.engine.Counters()
+	counters, err := c.engine.Counters(context.Background())
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(packetsDesc, err)
 		return
@@ -416,7 +416,7 @@ func (c metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
-	m, err := c.engine.Metrics()
+	m, err := c.engine.Metrics(context.Background())
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(conntrackDesc, err)
 		return

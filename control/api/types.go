@@ -423,13 +423,10 @@ type Attachment struct {
 	Mtu           int    `json:"Mtu,omitempty"`
 	Address       string `json:"Address"` // CIDR
 	Gateway       string `json:"Gateway,omitempty"`
-	DefaultRoute  bool   `json:"DefaultRoute,omitempty"` // the default route goes via Gateway
-	// The IPv6 address (CIDR) and gateway on a network with IPv6, and
-	// whether the IPv6 default route goes via GatewayIPv6.
-	AddressIPv6   string                   `json:"AddressIPv6,omitempty"`
-	GatewayIPv6   string                   `json:"GatewayIPv6,omitempty"`
-	DefaultRoute6 bool                     `json:"DefaultRoute6,omitempty"`
-	Ports         map[string][]PortBinding `json:"Ports"`
+	// The IPv6 address (CIDR) and gateway on a network with IPv6.
+	AddressIPv6 string                   `json:"AddressIPv6,omitempty"`
+	GatewayIPv6 string                   `json:"GatewayIPv6,omitempty"`
+	Ports       map[string][]PortBinding `json:"Ports"`
 }
 
 // AttachmentRef names an attachment as CNI does.

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
+	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/maps"
 )
@@ -70,7 +71,7 @@ func sandboxesDesired(byID map[string]store.Network, sbs []store.Sandbox, pubs m
 // networkMaps is what the datapath knows of a bridge network.
 func networkMaps(n store.Network) maps.Network {
 	m := maps.Network{Index: n.Index, Subnet: n.Pool.Subnet, Gateway: n.Pool.Gateway, GatewayMAC: driver.MACFor(n.Pool.Gateway),
-		ICCDisabled: !n.ICC, Internal: n.Internal, Masquerade: n.Masquerade, StackRoutes: traitsOf(n).StackRoutes}
+		ICCDisabled: !n.ICC, Internal: n.Internal, Masquerade: n.Masquerade, StackRoutes: drivers.TraitsOf(n).StackRoutes}
 	m.Direct = directAccess(n.IPv4GatewayMode())
 	if n.IPv4GatewayMode() == store.GatewayIsolated {
 		// No host address on the network: the datapath must not treat the
@@ -130,8 +131,8 @@ func endpointAddrs(ep store.Endpoint) []netip.Addr {
 // could set.
 func ifaceMaps(n store.Network, sb store.Sandbox, ep store.Endpoint, ifindex int) maps.Iface {
 	i := maps.Iface{Ifindex: uint32(ifindex), Network: n.Index, Addr: ep.Addr, Addr6: ep.Addr6,
-		XDPTarget: traitsOf(n).XDPTarget && !sb.HandOver}
-	if traitsOf(n).OwnMAC {
+		XDPTarget: drivers.TraitsOf(n).XDPTarget && !sb.HandOver}
+	if drivers.TraitsOf(n).OwnMAC {
 		i.MAC = driver.EndpointMAC(ep)
 	}
 	return i

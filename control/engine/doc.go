@@ -19,8 +19,8 @@
 // package names, which brings the embedded DNS's view and the sandboxes'
 // hosts and resolv.conf in line with them.
 //
-// The engine answers the API through Engine.API. It never encodes a map
-// entry itself (package maps does; desired.go is where records become
-// entries) and never switches namespaces by hand (package namespace does).
-// It imports no frontend.
+// Package apiengine serves the API with the engine. The engine never
+// encodes a map entry itself (package maps does; desired.go is where
+// records become entries) and never switches namespaces by hand (package
+// namespace does). It imports no frontend.
 package engine

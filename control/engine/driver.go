@@ -11,41 +11,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
-	"github.com/ebpfnet/ebpfnet/control/driver/bridge"
-	"github.com/ebpfnet/ebpfnet/control/driver/chained"
-	"github.com/ebpfnet/ebpfnet/control/driver/macvlan"
-	"github.com/ebpfnet/ebpfnet/control/driver/overlay"
+	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
-// driverFor is the driver of networks of a driver name; host and none
-// (store.DriverHost, store.DriverNull) have none.
-func driverFor(name string) (driver.Driver, bool) {
-	switch name {
-	case store.DriverBridge:
-		return bridge.Driver{}, true
-	case store.DriverMacvlan:
-		return macvlan.Driver{}, true
-	case store.DriverChained:
-		return chained.Driver{}, true
-	case store.DriverOverlay:
-		return overlay.Driver{}, true
-	}
-	return nil, false
-}
-
-// traitsOf are the traits of n's driver; host and none have none.
-func traitsOf(n store.Network) driver.Traits {
-	if d, ok := driverFor(n.Driver); ok {
-		return d.Traits()
-	}
-	return driver.Traits{}
-}
-
 // servedByDatapath reports whether the datapath serves n.
-func servedByDatapath(n store.Network) bool { return traitsOf(n).Datapath }
+func servedByDatapath(n store.Network) bool { return drivers.TraitsOf(n).Datapath }
 
 // singleInstance reports whether a driver's network is the one of its
 // kind the engine makes (host and none): one more is refused.
@@ -56,7 +29,7 @@ func singleInstance(driverName string) bool {
 // tunnelDevice is the name of the device that carries a network's frames
 // to its endpoints on other hosts, if it has one: an overlay's VXLAN device.
 func tunnelDevice(n store.Network) (string, bool) {
-	if d, ok := driverFor(n.Driver); ok {
+	if d, ok := drivers.For(n.Driver); ok {
 		return d.Tunnel(n)
 	}
 	return "", false
@@ -224,7 +197,7 @@ func configureInside(n store.Network, ep store.Endpoint, ownNamespace, lo6 bool)
 // so (maps.Iface.XDPTarget). GRO is on whatever the uplink mode, so that a
 // daemon started in another mode finds every endpoint ready.
 func readyForXDP(n store.Network, ifname string) error {
-	if !traitsOf(n).XDPTarget {
+	if !drivers.TraitsOf(n).XDPTarget {
 		return nil
 	}
 	return driver.TurnGROOn(ifname)

@@ -19,6 +19,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/dns"
 	"github.com/ebpfnet/ebpfnet/control/driver"
+	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/driver/overlay"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/hostports"
@@ -104,7 +105,7 @@ type Engine struct {
 	// names keeps the resolver's view and the sandboxes' files in step
 	// with the store; its changes are made under mu.
 	names *names.Names
-	// drivers finds the driver of a network: driverFor, but for tests
+	// drivers finds the driver of a network: drivers.For, but for tests
 	// that wrap one to make it fail.
 	drivers func(name string) (driver.Driver, bool)
 	// ports holds the host port of every publication, so a publish need
@@ -209,7 +210,7 @@ func New(cfg Config) (*Engine, error) {
 	for _, name := range dp.RetiredMaps() {
 		cfg.Log.Info("removed a pinned map this version no longer uses", "map", name, "bpffs", cfg.BPFFS)
 	}
-	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, drivers: driverFor, host: host,
+	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, drivers: drivers.For, host: host,
 		taking: map[string]bool{}}
 	e.hostSync = hostsync.New(hostsync.Config{NetNS: cfg.NetNS, Uplinks: cfg.Uplinks, UplinkModes: cfg.UplinkModes,
 		Datapath: dp, Maps: e.maps, InHost: e.inHost, Locked: e.locked, BeforeRead: func() { beforeHostRead() }, Log: cfg.Log})
@@ -390,4 +391,19 @@ func (e *Engine) commit(change func(tx *store.Tx) error) error {
 	}
 	e.names.Follow(ch, nil)
 	return nil
+}
+
+// View runs fn on a read-only view of the store, for read models.
+func (e *Engine) View(fn func(*store.Tx) error) error { return e.store.View(fn) }
+
+// Snapshot is every network and sandbox the store holds.
+func (e *Engine) Snapshot() ([]store.Network, []store.Sandbox, error) { return e.store.Snapshot() }
+
+// FilesDir is where sb's hosts and resolv.conf are, "" for a runtime's
+// sandbox, which has none of ebpfnet's.
+func (e *Engine) FilesDir(sb store.Sandbox) string {
+	if sb.External() {
+		return ""
+	}
+	return e.cfg.Runtime.FilesDir(sb)
 }

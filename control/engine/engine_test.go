@@ -12,6 +12,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/driver"
+	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
@@ -174,7 +175,7 @@ func TestEngine(t *testing.T) {
 	}
 	injected := errors.New("injected attach failure")
 	te.drivers = func(name string) (driver.Driver, bool) {
-		d, ok := driverFor(name)
+		d, ok := drivers.For(name)
 		return failingAttach{d, bad, injected}, ok
 	}
 	before := te.snapshot(t)
@@ -183,7 +184,7 @@ func TestEngine(t *testing.T) {
 	if _, err := te.CreateSandbox(SandboxSpec{Name: x, Networks: []string{app, bad}}); !errors.Is(err, injected) {
 		t.Fatalf("create on a failing driver: %v, want the injected failure", err)
 	}
-	te.drivers = driverFor
+	te.drivers = drivers.For
 	if after := te.snapshot(t); after != before {
 		t.Errorf("the failed create changed the state:\nbefore %s\nafter  %s", before, after)
 	}

@@ -1,8 +1,6 @@
 package engine
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
+	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
@@ -76,13 +75,6 @@ type Joined struct {
 	Endpoint store.Endpoint
 	Gateway  netip.Addr // zero on an internal network, which leads nowhere
 	Gateway6 netip.Addr // likewise, and zero on a network without IPv6
-}
-
-// AttachmentID is the endpoint ID of a CNI attachment, which CNI knows by
-// its container ID and interface name.
-func AttachmentID(containerID, ifname string) string {
-	sum := sha256.Sum256([]byte(containerID + "/" + ifname))
-	return hex.EncodeToString(sum[:])
 }
 
 // externalPeer names the sandbox end of a handed-over veth until the
@@ -184,7 +176,7 @@ func (e *Engine) createEndpoint(tx *store.Tx, undo *rollback, req ExternalEndpoi
 // keeps its own isolation from other networks.
 func (e *Engine) chainedNetwork(tx *store.Tx, undo *rollback, frontend, name string, c ChainedNetwork) (store.Network, error) {
 	if n, err := tx.Network(name); err == nil {
-		if !traitsOf(n).Implicit || n.Pool.Subnet != c.Subnet || n.Bridge != c.Bridge {
+		if !drivers.TraitsOf(n).Implicit || n.Pool.Subnet != c.Subnet || n.Bridge != c.Bridge {
 			return n, errdefs.Conflictf("network %s exists, and is not the chained network of bridge %s and subnet %s", name, c.Bridge, c.Subnet)
 		}
 		return n, nil
@@ -462,7 +454,7 @@ func (e *Engine) deleteEndpoint(id string) error {
 		if err := tx.DeleteSandbox(sb.Name); err != nil {
 			return err
 		}
-		if len(tx.NetworkUsers(n.ID)) > 0 || !traitsOf(n).Implicit {
+		if len(tx.NetworkUsers(n.ID)) > 0 || !drivers.TraitsOf(n).Implicit {
 			return nil
 		}
 		lastOnChained = true // the chained network goes with its last endpoint
@@ -528,6 +520,6 @@ func externalSandbox(tx *store.Tx, id string) (store.Sandbox, store.Network, err
 	if !sb.External() || sb.ID != id || len(sb.Endpoints) != 1 {
 		return sb, store.Network{}, errdefs.NotFoundf("endpoint %s: no such external endpoint", id)
 	}
-	n, err := networkByID(tx, sb.Endpoints[0].NetworkID)
+	n, err := tx.NetworkOf(sb.Endpoints[0])
 	return sb, n, err
 }

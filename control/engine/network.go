@@ -12,6 +12,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/driver"
+	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/store"
@@ -272,7 +273,7 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 	if err := checkFamilies(n, spec); err != nil {
 		return store.Network{}, err
 	}
-	if traitsOf(n).Global {
+	if drivers.TraitsOf(n).Global {
 		return e.createOverlay(n, spec)
 	}
 	err := e.update(func(tx *store.Tx, undo *rollback) error {
@@ -395,7 +396,7 @@ func (e *Engine) RemoveFrontendNetwork(frontend, ref string) error {
 		if users := tx.NetworkUsers(n.ID); len(users) > 0 {
 			return errdefs.Conflictf("network %s has active endpoints (%s): disconnect or remove them first", n.Name, strings.Join(users, ", "))
 		}
-		if traitsOf(n).Global {
+		if drivers.TraitsOf(n).Global {
 			if err := e.removeOverlay(n); err != nil {
 				return err
 			}

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
+	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
@@ -56,7 +57,7 @@ type PoolSpec struct {
 // applyOptions records the spec's driver options on n: the driver reads
 // the keys it owns and refuses the rest.
 func applyOptions(n *store.Network, opts map[string]string) error {
-	d, ok := driverFor(n.Driver)
+	d, ok := drivers.For(n.Driver)
 	if !ok {
 		return errdefs.Invalidf("unknown driver %q (want bridge, macvlan or overlay)", n.Driver)
 	}

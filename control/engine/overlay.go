@@ -14,6 +14,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/dns"
 	"github.com/ebpfnet/ebpfnet/control/driver"
+	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/driver/overlay"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
@@ -205,7 +206,7 @@ func (e *Engine) takeOverlayAddresses(refs []string, sandbox string, aliases []s
 		for i, ref := range refs {
 			// What is not an overlay network here is the locked change's
 			// to take, or to refuse.
-			if n, err := tx.Network(ref); err == nil && traitsOf(n).Global {
+			if n, err := tx.Network(ref); err == nil && drivers.TraitsOf(n).Global {
 				w := want{n: n}
 				if i == 0 {
 					w.addr = static
@@ -552,7 +553,7 @@ func (e *Engine) overlayState() (local map[string]store.Network, onNetwork map[s
 			return err
 		}
 		for _, n := range nets {
-			if !traitsOf(n).Global {
+			if !drivers.TraitsOf(n).Global {
 				continue
 			}
 			local[n.ID] = n

@@ -21,7 +21,7 @@ func describe(p store.Publication) string { return binding(p, "").String() }
 // first on a bridge network that is not internal.
 func publishTarget(tx *store.Tx, sb store.Sandbox) (store.Endpoint, error) {
 	for _, ep := range sb.Endpoints {
-		n, err := networkByID(tx, ep.NetworkID)
+		n, err := tx.NetworkOf(ep)
 		if err != nil {
 			return ep, err
 		}

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 )
 
@@ -71,7 +70,6 @@ func TestReconcileLeavesWhatChangesWroteMeanwhile(t *testing.T) {
 // entries, not delete them as unknown (issue 24).
 func TestReconcileLeavesAnInterfaceMadeAgainMeanwhile(t *testing.T) {
 	te := newTestEngine(t)
-	a := apiEngine{te.Engine}
 	n := te.name("n")
 	if _, err := te.CreateNetwork(NetworkSpec{Name: n, IPv4: PoolSpec{Subnet: netip.MustParsePrefix("172.26.0.0/24")}}); err != nil {
 		t.Fatal(err)
@@ -79,15 +77,15 @@ func TestReconcileLeavesAnInterfaceMadeAgainMeanwhile(t *testing.T) {
 	ns := containerNS(t, te, "c1")
 	attach := func() {
 		t.Helper()
-		if _, err := a.Attach(api.AttachmentCreate{Frontend: "cni", ContainerID: "c1", IfName: "eth0", NetNS: ns, Network: n}); err != nil {
+		if _, _, _, err := te.Attach(attachment("c1", n), ns, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 	attach()
-	t.Cleanup(func() { a.Detach(api.AttachmentRef{ContainerID: "c1", IfName: "eth0"}) })
+	t.Cleanup(func() { te.DeleteEndpoint(attachment("c1", n).ID) })
 	beforeMapsRead = func() {
 		beforeMapsRead = func() {}
-		if err := a.Detach(api.AttachmentRef{ContainerID: "c1", IfName: "eth0"}); err != nil {
+		if err := te.DeleteEndpoint(attachment("c1", n).ID); err != nil {
 			t.Fatal(err)
 		}
 		attach()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/driver"
+	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/ports"
@@ -156,7 +157,7 @@ func (e *Engine) addEndpoint(tx *store.Tx, undo *rollback, sb *store.Sandbox, n 
 		return errdefs.Invalidf("IPv6 address %s: network %s has no IPv6 (create it with --ipv6)", spec.IP6, n.Name)
 	}
 	ep := store.Endpoint{ID: newID(), NetworkID: n.ID, Interface: nextInterface(sb.Endpoints), Aliases: spec.Aliases}
-	if traitsOf(n).Global {
+	if drivers.TraitsOf(n).Global {
 		if err := e.allocateOverlay(tx, undo, n, *sb, &ep, spec.IP, taken); err != nil {
 			return err
 		}
@@ -246,7 +247,7 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 			return err
 		}
 		for _, ep := range sb.Endpoints {
-			n, err := networkByID(tx, ep.NetworkID)
+			n, err := tx.NetworkOf(ep)
 			if err != nil {
 				return err
 			}
@@ -270,14 +271,6 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 	}
 	errs = append(errs, e.cfg.Runtime.RemoveNamespace(sb))
 	return errors.Join(errs...)
-}
-
-func networkByID(tx *store.Tx, id string) (store.Network, error) {
-	n, err := tx.Network(id)
-	if err != nil {
-		return n, fmt.Errorf("endpoint refers to a missing network: %w", err)
-	}
-	return n, nil
 }
 
 // Connect attaches a sandbox to one more network.
@@ -370,7 +363,7 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 			return err
 		}
 		for _, ep := range sb.Endpoints {
-			if nets[ep.NetworkID], err = networkByID(tx, ep.NetworkID); err != nil {
+			if nets[ep.NetworkID], err = tx.NetworkOf(ep); err != nil {
 				return err
 			}
 		}

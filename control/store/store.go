@@ -293,6 +293,16 @@ func (t *Tx) Network(ref string) (Network, error) {
 	return n, t.joinPool(&n)
 }
 
+// NetworkOf is the network an endpoint is on; one missing is a broken
+// record, said as such.
+func (t *Tx) NetworkOf(ep Endpoint) (Network, error) {
+	n, err := t.Network(ep.NetworkID)
+	if err != nil {
+		return n, fmt.Errorf("endpoint refers to a missing network: %w", err)
+	}
+	return n, nil
+}
+
 // joinPool fills in n.Pool and n.Pool6 from the pools n refers to.
 func (t *Tx) joinPool(n *Network) (err error) {
 	if n.PoolID != "" {

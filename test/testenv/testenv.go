@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 )
@@ -66,4 +67,18 @@ func ResolvConf(tb testing.TB, dir string) string {
 		tb.Fatal(err)
 	}
 	return path
+}
+
+// ContainerNamespace makes a bare network namespace named name, in a
+// directory of the test's own, standing for a namespace a container
+// runtime made; the test's cleanup removes it.
+func ContainerNamespace(tb testing.TB, name string) string {
+	tb.Helper()
+	p := filepath.Join(tb.TempDir(), name)
+	if err := namespace.Create(p); err != nil {
+		tb.Fatal(err)
+	}
+	// Create makes the directory a shared mount point of its own.
+	tb.Cleanup(func() { namespace.Remove(p); unix.Unmount(filepath.Dir(p), unix.MNT_DETACH) })
+	return p
 }

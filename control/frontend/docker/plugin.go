@@ -65,51 +65,53 @@ func Serve(ctx context.Context, path string, engine api.RuntimeEngine, log *slog
 func Handler(engine api.RuntimeEngine, log *slog.Logger) sdk.Handler {
 	h := sdk.NewHandler(`{"Implements": ["NetworkDriver", "IpamDriver"]}`)
 	p := &plugin{engine: engine, log: log}
-	answer(h, log, "/NetworkDriver.GetCapabilities", func(*struct{}) (*network.CapabilitiesResponse, error) {
+	answer(h, log, "/NetworkDriver.GetCapabilities", func(context.Context, *struct{}) (*network.CapabilitiesResponse, error) {
 		return &network.CapabilitiesResponse{Scope: network.LocalScope, ConnectivityScope: network.LocalScope}, nil
 	})
 	answer(h, log, "/NetworkDriver.CreateNetwork", done(p.createNetwork))
 	answer(h, log, "/NetworkDriver.DeleteNetwork", done(p.deleteNetwork))
 	answer(h, log, "/NetworkDriver.CreateEndpoint", p.createEndpoint)
-	answer(h, log, "/NetworkDriver.EndpointOperInfo", func(*network.InfoRequest) (*network.InfoResponse, error) {
+	answer(h, log, "/NetworkDriver.EndpointOperInfo", func(context.Context, *network.InfoRequest) (*network.InfoResponse, error) {
 		return &network.InfoResponse{Value: map[string]string{}}, nil
 	})
-	answer(h, log, "/NetworkDriver.DeleteEndpoint", done(func(r *network.DeleteEndpointRequest) error {
-		return engine.DeleteEndpoint(r.EndpointID)
+	answer(h, log, "/NetworkDriver.DeleteEndpoint", done(func(ctx context.Context, r *network.DeleteEndpointRequest) error {
+		return engine.DeleteEndpoint(ctx, r.EndpointID)
 	}))
 	answer(h, log, "/NetworkDriver.Join", p.join)
-	answer(h, log, "/NetworkDriver.Leave", done(func(r *network.LeaveRequest) error { return engine.LeaveEndpoint(r.EndpointID) }))
+	answer(h, log, "/NetworkDriver.Leave", done(func(ctx context.Context, r *network.LeaveRequest) error {
+		return engine.LeaveEndpoint(ctx, r.EndpointID)
+	}))
 	answer(h, log, "/NetworkDriver.ProgramExternalConnectivity", done(p.programExternalConnectivity))
-	answer(h, log, "/NetworkDriver.RevokeExternalConnectivity", done(func(r *network.RevokeExternalConnectivityRequest) error {
-		return p.revoke(r.EndpointID)
+	answer(h, log, "/NetworkDriver.RevokeExternalConnectivity", done(func(ctx context.Context, r *network.RevokeExternalConnectivityRequest) error {
+		return p.revoke(ctx, r.EndpointID)
 	}))
 	for _, path := range []string{"/NetworkDriver.DiscoverNew", "/NetworkDriver.DiscoverDelete"} {
-		answer(h, log, path, done(func(*network.DiscoveryNotification) error { return nil }))
+		answer(h, log, path, done(func(context.Context, *network.DiscoveryNotification) error { return nil }))
 	}
 
-	answer(h, log, "/IpamDriver.GetCapabilities", func(*struct{}) (*ipam.CapabilitiesResponse, error) {
+	answer(h, log, "/IpamDriver.GetCapabilities", func(context.Context, *struct{}) (*ipam.CapabilitiesResponse, error) {
 		return &ipam.CapabilitiesResponse{RequiresMACAddress: false}, nil
 	})
-	answer(h, log, "/IpamDriver.GetDefaultAddressSpaces", func(*struct{}) (*ipam.AddressSpacesResponse, error) {
+	answer(h, log, "/IpamDriver.GetDefaultAddressSpaces", func(context.Context, *struct{}) (*ipam.AddressSpacesResponse, error) {
 		return &ipam.AddressSpacesResponse{LocalDefaultAddressSpace: AddressSpace, GlobalDefaultAddressSpace: AddressSpace}, nil
 	})
 	answer(h, log, "/IpamDriver.RequestPool", p.requestPool)
-	answer(h, log, "/IpamDriver.ReleasePool", done(func(r *ipam.ReleasePoolRequest) error {
-		return ignoreNotFound(engine.ReleasePool(r.PoolID))
+	answer(h, log, "/IpamDriver.ReleasePool", done(func(ctx context.Context, r *ipam.ReleasePoolRequest) error {
+		return ignoreNotFound(engine.ReleasePool(ctx, r.PoolID))
 	}))
-	answer(h, log, "/IpamDriver.RequestAddress", func(r *ipam.RequestAddressRequest) (*ipam.RequestAddressResponse, error) {
-		addr, err := engine.RequestAddress(r.PoolID, r.Address, r.Options[optAddrType] == addrGateway)
+	answer(h, log, "/IpamDriver.RequestAddress", func(ctx context.Context, r *ipam.RequestAddressRequest) (*ipam.RequestAddressResponse, error) {
+		addr, err := engine.RequestAddress(ctx, r.PoolID, r.Address, r.Options[optAddrType] == addrGateway)
 		return &ipam.RequestAddressResponse{Address: addr, Data: map[string]string{}}, err
 	})
-	answer(h, log, "/IpamDriver.ReleaseAddress", done(func(r *ipam.ReleaseAddressRequest) error {
-		return ignoreNotFound(engine.ReleaseAddress(r.PoolID, r.Address))
+	answer(h, log, "/IpamDriver.ReleaseAddress", done(func(ctx context.Context, r *ipam.ReleaseAddressRequest) error {
+		return ignoreNotFound(engine.ReleaseAddress(ctx, r.PoolID, r.Address))
 	}))
 	return h
 }
 
 // answer routes one call: its request decoded into Req, fn's response or
 // its error as Docker reads errors, {"Err": "…"}.
-func answer[Req, Resp any](h sdk.Handler, log *slog.Logger, path string, fn func(*Req) (*Resp, error)) {
+func answer[Req, Resp any](h sdk.Handler, log *slog.Logger, path string, fn func(context.Context, *Req) (*Resp, error)) {
 	h.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 		var req Req
 		// Calls without arguments may come with no body at all.
@@ -117,7 +119,7 @@ func answer[Req, Resp any](h sdk.Handler, log *slog.Logger, path string, fn func
 			sdk.EncodeResponse(w, network.NewErrorResponse(fmt.Sprintf("decode %s: %v", path, err)), true)
 			return
 		}
-		res, err := fn(&req)
+		res, err := fn(r.Context(), &req)
 		if err != nil {
 			log.Info("docker plugin call refused", "call", path, "err", err)
 			sdk.EncodeResponse(w, network.NewErrorResponse(err.Error()), true)
@@ -128,8 +130,8 @@ func answer[Req, Resp any](h sdk.Handler, log *slog.Logger, path string, fn func
 }
 
 // done adapts a call that answers nothing but success: {}.
-func done[Req any](fn func(*Req) error) func(*Req) (*struct{}, error) {
-	return func(r *Req) (*struct{}, error) { return &struct{}{}, fn(r) }
+func done[Req any](fn func(context.Context, *Req) error) func(context.Context, *Req) (*struct{}, error) {
+	return func(ctx context.Context, r *Req) (*struct{}, error) { return &struct{}{}, fn(ctx, r) }
 }
 
 func ignoreNotFound(err error) error {
@@ -147,8 +149,8 @@ type plugin struct {
 // createNetwork keeps a network Docker created: its ID, its pool (the one
 // the IPAM driver gave it, or Docker's own IPAM's subnet) and its options,
 // which mean what they mean for Docker's bridge.
-func (p *plugin) createNetwork(r *network.CreateNetworkRequest) error {
-	if _, err := p.engine.Network(r.NetworkID); err == nil {
+func (p *plugin) createNetwork(ctx context.Context, r *network.CreateNetworkRequest) error {
+	if _, err := p.engine.Network(ctx, r.NetworkID); err == nil {
 		return nil // asked again
 	}
 	if len(r.IPv4Data) != 1 || len(r.IPv6Data) > 1 {
@@ -173,7 +175,7 @@ func (p *plugin) createNetwork(r *network.CreateNetworkRequest) error {
 		if i == 1 {
 			poolID = &req.PoolID6
 		}
-		if pool, err := p.engine.RequestedPool(data.Pool); err == nil && data.AddressSpace == AddressSpace {
+		if pool, err := p.engine.RequestedPool(ctx, data.Pool); err == nil && data.AddressSpace == AddressSpace {
 			*poolID = pool.ID
 			continue
 		}
@@ -183,22 +185,22 @@ func (p *plugin) createNetwork(r *network.CreateNetworkRequest) error {
 			req.Gateways = append(req.Gateways, gw)
 		}
 	}
-	_, err := p.engine.CreateFrontendNetwork(req)
+	_, err := p.engine.CreateFrontendNetwork(ctx, req)
 	return err
 }
 
-func (p *plugin) deleteNetwork(r *network.DeleteNetworkRequest) error {
-	return ignoreNotFound(p.engine.RemoveFrontendNetwork(Frontend, r.NetworkID))
+func (p *plugin) deleteNetwork(ctx context.Context, r *network.DeleteNetworkRequest) error {
+	return ignoreNotFound(p.engine.RemoveFrontendNetwork(ctx, Frontend, r.NetworkID))
 }
 
 // createEndpoint keeps an endpoint with the address Docker's IPAM gave it,
 // and answers the MAC the datapath expects when Docker chose none.
-func (p *plugin) createEndpoint(r *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
+func (p *plugin) createEndpoint(ctx context.Context, r *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
 	req := api.EndpointCreate{Frontend: Frontend, ID: r.EndpointID, Network: r.NetworkID}
 	if r.Interface != nil {
 		req.Address, req.AddressIPv6, req.MAC = r.Interface.Address, r.Interface.AddressIPv6, r.Interface.MacAddress
 	}
-	ep, err := p.engine.CreateEndpoint(req)
+	ep, err := p.engine.CreateEndpoint(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -220,8 +222,8 @@ func (p *plugin) createEndpoint(r *network.CreateEndpointRequest) (*network.Crea
 // moves into the container and names eth0, eth1…, and the gateway: without
 // one Docker would attach the container to docker_gwbridge too, and publish
 // its ports there with iptables and docker-proxy.
-func (p *plugin) join(r *network.JoinRequest) (*network.JoinResponse, error) {
-	ep, err := p.engine.JoinEndpoint(r.EndpointID, r.SandboxKey)
+func (p *plugin) join(ctx context.Context, r *network.JoinRequest) (*network.JoinResponse, error) {
+	ep, err := p.engine.JoinEndpoint(ctx, r.EndpointID, r.SandboxKey)
 	if err != nil {
 		return nil, err
 	}
@@ -232,21 +234,21 @@ func (p *plugin) join(r *network.JoinRequest) (*network.JoinResponse, error) {
 // programExternalConnectivity publishes the container's ports (docker run
 // -p) on the endpoint Docker chose as its gateway. Asked again, it
 // publishes them anew.
-func (p *plugin) programExternalConnectivity(r *network.ProgramExternalConnectivityRequest) error {
+func (p *plugin) programExternalConnectivity(ctx context.Context, r *network.ProgramExternalConnectivityRequest) error {
 	mappings, err := portMappings(r.Options[optPortMap])
 	if err != nil || len(mappings) == 0 {
 		return err
 	}
-	if err := p.revoke(r.EndpointID); err != nil {
+	if err := p.revoke(ctx, r.EndpointID); err != nil {
 		return err
 	}
-	_, err = p.engine.PublishEndpoint(Frontend, r.EndpointID, mappings)
+	_, err = p.engine.PublishEndpoint(ctx, Frontend, r.EndpointID, mappings)
 	return err
 }
 
 // revoke unpublishes every port of an endpoint; none is fine.
-func (p *plugin) revoke(endpointID string) error {
-	return p.engine.UnpublishEndpoint(Frontend, endpointID)
+func (p *plugin) revoke(ctx context.Context, endpointID string) error {
+	return p.engine.UnpublishEndpoint(ctx, Frontend, endpointID)
 }
 
 // portBinding is one entry of Docker's com.docker.network.portmap.
@@ -289,8 +291,8 @@ func portMappings(raw any) ([]ports.Mapping, error) {
 	return out, nil
 }
 
-func (p *plugin) requestPool(r *ipam.RequestPoolRequest) (*ipam.RequestPoolResponse, error) {
-	pool, err := p.engine.RequestPool(r.Pool, r.SubPool, r.V6)
+func (p *plugin) requestPool(ctx context.Context, r *ipam.RequestPoolRequest) (*ipam.RequestPoolResponse, error) {
+	pool, err := p.engine.RequestPool(ctx, r.Pool, r.SubPool, r.V6)
 	if err != nil {
 		return nil, err
 	}

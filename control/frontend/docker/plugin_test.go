@@ -2,6 +2,7 @@ package docker_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/apiengine"
 	"github.com/ebpfnet/ebpfnet/control/engine"
 	"github.com/ebpfnet/ebpfnet/control/frontend/docker"
 	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
@@ -48,14 +50,14 @@ func newPluginEnv(t *testing.T) pluginEnv {
 		}
 	})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h := docker.Handler(e.API(), log)
+	h := docker.Handler(apiengine.New(e), log)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go h.Serve(l)
 	t.Cleanup(func() { l.Close() })
-	cs := httptest.NewServer(api.NewServer(e.API()))
+	cs := httptest.NewServer(api.NewServer(apiengine.New(e)))
 	t.Cleanup(cs.Close)
 	return pluginEnv{e, "http://" + l.Addr().String(), cs, cfg.NetNS}
 }
@@ -134,7 +136,7 @@ func TestPluginKeepsDockersMAC(t *testing.T) {
 	if e != "" {
 		return // refusing is a correct answer
 	}
-	sb, err := r.eng.API().Sandbox(eid)
+	sb, err := apiengine.New(r.eng).Sandbox(context.Background(), eid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +312,7 @@ func TestPluginDualStack(t *testing.T) {
 		"IPv6Data": []map[string]any{{"AddressSpace": "ebpfnet", "Pool": p6.Pool, "Gateway": gw6.Address}}}, nil); e != "" {
 		t.Fatal(e)
 	}
-	n, err := r.eng.API().Network("docker-" + nid[:12])
+	n, err := apiengine.New(r.eng).Network(context.Background(), "docker-"+nid[:12])
 	if err != nil || !n.EnableIPv6 || len(n.IPAM.Config) != 2 || n.IPAM.Config[1].Subnet != p6.Pool {
 		t.Fatalf("network: %+v, %v", n, err)
 	}
@@ -333,7 +335,7 @@ func TestPluginDualStack(t *testing.T) {
 	if want := strings.Split(gw6.Address, "/")[0]; joined.GatewayIPv6 != want || joined.Gateway != strings.Split(gw4.Address, "/")[0] {
 		t.Errorf("Join: %+v, want GatewayIPv6 %s", joined, want)
 	}
-	sb, err := r.eng.API().Sandbox(eid)
+	sb, err := apiengine.New(r.eng).Sandbox(context.Background(), eid)
 	if err != nil {
 		t.Fatal(err)
 	}

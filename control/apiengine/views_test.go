@@ -1,4 +1,4 @@
-package engine
+package apiengine
 
 import (
 	"net/netip"
@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
@@ -60,7 +61,7 @@ func TestNetworkViewGatewayMode(t *testing.T) {
 	} {
 		n := store.Network{ID: "n1", Name: "app", Driver: store.DriverBridge, Bridge: "br-app", Pool: pool, GatewayMode: c.mode, Internal: c.mode == "isolated"}
 		v := networkView(n, []store.Sandbox{sb})
-		option, listed := v.Options[OptGatewayMode]
+		option, listed := v.Options[driver.OptGatewayMode]
 		if option != c.option || listed != (c.option != "") {
 			t.Errorf("mode %q: option %q (listed %t), want %q", c.mode, option, listed, c.option)
 		}
@@ -68,7 +69,7 @@ func TestNetworkViewGatewayMode(t *testing.T) {
 			t.Errorf("mode %q: IPAM gateway %q, want %q", c.mode, got, c.gateway)
 		}
 		nets := map[string]store.Network{n.ID: n}
-		if got := sandboxView(sb, nil, nets, "", "").NetworkSettings.Networks["app"].Gateway; got != c.gateway {
+		if got := sandboxView(sb, nil, nets, "").NetworkSettings.Networks["app"].Gateway; got != c.gateway {
 			t.Errorf("mode %q: endpoint gateway %q, want %q", c.mode, got, c.gateway)
 		}
 	}
