@@ -32,10 +32,10 @@ func networkView(n store.Network, sbs []store.Sandbox) api.Network {
 	if v.Labels == nil {
 		v.Labels = map[string]string{}
 	}
-	if n.HasAddresses() {
+	if drivers.TraitsOf(n).OwnAddresses {
 		v.IPAM.Config = append(v.IPAM.Config, ipamConfig(n.Pool, gateway(n, false)))
 	}
-	if n.HasAddresses() && n.EnableIPv6 {
+	if drivers.TraitsOf(n).OwnAddresses && n.EnableIPv6 {
 		v.IPAM.Config = append(v.IPAM.Config, ipamConfig(n.Pool6, gateway(n, true)))
 	}
 	if d, ok := drivers.For(n.Driver); ok {

@@ -92,6 +92,12 @@ type Traits struct {
 	// Implicit: the network exists for its endpoints alone, made with the
 	// first and removed with the last.
 	Implicit bool
+	// OwnAddresses: ebpfnet's IPAM hands out the network's addresses from
+	// its pools.
+	OwnAddresses bool
+	// RuntimeAddresses: the runtime's IPAM hands them out, and the store
+	// does not track them.
+	RuntimeAddresses bool
 }
 
 // Aliases mark kernel objects as ebpfnet's, naming the record they belong to.

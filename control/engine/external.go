@@ -200,7 +200,7 @@ func takeAddress(tx *store.Tx, n store.Network, addr netip.Addr, v6 bool) (netip
 	if v6 {
 		id, pool = n.PoolID6, n.Pool6
 	}
-	if n.AddressesByRuntime() {
+	if drivers.TraitsOf(n).RuntimeAddresses {
 		if !addr.IsValid() || !pool.Subnet.Contains(addr) || pool.Reserved(addr) {
 			return addr, errdefs.Invalidf("address %q is not one of network %s's subnet %s that a container may hold", addr, n.Name, pool.Subnet)
 		}
@@ -446,7 +446,7 @@ func (e *Engine) deleteEndpoint(id string) error {
 		}
 		// A requested address is released on its own; a runtime's IPAM
 		// keeps its own.
-		if !n.RequestedPool && !n.AddressesByRuntime() {
+		if !n.RequestedPool && !drivers.TraitsOf(n).RuntimeAddresses {
 			if err := releaseAddresses(tx, n, sb.Endpoints[0]); err != nil {
 				return err
 			}

@@ -136,7 +136,7 @@ func (e *Engine) resolveMode(tx *store.Tx, sb *store.Sandbox, spec SandboxSpec) 
 		if err != nil {
 			return "", nil, err
 		}
-		if !n.HasAddresses() {
+		if !drivers.TraitsOf(n).OwnAddresses {
 			return "", nil, errdefs.Invalidf("network %s cannot be combined with other networks", n.Name)
 		}
 		for _, m := range nets {
@@ -309,7 +309,7 @@ func (e *Engine) Connect(networkRef, sandboxRef string, spec EndpointSpec) error
 		if err := ownSandbox(sb); err != nil {
 			return err
 		}
-		if sb.Mode != store.ModeNetworks || !n.HasAddresses() {
+		if sb.Mode != store.ModeNetworks || !drivers.TraitsOf(n).OwnAddresses {
 			mode := store.NetworkMode(sb, func(id string) string { m, _ := tx.Network(id); return m.Name })
 			return errdefs.Invalidf("cannot connect sandbox %s (%s) to network %s (%s): only sandboxes with their own namespace join bridge or macvlan networks",
 				sb.Name, mode, n.Name, n.Driver)

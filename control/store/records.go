@@ -138,15 +138,6 @@ func (n *Network) DefaultGateway(ipv6 bool) netip.Addr {
 	return n.Gateway(ipv6)
 }
 
-// AddressesByRuntime reports whether the network's addresses are a
-// runtime's IPAM's, which the store does not track (chained networks).
-func (n *Network) AddressesByRuntime() bool { return n.Driver == DriverChained }
-
-// HasAddresses reports whether the network hands out addresses.
-func (n *Network) HasAddresses() bool {
-	return n.Driver == DriverBridge || n.Driver == DriverMacvlan || n.Driver == DriverOverlay
-}
-
 // Sandbox modes.
 const (
 	ModeNetworks  = "networks"  // its own namespace, attached to bridge, macvlan or overlay networks (or none)

@@ -102,7 +102,7 @@ func (Driver) Validate(n store.Network) error {
 }
 
 func (Driver) Traits() driver.Traits {
-	return driver.Traits{Datapath: true, XDPTarget: true, OwnMAC: true}
+	return driver.Traits{Datapath: true, XDPTarget: true, OwnMAC: true, OwnAddresses: true}
 }
 
 func (Driver) Tunnel(store.Network) (string, bool) { return "", false }

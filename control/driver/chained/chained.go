@@ -31,7 +31,7 @@ func (Driver) Validate(store.Network) error { return nil }
 // Traits: the other plugin routes and masquerades; the network comes and
 // goes with its endpoints.
 func (Driver) Traits() driver.Traits {
-	return driver.Traits{Datapath: true, StackRoutes: true, Implicit: true}
+	return driver.Traits{Datapath: true, StackRoutes: true, Implicit: true, RuntimeAddresses: true}
 }
 
 func (Driver) Tunnel(store.Network) (string, bool)      { return "", false }

@@ -48,7 +48,7 @@ func (Driver) Validate(n store.Network) error { return checkParent(n.Parent) }
 
 // Traits: the parent's network carries macvlan endpoints, past the
 // datapath.
-func (Driver) Traits() driver.Traits { return driver.Traits{} }
+func (Driver) Traits() driver.Traits { return driver.Traits{OwnAddresses: true} }
 
 func (Driver) Tunnel(store.Network) (string, bool)      { return "", false }
 func (Driver) Inspect(store.Network, map[string]string) {}

@@ -43,7 +43,7 @@ func Device(n store.Network) string { return fmt.Sprintf("ebx-%d", n.VNI) }
 // Traits: a bridge's, on every host of the cluster, whose frames cross
 // the tunnel, past the uplinks' XDP path.
 func (Driver) Traits() driver.Traits {
-	return driver.Traits{Datapath: true, Global: true, OwnMAC: true}
+	return driver.Traits{Datapath: true, Global: true, OwnMAC: true, OwnAddresses: true}
 }
 
 // Tunnel is the network's VXLAN device.
