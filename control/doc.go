@@ -3,9 +3,14 @@
 //
 //   - engine: the engine, which turns requests into store records, kernel
 //     objects and BPF map entries, and reconciles the kernel with the store;
-//     it also follows the cluster for overlay networks and keeps the
-//     runtimes' attachments. It takes typed specs (netip, ports.Mapping)
-//     and knows no API request or read model but its status;
+//     it also keeps the runtimes' attachments. It takes typed specs
+//     (netip, ports.Mapping) and knows no API request or read model but
+//     its status;
+//   - clustersync: follows the cluster of hosts for overlay networks: the
+//     mirrors (which the engine makes and drops when it asks), the VXLAN
+//     devices' peers, other hosts' names and this host's addresses in the
+//     cluster; its local part runs under the engine's lock, its requests
+//     to the cluster's store after it;
 //   - apiengine: api's interfaces over the engine. It decodes each
 //     request's addresses once, names a runtime's attachments after its
 //     container and interface, and shows records as read models;

@@ -67,7 +67,11 @@ type Config struct {
 	// kept when it still lives, so the others never see this host's
 	// records go; 0 or a lapsed one gets a new lease.
 	Lease int64
-	Log   *slog.Logger
+	// PeersRecheck is how often a member that follows the cluster
+	// (package clustersync) writes every peer of its overlay networks'
+	// VXLAN devices again, changed or not; a minute when zero.
+	PeersRecheck time.Duration
+	Log          *slog.Logger
 }
 
 // ParseStore reads the daemon's --cluster-store value, Docker's form:

@@ -8,19 +8,17 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"regexp"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/control/cluster"
+	"github.com/ebpfnet/ebpfnet/control/clustersync"
 	"github.com/ebpfnet/ebpfnet/control/dns"
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
-	"github.com/ebpfnet/ebpfnet/control/driver/overlay"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/hostports"
 	"github.com/ebpfnet/ebpfnet/control/hostsync"
@@ -116,36 +114,10 @@ type Engine struct {
 	monitor *monitor.Hub
 	// host is a thread kept in the dataplane's namespace (inHost).
 	host *namespace.Thread
-	// cluster is this host's membership of a cluster, nil without one;
-	// runCluster follows it until stopCluster, closing clusterDone.
-	cluster      *cluster.Cluster
-	stopCluster  context.CancelFunc
-	clusterDone  chan struct{}
-	clusterNudge chan struct{}
-	// remote are the other hosts' endpoints on each overlay network, by
-	// network ID, as the cluster last had them; guarded by mu.
-	remote map[string][]cluster.Address
-	// peers are the peers last written to each overlay network's VXLAN
-	// device, by network ID, and peersChecked when they were last all
-	// written whether changed or not (applyCluster); guarded by mu.
-	peers        map[string][]overlay.Peer
-	peersChecked time.Time
-	// hosts are the cluster's hosts as last followed, by advertise
-	// address, for the log to say who came and went; guarded by mu.
-	hosts map[netip.Addr]cluster.Host
-	// conflicts are what the last applyCluster could not resolve, sorted
-	// (api.ClusterStatus.Conflicts). Guarded by conflictsMu, not mu: the
-	// status need not wait for a change that waits for the store.
-	conflictsMu sync.Mutex
-	conflicts   []string
-	// taking are the owners of overlay addresses taken in the cluster
-	// before the engine's lock, for endpoints not stored yet
-	// (takeOverlayAddresses): followCluster leaves them be. Guarded by
-	// takingMu, not mu.
-	takingMu sync.Mutex
-	taking   map[string]bool
-	// lease is the cluster lease the store records (recordLease).
-	lease int64
+	// cluster is this host's membership of a cluster, and clusterSync
+	// follows it; both nil without one.
+	cluster     *cluster.Cluster
+	clusterSync *clustersync.Syncer
 }
 
 // New opens the state, loads the datapath, creates the predefined networks
@@ -210,8 +182,7 @@ func New(cfg Config) (*Engine, error) {
 	for _, name := range dp.RetiredMaps() {
 		cfg.Log.Info("removed a pinned map this version no longer uses", "map", name, "bpffs", cfg.BPFFS)
 	}
-	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, drivers: drivers.For, host: host,
-		taking: map[string]bool{}}
+	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, drivers: drivers.For, host: host}
 	e.hostSync = hostsync.New(hostsync.Config{NetNS: cfg.NetNS, Uplinks: cfg.Uplinks, UplinkModes: cfg.UplinkModes,
 		Datapath: dp, Maps: e.maps, InHost: e.inHost, Locked: e.locked, BeforeRead: func() { beforeHostRead() }, Log: cfg.Log})
 	if e.monitor, err = monitor.New(e.maps, monitorNames{e}, cfg.Log); err != nil {
@@ -228,7 +199,9 @@ func New(cfg Config) (*Engine, error) {
 			e.Close()
 			return nil, err
 		}
-		e.recordLease()
+		e.clusterSync = clustersync.New(clustersync.Config{Cluster: e.cluster, Store: e.store, Maps: e.maps, Locked: e.locked,
+			Mirror: e.mirrorOverlay, DropMirror: e.dropMirror, InHost: e.inHost, PeersRecheck: c.PeersRecheck, Log: e.log,
+			FollowRemote: func(changed map[string][]dns.Record) { e.names.Follow(store.Changes{}, changed) }}, c.Lease)
 	}
 	if err := e.storeNamespacePaths(); err != nil {
 		e.Close()
@@ -255,11 +228,8 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.stopReclaim = make(chan struct{})
 	go e.reclaimConntrack(e.stopReclaim)
-	if e.cluster != nil {
-		var ctx context.Context
-		ctx, e.stopCluster = context.WithCancel(context.Background())
-		e.clusterDone, e.clusterNudge = make(chan struct{}), make(chan struct{}, 1)
-		go e.runCluster(ctx, e.clusterDone)
+	if e.clusterSync != nil {
+		e.clusterSync.Start()
 	}
 	return e, nil
 }

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"reflect"
 	"slices"
-	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -26,7 +24,9 @@ import (
 // addresses of its own endpoints, so that everything a bridge network has
 // (sandboxes, names, publishing, the maps) works on it unchanged. The
 // cluster is the authority: mirrors follow it (applyCluster), and
-// addresses are taken there before they are written here.
+// addresses are taken there before they are written here. Package
+// clustersync follows the cluster; the engine makes and drops the mirrors
+// it asks for, and takes the addresses of its own endpoints.
 
 // errNoCluster is the answer to overlay work on a host outside a cluster.
 var errNoCluster = errdefs.Invalidf("overlay networks need a cluster: start the daemon with --cluster-store and --cluster-advertise")
@@ -222,7 +222,7 @@ func (e *Engine) takeOverlayAddresses(refs []string, sandbox string, aliases []s
 	ctx := context.Background()
 	done = func() {
 		for id, t := range taken {
-			e.setTaking(t.owner, false)
+			e.clusterSync.Taking(t.owner, false)
 			if t.used {
 				continue
 			}
@@ -233,36 +233,16 @@ func (e *Engine) takeOverlayAddresses(refs []string, sandbox string, aliases []s
 	}
 	for _, w := range wants {
 		t := &preTaken{owner: newID()}
-		e.setTaking(t.owner, true)
+		e.clusterSync.Taking(t.owner, true)
 		t.addr, err = e.cluster.AllocateAddress(ctx, w.n.ID, cluster.Address{Owner: t.owner, Addr: w.addr, Sandbox: sandbox, Aliases: aliases})
 		if err != nil {
-			e.setTaking(t.owner, false)
+			e.clusterSync.Taking(t.owner, false)
 			done()
 			return nil, nil, fmt.Errorf("network %s: %w", w.n.Name, err)
 		}
 		taken[w.n.ID] = t
 	}
 	return taken, done, nil
-}
-
-// setTaking records whether owner's address is being taken for an
-// endpoint not stored yet.
-func (e *Engine) setTaking(owner string, taking bool) {
-	e.takingMu.Lock()
-	defer e.takingMu.Unlock()
-	if taking {
-		e.taking[owner] = true
-	} else {
-		delete(e.taking, owner)
-	}
-}
-
-// isTaking reports whether owner's address is being taken for an
-// endpoint not stored yet.
-func (e *Engine) isTaking(owner string) bool {
-	e.takingMu.Lock()
-	defer e.takingMu.Unlock()
-	return e.taking[owner]
 }
 
 // allocateOverlay gives ep its address on an overlay network: the one
@@ -292,344 +272,18 @@ func (e *Engine) allocateOverlay(tx *store.Tx, undo *rollback, n store.Network, 
 	return nil
 }
 
-// runCluster keeps this host in line with the cluster until ctx ends:
-// after every change in the store, and when a local change asks
-// (nudgeCluster).
-func (e *Engine) runCluster(ctx context.Context, done chan struct{}) {
-	defer close(done)
-	latest := make(chan cluster.State, 1)
-	watching := make(chan struct{})
-	go func() {
-		defer close(watching)
-		e.cluster.Watch(ctx, func(st cluster.State) {
-			select { // only the newest state matters
-			case <-latest:
-			default:
-			}
-			latest <- st
-		})
-	}()
-	defer func() { <-watching }() // it ends with ctx, before the client closes
-	var last cluster.State
-	// What failed is tried again, a little later each time it fails
-	// again, until it works or a new state comes.
-	retry := time.NewTimer(time.Hour)
-	retry.Stop()
-	backoff := time.Duration(0)
-	recheck := time.NewTicker(peersRecheck)
-	defer recheck.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			retry.Stop()
-			return
-		case last = <-latest:
-		case <-retry.C:
-		case <-recheck.C: // followCluster sees the time has come
-		case <-e.clusterNudge:
-			// The watch keeps last current: what a local change asks
-			// for is done against it, without reading the store.
-		}
-		if last.Revision == 0 {
-			continue
-		}
-		retry.Stop()
-		if !e.applyCluster(ctx, last) {
-			backoff = 0
-			continue
-		}
-		backoff = min(max(2*backoff, clusterRetry), 16*clusterRetry)
-		retry.Reset(backoff)
-	}
-}
-
-// clusterRetry is how soon runCluster first tries again what failed.
-const clusterRetry = time.Second
-
-// nudgeCluster asks runCluster to bring the cluster in line with a local
-// change (addresses of removed endpoints to give back) without waiting
-// for it.
+// nudgeCluster asks the cluster's follower to bring the cluster in line
+// with a local change (addresses of removed endpoints to give back)
+// without waiting for it.
 func (e *Engine) nudgeCluster() {
-	if e.cluster == nil {
-		return
+	if e.clusterSync != nil {
+		e.clusterSync.Nudge()
 	}
-	select {
-	case e.clusterNudge <- struct{}{}:
-	default:
-	}
-}
-
-// applyCluster brings this host in line with st: mirrors of the overlay
-// networks, the VXLAN devices' peers, the names of other hosts'
-// endpoints, and this host's addresses in the cluster (those of removed
-// endpoints given back, those a lapsed lease lost taken again). The
-// requests to the store come last, without the engine's lock: a store out
-// of reach keeps them waiting, not every local change.
-// It reports whether something failed, to be tried again. A conflict
-// with the state (errdefs.ErrConflict: an address or a subnet another
-// has) is not: it is noted, and tried again at the next change, which
-// alone can resolve it.
-func (e *Engine) applyCluster(ctx context.Context, st cluster.State) (failed bool) {
-	requests, errs, stale := e.followCluster(ctx, st)
-	if stale {
-		return false
-	}
-	complete := true
-	for i, request := range requests {
-		err := request()
-		errs = append(errs, err)
-		if errors.Is(err, cluster.ErrUnreachable) {
-			// The rest would wait as long: all of them next time.
-			errs = append(errs, fmt.Errorf("%d more requests wait for the cluster store", len(requests)-i-1))
-			complete = false
-			break
-		}
-	}
-	var retry []error
-	var conflicts []string
-	for _, err := range errs {
-		switch {
-		case err == nil:
-		case errors.Is(err, errdefs.ErrConflict):
-			conflicts = append(conflicts, err.Error())
-		default:
-			retry = append(retry, err)
-		}
-	}
-	e.noteConflicts(conflicts, complete)
-	if err := errors.Join(retry...); err != nil {
-		e.log.Warn("follow the cluster", "err", err)
-		return true
-	}
-	return false
-}
-
-// noteConflicts keeps the conflicts of the latest applyCluster for the
-// status, and logs those that are new and those that ended; an
-// incomplete one (it stopped at a store out of reach) keeps the earlier
-// ones too, as what it did not try again may still conflict.
-func (e *Engine) noteConflicts(now []string, complete bool) {
-	e.conflictsMu.Lock()
-	defer e.conflictsMu.Unlock()
-	if !complete {
-		now = append(now, e.conflicts...)
-	}
-	slices.Sort(now)
-	now = slices.Compact(now)
-	for _, c := range now {
-		if !slices.Contains(e.conflicts, c) {
-			e.log.Error("cannot follow the cluster here until something changes", "conflict", c)
-		}
-	}
-	for _, c := range e.conflicts {
-		if !slices.Contains(now, c) {
-			e.log.Info("cluster conflict resolved", "conflict", c)
-		}
-	}
-	e.conflicts = now
-}
-
-// followCluster is applyCluster's local part: it returns the requests to
-// make of the store, and what failed here.
-func (e *Engine) followCluster(ctx context.Context, st cluster.State) (requests []func() error, errs []error, stale bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if st.Revision < e.cluster.Written() {
-		// Read before a change this host made meanwhile (a network
-		// created or removed here): it would undo the change here until
-		// the next state. The change's own state follows.
-		return nil, nil, true
-	}
-	e.recordLease()
-	local, onNetwork, err := e.overlayState()
-	if err != nil {
-		return nil, []error{fmt.Errorf("read state for the cluster: %w", err)}, false
-	}
-	// Peers are written where they changed; all of them now and then,
-	// which puts back what else removed from the devices.
-	recheck := time.Since(e.peersChecked) > peersRecheck
-	if recheck {
-		e.peers, e.peersChecked = map[string][]overlay.Peer{}, time.Now()
-	}
-	// Mirrors of removed networks go first: a network created in one's
-	// stead (its name, its subnet, its VNI) would find it in the way.
-	for id, n := range local {
-		if !slices.ContainsFunc(st.Networks, func(cn cluster.Network) bool { return cn.ID == id }) {
-			errs = append(errs, e.dropMirror(n))
-			delete(local, id)
-		}
-	}
-	for _, cn := range st.Networks {
-		if _, ok := local[cn.ID]; !ok {
-			n, err := e.mirrorOverlay(cn)
-			errs = append(errs, err)
-			if err == nil {
-				local[n.ID] = n
-			}
-		}
-	}
-	mine := map[string]store.Endpoint{} // this host's overlay endpoints, by ID
-	for _, eps := range onNetwork {
-		for _, ep := range eps {
-			mine[ep.ID] = ep.Endpoint
-		}
-	}
-	var vnis []uint32
-	for _, n := range local {
-		vnis = append(vnis, n.VNI)
-	}
-	var vteps []netip.Addr
-	for _, h := range st.Hosts {
-		vteps = append(vteps, h.Advertise)
-	}
-	e.logHosts(st.Hosts)
-	errs = append(errs, e.maps.SyncOverlay(vnis, vteps))
-	remote := map[string][]cluster.Address{}
-	for id, n := range local {
-		var peers []overlay.Peer
-		held := map[string]bool{}
-		for _, a := range st.Addresses[id] {
-			if a.Host != e.cluster.Advertise() {
-				peers = append(peers, overlay.Peer{Addr: a.Addr, MAC: driver.MACFor(a.Addr), VTEP: a.Host})
-				remote[id] = append(remote[id], a)
-				continue
-			}
-			held[a.Owner] = true
-			if ep, ok := mine[a.Owner]; (!ok || ep.Addr != a.Addr) && !e.isTaking(a.Owner) {
-				requests = append(requests, func() error {
-					if err := e.cluster.ReleaseAddress(ctx, id, a.Addr, a.Owner); err != nil {
-						return fmt.Errorf("network %s: %w", n.Name, err)
-					}
-					return nil
-				})
-			}
-		}
-		for _, ep := range onNetwork[id] {
-			if !held[ep.ID] {
-				// The lease lapsed while etcd was out of reach: take the
-				// address again, unless another host has it by now.
-				retake := cluster.Address{Owner: ep.ID, Addr: ep.Addr, Sandbox: ep.sandbox, Aliases: ep.Aliases}
-				requests = append(requests, func() error {
-					if _, err := e.cluster.AllocateAddress(ctx, id, retake); err != nil {
-						return fmt.Errorf("sandbox %s, network %s: take %s again: %w", ep.sandbox, n.Name, ep.Addr, err)
-					}
-					return nil
-				})
-			}
-		}
-		errs = append(errs, e.syncPeers(n, peers, recheck))
-	}
-	// Only the networks whose remote endpoints changed are named again.
-	changed := map[string][]dns.Record{}
-	for id, n := range local {
-		if !reflect.DeepEqual(e.remote[id], remote[id]) {
-			changed[id] = remoteRecords(n, remote[id])
-		}
-	}
-	for id := range e.remote {
-		if _, ok := local[id]; !ok {
-			changed[id] = nil
-		}
-	}
-	e.remote = remote
-	e.names.Follow(store.Changes{}, changed)
-	return requests, errs, false
-}
-
-// sandboxEndpoint is an endpoint and the name of its sandbox.
-type sandboxEndpoint struct {
-	store.Endpoint
-	sandbox string
-}
-
-// overlayState reads this host's overlay networks, by ID, and the
-// endpoints on each: the sandboxes on other networks are not read, so
-// that following the cluster costs what its networks hold here.
-func (e *Engine) overlayState() (local map[string]store.Network, onNetwork map[string][]sandboxEndpoint, err error) {
-	local, onNetwork = map[string]store.Network{}, map[string][]sandboxEndpoint{}
-	err = e.store.View(func(tx *store.Tx) error {
-		nets, err := tx.Networks()
-		if err != nil {
-			return err
-		}
-		for _, n := range nets {
-			if !drivers.TraitsOf(n).Global {
-				continue
-			}
-			local[n.ID] = n
-			for _, name := range tx.NetworkUsers(n.ID) {
-				sb, _, err := tx.SandboxNamed(name)
-				if err != nil {
-					return err
-				}
-				for _, ep := range sb.Endpoints {
-					if ep.NetworkID == n.ID {
-						onNetwork[n.ID] = append(onNetwork[n.ID], sandboxEndpoint{ep, sb.Name})
-					}
-				}
-			}
-		}
-		return nil
-	})
-	return local, onNetwork, err
-}
-
-// logHosts says which hosts joined the cluster and which left it (their
-// lease ended: their endpoints go with them) since the last state.
-// Callers hold e.mu.
-func (e *Engine) logHosts(hosts []cluster.Host) {
-	now := map[netip.Addr]cluster.Host{}
-	for _, h := range hosts {
-		now[h.Advertise] = h
-		if _, ok := e.hosts[h.Advertise]; !ok && h.Advertise != e.cluster.Advertise() {
-			e.log.Info("host in the cluster", "advertise", h.Advertise, "hostname", h.Hostname)
-		}
-	}
-	for a, h := range e.hosts {
-		if _, ok := now[a]; !ok && a != e.cluster.Advertise() {
-			e.log.Warn("host left the cluster: its endpoints are dropped", "advertise", a, "hostname", h.Hostname)
-		}
-	}
-	e.hosts = now
-}
-
-// peersRecheck is how often runCluster writes every peer of every overlay
-// network, changed or not; a variable for the tests.
-var peersRecheck = time.Minute
-
-// syncPeers writes the peers of overlay network n to its VXLAN device
-// unless they are those last written. Callers hold e.mu.
-func (e *Engine) syncPeers(n store.Network, peers []overlay.Peer, recheck bool) error {
-	if last, ok := e.peers[n.ID]; ok && !recheck && slices.EqualFunc(last, peers, func(a, b overlay.Peer) bool {
-		return a.Addr == b.Addr && a.VTEP == b.VTEP // the MAC follows from the address
-	}) {
-		return nil
-	}
-	delete(e.peers, n.ID)
-	if err := e.inHost(func() error { return overlay.SyncPeers(n, peers) }); err != nil {
-		return err
-	}
-	e.peers[n.ID] = peers
-	return nil
-}
-
-// recordLease keeps the cluster lease in the store, for a restarted
-// daemon to keep (cluster.Config.Lease).
-func (e *Engine) recordLease() {
-	lease := e.cluster.Lease()
-	if lease == e.lease || lease == 0 { // 0: none now, the last one may come back
-		return
-	}
-	err := e.store.Update(func(tx *store.Tx) error { return tx.PutClusterLease(lease) })
-	if err != nil {
-		e.log.Warn("record the cluster lease", "err", err)
-		return
-	}
-	e.lease = lease
 }
 
 // dropMirror removes the mirror of an overlay network the cluster no
 // longer has; one this host still has endpoints on stays, and says so.
+// Callers hold e.mu.
 func (e *Engine) dropMirror(n store.Network) error {
 	var removed bool
 	err := e.commit(func(tx *store.Tx) error {
@@ -645,28 +299,16 @@ func (e *Engine) dropMirror(n store.Network) error {
 	if err != nil || !removed {
 		return err
 	}
-	delete(e.peers, n.ID)
 	return e.dropNetwork(n)
 }
 
 // remoteRecords are the names of other hosts' endpoints on overlay
 // network n, for the resolvers. Callers hold e.mu.
-func (e *Engine) remoteRecords(n store.Network) []dns.Record { return remoteRecords(n, e.remote[n.ID]) }
-
-// remoteRecords are the names of the endpoints of other hosts' addresses
-// on overlay network n.
-func remoteRecords(n store.Network, addrs []cluster.Address) []dns.Record {
-	var out []dns.Record
-	for _, a := range addrs {
-		// Another writer's record may lack names: it names nothing.
-		names := slices.DeleteFunc(append([]string{a.Sandbox}, a.Aliases...), func(s string) bool { return s == "" })
-		if len(names) > 0 {
-			// Owned by the endpoint: another host's sandbox may have the
-			// name of one here.
-			out = append(out, dns.Record{Network: n.ID, NetworkName: n.Name, Owner: "endpoint " + a.Owner, Names: names, Addr: a.Addr})
-		}
+func (e *Engine) remoteRecords(n store.Network) []dns.Record {
+	if e.clusterSync == nil {
+		return nil
 	}
-	return out
+	return e.clusterSync.RemoteRecords(n)
 }
 
 // leaveCluster stops following the cluster and leaves it.
@@ -674,9 +316,8 @@ func (e *Engine) leaveCluster() error {
 	if e.cluster == nil {
 		return nil
 	}
-	if e.stopCluster != nil {
-		e.stopCluster()
-		<-e.clusterDone
+	if e.clusterSync != nil {
+		e.clusterSync.Stop()
 	}
 	return e.cluster.Close()
 }

@@ -50,7 +50,7 @@ func TestApplyClusterDuringOutageHoldsTheLockBriefly(t *testing.T) {
 	st.Addresses = map[string][]cluster.Address{} // as after the lease lapsed
 	etcd.Stop(0)
 	t0 := time.Now()
-	te.applyCluster(ctx, st)
+	te.clusterSync.Apply(ctx, st)
 	if d := time.Since(t0); d > 6*time.Second {
 		t.Errorf("applying a state with the store out of reach took %s", d.Round(100*time.Millisecond))
 	}
@@ -197,7 +197,7 @@ func TestAddressTakenMeanwhileIsReportedNotRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if te.applyCluster(ctx, st) {
+	if te.clusterSync.Apply(ctx, st) {
 		t.Error("an address another host has is tried again on a timer")
 	}
 	if err := far.ReleaseAddress(ctx, n.ID, ep.Addr, "far-ep"); err != nil {
@@ -213,11 +213,9 @@ func TestAddressTakenMeanwhileIsReportedNotRetried(t *testing.T) {
 	}
 }
 
-// stopFollowing stops te's runCluster, so the test applies states itself.
-func (te testEngine) stopFollowing() {
-	te.stopCluster()
-	<-te.clusterDone
-}
+// stopFollowing stops te's following of the cluster, so the test applies
+// states itself.
+func (te testEngine) stopFollowing() { te.clusterSync.Stop() }
 
 // mirrored is the ID of te's network called name, "" for none.
 func (te testEngine) mirrored(t *testing.T, name string) string {
@@ -250,7 +248,7 @@ func TestRecreatedOverlayIsMirroredInOnePass(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				return te.applyCluster(ctx, st)
+				return te.clusterSync.Apply(ctx, st)
 			}
 			// As another host would: straight into the cluster.
 			old, err := te.cluster.CreateNetwork(ctx, cluster.NetworkSpec{ID: newID(), Name: te.name("ov")})
@@ -275,9 +273,7 @@ func TestRecreatedOverlayIsMirroredInOnePass(t *testing.T) {
 			t.Logf("old: %s %s VNI %d; new: %s %s VNI %d", old.Name, old.Subnet, old.VNI, cn.Name, cn.Subnet, cn.VNI)
 			failed := apply()
 			if te.mirrored(t, cn.Name) != cn.ID {
-				te.conflictsMu.Lock()
-				conflicts := te.conflicts
-				te.conflictsMu.Unlock()
+				conflicts := te.clusterSync.Conflicts()
 				t.Errorf("network %s, in place of %s, not mirrored (to be tried again on the timer: %v); conflicts %q", cn.Name, old.Name, failed, conflicts)
 			}
 		})
@@ -308,11 +304,9 @@ func TestAdvertiseAddressBackIsRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	failed := te.applyCluster(ctx, st)
+	failed := te.clusterSync.Apply(ctx, st)
 	ip("addr", "add", "192.0.2.1/24", "dev", "under0")
-	te.conflictsMu.Lock()
-	conflicts := te.conflicts
-	te.conflictsMu.Unlock()
+	conflicts := te.clusterSync.Conflicts()
 	if te.mirrored(t, cn.Name) == "" && !failed {
 		t.Errorf("network %s not mirrored while the advertise address was missing, and not to be tried again on the timer once it is back; conflicts %q",
 			cn.Name, conflicts)
@@ -336,7 +330,7 @@ func TestStaleStateKeepsConflicts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	te.applyCluster(ctx, before)
+	te.clusterSync.Apply(ctx, before)
 	conflicts := func() []string {
 		st, err := te.Status()
 		if err != nil {
@@ -350,7 +344,7 @@ func TestStaleStateKeepsConflicts(t *testing.T) {
 	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov2"), Driver: store.DriverOverlay}); err != nil {
 		t.Fatal(err)
 	}
-	te.applyCluster(ctx, before) // skipped: older than what this host wrote
+	te.clusterSync.Apply(ctx, before) // skipped: older than what this host wrote
 	if c := conflicts(); len(c) != 1 {
 		t.Errorf("after a state older than this host's write was skipped, conflicts: %q; want the one still there", c)
 	}

@@ -16,9 +16,8 @@ import (
 // minute; every 2 s here), which puts back what something else removed:
 // also on a cluster where nothing changes meanwhile.
 func TestPeersPutBackOnAQuietCluster(t *testing.T) {
-	defer func(d time.Duration) { peersRecheck = d }(peersRecheck)
-	peersRecheck = 2 * time.Second
-	te := newClusterEngine(t)
+	const recheck = 2 * time.Second
+	te := newClusterEngine(t, func(c *cluster.Config) { c.PeersRecheck = recheck })
 	ctx := context.Background()
 	n := te.overlayNetwork(t)
 	far := te.joinFar(t)
@@ -46,5 +45,5 @@ func TestPeersPutBackOnAQuietCluster(t *testing.T) {
 	if out, err := exec.Command("ip", "-n", ns, "neigh", "del", addr.String(), "dev", dev).CombinedOutput(); err != nil {
 		t.Fatalf("ip neigh del: %v: %s", err, out)
 	}
-	await("removed by something else, nothing changed in the cluster", peersRecheck+15*time.Second)
+	await("removed by something else, nothing changed in the cluster", recheck+15*time.Second)
 }

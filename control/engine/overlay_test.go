@@ -19,14 +19,14 @@ import (
 // newClusterEngine is a test engine that joined a one-member cluster of
 // its own, running in its host namespace, with an underlay interface
 // holding the advertise address.
-func newClusterEngine(t *testing.T) testEngine {
+func newClusterEngine(t *testing.T, tune ...func(*cluster.Config)) testEngine {
 	t.Helper()
-	te, _ := newClusterEngineAndStore(t)
+	te, _ := newClusterEngineAndStore(t, tune...)
 	return te
 }
 
 // newClusterEngineAndStore is newClusterEngine, with its etcd.
-func newClusterEngineAndStore(t *testing.T) (te testEngine, etcd *testbed.Etcd) {
+func newClusterEngineAndStore(t *testing.T, tune ...func(*cluster.Config)) (te testEngine, etcd *testbed.Etcd) {
 	t.Helper()
 	te = newTestEngineWith(t, func(hostNS string) *cluster.Config {
 		advertise := netip.MustParseAddr("192.0.2.1")
@@ -41,7 +41,11 @@ func newClusterEngineAndStore(t *testing.T) (te testEngine, etcd *testbed.Etcd) 
 			}
 		}
 		etcd = testbed.StartEtcd(t, testbed.EtcdMember{NetNS: hostNS, Addr: netip.MustParseAddr("127.0.0.1")})
-		return &cluster.Config{Endpoints: etcd.Endpoints(), Advertise: advertise}
+		c := &cluster.Config{Endpoints: etcd.Endpoints(), Advertise: advertise}
+		for _, f := range tune {
+			f(c)
+		}
+		return c
 	})
 	return te, etcd
 }
@@ -81,7 +85,7 @@ func TestStaleClusterState(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := te.overlayNetwork(t)
-	te.applyCluster(ctx, before)
+	te.clusterSync.Apply(ctx, before)
 	if err := te.store.View(func(tx *store.Tx) error { _, err := tx.Network(n.Name); return err }); err != nil {
 		t.Errorf("network %s after an older state was applied: %v", n.Name, err)
 	}
@@ -92,7 +96,7 @@ func TestStaleClusterState(t *testing.T) {
 	if err := te.RemoveNetwork(n.Name); err != nil {
 		t.Fatal(err)
 	}
-	te.applyCluster(ctx, withNet)
+	te.clusterSync.Apply(ctx, withNet)
 	if err := te.store.View(func(tx *store.Tx) error { _, err := tx.Network(n.Name); return err }); err == nil {
 		t.Errorf("network %s is back after an older state was applied", n.Name)
 	}
@@ -141,7 +145,7 @@ func TestRemoteNamesNeedAName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	te.applyCluster(ctx, st)
+	te.clusterSync.Apply(ctx, st)
 	te.mu.Lock()
 	records := te.remoteRecords(n)
 	te.mu.Unlock()
@@ -166,7 +170,7 @@ func TestOverlayOverAHostRouteIsNotMirrored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if te.applyCluster(ctx, st) {
+	if te.clusterSync.Apply(ctx, st) {
 		t.Error("a network that cannot be mirrored here is tried again on a timer")
 	}
 	if err := te.store.View(func(tx *store.Tx) error { _, err := tx.Network(cn.Name); return err }); err == nil {

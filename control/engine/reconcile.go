@@ -6,7 +6,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -227,8 +226,9 @@ func (e *Engine) applyWhole(plan wholePlan, s storeState, changed store.Changes,
 	}
 	errs = append(errs, e.removeLeftovers(plan, then, now))
 	// Devices recreated before lost their peers: write them all again.
-	e.peersChecked = time.Time{}
-	e.nudgeCluster()
+	if e.clusterSync != nil {
+		e.clusterSync.RecheckPeers()
+	}
 	return errors.Join(errs...)
 }
 

@@ -129,9 +129,7 @@ func (e *Engine) clusterStatus() *api.ClusterStatus {
 	if err != nil {
 		v.Error = err.Error()
 	}
-	e.conflictsMu.Lock()
-	v.Conflicts = slices.Clone(e.conflicts)
-	e.conflictsMu.Unlock()
+	v.Conflicts = e.clusterSync.Conflicts()
 	return v
 }
 
