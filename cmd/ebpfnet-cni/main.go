@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -123,12 +122,16 @@ func add(args *skel.CmdArgs, routedVia func(netns string, gw net.IP) (bool, erro
 	}
 	req := api.AttachmentCreate{Frontend: frontend, ContainerID: args.ContainerID, IfName: args.IfName, NetNS: args.Netns,
 		Network: conf.Network, Publish: publish, MAC: conf.RuntimeConfig.MAC, Aliases: conf.RuntimeConfig.Aliases[conf.Name], Group: conf.Name}
-	for _, ip := range conf.RuntimeConfig.IPs {
+	for _, s := range conf.RuntimeConfig.IPs {
+		ip, err := api.ParseAddress(s)
+		if err != nil {
+			return err
+		}
 		field := &req.IP
-		if strings.Contains(ip, ":") {
+		if ip.Is6() {
 			field = &req.IP6
 		}
-		if *field != "" {
+		if field.IsValid() {
 			return fmt.Errorf("ebpfnet gives one address per family per attachment, not %v", conf.RuntimeConfig.IPs)
 		}
 		*field = ip
@@ -238,16 +241,16 @@ func addChained(args *skel.CmdArgs, conf *netConf, client *api.Client, publish [
 		}
 	}
 	for _, ip := range prev.IPs {
-		if ip.Interface != nil && *ip.Interface == inside && ip.Address.IP.To4() != nil {
+		if v4 := ip.Address.IP.To4(); ip.Interface != nil && *ip.Interface == inside && v4 != nil {
 			ones, _ := ip.Address.Mask.Size()
-			c.Address = fmt.Sprintf("%s/%d", ip.Address.IP, ones)
-			if ip.Gateway != nil {
-				c.Gateway = ip.Gateway.String()
+			c.Address = netip.PrefixFrom(netip.AddrFrom4([4]byte(v4)), ones)
+			if gw, ok := netip.AddrFromSlice(ip.Gateway); ok {
+				c.Gateway = gw.Unmap()
 			}
 			break
 		}
 	}
-	if inside < 0 || c.HostInterface == "" || c.Bridge == "" || c.Address == "" {
+	if inside < 0 || c.HostInterface == "" || c.Bridge == "" || !c.Address.IsValid() {
 		return fmt.Errorf("prevResult has no veth on a bridge with an IPv4 address for %s (interfaces %v): chain ebpfnet after the bridge plugin", args.IfName, prev.Interfaces)
 	}
 	ctx, cancel := timeout()

@@ -215,7 +215,7 @@ func TestAdd(t *testing.T) {
 		checkResult(t, v, r)
 	}
 	want := api.AttachmentCreate{Frontend: "cni", ContainerID: "c1", IfName: "eth0", NetNS: "/run/netns/c1", Network: "app",
-		IP: "10.88.0.9/16", IP6: "fd00:88::9/64", MAC: "02:42:0a:58:00:09", Aliases: []string{"web"}, Group: "podnet",
+		IP: netip.MustParseAddr("10.88.0.9"), IP6: netip.MustParseAddr("fd00:88::9"), MAC: "02:42:0a:58:00:09", Aliases: []string{"web"}, Group: "podnet",
 		Publish: []ports.Mapping{{Proto: ports.TCP, HostPort: 8080, Port: 80}}}
 	if len(d.attached) != 3 || !reflect.DeepEqual(d.attached[0], want) {
 		t.Errorf("asked %+v, want %+v", d.attached, want)

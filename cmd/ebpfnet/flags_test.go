@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -16,18 +17,18 @@ func TestFlagCombinations(t *testing.T) {
 		req  api.NetworkCreate
 		want string
 	}{
-		{api.NetworkCreate{Gateways: []string{"172.30.0.1"}}, "--ip-range and --gateway need --subnet"},
-		{api.NetworkCreate{IPRanges: []string{"172.30.5.0/24"}}, "--ip-range and --gateway need --subnet"},
-		{api.NetworkCreate{Subnets: []string{"172.30.0.0/16"}, Gateways: []string{"172.30.0.1"}, Internal: true, Options: isolated},
+		{api.NetworkCreate{Gateways: []netip.Addr{netip.MustParseAddr("172.30.0.1")}}, "--ip-range and --gateway need --subnet"},
+		{api.NetworkCreate{IPRanges: []netip.Prefix{netip.MustParsePrefix("172.30.5.0/24")}}, "--ip-range and --gateway need --subnet"},
+		{api.NetworkCreate{Subnets: []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16")}, Gateways: []netip.Addr{netip.MustParseAddr("172.30.0.1")}, Internal: true, Options: isolated},
 			"--gateway 172.30.0.1: a network in gateway mode isolated has no gateway"},
-		{api.NetworkCreate{Subnets: []string{"172.30.0.0/16"}, Options: isolated},
+		{api.NetworkCreate{Subnets: []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16")}, Options: isolated},
 			"option com.docker.network.bridge.gateway_mode_ipv4=isolated needs --internal: an isolated network has no gateway, so it leads nowhere"},
 		{api.NetworkCreate{Options: isolated6},
 			"option com.docker.network.bridge.gateway_mode_ipv6=isolated needs --internal: an isolated network has no gateway, so it leads nowhere"},
-		{api.NetworkCreate{Subnets: []string{"172.30.0.0/16", "fd00::/64"}, Gateways: []string{"172.30.0.1", "fd00::1"}, Internal: true, Options: isolated6},
+		{api.NetworkCreate{Subnets: []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16"), netip.MustParsePrefix("fd00::/64")}, Gateways: []netip.Addr{netip.MustParseAddr("172.30.0.1"), netip.MustParseAddr("fd00::1")}, Internal: true, Options: isolated6},
 			"--gateway fd00::1: a network in gateway mode isolated has no gateway"},
 		{api.NetworkCreate{Driver: "macvlan", Options: isolated}, ""}, // the daemon's to refuse: not a macvlan option
-		{api.NetworkCreate{Subnets: []string{"172.30.0.0/16"}, Gateways: []string{"172.30.0.1"}}, ""},
+		{api.NetworkCreate{Subnets: []netip.Prefix{netip.MustParsePrefix("172.30.0.0/16")}, Gateways: []netip.Addr{netip.MustParseAddr("172.30.0.1")}}, ""},
 	} {
 		if err := checkNetworkFlags(c.req); (err == nil) != (c.want == "") || err != nil && err.Error() != c.want {
 			t.Errorf("%+v: %v, want %q", c.req, err, c.want)
@@ -38,7 +39,7 @@ func TestFlagCombinations(t *testing.T) {
 		want string
 	}{
 		{api.SandboxCreate{Networks: []string{"none"}, Publish: []api.PortMapping{{Port: 80}}}, "-p need a bridge or macvlan network, not none"},
-		{api.SandboxCreate{Networks: []string{"container:web"}, IP: "172.17.0.9"}, "not container:web"},
+		{api.SandboxCreate{Networks: []string{"container:web"}, IP: netip.MustParseAddr("172.17.0.9")}, "not container:web"},
 		{api.SandboxCreate{Networks: []string{"host"}, Aliases: []string{"a"}}, "not host"},
 		{api.SandboxCreate{Networks: []string{"host"}}, ""},
 		{api.SandboxCreate{Networks: []string{"app"}, Publish: []api.PortMapping{{Port: 80}}}, ""},

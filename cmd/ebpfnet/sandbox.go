@@ -26,11 +26,11 @@ func newSandboxCommand(c *cli) *cobra.Command {
 func sandboxFlags(cmd *cobra.Command, req *api.SandboxCreate, publish *[]string) {
 	f := cmd.Flags()
 	f.StringArrayVar(&req.Networks, "network", nil, "network to attach to (repeatable), or host, none, container:NAME (default: bridge)")
-	f.StringVar(&req.IP, "ip", "", "IPv4 address on the first network")
-	f.StringVar(&req.IP6, "ip6", "", "IPv6 address on the first network (one with IPv6)")
+	addrVar(f, &req.IP, "ip", "IP address", "IPv4 address on the first network")
+	addrVar(f, &req.IP6, "ip6", "IPv6 address", "IPv6 address on the first network (one with IPv6)")
 	f.StringArrayVar(&req.Aliases, "alias", nil, "extra name on the networks (repeatable)")
 	f.StringArrayVarP(publish, "publish", "p", nil, "publish a port, as docker run -p (repeatable)")
-	f.StringArrayVar(&req.DNS, "dns", nil, "upstream DNS server (repeatable)")
+	addrsVar(f, &req.DNS, "dns", "DNS server", "upstream DNS server (repeatable)")
 	f.StringArrayVar(&req.Links, "link", nil, "legacy link NAME[:ALIAS]: the sandbox's address in this one's hosts (repeatable)")
 }
 
@@ -46,7 +46,7 @@ func sandboxRequest(req *api.SandboxCreate, publish []string) (err error) {
 // refuses in terms of values: addresses, aliases and ports on a sandbox
 // without networks of its own.
 func checkSandboxFlags(req api.SandboxCreate) error {
-	if len(req.Networks) != 1 || req.IP == "" && req.IP6 == "" && len(req.Aliases) == 0 && len(req.Publish) == 0 {
+	if len(req.Networks) != 1 || !req.IP.IsValid() && !req.IP6.IsValid() && len(req.Aliases) == 0 && len(req.Publish) == 0 {
 		return nil
 	}
 	if mode := req.Networks[0]; api.IsNetworkMode(mode) {

@@ -12,6 +12,9 @@ import (
 	"testing"
 
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"io"
+	"net/http/httptest"
+	"strings"
 )
 
 // TestErrorKinds checks that each kind of failure crosses the socket: the
@@ -86,5 +89,30 @@ func TestClientKeepsItsConnection(t *testing.T) {
 	}
 	if n := connections.Load(); n != 1 {
 		t.Errorf("6 requests opened %d connections, want 1", n)
+	}
+}
+
+// Addresses cross the wire as text and are decoded into netip types with
+// the request: a raw client's bad one is refused with a 400 naming it,
+// before the engine is asked.
+func TestBadAddressesAreRefusedAtDecode(t *testing.T) {
+	srv := httptest.NewServer(NewServer(nil))
+	t.Cleanup(srv.Close)
+	for _, c := range []struct{ path, body, bad string }{
+		{"/v1/networks", `{"Name":"x","Subnets":["nonsense"]}`, "nonsense"},
+		{"/v1/networks", `{"Name":"x","Gateways":["172.19.0.300"]}`, "172.19.0.300"},
+		{"/v1/sandboxes", `{"Name":"x","IP":"banana"}`, "banana"},
+		{"/v1/networks/x/connect", `{"Sandbox":"x","IP6":"fd00::zz"}`, "fd00::zz"},
+		{"/v1/attachments", `{"Frontend":"cni","ContainerID":"c","NetNS":"/n","IP":"10.0.0.1/24"}`, "10.0.0.1/24"},
+	} {
+		res, err := http.Post(srv.URL+c.path, "application/json", strings.NewReader(c.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(msg), c.bad) {
+			t.Errorf("POST %s %s: %d %s, want 400 naming %q", c.path, c.body, res.StatusCode, msg, c.bad)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -64,12 +65,12 @@ type RuntimeEngine interface {
 	PublishEndpoint(ctx context.Context, frontend, id string, mappings []PortMapping) (map[string][]PortBinding, error)
 	UnpublishEndpoint(ctx context.Context, frontend, id string) error
 	// RequestPool reserves a pool of the family v6 says.
-	RequestPool(ctx context.Context, subnet, ipRange string, v6 bool) (Pool, error)
+	RequestPool(ctx context.Context, subnet, ipRange netip.Prefix, v6 bool) (Pool, error)
 	// RequestedPool finds the requested pool of subnet no network uses yet.
-	RequestedPool(ctx context.Context, subnet string) (Pool, error)
+	RequestedPool(ctx context.Context, subnet netip.Prefix) (Pool, error)
 	ReleasePool(ctx context.Context, id string) error
-	RequestAddress(ctx context.Context, poolID, addr string, gateway bool) (cidr string, err error)
-	ReleaseAddress(ctx context.Context, poolID, addr string) error
+	RequestAddress(ctx context.Context, poolID string, addr netip.Addr, gateway bool) (netip.Prefix, error)
+	ReleaseAddress(ctx context.Context, poolID string, addr netip.Addr) error
 	CreateEndpoint(ctx context.Context, req EndpointCreate) (Endpoint, error)
 	JoinEndpoint(ctx context.Context, id, netns string) (Endpoint, error)
 	LeaveEndpoint(ctx context.Context, id string) error

@@ -17,16 +17,16 @@ type NetworkCreate struct {
 	EnableIPv6 *bool `json:"EnableIPv6,omitempty"`
 	// At most one subnet per family; each ip range and gateway goes with
 	// the subnet of its family.
-	Subnets  []string `json:"Subnets,omitempty"`
-	IPRanges []string `json:"IPRanges,omitempty"`
-	Gateways []string `json:"Gateways,omitempty"`
-	Internal bool     `json:"Internal,omitempty"`
+	Subnets  []netip.Prefix `json:"Subnets,omitempty"`
+	IPRanges []netip.Prefix `json:"IPRanges,omitempty"`
+	Gateways []netip.Addr   `json:"Gateways,omitempty"`
+	Internal bool           `json:"Internal,omitempty"`
 	// Attachable is Docker's flag for overlays any container may join:
 	// every ebpfnet network is, and the flag is kept for inspect.
 	Attachable bool              `json:"Attachable,omitempty"`
 	Options    map[string]string `json:"Options,omitempty"`
 	Labels     map[string]string `json:"Labels,omitempty"`
-	DNS        []string          `json:"DNS,omitempty"`
+	DNS        []netip.Addr      `json:"DNS,omitempty"`
 	// Set by a runtime frontend creating a network for its runtime
 	// (RuntimeEngine.CreateFrontendNetwork; the API refuses them): the
 	// runtime's ID for it, the pools it requested (RequestPool) and the
@@ -41,11 +41,11 @@ type NetworkCreate struct {
 type SandboxCreate struct {
 	Name     string        `json:"Name"`
 	Networks []string      `json:"Networks,omitempty"`
-	IP       string        `json:"IP,omitempty"`
-	IP6      string        `json:"IP6,omitempty"`
+	IP       netip.Addr    `json:"IP,omitzero"`
+	IP6      netip.Addr    `json:"IP6,omitzero"`
 	Aliases  []string      `json:"Aliases,omitempty"`
 	Publish  []PortMapping `json:"Publish,omitempty"`
-	DNS      []string      `json:"DNS,omitempty"`
+	DNS      []netip.Addr  `json:"DNS,omitempty"`
 	Links    []string      `json:"Links,omitempty"` // NAME[:ALIAS]
 }
 
@@ -67,10 +67,10 @@ type PortBinding struct {
 
 // Connect attaches a sandbox to a network.
 type Connect struct {
-	Sandbox string   `json:"Sandbox"`
-	IP      string   `json:"IP,omitempty"`
-	IP6     string   `json:"IP6,omitempty"`
-	Aliases []string `json:"Aliases,omitempty"`
+	Sandbox string     `json:"Sandbox"`
+	IP      netip.Addr `json:"IP,omitzero"`
+	IP6     netip.Addr `json:"IP6,omitzero"`
+	Aliases []string   `json:"Aliases,omitempty"`
 }
 
 // Disconnect detaches a sandbox from a network.
@@ -358,13 +358,13 @@ type Pool struct {
 // EndpointCreate asks for an endpoint of a container runtime that owns its
 // namespace (RuntimeEngine).
 type EndpointCreate struct {
-	Frontend string `json:"Frontend"` // "docker"
-	ID       string `json:"EndpointID"`
-	Network  string `json:"NetworkID"`
-	Address  string `json:"Address,omitempty"` // CIDR or bare; requested already on a requested pool
+	Frontend string     `json:"Frontend"` // "docker"
+	ID       string     `json:"EndpointID"`
+	Network  string     `json:"NetworkID"`
+	Address  netip.Addr `json:"Address,omitzero"` // requested already on a requested pool
 	// AddressIPv6 likewise, on a network with IPv6.
-	AddressIPv6 string `json:"AddressIPv6,omitempty"`
-	MAC         string `json:"MacAddress,omitempty"`
+	AddressIPv6 netip.Addr `json:"AddressIPv6,omitzero"`
+	MAC         string     `json:"MacAddress,omitempty"`
 }
 
 // Endpoint is a runtime endpoint: its address (CIDR) and MAC, and once
@@ -384,15 +384,15 @@ type Endpoint struct {
 // (CNI's ADD). CNI knows an attachment by its container ID and interface
 // name.
 type AttachmentCreate struct {
-	Frontend    string   `json:"Frontend"` // "cni"
-	ContainerID string   `json:"ContainerID"`
-	IfName      string   `json:"IfName"`
-	NetNS       string   `json:"NetNS"`
-	Network     string   `json:"Network"`
-	IP          string   `json:"IP,omitempty"`         // a static address, from CNI's ips capability
-	IP6         string   `json:"IP6,omitempty"`        // a static IPv6 address likewise, on a network with IPv6
-	MAC         string   `json:"MacAddress,omitempty"` // from CNI's mac capability
-	Aliases     []string `json:"Aliases,omitempty"`    // from CNI's aliases capability
+	Frontend    string     `json:"Frontend"` // "cni"
+	ContainerID string     `json:"ContainerID"`
+	IfName      string     `json:"IfName"`
+	NetNS       string     `json:"NetNS"`
+	Network     string     `json:"Network"`
+	IP          netip.Addr `json:"IP,omitzero"`          // a static address, from CNI's ips capability
+	IP6         netip.Addr `json:"IP6,omitzero"`         // a static IPv6 address likewise, on a network with IPv6
+	MAC         string     `json:"MacAddress,omitempty"` // from CNI's mac capability
+	Aliases     []string   `json:"Aliases,omitempty"`    // from CNI's aliases capability
 	// Group is the runtime's own name for what the attachment was made
 	// through (the CNI network: its configuration list's name), which
 	// collecting attachments goes by.
@@ -407,11 +407,11 @@ type AttachmentCreate struct {
 // interface on a bridge, its address (CIDR), gateway and MAC, and the host
 // side of its veth.
 type ChainedAttachment struct {
-	Bridge        string `json:"Bridge"`
-	HostInterface string `json:"HostInterface"`
-	Address       string `json:"Address"`
-	Gateway       string `json:"Gateway,omitempty"`
-	MacAddress    string `json:"MacAddress,omitempty"`
+	Bridge        string       `json:"Bridge"`
+	HostInterface string       `json:"HostInterface"`
+	Address       netip.Prefix `json:"Address"`
+	Gateway       netip.Addr   `json:"Gateway,omitzero"`
+	MacAddress    string       `json:"MacAddress,omitempty"`
 }
 
 // Attachment is an attachment as CNI reports it.

@@ -41,7 +41,7 @@ func TestChainedCannotTakeAnotherEndpointsVeth(t *testing.T) {
 	t.Cleanup(func() { te.inHost(func() error { l, _ := netlink.LinkByName(br); return netlink.LinkDel(l) }) })
 
 	_, err = a.Attach(ctx, api.AttachmentCreate{Frontend: "cni", ContainerID: "thief", IfName: "eth0", NetNS: "/run/thief", Network: "cni-chain",
-		Chained: &api.ChainedAttachment{Bridge: br, HostInterface: v.HostInterface, Address: "10.94.0.3/24", Gateway: "10.94.0.1"}})
+		Chained: &api.ChainedAttachment{Bridge: br, HostInterface: v.HostInterface, Address: netip.MustParsePrefix("10.94.0.3/24"), Gateway: netip.MustParseAddr("10.94.0.1")}})
 	if err == nil {
 		t.Errorf("a chained attachment took host side %s of the ebpfnet attachment victim", v.HostInterface)
 		a.Detach(ctx, api.AttachmentRef{ContainerID: "thief", IfName: "eth0"})
@@ -167,7 +167,7 @@ func TestAttachmentDualStack(t *testing.T) {
 	}
 	ns := containerNS(t, te, "d")
 	ref := api.AttachmentRef{ContainerID: "dual", IfName: "eth0"}
-	req := api.AttachmentCreate{Frontend: "cni", ContainerID: ref.ContainerID, IfName: ref.IfName, NetNS: ns, Network: te.name("dual"), IP6: "fd00:93::9/64"}
+	req := api.AttachmentCreate{Frontend: "cni", ContainerID: ref.ContainerID, IfName: ref.IfName, NetNS: ns, Network: te.name("dual"), IP6: netip.MustParseAddr("fd00:93::9")}
 	att, err := a.Attach(ctx, req)
 	if err != nil {
 		t.Fatal(err)
@@ -203,7 +203,7 @@ func TestAttachmentDualStack(t *testing.T) {
 		t.Fatalf("the IPv6 address was not released on DEL: %v", err)
 	}
 	a.Detach(ctx, ref)
-	req.IP6 = "10.93.0.7"
+	req.IP6 = netip.MustParseAddr("10.93.0.7")
 	if _, err := a.Attach(ctx, req); err == nil || !strings.Contains(err.Error(), `invalid address "10.93.0.7": want an IPv6 address`) {
 		t.Errorf("an IPv4 address as IP6: %v", err)
 	}

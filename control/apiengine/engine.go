@@ -2,6 +2,7 @@ package apiengine
 
 import (
 	"context"
+	"errors"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/engine"
@@ -67,15 +68,10 @@ func (a adapter) RemoveFrontendNetwork(_ context.Context, frontend, ref string) 
 func (a adapter) PruneNetworks(context.Context) ([]string, error) { return a.e.PruneNetworks() }
 
 func (a adapter) Connect(_ context.Context, network string, req api.Connect) error {
-	ip, err := parseIP(req.IP)
-	if err != nil {
+	if err := errors.Join(checkIP(req.IP), checkIP6(req.IP6)); err != nil {
 		return err
 	}
-	ip6, err := parseIP6(req.IP6)
-	if err != nil {
-		return err
-	}
-	return a.e.Connect(network, req.Sandbox, engine.EndpointSpec{IP: ip, IP6: ip6, Aliases: req.Aliases})
+	return a.e.Connect(network, req.Sandbox, engine.EndpointSpec{IP: req.IP, IP6: req.IP6, Aliases: req.Aliases})
 }
 
 func (a adapter) Disconnect(_ context.Context, network string, req api.Disconnect) error {
@@ -120,19 +116,14 @@ func (a adapter) Sandbox(_ context.Context, ref string) (api.Sandbox, error) {
 }
 
 func (a adapter) CreateSandbox(_ context.Context, req api.SandboxCreate) (api.Sandbox, error) {
-	ip, err := parseIP(req.IP)
-	if err != nil {
-		return api.Sandbox{}, err
-	}
-	ip6, err := parseIP6(req.IP6)
-	if err != nil {
+	if err := errors.Join(checkIP(req.IP), checkIP6(req.IP6)); err != nil {
 		return api.Sandbox{}, err
 	}
 	servers, err := dnsServers(req.DNS)
 	if err != nil {
 		return api.Sandbox{}, err
 	}
-	sb, err := a.e.CreateSandbox(engine.SandboxSpec{Name: req.Name, Networks: req.Networks, IP: ip, IP6: ip6, Aliases: req.Aliases,
+	sb, err := a.e.CreateSandbox(engine.SandboxSpec{Name: req.Name, Networks: req.Networks, IP: req.IP, IP6: req.IP6, Aliases: req.Aliases,
 		Publish: req.Publish, DNS: servers, Links: links(req.Links)})
 	if err != nil {
 		return api.Sandbox{}, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"net/netip"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
@@ -16,28 +17,16 @@ import (
 // The runtime frontends' side of the API (api.RuntimeEngine): their
 // requests turned into the IPAM's and the external endpoints' calls.
 
-func (a adapter) RequestPool(_ context.Context, subnet, ipRange string, v6 bool) (api.Pool, error) {
-	s, err := parsePrefix("subnet", subnet)
-	if err != nil {
-		return api.Pool{}, err
-	}
-	r, err := parsePrefix("ip-range", ipRange)
-	if err != nil {
-		return api.Pool{}, err
-	}
-	p, err := a.e.RequestPool(s, r, v6)
+func (a adapter) RequestPool(_ context.Context, subnet, ipRange netip.Prefix, v6 bool) (api.Pool, error) {
+	p, err := a.e.RequestPool(subnet, ipRange, v6)
 	if err != nil {
 		return api.Pool{}, err
 	}
 	return api.Pool{ID: p.ID, Subnet: p.Subnet.String()}, nil
 }
 
-func (a adapter) RequestedPool(_ context.Context, subnet string) (api.Pool, error) {
-	s, err := parsePrefix("subnet", subnet)
-	if err != nil {
-		return api.Pool{}, err
-	}
-	p, err := a.e.RequestedPool(s)
+func (a adapter) RequestedPool(_ context.Context, subnet netip.Prefix) (api.Pool, error) {
+	p, err := a.e.RequestedPool(subnet)
 	if err != nil {
 		return api.Pool{}, err
 	}
@@ -46,24 +35,12 @@ func (a adapter) RequestedPool(_ context.Context, subnet string) (api.Pool, erro
 
 func (a adapter) ReleasePool(_ context.Context, id string) error { return a.e.ReleasePool(id) }
 
-func (a adapter) RequestAddress(_ context.Context, poolID, addr string, gateway bool) (string, error) {
-	ip, err := parseAddress(addr)
-	if err != nil {
-		return "", err
-	}
-	got, err := a.e.RequestAddress(poolID, ip, gateway)
-	if err != nil {
-		return "", err
-	}
-	return got.String(), nil
+func (a adapter) RequestAddress(_ context.Context, poolID string, addr netip.Addr, gateway bool) (netip.Prefix, error) {
+	return a.e.RequestAddress(poolID, addr, gateway)
 }
 
-func (a adapter) ReleaseAddress(_ context.Context, poolID, addr string) error {
-	ip, err := parseAddress(addr)
-	if err != nil {
-		return err
-	}
-	return a.e.ReleaseAddress(poolID, ip)
+func (a adapter) ReleaseAddress(_ context.Context, poolID string, addr netip.Addr) error {
+	return a.e.ReleaseAddress(poolID, addr)
 }
 
 func (a adapter) PublishEndpoint(_ context.Context, frontend, id string, mappings []ports.Mapping) (map[string][]api.PortBinding, error) {
@@ -77,17 +54,12 @@ func (a adapter) UnpublishEndpoint(_ context.Context, frontend, id string) error
 }
 
 func (a adapter) CreateEndpoint(_ context.Context, req api.EndpointCreate) (api.Endpoint, error) {
-	ip, err := parseFamilyAddress(req.Address, false)
-	if err != nil {
-		return api.Endpoint{}, err
-	}
-	ip6, err := parseFamilyAddress(req.AddressIPv6, true)
-	if err != nil {
+	if err := errors.Join(checkFamily(req.Address, false), checkFamily(req.AddressIPv6, true)); err != nil {
 		return api.Endpoint{}, err
 	}
 	// An endpoint made step by step is joined by a runtime that moves and
 	// configures its interface itself.
-	ep, err := a.e.CreateEndpoint(engine.ExternalEndpoint{Frontend: req.Frontend, ID: req.ID, Network: req.Network, Addr: ip, Addr6: ip6,
+	ep, err := a.e.CreateEndpoint(engine.ExternalEndpoint{Frontend: req.Frontend, ID: req.ID, Network: req.Network, Addr: req.Address, Addr6: req.AddressIPv6,
 		MAC: req.MAC, HandOver: true})
 	if err != nil {
 		return api.Endpoint{}, err
@@ -147,27 +119,19 @@ func (a adapter) Attach(_ context.Context, req api.AttachmentCreate) (api.Attach
 	if req.ContainerID == "" || req.NetNS == "" {
 		return api.Attachment{}, errdefs.Invalidf("an attachment needs a container ID and a namespace path (got %q and %q)", req.ContainerID, req.NetNS)
 	}
+	if err := errors.Join(checkFamily(req.IP, false), checkFamily(req.IP6, true)); err != nil {
+		return api.Attachment{}, err
+	}
 	spec := engine.ExternalEndpoint{Frontend: req.Frontend, ID: attachmentID(api.AttachmentRef{ContainerID: req.ContainerID, IfName: req.IfName}),
-		Name: req.ContainerID + ":" + req.IfName, Network: req.Network, MAC: req.MAC, Aliases: req.Aliases, Group: req.Group, Interface: req.IfName}
-	var err error
-	if spec.Addr, err = parseFamilyAddress(req.IP, false); err != nil {
-		return api.Attachment{}, err
-	}
-	if spec.Addr6, err = parseFamilyAddress(req.IP6, true); err != nil {
-		return api.Attachment{}, err
-	}
+		Name: req.ContainerID + ":" + req.IfName, Network: req.Network, Addr: req.IP, Addr6: req.IP6, MAC: req.MAC, Aliases: req.Aliases,
+		Group: req.Group, Interface: req.IfName}
 	if c := req.Chained; c != nil {
-		p, err := parsePrefix("address", c.Address)
-		if err != nil {
-			return api.Attachment{}, err
-		}
-		gw, err := parseIP(c.Gateway)
-		if err != nil {
+		if err := checkIP(c.Gateway); err != nil {
 			return api.Attachment{}, err
 		}
 		// The plugin before ebpfnet made and configured the interface.
-		spec.Chained = &engine.ChainedNetwork{Bridge: c.Bridge, Subnet: p.Masked(), Gateway: gw}
-		spec.Addr, spec.MAC, spec.HostSide, spec.HandOver = p.Addr(), c.MacAddress, c.HostInterface, true
+		spec.Chained = &engine.ChainedNetwork{Bridge: c.Bridge, Subnet: c.Address.Masked(), Gateway: c.Gateway}
+		spec.Addr, spec.MAC, spec.HostSide, spec.HandOver = c.Address.Addr(), c.MacAddress, c.HostInterface, true
 	}
 	sb, n, pubs, err := a.e.Attach(spec, req.NetNS, req.Publish)
 	if err != nil {

@@ -12,8 +12,8 @@ import (
 )
 
 func TestNetworkSpecParsing(t *testing.T) {
-	spec, err := networkSpec(api.NetworkCreate{Name: "app", Subnets: []string{"fd12:3456:789a::/64", "172.19.0.0/16"},
-		IPRanges: []string{"172.19.5.0/24", "fd12:3456:789a::/80"}, Gateways: []string{"fd12:3456:789a::fe", "172.19.0.1"}})
+	spec, err := networkSpec(api.NetworkCreate{Name: "app", Subnets: []netip.Prefix{netip.MustParsePrefix("fd12:3456:789a::/64"), netip.MustParsePrefix("172.19.0.0/16")},
+		IPRanges: []netip.Prefix{netip.MustParsePrefix("172.19.5.0/24"), netip.MustParsePrefix("fd12:3456:789a::/80")}, Gateways: []netip.Addr{netip.MustParseAddr("fd12:3456:789a::fe"), netip.MustParseAddr("172.19.0.1")}})
 	if err != nil || spec.IPv4.Subnet.String() != "172.19.0.0/16" || spec.IPv4.IPRange.String() != "172.19.5.0/24" || spec.IPv4.Gateway.String() != "172.19.0.1" {
 		t.Fatalf("%+v, %v", spec, err)
 	}
@@ -21,26 +21,58 @@ func TestNetworkSpecParsing(t *testing.T) {
 	if v6 := spec.IPv6; v6.Subnet.String() != "fd12:3456:789a::/64" || v6.IPRange.String() != "fd12:3456:789a::/80" || v6.Gateway.String() != "fd12:3456:789a::fe" {
 		t.Fatalf("IPv6: %+v", v6)
 	}
+	// Decoded as each way in decodes them (api.ParsePrefix, api.ParseAddr),
+	// then given their families.
+	decoded := func(subnets, ranges, gateways []string) (err error) {
+		var req api.NetworkCreate
+		for _, x := range subnets {
+			p, err := api.ParsePrefix("subnet", x)
+			if err != nil {
+				return err
+			}
+			req.Subnets = append(req.Subnets, p)
+		}
+		for _, x := range ranges {
+			p, err := api.ParsePrefix("ip-range", x)
+			if err != nil {
+				return err
+			}
+			req.IPRanges = append(req.IPRanges, p)
+		}
+		for _, x := range gateways {
+			a, err := api.ParseAddr("gateway", x)
+			if err != nil {
+				return err
+			}
+			req.Gateways = append(req.Gateways, a)
+		}
+		_, err = networkSpec(req)
+		return err
+	}
 	for _, c := range []struct {
-		req  api.NetworkCreate
-		want string
+		subnets, ranges, gateways []string
+		want                      string
 	}{
-		{api.NetworkCreate{Subnets: []string{"172.19.0.0"}}, `invalid subnet "172.19.0.0"`},
-		{api.NetworkCreate{Subnets: []string{"172.19.0.0/16"}, IPRanges: []string{"x"}}, `invalid ip-range "x"`},
-		{api.NetworkCreate{Subnets: []string{"172.19.0.0/16"}, Gateways: []string{"172.19.0.300"}}, `invalid gateway "172.19.0.300"`},
-		{api.NetworkCreate{Subnets: []string{"172.19.0.0/16", "172.20.0.0/16"}}, "subnet 172.20.0.0/16: the network has subnet 172.19.0.0/16 already (one subnet per family)"},
-		{api.NetworkCreate{Subnets: []string{"fd00::/64", "fd01::/64"}}, "subnet fd01::/64: the network has subnet fd00::/64 already"},
-		{api.NetworkCreate{Gateways: []string{"fd00::1", "fd00::2"}}, "gateway fd00::2: the subnet has gateway fd00::1 already"},
-		{api.NetworkCreate{Gateways: []string{"fe80::1%eth0"}}, `invalid gateway "fe80::1%eth0"`},
+		{[]string{"172.19.0.0"}, nil, nil, `invalid subnet "172.19.0.0"`},
+		{[]string{"172.19.0.0/16"}, []string{"x"}, nil, `invalid ip-range "x"`},
+		{[]string{"172.19.0.0/16"}, nil, []string{"172.19.0.300"}, `invalid gateway "172.19.0.300"`},
+		{[]string{"172.19.0.0/16", "172.20.0.0/16"}, nil, nil, "subnet 172.20.0.0/16: the network has subnet 172.19.0.0/16 already (one subnet per family)"},
+		{[]string{"fd00::/64", "fd01::/64"}, nil, nil, "subnet fd01::/64: the network has subnet fd00::/64 already"},
+		{nil, nil, []string{"fd00::1", "fd00::2"}, "gateway fd00::2: the subnet has gateway fd00::1 already"},
+		{nil, nil, []string{"fe80::1%eth0"}, `invalid gateway "fe80::1%eth0"`},
 	} {
-		if _, err := networkSpec(c.req); err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%+v: %v, want %q", c.req, err, c.want)
+		if err := decoded(c.subnets, c.ranges, c.gateways); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c, err, c.want)
 		}
 	}
-	if _, err := parseIP("fd00::1"); err == nil || !strings.Contains(err.Error(), `invalid IP address "fd00::1"`) {
+	// A raw client's JSON decodes a zone all the same.
+	if _, err := networkSpec(api.NetworkCreate{Gateways: []netip.Addr{netip.MustParseAddr("fe80::1%eth0")}}); err == nil || !strings.Contains(err.Error(), `invalid gateway "fe80::1%eth0"`) {
+		t.Errorf("a gateway with a zone: %v", err)
+	}
+	if err := checkIP(netip.MustParseAddr("fd00::1")); err == nil || !strings.Contains(err.Error(), `invalid IP address "fd00::1"`) {
 		t.Errorf("IPv6 --ip: %v", err)
 	}
-	if _, err := parseIP6("172.19.0.2"); err == nil || !strings.Contains(err.Error(), `invalid IPv6 address "172.19.0.2"`) {
+	if err := checkIP6(netip.MustParseAddr("172.19.0.2")); err == nil || !strings.Contains(err.Error(), `invalid IPv6 address "172.19.0.2"`) {
 		t.Errorf("IPv4 --ip6: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -52,7 +53,7 @@ func measureSandboxes(r *runner, sizes []int, times int) (out []ScaleSample, not
 	var nets []string
 	for i := range scaleNetworks {
 		name := h.Name(fmt.Sprintf("scale%d", i))
-		if _, err := h.Client.CreateNetwork(ctx, api.NetworkCreate{Name: name, Subnets: []string{fmt.Sprintf("10.%d.0.0/16", 200+i)}}); err != nil {
+		if _, err := h.Client.CreateNetwork(ctx, api.NetworkCreate{Name: name, Subnets: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(200 + i)}), 16)}}); err != nil {
 			r.Fatalf("create network %s: %v", name, err)
 		}
 		nets = append(nets, name)

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"slices"
-	"strings"
 
 	"github.com/docker/go-plugins-helpers/ipam"
 	"github.com/docker/go-plugins-helpers/network"
@@ -100,11 +99,22 @@ func Handler(engine api.RuntimeEngine, log *slog.Logger) sdk.Handler {
 		return ignoreNotFound(engine.ReleasePool(ctx, r.PoolID))
 	}))
 	answer(h, log, "/IpamDriver.RequestAddress", func(ctx context.Context, r *ipam.RequestAddressRequest) (*ipam.RequestAddressResponse, error) {
-		addr, err := engine.RequestAddress(ctx, r.PoolID, r.Address, r.Options[optAddrType] == addrGateway)
-		return &ipam.RequestAddressResponse{Address: addr, Data: map[string]string{}}, err
+		want, err := api.ParseAddress(r.Address)
+		if err != nil {
+			return nil, err
+		}
+		addr, err := engine.RequestAddress(ctx, r.PoolID, want, r.Options[optAddrType] == addrGateway)
+		if err != nil {
+			return nil, err
+		}
+		return &ipam.RequestAddressResponse{Address: addr.String(), Data: map[string]string{}}, nil
 	})
 	answer(h, log, "/IpamDriver.ReleaseAddress", done(func(ctx context.Context, r *ipam.ReleaseAddressRequest) error {
-		return ignoreNotFound(engine.ReleaseAddress(ctx, r.PoolID, r.Address))
+		addr, err := api.ParseAddress(r.Address)
+		if err != nil {
+			return err
+		}
+		return ignoreNotFound(engine.ReleaseAddress(ctx, r.PoolID, addr))
 	}))
 	return h
 }
@@ -175,13 +185,20 @@ func (p *plugin) createNetwork(ctx context.Context, r *network.CreateNetworkRequ
 		if i == 1 {
 			poolID = &req.PoolID6
 		}
-		if pool, err := p.engine.RequestedPool(ctx, data.Pool); err == nil && data.AddressSpace == AddressSpace {
+		subnet, err := api.ParsePrefix("subnet", data.Pool)
+		if err != nil {
+			return err
+		}
+		if pool, err := p.engine.RequestedPool(ctx, subnet); err == nil && data.AddressSpace == AddressSpace {
 			*poolID = pool.ID
 			continue
 		}
-		gw, _, _ := strings.Cut(data.Gateway, "/")
-		req.Subnets = append(req.Subnets, data.Pool)
-		if gw != "" {
+		req.Subnets = append(req.Subnets, subnet)
+		if data.Gateway != "" {
+			gw, err := api.ParseAddress(data.Gateway)
+			if err != nil {
+				return err
+			}
 			req.Gateways = append(req.Gateways, gw)
 		}
 	}
@@ -198,7 +215,14 @@ func (p *plugin) deleteNetwork(ctx context.Context, r *network.DeleteNetworkRequ
 func (p *plugin) createEndpoint(ctx context.Context, r *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
 	req := api.EndpointCreate{Frontend: Frontend, ID: r.EndpointID, Network: r.NetworkID}
 	if r.Interface != nil {
-		req.Address, req.AddressIPv6, req.MAC = r.Interface.Address, r.Interface.AddressIPv6, r.Interface.MacAddress
+		var err error
+		if req.Address, err = api.ParseAddress(r.Interface.Address); err != nil {
+			return nil, err
+		}
+		if req.AddressIPv6, err = api.ParseAddress(r.Interface.AddressIPv6); err != nil {
+			return nil, err
+		}
+		req.MAC = r.Interface.MacAddress
 	}
 	ep, err := p.engine.CreateEndpoint(ctx, req)
 	if err != nil {
@@ -292,7 +316,15 @@ func portMappings(raw any) ([]ports.Mapping, error) {
 }
 
 func (p *plugin) requestPool(ctx context.Context, r *ipam.RequestPoolRequest) (*ipam.RequestPoolResponse, error) {
-	pool, err := p.engine.RequestPool(ctx, r.Pool, r.SubPool, r.V6)
+	subnet, err := api.ParsePrefix("subnet", r.Pool)
+	if err != nil {
+		return nil, err
+	}
+	ipRange, err := api.ParsePrefix("ip-range", r.SubPool)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := p.engine.RequestPool(ctx, subnet, ipRange, r.V6)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"net/netip"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/ebpfnet/ebpfnet/control/api"
+)
+
+// Address flags are decoded as they are given, into the requests' netip
+// types: a bad value is refused before any request, in the API's words
+// (api.ParseAddr, api.ParsePrefix).
+
+// addrFlag is a flag of one address.
+type addrFlag struct {
+	to   *netip.Addr
+	what string
+}
+
+func (f addrFlag) Set(s string) (err error) { *f.to, err = api.ParseAddr(f.what, s); return err }
+func (f addrFlag) Type() string             { return "ip" }
+func (f addrFlag) String() string {
+	if f.to == nil || !f.to.IsValid() {
+		return ""
+	}
+	return f.to.String()
+}
+
+// listFlag is a repeatable flag whose values add up, in order.
+type listFlag[T interface{ String() string }] struct {
+	to    *[]T
+	parse func(string) (T, error)
+	kind  string
+}
+
+func (f listFlag[T]) Set(s string) error {
+	v, err := f.parse(s)
+	if err == nil {
+		*f.to = append(*f.to, v)
+	}
+	return err
+}
+
+func (f listFlag[T]) Type() string { return f.kind }
+
+func (f listFlag[T]) String() string {
+	if f.to == nil {
+		return "[]"
+	}
+	var out []string
+	for _, v := range *f.to {
+		out = append(out, v.String())
+	}
+	return "[" + strings.Join(out, ",") + "]"
+}
+
+// addrVar defines a flag of one address, what in its errors.
+func addrVar(f *pflag.FlagSet, to *netip.Addr, name, what, usage string) {
+	f.Var(addrFlag{to, what}, name, usage)
+}
+
+// addrsVar defines a repeatable flag of addresses.
+func addrsVar(f *pflag.FlagSet, to *[]netip.Addr, name, what, usage string) {
+	f.Var(listFlag[netip.Addr]{to, func(s string) (netip.Addr, error) { return api.ParseAddr(what, s) }, "ip"}, name, usage)
+}
+
+// prefixesVar defines a repeatable flag of CIDRs.
+func prefixesVar(f *pflag.FlagSet, to *[]netip.Prefix, name, what, usage string) {
+	f.Var(listFlag[netip.Prefix]{to, func(s string) (netip.Prefix, error) { return api.ParsePrefix(what, s) }, "cidr"}, name, usage)
+}

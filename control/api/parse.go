@@ -1,0 +1,51 @@
+package api
+
+import (
+	"net/netip"
+	"strings"
+
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
+)
+
+// Addresses arrive as text: on the command line, in a runtime's JSON, in a
+// CNI configuration. Each way in decodes them once, with these, into the
+// requests' netip types, and an error names the bad value; the daemon
+// decodes the API's JSON into the same types.
+
+// ParseAddr reads an address of either family; "" is none. what names the
+// value in the error: "gateway", "IP address".
+func ParseAddr(what, s string) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Addr{}, errdefs.Invalidf("invalid %s %q: want an IPv4 or IPv6 address", what, s)
+	}
+	return a, nil
+}
+
+// ParseAddress reads an address bare or with a prefix length, as runtimes
+// hand them over; "" is none.
+func ParseAddress(s string) (netip.Addr, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Addr{}, errdefs.Invalidf("invalid address %q: want an IPv4 or IPv6 address", s)
+		}
+		s = p.Addr().String()
+	}
+	return ParseAddr("address", s)
+}
+
+// ParsePrefix reads a CIDR of either family; "" is none.
+func ParsePrefix(what, s string) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return p, errdefs.Invalidf("invalid %s %q: want a CIDR such as 172.19.0.0/16 or fd12:3456:789a::/64", what, s)
+	}
+	return p, nil
+}
