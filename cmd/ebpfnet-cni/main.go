@@ -123,7 +123,7 @@ func add(args *skel.CmdArgs, routedVia func(netns string, gw net.IP) (bool, erro
 	req := api.AttachmentCreate{Frontend: frontend, ContainerID: args.ContainerID, IfName: args.IfName, NetNS: args.Netns,
 		Network: conf.Network, Publish: publish, MAC: conf.RuntimeConfig.MAC, Aliases: conf.RuntimeConfig.Aliases[conf.Name], Group: conf.Name}
 	for _, s := range conf.RuntimeConfig.IPs {
-		ip, err := api.ParseAddress(s)
+		ip, err := api.ParseAddress("address", s)
 		if err != nil {
 			return err
 		}

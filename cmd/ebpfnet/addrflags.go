@@ -15,11 +15,11 @@ import (
 
 // addrFlag is a flag of one address.
 type addrFlag struct {
-	to   *netip.Addr
-	what string
+	to    *netip.Addr
+	parse func(string) (netip.Addr, error)
 }
 
-func (f addrFlag) Set(s string) (err error) { *f.to, err = api.ParseAddr(f.what, s); return err }
+func (f addrFlag) Set(s string) (err error) { *f.to, err = f.parse(s); return err }
 func (f addrFlag) Type() string             { return "ip" }
 func (f addrFlag) String() string {
 	if f.to == nil || !f.to.IsValid() {
@@ -56,14 +56,15 @@ func (f listFlag[T]) String() string {
 	return "[" + strings.Join(out, ",") + "]"
 }
 
-// addrVar defines a flag of one address, what in its errors.
-func addrVar(f *pflag.FlagSet, to *netip.Addr, name, what, usage string) {
-	f.Var(addrFlag{to, what}, name, usage)
+// addrVar defines a flag of one address read with parse (api.ParseAddr,
+// api.ParseIPv4), what in its errors.
+func addrVar(f *pflag.FlagSet, to *netip.Addr, parse func(what, s string) (netip.Addr, error), name, what, usage string) {
+	f.Var(addrFlag{to, func(s string) (netip.Addr, error) { return parse(what, s) }}, name, usage)
 }
 
-// addrsVar defines a repeatable flag of addresses.
-func addrsVar(f *pflag.FlagSet, to *[]netip.Addr, name, what, usage string) {
-	f.Var(listFlag[netip.Addr]{to, func(s string) (netip.Addr, error) { return api.ParseAddr(what, s) }, "ip"}, name, usage)
+// addrsVar defines a repeatable flag of addresses read with parse.
+func addrsVar(f *pflag.FlagSet, to *[]netip.Addr, parse func(what, s string) (netip.Addr, error), name, what, usage string) {
+	f.Var(listFlag[netip.Addr]{to, func(s string) (netip.Addr, error) { return parse(what, s) }, "ip"}, name, usage)
 }
 
 // prefixesVar defines a repeatable flag of CIDRs.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"net/netip"
 	"strings"
 	"testing"
@@ -48,6 +49,32 @@ func TestFlagCombinations(t *testing.T) {
 		err := checkSandboxFlags(c.req)
 		if (err == nil) != (c.want == "") || err != nil && !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.req, err, c.want)
+		}
+	}
+}
+
+// Address flags are decoded as they are given: a bad one is refused in
+// one line naming it, before the daemon is asked (there is none here).
+func TestAddressFlagsAreDecodedAsGiven(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"network", "create", "--subnet", "nonsense", "x"}, `invalid subnet "nonsense"`},
+		{[]string{"network", "create", "--subnet", "172.30.0.0/16", "--gateway", "nope", "x"}, `invalid gateway "nope"`},
+		{[]string{"network", "create", "--ip-range", "172.30.5.0", "x"}, `invalid ip-range "172.30.5.0"`},
+		{[]string{"network", "create", "--dns", "fd00::53", "x"}, `invalid DNS server "fd00::53": want an IPv4 address`},
+		{[]string{"network", "connect", "--ip", "banana", "n", "s"}, `invalid IP address "banana": want an IPv4 address`},
+		{[]string{"sandbox", "create", "--ip6", "fd00::zz", "s"}, `invalid IPv6 address "fd00::zz"`},
+		{[]string{"sandbox", "create", "--dns", "x", "s"}, `invalid DNS server "x": want an IPv4 address`},
+	} {
+		cmd := newRootCommand()
+		cmd.SetArgs(append(c.args, "--socket", "/nonexistent/ebpfnet.sock"))
+		cmd.SetOut(io.Discard)
+		cmd.SetErr(io.Discard)
+		err := cmd.Execute()
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: %v, want one line with %q", c.args, err, c.want)
 		}
 	}
 }

@@ -66,13 +66,13 @@ func newNetworkCreate(c *cli) *cobra.Command {
 	f.StringVarP(&req.Driver, "driver", "d", api.DriverBridge, "driver: bridge, macvlan or overlay (with a cluster: ebpfnet daemon --cluster-store)")
 	f.BoolVar(&ipv6, "ipv6", false, "give the network an IPv6 subnet too (dual-stack)")
 	prefixesVar(f, &req.Subnets, "subnet", "subnet", "subnet in CIDR form, at most one per family (default: the next free default pool; for IPv6 a /64 of the host's ULA /48)")
-	addrsVar(f, &req.Gateways, "gateway", "gateway", "gateway address of the subnet of its family (default: the subnet's first address + 1)")
+	addrsVar(f, &req.Gateways, api.ParseAddr, "gateway", "gateway", "gateway address of the subnet of its family (default: the subnet's first address + 1)")
 	prefixesVar(f, &req.IPRanges, "ip-range", "ip-range", "allocate dynamic addresses of the subnet of its family from this sub-range")
 	f.BoolVar(&req.Internal, "internal", false, "restrict traffic to the network: no way in or out")
 	f.BoolVar(&req.Attachable, "attachable", false, "accepted for docker compatibility: any sandbox may join any network, overlays included")
 	f.StringArrayVarP(&opts, "opt", "o", nil, "driver option KEY=VALUE (repeatable)")
 	f.StringArrayVar(&labels, "label", nil, "label KEY=VALUE (repeatable)")
-	addrsVar(f, &req.DNS, "dns", "DNS server", "upstream DNS server of the network's sandboxes (repeatable; default: the host's)")
+	addrsVar(f, &req.DNS, api.ParseIPv4, "dns", "DNS server", "upstream DNS server of the network's sandboxes (repeatable; default: the host's)")
 	cmd.RegisterFlagCompletionFunc("driver", cobra.FixedCompletions([]string{api.DriverBridge, api.DriverMacvlan, api.DriverOverlay}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
@@ -206,8 +206,8 @@ func newNetworkConnect(c *cli) *cobra.Command {
 			return c.client().Connect(cmd.Context(), args[0], req)
 		},
 	}
-	addrVar(cmd.Flags(), &req.IP, "ip", "IP address", "IPv4 address on the network")
-	addrVar(cmd.Flags(), &req.IP6, "ip6", "IPv6 address", "IPv6 address on the network (one with IPv6)")
+	addrVar(cmd.Flags(), &req.IP, api.ParseIPv4, "ip", "IP address", "IPv4 address on the network")
+	addrVar(cmd.Flags(), &req.IP6, api.ParseAddr, "ip6", "IPv6 address", "IPv6 address on the network (one with IPv6)")
 	cmd.Flags().StringArrayVar(&req.Aliases, "alias", nil, "extra name on the network (repeatable)")
 	return cmd
 }

@@ -26,11 +26,11 @@ func newSandboxCommand(c *cli) *cobra.Command {
 func sandboxFlags(cmd *cobra.Command, req *api.SandboxCreate, publish *[]string) {
 	f := cmd.Flags()
 	f.StringArrayVar(&req.Networks, "network", nil, "network to attach to (repeatable), or host, none, container:NAME (default: bridge)")
-	addrVar(f, &req.IP, "ip", "IP address", "IPv4 address on the first network")
-	addrVar(f, &req.IP6, "ip6", "IPv6 address", "IPv6 address on the first network (one with IPv6)")
+	addrVar(f, &req.IP, api.ParseIPv4, "ip", "IP address", "IPv4 address on the first network")
+	addrVar(f, &req.IP6, api.ParseAddr, "ip6", "IPv6 address", "IPv6 address on the first network (one with IPv6)")
 	f.StringArrayVar(&req.Aliases, "alias", nil, "extra name on the networks (repeatable)")
 	f.StringArrayVarP(publish, "publish", "p", nil, "publish a port, as docker run -p (repeatable)")
-	addrsVar(f, &req.DNS, "dns", "DNS server", "upstream DNS server (repeatable)")
+	addrsVar(f, &req.DNS, api.ParseIPv4, "dns", "DNS server", "upstream DNS server (repeatable)")
 	f.StringArrayVar(&req.Links, "link", nil, "legacy link NAME[:ALIAS]: the sandbox's address in this one's hosts (repeatable)")
 }
 

@@ -25,17 +25,17 @@ func ParseAddr(what, s string) (netip.Addr, error) {
 	return a, nil
 }
 
-// ParseAddress reads an address bare or with a prefix length, as runtimes
-// hand them over; "" is none.
-func ParseAddress(s string) (netip.Addr, error) {
+// ParseAddress is ParseAddr for an address given bare or with a prefix
+// length, as runtimes hand them over.
+func ParseAddress(what, s string) (netip.Addr, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
-			return netip.Addr{}, errdefs.Invalidf("invalid address %q: want an IPv4 or IPv6 address", s)
+			return netip.Addr{}, errdefs.Invalidf("invalid %s %q: want an IPv4 or IPv6 address", what, s)
 		}
-		s = p.Addr().String()
+		return p.Addr(), nil
 	}
-	return ParseAddr("address", s)
+	return ParseAddr(what, s)
 }
 
 // ParsePrefix reads a CIDR of either family; "" is none.
@@ -48,4 +48,16 @@ func ParsePrefix(what, s string) (netip.Prefix, error) {
 		return p, errdefs.Invalidf("invalid %s %q: want a CIDR such as 172.19.0.0/16 or fd12:3456:789a::/64", what, s)
 	}
 	return p, nil
+}
+
+// ParseIPv4 is ParseAddr for a value that only an IPv4 address may be.
+func ParseIPv4(what, s string) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		return netip.Addr{}, errdefs.Invalidf("invalid %s %q: want an IPv4 address", what, s)
+	}
+	return a, nil
 }

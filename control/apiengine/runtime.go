@@ -1,10 +1,10 @@
 package apiengine
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"net/netip"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
@@ -54,7 +54,7 @@ func (a adapter) UnpublishEndpoint(_ context.Context, frontend, id string) error
 }
 
 func (a adapter) CreateEndpoint(_ context.Context, req api.EndpointCreate) (api.Endpoint, error) {
-	if err := errors.Join(checkFamily(req.Address, false), checkFamily(req.AddressIPv6, true)); err != nil {
+	if err := cmp.Or(checkFamily(req.Address, false), checkFamily(req.AddressIPv6, true)); err != nil {
 		return api.Endpoint{}, err
 	}
 	// An endpoint made step by step is joined by a runtime that moves and
@@ -119,7 +119,7 @@ func (a adapter) Attach(_ context.Context, req api.AttachmentCreate) (api.Attach
 	if req.ContainerID == "" || req.NetNS == "" {
 		return api.Attachment{}, errdefs.Invalidf("an attachment needs a container ID and a namespace path (got %q and %q)", req.ContainerID, req.NetNS)
 	}
-	if err := errors.Join(checkFamily(req.IP, false), checkFamily(req.IP6, true)); err != nil {
+	if err := cmp.Or(checkFamily(req.IP, false), checkFamily(req.IP6, true)); err != nil {
 		return api.Attachment{}, err
 	}
 	spec := engine.ExternalEndpoint{Frontend: req.Frontend, ID: attachmentID(api.AttachmentRef{ContainerID: req.ContainerID, IfName: req.IfName}),

@@ -106,3 +106,28 @@ func TestNetworkViewGatewayMode(t *testing.T) {
 		}
 	}
 }
+
+// A request with two bad addresses is refused in one line, naming the
+// first: errors are one line each, whatever the request holds.
+func TestTwoBadAddressesAreRefusedInOneLine(t *testing.T) {
+	a, v4, v6 := adapter{}, netip.MustParseAddr("172.18.0.9"), netip.MustParseAddr("fd00::1")
+	for name, err := range map[string]error{
+		"connect": a.Connect(ctx, "n", api.Connect{Sandbox: "s", IP: v6, IP6: v4}),
+		"create": func() error {
+			_, err := a.CreateSandbox(ctx, api.SandboxCreate{Name: "s", IP: v6, IP6: v4})
+			return err
+		}(),
+		"endpoint": func() error {
+			_, err := a.CreateEndpoint(ctx, api.EndpointCreate{ID: "e", Address: v6, AddressIPv6: v4})
+			return err
+		}(),
+		"attach": func() error {
+			_, err := a.Attach(ctx, api.AttachmentCreate{Frontend: "cni", ContainerID: "c", NetNS: "/n", IP: v6, IP6: v4})
+			return err
+		}(),
+	} {
+		if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), `"fd00::1"`) {
+			t.Errorf("%s with IPv4 and IPv6 swapped: %q, want one line naming fd00::1", name, err)
+		}
+	}
+}

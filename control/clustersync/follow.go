@@ -41,11 +41,8 @@ func (s *Syncer) follow(ctx context.Context, st cluster.State) (requests []func(
 	// stead (its name, its subnet, its VNI) would find it in the way.
 	for id, n := range local {
 		if !slices.ContainsFunc(st.Networks, func(cn cluster.Network) bool { return cn.ID == id }) {
-			err := s.cfg.DropMirror(n)
-			if err == nil {
-				delete(s.peers, id)
-			}
-			errs = append(errs, err)
+			errs = append(errs, s.cfg.DropMirror(n))
+			delete(s.peers, id)
 			delete(local, id)
 		}
 	}

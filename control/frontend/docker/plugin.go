@@ -99,7 +99,7 @@ func Handler(engine api.RuntimeEngine, log *slog.Logger) sdk.Handler {
 		return ignoreNotFound(engine.ReleasePool(ctx, r.PoolID))
 	}))
 	answer(h, log, "/IpamDriver.RequestAddress", func(ctx context.Context, r *ipam.RequestAddressRequest) (*ipam.RequestAddressResponse, error) {
-		want, err := api.ParseAddress(r.Address)
+		want, err := api.ParseAddress("address", r.Address)
 		if err != nil {
 			return nil, err
 		}
@@ -110,7 +110,7 @@ func Handler(engine api.RuntimeEngine, log *slog.Logger) sdk.Handler {
 		return &ipam.RequestAddressResponse{Address: addr.String(), Data: map[string]string{}}, nil
 	})
 	answer(h, log, "/IpamDriver.ReleaseAddress", done(func(ctx context.Context, r *ipam.ReleaseAddressRequest) error {
-		addr, err := api.ParseAddress(r.Address)
+		addr, err := api.ParseAddress("address", r.Address)
 		if err != nil {
 			return err
 		}
@@ -195,7 +195,7 @@ func (p *plugin) createNetwork(ctx context.Context, r *network.CreateNetworkRequ
 		}
 		req.Subnets = append(req.Subnets, subnet)
 		if data.Gateway != "" {
-			gw, err := api.ParseAddress(data.Gateway)
+			gw, err := api.ParseAddress("gateway", data.Gateway)
 			if err != nil {
 				return err
 			}
@@ -216,10 +216,10 @@ func (p *plugin) createEndpoint(ctx context.Context, r *network.CreateEndpointRe
 	req := api.EndpointCreate{Frontend: Frontend, ID: r.EndpointID, Network: r.NetworkID}
 	if r.Interface != nil {
 		var err error
-		if req.Address, err = api.ParseAddress(r.Interface.Address); err != nil {
+		if req.Address, err = api.ParseAddress("address", r.Interface.Address); err != nil {
 			return nil, err
 		}
-		if req.AddressIPv6, err = api.ParseAddress(r.Interface.AddressIPv6); err != nil {
+		if req.AddressIPv6, err = api.ParseAddress("address", r.Interface.AddressIPv6); err != nil {
 			return nil, err
 		}
 		req.MAC = r.Interface.MacAddress
