@@ -14,7 +14,7 @@ BIN := bin/ebpfnet
 # its files (installing ufw leaves it disabled, and they never enable it).
 APT_PACKAGES := clang llvm libbpf-dev iproute2 iptables nftables ufw conntrack ethtool busybox-static curl
 
-.PHONY: all build install deps runtime-deps bench-deps generate check-generate vet test demo bench bench-quick clean
+.PHONY: all build install deps runtime-deps bench-deps generate check-generate vet test fuzz demo bench bench-quick clean
 
 all: build
 
@@ -63,6 +63,21 @@ test: deps runtime-deps vet check-generate
 	test $$status -eq 0
 	@if [ -n "$$CI" ] && grep -- '--- SKIP' bin/test.log; then echo "tests skipped under CI" >&2; exit 1; fi
 	@echo "$$(grep -c -- '^--- PASS' bin/test.log) passed, $$(grep -c -- '^--- FAIL' bin/test.log) failed"
+
+# fuzz feeds every decoder of outside input (the API's bodies, Docker's
+# plugin calls, CNI configurations, -p specs, etcd records, the daemon's
+# cluster and conntrack flags, DNS queries) random input for FUZZTIME
+# each. make test runs their seed corpora (and every failing input kept
+# in testdata/fuzz) as plain tests.
+FUZZTIME ?= 1m
+FUZZ_TARGETS := ./control/api:FuzzRequestBodies ./control/frontend/docker:FuzzPluginCalls \
+	./cmd/ebpfnet-cni:FuzzNetworkConfiguration ./control/ports:FuzzSpecs ./control/cluster:FuzzRecords \
+	./control/cluster:FuzzStoreFlags ./loader:FuzzCTTimeout ./control/dns:FuzzAnswer
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$fn in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg || exit 1; \
+	done
 
 # runtime-deps installs the container runtimes the integration tests and
 # the bench drive for real: Debian's docker.io and containerd, podman, the

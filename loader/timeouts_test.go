@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
@@ -46,4 +47,25 @@ func TestMaxCTSourceMaxIsCTsFlows(t *testing.T) {
 	if got := spec.Maps["ct"].MaxEntries / 2; got != MaxCTSourceMax {
 		t.Errorf("ct holds %d flows, MaxCTSourceMax says %d", got, MaxCTSourceMax)
 	}
+}
+
+// Any --ct-timeout value is applied or refused in one line naming it, and
+// a refused one changes nothing.
+func FuzzCTTimeout(f *testing.F) {
+	for _, s := range []string{"tcp_established=3600", "udp=30", "tcp_established=0", "nosuch=5", "=", "tcp_syn_sent=4294967296", "udp=-1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var before, after CTTimeouts
+		err := SetCTTimeout(&after, s)
+		if err != nil && (strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), strconv.Quote(s))) {
+			t.Errorf("--ct-timeout %q: %q does not name it on one line", s, err)
+		}
+		if err != nil && after != before {
+			t.Errorf("--ct-timeout %q was refused but changed the timeouts: %+v", s, after)
+		}
+		if err == nil && after == before {
+			t.Errorf("--ct-timeout %q was taken but changed nothing", s)
+		}
+	})
 }

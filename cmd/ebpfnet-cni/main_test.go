@@ -71,7 +71,7 @@ var addRouted = adder(func(string, net.IP) (bool, error) { return true, nil })
 func routedNowhere(string, net.IP) (bool, error) { return false, nil }
 
 // serve serves d's API on a socket of its own, whose path it returns.
-func serve(t *testing.T, d *daemon) string {
+func serve(t testing.TB, d *daemon) string {
 	t.Helper()
 	socket := filepath.Join(t.TempDir(), "ebpfnet.sock")
 	l, err := net.Listen("unix", socket)

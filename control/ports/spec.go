@@ -1,8 +1,11 @@
 package ports
 
 import (
+	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/docker/go-connections/nat"
 
@@ -38,6 +41,11 @@ func ParseUnpublish(s string) (Mapping, error) {
 func wrap(s string, err error) error {
 	if err == nil {
 		return nil
+	}
+	// Docker's parser says what it read as it read it: a newline in the
+	// spec would end the error's line.
+	if msg := err.Error(); strings.ContainsFunc(msg, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		err = errors.New(strconv.Quote(msg))
 	}
 	return errdefs.Invalidf("invalid port spec %q: %w", s, err)
 }
