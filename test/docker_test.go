@@ -74,15 +74,18 @@ func TestDockerPlugin(t *testing.T) {
 	}
 	assertNoRuleNorProxy(t, h, "8080", "9000")
 	// docker port shows nothing for a plugin network; ebpfnet port does, by
-	// container name or ID.
-	t.Setenv("DOCKER_HOST", d.Host)
+	// container name or ID, asking the dockerd that DOCKER_HOST names.
+	port := func(ref string) (string, error) { return h.CLIWith([]string{"DOCKER_HOST=" + d.Host}, "port", ref) }
 	for _, ref := range []string{"w1", d.MustCLI("inspect", "-f", "{{.Id}}", "w1")[:12]} {
-		got := h.MustCLI("port", ref)
+		got, err := port(ref)
+		if err != nil {
+			t.Fatalf("ebpfnet port %s: %v\n%s", ref, err, got)
+		}
 		if !strings.Contains(got, "7777/tcp -> 0.0.0.0:8080") || !strings.Contains(got, "7777/udp -> 0.0.0.0:9000") {
 			t.Errorf("ebpfnet port %s:\n%s", ref, got)
 		}
 	}
-	if msg, err := h.CLI("port", "nosuch"); err == nil || !strings.Contains(msg, "nosuch") {
+	if msg, err := port("nosuch"); err == nil || !strings.Contains(msg, "nosuch") {
 		t.Errorf("ebpfnet port nosuch: %v %s, want a refusal naming it", err, msg)
 	}
 

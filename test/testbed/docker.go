@@ -2,7 +2,6 @@ package testbed
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -53,8 +52,11 @@ func StartDocker(tb TB, netns string, flags ...string) *Docker {
 	}
 	// Removed last: after the daemons stop and their mounts are gone.
 	tb.Cleanup(func() { unmountUnder(dir); os.RemoveAll(dir) })
-	// The few paths the daemons create whatever their flags say.
-	removeIfCreated(tb, "/etc/docker/key.json", "/run/docker", "/run/containerd")
+	// The few paths the daemons create whatever their flags say, removed
+	// when the last dockerd of the process is gone, if none was there.
+	for _, p := range []string{"/etc/docker/key.json", "/run/docker", "/run/containerd"} {
+		sharePath(tb, p, true)
+	}
 	sock := filepath.Join(dir, "containerd.sock")
 	config := filepath.Join(dir, "containerd.toml")
 	if err := os.WriteFile(config, fmt.Appendf(nil, `version = 2
@@ -232,16 +234,6 @@ func waitFor(tb TB, dir, name string, exited <-chan struct{}, ready func() bool)
 	}
 	out, _ := os.ReadFile(filepath.Join(dir, name+".log"))
 	tb.Fatalf("%s did not start:\n%s", name, out)
-}
-
-// removeIfCreated removes, when the test ends, those of paths that do not
-// exist now.
-func removeIfCreated(tb TB, paths ...string) {
-	for _, p := range paths {
-		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
-			tb.Cleanup(func() { os.RemoveAll(p) })
-		}
-	}
 }
 
 // unmountUnder detaches every mount below dir, deepest first.

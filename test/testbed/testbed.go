@@ -133,6 +133,12 @@ func NewHostWith(tb TB, setup func(h *Host), extra ...string) *Host {
 	if err := os.WriteFile(h.ResolvConf(), []byte("nameserver "+UpstreamDNS+"\nsearch test.example\n"), 0o644); err != nil {
 		tb.Fatal(err)
 	}
+	// The plugin directory, and /run/docker, when nothing else lives
+	// there once the last host of the process is gone: removed before,
+	// they could go between another host's daemon making them and
+	// listening there.
+	plugins := filepath.Dir(h.DockerPlugin())
+	sharePath(tb, filepath.Dir(plugins), false, plugins, filepath.Dir(plugins))
 	tb.Cleanup(h.destroy)
 	h.MustRun("ip", "netns", "add", filepath.Base(h.NetNS))
 	h.MustRun("ip", "-n", filepath.Base(h.NetNS), "link", "set", "lo", "up")
@@ -254,17 +260,18 @@ func (h *Host) destroy() {
 	}
 	os.RemoveAll(h.BPFFS())
 	os.Remove(h.DockerPlugin()) // left by a daemon killed on purpose
-	// The plugin directory, and /run/docker, when the daemons made them
-	// and nothing else lives there.
-	os.Remove(filepath.Dir(h.DockerPlugin()))
-	os.Remove(filepath.Dir(filepath.Dir(h.DockerPlugin())))
 }
 
 // CLI runs ebpfnet against this host's daemon and returns its combined output.
-func (h *Host) CLI(args ...string) (string, error) {
+func (h *Host) CLI(args ...string) (string, error) { return h.CLIWith(nil, args...) }
+
+// CLIWith is CLI with env (KEY=VALUE) added to the command's environment:
+// what a test would set with t.Setenv, which a parallel test cannot.
+func (h *Host) CLIWith(env []string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := h.Command(ctx, args...)
+	cmd.Env = append(cmd.Env, env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -364,10 +371,22 @@ func (h *Host) NS(sandbox string) string { return "/run/netns/" + sandbox }
 
 // LinkNames are the names of the interfaces in the host's namespace
 // (not their aliases, which may hold any text).
+//
+// Only ip's standard output is read: to name a veth peer's namespace ip
+// asks the kernel about every entry of /run/netns, and says on its
+// standard error when one is being removed meanwhile (by a test running
+// alongside: "Error: Peer netns reference is invalid.").
 func (h *Host) LinkNames() []string {
 	h.tb.Helper()
+	cmd := exec.Command("ip", "netns", "exec", filepath.Base(h.NetNS), "ip", "-o", "link")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		h.tb.Fatalf("ip -o link in %s: %v\n%s", h.NetNS, err, stderr.String())
+	}
 	var names []string
-	for _, line := range strings.Split(h.InHost("ip", "-o", "link"), "\n") {
+	for _, line := range strings.Split(string(out), "\n") {
 		if f := strings.Fields(line); len(f) > 1 {
 			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
 			names = append(names, name)
