@@ -63,7 +63,8 @@ func newCluster(tb TB, n int, startEtcd func(TB, ...EtcdMember) *Etcd, setup fun
 	mustRun(tb, "ip", "-n", c.Underlay, "link", "set", "br0", "up")
 	var members []EtcdMember
 	for i := range n {
-		h := NewHostWith(tb, func(h *Host) {
+		// The daemons start once etcd answers, with the cluster's flags.
+		h := newHost(tb, func(h *Host) {
 			if setup != nil {
 				setup(i, h)
 			}
@@ -86,7 +87,6 @@ func newCluster(tb TB, n int, startEtcd func(TB, ...EtcdMember) *Etcd, setup fun
 		}
 	})
 	for i, h := range c.Hosts {
-		h.Stop(syscall.SIGTERM)
 		h.DaemonFlags(c.DaemonFlags(i)...)
 		h.Start()
 	}

@@ -115,6 +115,14 @@ func NewHost(tb TB, extra ...string) *Host {
 // the daemon starts (to give the host routes or interfaces).
 func NewHostWith(tb TB, setup func(h *Host), extra ...string) *Host {
 	tb.Helper()
+	h := newHost(tb, setup, extra...)
+	h.Start()
+	return h
+}
+
+// newHost is NewHostWith without starting the daemon.
+func newHost(tb TB, setup func(h *Host), extra ...string) *Host {
+	tb.Helper()
 	if t, ok := tb.(testing.TB); ok {
 		testenv.RequirePrivileges(t)
 	}
@@ -145,7 +153,6 @@ func NewHostWith(tb TB, setup func(h *Host), extra ...string) *Host {
 	if setup != nil {
 		setup(h)
 	}
-	h.Start()
 	return h
 }
 
