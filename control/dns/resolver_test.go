@@ -2,12 +2,14 @@ package dns
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -330,15 +332,26 @@ func TestIPv6Upstream(t *testing.T) {
 // port, for the test's duration.
 func serve(t *testing.T, addr string, handler dns.Handler) netip.AddrPort {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", net.JoinHostPort(addr, "0"))
-	if err != nil {
-		t.Fatalf("listen on %s: %v", addr, err)
-	}
-	port := pc.LocalAddr().(*net.UDPAddr).Port
-	ln, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(port)))
-	if err != nil {
+	var (
+		pc   net.PacketConn
+		ln   net.Listener
+		port int
+	)
+	// The kernel picks a free UDP port, which a TCP socket of another
+	// program may hold: then another port.
+	for try := 0; ; try++ {
+		var err error
+		if pc, err = net.ListenPacket("udp", net.JoinHostPort(addr, "0")); err != nil {
+			t.Fatalf("listen on %s: %v", addr, err)
+		}
+		port = pc.LocalAddr().(*net.UDPAddr).Port
+		if ln, err = net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(port))); err == nil {
+			break
+		}
 		pc.Close()
-		t.Fatal(err)
+		if !errors.Is(err, syscall.EADDRINUSE) || try == 20 {
+			t.Fatal(err)
+		}
 	}
 	for _, s := range []*dns.Server{{PacketConn: pc, Handler: handler}, {Listener: ln, Handler: handler}} {
 		started := make(chan struct{})
