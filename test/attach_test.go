@@ -125,6 +125,7 @@ func expectOthers(t *testing.T, h *testbed.Host, ifname string, want map[string]
 }
 
 func TestTCXProgramsAttachFirst(t *testing.T) {
+	t.Parallel()
 	var out testbed.Outside
 	h := testbed.NewHostWith(t, func(h *testbed.Host) {
 		out = h.AddOutside()

@@ -57,6 +57,7 @@ func waitPeers(t *testing.T, h *testbed.Host, within time.Duration, want ...neti
 // again. Flags that cannot work are refused, naming the value, and so is
 // a host that gives another's advertise address.
 func TestClusterMembership(t *testing.T) {
+	t.Parallel()
 	c := testbed.NewSecureCluster(t, 3)
 	all := []netip.Addr{testbed.UnderlayAddr(0), testbed.UnderlayAddr(1), testbed.UnderlayAddr(2)}
 	for _, h := range c.Hosts {

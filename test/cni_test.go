@@ -77,6 +77,7 @@ func servesPublished(t *testing.T, h *testbed.Host, out testbed.Outside, ns stri
 // finds damage, DEL leaves nothing, also twice, after a kill -9 of the
 // daemon, and when the namespace is gone; GC and STATUS answer.
 func TestCNIMainMode(t *testing.T) {
+	t.Parallel()
 	h, out := newPublishingHost(t)
 	c := newCNI(t)
 	h.MustCLI("network", "create", "--subnet", "10.96.0.0/24", h.Name("cninet"))
@@ -195,6 +196,7 @@ func TestCNIMainMode(t *testing.T) {
 // iptables rule for the port and no route_localnet; DEL leaves nothing of
 // ebpfnet's.
 func TestCNIChainedMode(t *testing.T) {
+	t.Parallel()
 	h, out := newPublishingHost(t)
 	c := newCNI(t)
 	// The bridge plugin builds in the namespace it runs in: the host's.
@@ -270,6 +272,7 @@ func buildNerdctl(t *testing.T, dir string) string {
 // ebpfnet's CNI plugin: -p publishes through the datapath, the client's
 // address is kept, and nerdctl rm -f leaves nothing.
 func TestNerdctl(t *testing.T) {
+	t.Parallel()
 	h, out, d := dockerHost(t)
 	c := newCNI(t)
 	nerdctl := buildNerdctl(t, t.TempDir())
@@ -321,6 +324,7 @@ func TestNerdctl(t *testing.T) {
 // returns an address, a gateway and a default route per family, and
 // publishes on both families, on every address and on an IPv6 hostIP.
 func TestCNIMainModeIPv6(t *testing.T) {
+	t.Parallel()
 	h, out := newPublishingHost(t)
 	c := newCNI(t)
 	h.MustCLI("network", "create", "--ipv6", "--subnet", "10.96.0.0/24", "--subnet", "fd00:c1::/64", h.Name("cninet6"))

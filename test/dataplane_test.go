@@ -99,6 +99,7 @@ func snmp(t *testing.T, ns, proto, name string) int {
 }
 
 func TestPublishedFromOutside(t *testing.T) {
+	t.Parallel()
 	h, out := newPublishingHost(t)
 	web := h.Name("web")
 	h.MustCLI("sandbox", "create", web, "-p", "8080:7777", "-p", "8080:7777/udp")
@@ -139,6 +140,7 @@ func TestPublishedFromOutside(t *testing.T) {
 }
 
 func TestPublishedFromHostProcesses(t *testing.T) {
+	t.Parallel()
 	h, out := newPublishingHost(t)
 	web := h.Name("web")
 	h.MustCLI("sandbox", "create", web, "-p", "8080:7777", "-p", "8080:7777/udp")
@@ -188,6 +190,7 @@ func TestPublishedFromHostProcesses(t *testing.T) {
 // (Java's sockets), and its peer reads as what it dialled. A port
 // published on 127.0.0.1 alone is not on ::1.
 func TestPublishedFromHostIPv6Sockets(t *testing.T) {
+	t.Parallel()
 	h, _ := newPublishingHost(t)
 	web := h.Name("web")
 	h.MustCLI("sandbox", "create", web, "-p", "8080:7777", "-p", "127.0.0.1:8081:7777")
@@ -250,6 +253,7 @@ func dialIPv6Socket(ns string, addr [16]byte, port int) (peer *unix.SockaddrInet
 }
 
 func TestPublishedFromSandboxes(t *testing.T) {
+	t.Parallel()
 	h, _ := newPublishingHost(t)
 	web, cl, stranger, other := h.Name("web"), h.Name("cl"), h.Name("stranger"), h.Name("other")
 	h.MustCLI("network", "create", other)
@@ -278,6 +282,7 @@ func TestPublishedFromSandboxes(t *testing.T) {
 }
 
 func TestMasquerade(t *testing.T) {
+	t.Parallel()
 	h, out := newPublishingHost(t)
 	a, b := h.Name("a"), h.Name("b")
 	h.MustCLI("sandbox", "create", a)
@@ -349,6 +354,7 @@ func TestNATPortExhaustion(t *testing.T) {
 }
 
 func TestPublishedAddressScope(t *testing.T) {
+	t.Parallel()
 	h, out := newPublishingHost(t)
 	web := h.Name("web")
 	h.MustCLI("sandbox", "create", web, "-p", "127.0.0.1:8081:7777", "-p", hostIP2+":8082:7777")
@@ -363,6 +369,7 @@ func TestPublishedAddressScope(t *testing.T) {
 }
 
 func TestPublishConflictsAndUnpublish(t *testing.T) {
+	t.Parallel()
 	h, out := newPublishingHost(t)
 	web, other := h.Name("web"), h.Name("other")
 	h.MustCLI("sandbox", "create", web, "-p", "8080:7777")
@@ -457,6 +464,7 @@ func mapEntries(t *testing.T, h *testbed.Host) map[string]int {
 }
 
 func TestPublishedPortsOutliveTheDaemon(t *testing.T) {
+	t.Parallel()
 	h, out := newPublishingHost(t)
 	web := h.Name("web")
 	h.MustCLI("sandbox", "create", web, "-p", "8080:7777")
@@ -525,6 +533,7 @@ func TestFiftyThousandPublications(t *testing.T) {
 // the hooks remember for that lives with the socket and goes with it, so
 // no table of the datapath grows with the sockets a host opens.
 func TestUnconnectedUDPToSeveralPublishedAddresses(t *testing.T) {
+	t.Parallel()
 	h, _ := newPublishingHost(t)
 	web := h.Name("web")
 	h.MustCLI("sandbox", "create", web, "-p", "8080:7777/udp", "-p", "8081:7777/udp")

@@ -195,6 +195,7 @@ func reverseName(ip string) string {
 }
 
 func TestLinks(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	web, cl := h.Name("web"), h.Name("cl")
 	h.MustCLI("sandbox", "create", web)

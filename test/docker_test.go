@@ -46,6 +46,7 @@ func endpointOf(t *testing.T, h *testbed.Host, d *testbed.Docker, container, net
 // TestDockerPlugin walks a Docker user's story on an ebpfnet network: docker
 // run -p publishes through the datapath, with no rule and no proxy.
 func TestDockerPlugin(t *testing.T) {
+	t.Parallel()
 	h, out, d := dockerHost(t)
 	plugin := h.Prefix
 	d.MustCLI("network", "create", "-d", plugin, "--ipam-driver", plugin, "--subnet", "10.97.0.0/24", "web")
@@ -161,6 +162,7 @@ func assertNoRuleNorProxy(t *testing.T, h *testbed.Host, ports ...string) {
 // outside, and neither another ebpfnet network, nor Docker's own bridge,
 // nor a CLI sandbox on another network; none of those reach it.
 func TestDockerIsolation(t *testing.T) {
+	t.Parallel()
 	h, out, d := dockerHost(t)
 	plugin := h.Prefix
 	d.MustCLI("network", "create", "-d", plugin, "--subnet", "10.97.0.0/24", "web")
@@ -201,6 +203,7 @@ func TestDockerIsolation(t *testing.T) {
 // network what they mean on Docker's bridge, with Docker's IPAM or
 // ebpfnet's, with or without a subnet.
 func TestDockerNetworkOptions(t *testing.T) {
+	t.Parallel()
 	h, out, d := dockerHost(t)
 	plugin := h.Prefix
 	run := func(name, network string) string {
@@ -265,6 +268,7 @@ func TestDockerNetworkOptions(t *testing.T) {
 // under load: established and new connections keep working throughout,
 // and Docker's calls work after each.
 func TestDockerRestarts(t *testing.T) {
+	t.Parallel()
 	h, out, d := dockerHost(t, "--live-restore")
 	plugin := h.Prefix
 	d.MustCLI("network", "create", "-d", plugin, "--ipam-driver", plugin, "web")
@@ -349,6 +353,7 @@ func startLoad(t *testing.T, ns, addr string) func() (ok, failed int) {
 // IPv6 address from ebpfnet's IPAM, and its IPv6 flows out are
 // masqueraded.
 func TestDockerPluginIPv6(t *testing.T) {
+	t.Parallel()
 	h, out, d := dockerHost(t)
 	plugin := h.Prefix
 	d.MustCLI("network", "create", "-d", plugin, "--ipam-driver", plugin, "--ipv6",

@@ -11,6 +11,7 @@ import (
 )
 
 func TestDefaultNetwork(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	var nets []api.Network
 	if err := json.Unmarshal([]byte(h.MustCLI("network", "ls", "-o", "json")), &nets); err != nil {
@@ -43,6 +44,7 @@ func TestDefaultNetwork(t *testing.T) {
 
 // The default network skips pools that overlap a route of the host.
 func TestDefaultNetworkAvoidsRoutes(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHostWith(t, func(h *testbed.Host) {
 		// 172.17.0.0/16 is connected and 172.18.0.0/16 routed.
 		h.InHost("ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1")
@@ -67,6 +69,7 @@ func TestDefaultNetworkAvoidsRoutes(t *testing.T) {
 }
 
 func TestUserNetworkWithRangeAndStaticIP(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	net := h.Name("app")
 	h.MustCLI("network", "create", "--subnet", "172.19.0.0/16", "--gateway", "172.19.0.1", "--ip-range", "172.19.5.0/24", net)
@@ -112,6 +115,7 @@ func TestUserNetworkWithRangeAndStaticIP(t *testing.T) {
 }
 
 func TestICCDisabled(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	net := h.Name("noicc")
 	h.MustCLI("network", "create", "-o", "com.docker.network.bridge.enable_icc=false", net)
@@ -132,6 +136,7 @@ func TestICCDisabled(t *testing.T) {
 }
 
 func TestNetworksAreIsolatedUntilConnected(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	n1, n2 := h.Name("n1"), h.Name("n2")
 	h.MustCLI("network", "create", n1)
@@ -168,6 +173,7 @@ func TestNetworksAreIsolatedUntilConnected(t *testing.T) {
 }
 
 func TestInternalNetwork(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	outside := h.AddOutside()
 	testbed.Serve(t, outside.NS)
@@ -197,6 +203,7 @@ func TestInternalNetwork(t *testing.T) {
 }
 
 func TestContainerHostAndNoneModes(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	web, side, hst, none := h.Name("web"), h.Name("side"), h.Name("h"), h.Name("n")
 	h.MustCLI("sandbox", "create", web)
@@ -240,6 +247,7 @@ func TestContainerHostAndNoneModes(t *testing.T) {
 }
 
 func TestMacvlan(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	// The parent is a veth whose peer is up (macvlan children need carrier).
 	h.InHost("ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan1")
@@ -260,6 +268,7 @@ func TestMacvlan(t *testing.T) {
 }
 
 func TestRunAndExec(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	job := h.Name("job")
 	out := h.MustCLI("run", "--rm", "--name", job, "--", "sh", "-c", "ip -4 -o addr show eth0; exit 0")
@@ -276,6 +285,7 @@ func TestRunAndExec(t *testing.T) {
 }
 
 func TestRemoveSandboxWithProcesses(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	sb := h.Name("busy")
 	h.MustCLI("sandbox", "create", sb)

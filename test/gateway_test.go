@@ -17,6 +17,7 @@ import (
 const gatewayMode = engine.OptGatewayMode + "="
 
 func TestIsolatedGatewayMode(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	iso := h.Name("iso")
 	testbed.Serve(t, h.NetNS) // a host service the sandboxes must not reach
@@ -83,6 +84,7 @@ func TestIsolatedGatewayMode(t *testing.T) {
 }
 
 func TestGatewayModeInInspect(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	for _, mode := range []string{"nat", "nat-unprotected", "routed"} {
 		name := h.Name(mode)
@@ -123,6 +125,7 @@ func linkLocal(t *testing.T, mac string) string {
 }
 
 func TestSandboxesHaveNoIPv6(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	noicc := h.Name("noicc")
 	h.MustCLI("network", "create", "-o", "com.docker.network.bridge.enable_icc=false", noicc)
@@ -239,6 +242,7 @@ func through(ns, addr string) []string {
 // always reaches what is published on host ports.
 
 func TestGatewayModeNATHidesSandboxes(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []string{"", "nat"} {
 		t.Run("mode="+mode, func(t *testing.T) {
 			h, out, web, ip := newGatewayModeHost(t, mode, "-p", "8080:9999")
@@ -267,6 +271,7 @@ func TestGatewayModeNATHidesSandboxes(t *testing.T) {
 }
 
 func TestGatewayModeNATUnprotected(t *testing.T) {
+	t.Parallel()
 	h, out, web, ip := newGatewayModeHost(t, "nat-unprotected")
 	for _, port := range []int{servedPort, hiddenPort} {
 		if got := through(out.NS, at(ip, port)); len(got) != 2 {
@@ -279,6 +284,7 @@ func TestGatewayModeNATUnprotected(t *testing.T) {
 }
 
 func TestGatewayModeRouted(t *testing.T) {
+	t.Parallel()
 	h, out, web, ip := newGatewayModeHost(t, "routed", "-p", "8080:9999", "-p", "8080:9999/udp")
 	t.Run("published port by the sandbox's address", func(t *testing.T) {
 		if got := through(out.NS, at(ip, servedPort)); len(got) != 2 {

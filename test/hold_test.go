@@ -159,6 +159,7 @@ func mustBeFree(t *testing.T, h *testbed.Host, targets ...string) {
 }
 
 func TestPublishedPortsAreHeld(t *testing.T) {
+	t.Parallel()
 	h, out := newPublishingHost(t)
 	web, other := h.Name("web"), h.Name("other")
 	h.MustCLI("sandbox", "create", web, "-p", "8080:7777", "-p", "8080:7777/udp", "-p", "127.0.0.1:8081:7777")
@@ -233,6 +234,7 @@ func TestPublishedPortsAreHeld(t *testing.T) {
 // process bound it: the daemon's probe binds without SO_REUSEADDR, which
 // a socket that set it would otherwise let share the port.
 func TestPublishingAPortInUse(t *testing.T) {
+	t.Parallel()
 	h, _ := newPublishingHost(t)
 	web := h.Name("web")
 	h.MustCLI("sandbox", "create", web)

@@ -287,6 +287,7 @@ func freedAddressInheritsNothing(t *testing.T, h *testbed.Host, out testbed.Outs
 // an address of an ebpfnet network that no endpoint has goes, while
 // entries of live endpoints, gateways and the outside stay.
 func TestOrphanedFlowsFlushedAtStart(t *testing.T) {
+	t.Parallel()
 	h, out := newPublishingHost(t)
 	app := h.Name("app")
 	h.MustCLI("network", "create", "--subnet", "172.19.0.0/16", app)

@@ -29,6 +29,7 @@ func ip6(t *testing.T, h *testbed.Host, sandbox, network string) string {
 // masquerade out and the reply, names (AAAA), and every isolation case
 // blocked. One published port serves both families.
 func TestIPv6Paths(t *testing.T) {
+	t.Parallel()
 	h, out := newPublishingHost(t)
 	appnet, othernet := h.Name("app6"), h.Name("other6")
 	h.MustCLI("network", "create", "--ipv6", "--subnet", "fd00:a::/64", appnet)
@@ -90,6 +91,7 @@ func TestIPv6Paths(t *testing.T) {
 // the datapath, which translates their packets to IPv4 from the
 // sandbox's gateway.
 func TestIPv6ClientsOfIPv4Sandbox(t *testing.T) {
+	t.Parallel()
 	h, out := newPublishingHost(t)
 	web := h.Name("web")
 	h.MustCLI("sandbox", "create", web, "-p", "8080:7777", "-p", "8081:7777/udp")
@@ -113,6 +115,7 @@ func TestIPv6ClientsOfIPv4Sandbox(t *testing.T) {
 // routed lets the outside reach published sandbox ports by the sandbox's
 // own IPv6 address, unmasqueraded, and nothing else.
 func TestIPv6Isolation(t *testing.T) {
+	t.Parallel()
 	h, out := newPublishingHost(t)
 	icc, internal, routed := h.Name("icc6"), h.Name("int6"), h.Name("routed6")
 	h.MustCLI("network", "create", "--ipv6", "--subnet", "fd00:c::/64", "-o", "com.docker.network.bridge.enable_icc=false", icc)
@@ -149,6 +152,7 @@ func TestIPv6Isolation(t *testing.T) {
 // A host client that connects to localhost reaches a published port
 // however localhost resolves: curl -6 goes to ::1.
 func TestIPv6LocalhostCurl(t *testing.T) {
+	t.Parallel()
 	h, out := newPublishingHost(t)
 	web := h.Name("web")
 	h.MustCLI("sandbox", "create", web, "-p", "8080:80", "-p", "["+out.HostIP6+"]:8090:80")

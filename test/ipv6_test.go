@@ -21,6 +21,7 @@ func disableIPv6(h *testbed.Host, sandbox, ifname string) string {
 // on the interfaces of dual-stack networks, inspect shows both families,
 // and the reconciler restores what was lost.
 func TestIPv6NetworkAndEndpoints(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	dual, v4 := h.Name("dual"), h.Name("v4")
 	h.MustCLI("network", "create", "--ipv6", "--subnet", "fd12:3456:789a::/64", "--subnet", "172.30.0.0/16",
@@ -117,6 +118,7 @@ func TestIPv6NetworkAndEndpoints(t *testing.T) {
 // nothing: no network, no bridge, no pool (the next network takes the
 // default pool the failed ones would have).
 func TestIPv6NetworkErrors(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	bad := h.Name("bad")
 	ok := h.Name("ok")
@@ -177,6 +179,7 @@ func TestIPv6NetworkErrors(t *testing.T) {
 // Without a subnet an IPv6 network takes a /64 of the host's ULA /48
 // (Docker 27's default IPv6 pool), skipping those routes use.
 func TestIPv6DefaultULAPool(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	first, second := h.Name("first"), h.Name("second")
 	h.MustCLI("network", "create", "--ipv6", first)
@@ -198,6 +201,7 @@ func TestIPv6DefaultULAPool(t *testing.T) {
 // --default-ipv6 makes the default network dual-stack, as Docker's
 // default-network-opts with enable_ipv6 does.
 func TestIPv6DefaultNetworkFlag(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t, "--default-ipv6")
 	n := h.Network("bridge")
 	if !n.EnableIPv6 || len(n.IPAM.Config) != 2 || !strings.HasPrefix(n.IPAM.Config[1].Subnet, "fd") {
@@ -218,6 +222,7 @@ func TestIPv6DefaultNetworkFlag(t *testing.T) {
 // IPv6. Expected to fail until the datapath carries IPv6 (it drops it at
 // the sandboxes' veths, DROP_NO_IPV6).
 func TestIPv6SandboxToSandboxTraffic(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	dual := h.Name("dual")
 	h.MustCLI("network", "create", "--ipv6", "--subnet", "fd12:3456:789a::/64", dual)

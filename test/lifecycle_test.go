@@ -35,6 +35,7 @@ func addresses(t *testing.T, h *testbed.Host) map[string]map[string]string {
 }
 
 func TestKillRestartAndReconcile(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	n1 := h.Name("n1")
 	h.MustCLI("network", "create", "--subnet", "10.60.0.0/24", n1)
@@ -141,6 +142,7 @@ func snapshot(t *testing.T, h *testbed.Host) string {
 }
 
 func TestBadInputFailsClearlyAndChangesNothing(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	app, tiny, web, filler := h.Name("app"), h.Name("tiny"), h.Name("web"), h.Name("filler")
 	h.MustCLI("network", "create", "--subnet", "172.19.0.0/16", "--ip-range", "172.19.5.0/24", app)
@@ -215,6 +217,7 @@ func TestBadInputFailsClearlyAndChangesNothing(t *testing.T) {
 }
 
 func TestClsactFallback(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t, "--attach", "clsact")
 	n1, n2 := h.Name("n1"), h.Name("n2")
 	h.MustCLI("network", "create", n1)

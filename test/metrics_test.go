@@ -68,6 +68,7 @@ func value(families map[string]*dto.MetricFamily, name string, want map[string]s
 // protocol, NAT ports in use on the uplink, the embedded DNS's answers,
 // and how long publishing takes.
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	h, out := newPublishingHost(t)
 	app := h.Name("app")
 	h.MustCLI("network", "create", app)

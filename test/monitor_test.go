@@ -135,6 +135,7 @@ func waitMonitoring(t *testing.T, h *testbed.Host, want string) {
 // daemon that died with one running leaves them on only until it starts
 // again.
 func TestMonitor(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	n1, n2 := h.Name("n1"), h.Name("n2")
 	h.MustCLI("network", "create", n1)

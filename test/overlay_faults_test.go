@@ -114,6 +114,7 @@ func partition(t *testing.T, h *testbed.Host) (heal func()) {
 // out of reach of one host (shorter and longer than the lease, and a
 // daemon restart meanwhile), and a host gone for good.
 func TestOverlayFaults(t *testing.T) {
+	t.Parallel()
 	began := time.Now()
 	// phase marks where a failure happened, and when.
 	phase := func(what string) { t.Logf("%4.1f s: %s", time.Since(began).Seconds(), what) }

@@ -59,6 +59,7 @@ func mustResolve(t *testing.T, h *testbed.Host, sandbox, name string) string {
 // two hosts are never the same; a network with endpoints stays until the
 // last one goes.
 func TestOverlay(t *testing.T) {
+	t.Parallel()
 	c := testbed.NewCluster(t, 3)
 	h0, h1, h2 := c.Hosts[0], c.Hosts[1], c.Hosts[2]
 	out := h1.AddOutside() // early: the daemon takes a new uplink once it settles
@@ -257,6 +258,7 @@ func TestOverlay(t *testing.T) {
 // A host outside a cluster has no overlay networks, and says how to get
 // them; nothing is made.
 func TestOverlayNeedsACluster(t *testing.T) {
+	t.Parallel()
 	h := testbed.NewHost(t)
 	out, err := h.CLI("network", "create", "-d", "overlay", h.Name("ov"))
 	if err == nil || !strings.Contains(out, "--cluster-store") {

@@ -74,6 +74,7 @@ func (p *podman) must(t *testing.T, args ...string) string {
 // place of portmap. Either way -p publishes through the datapath, the
 // client's address is kept, and podman rm -f leaves nothing of ebpfnet's.
 func TestPodman(t *testing.T) {
+	t.Parallel()
 	h, out := newPublishingHost(t)
 	c := newCNI(t)
 	c.Spec = "1.0.0" // what podman 4.3's CNI library and Debian's plugins speak

@@ -20,6 +20,7 @@ import (
 // subtest ends: side by side, their daemons would contend for two cores
 // and for the Docker plugin directory one of them removes.
 func TestRealHostOverlay(t *testing.T) {
+	t.Parallel()
 	ufwBefore := ufwConfig(t)
 	t.Cleanup(func() {
 		if after := ufwConfig(t); after != ufwBefore {

@@ -28,6 +28,7 @@ import (
 // its flows never enter the host's conntrack. One host per preparation
 // serves all its scenarios.
 func TestRealHost(t *testing.T) {
+	t.Parallel()
 	ufwBefore := ufwConfig(t)
 	for _, prep := range testbed.Preparations {
 		t.Run(prep.Name, func(t *testing.T) {
@@ -522,6 +523,7 @@ func conntrackSample(h *testbed.Host) string {
 // network talking, by address and by name, and a container on a second
 // network reaching one connected to it.
 func TestRealHostDockerPlugin(t *testing.T) {
+	t.Parallel()
 	testenv.RequirePrivileges(t)
 	if !testbed.DockerInstalled() {
 		t.Skip("needs dockerd, containerd and Debian's docker client (docker.io)")

@@ -19,6 +19,7 @@ const replacedLog = "replaced a pinned map of another layout"
 // an older binary left with other layouts, as an upgrade does: it must
 // come up serving, without `ebpfnet reset`, and say what it replaced.
 func TestUpgradeReplacesMapsOfAnotherLayout(t *testing.T) {
+	t.Parallel()
 	h, out := newPublishingHost(t)
 	web := h.Name("web")
 	h.MustCLI("sandbox", "create", web, "-p", "8080:7777")

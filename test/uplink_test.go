@@ -44,6 +44,7 @@ func waitForLog(t *testing.T, h *testbed.Host, s string) {
 }
 
 func TestUplinksNeedAnEthernetHeader(t *testing.T) {
+	t.Parallel()
 	var out testbed.Outside
 	h := testbed.NewHostWith(t, func(h *testbed.Host) {
 		out = h.AddOutside()
