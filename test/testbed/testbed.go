@@ -183,7 +183,7 @@ func (h *Host) DockerPlugin() string { return "/run/docker/plugins/" + h.Prefix 
 // returns what it printed. The test fails if it serves instead.
 func (h *Host) StartFails() string {
 	h.tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), startWithin)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, h.bin, h.daemonArgs()...).CombinedOutput()
 	if err == nil || ctx.Err() != nil {
@@ -191,6 +191,9 @@ func (h *Host) StartFails() string {
 	}
 	return string(out)
 }
+
+// startWithin bounds a daemon's start, and a refusal to start.
+const startWithin = time.Minute
 
 // Start starts the daemon and waits until it answers.
 func (h *Host) Start() {
@@ -207,7 +210,9 @@ func (h *Host) Start() {
 	logf.Close()
 	h.daemon, h.exited = cmd, make(chan struct{})
 	go func(exited chan struct{}) { cmd.Wait(); close(exited) }(h.exited)
-	deadline := time.Now().Add(15 * time.Second)
+	// A daemon starts in a second or two alone, and much later beside
+	// the kernel's verifier busy with other tests' daemons on two cores.
+	deadline := time.Now().Add(startWithin)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_, err := h.Client.Networks(ctx)
@@ -221,7 +226,7 @@ func (h *Host) Start() {
 		default:
 		}
 		if time.Now().After(deadline) {
-			h.tb.Fatalf("daemon did not answer within 15s: %v\n%s", err, h.DaemonLog())
+			h.tb.Fatalf("daemon did not answer within %s: %v\n%s", startWithin, err, h.DaemonLog())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
