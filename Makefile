@@ -53,12 +53,27 @@ vet:
 	$(GO) vet ./...
 
 # test runs the whole suite. Integration tests need root; under CI a test
-# that skips is a failure. One package at a time (-p 1): the BPF program
-# tests' floods and the end-to-end tests' traffic share two cores, and
-# the end-to-end tests time their probes.
+# that skips is a failure. The BPF program tests flood and some end-to-end
+# tests flood, measure or time their probes: ./bpf, then the end-to-end
+# tests that do not call t.Parallel() first thing (SERIAL_TESTS), run
+# alone, one at a time. Then the other end-to-end tests, which mostly wait
+# (on etcd leases, daemons, dockerd), run TEST_PARALLEL at a time, beside
+# the other packages, two at a time (-p 2). Each part logs to a file of
+# its own, for lines not to mix; bin/test.log is all of them.
+TEST_PARALLEL ?= 4
+TEST_FLAGS := -count=1 -timeout 20m -v
+SERIAL_TESTS = $$(awk '/^func Test[A-Za-z0-9_]*\(t \*testing\.T\) \{$$/ { name = substr($$2, 1, index($$2, "(") - 1); getline; \
+	if ($$0 != "\tt.Parallel()") { printf "%s%s", sep, name; sep = "|" } }' test/*_test.go)
 test: deps runtime-deps vet check-generate
 	@mkdir -p bin
-	$(GO) test -p 1 -count=1 -timeout 20m -v ./... 2>&1 | tee bin/test.log; status=$${PIPESTATUS[0]}; \
+	@rm -f bin/test-*.log
+	{ $(GO) test $(TEST_FLAGS) ./bpf; bpf=$$?; \
+	  $(GO) test $(TEST_FLAGS) -run "^($(SERIAL_TESTS))$$" ./test; exit $$((bpf | $$?)); } 2>&1 | tee bin/test-alone.log; alone=$${PIPESTATUS[0]}; \
+	$(GO) test -p 2 $(TEST_FLAGS) $$($(GO) list ./... | grep -v -x -e "$$($(GO) list -m)/bpf" -e "$$($(GO) list -m)/test") >bin/test-packages.log 2>&1 & packages=$$!; \
+	$(GO) test $(TEST_FLAGS) -parallel $(TEST_PARALLEL) -skip "^($(SERIAL_TESTS))$$" ./test 2>&1 | tee bin/test-parallel.log; parallel=$${PIPESTATUS[0]}; \
+	wait $$packages; packages=$$?; cat bin/test-packages.log; \
+	cat bin/test-alone.log bin/test-parallel.log bin/test-packages.log >bin/test.log; \
+	status=$$((alone | parallel | packages)); \
 	if [ $$status -ne 0 ]; then echo "--- what the failed tests said:"; awk -f test/failures.awk bin/test.log; fi; \
 	test $$status -eq 0
 	@if [ -n "$$CI" ] && grep -- '--- SKIP' bin/test.log; then echo "tests skipped under CI" >&2; exit 1; fi
