@@ -53,13 +53,15 @@ vet:
 	$(GO) vet ./...
 
 # test runs the whole suite. Integration tests need root; under CI a test
-# that skips is a failure. The BPF program tests flood and some end-to-end
-# tests flood, measure or time their probes: ./bpf, then the end-to-end
+# that skips is a failure. The BPF program tests flood, the DNS server's
+# time their answers and race a socket's close, and some end-to-end tests
+# flood, measure or time their probes: ALONE_PACKAGES, then the end-to-end
 # tests that do not call t.Parallel() first thing (SERIAL_TESTS), run
 # alone, one at a time. Then the other end-to-end tests, which mostly wait
 # (on etcd leases, daemons, dockerd), run TEST_PARALLEL at a time, beside
 # the other packages, two at a time (-p 2). Each part logs to a file of
 # its own, for lines not to mix; bin/test.log is all of them.
+ALONE_PACKAGES := ./bpf ./control/dns
 TEST_PARALLEL ?= 4
 TEST_FLAGS := -count=1 -timeout 20m -v
 SERIAL_TESTS = $$(awk '/^func Test[A-Za-z0-9_]*\(t \*testing\.T\) \{$$/ { name = substr($$2, 1, index($$2, "(") - 1); getline; \
@@ -67,9 +69,9 @@ SERIAL_TESTS = $$(awk '/^func Test[A-Za-z0-9_]*\(t \*testing\.T\) \{$$/ { name =
 test: deps runtime-deps vet check-generate
 	@mkdir -p bin
 	@rm -f bin/test-*.log
-	{ $(GO) test $(TEST_FLAGS) ./bpf; bpf=$$?; \
-	  $(GO) test $(TEST_FLAGS) -run "^($(SERIAL_TESTS))$$" ./test; exit $$((bpf | $$?)); } 2>&1 | tee bin/test-alone.log; alone=$${PIPESTATUS[0]}; \
-	$(GO) test -p 2 $(TEST_FLAGS) $$($(GO) list ./... | grep -v -x -e "$$($(GO) list -m)/bpf" -e "$$($(GO) list -m)/test") >bin/test-packages.log 2>&1 & packages=$$!; \
+	{ $(GO) test -p 1 $(TEST_FLAGS) $(ALONE_PACKAGES); first=$$?; \
+	  $(GO) test $(TEST_FLAGS) -run "^($(SERIAL_TESTS))$$" ./test; exit $$((first | $$?)); } 2>&1 | tee bin/test-alone.log; alone=$${PIPESTATUS[0]}; \
+	$(GO) test -p 2 $(TEST_FLAGS) $$($(GO) list ./... | grep -v -x -F "$$($(GO) list $(ALONE_PACKAGES) ./test)") >bin/test-packages.log 2>&1 & packages=$$!; \
 	$(GO) test $(TEST_FLAGS) -parallel $(TEST_PARALLEL) -skip "^($(SERIAL_TESTS))$$" ./test 2>&1 | tee bin/test-parallel.log; parallel=$${PIPESTATUS[0]}; \
 	wait $$packages; packages=$$?; cat bin/test-packages.log; \
 	cat bin/test-alone.log bin/test-parallel.log bin/test-packages.log >bin/test.log; \
