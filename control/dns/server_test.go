@@ -3,10 +3,12 @@ package dns
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -166,5 +168,55 @@ func TestAnswerNow(t *testing.T) {
 	}
 	if st := r.Stats(); st.Local != 1 || st.Forwarded != 1 || st.CacheHit != 1 {
 		t.Errorf("stats %+v, want 1 local, 1 forwarded, 1 cache hit", st)
+	}
+}
+
+// Removing a sandbox's socket while the loop is reading it closes the
+// socket before remove returns, not when the read ends: the address is
+// free for the next sandbox of that namespace at once.
+func TestRemoveWaitsForTheSocketsRead(t *testing.T) {
+	testenv.RequirePrivileges(t)
+	ns := sandboxNS(t, 0)
+	l, err := newUDPLoop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.close)
+	reading, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	handle := func(*udpListener, []byte, netip.AddrPort, []byte) []byte {
+		once.Do(func() { close(reading) })
+		<-release
+		return nil
+	}
+	addr := netip.MustParseAddrPort(Address)
+	var s *udpListener
+	err = namespace.Do(ns, func() (err error) {
+		if s, err = l.listen(addr, handle); err != nil {
+			return err
+		}
+		c, err := net.Dial("udp4", Address)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("query"))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-reading
+	time.AfterFunc(200*time.Millisecond, func() { close(release) })
+	l.remove(s)
+	err = namespace.Do(ns, func() error {
+		pc, err := net.ListenPacket("udp4", Address)
+		if err == nil {
+			pc.Close()
+		}
+		return err
+	})
+	if err != nil {
+		t.Errorf("listen where a removed socket was, as soon as remove returned: %v", err)
 	}
 }

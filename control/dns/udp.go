@@ -38,14 +38,17 @@ type udpLoop struct {
 type udpHandler func(sock *udpListener, b []byte, from netip.AddrPort, out []byte) []byte
 
 // udpListener is one sandbox's socket. The socket is blocking, so nothing
-// but the loop reads it (with MSG_DONTWAIT); os.File closes it only once
-// no RawConn.Control call uses it, so the loop and late answers never
-// touch a number the kernel gave to another file.
+// but the loop reads it (with MSG_DONTWAIT). Reads and late answers use it
+// under mu, and remove closes it under mu: os.File would otherwise close
+// a blocking socket only when a RawConn.Control call in flight ends, after
+// remove returned, and the address would still be taken for a moment.
 type udpListener struct {
 	f      *os.File
 	rc     syscall.RawConn
 	key    int32
 	handle udpHandler
+	mu     sync.Mutex
+	closed bool
 }
 
 // wakeKey is the eventfd's key; sockets' keys start above it.
@@ -108,6 +111,9 @@ func (l *udpLoop) remove(s *udpListener) {
 	delete(l.socks, s.key)
 	l.mu.Unlock()
 	s.rc.Control(func(fd uintptr) { unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
 	s.f.Close()
 }
 
@@ -153,6 +159,11 @@ func (l *udpLoop) run() {
 }
 
 func (s *udpListener) readOne(buf, out []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
 	s.rc.Control(func(fd uintptr) {
 		n, from, err := unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
 		sa, ok := from.(*unix.SockaddrInet4)
@@ -168,7 +179,11 @@ func (s *udpListener) readOne(buf, out []byte) {
 
 // writeTo sends b to to, unless s is closed by now.
 func (s *udpListener) writeTo(b []byte, to netip.AddrPort) {
-	s.rc.Control(func(fd uintptr) { sendTo(int(fd), b, to) })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.rc.Control(func(fd uintptr) { sendTo(int(fd), b, to) })
+	}
 }
 
 // sendTo never waits for room in the socket's buffer, which would stop
