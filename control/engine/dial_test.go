@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	mdns "github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
@@ -75,6 +76,10 @@ func TestDialInHostIPv6(t *testing.T) {
 		go (&mdns.Server{PacketConn: pcs[i], Handler: answer}).ActivateAndServe()
 		go (&mdns.Server{Listener: lns[i], Handler: answer}).ActivateAndServe()
 	}
+	// The veth's carrier comes up when the kernel gets to it, later on a
+	// loaded host: the link-local server is reachable only then. Asked
+	// directly until it answers, it is ready for the engine's path.
+	te.awaitServer(t, netip.AddrPortFrom(linkLocal, 53))
 
 	r := dns.NewResolver(te.dialUpstream)
 	for _, server := range []netip.AddrPort{netip.MustParseAddrPort("[::1]:53"), netip.AddrPortFrom(linkLocal, 53)} {
@@ -87,4 +92,22 @@ func TestDialInHostIPv6(t *testing.T) {
 			}
 		}
 	}
+}
+
+// awaitServer waits, up to 20 s, until the DNS server at server in the
+// host namespace answers a query over UDP.
+func (te testEngine) awaitServer(t *testing.T, server netip.AddrPort) {
+	t.Helper()
+	c := &mdns.Client{Net: "udp", Timeout: time.Second}
+	var err error
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		err = te.inHost(func() error {
+			_, _, err := c.Exchange(new(mdns.Msg).SetQuestion("ready.example.", mdns.TypeAAAA), server.String())
+			return err
+		})
+		if err == nil {
+			return
+		}
+	}
+	t.Fatalf("DNS server %s does not answer: %v", server, err)
 }
