@@ -37,16 +37,20 @@
 //     in ports. Docker's plugin (frontend/docker) runs in the daemon;
 //     CNI's is a binary of its own (cmd/ebpfnet-cni), a client of the
 //     API's attachments. Both hand over their runtime's namespaces by path;
-//   - api: the wire types, the read models, the server and the client,
-//     and the Engine and RuntimeEngine interfaces the server calls, defined
-//     here by their user and taking the request's context: apiengine
-//     implements them, and api imports neither it nor the engine;
+//   - api: the wire types (addresses as netip types, and the parsers each
+//     way in decodes them with), the read models, the server and the
+//     client, and the Engine and RuntimeEngine interfaces the server calls,
+//     defined here by their user and taking the request's context:
+//     apiengine implements them, and api imports neither it nor the
+//     engine; api/apitest is an engine that answers nothing, for the
+//     tests of its callers;
 //   - store: the durable state of this host; cluster: the records the hosts
 //     of a cluster share in etcd (hosts and their leases, overlay networks,
 //     their addresses); ipam: address pools; hostports: the host ports that
 //     published ports take; ports: published ports as every frontend hands
-//     them over, built one way for all of them, and the -p grammar; errdefs: the kinds of failure; namespace: entering,
-//     creating and removing network namespaces; dns: the embedded DNS
-//     server; hostsettings: reading (never writing) the host's netfilter and
+//     them over, built one way for all of them, and the -p grammar;
+//     errdefs: the kinds of failure; namespace: entering, creating and
+//     removing network namespaces; dns: the embedded DNS server;
+//     hostsettings: reading (never writing) the host's netfilter and
 //     routing settings that status shows.
 package control

@@ -19,6 +19,11 @@
 // package names, which brings the embedded DNS's view and the sandboxes'
 // hosts and resolv.conf in line with them.
 //
+// An overlay network is created in the cluster and mirrored here as a
+// bridge network with a VXLAN port (overlay.go); package clustersync
+// follows the cluster and asks the engine for the mirrors of the
+// networks other hosts create.
+//
 // Package apiengine serves the API with the engine. The engine never
 // encodes a map entry itself (package maps does; desired.go is where
 // records become entries) and never switches namespaces by hand (package
