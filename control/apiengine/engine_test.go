@@ -2,14 +2,12 @@ package apiengine
 
 import (
 	"context"
-	"errors"
-	"path/filepath"
 	"testing"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/engine"
-	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/test/enginetest"
 	"github.com/ebpfnet/ebpfnet/test/testenv"
 )
 
@@ -26,19 +24,7 @@ var ctx = context.Background()
 
 func newTestEngine(t *testing.T) testEngine {
 	t.Helper()
-	testenv.RequirePrivileges(t)
-	prefix, dir := testenv.Prefix("aet"), t.TempDir()
-	cfg := engine.Config{StateDir: filepath.Join(dir, "state"), BPFFS: "/sys/fs/bpf/" + prefix, NetNS: testenv.HostNamespace(t, prefix+"-host"),
-		Runtime: &sandbox.Runtime{NetnsDir: sandbox.DefaultNetnsDir, EtcDir: filepath.Join(dir, "etc")}, ResolvConf: testenv.ResolvConf(t, dir)}
-	e, err := engine.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := errors.Join(e.Close(), engine.Reset(cfg)); err != nil {
-			t.Errorf("clean up: %v", err)
-		}
-	})
+	e, cfg, prefix := enginetest.New(t, "aet")
 	return testEngine{New(e), e, cfg, prefix}
 }
 

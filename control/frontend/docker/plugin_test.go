@@ -6,13 +6,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -20,8 +18,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/apiengine"
 	"github.com/ebpfnet/ebpfnet/control/engine"
 	"github.com/ebpfnet/ebpfnet/control/frontend/docker"
-	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
-	"github.com/ebpfnet/ebpfnet/test/testenv"
+	"github.com/ebpfnet/ebpfnet/test/enginetest"
 )
 
 // pluginEnv is an engine in a private namespace, its Docker plugin handler
@@ -35,20 +32,7 @@ type pluginEnv struct {
 
 func newPluginEnv(t *testing.T) pluginEnv {
 	t.Helper()
-	testenv.RequirePrivileges(t)
-	prefix, dir := testenv.Prefix("dpt"), t.TempDir()
-	resolv := testenv.ResolvConf(t, dir)
-	cfg := engine.Config{StateDir: filepath.Join(dir, "state"), BPFFS: "/sys/fs/bpf/" + prefix, NetNS: testenv.HostNamespace(t, prefix+"-host"),
-		Runtime: &sandbox.Runtime{NetnsDir: sandbox.DefaultNetnsDir, EtcDir: filepath.Join(dir, "etc")}, ResolvConf: resolv}
-	e, err := engine.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := errors.Join(e.Close(), engine.Reset(cfg)); err != nil {
-			t.Errorf("clean up: %v", err)
-		}
-	})
+	e, cfg, _ := enginetest.New(t, "dpt")
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	h := docker.Handler(apiengine.New(e), log)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
