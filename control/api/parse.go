@@ -56,8 +56,22 @@ func ParseIPv4(what, s string) (netip.Addr, error) {
 		return netip.Addr{}, nil
 	}
 	a, err := netip.ParseAddr(s)
-	if err != nil || !a.Is4() {
+	if err != nil {
 		return netip.Addr{}, errdefs.Invalidf("invalid %s %q: want an IPv4 address", what, s)
 	}
-	return a, nil
+	return a, CheckFamily(what, a, false)
+}
+
+// CheckFamily refuses a decoded address of the other family (v6 or not)
+// than what its field takes, and an IPv6 one with a zone or mapping an
+// IPv4 address; none is fine. The JSON decoder takes either family, so
+// the daemon checks what its fields want with this too.
+func CheckFamily(what string, a netip.Addr, v6 bool) error {
+	if !a.IsValid() || a.Is6() == v6 && !a.Is4In6() && a.Zone() == "" {
+		return nil
+	}
+	if v6 {
+		return errdefs.Invalidf("invalid %s %q: want an IPv6 address such as fd12:3456:789a::10", what, a)
+	}
+	return errdefs.Invalidf("invalid %s %q: want an IPv4 address", what, a)
 }

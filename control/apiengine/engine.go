@@ -68,7 +68,7 @@ func (a adapter) RemoveFrontendNetwork(_ context.Context, frontend, ref string) 
 func (a adapter) PruneNetworks(context.Context) ([]string, error) { return a.e.PruneNetworks() }
 
 func (a adapter) Connect(_ context.Context, network string, req api.Connect) error {
-	if err := cmp.Or(checkIP(req.IP), checkIP6(req.IP6)); err != nil {
+	if err := cmp.Or(api.CheckFamily("IP address", req.IP, false), api.CheckFamily("IPv6 address", req.IP6, true)); err != nil {
 		return err
 	}
 	return a.e.Connect(network, req.Sandbox, engine.EndpointSpec{IP: req.IP, IP6: req.IP6, Aliases: req.Aliases})
@@ -116,7 +116,7 @@ func (a adapter) Sandbox(_ context.Context, ref string) (api.Sandbox, error) {
 }
 
 func (a adapter) CreateSandbox(_ context.Context, req api.SandboxCreate) (api.Sandbox, error) {
-	if err := cmp.Or(checkIP(req.IP), checkIP6(req.IP6)); err != nil {
+	if err := cmp.Or(api.CheckFamily("IP address", req.IP, false), api.CheckFamily("IPv6 address", req.IP6, true)); err != nil {
 		return api.Sandbox{}, err
 	}
 	servers, err := dnsServers(req.DNS)

@@ -12,7 +12,7 @@ import (
 
 // The requests' addresses arrive decoded (api.ParseAddr and the JSON
 // decoder); what is checked here is what their types do not say: the
-// family each field wants, and no zones.
+// family each field wants (api.CheckFamily), and no zones.
 
 // networkSpec gives each family its subnet, and each ip range and gateway
 // the subnet of its family.
@@ -57,8 +57,8 @@ func networkSpec(req api.NetworkCreate) (engine.NetworkSpec, error) {
 
 func dnsServers(list []netip.Addr) ([]netip.Addr, error) {
 	for _, a := range list {
-		if !a.Is4() {
-			return nil, errdefs.Invalidf("invalid DNS server %q: want an IPv4 address", a)
+		if err := api.CheckFamily("DNS server", a, false); err != nil {
+			return nil, err
 		}
 	}
 	return list, nil
@@ -72,33 +72,4 @@ func links(list []string) []store.Link {
 		out = append(out, store.Link{Sandbox: name, Alias: alias})
 	}
 	return out
-}
-
-// checkIP refuses an --ip that is not IPv4; none is fine.
-func checkIP(a netip.Addr) error {
-	if a.IsValid() && !a.Is4() {
-		return errdefs.Invalidf("invalid IP address %q: want an IPv4 address", a)
-	}
-	return nil
-}
-
-// checkIP6 refuses an --ip6 that is not IPv6; none is fine.
-func checkIP6(a netip.Addr) error {
-	if a.IsValid() && (!a.Is6() || a.Is4In6() || a.Zone() != "") {
-		return errdefs.Invalidf("invalid IPv6 address %q: want an IPv6 address such as fd12:3456:789a::10", a)
-	}
-	return nil
-}
-
-// checkFamily refuses a runtime's address of the other family (v6 or
-// not) than its field's; none is fine.
-func checkFamily(a netip.Addr, v6 bool) error {
-	if a.IsValid() && (a.Is6() != v6 || a.Is4In6() || a.Zone() != "") {
-		family := "IPv4"
-		if v6 {
-			family = "IPv6"
-		}
-		return errdefs.Invalidf("invalid address %q: want an %s address", a, family)
-	}
-	return nil
 }

@@ -54,7 +54,7 @@ func (a adapter) UnpublishEndpoint(_ context.Context, frontend, id string) error
 }
 
 func (a adapter) CreateEndpoint(_ context.Context, req api.EndpointCreate) (api.Endpoint, error) {
-	if err := cmp.Or(checkFamily(req.Address, false), checkFamily(req.AddressIPv6, true)); err != nil {
+	if err := cmp.Or(api.CheckFamily("address", req.Address, false), api.CheckFamily("address", req.AddressIPv6, true)); err != nil {
 		return api.Endpoint{}, err
 	}
 	// An endpoint made step by step is joined by a runtime that moves and
@@ -119,14 +119,14 @@ func (a adapter) Attach(_ context.Context, req api.AttachmentCreate) (api.Attach
 	if req.ContainerID == "" || req.NetNS == "" {
 		return api.Attachment{}, errdefs.Invalidf("an attachment needs a container ID and a namespace path (got %q and %q)", req.ContainerID, req.NetNS)
 	}
-	if err := cmp.Or(checkFamily(req.IP, false), checkFamily(req.IP6, true)); err != nil {
+	if err := cmp.Or(api.CheckFamily("address", req.IP, false), api.CheckFamily("address", req.IP6, true)); err != nil {
 		return api.Attachment{}, err
 	}
 	spec := engine.ExternalEndpoint{Frontend: req.Frontend, ID: attachmentID(api.AttachmentRef{ContainerID: req.ContainerID, IfName: req.IfName}),
 		Name: req.ContainerID + ":" + req.IfName, Network: req.Network, Addr: req.IP, Addr6: req.IP6, MAC: req.MAC, Aliases: req.Aliases,
 		Group: req.Group, Interface: req.IfName}
 	if c := req.Chained; c != nil {
-		if err := checkIP(c.Gateway); err != nil {
+		if err := api.CheckFamily("IP address", c.Gateway, false); err != nil {
 			return api.Attachment{}, err
 		}
 		// The plugin before ebpfnet made and configured the interface.

@@ -34,9 +34,9 @@ func networkView(n store.Network, sbs []store.Sandbox) api.Network {
 	}
 	if drivers.TraitsOf(n).OwnAddresses {
 		v.IPAM.Config = append(v.IPAM.Config, ipamConfig(n.Pool, gateway(n, false)))
-	}
-	if drivers.TraitsOf(n).OwnAddresses && n.EnableIPv6 {
-		v.IPAM.Config = append(v.IPAM.Config, ipamConfig(n.Pool6, gateway(n, true)))
+		if n.EnableIPv6 {
+			v.IPAM.Config = append(v.IPAM.Config, ipamConfig(n.Pool6, gateway(n, true)))
+		}
 	}
 	if d, ok := drivers.For(n.Driver); ok {
 		d.Inspect(n, v.Options)

@@ -69,10 +69,10 @@ func TestNetworkSpecParsing(t *testing.T) {
 	if _, err := networkSpec(api.NetworkCreate{Gateways: []netip.Addr{netip.MustParseAddr("fe80::1%eth0")}}); err == nil || !strings.Contains(err.Error(), `invalid gateway "fe80::1%eth0"`) {
 		t.Errorf("a gateway with a zone: %v", err)
 	}
-	if err := checkIP(netip.MustParseAddr("fd00::1")); err == nil || !strings.Contains(err.Error(), `invalid IP address "fd00::1"`) {
+	if err := api.CheckFamily("IP address", netip.MustParseAddr("fd00::1"), false); err == nil || !strings.Contains(err.Error(), `invalid IP address "fd00::1"`) {
 		t.Errorf("IPv6 --ip: %v", err)
 	}
-	if err := checkIP6(netip.MustParseAddr("172.19.0.2")); err == nil || !strings.Contains(err.Error(), `invalid IPv6 address "172.19.0.2"`) {
+	if err := api.CheckFamily("IPv6 address", netip.MustParseAddr("172.19.0.2"), true); err == nil || !strings.Contains(err.Error(), `invalid IPv6 address "172.19.0.2"`) {
 		t.Errorf("IPv4 --ip6: %v", err)
 	}
 }
