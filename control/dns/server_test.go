@@ -133,14 +133,7 @@ func TestUDPSandboxesShareOneThread(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Its address is free again: the socket is closed, not just unread.
-	err := namespace.Do(gone, func() error {
-		pc, err := net.ListenPacket("udp4", Address)
-		if err == nil {
-			pc.Close()
-		}
-		return err
-	})
-	if err != nil {
+	if err := listenUDP(gone); err != nil {
 		t.Errorf("listen where a removed sandbox's server was: %v", err)
 	}
 	if resp, err := exchangeIn(want["client"], "web.", time.Second); err != nil || len(resp.Answer) != 1 {
@@ -209,14 +202,19 @@ func TestRemoveWaitsForTheSocketsRead(t *testing.T) {
 	<-reading
 	time.AfterFunc(200*time.Millisecond, func() { close(release) })
 	l.remove(s)
-	err = namespace.Do(ns, func() error {
+	if err := listenUDP(ns); err != nil {
+		t.Errorf("listen where a removed socket was, as soon as remove returned: %v", err)
+	}
+}
+
+// listenUDP listens on the resolver's address in the namespace at ns, and
+// stops: it fails while a socket there holds the address.
+func listenUDP(ns string) error {
+	return namespace.Do(ns, func() error {
 		pc, err := net.ListenPacket("udp4", Address)
 		if err == nil {
 			pc.Close()
 		}
 		return err
 	})
-	if err != nil {
-		t.Errorf("listen where a removed socket was, as soon as remove returned: %v", err)
-	}
 }

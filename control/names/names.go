@@ -501,15 +501,6 @@ func (ix *nameIndex) allRecords() []dns.Record {
 	return out
 }
 
-// nameRecords is what the resolver knows of a snapshot of the store: who
-// asks (by sandbox ID) and where they go upstream, the names on each
-// user-defined network with the addresses of both families, and where a
-// resolver listens (sandbox ID to namespace path).
-func nameRecords(nets []store.Network, sbs []store.Sandbox, host resolvConf) (map[string]dns.Asker, []dns.Record, map[string]string) {
-	ix := buildNameIndex(nets, sbs, host)
-	return ix.askers(), ix.allRecords(), ix.listeners()
-}
-
 // sandboxNames is what the resolver knows of one sandbox: whether it asks
 // and how, and its records on user-defined networks.
 func sandboxNames(sb store.Sandbox, network func(id string) (store.Network, bool), host resolvConf) (asker dns.Asker, asks bool, records []dns.Record) {
