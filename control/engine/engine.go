@@ -10,7 +10,6 @@ import (
 	"net"
 	"regexp"
 	"sync"
-	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/names"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
+	"github.com/ebpfnet/ebpfnet/control/wiring"
 	"github.com/ebpfnet/ebpfnet/loader"
 	"github.com/ebpfnet/ebpfnet/maps"
 )
@@ -88,11 +88,8 @@ type Engine struct {
 	// in line with the dataplane namespace; what it applied is guarded by
 	// mu.
 	hostSync *hostsync.Syncer
-	// reclaimed counts the expired conntrack entries reclaimConntrack
-	// removed.
-	reclaimed atomic.Uint64
-	// flushes are the conntrack flushes of removed endpoints under way.
-	flushes conntrackFlushes
+	// wiring makes the kernel objects of networks and endpoints.
+	wiring *wiring.Wiring
 	// reconciling makes reconciles wait for each other: one's repairs,
 	// which no store change records, would be another's to undo.
 	reconciling sync.Mutex
@@ -155,7 +152,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	err = host.Do(func() (err error) {
 		lo, hi := hostports.EphemeralRange()
-		cfg.NATPortMin, cfg.NATPortMax, err = natPorts(cfg.NATPortMin, cfg.NATPortMax, lo, hi)
+		cfg.NATPortMin, cfg.NATPortMax, err = hostports.NATRange(cfg.NATPortMin, cfg.NATPortMax, lo, hi)
 		return err
 	})
 	if err != nil {
@@ -183,6 +180,8 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Log.Info("removed a pinned map this version no longer uses", "map", name, "bpffs", cfg.BPFFS)
 	}
 	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, drivers: drivers.For, host: host}
+	e.wiring = wiring.New(wiring.Config{NetNS: cfg.NetNS, Datapath: dp, Maps: e.maps, InHost: e.inHost, Log: cfg.Log,
+		Drivers: func(name string) (driver.Driver, bool) { return e.drivers(name) }})
 	e.hostSync = hostsync.New(hostsync.Config{NetNS: cfg.NetNS, Uplinks: cfg.Uplinks, UplinkModes: cfg.UplinkModes,
 		Datapath: dp, Maps: e.maps, InHost: e.inHost, Locked: e.locked, BeforeRead: func() { beforeHostRead() }, Log: cfg.Log})
 	if e.monitor, err = monitor.New(e.maps, monitorNames{e}, cfg.Log); err != nil {
@@ -227,7 +226,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e.stopReclaim = make(chan struct{})
-	go e.reclaimConntrack(e.stopReclaim)
+	go e.wiring.ReclaimConntrack(e.stopReclaim)
 	if e.clusterSync != nil {
 		e.clusterSync.Start()
 	}
@@ -253,7 +252,9 @@ func (e *Engine) Close() error {
 		e.dnsServers.Close()
 	}
 	leave := e.leaveCluster()
-	e.flushes.running.Wait() // they use the maps about to be closed
+	if e.wiring != nil {
+		e.wiring.Wait() // its flushes use the maps about to be closed
+	}
 	var monitorErr error
 	if e.monitor != nil {
 		monitorErr = e.monitor.Close()

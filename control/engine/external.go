@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
+	"github.com/ebpfnet/ebpfnet/control/desired"
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
@@ -256,10 +254,10 @@ func (e *Engine) join(tx *store.Tx, undo *rollback, sb *store.Sandbox, n store.N
 	}
 	sb.NetNS = netns
 	ep := sb.Endpoints[0]
-	if err := e.attachEndpoint(n, *sb, &ep); err != nil {
+	if err := e.wiring.AttachEndpoint(n, *sb, &ep); err != nil {
 		return err
 	}
-	undo.add(func() error { return e.detachEndpoint(n, netns, ep) })
+	undo.add(func() error { return e.wiring.DetachEndpoint(n, netns, ep) })
 	sb.Endpoints = []store.Endpoint{ep}
 	return tx.PutSandbox(*sb)
 }
@@ -339,55 +337,15 @@ func (e *Engine) CheckAttachment(id, netns string) error {
 	if err != nil {
 		return err
 	}
-	for _, p := range publicationMaps(sb, pubs) {
+	for _, p := range desired.Publications(sb, pubs) {
 		if ok, err := e.maps.HasPublication(p); err != nil || !ok {
 			return errors.Join(fmt.Errorf("the datapath lost published port %s:%d of endpoint %s", p.HostAddr, p.HostPort, id), err)
 		}
 	}
-	ep := sb.Endpoints[0]
 	if sb.NetNS != netns {
 		return errdefs.Conflictf("endpoint %s is attached to %q, not %s", id, sb.NetNS, netns)
 	}
-	if d, ok := e.drivers(n.Driver); ok {
-		if err := e.inHost(func() error { return d.Check(n, ep) }); err != nil {
-			return fmt.Errorf("host side %s of endpoint %s: %w", ep.HostSide, id, err)
-		}
-	}
-	return namespace.Do(netns, func() error {
-		l, err := netlink.LinkByName(ep.Interface)
-		if err != nil {
-			return fmt.Errorf("interface %s in %s: %w", ep.Interface, netns, err)
-		}
-		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
-		if err != nil {
-			return fmt.Errorf("addresses of %s in %s: %w", ep.Interface, netns, err)
-		}
-		for _, want := range endpointAddrs(ep) {
-			if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { got, _ := netip.AddrFromSlice(a.IP); return got.Unmap() == want }) {
-				return fmt.Errorf("interface %s in %s lost its address %s", ep.Interface, netns, want)
-			}
-		}
-		if sb.HandOver {
-			return nil // its runtime routes
-		}
-		// The first network attached gave the default route of each family.
-		for _, c := range []struct {
-			family int
-			gw     netip.Addr
-		}{{netlink.FAMILY_V4, n.DefaultGateway(false)}, {netlink.FAMILY_V6, n.DefaultGateway(true)}} {
-			if !c.gw.IsValid() || c.family == netlink.FAMILY_V6 && !ep.Addr6.IsValid() {
-				continue // nowhere to route to
-			}
-			routes, err := netlink.RouteList(nil, c.family)
-			if err != nil {
-				return fmt.Errorf("routes in %s: %w", netns, err)
-			}
-			if !slices.ContainsFunc(routes, isDefault) {
-				return fmt.Errorf("no default route in %s (via %s)", netns, c.gw)
-			}
-		}
-		return nil
-	})
+	return e.wiring.CheckEndpoint(n, sb)
 }
 
 // LeaveEndpoint removes an external endpoint's interfaces and map entries;
@@ -413,7 +371,7 @@ func (e *Engine) LeaveEndpoint(id string) error {
 	if err != nil || left.NetNS == "" {
 		return err
 	}
-	return e.removeEndpoint(n, left.NetNS, left.Endpoints[0])
+	return e.wiring.RemoveEndpoint(n, left.NetNS, left.Endpoints[0])
 }
 
 // DeleteEndpoint forgets an external endpoint: its publications, its
@@ -464,12 +422,12 @@ func (e *Engine) deleteEndpoint(id string) error {
 		return err
 	}
 	if lastOnChained {
-		defer func() { e.maps.DeleteNetwork(networkMaps(n)) }()
+		defer func() { e.maps.DeleteNetwork(desired.Network(n)) }()
 	}
 	e.forgetPorts(gone.Name, pubs)
-	errs := []error{e.maps.DeletePublications(publicationMaps(gone, pubs)...)}
+	errs := []error{e.maps.DeletePublications(desired.Publications(gone, pubs)...)}
 	if gone.NetNS != "" {
-		errs = append(errs, e.removeEndpoint(n, gone.NetNS, gone.Endpoints[0]))
+		errs = append(errs, e.wiring.RemoveEndpoint(n, gone.NetNS, gone.Endpoints[0]))
 	}
 	return errors.Join(errs...)
 }

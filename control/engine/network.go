@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/desired"
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
@@ -358,16 +359,16 @@ func (e *Engine) addNetwork(tx *store.Tx, undo *rollback, n *store.Network) erro
 	if err := tx.PutNetwork(*n); err != nil {
 		return err
 	}
-	if err := e.setupNetwork(n); err != nil {
-		e.teardownNetwork(*n)
+	if err := e.wiring.SetupNetwork(n); err != nil {
+		e.wiring.TeardownNetwork(*n)
 		return err
 	}
-	undo.add(func() error { return e.teardownNetwork(*n) })
+	undo.add(func() error { return e.wiring.TeardownNetwork(*n) })
 	if servedByDatapath(*n) {
-		if err := e.maps.PutNetwork(networkMaps(*n)); err != nil {
+		if err := e.maps.PutNetwork(desired.Network(*n)); err != nil {
 			return err
 		}
-		undo.add(func() error { return e.maps.DeleteNetwork(networkMaps(*n)) })
+		undo.add(func() error { return e.maps.DeleteNetwork(desired.Network(*n)) })
 	}
 	return nil
 }
@@ -427,7 +428,7 @@ func (e *Engine) RemoveFrontendNetwork(frontend, ref string) error {
 // looked up before the device goes.
 func (e *Engine) dropNetwork(n store.Network) error {
 	var errs []error
-	if dev, ok := tunnelDevice(n); ok {
+	if dev, ok := drivers.Tunnel(n); ok {
 		errs = append(errs, e.inHost(func() error {
 			l, err := netlink.LinkByName(dev)
 			if err != nil {
@@ -436,7 +437,7 @@ func (e *Engine) dropNetwork(n store.Network) error {
 			return e.maps.DeleteIface(uint32(l.Attrs().Index))
 		}))
 	}
-	return errors.Join(append(errs, e.teardownNetwork(n), e.maps.DeleteNetwork(networkMaps(n)))...)
+	return errors.Join(append(errs, e.wiring.TeardownNetwork(n), e.maps.DeleteNetwork(desired.Network(n)))...)
 }
 
 // PruneNetworks removes every user-defined network without endpoints but

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ebpfnet/ebpfnet/control/desired"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/maps"
@@ -92,7 +93,7 @@ func TestGatewayModes(t *testing.T) {
 			if err := applyOptions(&n, c.opts); err != nil {
 				t.Fatal(err)
 			}
-			m := networkMaps(n)
+			m := desired.Network(n)
 			if m.Direct != c.direct || m.Masquerade != c.masquerade || m.Internal != c.internal || m.Gateway.String() != c.gateway {
 				t.Fatalf("got direct %d, masquerade %t, internal %t, gateway %s; want %d, %t, %t, %s",
 					m.Direct, m.Masquerade, m.Internal, m.Gateway, c.direct, c.masquerade, c.internal, c.gateway)

@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/ebpfnet/ebpfnet/control/cluster"
+	"github.com/ebpfnet/ebpfnet/control/desired"
 	"github.com/ebpfnet/ebpfnet/control/dns"
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
@@ -135,38 +136,20 @@ func (e *Engine) putTunnel(n store.Network, undo *rollback) error {
 	var ifindex int
 	err := e.inHost(func() error {
 		var err error
-		ifindex, err = e.attachTunnel(n)
+		ifindex, err = e.wiring.AttachTunnel(n)
 		return err
 	})
 	if err != nil {
 		return err
 	}
 	undo.add(func() error { return e.inHost(func() error { return e.dp.Detach(overlay.Device(n)) }) })
-	if err := e.maps.PutIface(tunnelMaps(n, ifindex)); err != nil {
+	if err := e.maps.PutIface(desired.Tunnel(n, ifindex)); err != nil {
 		return err
 	}
 	undo.add(func() error { return e.maps.DeleteIface(uint32(ifindex)) })
-	m := networkMaps(n)
+	m := desired.Network(n)
 	m.Tunnel = uint32(ifindex)
 	return e.maps.PutNetwork(m)
-}
-
-// attachTunnel attaches from_tunnel to a network's tunnel device, if it
-// has one, and returns the device's ifindex (0: none). It runs in the
-// dataplane's namespace.
-func (e *Engine) attachTunnel(n store.Network) (int, error) {
-	dev, ok := tunnelDevice(n)
-	if !ok {
-		return 0, nil
-	}
-	l, err := netlink.LinkByName(dev)
-	if err != nil {
-		return 0, fmt.Errorf("look up tunnel device %s of network %s: %w", dev, n.Name, err)
-	}
-	if _, err := e.dp.AttachTunnel(dev, l.Attrs().Index); err != nil {
-		return 0, fmt.Errorf("attach to tunnel device %s of network %s: %w", dev, n.Name, err)
-	}
-	return l.Attrs().Index, nil
 }
 
 // removeOverlay takes an overlay network out of the cluster, which

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/bpf"
 	"github.com/ebpfnet/ebpfnet/control/cluster"
+	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
@@ -194,7 +195,7 @@ func TestOverlayOverAHostRouteIsNotMirrored(t *testing.T) {
 func TestOverlayRemovalDropsTheTunnelsEntry(t *testing.T) {
 	te := newClusterEngine(t)
 	n := te.overlayNetwork(t)
-	dev, _ := tunnelDevice(n)
+	dev, _ := drivers.Tunnel(n)
 	l, err := te.link(t, dev)
 	if err != nil {
 		t.Fatal(err)

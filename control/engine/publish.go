@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/ebpfnet/ebpfnet/control/desired"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/hostports"
 	"github.com/ebpfnet/ebpfnet/control/hostsync"
@@ -135,7 +136,7 @@ func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb store.Sandbox,
 	var put []maps.Publication
 	undo.add(func() error { return e.maps.DeletePublications(put...) }) // sees all put below
 	for _, p := range added {
-		for _, m := range pubMaps(p, ep) {
+		for _, m := range desired.Publication(p, ep) {
 			if err := e.maps.PutPublication(m); err != nil {
 				return nil, err
 			}
@@ -237,7 +238,7 @@ func (e *Engine) unpublish(sandboxRef, frontend string, filters []ports.Mapping)
 				return errdefs.NotFoundf("sandbox %s publishes nothing that matches %q", sb.Name, f)
 			}
 		}
-		unmap = publicationMaps(sb, removed)
+		unmap = desired.Publications(sb, removed)
 		return tx.DeletePublications(sb.Name, removed...)
 	})
 	if err != nil {

@@ -9,10 +9,13 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/ebpfnet/ebpfnet/control/desired"
 	"github.com/ebpfnet/ebpfnet/control/driver"
+	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/hostsync"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
+	"github.com/ebpfnet/ebpfnet/control/wiring"
 	dpmaps "github.com/ebpfnet/ebpfnet/maps"
 )
 
@@ -38,8 +41,8 @@ func (e *Engine) Reconcile() error {
 	var errs []error
 	for i := range nets {
 		e.locked(func() {
-			errs = append(errs, e.setupNetwork(&nets[i]))
-			errs = append(errs, e.inHost(func() error { _, err := e.attachTunnel(nets[i]); return err }))
+			errs = append(errs, e.wiring.SetupNetwork(&nets[i]))
+			errs = append(errs, e.inHost(func() error { _, err := e.wiring.AttachTunnel(nets[i]); return err }))
 		})
 	}
 	byID := store.ByID(nets)
@@ -61,7 +64,7 @@ func (e *Engine) Reconcile() error {
 	errs = append(errs, e.reconcileWhole())
 	// Once the maps name every live endpoint; a walk of every flow, which
 	// changes need not wait for.
-	errs = append(errs, e.flushOrphanedConntrack(), e.names.Resync())
+	errs = append(errs, e.wiring.FlushOrphanedConntrack(), e.names.Resync())
 	return errors.Join(errs...)
 }
 
@@ -156,7 +159,7 @@ func (e *Engine) planWhole(s storeState, host hostsync.View) (wholePlan, error) 
 	var want dpmaps.Desired
 	lookup := host.Ifindexes()
 	err := e.inHost(func() error {
-		want = desiredMaps(s.nets, s.sbs, s.pubs, func(name string) (int, bool) {
+		want = desired.Maps(s.nets, s.sbs, s.pubs, func(name string) (int, bool) {
 			i, ok := lookup(name)
 			if ok {
 				p.ifindexes[name] = i
@@ -263,8 +266,8 @@ func (s storeState) changedRecords(changed store.Changes) changedRecords {
 func (c changedRecords) desired(lookups ...func(string) (int, bool)) dpmaps.Desired {
 	var want dpmaps.Desired
 	for i, lookup := range lookups {
-		d := networksDesired(c.nets, lookup)
-		d.Add(sandboxesDesired(c.all, c.sbs, c.pubs, lookup))
+		d := desired.ForNetworks(c.nets, lookup)
+		d.Add(desired.ForSandboxes(c.all, c.sbs, c.pubs, lookup))
 		if i > 0 {
 			d.Networks, d.Publications = nil, nil
 		}
@@ -320,13 +323,13 @@ func (e *Engine) reconcileSandbox(sb store.Sandbox, sbs []store.Sandbox, nets ma
 	var errs []error
 	for _, ep := range sb.Endpoints {
 		n := nets[ep.NetworkID]
-		if e.endpointIntact(n, path, ep) {
-			errs = append(errs, e.refreshEndpoint(n, path, ep, hasIPv6(sb.Endpoints)))
+		if e.wiring.EndpointIntact(n, path, ep) {
+			errs = append(errs, e.wiring.RefreshEndpoint(n, path, ep, wiring.HasIPv6(sb.Endpoints)))
 			continue
 		}
 		e.log.Info("repairing endpoint", "sandbox", sb.Name, "network", n.Name, "interface", ep.Interface)
-		e.detachEndpoint(n, path, ep)
-		errs = append(errs, e.attachEndpoint(n, sb, &ep))
+		e.wiring.DetachEndpoint(n, path, ep)
+		errs = append(errs, e.wiring.AttachEndpoint(n, sb, &ep))
 	}
 	return errors.Join(errs...)
 }
@@ -347,20 +350,6 @@ func (e *Engine) sharedNamespace(sb store.Sandbox, sbs []store.Sandbox) (string,
 	return "", nil
 }
 
-// endpointIntact reports whether the endpoint's interface exists in the
-// sandbox and its driver finds the rest intact.
-func (e *Engine) endpointIntact(n store.Network, sandboxNS string, ep store.Endpoint) bool {
-	inside := namespace.Do(sandboxNS, func() error {
-		_, err := netlink.LinkByName(ep.Interface)
-		return err
-	}) == nil
-	d, ok := e.drivers(n.Driver)
-	if !ok {
-		return inside
-	}
-	return inside && e.inHost(func() error { return d.Check(n, ep) }) == nil
-}
-
 // reconcileExternal points the host sides of an external sandbox's joined
 // endpoint at this binary's programs. Its runtime moved and configured the
 // sandbox side, so a lost one is the runtime's to attach again.
@@ -370,50 +359,11 @@ func (e *Engine) reconcileExternal(sb store.Sandbox) error {
 	}
 	var errs []error
 	for _, ep := range sb.Endpoints {
-		if err := e.refreshPrograms(ep); err != nil {
+		if err := e.wiring.RefreshPrograms(ep); err != nil {
 			errs = append(errs, fmt.Errorf("endpoint %s of %s: %w (its runtime must attach it again)", ep.HostSide, sb.Frontend, err))
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// refreshEndpoint re-applies an intact endpoint's configuration: the
-// programs (this binary's) on its host side, the addresses and the
-// default routes; lo6 is whether its sandbox has IPv6.
-func (e *Engine) refreshEndpoint(n store.Network, sandboxNS string, ep store.Endpoint, lo6 bool) error {
-	if err := e.refreshPrograms(ep); err != nil {
-		return err
-	}
-	return namespace.Do(sandboxNS, func() error { return configureInside(n, ep, true, lo6) })
-}
-
-// refreshPrograms attaches this binary's endpoint programs to an
-// endpoint's host side, if it has one.
-func (e *Engine) refreshPrograms(ep store.Endpoint) error {
-	if ep.HostSide == "" {
-		return nil
-	}
-	return e.inHost(func() error {
-		host, err := netlink.LinkByName(ep.HostSide)
-		if err != nil {
-			return err
-		}
-		return e.attachPrograms(ep.HostSide, host.Attrs().Index)
-	})
-}
-
-// flushOrphanedConntrack removes the flows of endpoints whose conntrack
-// flush never finished (the daemon stopped or crashed during one), once
-// the maps name every live endpoint.
-func (e *Engine) flushOrphanedConntrack() error {
-	n, err := e.maps.FlushOrphanedConntrack()
-	if err != nil {
-		return fmt.Errorf("flush the conntrack entries of removed endpoints: %w", err)
-	}
-	if n > 0 {
-		e.log.Info("flushed the conntrack entries of endpoints removed before a flush finished", "entries", n)
-	}
-	return nil
 }
 
 // ownedNames are the aliases of the interfaces ebpfnet made for nets and
@@ -422,7 +372,7 @@ func ownedNames(nets []store.Network, sbs []store.Sandbox) (aliases, hostSides m
 	aliases, hostSides = map[string]bool{}, map[string]bool{}
 	for _, n := range nets {
 		aliases[driver.AliasNetwork+n.ID] = true
-		if dev, ok := tunnelDevice(n); ok {
+		if dev, ok := drivers.Tunnel(n); ok {
 			hostSides[dev] = true // its programs' pins
 		}
 	}
@@ -455,7 +405,7 @@ func (e *Engine) removeLeftovers(plan wholePlan, then, now changedRecords) error
 			e.log.Info("removing leftover interface", "interface", name, "owner", alias)
 			if strings.HasPrefix(alias, driver.AliasEndpoint) {
 				// A host side ebpfnet made (its alias says so): its peer goes with it.
-				return errors.Join(e.detachHostSide(name), driver.DeleteLink(name))
+				return errors.Join(e.wiring.DetachHostSide(name), driver.DeleteLink(name))
 			}
 			return driver.DeleteLink(name)
 		}))

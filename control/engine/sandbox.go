@@ -9,12 +9,14 @@ import (
 	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/desired"
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
+	"github.com/ebpfnet/ebpfnet/control/wiring"
 )
 
 // SandboxSpec is a request for a new sandbox.
@@ -174,10 +176,10 @@ func (e *Engine) addEndpoint(tx *store.Tx, undo *rollback, sb *store.Sandbox, n 
 			return err
 		}
 	}
-	if err := e.attachEndpoint(n, *sb, &ep); err != nil {
+	if err := e.wiring.AttachEndpoint(n, *sb, &ep); err != nil {
 		return err
 	}
-	undo.add(func() error { return e.detachEndpoint(n, sb.NetNS, ep) })
+	undo.add(func() error { return e.wiring.DetachEndpoint(n, sb.NetNS, ep) })
 	sb.Endpoints = append(sb.Endpoints, ep)
 	return nil
 }
@@ -265,9 +267,9 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 	// teardown keeps going and reports what it could not do.
 	e.nudgeCluster() // overlay addresses go back to the cluster
 	e.forgetPorts(sb.Name, pubs)
-	errs := []error{e.maps.DeletePublications(publicationMaps(sb, pubs)...)}
+	errs := []error{e.maps.DeletePublications(desired.Publications(sb, pubs)...)}
 	for _, ep := range sb.Endpoints {
-		errs = append(errs, e.removeEndpoint(nets[ep.NetworkID], sb.NetNS, ep))
+		errs = append(errs, e.wiring.RemoveEndpoint(nets[ep.NetworkID], sb.NetNS, ep))
 	}
 	errs = append(errs, e.cfg.Runtime.RemoveNamespace(sb))
 	return errors.Join(errs...)
@@ -374,8 +376,8 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 		return err
 	}
 	e.nudgeCluster()
-	return errors.Join(e.removeEndpoint(nets[removed.NetworkID], sb.NetNS, removed),
-		ensureDefaultRoute(sb.NetNS, sb.Endpoints, nets))
+	return errors.Join(e.wiring.RemoveEndpoint(nets[removed.NetworkID], sb.NetNS, removed),
+		wiring.EnsureDefaultRoute(sb.NetNS, sb.Endpoints, nets))
 }
 
 // ownSandbox refuses to change the endpoints of an external sandbox, which

@@ -155,7 +155,7 @@ func (e *Engine) Metrics() (api.Metrics, error) {
 	if err != nil {
 		return api.Metrics{}, err
 	}
-	m := api.Metrics{Reclaimed: e.reclaimed.Load(), DNS: api.DNSStats(e.resolver.Stats())}
+	m := api.Metrics{Reclaimed: e.wiring.Reclaimed(), DNS: api.DNSStats(e.resolver.Stats())}
 	for c, n := range summary.Entries {
 		m.Conntrack = append(m.Conntrack, api.ConntrackEntries{State: c.State, Proto: c.Proto, Assured: c.Assured, Entries: n})
 	}

@@ -248,3 +248,11 @@ type Endpoint struct {
 	MAC       string     `json:"mac"`
 	Aliases   []string   `json:"aliases,omitempty"`
 }
+
+// Addrs are the endpoint's addresses, one per family it has.
+func (ep Endpoint) Addrs() []netip.Addr {
+	if ep.Addr6.IsValid() {
+		return []netip.Addr{ep.Addr, ep.Addr6}
+	}
+	return []netip.Addr{ep.Addr}
+}

@@ -35,3 +35,12 @@ func TraitsOf(n store.Network) driver.Traits {
 	}
 	return driver.Traits{}
 }
+
+// Tunnel is the name of the device that carries a network's frames to its
+// endpoints on other hosts, if it has one: an overlay's VXLAN device.
+func Tunnel(n store.Network) (string, bool) {
+	if d, ok := For(n.Driver); ok {
+		return d.Tunnel(n)
+	}
+	return "", false
+}

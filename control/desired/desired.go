@@ -1,4 +1,8 @@
-package engine
+// Package desired is the one place where store records become the entries
+// the BPF maps should hold: the engine's operations write these entries as
+// they go, and reconcile rewrites the maps with all of them (Maps).
+// Package maps encodes them.
+package desired
 
 import (
 	"net/netip"
@@ -9,45 +13,40 @@ import (
 	"github.com/ebpfnet/ebpfnet/maps"
 )
 
-// This file is the one place where store records become the map entries
-// the datapath should hold: the operations write these entries as they
-// go, and reconcile rewrites the maps with all of them (desiredMaps).
-// Package maps encodes them.
-
-// desiredMaps is every entry the store's records call for. hostIfindex
+// Maps is every entry the store's records call for. hostIfindex
 // finds the ifindex an endpoint's host side has now; endpoints whose host
 // side is missing are left out (reconcile repairs them first).
-func desiredMaps(nets []store.Network, sbs []store.Sandbox, pubs map[string][]store.Publication,
+func Maps(nets []store.Network, sbs []store.Sandbox, pubs map[string][]store.Publication,
 	hostIfindex func(name string) (int, bool)) maps.Desired {
-	want := networksDesired(nets, hostIfindex)
-	want.Add(sandboxesDesired(store.ByID(nets), sbs, pubs, hostIfindex))
+	want := ForNetworks(nets, hostIfindex)
+	want.Add(ForSandboxes(store.ByID(nets), sbs, pubs, hostIfindex))
 	return want
 }
 
-// networksDesired is what the maps hold for nets: the bridge networks
+// ForNetworks is what the maps hold for nets: the bridge networks
 // the datapath serves, and the overlay networks' tunnel devices.
-func networksDesired(nets []store.Network, hostIfindex func(name string) (int, bool)) maps.Desired {
+func ForNetworks(nets []store.Network, hostIfindex func(name string) (int, bool)) maps.Desired {
 	var want maps.Desired
 	for _, n := range nets {
 		var tunnel int
-		if dev, ok := tunnelDevice(n); ok {
+		if dev, ok := drivers.Tunnel(n); ok {
 			tunnel, _ = hostIfindex(dev)
 		}
-		if servedByDatapath(n) {
-			m := networkMaps(n)
+		if drivers.TraitsOf(n).Datapath {
+			m := Network(n)
 			m.Tunnel = uint32(tunnel)
 			want.Networks = append(want.Networks, m)
 		}
 		if tunnel != 0 {
-			want.Ifaces = append(want.Ifaces, tunnelMaps(n, tunnel))
+			want.Ifaces = append(want.Ifaces, Tunnel(n, tunnel))
 		}
 	}
 	return want
 }
 
-// sandboxesDesired is what the maps hold for sbs, on the networks of
+// ForSandboxes is what the maps hold for sbs, on the networks of
 // byID: their endpoints' host sides and addresses, and their publications.
-func sandboxesDesired(byID map[string]store.Network, sbs []store.Sandbox, pubs map[string][]store.Publication,
+func ForSandboxes(byID map[string]store.Network, sbs []store.Sandbox, pubs map[string][]store.Publication,
 	hostIfindex func(name string) (int, bool)) maps.Desired {
 	var want maps.Desired
 	for _, sb := range sbs {
@@ -60,16 +59,16 @@ func sandboxesDesired(byID map[string]store.Network, sbs []store.Sandbox, pubs m
 				continue
 			}
 			n := byID[ep.NetworkID]
-			want.Ifaces = append(want.Ifaces, ifaceMaps(n, sb, ep, ifindex))
-			want.Endpoints = append(want.Endpoints, endpointMaps(n, ep, ifindex)...)
+			want.Ifaces = append(want.Ifaces, Iface(n, sb, ep, ifindex))
+			want.Endpoints = append(want.Endpoints, Endpoints(n, ep, ifindex)...)
 		}
-		want.Publications = append(want.Publications, publicationMaps(sb, pubs[sb.Name])...)
+		want.Publications = append(want.Publications, Publications(sb, pubs[sb.Name])...)
 	}
 	return want
 }
 
-// networkMaps is what the datapath knows of a bridge network.
-func networkMaps(n store.Network) maps.Network {
+// Network is what the datapath knows of a bridge network.
+func Network(n store.Network) maps.Network {
 	m := maps.Network{Index: n.Index, Subnet: n.Pool.Subnet, Gateway: n.Pool.Gateway, GatewayMAC: driver.MACFor(n.Pool.Gateway),
 		ICCDisabled: !n.ICC, Internal: n.Internal, Masquerade: n.Masquerade, StackRoutes: drivers.TraitsOf(n).StackRoutes}
 	m.Direct = directAccess(n.IPv4GatewayMode())
@@ -103,33 +102,25 @@ func directAccess(mode string) maps.DirectAccess {
 	return maps.DirectNone
 }
 
-// endpointMaps is where the datapath delivers packets for each address of
+// Endpoints is where the datapath delivers packets for each address of
 // a bridge endpoint whose host side has ifindex.
-func endpointMaps(n store.Network, ep store.Endpoint, ifindex int) []maps.Endpoint {
+func Endpoints(n store.Network, ep store.Endpoint, ifindex int) []maps.Endpoint {
 	var out []maps.Endpoint
-	for _, a := range endpointAddrs(ep) {
+	for _, a := range ep.Addrs() {
 		out = append(out, maps.Endpoint{Addr: a, Ifindex: uint32(ifindex), Network: n.Index, MAC: driver.EndpointMAC(ep)})
 	}
 	return out
 }
 
-// endpointAddrs are an endpoint's addresses, one per family it has.
-func endpointAddrs(ep store.Endpoint) []netip.Addr {
-	if ep.Addr6.IsValid() {
-		return []netip.Addr{ep.Addr, ep.Addr6}
-	}
-	return []netip.Addr{ep.Addr}
-}
-
-// ifaceMaps is what the datapath knows of an endpoint's host side, by
+// Iface is what the datapath knows of an endpoint's host side, by
 // its ifindex: which network, addresses and MAC may send from it (the
 // MAC where ebpfnet made the veth, giving the sandbox side that MAC; a
 // chained plugin's veth is its own), and whether
 // the uplinks' XDP path may deliver to it: a bridge endpoint's veth whose
-// sandbox side ebpfnet configures (readyForXDP). A runtime that takes the
+// sandbox side ebpfnet configures (the engine turns GRO on there). A runtime that takes the
 // sandbox side over (Docker) brings it up itself, after anything ebpfnet
 // could set.
-func ifaceMaps(n store.Network, sb store.Sandbox, ep store.Endpoint, ifindex int) maps.Iface {
+func Iface(n store.Network, sb store.Sandbox, ep store.Endpoint, ifindex int) maps.Iface {
 	i := maps.Iface{Ifindex: uint32(ifindex), Network: n.Index, Addr: ep.Addr, Addr6: ep.Addr6,
 		XDPTarget: drivers.TraitsOf(n).XDPTarget && !sb.HandOver}
 	if drivers.TraitsOf(n).OwnMAC {
@@ -138,21 +129,21 @@ func ifaceMaps(n store.Network, sb store.Sandbox, ep store.Endpoint, ifindex int
 	return i
 }
 
-// tunnelMaps is what the datapath knows of an overlay network's VXLAN
+// Tunnel is what the datapath knows of an overlay network's VXLAN
 // device: a port of the network, with no address of its own, whose frames
 // the sending host's endpoint programs checked.
-func tunnelMaps(n store.Network, ifindex int) maps.Iface {
+func Tunnel(n store.Network, ifindex int) maps.Iface {
 	return maps.Iface{Ifindex: uint32(ifindex), Network: n.Index}
 }
 
-// pubMaps is a publication as the datapath has it: on every address of
+// publication is a publication as the datapath has it: on every address of
 // the host (no host address given), an entry per family, as Docker
 // publishes on 0.0.0.0 and [::].
 // An IPv6 host address leads to the endpoint's IPv6 address, or to its
 // IPv4 one when it has none: host processes then reach it through the
 // socket hooks, v4-mapped, as Docker's proxy relays [::] to an IPv4
 // container.
-func pubMaps(p store.Publication, ep store.Endpoint) []maps.Publication {
+func Publication(p store.Publication, ep store.Endpoint) []maps.Publication {
 	proto := p.Proto.Number()
 	to6 := ep.Addr
 	if ep.Addr6.IsValid() {
@@ -170,13 +161,13 @@ func pubMaps(p store.Publication, ep store.Endpoint) []maps.Publication {
 	return []maps.Publication{entry(p.HostIP, to6)}
 }
 
-// publicationMaps is how the datapath has a sandbox's publications, each
+// Publications is how the datapath has a sandbox's publications, each
 // leading to the endpoint it names.
-func publicationMaps(sb store.Sandbox, pubs []store.Publication) []maps.Publication {
+func Publications(sb store.Sandbox, pubs []store.Publication) []maps.Publication {
 	var out []maps.Publication
 	for _, p := range pubs {
 		if ep, ok := sb.Endpoint(p.EndpointID); ok {
-			out = append(out, pubMaps(p, ep)...)
+			out = append(out, Publication(p, ep)...)
 		}
 	}
 	return out

@@ -1,4 +1,4 @@
-package engine
+package desired
 
 import (
 	"net/netip"
@@ -10,7 +10,7 @@ import (
 )
 
 // The entries reconcile writes are the ones the operations write: one
-// function per kind of entry, and desiredMaps over every record.
+// function per kind of entry, and Maps over every record.
 func TestDesiredMaps(t *testing.T) {
 	pool, err := ipam.NewPool(netip.MustParsePrefix("172.19.0.0/16"), netip.Prefix{}, netip.Addr{})
 	if err != nil {
@@ -27,13 +27,13 @@ func TestDesiredMaps(t *testing.T) {
 		{ID: "lost-br", NetworkID: "br", HostSide: "ebv2", Addr: netip.MustParseAddr("172.19.0.4")}, // its host side is gone
 	}}
 	pubs := map[string][]store.Publication{"web": {{HostPort: 8080, Proto: "udp", Port: 80, EndpointID: "web-br"}}}
-	want := desiredMaps([]store.Network{br, lan, host}, []store.Sandbox{web, lost}, pubs, func(name string) (int, bool) {
+	want := Maps([]store.Network{br, lan, host}, []store.Sandbox{web, lost}, pubs, func(name string) (int, bool) {
 		return 7, name == "ebv1"
 	})
 	if len(want.Networks) != 1 || want.Networks[0].Index != br.Index {
 		t.Errorf("networks %+v, want only the bridge network's", want.Networks)
 	}
-	if len(want.Ifaces) != 1 || !reflect.DeepEqual(want.Ifaces[0], ifaceMaps(br, web, web.Endpoints[0], 7)) {
+	if len(want.Ifaces) != 1 || !reflect.DeepEqual(want.Ifaces[0], Iface(br, web, web.Endpoints[0], 7)) {
 		t.Errorf("ifaces %+v, want web's host side at ifindex 7", want.Ifaces)
 	}
 	if !want.Ifaces[0].XDPTarget {
@@ -41,7 +41,7 @@ func TestDesiredMaps(t *testing.T) {
 	}
 	docker := web
 	docker.HandOver = true
-	if ifaceMaps(br, docker, web.Endpoints[0], 7).XDPTarget {
+	if Iface(br, docker, web.Endpoints[0], 7).XDPTarget {
 		t.Error("an endpoint a runtime brings up itself is an XDP target")
 	}
 	if len(want.Endpoints) != 1 || want.Endpoints[0].Ifindex != 7 || want.Endpoints[0].Addr != web.Endpoints[0].Addr {
@@ -67,10 +67,10 @@ func TestDesiredMapsDualStack(t *testing.T) {
 	v4, v6 := netip.MustParseAddr("172.19.0.2"), netip.MustParseAddr("fd00:1::2")
 	dual := store.Endpoint{ID: "dual", Addr: v4, Addr6: v6}
 	only4 := store.Endpoint{ID: "only4", Addr: v4}
-	if got := endpointMaps(store.Network{Index: 3}, dual, 7); len(got) != 2 || got[0].Addr != v4 || got[1].Addr != v6 {
+	if got := Endpoints(store.Network{Index: 3}, dual, 7); len(got) != 2 || got[0].Addr != v4 || got[1].Addr != v6 {
 		t.Errorf("endpoint entries %+v, want one per address", got)
 	}
-	if got := ifaceMaps(store.Network{Index: 3}, store.Sandbox{}, dual, 7); got.Addr != v4 || got.Addr6 != v6 {
+	if got := Iface(store.Network{Index: 3}, store.Sandbox{}, dual, 7); got.Addr != v4 || got.Addr6 != v6 {
 		t.Errorf("iface %+v, want both addresses", got)
 	}
 	for _, tc := range []struct {
@@ -91,7 +91,7 @@ func TestDesiredMapsDualStack(t *testing.T) {
 		if tc.host != "" {
 			p.HostIP = netip.MustParseAddr(tc.host)
 		}
-		got := pubMaps(p, tc.ep)
+		got := Publication(p, tc.ep)
 		if len(got) != len(tc.hosts) {
 			t.Errorf("%q to %s: entries %+v, want on %v", tc.host, tc.ep.ID, got, tc.hosts)
 			continue
