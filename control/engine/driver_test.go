@@ -10,13 +10,17 @@ import (
 )
 
 // What sets a kind of network apart is its driver's (driver.Traits and
-// the Driver's methods): the engine asks them, and names drivers in the
-// dispatch (driver.go) alone, so that a new driver is one package and one
-// case there.
+// the Driver's methods): the engine and the packages that work for it ask
+// them, and name drivers in the dispatch (driver.go) alone, so that a new
+// driver is one package and one case there.
 func TestDriversComparedOnlyInTheDispatch(t *testing.T) {
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
+	var files []string
+	for _, dir := range []string{".", "../wiring", "../desired", "../reconcile"} {
+		in, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil || len(in) == 0 {
+			t.Fatalf("no Go files in %s (%v)", dir, err)
+		}
+		files = append(files, in...)
 	}
 	fset := token.NewFileSet()
 	for _, name := range files {

@@ -24,6 +24,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/monitor"
 	"github.com/ebpfnet/ebpfnet/control/names"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/control/reconcile"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/control/wiring"
 	"github.com/ebpfnet/ebpfnet/loader"
@@ -90,9 +91,8 @@ type Engine struct {
 	hostSync *hostsync.Syncer
 	// wiring makes the kernel objects of networks and endpoints.
 	wiring *wiring.Wiring
-	// reconciling makes reconciles wait for each other: one's repairs,
-	// which no store change records, would be another's to undo.
-	reconciling sync.Mutex
+	// reconciler repairs the kernel and the maps to match the store.
+	reconciler  *reconcile.Reconciler
 	stopWatcher func()
 	stopReclaim chan struct{}
 	resolver    *dns.Resolver
@@ -214,6 +214,10 @@ func New(cfg Config) (*Engine, error) {
 		e.Close()
 		return nil, err
 	}
+	e.reconciler = reconcile.New(reconcile.Config{Store: e.store, Wiring: e.wiring, HostSync: e.hostSync, Datapath: dp,
+		Maps: e.maps, Namespaces: cfg.Runtime, NetNS: cfg.NetNS, InHost: e.inHost, Locked: e.locked, Resync: e.names.Resync,
+		RecheckPeers: e.recheckPeers, BeforeMapsRead: func() { beforeMapsRead() }, AfterHostRead: func(v *hostsync.View) { afterHostRead(v) },
+		Log: e.log})
 	if err := e.ensurePredefined(); err != nil {
 		e.Close()
 		return nil, err
@@ -233,9 +237,32 @@ func New(cfg Config) (*Engine, error) {
 	return e, nil
 }
 
-// beforeHostRead runs as a read of the host begins: the tests hold a
-// read there.
-var beforeHostRead = func() {}
+// The tests hold a read of the host as it begins (beforeHostRead), see
+// what a reconcile read (afterHostRead) and change records as it plans
+// (beforeMapsRead).
+var (
+	beforeHostRead = func() {}
+	afterHostRead  = func(*hostsync.View) {}
+	beforeMapsRead = func() {}
+)
+
+// Reconcile moves the kernel and the maps to what the store holds
+// (package reconcile).
+func (e *Engine) Reconcile() error { return e.reconciler.Run() }
+
+// locked runs fn under the engine's lock.
+func (e *Engine) locked(fn func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	fn()
+}
+
+// recheckPeers writes every overlay peer again, on a host in a cluster.
+func (e *Engine) recheckPeers() {
+	if e.clusterSync != nil {
+		e.clusterSync.RecheckPeers()
+	}
+}
 
 // Close releases the store and the loaded objects; the datapath stays.
 func (e *Engine) Close() error {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/ports"
+	"github.com/ebpfnet/ebpfnet/control/reconcile"
 )
 
 // Reconcile works out the maps' writes from the store and the maps read
@@ -43,15 +44,19 @@ func TestReconcileLeavesWhatChangesWroteMeanwhile(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, plan := te.planNow(t)
-	if n := plan.maps.Writes(); n != 0 {
+	drift := te.drift(t)
+	if n := drift.MapWrites; n != 0 {
 		t.Errorf("after a reconcile during which %s was created and %s removed, the maps differ from the store in %d entries", fresh, gone, n)
 	}
-	if len(plan.leftovers) != 0 || len(plan.strayPins) != 0 {
-		t.Errorf("after the reconcile, interfaces %v and pins %v are left that no record names", plan.leftovers, plan.strayPins)
+	if len(drift.Leftovers) != 0 || len(drift.StrayPins) != 0 {
+		t.Errorf("after the reconcile, interfaces %v and pins %v are left that no record names", drift.Leftovers, drift.StrayPins)
 	}
-	var sb = s.sbs[0]
-	for _, x := range s.sbs {
+	_, sbs, err := te.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb = sbs[0]
+	for _, x := range sbs {
 		if x.Name == fresh {
 			sb = x
 		}
@@ -94,28 +99,20 @@ func TestReconcileLeavesAnInterfaceMadeAgainMeanwhile(t *testing.T) {
 	if err := te.Reconcile(); err != nil {
 		t.Fatal(err)
 	}
-	if _, plan := te.planNow(t); plan.maps.Writes() != 0 {
-		t.Errorf("after a reconcile during which c1's attachment was made again, the maps differ from the store in %d entries", plan.maps.Writes())
+	if drift := te.drift(t); drift.MapWrites != 0 {
+		t.Errorf("after a reconcile during which c1's attachment was made again, the maps differ from the store in %d entries", drift.MapWrites)
 	}
 }
 
-// planNow is what a reconcile would write now: nothing, when the maps
-// and interfaces are as the store has them.
-func (te testEngine) planNow(t *testing.T) (storeState, wholePlan) {
+// drift is what a reconcile would write now: nothing, when the maps and
+// interfaces are as the store has them.
+func (te testEngine) drift(t *testing.T) reconcile.Drift {
 	t.Helper()
-	host, err := te.hostSync.Read()
+	d, err := te.reconciler.Drift()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := te.readState()
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := te.planWhole(s, host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, plan
+	return d
 }
 
 // Reconciles wait for each other: one's repairs of an endpoint, which no

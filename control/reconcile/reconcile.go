@@ -1,11 +1,19 @@
-package engine
+// Package reconcile moves the kernel and the BPF maps to what the store
+// holds: after a restart, an upgrade, or damage done behind the daemon's
+// back. It repairs a network, a sandbox at a time under the engine's
+// lock, so that changes go on between them, and writes what must see the
+// whole state at once (the maps, leftovers, the uplinks) from a plan made
+// without the lock.
+package reconcile
 
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 
@@ -16,10 +24,67 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/control/wiring"
+	"github.com/ebpfnet/ebpfnet/loader"
 	dpmaps "github.com/ebpfnet/ebpfnet/maps"
 )
 
-// Reconcile moves the kernel and the maps to what the store holds: it
+// Namespaces makes and removes the namespaces of the sandboxes ebpfnet
+// makes whole (the engine's Runtime).
+type Namespaces interface {
+	// CreateNamespace makes sb's namespace at sb.NetNS: a binding of the
+	// namespace at shares when it is not "", or a new one.
+	CreateNamespace(sb store.Sandbox, shares string) error
+	// RemoveNamespace removes sb's namespace and files.
+	RemoveNamespace(sb store.Sandbox) error
+}
+
+// Config is what a reconciler repairs with.
+type Config struct {
+	Store      *store.Store
+	Wiring     *wiring.Wiring
+	HostSync   *hostsync.Syncer
+	Datapath   *loader.Datapath
+	Maps       *dpmaps.Maps
+	Namespaces Namespaces
+	NetNS      string // the dataplane's namespace, which host-mode sandboxes bind
+	// InHost runs fn in the dataplane's namespace; Locked runs fn under
+	// the engine's lock.
+	InHost func(fn func() error) error
+	Locked func(fn func())
+	// Resync brings the names and the sandboxes' files in line with the
+	// store (names.Resync).
+	Resync func() error
+	// RecheckPeers, when set, writes every overlay peer again: devices
+	// recreated lost theirs.
+	RecheckPeers func()
+	// BeforeMapsRead runs as the plan of the whole state begins, after
+	// the store was read (the tests change records there); AfterHostRead
+	// sees the host as it was read (the tests make it partial).
+	BeforeMapsRead func()
+	AfterHostRead  func(*hostsync.View)
+	Log            *slog.Logger
+}
+
+// Reconciler runs reconciles, one at a time.
+type Reconciler struct {
+	cfg Config
+	// running makes reconciles wait for each other: one's repairs, which
+	// no store change records, would be another's to undo.
+	running sync.Mutex
+}
+
+// New is a reconciler with cfg.
+func New(cfg Config) *Reconciler {
+	if cfg.BeforeMapsRead == nil {
+		cfg.BeforeMapsRead = func() {}
+	}
+	if cfg.AfterHostRead == nil {
+		cfg.AfterHostRead = func(*hostsync.View) {}
+	}
+	return &Reconciler{cfg: cfg}
+}
+
+// Run moves the kernel and the maps to what the store holds: it
 // recreates missing bridges, namespaces and endpoints, repairs damaged
 // endpoints, points attached programs at this binary's programs, rewrites
 // the maps and removes interfaces and pins ebpfnet owns that the store no
@@ -31,18 +96,18 @@ import (
 // whole state at once (the maps, leftovers, the uplinks) is worked out
 // without the lock and written under it (reconcileWhole); the names and
 // the sandboxes' files follow a sandbox at a time (names.Resync).
-func (e *Engine) Reconcile() error {
-	e.reconciling.Lock()
-	defer e.reconciling.Unlock()
-	nets, sbs, err := e.store.Snapshot()
+func (r *Reconciler) Run() error {
+	r.running.Lock()
+	defer r.running.Unlock()
+	nets, sbs, err := r.cfg.Store.Snapshot()
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for i := range nets {
-		e.locked(func() {
-			errs = append(errs, e.wiring.SetupNetwork(&nets[i]))
-			errs = append(errs, e.inHost(func() error { _, err := e.wiring.AttachTunnel(nets[i]); return err }))
+		r.cfg.Locked(func() {
+			errs = append(errs, r.cfg.Wiring.SetupNetwork(&nets[i]))
+			errs = append(errs, r.cfg.InHost(func() error { _, err := r.cfg.Wiring.AttachTunnel(nets[i]); return err }))
 		})
 	}
 	byID := store.ByID(nets)
@@ -51,34 +116,27 @@ func (e *Engine) Reconcile() error {
 		return sbs[i].Mode != store.ModeContainer && sbs[j].Mode == store.ModeContainer
 	})
 	for _, old := range sbs {
-		e.locked(func() {
-			sb, ok, err := e.current(old)
+		r.cfg.Locked(func() {
+			sb, ok, err := r.current(old)
 			if err == nil && ok {
-				err = e.reconcileSandbox(sb, sbs, byID)
+				err = r.reconcileSandbox(sb, sbs, byID)
 			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("sandbox %s: %w", old.Name, err))
 			}
 		})
 	}
-	errs = append(errs, e.reconcileWhole())
+	errs = append(errs, r.reconcileWhole())
 	// Once the maps name every live endpoint; a walk of every flow, which
 	// changes need not wait for.
-	errs = append(errs, e.wiring.FlushOrphanedConntrack(), e.names.Resync())
+	errs = append(errs, r.cfg.Wiring.FlushOrphanedConntrack(), r.cfg.Resync())
 	return errors.Join(errs...)
 }
 
-// locked runs fn under the engine's lock.
-func (e *Engine) locked(fn func()) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	fn()
-}
-
 // current is sb's record as the store has it now; false when it is gone
-// or another sandbox has its name. Callers hold e.mu.
-func (e *Engine) current(sb store.Sandbox) (now store.Sandbox, ok bool, err error) {
-	err = e.store.View(func(tx *store.Tx) error {
+// or another sandbox has its name. Callers hold the engine's lock.
+func (r *Reconciler) current(sb store.Sandbox) (now store.Sandbox, ok bool, err error) {
+	err = r.cfg.Store.View(func(tx *store.Tx) error {
 		now, ok, err = tx.SandboxNamed(sb.Name)
 		return err
 	})
@@ -92,32 +150,29 @@ func (e *Engine) current(sb store.Sandbox) (now store.Sandbox, ok bool, err erro
 // alone, and leaves what the changes committed meanwhile wrote as they
 // wrote it. So it holds the lock for as long as its writes take, a few
 // at most on a host in order, not for reads of the whole host.
-func (e *Engine) reconcileWhole() error {
+func (r *Reconciler) reconcileWhole() error {
 	// Before the host is read: a change committed after that read, whose
 	// interfaces it may have missed or seen half made, is one of these.
-	tracker := e.store.Track()
+	tracker := r.cfg.Store.Track()
 	var errs []error
-	host, err := e.hostSync.Read()
+	host, err := r.cfg.HostSync.Read()
 	if err != nil {
 		// The maps still follow the store, each interface looked up on
 		// its own; the uplinks and leftovers wait for a read.
 		errs = append(errs, err)
 		host = hostsync.View{}
 	}
-	s, err := e.readState()
+	r.cfg.AfterHostRead(&host)
+	s, err := r.readState()
 	if err != nil {
 		tracker.Stop()
 		return errors.Join(append(errs, err)...)
 	}
-	plan, err := e.planWhole(s, host)
+	plan, err := r.planWhole(s, host)
 	errs = append(errs, err)
-	e.locked(func() { errs = append(errs, e.applyWhole(plan, s, tracker.Stop(), host)) })
+	r.cfg.Locked(func() { errs = append(errs, r.applyWhole(plan, s, tracker.Stop(), host)) })
 	return errors.Join(errs...)
 }
-
-// beforeMapsRead runs as planWhole begins, after the store was read: the
-// tests change records there.
-var beforeMapsRead = func() {}
 
 // storeState is the whole store, read in one transaction.
 type storeState struct {
@@ -126,8 +181,8 @@ type storeState struct {
 	pubs map[string][]store.Publication // by sandbox name
 }
 
-func (e *Engine) readState() (s storeState, err error) {
-	err = e.store.View(func(tx *store.Tx) error {
+func (r *Reconciler) readState() (s storeState, err error) {
+	err = r.cfg.Store.View(func(tx *store.Tx) error {
 		if s.nets, err = tx.Networks(); err != nil {
 			return err
 		}
@@ -150,15 +205,15 @@ type wholePlan struct {
 	strayPins []string          // interfaces whose programs' pins no record names
 }
 
-func (e *Engine) planWhole(s storeState, host hostsync.View) (wholePlan, error) {
+func (r *Reconciler) planWhole(s storeState, host hostsync.View) (wholePlan, error) {
 	p := wholePlan{ifindexes: map[string]int{}, leftovers: map[string]string{}}
-	beforeMapsRead()
+	r.cfg.BeforeMapsRead()
 	// The few interfaces made since host was read are looked up in the
 	// dataplane's namespace; the maps are read off its thread, which
 	// changes need.
 	var want dpmaps.Desired
 	lookup := host.Ifindexes()
-	err := e.inHost(func() error {
+	err := r.cfg.InHost(func() error {
 		want = desired.Maps(s.nets, s.sbs, s.pubs, func(name string) (int, bool) {
 			i, ok := lookup(name)
 			if ok {
@@ -172,7 +227,7 @@ func (e *Engine) planWhole(s storeState, host hostsync.View) (wholePlan, error) 
 		return wholePlan{}, err // nothing desired would be every entry deleted
 	}
 	var errs []error
-	p.maps, err = e.maps.PlanSync(want) // a map that cannot be read is left as it is
+	p.maps, err = r.cfg.Maps.PlanSync(want) // a map that cannot be read is left as it is
 	errs = append(errs, err)
 	known, hostSides := ownedNames(s.nets, s.sbs)
 	for alias, name := range host.Owned() {
@@ -180,7 +235,7 @@ func (e *Engine) planWhole(s storeState, host hostsync.View) (wholePlan, error) 
 			p.leftovers[name] = alias
 		}
 	}
-	pinned, err := e.dp.PinnedLinkInterfaces()
+	pinned, err := r.cfg.Datapath.PinnedLinkInterfaces()
 	errs = append(errs, err)
 	for _, name := range pinned {
 		if !hostSides[name] {
@@ -192,18 +247,18 @@ func (e *Engine) planWhole(s storeState, host hostsync.View) (wholePlan, error) 
 
 // applyWhole writes plan, made from s and host, but what the records
 // changed since it was made have: their changes wrote that. Callers hold
-// e.mu.
-func (e *Engine) applyWhole(plan wholePlan, s storeState, changed store.Changes, host hostsync.View) error {
+// the engine's lock.
+func (r *Reconciler) applyWhole(plan wholePlan, s storeState, changed store.Changes, host hostsync.View) error {
 	// The changed records as plan saw them, and as they are.
 	then, now := s.changedRecords(changed), changedRecords{}
 	if !changed.Empty() {
 		var err error
-		if now, err = e.readChanged(changed); err != nil {
+		if now, err = r.readChanged(changed); err != nil {
 			return err
 		}
 	}
 	var errs []error
-	errs = append(errs, e.inHost(func() error {
+	errs = append(errs, r.cfg.InHost(func() error {
 		// A changed record's interface may have been made again under its
 		// name: its entries are left by the ifindex the plan used and by
 		// the one it has now, and its addresses' whether or not it has
@@ -216,21 +271,21 @@ func (e *Engine) applyWhole(plan wholePlan, s storeState, changed store.Changes,
 			}
 			return l.Attrs().Index, true
 		}
-		written, err := e.maps.ApplySync(plan.maps, dpmaps.Changed{Then: then.desired(planned, current), Now: now.desired(planned, current)})
+		written, err := r.cfg.Maps.ApplySync(plan.maps, dpmaps.Changed{Then: then.desired(planned, current), Now: now.desired(planned, current)})
 		if written > 0 {
-			e.log.Info("repaired map entries that differed from the store", "entries", written)
+			r.cfg.Log.Info("repaired map entries that differed from the store", "entries", written)
 		}
 		return err
 	}))
 	// Unread, the host would look empty: every uplink and interface gone;
 	// read in part, it may lack an uplink. The host watcher applies it.
 	if host.Whole() {
-		errs = append(errs, e.hostSync.Apply(host))
+		errs = append(errs, r.cfg.HostSync.Apply(host))
 	}
-	errs = append(errs, e.removeLeftovers(plan, then, now))
+	errs = append(errs, r.removeLeftovers(plan, then, now))
 	// Devices recreated before lost their peers: write them all again.
-	if e.clusterSync != nil {
-		e.clusterSync.RecheckPeers()
+	if r.cfg.RecheckPeers != nil {
+		r.cfg.RecheckPeers()
 	}
 	return errors.Join(errs...)
 }
@@ -277,8 +332,8 @@ func (c changedRecords) desired(lookups ...func(string) (int, bool)) dpmaps.Desi
 }
 
 // readChanged reads the records changed names as they are now.
-func (e *Engine) readChanged(changed store.Changes) (c changedRecords, err error) {
-	err = e.store.View(func(tx *store.Tx) error {
+func (r *Reconciler) readChanged(changed store.Changes) (c changedRecords, err error) {
+	err = r.cfg.Store.View(func(tx *store.Tx) error {
 		nets, err := tx.Networks() // a few: a host has far fewer than sandboxes
 		if err != nil {
 			return err
@@ -302,44 +357,44 @@ func (e *Engine) readChanged(changed store.Changes) (c changedRecords, err error
 	return c, err
 }
 
-func (e *Engine) reconcileSandbox(sb store.Sandbox, sbs []store.Sandbox, nets map[string]store.Network) error {
+func (r *Reconciler) reconcileSandbox(sb store.Sandbox, sbs []store.Sandbox, nets map[string]store.Network) error {
 	if sb.External() {
-		return e.reconcileExternal(sb)
+		return r.reconcileExternal(sb)
 	}
 	path := sb.NetNS
 	if !namespace.IsNamespace(path) {
-		e.log.Info("recreating lost sandbox namespace", "sandbox", sb.Name)
-		shares, err := e.sharedNamespace(sb, sbs)
+		r.cfg.Log.Info("recreating lost sandbox namespace", "sandbox", sb.Name)
+		shares, err := r.sharedNamespace(sb, sbs)
 		if err != nil {
 			return err
 		}
-		if err := e.cfg.Runtime.RemoveNamespace(sb); err != nil {
+		if err := r.cfg.Namespaces.RemoveNamespace(sb); err != nil {
 			return err
 		}
-		if err := e.cfg.Runtime.CreateNamespace(sb, shares); err != nil {
+		if err := r.cfg.Namespaces.CreateNamespace(sb, shares); err != nil {
 			return err
 		}
 	}
 	var errs []error
 	for _, ep := range sb.Endpoints {
 		n := nets[ep.NetworkID]
-		if e.wiring.EndpointIntact(n, path, ep) {
-			errs = append(errs, e.wiring.RefreshEndpoint(n, path, ep, wiring.HasIPv6(sb.Endpoints)))
+		if r.cfg.Wiring.EndpointIntact(n, path, ep) {
+			errs = append(errs, r.cfg.Wiring.RefreshEndpoint(n, path, ep, wiring.HasIPv6(sb.Endpoints)))
 			continue
 		}
-		e.log.Info("repairing endpoint", "sandbox", sb.Name, "network", n.Name, "interface", ep.Interface)
-		e.wiring.DetachEndpoint(n, path, ep)
-		errs = append(errs, e.wiring.AttachEndpoint(n, sb, &ep))
+		r.cfg.Log.Info("repairing endpoint", "sandbox", sb.Name, "network", n.Name, "interface", ep.Interface)
+		r.cfg.Wiring.DetachEndpoint(n, path, ep)
+		errs = append(errs, r.cfg.Wiring.AttachEndpoint(n, sb, &ep))
 	}
 	return errors.Join(errs...)
 }
 
 // sharedNamespace is the path of the namespace a host or container-mode
 // sandbox binds, "" for a sandbox with a namespace of its own.
-func (e *Engine) sharedNamespace(sb store.Sandbox, sbs []store.Sandbox) (string, error) {
+func (r *Reconciler) sharedNamespace(sb store.Sandbox, sbs []store.Sandbox) (string, error) {
 	switch sb.Mode {
 	case store.ModeHost:
-		return e.cfg.NetNS, nil
+		return r.cfg.NetNS, nil
 	case store.ModeContainer:
 		i := slices.IndexFunc(sbs, func(o store.Sandbox) bool { return o.Name == sb.Shares })
 		if i < 0 {
@@ -353,13 +408,13 @@ func (e *Engine) sharedNamespace(sb store.Sandbox, sbs []store.Sandbox) (string,
 // reconcileExternal points the host sides of an external sandbox's joined
 // endpoint at this binary's programs. Its runtime moved and configured the
 // sandbox side, so a lost one is the runtime's to attach again.
-func (e *Engine) reconcileExternal(sb store.Sandbox) error {
+func (r *Reconciler) reconcileExternal(sb store.Sandbox) error {
 	if sb.NetNS == "" {
 		return nil // created, not joined yet
 	}
 	var errs []error
 	for _, ep := range sb.Endpoints {
-		if err := e.wiring.RefreshPrograms(ep); err != nil {
+		if err := r.cfg.Wiring.RefreshPrograms(ep); err != nil {
 			errs = append(errs, fmt.Errorf("endpoint %s of %s: %w (its runtime must attach it again)", ep.HostSide, sb.Frontend, err))
 		}
 	}
@@ -388,8 +443,8 @@ func ownedNames(nets []store.Network, sbs []store.Sandbox) (aliases, hostSides m
 // removeLeftovers deletes the interfaces and link pins plan found no
 // record for, but those of the records changed since, as they were then
 // and as they are now. An interface is deleted only while it still has
-// the alias it had. Callers hold e.mu.
-func (e *Engine) removeLeftovers(plan wholePlan, then, now changedRecords) error {
+// the alias it had. Callers hold the engine's lock.
+func (r *Reconciler) removeLeftovers(plan wholePlan, then, now changedRecords) error {
 	aliasesThen, sidesThen := ownedNames(then.nets, then.sbs)
 	aliasesNow, sidesNow := ownedNames(now.nets, now.sbs)
 	var errs []error
@@ -397,23 +452,46 @@ func (e *Engine) removeLeftovers(plan wholePlan, then, now changedRecords) error
 		if aliasesThen[alias] || aliasesNow[alias] {
 			continue
 		}
-		errs = append(errs, e.inHost(func() error {
+		errs = append(errs, r.cfg.InHost(func() error {
 			l, err := netlink.LinkByName(name)
 			if err != nil || l.Attrs().Alias != alias {
 				return nil // gone, or another's now
 			}
-			e.log.Info("removing leftover interface", "interface", name, "owner", alias)
+			r.cfg.Log.Info("removing leftover interface", "interface", name, "owner", alias)
 			if strings.HasPrefix(alias, driver.AliasEndpoint) {
 				// A host side ebpfnet made (its alias says so): its peer goes with it.
-				return errors.Join(e.wiring.DetachHostSide(name), driver.DeleteLink(name))
+				return errors.Join(r.cfg.Wiring.DetachHostSide(name), driver.DeleteLink(name))
 			}
 			return driver.DeleteLink(name)
 		}))
 	}
 	for _, name := range plan.strayPins {
-		if !sidesThen[name] && !sidesNow[name] && !e.hostSync.IsUplink(name) {
-			errs = append(errs, e.inHost(func() error { return e.dp.Detach(name) }))
+		if !sidesThen[name] && !sidesNow[name] && !r.cfg.HostSync.IsUplink(name) {
+			errs = append(errs, r.cfg.InHost(func() error { return r.cfg.Datapath.Detach(name) }))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Drift is what a reconcile would repair now in the maps and among the
+// interfaces: nothing, when they are as the store has them.
+type Drift struct {
+	MapWrites int               // map entries that differ from the store's records
+	Leftovers map[string]string // interfaces no record names, to their owner's alias
+	StrayPins []string          // interfaces whose programs' pins no record names
+}
+
+// Drift reads the host, the store and the maps, and says how far they
+// are apart; it changes nothing.
+func (r *Reconciler) Drift() (Drift, error) {
+	host, err := r.cfg.HostSync.Read()
+	if err != nil {
+		return Drift{}, err
+	}
+	s, err := r.readState()
+	if err != nil {
+		return Drift{}, err
+	}
+	plan, err := r.planWhole(s, host)
+	return Drift{MapWrites: plan.maps.Writes(), Leftovers: plan.leftovers, StrayPins: plan.strayPins}, err
 }
