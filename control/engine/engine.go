@@ -2,13 +2,10 @@ package engine
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"regexp"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -18,7 +15,6 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/dns"
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
-	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/hostports"
 	"github.com/ebpfnet/ebpfnet/control/hostsync"
 	"github.com/ebpfnet/ebpfnet/control/monitor"
@@ -313,23 +309,6 @@ func netnsCookie(path string) (cookie uint64, err error) {
 // time.
 func (e *Engine) inHost(fn func() error) error { return e.host.Do(fn) }
 
-func newID() string {
-	b := make([]byte, 32)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// validName is Docker's rule for network and container names; it also keeps
-// names safe as file names under /run/netns and /etc/netns.
-var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
-
-func checkName(kind, name string) error {
-	if !validName.MatchString(name) || len(name) > 64 {
-		return errdefs.Invalidf("invalid %s name %q: use 1-64 letters, digits, '_', '.', '-', starting with a letter or digit", kind, name)
-	}
-	return nil
-}
-
 // storeNamespacePaths writes into the sandbox records stored before they
 // held the path of their namespace where the runtime keeps it.
 func (e *Engine) storeNamespacePaths() error {
@@ -350,28 +329,14 @@ func (e *Engine) storeNamespacePaths() error {
 	})
 }
 
-// rollback collects the undo steps of a change in progress.
-type rollback []func() error
-
-func (r *rollback) add(undo func() error) { *r = append(*r, undo) }
-
-// run undoes in reverse order, best effort.
-func (r rollback) run(log *slog.Logger) {
-	for i := len(r) - 1; i >= 0; i-- {
-		if err := r[i](); err != nil {
-			log.Warn("undo a failed change", "err", err)
-		}
-	}
-}
-
 // update runs change in a store transaction. When change or the commit
 // fails, the undo steps change registered are run, so the kernel is left as
 // it was; when it succeeds, names and files follow the records it changed.
-func (e *Engine) update(change func(tx *store.Tx, undo *rollback) error) error {
-	var undo rollback
+func (e *Engine) update(change func(tx *store.Tx, undo *store.Undo) error) error {
+	var undo store.Undo
 	ch, err := e.store.Change(func(tx *store.Tx) error { return change(tx, &undo) })
 	if err != nil {
-		undo.run(e.log)
+		undo.Run(e.log)
 		e.ports = nil // it may hold what the failed change added
 		return err
 	}

@@ -239,7 +239,7 @@ func TestEngine(t *testing.T) {
 // path its runtime gives its name.
 func TestStoreNamespacePaths(t *testing.T) {
 	te := newTestEngine(t)
-	old := store.Sandbox{ID: newID(), Name: te.name("old"), Mode: store.ModeNetworks}
+	old := store.Sandbox{ID: store.NewID(), Name: te.name("old"), Mode: store.ModeNetworks}
 	if err := te.store.Update(func(tx *store.Tx) error { return tx.PutSandbox(old) }); err != nil {
 		t.Fatal(err)
 	}

@@ -88,7 +88,7 @@ func (e *Engine) CreateEndpoint(req ExternalEndpoint) (store.Endpoint, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var sb store.Sandbox
-	err := e.update(func(tx *store.Tx, undo *rollback) (err error) {
+	err := e.update(func(tx *store.Tx, undo *store.Undo) (err error) {
 		sb, _, err = e.createEndpoint(tx, undo, req)
 		return err
 	})
@@ -99,14 +99,14 @@ func (e *Engine) CreateEndpoint(req ExternalEndpoint) (store.Endpoint, error) {
 }
 
 func checkExternal(req ExternalEndpoint) error {
-	if len(req.ID) < 12 || checkName("endpoint ID", req.ID) != nil {
+	if len(req.ID) < 12 || store.CheckName("endpoint ID", req.ID) != nil {
 		return errdefs.Invalidf("invalid endpoint ID %q: want at least 12 letters and digits", req.ID)
 	}
 	if mac, err := net.ParseMAC(req.MAC); req.MAC != "" && (err != nil || len(mac) != 6 || mac[0]&1 != 0) {
 		return errdefs.Invalidf("invalid MAC address %q: want a unicast Ethernet address such as 02:42:ac:11:00:02", req.MAC)
 	}
 	if !req.HandOver {
-		if err := checkName("interface", req.Interface); err != nil || len(req.Interface) > 15 {
+		if err := store.CheckName("interface", req.Interface); err != nil || len(req.Interface) > 15 {
 			return errdefs.Invalidf("invalid interface name %q: want 1-15 letters, digits, '_', '.', '-'", req.Interface)
 		}
 	}
@@ -115,7 +115,7 @@ func checkExternal(req ExternalEndpoint) error {
 
 // createEndpoint stores an external endpoint's sandbox, or finds the one
 // stored already; n is its network.
-func (e *Engine) createEndpoint(tx *store.Tx, undo *rollback, req ExternalEndpoint) (store.Sandbox, store.Network, error) {
+func (e *Engine) createEndpoint(tx *store.Tx, undo *store.Undo, req ExternalEndpoint) (store.Sandbox, store.Network, error) {
 	n, err := tx.Network(req.Network)
 	if req.Chained != nil {
 		n, err = e.chainedNetwork(tx, undo, req.Frontend, req.Network, *req.Chained)
@@ -144,7 +144,7 @@ func (e *Engine) createEndpoint(tx *store.Tx, undo *rollback, req ExternalEndpoi
 		}
 	}
 	for _, a := range req.Aliases {
-		if err := checkName("alias", a); err != nil {
+		if err := store.CheckName("alias", a); err != nil {
 			return store.Sandbox{}, n, err
 		}
 	}
@@ -172,17 +172,17 @@ func (e *Engine) createEndpoint(tx *store.Tx, undo *rollback, req ExternalEndpoi
 // serves it as Docker's nat-unprotected mode would a bridge (no masquerade
 // of its own, which the other plugin does; every port routable), and it
 // keeps its own isolation from other networks.
-func (e *Engine) chainedNetwork(tx *store.Tx, undo *rollback, frontend, name string, c ChainedNetwork) (store.Network, error) {
+func (e *Engine) chainedNetwork(tx *store.Tx, undo *store.Undo, frontend, name string, c ChainedNetwork) (store.Network, error) {
 	if n, err := tx.Network(name); err == nil {
 		if !drivers.TraitsOf(n).Implicit || n.Pool.Subnet != c.Subnet || n.Bridge != c.Bridge {
 			return n, errdefs.Conflictf("network %s exists, and is not the chained network of bridge %s and subnet %s", name, c.Bridge, c.Subnet)
 		}
 		return n, nil
 	}
-	if err := checkName("network", name); err != nil {
+	if err := store.CheckName("network", name); err != nil {
 		return store.Network{}, err
 	}
-	n := store.Network{ID: newID(), Name: name, Driver: store.DriverChained, Bridge: c.Bridge, Created: time.Now().UTC(),
+	n := store.Network{ID: store.NewID(), Name: name, Driver: store.DriverChained, Bridge: c.Bridge, Created: time.Now().UTC(),
 		ICC: true, GatewayMode: store.GatewayNATUnprotected, Frontend: frontend}
 	if err := e.choosePools(tx, &n, NetworkSpec{IPv4: PoolSpec{Subnet: c.Subnet, Gateway: c.Gateway}}); err != nil {
 		return n, err
@@ -240,7 +240,7 @@ func uniqueOnHost(tx *store.Tx, n store.Network, ep store.Endpoint) error {
 // join builds an external endpoint's interfaces for the namespace at netns
 // and attaches the datapath to them; joined already to netns, it does
 // nothing.
-func (e *Engine) join(tx *store.Tx, undo *rollback, sb *store.Sandbox, n store.Network, netns string) error {
+func (e *Engine) join(tx *store.Tx, undo *store.Undo, sb *store.Sandbox, n store.Network, netns string) error {
 	if sb.NetNS == netns {
 		return nil
 	}
@@ -257,7 +257,7 @@ func (e *Engine) join(tx *store.Tx, undo *rollback, sb *store.Sandbox, n store.N
 	if err := e.wiring.AttachEndpoint(n, *sb, &ep); err != nil {
 		return err
 	}
-	undo.add(func() error { return e.wiring.DetachEndpoint(n, netns, ep) })
+	undo.Add(func() error { return e.wiring.DetachEndpoint(n, netns, ep) })
 	sb.Endpoints = []store.Endpoint{ep}
 	return tx.PutSandbox(*sb)
 }
@@ -269,7 +269,7 @@ func (e *Engine) JoinEndpoint(id, netns string) (Joined, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var j Joined
-	err := e.update(func(tx *store.Tx, undo *rollback) error {
+	err := e.update(func(tx *store.Tx, undo *store.Undo) error {
 		sb, n, err := externalSandbox(tx, id)
 		if err != nil {
 			return err
@@ -291,7 +291,7 @@ func (e *Engine) Attach(req ExternalEndpoint, netns string, publish []ports.Mapp
 	if err := checkExternal(req); err != nil {
 		return store.Sandbox{}, store.Network{}, nil, err
 	}
-	if err := checkPublish(publish); err != nil {
+	if err := ports.CheckPublications(publish); err != nil {
 		return store.Sandbox{}, store.Network{}, nil, err
 	}
 	e.mu.Lock()
@@ -301,7 +301,7 @@ func (e *Engine) Attach(req ExternalEndpoint, netns string, publish []ports.Mapp
 		n    store.Network
 		pubs []store.Publication
 	)
-	err := e.update(func(tx *store.Tx, undo *rollback) (err error) {
+	err := e.update(func(tx *store.Tx, undo *store.Undo) (err error) {
 		if sb, n, err = e.createEndpoint(tx, undo, req); err != nil {
 			return err
 		}
@@ -405,7 +405,7 @@ func (e *Engine) deleteEndpoint(id string) error {
 		// A requested address is released on its own; a runtime's IPAM
 		// keeps its own.
 		if !n.RequestedPool && !drivers.TraitsOf(n).RuntimeAddresses {
-			if err := releaseAddresses(tx, n, sb.Endpoints[0]); err != nil {
+			if err := tx.ReleaseAddresses(n, sb.Endpoints[0]); err != nil {
 				return err
 			}
 		}

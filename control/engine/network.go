@@ -32,7 +32,7 @@ const (
 func (e *Engine) ensurePredefined() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.update(func(tx *store.Tx, undo *rollback) error {
+	return e.update(func(tx *store.Tx, undo *store.Undo) error {
 		for _, p := range []struct{ name, driver string }{
 			{NetworkBridge, store.DriverBridge}, {NetworkHost, store.DriverHost}, {NetworkNone, store.DriverNull},
 		} {
@@ -45,7 +45,7 @@ func (e *Engine) ensurePredefined() error {
 				}
 				continue
 			}
-			n := store.Network{ID: newID(), Name: p.name, Driver: p.driver, Created: time.Now().UTC(), Predefined: true, ICC: true, Masquerade: true}
+			n := store.Network{ID: store.NewID(), Name: p.name, Driver: p.driver, Created: time.Now().UTC(), Predefined: true, ICC: true, Masquerade: true}
 			if p.name == NetworkBridge {
 				n.Bridge, n.EnableIPv6 = DefaultBridge, e.cfg.DefaultIPv6
 				if err := e.choosePools(tx, &n, NetworkSpec{}); err != nil {
@@ -150,7 +150,7 @@ func (e *Engine) choosePool(tx *store.Tx, spec PoolSpec, v6 bool) (p ipam.Pool, 
 	if p, err = ipam.NewPool(subnet, spec.IPRange, spec.Gateway); err != nil {
 		return p, false, err
 	}
-	p.ID = newID()
+	p.ID = store.NewID()
 	return p, false, tx.PutPool(p)
 }
 
@@ -242,13 +242,13 @@ func poolUsers(tx *store.Tx) (map[netip.Prefix]string, error) {
 func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if err := checkName("network", spec.Name); err != nil {
+	if err := store.CheckName("network", spec.Name); err != nil {
 		return store.Network{}, err
 	}
 	n := store.Network{ID: spec.ID, Name: spec.Name, Driver: spec.Driver, Created: time.Now().UTC(),
 		ICC: true, Masquerade: true, Internal: spec.Internal, Attachable: spec.Attachable, Labels: spec.Labels, DNS: spec.DNS, Frontend: spec.Frontend}
 	if n.ID == "" {
-		n.ID = newID()
+		n.ID = store.NewID()
 	}
 	if n.Driver == "" {
 		n.Driver = store.DriverBridge
@@ -277,7 +277,7 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 	if drivers.TraitsOf(n).Global {
 		return e.createOverlay(n, spec)
 	}
-	err := e.update(func(tx *store.Tx, undo *rollback) error {
+	err := e.update(func(tx *store.Tx, undo *store.Undo) error {
 		if _, err := tx.Network(spec.Name); err == nil {
 			return errdefs.Conflictf("network %s already exists", spec.Name)
 		}
@@ -351,7 +351,7 @@ func (e *Engine) checkDevices(tx *store.Tx, n *store.Network) error {
 
 // addNetwork stores n and builds its kernel side and map entries,
 // registering how to undo them.
-func (e *Engine) addNetwork(tx *store.Tx, undo *rollback, n *store.Network) error {
+func (e *Engine) addNetwork(tx *store.Tx, undo *store.Undo, n *store.Network) error {
 	var err error
 	if n.Index, err = tx.NextNetworkIndex(); err != nil {
 		return err
@@ -363,12 +363,12 @@ func (e *Engine) addNetwork(tx *store.Tx, undo *rollback, n *store.Network) erro
 		e.wiring.TeardownNetwork(*n)
 		return err
 	}
-	undo.add(func() error { return e.wiring.TeardownNetwork(*n) })
+	undo.Add(func() error { return e.wiring.TeardownNetwork(*n) })
 	if servedByDatapath(*n) {
 		if err := e.maps.PutNetwork(desired.Network(*n)); err != nil {
 			return err
 		}
-		undo.add(func() error { return e.maps.DeleteNetwork(desired.Network(*n)) })
+		undo.Add(func() error { return e.maps.DeleteNetwork(desired.Network(*n)) })
 	}
 	return nil
 }

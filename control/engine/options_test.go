@@ -48,12 +48,12 @@ func TestApplyOptionsErrors(t *testing.T) {
 
 func TestCheckName(t *testing.T) {
 	for _, ok := range []string{"web", "a", "app_net.v2-1", "0x"} {
-		if err := checkName("sandbox", ok); err != nil {
+		if err := store.CheckName("sandbox", ok); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}
 	}
 	for _, bad := range []string{"", "-web", ".hidden", "a/b", "..", "a b", strings.Repeat("x", 65)} {
-		if err := checkName("sandbox", bad); err == nil {
+		if err := store.CheckName("sandbox", bad); err == nil {
 			t.Errorf("%q was accepted", bad)
 		}
 	}

@@ -101,7 +101,7 @@ func (e *Engine) mirrorOverlay(cn cluster.Network) (store.Network, error) {
 			return n, fmt.Errorf("overlay network %s: %w", cn.Name, err)
 		}
 	}
-	err = e.update(func(tx *store.Tx, undo *rollback) error {
+	err = e.update(func(tx *store.Tx, undo *store.Undo) error {
 		if other, err := tx.Network(n.Name); err == nil {
 			return errdefs.Conflictf("overlay network %s: this host has a network of that name already (%s)", n.Name, other.Driver)
 		}
@@ -112,7 +112,7 @@ func (e *Engine) mirrorOverlay(cn cluster.Network) (store.Network, error) {
 		if err := checkFreeOfPools(tx, pool.Subnet); err != nil {
 			return fmt.Errorf("overlay network %s on this host: %w", n.Name, err)
 		}
-		pool.ID = newID()
+		pool.ID = store.NewID()
 		if err := tx.PutPool(pool); err != nil {
 			return err
 		}
@@ -132,7 +132,7 @@ func (e *Engine) mirrorOverlay(cn cluster.Network) (store.Network, error) {
 // of the network and as the way to its endpoints on other hosts, and
 // attaches from_tunnel to it, so frames between this host's endpoints and
 // other hosts' are delivered as a neighbour's are: past the bridge.
-func (e *Engine) putTunnel(n store.Network, undo *rollback) error {
+func (e *Engine) putTunnel(n store.Network, undo *store.Undo) error {
 	var ifindex int
 	err := e.inHost(func() error {
 		var err error
@@ -142,11 +142,11 @@ func (e *Engine) putTunnel(n store.Network, undo *rollback) error {
 	if err != nil {
 		return err
 	}
-	undo.add(func() error { return e.inHost(func() error { return e.dp.Detach(overlay.Device(n)) }) })
+	undo.Add(func() error { return e.inHost(func() error { return e.dp.Detach(overlay.Device(n)) }) })
 	if err := e.maps.PutIface(desired.Tunnel(n, ifindex)); err != nil {
 		return err
 	}
-	undo.add(func() error { return e.maps.DeleteIface(uint32(ifindex)) })
+	undo.Add(func() error { return e.maps.DeleteIface(uint32(ifindex)) })
 	m := desired.Network(n)
 	m.Tunnel = uint32(ifindex)
 	return e.maps.PutNetwork(m)
@@ -215,7 +215,7 @@ func (e *Engine) takeOverlayAddresses(refs []string, sandbox string, aliases []s
 		}
 	}
 	for _, w := range wants {
-		t := &preTaken{owner: newID()}
+		t := &preTaken{owner: store.NewID()}
 		e.clusterSync.Taking(t.owner, true)
 		t.addr, err = e.cluster.AllocateAddress(ctx, w.n.ID, cluster.Address{Owner: t.owner, Addr: w.addr, Sandbox: sandbox, Aliases: aliases})
 		if err != nil {
@@ -231,7 +231,7 @@ func (e *Engine) takeOverlayAddresses(refs []string, sandbox string, aliases []s
 // allocateOverlay gives ep its address on an overlay network: the one
 // taken for it before the engine's lock, or one taken in the cluster now;
 // then the local pool's. undo gives it back.
-func (e *Engine) allocateOverlay(tx *store.Tx, undo *rollback, n store.Network, sb store.Sandbox, ep *store.Endpoint, static netip.Addr, taken map[string]*preTaken) error {
+func (e *Engine) allocateOverlay(tx *store.Tx, undo *store.Undo, n store.Network, sb store.Sandbox, ep *store.Endpoint, static netip.Addr, taken map[string]*preTaken) error {
 	if e.cluster == nil {
 		return errNoCluster
 	}
@@ -247,7 +247,7 @@ func (e *Engine) allocateOverlay(tx *store.Tx, undo *rollback, n store.Network, 
 			return fmt.Errorf("network %s: %w", n.Name, err)
 		}
 	}
-	undo.add(func() error { return e.cluster.ReleaseAddress(ctx, n.ID, a, ep.ID) })
+	undo.Add(func() error { return e.cluster.ReleaseAddress(ctx, n.ID, a, ep.ID) })
 	if _, err := allocateOn(tx, n, n.PoolID, a); err != nil {
 		return err
 	}

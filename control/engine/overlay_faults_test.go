@@ -251,7 +251,7 @@ func TestRecreatedOverlayIsMirroredInOnePass(t *testing.T) {
 				return te.clusterSync.Apply(ctx, st)
 			}
 			// As another host would: straight into the cluster.
-			old, err := te.cluster.CreateNetwork(ctx, cluster.NetworkSpec{ID: newID(), Name: te.name("ov")})
+			old, err := te.cluster.CreateNetwork(ctx, cluster.NetworkSpec{ID: store.NewID(), Name: te.name("ov")})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -266,7 +266,7 @@ func TestRecreatedOverlayIsMirroredInOnePass(t *testing.T) {
 			if !sameName {
 				name = te.name("ov2")
 			}
-			cn, err := te.cluster.CreateNetwork(ctx, cluster.NetworkSpec{ID: newID(), Name: name})
+			cn, err := te.cluster.CreateNetwork(ctx, cluster.NetworkSpec{ID: store.NewID(), Name: name})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -296,7 +296,7 @@ func TestAdvertiseAddressBackIsRetried(t *testing.T) {
 		}
 	}
 	ip("addr", "del", "192.0.2.1/24", "dev", "under0")
-	cn, err := te.cluster.CreateNetwork(ctx, cluster.NetworkSpec{ID: newID(), Name: te.name("ov")})
+	cn, err := te.cluster.CreateNetwork(ctx, cluster.NetworkSpec{ID: store.NewID(), Name: te.name("ov")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +323,7 @@ func TestStaleStateKeepsConflicts(t *testing.T) {
 	ctx := context.Background()
 	// A conflict: a network on this host's underlay (as in
 	// TestOverlayOverAHostRouteIsNotMirrored).
-	if _, err := te.cluster.CreateNetwork(ctx, cluster.NetworkSpec{ID: newID(), Name: te.name("ov"), Subnet: netip.MustParsePrefix("192.0.2.0/25")}); err != nil {
+	if _, err := te.cluster.CreateNetwork(ctx, cluster.NetworkSpec{ID: store.NewID(), Name: te.name("ov"), Subnet: netip.MustParsePrefix("192.0.2.0/25")}); err != nil {
 		t.Fatal(err)
 	}
 	before, err := te.cluster.State(ctx)

@@ -163,7 +163,7 @@ func TestOverlayOverAHostRouteIsNotMirrored(t *testing.T) {
 	ctx := context.Background()
 	// As another host would: straight into the cluster, on this host's
 	// underlay subnet (192.0.2.0/24).
-	cn, err := te.cluster.CreateNetwork(ctx, cluster.NetworkSpec{ID: newID(), Name: te.name("ov"), Subnet: netip.MustParsePrefix("192.0.2.0/25")})
+	cn, err := te.cluster.CreateNetwork(ctx, cluster.NetworkSpec{ID: store.NewID(), Name: te.name("ov"), Subnet: netip.MustParsePrefix("192.0.2.0/25")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,13 +68,13 @@ func sandboxOf(tx *store.Tx, ref, frontend string) (store.Sandbox, error) {
 }
 
 func (e *Engine) publish(ref, frontend string, specs []ports.Mapping) ([]store.Publication, error) {
-	if err := checkPublish(specs); err != nil {
+	if err := ports.CheckPublications(specs); err != nil {
 		return nil, err
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var added []store.Publication
-	err := e.update(func(tx *store.Tx, undo *rollback) error {
+	err := e.update(func(tx *store.Tx, undo *store.Undo) error {
 		sb, err := sandboxOf(tx, ref, frontend)
 		if err != nil {
 			return err
@@ -87,7 +87,7 @@ func (e *Engine) publish(ref, frontend string, specs []ports.Mapping) ([]store.P
 
 // addPublications publishes specs on sb, in the store and the maps, and
 // registers how to undo the map entries.
-func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb store.Sandbox, specs []ports.Mapping) ([]store.Publication, error) {
+func (e *Engine) addPublications(tx *store.Tx, undo *store.Undo, sb store.Sandbox, specs []ports.Mapping) ([]store.Publication, error) {
 	if len(specs) == 0 {
 		return nil, nil
 	}
@@ -134,7 +134,7 @@ func (e *Engine) addPublications(tx *store.Tx, undo *rollback, sb store.Sandbox,
 		return nil, err
 	}
 	var put []maps.Publication
-	undo.add(func() error { return e.maps.DeletePublications(put...) }) // sees all put below
+	undo.Add(func() error { return e.maps.DeletePublications(put...) }) // sees all put below
 	for _, p := range added {
 		for _, m := range desired.Publication(p, ep) {
 			if err := e.maps.PutPublication(m); err != nil {
@@ -258,14 +258,4 @@ func matches(f ports.Mapping, p store.Publication) bool {
 	}
 	first, end := f.Ports()
 	return f.Port == 0 || p.Port >= first && p.Port <= end
-}
-
-// checkPublish checks requests to publish before anything is looked up.
-func checkPublish(specs []ports.Mapping) error {
-	for _, m := range specs {
-		if err := m.CheckPublish(); err != nil {
-			return errdefs.Invalidf("invalid port mapping %q: %w", m, err)
-		}
-	}
-	return nil
 }

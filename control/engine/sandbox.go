@@ -42,14 +42,14 @@ type EndpointSpec struct {
 
 // CreateSandbox creates a sandbox and its endpoints.
 func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
-	if err := checkPublish(spec.Publish); err != nil {
+	if err := ports.CheckPublications(spec.Publish); err != nil {
 		return store.Sandbox{}, err
 	}
-	if err := checkName("sandbox", spec.Name); err != nil {
+	if err := store.CheckName("sandbox", spec.Name); err != nil {
 		return store.Sandbox{}, err
 	}
 	for _, a := range spec.Aliases {
-		if err := checkName("alias", a); err != nil {
+		if err := store.CheckName("alias", a); err != nil {
 			return store.Sandbox{}, err
 		}
 	}
@@ -67,9 +67,9 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 	if err := checkDescriptors("create sandbox " + spec.Name); err != nil {
 		return store.Sandbox{}, err
 	}
-	sb := store.Sandbox{ID: newID(), Name: spec.Name, Created: time.Now().UTC(), Mode: store.ModeNetworks, DNS: spec.DNS,
+	sb := store.Sandbox{ID: store.NewID(), Name: spec.Name, Created: time.Now().UTC(), Mode: store.ModeNetworks, DNS: spec.DNS,
 		NetNS: e.cfg.Runtime.NamespacePath(spec.Name)}
-	err = e.update(func(tx *store.Tx, undo *rollback) error {
+	err = e.update(func(tx *store.Tx, undo *store.Undo) error {
 		if _, taken, err := tx.SandboxNamed(spec.Name); err != nil {
 			return err
 		} else if taken {
@@ -85,7 +85,7 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 		if err := e.cfg.Runtime.CreateNamespace(sb, shares); err != nil {
 			return err
 		}
-		undo.add(func() error { return e.cfg.Runtime.RemoveNamespace(sb) })
+		undo.Add(func() error { return e.cfg.Runtime.RemoveNamespace(sb) })
 		for i, n := range nets {
 			ep := EndpointSpec{Aliases: spec.Aliases}
 			if i == 0 {
@@ -154,11 +154,11 @@ func (e *Engine) resolveMode(tx *store.Tx, sb *store.Sandbox, spec SandboxSpec) 
 // addEndpoint allocates an address on n, and an IPv6 one when n has IPv6,
 // builds the endpoint in the kernel and appends it to sb; the caller
 // stores sb.
-func (e *Engine) addEndpoint(tx *store.Tx, undo *rollback, sb *store.Sandbox, n store.Network, spec EndpointSpec, taken map[string]*preTaken) error {
+func (e *Engine) addEndpoint(tx *store.Tx, undo *store.Undo, sb *store.Sandbox, n store.Network, spec EndpointSpec, taken map[string]*preTaken) error {
 	if spec.IP6.IsValid() && !n.EnableIPv6 {
 		return errdefs.Invalidf("IPv6 address %s: network %s has no IPv6 (create it with --ipv6)", spec.IP6, n.Name)
 	}
-	ep := store.Endpoint{ID: newID(), NetworkID: n.ID, Interface: nextInterface(sb.Endpoints), Aliases: spec.Aliases}
+	ep := store.Endpoint{ID: store.NewID(), NetworkID: n.ID, Interface: nextInterface(sb.Endpoints), Aliases: spec.Aliases}
 	if drivers.TraitsOf(n).Global {
 		if err := e.allocateOverlay(tx, undo, n, *sb, &ep, spec.IP, taken); err != nil {
 			return err
@@ -179,7 +179,7 @@ func (e *Engine) addEndpoint(tx *store.Tx, undo *rollback, sb *store.Sandbox, n 
 	if err := e.wiring.AttachEndpoint(n, *sb, &ep); err != nil {
 		return err
 	}
-	undo.add(func() error { return e.wiring.DetachEndpoint(n, sb.NetNS, ep) })
+	undo.Add(func() error { return e.wiring.DetachEndpoint(n, sb.NetNS, ep) })
 	sb.Endpoints = append(sb.Endpoints, ep)
 	return nil
 }
@@ -195,14 +195,6 @@ func allocateOn(tx *store.Tx, n store.Network, poolID string, static netip.Addr)
 		return a, fmt.Errorf("network %s: %w", n.Name, err)
 	}
 	return a, err
-}
-
-// releaseAddresses returns an endpoint's addresses to n's pools.
-func releaseAddresses(tx *store.Tx, n store.Network, ep store.Endpoint) error {
-	if err := ipam.Release(tx, n.PoolID, ep.Addr); err != nil || !ep.Addr6.IsValid() {
-		return err
-	}
-	return ipam.Release(tx, n.PoolID6, ep.Addr6)
 }
 
 // nextInterface is the lowest ethN the sandbox does not use.
@@ -254,7 +246,7 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 				return err
 			}
 			nets[n.ID] = n
-			if err := releaseAddresses(tx, n, ep); err != nil {
+			if err := tx.ReleaseAddresses(n, ep); err != nil {
 				return err
 			}
 		}
@@ -278,7 +270,7 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 // Connect attaches a sandbox to one more network.
 func (e *Engine) Connect(networkRef, sandboxRef string, spec EndpointSpec) error {
 	for _, a := range spec.Aliases {
-		if err := checkName("alias", a); err != nil {
+		if err := store.CheckName("alias", a); err != nil {
 			return err
 		}
 	}
@@ -299,7 +291,7 @@ func (e *Engine) Connect(networkRef, sandboxRef string, spec EndpointSpec) error
 	if err := checkDescriptors("connect " + sandboxRef + " to " + networkRef); err != nil {
 		return err
 	}
-	return e.update(func(tx *store.Tx, undo *rollback) error {
+	return e.update(func(tx *store.Tx, undo *store.Undo) error {
 		n, err := tx.Network(networkRef)
 		if err != nil {
 			return err
@@ -361,7 +353,7 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 			}
 		}
 		sb.Endpoints = slices.Delete(sb.Endpoints, i, i+1)
-		if err := releaseAddresses(tx, n, removed); err != nil {
+		if err := tx.ReleaseAddresses(n, removed); err != nil {
 			return err
 		}
 		for _, ep := range sb.Endpoints {
@@ -400,7 +392,7 @@ func checkLinks(tx *store.Tx, links []store.Link) ([]store.Link, error) {
 		if l.Alias == "" {
 			l.Alias = target.Name
 		}
-		if err := checkName("link alias", l.Alias); err != nil {
+		if err := store.CheckName("link alias", l.Alias); err != nil {
 			return nil, err
 		}
 		out = append(out, store.Link{Sandbox: target.Name, Alias: l.Alias})

@@ -177,3 +177,14 @@ func portRange(a, b uint16) string {
 	}
 	return fmt.Sprintf("%d-%d", a, b)
 }
+
+// CheckPublications checks requests to publish before anything is looked
+// up.
+func CheckPublications(specs []Mapping) error {
+	for _, m := range specs {
+		if err := m.CheckPublish(); err != nil {
+			return errdefs.Invalidf("invalid port mapping %q: %w", m, err)
+		}
+	}
+	return nil
+}

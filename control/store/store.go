@@ -701,3 +701,12 @@ func linkPublications(t *Tx) error {
 	}
 	return nil
 }
+
+// ReleaseAddresses returns an endpoint's addresses to its network n's
+// pools.
+func (t *Tx) ReleaseAddresses(n Network, ep Endpoint) error {
+	if err := ipam.Release(t, n.PoolID, ep.Addr); err != nil || !ep.Addr6.IsValid() {
+		return err
+	}
+	return ipam.Release(t, n.PoolID6, ep.Addr6)
+}
