@@ -8,8 +8,8 @@ import (
 	"net/netip"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
-	"github.com/ebpfnet/ebpfnet/control/engine"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/external"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
@@ -59,7 +59,7 @@ func (a adapter) CreateEndpoint(_ context.Context, req api.EndpointCreate) (api.
 	}
 	// An endpoint made step by step is joined by a runtime that moves and
 	// configures its interface itself.
-	ep, err := a.e.CreateEndpoint(engine.ExternalEndpoint{Frontend: req.Frontend, ID: req.ID, Network: req.Network, Addr: req.Address, Addr6: req.AddressIPv6,
+	ep, err := a.e.External().CreateEndpoint(external.Request{Frontend: req.Frontend, ID: req.ID, Network: req.Network, Addr: req.Address, Addr6: req.AddressIPv6,
 		MAC: req.MAC, HandOver: true})
 	if err != nil {
 		return api.Endpoint{}, err
@@ -68,21 +68,25 @@ func (a adapter) CreateEndpoint(_ context.Context, req api.EndpointCreate) (api.
 }
 
 func (a adapter) JoinEndpoint(_ context.Context, id, netns string) (api.Endpoint, error) {
-	j, err := a.e.JoinEndpoint(id, netns)
+	j, err := a.e.External().JoinEndpoint(id, netns)
 	if err != nil {
 		return api.Endpoint{}, err
 	}
 	return a.endpointView(j.Endpoint, &j)
 }
 
-func (a adapter) LeaveEndpoint(_ context.Context, id string) error { return a.e.LeaveEndpoint(id) }
+func (a adapter) LeaveEndpoint(_ context.Context, id string) error {
+	return a.e.External().LeaveEndpoint(id)
+}
 
-func (a adapter) DeleteEndpoint(_ context.Context, id string) error { return a.e.DeleteEndpoint(id) }
+func (a adapter) DeleteEndpoint(_ context.Context, id string) error {
+	return a.e.External().DeleteEndpoint(id)
+}
 
 // endpointView is an external endpoint as its runtime sees it, the
 // addresses with their network's prefix lengths; once joined, with the
 // interface to move in and the gateways.
-func (a adapter) endpointView(ep store.Endpoint, joined *engine.Joined) (api.Endpoint, error) {
+func (a adapter) endpointView(ep store.Endpoint, joined *external.Joined) (api.Endpoint, error) {
 	var n store.Network
 	err := a.e.View(func(tx *store.Tx) (err error) { n, err = tx.NetworkOf(ep); return err })
 	if err != nil {
@@ -122,7 +126,7 @@ func (a adapter) Attach(_ context.Context, req api.AttachmentCreate) (api.Attach
 	if err := cmp.Or(api.CheckFamily("address", req.IP, false), api.CheckFamily("address", req.IP6, true)); err != nil {
 		return api.Attachment{}, err
 	}
-	spec := engine.ExternalEndpoint{Frontend: req.Frontend, ID: attachmentID(api.AttachmentRef{ContainerID: req.ContainerID, IfName: req.IfName}),
+	spec := external.Request{Frontend: req.Frontend, ID: attachmentID(api.AttachmentRef{ContainerID: req.ContainerID, IfName: req.IfName}),
 		Name: req.ContainerID + ":" + req.IfName, Network: req.Network, Addr: req.IP, Addr6: req.IP6, MAC: req.MAC, Aliases: req.Aliases,
 		Group: req.Group, Interface: req.IfName}
 	if c := req.Chained; c != nil {
@@ -130,10 +134,10 @@ func (a adapter) Attach(_ context.Context, req api.AttachmentCreate) (api.Attach
 			return api.Attachment{}, err
 		}
 		// The plugin before ebpfnet made and configured the interface.
-		spec.Chained = &engine.ChainedNetwork{Bridge: c.Bridge, Subnet: c.Address.Masked(), Gateway: c.Gateway}
+		spec.Chained = &external.ChainedNetwork{Bridge: c.Bridge, Subnet: c.Address.Masked(), Gateway: c.Gateway}
 		spec.Addr, spec.MAC, spec.HostSide, spec.HandOver = c.Address.Addr(), c.MacAddress, c.HostInterface, true
 	}
-	sb, n, pubs, err := a.e.Attach(spec, req.NetNS, req.Publish)
+	sb, n, pubs, err := a.e.External().Attach(spec, req.NetNS, req.Publish)
 	if err != nil {
 		return api.Attachment{}, err
 	}
@@ -153,11 +157,11 @@ func (a adapter) Attach(_ context.Context, req api.AttachmentCreate) (api.Attach
 }
 
 func (a adapter) CheckAttachment(_ context.Context, ref api.AttachmentRef, netns string) error {
-	return a.e.CheckAttachment(attachmentID(ref), netns)
+	return a.e.External().CheckAttachment(attachmentID(ref), netns)
 }
 
 func (a adapter) Detach(_ context.Context, ref api.AttachmentRef) error {
-	return a.e.DeleteEndpoint(attachmentID(ref))
+	return a.e.External().DeleteEndpoint(attachmentID(ref))
 }
 
 func (a adapter) CollectAttachments(_ context.Context, req api.AttachmentsCollect) ([]string, error) {
@@ -165,5 +169,5 @@ func (a adapter) CollectAttachments(_ context.Context, req api.AttachmentsCollec
 	for _, ref := range req.Keep {
 		keep[attachmentID(ref)] = true
 	}
-	return a.e.CollectEndpoints(req.Frontend, req.Network, req.Group, keep)
+	return a.e.External().CollectEndpoints(req.Frontend, req.Network, req.Group, keep)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/external"
 	"github.com/ebpfnet/ebpfnet/test/testenv"
 )
 
@@ -62,16 +63,16 @@ func attachmentID(cid string) string {
 
 // attachment is a CNI attachment of container cid's eth0 to network, as
 // the API asks for it.
-func attachment(cid, network string) ExternalEndpoint {
-	return ExternalEndpoint{Frontend: "cni", ID: attachmentID(cid), Name: cid + ":eth0", Network: network, Interface: "eth0"}
+func attachment(cid, network string) external.Request {
+	return external.Request{Frontend: "cni", ID: attachmentID(cid), Name: cid + ":eth0", Network: network, Interface: "eth0"}
 }
 
 // chainedReq is what the plugin asks for a container the bridge plugin
 // attached (package apiengine's Attach, chained branch).
-func chainedReq(cid, hostSide, br, addr string) ExternalEndpoint {
-	return ExternalEndpoint{Frontend: "cni", ID: attachmentID(cid), Name: cid + ".eth0", Network: "cni-chain",
+func chainedReq(cid, hostSide, br, addr string) external.Request {
+	return external.Request{Frontend: "cni", ID: attachmentID(cid), Name: cid + ".eth0", Network: "cni-chain",
 		Addr: netip.MustParseAddr(addr), HostSide: hostSide, HandOver: true, Interface: "eth0",
-		Chained: &ChainedNetwork{Bridge: br, Subnet: netip.MustParsePrefix("10.94.0.0/24"), Gateway: netip.MustParseAddr("10.94.0.1")}}
+		Chained: &external.ChainedNetwork{Bridge: br, Subnet: netip.MustParsePrefix("10.94.0.0/24"), Gateway: netip.MustParseAddr("10.94.0.1")}}
 }
 
 // TestChainedHostSideIsChecked: a chained ADD names the host side of
@@ -97,33 +98,33 @@ func TestChainedHostSideIsChecked(t *testing.T) {
 		return err == nil
 	}
 
-	if _, _, _, err := te.Attach(chainedReq("victim", vA, br, "10.94.0.2"), "/run/victim", nil); err != nil {
+	if _, _, _, err := te.External().Attach(chainedReq("victim", vA, br, "10.94.0.2"), "/run/victim", nil); err != nil {
 		t.Fatal(err)
 	}
 	if !pinned(vA) {
 		t.Fatalf("no programs pinned for the victim's host side %s", vA)
 	}
 	// Its own veth is vB, but its prevResult names the victim's vA.
-	_, _, _, err := te.Attach(chainedReq("thief", vA, br, "10.94.0.3"), "/run/thief", nil)
+	_, _, _, err := te.External().Attach(chainedReq("thief", vA, br, "10.94.0.3"), "/run/thief", nil)
 	if err == nil {
 		t.Errorf("a second attachment took host side %s, which attachment victim holds", vA)
 	}
-	if err := te.DeleteEndpoint(attachmentID("thief")); err != nil {
+	if err := te.External().DeleteEndpoint(attachmentID("thief")); err != nil {
 		t.Fatal(err)
 	}
 	if !pinned(vA) {
 		t.Errorf("DEL of the thief removed the victim's programs from %s", vA)
 	}
 
-	if _, _, _, err := te.Attach(chainedReq("offbridge", vC, br, "10.94.0.4"), "/run/off", nil); err == nil {
+	if _, _, _, err := te.External().Attach(chainedReq("offbridge", vC, br, "10.94.0.4"), "/run/off", nil); err == nil {
 		t.Errorf("a host side %s on no bridge was accepted for bridge %s", vC, br)
-		te.DeleteEndpoint(attachmentID("offbridge"))
+		te.External().DeleteEndpoint(attachmentID("offbridge"))
 	}
-	if _, _, _, err := te.Attach(chainedReq("gw", vB, br, "10.94.0.1"), "/run/gw", nil); err == nil {
+	if _, _, _, err := te.External().Attach(chainedReq("gw", vB, br, "10.94.0.1"), "/run/gw", nil); err == nil {
 		t.Errorf("the chained network's gateway 10.94.0.1 was taken as a container's address")
-		te.DeleteEndpoint(attachmentID("gw"))
+		te.External().DeleteEndpoint(attachmentID("gw"))
 	}
-	te.DeleteEndpoint(attachmentID("victim"))
+	te.External().DeleteEndpoint(attachmentID("victim"))
 }
 
 // A failed chained ADD leaves nothing, and a chained subnet may not
@@ -131,7 +132,7 @@ func TestChainedHostSideIsChecked(t *testing.T) {
 func TestFailedChainedAttachLeavesNothing(t *testing.T) {
 	te := newTestEngine(t)
 	before := te.snapshot(t)
-	if _, _, _, err := te.Attach(chainedReq("gone", te.prefix+"none", "nobr", "10.94.0.2"), "/run/gone", nil); err == nil {
+	if _, _, _, err := te.External().Attach(chainedReq("gone", te.prefix+"none", "nobr", "10.94.0.2"), "/run/gone", nil); err == nil {
 		t.Fatal("a chained ADD with a missing host side succeeded")
 	}
 	if after := te.snapshot(t); after != before {
@@ -140,7 +141,7 @@ func TestFailedChainedAttachLeavesNothing(t *testing.T) {
 	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("net"), IPv4: PoolSpec{Subnet: netip.MustParsePrefix("10.94.0.0/16")}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := te.Attach(chainedReq("ov", te.prefix+"none", "nobr", "10.94.0.2"), "/run/ov", nil); !errors.Is(err, errdefs.ErrConflict) {
+	if _, _, _, err := te.External().Attach(chainedReq("ov", te.prefix+"none", "nobr", "10.94.0.2"), "/run/ov", nil); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("a chained subnet inside an ebpfnet network's: %v, want a conflict", err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/dns"
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
+	"github.com/ebpfnet/ebpfnet/control/external"
 	"github.com/ebpfnet/ebpfnet/control/hostports"
 	"github.com/ebpfnet/ebpfnet/control/hostsync"
 	"github.com/ebpfnet/ebpfnet/control/monitor"
@@ -87,6 +88,9 @@ type Engine struct {
 	hostSync *hostsync.Syncer
 	// wiring makes the kernel objects of networks and endpoints.
 	wiring *wiring.Wiring
+	// external keeps the endpoints of runtimes that own their namespaces
+	// (Docker, CNI).
+	external *external.Endpoints
 	// reconciler repairs the kernel and the maps to match the store.
 	reconciler  *reconcile.Reconciler
 	stopWatcher func()
@@ -210,6 +214,8 @@ func New(cfg Config) (*Engine, error) {
 		e.Close()
 		return nil, err
 	}
+	e.external = external.New(external.Config{Store: e.store, Wiring: e.wiring, Maps: e.maps, Lock: &e.mu,
+		Update: e.update, Commit: e.commit, AddNetwork: e.addChained, Publish: e.addPublications, ForgetPorts: e.forgetPorts})
 	e.reconciler = reconcile.New(reconcile.Config{Store: e.store, Wiring: e.wiring, HostSync: e.hostSync, Datapath: dp,
 		Maps: e.maps, Namespaces: cfg.Runtime, NetNS: cfg.NetNS, InHost: e.inHost, Locked: e.locked, Resync: e.names.Resync,
 		RecheckPeers: e.recheckPeers, BeforeMapsRead: func() { beforeMapsRead() }, AfterHostRead: func(v *hostsync.View) { afterHostRead(v) },
@@ -241,6 +247,9 @@ var (
 	afterHostRead  = func(*hostsync.View) {}
 	beforeMapsRead = func() {}
 )
+
+// External is the endpoints of runtimes that own their namespaces.
+func (e *Engine) External() *external.Endpoints { return e.external }
 
 // Reconcile moves the kernel and the maps to what the store holds
 // (package reconcile).

@@ -349,6 +349,15 @@ func (e *Engine) checkDevices(tx *store.Tx, n *store.Network) error {
 	return e.inHost(func() error { return d.Validate(*n) })
 }
 
+// addChained stores a chained network, n, with a pool of subnet and
+// gateway, and builds its kernel side (external.Config.AddNetwork).
+func (e *Engine) addChained(tx *store.Tx, undo *store.Undo, n *store.Network, subnet netip.Prefix, gateway netip.Addr) error {
+	if err := e.choosePools(tx, n, NetworkSpec{IPv4: PoolSpec{Subnet: subnet, Gateway: gateway}}); err != nil {
+		return err
+	}
+	return e.addNetwork(tx, undo, n)
+}
+
 // addNetwork stores n and builds its kernel side and map entries,
 // registering how to undo them.
 func (e *Engine) addNetwork(tx *store.Tx, undo *store.Undo, n *store.Network) error {

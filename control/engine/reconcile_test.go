@@ -82,15 +82,15 @@ func TestReconcileLeavesAnInterfaceMadeAgainMeanwhile(t *testing.T) {
 	ns := containerNS(t, te, "c1")
 	attach := func() {
 		t.Helper()
-		if _, _, _, err := te.Attach(attachment("c1", n), ns, nil); err != nil {
+		if _, _, _, err := te.External().Attach(attachment("c1", n), ns, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 	attach()
-	t.Cleanup(func() { te.DeleteEndpoint(attachment("c1", n).ID) })
+	t.Cleanup(func() { te.External().DeleteEndpoint(attachment("c1", n).ID) })
 	beforeMapsRead = func() {
 		beforeMapsRead = func() {}
-		if err := te.DeleteEndpoint(attachment("c1", n).ID); err != nil {
+		if err := te.External().DeleteEndpoint(attachment("c1", n).ID); err != nil {
 			t.Fatal(err)
 		}
 		attach()

@@ -1,10 +1,27 @@
-package engine
+// Package external serves container runtimes that own their namespaces
+// (Docker's remote driver protocol, CNI). Each is kept as a sandbox of its
+// own (store.Sandbox.Frontend set) with one endpoint: one attachment of
+// the runtime's namespace to a network. ebpfnet never creates or removes
+// that namespace, writes no files for it and runs no resolver in
+// it. Docker creates, joins, leaves and deletes an endpoint step by step
+// and configures the interface itself, so the sandbox end of the veth is
+// handed over in the dataplane's namespace for Docker to move in; CNI
+// attaches in one step, and ebpfnet configures the interface in the
+// namespace. Every step may be asked twice: a runtime that restarts
+// replays what it is unsure of.
+//
+// The endpoints are the engine's records, changed under its lock and in
+// its transactions, which the engine hands over (Config); this package
+// owns what is particular to runtimes: their requests, the chained
+// networks another plugin built, and the checks a runtime asks for.
+package external
 
 import (
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/desired"
@@ -15,22 +32,41 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
+	"github.com/ebpfnet/ebpfnet/control/wiring"
+	"github.com/ebpfnet/ebpfnet/maps"
 )
 
-// External endpoints serve container runtimes that own their namespaces
-// (Docker's remote driver protocol, CNI). Each is kept as a sandbox of its
-// own (store.Sandbox.Frontend set) with one endpoint: one attachment of
-// the runtime's namespace to a network. The engine never creates or
-// removes that namespace, writes no files for it and runs no resolver in
-// it. Docker creates, joins, leaves and deletes an endpoint step by step
-// and configures the interface itself, so the sandbox end of the veth is
-// handed over in the dataplane's namespace for Docker to move in; CNI
-// attaches in one step, and the engine configures the interface in the
-// namespace. Every step may be asked twice: a runtime that restarts
-// replays what it is unsure of.
+// Config is what Endpoints change the engine's state with.
+type Config struct {
+	Store  *store.Store
+	Wiring *wiring.Wiring
+	Maps   *maps.Maps
+	// Lock is the engine's lock: runtimes' endpoints change the records
+	// and the kernel as the engine's own changes do.
+	Lock sync.Locker
+	// Update and Commit run a change in one store transaction, as the
+	// engine's own (callers hold Lock): Update undoes the kernel steps
+	// undo collected when the change fails; Commit is for removals, whose
+	// kernel teardown after it is best effort.
+	Update func(change func(tx *store.Tx, undo *store.Undo) error) error
+	Commit func(change func(tx *store.Tx) error) error
+	// AddNetwork stores n with a pool of subnet and gateway, and makes its
+	// host side (a chained network).
+	AddNetwork func(tx *store.Tx, undo *store.Undo, n *store.Network, subnet netip.Prefix, gateway netip.Addr) error
+	// Publish publishes sb's ports as the engine's publish does;
+	// ForgetPorts gives back the host ports of removed publications.
+	Publish     func(tx *store.Tx, undo *store.Undo, sb store.Sandbox, specs []ports.Mapping) ([]store.Publication, error)
+	ForgetPorts func(sandbox string, pubs []store.Publication)
+}
 
-// ExternalEndpoint is a runtime's request for an endpoint.
-type ExternalEndpoint struct {
+// Endpoints are the runtimes' endpoints.
+type Endpoints struct{ cfg Config }
+
+// New is the runtimes' endpoints, kept with cfg.
+func New(cfg Config) *Endpoints { return &Endpoints{cfg: cfg} }
+
+// Request is a runtime's request for an endpoint.
+type Request struct {
 	Frontend string // the runtime's frontend: "docker", "cni"
 	ID       string // the endpoint's ID, also its sandbox's
 	Name     string // its sandbox's name; "" names it after the frontend and the ID
@@ -47,7 +83,7 @@ type ExternalEndpoint struct {
 	Group   string   // the runtime's grouping of its attachments (a CNI network's name)
 	// HandOver leaves the sandbox end of the veth in the dataplane's
 	// namespace, for the runtime to move and configure (Docker). Otherwise
-	// it goes into the namespace as Interface, configured by the engine.
+	// it goes into the namespace as Interface, configured here.
 	HandOver  bool
 	Interface string
 	// Chained, when set, puts the endpoint on a network another CNI
@@ -81,15 +117,15 @@ func externalPeer(id string) string { return "ebc" + id[:12] }
 
 // CreateEndpoint stores an external endpoint; asked again, it answers the
 // endpoint it has.
-func (e *Engine) CreateEndpoint(req ExternalEndpoint) (store.Endpoint, error) {
+func (x *Endpoints) CreateEndpoint(req Request) (store.Endpoint, error) {
 	if err := checkExternal(req); err != nil {
 		return store.Endpoint{}, err
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	x.cfg.Lock.Lock()
+	defer x.cfg.Lock.Unlock()
 	var sb store.Sandbox
-	err := e.update(func(tx *store.Tx, undo *store.Undo) (err error) {
-		sb, _, err = e.createEndpoint(tx, undo, req)
+	err := x.cfg.Update(func(tx *store.Tx, undo *store.Undo) (err error) {
+		sb, _, err = x.createEndpoint(tx, undo, req)
 		return err
 	})
 	if err != nil {
@@ -98,7 +134,7 @@ func (e *Engine) CreateEndpoint(req ExternalEndpoint) (store.Endpoint, error) {
 	return sb.Endpoints[0], nil
 }
 
-func checkExternal(req ExternalEndpoint) error {
+func checkExternal(req Request) error {
 	if len(req.ID) < 12 || store.CheckName("endpoint ID", req.ID) != nil {
 		return errdefs.Invalidf("invalid endpoint ID %q: want at least 12 letters and digits", req.ID)
 	}
@@ -115,10 +151,10 @@ func checkExternal(req ExternalEndpoint) error {
 
 // createEndpoint stores an external endpoint's sandbox, or finds the one
 // stored already; n is its network.
-func (e *Engine) createEndpoint(tx *store.Tx, undo *store.Undo, req ExternalEndpoint) (store.Sandbox, store.Network, error) {
+func (x *Endpoints) createEndpoint(tx *store.Tx, undo *store.Undo, req Request) (store.Sandbox, store.Network, error) {
 	n, err := tx.Network(req.Network)
 	if req.Chained != nil {
-		n, err = e.chainedNetwork(tx, undo, req.Frontend, req.Network, *req.Chained)
+		n, err = x.chainedNetwork(tx, undo, req.Frontend, req.Network, *req.Chained)
 	}
 	if err != nil {
 		return store.Sandbox{}, n, err
@@ -129,7 +165,7 @@ func (e *Engine) createEndpoint(tx *store.Tx, undo *store.Undo, req ExternalEndp
 		}
 		return sb, n, nil
 	}
-	if !servedByDatapath(n) {
+	if !drivers.TraitsOf(n).Datapath {
 		return store.Sandbox{}, n, errdefs.Invalidf("network %s (%s) has no endpoints of its own", n.Name, n.Driver)
 	}
 	if req.Addr, err = takeAddress(tx, n, req.Addr, false); err != nil {
@@ -172,7 +208,7 @@ func (e *Engine) createEndpoint(tx *store.Tx, undo *store.Undo, req ExternalEndp
 // serves it as Docker's nat-unprotected mode would a bridge (no masquerade
 // of its own, which the other plugin does; every port routable), and it
 // keeps its own isolation from other networks.
-func (e *Engine) chainedNetwork(tx *store.Tx, undo *store.Undo, frontend, name string, c ChainedNetwork) (store.Network, error) {
+func (x *Endpoints) chainedNetwork(tx *store.Tx, undo *store.Undo, frontend, name string, c ChainedNetwork) (store.Network, error) {
 	if n, err := tx.Network(name); err == nil {
 		if !drivers.TraitsOf(n).Implicit || n.Pool.Subnet != c.Subnet || n.Bridge != c.Bridge {
 			return n, errdefs.Conflictf("network %s exists, and is not the chained network of bridge %s and subnet %s", name, c.Bridge, c.Subnet)
@@ -184,10 +220,7 @@ func (e *Engine) chainedNetwork(tx *store.Tx, undo *store.Undo, frontend, name s
 	}
 	n := store.Network{ID: store.NewID(), Name: name, Driver: store.DriverChained, Bridge: c.Bridge, Created: time.Now().UTC(),
 		ICC: true, GatewayMode: store.GatewayNATUnprotected, Frontend: frontend}
-	if err := e.choosePools(tx, &n, NetworkSpec{IPv4: PoolSpec{Subnet: c.Subnet, Gateway: c.Gateway}}); err != nil {
-		return n, err
-	}
-	return n, e.addNetwork(tx, undo, &n)
+	return n, x.cfg.AddNetwork(tx, undo, &n, c.Subnet, c.Gateway)
 }
 
 // takeAddress makes addr an address of n's IPv4 or IPv6 (v6) pool: one
@@ -240,7 +273,7 @@ func uniqueOnHost(tx *store.Tx, n store.Network, ep store.Endpoint) error {
 // join builds an external endpoint's interfaces for the namespace at netns
 // and attaches the datapath to them; joined already to netns, it does
 // nothing.
-func (e *Engine) join(tx *store.Tx, undo *store.Undo, sb *store.Sandbox, n store.Network, netns string) error {
+func (x *Endpoints) join(tx *store.Tx, undo *store.Undo, sb *store.Sandbox, n store.Network, netns string) error {
 	if sb.NetNS == netns {
 		return nil
 	}
@@ -254,10 +287,10 @@ func (e *Engine) join(tx *store.Tx, undo *store.Undo, sb *store.Sandbox, n store
 	}
 	sb.NetNS = netns
 	ep := sb.Endpoints[0]
-	if err := e.wiring.AttachEndpoint(n, *sb, &ep); err != nil {
+	if err := x.cfg.Wiring.AttachEndpoint(n, *sb, &ep); err != nil {
 		return err
 	}
-	undo.Add(func() error { return e.wiring.DetachEndpoint(n, netns, ep) })
+	undo.Add(func() error { return x.cfg.Wiring.DetachEndpoint(n, netns, ep) })
 	sb.Endpoints = []store.Endpoint{ep}
 	return tx.PutSandbox(*sb)
 }
@@ -265,16 +298,16 @@ func (e *Engine) join(tx *store.Tx, undo *store.Undo, sb *store.Sandbox, n store
 // JoinEndpoint builds an external endpoint's interfaces for the namespace
 // at netns and attaches the datapath to them. Asked again for the same
 // namespace, it answers the same.
-func (e *Engine) JoinEndpoint(id, netns string) (Joined, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+func (x *Endpoints) JoinEndpoint(id, netns string) (Joined, error) {
+	x.cfg.Lock.Lock()
+	defer x.cfg.Lock.Unlock()
 	var j Joined
-	err := e.update(func(tx *store.Tx, undo *store.Undo) error {
+	err := x.cfg.Update(func(tx *store.Tx, undo *store.Undo) error {
 		sb, n, err := externalSandbox(tx, id)
 		if err != nil {
 			return err
 		}
-		if err := e.join(tx, undo, &sb, n, netns); err != nil {
+		if err := x.join(tx, undo, &sb, n, netns); err != nil {
 			return err
 		}
 		j = Joined{Endpoint: sb.Endpoints[0], Gateway: n.DefaultGateway(false), Gateway6: n.DefaultGateway(true)}
@@ -287,32 +320,32 @@ func (e *Engine) JoinEndpoint(id, netns string) (Joined, error) {
 // ADD): the endpoint, its interface configured in netns, and its published
 // ports. Either all of it is done or none. Asked again for the same
 // namespace, it answers what it did.
-func (e *Engine) Attach(req ExternalEndpoint, netns string, publish []ports.Mapping) (store.Sandbox, store.Network, []store.Publication, error) {
+func (x *Endpoints) Attach(req Request, netns string, publish []ports.Mapping) (store.Sandbox, store.Network, []store.Publication, error) {
 	if err := checkExternal(req); err != nil {
 		return store.Sandbox{}, store.Network{}, nil, err
 	}
 	if err := ports.CheckPublications(publish); err != nil {
 		return store.Sandbox{}, store.Network{}, nil, err
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	x.cfg.Lock.Lock()
+	defer x.cfg.Lock.Unlock()
 	var (
 		sb   store.Sandbox
 		n    store.Network
 		pubs []store.Publication
 	)
-	err := e.update(func(tx *store.Tx, undo *store.Undo) (err error) {
-		if sb, n, err = e.createEndpoint(tx, undo, req); err != nil {
+	err := x.cfg.Update(func(tx *store.Tx, undo *store.Undo) (err error) {
+		if sb, n, err = x.createEndpoint(tx, undo, req); err != nil {
 			return err
 		}
 		if sb.NetNS == netns {
 			pubs, err = tx.Publications(sb.Name) // asked again
 			return err
 		}
-		if err := e.join(tx, undo, &sb, n, netns); err != nil {
+		if err := x.join(tx, undo, &sb, n, netns); err != nil {
 			return err
 		}
-		pubs, err = e.addPublications(tx, undo, sb, publish)
+		pubs, err = x.cfg.Publish(tx, undo, sb, publish)
 		return err
 	})
 	return sb, n, pubs, err
@@ -320,14 +353,14 @@ func (e *Engine) Attach(req ExternalEndpoint, netns string, publish []ports.Mapp
 
 // CheckAttachment fails, saying what is wrong, when an attachment's
 // record, host side, published ports or interface in netns (its address,
-// and the default route the engine gave it) is not as it was made.
-func (e *Engine) CheckAttachment(id, netns string) error {
+// and the default route it was given) is not as it was made.
+func (x *Endpoints) CheckAttachment(id, netns string) error {
 	var (
 		sb   store.Sandbox
 		n    store.Network
 		pubs []store.Publication
 	)
-	err := e.store.View(func(tx *store.Tx) (err error) {
+	err := x.cfg.Store.View(func(tx *store.Tx) (err error) {
 		if sb, n, err = externalSandbox(tx, id); err != nil {
 			return err
 		}
@@ -338,26 +371,26 @@ func (e *Engine) CheckAttachment(id, netns string) error {
 		return err
 	}
 	for _, p := range desired.Publications(sb, pubs) {
-		if ok, err := e.maps.HasPublication(p); err != nil || !ok {
+		if ok, err := x.cfg.Maps.HasPublication(p); err != nil || !ok {
 			return errors.Join(fmt.Errorf("the datapath lost published port %s:%d of endpoint %s", p.HostAddr, p.HostPort, id), err)
 		}
 	}
 	if sb.NetNS != netns {
 		return errdefs.Conflictf("endpoint %s is attached to %q, not %s", id, sb.NetNS, netns)
 	}
-	return e.wiring.CheckEndpoint(n, sb)
+	return x.cfg.Wiring.CheckEndpoint(n, sb)
 }
 
 // LeaveEndpoint removes an external endpoint's interfaces and map entries;
 // one that is not joined is fine.
-func (e *Engine) LeaveEndpoint(id string) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+func (x *Endpoints) LeaveEndpoint(id string) error {
+	x.cfg.Lock.Lock()
+	defer x.cfg.Lock.Unlock()
 	var (
 		left store.Sandbox
 		n    store.Network
 	)
-	err := e.commit(func(tx *store.Tx) error {
+	err := x.cfg.Commit(func(tx *store.Tx) error {
 		sb, net, err := externalSandbox(tx, id)
 		if err != nil || sb.NetNS == "" {
 			return err
@@ -371,26 +404,26 @@ func (e *Engine) LeaveEndpoint(id string) error {
 	if err != nil || left.NetNS == "" {
 		return err
 	}
-	return e.wiring.RemoveEndpoint(n, left.NetNS, left.Endpoints[0])
+	return x.cfg.Wiring.RemoveEndpoint(n, left.NetNS, left.Endpoints[0])
 }
 
 // DeleteEndpoint forgets an external endpoint: its publications, its
 // interfaces if it is still joined, and the address it took. One that is
 // gone already is fine.
-func (e *Engine) DeleteEndpoint(id string) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.deleteEndpoint(id)
+func (x *Endpoints) DeleteEndpoint(id string) error {
+	x.cfg.Lock.Lock()
+	defer x.cfg.Lock.Unlock()
+	return x.deleteEndpoint(id)
 }
 
-func (e *Engine) deleteEndpoint(id string) error {
+func (x *Endpoints) deleteEndpoint(id string) error {
 	var (
 		gone          store.Sandbox
 		n             store.Network
 		pubs          []store.Publication
 		lastOnChained bool
 	)
-	err := e.commit(func(tx *store.Tx) error {
+	err := x.cfg.Commit(func(tx *store.Tx) error {
 		sb, net, err := externalSandbox(tx, id)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return nil
@@ -422,12 +455,12 @@ func (e *Engine) deleteEndpoint(id string) error {
 		return err
 	}
 	if lastOnChained {
-		defer func() { e.maps.DeleteNetwork(desired.Network(n)) }()
+		defer func() { x.cfg.Maps.DeleteNetwork(desired.Network(n)) }()
 	}
-	e.forgetPorts(gone.Name, pubs)
-	errs := []error{e.maps.DeletePublications(desired.Publications(gone, pubs)...)}
+	x.cfg.ForgetPorts(gone.Name, pubs)
+	errs := []error{x.cfg.Maps.DeletePublications(desired.Publications(gone, pubs)...)}
 	if gone.NetNS != "" {
-		errs = append(errs, e.wiring.RemoveEndpoint(n, gone.NetNS, gone.Endpoints[0]))
+		errs = append(errs, x.cfg.Wiring.RemoveEndpoint(n, gone.NetNS, gone.Endpoints[0]))
 	}
 	return errors.Join(errs...)
 }
@@ -436,14 +469,14 @@ func (e *Engine) deleteEndpoint(id string) error {
 // made in its group, whose IDs keep does not hold (CNI's GC: the
 // attachments of one CNI network that its runtime no longer names), and
 // returns the names of those it deleted.
-func (e *Engine) CollectEndpoints(frontend, network, group string, keep map[string]bool) ([]string, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+func (x *Endpoints) CollectEndpoints(frontend, network, group string, keep map[string]bool) ([]string, error) {
+	x.cfg.Lock.Lock()
+	defer x.cfg.Lock.Unlock()
 	var (
 		sbs []store.Sandbox
 		n   store.Network
 	)
-	err := e.store.View(func(tx *store.Tx) (err error) {
+	err := x.cfg.Store.View(func(tx *store.Tx) (err error) {
 		if n, err = tx.Network(network); err != nil {
 			return err
 		}
@@ -459,7 +492,7 @@ func (e *Engine) CollectEndpoints(frontend, network, group string, keep map[stri
 	)
 	for _, sb := range sbs {
 		if sb.Frontend == frontend && sb.Group == group && len(sb.Endpoints) == 1 && sb.Endpoints[0].NetworkID == n.ID && !keep[sb.ID] {
-			if err := e.deleteEndpoint(sb.ID); err != nil {
+			if err := x.deleteEndpoint(sb.ID); err != nil {
 				errs = append(errs, err)
 				continue
 			}
