@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/clustersync"
 	"github.com/ebpfnet/ebpfnet/control/dns"
@@ -22,6 +23,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/names"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/reconcile"
+	"github.com/ebpfnet/ebpfnet/control/status"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/control/wiring"
 	"github.com/ebpfnet/ebpfnet/loader"
@@ -91,6 +93,8 @@ type Engine struct {
 	// external keeps the endpoints of runtimes that own their namespaces
 	// (Docker, CNI).
 	external *external.Endpoints
+	// status reads the status and the metrics.
+	status *status.Reader
 	// reconciler repairs the kernel and the maps to match the store.
 	reconciler  *reconcile.Reconciler
 	stopWatcher func()
@@ -184,7 +188,7 @@ func New(cfg Config) (*Engine, error) {
 		Drivers: func(name string) (driver.Driver, bool) { return e.drivers(name) }})
 	e.hostSync = hostsync.New(hostsync.Config{NetNS: cfg.NetNS, Uplinks: cfg.Uplinks, UplinkModes: cfg.UplinkModes,
 		Datapath: dp, Maps: e.maps, InHost: e.inHost, Locked: e.locked, BeforeRead: func() { beforeHostRead() }, Log: cfg.Log})
-	if e.monitor, err = monitor.New(e.maps, monitorNames{e}, cfg.Log); err != nil {
+	if e.monitor, err = monitor.New(e.maps, monitor.StoreNames{Store: e.store, InHost: e.inHost}, cfg.Log); err != nil {
 		e.Close()
 		return nil, err
 	}
@@ -216,6 +220,8 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.external = external.New(external.Config{Store: e.store, Wiring: e.wiring, Maps: e.maps, Lock: &e.mu,
 		Update: e.update, Commit: e.commit, AddNetwork: e.addChained, Publish: e.addPublications, ForgetPorts: e.forgetPorts})
+	e.status = status.New(status.Config{Store: e.store, Datapath: dp, Maps: e.maps, Monitor: e.monitor, Uplinks: e.hostSync.Uplinks,
+		InHost: e.inHost, Cluster: e.cluster, Conflicts: e.clusterConflicts, Reclaimed: e.wiring.Reclaimed, DNS: e.resolver.Stats})
 	e.reconciler = reconcile.New(reconcile.Config{Store: e.store, Wiring: e.wiring, HostSync: e.hostSync, Datapath: dp,
 		Maps: e.maps, Namespaces: cfg.Runtime, NetNS: cfg.NetNS, InHost: e.inHost, Locked: e.locked, Resync: e.names.Resync,
 		RecheckPeers: e.recheckPeers, BeforeMapsRead: func() { beforeMapsRead() }, AfterHostRead: func(v *hostsync.View) { afterHostRead(v) },
@@ -247,6 +253,24 @@ var (
 	afterHostRead  = func(*hostsync.View) {}
 	beforeMapsRead = func() {}
 )
+
+// Status reads the counters, map fill levels and attachments.
+func (e *Engine) Status() (api.Status, error) { return e.status.Status() }
+
+// Counters reads the per-verdict counters (for metrics).
+func (e *Engine) Counters() ([]api.Counter, error) { return e.status.Counters() }
+
+// Metrics reads conntrack, the NAT ports in use and the embedded DNS's
+// counts, for the daemon's Prometheus metrics.
+func (e *Engine) Metrics() (api.Metrics, error) { return e.status.Metrics() }
+
+// clusterConflicts are the conflicts the cluster's follower keeps.
+func (e *Engine) clusterConflicts() []string {
+	if e.clusterSync == nil {
+		return nil
+	}
+	return e.clusterSync.Conflicts()
+}
 
 // External is the endpoints of runtimes that own their namespaces.
 func (e *Engine) External() *external.Endpoints { return e.external }

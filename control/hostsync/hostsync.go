@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	stdmaps "maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -80,10 +81,11 @@ func New(cfg Config) *Syncer {
 func (s *Syncer) IsUplink(name string) bool { return s.uplinks[name] }
 
 // Uplinks are the uplinks, the datapath chosen for each, and the
-// addresses masqueraded flows leave from, to the uplink that has each.
-// Callers hold the lock Config.Locked takes.
-func (s *Syncer) Uplinks() (map[string]loader.UplinkChoice, map[netip.Addr]string) {
-	return s.choices, s.addrsOut
+// addresses masqueraded flows leave from, to the uplink that has each:
+// copies, taken under the lock Config.Locked takes.
+func (s *Syncer) Uplinks() (choices map[string]loader.UplinkChoice, addrs map[netip.Addr]string) {
+	s.cfg.Locked(func() { choices, addrs = stdmaps.Clone(s.choices), stdmaps.Clone(s.addrsOut) })
+	return choices, addrs
 }
 
 // View is the dataplane namespace's interfaces and their addresses, as

@@ -1,29 +1,65 @@
-package engine
+// Package status reads what the daemon's status and metrics show: the
+// datapath's counters and map fill, the programs on every endpoint and
+// uplink (and the other programs there), the host's netfilter and
+// sysctls, the cluster, conntrack and the embedded DNS's counts. It reads
+// and never changes anything.
+package status
 
 import (
 	"context"
 	"errors"
 	"maps"
+	"net/netip"
 	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/cluster"
+	"github.com/ebpfnet/ebpfnet/control/dns"
 	"github.com/ebpfnet/ebpfnet/control/hostsettings"
+	"github.com/ebpfnet/ebpfnet/control/monitor"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/loader"
 	dpmaps "github.com/ebpfnet/ebpfnet/maps"
 )
 
+// Config is what a Reader reads.
+type Config struct {
+	Store    *store.Store
+	Datapath *loader.Datapath
+	Maps     *dpmaps.Maps
+	Monitor  *monitor.Hub
+	// Uplinks are the uplinks chosen and their addresses, copied under
+	// the engine's lock.
+	Uplinks func() (map[string]loader.UplinkChoice, map[netip.Addr]string)
+	// InHost runs fn in the dataplane's namespace.
+	InHost func(fn func() error) error
+	// Cluster is this host's membership, nil outside a cluster; Conflicts
+	// are the conflicts its follower keeps.
+	Cluster   *cluster.Cluster
+	Conflicts func() []string
+	// Reclaimed counts the expired conntrack entries reclaimed; DNS is the
+	// embedded DNS's counts.
+	Reclaimed func() uint64
+	DNS       func() dns.Stats
+}
+
+// Reader reads the status.
+type Reader struct{ cfg Config }
+
+// New is a reader of cfg.
+func New(cfg Config) *Reader { return &Reader{cfg: cfg} }
+
 // Status reads the counters, map fill levels and attachments.
-func (e *Engine) Status() (api.Status, error) {
+func (r *Reader) Status() (api.Status, error) {
 	var st api.Status
 	var err error
-	if st.Counters, err = e.Counters(); err != nil {
+	if st.Counters, err = r.Counters(); err != nil {
 		return st, err
 	}
-	fills, err := e.maps.Fills()
+	fills, err := r.cfg.Maps.Fills()
 	if err != nil {
 		return st, err
 	}
@@ -33,25 +69,23 @@ func (e *Engine) Status() (api.Status, error) {
 			st.HeldPorts = f.Entries
 		}
 	}
-	if st.Monitoring, err = e.monitor.Monitoring(); err != nil {
+	if st.Monitoring, err = r.cfg.Monitor.Monitoring(); err != nil {
 		return st, err
 	}
-	// Before reading the store: a writer holding e.mu may wait for readers.
-	e.mu.Lock()
-	choices, _ := e.hostSync.Uplinks()
-	choices = maps.Clone(choices)
-	e.mu.Unlock()
+	// Before reading the store: a writer holding the engine's lock may
+	// wait for readers.
+	choices, _ := r.cfg.Uplinks()
 	uplinks := slices.Sorted(maps.Keys(choices))
-	nets, sbs, err := e.store.Snapshot()
+	nets, sbs, err := r.cfg.Store.Snapshot()
 	if err != nil {
 		return st, err
 	}
 	byID := store.ByID(nets)
-	err = e.inHost(func() error {
+	err = r.cfg.InHost(func() error {
 		var errs []error
 		attached := func(a api.AttachedIface) api.AttachedIface {
-			a.Attach = string(e.dp.Attachment(a.Interface))
-			others, err := e.dp.OtherPrograms(a.Interface)
+			a.Attach = string(r.cfg.Datapath.Attachment(a.Interface))
+			others, err := r.cfg.Datapath.OtherPrograms(a.Interface)
 			errs = append(errs, err)
 			for _, o := range others {
 				a.Others = append(a.Others, api.OtherProgram{Direction: o.Direction, Before: o.Before, Hook: o.Hook, ID: uint32(o.ID), Name: o.Name})
@@ -69,7 +103,7 @@ func (e *Engine) Status() (api.Status, error) {
 		for _, name := range uplinks {
 			a := attached(api.AttachedIface{Interface: name})
 			if l, err := netlink.LinkByName(name); err == nil {
-				a.XDP = e.dp.HasXDP(name, l.Attrs().Index)
+				a.XDP = r.cfg.Datapath.HasXDP(name, l.Attrs().Index)
 			}
 			a.Mode, a.ModeReason = uplinkMode(choices[name], a.XDP)
 			st.Uplinks = append(st.Uplinks, a)
@@ -79,12 +113,12 @@ func (e *Engine) Status() (api.Status, error) {
 	// Read where the datapath runs: sysctls and netfilter are per namespace.
 	ctx, cancel := context.WithTimeout(context.Background(), hostSettingsTimeout)
 	defer cancel()
-	err = errors.Join(err, e.inHost(func() error {
+	err = errors.Join(err, r.cfg.InHost(func() error {
 		st.Host = hostsettings.New().Read(ctx)
 		return nil
 	}))
-	st.SocketHooks = e.dp.SocketHooks()
-	st.Cluster = e.clusterStatus()
+	st.SocketHooks = r.cfg.Datapath.SocketHooks()
+	st.Cluster = r.clusterStatus()
 	return st, err
 }
 
@@ -117,11 +151,11 @@ func uplinkMode(choice loader.UplinkChoice, xdp bool) (mode, reason string) {
 
 // clusterStatus is the membership as etcd has it; a store out of reach
 // is part of the status, not a failure of it.
-func (e *Engine) clusterStatus() *api.ClusterStatus {
-	if e.cluster == nil {
+func (r *Reader) clusterStatus() *api.ClusterStatus {
+	if r.cfg.Cluster == nil {
 		return nil
 	}
-	cs, err := e.cluster.Status(context.Background())
+	cs, err := r.cfg.Cluster.Status(context.Background())
 	v := &api.ClusterStatus{Store: cs.Endpoints, Advertise: cs.Advertise, Lease: cs.Lease, LeaseTTL: cs.LeaseTTL}
 	for _, h := range cs.Hosts {
 		v.Hosts = append(v.Hosts, api.PeerHost{Advertise: h.Advertise, Hostname: h.Hostname})
@@ -129,13 +163,13 @@ func (e *Engine) clusterStatus() *api.ClusterStatus {
 	if err != nil {
 		v.Error = err.Error()
 	}
-	v.Conflicts = e.clusterSync.Conflicts()
+	v.Conflicts = r.cfg.Conflicts()
 	return v
 }
 
 // Counters reads the per-verdict counters (for metrics).
-func (e *Engine) Counters() ([]api.Counter, error) {
-	counters, err := e.maps.Counters()
+func (r *Reader) Counters() ([]api.Counter, error) {
+	counters, err := r.cfg.Maps.Counters()
 	out := make([]api.Counter, 0, len(counters))
 	for _, c := range counters {
 		out = append(out, api.Counter(c))
@@ -145,17 +179,14 @@ func (e *Engine) Counters() ([]api.Counter, error) {
 
 // Metrics reads conntrack, the NAT ports in use and the embedded DNS's
 // counts, for the daemon's Prometheus metrics. Conntrack is walked
-// without e.mu, so a scrape never holds up a change.
-func (e *Engine) Metrics() (api.Metrics, error) {
-	e.mu.Lock()
-	_, byAddr := e.hostSync.Uplinks()
-	byAddr = maps.Clone(byAddr)
-	e.mu.Unlock()
-	summary, err := e.maps.SummarizeConntrack(slices.Collect(maps.Keys(byAddr)), dpmaps.Now())
+// without the engine's lock, so a scrape never holds up a change.
+func (r *Reader) Metrics() (api.Metrics, error) {
+	_, byAddr := r.cfg.Uplinks()
+	summary, err := r.cfg.Maps.SummarizeConntrack(slices.Collect(maps.Keys(byAddr)), dpmaps.Now())
 	if err != nil {
 		return api.Metrics{}, err
 	}
-	m := api.Metrics{Reclaimed: e.wiring.Reclaimed(), DNS: api.DNSStats(e.resolver.Stats())}
+	m := api.Metrics{Reclaimed: r.cfg.Reclaimed(), DNS: api.DNSStats(r.cfg.DNS())}
 	for c, n := range summary.Entries {
 		m.Conntrack = append(m.Conntrack, api.ConntrackEntries{State: c.State, Proto: c.Proto, Assured: c.Assured, Entries: n})
 	}
