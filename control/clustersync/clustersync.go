@@ -12,6 +12,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/dns"
+	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/driver/overlay"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/store"
@@ -72,7 +73,7 @@ type Syncer struct {
 	conflictsMu sync.Mutex
 	conflicts   []string
 	// taking are the owners of addresses taken in the cluster for
-	// endpoints not stored yet (Taking): following leaves them be.
+	// endpoints not stored yet (TakeAddresses): following leaves them be.
 	takingMu sync.Mutex
 	taking   map[string]bool
 }
@@ -253,9 +254,9 @@ func (s *Syncer) noteConflicts(now []string, complete bool) {
 	s.conflicts = now
 }
 
-// Taking records whether owner's address is being taken in the cluster
+// setTaking records whether owner's address is being taken in the cluster
 // for an endpoint not stored yet, which following leaves be.
-func (s *Syncer) Taking(owner string, taking bool) {
+func (s *Syncer) setTaking(owner string, taking bool) {
 	s.takingMu.Lock()
 	defer s.takingMu.Unlock()
 	if taking {
@@ -269,4 +270,88 @@ func (s *Syncer) isTaking(owner string) bool {
 	s.takingMu.Lock()
 	defer s.takingMu.Unlock()
 	return s.taking[owner]
+}
+
+// Taken are the overlay addresses taken in the cluster before the
+// engine's lock, for the endpoints of a change to come, by network ID.
+type Taken map[string]*taken
+
+// taken is one address of Taken.
+type taken struct {
+	owner string // the endpoint's ID
+	addr  netip.Addr
+	used  bool // an endpoint took it
+}
+
+// TakeAddresses takes in the cluster, before the engine's lock, the
+// addresses of a sandbox's endpoints on the overlay networks among refs
+// (on the first, static when it is valid), by network ID: a store out of
+// reach keeps this change waiting, not every other. done ends the taking
+// once the change is over, giving back what no endpoint took.
+func (s *Syncer) TakeAddresses(refs []string, sandbox string, aliases []string, static netip.Addr) (took Taken, done func(), err error) {
+	took, done = Taken{}, func() {}
+	type want struct {
+		n    store.Network
+		addr netip.Addr
+	}
+	var wants []want
+	err = s.cfg.Store.View(func(tx *store.Tx) error {
+		for i, ref := range refs {
+			// What is not an overlay network here is the locked change's
+			// to take, or to refuse.
+			if n, err := tx.Network(ref); err == nil && drivers.TraitsOf(n).Global {
+				w := want{n: n}
+				if i == 0 {
+					w.addr = static
+				}
+				wants = append(wants, w)
+			}
+		}
+		return nil
+	})
+	if err != nil || len(wants) == 0 {
+		return took, done, err
+	}
+	ctx := context.Background()
+	done = func() {
+		for id, t := range took {
+			s.setTaking(t.owner, false)
+			if t.used {
+				continue
+			}
+			if err := s.cfg.Cluster.ReleaseAddress(ctx, id, t.addr, t.owner); err != nil {
+				s.cfg.Log.Warn("give back an overlay address no endpoint took", "addr", t.addr, "err", err)
+			}
+		}
+	}
+	for _, w := range wants {
+		t := &taken{owner: store.NewID()}
+		s.setTaking(t.owner, true)
+		t.addr, err = s.cfg.Cluster.AllocateAddress(ctx, w.n.ID, cluster.Address{Owner: t.owner, Addr: w.addr, Sandbox: sandbox, Aliases: aliases})
+		if err != nil {
+			s.setTaking(t.owner, false)
+			done()
+			return nil, nil, fmt.Errorf("network %s: %w", w.n.Name, err)
+		}
+		took[w.n.ID] = t
+	}
+	return took, done, nil
+}
+
+// Allocate is ep's address on overlay network n, in the cluster: the one
+// taken for it before the engine's lock (in took), or one taken now; ep's
+// ID becomes the owner of one taken before. release gives it back.
+func (s *Syncer) Allocate(n store.Network, sb store.Sandbox, ep *store.Endpoint, static netip.Addr, took Taken) (a netip.Addr, release func() error, err error) {
+	ctx := context.Background()
+	if t, ok := took[n.ID]; ok && !t.used && (!static.IsValid() || t.addr == static) {
+		t.used = true
+		ep.ID, a = t.owner, t.addr
+	} else {
+		a, err = s.cfg.Cluster.AllocateAddress(ctx, n.ID, cluster.Address{Owner: ep.ID, Addr: static, Sandbox: sb.Name, Aliases: ep.Aliases})
+		if err != nil {
+			return a, nil, fmt.Errorf("network %s: %w", n.Name, err)
+		}
+	}
+	owner := ep.ID
+	return a, func() error { return s.cfg.Cluster.ReleaseAddress(ctx, n.ID, a, owner) }, nil
 }

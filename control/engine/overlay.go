@@ -10,10 +10,10 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/ebpfnet/ebpfnet/control/cluster"
+	"github.com/ebpfnet/ebpfnet/control/clustersync"
 	"github.com/ebpfnet/ebpfnet/control/desired"
 	"github.com/ebpfnet/ebpfnet/control/dns"
 	"github.com/ebpfnet/ebpfnet/control/driver"
-	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/driver/overlay"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
@@ -162,92 +162,28 @@ func (e *Engine) removeOverlay(n store.Network) error {
 	return e.cluster.RemoveNetwork(context.Background(), n.ID)
 }
 
-// preTaken is an overlay address taken in the cluster before the engine's
-// lock, for an endpoint to come.
-type preTaken struct {
-	owner string // the endpoint's ID
-	addr  netip.Addr
-	used  bool // an endpoint took it
-}
-
 // takeOverlayAddresses takes in the cluster, before the engine's lock, the
 // addresses of a sandbox's endpoints on the overlay networks among refs
-// (on the first, static when it is valid), by network ID: a store out of
-// reach keeps this change waiting, not every other. done ends the taking
-// once the change is over, giving back what no endpoint took.
-func (e *Engine) takeOverlayAddresses(refs []string, sandbox string, aliases []string, static netip.Addr) (taken map[string]*preTaken, done func(), err error) {
-	taken, done = map[string]*preTaken{}, func() {}
-	if e.cluster == nil {
-		return taken, done, nil
+// (clustersync.Syncer.TakeAddresses); outside a cluster there are none.
+func (e *Engine) takeOverlayAddresses(refs []string, sandbox string, aliases []string, static netip.Addr) (clustersync.Taken, func(), error) {
+	if e.clusterSync == nil {
+		return nil, func() {}, nil
 	}
-	type want struct {
-		n    store.Network
-		addr netip.Addr
-	}
-	var wants []want
-	err = e.store.View(func(tx *store.Tx) error {
-		for i, ref := range refs {
-			// What is not an overlay network here is the locked change's
-			// to take, or to refuse.
-			if n, err := tx.Network(ref); err == nil && drivers.TraitsOf(n).Global {
-				w := want{n: n}
-				if i == 0 {
-					w.addr = static
-				}
-				wants = append(wants, w)
-			}
-		}
-		return nil
-	})
-	if err != nil || len(wants) == 0 {
-		return taken, done, err
-	}
-	ctx := context.Background()
-	done = func() {
-		for id, t := range taken {
-			e.clusterSync.Taking(t.owner, false)
-			if t.used {
-				continue
-			}
-			if err := e.cluster.ReleaseAddress(ctx, id, t.addr, t.owner); err != nil {
-				e.log.Warn("give back an overlay address no endpoint took", "addr", t.addr, "err", err)
-			}
-		}
-	}
-	for _, w := range wants {
-		t := &preTaken{owner: store.NewID()}
-		e.clusterSync.Taking(t.owner, true)
-		t.addr, err = e.cluster.AllocateAddress(ctx, w.n.ID, cluster.Address{Owner: t.owner, Addr: w.addr, Sandbox: sandbox, Aliases: aliases})
-		if err != nil {
-			e.clusterSync.Taking(t.owner, false)
-			done()
-			return nil, nil, fmt.Errorf("network %s: %w", w.n.Name, err)
-		}
-		taken[w.n.ID] = t
-	}
-	return taken, done, nil
+	return e.clusterSync.TakeAddresses(refs, sandbox, aliases, static)
 }
 
 // allocateOverlay gives ep its address on an overlay network: the one
 // taken for it before the engine's lock, or one taken in the cluster now;
 // then the local pool's. undo gives it back.
-func (e *Engine) allocateOverlay(tx *store.Tx, undo *store.Undo, n store.Network, sb store.Sandbox, ep *store.Endpoint, static netip.Addr, taken map[string]*preTaken) error {
-	if e.cluster == nil {
+func (e *Engine) allocateOverlay(tx *store.Tx, undo *store.Undo, n store.Network, sb store.Sandbox, ep *store.Endpoint, static netip.Addr, taken clustersync.Taken) error {
+	if e.clusterSync == nil {
 		return errNoCluster
 	}
-	ctx := context.Background()
-	var a netip.Addr
-	if t, ok := taken[n.ID]; ok && !t.used && (!static.IsValid() || t.addr == static) {
-		t.used = true
-		ep.ID, a = t.owner, t.addr
-	} else {
-		var err error
-		a, err = e.cluster.AllocateAddress(ctx, n.ID, cluster.Address{Owner: ep.ID, Addr: static, Sandbox: sb.Name, Aliases: ep.Aliases})
-		if err != nil {
-			return fmt.Errorf("network %s: %w", n.Name, err)
-		}
+	a, release, err := e.clusterSync.Allocate(n, sb, ep, static, taken)
+	if err != nil {
+		return err
 	}
-	undo.Add(func() error { return e.cluster.ReleaseAddress(ctx, n.ID, a, ep.ID) })
+	undo.Add(release)
 	if _, err := allocateOn(tx, n, n.PoolID, a); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/clustersync"
 	"github.com/ebpfnet/ebpfnet/control/desired"
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
@@ -154,7 +155,7 @@ func (e *Engine) resolveMode(tx *store.Tx, sb *store.Sandbox, spec SandboxSpec) 
 // addEndpoint allocates an address on n, and an IPv6 one when n has IPv6,
 // builds the endpoint in the kernel and appends it to sb; the caller
 // stores sb.
-func (e *Engine) addEndpoint(tx *store.Tx, undo *store.Undo, sb *store.Sandbox, n store.Network, spec EndpointSpec, taken map[string]*preTaken) error {
+func (e *Engine) addEndpoint(tx *store.Tx, undo *store.Undo, sb *store.Sandbox, n store.Network, spec EndpointSpec, taken clustersync.Taken) error {
 	if spec.IP6.IsValid() && !n.EnableIPv6 {
 		return errdefs.Invalidf("IPv6 address %s: network %s has no IPv6 (create it with --ipv6)", spec.IP6, n.Name)
 	}
