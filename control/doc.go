@@ -1,11 +1,23 @@
 // Package control holds no code; its subpackages are ebpfnet's control
 // plane:
 //
-//   - engine: the engine, which turns requests into store records, kernel
-//     objects and BPF map entries, and reconciles the kernel with the store;
-//     it also keeps the runtimes' attachments. It takes typed specs
-//     (netip, ports.Mapping) and knows no API request or read model but
-//     its status;
+//   - engine: the CNM core, which turns requests into store records,
+//     kernel objects and BPF map entries under one lock, one transaction
+//     and one undo list per change, and wires the packages beside it. It
+//     takes typed specs (netip, ports.Mapping) and knows no API request or
+//     read model but its status;
+//   - wiring: the kernel side of networks and endpoints (the drivers'
+//     devices, the endpoint programs and their map entries, the sandbox
+//     side's configuration, the conntrack flushes of removed endpoints);
+//     desired: the one place where records become map entries;
+//   - reconcile: moves the kernel and the maps to what the store holds, a
+//     record at a time under the engine's lock, and the whole maps from a
+//     plan made without it;
+//   - external: the endpoints of runtimes that own their namespaces
+//     (Docker, CNI), changed under the engine's lock and in its
+//     transactions, which the engine hands it;
+//   - status: reads the status and the metrics (counters, map fill, the
+//     programs on each interface, the host's settings, the cluster);
 //   - clustersync: follows the cluster of hosts for overlay networks: the
 //     mirrors (which the engine makes and drops when it asks), the VXLAN
 //     devices' peers, other hosts' names and this host's addresses in the
@@ -23,13 +35,13 @@
 //     subnets), read without the engine's lock and applied under it, on
 //     every change there (Syncer.Watch) and at each reconcile;
 //   - monitor: the hub of the datapath's events (ebpfnet monitor), which
-//     owns the ring buffer's reader and the monitor map; the engine answers
-//     the API's Events through it and names the events for it
-//     (monitor.Namer);
+//     owns the ring buffer's reader and the monitor map, and names the
+//     events from the store (monitor.StoreNames); the engine answers the
+//     API's Events through it;
 //   - driver/…: the Driver interface, the one dispatch from a driver's name
 //     to its driver (driver/drivers), and one package per kind of network
-//     (bridge, macvlan, overlay, chained), which build networks and
-//     endpoints in the kernel;
+//     (bridge, macvlan, overlay, chained), which build the devices of
+//     networks and endpoints for wiring;
 //   - frontend/…: one package per way in. A frontend owns user syntax and
 //     names and reaches the engine through api. sandbox is the daemon's
 //     side of the CLI's sandboxes: their namespaces, files and processes
