@@ -77,27 +77,12 @@ func newNetworkCreate(c *cli) *cobra.Command {
 	return cmd
 }
 
-// checkNetworkFlags refuses the combinations of flags the daemon refuses,
-// in the words of the flags: the daemon's errors name values. The daemon
-// decides (the bridge driver, that an isolated network is internal; the
-// engine, that it has no gateway): these only say it first, in flags.
+// checkNetworkFlags refuses what the flags cannot say: an address range or
+// a gateway needs the subnet it is in, which the daemon is given in the
+// same order. The rest is the daemon's to refuse, in the flags' words.
 func checkNetworkFlags(req api.NetworkCreate) error {
 	if len(req.Subnets) == 0 && (len(req.IPRanges) > 0 || len(req.Gateways) > 0) {
 		return errors.New("--ip-range and --gateway need --subnet")
-	}
-	for _, key := range []string{api.OptGatewayMode, api.OptGatewayMode6} {
-		if mode := req.Options[key]; mode == api.GatewayIsolated && (req.Driver == "" || req.Driver == api.DriverBridge) && !req.Internal {
-			return fmt.Errorf("option %s=%s needs --internal: an isolated network has no gateway, so it leads nowhere", key, mode)
-		}
-	}
-	for _, gw := range req.Gateways {
-		key := api.OptGatewayMode
-		if gw.Is6() {
-			key = api.OptGatewayMode6
-		}
-		if mode := req.Options[key]; mode == api.GatewayIsolated && req.Internal {
-			return fmt.Errorf("--gateway %s: a network in gateway mode %s has no gateway", gw, mode)
-		}
 	}
 	return nil
 }

@@ -324,7 +324,7 @@ func checkFamilies(n store.Network, spec NetworkSpec) error {
 		mode    string
 	}{{spec.IPv4.Gateway, n.HostOnNetwork(), n.GatewayMode}, {spec.IPv6.Gateway, n.IPv6GatewayMode() != store.GatewayIsolated, n.GatewayMode6}} {
 		if !f.host && f.gateway.IsValid() {
-			return errdefs.Invalidf("gateway %s: a network in gateway mode %s has no gateway", f.gateway, f.mode)
+			return errdefs.Invalidf("--gateway %s: a network in gateway mode %s has no gateway", f.gateway, f.mode)
 		}
 	}
 	return nil

@@ -129,7 +129,7 @@ func TestGatewayModeErrors(t *testing.T) {
 		{store.DriverBridge, map[string]string{OptGatewayMode: "NAT"}, false, `unknown gateway mode "NAT"`},
 		{store.DriverBridge, map[string]string{OptGatewayMode: ""}, false, `unknown gateway mode ""`},
 		{store.DriverBridge, map[string]string{OptGatewayMode: "isolated"}, false,
-			"option com.docker.network.bridge.gateway_mode_ipv4=isolated needs an internal network"},
+			"option com.docker.network.bridge.gateway_mode_ipv4=isolated needs --internal"},
 		{store.DriverBridge, map[string]string{OptGatewayMode: "routed", OptMasquerade: "true"}, false,
 			"option com.docker.network.bridge.enable_ip_masquerade=true conflicts with com.docker.network.bridge.gateway_mode_ipv4=routed"},
 		{store.DriverBridge, map[string]string{OptGatewayMode: "routed", OptMasquerade: "1"}, true,

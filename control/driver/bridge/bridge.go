@@ -76,7 +76,7 @@ func (Driver) Configure(n *store.Network, opts map[string]string) error {
 func checkGatewayMode(n *store.Network, opts map[string]string) error {
 	for _, m := range []struct{ key, mode string }{{driver.OptGatewayMode, n.GatewayMode}, {driver.OptGatewayMode6, n.GatewayMode6}} {
 		if m.mode == store.GatewayIsolated && !n.Internal {
-			return errdefs.Invalidf("option %s=%s needs an internal network: an isolated network has no gateway, so it leads nowhere", m.key, m.mode)
+			return errdefs.Invalidf("option %s=%s needs --internal: an isolated network has no gateway, so it leads nowhere", m.key, m.mode)
 		}
 		// Routed means the outside sees sandboxes by their own addresses:
 		// masquerading them would undo the mode, so asking for both is a

@@ -27,7 +27,7 @@ func TestConfigure(t *testing.T) {
 }
 
 // gateway_mode_ipv6 takes the values of gateway_mode_ipv4 into its own
-// field, isolated needs an internal network in either family, and routed
+// field, isolated needs --internal in either family, and routed
 // IPv6 leaves IPv4's masquerading as it is.
 func TestConfigureIPv6(t *testing.T) {
 	n := store.Network{ID: "0123456789abcdef", Driver: store.DriverBridge, Masquerade: true}
@@ -37,7 +37,7 @@ func TestConfigureIPv6(t *testing.T) {
 	}
 	for want, opts := range map[string]map[string]string{
 		`option com.docker.network.bridge.gateway_mode_ipv6: unknown gateway mode "nat6" (valid: nat, nat-unprotected, routed, isolated)`: {driver.OptGatewayMode6: "nat6"},
-		`option com.docker.network.bridge.gateway_mode_ipv6=isolated needs an internal network`:                                           {driver.OptGatewayMode6: "isolated"},
+		`option com.docker.network.bridge.gateway_mode_ipv6=isolated needs --internal`:                                                    {driver.OptGatewayMode6: "isolated"},
 		`option com.docker.network.enable_ipv6: "yes" is not true or false`:                                                               {driver.OptEnableIPv6: "yes"},
 	} {
 		n := store.Network{ID: "0123456789abcdef", Driver: store.DriverBridge}
