@@ -246,6 +246,20 @@ type DatapathSockPeers struct {
 	Next uint32
 }
 
+type DatapathSourceAction uint32
+
+const (
+	DatapathSourceActionSOURCE_ALLOW DatapathSourceAction = 1
+	DatapathSourceActionSOURCE_DENY  DatapathSourceAction = 2
+)
+
+type DatapathSourceKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Pub       DatapathPublicationKey
+	Addr      DatapathAddr
+}
+
 type DatapathStatsSlots uint32
 
 const (
@@ -306,7 +320,8 @@ const (
 	DatapathVerdictVERDICT_CT_SOURCE_FULL      DatapathVerdict = 27
 	DatapathVerdictVERDICT_DROP_VLAN_TAGGED    DatapathVerdict = 28
 	DatapathVerdictVERDICT_DROP_MISDELIVERED   DatapathVerdict = 29
-	DatapathVerdictVERDICT_MAX                 DatapathVerdict = 30
+	DatapathVerdictVERDICT_DROP_SOURCE_RANGE   DatapathVerdict = 30
+	DatapathVerdictVERDICT_MAX                 DatapathVerdict = 31
 )
 
 type DatapathVxlan uint32
@@ -344,6 +359,7 @@ const (
 	DatapathMapPublications       = "publications"
 	DatapathMapPublishedPorts     = "published_ports"
 	DatapathMapSkPeers            = "sk_peers"
+	DatapathMapSourceRanges       = "source_ranges"
 	DatapathMapStats              = "stats"
 	DatapathMapSubnets            = "subnets"
 	DatapathMapUplinks            = "uplinks"
@@ -431,6 +447,7 @@ type DatapathMapSpecs struct {
 	Publications    *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts  *ebpf.MapSpec `ebpf:"published_ports"`
 	SkPeers         *ebpf.MapSpec `ebpf:"sk_peers"`
+	SourceRanges    *ebpf.MapSpec `ebpf:"source_ranges"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
 	Subnets         *ebpf.MapSpec `ebpf:"subnets"`
 	Uplinks         *ebpf.MapSpec `ebpf:"uplinks"`
@@ -496,6 +513,7 @@ type DatapathMaps struct {
 	Publications    *ebpf.Map `ebpf:"publications"`
 	PublishedPorts  *ebpf.Map `ebpf:"published_ports"`
 	SkPeers         *ebpf.Map `ebpf:"sk_peers"`
+	SourceRanges    *ebpf.Map `ebpf:"source_ranges"`
 	Stats           *ebpf.Map `ebpf:"stats"`
 	Subnets         *ebpf.Map `ebpf:"subnets"`
 	Uplinks         *ebpf.Map `ebpf:"uplinks"`
@@ -528,6 +546,7 @@ func (m *DatapathMaps) Close() error {
 		m.Publications,
 		m.PublishedPorts,
 		m.SkPeers,
+		m.SourceRanges,
 		m.Stats,
 		m.Subnets,
 		m.Uplinks,

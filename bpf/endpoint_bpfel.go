@@ -40,6 +40,7 @@ const (
 	EndpointMapPublications    = "publications"
 	EndpointMapPublishedPorts  = "published_ports"
 	EndpointMapSkPeers         = "sk_peers"
+	EndpointMapSourceRanges    = "source_ranges"
 	EndpointMapStats           = "stats"
 	EndpointMapSubnets         = "subnets"
 	EndpointMapUplinks         = "uplinks"
@@ -128,6 +129,7 @@ type EndpointMapSpecs struct {
 	Publications    *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts  *ebpf.MapSpec `ebpf:"published_ports"`
 	SkPeers         *ebpf.MapSpec `ebpf:"sk_peers"`
+	SourceRanges    *ebpf.MapSpec `ebpf:"source_ranges"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
 	Subnets         *ebpf.MapSpec `ebpf:"subnets"`
 	Uplinks         *ebpf.MapSpec `ebpf:"uplinks"`
@@ -188,6 +190,7 @@ type EndpointMaps struct {
 	Publications    *ebpf.Map `ebpf:"publications"`
 	PublishedPorts  *ebpf.Map `ebpf:"published_ports"`
 	SkPeers         *ebpf.Map `ebpf:"sk_peers"`
+	SourceRanges    *ebpf.Map `ebpf:"source_ranges"`
 	Stats           *ebpf.Map `ebpf:"stats"`
 	Subnets         *ebpf.Map `ebpf:"subnets"`
 	Uplinks         *ebpf.Map `ebpf:"uplinks"`
@@ -220,6 +223,7 @@ func (m *EndpointMaps) Close() error {
 		m.Publications,
 		m.PublishedPorts,
 		m.SkPeers,
+		m.SourceRanges,
 		m.Stats,
 		m.Subnets,
 		m.Uplinks,

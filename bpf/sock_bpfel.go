@@ -40,6 +40,7 @@ const (
 	SockMapPublications      = "publications"
 	SockMapPublishedPorts    = "published_ports"
 	SockMapSkPeers           = "sk_peers"
+	SockMapSourceRanges      = "source_ranges"
 	SockMapStats             = "stats"
 	SockMapSubnets           = "subnets"
 	SockMapUplinks           = "uplinks"
@@ -139,6 +140,7 @@ type SockMapSpecs struct {
 	Publications    *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts  *ebpf.MapSpec `ebpf:"published_ports"`
 	SkPeers         *ebpf.MapSpec `ebpf:"sk_peers"`
+	SourceRanges    *ebpf.MapSpec `ebpf:"source_ranges"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
 	Subnets         *ebpf.MapSpec `ebpf:"subnets"`
 	Uplinks         *ebpf.MapSpec `ebpf:"uplinks"`
@@ -196,6 +198,7 @@ type SockMaps struct {
 	Publications    *ebpf.Map `ebpf:"publications"`
 	PublishedPorts  *ebpf.Map `ebpf:"published_ports"`
 	SkPeers         *ebpf.Map `ebpf:"sk_peers"`
+	SourceRanges    *ebpf.Map `ebpf:"source_ranges"`
 	Stats           *ebpf.Map `ebpf:"stats"`
 	Subnets         *ebpf.Map `ebpf:"subnets"`
 	Uplinks         *ebpf.Map `ebpf:"uplinks"`
@@ -228,6 +231,7 @@ func (m *SockMaps) Close() error {
 		m.Publications,
 		m.PublishedPorts,
 		m.SkPeers,
+		m.SourceRanges,
 		m.Stats,
 		m.Subnets,
 		m.Uplinks,

@@ -40,6 +40,7 @@ const (
 	UplinkMapPublications    = "publications"
 	UplinkMapPublishedPorts  = "published_ports"
 	UplinkMapSkPeers         = "sk_peers"
+	UplinkMapSourceRanges    = "source_ranges"
 	UplinkMapStats           = "stats"
 	UplinkMapSubnets         = "subnets"
 	UplinkMapUplinks         = "uplinks"
@@ -126,6 +127,7 @@ type UplinkMapSpecs struct {
 	Publications    *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts  *ebpf.MapSpec `ebpf:"published_ports"`
 	SkPeers         *ebpf.MapSpec `ebpf:"sk_peers"`
+	SourceRanges    *ebpf.MapSpec `ebpf:"source_ranges"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
 	Subnets         *ebpf.MapSpec `ebpf:"subnets"`
 	Uplinks         *ebpf.MapSpec `ebpf:"uplinks"`
@@ -186,6 +188,7 @@ type UplinkMaps struct {
 	Publications    *ebpf.Map `ebpf:"publications"`
 	PublishedPorts  *ebpf.Map `ebpf:"published_ports"`
 	SkPeers         *ebpf.Map `ebpf:"sk_peers"`
+	SourceRanges    *ebpf.Map `ebpf:"source_ranges"`
 	Stats           *ebpf.Map `ebpf:"stats"`
 	Subnets         *ebpf.Map `ebpf:"subnets"`
 	Uplinks         *ebpf.Map `ebpf:"uplinks"`
@@ -218,6 +221,7 @@ func (m *UplinkMaps) Close() error {
 		m.Publications,
 		m.PublishedPorts,
 		m.SkPeers,
+		m.SourceRanges,
 		m.Stats,
 		m.Subnets,
 		m.Uplinks,

@@ -40,6 +40,7 @@ const (
 	UplinkXDPMapPublications    = "publications"
 	UplinkXDPMapPublishedPorts  = "published_ports"
 	UplinkXDPMapSkPeers         = "sk_peers"
+	UplinkXDPMapSourceRanges    = "source_ranges"
 	UplinkXDPMapStats           = "stats"
 	UplinkXDPMapSubnets         = "subnets"
 	UplinkXDPMapUplinks         = "uplinks"
@@ -124,6 +125,7 @@ type UplinkXDPMapSpecs struct {
 	Publications    *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts  *ebpf.MapSpec `ebpf:"published_ports"`
 	SkPeers         *ebpf.MapSpec `ebpf:"sk_peers"`
+	SourceRanges    *ebpf.MapSpec `ebpf:"source_ranges"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
 	Subnets         *ebpf.MapSpec `ebpf:"subnets"`
 	Uplinks         *ebpf.MapSpec `ebpf:"uplinks"`
@@ -184,6 +186,7 @@ type UplinkXDPMaps struct {
 	Publications    *ebpf.Map `ebpf:"publications"`
 	PublishedPorts  *ebpf.Map `ebpf:"published_ports"`
 	SkPeers         *ebpf.Map `ebpf:"sk_peers"`
+	SourceRanges    *ebpf.Map `ebpf:"source_ranges"`
 	Stats           *ebpf.Map `ebpf:"stats"`
 	Subnets         *ebpf.Map `ebpf:"subnets"`
 	Uplinks         *ebpf.Map `ebpf:"uplinks"`
@@ -216,6 +219,7 @@ func (m *UplinkXDPMaps) Close() error {
 		m.Publications,
 		m.PublishedPorts,
 		m.SkPeers,
+		m.SourceRanges,
 		m.Stats,
 		m.Subnets,
 		m.Uplinks,

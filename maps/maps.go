@@ -92,6 +92,9 @@ type Publication struct {
 	Proto    uint8 // IPPROTO_TCP or IPPROTO_UDP
 	Addr     netip.Addr
 	Port     uint16
+	// Sources are who may open flows to it; none: everyone, or the
+	// daemon's default (Desired.DefaultSources).
+	Sources Sources
 }
 
 // addr16 gives an address as the datapath holds it (union addr): IPv6 as it
@@ -281,6 +284,10 @@ func (m *Maps) DeleteEndpoint(addr netip.Addr) error {
 func (m *Maps) PutPublication(p Publication) error {
 	key := publicationKey(p)
 	v := publicationValue(p)
+	// Its lists before it: its first flow is checked.
+	if err := m.putSources(sourceEntries(key, p.Sources), nil); err != nil {
+		return err
+	}
 	var old bpf.DatapathPublication
 	added := false
 	switch err := m.m.Publications.Lookup(key, &old); {
@@ -338,7 +345,7 @@ func (m *Maps) DeletePublications(pubs ...Publication) error {
 			continue
 		}
 		errs = append(errs, addCount(m.m.PublishedPorts, targetKey(old, key.Proto), -1),
-			addCount(m.m.HeldPorts, heldPortKey(key), -1))
+			addCount(m.m.HeldPorts, heldPortKey(key), -1), m.putSources(nil, sourceEntries(key, p.Sources)))
 	}
 	return errors.Join(errs...)
 }
@@ -408,6 +415,9 @@ type Desired struct {
 	Ifaces       []Iface
 	Endpoints    []Endpoint
 	Publications []Publication
+	// DefaultSources are the lists of the publications without lists of
+	// their own: the daemon's.
+	DefaultSources Sources
 }
 
 // Add adds what more desires.
@@ -416,6 +426,8 @@ func (d *Desired) Add(more Desired) {
 	d.Ifaces = append(d.Ifaces, more.Ifaces...)
 	d.Endpoints = append(d.Endpoints, more.Endpoints...)
 	d.Publications = append(d.Publications, more.Publications...)
+	d.DefaultSources.Allow = append(d.DefaultSources.Allow, more.DefaultSources.Allow...)
+	d.DefaultSources.Deny = append(d.DefaultSources.Deny, more.DefaultSources.Deny...)
 }
 
 // SyncPlan is the writes that make the maps hold exactly a Desired,
@@ -432,6 +444,7 @@ type SyncPlan struct {
 	held      entryPlan[bpf.DatapathHeldPortKey, uint32]
 	pubs      entryPlan[bpf.DatapathPublicationKey, bpf.DatapathPublication]
 	published entryPlan[bpf.DatapathTargetKey, uint32]
+	sources   entryPlan[bpf.DatapathSourceKey, bpf.DatapathSourceAction]
 	// want is what the plan makes the maps hold: the counts of a port
 	// that changed records share with others are worked out from it.
 	want contents
@@ -447,13 +460,15 @@ type contents struct {
 	held      map[bpf.DatapathHeldPortKey]uint32
 	pubs      map[bpf.DatapathPublicationKey]bpf.DatapathPublication
 	published map[bpf.DatapathTargetKey]uint32
+	sources   map[bpf.DatapathSourceKey]bpf.DatapathSourceAction
 }
 
 func contentsOf(d Desired) (contents, error) {
 	c := contents{networks: map[uint32]bpf.DatapathNetworkInfo{}, subnets: map[bpf.DatapathSubnetKey]uint32{},
 		ifaces: map[uint32]bpf.DatapathIfaceInfo{}, targets: map[uint32]uint32{},
 		endpoints: map[bpf.DatapathAddr]bpf.DatapathEndpointInfo{}, held: map[bpf.DatapathHeldPortKey]uint32{},
-		pubs: map[bpf.DatapathPublicationKey]bpf.DatapathPublication{}, published: map[bpf.DatapathTargetKey]uint32{}}
+		pubs: map[bpf.DatapathPublicationKey]bpf.DatapathPublication{}, published: map[bpf.DatapathTargetKey]uint32{},
+		sources: defaultSourceEntries(d.DefaultSources)}
 	for _, n := range d.Networks {
 		if err := n.check(); err != nil {
 			return contents{}, err
@@ -477,6 +492,7 @@ func contentsOf(d Desired) (contents, error) {
 		c.pubs[key] = v
 		c.published[targetKey(v, key.Proto)]++
 		c.held[heldPortKey(key)]++
+		maps.Copy(c.sources, sourceEntries(key, p.Sources))
 	}
 	return c, nil
 }
@@ -501,6 +517,7 @@ func (m *Maps) PlanSync(d Desired) (SyncPlan, error) {
 		held:      planEntries(m.m.HeldPorts, want.held, nil, &errs),
 		pubs:      planEntries(m.m.Publications, want.pubs, nil, &errs),
 		published: planEntries(m.m.PublishedPorts, want.published, nil, &errs),
+		sources:   planEntries(m.m.SourceRanges, want.sources, nil, &errs),
 	}
 	return p, errors.Join(errs...)
 }
@@ -532,10 +549,14 @@ func (m *Maps) ApplySync(p SyncPlan, changed Changed) (int, error) {
 		count(p.ifaces.apply(hasEither(then.ifaces, now.ifaces))),
 		count(p.targets.apply(hasEither(then.ifaces, now.ifaces))),
 		count(p.endpoints.apply(hasEither(then.endpoints, now.endpoints))),
-		// Hold the ports before the datapath takes their traffic.
+		// Hold the ports before the datapath takes their traffic, and give
+		// them their source lists before, and take those after: a
+		// publication is never open without its lists.
 		count(p.held.applyCounts(p.want.held, then.held, now.held)),
+		count(p.sources.applyPuts(hasEither(then.sources, now.sources))),
 		count(p.pubs.apply(hasEither(then.pubs, now.pubs))),
 		count(p.published.applyCounts(p.want.published, then.published, now.published)),
+		count(p.sources.applyDeletes(hasEither(then.sources, now.sources))),
 	}
 	return n, errors.Join(errs...)
 }
@@ -543,7 +564,7 @@ func (m *Maps) ApplySync(p SyncPlan, changed Changed) (int, error) {
 // Writes counts the entries the plan writes or deletes.
 func (p SyncPlan) Writes() int {
 	return p.networks.writes() + p.subnets.writes() + p.ifaces.writes() + p.targets.writes() +
-		p.endpoints.writes() + p.held.writes() + p.pubs.writes() + p.published.writes()
+		p.endpoints.writes() + p.held.writes() + p.pubs.writes() + p.published.writes() + p.sources.writes()
 }
 
 // entryPlan is the writes that make one map hold what was wanted of it.
@@ -579,6 +600,13 @@ func planEntries[K, V comparable](m *ebpf.Map, want map[K]V, mine func(K, V) boo
 // apply writes the plan but for the keys skip picks, and says how many
 // entries it wrote or deleted.
 func (p entryPlan[K, V]) apply(skip func(K) bool) (int, error) {
+	n, err := p.applyPuts(skip)
+	deleted, derr := p.applyDeletes(skip)
+	return n + deleted, errors.Join(err, derr)
+}
+
+// applyPuts writes the plan's entries but for the keys skip picks.
+func (p entryPlan[K, V]) applyPuts(skip func(K) bool) (int, error) {
 	if p.m == nil {
 		return 0, nil // no plan: its map could not be read
 	}
@@ -593,6 +621,16 @@ func (p entryPlan[K, V]) apply(skip func(K) bool) (int, error) {
 			errs = append(errs, fmt.Errorf("update %s: %w", p.m, err))
 		}
 	}
+	return n, errors.Join(errs...)
+}
+
+// applyDeletes deletes the plan's entries but for the keys skip picks.
+func (p entryPlan[K, V]) applyDeletes(skip func(K) bool) (int, error) {
+	if p.m == nil {
+		return 0, nil
+	}
+	var errs []error
+	n := 0
 	for _, k := range p.del {
 		if !skip(k) {
 			n++

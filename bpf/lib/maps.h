@@ -64,6 +64,20 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } publications SEC(".maps");
 
+/* Who may open flows to a published port: the most specific prefix of the
+ * publication's own lists decides, or of the daemon's default lists for a
+ * publication without any (struct source_key).
+ * A publication with lists has a prefix of length zero for each family,
+ * so that it never falls through to the default. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct source_key);
+	__type(value, enum source_action);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} source_ranges SEC(".maps");
+
 /* The dataplane namespace's own addresses (value unused). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -305,18 +319,53 @@ static __always_inline int is_host_addr(const union addr *addr)
 	return bpf_map_lookup_elem(&host_addrs, addr) != NULL;
 }
 
-/* published finds where a host address and port lead: the entry for that
- * address, else the one for every address of its family. */
-static __always_inline struct publication *published(const union addr *addr, __be16 port, __u8 proto)
+/* published_at finds where a host address and port lead: the entry for
+ * that address, else the one for every address of its family; key is
+ * left as the entry's. */
+static __always_inline struct publication *published_at(struct publication_key *key, const union addr *addr, __be16 port,
+							 __u8 proto)
 {
-	struct publication_key key = { .addr = *addr, .port = port, .proto = proto };
-	struct publication *pub = bpf_map_lookup_elem(&publications, &key);
-	int v4 = addr_is_v4(addr);
+	struct publication *pub;
 
+	__builtin_memset(key, 0, sizeof(*key));
+	key->addr = *addr;
+	key->port = port;
+	key->proto = proto;
+	pub = bpf_map_lookup_elem(&publications, key);
 	if (pub)
 		return pub;
-	__builtin_memset(&key.addr, 0, sizeof(key.addr));
-	if (v4)
-		key.addr.w[2] = bpf_htonl(0xffff);
-	return bpf_map_lookup_elem(&publications, &key);
+	__builtin_memset(&key->addr, 0, sizeof(key->addr));
+	if (addr_is_v4(addr))
+		key->addr.w[2] = bpf_htonl(0xffff);
+	return bpf_map_lookup_elem(&publications, key);
+}
+
+/* published finds where a host address and port lead (published_at). */
+static __always_inline struct publication *published(const union addr *addr, __be16 port, __u8 proto)
+{
+	struct publication_key key;
+
+	return published_at(&key, addr, port, proto);
+}
+
+/* source_refused reports whether the source of flow f, new to a published
+ * port, may not open it: the publication's own lists decide, or the
+ * daemon's default when it has none; no list at all lets everyone in. It
+ * finds the publication again, in a frame of its own, to keep the
+ * caller's stack small. */
+static __noinline __attribute__((unused)) int source_refused(const struct flow *f)
+{
+	struct source_key key = { .prefixlen = 8 * (sizeof(key) - sizeof(key.prefixlen)), .addr = f->saddr };
+	enum source_action *action;
+
+	if (!published_at(&key.pub, &f->daddr, f->dport, f->proto))
+		return 0;
+	action = bpf_map_lookup_elem(&source_ranges, &key);
+	if (!action) {
+		__builtin_memset(&key.pub, 0, sizeof(key.pub));
+		if (addr_is_v4(&f->saddr))
+			key.pub.addr.w[2] = bpf_htonl(0xffff);
+		action = bpf_map_lookup_elem(&source_ranges, &key);
+	}
+	return action && *action == SOURCE_DENY;
 }

@@ -423,6 +423,8 @@ static __noinline int dnat_claim(struct ctx_buff *ctx, const struct packet *p, e
 	if (!ifindex && (addr_is_martian_source(&p->flow.saddr) || is_host_addr(&p->flow.saddr) ||
 			 network_of(&p->flow.saddr) || (p->v6 && addr_is_link_local(&p->flow.saddr))))
 		return VERDICT_DROP_MARTIAN_SOURCE;
+	if (source_refused(&p->flow))
+		return VERDICT_DROP_SOURCE_RANGE;
 	ep = bpf_map_lookup_elem(&endpoints, &pub->addr);
 	if (!ep)
 		return VERDICT_DROP_NO_ROUTE;

@@ -51,6 +51,7 @@ enum verdict {
 	VERDICT_CT_SOURCE_FULL = 27,    /* an established flow whose source holds its share of the table of established flows: it stays in ct_new */
 	VERDICT_DROP_VLAN_TAGGED = 28,  /* a sandbox sent a VLAN-tagged frame, whose tags would hide what it carries */
 	VERDICT_DROP_MISDELIVERED = 29, /* a unicast packet for another endpoint at this one's veth (the bridge flooded it) */
+	VERDICT_DROP_SOURCE_RANGE = 30, /* a new flow to a published port from an address its source lists refuse */
 	VERDICT_MAX,
 };
 
@@ -168,6 +169,25 @@ struct publication_key {
 	__be16 port;
 	__u8 proto;
 	__u8 pad;
+};
+
+/* Key of source_ranges: a prefix of the client addresses of one
+ * publication (its key in publications), or of the daemon's default for
+ * publications without lists of their own (the key of every address of the
+ * family, with port and protocol 0). The prefix length counts the
+ * publication's key too: an entry matches its own publication's clients
+ * alone, and the family of the publication's address keeps IPv4 and IPv6
+ * prefixes apart. */
+struct source_key {
+	__u32 prefixlen;
+	struct publication_key pub;
+	union addr addr;
+};
+
+/* Value of source_ranges. */
+enum source_action {
+	SOURCE_ALLOW = 1,
+	SOURCE_DENY = 2,
 };
 
 /* Value of the publications map: where the port leads. */

@@ -34,8 +34,15 @@ const frontend = "cni"
 // netConf is the plugin's configuration.
 type netConf struct {
 	types.PluginConf
-	Network       string `json:"network,omitempty"` // "": chained mode
-	Socket        string `json:"socket,omitempty"`
+	Network string `json:"network,omitempty"` // "": chained mode
+	Socket  string `json:"socket,omitempty"`
+	// PublishAllow and PublishDeny are who may open flows to the ports
+	// published (prefixes or addresses); none: the network's lists, or
+	// the daemon's.
+	PublishAllow []string `json:"publishAllow,omitempty"`
+	PublishDeny  []string `json:"publishDeny,omitempty"`
+	// sources are the lists read from them.
+	sources       api.Sources
 	RuntimeConfig struct {
 		PortMappings []portMapping `json:"portMappings,omitempty"`
 		IPs          []string      `json:"ips,omitempty"`
@@ -72,6 +79,19 @@ func parse(stdin []byte) (*netConf, *api.Client, error) {
 	}
 	if conf.Socket == "" {
 		conf.Socket = api.DefaultSocket
+	}
+	for _, list := range []struct {
+		key   string
+		items []string
+		to    *[]netip.Prefix
+	}{{"publishAllow", conf.PublishAllow, &conf.sources.Allow}, {"publishDeny", conf.PublishDeny, &conf.sources.Deny}} {
+		for _, item := range list.items {
+			ps, err := ports.ParsePrefixes(item)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", list.key, err)
+			}
+			*list.to = append(*list.to, ps...)
+		}
 	}
 	return conf, api.NewClient(conf.Socket), nil
 }
@@ -121,7 +141,7 @@ func add(args *skel.CmdArgs, routedVia func(netns string, gw net.IP) (bool, erro
 		return addChained(args, conf, client, publish)
 	}
 	req := api.AttachmentCreate{Frontend: frontend, ContainerID: args.ContainerID, IfName: args.IfName, NetNS: args.Netns,
-		Network: conf.Network, Publish: publish, MAC: conf.RuntimeConfig.MAC, Aliases: conf.RuntimeConfig.Aliases[conf.Name], Group: conf.Name}
+		Network: conf.Network, Publish: publish, PublishSources: conf.sources, MAC: conf.RuntimeConfig.MAC, Aliases: conf.RuntimeConfig.Aliases[conf.Name], Group: conf.Name}
 	for _, s := range conf.RuntimeConfig.IPs {
 		ip, err := api.ParseAddress("address", s)
 		if err != nil {
@@ -256,7 +276,7 @@ func addChained(args *skel.CmdArgs, conf *netConf, client *api.Client, publish [
 	ctx, cancel := timeout()
 	defer cancel()
 	_, err = client.Attach(ctx, api.AttachmentCreate{Frontend: frontend, ContainerID: args.ContainerID, IfName: args.IfName,
-		NetNS: args.Netns, Network: chainedNetwork(conf), Publish: publish, Chained: c, Group: conf.Name})
+		NetNS: args.Netns, Network: chainedNetwork(conf), Publish: publish, PublishSources: conf.sources, Chained: c, Group: conf.Name})
 	if err != nil {
 		return err
 	}

@@ -124,6 +124,17 @@ func TestParse(t *testing.T) {
 	if _, _, err := parse([]byte(`{"cniVersion":`)); err == nil || !strings.HasPrefix(err.Error(), "parse network configuration: ") {
 		t.Errorf("a broken configuration: %v", err)
 	}
+	// Source lists: prefixes or addresses, an entry may list several.
+	conf, _, err = parse([]byte(config("1.0.0", "/s", `,"network":"app","publishAllow":["192.0.2.0/24,2001:db8::/32"],"publishDeny":["192.0.2.7"]`)))
+	want := api.Sources{Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::/32")},
+		Deny: []netip.Prefix{netip.MustParsePrefix("192.0.2.7/32")}}
+	if err != nil || !reflect.DeepEqual(conf.sources, want) {
+		t.Errorf("source lists %+v, %v; want %+v", conf.sources, err, want)
+	}
+	if _, _, err := parse([]byte(config("1.0.0", "/s", `,"publishDeny":["lan"]`))); err == nil ||
+		err.Error() != `publishDeny: invalid prefix "lan": want an address or CIDR such as 192.0.2.0/24` {
+		t.Errorf("a bad source list: %v", err)
+	}
 	// A chained plugin gets the result of the plugin before it in the
 	// configuration's own spec version.
 	for _, v := range []string{"0.4.0", "1.0.0"} {

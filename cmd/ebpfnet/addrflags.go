@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/ports"
 )
 
 // Address flags are decoded as they are given, into the requests' netip
@@ -70,4 +71,31 @@ func addrsVar(f *pflag.FlagSet, to *[]netip.Addr, parse func(what, s string) (ne
 // prefixesVar defines a repeatable flag of CIDRs.
 func prefixesVar(f *pflag.FlagSet, to *[]netip.Prefix, name, what, usage string) {
 	f.Var(listFlag[netip.Prefix]{to, func(s string) (netip.Prefix, error) { return api.ParsePrefix(what, s) }, "cidr"}, name, usage)
+}
+
+// sourcesVar defines the two flags of source lists, named allow and deny,
+// for what they limit: prefixes, each flag repeatable or comma-separated,
+// a bare address its own /32 or /128 (ports.ParsePrefixes). The daemon
+// checks them and names a bad one.
+func sourcesVar(f *pflag.FlagSet, to *api.Sources, allow, deny, what string) {
+	f.Var(prefixListFlag{&to.Allow}, allow, "allow sources of "+what+": CIDR or address (repeatable)")
+	f.Var(prefixListFlag{&to.Deny}, deny, "deny sources of "+what+": CIDR or address (repeatable)")
+}
+
+// prefixListFlag adds the comma-separated prefixes of each value to a list.
+type prefixListFlag struct{ to *[]netip.Prefix }
+
+func (f prefixListFlag) Set(s string) error {
+	ps, err := ports.ParsePrefixes(s)
+	*f.to = append(*f.to, ps...)
+	return err
+}
+
+func (f prefixListFlag) Type() string { return "cidr" }
+
+func (f prefixListFlag) String() string {
+	if f.to == nil {
+		return ""
+	}
+	return joinPrefixes(*f.to)
 }

@@ -182,6 +182,7 @@ root's a bind of a published port (EPERM).`,
 	f.StringVar(&natPorts, "nat-ports", "", "source port range of masqueraded flows that collide on their own port (default 61000-65535); must not overlap net.ipv4.ip_local_port_range")
 	f.Uint32Var(&ctSourceMax, "ct-source-max", 0, "flows one source address may hold in the conntrack table of established flows (default 16384, an eighth of it); past it a source's flows work from the table of new flows, which a flood may evict")
 	f.StringArrayVar(&ctTimeouts, "ct-timeout", nil, "conntrack lifetime of a state, STATE=SECONDS (repeatable); states: "+strings.Join(states, ", "))
+	sourcesVar(f, &cfg.PublishSources, "publish-allow", "publish-deny", "every published port without lists of its own or of its network")
 	f.BoolVar(&cfg.DefaultIPv6, "default-ipv6", false, "make the default network bridge dual-stack when it is first made (Docker's default-network-opts bridge=com.docker.network.enable_ipv6=true); its IPv6 subnet is a /64 of the host's ULA /48")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&clusterStore, "cluster-store", "", "join a cluster of hosts sharing overlay networks, through etcd: etcd://HOST:PORT[,HOST:PORT…] (Docker's flag)")

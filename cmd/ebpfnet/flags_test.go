@@ -34,6 +34,7 @@ func TestFlagCombinations(t *testing.T) {
 		{api.SandboxCreate{Networks: []string{"host"}}, ""},
 		{api.SandboxCreate{Networks: []string{"app"}, Publish: []api.PortMapping{{Port: 80}}}, ""},
 		{api.SandboxCreate{Publish: []api.PortMapping{{Port: 80}}}, ""}, // the default network
+		{api.SandboxCreate{PublishSources: api.Sources{Deny: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}}, "--publish-allow and --publish-deny need -p"},
 	} {
 		err := checkSandboxFlags(c.req)
 		if (err == nil) != (c.want == "") || err != nil && !strings.Contains(err.Error(), c.want) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sort"
 	"strings"
 
@@ -18,22 +19,37 @@ import (
 )
 
 func newPublishCommand(c *cli) *cobra.Command {
-	return &cobra.Command{
-		Use:   "publish SPEC... SANDBOX",
+	var sources api.Sources
+	cmd := &cobra.Command{
+		Use:   "publish [--allow CIDR]... [--deny CIDR]... SPEC... SANDBOX",
 		Short: "Publish ports of a sandbox, with eBPF instead of iptables and docker-proxy",
 		Long: `Publish ports of a sandbox. SPEC is docker run's -p grammar:
 [HOST_IP:][HOST_PORT[-END]:]PORT[-END][/tcp|/udp]. Without a host port a free
 one of the host's ephemeral range is chosen and printed. A host port range
-with one sandbox port takes the first free port of the range.`,
+with one sandbox port takes the first free port of the range.
+
+--allow and --deny limit who opens flows to the ports, from outside or from
+sandboxes (host processes are the host's own): the most specific prefix
+decides, and with --allow an address no prefix holds is refused, in both
+families. Without them the network's lists hold (ebpfnet.publish.allow and
+.deny), else the daemon's (--publish-allow, --publish-deny), else everyone.
+A port the sandbox publishes already, exactly as SPEC says, gets the lists
+given instead: new flows are checked against them at once, established
+ones go on.`,
 		Example: `  ebpfnet publish 8080:80 web
   ebpfnet publish 127.0.0.1:5353:53/udp dns
   ebpfnet publish 8000-8010:80-90 web
-  ebpfnet publish 80 web`,
+  ebpfnet publish 80 web
+  ebpfnet publish --allow 192.168.1.0/24 --allow fd00:1::/64 --deny 192.168.1.13 8443:443 admin`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return changePorts(cmd, args, ports.ParsePublish, c.client().Publish)
+			return changePorts(cmd, args, ports.ParsePublish, func(ctx context.Context, sandbox string, mappings []api.PortMapping) (map[string][]api.PortBinding, error) {
+				return c.client().Publish(ctx, sandbox, api.Ports{Mappings: mappings, Sources: sources})
+			})
 		},
 	}
+	sourcesVar(cmd.Flags(), &sources, "allow", "deny", "the ports")
+	return cmd
 }
 
 func newUnpublishCommand(c *cli) *cobra.Command {
@@ -146,16 +162,33 @@ func (c *cli) publishedPorts(ctx context.Context, ref string) (map[string][]api.
 	return ports, nil
 }
 
-// printPorts prints bindings as docker port does: "80/tcp -> 0.0.0.0:8080".
+// printPorts prints bindings as docker port does: "80/tcp -> 0.0.0.0:8080",
+// and the source lists of those that have them.
 func printPorts(w io.Writer, ports map[string][]api.PortBinding) {
 	var lines []string
 	for port, bindings := range ports {
 		for _, b := range bindings {
-			lines = append(lines, fmt.Sprintf("%s -> %s", port, net.JoinHostPort(b.HostIP, b.HostPort)))
+			line := fmt.Sprintf("%s -> %s", port, net.JoinHostPort(b.HostIP, b.HostPort))
+			if len(b.Allow) > 0 {
+				line += " allow " + joinPrefixes(b.Allow)
+			}
+			if len(b.Deny) > 0 {
+				line += " deny " + joinPrefixes(b.Deny)
+			}
+			lines = append(lines, line)
 		}
 	}
 	sort.Strings(lines)
 	for _, l := range lines {
 		fmt.Fprintln(w, l)
 	}
+}
+
+// joinPrefixes lists prefixes as the flags take them.
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -30,6 +31,7 @@ func sandboxFlags(cmd *cobra.Command, req *api.SandboxCreate, publish *[]string)
 	addrVar(f, &req.IP6, api.ParseAddr, "ip6", "IPv6 address", "IPv6 address on the first network (one with IPv6)")
 	f.StringArrayVar(&req.Aliases, "alias", nil, "extra name on the networks (repeatable)")
 	f.StringArrayVarP(publish, "publish", "p", nil, "publish a port, as docker run -p (repeatable)")
+	sourcesVar(f, &req.PublishSources, "publish-allow", "publish-deny", "the ports of -p (see ebpfnet publish)")
 	addrsVar(f, &req.DNS, api.ParseIPv4, "dns", "DNS server", "upstream DNS server (repeatable)")
 	f.StringArrayVar(&req.Links, "link", nil, "legacy link NAME[:ALIAS]: the sandbox's address in this one's hosts (repeatable)")
 }
@@ -44,8 +46,12 @@ func sandboxRequest(req *api.SandboxCreate, publish []string) (err error) {
 
 // checkSandboxFlags refuses, in the words of the flags, what the daemon
 // refuses in terms of values: addresses, aliases and ports on a sandbox
-// without networks of its own.
+// without networks of its own; and what the flags cannot say: source
+// lists of no port.
 func checkSandboxFlags(req api.SandboxCreate) error {
+	if !req.PublishSources.Empty() && len(req.Publish) == 0 {
+		return errors.New("--publish-allow and --publish-deny need -p")
+	}
 	if len(req.Networks) != 1 || !req.IP.IsValid() && !req.IP6.IsValid() && len(req.Aliases) == 0 && len(req.Publish) == 0 {
 		return nil
 	}

@@ -202,8 +202,8 @@ func (c *Client) Reconcile(ctx context.Context) error {
 }
 
 // Publish publishes ports of a sandbox and returns what it published.
-func (c *Client) Publish(ctx context.Context, sandbox string, mappings []PortMapping) (out map[string][]PortBinding, err error) {
-	return out, c.do(ctx, "POST", "/v1/sandboxes/"+esc(sandbox)+"/publish", Ports{Mappings: mappings}, &out)
+func (c *Client) Publish(ctx context.Context, sandbox string, req Ports) (out map[string][]PortBinding, err error) {
+	return out, c.do(ctx, "POST", "/v1/sandboxes/"+esc(sandbox)+"/publish", req, &out)
 }
 
 // Unpublish removes the published ports of a sandbox that match filters

@@ -11,10 +11,11 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"io"
 	"net/http/httptest"
 	"strings"
+
+	"github.com/ebpfnet/ebpfnet/control/errdefs"
 )
 
 // TestErrorKinds checks that each kind of failure crosses the socket: the

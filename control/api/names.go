@@ -37,6 +37,11 @@ const (
 const (
 	OptGatewayMode  = "com.docker.network.bridge.gateway_mode_ipv4"
 	OptGatewayMode6 = "com.docker.network.bridge.gateway_mode_ipv6"
+	// OptPublishAllow and OptPublishDeny are the source lists of every
+	// port published on a network (comma-separated prefixes) whose
+	// publisher gave none.
+	OptPublishAllow = "ebpfnet.publish.allow"
+	OptPublishDeny  = "ebpfnet.publish.deny"
 )
 
 // Gateway modes of a bridge network, named as Docker 28 names them.

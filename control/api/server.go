@@ -34,7 +34,7 @@ type Engine interface {
 	RemoveSandbox(ctx context.Context, ref string, force bool) error
 	// Publish and Unpublish answer with what they changed, shaped like
 	// NetworkSettings.Ports.
-	Publish(ctx context.Context, sandbox string, mappings []PortMapping) (map[string][]PortBinding, error)
+	Publish(ctx context.Context, sandbox string, req Ports) (map[string][]PortBinding, error)
 	Unpublish(ctx context.Context, sandbox string, filters []PortMapping) (map[string][]PortBinding, error)
 	Status(ctx context.Context) (Status, error)
 	// Events opens a stream of datapath events; the datapath writes
@@ -316,13 +316,18 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) unpublish(w http.ResponseWriter, r *http.Request) {
-	s.changePorts(w, r, "unpublish", s.engine.Unpublish)
+	s.changePorts(w, r, "unpublish", func(ctx context.Context, sandbox string, req Ports) (map[string][]PortBinding, error) {
+		if !req.Sources.Empty() {
+			return nil, errdefs.Invalid(errors.New("unpublish takes no source lists"))
+		}
+		return s.engine.Unpublish(ctx, sandbox, req.Mappings)
+	})
 }
 
 // changePorts answers with the publications the change added or removed,
 // shaped like NetworkSettings.Ports.
 func (s *Server) changePorts(w http.ResponseWriter, r *http.Request, operation string,
-	change func(context.Context, string, []PortMapping) (map[string][]PortBinding, error)) {
+	change func(context.Context, string, Ports) (map[string][]PortBinding, error)) {
 	var req Ports
 	if !decode(w, r, &req) {
 		return
@@ -332,7 +337,7 @@ func (s *Server) changePorts(w http.ResponseWriter, r *http.Request, operation s
 		return
 	}
 	start := time.Now()
-	v, err := change(r.Context(), r.PathValue("ref"), req.Mappings)
+	v, err := change(r.Context(), r.PathValue("ref"), req)
 	if err == nil {
 		s.portChanges.WithLabelValues(operation).Observe(time.Since(start).Seconds())
 	}

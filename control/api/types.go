@@ -45,14 +45,26 @@ type SandboxCreate struct {
 	IP6      netip.Addr    `json:"IP6,omitzero"`
 	Aliases  []string      `json:"Aliases,omitempty"`
 	Publish  []PortMapping `json:"Publish,omitempty"`
-	DNS      []netip.Addr  `json:"DNS,omitempty"`
-	Links    []string      `json:"Links,omitempty"` // NAME[:ALIAS]
+	// PublishSources are who may open flows to Publish (none: the
+	// network's lists, or everyone).
+	PublishSources Sources      `json:"PublishSources,omitzero"`
+	DNS            []netip.Addr `json:"DNS,omitempty"`
+	Links          []string     `json:"Links,omitempty"` // NAME[:ALIAS]
 }
 
-// Ports publishes ports of a sandbox, or unpublishes those that match.
+// Ports publishes ports of a sandbox, open to Sources, or unpublishes
+// those that match.
 type Ports struct {
 	Mappings []PortMapping `json:"Mappings"`
+	// Sources are who may open flows to the ports published (none: the
+	// network's lists, or everyone); a port the sandbox publishes
+	// already, exactly so, gets them instead. Unpublishing takes none.
+	Sources Sources `json:"Sources,omitzero"`
 }
+
+// Sources are source-address lists: the most specific prefix decides;
+// with Allow, an address no prefix holds is refused.
+type Sources = ports.Sources
 
 // PortMapping is one published range of ports; as a filter of what to
 // unpublish, its zero fields match anything.
@@ -63,6 +75,10 @@ type PortMapping = ports.Mapping
 type PortBinding struct {
 	HostIP   string `json:"HostIp"`
 	HostPort string `json:"HostPort"`
+	// Allow and Deny are who may open flows to it (ebpfnet's; none:
+	// everyone, or the daemon's default lists).
+	Allow []netip.Prefix `json:"Allow,omitempty"`
+	Deny  []netip.Prefix `json:"Deny,omitempty"`
 }
 
 // Connect attaches a sandbox to a network.
@@ -398,6 +414,9 @@ type AttachmentCreate struct {
 	// collecting attachments goes by.
 	Group   string        `json:"Group,omitempty"`
 	Publish []PortMapping `json:"Publish,omitempty"`
+	// PublishSources are who may open flows to Publish (none: the
+	// network's lists, or everyone).
+	PublishSources Sources `json:"PublishSources,omitzero"`
 	// Chained, when set, attaches what a plugin chained before ebpfnet
 	// made, on the network of that plugin named Network (made on first use).
 	Chained *ChainedAttachment `json:"Chained,omitempty"`

@@ -124,7 +124,7 @@ func (a adapter) CreateSandbox(_ context.Context, req api.SandboxCreate) (api.Sa
 		return api.Sandbox{}, err
 	}
 	sb, err := a.e.CreateSandbox(engine.SandboxSpec{Name: req.Name, Networks: req.Networks, IP: req.IP, IP6: req.IP6, Aliases: req.Aliases,
-		Publish: req.Publish, DNS: servers, Links: links(req.Links)})
+		Publish: req.Publish, PublishSources: req.PublishSources, DNS: servers, Links: links(req.Links)})
 	if err != nil {
 		return api.Sandbox{}, err
 	}
@@ -137,8 +137,8 @@ func (a adapter) RemoveSandbox(_ context.Context, ref string, force bool) error 
 	return a.e.RemoveSandbox(ref, force)
 }
 
-func (a adapter) Publish(_ context.Context, sandbox string, mappings []ports.Mapping) (map[string][]api.PortBinding, error) {
-	added, err := a.e.Publish(sandbox, mappings)
+func (a adapter) Publish(_ context.Context, sandbox string, req api.Ports) (map[string][]api.PortBinding, error) {
+	added, err := a.e.Publish(sandbox, req.Mappings, req.Sources)
 	return portBindings(added), err
 }
 

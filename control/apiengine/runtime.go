@@ -44,7 +44,7 @@ func (a adapter) ReleaseAddress(_ context.Context, poolID string, addr netip.Add
 }
 
 func (a adapter) PublishEndpoint(_ context.Context, frontend, id string, mappings []ports.Mapping) (map[string][]api.PortBinding, error) {
-	added, err := a.e.PublishEndpoint(frontend, id, mappings)
+	added, err := a.e.PublishEndpoint(frontend, id, mappings, ports.Sources{}) // its network's lists
 	return portBindings(added), err
 }
 
@@ -137,7 +137,7 @@ func (a adapter) Attach(_ context.Context, req api.AttachmentCreate) (api.Attach
 		spec.Chained = &external.ChainedNetwork{Bridge: c.Bridge, Subnet: c.Address.Masked(), Gateway: c.Gateway}
 		spec.Addr, spec.MAC, spec.HostSide, spec.HandOver = c.Address.Addr(), c.MacAddress, c.HostInterface, true
 	}
-	sb, n, pubs, err := a.e.External().Attach(spec, req.NetNS, req.Publish)
+	sb, n, pubs, err := a.e.External().Attach(spec, req.NetNS, req.Publish, req.PublishSources)
 	if err != nil {
 		return api.Attachment{}, err
 	}

@@ -83,7 +83,8 @@ func portBindings(pubs []store.Publication) map[string][]api.PortBinding {
 	out := map[string][]api.PortBinding{}
 	for _, p := range pubs {
 		key := fmt.Sprintf("%d/%s", p.Port, p.Proto)
-		out[key] = append(out[key], api.PortBinding{HostIP: p.HostAddress(), HostPort: fmt.Sprint(p.HostPort)})
+		out[key] = append(out[key], api.PortBinding{HostIP: p.HostAddress(), HostPort: fmt.Sprint(p.HostPort),
+			Allow: p.Sources.Allow, Deny: p.Sources.Deny})
 	}
 	return out
 }

@@ -150,7 +150,7 @@ func Publication(p store.Publication, ep store.Endpoint) []maps.Publication {
 		to6 = ep.Addr6
 	}
 	entry := func(host, to netip.Addr) maps.Publication {
-		return maps.Publication{HostAddr: host, HostPort: p.HostPort, Proto: proto, Addr: to, Port: p.Port}
+		return maps.Publication{HostAddr: host, HostPort: p.HostPort, Proto: proto, Addr: to, Port: p.Port, Sources: maps.Sources(p.Sources)}
 	}
 	switch {
 	case !p.HostIP.IsValid():

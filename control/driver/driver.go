@@ -27,6 +27,10 @@ const (
 	OptEnableIPv6  = "com.docker.network.enable_ipv6"
 	OptParent      = "parent"
 	OptMacvlanMode = "macvlan_mode"
+	// OptPublishAllow and OptPublishDeny are ebpfnet's: the source lists
+	// of the ports published on the network.
+	OptPublishAllow = api.OptPublishAllow
+	OptPublishDeny  = api.OptPublishDeny
 )
 
 // A Driver builds one kind of network in the kernel: the network's host

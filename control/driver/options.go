@@ -1,12 +1,14 @@
 package driver
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
@@ -84,4 +86,18 @@ func MasqueradeIPv6(n store.Network) bool {
 	}
 	mode := n.IPv6GatewayMode()
 	return mode == store.GatewayNAT || mode == store.GatewayNATUnprotected
+}
+
+// PublishSources are the options of a network's source lists, for the
+// drivers whose networks publish ports: every port published on the
+// network without lists of its own takes them.
+var PublishSources = []Option{
+	{Key: OptPublishAllow, Set: func(n *store.Network, v string) (err error) {
+		n.PublishSources.Allow, err = ports.ParsePrefixes(v)
+		return errors.Join(err, n.PublishSources.Check())
+	}},
+	{Key: OptPublishDeny, Set: func(n *store.Network, v string) (err error) {
+		n.PublishSources.Deny, err = ports.ParsePrefixes(v)
+		return errors.Join(err, n.PublishSources.Check())
+	}},
 }

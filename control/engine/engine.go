@@ -22,6 +22,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/monitor"
 	"github.com/ebpfnet/ebpfnet/control/names"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/reconcile"
 	"github.com/ebpfnet/ebpfnet/control/status"
 	"github.com/ebpfnet/ebpfnet/control/store"
@@ -57,6 +58,9 @@ type Config struct {
 	// CTSourceMax is how many flows one source address may hold in ct;
 	// zero keeps the datapath's default.
 	CTSourceMax uint32
+	// PublishSources are the source lists of the published ports without
+	// lists of their own or of their network; none lets everyone in.
+	PublishSources ports.Sources
 	// DefaultIPv6 makes the default network bridge dual-stack when it is
 	// made (Docker's default-network-opts with enable_ipv6): its IPv6
 	// subnet is the first default IPv6 pool free of routes.
@@ -142,6 +146,9 @@ func New(cfg Config) (*Engine, error) {
 	if err := hostsync.CheckNamedUplinks(cfg.NetNS, cfg.Uplinks); err != nil {
 		return nil, err
 	}
+	if err := cfg.PublishSources.Check(); err != nil {
+		return nil, fmt.Errorf("the daemon's source lists: %w", err)
+	}
 	cookie, err := netnsCookie(cfg.NetNS)
 	if err != nil {
 		return nil, err
@@ -224,7 +231,7 @@ func New(cfg Config) (*Engine, error) {
 		InHost: e.inHost, Cluster: e.cluster, Conflicts: e.clusterConflicts, Reclaimed: e.wiring.Reclaimed, DNS: e.resolver.Stats})
 	e.reconciler = reconcile.New(reconcile.Config{Store: e.store, Wiring: e.wiring, HostSync: e.hostSync, Datapath: dp,
 		Maps: e.maps, Namespaces: cfg.Runtime, NetNS: cfg.NetNS, InHost: e.inHost, Locked: e.locked, Resync: e.names.Resync,
-		RecheckPeers: e.recheckPeers, BeforeMapsRead: func() { beforeMapsRead() }, AfterHostRead: func(v *hostsync.View) { afterHostRead(v) },
+		RecheckPeers: e.recheckPeers, DefaultSources: maps.Sources(cfg.PublishSources), BeforeMapsRead: func() { beforeMapsRead() }, AfterHostRead: func(v *hostsync.View) { afterHostRead(v) },
 		Log: e.log})
 	if err := e.ensurePredefined(); err != nil {
 		e.Close()

@@ -18,19 +18,19 @@ import (
 // it holds.
 func describe(p store.Publication) string { return binding(p, "").String() }
 
-// publishTarget is the endpoint a sandbox's published ports lead to: its
-// first on a bridge network that is not internal.
-func publishTarget(tx *store.Tx, sb store.Sandbox) (store.Endpoint, error) {
+// publishTarget is the endpoint a sandbox's published ports lead to, and
+// its network: its first on a bridge network that is not internal.
+func publishTarget(tx *store.Tx, sb store.Sandbox) (store.Endpoint, store.Network, error) {
 	for _, ep := range sb.Endpoints {
 		n, err := tx.NetworkOf(ep)
 		if err != nil {
-			return ep, err
+			return ep, n, err
 		}
 		if servedByDatapath(n) && !n.Internal {
-			return ep, nil
+			return ep, n, nil
 		}
 	}
-	return store.Endpoint{}, errdefs.Conflictf("sandbox %s has no endpoint on a bridge network that is not internal: nothing to publish to", sb.Name)
+	return store.Endpoint{}, store.Network{}, errdefs.Conflictf("sandbox %s has no endpoint on a bridge network that is not internal: nothing to publish to", sb.Name)
 }
 
 func endpointOn(sb store.Sandbox, networkID string) (store.Endpoint, bool) {
@@ -41,16 +41,18 @@ func endpointOn(sb store.Sandbox, networkID string) (store.Endpoint, bool) {
 	return sb.Endpoints[i], true
 }
 
-// Publish publishes ports of a sandbox. Either all of specs are published
-// or none. An external endpoint's ports are its runtime's to publish
-// (PublishEndpoint).
-func (e *Engine) Publish(sandboxRef string, specs []ports.Mapping) ([]store.Publication, error) {
-	return e.publish(sandboxRef, "", specs)
+// Publish publishes ports of a sandbox, open to the sources lists allow
+// (none: those its network's lists allow, or everyone). Either all of
+// specs are published or none. A port the sandbox publishes already,
+// exactly as a spec says, gets the lists given instead. An external
+// endpoint's ports are its runtime's to publish (PublishEndpoint).
+func (e *Engine) Publish(sandboxRef string, specs []ports.Mapping, sources ports.Sources) ([]store.Publication, error) {
+	return e.publish(sandboxRef, "", specs, sources)
 }
 
 // PublishEndpoint publishes ports of an external endpoint of frontend's.
-func (e *Engine) PublishEndpoint(frontend, id string, specs []ports.Mapping) ([]store.Publication, error) {
-	return e.publish(id, frontend, specs)
+func (e *Engine) PublishEndpoint(frontend, id string, specs []ports.Mapping, sources ports.Sources) ([]store.Publication, error) {
+	return e.publish(id, frontend, specs, sources)
 }
 
 // sandboxOf finds the sandbox ref names, which frontend must own ("" for
@@ -67,8 +69,11 @@ func sandboxOf(tx *store.Tx, ref, frontend string) (store.Sandbox, error) {
 	}
 }
 
-func (e *Engine) publish(ref, frontend string, specs []ports.Mapping) ([]store.Publication, error) {
+func (e *Engine) publish(ref, frontend string, specs []ports.Mapping, sources ports.Sources) ([]store.Publication, error) {
 	if err := ports.CheckPublications(specs); err != nil {
+		return nil, err
+	}
+	if err := sources.Check(); err != nil {
 		return nil, err
 	}
 	e.mu.Lock()
@@ -79,21 +84,29 @@ func (e *Engine) publish(ref, frontend string, specs []ports.Mapping) ([]store.P
 		if err != nil {
 			return err
 		}
-		added, err = e.addPublications(tx, undo, sb, specs)
+		added, err = e.addPublications(tx, undo, sb, specs, sources)
 		return err
 	})
 	return added, err
 }
 
-// addPublications publishes specs on sb, in the store and the maps, and
-// registers how to undo the map entries.
-func (e *Engine) addPublications(tx *store.Tx, undo *store.Undo, sb store.Sandbox, specs []ports.Mapping) ([]store.Publication, error) {
+// addPublications publishes specs on sb, open to sources (checked
+// already; none: its network's lists), in the store and the maps, and
+// registers how to undo the map entries. The specs sb publishes already
+// get sources instead, when they are given.
+func (e *Engine) addPublications(tx *store.Tx, undo *store.Undo, sb store.Sandbox, specs []ports.Mapping, sources ports.Sources) ([]store.Publication, error) {
 	if len(specs) == 0 {
 		return nil, nil
 	}
-	ep, err := publishTarget(tx, sb)
+	ep, n, err := publishTarget(tx, sb)
 	if err != nil {
 		return nil, err
+	}
+	var relisted []store.Publication
+	if sources.Empty() {
+		sources = n.PublishSources
+	} else if specs, relisted, err = e.relist(tx, undo, sb, ep, specs, sources); err != nil || len(specs) == 0 {
+		return relisted, err
 	}
 	alloc, err := e.hostPorts(tx)
 	if err != nil {
@@ -125,7 +138,7 @@ func (e *Engine) addPublications(tx *store.Tx, undo *store.Undo, sb store.Sandbo
 			}
 			for _, b := range bs {
 				added = append(added, store.Publication{HostIP: b.Host.Addr, HostPort: b.Host.Num,
-					Proto: b.Host.Proto, Port: b.Target, EndpointID: ep.ID})
+					Proto: b.Host.Proto, Port: b.Target, EndpointID: ep.ID, Sources: sources})
 			}
 		}
 		return nil
@@ -143,7 +156,62 @@ func (e *Engine) addPublications(tx *store.Tx, undo *store.Undo, sb store.Sandbo
 			put = append(put, m)
 		}
 	}
-	return added, tx.PutPublications(sb.Name, added...)
+	return append(relisted, added...), tx.PutPublications(sb.Name, added...)
+}
+
+// relist gives the publications of sb that specs name exactly, and that
+// lead to ep, the lists sources, in the store and the maps: new flows are
+// checked against them at once, established ones go on. It returns the
+// specs left to publish.
+func (e *Engine) relist(tx *store.Tx, undo *store.Undo, sb store.Sandbox, ep store.Endpoint, specs []ports.Mapping,
+	sources ports.Sources) (rest []ports.Mapping, relisted []store.Publication, err error) {
+	have, err := tx.Publications(sb.Name)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, spec := range specs {
+		pubs := publishedAs(spec, ep, have)
+		if pubs == nil {
+			rest = append(rest, spec)
+			continue
+		}
+		for _, p := range pubs {
+			old := p.Sources
+			p.Sources = sources
+			for _, m := range desired.Publication(p, ep) {
+				if err := e.maps.ReplaceSources(m, maps.Sources(old)); err != nil {
+					return nil, nil, err
+				}
+				back := m
+				back.Sources = maps.Sources(old)
+				undo.Add(func() error { return e.maps.ReplaceSources(back, m.Sources) })
+			}
+			relisted = append(relisted, p)
+		}
+	}
+	return rest, relisted, tx.PutPublications(sb.Name, relisted...)
+}
+
+// publishedAs is the publications among have that spec names, each of its
+// host ports to its sandbox port on ep; nil unless have holds them all.
+func publishedAs(spec ports.Mapping, ep store.Endpoint, have []store.Publication) []store.Publication {
+	hostFirst, hostEnd := spec.HostPorts()
+	first, end := spec.Ports()
+	if hostFirst == 0 || hostEnd-hostFirst != end-first {
+		return nil // its host ports are chosen when it is published
+	}
+	var out []store.Publication
+	for i := 0; i <= int(end-first); i++ {
+		j := slices.IndexFunc(have, func(p store.Publication) bool {
+			return p.HostIP == spec.HostIP && p.HostPort == hostFirst+uint16(i) && p.Proto == spec.Proto &&
+				p.Port == first+uint16(i) && p.EndpointID == ep.ID
+		})
+		if j < 0 {
+			return nil
+		}
+		out = append(out, have[j])
+	}
+	return out
 }
 
 // binding is p as the host-port allocator holds it for sandbox.

@@ -82,7 +82,7 @@ func TestReconcileLeavesAnInterfaceMadeAgainMeanwhile(t *testing.T) {
 	ns := containerNS(t, te, "c1")
 	attach := func() {
 		t.Helper()
-		if _, _, _, err := te.External().Attach(attachment("c1", n), ns, nil); err != nil {
+		if _, _, _, err := te.External().Attach(attachment("c1", n), ns, nil, ports.Sources{}); err != nil {
 			t.Fatal(err)
 		}
 	}

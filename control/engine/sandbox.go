@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -30,8 +31,11 @@ type SandboxSpec struct {
 	IP6      netip.Addr      // static IPv6 address on the first network (one with IPv6)
 	Aliases  []string        // names on every user-defined network
 	Publish  []ports.Mapping // ports to publish, as with docker run -p
-	DNS      []netip.Addr    // upstream servers of its resolver, or of its resolv.conf
-	Links    []store.Link    // legacy --link entries
+	// PublishSources are who may open flows to them (none: the network's
+	// lists, or everyone).
+	PublishSources ports.Sources
+	DNS            []netip.Addr // upstream servers of its resolver, or of its resolv.conf
+	Links          []store.Link // legacy --link entries
 }
 
 // EndpointSpec is what a connect request may choose.
@@ -43,7 +47,7 @@ type EndpointSpec struct {
 
 // CreateSandbox creates a sandbox and its endpoints.
 func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
-	if err := ports.CheckPublications(spec.Publish); err != nil {
+	if err := cmp.Or(ports.CheckPublications(spec.Publish), spec.PublishSources.Check()); err != nil {
 		return store.Sandbox{}, err
 	}
 	if err := store.CheckName("sandbox", spec.Name); err != nil {
@@ -96,7 +100,7 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 				return err
 			}
 		}
-		if _, err := e.addPublications(tx, undo, sb, spec.Publish); err != nil {
+		if _, err := e.addPublications(tx, undo, sb, spec.Publish, spec.PublishSources); err != nil {
 			return err
 		}
 		return tx.PutSandbox(sb)

@@ -17,6 +17,7 @@
 package external
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -55,7 +56,7 @@ type Config struct {
 	AddNetwork func(tx *store.Tx, undo *store.Undo, n *store.Network, subnet netip.Prefix, gateway netip.Addr) error
 	// Publish publishes sb's ports as the engine's publish does;
 	// ForgetPorts gives back the host ports of removed publications.
-	Publish     func(tx *store.Tx, undo *store.Undo, sb store.Sandbox, specs []ports.Mapping) ([]store.Publication, error)
+	Publish     func(tx *store.Tx, undo *store.Undo, sb store.Sandbox, specs []ports.Mapping, sources ports.Sources) ([]store.Publication, error)
 	ForgetPorts func(sandbox string, pubs []store.Publication)
 }
 
@@ -318,13 +319,14 @@ func (x *Endpoints) JoinEndpoint(id, netns string) (Joined, error) {
 
 // Attach attaches a runtime's namespace to a network in one step (CNI's
 // ADD): the endpoint, its interface configured in netns, and its published
-// ports. Either all of it is done or none. Asked again for the same
-// namespace, it answers what it did.
-func (x *Endpoints) Attach(req Request, netns string, publish []ports.Mapping) (store.Sandbox, store.Network, []store.Publication, error) {
+// ports, open to sources (none: the network's lists, or everyone). Either
+// all of it is done or none. Asked again for the same namespace, it
+// answers what it did.
+func (x *Endpoints) Attach(req Request, netns string, publish []ports.Mapping, sources ports.Sources) (store.Sandbox, store.Network, []store.Publication, error) {
 	if err := checkExternal(req); err != nil {
 		return store.Sandbox{}, store.Network{}, nil, err
 	}
-	if err := ports.CheckPublications(publish); err != nil {
+	if err := cmp.Or(ports.CheckPublications(publish), sources.Check()); err != nil {
 		return store.Sandbox{}, store.Network{}, nil, err
 	}
 	x.cfg.Lock.Lock()
@@ -345,7 +347,7 @@ func (x *Endpoints) Attach(req Request, netns string, publish []ports.Mapping) (
 		if err := x.join(tx, undo, &sb, n, netns); err != nil {
 			return err
 		}
-		pubs, err = x.cfg.Publish(tx, undo, sb, publish)
+		pubs, err = x.cfg.Publish(tx, undo, sb, publish, sources)
 		return err
 	})
 	return sb, n, pubs, err

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -160,5 +161,32 @@ func TestParseRange(t *testing.T) {
 		if _, _, err := ParseRange(s); err == nil || !strings.Contains(err.Error(), "is not a number from 1 to 65535") {
 			t.Errorf("ParseRange(%q): %v", s, err)
 		}
+	}
+}
+
+func TestSources(t *testing.T) {
+	pfx := netip.MustParsePrefix
+	for _, c := range []struct {
+		s    Sources
+		want string
+	}{
+		{Sources{}, ""},
+		{Sources{Allow: []netip.Prefix{pfx("192.0.2.0/24"), pfx("2001:db8::/32")}, Deny: []netip.Prefix{pfx("192.0.2.7/32")}}, ""},
+		{Sources{Allow: []netip.Prefix{pfx("192.0.2.1/24")}}, "allow prefix 192.0.2.1/24 has host bits set (did you mean 192.0.2.0/24?)"},
+		{Sources{Deny: []netip.Prefix{pfx("::ffff:192.0.2.0/120")}}, "deny prefix ::ffff:192.0.2.0/120 is v4-mapped: give it as IPv4"},
+		{Sources{Allow: []netip.Prefix{pfx("10.0.0.0/8")}, Deny: []netip.Prefix{pfx("10.0.0.0/8")}}, "prefix 10.0.0.0/8 is both allowed and denied"},
+		{Sources{Allow: []netip.Prefix{{}}}, `invalid allow prefix "invalid Prefix"`},
+	} {
+		if err := c.s.Check(); (err == nil) != (c.want == "") || err != nil && err.Error() != c.want {
+			t.Errorf("%+v: %v, want %q", c.s, err, c.want)
+		}
+	}
+	got, err := ParsePrefixes(" 192.0.2.0/24, 2001:db8::1 ,,10.0.0.1")
+	want := []netip.Prefix{pfx("192.0.2.0/24"), pfx("2001:db8::1/128"), pfx("10.0.0.1/32")}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("ParsePrefixes: %v, %v; want %v", got, err, want)
+	}
+	if _, err := ParsePrefixes("192.0.2.0/24,lan"); err == nil || err.Error() != `invalid prefix "lan": want an address or CIDR such as 192.0.2.0/24` {
+		t.Errorf("ParsePrefixes of a name: %v", err)
 	}
 }

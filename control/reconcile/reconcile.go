@@ -54,6 +54,9 @@ type Config struct {
 	// Resync brings the names and the sandboxes' files in line with the
 	// store (names.Resync).
 	Resync func() error
+	// DefaultSources are the daemon's source lists, of the published
+	// ports without lists of their own.
+	DefaultSources dpmaps.Sources
 	// RecheckPeers, when set, writes every overlay peer again: devices
 	// recreated lost theirs.
 	RecheckPeers func()
@@ -221,6 +224,7 @@ func (r *Reconciler) planWhole(s storeState, host hostsync.View) (wholePlan, err
 			}
 			return i, ok
 		})
+		want.DefaultSources = r.cfg.DefaultSources
 		return nil
 	})
 	if err != nil {

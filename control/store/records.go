@@ -55,8 +55,11 @@ type Network struct {
 	Internal   bool              `json:"internal,omitempty"`
 	Attachable bool              `json:"attachable,omitempty"` // Docker's flag, kept for inspect
 	Options    map[string]string `json:"options,omitempty"`
-	Labels     map[string]string `json:"labels,omitempty"`
-	DNS        []netip.Addr      `json:"dns,omitempty"` // upstream servers of its sandboxes' resolvers
+	// PublishSources are the source lists of the ports published on the
+	// network without lists of their own (its driver's options).
+	PublishSources ports.Sources     `json:"publishSources,omitzero"`
+	Labels         map[string]string `json:"labels,omitempty"`
+	DNS            []netip.Addr      `json:"dns,omitempty"` // upstream servers of its sandboxes' resolvers
 
 	// Frontend names the frontend that created the network for a container
 	// runtime of its own ("docker"), "" for ebpfnet's own networks.
@@ -216,6 +219,10 @@ type Publication struct {
 	Proto      ports.Protocol `json:"proto"`
 	Port       uint16         `json:"port"`       // in the sandbox
 	EndpointID string         `json:"endpointId"` // the sandbox's endpoint the port leads to (Sandbox.Endpoint)
+	// Sources are who may open flows to it: its own lists, or its
+	// network's when it was published; none lets everyone in, or the
+	// daemon's default lists.
+	Sources ports.Sources `json:"sources,omitzero"`
 }
 
 // HostAddress is the host address a publication listens on, 0.0.0.0 for

@@ -285,7 +285,7 @@ func (b *bed) publishTimings(client *api.Client, n, times int) []Timing {
 		}
 		floor.Ms = append(floor.Ms, ms(time.Since(t0)))
 		t0 = time.Now()
-		if _, err := client.Publish(context.Background(), b.web, []api.PortMapping{{Proto: "tcp", HostPort: 7000, Port: 7777}}); err != nil {
+		if _, err := client.Publish(context.Background(), b.web, api.Ports{Mappings: []api.PortMapping{{Proto: "tcp", HostPort: 7000, Port: 7777}}}); err != nil {
 			b.r.Fatalf("publish: %v", err)
 		}
 		add.Ms = append(add.Ms, ms(time.Since(t0)))

@@ -33,7 +33,7 @@ func (Nop) CreateSandbox(context.Context, api.SandboxCreate) (api.Sandbox, error
 	return api.Sandbox{}, nil
 }
 func (Nop) RemoveSandbox(context.Context, string, bool) error { return nil }
-func (Nop) Publish(context.Context, string, []api.PortMapping) (map[string][]api.PortBinding, error) {
+func (Nop) Publish(context.Context, string, api.Ports) (map[string][]api.PortBinding, error) {
 	return nil, nil
 }
 func (Nop) Unpublish(context.Context, string, []api.PortMapping) (map[string][]api.PortBinding, error) {

@@ -22,8 +22,8 @@ import (
 type Driver struct{}
 
 // options are the bridge driver's, named as Docker's bridge driver names
-// them.
-var options = []driver.Option{
+// them, and the source lists of its published ports.
+var options = append([]driver.Option{
 	{Key: driver.OptBridgeName, Set: func(n *store.Network, v string) error {
 		n.Bridge = v
 		return driver.CheckIfname(v)
@@ -40,7 +40,7 @@ var options = []driver.Option{
 	gatewayMode(driver.OptGatewayMode6, func(n *store.Network) *string { return &n.GatewayMode6 }),
 	driver.EnableIPv6,
 	driver.MTU,
-}
+}, driver.PublishSources...)
 
 // gatewayMode is the option of one family's gateway mode, kept in the
 // field mode finds.

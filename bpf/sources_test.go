@@ -1,0 +1,159 @@
+package bpf_test
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/ebpfnet/ebpfnet/bpf"
+	"github.com/ebpfnet/ebpfnet/maps"
+)
+
+// A publication's source lists decide who opens flows to it, on TC and on
+// XDP uplinks, in both families: the most specific prefix wins, an
+// address no prefix holds is refused once there is an allowed prefix, and
+// a refused flow is dropped and counted as drop_source_range.
+func TestPublicationSourceLists(t *testing.T) {
+	pfx := netip.MustParsePrefix
+	lists := maps.Sources{
+		Allow: []netip.Prefix{pfx("10.99.0.0/28"), pfx("2001:db8:99::/120")},
+		Deny:  []netip.Prefix{pfx("10.99.0.4/30"), pfx("2001:db8:99::2/128")},
+	}
+	for _, c := range []struct {
+		client netip.Addr
+		host   netip.Addr
+		open   bool
+	}{
+		{netip.MustParseAddr("10.99.0.2"), hostAddr, true},
+		{netip.MustParseAddr("10.99.0.5"), hostAddr, false},  // a more specific deny
+		{netip.MustParseAddr("10.99.0.17"), hostAddr, false}, // outside every allow
+		{netip.MustParseAddr("192.0.2.1"), hostAddr, false},
+		{netip.MustParseAddr("2001:db8:99::3"), hostAddr6, true},
+		{netip.MustParseAddr("2001:db8:99::2"), hostAddr6, false},
+		{netip.MustParseAddr("2001:db8:98::3"), hostAddr6, false},
+	} {
+		for _, xdp := range []bool{false, true} {
+			nb := newNATBed6(t)
+			nb.xdpTargets(t, webAddr6)
+			for _, all := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
+				web := webAddr
+				if all.Is6() {
+					web = webAddr6
+				}
+				must(t, nb.maps.PutPublication(maps.Publication{HostAddr: all, HostPort: 8080, Proto: 6, Addr: web, Port: 80, Sources: lists}))
+			}
+			syn := tcpSegment(ap(c.client, 40000), ap(c.host, 8080), syn, 1, 0)
+			program, ret, want := "uplink", uint32(0), uint32(tcActShot)
+			if xdp {
+				program, want = "uplink_xdp", xdpDrop
+			}
+			before := nb.counter(t, program, "drop_source_range")
+			if xdp {
+				ret, _ = nb.runXDP(t, syn)
+			} else {
+				ret, _ = nb.run(t, nb.dp.Uplink.UplinkIngress, syn)
+			}
+			if c.open {
+				want = tcActRedirect
+				if xdp {
+					want = xdpRedirect
+				}
+			}
+			if ret != want {
+				t.Errorf("%s from %s: verdict %d, want %d (open %v)", program, c.client, ret, want, c.open)
+			}
+			refused := uint64(1)
+			if c.open {
+				refused = 0
+			}
+			if n := nb.counter(t, program, "drop_source_range") - before; n != refused {
+				t.Errorf("%s from %s: %s/drop_source_range counted %d, want %d", program, c.client, program, n, refused)
+			}
+		}
+	}
+}
+
+// The daemon's default lists hold for the publications without lists of
+// their own; one with lists, even a deny alone, never falls through to
+// them; and a sandbox reaching a published port (hairpin) is checked as
+// a client outside is.
+func TestDefaultSourceListsAndHairpin(t *testing.T) {
+	nb := newNATBed(t)
+	pfx := netip.MustParsePrefix
+	must(t, nb.maps.PutDefaultSources(maps.Sources{Allow: []netip.Prefix{pfx("10.99.0.0/24")}}, maps.Sources{}))
+	must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8080, Proto: 6, Addr: webAddr, Port: 80}))
+	must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8081, Proto: 6, Addr: webAddr, Port: 81,
+		Sources: maps.Sources{Deny: []netip.Prefix{pfx("10.99.0.3/32")}}}))
+	outside := netip.MustParseAddr("192.0.2.1")
+	for _, c := range []struct {
+		client netip.Addr
+		port   uint16
+		want   uint32
+	}{
+		{clientAddr, 8080, tcActRedirect},                   // in the default's allow
+		{outside, 8080, tcActShot},                          // not in it
+		{outside, 8081, tcActRedirect},                      // its own list lets all but one in
+		{netip.MustParseAddr("10.99.0.3"), 8081, tcActShot}, // that one
+	} {
+		if ret, _ := nb.run(t, nb.dp.Uplink.UplinkIngress, tcpSegment(ap(c.client, 40000), ap(hostAddr, c.port), syn, 1, 0)); ret != c.want {
+			t.Errorf("from %s to port %d: verdict %d, want %d", c.client, c.port, ret, c.want)
+		}
+	}
+	// The sandbox's own address is outside the default's allow.
+	before := nb.counter(t, "from_container", "drop_source_range")
+	nb.mustVerdict(t, "hairpin to 8080", nb.dp.Endpoint.FromContainer, tcpSegment(ap(webAddr, 5000), ap(hostAddr, 8080), syn, 1, 0), 1, tcActShot)
+	if n := nb.counter(t, "from_container", "drop_source_range") - before; n != 1 {
+		t.Errorf("from_container/drop_source_range counted %d, want 1", n)
+	}
+	// Without a default, everyone.
+	must(t, nb.maps.PutDefaultSources(maps.Sources{}, maps.Sources{Allow: []netip.Prefix{pfx("10.99.0.0/24")}}))
+	if ret, _ := nb.run(t, nb.dp.Uplink.UplinkIngress, tcpSegment(ap(outside, 40001), ap(hostAddr, 8080), syn, 1, 0)); ret != tcActRedirect {
+		t.Errorf("with no default lists: verdict %d, want TC_ACT_REDIRECT", ret)
+	}
+	if n := sourceEntries(t, nb.dp.Maps.SourceRanges); n != 2 {
+		t.Errorf("source_ranges holds %d entries, want 2: 8081's deny and its rest", n)
+	}
+}
+
+// A list changed applies to new flows at once; the flows it let in keep
+// going until they end. A publication removed takes its lists with it.
+func TestSourceListsChangeForNewFlows(t *testing.T) {
+	nb := newNATBed(t)
+	pfx := netip.MustParsePrefix
+	open := maps.Publication{HostPort: 8080, Proto: 6, Addr: webAddr, Port: 80}
+	must(t, nb.maps.PutPublication(open))
+	first := func(port uint16) []byte { return tcpSegment(ap(clientAddr, port), ap(hostAddr, 8080), syn, 1, 0) }
+	nb.mustVerdict(t, "before the list", nb.dp.Uplink.UplinkIngress, first(40000), 0, tcActRedirect)
+
+	closed := open
+	closed.Sources = maps.Sources{Allow: []netip.Prefix{pfx("192.0.2.0/24")}}
+	must(t, nb.maps.ReplaceSources(closed, open.Sources))
+	nb.mustVerdict(t, "a new flow after the list", nb.dp.Uplink.UplinkIngress, first(40001), 0, tcActShot)
+	nb.mustVerdict(t, "the flow let in before", nb.dp.Uplink.UplinkIngress, tcpSegment(ap(clientAddr, 40000), ap(hostAddr, 8080), ack, 2, 1),
+		0, tcActRedirect)
+
+	must(t, nb.maps.ReplaceSources(open, closed.Sources))
+	nb.mustVerdict(t, "a new flow once the list is gone", nb.dp.Uplink.UplinkIngress, first(40002), 0, tcActRedirect)
+	must(t, nb.maps.ReplaceSources(closed, open.Sources))
+	must(t, nb.maps.DeletePublications(closed))
+	if n := sourceEntries(t, nb.dp.Maps.SourceRanges); n != 0 {
+		t.Errorf("source_ranges holds %d entries after the publication went, want none", n)
+	}
+}
+
+// sourceEntries counts the entries of source_ranges m.
+func sourceEntries(t *testing.T, m *ebpf.Map) int {
+	t.Helper()
+	var (
+		n int
+		k bpf.DatapathSourceKey
+		v bpf.DatapathSourceAction
+	)
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		n++
+	}
+	must(t, it.Err())
+	return n
+}
