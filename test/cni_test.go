@@ -247,6 +247,19 @@ func TestCNIChainedMode(t *testing.T) {
 		}
 	}
 	mustFail(t, "outside to 8080 after DEL", testbed.TCPTo(out.NS, hostIP+":8080"))
+
+	// Source lists from the configuration: the client outside is refused,
+	// the container reaching itself is not.
+	c.Conflist("chainlists", map[string]any{"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
+		"ipam": map[string]any{"type": "host-local", "dataDir": t.TempDir(), "ranges": [][]map[string]string{{{"subnet": "10.94.0.0/24"}}},
+			"routes": []map[string]string{{"dst": "0.0.0.0/0"}}}},
+		map[string]any{"type": "ebpfnet", "socket": h.Socket(), "capabilities": map[string]bool{"portMappings": true},
+			"publishAllow": []string{"10.94.0.0/24"}})
+	c.Must("add", "chainlists", ns, testbed.PortMappings("8080:7777/tcp"))
+	mustFail(t, "outside to 8080, which the configuration's lists refuse", testbed.TCPTo(out.NS, hostIP+":8080"))
+	mustWork(t, "the container to itself through the host, which they allow", testbed.TCPTo(ns, hostIP+":8080"))
+	c.Must("del", "chainlists", ns)
+	assertNothingLeft(t, h, "after DEL of the attachment with lists")
 }
 
 // nerdctlVersion is the nerdctl the test builds from the module proxy.

@@ -254,7 +254,23 @@ func TestDockerNetworkOptions(t *testing.T) {
 	}
 	mustWork(t, "auto pool, to the outside", testbed.TCP(a1, out.IP))
 
+	// ebpfnet.publish.allow: the ports published on the network take its
+	// lists; the host's processes are not checked.
+	d.MustCLI("network", "create", "-d", plugin, "-o", "ebpfnet.publish.allow=192.0.2.0/24", "lanonly")
+	d.MustCLI("run", "-d", "--name", "l1", "--network", "lanonly", "-p", "8090:7777", "busybox", "sleep", "600")
+	testbed.Serve(t, d.MustCLI("inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "l1"))
+	if testbed.TCPTo(out.NS, hostIP+":8090") == nil {
+		t.Error("a client outside 192.0.2.0/24 reached a port published on a network that allows only it")
+	}
+	mustWork(t, "the host to a port its network's lists limit", testbed.TCPTo(h.NetNS, "127.0.0.1:8090"))
+	if got := endpointOf(t, h, d, "l1", "lanonly").NetworkSettings.Ports["7777/tcp"]; len(got) != 1 || len(got[0].Allow) != 1 {
+		t.Errorf("l1's publication %+v, want its network's allow list", got)
+	}
+
 	// A bad option changes nothing and says what is wrong.
+	if msg, err := d.CLI("network", "create", "-d", plugin, "-o", "ebpfnet.publish.deny=lan", "bad"); err == nil || !strings.Contains(msg, `"lan"`) {
+		t.Errorf("a deny list of lan: %v %s, want a refusal naming it", err, msg)
+	}
 	if msg, err := d.CLI("network", "create", "-d", plugin, "-o", "com.docker.network.driver.mtu=huge", "bad"); err == nil || !strings.Contains(msg, "huge") {
 		t.Errorf("an MTU of huge: %v %s, want a refusal naming it", err, msg)
 	}
