@@ -16,6 +16,9 @@
 //   - external: the endpoints of runtimes that own their namespaces
 //     (Docker, CNI), changed under the engine's lock and in its
 //     transactions, which the engine hands it;
+//   - pools: chooses the networks' address pools (a subnet given, or the
+//     first default pool free of routes and pools) and serves a runtime's
+//     IPAM requests from the same pools; ipam keeps one pool's addresses;
 //   - status: reads the status and the metrics (counters, map fill, the
 //     programs on each interface, the host's settings, the cluster);
 //   - clustersync: follows the cluster of hosts for overlay networks: the

@@ -15,6 +15,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/engine"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/control/pools"
 )
 
 // TestChainedCannotTakeAnotherEndpointsVeth: a chained ADD whose prevResult names
@@ -23,7 +24,7 @@ import (
 func TestChainedCannotTakeAnotherEndpointsVeth(t *testing.T) {
 	te := newTestEngine(t)
 	a := te.RuntimeEngine
-	if _, err := te.e.CreateNetwork(engine.NetworkSpec{Name: te.name("net"), IPv4: engine.PoolSpec{Subnet: netip.MustParsePrefix("10.96.0.0/24")}}); err != nil {
+	if _, err := te.e.CreateNetwork(engine.NetworkSpec{Name: te.name("net"), IPv4: pools.Spec{Subnet: netip.MustParsePrefix("10.96.0.0/24")}}); err != nil {
 		t.Fatal(err)
 	}
 	ns := containerNS(t, te, "v")
@@ -59,7 +60,7 @@ func TestAttachmentsAreDistinct(t *testing.T) {
 	te := newTestEngine(t)
 	a := te.RuntimeEngine
 	net := te.name("net")
-	if _, err := te.e.CreateNetwork(engine.NetworkSpec{Name: net, IPv4: engine.PoolSpec{Subnet: netip.MustParsePrefix("10.96.0.0/24")}}); err != nil {
+	if _, err := te.e.CreateNetwork(engine.NetworkSpec{Name: net, IPv4: pools.Spec{Subnet: netip.MustParsePrefix("10.96.0.0/24")}}); err != nil {
 		t.Fatal(err)
 	}
 	attach := func(cid, ifname, mac string) error {
@@ -113,7 +114,7 @@ func TestAttachmentsAreDistinct(t *testing.T) {
 		// Podman: one container on two networks. The plugin reports a
 		// default route via each attachment's Gateway (resultOf).
 		net2 := te.name("net2")
-		if _, err := te.e.CreateNetwork(engine.NetworkSpec{Name: net2, IPv4: engine.PoolSpec{Subnet: netip.MustParsePrefix("10.95.0.0/24")}}); err != nil {
+		if _, err := te.e.CreateNetwork(engine.NetworkSpec{Name: net2, IPv4: pools.Spec{Subnet: netip.MustParsePrefix("10.95.0.0/24")}}); err != nil {
 			t.Fatal(err)
 		}
 		ns := containerNS(t, te, "two")
@@ -162,7 +163,7 @@ func TestAttachmentDualStack(t *testing.T) {
 	a := te.RuntimeEngine
 	yes := true
 	if _, err := te.e.CreateNetwork(engine.NetworkSpec{Name: te.name("dual"), EnableIPv6: &yes,
-		IPv4: engine.PoolSpec{Subnet: netip.MustParsePrefix("10.93.0.0/24")}, IPv6: engine.PoolSpec{Subnet: netip.MustParsePrefix("fd00:93::/64")}}); err != nil {
+		IPv4: pools.Spec{Subnet: netip.MustParsePrefix("10.93.0.0/24")}, IPv6: pools.Spec{Subnet: netip.MustParsePrefix("fd00:93::/64")}}); err != nil {
 		t.Fatal(err)
 	}
 	ns := containerNS(t, te, "d")
@@ -216,7 +217,7 @@ func TestAttachmentInternal(t *testing.T) {
 	a := te.RuntimeEngine
 	yes := true
 	if _, err := te.e.CreateNetwork(engine.NetworkSpec{Name: te.name("int"), EnableIPv6: &yes, Internal: true,
-		IPv4: engine.PoolSpec{Subnet: netip.MustParsePrefix("10.95.0.0/24")}, IPv6: engine.PoolSpec{Subnet: netip.MustParsePrefix("fd00:95::/64")}}); err != nil {
+		IPv4: pools.Spec{Subnet: netip.MustParsePrefix("10.95.0.0/24")}, IPv6: pools.Spec{Subnet: netip.MustParsePrefix("fd00:95::/64")}}); err != nil {
 		t.Fatal(err)
 	}
 	ns := containerNS(t, te, "i")

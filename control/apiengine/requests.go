@@ -7,6 +7,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/engine"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/pools"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
@@ -20,7 +21,7 @@ func networkSpec(req api.NetworkCreate) (engine.NetworkSpec, error) {
 	spec := engine.NetworkSpec{Name: req.Name, Driver: req.Driver, EnableIPv6: req.EnableIPv6, Internal: req.Internal, Attachable: req.Attachable, Options: req.Options,
 		Labels: req.Labels, ID: req.ID, Frontend: req.Frontend}
 	spec.IPv4.ID, spec.IPv6.ID = req.PoolID, req.PoolID6
-	familyOf := func(a netip.Addr) *engine.PoolSpec {
+	familyOf := func(a netip.Addr) *pools.Spec {
 		if a.Is6() {
 			return &spec.IPv6
 		}

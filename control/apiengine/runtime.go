@@ -18,7 +18,7 @@ import (
 // requests turned into the IPAM's and the external endpoints' calls.
 
 func (a adapter) RequestPool(_ context.Context, subnet, ipRange netip.Prefix, v6 bool) (api.Pool, error) {
-	p, err := a.e.RequestPool(subnet, ipRange, v6)
+	p, err := a.e.Pools().Request(subnet, ipRange, v6)
 	if err != nil {
 		return api.Pool{}, err
 	}
@@ -26,21 +26,21 @@ func (a adapter) RequestPool(_ context.Context, subnet, ipRange netip.Prefix, v6
 }
 
 func (a adapter) RequestedPool(_ context.Context, subnet netip.Prefix) (api.Pool, error) {
-	p, err := a.e.RequestedPool(subnet)
+	p, err := a.e.Pools().Requested(subnet)
 	if err != nil {
 		return api.Pool{}, err
 	}
 	return api.Pool{ID: p.ID, Subnet: p.Subnet.String()}, nil
 }
 
-func (a adapter) ReleasePool(_ context.Context, id string) error { return a.e.ReleasePool(id) }
+func (a adapter) ReleasePool(_ context.Context, id string) error { return a.e.Pools().Release(id) }
 
 func (a adapter) RequestAddress(_ context.Context, poolID string, addr netip.Addr, gateway bool) (netip.Prefix, error) {
-	return a.e.RequestAddress(poolID, addr, gateway)
+	return a.e.Pools().RequestAddress(poolID, addr, gateway)
 }
 
 func (a adapter) ReleaseAddress(_ context.Context, poolID string, addr netip.Addr) error {
-	return a.e.ReleaseAddress(poolID, addr)
+	return a.e.Pools().ReleaseAddress(poolID, addr)
 }
 
 func (a adapter) PublishEndpoint(_ context.Context, frontend, id string, mappings []ports.Mapping) (map[string][]api.PortBinding, error) {

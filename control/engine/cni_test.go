@@ -13,6 +13,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/external"
+	"github.com/ebpfnet/ebpfnet/control/pools"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/test/testenv"
 )
@@ -139,7 +140,7 @@ func TestFailedChainedAttachLeavesNothing(t *testing.T) {
 	if after := te.snapshot(t); after != before {
 		t.Errorf("a failed chained ADD left state:\n%s\n%s", before, after)
 	}
-	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("net"), IPv4: PoolSpec{Subnet: netip.MustParsePrefix("10.94.0.0/16")}}); err != nil {
+	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("net"), IPv4: pools.Spec{Subnet: netip.MustParsePrefix("10.94.0.0/16")}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, _, err := te.External().Attach(chainedReq("ov", te.prefix+"none", "nobr", "10.94.0.2"), "/run/ov", nil, ports.Sources{}); !errors.Is(err, errdefs.ErrConflict) {

@@ -8,6 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/ebpfnet/ebpfnet/bpf"
+	"github.com/ebpfnet/ebpfnet/control/pools"
 	dpmaps "github.com/ebpfnet/ebpfnet/maps"
 )
 
@@ -18,7 +19,7 @@ import (
 func TestRemovedEndpointConntrackFlushed(t *testing.T) {
 	te := newTestEngine(t)
 	app := te.name("app")
-	if _, err := te.CreateNetwork(NetworkSpec{Name: app, IPv4: PoolSpec{Subnet: netip.MustParsePrefix("172.19.0.0/16")}}); err != nil {
+	if _, err := te.CreateNetwork(NetworkSpec{Name: app, IPv4: pools.Spec{Subnet: netip.MustParsePrefix("172.19.0.0/16")}}); err != nil {
 		t.Fatal(err)
 	}
 	addr, other := netip.MustParseAddr("172.19.0.7"), netip.MustParseAddr("172.19.0.8")

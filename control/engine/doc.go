@@ -17,7 +17,8 @@
 // A container runtime's (Docker, CNI) are external endpoints: one
 // attachment each of a namespace the runtime owns and names by path
 // (package external, which makes its changes under the engine's lock and
-// in its transactions), with IPAM requests of their own (ipam.go).
+// in its transactions), with IPAM requests of their own (package pools,
+// which also chooses the pools of the engine's networks).
 //
 // After each committed change the engine hands the records it changed to
 // package names, which brings the embedded DNS's view and the sandboxes'

@@ -22,6 +22,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/monitor"
 	"github.com/ebpfnet/ebpfnet/control/names"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/control/pools"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/reconcile"
 	"github.com/ebpfnet/ebpfnet/control/status"
@@ -92,6 +93,9 @@ type Engine struct {
 	// in line with the dataplane namespace; what it applied is guarded by
 	// mu.
 	hostSync *hostsync.Syncer
+	// pools chooses the networks' address pools and serves a runtime's
+	// IPAM requests.
+	pools *pools.Pools
 	// wiring makes the kernel objects of networks and endpoints.
 	wiring *wiring.Wiring
 	// external keeps the endpoints of runtimes that own their namespaces
@@ -191,6 +195,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Log.Info("removed a pinned map this version no longer uses", "map", name, "bpffs", cfg.BPFFS)
 	}
 	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, drivers: drivers.For, host: host}
+	e.pools = pools.New(pools.Config{Store: st, Lock: &e.mu, Routes: e.hostRoutes})
 	e.wiring = wiring.New(wiring.Config{NetNS: cfg.NetNS, Datapath: dp, Maps: e.maps, InHost: e.inHost, Log: cfg.Log,
 		Drivers: func(name string) (driver.Driver, bool) { return e.drivers(name) }})
 	e.hostSync = hostsync.New(hostsync.Config{NetNS: cfg.NetNS, Uplinks: cfg.Uplinks, UplinkModes: cfg.UplinkModes,
@@ -278,6 +283,10 @@ func (e *Engine) clusterConflicts() []string {
 	}
 	return e.clusterSync.Conflicts()
 }
+
+// Pools are the address pools: a runtime's IPAM requests them and their
+// addresses on their own.
+func (e *Engine) Pools() *pools.Pools { return e.pools }
 
 // External is the endpoints of runtimes that own their namespaces.
 func (e *Engine) External() *external.Endpoints { return e.external }

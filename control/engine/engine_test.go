@@ -16,6 +16,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/frontend/sandbox"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/control/pools"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/test/testenv"
@@ -101,7 +102,7 @@ func TestEngine(t *testing.T) {
 	te := newTestEngine(t)
 	app, back, web := te.name("app"), te.name("back"), te.name("web")
 
-	n, err := te.CreateNetwork(NetworkSpec{Name: app, IPv4: PoolSpec{Subnet: netip.MustParsePrefix("172.19.0.0/16")}})
+	n, err := te.CreateNetwork(NetworkSpec{Name: app, IPv4: pools.Spec{Subnet: netip.MustParsePrefix("172.19.0.0/16")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +129,7 @@ func TestEngine(t *testing.T) {
 		t.Fatalf("host side %s: %v, want it on bridge %s", hostSide, err, n.Bridge)
 	}
 
-	if _, err := te.CreateNetwork(NetworkSpec{Name: back, IPv4: PoolSpec{Subnet: netip.MustParsePrefix("172.20.0.0/16")}}); err != nil {
+	if _, err := te.CreateNetwork(NetworkSpec{Name: back, IPv4: pools.Spec{Subnet: netip.MustParsePrefix("172.20.0.0/16")}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := te.Connect(back, web, EndpointSpec{IP: netip.MustParseAddr("172.20.0.9")}); err != nil {
@@ -170,7 +171,7 @@ func TestEngine(t *testing.T) {
 	// A driver that fails to attach on one network: a sandbox on app and
 	// then that network is refused, and nothing of it is left.
 	bad := te.name("bad")
-	if _, err := te.CreateNetwork(NetworkSpec{Name: bad, IPv4: PoolSpec{Subnet: netip.MustParsePrefix("172.21.0.0/16")}}); err != nil {
+	if _, err := te.CreateNetwork(NetworkSpec{Name: bad, IPv4: pools.Spec{Subnet: netip.MustParsePrefix("172.21.0.0/16")}}); err != nil {
 		t.Fatal(err)
 	}
 	injected := errors.New("injected attach failure")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/bpf"
 	"github.com/ebpfnet/ebpfnet/control/hostsync"
+	"github.com/ebpfnet/ebpfnet/control/pools"
 )
 
 // An interface another program adds to the host makes the engine read
@@ -49,7 +50,7 @@ func TestChangesDoNotWaitForAHostRead(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := te.CreateNetwork(NetworkSpec{Name: te.name("n"), IPv4: PoolSpec{Subnet: netip.MustParsePrefix("172.23.0.0/16")}})
+		_, err := te.CreateNetwork(NetworkSpec{Name: te.name("n"), IPv4: pools.Spec{Subnet: netip.MustParsePrefix("172.23.0.0/16")}})
 		done <- err
 	}()
 	select {

@@ -11,6 +11,7 @@ import (
 
 	mdns "github.com/miekg/dns"
 
+	"github.com/ebpfnet/ebpfnet/control/pools"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
@@ -25,7 +26,7 @@ func TestNamesWorkPerChange(t *testing.T) {
 	nets := []string{te.name("na"), te.name("nb")}
 	for i, n := range nets {
 		subnet := netip.MustParsePrefix(fmt.Sprintf("172.%d.0.0/16", 21+i))
-		if _, err := te.CreateNetwork(NetworkSpec{Name: n, IPv4: PoolSpec{Subnet: subnet}}); err != nil {
+		if _, err := te.CreateNetwork(NetworkSpec{Name: n, IPv4: pools.Spec{Subnet: subnet}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -121,7 +122,7 @@ func (te testEngine) hostsOf(t *testing.T, sandbox string) string {
 func TestAllocationPerChangeStaysFlat(t *testing.T) {
 	te := newTestEngine(t)
 	n := te.name("na")
-	if _, err := te.CreateNetwork(NetworkSpec{Name: n, IPv4: PoolSpec{Subnet: netip.MustParsePrefix("172.24.0.0/16")}}); err != nil {
+	if _, err := te.CreateNetwork(NetworkSpec{Name: n, IPv4: pools.Spec{Subnet: netip.MustParsePrefix("172.24.0.0/16")}}); err != nil {
 		t.Fatal(err)
 	}
 	perChange := func() uint64 {

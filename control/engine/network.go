@@ -15,7 +15,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
-	"github.com/ebpfnet/ebpfnet/control/ipam"
+	"github.com/ebpfnet/ebpfnet/control/pools"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
@@ -48,7 +48,7 @@ func (e *Engine) ensurePredefined() error {
 			n := store.Network{ID: store.NewID(), Name: p.name, Driver: p.driver, Created: time.Now().UTC(), Predefined: true, ICC: true, Masquerade: true}
 			if p.name == NetworkBridge {
 				n.Bridge, n.EnableIPv6 = DefaultBridge, e.cfg.DefaultIPv6
-				if err := e.choosePools(tx, &n, NetworkSpec{}); err != nil {
+				if err := e.pools.Choose(tx, &n, pools.Spec{}, pools.Spec{}); err != nil {
 					return fmt.Errorf("create default network: %w", err)
 				}
 			}
@@ -82,160 +82,6 @@ func (e *Engine) hostRoutes(family int) ([]netip.Prefix, error) {
 		return nil
 	})
 	return out, err
-}
-
-// choosePools refers n to its pools: an IPv4 one, and an IPv6 one when n
-// has IPv6 (choosePool). A pool requested on its own is adopted as it is.
-func (e *Engine) choosePools(tx *store.Tx, n *store.Network, spec NetworkSpec) error {
-	p, requested, err := e.choosePool(tx, spec.IPv4, false)
-	if err != nil {
-		return err
-	}
-	n.Pool, n.PoolID, n.RequestedPool = p, p.ID, requested
-	if !n.EnableIPv6 {
-		return nil
-	}
-	p, requested, err = e.choosePool(tx, spec.IPv6, true)
-	if err != nil {
-		return err
-	}
-	if requested != n.RequestedPool {
-		// One IPAM hands out both (Docker asks one driver for both).
-		return errdefs.Invalidf("pools %s and %s: a network's pools are both requested through IPAM or neither", n.Pool.Subnet, p.Subnet)
-	}
-	n.Pool6, n.PoolID6 = p, p.ID
-	return nil
-}
-
-// choosePool finds the requested pool spec.ID, or makes one from the spec
-// for the family (v6 or not); without a subnet it takes the family's first
-// default pool free of routes and other pools: Docker's for IPv4, the
-// /64s of the host's ULA /48 for IPv6 (ipam.ULABase).
-func (e *Engine) choosePool(tx *store.Tx, spec PoolSpec, v6 bool) (p ipam.Pool, requested bool, err error) {
-	family, defaults := netlink.FAMILY_V4, ipam.DefaultPools()
-	if v6 {
-		id, err := tx.HostID()
-		if err != nil {
-			return p, false, err
-		}
-		family, defaults = netlink.FAMILY_V6, ipam.DefaultPools6(ipam.ULABase(id))
-	}
-	for _, a := range []netip.Addr{spec.Subnet.Addr(), spec.IPRange.Addr(), spec.Gateway} {
-		if a.IsValid() && a.Is6() != v6 {
-			return p, false, errdefs.Invalidf("%s is not an address of the %s pool", a, familyName(v6))
-		}
-	}
-	if spec.ID != "" {
-		p, err = adoptPool(tx, spec)
-		return p, true, err
-	}
-	subnet := spec.Subnet
-	if !subnet.IsValid() {
-		if spec.Gateway.IsValid() {
-			return p, false, errdefs.Invalidf("gateway %s needs a subnet to lie in", spec.Gateway)
-		}
-		if spec.IPRange.IsValid() {
-			return p, false, errdefs.Invalidf("ip range %s needs a subnet to lie in", spec.IPRange)
-		}
-		used, err := e.usedSubnets(tx, family)
-		if err != nil {
-			return p, false, err
-		}
-		if subnet, err = ipam.FreeSubnet(defaults, used); err != nil {
-			return p, false, err
-		}
-	} else if err := checkFreeOfPools(tx, subnet); err != nil {
-		return ipam.Pool{}, false, err
-	}
-	if p, err = ipam.NewPool(subnet, spec.IPRange, spec.Gateway); err != nil {
-		return p, false, err
-	}
-	p.ID = store.NewID()
-	return p, false, tx.PutPool(p)
-}
-
-// adoptPool finds a pool requested on its own (RequestPool), which no
-// network may use yet and whose subnet and gateway the spec repeats.
-func adoptPool(tx *store.Tx, spec PoolSpec) (ipam.Pool, error) {
-	p, err := tx.Pool(spec.ID)
-	if err != nil {
-		return p, errdefs.NotFound(err)
-	}
-	users, err := poolUsers(tx)
-	if err != nil {
-		return p, err
-	}
-	if user := users[p.Subnet]; user != requestedPoolUser {
-		return p, errdefs.Conflictf("pool %s (%s) is already used by %s", p.ID, p.Subnet, user)
-	}
-	if spec.Subnet.IsValid() && spec.Subnet != p.Subnet {
-		return p, errdefs.Invalidf("subnet %s is not pool %s's subnet %s", spec.Subnet, p.ID, p.Subnet)
-	}
-	if spec.Gateway.IsValid() && spec.Gateway != p.Gateway {
-		return p, errdefs.Invalidf("gateway %s is not pool %s's gateway %s", spec.Gateway, p.ID, p.Gateway)
-	}
-	return p, nil
-}
-
-func familyName(v6 bool) string {
-	if v6 {
-		return "IPv6"
-	}
-	return "IPv4"
-}
-
-const requestedPoolUser = "a pool requested through IPAM"
-
-// usedSubnets are what a subnet chosen for a network keeps clear of: the
-// destinations routed on the host (of family) and the pools of its
-// networks.
-func (e *Engine) usedSubnets(tx *store.Tx, family int) ([]netip.Prefix, error) {
-	used, err := e.hostRoutes(family)
-	if err != nil {
-		return nil, err
-	}
-	taken, err := poolUsers(tx)
-	for p := range taken {
-		used = append(used, p)
-	}
-	return used, err
-}
-
-// checkFreeOfPools refuses a subnet that overlaps a pool of the host's.
-func checkFreeOfPools(tx *store.Tx, subnet netip.Prefix) error {
-	taken, err := poolUsers(tx)
-	if err != nil {
-		return err
-	}
-	for p, user := range taken {
-		if p.Overlaps(subnet) {
-			return errdefs.Conflictf("subnet %s overlaps subnet %s of %s", subnet, p, user)
-		}
-	}
-	return nil
-}
-
-// poolUsers names, by subnet, who holds every pool: a network, or nobody
-// yet for a pool requested on its own.
-func poolUsers(tx *store.Tx) (map[netip.Prefix]string, error) {
-	pools, err := tx.Pools()
-	if err != nil {
-		return nil, err
-	}
-	nets, err := tx.Networks()
-	if err != nil {
-		return nil, err
-	}
-	users := map[netip.Prefix]string{}
-	for _, p := range pools {
-		users[p.Subnet] = requestedPoolUser
-		for _, n := range nets {
-			if n.PoolID == p.ID || n.PoolID6 == p.ID {
-				users[p.Subnet] = "network " + n.Name
-			}
-		}
-	}
-	return users, nil
 }
 
 // CreateNetwork creates a bridge, macvlan or overlay network.
@@ -284,7 +130,7 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 		if _, err := tx.Network(n.ID); err == nil {
 			return errdefs.Conflictf("a network with ID %s already exists", n.ID)
 		}
-		if err := e.choosePools(tx, &n, spec); err != nil {
+		if err := e.pools.Choose(tx, &n, spec.IPv4, spec.IPv6); err != nil {
 			return err
 		}
 		if err := e.checkDevices(tx, &n); err != nil {
@@ -352,7 +198,7 @@ func (e *Engine) checkDevices(tx *store.Tx, n *store.Network) error {
 // addChained stores a chained network, n, with a pool of subnet and
 // gateway, and builds its kernel side (external.Config.AddNetwork).
 func (e *Engine) addChained(tx *store.Tx, undo *store.Undo, n *store.Network, subnet netip.Prefix, gateway netip.Addr) error {
-	if err := e.choosePools(tx, n, NetworkSpec{IPv4: PoolSpec{Subnet: subnet, Gateway: gateway}}); err != nil {
+	if err := e.pools.Choose(tx, n, pools.Spec{Subnet: subnet, Gateway: gateway}, pools.Spec{}); err != nil {
 		return err
 	}
 	return e.addNetwork(tx, undo, n)

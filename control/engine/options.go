@@ -6,6 +6,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/pools"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
@@ -28,7 +29,7 @@ type NetworkSpec struct {
 	Driver string // bridge (default), macvlan or overlay
 	// IPv4 and IPv6 are each family's pool; IPv6 is read only when the
 	// network has IPv6 (EnableIPv6, or the driver option OptEnableIPv6).
-	IPv4, IPv6 PoolSpec
+	IPv4, IPv6 pools.Spec
 	// EnableIPv6, when set, says whether the network has IPv6, over the
 	// driver option OptEnableIPv6 (as Docker's EnableIPv6 does).
 	EnableIPv6 *bool
@@ -41,17 +42,6 @@ type NetworkSpec struct {
 	ID string
 	// Frontend names the frontend creating the network for its runtime.
 	Frontend string
-}
-
-// PoolSpec is what a request says of one family's pool: a pool requested
-// on its own (RequestPool) to take the addresses from, or what a new one
-// should be. A new pool without a subnet takes the family's first default
-// pool free of routes and other pools.
-type PoolSpec struct {
-	ID      string
-	Subnet  netip.Prefix
-	IPRange netip.Prefix
-	Gateway netip.Addr
 }
 
 // applyOptions records the spec's driver options on n: the driver reads

@@ -17,6 +17,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/driver/overlay"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
+	"github.com/ebpfnet/ebpfnet/control/pools"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
@@ -48,13 +49,13 @@ func (e *Engine) createOverlay(n store.Network, spec NetworkSpec) (store.Network
 		return n, errdefs.Invalidf("overlay network %s: its addresses are the cluster's, not an IPAM driver's", n.Name)
 	}
 	// A subnet the cluster chooses keeps clear of this host's routes and
-	// networks, as a bridge network's does (choosePool).
+	// networks, as a bridge network's does (pools.Pools.Choose).
 	var avoid []netip.Prefix
 	err := e.store.View(func(tx *store.Tx) (err error) {
 		if _, err := tx.Network(n.Name); err == nil {
 			return errdefs.Conflictf("network %s already exists", n.Name)
 		}
-		avoid, err = e.usedSubnets(tx, netlink.FAMILY_V4)
+		avoid, err = e.pools.Used(tx, netlink.FAMILY_V4)
 		return err
 	})
 	if err != nil {
@@ -109,7 +110,7 @@ func (e *Engine) mirrorOverlay(cn cluster.Network) (store.Network, error) {
 		if err != nil {
 			return fmt.Errorf("overlay network %s: %w", n.Name, err)
 		}
-		if err := checkFreeOfPools(tx, pool.Subnet); err != nil {
+		if err := pools.CheckFree(tx, pool.Subnet); err != nil {
 			return fmt.Errorf("overlay network %s on this host: %w", n.Name, err)
 		}
 		pool.ID = store.NewID()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/cluster"
+	"github.com/ebpfnet/ebpfnet/control/pools"
 	"github.com/ebpfnet/ebpfnet/control/store"
 )
 
@@ -17,7 +18,7 @@ import (
 // network once, as on a bridge network: not "network X: network X: …".
 func TestOverlayAddressErrorNamesTheNetworkOnce(t *testing.T) {
 	te := newClusterEngine(t)
-	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay, IPv4: PoolSpec{Subnet: netip.MustParsePrefix("10.7.0.0/24")}})
+	n, err := te.CreateNetwork(NetworkSpec{Name: te.name("ov"), Driver: store.DriverOverlay, IPv4: pools.Spec{Subnet: netip.MustParsePrefix("10.7.0.0/24")}})
 	if err != nil {
 		t.Fatal(err)
 	}

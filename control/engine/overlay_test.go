@@ -13,6 +13,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/bpf"
 	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
+	"github.com/ebpfnet/ebpfnet/control/pools"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
@@ -117,7 +118,7 @@ func TestOverlaySubnetAvoidsHostRoutes(t *testing.T) {
 			t.Fatalf("ip %v: %v: %s", args, err, out)
 		}
 	}
-	local, err := te.CreateNetwork(NetworkSpec{Name: te.name("br"), IPv4: PoolSpec{Subnet: netip.MustParsePrefix("10.0.1.0/24")}})
+	local, err := te.CreateNetwork(NetworkSpec{Name: te.name("br"), IPv4: pools.Spec{Subnet: netip.MustParsePrefix("10.0.1.0/24")}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ebpfnet/ebpfnet/control/pools"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/reconcile"
 )
@@ -19,7 +20,7 @@ import (
 func TestReconcileLeavesWhatChangesWroteMeanwhile(t *testing.T) {
 	te := newTestEngine(t)
 	n := te.name("n")
-	if _, err := te.CreateNetwork(NetworkSpec{Name: n, IPv4: PoolSpec{Subnet: netip.MustParsePrefix("172.25.0.0/16")}}); err != nil {
+	if _, err := te.CreateNetwork(NetworkSpec{Name: n, IPv4: pools.Spec{Subnet: netip.MustParsePrefix("172.25.0.0/16")}}); err != nil {
 		t.Fatal(err)
 	}
 	create := func(name string, port uint16) {
@@ -76,7 +77,7 @@ func TestReconcileLeavesWhatChangesWroteMeanwhile(t *testing.T) {
 func TestReconcileLeavesAnInterfaceMadeAgainMeanwhile(t *testing.T) {
 	te := newTestEngine(t)
 	n := te.name("n")
-	if _, err := te.CreateNetwork(NetworkSpec{Name: n, IPv4: PoolSpec{Subnet: netip.MustParsePrefix("172.26.0.0/24")}}); err != nil {
+	if _, err := te.CreateNetwork(NetworkSpec{Name: n, IPv4: pools.Spec{Subnet: netip.MustParsePrefix("172.26.0.0/24")}}); err != nil {
 		t.Fatal(err)
 	}
 	ns := containerNS(t, te, "c1")

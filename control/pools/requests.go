@@ -1,4 +1,4 @@
-package engine
+package pools
 
 import (
 	"fmt"
@@ -11,28 +11,27 @@ import (
 
 // The IPAM on its own, as Docker's IpamDriver protocol drives it: pools are
 // requested before the network that uses them exists, and addresses before
-// the endpoints that use them. It is the same IPAM the engine's own
-// networks draw from, so the two never hand out one subnet or address twice.
+// the endpoints that use them.
 
-// RequestPool reserves a pool of a family (v6 or not): subnet when it is
+// Request reserves a pool of a family (v6 or not): subnet when it is
 // valid (ipRange, optional, within it), or else the family's first default
 // pool free of routes and other pools. Each request takes a new pool, so a
 // frontend that refuses one and asks again gets another.
-func (e *Engine) RequestPool(subnet, ipRange netip.Prefix, v6 bool) (p ipam.Pool, err error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	err = e.store.Update(func(tx *store.Tx) (err error) {
-		p, _, err = e.choosePool(tx, PoolSpec{Subnet: subnet, IPRange: ipRange}, v6)
+func (ps *Pools) Request(subnet, ipRange netip.Prefix, v6 bool) (p ipam.Pool, err error) {
+	ps.cfg.Lock.Lock()
+	defer ps.cfg.Lock.Unlock()
+	err = ps.cfg.Store.Update(func(tx *store.Tx) (err error) {
+		p, _, err = ps.choose(tx, Spec{Subnet: subnet, IPRange: ipRange}, v6)
 		return err
 	})
 	return p, err
 }
 
-// RequestedPool finds the requested pool of subnet that no network uses
+// Requested finds the requested pool of subnet that no network uses
 // yet: the one a runtime requested for the network it now creates.
-func (e *Engine) RequestedPool(subnet netip.Prefix) (ipam.Pool, error) {
+func (ps *Pools) Requested(subnet netip.Prefix) (ipam.Pool, error) {
 	var found ipam.Pool
-	err := e.store.View(func(tx *store.Tx) error {
+	err := ps.cfg.Store.View(func(tx *store.Tx) error {
 		users, err := poolUsers(tx)
 		if err != nil {
 			return err
@@ -52,13 +51,13 @@ func (e *Engine) RequestedPool(subnet netip.Prefix) (ipam.Pool, error) {
 	return found, err
 }
 
-// ReleasePool gives back a requested pool. One that a network still uses
+// Release gives back a requested pool. One that a network still uses
 // goes with the network instead: a runtime may release the pool before it
 // deletes the network.
-func (e *Engine) ReleasePool(id string) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.store.Update(func(tx *store.Tx) error {
+func (ps *Pools) Release(id string) error {
+	ps.cfg.Lock.Lock()
+	defer ps.cfg.Lock.Unlock()
+	return ps.cfg.Store.Update(func(tx *store.Tx) error {
 		if _, err := tx.Pool(id); err != nil {
 			return errdefs.NotFound(err)
 		}
@@ -79,11 +78,11 @@ func (e *Engine) ReleasePool(id string) error {
 // RequestAddress takes an address of a requested pool: addr when it is
 // valid, the next free one otherwise. As the gateway it is the pool's
 // gateway, moved to addr when one is asked for.
-func (e *Engine) RequestAddress(poolID string, addr netip.Addr, gateway bool) (netip.Prefix, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+func (ps *Pools) RequestAddress(poolID string, addr netip.Addr, gateway bool) (netip.Prefix, error) {
+	ps.cfg.Lock.Lock()
+	defer ps.cfg.Lock.Unlock()
 	var got netip.Prefix
-	err := e.store.Update(func(tx *store.Tx) error {
+	err := ps.cfg.Store.Update(func(tx *store.Tx) error {
 		p, err := tx.Pool(poolID)
 		if err != nil {
 			return errdefs.NotFound(err)
@@ -109,10 +108,10 @@ func (e *Engine) RequestAddress(poolID string, addr netip.Addr, gateway bool) (n
 
 // ReleaseAddress returns an address to a requested pool; the gateway, and
 // an address that is free already, need nothing.
-func (e *Engine) ReleaseAddress(poolID string, addr netip.Addr) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.store.Update(func(tx *store.Tx) error {
+func (ps *Pools) ReleaseAddress(poolID string, addr netip.Addr) error {
+	ps.cfg.Lock.Lock()
+	defer ps.cfg.Lock.Unlock()
+	return ps.cfg.Store.Update(func(tx *store.Tx) error {
 		if _, err := tx.Pool(poolID); err != nil {
 			return errdefs.NotFound(err)
 		}
