@@ -101,17 +101,30 @@ func (c *CNI) Must(verb, network, netns string, env ...string) string {
 func PortMappings(m ...string) string {
 	var pms []map[string]any
 	for _, s := range m {
-		var host, port int
-		var proto string
-		entry := map[string]any{}
-		// [HOSTIP]:HOST:PORT/PROTO, the host IP bracketed as IPv6 is.
-		if ip, rest, ok := strings.Cut(strings.TrimPrefix(s, "["), "]:"); ok {
-			entry["hostIP"], s = ip, rest
+		pm := parsePortMapping(s)
+		entry := map[string]any{"hostPort": pm.host, "containerPort": pm.container, "protocol": pm.proto}
+		if pm.hostIP != "" {
+			entry["hostIP"] = pm.hostIP
 		}
-		fmt.Sscanf(strings.ReplaceAll(strings.ReplaceAll(s, ":", " "), "/", " "), "%d %d %s", &host, &port, &proto)
-		entry["hostPort"], entry["containerPort"], entry["protocol"] = host, port, proto
 		pms = append(pms, entry)
 	}
 	data, _ := json.Marshal(map[string]any{"portMappings": pms})
 	return "CAP_ARGS=" + string(data)
+}
+
+// portMapping is a port mapping as tests write it:
+// [[HOSTIP]:]HOST:CONTAINER/PROTO, the host IP bracketed as IPv6 is.
+type portMapping struct {
+	hostIP          string
+	host, container int
+	proto           string
+}
+
+func parsePortMapping(s string) portMapping {
+	var pm portMapping
+	if ip, rest, ok := strings.Cut(strings.TrimPrefix(s, "["), "]:"); ok {
+		pm.hostIP, s = ip, rest
+	}
+	fmt.Sscanf(strings.ReplaceAll(strings.ReplaceAll(s, ":", " "), "/", " "), "%d %d %s", &pm.host, &pm.container, &pm.proto)
+	return pm
 }

@@ -57,27 +57,12 @@ func StartDocker(tb TB, netns string, flags ...string) *Docker {
 	for _, p := range []string{"/etc/docker/key.json", "/run/docker", "/run/containerd"} {
 		sharePath(tb, p, true)
 	}
-	sock := filepath.Join(dir, "containerd.sock")
-	config := filepath.Join(dir, "containerd.toml")
-	if err := os.WriteFile(config, fmt.Appendf(nil, `version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-[plugins."io.containerd.internal.v1.opt"]
-  path = %q
-`, dir+"/containerd", dir+"/containerd-state", sock, sock+".ttrpc", dir+"/opt"), 0o644); err != nil {
-		tb.Fatalf("write containerd config: %v", err)
-	}
-	cmd, exited := startLogged(tb, dir, "containerd", "containerd", "--config", config)
-	tb.Cleanup(func() { stopProcess(cmd, exited) })
-	waitFor(tb, dir, "containerd", exited, func() bool { _, err := os.Stat(sock); return err == nil })
+	ctrd := newContainerd(tb, dir, "", "")
+	ctrd.start()
+	tb.Cleanup(ctrd.stop)
 
-	d := &Docker{tb: tb, dir: dir, netns: netns, Host: "unix://" + filepath.Join(dir, "docker.sock"), Containerd: sock,
-		flags: append([]string{"--containerd", sock, "--storage-driver", "vfs", "--log-level", "warn"}, flags...)}
+	d := &Docker{tb: tb, dir: dir, netns: netns, Host: "unix://" + filepath.Join(dir, "docker.sock"), Containerd: ctrd.socket,
+		flags: append([]string{"--containerd", ctrd.socket, "--storage-driver", "vfs", "--log-level", "warn"}, flags...)}
 	d.Start()
 	tb.Cleanup(func() { d.Stop(syscall.SIGTERM) })
 	return d
@@ -133,11 +118,17 @@ func (d *Docker) Log() string {
 // ImportImage imports rootfs as image name.
 func (d *Docker) ImportImage(rootfs, name string) {
 	d.tb.Helper()
-	tar := rootfs + ".tar"
-	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tar, ".").CombinedOutput(); err != nil {
-		d.tb.Fatalf("tar %s: %v\n%s", rootfs, err, out)
+	d.MustCLI("import", tarDir(d.tb, rootfs), name)
+}
+
+// tarDir makes DIR.tar of what is in dir.
+func tarDir(tb TB, dir string) string {
+	tb.Helper()
+	tar := dir + ".tar"
+	if out, err := exec.Command("tar", "-C", dir, "-cf", tar, ".").CombinedOutput(); err != nil {
+		tb.Fatalf("tar %s: %v\n%s", dir, err, out)
 	}
-	d.MustCLI("import", tar, name)
+	return tar
 }
 
 // BusyboxRootfs makes a root file system of Debian's static busybox, its
@@ -185,6 +176,67 @@ func CopyWithLibs(tb TB, rootfs, src, dst string) {
 		if err != nil {
 			tb.Fatalf("copy %s into the image: %v", from, err)
 		}
+	}
+}
+
+// containerd is a containerd whose root, state, sockets and configuration
+// are under dir, run in the namespace at netns ("": the caller's own).
+type containerd struct {
+	tb     TB
+	dir    string
+	netns  string
+	socket string
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// newContainerd writes the configuration of a containerd of dir's own:
+// its CRI plugin off when cri is "", else on with cri's TOML tables.
+func newContainerd(tb TB, dir, netns, cri string) *containerd {
+	tb.Helper()
+	c := &containerd{tb: tb, dir: dir, netns: netns, socket: filepath.Join(dir, "containerd.sock")}
+	disabled := `["io.containerd.grpc.v1.cri"]`
+	if cri != "" {
+		disabled = "[]"
+	}
+	if err := os.WriteFile(c.config(), fmt.Appendf(nil, `version = 2
+root = %q
+state = %q
+disabled_plugins = %s
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+[plugins."io.containerd.internal.v1.opt"]
+  path = %q
+%s`, dir+"/containerd", dir+"/containerd-state", disabled, c.socket, c.socket+".ttrpc", dir+"/opt", cri), 0o644); err != nil {
+		tb.Fatalf("write containerd config: %v", err)
+	}
+	return c
+}
+
+func (c *containerd) config() string { return filepath.Join(c.dir, "containerd.toml") }
+
+// start starts containerd (again) and waits until it answers.
+func (c *containerd) start() {
+	c.tb.Helper()
+	argv := []string{"containerd", "--config", c.config()}
+	if c.netns != "" {
+		// nsenter, not ip netns exec, whose private mount namespace would
+		// hide the mounts containerd makes from everyone else.
+		argv = append([]string{"nsenter", "--net=" + c.netns}, argv...)
+	}
+	c.cmd, c.exited = startLogged(c.tb, c.dir, "containerd", argv...)
+	waitFor(c.tb, c.dir, "containerd", c.exited, func() bool {
+		return exec.Command("ctr", "--address", c.socket, "version").Run() == nil
+	})
+}
+
+// stop stops containerd; the tasks it runs go on, each under its shim.
+func (c *containerd) stop() {
+	if c.cmd != nil {
+		stopProcess(c.cmd, c.exited)
+		c.cmd = nil
 	}
 }
 

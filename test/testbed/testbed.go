@@ -48,7 +48,7 @@ type TB interface {
 	Logf(format string, args ...any)
 }
 
-// RemoveBuilds removes what Binary and CNITools built; a test binary's
+// RemoveBuilds removes what Binary, CNITools and Crictl built; a test binary's
 // TestMain (or the bench) calls it when everything has run.
 func RemoveBuilds() {
 	if binary != "" {
@@ -56,6 +56,9 @@ func RemoveBuilds() {
 	}
 	if cniPath != "" {
 		os.RemoveAll(cniPath)
+	}
+	if crictlDir != "" {
+		os.RemoveAll(crictlDir)
 	}
 }
 
