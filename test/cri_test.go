@@ -1,10 +1,18 @@
 package test
 
 import (
+	"errors"
+	"fmt"
+	"maps"
 	"net/netip"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/test/testbed"
@@ -76,6 +84,7 @@ func TestCRIMainMode(t *testing.T) {
 	c.Conflist("pods", ebpfnetPlugin(h, podnet))
 	cri := testbed.StartCRI(t, h.NetNS, c)
 	veths := hostVeths(t, h)
+	before := mapEntries(t, h)
 
 	web := cri.RunPod("web", "8080:7777/tcp", "8080:7777/udp", "[127.0.0.1]:8081:7777/tcp", "["+hostIP2+"]:8082:7777/tcp")
 	app := cri.StartContainer(web, "app", "sleep", "2147483647")
@@ -124,6 +133,19 @@ func TestCRIMainMode(t *testing.T) {
 
 	h.MustCLI("sandbox", "rm", stranger)
 
+	// A pod asking for a hostPort another pod holds is refused, and
+	// containerd's teardown of it leaves nothing.
+	if _, err := cri.TryRunPod("clash", "8080:7777/tcp"); err == nil || !strings.Contains(err.Error(), "8080") {
+		t.Errorf("a second pod on hostPort 8080: %v, want a refusal naming the port", err)
+	}
+	if as := attachments(t, h); len(as) != 2 {
+		t.Errorf("attachments after a refused pod: %v, want web's and client's", as)
+	}
+	if vs := hostVeths(t, h); len(vs) != len(veths)+2 {
+		t.Errorf("veths after a refused pod: %v, want web's and client's beside %v", vs, veths)
+	}
+	mustWork(t, "outside to the hostPort after a refused pod", testbed.TCPTo(out.NS, hostIP+":8080"))
+
 	// stopp, then rmp, leaves nothing of the pod.
 	if err := cri.RemovePod(web.ID); err != nil {
 		t.Fatal(err)
@@ -148,4 +170,269 @@ func TestCRIMainMode(t *testing.T) {
 	if left := h.Network(podnet).Containers; len(left) != 0 {
 		t.Errorf("the pod network still holds %v", left)
 	}
+	// Conntrack entries included: the pods' flows went with them.
+	if now := mapEntries(t, h); !maps.Equal(now, before) {
+		t.Errorf("map entries after the pods went: %v, want those before them: %v", now, before)
+	}
+}
+
+// TestCRIChainedMode runs pods through containerd's CRI on the reference
+// bridge plugin's network, with ebpfnet chained in place of portmap: the
+// hostPorts are reached from outside with the client's address kept, from
+// the host on 127.0.0.1 and from pods by hairpin, with no rule for them;
+// the pods are isolated from ebpfnet's own networks; stopp and rmp leave
+// nothing of ebpfnet's.
+func TestCRIChainedMode(t *testing.T) {
+	t.Parallel()
+	h, out, c := criHost(t)
+	bridge := h.Prefix + "br"
+	c.Conflist("chain", map[string]any{"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
+		"ipam": map[string]any{"type": "host-local", "dataDir": t.TempDir(), "ranges": [][]map[string]string{{{"subnet": "10.94.0.0/24"}}},
+			"routes": []map[string]string{{"dst": "0.0.0.0/0"}}}},
+		map[string]any{"type": "ebpfnet", "socket": h.Socket(), "capabilities": map[string]bool{"portMappings": true}})
+	cri := testbed.StartCRI(t, h.NetNS, c)
+
+	web := cri.RunPod("web", "8080:7777/tcp", "8080:7777/udp", "[127.0.0.1]:8081:7777/tcp")
+	cri.StartContainer(web, "app", "sleep", "2147483647")
+	client := cri.RunPod("client")
+	mustBeOn(t, web, "10.94.0.0/24")
+	testbed.Serve(t, web.NetNS)
+	testbed.Serve(t, client.NetNS)
+	mustWork(t, "pod to pod", testbed.TCP(client.NetNS, web.IP))
+	mustWork(t, "pod to the outside", testbed.TCP(web.NetNS, out.IP))
+	if peer := peerOf(t, out.NS, "tcp4", hostIP+":8080"); peer.Addr().String() != out.IP {
+		t.Errorf("the pod saw %s, want the client's own address %s", peer.Addr(), out.IP)
+	}
+	mustWork(t, "outside to the UDP hostPort", testbed.UDPTo(out.NS, hostIP+":8080"))
+	mustWork(t, "host to 127.0.0.1:8080", testbed.TCPTo(h.NetNS, "127.0.0.1:8080"))
+	mustWork(t, "host to 127.0.0.1:8081", testbed.TCPTo(h.NetNS, "127.0.0.1:8081"))
+	mustFail(t, "outside to the 127.0.0.1 hostPort", testbed.TCPTo(out.NS, hostIP+":8081"))
+	mustWork(t, "pod to the hostPort (hairpin)", testbed.TCPTo(client.NetNS, hostIP+":8080"))
+	mustWork(t, "pod to its own hostPort (hairpin)", testbed.TCPTo(web.NetNS, hostIP+":8080"))
+	assertNoRuleNorProxy(t, h, "8080", "8081")
+
+	other := h.Name("other")
+	h.MustCLI("network", "create", "--subnet", "10.92.0.0/24", other)
+	stranger := h.Name("stranger")
+	h.MustCLI("sandbox", "create", stranger, "--network", other)
+	testbed.Serve(t, h.NS(stranger))
+	mustFail(t, "pod to an ebpfnet network", testbed.TCP(web.NetNS, h.IP(stranger, other)))
+	mustFail(t, "an ebpfnet network to a pod", testbed.TCP(h.NS(stranger), web.IP))
+	h.MustCLI("sandbox", "rm", stranger)
+
+	for _, p := range []testbed.Pod{web, client} {
+		if err := cri.RemovePod(p.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertNothingLeft(t, h, "after stopp and rmp")
+	if vs := hostVeths(t, h); len(vs) != 0 {
+		t.Errorf("veths left: %v", vs)
+	}
+	mustFail(t, "outside to the removed pod's hostPort", testbed.TCPTo(out.NS, hostIP+":8080"))
+}
+
+// TestCRIPodNamespaceGone tears down a pod whose network namespace went
+// before the kubelet stopped it (its processes killed, its namespace
+// unmounted): containerd calls DEL with no namespace, and nothing is left;
+// its hostPort is free for the next pod.
+func TestCRIPodNamespaceGone(t *testing.T) {
+	t.Parallel()
+	h, out, c := criHost(t)
+	podnet := h.Name("pods")
+	h.MustCLI("network", "create", "--subnet", "10.91.0.0/24", podnet)
+	c.Conflist("pods", ebpfnetPlugin(h, podnet))
+	cri := testbed.StartCRI(t, h.NetNS, c)
+
+	gone := cri.RunPod("gone", "8080:7777/tcp")
+	testbed.Serve(t, gone.NetNS)
+	mustWork(t, "outside to the hostPort", testbed.TCPTo(out.NS, hostIP+":8080"))
+	killPod(t, gone)
+	if err := syscall.Unmount(gone.NetNS, syscall.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(gone.NetNS); err != nil {
+		t.Fatal(err)
+	}
+	if err := cri.RemovePod(gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	assertNothingLeft(t, h, "after stopp and rmp of a pod without its namespace")
+
+	next := cri.RunPod("next", "8080:7777/tcp")
+	testbed.Serve(t, next.NetNS)
+	mustWork(t, "outside to the hostPort of the next pod", testbed.TCPTo(out.NS, hostIP+":8080"))
+}
+
+// killPod kills a pod's sandbox process, as the OOM killer or a node's
+// reboot would, and waits until it is gone.
+func killPod(t *testing.T, p testbed.Pod) {
+	t.Helper()
+	if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill pod %s (pid %d): %v", p.Name, p.PID, err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); syscall.Kill(p.PID, 0) == nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("pod %s (pid %d) outlived SIGKILL", p.Name, p.PID)
+		}
+	}
+}
+
+// TestCRIRestart restarts containerd while pods run: they keep their
+// network and hostPorts throughout; a pod that died while containerd was
+// down comes back not ready and, stopped and removed as the kubelet then
+// does, leaves nothing; pods come and go as before.
+func TestCRIRestart(t *testing.T) {
+	t.Parallel()
+	h, out, c := criHost(t)
+	podnet := h.Name("pods")
+	h.MustCLI("network", "create", "--subnet", "10.91.0.0/24", podnet)
+	c.Conflist("pods", ebpfnetPlugin(h, podnet))
+	cri := testbed.StartCRI(t, h.NetNS, c)
+
+	web := cri.RunPod("web", "8080:7777/tcp")
+	client := cri.RunPod("client")
+	doomed := cri.RunPod("doomed", "8083:7777/tcp")
+	for _, p := range []testbed.Pod{web, client, doomed} {
+		testbed.Serve(t, p.NetNS)
+	}
+	works := func(when string) {
+		t.Helper()
+		mustWork(t, "outside to the hostPort "+when, testbed.TCPTo(out.NS, hostIP+":8080"))
+		mustWork(t, "pod to pod "+when, testbed.TCP(client.NetNS, web.IP))
+		mustWork(t, "pod to the outside "+when, testbed.TCP(web.NetNS, out.IP))
+	}
+	works("before the restart")
+
+	cri.Stop()
+	works("with containerd down")
+	killPod(t, doomed)
+	cri.Start()
+	works("after the restart")
+	if s := cri.PodState(web.ID); s != "SANDBOX_READY" {
+		t.Errorf("the web pod is %s after the restart", s)
+	}
+	if s := cri.PodState(doomed.ID); s != "SANDBOX_NOTREADY" {
+		t.Errorf("the pod killed while containerd was down is %s", s)
+	}
+	if err := cri.RemovePod(doomed.ID); err != nil {
+		t.Fatal(err)
+	}
+	if as := attachments(t, h); len(as) != 2 || slices.ContainsFunc(as, func(a string) bool { return strings.HasPrefix(a, doomed.ID) }) {
+		t.Errorf("attachments after the dead pod was removed: %v, want web's and client's", as)
+	}
+	if vs := hostVeths(t, h); len(vs) != 2 {
+		t.Errorf("veths after the dead pod was removed: %v, want web's and client's", vs)
+	}
+	again := cri.RunPod("again", "8083:7777/tcp")
+	testbed.Serve(t, again.NetNS)
+	mustWork(t, "outside to the dead pod's hostPort, taken again", testbed.TCPTo(out.NS, hostIP+":8083"))
+	mustWork(t, "a new pod to an old one", testbed.TCP(again.NetNS, web.IP))
+	for _, p := range []testbed.Pod{web, client, again} {
+		if err := cri.RemovePod(p.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertNothingLeft(t, h, "after the restart and rmp")
+	if vs := hostVeths(t, h); len(vs) != 0 {
+		t.Errorf("veths left: %v", vs)
+	}
+}
+
+// criLoopPods is how many pods TestCRIPodLoop creates and removes per
+// round: every address of its network's range, so that an address one
+// round leaked is one the next cannot have.
+const criLoopPods = 125
+
+// TestCRIPodLoop creates criLoopPods pods, each with a hostPort of its own,
+// and removes them, twice, a few at a time as a kubelet does: nothing is
+// left after each round (attachment, address, veth, publication, map
+// entry), and the daemon's memory does not grow from one round to the next.
+//
+// It runs alone: it keeps both cores busy for minutes.
+func TestCRIPodLoop(t *testing.T) {
+	h, _, c := criHost(t)
+	podnet := h.Name("pods")
+	// A /25: 125 addresses besides its network, broadcast and gateway.
+	h.MustCLI("network", "create", "--subnet", "10.91.0.0/25", podnet)
+	c.Conflist("pods", ebpfnetPlugin(h, podnet))
+	cri := testbed.StartCRI(t, h.NetNS, c)
+	before := mapEntries(t, h)
+	rss := []int{daemonRSS(t, h)}
+	for round := range 2 {
+		start := time.Now()
+		ids := make([]string, criLoopPods)
+		inParallel(t, criLoopPods, func(i int) (err error) {
+			ids[i], err = cri.TryRunPod(fmt.Sprintf("loop%d-%d", round, i), fmt.Sprintf("%d:7777/tcp", 30000+i))
+			return err
+		})
+		created := time.Since(start)
+		if n := len(attachments(t, h)); n != criLoopPods {
+			t.Fatalf("round %d: %d attachments for %d pods", round, n, criLoopPods)
+		}
+		inParallel(t, criLoopPods, func(i int) error { return cri.RemovePod(ids[i]) })
+		t.Logf("round %d: %d pods created in %s, removed in %s", round, criLoopPods, created.Round(time.Millisecond),
+			(time.Since(start) - created).Round(time.Millisecond))
+		when := fmt.Sprintf("after round %d", round)
+		assertNothingLeft(t, h, when)
+		if vs := hostVeths(t, h); len(vs) != 0 {
+			t.Errorf("%s: %d veths left: %v", when, len(vs), vs)
+		}
+		if left := h.Network(podnet).Containers; len(left) != 0 {
+			t.Errorf("%s: the network still holds %d endpoints", when, len(left))
+		}
+		if now := mapEntries(t, h); !maps.Equal(now, before) {
+			t.Errorf("%s: map entries %v, want those before the pods %v", when, now, before)
+		}
+		rss = append(rss, daemonRSS(t, h))
+	}
+	t.Logf("the daemon's resident memory before the pods and after each round: %v KiB", rss)
+	if rss[2] > rss[1]+8*1024 {
+		t.Errorf("the daemon's resident memory grew from %d to %d KiB in the second round", rss[1], rss[2])
+	}
+}
+
+// criLoopWorkers is how many pods a kubelet-like loop starts or stops at
+// once.
+const criLoopWorkers = 4
+
+// inParallel runs do(0) … do(n-1), criLoopWorkers at a time, and fails
+// the test with their errors.
+func inParallel(t *testing.T, n int, do func(i int) error) {
+	t.Helper()
+	errs := make([]error, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range criLoopWorkers {
+		wg.Go(func() {
+			for i := range next {
+				errs[i] = do(i)
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// daemonRSS is the daemon's resident memory in KiB.
+func daemonRSS(t *testing.T, h *testbed.Host) int {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", h.DaemonPID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "VmRSS:" {
+			kib, _ := strconv.Atoi(f[1])
+			return kib
+		}
+	}
+	t.Fatal("no VmRSS in the daemon's status")
+	return 0
 }
