@@ -1,9 +1,11 @@
 package test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -280,8 +282,9 @@ func killPod(t *testing.T, p testbed.Pod) {
 
 // TestCRIRestart restarts containerd while pods run: they keep their
 // network and hostPorts throughout; a pod that died while containerd was
-// down comes back not ready and, stopped and removed as the kubelet then
-// does, leaves nothing; pods come and go as before.
+// down comes back not ready, and the kubelet's way with it (stop it, run
+// its next sandbox on the same hostPort, remove it) leaves nothing of it
+// and the new sandbox whole.
 func TestCRIRestart(t *testing.T) {
 	t.Parallel()
 	h, out, c := criHost(t)
@@ -315,18 +318,24 @@ func TestCRIRestart(t *testing.T) {
 	if s := cri.PodState(doomed.ID); s != "SANDBOX_NOTREADY" {
 		t.Errorf("the pod killed while containerd was down is %s", s)
 	}
-	if err := cri.RemovePod(doomed.ID); err != nil {
-		t.Fatal(err)
-	}
-	if as := attachments(t, h); len(as) != 2 || slices.ContainsFunc(as, func(a string) bool { return strings.HasPrefix(a, doomed.ID) }) {
-		t.Errorf("attachments after the dead pod was removed: %v, want web's and client's", as)
+	// The kubelet stops the dead sandbox, runs the pod's next one, on the
+	// same hostPort, then removes the dead one: containerd's DEL of it
+	// again must leave the new one alone.
+	if out, err := cri.Crictl("stopp", doomed.ID); err != nil {
+		t.Fatalf("crictl stopp of the dead pod: %v\n%s", err, out)
 	}
 	if vs := hostVeths(t, h); len(vs) != 2 {
-		t.Errorf("veths after the dead pod was removed: %v, want web's and client's", vs)
+		t.Errorf("veths after the dead pod was stopped: %v, want web's and client's", vs)
 	}
-	again := cri.RunPod("again", "8083:7777/tcp")
+	again := cri.RunPodAttempt(doomed.Name, 1, "8083:7777/tcp")
 	testbed.Serve(t, again.NetNS)
-	mustWork(t, "outside to the dead pod's hostPort, taken again", testbed.TCPTo(out.NS, hostIP+":8083"))
+	if out, err := cri.Crictl("rmp", doomed.ID); err != nil {
+		t.Fatalf("crictl rmp of the dead pod: %v\n%s", err, out)
+	}
+	if as := attachments(t, h); len(as) != 3 || slices.ContainsFunc(as, func(a string) bool { return strings.HasPrefix(a, doomed.ID) }) {
+		t.Errorf("attachments after the dead pod was replaced: %v, want web's, client's and its next sandbox's", as)
+	}
+	mustWork(t, "outside to the dead pod's hostPort, on its next sandbox", testbed.TCPTo(out.NS, hostIP+":8083"))
 	mustWork(t, "a new pod to an old one", testbed.TCP(again.NetNS, web.IP))
 	for _, p := range []testbed.Pod{web, client, again} {
 		if err := cri.RemovePod(p.ID); err != nil {
@@ -400,10 +409,15 @@ const criLoopWorkers = 4
 // the test with their errors.
 func inParallel(t *testing.T, n int, do func(i int) error) {
 	t.Helper()
+	inParallelN(t, criLoopWorkers, n, do)
+}
+
+func inParallelN(t *testing.T, workers, n int, do func(i int) error) {
+	t.Helper()
 	errs := make([]error, n)
 	next := make(chan int)
 	var wg sync.WaitGroup
-	for range criLoopWorkers {
+	for range workers {
 		wg.Go(func() {
 			for i := range next {
 				errs[i] = do(i)
@@ -435,4 +449,94 @@ func daemonRSS(t *testing.T, h *testbed.Host) int {
 	}
 	t.Fatal("no VmRSS in the daemon's status")
 	return 0
+}
+
+// TestCRIDualStack runs pods on a dual-stack ebpfnet network through CRI:
+// containerd reports both addresses; a hostPort with no hostIP is reached
+// over IPv6 from outside with the client's address kept, from the host on
+// [::1] and from a pod by hairpin; pods reach each other and the outside
+// over IPv6.
+func TestCRIDualStack(t *testing.T) {
+	t.Parallel()
+	h, out, c := criHost(t)
+	podnet := h.Name("pods")
+	h.MustCLI("network", "create", "--ipv6", "--subnet", "10.91.0.0/24", "--subnet", "fd00:91::/64", podnet)
+	c.Conflist("pods", ebpfnetPlugin(h, podnet))
+	cri := testbed.StartCRI(t, h.NetNS, c)
+	web := cri.RunPod("web", "8080:7777/tcp")
+	client := cri.RunPod("client")
+	mustBeOn(t, web, "10.91.0.0/24")
+	if ip, err := netip.ParseAddr(web.IP6); err != nil || !netip.MustParsePrefix("fd00:91::/64").Contains(ip) {
+		t.Fatalf("the pod's IPv6 address is %q, want one of fd00:91::/64", web.IP6)
+	}
+	testbed.Serve(t, web.NetNS)
+	testbed.Serve(t, client.NetNS)
+	hostPort6 := net.JoinHostPort(out.HostIP6, "8080")
+	if peer := peerOf(t, out.NS, "tcp6", hostPort6); peer.Addr().String() != out.IP6 {
+		t.Errorf("the pod saw %s over IPv6, want the client's own address %s", peer.Addr(), out.IP6)
+	}
+	mustWork(t, "outside to the hostPort over IPv4", testbed.TCPTo(out.NS, hostIP+":8080"))
+	mustWork(t, "host to [::1]:8080", testbed.TCPTo(h.NetNS, "[::1]:8080"))
+	mustWork(t, "pod to the hostPort over IPv6 (hairpin)", testbed.TCPTo(client.NetNS, hostPort6))
+	mustWork(t, "pod to pod over IPv6", testbed.TCP(client.NetNS, web.IP6))
+	mustWork(t, "pod to the outside over IPv6", testbed.TCP(web.NetNS, out.IP6))
+	for _, p := range []testbed.Pod{web, client} {
+		if err := cri.RemovePod(p.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertNothingLeft(t, h, "after stopp and rmp")
+}
+
+// TestCRIDaemonRestart: pods keep their hostPorts while ebpfnet's daemon is
+// down; containerd can neither attach a pod nor detach one then (DEL
+// fails, so the kubelet tries again, rather than leaving the attachment
+// behind); once the daemon is back, stopp and rmp of both leave nothing.
+func TestCRIDaemonRestart(t *testing.T) {
+	t.Parallel()
+	h, out, c := criHost(t)
+	podnet := h.Name("pods")
+	h.MustCLI("network", "create", "--subnet", "10.91.0.0/24", podnet)
+	c.Conflist("pods", ebpfnetPlugin(h, podnet))
+	cri := testbed.StartCRI(t, h.NetNS, c)
+	web := cri.RunPod("web", "8080:7777/tcp")
+	testbed.Serve(t, web.NetNS)
+
+	h.Stop(syscall.SIGKILL)
+	mustWork(t, "outside to the hostPort with the daemon down", testbed.TCPTo(out.NS, hostIP+":8080"))
+	if out, err := cri.Crictl("stopp", web.ID); err == nil || !strings.Contains(out, "cannot reach the ebpfnet daemon") {
+		t.Errorf("stopp with the daemon down: %v\n%s", err, out)
+	}
+	if _, err := cri.TryRunPod("late", "8081:7777/tcp"); err == nil || !strings.Contains(err.Error(), "cannot reach the ebpfnet daemon") {
+		t.Errorf("runp with the daemon down: %v", err)
+	}
+	h.Start()
+	mustWork(t, "outside to the hostPort after the daemon's restart", testbed.TCPTo(out.NS, hostIP+":8080"))
+	// The kubelet stops and removes the pod, and the one containerd kept
+	// after it could not run it.
+	remove := []string{web.ID}
+	var pods struct {
+		Items []struct {
+			ID       string
+			Metadata struct{ Name string }
+		}
+	}
+	json.Unmarshal([]byte(cri.MustCrictl("pods", "-o", "json")), &pods)
+	for _, p := range pods.Items {
+		if p.Metadata.Name == "late" {
+			remove = append(remove, p.ID)
+		}
+	}
+	for _, id := range remove {
+		if err := cri.RemovePod(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertNothingLeft(t, h, "after stopp and rmp")
+	if vs := hostVeths(t, h); len(vs) != 0 {
+		t.Errorf("veths left: %v", vs)
+	}
+	again := cri.RunPod("late", "8081:7777/tcp")
+	testbed.Serve(t, again.NetNS)
+	mustWork(t, "outside to the hostPort of a pod run after the daemon's restart", testbed.TCPTo(out.NS, hostIP+":8081"))
 }

@@ -76,11 +76,13 @@ type CRI struct {
 
 // Pod is a pod sandbox as crictl runp made it.
 type Pod struct {
-	Name  string
-	ID    string
-	NetNS string // its network namespace's path
-	IP    string // its address on the pod network
-	PID   int    // its sandbox ("pause") process
+	Name    string
+	Attempt int
+	ID      string
+	NetNS   string // its network namespace's path
+	IP      string // its address on the pod network
+	IP6     string // its IPv6 address, on a dual-stack network
+	PID     int    // its sandbox ("pause") process
 }
 
 // StartCRI starts containerd with its CRI plugin in the namespace at netns,
@@ -130,7 +132,7 @@ func StartCRI(tb TB, netns string, cni *CNI) *CRI {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(r.destroy)
-	r.ctrd.start()
+	r.Start()
 	r.importImages()
 	return r
 }
@@ -190,7 +192,14 @@ func (r *CRI) MustCrictl(args ...string) string {
 // written as PortMappings takes them ([[HOSTIP]:]HOST:CONTAINER/PROTO).
 func (r *CRI) RunPod(name string, ports ...string) Pod {
 	r.tb.Helper()
-	id, err := r.TryRunPod(name, ports...)
+	return r.RunPodAttempt(name, 0, ports...)
+}
+
+// RunPodAttempt is RunPod for the attempt-th sandbox of a pod: the
+// kubelet makes the next when one dies, before it removes the dead one.
+func (r *CRI) RunPodAttempt(name string, attempt int, ports ...string) Pod {
+	r.tb.Helper()
+	id, err := r.tryRunPod(name, attempt, ports)
 	if err != nil {
 		r.tb.Fatal(err)
 	}
@@ -199,7 +208,11 @@ func (r *CRI) RunPod(name string, ports ...string) Pod {
 
 // TryRunPod is RunPod returning the error, with the pod's ID only.
 func (r *CRI) TryRunPod(name string, ports ...string) (string, error) {
-	config, err := r.podConfig(name, ports)
+	return r.tryRunPod(name, 0, ports)
+}
+
+func (r *CRI) tryRunPod(name string, attempt int, ports []string) (string, error) {
+	config, err := r.podConfig(name, attempt, ports)
 	if err != nil {
 		return "", err
 	}
@@ -213,7 +226,7 @@ func (r *CRI) TryRunPod(name string, ports ...string) (string, error) {
 
 // podConfig writes the kubelet's PodSandboxConfig for a pod of the
 // default namespace, in the CRI's cgroup.
-func (r *CRI) podConfig(name string, ports []string) (string, error) {
+func (r *CRI) podConfig(name string, attempt int, ports []string) (string, error) {
 	var mappings []map[string]any
 	for _, s := range ports {
 		pm := parsePortMapping(s)
@@ -221,13 +234,17 @@ func (r *CRI) podConfig(name string, ports []string) (string, error) {
 		mappings = append(mappings, map[string]any{"protocol": protocol, "container_port": pm.container, "host_port": pm.host, "host_ip": pm.hostIP})
 	}
 	config, _ := json.Marshal(map[string]any{
-		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": name + "-uid", "attempt": 0},
+		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": name + "-uid", "attempt": attempt},
 		"hostname":      name,
 		"port_mappings": mappings,
 		"linux":         map[string]any{"cgroup_parent": r.cgroup},
 	})
-	path := filepath.Join(r.dir, "pod-"+name+".json")
+	path := r.podConfigPath(name, attempt)
 	return path, os.WriteFile(path, config, 0o644)
+}
+
+func (r *CRI) podConfigPath(name string, attempt int) string {
+	return filepath.Join(r.dir, fmt.Sprintf("pod-%s-%d.json", name, attempt))
 }
 
 // Pod inspects a pod sandbox.
@@ -235,8 +252,14 @@ func (r *CRI) Pod(id string) Pod {
 	r.tb.Helper()
 	var inspect struct {
 		Status struct {
-			Metadata struct{ Name string }
-			Network  struct{ IP string }
+			Metadata struct {
+				Name    string
+				Attempt int
+			}
+			Network struct {
+				IP            string
+				AdditionalIPs []struct{ IP string }
+			}
 		}
 		Info struct {
 			PID         int
@@ -251,7 +274,12 @@ func (r *CRI) Pod(id string) Pod {
 	if err := json.Unmarshal([]byte(out), &inspect); err != nil {
 		r.tb.Fatalf("crictl inspectp %s: %v\n%s", id, err, out)
 	}
-	p := Pod{Name: inspect.Status.Metadata.Name, ID: id, IP: inspect.Status.Network.IP, PID: inspect.Info.PID}
+	p := Pod{Name: inspect.Status.Metadata.Name, Attempt: inspect.Status.Metadata.Attempt, ID: id, IP: inspect.Status.Network.IP, PID: inspect.Info.PID}
+	for _, ip := range inspect.Status.Network.AdditionalIPs {
+		if strings.Contains(ip.IP, ":") {
+			p.IP6 = ip.IP
+		}
+	}
 	for _, ns := range inspect.Info.RuntimeSpec.Linux.Namespaces {
 		if ns.Type == "network" {
 			p.NetNS = ns.Path
@@ -287,11 +315,11 @@ func (r *CRI) StartContainer(p Pod, name string, argv ...string) string {
 	r.tb.Helper()
 	config, _ := json.Marshal(map[string]any{"metadata": map[string]any{"name": name},
 		"image": map[string]any{"image": BusyboxImage}, "command": argv})
-	path := filepath.Join(r.dir, "container-"+p.Name+"-"+name+".json")
+	path := filepath.Join(r.dir, fmt.Sprintf("container-%s-%d-%s.json", p.Name, p.Attempt, name))
 	if err := os.WriteFile(path, config, 0o644); err != nil {
 		r.tb.Fatal(err)
 	}
-	id := r.MustCrictl("create", p.ID, path, filepath.Join(r.dir, "pod-"+p.Name+".json"))
+	id := r.MustCrictl("create", p.ID, path, r.podConfigPath(p.Name, p.Attempt))
 	r.MustCrictl("start", id)
 	return id
 }
@@ -311,10 +339,12 @@ func (r *CRI) RemovePod(id string) error {
 // shims.
 func (r *CRI) Stop() { r.ctrd.stop() }
 
-// Start starts containerd again.
+// Start starts containerd (again) and waits until its CRI plugin
+// answers, which it does after the rest of containerd.
 func (r *CRI) Start() {
 	r.tb.Helper()
 	r.ctrd.start()
+	waitFor(r.tb, r.dir, "containerd", r.ctrd.exited, func() bool { _, err := r.Crictl("version"); return err == nil })
 }
 
 // Log is containerd's output so far.
