@@ -37,6 +37,17 @@ func ebpfnetPlugin(h *testbed.Host, network string) map[string]any {
 		"capabilities": map[string]bool{"portMappings": true}}
 }
 
+// chainedPlugins are the reference bridge plugin on 10.94.0.0/24, in the
+// host's namespace, and ebpfnet chained after it in place of portmap.
+func chainedPlugins(t *testing.T, h *testbed.Host) []map[string]any {
+	return []map[string]any{
+		{"type": "bridge", "bridge": h.Prefix + "br", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+			"ipam": map[string]any{"type": "host-local", "dataDir": t.TempDir(), "ranges": [][]map[string]string{{{"subnet": "10.94.0.0/24"}}},
+				"routes": []map[string]string{{"dst": "0.0.0.0/0"}}}},
+		{"type": "ebpfnet", "socket": h.Socket(), "capabilities": map[string]bool{"portMappings": true}},
+	}
+}
+
 // attachments are the host's CNI attachments: CONTAINERID:IFNAME.
 func attachments(t *testing.T, h *testbed.Host) []string {
 	t.Helper()
@@ -187,11 +198,7 @@ func TestCRIMainMode(t *testing.T) {
 func TestCRIChainedMode(t *testing.T) {
 	t.Parallel()
 	h, out, c := criHost(t)
-	bridge := h.Prefix + "br"
-	c.Conflist("chain", map[string]any{"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
-		"ipam": map[string]any{"type": "host-local", "dataDir": t.TempDir(), "ranges": [][]map[string]string{{{"subnet": "10.94.0.0/24"}}},
-			"routes": []map[string]string{{"dst": "0.0.0.0/0"}}}},
-		map[string]any{"type": "ebpfnet", "socket": h.Socket(), "capabilities": map[string]bool{"portMappings": true}})
+	c.Conflist("chain", chainedPlugins(t, h)...)
 	cri := testbed.StartCRI(t, h.NetNS, c)
 
 	web := cri.RunPod("web", "8080:7777/tcp", "8080:7777/udp", "[127.0.0.1]:8081:7777/tcp")
@@ -236,34 +243,55 @@ func TestCRIChainedMode(t *testing.T) {
 
 // TestCRIPodNamespaceGone tears down a pod whose network namespace went
 // before the kubelet stopped it (its processes killed, its namespace
-// unmounted): containerd calls DEL with no namespace, and nothing is left;
-// its hostPort is free for the next pod.
+// unmounted, so the kernel removed its veth), on an ebpfnet network and
+// chained after bridge: containerd calls DEL with no namespace, nothing is
+// left, and the hostPort is free for the next pod.
 func TestCRIPodNamespaceGone(t *testing.T) {
 	t.Parallel()
-	h, out, c := criHost(t)
-	podnet := h.Name("pods")
-	h.MustCLI("network", "create", "--subnet", "10.91.0.0/24", podnet)
-	c.Conflist("pods", ebpfnetPlugin(h, podnet))
-	cri := testbed.StartCRI(t, h.NetNS, c)
+	for _, mode := range []string{"main", "chained"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			h, out, c := criHost(t)
+			if mode == "main" {
+				podnet := h.Name("pods")
+				h.MustCLI("network", "create", "--subnet", "10.91.0.0/24", podnet)
+				c.Conflist("pods", ebpfnetPlugin(h, podnet))
+			} else {
+				c.Conflist("chain", chainedPlugins(t, h)...)
+			}
+			cri := testbed.StartCRI(t, h.NetNS, c)
 
-	gone := cri.RunPod("gone", "8080:7777/tcp")
-	testbed.Serve(t, gone.NetNS)
-	mustWork(t, "outside to the hostPort", testbed.TCPTo(out.NS, hostIP+":8080"))
-	killPod(t, gone)
-	if err := syscall.Unmount(gone.NetNS, syscall.MNT_DETACH); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(gone.NetNS); err != nil {
-		t.Fatal(err)
-	}
-	if err := cri.RemovePod(gone.ID); err != nil {
-		t.Fatal(err)
-	}
-	assertNothingLeft(t, h, "after stopp and rmp of a pod without its namespace")
+			// No server in the pod: its sockets would keep the namespace.
+			gone := cri.RunPod("gone", "8080:7777/tcp")
+			if got := h.MustCLI("port", gone.ID); !strings.Contains(got, "0.0.0.0:8080") {
+				t.Fatalf("ebpfnet port POD:\n%s", got)
+			}
+			killPod(t, gone)
+			if err := syscall.Unmount(gone.NetNS, syscall.MNT_DETACH); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(gone.NetNS); err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(10 * time.Second); len(hostVeths(t, h)) > 0; time.Sleep(50 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the pod's veth outlived its namespace: %v", hostVeths(t, h))
+				}
+			}
+			if err := cri.RemovePod(gone.ID); err != nil {
+				t.Fatal(err)
+			}
+			assertNothingLeft(t, h, "after stopp and rmp of a pod without its namespace")
+			if n := mapEntries(t, h)["publications"]; n != 0 {
+				t.Errorf("%d publications left", n)
+			}
 
-	next := cri.RunPod("next", "8080:7777/tcp")
-	testbed.Serve(t, next.NetNS)
-	mustWork(t, "outside to the hostPort of the next pod", testbed.TCPTo(out.NS, hostIP+":8080"))
+			next := cri.RunPod("next", "8080:7777/tcp")
+			testbed.Serve(t, next.NetNS)
+			mustWork(t, "outside to the hostPort of the next pod", testbed.TCPTo(out.NS, hostIP+":8080"))
+			mustWork(t, "the next pod to its hostPort (hairpin)", testbed.TCPTo(next.NetNS, hostIP+":8080"))
+		})
+	}
 }
 
 // killPod kills a pod's sandbox process, as the OOM killer or a node's
