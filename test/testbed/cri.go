@@ -114,8 +114,9 @@ func StartCRI(tb TB, netns string, cni *CNI) *CRI {
 		}
 	}
 	// Namespaces under its state directory, not /run/netns, where other
-	// tests' runtimes keep theirs. AppArmor is off on this kernel, and
-	// runc fails to start a pod with containerd's default OOM score.
+	// tests' runtimes keep theirs, and runc's state under dir too.
+	// AppArmor is off on this kernel, and runc fails to start a pod with
+	// containerd's default OOM score.
 	r.ctrd = newContainerd(tb, dir, netns, fmt.Sprintf(`[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = %q
   disable_apparmor = true
@@ -123,10 +124,14 @@ func StartCRI(tb TB, netns string, cni *CNI) *CRI {
   netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "native"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+    Root = %q
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = %q
     conf_dir = %q
-`, PauseImage, bin, cni.Dir))
+`, PauseImage, filepath.Join(dir, "runc"), bin, cni.Dir))
 	if err := os.WriteFile(r.crictlConfig(), fmt.Appendf(nil, "runtime-endpoint: unix://%s\nimage-endpoint: unix://%[1]s\ntimeout: 60\n",
 		r.ctrd.socket), 0o644); err != nil {
 		tb.Fatal(err)
@@ -366,7 +371,7 @@ func (r *CRI) destroy() {
 		}
 	}
 	r.ctrd.stop()
-	// The shims outlive containerd; each names its socket.
+	// The shims outlive containerd; each names containerd's socket.
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -376,6 +381,14 @@ func (r *CRI) destroy() {
 		if cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil &&
 			strings.Contains(string(cmdline), "\x00-address\x00"+r.ctrd.socket+"\x00") {
 			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	// A shim killed leaves its own socket where every shim has it, named
+	// in its task's directory.
+	addresses, _ := filepath.Glob(filepath.Join(r.dir, "containerd-state", "io.containerd.runtime.v2.task", "*", "*", "address"))
+	for _, a := range addresses {
+		if data, err := os.ReadFile(a); err == nil {
+			os.Remove(strings.TrimPrefix(strings.TrimSpace(string(data)), "unix://"))
 		}
 	}
 	r.removeCgroups()
