@@ -295,14 +295,8 @@ func TestNerdctl(t *testing.T) {
 		"capabilities": map[string]bool{"portMappings": true}})
 	state := t.TempDir()
 	// nerdctl takes one plugin directory, and makes its default network
-	// with the reference plugins: ebpfnet's beside them.
-	plugins := t.TempDir()
-	refs, _ := filepath.Glob(testbed.ReferencePlugins + "/*")
-	for _, p := range append(refs, filepath.Join(c.Path, "ebpfnet")) {
-		if err := os.Symlink(p, filepath.Join(plugins, filepath.Base(p))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// with the reference plugins.
+	plugins := c.PluginDir()
 	run := func(args ...string) (string, error) {
 		cmd := exec.Command(nerdctl, append([]string{"--address", d.Containerd, "--namespace", "ebpfnet-test", "--data-root", state,
 			"--cni-path", plugins, "--cni-netconfpath", c.Dir, "--snapshotter", "native"}, args...)...)

@@ -64,6 +64,21 @@ func NewCNI(tb TB) *CNI {
 	return &CNI{tb: tb, Path: CNITools(tb), Dir: tb.TempDir(), Spec: "1.1.0"}
 }
 
+// PluginDir is a directory of ebpfnet's plugin beside the reference
+// plugins, for runtimes that take a single one (containerd's CRI, which
+// runs loopback for every pod, and nerdctl).
+func (c *CNI) PluginDir() string {
+	c.tb.Helper()
+	dir := c.tb.TempDir()
+	refs, _ := filepath.Glob(ReferencePlugins + "/*")
+	for _, p := range append(refs, filepath.Join(c.Path, "ebpfnet")) {
+		if err := os.Symlink(p, filepath.Join(dir, filepath.Base(p))); err != nil {
+			c.tb.Fatal(err)
+		}
+	}
+	return dir
+}
+
 // Conflist writes a network configuration list named name.
 func (c *CNI) Conflist(name string, plugins ...map[string]any) {
 	c.tb.Helper()

@@ -101,18 +101,6 @@ func StartCRI(tb TB, netns string, cni *CNI) *CRI {
 	// Where the shims put their sockets whatever the configuration says.
 	sharePath(tb, "/run/containerd", true)
 	r := &CRI{tb: tb, dir: dir, netns: netns, crictl: crictl, cgroup: "/" + testenv.Prefix("ebpfnet-cri-")}
-	// containerd's CRI takes one plugin directory: ebpfnet's plugin beside
-	// the reference ones (loopback, which it runs for lo, and bridge).
-	bin := filepath.Join(dir, "cni-bin")
-	refs, _ := filepath.Glob(ReferencePlugins + "/*")
-	for _, p := range append(refs, filepath.Join(cni.Path, "ebpfnet")) {
-		if err := os.MkdirAll(bin, 0o755); err == nil {
-			err = os.Symlink(p, filepath.Join(bin, filepath.Base(p)))
-		}
-		if err != nil {
-			tb.Fatal(err)
-		}
-	}
 	// Namespaces under its state directory, not /run/netns, where other
 	// tests' runtimes keep theirs, and runc's state under dir too.
 	// AppArmor is off on this kernel, and runc fails to start a pod with
@@ -131,7 +119,7 @@ func StartCRI(tb TB, netns string, cni *CNI) *CRI {
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = %q
     conf_dir = %q
-`, PauseImage, filepath.Join(dir, "runc"), bin, cni.Dir))
+`, PauseImage, filepath.Join(dir, "runc"), cni.PluginDir(), cni.Dir))
 	if err := os.WriteFile(r.crictlConfig(), fmt.Appendf(nil, "runtime-endpoint: unix://%s\nimage-endpoint: unix://%[1]s\ntimeout: 60\n",
 		r.ctrd.socket), 0o644); err != nil {
 		tb.Fatal(err)
