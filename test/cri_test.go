@@ -73,6 +73,25 @@ func hostVeths(t *testing.T, h *testbed.Host) []string {
 	return out
 }
 
+// assertAttached fails unless the host's CNI attachments are those of
+// pods, and its veths theirs alone.
+func assertAttached(t *testing.T, h *testbed.Host, when string, pods ...testbed.Pod) {
+	t.Helper()
+	want := []string{}
+	for _, p := range pods {
+		want = append(want, p.ID+":eth0")
+	}
+	got := append([]string{}, attachments(t, h)...)
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("%s: attachments %v, want %v", when, got, want)
+	}
+	if vs := hostVeths(t, h); len(vs) != len(pods) {
+		t.Errorf("%s: veths %v, want %d, the pods'", when, vs, len(pods))
+	}
+}
+
 // mustBeOn fails unless the pod's address is in subnet.
 func mustBeOn(t *testing.T, p testbed.Pod, subnet string) {
 	t.Helper()
@@ -96,7 +115,6 @@ func TestCRIMainMode(t *testing.T) {
 	h.MustCLI("network", "create", "--subnet", "10.92.0.0/24", other)
 	c.Conflist("pods", ebpfnetPlugin(h, podnet))
 	cri := testbed.StartCRI(t, h.NetNS, c)
-	veths := hostVeths(t, h)
 	before := mapEntries(t, h)
 
 	web := cri.RunPod("web", "8080:7777/tcp", "8080:7777/udp", "[127.0.0.1]:8081:7777/tcp", "["+hostIP2+"]:8082:7777/tcp")
@@ -151,35 +169,23 @@ func TestCRIMainMode(t *testing.T) {
 	if _, err := cri.TryRunPod("clash", "8080:7777/tcp"); err == nil || !strings.Contains(err.Error(), "8080") {
 		t.Errorf("a second pod on hostPort 8080: %v, want a refusal naming the port", err)
 	}
-	if as := attachments(t, h); len(as) != 2 {
-		t.Errorf("attachments after a refused pod: %v, want web's and client's", as)
-	}
-	if vs := hostVeths(t, h); len(vs) != len(veths)+2 {
-		t.Errorf("veths after a refused pod: %v, want web's and client's beside %v", vs, veths)
-	}
+	assertAttached(t, h, "after a refused pod", web, client)
 	mustWork(t, "outside to the hostPort after a refused pod", testbed.TCPTo(out.NS, hostIP+":8080"))
 
 	// stopp, then rmp, leaves nothing of the pod.
 	if err := cri.RemovePod(web.ID); err != nil {
 		t.Fatal(err)
 	}
-	if as := attachments(t, h); len(as) != 1 || !strings.HasPrefix(as[0], client.ID+":") {
-		t.Errorf("attachments after the web pod went: %v, want the client's alone", as)
-	}
+	assertAttached(t, h, "after the web pod went", client)
 	if n := mapEntries(t, h)["publications"]; n != 0 {
 		t.Errorf("%d publications left after the web pod went", n)
-	}
-	if vs := hostVeths(t, h); len(vs) != len(veths)+1 {
-		t.Errorf("veths after the web pod went: %v, want the client's beside %v", vs, veths)
 	}
 	mustFail(t, "outside to the removed pod's hostPort", testbed.TCPTo(out.NS, hostIP+":8080"))
 	if err := cri.RemovePod(client.ID); err != nil {
 		t.Fatal(err)
 	}
 	assertNothingLeft(t, h, "after stopp and rmp")
-	if vs := hostVeths(t, h); !slices.Equal(vs, veths) {
-		t.Errorf("veths left: %v, want %v", vs, veths)
-	}
+	assertAttached(t, h, "after stopp and rmp")
 	if left := h.Network(podnet).Containers; len(left) != 0 {
 		t.Errorf("the pod network still holds %v", left)
 	}
@@ -235,9 +241,7 @@ func TestCRIChainedMode(t *testing.T) {
 		}
 	}
 	assertNothingLeft(t, h, "after stopp and rmp")
-	if vs := hostVeths(t, h); len(vs) != 0 {
-		t.Errorf("veths left: %v", vs)
-	}
+	assertAttached(t, h, "after stopp and rmp")
 	mustFail(t, "outside to the removed pod's hostPort", testbed.TCPTo(out.NS, hostIP+":8080"))
 }
 
@@ -352,17 +356,13 @@ func TestCRIRestart(t *testing.T) {
 	if out, err := cri.Crictl("stopp", doomed.ID); err != nil {
 		t.Fatalf("crictl stopp of the dead pod: %v\n%s", err, out)
 	}
-	if vs := hostVeths(t, h); len(vs) != 2 {
-		t.Errorf("veths after the dead pod was stopped: %v, want web's and client's", vs)
-	}
+	assertAttached(t, h, "after the dead pod was stopped", web, client)
 	again := cri.RunPodAttempt(doomed.Name, 1, "8083:7777/tcp")
 	testbed.Serve(t, again.NetNS)
 	if out, err := cri.Crictl("rmp", doomed.ID); err != nil {
 		t.Fatalf("crictl rmp of the dead pod: %v\n%s", err, out)
 	}
-	if as := attachments(t, h); len(as) != 3 || slices.ContainsFunc(as, func(a string) bool { return strings.HasPrefix(a, doomed.ID) }) {
-		t.Errorf("attachments after the dead pod was replaced: %v, want web's, client's and its next sandbox's", as)
-	}
+	assertAttached(t, h, "after the dead pod was replaced", web, client, again)
 	mustWork(t, "outside to the dead pod's hostPort, on its next sandbox", testbed.TCPTo(out.NS, hostIP+":8083"))
 	mustWork(t, "a new pod to an old one", testbed.TCP(again.NetNS, web.IP))
 	for _, p := range []testbed.Pod{web, client, again} {
@@ -371,9 +371,7 @@ func TestCRIRestart(t *testing.T) {
 		}
 	}
 	assertNothingLeft(t, h, "after the restart and rmp")
-	if vs := hostVeths(t, h); len(vs) != 0 {
-		t.Errorf("veths left: %v", vs)
-	}
+	assertAttached(t, h, "after the restart and rmp")
 }
 
 // criLoopPods is how many pods TestCRIPodLoop creates and removes per
@@ -412,9 +410,7 @@ func TestCRIPodLoop(t *testing.T) {
 			(time.Since(start) - created).Round(time.Millisecond))
 		when := fmt.Sprintf("after round %d", round)
 		assertNothingLeft(t, h, when)
-		if vs := hostVeths(t, h); len(vs) != 0 {
-			t.Errorf("%s: %d veths left: %v", when, len(vs), vs)
-		}
+		assertAttached(t, h, when)
 		if left := h.Network(podnet).Containers; len(left) != 0 {
 			t.Errorf("%s: the network still holds %d endpoints", when, len(left))
 		}
@@ -561,9 +557,7 @@ func TestCRIDaemonRestart(t *testing.T) {
 		}
 	}
 	assertNothingLeft(t, h, "after stopp and rmp")
-	if vs := hostVeths(t, h); len(vs) != 0 {
-		t.Errorf("veths left: %v", vs)
-	}
+	assertAttached(t, h, "after stopp and rmp")
 	again := cri.RunPod("late", "8081:7777/tcp")
 	testbed.Serve(t, again.NetNS)
 	mustWork(t, "outside to the hostPort of a pod run after the daemon's restart", testbed.TCPTo(out.NS, hostIP+":8081"))
