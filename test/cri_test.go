@@ -31,6 +31,16 @@ func criHost(t *testing.T) (*testbed.Host, testbed.Outside, *testbed.CNI) {
 	return h, out, c
 }
 
+// onPodNetwork makes the ebpfnet network pods are attached to in main
+// mode, created with flags, and its CNI configuration list.
+func onPodNetwork(t *testing.T, h *testbed.Host, c *testbed.CNI, flags ...string) string {
+	t.Helper()
+	podnet := h.Name("pods")
+	h.MustCLI(append(append([]string{"network", "create"}, flags...), podnet)...)
+	c.Conflist("pods", ebpfnetPlugin(h, podnet))
+	return podnet
+}
+
 // ebpfnetPlugin is the main mode's configuration for network.
 func ebpfnetPlugin(h *testbed.Host, network string) map[string]any {
 	return map[string]any{"type": "ebpfnet", "network": network, "socket": h.Socket(),
@@ -101,6 +111,42 @@ func mustBeOn(t *testing.T, p testbed.Pod, subnet string) {
 	}
 }
 
+// webPorts are the hostPorts of the pods servesHostPorts checks: 8080 over
+// TCP and UDP, and 8081 on 127.0.0.1.
+var webPorts = []string{"8080:7777/tcp", "8080:7777/udp", "[127.0.0.1]:8081:7777/tcp"}
+
+// servesHostPorts checks the webPorts of web, which serves: from outside
+// with the client's own address, over UDP too; from the host on
+// 127.0.0.1, 8081 from there alone; from client and from web itself by
+// hairpin; with no rule or proxy for them.
+func servesHostPorts(t *testing.T, h *testbed.Host, out testbed.Outside, web, client testbed.Pod) {
+	t.Helper()
+	if peer := peerOf(t, out.NS, "tcp4", hostIP+":8080"); peer.Addr().String() != out.IP {
+		t.Errorf("the pod saw %s, want the client's own address %s", peer.Addr(), out.IP)
+	}
+	mustWork(t, "outside to the UDP hostPort", testbed.UDPTo(out.NS, hostIP+":8080"))
+	mustWork(t, "host to 127.0.0.1:8080", testbed.TCPTo(h.NetNS, "127.0.0.1:8080"))
+	mustWork(t, "host to 127.0.0.1:8081", testbed.TCPTo(h.NetNS, "127.0.0.1:8081"))
+	mustFail(t, "outside to the 127.0.0.1 hostPort", testbed.TCPTo(out.NS, hostIP+":8081"))
+	mustWork(t, "pod to the hostPort (hairpin)", testbed.TCPTo(client.NetNS, hostIP+":8080"))
+	mustWork(t, "pod to its own hostPort (hairpin)", testbed.TCPTo(web.NetNS, hostIP+":8080"))
+	assertNoRuleNorProxy(t, h, "8080", "8081")
+}
+
+// isolatedFromOtherNetwork checks that a pod and a sandbox on another
+// ebpfnet network reach each other neither way.
+func isolatedFromOtherNetwork(t *testing.T, h *testbed.Host, p testbed.Pod) {
+	t.Helper()
+	other, stranger := h.Name("other"), h.Name("stranger")
+	h.MustCLI("network", "create", "--subnet", "10.92.0.0/24", other)
+	h.MustCLI("sandbox", "create", stranger, "--network", other)
+	testbed.Serve(t, h.NS(stranger))
+	mustFail(t, "pod to another network", testbed.TCP(p.NetNS, h.IP(stranger, other)))
+	mustFail(t, "another network to a pod", testbed.TCP(h.NS(stranger), p.IP))
+	h.MustCLI("sandbox", "rm", stranger)
+	h.MustCLI("network", "rm", other)
+}
+
 // TestCRIMainMode runs pods as the kubelet does, through containerd's CRI
 // plugin, on an ebpfnet network: they get addresses, reach each other and
 // the outside (masqueraded), not another ebpfnet network; their hostPorts
@@ -110,14 +156,11 @@ func mustBeOn(t *testing.T, p testbed.Pod, subnet string) {
 func TestCRIMainMode(t *testing.T) {
 	t.Parallel()
 	h, out, c := criHost(t)
-	podnet, other := h.Name("pods"), h.Name("other")
-	h.MustCLI("network", "create", "--subnet", "10.91.0.0/24", podnet)
-	h.MustCLI("network", "create", "--subnet", "10.92.0.0/24", other)
-	c.Conflist("pods", ebpfnetPlugin(h, podnet))
+	podnet := onPodNetwork(t, h, c, "--subnet", "10.91.0.0/24")
 	cri := testbed.StartCRI(t, h.NetNS, c)
 	before := mapEntries(t, h)
 
-	web := cri.RunPod("web", "8080:7777/tcp", "8080:7777/udp", "[127.0.0.1]:8081:7777/tcp", "["+hostIP2+"]:8082:7777/tcp")
+	web := cri.RunPod("web", append(webPorts, "["+hostIP2+"]:8082:7777/tcp")...)
 	app := cri.StartContainer(web, "app", "sleep", "2147483647")
 	if state := cri.MustCrictl("inspect", "-o", "go-template", "--template", "{{.status.state}}", app); state != "CONTAINER_RUNNING" {
 		t.Fatalf("the pod's container is %s", state)
@@ -138,31 +181,15 @@ func TestCRIMainMode(t *testing.T) {
 	if peer := peerOf(t, web.NetNS, "tcp4", out.IP+":7777"); peer.Addr().String() != hostIP {
 		t.Errorf("the outside saw the pod as %s, want the host's address %s", peer.Addr(), hostIP)
 	}
-	// Isolated from another ebpfnet network, both ways.
-	stranger := h.Name("stranger")
-	h.MustCLI("sandbox", "create", stranger, "--network", other)
-	testbed.Serve(t, h.NS(stranger))
-	mustFail(t, "pod to another network", testbed.TCP(web.NetNS, h.IP(stranger, other)))
-	mustFail(t, "another network to a pod", testbed.TCP(h.NS(stranger), web.IP))
+	isolatedFromOtherNetwork(t, h, web)
 
-	// hostPorts.
-	if peer := peerOf(t, out.NS, "tcp4", hostIP+":8080"); peer.Addr().String() != out.IP {
-		t.Errorf("the pod saw %s, want the client's own address %s", peer.Addr(), out.IP)
-	}
-	mustWork(t, "outside to the UDP hostPort", testbed.UDPTo(out.NS, hostIP+":8080"))
-	mustWork(t, "host to 127.0.0.1:8080", testbed.TCPTo(h.NetNS, "127.0.0.1:8080"))
-	mustWork(t, "host to 127.0.0.1:8081", testbed.TCPTo(h.NetNS, "127.0.0.1:8081"))
-	mustFail(t, "outside to the 127.0.0.1 hostPort", testbed.TCPTo(out.NS, hostIP+":8081"))
+	servesHostPorts(t, h, out, web, client)
 	mustWork(t, "outside to the hostIP's hostPort", testbed.TCPTo(out.NS, hostIP2+":8082"))
 	mustFail(t, "outside to the hostIP's hostPort on another address", testbed.TCPTo(out.NS, hostIP+":8082"))
-	mustWork(t, "pod to the hostPort (hairpin)", testbed.TCPTo(client.NetNS, hostIP+":8080"))
-	mustWork(t, "pod to its own hostPort (hairpin)", testbed.TCPTo(web.NetNS, hostIP+":8080"))
-	assertNoRuleNorProxy(t, h, "8080", "8081", "8082")
+	assertNoRuleNorProxy(t, h, "8082")
 	if got := h.MustCLI("port", web.ID); !strings.Contains(got, "7777/tcp -> 0.0.0.0:8080") {
 		t.Errorf("ebpfnet port POD:\n%s", got)
 	}
-
-	h.MustCLI("sandbox", "rm", stranger)
 
 	// A pod asking for a hostPort another pod holds is refused, and
 	// containerd's teardown of it leaves nothing.
@@ -207,7 +234,7 @@ func TestCRIChainedMode(t *testing.T) {
 	c.Conflist("chain", chainedPlugins(t, h)...)
 	cri := testbed.StartCRI(t, h.NetNS, c)
 
-	web := cri.RunPod("web", "8080:7777/tcp", "8080:7777/udp", "[127.0.0.1]:8081:7777/tcp")
+	web := cri.RunPod("web", webPorts...)
 	cri.StartContainer(web, "app", "sleep", "2147483647")
 	client := cri.RunPod("client")
 	mustBeOn(t, web, "10.94.0.0/24")
@@ -215,25 +242,8 @@ func TestCRIChainedMode(t *testing.T) {
 	testbed.Serve(t, client.NetNS)
 	mustWork(t, "pod to pod", testbed.TCP(client.NetNS, web.IP))
 	mustWork(t, "pod to the outside", testbed.TCP(web.NetNS, out.IP))
-	if peer := peerOf(t, out.NS, "tcp4", hostIP+":8080"); peer.Addr().String() != out.IP {
-		t.Errorf("the pod saw %s, want the client's own address %s", peer.Addr(), out.IP)
-	}
-	mustWork(t, "outside to the UDP hostPort", testbed.UDPTo(out.NS, hostIP+":8080"))
-	mustWork(t, "host to 127.0.0.1:8080", testbed.TCPTo(h.NetNS, "127.0.0.1:8080"))
-	mustWork(t, "host to 127.0.0.1:8081", testbed.TCPTo(h.NetNS, "127.0.0.1:8081"))
-	mustFail(t, "outside to the 127.0.0.1 hostPort", testbed.TCPTo(out.NS, hostIP+":8081"))
-	mustWork(t, "pod to the hostPort (hairpin)", testbed.TCPTo(client.NetNS, hostIP+":8080"))
-	mustWork(t, "pod to its own hostPort (hairpin)", testbed.TCPTo(web.NetNS, hostIP+":8080"))
-	assertNoRuleNorProxy(t, h, "8080", "8081")
-
-	other := h.Name("other")
-	h.MustCLI("network", "create", "--subnet", "10.92.0.0/24", other)
-	stranger := h.Name("stranger")
-	h.MustCLI("sandbox", "create", stranger, "--network", other)
-	testbed.Serve(t, h.NS(stranger))
-	mustFail(t, "pod to an ebpfnet network", testbed.TCP(web.NetNS, h.IP(stranger, other)))
-	mustFail(t, "an ebpfnet network to a pod", testbed.TCP(h.NS(stranger), web.IP))
-	h.MustCLI("sandbox", "rm", stranger)
+	servesHostPorts(t, h, out, web, client)
+	isolatedFromOtherNetwork(t, h, web)
 
 	for _, p := range []testbed.Pod{web, client} {
 		if err := cri.RemovePod(p.ID); err != nil {
@@ -257,9 +267,7 @@ func TestCRIPodNamespaceGone(t *testing.T) {
 			t.Parallel()
 			h, out, c := criHost(t)
 			if mode == "main" {
-				podnet := h.Name("pods")
-				h.MustCLI("network", "create", "--subnet", "10.91.0.0/24", podnet)
-				c.Conflist("pods", ebpfnetPlugin(h, podnet))
+				onPodNetwork(t, h, c, "--subnet", "10.91.0.0/24")
 			} else {
 				c.Conflist("chain", chainedPlugins(t, h)...)
 			}
@@ -320,9 +328,7 @@ func killPod(t *testing.T, p testbed.Pod) {
 func TestCRIRestart(t *testing.T) {
 	t.Parallel()
 	h, out, c := criHost(t)
-	podnet := h.Name("pods")
-	h.MustCLI("network", "create", "--subnet", "10.91.0.0/24", podnet)
-	c.Conflist("pods", ebpfnetPlugin(h, podnet))
+	onPodNetwork(t, h, c, "--subnet", "10.91.0.0/24")
 	cri := testbed.StartCRI(t, h.NetNS, c)
 
 	web := cri.RunPod("web", "8080:7777/tcp")
@@ -387,10 +393,8 @@ const criLoopPods = 125
 // It runs alone: it keeps both cores busy for minutes.
 func TestCRIPodLoop(t *testing.T) {
 	h, _, c := criHost(t)
-	podnet := h.Name("pods")
 	// A /25: 125 addresses besides its network, broadcast and gateway.
-	h.MustCLI("network", "create", "--subnet", "10.91.0.0/25", podnet)
-	c.Conflist("pods", ebpfnetPlugin(h, podnet))
+	podnet := onPodNetwork(t, h, c, "--subnet", "10.91.0.0/25")
 	cri := testbed.StartCRI(t, h.NetNS, c)
 	before := mapEntries(t, h)
 	rss := []int{daemonRSS(t, h)}
@@ -483,9 +487,7 @@ func daemonRSS(t *testing.T, h *testbed.Host) int {
 func TestCRIDualStack(t *testing.T) {
 	t.Parallel()
 	h, out, c := criHost(t)
-	podnet := h.Name("pods")
-	h.MustCLI("network", "create", "--ipv6", "--subnet", "10.91.0.0/24", "--subnet", "fd00:91::/64", podnet)
-	c.Conflist("pods", ebpfnetPlugin(h, podnet))
+	onPodNetwork(t, h, c, "--ipv6", "--subnet", "10.91.0.0/24", "--subnet", "fd00:91::/64")
 	cri := testbed.StartCRI(t, h.NetNS, c)
 	web := cri.RunPod("web", "8080:7777/tcp")
 	client := cri.RunPod("client")
@@ -519,9 +521,7 @@ func TestCRIDualStack(t *testing.T) {
 func TestCRIDaemonRestart(t *testing.T) {
 	t.Parallel()
 	h, out, c := criHost(t)
-	podnet := h.Name("pods")
-	h.MustCLI("network", "create", "--subnet", "10.91.0.0/24", podnet)
-	c.Conflist("pods", ebpfnetPlugin(h, podnet))
+	onPodNetwork(t, h, c, "--subnet", "10.91.0.0/24")
 	cri := testbed.StartCRI(t, h.NetNS, c)
 	web := cri.RunPod("web", "8080:7777/tcp")
 	testbed.Serve(t, web.NetNS)
