@@ -87,11 +87,11 @@ func hostVeths(t *testing.T, h *testbed.Host) []string {
 // pods, and its veths theirs alone.
 func assertAttached(t *testing.T, h *testbed.Host, when string, pods ...testbed.Pod) {
 	t.Helper()
-	want := []string{}
+	var want []string
 	for _, p := range pods {
 		want = append(want, p.ID+":eth0")
 	}
-	got := append([]string{}, attachments(t, h)...)
+	got := attachments(t, h)
 	slices.Sort(want)
 	slices.Sort(got)
 	if !slices.Equal(got, want) {
