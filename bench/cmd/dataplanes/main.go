@@ -67,6 +67,7 @@ func main() {
 	sandboxes := flag.String("sandboxes", "1,1000,5000,10000", "numbers of sandboxes present to time sandbox create and remove with")
 	flag.IntVar(&cfg.sandboxTimes, "sandbox-times", 50, "creates and removes timed at each number of sandboxes")
 	flag.BoolVar(&cfg.sandboxesOnly, "sandboxes-only", false, "time sandbox create and remove alone, at every -sandboxes (on a daemon of its own), and docker run and rm at every -docker-containers")
+	flag.IntVar(&cfg.sourcePrefixes, "source-prefixes", 10000, "prefixes of the source list measured on a published port (0: not measured)")
 	dockerContainers := flag.String("docker-containers", "1,1000", "numbers of containers present on an ebpfnet network to time docker run and rm with, -sandbox-times times each (empty: not measured)")
 	flag.Parse()
 	for _, s := range strings.Split(*sandboxes, ",") {
@@ -96,6 +97,7 @@ func main() {
 	if cfg.quick {
 		cfg.rounds, cfg.duration, cfg.scale = 2, 500*time.Millisecond, []int{1, 1000}
 		cfg.sandboxes, cfg.sandboxTimes, cfg.dockerContainers = []int{1, 100}, 10, []int{1, 10}
+		cfg.sourcePrefixes = min(cfg.sourcePrefixes, 1000)
 	}
 	if cfg.sandboxTimes < 1 {
 		log.Fatal("-sandbox-times must be at least 1")
@@ -144,6 +146,9 @@ type config struct {
 	dockerContainers []int
 	sandboxTimes     int
 	sandboxesOnly    bool
+	// sourcePrefixes is the length of the source list a published port
+	// is measured with.
+	sourcePrefixes int
 }
 
 func must[T any](v T, err error) T {

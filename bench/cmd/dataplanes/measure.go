@@ -202,6 +202,9 @@ func run(r *runner, cfg config) Results {
 		}
 		log.Printf("N=%d done", n)
 	}
+	if cfg.sourcePrefixes > 0 {
+		res.Samples = append(res.Samples, b.measureSourceLists(cfg.sourcePrefixes, cfg.rounds, cfg.duration)...)
+	}
 	measureAtScale(r, cfg, &res)
 	return res
 }

@@ -109,6 +109,7 @@ func markdown(r Results) string {
 		fmt.Fprintf(&b, "| %d | %s | %.2f | %s | %.2f |\n", n, cell(ipt), ratio(ipt, r.stat("iptables", "conn", ns[0])),
 			cell(ebp), ratio(ebp, r.stat("ebpfnet-tc", "conn", ns[0])))
 	}
+	sourcesTable(&b, r)
 	timingsTable(&b, r)
 	sandboxesTable(&b, r)
 	writeTargets(&b, r.targets())
@@ -265,6 +266,7 @@ func (r Results) targets() []target {
 	for _, c := range r.sandboxToSandbox() {
 		cmp(fmt.Sprintf("sandbox → sandbox on one network, %s ≥ 1.0× the plain bridge", s2sFigureNames[c.Workload]), c.Ratio, 1.0)
 	}
+	out = append(out, r.sourcesTarget()...)
 	out = append(out, r.controlTargets()...)
 	out = append(out, r.dnsTargets()...)
 	out = append(out, r.sandboxTargets()...)
