@@ -60,7 +60,9 @@ vet:
 # alone, one at a time. Then the other end-to-end tests, which mostly wait
 # (on etcd leases, daemons, dockerd), run TEST_PARALLEL at a time, beside
 # the other packages, two at a time (-p 2). Each part logs to a file of
-# its own, for lines not to mix; bin/test.log is all of them.
+# its own, for lines not to mix; bin/test.log is all of them. The
+# failpoints, which only the tests' daemons have, are tested with their
+# build tag.
 ALONE_PACKAGES := ./bpf ./control/dns
 TEST_PARALLEL ?= 4
 TEST_FLAGS := -count=1 -timeout 20m -v
@@ -69,7 +71,7 @@ SERIAL_TESTS = $$(awk '/^func Test[A-Za-z0-9_]*\(t \*testing\.T\) \{$$/ { name =
 test: deps runtime-deps vet check-generate
 	@mkdir -p bin
 	@rm -f bin/test-*.log
-	{ $(GO) test -p 1 $(TEST_FLAGS) $(ALONE_PACKAGES); first=$$?; \
+	{ $(GO) test -p 1 $(TEST_FLAGS) $(ALONE_PACKAGES) && $(GO) test -tags failpoints $(TEST_FLAGS) ./control/failpoint; first=$$?; \
 	  $(GO) test $(TEST_FLAGS) -run "^($(SERIAL_TESTS))$$" ./test; exit $$((first | $$?)); } 2>&1 | tee bin/test-alone.log; alone=$${PIPESTATUS[0]}; \
 	$(GO) test -p 2 $(TEST_FLAGS) $$($(GO) list ./... | grep -v -x -F "$$($(GO) list $(ALONE_PACKAGES) ./test)") >bin/test-packages.log 2>&1 & packages=$$!; \
 	$(GO) test $(TEST_FLAGS) -parallel $(TEST_PARALLEL) -skip "^($(SERIAL_TESTS))$$" ./test 2>&1 | tee bin/test-parallel.log; parallel=$${PIPESTATUS[0]}; \

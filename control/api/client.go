@@ -196,6 +196,11 @@ func (c *Client) Events(ctx context.Context, f EventFilter, fn func(*Event) erro
 	}
 }
 
+// Drift asks the daemon what a reconcile would repair now.
+func (c *Client) Drift(ctx context.Context) (out Drift, err error) {
+	return out, c.do(ctx, "GET", "/v1/reconcile", nil, &out)
+}
+
 // Reconcile asks the daemon to reconcile now.
 func (c *Client) Reconcile(ctx context.Context) error {
 	return c.do(ctx, "POST", "/v1/reconcile", nil, nil)

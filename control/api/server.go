@@ -43,6 +43,8 @@ type Engine interface {
 	Counters(ctx context.Context) ([]Counter, error)
 	Metrics(ctx context.Context) (Metrics, error)
 	Reconcile(ctx context.Context) error
+	// Drift says what a reconcile would repair now, and changes nothing.
+	Drift(ctx context.Context) (Drift, error)
 	// Attachments of runtimes that own their namespaces, in one step each
 	// (CNI): attach, check, detach (idempotent), and collect those a
 	// runtime no longer names.
@@ -107,6 +109,7 @@ func NewServer(engine Engine) *Server {
 	s.mux.HandleFunc("GET /v1/status", s.status)
 	s.mux.HandleFunc("GET /v1/events", s.events)
 	s.mux.HandleFunc("POST /v1/reconcile", s.reconcile)
+	s.mux.HandleFunc("GET /v1/reconcile", s.drift)
 	reg := prometheus.NewRegistry()
 	s.portChanges = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "ebpfnet_port_change_seconds",
@@ -379,6 +382,11 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) reconcile(w http.ResponseWriter, r *http.Request) {
 	done(w, s.engine.Reconcile(r.Context()))
+}
+
+func (s *Server) drift(w http.ResponseWriter, r *http.Request) {
+	v, err := s.engine.Drift(r.Context())
+	answer(w, http.StatusOK, v, err)
 }
 
 // counterCollector exports the datapath's verdict counters.

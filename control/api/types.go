@@ -176,6 +176,22 @@ type Pruned struct {
 	NetworksDeleted []string `json:"NetworksDeleted"`
 }
 
+// Drift is how far the kernel and the maps are from the state: what a
+// reconcile would repair now.
+type Drift struct {
+	// MapEntries are the map entries that differ from the state.
+	MapEntries int `json:"MapEntries"`
+	// Leftovers are the interfaces ebpfnet made that no record names.
+	Leftovers []string `json:"Leftovers"`
+	// StrayPins are the interfaces whose programs' pins no record names.
+	StrayPins []string `json:"StrayPins"`
+}
+
+// Clean reports whether a reconcile would repair nothing.
+func (d Drift) Clean() bool {
+	return d.MapEntries == 0 && len(d.Leftovers) == 0 && len(d.StrayPins) == 0
+}
+
 // Status is what the datapath is doing right now.
 type Status struct {
 	Counters    []Counter       `json:"counters"`

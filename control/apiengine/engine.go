@@ -3,6 +3,8 @@ package apiengine
 import (
 	"cmp"
 	"context"
+	"maps"
+	"slices"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/engine"
@@ -158,6 +160,11 @@ func (a adapter) Counters(context.Context) ([]api.Counter, error) { return a.e.C
 func (a adapter) Metrics(context.Context) (api.Metrics, error) { return a.e.Metrics() }
 
 func (a adapter) Reconcile(context.Context) error { return a.e.Reconcile() }
+
+func (a adapter) Drift(context.Context) (api.Drift, error) {
+	d, err := a.e.Drift()
+	return api.Drift{MapEntries: d.MapWrites, Leftovers: slices.Sorted(maps.Keys(d.Leftovers)), StrayPins: d.StrayPins}, err
+}
 
 // viewIn is a sandbox's view, reading in tx what it shows besides the
 // record: its publications and the networks.

@@ -17,6 +17,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/external"
+	"github.com/ebpfnet/ebpfnet/control/failpoint"
 	"github.com/ebpfnet/ebpfnet/control/hostports"
 	"github.com/ebpfnet/ebpfnet/control/hostsync"
 	"github.com/ebpfnet/ebpfnet/control/monitor"
@@ -238,6 +239,9 @@ func New(cfg Config) (*Engine, error) {
 		Maps: e.maps, Namespaces: cfg.Runtime, NetNS: cfg.NetNS, InHost: e.inHost, Locked: e.locked, Resync: e.names.Resync,
 		RecheckPeers: e.recheckPeers, DefaultSources: maps.Sources(cfg.PublishSources), BeforeMapsRead: func() { beforeMapsRead() }, AfterHostRead: func(v *hostsync.View) { afterHostRead(v) },
 		Log: e.log})
+	if err := e.removeOrphanedNamespaces(); err != nil {
+		e.log.Warn("remove the namespaces of changes a crash ended", "err", err)
+	}
 	if err := e.ensurePredefined(); err != nil {
 		e.Close()
 		return nil, err
@@ -294,6 +298,9 @@ func (e *Engine) External() *external.Endpoints { return e.external }
 // Reconcile moves the kernel and the maps to what the store holds
 // (package reconcile).
 func (e *Engine) Reconcile() error { return e.reconciler.Run() }
+
+// Drift is what a reconcile would repair now; it changes nothing.
+func (e *Engine) Drift() (reconcile.Drift, error) { return e.reconciler.Drift() }
 
 // locked runs fn under the engine's lock.
 func (e *Engine) locked(fn func()) {
@@ -389,6 +396,7 @@ func (e *Engine) update(change func(tx *store.Tx, undo *store.Undo) error) error
 		e.ports = nil // it may hold what the failed change added
 		return err
 	}
+	failpoint.Hit("engine.names") // a crash alone: the names follow at the next start
 	e.names.Follow(ch, nil)
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/control/desired"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/failpoint"
 	"github.com/ebpfnet/ebpfnet/control/hostports"
 	"github.com/ebpfnet/ebpfnet/control/hostsync"
 	"github.com/ebpfnet/ebpfnet/control/ports"
@@ -150,6 +151,9 @@ func (e *Engine) addPublications(tx *store.Tx, undo *store.Undo, sb store.Sandbo
 	undo.Add(func() error { return e.maps.DeletePublications(put...) }) // sees all put below
 	for _, p := range added {
 		for _, m := range desired.Publication(p, ep) {
+			if err := failpoint.Hit("engine.publication"); err != nil {
+				return nil, err
+			}
 			if err := e.maps.PutPublication(m); err != nil {
 				return nil, err
 			}

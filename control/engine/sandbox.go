@@ -15,6 +15,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/failpoint"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
@@ -74,6 +75,11 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 	}
 	sb := store.Sandbox{ID: store.NewID(), Name: spec.Name, Created: time.Now().UTC(), Mode: store.ModeNetworks, DNS: spec.DNS,
 		NetNS: e.cfg.Runtime.NamespacePath(spec.Name)}
+	unmark, err := e.markNamespace(sb)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	defer unmark()
 	err = e.update(func(tx *store.Tx, undo *store.Undo) error {
 		if _, taken, err := tx.SandboxNamed(spec.Name); err != nil {
 			return err
@@ -91,6 +97,9 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 			return err
 		}
 		undo.Add(func() error { return e.cfg.Runtime.RemoveNamespace(sb) })
+		if err := failpoint.Hit("engine.namespace"); err != nil {
+			return err
+		}
 		for i, n := range nets {
 			ep := EndpointSpec{Aliases: spec.Aliases}
 			if i == 0 {
@@ -220,6 +229,8 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 	var (
 		sb   store.Sandbox
 		pubs []store.Publication
+		// unmarkRemoved unmarks sb's namespace once it is removed.
+		unmarkRemoved = func() {}
 	)
 	nets := map[string]store.Network{}
 	// Who shares a namespace comes from the names' index, not from a read
@@ -245,6 +256,11 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 		if err := e.cfg.Runtime.StopProcesses(sb, force); err != nil {
 			return err
 		}
+		unmark, err := e.markNamespace(sb)
+		if err != nil {
+			return err
+		}
+		defer func() { unmarkRemoved = unmark }()
 		for _, ep := range sb.Endpoints {
 			n, err := tx.NetworkOf(ep)
 			if err != nil {
@@ -258,18 +274,23 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 		return tx.DeleteSandbox(sb.Name)
 	})
 	if err != nil {
+		unmarkRemoved() // the record is there: its namespace is no orphan
 		return err
 	}
 	// The record is gone; leftovers are the reconciler's to remove, so the
 	// teardown keeps going and reports what it could not do.
+	failpoint.Hit("engine.removed")
 	e.nudgeCluster() // overlay addresses go back to the cluster
 	e.forgetPorts(sb.Name, pubs)
 	errs := []error{e.maps.DeletePublications(desired.Publications(sb, pubs)...)}
 	for _, ep := range sb.Endpoints {
 		errs = append(errs, e.wiring.RemoveEndpoint(nets[ep.NetworkID], sb.NetNS, ep))
 	}
-	errs = append(errs, e.cfg.Runtime.RemoveNamespace(sb))
-	return errors.Join(errs...)
+	err = e.cfg.Runtime.RemoveNamespace(sb)
+	if err == nil {
+		unmarkRemoved()
+	}
+	return errors.Join(append(errs, err)...)
 }
 
 // Connect attaches a sandbox to one more network.

@@ -286,7 +286,17 @@ func (r *Reconciler) applyWhole(plan wholePlan, s storeState, changed store.Chan
 	if host.Whole() {
 		errs = append(errs, r.cfg.HostSync.Apply(host))
 	}
-	errs = append(errs, r.removeLeftovers(plan, then, now))
+	removed, err := r.removeLeftovers(plan, then, now)
+	errs = append(errs, err)
+	if removed > 0 && host.Whole() {
+		// The host read had their addresses, which went with them: the
+		// host watcher, which may not have run yet (at start), would not
+		// hear of it.
+		if host, err = r.cfg.HostSync.Read(); err == nil && host.Whole() {
+			err = r.cfg.HostSync.Apply(host)
+		}
+		errs = append(errs, err)
+	}
 	// Devices recreated before lost their peers: write them all again.
 	if r.cfg.RecheckPeers != nil {
 		r.cfg.RecheckPeers()
@@ -446,9 +456,10 @@ func ownedNames(nets []store.Network, sbs []store.Sandbox) (aliases, hostSides m
 
 // removeLeftovers deletes the interfaces and link pins plan found no
 // record for, but those of the records changed since, as they were then
-// and as they are now. An interface is deleted only while it still has
-// the alias it had. Callers hold the engine's lock.
-func (r *Reconciler) removeLeftovers(plan wholePlan, then, now changedRecords) error {
+// and as they are now, and says how many interfaces it deleted. An
+// interface is deleted only while it still has the alias it had. Callers
+// hold the engine's lock.
+func (r *Reconciler) removeLeftovers(plan wholePlan, then, now changedRecords) (removed int, err error) {
 	aliasesThen, sidesThen := ownedNames(then.nets, then.sbs)
 	aliasesNow, sidesNow := ownedNames(now.nets, now.sbs)
 	var errs []error
@@ -461,6 +472,7 @@ func (r *Reconciler) removeLeftovers(plan wholePlan, then, now changedRecords) e
 			if err != nil || l.Attrs().Alias != alias {
 				return nil // gone, or another's now
 			}
+			removed++
 			r.cfg.Log.Info("removing leftover interface", "interface", name, "owner", alias)
 			if strings.HasPrefix(alias, driver.AliasEndpoint) {
 				// A host side ebpfnet made (its alias says so): its peer goes with it.
@@ -474,7 +486,7 @@ func (r *Reconciler) removeLeftovers(plan wholePlan, then, now changedRecords) e
 			errs = append(errs, r.cfg.InHost(func() error { return r.cfg.Datapath.Detach(name) }))
 		}
 	}
-	return errors.Join(errs...)
+	return removed, errors.Join(errs...)
 }
 
 // Drift is what a reconcile would repair now in the maps and among the
@@ -497,5 +509,13 @@ func (r *Reconciler) Drift() (Drift, error) {
 		return Drift{}, err
 	}
 	plan, err := r.planWhole(s, host)
-	return Drift{MapWrites: plan.maps.Writes(), Leftovers: plan.leftovers, StrayPins: plan.strayPins}, err
+	var stray []string // the uplinks' pins are the host's, not a record's
+	r.cfg.Locked(func() {
+		for _, name := range plan.strayPins {
+			if !r.cfg.HostSync.IsUplink(name) {
+				stray = append(stray, name)
+			}
+		}
+	})
+	return Drift{MapWrites: plan.maps.Writes(), Leftovers: plan.leftovers, StrayPins: stray}, err
 }

@@ -18,6 +18,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/failpoint"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 )
 
@@ -135,10 +136,16 @@ func (ch *Changes) add(more Changes) {
 // Change is Update that also says which records the transaction changed.
 func (s *Store) Change(fn func(*Tx) error) (Changes, error) {
 	var ch Changes
-	err := s.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx, changes: &ch}) })
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := fn(&Tx{tx: tx, changes: &ch}); err != nil {
+			return err
+		}
+		return failpoint.Hit("store.commit") // the change's last step before the commit
+	})
 	if err != nil {
 		return Changes{}, err
 	}
+	failpoint.Hit("store.committed") // a crash alone: it is committed
 	s.trackMu.Lock()
 	for t := range s.trackers {
 		t.seen.add(ch)

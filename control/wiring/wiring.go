@@ -21,6 +21,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/failpoint"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/loader"
@@ -68,7 +69,12 @@ func (w *Wiring) SetupNetwork(n *store.Network) error {
 	if !ok {
 		return nil // host and none: nothing of their own
 	}
-	return w.cfg.InHost(func() error { return d.Setup(n) })
+	return w.cfg.InHost(func() error {
+		if err := d.Setup(n); err != nil {
+			return err
+		}
+		return failpoint.Hit("wiring.network")
+	})
 }
 
 // TeardownNetwork removes the network's host side, its tunnel's programs
@@ -114,6 +120,9 @@ func (w *Wiring) AttachEndpoint(n store.Network, sb store.Sandbox, ep *store.End
 	defer unix.Close(fd)
 	err = w.cfg.InHost(func() error {
 		ifindex, err := d.Attach(n, ep, netlink.NsFd(fd))
+		if err == nil {
+			err = failpoint.Hit("wiring.link")
+		}
 		if err != nil || ep.HostSide == "" {
 			return err
 		}
@@ -146,10 +155,16 @@ func (w *Wiring) attachDatapath(n store.Network, sb store.Sandbox, ep store.Endp
 	if err := w.attachPrograms(ep.HostSide, ifindex); err != nil {
 		return err
 	}
+	if err := failpoint.Hit("wiring.programs"); err != nil {
+		return err
+	}
 	if err := w.cfg.Maps.PutIface(desired.Iface(n, sb, ep, ifindex)); err != nil {
 		return err
 	}
 	for _, m := range desired.Endpoints(n, ep, ifindex) {
+		if err := failpoint.Hit("wiring.endpoint"); err != nil {
+			return err
+		}
 		if err := w.cfg.Maps.PutEndpoint(m); err != nil {
 			return err
 		}

@@ -29,11 +29,12 @@ import (
 	"github.com/ebpfnet/ebpfnet/test/testenv"
 )
 
-var (
-	buildOnce sync.Once
-	binary    string
-	buildErr  error
-)
+// builds are the ebpfnet binaries built once per process, by build tags
+// ("": the plain one).
+var builds struct {
+	mu   sync.Mutex
+	bins map[string]string
+}
 
 // TB is what the testbed needs of its caller: a *testing.T or *testing.B,
 // or the benchmark program's runner.
@@ -48,12 +49,14 @@ type TB interface {
 	Logf(format string, args ...any)
 }
 
-// RemoveBuilds removes what Binary, CNITools and Crictl built; a test binary's
-// TestMain (or the bench) calls it when everything has run.
+// RemoveBuilds removes what Binary, FailpointBinary, CNITools and Crictl
+// built; a test binary's TestMain calls it once its tests are done.
 func RemoveBuilds() {
-	if binary != "" {
-		os.RemoveAll(filepath.Dir(binary))
+	builds.mu.Lock()
+	for _, bin := range builds.bins {
+		os.RemoveAll(filepath.Dir(bin))
 	}
+	builds.mu.Unlock()
 	if cniPath != "" {
 		os.RemoveAll(cniPath)
 	}
@@ -69,22 +72,39 @@ func Binary(tb TB) string {
 	if b := os.Getenv("EBPFNET_BINARY"); b != "" {
 		return b
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ebpfnet-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binary = filepath.Join(dir, "ebpfnet")
-		out, err := exec.Command("go", "build", "-o", binary, "github.com/ebpfnet/ebpfnet/cmd/ebpfnet").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("build ebpfnet: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		tb.Fatal(buildErr)
+	return build(tb, "")
+}
+
+// FailpointBinary is ebpfnet built with the failpoints tag, whose daemon
+// dies or fails at the steps its environment names (package
+// control/failpoint), built once per process.
+func FailpointBinary(tb TB) string {
+	tb.Helper()
+	return build(tb, "failpoints")
+}
+
+// build builds ebpfnet with tags once per process.
+func build(tb TB, tags string) string {
+	tb.Helper()
+	builds.mu.Lock()
+	defer builds.mu.Unlock()
+	if bin, ok := builds.bins[tags]; ok {
+		return bin
 	}
-	return binary
+	dir, err := os.MkdirTemp("", "ebpfnet-bin-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	bin := filepath.Join(dir, "ebpfnet")
+	if out, err := exec.Command("go", "build", "-tags", tags, "-o", bin, "github.com/ebpfnet/ebpfnet/cmd/ebpfnet").CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		tb.Fatalf("build ebpfnet (tags %q): %v\n%s", tags, err, out)
+	}
+	if builds.bins == nil {
+		builds.bins = map[string]string{}
+	}
+	builds.bins[tags] = bin
+	return bin
 }
 
 // Host is one fake host: a namespace and the daemon that serves it.
@@ -94,6 +114,7 @@ type Host struct {
 	NetNS  string // the host namespace's path
 	dir    string
 	bin    string
+	env    []string // the daemon's environment beside the test's
 	flags  []string // placement flags shared by daemon and reset
 	extra  []string
 	daemon *exec.Cmd
@@ -173,6 +194,11 @@ func (h *Host) Name(s string) string { return h.Prefix + "-" + s }
 // DaemonFlags replaces the extra flags of the daemons started from now on.
 func (h *Host) DaemonFlags(extra ...string) { h.extra = extra }
 
+// Failpoints makes the daemons started from now on FailpointBinary's, with
+// env (EBPFNET_FAILPOINTS=…, EBPFNET_FAILPOINTS_TRACE=…) beside the
+// test's own environment.
+func (h *Host) Failpoints(env ...string) { h.bin, h.env = FailpointBinary(h.tb), env }
+
 func (h *Host) daemonArgs() []string {
 	return append(append([]string{"daemon", "--socket", h.Socket(), "--resolv-conf", h.ResolvConf(),
 		"--docker-plugin", h.DockerPlugin()}, h.flags...), h.extra...)
@@ -202,6 +228,7 @@ const startWithin = time.Minute
 func (h *Host) Start() {
 	h.tb.Helper()
 	cmd := exec.Command(h.bin, h.daemonArgs()...)
+	cmd.Env = append(os.Environ(), h.env...)
 	logf, err := os.OpenFile(filepath.Join(h.dir, "daemon.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		h.tb.Fatal(err)
@@ -249,6 +276,9 @@ func (h *Host) Stop(sig syscall.Signal) {
 	}
 	h.daemon = nil
 }
+
+// Exited is closed when the daemon started last has exited.
+func (h *Host) Exited() <-chan struct{} { return h.exited }
 
 // DaemonPID is the running daemon's process ID.
 func (h *Host) DaemonPID() int { return h.daemon.Process.Pid }

@@ -46,6 +46,7 @@ func (Nop) Events(context.Context, api.EventFilter) (api.EventStream, error) {
 func (Nop) Counters(context.Context) ([]api.Counter, error) { return nil, nil }
 func (Nop) Metrics(context.Context) (api.Metrics, error)    { return api.Metrics{}, nil }
 func (Nop) Reconcile(context.Context) error                 { return nil }
+func (Nop) Drift(context.Context) (api.Drift, error)        { return api.Drift{}, nil }
 func (Nop) Attach(context.Context, api.AttachmentCreate) (api.Attachment, error) {
 	return api.Attachment{}, nil
 }
