@@ -1,7 +1,9 @@
 package bpf_test
 
 import (
+	"encoding/binary"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -183,4 +185,52 @@ func TestRoutedGatewayModeHonoursSourceLists(t *testing.T) {
 	if d := nb.counter(t, "to_container", "drop_source_range") - before; d != 1 {
 		t.Errorf("to_container/drop_source_range counted %d, want 1", d)
 	}
+}
+
+// A publication whose lists do not fit in source_ranges (262 144 entries,
+// shared by every publication) is refused with one short error and
+// leaves nothing behind: the entries it did write, its rest among them
+// (written first), would otherwise decide for the next publication of
+// the same host port, which then never falls through to the daemon's
+// default. Here a port published on [::] with a deny list fails for want
+// of room, leaving its "rest: allow"; once room is made, the same port
+// published without lists of its own must refuse the IPv6 client the
+// default refuses (an allow of IPv4's 10.99.0.0/24 alone).
+func TestPublicationWhoseListsDoNotFitLeavesNothing(t *testing.T) {
+	nb := newNATBed6(t)
+	pfx := netip.MustParsePrefix
+	must(t, nb.maps.PutDefaultSources(maps.Sources{Allow: []netip.Prefix{pfx("10.99.0.0/24")}}, maps.Sources{}))
+	// The default holds 4 entries; fill the rest of the trie but for one
+	// slot with another publication's prefixes.
+	m := nb.dp.Maps.SourceRanges
+	filler := bpf.DatapathSourceKey{Prefixlen: 8 * 36, Pub: bpf.DatapathPublicationKey{Port: 9, Proto: 17}}
+	filler.Addr.B[0], filler.Addr.B[1] = 0x20, 0x01
+	free := int(m.MaxEntries()) - sourceEntries(t, m) - 1
+	for i := range free {
+		binary.BigEndian.PutUint32(filler.Addr.B[12:], uint32(i))
+		must(t, m.Put(filler, bpf.DatapathSourceActionSOURCE_DENY))
+	}
+	pub := maps.Publication{HostAddr: netip.IPv6Unspecified(), HostPort: 8080, Proto: 6, Addr: webAddr6, Port: 80}
+	listed := pub
+	listed.Sources = maps.Sources{Deny: []netip.Prefix{pfx("2001:db8:bad::/48"), pfx("2001:db8:bad1::/48"), pfx("2001:db8:bad2::/48")}}
+	before := sourceEntries(t, m)
+	err := nb.maps.PutPublication(listed)
+	if err == nil {
+		t.Fatal("a publication whose lists do not fit: no error")
+	}
+	if strings.Contains(err.Error(), "\n") {
+		t.Errorf("error of %d lines, want one: %v", strings.Count(err.Error(), "\n")+1, err)
+	}
+	if n := sourceEntries(t, m) - before; n != 0 {
+		t.Errorf("the failed publication left %d entries in source_ranges, want none", n)
+	}
+	// Room again (as once other publications went), and the port
+	// published without lists: the daemon's default decides.
+	for i := range free {
+		binary.BigEndian.PutUint32(filler.Addr.B[12:], uint32(i))
+		must(t, m.Delete(filler))
+	}
+	must(t, nb.maps.PutPublication(pub))
+	nb.mustVerdict(t, "an IPv6 client the default refuses", nb.dp.Uplink.UplinkIngress,
+		tcpSegment(ap(clientAddr6, 40000), ap(hostAddr6, 8080), syn, 1, 0), 0, tcActShot)
 }
