@@ -234,3 +234,43 @@ func TestPublicationWhoseListsDoNotFitLeavesNothing(t *testing.T) {
 	nb.mustVerdict(t, "an IPv6 client the default refuses", nb.dp.Uplink.UplinkIngress,
 		tcpSegment(ap(clientAddr6, 40000), ap(hostAddr6, 8080), syn, 1, 0), 0, tcActShot)
 }
+
+// The flows a list let in go on until they end; a new connection is a new
+// flow, even on the tuple of one that ended. Here a client's connection
+// closes (both FINs: TIME_WAIT), its address is then refused, and it
+// opens a new connection from the same port: conntrack reopens the closed
+// entry on the SYN, as netfilter does, but netfilter makes that a new
+// flow that meets the rules again. Without the check a refused client
+// keeps opening connections as long as it reuses a tuple still in
+// conntrack (and each reuse leaves another closed entry to reuse).
+func TestReopenedConnectionIsANewFlow(t *testing.T) {
+	nb := newNATBed(t)
+	open := maps.Publication{HostPort: 8080, Proto: 6, Addr: webAddr, Port: 80}
+	must(t, nb.maps.PutPublication(open))
+	client, host, web := ap(clientAddr, 40000), ap(hostAddr, 8080), ap(webAddr, 80)
+	in := func(what string, flags uint8, seq, ackSeq uint32, want uint32) {
+		t.Helper()
+		nb.mustVerdict(t, what, nb.dp.Uplink.UplinkIngress, tcpSegment(client, host, flags, seq, ackSeq), 0, want)
+	}
+	out := func(what string, flags uint8, seq, ackSeq uint32) {
+		t.Helper()
+		nb.mustVerdict(t, what, nb.dp.Endpoint.FromContainer, tcpSegment(web, client, flags, seq, ackSeq), 0, tcActRedirect)
+	}
+	in("SYN", syn, 100, 0, tcActRedirect)
+	out("SYN-ACK", syn|ack, 5000, 101)
+	in("ACK", ack, 101, 5001, tcActRedirect)
+	in("FIN", fin|ack, 101, 5001, tcActRedirect)
+	out("FIN", fin|ack, 5001, 102)
+	if st, _ := nb.state(t, flowOf(6, client, host)); st != bpf.DatapathCtStateCT_TCP_TIME_WAIT {
+		t.Fatalf("after both FINs: state %v, want TIME_WAIT", st)
+	}
+
+	closed := open
+	closed.Sources = maps.Sources{Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
+	must(t, nb.maps.ReplaceSources(closed, open.Sources))
+	before := nb.counter(t, "uplink", "drop_source_range")
+	in("a new connection from the same port, after the list", syn, 9000, 0, tcActShot)
+	if d := nb.counter(t, "uplink", "drop_source_range") - before; d != 1 {
+		t.Errorf("uplink/drop_source_range counted %d, want 1", d)
+	}
+}
