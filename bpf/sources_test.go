@@ -160,33 +160,6 @@ func sourceEntries(t *testing.T, m *ebpf.Map) int {
 	return n
 }
 
-// With the "routed" gateway mode a published sandbox port is also reached
-// straight at the sandbox's address, routed in from an uplink
-// (to_container), which never calls dnat_claim: a client the
-// publication's lists refuse at the host port must be refused there too,
-// or the lists only guard one of the two doors.
-func TestRoutedGatewayModeHonoursSourceLists(t *testing.T) {
-	nb := newNATBed(t)
-	n := bridgeNet
-	n.Direct = maps.DirectPublished
-	must(t, nb.maps.PutNetwork(n))
-	must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8080, Proto: 6, Addr: webAddr, Port: 7777,
-		Sources: maps.Sources{Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}}))
-	// clientAddr (10.99.0.2) is outside the allow: the host port refuses it.
-	nb.mustVerdict(t, "to the host port", nb.dp.Uplink.UplinkIngress,
-		tcpSegment(ap(clientAddr, 40000), ap(hostAddr, 8080), syn, 1, 0), 0, tcActShot)
-	// The same client, routed straight to the sandbox port it leads to.
-	before := nb.counter(t, "to_container", "drop_source_range")
-	ret, _ := nb.runFrom(t, nb.dp.Endpoint.ToContainer, tcpSegment(ap(clientAddr, 40001), ap(webAddr, 7777), syn, 1, 0),
-		endpointIfindex, nb.uplink)
-	if ret != tcActShot {
-		t.Errorf("routed straight to the sandbox port: verdict %d, want TC_ACT_SHOT (the lists refuse %s)", ret, clientAddr)
-	}
-	if d := nb.counter(t, "to_container", "drop_source_range") - before; d != 1 {
-		t.Errorf("to_container/drop_source_range counted %d, want 1", d)
-	}
-}
-
 // A publication whose lists do not fit in source_ranges (262 144 entries,
 // shared by every publication) is refused with one short error and
 // leaves nothing behind: the entries it did write, its rest among them

@@ -77,6 +77,8 @@ static __noinline int translate(struct xdp_md *ctx, const struct packet *p, __u3
 	e = ct_lookup_current(&p->flow, 0, &assured);
 	if (e && host_owns_reply(ctx, &p->flow, e))
 		return pass(ctx, PROGRAM_UPLINK_XDP);
+	if (e && reopen_refused(p, e))
+		return drop(ctx, PROGRAM_UPLINK_XDP, VERDICT_DROP_SOURCE_RANGE);
 	if (e) {
 		to = e->nat; /* the entry may move while we use it */
 		if (!fast_deliverable(ctx, p, l4_len, &to, &f))

@@ -284,14 +284,23 @@ func (m *Maps) DeleteEndpoint(addr netip.Addr) error {
 func (m *Maps) PutPublication(p Publication) error {
 	key := publicationKey(p)
 	v := publicationValue(p)
-	// Its lists before it: its first flow is checked.
-	if err := m.putSources(sourceEntries(key, p.Sources), nil); err != nil {
+	// Its lists before it: its first flow is checked. A publication that
+	// fails takes them back.
+	lists := sourceEntries(key, p.Sources)
+	if err := m.putSources(lists, nil); err != nil {
 		return err
 	}
+	published := false
+	defer func() {
+		if !published {
+			m.putSources(nil, lists)
+		}
+	}()
 	var old bpf.DatapathPublication
 	added := false
 	switch err := m.m.Publications.Lookup(key, &old); {
 	case err == nil && old == v:
+		published = true
 		return nil
 	case err == nil:
 		// The host port stays held; only where it leads changes.
@@ -315,6 +324,7 @@ func (m *Maps) PutPublication(p Publication) error {
 		}
 		return err
 	}
+	published = true
 	return addCount(m.m.PublishedPorts, targetKey(v, key.Proto), 1)
 }
 

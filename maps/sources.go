@@ -1,7 +1,6 @@
 package maps
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"unsafe"
@@ -88,32 +87,68 @@ func sourceKey(pub bpf.DatapathPublicationKey, p netip.Prefix) bpf.DatapathSourc
 // publicationKeySize is the bytes of a publication's key in source_key.
 var publicationKeySize = int(unsafe.Sizeof(bpf.DatapathPublicationKey{}))
 
-// putSources writes the entries a publication's lists make, and deletes
-// those of its lists before (old). The prefixes of length zero go first:
-// a list that begins to refuse refuses from its first write on.
+// putSources makes want the entries of a publication's lists, whose
+// entries were old, so that no moment lets in a source that neither the
+// old lists nor the new let in: the entries that refuse are written
+// first, then those that let in, and only then do the stale ones go, those
+// that let in first. Lists that cannot be written (the trie full) are put
+// back as they were, in one line of error.
 func (m *Maps) putSources(want, old map[bpf.DatapathSourceKey]bpf.DatapathSourceAction) error {
-	var errs []error
-	put := func(zero bool) {
-		for k, v := range want {
-			if (k.Prefixlen == uint32(8*publicationKeySize)) != zero {
-				continue
-			}
-			if have, ok := old[k]; ok && have == v {
-				continue
-			}
-			if err := m.m.SourceRanges.Put(k, v); err != nil {
-				errs = append(errs, fmt.Errorf("put source range %s of port %d: %w", sourcePrefix(k), be16(k.Pub.Port), err))
-			}
-		}
+	type written struct {
+		key  bpf.DatapathSourceKey
+		prev bpf.DatapathSourceAction
+		had  bool
 	}
-	put(true)
-	put(false)
-	for k := range old {
+	var done []written
+	for _, k := range sourceWriteOrder(want) {
+		prev, had := old[k]
+		if had && prev == want[k] {
+			continue
+		}
+		if err := m.m.SourceRanges.Put(k, want[k]); err != nil {
+			for i := len(done) - 1; i >= 0; i-- { // back as they were
+				if w := done[i]; w.had {
+					m.m.SourceRanges.Put(w.key, w.prev)
+				} else {
+					m.m.SourceRanges.Delete(w.key)
+				}
+			}
+			return fmt.Errorf("write source range %s of port %d (%d entries of the lists, %d written): %w",
+				sourcePrefix(k), be16(k.Pub.Port), len(want), len(done), err)
+		}
+		done = append(done, written{k, prev, had})
+	}
+	var stale []bpf.DatapathSourceKey
+	for k, v := range old {
 		if _, ok := want[k]; !ok {
-			errs = append(errs, ignoreMissing(m.m.SourceRanges.Delete(k)))
+			if v == bpf.DatapathSourceActionSOURCE_ALLOW {
+				stale = append([]bpf.DatapathSourceKey{k}, stale...)
+			} else {
+				stale = append(stale, k)
+			}
 		}
 	}
-	return errors.Join(errs...)
+	var first error
+	for _, k := range stale {
+		if err := ignoreMissing(m.m.SourceRanges.Delete(k)); err != nil && first == nil {
+			first = fmt.Errorf("delete source range %s of port %d: %w", sourcePrefix(k), be16(k.Pub.Port), err)
+		}
+	}
+	return first
+}
+
+// sourceWriteOrder is the order putSources writes entries in: those that
+// refuse, then those that let in.
+func sourceWriteOrder(entries map[bpf.DatapathSourceKey]bpf.DatapathSourceAction) []bpf.DatapathSourceKey {
+	var deny, allow []bpf.DatapathSourceKey
+	for k, v := range entries {
+		if v == bpf.DatapathSourceActionSOURCE_DENY {
+			deny = append(deny, k)
+		} else {
+			allow = append(allow, k)
+		}
+	}
+	return append(deny, allow...)
 }
 
 // sourcePrefix is the client prefix of k, for errors.

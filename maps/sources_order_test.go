@@ -7,25 +7,41 @@ import (
 	"github.com/ebpfnet/ebpfnet/bpf"
 )
 
-// putSources writes the rest of a list (its prefix of length zero) before
-// its prefixes, "so that a list that begins to refuse refuses from its
-// first write on", telling the rest by its length: the publication's key
-// alone. An IPv4 rest also counts the 96 bits that map IPv4 into IPv6, so
-// for IPv4 publications (and the daemon's IPv4 default) the rest is
-// written among the prefixes in map order, and a write that fails
-// half-way may leave allows without the rest that refuses the others.
-func TestRestOfEachFamilyIsWrittenFirst(t *testing.T) {
-	s := Sources{Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")}}
-	for _, host := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
-		pub := publicationKey(Publication{HostAddr: host, HostPort: 8080, Proto: 6})
-		var first []bpf.DatapathSourceKey
-		for k := range sourceEntries(pub, s) {
-			if k.Prefixlen == uint32(8*publicationKeySize) { // putSources' test of a rest
-				first = append(first, k)
+// putSources writes the entries that refuse before those that let in, in
+// both families and whatever the lists (the rest of a list with allowed
+// prefixes is one that refuses), so that a write that fails half-way, or
+// a moment between two writes, never lets in a source that neither the
+// old lists nor the new let in.
+func TestSourceEntriesThatRefuseAreWrittenFirst(t *testing.T) {
+	pfx := netip.MustParsePrefix
+	for _, s := range []Sources{
+		{Allow: []netip.Prefix{pfx("10.0.0.0/8"), pfx("2001:db8::/32")}},
+		{Allow: []netip.Prefix{pfx("10.0.0.0/8")}, Deny: []netip.Prefix{pfx("10.1.0.0/16"), pfx("2001:db8::1/128")}},
+		{Deny: []netip.Prefix{pfx("10.1.0.0/16")}},
+	} {
+		for _, host := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
+			entries := sourceEntries(publicationKey(Publication{HostAddr: host, HostPort: 8080, Proto: 6}), s)
+			order := sourceWriteOrder(entries)
+			if len(order) != len(entries) {
+				t.Fatalf("%+v on %s: %d entries in the order, want %d", s, host, len(order), len(entries))
 			}
-		}
-		if len(first) != 1 {
-			t.Errorf("publication on %s: putSources writes %d entries first, want its rest alone", host, len(first))
+			allowed, rests := false, 0
+			for _, k := range order {
+				if sourcePrefix(k).Bits() == 0 {
+					rests++
+				}
+				switch entries[k] {
+				case bpf.DatapathSourceActionSOURCE_ALLOW:
+					allowed = true
+				case bpf.DatapathSourceActionSOURCE_DENY:
+					if allowed {
+						t.Errorf("%+v on %s: %s refused after an entry that lets in", s, host, sourcePrefix(k))
+					}
+				}
+			}
+			if rests != 1 {
+				t.Errorf("%+v on %s: %d rests, want one", s, host, rests)
+			}
 		}
 	}
 }

@@ -267,6 +267,10 @@ static __noinline int translate_known(struct __sk_buff *skb, const struct packet
 	e = ct_lookup_current(&p->flow, ifindex, &assured);
 	if (!e || (!ifindex && host_owns_reply(skb, &p->flow, e)))
 		return -1;
+	if (reopen_refused(p, e)) {
+		*verdict = drop(skb, prog, VERDICT_DROP_SOURCE_RANGE);
+		return 0;
+	}
 	struct flow to = e->nat; /* the entry may move while we use it */
 	ct_update(&p->flow, e, assured, p, prog);
 	*verdict = deliver(skb, p, prog, VERDICT_TRACKED, &to, err_src);

@@ -127,6 +127,18 @@ static __always_inline int ct_current(const struct flow *f, const struct ct_entr
 	return 0;
 }
 
+/* reopen_refused reports whether packet p, a new connection on the tuple
+ * of a closed one to a published port (a SYN on its entry in TIME_WAIT or
+ * CLOSE, which conntrack reopens, e), comes from a source the
+ * publication's lists refuse now: a new connection meets them as any new
+ * flow does, however it reuses a tuple. */
+static __always_inline int reopen_refused(const struct packet *p, const struct ct_entry *e)
+{
+	return (e->flags & CT_PUBLISHED_IN) && !(e->flags & CT_REPLY) && p->flow.proto == IPPROTO_TCP &&
+	       (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN &&
+	       (e->state == CT_TCP_TIME_WAIT || e->state == CT_TCP_CLOSE) && source_refused(&p->flow);
+}
+
 /* ct_lookup_current finds the entry of a flow (key) conntrack knows and
  * that still holds (ct_current), or NULL. */
 static __always_inline struct ct_entry *ct_lookup_current(const struct flow *key, __u32 ifindex, int *assured)

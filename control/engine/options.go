@@ -21,6 +21,8 @@ const (
 	OptEnableIPv6   = driver.OptEnableIPv6
 	OptParent       = driver.OptParent
 	OptMacvlanMode  = driver.OptMacvlanMode
+	OptPublishAllow = driver.OptPublishAllow
+	OptPublishDeny  = driver.OptPublishDeny
 )
 
 // NetworkSpec is a request for a new network.

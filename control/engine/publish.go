@@ -103,6 +103,9 @@ func (e *Engine) addPublications(tx *store.Tx, undo *store.Undo, sb store.Sandbo
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSourcesReach(n, sources); err != nil {
+		return nil, err
+	}
 	var relisted []store.Publication
 	if sources.Empty() {
 		sources = n.PublishSources
@@ -330,4 +333,14 @@ func matches(f ports.Mapping, p store.Publication) bool {
 	}
 	first, end := f.Ports()
 	return f.Port == 0 || p.Port >= first && p.Port <= end
+}
+
+// checkSourcesReach refuses source lists for the ports of a network in
+// gateway mode routed, whose published sandbox ports the outside also
+// reaches at the sandboxes' own addresses, a door the lists do not guard.
+func checkSourcesReach(n store.Network, sources ports.Sources) error {
+	if sources.Empty() || n.IPv4GatewayMode() != store.GatewayRouted && n.IPv6GatewayMode() != store.GatewayRouted {
+		return nil
+	}
+	return errdefs.Invalidf("source lists on network %s: in gateway mode %s its published ports are also reached at the sandboxes' own addresses, which the lists do not guard", n.Name, store.GatewayRouted)
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/binary"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/ebpfnet/ebpfnet/bpf"
@@ -85,4 +86,31 @@ func (te testEngine) sourceAction(t *testing.T, port uint16, client netip.Addr) 
 		return 0
 	}
 	return a
+}
+
+// A network in gateway mode routed lets the outside reach its published
+// sandbox ports at the sandboxes' own addresses too, a door the source
+// lists do not guard (to_container never asks them): lists are refused
+// there, in one line, for a publication and as the network's options,
+// rather than guarding one door of two.
+func TestSourceListsRefusedOnRoutedNetworks(t *testing.T) {
+	te := newTestEngine(t)
+	routed, web := te.name("routed"), te.name("web")
+	opts := map[string]string{OptGatewayMode: store.GatewayRouted}
+	if _, err := te.CreateNetwork(NetworkSpec{Name: routed, IPv4: pools.Spec{Subnet: netip.MustParsePrefix("172.19.0.0/16")}, Options: opts}); err != nil {
+		t.Fatal(err)
+	}
+	lists := ports.Sources{Allow: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}}
+	_, err := te.CreateSandbox(SandboxSpec{Name: web, Networks: []string{routed},
+		Publish: []ports.Mapping{{Proto: ports.TCP, HostPort: 8080, Port: 80}}, PublishSources: lists})
+	if err == nil || !strings.Contains(err.Error(), "gateway mode routed") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("a sandbox publishing with lists on a routed network: %v, want one line refusing it", err)
+	}
+	if _, err := te.CreateSandbox(SandboxSpec{Name: web, Networks: []string{routed}}); err != nil {
+		t.Fatalf("the same sandbox without lists: %v", err)
+	}
+	opts = map[string]string{OptGatewayMode: store.GatewayRouted, OptPublishAllow: "198.51.100.0/24"}
+	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("r2"), Options: opts}); err == nil || !strings.Contains(err.Error(), "gateway mode routed") {
+		t.Errorf("a routed network with lists: %v, want it refused", err)
+	}
 }

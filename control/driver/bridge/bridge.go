@@ -86,6 +86,12 @@ func checkGatewayMode(n *store.Network, opts map[string]string) error {
 				driver.OptMasquerade, opts[driver.OptMasquerade], m.key, m.mode)
 		}
 	}
+	// Its published ports are reached at the sandboxes' own addresses too,
+	// which source lists do not guard.
+	if !n.PublishSources.Empty() && (n.GatewayMode == store.GatewayRouted || n.GatewayMode6 == store.GatewayRouted) {
+		return errdefs.Invalidf("options %s and %s conflict with gateway mode %s: its published ports are also reached at the sandboxes' own addresses, which the lists do not guard",
+			driver.OptPublishAllow, driver.OptPublishDeny, store.GatewayRouted)
+	}
 	// Masquerade is IPv4's; IPv6's follows from the option and the IPv6
 	// gateway mode (driver.MasqueradeIPv6).
 	if n.GatewayMode == store.GatewayRouted {
