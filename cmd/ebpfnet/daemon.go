@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/user"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -48,6 +49,7 @@ func newDaemonCommand(c *cli) *cobra.Command {
 		attach       string
 		uplinkModes  []string
 		socketMode   string
+		socketGroup  string
 		logLevel     string
 		natPorts     string
 		ctTimeouts   []string
@@ -86,6 +88,13 @@ root's a bind of a published port (EPERM).`,
 			perm, err := strconv.ParseUint(socketMode, 8, 32)
 			if err != nil || perm > 0o777 {
 				return fmt.Errorf("invalid --socket-mode %q: want octal permissions such as 0600", socketMode)
+			}
+			gid, err := groupID(socketGroup)
+			if err != nil {
+				return err
+			}
+			if gid >= 0 && !cmd.Flags().Changed("socket-mode") {
+				perm = 0o660 // as dockerd's -G: the group reads and writes
 			}
 			if natPorts != "" {
 				first, end, err := ports.ParseRange(natPorts)
@@ -158,7 +167,7 @@ root's a bind of a published port (EPERM).`,
 			defer stop()
 			served := make(chan error, 2)
 			apiEngine := apiengine.New(eng)
-			go func() { served <- api.NewServer(apiEngine).Serve(ctx, c.socket, os.FileMode(perm)) }()
+			go func() { served <- api.NewServer(apiEngine).Serve(ctx, c.socket, os.FileMode(perm), gid) }()
 			if dockerPlugin != "" {
 				go func() { served <- docker.Serve(ctx, dockerPlugin, apiEngine, cfg.Log) }()
 			}
@@ -177,7 +186,8 @@ root's a bind of a published port (EPERM).`,
 	f.StringArrayVar(&uplinkModes, "uplink-mode", nil, "the uplinks' datapath, MODE for every uplink or IFNAME=MODE for one (repeatable): tc (the default); xdp (a native XDP fast path for published and masqueraded flows, besides TC); auto (xdp only for drivers known to keep their offloads under XDP: i40e, ice, mlx5_core; tc for veth, virtio_net and every other; status says which and why)")
 	f.StringVar(&cfg.ResolvConf, "resolv-conf", engine.DefaultResolvConf, "the host's resolv.conf: upstream DNS servers and search domains")
 	f.StringArrayVar(&cfg.Uplinks, "uplink", nil, "host interface serving published ports and masquerade, with an Ethernet header (repeatable; default: every Ethernet interface with an IPv4 address, or an IPv6 one beyond the link, that ebpfnet did not create)")
-	f.StringVar(&socketMode, "socket-mode", "0600", "permissions of the API socket")
+	f.StringVar(&socketMode, "socket-mode", "0600", "permissions of the API socket (0660 with --socket-group)")
+	f.StringVar(&socketGroup, "socket-group", "", "group (name or ID) whose members may use the API socket, as dockerd's -G")
 	states, _ := loader.CTTimeoutNames()
 	f.StringVar(&natPorts, "nat-ports", "", "source port range of masqueraded flows that collide on their own port (default 61000-65535); must not overlap net.ipv4.ip_local_port_range")
 	f.Uint32Var(&ctSourceMax, "ct-source-max", 0, "flows one source address may hold in the conntrack table of established flows (default 16384, an eighth of it); past it a source's flows work from the table of new flows, which a flood may evict")
@@ -231,4 +241,19 @@ func raiseFileLimit(log *slog.Logger) {
 		}
 	}
 	log.Info("limit on open files", "RLIMIT_NOFILE", lim.Max, "per sandbox", engine.DescriptorsPerSandbox)
+}
+
+// groupID is the ID of group (a name or a number), -1 for "".
+func groupID(group string) (int, error) {
+	if group == "" {
+		return -1, nil
+	}
+	if id, err := strconv.Atoi(group); err == nil && id >= 0 {
+		return id, nil
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return 0, fmt.Errorf("invalid --socket-group %q: no such group", group)
+	}
+	return strconv.Atoi(g.Gid)
 }

@@ -125,9 +125,10 @@ func NewServer(engine Engine) *Server {
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-// Serve listens on the unix socket at path with the given mode until ctx ends.
-func (s *Server) Serve(ctx context.Context, path string, mode os.FileMode) error {
-	l, err := ListenUnix(path, mode)
+// Serve listens on the unix socket at path until ctx ends, the socket
+// the group gid's (-1: the daemon's own) with the given mode.
+func (s *Server) Serve(ctx context.Context, path string, mode os.FileMode, gid int) error {
+	l, err := ListenUnix(path, mode, gid)
 	if err != nil {
 		return err
 	}
@@ -148,9 +149,10 @@ func (s *Server) Serve(ctx context.Context, path string, mode os.FileMode) error
 	return err
 }
 
-// ListenUnix listens on the unix socket at path with the given mode,
-// taking the place of a stale socket but not of a live one.
-func ListenUnix(path string, mode os.FileMode) (net.Listener, error) {
+// ListenUnix listens on the unix socket at path, the group gid's (-1: the
+// daemon's own) with the given mode, taking the place of a stale socket
+// but not of a live one.
+func ListenUnix(path string, mode os.FileMode, gid int) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create socket directory: %w", err)
 	}
@@ -162,6 +164,10 @@ func ListenUnix(path string, mode os.FileMode) (net.Listener, error) {
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Lchown(path, -1, gid); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("give %s to group %d: %w", path, gid, err)
 	}
 	if err := os.Chmod(path, mode); err != nil {
 		l.Close()

@@ -43,7 +43,7 @@ const (
 // ends. Docker names a plugin after its socket: ebpfnet.sock is driver and
 // IPAM driver "ebpfnet".
 func Serve(ctx context.Context, path string, engine api.RuntimeEngine, log *slog.Logger) error {
-	l, err := api.ListenUnix(path, 0o600)
+	l, err := api.ListenUnix(path, 0o600, -1)
 	if err != nil {
 		return err
 	}
