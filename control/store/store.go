@@ -70,13 +70,16 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("open state %s: another ebpfnet daemon is using it", path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open state %s: %w", path, err)
+		return nil, fmt.Errorf("open state %s: %w (the file is damaged: restore it, or move it away to start afresh; the datapath keeps forwarding meanwhile)", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketNetworks, bucketSandboxes, bucketMeta, bucketPublications, bucketPools, bucketSandboxIndex} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
+		}
+		if err := checkFormat(tx.Bucket(bucketMeta)); err != nil {
+			return err
 		}
 		return errors.Join(movePublications(&Tx{tx: tx}), movePools(&Tx{tx: tx}), linkPublications(&Tx{tx: tx}), buildSandboxIndex(tx))
 	})
@@ -85,6 +88,25 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("initialise state %s: %w", path, err)
 	}
 	return &Store{db: db}, nil
+}
+
+// Format is the layout of the state this version writes. A state of a
+// later format was written by a newer ebpfnet, whose records this one
+// could misread and write back wrong: it is refused.
+const Format = 1
+
+var keyFormat = []byte("format")
+
+// checkFormat refuses a state of a later format than Format, and records
+// Format in one of none (written before formats were).
+func checkFormat(meta *bolt.Bucket) error {
+	if v := meta.Get(keyFormat); len(v) == 8 {
+		if f := binary.BigEndian.Uint64(v); f > Format {
+			return fmt.Errorf("written by a newer ebpfnet (state format %d; this one reads up to %d): run that version, or move the file away to start afresh", f, Format)
+		}
+		return nil
+	}
+	return meta.Put(keyFormat, binary.BigEndian.AppendUint64(nil, Format))
 }
 
 // Close closes the state file.

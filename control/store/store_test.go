@@ -1,8 +1,11 @@
 package store
 
 import (
+	"encoding/binary"
 	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -442,4 +445,36 @@ func openStore(t *testing.T) *Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// A state written by a newer ebpfnet, or a damaged one, stops the start
+// in one line naming the file and what to do.
+func TestOpenRefusesNewerAndDamagedStates(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyFormat, binary.BigEndian.AppendUint64(nil, Format+1))
+	})
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "state.db")
+	_, err = Open(dir)
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "newer ebpfnet") {
+		t.Errorf("a state of format %d: %v, want one line naming %s as a newer version's", Format+1, err, path)
+	}
+
+	damaged := t.TempDir()
+	path = filepath.Join(damaged, "state.db")
+	if err := os.WriteFile(path, []byte("not a bbolt file, or the first page of one cut short"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(damaged)
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "move it away") {
+		t.Errorf("a damaged state: %v, want one line naming %s and what to do", err, path)
+	}
 }
