@@ -16,25 +16,6 @@ import (
 	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
 
-// stateOf is snapshot's records, interfaces, namespaces and the fill of
-// the maps the control plane writes (not conntrack's, which traffic and
-// time change).
-func stateOf(t *testing.T, h *testbed.Host) string {
-	t.Helper()
-	var b strings.Builder
-	b.WriteString(h.MustCLI("network", "ls", "-o", "json"))
-	b.WriteString(h.MustCLI("sandbox", "ls", "-o", "json"))
-	b.WriteString(strings.Join(h.LinkNames(), " "))
-	namespaces, _ := filepath.Glob("/run/netns/" + h.Prefix + "*")
-	b.WriteString(strings.Join(namespaces, " "))
-	for _, m := range h.Status().Maps {
-		if !strings.HasPrefix(m.Map, "ct") && m.Map != "frags" && m.Map != "host_echoes" {
-			fmt.Fprintf(&b, " %s=%d", m.Map, m.Entries)
-		}
-	}
-	return b.String()
-}
-
 // difference says where two states differ: the words of each that the
 // other lacks.
 func difference(before, now string) string {
@@ -130,8 +111,8 @@ func (b *crashBed) consistent(c change, step, before string) {
 	}
 	// The host's own addresses follow its interfaces a moment after a
 	// reconcile removed a leftover bridge (the host watcher).
-	now := stateOf(b.t, b.h)
-	for deadline := time.Now().Add(5 * time.Second); now != before && !c.exists() && time.Now().Before(deadline); now = stateOf(b.t, b.h) {
+	now := snapshot(b.t, b.h)
+	for deadline := time.Now().Add(5 * time.Second); now != before && !c.exists() && time.Now().Before(deadline); now = snapshot(b.t, b.h) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if now != before && !c.exists() {
@@ -198,7 +179,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 		}
 		committed := false
 		for _, step := range steps {
-			before := stateOf(t, h)
+			before := snapshot(t, h)
 			// The daemon dies at the step.
 			b.arm(step + "=crash")
 			c.do()
@@ -229,7 +210,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 			if strings.HasPrefix(step, "wiring.link") || strings.HasPrefix(step, "engine.namespace") {
 				errno = "EEXIST"
 			}
-			before = stateOf(t, h)
+			before = snapshot(t, h)
 			b.arm(step + "=" + errno)
 			err := c.do()
 			refusals++
@@ -241,7 +222,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 			if msg := err.Error(); strings.Contains(msg, "\n") || !strings.Contains(msg, "failpoint "+strings.Split(step, "@")[0]) {
 				t.Errorf("%s, the kernel refusing %s: %q, want one line saying so", c.name, step, msg)
 			}
-			if now := stateOf(t, h); now != before {
+			if now := snapshot(t, h); now != before {
 				t.Errorf("%s, the kernel refusing %s changed the state: %s", c.name, step, difference(before, now))
 			}
 		}
