@@ -318,11 +318,19 @@ func (r *CRI) StartContainer(p Pod, name string, argv ...string) string {
 }
 
 // RemovePod stops and removes a pod as the kubelet does: crictl stopp,
-// then rmp.
+// then rmp, each asked again for a few seconds as the kubelet asks again:
+// containerd answers a stop with an error while the shim of a pod killed
+// under it goes ("ttrpc: closed").
 func (r *CRI) RemovePod(id string) error {
 	for _, verb := range []string{"stopp", "rmp"} {
-		if out, err := r.Crictl(verb, id); err != nil {
-			return fmt.Errorf("crictl %s %s: %v\n%s", verb, id, err, out)
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			out, err := r.Crictl(verb, id)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("crictl %s %s: %v\n%s", verb, id, err, out)
+			}
 		}
 	}
 	return nil
