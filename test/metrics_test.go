@@ -112,4 +112,10 @@ func TestMetrics(t *testing.T) {
 	if after["ebpfnet_conntrack_reclaimed_total"] == nil || after["ebpfnet_dns_cache_entries"] == nil {
 		t.Error("ebpfnet_conntrack_reclaimed_total or ebpfnet_dns_cache_entries is missing")
 	}
+	// The daemon's own health, which a soak watches for leaks.
+	for _, name := range []string{"go_goroutines", "process_open_fds", "process_resident_memory_bytes"} {
+		if value(after, name, nil) <= 0 {
+			t.Errorf("%s is missing or zero", name)
+		}
+	}
 }

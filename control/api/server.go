@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
@@ -117,7 +118,10 @@ func NewServer(engine Engine) *Server {
 		// 100 µs to 1 s: a change is a store commit and a few map updates.
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
 	}, []string{"operation"})
-	reg.MustRegister(counterCollector{engine}, metricsCollector{engine}, s.portChanges)
+	// The Go runtime's and the process's own (goroutines, open files,
+	// resident memory): what a leak shows in first.
+	reg.MustRegister(counterCollector{engine}, metricsCollector{engine}, s.portChanges,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return s
 }
