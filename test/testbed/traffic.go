@@ -25,22 +25,33 @@ func Serve(tb TB, nsPath string) {
 // ServeOn is Serve on another port.
 func ServeOn(tb TB, nsPath string, port int) {
 	tb.Helper()
+	stop, err := ServeUntilStopped(nsPath, port)
+	if err != nil {
+		tb.Fatalf("echo server in %s: %v", nsPath, err)
+	}
+	tb.Cleanup(stop)
+}
+
+// ServeUntilStopped is ServeOn until stop is called: for a namespace that
+// goes before the test ends, which an open socket would otherwise keep.
+func ServeUntilStopped(nsPath string, port int) (stop func(), err error) {
 	var (
 		tl net.Listener
 		ul net.PacketConn
 	)
-	err := namespace.Do(nsPath, func() error {
+	err = namespace.Do(nsPath, func() error {
 		var err error
 		if tl, err = net.Listen("tcp", fmt.Sprintf(":%d", port)); err != nil {
 			return err
 		}
-		ul, err = net.ListenPacket("udp", fmt.Sprintf(":%d", port))
+		if ul, err = net.ListenPacket("udp", fmt.Sprintf(":%d", port)); err != nil {
+			tl.Close()
+		}
 		return err
 	})
 	if err != nil {
-		tb.Fatalf("echo server in %s: %v", nsPath, err)
+		return nil, err
 	}
-	tb.Cleanup(func() { tl.Close(); ul.Close() })
 	go func() {
 		for {
 			c, err := tl.Accept()
@@ -71,6 +82,7 @@ func ServeOn(tb TB, nsPath string, port int) {
 			ul.WriteTo(answer(buf[:n], from), from)
 		}
 	}()
+	return func() { tl.Close(); ul.Close() }, nil
 }
 
 const probeTimeout = time.Second
