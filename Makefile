@@ -14,7 +14,7 @@ BIN := bin/ebpfnet
 # its files (installing ufw leaves it disabled, and they never enable it).
 APT_PACKAGES := clang llvm libbpf-dev iproute2 iptables nftables ufw conntrack ethtool busybox-static curl
 
-.PHONY: all build install deps runtime-deps bench-deps generate check-generate vet test fuzz demo bench bench-quick clean
+.PHONY: all build install deps runtime-deps bench-deps generate check-generate vet test fuzz soak demo bench bench-quick clean
 
 all: build
 
@@ -97,6 +97,19 @@ fuzz:
 		pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$fn in $$pkg for $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg || exit 1; \
 	done
+
+# soak churns sandboxes, endpoints, publications (with source lists) and
+# CNI attachments at random on 20 networks, up to 1,000 sandboxes at 50
+# operations/s, for SOAK_TIME, with traffic through published ports and
+# masquerade, and checks every minute that all the store records works
+# and nothing else is left; it writes the daemon's memory, goroutines,
+# open files and map fill over the run to bench/soak. SOAK_SEED replays a
+# run's operations (the test logs its seed); SOAK_SANDBOXES and
+# SOAK_NETWORKS change its size. make test runs a short TestSoak.
+SOAK_TIME ?= 30m
+SOAK_TIMEOUT ?= 3h
+soak: deps runtime-deps
+	SOAK_TIME=$(SOAK_TIME) SOAK_OUT=$(CURDIR)/bench/soak $(GO) test -count=1 -timeout $(SOAK_TIMEOUT) -v -run '^TestSoak$$' ./test
 
 # runtime-deps installs the container runtimes the integration tests and
 # the bench drive for real: Debian's docker.io and containerd, podman, the
