@@ -137,8 +137,11 @@ func (s *Server) Serve(ctx context.Context, path string, mode os.FileMode, gid i
 		return err
 	}
 	// Requests end with ctx, so a shutdown need not wait for event
-	// streams, which never end on their own.
-	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	// streams, which never end on their own. A connection idle between
+	// requests is closed: each holds a goroutine and a file, and a client
+	// that keeps its connections open would otherwise grow them for ever.
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return ctx }}
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
