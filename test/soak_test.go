@@ -125,6 +125,11 @@ type soak struct {
 	samples   []soakSample
 	start     time.Time
 	netCycles int
+	parents   []string // the interfaces setup made for macvlan networks
+	// tableFulls is the kernel's count of full neighbour tables when a
+	// check started; neighbourMisses counts the probes that failed for it.
+	tableFulls      int
+	neighbourMisses int
 	// cgroupLinks is how many cgroup hooks the daemon pinned at the start.
 	cgroupLinks int
 }
@@ -236,8 +241,19 @@ func (s *soak) setup() {
 		case "internal":
 			req.Internal = true
 		case "macvlan":
+			// A parent has one macvlan network: the first takes the
+			// uplink, the others a veth of their own whose peer is up
+			// (macvlan children need carrier).
+			parent := "uplink0"
+			if i >= len(kinds) {
+				parent = fmt.Sprintf("mv%d", i)
+				s.h.InHost("ip", "link", "add", parent, "type", "veth", "peer", "name", parent+"p")
+				s.h.InHost("ip", "link", "set", parent, "up")
+				s.h.InHost("ip", "link", "set", parent+"p", "up")
+				s.parents = append(s.parents, parent, parent+"p")
+			}
 			req.Driver = "macvlan"
-			req.Options = map[string]string{"parent": "uplink0"}
+			req.Options = map[string]string{"parent": parent}
 		case "small":
 			n.subnet = netip.MustParsePrefix(fmt.Sprintf("10.%d.0.0/26", 100+i))
 			n.capacity = 61
@@ -690,6 +706,51 @@ func probeOnce(ns, network, addr string) error {
 	return testbed.TCPTo(ns, addr)
 }
 
+// diagnose looks again at a failed probe. The kernel's neighbour tables
+// hold gc_thresh3 entries (1,024 by default) for every namespace of the
+// machine together: with a thousand sandboxes they fill, and the kernel
+// refuses new entries (table_fulls) until its garbage collection frees
+// some, so a probe may fail for a few seconds with nothing wrong in
+// ebpfnet. A probe that fails while the tables are full, and answers
+// 10 s later, is counted and not failed; any other failure is.
+func (s *soak) diagnose(ns, proto, dst string, err error) error {
+	host, _, _ := net.SplitHostPort(dst)
+	neigh, _ := exec.Command("ip", "-n", filepath.Base(ns), "neigh", "show", host).CombinedOutput()
+	full := neighbourTableFulls()
+	time.Sleep(10 * time.Second)
+	if probeOnce(ns, proto, dst) != nil {
+		return fmt.Errorf("%w, and still 10 s later (neighbour: %q)", err, strings.TrimSpace(string(neigh)))
+	}
+	if full > s.tableFulls {
+		s.mu.Lock()
+		s.neighbourMisses++
+		s.mu.Unlock()
+		return nil
+	}
+	return fmt.Errorf("%w, though the neighbour tables were not full; it answers 10 s later (neighbour: %q)", err, strings.TrimSpace(string(neigh)))
+}
+
+// neighbourTableFulls is how often the kernel's ARP and NDP tables were
+// full since it started (/proc/net/stat, a row per CPU).
+func neighbourTableFulls() int {
+	n := 0
+	for _, table := range []string{"arp_cache", "ndisc_cache"} {
+		data, err := os.ReadFile("/proc/net/stat/" + table)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		col := slices.Index(strings.Fields(lines[0]), "table_fulls")
+		for _, line := range lines[1:] {
+			if f := strings.Fields(line); col >= 0 && col < len(f) {
+				v, _ := strconv.ParseInt(f[col], 16, 64)
+				n += int(v)
+			}
+		}
+	}
+	return n
+}
+
 // reachable says whether the outside client may open flows to a binding:
 // the most specific prefix holding it decides; none, an allow list
 // refuses it.
@@ -715,6 +776,7 @@ func (s *soak) check(when string, sample int) {
 	t.Helper()
 	start := time.Now()
 	ctx := t.Context()
+	s.tableFulls = neighbourTableFulls()
 	sbs, err := s.h.Client.Sandboxes(ctx)
 	if err != nil {
 		t.Fatalf("%s: list sandboxes: %v", when, err)
@@ -828,6 +890,9 @@ func (s *soak) check(when string, sample int) {
 				} else {
 					err = probeEcho(j.ns, j.proto, j.dst)
 				}
+				if err != nil && !j.blocked {
+					err = s.diagnose(j.ns, j.proto, j.dst, err)
+				}
 				if err != nil {
 					jobMu.Lock()
 					fail("%s: %v", j.what, err)
@@ -843,8 +908,8 @@ func (s *soak) check(when string, sample int) {
 	wg.Wait()
 	s.leaks(when, sbs, nets, fail)
 	s.record(s.sample())
-	t.Logf("%s: %d sandboxes, %d probed, %d networks, in %s; operations so far %v; traffic %d answered, %d not",
-		when, len(sbs), probed, len(nets), time.Since(start).Round(time.Millisecond), s.opCounts(), s.traffic.ok, s.traffic.failed)
+	t.Logf("%s: %d sandboxes, %d probed, %d networks, in %s; operations so far %v; traffic %d answered, %d not; %d probes failed while the kernel's neighbour tables were full",
+		when, len(sbs), probed, len(nets), time.Since(start).Round(time.Millisecond), s.opCounts(), s.traffic.ok, s.traffic.failed, s.neighbourMisses)
 	if len(failures) > 0 {
 		if len(failures) > 40 {
 			failures = append(failures[:40], fmt.Sprintf("and %d more", len(failures)-40))
@@ -874,6 +939,9 @@ func (s *soak) opCounts() map[string]int {
 // addresses.
 func (s *soak) leaks(when string, sbs []api.Sandbox, nets []api.Network, fail func(string, ...any)) {
 	hostIfaces := map[string]bool{"lo": true, "uplink0": true}
+	for _, p := range s.parents {
+		hostIfaces[p] = true
+	}
 	addrs := map[netip.Addr]bool{}
 	ports := map[[2]uint16]bool{} // host port, protocol
 	var subnets []netip.Prefix
