@@ -534,10 +534,13 @@ func (h *Host) StartInSandbox(sandbox string, argv ...string) *exec.Cmd {
 	h.tb.Helper()
 	cmd := exec.Command(h.bin, append([]string{"exec", sandbox, "--"}, argv...)...)
 	cmd.Env = append(os.Environ(), "EBPFNET_SOCKET="+h.Socket())
+	// A group of its own: the command runs as the CLI's child, which a
+	// kill of the CLI alone would leave running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		h.tb.Fatal(err)
 	}
-	h.tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	h.tb.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
 	// Wait until the command runs inside the sandbox, not just the CLI.
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
