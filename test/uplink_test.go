@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -98,5 +99,39 @@ func TestUplinksNeedAnEthernetHeader(t *testing.T) {
 	}
 	if order := tcxOrder(t, h.NetNS, "tun1", ebpf.AttachTCXIngress); len(order) != 0 {
 		t.Fatalf("programs on tun1: %v", order)
+	}
+}
+
+// TestHostWatchSurvivesABurst floods the host's namespace with address
+// changes faster than the daemon reads them, as a host bringing up
+// thousands of addresses at once does: the kernel drops what overflows
+// the watch's socket, and the daemon must watch on, reading the whole
+// host again for what it missed, or no later host address would ever
+// serve published ports.
+func TestHostWatchSurvivesABurst(t *testing.T) {
+	t.Parallel()
+	h := testbed.NewHost(t)
+	host := filepath.Base(h.NetNS)
+	h.MustRun("ip", "-n", host, "link", "add", "burst0", "type", "bridge")
+	t.Cleanup(func() { h.MustRun("ip", "-n", host, "link", "del", "burst0") })
+	h.MustRun("ip", "-n", host, "link", "set", "burst0", "up")
+
+	var batch strings.Builder
+	const changes = 20000
+	for i := range changes {
+		addr := fmt.Sprintf("10.199.%d.%d/32", i/250, 1+i%250)
+		fmt.Fprintf(&batch, "address add %s dev burst0\nlink set burst0 mtu %d\naddress del %s dev burst0\n", addr, 1400+i%2, addr)
+	}
+	file := filepath.Join(t.TempDir(), "burst")
+	must(t, os.WriteFile(file, []byte(batch.String()), 0o644))
+	h.MustRun("ip", "-n", host, "-batch", file)
+	waitForLog(t, h, "watching the host's changes again")
+
+	addrs := mapEntries(t, h)["host_addrs"]
+	h.InHost("ip", "addr", "add", "10.198.0.1/32", "dev", "burst0")
+	for deadline := time.Now().Add(5 * time.Second); mapEntries(t, h)["host_addrs"] == addrs; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after a burst of %d changes the daemon no longer follows the host's addresses: %v\n%s", 3*changes, mapEntries(t, h), h.DaemonLog())
+		}
 	}
 }

@@ -385,38 +385,34 @@ func (s *Syncer) Watch() (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("open dataplane namespace %s: %w", s.cfg.NetNS, err)
 	}
+	w, err := subscribe(ns)
+	if err != nil {
+		ns.Close()
+		return nil, err
+	}
 	done := make(chan struct{})
-	addrCh := make(chan netlink.AddrUpdate, 64)
-	linkCh := make(chan netlink.LinkUpdate, 64)
-	opts := netlink.AddrSubscribeOptions{Namespace: &ns}
-	if err := netlink.AddrSubscribeWithOptions(addrCh, done, opts); err != nil {
-		ns.Close()
-		return nil, fmt.Errorf("watch addresses: %w", err)
-	}
-	if err := netlink.LinkSubscribeWithOptions(linkCh, done, netlink.LinkSubscribeOptions{Namespace: &ns}); err != nil {
-		close(done)
-		ns.Close()
-		return nil, fmt.Errorf("watch interfaces: %w", err)
-	}
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
+		defer func() { w.close() }()
 		var settle <-chan time.Time
 		pause := hostSettle
 		for {
 			select {
 			case <-done:
 				return
-			case u, ok := <-addrCh:
+			case u, ok := <-w.addrs:
 				if !ok {
-					return
+					w = s.resubscribe(ns, w, done)
+					break // what was missed is read with the rest
 				}
 				if ip, _ := netip.AddrFromSlice(u.LinkAddress.IP); ip.Is6() && ip.IsLinkLocalUnicast() {
 					continue // never a host address of the datapath's (DatapathAddr)
 				}
-			case u, ok := <-linkCh:
+			case u, ok := <-w.links:
 				if !ok {
-					return
+					w = s.resubscribe(ns, w, done)
+					break
 				}
 				if s.ownPort(u.Link) {
 					continue
@@ -436,6 +432,9 @@ func (s *Syncer) Watch() (func(), error) {
 				pause = max(hostSettle, 4*time.Since(began))
 				continue
 			}
+			if w == nil {
+				return // stopped while subscribing again
+			}
 			// Changes come in bursts (an interface and its addresses): settle first.
 			if settle == nil {
 				settle = time.After(pause)
@@ -447,6 +446,72 @@ func (s *Syncer) Watch() (func(), error) {
 		<-stopped
 		ns.Close()
 	}, nil
+}
+
+// subscription is one subscription to a namespace's address and interface
+// changes.
+type subscription struct {
+	addrs chan netlink.AddrUpdate
+	links chan netlink.LinkUpdate
+	done  chan struct{}
+	// lost is why the kernel ended it: a socket that overflowed (ENOBUFS)
+	// has dropped changes.
+	lost atomic.Pointer[error]
+}
+
+func subscribe(ns netns.NsHandle) (*subscription, error) {
+	w := &subscription{addrs: make(chan netlink.AddrUpdate, 64), links: make(chan netlink.LinkUpdate, 64), done: make(chan struct{})}
+	lost := func(err error) { w.lost.CompareAndSwap(nil, &err) }
+	if err := netlink.AddrSubscribeWithOptions(w.addrs, w.done, netlink.AddrSubscribeOptions{Namespace: &ns, ErrorCallback: lost}); err != nil {
+		close(w.done)
+		return nil, fmt.Errorf("watch addresses: %w", err)
+	}
+	if err := netlink.LinkSubscribeWithOptions(w.links, w.done, netlink.LinkSubscribeOptions{Namespace: &ns, ErrorCallback: lost}); err != nil {
+		w.close()
+		return nil, fmt.Errorf("watch interfaces: %w", err)
+	}
+	return w, nil
+}
+
+// close ends the subscription, and drains its channels until the
+// library's readers, which may be blocked sending on them, are gone.
+func (w *subscription) close() {
+	if w == nil {
+		return
+	}
+	close(w.done)
+	go func() {
+		for range w.addrs {
+		}
+	}()
+	go func() {
+		for range w.links {
+		}
+	}()
+}
+
+// resubscribe replaces a subscription the kernel ended, trying again every
+// second until it can or done closes (nil then). The changes it missed are
+// the caller's to read.
+func (s *Syncer) resubscribe(ns netns.NsHandle, old *subscription, done <-chan struct{}) *subscription {
+	var why error
+	if err := old.lost.Load(); err != nil {
+		why = *err
+	}
+	s.cfg.Log.Warn("watching the host's changes again, and reading the whole host for those missed", "err", why)
+	old.close()
+	for {
+		w, err := subscribe(ns)
+		if err == nil {
+			return w
+		}
+		s.cfg.Log.Error("watch the host's changes", "err", err)
+		select {
+		case <-done:
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // hostSettle is how long Watch lets a burst of changes (an interface
