@@ -36,15 +36,28 @@ func newPublishingHost(t *testing.T, extra ...string) (*testbed.Host, testbed.Ou
 	return h, out
 }
 
-// peerOf connects and asks the echo server which address it sees.
-func peerOf(t *testing.T, ns, network, addr string) netip.AddrPort {
-	t.Helper()
-	c, err := testbed.Dial(ns, network, addr, "")
+// askPeer asks the echo server at addr, from the namespace at ns and the
+// local address local (any, if empty), who it sees.
+func askPeer(ns, network, addr, local string) (string, error) {
+	c, err := testbed.Dial(ns, network, addr, local)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	defer c.Close()
-	peer, err := testbed.Peer(c)
+	return testbed.Peer(c)
+}
+
+// echoFrom is askPeer's error alone: whether the echo server answered.
+func echoFrom(ns, network, addr, local string) error {
+	_, err := askPeer(ns, network, addr, local)
+	return err
+}
+
+// peerOf is who the echo server at addr sees, dialled from ns; the test
+// fails if nothing answers.
+func peerOf(t *testing.T, ns, network, addr string) netip.AddrPort {
+	t.Helper()
+	peer, err := askPeer(ns, network, addr, "")
 	if err != nil {
 		t.Fatalf("%s %s: %v", network, addr, err)
 	}

@@ -9,18 +9,6 @@ import (
 	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
 
-// echoFrom asks the echo server at addr, from the namespace at ns and the
-// local address local, who it sees: an error when nothing answers.
-func echoFrom(ns, network, addr, local string) error {
-	c, err := testbed.Dial(ns, network, addr, local)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_, err = testbed.Peer(c)
-	return err
-}
-
 // A publication's source lists decide who reaches it from outside, over
 // TC and over XDP uplinks, in both families: the most specific prefix
 // wins, and with an allowed prefix everyone else is refused, counted as

@@ -29,19 +29,31 @@ func (f addrFlag) String() string {
 	return f.to.String()
 }
 
-// listFlag is a repeatable flag whose values add up, in order.
+// listFlag is a repeatable flag whose values add up, in order; parse
+// reads one value as one item or several.
 type listFlag[T interface{ String() string }] struct {
 	to    *[]T
-	parse func(string) (T, error)
+	parse func(string) ([]T, error)
 	kind  string
 }
 
 func (f listFlag[T]) Set(s string) error {
 	v, err := f.parse(s)
 	if err == nil {
-		*f.to = append(*f.to, v)
+		*f.to = append(*f.to, v...)
 	}
 	return err
+}
+
+// one makes a parser of one value a parser of lists.
+func one[T any](parse func(string) (T, error)) func(string) ([]T, error) {
+	return func(s string) ([]T, error) {
+		v, err := parse(s)
+		if err != nil {
+			return nil, err
+		}
+		return []T{v}, nil
+	}
 }
 
 func (f listFlag[T]) Type() string { return f.kind }
@@ -65,12 +77,12 @@ func addrVar(f *pflag.FlagSet, to *netip.Addr, parse func(what, s string) (netip
 
 // addrsVar defines a repeatable flag of addresses read with parse.
 func addrsVar(f *pflag.FlagSet, to *[]netip.Addr, parse func(what, s string) (netip.Addr, error), name, what, usage string) {
-	f.Var(listFlag[netip.Addr]{to, func(s string) (netip.Addr, error) { return parse(what, s) }, "ip"}, name, usage)
+	f.Var(listFlag[netip.Addr]{to, one(func(s string) (netip.Addr, error) { return parse(what, s) }), "ip"}, name, usage)
 }
 
 // prefixesVar defines a repeatable flag of CIDRs.
 func prefixesVar(f *pflag.FlagSet, to *[]netip.Prefix, name, what, usage string) {
-	f.Var(listFlag[netip.Prefix]{to, func(s string) (netip.Prefix, error) { return api.ParsePrefix(what, s) }, "cidr"}, name, usage)
+	f.Var(listFlag[netip.Prefix]{to, one(func(s string) (netip.Prefix, error) { return api.ParsePrefix(what, s) }), "cidr"}, name, usage)
 }
 
 // sourcesVar defines the two flags of source lists, named allow and deny,
@@ -78,24 +90,6 @@ func prefixesVar(f *pflag.FlagSet, to *[]netip.Prefix, name, what, usage string)
 // a bare address its own /32 or /128 (ports.ParsePrefixes). The daemon
 // checks them and names a bad one.
 func sourcesVar(f *pflag.FlagSet, to *api.Sources, allow, deny, what string) {
-	f.Var(prefixListFlag{&to.Allow}, allow, "allow sources of "+what+": CIDR or address (repeatable)")
-	f.Var(prefixListFlag{&to.Deny}, deny, "deny sources of "+what+": CIDR or address (repeatable)")
-}
-
-// prefixListFlag adds the comma-separated prefixes of each value to a list.
-type prefixListFlag struct{ to *[]netip.Prefix }
-
-func (f prefixListFlag) Set(s string) error {
-	ps, err := ports.ParsePrefixes(s)
-	*f.to = append(*f.to, ps...)
-	return err
-}
-
-func (f prefixListFlag) Type() string { return "cidr" }
-
-func (f prefixListFlag) String() string {
-	if f.to == nil {
-		return ""
-	}
-	return joinPrefixes(*f.to)
+	f.Var(listFlag[netip.Prefix]{&to.Allow, ports.ParsePrefixes, "cidr"}, allow, "allow sources of "+what+": CIDR or address (repeatable)")
+	f.Var(listFlag[netip.Prefix]{&to.Deny, ports.ParsePrefixes, "cidr"}, deny, "deny sources of "+what+": CIDR or address (repeatable)")
 }
