@@ -14,7 +14,7 @@ BIN := bin/ebpfnet
 # its files (installing ufw leaves it disabled, and they never enable it).
 APT_PACKAGES := clang llvm libbpf-dev iproute2 iptables nftables ufw conntrack ethtool busybox-static curl
 
-.PHONY: all build install deps runtime-deps bench-deps generate check-generate vet test fuzz soak demo bench bench-quick clean
+.PHONY: all build install deps runtime-deps bench-deps generate check-generate vet test-tools test fuzz soak demo bench bench-quick clean
 
 all: build
 
@@ -68,7 +68,7 @@ TEST_PARALLEL ?= 4
 TEST_FLAGS := -count=1 -timeout 20m -v
 SERIAL_TESTS = $$(awk '/^func Test[A-Za-z0-9_]*\(t \*testing\.T\) \{$$/ { name = substr($$2, 1, index($$2, "(") - 1); getline; \
 	if ($$0 != "\tt.Parallel()") { printf "%s%s", sep, name; sep = "|" } }' test/*_test.go)
-test: deps runtime-deps vet check-generate
+test: deps runtime-deps test-tools vet check-generate
 	@mkdir -p bin
 	@rm -f bin/test-*.log
 	{ $(GO) test -p 1 $(TEST_FLAGS) $(ALONE_PACKAGES) && $(GO) test -tags failpoints $(TEST_FLAGS) ./control/failpoint; first=$$?; \
@@ -110,6 +110,12 @@ SOAK_TIME ?= 30m
 SOAK_TIMEOUT ?= 3h
 soak: deps runtime-deps
 	SOAK_TIME=$(SOAK_TIME) SOAK_OUT=$(CURDIR)/bench/soak $(GO) test -count=1 -timeout $(SOAK_TIMEOUT) -v -run '^TestSoak$$' ./test
+
+# test-tools builds the programs the tests drive that Debian does not
+# package (cnitool, crictl, nerdctl) from the module proxy, once: later
+# runs find them in the user's cache (testbed.ToolsDir).
+test-tools: deps
+	@$(GO) run ./test/buildtools >/dev/null
 
 # runtime-deps installs the container runtimes the integration tests and
 # the bench drive for real: Debian's docker.io and containerd, podman, the

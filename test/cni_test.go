@@ -2,10 +2,8 @@ package test
 
 import (
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -262,25 +260,6 @@ func TestCNIChainedMode(t *testing.T) {
 	assertNothingLeft(t, h, "after DEL of the attachment with lists")
 }
 
-// nerdctlVersion is the nerdctl the test builds from the module proxy.
-const nerdctlVersion = "v2.0.0"
-
-// buildNerdctl builds nerdctl into dir. Its module lists no versions on
-// the proxy, so it is fetched by exact version into a module of its own.
-func buildNerdctl(t *testing.T, dir string) string {
-	t.Helper()
-	mod := t.TempDir()
-	bin := filepath.Join(dir, "nerdctl")
-	script := fmt.Sprintf(`cd %s && go mod init nerdctlbuild >/dev/null 2>&1 &&
-		go get github.com/containerd/nerdctl/v2@%s && go build -o %s github.com/containerd/nerdctl/v2/cmd/nerdctl`, mod, nerdctlVersion, bin)
-	cmd := exec.Command("bash", "-c", script)
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GONOSUMDB=*", "GOSUMDB=off")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build nerdctl %s: %v\n%s", nerdctlVersion, err, out)
-	}
-	return bin
-}
-
 // TestNerdctl runs a container with nerdctl on containerd, attached by
 // ebpfnet's CNI plugin: -p publishes through the datapath, the client's
 // address is kept, and nerdctl rm -f leaves nothing.
@@ -288,7 +267,7 @@ func TestNerdctl(t *testing.T) {
 	t.Parallel()
 	h, out, d := dockerHost(t)
 	c := newCNI(t)
-	nerdctl := buildNerdctl(t, t.TempDir())
+	nerdctl := testbed.Nerdctl.MustBuild(t)
 	h.MustCLI("network", "create", "--subnet", "10.89.0.0/24", h.Name("nnet"))
 	c.Spec = "1.0.0"
 	c.Conflist("ebnet", map[string]any{"type": "ebpfnet", "network": h.Name("nnet"), "socket": h.Socket(),

@@ -382,10 +382,11 @@ func TestCRIRestart(t *testing.T) {
 
 // criLoopPods is how many pods TestCRIPodLoop creates and removes per
 // round: every address of its network's range, so that an address one
-// round leaked is one the next cannot have. 64, not the 100 a node may
-// run: two rounds of 125 took three to four and a half minutes on two
-// cores shared with other tests, two of 64 take under two.
-const criLoopPods = 64
+// round leaked is one the next cannot have. 32, not the 100 a node may
+// run: a pod costs containerd about a second of both cores (its shim and
+// pause container), two rounds of 64 took two minutes of the suite's ten,
+// and a leak shows as well in 32 pods as in 100.
+const criLoopPods = 32
 
 // TestCRIPodLoop creates criLoopPods pods, each with a hostPort of its own,
 // and removes them, twice, a few at a time as a kubelet does: nothing is
@@ -395,9 +396,9 @@ const criLoopPods = 64
 // It runs alone: it keeps both cores busy for minutes.
 func TestCRIPodLoop(t *testing.T) {
 	h, _, c := criHost(t)
-	// A /26 range of 64 addresses, none of them the subnet's network,
-	// broadcast or gateway.
-	podnet := onPodNetwork(t, h, c, "--subnet", "10.91.0.0/24", "--ip-range", "10.91.0.64/26")
+	// A /27 range of criLoopPods addresses, none of them the subnet's
+	// network, broadcast or gateway.
+	podnet := onPodNetwork(t, h, c, "--subnet", "10.91.0.0/24", "--ip-range", "10.91.0.64/27")
 	cri := testbed.StartCRI(t, h.NetNS, c)
 	before := mapEntries(t, h)
 	rss := []int{daemonRSS(t, h)}

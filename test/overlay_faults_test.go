@@ -109,6 +109,11 @@ func partition(t *testing.T, h *testbed.Host) (heal func()) {
 	return heal
 }
 
+// faultLease is the hosts' lease in TestOverlayFaults. 15 s was once too
+// short: a daemon restarted under load with etcd out of reach took 19 s
+// to be back, and the others dropped its endpoints meanwhile.
+const faultLease = 25 * time.Second
+
 // The faults a cluster of hosts must ride out, each with a flow across
 // hosts running through it: a daemon restart, one etcd member down, etcd
 // out of reach of one host (shorter and longer than the lease, and a
@@ -118,13 +123,13 @@ func TestOverlayFaults(t *testing.T) {
 	began := time.Now()
 	// phase marks where a failure happened, and when.
 	phase := func(what string) { t.Logf("%4.1f s: %s", time.Since(began).Seconds(), what) }
-	// A lease of 15 s (Docker's option): the outages meant to be shorter
-	// than the lease, a daemon restart within one, are then so with room
-	// to spare on a loaded machine.
-	c := testbed.NewCluster(t, 3, "discovery.ttl=15")
+	// A lease of faultLease (Docker's option): the outages meant to be
+	// shorter than the lease, a daemon restart within one, are then so
+	// with room to spare on a loaded machine.
+	c := testbed.NewCluster(t, 3, fmt.Sprintf("discovery.ttl=%d", int(faultLease.Seconds())))
 	phase("three hosts up")
 	if st := c.Hosts[0].Status(); st.Cluster == nil || st.Cluster.LeaseTTL <= 10 {
-		t.Fatalf("lease of a host given discovery.ttl=15: %+v", st.Cluster)
+		t.Fatalf("lease of a host given discovery.ttl=%d: %+v", int(faultLease.Seconds()), st.Cluster)
 	}
 	h0, h1, h2 := c.Hosts[0], c.Hosts[1], c.Hosts[2]
 	ov := h0.Name("ov")
@@ -224,7 +229,7 @@ func TestOverlayFaults(t *testing.T) {
 	// one may have timed out meanwhile).
 	cv.end()
 	heal = partition(t, h2)
-	waitGoneFrom(t, h0, ov, s2IP, 25*time.Second)
+	waitGoneFrom(t, h0, ov, s2IP, faultLease+10*time.Second)
 	heal()
 	deadline := time.Now().Add(20 * time.Second)
 	for testbed.TCP(h0.NS(sbs[0]), s2IP) != nil {
@@ -240,7 +245,7 @@ func TestOverlayFaults(t *testing.T) {
 	// endpoints, their names included.
 	s1IP := h1.IP(sbs[1], ov)
 	h1.Stop(syscall.SIGKILL)
-	waitGoneFrom(t, h0, ov, s1IP, 25*time.Second)
+	waitGoneFrom(t, h0, ov, s1IP, faultLease+10*time.Second)
 	if got := mustNotResolve(t, h0, sbs[0], sbs[1]); got != "" {
 		t.Errorf("%s still resolves %s: %s", sbs[0], sbs[1], got)
 	}
@@ -258,7 +263,7 @@ func waitRenewed(t *testing.T, h *testbed.Host) {
 	const within = 10 * time.Second
 	for deadline := time.Now().Add(within); ; time.Sleep(100 * time.Millisecond) {
 		st := h.Status()
-		if st.Cluster != nil && st.Cluster.Error == "" && st.Cluster.LeaseTTL >= 13 {
+		if st.Cluster != nil && st.Cluster.Error == "" && st.Cluster.LeaseTTL >= int64((faultLease - 2*time.Second).Seconds()) {
 			return
 		}
 		if time.Now().After(deadline) {

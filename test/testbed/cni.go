@@ -17,8 +17,7 @@ var (
 )
 
 // CNITools builds ebpfnet's CNI plugin, named as `make install` names it,
-// and cnitool, from the module proxy, once per process, into one
-// directory.
+// once per process, into one directory with cnitool (CNITool).
 func CNITools(tb TB) string {
 	tb.Helper()
 	cniOnce.Do(func() {
@@ -28,17 +27,16 @@ func CNITools(tb TB) string {
 			return
 		}
 		cniPath = dir
-		for _, c := range [][]string{
-			{"go", "build", "-o", filepath.Join(dir, "ebpfnet"), "github.com/ebpfnet/ebpfnet/cmd/ebpfnet-cni"},
-			{"go", "install", "github.com/containernetworking/cni/cnitool@v1.3.1"},
-		} {
-			cmd := exec.Command(c[0], c[1:]...)
-			cmd.Env = append(os.Environ(), "GOBIN="+dir)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				cniErr = fmt.Errorf("%s: %v\n%s", strings.Join(c, " "), err, out)
-				return
-			}
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "ebpfnet"), "github.com/ebpfnet/ebpfnet/cmd/ebpfnet-cni")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			cniErr = fmt.Errorf("build the CNI plugin: %v\n%s", err, out)
+			return
 		}
+		cnitool, err := CNITool.Build()
+		if err == nil {
+			err = os.Symlink(cnitool, filepath.Join(dir, "cnitool"))
+		}
+		cniErr = err
 	})
 	if cniErr != nil {
 		tb.Fatal(cniErr)

@@ -13,42 +13,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/ebpfnet/ebpfnet/test/testenv"
 )
 
-// crictlVersion is the crictl the testbed builds from the module proxy.
-const crictlVersion = "v1.37.0"
-
-var (
-	crictlOnce sync.Once
-	crictlDir  string
-	crictlErr  error
-)
-
-// Crictl builds crictl from the module proxy, once per process.
+// Crictl is crictl (CRICtl), built unless it was.
 func Crictl(tb TB) string {
 	tb.Helper()
-	crictlOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ebpfnet-crictl-")
-		if err != nil {
-			crictlErr = err
-			return
-		}
-		crictlDir = dir
-		cmd := exec.Command("go", "install", "sigs.k8s.io/cri-tools/cmd/crictl@"+crictlVersion)
-		cmd.Env = append(os.Environ(), "GOBIN="+dir)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			crictlErr = fmt.Errorf("go install crictl %s: %v\n%s", crictlVersion, err, out)
-		}
-	})
-	if crictlErr != nil {
-		tb.Fatal(crictlErr)
-	}
-	return filepath.Join(crictlDir, "crictl")
+	return CRICtl.MustBuild(tb)
 }
 
 // The images every CRI has: the pod sandbox's ("pause") and the

@@ -49,8 +49,9 @@ type TB interface {
 	Logf(format string, args ...any)
 }
 
-// RemoveBuilds removes what Binary, FailpointBinary, CNITools and Crictl
-// built; a test binary's TestMain calls it once its tests are done.
+// RemoveBuilds removes what Binary, FailpointBinary and CNITools built
+// (the tools stay in ToolsDir for the next run); a test binary's TestMain
+// calls it once its tests are done.
 func RemoveBuilds() {
 	builds.mu.Lock()
 	for _, bin := range builds.bins {
@@ -59,9 +60,6 @@ func RemoveBuilds() {
 	builds.mu.Unlock()
 	if cniPath != "" {
 		os.RemoveAll(cniPath)
-	}
-	if crictlDir != "" {
-		os.RemoveAll(crictlDir)
 	}
 }
 
