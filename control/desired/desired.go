@@ -69,7 +69,7 @@ func ForSandboxes(byID map[string]store.Network, sbs []store.Sandbox, pubs map[s
 
 // Network is what the datapath knows of a bridge network.
 func Network(n store.Network) maps.Network {
-	m := maps.Network{Index: n.Index, Subnet: n.Pool.Subnet, Gateway: n.Pool.Gateway, GatewayMAC: driver.MACFor(n.Pool.Gateway),
+	m := maps.Network{Index: n.Index, Subnet: n.Pool.Subnet, Gateway: n.Pool.Gateway, GatewayMAC: driver.GatewayMAC(n),
 		ICCDisabled: !n.ICC, Internal: n.Internal, Masquerade: n.Masquerade, StackRoutes: drivers.TraitsOf(n).StackRoutes}
 	m.Direct = directAccess(n.IPv4GatewayMode())
 	if n.IPv4GatewayMode() == store.GatewayIsolated {

@@ -131,6 +131,11 @@ func EndpointMAC(ep store.Endpoint) net.HardwareAddr {
 	return MACFor(ep.Addr)
 }
 
+// GatewayMAC is the MAC of a network's bridge, which holds its gateways:
+// fixed, so that the datapath can source the frames it delivers from it
+// and sandboxes can know it without asking.
+func GatewayMAC(n store.Network) net.HardwareAddr { return MACFor(n.Pool.Gateway) }
+
 // MACFor derives a MAC from an IPv4 address as Docker does: 02:42 + the address.
 func MACFor(a netip.Addr) net.HardwareAddr {
 	b := a.As4()

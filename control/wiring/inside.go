@@ -118,11 +118,41 @@ func configureInside(n store.Network, ep store.Endpoint, ownNamespace, lo6 bool)
 	if err := readyForXDP(n, ep.Interface); err != nil {
 		return err
 	}
+	if err := knowGateways(n, ep, l); err != nil {
+		return err
+	}
 	for _, gw := range []netip.Addr{n.DefaultGateway(false), n.DefaultGateway(true)} {
 		if gw.IsValid() && (gw.Is4() || ep.Addr6.IsValid()) {
 			if err := defaultRoute(l, gw); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// knowGateways gives the sandbox side of an endpoint on a network whose
+// gateways are ebpfnet's bridge a permanent neighbour entry for each:
+// the bridge's MAC is fixed (driver.GatewayMAC), so the entry never goes
+// stale, and a permanent entry is outside the kernel's neighbour garbage
+// collection, whose thresholds (gc_thresh3: 1,024 by default) every
+// namespace of the host shares. Learnt by ARP, a thousand sandboxes'
+// gateways filled them, and the kernel evicted and refused entries.
+func knowGateways(n store.Network, ep store.Endpoint, l netlink.Link) error {
+	if traits := drivers.TraitsOf(n); !traits.Datapath || traits.StackRoutes {
+		return nil // the gateway is another's (a router's, another plugin's)
+	}
+	for _, gw := range []netip.Addr{n.Gateway(false), n.Gateway(true)} {
+		if !gw.IsValid() || gw.Is6() && !ep.Addr6.IsValid() {
+			continue
+		}
+		family := netlink.FAMILY_V4
+		if gw.Is6() {
+			family = netlink.FAMILY_V6
+		}
+		neigh := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: family, State: netlink.NUD_PERMANENT, IP: gw.AsSlice(), HardwareAddr: driver.GatewayMAC(n)}
+		if err := netlink.NeighSet(neigh); err != nil {
+			return fmt.Errorf("set gateway %s's MAC on %s: %w", gw, ep.Interface, err)
 		}
 	}
 	return nil

@@ -134,7 +134,7 @@ func (Driver) Setup(n *store.Network) error {
 		attrs.MTU = n.MTU
 		// A fixed MAC: a bridge would otherwise take its ports' lowest, and
 		// the datapath sources the frames it delivers from this one.
-		attrs.HardwareAddr = driver.MACFor(n.Pool.Gateway)
+		attrs.HardwareAddr = driver.GatewayMAC(*n)
 		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
 			return fmt.Errorf("create bridge %s: %w", n.Bridge, err)
 		}
