@@ -263,7 +263,7 @@ func waitRenewed(t *testing.T, h *testbed.Host) {
 	const within = 10 * time.Second
 	for deadline := time.Now().Add(within); ; time.Sleep(100 * time.Millisecond) {
 		st := h.Status()
-		if st.Cluster != nil && st.Cluster.Error == "" && st.Cluster.LeaseTTL >= int64((faultLease - 2*time.Second).Seconds()) {
+		if st.Cluster != nil && st.Cluster.Error == "" && st.Cluster.LeaseTTL >= int64((faultLease-2*time.Second).Seconds()) {
 			return
 		}
 		if time.Now().After(deadline) {
