@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,7 +46,18 @@ func Reset(cfg Config) error {
 			}
 		}
 	}
-	errs = append(errs, namespace.Do(cfg.NetNS, func() error {
+	errs = append(errs, removeLinks(cfg.NetNS))
+	errs = append(errs, loader.Reset(cfg.BPFFS), os.Remove(filepath.Join(cfg.StateDir, "state.db")))
+	return errors.Join(errs...)
+}
+
+// removeLinks removes the interfaces ebpfnet made in the dataplane
+// namespace at netns; a namespace gone (its host lost) took them along.
+func removeLinks(netns string) error {
+	if _, err := os.Stat(netns); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return namespace.Do(netns, func() error {
 		links, err := driver.Dump(netlink.LinkList)
 		if err != nil {
 			return fmt.Errorf("list interfaces: %w", err)
@@ -57,7 +69,5 @@ func Reset(cfg Config) error {
 			}
 		}
 		return errors.Join(errs...)
-	}))
-	errs = append(errs, loader.Reset(cfg.BPFFS), os.Remove(filepath.Join(cfg.StateDir, "state.db")))
-	return errors.Join(errs...)
+	})
 }
