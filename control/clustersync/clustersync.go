@@ -347,11 +347,21 @@ func (s *Syncer) Allocate(n store.Network, sb store.Sandbox, ep *store.Endpoint,
 		t.used = true
 		ep.ID, a = t.owner, t.addr
 	} else {
-		a, err = s.cfg.Cluster.AllocateAddress(ctx, n.ID, cluster.Address{Owner: ep.ID, Addr: static, Sandbox: sb.Name, Aliases: ep.Aliases})
+		a, err = s.cfg.Cluster.AllocateAddress(ctx, n.ID, named(cluster.Address{Owner: ep.ID, Addr: static}, sb, ep.Aliases))
 		if err != nil {
 			return a, nil, fmt.Errorf("network %s: %w", n.Name, err)
 		}
 	}
 	owner := ep.ID
 	return a, func() error { return s.cfg.Cluster.ReleaseAddress(ctx, n.ID, a, owner) }, nil
+}
+
+// named gives a's record the names of sandbox sb and aliases, by which
+// the other hosts' resolvers answer; a runtime's sandbox (CNI's, Docker's)
+// has none there, as here: its runtime names it.
+func named(a cluster.Address, sb store.Sandbox, aliases []string) cluster.Address {
+	if !sb.External() {
+		a.Sandbox, a.Aliases = sb.Name, aliases
+	}
+	return a
 }

@@ -95,10 +95,10 @@ func (s *Syncer) follow(ctx context.Context, st cluster.State) (requests []func(
 			if !held[ep.ID] {
 				// The lease lapsed while etcd was out of reach: take the
 				// address again, unless another host has it by now.
-				retake := cluster.Address{Owner: ep.ID, Addr: ep.Addr, Sandbox: ep.sandbox, Aliases: ep.Aliases}
+				retake := named(cluster.Address{Owner: ep.ID, Addr: ep.Addr}, ep.sandbox, ep.Aliases)
 				requests = append(requests, func() error {
 					if _, err := c.AllocateAddress(ctx, id, retake); err != nil {
-						return fmt.Errorf("sandbox %s, network %s: take %s again: %w", ep.sandbox, n.Name, ep.Addr, err)
+						return fmt.Errorf("sandbox %s, network %s: take %s again: %w", ep.sandbox.Name, n.Name, ep.Addr, err)
 					}
 					return nil
 				})
@@ -123,10 +123,10 @@ func (s *Syncer) follow(ctx context.Context, st cluster.State) (requests []func(
 	return requests, errs, false
 }
 
-// sandboxEndpoint is an endpoint and the name of its sandbox.
+// sandboxEndpoint is an endpoint and its sandbox.
 type sandboxEndpoint struct {
 	store.Endpoint
-	sandbox string
+	sandbox store.Sandbox
 }
 
 // overlayState reads this host's overlay networks, by ID, and the
@@ -151,7 +151,7 @@ func (s *Syncer) overlayState() (local map[string]store.Network, onNetwork map[s
 				}
 				for _, ep := range sb.Endpoints {
 					if ep.NetworkID == n.ID {
-						onNetwork[n.ID] = append(onNetwork[n.ID], sandboxEndpoint{ep, sb.Name})
+						onNetwork[n.ID] = append(onNetwork[n.ID], sandboxEndpoint{ep, sb})
 					}
 				}
 			}

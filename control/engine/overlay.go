@@ -16,6 +16,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/driver/overlay"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
+	"github.com/ebpfnet/ebpfnet/control/external"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/pools"
 	"github.com/ebpfnet/ebpfnet/control/store"
@@ -171,6 +172,20 @@ func (e *Engine) takeOverlayAddresses(refs []string, sandbox string, aliases []s
 		return nil, func() {}, nil
 	}
 	return e.clusterSync.TakeAddresses(refs, sandbox, aliases, static)
+}
+
+// externalOverlayAddress takes in the cluster, before the engine's lock,
+// the address of a runtime's endpoint on network ref when it is an
+// overlay (external.Config.ClusterAddress). A runtime names its own
+// endpoints: the cluster's record names none.
+func (e *Engine) externalOverlayAddress(ref string, static netip.Addr) (external.Allocate, func(), error) {
+	taken, done, err := e.takeOverlayAddresses([]string{ref}, "", nil, static)
+	if err != nil {
+		return nil, nil, err
+	}
+	return func(tx *store.Tx, undo *store.Undo, n store.Network, sb store.Sandbox, ep *store.Endpoint) error {
+		return e.allocateOverlay(tx, undo, n, sb, ep, static, taken)
+	}, done, nil
 }
 
 // allocateOverlay gives ep its address on an overlay network: the one

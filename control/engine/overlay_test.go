@@ -9,11 +9,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ebpfnet/ebpfnet/bpf"
 	"github.com/ebpfnet/ebpfnet/control/cluster"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
 	"github.com/ebpfnet/ebpfnet/control/pools"
+	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
@@ -210,5 +212,52 @@ func TestOverlayRemovalDropsTheTunnelsEntry(t *testing.T) {
 	}
 	if err := te.dp.Maps.Ifaces.Lookup(uint32(l.Attrs().Index), &info); err == nil {
 		t.Errorf("the ifaces entry of removed %s's tunnel device (ifindex %d) is still there", n.Name, l.Attrs().Index)
+	}
+}
+
+// A runtime's attachment to an overlay network (CNI's ADD) takes its
+// address in the cluster: not one another host holds, the same when asked
+// again, under a record that names nothing (its runtime names it); DEL
+// gives it back to the cluster.
+func TestAttachmentOnOverlayTakesTheClustersAddress(t *testing.T) {
+	te := newClusterEngine(t)
+	ctx := context.Background()
+	n := te.overlayNetwork(t)
+	far := te.joinFar(t)
+	farAddr, err := far.AllocateAddress(ctx, n.ID, cluster.Address{Owner: "far", Sandbox: "far"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := containerNS(t, te, "c1")
+	req := attachment("c1", n.Name)
+	sb, _, _, err := te.External().Attach(req, ns, nil, ports.Sources{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { te.External().DeleteEndpoint(req.ID) })
+	a := sb.Endpoints[0].Addr
+	if a == farAddr || !n.Pool.Subnet.Contains(a) {
+		t.Fatalf("the attachment has %s; the other host holds %s", a, farAddr)
+	}
+	if again, _, _, err := te.External().Attach(req, ns, nil, ports.Sources{}); err != nil || again.Endpoints[0].Addr != a {
+		t.Errorf("asked again: %v, %v; want %s", again.Endpoints, err, a)
+	}
+	held := func() []cluster.Address {
+		st, err := te.cluster.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.DeleteFunc(slices.Clone(st.Addresses[n.ID]), func(c cluster.Address) bool { return c.Owner == "far" })
+	}
+	if h := held(); len(h) != 1 || h[0].Addr != a || h[0].Sandbox != "" || len(h[0].Aliases) != 0 {
+		t.Errorf("this host's records in the cluster: %+v, want one of %s naming nothing", h, a)
+	}
+	if err := te.External().DeleteEndpoint(req.ID); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); len(held()) != 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after DEL the cluster still holds %+v", held())
+		}
 	}
 }

@@ -58,7 +58,20 @@ type Config struct {
 	// ForgetPorts gives back the host ports of removed publications.
 	Publish     func(tx *store.Tx, undo *store.Undo, sb store.Sandbox, specs []ports.Mapping, sources ports.Sources) ([]store.Publication, error)
 	ForgetPorts func(sandbox string, pubs []store.Publication)
+	// ClusterAddress takes, before the engine's lock, the address of an
+	// endpoint on network ref when the cluster hands out its addresses
+	// (an overlay's, unique across hosts): static when valid. allocate
+	// gives the endpoint its address in the change, undone by undo; done
+	// ends the taking, giving back what no endpoint took. Removed tells
+	// the cluster's follower that endpoints went, whose addresses it
+	// gives back.
+	ClusterAddress func(ref string, static netip.Addr) (allocate Allocate, done func(), err error)
+	Removed        func()
 }
+
+// Allocate gives ep, of sandbox sb, its address on network n of the
+// cluster, in the change of tx.
+type Allocate func(tx *store.Tx, undo *store.Undo, n store.Network, sb store.Sandbox, ep *store.Endpoint) error
 
 // Endpoints are the runtimes' endpoints.
 type Endpoints struct{ cfg Config }
@@ -122,11 +135,16 @@ func (x *Endpoints) CreateEndpoint(req Request) (store.Endpoint, error) {
 	if err := checkExternal(req); err != nil {
 		return store.Endpoint{}, err
 	}
+	allocate, done, err := x.clusterAddress(req)
+	if err != nil {
+		return store.Endpoint{}, err
+	}
+	defer done()
 	x.cfg.Lock.Lock()
 	defer x.cfg.Lock.Unlock()
 	var sb store.Sandbox
-	err := x.cfg.Update(func(tx *store.Tx, undo *store.Undo) (err error) {
-		sb, _, err = x.createEndpoint(tx, undo, req)
+	err = x.cfg.Update(func(tx *store.Tx, undo *store.Undo) (err error) {
+		sb, _, err = x.createEndpoint(tx, undo, req, allocate)
 		return err
 	})
 	if err != nil {
@@ -150,9 +168,26 @@ func checkExternal(req Request) error {
 	return nil
 }
 
+// clusterAddress takes req's address in the cluster before the engine's
+// lock (Config.ClusterAddress), unless its endpoint exists already: asked
+// again, it keeps the address it has.
+func (x *Endpoints) clusterAddress(req Request) (Allocate, func(), error) {
+	var exists bool
+	x.cfg.Store.View(func(tx *store.Tx) error {
+		_, err := tx.Sandbox(req.ID)
+		exists = err == nil
+		return nil
+	})
+	if exists {
+		return nil, func() {}, nil
+	}
+	return x.cfg.ClusterAddress(req.Network, req.Addr)
+}
+
 // createEndpoint stores an external endpoint's sandbox, or finds the one
-// stored already; n is its network.
-func (x *Endpoints) createEndpoint(tx *store.Tx, undo *store.Undo, req Request) (store.Sandbox, store.Network, error) {
+// stored already; n is its network. allocate gives it its address on a
+// network of the cluster.
+func (x *Endpoints) createEndpoint(tx *store.Tx, undo *store.Undo, req Request, allocate Allocate) (store.Sandbox, store.Network, error) {
 	n, err := tx.Network(req.Network)
 	if req.Chained != nil {
 		n, err = x.chainedNetwork(tx, undo, req.Frontend, req.Network, *req.Chained)
@@ -169,14 +204,31 @@ func (x *Endpoints) createEndpoint(tx *store.Tx, undo *store.Undo, req Request) 
 	if !drivers.TraitsOf(n).Datapath {
 		return store.Sandbox{}, n, errdefs.Invalidf("network %s (%s) has no endpoints of its own", n.Name, n.Driver)
 	}
-	if req.Addr, err = takeAddress(tx, n, req.Addr, false); err != nil {
+	sb := store.Sandbox{ID: req.ID, Name: req.Name, Frontend: req.Frontend, HandOver: req.HandOver, Group: req.Group,
+		Created: time.Now().UTC(), Mode: store.ModeNetworks}
+	if sb.Name == "" {
+		sb.Name = req.Frontend + "-" + req.ID[:12]
+	}
+	ep := store.Endpoint{ID: req.ID, NetworkID: n.ID, Interface: req.Interface, MAC: req.MAC, HostSide: req.HostSide, Aliases: req.Aliases}
+	if drivers.TraitsOf(n).Global {
+		// The other hosts know an endpoint's MAC from its address.
+		if req.MAC != "" {
+			return store.Sandbox{}, n, errdefs.Invalidf("MAC address %s: the endpoints of overlay network %s have the MACs of their addresses", req.MAC, n.Name)
+		}
+		if allocate == nil {
+			return store.Sandbox{}, n, errdefs.Conflictf("endpoint %s went while it was asked for again; try again", req.ID)
+		}
+		if err := allocate(tx, undo, n, sb, &ep); err != nil {
+			return store.Sandbox{}, n, err
+		}
+	} else if ep.Addr, err = takeAddress(tx, n, req.Addr, false); err != nil {
 		return store.Sandbox{}, n, err
 	}
 	if req.Addr6.IsValid() && !n.EnableIPv6 {
 		return store.Sandbox{}, n, errdefs.Invalidf("IPv6 address %s: network %s has no IPv6", req.Addr6, n.Name)
 	}
 	if n.EnableIPv6 {
-		if req.Addr6, err = takeAddress(tx, n, req.Addr6, true); err != nil {
+		if ep.Addr6, err = takeAddress(tx, n, req.Addr6, true); err != nil {
 			return store.Sandbox{}, n, err
 		}
 	}
@@ -185,8 +237,6 @@ func (x *Endpoints) createEndpoint(tx *store.Tx, undo *store.Undo, req Request) 
 			return store.Sandbox{}, n, err
 		}
 	}
-	ep := store.Endpoint{ID: req.ID, NetworkID: n.ID, Interface: req.Interface, Addr: req.Addr, Addr6: req.Addr6, MAC: req.MAC,
-		HostSide: req.HostSide, Aliases: req.Aliases}
 	ep.MAC = driver.EndpointMAC(ep).String()
 	if err := uniqueOnHost(tx, n, ep); err != nil {
 		return store.Sandbox{}, n, err
@@ -194,11 +244,7 @@ func (x *Endpoints) createEndpoint(tx *store.Tx, undo *store.Undo, req Request) 
 	if req.HandOver && req.Interface == "" {
 		ep.Interface = externalPeer(req.ID) // until the runtime names it
 	}
-	sb := store.Sandbox{ID: req.ID, Name: req.Name, Frontend: req.Frontend, HandOver: req.HandOver, Group: req.Group,
-		Created: time.Now().UTC(), Mode: store.ModeNetworks, Endpoints: []store.Endpoint{ep}}
-	if sb.Name == "" {
-		sb.Name = req.Frontend + "-" + req.ID[:12]
-	}
+	sb.Endpoints = []store.Endpoint{ep}
 	if _, err := tx.Sandbox(sb.Name); err == nil {
 		return sb, n, errdefs.Conflictf("sandbox %s already exists", sb.Name)
 	}
@@ -329,6 +375,11 @@ func (x *Endpoints) Attach(req Request, netns string, publish []ports.Mapping, s
 	if err := cmp.Or(ports.CheckPublications(publish), sources.Check()); err != nil {
 		return store.Sandbox{}, store.Network{}, nil, err
 	}
+	allocate, done, err := x.clusterAddress(req)
+	if err != nil {
+		return store.Sandbox{}, store.Network{}, nil, err
+	}
+	defer done()
 	x.cfg.Lock.Lock()
 	defer x.cfg.Lock.Unlock()
 	var (
@@ -336,8 +387,8 @@ func (x *Endpoints) Attach(req Request, netns string, publish []ports.Mapping, s
 		n    store.Network
 		pubs []store.Publication
 	)
-	err := x.cfg.Update(func(tx *store.Tx, undo *store.Undo) (err error) {
-		if sb, n, err = x.createEndpoint(tx, undo, req); err != nil {
+	err = x.cfg.Update(func(tx *store.Tx, undo *store.Undo) (err error) {
+		if sb, n, err = x.createEndpoint(tx, undo, req, allocate); err != nil {
 			return err
 		}
 		if sb.NetNS == netns {
@@ -455,6 +506,9 @@ func (x *Endpoints) deleteEndpoint(id string) error {
 	})
 	if err != nil || gone.ID == "" {
 		return err
+	}
+	if drivers.TraitsOf(n).Global {
+		x.cfg.Removed() // its address goes back to the cluster
 	}
 	if lastOnChained {
 		defer func() { x.cfg.Maps.DeleteNetwork(desired.Network(n)) }()
