@@ -234,12 +234,12 @@ func routedVia(netns string, gw net.IP) (found bool, err error) {
 func chainedNetwork(conf *netConf) string { return "cni-" + conf.Name }
 
 // addChained serves the container a plugin before ebpfnet attached (the
-// reference bridge): its ports are published through the datapath, its
-// replies translated back on the host side of its veth. The result is that
-// plugin's, passed on.
+// reference bridge, or ptp, whose veth is on no bridge): its ports are
+// published through the datapath, its replies translated back on the host
+// side of its veth. The result is that plugin's, passed on.
 func addChained(args *skel.CmdArgs, conf *netConf, client *api.Client, publish []ports.Mapping) error {
 	if conf.PrevResult == nil {
-		return errors.New("chained mode (no \"network\") needs a prevResult: put ebpfnet after the plugin that attaches the container, such as bridge")
+		return errors.New("chained mode (no \"network\") needs a prevResult: put ebpfnet after the plugin that attaches the container, such as bridge or ptp")
 	}
 	prev, err := current.NewResultFromResult(conf.PrevResult)
 	if err != nil {
@@ -270,8 +270,8 @@ func addChained(args *skel.CmdArgs, conf *netConf, client *api.Client, publish [
 			break
 		}
 	}
-	if inside < 0 || c.HostInterface == "" || c.Bridge == "" || !c.Address.IsValid() {
-		return fmt.Errorf("prevResult has no veth on a bridge with an IPv4 address for %s (interfaces %v): chain ebpfnet after the bridge plugin", args.IfName, prev.Interfaces)
+	if inside < 0 || c.HostInterface == "" || !c.Address.IsValid() {
+		return fmt.Errorf("prevResult has no veth with an IPv4 address for %s (interfaces %v): chain ebpfnet after the bridge or ptp plugin", args.IfName, prev.Interfaces)
 	}
 	ctx, cancel := timeout()
 	defer cancel()

@@ -296,18 +296,19 @@ func TestAddTwoAddressesOfAFamily(t *testing.T) {
 	}
 }
 
-// Chained, the plugin needs the result of a bridge plugin before it.
-func TestAddChainedNeedsABridgeBefore(t *testing.T) {
+// Chained, the plugin needs the result of a plugin that made a veth
+// before it (bridge, ptp).
+func TestAddChainedNeedsAVethBefore(t *testing.T) {
 	d := &daemon{}
 	socket := serve(t, d)
 	if _, err := run(t, addRouted, config("1.0.0", socket, "")); err == nil || !strings.Contains(err.Error(), "chained mode (no \"network\") needs a prevResult") {
 		t.Errorf("no prevResult: %v", err)
 	}
 	// The interfaces of this prevResult do not exist here, so none is a
-	// veth on a bridge.
+	// veth.
 	for _, v := range []string{"0.4.0", "1.0.0"} {
 		_, err := run(t, addRouted, config(v, socket, `,"prevResult":`+string(prevResult(t, v))))
-		if err == nil || !strings.Contains(err.Error(), "prevResult has no veth on a bridge with an IPv4 address for eth0") {
+		if err == nil || !strings.Contains(err.Error(), "prevResult has no veth with an IPv4 address for eth0") {
 			t.Errorf("%s: %v", v, err)
 		}
 	}

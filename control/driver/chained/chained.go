@@ -1,12 +1,15 @@
 // Package chained is the driver of networks another CNI plugin built: a
-// bridge and veths the reference bridge plugin (or another) made, which
-// ebpfnet, chained after it in place of portmap, serves with its datapath
-// without owning any of them. The network exists in the store so that the
+// bridge and veths the reference bridge plugin (or another) made, or the
+// routed veths of the reference ptp plugin, which ebpfnet, chained after
+// it in place of portmap, serves with its datapath without owning any of
+// them. The network exists in the store so that the
 // datapath knows its subnet and endpoints; its devices stay the other
 // plugin's to make and remove.
 package chained
 
 import (
+	"fmt"
+
 	"github.com/vishvananda/netlink"
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
@@ -41,7 +44,7 @@ func (Driver) Teardown(store.Network) error             { return nil }
 
 // Attach finds the host side the other plugin made.
 func (Driver) Attach(n store.Network, ep *store.Endpoint, _ netlink.NsFd) (int, error) {
-	l, err := driver.HostSideOnBridge(ep.HostSide, n.Bridge)
+	l, err := hostSide(n, *ep)
 	if err != nil {
 		return 0, err
 	}
@@ -51,11 +54,28 @@ func (Driver) Attach(n store.Network, ep *store.Endpoint, _ netlink.NsFd) (int, 
 	return l.Attrs().Index, nil
 }
 
+// hostSide finds an endpoint's host side: on the network's bridge, or on
+// none when the other plugin made no bridge (ptp: a veth per container,
+// routed by the host).
+func hostSide(n store.Network, ep store.Endpoint) (netlink.Link, error) {
+	if n.Bridge != "" {
+		return driver.HostSideOnBridge(ep.HostSide, n.Bridge)
+	}
+	l, err := netlink.LinkByName(ep.HostSide)
+	if err != nil {
+		return nil, fmt.Errorf("host side %s: %w", ep.HostSide, err)
+	}
+	if l.Attrs().MasterIndex != 0 {
+		return nil, errdefs.Invalidf("host side %s is on a bridge, and network %s has none", ep.HostSide, n.Name)
+	}
+	return l, nil
+}
+
 // Detach leaves the host side to the plugin that made it.
 func (Driver) Detach(store.Network, string, store.Endpoint) error { return nil }
 
 // Check fails when the host side is gone or hangs off another bridge.
 func (Driver) Check(n store.Network, ep store.Endpoint) error {
-	_, err := driver.HostSideOnBridge(ep.HostSide, n.Bridge)
+	_, err := hostSide(n, ep)
 	return err
 }
