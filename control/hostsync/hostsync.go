@@ -222,6 +222,9 @@ func (s *Syncer) Apply(h View) error {
 			if isForeign {
 				continue // another runtime's network, not a way out
 			}
+			if routedContainerVeth(l, list) && !slices.Contains(s.cfg.Uplinks, attrs.Name) {
+				continue // a container's way in, not out
+			}
 			ok, err := s.isUplink(l, first)
 			if err != nil {
 				// Said once per interface, not on every sync.
@@ -309,6 +312,25 @@ func bridgesToOutside(links []netlink.Link) map[int]bool {
 // eth0) is a way out.
 func containerBridge(l netlink.Link, toOutside map[int]bool) bool {
 	return l.Type() == "bridge" && !strings.HasPrefix(l.Attrs().Alias, driver.AliasPrefix) && !toOutside[l.Attrs().Index]
+}
+
+// routedContainerVeth reports whether l is the host side of a container's
+// routed veth (the ptp plugin's, Calico's): a veth whose addresses are
+// all host addresses (/32, /128), the container's gateway. An uplink's
+// address has a subnet beyond it; a named uplink is one all the same.
+func routedContainerVeth(l netlink.Link, list []netlink.Addr) bool {
+	host := false
+	for _, a := range list {
+		ip, ok := DatapathAddr(a)
+		if !ok {
+			continue
+		}
+		if maskBits(a.IPNet.Mask) != ip.BitLen() {
+			return false
+		}
+		host = true
+	}
+	return host && l.Type() == "veth"
 }
 
 func maskBits(m net.IPMask) int {
