@@ -25,7 +25,8 @@ func cniAddress(t *testing.T, res string) string {
 }
 
 // TestCNIOverlay is a pod network across hosts: ebpfnet's CNI plugin in
-// main mode on an overlay network of three hosts. Pods get addresses
+// main mode on an overlay network of three hosts, through cnitool and,
+// on one host, containerd's CRI. Pods get addresses
 // unique in the cluster, reach each other across hosts, publish
 // hostPorts on their own host; an address another host's pod holds is
 // refused, and so is a MAC of the pod's own (the other hosts derive it
@@ -60,7 +61,16 @@ func TestCNIOverlay(t *testing.T) {
 		ns := containerNS(t, c.Hosts[host], name)
 		return pod{host, ns, cniAddress(t, cni.Must("add", fmt.Sprintf("pods%d", host), ns, env...))}
 	}
-	pods := []pod{add(0, "p0"), add(1, "p1", testbed.PortMappings("8080:7777/tcp", "8080:7777/udp")), add(2, "p2"), add(2, "p2b")}
+	// Host 1's pod runs as the kubelet runs it, through containerd's CRI,
+	// its hostPorts from the pod's port_mappings.
+	criCNI := newCNI(t)
+	criCNI.Spec = "1.0.0"
+	criCNI.Conflist("pods", map[string]any{"type": "ebpfnet", "network": ov, "socket": h1.Socket(),
+		"capabilities": map[string]bool{"portMappings": true}})
+	cri := testbed.StartCRI(t, h1.NetNS, criCNI)
+	phase("containerd up on host 1")
+	web := cri.RunPod("web", "8080:7777/tcp", "8080:7777/udp")
+	pods := []pod{add(0, "p0"), {1, web.NetNS, web.IP}, add(2, "p2"), add(2, "p2b")}
 	seen := map[string]int{}
 	for i, p := range pods {
 		if j, ok := seen[p.ip]; ok {
@@ -120,10 +130,13 @@ func TestCNIOverlay(t *testing.T) {
 	cv.check(t, "after host 0 took host 2's pod's address", n)
 	cv.end()
 
-	// DEL gives the address back to the cluster: another host takes it.
+	// A pod removed gives its address back to the cluster: another host
+	// takes it.
 	phase("DEL")
-	cni.Must("del", "pods1", pods[1].ns)
-	assertNothingLeft(t, h1, "after DEL on host 1")
+	if err := cri.RemovePod(web.ID); err != nil {
+		t.Fatal(err)
+	}
+	assertNothingLeft(t, h1, "after host 1's pod was removed")
 	var again string
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(250 * time.Millisecond) {
 		ns := containerNS(t, h0, "again")
@@ -133,7 +146,7 @@ func TestCNIOverlay(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("host 0 cannot take %s 10 s after host 1's pod was deleted: %s", pods[1].ip, res)
+			t.Fatalf("host 0 cannot take %s 10 s after host 1's pod was removed: %s", pods[1].ip, res)
 		}
 		exec.Command("ip", "netns", "del", filepath.Base(ns)).Run()
 	}
