@@ -5,6 +5,7 @@ import (
 	"maps"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,10 +45,12 @@ func waitMapEntries(t *testing.T, h *testbed.Host, when string, want map[string]
 // host route per container, no bridge), as the reference portmap's own
 // integration test does, at two spec versions: hostPorts reached from
 // outside with the client's address kept, over UDP too, from the host on
-// 127.0.0.1 and its own address, from the container itself (hairpin);
-// the container goes out masqueraded (ptp's ipMasq); a second container
-// takes the host port once the first is deleted; DEL leaves nothing of
-// ebpfnet's, and no host side of ptp's is made an uplink.
+// 127.0.0.1 and its own address, from the container itself and from a
+// neighbour (hairpin); containers reach each other; the container goes
+// out masqueraded (ptp's ipMasq); a second container takes the host port
+// once the first is deleted, and keeps it across a kill -9 of the daemon;
+// DEL leaves nothing of ebpfnet's, and no host side of ptp's is made an
+// uplink.
 func TestCNIChainedAfterPtp(t *testing.T) {
 	t.Parallel()
 	h, out := newPublishingHost(t)
@@ -65,6 +68,14 @@ func TestCNIChainedAfterPtp(t *testing.T) {
 		}
 		servesPublished(t, h, out, ns)
 		mustWork(t, "spec "+spec+": the container to itself through the host (hairpin)", testbed.TCPTo(ns, hostIP+":8080"))
+		// A neighbour without ports: containers reach each other, and the
+		// port through the host.
+		other := containerNS(t, h, name+"c")
+		otherIP := cniAddress(t, c.Must("add", name, other))
+		testbed.Serve(t, other)
+		mustWork(t, "spec "+spec+": a neighbour to the port through the host (hairpin)", testbed.TCPTo(other, hostIP+":8080"))
+		mustWork(t, "spec "+spec+": container to container", testbed.TCP(ns, otherIP))
+		c.Must("del", name, other)
 		if peer := peerOf(t, ns, "tcp4", out.IP+":7777"); peer.Addr().String() != hostIP {
 			t.Errorf("spec %s: the outside saw the container as %s, want the host's address %s", spec, peer.Addr(), hostIP)
 		}
@@ -77,6 +88,15 @@ func TestCNIChainedAfterPtp(t *testing.T) {
 		ns2 := containerNS(t, h, name+"b")
 		c.Must("add", name, ns2, testbed.PortMappings("8080:7777/tcp"))
 		testbed.Serve(t, ns2)
+		if spec == "1.0.0" {
+			// The attachment outlives the daemon's kill -9, and its host
+			// side is no uplink after the start either.
+			h.Stop(syscall.SIGKILL)
+			h.Start()
+			if uplinks := h.Status().Uplinks; len(uplinks) != 1 {
+				t.Errorf("after a restart: uplinks %+v, want uplink0 alone", uplinks)
+			}
+		}
 		if peer := peerOf(t, out.NS, "tcp4", hostIP+":8080"); peer.Addr().String() != out.IP {
 			t.Errorf("spec %s: the second container saw %s, want %s", spec, peer.Addr(), out.IP)
 		}
