@@ -162,7 +162,7 @@ func TestCNIMainMode(t *testing.T) {
 	c.Must("gc", "ebnet", ns)
 	assertNothingLeft(t, h, "after GC")
 
-	// The oldest spec version the plugin speaks: 0.4.0's result shape.
+	// The oldest spec version with CHECK: 0.4.0's result shape.
 	c.Spec = "0.4.0"
 	c.Conflist("old", plugin(h.Name("cninet")))
 	old := containerNS(t, h, "old")

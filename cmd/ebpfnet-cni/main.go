@@ -64,7 +64,15 @@ type portMapping struct {
 
 func main() {
 	skel.PluginMainFuncs(skel.CNIFuncs{Add: adder(routedVia), Del: del, Check: check, GC: gc, Status: status},
-		version.PluginSupports("0.4.0", "1.0.0", "1.1.0"), "ebpfnet: container networking with eBPF instead of iptables")
+		supported(), "ebpfnet: container networking with eBPF instead of iptables")
+}
+
+// supported are the spec versions the plugin speaks: from 0.3.0, which
+// older configuration lists (and chains after ptp or bridge) still name;
+// CHECK from 0.4.0, GC and STATUS from 1.1.0, as the runtime's library
+// enforces.
+func supported() version.PluginInfo {
+	return version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 }
 
 func parse(stdin []byte) (*netConf, *api.Client, error) {

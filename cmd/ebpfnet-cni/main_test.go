@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -137,7 +138,7 @@ func TestParse(t *testing.T) {
 	}
 	// A chained plugin gets the result of the plugin before it in the
 	// configuration's own spec version.
-	for _, v := range []string{"0.4.0", "1.0.0"} {
+	for _, v := range []string{"0.3.1", "0.4.0", "1.0.0"} {
 		conf, _, err := parse([]byte(config(v, "/s", `,"prevResult":`+string(prevResult(t, v)))))
 		if err != nil {
 			t.Fatalf("%s: %v", v, err)
@@ -207,7 +208,7 @@ func TestAdd(t *testing.T) {
 	socket := serve(t, d)
 	rest := `,"network":"app","publishDeny":["192.0.2.0/24"],"runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}],` +
 		`"ips":["10.88.0.9/16","fd00:88::9/64"],"mac":"02:42:0a:58:00:09","aliases":{"podnet":["web"]}}`
-	for _, v := range []string{"0.4.0", "1.0.0", "1.1.0"} {
+	for _, v := range []string{"0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
 		out, err := run(t, addRouted, config(v, socket, rest))
 		if err != nil {
 			t.Fatalf("%s: %v", v, err)
@@ -228,8 +229,11 @@ func TestAdd(t *testing.T) {
 	want := api.AttachmentCreate{Frontend: "cni", ContainerID: "c1", IfName: "eth0", NetNS: "/run/netns/c1", Network: "app",
 		IP: netip.MustParseAddr("10.88.0.9"), IP6: netip.MustParseAddr("fd00:88::9"), MAC: "02:42:0a:58:00:09", Aliases: []string{"web"}, Group: "podnet",
 		Publish: []ports.Mapping{{Proto: ports.TCP, HostPort: 8080, Port: 80}}, PublishSources: api.Sources{Deny: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}}
-	if len(d.attached) != 3 || !reflect.DeepEqual(d.attached[0], want) {
+	if len(d.attached) != 4 || !reflect.DeepEqual(d.attached[0], want) {
 		t.Errorf("asked %+v, want %+v", d.attached, want)
+	}
+	if vs := supported().SupportedVersions(); !slices.Contains(vs, "0.3.1") || !slices.Contains(vs, "1.1.0") {
+		t.Errorf("supported versions %v, want 0.3.1 to 1.1.0", vs)
 	}
 
 	// The spec's own words, version by version: 0.4.0 names each
@@ -306,7 +310,7 @@ func TestAddChainedNeedsAVethBefore(t *testing.T) {
 	}
 	// The interfaces of this prevResult do not exist here, so none is a
 	// veth.
-	for _, v := range []string{"0.4.0", "1.0.0"} {
+	for _, v := range []string{"0.3.1", "0.4.0", "1.0.0"} {
 		_, err := run(t, addRouted, config(v, socket, `,"prevResult":`+string(prevResult(t, v))))
 		if err == nil || !strings.Contains(err.Error(), "prevResult has no veth with an IPv4 address for eth0") {
 			t.Errorf("%s: %v", v, err)
