@@ -88,6 +88,7 @@ func TestCNIOverlay(t *testing.T) {
 	}
 
 	phase("pods reach each other")
+	cni.Must("check", "pods0", pods[0].ns)
 	// hostPorts on the pod's own host alone.
 	if peer := peerOf(t, out.NS, "tcp4", out.HostIP+":8080"); peer.Addr().String() != out.IP {
 		t.Errorf("the pod saw %s, want the client's own address %s", peer.Addr(), out.IP)
