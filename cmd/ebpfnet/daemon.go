@@ -185,7 +185,7 @@ root's a bind of a published port (EPERM).`,
 	f.StringVar(&attach, "attach", string(loader.AttachAuto), "how TC programs attach: auto, tcx or clsact")
 	f.StringArrayVar(&uplinkModes, "uplink-mode", nil, "the uplinks' datapath, MODE for every uplink or IFNAME=MODE for one (repeatable): tc (the default); xdp (a native XDP fast path for published and masqueraded flows, besides TC); auto (xdp only for drivers known to keep their offloads under XDP: i40e, ice, mlx5_core; tc for veth, virtio_net and every other; status says which and why)")
 	f.StringVar(&cfg.ResolvConf, "resolv-conf", engine.DefaultResolvConf, "the host's resolv.conf: upstream DNS servers and search domains")
-	f.StringArrayVar(&cfg.Uplinks, "uplink", nil, "host interface serving published ports and masquerade, with an Ethernet header (repeatable; default: every Ethernet interface with an IPv4 address, or an IPv6 one beyond the link, that ebpfnet did not create)")
+	f.StringArrayVar(&cfg.Uplinks, "uplink", nil, "host interface serving published ports and masquerade, with an Ethernet header (repeatable; default: every Ethernet interface with an IPv4 address, or an IPv6 one beyond the link, that ebpfnet did not create and that is no container's routed veth, holding host addresses alone)")
 	f.StringVar(&socketMode, "socket-mode", "0600", "permissions of the API socket (0660 with --socket-group)")
 	f.StringVar(&socketGroup, "socket-group", "", "group (name or ID) whose members may use the API socket, as dockerd's -G")
 	states, _ := loader.CTTimeoutNames()
