@@ -2,6 +2,8 @@ package test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"os"
@@ -34,12 +36,14 @@ func difference(before, now string) string {
 	return fmt.Sprintf("gone %q, added %q", gone, added)
 }
 
-// change is one engine change, its inverse, and what says it is there.
+// change is one engine change, its inverse, and what says it is there;
+// works, if given, checks that a change a crash left made does its work.
 type change struct {
 	name   string
 	do     func() error
 	undo   func() error
 	exists func() bool
+	works  func() error
 }
 
 // crashBed is a host whose daemon is the failpoints build: the file that
@@ -104,7 +108,7 @@ func (b *crashBed) consistent(c change, step, before string) {
 	namespaces, _ := filepath.Glob("/run/netns/" + b.h.Prefix + "-*")
 	for _, ns := range namespaces {
 		name := filepath.Base(ns)
-		if !strings.HasSuffix(name, "-host") && !strings.HasSuffix(name, "-out") && !strings.HasSuffix(name, "-c1") &&
+		if !strings.HasSuffix(name, "-host") && !strings.HasSuffix(name, "-out") && !strings.Contains(name, "-c") &&
 			!slices.ContainsFunc(sbs, func(s api.Sandbox) bool { return s.Name == name }) {
 			b.t.Errorf("%s, %s: namespace %s is left, which no sandbox names", c.name, step, name)
 		}
@@ -154,24 +158,33 @@ func TestCrashAtEveryStep(t *testing.T) {
 	ref := api.AttachmentRef{ContainerID: "c1", IfName: "eth0"}
 	changes := []change{
 		{"network create", cli("network", "create", h.Name("n3")), cli("network", "rm", h.Name("n3")),
-			func() bool { _, err := h.Client.Network(ctx, h.Name("n3")); return err == nil }},
+			func() bool { _, err := h.Client.Network(ctx, h.Name("n3")); return err == nil }, nil},
 		{"sandbox create", cli("sandbox", "create", side, "--network", net1, "--network", net2, "-p", "8090:7777", "--publish-allow", "10.99.0.0/24"),
-			cli("sandbox", "rm", "-f", side), sandbox(side)},
+			cli("sandbox", "rm", "-f", side), sandbox(side), nil},
 		{"connect", cli("network", "connect", net2, web), cli("network", "disconnect", net2, web),
-			func() bool { return len(h.Sandbox(web).NetworkSettings.Networks) == 2 }},
-		{"publish", cli("publish", "8081:7777", "8081:7777/udp", web), cli("unpublish", "8081", web), publishes("8081")},
-		{"unpublish", cli("unpublish", "8080", web), cli("publish", "8080:7777", web), func() bool { return !publishes("8080")() }},
+			func() bool { return len(h.Sandbox(web).NetworkSettings.Networks) == 2 }, nil},
+		{"publish", cli("publish", "8081:7777", "8081:7777/udp", web), cli("unpublish", "8081", web), publishes("8081"),
+			func() error { return echoFrom(b.out.NS, "tcp", hostIP+":8081", "") }},
+		{"unpublish", cli("unpublish", "8080", web), cli("publish", "8080:7777", web), func() bool { return !publishes("8080")() }, nil},
 		{"attach (CNI)", func() error {
 			_, err := h.Client.Attach(ctx, api.AttachmentCreate{Frontend: "cni", ContainerID: "c1", IfName: "eth0", NetNS: ns, Network: net1,
 				Publish: []api.PortMapping{{Proto: "tcp", HostPort: 8095, Port: 7777}}, PublishSources: api.Sources{Deny: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}})
 			return err
-		}, func() error { return h.Client.Detach(ctx, ref) }, sandbox("c1:eth0")},
+		}, func() error { return h.Client.Detach(ctx, ref) }, sandbox("c1:eth0"), nil},
 		// Last: its undo makes web again, without the server the checks
 		// above reach.
 		{"sandbox remove", cli("sandbox", "rm", "-f", web), cli("sandbox", "create", web, "--network", net1, "-p", "8080:7777"),
-			func() bool { return !sandbox(web)() }},
+			func() bool { return !sandbox(web)() }, nil},
 	}
-	crashes, refusals := 0, 0
+	crashes, refusals := b.crashAtEveryStep(changes)
+	t.Logf("%d changes: %d crashes and %d refusals injected", len(changes), crashes, refusals)
+}
+
+// crashAtEveryStep runs each change with the daemon killed at each of its
+// steps in turn, and with the kernel refusing each step before the commit,
+// and checks what is left each time.
+func (b *crashBed) crashAtEveryStep(changes []change) (crashes, refusals int) {
+	t, h := b.t, b.h
 	for _, c := range changes {
 		steps := b.steps(c)
 		if len(steps) == 0 {
@@ -193,8 +206,8 @@ func TestCrashAtEveryStep(t *testing.T) {
 			crashes++
 			b.consistent(c, step, before)
 			if c.exists() {
-				if c.name == "publish" {
-					mustWork(t, "the port published before the crash at "+step, echoFrom(b.out.NS, "tcp", hostIP+":8081", ""))
+				if c.works != nil {
+					mustWork(t, c.name+" made before the crash at "+step, c.works())
 				}
 				must(t, c.undo())
 			}
@@ -227,5 +240,71 @@ func TestCrashAtEveryStep(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d changes: %d crashes and %d refusals injected", len(changes), crashes, refusals)
+	return crashes, refusals
+}
+
+// Docker's plugin calls, each with the daemon killed at each of its steps
+// in turn and with the kernel refusing each, as TestCrashAtEveryStep does
+// with the engine's own changes: dockerd calls a plugin that restarts
+// under it, and asks again or undoes what it asked.
+func TestCrashAtEveryPluginCall(t *testing.T) {
+	t.Parallel()
+	b := newCrashBed(t)
+	h := b.h
+	ctx := context.Background()
+	id := func(what string) string { sum := sha256.Sum256([]byte(h.Prefix + what)); return hex.EncodeToString(sum[:]) }
+	call := func(path string, req map[string]any) func() error {
+		return func() error { return h.PluginCall("/NetworkDriver."+path, req, nil) }
+	}
+	network := func(nid, subnet, gw string) map[string]any {
+		return map[string]any{"NetworkID": nid, "Options": map[string]any{"com.docker.network.generic": map[string]any{}},
+			"IPv4Data": []map[string]any{{"AddressSpace": "LocalDefault", "Pool": subnet, "Gateway": gw}}}
+	}
+	endpoint := func(nid, eid, addr string) map[string]any {
+		return map[string]any{"NetworkID": nid, "EndpointID": eid, "Interface": map[string]any{"Address": addr}}
+	}
+	ids := func(nid, eid string) map[string]any { return map[string]any{"NetworkID": nid, "EndpointID": eid} }
+	join := func(nid, eid, ns string) map[string]any {
+		return map[string]any{"NetworkID": nid, "EndpointID": eid, "SandboxKey": ns}
+	}
+	networkThere := func(nid string) bool { _, err := h.Client.Network(ctx, nid); return err == nil }
+	endpointThere := func(eid string) bool { _, err := h.Client.Sandbox(ctx, eid); return err == nil }
+
+	// A network; an endpoint on it joined to a container, one to join,
+	// one to delete; a network to delete.
+	net1, net2, gone := id("n1"), id("n2"), id("gone")
+	web, side, joiner, leaver := id("web"), id("side"), id("joiner"), id("leaver")
+	c1, c2 := containerNS(t, h, "c1"), containerNS(t, h, "c2")
+	for _, c := range []func() error{
+		call("CreateNetwork", network(net1, "172.29.0.0/24", "172.29.0.1/24")),
+		call("CreateNetwork", network(gone, "172.27.0.0/24", "172.27.0.1/24")),
+		call("CreateEndpoint", endpoint(net1, web, "172.29.0.9/24")),
+		call("Join", join(net1, web, c1)),
+		call("CreateEndpoint", endpoint(net1, joiner, "172.29.0.10/24")),
+		call("CreateEndpoint", endpoint(net1, leaver, "172.29.0.11/24")),
+	} {
+		must(t, c())
+	}
+	portMap := map[string]any{"NetworkID": net1, "EndpointID": web, "Options": map[string]any{
+		"com.docker.network.portmap": []map[string]any{{"Proto": 6, "Port": 7777, "HostPort": 8097}}}}
+	changes := []change{
+		{"CreateNetwork", call("CreateNetwork", network(net2, "172.28.0.0/24", "172.28.0.1/24")),
+			call("DeleteNetwork", map[string]any{"NetworkID": net2}), func() bool { return networkThere(net2) }, nil},
+		{"CreateEndpoint", call("CreateEndpoint", endpoint(net1, side, "172.29.0.5/24")), call("DeleteEndpoint", ids(net1, side)),
+			func() bool { return endpointThere(side) }, nil},
+		{"Join", call("Join", join(net1, joiner, c2)), call("Leave", ids(net1, joiner)), func() bool {
+			sb, err := h.Client.Sandbox(ctx, joiner)
+			return err == nil && sb.NetworkSettings.SandboxKey == c2
+		}, nil},
+		{"ProgramExternalConnectivity", call("ProgramExternalConnectivity", portMap), call("RevokeExternalConnectivity", ids(net1, web)), func() bool {
+			sb, err := h.Client.Sandbox(ctx, web)
+			return err == nil && len(sb.NetworkSettings.Ports) > 0
+		}, nil},
+		{"DeleteEndpoint", call("DeleteEndpoint", ids(net1, leaver)), call("CreateEndpoint", endpoint(net1, leaver, "172.29.0.11/24")),
+			func() bool { return !endpointThere(leaver) }, nil},
+		{"DeleteNetwork", call("DeleteNetwork", map[string]any{"NetworkID": gone}), call("CreateNetwork", network(gone, "172.27.0.0/24", "172.27.0.1/24")),
+			func() bool { return !networkThere(gone) }, nil},
+	}
+	crashes, refusals := b.crashAtEveryStep(changes)
+	t.Logf("%d plugin calls: %d crashes and %d refusals injected", len(changes), crashes, refusals)
 }

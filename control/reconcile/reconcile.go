@@ -446,6 +446,12 @@ func ownedNames(nets []store.Network, sbs []store.Sandbox) (aliases, hostSides m
 		}
 	}
 	for _, sb := range sbs {
+		if sb.NetNS == "" {
+			// Docker's endpoint between CreateEndpoint and Join: its
+			// interfaces come with the Join, and one a crash in the
+			// middle of it left are not its.
+			continue
+		}
 		for _, ep := range sb.Endpoints {
 			aliases[driver.AliasEndpoint+ep.ID] = true
 			hostSides[ep.HostSide] = true
