@@ -99,7 +99,7 @@ fuzz:
 	done
 
 # soak churns sandboxes, endpoints, publications (with source lists) and
-# CNI attachments at random on 20 networks, up to 1,000 sandboxes at 50
+# CNI attachments and Docker's plugin calls at random on 20 networks, up to 1,000 sandboxes at 50
 # operations/s, for SOAK_TIME, with traffic through published ports and
 # masquerade, and checks every minute that all the store records works
 # and nothing else is left; it writes the daemon's memory, goroutines,

@@ -2,8 +2,6 @@ package test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"os"
@@ -252,10 +250,7 @@ func TestCrashAtEveryPluginCall(t *testing.T) {
 	b := newCrashBed(t)
 	h := b.h
 	ctx := context.Background()
-	id := func(what string) string {
-		sum := sha256.Sum256([]byte(h.Prefix + what))
-		return hex.EncodeToString(sum[:])
-	}
+	id := func(what string) string { return pluginID(h, what) }
 	call := func(path string, req map[string]any) func() error {
 		return func() error { return h.PluginCall("/NetworkDriver."+path, req, nil) }
 	}

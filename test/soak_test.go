@@ -2,6 +2,9 @@ package test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -125,7 +128,11 @@ type soak struct {
 	samples   []soakSample
 	start     time.Time
 	netCycles int
-	parents   []string // the interfaces setup made for macvlan networks
+	// dockerNet is the network Docker's plugin calls make endpoints on,
+	// one cycle at a time (dockerCycling).
+	dockerNet     string
+	dockerCycling bool
+	parents       []string // the interfaces setup made for macvlan networks
 	// tableFulls is the kernel's count of full neighbour tables when a
 	// check started; neighbourMisses counts the probes that failed for it.
 	tableFulls      int
@@ -134,9 +141,9 @@ type soak struct {
 	cgroupLinks int
 }
 
-// TestSoak churns sandboxes, endpoints, publications and CNI attachments
-// at random (seeded: SOAK_SEED replays a run) while traffic runs through
-// published ports and masquerade, and checks every so often that all the
+// TestSoak churns sandboxes, endpoints, publications, CNI attachments and
+// Docker's plugin calls at random (seeded: SOAK_SEED replays a run) while
+// traffic runs through published ports and masquerade, and checks every so often that all the
 // store records works, that nothing it does not record is left in the
 // kernel, the pins, the maps or IPAM, and that the daemon's goroutines,
 // open files and memory stay flat. make soak runs it for SOAK_TIME at
@@ -270,6 +277,13 @@ func (s *soak) setup() {
 		s.cni.Conflist(n.name, map[string]any{"type": "ebpfnet", "network": n.name, "socket": s.h.Socket(),
 			"capabilities": map[string]bool{"portMappings": true}})
 	}
+	s.dockerNet = pluginID(s.h, "docker")
+	if err := s.h.PluginCall("/NetworkDriver.CreateNetwork", map[string]any{"NetworkID": s.dockerNet,
+		"Options":  map[string]any{"com.docker.network.generic": map[string]any{}},
+		"IPv4Data": []map[string]any{{"AddressSpace": "LocalDefault", "Pool": dockerSubnet + ".0/24", "Gateway": dockerSubnet + ".1/24"}},
+	}, nil); err != nil {
+		s.t.Fatalf("create the Docker network: %v", err)
+	}
 }
 
 // operate does one random operation, chosen to keep the population near
@@ -279,7 +293,7 @@ func (s *soak) operate(ctx context.Context) {
 	n := len(s.sbs)
 	op := s.pick(n)
 	var sb *soakSandbox
-	if op != "create" && op != "cni-add" && op != "network-cycle" {
+	if op != "create" && op != "cni-add" && op != "network-cycle" && op != "docker-cycle" {
 		sb = s.pickSandbox(func(sb *soakSandbox) bool {
 			switch op {
 			case "cni-del":
@@ -337,7 +351,7 @@ func (s *soak) pick(n int) string {
 		op string
 		w  int
 	}{{"create", create}, {"remove", remove}, {"publish", 15}, {"unpublish", 10}, {"connect", 8}, {"disconnect", 8},
-		{"cni-add", create / 4}, {"cni-del", remove / 4}, {"network-cycle", 1}}
+		{"cni-add", create / 4}, {"cni-del", remove / 4}, {"network-cycle", 1}, {"docker-cycle", 2}}
 	total := 0
 	for _, w := range weights {
 		total += w.w
@@ -527,6 +541,8 @@ func (s *soak) do(ctx context.Context, op string, sb *soakSandbox, seq int, r *r
 		s.forget(sb)
 	case "network-cycle":
 		return s.networkCycle(ctx, seq)
+	case "docker-cycle":
+		return s.dockerCycle(ctx, seq)
 	}
 	return nil
 }
@@ -649,6 +665,86 @@ func (s *soak) networkCycle(ctx context.Context, seq int) error {
 		return fmt.Errorf("remove network %s: %w", name, err)
 	}
 	return nil
+}
+
+// dockerSubnet is the /24 of the Docker network's endpoints, as Docker's
+// own IPAM would hand out.
+const dockerSubnet = "10.251.0"
+
+// pluginID is a Docker-like ID (64 hex digits) for what, on host h.
+func pluginID(h *testbed.Host, what string) string {
+	sum := sha256.Sum256([]byte(h.Prefix + what))
+	return hex.EncodeToString(sum[:])
+}
+
+// dockerCycle does what dockerd does for `docker run -p` and `docker rm`
+// through the plugin, one at a time: CreateEndpoint, Join, moving the
+// interface into the container and configuring it as dockerd does,
+// ProgramExternalConnectivity, a probe through the published port, then
+// RevokeExternalConnectivity, Leave and DeleteEndpoint.
+func (s *soak) dockerCycle(ctx context.Context, seq int) (err error) {
+	s.mu.Lock()
+	if s.dockerCycling {
+		s.mu.Unlock()
+		return nil
+	}
+	s.dockerCycling = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.dockerCycling = false
+		s.mu.Unlock()
+	}()
+	h := s.h
+	eid, name := pluginID(h, fmt.Sprintf("ep%d", seq)), h.Name(fmt.Sprintf("d%d", seq))
+	ids := map[string]any{"NetworkID": s.dockerNet, "EndpointID": eid}
+	addr := fmt.Sprintf("%s.%d", dockerSubnet, 2+seq%250)
+	run := func(args ...string) error {
+		if out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	if err := run("ip", "netns", "add", name); err != nil {
+		return err
+	}
+	defer exec.Command("ip", "netns", "del", name).Run()
+	if err := h.PluginCall("/NetworkDriver.CreateEndpoint", map[string]any{"NetworkID": s.dockerNet, "EndpointID": eid,
+		"Interface": map[string]any{"Address": addr + "/24"}}, nil); err != nil {
+		return fmt.Errorf("CreateEndpoint %s: %w", addr, err)
+	}
+	var joined struct {
+		InterfaceName struct{ SrcName string }
+		Gateway       string
+	}
+	err = h.PluginCall("/NetworkDriver.Join", map[string]any{"NetworkID": s.dockerNet, "EndpointID": eid, "SandboxKey": "/run/netns/" + name}, &joined)
+	if err == nil {
+		host := filepath.Base(h.NetNS)
+		err = errors.Join(run("ip", "-n", host, "link", "set", joined.InterfaceName.SrcName, "netns", name),
+			run("ip", "-n", name, "link", "set", joined.InterfaceName.SrcName, "name", "eth0"),
+			run("ip", "-n", name, "addr", "add", addr+"/24", "dev", "eth0"),
+			run("ip", "-n", name, "link", "set", "eth0", "up"), run("ip", "-n", name, "link", "set", "lo", "up"),
+			run("ip", "-n", name, "route", "add", "default", "via", joined.Gateway))
+	}
+	if err == nil {
+		p := s.takePort()
+		defer s.releasePorts(p)
+		err = h.PluginCall("/NetworkDriver.ProgramExternalConnectivity", map[string]any{"NetworkID": s.dockerNet, "EndpointID": eid,
+			"Options": map[string]any{"com.docker.network.portmap": []map[string]any{{"Proto": 6, "Port": testbed.EchoPort, "HostPort": p}}}}, nil)
+		if err == nil {
+			var stop func()
+			if stop, err = testbed.ServeUntilStopped("/run/netns/"+name, testbed.EchoPort); err == nil {
+				err = probeEcho(s.out.NS, "tcp", fmt.Sprintf("%s:%d", hostIP, p))
+				stop()
+			}
+		}
+		if err != nil {
+			err = fmt.Errorf("docker endpoint %s published on %d: %w", addr, p, err)
+		}
+	}
+	// Whatever failed, dockerd takes the endpoint down so.
+	return errors.Join(err, h.PluginCall("/NetworkDriver.RevokeExternalConnectivity", ids, nil),
+		h.PluginCall("/NetworkDriver.Leave", ids, nil), h.PluginCall("/NetworkDriver.DeleteEndpoint", ids, nil))
 }
 
 // sendTraffic sends traffic meanwhile: outside to published ports, sandboxes
@@ -1232,6 +1328,9 @@ func (s *soak) drain() {
 		}
 	}
 	s.nets = nil
+	if err := s.h.PluginCall("/NetworkDriver.DeleteNetwork", map[string]any{"NetworkID": s.dockerNet}, nil); err != nil {
+		t.Errorf("remove the Docker network: %v", err)
+	}
 }
 
 // cleanup stops the echo servers and removes the CNI namespaces of a run
