@@ -98,14 +98,15 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg || exit 1; \
 	done
 
-# soak churns sandboxes, endpoints, publications (with source lists) and
-# CNI attachments and Docker's plugin calls at random on 20 networks, up to 1,000 sandboxes at 50
-# operations/s, for SOAK_TIME, with traffic through published ports and
-# masquerade, and checks every minute that all the store records works
-# and nothing else is left; it writes the daemon's memory, goroutines,
-# open files and map fill over the run to bench/soak. SOAK_SEED replays a
-# run's operations (the test logs its seed); SOAK_SANDBOXES and
-# SOAK_NETWORKS change its size. make test runs a short TestSoak.
+# soak churns sandboxes, endpoints, publications (with source lists), CNI
+# attachments and Docker's plugin calls at random on 20 networks, up to
+# 1,000 sandboxes at 50 operations/s, for SOAK_TIME, with traffic
+# through published ports and masquerade, and checks every minute that
+# all the store records works and nothing else is left; it writes the
+# daemon's memory, goroutines, open files and map fill over the run to
+# bench/soak. SOAK_SEED replays a run's operations (the test logs its
+# seed); SOAK_SANDBOXES and SOAK_NETWORKS change its size. make test runs
+# a short TestSoak.
 SOAK_TIME ?= 30m
 SOAK_TIMEOUT ?= 3h
 soak: deps runtime-deps
