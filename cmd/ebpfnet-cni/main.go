@@ -141,6 +141,7 @@ func add(args *skel.CmdArgs, routedVia func(netns string, gw net.IP) (bool, erro
 	if err != nil {
 		return err
 	}
+	defer client.Close()
 	publish, err := mappings(conf.RuntimeConfig.PortMappings)
 	if err != nil {
 		return err
@@ -296,6 +297,7 @@ func del(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	defer client.Close()
 	ctx, cancel := timeout()
 	defer cancel()
 	return client.Detach(ctx, api.AttachmentRef{ContainerID: args.ContainerID, IfName: args.IfName})
@@ -306,6 +308,7 @@ func check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	defer client.Close()
 	ctx, cancel := timeout()
 	defer cancel()
 	return client.CheckAttachment(ctx, api.AttachmentRef{ContainerID: args.ContainerID, IfName: args.IfName}, args.Netns)
@@ -316,6 +319,7 @@ func gc(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	defer client.Close()
 	network := conf.Network
 	if network == "" {
 		network = chainedNetwork(conf)
@@ -338,6 +342,7 @@ func status(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	defer client.Close()
 	ctx, cancel := timeout()
 	defer cancel()
 	if _, err := client.Status(ctx); err != nil {

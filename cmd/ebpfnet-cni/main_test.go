@@ -93,14 +93,20 @@ func run(t *testing.T, cmd func(*skel.CmdArgs) error, conf string) (string, erro
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Read as it is written: a result beyond the pipe's buffer would
+	// block the command for ever.
+	read := make(chan []byte)
+	go func() {
+		out, _ := io.ReadAll(r)
+		r.Close()
+		read <- out
+	}()
 	stdout := os.Stdout
 	os.Stdout = w
 	err = cmd(&skel.CmdArgs{ContainerID: "c1", Netns: "/run/netns/c1", IfName: "eth0", StdinData: []byte(conf)})
 	os.Stdout = stdout
 	w.Close()
-	out, _ := io.ReadAll(r)
-	r.Close()
-	return string(out), err
+	return string(<-read), err
 }
 
 // config is a network configuration of the plugin in spec version v,

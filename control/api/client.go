@@ -34,6 +34,11 @@ func NewClient(socket string) *Client {
 	}}}
 }
 
+// Close closes the client's idle connections to the daemon, which would
+// otherwise stay open, each holding a file of the daemon's, until the
+// daemon ends them.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
