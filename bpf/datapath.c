@@ -18,6 +18,8 @@ const enum ct_state *unused_ct_state __attribute__((unused));
 const enum stats_slots *unused_stats_slots __attribute__((unused));
 const enum monitor_type *unused_monitor_type __attribute__((unused));
 const enum vxlan *unused_vxlan __attribute__((unused));
+const enum publication_flag *unused_publication_flag __attribute__((unused));
+const enum maglev_size *unused_maglev_size __attribute__((unused));
 /* The events ring buffer's records, which no map declares as its value. */
 const struct monitor_event *unused_monitor_event __attribute__((unused));
 /* The type of a load-time variable of the program objects, for the loader. */

@@ -46,14 +46,6 @@ const (
 	DatapathCtFlagCT_FIN_REPLY     DatapathCtFlag = 16
 )
 
-type DatapathCtNewFlow struct {
-	_     structs.HostLayout
-	Orig  DatapathFlow
-	Fwd   DatapathCtEntry
-	Rev   DatapathCtEntry
-	Reply DatapathFlow
-}
-
 type DatapathCtSource struct {
 	_         structs.HostLayout
 	Promoted  uint64
@@ -149,6 +141,20 @@ type DatapathIfaceInfo struct {
 	Pad     [2]uint8
 }
 
+type DatapathMaglevSize uint32
+
+const (
+	DatapathMaglevSizeMAGLEV_SLOTS    DatapathMaglevSize = 4093
+	DatapathMaglevSizeMAGLEV_BACKENDS DatapathMaglevSize = 64
+)
+
+type DatapathMaglevTable struct {
+	_       structs.HostLayout
+	Backend [64]DatapathPublication
+	Slot    [4093]uint8
+	Pad     [3]uint8
+}
+
 type DatapathMonitorBudget struct {
 	_      structs.HostLayout
 	Last   uint64
@@ -205,6 +211,20 @@ type DatapathNetworkInfo struct {
 	Tunnel     uint32
 }
 
+type DatapathNewFlowScratch struct {
+	_  structs.HostLayout
+	Nf struct {
+		_     structs.HostLayout
+		Orig  DatapathFlow
+		Fwd   DatapathCtEntry
+		Rev   DatapathCtEntry
+		Reply DatapathFlow
+	}
+	Source  DatapathSourceKey
+	Backend DatapathPublication
+	_       [4]byte
+}
+
 type DatapathProgram uint32
 
 const (
@@ -218,11 +238,18 @@ const (
 )
 
 type DatapathPublication struct {
-	_    structs.HostLayout
-	Addr DatapathAddr
-	Port uint16
-	Pad  [2]uint8
+	_     structs.HostLayout
+	Addr  DatapathAddr
+	Port  uint16
+	Flags uint8
+	Pad   uint8
 }
+
+type DatapathPublicationFlag uint32
+
+const (
+	DatapathPublicationFlagPUBLICATION_BALANCED DatapathPublicationFlag = 1
+)
 
 type DatapathPublicationKey struct {
 	_     structs.HostLayout
@@ -335,44 +362,47 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	DatapathMapCsumScratch        = "csum_scratch"
-	DatapathMapCt                 = "ct"
-	DatapathMapCtNew              = "ct_new"
-	DatapathMapCtReleased         = "ct_released"
-	DatapathMapCtSourceScratch    = "ct_source_scratch"
-	DatapathMapCtSources          = "ct_sources"
-	DatapathMapEndpoints          = "endpoints"
-	DatapathMapEvents             = "events"
-	DatapathMapFibScratch         = "fib_scratch"
-	DatapathMapFrags              = "frags"
-	DatapathMapHeldPorts          = "held_ports"
-	DatapathMapHostAddrs          = "host_addrs"
-	DatapathMapHostEchoes         = "host_echoes"
-	DatapathMapIcmpBudget         = "icmp_budget"
-	DatapathMapIfaces             = "ifaces"
-	DatapathMapMonitor            = "monitor"
-	DatapathMapMonitorBudget      = "monitor_budget"
-	DatapathMapNetworks           = "networks"
-	DatapathMapNewFlowScratch     = "new_flow_scratch"
-	DatapathMapOverlayPeers       = "overlay_peers"
-	DatapathMapOverlayVnis        = "overlay_vnis"
-	DatapathMapPublications       = "publications"
-	DatapathMapPublishedPorts     = "published_ports"
-	DatapathMapSkPeers            = "sk_peers"
-	DatapathMapSourceRanges       = "source_ranges"
-	DatapathMapStats              = "stats"
-	DatapathMapSubnets            = "subnets"
-	DatapathMapUplinks            = "uplinks"
-	DatapathMapXdpTargets         = "xdp_targets"
-	DatapathVarUnusedCtFlag       = "unused_ct_flag"
-	DatapathVarUnusedCtState      = "unused_ct_state"
-	DatapathVarUnusedCtTimeouts   = "unused_ct_timeouts"
-	DatapathVarUnusedMonitorEvent = "unused_monitor_event"
-	DatapathVarUnusedMonitorType  = "unused_monitor_type"
-	DatapathVarUnusedProgram      = "unused_program"
-	DatapathVarUnusedStatsSlots   = "unused_stats_slots"
-	DatapathVarUnusedVerdict      = "unused_verdict"
-	DatapathVarUnusedVxlan        = "unused_vxlan"
+	DatapathMapCsumScratch           = "csum_scratch"
+	DatapathMapCt                    = "ct"
+	DatapathMapCtNew                 = "ct_new"
+	DatapathMapCtReleased            = "ct_released"
+	DatapathMapCtSourceScratch       = "ct_source_scratch"
+	DatapathMapCtSources             = "ct_sources"
+	DatapathMapEndpoints             = "endpoints"
+	DatapathMapEvents                = "events"
+	DatapathMapFibScratch            = "fib_scratch"
+	DatapathMapFrags                 = "frags"
+	DatapathMapHeldPorts             = "held_ports"
+	DatapathMapHostAddrs             = "host_addrs"
+	DatapathMapHostEchoes            = "host_echoes"
+	DatapathMapIcmpBudget            = "icmp_budget"
+	DatapathMapIfaces                = "ifaces"
+	DatapathMapMaglev                = "maglev"
+	DatapathMapMonitor               = "monitor"
+	DatapathMapMonitorBudget         = "monitor_budget"
+	DatapathMapNetworks              = "networks"
+	DatapathMapNewFlowScratch        = "new_flow_scratch"
+	DatapathMapOverlayPeers          = "overlay_peers"
+	DatapathMapOverlayVnis           = "overlay_vnis"
+	DatapathMapPublications          = "publications"
+	DatapathMapPublishedPorts        = "published_ports"
+	DatapathMapSkPeers               = "sk_peers"
+	DatapathMapSourceRanges          = "source_ranges"
+	DatapathMapStats                 = "stats"
+	DatapathMapSubnets               = "subnets"
+	DatapathMapUplinks               = "uplinks"
+	DatapathMapXdpTargets            = "xdp_targets"
+	DatapathVarUnusedCtFlag          = "unused_ct_flag"
+	DatapathVarUnusedCtState         = "unused_ct_state"
+	DatapathVarUnusedCtTimeouts      = "unused_ct_timeouts"
+	DatapathVarUnusedMaglevSize      = "unused_maglev_size"
+	DatapathVarUnusedMonitorEvent    = "unused_monitor_event"
+	DatapathVarUnusedMonitorType     = "unused_monitor_type"
+	DatapathVarUnusedProgram         = "unused_program"
+	DatapathVarUnusedPublicationFlag = "unused_publication_flag"
+	DatapathVarUnusedStatsSlots      = "unused_stats_slots"
+	DatapathVarUnusedVerdict         = "unused_verdict"
+	DatapathVarUnusedVxlan           = "unused_vxlan"
 )
 
 // LoadDatapath returns the embedded CollectionSpec for Datapath.
@@ -438,6 +468,7 @@ type DatapathMapSpecs struct {
 	HostEchoes      *ebpf.MapSpec `ebpf:"host_echoes"`
 	IcmpBudget      *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces          *ebpf.MapSpec `ebpf:"ifaces"`
+	Maglev          *ebpf.MapSpec `ebpf:"maglev"`
 	Monitor         *ebpf.MapSpec `ebpf:"monitor"`
 	MonitorBudget   *ebpf.MapSpec `ebpf:"monitor_budget"`
 	Networks        *ebpf.MapSpec `ebpf:"networks"`
@@ -458,15 +489,17 @@ type DatapathMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DatapathVariableSpecs struct {
-	UnusedCtFlag       *ebpf.VariableSpec `ebpf:"unused_ct_flag"`
-	UnusedCtState      *ebpf.VariableSpec `ebpf:"unused_ct_state"`
-	UnusedCtTimeouts   *ebpf.VariableSpec `ebpf:"unused_ct_timeouts"`
-	UnusedMonitorEvent *ebpf.VariableSpec `ebpf:"unused_monitor_event"`
-	UnusedMonitorType  *ebpf.VariableSpec `ebpf:"unused_monitor_type"`
-	UnusedProgram      *ebpf.VariableSpec `ebpf:"unused_program"`
-	UnusedStatsSlots   *ebpf.VariableSpec `ebpf:"unused_stats_slots"`
-	UnusedVerdict      *ebpf.VariableSpec `ebpf:"unused_verdict"`
-	UnusedVxlan        *ebpf.VariableSpec `ebpf:"unused_vxlan"`
+	UnusedCtFlag          *ebpf.VariableSpec `ebpf:"unused_ct_flag"`
+	UnusedCtState         *ebpf.VariableSpec `ebpf:"unused_ct_state"`
+	UnusedCtTimeouts      *ebpf.VariableSpec `ebpf:"unused_ct_timeouts"`
+	UnusedMaglevSize      *ebpf.VariableSpec `ebpf:"unused_maglev_size"`
+	UnusedMonitorEvent    *ebpf.VariableSpec `ebpf:"unused_monitor_event"`
+	UnusedMonitorType     *ebpf.VariableSpec `ebpf:"unused_monitor_type"`
+	UnusedProgram         *ebpf.VariableSpec `ebpf:"unused_program"`
+	UnusedPublicationFlag *ebpf.VariableSpec `ebpf:"unused_publication_flag"`
+	UnusedStatsSlots      *ebpf.VariableSpec `ebpf:"unused_stats_slots"`
+	UnusedVerdict         *ebpf.VariableSpec `ebpf:"unused_verdict"`
+	UnusedVxlan           *ebpf.VariableSpec `ebpf:"unused_vxlan"`
 }
 
 // DatapathObjects contains all objects after they have been loaded into the kernel.
@@ -504,6 +537,7 @@ type DatapathMaps struct {
 	HostEchoes      *ebpf.Map `ebpf:"host_echoes"`
 	IcmpBudget      *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces          *ebpf.Map `ebpf:"ifaces"`
+	Maglev          *ebpf.Map `ebpf:"maglev"`
 	Monitor         *ebpf.Map `ebpf:"monitor"`
 	MonitorBudget   *ebpf.Map `ebpf:"monitor_budget"`
 	Networks        *ebpf.Map `ebpf:"networks"`
@@ -537,6 +571,7 @@ func (m *DatapathMaps) Close() error {
 		m.HostEchoes,
 		m.IcmpBudget,
 		m.Ifaces,
+		m.Maglev,
 		m.Monitor,
 		m.MonitorBudget,
 		m.Networks,
@@ -558,15 +593,17 @@ func (m *DatapathMaps) Close() error {
 //
 // It can be passed to LoadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DatapathVariables struct {
-	UnusedCtFlag       *ebpf.Variable `ebpf:"unused_ct_flag"`
-	UnusedCtState      *ebpf.Variable `ebpf:"unused_ct_state"`
-	UnusedCtTimeouts   *ebpf.Variable `ebpf:"unused_ct_timeouts"`
-	UnusedMonitorEvent *ebpf.Variable `ebpf:"unused_monitor_event"`
-	UnusedMonitorType  *ebpf.Variable `ebpf:"unused_monitor_type"`
-	UnusedProgram      *ebpf.Variable `ebpf:"unused_program"`
-	UnusedStatsSlots   *ebpf.Variable `ebpf:"unused_stats_slots"`
-	UnusedVerdict      *ebpf.Variable `ebpf:"unused_verdict"`
-	UnusedVxlan        *ebpf.Variable `ebpf:"unused_vxlan"`
+	UnusedCtFlag          *ebpf.Variable `ebpf:"unused_ct_flag"`
+	UnusedCtState         *ebpf.Variable `ebpf:"unused_ct_state"`
+	UnusedCtTimeouts      *ebpf.Variable `ebpf:"unused_ct_timeouts"`
+	UnusedMaglevSize      *ebpf.Variable `ebpf:"unused_maglev_size"`
+	UnusedMonitorEvent    *ebpf.Variable `ebpf:"unused_monitor_event"`
+	UnusedMonitorType     *ebpf.Variable `ebpf:"unused_monitor_type"`
+	UnusedProgram         *ebpf.Variable `ebpf:"unused_program"`
+	UnusedPublicationFlag *ebpf.Variable `ebpf:"unused_publication_flag"`
+	UnusedStatsSlots      *ebpf.Variable `ebpf:"unused_stats_slots"`
+	UnusedVerdict         *ebpf.Variable `ebpf:"unused_verdict"`
+	UnusedVxlan           *ebpf.Variable `ebpf:"unused_vxlan"`
 }
 
 // DatapathPrograms contains all programs after they have been loaded into the kernel.

@@ -31,6 +31,7 @@ const (
 	EndpointMapHostEchoes      = "host_echoes"
 	EndpointMapIcmpBudget      = "icmp_budget"
 	EndpointMapIfaces          = "ifaces"
+	EndpointMapMaglev          = "maglev"
 	EndpointMapMonitor         = "monitor"
 	EndpointMapMonitorBudget   = "monitor_budget"
 	EndpointMapNetworks        = "networks"
@@ -120,6 +121,7 @@ type EndpointMapSpecs struct {
 	HostEchoes      *ebpf.MapSpec `ebpf:"host_echoes"`
 	IcmpBudget      *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces          *ebpf.MapSpec `ebpf:"ifaces"`
+	Maglev          *ebpf.MapSpec `ebpf:"maglev"`
 	Monitor         *ebpf.MapSpec `ebpf:"monitor"`
 	MonitorBudget   *ebpf.MapSpec `ebpf:"monitor_budget"`
 	Networks        *ebpf.MapSpec `ebpf:"networks"`
@@ -181,6 +183,7 @@ type EndpointMaps struct {
 	HostEchoes      *ebpf.Map `ebpf:"host_echoes"`
 	IcmpBudget      *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces          *ebpf.Map `ebpf:"ifaces"`
+	Maglev          *ebpf.Map `ebpf:"maglev"`
 	Monitor         *ebpf.Map `ebpf:"monitor"`
 	MonitorBudget   *ebpf.Map `ebpf:"monitor_budget"`
 	Networks        *ebpf.Map `ebpf:"networks"`
@@ -214,6 +217,7 @@ func (m *EndpointMaps) Close() error {
 		m.HostEchoes,
 		m.IcmpBudget,
 		m.Ifaces,
+		m.Maglev,
 		m.Monitor,
 		m.MonitorBudget,
 		m.Networks,

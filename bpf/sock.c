@@ -13,21 +13,30 @@
 
 #include "lib/types.h"
 #include "lib/maps.h"
+#include "lib/maglev.h"
 #include "lib/parse.h"
 #include "lib/verdict.h"
 
 /* Cookie of the dataplane's namespace, set by the loader. */
 volatile const __u64 netns_cookie = 0;
 
-/* host_published is the publication a connection of a host process to
- * addr:port reaches: one on that address of the host, or on every address
- * of its family. */
+/* host_published is where a connection of a host process to addr:port
+ * goes: the publication on that address of the host, or on every address
+ * of its family; for a balanced one, the backend its table names for the
+ * socket (by its cookie, as the source port is not chosen yet), so that
+ * host processes spread over the backends as clients outside do. */
 static __always_inline struct publication *host_published(struct bpf_sock_addr *ctx, const union addr *addr,
 							  __be16 port)
 {
+	struct publication_key key;
+	struct publication *pub;
+
 	if (!addr_is_loopback(addr) && !is_host_addr(addr))
 		return NULL;
-	return published(addr, port, ctx->protocol);
+	pub = published_at(&key, addr, port, ctx->protocol);
+	if (!pub)
+		return NULL;
+	return backend_of(&key, pub, cookie_hash(bpf_get_socket_cookie(ctx)));
 }
 
 /* remember records in the socket's storage that, asked for asked:asked_port,

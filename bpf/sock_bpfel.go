@@ -31,6 +31,7 @@ const (
 	SockMapHostEchoes        = "host_echoes"
 	SockMapIcmpBudget        = "icmp_budget"
 	SockMapIfaces            = "ifaces"
+	SockMapMaglev            = "maglev"
 	SockMapMonitor           = "monitor"
 	SockMapMonitorBudget     = "monitor_budget"
 	SockMapNetworks          = "networks"
@@ -131,6 +132,7 @@ type SockMapSpecs struct {
 	HostEchoes      *ebpf.MapSpec `ebpf:"host_echoes"`
 	IcmpBudget      *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces          *ebpf.MapSpec `ebpf:"ifaces"`
+	Maglev          *ebpf.MapSpec `ebpf:"maglev"`
 	Monitor         *ebpf.MapSpec `ebpf:"monitor"`
 	MonitorBudget   *ebpf.MapSpec `ebpf:"monitor_budget"`
 	Networks        *ebpf.MapSpec `ebpf:"networks"`
@@ -189,6 +191,7 @@ type SockMaps struct {
 	HostEchoes      *ebpf.Map `ebpf:"host_echoes"`
 	IcmpBudget      *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces          *ebpf.Map `ebpf:"ifaces"`
+	Maglev          *ebpf.Map `ebpf:"maglev"`
 	Monitor         *ebpf.Map `ebpf:"monitor"`
 	MonitorBudget   *ebpf.Map `ebpf:"monitor_budget"`
 	Networks        *ebpf.Map `ebpf:"networks"`
@@ -222,6 +225,7 @@ func (m *SockMaps) Close() error {
 		m.HostEchoes,
 		m.IcmpBudget,
 		m.Ifaces,
+		m.Maglev,
 		m.Monitor,
 		m.MonitorBudget,
 		m.Networks,

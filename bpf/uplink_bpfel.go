@@ -31,6 +31,7 @@ const (
 	UplinkMapHostEchoes      = "host_echoes"
 	UplinkMapIcmpBudget      = "icmp_budget"
 	UplinkMapIfaces          = "ifaces"
+	UplinkMapMaglev          = "maglev"
 	UplinkMapMonitor         = "monitor"
 	UplinkMapMonitorBudget   = "monitor_budget"
 	UplinkMapNetworks        = "networks"
@@ -118,6 +119,7 @@ type UplinkMapSpecs struct {
 	HostEchoes      *ebpf.MapSpec `ebpf:"host_echoes"`
 	IcmpBudget      *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces          *ebpf.MapSpec `ebpf:"ifaces"`
+	Maglev          *ebpf.MapSpec `ebpf:"maglev"`
 	Monitor         *ebpf.MapSpec `ebpf:"monitor"`
 	MonitorBudget   *ebpf.MapSpec `ebpf:"monitor_budget"`
 	Networks        *ebpf.MapSpec `ebpf:"networks"`
@@ -179,6 +181,7 @@ type UplinkMaps struct {
 	HostEchoes      *ebpf.Map `ebpf:"host_echoes"`
 	IcmpBudget      *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces          *ebpf.Map `ebpf:"ifaces"`
+	Maglev          *ebpf.Map `ebpf:"maglev"`
 	Monitor         *ebpf.Map `ebpf:"monitor"`
 	MonitorBudget   *ebpf.Map `ebpf:"monitor_budget"`
 	Networks        *ebpf.Map `ebpf:"networks"`
@@ -212,6 +215,7 @@ func (m *UplinkMaps) Close() error {
 		m.HostEchoes,
 		m.IcmpBudget,
 		m.Ifaces,
+		m.Maglev,
 		m.Monitor,
 		m.MonitorBudget,
 		m.Networks,

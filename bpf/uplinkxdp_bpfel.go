@@ -31,6 +31,7 @@ const (
 	UplinkXDPMapHostEchoes      = "host_echoes"
 	UplinkXDPMapIcmpBudget      = "icmp_budget"
 	UplinkXDPMapIfaces          = "ifaces"
+	UplinkXDPMapMaglev          = "maglev"
 	UplinkXDPMapMonitor         = "monitor"
 	UplinkXDPMapMonitorBudget   = "monitor_budget"
 	UplinkXDPMapNetworks        = "networks"
@@ -116,6 +117,7 @@ type UplinkXDPMapSpecs struct {
 	HostEchoes      *ebpf.MapSpec `ebpf:"host_echoes"`
 	IcmpBudget      *ebpf.MapSpec `ebpf:"icmp_budget"`
 	Ifaces          *ebpf.MapSpec `ebpf:"ifaces"`
+	Maglev          *ebpf.MapSpec `ebpf:"maglev"`
 	Monitor         *ebpf.MapSpec `ebpf:"monitor"`
 	MonitorBudget   *ebpf.MapSpec `ebpf:"monitor_budget"`
 	Networks        *ebpf.MapSpec `ebpf:"networks"`
@@ -177,6 +179,7 @@ type UplinkXDPMaps struct {
 	HostEchoes      *ebpf.Map `ebpf:"host_echoes"`
 	IcmpBudget      *ebpf.Map `ebpf:"icmp_budget"`
 	Ifaces          *ebpf.Map `ebpf:"ifaces"`
+	Maglev          *ebpf.Map `ebpf:"maglev"`
 	Monitor         *ebpf.Map `ebpf:"monitor"`
 	MonitorBudget   *ebpf.Map `ebpf:"monitor_budget"`
 	Networks        *ebpf.Map `ebpf:"networks"`
@@ -210,6 +213,7 @@ func (m *UplinkXDPMaps) Close() error {
 		m.HostEchoes,
 		m.IcmpBudget,
 		m.Ifaces,
+		m.Maglev,
 		m.Monitor,
 		m.MonitorBudget,
 		m.Networks,

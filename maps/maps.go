@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -95,7 +96,14 @@ type Publication struct {
 	// Sources are who may open flows to it; none: everyone, or the
 	// daemon's default (Desired.DefaultSources).
 	Sources Sources
+	// Backends, when not nil, make it a balanced publication (publish
+	// --balance): its new flows are spread over them (maglevTable), and
+	// Addr and Port are unused.
+	Backends []Backend
 }
+
+// Balanced reports whether p is a balanced publication.
+func (p Publication) Balanced() bool { return p.Backends != nil }
 
 // addr16 gives an address as the datapath holds it (union addr): IPv6 as it
 // is, IPv4 v4-mapped. An invalid address gives ::.
@@ -195,7 +203,58 @@ func publicationKey(p Publication) bpf.DatapathPublicationKey {
 }
 
 func publicationValue(p Publication) bpf.DatapathPublication {
+	if p.Balanced() {
+		return bpf.DatapathPublication{Flags: uint8(bpf.DatapathPublicationFlagPUBLICATION_BALANCED)}
+	}
 	return bpf.DatapathPublication{Addr: addr16(p.Addr), Port: be16(p.Port)}
+}
+
+func balanced(v bpf.DatapathPublication) bool {
+	return v.Flags&uint8(bpf.DatapathPublicationFlagPUBLICATION_BALANCED) != 0
+}
+
+// publicationTable gives p's maglev table, when p is balanced.
+func publicationTable(p Publication) (*bpf.DatapathMaglevTable, error) {
+	if !p.Balanced() {
+		return nil, nil
+	}
+	t, err := maglevTable(p.Backends)
+	if err != nil {
+		return nil, fmt.Errorf("publish %s:%d: %w", p.HostAddr, p.HostPort, err)
+	}
+	return &t, nil
+}
+
+// targetsOf gives the sandbox ports the publication of key, whose value
+// is v, leads to: v's, or a balanced one's backends as its table has them.
+func (m *Maps) targetsOf(key bpf.DatapathPublicationKey, v bpf.DatapathPublication) ([]bpf.DatapathTargetKey, error) {
+	if !balanced(v) {
+		return []bpf.DatapathTargetKey{targetKey(v, key.Proto)}, nil
+	}
+	var t bpf.DatapathMaglevTable
+	if err := m.m.Maglev.Lookup(key, &t); err != nil {
+		return nil, ignoreMissing(err)
+	}
+	return tableTargets(&t, key.Proto), nil
+}
+
+func tableTargets(t *bpf.DatapathMaglevTable, proto uint8) []bpf.DatapathTargetKey {
+	var out []bpf.DatapathTargetKey
+	for _, b := range t.Backend {
+		if b.Port != 0 {
+			out = append(out, targetKey(b, proto))
+		}
+	}
+	return out
+}
+
+// countTargets adds delta to the counts of targets in published_ports.
+func (m *Maps) countTargets(targets []bpf.DatapathTargetKey, delta int) error {
+	var errs []error
+	for _, k := range targets {
+		errs = append(errs, addCount(m.m.PublishedPorts, k, delta))
+	}
+	return errors.Join(errs...)
 }
 
 // check refuses a network whose subnets are not of their families.
@@ -279,11 +338,17 @@ func (m *Maps) DeleteEndpoint(addr netip.Addr) error {
 }
 
 // PutPublication adds or updates a published port, and counts the
-// sandbox port it leads to in published_ports and the host port it holds
-// in held_ports.
+// sandbox ports it leads to in published_ports and the host port it holds
+// in held_ports. A balanced publication's table is written before it, and
+// replaced whole when its backends change: new flows go by the new table
+// at once, and the flows of a backend no longer in it go on.
 func (m *Maps) PutPublication(p Publication) error {
 	key := publicationKey(p)
 	v := publicationValue(p)
+	table, err := publicationTable(p)
+	if err != nil {
+		return err
+	}
 	// Its lists before it: its first flow is checked. A publication that
 	// fails takes them back.
 	lists := sourceEntries(key, p.Sources)
@@ -297,45 +362,95 @@ func (m *Maps) PutPublication(p Publication) error {
 		}
 	}()
 	var old bpf.DatapathPublication
-	added := false
+	var oldTargets []bpf.DatapathTargetKey
 	switch err := m.m.Publications.Lookup(key, &old); {
-	case err == nil && old == v:
-		published = true
-		return nil
 	case err == nil:
-		// The host port stays held; only where it leads changes.
-		if err := addCount(m.m.PublishedPorts, targetKey(old, key.Proto), -1); err != nil {
-			return err
+		if oldTargets, err = m.targetsOf(key, old); err != nil {
+			return fmt.Errorf("publish %s:%d: %w", p.HostAddr, p.HostPort, err)
 		}
 	case !errors.Is(err, ebpf.ErrKeyNotExist):
 		return fmt.Errorf("publish %s:%d: %w", p.HostAddr, p.HostPort, err)
-	default:
-		// Held before the datapath takes its traffic, so no host process
-		// binds it in between.
-		if err := addCount(m.m.HeldPorts, heldPortKey(key), 1); err != nil {
+	}
+	newTargets := []bpf.DatapathTargetKey{targetKey(v, key.Proto)}
+	if table != nil {
+		newTargets = tableTargets(table, key.Proto)
+	}
+	if oldTargets != nil && old == v && slices.Equal(oldTargets, newTargets) {
+		published = true
+		return nil
+	}
+	// held_ports counts a publication once per sandbox port it leads to
+	// (a balanced one's backends), as its records do. More are held
+	// before the datapath takes the port's traffic, so no host process
+	// binds it in between; fewer after.
+	more := len(newTargets) - len(oldTargets)
+	if more > 0 {
+		if err := addCount(m.m.HeldPorts, heldPortKey(key), more); err != nil {
 			return err
 		}
-		added = true
 	}
-	if err := m.m.Publications.Put(key, v); err != nil {
+	if err := m.putPublication(key, v, table); err != nil {
 		err = fmt.Errorf("publish %s:%d: %w", p.HostAddr, p.HostPort, err)
-		if added {
-			err = errors.Join(err, addCount(m.m.HeldPorts, heldPortKey(key), -1))
+		if more > 0 {
+			err = errors.Join(err, addCount(m.m.HeldPorts, heldPortKey(key), -more))
 		}
 		return err
 	}
 	published = true
-	return addCount(m.m.PublishedPorts, targetKey(v, key.Proto), 1)
+	errs := []error{m.countTargets(oldTargets, -1), m.countTargets(newTargets, 1)}
+	if more < 0 {
+		errs = append(errs, addCount(m.m.HeldPorts, heldPortKey(key), more))
+	}
+	return errors.Join(errs...)
+}
+
+// putPublication writes a publication and its table (nil: none, and an
+// old one goes after it).
+func (m *Maps) putPublication(key bpf.DatapathPublicationKey, v bpf.DatapathPublication, table *bpf.DatapathMaglevTable) error {
+	if table != nil {
+		if err := m.m.Maglev.Put(key, table); err != nil {
+			return err
+		}
+	}
+	if err := m.m.Publications.Put(key, v); err != nil {
+		return err
+	}
+	if table == nil {
+		return ignoreMissing(m.m.Maglev.Delete(key))
+	}
+	return nil
 }
 
 // HasPublication reports whether the datapath publishes p as p says.
 func (m *Maps) HasPublication(p Publication) (bool, error) {
 	var v bpf.DatapathPublication
-	err := m.m.Publications.Lookup(publicationKey(p), &v)
+	key := publicationKey(p)
+	err := m.m.Publications.Lookup(key, &v)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return false, nil
 	}
-	return err == nil && v == publicationValue(p), err
+	if err != nil || v != publicationValue(p) {
+		return false, err
+	}
+	want, err := publicationTable(p)
+	if err != nil || want == nil {
+		return err == nil, err
+	}
+	var have bpf.DatapathMaglevTable
+	if err := m.m.Maglev.Lookup(key, &have); err != nil {
+		return false, ignoreMissing(err)
+	}
+	return have == *want, nil
+}
+
+// Backends lists the backends the datapath has for balanced publication
+// p, in its table's order.
+func (m *Maps) Backends(p Publication) ([]Backend, error) {
+	var t bpf.DatapathMaglevTable
+	if err := m.m.Maglev.Lookup(publicationKey(p), &t); err != nil {
+		return nil, ignoreMissing(err)
+	}
+	return tableBackends(t), nil
 }
 
 // DeletePublications removes published ports; missing ones are fine. Their
@@ -350,12 +465,17 @@ func (m *Maps) DeletePublications(pubs ...Publication) error {
 			errs = append(errs, ignoreMissing(err))
 			continue
 		}
+		targets, err := m.targetsOf(key, old)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		if err := m.m.Publications.Delete(key); err != nil {
 			errs = append(errs, ignoreMissing(err))
 			continue
 		}
-		errs = append(errs, addCount(m.m.PublishedPorts, targetKey(old, key.Proto), -1),
-			addCount(m.m.HeldPorts, heldPortKey(key), -1), m.putSources(nil, sourceEntries(key, p.Sources)))
+		errs = append(errs, ignoreMissing(m.m.Maglev.Delete(key)), m.countTargets(targets, -1),
+			addCount(m.m.HeldPorts, heldPortKey(key), -max(len(targets), 1)), m.putSources(nil, sourceEntries(key, p.Sources)))
 	}
 	return errors.Join(errs...)
 }
@@ -453,6 +573,7 @@ type SyncPlan struct {
 	endpoints entryPlan[bpf.DatapathAddr, bpf.DatapathEndpointInfo]
 	held      entryPlan[bpf.DatapathHeldPortKey, uint32]
 	pubs      entryPlan[bpf.DatapathPublicationKey, bpf.DatapathPublication]
+	maglev    entryPlan[bpf.DatapathPublicationKey, bpf.DatapathMaglevTable]
 	published entryPlan[bpf.DatapathTargetKey, uint32]
 	sources   entryPlan[bpf.DatapathSourceKey, bpf.DatapathSourceAction]
 	// want is what the plan makes the maps hold: the counts of a port
@@ -469,6 +590,7 @@ type contents struct {
 	endpoints map[bpf.DatapathAddr]bpf.DatapathEndpointInfo
 	held      map[bpf.DatapathHeldPortKey]uint32
 	pubs      map[bpf.DatapathPublicationKey]bpf.DatapathPublication
+	maglev    map[bpf.DatapathPublicationKey]bpf.DatapathMaglevTable
 	published map[bpf.DatapathTargetKey]uint32
 	sources   map[bpf.DatapathSourceKey]bpf.DatapathSourceAction
 }
@@ -478,7 +600,7 @@ func contentsOf(d Desired) (contents, error) {
 		ifaces: map[uint32]bpf.DatapathIfaceInfo{}, targets: map[uint32]uint32{},
 		endpoints: map[bpf.DatapathAddr]bpf.DatapathEndpointInfo{}, held: map[bpf.DatapathHeldPortKey]uint32{},
 		pubs: map[bpf.DatapathPublicationKey]bpf.DatapathPublication{}, published: map[bpf.DatapathTargetKey]uint32{},
-		sources: defaultSourceEntries(d.DefaultSources)}
+		maglev: map[bpf.DatapathPublicationKey]bpf.DatapathMaglevTable{}, sources: defaultSourceEntries(d.DefaultSources)}
 	for _, n := range d.Networks {
 		if err := n.check(); err != nil {
 			return contents{}, err
@@ -500,8 +622,20 @@ func contentsOf(d Desired) (contents, error) {
 	for _, p := range d.Publications {
 		key, v := publicationKey(p), publicationValue(p)
 		c.pubs[key] = v
-		c.published[targetKey(v, key.Proto)]++
-		c.held[heldPortKey(key)]++
+		table, err := publicationTable(p)
+		switch {
+		case err != nil:
+			return contents{}, err
+		case table != nil:
+			c.maglev[key] = *table
+			for _, t := range tableTargets(table, key.Proto) {
+				c.published[t]++
+				c.held[heldPortKey(key)]++ // once per backend, as PutPublication counts
+			}
+		default:
+			c.published[targetKey(v, key.Proto)]++
+			c.held[heldPortKey(key)]++
+		}
 		maps.Copy(c.sources, sourceEntries(key, p.Sources))
 	}
 	return c, nil
@@ -526,6 +660,7 @@ func (m *Maps) PlanSync(d Desired) (SyncPlan, error) {
 		endpoints: planEntries(m.m.Endpoints, want.endpoints, nil, &errs),
 		held:      planEntries(m.m.HeldPorts, want.held, nil, &errs),
 		pubs:      planEntries(m.m.Publications, want.pubs, nil, &errs),
+		maglev:    planEntries(m.m.Maglev, want.maglev, nil, &errs),
 		published: planEntries(m.m.PublishedPorts, want.published, nil, &errs),
 		sources:   planEntries(m.m.SourceRanges, want.sources, nil, &errs),
 	}
@@ -564,7 +699,10 @@ func (m *Maps) ApplySync(p SyncPlan, changed Changed) (int, error) {
 		// publication is never open without its lists.
 		count(p.held.applyCounts(p.want.held, then.held, now.held)),
 		count(p.sources.applyPuts(hasEither(then.sources, now.sources))),
+		// A balanced publication's table before it, and gone after it.
+		count(p.maglev.applyPuts(hasEither(then.maglev, now.maglev))),
 		count(p.pubs.apply(hasEither(then.pubs, now.pubs))),
+		count(p.maglev.applyDeletes(hasEither(then.maglev, now.maglev))),
 		count(p.published.applyCounts(p.want.published, then.published, now.published)),
 		count(p.sources.applyDeletes(hasEither(then.sources, now.sources))),
 	}
@@ -574,7 +712,7 @@ func (m *Maps) ApplySync(p SyncPlan, changed Changed) (int, error) {
 // Writes counts the entries the plan writes or deletes.
 func (p SyncPlan) Writes() int {
 	return p.networks.writes() + p.subnets.writes() + p.ifaces.writes() + p.targets.writes() +
-		p.endpoints.writes() + p.held.writes() + p.pubs.writes() + p.published.writes() + p.sources.writes()
+		p.endpoints.writes() + p.held.writes() + p.pubs.writes() + p.maglev.writes() + p.published.writes() + p.sources.writes()
 }
 
 // entryPlan is the writes that make one map hold what was wanted of it.
@@ -888,7 +1026,7 @@ type Fill struct {
 func (m *Maps) Fills() ([]Fill, error) {
 	var out []Fill
 	for _, mp := range []*ebpf.Map{m.m.Ifaces, m.m.Endpoints, m.m.Networks, m.m.Subnets,
-		m.m.Publications, m.m.PublishedPorts, m.m.HeldPorts, m.m.HostAddrs, m.m.Uplinks, m.m.Ct, m.m.CtNew,
+		m.m.Publications, m.m.Maglev, m.m.PublishedPorts, m.m.HeldPorts, m.m.HostAddrs, m.m.Uplinks, m.m.Ct, m.m.CtNew,
 		m.m.OverlayVnis, m.m.OverlayPeers} {
 		n, err := count(mp)
 		if err != nil {

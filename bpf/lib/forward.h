@@ -515,7 +515,7 @@ static __noinline int masquerade_claim(struct __sk_buff *skb, const struct packe
 
 	if (uplink_source(skb, &p->flow.saddr, &p->flow.daddr, &src) < 0)
 		return -1;
-	if (port_search_init(&s, PROGRAM_FROM_CONTAINER) < 0)
+	if (!port_search_init(&s, PROGRAM_FROM_CONTAINER))
 		return VERDICT_DROP_NO_NAT_PORT;
 	/* A reset of no flow would leave with the sandbox's own address. */
 	if (ct_prepare(s.nf, p, skb->ifindex, 0, 0, 0) < 0)

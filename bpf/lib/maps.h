@@ -64,6 +64,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } publications SEC(".maps");
 
+/* The backends of balanced publications and their lookup tables, keyed
+ * by the publication's key (struct maglev_table). Values are 5 KB:
+ * allocated as publications are balanced, not up front. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct publication_key);
+	__type(value, struct maglev_table);
+	__uint(max_entries, 8192);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} maglev SEC(".maps");
+
 /* Who may open flows to a published port: the most specific prefix of the
  * publication's own lists decides, or of the daemon's default lists for a
  * publication without any (struct source_key).
@@ -242,7 +254,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
-	__type(value, struct ct_new_flow);
+	__type(value, struct new_flow_scratch);
 	__uint(max_entries, 1);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } new_flow_scratch SEC(".maps");
@@ -348,24 +360,24 @@ static __always_inline struct publication *published(const union addr *addr, __b
 	return published_at(&key, addr, port, proto);
 }
 
-/* source_refused reports whether the source of flow f, new to a published
- * port, may not open it: the publication's own lists decide, or the
- * daemon's default when it has none; no list at all lets everyone in. It
- * finds the publication again, in a frame of its own, to keep the
- * caller's stack small. */
-static __noinline __attribute__((unused)) int source_refused(const struct flow *f)
+/* source_refused reports whether client saddr, opening a new flow to a
+ * published port, may not: the publication's own lists decide, or the
+ * daemon's default when it has none; no list at all lets everyone in.
+ * key->pub holds the publication's key (published_at's), and key is where
+ * the lookups are made: a per-CPU scratch's (new_flow_scratch.source), off the
+ * caller's stack. It leaves key->pub the key of the lists that decided. */
+static __noinline __attribute__((unused)) int source_refused(struct source_key *key, const union addr *saddr)
 {
-	struct source_key key = { .prefixlen = 8 * (sizeof(key) - sizeof(key.prefixlen)), .addr = f->saddr };
 	enum source_action *action;
 
-	if (!published_at(&key.pub, &f->daddr, f->dport, f->proto))
-		return 0;
-	action = bpf_map_lookup_elem(&source_ranges, &key);
+	key->prefixlen = 8 * (sizeof(*key) - sizeof(key->prefixlen));
+	key->addr = *saddr;
+	action = bpf_map_lookup_elem(&source_ranges, key);
 	if (!action) {
-		__builtin_memset(&key.pub, 0, sizeof(key.pub));
-		if (addr_is_v4(&f->saddr))
-			key.pub.addr.w[2] = bpf_htonl(0xffff);
-		action = bpf_map_lookup_elem(&source_ranges, &key);
+		__builtin_memset(&key->pub, 0, sizeof(key->pub));
+		if (addr_is_v4(saddr))
+			key->pub.addr.w[2] = bpf_htonl(0xffff);
+		action = bpf_map_lookup_elem(&source_ranges, key);
 	}
 	return action && *action == SOURCE_DENY;
 }

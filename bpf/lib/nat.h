@@ -12,6 +12,7 @@
 #include "verdict.h"
 #include "conntrack.h"
 #include "ctx.h"
+#include "maglev.h"
 
 /* The NAT port range, set by the loader. It sits above the kernel's default
  * ephemeral range (the daemon refuses one that overlaps the host's), so
@@ -104,27 +105,46 @@ static __noinline int rewrite(struct ctx_buff *ctx, const struct packet *p, cons
 	return rewrite_port(ctx, p, p->l4_off + 2, p->flow.dport, to->dport);
 }
 
+/* leads_to reports whether the publication of host:port still leads to
+ * addr:to_port: a balanced one leads to every backend it had, so that a
+ * backend taken out of its table (for new flows) keeps its flows until
+ * they end; its endpoint's removal flushes them. */
+static __always_inline int leads_to(const union addr *host, __be16 port, __u8 proto, const union addr *addr,
+				    __be16 to_port)
+{
+	struct publication *pub = published(host, port, proto);
+
+	return pub && ((pub->flags & PUBLICATION_BALANCED) || (addr_eq(&pub->addr, addr) && pub->port == to_port));
+}
+
 /* ct_current reports whether conntrack entry e (key f) still holds: an
  * entry a publication made holds while that publication leads where it
- * did. When it does not, the flow goes, and its packets are treated as
- * new. */
+ * did (leads_to). When it does not, the flow goes, and its packets are
+ * treated as new. */
 static __always_inline int ct_current(const struct flow *f, const struct ct_entry *e, int assured)
 {
-	struct publication *pub;
-
-	if (e->flags & CT_PUBLISHED_IN) {
-		pub = published(&f->daddr, f->dport, f->proto);
-		if (pub && addr_eq(&pub->addr, &e->nat.daddr) && pub->port == e->nat.dport)
-			return 1;
-	} else if (e->flags & CT_PUBLISHED_OUT) {
-		pub = published(&e->nat.saddr, e->nat.sport, f->proto);
-		if (pub && addr_eq(&pub->addr, &f->saddr) && pub->port == f->sport)
-			return 1;
-	} else {
-		return 1;
-	}
+	if ((e->flags & CT_PUBLISHED_IN) && !leads_to(&f->daddr, f->dport, f->proto, &e->nat.daddr, e->nat.dport))
+		goto stale;
+	if ((e->flags & CT_PUBLISHED_OUT) && !leads_to(&e->nat.saddr, e->nat.sport, f->proto, &f->saddr, f->sport))
+		goto stale;
+	return 1;
+stale:
 	ct_forget(f, e, assured);
 	return 0;
+}
+
+/* flow_refused reports whether the source of flow f, new to a published
+ * port, may not open it (source_refused), with this CPU's scratch for
+ * the lookups. */
+static __noinline int flow_refused(const struct flow *f)
+{
+	struct new_flow_scratch *sc;
+	__u32 zero = 0;
+
+	sc = bpf_map_lookup_elem(&new_flow_scratch, &zero);
+	if (!sc || !published_at(&sc->source.pub, &f->daddr, f->dport, f->proto))
+		return 0;
+	return source_refused(&sc->source, &f->saddr);
 }
 
 /* reopen_refused reports whether packet p, a new connection on the tuple
@@ -136,7 +156,7 @@ static __always_inline int reopen_refused(const struct packet *p, const struct c
 {
 	return (e->flags & CT_PUBLISHED_IN) && !(e->flags & CT_REPLY) && p->flow.proto == IPPROTO_TCP &&
 	       (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN &&
-	       (e->state == CT_TCP_TIME_WAIT || e->state == CT_TCP_CLOSE) && source_refused(&p->flow);
+	       (e->state == CT_TCP_TIME_WAIT || e->state == CT_TCP_CLOSE) && flow_refused(&p->flow);
 }
 
 /* ct_lookup_current finds the entry of a flow (key) conntrack knows and
@@ -264,14 +284,19 @@ struct port_search {
 	enum program prog;
 };
 
-/* port_search_init starts a search in this CPU's scratch space. */
-static __always_inline int port_search_init(struct port_search *s, enum program prog)
+/* port_search_init starts a search in this CPU's scratch space, which
+ * it returns (NULL: none). */
+static __always_inline struct new_flow_scratch *port_search_init(struct port_search *s, enum program prog)
 {
+	struct new_flow_scratch *sc;
 	__u32 zero = 0;
 
-	s->nf = bpf_map_lookup_elem(&new_flow_scratch, &zero);
+	sc = bpf_map_lookup_elem(&new_flow_scratch, &zero);
+	if (!sc)
+		return NULL;
+	s->nf = &sc->nf;
 	s->prog = prog;
-	return s->nf ? 0 : -1;
+	return sc;
 }
 
 /* port_held reports whether a publication has the translated flow's
@@ -404,27 +429,21 @@ static __always_inline int host_socket_owns(struct ctx_buff *ctx, const struct p
 	return host_socket(ctx, &p->flow, 1);
 }
 
-/* dnat_claim creates the conntrack entries of a new flow to a published
- * host address and port, when it is one, and gives the flow it is
- * translated to; ifindex is where it came in. snat_to, when given, also
- * masquerades the source (for a sandbox reaching its own published port).
- * When the reply tuple is taken (two publications lead to one sandbox
- * port, and one client port reaches both), the client's port is
- * translated too, as netfilter does. It returns 0 when claimed, -1 when
- * the packet is no new flow to a publication, or the verdict to drop it
- * with. Claiming and delivering are two frames, so that the search's
- * state is off the stack by the time deliver needs it. */
-static __noinline int dnat_claim(struct ctx_buff *ctx, const struct packet *p, enum program prog, __u32 ifindex,
-				 const union addr *snat_to, struct flow *to)
+/* dnat_backend finds where p, a new flow to a published host address
+ * and port, goes when it is one, into sc->backend: the publication's
+ * sandbox, or for a balanced one the backend its table names for the
+ * flow's tuple (backend_of). ifindex is where it came in (0: outside).
+ * It returns 0 when found, -1 when the packet is no new flow to a
+ * publication, or the verdict to drop it with. A frame of its own, off
+ * the NAT port search's path. */
+static __noinline int dnat_backend(struct ctx_buff *ctx, const struct packet *p, __u32 ifindex,
+				   struct new_flow_scratch *sc)
 {
 	struct publication *pub;
-	struct endpoint_info *ep;
-	struct port_search s;
-	int host_side = 0;
 
 	if (!p->has_ports || is_icmp(p->flow.proto))
 		return -1;
-	pub = published(&p->flow.daddr, p->flow.dport, p->flow.proto);
+	pub = published_at(&sc->source.pub, &p->flow.daddr, p->flow.dport, p->flow.proto);
 	if (!pub || host_socket_owns(ctx, p))
 		return -1;
 	/* No neighbour beyond an uplink sends from these: a reply to one would
@@ -435,13 +454,46 @@ static __noinline int dnat_claim(struct ctx_buff *ctx, const struct packet *p, e
 	if (!ifindex && (addr_is_martian_source(&p->flow.saddr) || is_host_addr(&p->flow.saddr) ||
 			 network_of(&p->flow.saddr) || (p->v6 && addr_is_link_local(&p->flow.saddr))))
 		return VERDICT_DROP_MARTIAN_SOURCE;
-	if (source_refused(&p->flow))
+	/* The backend before the lists, which leave the key the lists'. */
+	pub = backend_of(&sc->source.pub, pub, flow_hash(&p->flow));
+	if (!pub)
+		return VERDICT_DROP_NO_ROUTE;
+	sc->backend = *pub;
+	if (source_refused(&sc->source, &p->flow.saddr))
 		return VERDICT_DROP_SOURCE_RANGE;
+	return 0;
+}
+
+/* dnat_claim creates the conntrack entries of a new flow to a published
+ * host address and port, when it is one, and gives the flow it is
+ * translated to, to the backend dnat_backend finds; ifindex is where it
+ * came in. snat_to, when given, also masquerades the source (for a
+ * sandbox reaching its own published port). When the reply tuple is
+ * taken (two publications lead to one sandbox port, and one client port
+ * reaches both), the client's port is translated too, as netfilter does.
+ * It returns 0 when claimed, -1 when the packet is no new flow to a
+ * publication, or the verdict to drop it with. Claiming and delivering
+ * are two frames, so that the search's state is off the stack by the
+ * time deliver needs it. */
+static __noinline int dnat_claim(struct ctx_buff *ctx, const struct packet *p, enum program prog, __u32 ifindex,
+				 const union addr *snat_to, struct flow *to)
+{
+	struct new_flow_scratch *sc;
+	struct publication *pub;
+	struct endpoint_info *ep;
+	struct port_search s;
+	int host_side = 0, rc;
+
+	sc = port_search_init(&s, prog);
+	if (!sc)
+		return -1;
+	rc = dnat_backend(ctx, p, ifindex, sc);
+	if (rc)
+		return rc;
+	pub = &sc->backend;
 	ep = bpf_map_lookup_elem(&endpoints, &pub->addr);
 	if (!ep)
 		return VERDICT_DROP_NO_ROUTE;
-	if (port_search_init(&s, prog) < 0)
-		return VERDICT_DROP_NO_NAT_PORT;
 	if (ct_prepare(s.nf, p, ifindex, ep->ifindex, CT_PUBLISHED_IN, CT_PUBLISHED_OUT) < 0)
 		return -1; /* a reset of no flow: the host's to answer */
 	s.nf->fwd.nat.daddr = pub->addr;

@@ -190,12 +190,45 @@ enum source_action {
 	SOURCE_DENY = 2,
 };
 
-/* Value of the publications map: where the port leads. */
+/* Marks of a publication. */
+enum publication_flag {
+	/* Several sandboxes share the port (publish --balance): the maglev
+	 * map's table for the publication's key says which one a new flow
+	 * goes to, and addr and port are unused. */
+	PUBLICATION_BALANCED = 1 << 0,
+};
+
+/* Value of the publications map: where the port leads. A balanced
+ * publication's backends are of this type too, in its maglev table. */
 struct publication {
 	union addr addr;
 	__be16 port;
-	__u8 pad[2];
+	__u8 flags; /* enum publication_flag bits */
+	__u8 pad;
 };
+
+/* The size of a balanced publication's table: MAGLEV_SLOTS slots (a
+ * prime, as Maglev asks), each naming one of at most MAGLEV_BACKENDS
+ * backends. Slots are a hundred times the backends of a publication of
+ * up to 40, so that each backend's share is within 1% of its due, and
+ * removing one moves few flows of the others (Eisenbud et al., NSDI
+ * 2016). */
+enum maglev_size {
+	MAGLEV_SLOTS = 4093,
+	MAGLEV_BACKENDS = 64,
+};
+
+/* Value of the maglev map, keyed by a balanced publication's key: its
+ * backends (a backend that left is zero, and no slot names it) and the
+ * lookup table, from a hash of a new flow's tuple (flow_hash) modulo
+ * MAGLEV_SLOTS to the index of its backend. The control plane builds the
+ * table; the datapath only reads it. */
+struct maglev_table {
+	struct publication backend[MAGLEV_BACKENDS];
+	__u8 slot[MAGLEV_SLOTS];
+	__u8 pad[3];
+};
+_Static_assert(MAGLEV_BACKENDS <= 256, "a slot is one byte");
 
 /* Value of the uplinks map, keyed by ifindex: the addresses flows leaving
  * through the uplink are masqueraded to, per family (zero: none). */
@@ -295,6 +328,16 @@ struct ct_new_flow {
 	struct ct_entry fwd;   /* its entry: fwd.nat is what orig is rewritten to */
 	struct ct_entry rev;   /* the reply direction's entry, less what ct_claim fills in */
 	struct flow reply;     /* ct_claim's: the reply direction's key (off the tight stack) */
+};
+
+/* Value of new_flow_scratch: a flow being created, and for one to a
+ * publication, the publication's key, the key source_refused looks the
+ * client up by in source_ranges and the backend chosen (off the tight
+ * stack too). */
+struct new_flow_scratch {
+	struct ct_new_flow nf;
+	struct source_key source;
+	struct publication backend;
 };
 
 /* The per-CPU budget of ICMP errors the datapath sends, a token bucket

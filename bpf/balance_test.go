@@ -1,0 +1,222 @@
+package bpf_test
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/ebpfnet/ebpfnet/bpf"
+	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/maps"
+)
+
+// balancedBed is a bed with three sandboxes that share host port 8080
+// (publish --balance), each reachable by XDP too.
+func balancedBed(t *testing.T) (*natbed, []netip.Addr, maps.Publication) {
+	t.Helper()
+	nb := newNATBed(t)
+	backends := []netip.Addr{webAddr}
+	nb.xdpTargets(t, netip.Addr{})
+	for _, a := range []netip.Addr{netip.MustParseAddr("172.17.0.3"), netip.MustParseAddr("172.17.0.4")} {
+		ep := nb.addEndpoint(t, a)
+		must(t, namespace.Do(nb.ns, func() error { // the devmap names interfaces of its namespace
+			return nb.maps.PutIface(maps.Iface{Ifindex: uint32(ep.ifindex), Network: bridgeNet.Index, Addr: a, XDPTarget: true})
+		}))
+		backends = append(backends, a)
+	}
+	pub := maps.Publication{HostPort: 8080, Proto: 6}
+	for _, a := range backends {
+		pub.Backends = append(pub.Backends, maps.Backend{Addr: a, Port: 80})
+	}
+	must(t, nb.maps.PutPublication(pub))
+	return nb, backends, pub
+}
+
+// tuple is the i-th of the clients outside that the tests spread: 40
+// addresses, many ports each.
+func tuple(i int) netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i%40)}), uint16(10000+i/40))
+}
+
+// reach sends pkt to the bed's uplink (TC, or XDP) and gives the
+// sandbox address it was delivered to (invalid: not delivered).
+func (nb *natbed) reach(t *testing.T, pkt []byte, xdp bool) netip.Addr {
+	t.Helper()
+	if xdp {
+		ret, out := nb.runXDP(t, pkt)
+		if ret != xdpRedirect {
+			return netip.Addr{}
+		}
+		return verify(t, out).dst.Addr()
+	}
+	ret, out := nb.run(t, nb.dp.Uplink.UplinkIngress, pkt)
+	if ret != tcActRedirect {
+		return netip.Addr{}
+	}
+	got := verify(t, out)
+	if got.dst.Port() != 80 {
+		t.Fatalf("delivered to port %d, want 80", got.dst.Port())
+	}
+	return got.dst.Addr()
+}
+
+// checkShares fails unless each backend has a third of n, within 5 points.
+func checkShares(t *testing.T, what string, got map[netip.Addr]int, backends []netip.Addr, n int) {
+	t.Helper()
+	for _, b := range backends {
+		if share := float64(got[b]) / float64(n); share < 1.0/3-0.05 || share > 1.0/3+0.05 {
+			t.Errorf("%s: %s has %.1f%% of %d flows, want 33.3%% ± 5 points (%v)", what, b, 100*share, n, got)
+		}
+	}
+	if len(got) != len(backends) {
+		t.Errorf("%s: flows went to %v, want %v alone", what, got, backends)
+	}
+}
+
+// flushConntrack empties both conntrack tables, as if every entry was lost.
+func (nb *natbed) flushConntrack(t *testing.T) {
+	t.Helper()
+	for _, m := range []*ebpf.Map{nb.dp.Maps.Ct, nb.dp.Maps.CtNew} {
+		var (
+			k    bpf.DatapathFlow
+			v    bpf.DatapathCtEntry
+			keys []bpf.DatapathFlow
+		)
+		it := m.Iterate()
+		for it.Next(&k, &v) {
+			keys = append(keys, k)
+		}
+		must(t, it.Err())
+		for _, k := range keys {
+			must(t, m.Delete(k))
+		}
+	}
+}
+
+// New flows to a balanced publication spread over its backends by their
+// tuple, a third each within 5 points of 10,000, on TC and on XDP alike:
+// a tuple goes where it went on the other path, and where it went before
+// its conntrack entries were lost.
+func TestBalancedPublicationSpreads(t *testing.T) {
+	nb, backends, _ := balancedBed(t)
+	const n = 10000
+	first := make([]netip.Addr, n)
+	shares := map[netip.Addr]int{}
+	for i := range n {
+		first[i] = nb.reach(t, tcpSegment(tuple(i), ap(hostAddr, 8080), syn, 1, 0), false)
+		shares[first[i]]++
+	}
+	checkShares(t, "uplink", shares, backends, n)
+	nb.flushConntrack(t)
+	moved := 0
+	for i := range n {
+		// A segment mid-stream, as a flow whose entries were lost sends.
+		if got := nb.reach(t, tcpSegment(tuple(i), ap(hostAddr, 8080), ack, 2, 1), true); got != first[i] {
+			moved++
+			if moved < 5 {
+				t.Errorf("%s: TC delivered to %s, XDP (its entries lost) to %s", tuple(i), first[i], got)
+			}
+		}
+	}
+	if moved > 0 {
+		t.Errorf("%d of %d flows went elsewhere on XDP, their entries lost", moved, n)
+	}
+}
+
+// A sandbox reaching the balanced port of a host address (hairpin) is
+// spread as a client outside is, itself among the backends.
+func TestBalancedPublicationHairpin(t *testing.T) {
+	nb, backends, _ := balancedBed(t)
+	const n = 1500
+	shares := map[netip.Addr]int{}
+	for i := range n {
+		pkt := tcpSegment(ap(webAddr, uint16(20000+i)), ap(hostAddr, 8080), syn, 1, 0)
+		got := nb.mustVerdict(t, fmt.Sprintf("hairpin %d", i), nb.dp.Endpoint.FromContainer, pkt, 1, tcActRedirect)
+		shares[got.dst.Addr()]++
+		if got.dst.Addr() == webAddr && got.src.Addr() != bridgeNet.Gateway {
+			t.Fatalf("a sandbox reaching itself from %s, want from its gateway", got.src)
+		}
+	}
+	checkShares(t, "hairpin", shares, backends, n)
+}
+
+// A backend that leaves the table takes no new flow at once; its
+// established flows go on until they end. The other backends' flows
+// whose conntrack entries were lost still reach them, but for the few
+// slots the table moved. The last backend's leaving is an unpublish: its
+// flows end.
+func TestBalancedBackendLeaves(t *testing.T) {
+	nb, backends, pub := balancedBed(t)
+	const n = 3000
+	first := make([]netip.Addr, n)
+	for i := range n {
+		first[i] = nb.reach(t, tcpSegment(tuple(i), ap(hostAddr, 8080), syn, 1, 0), false)
+	}
+	gone := backends[2]
+	pub.Backends = pub.Backends[:2]
+	must(t, nb.maps.PutPublication(pub))
+	if bs, err := nb.maps.Backends(pub); err != nil || len(bs) != 2 {
+		t.Fatalf("the datapath's backends: %v, %v; want 2", bs, err)
+	}
+	kept := 0
+	for i := range n {
+		if first[i] != gone {
+			continue
+		}
+		kept++
+		if got := nb.reach(t, tcpSegment(tuple(i), ap(hostAddr, 8080), ack, 2, 1), false); got != gone {
+			t.Fatalf("an established flow of the backend that left went to %v", got)
+		}
+	}
+	if kept == 0 {
+		t.Fatal("no flow went to the third backend")
+	}
+	shares := map[netip.Addr]int{}
+	for i := n; i < 2*n; i++ {
+		got := nb.reach(t, tcpSegment(tuple(i), ap(hostAddr, 8080), syn, 1, 0), false)
+		shares[got]++
+	}
+	if shares[gone] != 0 || shares[backends[0]] < n/3 || shares[backends[1]] < n/3 {
+		t.Errorf("new flows after a backend left went to %v, want half each to %v", shares, backends[:2])
+	}
+	nb.flushConntrack(t)
+	moved := 0
+	for i := range n {
+		got := nb.reach(t, tcpSegment(tuple(i), ap(hostAddr, 8080), ack, 2, 1), false)
+		switch {
+		case got == gone || !got.IsValid():
+			t.Fatalf("%s, its entries lost: delivered to %v", tuple(i), got)
+		case first[i] != gone && got != first[i]:
+			moved++
+		}
+	}
+	if moved > (n-kept)/100 {
+		t.Errorf("%d of the %d flows of the backends that stayed moved, their entries lost; want at most 1%%", moved, n-kept)
+	}
+	t.Logf("%d of the %d flows of the backends that stayed moved, their entries lost", moved, n-kept)
+	// The last one's leaving ends its flows.
+	must(t, nb.maps.DeletePublications(pub))
+	if got := nb.reach(t, tcpSegment(tuple(0), ap(hostAddr, 8080), ack, 3, 1), false); got.IsValid() {
+		t.Errorf("a flow of an unpublished port went on to %s", got)
+	}
+	for _, m := range []*ebpf.Map{nb.dp.Maps.Maglev, nb.dp.Maps.PublishedPorts, nb.dp.Maps.HeldPorts} {
+		if n := mapEntries(t, m); n != 0 {
+			t.Errorf("%s holds %d entries once the port is unpublished", m, n)
+		}
+	}
+}
+
+func mapEntries(t *testing.T, m *ebpf.Map) int {
+	t.Helper()
+	keys := 0
+	k := make([]byte, m.KeySize())
+	v := make([]byte, m.ValueSize())
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		keys++
+	}
+	must(t, it.Err())
+	return keys
+}

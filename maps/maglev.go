@@ -1,0 +1,82 @@
+package maps
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/ebpfnet/ebpfnet/bpf"
+)
+
+// Backend is one of the places a balanced publication leads to.
+type Backend struct {
+	Addr netip.Addr
+	Port uint16
+}
+
+func (b Backend) String() string { return netip.AddrPortFrom(b.Addr, b.Port).String() }
+
+// MaxBackends is how many backends a balanced publication may have.
+const MaxBackends = int(bpf.DatapathMaglevSizeMAGLEV_BACKENDS)
+
+// maglevTable builds a balanced publication's table (struct maglev_table)
+// as Maglev does (Eisenbud et al., NSDI 2016): each backend has its own
+// permutation of the slots, from a hash of its address and port alone,
+// and the backends take turns at taking their next preferred free slot
+// until every slot is taken. A backend that comes or goes thus moves few
+// of the others' slots, and the same backends make the same table in any
+// order and at every start: a flow whose conntrack entry was lost goes
+// back to its backend. Backends are listed in the table in address order.
+func maglevTable(backends []Backend) (bpf.DatapathMaglevTable, error) {
+	var t bpf.DatapathMaglevTable
+	if len(backends) == 0 {
+		return t, fmt.Errorf("balance: no backend")
+	}
+	if len(backends) > MaxBackends {
+		return t, fmt.Errorf("balance: %d backends, at most %d share a published port", len(backends), MaxBackends)
+	}
+	bs := slices.Clone(backends)
+	slices.SortFunc(bs, func(a, b Backend) int {
+		return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port))
+	})
+	bs = slices.Compact(bs)
+	const m = uint64(bpf.DatapathMaglevSizeMAGLEV_SLOTS)
+	offset, skip, next := make([]uint64, len(bs)), make([]uint64, len(bs)), make([]uint64, len(bs))
+	for i, b := range bs {
+		t.Backend[i] = bpf.DatapathPublication{Addr: addr16(b.Addr), Port: be16(b.Port)}
+		a16 := b.Addr.Unmap().As16()
+		h := sha256.Sum256(binary.BigEndian.AppendUint16(a16[:], b.Port))
+		offset[i] = binary.BigEndian.Uint64(h[0:]) % m
+		skip[i] = binary.BigEndian.Uint64(h[8:])%(m-1) + 1
+	}
+	var taken [bpf.DatapathMaglevSizeMAGLEV_SLOTS]bool
+	for filled := uint64(0); ; {
+		for i := range bs {
+			slot := (offset[i] + next[i]*skip[i]) % m
+			for taken[slot] {
+				next[i]++
+				slot = (offset[i] + next[i]*skip[i]) % m
+			}
+			taken[slot] = true
+			t.Slot[slot] = uint8(i)
+			next[i]++
+			if filled++; filled == m {
+				return t, nil
+			}
+		}
+	}
+}
+
+// tableBackends lists the backends of table t.
+func tableBackends(t bpf.DatapathMaglevTable) []Backend {
+	var out []Backend
+	for _, b := range t.Backend {
+		if b.Port != 0 {
+			out = append(out, Backend{Addr: Addr(b.Addr), Port: be16(b.Port)})
+		}
+	}
+	return out
+}
