@@ -80,3 +80,38 @@ func tableBackends(t bpf.DatapathMaglevTable) []Backend {
 	}
 	return out
 }
+
+// Merge gives pubs with the balanced publications of each host port
+// (one per record that shares it, each naming its own backends) merged
+// into one that has all of their backends, in the place of the first.
+// The others are as they were.
+func Merge(pubs []Publication) []Publication {
+	var out []Publication
+	at := map[bpf.DatapathPublicationKey]int{}
+	for _, p := range pubs {
+		if !p.Balanced() {
+			out = append(out, p)
+			continue
+		}
+		key := publicationKey(p)
+		i, ok := at[key]
+		if !ok {
+			at[key] = len(out)
+			p.Backends = slices.Clone(p.Backends)
+			out = append(out, p)
+			continue
+		}
+		for _, b := range p.Backends {
+			if !slices.Contains(out[i].Backends, b) {
+				out[i].Backends = append(out[i].Backends, b)
+			}
+		}
+	}
+	return out
+}
+
+// Unbalanced is pubs but the balanced publications, whose entries
+// ReplaceBalanced writes whole.
+func Unbalanced(pubs []Publication) []Publication {
+	return slices.DeleteFunc(slices.Clone(pubs), Publication.Balanced)
+}

@@ -432,15 +432,18 @@ func (m *Maps) HasPublication(p Publication) (bool, error) {
 	if err != nil || v != publicationValue(p) {
 		return false, err
 	}
-	want, err := publicationTable(p)
-	if err != nil || want == nil {
-		return err == nil, err
+	if !p.Balanced() {
+		return true, nil
 	}
-	var have bpf.DatapathMaglevTable
-	if err := m.m.Maglev.Lookup(key, &have); err != nil {
-		return false, ignoreMissing(err)
+	// A record's entry names its own backend: the datapath's, merged
+	// with the others', must have it.
+	have, err := m.Backends(p)
+	for _, b := range p.Backends {
+		if !slices.Contains(have, b) {
+			return false, err
+		}
 	}
-	return have == *want, nil
+	return err == nil, err
 }
 
 // Backends lists the backends the datapath has for balanced publication
@@ -451,6 +454,24 @@ func (m *Maps) Backends(p Publication) ([]Backend, error) {
 		return nil, ignoreMissing(err)
 	}
 	return tableBackends(t), nil
+}
+
+// ReplaceBalanced makes the entries of balanced publications was (as
+// Merge gives them) the entries now: those of now are written, those of
+// was whose host port now has not are removed.
+func (m *Maps) ReplaceBalanced(was, now []Publication) error {
+	var errs []error
+	keep := map[bpf.DatapathPublicationKey]bool{}
+	for _, p := range now {
+		keep[publicationKey(p)] = true
+		errs = append(errs, m.PutPublication(p))
+	}
+	for _, p := range was {
+		if !keep[publicationKey(p)] {
+			errs = append(errs, m.DeletePublications(p))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // DeletePublications removes published ports; missing ones are fine. Their
@@ -619,7 +640,7 @@ func contentsOf(d Desired) (contents, error) {
 	for _, e := range d.Endpoints {
 		c.endpoints[addr16(e.Addr)] = endpointValue(e)
 	}
-	for _, p := range d.Publications {
+	for _, p := range Merge(d.Publications) {
 		key, v := publicationKey(p), publicationValue(p)
 		c.pubs[key] = v
 		table, err := publicationTable(p)

@@ -19,9 +19,12 @@ import (
 )
 
 func newPublishCommand(c *cli) *cobra.Command {
-	var sources api.Sources
+	var (
+		sources api.Sources
+		balance bool
+	)
 	cmd := &cobra.Command{
-		Use:   "publish [--allow CIDR]... [--deny CIDR]... SPEC... SANDBOX",
+		Use:   "publish [--balance] [--allow CIDR]... [--deny CIDR]... SPEC... SANDBOX",
 		Short: "Publish ports of a sandbox, with eBPF instead of iptables and docker-proxy",
 		Long: `Publish ports of a sandbox. SPEC is docker run's -p grammar:
 [HOST_IP:][HOST_PORT[-END]:]PORT[-END][/tcp|/udp]. Without a host port a free
@@ -35,20 +38,31 @@ families. Without them the network's lists hold (ebpfnet.publish.allow and
 .deny), else the daemon's (--publish-allow, --publish-deny), else everyone.
 A port the sandbox publishes already, exactly as SPEC says, gets the lists
 given instead: new flows are checked against them at once, established
-ones go on.`,
+ones go on.
+
+--balance shares each host port with the other sandboxes that publish it
+with --balance, on the same host address: one published port, each of
+them a backend. New flows, from outside, from sandboxes and from host
+processes, are spread over the backends by consistent hashing (Maglev);
+established flows stay on theirs. Unpublishing a backend (or removing its
+sandbox) takes it out for new flows at once; its established flows go on
+until they end. Without --balance, a port another sandbox publishes is
+refused, as without it.`,
 		Example: `  ebpfnet publish 8080:80 web
   ebpfnet publish 127.0.0.1:5353:53/udp dns
   ebpfnet publish 8000-8010:80-90 web
   ebpfnet publish 80 web
-  ebpfnet publish --allow 192.168.1.0/24 --allow fd00:1::/64 --deny 192.168.1.13 8443:443 admin`,
+  ebpfnet publish --allow 192.168.1.0/24 --allow fd00:1::/64 --deny 192.168.1.13 8443:443 admin
+  ebpfnet publish --balance 8080:80 web1   # and web2, web3: one port, three backends`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return changePorts(cmd, args, ports.ParsePublish, func(ctx context.Context, sandbox string, mappings []api.PortMapping) (map[string][]api.PortBinding, error) {
-				return c.client().Publish(ctx, sandbox, api.Ports{Mappings: mappings, Sources: sources})
+				return c.client().Publish(ctx, sandbox, api.Ports{Mappings: mappings, Sources: sources, Balance: balance})
 			})
 		},
 	}
 	sourcesVar(cmd.Flags(), &sources, "allow", "deny", "the ports")
+	cmd.Flags().BoolVar(&balance, "balance", false, "share the host ports with the other sandboxes that publish them with --balance")
 	return cmd
 }
 
@@ -174,6 +188,12 @@ func printPorts(w io.Writer, ports map[string][]api.PortBinding) {
 			}
 			if len(b.Deny) > 0 {
 				line += " deny " + joinPrefixes(b.Deny)
+			}
+			if b.Balanced {
+				line += " balanced"
+				if len(b.Backends) > 0 {
+					line += " " + strings.Join(b.Backends, ",")
+				}
 			}
 			lines = append(lines, line)
 		}

@@ -32,6 +32,7 @@ func sandboxFlags(cmd *cobra.Command, req *api.SandboxCreate, publish *[]string)
 	f.StringArrayVar(&req.Aliases, "alias", nil, "extra name on the networks (repeatable)")
 	f.StringArrayVarP(publish, "publish", "p", nil, "publish a port, as docker run -p (repeatable)")
 	sourcesVar(f, &req.PublishSources, "publish-allow", "publish-deny", "the ports of -p (see ebpfnet publish)")
+	f.BoolVar(&req.PublishBalance, "publish-balance", false, "share the host ports of -p with other sandboxes that balance them (see ebpfnet publish)")
 	addrsVar(f, &req.DNS, api.ParseIPv4, "dns", "DNS server", "upstream DNS server (repeatable)")
 	f.StringArrayVar(&req.Links, "link", nil, "legacy link NAME[:ALIAS]: the sandbox's address in this one's hosts (repeatable)")
 }
@@ -51,6 +52,9 @@ func sandboxRequest(req *api.SandboxCreate, publish []string) (err error) {
 func checkSandboxFlags(req api.SandboxCreate) error {
 	if !req.PublishSources.Empty() && len(req.Publish) == 0 {
 		return errors.New("--publish-allow and --publish-deny need -p")
+	}
+	if req.PublishBalance && len(req.Publish) == 0 {
+		return errors.New("--publish-balance needs -p")
 	}
 	if len(req.Networks) != 1 || !req.IP.IsValid() && !req.IP6.IsValid() && len(req.Aliases) == 0 && len(req.Publish) == 0 {
 		return nil

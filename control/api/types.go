@@ -47,7 +47,9 @@ type SandboxCreate struct {
 	Publish  []PortMapping `json:"Publish,omitempty"`
 	// PublishSources are who may open flows to Publish (none: the
 	// network's lists, or everyone).
-	PublishSources Sources      `json:"PublishSources,omitzero"`
+	PublishSources Sources `json:"PublishSources,omitzero"`
+	// PublishBalance shares Publish's host ports (Ports.Balance).
+	PublishBalance bool         `json:"PublishBalance,omitempty"`
 	DNS            []netip.Addr `json:"DNS,omitempty"`
 	Links          []string     `json:"Links,omitempty"` // NAME[:ALIAS]
 }
@@ -60,6 +62,9 @@ type Ports struct {
 	// network's lists, or everyone); a port the sandbox publishes
 	// already, exactly so, gets them instead. Unpublishing takes none.
 	Sources Sources `json:"Sources,omitzero"`
+	// Balance shares each host port with the other sandboxes that
+	// publish it with Balance: one publication with several backends.
+	Balance bool `json:"Balance,omitempty"`
 }
 
 // Sources are source-address lists: the most specific prefix decides;
@@ -79,6 +84,10 @@ type PortBinding struct {
 	// everyone, or the daemon's default lists).
 	Allow []netip.Prefix `json:"Allow,omitempty"`
 	Deny  []netip.Prefix `json:"Deny,omitempty"`
+	// Balanced says the host port is shared (Ports.Balance); Backends
+	// are then the sandboxes that share it, each as SANDBOX:PORT.
+	Balanced bool     `json:"Balanced,omitempty"`
+	Backends []string `json:"Backends,omitempty"`
 }
 
 // Connect attaches a sandbox to a network.

@@ -126,7 +126,7 @@ func (a adapter) CreateSandbox(_ context.Context, req api.SandboxCreate) (api.Sa
 		return api.Sandbox{}, err
 	}
 	sb, err := a.e.CreateSandbox(engine.SandboxSpec{Name: req.Name, Networks: req.Networks, IP: req.IP, IP6: req.IP6, Aliases: req.Aliases,
-		Publish: req.Publish, PublishSources: req.PublishSources, DNS: servers, Links: links(req.Links)})
+		Publish: req.Publish, PublishSources: req.PublishSources, PublishBalance: req.PublishBalance, DNS: servers, Links: links(req.Links)})
 	if err != nil {
 		return api.Sandbox{}, err
 	}
@@ -140,7 +140,7 @@ func (a adapter) RemoveSandbox(_ context.Context, ref string, force bool) error 
 }
 
 func (a adapter) Publish(_ context.Context, sandbox string, req api.Ports) (map[string][]api.PortBinding, error) {
-	added, err := a.e.Publish(sandbox, req.Mappings, req.Sources)
+	added, err := a.e.Publish(sandbox, req.Mappings, req.Sources, req.Balance)
 	return portBindings(added), err
 }
 
@@ -183,5 +183,14 @@ func (a adapter) viewIn(tx *store.Tx, sb store.Sandbox) (api.Sandbox, error) {
 	if err != nil {
 		return api.Sandbox{}, err
 	}
-	return sandboxView(sb, pubs, nets, a.e.FilesDir(sb)), nil
+	v := sandboxView(sb, pubs, nets, a.e.FilesDir(sb))
+	if !slices.ContainsFunc(pubs, func(p store.Publication) bool { return p.Balance }) {
+		return v, nil
+	}
+	all, err := tx.AllPublications()
+	if err != nil {
+		return api.Sandbox{}, err
+	}
+	showBackends(v.NetworkSettings.Ports, all)
+	return v, nil
 }

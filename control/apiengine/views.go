@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"slices"
+	"strings"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
@@ -84,7 +86,7 @@ func portBindings(pubs []store.Publication) map[string][]api.PortBinding {
 	for _, p := range pubs {
 		key := fmt.Sprintf("%d/%s", p.Port, p.Proto)
 		out[key] = append(out[key], api.PortBinding{HostIP: p.HostAddress(), HostPort: fmt.Sprint(p.HostPort),
-			Allow: p.Sources.Allow, Deny: p.Sources.Deny})
+			Allow: p.Sources.Allow, Deny: p.Sources.Deny, Balanced: p.Balance})
 	}
 	return out
 }
@@ -111,4 +113,28 @@ func sandboxView(sb store.Sandbox, pubs []store.Publication, nets map[string]sto
 		v.NetworkSettings.Networks[n.Name] = s
 	}
 	return v
+}
+
+// showBackends names, in each balanced binding of ports, the sandboxes
+// all (every sandbox's publications, by name) has sharing its host port,
+// as SANDBOX:PORT, in name order.
+func showBackends(ports map[string][]api.PortBinding, all map[string][]store.Publication) {
+	for key, bindings := range ports {
+		for i, b := range bindings {
+			if !b.Balanced {
+				continue
+			}
+			var names []string
+			for name, pubs := range all {
+				for _, p := range pubs {
+					if p.Balance && p.HostAddress() == b.HostIP && fmt.Sprint(p.HostPort) == b.HostPort &&
+						strings.HasSuffix(key, "/"+string(p.Proto)) {
+						names = append(names, fmt.Sprintf("%s:%d", name, p.Port))
+					}
+				}
+			}
+			slices.Sort(names)
+			ports[key][i].Backends = names
+		}
+	}
 }

@@ -5,7 +5,9 @@
 package desired
 
 import (
+	stdmaps "maps"
 	"net/netip"
+	"slices"
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
@@ -150,7 +152,11 @@ func Publication(p store.Publication, ep store.Endpoint) []maps.Publication {
 		to6 = ep.Addr6
 	}
 	entry := func(host, to netip.Addr) maps.Publication {
-		return maps.Publication{HostAddr: host, HostPort: p.HostPort, Proto: proto, Addr: to, Port: p.Port, Sources: maps.Sources(p.Sources)}
+		m := maps.Publication{HostAddr: host, HostPort: p.HostPort, Proto: proto, Addr: to, Port: p.Port, Sources: maps.Sources(p.Sources)}
+		if p.Balance {
+			m.Backends = []maps.Backend{{Addr: to, Port: p.Port}} // maps.Merge joins the others'
+		}
+		return m
 	}
 	switch {
 	case !p.HostIP.IsValid():
@@ -171,4 +177,48 @@ func Publications(sb store.Sandbox, pubs []store.Publication) []maps.Publication
 		}
 	}
 	return out
+}
+
+// Balanced is the entries of the balanced host ports that keys (entries
+// of some records) have, as every record in tx makes them (maps.Merge): a
+// port no record publishes any more has none.
+func Balanced(tx *store.Tx, keys []maps.Publication) ([]maps.Publication, error) {
+	type portKey struct {
+		addr  netip.Addr
+		port  uint16
+		proto uint8
+	}
+	want := map[portKey]bool{}
+	for _, k := range keys {
+		if k.Balanced() {
+			want[portKey{k.HostAddr, k.HostPort, k.Proto}] = true
+		}
+	}
+	if len(want) == 0 {
+		return nil, nil
+	}
+	all, err := tx.AllPublications()
+	if err != nil {
+		return nil, err
+	}
+	var ms []maps.Publication
+	for _, name := range slices.Sorted(stdmaps.Keys(all)) {
+		pubs := slices.DeleteFunc(slices.Clone(all[name]), func(p store.Publication) bool { return !p.Balance })
+		if len(pubs) == 0 {
+			continue
+		}
+		sb, ok, err := tx.SandboxNamed(name)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		for _, m := range Publications(sb, pubs) {
+			if want[portKey{m.HostAddr, m.HostPort, m.Proto}] {
+				ms = append(ms, m)
+			}
+		}
+	}
+	return maps.Merge(ms), nil
 }

@@ -139,23 +139,23 @@ func TestEngine(t *testing.T) {
 		t.Fatalf("web's eth1 has %v, want 172.20.0.9/16", got)
 	}
 
-	pubs, err := te.Publish(web, []ports.Mapping{{Proto: ports.TCP, HostPort: 8080, Port: 80}, {Proto: ports.UDP, Port: 53}}, ports.Sources{})
+	pubs, err := te.Publish(web, []ports.Mapping{{Proto: ports.TCP, HostPort: 8080, Port: 80}, {Proto: ports.UDP, Port: 53}}, ports.Sources{}, false)
 	if err != nil || len(pubs) != 2 || pubs[0].HostPort != 8080 || pubs[1].HostPort == 0 {
 		t.Fatalf("publish: %+v, %v", pubs, err)
 	}
 	if st, err := te.Status(); err != nil || st.HeldPorts != 2 {
 		t.Fatalf("status after publish: %d ports held, %v; want 2", st.HeldPorts, err)
 	}
-	if _, err := te.Publish(web, []ports.Mapping{{Proto: ports.TCP, HostPort: 8080, Port: 81}}, ports.Sources{}); !errors.Is(err, errdefs.ErrConflict) {
+	if _, err := te.Publish(web, []ports.Mapping{{Proto: ports.TCP, HostPort: 8080, Port: 81}}, ports.Sources{}, false); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("publish a taken host port: %v, want a conflict", err)
 	}
 	// Mappings arrive structured from any frontend, unchecked by a parser.
 	v6 := ports.Mapping{Proto: ports.TCP, HostIP: netip.MustParseAddr("::1"), HostPort: 8081, Port: 80}
-	if _, err := te.Publish(web, []ports.Mapping{v6}, ports.Sources{}); err != nil {
+	if _, err := te.Publish(web, []ports.Mapping{v6}, ports.Sources{}, false); err != nil {
 		t.Errorf("publish on an IPv6 host address: %v", err)
 	}
 	backwards := ports.Mapping{Proto: ports.TCP, HostPort: 9000, HostPortEnd: 8999, Port: 80}
-	if _, err := te.Publish(web, []ports.Mapping{backwards}, ports.Sources{}); !errors.Is(err, errdefs.ErrInvalid) {
+	if _, err := te.Publish(web, []ports.Mapping{backwards}, ports.Sources{}, false); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Errorf("publish a host port range that ends before it starts: %v, want it invalid", err)
 	}
 	if _, err := te.Unpublish(web, []ports.Mapping{{HostPort: 8080}}); err != nil {

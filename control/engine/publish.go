@@ -47,13 +47,21 @@ func endpointOn(sb store.Sandbox, networkID string) (store.Endpoint, bool) {
 // specs are published or none. A port the sandbox publishes already,
 // exactly as a spec says, gets the lists given instead. An external
 // endpoint's ports are its runtime's to publish (PublishEndpoint).
-func (e *Engine) Publish(sandboxRef string, specs []ports.Mapping, sources ports.Sources) ([]store.Publication, error) {
-	return e.publish(sandboxRef, "", specs, sources)
+// With balance, a host port other sandboxes publish with balance too is
+// shared: one publication, each of them a backend its new flows are
+// spread over.
+func (e *Engine) Publish(sandboxRef string, specs []ports.Mapping, sources ports.Sources, balance bool) ([]store.Publication, error) {
+	return e.publish(sandboxRef, "", specs, sources, balance)
+}
+
+// publishExternal is addPublications for a runtime's endpoints.
+func (e *Engine) publishExternal(tx *store.Tx, undo *store.Undo, sb store.Sandbox, specs []ports.Mapping, sources ports.Sources) ([]store.Publication, error) {
+	return e.addPublications(tx, undo, sb, specs, sources, false)
 }
 
 // PublishEndpoint publishes ports of an external endpoint of frontend's.
 func (e *Engine) PublishEndpoint(frontend, id string, specs []ports.Mapping, sources ports.Sources) ([]store.Publication, error) {
-	return e.publish(id, frontend, specs, sources)
+	return e.publish(id, frontend, specs, sources, false)
 }
 
 // sandboxOf finds the sandbox ref names, which frontend must own ("" for
@@ -70,7 +78,7 @@ func sandboxOf(tx *store.Tx, ref, frontend string) (store.Sandbox, error) {
 	}
 }
 
-func (e *Engine) publish(ref, frontend string, specs []ports.Mapping, sources ports.Sources) ([]store.Publication, error) {
+func (e *Engine) publish(ref, frontend string, specs []ports.Mapping, sources ports.Sources, balance bool) ([]store.Publication, error) {
 	if err := ports.CheckPublications(specs); err != nil {
 		return nil, err
 	}
@@ -85,17 +93,18 @@ func (e *Engine) publish(ref, frontend string, specs []ports.Mapping, sources po
 		if err != nil {
 			return err
 		}
-		added, err = e.addPublications(tx, undo, sb, specs, sources)
+		added, err = e.addPublications(tx, undo, sb, specs, sources, balance)
 		return err
 	})
 	return added, err
 }
 
 // addPublications publishes specs on sb, open to sources (checked
-// already; none: its network's lists), in the store and the maps, and
-// registers how to undo the map entries. The specs sb publishes already
-// get sources instead, when they are given.
-func (e *Engine) addPublications(tx *store.Tx, undo *store.Undo, sb store.Sandbox, specs []ports.Mapping, sources ports.Sources) ([]store.Publication, error) {
+// already; none: its network's lists), balanced or not, in the store and
+// the maps, and registers how to undo the map entries. The specs sb
+// publishes already get sources instead, when they are given.
+func (e *Engine) addPublications(tx *store.Tx, undo *store.Undo, sb store.Sandbox, specs []ports.Mapping, sources ports.Sources,
+	balance bool) ([]store.Publication, error) {
 	if len(specs) == 0 {
 		return nil, nil
 	}
@@ -136,13 +145,13 @@ func (e *Engine) addPublications(tx *store.Tx, undo *store.Undo, sb store.Sandbo
 					return errdefs.Invalidf("host address %s is not an address of this host", spec.HostIP)
 				}
 			}
-			bs, err := alloc.Allocate(spec, sb.Name, lo, hi)
+			bs, err := alloc.Allocate(spec, sb.Name, balance, lo, hi)
 			if err != nil {
 				return err
 			}
 			for _, b := range bs {
 				added = append(added, store.Publication{HostIP: b.Host.Addr, HostPort: b.Host.Num,
-					Proto: b.Host.Proto, Port: b.Target, EndpointID: ep.ID, Sources: sources})
+					Proto: b.Host.Proto, Port: b.Target, EndpointID: ep.ID, Sources: sources, Balance: balance})
 			}
 		}
 		return nil
@@ -152,6 +161,9 @@ func (e *Engine) addPublications(tx *store.Tx, undo *store.Undo, sb store.Sandbo
 	}
 	var put []maps.Publication
 	undo.Add(func() error { return e.maps.DeletePublications(put...) }) // sees all put below
+	if balance {
+		return append(relisted, added...), e.addBalanced(tx, undo, sb, ep, added)
+	}
 	for _, p := range added {
 		for _, m := range desired.Publication(p, ep) {
 			if err := failpoint.Hit("engine.publication"); err != nil {
@@ -164,6 +176,46 @@ func (e *Engine) addPublications(tx *store.Tx, undo *store.Undo, sb store.Sandbo
 		}
 	}
 	return append(relisted, added...), tx.PutPublications(sb.Name, added...)
+}
+
+// addBalanced adds balanced publications of sb, leading to ep, to the
+// store and the maps: each host port's entry is written again with every
+// backend its records have, and undo puts back the entries as they were.
+// The sandboxes that share a port share its source lists.
+func (e *Engine) addBalanced(tx *store.Tx, undo *store.Undo, sb store.Sandbox, ep store.Endpoint, added []store.Publication) error {
+	var keys []maps.Publication
+	for _, p := range added {
+		keys = append(keys, desired.Publication(p, ep)...)
+	}
+	was, err := desired.Balanced(tx, keys)
+	if err != nil {
+		return err
+	}
+	for _, p := range added {
+		for _, k := range desired.Publication(p, ep) {
+			for _, w := range was {
+				if w.HostAddr == k.HostAddr && w.HostPort == k.HostPort && w.Proto == k.Proto && !sameSources(w.Sources, k.Sources) {
+					return errdefs.Conflictf("host port %s is balanced with other source lists: the sandboxes that share a port share its lists", describe(p))
+				}
+			}
+		}
+	}
+	if err := tx.PutPublications(sb.Name, added...); err != nil {
+		return err
+	}
+	now, err := desired.Balanced(tx, keys)
+	if err != nil {
+		return err
+	}
+	undo.Add(func() error { return e.maps.ReplaceBalanced(now, was) })
+	if err := failpoint.Hit("engine.publication"); err != nil {
+		return err
+	}
+	return e.maps.ReplaceBalanced(was, now)
+}
+
+func sameSources(a, b maps.Sources) bool {
+	return slices.Equal(a.Allow, b.Allow) && slices.Equal(a.Deny, b.Deny)
 }
 
 // relist gives the publications of sb that specs name exactly, and that
@@ -227,6 +279,7 @@ func binding(p store.Publication, sandbox string) hostports.Binding {
 		Host:    hostports.Port{Proto: p.Proto, Addr: p.HostIP, Num: p.HostPort},
 		Target:  p.Port,
 		Sandbox: sandbox,
+		Balance: p.Balance,
 	}
 }
 
@@ -286,9 +339,10 @@ func (e *Engine) unpublish(sandboxRef, frontend string, filters []ports.Mapping)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var (
-		removed []store.Publication
-		unmap   []maps.Publication
-		name    string
+		removed  []store.Publication
+		unmap    []maps.Publication
+		was, now []maps.Publication // the balanced ports' entries
+		name     string
 	)
 	err := e.store.Update(func(tx *store.Tx) error { // names do not change
 		sb, err := sandboxOf(tx, sandboxRef, frontend)
@@ -314,13 +368,20 @@ func (e *Engine) unpublish(sandboxRef, frontend string, filters []ports.Mapping)
 			}
 		}
 		unmap = desired.Publications(sb, removed)
-		return tx.DeletePublications(sb.Name, removed...)
+		if was, err = desired.Balanced(tx, unmap); err != nil {
+			return err
+		}
+		if err := tx.DeletePublications(sb.Name, removed...); err != nil {
+			return err
+		}
+		now, err = desired.Balanced(tx, unmap)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	e.forgetPorts(name, removed)
-	return removed, e.maps.DeletePublications(unmap...)
+	return removed, errors.Join(e.maps.DeletePublications(maps.Unbalanced(unmap)...), e.maps.ReplaceBalanced(was, now))
 }
 
 // matches reports whether a filter (ports.Mapping) matches p.

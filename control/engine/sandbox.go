@@ -20,6 +20,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/ports"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/control/wiring"
+	"github.com/ebpfnet/ebpfnet/maps"
 )
 
 // SandboxSpec is a request for a new sandbox.
@@ -35,6 +36,9 @@ type SandboxSpec struct {
 	// PublishSources are who may open flows to them (none: the network's
 	// lists, or everyone).
 	PublishSources ports.Sources
+	// PublishBalance shares the host ports of Publish with the other
+	// sandboxes that publish them balanced (Engine.Publish).
+	PublishBalance bool
 	DNS            []netip.Addr // upstream servers of its resolver, or of its resolv.conf
 	Links          []store.Link // legacy --link entries
 }
@@ -109,7 +113,7 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 				return err
 			}
 		}
-		if _, err := e.addPublications(tx, undo, sb, spec.Publish, spec.PublishSources); err != nil {
+		if _, err := e.addPublications(tx, undo, sb, spec.Publish, spec.PublishSources, spec.PublishBalance); err != nil {
 			return err
 		}
 		return tx.PutSandbox(sb)
@@ -227,8 +231,9 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var (
-		sb   store.Sandbox
-		pubs []store.Publication
+		sb       store.Sandbox
+		pubs     []store.Publication
+		was, now []maps.Publication // the entries of the ports sb balances with others
 		// unmarkRemoved unmarks sb's namespace once it is removed.
 		unmarkRemoved = func() {}
 	)
@@ -271,7 +276,14 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 				return err
 			}
 		}
-		return tx.DeleteSandbox(sb.Name)
+		if was, err = desired.Balanced(tx, desired.Publications(sb, pubs)); err != nil {
+			return err
+		}
+		if err := tx.DeleteSandbox(sb.Name); err != nil {
+			return err
+		}
+		now, err = desired.Balanced(tx, desired.Publications(sb, pubs))
+		return err
 	})
 	if err != nil {
 		unmarkRemoved() // the record is there: its namespace is no orphan
@@ -282,7 +294,7 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 	failpoint.Hit("engine.removed")
 	e.nudgeCluster() // overlay addresses go back to the cluster
 	e.forgetPorts(sb.Name, pubs)
-	errs := []error{e.maps.DeletePublications(desired.Publications(sb, pubs)...)}
+	errs := []error{e.maps.DeletePublications(maps.Unbalanced(desired.Publications(sb, pubs))...), e.maps.ReplaceBalanced(was, now)}
 	for _, ep := range sb.Endpoints {
 		errs = append(errs, e.wiring.RemoveEndpoint(nets[ep.NetworkID], sb.NetNS, ep))
 	}

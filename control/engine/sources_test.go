@@ -30,7 +30,7 @@ func TestRelistThatFailsKeepsTheOldLists(t *testing.T) {
 	}
 	spec := []ports.Mapping{{Proto: ports.TCP, HostPort: 8080, Port: 80}}
 	allow := ports.Sources{Allow: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}}
-	if _, err := te.Publish(web, spec, allow); err != nil {
+	if _, err := te.Publish(web, spec, allow, false); err != nil {
 		t.Fatal(err)
 	}
 	stranger := netip.MustParseAddr("192.0.2.1")
@@ -57,7 +57,7 @@ func TestRelistThatFailsKeepsTheOldLists(t *testing.T) {
 	}
 
 	deny := ports.Sources{Deny: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}}
-	if _, err := te.Publish(web, spec, deny); err == nil {
+	if _, err := te.Publish(web, spec, deny, false); err == nil {
 		t.Fatal("new lists with source_ranges full: no error")
 	}
 	var pubs []store.Publication

@@ -474,6 +474,7 @@ func (x *Endpoints) deleteEndpoint(id string) error {
 		gone          store.Sandbox
 		n             store.Network
 		pubs          []store.Publication
+		was, now      []maps.Publication // the entries of the ports it balances with others
 		lastOnChained bool
 	)
 	err := x.cfg.Commit(func(tx *store.Tx) error {
@@ -495,7 +496,13 @@ func (x *Endpoints) deleteEndpoint(id string) error {
 				return err
 			}
 		}
+		if was, err = desired.Balanced(tx, desired.Publications(sb, pubs)); err != nil {
+			return err
+		}
 		if err := tx.DeleteSandbox(sb.Name); err != nil {
+			return err
+		}
+		if now, err = desired.Balanced(tx, desired.Publications(sb, pubs)); err != nil {
 			return err
 		}
 		if len(tx.NetworkUsers(n.ID)) > 0 || !drivers.TraitsOf(n).Implicit {
@@ -514,7 +521,7 @@ func (x *Endpoints) deleteEndpoint(id string) error {
 		defer func() { x.cfg.Maps.DeleteNetwork(desired.Network(n)) }()
 	}
 	x.cfg.ForgetPorts(gone.Name, pubs)
-	errs := []error{x.cfg.Maps.DeletePublications(desired.Publications(gone, pubs)...)}
+	errs := []error{x.cfg.Maps.DeletePublications(maps.Unbalanced(desired.Publications(gone, pubs))...), x.cfg.Maps.ReplaceBalanced(was, now)}
 	if gone.NetNS != "" {
 		errs = append(errs, x.cfg.Wiring.RemoveEndpoint(n, gone.NetNS, gone.Endpoints[0]))
 	}

@@ -37,6 +37,9 @@ type Binding struct {
 	Host    Port
 	Target  uint16 // the port in the sandbox
 	Sandbox string // the holder, named when another claim collides
+	// Balance lets other sandboxes' balanced bindings of the same host
+	// port share it (publish --balance).
+	Balance bool
 }
 
 // String names a binding as a user wrote it, the host address spelled
@@ -92,25 +95,32 @@ func (a *Allocator) Release(b Binding) {
 	}
 }
 
-// holder returns a binding that claims p, if any.
-func (a *Allocator) holder(p Port) (Binding, bool) {
+// holder returns a binding that claims p, if any, but those nb may share
+// p with: balanced ones of exactly that host port, of other sandboxes,
+// when nb is balanced. shared says whether any of those holds p.
+func (a *Allocator) holder(p Port, nb Binding) (b Binding, taken, shared bool) {
 	for _, b := range a.held[key{p.Proto, p.Num}] {
-		if p.overlaps(b.Host) {
-			return b, true
+		switch {
+		case !p.overlaps(b.Host):
+		case nb.Balance && b.Balance && b.Host == p && b.Sandbox != nb.Sandbox:
+			shared = true
+		default:
+			return b, true, false
 		}
 	}
-	return Binding{}, false
+	return Binding{}, false, shared
 }
 
-// Allocate chooses free host ports for m on behalf of sandbox and holds
+// Allocate chooses free host ports for m on behalf of sandbox, balanced
+// (shared with other sandboxes' balanced bindings) or not, and holds
 // each as it is chosen, so later choices, of this call or the next,
 // avoid it. Random host ports come from [lo, hi]. On failure the ports
 // already chosen stay held: the caller drops the allocator or releases
 // them with the change that failed.
-func (a *Allocator) Allocate(m ports.Mapping, sandbox string, lo, hi int) ([]Binding, error) {
+func (a *Allocator) Allocate(m ports.Mapping, sandbox string, balance bool, lo, hi int) ([]Binding, error) {
 	var out []Binding
 	mk := func(host, target uint16) Binding {
-		return Binding{Host: Port{Proto: m.Proto, Addr: m.HostIP, Num: host}, Target: target, Sandbox: sandbox}
+		return Binding{Host: Port{Proto: m.Proto, Addr: m.HostIP, Num: host}, Target: target, Sandbox: sandbox, Balance: balance}
 	}
 	hostFirst, hostEnd := m.HostPorts()
 	first, end := m.Ports()
@@ -118,7 +128,7 @@ func (a *Allocator) Allocate(m ports.Mapping, sandbox string, lo, hi int) ([]Bin
 	case hostFirst != 0 && hostEnd-hostFirst == end-first:
 		for i := 0; i <= int(end-first); i++ {
 			b := mk(hostFirst+uint16(i), first+uint16(i))
-			if err := a.Check(b.Host); err != nil {
+			if err := a.CheckBinding(b); err != nil {
 				return nil, err
 			}
 			a.Hold(b)
@@ -152,7 +162,7 @@ func (a *Allocator) First(b Binding, lo, hi int) (Binding, error) {
 	start := rand.IntN(n)
 	for i := range n {
 		b.Host.Num = uint16(lo + (start+i)%n)
-		if err := a.Check(b.Host); !IsTaken(err) {
+		if err := a.Check(b.Host); !IsTaken(err) { // a free port: a balanced one is shared when named alone
 			return b, err // free, or failing for every port alike
 		}
 	}
@@ -164,9 +174,27 @@ func (a *Allocator) First(b Binding, lo, hi int) (Binding, error) {
 // hook; until then the probe is the one test that sees every socket of
 // the namespace. A port held or in use fails with an error for which
 // IsTaken is true, so a search moves on to the next port.
-func (a *Allocator) Check(p Port) error {
-	if b, ok := a.holder(p); ok {
-		return errdefs.Conflict(takenError(fmt.Sprintf("host port %s is already published by sandbox %s (%s)", p, b.Sandbox, b)))
+func (a *Allocator) Check(p Port) error { return a.CheckBinding(Binding{Host: p}) }
+
+// CheckBinding is Check for binding b's host port, which b may share with
+// the balanced bindings of other sandboxes when it is balanced itself:
+// the port is theirs already, and no probe is made.
+func (a *Allocator) CheckBinding(b Binding) error {
+	p := b.Host
+	held, taken, shared := a.holder(p, b)
+	switch {
+	case taken && b.Balance && held.Balance && held.Sandbox == b.Sandbox:
+		return errdefs.Conflict(takenError(fmt.Sprintf("host port %s is already published by sandbox %s (%s): a sandbox is one backend of a balanced port", p, held.Sandbox, held)))
+	case taken && b.Balance && held.Balance:
+		return errdefs.Conflict(takenError(fmt.Sprintf("host port %s is balanced on %s by sandbox %s (%s): a balanced port is shared on one host address alone", p, held.Host.Addr, held.Sandbox, held)))
+	case taken && held.Balance && held.Host == p:
+		return errdefs.Conflict(takenError(fmt.Sprintf("host port %s is balanced by sandbox %s (%s): publish with --balance to share it", p, held.Sandbox, held)))
+	case taken && b.Balance:
+		return errdefs.Conflict(takenError(fmt.Sprintf("host port %s is already published by sandbox %s (%s) without --balance", p, held.Sandbox, held)))
+	case taken:
+		return errdefs.Conflict(takenError(fmt.Sprintf("host port %s is already published by sandbox %s (%s)", p, held.Sandbox, held)))
+	case shared:
+		return nil
 	}
 	err := a.probe(p)
 	if isInUse(err) {

@@ -72,12 +72,12 @@ func TestAllocate(t *testing.T) {
 	a := New(host.probe)
 
 	// A host range as long as the sandbox range maps port to port.
-	bs, err := a.Allocate(ports.Mapping{Proto: ports.TCP, HostPort: 8000, HostPortEnd: 8001, Port: 80, PortEnd: 81}, "a", 0, 0)
+	bs, err := a.Allocate(ports.Mapping{Proto: ports.TCP, HostPort: 8000, HostPortEnd: 8001, Port: 80, PortEnd: 81}, "a", false, 0, 0)
 	if err != nil || len(bs) != 2 || bs[0].Host.Num != 8000 || bs[0].Target != 80 || bs[1].Host.Num != 8001 || bs[1].Target != 81 {
 		t.Fatalf("Allocate 8000-8001:80-81: %v %v", bs, err)
 	}
 	// Those are now held, for this sandbox.
-	if _, err := a.Allocate(ports.Mapping{Proto: ports.TCP, HostPort: 8001, Port: 90}, "b", 0, 0); err == nil ||
+	if _, err := a.Allocate(ports.Mapping{Proto: ports.TCP, HostPort: 8001, Port: 90}, "b", false, 0, 0); err == nil ||
 		!strings.Contains(err.Error(), "already published by sandbox a (0.0.0.0:8001->81/tcp)") {
 		t.Errorf("Allocate of a held port: %v", err)
 	}
@@ -85,18 +85,18 @@ func TestAllocate(t *testing.T) {
 	// held, 9001 a host socket's.
 	a.Hold(Binding{Host: tcp("", 9000), Target: 1, Sandbox: "c"})
 	for range 5 { // the search starts at random
-		bs, err := a.Allocate(ports.Mapping{Proto: ports.TCP, HostPort: 9000, HostPortEnd: 9002, Port: 80}, "d", 0, 0)
+		bs, err := a.Allocate(ports.Mapping{Proto: ports.TCP, HostPort: 9000, HostPortEnd: 9002, Port: 80}, "d", false, 0, 0)
 		if err != nil || len(bs) != 1 || bs[0].Host.Num != 9002 {
 			t.Fatalf("Allocate 9000-9002:80: %v %v, want 9002", bs, err)
 		}
 		a.Release(bs[0])
 	}
 	// No host port: each sandbox port gets one of [lo, hi].
-	bs, err = a.Allocate(ports.Mapping{Proto: ports.TCP, Port: 80, PortEnd: 81}, "e", 9000, 9003)
+	bs, err = a.Allocate(ports.Mapping{Proto: ports.TCP, Port: 80, PortEnd: 81}, "e", false, 9000, 9003)
 	if err != nil || len(bs) != 2 || bs[0].Host.Num < 9002 || bs[1].Host.Num < 9002 || bs[0].Host.Num == bs[1].Host.Num {
 		t.Fatalf("Allocate :80-81 from 9000-9003: %v %v", bs, err)
 	}
-	_, err = a.Allocate(ports.Mapping{Proto: ports.TCP, Port: 82}, "e", 9000, 9003)
+	_, err = a.Allocate(ports.Mapping{Proto: ports.TCP, Port: 82}, "e", false, 9000, 9003)
 	if err == nil || err.Error() != "no free host port for 82/tcp: every port is published or in use" || !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("Allocate with the range full: %v", err)
 	}
@@ -136,5 +136,49 @@ func TestNATPorts(t *testing.T) {
 		if (err != nil) != c.err || min != c.wantMin || max != c.wantMax {
 			t.Errorf("NATRange(%d, %d) with ephemeral %d-%d = %d-%d, %v", c.min, c.max, c.lo, c.hi, min, max, err)
 		}
+	}
+}
+
+// Balanced bindings of other sandboxes share exactly the same host port;
+// anything else that claims it is refused in one line naming the port and
+// its holder, and a port chosen for a balanced binding is a free one.
+func TestBalancedBindingsShare(t *testing.T) {
+	a := New(func(Port) error { return nil })
+	m := ports.Mapping{Proto: ports.TCP, HostPort: 8080, Port: 80}
+	for _, sb := range []string{"a", "b", "c"} {
+		if _, err := a.Allocate(m, sb, true, 0, 0); err != nil {
+			t.Fatalf("balanced binding of %s: %v", sb, err)
+		}
+	}
+	lo := m
+	lo.HostIP = netip.MustParseAddr("127.0.0.1")
+	for _, c := range []struct {
+		m       ports.Mapping
+		sandbox string
+		balance bool
+		want    string
+	}{
+		{m, "d", false, "--balance"},
+		{m, "a", true, "one backend"},
+		{lo, "d", true, "one host address"},
+	} {
+		_, err := a.Allocate(c.m, c.sandbox, c.balance, 0, 0)
+		if !IsTaken(err) || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "8080") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s publishing %v (balance %v): %v, want one line naming 8080 and %q", c.sandbox, c.m, c.balance, err, c.want)
+		}
+	}
+	if _, err := a.Allocate(ports.Mapping{Proto: ports.TCP, HostPort: 9000, Port: 80}, "e", false, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Allocate(ports.Mapping{Proto: ports.TCP, HostPort: 9000, Port: 80}, "f", true, 0, 0); !IsTaken(err) || !strings.Contains(err.Error(), "without --balance") {
+		t.Errorf("a balanced binding of a port published without --balance: %v, want taken", err)
+	}
+	bs, err := a.Allocate(ports.Mapping{Proto: ports.TCP, HostPort: 8080, HostPortEnd: 8081, Port: 80}, "g", true, 0, 0)
+	if err != nil || len(bs) != 1 || bs[0].Host.Num != 8081 {
+		t.Errorf("a balanced binding of a range: %v, %v; want the free 8081", bs, err)
+	}
+	a.Release(Binding{Host: Port{Proto: ports.TCP, Num: 8080}, Target: 80, Sandbox: "a", Balance: true})
+	if _, err := a.Allocate(m, "a", true, 0, 0); err != nil {
+		t.Errorf("a backend that left comes back: %v", err)
 	}
 }

@@ -223,6 +223,9 @@ type Publication struct {
 	// network's when it was published; none lets everyone in, or the
 	// daemon's default lists.
 	Sources ports.Sources `json:"sources,omitzero"`
+	// Balance shares the host port with the other sandboxes that publish
+	// it with Balance: one publication, each of them a backend.
+	Balance bool `json:"balance,omitempty"`
 }
 
 // HostAddress is the host address a publication listens on, 0.0.0.0 for
