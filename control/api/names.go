@@ -42,6 +42,10 @@ const (
 	// publisher gave none.
 	OptPublishAllow = "ebpfnet.publish.allow"
 	OptPublishDeny  = "ebpfnet.publish.deny"
+	// OptBalance (true or false) shares the host ports published on a
+	// network between its sandboxes that publish the same one, as
+	// publish --balance does: docker compose's --scale.
+	OptBalance = "ebpfnet.balance"
 )
 
 // Gateway modes of a bridge network, named as Docker 28 names them.

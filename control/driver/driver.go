@@ -31,6 +31,7 @@ const (
 	// of the ports published on the network.
 	OptPublishAllow = api.OptPublishAllow
 	OptPublishDeny  = api.OptPublishDeny
+	OptBalance      = api.OptBalance
 )
 
 // A Driver builds one kind of network in the kernel: the network's host

@@ -88,9 +88,10 @@ func MasqueradeIPv6(n store.Network) bool {
 	return mode == store.GatewayNAT || mode == store.GatewayNATUnprotected
 }
 
-// PublishSources are the options of a network's source lists, for the
-// drivers whose networks publish ports: every port published on the
-// network without lists of its own takes them.
+// PublishSources are the options of a network's published ports, for
+// the drivers whose networks publish ports: the source lists every port
+// published on the network without lists of its own takes, and whether
+// its sandboxes share the host ports they all publish (OptBalance).
 var PublishSources = []Option{
 	{Key: OptPublishAllow, Set: func(n *store.Network, v string) (err error) {
 		n.PublishSources.Allow, err = ports.ParsePrefixes(v)
@@ -99,5 +100,9 @@ var PublishSources = []Option{
 	{Key: OptPublishDeny, Set: func(n *store.Network, v string) (err error) {
 		n.PublishSources.Deny, err = ports.ParsePrefixes(v)
 		return errors.Join(err, n.PublishSources.Check())
+	}},
+	{Key: OptBalance, Set: func(n *store.Network, v string) (err error) {
+		n.PublishBalance, err = ParseBool(v)
+		return err
 	}},
 }

@@ -23,6 +23,7 @@ const (
 	OptMacvlanMode  = driver.OptMacvlanMode
 	OptPublishAllow = driver.OptPublishAllow
 	OptPublishDeny  = driver.OptPublishDeny
+	OptBalance      = driver.OptBalance
 )
 
 // NetworkSpec is a request for a new network.

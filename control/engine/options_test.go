@@ -14,8 +14,8 @@ import (
 
 func TestApplyOptions(t *testing.T) {
 	n := store.Network{Driver: store.DriverBridge, ICC: true}
-	err := applyOptions(&n, map[string]string{OptBridgeName: "br-app", OptEnableICC: "false", OptMTU: "9000"})
-	if err != nil || n.Bridge != "br-app" || n.ICC || n.MTU != 9000 {
+	err := applyOptions(&n, map[string]string{OptBridgeName: "br-app", OptEnableICC: "false", OptMTU: "9000", OptBalance: "true"})
+	if err != nil || n.Bridge != "br-app" || n.ICC || n.MTU != 9000 || !n.PublishBalance {
 		t.Fatalf("bridge options: %+v, %v", n, err)
 	}
 	m := store.Network{Driver: store.DriverMacvlan}
@@ -34,6 +34,7 @@ func TestApplyOptionsErrors(t *testing.T) {
 		{store.DriverBridge, map[string]string{OptParent: "eth1"}, `unknown option "parent" for driver bridge`},
 		{store.DriverBridge, map[string]string{OptEnableICC: "yes please"}, `"yes please" is not true or false`},
 		{store.DriverBridge, map[string]string{OptMTU: "70000"}, `"70000" is not an MTU`},
+		{store.DriverBridge, map[string]string{OptBalance: "sometimes"}, `"sometimes" is not true or false`},
 		{store.DriverBridge, map[string]string{OptBridgeName: "a-very-long-bridge-name"}, `invalid interface name "a-very-long-bridge-name"`},
 		{store.DriverBridge, map[string]string{OptBridgeName: "br/0"}, `invalid interface name "br/0"`},
 		{store.DriverMacvlan, nil, "needs a parent interface"},

@@ -54,7 +54,8 @@ func (e *Engine) Publish(sandboxRef string, specs []ports.Mapping, sources ports
 	return e.publish(sandboxRef, "", specs, sources, balance)
 }
 
-// publishExternal is addPublications for a runtime's endpoints.
+// publishExternal is addPublications for a runtime's endpoints, which
+// balance where their network says so (OptBalance).
 func (e *Engine) publishExternal(tx *store.Tx, undo *store.Undo, sb store.Sandbox, specs []ports.Mapping, sources ports.Sources) ([]store.Publication, error) {
 	return e.addPublications(tx, undo, sb, specs, sources, false)
 }
@@ -115,6 +116,7 @@ func (e *Engine) addPublications(tx *store.Tx, undo *store.Undo, sb store.Sandbo
 	if err := checkSourcesReach(n, sources); err != nil {
 		return nil, err
 	}
+	balance = balance || n.PublishBalance
 	var relisted []store.Publication
 	if sources.Empty() {
 		sources = n.PublishSources

@@ -57,7 +57,10 @@ type Network struct {
 	Options    map[string]string `json:"options,omitempty"`
 	// PublishSources are the source lists of the ports published on the
 	// network without lists of their own (its driver's options).
-	PublishSources ports.Sources     `json:"publishSources,omitzero"`
+	PublishSources ports.Sources `json:"publishSources,omitzero"`
+	// PublishBalance makes every port published on the network balanced
+	// (Publication.Balance), shared by the sandboxes that publish it.
+	PublishBalance bool              `json:"publishBalance,omitempty"`
 	Labels         map[string]string `json:"labels,omitempty"`
 	DNS            []netip.Addr      `json:"dns,omitempty"` // upstream servers of its sandboxes' resolvers
 
