@@ -1,0 +1,196 @@
+package test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ebpfnet/ebpfnet/control/namespace"
+	"github.com/ebpfnet/ebpfnet/test/testbed"
+)
+
+// serveName serves, on TCP port in the namespace at ns, its name: each
+// connection gets it first, then an echo of what it sends, until the
+// test ends.
+func serveName(t *testing.T, ns string, port int, name string) {
+	t.Helper()
+	var l net.Listener
+	err := namespace.Do(ns, func() (err error) {
+		l, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen in %s: %v", ns, err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Minute)) // a long-lived connection's
+				if _, err := io.WriteString(c, name+"\n"); err == nil {
+					io.Copy(c, c)
+				}
+			}()
+		}
+	}()
+}
+
+// nameOf reads the name a serveName server sends first.
+func nameOf(c net.Conn) (string, error) {
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(buf[:n])), nil
+}
+
+// spread opens n connections to addr from the namespace at ns, each from
+// one of the local addresses in turn ("" for the kernel's), and counts
+// the backends that answered; a connection that fails is an error.
+func spread(t *testing.T, ns, addr string, locals []string, n int) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	failed := 0
+	for i := range n {
+		local := locals[i%len(locals)]
+		c, err := testbed.Dial(ns, "tcp", addr, local)
+		if err == nil {
+			var name string
+			name, err = nameOf(c)
+			c.Close()
+			got[name]++
+		}
+		if err != nil {
+			if failed++; failed <= 3 {
+				t.Errorf("connection %d to %s from %q: %v", i, addr, local, err)
+			}
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d connections to %s failed", failed, n, addr)
+	}
+	return got
+}
+
+// wantShares fails unless each of names got a share of n within 5
+// points of its due, and nobody else any.
+func wantShares(t *testing.T, what string, got map[string]int, names []string, n int) {
+	t.Helper()
+	t.Logf("%s: %v of %d", what, got, n)
+	due := 1 / float64(len(names))
+	for _, name := range names {
+		if share := float64(got[name]) / float64(n); share < due-0.05 || share > due+0.05 {
+			t.Errorf("%s: %s got %.1f%% of %d connections, want %.1f%% ± 5 points (%v)", what, name, 100*share, n, 100*due, got)
+		}
+	}
+	if len(got) != len(names) {
+		t.Errorf("%s: connections went to %v, want %v alone", what, got, names)
+	}
+}
+
+// Three sandboxes publishing 8080 with --balance share it: connections
+// from outside (from several addresses) and from host processes
+// (127.0.0.1, through the socket hooks) spread over the three, each a
+// third within 5 points; a second publisher without --balance is refused
+// in one line. A backend unpublished takes no new connection while its
+// established one goes on; the daemon's kill -9 and restart keeps the
+// port, its backends and the connections.
+func TestBalancedPort(t *testing.T) {
+	t.Parallel()
+	var out testbed.Outside
+	locals := []string{"10.99.0.2:0"}
+	h := testbed.NewHostWith(t, func(h *testbed.Host) {
+		out = h.AddOutside()
+		outName := strings.TrimPrefix(out.NS, "/run/netns/")
+		for i := 10; i < 20; i++ {
+			h.MustRun("ip", "-n", outName, "addr", "add", fmt.Sprintf("10.99.0.%d/24", i), "dev", "eth0")
+			locals = append(locals, fmt.Sprintf("10.99.0.%d:0", i))
+		}
+	})
+	netName := h.Name("net")
+	h.MustCLI("network", "create", netName)
+	var webs []string
+	for _, s := range []string{"web1", "web2", "web3"} {
+		web := h.Name(s)
+		h.MustCLI("sandbox", "create", web, "--network", netName)
+		serveName(t, h.NS(web), 7777, web)
+		got := h.MustCLI("publish", "--balance", "8080:7777", web)
+		if !strings.Contains(got, "balanced") {
+			t.Errorf("publish --balance printed %q, want the binding balanced", got)
+		}
+		webs = append(webs, web)
+	}
+	other := h.Name("other")
+	h.MustCLI("sandbox", "create", other, "--network", netName)
+	msg, err := h.CLI("publish", "8080:7777", other)
+	if err == nil || !strings.Contains(msg, "8080") || strings.Contains(strings.TrimSpace(msg), "\n") {
+		t.Errorf("publishing 8080 without --balance: %v %q, want one line naming 8080", err, msg)
+	}
+	if port := h.MustCLI("port", webs[0]); !strings.Contains(port, strings.Join([]string{webs[0] + ":7777", webs[1] + ":7777", webs[2] + ":7777"}, ",")) {
+		t.Errorf("ebpfnet port %s shows:\n%s\nwant the three backends", webs[0], port)
+	}
+
+	const n = 3000
+	four := hostIP + ":8080"
+	wantShares(t, "from outside", spread(t, out.NS, four, locals, n), webs, n)
+	wantShares(t, "from the host to 127.0.0.1", spread(t, h.NetNS, "127.0.0.1:8080", []string{""}, n), webs, n)
+
+	// A long-lived connection to the backend about to leave.
+	var long net.Conn
+	for i := 0; long == nil && i < 30; i++ {
+		c, err := testbed.Dial(out.NS, "tcp", four, locals[i%len(locals)])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name, err := nameOf(c); err == nil && name == webs[2] {
+			long = c
+			continue
+		}
+		c.Close()
+	}
+	if long == nil {
+		t.Fatalf("no connection of 30 reached %s", webs[2])
+	}
+	defer long.Close()
+	echo := func(what string) {
+		t.Helper()
+		long.SetDeadline(time.Now().Add(2 * time.Second))
+		buf := make([]byte, 4)
+		if _, err := io.WriteString(long, "ping"); err != nil {
+			t.Errorf("%s: the established connection to %s: %v", what, webs[2], err)
+		} else if _, err := io.ReadFull(long, buf); err != nil || string(buf) != "ping" {
+			t.Errorf("%s: the established connection to %s answered %q, %v", what, webs[2], buf, err)
+		}
+	}
+	h.MustCLI("unpublish", "8080", webs[2])
+	echo("after its backend was unpublished")
+	wantShares(t, "from outside, one backend gone", spread(t, out.NS, four, locals, n/3), webs[:2], n/3)
+	wantShares(t, "from the host, one backend gone", spread(t, h.NetNS, "127.0.0.1:8080", []string{""}, n/3), webs[:2], n/3)
+
+	h.Stop(syscall.SIGKILL)
+	echo("with the daemon down")
+	h.Start()
+	echo("after the daemon's restart")
+	if port := h.MustCLI("port", webs[0]); !strings.Contains(port, webs[0]+":7777,"+webs[1]+":7777 ") && !strings.HasSuffix(strings.TrimSpace(port), webs[0]+":7777,"+webs[1]+":7777") {
+		t.Errorf("after the restart, ebpfnet port %s shows:\n%s\nwant the two backends left", webs[0], port)
+	}
+	wantShares(t, "from outside, after the restart", spread(t, out.NS, four, locals, n/3), webs[:2], n/3)
+
+	// The last backends' removal frees the port.
+	h.MustCLI("sandbox", "rm", "-f", webs[0])
+	wantShares(t, "from outside, one backend left", spread(t, out.NS, four, locals, 30), webs[1:2], 30)
+	h.MustCLI("unpublish", "8080", webs[1])
+	mustFail(t, "outside to 8080 once no sandbox publishes it", echoFrom(out.NS, "tcp", four, ""))
+	h.MustCLI("publish", "8080:7777", other)
+}
