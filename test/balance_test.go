@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
 
@@ -18,30 +17,13 @@ import (
 // test ends.
 func serveName(t *testing.T, ns string, port int, name string) {
 	t.Helper()
-	var l net.Listener
-	err := namespace.Do(ns, func() (err error) {
-		l, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
-		return err
-	})
-	if err != nil {
-		t.Fatalf("listen in %s: %v", ns, err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Minute)) // a long-lived connection's
-				if _, err := io.WriteString(c, name+"\n"); err == nil {
-					io.Copy(c, c)
-				}
-			}()
+	testbed.ServeTCP(t, ns, "tcp", port, func(c net.Conn) {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Minute)) // a long-lived connection's
+		if _, err := io.WriteString(c, name+"\n"); err == nil {
+			io.Copy(c, c)
 		}
-	}()
+	})
 }
 
 // nameOf reads the name a serveName server sends first.

@@ -23,21 +23,10 @@ import (
 // so the TIME_WAIT state is the server's and clients can reuse ports.
 func serveAndClose(t *testing.T, nsPath string, port int) {
 	t.Helper()
-	var l net.Listener
-	if err := namespace.Do(nsPath, func() (err error) { l, err = net.Listen("tcp4", fmt.Sprintf(":%d", port)); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte{'x'})
-			c.Close()
-		}
-	}()
+	testbed.ServeTCP(t, nsPath, "tcp4", port, func(c net.Conn) {
+		c.Write([]byte{'x'})
+		c.Close()
+	})
 }
 
 // flows opens n short flows from the namespace at nsPath to dst, with

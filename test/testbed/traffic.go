@@ -32,6 +32,27 @@ func ServeOn(tb TB, nsPath string, port int) {
 	tb.Cleanup(stop)
 }
 
+// ServeTCP listens on port of network ("tcp", "tcp4") in the namespace at
+// nsPath until the test ends, and hands each connection to handle, which
+// runs on a goroutine of its own and closes it.
+func ServeTCP(tb TB, nsPath, network string, port int, handle func(net.Conn)) {
+	tb.Helper()
+	var l net.Listener
+	if err := namespace.Do(nsPath, func() (err error) { l, err = net.Listen(network, fmt.Sprintf(":%d", port)); return err }); err != nil {
+		tb.Fatalf("listen in %s: %v", nsPath, err)
+	}
+	tb.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go handle(c)
+		}
+	}()
+}
+
 // ServeUntilStopped is ServeOn until stop is called: for a namespace that
 // goes before the test ends, which an open socket would otherwise keep.
 func ServeUntilStopped(nsPath string, port int) (stop func(), err error) {
