@@ -1,13 +1,12 @@
 package bpf_test
 
 import (
-	"fmt"
 	"net/netip"
+	"strconv"
 	"testing"
 
 	"github.com/cilium/ebpf"
 
-	"github.com/ebpfnet/ebpfnet/bpf"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/maps"
 )
@@ -79,14 +78,11 @@ func checkShares(t *testing.T, what string, got map[netip.Addr]int, backends []n
 func (nb *natbed) flushConntrack(t *testing.T) {
 	t.Helper()
 	for _, m := range []*ebpf.Map{nb.dp.Maps.Ct, nb.dp.Maps.CtNew} {
-		var (
-			k    bpf.DatapathFlow
-			v    bpf.DatapathCtEntry
-			keys []bpf.DatapathFlow
-		)
+		var keys [][]byte
+		k, v := make([]byte, m.KeySize()), make([]byte, m.ValueSize())
 		it := m.Iterate()
 		for it.Next(&k, &v) {
-			keys = append(keys, k)
+			keys = append(keys, append([]byte(nil), k...))
 		}
 		must(t, it.Err())
 		for _, k := range keys {
@@ -133,7 +129,7 @@ func TestBalancedPublicationHairpin(t *testing.T) {
 	shares := map[netip.Addr]int{}
 	for i := range n {
 		pkt := tcpSegment(ap(webAddr, uint16(20000+i)), ap(hostAddr, 8080), syn, 1, 0)
-		got := nb.mustVerdict(t, fmt.Sprintf("hairpin %d", i), nb.dp.Endpoint.FromContainer, pkt, 1, tcActRedirect)
+		got := nb.mustVerdict(t, "hairpin "+strconv.Itoa(i), nb.dp.Endpoint.FromContainer, pkt, 1, tcActRedirect)
 		shares[got.dst.Addr()]++
 		if got.dst.Addr() == webAddr && got.src.Addr() != bridgeNet.Gateway {
 			t.Fatalf("a sandbox reaching itself from %s, want from its gateway", got.src)
