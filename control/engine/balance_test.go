@@ -74,6 +74,9 @@ func TestBalancedPublication(t *testing.T) {
 	if _, err := te.Publish(other, spec, lists, true); err == nil || !strings.Contains(err.Error(), "source lists") {
 		t.Errorf("balancing a port with other lists: %v, want refused", err)
 	}
+	if _, err := te.Publish(names[0], spec, lists, true); err == nil || !strings.Contains(err.Error(), "share its lists") {
+		t.Errorf("new lists for one backend of a shared port: %v, want refused", err)
+	}
 	if after := te.snapshot(t); after != before {
 		t.Errorf("a refused publication changed the state:\n%s\n%s", before, after)
 	}

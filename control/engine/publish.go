@@ -237,6 +237,9 @@ func (e *Engine) relist(tx *store.Tx, undo *store.Undo, sb store.Sandbox, ep sto
 			continue
 		}
 		for _, p := range pubs {
+			if err := relistAlone(tx, p, ep); err != nil {
+				return nil, nil, err
+			}
 			old := p.Sources
 			p.Sources = sources
 			for _, m := range desired.Publication(p, ep) {
@@ -251,6 +254,25 @@ func (e *Engine) relist(tx *store.Tx, undo *store.Undo, sb store.Sandbox, ep sto
 		}
 	}
 	return rest, relisted, tx.PutPublications(sb.Name, relisted...)
+}
+
+// relistAlone refuses new lists for p, leading to ep, when p is a
+// balanced publication that other sandboxes share: the sandboxes that
+// share a port share its lists.
+func relistAlone(tx *store.Tx, p store.Publication, ep store.Endpoint) error {
+	if !p.Balance {
+		return nil
+	}
+	entries, err := desired.Balanced(tx, desired.Publication(p, ep))
+	if err != nil {
+		return err
+	}
+	for _, m := range entries {
+		if len(m.Backends) > 1 {
+			return errdefs.Conflictf("host port %s is balanced by %d sandboxes, which share its lists: unpublish it from all of them to change them", describe(p), len(m.Backends))
+		}
+	}
+	return nil
 }
 
 // publishedAs is the publications among have that spec names, each of its
