@@ -41,6 +41,9 @@ type netConf struct {
 	// the daemon's.
 	PublishAllow []string `json:"publishAllow,omitempty"`
 	PublishDeny  []string `json:"publishDeny,omitempty"`
+	// PublishBalance shares the host ports published with the other
+	// containers that publish them with it (ebpfnet publish --balance).
+	PublishBalance bool `json:"publishBalance,omitempty"`
 	// sources are the lists read from them.
 	sources       api.Sources
 	RuntimeConfig struct {
@@ -150,7 +153,7 @@ func add(args *skel.CmdArgs, routedVia func(netns string, gw net.IP) (bool, erro
 		return addChained(args, conf, client, publish)
 	}
 	req := api.AttachmentCreate{Frontend: frontend, ContainerID: args.ContainerID, IfName: args.IfName, NetNS: args.Netns,
-		Network: conf.Network, Publish: publish, PublishSources: conf.sources, MAC: conf.RuntimeConfig.MAC, Aliases: conf.RuntimeConfig.Aliases[conf.Name], Group: conf.Name}
+		Network: conf.Network, Publish: publish, PublishSources: conf.sources, PublishBalance: conf.PublishBalance, MAC: conf.RuntimeConfig.MAC, Aliases: conf.RuntimeConfig.Aliases[conf.Name], Group: conf.Name}
 	for _, s := range conf.RuntimeConfig.IPs {
 		ip, err := api.ParseAddress("address", s)
 		if err != nil {
@@ -285,7 +288,7 @@ func addChained(args *skel.CmdArgs, conf *netConf, client *api.Client, publish [
 	ctx, cancel := timeout()
 	defer cancel()
 	_, err = client.Attach(ctx, api.AttachmentCreate{Frontend: frontend, ContainerID: args.ContainerID, IfName: args.IfName,
-		NetNS: args.Netns, Network: chainedNetwork(conf), Publish: publish, PublishSources: conf.sources, Chained: c, Group: conf.Name})
+		NetNS: args.Netns, Network: chainedNetwork(conf), Publish: publish, PublishSources: conf.sources, PublishBalance: conf.PublishBalance, Chained: c, Group: conf.Name})
 	if err != nil {
 		return err
 	}

@@ -212,7 +212,7 @@ func TestAdd(t *testing.T) {
 		Address: "10.88.0.9/16", Gateway: "10.88.0.1",
 		AddressIPv6: "fd00:88::9/64", GatewayIPv6: "fd00:88::1"}}
 	socket := serve(t, d)
-	rest := `,"network":"app","publishDeny":["192.0.2.0/24"],"runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}],` +
+	rest := `,"network":"app","publishDeny":["192.0.2.0/24"],"publishBalance":true,"runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}],` +
 		`"ips":["10.88.0.9/16","fd00:88::9/64"],"mac":"02:42:0a:58:00:09","aliases":{"podnet":["web"]}}`
 	for _, v := range []string{"0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
 		out, err := run(t, addRouted, config(v, socket, rest))
@@ -234,7 +234,7 @@ func TestAdd(t *testing.T) {
 	}
 	want := api.AttachmentCreate{Frontend: "cni", ContainerID: "c1", IfName: "eth0", NetNS: "/run/netns/c1", Network: "app",
 		IP: netip.MustParseAddr("10.88.0.9"), IP6: netip.MustParseAddr("fd00:88::9"), MAC: "02:42:0a:58:00:09", Aliases: []string{"web"}, Group: "podnet",
-		Publish: []ports.Mapping{{Proto: ports.TCP, HostPort: 8080, Port: 80}}, PublishSources: api.Sources{Deny: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}}
+		Publish: []ports.Mapping{{Proto: ports.TCP, HostPort: 8080, Port: 80}}, PublishSources: api.Sources{Deny: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}, PublishBalance: true}
 	if len(d.attached) != 4 || !reflect.DeepEqual(d.attached[0], want) {
 		t.Errorf("asked %+v, want %+v", d.attached, want)
 	}

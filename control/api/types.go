@@ -442,6 +442,8 @@ type AttachmentCreate struct {
 	// PublishSources are who may open flows to Publish (none: the
 	// network's lists, or everyone).
 	PublishSources Sources `json:"PublishSources,omitzero"`
+	// PublishBalance shares Publish's host ports (Ports.Balance).
+	PublishBalance bool `json:"PublishBalance,omitempty"`
 	// Chained, when set, attaches what a plugin chained before ebpfnet
 	// made, on the network of that plugin named Network (made on first use).
 	Chained *ChainedAttachment `json:"Chained,omitempty"`

@@ -137,7 +137,7 @@ func (a adapter) Attach(_ context.Context, req api.AttachmentCreate) (api.Attach
 		spec.Chained = &external.ChainedNetwork{Bridge: c.Bridge, Subnet: c.Address.Masked(), Gateway: c.Gateway}
 		spec.Addr, spec.MAC, spec.HostSide, spec.HandOver = c.Address.Addr(), c.MacAddress, c.HostInterface, true
 	}
-	sb, n, pubs, err := a.e.External().Attach(spec, req.NetNS, req.Publish, req.PublishSources)
+	sb, n, pubs, err := a.e.External().Attach(spec, req.NetNS, req.Publish, req.PublishSources, req.PublishBalance)
 	if err != nil {
 		return api.Attachment{}, err
 	}

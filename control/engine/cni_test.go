@@ -100,14 +100,14 @@ func TestChainedHostSideIsChecked(t *testing.T) {
 		return err == nil
 	}
 
-	if _, _, _, err := te.External().Attach(chainedReq("victim", vA, br, "10.94.0.2"), "/run/victim", nil, ports.Sources{}); err != nil {
+	if _, _, _, err := te.External().Attach(chainedReq("victim", vA, br, "10.94.0.2"), "/run/victim", nil, ports.Sources{}, false); err != nil {
 		t.Fatal(err)
 	}
 	if !pinned(vA) {
 		t.Fatalf("no programs pinned for the victim's host side %s", vA)
 	}
 	// Its own veth is vB, but its prevResult names the victim's vA.
-	_, _, _, err := te.External().Attach(chainedReq("thief", vA, br, "10.94.0.3"), "/run/thief", nil, ports.Sources{})
+	_, _, _, err := te.External().Attach(chainedReq("thief", vA, br, "10.94.0.3"), "/run/thief", nil, ports.Sources{}, false)
 	if err == nil {
 		t.Errorf("a second attachment took host side %s, which attachment victim holds", vA)
 	}
@@ -118,11 +118,11 @@ func TestChainedHostSideIsChecked(t *testing.T) {
 		t.Errorf("DEL of the thief removed the victim's programs from %s", vA)
 	}
 
-	if _, _, _, err := te.External().Attach(chainedReq("offbridge", vC, br, "10.94.0.4"), "/run/off", nil, ports.Sources{}); err == nil {
+	if _, _, _, err := te.External().Attach(chainedReq("offbridge", vC, br, "10.94.0.4"), "/run/off", nil, ports.Sources{}, false); err == nil {
 		t.Errorf("a host side %s on no bridge was accepted for bridge %s", vC, br)
 		te.External().DeleteEndpoint(attachmentID("offbridge"))
 	}
-	if _, _, _, err := te.External().Attach(chainedReq("gw", vB, br, "10.94.0.1"), "/run/gw", nil, ports.Sources{}); err == nil {
+	if _, _, _, err := te.External().Attach(chainedReq("gw", vB, br, "10.94.0.1"), "/run/gw", nil, ports.Sources{}, false); err == nil {
 		t.Errorf("the chained network's gateway 10.94.0.1 was taken as a container's address")
 		te.External().DeleteEndpoint(attachmentID("gw"))
 	}
@@ -134,7 +134,7 @@ func TestChainedHostSideIsChecked(t *testing.T) {
 func TestFailedChainedAttachLeavesNothing(t *testing.T) {
 	te := newTestEngine(t)
 	before := te.snapshot(t)
-	if _, _, _, err := te.External().Attach(chainedReq("gone", te.prefix+"none", "nobr", "10.94.0.2"), "/run/gone", nil, ports.Sources{}); err == nil {
+	if _, _, _, err := te.External().Attach(chainedReq("gone", te.prefix+"none", "nobr", "10.94.0.2"), "/run/gone", nil, ports.Sources{}, false); err == nil {
 		t.Fatal("a chained ADD with a missing host side succeeded")
 	}
 	if after := te.snapshot(t); after != before {
@@ -143,7 +143,7 @@ func TestFailedChainedAttachLeavesNothing(t *testing.T) {
 	if _, err := te.CreateNetwork(NetworkSpec{Name: te.name("net"), IPv4: pools.Spec{Subnet: netip.MustParsePrefix("10.94.0.0/16")}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := te.External().Attach(chainedReq("ov", te.prefix+"none", "nobr", "10.94.0.2"), "/run/ov", nil, ports.Sources{}); !errors.Is(err, errdefs.ErrConflict) {
+	if _, _, _, err := te.External().Attach(chainedReq("ov", te.prefix+"none", "nobr", "10.94.0.2"), "/run/ov", nil, ports.Sources{}, false); !errors.Is(err, errdefs.ErrConflict) {
 		t.Errorf("a chained subnet inside an ebpfnet network's: %v, want a conflict", err)
 	}
 }

@@ -232,7 +232,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e.external = external.New(external.Config{Store: e.store, Wiring: e.wiring, Maps: e.maps, Lock: &e.mu,
-		Update: e.update, Commit: e.commit, AddNetwork: e.addChained, Publish: e.publishExternal, ForgetPorts: e.forgetPorts,
+		Update: e.update, Commit: e.commit, AddNetwork: e.addChained, Publish: e.addPublications, ForgetPorts: e.forgetPorts,
 		ClusterAddress: e.externalOverlayAddress, Removed: e.nudgeCluster})
 	e.status = status.New(status.Config{Store: e.store, Datapath: dp, Maps: e.maps, Monitor: e.monitor, Uplinks: e.hostSync.Uplinks,
 		InHost: e.inHost, Cluster: e.cluster, Conflicts: e.clusterConflicts, Reclaimed: e.wiring.Reclaimed, DNS: e.resolver.Stats})

@@ -54,12 +54,6 @@ func (e *Engine) Publish(sandboxRef string, specs []ports.Mapping, sources ports
 	return e.publish(sandboxRef, "", specs, sources, balance)
 }
 
-// publishExternal is addPublications for a runtime's endpoints, which
-// balance where their network says so (OptBalance).
-func (e *Engine) publishExternal(tx *store.Tx, undo *store.Undo, sb store.Sandbox, specs []ports.Mapping, sources ports.Sources) ([]store.Publication, error) {
-	return e.addPublications(tx, undo, sb, specs, sources, false)
-}
-
 // PublishEndpoint publishes ports of an external endpoint of frontend's.
 func (e *Engine) PublishEndpoint(frontend, id string, specs []ports.Mapping, sources ports.Sources) ([]store.Publication, error) {
 	return e.publish(id, frontend, specs, sources, false)

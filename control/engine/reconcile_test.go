@@ -83,7 +83,7 @@ func TestReconcileLeavesAnInterfaceMadeAgainMeanwhile(t *testing.T) {
 	ns := containerNS(t, te, "c1")
 	attach := func() {
 		t.Helper()
-		if _, _, _, err := te.External().Attach(attachment("c1", n), ns, nil, ports.Sources{}); err != nil {
+		if _, _, _, err := te.External().Attach(attachment("c1", n), ns, nil, ports.Sources{}, false); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -56,7 +56,7 @@ type Config struct {
 	AddNetwork func(tx *store.Tx, undo *store.Undo, n *store.Network, subnet netip.Prefix, gateway netip.Addr) error
 	// Publish publishes sb's ports as the engine's publish does;
 	// ForgetPorts gives back the host ports of removed publications.
-	Publish     func(tx *store.Tx, undo *store.Undo, sb store.Sandbox, specs []ports.Mapping, sources ports.Sources) ([]store.Publication, error)
+	Publish     func(tx *store.Tx, undo *store.Undo, sb store.Sandbox, specs []ports.Mapping, sources ports.Sources, balance bool) ([]store.Publication, error)
 	ForgetPorts func(sandbox string, pubs []store.Publication)
 	// ClusterAddress takes, before the engine's lock, the address of an
 	// endpoint on network ref when the cluster hands out its addresses
@@ -365,10 +365,10 @@ func (x *Endpoints) JoinEndpoint(id, netns string) (Joined, error) {
 
 // Attach attaches a runtime's namespace to a network in one step (CNI's
 // ADD): the endpoint, its interface configured in netns, and its published
-// ports, open to sources (none: the network's lists, or everyone). Either
-// all of it is done or none. Asked again for the same namespace, it
+// ports, open to sources (none: the network's lists, or everyone),
+// balanced or not. Either all of it is done or none. Asked again for the same namespace, it
 // answers what it did.
-func (x *Endpoints) Attach(req Request, netns string, publish []ports.Mapping, sources ports.Sources) (store.Sandbox, store.Network, []store.Publication, error) {
+func (x *Endpoints) Attach(req Request, netns string, publish []ports.Mapping, sources ports.Sources, balance bool) (store.Sandbox, store.Network, []store.Publication, error) {
 	if err := checkExternal(req); err != nil {
 		return store.Sandbox{}, store.Network{}, nil, err
 	}
@@ -398,7 +398,7 @@ func (x *Endpoints) Attach(req Request, netns string, publish []ports.Mapping, s
 		if err := x.join(tx, undo, &sb, n, netns); err != nil {
 			return err
 		}
-		pubs, err = x.cfg.Publish(tx, undo, sb, publish, sources)
+		pubs, err = x.cfg.Publish(tx, undo, sb, publish, sources, balance)
 		return err
 	})
 	return sb, n, pubs, err
