@@ -216,3 +216,39 @@ func mapEntries(t *testing.T, m *ebpf.Map) int {
 	must(t, it.Err())
 	return keys
 }
+
+// A port balanced on [::] over a dual-stack sandbox and an IPv4-only one
+// spreads IPv6 clients over both: the first reached at its IPv6 address,
+// the other translated to IPv4 from its gateway, as one publication that
+// is not balanced does.
+func TestBalancedPublicationAcrossFamilies(t *testing.T) {
+	nb := newNATBed6(t)
+	v4only := netip.MustParseAddr("172.17.0.3")
+	nb.addEndpoint(t, v4only)
+	must(t, nb.maps.PutPublication(maps.Publication{HostAddr: netip.IPv6Unspecified(), HostPort: 8080, Proto: 6,
+		Backends: []maps.Backend{{Addr: webAddr6, Port: 80}, {Addr: v4only, Port: 80}}}))
+	const n = 1000
+	shares := map[netip.Addr]int{}
+	for i := range n {
+		client := netip.AddrPortFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x99, 15: byte(10 + i%40)}), uint16(10000+i/40))
+		got := nb.mustVerdict(t, "from "+client.String(), nb.dp.Uplink.UplinkIngress, tcpSegment(client, ap(hostAddr6, 8080), syn, 1, 0), 0, tcActRedirect)
+		shares[got.dst.Addr()]++
+		switch got.dst.Addr() {
+		case webAddr6:
+			if got.src != client {
+				t.Fatalf("to %s from %s, want the client's own address", got.dst, got.src)
+			}
+		case v4only:
+			if got.src.Addr() != bridgeNet.Gateway {
+				t.Fatalf("to %s from %s, want from the gateway", got.dst, got.src)
+			}
+		default:
+			t.Fatalf("delivered to %s", got.dst)
+		}
+	}
+	for _, b := range []netip.Addr{webAddr6, v4only} {
+		if share := float64(shares[b]) / n; share < 0.45 || share > 0.55 {
+			t.Errorf("%s has %.1f%% of %d flows, want 50%% ± 5 points", b, 100*share, n)
+		}
+	}
+}
