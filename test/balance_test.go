@@ -176,3 +176,32 @@ func TestBalancedPort(t *testing.T) {
 	mustFail(t, "outside to 8080 once no sandbox publishes it", echoFrom(out.NS, "tcp", four, ""))
 	h.MustCLI("publish", "8080:7777", other)
 }
+
+// docker compose up --scale web=3 with ports ["8080:7777"], as Docker
+// does it: three containers run with -p 8080:7777 on a network created
+// with -o ebpfnet.balance=true share the host port, and connections from
+// outside spread over the three; on a network without the option a
+// second container is refused the port.
+func TestDockerBalancedPort(t *testing.T) {
+	t.Parallel()
+	h, out, d := dockerHost(t)
+	d.MustCLI("network", "create", "-d", h.Prefix, "-o", "ebpfnet.balance=true", "scaled")
+	var webs []string
+	for _, name := range []string{"web-1", "web-2", "web-3"} {
+		d.MustCLI("run", "-d", "--name", name, "--network", "scaled", "-p", "8080:7777", "busybox", "sleep", "600")
+		serveName(t, d.MustCLI("inspect", "-f", "{{.NetworkSettings.SandboxKey}}", name), 7777, name)
+		webs = append(webs, name)
+	}
+	const n = 1500
+	wantShares(t, "from outside", spread(t, out.NS, hostIP+":8080", []string{""}, n), webs, n)
+	if got := endpointOf(t, h, d, "web-1", "scaled").NetworkSettings.Ports["7777/tcp"]; len(got) != 1 || len(got[0].Backends) != 3 {
+		t.Errorf("web-1's publication %+v, want its three backends", got)
+	}
+	d.MustCLI("network", "create", "-d", h.Prefix, "single")
+	d.MustCLI("run", "-d", "--name", "solo-1", "--network", "single", "-p", "8090:7777", "busybox", "sleep", "600")
+	if msg, err := d.CLI("run", "-d", "--name", "solo-2", "--network", "single", "-p", "8090:7777", "busybox", "sleep", "600"); err == nil || !strings.Contains(msg, "8090") {
+		t.Errorf("a second container publishing 8090 without balance: %v %s, want refused naming 8090", err, msg)
+	}
+	d.MustCLI("rm", "-f", "web-3")
+	wantShares(t, "from outside, web-3 gone", spread(t, out.NS, hostIP+":8080", []string{""}, n/3), webs[:2], n/3)
+}
