@@ -157,8 +157,8 @@ func TestBalancedPort(t *testing.T) {
 	}
 	h.MustCLI("unpublish", "8080", webs[2])
 	echo("after its backend was unpublished")
-	wantShares(t, "from outside, one backend gone", spread(t, out.NS, four, locals, n/3), webs[:2], n/3)
-	wantShares(t, "from the host, one backend gone", spread(t, h.NetNS, "127.0.0.1:8080", []string{""}, n/3), webs[:2], n/3)
+	wantShares(t, "from outside, one backend gone", spread(t, out.NS, four, locals, n), webs[:2], n)
+	wantShares(t, "from the host, one backend gone", spread(t, h.NetNS, "127.0.0.1:8080", []string{""}, n), webs[:2], n)
 
 	h.Stop(syscall.SIGKILL)
 	echo("with the daemon down")
@@ -167,7 +167,7 @@ func TestBalancedPort(t *testing.T) {
 	if port := h.MustCLI("port", webs[0]); !strings.Contains(port, webs[0]+":7777,"+webs[1]+":7777 ") && !strings.HasSuffix(strings.TrimSpace(port), webs[0]+":7777,"+webs[1]+":7777") {
 		t.Errorf("after the restart, ebpfnet port %s shows:\n%s\nwant the two backends left", webs[0], port)
 	}
-	wantShares(t, "from outside, after the restart", spread(t, out.NS, four, locals, n/3), webs[:2], n/3)
+	wantShares(t, "from outside, after the restart", spread(t, out.NS, four, locals, n), webs[:2], n)
 
 	// The last backends' removal frees the port.
 	h.MustCLI("sandbox", "rm", "-f", webs[0])
@@ -203,5 +203,37 @@ func TestDockerBalancedPort(t *testing.T) {
 		t.Errorf("a second container publishing 8090 without balance: %v %s, want refused naming 8090", err, msg)
 	}
 	d.MustCLI("rm", "-f", "web-3")
-	wantShares(t, "from outside, web-3 gone", spread(t, out.NS, hostIP+":8080", []string{""}, n/3), webs[:2], n/3)
+	wantShares(t, "from outside, web-3 gone", spread(t, out.NS, hostIP+":8080", []string{""}, n), webs[:2], n)
+}
+
+// CNI containers whose plugin configuration says "publishBalance": true
+// share the host port their portMappings name, as publish --balance
+// does; one whose configuration does not is refused it, and a DEL takes
+// its container out.
+func TestCNIBalancedPort(t *testing.T) {
+	t.Parallel()
+	h, out := newPublishingHost(t)
+	c := newCNI(t)
+	h.MustCLI("network", "create", "--subnet", "10.97.0.0/24", h.Name("cninet"))
+	plugin := func(balance bool) map[string]any {
+		return map[string]any{"type": "ebpfnet", "network": h.Name("cninet"), "socket": h.Socket(), "publishBalance": balance,
+			"capabilities": map[string]bool{"portMappings": true}}
+	}
+	c.Conflist("bal", plugin(true))
+	c.Conflist("plain", plugin(false))
+	var names []string
+	nss := map[string]string{}
+	for _, name := range []string{"c1", "c2", "c3"} {
+		ns := containerNS(t, h, name)
+		c.Must("add", "bal", ns, testbed.PortMappings("8080:7777/tcp"))
+		serveName(t, ns, 7777, name)
+		names, nss[name] = append(names, name), ns
+	}
+	const n = 1500
+	wantShares(t, "from outside", spread(t, out.NS, hostIP+":8080", []string{""}, n), names, n)
+	if msg, err := c.Run("add", "plain", containerNS(t, h, "c4"), testbed.PortMappings("8080:7777/tcp")); err == nil || !strings.Contains(msg, "8080") {
+		t.Errorf("ADD of 8080 without publishBalance: %v %s, want refused naming 8080", err, msg)
+	}
+	c.Must("del", "bal", nss["c3"])
+	wantShares(t, "from outside, c3 deleted", spread(t, out.NS, hostIP+":8080", []string{""}, n), names[:2], n)
 }
