@@ -105,6 +105,20 @@ func TestBalancedPublication(t *testing.T) {
 	if d, err := te.Drift(); err != nil || d.MapWrites != 0 {
 		t.Errorf("drift after a reconcile: %+v, %v", d, err)
 	}
+	// A sandbox created with the port balanced joins it.
+	joined := te.name("joined")
+	sb, err := te.CreateSandbox(SandboxSpec{Name: joined, Networks: []string{app}, Publish: spec, PublishBalance: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	with := append(slices.Clone(rest), sb.Endpoints[0].Addr)
+	slices.SortFunc(with, netip.Addr.Compare)
+	if got := te.backendsOf8080(t); !slices.Equal(got, with) {
+		t.Errorf("after creating %s with the port balanced, backends %v, want %v", joined, got, with)
+	}
+	if err := te.RemoveSandbox(joined, true); err != nil {
+		t.Fatal(err)
+	}
 	// A sandbox removed takes its backend with it; the last one's takes the port.
 	if err := te.RemoveSandbox(names[1], true); err != nil {
 		t.Fatal(err)

@@ -113,10 +113,13 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 				return err
 			}
 		}
-		if _, err := e.addPublications(tx, undo, sb, spec.Publish, spec.PublishSources, spec.PublishBalance); err != nil {
+		// Recorded before its ports: a balanced port's entry is made from
+		// the records of every sandbox that shares it, this one's included.
+		if err := tx.PutSandbox(sb); err != nil {
 			return err
 		}
-		return tx.PutSandbox(sb)
+		_, err = e.addPublications(tx, undo, sb, spec.Publish, spec.PublishSources, spec.PublishBalance)
+		return err
 	})
 	return sb, err
 }
