@@ -1,6 +1,7 @@
 package bpf_test
 
 import (
+	"errors"
 	"net/netip"
 	"strconv"
 	"testing"
@@ -105,6 +106,16 @@ func TestBalancedPublicationSpreads(t *testing.T) {
 		shares[first[i]]++
 	}
 	checkShares(t, "uplink", shares, backends, n)
+	counted, err := nb.maps.BackendFlows()
+	must(t, err)
+	for _, c := range counted {
+		if c.Backend.Port != 80 || c.Proto != "tcp" || c.Flows != uint64(shares[c.Backend.Addr]) {
+			t.Errorf("backend_flows counts %d new %s flows for %s, want %d", c.Flows, c.Proto, c.Backend, shares[c.Backend.Addr])
+		}
+	}
+	if len(counted) != len(backends) {
+		t.Errorf("backend_flows counts %v, want the %d backends", counted, len(backends))
+	}
 	nb.flushConntrack(t)
 	moved := 0
 	for i := range n {
@@ -197,7 +208,7 @@ func TestBalancedBackendLeaves(t *testing.T) {
 	if got := nb.reach(t, tcpSegment(tuple(0), ap(hostAddr, 8080), ack, 3, 1), false); got.IsValid() {
 		t.Errorf("a flow of an unpublished port went on to %s", got)
 	}
-	for _, m := range []*ebpf.Map{nb.dp.Maps.Maglev, nb.dp.Maps.PublishedPorts, nb.dp.Maps.HeldPorts} {
+	for _, m := range []*ebpf.Map{nb.dp.Maps.Maglev, nb.dp.Maps.PublishedPorts, nb.dp.Maps.HeldPorts, nb.dp.Maps.BackendFlows} {
 		if n := mapEntries(t, m); n != 0 {
 			t.Errorf("%s holds %d entries once the port is unpublished", m, n)
 		}
@@ -207,14 +218,22 @@ func TestBalancedBackendLeaves(t *testing.T) {
 func mapEntries(t *testing.T, m *ebpf.Map) int {
 	t.Helper()
 	keys := 0
-	k := make([]byte, m.KeySize())
-	v := make([]byte, m.ValueSize())
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		keys++
+	var prev any // nil asks for the first key
+	for {
+		next := make([]byte, m.KeySize())
+		if err := m.NextKey(prev, &next); err != nil {
+			must(t, ignoreMissing(err))
+			return keys
+		}
+		keys, prev = keys+1, next
 	}
-	must(t, it.Err())
-	return keys
+}
+
+func ignoreMissing(err error) error {
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	}
+	return err
 }
 
 // A port balanced on [::] over a dual-stack sandbox and an IPv4-only one

@@ -362,6 +362,7 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	DatapathMapBackendFlows          = "backend_flows"
 	DatapathMapCsumScratch           = "csum_scratch"
 	DatapathMapCt                    = "ct"
 	DatapathMapCtNew                 = "ct_new"
@@ -453,6 +454,7 @@ type DatapathProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DatapathMapSpecs struct {
+	BackendFlows    *ebpf.MapSpec `ebpf:"backend_flows"`
 	CsumScratch     *ebpf.MapSpec `ebpf:"csum_scratch"`
 	Ct              *ebpf.MapSpec `ebpf:"ct"`
 	CtNew           *ebpf.MapSpec `ebpf:"ct_new"`
@@ -522,6 +524,7 @@ func (o *DatapathObjects) Close() error {
 //
 // It can be passed to LoadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DatapathMaps struct {
+	BackendFlows    *ebpf.Map `ebpf:"backend_flows"`
 	CsumScratch     *ebpf.Map `ebpf:"csum_scratch"`
 	Ct              *ebpf.Map `ebpf:"ct"`
 	CtNew           *ebpf.Map `ebpf:"ct_new"`
@@ -556,6 +559,7 @@ type DatapathMaps struct {
 
 func (m *DatapathMaps) Close() error {
 	return _DatapathClose(
+		m.BackendFlows,
 		m.CsumScratch,
 		m.Ct,
 		m.CtNew,

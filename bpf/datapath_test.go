@@ -55,7 +55,7 @@ func emptyMaps(all *bpf.DatapathMaps) error {
 			continue
 		}
 		switch m.Type() {
-		case ebpf.Hash, ebpf.LRUHash, ebpf.LPMTrie, ebpf.DevMapHash:
+		case ebpf.Hash, ebpf.LRUHash, ebpf.PerCPUHash, ebpf.LPMTrie, ebpf.DevMapHash:
 			errs = append(errs, deleteAll(m))
 		case ebpf.Array, ebpf.PerCPUArray:
 			errs = append(errs, zeroAll(m))

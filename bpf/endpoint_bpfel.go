@@ -16,6 +16,7 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	EndpointMapBackendFlows    = "backend_flows"
 	EndpointMapCsumScratch     = "csum_scratch"
 	EndpointMapCt              = "ct"
 	EndpointMapCtNew           = "ct_new"
@@ -106,6 +107,7 @@ type EndpointProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EndpointMapSpecs struct {
+	BackendFlows    *ebpf.MapSpec `ebpf:"backend_flows"`
 	CsumScratch     *ebpf.MapSpec `ebpf:"csum_scratch"`
 	Ct              *ebpf.MapSpec `ebpf:"ct"`
 	CtNew           *ebpf.MapSpec `ebpf:"ct_new"`
@@ -168,6 +170,7 @@ func (o *EndpointObjects) Close() error {
 //
 // It can be passed to LoadEndpointObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EndpointMaps struct {
+	BackendFlows    *ebpf.Map `ebpf:"backend_flows"`
 	CsumScratch     *ebpf.Map `ebpf:"csum_scratch"`
 	Ct              *ebpf.Map `ebpf:"ct"`
 	CtNew           *ebpf.Map `ebpf:"ct_new"`
@@ -202,6 +205,7 @@ type EndpointMaps struct {
 
 func (m *EndpointMaps) Close() error {
 	return _EndpointClose(
+		m.BackendFlows,
 		m.CsumScratch,
 		m.Ct,
 		m.CtNew,

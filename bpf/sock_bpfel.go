@@ -16,6 +16,7 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	SockMapBackendFlows      = "backend_flows"
 	SockMapCsumScratch       = "csum_scratch"
 	SockMapCt                = "ct"
 	SockMapCtNew             = "ct_new"
@@ -117,6 +118,7 @@ type SockProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockMapSpecs struct {
+	BackendFlows    *ebpf.MapSpec `ebpf:"backend_flows"`
 	CsumScratch     *ebpf.MapSpec `ebpf:"csum_scratch"`
 	Ct              *ebpf.MapSpec `ebpf:"ct"`
 	CtNew           *ebpf.MapSpec `ebpf:"ct_new"`
@@ -176,6 +178,7 @@ func (o *SockObjects) Close() error {
 //
 // It can be passed to LoadSockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockMaps struct {
+	BackendFlows    *ebpf.Map `ebpf:"backend_flows"`
 	CsumScratch     *ebpf.Map `ebpf:"csum_scratch"`
 	Ct              *ebpf.Map `ebpf:"ct"`
 	CtNew           *ebpf.Map `ebpf:"ct_new"`
@@ -210,6 +213,7 @@ type SockMaps struct {
 
 func (m *SockMaps) Close() error {
 	return _SockClose(
+		m.BackendFlows,
 		m.CsumScratch,
 		m.Ct,
 		m.CtNew,

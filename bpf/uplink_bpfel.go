@@ -16,6 +16,7 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	UplinkMapBackendFlows    = "backend_flows"
 	UplinkMapCsumScratch     = "csum_scratch"
 	UplinkMapCt              = "ct"
 	UplinkMapCtNew           = "ct_new"
@@ -104,6 +105,7 @@ type UplinkProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UplinkMapSpecs struct {
+	BackendFlows    *ebpf.MapSpec `ebpf:"backend_flows"`
 	CsumScratch     *ebpf.MapSpec `ebpf:"csum_scratch"`
 	Ct              *ebpf.MapSpec `ebpf:"ct"`
 	CtNew           *ebpf.MapSpec `ebpf:"ct_new"`
@@ -166,6 +168,7 @@ func (o *UplinkObjects) Close() error {
 //
 // It can be passed to LoadUplinkObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UplinkMaps struct {
+	BackendFlows    *ebpf.Map `ebpf:"backend_flows"`
 	CsumScratch     *ebpf.Map `ebpf:"csum_scratch"`
 	Ct              *ebpf.Map `ebpf:"ct"`
 	CtNew           *ebpf.Map `ebpf:"ct_new"`
@@ -200,6 +203,7 @@ type UplinkMaps struct {
 
 func (m *UplinkMaps) Close() error {
 	return _UplinkClose(
+		m.BackendFlows,
 		m.CsumScratch,
 		m.Ct,
 		m.CtNew,

@@ -16,6 +16,7 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	UplinkXDPMapBackendFlows    = "backend_flows"
 	UplinkXDPMapCsumScratch     = "csum_scratch"
 	UplinkXDPMapCt              = "ct"
 	UplinkXDPMapCtNew           = "ct_new"
@@ -102,6 +103,7 @@ type UplinkXDPProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UplinkXDPMapSpecs struct {
+	BackendFlows    *ebpf.MapSpec `ebpf:"backend_flows"`
 	CsumScratch     *ebpf.MapSpec `ebpf:"csum_scratch"`
 	Ct              *ebpf.MapSpec `ebpf:"ct"`
 	CtNew           *ebpf.MapSpec `ebpf:"ct_new"`
@@ -164,6 +166,7 @@ func (o *UplinkXDPObjects) Close() error {
 //
 // It can be passed to LoadUplinkXDPObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UplinkXDPMaps struct {
+	BackendFlows    *ebpf.Map `ebpf:"backend_flows"`
 	CsumScratch     *ebpf.Map `ebpf:"csum_scratch"`
 	Ct              *ebpf.Map `ebpf:"ct"`
 	CtNew           *ebpf.Map `ebpf:"ct_new"`
@@ -198,6 +201,7 @@ type UplinkXDPMaps struct {
 
 func (m *UplinkXDPMaps) Close() error {
 	return _UplinkXDPClose(
+		m.BackendFlows,
 		m.CsumScratch,
 		m.Ct,
 		m.CtNew,

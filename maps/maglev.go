@@ -115,3 +115,33 @@ func Merge(pubs []Publication) []Publication {
 func Unbalanced(pubs []Publication) []Publication {
 	return slices.DeleteFunc(slices.Clone(pubs), Publication.Balanced)
 }
+
+// BackendFlows is how many new flows a backend of balanced publications
+// took, of a protocol.
+type BackendFlows struct {
+	Backend Backend
+	Proto   string // tcp, udp
+	Flows   uint64
+}
+
+// BackendFlows reads the new flows of every backend of balanced
+// publications, summed over the CPUs.
+func (m *Maps) BackendFlows() ([]BackendFlows, error) {
+	var (
+		out []BackendFlows
+		k   bpf.DatapathTargetKey
+		vs  []uint64
+	)
+	it := m.m.BackendFlows.Iterate()
+	for it.Next(&k, &vs) {
+		f := BackendFlows{Backend: Backend{Addr: Addr(k.Addr), Port: be16(k.Port)}, Proto: protoName(k.Proto)}
+		for _, v := range vs {
+			f.Flows += v
+		}
+		out = append(out, f)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", m.m.BackendFlows, err)
+	}
+	return out, nil
+}

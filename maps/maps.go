@@ -249,10 +249,16 @@ func tableTargets(t *bpf.DatapathMaglevTable, proto uint8) []bpf.DatapathTargetK
 }
 
 // countTargets adds delta to the counts of targets in published_ports.
+// A target no publication leads to any more loses its count of new flows
+// (backend_flows).
 func (m *Maps) countTargets(targets []bpf.DatapathTargetKey, delta int) error {
 	var errs []error
 	for _, k := range targets {
 		errs = append(errs, addCount(m.m.PublishedPorts, k, delta))
+		var n uint32
+		if delta < 0 && errors.Is(m.m.PublishedPorts.Lookup(k, &n), ebpf.ErrKeyNotExist) {
+			errs = append(errs, ignoreMissing(m.m.BackendFlows.Delete(k)))
+		}
 	}
 	return errors.Join(errs...)
 }

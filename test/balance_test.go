@@ -125,7 +125,17 @@ func TestBalancedPort(t *testing.T) {
 
 	const n = 3000
 	four := hostIP + ":8080"
-	wantShares(t, "from outside", spread(t, out.NS, four, locals, n), webs, n)
+	outside := spread(t, out.NS, four, locals, n)
+	wantShares(t, "from outside", outside, webs, n)
+	// The datapath counts each backend's new flows; host processes'
+	// connections are the socket hooks', which count none.
+	metrics := scrape(t, h)
+	for _, web := range webs {
+		backend := net.JoinHostPort(h.IP(web, netName), "7777")
+		if got := value(metrics, "ebpfnet_backend_flows_total", map[string]string{"backend": backend, "proto": "tcp"}); got != float64(outside[web]) {
+			t.Errorf("ebpfnet_backend_flows_total of %s (%s) is %v, want %d", web, backend, got, outside[web])
+		}
+	}
 	wantShares(t, "from the host to 127.0.0.1", spread(t, h.NetNS, "127.0.0.1:8080", []string{""}, n), webs, n)
 
 	// A long-lived connection to the backend about to leave.

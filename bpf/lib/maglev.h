@@ -63,6 +63,21 @@ static __always_inline __u32 cookie_hash(__u64 cookie)
 	return hash_final(hash_mix(hash_mix(0, (__u32)cookie), (__u32)(cookie >> 32)) ^ 8);
 }
 
+/* count_backend_flow counts a new flow to backend b of a balanced
+ * publication, of protocol proto. A frame of its own, off the NAT port
+ * search's path. */
+static __noinline __attribute__((unused)) void count_backend_flow(const struct publication *b, __u8 proto)
+{
+	struct target_key key = { .addr = b->addr, .port = b->port, .proto = proto };
+	__u64 one = 1, *n;
+
+	n = bpf_map_lookup_elem(&backend_flows, &key);
+	if (n)
+		*n += 1; /* this CPU's */
+	else
+		bpf_map_update_elem(&backend_flows, &key, &one, BPF_NOEXIST);
+}
+
 /* backend_of gives where a new flow of hash h to publication pub (whose
  * key is key) goes: pub itself, or for a balanced publication the backend
  * its table names for h. NULL: a balanced publication without a table. */

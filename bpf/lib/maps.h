@@ -76,6 +76,19 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } maglev SEC(".maps");
 
+/* New flows each backend of a balanced publication took (per CPU), keyed
+ * by the backend's address, port and protocol, for the metrics. The
+ * control plane removes a backend's count once no publication leads to
+ * it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__type(key, struct target_key);
+	__type(value, __u64);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} backend_flows SEC(".maps");
+
 /* Who may open flows to a published port: the most specific prefix of the
  * publication's own lists decides, or of the daemon's default lists for a
  * publication without any (struct source_key).

@@ -432,7 +432,7 @@ static __always_inline int host_socket_owns(struct ctx_buff *ctx, const struct p
 /* dnat_backend finds where p, a new flow to a published host address
  * and port, goes when it is one, into sc->backend: the publication's
  * sandbox, or for a balanced one the backend its table names for the
- * flow's tuple (backend_of). ifindex is where it came in (0: outside).
+ * flow's tuple (backend_of), counted in backend_flows. ifindex is where it came in (0: outside).
  * It returns 0 when found, -1 when the packet is no new flow to a
  * publication, or the verdict to drop it with. A frame of its own, off
  * the NAT port search's path. */
@@ -440,6 +440,7 @@ static __noinline int dnat_backend(struct ctx_buff *ctx, const struct packet *p,
 				   struct new_flow_scratch *sc)
 {
 	struct publication *pub;
+	__u8 flags;
 
 	if (!p->has_ports || is_icmp(p->flow.proto))
 		return -1;
@@ -455,12 +456,15 @@ static __noinline int dnat_backend(struct ctx_buff *ctx, const struct packet *p,
 			 network_of(&p->flow.saddr) || (p->v6 && addr_is_link_local(&p->flow.saddr))))
 		return VERDICT_DROP_MARTIAN_SOURCE;
 	/* The backend before the lists, which leave the key the lists'. */
+	flags = pub->flags;
 	pub = backend_of(&sc->source.pub, pub, flow_hash(&p->flow));
 	if (!pub)
 		return VERDICT_DROP_NO_ROUTE;
 	sc->backend = *pub;
 	if (source_refused(&sc->source, &p->flow.saddr))
 		return VERDICT_DROP_SOURCE_RANGE;
+	if (flags & PUBLICATION_BALANCED)
+		count_backend_flow(&sc->backend, p->flow.proto);
 	return 0;
 }
 

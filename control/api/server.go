@@ -424,7 +424,8 @@ func (c counterCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// metricsCollector exports conntrack, NAT ports and the embedded DNS.
+// metricsCollector exports conntrack, NAT ports, the balanced
+// publications' backends and the embedded DNS.
 type metricsCollector struct{ engine Engine }
 
 var (
@@ -434,10 +435,11 @@ var (
 	dnsDesc       = prometheus.NewDesc("ebpfnet_dns_queries_total", "Queries the embedded DNS answered, by outcome.", []string{"outcome"}, nil)
 	dnsMissDesc   = prometheus.NewDesc("ebpfnet_dns_cache_misses_total", "Forwardable queries the cache could not answer.", nil, nil)
 	dnsCacheDesc  = prometheus.NewDesc("ebpfnet_dns_cache_entries", "Forwarded answers the cache holds.", nil, nil)
+	backendDesc   = prometheus.NewDesc("ebpfnet_backend_flows_total", "New flows each backend (address:port in its sandbox) of balanced publications took, by protocol.", []string{"backend", "proto"}, nil)
 )
 
 func (c metricsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{conntrackDesc, natPortsDesc, reclaimedDesc, dnsDesc, dnsMissDesc, dnsCacheDesc} {
+	for _, d := range []*prometheus.Desc{conntrackDesc, natPortsDesc, reclaimedDesc, dnsDesc, dnsMissDesc, dnsCacheDesc, backendDesc} {
 		ch <- d
 	}
 }
@@ -457,6 +459,9 @@ func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, n := range m.NATPorts {
 		ch <- prometheus.MustNewConstMetric(natPortsDesc, prometheus.GaugeValue, float64(n.Ports), n.Uplink, n.Addr)
+	}
+	for _, f := range m.BackendFlows {
+		ch <- prometheus.MustNewConstMetric(backendDesc, prometheus.CounterValue, float64(f.Flows), f.Backend, f.Proto)
 	}
 	ch <- prometheus.MustNewConstMetric(reclaimedDesc, prometheus.CounterValue, float64(m.Reclaimed))
 	d := m.DNS

@@ -315,6 +315,17 @@ type Metrics struct {
 	// since it started.
 	Reclaimed uint64   `json:"reclaimed"`
 	DNS       DNSStats `json:"dns"`
+	// BackendFlows are the new flows each backend of balanced
+	// publications took.
+	BackendFlows []BackendFlows `json:"backendFlows,omitempty"`
+}
+
+// BackendFlows is how many new flows a backend (ADDR:PORT, in its
+// sandbox) of balanced publications took, of a protocol.
+type BackendFlows struct {
+	Backend string `json:"backend"`
+	Proto   string `json:"proto"`
+	Flows   uint64 `json:"flows"`
 }
 
 // ConntrackEntries is how many live conntrack entries (one per direction

@@ -177,8 +177,8 @@ func (r *Reader) Counters() ([]api.Counter, error) {
 	return out, err
 }
 
-// Metrics reads conntrack, the NAT ports in use and the embedded DNS's
-// counts, for the daemon's Prometheus metrics. Conntrack is walked
+// Metrics reads conntrack, the NAT ports in use, the new flows of the
+// balanced publications' backends and the embedded DNS's counts, for the daemon's Prometheus metrics. Conntrack is walked
 // without the engine's lock, so a scrape never holds up a change.
 func (r *Reader) Metrics() (api.Metrics, error) {
 	_, byAddr := r.cfg.Uplinks()
@@ -193,5 +193,9 @@ func (r *Reader) Metrics() (api.Metrics, error) {
 	for a, n := range summary.NATPorts {
 		m.NATPorts = append(m.NATPorts, api.NATPortsInUse{Uplink: byAddr[a], Addr: a.String(), Ports: n})
 	}
-	return m, nil
+	flows, err := r.cfg.Maps.BackendFlows()
+	for _, f := range flows {
+		m.BackendFlows = append(m.BackendFlows, api.BackendFlows{Backend: f.Backend.String(), Proto: f.Proto, Flows: f.Flows})
+	}
+	return m, err
 }
