@@ -218,8 +218,8 @@ func TestDockerBalancedPort(t *testing.T) {
 
 // CNI containers whose plugin configuration says "publishBalance": true
 // share the host port their portMappings name, as publish --balance
-// does; one whose configuration does not is refused it, and a DEL takes
-// its container out.
+// does, and CHECK finds each one's backend there; one whose configuration
+// does not is refused the port, and a DEL takes its container out.
 func TestCNIBalancedPort(t *testing.T) {
 	t.Parallel()
 	h, out := newPublishingHost(t)
@@ -243,6 +243,10 @@ func TestCNIBalancedPort(t *testing.T) {
 	wantShares(t, "from outside", spread(t, out.NS, hostIP+":8080", []string{""}, n), names, n)
 	if msg, err := c.Run("add", "plain", containerNS(t, h, "c4"), testbed.PortMappings("8080:7777/tcp")); err == nil || !strings.Contains(msg, "8080") {
 		t.Errorf("ADD of 8080 without publishBalance: %v %s, want refused naming 8080", err, msg)
+	}
+	// CHECK finds each container's backend in the shared port.
+	for _, name := range names {
+		c.Must("check", "bal", nss[name], testbed.PortMappings("8080:7777/tcp"))
 	}
 	c.Must("del", "bal", nss["c3"])
 	wantShares(t, "from outside, c3 deleted", spread(t, out.NS, hostIP+":8080", []string{""}, n), names[:2], n)
