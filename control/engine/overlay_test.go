@@ -230,7 +230,7 @@ func TestAttachmentOnOverlayTakesTheClustersAddress(t *testing.T) {
 	}
 	ns := containerNS(t, te, "c1")
 	req := attachment("c1", n.Name)
-	sb, _, _, err := te.External().Attach(req, ns, nil, ports.Sources{})
+	sb, _, _, err := te.External().Attach(req, ns, nil, ports.Sources{}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestAttachmentOnOverlayTakesTheClustersAddress(t *testing.T) {
 	if a == farAddr || !n.Pool.Subnet.Contains(a) {
 		t.Fatalf("the attachment has %s; the other host holds %s", a, farAddr)
 	}
-	if again, _, _, err := te.External().Attach(req, ns, nil, ports.Sources{}); err != nil || again.Endpoints[0].Addr != a {
+	if again, _, _, err := te.External().Attach(req, ns, nil, ports.Sources{}, false); err != nil || again.Endpoints[0].Addr != a {
 		t.Errorf("asked again: %v, %v; want %s", again.Endpoints, err, a)
 	}
 	held := func() []cluster.Address {
