@@ -42,15 +42,18 @@ func assertNothingLeft(t *testing.T, h *testbed.Host, when string) {
 }
 
 // sandboxNames lists the names of the host's sandboxes.
-func sandboxNames(t *testing.T, h *testbed.Host) []string {
+func sandboxNames(t *testing.T, h *testbed.Host) []string { return listedNames(t, h, "sandbox") }
+
+// listedNames are the names `ebpfnet KIND ls` lists (sandbox, network).
+func listedNames(t *testing.T, h *testbed.Host, kind string) []string {
 	t.Helper()
-	var sbs []struct{ Name string }
-	if err := json.Unmarshal([]byte(h.MustCLI("sandbox", "ls", "-o", "json")), &sbs); err != nil {
+	var listed []struct{ Name string }
+	if err := json.Unmarshal([]byte(h.MustCLI(kind, "ls", "-o", "json")), &listed); err != nil {
 		t.Fatal(err)
 	}
 	var names []string
-	for _, sb := range sbs {
-		names = append(names, sb.Name)
+	for _, l := range listed {
+		names = append(names, l.Name)
 	}
 	return names
 }
@@ -188,72 +191,23 @@ func TestCNIMainMode(t *testing.T) {
 }
 
 // TestCNIChainedMode chains ebpfnet after the reference bridge plugin, in
-// place of portmap: the container's ports are published through the
-// datapath (outside clients keep their address, the host reaches
-// 127.0.0.1, the container reaches itself through the host), with no
-// iptables rule for the port and no route_localnet; DEL leaves nothing of
-// ebpfnet's.
+// place of portmap, through the scenarios of portmap's own integration
+// test (chainedAfter); and publishes within the source lists of its
+// configuration.
 func TestCNIChainedMode(t *testing.T) {
 	t.Parallel()
 	h, out := newPublishingHost(t)
 	c := newCNI(t)
-	// The bridge plugin builds in the namespace it runs in: the host's.
-	c.In = filepath.Base(h.NetNS)
-	c.Spec = "1.0.0" // the newest Debian's plugins speak
-	bridge := h.Prefix + "br"
-	c.Conflist("chain", map[string]any{"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
-		"ipam": map[string]any{"type": "host-local", "dataDir": t.TempDir(), "ranges": [][]map[string]string{{{"subnet": "10.94.0.0/24"}}},
-			"routes": []map[string]string{{"dst": "0.0.0.0/0"}}}},
-		map[string]any{"type": "ebpfnet", "socket": h.Socket(), "capabilities": map[string]bool{"portMappings": true}})
-	ns := containerNS(t, h, "c1")
-
-	res := c.Must("add", "chain", ns, testbed.PortMappings("8080:7777/tcp", "8080:7777/udp"))
-	var result struct {
-		Interfaces []struct{ Name string }
-		IPs        []struct{ Address string }
-	}
-	if err := json.Unmarshal([]byte(res), &result); err != nil || len(result.IPs) != 1 || len(result.Interfaces) != 3 || result.Interfaces[0].Name != bridge {
-		t.Fatalf("the bridge plugin's result did not come through: %v\n%s", err, res)
-	}
-	servesPublished(t, h, out, ns)
-	mustWork(t, "the container to itself through the host (hairpin)", testbed.TCPTo(ns, hostIP+":8080"))
-	mustWork(t, "the container to the outside", testbed.TCP(ns, out.IP))
-	assertNoRuleNorProxy(t, h, "8080")
-	if localnet := h.InHost("sysctl", "-n", "net.ipv4.conf."+bridge+".route_localnet"); strings.TrimSpace(localnet) != "0" {
-		t.Errorf("route_localnet on %s is %s", bridge, localnet)
-	}
-	c.Must("check", "chain", ns)
-
-	c.Must("del", "chain", ns)
-	c.Must("del", "chain", ns) // again
-	assertNothingLeft(t, h, "after DEL")
-
-	// A chained attachment survives the daemon's kill -9, and DEL after it
-	// leaves nothing. (GC needs spec 1.1.0, which Debian's bridge plugin
-	// does not speak; the main mode's test covers it.)
-	c.Must("add", "chain", ns, testbed.PortMappings("8080:7777/tcp"))
-	h.Stop(syscall.SIGKILL)
-	h.Start()
-	mustWork(t, "outside to 8080 after the daemon's restart", testbed.TCPTo(out.NS, hostIP+":8080"))
-	c.Must("del", "chain", ns)
-	assertNothingLeft(t, h, "after DEL across a restart")
-	var nets []struct{ Name string }
-	json.Unmarshal([]byte(h.MustCLI("network", "ls", "-o", "json")), &nets)
-	for _, n := range nets {
-		if n.Name == "cni-chain" {
-			t.Error("the chained network outlived its last attachment")
-		}
-	}
-	mustFail(t, "outside to 8080 after DEL", testbed.TCPTo(out.NS, hostIP+":8080"))
+	chainedAfter(t, h, out, c, afterBridge)
 
 	// Source lists from the configuration: the client outside is refused,
 	// the container reaching itself is not.
-	c.Conflist("chainlists", map[string]any{"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
-		"ipam": map[string]any{"type": "host-local", "dataDir": t.TempDir(), "ranges": [][]map[string]string{{{"subnet": "10.94.0.0/24"}}},
-			"routes": []map[string]string{{"dst": "0.0.0.0/0"}}}},
-		map[string]any{"type": "ebpfnet", "socket": h.Socket(), "capabilities": map[string]bool{"portMappings": true},
-			"publishAllow": []string{"10.94.0.0/24"}})
+	plugins := chainedPlugins(t, h)
+	plugins[1]["publishAllow"] = []string{"10.94.0.0/24"}
+	c.Conflist("chainlists", plugins...)
+	ns := containerNS(t, h, "lists")
 	c.Must("add", "chainlists", ns, testbed.PortMappings("8080:7777/tcp"))
+	testbed.Serve(t, ns)
 	mustFail(t, "outside to 8080, which the configuration's lists refuse", testbed.TCPTo(out.NS, hostIP+":8080"))
 	mustWork(t, "the container to itself through the host, which they allow", testbed.TCPTo(ns, hostIP+":8080"))
 	c.Must("del", "chainlists", ns)
