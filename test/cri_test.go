@@ -2,7 +2,6 @@ package test
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -444,27 +442,7 @@ const criLoopWorkers = 4
 // the test with their errors.
 func inParallel(t *testing.T, n int, do func(i int) error) {
 	t.Helper()
-	inParallelN(t, criLoopWorkers, n, do)
-}
-
-func inParallelN(t *testing.T, workers, n int, do func(i int) error) {
-	t.Helper()
-	errs := make([]error, n)
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for i := range next {
-				errs[i] = do(i)
-			}
-		})
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := testbed.InParallel(criLoopWorkers, n, do); err != nil {
 		t.Fatal(err)
 	}
 }
