@@ -36,14 +36,8 @@ var cniNetworks = []string{"portmap", "ebpfnet"}
 func (b *bed) startCNI() {
 	c := testbed.NewCNI(b.r)
 	c.In, c.Spec = b.host, "1.0.0" // the newest Debian's plugins speak
-	bridge := func(dev, subnet string) map[string]any {
-		return map[string]any{"type": "bridge", "bridge": dev, "isGateway": true, "ipMasq": true, "hairpinMode": true,
-			"ipam": map[string]any{"type": "host-local", "dataDir": b.r.TempDir(), "ranges": [][]map[string]string{{{"subnet": subnet}}},
-				"routes": []map[string]string{{"dst": "0.0.0.0/0"}}}}
-	}
-	c.Conflist("portmap", bridge("cbpm0", "10.91.0.0/16"), map[string]any{"type": "portmap", "snat": true,
-		"capabilities": map[string]bool{"portMappings": true}})
-	c.Conflist("ebpfnet", bridge("cbeb0", "10.90.0.0/16"), map[string]any{"type": "ebpfnet", "socket": b.h.Socket(),
+	c.Conflist("portmap", bridgePlugin(b.r, "cbpm0", "10.91.0.0/16"), portmapPlugin)
+	c.Conflist("ebpfnet", bridgePlugin(b.r, "cbeb0", "10.90.0.0/16"), map[string]any{"type": "ebpfnet", "socket": b.h.Socket(),
 		"capabilities": map[string]bool{"portMappings": true}})
 	b.cni = cniSide{c: c}
 	for network, ports := range map[string][2]int{"portmap": {cniPortmapPort, cniPortmapIperf}, "ebpfnet": {cniEbpfnetPort, cniEbpfnetIperf}} {
@@ -53,6 +47,17 @@ func (b *bed) startCNI() {
 		b.background(ns, "iperf3", "-s", "-p", fmt.Sprint(iperfPort))
 	}
 }
+
+// bridgePlugin is the reference bridge plugin on bridge dev, the gateway
+// of subnet, masquerading, as containerd's example configuration has it.
+func bridgePlugin(r *runner, dev, subnet string) map[string]any {
+	return map[string]any{"type": "bridge", "bridge": dev, "isGateway": true, "ipMasq": true, "hairpinMode": true,
+		"ipam": map[string]any{"type": "host-local", "dataDir": r.TempDir(), "ranges": [][]map[string]string{{{"subnet": subnet}}},
+			"routes": []map[string]string{{"dst": "0.0.0.0/0"}}}}
+}
+
+// portmapPlugin is the reference portmap plugin after bridgePlugin.
+var portmapPlugin = map[string]any{"type": "portmap", "snat": true, "capabilities": map[string]bool{"portMappings": true}}
 
 // cniContainer makes a namespace and attaches it to a CNI network with
 // cnitool's environment env; both go when the run ends.

@@ -69,38 +69,24 @@ func main() {
 	flag.BoolVar(&cfg.sandboxesOnly, "sandboxes-only", false, "time sandbox create and remove alone, at every -sandboxes (on a daemon of its own), and docker run and rm at every -docker-containers")
 	flag.IntVar(&cfg.sourcePrefixes, "source-prefixes", 10000, "prefixes of the source list measured on a published port (0: not measured)")
 	dockerContainers := flag.String("docker-containers", "1,1000", "numbers of containers present on an ebpfnet network to time docker run and rm with, -sandbox-times times each (empty: not measured)")
+	pods := flag.String("pods", "1,200", "numbers of pods present to time a pod's creation through containerd's CRI with, ebpfnet against bridge + portmap (empty: not measured)")
+	flag.IntVar(&cfg.podTimes, "pod-times", 15, "pod creations timed on each side at each number of pods")
+	flag.BoolVar(&cfg.podsOnly, "pods-only", false, "time pod creation alone, at every -pods (on hosts of their own)")
 	flag.Parse()
-	for _, s := range strings.Split(*sandboxes, ",") {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 20000 {
-			log.Fatalf("invalid -sandboxes %q: want numbers from 1 to 20000", s)
-		}
-		cfg.sandboxes = append(cfg.sandboxes, n)
-	}
-	for _, s := range strings.Split(*dockerContainers, ",") {
-		if *dockerContainers == "" {
-			break
-		}
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 20000 {
-			log.Fatalf("invalid -docker-containers %q: want numbers from 1 to 20000", s)
-		}
-		cfg.dockerContainers = append(cfg.dockerContainers, n)
-	}
-	for _, s := range strings.Split(*scale, ",") {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 50000 {
-			log.Fatalf("invalid -n %q: want numbers from 1 to 50000", s)
-		}
-		cfg.scale = append(cfg.scale, n)
+	cfg.sandboxes = counts("sandboxes", *sandboxes, 20000)
+	cfg.dockerContainers = counts("docker-containers", *dockerContainers, 20000)
+	cfg.pods = counts("pods", *pods, 20000)
+	if cfg.scale = counts("n", *scale, 50000); len(cfg.scale) == 0 {
+		log.Fatal("-n wants at least one number")
 	}
 	if cfg.quick {
 		cfg.rounds, cfg.duration, cfg.scale = 2, 500*time.Millisecond, []int{1, 1000}
 		cfg.sandboxes, cfg.sandboxTimes, cfg.dockerContainers = []int{1, 100}, 10, []int{1, 10}
+		cfg.pods, cfg.podTimes = []int{1, 20}, 5
 		cfg.sourcePrefixes = min(cfg.sourcePrefixes, 1000)
 	}
-	if cfg.sandboxTimes < 1 {
-		log.Fatal("-sandbox-times must be at least 1")
+	if cfg.sandboxTimes < 1 || cfg.podTimes < 1 {
+		log.Fatal("-sandbox-times and -pod-times must be at least 1")
 	}
 	if cfg.rounds < 1 {
 		log.Fatal("-rounds must be at least 1")
@@ -146,9 +132,31 @@ type config struct {
 	dockerContainers []int
 	sandboxTimes     int
 	sandboxesOnly    bool
+	// pods are the numbers of pods present that a pod's creation is
+	// timed with, podTimes times on each side; podsOnly times it alone.
+	pods     []int
+	podTimes int
+	podsOnly bool
 	// sourcePrefixes is the length of the source list a published port
 	// is measured with.
 	sourcePrefixes int
+}
+
+// counts parses the list flag name (numbers from 1 to most); empty is
+// none.
+func counts(name, list string, most int) []int {
+	var out []int
+	for s := range strings.SplitSeq(list, ",") {
+		if list == "" {
+			break
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > most {
+			log.Fatalf("invalid -%s %q: want numbers from 1 to %d", name, list, most)
+		}
+		out = append(out, n)
+	}
+	return out
 }
 
 func must[T any](v T, err error) T {

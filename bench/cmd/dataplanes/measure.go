@@ -120,11 +120,18 @@ type Results struct {
 	// it is missing.
 	DockerScale     []DockerScaleSample `json:"dockerScale,omitempty"`
 	DockerScaleNote string              `json:"dockerScaleNote,omitempty"`
+	// Pods is pod creation through containerd's CRI at scale (pods.go),
+	// and PodsNote what stopped it short or why it is missing.
+	Pods     []PodSample `json:"pods,omitempty"`
+	PodsNote string      `json:"podsNote,omitempty"`
 }
 
 func run(r *runner, cfg config) Results {
-	if cfg.sandboxesOnly { // on a daemon of its own: no testbed of dataplanes
+	if cfg.sandboxesOnly || cfg.podsOnly { // on hosts of their own: no testbed of dataplanes
 		res := Results{Env: environment("not used"), Rounds: 1, Duration: fmt.Sprintf("%d creates and removes", cfg.sandboxTimes)}
+		if cfg.podsOnly {
+			res.Duration = fmt.Sprintf("%d pod creations on each side", cfg.podTimes)
+		}
 		measureAtScale(r, cfg, &res)
 		return res
 	}
@@ -210,14 +217,20 @@ func run(r *runner, cfg config) Results {
 }
 
 // measureAtScale is the control plane at scale: sandboxes over the API,
-// then containers through Docker, each on a host of its own that is gone
-// before the next.
+// then containers through Docker, then pods through containerd's CRI
+// (not with -sandboxes-only; alone with -pods-only), each on hosts of
+// their own that are gone before the next.
 func measureAtScale(r *runner, cfg config, res *Results) {
-	r.scoped(func() { res.Sandboxes, res.SandboxesNote = measureSandboxes(r, cfg.sandboxes, cfg.sandboxTimes) })
-	if len(cfg.dockerContainers) > 0 {
+	if !cfg.podsOnly {
+		r.scoped(func() { res.Sandboxes, res.SandboxesNote = measureSandboxes(r, cfg.sandboxes, cfg.sandboxTimes) })
+	}
+	if len(cfg.dockerContainers) > 0 && !cfg.podsOnly {
 		r.scoped(func() {
 			res.DockerScale, res.DockerScaleNote = measureDockerScale(r, cfg.dockerContainers, cfg.sandboxTimes)
 		})
+	}
+	if len(cfg.pods) > 0 && !cfg.sandboxesOnly {
+		r.scoped(func() { res.Pods, res.PodsNote = measurePods(r, cfg.pods, cfg.podTimes) })
 	}
 }
 

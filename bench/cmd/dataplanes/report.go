@@ -76,7 +76,7 @@ func markdown(r Results) string {
 		}
 		timingsTable(&b, r)
 		sandboxesTable(&b, r)
-		writeTargets(&b, slices.Concat(r.controlTargets(), r.dnsTargets(), r.sandboxTargets(), r.dockerScaleTargets()))
+		writeTargets(&b, slices.Concat(r.controlTargets(), r.dnsTargets(), r.sandboxTargets(), r.dockerScaleTargets(), r.podsTargets()))
 		return b.String()
 	}
 	fmt.Fprintf(&b, "%s; %d rounds of %s per measurement, interleaved across dataplanes; medians (min–max) and ratios to the no-NAT path of the same client (%s: to %s).\n\n", r.Env, r.Rounds, r.Duration, s2sName, plainBridge)
@@ -271,6 +271,7 @@ func (r Results) targets() []target {
 	out = append(out, r.dnsTargets()...)
 	out = append(out, r.sandboxTargets()...)
 	out = append(out, r.dockerScaleTargets()...)
+	out = append(out, r.podsTargets()...)
 	if r.RSSKiB > 0 {
 		mib := float64(r.RSSKiB) / 1024
 		out = append(out, target{fmt.Sprintf("daemon RSS with %d publications < 64 MiB", r.RSSAtN), fmt.Sprintf("%.1f MiB", mib), mib < 64})

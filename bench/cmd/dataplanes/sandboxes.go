@@ -187,7 +187,8 @@ func (op scaleOp) overFloor(s ScaleSample) float64 {
 }
 
 // sandboxesTable writes the control plane at scale: sandboxes over the
-// API, then containers through Docker (dockerScaleTable).
+// API, then containers through Docker (dockerScaleTable), then pods
+// through containerd's CRI (podsTable).
 func sandboxesTable(b *strings.Builder, r Results) {
 	if len(r.Sandboxes) > 0 {
 		fmt.Fprintf(b, "\nControl plane at scale: a sandbox with one published port created and removed with N sandboxes present (each with a published port, on %d user networks), ms over the API; "+
@@ -218,6 +219,7 @@ func sandboxesTable(b *strings.Builder, r Results) {
 		fmt.Fprintf(b, "\n%s\n", r.SandboxesNote)
 	}
 	dockerScaleTable(b, r)
+	podsTable(b, r)
 }
 
 // scaleTarget: what's p50 at n (ms) within scaleGoal of its p50 at
