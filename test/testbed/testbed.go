@@ -197,6 +197,10 @@ func (h *Host) DaemonFlags(extra ...string) { h.extra = extra }
 // test's own environment.
 func (h *Host) Failpoints(env ...string) { h.bin, h.env = FailpointBinary(h.tb), env }
 
+// DaemonEnv replaces the environment (KEY=VALUE) the daemons started from
+// now on have beside the test's own.
+func (h *Host) DaemonEnv(env ...string) { h.env = env }
+
 func (h *Host) daemonArgs() []string {
 	return append(append([]string{"daemon", "--socket", h.Socket(), "--resolv-conf", h.ResolvConf(),
 		"--docker-plugin", h.DockerPlugin()}, h.flags...), h.extra...)
