@@ -106,11 +106,13 @@ fuzz:
 # daemon's memory, goroutines, open files and map fill over the run to
 # bench/soak. SOAK_SEED replays a run's operations (the test logs its
 # seed); SOAK_SANDBOXES and SOAK_NETWORKS change its size. make test runs
-# a short TestSoak.
+# a short TestSoak. Then 128 pods through containerd's CRI, three times (32 in
+# make test).
 SOAK_TIME ?= 30m
 SOAK_TIMEOUT ?= 3h
-soak: deps runtime-deps
+soak: deps runtime-deps test-tools
 	SOAK_TIME=$(SOAK_TIME) SOAK_OUT=$(CURDIR)/bench/soak $(GO) test -count=1 -timeout $(SOAK_TIMEOUT) -v -run '^TestSoak$$' ./test
+	CRI_LOOP_PODS=128 $(GO) test -count=1 -v -run '^TestCRIPodLoop$$' ./test
 
 # test-tools builds the programs the tests drive that Debian does not
 # package (cnitool, crictl, nerdctl) from the module proxy, once: later
