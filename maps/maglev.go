@@ -70,13 +70,17 @@ func maglevTable(backends []Backend) (bpf.DatapathMaglevTable, error) {
 	}
 }
 
+// tableEntries are the backends of table t as the datapath holds them:
+// those of its entries that name a port (one that left is zero).
+func tableEntries(t *bpf.DatapathMaglevTable) []bpf.DatapathPublication {
+	return slices.DeleteFunc(slices.Clone(t.Backend[:]), func(b bpf.DatapathPublication) bool { return b.Port == 0 })
+}
+
 // tableBackends lists the backends of table t.
-func tableBackends(t bpf.DatapathMaglevTable) []Backend {
+func tableBackends(t *bpf.DatapathMaglevTable) []Backend {
 	var out []Backend
-	for _, b := range t.Backend {
-		if b.Port != 0 {
-			out = append(out, Backend{Addr: Addr(b.Addr), Port: be16(b.Port)})
-		}
+	for _, b := range tableEntries(t) {
+		out = append(out, Backend{Addr: Addr(b.Addr), Port: be16(b.Port)})
 	}
 	return out
 }

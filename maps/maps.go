@@ -238,12 +238,11 @@ func (m *Maps) targetsOf(key bpf.DatapathPublicationKey, v bpf.DatapathPublicati
 	return tableTargets(&t, key.Proto), nil
 }
 
+// tableTargets gives the sandbox ports of table t's backends, for proto.
 func tableTargets(t *bpf.DatapathMaglevTable, proto uint8) []bpf.DatapathTargetKey {
 	var out []bpf.DatapathTargetKey
-	for _, b := range t.Backend {
-		if b.Port != 0 {
-			out = append(out, targetKey(b, proto))
-		}
+	for _, b := range tableEntries(t) {
+		out = append(out, targetKey(b, proto))
 	}
 	return out
 }
@@ -459,7 +458,7 @@ func (m *Maps) Backends(p Publication) ([]Backend, error) {
 	if err := m.m.Maglev.Lookup(publicationKey(p), &t); err != nil {
 		return nil, ignoreMissing(err)
 	}
-	return tableBackends(t), nil
+	return tableBackends(&t), nil
 }
 
 // ReplaceBalanced makes the entries of balanced publications was (as
