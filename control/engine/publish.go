@@ -179,18 +179,20 @@ func (e *Engine) addPublications(tx *store.Tx, undo *store.Undo, sb store.Sandbo
 // backend its records have, and undo puts back the entries as they were.
 // The sandboxes that share a port share its source lists.
 func (e *Engine) addBalanced(tx *store.Tx, undo *store.Undo, sb store.Sandbox, ep store.Endpoint, added []store.Publication) error {
+	entries := make([][]maps.Publication, len(added)) // added's, in order
 	var keys []maps.Publication
-	for _, p := range added {
-		keys = append(keys, desired.Publication(p, ep)...)
+	for i, p := range added {
+		entries[i] = desired.Publication(p, ep)
+		keys = append(keys, entries[i]...)
 	}
 	was, err := desired.Balanced(tx, keys)
 	if err != nil {
 		return err
 	}
-	for _, p := range added {
-		for _, k := range desired.Publication(p, ep) {
+	for i, p := range added {
+		for _, k := range entries[i] {
 			for _, w := range was {
-				if w.HostAddr == k.HostAddr && w.HostPort == k.HostPort && w.Proto == k.Proto && !sameSources(w.Sources, k.Sources) {
+				if w.HostAddr == k.HostAddr && w.HostPort == k.HostPort && w.Proto == k.Proto && !ports.Sources(w.Sources).Equal(p.Sources) {
 					return errdefs.Conflictf("host port %s is balanced with other source lists: the sandboxes that share a port share its lists", describe(p))
 				}
 			}
@@ -208,10 +210,6 @@ func (e *Engine) addBalanced(tx *store.Tx, undo *store.Undo, sb store.Sandbox, e
 		return err
 	}
 	return e.maps.ReplaceBalanced(was, now)
-}
-
-func sameSources(a, b maps.Sources) bool {
-	return slices.Equal(a.Allow, b.Allow) && slices.Equal(a.Deny, b.Deny)
 }
 
 // relist gives the publications of sb that specs name exactly, and that
