@@ -37,6 +37,7 @@ func TestRealHost(t *testing.T) {
 			t.Run("two-networks", r.twoNetworks)
 			t.Run("isolation", r.isolation)
 			t.Run("published", r.published)
+			t.Run("balanced", r.balanced)
 			t.Run("masquerade", r.masquerade)
 			t.Run("dns", r.dns)
 			t.Run("cni", r.cni)
@@ -309,6 +310,25 @@ func (r *realHost) published(t *testing.T) {
 		echoes("hairpin from b (same network)", r.h.NS(r.b), v4), echoes("hairpin from b (same network)", r.h.NS(r.b), v6),
 		echoes("hairpin from c (another network)", r.h.NS(r.c), v4), echoes("hairpin from c (another network)", r.h.NS(r.c), v6),
 		echoes("hairpin from web to itself", r.h.NS(r.web), v4))
+}
+
+// A port a and b publish with --balance takes new flows to both, from
+// outside, from the host and by hairpin from c, through the host's
+// firewall as an unbalanced one does; unpublished, it leaves nothing.
+func (r *realHost) balanced(t *testing.T) {
+	for _, sb := range []string{r.a, r.b} {
+		r.h.MustCLI("publish", "--balance", "8090:7777", "8090:7777/udp", sb)
+	}
+	v4, v6 := net.JoinHostPort(r.out.HostIP, "8090"), net.JoinHostPort(r.out.HostIP6, "8090")
+	var flows [][]probe
+	for range 4 { // new flows, each with a port of its own: the table spreads them
+		flows = append(flows, echoes("outside to the host", r.out.NS, v4), echoes("outside to the host", r.out.NS, v6),
+			echoes("host to 127.0.0.1", r.h.NetNS, "127.0.0.1:8090"), echoes("hairpin from c (another network)", r.h.NS(r.c), v4))
+	}
+	r.expect(t, "balanced", true, flows...)
+	for _, sb := range []string{r.a, r.b} {
+		r.h.MustCLI("unpublish", "8090", sb)
+	}
 }
 
 // Sandboxes reach the outside as the host's address.
