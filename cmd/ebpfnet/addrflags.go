@@ -58,9 +58,11 @@ func one[T any](parse func(string) (T, error)) func(string) ([]T, error) {
 
 func (f listFlag[T]) Type() string { return f.kind }
 
+// String is what --help shows as the default: nothing for an empty list,
+// which pflag would otherwise print as "(default [])".
 func (f listFlag[T]) String() string {
-	if f.to == nil {
-		return "[]"
+	if f.to == nil || len(*f.to) == 0 {
+		return ""
 	}
 	var out []string
 	for _, v := range *f.to {

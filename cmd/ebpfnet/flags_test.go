@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
+
 	"github.com/ebpfnet/ebpfnet/control/api"
 )
 
@@ -67,4 +69,21 @@ func TestAddressFlagsAreDecodedAsGiven(t *testing.T) {
 			t.Errorf("%v: %v, want one line with %q", c.args, err, c.want)
 		}
 	}
+}
+
+// A repeatable flag given nothing has no default to show: "--help" says
+// nothing of it rather than "(default [])".
+func TestHelpShowsNoEmptyListDefaults(t *testing.T) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, line := range strings.Split(c.Flags().FlagUsages(), "\n") {
+			if strings.Contains(line, "(default [])") {
+				t.Errorf("%s: %s", c.CommandPath(), strings.TrimSpace(line))
+			}
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(newRootCommand())
 }
