@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -142,7 +143,9 @@ func Load(opts Options) (*Datapath, error) {
 	if opts.CTSourceMax != 0 {
 		vars["ct_source_max"] = opts.CTSourceMax
 	}
-	for _, obj := range []struct {
+	// The verifier takes most of a start (the endpoint object alone about
+	// a second): the four objects share only maps, so they load at once.
+	objs := []struct {
 		name string
 		load func() (*ebpf.CollectionSpec, error)
 		into any
@@ -151,11 +154,16 @@ func Load(opts Options) (*Datapath, error) {
 		{"uplink", bpf.LoadUplink, &d.Uplink},
 		{"uplink xdp", bpf.LoadUplinkXDP, &d.UplinkXDP},
 		{"socket", bpf.LoadSock, &d.Sock},
-	} {
-		if err := loadPrograms(obj.name, obj.load, obj.into, coll.Maps, vars); err != nil {
-			d.Close()
-			return nil, err
-		}
+	}
+	errs := make([]error, len(objs))
+	var wg sync.WaitGroup
+	for i, obj := range objs {
+		wg.Go(func() { errs[i] = loadPrograms(obj.name, obj.load, obj.into, coll.Maps, vars) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		d.Close()
+		return nil, err
 	}
 	for _, r := range d.replaced {
 		if err := swapPin(coll.Maps[r.Name], filepath.Join(opts.PinDir, r.Name)); err != nil {
