@@ -10,6 +10,16 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 
+/* __verified_alone marks a function the verifier checks once, on its own,
+ * taking its arguments at their types (a BPF global function): a static
+ * one it walks again at every call, in each caller's state, and the
+ * rewrites, ICMP errors and monitor events every path of from_container
+ * shares took it half a million instructions and three seconds of a
+ * daemon's start. It takes at most five arguments, returns a scalar, and
+ * checks its pointer arguments, which may be NULL as far as the verifier
+ * knows. */
+#define __verified_alone __noinline
+
 /* csum_fold folds a 32-bit ones' complement sum to 16 bits and
  * complements it: the form a checksum field holds. */
 static __always_inline __u16 csum_fold(__u32 sum)

@@ -29,13 +29,10 @@
  * one) are not translated: it returns -1. A GSO packet longer than 64 KiB
  * (BIG TCP) says 0 in its length field, in either family: its length is
  * the packet's, and it says 0 again in the other family's header. */
-static __noinline int rewrite_family(struct __sk_buff *skb, const struct packet *p, const struct flow *to, __u8 hops)
+__verified_alone int rewrite_family(struct __sk_buff *skb, const struct packet *p, const struct flow *to, __u8 hops)
 {
-	__u8 proto = p->flow.proto;
-	__u32 old_l3 = p->v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
-	__u32 new_l3 = p->v6 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
-	__u32 csum = proto == IPPROTO_TCP ? offsetof(struct tcphdr, check) : offsetof(struct udphdr, check);
-	__u32 l4_len;
+	__u8 proto;
+	__u32 old_l3, new_l3, csum, l4_len;
 	__u16 udp_csum = 1;
 	union {
 		struct iphdr ip;
@@ -44,6 +41,12 @@ static __noinline int rewrite_family(struct __sk_buff *skb, const struct packet 
 	__be16 eth_proto;
 	__s64 diff;
 
+	if (!p || !to)
+		return -1;
+	proto = p->flow.proto;
+	old_l3 = p->v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+	new_l3 = p->v6 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
+	csum = proto == IPPROTO_TCP ? offsetof(struct tcphdr, check) : offsetof(struct udphdr, check);
 	if ((proto != IPPROTO_TCP && proto != IPPROTO_UDP) || p->later_fragment || p->l4_off != ETH_HLEN + old_l3)
 		return -1;
 	if (p->v6) {
@@ -290,13 +293,16 @@ static __noinline int translate_known(struct __sk_buff *skb, const struct packet
  * known flow, ICMP_ERROR_CHANGES_FAMILY (outer then gets the flow's
  * translation) when the flow changed family, or the verdict to drop it
  * with. */
-static __noinline int icmp_error_rewrite(struct __sk_buff *skb, const struct packet *p, __u32 ifindex,
-					 struct flow *outer)
+__verified_alone int icmp_error_rewrite(struct __sk_buff *skb, const struct packet *p, __u32 ifindex,
+				       struct flow *outer)
 {
 	struct icmp_quote q;
 	struct flow key, quoted;
 	struct ct_entry *e;
 	int assured = 0;
+
+	if (!p || !outer)
+		return -1;
 
 	if (icmp_error_quote(skb, p, &q) < 0)
 		return -1;

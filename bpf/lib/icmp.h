@@ -95,7 +95,7 @@ static __always_inline __s64 icmp_quote_sum(struct __sk_buff *skb, __u32 off, __
  * spent budget, no src), and the packet is then only dropped. Its quote
  * is the IP header and the whole TCP header (a checksum the kernel may
  * still complete lies there) or 8 bytes of anything else. */
-static __noinline int icmp_reply(struct __sk_buff *skb, enum icmp_error kind, __u32 mtu, const union addr *src)
+__verified_alone int icmp_reply(struct __sk_buff *skb, enum icmp_error kind, __u32 mtu, const union addr *src)
 {
 	struct icmp_error_hdr icmp = {};
 	struct ethhdr eth;
@@ -108,6 +108,9 @@ static __noinline int icmp_reply(struct __sk_buff *skb, enum icmp_error kind, __
 	__u8 proto = 0;
 	__s64 sum = 0;
 	int v6;
+
+	if (!src)
+		return -1;
 
 	if (!src || bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
 		return -1;

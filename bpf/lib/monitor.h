@@ -73,8 +73,8 @@ static __always_inline void monitor_parse(struct ctx_buff *ctx, struct flow *f)
  * not yet rewritten), after the flow it was translated to (NULL: none).
  * The event is built in the ring buffer itself: from the deepest chains
  * of from_container the BPF stack has little to spare. */
-static __noinline __attribute__((unused)) int monitor_emit(struct ctx_buff *ctx, __u32 key, __u32 type,
-							    const struct flow *before, const struct flow *after)
+__verified_alone int monitor_emit(struct ctx_buff *ctx, __u32 key, __u32 type,
+				 const struct flow *before, const struct flow *after)
 {
 	__u32 zero = 0, lost = key - key % STATS_VERDICT_SLOTS + VERDICT_MONITOR_LOST;
 	struct monitor_budget *b = bpf_map_lookup_elem(&monitor_budget, &zero);

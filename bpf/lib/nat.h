@@ -85,8 +85,10 @@ static __always_inline int rewrite_port(struct ctx_buff *ctx, const struct packe
 }
 
 /* rewrite turns the packet's flow p->flow into to, of the same family. */
-static __noinline int rewrite(struct ctx_buff *ctx, const struct packet *p, const struct flow *to)
+__verified_alone int rewrite(struct ctx_buff *ctx, const struct packet *p, const struct flow *to)
 {
+	if (!p || !to)
+		return -1;
 	if (addr_is_v4(&to->saddr) == p->v6 || addr_is_v4(&to->daddr) == p->v6)
 		return -1; /* no flow changes family yet */
 	if (rewrite_addr(ctx, p, ip_saddr_off(p), &p->flow.saddr, &to->saddr) < 0 ||
