@@ -16,6 +16,10 @@
 //   - external: the endpoints of runtimes that own their namespaces
 //     (Docker, CNI), changed under the engine's lock and in its
 //     transactions, which the engine hands it;
+//   - publications: publishes sandboxes' ports inside the engine's
+//     transactions: holds every publication's host port, writes their map
+//     entries (balanced ports' backend tables too) and changes their
+//     source lists;
 //   - pools: chooses the networks' address pools (a subnet given, or the
 //     first default pool free of routes and pools) and serves a runtime's
 //     IPAM requests from the same pools; ipam keeps one pool's addresses;

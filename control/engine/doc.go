@@ -12,6 +12,10 @@
 // alias naming their owner, which is how package reconcile, which the
 // engine runs at start and on request, recognises leftovers.
 //
+// Package publications publishes ports inside the engine's transactions
+// and holds their host ports; the engine says whose sandbox a request may
+// change.
+//
 // Sandboxes come two ways. The CLI's are made whole by CreateSandbox, their
 // namespaces, files and processes kept by a Runtime the frontend provides.
 // A container runtime's (Docker, CNI) are external endpoints: one

@@ -15,7 +15,7 @@ import (
 // driver is one package and one case there.
 func TestDriversComparedOnlyInTheDispatch(t *testing.T) {
 	var files []string
-	for _, dir := range []string{".", "../wiring", "../desired", "../reconcile", "../external", "../pools", "../status"} {
+	for _, dir := range []string{".", "../wiring", "../desired", "../reconcile", "../external", "../pools", "../status", "../publications"} {
 		in, err := filepath.Glob(filepath.Join(dir, "*.go"))
 		if err != nil || len(in) == 0 {
 			t.Fatalf("no Go files in %s (%v)", dir, err)

@@ -25,6 +25,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/control/pools"
 	"github.com/ebpfnet/ebpfnet/control/ports"
+	"github.com/ebpfnet/ebpfnet/control/publications"
 	"github.com/ebpfnet/ebpfnet/control/reconcile"
 	"github.com/ebpfnet/ebpfnet/control/status"
 	"github.com/ebpfnet/ebpfnet/control/store"
@@ -116,10 +117,9 @@ type Engine struct {
 	// drivers finds the driver of a network: drivers.For, but for tests
 	// that wrap one to make it fail.
 	drivers func(name string) (driver.Driver, bool)
-	// ports holds the host port of every publication, so a publish need
-	// not read every sandbox; guarded by mu, nil until needed and after a
-	// failed change (rebuilt from the store).
-	ports *hostports.Allocator
+	// publications publishes ports and holds their host ports; guarded
+	// by mu.
+	publications *publications.Publications
 	// monitor hands datapath events to monitor clients (Events).
 	monitor *monitor.Hub
 	// host is a thread kept in the dataplane's namespace (inHost).
@@ -197,6 +197,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, store: st, dp: dp, maps: maps.New(&dp.Maps), log: cfg.Log, drivers: drivers.For, host: host}
 	e.pools = pools.New(pools.Config{Store: st, Lock: &e.mu, Routes: e.hostRoutes})
+	e.publications = publications.New(publications.Config{Maps: e.maps, InHost: e.inHost})
 	e.wiring = wiring.New(wiring.Config{NetNS: cfg.NetNS, Datapath: dp, Maps: e.maps, InHost: e.inHost, Log: cfg.Log,
 		Drivers: func(name string) (driver.Driver, bool) { return e.drivers(name) }})
 	e.hostSync = hostsync.New(hostsync.Config{NetNS: cfg.NetNS, Uplinks: cfg.Uplinks, UplinkModes: cfg.UplinkModes,
@@ -232,7 +233,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e.external = external.New(external.Config{Store: e.store, Wiring: e.wiring, Maps: e.maps, Lock: &e.mu,
-		Update: e.update, Commit: e.commit, AddNetwork: e.addChained, Publish: e.addPublications, ForgetPorts: e.forgetPorts,
+		Update: e.update, Commit: e.commit, AddNetwork: e.addChained, Publish: e.publications.Add, ForgetPorts: e.publications.Forget,
 		ClusterAddress: e.externalOverlayAddress, Removed: e.nudgeCluster})
 	e.status = status.New(status.Config{Store: e.store, Datapath: dp, Maps: e.maps, Monitor: e.monitor, Uplinks: e.hostSync.Uplinks,
 		InHost: e.inHost, Cluster: e.cluster, Conflicts: e.clusterConflicts, Reclaimed: e.wiring.Reclaimed, DNS: e.resolver.Stats})
@@ -394,7 +395,7 @@ func (e *Engine) update(change func(tx *store.Tx, undo *store.Undo) error) error
 	ch, err := e.store.Change(func(tx *store.Tx) error { return change(tx, &undo) })
 	if err != nil {
 		undo.Run(e.log)
-		e.ports = nil // it may hold what the failed change added
+		e.publications.Reset() // it may hold what the failed change added
 		return err
 	}
 	failpoint.Hit("engine.names") // a crash alone: the names follow at the next start

@@ -18,6 +18,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/failpoint"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/ports"
+	"github.com/ebpfnet/ebpfnet/control/publications"
 	"github.com/ebpfnet/ebpfnet/control/store"
 	"github.com/ebpfnet/ebpfnet/control/wiring"
 	"github.com/ebpfnet/ebpfnet/maps"
@@ -118,7 +119,7 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 		if err := tx.PutSandbox(sb); err != nil {
 			return err
 		}
-		_, err = e.addPublications(tx, undo, sb, spec.Publish, spec.PublishSources, spec.PublishBalance)
+		_, err = e.publications.Add(tx, undo, sb, spec.Publish, spec.PublishSources, spec.PublishBalance)
 		return err
 	})
 	return sb, err
@@ -296,7 +297,7 @@ func (e *Engine) RemoveSandbox(ref string, force bool) error {
 	// teardown keeps going and reports what it could not do.
 	failpoint.Hit("engine.removed")
 	e.nudgeCluster() // overlay addresses go back to the cluster
-	e.forgetPorts(sb.Name, pubs)
+	e.publications.Forget(sb.Name, pubs)
 	errs := []error{e.maps.DeletePublications(maps.Unbalanced(desired.Publications(sb, pubs))...), e.maps.ReplaceBalanced(was, now)}
 	for _, ep := range sb.Endpoints {
 		errs = append(errs, e.wiring.RemoveEndpoint(nets[ep.NetworkID], sb.NetNS, ep))
@@ -390,7 +391,7 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 		}
 		for _, p := range pubs {
 			if p.EndpointID == removed.ID {
-				return errdefs.Conflictf("sandbox %s publishes %s through network %s: unpublish it first", sb.Name, describe(p), n.Name)
+				return errdefs.Conflictf("sandbox %s publishes %s through network %s: unpublish it first", sb.Name, publications.Describe(p), n.Name)
 			}
 		}
 		sb.Endpoints = slices.Delete(sb.Endpoints, i, i+1)
@@ -411,6 +412,15 @@ func (e *Engine) Disconnect(networkRef, sandboxRef string) error {
 	e.nudgeCluster()
 	return errors.Join(e.wiring.RemoveEndpoint(nets[removed.NetworkID], sb.NetNS, removed),
 		wiring.EnsureDefaultRoute(sb.NetNS, sb.Endpoints, nets))
+}
+
+// endpointOn is sb's endpoint on the network networkID, if any.
+func endpointOn(sb store.Sandbox, networkID string) (store.Endpoint, bool) {
+	i := slices.IndexFunc(sb.Endpoints, func(ep store.Endpoint) bool { return ep.NetworkID == networkID })
+	if i < 0 {
+		return store.Endpoint{}, false
+	}
+	return sb.Endpoints[i], true
 }
 
 // ownSandbox refuses to change the endpoints of an external sandbox, which
