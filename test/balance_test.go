@@ -1,14 +1,19 @@
 package test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
 
@@ -136,6 +141,7 @@ func TestBalancedPort(t *testing.T) {
 			t.Errorf("ebpfnet_backend_flows_total of %s (%s) is %v, want %d", web, backend, got, outside[web])
 		}
 	}
+	wantBackendStatus(t, h, netName, webs, outside)
 	wantShares(t, "from the host to 127.0.0.1", spread(t, h.NetNS, "127.0.0.1:8080", []string{""}, n), webs, n)
 
 	// A long-lived connection to the backend about to leave.
@@ -187,6 +193,68 @@ func TestBalancedPort(t *testing.T) {
 	h.MustCLI("publish", "8080:7777", other)
 }
 
+// wantBackendStatus fails unless ebpfnet status shows, for each of webs,
+// its backend (ADDR:7777 on netName) in its sandbox with the new flows
+// it took.
+func wantBackendStatus(t *testing.T, h *testbed.Host, netName string, webs []string, flows map[string]int) {
+	t.Helper()
+	var st api.Status
+	if err := json.Unmarshal([]byte(h.MustCLI("status", "-o", "json")), &st); err != nil {
+		t.Fatalf("status -o json: %v", err)
+	}
+	text := h.MustCLI("status")
+	for _, web := range webs {
+		backend := net.JoinHostPort(h.IP(web, netName), "7777")
+		want := api.BackendFlows{Backend: backend, Sandbox: web, Proto: "tcp", Flows: uint64(flows[web])}
+		if !slices.Contains(st.BackendFlows, want) {
+			t.Errorf("status shows backends %+v, want %+v among them", st.BackendFlows, want)
+		}
+		if row := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(web) + `\s+` + regexp.QuoteMeta(backend+"/tcp") + `\s+` + fmt.Sprint(flows[web]) + `$`); !row.MatchString(text) {
+			t.Errorf("ebpfnet status shows:\n%s\nwant a row for %s's backend %s with %d new flows", text, web, backend, flows[web])
+		}
+	}
+}
+
+// On an XDP uplink the native program chooses the backend of a
+// connection from outside as TC does: three backends a third each within
+// 5 points, every one DNAT'd by the XDP program, and a backend
+// unpublished takes no new connection.
+func TestBalancedPortOnXDP(t *testing.T) {
+	t.Parallel()
+	var out testbed.Outside
+	locals := []string{"10.99.0.2:0"}
+	h := testbed.NewHostWith(t, func(h *testbed.Host) {
+		out = h.AddOutside()
+		checksumOffload(t, h, out, false)
+		outName := strings.TrimPrefix(out.NS, "/run/netns/")
+		for i := 10; i < 20; i++ {
+			h.MustRun("ip", "-n", outName, "addr", "add", fmt.Sprintf("10.99.0.%d/24", i), "dev", "eth0")
+			locals = append(locals, fmt.Sprintf("10.99.0.%d:0", i))
+		}
+	}, "--uplink-mode", "xdp")
+	netName := h.Name("net")
+	h.MustCLI("network", "create", netName)
+	var webs []string
+	for _, s := range []string{"web1", "web2", "web3"} {
+		web := h.Name(s)
+		h.MustCLI("sandbox", "create", web, "--network", netName)
+		serveName(t, h.NS(web), 7777, web)
+		h.MustCLI("publish", "--balance", "8080:7777", web)
+		webs = append(webs, web)
+	}
+	const n = 1500
+	four := hostIP + ":8080"
+	dnat := h.ProgramCounter("uplink_xdp", "dnat")
+	got := spread(t, out.NS, four, locals, n)
+	wantShares(t, "from outside through XDP", got, webs, n)
+	if d := h.ProgramCounter("uplink_xdp", "dnat") - dnat; d < n {
+		t.Errorf("uplink_xdp counted %d dnat, want at least one per connection (%d)", d, n)
+	}
+	wantBackendStatus(t, h, netName, webs, got)
+	h.MustCLI("unpublish", "8080", webs[0])
+	wantShares(t, "from outside through XDP, one backend gone", spread(t, out.NS, four, locals, n), webs[1:], n)
+}
+
 // docker compose up --scale web=3 with ports ["8080:7777"], as Docker
 // does it: three containers run with -p 8080:7777 on a network created
 // with -o ebpfnet.balance=true share the host port, and connections from
@@ -218,36 +286,49 @@ func TestDockerBalancedPort(t *testing.T) {
 
 // CNI containers whose plugin configuration says "publishBalance": true
 // share the host port their portMappings name, as publish --balance
-// does, and CHECK finds each one's backend there; one whose configuration
-// does not is refused the port, and a DEL takes its container out.
+// does, in main mode and chained after the reference ptp plugin, and
+// CHECK finds each one's backend there; one whose configuration does not
+// is refused the port, and a DEL takes its container out.
 func TestCNIBalancedPort(t *testing.T) {
 	t.Parallel()
-	h, out := newPublishingHost(t)
-	c := newCNI(t)
-	h.MustCLI("network", "create", "--subnet", "10.97.0.0/24", h.Name("cninet"))
-	plugin := func(balance bool) map[string]any {
-		return map[string]any{"type": "ebpfnet", "network": h.Name("cninet"), "socket": h.Socket(), "publishBalance": balance,
-			"capabilities": map[string]bool{"portMappings": true}}
+	for _, chained := range []bool{false, true} {
+		t.Run(map[bool]string{false: "main", true: "chained"}[chained], func(t *testing.T) {
+			t.Parallel()
+			h, out := newPublishingHost(t)
+			c := newCNI(t)
+			h.MustCLI("network", "create", "--subnet", "10.97.0.0/24", h.Name("cninet"))
+			conflist := func(name, subnet string, balance bool) {
+				if !chained {
+					c.Conflist(name, map[string]any{"type": "ebpfnet", "network": h.Name("cninet"), "socket": h.Socket(),
+						"publishBalance": balance, "capabilities": map[string]bool{"portMappings": true}})
+					return
+				}
+				c.In = filepath.Base(h.NetNS) // ptp builds in the namespace it runs in
+				plugins := ptpPlugins(t, h, subnet)
+				plugins[len(plugins)-1]["publishBalance"] = balance
+				c.Conflist(name, plugins...)
+			}
+			conflist("bal", "10.93.0.0/24", true)
+			conflist("plain", "10.93.1.0/24", false)
+			var names []string
+			nss := map[string]string{}
+			for _, name := range []string{"c1", "c2", "c3"} {
+				ns := containerNS(t, h, name)
+				c.Must("add", "bal", ns, testbed.PortMappings("8080:7777/tcp"))
+				serveName(t, ns, 7777, name)
+				names, nss[name] = append(names, name), ns
+			}
+			const n = 1500
+			wantShares(t, "from outside", spread(t, out.NS, hostIP+":8080", []string{""}, n), names, n)
+			if msg, err := c.Run("add", "plain", containerNS(t, h, "c4"), testbed.PortMappings("8080:7777/tcp")); err == nil || !strings.Contains(msg, "8080") {
+				t.Errorf("ADD of 8080 without publishBalance: %v %s, want refused naming 8080", err, msg)
+			}
+			// CHECK finds each container's backend in the shared port.
+			for _, name := range names {
+				c.Must("check", "bal", nss[name], testbed.PortMappings("8080:7777/tcp"))
+			}
+			c.Must("del", "bal", nss["c3"])
+			wantShares(t, "from outside, c3 deleted", spread(t, out.NS, hostIP+":8080", []string{""}, n), names[:2], n)
+		})
 	}
-	c.Conflist("bal", plugin(true))
-	c.Conflist("plain", plugin(false))
-	var names []string
-	nss := map[string]string{}
-	for _, name := range []string{"c1", "c2", "c3"} {
-		ns := containerNS(t, h, name)
-		c.Must("add", "bal", ns, testbed.PortMappings("8080:7777/tcp"))
-		serveName(t, ns, 7777, name)
-		names, nss[name] = append(names, name), ns
-	}
-	const n = 1500
-	wantShares(t, "from outside", spread(t, out.NS, hostIP+":8080", []string{""}, n), names, n)
-	if msg, err := c.Run("add", "plain", containerNS(t, h, "c4"), testbed.PortMappings("8080:7777/tcp")); err == nil || !strings.Contains(msg, "8080") {
-		t.Errorf("ADD of 8080 without publishBalance: %v %s, want refused naming 8080", err, msg)
-	}
-	// CHECK finds each container's backend in the shared port.
-	for _, name := range names {
-		c.Must("check", "bal", nss[name], testbed.PortMappings("8080:7777/tcp"))
-	}
-	c.Must("del", "bal", nss["c3"])
-	wantShares(t, "from outside, c3 deleted", spread(t, out.NS, hostIP+":8080", []string{""}, n), names[:2], n)
 }

@@ -57,6 +57,14 @@ func newStatusCommand(c *cli) *cobra.Command {
 				rows = append(rows, []string{u.Interface, "(uplink)", "", programs})
 			}
 			printTable(out, []string{"INTERFACE", "SANDBOX", "NETWORK", "PROGRAMS"}, rows)
+			if len(st.BackendFlows) > 0 {
+				rows = nil
+				for _, f := range st.BackendFlows {
+					rows = append(rows, []string{f.Sandbox, f.Backend + "/" + f.Proto, fmt.Sprint(f.Flows)})
+				}
+				fmt.Fprintln(out)
+				printTable(out, []string{"BALANCED BACKEND", "ADDRESS", "NEW FLOWS"}, rows)
+			}
 			if len(st.Uplinks) > 0 {
 				fmt.Fprintf(out, "\nuplink datapath:\n%s", uplinkModes(st.Uplinks))
 			}

@@ -219,6 +219,9 @@ type Status struct {
 	Cluster *ClusterStatus `json:"cluster,omitempty"`
 	// Host is the daemon's namespace's netfilter and routing settings.
 	Host HostSettings `json:"host"`
+	// BackendFlows are the new flows each backend of balanced
+	// publications took, with the sandbox it is in.
+	BackendFlows []BackendFlows `json:"backendFlows,omitempty"`
 }
 
 // HostSettings are the settings of the daemon's namespace that decide
@@ -324,6 +327,9 @@ type Metrics struct {
 // sandbox) of balanced publications took, of a protocol.
 type BackendFlows struct {
 	Backend string `json:"backend"`
+	// Sandbox holds the backend's address; empty in metrics, which
+	// label by the address alone.
+	Sandbox string `json:"sandbox,omitempty"`
 	Proto   string `json:"proto"`
 	Flows   uint64 `json:"flows"`
 }

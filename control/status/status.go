@@ -6,6 +6,7 @@
 package status
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"maps"
@@ -81,6 +82,9 @@ func (r *Reader) Status() (api.Status, error) {
 		return st, err
 	}
 	byID := store.ByID(nets)
+	if st.BackendFlows, err = r.backendFlows(sbs); err != nil {
+		return st, err
+	}
 	err = r.cfg.InHost(func() error {
 		var errs []error
 		attached := func(a api.AttachedIface) api.AttachedIface {
@@ -120,6 +124,31 @@ func (r *Reader) Status() (api.Status, error) {
 	st.SocketHooks = r.cfg.Datapath.SocketHooks()
 	st.Cluster = r.clusterStatus()
 	return st, err
+}
+
+// backendFlows reads the new flows of every balanced publication's
+// backends and names the sandbox each backend's address is in.
+func (r *Reader) backendFlows(sbs []store.Sandbox) ([]api.BackendFlows, error) {
+	flows, err := r.cfg.Maps.BackendFlows()
+	if err != nil {
+		return nil, err
+	}
+	sandboxOf := map[netip.Addr]string{}
+	for _, sb := range sbs {
+		for _, ep := range sb.Endpoints {
+			for _, a := range ep.Addrs() {
+				sandboxOf[a] = sb.Name
+			}
+		}
+	}
+	out := make([]api.BackendFlows, 0, len(flows))
+	for _, f := range flows {
+		out = append(out, api.BackendFlows{Backend: f.Backend.String(), Sandbox: sandboxOf[f.Backend.Addr], Proto: f.Proto, Flows: f.Flows})
+	}
+	slices.SortFunc(out, func(a, b api.BackendFlows) int {
+		return cmp.Or(cmp.Compare(a.Sandbox, b.Sandbox), cmp.Compare(a.Backend, b.Backend), cmp.Compare(a.Proto, b.Proto))
+	})
+	return out, nil
 }
 
 // hostSettingsTimeout bounds the commands reading the host's netfilter
