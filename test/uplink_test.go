@@ -102,15 +102,16 @@ func TestUplinksNeedAnEthernetHeader(t *testing.T) {
 	}
 }
 
-// TestHostWatchSurvivesABurst floods the host's namespace with address
-// changes faster than the daemon reads them, as a host bringing up
-// thousands of addresses at once does: the kernel drops what overflows
-// the watch's socket, and the daemon must watch on, reading the whole
-// host again for what it missed, or no later host address would ever
-// serve published ports.
+// The host watch keeps up with a burst of host changes (20,000 address
+// adds and removes and MTU changes in one ip -batch), and when the kernel
+// ends its subscription in the middle (a socket overflowed: ENOBUFS, made
+// to happen at the 1,000th change by a failpoint), it subscribes again,
+// reads the whole host for what it missed, and follows the host's
+// addresses from then on.
 func TestHostWatchSurvivesABurst(t *testing.T) {
 	t.Parallel()
-	h := testbed.NewHost(t)
+	points := filepath.Join(t.TempDir(), "points")
+	h := testbed.NewHostWith(t, func(h *testbed.Host) { h.Failpoints("EBPFNET_FAILPOINTS_FILE=" + points) })
 	host := filepath.Base(h.NetNS)
 	h.MustRun("ip", "-n", host, "link", "add", "burst0", "type", "bridge")
 	t.Cleanup(func() { h.MustRun("ip", "-n", host, "link", "del", "burst0") })
@@ -124,8 +125,12 @@ func TestHostWatchSurvivesABurst(t *testing.T) {
 	}
 	file := filepath.Join(t.TempDir(), "burst")
 	must(t, os.WriteFile(file, []byte(batch.String()), 0o644))
+	must(t, os.WriteFile(points, []byte("hostsync.watch@1000=ENOBUFS"), 0o644))
 	h.MustRun("ip", "-n", host, "-batch", file)
 	waitForLog(t, h, "watching the host's changes again")
+	if n := strings.Count(h.DaemonLog(), "watching the host's changes again"); n != 1 {
+		t.Errorf("the watch subscribed again %d times in a burst of %d changes, want once (the failpoint's):\n%s", n, 3*changes, h.DaemonLog())
+	}
 
 	addrs := mapEntries(t, h)["host_addrs"]
 	h.InHost("ip", "addr", "add", "10.198.0.1/32", "dev", "burst0")

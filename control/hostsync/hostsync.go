@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
+	"github.com/ebpfnet/ebpfnet/control/failpoint"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/loader"
 	"github.com/ebpfnet/ebpfnet/maps"
@@ -432,7 +433,7 @@ func (s *Syncer) Watch() (func(), error) {
 					continue // never a host address of the datapath's (DatapathAddr)
 				}
 			case u, ok := <-w.links:
-				if !ok {
+				if !ok || w.failed() {
 					w = s.resubscribe(ns, w, done)
 					break
 				}
@@ -481,18 +482,39 @@ type subscription struct {
 	lost atomic.Pointer[error]
 }
 
+// watchBuffer is the receive buffer of each watch socket. While the watch
+// reads the whole host (a second or more with a thousand sandboxes'
+// veths), the kernel keeps the changes made meanwhile in it; the default
+// (rmem_default, about 200 KiB) held a hundred or so interface changes,
+// and a host under churn overflowed it every few seconds, each time read
+// whole again. It takes memory only while changes wait.
+const watchBuffer = 32 << 20
+
 func subscribe(ns netns.NsHandle) (*subscription, error) {
 	w := &subscription{addrs: make(chan netlink.AddrUpdate, 64), links: make(chan netlink.LinkUpdate, 64), done: make(chan struct{})}
 	lost := func(err error) { w.lost.CompareAndSwap(nil, &err) }
-	if err := netlink.AddrSubscribeWithOptions(w.addrs, w.done, netlink.AddrSubscribeOptions{Namespace: &ns, ErrorCallback: lost}); err != nil {
+	if err := netlink.AddrSubscribeWithOptions(w.addrs, w.done, netlink.AddrSubscribeOptions{Namespace: &ns, ErrorCallback: lost,
+		ReceiveBufferSize: watchBuffer, ReceiveBufferForceSize: true}); err != nil {
 		close(w.done)
 		return nil, fmt.Errorf("watch addresses: %w", err)
 	}
-	if err := netlink.LinkSubscribeWithOptions(w.links, w.done, netlink.LinkSubscribeOptions{Namespace: &ns, ErrorCallback: lost}); err != nil {
+	if err := netlink.LinkSubscribeWithOptions(w.links, w.done, netlink.LinkSubscribeOptions{Namespace: &ns, ErrorCallback: lost,
+		ReceiveBufferSize: watchBuffer, ReceiveBufferForceSize: true}); err != nil {
 		w.close()
 		return nil, fmt.Errorf("watch interfaces: %w", err)
 	}
 	return w, nil
+}
+
+// failed ends the subscription as the kernel does when its socket
+// overflows, at the failpoint of the tests that take the watch through
+// that: a big enough burst, against watchBuffer, would take far longer.
+func (w *subscription) failed() bool {
+	err := failpoint.Hit("hostsync.watch")
+	if err != nil {
+		w.lost.CompareAndSwap(nil, &err)
+	}
+	return err != nil
 }
 
 // close ends the subscription, and drains its channels until the
