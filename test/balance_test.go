@@ -304,6 +304,7 @@ func TestCNIBalancedPort(t *testing.T) {
 					return
 				}
 				c.In = filepath.Base(h.NetNS) // ptp builds in the namespace it runs in
+				c.Spec = "1.0.0"              // the reference plugins' newest
 				plugins := ptpPlugins(t, h, subnet)
 				plugins[len(plugins)-1]["publishBalance"] = balance
 				c.Conflist(name, plugins...)
