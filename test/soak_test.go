@@ -870,6 +870,10 @@ func reachable(b api.PortBinding, client netip.Addr) bool {
 	return allow
 }
 
+// soakProbesPerSecond is how many probes a check starts a second: two
+// neighbour entries each, kept 5 s, stay well inside the kernel's table.
+const soakProbesPerSecond = 40
+
 // check probes what the store records, sample of them (all with sample
 // 0), and looks for anything it does not record.
 func (s *soak) check(when string, sample int) {
@@ -1002,7 +1006,16 @@ func (s *soak) check(when string, sample int) {
 			}
 		})
 	}
+	// Every namespace's neighbours share one table (gc_thresh3, 1,024
+	// entries by default), whose collector evicts no entry younger than
+	// 5 s, and a probe of an endpoint makes two (the prober's of it, its of
+	// the prober): a thousand endpoints probed at once fill it, and ARP
+	// fails for the rest. Probes start no faster than the table turns
+	// over.
+	pace := time.NewTicker(time.Second / soakProbesPerSecond)
+	defer pace.Stop()
 	for _, j := range jobs {
+		<-pace.C
 		next <- j
 	}
 	close(next)
