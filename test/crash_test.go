@@ -123,6 +123,23 @@ func (b *crashBed) consistent(c change, step, before string) {
 	}
 }
 
+// settledSnapshot is the host's snapshot once it holds still: the host's
+// own addresses follow its interfaces a moment after they change (the
+// host watcher), as when the undo of the change before removed a bridge.
+func settledSnapshot(t *testing.T, h *testbed.Host) string {
+	t.Helper()
+	was := snapshot(t, h)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
+		now := snapshot(t, h)
+		if now == was {
+			break
+		}
+		was = now
+	}
+	return was
+}
+
 // Every change of the engine, with the daemon killed at each of its steps
 // in turn (package control/failpoint), is wholly made or wholly undone
 // once the daemon is back: the state is as before or holds the change, a
@@ -191,7 +208,7 @@ func (b *crashBed) crashAtEveryStep(changes []change) (crashes, refusals int) {
 		}
 		committed := false
 		for _, step := range steps {
-			before := snapshot(t, h)
+			before := settledSnapshot(t, h)
 			// The daemon dies at the step.
 			b.arm(step + "=crash")
 			c.do()

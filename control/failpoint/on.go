@@ -35,15 +35,21 @@ var state points
 
 // Hit is a step named name: it kills the process, or returns the errno
 // asked for, when a failpoint names this hit of it.
-func Hit(name string) error {
-	s := &state
+func Hit(name string) error { return state.hit(name, true) }
+
+// Fault is Hit for what runs beside the changes rather than as a step of
+// one (the host's watch): it fires as Hit does, but is never traced, for
+// its hits come whenever the host changes, not at a change's steps.
+func Fault(name string) error { return state.hit(name, false) }
+
+func (s *points) hit(name string, traced bool) error {
 	s.mu.Lock()
 	s.reload()
 	s.hits[name]++
 	key := name + "@" + strconv.Itoa(s.hits[name])
 	action, ok := s.actions[key]
 	delete(s.actions, key)
-	if path := os.Getenv(TraceEnv); path != "" {
+	if path := os.Getenv(TraceEnv); path != "" && traced {
 		if f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
 			fmt.Fprintln(f, name)
 			f.Close()

@@ -43,3 +43,23 @@ func TestFailpointsFromTheirFile(t *testing.T) {
 		t.Errorf("trace %q", got)
 	}
 }
+
+// A fault fires as a step's failpoint does, and the trace, which lists a
+// change's steps, leaves it out.
+func TestFaultsAreNotSteps(t *testing.T) {
+	dir := t.TempDir()
+	file, trace := filepath.Join(dir, "points"), filepath.Join(dir, "trace")
+	t.Setenv(FileEnv, file)
+	t.Setenv(TraceEnv, trace)
+	os.WriteFile(file, []byte("w@2=ENOBUFS"), 0o644)
+	if err := Fault("w"); err != nil {
+		t.Errorf("w's first hit: %v", err)
+	}
+	if err := Fault("w"); !errors.Is(err, syscall.ENOBUFS) {
+		t.Errorf("w's second hit: %v, want ENOBUFS", err)
+	}
+	Hit("s")
+	if got, _ := os.ReadFile(trace); string(got) != "s\n" {
+		t.Errorf("trace %q, want the step alone", got)
+	}
+}

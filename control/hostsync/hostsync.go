@@ -510,7 +510,7 @@ func subscribe(ns netns.NsHandle) (*subscription, error) {
 // overflows, at the failpoint of the tests that take the watch through
 // that: a big enough burst, against watchBuffer, would take far longer.
 func (w *subscription) failed() bool {
-	err := failpoint.Hit("hostsync.watch")
+	err := failpoint.Fault("hostsync.watch")
 	if err != nil {
 		w.lost.CompareAndSwap(nil, &err)
 	}
