@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/ebpfnet/ebpfnet/bpf"
 	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/maps"
 )
@@ -268,6 +269,33 @@ func TestBalancedPublicationAcrossFamilies(t *testing.T) {
 	for _, b := range []netip.Addr{webAddr6, v4only} {
 		if share := float64(shares[b]) / n; share < 0.45 || share > 0.55 {
 			t.Errorf("%s has %.1f%% of %d flows, want 50%% ± 5 points", b, 100*share, n)
+		}
+	}
+}
+
+// A new connection on the tuple of a closed one (a SYN on its entry in
+// CLOSE or TIME_WAIT, which conntrack reopens) is a new flow: a backend
+// that left the table takes none. Without the check a client that reuses
+// its source port keeps opening connections to a backend that was taken
+// out (or unpublished), on TC and on XDP, as long as it reopens within a
+// closed state's lifetime, each close leaving another entry to reopen.
+func TestBalancedReopenAfterBackendLeft(t *testing.T) {
+	for _, xdp := range []bool{false, true} {
+		nb, backends, pub := balancedBed(t)
+		gone := backends[2]
+		i := 0
+		for ; nb.reach(t, tcpSegment(tuple(i), ap(hostAddr, 8080), syn, 1, 0), xdp) != gone; i++ {
+		}
+		// The client resets the connection: its flow is closed.
+		nb.reach(t, tcpSegment(tuple(i), ap(hostAddr, 8080), rst|ack, 2, 0), xdp)
+		if st, _ := nb.state(t, flowOf(6, tuple(i), ap(hostAddr, 8080))); st != bpf.DatapathCtStateCT_TCP_CLOSE {
+			t.Fatalf("after the reset: state %v, want CLOSE", st)
+		}
+		pub.Backends = pub.Backends[:2]
+		must(t, nb.maps.PutPublication(pub))
+		got := nb.reach(t, tcpSegment(tuple(i), ap(hostAddr, 8080), syn, 9000, 0), xdp)
+		if got != backends[0] && got != backends[1] {
+			t.Errorf("xdp %v: a new connection on a closed tuple went to %v, want one of %v (%v left)", xdp, got, backends[:2], gone)
 		}
 	}
 }
