@@ -79,6 +79,10 @@ static __noinline int translate(struct xdp_md *ctx, const struct packet *p, __u3
 		return pass(ctx, PROGRAM_UPLINK_XDP);
 	if (e && reopen_refused(p, e))
 		return drop(ctx, PROGRAM_UPLINK_XDP, VERDICT_DROP_SOURCE_RANGE);
+	if (e && reopen_moved(p, e)) {
+		ct_forget(&p->flow, e, assured);
+		e = NULL;
+	}
 	if (e) {
 		to = e->nat; /* the entry may move while we use it */
 		if (!fast_deliverable(ctx, p, l4_len, &to, &f))

@@ -274,6 +274,10 @@ static __noinline int translate_known(struct __sk_buff *skb, const struct packet
 		*verdict = drop(skb, prog, VERDICT_DROP_SOURCE_RANGE);
 		return 0;
 	}
+	if (reopen_moved(p, e)) {
+		ct_forget(&p->flow, e, assured);
+		return -1;
+	}
 	struct flow to = e->nat; /* the entry may move while we use it */
 	ct_update(&p->flow, e, assured, p, prog);
 	*verdict = deliver(skb, p, prog, VERDICT_TRACKED, &to, err_src);

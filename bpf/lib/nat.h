@@ -149,16 +149,52 @@ static __noinline int flow_refused(const struct flow *f)
 	return source_refused(&sc->source, &f->saddr);
 }
 
-/* reopen_refused reports whether packet p, a new connection on the tuple
- * of a closed one to a published port (a SYN on its entry in TIME_WAIT or
- * CLOSE, which conntrack reopens, e), comes from a source the
- * publication's lists refuse now: a new connection meets them as any new
- * flow does, however it reuses a tuple. */
-static __always_inline int reopen_refused(const struct packet *p, const struct ct_entry *e)
+/* reopens reports whether packet p is a new connection on the tuple of a
+ * closed one to a published port: a SYN on its entry in TIME_WAIT or
+ * CLOSE (e), which conntrack reopens. */
+static __always_inline int reopens(const struct packet *p, const struct ct_entry *e)
 {
 	return (e->flags & CT_PUBLISHED_IN) && !(e->flags & CT_REPLY) && p->flow.proto == IPPROTO_TCP &&
 	       (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN &&
-	       (e->state == CT_TCP_TIME_WAIT || e->state == CT_TCP_CLOSE) && flow_refused(&p->flow);
+	       (e->state == CT_TCP_TIME_WAIT || e->state == CT_TCP_CLOSE);
+}
+
+/* reopen_refused reports whether packet p, a new connection on the tuple
+ * of a closed one (reopens), comes from a source the publication's lists
+ * refuse now: a new connection meets them as any new flow does, however
+ * it reuses a tuple. */
+static __always_inline int reopen_refused(const struct packet *p, const struct ct_entry *e)
+{
+	return reopens(p, e) && flow_refused(&p->flow);
+}
+
+/* backend_moved reports whether flow f, to a balanced publication, goes
+ * elsewhere than its entry e leads now: its table names another backend
+ * for it, or none (the one it had left). */
+static __noinline int backend_moved(const struct flow *f, const struct ct_entry *e)
+{
+	struct new_flow_scratch *sc;
+	struct publication *pub;
+	__u32 zero = 0;
+
+	sc = bpf_map_lookup_elem(&new_flow_scratch, &zero);
+	if (!sc)
+		return 0;
+	pub = published_at(&sc->source.pub, &f->daddr, f->dport, f->proto);
+	if (!pub || !(pub->flags & PUBLICATION_BALANCED))
+		return 0;
+	pub = backend_of(&sc->source.pub, pub, flow_hash(f));
+	return !pub || !addr_eq(&pub->addr, &e->nat.daddr) || pub->port != e->nat.dport;
+}
+
+/* reopen_moved reports whether packet p, a new connection on the tuple of
+ * a closed one (reopens) to a balanced publication, must go to another
+ * backend than the closed one went to: a backend that left the table
+ * takes no new connection, however a client reuses a tuple. The caller
+ * forgets the closed flow, and the packet starts a new one. */
+static __always_inline int reopen_moved(const struct packet *p, const struct ct_entry *e)
+{
+	return reopens(p, e) && backend_moved(&p->flow, e);
 }
 
 /* ct_lookup_current finds the entry of a flow (key) conntrack knows and
