@@ -299,3 +299,45 @@ func TestBalancedReopenAfterBackendLeft(t *testing.T) {
 		}
 	}
 }
+
+// backendFlows sums the new flows backend_flows counted, over every
+// backend.
+func (nb *natbed) backendFlows(t *testing.T) uint64 {
+	t.Helper()
+	counted, err := nb.maps.BackendFlows()
+	must(t, err)
+	var n uint64
+	for _, c := range counted {
+		n += c.Flows
+	}
+	return n
+}
+
+// ebpfnet_backend_flows_total counts the new flows each backend took:
+// packets that start none (a reset to the port, which the host answers)
+// count for nothing, on TC or XDP, and a flow XDP claims and TC delivers
+// counts once. Otherwise anyone outside inflates a backend's count at
+// will, with packets that reach no backend.
+func TestBalancedCountsFlowsOnly(t *testing.T) {
+	nb, _, _ := balancedBed(t)
+	for _, xdp := range []bool{false, true} {
+		before := nb.backendFlows(t)
+		for i := range 100 {
+			nb.reach(t, tcpSegment(tuple(i), ap(hostAddr, 8080), rst, 1, 0), xdp)
+		}
+		if n := nb.backendFlows(t) - before; n != 0 {
+			t.Errorf("xdp %v: 100 resets of no flow counted as %d new flows", xdp, n)
+		}
+		before = nb.backendFlows(t)
+		client := tuple(200)
+		if xdp {
+			client = tuple(201)
+		}
+		if got := nb.reach(t, tcpSegment(client, ap(hostAddr, 8080), syn, 1, 0), xdp); !got.IsValid() {
+			t.Fatalf("xdp %v: a SYN was not delivered", xdp)
+		}
+		if n := nb.backendFlows(t) - before; n != 1 {
+			t.Errorf("xdp %v: a SYN counted as %d new flows, want 1", xdp, n)
+		}
+	}
+}
