@@ -63,13 +63,21 @@ static __always_inline __u32 cookie_hash(__u64 cookie)
 	return hash_final(hash_mix(hash_mix(0, (__u32)cookie), (__u32)(cookie >> 32)) ^ 8);
 }
 
-/* count_backend_flow counts a new flow to backend b of a balanced
- * publication, of protocol proto. A frame of its own, off the NAT port
- * search's path. */
-static __noinline __attribute__((unused)) void count_backend_flow(const struct publication *b, __u8 proto)
+/* count_backend_flow counts the new flow this CPU's scratch holds (the
+ * flow just claimed) when it went to a backend of a balanced publication:
+ * dnat_backend leaves the publication's flags with the backend. It takes
+ * nothing but the scratch, so that its caller keeps nothing more of its
+ * own across the NAT port search. */
+static __noinline __attribute__((unused)) void count_backend_flow(void)
 {
-	struct target_key key = { .addr = b->addr, .port = b->port, .proto = proto };
+	struct new_flow_scratch *sc;
 	__u64 one = 1, *n;
+	__u32 zero = 0;
+
+	sc = bpf_map_lookup_elem(&new_flow_scratch, &zero);
+	if (!sc || !(sc->backend.flags & PUBLICATION_BALANCED))
+		return;
+	struct target_key key = { .addr = sc->backend.addr, .port = sc->backend.port, .proto = sc->nf.orig.proto };
 
 	n = bpf_map_lookup_elem(&backend_flows, &key);
 	if (n)

@@ -470,7 +470,8 @@ static __always_inline int host_socket_owns(struct ctx_buff *ctx, const struct p
 /* dnat_backend finds where p, a new flow to a published host address
  * and port, goes when it is one, into sc->backend: the publication's
  * sandbox, or for a balanced one the backend its table names for the
- * flow's tuple (backend_of), counted in backend_flows. ifindex is where it came in (0: outside).
+ * flow's tuple (backend_of), with the publication's flags. ifindex is
+ * where it came in (0: outside).
  * It returns 0 when found, -1 when the packet is no new flow to a
  * publication, or the verdict to drop it with. A frame of its own, off
  * the NAT port search's path. */
@@ -499,10 +500,9 @@ static __noinline int dnat_backend(struct ctx_buff *ctx, const struct packet *p,
 	if (!pub)
 		return VERDICT_DROP_NO_ROUTE;
 	sc->backend = *pub;
+	sc->backend.flags = flags;
 	if (source_refused(&sc->source, &p->flow.saddr))
 		return VERDICT_DROP_SOURCE_RANGE;
-	if (flags & PUBLICATION_BALANCED)
-		count_backend_flow(&sc->backend, p->flow.proto);
 	return 0;
 }
 
@@ -558,6 +558,9 @@ static __noinline int dnat_claim(struct ctx_buff *ctx, const struct packet *p, e
 	}
 	if (claim_nat_port(ctx, &s, host_side) < 0)
 		return VERDICT_DROP_NO_NAT_PORT;
+	/* Counted once the flow is: a packet that starts none (a reset)
+	 * counts for nothing, and XDP's flow is TC's. */
+	count_backend_flow();
 	*to = s.nf->fwd.nat;
 	return 0;
 }
