@@ -1,7 +1,9 @@
 package bpf_test
 
 import (
+	"encoding/binary"
 	"errors"
+	"math/bits"
 	"net/netip"
 	"strconv"
 	"testing"
@@ -339,5 +341,64 @@ func TestBalancedCountsFlowsOnly(t *testing.T) {
 		if n := nb.backendFlows(t) - before; n != 1 {
 			t.Errorf("xdp %v: a SYN counted as %d new flows, want 1", xdp, n)
 		}
+	}
+}
+
+// unseededFlowHash is flow_hash (lib/maglev.h) as anyone can compute it
+// from the source: MurmurHash3's rounds over the tuple's words, as the
+// datapath loads them, from zero.
+func unseededFlowHash(src, dst netip.AddrPort, proto uint8) uint32 {
+	mix := func(h, k uint32) uint32 {
+		k *= 0xcc9e2d51
+		k = bits.RotateLeft32(k, 15)
+		k *= 0x1b873593
+		h ^= k
+		h = bits.RotateLeft32(h, 13)
+		return h*5 + 0xe6546b64
+	}
+	var h uint32
+	for _, a := range []netip.Addr{src.Addr(), dst.Addr()} {
+		b := a.As16()
+		for i := 0; i < 16; i += 4 {
+			h = mix(h, binary.LittleEndian.Uint32(b[i:]))
+		}
+	}
+	h = mix(h, uint32(bits.ReverseBytes16(src.Port()))<<16|uint32(bits.ReverseBytes16(dst.Port())))
+	h = mix(h, uint32(proto))
+	h ^= 37
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	return h ^ h>>16
+}
+
+// A client must not be able to choose its backend offline: with a hash
+// of the tuple that anyone can compute, a client picks the source ports
+// whose tuples fall in one slot of the table, and every flow it opens
+// from them lands on one backend, whatever the table holds (a flood
+// aimed at one backend, N times its share). The hash is keyed with a
+// secret of the host's, so those ports spread as any others.
+func TestBalancedBackendNotChosenByClient(t *testing.T) {
+	nb, backends, _ := balancedBed(t)
+	client, host := netip.MustParseAddr("192.0.2.77"), ap(hostAddr, 8080)
+	slot := func(port uint16) uint32 {
+		return unseededFlowHash(ap(client, port), host, 6) % uint32(bpf.DatapathMaglevSizeMAGLEV_SLOTS)
+	}
+	var picked []uint16
+	for p := 1024; p < 65536; p++ {
+		if slot(uint16(p)) == slot(40000) {
+			picked = append(picked, uint16(p))
+		}
+	}
+	if len(picked) < 8 {
+		t.Fatalf("only %d ports share a slot", len(picked))
+	}
+	shares := map[netip.Addr]int{}
+	for _, p := range picked {
+		shares[nb.reach(t, tcpSegment(ap(client, p), host, syn, 1, 0), false)]++
+	}
+	if len(shares) == 1 {
+		t.Errorf("the %d source ports a client picked from the published hash all went to %v; want them spread over %v", len(picked), shares, backends)
 	}
 }
