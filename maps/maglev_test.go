@@ -99,3 +99,28 @@ func TestMaglevRefusals(t *testing.T) {
 		}
 	}
 }
+
+// A backend listed twice, in either of the forms of an IPv4 address
+// (the datapath holds both as one), is one backend: a table with it
+// twice would give it two backends' share of the slots. Any order of the
+// same backends makes the same table.
+func TestMaglevDuplicateBackends(t *testing.T) {
+	bs := backendsOf(3)
+	want, err := maglevTable(bs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapped := Backend{Addr: netip.AddrFrom16(bs[0].Addr.As16()), Port: bs[0].Port}
+	for _, dup := range [][]Backend{
+		{bs[2], bs[0], bs[1], bs[0]},
+		{bs[0], bs[1], bs[2], mapped},
+	} {
+		got, err := maglevTable(dup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(tableEntries(&got)); n != 3 || got != want {
+			t.Errorf("%v: %d backends in the table (%v), want the table of the 3", dup, n, tableBackends(&got))
+		}
+	}
+}
