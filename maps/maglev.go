@@ -32,17 +32,22 @@ const MaxBackends = int(bpf.DatapathMaglevSizeMAGLEV_BACKENDS)
 // back to its backend. Backends are listed in the table in address order.
 func maglevTable(backends []Backend) (bpf.DatapathMaglevTable, error) {
 	var t bpf.DatapathMaglevTable
-	if len(backends) == 0 {
-		return t, fmt.Errorf("balance: no backend")
+	// One backend once, in the form the datapath holds (addr16): an IPv4
+	// address written v4-mapped is the same backend.
+	bs := make([]Backend, len(backends))
+	for i, b := range backends {
+		bs[i] = Backend{Addr: b.Addr.Unmap(), Port: b.Port}
 	}
-	if len(backends) > MaxBackends {
-		return t, fmt.Errorf("balance: %d backends, at most %d share a published port", len(backends), MaxBackends)
-	}
-	bs := slices.Clone(backends)
 	slices.SortFunc(bs, func(a, b Backend) int {
 		return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port))
 	})
 	bs = slices.Compact(bs)
+	if len(bs) == 0 {
+		return t, fmt.Errorf("balance: no backend")
+	}
+	if len(bs) > MaxBackends {
+		return t, fmt.Errorf("balance: %d backends, at most %d share a published port", len(bs), MaxBackends)
+	}
 	const m = uint64(bpf.DatapathMaglevSizeMAGLEV_SLOTS)
 	offset, skip, next := make([]uint64, len(bs)), make([]uint64, len(bs)), make([]uint64, len(bs))
 	for i, b := range bs {
