@@ -373,6 +373,7 @@ const (
 	DatapathMapEvents                = "events"
 	DatapathMapFibScratch            = "fib_scratch"
 	DatapathMapFrags                 = "frags"
+	DatapathMapHashSeed              = "hash_seed"
 	DatapathMapHeldPorts             = "held_ports"
 	DatapathMapHostAddrs             = "host_addrs"
 	DatapathMapHostEchoes            = "host_echoes"
@@ -465,6 +466,7 @@ type DatapathMapSpecs struct {
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	FibScratch      *ebpf.MapSpec `ebpf:"fib_scratch"`
 	Frags           *ebpf.MapSpec `ebpf:"frags"`
+	HashSeed        *ebpf.MapSpec `ebpf:"hash_seed"`
 	HeldPorts       *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs       *ebpf.MapSpec `ebpf:"host_addrs"`
 	HostEchoes      *ebpf.MapSpec `ebpf:"host_echoes"`
@@ -535,6 +537,7 @@ type DatapathMaps struct {
 	Events          *ebpf.Map `ebpf:"events"`
 	FibScratch      *ebpf.Map `ebpf:"fib_scratch"`
 	Frags           *ebpf.Map `ebpf:"frags"`
+	HashSeed        *ebpf.Map `ebpf:"hash_seed"`
 	HeldPorts       *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs       *ebpf.Map `ebpf:"host_addrs"`
 	HostEchoes      *ebpf.Map `ebpf:"host_echoes"`
@@ -570,6 +573,7 @@ func (m *DatapathMaps) Close() error {
 		m.Events,
 		m.FibScratch,
 		m.Frags,
+		m.HashSeed,
 		m.HeldPorts,
 		m.HostAddrs,
 		m.HostEchoes,

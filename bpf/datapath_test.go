@@ -44,14 +44,14 @@ func privateDatapath(tb testing.TB, opts loader.Options) *loader.Datapath {
 }
 
 // emptyMaps leaves every map as a fresh load has it: hash maps and tries
-// without entries, arrays zeroed. The ring buffer is drained by whoever
+// without entries, arrays zeroed but hash_seed, which keeps its key. The ring buffer is drained by whoever
 // reads it; socket storage goes with its sockets.
 func emptyMaps(all *bpf.DatapathMaps) error {
 	var errs []error
 	v := reflect.ValueOf(all).Elem()
 	for i := range v.NumField() {
 		m, ok := v.Field(i).Interface().(*ebpf.Map)
-		if !ok {
+		if !ok || m == all.HashSeed { // a fresh load draws a key, and keeps it
 			continue
 		}
 		switch m.Type() {

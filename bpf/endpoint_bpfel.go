@@ -27,6 +27,7 @@ const (
 	EndpointMapEvents          = "events"
 	EndpointMapFibScratch      = "fib_scratch"
 	EndpointMapFrags           = "frags"
+	EndpointMapHashSeed        = "hash_seed"
 	EndpointMapHeldPorts       = "held_ports"
 	EndpointMapHostAddrs       = "host_addrs"
 	EndpointMapHostEchoes      = "host_echoes"
@@ -118,6 +119,7 @@ type EndpointMapSpecs struct {
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	FibScratch      *ebpf.MapSpec `ebpf:"fib_scratch"`
 	Frags           *ebpf.MapSpec `ebpf:"frags"`
+	HashSeed        *ebpf.MapSpec `ebpf:"hash_seed"`
 	HeldPorts       *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs       *ebpf.MapSpec `ebpf:"host_addrs"`
 	HostEchoes      *ebpf.MapSpec `ebpf:"host_echoes"`
@@ -181,6 +183,7 @@ type EndpointMaps struct {
 	Events          *ebpf.Map `ebpf:"events"`
 	FibScratch      *ebpf.Map `ebpf:"fib_scratch"`
 	Frags           *ebpf.Map `ebpf:"frags"`
+	HashSeed        *ebpf.Map `ebpf:"hash_seed"`
 	HeldPorts       *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs       *ebpf.Map `ebpf:"host_addrs"`
 	HostEchoes      *ebpf.Map `ebpf:"host_echoes"`
@@ -216,6 +219,7 @@ func (m *EndpointMaps) Close() error {
 		m.Events,
 		m.FibScratch,
 		m.Frags,
+		m.HashSeed,
 		m.HeldPorts,
 		m.HostAddrs,
 		m.HostEchoes,

@@ -27,6 +27,7 @@ const (
 	SockMapEvents            = "events"
 	SockMapFibScratch        = "fib_scratch"
 	SockMapFrags             = "frags"
+	SockMapHashSeed          = "hash_seed"
 	SockMapHeldPorts         = "held_ports"
 	SockMapHostAddrs         = "host_addrs"
 	SockMapHostEchoes        = "host_echoes"
@@ -129,6 +130,7 @@ type SockMapSpecs struct {
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	FibScratch      *ebpf.MapSpec `ebpf:"fib_scratch"`
 	Frags           *ebpf.MapSpec `ebpf:"frags"`
+	HashSeed        *ebpf.MapSpec `ebpf:"hash_seed"`
 	HeldPorts       *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs       *ebpf.MapSpec `ebpf:"host_addrs"`
 	HostEchoes      *ebpf.MapSpec `ebpf:"host_echoes"`
@@ -189,6 +191,7 @@ type SockMaps struct {
 	Events          *ebpf.Map `ebpf:"events"`
 	FibScratch      *ebpf.Map `ebpf:"fib_scratch"`
 	Frags           *ebpf.Map `ebpf:"frags"`
+	HashSeed        *ebpf.Map `ebpf:"hash_seed"`
 	HeldPorts       *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs       *ebpf.Map `ebpf:"host_addrs"`
 	HostEchoes      *ebpf.Map `ebpf:"host_echoes"`
@@ -224,6 +227,7 @@ func (m *SockMaps) Close() error {
 		m.Events,
 		m.FibScratch,
 		m.Frags,
+		m.HashSeed,
 		m.HeldPorts,
 		m.HostAddrs,
 		m.HostEchoes,

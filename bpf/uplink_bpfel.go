@@ -27,6 +27,7 @@ const (
 	UplinkMapEvents          = "events"
 	UplinkMapFibScratch      = "fib_scratch"
 	UplinkMapFrags           = "frags"
+	UplinkMapHashSeed        = "hash_seed"
 	UplinkMapHeldPorts       = "held_ports"
 	UplinkMapHostAddrs       = "host_addrs"
 	UplinkMapHostEchoes      = "host_echoes"
@@ -116,6 +117,7 @@ type UplinkMapSpecs struct {
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	FibScratch      *ebpf.MapSpec `ebpf:"fib_scratch"`
 	Frags           *ebpf.MapSpec `ebpf:"frags"`
+	HashSeed        *ebpf.MapSpec `ebpf:"hash_seed"`
 	HeldPorts       *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs       *ebpf.MapSpec `ebpf:"host_addrs"`
 	HostEchoes      *ebpf.MapSpec `ebpf:"host_echoes"`
@@ -179,6 +181,7 @@ type UplinkMaps struct {
 	Events          *ebpf.Map `ebpf:"events"`
 	FibScratch      *ebpf.Map `ebpf:"fib_scratch"`
 	Frags           *ebpf.Map `ebpf:"frags"`
+	HashSeed        *ebpf.Map `ebpf:"hash_seed"`
 	HeldPorts       *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs       *ebpf.Map `ebpf:"host_addrs"`
 	HostEchoes      *ebpf.Map `ebpf:"host_echoes"`
@@ -214,6 +217,7 @@ func (m *UplinkMaps) Close() error {
 		m.Events,
 		m.FibScratch,
 		m.Frags,
+		m.HashSeed,
 		m.HeldPorts,
 		m.HostAddrs,
 		m.HostEchoes,

@@ -27,6 +27,7 @@ const (
 	UplinkXDPMapEvents          = "events"
 	UplinkXDPMapFibScratch      = "fib_scratch"
 	UplinkXDPMapFrags           = "frags"
+	UplinkXDPMapHashSeed        = "hash_seed"
 	UplinkXDPMapHeldPorts       = "held_ports"
 	UplinkXDPMapHostAddrs       = "host_addrs"
 	UplinkXDPMapHostEchoes      = "host_echoes"
@@ -114,6 +115,7 @@ type UplinkXDPMapSpecs struct {
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	FibScratch      *ebpf.MapSpec `ebpf:"fib_scratch"`
 	Frags           *ebpf.MapSpec `ebpf:"frags"`
+	HashSeed        *ebpf.MapSpec `ebpf:"hash_seed"`
 	HeldPorts       *ebpf.MapSpec `ebpf:"held_ports"`
 	HostAddrs       *ebpf.MapSpec `ebpf:"host_addrs"`
 	HostEchoes      *ebpf.MapSpec `ebpf:"host_echoes"`
@@ -177,6 +179,7 @@ type UplinkXDPMaps struct {
 	Events          *ebpf.Map `ebpf:"events"`
 	FibScratch      *ebpf.Map `ebpf:"fib_scratch"`
 	Frags           *ebpf.Map `ebpf:"frags"`
+	HashSeed        *ebpf.Map `ebpf:"hash_seed"`
 	HeldPorts       *ebpf.Map `ebpf:"held_ports"`
 	HostAddrs       *ebpf.Map `ebpf:"host_addrs"`
 	HostEchoes      *ebpf.Map `ebpf:"host_echoes"`
@@ -212,6 +215,7 @@ func (m *UplinkXDPMaps) Close() error {
 		m.Events,
 		m.FibScratch,
 		m.Frags,
+		m.HashSeed,
 		m.HeldPorts,
 		m.HostAddrs,
 		m.HostEchoes,

@@ -1,6 +1,8 @@
 package loader
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -132,6 +134,9 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, fmt.Errorf("load maps: %w", err)
 	}
 	defer coll.Close()
+	if err := seedHash(coll.Maps["hash_seed"]); err != nil {
+		return nil, err
+	}
 
 	vars := map[string]any{"netns_cookie": opts.NetnsCookie}
 	if opts.NATPortMin != 0 {
@@ -184,6 +189,27 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, fmt.Errorf("assign maps: %w", err)
 	}
 	return d, nil
+}
+
+// seedHash draws the key of the datapath's flow hashes (hash_seed) when
+// the map has none: a map that was pinned keeps the key it has, so flows
+// hash as they did before a restart.
+func seedHash(m *ebpf.Map) error {
+	var key, seed uint32
+	if err := m.Lookup(key, &seed); err != nil {
+		return fmt.Errorf("read hash_seed: %w", err)
+	}
+	for seed == 0 {
+		var b [4]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return fmt.Errorf("draw hash_seed: %w", err)
+		}
+		seed = binary.NativeEndian.Uint32(b[:])
+	}
+	if err := m.Put(key, seed); err != nil {
+		return fmt.Errorf("write hash_seed: %w", err)
+	}
+	return nil
 }
 
 // loadPrograms loads one program object with the shared maps in place of

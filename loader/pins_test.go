@@ -179,6 +179,10 @@ func TestReloadKeepsPinnedMapsAndTheirEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctID := mapID(t, first.Maps.Ct)
+	var seed, seedAgain uint32
+	if err := first.Maps.HashSeed.Lookup(uint32(0), &seed); err != nil || seed == 0 {
+		t.Fatalf("a fresh load left hash_seed %#x (%v), want a key drawn", seed, err)
+	}
 	first.Close()
 
 	second, err := loader.Load(loader.Options{PinDir: dir})
@@ -198,6 +202,10 @@ func TestReloadKeepsPinnedMapsAndTheirEntries(t *testing.T) {
 	var got []byte
 	if err := second.Maps.Ct.Lookup(key, &got); err != nil || !bytes.Equal(got, value) {
 		t.Fatalf("conntrack entry lost across a reload: %x, %v", got, err)
+	}
+	// Flows hash as they did: one whose entries were lost goes back to its backend.
+	if err := second.Maps.HashSeed.Lookup(uint32(0), &seedAgain); err != nil || seedAgain != seed {
+		t.Fatalf("hash_seed %#x across a reload (%v), want %#x kept", seedAgain, err, seed)
 	}
 }
 

@@ -39,11 +39,19 @@ static __always_inline __u32 hash_final(__u32 h)
 	return h ^ (h >> 16);
 }
 
+/* hash_key is the secret the hashes start from (hash_seed). */
+static __always_inline __u32 hash_key(void)
+{
+	__u32 zero = 0, *key = bpf_map_lookup_elem(&hash_seed, &zero);
+
+	return key ? *key : 0;
+}
+
 /* flow_hash hashes a flow's addresses, ports and protocol, as its first
- * packet shows them. */
+ * packet shows them, keyed with the host's secret. */
 static __noinline __attribute__((unused)) __u32 flow_hash(const struct flow *f)
 {
-	__u32 h = 0;
+	__u32 h = hash_key();
 
 #pragma unroll
 	for (int i = 0; i < 4; i++)
@@ -56,11 +64,11 @@ static __noinline __attribute__((unused)) __u32 flow_hash(const struct flow *f)
 	return hash_final(h ^ 37);
 }
 
-/* cookie_hash hashes a socket's cookie: the socket hooks choose a backend
- * before the connection has a source port. */
+/* cookie_hash hashes a socket's cookie, keyed as flow_hash: the socket
+ * hooks choose a backend before the connection has a source port. */
 static __always_inline __u32 cookie_hash(__u64 cookie)
 {
-	return hash_final(hash_mix(hash_mix(0, (__u32)cookie), (__u32)(cookie >> 32)) ^ 8);
+	return hash_final(hash_mix(hash_mix(hash_key(), (__u32)cookie), (__u32)(cookie >> 32)) ^ 8);
 }
 
 /* count_backend_flow counts the new flow this CPU's scratch holds (the

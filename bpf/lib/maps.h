@@ -76,6 +76,20 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } maglev SEC(".maps");
 
+/* The key of the hashes that pick a balanced publication's backend
+ * (lib/maglev.h): a secret the loader draws when it creates the map, so
+ * that no client computes offline which of its tuples share a slot of a
+ * table (and lands every flow it opens on one backend). Pinned, it stays
+ * across restarts: a flow whose conntrack entry was lost still goes back
+ * to its backend. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} hash_seed SEC(".maps");
+
 /* New flows each backend of a balanced publication took (per CPU), keyed
  * by the backend's address, port and protocol, for the metrics. The
  * control plane removes a backend's count once no publication leads to
