@@ -283,22 +283,26 @@ func TestBalancedPublicationAcrossFamilies(t *testing.T) {
 // closed state's lifetime, each close leaving another entry to reopen.
 func TestBalancedReopenAfterBackendLeft(t *testing.T) {
 	for _, xdp := range []bool{false, true} {
-		nb, backends, pub := balancedBed(t)
-		gone := backends[2]
-		i := 0
-		for ; nb.reach(t, tcpSegment(tuple(i), ap(hostAddr, 8080), syn, 1, 0), xdp) != gone; i++ {
-		}
-		// The client resets the connection: its flow is closed.
-		nb.reach(t, tcpSegment(tuple(i), ap(hostAddr, 8080), rst|ack, 2, 0), xdp)
-		if st, _ := nb.state(t, flowOf(6, tuple(i), ap(hostAddr, 8080))); st != bpf.DatapathCtStateCT_TCP_CLOSE {
-			t.Fatalf("after the reset: state %v, want CLOSE", st)
-		}
-		pub.Backends = pub.Backends[:2]
-		must(t, nb.maps.PutPublication(pub))
-		got := nb.reach(t, tcpSegment(tuple(i), ap(hostAddr, 8080), syn, 9000, 0), xdp)
-		if got != backends[0] && got != backends[1] {
-			t.Errorf("xdp %v: a new connection on a closed tuple went to %v, want one of %v (%v left)", xdp, got, backends[:2], gone)
-		}
+		t.Run(map[bool]string{false: "tc", true: "xdp"}[xdp], func(t *testing.T) { testReopenAfterBackendLeft(t, xdp) })
+	}
+}
+
+func testReopenAfterBackendLeft(t *testing.T, xdp bool) {
+	nb, backends, pub := balancedBed(t)
+	gone := backends[2]
+	i := 0
+	for ; nb.reach(t, tcpSegment(tuple(i), ap(hostAddr, 8080), syn, 1, 0), xdp) != gone; i++ {
+	}
+	// The client resets the connection: its flow is closed.
+	nb.reach(t, tcpSegment(tuple(i), ap(hostAddr, 8080), rst|ack, 2, 0), xdp)
+	if st, _ := nb.state(t, flowOf(6, tuple(i), ap(hostAddr, 8080))); st != bpf.DatapathCtStateCT_TCP_CLOSE {
+		t.Fatalf("after the reset: state %v, want CLOSE", st)
+	}
+	pub.Backends = pub.Backends[:2]
+	must(t, nb.maps.PutPublication(pub))
+	got := nb.reach(t, tcpSegment(tuple(i), ap(hostAddr, 8080), syn, 9000, 0), xdp)
+	if got != backends[0] && got != backends[1] {
+		t.Errorf("xdp %v: a new connection on a closed tuple went to %v, want one of %v (%v left)", xdp, got, backends[:2], gone)
 	}
 }
 
@@ -400,5 +404,42 @@ func TestBalancedBackendNotChosenByClient(t *testing.T) {
 	}
 	if len(shares) == 1 {
 		t.Errorf("the %d source ports a client picked from the published hash all went to %v; want them spread over %v", len(picked), shares, backends)
+	}
+}
+
+// Unpublishing a port ends its flows (a publication's entries hold while
+// it leads where they do); a balanced publication of the same host port
+// afterwards, over other sandboxes, must not bring them back: it leads to
+// the flows its own table made, not to every address. Without the check
+// a client whose connection to the unpublished sandbox had no packet in
+// between keeps it, and the sandbox stays reachable from outside for as
+// long as the client keeps the flow alive.
+func TestBalancedPortDoesNotReviveUnpublishedFlows(t *testing.T) {
+	for _, xdp := range []bool{false, true} {
+		t.Run(map[bool]string{false: "tc", true: "xdp"}[xdp], func(t *testing.T) { testNoRevival(t, xdp) })
+	}
+}
+
+func testNoRevival(t *testing.T, xdp bool) {
+	nb := newNATBed(t)
+	nb.xdpTargets(t, netip.Addr{})
+	others := []netip.Addr{netip.MustParseAddr("172.17.0.3"), netip.MustParseAddr("172.17.0.4")}
+	for _, a := range others {
+		nb.addEndpoint(t, a)
+	}
+	alone := maps.Publication{HostPort: 8080, Proto: 6, Addr: webAddr, Port: 80}
+	must(t, nb.maps.PutPublication(alone))
+	client := ap(clientAddr, 40000)
+	if got := nb.reach(t, tcpSegment(client, ap(hostAddr, 8080), syn, 1, 0), xdp); got != webAddr {
+		t.Fatalf("xdp %v: the flow went to %v, want %v", xdp, got, webAddr)
+	}
+	must(t, nb.maps.DeletePublications(alone))
+	balanced := maps.Publication{HostPort: 8080, Proto: 6}
+	for _, a := range others {
+		balanced.Backends = append(balanced.Backends, maps.Backend{Addr: a, Port: 80})
+	}
+	must(t, nb.maps.PutPublication(balanced))
+	if got := nb.reach(t, tcpSegment(client, ap(hostAddr, 8080), ack, 2, 1), xdp); got == webAddr {
+		t.Errorf("xdp %v: a flow of the unpublished sandbox went on to it once the port was balanced over %v", xdp, others)
 	}
 }
