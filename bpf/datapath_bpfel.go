@@ -44,6 +44,7 @@ const (
 	DatapathCtFlagCT_REPLY         DatapathCtFlag = 4
 	DatapathCtFlagCT_FIN_ORIG      DatapathCtFlag = 8
 	DatapathCtFlagCT_FIN_REPLY     DatapathCtFlag = 16
+	DatapathCtFlagCT_BALANCED      DatapathCtFlag = 32
 )
 
 type DatapathCtSource struct {

@@ -108,15 +108,21 @@ __verified_alone int rewrite(struct ctx_buff *ctx, const struct packet *p, const
 }
 
 /* leads_to reports whether the publication of host:port still leads to
- * addr:to_port: a balanced one leads to every backend it had, so that a
- * backend taken out of its table (for new flows) keeps its flows until
- * they end; its endpoint's removal flushes them. */
+ * addr:to_port, for an entry it made (balanced: the entry was a balanced
+ * publication's, CT_BALANCED): a balanced one leads to every backend it
+ * had, so that a backend taken out of its table (for new flows) keeps its
+ * flows until they end; its endpoint's removal flushes them. It does not
+ * lead to the flows of a publication it replaced. */
 static __always_inline int leads_to(const union addr *host, __be16 port, __u8 proto, const union addr *addr,
-				    __be16 to_port)
+				    __be16 to_port, int balanced)
 {
 	struct publication *pub = published(host, port, proto);
 
-	return pub && ((pub->flags & PUBLICATION_BALANCED) || (addr_eq(&pub->addr, addr) && pub->port == to_port));
+	if (!pub)
+		return 0;
+	if (pub->flags & PUBLICATION_BALANCED)
+		return balanced;
+	return addr_eq(&pub->addr, addr) && pub->port == to_port;
 }
 
 /* ct_current reports whether conntrack entry e (key f) still holds: an
@@ -125,9 +131,13 @@ static __always_inline int leads_to(const union addr *host, __be16 port, __u8 pr
  * treated as new. */
 static __always_inline int ct_current(const struct flow *f, const struct ct_entry *e, int assured)
 {
-	if ((e->flags & CT_PUBLISHED_IN) && !leads_to(&f->daddr, f->dport, f->proto, &e->nat.daddr, e->nat.dport))
+	int balanced = e->flags & CT_BALANCED;
+
+	if ((e->flags & CT_PUBLISHED_IN) &&
+	    !leads_to(&f->daddr, f->dport, f->proto, &e->nat.daddr, e->nat.dport, balanced))
 		goto stale;
-	if ((e->flags & CT_PUBLISHED_OUT) && !leads_to(&e->nat.saddr, e->nat.sport, f->proto, &f->saddr, f->sport))
+	if ((e->flags & CT_PUBLISHED_OUT) &&
+	    !leads_to(&e->nat.saddr, e->nat.sport, f->proto, &f->saddr, f->sport, balanced))
 		goto stale;
 	return 1;
 stale:
@@ -538,6 +548,10 @@ static __noinline int dnat_claim(struct ctx_buff *ctx, const struct packet *p, e
 		return VERDICT_DROP_NO_ROUTE;
 	if (ct_prepare(s.nf, p, ifindex, ep->ifindex, CT_PUBLISHED_IN, CT_PUBLISHED_OUT) < 0)
 		return -1; /* a reset of no flow: the host's to answer */
+	if (pub->flags & PUBLICATION_BALANCED) {
+		s.nf->fwd.flags |= CT_BALANCED;
+		s.nf->rev.flags |= CT_BALANCED;
+	}
 	s.nf->fwd.nat.daddr = pub->addr;
 	s.nf->fwd.nat.dport = pub->port;
 	if (snat_to && addr_eq(&pub->addr, &p->flow.saddr)) {

@@ -247,6 +247,7 @@ enum ct_flag {
 	CT_REPLY = 1 << 2,         /* the entry of the reply direction */
 	CT_FIN_ORIG = 1 << 3,      /* TCP: the originator has sent a FIN */
 	CT_FIN_REPLY = 1 << 4,     /* TCP: the responder has sent a FIN */
+	CT_BALANCED = 1 << 5,      /* made by a balanced publication: holds while the publication is balanced */
 };
 
 /* Where a flow is in its life; each state has its own lifetime (struct
