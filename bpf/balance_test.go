@@ -443,3 +443,36 @@ func testNoRevival(t *testing.T, xdp bool) {
 		t.Errorf("xdp %v: a flow of the unpublished sandbox went on to it once the port was balanced over %v", xdp, others)
 	}
 }
+
+// A table the datapath cannot trust to name a backend sends nothing
+// anywhere: a slot naming a backend that left (zero), or an index past
+// the 64 backends, drops the flow as having no route, on TC and XDP; no
+// flow falls through to the first backend or reads past the table.
+func TestBalancedTableWithoutBackend(t *testing.T) {
+	nb, backends, _ := balancedBed(t)
+	// The key of every IPv4 address: ::ffff:0.0.0.0.
+	key := bpf.DatapathPublicationKey{Addr: bpf.DatapathAddr{B: netip.IPv4Unspecified().As16()}, Port: htons(8080), Proto: 6}
+	var table bpf.DatapathMaglevTable
+	must(t, nb.dp.Maps.Maglev.Lookup(key, &table))
+	for _, c := range []struct {
+		what string
+		slot uint8
+	}{{"a backend that left", 2}, {"past the backends", 200}} {
+		bad := table
+		bad.Backend[2] = bpf.DatapathPublication{}
+		for i := range bad.Slot {
+			bad.Slot[i] = c.slot
+		}
+		must(t, nb.dp.Maps.Maglev.Put(key, bad))
+		for i := range 50 {
+			for _, xdp := range []bool{false, true} {
+				if got := nb.reach(t, tcpSegment(tuple(1000+i), ap(hostAddr, 8080), syn, 1, 0), xdp); got.IsValid() {
+					t.Fatalf("slots naming %s: xdp %v delivered to %s (backends %v)", c.what, xdp, got, backends)
+				}
+			}
+		}
+	}
+	if n := nb.counter(t, "uplink", "drop_no_route"); n != 100 {
+		t.Errorf("uplink/drop_no_route counted %d, want 100", n)
+	}
+}
