@@ -12,7 +12,9 @@ BIN := bin/ebpfnet
 # Debian packages the build, the tests and `make generate` use. The
 # real-host tests load ufw's ruleset into a test namespace from a copy of
 # its files (installing ufw leaves it disabled, and they never enable it).
-APT_PACKAGES := clang llvm libbpf-dev iproute2 iptables nftables ufw conntrack ethtool busybox-static curl
+# dnsmasq-base is the egress test's upstream DNS server (its binary alone,
+# no service).
+APT_PACKAGES := clang llvm libbpf-dev iproute2 iptables nftables ufw conntrack ethtool busybox-static curl dnsmasq-base
 
 .PHONY: all build install deps runtime-deps bench-deps generate check-generate vet test-tools test fuzz soak demo bench bench-quick clean
 

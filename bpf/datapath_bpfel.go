@@ -82,6 +82,26 @@ type DatapathCtTimeouts struct {
 	Icmp              uint32
 }
 
+type DatapathEgressAction uint32
+
+const (
+	DatapathEgressActionEGRESS_LISTED DatapathEgressAction = 1
+	DatapathEgressActionEGRESS_ALLOW  DatapathEgressAction = 2
+)
+
+type DatapathEgressKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Src       DatapathAddr
+	Dst       DatapathAddr
+}
+
+type DatapathEgressNameKey struct {
+	_   structs.HostLayout
+	Src DatapathAddr
+	Dst DatapathAddr
+}
+
 type DatapathEndpointInfo struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -349,7 +369,8 @@ const (
 	DatapathVerdictVERDICT_DROP_VLAN_TAGGED    DatapathVerdict = 28
 	DatapathVerdictVERDICT_DROP_MISDELIVERED   DatapathVerdict = 29
 	DatapathVerdictVERDICT_DROP_SOURCE_RANGE   DatapathVerdict = 30
-	DatapathVerdictVERDICT_MAX                 DatapathVerdict = 31
+	DatapathVerdictVERDICT_DROP_EGRESS_POLICY  DatapathVerdict = 31
+	DatapathVerdictVERDICT_MAX                 DatapathVerdict = 32
 )
 
 type DatapathVxlan uint32
@@ -370,6 +391,8 @@ const (
 	DatapathMapCtReleased            = "ct_released"
 	DatapathMapCtSourceScratch       = "ct_source_scratch"
 	DatapathMapCtSources             = "ct_sources"
+	DatapathMapEgressAllow           = "egress_allow"
+	DatapathMapEgressNames           = "egress_names"
 	DatapathMapEndpoints             = "endpoints"
 	DatapathMapEvents                = "events"
 	DatapathMapFibScratch            = "fib_scratch"
@@ -398,6 +421,7 @@ const (
 	DatapathVarUnusedCtFlag          = "unused_ct_flag"
 	DatapathVarUnusedCtState         = "unused_ct_state"
 	DatapathVarUnusedCtTimeouts      = "unused_ct_timeouts"
+	DatapathVarUnusedEgressAction    = "unused_egress_action"
 	DatapathVarUnusedMaglevSize      = "unused_maglev_size"
 	DatapathVarUnusedMonitorEvent    = "unused_monitor_event"
 	DatapathVarUnusedMonitorType     = "unused_monitor_type"
@@ -463,6 +487,8 @@ type DatapathMapSpecs struct {
 	CtReleased      *ebpf.MapSpec `ebpf:"ct_released"`
 	CtSourceScratch *ebpf.MapSpec `ebpf:"ct_source_scratch"`
 	CtSources       *ebpf.MapSpec `ebpf:"ct_sources"`
+	EgressAllow     *ebpf.MapSpec `ebpf:"egress_allow"`
+	EgressNames     *ebpf.MapSpec `ebpf:"egress_names"`
 	Endpoints       *ebpf.MapSpec `ebpf:"endpoints"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	FibScratch      *ebpf.MapSpec `ebpf:"fib_scratch"`
@@ -497,6 +523,7 @@ type DatapathVariableSpecs struct {
 	UnusedCtFlag          *ebpf.VariableSpec `ebpf:"unused_ct_flag"`
 	UnusedCtState         *ebpf.VariableSpec `ebpf:"unused_ct_state"`
 	UnusedCtTimeouts      *ebpf.VariableSpec `ebpf:"unused_ct_timeouts"`
+	UnusedEgressAction    *ebpf.VariableSpec `ebpf:"unused_egress_action"`
 	UnusedMaglevSize      *ebpf.VariableSpec `ebpf:"unused_maglev_size"`
 	UnusedMonitorEvent    *ebpf.VariableSpec `ebpf:"unused_monitor_event"`
 	UnusedMonitorType     *ebpf.VariableSpec `ebpf:"unused_monitor_type"`
@@ -534,6 +561,8 @@ type DatapathMaps struct {
 	CtReleased      *ebpf.Map `ebpf:"ct_released"`
 	CtSourceScratch *ebpf.Map `ebpf:"ct_source_scratch"`
 	CtSources       *ebpf.Map `ebpf:"ct_sources"`
+	EgressAllow     *ebpf.Map `ebpf:"egress_allow"`
+	EgressNames     *ebpf.Map `ebpf:"egress_names"`
 	Endpoints       *ebpf.Map `ebpf:"endpoints"`
 	Events          *ebpf.Map `ebpf:"events"`
 	FibScratch      *ebpf.Map `ebpf:"fib_scratch"`
@@ -570,6 +599,8 @@ func (m *DatapathMaps) Close() error {
 		m.CtReleased,
 		m.CtSourceScratch,
 		m.CtSources,
+		m.EgressAllow,
+		m.EgressNames,
 		m.Endpoints,
 		m.Events,
 		m.FibScratch,
@@ -605,6 +636,7 @@ type DatapathVariables struct {
 	UnusedCtFlag          *ebpf.Variable `ebpf:"unused_ct_flag"`
 	UnusedCtState         *ebpf.Variable `ebpf:"unused_ct_state"`
 	UnusedCtTimeouts      *ebpf.Variable `ebpf:"unused_ct_timeouts"`
+	UnusedEgressAction    *ebpf.Variable `ebpf:"unused_egress_action"`
 	UnusedMaglevSize      *ebpf.Variable `ebpf:"unused_maglev_size"`
 	UnusedMonitorEvent    *ebpf.Variable `ebpf:"unused_monitor_event"`
 	UnusedMonitorType     *ebpf.Variable `ebpf:"unused_monitor_type"`

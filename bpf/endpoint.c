@@ -16,6 +16,7 @@
 #include "lib/verdict.h"
 #include "lib/forward.h"
 #include "lib/neighbour.h"
+#include "lib/egress.h"
 
 /* link_scope_source reports whether an IPv6 packet comes from a
  * link-local or the unspecified address, which never cross a router. */
@@ -218,6 +219,8 @@ int from_container(struct __sk_buff *skb)
 	if ((flags & NETWORK_INTERNAL) && (!dst_net || *dst_net != src->network) &&
 	    !addr_is_link_scope_group(&p.flow.daddr))
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_INTERNAL);
+	if (egress_refused(&p, ifindex, dst_net, src->network))
+		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_EGRESS_POLICY);
 
 	neighbour = untracked_neighbour(&p, dst_net, src->network, gateway);
 	/* Replies of published flows, hairpins and established flows, and

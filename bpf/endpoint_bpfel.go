@@ -23,6 +23,8 @@ const (
 	EndpointMapCtReleased      = "ct_released"
 	EndpointMapCtSourceScratch = "ct_source_scratch"
 	EndpointMapCtSources       = "ct_sources"
+	EndpointMapEgressAllow     = "egress_allow"
+	EndpointMapEgressNames     = "egress_names"
 	EndpointMapEndpoints       = "endpoints"
 	EndpointMapEvents          = "events"
 	EndpointMapFibScratch      = "fib_scratch"
@@ -115,6 +117,8 @@ type EndpointMapSpecs struct {
 	CtReleased      *ebpf.MapSpec `ebpf:"ct_released"`
 	CtSourceScratch *ebpf.MapSpec `ebpf:"ct_source_scratch"`
 	CtSources       *ebpf.MapSpec `ebpf:"ct_sources"`
+	EgressAllow     *ebpf.MapSpec `ebpf:"egress_allow"`
+	EgressNames     *ebpf.MapSpec `ebpf:"egress_names"`
 	Endpoints       *ebpf.MapSpec `ebpf:"endpoints"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	FibScratch      *ebpf.MapSpec `ebpf:"fib_scratch"`
@@ -179,6 +183,8 @@ type EndpointMaps struct {
 	CtReleased      *ebpf.Map `ebpf:"ct_released"`
 	CtSourceScratch *ebpf.Map `ebpf:"ct_source_scratch"`
 	CtSources       *ebpf.Map `ebpf:"ct_sources"`
+	EgressAllow     *ebpf.Map `ebpf:"egress_allow"`
+	EgressNames     *ebpf.Map `ebpf:"egress_names"`
 	Endpoints       *ebpf.Map `ebpf:"endpoints"`
 	Events          *ebpf.Map `ebpf:"events"`
 	FibScratch      *ebpf.Map `ebpf:"fib_scratch"`
@@ -215,6 +221,8 @@ func (m *EndpointMaps) Close() error {
 		m.CtReleased,
 		m.CtSourceScratch,
 		m.CtSources,
+		m.EgressAllow,
+		m.EgressNames,
 		m.Endpoints,
 		m.Events,
 		m.FibScratch,

@@ -23,6 +23,8 @@ const (
 	SockMapCtReleased        = "ct_released"
 	SockMapCtSourceScratch   = "ct_source_scratch"
 	SockMapCtSources         = "ct_sources"
+	SockMapEgressAllow       = "egress_allow"
+	SockMapEgressNames       = "egress_names"
 	SockMapEndpoints         = "endpoints"
 	SockMapEvents            = "events"
 	SockMapFibScratch        = "fib_scratch"
@@ -126,6 +128,8 @@ type SockMapSpecs struct {
 	CtReleased      *ebpf.MapSpec `ebpf:"ct_released"`
 	CtSourceScratch *ebpf.MapSpec `ebpf:"ct_source_scratch"`
 	CtSources       *ebpf.MapSpec `ebpf:"ct_sources"`
+	EgressAllow     *ebpf.MapSpec `ebpf:"egress_allow"`
+	EgressNames     *ebpf.MapSpec `ebpf:"egress_names"`
 	Endpoints       *ebpf.MapSpec `ebpf:"endpoints"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	FibScratch      *ebpf.MapSpec `ebpf:"fib_scratch"`
@@ -187,6 +191,8 @@ type SockMaps struct {
 	CtReleased      *ebpf.Map `ebpf:"ct_released"`
 	CtSourceScratch *ebpf.Map `ebpf:"ct_source_scratch"`
 	CtSources       *ebpf.Map `ebpf:"ct_sources"`
+	EgressAllow     *ebpf.Map `ebpf:"egress_allow"`
+	EgressNames     *ebpf.Map `ebpf:"egress_names"`
 	Endpoints       *ebpf.Map `ebpf:"endpoints"`
 	Events          *ebpf.Map `ebpf:"events"`
 	FibScratch      *ebpf.Map `ebpf:"fib_scratch"`
@@ -223,6 +229,8 @@ func (m *SockMaps) Close() error {
 		m.CtReleased,
 		m.CtSourceScratch,
 		m.CtSources,
+		m.EgressAllow,
+		m.EgressNames,
 		m.Endpoints,
 		m.Events,
 		m.FibScratch,

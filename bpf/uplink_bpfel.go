@@ -23,6 +23,8 @@ const (
 	UplinkMapCtReleased      = "ct_released"
 	UplinkMapCtSourceScratch = "ct_source_scratch"
 	UplinkMapCtSources       = "ct_sources"
+	UplinkMapEgressAllow     = "egress_allow"
+	UplinkMapEgressNames     = "egress_names"
 	UplinkMapEndpoints       = "endpoints"
 	UplinkMapEvents          = "events"
 	UplinkMapFibScratch      = "fib_scratch"
@@ -113,6 +115,8 @@ type UplinkMapSpecs struct {
 	CtReleased      *ebpf.MapSpec `ebpf:"ct_released"`
 	CtSourceScratch *ebpf.MapSpec `ebpf:"ct_source_scratch"`
 	CtSources       *ebpf.MapSpec `ebpf:"ct_sources"`
+	EgressAllow     *ebpf.MapSpec `ebpf:"egress_allow"`
+	EgressNames     *ebpf.MapSpec `ebpf:"egress_names"`
 	Endpoints       *ebpf.MapSpec `ebpf:"endpoints"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	FibScratch      *ebpf.MapSpec `ebpf:"fib_scratch"`
@@ -177,6 +181,8 @@ type UplinkMaps struct {
 	CtReleased      *ebpf.Map `ebpf:"ct_released"`
 	CtSourceScratch *ebpf.Map `ebpf:"ct_source_scratch"`
 	CtSources       *ebpf.Map `ebpf:"ct_sources"`
+	EgressAllow     *ebpf.Map `ebpf:"egress_allow"`
+	EgressNames     *ebpf.Map `ebpf:"egress_names"`
 	Endpoints       *ebpf.Map `ebpf:"endpoints"`
 	Events          *ebpf.Map `ebpf:"events"`
 	FibScratch      *ebpf.Map `ebpf:"fib_scratch"`
@@ -213,6 +219,8 @@ func (m *UplinkMaps) Close() error {
 		m.CtReleased,
 		m.CtSourceScratch,
 		m.CtSources,
+		m.EgressAllow,
+		m.EgressNames,
 		m.Endpoints,
 		m.Events,
 		m.FibScratch,

@@ -23,6 +23,8 @@ const (
 	UplinkXDPMapCtReleased      = "ct_released"
 	UplinkXDPMapCtSourceScratch = "ct_source_scratch"
 	UplinkXDPMapCtSources       = "ct_sources"
+	UplinkXDPMapEgressAllow     = "egress_allow"
+	UplinkXDPMapEgressNames     = "egress_names"
 	UplinkXDPMapEndpoints       = "endpoints"
 	UplinkXDPMapEvents          = "events"
 	UplinkXDPMapFibScratch      = "fib_scratch"
@@ -111,6 +113,8 @@ type UplinkXDPMapSpecs struct {
 	CtReleased      *ebpf.MapSpec `ebpf:"ct_released"`
 	CtSourceScratch *ebpf.MapSpec `ebpf:"ct_source_scratch"`
 	CtSources       *ebpf.MapSpec `ebpf:"ct_sources"`
+	EgressAllow     *ebpf.MapSpec `ebpf:"egress_allow"`
+	EgressNames     *ebpf.MapSpec `ebpf:"egress_names"`
 	Endpoints       *ebpf.MapSpec `ebpf:"endpoints"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	FibScratch      *ebpf.MapSpec `ebpf:"fib_scratch"`
@@ -175,6 +179,8 @@ type UplinkXDPMaps struct {
 	CtReleased      *ebpf.Map `ebpf:"ct_released"`
 	CtSourceScratch *ebpf.Map `ebpf:"ct_source_scratch"`
 	CtSources       *ebpf.Map `ebpf:"ct_sources"`
+	EgressAllow     *ebpf.Map `ebpf:"egress_allow"`
+	EgressNames     *ebpf.Map `ebpf:"egress_names"`
 	Endpoints       *ebpf.Map `ebpf:"endpoints"`
 	Events          *ebpf.Map `ebpf:"events"`
 	FibScratch      *ebpf.Map `ebpf:"fib_scratch"`
@@ -211,6 +217,8 @@ func (m *UplinkXDPMaps) Close() error {
 		m.CtReleased,
 		m.CtSourceScratch,
 		m.CtSources,
+		m.EgressAllow,
+		m.EgressNames,
 		m.Endpoints,
 		m.Events,
 		m.FibScratch,

@@ -574,6 +574,7 @@ type Desired struct {
 	// DefaultSources are the lists of the publications without lists of
 	// their own: the daemon's.
 	DefaultSources Sources
+	Egress         []Egress
 }
 
 // Add adds what more desires.
@@ -582,6 +583,7 @@ func (d *Desired) Add(more Desired) {
 	d.Ifaces = append(d.Ifaces, more.Ifaces...)
 	d.Endpoints = append(d.Endpoints, more.Endpoints...)
 	d.Publications = append(d.Publications, more.Publications...)
+	d.Egress = append(d.Egress, more.Egress...)
 	d.DefaultSources.Allow = append(d.DefaultSources.Allow, more.DefaultSources.Allow...)
 	d.DefaultSources.Deny = append(d.DefaultSources.Deny, more.DefaultSources.Deny...)
 }
@@ -602,6 +604,7 @@ type SyncPlan struct {
 	maglev    entryPlan[bpf.DatapathPublicationKey, bpf.DatapathMaglevTable]
 	published entryPlan[bpf.DatapathTargetKey, uint32]
 	sources   entryPlan[bpf.DatapathSourceKey, bpf.DatapathSourceAction]
+	egress    entryPlan[bpf.DatapathEgressKey, bpf.DatapathEgressAction]
 	// want is what the plan makes the maps hold: the counts of a port
 	// that changed records share with others are worked out from it.
 	want contents
@@ -619,6 +622,7 @@ type contents struct {
 	maglev    map[bpf.DatapathPublicationKey]bpf.DatapathMaglevTable
 	published map[bpf.DatapathTargetKey]uint32
 	sources   map[bpf.DatapathSourceKey]bpf.DatapathSourceAction
+	egress    map[bpf.DatapathEgressKey]bpf.DatapathEgressAction
 }
 
 func contentsOf(d Desired) (contents, error) {
@@ -626,7 +630,11 @@ func contentsOf(d Desired) (contents, error) {
 		ifaces: map[uint32]bpf.DatapathIfaceInfo{}, targets: map[uint32]uint32{},
 		endpoints: map[bpf.DatapathAddr]bpf.DatapathEndpointInfo{}, held: map[bpf.DatapathHeldPortKey]uint32{},
 		pubs: map[bpf.DatapathPublicationKey]bpf.DatapathPublication{}, published: map[bpf.DatapathTargetKey]uint32{},
-		maglev: map[bpf.DatapathPublicationKey]bpf.DatapathMaglevTable{}, sources: defaultSourceEntries(d.DefaultSources)}
+		maglev: map[bpf.DatapathPublicationKey]bpf.DatapathMaglevTable{}, sources: defaultSourceEntries(d.DefaultSources),
+		egress: map[bpf.DatapathEgressKey]bpf.DatapathEgressAction{}}
+	for _, e := range d.Egress {
+		maps.Copy(c.egress, egressEntries(e))
+	}
 	for _, n := range d.Networks {
 		if err := n.check(); err != nil {
 			return contents{}, err
@@ -689,6 +697,7 @@ func (m *Maps) PlanSync(d Desired) (SyncPlan, error) {
 		maglev:    planEntries(m.m.Maglev, want.maglev, nil, &errs),
 		published: planEntries(m.m.PublishedPorts, want.published, nil, &errs),
 		sources:   planEntries(m.m.SourceRanges, want.sources, nil, &errs),
+		egress:    planEntries(m.m.EgressAllow, want.egress, nil, &errs),
 	}
 	return p, errors.Join(errs...)
 }
@@ -731,6 +740,7 @@ func (m *Maps) ApplySync(p SyncPlan, changed Changed) (int, error) {
 		count(p.maglev.applyDeletes(hasEither(then.maglev, now.maglev))),
 		count(p.published.applyCounts(p.want.published, then.published, now.published)),
 		count(p.sources.applyDeletes(hasEither(then.sources, now.sources))),
+		count(p.egress.apply(hasEither(then.egress, now.egress))),
 	}
 	return n, errors.Join(errs...)
 }
@@ -738,7 +748,7 @@ func (m *Maps) ApplySync(p SyncPlan, changed Changed) (int, error) {
 // Writes counts the entries the plan writes or deletes.
 func (p SyncPlan) Writes() int {
 	return p.networks.writes() + p.subnets.writes() + p.ifaces.writes() + p.targets.writes() +
-		p.endpoints.writes() + p.held.writes() + p.pubs.writes() + p.maglev.writes() + p.published.writes() + p.sources.writes()
+		p.endpoints.writes() + p.held.writes() + p.pubs.writes() + p.maglev.writes() + p.published.writes() + p.sources.writes() + p.egress.writes()
 }
 
 // entryPlan is the writes that make one map hold what was wanted of it.

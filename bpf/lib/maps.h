@@ -117,6 +117,33 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } source_ranges SEC(".maps");
 
+/* Where sandboxes with an egress list may send (struct egress_key): the
+ * most specific prefix of the sender's own entries decides; a sender
+ * without entries has no list. lib/egress.h reads it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct egress_key);
+	__type(value, enum egress_action);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} egress_allow SEC(".maps");
+
+/* The addresses the embedded DNS answered for allowed names, until their
+ * answers' TTL runs out (struct egress_name_key, value the lapse in
+ * CLOCK_BOOTTIME ns). The datapath checks the lapse itself, so an
+ * address lapses on time with the daemon down; the daemon removes lapsed
+ * entries. A hash, not LRU: an evicted entry would refuse a flow the list
+ * allows, with no one to tell. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct egress_name_key);
+	__type(value, __u64);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} egress_names SEC(".maps");
+
 /* The dataplane namespace's own addresses (value unused). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

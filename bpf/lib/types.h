@@ -52,6 +52,7 @@ enum verdict {
 	VERDICT_DROP_VLAN_TAGGED = 28,  /* a sandbox sent a VLAN-tagged frame, whose tags would hide what it carries */
 	VERDICT_DROP_MISDELIVERED = 29, /* a unicast packet for another endpoint at this one's veth (the bridge flooded it) */
 	VERDICT_DROP_SOURCE_RANGE = 30, /* a new flow to a published port from an address its source lists refuse */
+	VERDICT_DROP_EGRESS_POLICY = 31, /* a sandbox with an egress list sent to a destination it does not allow */
 	VERDICT_MAX,
 };
 
@@ -182,6 +183,32 @@ struct source_key {
 	__u32 prefixlen;
 	struct publication_key pub;
 	union addr addr;
+};
+
+/* Key of egress_allow: a prefix of the destinations one address of a
+ * sandbox with an egress list may reach. The prefix length counts the
+ * sandbox's address (128 bits) too, so an entry holds for that source
+ * alone; an IPv4 destination prefix counts the 96 bits that map it into
+ * IPv6, which keeps the families apart. The entry of length 128 (every
+ * destination) marks the source as listed: EGRESS_LISTED. */
+struct egress_key {
+	__u32 prefixlen;
+	union addr src;
+	union addr dst;
+};
+
+/* Value of egress_allow. */
+enum egress_action {
+	EGRESS_LISTED = 1, /* the source has a list: what no longer prefix allows is refused */
+	EGRESS_ALLOW = 2,
+};
+
+/* Key of egress_names: an address the embedded DNS answered for a name
+ * a sandbox's list allows, as one of the sandbox's addresses may reach
+ * it. The value is when that lapses (CLOCK_BOOTTIME, in ns). */
+struct egress_name_key {
+	union addr src;
+	union addr dst;
 };
 
 /* Value of source_ranges. */
