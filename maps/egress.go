@@ -118,6 +118,28 @@ func (m *Maps) ReplaceEgress(now, was Egress) error {
 	return errors.Join(append(errs, m.ForgetEgressNames(gone...))...)
 }
 
+// DeleteEgress removes the lists of sources, whatever they hold, and
+// what the DNS let them reach.
+func (m *Maps) DeleteEgress(sources ...netip.Addr) error {
+	gone := map[bpf.DatapathAddr]bool{}
+	for _, s := range sources {
+		gone[addr16(s)] = true
+	}
+	ks, err := keys[bpf.DatapathEgressKey](m.m.EgressAllow)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, k := range ks {
+		if gone[k.Src] {
+			if err := ignoreMissing(m.m.EgressAllow.Delete(k)); err != nil {
+				errs = append(errs, fmt.Errorf("delete egress prefix %s of %s: %w", egressPrefix(k), Addr(k.Src), err))
+			}
+		}
+	}
+	return errors.Join(append(errs, m.ForgetEgressNames(sources...))...)
+}
+
 // EgressName is an address the DNS answered for a name that the list of
 // one of a sandbox's addresses (Source) allows, until Lapses
 // (CLOCK_BOOTTIME, Now).
@@ -158,7 +180,7 @@ func (m *Maps) EgressNames() ([]EgressName, error) {
 // ReclaimEgressNames removes the addresses whose answers lapsed before
 // now, which the datapath already refuses, and returns how many.
 func (m *Maps) ReclaimEgressNames(now time.Duration) (int, error) {
-	return m.deleteEgressNames(func(n EgressName) bool { return n.Lapses <= now })
+	return m.DeleteEgressNames(func(n EgressName) bool { return n.Lapses <= now })
 }
 
 // ForgetEgressNames removes what the DNS let sources reach.
@@ -170,11 +192,13 @@ func (m *Maps) ForgetEgressNames(sources ...netip.Addr) error {
 	for _, s := range sources {
 		gone[s] = true
 	}
-	_, err := m.deleteEgressNames(func(n EgressName) bool { return gone[n.Source] })
+	_, err := m.DeleteEgressNames(func(n EgressName) bool { return gone[n.Source] })
 	return err
 }
 
-func (m *Maps) deleteEgressNames(unwanted func(EgressName) bool) (int, error) {
+// DeleteEgressNames removes the addresses unwanted picks, and returns how
+// many.
+func (m *Maps) DeleteEgressNames(unwanted func(EgressName) bool) (int, error) {
 	all, err := m.EgressNames()
 	if err != nil {
 		return 0, err

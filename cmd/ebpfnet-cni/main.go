@@ -24,6 +24,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/egress"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 )
@@ -44,6 +45,9 @@ type netConf struct {
 	// PublishBalance shares the host ports published with the other
 	// containers that publish them with it (ebpfnet publish --balance).
 	PublishBalance bool `json:"publishBalance,omitempty"`
+	// EgressAllow is where the container may send (prefixes or
+	// addresses); none: anywhere, or as the network's list says.
+	EgressAllow []string `json:"egressAllow,omitempty"`
 	// sources are the lists read from them.
 	sources       api.Sources
 	RuntimeConfig struct {
@@ -104,6 +108,14 @@ func parse(stdin []byte) (*netConf, *api.Client, error) {
 			*list.to = append(*list.to, ps...)
 		}
 	}
+	allow, err := egress.Parse(conf.EgressAllow...)
+	if err == nil {
+		err = allow.CheckPrefixesOnly("CNI containers")
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("egressAllow: %w", err)
+	}
+	conf.EgressAllow = allow
 	return conf, api.NewClient(conf.Socket), nil
 }
 
@@ -153,7 +165,7 @@ func add(args *skel.CmdArgs, routedVia func(netns string, gw net.IP) (bool, erro
 		return addChained(args, conf, client, publish)
 	}
 	req := api.AttachmentCreate{Frontend: frontend, ContainerID: args.ContainerID, IfName: args.IfName, NetNS: args.Netns,
-		Network: conf.Network, Publish: publish, PublishSources: conf.sources, PublishBalance: conf.PublishBalance, MAC: conf.RuntimeConfig.MAC, Aliases: conf.RuntimeConfig.Aliases[conf.Name], Group: conf.Name}
+		Network: conf.Network, Publish: publish, PublishSources: conf.sources, PublishBalance: conf.PublishBalance, EgressAllow: conf.EgressAllow, MAC: conf.RuntimeConfig.MAC, Aliases: conf.RuntimeConfig.Aliases[conf.Name], Group: conf.Name}
 	for _, s := range conf.RuntimeConfig.IPs {
 		ip, err := api.ParseAddress("address", s)
 		if err != nil {
@@ -288,7 +300,7 @@ func addChained(args *skel.CmdArgs, conf *netConf, client *api.Client, publish [
 	ctx, cancel := timeout()
 	defer cancel()
 	_, err = client.Attach(ctx, api.AttachmentCreate{Frontend: frontend, ContainerID: args.ContainerID, IfName: args.IfName,
-		NetNS: args.Netns, Network: chainedNetwork(conf), Publish: publish, PublishSources: conf.sources, PublishBalance: conf.PublishBalance, Chained: c, Group: conf.Name})
+		NetNS: args.Netns, Network: chainedNetwork(conf), Publish: publish, PublishSources: conf.sources, PublishBalance: conf.PublishBalance, EgressAllow: conf.EgressAllow, Chained: c, Group: conf.Name})
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/egress"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 )
 
@@ -69,6 +70,26 @@ func (f listFlag[T]) String() string {
 		out = append(out, v.String())
 	}
 	return "[" + strings.Join(out, ",") + "]"
+}
+
+// egressFlag is a repeatable flag of egress rules, checked as they are
+// given and kept in canonical form.
+type egressFlag struct{ to *[]string }
+
+func (f egressFlag) Set(s string) error {
+	l, err := egress.Parse(s)
+	if err == nil {
+		*f.to = append(*f.to, l...)
+	}
+	return err
+}
+func (f egressFlag) Type() string   { return "rule" }
+func (f egressFlag) String() string { return "[" + strings.Join(*f.to, ",") + "]" }
+
+// egressVar defines the flag of an egress list.
+func egressVar(f *pflag.FlagSet, to *[]string) {
+	f.Var(egressFlag{to}, "egress-allow",
+		"where the sandbox may send: CIDR (either family), DNS name or *.domain (repeatable; without it, anywhere)")
 }
 
 // addrVar defines a flag of one address read with parse (api.ParseAddr,

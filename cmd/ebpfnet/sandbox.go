@@ -18,7 +18,7 @@ func newSandboxCommand(c *cli) *cobra.Command {
 		Aliases: []string{"sb"},
 		Short:   "Manage sandboxes (network namespaces)",
 	}
-	cmd.AddCommand(newSandboxCreate(c), newSandboxLs(c), newSandboxInspect(c), newSandboxRm(c))
+	cmd.AddCommand(newSandboxCreate(c), newSandboxUpdate(c), newSandboxLs(c), newSandboxInspect(c), newSandboxRm(c))
 	return cmd
 }
 
@@ -35,6 +35,7 @@ func sandboxFlags(cmd *cobra.Command, req *api.SandboxCreate, publish *[]string)
 	f.BoolVar(&req.PublishBalance, "publish-balance", false, "share the host ports of -p with other sandboxes that balance them (see ebpfnet publish)")
 	addrsVar(f, &req.DNS, api.ParseIPv4, "dns", "DNS server", "upstream DNS server (repeatable)")
 	f.StringArrayVar(&req.Links, "link", nil, "legacy link NAME[:ALIAS]: the sandbox's address in this one's hosts (repeatable)")
+	egressVar(f, &req.EgressAllow)
 }
 
 // sandboxRequest completes req from the flags that need parsing.
@@ -55,6 +56,9 @@ func checkSandboxFlags(req api.SandboxCreate) error {
 	}
 	if req.PublishBalance && len(req.Publish) == 0 {
 		return errors.New("--publish-balance needs -p")
+	}
+	if len(req.EgressAllow) > 0 && len(req.Networks) == 1 && api.IsNetworkMode(req.Networks[0]) {
+		return fmt.Errorf("--egress-allow needs a bridge network, not %s", req.Networks[0])
 	}
 	if len(req.Networks) != 1 || !req.IP.IsValid() && !req.IP6.IsValid() && len(req.Aliases) == 0 && len(req.Publish) == 0 {
 		return nil
@@ -79,7 +83,8 @@ func newSandboxCreate(c *cli) *cobra.Command {
   ebpfnet sandbox create side --network container:web
   ebpfnet sandbox create app --link web:db          # db and web in app's /etc/hosts
   ebpfnet sandbox create h --network host
-  ebpfnet sandbox create n --network none`,
+  ebpfnet sandbox create n --network none
+  ebpfnet sandbox create ci --network appnet --egress-allow api.github.com --egress-allow '*.debian.org' --egress-allow 10.90.0.0/28`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
@@ -95,6 +100,45 @@ func newSandboxCreate(c *cli) *cobra.Command {
 		},
 	}
 	sandboxFlags(cmd, &req, &publish)
+	return cmd
+}
+
+func newSandboxUpdate(c *cli) *cobra.Command {
+	var (
+		allow []string
+		clear bool
+	)
+	cmd := &cobra.Command{
+		Use:   "update [flags] SANDBOX",
+		Short: "Change a running sandbox's settings",
+		Long: `Change a running sandbox's settings. New flows meet them at once; flows
+already open go on.`,
+		Example: `  ebpfnet sandbox update ci --egress-allow api.github.com --egress-allow 10.90.0.0/28   # replaces the list
+  ebpfnet sandbox update ci --egress-clear                                               # anywhere again`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeSandboxes,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var req api.SandboxUpdate
+			switch {
+			case clear && len(allow) > 0:
+				return errors.New("--egress-allow and --egress-clear exclude each other")
+			case clear:
+				req.EgressAllow = &[]string{}
+			case len(allow) > 0:
+				req.EgressAllow = &allow
+			default:
+				return errors.New("nothing to change: give --egress-allow or --egress-clear")
+			}
+			sb, err := c.client().UpdateSandbox(cmd.Context(), args[0], req)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), sb.ID)
+			return nil
+		},
+	}
+	egressVar(cmd.Flags(), &allow)
+	cmd.Flags().BoolVar(&clear, "egress-clear", false, "remove the sandbox's egress list (its networks' lists, if any, then hold)")
 	return cmd
 }
 

@@ -154,6 +154,11 @@ func (c *Client) CreateSandbox(ctx context.Context, req SandboxCreate) (out Sand
 	return out, c.do(ctx, "POST", "/v1/sandboxes", req, &out)
 }
 
+// UpdateSandbox changes a running sandbox's settings.
+func (c *Client) UpdateSandbox(ctx context.Context, ref string, req SandboxUpdate) (out Sandbox, err error) {
+	return out, c.do(ctx, "POST", "/v1/sandboxes/"+esc(ref)+"/update", req, &out)
+}
+
 // RemoveSandbox removes a sandbox; force kills what still runs in it.
 func (c *Client) RemoveSandbox(ctx context.Context, ref string, force bool) error {
 	return c.do(ctx, "DELETE", fmt.Sprintf("/v1/sandboxes/%s?force=%t", esc(ref), force), nil, nil)

@@ -46,6 +46,10 @@ const (
 	// network between its sandboxes that publish the same one, as
 	// publish --balance does: docker compose's --scale.
 	OptBalance = "ebpfnet.balance"
+	// OptEgressAllow is the egress list (comma-separated prefixes, DNS
+	// names and wildcards) of the network's sandboxes that have none of
+	// their own.
+	OptEgressAllow = "ebpfnet.egress.allow"
 )
 
 // Gateway modes of a bridge network, named as Docker 28 names them.

@@ -32,6 +32,7 @@ type Engine interface {
 	Sandboxes(ctx context.Context) ([]Sandbox, error)
 	Sandbox(ctx context.Context, ref string) (Sandbox, error)
 	CreateSandbox(ctx context.Context, req SandboxCreate) (Sandbox, error)
+	UpdateSandbox(ctx context.Context, ref string, req SandboxUpdate) (Sandbox, error)
 	RemoveSandbox(ctx context.Context, ref string, force bool) error
 	// Publish and Unpublish answer with what they changed, shaped like
 	// NetworkSettings.Ports.
@@ -101,6 +102,7 @@ func NewServer(engine Engine) *Server {
 	s.mux.HandleFunc("POST /v1/sandboxes", s.createSandbox)
 	s.mux.HandleFunc("GET /v1/sandboxes/{ref}", s.inspectSandbox)
 	s.mux.HandleFunc("DELETE /v1/sandboxes/{ref}", s.removeSandbox)
+	s.mux.HandleFunc("POST /v1/sandboxes/{ref}/update", s.updateSandbox)
 	s.mux.HandleFunc("POST /v1/sandboxes/{ref}/publish", s.publish)
 	s.mux.HandleFunc("POST /v1/sandboxes/{ref}/unpublish", s.unpublish)
 	s.mux.HandleFunc("POST /v1/attachments", s.attach)
@@ -320,6 +322,14 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 	if decode(w, r, &req) {
 		v, err := s.engine.CreateSandbox(r.Context(), req)
 		answer(w, http.StatusCreated, v, err)
+	}
+}
+
+func (s *Server) updateSandbox(w http.ResponseWriter, r *http.Request) {
+	var req SandboxUpdate
+	if decode(w, r, &req) {
+		v, err := s.engine.UpdateSandbox(r.Context(), r.PathValue("ref"), req)
+		answer(w, http.StatusOK, v, err)
 	}
 }
 

@@ -52,6 +52,18 @@ type SandboxCreate struct {
 	PublishBalance bool         `json:"PublishBalance,omitempty"`
 	DNS            []netip.Addr `json:"DNS,omitempty"`
 	Links          []string     `json:"Links,omitempty"` // NAME[:ALIAS]
+	// EgressAllow is where it may send: prefixes, DNS names and
+	// wildcards (*.example.com); none lets it send anywhere, or as its
+	// networks' lists say.
+	EgressAllow []string `json:"EgressAllow,omitempty"`
+}
+
+// SandboxUpdate changes a running sandbox's settings live; a field left
+// out is left as it is.
+type SandboxUpdate struct {
+	// EgressAllow replaces its egress list (SandboxCreate.EgressAllow);
+	// an empty list clears it.
+	EgressAllow *[]string `json:"EgressAllow,omitempty"`
 }
 
 // Ports publishes ports of a sandbox, open to Sources, or unpublishes
@@ -148,6 +160,27 @@ type Sandbox struct {
 	Created         time.Time       `json:"Created"`
 	HostConfig      HostConfig      `json:"HostConfig"`
 	NetworkSettings NetworkSettings `json:"NetworkSettings"`
+	// Egress is where it may send, when a list says (ebpfnet's).
+	Egress *Egress `json:"Egress,omitempty"`
+}
+
+// Egress is a sandbox's egress list and what it may reach by name now.
+type Egress struct {
+	Allow []string `json:"Allow"`
+	// From is whose list it is: "sandbox", or "network NAME" for a
+	// sandbox without a list of its own.
+	From []string `json:"From"`
+	// Answers are the addresses its resolver answered for allowed names,
+	// which it may reach until their TTL runs out.
+	Answers []EgressAnswer `json:"Answers,omitempty"`
+}
+
+// EgressAnswer is an address a sandbox may reach by name.
+type EgressAnswer struct {
+	Name    string `json:"Name,omitempty"` // "" when answered before the daemon's restart
+	Address string `json:"Address"`
+	Source  string `json:"Source"` // the sandbox's address that may reach it
+	TTL     int    `json:"TTL"`    // seconds left
 }
 
 // HostConfig holds the network mode.
@@ -461,6 +494,9 @@ type AttachmentCreate struct {
 	PublishSources Sources `json:"PublishSources,omitzero"`
 	// PublishBalance shares Publish's host ports (Ports.Balance).
 	PublishBalance bool `json:"PublishBalance,omitempty"`
+	// EgressAllow is where it may send: prefixes (none: anywhere, or as
+	// the network's list says).
+	EgressAllow []string `json:"EgressAllow,omitempty"`
 	// Chained, when set, attaches what a plugin chained before ebpfnet
 	// made, on the network of that plugin named Network (made on first use).
 	Chained *ChainedAttachment `json:"Chained,omitempty"`

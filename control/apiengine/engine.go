@@ -3,7 +3,9 @@ package apiengine
 import (
 	"cmp"
 	"context"
+	"github.com/ebpfnet/ebpfnet/control/egress"
 	"maps"
+	"net/netip"
 	"slices"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
@@ -125,14 +127,40 @@ func (a adapter) CreateSandbox(_ context.Context, req api.SandboxCreate) (api.Sa
 	if err != nil {
 		return api.Sandbox{}, err
 	}
-	sb, err := a.e.CreateSandbox(engine.SandboxSpec{Name: req.Name, Networks: req.Networks, IP: req.IP, IP6: req.IP6, Aliases: req.Aliases,
-		Publish: req.Publish, PublishSources: req.PublishSources, PublishBalance: req.PublishBalance, DNS: servers, Links: links(req.Links)})
+	allow, err := egress.Parse(req.EgressAllow...)
 	if err != nil {
 		return api.Sandbox{}, err
 	}
+	sb, err := a.e.CreateSandbox(engine.SandboxSpec{Name: req.Name, Networks: req.Networks, IP: req.IP, IP6: req.IP6, Aliases: req.Aliases,
+		Publish: req.Publish, PublishSources: req.PublishSources, PublishBalance: req.PublishBalance, DNS: servers, Links: links(req.Links),
+		EgressAllow: allow})
+	if err != nil {
+		return api.Sandbox{}, err
+	}
+	return a.view(sb)
+}
+
+// view is the read model of sb as the store has it now.
+func (a adapter) view(sb store.Sandbox) (api.Sandbox, error) {
 	var v api.Sandbox
-	err = a.e.View(func(tx *store.Tx) (err error) { v, err = a.viewIn(tx, sb); return err })
+	err := a.e.View(func(tx *store.Tx) (err error) { v, err = a.viewIn(tx, sb); return err })
 	return v, err
+}
+
+func (a adapter) UpdateSandbox(_ context.Context, ref string, req api.SandboxUpdate) (api.Sandbox, error) {
+	var u engine.SandboxUpdate
+	if req.EgressAllow != nil {
+		allow, err := egress.Parse(*req.EgressAllow...)
+		if err != nil {
+			return api.Sandbox{}, err
+		}
+		u.EgressAllow = &allow
+	}
+	sb, err := a.e.UpdateSandbox(ref, u)
+	if err != nil {
+		return api.Sandbox{}, err
+	}
+	return a.view(sb)
 }
 
 func (a adapter) RemoveSandbox(_ context.Context, ref string, force bool) error {
@@ -184,6 +212,19 @@ func (a adapter) viewIn(tx *store.Tx, sb store.Sandbox) (api.Sandbox, error) {
 		return api.Sandbox{}, err
 	}
 	v := sandboxView(sb, pubs, nets, a.e.FilesDir(sb))
+	if v.Egress != nil {
+		var sources []netip.Addr
+		for _, ep := range sb.Endpoints {
+			if len(sb.EgressOn(nets[ep.NetworkID])) > 0 {
+				sources = append(sources, ep.Addrs()...)
+			}
+		}
+		answers, err := a.e.EgressAnswers(sources...)
+		if err != nil {
+			return api.Sandbox{}, err
+		}
+		v.Egress.Answers = egressAnswers(answers)
+	}
 	if !slices.ContainsFunc(pubs, func(p store.Publication) bool { return p.Balance }) {
 		return v, nil
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"github.com/ebpfnet/ebpfnet/control/egress"
 	"net/netip"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
@@ -129,6 +130,10 @@ func (a adapter) Attach(_ context.Context, req api.AttachmentCreate) (api.Attach
 	spec := external.Request{Frontend: req.Frontend, ID: attachmentID(api.AttachmentRef{ContainerID: req.ContainerID, IfName: req.IfName}),
 		Name: req.ContainerID + ":" + req.IfName, Network: req.Network, Addr: req.IP, Addr6: req.IP6, MAC: req.MAC, Aliases: req.Aliases,
 		Group: req.Group, Interface: req.IfName}
+	var err error
+	if spec.EgressAllow, err = egress.Parse(req.EgressAllow...); err != nil {
+		return api.Attachment{}, err
+	}
 	if c := req.Chained; c != nil {
 		if err := api.CheckFamily("IP address", c.Gateway, false); err != nil {
 			return api.Attachment{}, err

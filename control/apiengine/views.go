@@ -1,16 +1,20 @@
 package apiengine
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
+	"github.com/ebpfnet/ebpfnet/control/egress"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/store"
+	"github.com/ebpfnet/ebpfnet/control/wiring"
 )
 
 // The API's read models of store records, shaped as Docker's inspect
@@ -112,7 +116,49 @@ func sandboxView(sb store.Sandbox, pubs []store.Publication, nets map[string]sto
 		}
 		v.NetworkSettings.Networks[n.Name] = s
 	}
+	v.Egress = egressView(sb, nets)
 	return v
+}
+
+// egressView is the egress lists of sb's endpoints, nil when none has one.
+func egressView(sb store.Sandbox, nets map[string]store.Network) *api.Egress {
+	var (
+		all  egress.List
+		from []string
+	)
+	for _, ep := range sb.Endpoints {
+		n := nets[ep.NetworkID]
+		l := sb.EgressOn(n)
+		if len(l) == 0 {
+			continue
+		}
+		all = all.Union(l)
+		whose := "sandbox"
+		if len(sb.EgressAllow) == 0 {
+			whose = "network " + n.Name
+		}
+		if !slices.Contains(from, whose) {
+			from = append(from, whose)
+		}
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	return &api.Egress{Allow: all, From: from}
+}
+
+// egressAnswers is how inspect shows what a sandbox may reach by name,
+// by name and address.
+func egressAnswers(answers []wiring.EgressAnswer) []api.EgressAnswer {
+	out := make([]api.EgressAnswer, 0, len(answers))
+	for _, a := range answers {
+		out = append(out, api.EgressAnswer{Name: a.Name, Address: a.Addr.String(), Source: a.Source.String(),
+			TTL: int((a.Left + time.Second - 1) / time.Second)})
+	}
+	slices.SortFunc(out, func(a, b api.EgressAnswer) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Address, b.Address), cmp.Compare(a.Source, b.Source))
+	})
+	return out
 }
 
 // showBackends names, in each balanced binding of ports, the sandboxes

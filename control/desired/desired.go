@@ -62,6 +62,9 @@ func ForSandboxes(byID map[string]store.Network, sbs []store.Sandbox, pubs map[s
 			}
 			n := byID[ep.NetworkID]
 			want.Ifaces = append(want.Ifaces, Iface(n, sb, ep, ifindex))
+			if e, ok := Egress(n, sb, ep); ok {
+				want.Egress = append(want.Egress, e)
+			}
 			want.Endpoints = append(want.Endpoints, Endpoints(n, ep, ifindex)...)
 		}
 		want.Publications = append(want.Publications, Publications(sb, pubs[sb.Name])...)
@@ -129,6 +132,16 @@ func Iface(n store.Network, sb store.Sandbox, ep store.Endpoint, ifindex int) ma
 		i.MAC = driver.EndpointMAC(ep)
 	}
 	return i
+}
+
+// Egress is the egress list of a bridge endpoint's addresses (its
+// sandbox's, else its network's); ok is false when it has none.
+func Egress(n store.Network, sb store.Sandbox, ep store.Endpoint) (e maps.Egress, ok bool) {
+	l := sb.EgressOn(n)
+	if len(l) == 0 {
+		return e, false
+	}
+	return maps.Egress{Sources: ep.Addrs(), Allow: l.Prefixes()}, true
 }
 
 // Tunnel is what the datapath knows of an overlay network's VXLAN

@@ -3,7 +3,9 @@ package dns
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -50,6 +52,7 @@ type Resolver struct {
 	nxdomain atomic.Uint64
 	misses   atomic.Uint64
 	shared   atomic.Uint64
+	learn    Learn
 }
 
 // NewResolver returns a resolver with an empty view that forwards over
@@ -173,10 +176,62 @@ func (r *Resolver) answer(sandboxID string, q *dns.Msg, network string, wait boo
 			}
 		}
 	}
-	if !asker.Forward || len(asker.Upstreams) == 0 {
+	sources, listed := asker.egressSources(name)
+	if !asker.Forward || len(asker.Upstreams) == 0 || (listed && len(sources) == 0) {
 		return resp.SetRcode(q, dns.RcodeRefused), refused
 	}
-	return r.forward(sandboxID, asker, q, network, wait)
+	resp, how := r.forward(sandboxID, asker, q, network, wait)
+	if len(sources) > 0 && (how == forwarded || how == cacheHit) {
+		if err := r.learnAnswer(sources, name, resp); err != nil {
+			return new(dns.Msg).SetRcode(q, dns.RcodeServerFailure), failed
+		}
+	}
+	return resp, how
+}
+
+// minLearnTTL is the least time an answered address stays reachable: an
+// answer of TTL 0 must still serve the connect that asked for it.
+const minLearnTTL = 5 * time.Second
+
+// Learn lets sources reach addrs, which the resolver answered for name,
+// for ttl. The answer waits for it: the sandbox's first connect must
+// find its way open.
+type Learn func(sources []netip.Addr, name string, addrs []netip.Addr, ttl time.Duration) error
+
+// LearnWith makes learn what the resolver tells of the addresses it
+// answers for names that egress lists allow.
+func (r *Resolver) LearnWith(learn Learn) { r.learn = learn }
+
+// learnAnswer hands the A and AAAA records of resp to the learn hook, for
+// the least TTL of the answer (a CNAME chain's included: the name asked
+// stands for all of it), at least minLearnTTL.
+func (r *Resolver) learnAnswer(sources []netip.Addr, name string, resp *dns.Msg) error {
+	if r.learn == nil || resp.Rcode != dns.RcodeSuccess {
+		return nil
+	}
+	var (
+		addrs []netip.Addr
+		ttl   = uint32(math.MaxUint32)
+	)
+	for _, rr := range resp.Answer {
+		ttl = min(ttl, rr.Header().Ttl)
+		var ip net.IP
+		switch rr := rr.(type) {
+		case *dns.A:
+			ip = rr.A
+		case *dns.AAAA:
+			ip = rr.AAAA
+		default:
+			continue
+		}
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			addrs = append(addrs, a.Unmap())
+		}
+	}
+	if len(addrs) == 0 {
+		return nil
+	}
+	return r.learn(sources, name, addrs, max(time.Duration(ttl)*time.Second, minLearnTTL))
 }
 
 // addressRRs are the A or AAAA records of addrs that question asks for,

@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"github.com/ebpfnet/ebpfnet/control/egress"
 	"maps"
 	"net/netip"
 	"slices"
@@ -84,10 +85,35 @@ type Asker struct {
 	Networks  []string         // IDs of its networks, in endpoint order
 	Forward   bool             // whether names it does not know go upstream
 	Upstreams []netip.AddrPort // where they go
+	// Egress are the egress lists of its endpoints that have one: what
+	// the resolver answers for a name a list allows, the list's sources
+	// may reach (Resolver.LearnWith). Unlisted says an endpoint has no
+	// list; without one, a name no list allows is refused, not asked
+	// upstream, where its labels could carry what the lists keep in.
+	Egress   []EgressList
+	Unlisted bool
 
 	// upstreamKey names the set of Upstreams in cache keys: an answer
 	// serves only askers that would have asked the same servers.
 	upstreamKey string
+}
+
+// EgressList is the egress list of the addresses of one of an asker's
+// endpoints.
+type EgressList struct {
+	Sources []netip.Addr
+	List    egress.List
+}
+
+// egressSources are the addresses whose lists allow name; listed says
+// whether the asker may only ask for such names.
+func (a Asker) egressSources(name string) (sources []netip.Addr, listed bool) {
+	for _, l := range a.Egress {
+		if l.List.Allows(name) {
+			sources = append(sources, l.Sources...)
+		}
+	}
+	return sources, len(a.Egress) > 0 && !a.Unlisted
 }
 
 // Record is one sandbox's presence on one network.

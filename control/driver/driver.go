@@ -32,6 +32,7 @@ const (
 	OptPublishAllow = api.OptPublishAllow
 	OptPublishDeny  = api.OptPublishDeny
 	OptBalance      = api.OptBalance
+	OptEgressAllow  = api.OptEgressAllow
 )
 
 // A Driver builds one kind of network in the kernel: the network's host

@@ -3,6 +3,7 @@ package driver
 import (
 	"errors"
 	"fmt"
+	"github.com/ebpfnet/ebpfnet/control/egress"
 	"slices"
 	"strconv"
 	"strings"
@@ -106,3 +107,10 @@ var PublishSources = []Option{
 		return err
 	}},
 }
+
+// Egress is the option of the egress list of a network's sandboxes, for
+// the drivers whose endpoints the datapath serves.
+var Egress = Option{Key: OptEgressAllow, Set: func(n *store.Network, v string) (err error) {
+	n.EgressAllow, err = egress.Parse(v)
+	return err
+}}

@@ -116,6 +116,18 @@ func checkName(name string) error {
 	return nil
 }
 
+// CheckPrefixesOnly refuses names in a list for sandboxes whose runtime
+// resolves names (who), not ebpfnet's resolver: no answer would ever let
+// them through.
+func (l List) CheckPrefixesOnly(who string) error {
+	for _, r := range l {
+		if _, err := netip.ParsePrefix(r); err != nil {
+			return errdefs.Invalidf("egress rule %q: names need ebpfnet's resolver, which %s do not use: give prefixes", r, who)
+		}
+	}
+	return nil
+}
+
 // Prefixes are the list's prefixes.
 func (l List) Prefixes() []netip.Prefix {
 	var out []netip.Prefix

@@ -225,6 +225,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e.resolver = dns.NewResolver(e.dialUpstream)
+	e.resolver.LearnWith(e.wiring.LearnEgress)
 	e.dnsServers = dns.NewServers(e.resolver)
 	e.names = names.New(names.Config{Store: e.store, ResolvConf: cfg.ResolvConf, WriteFiles: cfg.Runtime.WriteFiles,
 		Resolver: e.resolver, Servers: e.dnsServers, Remote: e.remoteRecords, Exclusive: e.locked, Log: e.log})

@@ -108,6 +108,11 @@ func (e *Engine) CreateNetwork(spec NetworkSpec) (store.Network, error) {
 	if err := applyOptions(&n, spec.Options); err != nil {
 		return store.Network{}, err
 	}
+	if spec.Frontend != "" {
+		if err := n.EgressAllow.CheckPrefixesOnly(spec.Frontend + " containers"); err != nil {
+			return store.Network{}, err
+		}
+	}
 	if spec.EnableIPv6 != nil {
 		// As with Docker, the flag wins over the option, which then goes:
 		// inspect would show a setting the network does not have.

@@ -14,6 +14,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/control/desired"
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
+	"github.com/ebpfnet/ebpfnet/control/egress"
 	"github.com/ebpfnet/ebpfnet/control/errdefs"
 	"github.com/ebpfnet/ebpfnet/control/failpoint"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
@@ -42,6 +43,9 @@ type SandboxSpec struct {
 	PublishBalance bool
 	DNS            []netip.Addr // upstream servers of its resolver, or of its resolv.conf
 	Links          []store.Link // legacy --link entries
+	// EgressAllow is where it may send (none: anywhere, or its networks'
+	// lists).
+	EgressAllow egress.List
 }
 
 // EndpointSpec is what a connect request may choose.
@@ -79,7 +83,7 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 		return store.Sandbox{}, err
 	}
 	sb := store.Sandbox{ID: store.NewID(), Name: spec.Name, Created: time.Now().UTC(), Mode: store.ModeNetworks, DNS: spec.DNS,
-		NetNS: e.cfg.Runtime.NamespacePath(spec.Name)}
+		NetNS: e.cfg.Runtime.NamespacePath(spec.Name), EgressAllow: spec.EgressAllow}
 	unmark, err := e.markNamespace(sb)
 	if err != nil {
 		return store.Sandbox{}, err
@@ -136,6 +140,9 @@ func (e *Engine) resolveMode(tx *store.Tx, sb *store.Sandbox, spec SandboxSpec) 
 		}
 		if spec.IP.IsValid() || spec.IP6.IsValid() || len(spec.Aliases) > 0 || len(spec.Publish) > 0 {
 			return "", nil, errdefs.Invalidf("a static address, aliases and published ports need a bridge or macvlan network, not %s", first)
+		}
+		if len(spec.EgressAllow) > 0 {
+			return "", nil, errdefs.Invalidf("an egress list needs a bridge network, not %s", first)
 		}
 	}
 	switch {
@@ -449,4 +456,64 @@ func checkLinks(tx *store.Tx, links []store.Link) ([]store.Link, error) {
 		out = append(out, store.Link{Sandbox: target.Name, Alias: l.Alias})
 	}
 	return out, nil
+}
+
+// SandboxUpdate is a change of a running sandbox's settings; a nil field
+// is left as it is.
+type SandboxUpdate struct {
+	// EgressAllow replaces its egress list; an empty one clears it (its
+	// networks' lists then hold, if any).
+	EgressAllow *egress.List
+}
+
+// UpdateSandbox changes a sandbox's settings live: new flows meet them at
+// once. Flows conntrack already holds go on.
+func (e *Engine) UpdateSandbox(ref string, u SandboxUpdate) (store.Sandbox, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var sb store.Sandbox
+	err := e.update(func(tx *store.Tx, undo *store.Undo) error {
+		var err error
+		if sb, err = tx.Sandbox(ref); err != nil {
+			return err
+		}
+		if u.EgressAllow == nil {
+			return nil
+		}
+		if len(*u.EgressAllow) > 0 && sb.Mode != store.ModeNetworks {
+			return errdefs.Invalidf("sandbox %s: an egress list needs a bridge network, not %s mode", sb.Name, sb.Mode)
+		}
+		was := sb
+		sb.EgressAllow = *u.EgressAllow
+		if err := tx.PutSandbox(sb); err != nil {
+			return err
+		}
+		return e.replaceEgress(tx, undo, was, sb)
+	})
+	return sb, err
+}
+
+// replaceEgress writes the egress lists of now's endpoints over was's.
+func (e *Engine) replaceEgress(tx *store.Tx, undo *store.Undo, was, now store.Sandbox) error {
+	for _, ep := range now.Endpoints {
+		n, err := tx.NetworkOf(ep)
+		if err != nil {
+			return err
+		}
+		before, _ := desired.Egress(n, was, ep)
+		after, _ := desired.Egress(n, now, ep)
+		if err := e.maps.ReplaceEgress(after, before); err != nil {
+			return fmt.Errorf("sandbox %s: %w", now.Name, err)
+		}
+		undo.Add(func() error { return e.maps.ReplaceEgress(before, after) })
+		if err := e.wiring.ForgetEgressAnswers(ep.Addrs(), now.EgressOn(n).Allows); err != nil {
+			return fmt.Errorf("sandbox %s: %w", now.Name, err)
+		}
+	}
+	return nil
+}
+
+// EgressAnswers are the addresses sources may reach by name now.
+func (e *Engine) EgressAnswers(sources ...netip.Addr) ([]wiring.EgressAnswer, error) {
+	return e.wiring.EgressAnswers(sources...)
 }

@@ -20,6 +20,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"github.com/ebpfnet/ebpfnet/control/egress"
 	"net"
 	"net/netip"
 	"sync"
@@ -106,6 +107,10 @@ type Request struct {
 	// and whose interface it configured.
 	Chained  *ChainedNetwork
 	HostSide string
+	// EgressAllow is where the endpoint may send (none: anywhere, or as
+	// its network's list says). Its runtime resolves names, so it holds
+	// prefixes alone.
+	EgressAllow egress.List
 }
 
 // ChainedNetwork is what a plugin chained before ebpfnet built: a bridge
@@ -205,9 +210,12 @@ func (x *Endpoints) createEndpoint(tx *store.Tx, undo *store.Undo, req Request, 
 		return store.Sandbox{}, n, errdefs.Invalidf("network %s (%s) has no endpoints of its own", n.Name, n.Driver)
 	}
 	sb := store.Sandbox{ID: req.ID, Name: req.Name, Frontend: req.Frontend, HandOver: req.HandOver, Group: req.Group,
-		Created: time.Now().UTC(), Mode: store.ModeNetworks}
+		Created: time.Now().UTC(), Mode: store.ModeNetworks, EgressAllow: req.EgressAllow}
 	if sb.Name == "" {
 		sb.Name = req.Frontend + "-" + req.ID[:12]
+	}
+	if err := sb.EgressOn(n).CheckPrefixesOnly(req.Frontend + " containers"); err != nil {
+		return sb, n, err
 	}
 	ep := store.Endpoint{ID: req.ID, NetworkID: n.ID, Interface: req.Interface, MAC: req.MAC, HostSide: req.HostSide, Aliases: req.Aliases}
 	if drivers.TraitsOf(n).Global {

@@ -509,6 +509,11 @@ func sandboxNames(sb store.Sandbox, network func(id string) (store.Network, bool
 	}
 	for _, ep := range sb.Endpoints {
 		n, _ := network(ep.NetworkID)
+		if l := sb.EgressOn(n); len(l) > 0 {
+			asker.Egress = append(asker.Egress, dns.EgressList{Sources: ep.Addrs(), List: l})
+		} else {
+			asker.Unlisted = true
+		}
 		if n.Predefined { // the default network has no DNS, as with Docker
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/api"
+	"github.com/ebpfnet/ebpfnet/control/egress"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/ports"
 )
@@ -60,9 +61,12 @@ type Network struct {
 	PublishSources ports.Sources `json:"publishSources,omitzero"`
 	// PublishBalance makes every port published on the network balanced
 	// (Publication.Balance), shared by the sandboxes that publish it.
-	PublishBalance bool              `json:"publishBalance,omitempty"`
-	Labels         map[string]string `json:"labels,omitempty"`
-	DNS            []netip.Addr      `json:"dns,omitempty"` // upstream servers of its sandboxes' resolvers
+	PublishBalance bool `json:"publishBalance,omitempty"`
+	// EgressAllow is the egress list of its sandboxes that have none of
+	// their own (its driver's options).
+	EgressAllow egress.List       `json:"egressAllow,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	DNS         []netip.Addr      `json:"dns,omitempty"` // upstream servers of its sandboxes' resolvers
 
 	// Frontend names the frontend that created the network for a container
 	// runtime of its own ("docker"), "" for ebpfnet's own networks.
@@ -177,6 +181,18 @@ type Sandbox struct {
 	Endpoints []Endpoint   `json:"endpoints,omitempty"`
 	DNS       []netip.Addr `json:"dns,omitempty"`   // upstream servers, before its networks'
 	Links     []Link       `json:"links,omitempty"` // legacy --link entries in its hosts file
+	// EgressAllow is where the sandbox may send (none: anywhere, or its
+	// networks' lists).
+	EgressAllow egress.List `json:"egressAllow,omitempty"`
+}
+
+// EgressOn is the egress list of the sandbox's endpoint on n: its own,
+// else n's; none lets it send anywhere.
+func (sb *Sandbox) EgressOn(n Network) egress.List {
+	if len(sb.EgressAllow) > 0 {
+		return sb.EgressAllow
+	}
+	return n.EgressAllow
 }
 
 // External reports whether a container runtime owns the sandbox's

@@ -13,8 +13,8 @@ import (
 // expire, so this bounds memory, not correctness.
 const reclaimInterval = 10 * time.Second
 
-// ReclaimConntrack removes expired conntrack entries every
-// reclaimInterval until stop is closed.
+// ReclaimConntrack removes expired conntrack entries, and the addresses
+// of lapsed egress answers, every reclaimInterval until stop is closed.
 func (w *Wiring) ReclaimConntrack(stop <-chan struct{}) {
 	t := time.NewTicker(reclaimInterval)
 	defer t.Stop()
@@ -24,6 +24,7 @@ func (w *Wiring) ReclaimConntrack(stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
+		w.reclaimEgress(maps.Now())
 		n, err := w.cfg.Maps.ReclaimExpired(maps.Now())
 		if err != nil {
 			w.cfg.Log.Warn("reclaim expired conntrack entries", "err", err)

@@ -51,7 +51,8 @@ type Wiring struct {
 	// removed.
 	reclaimed atomic.Uint64
 	// flushes are the conntrack flushes of removed endpoints under way.
-	flushes conntrackFlushes
+	flushes     conntrackFlushes
+	egressNames egressNames
 }
 
 // New is wiring with cfg.
@@ -158,6 +159,12 @@ func (w *Wiring) attachDatapath(n store.Network, sb store.Sandbox, ep store.Endp
 	if err := failpoint.Hit("wiring.programs"); err != nil {
 		return err
 	}
+	// Listed before the endpoint is known: its first packet meets its list.
+	if e, ok := desired.Egress(n, sb, ep); ok {
+		if err := w.cfg.Maps.ReplaceEgress(e, maps.Egress{}); err != nil {
+			return err
+		}
+	}
 	if err := w.cfg.Maps.PutIface(desired.Iface(n, sb, ep, ifindex)); err != nil {
 		return err
 	}
@@ -193,6 +200,7 @@ func (w *Wiring) DetachEndpoint(n store.Network, sandboxNS string, ep store.Endp
 		for _, a := range ep.Addrs() {
 			errs = append(errs, w.cfg.Maps.DeleteEndpoint(a))
 		}
+		errs = append(errs, w.cfg.Maps.DeleteEgress(ep.Addrs()...))
 	}
 	if d, ok := w.cfg.Drivers(n.Driver); ok {
 		errs = append(errs, w.cfg.InHost(func() error { return d.Detach(n, sandboxNS, ep) }))

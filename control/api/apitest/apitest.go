@@ -33,6 +33,9 @@ func (Nop) CreateSandbox(context.Context, api.SandboxCreate) (api.Sandbox, error
 	return api.Sandbox{}, nil
 }
 func (Nop) RemoveSandbox(context.Context, string, bool) error { return nil }
+func (Nop) UpdateSandbox(context.Context, string, api.SandboxUpdate) (api.Sandbox, error) {
+	return api.Sandbox{}, nil
+}
 func (Nop) Publish(context.Context, string, api.Ports) (map[string][]api.PortBinding, error) {
 	return nil, nil
 }

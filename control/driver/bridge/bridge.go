@@ -40,6 +40,7 @@ var options = append([]driver.Option{
 	gatewayMode(driver.OptGatewayMode6, func(n *store.Network) *string { return &n.GatewayMode6 }),
 	driver.EnableIPv6,
 	driver.MTU,
+	driver.Egress,
 }, driver.PublishSources...)
 
 // gatewayMode is the option of one family's gateway mode, kept in the

@@ -26,7 +26,7 @@ const Overhead = 50
 type Driver struct{ bridge.Driver }
 
 // options are Docker's overlay driver's that ebpfnet has.
-var options = append([]driver.Option{driver.MTU}, driver.PublishSources...)
+var options = append([]driver.Option{driver.MTU, driver.Egress}, driver.PublishSources...)
 
 // Configure names the bridge after the network.
 func (Driver) Configure(n *store.Network, opts map[string]string) error {
