@@ -64,6 +64,9 @@ func eventLine(ev *api.Event) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %-5s %s %s %s %s %s -> %s", ev.Time.Local().Format("15:04:05.000000"), ev.Type, ev.Program,
 		ev.Interface, ev.Verdict, ev.Proto, ev.Before.Src, ev.Before.Dst)
+	if ev.DstName != "" {
+		fmt.Fprintf(&b, " (%s)", strings.TrimSuffix(ev.DstName, "."))
+	}
 	if ev.After != nil {
 		fmt.Fprintf(&b, " translated %s -> %s", ev.After.Src, ev.After.Dst)
 	}

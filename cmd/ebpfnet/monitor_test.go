@@ -23,6 +23,9 @@ func TestEventLine(t *testing.T) {
 		{api.Event{Time: at, Type: "trace", Program: "uplink", Interface: "eth0", Verdict: "pass", Proto: "udp",
 			Before: api.EventFlow{Src: "10.0.0.2:53", Dst: "10.0.0.1:5353"}},
 			"12:00:01.000001 trace uplink eth0 pass udp 10.0.0.2:53 -> 10.0.0.1:5353"},
+		{api.Event{Time: at, Type: "drop", Program: "from_container", Interface: "ebv1", Verdict: "drop_egress_policy", Proto: "tcp",
+			Before: api.EventFlow{Src: "172.18.0.2:40000", Dst: "192.0.2.10:443"}, DstName: "a.test.", Sandbox: "ci", Network: "n1"},
+			"12:00:01.000001 drop  from_container ebv1 drop_egress_policy tcp 172.18.0.2:40000 -> 192.0.2.10:443 (a.test) [ci/n1]"},
 	} {
 		if got := eventLine(&tt.ev); got != tt.want {
 			t.Errorf("got  %s\nwant %s", got, tt.want)

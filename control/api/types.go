@@ -571,6 +571,9 @@ type Event struct {
 	Proto     string    `json:"proto"`
 	Len       uint32    `json:"len"`
 	Before    EventFlow `json:"before"`
+	// DstName is the name the sandbox's resolver answered the
+	// destination for, where it did (egress lists).
+	DstName string `json:"dstName,omitempty"`
 	// After is the flow the packet was translated to, when it was.
 	After       *EventFlow `json:"after,omitempty"`
 	Sandbox     string     `json:"sandbox,omitempty"`

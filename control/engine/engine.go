@@ -202,7 +202,7 @@ func New(cfg Config) (*Engine, error) {
 		Drivers: func(name string) (driver.Driver, bool) { return e.drivers(name) }})
 	e.hostSync = hostsync.New(hostsync.Config{NetNS: cfg.NetNS, Uplinks: cfg.Uplinks, UplinkModes: cfg.UplinkModes,
 		Datapath: dp, Maps: e.maps, InHost: e.inHost, Locked: e.locked, BeforeRead: func() { beforeHostRead() }, Log: cfg.Log})
-	if e.monitor, err = monitor.New(e.maps, monitor.StoreNames{Store: e.store, InHost: e.inHost}, cfg.Log); err != nil {
+	if e.monitor, err = monitor.New(e.maps, monitor.StoreNames{Store: e.store, InHost: e.inHost, Answers: e.wiring.EgressName}, cfg.Log); err != nil {
 		e.Close()
 		return nil, err
 	}

@@ -17,6 +17,15 @@ import (
 type StoreNames struct {
 	Store  *store.Store
 	InHost func(fn func() error) error
+	// Answers names what the resolver answered (Namer.Answered).
+	Answers func(src, dst netip.Addr) string
+}
+
+func (m StoreNames) Answered(src, dst netip.Addr) string {
+	if m.Answers == nil {
+		return ""
+	}
+	return m.Answers(src, dst)
 }
 
 func (m StoreNames) Filter(f api.EventFilter) (api.EventFilter, error) {

@@ -22,6 +22,8 @@ type Namer interface {
 	// endpoints' addresses are now. It returns what it could read, with
 	// the error that kept it from the rest.
 	Names() (Names, error)
+	// Answered is the name the resolver answered dst for to src, or "".
+	Answered(src, dst netip.Addr) string
 }
 
 // Names are whose the interfaces and addresses events carry are.
@@ -115,6 +117,7 @@ func (n *names) view(ev dpmaps.Event) api.Event {
 			peer = name
 		}
 	}
+	v.DstName = n.namer.Answered(ev.Before.Src.Addr(), ev.Before.Dst.Addr())
 	v.Sandbox, v.Network = own.Sandbox, own.Network
 	v.PeerSandbox, v.PeerNetwork = peer.Sandbox, peer.Network
 	return v

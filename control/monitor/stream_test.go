@@ -19,6 +19,7 @@ type fakeNamer struct {
 
 func (f *fakeNamer) Filter(ef api.EventFilter) (api.EventFilter, error) { return ef, nil }
 func (f *fakeNamer) Names() (Names, error)                              { f.reads++; return f.names, nil }
+func (f *fakeNamer) Answered(netip.Addr, netip.Addr) string             { return "" }
 
 func TestParseTypes(t *testing.T) {
 	for s, want := range map[string]dpmaps.MonitorTypes{"": dpmaps.MonitorAll, "all": dpmaps.MonitorAll,
