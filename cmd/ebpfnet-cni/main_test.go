@@ -142,6 +142,20 @@ func TestParse(t *testing.T) {
 		err.Error() != `publishDeny: invalid prefix "lan": want an address or CIDR such as 192.0.2.0/24` {
 		t.Errorf("a bad source list: %v", err)
 	}
+	// Egress lists: prefixes or addresses; a name is refused, for the
+	// runtime resolves names, not ebpfnet.
+	conf, _, err = parse([]byte(config("1.0.0", "/s", `,"network":"app","egressAllow":["10.90.0.0/28,2001:db8::/64","192.0.2.7"]`)))
+	if err != nil || !slices.Equal(conf.EgressAllow, []string{"10.90.0.0/28", "2001:db8::/64", "192.0.2.7/32"}) {
+		t.Errorf("egress list %q, %v", conf.EgressAllow, err)
+	}
+	for bad, want := range map[string]string{
+		"a.test":       `egressAllow: egress rule "a.test": names need ebpfnet's resolver, which CNI containers do not use: give prefixes`,
+		"10.90.0.1/28": `egressAllow: egress rule "10.90.0.1/28": has host bits set (did you mean 10.90.0.0/28?)`,
+	} {
+		if _, _, err := parse([]byte(config("1.0.0", "/s", `,"egressAllow":["`+bad+`"]`))); err == nil || err.Error() != want {
+			t.Errorf("egress rule %s: %v", bad, err)
+		}
+	}
 	// A chained plugin gets the result of the plugin before it in the
 	// configuration's own spec version.
 	for _, v := range []string{"0.3.1", "0.4.0", "1.0.0"} {
@@ -212,7 +226,7 @@ func TestAdd(t *testing.T) {
 		Address: "10.88.0.9/16", Gateway: "10.88.0.1",
 		AddressIPv6: "fd00:88::9/64", GatewayIPv6: "fd00:88::1"}}
 	socket := serve(t, d)
-	rest := `,"network":"app","publishDeny":["192.0.2.0/24"],"publishBalance":true,"runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}],` +
+	rest := `,"network":"app","publishDeny":["192.0.2.0/24"],"publishBalance":true,"egressAllow":["10.90.0.0/28"],"runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}],` +
 		`"ips":["10.88.0.9/16","fd00:88::9/64"],"mac":"02:42:0a:58:00:09","aliases":{"podnet":["web"]}}`
 	for _, v := range []string{"0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
 		out, err := run(t, addRouted, config(v, socket, rest))
@@ -234,7 +248,8 @@ func TestAdd(t *testing.T) {
 	}
 	want := api.AttachmentCreate{Frontend: "cni", ContainerID: "c1", IfName: "eth0", NetNS: "/run/netns/c1", Network: "app",
 		IP: netip.MustParseAddr("10.88.0.9"), IP6: netip.MustParseAddr("fd00:88::9"), MAC: "02:42:0a:58:00:09", Aliases: []string{"web"}, Group: "podnet",
-		Publish: []ports.Mapping{{Proto: ports.TCP, HostPort: 8080, Port: 80}}, PublishSources: api.Sources{Deny: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}, PublishBalance: true}
+		Publish: []ports.Mapping{{Proto: ports.TCP, HostPort: 8080, Port: 80}}, PublishSources: api.Sources{Deny: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}, PublishBalance: true,
+		EgressAllow: []string{"10.90.0.0/28"}}
 	if len(d.attached) != 4 || !reflect.DeepEqual(d.attached[0], want) {
 		t.Errorf("asked %+v, want %+v", d.attached, want)
 	}
