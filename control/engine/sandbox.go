@@ -99,6 +99,9 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 		if err != nil {
 			return err
 		}
+		if err := checkEgressNames(sb, nets); err != nil {
+			return err
+		}
 		if sb.Links, err = checkLinks(tx, spec.Links); err != nil {
 			return err
 		}
@@ -485,12 +488,37 @@ func (e *Engine) UpdateSandbox(ref string, u SandboxUpdate) (store.Sandbox, erro
 		}
 		was := sb
 		sb.EgressAllow = *u.EgressAllow
+		var nets []store.Network
+		for _, ep := range sb.Endpoints {
+			n, err := tx.NetworkOf(ep)
+			if err != nil {
+				return err
+			}
+			nets = append(nets, n)
+		}
+		if err := checkEgressNames(sb, nets); err != nil {
+			return err
+		}
 		if err := tx.PutSandbox(sb); err != nil {
 			return err
 		}
 		return e.replaceEgress(tx, undo, was, sb)
 	})
 	return sb, err
+}
+
+// checkEgressNames refuses names in the egress list of a sandbox that
+// does not ask ebpfnet's resolver: a container runtime's (which resolves
+// for it), or one of the default network alone, which has no resolver,
+// as with Docker. No answer would ever let it reach them.
+func checkEgressNames(sb store.Sandbox, nets []store.Network) error {
+	if sb.External() {
+		return sb.EgressAllow.CheckPrefixesOnly(sb.Frontend + " containers")
+	}
+	if len(nets) > 0 && !slices.ContainsFunc(nets, func(n store.Network) bool { return !n.Predefined }) {
+		return sb.EgressAllow.CheckPrefixesOnly("sandboxes of the default network alone")
+	}
+	return nil
 }
 
 // replaceEgress writes the egress lists of now's endpoints over was's.
