@@ -15,6 +15,11 @@
 // in-flight bounds) and never switches namespaces itself, nor reads the
 // store.
 //
+// For a sandbox with an egress list, the resolver refuses the names no
+// list allows rather than forward them, and hands the addresses it
+// answers for allowed ones to a Learn hook (the control plane writes them
+// to the datapath) before the answer leaves.
+//
 // Over UDP, the sockets of all sandboxes are read by one OS thread outside
 // Go's netpoller; what needs no upstream server (a name of the view, a
 // cached answer) is answered there as the query is read, and only a query
