@@ -24,6 +24,7 @@ const (
 	OptPublishAllow = driver.OptPublishAllow
 	OptPublishDeny  = driver.OptPublishDeny
 	OptBalance      = driver.OptBalance
+	OptEgressAllow  = driver.OptEgressAllow
 )
 
 // NetworkSpec is a request for a new network.
