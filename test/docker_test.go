@@ -267,9 +267,24 @@ func TestDockerNetworkOptions(t *testing.T) {
 		t.Errorf("l1's publication %+v, want its network's allow list", got)
 	}
 
+	// ebpfnet.egress.allow: the network's containers send to its prefixes
+	// alone (names are Docker's resolver's, so a list holds prefixes).
+	h.MustRun("ip", "-n", strings.TrimPrefix(out.NS, "/run/netns/"), "addr", "add", "10.99.0.40/24", "dev", "eth0")
+	d.MustCLI("network", "create", "-d", plugin, "-o", "ebpfnet.egress.allow="+out.IP+"/32", "egress")
+	e1 := run("e1", "egress")
+	refused := h.ProgramCounter("from_container", "drop_egress_policy")
+	mustWork(t, "a container to its network's egress list", testbed.TCP(e1, out.IP))
+	if testbed.TCP(e1, "10.99.0.40") == nil || h.ProgramCounter("from_container", "drop_egress_policy") == refused {
+		t.Error("a container of a network with an egress list reached an address in no prefix, or was not counted")
+	}
+	mustWork(t, "a container of another network to that address", testbed.TCP(a1, "10.99.0.40"))
+
 	// A bad option changes nothing and says what is wrong.
 	if msg, err := d.CLI("network", "create", "-d", plugin, "-o", "ebpfnet.publish.deny=lan", "bad"); err == nil || !strings.Contains(msg, `"lan"`) {
 		t.Errorf("a deny list of lan: %v %s, want a refusal naming it", err, msg)
+	}
+	if msg, err := d.CLI("network", "create", "-d", plugin, "-o", "ebpfnet.egress.allow=a.test", "bad"); err == nil || !strings.Contains(msg, `"a.test"`) {
+		t.Errorf("an egress list naming a.test: %v %s, want a refusal naming it", err, msg)
 	}
 	if msg, err := d.CLI("network", "create", "-d", plugin, "-o", "com.docker.network.driver.mtu=huge", "bad"); err == nil || !strings.Contains(msg, "huge") {
 		t.Errorf("an MTU of huge: %v %s, want a refusal naming it", err, msg)
