@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/ebpfnet/ebpfnet/bpf"
 	"github.com/ebpfnet/ebpfnet/control/egress"
@@ -113,4 +114,33 @@ func TestEgressListLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("removed", map[netip.Addr]int{member.Endpoints[0].Addr: 2})
+}
+
+// No source holds more than maxEgressAnswers live answers: past them a
+// new address is refused (the resolver answers SERVFAIL), an address it
+// holds is renewed, and another source is not held back.
+func TestEgressAnswersBounded(t *testing.T) {
+	te := newTestEngine(t)
+	src, other := netip.MustParseAddr("172.19.0.9"), netip.MustParseAddr("172.19.0.10")
+	addrs := make([]netip.Addr, 0, 4096)
+	for i := range 4096 {
+		addrs = append(addrs, netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}))
+	}
+	if err := te.wiring.LearnEgress([]netip.Addr{src}, "many.test.", addrs, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	more := []netip.Addr{netip.MustParseAddr("10.2.0.1")}
+	if err := te.wiring.LearnEgress([]netip.Addr{src}, "more.test.", more, time.Minute); err == nil {
+		t.Error("a source past its bound learnt a new address")
+	}
+	if err := te.wiring.LearnEgress([]netip.Addr{src}, "many.test.", addrs[:1], time.Minute); err != nil {
+		t.Errorf("an address the source holds was not renewed: %v", err)
+	}
+	if err := te.wiring.LearnEgress([]netip.Addr{other}, "more.test.", more, time.Minute); err != nil {
+		t.Errorf("another source was held back: %v", err)
+	}
+	answers, err := te.EgressAnswers(src)
+	if err != nil || len(answers) != 4096 || answers[0].Name != "many.test." {
+		t.Errorf("%d answers of %s (%v), want 4096 named many.test.", len(answers), src, err)
+	}
 }

@@ -1,6 +1,7 @@
 package wiring
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"sync"
@@ -10,13 +11,25 @@ import (
 )
 
 // egressNames are the names the resolver answered the addresses in
-// egress_names for, by source and address, for inspect and the monitor.
-// The datapath holds the addresses and their lapse, and keeps them over a
-// restart of the daemon; their names are then unknown until asked again.
+// egress_names for, by source and address, for inspect and the monitor,
+// and how many live answers each source holds. The datapath holds the
+// addresses and their lapse, and keeps them over a restart of the
+// daemon; their names are then unknown until asked again.
 type egressNames struct {
 	mu    sync.Mutex
-	names map[[2]netip.Addr]EgressAnswer
+	names map[[2]netip.Addr]*egressName
+	live  map[netip.Addr]int // answers not yet lapsed, by source
 }
+
+type egressName struct {
+	EgressAnswer
+	counted bool // in live
+}
+
+// maxEgressAnswers bounds the answers one source holds at once, so that
+// no sandbox, asking for names whose answers it chooses (*.domain of a
+// zone of its own), fills egress_names for the others.
+const maxEgressAnswers = 4096
 
 // EgressAnswer is an address a source may reach because the resolver
 // answered it for Name, until Lapses (CLOCK_BOOTTIME, maps.Now).
@@ -28,26 +41,40 @@ type EgressAnswer struct {
 }
 
 // LearnEgress lets sources reach the addrs of their family that the
-// resolver answered for name, for ttl (dns.Learn).
+// resolver answered for name, for ttl (dns.Learn). A source holding
+// maxEgressAnswers live answers gets no new address: an error, which the
+// resolver answers with SERVFAIL.
 func (w *Wiring) LearnEgress(sources []netip.Addr, name string, addrs []netip.Addr, ttl time.Duration) error {
 	lapses := maps.Now() + ttl
 	n := &w.egressNames
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.names == nil {
+		n.names, n.live = map[[2]netip.Addr]*egressName{}, map[netip.Addr]int{}
+	}
 	for _, src := range sources {
 		for _, a := range addrs {
 			if a.Is4() != src.Is4() {
 				continue
 			}
+			had := n.names[[2]netip.Addr{src, a}]
+			if (had == nil || !had.counted) && n.live[src] >= maxEgressAnswers {
+				return fmt.Errorf("egress address %s of %s: %d answers live already", a, src, maxEgressAnswers)
+			}
 			if err := w.cfg.Maps.PutEgressName(maps.EgressName{Source: src, Addr: a, Lapses: lapses}); err != nil {
 				return err
 			}
-			n.mu.Lock()
-			if n.names == nil {
-				n.names = map[[2]netip.Addr]EgressAnswer{}
+			if had == nil {
+				had = &egressName{}
+				n.names[[2]netip.Addr{src, a}] = had
 			}
-			if had := n.names[[2]netip.Addr{src, a}]; had.Lapses < lapses {
-				n.names[[2]netip.Addr{src, a}] = EgressAnswer{Source: src, Addr: a, Name: name, Lapses: lapses}
+			if !had.counted {
+				had.counted = true
+				n.live[src]++
 			}
-			n.mu.Unlock()
+			if had.Lapses < lapses {
+				had.EgressAnswer = EgressAnswer{Source: src, Addr: a, Name: name, Lapses: lapses}
+			}
 		}
 	}
 	return nil
@@ -81,7 +108,10 @@ func (w *Wiring) EgressAnswers(sources ...netip.Addr) ([]EgressAnswer, error) {
 func (w *Wiring) EgressName(source, addr netip.Addr) string {
 	w.egressNames.mu.Lock()
 	defer w.egressNames.mu.Unlock()
-	return w.egressNames.names[[2]netip.Addr{source, addr}].Name
+	if known, ok := w.egressNames.names[[2]netip.Addr{source, addr}]; ok {
+		return known.Name
+	}
+	return ""
 }
 
 // ForgetEgressAnswers removes what sources may reach by the names that
@@ -98,7 +128,7 @@ func (w *Wiring) ForgetEgressAnswers(sources []netip.Addr, allowed func(name str
 		if ok && allowed(known.Name) {
 			return false
 		}
-		delete(w.egressNames.names, [2]netip.Addr{e.Source, e.Addr})
+		w.egressNames.forget([2]netip.Addr{e.Source, e.Addr})
 		return true
 	})
 	return err
@@ -112,13 +142,28 @@ func (w *Wiring) reclaimEgress(now time.Duration) {
 	if _, err := w.cfg.Maps.ReclaimEgressNames(now); err != nil {
 		w.cfg.Log.Warn("reclaim lapsed egress addresses", "err", err)
 	}
-	w.egressNames.mu.Lock()
-	defer w.egressNames.mu.Unlock()
-	for k, a := range w.egressNames.names {
-		if a.Lapses+keepLapsedNames <= now {
-			delete(w.egressNames.names, k)
+	n := &w.egressNames
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for k, a := range n.names {
+		switch {
+		case a.Lapses+keepLapsedNames <= now:
+			n.forget(k)
+		case a.Lapses <= now && a.counted:
+			a.counted = false
+			n.live[a.Source]--
 		}
 	}
+}
+
+// forget drops the answer of key, and its count.
+func (n *egressNames) forget(key [2]netip.Addr) {
+	if a, ok := n.names[key]; ok && a.counted {
+		if n.live[a.Source]--; n.live[a.Source] <= 0 {
+			delete(n.live, a.Source)
+		}
+	}
+	delete(n.names, key)
 }
 
 // keepLapsedNames is how long a lapsed answer's name is kept.
