@@ -177,6 +177,21 @@ func TestEgressListRepliesOfPublishedFlows(t *testing.T) {
 	if !nb.refused(t, segment(6, ap(webAddr, 80), ap(clientAddr, 40001), false), 0) {
 		t.Error("a new flow to the published flow's client went out")
 	}
+	// An ICMP error about a packet of a flow opened to it goes out (path
+	// MTU discovery, a closed port); one about a packet of no flow it
+	// holds carries what the list keeps in.
+	must(t, nb.maps.PutPublication(maps.Publication{HostAddr: netip.IPv4Unspecified(), HostPort: 8053, Proto: 17, Addr: webAddr, Port: 53}))
+	if ret, _ := nb.run(t, nb.dp.Uplink.UplinkIngress, segment(17, ap(clientAddr, 40053), ap(hostAddr, 8053), false)); ret != tcActRedirect {
+		t.Fatalf("inbound datagram: verdict %d", ret)
+	}
+	quoted := segment(17, ap(clientAddr, 40053), ap(webAddr, 53), false)
+	if nb.refused(t, icmpError(webAddr, clientAddr, 3, 3, 0, quoted), 0) {
+		t.Error("a port unreachable about a published flow's datagram was refused")
+	}
+	forged := segment(17, ap(clientAddr, 40054), ap(webAddr, 53), false)
+	if !nb.refused(t, icmpError(webAddr, clientAddr, 3, 3, 0, forged), 0) {
+		t.Error("an ICMP error about a packet of no flow went out")
+	}
 	// The host's own addresses are outside the sandbox's network: its
 	// published ports too (a hairpin).
 	if !nb.refused(t, segment(6, ap(webAddr, 40002), ap(hostAddr, 8080), false), 0) {

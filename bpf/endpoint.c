@@ -219,7 +219,7 @@ int from_container(struct __sk_buff *skb)
 	if ((flags & NETWORK_INTERNAL) && (!dst_net || *dst_net != src->network) &&
 	    !addr_is_link_scope_group(&p.flow.daddr))
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_INTERNAL);
-	if (egress_refused(&p, ifindex, dst_net, src->network))
+	if (egress_refused(skb, &p, ifindex, dst_net, src->network))
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_EGRESS_POLICY);
 
 	neighbour = untracked_neighbour(&p, dst_net, src->network, gateway);
