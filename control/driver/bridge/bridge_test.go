@@ -20,7 +20,7 @@ func TestConfigure(t *testing.T) {
 	err := (Driver{}).Configure(&n, map[string]string{driver.OptParent: "eth0"})
 	want := `unknown option "parent" for driver bridge (known: com.docker.network.bridge.name, com.docker.network.bridge.enable_icc, ` +
 		`com.docker.network.bridge.enable_ip_masquerade, com.docker.network.bridge.gateway_mode_ipv4, ` +
-		`com.docker.network.bridge.gateway_mode_ipv6, com.docker.network.enable_ipv6, com.docker.network.driver.mtu, ebpfnet.publish.allow, ebpfnet.publish.deny, ebpfnet.balance)`
+		`com.docker.network.bridge.gateway_mode_ipv6, com.docker.network.enable_ipv6, com.docker.network.driver.mtu, ebpfnet.egress.allow, ebpfnet.publish.allow, ebpfnet.publish.deny, ebpfnet.balance)`
 	if err == nil || err.Error() != want {
 		t.Errorf("Configure with a macvlan option: %v, want %s", err, want)
 	}
