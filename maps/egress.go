@@ -54,6 +54,9 @@ func egressPrefix(k bpf.DatapathEgressKey) netip.Prefix {
 func egressEntries(e Egress) map[bpf.DatapathEgressKey]bpf.DatapathEgressAction {
 	out := map[bpf.DatapathEgressKey]bpf.DatapathEgressAction{}
 	for _, src := range e.Sources {
+		if !src.IsValid() {
+			continue // a family the endpoint has not
+		}
 		out[egressKey(src, netip.Prefix{})] = bpf.DatapathEgressActionEGRESS_LISTED
 		for _, p := range e.Allow {
 			if p.Addr().Is4() == src.Is4() {
