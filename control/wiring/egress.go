@@ -54,7 +54,7 @@ func (w *Wiring) LearnEgress(sources []netip.Addr, name string, addrs []netip.Ad
 	}
 	for _, src := range sources {
 		for _, a := range addrs {
-			if a.Is4() != src.Is4() {
+			if !src.IsValid() || a.Is4() != src.Is4() {
 				continue
 			}
 			had := n.names[[2]netip.Addr{src, a}]
