@@ -84,7 +84,7 @@ func (f egressFlag) Set(s string) error {
 	return err
 }
 func (f egressFlag) Type() string   { return "rule" }
-func (f egressFlag) String() string { return "[" + strings.Join(*f.to, ",") + "]" }
+func (f egressFlag) String() string { return strings.Join(*f.to, ",") } // "" for none, as listFlag
 
 // egressVar defines the flag of an egress list.
 func egressVar(f *pflag.FlagSet, to *[]string) {
