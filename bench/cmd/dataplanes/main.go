@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ebpfnet/ebpfnet/maps"
 	"github.com/ebpfnet/ebpfnet/test/testbed"
 )
 
@@ -68,6 +69,8 @@ func main() {
 	flag.IntVar(&cfg.sandboxTimes, "sandbox-times", 50, "creates and removes timed at each number of sandboxes")
 	flag.BoolVar(&cfg.sandboxesOnly, "sandboxes-only", false, "time sandbox create and remove alone, at every -sandboxes (on a daemon of its own), and docker run and rm at every -docker-containers")
 	flag.IntVar(&cfg.sourcePrefixes, "source-prefixes", 10000, "prefixes of the source list measured on a published port (0: not measured)")
+	flag.IntVar(&cfg.balanceBackends, "balance-backends", 3, "sandboxes sharing a published port with --balance, measured against one (0: not measured)")
+	flag.BoolVar(&cfg.balanceOnly, "balance-only", false, "measure a port balanced over -balance-backends sandboxes alone (a minute)")
 	dockerContainers := flag.String("docker-containers", "1,1000", "numbers of containers present on an ebpfnet network to time docker run and rm with, -sandbox-times times each (empty: not measured)")
 	pods := flag.String("pods", "1,200", "numbers of pods present to time a pod's creation through containerd's CRI with, ebpfnet against bridge + portmap (empty: not measured)")
 	flag.IntVar(&cfg.podTimes, "pod-times", 15, "pod creations timed on each side at each number of pods")
@@ -84,6 +87,10 @@ func main() {
 		cfg.sandboxes, cfg.sandboxTimes, cfg.dockerContainers = []int{1, 100}, 10, []int{1, 10}
 		cfg.pods, cfg.podTimes = []int{1, 20}, 5
 		cfg.sourcePrefixes = min(cfg.sourcePrefixes, 1000)
+		cfg.balanceBackends = min(cfg.balanceBackends, 3)
+	}
+	if cfg.balanceBackends == 1 || cfg.balanceBackends > maps.MaxBackends || cfg.balanceOnly && cfg.balanceBackends == 0 {
+		log.Fatalf("-balance-backends must be from 2 to %d (0: not measured, and not with -balance-only)", maps.MaxBackends)
 	}
 	if cfg.sandboxTimes < 1 || cfg.podTimes < 1 {
 		log.Fatal("-sandbox-times and -pod-times must be at least 1")
@@ -140,6 +147,10 @@ type config struct {
 	// sourcePrefixes is the length of the source list a published port
 	// is measured with.
 	sourcePrefixes int
+	// balanceBackends are the sandboxes a balanced port is measured
+	// with, against one; balanceOnly measures it alone.
+	balanceBackends int
+	balanceOnly     bool
 }
 
 // counts parses the list flag name (numbers from 1 to most); empty is

@@ -74,6 +74,12 @@ func (b *bed) dataplanes() []dataplane {
 	return dps
 }
 
+// dataplane is the path named name.
+func (b *bed) dataplane(name string) dataplane {
+	dps := b.dataplanes()
+	return dps[slices.IndexFunc(dps, func(d dataplane) bool { return d.Name == name })]
+}
+
 // Sample is one measurement.
 type Sample struct {
 	Dataplane string  `json:"dataplane"`
@@ -144,6 +150,11 @@ func run(r *runner, cfg config) Results {
 		res.DNS = b.measureDNS(cfg.rounds, cfg.duration)
 		return res
 	}
+	if cfg.balanceOnly {
+		res.Dataplanes = nil
+		res.Samples = b.measureBalance(cfg.balanceBackends, cfg.rounds, cfg.duration)
+		return res
+	}
 	if cfg.controlOnly {
 		res.Dataplanes = nil
 		client := api.NewClient(b.h.Socket())
@@ -211,6 +222,9 @@ func run(r *runner, cfg config) Results {
 	}
 	if cfg.sourcePrefixes > 0 {
 		res.Samples = append(res.Samples, b.measureSourceLists(cfg.sourcePrefixes, cfg.rounds, cfg.duration)...)
+	}
+	if cfg.balanceBackends > 0 {
+		res.Samples = append(res.Samples, b.measureBalance(cfg.balanceBackends, cfg.rounds, cfg.duration)...)
 	}
 	measureAtScale(r, cfg, &res)
 	return res

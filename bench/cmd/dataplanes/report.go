@@ -69,14 +69,15 @@ func ratio(a, b stat) float64 {
 
 func markdown(r Results) string {
 	var b strings.Builder
-	if len(r.Samples) == 0 { // -dns-only, -control-only or -sandboxes-only
+	if len(r.Dataplanes) == 0 { // a part alone (-dns-only, -balance-only…): no path's table
 		fmt.Fprintf(&b, "%s; %d rounds of %s per measurement.\n", r.Env, r.Rounds, r.Duration)
 		if len(r.DNS) > 0 {
 			dnsTable(&b, r)
 		}
+		balanceTable(&b, r)
 		timingsTable(&b, r)
 		sandboxesTable(&b, r)
-		writeTargets(&b, slices.Concat(r.controlTargets(), r.dnsTargets(), r.sandboxTargets(), r.dockerScaleTargets(), r.podsTargets()))
+		writeTargets(&b, slices.Concat(r.balanceTarget(), r.controlTargets(), r.dnsTargets(), r.sandboxTargets(), r.dockerScaleTargets(), r.podsTargets()))
 		return b.String()
 	}
 	fmt.Fprintf(&b, "%s; %d rounds of %s per measurement, interleaved across dataplanes; medians (min–max) and ratios to the no-NAT path of the same client (%s: to %s).\n\n", r.Env, r.Rounds, r.Duration, s2sName, plainBridge)
@@ -110,6 +111,7 @@ func markdown(r Results) string {
 			cell(ebp), ratio(ebp, r.stat("ebpfnet-tc", "conn", ns[0])))
 	}
 	sourcesTable(&b, r)
+	balanceTable(&b, r)
 	timingsTable(&b, r)
 	sandboxesTable(&b, r)
 	writeTargets(&b, r.targets())
@@ -267,6 +269,7 @@ func (r Results) targets() []target {
 		cmp(fmt.Sprintf("sandbox → sandbox on one network, %s ≥ 1.0× the plain bridge", s2sFigureNames[c.Workload]), c.Ratio, 1.0)
 	}
 	out = append(out, r.sourcesTarget()...)
+	out = append(out, r.balanceTarget()...)
 	out = append(out, r.controlTargets()...)
 	out = append(out, r.dnsTargets()...)
 	out = append(out, r.sandboxTargets()...)
@@ -277,6 +280,25 @@ func (r Results) targets() []target {
 		out = append(out, target{fmt.Sprintf("daemon RSS with %d publications < 64 MiB", r.RSSAtN), fmt.Sprintf("%.1f MiB", mib), mib < 64})
 	}
 	return out
+}
+
+// measuredN is the N that workload's samples measured against those at
+// base (no list, one backend); 0: not measured.
+func (r Results) measuredN(workload string, base int) int {
+	for _, s := range r.Samples {
+		if s.Workload == workload && s.N != base {
+			return s.N
+		}
+	}
+	return 0
+}
+
+// connWithinRun is a target of issue 26's: what ebpfnet-tc's workload
+// measured at n costs new connections nothing beyond the run's own range
+// (within 5%) of base.
+func (r Results) connWithinRun(what, workload string, n, base int) target {
+	got := ratio(r.stat("ebpfnet-tc", workload, n), r.stat("ebpfnet-tc", workload, base))
+	return target{what, fmt.Sprintf("%.2f×", got), got >= 0.95}
 }
 
 // controlTargets are issue 14's targets for publishing and unpublishing
@@ -311,7 +333,7 @@ func write(r Results, dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "results.json"), data, 0o644); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(markdown(r)), 0o644); err != nil || len(r.Samples) == 0 {
+	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(markdown(r)), 0o644); err != nil || len(r.Dataplanes) == 0 {
 		return err
 	}
 	if err := scalingChart(r, filepath.Join(dir, "connections-vs-n.png")); err != nil {

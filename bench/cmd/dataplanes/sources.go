@@ -125,14 +125,7 @@ func sourcesTable(b *strings.Builder, r Results) {
 }
 
 // sourcePrefixes is how many prefixes the run's lists held; 0: none.
-func (r Results) sourcePrefixes() int {
-	for _, s := range r.Samples {
-		if s.Workload == sourcesWorkload && s.N > 0 {
-			return s.N
-		}
-	}
-	return 0
-}
+func (r Results) sourcePrefixes() int { return r.measuredN(sourcesWorkload, 0) }
 
 // sourcesTarget is issue 26's: the lists cost new connections nothing
 // beyond the run's own range (within 5%).
@@ -141,6 +134,5 @@ func (r Results) sourcesTarget() []target {
 	if n == 0 {
 		return nil
 	}
-	got := ratio(r.stat("ebpfnet-tc", sourcesWorkload, n), r.stat("ebpfnet-tc", sourcesWorkload, 0))
-	return []target{{fmt.Sprintf("with %d allowed prefixes, connections/s within 5%% of no list", n), fmt.Sprintf("%.2f×", got), got >= 0.95}}
+	return []target{r.connWithinRun(fmt.Sprintf("with %d allowed prefixes, connections/s within 5%% of no list", n), sourcesWorkload, n, 0)}
 }
