@@ -86,6 +86,41 @@ func wantShares(t *testing.T, what string, got map[string]int, names []string, n
 	}
 }
 
+// balancedBed is a host (with an XDP uplink when xdp) whose outside has
+// eleven addresses, locals, and three sandboxes, webs, on netName, each
+// serving its name on 7777 and publishing 8080:7777 with --balance.
+func balancedBed(t *testing.T, xdp bool) (h *testbed.Host, out testbed.Outside, locals []string, netName string, webs []string) {
+	t.Helper()
+	var flags []string
+	if xdp {
+		flags = []string{"--uplink-mode", "xdp"}
+	}
+	locals = []string{"10.99.0.2:0"}
+	h = testbed.NewHostWith(t, func(h *testbed.Host) {
+		out = h.AddOutside()
+		if xdp {
+			checksumOffload(t, h, out, false)
+		}
+		outName := strings.TrimPrefix(out.NS, "/run/netns/")
+		for i := 10; i < 20; i++ {
+			h.MustRun("ip", "-n", outName, "addr", "add", fmt.Sprintf("10.99.0.%d/24", i), "dev", "eth0")
+			locals = append(locals, fmt.Sprintf("10.99.0.%d:0", i))
+		}
+	}, flags...)
+	netName = h.Name("net")
+	h.MustCLI("network", "create", netName)
+	for _, s := range []string{"web1", "web2", "web3"} {
+		web := h.Name(s)
+		h.MustCLI("sandbox", "create", web, "--network", netName)
+		serveName(t, h.NS(web), 7777, web)
+		if got := h.MustCLI("publish", "--balance", "8080:7777", web); !strings.Contains(got, "balanced") {
+			t.Errorf("publish --balance printed %q, want the binding balanced", got)
+		}
+		webs = append(webs, web)
+	}
+	return h, out, locals, netName, webs
+}
+
 // Three sandboxes publishing 8080 with --balance share it: connections
 // from outside (from several addresses) and from host processes
 // (127.0.0.1, through the socket hooks) spread over the three, each a
@@ -95,29 +130,7 @@ func wantShares(t *testing.T, what string, got map[string]int, names []string, n
 // port, its backends and the connections.
 func TestBalancedPort(t *testing.T) {
 	t.Parallel()
-	var out testbed.Outside
-	locals := []string{"10.99.0.2:0"}
-	h := testbed.NewHostWith(t, func(h *testbed.Host) {
-		out = h.AddOutside()
-		outName := strings.TrimPrefix(out.NS, "/run/netns/")
-		for i := 10; i < 20; i++ {
-			h.MustRun("ip", "-n", outName, "addr", "add", fmt.Sprintf("10.99.0.%d/24", i), "dev", "eth0")
-			locals = append(locals, fmt.Sprintf("10.99.0.%d:0", i))
-		}
-	})
-	netName := h.Name("net")
-	h.MustCLI("network", "create", netName)
-	var webs []string
-	for _, s := range []string{"web1", "web2", "web3"} {
-		web := h.Name(s)
-		h.MustCLI("sandbox", "create", web, "--network", netName)
-		serveName(t, h.NS(web), 7777, web)
-		got := h.MustCLI("publish", "--balance", "8080:7777", web)
-		if !strings.Contains(got, "balanced") {
-			t.Errorf("publish --balance printed %q, want the binding balanced", got)
-		}
-		webs = append(webs, web)
-	}
+	h, out, locals, netName, webs := balancedBed(t, false)
 	other := h.Name("other")
 	h.MustCLI("sandbox", "create", other, "--network", netName)
 	msg, err := h.CLI("publish", "8080:7777", other)
@@ -221,27 +234,7 @@ func wantBackendStatus(t *testing.T, h *testbed.Host, netName string, webs []str
 // unpublished takes no new connection.
 func TestBalancedPortOnXDP(t *testing.T) {
 	t.Parallel()
-	var out testbed.Outside
-	locals := []string{"10.99.0.2:0"}
-	h := testbed.NewHostWith(t, func(h *testbed.Host) {
-		out = h.AddOutside()
-		checksumOffload(t, h, out, false)
-		outName := strings.TrimPrefix(out.NS, "/run/netns/")
-		for i := 10; i < 20; i++ {
-			h.MustRun("ip", "-n", outName, "addr", "add", fmt.Sprintf("10.99.0.%d/24", i), "dev", "eth0")
-			locals = append(locals, fmt.Sprintf("10.99.0.%d:0", i))
-		}
-	}, "--uplink-mode", "xdp")
-	netName := h.Name("net")
-	h.MustCLI("network", "create", netName)
-	var webs []string
-	for _, s := range []string{"web1", "web2", "web3"} {
-		web := h.Name(s)
-		h.MustCLI("sandbox", "create", web, "--network", netName)
-		serveName(t, h.NS(web), 7777, web)
-		h.MustCLI("publish", "--balance", "8080:7777", web)
-		webs = append(webs, web)
-	}
+	h, out, locals, netName, webs := balancedBed(t, true)
 	const n = 1500
 	four := hostIP + ":8080"
 	dnat := h.ProgramCounter("uplink_xdp", "dnat")
