@@ -71,6 +71,8 @@ func main() {
 	flag.IntVar(&cfg.sourcePrefixes, "source-prefixes", 10000, "prefixes of the source list measured on a published port (0: not measured)")
 	flag.IntVar(&cfg.balanceBackends, "balance-backends", 3, "sandboxes sharing a published port with --balance, measured against one (0: not measured)")
 	flag.BoolVar(&cfg.balanceOnly, "balance-only", false, "measure a port balanced over -balance-backends sandboxes alone (a minute)")
+	flag.IntVar(&cfg.egressPrefixes, "egress-prefixes", 1000, "prefixes of the egress list a sandbox is measured with, against none (0: not measured)")
+	flag.BoolVar(&cfg.egressOnly, "egress-only", false, "measure a sandbox's egress list of -egress-prefixes alone (a minute)")
 	dockerContainers := flag.String("docker-containers", "1,1000", "numbers of containers present on an ebpfnet network to time docker run and rm with, -sandbox-times times each (empty: not measured)")
 	pods := flag.String("pods", "1,200", "numbers of pods present to time a pod's creation through containerd's CRI with, ebpfnet against bridge + portmap (empty: not measured)")
 	flag.IntVar(&cfg.podTimes, "pod-times", 15, "pod creations timed on each side at each number of pods")
@@ -91,6 +93,9 @@ func main() {
 	}
 	if cfg.balanceBackends == 1 || cfg.balanceBackends > maps.MaxBackends || cfg.balanceOnly && cfg.balanceBackends == 0 {
 		log.Fatalf("-balance-backends must be from 2 to %d (0: not measured, and not with -balance-only)", maps.MaxBackends)
+	}
+	if cfg.egressOnly && cfg.egressPrefixes == 0 {
+		log.Fatal("-egress-only needs -egress-prefixes")
 	}
 	if cfg.sandboxTimes < 1 || cfg.podTimes < 1 {
 		log.Fatal("-sandbox-times and -pod-times must be at least 1")
@@ -151,6 +156,10 @@ type config struct {
 	// with, against one; balanceOnly measures it alone.
 	balanceBackends int
 	balanceOnly     bool
+	// egressPrefixes is the length of the egress list a sandbox is
+	// measured with, against none; egressOnly measures it alone.
+	egressPrefixes int
+	egressOnly     bool
 }
 
 // counts parses the list flag name (numbers from 1 to most); empty is

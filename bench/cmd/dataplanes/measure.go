@@ -155,6 +155,11 @@ func run(r *runner, cfg config) Results {
 		res.Samples = b.measureBalance(cfg.balanceBackends, cfg.rounds, cfg.duration)
 		return res
 	}
+	if cfg.egressOnly {
+		res.Dataplanes = nil
+		res.Samples = b.measureEgress(cfg.egressPrefixes, cfg.rounds, cfg.duration)
+		return res
+	}
 	if cfg.controlOnly {
 		res.Dataplanes = nil
 		client := api.NewClient(b.h.Socket())
@@ -225,6 +230,9 @@ func run(r *runner, cfg config) Results {
 	}
 	if cfg.balanceBackends > 0 {
 		res.Samples = append(res.Samples, b.measureBalance(cfg.balanceBackends, cfg.rounds, cfg.duration)...)
+	}
+	if cfg.egressPrefixes > 0 {
+		res.Samples = append(res.Samples, b.measureEgress(cfg.egressPrefixes, cfg.rounds, cfg.duration)...)
 	}
 	measureAtScale(r, cfg, &res)
 	return res

@@ -75,9 +75,10 @@ func markdown(r Results) string {
 			dnsTable(&b, r)
 		}
 		balanceTable(&b, r)
+		egressTable(&b, r)
 		timingsTable(&b, r)
 		sandboxesTable(&b, r)
-		writeTargets(&b, slices.Concat(r.balanceTarget(), r.controlTargets(), r.dnsTargets(), r.sandboxTargets(), r.dockerScaleTargets(), r.podsTargets()))
+		writeTargets(&b, slices.Concat(r.balanceTarget(), r.egressTarget(), r.controlTargets(), r.dnsTargets(), r.sandboxTargets(), r.dockerScaleTargets(), r.podsTargets()))
 		return b.String()
 	}
 	fmt.Fprintf(&b, "%s; %d rounds of %s per measurement, interleaved across dataplanes; medians (min–max) and ratios to the no-NAT path of the same client (%s: to %s).\n\n", r.Env, r.Rounds, r.Duration, s2sName, plainBridge)
@@ -112,6 +113,7 @@ func markdown(r Results) string {
 	}
 	sourcesTable(&b, r)
 	balanceTable(&b, r)
+	egressTable(&b, r)
 	timingsTable(&b, r)
 	sandboxesTable(&b, r)
 	writeTargets(&b, r.targets())
@@ -270,6 +272,7 @@ func (r Results) targets() []target {
 	}
 	out = append(out, r.sourcesTarget()...)
 	out = append(out, r.balanceTarget()...)
+	out = append(out, r.egressTarget()...)
 	out = append(out, r.controlTargets()...)
 	out = append(out, r.dnsTargets()...)
 	out = append(out, r.sandboxTargets()...)
@@ -293,7 +296,7 @@ func (r Results) measuredN(workload string, base int) int {
 	return 0
 }
 
-// connWithinRun is a target of issue 26's: what ebpfnet-tc's workload
+// connWithinRun is a target of issues 26 and 29: what ebpfnet-tc's workload
 // measured at n costs new connections nothing beyond the run's own range
 // (within 5%) of base.
 func (r Results) connWithinRun(what, workload string, n, base int) target {
