@@ -21,6 +21,7 @@ const enum vxlan *unused_vxlan __attribute__((unused));
 const enum publication_flag *unused_publication_flag __attribute__((unused));
 const enum maglev_size *unused_maglev_size __attribute__((unused));
 const enum egress_action *unused_egress_action __attribute__((unused));
+const enum rate_direction *unused_rate_direction __attribute__((unused));
 /* The events ring buffer's records, which no map declares as its value. */
 const struct monitor_event *unused_monitor_event __attribute__((unused));
 /* The type of a load-time variable of the program objects, for the loader. */

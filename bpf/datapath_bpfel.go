@@ -280,6 +280,35 @@ type DatapathPublicationKey struct {
 	Pad   uint8
 }
 
+type DatapathRateBucket struct {
+	_    structs.HostLayout
+	Lock struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	Pad    uint32
+	FullAt uint64
+}
+
+type DatapathRateDirection uint32
+
+const (
+	DatapathRateDirectionRATE_EGRESS  DatapathRateDirection = 0
+	DatapathRateDirectionRATE_INGRESS DatapathRateDirection = 1
+)
+
+type DatapathRateKey struct {
+	_         structs.HostLayout
+	Ifindex   uint32
+	Direction uint32
+}
+
+type DatapathRateLimit struct {
+	_     structs.HostLayout
+	Rate  uint64
+	Burst uint64
+}
+
 type DatapathSockPeer struct {
 	_         structs.HostLayout
 	Addr      DatapathAddr
@@ -370,7 +399,8 @@ const (
 	DatapathVerdictVERDICT_DROP_MISDELIVERED   DatapathVerdict = 29
 	DatapathVerdictVERDICT_DROP_SOURCE_RANGE   DatapathVerdict = 30
 	DatapathVerdictVERDICT_DROP_EGRESS_POLICY  DatapathVerdict = 31
-	DatapathVerdictVERDICT_MAX                 DatapathVerdict = 32
+	DatapathVerdictVERDICT_DROP_RATE_LIMIT     DatapathVerdict = 32
+	DatapathVerdictVERDICT_MAX                 DatapathVerdict = 33
 )
 
 type DatapathVxlan uint32
@@ -412,6 +442,8 @@ const (
 	DatapathMapOverlayVnis           = "overlay_vnis"
 	DatapathMapPublications          = "publications"
 	DatapathMapPublishedPorts        = "published_ports"
+	DatapathMapRateBuckets           = "rate_buckets"
+	DatapathMapRateLimits            = "rate_limits"
 	DatapathMapSkPeers               = "sk_peers"
 	DatapathMapSourceRanges          = "source_ranges"
 	DatapathMapStats                 = "stats"
@@ -427,6 +459,7 @@ const (
 	DatapathVarUnusedMonitorType     = "unused_monitor_type"
 	DatapathVarUnusedProgram         = "unused_program"
 	DatapathVarUnusedPublicationFlag = "unused_publication_flag"
+	DatapathVarUnusedRateDirection   = "unused_rate_direction"
 	DatapathVarUnusedStatsSlots      = "unused_stats_slots"
 	DatapathVarUnusedVerdict         = "unused_verdict"
 	DatapathVarUnusedVxlan           = "unused_vxlan"
@@ -508,6 +541,8 @@ type DatapathMapSpecs struct {
 	OverlayVnis     *ebpf.MapSpec `ebpf:"overlay_vnis"`
 	Publications    *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts  *ebpf.MapSpec `ebpf:"published_ports"`
+	RateBuckets     *ebpf.MapSpec `ebpf:"rate_buckets"`
+	RateLimits      *ebpf.MapSpec `ebpf:"rate_limits"`
 	SkPeers         *ebpf.MapSpec `ebpf:"sk_peers"`
 	SourceRanges    *ebpf.MapSpec `ebpf:"source_ranges"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
@@ -529,6 +564,7 @@ type DatapathVariableSpecs struct {
 	UnusedMonitorType     *ebpf.VariableSpec `ebpf:"unused_monitor_type"`
 	UnusedProgram         *ebpf.VariableSpec `ebpf:"unused_program"`
 	UnusedPublicationFlag *ebpf.VariableSpec `ebpf:"unused_publication_flag"`
+	UnusedRateDirection   *ebpf.VariableSpec `ebpf:"unused_rate_direction"`
 	UnusedStatsSlots      *ebpf.VariableSpec `ebpf:"unused_stats_slots"`
 	UnusedVerdict         *ebpf.VariableSpec `ebpf:"unused_verdict"`
 	UnusedVxlan           *ebpf.VariableSpec `ebpf:"unused_vxlan"`
@@ -582,6 +618,8 @@ type DatapathMaps struct {
 	OverlayVnis     *ebpf.Map `ebpf:"overlay_vnis"`
 	Publications    *ebpf.Map `ebpf:"publications"`
 	PublishedPorts  *ebpf.Map `ebpf:"published_ports"`
+	RateBuckets     *ebpf.Map `ebpf:"rate_buckets"`
+	RateLimits      *ebpf.Map `ebpf:"rate_limits"`
 	SkPeers         *ebpf.Map `ebpf:"sk_peers"`
 	SourceRanges    *ebpf.Map `ebpf:"source_ranges"`
 	Stats           *ebpf.Map `ebpf:"stats"`
@@ -620,6 +658,8 @@ func (m *DatapathMaps) Close() error {
 		m.OverlayVnis,
 		m.Publications,
 		m.PublishedPorts,
+		m.RateBuckets,
+		m.RateLimits,
 		m.SkPeers,
 		m.SourceRanges,
 		m.Stats,
@@ -642,6 +682,7 @@ type DatapathVariables struct {
 	UnusedMonitorType     *ebpf.Variable `ebpf:"unused_monitor_type"`
 	UnusedProgram         *ebpf.Variable `ebpf:"unused_program"`
 	UnusedPublicationFlag *ebpf.Variable `ebpf:"unused_publication_flag"`
+	UnusedRateDirection   *ebpf.Variable `ebpf:"unused_rate_direction"`
 	UnusedStatsSlots      *ebpf.Variable `ebpf:"unused_stats_slots"`
 	UnusedVerdict         *ebpf.Variable `ebpf:"unused_verdict"`
 	UnusedVxlan           *ebpf.Variable `ebpf:"unused_vxlan"`

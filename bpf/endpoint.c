@@ -17,6 +17,7 @@
 #include "lib/forward.h"
 #include "lib/neighbour.h"
 #include "lib/egress.h"
+#include "lib/ratelimit.h"
 
 /* link_scope_source reports whether an IPv6 packet comes from a
  * link-local or the unspecified address, which never cross a router. */
@@ -204,6 +205,10 @@ int from_container(struct __sk_buff *skb)
 		gateway = &net->gateway;
 		flags = net->flags;
 	}
+	/* What stays on the link (ARP, neighbour discovery) is not limited:
+	 * a sandbox at its limit must still find its neighbours. */
+	if (over_rate(skb, ifindex, RATE_EGRESS))
+		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_RATE_LIMIT);
 	if (!addr_eq(&p.flow.saddr, own))
 		return drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_SPOOFED);
 	/* Loopback is the host's own: a port published on 127.0.0.1 is for
@@ -320,7 +325,7 @@ int to_container(struct __sk_buff *skb)
 		 * network but an internal one from outside its subnet. */
 		if (!on_link && (flags & NETWORK_INTERNAL) && (!src_net || *src_net != dst->network))
 			return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_INTERNAL);
-		return pass(skb, PROGRAM_TO_CONTAINER);
+		return pass_in(skb, PROGRAM_TO_CONTAINER, ifindex);
 	}
 	from = bpf_map_lookup_elem(&ifaces, &in);
 	if (from) {
@@ -333,7 +338,7 @@ int to_container(struct __sk_buff *skb)
 		if (on_link && (flags & NETWORK_ICC_DISABLED) && !is_ndp(&p) &&
 		    !addr_is_multicast_or_broadcast(&p.flow.daddr))
 			return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_ICC);
-		return pass(skb, PROGRAM_TO_CONTAINER);
+		return pass_in(skb, PROGRAM_TO_CONTAINER, ifindex);
 	}
 	/* From elsewhere: an uplink, or another device of the host. */
 	if (on_link)
@@ -349,16 +354,16 @@ int to_container(struct __sk_buff *skb)
 	 * untranslated), or what the gateway mode lets in. */
 	if (p.has_ports && (e = ct_lookup(&p.flow, 0, &assured))) {
 		ct_update(&p.flow, e, assured, &p, PROGRAM_TO_CONTAINER);
-		return pass(skb, PROGRAM_TO_CONTAINER);
+		return pass_in(skb, PROGRAM_TO_CONTAINER, ifindex);
 	}
 	if (icmp_error_of_known_flow(skb, &p, dst))
-		return pass(skb, PROGRAM_TO_CONTAINER);
+		return pass_in(skb, PROGRAM_TO_CONTAINER, ifindex);
 	if (!(flags & NETWORK_DIRECT_ALL) &&
 	    !((flags & NETWORK_DIRECT_PUBLISHED) && is_published_target(&p)))
 		return drop(skb, PROGRAM_TO_CONTAINER, VERDICT_DROP_UNPUBLISHED);
 	if (!(flags & NETWORK_STACK_ROUTES))
 		track_untranslated(&p, 0, ifindex);
-	return pass(skb, PROGRAM_TO_CONTAINER);
+	return pass_in(skb, PROGRAM_TO_CONTAINER, ifindex);
 }
 
 /* Frames from other hosts' endpoints of an overlay network, as its VXLAN

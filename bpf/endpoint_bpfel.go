@@ -44,6 +44,8 @@ const (
 	EndpointMapOverlayVnis     = "overlay_vnis"
 	EndpointMapPublications    = "publications"
 	EndpointMapPublishedPorts  = "published_ports"
+	EndpointMapRateBuckets     = "rate_buckets"
+	EndpointMapRateLimits      = "rate_limits"
 	EndpointMapSkPeers         = "sk_peers"
 	EndpointMapSourceRanges    = "source_ranges"
 	EndpointMapStats           = "stats"
@@ -138,6 +140,8 @@ type EndpointMapSpecs struct {
 	OverlayVnis     *ebpf.MapSpec `ebpf:"overlay_vnis"`
 	Publications    *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts  *ebpf.MapSpec `ebpf:"published_ports"`
+	RateBuckets     *ebpf.MapSpec `ebpf:"rate_buckets"`
+	RateLimits      *ebpf.MapSpec `ebpf:"rate_limits"`
 	SkPeers         *ebpf.MapSpec `ebpf:"sk_peers"`
 	SourceRanges    *ebpf.MapSpec `ebpf:"source_ranges"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
@@ -204,6 +208,8 @@ type EndpointMaps struct {
 	OverlayVnis     *ebpf.Map `ebpf:"overlay_vnis"`
 	Publications    *ebpf.Map `ebpf:"publications"`
 	PublishedPorts  *ebpf.Map `ebpf:"published_ports"`
+	RateBuckets     *ebpf.Map `ebpf:"rate_buckets"`
+	RateLimits      *ebpf.Map `ebpf:"rate_limits"`
 	SkPeers         *ebpf.Map `ebpf:"sk_peers"`
 	SourceRanges    *ebpf.Map `ebpf:"source_ranges"`
 	Stats           *ebpf.Map `ebpf:"stats"`
@@ -242,6 +248,8 @@ func (m *EndpointMaps) Close() error {
 		m.OverlayVnis,
 		m.Publications,
 		m.PublishedPorts,
+		m.RateBuckets,
+		m.RateLimits,
 		m.SkPeers,
 		m.SourceRanges,
 		m.Stats,

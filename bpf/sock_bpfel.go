@@ -44,6 +44,8 @@ const (
 	SockMapOverlayVnis       = "overlay_vnis"
 	SockMapPublications      = "publications"
 	SockMapPublishedPorts    = "published_ports"
+	SockMapRateBuckets       = "rate_buckets"
+	SockMapRateLimits        = "rate_limits"
 	SockMapSkPeers           = "sk_peers"
 	SockMapSourceRanges      = "source_ranges"
 	SockMapStats             = "stats"
@@ -149,6 +151,8 @@ type SockMapSpecs struct {
 	OverlayVnis     *ebpf.MapSpec `ebpf:"overlay_vnis"`
 	Publications    *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts  *ebpf.MapSpec `ebpf:"published_ports"`
+	RateBuckets     *ebpf.MapSpec `ebpf:"rate_buckets"`
+	RateLimits      *ebpf.MapSpec `ebpf:"rate_limits"`
 	SkPeers         *ebpf.MapSpec `ebpf:"sk_peers"`
 	SourceRanges    *ebpf.MapSpec `ebpf:"source_ranges"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
@@ -212,6 +216,8 @@ type SockMaps struct {
 	OverlayVnis     *ebpf.Map `ebpf:"overlay_vnis"`
 	Publications    *ebpf.Map `ebpf:"publications"`
 	PublishedPorts  *ebpf.Map `ebpf:"published_ports"`
+	RateBuckets     *ebpf.Map `ebpf:"rate_buckets"`
+	RateLimits      *ebpf.Map `ebpf:"rate_limits"`
 	SkPeers         *ebpf.Map `ebpf:"sk_peers"`
 	SourceRanges    *ebpf.Map `ebpf:"source_ranges"`
 	Stats           *ebpf.Map `ebpf:"stats"`
@@ -250,6 +256,8 @@ func (m *SockMaps) Close() error {
 		m.OverlayVnis,
 		m.Publications,
 		m.PublishedPorts,
+		m.RateBuckets,
+		m.RateLimits,
 		m.SkPeers,
 		m.SourceRanges,
 		m.Stats,

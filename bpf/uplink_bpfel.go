@@ -44,6 +44,8 @@ const (
 	UplinkMapOverlayVnis     = "overlay_vnis"
 	UplinkMapPublications    = "publications"
 	UplinkMapPublishedPorts  = "published_ports"
+	UplinkMapRateBuckets     = "rate_buckets"
+	UplinkMapRateLimits      = "rate_limits"
 	UplinkMapSkPeers         = "sk_peers"
 	UplinkMapSourceRanges    = "source_ranges"
 	UplinkMapStats           = "stats"
@@ -136,6 +138,8 @@ type UplinkMapSpecs struct {
 	OverlayVnis     *ebpf.MapSpec `ebpf:"overlay_vnis"`
 	Publications    *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts  *ebpf.MapSpec `ebpf:"published_ports"`
+	RateBuckets     *ebpf.MapSpec `ebpf:"rate_buckets"`
+	RateLimits      *ebpf.MapSpec `ebpf:"rate_limits"`
 	SkPeers         *ebpf.MapSpec `ebpf:"sk_peers"`
 	SourceRanges    *ebpf.MapSpec `ebpf:"source_ranges"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
@@ -202,6 +206,8 @@ type UplinkMaps struct {
 	OverlayVnis     *ebpf.Map `ebpf:"overlay_vnis"`
 	Publications    *ebpf.Map `ebpf:"publications"`
 	PublishedPorts  *ebpf.Map `ebpf:"published_ports"`
+	RateBuckets     *ebpf.Map `ebpf:"rate_buckets"`
+	RateLimits      *ebpf.Map `ebpf:"rate_limits"`
 	SkPeers         *ebpf.Map `ebpf:"sk_peers"`
 	SourceRanges    *ebpf.Map `ebpf:"source_ranges"`
 	Stats           *ebpf.Map `ebpf:"stats"`
@@ -240,6 +246,8 @@ func (m *UplinkMaps) Close() error {
 		m.OverlayVnis,
 		m.Publications,
 		m.PublishedPorts,
+		m.RateBuckets,
+		m.RateLimits,
 		m.SkPeers,
 		m.SourceRanges,
 		m.Stats,

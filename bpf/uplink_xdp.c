@@ -20,6 +20,7 @@
 #include "lib/verdict.h"
 #include "lib/nat.h"
 #include "lib/checksum.h"
+#include "lib/ratelimit.h"
 
 /* Where fast_deliverable found a packet may go. */
 struct fast_path {
@@ -56,6 +57,8 @@ static __noinline int fast_deliverable(struct xdp_md *ctx, const struct packet *
 static __always_inline int deliver_fast(struct xdp_md *ctx, const struct packet *p, enum verdict v,
 					const struct flow *to, const struct fast_path *f)
 {
+	if (over_rate(ctx, f->ep->ifindex, RATE_INGRESS))
+		return drop(ctx, PROGRAM_UPLINK_XDP, VERDICT_DROP_RATE_LIMIT);
 	if (rewrite(ctx, p, to) < 0 || dec_hop_limit(ctx, p->v6, f->hops, f->ttl_word) < 0 ||
 	    endpoint_frame(ctx, f->ep) < 0)
 		return drop(ctx, PROGRAM_UPLINK_XDP, VERDICT_DROP_NO_ROUTE);

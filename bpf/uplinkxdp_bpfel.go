@@ -44,6 +44,8 @@ const (
 	UplinkXDPMapOverlayVnis     = "overlay_vnis"
 	UplinkXDPMapPublications    = "publications"
 	UplinkXDPMapPublishedPorts  = "published_ports"
+	UplinkXDPMapRateBuckets     = "rate_buckets"
+	UplinkXDPMapRateLimits      = "rate_limits"
 	UplinkXDPMapSkPeers         = "sk_peers"
 	UplinkXDPMapSourceRanges    = "source_ranges"
 	UplinkXDPMapStats           = "stats"
@@ -134,6 +136,8 @@ type UplinkXDPMapSpecs struct {
 	OverlayVnis     *ebpf.MapSpec `ebpf:"overlay_vnis"`
 	Publications    *ebpf.MapSpec `ebpf:"publications"`
 	PublishedPorts  *ebpf.MapSpec `ebpf:"published_ports"`
+	RateBuckets     *ebpf.MapSpec `ebpf:"rate_buckets"`
+	RateLimits      *ebpf.MapSpec `ebpf:"rate_limits"`
 	SkPeers         *ebpf.MapSpec `ebpf:"sk_peers"`
 	SourceRanges    *ebpf.MapSpec `ebpf:"source_ranges"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
@@ -200,6 +204,8 @@ type UplinkXDPMaps struct {
 	OverlayVnis     *ebpf.Map `ebpf:"overlay_vnis"`
 	Publications    *ebpf.Map `ebpf:"publications"`
 	PublishedPorts  *ebpf.Map `ebpf:"published_ports"`
+	RateBuckets     *ebpf.Map `ebpf:"rate_buckets"`
+	RateLimits      *ebpf.Map `ebpf:"rate_limits"`
 	SkPeers         *ebpf.Map `ebpf:"sk_peers"`
 	SourceRanges    *ebpf.Map `ebpf:"source_ranges"`
 	Stats           *ebpf.Map `ebpf:"stats"`
@@ -238,6 +244,8 @@ func (m *UplinkXDPMaps) Close() error {
 		m.OverlayVnis,
 		m.Publications,
 		m.PublishedPorts,
+		m.RateBuckets,
+		m.RateLimits,
 		m.SkPeers,
 		m.SourceRanges,
 		m.Stats,

@@ -73,6 +73,9 @@ type Iface struct {
 	// XDPTarget says the interface takes frames XDP redirects (a veth
 	// whose peer is in NAPI mode): the uplinks' XDP path may deliver to it.
 	XDPTarget bool
+	// Egress and Ingress are the endpoint's bandwidth limits: of what its
+	// sandbox sends, and of what reaches it.
+	Egress, Ingress Rate
 }
 
 // Endpoint is where packets for one of an endpoint's addresses (of either
@@ -305,6 +308,9 @@ func (m *Maps) PutIface(i Iface) error {
 	if err := m.m.Ifaces.Put(i.Ifindex, ifaceValue(i)); err != nil {
 		return fmt.Errorf("put endpoint interface %d: %w", i.Ifindex, err)
 	}
+	if err := m.putRates(i); err != nil {
+		return err
+	}
 	if !i.XDPTarget {
 		return ignoreMissing(m.m.XdpTargets.Delete(i.Ifindex))
 	}
@@ -322,7 +328,8 @@ func ifaceValue(i Iface) bpf.DatapathIfaceInfo {
 
 // DeleteIface removes an endpoint interface; a missing one is fine.
 func (m *Maps) DeleteIface(ifindex uint32) error {
-	return errors.Join(ignoreMissing(m.m.Ifaces.Delete(ifindex)), ignoreMissing(m.m.XdpTargets.Delete(ifindex)))
+	return errors.Join(ignoreMissing(m.m.Ifaces.Delete(ifindex)), ignoreMissing(m.m.XdpTargets.Delete(ifindex)),
+		m.deleteRates(ifindex))
 }
 
 // PutEndpoint adds or updates where an endpoint's address is delivered.
@@ -605,6 +612,8 @@ type SyncPlan struct {
 	published entryPlan[bpf.DatapathTargetKey, uint32]
 	sources   entryPlan[bpf.DatapathSourceKey, bpf.DatapathSourceAction]
 	egress    entryPlan[bpf.DatapathEgressKey, bpf.DatapathEgressAction]
+	rates     entryPlan[bpf.DatapathRateKey, bpf.DatapathRateLimit]
+	buckets   *ebpf.Map // the rate limits' buckets, which go with them
 	// want is what the plan makes the maps hold: the counts of a port
 	// that changed records share with others are worked out from it.
 	want contents
@@ -623,6 +632,7 @@ type contents struct {
 	published map[bpf.DatapathTargetKey]uint32
 	sources   map[bpf.DatapathSourceKey]bpf.DatapathSourceAction
 	egress    map[bpf.DatapathEgressKey]bpf.DatapathEgressAction
+	rates     map[bpf.DatapathRateKey]bpf.DatapathRateLimit
 }
 
 func contentsOf(d Desired) (contents, error) {
@@ -631,7 +641,7 @@ func contentsOf(d Desired) (contents, error) {
 		endpoints: map[bpf.DatapathAddr]bpf.DatapathEndpointInfo{}, held: map[bpf.DatapathHeldPortKey]uint32{},
 		pubs: map[bpf.DatapathPublicationKey]bpf.DatapathPublication{}, published: map[bpf.DatapathTargetKey]uint32{},
 		maglev: map[bpf.DatapathPublicationKey]bpf.DatapathMaglevTable{}, sources: defaultSourceEntries(d.DefaultSources),
-		egress: map[bpf.DatapathEgressKey]bpf.DatapathEgressAction{}}
+		egress: map[bpf.DatapathEgressKey]bpf.DatapathEgressAction{}, rates: map[bpf.DatapathRateKey]bpf.DatapathRateLimit{}}
 	for _, e := range d.Egress {
 		maps.Copy(c.egress, egressEntries(e))
 	}
@@ -646,6 +656,7 @@ func contentsOf(d Desired) (contents, error) {
 	}
 	for _, i := range d.Ifaces {
 		c.ifaces[i.Ifindex] = ifaceValue(i)
+		maps.Copy(c.rates, rateEntries(i))
 		if i.XDPTarget {
 			c.targets[i.Ifindex] = i.Ifindex
 		}
@@ -698,6 +709,8 @@ func (m *Maps) PlanSync(d Desired) (SyncPlan, error) {
 		published: planEntries(m.m.PublishedPorts, want.published, nil, &errs),
 		sources:   planEntries(m.m.SourceRanges, want.sources, nil, &errs),
 		egress:    planEntries(m.m.EgressAllow, want.egress, nil, &errs),
+		rates:     planEntries(m.m.RateLimits, want.rates, nil, &errs),
+		buckets:   m.m.RateBuckets,
 	}
 	return p, errors.Join(errs...)
 }
@@ -741,6 +754,7 @@ func (m *Maps) ApplySync(p SyncPlan, changed Changed) (int, error) {
 		count(p.published.applyCounts(p.want.published, then.published, now.published)),
 		count(p.sources.applyDeletes(hasEither(then.sources, now.sources))),
 		count(p.egress.apply(hasEither(then.egress, now.egress))),
+		count(p.applyRates(hasEither(then.rates, now.rates))),
 	}
 	return n, errors.Join(errs...)
 }
@@ -748,7 +762,8 @@ func (m *Maps) ApplySync(p SyncPlan, changed Changed) (int, error) {
 // Writes counts the entries the plan writes or deletes.
 func (p SyncPlan) Writes() int {
 	return p.networks.writes() + p.subnets.writes() + p.ifaces.writes() + p.targets.writes() +
-		p.endpoints.writes() + p.held.writes() + p.pubs.writes() + p.maglev.writes() + p.published.writes() + p.sources.writes() + p.egress.writes()
+		p.endpoints.writes() + p.held.writes() + p.pubs.writes() + p.maglev.writes() + p.published.writes() + p.sources.writes() +
+		p.egress.writes() + p.rates.writes()
 }
 
 // entryPlan is the writes that make one map hold what was wanted of it.

@@ -14,6 +14,7 @@
 #include <bpf/bpf_endian.h>
 #include "nat.h"
 #include "icmp.h"
+#include "ratelimit.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -198,6 +199,8 @@ static __noinline int deliver(struct __sk_buff *skb, const struct packet *p, enu
 
 	if (!fib)
 		return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
+	if (ep && over_rate(skb, ep->ifindex, RATE_INGRESS))
+		return drop(skb, prog, VERDICT_DROP_RATE_LIMIT);
 	if (!ep) {
 		/* The lookup also checks the packet (GSO segments included)
 		 * against the MTU of the interface it would leave by. */
@@ -381,6 +384,8 @@ static __noinline int too_big_to_v4(struct __sk_buff *skb, const struct packet *
 	ep = bpf_map_lookup_elem(&endpoints, &nat->daddr);
 	if (!ep)
 		return drop(skb, prog, VERDICT_DROP_NO_ROUTE);
+	if (over_rate(skb, ep->ifindex, RATE_INGRESS))
+		return drop(skb, prog, VERDICT_DROP_RATE_LIMIT);
 
 	e.quoted.version = 4;
 	e.quoted.ihl = 5;

@@ -372,6 +372,27 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } csum_scratch SEC(".maps");
 
+/* Bandwidth limits of sandboxes (ratelimit.h): the daemon's limits, and
+ * the buckets the datapath keeps for them, which the daemon deletes with
+ * their limits. Two directions of every endpoint. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct rate_key);
+	__type(value, struct rate_limit);
+	__uint(max_entries, 131072);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} rate_limits SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct rate_key);
+	__type(value, struct rate_bucket);
+	__uint(max_entries, 131072);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} rate_buckets SEC(".maps");
+
 /* network_of returns the index of the network whose subnet holds addr. */
 static __always_inline __u32 *network_of(const union addr *addr)
 {

@@ -18,6 +18,7 @@
 #include "maps.h"
 #include "parse.h"
 #include "verdict.h"
+#include "ratelimit.h"
 
 static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
 {
@@ -55,6 +56,10 @@ static __always_inline int to_neighbour(struct __sk_buff *skb, const struct pack
 	if (ep) {
 		if (!is_neighbour(ep, network, skb->ifindex, dst))
 			return -1;
+		if (over_rate(skb, ep->ifindex, RATE_INGRESS)) {
+			*verdict = drop(skb, PROGRAM_FROM_CONTAINER, VERDICT_DROP_RATE_LIMIT);
+			return 0;
+		}
 		count(skb, PROGRAM_FROM_CONTAINER, VERDICT_TO_NEIGHBOUR);
 		*verdict = bpf_redirect_peer(ep->ifindex, 0);
 		return 0;
@@ -83,6 +88,8 @@ static __always_inline int from_tunnel_to_neighbour(struct __sk_buff *skb, const
 	ep = bpf_map_lookup_elem(&endpoints, &p->flow.daddr);
 	if (!ep || !is_neighbour(ep, network, ifindex, dst))
 		return -1;
+	if (over_rate(skb, ep->ifindex, RATE_INGRESS))
+		return drop(skb, PROGRAM_FROM_TUNNEL, VERDICT_DROP_RATE_LIMIT);
 	count(skb, PROGRAM_FROM_TUNNEL, VERDICT_TO_NEIGHBOUR);
 	return bpf_redirect_peer(ep->ifindex, 0);
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <linux/types.h>
+#include <linux/bpf.h> /* struct bpf_spin_lock */
 
 /* An address of either family: IPv6, or IPv4 written v4-mapped
  * (::ffff:a.b.c.d, RFC 4291), so that one key, one lookup and one
@@ -53,6 +54,7 @@ enum verdict {
 	VERDICT_DROP_MISDELIVERED = 29, /* a unicast packet for another endpoint at this one's veth (the bridge flooded it) */
 	VERDICT_DROP_SOURCE_RANGE = 30, /* a new flow to a published port from an address its source lists refuse */
 	VERDICT_DROP_EGRESS_POLICY = 31, /* a sandbox with an egress list sent to a destination it does not allow */
+	VERDICT_DROP_RATE_LIMIT = 32,   /* to or from a sandbox over its bandwidth limit in that direction */
 	VERDICT_MAX,
 };
 
@@ -134,6 +136,36 @@ struct iface_info {
 	 * would teach the bridge that someone else's MAC lives behind it. */
 	__u8 mac[6];
 	__u8 pad[2];
+};
+
+/* Which way a bandwidth limit applies, as the sandbox sees it. */
+enum rate_direction {
+	RATE_EGRESS = 0,  /* what the sandbox sends */
+	RATE_INGRESS = 1, /* what reaches it, by any path */
+};
+
+/* Key of the rate_limits and rate_buckets maps: an endpoint's host side
+ * (the ifindex of the ifaces map) and a direction. */
+struct rate_key {
+	__u32 ifindex;
+	__u32 direction; /* enum rate_direction */
+};
+
+/* Value of the rate_limits map: a sandbox's limit in one direction, the
+ * daemon's to write. */
+struct rate_limit {
+	__u64 rate;  /* bytes per second; never 0 */
+	__u64 burst; /* bytes the bucket holds */
+};
+
+/* Value of the rate_buckets map: the bucket of a rate_limits entry, the
+ * datapath's alone. It holds when the bucket will be full again (its
+ * theoretical arrival time), not a count of tokens: one word, updated
+ * with no clock of its own to refill. */
+struct rate_bucket {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__u64 full_at; /* bpf_ktime_get_ns() */
 };
 
 /* Value of the endpoints map, keyed by each of the endpoint's addresses. */
