@@ -59,6 +59,11 @@ func TestAddressFlagsAreDecodedAsGiven(t *testing.T) {
 		{[]string{"network", "connect", "--ip", "banana", "n", "s"}, `invalid IP address "banana": want an IPv4 address`},
 		{[]string{"sandbox", "create", "--ip6", "fd00::zz", "s"}, `invalid IPv6 address "fd00::zz"`},
 		{[]string{"sandbox", "create", "--dns", "x", "s"}, `invalid DNS server "x": want an IPv4 address`},
+		{[]string{"sandbox", "create", "--egress-rate", "50", "s"}, `invalid egress rate "50": want a number and a unit`},
+		{[]string{"sandbox", "create", "--ingress-rate", "fast", "s"}, `invalid ingress rate "fast"`},
+		{[]string{"sandbox", "create", "--egress-rate", "50mbit", "--burst", "64xb", "s"}, `invalid burst "64xb"`},
+		{[]string{"sandbox", "create", "--burst", "64kb", "s"}, "--burst needs --egress-rate or --ingress-rate"},
+		{[]string{"sandbox", "create", "--network", "host", "--egress-rate", "1mbit", "s"}, "--egress-rate and --ingress-rate need a bridge network, not host"},
 	} {
 		cmd := newRootCommand()
 		cmd.SetArgs(append(c.args, "--socket", "/nonexistent/ebpfnet.sock"))
@@ -86,4 +91,29 @@ func TestHelpShowsNoEmptyListDefaults(t *testing.T) {
 		}
 	}
 	walk(newRootCommand())
+}
+
+// The bandwidth flags fill the request as the daemon takes it: rates in
+// bits per second, --burst in bytes for each direction with a rate.
+func TestBandwidthFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want api.Bandwidth
+	}{
+		{[]string{"--egress-rate", "50mbit", "--ingress-rate", "1gbit"}, api.Bandwidth{EgressRate: 50e6, IngressRate: 1e9}},
+		{[]string{"--egress-rate", "500kbit", "--burst", "64kb"}, api.Bandwidth{EgressRate: 500e3, EgressBurst: 64 << 10}},
+		{[]string{"--burst", "1mb", "--ingress-rate", "2mbit"}, api.Bandwidth{IngressRate: 2e6, IngressBurst: 1 << 20}},
+		{nil, api.Bandwidth{}},
+	} {
+		var req api.SandboxCreate
+		var publish []string
+		cmd := &cobra.Command{}
+		sandboxFlags(cmd, &req, &publish)
+		if err := cmd.Flags().Parse(c.args); err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		if err := sandboxRequest(&req, publish); err != nil || req.Bandwidth != c.want {
+			t.Errorf("%v: %+v, %v; want %+v", c.args, req.Bandwidth, err, c.want)
+		}
+	}
 }

@@ -36,11 +36,15 @@ func sandboxFlags(cmd *cobra.Command, req *api.SandboxCreate, publish *[]string)
 	addrsVar(f, &req.DNS, api.ParseIPv4, "dns", "DNS server", "upstream DNS server (repeatable)")
 	f.StringArrayVar(&req.Links, "link", nil, "legacy link NAME[:ALIAS]: the sandbox's address in this one's hosts (repeatable)")
 	egressVar(f, &req.EgressAllow)
+	bandwidthFlags(f, &req.Bandwidth)
 }
 
 // sandboxRequest completes req from the flags that need parsing.
 func sandboxRequest(req *api.SandboxCreate, publish []string) (err error) {
 	if req.Publish, err = parseEach(publish, ports.ParsePublish); err != nil {
+		return err
+	}
+	if err := checkBandwidthFlags(&req.Bandwidth); err != nil {
 		return err
 	}
 	return checkSandboxFlags(*req)
@@ -59,6 +63,9 @@ func checkSandboxFlags(req api.SandboxCreate) error {
 	}
 	if len(req.EgressAllow) > 0 && len(req.Networks) == 1 && api.IsNetworkMode(req.Networks[0]) {
 		return fmt.Errorf("--egress-allow needs a bridge network, not %s", req.Networks[0])
+	}
+	if len(req.Networks) > 0 && api.IsNetworkMode(req.Networks[0]) && !req.Bandwidth.IsZero() {
+		return fmt.Errorf("--egress-rate and --ingress-rate need a bridge network, not %s", req.Networks[0])
 	}
 	if len(req.Networks) != 1 || !req.IP.IsValid() && !req.IP6.IsValid() && len(req.Aliases) == 0 && len(req.Publish) == 0 {
 		return nil
@@ -82,6 +89,7 @@ func newSandboxCreate(c *cli) *cobra.Command {
   ebpfnet sandbox create db --network dualnet --ip6 fd12:3456:789a::10
   ebpfnet sandbox create side --network container:web
   ebpfnet sandbox create app --link web:db          # db and web in app's /etc/hosts
+  ebpfnet sandbox create ci --egress-rate 50mbit --ingress-rate 100mbit --burst 256kb
   ebpfnet sandbox create h --network host
   ebpfnet sandbox create n --network none
   ebpfnet sandbox create ci --network appnet --egress-allow api.github.com --egress-allow '*.debian.org' --egress-allow 10.90.0.0/28`,

@@ -56,6 +56,8 @@ type SandboxCreate struct {
 	// wildcards (*.example.com); none lets it send anywhere, or as its
 	// networks' lists say.
 	EgressAllow []string `json:"EgressAllow,omitempty"`
+	// Bandwidth is the limits of each direction (none: unlimited).
+	Bandwidth Bandwidth `json:"Bandwidth,omitzero"`
 }
 
 // SandboxUpdate changes a running sandbox's settings live; a field left
@@ -185,7 +187,8 @@ type EgressAnswer struct {
 
 // HostConfig holds the network mode.
 type HostConfig struct {
-	NetworkMode string `json:"NetworkMode"`
+	NetworkMode string    `json:"NetworkMode"`
+	Bandwidth   Bandwidth `json:"Bandwidth,omitzero"`
 }
 
 // NetworkSettings holds the namespace and the endpoints by network name.

@@ -133,7 +133,7 @@ func (a adapter) CreateSandbox(_ context.Context, req api.SandboxCreate) (api.Sa
 	}
 	sb, err := a.e.CreateSandbox(engine.SandboxSpec{Name: req.Name, Networks: req.Networks, IP: req.IP, IP6: req.IP6, Aliases: req.Aliases,
 		Publish: req.Publish, PublishSources: req.PublishSources, PublishBalance: req.PublishBalance, DNS: servers, Links: links(req.Links),
-		EgressAllow: allow})
+		EgressAllow: allow, Bandwidth: req.Bandwidth})
 	if err != nil {
 		return api.Sandbox{}, err
 	}
@@ -157,6 +157,15 @@ func (a adapter) UpdateSandbox(_ context.Context, ref string, req api.SandboxUpd
 		u.EgressAllow = &allow
 	}
 	sb, err := a.e.UpdateSandbox(ref, u)
+	if err != nil {
+		return api.Sandbox{}, err
+	}
+	return a.view(sb)
+
+}
+
+func (a adapter) SetBandwidth(_ context.Context, ref string, bw api.Bandwidth) (api.Sandbox, error) {
+	sb, err := a.e.SetBandwidth(ref, bw)
 	if err != nil {
 		return api.Sandbox{}, err
 	}

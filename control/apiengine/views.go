@@ -102,6 +102,7 @@ func sandboxView(sb store.Sandbox, pubs []store.Publication, nets map[string]sto
 		NetworkSettings: api.NetworkSettings{SandboxKey: sb.NetNS, EtcDir: etcDir, Networks: map[string]api.EndpointSettings{},
 			Ports: portBindings(pubs)}}
 	v.HostConfig.NetworkMode = store.NetworkMode(sb, func(id string) string { return nets[id].Name })
+	v.HostConfig.Bandwidth = sb.Bandwidth
 	for _, ep := range sb.Endpoints {
 		n := nets[ep.NetworkID]
 		aliases := ep.Aliases

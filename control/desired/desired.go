@@ -8,6 +8,7 @@ import (
 	stdmaps "maps"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
@@ -131,6 +132,8 @@ func Iface(n store.Network, sb store.Sandbox, ep store.Endpoint, ifindex int) ma
 	if drivers.TraitsOf(n).OwnMAC {
 		i.MAC = driver.EndpointMAC(ep)
 	}
+	i.Egress = Rate(sb.Bandwidth.EgressRate, sb.Bandwidth.EgressBurst)
+	i.Ingress = Rate(sb.Bandwidth.IngressRate, sb.Bandwidth.IngressBurst)
 	return i
 }
 
@@ -143,6 +146,35 @@ func Egress(n store.Network, sb store.Sandbox, ep store.Endpoint) (e maps.Egress
 	}
 	return maps.Egress{Sources: ep.Addrs(), Allow: l.Prefixes()}, true
 }
+
+// Rate is the datapath's limit of bits per second and a burst of bytes
+// (none: DefaultBurst's).
+func Rate(bits, burst uint64) maps.Rate {
+	if bits == 0 {
+		return maps.Rate{}
+	}
+	r := maps.Rate{BytesPerSecond: max(bits/8, 1), Burst: burst}
+	if burst == 0 {
+		r.Burst = DefaultBurst(r.BytesPerSecond)
+	}
+	return r
+}
+
+// DefaultBurst is the burst a limit of bytesPerSecond gets when none was
+// asked for: what the rate sends in BurstTime, and never less than
+// MinBurst.
+func DefaultBurst(bytesPerSecond uint64) uint64 {
+	return max(bytesPerSecond*uint64(BurstTime/time.Microsecond)/1e6, MinBurst)
+}
+
+// The default burst. A policer has no queue: a TCP flow keeps its rate
+// only while the bucket holds the bursts its window sends at once, the
+// GSO packets of 64 KiB a veth carries among them, else it backs off
+// below the rate.
+const (
+	BurstTime = 20 * time.Millisecond
+	MinBurst  = 128 << 10
+)
 
 // Tunnel is what the datapath knows of an overlay network's VXLAN
 // device: a port of the network, with no address of its own, whose frames

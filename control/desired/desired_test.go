@@ -5,8 +5,10 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/ipam"
 	"github.com/ebpfnet/ebpfnet/control/store"
+	"github.com/ebpfnet/ebpfnet/maps"
 )
 
 // The entries reconcile writes are the ones the operations write: one
@@ -101,5 +103,24 @@ func TestDesiredMapsDualStack(t *testing.T) {
 				t.Errorf("%q to %s: entry %+v, want %s leading to %s", tc.host, tc.ep.ID, m, tc.hosts[i], tc.to[i])
 			}
 		}
+	}
+}
+
+// A sandbox's limits reach each of its endpoints' host sides: bits become
+// bytes, and a limit without a burst gets the default one.
+func TestIfaceBandwidth(t *testing.T) {
+	sb := store.Sandbox{Bandwidth: api.Bandwidth{EgressRate: 50e6, IngressRate: 8e9, IngressBurst: 1 << 20}}
+	i := Iface(store.Network{Driver: store.DriverBridge}, sb, store.Endpoint{Addr: netip.MustParseAddr("172.19.0.5")}, 7)
+	if want := (maps.Rate{BytesPerSecond: 6_250_000, Burst: MinBurst}); i.Egress != want {
+		t.Errorf("egress %+v, want %+v", i.Egress, want)
+	}
+	if want := (maps.Rate{BytesPerSecond: 1e9, Burst: 1 << 20}); i.Ingress != want {
+		t.Errorf("ingress %+v, want %+v", i.Ingress, want)
+	}
+	if got := DefaultBurst(125e6); got != 2_500_000 {
+		t.Errorf("default burst of 1gbit: %d, want 20 ms of it", got)
+	}
+	if i := Iface(store.Network{Driver: store.DriverBridge}, store.Sandbox{}, store.Endpoint{Addr: netip.MustParseAddr("172.19.0.5")}, 7); i.Egress != (maps.Rate{}) || i.Ingress != (maps.Rate{}) {
+		t.Errorf("no limits: %+v", i)
 	}
 }

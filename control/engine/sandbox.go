@@ -46,6 +46,8 @@ type SandboxSpec struct {
 	// EgressAllow is where it may send (none: anywhere, or its networks'
 	// lists).
 	EgressAllow egress.List
+	// Bandwidth is the limits the datapath holds its endpoints to.
+	Bandwidth api.Bandwidth
 }
 
 // EndpointSpec is what a connect request may choose.
@@ -57,7 +59,7 @@ type EndpointSpec struct {
 
 // CreateSandbox creates a sandbox and its endpoints.
 func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
-	if err := cmp.Or(ports.CheckPublications(spec.Publish), spec.PublishSources.Check()); err != nil {
+	if err := cmp.Or(ports.CheckPublications(spec.Publish), spec.PublishSources.Check(), spec.Bandwidth.Check()); err != nil {
 		return store.Sandbox{}, err
 	}
 	if err := store.CheckName("sandbox", spec.Name); err != nil {
@@ -83,7 +85,7 @@ func (e *Engine) CreateSandbox(spec SandboxSpec) (store.Sandbox, error) {
 		return store.Sandbox{}, err
 	}
 	sb := store.Sandbox{ID: store.NewID(), Name: spec.Name, Created: time.Now().UTC(), Mode: store.ModeNetworks, DNS: spec.DNS,
-		NetNS: e.cfg.Runtime.NamespacePath(spec.Name), EgressAllow: spec.EgressAllow}
+		NetNS: e.cfg.Runtime.NamespacePath(spec.Name), EgressAllow: spec.EgressAllow, Bandwidth: spec.Bandwidth}
 	unmark, err := e.markNamespace(sb)
 	if err != nil {
 		return store.Sandbox{}, err
@@ -147,6 +149,9 @@ func (e *Engine) resolveMode(tx *store.Tx, sb *store.Sandbox, spec SandboxSpec) 
 		if len(spec.EgressAllow) > 0 {
 			return "", nil, errdefs.Invalidf("an egress list needs a bridge network, not %s", first)
 		}
+		if !spec.Bandwidth.IsZero() {
+			return "", nil, errdefs.Invalidf("bandwidth limits need a bridge network, not %s", first)
+		}
 	}
 	switch {
 	case first == NetworkHost:
@@ -172,6 +177,9 @@ func (e *Engine) resolveMode(tx *store.Tx, sb *store.Sandbox, spec SandboxSpec) 
 		}
 		if !drivers.TraitsOf(n).OwnAddresses {
 			return "", nil, errdefs.Invalidf("network %s cannot be combined with other networks", n.Name)
+		}
+		if err := limitable(sb.Bandwidth, n); err != nil {
+			return "", nil, err
 		}
 		for _, m := range nets {
 			if m.ID == n.ID {
@@ -431,6 +439,60 @@ func endpointOn(sb store.Sandbox, networkID string) (store.Endpoint, bool) {
 		return store.Endpoint{}, false
 	}
 	return sb.Endpoints[i], true
+}
+
+// limitable refuses bandwidth limits bw on network n when the datapath
+// does not carry n's traffic (macvlan).
+func limitable(bw api.Bandwidth, n store.Network) error {
+	if !bw.IsZero() && !drivers.TraitsOf(n).Datapath {
+		return errdefs.Invalidf("network %s (%s) takes no bandwidth limits: its endpoints' traffic bypasses the datapath", n.Name, n.Driver)
+	}
+	return nil
+}
+
+// SetBandwidth changes a sandbox's bandwidth limits, live: its record,
+// then each endpoint's entries. The buckets of limits that stay keep
+// what they hold, so that a change lets no burst through.
+func (e *Engine) SetBandwidth(ref string, bw api.Bandwidth) (store.Sandbox, error) {
+	if err := bw.Check(); err != nil {
+		return store.Sandbox{}, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var sb store.Sandbox
+	nets := map[string]store.Network{}
+	err := e.update(func(tx *store.Tx, undo *store.Undo) error {
+		var err error
+		if sb, err = tx.Sandbox(ref); err != nil {
+			return err
+		}
+		if sb.Mode != store.ModeNetworks && !bw.IsZero() {
+			return errdefs.Invalidf("sandbox %s has no endpoints of its own (%s mode): bandwidth limits need a bridge network", sb.Name, sb.Mode)
+		}
+		for _, ep := range sb.Endpoints {
+			n, err := tx.NetworkOf(ep)
+			if err != nil {
+				return err
+			}
+			if err := limitable(bw, n); err != nil {
+				return err
+			}
+			nets[ep.NetworkID] = n
+		}
+		was := sb
+		sb.Bandwidth = bw
+		if err := tx.PutSandbox(sb); err != nil {
+			return err
+		}
+		for _, ep := range sb.Endpoints {
+			undo.Add(func() error { return e.wiring.RefreshIface(nets[ep.NetworkID], was, ep) })
+			if err := e.wiring.RefreshIface(nets[ep.NetworkID], sb, ep); err != nil {
+				return fmt.Errorf("set bandwidth of sandbox %s: %w", sb.Name, err)
+			}
+		}
+		return nil
+	})
+	return sb, err
 }
 
 // ownSandbox refuses to change the endpoints of an external sandbox, which

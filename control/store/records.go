@@ -184,6 +184,8 @@ type Sandbox struct {
 	// EgressAllow is where the sandbox may send (none: anywhere, or its
 	// networks' lists).
 	EgressAllow egress.List `json:"egressAllow,omitempty"`
+	// Bandwidth is the limits the datapath holds each endpoint to.
+	Bandwidth api.Bandwidth `json:"bandwidth,omitzero"`
 }
 
 // EgressOn is the egress list of the sandbox's endpoint on n: its own,

@@ -275,6 +275,21 @@ func (w *Wiring) RefreshPrograms(ep store.Endpoint) error {
 	})
 }
 
+// RefreshIface rewrites what the maps know of an endpoint's host side, if
+// it has one, from its records (its sandbox's bandwidth limits, say).
+func (w *Wiring) RefreshIface(n store.Network, sb store.Sandbox, ep store.Endpoint) error {
+	if ep.HostSide == "" {
+		return nil
+	}
+	return w.cfg.InHost(func() error {
+		host, err := netlink.LinkByName(ep.HostSide)
+		if err != nil {
+			return fmt.Errorf("find host side %s of sandbox %s: %w", ep.HostSide, sb.Name, err)
+		}
+		return w.cfg.Maps.PutIface(desired.Iface(n, sb, ep, host.Attrs().Index))
+	})
+}
+
 // FlushOrphanedConntrack removes the flows of endpoints whose conntrack
 // flush never finished (the daemon stopped or crashed during one), once
 // the maps name every live endpoint.
