@@ -3,7 +3,9 @@
 // the work. With "network" set it attaches the container to that ebpfnet
 // network and publishes its runtimeConfig.portMappings; without it,
 // chained after another plugin (the reference bridge), it publishes the
-// ports of the container that plugin attached, in place of portmap.
+// ports of the container that plugin attached, in place of portmap. In
+// both modes it holds the container to runtimeConfig.bandwidth's limits,
+// in place of the bandwidth plugin.
 package main
 
 import (
@@ -49,11 +51,17 @@ type netConf struct {
 	// addresses); none: anywhere, or as the network's list says.
 	EgressAllow []string `json:"egressAllow,omitempty"`
 	// sources are the lists read from them.
-	sources       api.Sources
+	sources api.Sources
+	// The bandwidth plugin's keys, which a configuration may give the
+	// plugin itself, for every container, in place of the capability.
+	bandwidthEntry
+	// bandwidth is the limits read from them, or from the capability.
+	bandwidth     api.Bandwidth
 	RuntimeConfig struct {
-		PortMappings []portMapping `json:"portMappings,omitempty"`
-		IPs          []string      `json:"ips,omitempty"`
-		MAC          string        `json:"mac,omitempty"`
+		Bandwidth    *bandwidthEntry `json:"bandwidth,omitempty"`
+		PortMappings []portMapping   `json:"portMappings,omitempty"`
+		IPs          []string        `json:"ips,omitempty"`
+		MAC          string          `json:"mac,omitempty"`
 		// Aliases are the container's names by network, as the aliases
 		// capability gives them: recorded, for the runtime resolves names.
 		Aliases map[string][]string `json:"aliases,omitempty"`
@@ -116,6 +124,11 @@ func parse(stdin []byte) (*netConf, *api.Client, error) {
 		return nil, nil, fmt.Errorf("egressAllow: %w", err)
 	}
 	conf.EgressAllow = allow
+	bw, err := bandwidthOf(conf)
+	if err != nil {
+		return nil, nil, err
+	}
+	conf.bandwidth = bw
 	return conf, api.NewClient(conf.Socket), nil
 }
 
@@ -165,7 +178,8 @@ func add(args *skel.CmdArgs, routedVia func(netns string, gw net.IP) (bool, erro
 		return addChained(args, conf, client, publish)
 	}
 	req := api.AttachmentCreate{Frontend: frontend, ContainerID: args.ContainerID, IfName: args.IfName, NetNS: args.Netns,
-		Network: conf.Network, Publish: publish, PublishSources: conf.sources, PublishBalance: conf.PublishBalance, EgressAllow: conf.EgressAllow, MAC: conf.RuntimeConfig.MAC, Aliases: conf.RuntimeConfig.Aliases[conf.Name], Group: conf.Name}
+		Network: conf.Network, Publish: publish, PublishSources: conf.sources, PublishBalance: conf.PublishBalance, EgressAllow: conf.EgressAllow, MAC: conf.RuntimeConfig.MAC, Aliases: conf.RuntimeConfig.Aliases[conf.Name], Group: conf.Name,
+		Bandwidth: conf.bandwidth}
 	for _, s := range conf.RuntimeConfig.IPs {
 		ip, err := api.ParseAddress("address", s)
 		if err != nil {
@@ -300,7 +314,8 @@ func addChained(args *skel.CmdArgs, conf *netConf, client *api.Client, publish [
 	ctx, cancel := timeout()
 	defer cancel()
 	_, err = client.Attach(ctx, api.AttachmentCreate{Frontend: frontend, ContainerID: args.ContainerID, IfName: args.IfName,
-		NetNS: args.Netns, Network: chainedNetwork(conf), Publish: publish, PublishSources: conf.sources, PublishBalance: conf.PublishBalance, EgressAllow: conf.EgressAllow, Chained: c, Group: conf.Name})
+		NetNS: args.Netns, Network: chainedNetwork(conf), Publish: publish, PublishSources: conf.sources, PublishBalance: conf.PublishBalance, EgressAllow: conf.EgressAllow, Chained: c, Group: conf.Name,
+		Bandwidth: conf.bandwidth})
 	if err != nil {
 		return err
 	}

@@ -500,6 +500,8 @@ type AttachmentCreate struct {
 	// EgressAllow is where it may send: prefixes (none: anywhere, or as
 	// the network's list says).
 	EgressAllow []string `json:"EgressAllow,omitempty"`
+	// Bandwidth is the sandbox's limits (CNI's bandwidth capability).
+	Bandwidth Bandwidth `json:"Bandwidth,omitzero"`
 	// Chained, when set, attaches what a plugin chained before ebpfnet
 	// made, on the network of that plugin named Network (made on first use).
 	Chained *ChainedAttachment `json:"Chained,omitempty"`

@@ -129,7 +129,7 @@ func (a adapter) Attach(_ context.Context, req api.AttachmentCreate) (api.Attach
 	}
 	spec := external.Request{Frontend: req.Frontend, ID: attachmentID(api.AttachmentRef{ContainerID: req.ContainerID, IfName: req.IfName}),
 		Name: req.ContainerID + ":" + req.IfName, Network: req.Network, Addr: req.IP, Addr6: req.IP6, MAC: req.MAC, Aliases: req.Aliases,
-		Group: req.Group, Interface: req.IfName}
+		Group: req.Group, Interface: req.IfName, Bandwidth: req.Bandwidth}
 	var err error
 	if spec.EgressAllow, err = egress.Parse(req.EgressAllow...); err != nil {
 		return api.Attachment{}, err

@@ -26,6 +26,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ebpfnet/ebpfnet/control/api"
 	"github.com/ebpfnet/ebpfnet/control/desired"
 	"github.com/ebpfnet/ebpfnet/control/driver"
 	"github.com/ebpfnet/ebpfnet/control/driver/drivers"
@@ -111,6 +112,9 @@ type Request struct {
 	// its network's list says). Its runtime resolves names, so it holds
 	// prefixes alone.
 	EgressAllow egress.List
+	// Bandwidth is the limits of the endpoint's sandbox (CNI's bandwidth
+	// capability), which the runtime gives when it makes it.
+	Bandwidth api.Bandwidth
 }
 
 // ChainedNetwork is what a plugin chained before ebpfnet built: a bridge
@@ -210,7 +214,7 @@ func (x *Endpoints) createEndpoint(tx *store.Tx, undo *store.Undo, req Request, 
 		return store.Sandbox{}, n, errdefs.Invalidf("network %s (%s) has no endpoints of its own", n.Name, n.Driver)
 	}
 	sb := store.Sandbox{ID: req.ID, Name: req.Name, Frontend: req.Frontend, HandOver: req.HandOver, Group: req.Group,
-		Created: time.Now().UTC(), Mode: store.ModeNetworks, EgressAllow: req.EgressAllow}
+		Created: time.Now().UTC(), Mode: store.ModeNetworks, EgressAllow: req.EgressAllow, Bandwidth: req.Bandwidth}
 	if sb.Name == "" {
 		sb.Name = req.Frontend + "-" + req.ID[:12]
 	}
@@ -380,7 +384,7 @@ func (x *Endpoints) Attach(req Request, netns string, publish []ports.Mapping, s
 	if err := checkExternal(req); err != nil {
 		return store.Sandbox{}, store.Network{}, nil, err
 	}
-	if err := cmp.Or(ports.CheckPublications(publish), sources.Check()); err != nil {
+	if err := cmp.Or(ports.CheckPublications(publish), sources.Check(), req.Bandwidth.Check()); err != nil {
 		return store.Sandbox{}, store.Network{}, nil, err
 	}
 	allocate, done, err := x.clusterAddress(req)
