@@ -9,12 +9,13 @@ export PATH := $(patsubst %/,%,$(dir $(GO))):$(PATH)
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 BIN := bin/ebpfnet
 
-# Debian packages the build, the tests and `make generate` use. The
+# Debian packages the build, the tests and `make generate` use (iperf3:
+# the bandwidth limits' tests). The
 # real-host tests load ufw's ruleset into a test namespace from a copy of
 # its files (installing ufw leaves it disabled, and they never enable it).
 # dnsmasq-base is the egress test's upstream DNS server (its binary alone,
-# no service).
-APT_PACKAGES := clang llvm libbpf-dev iproute2 iptables nftables ufw conntrack ethtool busybox-static curl dnsmasq-base
+# no service); iperf3 measures the bandwidth limits.
+APT_PACKAGES := clang llvm libbpf-dev iproute2 iptables nftables ufw conntrack ethtool busybox-static curl dnsmasq-base iperf3
 
 .PHONY: all build install deps runtime-deps bench-deps generate check-generate vet test-tools test fuzz soak demo bench bench-quick clean
 
