@@ -240,6 +240,9 @@ func TestSharedLayouts(t *testing.T) {
 		"held_port_key":   bpf.DatapathHeldPortKey{},
 		"monitor_config":  bpf.DatapathMonitorConfig{},
 		"monitor_event":   bpf.DatapathMonitorEvent{},
+		"rate_key":        bpf.DatapathRateKey{},
+		"rate_limit":      bpf.DatapathRateLimit{},
+		"rate_bucket":     bpf.DatapathRateBucket{},
 	} {
 		var st *btf.Struct
 		if err := spec.Types.TypeByName(name, &st); err != nil {
