@@ -77,3 +77,21 @@ func (p SyncPlan) applyRates(skip func(bpf.DatapathRateKey) bool) (int, error) {
 	}
 	return n, errors.Join(errs...)
 }
+
+// Rates is the limits the maps hold for an interface (the zero Rate:
+// none).
+func (m *Maps) Rates(ifindex uint32) (egress, ingress Rate, err error) {
+	read := func(dir bpf.DatapathRateDirection) (Rate, error) {
+		var v bpf.DatapathRateLimit
+		if err := m.m.RateLimits.Lookup(rateKey(ifindex, dir), &v); err != nil {
+			return Rate{}, ignoreMissing(err)
+		}
+		return Rate{BytesPerSecond: v.Rate, Burst: v.Burst}, nil
+	}
+	egress, eerr := read(bpf.DatapathRateDirectionRATE_EGRESS)
+	ingress, ierr := read(bpf.DatapathRateDirectionRATE_INGRESS)
+	if err := errors.Join(eerr, ierr); err != nil {
+		return Rate{}, Rate{}, fmt.Errorf("read rate limits of interface %d: %w", ifindex, err)
+	}
+	return egress, ingress, nil
+}

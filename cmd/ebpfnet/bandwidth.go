@@ -38,7 +38,7 @@ func (f *unitFlag) String() string { return f.text }
 // set bw; checkBandwidthFlags completes it once they are parsed.
 func bandwidthFlags(f *pflag.FlagSet, bw *api.Bandwidth) {
 	f.Var(&unitFlag{to: []*uint64{&bw.EgressRate}, parse: api.ParseRate, what: "egress rate", kind: "rate"}, "egress-rate",
-		"limit what the sandbox sends to this rate (50mbit, 1gbit, 500kbit)")
+		"limit what the sandbox sends to this rate (50mbit, 1gbit, 500kbit; 0: no limit)")
 	f.Var(&unitFlag{to: []*uint64{&bw.IngressRate}, parse: api.ParseRate, what: "ingress rate", kind: "rate"}, "ingress-rate",
 		"limit what reaches the sandbox to this rate")
 	f.Var(&unitFlag{to: []*uint64{&bw.EgressBurst, &bw.IngressBurst}, parse: api.ParseSize, what: "burst", kind: "size"}, "burst",

@@ -82,10 +82,13 @@ var (
 )
 
 // ParseRate reads a rate with its unit ("50mbit", "1gbit", "500kbit",
-// "1.5mbit") into bits per second. A bare number is refused: tc takes it
-// for bytes, the bandwidth plugin for bits. what names the value in the
-// error: "egress rate".
+// "1.5mbit") into bits per second; "0" is no limit. Any other bare number
+// is refused: tc takes it for bytes, the bandwidth plugin for bits. what
+// names the value in the error: "egress rate".
 func ParseRate(what, s string) (uint64, error) {
+	if strings.TrimSpace(s) == "0" {
+		return 0, nil
+	}
 	v, err := parseUnits(s, rateUnits)
 	if err != nil || v < MinRate {
 		return 0, errdefs.Invalidf("invalid %s %q: want a number and a unit, at least %dbit (e.g. 50mbit, 1gbit, 500kbit)", what, s, MinRate)

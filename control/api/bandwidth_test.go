@@ -10,7 +10,7 @@ import (
 func TestParseRate(t *testing.T) {
 	for in, want := range map[string]uint64{
 		"50mbit": 50e6, "1gbit": 1e9, "500kbit": 500e3, "1.5mbit": 1.5e6, "50Mbit": 50e6, "8bit": 8,
-		"1mibit": 1 << 20, "10mbps": 80e6, "1kbps": 8000, " 2gbit ": 2e9,
+		"1mibit": 1 << 20, "10mbps": 80e6, "1kbps": 8000, " 2gbit ": 2e9, "0": 0,
 	} {
 		got, err := api.ParseRate("egress rate", in)
 		if err != nil || got != want {
