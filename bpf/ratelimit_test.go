@@ -1,6 +1,7 @@
 package bpf_test
 
 import (
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/bpf"
+	"github.com/ebpfnet/ebpfnet/control/namespace"
 	"github.com/ebpfnet/ebpfnet/maps"
 )
 
@@ -150,4 +152,68 @@ func monotonicNow(t *testing.T) uint64 {
 	var ts unix.Timespec
 	must(t, unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts))
 	return uint64(ts.Nano())
+}
+
+// Ingress is limited on every way into a sandbox that skips the bridge
+// (and so to_container): a published port's flows delivered from the
+// uplink, by TC and by XDP, and a neighbour's packets delivered from its
+// endpoint. Over the limit each is dropped by the program that would
+// have redirected it, as drop_rate_limit.
+func TestRateLimitEveryWayIn(t *testing.T) {
+	webMAC := net.HardwareAddr{2, 0x42, 172, 17, 0, 2}
+	// limitWeb gives the bed's sandbox (on loopback) an ingress limit of
+	// two packets of size at once, and a refill far too slow to matter.
+	limitWeb := func(t *testing.T, nb *natbed, size int, xdp bool) {
+		must(t, namespace.Do(nb.ns, func() error {
+			return nb.maps.PutIface(maps.Iface{Ifindex: 1, Network: 1, Addr: webAddr, XDPTarget: xdp,
+				Ingress: maps.Rate{BytesPerSecond: 1, Burst: uint64(2 * size)}})
+		}))
+	}
+	for _, c := range []struct {
+		name     string
+		program  string
+		redirect uint32
+		drop     uint32
+		xdp      bool
+		setup    func(t *testing.T, nb *natbed) (run func(i int) uint32, size int)
+	}{
+		{"published port, tc", "uplink", tcActRedirect, tcActShot, false, func(t *testing.T, nb *natbed) (func(int) uint32, int) {
+			must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8080, Proto: 17, Addr: webAddr, Port: 80}))
+			return func(i int) uint32 {
+				ret, _ := nb.run(t, nb.dp.Uplink.UplinkIngress, segment(17, ap(clientAddr, uint16(40000+i)), ap(hostAddr, 8080), false))
+				return ret
+			}, len(segment(17, ap(clientAddr, 40000), ap(hostAddr, 8080), false))
+		}},
+		{"published port, xdp", "uplink_xdp", xdpRedirect, xdpDrop, true, func(t *testing.T, nb *natbed) (func(int) uint32, int) {
+			must(t, nb.maps.PutPublication(maps.Publication{HostPort: 8080, Proto: 17, Addr: webAddr, Port: 80}))
+			return func(i int) uint32 {
+				ret, _ := nb.runXDP(t, segment(17, ap(clientAddr, uint16(40000+i)), ap(hostAddr, 8080), false))
+				return ret
+			}, len(segment(17, ap(clientAddr, 40000), ap(hostAddr, 8080), false))
+		}},
+		{"neighbour", "from_container", tcActRedirect, tcActShot, false, func(t *testing.T, nb *natbed) (func(int) uint32, int) {
+			neighbour := nb.addEndpoint(t, netip.MustParseAddr("172.17.0.3"))
+			pkt := segment(17, ap(neighbour.addr, 1000), ap(webAddr, 2000), false)
+			copy(pkt, webMAC)
+			return func(int) uint32 {
+				ret, _ := nb.runOn(t, nb.dp.Endpoint.FromContainer, pkt, neighbour.ifindex)
+				return ret
+			}, len(pkt)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			nb := newNATBed(t)
+			run, size := c.setup(t, nb)
+			limitWeb(t, nb, size, c.xdp)
+			before := nb.counter(t, c.program, "drop_rate_limit")
+			for i, want := range []uint32{c.redirect, c.redirect, c.drop, c.drop} {
+				if ret := run(i); ret != want {
+					t.Errorf("packet %d: verdict %d, want %d", i, ret, want)
+				}
+			}
+			if n := nb.counter(t, c.program, "drop_rate_limit") - before; n != 2 {
+				t.Errorf("%s/drop_rate_limit moved by %d, want 2", c.program, n)
+			}
+		})
+	}
 }

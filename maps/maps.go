@@ -1078,7 +1078,7 @@ func (m *Maps) Fills() ([]Fill, error) {
 	var out []Fill
 	for _, mp := range []*ebpf.Map{m.m.Ifaces, m.m.Endpoints, m.m.Networks, m.m.Subnets,
 		m.m.Publications, m.m.Maglev, m.m.PublishedPorts, m.m.HeldPorts, m.m.HostAddrs, m.m.Uplinks, m.m.Ct, m.m.CtNew,
-		m.m.OverlayVnis, m.m.OverlayPeers} {
+		m.m.OverlayVnis, m.m.OverlayPeers, m.m.RateLimits} {
 		n, err := count(mp)
 		if err != nil {
 			return nil, err
