@@ -42,7 +42,7 @@ func bandwidthFlags(f *pflag.FlagSet, bw *api.Bandwidth) {
 	f.Var(&unitFlag{to: []*uint64{&bw.IngressRate}, parse: api.ParseRate, what: "ingress rate", kind: "rate"}, "ingress-rate",
 		"limit what reaches the sandbox to this rate")
 	f.Var(&unitFlag{to: []*uint64{&bw.EgressBurst, &bw.IngressBurst}, parse: api.ParseSize, what: "burst", kind: "size"}, "burst",
-		"bytes a limit lets through at once (64kb, 1mb; default: 20 ms of the rate, at least 128kb)")
+		"bytes a limit lets through at once (64kb, 1mb; default: 250 ms of the rate, at least 128kb)")
 }
 
 // checkBandwidthFlags keeps --burst for the directions with a rate, and

@@ -111,14 +111,14 @@ func TestDesiredMapsDualStack(t *testing.T) {
 func TestIfaceBandwidth(t *testing.T) {
 	sb := store.Sandbox{Bandwidth: api.Bandwidth{EgressRate: 50e6, IngressRate: 8e9, IngressBurst: 1 << 20}}
 	i := Iface(store.Network{Driver: store.DriverBridge}, sb, store.Endpoint{Addr: netip.MustParseAddr("172.19.0.5")}, 7)
-	if want := (maps.Rate{BytesPerSecond: 6_250_000, Burst: MinBurst}); i.Egress != want {
+	if want := (maps.Rate{BytesPerSecond: 6_250_000, Burst: 1_562_500}); i.Egress != want {
 		t.Errorf("egress %+v, want %+v", i.Egress, want)
 	}
 	if want := (maps.Rate{BytesPerSecond: 1e9, Burst: 1 << 20}); i.Ingress != want {
 		t.Errorf("ingress %+v, want %+v", i.Ingress, want)
 	}
-	if got := DefaultBurst(125e6); got != 2_500_000 {
-		t.Errorf("default burst of 1gbit: %d, want 20 ms of it", got)
+	if got := DefaultBurst(125e6); got != 31_250_000 {
+		t.Errorf("default burst of 1gbit: %d, want 250 ms of it", got)
 	}
 	if i := Iface(store.Network{Driver: store.DriverBridge}, store.Sandbox{}, store.Endpoint{Addr: netip.MustParseAddr("172.19.0.5")}, 7); i.Egress != (maps.Rate{}) || i.Ingress != (maps.Rate{}) {
 		t.Errorf("no limits: %+v", i)

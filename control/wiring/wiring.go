@@ -290,6 +290,30 @@ func (w *Wiring) RefreshIface(n store.Network, sb store.Sandbox, ep store.Endpoi
 	})
 }
 
+// checkRates fails when the maps do not hold the bandwidth limits of an
+// endpoint's host side that its sandbox's record asks for.
+func (w *Wiring) checkRates(n store.Network, sb store.Sandbox, ep store.Endpoint) error {
+	if ep.HostSide == "" {
+		return nil
+	}
+	return w.cfg.InHost(func() error {
+		host, err := netlink.LinkByName(ep.HostSide)
+		if err != nil {
+			return fmt.Errorf("find host side %s of endpoint %s: %w", ep.HostSide, sb.ID, err)
+		}
+		want := desired.Iface(n, sb, ep, host.Attrs().Index)
+		egress, ingress, err := w.cfg.Maps.Rates(uint32(host.Attrs().Index))
+		if err != nil {
+			return err
+		}
+		if egress != want.Egress || ingress != want.Ingress {
+			return fmt.Errorf("the datapath lost the bandwidth limits of endpoint %s (egress %+v, ingress %+v; want %+v, %+v)",
+				sb.ID, egress, ingress, want.Egress, want.Ingress)
+		}
+		return nil
+	})
+}
+
 // FlushOrphanedConntrack removes the flows of endpoints whose conntrack
 // flush never finished (the daemon stopped or crashed during one), once
 // the maps name every live endpoint.
@@ -305,14 +329,18 @@ func (w *Wiring) FlushOrphanedConntrack() error {
 }
 
 // CheckEndpoint fails, saying what is wrong, when the host side of a
-// runtime's endpoint (sb's one), or its interface in sb's namespace (its
-// addresses, and the default route wiring gave it), is not as it was made.
+// runtime's endpoint (sb's one), its bandwidth limits in the maps, or its
+// interface in sb's namespace (its addresses, and the default route
+// wiring gave it), is not as it was made.
 func (w *Wiring) CheckEndpoint(n store.Network, sb store.Sandbox) error {
 	ep := sb.Endpoints[0]
 	if d, ok := w.cfg.Drivers(n.Driver); ok {
 		if err := w.cfg.InHost(func() error { return d.Check(n, ep) }); err != nil {
 			return fmt.Errorf("host side %s of endpoint %s: %w", ep.HostSide, sb.ID, err)
 		}
+	}
+	if err := w.checkRates(n, sb, ep); err != nil {
+		return err
 	}
 	return namespace.Do(sb.NetNS, func() error {
 		l, err := netlink.LinkByName(ep.Interface)
