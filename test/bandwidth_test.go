@@ -182,6 +182,7 @@ func TestCNIBandwidth(t *testing.T) {
 	h, out := newPublishingHost(t)
 	testbed.IperfServer(t, out.NS, iperfPort)
 	c := newCNI(t)
+	c.Spec = "1.0.0" // the newest Debian's reference plugins speak
 	h.MustCLI("network", "create", "--subnet", "10.96.0.0/24", h.Name("cninet"))
 	caps := map[string]bool{"portMappings": true, "bandwidth": true}
 	c.Conflist("main", map[string]any{"type": "ebpfnet", "network": h.Name("cninet"), "socket": h.Socket(), "capabilities": caps})
@@ -244,6 +245,7 @@ func TestBandwidthAgainstReference(t *testing.T) {
 	lim := h.Name("lim")
 	h.MustCLI("sandbox", "create", lim, "--egress-rate", "50mbit", "--ingress-rate", "50mbit")
 	c := newCNI(t)
+	c.Spec = "1.0.0"
 	c.In = filepath.Base(h.NetNS)
 	c.Conflist("ref", chainedPlugins(t, h)[0], map[string]any{"type": "bandwidth", "capabilities": map[string]bool{"bandwidth": true}})
 	ref := containerNS(t, h, "ref")
