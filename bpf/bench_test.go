@@ -138,3 +138,39 @@ func withHopLimit(pkt []byte, n byte) []byte {
 	binary.BigEndian.PutUint16(out[14+10:], checksum(out[14:34], 0))
 	return out
 }
+
+// BenchmarkRateLimit is what a bandwidth limit adds per packet of a
+// published flow: the ACK in through the uplink (ingress, judged before
+// the redirect into the sandbox) and the reply out (egress, from_container),
+// without a limit and with one high enough that every packet passes.
+func BenchmarkRateLimit(b *testing.B) {
+	for _, limit := range []maps.Rate{{BytesPerSecond: 1 << 40, Burst: 1 << 30}, {}} {
+		nb := newNATBed(b)
+		must(b, nb.maps.PutPublication(maps.Publication{HostPort: 8080, Proto: 6, Addr: webAddr, Port: 80}))
+		must(b, nb.maps.PutIface(maps.Iface{Ifindex: 1, Network: 1, Addr: webAddr, Egress: limit, Ingress: limit}))
+		client, host, web := ap(clientAddr, 40000), ap(hostAddr, 8080), ap(webAddr, 80)
+		nb.run(b, nb.dp.Uplink.UplinkIngress, segment(6, client, host, false))
+		name := map[bool]string{false: "unlimited", true: "limited"}[limit.BytesPerSecond != 0]
+		for _, p := range []struct {
+			dir  string
+			prog *ebpf.Program
+			pkt  []byte
+		}{
+			{"ingress", nb.dp.Uplink.UplinkIngress, tcpSegment(client, host, ack, 2, 1)},
+			{"egress", nb.dp.Endpoint.FromContainer, tcpSegment(web, client, ack, 1, 2)},
+		} {
+			if ret, _ := nb.run(b, p.prog, p.pkt); ret != tcActRedirect {
+				b.Fatalf("%s: verdict %d, want the packet delivered", p.dir, ret)
+			}
+			b.Run(name+"/"+p.dir, func(b *testing.B) {
+				var per float64
+				must(b, namespace.Do(nb.ns, func() error {
+					_, d, err := p.prog.Benchmark(p.pkt, b.N, b.ResetTimer)
+					per = float64(d.Nanoseconds())
+					return err
+				}))
+				b.ReportMetric(per, "ns/packet")
+			})
+		}
+	}
+}

@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -283,16 +284,26 @@ func TestBandwidthAgainstReference(t *testing.T) {
 	}
 	c.Must("del", "ref", ref)
 	refAdd(200e6)
-	for _, side := range sides {
-		for _, reverse := range []bool{false, true} {
-			before := busyCPU(t)
-			start := time.Now()
-			bps := iperfRate(t, side.ns, out.IP, iperfPort, 5*time.Second, reverse)
-			busy := busyCPU(t) - before
-			secs := time.Since(start).Seconds()
-			t.Logf("%-16s %-7s at 200 Mbit/s: %5.1f Mbit/s, %.2f CPU-seconds per Gbit (machine-wide, iperf3 included)",
-				side.name, map[bool]string{false: "egress", true: "ingress"}[reverse], bps/1e6, busy/(bps*secs/1e9))
+	// Rounds alternate the sides; the least of each is the figure, which
+	// other work on the machine can only raise.
+	least := map[string]float64{}
+	for range 3 {
+		for _, side := range sides {
+			for _, reverse := range []bool{false, true} {
+				key := side.name + " " + map[bool]string{false: "egress", true: "ingress"}[reverse]
+				before := busyCPU(t)
+				start := time.Now()
+				bps := iperfRate(t, side.ns, out.IP, iperfPort, 5*time.Second, reverse)
+				perGbit := (busyCPU(t) - before) / (bps * time.Since(start).Seconds() / 1e9)
+				t.Logf("%-24s at 200 Mbit/s: %5.1f Mbit/s, %.2f CPU-seconds per Gbit", key, bps/1e6, perGbit)
+				if l, ok := least[key]; !ok || perGbit < l {
+					least[key] = perGbit
+				}
+			}
 		}
+	}
+	for _, key := range slices.Sorted(maps.Keys(least)) {
+		t.Logf("%-24s least of 3: %.2f CPU-seconds per Gbit (machine-wide, iperf3 included)", key, least[key])
 	}
 }
 
