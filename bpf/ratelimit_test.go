@@ -217,3 +217,22 @@ func TestRateLimitEveryWayIn(t *testing.T) {
 		})
 	}
 }
+
+// A GSO packet is charged its whole length, not its first segment's: what
+// the sandbox sent, as it will leave.
+func TestRateLimitChargesGSOWhole(t *testing.T) {
+	nb := newNATBed(t)
+	must(t, nb.maps.PutIface(maps.Iface{Ifindex: 1, Network: 1, Addr: webAddr,
+		Egress: maps.Rate{BytesPerSecond: 1000, Burst: 100_000}}))
+	neighbour := netip.MustParseAddr("172.17.0.3")
+	pkt := withPayload(segment(6, ap(webAddr, 1000), ap(neighbour, 2000), false), 3000) // BPF_PROG_RUN takes a page
+	if ret, _ := nb.runGSO(t, nb.dp.Endpoint.FromContainer, pkt, 1400); ret != tcActUnspec {
+		t.Fatalf("verdict %d, want passed", ret)
+	}
+	var b bpf.DatapathRateBucket
+	must(t, nb.dp.Maps.RateBuckets.Lookup(bpf.DatapathRateKey{Ifindex: 1, Direction: 0}, &b))
+	ahead := time.Duration(b.FullAt - monotonicNow(t))
+	if want := time.Duration(len(pkt)) * time.Millisecond; ahead < want-100*time.Millisecond || ahead > want {
+		t.Errorf("bucket full again in %v, want %v: %d bytes at 1000 bytes/s", ahead, want, len(pkt))
+	}
+}
