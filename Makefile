@@ -155,6 +155,7 @@ bench: bench-deps
 	$(GO) test -run '^$$' -bench BenchmarkPrograms -benchtime 200000x -count 5 ./bpf/ | tee bench/results/programs.txt; test $${PIPESTATUS[0]} -eq 0
 	$(GO) test -run '^$$' -bench BenchmarkRetransmits -benchtime 1x -v ./bench/ | tee bench/results/retransmits.txt; test $${PIPESTATUS[0]} -eq 0
 	$(GO) test -run '^$$' -bench BenchmarkOverlay -benchtime 1x -v ./bench/ | tee bench/results/overlay.txt; test $${PIPESTATUS[0]} -eq 0
+	$(GO) test -run '^$$' -bench BenchmarkBandwidthAgainstReference -benchtime 1x -v ./test/ | tee bench/results/bandwidth.txt; test $${PIPESTATUS[0]} -eq 0
 
 # bench-quick is a one-minute smoke run of the same, so the bench never rots.
 bench-quick: bench-deps

@@ -15,11 +15,11 @@ import (
 
 // newCNI is cnitool for a test, its network configurations in a
 // directory of the test's own.
-func newCNI(t *testing.T) *testbed.CNI { return testbed.NewCNI(t) }
+func newCNI(t testing.TB) *testbed.CNI { return testbed.NewCNI(t) }
 
 // containerNS makes a namespace standing for a container, removed when
 // the test ends.
-func containerNS(t *testing.T, h *testbed.Host, name string) string {
+func containerNS(t testing.TB, h *testbed.Host, name string) string {
 	t.Helper()
 	ns := h.Name(name)
 	h.MustRun("ip", "netns", "add", ns)

@@ -48,7 +48,7 @@ func ebpfnetPlugin(h *testbed.Host, network string) map[string]any {
 
 // chainedPlugins are the reference bridge plugin on 10.94.0.0/24, in the
 // host's namespace, and ebpfnet chained after it in place of portmap.
-func chainedPlugins(t *testing.T, h *testbed.Host) []map[string]any {
+func chainedPlugins(t testing.TB, h *testbed.Host) []map[string]any {
 	return []map[string]any{
 		{"type": "bridge", "bridge": h.Prefix + "br", "isGateway": true, "ipMasq": true, "hairpinMode": true,
 			"ipam": map[string]any{"type": "host-local", "dataDir": t.TempDir(), "ranges": [][]map[string]string{{{"subnet": "10.94.0.0/24"}}},

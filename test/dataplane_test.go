@@ -25,7 +25,7 @@ const (
 
 // newPublishingHost is a host with an outside client behind its uplink,
 // which also runs an echo server.
-func newPublishingHost(t *testing.T, extra ...string) (*testbed.Host, testbed.Outside) {
+func newPublishingHost(t testing.TB, extra ...string) (*testbed.Host, testbed.Outside) {
 	t.Helper()
 	var out testbed.Outside
 	h := testbed.NewHostWith(t, func(h *testbed.Host) {

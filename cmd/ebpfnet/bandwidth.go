@@ -59,3 +59,36 @@ func checkBandwidthFlags(bw *api.Bandwidth) error {
 	}
 	return nil
 }
+
+// limitFlags says which of the bandwidth flags an update gave.
+type limitFlags struct{ egress, ingress, burst bool }
+
+func (g limitFlags) any() bool { return g.egress || g.ingress || g.burst }
+
+// update is the limits cur changed by the flags given, whose values are
+// in flags: a rate given replaces its direction's, with --burst's burst
+// or else the default; --burst alone changes the burst of each direction
+// that has a rate. The directions not named keep theirs.
+func (g limitFlags) update(cur, flags api.Bandwidth) (api.Bandwidth, error) {
+	out := cur
+	if g.egress {
+		out.EgressRate, out.EgressBurst = flags.EgressRate, 0
+	}
+	if g.ingress {
+		out.IngressRate, out.IngressBurst = flags.IngressRate, 0
+	}
+	if g.burst {
+		named := g.egress || g.ingress
+		if (g.egress || !named) && out.EgressRate != 0 {
+			out.EgressBurst = flags.EgressBurst
+		}
+		if (g.ingress || !named) && out.IngressRate != 0 {
+			out.IngressBurst = flags.IngressBurst
+		}
+		if out.EgressBurst != flags.EgressBurst && out.IngressBurst != flags.IngressBurst {
+			return out, errors.New("--burst needs a limit: give --egress-rate or --ingress-rate")
+		}
+	}
+	err := checkBandwidthFlags(&out)
+	return out, err
+}

@@ -117,3 +117,36 @@ func TestBandwidthFlags(t *testing.T) {
 		}
 	}
 }
+
+// sandbox update's bandwidth flags change what they name and keep the
+// rest: a rate replaces its direction's (its burst back to the default
+// unless --burst says), --burst alone the bursts of the limited
+// directions.
+func TestUpdatedLimits(t *testing.T) {
+	cur := api.Bandwidth{EgressRate: 50e6, EgressBurst: 1 << 20, IngressRate: 10e6}
+	for _, c := range []struct {
+		given limitFlags
+		flags api.Bandwidth
+		want  api.Bandwidth
+		err   string
+	}{
+		{limitFlags{egress: true}, api.Bandwidth{EgressRate: 20e6}, api.Bandwidth{EgressRate: 20e6, IngressRate: 10e6}, ""},
+		{limitFlags{ingress: true, burst: true}, api.Bandwidth{IngressRate: 30e6, EgressBurst: 4096, IngressBurst: 4096},
+			api.Bandwidth{EgressRate: 50e6, EgressBurst: 1 << 20, IngressRate: 30e6, IngressBurst: 4096}, ""},
+		{limitFlags{burst: true}, api.Bandwidth{EgressBurst: 4096, IngressBurst: 4096},
+			api.Bandwidth{EgressRate: 50e6, EgressBurst: 4096, IngressRate: 10e6, IngressBurst: 4096}, ""},
+		{limitFlags{egress: true, ingress: true}, api.Bandwidth{}, api.Bandwidth{}, ""},
+		{limitFlags{egress: true, burst: true}, api.Bandwidth{EgressBurst: 4096, IngressBurst: 4096}, api.Bandwidth{}, "--burst needs a limit"},
+	} {
+		got, err := c.given.update(cur, c.flags)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%+v %+v: %+v, %v; want %q", c.given, c.flags, got, err, c.err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%+v %+v: %+v, %v; want %+v", c.given, c.flags, got, err, c.want)
+		}
+	}
+}

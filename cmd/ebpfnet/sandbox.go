@@ -115,6 +115,7 @@ func newSandboxUpdate(c *cli) *cobra.Command {
 	var (
 		allow []string
 		clear bool
+		bw    api.Bandwidth
 	)
 	cmd := &cobra.Command{
 		Use:   "update [flags] SANDBOX",
@@ -122,7 +123,9 @@ func newSandboxUpdate(c *cli) *cobra.Command {
 		Long: `Change a running sandbox's settings. New flows meet them at once; flows
 already open go on.`,
 		Example: `  ebpfnet sandbox update ci --egress-allow api.github.com --egress-allow 10.90.0.0/28   # replaces the list
-  ebpfnet sandbox update ci --egress-clear                                               # anywhere again`,
+  ebpfnet sandbox update ci --egress-clear                                               # anywhere again
+  ebpfnet sandbox update ci --egress-rate 20mbit                                         # the other limits stay
+  ebpfnet sandbox update ci --egress-rate 0 --ingress-rate 0                             # no limits`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: c.completeSandboxes,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -134,8 +137,21 @@ already open go on.`,
 				req.EgressAllow = &[]string{}
 			case len(allow) > 0:
 				req.EgressAllow = &allow
-			default:
-				return errors.New("nothing to change: give --egress-allow or --egress-clear")
+			}
+			f := cmd.Flags()
+			if given := (limitFlags{f.Changed("egress-rate"), f.Changed("ingress-rate"), f.Changed("burst")}); given.any() {
+				sb, err := c.client().Sandbox(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				limits, err := given.update(sb.HostConfig.Bandwidth, bw)
+				if err != nil {
+					return err
+				}
+				req.Bandwidth = &limits
+			}
+			if req.EgressAllow == nil && req.Bandwidth == nil {
+				return errors.New("nothing to change: give --egress-allow, --egress-clear, --egress-rate, --ingress-rate or --burst")
 			}
 			sb, err := c.client().UpdateSandbox(cmd.Context(), args[0], req)
 			if err != nil {
@@ -147,6 +163,7 @@ already open go on.`,
 	}
 	egressVar(cmd.Flags(), &allow)
 	cmd.Flags().BoolVar(&clear, "egress-clear", false, "remove the sandbox's egress list (its networks' lists, if any, then hold)")
+	bandwidthFlags(cmd.Flags(), &bw)
 	return cmd
 }
 

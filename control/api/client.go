@@ -216,12 +216,6 @@ func (c *Client) Reconcile(ctx context.Context) error {
 	return c.do(ctx, "POST", "/v1/reconcile", nil, nil)
 }
 
-// SetBandwidth sets a sandbox's bandwidth limits (all of them: a rate
-// left 0 is none) and returns the sandbox as it is then.
-func (c *Client) SetBandwidth(ctx context.Context, sandbox string, bw Bandwidth) (out Sandbox, err error) {
-	return out, c.do(ctx, "PUT", "/v1/sandboxes/"+esc(sandbox)+"/bandwidth", bw, &out)
-}
-
 // Publish publishes ports of a sandbox and returns what it published.
 func (c *Client) Publish(ctx context.Context, sandbox string, req Ports) (out map[string][]PortBinding, err error) {
 	return out, c.do(ctx, "POST", "/v1/sandboxes/"+esc(sandbox)+"/publish", req, &out)

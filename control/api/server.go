@@ -34,8 +34,6 @@ type Engine interface {
 	CreateSandbox(ctx context.Context, req SandboxCreate) (Sandbox, error)
 	UpdateSandbox(ctx context.Context, ref string, req SandboxUpdate) (Sandbox, error)
 	RemoveSandbox(ctx context.Context, ref string, force bool) error
-	// SetBandwidth changes a sandbox's bandwidth limits, live.
-	SetBandwidth(ctx context.Context, ref string, bw Bandwidth) (Sandbox, error)
 	// Publish and Unpublish answer with what they changed, shaped like
 	// NetworkSettings.Ports.
 	Publish(ctx context.Context, sandbox string, req Ports) (map[string][]PortBinding, error)
@@ -107,7 +105,6 @@ func NewServer(engine Engine) *Server {
 	s.mux.HandleFunc("POST /v1/sandboxes/{ref}/update", s.updateSandbox)
 	s.mux.HandleFunc("POST /v1/sandboxes/{ref}/publish", s.publish)
 	s.mux.HandleFunc("POST /v1/sandboxes/{ref}/unpublish", s.unpublish)
-	s.mux.HandleFunc("PUT /v1/sandboxes/{ref}/bandwidth", s.setBandwidth)
 	s.mux.HandleFunc("POST /v1/attachments", s.attach)
 	s.mux.HandleFunc("GET /v1/attachments/{container}/{ifname}", s.checkAttachment)
 	s.mux.HandleFunc("DELETE /v1/attachments/{container}/{ifname}", s.detach)
@@ -338,15 +335,6 @@ func (s *Server) updateSandbox(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) removeSandbox(w http.ResponseWriter, r *http.Request) {
 	done(w, s.engine.RemoveSandbox(r.Context(), r.PathValue("ref"), r.URL.Query().Get("force") == "true"))
-}
-
-func (s *Server) setBandwidth(w http.ResponseWriter, r *http.Request) {
-	var req Bandwidth
-	if !decode(w, r, &req) {
-		return
-	}
-	v, err := s.engine.SetBandwidth(r.Context(), r.PathValue("ref"), req)
-	answer(w, http.StatusOK, v, err)
 }
 
 func (s *Server) publish(w http.ResponseWriter, r *http.Request) {

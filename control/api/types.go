@@ -66,6 +66,8 @@ type SandboxUpdate struct {
 	// EgressAllow replaces its egress list (SandboxCreate.EgressAllow);
 	// an empty list clears it.
 	EgressAllow *[]string `json:"EgressAllow,omitempty"`
+	// Bandwidth replaces its limits, all of them: a rate of 0 lifts one.
+	Bandwidth *Bandwidth `json:"Bandwidth,omitempty"`
 }
 
 // Ports publishes ports of a sandbox, open to Sources, or unpublishes

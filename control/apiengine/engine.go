@@ -156,16 +156,8 @@ func (a adapter) UpdateSandbox(_ context.Context, ref string, req api.SandboxUpd
 		}
 		u.EgressAllow = &allow
 	}
+	u.Bandwidth = req.Bandwidth
 	sb, err := a.e.UpdateSandbox(ref, u)
-	if err != nil {
-		return api.Sandbox{}, err
-	}
-	return a.view(sb)
-
-}
-
-func (a adapter) SetBandwidth(_ context.Context, ref string, bw api.Bandwidth) (api.Sandbox, error) {
-	sb, err := a.e.SetBandwidth(ref, bw)
 	if err != nil {
 		return api.Sandbox{}, err
 	}

@@ -450,49 +450,36 @@ func limitable(bw api.Bandwidth, n store.Network) error {
 	return nil
 }
 
-// SetBandwidth changes a sandbox's bandwidth limits, live: its record,
-// then each endpoint's entries. The buckets of limits that stay keep
-// what they hold, so that a change lets no burst through.
-func (e *Engine) SetBandwidth(ref string, bw api.Bandwidth) (store.Sandbox, error) {
-	if err := bw.Check(); err != nil {
-		return store.Sandbox{}, err
+// setBandwidth gives sb the bandwidth limits bw (checked already), in its
+// record, then each endpoint's entries. The buckets of limits that stay
+// keep what they hold, so that a change lets no burst through.
+func (e *Engine) setBandwidth(tx *store.Tx, undo *store.Undo, sb store.Sandbox, bw api.Bandwidth) (store.Sandbox, error) {
+	if sb.Mode != store.ModeNetworks && !bw.IsZero() {
+		return sb, errdefs.Invalidf("sandbox %s has no endpoints of its own (%s mode): bandwidth limits need a bridge network", sb.Name, sb.Mode)
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var sb store.Sandbox
 	nets := map[string]store.Network{}
-	err := e.update(func(tx *store.Tx, undo *store.Undo) error {
-		var err error
-		if sb, err = tx.Sandbox(ref); err != nil {
-			return err
+	for _, ep := range sb.Endpoints {
+		n, err := tx.NetworkOf(ep)
+		if err != nil {
+			return sb, err
 		}
-		if sb.Mode != store.ModeNetworks && !bw.IsZero() {
-			return errdefs.Invalidf("sandbox %s has no endpoints of its own (%s mode): bandwidth limits need a bridge network", sb.Name, sb.Mode)
+		if err := limitable(bw, n); err != nil {
+			return sb, err
 		}
-		for _, ep := range sb.Endpoints {
-			n, err := tx.NetworkOf(ep)
-			if err != nil {
-				return err
-			}
-			if err := limitable(bw, n); err != nil {
-				return err
-			}
-			nets[ep.NetworkID] = n
+		nets[ep.NetworkID] = n
+	}
+	was := sb
+	sb.Bandwidth = bw
+	if err := tx.PutSandbox(sb); err != nil {
+		return sb, err
+	}
+	for _, ep := range sb.Endpoints {
+		undo.Add(func() error { return e.wiring.RefreshIface(nets[ep.NetworkID], was, ep) })
+		if err := e.wiring.RefreshIface(nets[ep.NetworkID], sb, ep); err != nil {
+			return sb, fmt.Errorf("set bandwidth of sandbox %s: %w", sb.Name, err)
 		}
-		was := sb
-		sb.Bandwidth = bw
-		if err := tx.PutSandbox(sb); err != nil {
-			return err
-		}
-		for _, ep := range sb.Endpoints {
-			undo.Add(func() error { return e.wiring.RefreshIface(nets[ep.NetworkID], was, ep) })
-			if err := e.wiring.RefreshIface(nets[ep.NetworkID], sb, ep); err != nil {
-				return fmt.Errorf("set bandwidth of sandbox %s: %w", sb.Name, err)
-			}
-		}
-		return nil
-	})
-	return sb, err
+	}
+	return sb, nil
 }
 
 // ownSandbox refuses to change the endpoints of an external sandbox, which
@@ -529,11 +516,18 @@ type SandboxUpdate struct {
 	// EgressAllow replaces its egress list; an empty one clears it (its
 	// networks' lists then hold, if any).
 	EgressAllow *egress.List
+	// Bandwidth replaces its limits, all of them: a rate of 0 lifts one.
+	Bandwidth *api.Bandwidth
 }
 
-// UpdateSandbox changes a sandbox's settings live: new flows meet them at
-// once. Flows conntrack already holds go on.
+// UpdateSandbox changes a sandbox's settings live, all of u or none: new
+// flows meet them at once. Flows conntrack already holds go on.
 func (e *Engine) UpdateSandbox(ref string, u SandboxUpdate) (store.Sandbox, error) {
+	if u.Bandwidth != nil {
+		if err := u.Bandwidth.Check(); err != nil {
+			return store.Sandbox{}, err
+		}
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var sb store.Sandbox
@@ -542,31 +536,42 @@ func (e *Engine) UpdateSandbox(ref string, u SandboxUpdate) (store.Sandbox, erro
 		if sb, err = tx.Sandbox(ref); err != nil {
 			return err
 		}
-		if u.EgressAllow == nil {
-			return nil
-		}
-		if len(*u.EgressAllow) > 0 && sb.Mode != store.ModeNetworks {
-			return errdefs.Invalidf("sandbox %s: an egress list needs a bridge network, not %s mode", sb.Name, sb.Mode)
-		}
-		was := sb
-		sb.EgressAllow = *u.EgressAllow
-		var nets []store.Network
-		for _, ep := range sb.Endpoints {
-			n, err := tx.NetworkOf(ep)
-			if err != nil {
+		if u.EgressAllow != nil {
+			if sb, err = e.setEgress(tx, undo, sb, *u.EgressAllow); err != nil {
 				return err
 			}
-			nets = append(nets, n)
 		}
-		if err := checkEgressNames(sb, nets); err != nil {
-			return err
+		if u.Bandwidth != nil {
+			sb, err = e.setBandwidth(tx, undo, sb, *u.Bandwidth)
 		}
-		if err := tx.PutSandbox(sb); err != nil {
-			return err
-		}
-		return e.replaceEgress(tx, undo, was, sb)
+		return err
 	})
 	return sb, err
+}
+
+// setEgress gives sb the egress list allow, in its record and its
+// endpoints' entries.
+func (e *Engine) setEgress(tx *store.Tx, undo *store.Undo, sb store.Sandbox, allow egress.List) (store.Sandbox, error) {
+	if len(allow) > 0 && sb.Mode != store.ModeNetworks {
+		return sb, errdefs.Invalidf("sandbox %s: an egress list needs a bridge network, not %s mode", sb.Name, sb.Mode)
+	}
+	was := sb
+	sb.EgressAllow = allow
+	var nets []store.Network
+	for _, ep := range sb.Endpoints {
+		n, err := tx.NetworkOf(ep)
+		if err != nil {
+			return sb, err
+		}
+		nets = append(nets, n)
+	}
+	if err := checkEgressNames(sb, nets); err != nil {
+		return sb, err
+	}
+	if err := tx.PutSandbox(sb); err != nil {
+		return sb, err
+	}
+	return sb, e.replaceEgress(tx, undo, was, sb)
 }
 
 // checkEgressNames refuses names in the egress list of a sandbox that

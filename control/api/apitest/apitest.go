@@ -36,9 +36,6 @@ func (Nop) RemoveSandbox(context.Context, string, bool) error { return nil }
 func (Nop) UpdateSandbox(context.Context, string, api.SandboxUpdate) (api.Sandbox, error) {
 	return api.Sandbox{}, nil
 }
-func (Nop) SetBandwidth(context.Context, string, api.Bandwidth) (api.Sandbox, error) {
-	return api.Sandbox{}, nil
-}
 func (Nop) Publish(context.Context, string, api.Ports) (map[string][]api.PortBinding, error) {
 	return nil, nil
 }
