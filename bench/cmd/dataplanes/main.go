@@ -69,6 +69,7 @@ func main() {
 	flag.IntVar(&cfg.sandboxTimes, "sandbox-times", 50, "creates and removes timed at each number of sandboxes")
 	flag.BoolVar(&cfg.sandboxesOnly, "sandboxes-only", false, "time sandbox create and remove alone, at every -sandboxes (on a daemon of its own), and docker run and rm at every -docker-containers")
 	flag.IntVar(&cfg.sourcePrefixes, "source-prefixes", 10000, "prefixes of the source list measured on a published port (0: not measured)")
+	flag.BoolVar(&cfg.sourcesOnly, "sources-only", false, "measure a published port's source list of -source-prefixes alone (a few minutes)")
 	flag.IntVar(&cfg.balanceBackends, "balance-backends", 3, "sandboxes sharing a published port with --balance, measured against one (0: not measured)")
 	flag.BoolVar(&cfg.balanceOnly, "balance-only", false, "measure a port balanced over -balance-backends sandboxes alone (a minute)")
 	flag.IntVar(&cfg.egressPrefixes, "egress-prefixes", 1000, "prefixes of the egress list a sandbox is measured with, against none (0: not measured)")
@@ -94,8 +95,8 @@ func main() {
 	if cfg.balanceBackends == 1 || cfg.balanceBackends > maps.MaxBackends || cfg.balanceOnly && cfg.balanceBackends == 0 {
 		log.Fatalf("-balance-backends must be from 2 to %d (0: not measured, and not with -balance-only)", maps.MaxBackends)
 	}
-	if cfg.egressOnly && cfg.egressPrefixes == 0 {
-		log.Fatal("-egress-only needs -egress-prefixes")
+	if cfg.egressOnly && cfg.egressPrefixes == 0 || cfg.sourcesOnly && cfg.sourcePrefixes == 0 {
+		log.Fatal("-egress-only needs -egress-prefixes, -sources-only -source-prefixes")
 	}
 	if cfg.sandboxTimes < 1 || cfg.podTimes < 1 {
 		log.Fatal("-sandbox-times and -pod-times must be at least 1")
@@ -150,8 +151,9 @@ type config struct {
 	podTimes int
 	podsOnly bool
 	// sourcePrefixes is the length of the source list a published port
-	// is measured with.
+	// is measured with; sourcesOnly measures it alone.
 	sourcePrefixes int
+	sourcesOnly    bool
 	// balanceBackends are the sandboxes a balanced port is measured
 	// with, against one; balanceOnly measures it alone.
 	balanceBackends int

@@ -155,6 +155,11 @@ func run(r *runner, cfg config) Results {
 		res.Samples = b.measureBalance(cfg.balanceBackends, cfg.rounds, cfg.duration)
 		return res
 	}
+	if cfg.sourcesOnly {
+		res.Dataplanes = nil
+		res.Samples = b.measureSourceLists(cfg.sourcePrefixes, cfg.rounds, cfg.duration)
+		return res
+	}
 	if cfg.egressOnly {
 		res.Dataplanes = nil
 		res.Samples = b.measureEgress(cfg.egressPrefixes, cfg.rounds, cfg.duration)

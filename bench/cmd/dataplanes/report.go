@@ -74,11 +74,12 @@ func markdown(r Results) string {
 		if len(r.DNS) > 0 {
 			dnsTable(&b, r)
 		}
+		sourcesTable(&b, r)
 		balanceTable(&b, r)
 		egressTable(&b, r)
 		timingsTable(&b, r)
 		sandboxesTable(&b, r)
-		writeTargets(&b, slices.Concat(r.balanceTarget(), r.egressTarget(), r.controlTargets(), r.dnsTargets(), r.sandboxTargets(), r.dockerScaleTargets(), r.podsTargets()))
+		writeTargets(&b, slices.Concat(r.sourcesTarget(), r.balanceTarget(), r.egressTarget(), r.controlTargets(), r.dnsTargets(), r.sandboxTargets(), r.dockerScaleTargets(), r.podsTargets()))
 		return b.String()
 	}
 	fmt.Fprintf(&b, "%s; %d rounds of %s per measurement, interleaved across dataplanes; medians (min–max) and ratios to the no-NAT path of the same client (%s: to %s).\n\n", r.Env, r.Rounds, r.Duration, s2sName, plainBridge)
