@@ -152,6 +152,9 @@ func TestSoak(t *testing.T) {
 	cfg := soakConfigFromEnv(t)
 	t.Logf("soak: seed %d (SOAK_SEED=%d replays the operations), %s, up to %d sandboxes on %d networks, %.0f operations/s",
 		cfg.seed, cfg.seed, cfg.duration, cfg.sandboxes, cfg.networks, cfg.rate)
+	if cfg.sandboxes > soakDefaultTable {
+		sizeNeighbourTables(t, cfg.sandboxes)
+	}
 	h, out := newPublishingHost(t)
 	s := &soak{t: t, cfg: cfg, h: h, out: out, cni: newCNI(t), rng: rand.New(rand.NewPCG(cfg.seed, 0x50a4)),
 		sbs: map[string]*soakSandbox{}, used: map[string][]netip.Addr{}, ops: map[string]int{}}
@@ -868,6 +871,33 @@ func reachable(b api.PortBinding, client netip.Addr) bool {
 		}
 	}
 	return allow
+}
+
+// soakDefaultTable is how many sandboxes the kernel's default neighbour
+// tables (gc_thresh3, 1,024 entries for every namespace together) serve:
+// beyond it, as on any host of that many containers, Docker's or
+// Kubernetes', the host's operator sizes them.
+const soakDefaultTable = 500
+
+// sizeNeighbourTables sizes the machine's neighbour tables, both
+// families', for n sandboxes, as an operator of a host of n containers
+// does (sysctl net.ipv4.neigh.default.gc_thresh1/2/3), until the test
+// ends: the sandboxes' gateways are permanent entries, outside the
+// collector's count, but a check's probes and their answers are two
+// entries each, which the collector keeps 5 s at least.
+func sizeNeighbourTables(t *testing.T, n int) {
+	t.Helper()
+	for _, family := range []string{"ipv4", "ipv6"} {
+		for i, size := range []int{n, 4 * n, 8 * n} {
+			key := fmt.Sprintf("/proc/sys/net/%s/neigh/default/gc_thresh%d", family, i+1)
+			was, err := os.ReadFile(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			must(t, os.WriteFile(key, []byte(strconv.Itoa(size)), 0o644))
+			t.Cleanup(func() { os.WriteFile(key, was, 0o644) })
+		}
+	}
 }
 
 // soakProbesPerSecond is how many probes a check starts a second: two
