@@ -45,18 +45,22 @@ func BenchmarkPrograms(b *testing.B) {
 				{"uplink-xdp", nb.dp.UplinkXDP.UplinkXdp, tcpSegment(client, host, ack, 2, 1)},
 				{"reply", nb.dp.Endpoint.FromContainer, tcpSegment(web, client, ack, 1, 2)},
 			} {
-				b.Run(m.name+"/"+c.family+"/"+p.dir, func(b *testing.B) {
-					var per float64
-					must(b, namespace.Do(nb.ns, func() error {
-						_, d, err := p.prog.Benchmark(p.pkt, b.N, b.ResetTimer)
-						per = float64(d.Nanoseconds())
-						return err
-					}))
-					b.ReportMetric(per, "ns/packet")
-				})
+				b.Run(m.name+"/"+c.family+"/"+p.dir, func(b *testing.B) { perPacket(b, nb, p.prog, p.pkt) })
 			}
 		}
 	}
+}
+
+// perPacket runs prog on pkt b.N times in the bed's namespace and
+// reports the time a packet took.
+func perPacket(b *testing.B, nb *natbed, prog *ebpf.Program, pkt []byte) {
+	var per float64
+	must(b, namespace.Do(nb.ns, func() error {
+		_, d, err := prog.Benchmark(pkt, b.N, b.ResetTimer)
+		per = float64(d.Nanoseconds())
+		return err
+	}))
+	b.ReportMetric(per, "ns/packet")
 }
 
 // BenchmarkEgressList is what an egress list costs a sandbox's packet of
@@ -162,15 +166,7 @@ func BenchmarkRateLimit(b *testing.B) {
 			if ret, _ := nb.run(b, p.prog, p.pkt); ret != tcActRedirect {
 				b.Fatalf("%s: verdict %d, want the packet delivered", p.dir, ret)
 			}
-			b.Run(name+"/"+p.dir, func(b *testing.B) {
-				var per float64
-				must(b, namespace.Do(nb.ns, func() error {
-					_, d, err := p.prog.Benchmark(p.pkt, b.N, b.ResetTimer)
-					per = float64(d.Nanoseconds())
-					return err
-				}))
-				b.ReportMetric(per, "ns/packet")
-			})
+			b.Run(name+"/"+p.dir, func(b *testing.B) { perPacket(b, nb, p.prog, p.pkt) })
 		}
 	}
 }

@@ -150,20 +150,20 @@ func run(r *runner, cfg config) Results {
 		res.DNS = b.measureDNS(cfg.rounds, cfg.duration)
 		return res
 	}
-	if cfg.balanceOnly {
-		res.Dataplanes = nil
-		res.Samples = b.measureBalance(cfg.balanceBackends, cfg.rounds, cfg.duration)
-		return res
-	}
-	if cfg.sourcesOnly {
-		res.Dataplanes = nil
-		res.Samples = b.measureSourceLists(cfg.sourcePrefixes, cfg.rounds, cfg.duration)
-		return res
-	}
-	if cfg.egressOnly {
-		res.Dataplanes = nil
-		res.Samples = b.measureEgress(cfg.egressPrefixes, cfg.rounds, cfg.duration)
-		return res
+	for _, stage := range []struct {
+		alone   bool
+		measure func(n, rounds int, d time.Duration) []Sample
+		n       int
+	}{
+		{cfg.balanceOnly, b.measureBalance, cfg.balanceBackends},
+		{cfg.sourcesOnly, b.measureSourceLists, cfg.sourcePrefixes},
+		{cfg.egressOnly, b.measureEgress, cfg.egressPrefixes},
+	} {
+		if stage.alone {
+			res.Dataplanes = nil
+			res.Samples = stage.measure(stage.n, cfg.rounds, cfg.duration)
+			return res
+		}
 	}
 	if cfg.controlOnly {
 		res.Dataplanes = nil
