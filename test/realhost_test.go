@@ -550,9 +550,14 @@ func TestRealHostDockerPlugin(t *testing.T) {
 	}
 	// dockerd first, as on a host where it starts at boot: it finds IPv4
 	// forwarding off, turns it on and sets FORWARD to DROP (started after
-	// ebpfnet, which turns forwarding on, it would leave ACCEPT).
+	// ebpfnet, which turns forwarding on, it would leave ACCEPT). A new
+	// namespace takes IPv4 forwarding from the machine's own, which may
+	// have it on: off, as at boot.
 	var d *testbed.Docker
-	h := testbed.NewHostWith(t, func(h *testbed.Host) { d = testbed.StartDocker(t, h.NetNS) })
+	h := testbed.NewHostWith(t, func(h *testbed.Host) {
+		h.InHost("sysctl", "-qw", "net.ipv4.ip_forward=0")
+		d = testbed.StartDocker(t, h.NetNS)
+	})
 	d.ImportImage(testbed.BusyboxRootfs(t), "busybox")
 	t.Cleanup(func() {
 		if t.Failed() {
